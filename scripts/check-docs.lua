@@ -1,0 +1,47 @@
+-- scripts/check-docs.lua (run by scripts/test with the orch binary):
+-- fails when a public function or method has no entry in doc/*.md.
+-- A function orch.a.b is documented by a heading line containing "orch.a.b(";
+-- a method m of a class orch.X by a heading line containing ":m(".
+local root = arg[1] or "."
+local docs = {}
+local p = io.popen("cat " .. root .. "/doc/*.md 2>/dev/null")
+for line in p:lines() do
+  if line:match("^#+ ") then docs[#docs + 1] = line end
+end
+p:close()
+local text = table.concat(docs, "\n")
+
+local missing = {}
+local function need(pattern, what)
+  if not text:find(pattern, 1, true) then missing[#missing + 1] = what end
+end
+
+local seen = {}
+local function walk(t, prefix, depth)
+  if seen[t] or depth > 3 then return end
+  seen[t] = true
+  for k, v in pairs(t) do
+    if type(k) == "string" and not k:match("^_") then
+      local name = prefix .. "." .. k
+      if type(v) == "function" then need(name .. "(", name .. "()")
+      elseif type(v) == "table" then walk(v, name, depth + 1) end
+    end
+  end
+end
+walk(orch, "orch", 1)
+
+for name, mt in pairs(debug.getregistry()) do
+  if type(name) == "string" and name:match("^orch%.%u") and type(mt) == "table"
+     and type(mt.__index) == "table" then
+    for m, f in pairs(mt.__index) do
+      if type(f) == "function" and not m:match("^_") then need(":" .. m .. "(", name .. ":" .. m .. "()") end
+    end
+  end
+end
+
+table.sort(missing)
+if #missing > 0 then
+  io.stderr:write("check-docs: no doc/*.md heading for:\n  ", table.concat(missing, "\n  "), "\n")
+  orch.exit(1)
+end
+print(("check-docs: every public function and method is documented"))

@@ -1,0 +1,395 @@
+-- The runtime: tasks, sleep, clocks, timers, orch.run and orch.exit.
+local h = require "spec.helper"
+local orch = h.orch
+
+describe("orch.run(fn)", function()
+  it("returns the main task's results and passes arguments", function()
+    local a, b, n = orch.run(function(x, y) return x + y, "s", select("#", x, y) end, 2, 3)
+    assert.are.equal(5, a)
+    assert.are.equal("s", b)
+    assert.are.equal(2, n)
+  end)
+
+  it("raises the main task's error", function()
+    local ok, err = pcall(orch.run, function() error("kaboom") end)
+    assert.is_false(ok)
+    assert.matches("kaboom", err)
+  end)
+
+  it("keeps running until every task has finished", function()
+    local log = {}
+    orch.run(function()
+      orch.task(function() orch.sleep(0.05); log[#log + 1] = "late" end)
+      log[#log + 1] = "main done"
+    end)
+    assert.are.same({ "main done", "late" }, log)
+  end)
+
+  it("refuses to nest", function()
+    local ok, err = pcall(orch.run, function() return orch.run(function() end) end)
+    assert.is_false(ok)
+    assert.matches("orch.run: the loop is already running", err, 1, true)
+  end)
+
+  it("reports a main task that waits for nothing", function()
+    local ok, err = pcall(orch.run, function()
+      local main = orch.current()
+      local other = orch.task(function() main:join() end)
+      other:join()   -- each waits for the other: nothing can ever wake them
+    end)
+    assert.is_false(ok)
+    assert.matches("the main task waits for something that can never happen", err, 1, true)
+  end)
+
+  it("rejects a non-function", function()
+    assert.has_error(function() orch.run(42) end)
+  end)
+end)
+
+describe("orch.exit", function()
+  it("ends orch.run with the code", function()
+    local r1, msg, ename, code = orch.run(function()
+      orch.task(function() orch.sleep(5) end)
+      orch.sleep(0.01)
+      orch.exit(3)
+      error("not reached")
+    end)
+    assert.is_nil(r1)
+    assert.are.equal("orch.exit(3)", msg)
+    assert.are.equal("EXIT", ename)
+    assert.are.equal(3, code)
+  end)
+
+  it("closes the to-be-closed variables of the remaining tasks", function()
+    local closed = false
+    orch.run(function()
+      orch.task(function()
+        local _ <close> = setmetatable({}, { __close = function() closed = true end })
+        orch.sleep(10)
+      end)
+      orch.sleep(0.01)
+      orch.exit(0)
+    end)
+    assert.is_true(closed)
+  end)
+
+  it("outside a run raises", function()
+    assert.has_error(function() orch.exit(1) end, "orch.exit: orch is not running")
+  end)
+end)
+
+describe("tasks", function()
+  it("run concurrently and join returns their results", function()
+    local order = {}
+    local r = table.pack(h.run(function()
+      local a = orch.task(function() orch.sleep(0.03); order[#order + 1] = "a"; return 1, nil, 3 end)
+      local b = orch.task(function() orch.sleep(0.01); order[#order + 1] = "b"; return "b" end)
+      local x = table.pack(a:join())
+      return x.n, x[1], x[3], b:join()
+    end))
+    assert.are.same({ 3, 1, 3, "b", n = 4 }, r)
+    assert.are.same({ "b", "a" }, order)
+  end)
+
+  it("start after the current task yields", function()
+    local log = {}
+    h.run(function()
+      local t = orch.task(function() log[#log + 1] = "task" end)
+      log[#log + 1] = "creator"
+      t:join()
+    end)
+    assert.are.same({ "creator", "task" }, log)
+  end)
+
+  it("join raises the task's error", function()
+    local ok, err = pcall(h.run, function()
+      local t = orch.task(function() error("inner failure") end)
+      return t:join()
+    end)
+    assert.is_false(ok)
+    assert.matches("inner failure", err)
+  end)
+
+  it("join on an already finished task returns at once", function()
+    local v = h.run(function()
+      local t = orch.task(function() return "early" end)
+      orch.sleep(0.01)
+      assert.are.equal("done", t:status())
+      return t:join()
+    end)
+    assert.are.equal("early", v)
+  end)
+
+  it("join with a timeout", function()
+    local r = table.pack(h.run(function()
+      local t = orch.task(function() orch.sleep(10) end)
+      local a, b, c = t:join(0.02)
+      t:cancel()
+      return a, b, c
+    end))
+    assert.are.same({ nil, "join: timed out", "ETIMEDOUT", n = 3 }, r)
+  end)
+
+  it("several tasks can join the same task", function()
+    local r = h.run(function()
+      local t = orch.task(function() orch.sleep(0.01) return 7 end)
+      local j1 = orch.task(function() return t:join() end)
+      local j2 = orch.task(function() return t:join() end)
+      return j1:join() + j2:join()
+    end)
+    assert.are.equal(14, r)
+  end)
+
+  it("status goes ready, waiting, done / failed / cancelled", function()
+    local s = h.run(function()
+      local seen = {}
+      local t = orch.task(function() orch.sleep(0.01) end)
+      seen[#seen + 1] = t:status()
+      orch.sleep(0)
+      seen[#seen + 1] = t:status()
+      t:join()
+      seen[#seen + 1] = t:status()
+      local f = orch.task(function() error("x") end)
+      pcall(f.join, f)
+      seen[#seen + 1] = f:status()
+      local c = orch.task(function() orch.sleep(1) end)
+      orch.sleep(0)
+      c:cancel()
+      seen[#seen + 1] = c:status()
+      seen[#seen + 1] = orch.current():status()
+      return seen
+    end)
+    assert.are.same({ "ready", "waiting", "done", "failed", "cancelled", "running" }, s)
+  end)
+
+  it("cancel closes to-be-closed variables and join reports it", function()
+    local closed, r
+    h.run(function()
+      local t = orch.task(function()
+        local _ <close> = setmetatable({}, { __close = function() closed = true end })
+        orch.sleep(10)
+      end)
+      orch.sleep(0.01)
+      assert.is_true(t:cancel())
+      assert.is_false(t:cancel())
+      r = table.pack(t:join())
+    end)
+    assert.is_true(closed)
+    assert.are.same({ nil, "join: the task was cancelled", "ECANCELED", n = 3 }, r)
+  end)
+
+  it("a task can cancel itself", function()
+    local after = false
+    local st = h.run(function()
+      local t = orch.task(function() orch.current():cancel(); after = true end)
+      orch.sleep(0.01)
+      return t:status()
+    end)
+    assert.are.equal("cancelled", st)
+    assert.is_false(after)
+  end)
+
+  it("a task cannot join itself", function()
+    local ok, err = pcall(h.run, function() orch.current():join() end)
+    assert.is_false(ok)
+    assert.matches("join: a task cannot join itself", err, 1, true)
+  end)
+
+  it("an error in a task that nobody joins goes to the error handler and the loop goes on", function()
+    -- The error is printed on stderr; the run itself completes.
+    local v = h.run(function()
+      orch.task(function() error("reported, not fatal") end)
+      orch.sleep(0.01)
+      return "still running"
+    end)
+    assert.are.equal("still running", v)
+  end)
+
+  it("a bare coroutine.yield() yields to the other tasks", function()
+    local log = {}
+    h.run(function()
+      local t = orch.task(function() log[#log + 1] = "other" end)
+      coroutine.yield()
+      log[#log + 1] = "back"
+      t:join()
+    end)
+    assert.are.same({ "other", "back" }, log)
+  end)
+
+  it("a task resumed by hand with coroutine.resume is refused", function()
+    local ok, err = pcall(h.run, function()
+      local co
+      local t = orch.task(function() co = coroutine.running(); orch.sleep(0.05) end)
+      orch.sleep(0.01)
+      local rok, rerr = coroutine.resume(co)
+      assert.is_false(rok)
+      assert.matches("resumed by coroutine.resume", rerr)
+      t:cancel()
+    end)
+    assert.is_true(ok, err)
+  end)
+
+  it("orch.current is nil outside a task", function()
+    assert.is_nil(orch.current())
+  end)
+
+  it("tostring names the class and status", function()
+    local s = h.run(function() return tostring(orch.current()) end)
+    assert.matches("^orch.Task: .* running$", s)
+  end)
+end)
+
+describe("orch.sleep", function()
+  it("suspends only the calling task and wakes in deadline order", function()
+    local log = {}
+    h.run(function()
+      local ts = {}
+      for _, d in ipairs({ 0.04, 0.01, 0.02 }) do
+        ts[#ts + 1] = orch.task(function() orch.sleep(d); log[#log + 1] = d end)
+      end
+      for _, t in ipairs(ts) do t:join() end
+    end)
+    assert.are.same({ 0.01, 0.02, 0.04 }, log)
+  end)
+
+  it("waits at least the given time on the monotonic clock", function()
+    local dt = h.run(function()
+      local t0 = orch.now()
+      orch.sleep(0.05)
+      return orch.now() - t0
+    end)
+    assert.is_true(dt >= 0.049, "slept " .. dt)
+  end)
+
+  it("sleep(0) interleaves tasks", function()
+    local log = {}
+    h.run(function()
+      local a = orch.task(function() for i = 1, 3 do log[#log + 1] = "a" .. i; orch.sleep(0) end end)
+      local b = orch.task(function() for i = 1, 3 do log[#log + 1] = "b" .. i; orch.sleep(0) end end)
+      a:join(); b:join()
+    end)
+    assert.are.same({ "a1", "b1", "a2", "b2", "a3", "b3" }, log)
+  end)
+
+  it("raises outside a task instead of blocking", function()
+    assert.has_error(function() orch.sleep(1) end, "orch.sleep: must be called from a task")
+  end)
+
+  it("validates its argument", function()
+    for _, bad in ipairs({ -1, 0 / 0, math.huge, "x" }) do
+      local ok, err = pcall(h.run, function() orch.sleep(bad) end)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to 'sleep'", err, 1, true)
+    end
+  end)
+end)
+
+describe("clocks", function()
+  it("now is monotonic seconds, time is the wall clock", function()
+    local a = orch.now()
+    local b = orch.now()
+    assert.is_true(b >= a)
+    assert.is_true(math.abs(orch.time() - os.time()) < 2)
+  end)
+end)
+
+describe("orch.timer", function()
+  it("after fires once, as a task", function()
+    local fired, in_task = 0, false
+    h.run(function()
+      orch.timer.after(0.01, function()
+        fired = fired + 1
+        in_task = orch.current() ~= nil
+        orch.sleep(0.001)   -- callbacks may wait
+      end)
+      orch.sleep(0.05)
+    end)
+    assert.are.equal(1, fired)
+    assert.is_true(in_task)
+  end)
+
+  it("every repeats until stopped, and the loop ends after stop", function()
+    local n = 0
+    h.run(function()
+      orch.timer.every(0.005, function(t)
+        n = n + 1
+        if n == 3 then assert.is_true(t:stop()) end
+      end)
+    end)
+    assert.are.equal(3, n)
+  end)
+
+  it("stop prevents a pending after", function()
+    local fired = false
+    h.run(function()
+      local t = orch.timer.after(0.02, function() fired = true end)
+      assert.is_true(t:active())
+      t:stop()
+      assert.is_false(t:active())
+      assert.is_false(t:stop())
+      orch.sleep(0.04)
+    end)
+    assert.is_false(fired)
+  end)
+
+  it("a dropped timer still fires", function()
+    local fired = false
+    h.run(function()
+      orch.timer.after(0.01, function() fired = true end)
+      collectgarbage()
+      collectgarbage()
+      orch.sleep(0.03)
+    end)
+    assert.is_true(fired)
+  end)
+
+  it("validates its arguments", function()
+    local cases = {
+      { function() orch.timer.after(-1, function() end) end, "bad argument #1 to 'after'" },
+      { function() orch.timer.after(1) end, "bad argument #2 to 'after' (function expected, got no value)" },
+      { function() orch.timer.every("x", print) end, "bad argument #1 to 'every'" },
+    }
+    for _, c in ipairs(cases) do
+      local ok, err = pcall(c[1])
+      assert.is_false(ok)
+      assert.matches(c[2], err, 1, true)
+    end
+  end)
+
+  it("tostring", function()
+    h.run(function()
+      local t = orch.timer.after(1, function() end)
+      assert.matches("^orch.Timer: after 1", tostring(t))
+      t:stop()
+    end)
+  end)
+end)
+
+describe("the orch module", function()
+  it("sets no globals when required", function()
+    local before = {}
+    for k in pairs(_G) do before[k] = true end
+    for _, name in ipairs({ "orch.core" }) do require(name) end
+    for k in pairs(_G) do assert.is_true(before[k], "new global " .. tostring(k)) end
+  end)
+
+  it("loads every Lua module without creating globals", function()
+    local p = io.popen("ls " .. h.root .. "/lua/orch/*.lua " .. h.root .. "/lua/orch/*/*.lua 2>/dev/null")
+    local files = {}
+    for f in p:lines() do files[#files + 1] = f end
+    p:close()
+    assert.is_true(#files >= 1)
+    local before = {}
+    for k in pairs(_G) do before[k] = true end
+    for _, f in ipairs(files) do
+      local name = f:match("lua/(orch/.-)%.lua$"):gsub("/", "."):gsub("%.init$", "")
+      require(name)
+    end
+    for k in pairs(_G) do assert.is_true(before[k], "module set global " .. tostring(k)) end
+  end)
+
+  it("has a version", function()
+    assert.matches("^orch %d+%.%d+%.%d+, Lua 5%.4", orch.version())
+    assert.are.equal("string", type(orch.VERSION))
+  end)
+end)

@@ -1,0 +1,126 @@
+--- Shared helpers for the busted specs.
+-- The build directory comes from ORCH_BUILD (default: build/ in the repo).
+-- `h.orch` is the orch module loaded from that build's lua/orch.so;
+-- `h.run(fn [, deadline])` runs fn as the main task with a deadline.
+local h = {}
+
+local function absolute(p)
+  if p:sub(1, 1) == "/" then return p end
+  local pwd = os.getenv("PWD") or io.popen("pwd"):read("l")
+  return pwd .. "/" .. p
+end
+local root = absolute(os.getenv("ORCH_ROOT") or ".")
+h.root = root
+h.build = absolute(os.getenv("ORCH_BUILD") or (root .. "/build"))
+h.bin = h.build .. "/orch"
+h.progs = h.build .. "/progs"
+
+package.cpath = h.build .. "/lua/?.so;" .. package.cpath
+h.orch = require "orch"
+local orch = h.orch
+
+--- Runs fn(...) as the main task; fails the test if it takes longer than
+-- `deadline` seconds (default 30: machines are loaded, this is a hang guard,
+-- not a timing assertion). Returns fn's results, raises its error.
+function h.run(fn, deadline, ...)
+  deadline = deadline or 30
+  local args = table.pack(...)
+  return orch.run(function()
+    local main = orch.current()
+    local timed_out = false
+    local guard = orch.timer.after(deadline, function()
+      timed_out = true
+      main:cancel()
+    end)
+    local res = table.pack(pcall(fn, table.unpack(args, 1, args.n)))
+    guard:stop()
+    if not res[1] then error(res[2], 0) end
+    return table.unpack(res, 2, res.n)
+  end)
+end
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+h.slurp = slurp
+
+local function shquote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+h.shquote = shquote
+
+local tmpdirs = {}
+--- A fresh temporary directory (removed at exit of the spec run).
+function h.tmpdir()
+  local p = io.popen("mktemp -d /tmp/orch-spec.XXXXXX")
+  local d = p:read("l")
+  p:close()
+  tmpdirs[#tmpdirs + 1] = d
+  return d
+end
+
+--- Runs the orch binary with args (a table of strings), optional stdin and
+-- environment prefix (a table name=value). Returns exit code, stdout, stderr.
+-- Blocking (io.popen): use it outside orch.run.
+function h.cli(args, stdin, env)
+  local d = h.tmpdir()
+  local parts = {}
+  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. shquote(v) end
+  parts[#parts + 1] = shquote(h.bin)
+  for _, a in ipairs(args) do parts[#parts + 1] = shquote(a) end
+  local inpath = d .. "/stdin"
+  local f = assert(io.open(inpath, "wb"))
+  f:write(stdin or "")
+  f:close()
+  local cmd = table.concat(parts, " ") .. " <" .. inpath .. " >" .. d .. "/out 2>" .. d .. "/err"
+  local ok, how, code = os.execute(cmd)
+  if how == "signal" then code = 128 + code end
+  return code, slurp(d .. "/out"), slurp(d .. "/err")
+end
+
+--- Writes a temporary Lua script and returns its path.
+function h.script(src)
+  local d = h.tmpdir()
+  local path = d .. "/script.lua"
+  local f = assert(io.open(path, "wb"))
+  f:write(src)
+  f:close()
+  return path
+end
+
+--- A SysV IPC key unique to this spec run (pid-based, counter per call).
+local key_counter = 0
+function h.key()
+  key_counter = key_counter + 1
+  local pid = tonumber(slurp("/proc/self/stat"):match("^(%d+)"))
+  return 0x4f000000 + ((pid % 0x10000) * 0x100) + (key_counter % 0x100)
+end
+
+--- Runs a shell command, returns its stdout (trimmed) and success.
+function h.sh(cmd)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  local ok = p:close()
+  return (out:gsub("%s+$", "")), ok
+end
+
+--- Number of zombie children of this process.
+function h.zombies()
+  local me = tonumber(slurp("/proc/self/stat"):match("^(%d+)"))
+  local n = 0
+  local p = io.popen("ps -o stat= --ppid " .. me .. " 2>/dev/null")
+  for line in p:lines() do if line:match("^Z") then n = n + 1 end end
+  p:close()
+  return n
+end
+
+-- Remove temp dirs when the Lua state closes.
+setmetatable(tmpdirs, { __gc = function(t)
+  for _, d in ipairs(t) do os.execute("rm -rf " .. shquote(d)) end
+end })
+
+return h

@@ -1,0 +1,214 @@
+/*
+ * main.c: the orch command line. A thin user of the embedding API
+ * (include/orch.h): it parses the command, loads code into a runtime, runs
+ * the loop and turns the outcome into an exit status. Commands other than
+ * the built-in ones are Lua modules, lua/orch/cmd/<name>.lua.
+ *
+ * Exit statuses: 0 success, 1 the script failed, 2 usage error or missing
+ * file, or the code given to orch.exit().
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "orch.h"
+
+static const char *progname = "orch";
+
+static const char usage_text[] =
+  "usage: orch COMMAND [ARGS...]\n"
+  "\n"
+  "Commands:\n"
+  "  run FILE [ARGS...]     run a Lua script on the event loop (also: orch FILE)\n"
+  "  -e CODE [ARGS...]      run a string of Lua code\n"
+  "  repl [FILE]            interactive prompt while the loop runs\n"
+  "  ctl [--socket P] CMD   control a running orchestrator (status, start, stop, ...)\n"
+  "  attach [--socket P]    a prompt inside a running orchestrator\n"
+  "  watchdog [OPTIONS]     kill processes whose heartbeat stopped\n"
+  "  every N -- PROG ARGS   run PROG, wait, sleep N seconds, repeat\n"
+  "  beat --name N --timeout S   register or beat a heartbeat (for shell scripts)\n"
+  "  version                print the orch, Lua and libuv versions\n"
+  "  help [COMMAND]         this text, or a command's help\n"
+  "\n"
+  "See doc/ in the source tree, or `orch help COMMAND`.\n";
+
+static const struct { const char *name; const char *text; } builtin_help[] = {
+  {"run",
+   "usage: orch run FILE [ARGS...]\n"
+   "       orch FILE [ARGS...]\n"
+   "\n"
+   "Runs FILE as the main task on one event loop. `arg` is set as lua5.4 sets it\n"
+   "(arg[0] = FILE, arg[1..] = ARGS) and the arguments are also the chunk's `...`.\n"
+   "The global `orch` is the orch module. orch exits when no task is runnable and\n"
+   "no handle is active, or when the script calls orch.exit(code).\n"
+   "\n"
+   "Exit status: 0, or 1 when the main task raised (message and traceback on\n"
+   "stderr), 2 when FILE cannot be opened, or the code given to orch.exit.\n"},
+  {"-e",
+   "usage: orch -e CODE [ARGS...]\n"
+   "\n"
+   "Runs CODE as the main task, like `orch run` runs a file; ARGS are `...`.\n"},
+  {"version", "usage: orch version | orch --version\n\nPrints the orch, Lua and libuv versions.\n"},
+  {"help", "usage: orch help [COMMAND]\n\nPrints the list of commands, or one command's help.\n"},
+  {NULL, NULL}
+};
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "%s: ", progname);
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, " (see 'orch --help')\n");
+  return 2;
+}
+
+/* Runs a runtime whose main task is loaded; reports the outcome. */
+static int finish(orch_runtime *rt) {
+  int status = orch_run(rt);
+  int code;
+  if (!orch_exited(rt, &code) && status != 0 && orch_last_error(rt))
+    fprintf(stderr, "%s: %s\n", progname, orch_last_error(rt));
+  fflush(stdout);
+  orch_free(rt);
+  return status;
+}
+
+static orch_runtime *new_runtime(void) {
+  orch_runtime *rt = orch_new();
+  if (!rt) fprintf(stderr, "%s: cannot create the runtime (out of memory?)\n", progname);
+  return rt;
+}
+
+static int cmd_run(const char *file, int argc, char **argv) {
+  orch_runtime *rt = new_runtime();
+  if (!rt) return 1;
+  orch_set_args(rt, file, argc, argv);
+  int r = orch_load_file(rt, file, argc, argv);
+  if (r != ORCH_OK) {
+    if (r == ORCH_ERR_FILE) fprintf(stderr, "%s: cannot open %s: no such file or not readable\n", progname, file);
+    else fprintf(stderr, "%s: %s\n", progname, orch_last_error(rt));
+    orch_free(rt);
+    return r == ORCH_ERR_FILE ? 2 : 1;
+  }
+  return finish(rt);
+}
+
+static int cmd_eval(const char *code, int argc, char **argv) {
+  orch_runtime *rt = new_runtime();
+  if (!rt) return 1;
+  orch_set_args(rt, "-e", argc, argv);
+  /* The string sees ARGS as `...` through a wrapper chunk. */
+  lua_State *L = orch_lua(rt);
+  if (luaL_loadbuffer(L, code, strlen(code), "=(command line)") != LUA_OK) {
+    fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
+    orch_free(rt);
+    return 1;
+  }
+  lua_setglobal(L, "__orch_e_chunk");
+  int r = orch_load_string(rt,
+    "local f = __orch_e_chunk; __orch_e_chunk = nil; return f(table.unpack(arg, 1, #arg))",
+    "=(command line)");
+  if (r != ORCH_OK) {
+    fprintf(stderr, "%s: %s\n", progname, orch_last_error(rt));
+    orch_free(rt);
+    return 1;
+  }
+  return finish(rt);
+}
+
+/* Lua command modules: lua/orch/cmd/<name>.lua returns a table with
+ * `main(argv)` (returning an exit code) and `usage` (help text), or a bare
+ * function main. */
+static const char dispatch_code[] =
+  "local name = ...\n"
+  "local ok, m = pcall(require, 'orch.cmd.' .. name)\n"
+  "if not ok then\n"
+  "  if tostring(m):find(\"no orch module 'orch.cmd.\", 1, true) then\n"
+  "    io.stderr:write(\"orch: unknown command '\", name, \"' (see 'orch --help')\\n\")\n"
+  "    return orch.exit(2)\n"
+  "  end\n"
+  "  error(m, 0)\n"
+  "end\n"
+  "if select(2, ...) == '--help' and type(m) == 'table' and m.usage then\n"
+  "  io.stdout:write(m.usage) return\n"
+  "end\n"
+  "local main = type(m) == 'table' and m.main or m\n"
+  "local code = main({ select(2, ...) })\n"
+  "if code and code ~= 0 and code ~= true then orch.exit(code) end\n";
+
+static int valid_command_name(const char *s) {
+  if (!*s) return 0;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_')) return 0;
+  return 1;
+}
+
+static int cmd_lua(const char *name, int argc, char **argv) {
+  if (!valid_command_name(name)) return usage_error("unknown command '%s'", name);
+  orch_runtime *rt = new_runtime();
+  if (!rt) return 1;
+  orch_set_args(rt, name, argc, argv);
+  lua_State *L = orch_lua(rt);
+  if (luaL_loadbuffer(L, dispatch_code, sizeof dispatch_code - 1, "=orch") != LUA_OK) {
+    fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
+    orch_free(rt);
+    return 1;
+  }
+  lua_setglobal(L, "__orch_dispatch");
+  int r = orch_load_string(rt,
+    "local f = __orch_dispatch; __orch_dispatch = nil; return f(arg[0], table.unpack(arg, 1, #arg))",
+    "=orch");
+  if (r != ORCH_OK) {
+    fprintf(stderr, "%s: %s\n", progname, orch_last_error(rt));
+    orch_free(rt);
+    return 1;
+  }
+  return finish(rt);
+}
+
+static int cmd_help(const char *topic) {
+  if (!topic) { fputs(usage_text, stdout); return 0; }
+  for (int i = 0; builtin_help[i].name; i++)
+    if (strcmp(builtin_help[i].name, topic) == 0) { fputs(builtin_help[i].text, stdout); return 0; }
+  char *argv[] = {"--help"};
+  return cmd_lua(topic, 1, argv);
+}
+
+static int looks_like_file(const char *s) {
+  size_t n = strlen(s);
+  return strchr(s, '/') != NULL || (n > 4 && strcmp(s + n - 4, ".lua") == 0);
+}
+
+int main(int argc, char **argv) {
+  /* A write to a closed pipe must fail with EPIPE, not kill the
+   * orchestrator. Spawned children get the default disposition back. */
+  signal(SIGPIPE, SIG_IGN);
+  if (argc < 2) { fputs(usage_text, stderr); return 2; }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) return cmd_help(NULL);
+  if (strcmp(cmd, "help") == 0) {
+    if (argc > 3) return usage_error("help takes one command name, got '%s'", argv[3]);
+    return cmd_help(argc > 2 ? argv[2] : NULL);
+  }
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-v") == 0) {
+    if (argc > 2) return usage_error("version takes no arguments, got '%s'", argv[2]);
+    printf("%s\n", orch_version_string());
+    return 0;
+  }
+  if (strcmp(cmd, "-e") == 0) {
+    if (argc < 3) return usage_error("%s needs an argument", "-e");
+    return cmd_eval(argv[2], argc - 3, argv + 3);
+  }
+  if (strcmp(cmd, "run") == 0) {
+    int i = 2;
+    if (i < argc && strcmp(argv[i], "--") == 0) i++;
+    else if (i < argc && argv[i][0] == '-' && argv[i][1] != 0)
+      return usage_error("unknown option '%s' for run", argv[i]);
+    if (i >= argc) return usage_error("%s needs a FILE", "run");
+    return cmd_run(argv[i], argc - i - 1, argv + i + 1);
+  }
+  if (cmd[0] == '-') return usage_error("unknown option '%s'", cmd);
+  if (looks_like_file(cmd)) return cmd_run(cmd, argc - 2, argv + 2);
+  return cmd_lua(cmd, argc - 2, argv + 2);
+}

@@ -1,0 +1,1128 @@
+/*
+ * runtime.c: the loop, the Lua state and the task scheduler.
+ *
+ * A runtime owns one uv_loop_t and is bound to one lua_State (its own, made
+ * by orch_new, or a host's, when orch is loaded as a Lua C module). Every
+ * piece of Lua code runs in a task: a coroutine whose extra space points to
+ * its orch__task. Runnable tasks sit in a ready queue drained by a uv_idle_t
+ * (active only while the queue is not empty, so an idle orch never wakes up).
+ *
+ * Ownership: a task's C struct is malloc'ed (its timeout timer must outlive
+ * the userdata until uv_close completes); the orch.Task userdata points to
+ * it; the userdata is anchored in the registry from creation until the task
+ * finishes, so the GC never collects a live task. Nothing here blocks.
+ */
+#include "runtime.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+#include "modules.h"
+#include "util.h"
+
+#define TASK_MT "orch.Task"
+
+enum { T_READY, T_RUNNING, T_WAITING, T_DONE, T_FAILED, T_CANCELLED };
+static const char *const task_status_names[] = {
+  "ready", "running", "waiting", "done", "failed", "cancelled"
+};
+
+/* Uservalue slots of an orch.Task userdata. */
+enum { UV_CO = 1, UV_JOINERS, UV_ERROR, UV_TRACE, UV_NSLOTS = UV_TRACE };
+
+struct orch__task {
+  lua_State *co;
+  orch_runtime *rt;
+  int ref;                  /* registry ref to the userdata while unfinished */
+  int status;
+  int awaiting;             /* suspended inside orch__await */
+  int sleeping;             /* the timer ends the wait with no values */
+  int waking;               /* resumed by the runtime, not by coroutine.resume */
+  int exit_yield;           /* suspended by orch.exit: never resumed */
+  int self_cancel;          /* called task:cancel() on itself */
+  orch__task *joining;      /* the task this one waits for in :join() */
+  int wake_nargs;
+  int nres;                 /* results left on co's stack when done */
+  int gone;                 /* userdata collected: free when timer closes */
+  orch__cancel_fn cancel;
+  void *cancel_data;
+  const char *timeout_op;
+  uv_timer_t *timer;        /* lazily created; freed in its close callback */
+  orch__task *prev, *next;  /* ready queue (doubly linked) */
+  int queued;
+  int qnargs;
+  orch__task *all_prev, *all_next;  /* every unfinished task */
+};
+
+#define MAX_HOOKS 16
+typedef struct { orch__hook_fn fn; void *data; } hook;
+
+struct orch_runtime {
+  uv_loop_t loop_storage;
+  uv_loop_t *loop;
+  lua_State *L;
+  int own_state;
+  uv_idle_t idle;
+  int idle_active;
+  uv_async_t holder;        /* ref'd while something holds the loop */
+  int holds;
+  orch__task *rq_head, *rq_tail;
+  orch__task *all;          /* unfinished tasks */
+  orch__task *current;
+  orch__task *main_task;
+  int main_ref;             /* registry ref to the main task userdata */
+  int running;              /* inside uv_run */
+  int exiting, exit_code;
+  char *last_error;
+  orch_error_fn on_error;
+  void *on_error_ud;
+  hook close_hooks[MAX_HOOKS];
+  int nclose_hooks;
+  hook fork_hooks[MAX_HOOKS];
+  int nfork_hooks;
+  void *slots[ORCH__SLOT_MAX];
+  int torn_down;
+};
+
+static const char RT_KEY = 'r';
+
+/* ---------------------------------------------------------------- lookup */
+
+orch_runtime *orch__rt(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &RT_KEY);
+  orch_runtime *rt = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!rt) luaL_error(L, "orch: the runtime is not loaded in this Lua state");
+  return rt;
+}
+
+uv_loop_t *orch__loop(lua_State *L) { return orch__rt(L)->loop; }
+lua_State *orch__mainthread(orch_runtime *rt) { return rt->L; }
+void **orch__slot(orch_runtime *rt, int slot) { return &rt->slots[slot]; }
+
+static orch__task **extra(lua_State *co) { return (orch__task **)lua_getextraspace(co); }
+
+orch__task *orch__current(lua_State *L) {
+  orch__task *t = *extra(L);
+  /* A coroutine created by coroutine.create inside a task copies the main
+   * thread's extra space (NULL), so only real task threads match. */
+  if (t && t->co == L && t->status == T_RUNNING) return t;
+  return NULL;
+}
+
+void orch__check_task(lua_State *L, const char *fname) {
+  if (!orch__current(L)) luaL_error(L, "%s: must be called from a task", fname);
+}
+
+/* ---------------------------------------------------------------- queue */
+
+static void idle_cb(uv_idle_t *h);
+
+static void queue_push(orch__task *t, int nargs) {
+  orch_runtime *rt = t->rt;
+  t->queued = 1;
+  t->qnargs = nargs;
+  t->status = T_READY;
+  t->next = NULL;
+  t->prev = rt->rq_tail;
+  if (rt->rq_tail) rt->rq_tail->next = t; else rt->rq_head = t;
+  rt->rq_tail = t;
+  if (!rt->idle_active && !rt->torn_down) {
+    uv_idle_start(&rt->idle, idle_cb);
+    rt->idle_active = 1;
+  }
+}
+
+static void queue_remove(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  if (!t->queued) return;
+  if (t->prev) t->prev->next = t->next; else rt->rq_head = t->next;
+  if (t->next) t->next->prev = t->prev; else rt->rq_tail = t->prev;
+  t->prev = t->next = NULL;
+  t->queued = 0;
+}
+
+static void all_add(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  t->all_prev = NULL;
+  t->all_next = rt->all;
+  if (rt->all) rt->all->all_prev = t;
+  rt->all = t;
+}
+
+static void all_remove(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  if (t->all_prev) t->all_prev->all_next = t->all_next;
+  else if (rt->all == t) rt->all = t->all_next;
+  if (t->all_next) t->all_next->all_prev = t->all_prev;
+  t->all_prev = t->all_next = NULL;
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static void default_error(orch_runtime *rt, const char *message, void *ud) {
+  fprintf(stderr, "orch: %s\n", message);
+  fflush(stderr);
+}
+
+void orch__report(orch_runtime *rt, const char *message) {
+  rt->on_error(rt, message, rt->on_error_ud);
+}
+
+/* [-0,+1] Pushes "message\nstack traceback:..." for the failed coroutine co,
+ * whose error object is on top of co's stack (left there). Nothing is called
+ * in co itself: a coroutine in error state may only be inspected. */
+static void push_traceback(lua_State *L, lua_State *co) {
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);
+  if (lua_type(L, -1) != LUA_TSTRING) {
+    if (lua_type(L, -1) == LUA_TNUMBER || luaL_getmetafield(L, -1, "__tostring") != LUA_TNIL) {
+      if (lua_type(L, -1) != LUA_TNUMBER) lua_pop(L, 1);
+      luaL_tolstring(L, -1, NULL);
+    } else {
+      lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, -1));
+    }
+    lua_remove(L, -2);
+  }
+  luaL_traceback(L, co, lua_tostring(L, -1), 0);
+  lua_remove(L, -2);
+}
+
+/* ---------------------------------------------------------------- tasks */
+
+static int push_task_ud(lua_State *L, orch__task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  return 1;
+}
+
+static void timer_close_cb(uv_handle_t *h) {
+  orch__task *t = h->data;
+  free(h);
+  if (t) {
+    t->timer = NULL;
+    if (t->gone) free(t);
+  }
+}
+
+static void stop_timer(orch__task *t) {
+  if (t->timer) uv_timer_stop(t->timer);
+}
+
+static void task_resume(orch__task *t, int nargs);
+static void task_cancel(orch__task *t);
+
+/* Wakes every task joined on t (status done/failed/cancelled). */
+static void wake_joiners(lua_State *L, int ud_idx, orch__task *owner) {
+  ud_idx = lua_absindex(L, ud_idx);
+  if (lua_getiuservalue(L, ud_idx, UV_JOINERS) != LUA_TTABLE) { lua_pop(L, 1); return; }
+  lua_Integer n = luaL_len(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    lua_State *jco = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    if (!jco) continue;
+    orch__task *j = *extra(jco);
+    if (!j || j->status != T_WAITING || j->joining != owner) continue;
+    /* Queued, never resumed from here: the joiner's continuation reads the
+     * result from the joined task. */
+    j->joining = NULL;
+    j->cancel = NULL;
+    stop_timer(j);
+    queue_push(j, 0);
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_setiuservalue(L, ud_idx, UV_JOINERS);
+}
+
+static int has_joiners(lua_State *L, int ud_idx) {
+  int r = 0;
+  if (lua_getiuservalue(L, ud_idx, UV_JOINERS) == LUA_TTABLE) r = luaL_len(L, -1) > 0;
+  lua_pop(L, 1);
+  return r;
+}
+
+/* The task ended (status already set): unanchor it and wake joiners. */
+static void task_finish(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  lua_State *L = rt->L;
+  stop_timer(t);
+  queue_remove(t);
+  all_remove(t);
+  push_task_ud(L, t);
+  wake_joiners(L, -1, t);
+  lua_pop(L, 1);
+  if (t == rt->main_task && rt->main_ref != LUA_NOREF) {
+    /* orch_run reads the main task's status after the loop: keep it. */
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+  t->ref = LUA_NOREF;
+}
+
+static void task_failed(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  lua_State *L = rt->L;
+  lua_State *co = t->co;
+  t->status = T_FAILED;
+  push_task_ud(L, t);
+  int ud = lua_gettop(L);
+  push_traceback(L, co);                 /* traceback text */
+  lua_setiuservalue(L, ud, UV_TRACE);
+  lua_xmove(co, L, 1);                   /* the error object */
+  lua_setiuservalue(L, ud, UV_ERROR);
+  int joined = has_joiners(L, ud);
+  if (t == rt->main_task) {
+    lua_getiuservalue(L, ud, UV_TRACE);
+    free(rt->last_error);
+    rt->last_error = strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  } else if (!joined) {
+    lua_getiuservalue(L, ud, UV_TRACE);
+    orch__report(rt, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  /* Close the coroutine's to-be-closed variables. */
+  lua_resetthread(co);
+  lua_settop(co, 0);
+  task_finish(t);
+  /* The run ends with the main task's error (exit 1 for orch run). */
+  if (t == rt->main_task) uv_stop(rt->loop);
+}
+
+static void task_resume(orch__task *t, int nargs) {
+  orch_runtime *rt = t->rt;
+  orch__task *prev = rt->current;
+  int nres = 0;
+  rt->current = t;
+  t->status = T_RUNNING;
+  t->awaiting = 0;
+  t->waking = 1;
+  t->wake_nargs = nargs;
+  int st = lua_resume(t->co, prev ? prev->co : NULL, nargs, &nres);
+  rt->current = prev;
+  if (st == LUA_YIELD) {
+    if (t->self_cancel) {
+      lua_pop(t->co, nres);
+      t->status = T_WAITING;
+      task_cancel(t);
+    } else if (t->exit_yield) {
+      lua_pop(t->co, nres);
+      t->status = T_WAITING;
+    } else if (t->awaiting) {
+      lua_pop(t->co, nres);
+      t->status = T_WAITING;
+    } else {
+      /* A bare coroutine.yield() in a task yields to the other tasks. */
+      lua_pop(t->co, nres);
+      queue_push(t, 0);
+    }
+  } else if (st == LUA_OK) {
+    t->status = T_DONE;
+    t->nres = lua_gettop(t->co);
+    task_finish(t);
+  } else {
+    task_failed(t);
+  }
+}
+
+void orch__wake(lua_State *co, int nargs) {
+  orch__task *t = *extra(co);
+  if (!t || t->co != co || t->status != T_WAITING || t->exit_yield) {
+    lua_pop(co, nargs);
+    return;
+  }
+  stop_timer(t);
+  t->cancel = NULL;
+  t->cancel_data = NULL;
+  t->joining = NULL;
+  if (t->rt->current || t->rt->exiting) queue_push(t, nargs);
+  else task_resume(t, nargs);
+}
+
+static void idle_cb(uv_idle_t *h) {
+  orch_runtime *rt = h->data;
+  /* Run the tasks queued so far; tasks they queue run next turn, so a task
+   * looping on orch.sleep(0) lets I/O in between. */
+  orch__task *last = rt->rq_tail;
+  while (rt->rq_head && !rt->exiting) {
+    orch__task *t = rt->rq_head;
+    queue_remove(t);
+    task_resume(t, t->qnargs);
+    if (t == last) break;
+  }
+  if (!rt->rq_head && rt->idle_active) {
+    uv_idle_stop(&rt->idle);
+    rt->idle_active = 0;
+  }
+}
+
+static int await_k(lua_State *L, int status, lua_KContext ctx) {
+  orch__task *t = (orch__task *)ctx;
+  if (!t->waking)
+    return luaL_error(L, "orch: a waiting task was resumed by coroutine.resume");
+  t->waking = 0;
+  return t->wake_nargs;
+}
+
+static void timeout_cb(uv_timer_t *h) {
+  orch__task *t = h->data;
+  if (!t || t->status != T_WAITING) return;
+  lua_State *co = t->co;
+  if (t->sleeping) {
+    t->sleeping = 0;
+    t->cancel = NULL;
+    orch__wake(co, 0);
+    return;
+  }
+  orch__cancel_fn cancel = t->cancel;
+  void *data = t->cancel_data;
+  t->cancel = NULL;
+  if (cancel) cancel(data);
+  if (t->status != T_WAITING) return;   /* the cancel function woke it */
+  lua_pushnil(co);
+  lua_pushfstring(co, "%s: timed out", t->timeout_op ? t->timeout_op : "wait");
+  lua_pushliteral(co, "ETIMEDOUT");
+  orch__wake(co, 3);
+}
+
+static int start_timer(orch__task *t, double seconds) {
+  if (!t->timer) {
+    t->timer = malloc(sizeof *t->timer);
+    if (!t->timer) return UV_ENOMEM;
+    uv_timer_init(t->rt->loop, t->timer);
+    t->timer->data = t;
+  }
+  double ms = ceil(seconds * 1000.0);
+  if (ms > 9.0e15) ms = 9.0e15;
+  return uv_timer_start(t->timer, timeout_cb, (uint64_t)ms, 0);
+}
+
+int orch__await(lua_State *L, double timeout, const char *op,
+                orch__cancel_fn cancel, void *data) {
+  orch__task *t = orch__current(L);
+  if (!t) return luaL_error(L, "%s: must be called from a task", op ? op : "orch.sleep");
+  t->awaiting = 1;
+  t->waking = 0;
+  t->cancel = cancel;
+  t->cancel_data = data;
+  t->timeout_op = op;
+  t->sleeping = (op == NULL);
+  if (timeout >= 0) {
+    int r = start_timer(t, timeout);
+    if (r < 0) {
+      t->awaiting = 0;
+      if (cancel) cancel(data);
+      return luaL_error(L, "orch: cannot start a timer: %s", uv_strerror(r));
+    }
+  }
+  return lua_yieldk(L, 0, (lua_KContext)t, await_k);
+}
+
+static orch__task *check_task_ud(lua_State *L, int idx) {
+  orch__task **p = luaL_checkudata(L, idx, TASK_MT);
+  return *p;
+}
+
+/* Creates a task for the function at -(nargs+1); pops fn and args, pushes
+ * the task userdata. Does not queue it. */
+static orch__task *task_new(lua_State *L, int nargs) {
+  orch_runtime *rt = orch__rt(L);
+  orch__task **box = lua_newuserdatauv(L, sizeof *box, UV_NSLOTS);
+  *box = NULL;
+  luaL_setmetatable(L, TASK_MT);
+  orch__task *t = calloc(1, sizeof *t);
+  if (!t) luaL_error(L, "orch.task: out of memory");
+  *box = t;
+  t->rt = rt;
+  t->ref = LUA_NOREF;
+  lua_State *co = lua_newthread(L);
+  t->co = co;
+  *extra(co) = t;
+  lua_setiuservalue(L, -2, UV_CO);
+  /* stack: fn args... ud  -> move fn and args into co */
+  lua_insert(L, -(nargs + 2));          /* ud fn args... */
+  lua_xmove(L, co, nargs + 1);
+  lua_pushvalue(L, -1);
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  t->status = T_READY;
+  all_add(t);
+  return t;
+}
+
+void orch__spawn_task(lua_State *L, int nargs) {
+  orch__task *t = task_new(L, nargs);
+  queue_push(t, lua_gettop(t->co) - 1);
+}
+
+/* Cancels a task that is not running: stops its wait, closes its
+ * to-be-closed variables, wakes joiners. */
+static void task_cancel(orch__task *t) {
+  if (t->status == T_DONE || t->status == T_FAILED || t->status == T_CANCELLED) return;
+  orch__cancel_fn cancel = t->cancel;
+  void *data = t->cancel_data;
+  t->cancel = NULL;
+  stop_timer(t);
+  queue_remove(t);
+  t->status = T_CANCELLED;
+  if (cancel) cancel(data);
+  /* A coroutine that already died of an error (resumed by hand) has
+   * nothing left to close; its error is not news. */
+  int alive = lua_status(t->co) == LUA_YIELD || lua_status(t->co) == LUA_OK;
+  int st = lua_resetthread(t->co);
+  if (st != LUA_OK && alive) {
+    const char *m = lua_tostring(t->co, -1);
+    char buf[512];
+    snprintf(buf, sizeof buf, "error while closing a cancelled task: %s", m ? m : "?");
+    orch__report(t->rt, buf);
+  }
+  lua_settop(t->co, 0);
+  task_finish(t);
+}
+
+/* ---------------------------------------------------------------- Task methods */
+
+static int task_status(lua_State *L) {
+  orch__task *t = check_task_ud(L, 1);
+  lua_pushstring(L, task_status_names[t->status]);
+  return 1;
+}
+
+/* Pushes the results of a finished task (its values, or raises its error). */
+static int join_result(lua_State *L, orch__task *t, int ud) {
+  if (t->status == T_DONE) {
+    lua_getiuservalue(L, ud, UV_CO);
+    lua_State *co = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    luaL_checkstack(L, t->nres + 1, "too many results");
+    for (int i = 1; i <= t->nres; i++) lua_pushvalue(co, i);
+    lua_xmove(co, L, t->nres);
+    return t->nres;
+  }
+  if (t->status == T_FAILED) {
+    lua_getiuservalue(L, ud, UV_ERROR);
+    return lua_error(L);
+  }
+  return orch__failf(L, "ECANCELED", "join: the task was cancelled");
+}
+
+
+static int join_k(lua_State *L, int status, lua_KContext ctx) {
+  int ud = (int)ctx;
+  orch__task *t = check_task_ud(L, ud);
+  /* Woken with values (a timeout: nil, msg, ETIMEDOUT) or with none (done). */
+  orch__task *self = orch__current(L);
+  if (self && !self->waking) return luaL_error(L, "orch: a waiting task was resumed by coroutine.resume");
+  if (self) self->waking = 0;
+  int woke = self ? self->wake_nargs : 0;
+  if (woke > 0) return woke;
+  return join_result(L, t, ud);
+}
+
+static int task_join(lua_State *L) {
+  orch__task *t = check_task_ud(L, 1);
+  double timeout = orch__optseconds(L, 2, -1);
+  lua_settop(L, 1);
+  orch__task *self = orch__current(L);
+  if (!self) return luaL_error(L, "join: must be called from a task");
+  if (self == t) return luaL_error(L, "join: a task cannot join itself");
+  if (t->status == T_DONE || t->status == T_FAILED || t->status == T_CANCELLED)
+    return join_result(L, t, 1);
+  if (lua_getiuservalue(L, 1, UV_JOINERS) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, UV_JOINERS);
+  }
+  lua_pushthread(L);
+  lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+  lua_pop(L, 1);
+  self->joining = t;
+  self->awaiting = 1;
+  self->waking = 0;
+  self->cancel = NULL;   /* a stale joiners entry is skipped: joining is cleared */
+  self->cancel_data = NULL;
+  self->timeout_op = "join";
+  self->sleeping = 0;
+  if (timeout >= 0) start_timer(self, timeout);
+  return lua_yieldk(L, 0, (lua_KContext)1, join_k);
+}
+
+static int task_cancel_m(lua_State *L) {
+  orch__task *t = check_task_ud(L, 1);
+  if (t->status == T_DONE || t->status == T_FAILED || t->status == T_CANCELLED) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (t->status == T_RUNNING) {
+    if (orch__current(L) == t) {
+      /* Cancelling oneself: suspend here; the runtime closes the coroutine
+       * (running its to-be-closed variables) as soon as the yield lands. */
+      t->self_cancel = 1;
+      return lua_yield(L, 0);
+    }
+    /* A task that resumed the caller (nested): cannot be closed now. */
+    return luaL_error(L, "task:cancel(): the task is running");
+  }
+  task_cancel(t);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int task_traceback(lua_State *L) {
+  check_task_ud(L, 1);
+  lua_getiuservalue(L, 1, UV_TRACE);
+  return 1;
+}
+
+static int task_tostring(lua_State *L) {
+  orch__task *t = check_task_ud(L, 1);
+  lua_pushfstring(L, "orch.Task: %p %s", (void *)t, task_status_names[t->status]);
+  return 1;
+}
+
+static int task_gc(lua_State *L) {
+  orch__task **box = luaL_checkudata(L, 1, TASK_MT);
+  orch__task *t = *box;
+  if (!t) return 0;
+  *box = NULL;
+  /* Only unreachable tasks get here (live ones are anchored), or every task
+   * when the Lua state closes. */
+  if (t->rt && !t->rt->torn_down) {
+    queue_remove(t);
+    all_remove(t);
+  }
+  if (t->rt && t->rt->main_task == t) t->rt->main_task = NULL;
+  *extra(t->co) = NULL;
+  if (t->timer) {
+    t->gone = 1;
+    t->timer->data = t;
+    if (!uv_is_closing((uv_handle_t *)t->timer))
+      uv_close((uv_handle_t *)t->timer, timer_close_cb);
+  } else {
+    free(t);
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- core module */
+
+static int core_task(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  orch__spawn_task(L, lua_gettop(L) - 1);
+  return 1;
+}
+
+static int core_current(lua_State *L) {
+  orch__task *t = orch__current(L);
+  if (!t) { lua_pushnil(L); return 1; }
+  return push_task_ud(L, t);
+}
+
+static int core_sleep(lua_State *L) {
+  double s = orch__checkseconds(L, 1);
+  orch__task *t = orch__current(L);
+  if (!t) return luaL_error(L, "orch.sleep: must be called from a task");
+  if (s == 0) {
+    /* Yield to the other tasks: a plain yield is requeued by task_resume. */
+    t->awaiting = 0;
+    t->waking = 0;
+    return lua_yieldk(L, 0, (lua_KContext)t, await_k);
+  }
+  return orch__await(L, s, NULL, NULL, NULL);
+}
+
+static int core_now(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)orch__mono_ns() / 1e9);
+  return 1;
+}
+
+static int core_time(lua_State *L) {
+  lua_pushnumber(L, orch__wall());
+  return 1;
+}
+
+static int core_exit(lua_State *L) {
+  orch_runtime *rt = orch__rt(L);
+  int code;
+  if (lua_isboolean(L, 1)) code = lua_toboolean(L, 1) ? 0 : 1;
+  else code = (int)luaL_optinteger(L, 1, 0);
+  orch__task *t = orch__current(L);
+  if (!t && !rt->running) return luaL_error(L, "orch.exit: orch is not running");
+  rt->exiting = 1;
+  rt->exit_code = code;
+  uv_stop(rt->loop);
+  if (t) {
+    t->exit_yield = 1;
+    t->awaiting = 1;
+    return lua_yield(L, 0);
+  }
+  return 0;
+}
+
+static void cancel_leftovers(orch_runtime *rt) {
+  /* Cancel every unfinished task so its to-be-closed variables run. */
+  while (rt->all) {
+    orch__task *t = rt->all;
+    if (t->status == T_RUNNING) { all_remove(t); continue; }
+    t->exit_yield = 0;
+    task_cancel(t);
+  }
+}
+
+static int run_loop(orch_runtime *rt) {
+  rt->running = 1;
+  int r = uv_run(rt->loop, UV_RUN_DEFAULT);
+  rt->running = 0;
+  return r;
+}
+
+/* orch.run(fn, ...) from a host Lua (busted, lua5.4): fn is the main task. */
+static int core_run(lua_State *L) {
+  orch_runtime *rt = orch__rt(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (rt->running || orch__current(L))
+    return luaL_error(L, "orch.run: the loop is already running (start a task with orch.task)");
+  int nargs = lua_gettop(L) - 1;
+  orch__task *t = task_new(L, nargs);
+  int ud = lua_gettop(L);
+  rt->main_task = t;
+  queue_push(t, nargs);
+  rt->exiting = 0;
+  run_loop(rt);
+  rt->main_task = NULL;
+  if (rt->exiting) {
+    int code = rt->exit_code;
+    rt->exiting = 0;
+    cancel_leftovers(rt);
+    lua_pushnil(L);
+    lua_pushfstring(L, "orch.exit(%d)", code);
+    lua_pushliteral(L, "EXIT");
+    lua_pushinteger(L, code);
+    return 4;
+  }
+  if (t->status == T_DONE || t->status == T_FAILED) {
+    cancel_leftovers(rt);
+    return join_result(L, t, ud);
+  }
+  cancel_leftovers(rt);
+  return luaL_error(L, "orch.run: the main task waits for something that can never happen "
+                       "(no task is runnable and no handle is active)");
+}
+
+static int core_version(lua_State *L) {
+  lua_pushstring(L, orch_version_string());
+  return 1;
+}
+
+static int task_new_index(lua_State *L) {
+  return luaL_error(L, "orch.Task objects are read-only");
+}
+
+int orch__open_core(lua_State *L) {
+  static const luaL_Reg task_methods[] = {
+    {"join", task_join}, {"status", task_status}, {"cancel", task_cancel_m},
+    {"traceback", task_traceback}, {NULL, NULL}
+  };
+  static const luaL_Reg task_meta[] = {
+    {"__gc", task_gc}, {"__tostring", task_tostring}, {"__newindex", task_new_index},
+    {NULL, NULL}
+  };
+  orch__newclass(L, TASK_MT, task_methods, task_meta);
+  lua_pop(L, 1);
+  static const luaL_Reg fns[] = {
+    {"task", core_task}, {"current", core_current}, {"sleep", core_sleep},
+    {"now", core_now}, {"time", core_time}, {"exit", core_exit}, {"run", core_run},
+    {"version", core_version}, {NULL, NULL}
+  };
+  luaL_newlib(L, fns);
+  lua_pushstring(L, ORCH_VERSION);
+  lua_setfield(L, -2, "VERSION");
+  return 1;
+}
+
+/* ---------------------------------------------------------------- module loading */
+
+static int dir_exists(const char *p) { return access(p, R_OK | X_OK) == 0; }
+
+/* Is the code running from the build tree? Then the Lua half is taken from
+ * the source tree, otherwise from the install location. */
+static int in_build_tree(void) {
+  Dl_info info;
+  char exe[PATH_MAX];
+  const char *where = NULL;
+  if (dladdr((void *)&in_build_tree, &info) && info.dli_fname && strchr(info.dli_fname, '/'))
+    where = info.dli_fname;
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) exe[n] = 0;
+  char real[PATH_MAX];
+  if (where && realpath(where, real)) where = real;
+  else if (n > 0) where = exe;
+  if (!where) return 0;
+  char build[PATH_MAX];
+  const char *b = realpath(ORCH_BUILD_DIR, build) ? build : ORCH_BUILD_DIR;
+  size_t bl = strlen(b);
+  return strncmp(where, b, bl) == 0 && where[bl] == '/';
+}
+
+/* [-0,+1] The list of directories holding orch/<module>.lua, as a table. */
+static void push_lua_dirs(lua_State *L) {
+  lua_newtable(L);
+  int n = 0;
+  const char *env = getenv("ORCH_LUA_DIR");
+  if (env && *env) { lua_pushstring(L, env); lua_rawseti(L, -2, ++n); }
+  if (in_build_tree() && dir_exists(ORCH_SOURCE_LUA_DIR)) {
+    lua_pushstring(L, ORCH_SOURCE_LUA_DIR);
+    lua_rawseti(L, -2, ++n);
+  }
+  lua_pushstring(L, ORCH_INSTALL_LUA_DIR);
+  lua_rawseti(L, -2, ++n);
+}
+
+/* package.searchers entry: "orch" and "orch.x.y" from the orch Lua dirs. */
+static int orch_searcher(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  if (strcmp(name, "orch") != 0 && strncmp(name, "orch.", 5) != 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  int dirs = lua_gettop(L);
+  lua_Integer nd = luaL_len(L, dirs);
+  for (lua_Integer i = 1; i <= nd; i++) {
+    lua_rawgeti(L, dirs, i);
+    const char *dir = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    const char *rel = luaL_gsub(L, name, ".", "/");
+    const char *cands[2];
+    cands[0] = lua_pushfstring(L, "%s/%s.lua", dir, rel);
+    cands[1] = lua_pushfstring(L, "%s/%s/init.lua", dir, rel);
+    for (int c = 0; c < 2; c++) {
+      if (access(cands[c], R_OK) == 0) {
+        if (luaL_loadfile(L, cands[c]) != LUA_OK)
+          return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s",
+                            name, cands[c], lua_tostring(L, -1));
+        lua_pushstring(L, cands[c]);
+        return 2;
+      }
+    }
+    lua_pop(L, 3);
+  }
+  lua_pushfstring(L, "no orch module '%s' in the orch Lua directories", name);
+  return 1;
+}
+
+static void install_searcher(lua_State *L) {
+  lua_getglobal(L, "package");
+  if (!lua_istable(L, -1)) { lua_pop(L, 1); return; }
+  lua_getfield(L, -1, "searchers");
+  if (!lua_istable(L, -1)) { lua_pop(L, 2); return; }
+  lua_Integer n = luaL_len(L, -1);
+  /* Insert at position 2 (after preload). */
+  for (lua_Integer i = n; i >= 2; i--) {
+    lua_rawgeti(L, -1, i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  push_lua_dirs(L);
+  lua_pushcclosure(L, orch_searcher, 1);
+  lua_rawseti(L, -2, 2);
+  lua_pop(L, 2);
+}
+
+/* ---------------------------------------------------------------- runtime life */
+
+static void teardown(orch_runtime *rt);
+
+static int sentinel_gc(lua_State *L) {
+  orch_runtime **p = lua_touserdata(L, 1);
+  if (*p && !(*p)->own_state) {
+    teardown(*p);
+    free(*p);
+  }
+  *p = NULL;
+  return 0;
+}
+
+static void walk_close(uv_handle_t *h, void *arg) {
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void teardown(orch_runtime *rt) {
+  if (rt->torn_down) return;
+  for (int i = rt->nclose_hooks - 1; i >= 0; i--)
+    rt->close_hooks[i].fn(rt, rt->close_hooks[i].data);
+  rt->torn_down = 1;
+  /* Every module closed its own handles in __gc or its close hook; what is
+   * left (ours, or leaked ones) is closed here so the loop can close. */
+  uv_walk(rt->loop, walk_close, NULL);
+  uv_run(rt->loop, UV_RUN_DEFAULT);
+  uv_loop_close(rt->loop);
+  free(rt->last_error);
+  rt->last_error = NULL;
+}
+
+/* Binds a new runtime to L (or returns the existing one). */
+static orch_runtime *runtime_attach(lua_State *L, int own_state) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &RT_KEY);
+  orch_runtime *rt = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (rt) return rt;
+  rt = calloc(1, sizeof *rt);
+  if (!rt) return NULL;
+  rt->loop = &rt->loop_storage;
+  if (uv_loop_init(rt->loop) != 0) { free(rt); return NULL; }
+  rt->L = L;
+  rt->own_state = own_state;
+  rt->on_error = default_error;
+  rt->main_ref = LUA_NOREF;
+  uv_idle_init(rt->loop, &rt->idle);
+  rt->idle.data = rt;
+  uv_async_init(rt->loop, &rt->holder, NULL);
+  uv_unref((uv_handle_t *)&rt->holder);
+  lua_pushlightuserdata(L, rt);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
+  /* The sentinel frees a runtime bound to a host's state when it closes.
+   * It is created first, so it is finalized after every orch object. */
+  orch_runtime **p = lua_newuserdatauv(L, sizeof *p, 0);
+  *p = rt;
+  lua_newtable(L);
+  lua_pushcfunction(L, sentinel_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY + 1);
+  *extra(L) = NULL;
+  install_searcher(L);
+  return rt;
+}
+
+void orch__hold(orch_runtime *rt, int delta) {
+  int before = rt->holds;
+  rt->holds += delta;
+  if (rt->holds < 0) rt->holds = 0;
+  if (rt->torn_down) return;
+  if (before == 0 && rt->holds > 0) uv_ref((uv_handle_t *)&rt->holder);
+  else if (before > 0 && rt->holds == 0) uv_unref((uv_handle_t *)&rt->holder);
+}
+
+void orch__on_close(orch_runtime *rt, orch__hook_fn fn, void *data) {
+  if (rt->nclose_hooks < MAX_HOOKS) rt->close_hooks[rt->nclose_hooks++] = (hook){fn, data};
+}
+
+void orch__on_fork_child(orch_runtime *rt, orch__hook_fn fn, void *data) {
+  if (rt->nfork_hooks < MAX_HOOKS) rt->fork_hooks[rt->nfork_hooks++] = (hook){fn, data};
+}
+
+static void fork_stop_handle(uv_handle_t *h, void *arg) {
+  orch_runtime *rt = arg;
+  if (h == (uv_handle_t *)&rt->idle || h == (uv_handle_t *)&rt->holder) return;
+  if (uv_is_closing(h)) return;
+  switch (h->type) {
+    case UV_TIMER: uv_timer_stop((uv_timer_t *)h); break;
+    case UV_SIGNAL: uv_signal_stop((uv_signal_t *)h); break;
+    case UV_IDLE: uv_idle_stop((uv_idle_t *)h); break;
+    case UV_PREPARE: uv_prepare_stop((uv_prepare_t *)h); break;
+    case UV_CHECK: uv_check_stop((uv_check_t *)h); break;
+    case UV_POLL: uv_poll_stop((uv_poll_t *)h); break;
+    case UV_NAMED_PIPE: case UV_TCP: case UV_TTY:
+      uv_read_stop((uv_stream_t *)h); break;
+    default: break;
+  }
+}
+
+int orch__after_fork_child(lua_State *L) {
+  orch_runtime *rt = orch__rt(L);
+  orch__task *self = orch__current(L);
+  int r = uv_loop_fork(rt->loop);
+  /* Abandon every other task: stop its wait (C only, no Lua runs) and
+   * forget it. Their coroutines are garbage once unanchored. */
+  orch__task *t = rt->all;
+  while (t) {
+    orch__task *next = t->all_next;
+    if (t != self) {
+      orch__cancel_fn cancel = t->cancel;
+      t->cancel = NULL;
+      stop_timer(t);
+      queue_remove(t);
+      if (cancel) cancel(t->cancel_data);
+      t->status = T_CANCELLED;
+      all_remove(t);
+      if (t->ref != LUA_NOREF) {
+        luaL_unref(rt->L, LUA_REGISTRYINDEX, t->ref);
+        t->ref = LUA_NOREF;
+      }
+    }
+    t = next;
+  }
+  uv_walk(rt->loop, fork_stop_handle, rt);
+  rt->holds = 0;
+  uv_unref((uv_handle_t *)&rt->holder);
+  for (int i = 0; i < rt->nfork_hooks; i++) rt->fork_hooks[i].fn(rt, rt->fork_hooks[i].data);
+  if (self) rt->main_task = self;
+  return r;
+}
+
+/* ---------------------------------------------------------------- luaopen */
+
+int luaopen_orch_core(lua_State *L) {
+  orch_runtime *rt = runtime_attach(L, 0);
+  if (!rt) return luaL_error(L, "orch: cannot create the runtime");
+  lua_newtable(L);
+  for (const orch__module *m = orch__modules; m->name; m++) {
+    if (!m->open) continue;
+    lua_pushcfunction(L, m->open);
+    lua_call(L, 0, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, m->name);                 /* core[name] = M */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushfstring(L, "orch.core.%s", m->name);
+    lua_pushvalue(L, -3);
+    lua_settable(L, -3);                          /* loaded["orch.core.name"] = M */
+    lua_pop(L, 2);
+  }
+  return 1;
+}
+
+/* ---------------------------------------------------------------- public API */
+
+const char *orch_version_string(void) {
+  static char buf[96];
+  if (!buf[0])
+    snprintf(buf, sizeof buf, "orch %s, %s, libuv %s", ORCH_VERSION, LUA_RELEASE, uv_version_string());
+  return buf;
+}
+
+static int open_orch_global(lua_State *L) {
+  luaL_requiref(L, "orch.core", luaopen_orch_core, 0);
+  lua_pop(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "orch");
+  lua_call(L, 1, 1);
+  lua_setglobal(L, "orch");
+  return 0;
+}
+
+orch_runtime *orch_new(void) {
+  lua_State *L = luaL_newstate();
+  if (!L) return NULL;
+  luaL_openlibs(L);
+  orch_runtime *rt = runtime_attach(L, 1);
+  if (!rt) { lua_close(L); return NULL; }
+  lua_pushcfunction(L, open_orch_global);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    rt->last_error = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    fprintf(stderr, "orch: cannot load the orch module: %s\n", rt->last_error);
+    lua_pop(L, 1);
+  }
+  return rt;
+}
+
+void orch_free(orch_runtime *rt) {
+  if (!rt) return;
+  if (rt->own_state) {
+    cancel_leftovers(rt);
+    lua_close(rt->L);   /* __gc of every object: modules close their handles */
+    teardown(rt);
+    free(rt);
+  }
+}
+
+lua_State *orch_lua(orch_runtime *rt) { return rt->L; }
+uv_loop_t *orch_loop(orch_runtime *rt) { return rt->loop; }
+
+void orch_set_args(orch_runtime *rt, const char *script, int argc, char **argv) {
+  lua_State *L = rt->L;
+  lua_createtable(L, argc, 1);
+  lua_pushstring(L, script);
+  lua_rawseti(L, -2, 0);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setglobal(L, "arg");
+}
+
+static int start_loaded(orch_runtime *rt, int nargs) {
+  lua_State *L = rt->L;
+  orch__task *t = task_new(L, nargs);
+  if (!rt->main_task) {
+    rt->main_task = t;
+    rt->main_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  } else {
+    lua_pop(L, 1);
+  }
+  queue_push(t, nargs);
+  return ORCH_OK;
+}
+
+static int load_failed(orch_runtime *rt, int code) {
+  free(rt->last_error);
+  const char *m = lua_tostring(rt->L, -1);
+  rt->last_error = strdup(m ? m : "(error object is not a string)");
+  lua_pop(rt->L, 1);
+  return code;
+}
+
+int orch_load_file(orch_runtime *rt, const char *path, int argc, char **argv) {
+  lua_State *L = rt->L;
+  int st = luaL_loadfile(L, path);
+  if (st == LUA_ERRFILE) return load_failed(rt, ORCH_ERR_FILE);
+  if (st != LUA_OK) return load_failed(rt, ORCH_ERR_RUN);
+  luaL_checkstack(L, argc, "too many arguments");
+  for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
+  return start_loaded(rt, argc);
+}
+
+int orch_load_string(orch_runtime *rt, const char *code, const char *chunkname) {
+  lua_State *L = rt->L;
+  if (luaL_loadbuffer(L, code, strlen(code), chunkname ? chunkname : "=(string)") != LUA_OK)
+    return load_failed(rt, ORCH_ERR_RUN);
+  return start_loaded(rt, 0);
+}
+
+static int exit_status(orch_runtime *rt) {
+  if (rt->exiting) return rt->exit_code;
+  if (rt->main_task && rt->main_task->status == T_FAILED) return 1;
+  if (rt->main_task && rt->main_task->status != T_DONE) {
+    if (!rt->last_error)
+      rt->last_error = strdup("the main task waits for something that can never happen "
+                              "(no task is runnable and no handle is active)");
+    return 1;
+  }
+  return 0;
+}
+
+int orch_run(orch_runtime *rt) {
+  if (rt->running) return 1;
+  run_loop(rt);
+  return exit_status(rt);
+}
+
+int orch_step(orch_runtime *rt) {
+  if (rt->running) return 1;
+  rt->running = 1;
+  int more = uv_run(rt->loop, UV_RUN_NOWAIT);
+  rt->running = 0;
+  return more && !rt->exiting;
+}
+
+void orch_stop(orch_runtime *rt) { uv_stop(rt->loop); }
+
+int orch_exited(orch_runtime *rt, int *code) {
+  if (code) *code = rt->exit_code;
+  return rt->exiting;
+}
+
+const char *orch_last_error(orch_runtime *rt) { return rt->last_error; }
+
+void orch_set_error_handler(orch_runtime *rt, orch_error_fn fn, void *ud) {
+  rt->on_error = fn ? fn : default_error;
+  rt->on_error_ud = ud;
+}

@@ -1,0 +1,81 @@
+/*
+ * runtime.h: the internal API every binding module uses.
+ *
+ * The runtime owns one uv_loop_t and one lua_State. Every piece of Lua code
+ * runs in a task (a coroutine). A binding that has to wait starts a libuv
+ * operation, remembers the coroutine it was called in (the `L` it received),
+ * and returns orch__await(L, ...). When the operation completes, its callback
+ * pushes the results onto that coroutine's stack and calls orch__wake(co, n):
+ * the values become the binding's return values.
+ *
+ * Rules:
+ *  - Only the loop thread touches a lua_State.
+ *  - A pending wait can be cancelled (task:cancel(), a timeout, orch.exit):
+ *    the runtime then calls the cancel function given to orch__await, which
+ *    must guarantee that orch__wake is not called for that wait afterwards
+ *    (stop the timer, close the handle, or mark the request abandoned).
+ *  - orch__wake never runs Lua re-entrantly: called from inside a task it
+ *    queues the woken task, called from a libuv callback it resumes directly.
+ */
+#ifndef ORCH_RUNTIME_H
+#define ORCH_RUNTIME_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <uv.h>
+
+#include "orch.h"
+
+typedef struct orch__task orch__task;
+typedef void (*orch__cancel_fn)(void *data);
+
+/* The runtime owning L (any thread of it). Raises if orch is not loaded. */
+orch_runtime *orch__rt(lua_State *L);
+uv_loop_t *orch__loop(lua_State *L);
+lua_State *orch__mainthread(orch_runtime *rt);
+
+/* The task L runs in, or NULL when L is not an orch task. */
+orch__task *orch__current(lua_State *L);
+
+/* Raises "<fname>: must be called from a task" unless L is a task. */
+void orch__check_task(lua_State *L, const char *fname);
+
+/* Suspends the calling task; use as `return orch__await(L, t, op, fn, d);`.
+ * timeout < 0: no timeout. On timeout the runtime calls cancel(data) and the
+ * binding returns nil, "<op>: timed out", "ETIMEDOUT". cancel may be NULL
+ * only when nothing can call orch__wake for this wait after a cancel. */
+int orch__await(lua_State *L, double timeout, const char *op,
+                orch__cancel_fn cancel, void *data);
+
+/* Resumes the task waiting in `co` with the nargs values on top of co's
+ * stack. Safe from libuv callbacks and from inside other tasks. */
+void orch__wake(lua_State *co, int nargs);
+
+/* Starts a task running the function at stack index -(nargs+1) with the nargs
+ * values above it (both popped); pushes the orch.Task object. The task runs
+ * when the current one yields (or at the next loop turn). */
+void orch__spawn_task(lua_State *L, int nargs);
+
+/* Reports an error through the runtime's error handler (not Lua). */
+void orch__report(orch_runtime *rt, const char *message);
+
+/* For orch.fork: in the child, re-initialises the loop and drops every task
+ * except the calling one (their coroutines are abandoned, not resumed). */
+int orch__after_fork_child(lua_State *L);
+
+/* Hooks run by orch_free / after fork, for modules owning global state
+ * (e.g. the process table). Registered once per runtime. */
+typedef void (*orch__hook_fn)(orch_runtime *rt, void *data);
+void orch__on_close(orch_runtime *rt, orch__hook_fn fn, void *data);
+void orch__on_fork_child(orch_runtime *rt, orch__hook_fn fn, void *data);
+
+/* Per-runtime module state: a module keeps one pointer in the runtime. */
+enum { ORCH__SLOT_PROC, ORCH__SLOT_SIGNAL, ORCH__SLOT_STREAM, ORCH__SLOT_IPC,
+       ORCH__SLOT_HEARTBEAT, ORCH__SLOT_CTL, ORCH__SLOT_MAX };
+void **orch__slot(orch_runtime *rt, int slot);
+
+/* Keeps the loop alive while count > 0 (e.g. a child process that was
+ * spawned and not yet reaped). */
+void orch__hold(orch_runtime *rt, int delta);
+
+#endif

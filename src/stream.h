@@ -1,0 +1,21 @@
+/*
+ * stream.h: what other modules (proc's stdio pipes, supervisor log capture,
+ * ctl) need from the stream module (src/l_stream.c).
+ */
+#ifndef ORCH_STREAM_H
+#define ORCH_STREAM_H
+#include <lua.h>
+
+#define ORCH_STREAM_READ  1
+#define ORCH_STREAM_WRITE 2
+
+/* Wraps fd (ownership passes to the stream, which makes it non-blocking and
+ * close-on-exec) in a new orch.Stream and pushes it. Returns 0, or a negative
+ * libuv error with nothing pushed and fd closed. */
+int orch__stream_push_fd(lua_State *L, int fd, int flags);
+
+/* The fd behind the orch.Stream at idx (>= 0), or -1 if idx is not an open
+ * orch.Stream. The fd still belongs to the stream. */
+int orch__stream_fd(lua_State *L, int idx);
+
+#endif

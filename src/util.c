@@ -1,0 +1,244 @@
+/*
+ * util.c: the error contract, option tables, signal names and class
+ * helpers shared by every binding. Nothing here blocks or keeps state.
+ */
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <uv.h>
+
+const char *orch__errname(int err) {
+  static __thread char buf[16];
+  const char *n = strerrorname_np(err);
+  if (n) return n;
+  snprintf(buf, sizeof buf, "E%d", err);
+  return buf;
+}
+
+int orch__fail(lua_State *L, const char *op, int err) {
+  char msg[128];
+  lua_pushnil(L);
+  /* strerror's "No such file or directory" reads better lower-cased. */
+  snprintf(msg, sizeof msg, "%s", strerror(err));
+  if (msg[0] >= 'A' && msg[0] <= 'Z' && !(msg[1] >= 'A' && msg[1] <= 'Z')) msg[0] = (char)(msg[0] - 'A' + 'a');
+  lua_pushfstring(L, "%s: %s", op, msg);
+  lua_pushstring(L, orch__errname(err));
+  return 3;
+}
+
+int orch__fail_uv(lua_State *L, const char *op, int uverr) {
+  /* libuv codes are negated errnos on Unix, except its own UV_E* extras. */
+  if (uverr < 0 && uverr > -4000) return orch__fail(L, op, -uverr);
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", op, uv_strerror(uverr));
+  lua_pushstring(L, uv_err_name(uverr));
+  return 3;
+}
+
+int orch__failf(lua_State *L, const char *ename, const char *fmt, ...) {
+  va_list ap;
+  lua_pushnil(L);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_pushstring(L, ename);
+  return 3;
+}
+
+int orch__opt_error(lua_State *L, int idx, const char *key, const char *msg) {
+  return luaL_argerror(L, idx, lua_pushfstring(L, "option '%s': %s", key, msg));
+}
+
+void orch__check_options(lua_State *L, int idx, const char *const allowed[]) {
+  idx = lua_absindex(L, idx);
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      const char *k = lua_tostring(L, -1);
+      int ok = 0;
+      for (int i = 0; allowed[i]; i++)
+        if (strcmp(allowed[i], k) == 0) { ok = 1; break; }
+      if (!ok) luaL_argerror(L, idx, lua_pushfstring(L, "unknown option '%s'", k));
+    }
+  }
+}
+
+static int opt_get(lua_State *L, int idx, const char *key) {
+  return lua_getfield(L, idx, key);
+}
+
+lua_Integer orch__opt_integer(lua_State *L, int idx, const char *key, lua_Integer def) {
+  lua_Integer v = def;
+  idx = lua_absindex(L, idx);
+  int t = opt_get(L, idx, key);
+  if (t != LUA_TNIL) {
+    int isnum;
+    v = lua_tointegerx(L, -1, &isnum);
+    if (!isnum) {
+      if (t == LUA_TNUMBER) orch__opt_error(L, idx, key, "number has no integer representation");
+      orch__opt_error(L, idx, key, lua_pushfstring(L, "integer expected, got %s", luaL_typename(L, -1)));
+    }
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+lua_Number orch__opt_number(lua_State *L, int idx, const char *key, lua_Number def) {
+  lua_Number v = def;
+  idx = lua_absindex(L, idx);
+  int t = opt_get(L, idx, key);
+  if (t != LUA_TNIL) {
+    if (t != LUA_TNUMBER)
+      orch__opt_error(L, idx, key, lua_pushfstring(L, "number expected, got %s", luaL_typename(L, -1)));
+    v = lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+int orch__opt_boolean(lua_State *L, int idx, const char *key, int def) {
+  int v = def;
+  idx = lua_absindex(L, idx);
+  int t = opt_get(L, idx, key);
+  if (t != LUA_TNIL) {
+    if (t != LUA_TBOOLEAN)
+      orch__opt_error(L, idx, key, lua_pushfstring(L, "boolean expected, got %s", luaL_typename(L, -1)));
+    v = lua_toboolean(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* The string stays valid while the option table holds it. */
+const char *orch__opt_string(lua_State *L, int idx, const char *key, const char *def) {
+  const char *v = def;
+  idx = lua_absindex(L, idx);
+  int t = opt_get(L, idx, key);
+  if (t != LUA_TNIL) {
+    if (t != LUA_TSTRING)
+      orch__opt_error(L, idx, key, lua_pushfstring(L, "string expected, got %s", luaL_typename(L, -1)));
+    v = lua_tostring(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static const struct { const char *name; int num; } signals[] = {
+  {"HUP", SIGHUP}, {"INT", SIGINT}, {"QUIT", SIGQUIT}, {"ILL", SIGILL},
+  {"TRAP", SIGTRAP}, {"ABRT", SIGABRT}, {"BUS", SIGBUS}, {"FPE", SIGFPE},
+  {"KILL", SIGKILL}, {"USR1", SIGUSR1}, {"SEGV", SIGSEGV}, {"USR2", SIGUSR2},
+  {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"TERM", SIGTERM}, {"STKFLT", SIGSTKFLT},
+  {"CHLD", SIGCHLD}, {"CONT", SIGCONT}, {"STOP", SIGSTOP}, {"TSTP", SIGTSTP},
+  {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU}, {"URG", SIGURG}, {"XCPU", SIGXCPU},
+  {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF}, {"WINCH", SIGWINCH},
+  {"IO", SIGIO}, {"PWR", SIGPWR}, {"SYS", SIGSYS},
+  {"IOT", SIGABRT}, {"CLD", SIGCHLD}, {"POLL", SIGIO},   /* aliases: looked up, never printed */
+  {NULL, 0}
+};
+
+int orch__signum(const char *name) {
+  if (strncasecmp(name, "SIG", 3) == 0) name += 3;
+  for (int i = 0; signals[i].name; i++)
+    if (strcasecmp(signals[i].name, name) == 0) return signals[i].num;
+  /* RTMIN, RTMIN+n, RTMAX-n */
+  if (strncasecmp(name, "RTMIN", 5) == 0 || strncasecmp(name, "RTMAX", 5) == 0) {
+    int base = (name[4] == 'N' || name[4] == 'n') ? SIGRTMIN : SIGRTMAX;
+    const char *p = name + 5;
+    int off = 0;
+    if (*p == '+' || *p == '-') {
+      char *end;
+      long n = strtol(p + 1, &end, 10);
+      if (*end || end == p + 1 || n < 0 || n > 64) return -1;
+      off = (*p == '+') ? (int)n : -(int)n;
+    } else if (*p) return -1;
+    int s = base + off;
+    return (s >= SIGRTMIN && s <= SIGRTMAX) ? s : -1;
+  }
+  return -1;
+}
+
+const char *orch__signame(int sig) {
+  static __thread char buf[16];
+  for (int i = 0; signals[i].name; i++)
+    if (signals[i].num == sig) return signals[i].name;
+  if (sig >= SIGRTMIN && sig <= SIGRTMAX) {
+    if (sig == SIGRTMIN) return "RTMIN";
+    snprintf(buf, sizeof buf, "RTMIN+%d", sig - SIGRTMIN);
+    return buf;
+  }
+  return NULL;
+}
+
+int orch__checksignal(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    int isint;
+    lua_Integer n = lua_tointegerx(L, idx, &isint);
+    if (!isint || n < 0 || n > SIGRTMAX)
+      return luaL_argerror(L, idx, "invalid signal number");
+    return (int)n;
+  }
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    int s = orch__signum(lua_tostring(L, idx));
+    if (s < 0) return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", lua_tostring(L, idx)));
+    return s;
+  }
+  return luaL_typeerror(L, idx, "signal name or number");
+}
+
+int orch__optsignal(lua_State *L, int idx, int def) {
+  return lua_isnoneornil(L, idx) ? def : orch__checksignal(L, idx);
+}
+
+void orch__newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                    const luaL_Reg *meta) {
+  luaL_newmetatable(L, name);
+  if (meta) luaL_setfuncs(L, meta, 0);
+  if (methods) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+}
+
+int orch__closed_error(lua_State *L, const char *name) {
+  return luaL_error(L, "attempt to use a closed %s", name);
+}
+
+double orch__checkseconds(lua_State *L, int idx) {
+  lua_Number s = luaL_checknumber(L, idx);
+  if (!(s >= 0) || isinf(s)) luaL_argerror(L, idx, "seconds must be a finite number >= 0");
+  return s;
+}
+
+double orch__optseconds(lua_State *L, int idx, double def) {
+  return lua_isnoneornil(L, idx) ? def : orch__checkseconds(L, idx);
+}
+
+unsigned long long orch__mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
+double orch__wall(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int orch__cloexec(int fd) {
+  int fl = fcntl(fd, F_GETFD);
+  if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0) return -errno;
+  return 0;
+}

@@ -1,0 +1,59 @@
+/*
+ * util.h: helpers shared by the binding modules: the error contract,
+ * option tables, signal names, classes.
+ */
+#ifndef ORCH_UTIL_H
+#define ORCH_UTIL_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+/* The error contract: push nil, "<op>: <reason>", "<ENAME>" and return 3.
+ * err is a positive errno (orch__fail) or a negative libuv code
+ * (orch__fail_uv). orch__failf formats its own reason. */
+int orch__fail(lua_State *L, const char *op, int err);
+int orch__fail_uv(lua_State *L, const char *op, int uverr);
+int orch__failf(lua_State *L, const char *ename, const char *fmt, ...);
+
+/* "ENOENT" for ENOENT; "E<number>" if unknown. */
+const char *orch__errname(int err);
+
+/* Option tables. orch__check_options raises
+ * "bad argument #idx to 'fn' (unknown option 'evn')" for a string key not
+ * in `allowed` (NULL-terminated); integer keys are left to the caller.
+ * The getters raise "bad argument #idx to 'fn' (option 'key': number
+ * expected, got string)" on a wrong type and return def when absent. */
+void orch__check_options(lua_State *L, int idx, const char *const allowed[]);
+lua_Integer orch__opt_integer(lua_State *L, int idx, const char *key, lua_Integer def);
+lua_Number orch__opt_number(lua_State *L, int idx, const char *key, lua_Number def);
+int orch__opt_boolean(lua_State *L, int idx, const char *key, int def);
+const char *orch__opt_string(lua_State *L, int idx, const char *key, const char *def);
+/* Raises "bad argument #idx to 'fn' (option 'key': <msg>)". */
+int orch__opt_error(lua_State *L, int idx, const char *key, const char *msg);
+
+/* Signals: numbers or names ("TERM", "SIGTERM", "term"). */
+int orch__signum(const char *name);     /* -1 if unknown */
+const char *orch__signame(int sig);     /* "TERM"; NULL if unknown */
+int orch__checksignal(lua_State *L, int idx);   /* raises on unknown */
+int orch__optsignal(lua_State *L, int idx, int def);
+
+/* Creates the metatable `name` with the methods in __index, __name set, and
+ * the metamethods in meta (may be NULL). Leaves it on the stack. */
+void orch__newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                    const luaL_Reg *meta);
+
+/* Raises "attempt to use a closed <name>" (the message STYLE.md asks for). */
+int orch__closed_error(lua_State *L, const char *name);
+
+/* Seconds as a double (non-negative, finite) from argument idx; raises. */
+double orch__checkseconds(lua_State *L, int idx);
+double orch__optseconds(lua_State *L, int idx, double def);
+
+/* Monotonic clock in nanoseconds (CLOCK_MONOTONIC), wall clock in seconds. */
+unsigned long long orch__mono_ns(void);
+double orch__wall(void);
+
+/* Makes fd close-on-exec; returns 0 or -errno. */
+int orch__cloexec(int fd);
+
+#endif
