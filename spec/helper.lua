@@ -15,6 +15,16 @@ h.build = absolute(os.getenv("ORCH_BUILD") or (root .. "/build"))
 h.bin = h.build .. "/orch"
 h.progs = h.build .. "/progs"
 
+-- Whether this build is instrumented (ASan+UBSan): programs linked against it
+-- need the same flags.
+do
+  local f = io.open(h.build .. "/CMakeCache.txt")
+  local cache = f and f:read("a") or ""
+  if f then f:close() end
+  h.sanitized = cache:find("ORCH_SANITIZE:BOOL=ON", 1, true) ~= nil
+  h.cflags = h.sanitized and "-fsanitize=address,undefined" or ""
+end
+
 package.cpath = h.build .. "/lua/?.so;" .. package.cpath
 h.orch = require "orch"
 local orch = h.orch

@@ -753,35 +753,61 @@ int orch__open_core(lua_State *L) {
 
 static int dir_exists(const char *p) { return access(p, R_OK | X_OK) == 0; }
 
+/* Where this code lives: the executable, or orch.so when loaded by a host
+ * Lua. Empty string if unknown. */
+static void self_path(char *out, size_t n) {
+  Dl_info info;
+  char tmp[PATH_MAX];
+  out[0] = 0;
+  if (dladdr((void *)&self_path, &info) && info.dli_fname && strchr(info.dli_fname, '/') &&
+      realpath(info.dli_fname, tmp)) {
+    snprintf(out, n, "%s", tmp);
+    return;
+  }
+  ssize_t r = readlink("/proc/self/exe", tmp, sizeof tmp - 1);
+  if (r > 0) { tmp[r] = 0; snprintf(out, n, "%s", tmp); }
+}
+
 /* Is the code running from the build tree? Then the Lua half is taken from
  * the source tree, otherwise from the install location. */
-static int in_build_tree(void) {
-  Dl_info info;
-  char exe[PATH_MAX];
-  const char *where = NULL;
-  if (dladdr((void *)&in_build_tree, &info) && info.dli_fname && strchr(info.dli_fname, '/'))
-    where = info.dli_fname;
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) exe[n] = 0;
-  char real[PATH_MAX];
-  if (where && realpath(where, real)) where = real;
-  else if (n > 0) where = exe;
-  if (!where) return 0;
+static int in_build_tree(const char *where) {
   char build[PATH_MAX];
   const char *b = realpath(ORCH_BUILD_DIR, build) ? build : ORCH_BUILD_DIR;
   size_t bl = strlen(b);
-  return strncmp(where, b, bl) == 0 && where[bl] == '/';
+  return where[0] && strncmp(where, b, bl) == 0 && where[bl] == '/';
 }
 
-/* [-0,+1] The list of directories holding orch/<module>.lua, as a table. */
+/* [-0,+1] The list of directories holding orch/<module>.lua, as a table:
+ * $ORCH_LUA_DIR, the source tree (from a build tree), the install location
+ * relative to where the code is (a relocated install), the configured
+ * install location. */
 static void push_lua_dirs(lua_State *L) {
+  char where[PATH_MAX];
+  self_path(where, sizeof where);
   lua_newtable(L);
   int n = 0;
   const char *env = getenv("ORCH_LUA_DIR");
   if (env && *env) { lua_pushstring(L, env); lua_rawseti(L, -2, ++n); }
-  if (in_build_tree() && dir_exists(ORCH_SOURCE_LUA_DIR)) {
+  if (in_build_tree(where) && dir_exists(ORCH_SOURCE_LUA_DIR)) {
     lua_pushstring(L, ORCH_SOURCE_LUA_DIR);
     lua_rawseti(L, -2, ++n);
+  }
+  char *slash = strrchr(where, '/');
+  if (slash) {
+    *slash = 0;
+    char rel[PATH_MAX + 64];
+    /* the executable is in <bindir>, liborch.so in <libdir>, orch.so in
+     * <libdir>/lua/5.4 */
+    const char *base = slash + 1;
+    const char *suffix = strcmp(base, "orch.so") == 0 ? ORCH_REL_LUA_FROM_LMOD
+                       : strncmp(base, "liborch", 7) == 0 ? ORCH_REL_LUA_FROM_LIB
+                       : ORCH_REL_LUA_FROM_BIN;
+    char real[PATH_MAX];
+    int w = snprintf(rel, sizeof rel, "%s/%s", where, suffix);
+    if (w > 0 && (size_t)w < sizeof rel && realpath(rel, real) && strcmp(real, ORCH_INSTALL_LUA_DIR) != 0 && dir_exists(real)) {
+      lua_pushstring(L, real);
+      lua_rawseti(L, -2, ++n);
+    }
   }
   lua_pushstring(L, ORCH_INSTALL_LUA_DIR);
   lua_rawseti(L, -2, ++n);
