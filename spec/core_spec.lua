@@ -284,6 +284,49 @@ describe("orch.sleep", function()
   end)
 end)
 
+describe("orch.cond", function()
+  it("signal wakes one waiter with values, broadcast wakes all", function()
+    local r = h.run(function()
+      local c = orch.cond()
+      local got = {}
+      local ws = {}
+      for i = 1, 3 do
+        ws[i] = orch.task(function()
+          local r = table.pack(c:wait())   -- not got[#got + 1] = ...: the key is computed before the wait
+          got[#got + 1] = r
+        end)
+      end
+      orch.sleep(0)
+      assert.are.equal(1, c:signal("a", 1))
+      orch.sleep(0)
+      assert.are.equal(2, c:broadcast())
+      for _, w in ipairs(ws) do w:join() end
+      assert.are.equal(0, c:signal())
+      return got
+    end)
+    assert.are.same({ { "a", 1, n = 2 }, { true, n = 1 }, { true, n = 1 } }, r)
+  end)
+
+  it("wait times out, and a timed-out or cancelled waiter is not woken later", function()
+    h.run(function()
+      local c = orch.cond()
+      local a, b, e = c:wait(0.01)
+      assert.are.same({ nil, "cond.wait: timed out", "ETIMEDOUT" }, { a, b, e })
+      local t = orch.task(function() c:wait() end)
+      orch.sleep(0)
+      t:cancel()
+      local other = orch.task(function() return orch.sleep(0.02) or "slept" end)
+      orch.sleep(0)
+      assert.are.equal(0, c:broadcast())
+      assert.are.equal("slept", other:join())
+    end)
+  end)
+
+  it("wait outside a task raises", function()
+    assert.has_error(function() orch.cond():wait() end, "cond:wait: must be called from a task")
+  end)
+end)
+
 describe("clocks", function()
   it("now is monotonic seconds, time is the wall clock", function()
     local a = orch.now()

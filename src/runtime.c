@@ -613,6 +613,85 @@ static int task_gc(lua_State *L) {
   return 0;
 }
 
+/* ---------------------------------------------------------------- orch.Cond */
+
+/* A condition: tasks wait on it, others signal it. The waiting threads are
+ * kept in the userdata's uservalue (a Lua sequence); an entry is live while
+ * its task waits with cancel_data == the Cond (so a task that timed out or
+ * was cancelled, and now waits on something else, is skipped). */
+#define COND_MT "orch.Cond"
+
+static int cond_new(lua_State *L) {
+  void *c = lua_newuserdatauv(L, 1, 1);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, 1);
+  luaL_setmetatable(L, COND_MT);
+  (void)c;
+  return 1;
+}
+
+static int cond_wait(lua_State *L) {
+  void *c = luaL_checkudata(L, 1, COND_MT);
+  double timeout = orch__optseconds(L, 2, -1);
+  orch__task *self = orch__current(L);
+  if (!self) return luaL_error(L, "cond:wait: must be called from a task");
+  lua_getiuservalue(L, 1, 1);
+  lua_pushthread(L);
+  lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+  lua_pop(L, 1);
+  /* No cancel function: a stale entry is skipped by cancel_data. */
+  self->awaiting = 1;
+  self->waking = 0;
+  self->cancel = NULL;
+  self->cancel_data = c;
+  self->timeout_op = "cond.wait";
+  self->sleeping = 0;
+  if (timeout >= 0) start_timer(self, timeout);
+  return lua_yieldk(L, 0, (lua_KContext)self, await_k);
+}
+
+/* Wakes up to `max` waiters with the values at 2..top; returns the count. */
+static int cond_wake(lua_State *L, int max) {
+  void *c = luaL_checkudata(L, 1, COND_MT);
+  int nvals = lua_gettop(L) - 1;
+  lua_getiuservalue(L, 1, 1);
+  int list = lua_gettop(L);
+  lua_Integer n = luaL_len(L, list), i = 1;
+  int woken = 0;
+  for (; i <= n && woken < max; i++) {
+    lua_rawgeti(L, list, i);
+    lua_State *co = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    orch__task *t = co ? *extra(co) : NULL;
+    if (!t || t->co != co || t->status != T_WAITING || t->cancel_data != c) continue;
+    t->cancel_data = NULL;
+    if (nvals == 0) lua_pushboolean(co, 1);
+    for (int v = 2; v <= nvals + 1; v++) {
+      lua_pushvalue(L, v);
+      lua_xmove(L, co, 1);
+    }
+    orch__wake(co, nvals == 0 ? 1 : nvals);
+    woken++;
+  }
+  /* Drop the entries consumed or stale. */
+  lua_createtable(L, (int)(n - i + 1 > 0 ? n - i + 1 : 0), 0);
+  for (lua_Integer j = i, k = 1; j <= n; j++) {
+    lua_rawgeti(L, list, j);
+    lua_rawseti(L, -2, k++);
+  }
+  lua_setiuservalue(L, 1, 1);
+  lua_pushinteger(L, woken);
+  return 1;
+}
+
+static int cond_signal(lua_State *L) { return cond_wake(L, 1); }
+static int cond_broadcast(lua_State *L) { return cond_wake(L, INT_MAX); }
+
+static int cond_tostring(lua_State *L) {
+  lua_pushfstring(L, "orch.Cond: %p", lua_touserdata(L, 1));
+  return 1;
+}
+
 /* ---------------------------------------------------------------- core module */
 
 static int core_task(lua_State *L) {
@@ -738,10 +817,16 @@ int orch__open_core(lua_State *L) {
   };
   orch__newclass(L, TASK_MT, task_methods, task_meta);
   lua_pop(L, 1);
+  static const luaL_Reg cond_methods[] = {
+    {"wait", cond_wait}, {"signal", cond_signal}, {"broadcast", cond_broadcast}, {NULL, NULL}
+  };
+  static const luaL_Reg cond_meta[] = { {"__tostring", cond_tostring}, {NULL, NULL} };
+  orch__newclass(L, COND_MT, cond_methods, cond_meta);
+  lua_pop(L, 1);
   static const luaL_Reg fns[] = {
     {"task", core_task}, {"current", core_current}, {"sleep", core_sleep},
     {"now", core_now}, {"time", core_time}, {"exit", core_exit}, {"run", core_run},
-    {"version", core_version}, {NULL, NULL}
+    {"version", core_version}, {"cond", cond_new}, {NULL, NULL}
   };
   luaL_newlib(L, fns);
   lua_pushstring(L, ORCH_VERSION);
