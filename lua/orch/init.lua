@@ -30,7 +30,6 @@ end
 local layers = {
   { "orch.proc", "proc" },
   { "orch.stream", "stream" },
-  { "orch.ipc", "sem" },
   { "orch.heartbeat_layer", "heartbeat" },
 }
 for _, l in ipairs(layers) do

@@ -1,0 +1,73 @@
+/*
+ * prog_ipc_peer: the other process in the IPC specs, in plain C (no orch).
+ *   msgsend KEY TYPE TEXT [DELAY_MS]  sleep, then msgsnd (blocking)
+ *   msgrecv KEY TYPE                  msgrcv (blocking), print "TYPE TEXT"
+ *   shmadd KEY OFFSET N               N atomic increments of the 8-byte word
+ *   semwait KEY INDEX                 semop -1 (blocking, no SEM_UNDO)
+ *   sempost KEY INDEX                 semop +1
+ * Exit codes: 0 ok, 2 usage, 3 a syscall failed.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
+#include <time.h>
+#include <unistd.h>
+
+static int usage(void) {
+  fprintf(stderr, "usage: prog_ipc_peer msgsend|msgrecv|shmadd|semwait|sempost KEY ...\n");
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) return usage();
+  const char *cmd = argv[1];
+  key_t key = (key_t)strtoul(argv[2], NULL, 0);
+  if (strcmp(cmd, "msgsend") == 0 && argc >= 5) {
+    if (argc > 5) {
+      long ms = atol(argv[5]);
+      struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+      nanosleep(&ts, NULL);
+    }
+    int id = msgget(key, 0);
+    if (id < 0) { perror("msgget"); return 3; }
+    size_t len = strlen(argv[4]);
+    struct { long type; char text[8192]; } m;
+    if (len > sizeof m.text) return usage();
+    m.type = atol(argv[3]);
+    memcpy(m.text, argv[4], len);
+    if (msgsnd(id, &m, len, 0) < 0) { perror("msgsnd"); return 3; }
+    return 0;
+  }
+  if (strcmp(cmd, "msgrecv") == 0 && argc == 4) {
+    int id = msgget(key, 0);
+    if (id < 0) { perror("msgget"); return 3; }
+    struct { long type; char text[8192]; } m;
+    ssize_t n = msgrcv(id, &m, sizeof m.text, atol(argv[3]), 0);
+    if (n < 0) { perror("msgrcv"); return 3; }
+    printf("%ld %.*s\n", m.type, (int)n, m.text);
+    return 0;
+  }
+  if (strcmp(cmd, "shmadd") == 0 && argc == 5) {
+    int id = shmget(key, 0, 0);
+    if (id < 0) { perror("shmget"); return 3; }
+    char *p = shmat(id, NULL, 0);
+    if (p == (void *)-1) { perror("shmat"); return 3; }
+    long off = atol(argv[3]), n = atol(argv[4]);
+    for (long i = 0; i < n; i++)
+      __atomic_add_fetch((int64_t *)(void *)(p + off), 1, __ATOMIC_SEQ_CST);
+    shmdt(p);
+    return 0;
+  }
+  if ((strcmp(cmd, "semwait") == 0 || strcmp(cmd, "sempost") == 0) && argc == 4) {
+    int id = semget(key, 0, 0);
+    if (id < 0) { perror("semget"); return 3; }
+    struct sembuf op = { (unsigned short)atoi(argv[3]), (short)(cmd[3] == 'w' ? -1 : 1), 0 };
+    if (semop(id, &op, 1) < 0) { perror("semop"); return 3; }
+    return 0;
+  }
+  return usage();
+}

@@ -1,0 +1,320 @@
+/*
+ * l_msg.c: orch.msg.open / orch.msg.private and the orch.Msg class (SysV
+ * message queues).
+ *
+ * Ownership: an orch.Msg holds only the queue's id; the kernel object lives
+ * until :remove() (the GC and :close() never remove it).
+ *
+ * What may block: nothing on the loop thread. msgsnd/msgrcv first run with
+ * IPC_NOWAIT there; only a call that would block becomes a waiter-pool job
+ * (ipc.h) on a worker thread. msgrcv has no timeout: timeouts and
+ * cancellation interrupt the worker with a signal. A receive cancelled
+ * after the worker took a message puts the message back with msgsnd: it
+ * lands at the end of the queue (order is not preserved), or, when the
+ * queue is full, is re-sent by a background job. A send cancelled after the
+ * worker's msgsnd succeeded stays sent.
+ *
+ * msgsz in msgsnd/msgrcv counts the message text only, never the long type
+ * that precedes it in the buffer.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/msg.h>
+
+#include "ipc.h"
+#include "runtime.h"
+#include "util.h"
+
+#define MSG_MT "orch.Msg"
+#define DEFAULT_MAX_CAP (1024 * 1024)
+
+typedef struct {
+  int id;
+  key_t key;
+  int closed;
+  int removed;
+} omsg;
+
+/* The default receive buffer: the system's msgmax (capped). */
+static size_t default_max = 8192;
+
+static omsg *check_msg(lua_State *L) {
+  omsg *q = luaL_checkudata(L, 1, MSG_MT);
+  if (q->closed) orch__closed_error(L, MSG_MT);
+  return q;
+}
+
+static omsg *new_msg(lua_State *L) {
+  omsg *q = lua_newuserdatauv(L, sizeof *q, 0);
+  memset(q, 0, sizeof *q);
+  q->id = -1;
+  q->closed = 1;
+  luaL_setmetatable(L, MSG_MT);
+  return q;
+}
+
+/* ------------------------------------------------------------ opening */
+
+static const char *const open_opts[] = { "key", "create", "exclusive", "mode", NULL };
+static const char *const private_opts[] = { "mode", NULL };
+
+static int lmsg_open(lua_State *L) {
+  orch__check_options(L, 1, open_opts);
+  lua_settop(L, 1);
+  key_t key = orch__ipc_optkey(L, 1);
+  int create = orch__opt_boolean(L, 1, "create", 0);
+  int exclusive = orch__opt_boolean(L, 1, "exclusive", 0);
+  int mode = orch__ipc_optmode(L, 1);
+  omsg *q = new_msg(L);
+  int flags = create ? IPC_CREAT | mode | (exclusive ? IPC_EXCL : 0) : 0;
+  int id = msgget(key, flags);
+  if (id < 0) return orch__ipc_fail_open(L, "msg.open", "queue", key, errno);
+  q->id = id;
+  q->key = key;
+  q->closed = 0;
+  return 1;
+}
+
+static int lmsg_private(lua_State *L) {
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  }
+  orch__check_options(L, 1, private_opts);
+  lua_settop(L, 1);
+  int mode = orch__ipc_optmode(L, 1);
+  omsg *q = new_msg(L);
+  int id = msgget(IPC_PRIVATE, IPC_CREAT | mode);
+  if (id < 0) return orch__fail(L, "msg.private", errno);
+  q->id = id;
+  q->key = IPC_PRIVATE;
+  q->closed = 0;
+  return 1;
+}
+
+/* ------------------------------------------------------------ send */
+
+static int send_run(orch__ipc_job *job) {
+  return msgsnd(job->id, job->buf, job->u.msg.len, 0) < 0 ? errno : 0;
+}
+
+static int send_complete(lua_State *co, orch__ipc_job *job) {
+  if (job->err) return orch__fail(co, "msg.send", job->err);
+  lua_pushboolean(co, 1);
+  return 1;
+}
+
+static const char *const send_opts[] = { "nowait", "timeout", NULL };
+
+static int lmsg_send(lua_State *L) {
+  omsg *q = check_msg(L);
+  lua_Integer type = luaL_checkinteger(L, 2);
+  size_t len;
+  const char *data = luaL_checklstring(L, 3, &len);
+  int nowait = 0;
+  double timeout = -1;
+  if (!lua_isnoneornil(L, 4)) {
+    orch__check_options(L, 4, send_opts);
+    nowait = orch__opt_boolean(L, 4, "nowait", 0);
+    lua_getfield(L, 4, "timeout");
+    if (!lua_isnil(L, -1)) {
+      if (lua_type(L, -1) != LUA_TNUMBER) orch__opt_error(L, 4, "timeout", "number expected");
+      timeout = lua_tonumber(L, -1);
+      if (!(timeout >= 0) || timeout > 1e15) orch__opt_error(L, 4, "timeout", "seconds must be a finite number >= 0");
+    }
+    lua_pop(L, 1);
+  }
+  luaL_checktype(L, 5, LUA_TNONE);
+  if (type < 1) luaL_argerror(L, 2, "message type must be >= 1");
+  if (!nowait) orch__check_task(L, "msg.send");
+  if (len > SIZE_MAX - sizeof(long)) luaL_argerror(L, 3, "message too long");
+
+  luaL_Buffer b;
+  char *buf = luaL_buffinitsize(L, &b, sizeof(long) + len);
+  long t = (long)type;
+  memcpy(buf, &t, sizeof t);
+  memcpy(buf + sizeof(long), data, len);
+  int r;
+  do r = msgsnd(q->id, buf, len, IPC_NOWAIT); while (r < 0 && errno == EINTR);
+  if (r == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (errno != EAGAIN || nowait) return orch__fail(L, "msg.send", errno);
+  if (timeout == 0) return orch__failf(L, "ETIMEDOUT", "msg.send: timed out");
+  orch__ipc_job *job = orch__ipc_job_new(L, sizeof(long) + len);
+  memcpy(job->buf, buf, sizeof(long) + len);
+  job->run = send_run;
+  job->complete = send_complete;
+  job->id = q->id;
+  job->u.msg.len = len;
+  return orch__ipc_await(L, job, timeout, "msg.send");
+}
+
+/* ------------------------------------------------------------ recv */
+
+static int recv_run(orch__ipc_job *job) {
+  ssize_t n = msgrcv(job->id, job->buf, job->u.msg.cap, job->u.msg.type, job->u.msg.flags);
+  if (n < 0) return errno;
+  job->u.msg.len = (size_t)n;
+  return 0;
+}
+
+static int recv_fail(lua_State *L, int err, size_t max) {
+  if (err == E2BIG)
+    return orch__failf(L, "E2BIG", "msg.recv: message longer than max (%I bytes)", (lua_Integer)max);
+  if (err == ENOMSG) return orch__failf(L, "ENOMSG", "msg.recv: no message");
+  return orch__fail(L, "msg.recv", err);
+}
+
+static int recv_complete(lua_State *co, orch__ipc_job *job) {
+  if (job->err) return recv_fail(co, job->err, job->u.msg.cap);
+  long t;
+  memcpy(&t, job->buf, sizeof t);
+  lua_pushinteger(co, (lua_Integer)t);
+  lua_pushlstring(co, (const char *)job->buf + sizeof(long), job->u.msg.len);
+  return 2;
+}
+
+static int resend_run(orch__ipc_job *job) {
+  return msgsnd(job->id, job->buf, job->u.msg.len, 0) < 0 ? errno : 0;
+}
+
+/* A cancelled receive took a message: put it back in the queue. */
+static void recv_abandon(orch__ipc_job *job) {
+  size_t len = job->u.msg.len;
+  if (msgsnd(job->id, job->buf, len, IPC_NOWAIT) == 0 || errno != EAGAIN) return;
+  orch__ipc_job *again = orch__ipc_job_alloc(sizeof(long) + len);
+  if (!again) return;
+  memcpy(again->buf, job->buf, sizeof(long) + len);
+  again->run = resend_run;
+  again->id = job->id;
+  again->u.msg.len = len;
+  orch__ipc_background(job, again);
+}
+
+static const char *const recv_opts[] = { "type", "timeout", "max", "nowait", NULL };
+
+static int lmsg_recv(lua_State *L) {
+  omsg *q = check_msg(L);
+  lua_Integer type = 0, max = (lua_Integer)default_max;
+  double timeout = -1;
+  int nowait = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    orch__check_options(L, 2, recv_opts);
+    type = orch__opt_integer(L, 2, "type", 0);
+    max = orch__opt_integer(L, 2, "max", max);
+    nowait = orch__opt_boolean(L, 2, "nowait", 0);
+    lua_getfield(L, 2, "timeout");
+    if (!lua_isnil(L, -1)) {
+      if (lua_type(L, -1) != LUA_TNUMBER) orch__opt_error(L, 2, "timeout", "number expected");
+      timeout = lua_tonumber(L, -1);
+      if (!(timeout >= 0) || timeout > 1e15) orch__opt_error(L, 2, "timeout", "seconds must be a finite number >= 0");
+    }
+    lua_pop(L, 1);
+    if (max < 0 || max > INT32_MAX) orch__opt_error(L, 2, "max", "out of range (0 to 2^31-1)");
+  }
+  luaL_checktype(L, 3, LUA_TNONE);
+  if (!nowait) orch__check_task(L, "msg.recv");
+
+  size_t cap = (size_t)max;
+  luaL_Buffer b;
+  char *buf = luaL_buffinitsize(L, &b, sizeof(long) + cap);
+  ssize_t n;
+  do n = msgrcv(q->id, buf, cap, (long)type, IPC_NOWAIT); while (n < 0 && errno == EINTR);
+  if (n >= 0) {
+    long t;
+    memcpy(&t, buf, sizeof t);
+    lua_pushinteger(L, (lua_Integer)t);
+    lua_pushlstring(L, buf + sizeof(long), (size_t)n);
+    return 2;
+  }
+  if (errno != ENOMSG || nowait) return recv_fail(L, errno, cap);
+  if (timeout == 0) return orch__failf(L, "ETIMEDOUT", "msg.recv: timed out");
+  orch__ipc_job *job = orch__ipc_job_new(L, sizeof(long) + cap);
+  job->run = recv_run;
+  job->complete = recv_complete;
+  job->abandon = recv_abandon;
+  job->id = q->id;
+  job->u.msg.type = (long)type;
+  job->u.msg.cap = cap;
+  return orch__ipc_await(L, job, timeout, "msg.recv");
+}
+
+/* ------------------------------------------------------------ methods */
+
+static int lmsg_stat(lua_State *L) {
+  omsg *q = check_msg(L);
+  struct msqid_ds ds;
+  if (msgctl(q->id, IPC_STAT, &ds) < 0) return orch__fail(L, "msg.stat", errno);
+  lua_createtable(L, 0, 16);
+  orch__ipc_setperm(L, &ds.msg_perm);
+#define F(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
+  F("id", q->id);
+  F("qnum", ds.msg_qnum);
+  F("qbytes", ds.msg_qbytes);
+  F("cbytes", ds.__msg_cbytes);
+  F("lspid", ds.msg_lspid);
+  F("lrpid", ds.msg_lrpid);
+  F("stime", ds.msg_stime);
+  F("rtime", ds.msg_rtime);
+  F("ctime", ds.msg_ctime);
+#undef F
+  return 1;
+}
+
+static int lmsg_remove(lua_State *L) {
+  omsg *q = luaL_checkudata(L, 1, MSG_MT);
+  if (!q->removed) {
+    q = check_msg(L);
+    if (msgctl(q->id, IPC_RMID, NULL) < 0) return orch__fail(L, "msg.remove", errno);
+    q->removed = q->closed = 1;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lmsg_close(lua_State *L) {
+  omsg *q = luaL_checkudata(L, 1, MSG_MT);
+  q->closed = 1;
+  return 0;
+}
+
+static int lmsg_tostring(lua_State *L) {
+  omsg *q = luaL_checkudata(L, 1, MSG_MT);
+  char k[16];
+  if (q->closed) lua_pushliteral(L, MSG_MT ": closed");
+  else lua_pushfstring(L, MSG_MT ": id=%d key=%s", q->id, orch__ipc_keystr(q->key, k));
+  return 1;
+}
+
+static void read_msgmax(void) {
+  FILE *f = fopen("/proc/sys/kernel/msgmax", "re");
+  if (!f) return;
+  long long v;
+  if (fscanf(f, "%lld", &v) == 1 && v > 0)
+    default_max = v > DEFAULT_MAX_CAP ? DEFAULT_MAX_CAP : (size_t)v;
+  fclose(f);
+}
+
+int orch__open_msg(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"send", lmsg_send}, {"recv", lmsg_recv}, {"stat", lmsg_stat},
+    {"remove", lmsg_remove}, {"close", lmsg_close}, {NULL, NULL}
+  };
+  static const luaL_Reg meta[] = {
+    {"__close", lmsg_close}, {"__tostring", lmsg_tostring}, {NULL, NULL}
+  };
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, read_msgmax);
+  orch__newclass(L, MSG_MT, methods, meta);
+  lua_pop(L, 1);
+  static const luaL_Reg fns[] = {{"open", lmsg_open}, {"private", lmsg_private}, {NULL, NULL}};
+  lua_newtable(L);
+  luaL_newlib(L, fns);
+  lua_setfield(L, -2, "msg");
+  return 1;
+}

@@ -1,0 +1,382 @@
+/*
+ * l_sem.c: orch.sem.open / orch.sem.private and the orch.Sem class (SysV
+ * semaphore sets).
+ *
+ * Ownership: an orch.Sem holds only the set's id; the kernel object lives
+ * until :remove() (the GC and :close() never remove it).
+ *
+ * What may block: nothing on the loop thread. Every semop first runs with
+ * IPC_NOWAIT there; only a wait that would block becomes a waiter-pool job
+ * (ipc.h) running semtimedop on a worker thread, with the timeout as its
+ * deadline. A wait cancelled after it took the unit posts it back.
+ * Opening a set another process is still initialising polls its sem_otime
+ * for at most OTIME_WAIT_MS.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/sem.h>
+#include <time.h>
+
+#include "ipc.h"
+#include "runtime.h"
+#include "util.h"
+
+#define SEM_MT "orch.Sem"
+#define SEMVMX_ 32767        /* the kernel's maximum semaphore value */
+#define OTIME_WAIT_MS 20
+
+typedef struct {
+  int id;
+  key_t key;
+  int nsems;
+  int undo;                  /* SEM_UNDO on wait, try and post */
+  int closed;
+  int removed;
+} osem;
+
+union semun_ {
+  int val;
+  struct semid_ds *buf;
+  unsigned short *array;
+};
+
+static osem *check_sem(lua_State *L) {
+  osem *s = luaL_checkudata(L, 1, SEM_MT);
+  if (s->closed) orch__closed_error(L, SEM_MT);
+  return s;
+}
+
+static unsigned short check_index(lua_State *L, osem *s, int idx) {
+  lua_Integer i = luaL_optinteger(L, idx, 0);
+  if (i < 0 || i >= s->nsems)
+    luaL_argerror(L, idx, lua_pushfstring(L, "semaphore index %I out of range (0 to %d)",
+                                          i, s->nsems - 1));
+  return (unsigned short)i;
+}
+
+static short undo_flag(osem *s) { return s->undo ? SEM_UNDO : 0; }
+
+static int semop_nowait(osem *s, unsigned short num, short op) {
+  struct sembuf b = { num, op, (short)(IPC_NOWAIT | undo_flag(s)) };
+  int r;
+  do r = semop(s->id, &b, 1); while (r < 0 && errno == EINTR);
+  return r < 0 ? errno : 0;
+}
+
+/* ------------------------------------------------------------ opening */
+
+static const char *const open_opts[] = {
+  "key", "n", "init", "mode", "create", "exclusive", "undo", NULL
+};
+static const char *const private_opts[] = { "n", "init", "mode", "undo", NULL };
+
+/* Reads n and init from the option table at 1 into vals (n entries). */
+static int read_init(lua_State *L, int n, unsigned short *vals) {
+  int t = lua_getfield(L, 1, "init");
+  if (t == LUA_TNIL || t == LUA_TNUMBER) {
+    lua_Integer v = orch__opt_integer(L, 1, "init", 1);
+    if (v < 0 || v > SEMVMX_) orch__opt_error(L, 1, "init", "value out of range (0 to 32767)");
+    for (int i = 0; i < n; i++) vals[i] = (unsigned short)v;
+  } else if (t == LUA_TTABLE) {
+    if (luaL_len(L, -1) != n)
+      orch__opt_error(L, 1, "init", lua_pushfstring(L, "table of %d values expected", n));
+    for (int i = 0; i < n; i++) {
+      int isint;
+      lua_geti(L, -1, i + 1);
+      lua_Integer v = lua_tointegerx(L, -1, &isint);
+      if (!isint || v < 0 || v > SEMVMX_)
+        orch__opt_error(L, 1, "init", lua_pushfstring(L, "value %d out of range (0 to 32767)", i + 1));
+      vals[i] = (unsigned short)v;
+      lua_pop(L, 1);
+    }
+  } else {
+    orch__opt_error(L, 1, "init", lua_pushfstring(L, "integer or table expected, got %s",
+                                                  luaL_typename(L, -1)));
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
+static int read_n(lua_State *L) {
+  lua_Integer n = orch__opt_integer(L, 1, "n", 1);
+  if (n < 1 || n > 32000) orch__opt_error(L, 1, "n", "out of range (1 to 32000)");
+  return (int)n;
+}
+
+/* Sets the values of a set this call created, then marks it initialised
+ * by touching sem_otime (a +1/-1 pair, atomic, so values do not change):
+ * openers of an existing set wait for that mark. */
+static int init_set(int id, unsigned short *vals) {
+  union semun_ arg;
+  arg.array = vals;
+  if (semctl(id, 0, SETALL, arg) < 0) return errno;
+  struct sembuf ops[2] = { {0, 1, 0}, {0, -1, 0} };
+  if (semop(id, ops, 2) < 0) return errno;
+  return 0;
+}
+
+static int stat_set(int id, struct semid_ds *ds) {
+  union semun_ arg;
+  arg.buf = ds;
+  return semctl(id, 0, IPC_STAT, arg) < 0 ? errno : 0;
+}
+
+static osem *new_sem(lua_State *L) {
+  osem *s = lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  s->id = -1;
+  s->closed = 1;
+  luaL_setmetatable(L, SEM_MT);
+  return s;
+}
+
+static int lsem_open(lua_State *L) {
+  orch__check_options(L, 1, open_opts);
+  lua_settop(L, 1);
+  key_t key = orch__ipc_optkey(L, 1);
+  int n_given = lua_getfield(L, 1, "n") != LUA_TNIL;
+  lua_pop(L, 1);
+  int n = read_n(L);
+  unsigned short *vals = lua_newuserdatauv(L, sizeof(unsigned short) * (size_t)n, 0);
+  read_init(L, n, vals);
+  int mode = orch__ipc_optmode(L, 1);
+  int create = orch__opt_boolean(L, 1, "create", 1);
+  int exclusive = orch__opt_boolean(L, 1, "exclusive", 0);
+  int undo = orch__opt_boolean(L, 1, "undo", 1);
+  osem *s = new_sem(L);
+  int id = -1, err;
+  if (create) {
+    id = semget(key, n, IPC_CREAT | IPC_EXCL | mode);
+    if (id >= 0) {
+      if ((err = init_set(id, vals)) != 0) {
+        semctl(id, 0, IPC_RMID);
+        return orch__fail(L, "sem.open", err);
+      }
+    } else if (errno != EEXIST || exclusive) {
+      return orch__ipc_fail_open(L, "sem.open", "semaphore set", key, errno);
+    }
+  }
+  struct semid_ds ds;
+  if (id < 0) {
+    id = semget(key, 0, 0);
+    if (id < 0) return orch__ipc_fail_open(L, "sem.open", "semaphore set", key, errno);
+    /* Its creator may still be setting the values. A set made by a program
+     * that never operates on it keeps sem_otime at 0: use it after a while. */
+    for (int i = 0; ; i++) {
+      if ((err = stat_set(id, &ds)) != 0) return orch__fail(L, "sem.open", err);
+      if (ds.sem_otime != 0 || i >= OTIME_WAIT_MS) break;
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
+    if (n_given && (unsigned long)n > ds.sem_nsems) {
+      char k[16];
+      return orch__failf(L, "EINVAL", "sem.open: the set for key %s has %d semaphores, fewer than n",
+                         orch__ipc_keystr(key, k), (int)ds.sem_nsems);
+    }
+  } else if ((err = stat_set(id, &ds)) != 0) {
+    return orch__fail(L, "sem.open", err);
+  }
+  s->id = id;
+  s->key = key;
+  s->nsems = (int)ds.sem_nsems;
+  s->undo = undo;
+  s->closed = 0;
+  return 1;
+}
+
+static int lsem_private(lua_State *L) {
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  }
+  orch__check_options(L, 1, private_opts);
+  lua_settop(L, 1);
+  int n = read_n(L);
+  unsigned short *vals = lua_newuserdatauv(L, sizeof(unsigned short) * (size_t)n, 0);
+  read_init(L, n, vals);
+  int mode = orch__ipc_optmode(L, 1);
+  int undo = orch__opt_boolean(L, 1, "undo", 1);
+  osem *s = new_sem(L);
+  int id = semget(IPC_PRIVATE, n, IPC_CREAT | mode), err;
+  if (id < 0) return orch__fail(L, "sem.private", errno);
+  if ((err = init_set(id, vals)) != 0) {
+    semctl(id, 0, IPC_RMID);
+    return orch__fail(L, "sem.private", err);
+  }
+  s->id = id;
+  s->key = IPC_PRIVATE;
+  s->nsems = n;
+  s->undo = undo;
+  s->closed = 0;
+  return 1;
+}
+
+/* ------------------------------------------------------------ waiting */
+
+static int wait_run(orch__ipc_job *job) {
+  struct sembuf b = { job->u.sem.num, job->u.sem.op, job->u.sem.flg };
+  int r;
+  if (job->deadline < 0) {
+    r = semop(job->id, &b, 1);
+  } else {
+    long long left = job->deadline - (long long)orch__mono_ns();
+    if (left <= 0) return EAGAIN;
+    struct timespec ts = { (time_t)(left / 1000000000), (long)(left % 1000000000) };
+    r = semtimedop(job->id, &b, 1, &ts);
+  }
+  return r < 0 ? errno : 0;
+}
+
+static int wait_complete(lua_State *co, orch__ipc_job *job) {
+  if (job->err == 0) {
+    lua_pushboolean(co, 1);
+    return 1;
+  }
+  if (job->err == EAGAIN) return orch__failf(co, "ETIMEDOUT", "sem.wait: timed out");
+  return orch__fail(co, "sem.wait", job->err);
+}
+
+/* The task went away but the worker took the unit: give it back. */
+static void wait_abandon(orch__ipc_job *job) {
+  struct sembuf b = { job->u.sem.num, (short)-job->u.sem.op,
+                      (short)(IPC_NOWAIT | (job->u.sem.flg & SEM_UNDO)) };
+  semop(job->id, &b, 1);
+}
+
+static int lsem_wait(lua_State *L) {
+  osem *s = check_sem(L);
+  unsigned short i = check_index(L, s, 2);
+  double timeout = orch__optseconds(L, 3, -1);
+  orch__check_task(L, "sem.wait");
+  int err = semop_nowait(s, i, -1);
+  if (err == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (err != EAGAIN) return orch__fail(L, "sem.wait", err);
+  if (timeout == 0) return orch__failf(L, "ETIMEDOUT", "sem.wait: timed out");
+  orch__ipc_job *job = orch__ipc_job_new(L, 0);
+  job->run = wait_run;
+  job->complete = wait_complete;
+  job->abandon = wait_abandon;
+  job->id = s->id;
+  job->u.sem.num = i;
+  job->u.sem.op = -1;
+  job->u.sem.flg = undo_flag(s);
+  if (timeout > 0) {
+    double ns = timeout * 1e9;
+    job->deadline = ns > 9e18 ? -1 : (long long)orch__mono_ns() + (long long)ns;
+  }
+  return orch__ipc_await(L, job, -1, "sem.wait");
+}
+
+/* ------------------------------------------------------------ methods */
+
+static int lsem_post(lua_State *L) {
+  osem *s = check_sem(L);
+  unsigned short i = check_index(L, s, 2);
+  int err = semop_nowait(s, i, 1);
+  if (err) return orch__fail(L, "sem.post", err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lsem_try(lua_State *L) {
+  osem *s = check_sem(L);
+  unsigned short i = check_index(L, s, 2);
+  int err = semop_nowait(s, i, -1);
+  if (err && err != EAGAIN) return orch__fail(L, "sem.try", err);
+  lua_pushboolean(L, err == 0);
+  return 1;
+}
+
+static int lsem_value(lua_State *L) {
+  osem *s = check_sem(L);
+  unsigned short i = check_index(L, s, 2);
+  int v = semctl(s->id, i, GETVAL);
+  if (v < 0) return orch__fail(L, "sem.value", errno);
+  lua_pushinteger(L, v);
+  return 1;
+}
+
+static int lsem_set(lua_State *L) {
+  osem *s = check_sem(L);
+  unsigned short i = check_index(L, s, 2);
+  lua_Integer v = luaL_checkinteger(L, 3);
+  if (v < 0 || v > SEMVMX_) luaL_argerror(L, 3, "value out of range (0 to 32767)");
+  union semun_ arg;
+  arg.val = (int)v;
+  if (semctl(s->id, i, SETVAL, arg) < 0) return orch__fail(L, "sem.set", errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lsem_stat(lua_State *L) {
+  osem *s = check_sem(L);
+  struct semid_ds ds;
+  int err = stat_set(s->id, &ds);
+  if (err) return orch__fail(L, "sem.stat", err);
+  lua_createtable(L, 0, 12);
+  orch__ipc_setperm(L, &ds.sem_perm);
+  lua_pushinteger(L, s->id);
+  lua_setfield(L, -2, "id");
+  lua_pushinteger(L, (lua_Integer)ds.sem_nsems);
+  lua_setfield(L, -2, "nsems");
+  lua_pushinteger(L, (lua_Integer)ds.sem_otime);
+  lua_setfield(L, -2, "otime");
+  lua_pushinteger(L, (lua_Integer)ds.sem_ctime);
+  lua_setfield(L, -2, "ctime");
+  lua_createtable(L, (int)ds.sem_nsems, 0);
+  for (int i = 0; i < (int)ds.sem_nsems; i++) {
+    int v = semctl(s->id, i, GETVAL);
+    if (v < 0) return orch__fail(L, "sem.stat", errno);
+    lua_pushinteger(L, v);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "values");
+  return 1;
+}
+
+static int lsem_remove(lua_State *L) {
+  osem *s = luaL_checkudata(L, 1, SEM_MT);
+  if (!s->removed) {
+    s = check_sem(L);
+    if (semctl(s->id, 0, IPC_RMID) < 0) return orch__fail(L, "sem.remove", errno);
+    s->removed = s->closed = 1;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lsem_close(lua_State *L) {
+  osem *s = luaL_checkudata(L, 1, SEM_MT);
+  s->closed = 1;
+  return 0;
+}
+
+static int lsem_tostring(lua_State *L) {
+  osem *s = luaL_checkudata(L, 1, SEM_MT);
+  char k[16];
+  if (s->closed) lua_pushliteral(L, SEM_MT ": closed");
+  else lua_pushfstring(L, SEM_MT ": id=%d key=%s n=%d", s->id, orch__ipc_keystr(s->key, k), s->nsems);
+  return 1;
+}
+
+int orch__open_sem(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"wait", lsem_wait}, {"post", lsem_post}, {"try", lsem_try}, {"value", lsem_value},
+    {"set", lsem_set}, {"stat", lsem_stat}, {"remove", lsem_remove}, {"close", lsem_close},
+    {NULL, NULL}
+  };
+  static const luaL_Reg meta[] = {
+    {"__close", lsem_close}, {"__tostring", lsem_tostring}, {NULL, NULL}
+  };
+  orch__newclass(L, SEM_MT, methods, meta);
+  lua_pop(L, 1);
+  static const luaL_Reg fns[] = {{"open", lsem_open}, {"private", lsem_private}, {NULL, NULL}};
+  lua_newtable(L);
+  luaL_newlib(L, fns);
+  lua_setfield(L, -2, "sem");
+  return 1;
+}

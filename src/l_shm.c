@@ -1,0 +1,180 @@
+/*
+ * l_shm.c: orch.shm.open / orch.shm.private and the orch.Shm class: a SysV
+ * shared memory segment attached to this process, accessed as a Region
+ * (region.h).
+ *
+ * Ownership: an orch.Shm owns its attachment (shmdt on :detach(), __close
+ * or __gc). The segment itself is a kernel object that outlives the
+ * process; only :remove() (IPC_RMID) destroys it, once the last process
+ * detaches. :stat() and :remove() work after :detach() (they need only the
+ * id); every Region method raises "attempt to use a closed orch.Shm".
+ *
+ * What may block: nothing (shmget, shmat, shmctl, shmdt return at once).
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/shm.h>
+
+#include "ipc.h"
+#include "region.h"
+#include "util.h"
+
+#define SHM_MT "orch.Shm"
+
+typedef struct {
+  orch__region r;            /* first: this is a Region */
+  int id;                    /* -1 until shmget succeeded */
+  key_t key;
+  int removed;
+} oshm;
+
+static int shm_release(orch__region *r) {
+  return shmdt(r->mem) < 0 ? errno : 0;
+}
+
+static oshm *check_shm(lua_State *L) {
+  return luaL_checkudata(L, 1, SHM_MT);
+}
+
+static lua_Integer check_size(lua_State *L, int idx, const char *key, lua_Integer v) {
+  if (v < 1 || (lua_Unsigned)v > SIZE_MAX / 2) {
+    if (key) orch__opt_error(L, idx, key, "size must be >= 1");
+    luaL_argerror(L, idx, "size must be >= 1");
+  }
+  return v;
+}
+
+/* Attaches segment id to the (closed) region s, sized as the segment is. */
+static int attach(oshm *s, int id) {
+  struct shmid_ds ds;
+  if (shmctl(id, IPC_STAT, &ds) < 0) return errno;
+  void *base = shmat(id, NULL, 0);
+  if (base == (void *)-1) return errno;
+  orch__region_attach(&s->r, base, ds.shm_segsz, 0, shm_release);
+  return 0;
+}
+
+static const char *const open_opts[] = { "key", "size", "create", "exclusive", "mode", NULL };
+
+static int lshm_open(lua_State *L) {
+  orch__check_options(L, 1, open_opts);
+  lua_settop(L, 1);
+  key_t key = orch__ipc_optkey(L, 1);
+  int create = orch__opt_boolean(L, 1, "create", 0);
+  int exclusive = orch__opt_boolean(L, 1, "exclusive", 0);
+  int mode = orch__ipc_optmode(L, 1);
+  lua_Integer size = orch__opt_integer(L, 1, "size", 0);
+  if (create && size == 0) orch__opt_error(L, 1, "size", "required with create");
+  if (size != 0) check_size(L, 1, "size", size);
+  oshm *s = (oshm *)orch__region_new(L, SHM_MT, sizeof *s);
+  s->id = -1;
+  int flags = create ? IPC_CREAT | mode | (exclusive ? IPC_EXCL : 0) : 0;
+  int id = shmget(key, (size_t)size, flags);
+  if (id < 0) {
+    int err = errno;
+    if (err == EINVAL) {
+      char k[16];
+      return orch__failf(L, "EINVAL", "shm.open: size %I is invalid for key %s "
+                         "(out of the system's limits, or larger than the segment)",
+                         size, orch__ipc_keystr(key, k));
+    }
+    return orch__ipc_fail_open(L, "shm.open", "segment", key, err);
+  }
+  s->id = id;
+  s->key = key;
+  int err = attach(s, id);
+  if (err) return orch__fail(L, "shm.open", err);
+  return 1;
+}
+
+static int lshm_private(lua_State *L) {
+  lua_Integer size = check_size(L, 1, NULL, luaL_checkinteger(L, 1));
+  luaL_checktype(L, 2, LUA_TNONE);
+  oshm *s = (oshm *)orch__region_new(L, SHM_MT, sizeof *s);
+  s->id = -1;
+  int id = shmget(IPC_PRIVATE, (size_t)size, IPC_CREAT | 0600);
+  if (id < 0) return orch__fail(L, "shm.private", errno);
+  s->id = id;
+  s->key = IPC_PRIVATE;
+  int err = attach(s, id);
+  if (err) {
+    /* Nobody else knows this segment: do not leak it. */
+    shmctl(id, IPC_RMID, NULL);
+    return orch__fail(L, "shm.private", err);
+  }
+  return 1;
+}
+
+static int lshm_stat(lua_State *L) {
+  oshm *s = check_shm(L);
+  if (s->id < 0) return orch__closed_error(L, SHM_MT);
+  struct shmid_ds ds;
+  if (shmctl(s->id, IPC_STAT, &ds) < 0) return orch__fail(L, "shm.stat", errno);
+  lua_createtable(L, 0, 16);
+  orch__ipc_setperm(L, &ds.shm_perm);
+#define F(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
+  F("id", s->id);
+  F("size", ds.shm_segsz);
+  F("nattch", ds.shm_nattch);
+  F("cpid", ds.shm_cpid);
+  F("lpid", ds.shm_lpid);
+  F("atime", ds.shm_atime);
+  F("dtime", ds.shm_dtime);
+  F("ctime", ds.shm_ctime);
+#undef F
+  lua_pushboolean(L, (ds.shm_perm.mode & SHM_DEST) != 0);
+  lua_setfield(L, -2, "removed");
+  return 1;
+}
+
+static int lshm_detach(lua_State *L) {
+  oshm *s = check_shm(L);
+  int err = orch__region_close(&s->r);
+  if (err) return orch__fail(L, "shm.detach", err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lshm_remove(lua_State *L) {
+  oshm *s = check_shm(L);
+  if (s->id < 0) return orch__closed_error(L, SHM_MT);
+  if (!s->removed) {
+    if (shmctl(s->id, IPC_RMID, NULL) < 0) return orch__fail(L, "shm.remove", errno);
+    s->removed = 1;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lshm_gc(lua_State *L) {
+  orch__region_close(&check_shm(L)->r);
+  return 0;
+}
+
+static int lshm_tostring(lua_State *L) {
+  oshm *s = check_shm(L);
+  char k[16];
+  if (!s->r.base)
+    lua_pushfstring(L, SHM_MT ": detached (id=%d)", s->id);
+  else
+    lua_pushfstring(L, SHM_MT ": id=%d key=%s size=%I%s", s->id, orch__ipc_keystr(s->key, k),
+                    (lua_Integer)s->r.size, s->removed ? " removed" : "");
+  return 1;
+}
+
+int orch__open_shm(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"stat", lshm_stat}, {"detach", lshm_detach}, {"remove", lshm_remove}, {NULL, NULL}
+  };
+  static const luaL_Reg meta[] = {
+    {"__gc", lshm_gc}, {"__close", lshm_gc}, {"__tostring", lshm_tostring}, {NULL, NULL}
+  };
+  orch__region_class(L, SHM_MT, methods, meta);
+  lua_pop(L, 1);
+  static const luaL_Reg fns[] = {{"open", lshm_open}, {"private", lshm_private}, {NULL, NULL}};
+  lua_newtable(L);
+  luaL_newlib(L, fns);
+  lua_setfield(L, -2, "shm");
+  return 1;
+}
