@@ -1,0 +1,153 @@
+--- `orch beat`: registers a process in the heartbeat table, or beats for it.
+-- For shell scripts: the first call registers the calling shell (the parent
+-- of `orch beat`, or --pid), later calls find that registration by pid and
+-- start time and beat. See doc/heartbeat.md.
+local M = {}
+
+M.usage = [[
+usage: orch beat [--name NAME] [--timeout SECONDS] [--pid PID] [--key KEY]
+                 [--compat] [--unregister]
+
+Registers PID (default: the calling process, i.e. the parent of `orch beat`)
+in the heartbeat table on the first call, and beats on later calls (the
+registration is found by pid and process start time).
+
+  --name NAME        name of the registration (default: the process's comm)
+  --timeout SECONDS  timeout; required to register; on a later call, changes it
+  --pid PID          the process to register or beat for
+  --key KEY          table key (decimal or 0x-hex; default: $ORCH_HEARTBEAT_KEY,
+                     else 0x6F726862; 0x5095 with --compat)
+  --compat           use the classic table (72-byte slots, wall-clock seconds)
+  --unregister       release the registration instead of beating
+
+The table is created (mode 0600) when it does not exist.
+Exit codes: 0 done, 1 failure (message on stderr), 2 usage error.
+]]
+
+local function fail(code, fmt, ...)
+  io.stderr:write("orch beat: ", string.format(fmt, ...), "\n")
+  return code
+end
+
+local function parse_key(s)
+  local n = math.tointeger(tonumber(s))
+  if s:match("^%s*0[xX]%x+%s*$") then n = math.tointeger(tonumber(s:match("0[xX]%x+"))) end
+  if not n or n <= 0 or n > 0xffffffff then return nil end
+  return n
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- The parent of this orch process: the shell that ran `orch beat`.
+local function parent_pid(orch)
+  if orch.getppid then return orch.getppid() end
+  local stat = read_file("/proc/self/stat") or ""
+  return tonumber(stat:match("%) %S+ (%d+)"))
+end
+
+local function comm(pid)
+  local s = read_file("/proc/" .. pid .. "/comm")
+  s = s and s:gsub("%s+$", "") or ""
+  return s ~= "" and s or ("pid" .. pid)
+end
+
+local flags_with_value = { name = true, timeout = true, pid = true, key = true }
+local flags_alone = { compat = true, unregister = true }
+
+local function parse(args)
+  local o = {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local flag, value = a:match("^%-%-([%w-]+)=(.*)$")
+    flag = flag or a:match("^%-%-([%w-]+)$")
+    if not flag then return nil, string.format("unexpected argument '%s'", a) end
+    if flags_with_value[flag] then
+      if not value then
+        i = i + 1
+        value = args[i]
+        if value == nil then return nil, string.format("--%s needs a value", flag) end
+      end
+      o[flag] = value
+    elseif flags_alone[flag] then
+      if value then return nil, string.format("--%s takes no value", flag) end
+      o[flag] = true
+    else
+      return nil, string.format("unknown option '--%s'", flag)
+    end
+    i = i + 1
+  end
+  return o
+end
+
+function M.main(args)
+  local orch = require "orch"
+  local hb = orch.heartbeat
+  local o, perr = parse(args or {})
+  if not o then return fail(2, "%s (see 'orch beat --help')", perr) end
+
+  local timeout
+  if o.timeout then
+    timeout = tonumber(o.timeout)
+    if not timeout or timeout < 0 or timeout ~= timeout or timeout > 4294967 then
+      return fail(2, "--timeout: seconds expected (0 to 4294967), got '%s'", o.timeout)
+    end
+  end
+  local pid
+  if o.pid then
+    pid = math.tointeger(tonumber(o.pid))
+    if not pid or pid <= 0 or pid > 0x7fffffff then
+      return fail(2, "--pid: process id expected, got '%s'", o.pid)
+    end
+  else
+    pid = parent_pid(orch)
+    if not pid or pid <= 1 then return fail(1, "cannot tell the calling process (use --pid)") end
+  end
+  local key
+  if o.key then
+    key = parse_key(o.key)
+    if not key then return fail(2, "--key: SysV key expected (decimal or 0x-hex), got '%s'", o.key) end
+  end
+  if o.name and (o.name == "" or #o.name > (o.compat and 50 or hb.NAME_MAX)) then
+    return fail(2, "--name: 1 to %d bytes expected", o.compat and 50 or hb.NAME_MAX)
+  end
+
+  local t, err = hb.open { key = key, create = true, compat = o.compat or nil }
+  if not t then return fail(1, "%s", err) end
+  local code = 0
+  local slot = t:find(pid)
+  if o.unregister then
+    if not slot then
+      code = fail(1, "pid %d has no registration", pid)
+    else
+      local ok, uerr = slot:unregister()
+      if not ok then code = fail(1, "%s", uerr) end
+    end
+  elseif slot then
+    local ok, berr = true, nil
+    if timeout and slot:info().timeout ~= (o.compat and math.ceil(timeout) or math.ceil(timeout * 1000 - 1e-6) / 1000) then
+      ok, berr = slot:set_timeout(timeout)
+    end
+    if ok then ok, berr = slot:beat() end
+    if not ok then code = fail(1, "%s", berr) end
+  else
+    if not timeout then
+      code = fail(2, "--timeout is required to register pid %d", pid)
+    elseif not hb.alive(pid) then
+      code = fail(1, "no such process: %d", pid)
+    else
+      local s, rerr = t:register(o.name or comm(pid), timeout, pid)
+      if not s then code = fail(1, "%s", rerr) end
+    end
+  end
+  t:close()
+  return code
+end
+
+return M
