@@ -36,8 +36,9 @@ int orch__fail(lua_State *L, const char *op, int err) {
 }
 
 int orch__fail_uv(lua_State *L, const char *op, int uverr) {
-  /* libuv codes are negated errnos on Unix, except its own UV_E* extras. */
-  if (uverr < 0 && uverr > -4000) return orch__fail(L, op, -uverr);
+  /* libuv codes are negated errnos on Unix, except its getaddrinfo codes
+   * (UV_EAI_*, -3000 and below) and its own extras (UV_EOF, ...). */
+  if (uverr < 0 && uverr > -3000) return orch__fail(L, op, -uverr);
   lua_pushnil(L);
   lua_pushfstring(L, "%s: %s", op, uv_strerror(uverr));
   lua_pushstring(L, uv_err_name(uverr));

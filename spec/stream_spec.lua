@@ -1,0 +1,807 @@
+-- Streams: pipes, FIFOs, unix and TCP sockets, unix datagram sockets.
+-- Every test uses real kernel objects under a fresh h.tmpdir().
+local h = require "spec.helper"
+local orch = h.orch
+
+local function my_uid() return tonumber((h.sh("id -u"))) end
+local function my_pid() return tonumber(h.slurp("/proc/self/stat"):match("^(%d+)")) end
+
+-- A to-be-closed value closing every object given (Lua allows only one
+-- <close> variable per local statement).
+local function closer(...)
+  local objs = table.pack(...)
+  return setmetatable({}, { __close = function()
+    for i = 1, objs.n do objs[i]:close() end
+  end })
+end
+
+local function mode_of(path)
+  return (h.sh("stat -c %a " .. h.shquote(path)))
+end
+
+local function exists(path)
+  local _, ok = h.sh("test -e " .. h.shquote(path))
+  return ok == true
+end
+
+-- Waits until the task is suspended in a wait (it has started its call).
+local function waiting(task)
+  while task:status() ~= "waiting" do orch.sleep(0) end
+end
+
+-- Waits (in a task) until fn() is true; a hang guard, not a timing test.
+local function eventually(fn, what)
+  for _ = 1, 2000 do
+    if fn() then return end
+    orch.sleep(0.005)
+  end
+  error("never happened: " .. what, 2)
+end
+
+describe("orch.pipe", function()
+  it("carries data from the write end to the read end, then EOF", function()
+    local got = table.pack(h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      assert.are.equal("pipe", r:kind())
+      assert.is_true(w:write("hello "))
+      assert.is_true(w:write("wor", "ld", 42))
+      w:close()
+      local all = r:read_all()
+      local after = table.pack(r:read())
+      r:close()
+      return all, after.n, after[1]
+    end))
+    assert.are.same({ "hello world42", 1, nil, n = 3 }, got)
+  end)
+
+  it("read returns a chunk as soon as data arrives, at most max bytes", function()
+    local chunks = h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      local t = orch.task(function()
+        w:write("abcdef")
+        orch.sleep(0.01)
+        w:write("gh")
+        w:close()
+      end)
+      local out = { r:read(4), r:read(), r:read(), r:read() }
+      t:join()
+      return out
+    end)
+    assert.are.same({ "abcd", "ef", "gh" }, chunks)
+  end)
+
+  it("reads lines, including one split over chunks and a last one without newline", function()
+    local lines = h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      orch.task(function()
+        for _, piece in ipairs({ "ab", "c\nde", "f\n\nx", "yz\r\n", "tail" }) do
+          w:write(piece)
+          orch.sleep(0.005)
+        end
+        w:close()
+      end)
+      local out = {}
+      for line in r:lines() do out[#out + 1] = line end
+      out[#out + 1] = tostring(r:read_line())
+      return out
+    end)
+    assert.are.same({ "abc", "def", "", "xyz\r", "tail", "nil" }, lines)
+  end)
+
+  it("bounds a line: a longer one is an error and stays readable with read", function()
+    local r1 = table.pack(h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      w:write(string.rep("x", 100) .. "\nshort\n")
+      local a = table.pack(r:read_line(10))
+      local rest = r:read(100)
+      local nl = r:read_line(10)
+      local line = r:read_line(10)
+      return a[1], a[2], a[3], #rest, nl, line
+    end))
+    assert.are.same({ nil, "read_line: line longer than 10 bytes", "EMSGSIZE", 100, "", "short", n = 6 }, r1)
+  end)
+
+  it("bounds a line that has no newline yet", function()
+    local r1 = table.pack(h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      orch.task(function() w:write(string.rep("y", 300)) end)
+      return r:read_line(200)
+    end))
+    assert.are.same({ nil, "read_line: line longer than 200 bytes", "EMSGSIZE", n = 3 }, r1)
+  end)
+
+  it("lines() raises a read error", function()
+    local ok, err = pcall(h.run, function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      w:write(string.rep("z", 50))
+      w:close()
+      for _ in r:lines(10) do end
+    end)
+    assert.is_false(ok)
+    assert.matches("read_line: line longer than 10 bytes", err, 1, true)
+  end)
+
+  it("read_all with a limit", function()
+    local r1 = table.pack(h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      orch.task(function() w:write(string.rep("a", 1000)); w:close() end)
+      return r:read_all(10)
+    end))
+    assert.are.same({ nil, "read_all: more than 10 bytes", "ENOBUFS", n = 3 }, r1)
+  end)
+
+  it("read_all of an empty stream is the empty string", function()
+    assert.are.equal("", h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      w:close()
+      return r:read_all()
+    end))
+  end)
+
+  it("applies back-pressure: a slow reader blocks only the writer's task", function()
+    local total = 8 * 1024 * 1024
+    local res = h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      local ticks = 0
+      local ticker = orch.timer.every(0.005, function() ticks = ticks + 1 end)
+      local writer = orch.task(function()
+        local block = string.rep("0123456789abcdef", 4096)   -- 64 KiB
+        for _ = 1, total // #block do assert(w:write(block)) end
+        w:close()
+        return "written"
+      end)
+      local first = r:read()
+      -- The reader pauses: nobody reads, so orch must not drain the pipe
+      -- into memory, and the writer stays suspended while timers run.
+      local t0 = ticks
+      eventually(function() return ticks >= t0 + 10 end, "timer ticks")
+      local writer_waiting = writer:status()
+      local n = #first
+      while true do
+        local c = r:read()
+        if not c then break end
+        n = n + #c
+      end
+      ticker:stop()
+      return { writer_waiting = writer_waiting, n = n, writer = writer:join() }
+    end, 120)
+    assert.are.equal("waiting", res.writer_waiting)
+    assert.are.equal(total, res.n)
+    assert.are.equal("written", res.writer)
+  end)
+
+  it("a write to a pipe whose reader is gone fails with EPIPE", function()
+    local r1 = table.pack(h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      r:close()
+      return w:write("x")
+    end))
+    assert.are.same({ nil, "write: broken pipe", "EPIPE", n = 3 }, r1)
+  end)
+
+  it("reports wrong-direction use as an error", function()
+    local r1 = table.pack(h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      local a = table.pack(r:write("x"))
+      local b = table.pack(w:read())
+      local c = table.pack(r:shutdown())
+      return a[2], a[3], b[2], b[3], c[2]
+    end))
+    assert.are.same({ "write: stream is not writable", "EBADF", "read: stream is not readable",
+                      "EBADF", "shutdown: stream is not writable", n = 5 }, r1)
+  end)
+
+  it("shutdown of a pipe's write end flushes and closes it", function()
+    local r1 = table.pack(h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      orch.task(function()
+        w:write(string.rep("q", 300000))
+      end)
+      orch.sleep(0)
+      local t = orch.task(function() return w:shutdown() end)
+      local all = r:read_all()
+      return #all, t:join(), tostring(w)
+    end))
+    assert.are.same({ 300000, true, "orch.Stream: pipe closed", n = 3 }, r1)
+  end)
+
+  it("close wakes a task reading in another task", function()
+    local r1 = table.pack(h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      local reader = orch.task(function() return r:read() end)
+      waiting(reader)
+      r:close()
+      return reader:join()
+    end))
+    assert.are.same({ nil, "read: stream closed", "ECANCELED", n = 3 }, r1)
+  end)
+
+  it("close wakes a task writing into a full pipe", function()
+    local r1 = table.pack(h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      local writer = orch.task(function() return w:write(string.rep("x", 4 * 1024 * 1024)) end)
+      waiting(writer)
+      w:close()
+      return writer:join()
+    end))
+    assert.are.same({ nil, "write: stream closed", "ECANCELED", n = 3 }, r1)
+  end)
+
+  it("a cancelled reader leaves the stream usable", function()
+    local got = h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      local reader = orch.task(function() return r:read_line() end)
+      waiting(reader)
+      w:write("partial ")
+      orch.sleep(0.01)
+      reader:cancel()
+      w:write("line\nnext\n")
+      return { r:read_line(), r:read_line() }
+    end)
+    assert.are.same({ "partial line", "next" }, got)
+  end)
+
+  it("a cancelled writer leaves the stream consistent", function()
+    local n, tail = h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      local big = string.rep("w", 1024 * 1024)
+      local writer = orch.task(function() return w:write(big) end)
+      waiting(writer)
+      writer:cancel()
+      -- The bytes already queued still arrive, then the next write;
+      -- shutdown flushes them all before closing the pipe.
+      local done = orch.task(function() assert(w:write("END")); assert(w:shutdown()) end)
+      local all = r:read_all()
+      done:join()
+      return #all, all:sub(-3)
+    end)
+    assert.are.equal(1024 * 1024 + 3, n)
+    assert.are.equal("END", tail)
+  end)
+
+  it("times out a read with set_timeout, then reads what came later", function()
+    local r1 = table.pack(h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      assert.are.equal(r, r:set_timeout(0.02))
+      local a, b, c = r:read()
+      w:write("late")
+      r:set_timeout(nil)
+      return a, b, c, r:read()
+    end))
+    assert.are.same({ nil, "read: timed out", "ETIMEDOUT", "late", n = 4 }, r1)
+  end)
+
+  it("refuses a second reader", function()
+    local r1 = table.pack(h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      local first = orch.task(function() return r:read() end)
+      waiting(first)
+      local a = table.pack(r:read())
+      w:write("x")
+      return a[2], a[3], first:join()
+    end))
+    assert.are.same({ "read: another task is reading this stream", "EBUSY", "x", n = 3 }, r1)
+  end)
+
+  it("has a readable __tostring and fd", function()
+    local r, w = orch.pipe()
+    local _ <close> = closer(r, w)
+    assert.matches("^orch.Stream: pipe fd=%d+ open$", tostring(r))
+    assert.are.equal(tostring(r), "orch.Stream: pipe fd=" .. r:fd() .. " open")
+    assert.are_not.equal(r:fd(), w:fd())
+    r:close()
+    w:close()
+    assert.are.equal("orch.Stream: pipe closed", tostring(r))
+  end)
+
+  it("fds are close-on-exec", function()
+    local r, w = orch.pipe()
+    local _ <close> = closer(r, w)
+    local flags = h.slurp("/proc/self/fdinfo/" .. r:fd()):match("flags:%s*(%d+)")
+    assert.is_truthy(flags)
+    assert.are_not.equal(0, tonumber(flags, 8) & tonumber("2000000", 8))
+  end)
+
+  it("close is idempotent; <close> and the GC close", function()
+    local r, w = orch.pipe()
+    local _ <close> = closer(r, w)
+    assert.is_true(r:close())
+    assert.is_true(r:close())
+    do local _ <close> = w end
+    assert.are.equal("orch.Stream: pipe closed", tostring(w))
+    local function nfds() return tonumber((h.sh("ls /proc/" .. my_pid() .. "/fd | wc -l"))) end
+    local before = nfds()
+    for _ = 1, 50 do orch.pipe() end
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(before, nfds())
+  end)
+
+  it("use after close raises", function()
+    local r, w = orch.pipe()
+    local _ <close> = closer(r, w)
+    r:close()
+    w:close()
+    local calls = {
+      function() return r:read() end, function() return r:read_line() end,
+      function() return r:read_all() end, function() return r:lines() end,
+      function() return w:write("x") end, function() return w:shutdown() end,
+      function() return r:fd() end, function() return r:kind() end,
+      function() return r:set_timeout(1) end, function() return r:peer_cred() end,
+    }
+    for i, f in ipairs(calls) do
+      local ok, err = pcall(f)
+      assert.is_false(ok, "call " .. i)
+      assert.matches("attempt to use a closed orch.Stream", err, 1, true)
+    end
+  end)
+
+  it("waiting methods must be called from a task", function()
+    local r, w = orch.pipe()
+    local _ <close> = closer(r, w)
+    for name, f in pairs({
+      read = function() return r:read() end, read_line = function() return r:read_line() end,
+      read_all = function() return r:read_all() end, write = function() return w:write("x") end,
+      shutdown = function() return w:shutdown() end,
+    }) do
+      local ok, err = pcall(f)
+      assert.is_false(ok)
+      assert.matches(name .. ": must be called from a task", err, 1, true)
+    end
+  end)
+end)
+
+describe("bad arguments", function()
+  local r, w
+  setup(function() r, w = orch.pipe() end)
+  teardown(function() r:close(); w:close() end)
+
+  local cases = {
+    { function() return orch.pipe(1) end, "bad argument #1 to 'pipe' (no value expected)" },
+    { function() return r:read(0) end, "bad argument #1 to 'read' (size must be positive)" },
+    { function() return r:read("x") end, "bad argument #1 to 'read' (number expected, got string)" },
+    { function() return r:read_line(-1) end, "bad argument #1 to 'read_line' (size must be positive)" },
+    { function() return r:read_all(1.5) end, "bad argument #1 to 'read_all' (number has no integer representation)" },
+    { function() return r:read(1, 2) end, "bad argument #2 to 'read' (no value expected)" },
+    { function() return w:write() end, "bad argument #1 to 'write' (string expected, got no value)" },
+    { function() return w:write({}) end, "bad argument #1 to 'write' (string expected, got table)" },
+    { function() return w:write("a", true) end, "bad argument #2 to 'write' (string expected, got boolean)" },
+    { function() return r.read(42) end, "bad argument #1 to 'read' (orch.Stream expected, got number)" },
+    { function() return r:set_timeout(-1) end, "bad argument #1 to 'set_timeout' (seconds must be a finite number >= 0)" },
+    { function() return orch.fifo.make() end, "bad argument #1 to 'make' (string expected, got no value)" },
+    { function() return orch.fifo.make("/tmp/x", 0x10000) end, "bad argument #2 to 'make' (permission bits (0 to 0o7777) expected)" },
+    { function() return orch.fifo.make("/tmp/a\0b") end, "bad argument #1 to 'make' (path contains a zero byte)" },
+    { function() return orch.fifo.open("", "r") end, "bad argument #1 to 'open' (empty path)" },
+    { function() return orch.fifo.open("/tmp/x", "rw") end, "bad argument #2 to 'open' (invalid option 'rw')" },
+    { function() return orch.fifo.open("/tmp/x") end, "bad argument #2 to 'open' (string expected, got no value)" },
+    { function() return orch.listen() end, "bad argument #1 to 'listen' (table expected, got no value)" },
+    { function() return orch.listen{ unixx = "/x" } end, "bad argument #1 to 'listen' (unknown option 'unixx')" },
+    { function() return orch.listen{} end, "bad argument #1 to 'listen' (option 'unix' or 'port' expected)" },
+    { function() return orch.listen{ unix = "/x", port = 1 } end, "bad argument #1 to 'listen' (option 'unix' excludes 'host' and 'port')" },
+    { function() return orch.listen{ unix = "" } end, "bad argument #1 to 'listen' (option 'unix': empty socket path)" },
+    { function() return orch.listen{ unix = "a\0b" } end, "bad argument #1 to 'listen' (option 'unix': socket path contains a zero byte)" },
+    { function() return orch.listen{ unix = 5 } end, "bad argument #1 to 'listen' (option 'unix': string expected, got number)" },
+    { function() return orch.listen{ port = 70000 } end, "bad argument #1 to 'listen' (option 'port': port number (0 to 65535) expected)" },
+    { function() return orch.listen{ port = "eighty" } end, "bad argument #1 to 'listen' (option 'port': integer expected, got string)" },
+    { function() return orch.listen{ port = 0, host = "example.com" } end, "bad argument #1 to 'listen' (option 'host': numeric IPv4 or IPv6 address expected)" },
+    { function() return orch.listen{ port = 0, mode = 384 } end, "bad argument #1 to 'listen' (option 'mode' applies to unix sockets only)" },
+    { function() return orch.listen{ unix = "/x", mode = -1 } end, "bad argument #1 to 'listen' (option 'mode': permission bits (0 to 0o7777) expected)" },
+    { function() return orch.listen{ port = 0, backlog = 0 } end, "bad argument #1 to 'listen' (option 'backlog': a number from 1 to 65535 expected)" },
+    { function() return orch.listen({ port = 0 }, 1) end, "bad argument #2 to 'listen' (no value expected)" },
+    { function() return orch.connect{ port = 0 } end, "bad argument #1 to 'connect' (option 'port': port number (1 to 65535) expected)" },
+    { function() return orch.connect{ port = 1, timeout = -1 } end, "bad argument #1 to 'connect' (option 'timeout': seconds (a finite number >= 0) expected)" },
+    { function() return orch.connect{ port = 1, host = "" } end, "bad argument #1 to 'connect' (option 'host': empty host name)" },
+    { function() return orch.connect{ host = "h" } end, "bad argument #1 to 'connect' (option 'unix' or 'port' expected)" },
+    { function() return orch.connect{ unix = "@" } end, "bad argument #1 to 'connect' (option 'unix': empty socket path)" },
+    { function() return orch.connect{ port = 1, path = "x" } end, "bad argument #1 to 'connect' (unknown option 'path')" },
+    { function() return orch.dgram{ unix = "/x", passcred = 1 } end, "bad argument #1 to 'dgram' (option 'passcred': boolean expected, got number)" },
+    { function() return orch.dgram{ sock = "/x" } end, "bad argument #1 to 'dgram' (unknown option 'sock')" },
+    { function() return orch.dgram("x") end, "bad argument #1 to 'dgram' (table expected, got string)" },
+  }
+  for i, c in ipairs(cases) do
+    it("case " .. i .. ": " .. c[2], function()
+      local ok, err = pcall(c[1])
+      assert.is_false(ok)
+      assert.are.equal(c[2], (err:gsub("^[^:]*:%d+: ", "")))
+    end)
+  end
+
+  it("connect must be called from a task", function()
+    local ok, err = pcall(orch.connect, { port = 1 })
+    assert.is_false(ok)
+    assert.matches("connect: must be called from a task", err, 1, true)
+  end)
+end)
+
+describe("orch.fifo", function()
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+
+  it("make creates a FIFO with mode 0600 by default, or the given mode exactly", function()
+    assert.is_true(orch.fifo.make(dir .. "/f"))
+    assert.are.equal("600", mode_of(dir .. "/f"))
+    assert.are.equal("fifo", (h.sh("stat -c %F " .. dir .. "/f")))
+    assert.is_true(orch.fifo.make(dir .. "/g", tonumber("640", 8)))
+    assert.are.equal("640", mode_of(dir .. "/g"))
+    assert.are.same({ nil, "fifo.make: file exists", "EEXIST" }, { orch.fifo.make(dir .. "/f") })
+  end)
+
+  it("reads what a child shell writes", function()
+    local path = dir .. "/f"
+    assert(orch.fifo.make(path))
+    local got = table.pack(h.run(function()
+      local r <close> = assert(orch.fifo.open(path, "r"))
+      assert.are.equal("fifo", r:kind())
+      os.execute("sh -c 'printf \"hi\\nthere\\n\" > " .. path .. "' &")
+      return r:read_line(), r:read_line(), r:read_line()
+    end))
+    assert.are.same({ "hi", "there", nil, n = 3 }, got)
+  end)
+
+  it("writes to a child shell, waiting for the reader to open", function()
+    local path, out = dir .. "/f", dir .. "/out"
+    assert(orch.fifo.make(path))
+    local text = h.run(function()
+      -- Nobody reads yet: the open retries until the shell opens its end.
+      local opener = orch.task(function() return assert(orch.fifo.open(path, "w")) end)
+      waiting(opener)
+      os.execute("sh -c 'cat " .. path .. " > " .. out .. ".tmp && mv " .. out .. ".tmp " .. out .. "' &")
+      local w <close> = opener:join()
+      assert(w:write("from orch\n"))
+      w:close()
+      eventually(function() return exists(out) end, "the shell's output")
+      return h.slurp(out)
+    end)
+    assert.are.equal("from orch\n", text)
+  end)
+
+  it("open for writing times out when nobody reads", function()
+    assert(orch.fifo.make(dir .. "/f"))
+    local r1 = table.pack(h.run(function() return orch.fifo.open(dir .. "/f", "w", 0.05) end))
+    assert.are.same({ nil, "fifo.open: timed out", "ETIMEDOUT", n = 3 }, r1)
+  end)
+
+  it("refuses a file that is not a FIFO, and a missing one", function()
+    local f = io.open(dir .. "/plain", "w")
+    f:close()
+    assert.are.same({ nil, "fifo.open: not a FIFO: " .. dir .. "/plain", "EINVAL" },
+                    { orch.fifo.open(dir .. "/plain", "r") })
+    assert.are.same({ nil, "fifo.open: no such file or directory", "ENOENT" },
+                    { orch.fifo.open(dir .. "/none", "r") })
+    local r1 = table.pack(h.run(function() return orch.fifo.open(dir .. "/plain", "w") end))
+    assert.are.equal("EINVAL", r1[3])
+  end)
+
+  it("opening for writing must be called from a task", function()
+    assert(orch.fifo.make(dir .. "/f"))
+    local ok, err = pcall(orch.fifo.open, dir .. "/f", "w")
+    assert.is_false(ok)
+    assert.matches("fifo.open: must be called from a task", err, 1, true)
+  end)
+end)
+
+describe("unix sockets", function()
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+
+  it("listen, accept, connect: a round trip", function()
+    local path = dir .. "/s.sock"
+    local res = h.run(function()
+      local l <close> = assert(orch.listen{ unix = path })
+      assert.are.equal(path, l:address())
+      assert.is_nil(l.port)
+      assert.are.equal("orch.Listener: unix=" .. path .. " fd=" .. l:fd() .. " open", tostring(l))
+      local client = orch.task(function()
+        local c <close> = assert(orch.connect{ unix = path })
+        assert.are.equal("unix", c:kind())
+        assert(c:write("ping\n"))
+        assert(c:shutdown())          -- half-close: the server sees EOF
+        return c:read_all()
+      end)
+      local s <close> = assert(l:accept())
+      local line = s:read_line()
+      local eof = s:read()
+      s:write("pong:" .. line)
+      s:close()
+      return { client = client:join(), eof = eof, mode = mode_of(path) }
+    end)
+    assert.are.same({ client = "pong:ping", mode = "600" }, res)
+    assert.is_false(exists(path), "close removes the socket file")
+  end)
+
+  it("peer_cred returns the peer's pid, uid and gid", function()
+    local path = dir .. "/s.sock"
+    local cred, ccred = h.run(function()
+      local l <close> = assert(orch.listen{ unix = path })
+      local t = orch.task(function()
+        local c <close> = assert(orch.connect{ unix = path })
+        local cr = c:peer_cred()
+        c:read()
+        return cr
+      end)
+      local s <close> = l:accept()
+      local cr = s:peer_cred()
+      s:close()
+      return cr, t:join()
+    end)
+    assert.are.equal(my_uid(), cred.uid)
+    assert.are.equal(my_pid(), cred.pid)
+    assert.are.equal(tonumber((h.sh("id -g"))), cred.gid)
+    assert.are.same(cred, ccred)
+  end)
+
+  it("the socket file gets the requested mode", function()
+    local path = dir .. "/m.sock"
+    local m = h.run(function()
+      local l <close> = assert(orch.listen{ unix = path, mode = tonumber("660", 8) })
+      return mode_of(path)
+    end)
+    assert.are.equal("660", m)
+  end)
+
+  it("replaces a stale socket file but not a live one or a regular file", function()
+    local path = dir .. "/s.sock"
+    local res = h.run(function()
+      -- A stale socket file: a hard link to a socket whose owner is gone.
+      local d = assert(orch.dgram{ unix = dir .. "/orig" })
+      assert(os.execute("ln " .. dir .. "/orig " .. path))
+      d:close()
+      local l1 = assert(orch.listen{ unix = path })
+      local a = table.pack(orch.listen{ unix = path })
+      l1:close()
+      local f = io.open(dir .. "/plain", "w")
+      f:close()
+      local b = table.pack(orch.listen{ unix = dir .. "/plain" })
+      return { a[1], a[2], a[3], b[2], exists(dir .. "/plain") }
+    end)
+    assert.are.same({ nil, "listen: address already in use", "EADDRINUSE",
+                      "listen: address already in use", true }, res)
+  end)
+
+  it("abstract socket names work", function()
+    local name = "@orch-spec-" .. my_pid() .. "-" .. math.random(1e9)
+    local got = h.run(function()
+      local l <close> = assert(orch.listen{ unix = name })
+      assert.are.equal(name, l:address())
+      orch.task(function()
+        local c <close> = assert(orch.connect{ unix = name })
+        c:write("abstract")
+      end)
+      local s <close> = l:accept()
+      return s:read_all()
+    end)
+    assert.are.equal("abstract", got)
+  end)
+
+  it("connect errors: missing socket, nobody listening, name too long", function()
+    local res = h.run(function()
+      local a = table.pack(orch.connect{ unix = dir .. "/none" })
+      local d = assert(orch.dgram{ unix = dir .. "/orig" })
+      assert(os.execute("ln " .. dir .. "/orig " .. dir .. "/stale"))
+      d:close()
+      local b = table.pack(orch.connect{ unix = dir .. "/stale" })
+      local c = table.pack(orch.connect{ unix = "/" .. string.rep("n", 200) })
+      return { a[2], a[3], b[2], b[3], c[2], c[3] }
+    end)
+    assert.are.same({ "connect: no such file or directory", "ENOENT",
+                      "connect: connection refused", "ECONNREFUSED",
+                      "connect: file name too long", "ENAMETOOLONG" }, res)
+  end)
+
+  it("close wakes a task waiting in accept; accept honours set_timeout", function()
+    local res = table.pack(h.run(function()
+      local l = assert(orch.listen{ unix = dir .. "/s" })
+      local t = orch.task(function() return l:accept() end)
+      waiting(t)
+      l:close()
+      local a = table.pack(t:join())
+      local l2 <close> = assert(orch.listen{ unix = dir .. "/s2" })
+      l2:set_timeout(0.02)
+      local b = table.pack(l2:accept())
+      return a[1], a[2], a[3], b[2], b[3]
+    end))
+    assert.are.same({ nil, "accept: listener closed", "ECANCELED", "accept: timed out", "ETIMEDOUT", n = 5 },
+                    res)
+  end)
+
+  it("queued connections wait in the kernel until accepted", function()
+    local path = dir .. "/q.sock"
+    local got = h.run(function()
+      local l <close> = assert(orch.listen{ unix = path })
+      local clients = {}
+      for i = 1, 5 do
+        clients[i] = orch.task(function()
+          local c <close> = assert(orch.connect{ unix = path })
+          c:write("client" .. i)
+          c:shutdown()
+          return c:read_all()
+        end)
+      end
+      orch.sleep(0.02)
+      local seen = {}
+      for _ = 1, 5 do
+        local s <close> = assert(l:accept())
+        local msg = s:read_all()
+        seen[#seen + 1] = msg
+        s:write("ok " .. msg)
+      end
+      for i = 1, 5 do assert.are.equal("ok client" .. i, clients[i]:join()) end
+      table.sort(seen)
+      return seen
+    end)
+    assert.are.same({ "client1", "client2", "client3", "client4", "client5" }, got)
+  end)
+
+  it("a listener alone does not keep orch running", function()
+    local v = h.run(function()
+      orch.task(function()
+        local l = assert(orch.listen{ unix = dir .. "/idle" })
+        orch.sleep(0.01)
+        return l
+      end)
+      return "done"
+    end)
+    assert.are.equal("done", v)
+  end)
+
+  it("use after close raises", function()
+    local l = assert(orch.listen{ unix = dir .. "/c" })
+    l:close()
+    assert.is_true(l:close())
+    assert.are.equal("orch.Listener: unix closed", tostring(l))
+    for _, f in ipairs({ function() return l:accept() end, function() return l:address() end,
+                         function() return l:fd() end, function() return l:set_timeout(1) end }) do
+      local ok, err = pcall(f)
+      assert.is_false(ok)
+      assert.matches("attempt to use a closed orch.Listener", err, 1, true)
+    end
+  end)
+end)
+
+describe("TCP", function()
+  it("listens on 127.0.0.1 with port 0 and round-trips", function()
+    local res = h.run(function()
+      local l <close> = assert(orch.listen{ host = "127.0.0.1", port = 0 })
+      assert.is_true(l.port > 0)
+      local host, port = l:address()
+      assert.are.equal("127.0.0.1", host)
+      assert.are.equal(l.port, port)
+      assert.are.equal("orch.Listener: tcp=127.0.0.1:" .. port .. " fd=" .. l:fd() .. " open", tostring(l))
+      local client = orch.task(function()
+        local c <close> = assert(orch.connect{ host = "127.0.0.1", port = l.port, timeout = 10 })
+        assert.are.equal("tcp", c:kind())
+        for i = 1, 3 do assert(c:write("line " .. i .. "\n")) end
+        assert(c:shutdown())
+        return c:read_all()
+      end)
+      local s <close> = assert(l:accept())
+      local lines = {}
+      for line in s:lines() do lines[#lines + 1] = line end
+      s:write(table.concat(lines, ","))
+      s:close()
+      return { reply = client:join(), n = #lines }
+    end)
+    assert.are.same({ reply = "line 1,line 2,line 3", n = 3 }, res)
+  end)
+
+  it("resolves host names and reports refused connections", function()
+    local res = h.run(function()
+      local l = assert(orch.listen{ port = 0 })
+      local port = l.port
+      l:close()
+      local a = table.pack(orch.connect{ host = "localhost", port = port })
+      local b = table.pack(orch.connect{ host = "no-such-host.invalid", port = port })
+      return { a[2], a[3], b[3] }
+    end)
+    assert.are.equal("connect: connection refused", res[1])
+    assert.are.equal("ECONNREFUSED", res[2])
+    assert.matches("^EAI_", res[3])
+  end)
+
+  it("peer_cred on TCP is an error; a busy port is EADDRINUSE", function()
+    local res = h.run(function()
+      local l <close> = assert(orch.listen{ port = 0 })
+      local b = table.pack(orch.listen{ port = l.port })
+      orch.task(function() local c <close> = orch.connect{ port = l.port }; c:read() end)
+      local s <close> = l:accept()
+      local a = table.pack(s:peer_cred())
+      return { a[2], a[3], b[2], b[3] }
+    end)
+    assert.are.same({ "peer_cred: not a unix socket", "EINVAL",
+                      "listen: address already in use", "EADDRINUSE" }, res)
+  end)
+end)
+
+describe("orch.dgram", function()
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+
+  it("sends and receives datagrams with the sender's address", function()
+    local res = h.run(function()
+      local a <close> = assert(orch.dgram{ unix = dir .. "/a" })
+      local b <close> = assert(orch.dgram{ unix = dir .. "/b" })
+      local anon <close> = assert(orch.dgram())
+      assert.are.equal("600", mode_of(dir .. "/a"))
+      assert.are.equal(dir .. "/a", a:address())
+      assert.matches("^orch.Dgram: unix=.* fd=%d+ open$", tostring(a))
+      local t = orch.task(function() return table.pack(b:recv()) end)
+      waiting(t)
+      assert(a:send("READY=1", dir .. "/b"))
+      local got = t:join()
+      assert(anon:send("", dir .. "/b"))
+      local empty = table.pack(b:recv())
+      return { got[1], got[2], got.n, empty[1], empty[2] }
+    end)
+    assert.are.same({ "READY=1", dir .. "/a", 2, "" }, res)
+  end)
+
+  it("passes credentials when asked, and abstract names", function()
+    local name = "@orch-spec-dgram-" .. my_pid() .. "-" .. math.random(1e9)
+    local data, from, cred = h.run(function()
+      local b <close> = assert(orch.dgram{ unix = name, passcred = true })
+      local a <close> = assert(orch.dgram())
+      assert(a:send("WATCHDOG=1", name))
+      return b:recv()
+    end)
+    assert.are.equal("WATCHDOG=1", data)
+    assert.is_true(from == nil or from:sub(1, 1) == "@")
+    assert.are.same({ pid = my_pid(), uid = my_uid(), gid = tonumber((h.sh("id -g"))) }, cred)
+  end)
+
+  it("a blocked recv lets other tasks run; close wakes it; timeouts", function()
+    local res = table.pack(h.run(function()
+      local b = assert(orch.dgram{ unix = dir .. "/b" })
+      local ticks = 0
+      local t = orch.task(function() return b:recv() end)
+      for _ = 1, 5 do orch.sleep(0.002); ticks = ticks + 1 end
+      b:close()
+      local r = table.pack(t:join())
+      local c <close> = assert(orch.dgram{ unix = dir .. "/c" })
+      c:set_timeout(0.01)
+      local r2 = table.pack(c:recv())
+      return ticks, r[2], r[3], r2[3], exists(dir .. "/b")
+    end))
+    assert.are.same({ 5, "recv: socket closed", "ECANCELED", "ETIMEDOUT", false, n = 5 }, res)
+  end)
+
+  it("send errors are returned", function()
+    local d <close> = assert(orch.dgram())
+    assert.are.same({ nil, "send: no such file or directory", "ENOENT" },
+                    { d:send("x", dir .. "/nobody") })
+    local b = assert(orch.dgram{ unix = dir .. "/b" })
+    local dup = table.pack(orch.dgram{ unix = dir .. "/b" })
+    b:close()
+    assert.are.same({ nil, "dgram: address already in use", "EADDRINUSE", n = 3 }, dup)
+  end)
+
+  it("use after close raises", function()
+    local d = assert(orch.dgram())
+    d:close()
+    assert.is_true(d:close())
+    assert.are.equal("orch.Dgram: closed", tostring(d))
+    for _, f in ipairs({ function() return d:recv() end, function() return d:send("x", "/y") end,
+                         function() return d:fd() end }) do
+      local ok, err = pcall(f)
+      assert.is_false(ok)
+      assert.matches("attempt to use a closed orch.Dgram", err, 1, true)
+    end
+  end)
+end)
