@@ -118,13 +118,18 @@ function h.sh(cmd)
   return (out:gsub("%s+$", "")), ok
 end
 
---- Number of zombie children of this process.
+--- Number of zombie children of this process (read from /proc, not ps:
+-- a ps started under the ASan preload can hang).
 function h.zombies()
-  local me = tonumber(slurp("/proc/self/stat"):match("^(%d+)"))
   local n = 0
-  local p = io.popen("ps -o stat= --ppid " .. me .. " 2>/dev/null")
-  for line in p:lines() do if line:match("^Z") then n = n + 1 end end
+  local p = io.popen("cat /proc/self/task/*/children 2>/dev/null")
+  local kids = p:read("a")
   p:close()
+  -- io.popen's own shell is one of the children listed; it is not a zombie.
+  for pid in kids:gmatch("%d+") do
+    local st = slurp("/proc/" .. pid .. "/stat")
+    if st:match("^%d+ %b() Z") then n = n + 1 end
+  end
   return n
 end
 

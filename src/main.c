@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -38,12 +39,16 @@ static const char usage_text[] =
 static const struct { const char *name; const char *text; } builtin_help[] = {
   {"run",
    "usage: orch run FILE [ARGS...]\n"
+   "       orch run [--socket PATH | --no-socket] FILE [ARGS...]\n"
    "       orch FILE [ARGS...]\n"
    "\n"
    "Runs FILE as the main task on one event loop. `arg` is set as lua5.4 sets it\n"
    "(arg[0] = FILE, arg[1..] = ARGS) and the arguments are also the chunk's `...`.\n"
    "The global `orch` is the orch module. orch exits when no task is runnable and\n"
    "no handle is active, or when the script calls orch.exit(code).\n"
+   "\n"
+   "--socket PATH serves the control socket there (see `orch help ctl`); by\n"
+   "default it is served when the script uses the supervisor; --no-socket never.\n"
    "\n"
    "Exit status: 0, or 1 when the main task raised (message and traceback on\n"
    "stderr), 2 when FILE cannot be opened, or the code given to orch.exit.\n"},
@@ -80,9 +85,38 @@ static orch_runtime *new_runtime(void) {
   return rt;
 }
 
-static int cmd_run(const char *file, int argc, char **argv) {
+/* The control socket and systemd readiness (lua/orch/ctl.lua) start as a
+ * second task, i.e. once the script's main chunk has run or waits.
+ * socket: --socket PATH, or NULL (default rules), or "" for --no-socket. */
+static void start_ctl(orch_runtime *rt, const char *socket) {
+  lua_State *L = orch_lua(rt);
+  if (socket && *socket) lua_pushstring(L, socket);
+  else lua_pushboolean(L, socket == NULL);
+  lua_setglobal(L, "__orch_ctl_socket");
+  orch_load_string(rt,
+    "local s = __orch_ctl_socket; __orch_ctl_socket = nil\n"
+    "if s == true then s = nil end\n"
+    "local ok, ctl = pcall(require, 'orch.ctl')\n"
+    "if ok then return ctl.autostart{ socket = s } end\n"
+    "require('orch.sdnotify').ready()\n"
+    "if s then error(ctl, 0) end\n", "=orch");
+}
+
+/* As PID 1 (a container's init), orch reaps every orphan and forwards
+ * SIGTERM/SIGINT to its children, like tini (orch.proc.init_mode). */
+static void init_mode_if_pid1(orch_runtime *rt) {
+  if (getpid() != 1) return;
+  lua_State *L = orch_lua(rt);
+  if (luaL_dostring(L, "local o = require 'orch'; if o.proc and o.proc.init_mode then o.proc.init_mode() end") != LUA_OK) {
+    fprintf(stderr, "%s: init mode: %s\n", progname, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+static int cmd_run(const char *file, const char *socket, int argc, char **argv) {
   orch_runtime *rt = new_runtime();
   if (!rt) return 1;
+  init_mode_if_pid1(rt);
   orch_set_args(rt, file, argc, argv);
   int r = orch_load_file(rt, file, argc, argv);
   if (r != ORCH_OK) {
@@ -91,6 +125,7 @@ static int cmd_run(const char *file, int argc, char **argv) {
     orch_free(rt);
     return r == ORCH_ERR_FILE ? 2 : 1;
   }
+  start_ctl(rt, socket);
   return finish(rt);
 }
 
@@ -202,13 +237,24 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "run") == 0) {
     int i = 2;
-    if (i < argc && strcmp(argv[i], "--") == 0) i++;
-    else if (i < argc && argv[i][0] == '-' && argv[i][1] != 0)
-      return usage_error("unknown option '%s' for run", argv[i]);
+    const char *socket = NULL;
+    for (; i < argc && argv[i][0] == '-' && argv[i][1] != 0; i++) {
+      if (strcmp(argv[i], "--") == 0) { i++; break; }
+      if (strcmp(argv[i], "--socket") == 0) {
+        if (i + 1 >= argc || !argv[i + 1][0]) return usage_error("%s needs a PATH", "--socket");
+        socket = argv[++i];
+      } else if (strncmp(argv[i], "--socket=", 9) == 0 && argv[i][9]) {
+        socket = argv[i] + 9;
+      } else if (strcmp(argv[i], "--no-socket") == 0) {
+        socket = "";
+      } else {
+        return usage_error("unknown option '%s' for run", argv[i]);
+      }
+    }
     if (i >= argc) return usage_error("%s needs a FILE", "run");
-    return cmd_run(argv[i], argc - i - 1, argv + i + 1);
+    return cmd_run(argv[i], socket, argc - i - 1, argv + i + 1);
   }
   if (cmd[0] == '-') return usage_error("unknown option '%s'", cmd);
-  if (looks_like_file(cmd)) return cmd_run(cmd, argc - 2, argv + 2);
+  if (looks_like_file(cmd)) return cmd_run(cmd, NULL, argc - 2, argv + 2);
   return cmd_lua(cmd, argc - 2, argv + 2);
 }

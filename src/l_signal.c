@@ -1,0 +1,276 @@
+/*
+ * l_signal.c: orch.signal.on / ignore / default / name / number, and
+ * orch.kill / orch.killpg.
+ *
+ * A handler is a malloc'ed uv_signal_t owned by an orch.Signal userdata. While
+ * active, the userdata and the Lua function are anchored in the registry (a
+ * handler the script dropped still runs) and the handle is unref'd (it never
+ * keeps orch alive by itself). :stop() unanchors them and closes the handle;
+ * its memory is freed in the close callback. libuv's own signal handler only
+ * writes to a pipe: the Lua function runs later as a task on the loop, never
+ * in signal context. SIGCHLD belongs to the reaper in l_proc.c: a handler may
+ * watch it, but it can be neither ignored nor reset here.
+ * Nothing here blocks.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proc.h"
+#include "runtime.h"
+#include "util.h"
+
+#define SIGNAL_MT "orch.Signal"
+
+typedef struct {
+  int active[NSIG];     /* active handlers per signal in this runtime */
+} signal_state;
+
+typedef struct {
+  uv_signal_t h;
+  lua_State *L;         /* the runtime's main thread */
+  signal_state *st;
+  int fn_ref;
+  int self_ref;
+  int signum;
+} osignal;
+
+static signal_state *get_state(lua_State *L) {
+  return *orch__slot(orch__rt(L), ORCH__SLOT_SIGNAL);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  osignal *s = h->data;
+  lua_State *L = s->L;
+  const char *name = orch__signame(signum);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn_ref);
+  if (name) lua_pushstring(L, name); else lua_pushinteger(L, signum);
+  orch__spawn_task(L, 1);
+  lua_pop(L, 1);
+}
+
+static void free_handle(uv_handle_t *h) { free(h->data); }
+
+/* Stops and releases the handler; unanchor is 0 from __gc (the state is
+ * closing and the registry refs go with it). */
+static void handler_release(lua_State *L, osignal **box, int unanchor) {
+  osignal *s = *box;
+  if (!s) return;
+  *box = NULL;
+  uv_signal_stop(&s->h);
+  if (s->st && s->st->active[s->signum] > 0) s->st->active[s->signum]--;
+  if (unanchor) {
+    luaL_unref(L, LUA_REGISTRYINDEX, s->fn_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
+  }
+  uv_close((uv_handle_t *)&s->h, free_handle);
+}
+
+static int handler_stop(lua_State *L) {
+  osignal **box = luaL_checkudata(L, 1, SIGNAL_MT);
+  handler_release(L, box, 1);
+  return 0;
+}
+
+static int handler_gc(lua_State *L) {
+  osignal **box = luaL_checkudata(L, 1, SIGNAL_MT);
+  handler_release(L, box, 0);
+  return 0;
+}
+
+static int handler_active(lua_State *L) {
+  osignal **box = luaL_checkudata(L, 1, SIGNAL_MT);
+  lua_pushboolean(L, *box != NULL);
+  return 1;
+}
+
+static int handler_tostring(lua_State *L) {
+  osignal **box = luaL_checkudata(L, 1, SIGNAL_MT);
+  if (*box) {
+    const char *n = orch__signame((*box)->signum);
+    lua_pushfstring(L, SIGNAL_MT ": %s active", n ? n : "?");
+  } else {
+    lua_pushliteral(L, SIGNAL_MT ": stopped");
+  }
+  return 1;
+}
+
+/* A signal that can be caught: not 0, KILL or STOP. */
+static int check_catchable(lua_State *L, int idx, const char *what) {
+  int sig = orch__checksignal(L, idx);
+  if (sig == 0 || sig == SIGKILL || sig == SIGSTOP) {
+    const char *n = orch__signame(sig);
+    luaL_argerror(L, idx, lua_pushfstring(L, "cannot %s %s", what, n ? n : "signal 0"));
+  }
+  if (sig >= NSIG) luaL_argerror(L, idx, "invalid signal number");
+  return sig;
+}
+
+static int signal_on(lua_State *L) {
+  int sig = check_catchable(L, 1, "catch");
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (lua_gettop(L) > 2) luaL_argerror(L, 3, "no value expected");
+  orch_runtime *rt = orch__rt(L);
+  signal_state *st = get_state(L);
+  osignal **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, SIGNAL_MT);
+  osignal *s = calloc(1, sizeof *s);
+  if (!s) return luaL_error(L, "signal.on: out of memory");
+  uv_signal_init(orch__loop(L), &s->h);
+  s->h.data = s;
+  s->L = orch__mainthread(rt);
+  s->st = st;
+  s->signum = sig;
+  s->fn_ref = s->self_ref = LUA_NOREF;
+  *box = s;
+  int r = uv_signal_start(&s->h, on_signal, sig);
+  if (r < 0) {
+    *box = NULL;
+    uv_close((uv_handle_t *)&s->h, free_handle);
+    return orch__fail_uv(L, "signal.on", r);
+  }
+  uv_unref((uv_handle_t *)&s->h);
+  if (st) st->active[sig]++;
+  lua_pushvalue(L, 2);
+  s->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+static int set_disposition(lua_State *L, const char *op, const char *verb, void (*handler)(int)) {
+  int sig = check_catchable(L, 1, verb);
+  if (lua_gettop(L) > 1) luaL_argerror(L, 2, "no value expected");
+  if (sig == SIGCHLD)
+    luaL_argerror(L, 1, "CHLD belongs to the process reaper");
+  signal_state *st = get_state(L);
+  if (st && st->active[sig] > 0)
+    return orch__failf(L, "EBUSY", "%s: %s has active handlers (stop them first)", op, orch__signame(sig));
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = handler;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(sig, &sa, NULL) < 0) return orch__fail(L, op, errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int signal_ignore(lua_State *L) { return set_disposition(L, "signal.ignore", "ignore", SIG_IGN); }
+static int signal_default(lua_State *L) { return set_disposition(L, "signal.default", "reset", SIG_DFL); }
+
+static int signal_name(lua_State *L) {
+  int sig = -1;
+  if (lua_type(L, 1) == LUA_TNUMBER) {
+    int isint;
+    lua_Integer n = lua_tointegerx(L, 1, &isint);
+    if (isint && n > 0 && n < NSIG) sig = (int)n;
+  } else if (lua_type(L, 1) == LUA_TSTRING) {
+    sig = orch__signum(lua_tostring(L, 1));
+  } else {
+    return luaL_typeerror(L, 1, "signal name or number");
+  }
+  const char *n = sig > 0 ? orch__signame(sig) : NULL;
+  if (n) lua_pushstring(L, n); else lua_pushnil(L);
+  return 1;
+}
+
+static int signal_number(lua_State *L) {
+  int sig = -1;
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    sig = orch__signum(lua_tostring(L, 1));
+  } else if (lua_type(L, 1) == LUA_TNUMBER) {
+    int isint;
+    lua_Integer n = lua_tointegerx(L, 1, &isint);
+    if (isint && n > 0 && n < NSIG && orch__signame((int)n)) sig = (int)n;
+  } else {
+    return luaL_typeerror(L, 1, "signal name or number");
+  }
+  if (sig > 0) lua_pushinteger(L, sig); else lua_pushnil(L);
+  return 1;
+}
+
+/* Any integer: pids <= 1 are refused with an error result, not raised. */
+static pid_t check_pid(lua_State *L, int idx) {
+  int isint;
+  lua_Integer n = lua_tointegerx(L, idx, &isint);
+  if (lua_type(L, idx) != LUA_TNUMBER) luaL_typeerror(L, idx, "pid");
+  if (!isint) luaL_argerror(L, idx, "pid must be an integer");
+  if (n > 0x7fffffff) luaL_argerror(L, idx, "invalid pid");
+  if (n < 0) n = 0;
+  return (pid_t)n;
+}
+
+static int signal_kill(lua_State *L) {
+  pid_t pid = check_pid(L, 1);
+  int sig = orch__optsignal(L, 2, SIGTERM);
+  lua_Integer start = 0;
+  if (!lua_isnoneornil(L, 3)) {
+    start = luaL_checkinteger(L, 3);
+    if (start <= 0) luaL_argerror(L, 3, "start time must be positive");
+  }
+  if (lua_gettop(L) > 3) luaL_argerror(L, 4, "no value expected");
+  int r = orch__kill(pid, sig, 0, (unsigned long long)start);
+  if (r < 0) {
+    if (r == -ESRCH && start) return orch__failf(L, "ESRCH", "kill: pid %d is gone or was reused", (int)pid);
+    return orch__kill_fail(L, "kill", pid, 0, r);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int signal_killpg(lua_State *L) {
+  pid_t pgid = check_pid(L, 1);
+  int sig = orch__optsignal(L, 2, SIGTERM);
+  if (lua_gettop(L) > 2) luaL_argerror(L, 3, "no value expected");
+  int r = orch__kill(pgid, sig, ORCH__KILL_GROUP, 0);
+  if (r < 0) return orch__kill_fail(L, "killpg", pgid, ORCH__KILL_GROUP, r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void signal_close_hook(orch_runtime *rt, void *data) {
+  *orch__slot(rt, ORCH__SLOT_SIGNAL) = NULL;
+  free(data);
+}
+
+/* The runtime stopped every handle in a fork child: nothing is active. */
+static void signal_fork_hook(orch_runtime *rt, void *data) {
+  signal_state *st = data;
+  memset(st->active, 0, sizeof st->active);
+}
+
+int orch__open_signal(lua_State *L) {
+  orch_runtime *rt = orch__rt(L);
+  void **slot = orch__slot(rt, ORCH__SLOT_SIGNAL);
+  if (!*slot) {
+    signal_state *st = calloc(1, sizeof *st);
+    if (!st) return luaL_error(L, "orch.signal: out of memory");
+    *slot = st;
+    orch__on_close(rt, signal_close_hook, st);
+    orch__on_fork_child(rt, signal_fork_hook, st);
+  }
+  static const luaL_Reg methods[] = {
+    {"stop", handler_stop}, {"active", handler_active}, {NULL, NULL}
+  };
+  static const luaL_Reg meta[] = {
+    {"__gc", handler_gc}, {"__close", handler_stop}, {"__tostring", handler_tostring},
+    {NULL, NULL}
+  };
+  orch__newclass(L, SIGNAL_MT, methods, meta);
+  lua_pop(L, 1);
+  static const luaL_Reg sigfns[] = {
+    {"on", signal_on}, {"ignore", signal_ignore}, {"default", signal_default},
+    {"name", signal_name}, {"number", signal_number}, {NULL, NULL}
+  };
+  lua_newtable(L);
+  luaL_newlib(L, sigfns);
+  lua_setfield(L, -2, "signal");
+  lua_pushcfunction(L, signal_kill);
+  lua_setfield(L, -2, "kill");
+  lua_pushcfunction(L, signal_killpg);
+  lua_setfield(L, -2, "killpg");
+  return 1;
+}

@@ -1,0 +1,111 @@
+/*
+ * proc.h: the process table, the spawner and the safe kill, for modules that
+ * start or watch processes from C (supervisor, watchdog, ctl).
+ *
+ * One owner reaps every child: l_proc.c's SIGCHLD watcher loops
+ * wait4(-1, WNOHANG) and hands each status to the orch__child registered for
+ * that pid (unknown pids are adopted orphans, reported to
+ * orch.proc.on_orphan_exit handlers). Never call waitpid/wait4 elsewhere, and
+ * never use uv_spawn: either would steal statuses from this table.
+ *
+ * Usage from C:
+ *
+ *   struct my_svc { orch__child child; ... };
+ *   static void my_exit(orch__child *c, int status, const struct rusage *ru) {
+ *     struct my_svc *s = (struct my_svc *)c;   // child is the first member
+ *     ... WIFEXITED(status) ...                // runs on the loop thread
+ *   }
+ *   char *argv[] = { "sleep", "10", NULL };
+ *   orch__spawn_req req = { .file = "sleep", .argv = argv, .search = 1,
+ *                           .flags = ORCH__SPAWN_PGROUP };
+ *   s->child.on_exit = my_exit;
+ *   const char *step;
+ *   int pid = orch__spawn(rt, &req, &s->child, &step);  // pid or -errno
+ *
+ * While registered, a child holds the loop alive. The callback runs once,
+ * after the child has been removed from the table; it may spawn again.
+ */
+#ifndef ORCH_PROC_H
+#define ORCH_PROC_H
+
+#include <sys/resource.h>
+#include <sys/types.h>
+
+#include "runtime.h"
+
+typedef struct orch__child orch__child;
+typedef void (*orch__child_exit_fn)(orch__child *c, int status, const struct rusage *ru);
+
+struct orch__child {
+  pid_t pid;                      /* set by orch__spawn / before orch__child_add */
+  orch__child_exit_fn on_exit;    /* called once with the wait status */
+  orch__child *next;              /* private: hash chain */
+};
+
+/* Flags of orch__spawn_req. */
+#define ORCH__SPAWN_PGROUP  0x01  /* setpgid(0, 0): its own process group */
+#define ORCH__SPAWN_SETSID  0x02  /* setsid(): new session and group */
+#define ORCH__SPAWN_SETUID  0x04  /* uid is valid */
+#define ORCH__SPAWN_SETGID  0x08  /* gid is valid */
+#define ORCH__SPAWN_UMASK   0x10  /* umask is valid */
+#define ORCH__SPAWN_GROUPS  0x20  /* groups/ngroups are valid (setgroups) */
+
+typedef struct { int resource; struct rlimit lim; } orch__rlimit;
+typedef struct { int target, source; } orch__fdmap;
+
+typedef struct {
+  const char *file;          /* program: a path, or a name looked up in `search_path` */
+  char *const *argv;         /* NULL-terminated; argv[0] is what the child sees */
+  char *const *envp;         /* NULL: orch's environment */
+  int search;                /* look `file` up when it has no '/' */
+  const char *search_path;   /* NULL: $PATH, else "/usr/local/bin:/usr/bin:/bin" */
+  const char *cwd;           /* NULL: inherit */
+  int flags;
+  uid_t uid;
+  gid_t gid;
+  const gid_t *groups;
+  int ngroups;
+  mode_t umask;
+  const orch__rlimit *rlimits;
+  int nrlimits;
+  /* The child's fds: target <- source (dup2). fds 0-2 not listed are
+   * inherited; every other fd of orch is close-on-exec. Sources may be any
+   * fd of the parent, including other targets' numbers. At most 256. */
+  const orch__fdmap *fds;
+  int nfds;
+} orch__spawn_req;
+
+/* Spawns a child (clone(CLONE_VM|CLONE_VFORK): the parent is suspended until
+ * the child execs or fails; no Lua, no malloc in the child). On success
+ * registers c (c->pid set) and returns the pid. On failure returns -errno and
+ * sets *step to what failed: "exec", "chdir", "setuid", "setgid",
+ * "setgroups", "setrlimit", "setsid", "setpgid", "dup", "clone". Nothing is
+ * registered then and the failed child is already reaped. Loop thread only. */
+int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
+                const char **step);
+
+/* Tracks a child created some other way (fork): its status goes to c. */
+void orch__child_add(orch_runtime *rt, orch__child *c);
+/* Stops tracking c (its status will then be reported as an orphan's). */
+void orch__child_remove(orch_runtime *rt, orch__child *c);
+orch__child *orch__child_find(orch_runtime *rt, pid_t pid);
+
+/* Sends sig to pid, or to the process group pid with ORCH__KILL_GROUP.
+ * Refuses pid <= 1, orch itself and orch's own process group (returns
+ * ORCH__KILL_REFUSED). With start_time != 0 the pid must still be the process
+ * that started at that time (clock ticks since boot, as orch__start_time
+ * reports); the check and the signal are atomic (pidfd), and a mismatch
+ * returns -ESRCH. Returns 0 or -errno. */
+#define ORCH__KILL_GROUP 1
+#define ORCH__KILL_REFUSED (-100000)
+int orch__kill(pid_t pid, int sig, int flags, unsigned long long start_time);
+
+/* [-0,+3] Pushes the error triple for an orch__kill result r < 0 and returns
+ * 3 (e.g. nil, "kill: refusing to signal pid 1", "EPERM"). */
+int orch__kill_fail(lua_State *L, const char *op, pid_t pid, int flags, int r);
+
+/* The start time of pid in clock ticks since boot (/proc/PID/stat field 22).
+ * Returns 0 or -errno (-ESRCH when there is no such process). */
+int orch__start_time(pid_t pid, unsigned long long *ticks);
+
+#endif
