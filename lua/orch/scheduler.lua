@@ -1,0 +1,350 @@
+--- orch.scheduler: run a program (or a function) again and again.
+--
+-- every(seconds, job, opts): the classic loop of the seed's `procctl`: run,
+-- wait for the exit, sleep `seconds`, repeat, forever. With
+-- `mode = "rate"` runs start every `seconds` from the previous start instead,
+-- and `overlap` says what happens when a run is still going at that moment.
+-- at("HH:MM", job, opts) and cron("m h dom mon dow", job, opts) start runs at
+-- wall-clock times.
+--
+-- A job is a command table as for orch.spawn ({ "prog", "arg", ...,
+-- spawn options }) or a Lua function (run as a task; it may wait).
+-- Pure Lua on the public orch API.
+local orch = require "orch"
+
+local M = {}
+
+local Job = {}
+Job.__index = Job
+Job.__name = "orch.Job"
+
+local job_options = {
+  mode = "string", overlap = "string", jitter = "number", first = "number",
+  on_exit = "function", on_start = "function", name = "string", log = "function",
+  max_runs = "number",
+}
+
+local function check_options(fname, opts)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(("bad argument #3 to '%s' (table expected, got %s)"):format(fname, type(opts)), 3)
+  end
+  for k, v in pairs(opts) do
+    local want = job_options[k]
+    if not want then
+      error(("bad argument #3 to '%s' (unknown option '%s')"):format(fname, tostring(k)), 3)
+    end
+    if type(v) ~= want then
+      error(("bad argument #3 to '%s' (option '%s': %s expected, got %s)"):format(fname, k, want, type(v)), 3)
+    end
+  end
+  if opts.mode and opts.mode ~= "delay" and opts.mode ~= "rate" then
+    error(("bad argument #3 to '%s' (option 'mode': \"delay\" or \"rate\" expected)"):format(fname), 3)
+  end
+  if opts.overlap and opts.overlap ~= "skip" and opts.overlap ~= "queue" and opts.overlap ~= "allow" then
+    error(("bad argument #3 to '%s' (option 'overlap': \"skip\", \"queue\" or \"allow\" expected)"):format(fname), 3)
+  end
+  if opts.jitter and not (opts.jitter >= 0 and opts.jitter < math.huge) then
+    error(("bad argument #3 to '%s' (option 'jitter': seconds >= 0 expected)"):format(fname), 3)
+  end
+  return opts
+end
+
+local function check_job(fname, job)
+  if type(job) == "function" then return end
+  if type(job) ~= "table" or type(job[1]) ~= "string" then
+    error(("bad argument #2 to '%s' (command table or function expected, got %s)"):format(fname, type(job)), 3)
+  end
+end
+
+local function job_name(job, opts)
+  if opts.name then return opts.name end
+  if type(job) == "table" then return job[1] end
+  return "function"
+end
+
+local function default_log(msg)
+  io.stderr:write(os.date("%Y-%m-%d %H:%M:%S "), msg, "\n")
+end
+
+-- One run of the job. Returns code, signal (a function's run: 0 on return,
+-- 1 when it raised).
+local function run_once(self, counted)
+  self.runs = self.runs + 1
+  -- A launched run is counted as running from its launch (see launch()).
+  if not counted then self.running = self.running + 1 end
+  local n = self.runs
+  local code, sig
+  if type(self.job) == "function" then
+    local ok, err = pcall(self.job, n)
+    if ok then code = 0 else code = 1; self.log(("%s: run %d raised: %s"):format(self.name, n, tostring(err))) end
+  else
+    local p, err = orch.spawn(self.job)
+    if not p then
+      self.log(("%s: cannot start: %s"):format(self.name, err))
+      code = 127
+    else
+      self.procs[p] = true
+      if self.on_start then pcall(self.on_start, p, n) end
+      code, sig = p:wait()
+      self.procs[p] = nil
+    end
+  end
+  self.running = self.running - 1
+  self.last_code, self.last_signal = code, sig
+  if self.on_exit then
+    local ok, err = pcall(self.on_exit, code, sig, n)
+    if not ok then self.log(("%s: on_exit hook failed: %s"):format(self.name, tostring(err))) end
+  end
+  if self.running == 0 then self.idle:broadcast() end
+  return code, sig
+end
+
+local function delay_with_jitter(self, seconds)
+  if self.jitter and self.jitter > 0 then seconds = seconds + math.random() * self.jitter end
+  return seconds
+end
+
+-- Sleeps in the job's loop task; only a sleeping loop is cancelled by :stop()
+-- (a run in progress inside the loop task is left to finish).
+local function pause(self, seconds)
+  self.sleeping = true
+  orch.sleep(seconds)
+  self.sleeping = false
+end
+
+local function limit_reached(self)
+  return self.max_runs and self.started >= self.max_runs
+end
+
+-- Starts a run in its own task (rate and wall-clock modes).
+local function launch(self)
+  self.started = self.started + 1
+  self.running = self.running + 1
+  return orch.task(run_once, self, true)
+end
+
+-- mode "delay": run, wait, sleep, repeat.
+local function loop_delay(self)
+  if self.first and self.first > 0 then pause(self, self.first) end
+  while not self.stopped and not limit_reached(self) do
+    self.started = self.started + 1
+    run_once(self)
+    if self.stopped or limit_reached(self) then break end
+    pause(self, delay_with_jitter(self, self.seconds))
+  end
+end
+
+-- mode "rate": a start every `seconds`; what to do when the previous run is
+-- still going is the overlap policy.
+local function loop_rate(self)
+  local next_start = orch.now() + (self.first or 0)
+  local current
+  while not self.stopped and not limit_reached(self) do
+    local wait = next_start - orch.now()
+    if wait > 0 then pause(self, wait) end
+    if self.stopped then break end
+    next_start = next_start + self.seconds
+    if self.running > 0 and self.overlap == "skip" then
+      self.skipped = self.skipped + 1
+    elseif self.running > 0 and self.overlap == "queue" then
+      self.sleeping = true
+      current:join()
+      self.sleeping = false
+      if not self.stopped then current = launch(self) end
+    else
+      current = launch(self)
+    end
+    -- A start that fell behind (a long queue) does not try to catch up.
+    if next_start < orch.now() then next_start = orch.now() + delay_with_jitter(self, 0) end
+  end
+end
+
+local function new_job(seconds, job, opts, loop)
+  local self = setmetatable({
+    seconds = seconds, job = job, name = job_name(job, opts), mode = opts.mode or "delay",
+    overlap = opts.overlap or "skip", jitter = opts.jitter, first = opts.first,
+    on_exit = opts.on_exit, on_start = opts.on_start, log = opts.log or default_log,
+    max_runs = opts.max_runs, runs = 0, started = 0, running = 0, skipped = 0, procs = {},
+    stopped = false, idle = orch.cond(),
+  }, Job)
+  self.task = orch.task(loop, self)
+  return self
+end
+
+--- every(seconds, job [, opts]) -> Job
+function M.every(seconds, job, opts)
+  if type(seconds) ~= "number" or not (seconds >= 0 and seconds < math.huge) then
+    error("bad argument #1 to 'every' (seconds >= 0 expected)", 2)
+  end
+  check_job("every", job)
+  opts = check_options("every", opts)
+  if opts.mode == "rate" and seconds <= 0 then
+    error("bad argument #1 to 'every' (mode \"rate\" needs seconds > 0)", 2)
+  end
+  return new_job(seconds, job, opts, opts.mode == "rate" and loop_rate or loop_delay)
+end
+
+-- ---------------------------------------------------------------- cron
+
+local month_names = { jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6, jul = 7, aug = 8,
+                      sep = 9, oct = 10, nov = 11, dec = 12 }
+local dow_names = { sun = 0, mon = 1, tue = 2, wed = 3, thu = 4, fri = 5, sat = 6 }
+
+local function parse_field(s, lo, hi, names, what)
+  local set, any = {}, s == "*"
+  for part in s:gmatch("[^,]+") do
+    local range, step = part:match("^([^/]+)/(%d+)$")
+    range = range or part
+    step = tonumber(step) or 1
+    if step < 1 then error(("cron: bad step in %s field '%s'"):format(what, s), 0) end
+    local a, b
+    if range == "*" then
+      a, b = lo, hi
+    else
+      local x, y = range:match("^([%w]+)-([%w]+)$")
+      local function val(v)
+        local n = tonumber(v) or (names and names[v:lower()])
+        if not n then error(("cron: bad value '%s' in %s field"):format(v, what), 0) end
+        return n
+      end
+      if x then a, b = val(x), val(y) else a = val(range); b = part:find("/") and hi or a end
+    end
+    if what == "day-of-week" and b == 7 then b = 7 end
+    if a < lo or b > hi or a > b then
+      error(("cron: %s field '%s' out of range %d-%d"):format(what, s, lo, hi), 0)
+    end
+    for v = a, b, step do set[v] = true end
+  end
+  return set, any
+end
+
+--- parse_cron("m h dom mon dow") -> spec table (raises with a clear message).
+function M.parse_cron(expr)
+  if type(expr) ~= "string" then error("cron: expression must be a string", 0) end
+  local f = {}
+  for w in expr:gmatch("%S+") do f[#f + 1] = w end
+  if #f ~= 5 then error(("cron: '%s' needs 5 fields (minute hour day month weekday)"):format(expr), 0) end
+  local c = {}
+  c.min = parse_field(f[1], 0, 59, nil, "minute")
+  c.hour = parse_field(f[2], 0, 23, nil, "hour")
+  c.dom, c.dom_any = parse_field(f[3], 1, 31, nil, "day-of-month")
+  c.mon = parse_field(f[4], 1, 12, month_names, "month")
+  c.dow, c.dow_any = parse_field(f[5], 0, 7, dow_names, "day-of-week")
+  if c.dow[7] then c.dow[0] = true end
+  return c
+end
+
+local function day_matches(c, t)
+  local dom_ok, dow_ok = c.dom[t.day], c.dow[t.wday - 1]
+  -- As in cron(8): when both day fields are restricted, either may match.
+  if c.dom_any then return dow_ok end
+  if c.dow_any then return dom_ok end
+  return dom_ok or dow_ok
+end
+
+--- next_cron(spec, after) -> epoch seconds of the first match strictly after
+-- `after` (local time), or nil if none within about 4 years.
+function M.next_cron(c, after)
+  local t = os.date("*t", math.floor(after) + 60 - math.floor(after) % 60)
+  t.sec = 0
+  for _ = 1, 4 * 366 * 24 * 60 do
+    if not c.mon[t.month] then
+      t.month, t.day, t.hour, t.min = t.month + 1, 1, 0, 0
+    elseif not day_matches(c, t) then
+      t.day, t.hour, t.min = t.day + 1, 0, 0
+    elseif not c.hour[t.hour] then
+      t.hour, t.min = t.hour + 1, 0
+    elseif not c.min[t.min] then
+      t.min = t.min + 1
+    else
+      return os.time(t)
+    end
+    t = os.date("*t", os.time(t))   -- normalise overflowing fields
+  end
+  return nil
+end
+
+local function loop_wall(self)
+  while not self.stopped and not limit_reached(self) do
+    local at = M.next_cron(self.cron, orch.time())
+    if not at then self.log(self.name .. ": no future time matches; stopping"); break end
+    self.next_run = at
+    pause(self, math.max(0, at - orch.time()) + (self.jitter and math.random() * self.jitter or 0))
+    if self.stopped then break end
+    if self.running > 0 and self.overlap == "skip" then
+      self.skipped = self.skipped + 1
+    else
+      launch(self)
+    end
+  end
+end
+
+local function new_wall(fname, cron, job, opts)
+  check_job(fname, job)
+  opts = check_options(fname, opts)
+  local self = setmetatable({
+    cron = cron, job = job, name = job_name(job, opts), mode = "wall",
+    overlap = opts.overlap or "skip", jitter = opts.jitter, on_exit = opts.on_exit,
+    on_start = opts.on_start, log = opts.log or default_log, max_runs = opts.max_runs,
+    runs = 0, started = 0, running = 0, skipped = 0, procs = {}, stopped = false, idle = orch.cond(),
+  }, Job)
+  self.task = orch.task(loop_wall, self)
+  return self
+end
+
+--- cron("m h dom mon dow", job [, opts]) -> Job
+function M.cron(expr, job, opts)
+  local ok, c = pcall(M.parse_cron, expr)
+  if not ok then error("bad argument #1 to 'cron' (" .. c .. ")", 2) end
+  return new_wall("cron", c, job, opts)
+end
+
+--- at("HH:MM", job [, opts]) -> Job: every day at that local time.
+function M.at(hhmm, job, opts)
+  local h, m = tostring(hhmm):match("^(%d%d?):(%d%d)$")
+  h, m = tonumber(h), tonumber(m)
+  if not h or h > 23 or m > 59 then error("bad argument #1 to 'at' (\"HH:MM\" expected)", 2) end
+  return new_wall("at", M.parse_cron(("%d %d * * *"):format(m, h)), job, opts)
+end
+
+-- ---------------------------------------------------------------- Job methods
+
+--- job:stop([opts]): no new runs; with {kill = true} (or a signal name in
+-- {signal = "TERM"}), the running processes are signalled (their group).
+function Job:stop(opts)
+  self.stopped = true
+  if self.sleeping then self.task:cancel() end
+  local sig = opts and (opts.signal or (opts.kill and "TERM"))
+  if sig then
+    for p in pairs(self.procs) do p:kill(sig) end
+  end
+  return true
+end
+
+--- job:wait([timeout]): waits until no run is in progress (after :stop(),
+-- the end of the job).
+function Job:wait(timeout)
+  if self.running == 0 then return true end
+  return self.idle:wait(timeout)
+end
+
+--- job:status() -> table {name, mode, runs, running, skipped, last_code,
+-- last_signal, next_run (wall-clock jobs), stopped}
+function Job:status()
+  local pids = {}
+  for p in pairs(self.procs) do pids[#pids + 1] = p.pid end
+  return {
+    name = self.name, mode = self.mode, runs = self.runs, running = self.running,
+    skipped = self.skipped, last_code = self.last_code, last_signal = self.last_signal,
+    next_run = self.next_run, stopped = self.stopped, pids = pids,
+  }
+end
+
+function Job:__tostring()
+  return ("orch.Job: %s %s runs=%d%s"):format(self.name, self.mode, self.runs,
+    self.stopped and " stopped" or "")
+end
+
+M.Job = Job
+return M
