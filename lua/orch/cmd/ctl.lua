@@ -1,0 +1,281 @@
+--- `orch ctl`: the command-line client of a running orchestrator's control
+-- socket (see doc/ctl.md).
+local M = {}
+
+M.summary = "control a running orchestrator (status, start, stop, ...)"
+
+M.usage = [=[
+usage: orch ctl [--socket PATH] [--json] [--timeout SECONDS] COMMAND [ARGS...]
+
+Commands:
+  status [NAME]           services as a table (name, state, pid, uptime,
+                          restarts, rss, cpu)
+  start NAME|all ...      start services (and what they depend on)
+  stop NAME|all ...       stop services (and what depends on them)
+  restart NAME|all ...    restart services
+  signal NAME SIG         send a signal (TERM, HUP, 9, ...) to a service
+  tail NAME [-n N] [-f]   the last N (10) lines of a service's output;
+                          -f keeps printing new lines until Ctrl-C
+  eval CODE               run Lua code inside the orchestrator, print the result
+  reload                  re-read the policy script: unchanged services keep
+                          their processes, changed ones restart, removed ones stop
+  reexec                  re-execute orch (a new binary), keeping the children
+  shutdown                stop every service and exit
+  ping                    check that the orchestrator answers
+
+Options:
+  --socket PATH   the control socket (default: $ORCH_SOCKET, else the only
+                  socket in $XDG_RUNTIME_DIR/orch/, or /run/orch/ for root)
+  --json          print the raw JSON replies
+  --timeout S     give up waiting for a reply after S seconds (default: none)
+
+Exit status: 0 ok, 1 the command failed, 2 usage error, 3 cannot connect.
+]=]
+
+local EXIT_FAIL, EXIT_USAGE, EXIT_CONNECT = 1, 2, 3
+
+local function usage_error(fmt, ...)
+  io.stderr:write("orch ctl: ", string.format(fmt, ...), " (see 'orch help ctl')\n")
+  return EXIT_USAGE
+end
+
+local function errorf(fmt, ...)
+  io.stderr:write("orch ctl: ", string.format(fmt, ...), "\n")
+end
+
+--- The socket to talk to: explicit, $ORCH_SOCKET, or the only socket in
+-- the default directory. Returns path, or nil, message, exit code.
+function M.find_socket(explicit)
+  if explicit then return explicit end
+  local env = os.getenv("ORCH_SOCKET")
+  if env and env ~= "" then return env end
+  local ctl = require "orch.ctl"
+  local C = require "orch.core.ctl"
+  local dir = ctl.socket_dir()
+  local names = C.sockets(dir)
+  if not names or #names == 0 then
+    return nil, "no orchestrator found: no socket in " .. dir .. " (is `orch run` running? use --socket)", EXIT_CONNECT
+  end
+  if #names > 1 then
+    table.sort(names)
+    return nil, "several orchestrators in " .. dir .. " (" .. table.concat(names, ", ") .. "): use --socket", EXIT_USAGE
+  end
+  return dir .. "/" .. names[1]
+end
+
+--- Parses the options shared by `orch ctl` and `orch attach` at the front
+-- of argv. Returns opts, rest, or nil, message.
+function M.parse_options(argv, allowed)
+  local opts, i = {}, 1
+  while i <= #argv do
+    local a = argv[i]
+    local name, value = a:match("^(%-%-[%w-]+)=(.*)$")
+    name = name or a
+    if name == "--" then i = i + 1 break end
+    if name:sub(1, 1) ~= "-" or name == "-" then break end
+    if not allowed[name] then return nil, "unknown option '" .. name .. "'" end
+    if allowed[name] == "value" then
+      if not value then
+        i = i + 1
+        value = argv[i]
+        if value == nil then return nil, name .. " needs a value" end
+      end
+      opts[name:sub(3)] = value
+    else
+      if value then return nil, name .. " takes no value" end
+      opts[name:sub(3)] = true
+    end
+    i = i + 1
+  end
+  if opts.socket == "" then return nil, "--socket needs a path" end
+  if opts.timeout then
+    local t = tonumber(opts.timeout)
+    if not t or t <= 0 or t ~= t then return nil, "--timeout needs a positive number of seconds" end
+    opts.timeout = t
+  end
+  return opts, { table.unpack(argv, i) }
+end
+
+local function fmt_duration(s)
+  if type(s) ~= "number" then return "-" end
+  s = math.floor(s)
+  local d, h, m = s // 86400, (s // 3600) % 24, (s // 60) % 60
+  if d > 0 then return string.format("%dd %d:%02d:%02d", d, h, m, s % 60) end
+  return string.format("%d:%02d:%02d", h, m, s % 60)
+end
+
+local function fmt_bytes(n)
+  if type(n) ~= "number" then return "-" end
+  local units = { "B", "K", "M", "G", "T" }
+  local i = 1
+  while n >= 1024 and i < #units do n = n / 1024 i = i + 1 end
+  return i == 1 and string.format("%d%s", n, units[i]) or string.format("%.1f%s", n, units[i])
+end
+
+--- The status table, as lines (supervisorctl-like columns).
+function M.format_status(services)
+  local rows = { { "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU" } }
+  for _, s in ipairs(services) do
+    local state = tostring(s.state or "?")
+    if s.state ~= "running" and (s.exit_code ~= nil or s.exit_signal ~= nil) then
+      state = state .. (s.exit_signal and (" (signal " .. tostring(s.exit_signal) .. ")")
+                         or (" (exit " .. tostring(s.exit_code) .. ")"))
+    end
+    rows[#rows + 1] = {
+      tostring(s.name or "?"), state, s.pid and tostring(math.tointeger(s.pid) or s.pid) or "-",
+      fmt_duration(s.uptime), tostring(math.tointeger(s.restarts) or s.restarts or 0),
+      fmt_bytes(s.rss), type(s.cpu) == "number" and string.format("%.2fs", s.cpu) or "-",
+    }
+  end
+  local widths = {}
+  for _, r in ipairs(rows) do
+    for c, v in ipairs(r) do widths[c] = math.max(widths[c] or 0, #v) end
+  end
+  local out = {}
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for c, v in ipairs(r) do cells[c] = c < #r and (v .. string.rep(" ", widths[c] - #v)) or v end
+    out[#out + 1] = table.concat(cells, "  ")
+  end
+  return out
+end
+
+local commands = {
+  status = { min = 0, max = 1 },
+  start = { min = 1, max = math.huge }, stop = { min = 1, max = math.huge },
+  restart = { min = 1, max = math.huge },
+  signal = { min = 2, max = 2 }, tail = { min = 1, max = math.huge },
+  eval = { min = 1, max = 1 }, reload = { min = 0, max = 0 }, reexec = { min = 0, max = 0 },
+  shutdown = { min = 0, max = 0 }, ping = { min = 0, max = 0 },
+}
+
+-- Builds the requests for a command line. Returns a list, or nil, message.
+local function requests(cmd, args)
+  if cmd == "status" then return { { cmd = "status", name = args[1] } } end
+  if cmd == "start" or cmd == "stop" or cmd == "restart" then
+    local list = {}
+    for i, n in ipairs(args) do list[i] = { cmd = cmd, name = n } end
+    return list
+  end
+  if cmd == "signal" then return { { cmd = "signal", name = args[1], signal = math.tointeger(tonumber(args[2])) or args[2] } } end
+  if cmd == "tail" then
+    local req = { cmd = "tail", lines = 10 }
+    local i = 1
+    while i <= #args do
+      local a = args[i]
+      if a == "-f" or a == "--follow" then req.follow = true
+      elseif a == "-n" or a == "--lines" then
+        i = i + 1
+        local n = math.tointeger(tonumber(args[i] or ""))
+        if not n or n < 0 then return nil, "tail: -n needs a non-negative integer" end
+        req.lines = n
+      elseif a:match("^%-n%d+$") then req.lines = math.tointeger(tonumber(a:sub(3)))
+      elseif a:sub(1, 1) == "-" then return nil, "tail: unknown option '" .. a .. "'"
+      elseif req.name then return nil, "tail takes one service name"
+      else req.name = a end
+      i = i + 1
+    end
+    if not req.name then return nil, "tail needs a service name" end
+    return { req }
+  end
+  if cmd == "eval" then return { { cmd = "eval", code = args[1] } } end
+  return { { cmd = cmd } }
+end
+
+local function print_reply(cmd, req, reply)
+  local out = io.stdout
+  if cmd == "status" then
+    for _, l in ipairs(M.format_status(reply.services or {})) do out:write(l, "\n") end
+  elseif cmd == "start" or cmd == "stop" or cmd == "restart" then
+    out:write(req.name, ": ", cmd == "stop" and "stopped" or (cmd .. "ed"), "\n")
+  elseif cmd == "signal" then
+    out:write(req.name, ": sent ", tostring(req.signal), "\n")
+  elseif cmd == "tail" then
+    for _, l in ipairs(reply.lines or {}) do out:write(l, "\n") end
+  elseif cmd == "eval" then
+    if reply.output and reply.output ~= "" then out:write(reply.output, "\n") end
+    if reply.result and reply.result ~= "" then out:write(reply.result, "\n") end
+  elseif cmd == "reload" then
+    for _, k in ipairs { "kept", "restarted", "stopped", "added" } do
+      local l = reply[k]
+      if type(l) == "table" and #l > 0 then out:write(k, ": ", table.concat(l, " "), "\n") end
+    end
+  elseif cmd == "ping" then
+    out:write("orch ", tostring(reply.version), ", pid ", tostring(reply.pid), ", ", tostring(reply.script), "\n")
+  elseif cmd == "shutdown" then
+    out:write("shutting down\n")
+  elseif cmd == "reexec" then
+    out:write("re-executing\n")
+  end
+  out:flush()
+end
+
+function M.main(argv)
+  local orch = require "orch"
+  local ctl = require "orch.ctl"
+  local function finish(code) return orch.exit(code) end
+  local opts, rest = M.parse_options(argv, { ["--socket"] = "value", ["--json"] = true, ["--timeout"] = "value" })
+  if not opts then return finish(usage_error("%s", rest)) end
+  local cmd = rest[1]
+  if not cmd then return finish(usage_error("a command is needed")) end
+  local spec = commands[cmd]
+  if not spec then return finish(usage_error("unknown command '%s'", cmd)) end
+  local args = { table.unpack(rest, 2) }
+  if cmd ~= "tail" and (#args < spec.min or #args > spec.max) then
+    return finish(usage_error("%s takes %s", cmd,
+      spec.min == spec.max and (spec.min == 0 and "no arguments" or (spec.min .. " argument(s)"))
+      or (spec.max == math.huge and ("at least " .. spec.min .. " argument(s)") or ("at most " .. spec.max .. " argument(s)"))))
+  end
+  local reqs, rerr = requests(cmd, args)
+  if not reqs then return finish(usage_error("%s", rerr)) end
+  local path, perr, pcode = M.find_socket(opts.socket)
+  if not path then
+    errorf("%s", perr)
+    return finish(pcode)
+  end
+  local client, cerr = ctl.connect(path)
+  if not client then
+    errorf("cannot connect to %s: %s", path, tostring(cerr):gsub("^connect: ", ""))
+    return finish(EXIT_CONNECT)
+  end
+  local status = 0
+  for _, req in ipairs(reqs) do
+    local reply, err = client:request(req, opts.timeout)
+    if not reply then
+      errorf("%s: %s", path, tostring(err))
+      return finish(EXIT_FAIL)
+    end
+    if opts.json then
+      io.stdout:write(ctl.encode(reply), "\n")
+      io.stdout:flush()
+    end
+    if not reply.ok then
+      if not opts.json then
+        if cmd == "eval" and reply.output and reply.output ~= "" then io.stdout:write(reply.output, "\n") end
+        errorf("%s%s", req.name and (req.name .. ": ") or "", tostring(reply.error))
+      end
+      status = EXIT_FAIL
+    elseif not opts.json then
+      print_reply(cmd, req, reply)
+    end
+    if reply.ok and req.follow then
+      -- New lines arrive as {"line": ...} until Ctrl-C or the end.
+      local stop = orch.task(function()
+        orch.term.wait_interrupt()
+        client:close()
+      end)
+      while true do
+        local msg = client:receive()
+        if not msg then break end
+        if opts.json then io.stdout:write(ctl.encode(msg), "\n")
+        elseif msg.line then io.stdout:write(msg.line, "\n") end
+        io.stdout:flush()
+      end
+      stop:cancel()
+    end
+  end
+  client:close()
+  return finish(status)
+end
+
+return M

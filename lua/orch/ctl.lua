@@ -1,0 +1,705 @@
+--- orch.ctl: the control plane. The server side (a unix socket a running
+-- orchestrator listens on; newline-delimited JSON requests and replies, see
+-- doc/ctl.md) and the client side used by `orch ctl` and `orch attach`.
+local orch = require "orch"
+local C = require "orch.core.ctl"
+local repl = require "orch.repl"
+
+local ctl = {}
+
+local json = require("cjson").new()
+json.encode_sparse_array(true)
+json.decode_max_depth(64)
+json.encode_max_depth(64)
+
+ctl.MAX_LINE = 65536            -- longest request line
+ctl.MAX_REPLY = 64 * 1024 * 1024 -- longest reply line a client accepts
+ctl.MAX_CONNECTIONS = 32
+ctl.IDLE_TIMEOUT = 30           -- seconds a connection may stay silent
+ctl.MAX_OUTPUT = 1024 * 1024    -- captured print output / result text per eval
+
+-- Fields holding lists: cjson writes an empty table as {}, these become [].
+local list_fields = { "services", "lines", "kept", "added", "stopped", "restarted" }
+
+--- Encodes a reply or request as one line of JSON (no newline).
+function ctl.encode(t)
+  local s = json.encode(t)
+  for _, f in ipairs(list_fields) do s = s:gsub('"' .. f .. '":{}', '"' .. f .. '":[]') end
+  return s
+end
+
+-- cjson reads every number as a float: integral ones become integers
+-- again (pids, counts, signal numbers).
+local function integers(v)
+  if type(v) == "number" then return math.tointeger(v) or v end
+  if type(v) ~= "table" then return v end
+  local fix = {}
+  for k, x in pairs(v) do
+    local ik = integers(k)
+    local ix = integers(x)
+    -- 1 == 1.0 in Lua: compare the subtypes.
+    if math.type(ik) ~= math.type(k) or math.type(ix) ~= math.type(x) then fix[#fix + 1] = { k, ik, ix } end
+  end
+  for _, f in ipairs(fix) do
+    v[f[1]] = nil
+    v[f[2]] = f[3]
+  end
+  return v
+end
+
+--- Decodes one line; returns the value or nil, message. Integral numbers
+-- are Lua integers.
+function ctl.decode(line)
+  local ok, v = pcall(json.decode, line)
+  if not ok then return nil, (tostring(v):gsub("^.-:%d+: ", "")) end
+  return integers(v)
+end
+
+---------------------------------------------------------------- paths
+
+local function basename(p) return (p:gsub("/+$", ""):match("([^/]*)$")) end
+local function dirname(p)
+  local d = p:match("^(.*)/[^/]*$")
+  if d == nil then return "." end
+  return d == "" and "/" or d
+end
+
+--- The directory holding the default sockets: /run/orch for root,
+-- $XDG_RUNTIME_DIR/orch otherwise (/tmp/orch-<uid> without it).
+function ctl.socket_dir()
+  local uid = C.getuid()
+  if uid == 0 then return "/run/orch" end
+  local x = os.getenv("XDG_RUNTIME_DIR")
+  if x and x ~= "" then return x .. "/orch" end
+  return "/tmp/orch-" .. uid
+end
+
+--- The default socket of a script: <socket_dir>/<script name>.sock
+-- ($ORCH_SOCKET when set).
+function ctl.default_socket(script)
+  local env = os.getenv("ORCH_SOCKET")
+  if env and env ~= "" then return env end
+  local name = basename(script or "orch"):gsub("%.lua$", ""):gsub("[^%w%._-]", "_")
+  if name == "" or name == "." or name == ".." then name = "orch" end
+  return ctl.socket_dir() .. "/" .. name .. ".sock"
+end
+
+---------------------------------------------------------------- the server
+
+local Server = {}
+Server.__index = Server
+
+local function fail(msg, code) return { ok = false, error = msg, code = code or "EINVAL" } end
+
+local function supervisor(srv)
+  if srv.supervisor then return srv.supervisor end
+  local s = package.loaded["orch.supervisor"]
+  if type(s) == "table" then return s end
+  local ok, m = pcall(require, "orch.supervisor")
+  if ok and type(m) == "table" then return m end
+  return nil
+end
+
+-- Calls sup[fname](...) and turns the outcome into a reply.
+local function sup_call(srv, fname, ...)
+  local sup = supervisor(srv)
+  if not sup or type(sup[fname]) ~= "function" then
+    return nil, fail("this orchestrator has no supervisor (sup." .. fname .. ")", "ENOSYS")
+  end
+  local r = table.pack(pcall(sup[fname], ...))
+  if not r[1] then return nil, fail(repl.error_message(r[2]), "EFAILED") end
+  if r[2] == nil or r[2] == false then
+    if r[3] ~= nil then return nil, fail(tostring(r[3]), type(r[4]) == "string" and r[4] or "EFAILED") end
+  end
+  return table.unpack(r, 2, r.n)
+end
+
+local function check_name(req)
+  if type(req.name) ~= "string" or req.name == "" then
+    return fail("'" .. req.cmd .. "' needs 'name' (a service name or \"all\")")
+  end
+end
+
+local handlers = {}
+
+function handlers.ping(srv, req)
+  return { ok = true, pid = orch.getpid and orch.getpid() or nil, version = orch.VERSION,
+           script = srv.script, socket = srv.path }
+end
+
+function handlers.status(srv, req)
+  if req.name ~= nil and type(req.name) ~= "string" then return fail("'name' must be a string") end
+  local list, err = sup_call(srv, "status", req.name)
+  if err then return err end
+  if type(list) ~= "table" then list = {} end
+  -- sup.status(name) may answer one service rather than a list.
+  if list.name ~= nil then list = { list } end
+  return { ok = true, services = list }
+end
+
+for _, verb in ipairs { "start", "stop", "restart" } do
+  handlers[verb] = function(srv, req)
+    local bad = check_name(req)
+    if bad then return bad end
+    local r, err = sup_call(srv, verb, req.name)
+    if err then return err end
+    return { ok = true, result = type(r) ~= "table" and r or nil }
+  end
+end
+
+function handlers.signal(srv, req)
+  local bad = check_name(req)
+  if bad then return bad end
+  local sig = req.signal
+  if type(sig) ~= "string" and math.type(sig) ~= "integer" then
+    return fail("'signal' needs a signal name or number")
+  end
+  local _, err = sup_call(srv, "signal", req.name, sig)
+  if err then return err end
+  return { ok = true }
+end
+
+function handlers.tail(srv, req, cs)
+  local bad = check_name(req)
+  if bad then return bad end
+  local n = req.lines == nil and 10 or math.tointeger(req.lines)
+  if not n or n < 0 then return fail("'lines' must be a non-negative integer") end
+  local lines, err = sup_call(srv, "tail", req.name, n)
+  if err then return err end
+  local reply = { ok = true, lines = type(lines) == "table" and lines or {} }
+  if req.follow then return reply, function() srv:follow(cs, req.name) end end
+  return reply
+end
+
+function handlers.reload(srv, req)
+  local reload = srv.on_reload or function() return ctl.reload(srv) end
+  local r = table.pack(pcall(reload))
+  if not r[1] then return fail(repl.error_message(r[2]), "EFAILED") end
+  if not r[2] then return fail(tostring(r[3] or "reload failed"), r[4] or "EFAILED") end
+  local reply = {}
+  for k, v in pairs(type(r[2]) == "table" and r[2] or {}) do reply[k] = v end
+  reply.ok = true
+  return reply
+end
+
+function handlers.shutdown(srv, req)
+  return { ok = true }, function()
+    local sup = supervisor(srv)
+    if sup and type(sup.shutdown) == "function" then
+      local ok, e = pcall(sup.shutdown)
+      if not ok then orch.task(error, e, 0) end
+    elseif sup and type(sup.stop) == "function" then
+      pcall(sup.stop, "all")
+    end
+    srv:close()
+    orch.exit(0)
+  end
+end
+
+function handlers.reexec(srv, req)
+  local plan, err, code = ctl.prepare_reexec(srv)
+  if not plan then return fail(tostring(err), code or "EFAILED") end
+  return { ok = true }, function() ctl.reexec(srv, plan) end
+end
+
+-- eval: the code runs in a task of this Lua state, with print captured.
+function handlers.eval(srv, req, cs)
+  if type(req.code) ~= "string" then return fail("'eval' needs 'code' (a string)") end
+  local out, size, running = {}, 0, true
+  local env = setmetatable({}, { __index = _G, __newindex = _G })
+  rawset(env, "print", function(...)
+    if not running then return print(...) end
+    local t = {}
+    for i = 1, select("#", ...) do t[i] = tostring((select(i, ...))) end
+    local s = table.concat(t, "\t")
+    size = size + #s + 1
+    if size <= ctl.MAX_OUTPUT then out[#out + 1] = s end
+  end)
+  local fn, err, incomplete = repl.compile(req.code, "=" .. (req.chunkname or "eval"), env)
+  if not fn then
+    return { ok = false, error = err, code = "ESYNTAX", incomplete = incomplete or nil }
+  end
+  local t = orch.task(fn)
+  -- While the code runs, a closed connection cancels it; request lines
+  -- that arrive meanwhile wait their turn.
+  local watcher = orch.task(function()
+    while true do
+      local line, _, code = cs.conn:read_line(ctl.MAX_LINE)
+      if line then
+        cs.pending[#cs.pending + 1] = line
+        if #cs.pending >= 64 then return end
+      elseif code ~= "ETIMEDOUT" then
+        t:cancel()
+        return
+      end
+    end
+  end)
+  local r = table.pack(pcall(t.join, t))
+  running = false
+  watcher:cancel()
+  local output = table.concat(out, "\n")
+  if size > ctl.MAX_OUTPUT then output = output .. "\n... (output truncated)" end
+  if t:status() == "cancelled" then
+    return { ok = false, error = "interrupted", code = "ECANCELED", output = output }
+  end
+  if not r[1] then
+    return { ok = false, error = repl.error_message(r[2]), code = "EFAILED", output = output }
+  end
+  local text = repl.pretty_results(table.pack(table.unpack(r, 2, r.n)))
+  if #text > ctl.MAX_OUTPUT then text = text:sub(1, ctl.MAX_OUTPUT) .. "... (truncated)" end
+  return { ok = true, result = text, output = output }
+end
+
+local function send(conn, reply)
+  local ok, text = pcall(ctl.encode, reply)
+  if not ok then
+    text = ctl.encode(fail("reply cannot be encoded: " .. tostring(text), "EFAILED"))
+  end
+  return conn:write(text .. "\n")
+end
+
+--- Handles one request line; returns the reply and maybe a function to run
+-- once the reply is written.
+function Server:dispatch(line, cs)
+  local req, err = ctl.decode(line)
+  if req == nil then return fail("malformed JSON: " .. tostring(err), "EPROTO") end
+  if type(req) ~= "table" or type(req.cmd) ~= "string" then
+    return fail("a request is a JSON object with a string 'cmd'", "EPROTO")
+  end
+  local h = handlers[req.cmd]
+  local reply, after
+  if not h then
+    reply = fail("unknown command '" .. req.cmd:sub(1, 64) .. "'", "ENOSYS")
+  else
+    local ok, r, a = pcall(h, self, req, cs)
+    if ok then reply, after = r, a
+    else reply = fail("internal error: " .. repl.error_message(r), "EFAILED") end
+  end
+  if req.id ~= nil and (type(req.id) == "string" or type(req.id) == "number") then reply.id = req.id end
+  return reply, after
+end
+
+-- Streams new log lines of `name` until the client goes away: through
+-- sup.follow(name, fn) -> unsubscribe when the supervisor has it, otherwise
+-- by polling the log line counters of sup.status.
+function Server:follow(cs, name)
+  local sup = supervisor(self)
+  local done = false
+  local function emit(line)
+    if done then return end
+    if not send(cs.conn, { line = line }) then done = true end
+  end
+  local unsubscribe, poller
+  if type(sup.follow) == "function" then
+    unsubscribe = sup.follow(name, emit)
+  else
+    local function count()
+      local n = 0
+      for _, st in ipairs(sup.status(name) or {}) do n = n + (st.log_lines or 0) end
+      return n
+    end
+    local seen = count()
+    poller = orch.task(function()
+      while not done do
+        orch.sleep(self.follow_interval or 0.2)
+        local now = count()
+        if now > seen then
+          for _, line in ipairs(sup.tail(name, now - seen) or {}) do emit(line) end
+        end
+        seen = now
+      end
+    end)
+  end
+  -- The client ends a follow by closing the connection.
+  cs.conn:set_timeout(nil)
+  while not done do
+    if not cs.conn:read_line(ctl.MAX_LINE) then break end
+  end
+  done = true
+  if poller then poller:cancel() end
+  if type(unsubscribe) == "function" then pcall(unsubscribe) end
+  cs.closed = true
+end
+
+local function handle(srv, conn, cred)
+  local cs = { conn = conn, cred = cred, pending = {} }
+  srv.conns[cs] = true
+  conn:set_timeout(srv.idle_timeout)
+  while not cs.closed and not srv.closed do
+    local line, err, code
+    if #cs.pending > 0 then line = table.remove(cs.pending, 1)
+    else line, err, code = conn:read_line(srv.max_line) end
+    if not line then
+      if code == "EMSGSIZE" then
+        send(conn, fail("request longer than " .. srv.max_line .. " bytes", "E2BIG"))
+      elseif code == "ETIMEDOUT" then
+        send(conn, fail("idle for " .. srv.idle_timeout .. " seconds", "ETIMEDOUT"))
+      end
+      break
+    end
+    line = line:gsub("\r$", "")
+    if line:find("%S") then
+      local reply, after = srv:dispatch(line, cs)
+      if not send(conn, reply) then break end
+      if after then after() end
+    end
+  end
+  srv.conns[cs] = nil
+  srv.nconns = srv.nconns - 1
+  conn:close()
+end
+
+local function reject(conn, msg, code)
+  conn:set_timeout(1)
+  send(conn, fail(msg, code))
+  conn:close()
+end
+
+local function accept_loop(srv)
+  local uid = C.getuid()
+  while not srv.closed do
+    local conn, cred, code = srv.listener:accept()
+    if not conn then
+      if srv.closed or code == "ECANCELED" then return end
+      -- Out of file descriptors (a flood): let the others finish first.
+      orch.sleep(0.05)
+    elseif cred.uid ~= uid and cred.uid ~= 0 then
+      reject(conn, "permission denied: uid " .. cred.uid .. " may not use this socket", "EACCES")
+    elseif srv.nconns >= srv.max_connections then
+      reject(conn, "too many connections (" .. srv.max_connections .. ")", "EBUSY")
+    else
+      srv.nconns = srv.nconns + 1
+      orch.task(handle, srv, conn, cred)
+    end
+  end
+end
+
+local serve_opts = { socket = true, script = true, supervisor = true, max_connections = true,
+  max_line = true, idle_timeout = true, fd = true, on_reload = true, on_reexec = true }
+
+--- Starts the control server. opts: socket (path; default
+-- ctl.default_socket(script)), script (default arg[0]), supervisor (the
+-- module answering status/start/...; default require "orch.supervisor"),
+-- max_connections, max_line, idle_timeout, on_reload, on_reexec, fd (an
+-- inherited listening socket). Returns the server or nil, message, code.
+-- The socket never keeps orch alive by itself.
+function ctl.serve(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("bad argument #1 to 'serve' (table expected, got " .. type(opts) .. ")", 2) end
+  for k in pairs(opts) do
+    if not serve_opts[k] then error("bad argument #1 to 'serve' (unknown option '" .. tostring(k) .. "')", 2) end
+  end
+  local function posnum(k, int)
+    local v = opts[k]
+    if v ~= nil and (type(v) ~= "number" or v <= 0 or (int and math.type(v) ~= "integer")) then
+      error("bad argument #1 to 'serve' (option '" .. k .. "': positive " .. (int and "integer" or "number") .. " expected)", 3)
+    end
+  end
+  posnum("max_connections", true) posnum("max_line", true) posnum("idle_timeout")
+  if opts.socket ~= nil and (type(opts.socket) ~= "string" or opts.socket == "") then
+    error("bad argument #1 to 'serve' (option 'socket': non-empty string expected)", 2)
+  end
+  local script = opts.script or (rawget(_G, "arg") and arg[0]) or "orch"
+  -- After `orch ctl reexec`, the same socket keeps listening: no client
+  -- ever sees it closed.
+  local fd = opts.fd
+  local h = fd == nil and ctl.inherited()
+  local inherited = h and type(h.listener) == "table" and not h.listener.taken and h.listener
+  if inherited and (opts.socket == nil or opts.socket == inherited.path) then
+    fd = inherited.fd
+    inherited.taken = true
+  end
+  local path = opts.socket or (fd and inherited and inherited.path) or ctl.default_socket(script)
+  local ok, err, code
+  if fd == nil then
+    if not opts.socket and not os.getenv("ORCH_SOCKET") then
+      -- The default directory is ours alone: 0700, owned by us.
+      if C.getuid() ~= 0 then C.secure_dir(dirname(ctl.socket_dir()), false) end
+      ok, err, code = C.secure_dir(ctl.socket_dir(), true)
+    else
+      ok, err, code = C.secure_dir(dirname(path), false)
+    end
+    if not ok then return nil, err, code end
+  end
+  local l
+  l, err, code = C.listen(path, 64, fd)
+  if not l then return nil, err, code end
+  local srv = setmetatable({
+    path = path, script = script, listener = l, conns = {}, nconns = 0,
+    supervisor = opts.supervisor, on_reload = opts.on_reload, on_reexec = opts.on_reexec,
+    max_connections = opts.max_connections or ctl.MAX_CONNECTIONS,
+    max_line = opts.max_line or ctl.MAX_LINE,
+    idle_timeout = opts.idle_timeout or ctl.IDLE_TIMEOUT,
+  }, Server)
+  srv.task = orch.task(accept_loop, srv)
+  ctl.server = srv
+  return srv
+end
+
+--- Stops listening (the socket file is removed) and closes every connection.
+function Server:close()
+  if self.closed then return true end
+  self.closed = true
+  self.listener:close()
+  for cs in pairs(self.conns) do
+    cs.closed = true
+    cs.conn:close()
+  end
+  if ctl.server == self then ctl.server = nil end
+  return true
+end
+Server.__close = Server.close
+
+---------------------------------------------------------------- reload
+
+local function noop() return true end
+
+--- Runs the policy script `path` again with a collecting supervisor:
+-- `sup.service` records each definition, `sup.run`, `start`, `stop`,
+-- `restart`, `configure`, `handle_signals` and `reload` do nothing, other
+-- functions are the real supervisor's. The script runs until it ends or
+-- first waits; what it would do after that is cancelled. While it runs,
+-- `ctl.reloading` is true (a script can skip other side effects then).
+-- Returns the list of definitions, or nil, message, code.
+function ctl.collect(path, real)
+  local fn, err = loadfile(path)
+  if not fn then return nil, "reload: " .. tostring(err), "ENOENT" end
+  local defs = {}
+  local collector = setmetatable({
+    service = function(def)
+      if type(def) ~= "table" then error("bad argument #1 to 'service' (table expected)", 2) end
+      defs[#defs + 1] = def
+      return def.name
+    end,
+    run = noop, start = noop, stop = noop, restart = noop, configure = noop,
+    handle_signals = noop, reload = noop,
+  }, { __index = real })
+  local saved = package.loaded["orch.supervisor"]
+  package.loaded["orch.supervisor"] = collector
+  ctl.reloading = true
+  local args = rawget(_G, "arg") or {}
+  local t = orch.task(fn, table.unpack(args, 1, #args))
+  for _ = 1, 1000 do
+    local st = t:status()
+    if st ~= "ready" and st ~= "running" then break end
+    orch.sleep(0)
+  end
+  ctl.reloading = false
+  package.loaded["orch.supervisor"] = saved
+  if t:status() == "failed" then
+    return nil, "reload: the script failed: " .. tostring(t:traceback()), "EFAILED"
+  end
+  t:cancel()
+  return defs
+end
+
+--- The default reload of `orch ctl reload`: collects the definitions of the
+-- server's script (ctl.collect) and hands them to sup.reload. Returns its
+-- result ({kept, restarted, stopped, added}).
+function ctl.reload(srv)
+  srv = srv or ctl.server
+  local sup = supervisor(srv or {})
+  if not sup or type(sup.reload) ~= "function" then
+    return nil, "this orchestrator has no supervisor (sup.reload)", "ENOSYS"
+  end
+  local script = srv and srv.script or (rawget(_G, "arg") and arg[0])
+  if not script then return nil, "reload: no script to read", "ENOENT" end
+  local defs, err, code = ctl.collect(script, sup)
+  if not defs then return nil, err, code end
+  return sup.reload(defs)
+end
+
+---------------------------------------------------------------- reexec
+
+local exporters, exporter_order = {}, {}
+
+--- Registers what a module hands over to the orch that `orch ctl reexec`
+-- executes: fn() returns a JSON-able state and optionally a list of file
+-- descriptors that must stay open across the exec (they are inherited with
+-- the same numbers). The new process reads the state with
+-- ctl.inherited(name).
+function ctl.on_reexec(name, fn)
+  if type(name) ~= "string" or name == "" then
+    error("bad argument #1 to 'on_reexec' (non-empty string expected)", 2)
+  end
+  if type(fn) ~= "function" then error("bad argument #2 to 'on_reexec' (function expected)", 2) end
+  if not exporters[name] then exporter_order[#exporter_order + 1] = name end
+  exporters[name] = fn
+  return true
+end
+
+local handoff   -- nil: not read yet; false: none
+
+--- In an orch started by `orch ctl reexec`: the state the previous image
+-- exported under `name` (ctl.on_reexec), or the whole hand-over table when
+-- name is nil; nil otherwise. The hand-over is read once, at the first call.
+function ctl.inherited(name)
+  if handoff == nil then
+    handoff = false
+    local v = os.getenv("ORCH_HANDOFF")
+    local pid, fd = (v or ""):match("^(%d+):(%d+)$")
+    -- The variable is inherited by children too: only the process that
+    -- was exec'ed (same pid) owns the descriptor.
+    if pid and orch.getpid and tonumber(pid) == orch.getpid() then
+      local data = C.read_fd(tonumber(fd))
+      local t = data and ctl.decode(data)
+      if type(t) == "table" and t.version == 1 then
+        handoff = t
+        if type(t.listener) == "table" and math.type(t.listener.fd) == "integer" then
+          C.inherit(t.listener.fd, false)
+        end
+      end
+    end
+  end
+  if not handoff then return nil end
+  if name == nil then return handoff end
+  return type(handoff.modules) == "table" and handoff.modules[name] or nil
+end
+
+local function current_environment()
+  local f = io.open("/proc/self/environ", "rb")
+  local env = {}
+  if f then
+    for kv in f:read("a"):gmatch("([^%z]+)") do
+      local k, v = kv:match("^([^=]+)=(.*)$")
+      if k then env[k] = v end
+    end
+    f:close()
+  end
+  return env
+end
+
+--- Checks that orch can be re-executed and collects the hand-over. Returns
+-- a plan for ctl.reexec, or nil, message, code.
+function ctl.prepare_reexec(srv)
+  if type(orch.exec) ~= "function" then return nil, "reexec: orch.exec is not available", "ENOSYS" end
+  local script = srv.script
+  local f = script and io.open(script, "r")
+  if not f then return nil, "reexec: the script " .. tostring(script) .. " cannot be read", "ENOENT" end
+  f:close()
+  local exe, err, code = C.exe_path()
+  if not exe then return nil, err, code end
+  f = io.open(exe, "rb")
+  if not f then return nil, "reexec: " .. exe .. " cannot be read", "ENOENT" end
+  f:close()
+  -- Children nobody hands over would be started twice by the new image and
+  -- orphaned: refuse unless the supervisor knows how to hand over.
+  local sup = supervisor(srv)
+  if sup and not exporters.supervisor and type(sup.status) == "function" then
+    local ok, list = pcall(sup.status)
+    if ok and type(list) == "table" and #list > 0 then
+      return nil, "reexec: the supervisor cannot hand over its services "
+        .. "(it registers no ctl.on_reexec(\"supervisor\", ...)); nothing was done", "ENOSYS"
+    end
+  end
+  local modules, fds = {}, {}
+  for _, name in ipairs(exporter_order) do
+    local ok, st, extra = pcall(exporters[name])
+    if not ok then return nil, "reexec: '" .. name .. "' cannot hand over its state: " .. repl.error_message(st), "EFAILED" end
+    modules[name] = st
+    for _, fd in ipairs(type(extra) == "table" and extra or {}) do fds[#fds + 1] = fd end
+  end
+  local data = { version = 1, pid = orch.getpid(), modules = modules,
+                 listener = { fd = srv.listener:fd(), path = srv.path } }
+  local ok, text = pcall(ctl.encode, data)
+  if not ok then return nil, "reexec: the state cannot be encoded: " .. tostring(text), "EINVAL" end
+  return { exe = exe, script = script, text = text, fds = fds }
+end
+
+--- Executes orch again (`orch run SCRIPT ARGS...`, the same pid) with the
+-- hand-over in an inherited memfd named by ORCH_HANDOFF=<pid>:<fd>, and the
+-- control socket's listening descriptor. Returns only if exec failed:
+-- nil, message, code (everything is as before).
+function ctl.reexec(srv, plan)
+  local memfd, err, code = C.memfd(plan.text)
+  if not memfd then return nil, err, code end
+  local keep = { memfd, srv.listener:fd() }
+  for _, fd in ipairs(plan.fds) do keep[#keep + 1] = fd end
+  for _, fd in ipairs(keep) do C.inherit(fd, true) end
+  local env = current_environment()
+  env.ORCH_HANDOFF = orch.getpid() .. ":" .. memfd
+  local args = { "run", plan.script }
+  local a = rawget(_G, "arg") or {}
+  for i = 1, #a do args[#args + 1] = a[i] end
+  io.stdout:flush()
+  io.stderr:flush()
+  local ok
+  ok, err, code = orch.exec(plan.exe, args, env)
+  for _, fd in ipairs(keep) do C.inherit(fd, false) end
+  C.read_fd(memfd)    -- closes it
+  io.stderr:write("orch: reexec failed: ", tostring(err), "\n")
+  return ok, err, code
+end
+
+---------------------------------------------------------------- orch run
+
+--- What `orch run` starts next to the script (as its second task, so it
+-- runs once the script's main chunk has ended or waits, i.e. once the
+-- policies are loaded): tells systemd READY=1 (and starts the watchdog
+-- pets) when NOTIFY_SOCKET is set, and starts the control server when a
+-- socket was asked for (`--socket PATH`, $ORCH_SOCKET) or the script uses
+-- the supervisor. opts: socket, script, quiet (no warning when the socket
+-- cannot be opened).
+function ctl.autostart(opts)
+  opts = opts or {}
+  local sd = require "orch.sdnotify"
+  local h = ctl.inherited()
+  if not ctl.server then
+    local wanted = opts.socket or os.getenv("ORCH_SOCKET") or package.loaded["orch.supervisor"]
+      or (h and type(h.listener) == "table")
+    if wanted and opts.socket ~= false then
+      local srv, err = ctl.serve{ socket = opts.socket, script = opts.script }
+      if not srv and not opts.quiet then
+        io.stderr:write("orch: control socket: ", tostring(err), "\n")
+      end
+    end
+  end
+  -- An inherited control socket nobody took over would accept clients
+  -- that no one answers: close it (and remove its file).
+  if h and type(h.listener) == "table" and not h.listener.taken then
+    h.listener.taken = true
+    local l = C.listen(h.listener.path, 1, h.listener.fd)
+    if l then l:close() end
+  end
+  sd.ready()
+  return ctl.server
+end
+
+---------------------------------------------------------------- the client
+
+local Client = {}
+Client.__index = Client
+
+--- Connects to a control socket. Returns a client or nil, message, code.
+function ctl.connect(path, timeout)
+  local conn, err, code = orch.connect{ unix = path, timeout = timeout or 10 }
+  if not conn then return nil, err, code end
+  return setmetatable({ conn = conn, path = path, next_id = 0 }, Client)
+end
+
+--- Sends one request and waits for its reply (a table). Returns the reply,
+-- or nil, message, code when the connection failed.
+function Client:request(req, timeout)
+  local ok, err, code = self.conn:write(ctl.encode(req) .. "\n")
+  if not ok then return nil, err, code end
+  return self:receive(timeout)
+end
+
+--- Reads the next reply line (also the `{"line": ...}` messages of a tail
+-- that follows). Returns the decoded table, or nil, message, code.
+function Client:receive(timeout)
+  self.conn:set_timeout(timeout)
+  local line, err, code = self.conn:read_line(ctl.MAX_REPLY)
+  if not line then
+    if err == nil then return nil, "the orchestrator closed the connection", "EOF" end
+    return nil, err, code
+  end
+  local v, derr = ctl.decode(line)
+  if type(v) ~= "table" then return nil, "malformed reply: " .. tostring(derr), "EPROTO" end
+  return v
+end
+
+function Client:close() self.conn:close() return true end
+Client.__close = Client.close
+
+return ctl

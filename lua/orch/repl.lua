@@ -1,0 +1,269 @@
+--- orch.repl: the read-eval-print loop of `orch repl` and `orch attach`.
+-- Lines are read with orch.term.readline, so the loop keeps running while
+-- the prompt waits. A line is compiled as `return <line>` first, then as a
+-- statement (like lua.c); a syntax error at <eof> asks for more lines. The
+-- evaluation is pluggable: locally in a task (`orch repl`) or remotely over
+-- the control socket (`orch attach`).
+local M = {}
+
+local orch = require "orch"
+
+M.MAX_DEPTH = 4
+M.MAX_ITEMS = 200
+M.WIDTH = 78
+
+---------------------------------------------------------------- pretty-printer
+
+local function quote(s)
+  local q = s:gsub('[%c"\\\128-\255]', function(c)
+    if c == "\n" then return "\\n" elseif c == "\t" then return "\\t"
+    elseif c == "\r" then return "\\r" elseif c == '"' then return '\\"'
+    elseif c == "\\" then return "\\\\"
+    elseif c:byte() >= 128 then return c
+    else return string.format("\\%d", c:byte()) end
+  end)
+  return '"' .. q .. '"'
+end
+
+local function is_identifier(k)
+  return type(k) == "string" and k:match("^[%a_][%w_]*$") ~= nil
+    and not ({ ["and"]=1, ["break"]=1, ["do"]=1, ["else"]=1, ["elseif"]=1, ["end"]=1,
+      ["false"]=1, ["for"]=1, ["function"]=1, ["goto"]=1, ["if"]=1, ["in"]=1,
+      ["local"]=1, ["nil"]=1, ["not"]=1, ["or"]=1, ["repeat"]=1, ["return"]=1,
+      ["then"]=1, ["true"]=1, ["until"]=1, ["while"]=1 })[k]
+end
+
+local type_rank = { number = 1, string = 2, boolean = 3 }
+local function key_less(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return (type_rank[ta] or 9) < (type_rank[tb] or 9) or
+    ((type_rank[ta] or 9) == (type_rank[tb] or 9) and ta < tb) end
+  if ta == "number" or ta == "string" then return a < b end
+  return tostring(a) < tostring(b)
+end
+
+local function has_tostring(v)
+  local mt = getmetatable(v)
+  return type(mt) == "table" and rawget(mt, "__tostring") ~= nil
+end
+
+local pretty_value
+
+local function pretty_table(t, depth, indent, seen, opts)
+  if seen[t] then return "<cycle " .. tostring(t) .. ">" end
+  if depth >= opts.depth then return next(t) == nil and "{}" or "{...}" end
+  seen[t] = true
+  local parts = {}
+  local n = rawlen(t)
+  local count = 0
+  local more = 0
+  for i = 1, n do
+    count = count + 1
+    if count > opts.items then more = more + 1
+    else parts[#parts + 1] = pretty_value(rawget(t, i), depth + 1, indent .. "  ", seen, opts) end
+  end
+  local keys = {}
+  for k in next, t do
+    if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+  end
+  table.sort(keys, key_less)
+  for _, k in ipairs(keys) do
+    count = count + 1
+    if count > opts.items then more = more + 1
+    else
+      local ks = is_identifier(k) and k or
+        ("[" .. pretty_value(k, depth + 1, indent .. "  ", seen, opts) .. "]")
+      parts[#parts + 1] = ks .. " = " .. pretty_value(rawget(t, k), depth + 1, indent .. "  ", seen, opts)
+    end
+  end
+  if more > 0 then parts[#parts + 1] = "... (" .. more .. " more)" end
+  seen[t] = nil
+  if #parts == 0 then return "{}" end
+  local flat = "{ " .. table.concat(parts, ", ") .. " }"
+  if #flat + #indent <= opts.width and not flat:find("\n", 1, true) then return flat end
+  local inner = indent .. "  "
+  return "{\n" .. inner .. table.concat(parts, ",\n" .. inner) .. "\n" .. indent .. "}"
+end
+
+function pretty_value(v, depth, indent, seen, opts)
+  local tv = type(v)
+  if tv == "string" then return quote(v)
+  elseif tv == "table" and not has_tostring(v) then return pretty_table(v, depth, indent, seen, opts)
+  elseif tv == "number" and math.type(v) == "float" and v == math.floor(v) and v == v
+    and v > -2^53 and v < 2^53 then
+    return string.format("%.1f", v)
+  end
+  local ok, s = pcall(tostring, v)
+  return ok and tostring(s) or ("<" .. tv .. ": __tostring failed>")
+end
+
+--- Formats any value for display: strings quoted, tables expanded up to
+-- `depth` levels (deeper ones shown as {...}), at most `items` entries per
+-- table, cycles marked.
+function M.pretty(v, opts)
+  opts = opts or {}
+  local o = { depth = opts.depth or M.MAX_DEPTH, items = opts.items or M.MAX_ITEMS,
+              width = opts.width or M.WIDTH }
+  return pretty_value(v, 0, "", {}, o)
+end
+
+--- Formats a packed list of results (t.n values) separated by tabs; "" when
+-- there are none.
+function M.pretty_results(t, opts)
+  local out = {}
+  for i = 1, t.n or #t do out[i] = M.pretty(t[i], opts) end
+  return table.concat(out, "\t")
+end
+
+--- An error value as a one-line-ish message.
+function M.error_message(e)
+  if type(e) == "string" then return e end
+  if type(e) == "table" and not has_tostring(e) then return "(error object) " .. M.pretty(e) end
+  local ok, s = pcall(tostring, e)
+  return ok and s or "(error object is a " .. type(e) .. " value)"
+end
+
+---------------------------------------------------------------- compiling
+
+--- Compiles a chunk as lua.c does: `return <code>` first, then `<code>`.
+-- Returns fn, or nil, message, incomplete (true when the input ends inside
+-- a statement and more lines may complete it).
+function M.compile(code, chunkname, env)
+  chunkname = chunkname or "=stdin"
+  env = env or _G
+  local fn = load("return " .. code .. ";", chunkname, "t", env)
+  if fn then return fn end
+  local err
+  fn, err = load(code, chunkname, "t", env)
+  if fn then return fn end
+  return nil, err, err:sub(-5) == "<eof>"
+end
+
+---------------------------------------------------------------- local evaluation
+
+--- Runs fn in a new task and waits for it; Ctrl-C (SIGINT) cancels it.
+-- Returns "ok", packed results | "error", message | "interrupted".
+function M.run_task(fn)
+  local t = orch.task(fn)
+  local watcher = orch.task(function()
+    if orch.term.wait_interrupt() then t:cancel() end
+  end)
+  local res = table.pack(pcall(t.join, t))
+  watcher:cancel()
+  if t:status() == "cancelled" then return "interrupted" end
+  if not res[1] then return "error", M.error_message(res[2]) end
+  return "ok", table.pack(table.unpack(res, 2, res.n))
+end
+
+--- The evaluator of `orch repl`: compiles and runs code in this Lua state.
+-- Returns "incomplete" | "ok", text | "error", message | "interrupted".
+function M.local_eval(code)
+  local fn, err, incomplete = M.compile(code)
+  if not fn then
+    if incomplete then return "incomplete" end
+    return "error", err
+  end
+  local how, r = M.run_task(fn)
+  if how == "ok" then return "ok", M.pretty_results(r) end
+  return how, r
+end
+
+---------------------------------------------------------------- the loop
+
+local function history_path()
+  local h = os.getenv("ORCH_HISTORY")
+  if h then return h ~= "" and h or nil end
+  local home = os.getenv("HOME")
+  return home and home ~= "" and (home .. "/.orch_history") or nil
+end
+
+--- Reads, evaluates and prints until end of input.
+-- opts: eval (function(code) as M.local_eval; default local), prompt ("> "),
+-- prompt2 (">> "), history (a path, false for none; default
+-- ~/.orch_history when interactive), banner (printed first when
+-- interactive). Interactive when stdin is a terminal: prompts, line
+-- editing, history, Ctrl-C cancels the line. Otherwise lines are read
+-- without prompts and errors go to stderr.
+-- Returns the number of lines that failed.
+function M.loop(opts)
+  opts = opts or {}
+  local term = orch.term
+  local eval = opts.eval or M.local_eval
+  local interactive = opts.interactive
+  if interactive == nil then interactive = term.isatty(0) end
+  local p1 = interactive and (opts.prompt or "> ") or ""
+  local p2 = interactive and (opts.prompt2 or ">> ") or ""
+  local hist = nil
+  if interactive and term.EDITLINE and opts.history ~= false then
+    hist = opts.history or history_path()
+    if hist then term.read_history(hist) end
+  end
+  local _ <close> = setmetatable({}, { __close = function()
+    if hist then term.write_history(hist) end
+  end })
+  -- While a prompt is displayed, output of other tasks is written above it.
+  local saved_print = print
+  local _p <close> = setmetatable({}, { __close = function() _G.print = saved_print end })
+  if interactive and term.EDITLINE then
+    _G.print = function(...)
+      local n = select("#", ...)
+      local t = {}
+      for i = 1, n do t[i] = tostring((select(i, ...))) end
+      term.write(table.concat(t, "\t") .. "\n")
+    end
+  end
+  local function out(s) term.write(s .. "\n") end
+  local function err(s)
+    if interactive then term.write(s .. "\n")
+    else io.stderr:write(s, "\n") io.stderr:flush() end
+  end
+  if interactive and opts.banner then out(opts.banner) end
+  local failures = 0
+  local buffer = nil
+  while true do
+    local line, msg, code = term.readline(buffer and p2 or p1)
+    if not line then
+      if code == "EINTR" then
+        buffer = nil
+      elseif code == "EOF" then
+        if buffer then
+          local how, r = eval(buffer)
+          if how == "incomplete" then
+            -- Compile once more to get the message of the unfinished chunk.
+            local _, e = M.compile(buffer)
+            err(e or "unfinished input")
+            failures = failures + 1
+          elseif how == "error" then err(r) failures = failures + 1
+          elseif how == "ok" and r ~= "" then out(r) end
+        end
+        break
+      else
+        err("orch: " .. tostring(msg))
+        if code ~= "E2BIG" then failures = failures + 1 break end
+        failures = failures + 1
+      end
+    else
+      local code_text = buffer and (buffer .. "\n" .. line) or line
+      if buffer == nil and line:match("^=") then code_text = "return " .. line:sub(2) end
+      local how, r = eval(code_text)
+      if how == "incomplete" then
+        buffer = code_text
+      else
+        buffer = nil
+        if hist and code_text:match("%S") then term.add_history(code_text) end
+        if how == "ok" then
+          if r ~= "" then out(r) end
+        elseif how == "interrupted" then
+          err("interrupted")
+          failures = failures + 1
+        else
+          err(r)
+          failures = failures + 1
+        end
+      end
+    end
+  end
+  return failures
+end
+
+return M

@@ -1,0 +1,619 @@
+-- The control plane: `orch ctl` and `orch attach` against a real
+-- `orch run` with real services, the socket's protocol and its defences,
+-- and sd_notify.
+local h = require "spec.helper"
+local orch = h.orch
+local ctl = require "orch.ctl"
+local C = require "orch.core.ctl"
+local cjson = require "cjson"
+
+local function write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+local function alive(pid)
+  local stat = h.slurp("/proc/" .. pid .. "/stat")
+  return stat ~= "" and not stat:match("^%d+ %b() Z")
+end
+
+local function pause(s) os.execute("sleep " .. s) end
+
+-- A policy: services a (prints its signals) and b; the control socket at
+-- SOCK (the script serves it itself; `orch run --socket` is the CLI's way).
+local POLICY = [[
+local sup = require "orch.supervisor"
+sup.configure{ log = false, output = function(name, line) print(name .. " | " .. line) io.stdout:flush() end }
+sup.service{ name = "a", cmd = { "sh", "-c", "echo a started; trap 'echo a got HUP' HUP; while :; do sleep 0.05; done" } }
+sup.service{ name = "b", cmd = { "sleep", "1000" } }
+--EXTRA--
+sup.run()
+if not require("orch.ctl").reloading then
+  assert(require("orch.ctl").serve{ socket = SOCK --OPTS-- })
+end
+]]
+
+-- POLICY with its markers replaced (extra services, serve options).
+local function policy(extra, opts)
+  return (POLICY:gsub("%-%-EXTRA%-%-", extra or ""):gsub("%-%-OPTS%-%-", opts or ""))
+end
+
+-- Starts `orch run` on a policy in the background; returns o = { dir,
+-- sock, pid, path }. stop(o) ends it and checks that its services died.
+local function start(src, env)
+  local d = h.tmpdir()
+  local o = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua" }
+  src = src:gsub("%-%-OPTS%-%-", ""):gsub("%-%-EXTRA%-%-", "")
+  write(o.path, "local SOCK = " .. string.format("%q", o.sock) .. "\n" .. src)
+  local envs = {}
+  for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. h.shquote(v) end
+  o.pid = tonumber((h.sh(string.format("cd %s && { env %s %s run %s >%s/out 2>%s/err & echo $!; }",
+    h.shquote(d), table.concat(envs, " "), h.shquote(h.bin), h.shquote(o.path), h.shquote(d), h.shquote(d)))))
+  for _ = 1, 400 do
+    local code = h.cli({ "ctl", "--socket", o.sock, "ping" })
+    if code == 0 then return o end
+    if not alive(o.pid) then break end
+    pause(0.05)
+  end
+  local err = h.slurp(d .. "/err")
+  os.execute("kill -TERM " .. o.pid .. " 2>/dev/null")
+  error("the orchestrator did not come up: " .. err)
+end
+
+-- Under ASan/UBSan a report on stderr fails the test even if the exit
+-- status looked right.
+local function sanitizer_clean(text, what)
+  if text:find("AddressSanitizer", 1, true) or text:find("runtime error:", 1, true) then
+    error("sanitizer report from " .. what .. ":\n" .. text, 2)
+  end
+end
+
+local function ctl_cli(o, ...)
+  local code, out, err = h.cli({ "ctl", "--socket", o.sock, ... })
+  sanitizer_clean(err, "orch ctl")
+  return code, out, err
+end
+
+local function status(o)
+  local code, out, err = ctl_cli(o, "--json", "status")
+  assert.are.equal(0, code, err)
+  local by = {}
+  for _, s in ipairs(cjson.decode(out).services) do by[s.name] = s end
+  return by
+end
+
+local function stop(o)
+  local pids = {}
+  if alive(o.pid) then
+    local code, out = ctl_cli(o, "--json", "status")
+    if code == 0 then
+      for _, s in ipairs(cjson.decode(out).services) do
+        if type(s.pid) == "number" then pids[#pids + 1] = s.pid end
+      end
+    end
+    os.execute("kill -TERM " .. o.pid)
+    for _ = 1, 400 do
+      if not alive(o.pid) then break end
+      pause(0.05)
+    end
+    if alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
+  end
+  for _, p in ipairs(pids) do
+    if alive(p) then os.execute("kill -KILL " .. p) error("service pid " .. p .. " survived its orchestrator") end
+  end
+  sanitizer_clean(h.slurp(o.dir .. "/err"), "orch run")
+end
+
+-- Runs fn(client) with a raw stream connected to o's socket, in a loop.
+local function with_conn(o, fn)
+  return h.run(function()
+    local conn = assert(orch.connect{ unix = o.sock })
+    local ok, err = pcall(fn, conn)
+    conn:close()
+    if not ok then error(err, 0) end
+  end)
+end
+
+describe("orch ctl against orch run", function()
+  local o
+  setup(function() o = start(POLICY) end)
+  teardown(function() if o then stop(o) end end)
+
+  it("prints status as a table, and the raw reply with --json", function()
+    local code, out, err = ctl_cli(o, "status")
+    assert.are.equal(0, code, err)
+    local header, rows = out:match("^(NAME[^\n]*)\n(.*)$")
+    assert.truthy(header:find("NAME%s+STATE%s+PID%s+UPTIME%s+RESTARTS%s+RSS%s+CPU"))
+    assert.truthy(rows:find("\na%s+running%s+%d+%s+%d+:%d%d:%d%d%s+0%s") or rows:find("^a%s+running%s+%d+"))
+    assert.truthy(rows:find("\nb%s+running%s+%d+"))
+    local s = status(o)
+    assert.are.equal("running", s.a.state)
+    assert.is_number(s.b.pid)
+    assert.is_number(s.b.rss)
+    code, out = ctl_cli(o, "status", "b")
+    assert.are.equal(0, code)
+    assert.falsy(out:find("\na ", 1, true))
+  end)
+
+  it("stops, starts and restarts one service or all", function()
+    local before = status(o)
+    local code, out, err = ctl_cli(o, "stop", "b")
+    assert.are.equal(0, code, err)
+    assert.are.equal("b: stopped\n", out)
+    assert.is_false(alive(before.b.pid))
+    assert.are.equal("stopped", status(o).b.state)
+    code, out = ctl_cli(o, "start", "b")
+    assert.are.equal(0, code)
+    assert.are.equal("b: started\n", out)
+    local after = status(o)
+    assert.are.equal("running", after.b.state)
+    assert.are_not.equal(before.b.pid, after.b.pid)
+    assert.are.equal(before.a.pid, after.a.pid)
+    code = ctl_cli(o, "restart", "all")
+    assert.are.equal(0, code)
+    local again = status(o)
+    assert.are_not.equal(after.a.pid, again.a.pid)
+    assert.are_not.equal(after.b.pid, again.b.pid)
+    assert.is_false(alive(after.a.pid))
+  end)
+
+  it("signals a service and tails its output", function()
+    local code, out, err = ctl_cli(o, "signal", "a", "HUP")
+    assert.are.equal(0, code, err)
+    assert.are.equal("a: sent HUP\n", out)
+    local lines
+    for _ = 1, 200 do
+      code, lines = ctl_cli(o, "tail", "a", "-n", "5")
+      if lines:find("a got HUP", 1, true) then break end
+      pause(0.05)
+    end
+    assert.truthy(lines:find("a got HUP\n", 1, true))
+    code, out = ctl_cli(o, "tail", "a", "-n", "1")
+    assert.are.equal(0, code)
+    assert.are.equal(1, select(2, out:gsub("\n", "")))
+  end)
+
+  it("follows a tail until Ctrl-C", function()
+    h.run(function()
+      local p = assert(orch.spawn{ h.bin, "ctl", "--socket", o.sock, "tail", "a", "-n", "0", "-f", stdout = "pipe" })
+      local _ <close> = setmetatable({}, { __close = function()
+        if p:running() then p:kill("KILL") p:wait() end
+        p.stdout:close()
+      end })
+      -- HUP until a line shows up: the follow may start after the first.
+      local pinger = orch.task(function()
+        while true do
+          orch.run{ h.bin, "ctl", "--socket", o.sock, "signal", "a", "HUP" }
+          orch.sleep(0.5)
+        end
+      end)
+      local seen
+      for line in p.stdout:lines() do
+        if line == "a got HUP" then seen = true break end
+      end
+      pinger:cancel()
+      assert.is_true(seen)
+      p:kill("INT")
+      assert.are.equal(0, (p:wait()))
+    end, 60)
+  end)
+
+  it("evaluates code inside the orchestrator", function()
+    local code, out, err = ctl_cli(o, "eval", "print('inside', orch ~= nil) return #require('orch.supervisor').status(), {x = 1}")
+    assert.are.equal(0, code, err)
+    assert.are.equal("inside\ttrue\n2\t{ x = 1 }\n", out)
+    code, out, err = ctl_cli(o, "eval", "error('nope')")
+    assert.are.equal(1, code)
+    assert.truthy(err:find("nope", 1, true))
+  end)
+
+  it("returns 1 when the command fails, 2 on usage errors", function()
+    local code, _, err = ctl_cli(o, "start", "nosuch")
+    assert.are.equal(1, code)
+    assert.truthy(err:find("nosuch", 1, true))
+    local usage = {
+      { { "bogus" }, "unknown command 'bogus'" },
+      { { "signal", "a" }, "signal takes 2 argument(s)" },
+      { { "start" }, "start takes at least 1 argument(s)" },
+      { { "reload", "x" }, "reload takes no arguments" },
+      { { "tail", "a", "-n", "x" }, "-n needs a non-negative integer" },
+      { { "--frob", "status" }, "unknown option '--frob'" },
+      { {}, "a command is needed" },
+    }
+    for _, u in ipairs(usage) do
+      code, _, err = ctl_cli(o, table.unpack(u[1]))
+      assert.are.equal(2, code, err)
+      assert.truthy(err:find(u[2], 1, true), err)
+    end
+  end)
+
+  it("answers malformed, unknown and oversized requests with errors", function()
+    with_conn(o, function(conn)
+      local function ask(line)
+        assert(conn:write(line .. "\n"))
+        return cjson.decode((assert(conn:read_line(1 << 20))))
+      end
+      local cases = {
+        { "{not json", "EPROTO", "malformed JSON" },
+        { "[1, 2]", "EPROTO", "a request is a JSON object" },
+        { '"text"', "EPROTO", "a request is a JSON object" },
+        { '{"cmd": 3}', "EPROTO", "a request is a JSON object" },
+        { '{"cmd": "frobnicate"}', "ENOSYS", "unknown command 'frobnicate'" },
+        { '{"cmd": "start"}', "EINVAL", "needs 'name'" },
+        { '{"cmd": "signal", "name": "a"}', "EINVAL", "'signal' needs" },
+        { '{"cmd": "tail", "name": "a", "lines": -1}', "EINVAL", "'lines'" },
+        { '{"cmd": "eval"}', "EINVAL", "needs 'code'" },
+        { '{"cmd": "eval", "code": "for"}', "ESYNTAX", "<eof>" },
+        { string.rep("[", 1000) .. string.rep("]", 1000), "EPROTO", "malformed JSON" },
+      }
+      for _, c in ipairs(cases) do
+        local r = ask(c[1])
+        assert.is_false(r.ok, c[1])
+        assert.are.equal(c[2], r.code, c[1])
+        assert.truthy(r.error:find(c[3], 1, true), r.error)
+      end
+      local r = ask('{"cmd": "ping", "id": 17}')
+      assert.is_true(r.ok)
+      assert.are.equal(17, r.id)
+      assert(conn:write(string.rep("x", 70000) .. "\n"))
+      r = cjson.decode((assert(conn:read_line(1 << 20))))
+      assert.are.equal("E2BIG", r.code)
+      assert.is_nil(conn:read_line())      -- then the server hangs up
+    end)
+    assert.are.equal(0, (ctl_cli(o, "ping")))
+  end)
+
+  it("evaluation is cancelled when its client goes away", function()
+    with_conn(o, function(conn)
+      assert(conn:write(cjson.encode{ cmd = "eval", code = "cancelled_flag = 'started' orch.sleep(60) cancelled_flag = 'finished'" } .. "\n"))
+      orch.sleep(0.3)
+    end)
+    local code, out
+    for _ = 1, 100 do
+      code, out = ctl_cli(o, "eval", "return cancelled_flag")
+      if out == '"started"\n' then break end
+      pause(0.05)
+    end
+    assert.are.equal(0, code)
+    assert.are.equal('"started"\n', out)
+  end)
+
+  it("refuses reexec while the supervisor cannot hand its services over", function()
+    local before = status(o)
+    local code, _, err = ctl_cli(o, "reexec")
+    assert.are.equal(1, code)
+    assert.truthy(err:find("cannot hand over its services", 1, true), err)
+    local after = status(o)
+    assert.are.equal(before.a.pid, after.a.pid)
+    assert.are.equal(before.b.pid, after.b.pid)
+  end)
+
+  it("attach on a terminal: Ctrl-C cancels a remote evaluation, Ctrl-D detaches", function()
+    local d = h.tmpdir()
+    write(d .. "/script", table.concat({
+      "expect (Ctrl-D detaches)", "expect > ", "send remote_v = 6 * 7\\r", "expect > ",
+      "send remote_v\\r", "expect 42", "expect > ",
+      "send orch.sleep(3600) remote_after = true\\r", "sleep 0.5", "send \\x03", "expect interrupted",
+      "expect > ", "send remote_after\\r", "expect nil", "expect > ", "send \\x04" }, "\n") .. "\n")
+    local cmd = string.format("env -u ORCH_HISTORY HOME=%s %s -t 30 -- %s attach --socket %s <%s/script >%s/out 2>%s/err",
+      h.shquote(d), h.shquote(h.progs .. "/prog_pty"), h.shquote(h.bin), h.shquote(o.sock), d, d, d)
+    local _, _, code = os.execute(cmd)
+    assert.are.equal(0, code, h.slurp(d .. "/err") .. h.slurp(d .. "/out"))
+  end)
+
+  it("attach evaluates lines inside the orchestrator", function()
+    local code, out, err = h.cli({ "attach", "--socket", o.sock },
+      "attached_x = 41\nattached_x + 1\nprint('from inside')\nfunction g()\n return 'multi'\nend\ng()\n")
+    assert.are.equal(0, code, err)
+    assert.are.equal("42\nfrom inside\n\"multi\"\n", out)
+    code, out = ctl_cli(o, "eval", "return attached_x")
+    assert.are.equal("41\n", out)
+  end)
+end)
+
+describe("the control socket", function()
+  it("cannot be reached by another uid, and SO_PEERCRED refuses it when it can", function()
+    local o = start(POLICY)
+    local ok, err = pcall(function()
+      local as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups "
+      local cmd = as_nobody .. h.shquote(h.bin) .. " ctl --socket " .. h.shquote(o.sock) .. " ping 2>&1; echo rc=$?"
+      assert.are.equal("600", h.sh("stat -c %a " .. h.shquote(o.sock)))
+      assert.are.equal("700", h.sh("stat -c %a " .. h.shquote(o.dir)))
+      local out = h.sh(cmd)
+      assert.truthy(out:find("cannot connect to " .. o.sock .. ": permission denied", 1, true), out)
+      assert.truthy(out:find("rc=3$"), out)
+      -- Loosened by hand, the file lets it in: the server refuses the peer.
+      os.execute("chmod 755 " .. h.shquote(o.dir) .. " && chmod 666 " .. h.shquote(o.sock))
+      out = h.sh(cmd)
+      assert.truthy(out:find("permission denied: uid 65534 may not use this socket", 1, true), out)
+      assert.truthy(out:find("rc=1$"), out)
+      assert.are.equal(0, (ctl_cli(o, "ping")))
+    end)
+    stop(o)
+    if not ok then error(err, 0) end
+  end)
+
+  it("survives a flood of connections and closes idle ones", function()
+    local o = start(policy(nil, ", max_connections = 4, idle_timeout = 2"))
+    local ok, err = pcall(function()
+      local pids = status(o)
+      h.run(function()
+        local conns, busy = {}, 0
+        for i = 1, 100 do
+          local c = orch.connect{ unix = o.sock }
+          if c then conns[#conns + 1] = c end
+          if i % 10 == 0 then orch.sleep(0) end
+        end
+        for _, c in ipairs(conns) do
+          c:set_timeout(5)
+          local line = c:read_line()
+          if line then
+            local r = cjson.decode(line)
+            if r.code == "EBUSY" then busy = busy + 1
+            else assert.are.equal("ETIMEDOUT", r.code) end
+          end
+          c:close()
+        end
+        assert.is_true(busy >= 90, "busy " .. busy)
+        -- A half-open client (no newline, then silence) is dropped too.
+        local c = assert(orch.connect{ unix = o.sock })
+        c:write('{"cmd": "ping"')
+        c:set_timeout(10)
+        local line = c:read_line()
+        assert.are.equal("ETIMEDOUT", cjson.decode(line).code)
+        assert.is_nil(c:read_line())
+        c:close()
+      end, 60)
+      assert.are.equal(0, (ctl_cli(o, "ping")))
+      local after = status(o)
+      assert.are.equal(pids.a.pid, after.a.pid)
+      assert.are.equal(pids.b.pid, after.b.pid)
+    end)
+    stop(o)
+    if not ok then error(err, 0) end
+  end)
+
+  it("reload keeps unchanged services, restarts changed ones, stops removed ones", function()
+    local src = policy('sup.service{ name = "c", cmd = { "sleep", "1001" } }')
+    local o = start(src)
+    local ok, err = pcall(function()
+      local before = status(o)
+      local v2 = src:gsub('"sleep", "1000"', '"sleep", "1002"')
+                    :gsub('sup.service{ name = "c"[^\n]*', 'sup.service{ name = "d", cmd = { "sleep", "1003" } }')
+      write(o.path, "local SOCK = " .. string.format("%q", o.sock) .. "\n" .. v2)
+      local code, out, rerr = ctl_cli(o, "reload")
+      assert.are.equal(0, code, rerr)
+      assert.are.equal("kept: a\nrestarted: b\nstopped: c\nadded: d\n", out)
+      local after = status(o)
+      assert.are.equal(before.a.pid, after.a.pid)
+      assert.are_not.equal(before.b.pid, after.b.pid)
+      assert.are.equal("running", after.b.state)
+      assert.is_nil(after.c)
+      assert.is_false(alive(before.c.pid))
+      assert.are.equal("running", after.d.state)
+      -- A broken script changes nothing.
+      write(o.path, "error('broken policy')")
+      code, _, rerr = ctl_cli(o, "reload")
+      assert.are.equal(1, code)
+      assert.truthy(rerr:find("broken policy", 1, true))
+      assert.are.equal(after.a.pid, status(o).a.pid)
+    end)
+    stop(o)
+    if not ok then error(err, 0) end
+  end)
+
+  it("shutdown stops every service and ends orch with 0", function()
+    local o = start(POLICY)
+    local s = status(o)
+    local code, out = ctl_cli(o, "shutdown")
+    assert.are.equal(0, code)
+    assert.are.equal("shutting down\n", out)
+    for _ = 1, 400 do
+      if not alive(o.pid) then break end
+      pause(0.05)
+    end
+    assert.is_false(alive(o.pid))
+    assert.is_false(alive(s.a.pid))
+    assert.is_false(alive(s.b.pid))
+    assert.is_nil(io.open(o.sock, "r"))
+    stop(o)
+  end)
+
+  it("reexec executes orch again, keeping its pid, its children and its socket", function()
+    local o = start([[
+      local ctl = require "orch.ctl"
+      local st = ctl.inherited("test")
+      if st then
+        child_pid, generation = st.pid, st.generation + 1
+      else
+        local p = assert(orch.spawn{ "sleep", "1000" })
+        child_pid, generation = p.pid, 1
+      end
+      ctl.on_reexec("test", function() return { pid = child_pid, generation = generation } end)
+      assert(ctl.serve{ socket = SOCK })
+      orch.sleep(3600)
+    ]])
+    local child
+    local ok, err = pcall(function()
+      local code, out, e = ctl_cli(o, "eval", "return orch.getpid(), child_pid, generation")
+      assert.are.equal(0, code, e)
+      local pid, cpid, gen = out:match("^(%d+)\t(%d+)\t(%d+)\n$")
+      child = tonumber(cpid)
+      assert.are.equal(o.pid, tonumber(pid))
+      assert.are.equal("1", gen)
+      for round = 2, 3 do
+        code, out, e = ctl_cli(o, "reexec")
+        assert.are.equal(0, code, e)
+        assert.are.equal("re-executing\n", out)
+        for _ = 1, 200 do
+          code, out = ctl_cli(o, "eval", "return orch.getpid(), child_pid, generation")
+          if code == 0 and out:match("\t" .. round .. "\n$") then break end
+          pause(0.05)
+        end
+        assert.are.equal(string.format("%d\t%d\t%d\n", o.pid, child, round), out)
+        assert.is_true(alive(child))
+        -- Still orch's child: its exit will reach the new image.
+        assert.are.equal(tostring(o.pid), h.slurp("/proc/" .. child .. "/stat"):match("^%d+ %b() %a (%d+)"))
+      end
+    end)
+    if child and alive(child) then os.execute("kill -KILL " .. child) end
+    stop(o)
+    if not ok then error(err, 0) end
+  end)
+
+  it("a hand-over is only read by the process it was made for", function()
+    local code, out, err = h.cli({ "-e", "print(require('orch.ctl').inherited(), io.read('l'))" }, "stdin intact\n",
+      { ORCH_HANDOFF = "1:0" })
+    assert.are.equal(0, code, err)
+    assert.are.equal("nil\tstdin intact\n", out)
+  end)
+
+  it("reexec refuses when the script cannot be read", function()
+    h.run(function()
+      local d = h.tmpdir()
+      local srv = assert(ctl.serve{ socket = d .. "/s.sock", script = d .. "/gone.lua" })
+      local c = assert(ctl.connect(srv.path))
+      local r = assert(c:request{ cmd = "reexec" })
+      assert.is_false(r.ok)
+      assert.are.equal("ENOENT", r.code)
+      assert.truthy(r.error:find("gone.lua", 1, true))
+      r = assert(c:request{ cmd = "signal", name = "x", signal = 9 })
+      assert.are.equal("ENOENT", r.code, r.error)   -- the number was accepted; no service 'x' 
+      c:close()
+      srv:close()
+    end)
+    local ok, err = pcall(ctl.on_reexec, "", print)
+    assert.is_false(ok)
+    assert.truthy(err:find("bad argument #1 to 'on_reexec'", 1, true))
+  end)
+
+  it("cannot connect: exit 3 with the socket's path", function()
+    local d = h.tmpdir()
+    local code, _, err = h.cli({ "ctl", "--socket", d .. "/none.sock", "status" })
+    assert.are.equal(3, code)
+    assert.truthy(err:find(d .. "/none.sock", 1, true))
+    code, _, err = h.cli({ "attach", "--socket", d .. "/none.sock" })
+    assert.are.equal(3, code)
+    assert.truthy(err:find(d .. "/none.sock", 1, true))
+  end)
+
+  it("does not keep a finished script alive, and removes its socket", function()
+    local d = h.tmpdir()
+    local code, out, err = h.cli({ "run", h.script(string.format(
+      "local srv = assert(require('orch.ctl').serve{ socket = %q }) print(srv.path)", d .. "/s.sock")) })
+    assert.are.equal(0, code, err)
+    assert.are.equal(d .. "/s.sock\n", out)
+    assert.is_nil(io.open(d .. "/s.sock", "r"))
+  end)
+
+  it("replaces a stale socket file and refuses a live one", function()
+    h.run(function()
+      local d = h.tmpdir()
+      local one = assert(ctl.serve{ socket = d .. "/s.sock" })
+      local two, err, code = ctl.serve{ socket = d .. "/s.sock" }
+      assert.is_nil(two)
+      assert.are.equal("EADDRINUSE", code, err)
+      -- A socket file nobody listens on (a crashed orch) is replaced.
+      local raw = assert(C.listen(d .. "/stale.sock"))
+      os.execute("cp -a " .. h.shquote(d .. "/stale.sock") .. " " .. h.shquote(d .. "/stale2.sock"))
+      raw:close()
+      local three = assert(ctl.serve{ socket = d .. "/stale2.sock" })
+      write(d .. "/plain", "x")
+      local four, _, c4 = ctl.serve{ socket = d .. "/plain" }
+      assert.is_nil(four)
+      assert.are.equal("EEXIST", c4)
+      one:close()
+      three:close()
+    end)
+  end)
+
+  it("rejects bad serve options and bad listener arguments", function()
+    local bad = {
+      { { frob = 1 }, "unknown option 'frob'" },
+      { { max_connections = 0 }, "option 'max_connections': positive integer expected" },
+      { { max_line = 1.5 }, "option 'max_line': positive integer expected" },
+      { { idle_timeout = -1 }, "option 'idle_timeout': positive number expected" },
+      { { socket = "" }, "option 'socket': non-empty string expected" },
+    }
+    for _, b in ipairs(bad) do
+      local ok, err = pcall(ctl.serve, b[1])
+      assert.is_false(ok)
+      assert.truthy(err:find("bad argument #1 to 'serve' (" .. b[2] .. ")", 1, true), err)
+    end
+    local cbad = {
+      { function() return C.listen("") end, "bad argument #1 to 'listen' (socket path empty" },
+      { function() return C.listen(string.rep("x", 200)) end, "too long" },
+      { function() return C.listen("/tmp/x", 0) end, "bad argument #2 to 'listen' (backlog out of range" },
+      { function() return C.listen("/tmp/x", 1, -5) end, "bad argument #3 to 'listen' (file descriptor out of range)" },
+      { function() return C.secure_dir({}) end, "bad argument #1 to 'secure_dir' (string expected, got table)" },
+      { function() return C.inherit(-1) end, "bad argument #1 to 'inherit' (file descriptor out of range)" },
+      { function() return C.sd_notify("READY=1") end, "bad argument #2 to 'sd_notify' (string expected, got no value)" },
+      { function() return C.sd_watchdog(-1, "/x") end, "bad argument #1 to 'sd_watchdog'" },
+    }
+    for _, b in ipairs(cbad) do
+      local ok, err = pcall(b[1])
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(b[2], 1, true), err)
+    end
+    assert.has_error(function()
+      local l = assert(C.listen(h.tmpdir() .. "/y.sock"))
+      l:accept()
+    end, "accept: must be called from a task")
+  end)
+
+  it("names the default socket after the script, in a private directory", function()
+    assert.are.equal(ctl.socket_dir() .. "/policy.sock", ctl.default_socket("/etc/orch/policy.lua"))
+    assert.are.equal(ctl.socket_dir() .. "/my_app.sock", ctl.default_socket("my app.lua"))
+    if C.getuid() == 0 then assert.are.equal("/run/orch", ctl.socket_dir()) end
+    local d = h.tmpdir() .. "/priv"
+    assert.is_true(C.secure_dir(d, true))
+    assert.are.equal("700", h.sh("stat -c %a " .. h.shquote(d)))
+    os.execute("chmod 755 " .. h.shquote(d))
+    assert.is_true(C.secure_dir(d, true))
+    assert.are.equal("700", h.sh("stat -c %a " .. h.shquote(d)))
+    write(d .. "/file", "")
+    local ok, _, code = C.secure_dir(d .. "/file", true)
+    assert.is_nil(ok)
+    assert.are.equal("ENOTDIR", code)
+  end)
+end)
+
+describe("systemd notification", function()
+  it("sends READY=1 once the policies are loaded, then pets the watchdog", function()
+    h.run(function()
+      local d = h.tmpdir()
+      local nsock = assert(orch.dgram{ unix = d .. "/notify" })
+      local path = d .. "/policy.lua"
+      write(path, string.format([[
+        loaded = true
+        require("orch.ctl").autostart{ socket = %q }
+        orch.sleep(60)
+      ]], d .. "/ctl.sock"))
+      local p = assert(orch.spawn{ h.bin, "run", path,
+        env = { NOTIFY_SOCKET = d .. "/notify", WATCHDOG_USEC = "200000", PATH = os.getenv("PATH") } })
+      nsock:set_timeout(20)
+      local msg = assert(nsock:recv())
+      assert.are.equal("READY=1\nMAINPID=" .. p.pid, msg)
+      assert.are.equal("WATCHDOG=1", assert(nsock:recv()))
+      assert.are.equal("WATCHDOG=1", assert(nsock:recv()))
+      p:kill("TERM")
+      p:wait()
+      nsock:close()
+    end, 60)
+  end)
+
+  it("sd_notify reaches an abstract socket", function()
+    h.run(function()
+      local name = "@orch-spec-" .. tostring(h.key())
+      local nsock = assert(orch.dgram{ unix = name })
+      nsock:set_timeout(10)
+      assert.is_true(C.sd_notify("STATUS=hi", name))
+      assert.are.equal("STATUS=hi", nsock:recv())
+      nsock:close()
+      local ok, _, code = C.sd_notify("X=1", "/nonexistent/notify")
+      assert.is_nil(ok)
+      assert.are.equal("ENOENT", code)
+    end)
+  end)
+end)

@@ -1,0 +1,646 @@
+/*
+ * l_term.c: orch.term, standard input for `orch repl` and `orch attach`.
+ * Lines are read through the loop so tasks and timers keep running while a
+ * prompt waits: on a terminal with libedit's readline callback interface
+ * (line editing, history), driven by a uv_poll_t on fd 0; on a pipe or a
+ * socket by the same poll and plain read(2); on a regular file or a device
+ * that cannot be polled by uv_fs_read on the threadpool. Ctrl-C is a
+ * uv_signal_t on SIGINT (the handler never touches Lua): it ends the
+ * current readline with EINTR and wakes orch.term.wait_interrupt().
+ *
+ * Ownership: one term_state per runtime, malloc'ed at the first call,
+ * reachable from the registry; it owns its uv handles (each malloc'ed,
+ * freed in its close callback) and the in-flight file read. The close hook
+ * stops everything, gives the terminal back its cooked mode and frees the
+ * state once the last handle has closed. libedit has process-wide state:
+ * only one runtime at a time may edit lines.
+ *
+ * What may block: reading the history file (a small local file); reads of
+ * fd 0 happen only after the poll reported it readable, so they do not.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifdef ORCH_HAVE_EDITLINE
+#include <editline/readline.h>
+#endif
+
+#include "runtime.h"
+#include "util.h"
+
+#define MAX_LINE (1 << 20)      /* a longer line is refused, not buffered */
+#define READ_CHUNK 65536
+
+enum { M_NONE, M_EDIT, M_POLL, M_FILE };
+
+typedef struct term_state {
+  orch_runtime *rt;
+  uv_loop_t *loop;
+  int mode;
+  int handles;              /* open uv handles + in-flight requests */
+  int closing;              /* the runtime is being torn down */
+  uv_poll_t *poll;
+  int polling;
+  uv_fs_t *req;             /* in-flight read in M_FILE mode */
+  char *req_buf;
+  uv_signal_t *sigint;
+  uv_signal_t *sigwinch;
+  lua_State *reader;        /* the task waiting in readline */
+  lua_State *waiter;        /* the task waiting in wait_interrupt */
+  char *buf;                /* M_POLL/M_FILE input not yet returned */
+  size_t len, cap;
+  int eof;
+  int skipping;             /* dropping the rest of an over-long line */
+  int read_err;             /* pending read error (errno) */
+  int editing;              /* libedit's handler is installed */
+  char *edit_line;          /* the line libedit handed over */
+  int edit_done;            /* 1: a line, 2: end of file */
+} term_state;
+
+static const char STATE_KEY = 't';
+
+#ifdef ORCH_HAVE_EDITLINE
+static term_state *edit_owner;  /* the runtime whose lines libedit edits */
+static int edit_ready;
+#endif
+
+/* ------------------------------------------------------------ lifetime */
+
+static void maybe_free(term_state *st) {
+  if (st->closing && st->handles == 0) {
+    free(st->buf);
+    free(st);
+  }
+}
+
+static void handle_closed(uv_handle_t *h) {
+  term_state *st = h->data;
+  free(h);
+  st->handles--;
+  maybe_free(st);
+}
+
+static void close_handle(term_state *st, uv_handle_t *h) {
+  if (h && !uv_is_closing(h)) uv_close(h, handle_closed);
+}
+
+static void edit_stop(term_state *st) {
+#ifdef ORCH_HAVE_EDITLINE
+  if (st->editing) {
+    st->editing = 0;
+    rl_callback_handler_remove();     /* back to cooked mode */
+  }
+  if (st->edit_line) { free(st->edit_line); st->edit_line = NULL; }
+  st->edit_done = 0;
+#else
+  (void)st;
+#endif
+}
+
+static void close_hook(orch_runtime *rt, void *data) {
+  term_state *st = data;
+  st->reader = st->waiter = NULL;
+  edit_stop(st);
+#ifdef ORCH_HAVE_EDITLINE
+  if (edit_owner == st) edit_owner = NULL;
+#endif
+  st->closing = 1;
+  close_handle(st, (uv_handle_t *)st->poll);
+  close_handle(st, (uv_handle_t *)st->sigint);
+  close_handle(st, (uv_handle_t *)st->sigwinch);
+  st->poll = NULL;
+  st->sigint = st->sigwinch = NULL;
+  /* An in-flight file read finishes on its own and then frees the state. */
+  maybe_free(st);
+}
+
+static void fork_hook(orch_runtime *rt, void *data) {
+  /* The child's tasks are gone; so are its waits. The terminal stays as
+   * the parent left it: the parent still owns it. */
+  term_state *st = data;
+  st->reader = st->waiter = NULL;
+  st->polling = 0;
+#ifdef ORCH_HAVE_EDITLINE
+  st->editing = 0;
+  if (edit_owner == st) edit_owner = NULL;
+#endif
+}
+
+static term_state *get_state(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
+  term_state *st = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (st) return st;
+  orch_runtime *rt = orch__rt(L);
+  st = calloc(1, sizeof *st);
+  if (!st) { luaL_error(L, "orch.term: out of memory"); return NULL; }
+  st->rt = rt;
+  st->loop = orch__loop(L);
+  lua_pushlightuserdata(L, st);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
+  orch__on_close(rt, close_hook, st);
+  orch__on_fork_child(rt, fork_hook, st);
+  return st;
+}
+
+/* ------------------------------------------------------------ waking */
+
+static void stop_poll(term_state *st) {
+  if (st->poll && st->polling) uv_poll_stop(st->poll);
+  st->polling = 0;
+}
+
+/* The wake_reader_* functions end the readline wait with their results. */
+#ifdef ORCH_HAVE_EDITLINE
+static void wake_reader_eof(term_state *st) {
+  lua_State *co = st->reader;
+  st->reader = NULL;
+  stop_poll(st);
+  lua_pushnil(co);
+  lua_pushliteral(co, "readline: end of file");
+  lua_pushliteral(co, "EOF");
+  orch__wake(co, 3);
+}
+
+static void wake_reader_line(term_state *st, const char *s, size_t n) {
+  lua_State *co = st->reader;
+  st->reader = NULL;
+  stop_poll(st);
+  lua_pushlstring(co, s, n);
+  orch__wake(co, 1);
+}
+#endif
+
+static void wake_reader_error(term_state *st, const char *ename, const char *msg) {
+  lua_State *co = st->reader;
+  st->reader = NULL;
+  stop_poll(st);
+  lua_pushnil(co);
+  lua_pushstring(co, msg);
+  lua_pushstring(co, ename);
+  orch__wake(co, 3);
+}
+
+/* ------------------------------------------------------------ line buffer */
+
+/* Pushes the results of a readline answerable from the buffer onto L and
+ * returns their count, or returns 0 when more input is needed. */
+static int buffered_result(lua_State *L, term_state *st) {
+  for (;;) {
+    char *nl = st->len ? memchr(st->buf, '\n', st->len) : NULL;
+    if (st->skipping) {
+      if (!nl) { st->len = 0; break; }
+      size_t used = (size_t)(nl - st->buf) + 1;
+      memmove(st->buf, st->buf + used, st->len - used);
+      st->len -= used;
+      st->skipping = 0;
+      continue;
+    }
+    if (nl) {
+      size_t n = (size_t)(nl - st->buf);
+      size_t used = n + 1;
+      if (n > 0 && st->buf[n - 1] == '\r') n--;
+      lua_pushlstring(L, st->buf, n);
+      memmove(st->buf, st->buf + used, st->len - used);
+      st->len -= used;
+      return 1;
+    }
+    break;
+  }
+  if (st->len > MAX_LINE) {
+    st->len = 0;
+    st->skipping = 1;
+    return orch__failf(L, "E2BIG", "readline: line longer than %d bytes", MAX_LINE);
+  }
+  if (st->read_err) {
+    int e = st->read_err;
+    st->read_err = 0;
+    return orch__fail(L, "readline", e);
+  }
+  if (st->eof) {
+    if (st->len > 0 && !st->skipping) {
+      lua_pushlstring(L, st->buf, st->len);
+      st->len = 0;
+      return 1;
+    }
+    st->len = 0;
+    lua_pushnil(L);
+    lua_pushliteral(L, "readline: end of file");
+    lua_pushliteral(L, "EOF");
+    return 3;
+  }
+  return 0;
+}
+
+static void deliver(term_state *st) {
+  if (!st->reader) return;
+  lua_State *co = st->reader;
+  int n = buffered_result(co, st);
+  if (n == 0) return;
+  st->reader = NULL;
+  stop_poll(st);
+  orch__wake(co, n);
+}
+
+static int append(term_state *st, const char *s, size_t n) {
+  if (st->skipping) {
+    const char *nl = memchr(s, '\n', n);
+    if (!nl) return 0;
+    st->skipping = 0;
+    n -= (size_t)(nl - s) + 1;
+    s = nl + 1;
+  }
+  if (st->len + n > st->cap) {
+    size_t cap = st->cap ? st->cap : 4096;
+    while (cap < st->len + n) cap *= 2;
+    char *b = realloc(st->buf, cap);
+    if (!b) return ENOMEM;
+    st->buf = b;
+    st->cap = cap;
+  }
+  memcpy(st->buf + st->len, s, n);
+  st->len += n;
+  return 0;
+}
+
+/* ------------------------------------------------------------ libedit */
+
+#ifdef ORCH_HAVE_EDITLINE
+static void edit_linefunc(char *line) {
+  term_state *st = edit_owner;
+  if (!st) { free(line); return; }
+  st->edit_line = line;         /* NULL at end of file */
+  st->edit_done = line ? 1 : 2;
+}
+
+static void edit_init(void) {
+  if (edit_ready) return;
+  edit_ready = 1;
+  /* libuv owns the signals: libedit must not install handlers of its own. */
+  rl_catch_signals = 0;
+  rl_catch_sigwinch = 0;
+  rl_readline_name = "orch";
+  rl_instream = stdin;
+  rl_outstream = stdout;
+  rl_initialize();
+  stifle_history(1000);
+}
+
+static void edit_read(term_state *st) {
+  rl_callback_read_char();
+  if (!st->edit_done) return;
+  char *line = st->edit_line;
+  int done = st->edit_done;
+  st->edit_line = NULL;
+  st->edit_done = 0;
+  st->editing = 0;
+  rl_callback_handler_remove();
+  if (!st->reader) { free(line); return; }
+  if (done == 2) {
+    /* libedit leaves the cursor after the prompt. */
+    fputc('\n', stdout);
+    fflush(stdout);
+    wake_reader_eof(st);
+    return;
+  }
+  wake_reader_line(st, line, strlen(line));
+  free(line);
+}
+#endif
+
+/* ------------------------------------------------------------ input */
+
+static void poll_cb(uv_poll_t *h, int status, int events) {
+  term_state *st = h->data;
+  if (status < 0) {
+    if (st->reader) wake_reader_error(st, uv_err_name(status), "readline: cannot poll standard input");
+    stop_poll(st);
+    return;
+  }
+#ifdef ORCH_HAVE_EDITLINE
+  if (st->mode == M_EDIT) {
+    if (st->editing) edit_read(st);
+    else stop_poll(st);
+    return;
+  }
+#endif
+  char tmp[READ_CHUNK];
+  ssize_t n;
+  do n = read(0, tmp, sizeof tmp); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    st->read_err = errno;
+  } else if (n == 0) {
+    st->eof = 1;
+  } else {
+    int e = append(st, tmp, (size_t)n);
+    if (e) st->read_err = e;
+  }
+  if (st->eof || st->read_err) stop_poll(st);
+  deliver(st);
+  /* Nobody waits any more: stop until the next readline. */
+  if (!st->reader) stop_poll(st);
+}
+
+static void file_read_start(term_state *st);
+
+static void file_read_cb(uv_fs_t *req) {
+  term_state *st = req->data;
+  ssize_t n = req->result;
+  uv_fs_req_cleanup(req);
+  free(req);
+  st->req = NULL;
+  st->handles--;
+  if (st->closing) {
+    free(st->req_buf);
+    st->req_buf = NULL;
+    maybe_free(st);
+    return;
+  }
+  if (n < 0) st->read_err = (int)-n;
+  else if (n == 0) st->eof = 1;
+  else {
+    int e = append(st, st->req_buf, (size_t)n);
+    if (e) st->read_err = e;
+  }
+  deliver(st);
+  if (st->reader) file_read_start(st);
+}
+
+static void file_read_start(term_state *st) {
+  if (st->req || st->eof) return;
+  if (!st->req_buf && !(st->req_buf = malloc(READ_CHUNK))) { st->read_err = ENOMEM; return; }
+  uv_fs_t *req = malloc(sizeof *req);
+  if (!req) { st->read_err = ENOMEM; return; }
+  req->data = st;
+  uv_buf_t b = uv_buf_init(st->req_buf, READ_CHUNK);
+  int r = uv_fs_read(st->loop, req, 0, &b, 1, -1, file_read_cb);
+  if (r < 0) { free(req); st->read_err = -r; return; }
+  st->req = req;
+  st->handles++;
+}
+
+static int poll_start(term_state *st) {
+  if (st->polling) return 0;
+  int r = uv_poll_start(st->poll, UV_READABLE, poll_cb);
+  if (r == 0) st->polling = 1;
+  return r;
+}
+
+/* Chooses how fd 0 is read, once. */
+static int choose_mode(term_state *st) {
+  if (st->mode != M_NONE) return 0;
+  int tty = isatty(0);
+  int flags = fcntl(0, F_GETFL);
+  if (flags < 0) return -errno;
+  uv_poll_t *p = malloc(sizeof *p);
+  if (!p) return UV_ENOMEM;
+  int r = uv_poll_init(st->loop, p, 0);
+  if (r < 0) {
+    free(p);
+    /* Regular files (and devices epoll refuses) are read on the pool. */
+    if (r == UV_EPERM) { st->mode = M_FILE; return 0; }
+    return r;
+  }
+  /* uv_poll_init made fd 0 non-blocking, which would leak to the shell
+   * sharing this file description: reads only happen after readiness, so
+   * the original flags are fine. */
+  fcntl(0, F_SETFL, flags);
+  p->data = st;
+  st->poll = p;
+  st->handles++;
+  st->mode = M_POLL;
+#ifdef ORCH_HAVE_EDITLINE
+  const char *noedit = getenv("ORCH_NO_EDITLINE");
+  if (tty && !(noedit && *noedit)) st->mode = M_EDIT;
+#else
+  (void)tty;
+#endif
+  return 0;
+}
+
+/* ------------------------------------------------------------ signals */
+
+static void sigint_cb(uv_signal_t *h, int signum) {
+  term_state *st = h->data;
+  if (st->reader) {
+    if (st->editing) {
+      edit_stop(st);
+      fputs("^C\n", stdout);
+      fflush(stdout);
+    }
+    wake_reader_error(st, "EINTR", "readline: interrupted");
+  }
+  if (st->waiter) {
+    lua_State *co = st->waiter;
+    st->waiter = NULL;
+    lua_pushboolean(co, 1);
+    orch__wake(co, 1);
+  }
+}
+
+#ifdef ORCH_HAVE_EDITLINE
+static void sigwinch_cb(uv_signal_t *h, int signum) {
+  term_state *st = h->data;
+  if (st->editing) rl_resize_terminal();
+}
+#endif
+
+static int start_signal(term_state *st, uv_signal_t **slot, int signum, uv_signal_cb cb) {
+  if (*slot) return 0;
+  uv_signal_t *s = malloc(sizeof *s);
+  if (!s) return UV_ENOMEM;
+  uv_signal_init(st->loop, s);
+  s->data = st;
+  st->handles++;
+  int r = uv_signal_start(s, cb, signum);
+  if (r < 0) { uv_close((uv_handle_t *)s, handle_closed); return r; }
+  /* Catching Ctrl-C must not keep an otherwise finished orch alive. */
+  uv_unref((uv_handle_t *)s);
+  *slot = s;
+  return 0;
+}
+
+/* ------------------------------------------------------------ bindings */
+
+static void cancel_read(void *data) {
+  term_state *st = data;
+  st->reader = NULL;
+  stop_poll(st);
+  edit_stop(st);
+}
+
+static void cancel_wait(void *data) {
+  term_state *st = data;
+  st->waiter = NULL;
+}
+
+static int term_readline(lua_State *L) {
+  size_t plen;
+  const char *prompt = luaL_optlstring(L, 1, "", &plen);
+  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  orch__check_task(L, "orch.term.readline");
+  term_state *st = get_state(L);
+  if (st->reader) return luaL_error(L, "orch.term.readline: another task is already reading standard input");
+  int r = choose_mode(st);
+  if (r < 0) return orch__fail_uv(L, "readline", r);
+  r = start_signal(st, &st->sigint, SIGINT, sigint_cb);
+  if (r < 0) return orch__fail_uv(L, "readline", r);
+#ifdef ORCH_HAVE_EDITLINE
+  if (st->mode == M_EDIT) {
+    if (edit_owner && edit_owner != st)
+      return orch__failf(L, "EBUSY", "readline: another orch runtime is editing lines");
+    edit_owner = st;
+    edit_init();
+    start_signal(st, &st->sigwinch, SIGWINCH, sigwinch_cb);
+    r = poll_start(st);
+    if (r < 0) return orch__fail_uv(L, "readline", r);
+    fflush(stdout);
+    st->edit_done = 0;
+    rl_callback_handler_install(prompt, edit_linefunc);
+    st->editing = 1;
+    st->reader = L;
+    return orch__await(L, -1, "readline", cancel_read, st);
+  }
+#endif
+  int n = buffered_result(L, st);
+  if (n > 0) return n;
+  if (plen > 0) { fwrite(prompt, 1, plen, stdout); fflush(stdout); }
+  if (st->mode == M_FILE) {
+    file_read_start(st);
+    if (st->read_err) return buffered_result(L, st);
+  } else {
+    r = poll_start(st);
+    if (r < 0) return orch__fail_uv(L, "readline", r);
+  }
+  st->reader = L;
+  return orch__await(L, -1, "readline", cancel_read, st);
+}
+
+static int term_wait_interrupt(lua_State *L) {
+  double timeout = orch__optseconds(L, 1, -1);
+  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  orch__check_task(L, "orch.term.wait_interrupt");
+  term_state *st = get_state(L);
+  if (st->waiter) return luaL_error(L, "orch.term.wait_interrupt: another task is already waiting");
+  int r = start_signal(st, &st->sigint, SIGINT, sigint_cb);
+  if (r < 0) return orch__fail_uv(L, "wait_interrupt", r);
+  st->waiter = L;
+  return orch__await(L, lua_isnoneornil(L, 1) ? -1 : timeout, "wait_interrupt", cancel_wait, st);
+}
+
+static int term_write(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  term_state *st = get_state(L);
+#ifdef ORCH_HAVE_EDITLINE
+  if (st->editing) {
+    /* Erase the prompt line, write, and let libedit draw it again below. */
+    fputs("\r\033[K", stdout);
+    fwrite(s, 1, n, stdout);
+    if (n == 0 || s[n - 1] != '\n') fputc('\n', stdout);
+    fflush(stdout);
+    rl_forced_update_display();
+    fflush(stdout);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+#else
+  (void)st;
+#endif
+  if (fwrite(s, 1, n, stdout) != n || fflush(stdout) != 0) {
+    int e = errno;
+    clearerr(stdout);
+    return orch__fail(L, "write", e ? e : EIO);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int term_isatty(lua_State *L) {
+  lua_Integer fd = luaL_optinteger(L, 1, 0);
+  luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 1, "file descriptor out of range");
+  lua_pushboolean(L, isatty((int)fd));
+  return 1;
+}
+
+static int term_add_history(lua_State *L) {
+  const char *line = luaL_checkstring(L, 1);
+#ifdef ORCH_HAVE_EDITLINE
+  term_state *st = get_state(L);
+  if (edit_owner && edit_owner != st)
+    return orch__failf(L, "EBUSY", "add_history: another orch runtime is editing lines");
+  edit_init();
+  if (*line) add_history(line);
+  lua_pushboolean(L, 1);
+  return 1;
+#else
+  (void)line;
+  return orch__failf(L, "ENOSYS", "add_history: orch was built without libedit");
+#endif
+}
+
+static int term_read_history(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+#ifdef ORCH_HAVE_EDITLINE
+  term_state *st = get_state(L);
+  if (edit_owner && edit_owner != st)
+    return orch__failf(L, "EBUSY", "read_history: another orch runtime is editing lines");
+  if (access(path, R_OK) != 0) return orch__fail(L, "read_history", errno);
+  edit_init();
+  /* libedit returns an errno-ish value, or nonzero without setting one. */
+  errno = 0;
+  if (read_history(path) != 0) return orch__fail(L, "read_history", errno ? errno : EINVAL);
+  lua_pushboolean(L, 1);
+  return 1;
+#else
+  (void)path;
+  return orch__failf(L, "ENOSYS", "read_history: orch was built without libedit");
+#endif
+}
+
+static int term_write_history(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+#ifdef ORCH_HAVE_EDITLINE
+  term_state *st = get_state(L);
+  if (edit_owner && edit_owner != st)
+    return orch__failf(L, "EBUSY", "write_history: another orch runtime is editing lines");
+  edit_init();
+  /* History may hold secrets typed at the prompt: create it 0600. */
+  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return orch__fail(L, "write_history", errno);
+  close(fd);
+  errno = 0;
+  if (write_history(path) != 0) return orch__fail(L, "write_history", errno ? errno : EIO);
+  lua_pushboolean(L, 1);
+  return 1;
+#else
+  (void)path;
+  return orch__failf(L, "ENOSYS", "write_history: orch was built without libedit");
+#endif
+}
+
+int orch__open_term(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"readline", term_readline}, {"wait_interrupt", term_wait_interrupt},
+    {"write", term_write}, {"isatty", term_isatty},
+    {"add_history", term_add_history}, {"read_history", term_read_history},
+    {"write_history", term_write_history}, {NULL, NULL}
+  };
+  lua_newtable(L);
+  luaL_newlib(L, fns);
+#ifdef ORCH_HAVE_EDITLINE
+  lua_pushboolean(L, 1);
+#else
+  lua_pushboolean(L, 0);
+#endif
+  lua_setfield(L, -2, "EDITLINE");
+  lua_setfield(L, -2, "term");
+  return 1;
+}
