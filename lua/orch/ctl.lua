@@ -681,7 +681,14 @@ end
 -- or nil, message, code when the connection failed.
 function Client:request(req, timeout)
   local ok, err, code = self.conn:write(ctl.encode(req) .. "\n")
-  if not ok then return nil, err, code end
+  if not ok then
+    -- A server that refuses a peer replies and closes without reading the
+    -- request, so the write may fail with EPIPE while the refusal is
+    -- already waiting in the socket: read it before giving up.
+    local reply = (code == "EPIPE" or code == "ECONNRESET") and self:receive(timeout)
+    if reply then return reply end
+    return nil, err, code
+  end
   return self:receive(timeout)
 end
 
