@@ -136,21 +136,21 @@ describe("orch.heartbeat", function()
     assert.matches("attempt to use a closed orch.HeartbeatTable", errmsg(function() return s:beat() end))
   end)
 
-  it("opens tables by key: create, excl, mode, attach, remove", function()
+  it("opens tables by key: create, exclusive, mode, attach, remove", function()
     local key = h.key()
     local t, u
     finally(function()
       if u then u:close() end
       if t then t:remove(); t:close() end
     end)
-    t = assert(hb.open { key = key, create = true, excl = true, mode = 416 --[[0640]], slots = 8 })
+    t = assert(hb.open { key = key, create = true, exclusive = true, mode = 416 --[[0640]], slots = 8 })
     assert.are.equal(8, t:count())
     assert.are.equal(key, t:key())
     assert.is_false(t:is_compat())
     local ipcs = h.sh("ipcs -m")
     assert.matches(string.format("0x%08x%%s+%d%%s+%%S+%%s+640%%s", key, t:shmid()), ipcs)
     assert.are.same({ nil, "heartbeat.open: file exists", "EEXIST" },
-      { hb.open { key = key, create = true, excl = true } })
+      { hb.open { key = key, create = true, exclusive = true } })
     u = assert(hb.open { key = key })
     local s = assert(t:register("shared", 3))
     assert.are.equal("shared", u:read(s.index).name)

@@ -435,7 +435,7 @@ static int table_tostring(lua_State *L) {
 /* ---- orch.heartbeat --------------------------------------------------- */
 
 static const char *const open_options[] = {
-  "key", "create", "excl", "mode", "compat", "slots", "rdonly", NULL
+  "key", "create", "exclusive", "mode", "compat", "slots", "rdonly", NULL
 };
 
 /* Keys are 32-bit; accept them signed or unsigned (0x8xxxxxxx as written),
@@ -460,7 +460,7 @@ static int hb_open(lua_State *L) {
     orch__check_options(L, 1, open_options);
     key = opt_key(L, 1);
     if (orch__opt_boolean(L, 1, "create", 0)) flags |= ORCH_HB_CREATE;
-    if (orch__opt_boolean(L, 1, "excl", 0)) flags |= ORCH_HB_EXCL;
+    if (orch__opt_boolean(L, 1, "exclusive", 0)) flags |= ORCH_HB_EXCL;
     if (orch__opt_boolean(L, 1, "compat", 0)) flags |= ORCH_HB_COMPAT;
     if (orch__opt_boolean(L, 1, "rdonly", 0)) flags |= ORCH_HB_RDONLY;
     mode = orch__opt_integer(L, 1, "mode", 0);

@@ -51,7 +51,6 @@
 
 #define READ_CHUNK 65536
 #define DEFAULT_MAX_LINE 65536
-#define BIG_BUFFER (1u << 20)     /* an empty read buffer above this is freed */
 #define RETRY_MAX_MS 100
 
 enum { K_PIPE, K_FIFO, K_UNIX, K_TCP, K_TTY, K_CHAR };
@@ -528,11 +527,12 @@ static void consume(score *s, size_t n) {
   s->scanned = s->scanned > n ? s->scanned - n : 0;
   if (s->off == s->len) {
     s->off = s->len = s->scanned = 0;
-    if (s->cap > BIG_BUFFER) {
-      free(s->buf);
-      s->buf = NULL;
-      s->cap = 0;
-    }
+    /* An empty buffer is freed: hundreds of idle streams (a supervisor's
+     * log pipes) would otherwise each pin 64 KiB. A busy stream pays one
+     * malloc per read, which glibc serves from its free lists. */
+    free(s->buf);
+    s->buf = NULL;
+    s->cap = 0;
   }
 }
 

@@ -1,0 +1,700 @@
+--- orch.supervisor: services with restart policies, backoff, start limits,
+-- readiness, dependencies, heartbeats, limits, graceful group stop and log
+-- capture, as a Lua policy on orch's public API (see doc/supervisor.md).
+--
+--   local sup = require "orch.supervisor"
+--   sup.service { name = "web", cmd = { "./server", "--port", 8080 },
+--                 ready = { tcp = 8080 }, depends_on = { "db" } }
+--   sup.run()       -- TERM/INT stop everything; start every service
+--
+-- The module is a supervisor; `sup.new()` makes another, independent one
+-- (specs use one per test). Split by concern: supervisor/schema.lua
+-- (validation), instance.lua (the per-process state machine), policy.lua
+-- (restart, backoff, start limit), ready.lua (readiness probes), log.lua
+-- (capture, rotation, tail), heartbeat.lua, limits.lua, event.lua.
+local orch = require "orch"
+local schema = require "orch.supervisor.schema"
+local Instance = require "orch.supervisor.instance"
+local Event = require "orch.supervisor.event"
+
+local Sup = {}
+Sup.__index = Sup
+
+local function default_runtime_dir()
+  local d = os.getenv("XDG_RUNTIME_DIR")
+  if d and d ~= "" then
+    local f = io.open(d, "r")
+    if f then
+      f:close()
+      return d
+    end
+  end
+  return "/tmp"
+end
+
+local function new_state()
+  local S = setmetatable({
+    services = {},        -- name -> { cfg, def, instances }
+    order = {},           -- service names, in definition order
+    by_name = {},         -- instance name -> instance
+    changed = Event.new(),
+    runtime_dir = default_runtime_dir(),
+    heartbeat_key = nil,
+    tables = {},
+    created_tables = {},
+    orphans = {},
+    escalated = false,
+    nwaiting = 0,
+  }, Sup)
+  S.log_fn = function(msg) io.stderr:write("orch.supervisor: ", msg, "\n") end
+  S.output = function(name, line) io.stderr:write(name, " | ", line, "\n") end
+  S.exit = function(code) orch.exit(code) end
+  return S
+end
+
+function Sup:log(msg)
+  local ok, err = pcall(self.log_fn, msg)
+  if not ok then io.stderr:write("orch.supervisor: log function failed: ", tostring(err), "\n") end
+end
+
+-- ---------------------------------------------------------------- services
+
+--- def: the supervisor's private copy of the definition (cfg shares its
+-- tables where nothing needed converting).
+function Sup:add(cfg, def, pos)
+  local svc = { cfg = cfg, def = def, instances = {} }
+  for i = 1, cfg.numprocs do
+    local name = cfg.numprocs > 1 and (cfg.name .. ":" .. i) or cfg.name
+    local inst = Instance.new(self, cfg, i, name)
+    svc.instances[i] = inst
+    self.by_name[name] = inst
+  end
+  self.services[cfg.name] = svc
+  if pos then table.insert(self.order, pos, cfg.name) else self.order[#self.order + 1] = cfg.name end
+  return svc
+end
+
+function Sup:remove(name)
+  local svc = self.services[name]
+  for _, inst in ipairs(svc.instances) do self.by_name[inst.name] = nil end
+  self.services[name] = nil
+  for i, n in ipairs(self.order) do
+    if n == name then
+      table.remove(self.order, i)
+      return i
+    end
+  end
+end
+
+--- Raises when a dependency is missing or the graph has a cycle. `cfgs`
+-- maps names to configurations (default: the defined services).
+local function check_graph(cfgs)
+  for name, cfg in pairs(cfgs) do
+    for _, d in ipairs(cfg.depends_on) do
+      if not cfgs[d] then
+        error(string.format("service '%s': key 'depends_on': unknown service '%s'", name, d), 0)
+      end
+    end
+  end
+  local mark = {}
+  local function visit(name, path)
+    if mark[name] == "done" then return end
+    if mark[name] == "active" then
+      local i = #path
+      while path[i] ~= name do i = i - 1 end
+      local cycle = table.concat(path, " -> ", i) .. " -> " .. name
+      error(string.format("service '%s': key 'depends_on': dependency cycle %s", name, cycle), 0)
+    end
+    mark[name] = "active"
+    path[#path + 1] = name
+    for _, d in ipairs(cfgs[name].depends_on) do visit(d, path) end
+    path[#path] = nil
+    mark[name] = "done"
+  end
+  local names = {}
+  for name in pairs(cfgs) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do visit(name, {}) end
+end
+
+function Sup:cfgs()
+  local t = {}
+  for name, svc in pairs(self.services) do t[name] = svc.cfg end
+  return t
+end
+
+--- Instances named by target: "all", a service name, an instance name
+-- ("web:2") or a list of those. Returns a list or nil, message.
+function Sup:resolve(target, op)
+  local out, seen = {}, {}
+  local function add(inst)
+    if not seen[inst] then
+      seen[inst] = true
+      out[#out + 1] = inst
+    end
+  end
+  local function one(t)
+    if t == "all" then
+      for _, n in ipairs(self.order) do
+        for _, inst in ipairs(self.services[n].instances) do add(inst) end
+      end
+      return true
+    end
+    local svc = self.services[t]
+    if svc then
+      for _, inst in ipairs(svc.instances) do add(inst) end
+      return true
+    end
+    local inst = self.by_name[t]
+    if inst then
+      add(inst)
+      return true
+    end
+    return false
+  end
+  local list = type(target) == "table" and target or { target }
+  for _, t in ipairs(list) do
+    if type(t) ~= "string" then
+      error(string.format("bad argument #1 to '%s' (service name expected, got %s)", op, type(t)), 3)
+    end
+    if not one(t) then return nil, string.format("%s: no such service '%s'", op, t) end
+  end
+  return out
+end
+
+--- The instances plus every instance of the services they need
+-- (transitively), dependencies first.
+function Sup:with_dependencies(insts)
+  local out, seen_inst, seen_svc = {}, {}, {}
+  local function add(inst)
+    if not seen_inst[inst] then
+      seen_inst[inst] = true
+      out[#out + 1] = inst
+    end
+  end
+  local function add_service(name)
+    if seen_svc[name] then return end
+    seen_svc[name] = true
+    local svc = self.services[name]
+    for _, d in ipairs(svc.cfg.depends_on) do add_service(d) end
+    for _, inst in ipairs(svc.instances) do add(inst) end
+  end
+  for _, inst in ipairs(insts) do
+    for _, d in ipairs(inst.cfg.depends_on) do add_service(d) end
+    add(inst)
+  end
+  return out
+end
+
+--- The instances plus those of every active service that depends on them.
+function Sup:with_dependents(insts)
+  local names, direct = {}, {}
+  for _, inst in ipairs(insts) do
+    names[inst.service] = true
+    direct[inst.service] = true
+  end
+  local grew = true
+  while grew do
+    grew = false
+    for name, svc in pairs(self.services) do
+      if not names[name] then
+        for _, d in ipairs(svc.cfg.depends_on) do
+          if names[d] then
+            names[name] = true
+            grew = true
+            break
+          end
+        end
+      end
+    end
+  end
+  local out, seen = {}, {}
+  for _, inst in ipairs(insts) do
+    seen[inst] = true
+    out[#out + 1] = inst
+  end
+  for name in pairs(names) do
+    if direct[name] then goto continue end
+    for _, inst in ipairs(self.services[name].instances) do
+      if not seen[inst] and inst.state ~= "stopped" then
+        seen[inst] = true
+        out[#out + 1] = inst
+      end
+    end
+    ::continue::
+  end
+  return out
+end
+
+--- Stops the instances, dependents before their dependencies, every
+-- instance of a layer in parallel. Task only.
+function Sup:stop_ordered(insts)
+  local remaining = {}
+  for _, inst in ipairs(insts) do
+    remaining[inst.service] = remaining[inst.service] or {}
+    table.insert(remaining[inst.service], inst)
+  end
+  while next(remaining) do
+    local layer = {}
+    for name in pairs(remaining) do
+      local needed = false
+      for other in pairs(remaining) do
+        if other ~= name then
+          for _, d in ipairs(self.services[other].cfg.depends_on) do
+            if d == name then needed = true break end
+          end
+        end
+        if needed then break end
+      end
+      if not needed then layer[#layer + 1] = name end
+    end
+    if #layer == 0 then for name in pairs(remaining) do layer[#layer + 1] = name end end
+    local tasks = {}
+    for _, name in ipairs(layer) do
+      for _, inst in ipairs(remaining[name]) do
+        tasks[#tasks + 1] = orch.task(function() inst:stop() end)
+      end
+      remaining[name] = nil
+    end
+    for _, t in ipairs(tasks) do t:join() end
+  end
+end
+
+-- ---------------------------------------------------------------- events
+
+function Sup:state_changed(inst, old)
+  if inst.state == "waiting" then self.nwaiting = self.nwaiting + 1
+  elseif old == "waiting" then self.nwaiting = self.nwaiting - 1 end
+  self.changed:signal()
+end
+
+--- Launches the instances that waited for a dependency.
+function Sup:kick()
+  if self.nwaiting == 0 then return end
+  for _, n in ipairs(self.order) do
+    for _, inst in ipairs(self.services[n].instances) do
+      if inst.state == "waiting" and inst.want then inst:launch() end
+    end
+  end
+end
+
+--- The first dependency of inst that is not ready (all of its instances
+-- running), or nil.
+function Sup:unready_dependency(inst)
+  for _, d in ipairs(inst.cfg.depends_on) do
+    local svc = self.services[d]
+    if not svc then return d .. " (not defined)" end
+    for _, di in ipairs(svc.instances) do
+      if di.state ~= "running" then return d end
+    end
+  end
+end
+
+--- Runs a hook as its own task; its errors are reported, never raised.
+function Sup:hook(inst, name, ...)
+  local fn = inst.cfg[name]
+  if not fn then return end
+  orch.task(function(...)
+    local ok, err = xpcall(fn, debug.traceback, inst, ...)
+    if not ok then self:log(string.format("%s: %s hook failed: %s", inst.name, name, tostring(err))) end
+  end, ...)
+end
+
+function Sup:heartbeat_table(key)
+  if not orch.heartbeat then return nil, "heartbeat: the heartbeat module is not built" end
+  key = key or self.heartbeat_key
+  if not key then
+    local env = os.getenv("ORCH_HEARTBEAT_KEY")
+    key = env and math.tointeger(tonumber(env)) or orch.heartbeat.DEFAULT_KEY
+  end
+  local t = self.tables[key]
+  if t then return t end
+  -- A table this supervisor creates is its own: removed by sup.close().
+  -- One that already existed (shared with a watchdog) is only detached.
+  local err, ename
+  t, err, ename = orch.heartbeat.open { key = key, create = true, exclusive = true }
+  if t then
+    self.created_tables[key] = true
+  elseif ename == "EEXIST" then
+    t, err = orch.heartbeat.open { key = key, create = true }
+  end
+  if not t then return nil, err end
+  self.tables[key] = t
+  return t
+end
+
+function Sup:track_orphans()
+  if self.orphan_watch then return end
+  orch.proc.subreaper(true)
+  self.orphan_watch = orch.proc.on_orphan_exit(function(pid, code, sig)
+    local e = self.orphans[pid]
+    if e then
+      self.orphans[pid] = nil
+      e.inst:run_ended(e.run, code, sig)
+    end
+  end)
+end
+
+function Sup:watch_orphan(pid, inst, run) self.orphans[pid] = { inst = inst, run = run } end
+function Sup:unwatch_orphan(pid) self.orphans[pid] = nil end
+
+function Sup:critical_failure(inst)
+  if self.shutdown_task then return end
+  self:log(string.format("critical service %s is fatal: stopping every service", inst.name))
+  self:shutdown(1)
+end
+
+function Sup:all_instances()
+  local out = {}
+  for _, n in ipairs(self.order) do
+    for _, inst in ipairs(self.services[n].instances) do out[#out + 1] = inst end
+  end
+  return out
+end
+
+--- Stops everything (dependents first), then calls the exit function.
+function Sup:shutdown(code)
+  if not self.shutdown_task then
+    self.shutdown_task = orch.task(function()
+      self:stop_ordered(self:all_instances())
+      self:log("every service is stopped")
+      for k, t in pairs(self.tables) do
+        if self.created_tables[k] then t:remove() end
+      end
+      self.exit(code or 0)
+    end)
+  end
+  return self.shutdown_task
+end
+
+--- Sends KILL to every running process group at once (second signal).
+function Sup:escalate()
+  self.escalated = true
+  for _, inst in ipairs(self:all_instances()) do
+    local run = inst.run
+    if run and run.alive then inst:send(run, "KILL", true) end
+  end
+end
+
+-- ---------------------------------------------------------------- public API
+
+local config_keys = { log = true, output = true, runtime_dir = true, heartbeat_key = true, exit = true, env = true }
+
+local function new()
+  local S = new_state()
+  local sup = {}
+
+  local function in_task() return orch.current() ~= nil end
+
+  --- sup.configure{ log, output, runtime_dir, heartbeat_key, env, exit }
+  function sup.configure(opts)
+    if type(opts) ~= "table" then error("bad argument #1 to 'configure' (table expected, got " .. type(opts) .. ")", 2) end
+    for k, v in pairs(opts) do
+      if not config_keys[k] then error("bad argument #1 to 'configure' (unknown option '" .. tostring(k) .. "')", 2) end
+      if k == "log" then
+        if v == false then v = function() end end
+        if type(v) ~= "function" then error("bad argument #1 to 'configure' (option 'log': function or false expected)", 2) end
+        S.log_fn = v
+      elseif k == "output" then
+        if type(v) ~= "function" then error("bad argument #1 to 'configure' (option 'output': function expected)", 2) end
+        S.output = v
+      elseif k == "runtime_dir" then
+        if type(v) ~= "string" or v == "" then error("bad argument #1 to 'configure' (option 'runtime_dir': directory expected)", 2) end
+        S.runtime_dir = v
+      elseif k == "heartbeat_key" then
+        if math.type(v) ~= "integer" or v <= 0 then error("bad argument #1 to 'configure' (option 'heartbeat_key': positive integer expected)", 2) end
+        S.heartbeat_key = v
+      elseif k == "env" then
+        local ok, env = pcall(schema.keys.env, v, "env")
+        if not ok then
+          error("bad argument #1 to 'configure' (option 'env': " .. (type(env) == "table" and env.msg or tostring(env)) .. ")", 2)
+        end
+        S.env = env
+      elseif k == "exit" then
+        if type(v) ~= "function" then error("bad argument #1 to 'configure' (option 'exit': function expected)", 2) end
+        S.exit = v
+      end
+    end
+    return true
+  end
+
+  --- sup.service(def): declares a service; returns its name.
+  function sup.service(def)
+    local copy = schema.copy(def)
+    local ok, cfg = pcall(schema.check, copy, #S.order + 1)
+    if not ok then error(cfg, 2) end
+    if S.services[cfg.name] then
+      error(string.format("service '%s': already defined (sup.reload changes definitions)", cfg.name), 2)
+    end
+    S:add(cfg, copy)
+    return cfg.name
+  end
+
+  function sup.start(target)
+    local ok, err = pcall(check_graph, S:cfgs())
+    if not ok then error(err, 2) end
+    local insts, rerr = S:resolve(target, "start")
+    if not insts then return nil, rerr, "ENOENT" end
+    if S.shutdown_task then return nil, "start: the supervisor is shutting down", "ECANCELED" end
+    for _, inst in ipairs(S:with_dependencies(insts)) do inst:start() end
+    return true
+  end
+
+  function sup.stop(target)
+    local insts, err = S:resolve(target, "stop")
+    if not insts then return nil, err, "ENOENT" end
+    insts = S:with_dependents(insts)
+    if in_task() then
+      S:stop_ordered(insts)
+      return true
+    end
+    return orch.task(function() S:stop_ordered(insts) return true end)
+  end
+
+  function sup.restart(target)
+    local insts, err = S:resolve(target, "restart")
+    if not insts then return nil, err, "ENOENT" end
+    local function go()
+      local all = S:with_dependents(insts)
+      local again = {}
+      for _, inst in ipairs(all) do
+        if inst.want or inst.state == "running" or inst.state == "starting" then again[#again + 1] = inst end
+      end
+      for _, inst in ipairs(insts) do again[#again + 1] = inst end
+      S:stop_ordered(all)
+      for _, inst in ipairs(S:with_dependencies(again)) do inst:start() end
+      return true
+    end
+    if in_task() then return go() end
+    return orch.task(go)
+  end
+
+  function sup.signal(target, sig, opts)
+    if (type(sig) ~= "string" and math.type(sig) ~= "integer") or not orch.signal.number(sig) then
+      error("bad argument #2 to 'signal' (signal name or number expected, got " .. tostring(sig) .. ")", 2)
+    end
+    if opts ~= nil and (type(opts) ~= "table" or next(opts) ~= nil and next(opts) ~= "group") then
+      error("bad argument #3 to 'signal' (table {group = boolean} expected)", 2)
+    end
+    local insts, err = S:resolve(target, "signal")
+    if not insts then return nil, err, "ENOENT" end
+    local sent, lerr, lename = 0, nil, nil
+    for _, inst in ipairs(insts) do
+      local ok, e, en = inst:signal(sig, opts)
+      if ok then sent = sent + 1 else lerr, lename = e, en end
+    end
+    if sent == 0 then return nil, lerr or ("signal: " .. tostring(target) .. " is not running"), lename or "ESRCH" end
+    return true
+  end
+
+  function sup.status(target)
+    local insts, err = S:resolve(target or "all", "status")
+    if not insts then return nil, err, "ENOENT" end
+    local out = {}
+    for i, inst in ipairs(insts) do out[i] = inst:status() end
+    return out
+  end
+
+  function sup.tail(name, n)
+    if n ~= nil and (math.type(n) ~= "integer" or n < 0) then
+      error("bad argument #2 to 'tail' (non-negative integer expected)", 2)
+    end
+    local insts, err = S:resolve(name, "tail")
+    if not insts then return nil, err, "ENOENT" end
+    if #insts == 1 then
+      return insts[1].sink and insts[1].sink:tail(n) or {}
+    end
+    local out = {}
+    for _, inst in ipairs(insts) do
+      for _, line in ipairs(inst.sink and inst.sink:tail(n) or {}) do
+        out[#out + 1] = "[" .. inst.name .. "] " .. line
+      end
+    end
+    return out
+  end
+
+  --- sup.follow(name, fn): calls fn(line) for each new output line of the
+  -- service (each instance's lines prefixed with "[name:i] " when it has
+  -- several). Returns a function that stops following.
+  function sup.follow(name, fn)
+    if type(fn) ~= "function" then error("bad argument #2 to 'follow' (function expected)", 2) end
+    local insts, err = S:resolve(name, "follow")
+    if not insts then return nil, err, "ENOENT" end
+    local stops = {}
+    for _, inst in ipairs(insts) do
+      local f = fn
+      if #insts > 1 then
+        local prefix = "[" .. inst.name .. "] "
+        f = function(line) return fn(prefix .. line) end
+      end
+      stops[#stops + 1] = inst:get_sink():follow(f)
+    end
+    return function()
+      for _, stop in ipairs(stops) do stop() end
+    end
+  end
+
+  function sup.services()
+    local out = {}
+    for i, n in ipairs(S.order) do out[i] = schema.copy(S.services[n].def) end
+    return out
+  end
+
+  local function states_set(state, op)
+    local set = {}
+    if type(state) == "string" then set[state] = true
+    elseif type(state) == "table" then for _, s in ipairs(state) do set[s] = true end
+    else error("bad argument #2 to '" .. op .. "' (state name or list expected)", 3) end
+    return set
+  end
+
+  function sup.wait(target, state, timeout)
+    local set = states_set(state, "wait")
+    if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+      error("bad argument #3 to 'wait' (seconds expected)", 2)
+    end
+    if not in_task() then error("wait: must be called from a task", 2) end
+    local insts, err = S:resolve(target, "wait")
+    if not insts then return nil, err, "ENOENT" end
+    local ok = S.changed:wait_for(function()
+      for _, inst in ipairs(insts) do
+        if not set[inst.state] then return false end
+      end
+      return true
+    end, timeout)
+    if not ok then return nil, "wait: timed out", "ETIMEDOUT" end
+    return true
+  end
+
+  function sup.reload(defs)
+    if type(defs) ~= "table" then error("bad argument #1 to 'reload' (list of service definitions expected)", 2) end
+    if not in_task() then error("reload: must be called from a task", 2) end
+    local cfgs, by, copies = {}, {}, {}
+    for i, def in ipairs(defs) do
+      copies[i] = schema.copy(def)
+      local ok, cfg = pcall(schema.check, copies[i], i)
+      if not ok then error(cfg, 2) end
+      if by[cfg.name] then error(string.format("service '%s': defined twice", cfg.name), 2) end
+      by[cfg.name] = cfg
+      cfgs[i] = cfg
+    end
+    local ok, gerr = pcall(check_graph, by)
+    if not ok then error(gerr, 2) end
+    local result = { kept = {}, restarted = {}, stopped = {}, added = {} }
+    -- Removed services go first (their dependents too, if those change).
+    local gone = {}
+    for _, n in ipairs(S.order) do
+      if not by[n] then
+        gone[#gone + 1] = n
+        result.stopped[#result.stopped + 1] = n
+      end
+    end
+    local gone_insts = {}
+    for _, n in ipairs(gone) do
+      for _, inst in ipairs(S.services[n].instances) do gone_insts[#gone_insts + 1] = inst end
+    end
+    S:stop_ordered(gone_insts)
+    for _, n in ipairs(gone) do S:remove(n) end
+    -- Changed ones are restarted one by one, each ready before the next.
+    for i, cfg in ipairs(cfgs) do
+      local old = S.services[cfg.name]
+      if not old then
+        S:add(cfg, copies[i])
+        result.added[#result.added + 1] = cfg.name
+      elseif schema.equal(old.def, defs[i]) then
+        result.kept[#result.kept + 1] = cfg.name
+      else
+        local active = false
+        for _, inst in ipairs(old.instances) do
+          if inst.want or inst.state ~= "stopped" then active = true end
+        end
+        S:stop_ordered(old.instances)
+        local pos = S:remove(cfg.name)
+        local svc = S:add(cfg, copies[i], pos)
+        result.restarted[#result.restarted + 1] = cfg.name
+        if active then
+          for _, inst in ipairs(S:with_dependencies(svc.instances)) do inst:start() end
+          S.changed:wait_for(function()
+            for _, inst in ipairs(svc.instances) do
+              local s = inst.state
+              if s == "starting" or s == "waiting" or s == "backoff" then return false end
+            end
+            return true
+          end, cfg.start_timeout + 1)
+        end
+      end
+    end
+    -- The new order is the order of the new definitions.
+    local order = {}
+    for i, cfg in ipairs(cfgs) do order[i] = cfg.name end
+    S.order = order
+    for _, n in ipairs(result.added) do
+      if S.services[n].cfg.autostart then sup.start(n) end
+    end
+    return result
+  end
+
+  function sup.shutdown(code)
+    if code ~= nil and math.type(code) ~= "integer" then error("bad argument #1 to 'shutdown' (integer expected)", 2) end
+    local t = S:shutdown(code)
+    if in_task() and orch.current() ~= t then t:join() end
+    return true
+  end
+
+  function sup.handle_signals()
+    if S.signal_handlers then return true end
+    local count = 0
+    local function on(name)
+      count = count + 1
+      if count == 1 then
+        S:log("received " .. name .. ": stopping every service (send it again to kill them)")
+        S:shutdown(0)
+      else
+        S:log("received " .. name .. " again: killing every service")
+        S:escalate()
+      end
+    end
+    S.signal_handlers = {
+      orch.signal.on("TERM", function() on("TERM") end),
+      orch.signal.on("INT", function() on("INT") end),
+    }
+    return true
+  end
+
+  function sup.run()
+    local ok, err = pcall(check_graph, S:cfgs())
+    if not ok then error(err, 2) end
+    sup.handle_signals()
+    for _, n in ipairs(S.order) do
+      if S.services[n].cfg.autostart then sup.start(n) end
+    end
+    return true
+  end
+
+  --- Stops every service (task only; waits), removes the signal handlers
+  -- and detaches the heartbeat tables. The supervisor stays usable.
+  function sup.close()
+    if in_task() then S:stop_ordered(S:all_instances()) end
+    for _, h in ipairs(S.signal_handlers or {}) do h:stop() end
+    S.signal_handlers = nil
+    if S.orphan_watch then S.orphan_watch:stop() S.orphan_watch = nil end
+    for k, t in pairs(S.tables) do
+      if S.created_tables[k] then t:remove() end
+      t:close()
+      S.tables[k] = nil
+      S.created_tables[k] = nil
+    end
+    return true
+  end
+
+  --- The instance objects (as hooks see them), for policies written on top.
+  function sup.instance(name)
+    return S.by_name[name]
+  end
+
+  return sup
+end
+
+local M = new()
+M.new = new
+return M

@@ -1,0 +1,531 @@
+--- orch.supervisor.instance: one process slot of a service (a service with
+-- numprocs = 3 has three) and its state machine:
+--
+--   stopped --start--> waiting --deps ready--> starting --ready--> running
+--      ^                  (skipped when no dependency waits)          |
+--      |                                                      exit / stop
+--   stopping <--stop-- starting|running                              v
+--      |                                  policy: restart -> backoff -> starting
+--      v                                          stop    -> exited
+--   stopped                                       limit   -> fatal
+--
+-- Each spawn makes a "run" table holding everything that lives as long as
+-- that process (pid, notify socket, probe, timers, heartbeat slot). Events
+-- (exit, readiness, timers) carry their run and are ignored once the run is
+-- over, so a late event never acts on a newer process.
+--
+-- The fields documented in doc/supervisor.md (name, service, index, state,
+-- pid, restarts, exit_code, exit_signal, start_time, history, status_text,
+-- cfg) and the methods signal, wait_exit and status are what hooks and
+-- restart functions may use.
+local orch = require "orch"
+-- The parts a service may not use are loaded on first use: a supervisor's
+-- memory follows what its services need.
+local function lazy(name)
+  return setmetatable({}, { __index = function(t, k)
+    local m = require(name)
+    setmetatable(t, { __index = m })
+    return m[k]
+  end })
+end
+local policy = lazy "orch.supervisor.policy"
+local ready = lazy "orch.supervisor.ready"
+local log = lazy "orch.supervisor.log"
+local limits = lazy "orch.supervisor.limits"
+local hb = lazy "orch.supervisor.heartbeat"
+
+local Instance = {}
+Instance.__index = Instance
+
+local HISTORY_MAX = 20
+
+-- pid still names the process that started at start_time (not a zombie).
+local function alive(pid, start_time)
+  local i = orch.proc.info(pid)
+  return i ~= nil and i.state ~= "Z" and (not start_time or i.start_time == start_time)
+end
+
+-- Only what every instance needs is set here; want, fails, starts, history,
+-- pid, run, timer, sink... appear when first used (a table's size follows
+-- its fields, and a supervisor may hold thousands of instances).
+function Instance.new(sup, cfg, index, name)
+  return setmetatable({
+    sup = sup, cfg = cfg, service = cfg.name, index = index, name = name,
+    state = "stopped", restarts = 0,
+  }, Instance)
+end
+
+function Instance:log(fmt, ...)
+  self.sup:log(self.name .. ": " .. string.format(fmt, ...))
+end
+
+function Instance:set_state(s)
+  local old = self.state
+  if old == s then return end
+  self.state = s
+  self.sup:state_changed(self, old)
+end
+
+-- ---------------------------------------------------------------- starting
+
+--- Wants the instance up (sup.start). Idempotent.
+function Instance:start()
+  self.want = true
+  local s = self.state
+  if s == "starting" or s == "running" or s == "waiting" or s == "stopping" then return end
+  if s == "fatal" then
+    -- An explicit start clears the start-limit history.
+    self.starts, self.fails, self.reason = nil, nil, nil
+  end
+  if self.timer then
+    self.timer:stop()
+    self.timer = nil
+  end
+  self:launch()
+end
+
+--- Starts the process now, or waits for the dependencies to be ready.
+function Instance:launch()
+  if not self.want then return end
+  local missing = self.sup:unready_dependency(self)
+  if missing then
+    if self.state ~= "waiting" then
+      self:log("waiting for %s to be ready", missing)
+      self:set_state("waiting")
+    end
+    return
+  end
+  self:spawn()
+end
+
+-- Variables of orch's own environment that never pass to a service (orch's
+-- environment does not change while it runs: looked up once).
+local INHERITED = {}
+for _, k in ipairs { "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "ORCH_HEARTBEAT_KEY", "ORCH_HEARTBEAT_SLOT" } do
+  INHERITED[k] = os.getenv(k) ~= nil
+end
+
+local function spawn_options(self, run)
+  local cfg = self.cfg
+  local env = {}
+  if self.sup.env then for k, v in pairs(self.sup.env) do env[k] = v end end
+  -- What orch itself inherited from its own supervisor (systemd, another
+  -- orch) is not the service's: ready/heartbeat set their own values.
+  for k, present in pairs(INHERITED) do
+    if present or env[k] ~= nil then env[k] = false end
+  end
+  if cfg.env then for k, v in pairs(cfg.env) do env[k] = v end end
+  env.ORCH_SERVICE = cfg.name
+  env.ORCH_INSTANCE = tostring(self.index)
+  local opts = table.move(cfg.cmd, 1, #cfg.cmd, 1, {})
+  opts.env = env
+  opts.cwd = cfg.cwd
+  opts.uid = cfg.user
+  opts.gid = cfg.group
+  opts.umask = cfg.umask
+  if cfg.rlimits then
+    local rl = {}
+    for k, v in pairs(cfg.rlimits) do rl[k] = v end
+    opts.rlimits = rl
+  end
+  if cfg.setsid then opts.setsid = true else opts.pgroup = true end
+  opts.stdin = "null"
+  local l = cfg.log
+  if l.null then
+    opts.stdout, opts.stderr = "null", "null"
+  elseif not l.inherit then
+    opts.stdout = "pipe"
+    opts.stderr = l.stderr and "stdout" or "inherit"
+  end
+  return opts
+end
+
+--- The instance's log sink (made on first use; it outlives runs so that
+-- the tail shows what a crashed process printed last).
+function Instance:get_sink()
+  if not self.sink then
+    self.sink = log.sink(self.cfg.log, self.name, self.sup)
+  end
+  return self.sink
+end
+
+function Instance:spawn()
+  local cfg = self.cfg
+  local run = { alive = false }
+  self.run = run
+  local opts = spawn_options(self, run)
+  local ok, err = true, nil
+  if cfg.ready then ok, err = ready.prepare(self, run, opts) end
+  if ok and cfg.heartbeat then ok, err = hb.prepare(self, run, opts) end
+  if ok and (cfg.pidfile or (cfg.ready and cfg.ready.notify)) then
+    -- Double-forking daemons (pidfile, MAINPID=) are reparented to orch so
+    -- that their exit is still seen.
+    self.sup:track_orphans()
+  end
+  if cfg.start_limit then
+    local starts = self.starts or {}
+    self.starts = starts
+    starts[#starts + 1] = orch.now()
+    if #starts > cfg.start_limit.burst + 1 then table.remove(starts, 1) end
+  end
+  local p
+  if ok then p, err = orch.spawn(opts) end
+  -- Spawning leaves short-lived garbage behind (argument and environment
+  -- copies): one basic GC step per spawn keeps a mass start of hundreds of
+  -- services from growing the heap (measured: -1.7 MiB of PSS at 500).
+  collectgarbage("step", 0)
+  if not p then
+    if cfg.ready then ready.cleanup(run) end
+    if cfg.heartbeat then hb.stop(run) end
+    self:log("cannot start: %s", tostring(err))
+    self.reason = "spawn failed: " .. tostring(err)
+    return self:after_exit(run, nil, nil, self.reason)
+  end
+  run.proc, run.pid, run.alive = p, p.pid, true
+  run.started = orch.now()
+  self.pid = p.pid
+  self.start_time = orch.time()
+  self.status_text = nil
+  self:set_state("starting")
+  if p.stdout then run.log_task = log.capture(self:get_sink(), p.stdout) end
+  p:on_exit(function(code, sig) self:proc_exited(run, code, sig) end)
+  if cfg.heartbeat then hb.start(self, run) end
+  if cfg.ready or cfg.pidfile then
+    run.start_timer = orch.timer.after(cfg.start_timeout, function()
+      run.start_timer = nil
+      if run.alive and not run.ready then
+        self:force_restart(run, string.format("not ready after %gs", cfg.start_timeout))
+      end
+    end)
+  end
+  self.sup:hook(self, "on_start")
+  if cfg.ready then
+    ready.start(self, run)
+  elseif not cfg.pidfile then
+    self:mark_ready(run, nil)
+  end
+end
+
+--- The probe (or the absence of one) says the run is ready.
+function Instance:mark_ready(run, how)
+  if not run.alive or run.ready or run.stopping then return end
+  if self.cfg.pidfile and not run.main_pid then
+    -- A forking daemon is ready once its pidfile names it (see adopt).
+    run.probe_ready = true
+    return
+  end
+  run.ready = true
+  if run.start_timer then
+    run.start_timer:stop()
+    run.start_timer = nil
+  end
+  if self.cfg.ready then ready.stop_probe(run) end
+  if self.cfg.limits then limits.start(self, run) end
+  if how then self:log("ready (%s)", how) end
+  self:set_state("running")
+  self.sup:hook(self, "on_ready")
+  -- After the hook, so that it runs before the dependents' on_start.
+  self.sup:kick()
+end
+
+function Instance:probe_failed(run, msg)
+  if not run.alive or run.ready then return end
+  self:force_restart(run, msg)
+end
+
+--- One sd_notify datagram of the run, already parsed.
+function Instance:notify_message(run, f, cred)
+  if not run.alive then return end
+  if f.STATUS then self.status_text = f.STATUS end
+  if f.WATCHDOG == "1" then run.wd_ping = orch.now() end
+  if f.MAINPID then
+    local pid = math.tointeger(tonumber(f.MAINPID))
+    if pid and pid > 1 and pid ~= run.main_pid then self:adopt(run, pid, "MAINPID") end
+  end
+  if f.READY == "1" then self:mark_ready(run, "sd_notify READY=1") end
+  if f.STOPPING == "1" and not run.stopping then self:log("stopping (sd_notify)") end
+end
+
+--- Makes `pid` the run's main process (a daemon that forked away from the
+-- process orch started). Its exit is reported as an orphan's (orch is a
+-- subreaper), with the start time guarding against pid reuse.
+function Instance:adopt(run, pid, how)
+  local info = orch.proc.info(pid)
+  if not info then
+    self:log("%s %d: no such process", how, pid)
+    return false
+  end
+  run.main_pid, run.main_start, run.main_pgid = pid, info.start_time, info.pgid
+  self.pid = pid
+  self.sup:watch_orphan(pid, self, run)
+  self:log("main process is now %d (%s)", pid, how)
+  return true
+end
+
+--- A forking daemon's launcher exited 0: read the pidfile (it may appear a
+-- little later) until start_timeout.
+function Instance:adopt_from_pidfile(run)
+  local path = self.cfg.pidfile
+  local deadline = run.started + self.cfg.start_timeout
+  while run.alive and not run.stopping and orch.now() < deadline do
+    local f = io.open(path, "r")
+    local pid = f and math.tointeger(tonumber(f:read("l") or ""))
+    if f then f:close() end
+    if pid and pid > 1 and pid ~= orch.getpid() and orch.proc.info(pid) then
+      if self:adopt(run, pid, "pidfile " .. path) then
+        if not self.cfg.ready or run.probe_ready then self:mark_ready(run, "pidfile") end
+        return
+      end
+    end
+    orch.sleep(0.05)
+  end
+  if run.alive then self:run_ended(run, nil, nil, "pidfile " .. path .. " names no live process") end
+end
+
+-- ---------------------------------------------------------------- exits
+
+--- The spawned process exited (on_exit of its orch.Process).
+function Instance:proc_exited(run, code, sig)
+  run.proc_done = true
+  if run.main_pid and run.main_pid ~= run.pid then
+    -- The launcher of a daemon that told us its main pid: only the main
+    -- process's end counts, unless it is already gone.
+    if run.alive and not alive(run.main_pid, run.main_start) then
+      self:run_ended(run, code, sig)
+    end
+    return
+  end
+  if self.cfg.pidfile and code == 0 and run.alive and not run.stopping then
+    run.adopting = orch.task(function() self:adopt_from_pidfile(run) end)
+    return
+  end
+  self:run_ended(run, code, sig)
+end
+
+-- What the main process left behind in its group goes with it.
+local function sweep(self, run)
+  if self.cfg.stop.group then
+    orch.killpg(run.pid, "KILL")
+    if run.main_pgid and run.main_pgid == run.main_pid then orch.killpg(run.main_pid, "KILL") end
+  end
+end
+
+--- The run is over (its main process ended): clean up, then decide.
+-- An immediate restart is spawned before the bookkeeping that can wait (the
+-- log lines, the sweep of the old process group): restart latency is what
+-- the users of a crashed service wait for.
+function Instance:run_ended(run, code, sig, reason)
+  if not run.alive then return end
+  run.alive = false
+  local cfg = self.cfg
+  if cfg.ready then ready.cleanup(run) end
+  if cfg.heartbeat then hb.stop(run) end
+  if cfg.limits then limits.stop(run) end
+  if run.start_timer then run.start_timer:stop() run.start_timer = nil end
+  if run.adopting and run.adopting ~= orch.current() then run.adopting:cancel() end
+  if run.main_pid then self.sup:unwatch_orphan(run.main_pid) end
+  if self.pid == run.pid or self.pid == run.main_pid then self.pid = nil end
+  reason = reason or run.forced
+  self.reason = reason
+  self.exit_code, self.exit_signal = code, sig
+  local runtime = orch.now() - run.started
+  local history = self.history or {}
+  self.history = history
+  history[#history + 1] = { time = orch.time(), code = code, signal = sig, runtime = runtime, reason = reason }
+  if #history > HISTORY_MAX then table.remove(history, 1) end
+  self.sup:hook(self, "on_exit", code, sig)
+  local how = code and ("exited with code " .. code) or sig and ("killed by " .. sig) or "ended"
+  if run.user_stop or not self.want then
+    sweep(self, run)
+    self:log("stopped (%s)", how)
+    if self.want then return self:launch() end   -- started again while stopping
+    return self:set_state("stopped")
+  end
+  if runtime >= self.cfg.backoff.reset_after then self.fails = nil end
+  local line = string.format("%s after %.2fs%s", how, runtime, reason and (" (" .. reason .. ")") or "")
+  self:after_exit(run, code, sig, reason, line)
+  sweep(self, run)
+end
+
+--- Restart decision after a run that ended on its own (or failed to spawn).
+-- `line` (the exit's log line, if any) is logged before the decision's own,
+-- but after an immediate restart is under way.
+function Instance:after_exit(run, code, sig, reason, line)
+  local cfg = self.cfg
+  self.history = self.history or {}
+  local decision, delay, err = policy.decide(cfg, self, code, sig, reason)
+  local fatal
+  if decision == "fatal" then
+    fatal = "the restart function said fatal"
+  elseif decision == "restart" and policy.limit_reached(cfg.start_limit, self.starts or {}, orch.now()) then
+    fatal = string.format("start limit reached: %d starts within %gs", cfg.start_limit.burst, cfg.start_limit.interval)
+  end
+  if decision == "restart" and not fatal then
+    self.fails = (self.fails or 0) + 1
+    delay = delay or policy.backoff(cfg.backoff, self.fails)
+    self.restarts = self.restarts + 1
+    self.last_delay = delay
+    if delay <= 0 then
+      self:launch()
+      if line then self:log("%s", line) end
+      if err then self:log("%s", err) end
+      self:log("restarted")
+      return
+    end
+  end
+  if line then self:log("%s", line) end
+  if err then self:log("%s", err) end
+  if fatal then return self:go_fatal(fatal) end
+  if decision ~= "restart" then return self:set_state("exited") end
+  self:log("restarting in %.2fs", delay)
+  self:set_state("backoff")
+  self.timer = orch.timer.after(delay, function(t)
+    if self.timer ~= t then return end
+    self.timer = nil
+    if self.state == "backoff" and self.want then self:launch() end
+  end)
+end
+
+function Instance:go_fatal(reason)
+  self.reason = reason
+  self:log("FATAL: %s", reason)
+  self:set_state("fatal")
+  self.sup:hook(self, "on_fatal", reason)
+  if self.cfg.critical then self.sup:critical_failure(self) end
+end
+
+-- ---------------------------------------------------------------- stopping
+
+--- Sends sig to the run's main process, or to its process group.
+function Instance:send(run, sig, group)
+  if not run.alive then return nil, "not running", "ESRCH" end
+  local ok, err, ename
+  if run.main_pid and run.main_pid ~= run.pid then
+    if group and run.main_pgid == run.main_pid then
+      ok, err, ename = orch.killpg(run.main_pid, sig)
+    else
+      ok, err, ename = orch.kill(run.main_pid, sig, run.main_start)
+    end
+    -- The launcher's group too, in case something is left there.
+    if group then orch.killpg(run.pid, sig) end
+    return ok, err, ename
+  end
+  if group then
+    ok, err, ename = run.proc:kill(sig, { group = true })
+    if not ok and ename == "ESRCH" then ok, err, ename = orch.killpg(run.pid, sig) end
+  else
+    ok, err, ename = run.proc:kill(sig)
+  end
+  return ok, err, ename
+end
+
+--- Waits until the run is over; false after `timeout` seconds.
+function Instance:wait_run(run, timeout)
+  return self.sup.changed:wait_for(function() return not run.alive end, timeout)
+end
+
+--- The stop sequence of a run (task only): the stop hook if any, then the
+-- stop signal (to the group), `timeout` seconds, KILL (to the group).
+-- Returns once the run is over.
+function Instance:stop_run(run)
+  if not run.alive then return end
+  if run.stopping then
+    self:wait_run(run)
+    return
+  end
+  run.stopping = true
+  if self.cfg.ready then ready.stop_probe(run) end
+  local st = self.cfg.stop
+  if st.fn and not self.sup.escalated then
+    local ok, err = xpcall(st.fn, debug.traceback, self)
+    if not ok then self:log("stop hook failed: %s", tostring(err)) end
+  end
+  if run.alive then
+    local sig = self.sup.escalated and "KILL" or st.signal
+    self:send(run, sig, st.group)
+    if sig ~= "KILL" and not self:wait_run(run, st.timeout) then
+      if not self.sup.escalated then
+        self:log("still running %gs after %s: sending KILL", st.timeout, sig)
+      end
+      self:send(run, "KILL", true)
+    end
+    -- A process stuck in the kernel (D state) may take long to die: report it
+    -- every 10 s instead of giving up, so that a stop never lies.
+    while not self:wait_run(run, 10) do
+      self:log("pid %s has not died after KILL", tostring(run.main_pid or run.pid))
+      self:send(run, "KILL", true)
+    end
+  end
+end
+
+--- Kills the run with its stop sequence and lets the restart policy act
+-- (heartbeat missed, limit exceeded, not ready in time). Any context.
+function Instance:force_restart(run, reason)
+  if not run.alive or run.stopping or run.forced then return end
+  run.forced = reason
+  self:log("%s: restarting", reason)
+  orch.task(function() self:stop_run(run) end)
+end
+
+--- Stops the instance (sup.stop). Task only; returns when it is stopped.
+function Instance:stop()
+  self.want = false
+  if self.timer then
+    self.timer:stop()
+    self.timer = nil
+  end
+  local run = self.run
+  if run and run.alive then
+    run.user_stop = true
+    self:set_state("stopping")
+    self:stop_run(run)
+    -- Its output up to the end (the pipe reaches EOF once the group is gone).
+    if run.log_task then run.log_task:join(2) end
+  end
+  if self.state ~= "stopped" and not (run and run.alive) then self:set_state("stopped") end
+  if self.sink then self.sink:close() end
+end
+
+-- ---------------------------------------------------------------- for users
+
+--- svc:signal(sig [, {group = true}]): signals the running process (or its
+-- group). Returns true or nil, message, ename.
+function Instance:signal(sig, opts)
+  local run = self.run
+  if not run or not run.alive then
+    return nil, "signal: " .. self.name .. " is not running", "ESRCH"
+  end
+  return self:send(run, sig, opts and opts.group)
+end
+
+--- svc:wait_exit([timeout]): in a task, waits until the current process has
+-- ended (true) or the timeout passed (false).
+function Instance:wait_exit(timeout)
+  local run = self.run
+  if not run or not run.alive then return true end
+  return self:wait_run(run, timeout)
+end
+
+function Instance:status()
+  local run = self.run
+  local alive = run and run.alive
+  local t = {
+    name = self.name, service = self.service, index = self.index, state = self.state,
+    pid = alive and self.pid or nil,
+    start_time = alive and self.start_time or nil,
+    uptime = alive and (orch.now() - run.started) or nil,
+    restarts = self.restarts, exit_code = self.exit_code, exit_signal = self.exit_signal,
+    status_text = self.status_text, reason = self.reason,
+    log_lines = self.sink and self.sink.lines or 0,
+    log_dropped = self.sink and self.sink.dropped or 0,
+  }
+  if alive and self.pid then
+    local info = orch.proc.info(self.pid)
+    if info then
+      t.rss, t.cpu = info.rss, info.cpu
+    end
+  end
+  return t
+end
+
+return Instance

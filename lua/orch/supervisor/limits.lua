@@ -1,0 +1,61 @@
+--- orch.supervisor.limits: memory and CPU limits of a running service,
+-- checked from /proc (orch.proc.info of the main process) every `interval`
+-- seconds. A service that stays over a limit for `for_seconds` is restarted
+-- (killed with its stop sequence, then restarted by its policy as a failure).
+-- The timer exists only while the service runs and only for services with
+-- `limits`, so idle services cost no wakeups.
+local orch = require "orch"
+
+local limits = {}
+
+local function human(n)
+  if n >= 1024 ^ 3 then return string.format("%.1fG", n / 1024 ^ 3) end
+  if n >= 1024 ^ 2 then return string.format("%.1fM", n / 1024 ^ 2) end
+  if n >= 1024 then return string.format("%.1fK", n / 1024) end
+  return tostring(n)
+end
+limits.human = human
+
+function limits.start(inst, run)
+  local l = inst.cfg.limits
+  if not l then return end
+  local pid = run.main_pid or run.pid
+  local info = orch.proc.info(pid)
+  run.cpu_sample, run.cpu_time = info and info.cpu, orch.now()
+  run.limit_timer = orch.timer.every(l.interval, function()
+    if not run.alive or run.stopping then return end
+    local p = run.main_pid or run.pid
+    local i = orch.proc.info(p)
+    if not i then return end
+    local now = orch.now()
+    local over
+    if l.rss and i.rss > l.rss then
+      over = string.format("rss %s above %s", human(i.rss), human(l.rss))
+    end
+    if l.cpu_percent and run.cpu_sample and now > run.cpu_time then
+      local pct = (i.cpu - run.cpu_sample) / (now - run.cpu_time) * 100
+      run.cpu_percent = pct
+      if pct > l.cpu_percent then
+        over = over or string.format("cpu %.0f%% above %g%%", pct, l.cpu_percent)
+      end
+    end
+    run.cpu_sample, run.cpu_time = i.cpu, now
+    if not over then
+      run.over_since = nil
+      return
+    end
+    run.over_since = run.over_since or now
+    if now - run.over_since >= l.for_seconds then
+      inst:force_restart(run, "limit exceeded: " .. over)
+    end
+  end)
+end
+
+function limits.stop(run)
+  if run.limit_timer then
+    run.limit_timer:stop()
+    run.limit_timer = nil
+  end
+end
+
+return limits

@@ -1,0 +1,69 @@
+--- orch.supervisor.policy: the decisions taken when a service's process
+-- ends: restart or not (restart = "always" | "on-failure" | "never" | a
+-- function), after how long (backoff), and whether the start limit is
+-- reached (fatal). Pure functions of the configuration and the instance's
+-- history; the instance module acts on the answers.
+local orch = require "orch"
+
+local policy = {}
+
+--- Whether an exit counts as a success: an exit code listed in
+-- success_codes, and not a kill the supervisor had to do (heartbeat, limits,
+-- start timeout: `forced`).
+function policy.success(cfg, code, signal, forced)
+  if forced then return false end
+  return code ~= nil and cfg.success[code] == true
+end
+
+--- Restart decision. Returns `decision, delay, err`: decision is "restart",
+-- "stop" or "fatal"; delay (seconds) is set when a restart function chose it;
+-- err is the message of a restart function that raised (the decision then
+-- falls back to "on-failure").
+function policy.decide(cfg, inst, code, signal, forced)
+  local r = cfg.restart
+  local err
+  if type(r) == "function" then
+    local ok, a = xpcall(r, debug.traceback, inst, code, signal, inst.history)
+    if ok then
+      if a == true then return "restart" end
+      if a == "fatal" then return "fatal" end
+      if math.type(a) and a >= 0 and a == a and a ~= math.huge then return "restart", a end
+      if a == false or a == nil then return "stop" end
+      err = "restart function returned " .. tostring(a) .. " (expected a boolean, a delay or \"fatal\")"
+    else
+      err = "restart function failed: " .. tostring(a)
+    end
+    r = "on-failure"
+  end
+  if r == "always" then return "restart", nil, err end
+  if r == "never" then return "stop", nil, err end
+  return policy.success(cfg, code, signal, forced) and "stop" or "restart", nil, err
+end
+
+--- The next backoff delay for an instance that has failed `fails` times in
+-- a row (1 for the first failure): initial * factor^(fails-1), capped at max,
+-- then spread by +-jitter. 0 when initial is 0.
+function policy.backoff(b, fails)
+  if b.initial <= 0 then return 0 end
+  local d = b.initial * b.factor ^ math.max(0, fails - 1)
+  if d > b.max then d = b.max end
+  if b.jitter > 0 then d = d * (1 + b.jitter * (2 * math.random() - 1)) end
+  if d < 0 then d = 0 end
+  return d
+end
+
+--- Whether one more start now would exceed start_limit: `starts` holds the
+-- monotonic times of the recent starts (pruned here to the window).
+function policy.limit_reached(limit, starts, now)
+  if not limit then return false end
+  local keep = {}
+  for _, t in ipairs(starts) do
+    if now - t < limit.interval then keep[#keep + 1] = t end
+  end
+  for i = #starts, 1, -1 do starts[i] = nil end
+  for i, t in ipairs(keep) do starts[i] = t end
+  return #starts >= limit.burst
+end
+
+policy.now = orch.now
+return policy

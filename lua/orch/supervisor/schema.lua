@@ -1,0 +1,478 @@
+--- orch.supervisor.schema: validation and normalisation of service
+-- definitions. Everything a definition can get wrong is caught here, before
+-- any process starts: unknown keys, wrong types and impossible values raise
+-- `service 'web': key 'backoff.factor': number >= 1 expected, got 0.5`.
+--
+-- `schema.check(def, index)` returns the normalised configuration (defaults
+-- filled in, sizes in bytes, signals as names) or raises such a message.
+-- The caller keeps the user's table (a deep copy) for sup.services() and for
+-- reload's structural comparison.
+local orch = require "orch"
+
+local schema = {}
+
+-- Errors travel as tables so the caller can add the service's name.
+local function fail(path, msg)
+  error({ path = path, msg = msg }, 0)
+end
+
+local function show(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  if type(v) == "number" or type(v) == "boolean" or v == nil then return tostring(v) end
+  return type(v)
+end
+
+local function want(path, what, v)
+  fail(path, what .. " expected, got " .. show(v))
+end
+
+-- ---------------------------------------------------------------- checkers
+-- Each returns the normalised value or raises through fail().
+
+local function check_string(v, path, pattern, what)
+  if type(v) ~= "string" or v == "" then want(path, what or "non-empty string", v) end
+  if v:find("\0", 1, true) then fail(path, "must not contain a zero byte") end
+  if pattern and not v:find(pattern) then want(path, what or "string", v) end
+  return v
+end
+
+local function check_number(v, path, min, max, integer, what)
+  local ok = math.type(v) ~= nil and v == v and v ~= math.huge and v ~= -math.huge
+  if ok and integer and math.type(v) ~= "integer" then
+    ok = v == math.floor(v)
+    if ok then v = math.tointeger(v) end
+  end
+  if not ok or (min and v < min) or (max and v > max) then
+    if not what then
+      what = integer and "integer" or "number"
+      if min and max then what = string.format("%s from %s to %s", what, min, max)
+      elseif min then what = string.format("%s >= %s", what, min) end
+    end
+    want(path, what, v)
+  end
+  return v
+end
+
+local function check_boolean(v, path)
+  if type(v) ~= "boolean" then want(path, "boolean", v) end
+  return v
+end
+
+local function check_function(v, path)
+  if type(v) ~= "function" then want(path, "function", v) end
+  return v
+end
+
+local function check_seconds(v, path, positive)
+  if positive then
+    v = check_number(v, path, 0, nil, false, "number of seconds > 0")
+    if v <= 0 then want(path, "number of seconds > 0", v) end
+    return v
+  end
+  return check_number(v, path, 0, nil, false, "number of seconds >= 0")
+end
+
+local units = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3, t = 1024 ^ 4 }
+
+--- Bytes from 4096, 10e6, "512M", "64k", "1G", "1.5GiB".
+local function check_size(v, path)
+  if type(v) == "string" then
+    local num, unit = v:lower():match("^%s*([%d%.]+)%s*([kmgt]?)i?b?%s*$")
+    local n = num and tonumber(num)
+    if not n then want(path, "size (bytes, or a string like \"512M\")", v) end
+    v = n * units[unit]
+  end
+  v = check_number(v, path, 1, nil, false, "size > 0 (bytes, or a string like \"512M\")")
+  return math.floor(v)
+end
+
+local function check_signal(v, path)
+  if (type(v) ~= "string" and math.type(v) ~= "integer") or not orch.signal.number(v) then
+    want(path, "signal name or number", v)
+  end
+  local n = orch.signal.number(v)
+  if n == 0 then want(path, "signal name or number", v) end
+  return orch.signal.name(n) or n
+end
+
+local function check_id(v, path)
+  if type(v) == "string" then return check_string(v, path) end
+  return check_number(v, path, 0, 0x7ffffffe, true, "name or numeric id")
+end
+
+--- A table with exactly the given keys; `fields` maps a key to
+-- function(value, path) -> normalised value (called for present keys only).
+local function check_record(v, path, fields, what)
+  if type(v) ~= "table" then want(path, what or "table", v) end
+  for k in pairs(v) do
+    if type(k) ~= "string" then fail(path, "unexpected key " .. show(k)) end
+    if not fields[k] then fail(path .. "." .. k, "unknown key") end
+  end
+  local out = {}
+  for k, f in pairs(fields) do
+    if v[k] ~= nil then out[k] = f(v[k], path .. "." .. k) end
+  end
+  return out
+end
+
+local function check_list(v, path, item, what)
+  if type(v) ~= "table" then want(path, what or "list", v) end
+  local n = #v
+  for k in pairs(v) do
+    if math.type(k) ~= "integer" or k < 1 or k > n then fail(path, "list expected (unexpected key " .. show(k) .. ")") end
+  end
+  -- The caller's table comes back when nothing was converted (the
+  -- supervisor checks its own private copy of the definition).
+  local out, same = {}, true
+  for i = 1, n do
+    local x = item(v[i], path .. "[" .. i .. "]")
+    out[i] = x
+    if x ~= v[i] then same = false end
+  end
+  return same and v or out
+end
+
+local function one_of(v, path, values)
+  for _, x in ipairs(values) do
+    if v == x then return v end
+  end
+  local q = {}
+  for i, x in ipairs(values) do q[i] = show(x) end
+  want(path, table.concat(q, ", "), v)
+end
+
+-- ---------------------------------------------------------------- fields
+
+local NAME_PATTERN = "^[%w_][%w_.@%-]*$"
+
+local rlimit_names = {}
+for _, n in ipairs { "as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
+                     "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack" } do
+  rlimit_names[n] = true
+end
+
+local function check_rlimit_value(v, path)
+  if v == "unlimited" then return v end
+  return check_number(v, path, 0, nil, true, "non-negative integer or \"unlimited\"")
+end
+
+local function check_rlimits(v, path)
+  if type(v) ~= "table" then want(path, "table", v) end
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) ~= "string" or not rlimit_names[k] then fail(path, "unknown limit " .. show(k)) end
+    if type(x) == "table" then
+      local soft = check_rlimit_value(x[1], path .. "." .. k .. "[1]")
+      local hard = check_rlimit_value(x[2], path .. "." .. k .. "[2]")
+      if hard ~= "unlimited" and (soft == "unlimited" or soft > hard) then
+        fail(path .. "." .. k, "soft limit above hard limit")
+      end
+      out[k] = { soft, hard }
+    else
+      out[k] = check_rlimit_value(x, path .. "." .. k)
+    end
+  end
+  return out
+end
+
+local function check_env(v, path)
+  if type(v) ~= "table" then want(path, "table", v) end
+  local out, same = {}, true
+  for k, x in pairs(v) do
+    if type(k) ~= "string" or k == "" or k:find("[=%z]") then fail(path, "invalid variable name " .. show(k)) end
+    if type(x) == "number" then
+      x = tostring(x)
+      same = false
+    elseif x ~= false and type(x) ~= "string" then
+      want(path .. "." .. k, "string, number or false", x)
+    end
+    if type(x) == "string" and x:find("\0", 1, true) then fail(path .. "." .. k, "must not contain a zero byte") end
+    out[k] = x
+  end
+  return same and v or out
+end
+
+local function check_cmd(v, path)
+  if type(v) == "string" then
+    check_string(v, path)
+    return { "/bin/sh", "-c", v }
+  end
+  if type(v) ~= "table" then want(path, "list of strings or a shell command string", v) end
+  local out = check_list(v, path, function(x, p)
+    if type(x) == "number" then x = tostring(x) end
+    if type(x) ~= "string" then want(p, "string", x) end
+    if x:find("\0", 1, true) then fail(p, "must not contain a zero byte") end
+    return x
+  end)
+  if #out == 0 or out[1] == "" then fail(path, "program name expected at index 1") end
+  return out
+end
+
+local backoff_fields = {
+  initial = function(v, p) return check_seconds(v, p) end,
+  factor = function(v, p) return check_number(v, p, 1, nil, false) end,
+  max = function(v, p) return check_seconds(v, p) end,
+  jitter = function(v, p) return check_number(v, p, 0, 1, false) end,
+  reset_after = function(v, p) return check_seconds(v, p) end,
+}
+schema.default_backoff = { initial = 0.1, factor = 2, max = 30, jitter = 0.1, reset_after = 60 }
+
+-- Option tables store what was given; the defaults sit behind a shared
+-- metatable (configurations are never written after check()).
+local function defaults_mt(t) return { __index = t } end
+
+local backoff_mt = defaults_mt(schema.default_backoff)
+local constant_backoffs = setmetatable({}, { __mode = "v" })
+
+local function check_backoff(v, path)
+  if type(v) == "number" then
+    local d = check_seconds(v, path)
+    local b = constant_backoffs[d]
+    if not b then
+      b = { initial = d, factor = 1, jitter = 0, max = d, reset_after = schema.default_backoff.reset_after }
+      constant_backoffs[d] = b
+    end
+    return b
+  end
+  local b = setmetatable(check_record(v, path, backoff_fields, "table or number of seconds"), backoff_mt)
+  if b.max < b.initial then fail(path .. ".max", "must be >= initial (" .. b.initial .. ")") end
+  return b
+end
+
+local start_limit_fields = {
+  burst = function(x, p) return check_number(x, p, 1, nil, true) end,
+  interval = function(x, p) return check_seconds(x, p, true) end,
+}
+
+local function check_start_limit(v, path)
+  if v == false then return false end
+  local t = check_record(v, path, start_limit_fields, "table or false")
+  return { burst = t.burst or 5, interval = t.interval or 10 }
+end
+
+local function check_ready(v, path)
+  if type(v) == "function" then return { fn = v } end
+  local t = check_record(v, path, {
+    notify = function(x, p)
+      if x ~= true then want(p, "true", x) end
+      return x
+    end,
+    fd = function(x, p) return check_number(x, p, 3, 1023, true) end,
+    tcp = function(x, p) return check_number(x, p, 1, 65535, true, "port number from 1 to 65535") end,
+    host = function(x, p) return check_string(x, p) end,
+    interval = function(x, p) return check_seconds(x, p, true) end,
+  }, "table or function")
+  local n = (t.notify and 1 or 0) + (t.fd and 1 or 0) + (t.tcp and 1 or 0)
+  if n ~= 1 then fail(path, "exactly one of 'notify', 'fd' or 'tcp' expected") end
+  if t.host and not t.tcp then fail(path .. ".host", "only with 'tcp'") end
+  if t.interval and not t.tcp then fail(path .. ".interval", "only with 'tcp'") end
+  if t.tcp then
+    t.host = t.host or "127.0.0.1"
+    t.interval = t.interval or 0.05
+  end
+  return t
+end
+
+local function check_heartbeat(v, path)
+  local t = check_record(v, path, {
+    timeout = function(x, p) return check_seconds(x, p, true) end,
+    key = function(x, p) return check_number(x, p, 1, 0xfffffffe, true, "SysV key (1 to 0xfffffffe)") end,
+  })
+  if not t.timeout then fail(path .. ".timeout", "required") end
+  return t
+end
+
+schema.default_stop = { signal = "TERM", timeout = 10, group = true }
+
+local stop_mt = defaults_mt(schema.default_stop)
+local stop_fields = {
+  signal = check_signal,
+  timeout = function(x, p) return check_seconds(x, p) end,
+  group = check_boolean,
+  fn = check_function,
+}
+
+local function check_stop(v, path)
+  if type(v) == "function" then return setmetatable({ fn = v }, stop_mt) end
+  return setmetatable(check_record(v, path, stop_fields, "table or function"), stop_mt)
+end
+
+local function check_limits(v, path)
+  local t = check_record(v, path, {
+    rss = check_size,
+    cpu_percent = function(x, p)
+      x = check_number(x, p, 0, nil, false, "percentage > 0")
+      if x <= 0 then want(p, "percentage > 0", x) end
+      return x
+    end,
+    for_seconds = function(x, p) return check_seconds(x, p) end,
+    interval = function(x, p) return check_seconds(x, p, true) end,
+  })
+  if not t.rss and not t.cpu_percent then fail(path, "'rss' or 'cpu_percent' expected") end
+  t.for_seconds = t.for_seconds or 10
+  t.interval = t.interval or 5
+  return t
+end
+
+schema.default_log = { max_bytes = 10e6, keep = 5, timestamps = false, tail = 100, max_line = 8192, stderr = true }
+
+local log_mt = defaults_mt(schema.default_log)
+local log_inherit = setmetatable({ inherit = true }, log_mt)
+local log_null = setmetatable({ null = true }, log_mt)
+local log_fields = {
+  dir = function(x, p) return check_string(x, p) end,
+  max_bytes = check_size,
+  keep = function(x, p) return check_number(x, p, 0, 1000, true) end,
+  timestamps = check_boolean,
+  filter = check_function,
+  tail = function(x, p) return check_number(x, p, 0, 100000, true) end,
+  max_line = function(x, p) return check_number(x, p, 80, 1048576, true) end,
+  stderr = check_boolean,
+}
+
+local function check_log(v, path)
+  if v == false then return log_inherit end
+  if v == "null" then return log_null end
+  return setmetatable(check_record(v, path, log_fields, "table, false or \"null\""), log_mt)
+end
+
+local function check_depends(v, path)
+  if type(v) == "string" then v = { v } end
+  return check_list(v, path, function(x, p) return check_string(x, p, NAME_PATTERN, "service name") end,
+    "service name or list of names")
+end
+
+local fields = {
+  name = function(v, p) return check_string(v, p, NAME_PATTERN, "name (letters, digits, '_', '.', '@', '-')") end,
+  cmd = check_cmd,
+  env = check_env,
+  cwd = function(v, p) return check_string(v, p) end,
+  user = check_id,
+  group = check_id,
+  rlimits = check_rlimits,
+  umask = function(v, p) return check_number(v, p, 0, 511, true, "mode from 0 to 511 (octal 0777)") end,
+  setsid = check_boolean,
+  numprocs = function(v, p) return check_number(v, p, 1, 10000, true) end,
+  autostart = check_boolean,
+  restart = function(v, p)
+    if type(v) == "function" then return v end
+    if type(v) ~= "string" then want(p, "\"always\", \"on-failure\", \"never\" or a function", v) end
+    return one_of(v, p, { "always", "on-failure", "never" })
+  end,
+  success_codes = function(v, p)
+    if math.type(v) == "integer" then v = { v } end
+    return check_list(v, p, function(x, q) return check_number(x, q, 0, 255, true, "exit code from 0 to 255") end,
+      "list of exit codes")
+  end,
+  backoff = check_backoff,
+  start_limit = check_start_limit,
+  critical = check_boolean,
+  ready = check_ready,
+  start_timeout = function(v, p) return check_seconds(v, p, true) end,
+  depends_on = check_depends,
+  heartbeat = check_heartbeat,
+  stop = check_stop,
+  limits = check_limits,
+  log = check_log,
+  pidfile = function(v, p) return check_string(v, p) end,
+  on_start = check_function,
+  on_ready = check_function,
+  on_exit = check_function,
+  on_fatal = check_function,
+}
+schema.keys = fields
+
+-- Defaults live in one shared table behind each configuration's metatable:
+-- a configuration stores only what its definition gave (a supervisor of 500
+-- services keeps 500 small tables, not 500 copies of every default). Nothing
+-- ever writes into a configuration or a default after check().
+local defaults = {
+  numprocs = 1, autostart = true, restart = "always",
+  success_codes = { 0 }, success = { [0] = true },
+  backoff = check_backoff({}, "backoff"), start_limit = { burst = 5, interval = 10 },
+  critical = false, start_timeout = 60, depends_on = {},
+  stop = check_stop({}, "stop"), log = check_log({}, "log"), setsid = false,
+}
+local defaults_mt = { __index = defaults }
+schema.defaults = defaults
+
+local function check_all(def)
+  if def.name == nil then fail("name", "required") end
+  if def.cmd == nil then fail("cmd", "required") end
+  return check_record(def, "", fields)
+end
+
+--- Normalises definition `def` (the n-th given). Raises a string naming the
+-- service and the key.
+function schema.check(def, n)
+  local label = n and ("service #" .. n) or "service"
+  if type(def) ~= "table" then
+    error(label .. ": table expected, got " .. show(def), 0)
+  end
+  if type(def.name) == "string" and def.name ~= "" then label = "service '" .. def.name .. "'" end
+  local ok, cfg = pcall(check_all, def)
+  if not ok then
+    local res = cfg
+    if type(res) == "table" then
+      local path = res.path:gsub("^%.", "")
+      if res.msg == "unknown key" then
+        error(string.format("%s: unknown key '%s'", label, path), 0)
+      end
+      error(string.format("%s: key '%s': %s", label, path, res.msg), 0)
+    end
+    error(res, 0)
+  end
+  if cfg.success_codes then
+    cfg.success = {}
+    for _, c in ipairs(cfg.success_codes) do cfg.success[c] = true end
+  end
+  for _, d in ipairs(cfg.depends_on or defaults.depends_on) do
+    if d == cfg.name then error(label .. ": key 'depends_on': a service cannot depend on itself", 0) end
+  end
+  if cfg.pidfile and (cfg.numprocs or 1) > 1 then
+    error(label .. ": key 'pidfile': not possible with numprocs > 1", 0)
+  end
+  if cfg.heartbeat and not cfg.heartbeat.key then cfg.heartbeat.key = false end
+  return setmetatable(cfg, defaults_mt)
+end
+
+-- ---------------------------------------------------------------- copies
+
+--- Deep copy of plain data (functions and other values are shared).
+function schema.copy(v, seen)
+  if type(v) ~= "table" then return v end
+  seen = seen or {}
+  if seen[v] then return seen[v] end
+  local t = {}
+  seen[v] = t
+  for k, x in pairs(v) do t[schema.copy(k, seen)] = schema.copy(x, seen) end
+  return t
+end
+
+local function fn_equal(a, b)
+  if a == b then return true end
+  local ok1, da = pcall(string.dump, a, true)
+  local ok2, db = pcall(string.dump, b, true)
+  return ok1 and ok2 and da == db
+end
+
+--- Structural equality of two definitions: tables compared key by key,
+-- functions by their compiled code (a re-read script makes new closures of
+-- the same code: those count as unchanged; upvalues are not compared).
+function schema.equal(a, b, depth)
+  depth = depth or 0
+  if depth > 50 then return false end
+  if type(a) ~= type(b) then return false end
+  if type(a) == "function" then return fn_equal(a, b) end
+  if type(a) ~= "table" then return a == b end
+  for k, x in pairs(a) do
+    if not schema.equal(x, b[k], depth + 1) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
+schema.NAME_PATTERN = NAME_PATTERN
+return schema

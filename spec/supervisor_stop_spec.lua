@@ -1,0 +1,170 @@
+-- The supervisor: stop sequences (group stop, TERM ignored -> KILL, stop
+-- hooks), what orch does on SIGTERM/SIGINT and when a critical service goes
+-- fatal (through the orch binary).
+local u = require "spec.supervisor_util"
+local h, orch = u.h, u.orch
+
+local function pid_in(path)
+  return tonumber(h.slurp(path):match("%d+"))
+end
+
+describe("supervisor stop sequence", function()
+  it("leaves no grandchild alive after a group stop", function()
+    u.with(function(s, _, dir)
+      s.service { name = "tree", stop = { timeout = 0.3 },
+        cmd = u.sh("sleep 300 & echo $! > " .. dir .. "/gc1; " ..
+                   "(trap '' TERM; sleep 300 & echo $! > " .. dir .. "/gc2; wait) & " ..
+                   "echo started; wait") }
+      s.start("tree")
+      assert.is_true(u.until_true(function() return pid_in(dir .. "/gc1") and pid_in(dir .. "/gc2") end))
+      local gc1, gc2 = pid_in(dir .. "/gc1"), pid_in(dir .. "/gc2")
+      assert.is_true(u.alive(gc1) and u.alive(gc2))
+      s.stop("tree")
+      assert.is_true(u.until_true(function() return not u.alive(gc1) and not u.alive(gc2) end, 5))
+    end)
+  end)
+
+  it("kills what the main process leaves behind when it exits", function()
+    u.with(function(s, _, dir)
+      s.service { name = "leaver", restart = "never",
+        cmd = u.sh("sleep 300 & echo $! > " .. dir .. "/bg; sleep 0.1; exit 1") }
+      s.start("leaver")
+      assert.is_true(s.wait("leaver", "exited", 10))
+      local bg = pid_in(dir .. "/bg")
+      assert.is_true(u.until_true(function() return not u.alive(bg) end, 5))
+    end)
+  end)
+
+  it("sends KILL to a child that ignores TERM after the timeout", function()
+    u.with(function(s, logs)
+      s.service { name = "stubborn", stop = { timeout = 0.3 },
+        cmd = u.sh("trap '' TERM; echo trapped; while :; do sleep 0.05; done") }
+      s.start("stubborn")
+      assert.is_true(u.until_true(function() return s.tail("stubborn")[1] == "trapped" end))
+      local t0 = orch.now()
+      s.stop("stubborn")
+      assert.is_true(orch.now() - t0 >= 0.3)
+      local st = u.st(s, "stubborn")
+      assert.are.equal("stopped", st.state)
+      assert.are.equal("KILL", st.exit_signal)
+      assert.truthy(u.logged(logs, "stubborn: still running 0.3s after TERM: sending KILL"))
+    end)
+  end)
+
+  it("uses the stop signal and runs a stop hook first", function()
+    u.with(function(s, logs)
+      s.service { name = "int", cmd = u.sh("exec sleep 30"), stop = { signal = "INT" } }
+      s.service { name = "hooked", stop = function(svc)
+          assert(svc:signal("QUIT"))
+          assert.is_false(svc:wait_exit(0.3))    -- it only prints on QUIT
+        end,
+        cmd = u.sh("trap 'echo dumped' QUIT; echo trapped; while :; do sleep 0.02; done") }
+      s.service { name = "badhook", cmd = u.sh("exec sleep 30"), stop = function() error("no luck") end }
+      s.start("all")
+      assert.is_true(s.wait("all", "running", 10))
+      assert.is_true(u.until_true(function() return s.tail("hooked")[1] == "trapped" end))
+      s.stop("all")
+      assert.are.equal("INT", u.st(s, "int").exit_signal)
+      assert.are.same({ "trapped", "dumped" }, s.tail("hooked"))
+      assert.are.equal("TERM", u.st(s, "hooked").exit_signal)
+      assert.truthy(u.logged(logs, "badhook: stop hook failed: "))
+      assert.are.equal("TERM", u.st(s, "badhook").exit_signal)
+    end)
+  end)
+
+  it("stops every instance of a layer in parallel", function()
+    u.with(function(s)
+      for i = 1, 4 do
+        s.service { name = "slow" .. i, stop = { timeout = 0.4 },
+          cmd = u.sh("trap '' TERM; echo trapped; while :; do sleep 0.05; done") }
+      end
+      s.start("all")
+      assert.is_true(u.until_true(function()
+        for i = 1, 4 do if s.tail("slow" .. i)[1] ~= "trapped" then return false end end
+        return true
+      end))
+      local t0 = orch.now()
+      s.stop("all")
+      -- Four 0.4 s grace periods side by side, not one after the other.
+      assert.is_true(orch.now() - t0 < 1.5)
+    end)
+  end)
+end)
+
+local function orch_run(script, token, stderr_path)
+  return assert(orch.spawn { h.bin, "run", script, stdout = "null", stderr = stderr_path,
+    env = { ORCH_SPEC_RUN = token } })
+end
+
+describe("supervisor under orch run", function()
+  it("stops every service on SIGTERM, dependents first, and exits 0", function()
+    u.with(function(_, _, dir, _, token)
+      local script = h.script(string.format([[
+        local sup = require "orch.supervisor"
+        sup.configure { runtime_dir = %q }
+        sup.service { name = "db", cmd = { "sh", "-c", "echo $$ > %s/db.pid; exec sleep 300" } }
+        sup.service { name = "web", depends_on = "db",
+                      cmd = { "sh", "-c", "echo $$ > %s/web.pid; exec sleep 300" } }
+        sup.run()
+        assert(sup.wait("all", "running", 20))
+        io.open(%q, "w"):close()
+      ]], dir, dir, dir, dir .. "/up"))
+      local p = orch_run(script, token, dir .. "/err")
+      assert.is_true(u.until_true(function() return io.open(dir .. "/up") ~= nil end, 20))
+      local db, web = pid_in(dir .. "/db.pid"), pid_in(dir .. "/web.pid")
+      assert.is_true(p:kill("TERM"))
+      local code, sig = p:wait(20)
+      assert.are.equal(0, code, h.slurp(dir .. "/err"))
+      assert.is_nil(sig)
+      assert.is_false(u.alive(db))
+      assert.is_false(u.alive(web))
+      local err = h.slurp(dir .. "/err")
+      assert.matches("received TERM: stopping every service", err, 1, true)
+      local iweb, idb = err:find("web: stopped", 1, true), err:find("db: stopped", 1, true)
+      assert.truthy(iweb and idb and iweb < idb, err)
+    end)
+  end)
+
+  it("escalates to KILL on a second signal", function()
+    u.with(function(_, _, dir, _, token)
+      local script = h.script(string.format([[
+        local sup = require "orch.supervisor"
+        sup.configure { runtime_dir = %q }
+        sup.service { name = "deaf", stop = { timeout = 300 },
+          cmd = { "sh", "-c", "trap '' TERM INT; echo $$ > %s/deaf.pid; while :; do sleep 0.05; done" } }
+        sup.run()
+        assert(sup.wait("all", "running", 20))
+      ]], dir, dir))
+      local p = orch_run(script, token, dir .. "/err")
+      assert.is_true(u.until_true(function() return pid_in(dir .. "/deaf.pid") ~= nil end, 20))
+      local deaf = pid_in(dir .. "/deaf.pid")
+      orch.sleep(0.1)
+      assert.is_true(p:kill("INT"))
+      assert.is_true(u.until_true(function() return h.slurp(dir .. "/err"):find("received INT", 1, true) end))
+      assert.is_nil(p:wait(0.3))     -- still in its 300 s grace period
+      assert.is_true(p:kill("TERM"))
+      local code = p:wait(20)
+      assert.are.equal(0, code)
+      assert.is_false(u.alive(deaf))
+      assert.matches("received TERM again: killing every service", h.slurp(dir .. "/err"), 1, true)
+    end)
+  end)
+
+  it("stops everything and exits non-zero when a critical service goes fatal", function()
+    local dir = h.tmpdir()
+    local script = h.script(string.format([[
+      local sup = require "orch.supervisor"
+      sup.configure { runtime_dir = %q }
+      sup.service { name = "other", cmd = { "sh", "-c", "echo $$ > %s/other.pid; exec sleep 300" } }
+      sup.service { name = "vital", critical = true, cmd = { "sh", "-c", "sleep 0.2; exit 3" },
+                    backoff = 0, start_limit = { burst = 2, interval = 60 } }
+      sup.run()
+    ]], dir, dir))
+    local code, _, err = h.cli({ "run", script })
+    assert.are.equal(1, code, err)
+    assert.matches("vital: FATAL: start limit reached: 2 starts within 60s", err, 1, true)
+    assert.matches("critical service vital is fatal: stopping every service", err, 1, true)
+    local other = pid_in(dir .. "/other.pid")
+    assert.is_false(u.alive(other))
+  end)
+end)

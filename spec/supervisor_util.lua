@@ -1,0 +1,111 @@
+--- Shared helpers of the supervisor specs (spec/supervisor*_spec.lua).
+-- Each test gets its own supervisor (sup.new()) whose log lines are
+-- collected, whose services' output is dropped unless asked for, and whose
+-- processes all carry ORCH_SPEC_RUN=<token> in their environment: after the
+-- test every service is stopped and /proc is searched for that token, so a
+-- test that leaves any process behind (grandchildren included) fails.
+local h = require "spec.helper"
+local orch = h.orch
+local supmod = require "orch.supervisor"
+
+local u = {}
+u.h, u.orch, u.supmod = h, orch, supmod
+
+local counter = 0
+local mypid = tonumber(h.slurp("/proc/self/stat"):match("^(%d+)"))
+
+--- Processes (pids) whose environment holds ORCH_SPEC_RUN=token.
+function u.leftovers(token)
+  local needle = "ORCH_SPEC_RUN=" .. token .. "\0"
+  local out = {}
+  for _, pid in ipairs(orch.proc.list()) do
+    local f = io.open("/proc/" .. pid .. "/environ", "rb")
+    if f then
+      local env = f:read("a") or ""
+      f:close()
+      if env:find(needle, 1, true) then
+        local st = h.slurp("/proc/" .. pid .. "/stat")
+        if not st:match("^%d+ %b() Z") then out[#out + 1] = pid end
+      end
+    end
+  end
+  return out
+end
+
+--- True while pid exists and is not a zombie.
+function u.alive(pid)
+  local st = h.slurp("/proc/" .. pid .. "/stat")
+  return st ~= "" and not st:match("^%d+ %b() Z")
+end
+
+--- A fresh supervisor; returns sup, logs (a list of lines), dir (a temp
+-- dir), output (name -> list of captured lines).
+function u.new()
+  counter = counter + 1
+  local token = string.format("%d_%d_%d", mypid, counter, os.time())
+  local dir = h.tmpdir()
+  local logs, output = {}, {}
+  local s = supmod.new()
+  s.configure {
+    log = function(m) logs[#logs + 1] = m end,
+    output = function(name, line)
+      output[name] = output[name] or {}
+      table.insert(output[name], line)
+    end,
+    runtime_dir = dir,
+    env = { ORCH_SPEC_RUN = token },
+  }
+  return s, logs, dir, output, token
+end
+
+--- Polls pred (in a task) every 20 ms until true or timeout; for tests only.
+function u.until_true(pred, timeout)
+  local deadline = orch.now() + (timeout or 10)
+  while orch.now() < deadline do
+    if pred() then return true end
+    orch.sleep(0.02)
+  end
+  return pred() and true or false
+end
+
+--- Runs fn(sup, logs, dir, output, token) in the loop; afterwards stops every
+-- service and fails if any process of the test is still alive.
+function u.with(fn, deadline)
+  return h.run(function()
+    local s, logs, dir, output, token = u.new()
+    local ok, err = xpcall(fn, debug.traceback, s, logs, dir, output, token)
+    s.close()
+    -- Killed grandchildren are reaped by whoever adopted them: give them
+    -- a moment to disappear from /proc.
+    local left
+    u.until_true(function()
+      left = u.leftovers(token)
+      return #left == 0
+    end, 5)
+    for _, pid in ipairs(left) do orch.kill(pid, "KILL") end
+    if not ok then error(err, 0) end
+    if #left > 0 then error("processes left behind: " .. table.concat(left, " "), 0) end
+    return true
+  end, deadline or 60)
+end
+
+--- The status table of one instance.
+function u.st(s, name)
+  local list = assert(s.status(name))
+  return list[1]
+end
+
+--- Index of the first log line containing `text` (plain), or nil.
+function u.logged(logs, text)
+  for i, l in ipairs(logs) do
+    if l:find(text, 1, true) then return i end
+  end
+end
+
+--- A shell command that writes its pid to a file then runs `rest`.
+function u.sh(script)
+  return { "/bin/sh", "-c", script }
+end
+
+u.progs = h.progs
+return u
