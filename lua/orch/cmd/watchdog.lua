@@ -1,0 +1,114 @@
+--- `orch watchdog`: the watchdog policy (lua/orch/watchdog.lua) as a command.
+-- What the classic one-shot checker did every 10 seconds, continuously and
+-- event-driven. SIGTERM / SIGINT stop it without touching the watched
+-- processes. See doc/watchdog.md.
+local usage = [[
+usage: orch watchdog [--compat] [--key KEY] [--grace SECONDS] [--log FILE]
+                     [--any-uid | --uid UID...] [--scan SECONDS] [--create]
+
+Watches the heartbeat table and stops every registered process whose last
+beat is older than its timeout: SIGTERM (to its process group when it leads
+one), SIGKILL after the grace period if it is still alive, then its slot is
+cleared. Slots of processes that no longer exist are cleared without any
+signal. Runs until SIGTERM or SIGINT (Ctrl-C), which stop it cleanly without
+touching the watched processes.
+
+  --compat          watch the classic table (key 0x5095, 72-byte slots)
+  --key KEY         table key, decimal or 0x-hex (default: $ORCH_HEARTBEAT_KEY,
+                    else 0x6F726862; 0x5095 with --compat)
+  --grace SECONDS   between SIGTERM and SIGKILL (default 5)
+  --log FILE        append the log lines to FILE instead of stderr
+  --any-uid         signal processes of any user (default: only orch's own uid)
+  --uid UID         signal processes of this uid (repeat for several)
+  --scan SECONDS    how often to look for new registrations (default 0.25)
+  --create          create the table (mode 0600) when it does not exist
+                    (otherwise the watchdog waits for it to appear)
+
+Exit status: 0 after SIGTERM/SIGINT, 1 on a failure (table of another layout,
+permission denied, log file), 2 on a usage error.
+]]
+
+local function fail(code, msg)
+  io.stderr:write("orch watchdog: ", msg, code == 2 and " (see 'orch help watchdog')" or "", "\n")
+  return code
+end
+
+local function parse_key(s)
+  local n
+  if s:match("^0[xX]%x+$") then n = tonumber(s:sub(3), 16)
+  elseif s:match("^%d+$") then n = tonumber(s) end
+  n = n and math.tointeger(n)
+  if not n or n <= 0 or n > 0xffffffff then return nil end
+  return n
+end
+
+local function parse(argv)
+  local o, i = { uids = {} }, 1
+  local function value(flag, inline)
+    if inline then return inline end
+    i = i + 1
+    if argv[i] == nil then error(flag .. " needs a value", 0) end
+    return argv[i]
+  end
+  while argv[i] do
+    local a = argv[i]
+    local flag, inline = a:match("^(%-%-[%w-]+)=(.*)$")
+    flag = flag or a
+    if flag == "--compat" or flag == "--any-uid" or flag == "--create" then
+      if inline then error(flag .. " takes no value", 0) end
+      o[flag:sub(3):gsub("-", "_")] = true
+    elseif flag == "--key" then
+      local v = value(flag, inline)
+      o.key = parse_key(v)
+      if not o.key then error("--key: SysV key expected (decimal or 0x-hex), got '" .. v .. "'", 0) end
+    elseif flag == "--grace" or flag == "--scan" then
+      local v = value(flag, inline)
+      local n = tonumber(v)
+      if not n or n ~= n or n < 0 or n == math.huge or (flag == "--scan" and (n < 0.001 or n > 60)) then
+        error(flag .. ": seconds expected, got '" .. v .. "'", 0)
+      end
+      o[flag:sub(3)] = n
+    elseif flag == "--log" then
+      o.log = value(flag, inline)
+      if o.log == "" then error("--log: file name expected", 0) end
+    elseif flag == "--uid" then
+      local v = value(flag, inline)
+      local n = v:match("^%d+$") and math.tointeger(tonumber(v))
+      if not n or n > 0xffffffff then error("--uid: numeric uid expected, got '" .. v .. "'", 0) end
+      o.uids[#o.uids + 1] = n
+    elseif a:sub(1, 1) == "-" then
+      error("unknown option '" .. a .. "'", 0)
+    else
+      error("unexpected argument '" .. a .. "'", 0)
+    end
+    i = i + 1
+  end
+  if o.any_uid and #o.uids > 0 then error("give either --any-uid or --uid", 0) end
+  if #o.uids == 0 then o.uids = nil end
+  return o
+end
+
+local function main(argv)
+  local ok, o = pcall(parse, argv or {})
+  if not ok then return fail(2, o) end
+  local orch = require "orch"
+  local watchdog = require "orch.watchdog"
+  local w, err = watchdog.start {
+    key = o.key, compat = o.compat, grace = o.grace, log = o.log, any_uid = o.any_uid,
+    uids = o.uids, scan = o.scan, create = o.create,
+  }
+  if not w then return fail(1, err) end
+  local code = 0
+  local handlers = {}
+  local function stop(name)
+    w.log("SIG" .. name .. ": stopping (watched processes left as they are)")
+    for _, hnd in ipairs(handlers) do hnd:stop() end
+    w:stop()
+  end
+  handlers[1] = orch.signal.on("TERM", function() stop("TERM") end)
+  handlers[2] = orch.signal.on("INT", function() stop("INT") end)
+  w:wait()
+  return code
+end
+
+return { summary = "stop the processes whose heartbeat is late", usage = usage, main = main }
