@@ -67,7 +67,7 @@ end
 local t, key
 for n = 0, 63 do
   key = 0x4f570000 + (orch.getpid() + n * 7919) % 0x10000
-  t = hb.open { key = key, create = true, excl = true, slots = 16 }
+  t = hb.open { key = key, create = true, exclusive = true, slots = 16 }
   if t then break end
 end
 assert(t, "could not create a heartbeat table")

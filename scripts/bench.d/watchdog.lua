@@ -33,7 +33,7 @@ local client = (exe:match("^(.*)/[^/]*$") or ".") .. "/progs/prog_hb_client"
 local function private_table(slots)
   for n = 0, 63 do
     local key = 0x4f620000 + (orch.getpid() + n * 7919) % 0x10000
-    local t = hb.open { key = key, create = true, excl = true, slots = slots }
+    local t = hb.open { key = key, create = true, exclusive = true, slots = slots }
     if t then return t, key end
   end
   error("no free key for a heartbeat table")
