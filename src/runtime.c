@@ -1082,7 +1082,17 @@ int orch__after_fork_child(lua_State *L) {
 
 /* ---------------------------------------------------------------- luaopen */
 
+/* When orch is a Lua C module, lua_close() dlcloses it: a detached waiter
+ * thread still returning, or a signal handler still installed, would then
+ * run unmapped code. Pin the library for the life of the process. */
+static void pin_library(void) {
+  Dl_info info;
+  if (dladdr((void *)&pin_library, &info) && info.dli_fname)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 int luaopen_orch_core(lua_State *L) {
+  pin_library();
   orch_runtime *rt = runtime_attach(L, 0);
   if (!rt) return luaL_error(L, "orch: cannot create the runtime");
   lua_newtable(L);
