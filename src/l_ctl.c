@@ -413,6 +413,21 @@ static int ctl_read_fd(lua_State *L) {
   return 1;
 }
 
+/* ctl.stream(fd): wraps a descriptor inherited across `orch ctl reexec`
+ * (a service's log pipe) in an orch.Stream again, for reading; the stream
+ * owns it then (non-blocking, close-on-exec). */
+static int ctl_stream(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 3 && fd <= 0x7fffffff, 1, "file descriptor >= 3 expected");
+  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  if (fcntl((int)fd, F_GETFD) < 0) return orch__fail(L, "stream", errno);
+  if (!orch__stream_push_fd)
+    return orch__failf(L, "ENOSYS", "stream: orch was built without the stream module");
+  int r = orch__stream_push_fd(L, (int)fd, ORCH_STREAM_READ);
+  if (r < 0) return orch__fail_uv(L, "stream", r);
+  return 1;
+}
+
 /* ctl.sockets(dir): the names of the unix sockets in dir, sorted by the
  * caller (for `orch ctl` to find the one orchestrator running). */
 static int ctl_sockets(lua_State *L) {
@@ -555,6 +570,7 @@ int orch__open_ctl(lua_State *L) {
     {"listen", ctl_listen}, {"secure_dir", ctl_secure_dir}, {"getuid", ctl_getuid},
     {"inherit", ctl_inherit}, {"memfd", ctl_memfd}, {"read_fd", ctl_read_fd},
     {"sd_notify", ctl_sd_notify}, {"sd_watchdog", ctl_sd_watchdog}, {"sockets", ctl_sockets}, {"exe_path", ctl_exe_path},
+    {"stream", ctl_stream},
     {NULL, NULL}
   };
   luaL_newlib(L, fns);

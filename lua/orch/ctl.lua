@@ -548,6 +548,11 @@ function ctl.inherited(name)
         if type(t.listener) == "table" and math.type(t.listener.fd) == "integer" then
           C.inherit(t.listener.fd, false)
         end
+        -- The modules' descriptors are close-on-exec again until their
+        -- owners take them: no child spawned meanwhile inherits them.
+        for _, fd in ipairs(type(t.fds) == "table" and t.fds or {}) do
+          if math.type(fd) == "integer" and fd > 2 then C.inherit(fd, false) end
+        end
       end
     end
   end
@@ -585,6 +590,9 @@ function ctl.prepare_reexec(srv)
   -- Children nobody hands over would be started twice by the new image and
   -- orphaned: refuse unless the supervisor knows how to hand over.
   local sup = supervisor(srv)
+  if sup and not exporters.supervisor and type(sup.handoff) == "function" then
+    ctl.on_reexec("supervisor", sup.handoff)
+  end
   if sup and not exporters.supervisor and type(sup.status) == "function" then
     local ok, list = pcall(sup.status)
     if ok and type(list) == "table" and #list > 0 then
@@ -599,7 +607,7 @@ function ctl.prepare_reexec(srv)
     modules[name] = st
     for _, fd in ipairs(type(extra) == "table" and extra or {}) do fds[#fds + 1] = fd end
   end
-  local data = { version = 1, pid = orch.getpid(), modules = modules,
+  local data = { version = 1, pid = orch.getpid(), modules = modules, fds = fds,
                  listener = { fd = srv.listener:fd(), path = srv.path } }
   local ok, text = pcall(ctl.encode, data)
   if not ok then return nil, "reexec: the state cannot be encoded: " .. tostring(text), "EINVAL" end

@@ -338,6 +338,118 @@ end
 function Sup:watch_orphan(pid, inst, run) self.orphans[pid] = { inst = inst, run = run } end
 function Sup:unwatch_orphan(pid) self.orphans[pid] = nil end
 
+-- ---------------------------------------------------------------- reexec
+-- `orch ctl reexec` hands the running processes over to the new image of
+-- orch (the same pid, so they are still its children): sup.handoff() lists
+-- them, and the new image's first launch of each instance adopts its
+-- process instead of spawning one (Instance:adopt_inherited).
+
+-- A definition as a string that compares like schema.equal (functions by
+-- their compiled code), so that it crosses exec in JSON.
+local function canon(v, depth)
+  depth = depth or 0
+  local t = type(v)
+  if depth > 50 then return "?" end
+  if t == "function" then
+    local ok, d = pcall(string.dump, v, true)
+    return ok and ("f" .. d:gsub(".", function(c) return string.format("%02x", c:byte()) end)) or tostring(v)
+  elseif t == "table" then
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b)
+      local ta, tb = type(a), type(b)
+      if ta ~= tb then return ta < tb end
+      if ta == "number" or ta == "string" then return a < b end
+      return tostring(a) < tostring(b)
+    end)
+    local parts = {}
+    for i, k in ipairs(keys) do parts[i] = canon(k, depth + 1) .. "=" .. canon(v[k], depth + 1) end
+    return "{" .. table.concat(parts, ";") .. "}"
+  elseif t == "string" then
+    return string.format("%q", v)
+  end
+  return t:sub(1, 1) .. tostring(v)
+end
+Sup.canon = canon
+
+--- What the supervisor hands over: its live processes and their log pipes.
+function Sup:handoff()
+  local list, fds = {}, {}
+  for _, inst in ipairs(self:all_instances()) do
+    local run = inst.run
+    local pid = run and run.alive and (run.main_pid or run.pid)
+    local info = pid and orch.proc.info(pid)
+    if info then
+      local e = {
+        name = inst.name, pid = pid, pid_start = info.start_time, want = inst.want and true or false,
+        restarts = inst.restarts, state = inst.state, start_time = inst.start_time,
+        uptime = orch.now() - (run.started or orch.now()),
+        def = canon(self.services[inst.service].def),
+      }
+      local fd = run.log_stream and run.log_stream:fd()
+      if math.type(fd) == "integer" and fd >= 0 then
+        e.log_fd = fd
+        fds[#fds + 1] = fd
+      end
+      list[#list + 1] = e
+    end
+  end
+  return { version = 1, instances = list }, fds
+end
+
+--- In the image `orch ctl reexec` started: name -> what the previous one
+-- handed over (read once; the log pipes become streams at once, so that
+-- no child inherits them). false when there is nothing.
+function Sup:load_inherited()
+  if self.inherited ~= nil then return self.inherited end
+  self.inherited = false
+  if not os.getenv("ORCH_HANDOFF") then return false end
+  local ok, ctl = pcall(require, "orch.ctl")
+  local st = ok and ctl.inherited("supervisor")
+  if type(st) ~= "table" or type(st.instances) ~= "table" then return false end
+  local C = require "orch.core.ctl"
+  local h = {}
+  for _, e in ipairs(st.instances) do
+    if type(e) == "table" and type(e.name) == "string" and math.type(e.pid) == "integer" then
+      if math.type(e.log_fd) == "integer" then
+        local s, err = C.stream(e.log_fd)
+        e.log_stream = s
+        if not s then self:log(e.name .. ": the log pipe was lost in the reexec: " .. tostring(err)) end
+      end
+      h[e.name] = e
+    end
+  end
+  self.inherited = h
+  return h
+end
+
+--- The hand-over entry of inst (taken: adopted at most once), or nil.
+function Sup:take_inherited(inst)
+  local h = self.inherited
+  if h == nil then h = self:load_inherited() end
+  if not h then return nil end
+  local e = h[inst.name]
+  h[inst.name] = nil
+  return e
+end
+
+--- After sup.run: what was handed over and belongs to no service any more
+-- is stopped (TERM to its group, as a removed service on reload).
+function Sup:drop_inherited()
+  local h = self.inherited
+  if not h then return end
+  self.inherited = false
+  for name, e in pairs(h) do
+    if e.log_stream then e.log_stream:close() end
+    local info = orch.proc.info(e.pid)
+    if info and info.start_time == e.pid_start and info.state ~= "Z" then
+      self:log(string.format("%s: no longer defined: stopping pid %d", name, e.pid))
+      self:track_orphans()
+      if info.pgid == e.pid then orch.killpg(e.pid, "TERM") else orch.kill(e.pid, "TERM", e.pid_start) end
+    end
+  end
+end
+
 function Sup:critical_failure(inst)
   if self.shutdown_task then return end
   self:log(string.format("critical service %s is fatal: stopping every service", inst.name))
@@ -665,10 +777,28 @@ local function new()
     local ok, err = pcall(check_graph, S:cfgs())
     if not ok then error(err, 2) end
     sup.handle_signals()
+    -- After `orch ctl reexec`: what ran before runs on (adopted), whether
+    -- or not it starts by itself.
+    local h = S:load_inherited()
+    if h then
+      local names = {}
+      for name, e in pairs(h) do
+        if S.by_name[name] and e.want then names[#names + 1] = name end
+      end
+      table.sort(names)
+      for _, name in ipairs(names) do sup.start(name) end
+    end
     for _, n in ipairs(S.order) do
       if S.services[n].cfg.autostart then sup.start(n) end
     end
+    S:drop_inherited()
     return true
+  end
+
+  --- The hand-over of `orch ctl reexec` (registered with ctl.on_reexec
+  -- "supervisor"): a JSON-able state and the fds that must cross exec.
+  function sup.handoff()
+    return S:handoff()
   end
 
   --- Stops every service (task only; waits), removes the signal handlers

@@ -87,6 +87,11 @@ end
 --- Starts the process now, or waits for the dependencies to be ready.
 function Instance:launch()
   if not self.want then return end
+  -- After `orch ctl reexec`, the process the previous image ran goes on.
+  if self.sup.inherited ~= false then
+    local e = self.sup:take_inherited(self)
+    if e and self:adopt_inherited(e) then return end
+  end
   local missing = self.sup:unready_dependency(self)
   if missing then
     if self.state ~= "waiting" then
@@ -187,7 +192,10 @@ function Instance:spawn()
   self.start_time = orch.time()
   self.status_text = nil
   self:set_state("starting")
-  if p.stdout then run.log_task = log.capture(self:get_sink(), p.stdout) end
+  if p.stdout then
+    run.log_stream = p.stdout
+    run.log_task = log.capture(self:get_sink(), p.stdout)
+  end
   p:on_exit(function(code, sig) self:proc_exited(run, code, sig) end)
   if cfg.heartbeat then hb.start(self, run) end
   if cfg.ready or cfg.pidfile then
@@ -280,6 +288,44 @@ function Instance:adopt_from_pidfile(run)
     orch.sleep(0.05)
   end
   if run.alive then self:run_ended(run, nil, nil, "pidfile " .. path .. " names no live process") end
+end
+
+--- Takes over the process of a hand-over entry (Sup:handoff in the image
+-- before `orch ctl reexec`): it is still orch's child, and its exit comes
+-- as an orphan's. Returns false when it ended meanwhile (then it is spawned
+-- again as usual). A definition that changed in the re-read policy
+-- restarts it, as sup.reload does.
+function Instance:adopt_inherited(e)
+  local pid = e.pid
+  local info = pid > 1 and pid ~= orch.getpid() and orch.proc.info(pid)
+  if not info or info.state == "Z" or info.start_time ~= e.pid_start then
+    if e.log_stream then e.log_stream:close() end
+    self:log("pid %d ended during the reexec", pid)
+    return false
+  end
+  local run = { alive = true, adopted = true, pid = pid, main_pid = pid,
+                main_start = info.start_time, main_pgid = info.pgid }
+  run.started = orch.now() - (tonumber(e.uptime) or 0)
+  self.run = run
+  self.pid = pid
+  self.restarts = math.tointeger(e.restarts) or self.restarts
+  self.start_time = tonumber(e.start_time) or orch.time()
+  self.sup:track_orphans()
+  self.sup:watch_orphan(pid, self, run)
+  if e.log_stream then
+    run.log_stream = e.log_stream
+    run.log_task = log.capture(self:get_sink(), e.log_stream)
+  end
+  self:log("adopted pid %d after reexec", pid)
+  self:set_state("starting")
+  self:mark_ready(run, nil)
+  if e.def ~= self.sup.canon(self.sup.services[self.service].def) then
+    self:log("definition changed: restarting")
+    run.user_stop = true
+    self:set_state("stopping")
+    orch.task(function() self:stop_run(run) end)
+  end
+  return true
 end
 
 -- ---------------------------------------------------------------- exits
@@ -400,14 +446,14 @@ end
 function Instance:send(run, sig, group)
   if not run.alive then return nil, "not running", "ESRCH" end
   local ok, err, ename
-  if run.main_pid and run.main_pid ~= run.pid then
+  if run.main_pid and (run.main_pid ~= run.pid or not run.proc) then
     if group and run.main_pgid == run.main_pid then
       ok, err, ename = orch.killpg(run.main_pid, sig)
     else
       ok, err, ename = orch.kill(run.main_pid, sig, run.main_start)
     end
     -- The launcher's group too, in case something is left there.
-    if group then orch.killpg(run.pid, sig) end
+    if group and run.main_pid ~= run.pid then orch.killpg(run.pid, sig) end
     return ok, err, ename
   end
   if group then

@@ -1,0 +1,153 @@
+-- `orch ctl reexec` with supervised services: a real `orch run`, executed
+-- again in place; the services' processes, restart counts and log pipes go
+-- on in the new image, which supervises them as before.
+local h = require "spec.helper"
+local cjson = require "cjson"
+
+local function write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+local function alive(pid)
+  local stat = h.slurp("/proc/" .. pid .. "/stat")
+  return stat ~= "" and not stat:match("^%d+ %b() Z")
+end
+
+local function pause(s) os.execute("sleep " .. s) end
+
+local function sanitizer_clean(text, what)
+  if text:find("AddressSanitizer", 1, true) or text:find("runtime error:", 1, true) then
+    error("sanitizer report from " .. what .. ":\n" .. text, 2)
+  end
+end
+
+-- Service a counts lines into its log file (LOGDIR/a.log); b sleeps.
+local POLICY = [[
+local sup = require "orch.supervisor"
+sup.configure{ log = false }
+sup.service{ name = "a", log = { dir = LOGDIR }, backoff = 0.1,
+  cmd = { "sh", "-c", "i=0; while :; do i=$((i+1)); echo \"$$ line $i\"; sleep 0.05; done" } }
+sup.service{ name = "b", cmd = { "sleep", "1000" }, backoff = 0.1 }
+sup.run()
+assert(require("orch.ctl").serve{ socket = SOCK })
+]]
+
+local function start()
+  local d = h.tmpdir()
+  local o = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua", log = d .. "/a.log" }
+  write(o.path, string.format("local SOCK, LOGDIR = %q, %q\n", o.sock, d) .. POLICY)
+  o.pid = tonumber((h.sh(string.format("cd %s && { %s run %s >%s/out 2>%s/err & echo $!; }",
+    h.shquote(d), h.shquote(h.bin), h.shquote(o.path), h.shquote(d), h.shquote(d)))))
+  for _ = 1, 400 do
+    if h.cli({ "ctl", "--socket", o.sock, "ping" }) == 0 then return o end
+    if not alive(o.pid) then break end
+    pause(0.05)
+  end
+  os.execute("kill -TERM " .. o.pid .. " 2>/dev/null")
+  error("the orchestrator did not come up: " .. h.slurp(d .. "/err"))
+end
+
+local function ctl_cli(o, ...)
+  local code, out, err = h.cli({ "ctl", "--socket", o.sock, ... })
+  sanitizer_clean(err, "orch ctl")
+  return code, out, err
+end
+
+local function status(o)
+  local code, out, err = ctl_cli(o, "--json", "status")
+  assert.are.equal(0, code, err)
+  local by = {}
+  for _, s in ipairs(cjson.decode(out).services) do
+    -- cjson reads numbers as floats.
+    s.pid, s.restarts = math.tointeger(s.pid), math.tointeger(s.restarts)
+    by[s.name] = s
+  end
+  return by
+end
+
+-- Waits (generously) until pred() is true; returns its last value.
+local function until_true(pred, what)
+  for _ = 1, 600 do
+    local v = pred()
+    if v then return v end
+    pause(0.05)
+  end
+  error("timed out waiting for " .. what)
+end
+
+-- The pids of the lines of a.log written by process pid.
+local function lines_of(o, pid)
+  local n = 0
+  for _ in h.slurp(o.log):gmatch("%f[%d]" .. pid .. " line %d+\n") do n = n + 1 end
+  return n
+end
+
+describe("orch ctl reexec with supervised services", function()
+  for round = 1, 3 do
+    it("keeps the services running and supervised (round " .. round .. ")", function()
+      local o = start()
+      local seen = {}
+      local ok, err = pcall(function()
+        local before = until_true(function()
+          local s = status(o)
+          return s.a.state == "running" and s.b.state == "running" and s end, "both services running")
+        seen[#seen + 1], seen[#seen + 2] = before.a.pid, before.b.pid
+        -- b's restart count is not 0 when the hand-over is made.
+        assert(alive(before.b.pid))
+        os.execute("kill -KILL " .. before.b.pid)
+        local s1 = until_true(function()
+          local s = status(o)
+          return s.b.state == "running" and s.b.pid ~= before.b.pid and s end, "b restarted")
+        assert.are.equal(1, s1.b.restarts)
+        seen[#seen + 1] = s1.b.pid
+
+        local code, out, e = ctl_cli(o, "reexec")
+        assert.are.equal(0, code, e)
+        assert.are.equal("re-executing\n", out)
+        -- The new image answers once it has re-read the policy.
+        local after = until_true(function()
+          local c, o2 = ctl_cli(o, "eval", "return package.loaded['orch.ctl'].inherited() ~= nil")
+          return c == 0 and o2 == "true\n" and status(o) end, "the new image")
+        local c3, pid_out = ctl_cli(o, "eval", "return orch.getpid()")
+        assert.are.equal(0, c3)
+        assert.are.equal(o.pid .. "\n", pid_out)
+        assert.is_true(alive(o.pid))
+        assert.are.equal("running", after.a.state)
+        assert.are.equal("running", after.b.state)
+        assert.are.equal(before.a.pid, after.a.pid)
+        assert.are.equal(s1.b.pid, after.b.pid)
+        assert.are.equal(0, after.a.restarts)
+        assert.are.equal(1, after.b.restarts)
+        code, out = ctl_cli(o, "status")
+        assert.are.equal(0, code)
+        assert.truthy(out:find("%f[%w]a%s+running%s+" .. after.a.pid), out)
+        assert.truthy(out:find("%f[%w]b%s+running%s+" .. after.b.pid), out)
+
+        -- a's lines written after the reexec still reach its log file.
+        local n = lines_of(o, after.a.pid)
+        until_true(function() return lines_of(o, after.a.pid) >= n + 5 end, "a's log after the reexec")
+
+        -- Killing an adopted process: the supervisor restarts it.
+        os.execute("kill -KILL " .. after.a.pid)
+        local s2 = until_true(function()
+          local s = status(o)
+          return s.a.state == "running" and s.a.pid ~= after.a.pid and s end, "a restarted after the reexec")
+        assert.are.equal(1, s2.a.restarts)
+        seen[#seen + 1] = s2.a.pid
+        until_true(function() return lines_of(o, s2.a.pid) >= 3 end, "the new a's log")
+        assert.are.equal(after.b.pid, s2.b.pid)
+
+        code, _, e = ctl_cli(o, "shutdown")
+        assert.are.equal(0, code, e)
+        until_true(function() return not alive(o.pid) end, "orch to exit")
+        for _, p in ipairs(seen) do assert.is_false(alive(p), "pid " .. p .. " survived") end
+      end)
+      if alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
+      for _, p in ipairs(seen) do if alive(p) then os.execute("kill -KILL " .. p) end end
+      sanitizer_clean(h.slurp(o.dir .. "/err"), "orch run")
+      if not ok then error(tostring(err) .. "\n" .. h.slurp(o.dir .. "/err"), 0) end
+    end)
+  end
+end)
