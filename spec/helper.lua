@@ -44,7 +44,12 @@ function h.run(fn, deadline, ...)
     end)
     local res = table.pack(pcall(fn, table.unpack(args, 1, args.n)))
     guard:stop()
-    if not res[1] then error(res[2], 0) end
+    if not res[1] then
+      -- A failed test may leave children behind (its cleanup was skipped):
+      -- kill them so they do not hold the loop of the tests that follow.
+      for _, pid in ipairs(h.children()) do orch.kill(pid, "KILL") end
+      error(res[2], 0)
+    end
     return table.unpack(res, 2, res.n)
   end)
 end
@@ -116,6 +121,17 @@ function h.sh(cmd)
   local out = p:read("a")
   local ok = p:close()
   return (out:gsub("%s+$", "")), ok
+end
+
+--- The pids of this process's children (from /proc).
+function h.children()
+  local f = io.open("/proc/self/task/" .. h.orch.getpid() .. "/children")
+  local out = {}
+  if f then
+    for pid in f:read("a"):gmatch("%d+") do out[#out + 1] = tonumber(pid) end
+    f:close()
+  end
+  return out
 end
 
 --- Number of zombie children of this process (read from /proc, not ps:
