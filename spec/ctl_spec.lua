@@ -7,18 +7,7 @@ local ctl = require "orch.ctl"
 local C = require "orch.core.ctl"
 local cjson = require "cjson"
 
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function alive(pid)
-  local stat = h.slurp("/proc/" .. pid .. "/stat")
-  return stat ~= "" and not stat:match("^%d+ %b() Z")
-end
-
-local function pause(s) os.execute("sleep " .. s) end
+local write, alive, pause = h.write, h.alive, h.pause
 
 -- A policy: services a (prints its signals) and b; the control socket at
 -- SOCK (the script serves it itself; `orch run --socket` is the CLI's way).

@@ -123,6 +123,39 @@ function h.sh(cmd)
   return (out:gsub("%s+$", "")), ok
 end
 
+--- busted keeps only one `finally` per test: the function returned by
+-- h.make_defer(finally) stacks clean-ups, run in reverse order when the test
+-- ends. (busted's `finally` exists only in the spec file's environment while
+-- a test runs, so the spec passes a caller:
+-- `local defer = h.make_defer(function(f) finally(f) end)`.)
+function h.make_defer(finally)
+  local deferred = {}
+  return function(fn)
+    deferred[#deferred + 1] = fn
+    finally(function()
+      local list = deferred
+      deferred = {}
+      for i = #list, 1, -1 do list[i]() end
+    end)
+  end
+end
+
+--- Writes a file.
+function h.write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+--- Whether pid is a live (non-zombie) process.
+function h.alive(pid)
+  local stat = slurp("/proc/" .. pid .. "/stat")
+  return stat ~= "" and not stat:match("^%d+ %b() Z")
+end
+
+--- Sleeps outside the loop (between CLI calls).
+function h.pause(s) os.execute("sleep " .. s) end
+
 --- The pids of this process's children (from /proc).
 function h.children()
   local f = io.open("/proc/self/task/" .. h.orch.getpid() .. "/children")

@@ -6,16 +6,7 @@ local orch = h.orch
 local mypid = tonumber(h.slurp("/proc/self/stat"):match("^(%d+)"))
 local function keystr(k) return string.format("0x%08x", k) end
 
--- busted keeps one `finally` per test: defer(fn) stacks them.
-local deferred = {}
-local function defer(fn)
-  deferred[#deferred + 1] = fn
-  finally(function()
-    local list = deferred
-    deferred = {}
-    for i = #list, 1, -1 do list[i]() end
-  end)
-end
+local defer = h.make_defer(function(f) finally(f) end)   -- stacked clean-ups
 
 -- A fresh keyed queue, removed when the test ends.
 local function newq()

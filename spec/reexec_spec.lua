@@ -4,18 +4,7 @@
 local h = require "spec.helper"
 local cjson = require "cjson"
 
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function alive(pid)
-  local stat = h.slurp("/proc/" .. pid .. "/stat")
-  return stat ~= "" and not stat:match("^%d+ %b() Z")
-end
-
-local function pause(s) os.execute("sleep " .. s) end
+local write, alive, pause = h.write, h.alive, h.pause
 
 local function sanitizer_clean(text, what)
   if text:find("AddressSanitizer", 1, true) or text:find("runtime error:", 1, true) then
