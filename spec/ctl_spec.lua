@@ -28,70 +28,12 @@ local function policy(extra, opts)
   return (POLICY:gsub("%-%-EXTRA%-%-", extra or ""):gsub("%-%-OPTS%-%-", opts or ""))
 end
 
--- Starts `orch run` on a policy in the background; returns o = { dir,
--- sock, pid, path }. stop(o) ends it and checks that its services died.
+local u = require "spec.ctl_util"
+local stop, ctl_cli, status, sanitizer_clean = u.stop, u.ctl_cli, u.status, u.sanitizer_clean
+
+-- Starts `orch run` on a policy (its unused markers removed); see u.start.
 local function start(src, env)
-  local d = h.tmpdir()
-  local o = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua" }
-  src = src:gsub("%-%-OPTS%-%-", ""):gsub("%-%-EXTRA%-%-", "")
-  write(o.path, "local SOCK = " .. string.format("%q", o.sock) .. "\n" .. src)
-  local envs = {}
-  for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. h.shquote(v) end
-  o.pid = tonumber((h.sh(string.format("cd %s && { env %s %s run %s >%s/out 2>%s/err & echo $!; }",
-    h.shquote(d), table.concat(envs, " "), h.shquote(h.bin), h.shquote(o.path), h.shquote(d), h.shquote(d)))))
-  for _ = 1, 400 do
-    local code = h.cli({ "ctl", "--socket", o.sock, "ping" })
-    if code == 0 then return o end
-    if not alive(o.pid) then break end
-    pause(0.05)
-  end
-  local err = h.slurp(d .. "/err")
-  os.execute("kill -TERM " .. o.pid .. " 2>/dev/null")
-  error("the orchestrator did not come up: " .. err)
-end
-
--- Under ASan/UBSan a report on stderr fails the test even if the exit
--- status looked right.
-local function sanitizer_clean(text, what)
-  if text:find("AddressSanitizer", 1, true) or text:find("runtime error:", 1, true) then
-    error("sanitizer report from " .. what .. ":\n" .. text, 2)
-  end
-end
-
-local function ctl_cli(o, ...)
-  local code, out, err = h.cli({ "ctl", "--socket", o.sock, ... })
-  sanitizer_clean(err, "orch ctl")
-  return code, out, err
-end
-
-local function status(o)
-  local code, out, err = ctl_cli(o, "--json", "status")
-  assert.are.equal(0, code, err)
-  local by = {}
-  for _, s in ipairs(cjson.decode(out).services) do by[s.name] = s end
-  return by
-end
-
-local function stop(o)
-  local pids = {}
-  if alive(o.pid) then
-    local code, out = ctl_cli(o, "--json", "status")
-    if code == 0 then
-      for _, s in ipairs(cjson.decode(out).services) do
-        if type(s.pid) == "number" then pids[#pids + 1] = s.pid end
-      end
-    end
-    os.execute("kill -TERM " .. o.pid)
-    for _ = 1, 400 do
-      if not alive(o.pid) then break end
-      pause(0.05)
-    end
-    if alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
-  end
-  for _, p in ipairs(pids) do
-    if alive(p) then os.execute("kill -KILL " .. p) error("service pid " .. p .. " survived its orchestrator") end
-  end
-  sanitizer_clean(h.slurp(o.dir .. "/err"), "orch run")
+  return u.start((src:gsub("%-%-OPTS%-%-", ""):gsub("%-%-EXTRA%-%-", "")), env)
 end
 
 -- Runs fn(client) with a raw stream connected to o's socket, in a loop.

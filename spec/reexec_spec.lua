@@ -2,58 +2,27 @@
 -- again in place; the services' processes, restart counts and log pipes go
 -- on in the new image, which supervises them as before.
 local h = require "spec.helper"
-local cjson = require "cjson"
 
-local write, alive, pause = h.write, h.alive, h.pause
+local alive, pause = h.alive, h.pause
 
-local function sanitizer_clean(text, what)
-  if text:find("AddressSanitizer", 1, true) or text:find("runtime error:", 1, true) then
-    error("sanitizer report from " .. what .. ":\n" .. text, 2)
-  end
-end
-
--- Service a counts lines into its log file (LOGDIR/a.log); b sleeps.
+-- Service a counts lines into its log file (DIR/a.log); b sleeps.
 local POLICY = [[
 local sup = require "orch.supervisor"
 sup.configure{ log = false }
-sup.service{ name = "a", log = { dir = LOGDIR }, backoff = 0.1,
+sup.service{ name = "a", log = { dir = DIR }, backoff = 0.1,
   cmd = { "sh", "-c", "i=0; while :; do i=$((i+1)); echo \"$$ line $i\"; sleep 0.05; done" } }
 sup.service{ name = "b", cmd = { "sleep", "1000" }, backoff = 0.1 }
 sup.run()
 assert(require("orch.ctl").serve{ socket = SOCK })
 ]]
 
+local u = require "spec.ctl_util"
+local ctl_cli, status, sanitizer_clean = u.ctl_cli, u.status, u.sanitizer_clean
+
 local function start()
-  local d = h.tmpdir()
-  local o = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua", log = d .. "/a.log" }
-  write(o.path, string.format("local SOCK, LOGDIR = %q, %q\n", o.sock, d) .. POLICY)
-  o.pid = tonumber((h.sh(string.format("cd %s && { %s run %s >%s/out 2>%s/err & echo $!; }",
-    h.shquote(d), h.shquote(h.bin), h.shquote(o.path), h.shquote(d), h.shquote(d)))))
-  for _ = 1, 400 do
-    if h.cli({ "ctl", "--socket", o.sock, "ping" }) == 0 then return o end
-    if not alive(o.pid) then break end
-    pause(0.05)
-  end
-  os.execute("kill -TERM " .. o.pid .. " 2>/dev/null")
-  error("the orchestrator did not come up: " .. h.slurp(d .. "/err"))
-end
-
-local function ctl_cli(o, ...)
-  local code, out, err = h.cli({ "ctl", "--socket", o.sock, ... })
-  sanitizer_clean(err, "orch ctl")
-  return code, out, err
-end
-
-local function status(o)
-  local code, out, err = ctl_cli(o, "--json", "status")
-  assert.are.equal(0, code, err)
-  local by = {}
-  for _, s in ipairs(cjson.decode(out).services) do
-    -- cjson reads numbers as floats.
-    s.pid, s.restarts = math.tointeger(s.pid), math.tointeger(s.restarts)
-    by[s.name] = s
-  end
-  return by
+  local o = u.start(POLICY)
+  o.log = o.dir .. "/a.log"
+  return o
 end
 
 -- Waits (generously) until pred() is true; returns its last value.

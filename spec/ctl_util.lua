@@ -1,0 +1,83 @@
+--- Helpers shared by the specs that drive a real `orch run` through its
+-- control socket (ctl_spec, reexec_spec).
+local h = require "spec.helper"
+local cjson = require "cjson"
+local assert = require "luassert"
+
+local u = {}
+local alive, pause = h.alive, h.pause
+
+--- Under ASan/UBSan a report on stderr fails the test even if the exit
+-- status looked right.
+function u.sanitizer_clean(text, what)
+  if text:find("AddressSanitizer", 1, true) or text:find("runtime error:", 1, true) then
+    error("sanitizer report from " .. what .. ":\n" .. text, 2)
+  end
+end
+
+--- Starts `orch run` on the policy source in the background (the policy
+-- sees `SOCK`, its control socket, and `DIR`, its temp dir); returns
+-- o = { dir, sock, pid, path } once the socket answers.
+function u.start(src, env)
+  local d = h.tmpdir()
+  local o = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua" }
+  h.write(o.path, string.format("local SOCK, DIR = %q, %q\n", o.sock, d) .. src)
+  local envs = {}
+  for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. h.shquote(v) end
+  o.pid = tonumber((h.sh(string.format("cd %s && { env %s %s run %s >%s/out 2>%s/err & echo $!; }",
+    h.shquote(d), table.concat(envs, " "), h.shquote(h.bin), h.shquote(o.path), h.shquote(d), h.shquote(d)))))
+  for _ = 1, 400 do
+    if h.cli({ "ctl", "--socket", o.sock, "ping" }) == 0 then return o end
+    if not alive(o.pid) then break end
+    pause(0.05)
+  end
+  local err = h.slurp(d .. "/err")
+  os.execute("kill -TERM " .. o.pid .. " 2>/dev/null")
+  error("the orchestrator did not come up: " .. err)
+end
+
+--- `orch ctl --socket o.sock ARGS...`: code, stdout, stderr.
+function u.ctl_cli(o, ...)
+  local code, out, err = h.cli({ "ctl", "--socket", o.sock, ... })
+  u.sanitizer_clean(err, "orch ctl")
+  return code, out, err
+end
+
+--- The services of o by name, from `orch ctl --json status` (integers as
+-- integers: cjson reads every number as a float).
+function u.status(o)
+  local code, out, err = u.ctl_cli(o, "--json", "status")
+  assert.are.equal(0, code, err)
+  local by = {}
+  for _, s in ipairs(cjson.decode(out).services) do
+    s.pid, s.restarts = math.tointeger(s.pid) or s.pid, math.tointeger(s.restarts) or s.restarts
+    by[s.name] = s
+  end
+  return by
+end
+
+--- Ends o with SIGTERM (KILL if it hangs) and checks that its services died
+-- with it and that it printed no sanitizer report.
+function u.stop(o)
+  local pids = {}
+  if alive(o.pid) then
+    local code, out = u.ctl_cli(o, "--json", "status")
+    if code == 0 then
+      for _, s in ipairs(cjson.decode(out).services) do
+        if type(s.pid) == "number" then pids[#pids + 1] = s.pid end
+      end
+    end
+    os.execute("kill -TERM " .. o.pid)
+    for _ = 1, 400 do
+      if not alive(o.pid) then break end
+      pause(0.05)
+    end
+    if alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
+  end
+  for _, p in ipairs(pids) do
+    if alive(p) then os.execute("kill -KILL " .. p) error("service pid " .. p .. " survived its orchestrator") end
+  end
+  u.sanitizer_clean(h.slurp(o.dir .. "/err"), "orch run")
+end
+
+return u
