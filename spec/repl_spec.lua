@@ -7,16 +7,18 @@ local repl = require "orch.repl"
 local pty = h.progs .. "/prog_pty"
 
 -- Runs `orch ARGS` on a pseudo-terminal driven by `script` (prog_pty's
--- expect/send lines). HOME is a fresh directory (history goes there).
+-- expect/send lines). HOME is a fresh directory (history goes there); `env`
+-- (a table NAME = value) adds to the environment.
 -- Returns exit code, transcript, stderr of prog_pty, home.
-local function on_pty(args, script, home)
+local function on_pty(args, script, home, env)
   home = home or h.tmpdir()
   local d = h.tmpdir()
   local f = assert(io.open(d .. "/script", "wb"))
   f:write(script)
   f:close()
-  local parts = { "env -u ORCH_HISTORY", "HOME=" .. h.shquote(home), "TERM=xterm",
-                  h.shquote(pty), "-t", "30", "--", h.shquote(h.bin) }
+  local parts = { "env -u ORCH_HISTORY", "HOME=" .. h.shquote(home), "TERM=xterm" }
+  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. h.shquote(v) end
+  for _, p in ipairs({ h.shquote(pty), "-t", "30", "--", h.shquote(h.bin) }) do parts[#parts + 1] = p end
   for _, a in ipairs(args) do parts[#parts + 1] = h.shquote(a) end
   local cmd = table.concat(parts, " ") .. " <" .. d .. "/script >" .. d .. "/out 2>" .. d .. "/err"
   local _, how, code = os.execute(cmd)
@@ -257,4 +259,142 @@ describe("orch.term", function()
     assert.is_nil(ok)
     assert.are.equal("ENOENT", code)
   end)
+end)
+
+-- libedit (with libtinfo, libbsd, libmd) is dlopen()ed by l_term.c on the
+-- first call that edits a line or keeps history; nothing links it.
+describe("libedit, loaded on first use", function()
+  local EDIT_LIBS = { "libedit", "libtinfo", "libbsd", "libmd" }
+
+  -- The libraries of EDIT_LIBS mapped in `maps` (text of /proc/PID/maps).
+  local function edit_mappings(maps)
+    local found = {}
+    for _, name in ipairs(EDIT_LIBS) do
+      if maps:find("/" .. name .. "[%.%-]") then found[#found + 1] = name end
+    end
+    return found
+  end
+
+  -- A stand-in libedit.so.2 in a fresh directory (for LD_LIBRARY_PATH):
+  -- "nosym" defines rl_initialize only (dlopen works, dlsym fails);
+  -- "nodep" needs a library that does not exist (dlopen fails).
+  local function fake_libedit(kind)
+    local d = h.tmpdir()
+    h.write(d .. "/stub.c", "int rl_initialize(void) { return 0; }\n")
+    local cmd
+    if kind == "nodep" then
+      h.write(d .. "/dep.c", "int orch_spec_dep(void) { return 0; }\n")
+      cmd = string.format("cd %s && cc -shared -fPIC -o libgone.so dep.c && "
+        .. "cc -shared -fPIC -o libedit.so.2 stub.c -L. -Wl,--no-as-needed -lgone && rm libgone.so",
+        h.shquote(d))
+    else
+      cmd = string.format("cd %s && cc -shared -fPIC -o libedit.so.2 stub.c", h.shquote(d))
+    end
+    local _, ok = h.sh(cmd .. " 2>&1")
+    assert.is_true(ok, "cannot build the stand-in libedit")
+    return d
+  end
+
+  it("is not a dependency of orch, liborch or lua/orch.so", function()
+    for _, f in ipairs({ h.bin, h.build .. "/liborch.so", h.build .. "/lua/orch.so" }) do
+      local dyn, ok = h.sh("readelf -d " .. h.shquote(f))
+      assert.is_true(ok, f)
+      assert.truthy(dyn:find("(NEEDED)", 1, true), f .. ": " .. dyn)
+      assert.falsy(dyn:find("libedit", 1, true), f .. " needs libedit:\n" .. dyn)
+      -- No libedit function or variable is referenced directly (it would be
+      -- bound to whatever readline the host process has loaded).
+      local undef = h.sh("nm -D --undefined-only " .. h.shquote(f))
+      assert.falsy(undef:find("%f[%w_]rl_[%w_]+"), f .. ": " .. tostring(undef:match("%f[%w_]rl_[%w_]+")))
+      assert.falsy(undef:find("%f[%w_]%a+_history%f[^%w_]"), f)
+    end
+  end)
+
+  it("is not mapped by an idle orch run", function()
+    local path = h.script("io.write('ready\\n') io.stdout:flush() orch.sleep(30)\n")
+    h.run(function()
+      local p = assert(orch.spawn{ h.bin, "run", path, stdout = "pipe" })
+      local ok, err = pcall(function()
+        assert.are.equal("ready", p.stdout:read_line())
+        local maps = h.slurp("/proc/" .. p.pid .. "/maps")
+        assert.truthy(maps:find("liblua", 1, true) or maps:find("/orch", 1, true), maps)
+        assert.are.same({}, edit_mappings(maps))
+      end)
+      p:kill("KILL")
+      p:wait()
+      p.stdout:close()
+      assert(ok, err)
+    end)
+  end)
+
+  it("is not loaded by orch repl reading a pipe", function()
+    local code, out, err = h.cli({ "repl" }, lines(
+      "io.open('/proc/self/maps'):read('a'):find('/libedit', 1, true) == nil"))
+    assert.are.equal(0, code, err)
+    assert.are.equal(lines("true"), out)
+  end)
+
+  it("is loaded by add_history, and the history works", function()
+    local d = h.tmpdir()
+    local code, out, err = h.cli({ "-e", [[
+      local function mapped() return io.open("/proc/self/maps"):read("a"):find("/libedit", 1, true) ~= nil end
+      print("before", mapped())
+      assert(orch.term.add_history("print('kept')"))
+      print("after", mapped())
+      assert(orch.term.write_history(...))
+      print(io.open(...):read("a"):find("kept", 1, true) ~= nil)
+      assert(orch.term.read_history(...))
+    ]], d .. "/hist" })
+    assert.are.equal(0, code, err)
+    assert.are.equal(lines("before\tfalse", "after\ttrue", "true"), out)
+  end)
+
+  it("is loaded by the prompt on a terminal, which edits lines", function()
+    local code, out, err = on_pty({ "repl" }, lines(
+      "expect > ", "send 'mapped ' .. tostring(io.open('/proc/self/maps'):read('a'):find('/libedit', 1, true) ~= nil)\\r",
+      "expect \"mapped true\"", "expect > ",
+      -- Ctrl-A (start of line) is an edit only libedit performs.
+      "send 0)\\x01 21 * (2 + \\r", "expect 42", "expect > ", "send \\x04"))
+    assert.are.equal(0, code, err .. out)
+    assert.falsy(out:find("no line editing", 1, true), out)
+  end)
+
+  for _, kind in ipairs({ "nosym", "nodep" }) do
+    local reason = kind == "nosym" and "undefined symbol: rl_callback_handler_install"
+      or "libgone.so: cannot open shared object file"
+
+    it("missing (" .. kind .. "): history gives ENOSYS with the reason", function()
+      local d = fake_libedit(kind)
+      local code, out, err = h.cli({ "-e", [[
+        for _, f in ipairs{ "add_history", "read_history", "write_history" } do
+          local ok, msg, ename = orch.term[f]("/nonexistent/x")
+          print(f, ok, ename, msg)
+        end
+        print(orch.term.EDITLINE, io.open("/proc/self/maps"):read("a"):find("/libedit", 1, true) ~= nil)
+      ]] }, nil, { LD_LIBRARY_PATH = d })
+      assert.are.equal(0, code, err)
+      local n = 0
+      for f, ok, ename, msg in out:gmatch("(%S+)\t(%S+)\t(%S+)\t([^\n]*)\n") do
+        n = n + 1
+        assert.are.equal("nil", ok, f)
+        assert.are.equal("ENOSYS", ename, f)
+        assert.truthy(msg:find(f .. ": libedit is unavailable (", 1, true), msg)
+        assert.truthy(msg:find(reason, 1, true), msg)
+      end
+      assert.are.equal(3, n, out)
+      -- A failed load is undone (the stand-in stays unmapped).
+      assert.truthy(out:find("true\tfalse\n", 1, true), out)
+    end)
+
+    it("missing (" .. kind .. "): the prompt says so once and reads plain lines", function()
+      local d = fake_libedit(kind)
+      local code, out, err = on_pty({ "repl" }, lines(
+        "expect no line editing: ", "expect " .. reason, "expect > ",
+        "send 6 * 7\\r", "expect 42", "expect > ",
+        "send function f()\\r", "expect >> ", "send return 'plain' end\\r", "expect > ",
+        "send f()\\r", "expect \"plain\"", "expect > ", "send \\x04"), nil, { LD_LIBRARY_PATH = d })
+      assert.are.equal(0, code, err .. out)
+      local _, count = out:gsub("no line editing", "")
+      assert.are.equal(1, count, out)
+    end)
+  end
 end)

@@ -15,6 +15,13 @@
  * state once the last handle has closed. libedit has process-wide state:
  * only one runtime at a time may edit lines.
  *
+ * libedit (and its libtinfo, libbsd, libmd) is not linked: most orch
+ * processes never show a prompt, and mapping it costs every one of them.
+ * It is dlopen()ed by soname (from the build) on the first call that edits
+ * or keeps history, its symbols resolved into `ed`, and kept loaded for the
+ * life of the process. When it cannot be loaded, orch behaves as if built
+ * without it: plain lines, ENOSYS from the history functions.
+ *
  * What may block: reading the history file (a small local file); reads of
  * fd 0 happen only after the poll reported it readable, so they do not.
  */
@@ -27,7 +34,11 @@
 #include <unistd.h>
 
 #ifdef ORCH_HAVE_EDITLINE
-#include <editline/readline.h>
+#include <dlfcn.h>
+#include <editline/readline.h>   /* prototypes only: nothing is linked */
+#ifndef ORCH_EDITLINE_SONAME
+#error "ORCH_EDITLINE_SONAME (libedit's soname) must come from the build"
+#endif
 #endif
 
 #include "runtime.h"
@@ -66,7 +77,26 @@ static const char STATE_KEY = 't';
 
 #ifdef ORCH_HAVE_EDITLINE
 static term_state *edit_owner;  /* the runtime whose lines libedit edits */
-static int edit_ready;
+
+/* Every libedit symbol this file uses. Each member of `ed` is a pointer to
+ * the declaration's type in <editline/readline.h>, so calls are checked
+ * against libedit's prototypes; a variable is reached through its pointer
+ * (*ed.rl_instream = stdin). Only the loop thread touches these. */
+#define EDIT_SYMBOLS(X) \
+  X(rl_callback_handler_install) X(rl_callback_handler_remove) \
+  X(rl_callback_read_char) X(rl_initialize) X(rl_resize_terminal) \
+  X(rl_forced_update_display) X(stifle_history) X(add_history) \
+  X(read_history) X(write_history) \
+  X(rl_catch_signals) X(rl_catch_sigwinch) X(rl_readline_name) \
+  X(rl_instream) X(rl_outstream)
+
+#define EDIT_MEMBER(name) __typeof__(name) *name;
+typedef struct edit_syms { EDIT_SYMBOLS(EDIT_MEMBER) } edit_syms;
+#undef EDIT_MEMBER
+
+static edit_syms ed;
+static int edit_ready;          /* 0: not tried, 1: loaded, -1: unavailable */
+static char edit_error[256];    /* why it is unavailable (dlerror) */
 #endif
 
 /* ------------------------------------------------------------ lifetime */
@@ -93,7 +123,7 @@ static void edit_stop(term_state *st) {
 #ifdef ORCH_HAVE_EDITLINE
   if (st->editing) {
     st->editing = 0;
-    rl_callback_handler_remove();     /* back to cooked mode */
+    ed.rl_callback_handler_remove();  /* back to cooked mode */
   }
   if (st->edit_line) { free(st->edit_line); st->edit_line = NULL; }
   st->edit_done = 0;
@@ -278,28 +308,50 @@ static void edit_linefunc(char *line) {
   st->edit_done = line ? 1 : 2;
 }
 
-static void edit_init(void) {
-  if (edit_ready) return;
+static int edit_unavailable(void *lib, const char *what) {
+  const char *e = dlerror();
+  snprintf(edit_error, sizeof edit_error, "%s", e ? e : what);
+  if (lib) dlclose(lib);
+  edit_ready = -1;
+  return 0;
+}
+
+/* Loads and initialises libedit, once per process. Returns 1 when it is
+ * ready; 0 when it is not (and will not be), the reason in edit_error. */
+static int edit_init(void) {
+  if (edit_ready) return edit_ready > 0;
+  dlerror();
+  void *lib = dlopen(ORCH_EDITLINE_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!lib) return edit_unavailable(NULL, ORCH_EDITLINE_SONAME ": cannot be loaded");
+  /* All or nothing: `ed` is set only once every symbol resolved. */
+  edit_syms syms;
+#define EDIT_RESOLVE(name) \
+  if (!(syms.name = dlsym(lib, #name))) \
+    return edit_unavailable(lib, ORCH_EDITLINE_SONAME ": no symbol " #name);
+  EDIT_SYMBOLS(EDIT_RESOLVE)
+#undef EDIT_RESOLVE
+  ed = syms;
   edit_ready = 1;
   /* libuv owns the signals: libedit must not install handlers of its own. */
-  rl_catch_signals = 0;
-  rl_catch_sigwinch = 0;
-  rl_readline_name = "orch";
-  rl_instream = stdin;
-  rl_outstream = stdout;
-  rl_initialize();
-  stifle_history(1000);
+  *ed.rl_catch_signals = 0;
+  *ed.rl_catch_sigwinch = 0;
+  *ed.rl_readline_name = "orch";
+  *ed.rl_instream = stdin;
+  *ed.rl_outstream = stdout;
+  ed.rl_initialize();
+  ed.stifle_history(1000);
+  return 1;
 }
 
 static void edit_read(term_state *st) {
-  rl_callback_read_char();
+  ed.rl_callback_read_char();
   if (!st->edit_done) return;
   char *line = st->edit_line;
   int done = st->edit_done;
   st->edit_line = NULL;
   st->edit_done = 0;
   st->editing = 0;
-  rl_callback_handler_remove();
+  ed.rl_callback_handler_remove();
   if (!st->reader) { free(line); return; }
   if (done == 2) {
     /* libedit leaves the cursor after the prompt. */
@@ -417,7 +469,18 @@ static int choose_mode(term_state *st) {
   st->mode = M_POLL;
 #ifdef ORCH_HAVE_EDITLINE
   const char *noedit = getenv("ORCH_NO_EDITLINE");
-  if (tty && !(noedit && *noedit)) st->mode = M_EDIT;
+  if (tty && !(noedit && *noedit)) {
+    if (edit_init()) {
+      st->mode = M_EDIT;
+    } else {
+      /* Said once per process, on the terminal that expected editing. */
+      static int told;
+      if (!told) {
+        told = 1;
+        fprintf(stderr, "orch: no line editing: %s\n", edit_error);
+      }
+    }
+  }
 #else
   (void)tty;
 #endif
@@ -447,7 +510,7 @@ static void sigint_cb(uv_signal_t *h, int signum) {
 #ifdef ORCH_HAVE_EDITLINE
 static void sigwinch_cb(uv_signal_t *h, int signum) {
   term_state *st = h->data;
-  if (st->editing) rl_resize_terminal();
+  if (st->editing) ed.rl_resize_terminal();
 }
 #endif
 
@@ -496,13 +559,12 @@ static int term_readline(lua_State *L) {
     if (edit_owner && edit_owner != st)
       return orch__failf(L, "EBUSY", "readline: another orch runtime is editing lines");
     edit_owner = st;
-    edit_init();
     start_signal(st, &st->sigwinch, SIGWINCH, sigwinch_cb);
     r = poll_start(st);
     if (r < 0) return orch__fail_uv(L, "readline", r);
     fflush(stdout);
     st->edit_done = 0;
-    rl_callback_handler_install(prompt, edit_linefunc);
+    ed.rl_callback_handler_install(prompt, edit_linefunc);
     st->editing = 1;
     st->reader = L;
     return orch__await(L, -1, "readline", cancel_read, st);
@@ -546,7 +608,7 @@ static int term_write(lua_State *L) {
     fwrite(s, 1, n, stdout);
     if (n == 0 || s[n - 1] != '\n') fputc('\n', stdout);
     fflush(stdout);
-    rl_forced_update_display();
+    ed.rl_forced_update_display();
     fflush(stdout);
     lua_pushboolean(L, 1);
     return 1;
@@ -576,8 +638,8 @@ static int term_add_history(lua_State *L) {
   term_state *st = get_state(L);
   if (edit_owner && edit_owner != st)
     return orch__failf(L, "EBUSY", "add_history: another orch runtime is editing lines");
-  edit_init();
-  if (*line) add_history(line);
+  if (!edit_init()) return orch__failf(L, "ENOSYS", "add_history: libedit is unavailable (%s)", edit_error);
+  if (*line) ed.add_history(line);
   lua_pushboolean(L, 1);
   return 1;
 #else
@@ -592,11 +654,11 @@ static int term_read_history(lua_State *L) {
   term_state *st = get_state(L);
   if (edit_owner && edit_owner != st)
     return orch__failf(L, "EBUSY", "read_history: another orch runtime is editing lines");
+  if (!edit_init()) return orch__failf(L, "ENOSYS", "read_history: libedit is unavailable (%s)", edit_error);
   if (access(path, R_OK) != 0) return orch__fail(L, "read_history", errno);
-  edit_init();
   /* libedit returns an errno-ish value, or nonzero without setting one. */
   errno = 0;
-  if (read_history(path) != 0) return orch__fail(L, "read_history", errno ? errno : EINVAL);
+  if (ed.read_history(path) != 0) return orch__fail(L, "read_history", errno ? errno : EINVAL);
   lua_pushboolean(L, 1);
   return 1;
 #else
@@ -611,13 +673,13 @@ static int term_write_history(lua_State *L) {
   term_state *st = get_state(L);
   if (edit_owner && edit_owner != st)
     return orch__failf(L, "EBUSY", "write_history: another orch runtime is editing lines");
-  edit_init();
+  if (!edit_init()) return orch__failf(L, "ENOSYS", "write_history: libedit is unavailable (%s)", edit_error);
   /* History may hold secrets typed at the prompt: create it 0600. */
   int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return orch__fail(L, "write_history", errno);
   close(fd);
   errno = 0;
-  if (write_history(path) != 0) return orch__fail(L, "write_history", errno ? errno : EIO);
+  if (ed.write_history(path) != 0) return orch__fail(L, "write_history", errno ? errno : EIO);
   lua_pushboolean(L, 1);
   return 1;
 #else
