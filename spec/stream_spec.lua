@@ -805,3 +805,212 @@ describe("orch.dgram", function()
     end
   end)
 end)
+
+describe("stream:on_read", function()
+  it("passes every chunk in order, then nil once at EOF", function()
+    local res = h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      local got, eofs, done = {}, 0, orch.cond()
+      assert.is_true(r:on_read(function(chunk, ...)
+        if chunk then got[#got + 1] = chunk
+        else
+          eofs = eofs + 1
+          assert.are.equal(0, select("#", ...))
+          done:signal()
+        end
+      end))
+      for i = 1, 5 do
+        assert(w:write("part" .. i .. "\n"))
+        orch.sleep(0.01)
+      end
+      w:close()
+      done:wait(10)
+      orch.sleep(0.05)               -- a second EOF call would come now
+      return { data = table.concat(got), eofs = eofs }
+    end)
+    assert.are.equal("part1\npart2\npart3\npart4\npart5\n", res.data)
+    assert.are.equal(1, res.eofs)
+  end)
+
+  it("pauses reading while the callback waits: the writer blocks, nothing piles up in orch", function()
+    local total = 4 * 1024 * 1024
+    local res = h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      local n, calls, release, done = 0, 0, orch.cond(), orch.cond()
+      local hold = true
+      r:on_read(function(chunk)
+        if not chunk then done:signal() return end
+        calls = calls + 1
+        n = n + #chunk
+        while hold do release:wait() end     -- the first callback waits
+      end)
+      local writer = orch.task(function()
+        local block = string.rep("0123456789abcdef", 4096)   -- 64 KiB
+        for _ = 1, total // #block do assert(w:write(block)) end
+        w:close()
+        return "written"
+      end)
+      eventually(function() return calls == 1 end, "first callback")
+      orch.sleep(0.1)
+      local held = { calls = calls, writer = writer:status(), lua_kib = collectgarbage("count") }
+      hold = false
+      release:broadcast()
+      done:wait(60)
+      return { held = held, n = n, writer = writer:join() }
+    end, 120)
+    -- While the first callback waited, no second chunk was read and the
+    -- writer stayed blocked on the full pipe.
+    assert.are.equal(1, res.held.calls)
+    assert.are.equal("waiting", res.held.writer)
+    assert.are.equal(total, res.n)
+    assert.are.equal("written", res.writer)
+  end)
+
+  it("serves many streams whose data arrives together with a few shared tasks", function()
+    local res = h.run(function()
+      local N = 200
+      local pipes, cos, ncos, seen, pending = {}, {}, 0, 0, orch.cond()
+      for i = 1, N do
+        local r, w = orch.pipe()
+        pipes[i] = { r, w }
+        r:on_read(function(chunk)
+          if not chunk then return end
+          local co = coroutine.running()
+          if not cos[co] then cos[co] = true ncos = ncos + 1 end
+          seen = seen + 1
+          pending:signal()
+        end)
+      end
+      -- Every pipe becomes readable before the loop polls again.
+      for i = 1, N do assert(pipes[i][2]:write("x")) end
+      while seen < N do pending:wait(10) end
+      for i = 1, N do pipes[i][1]:close() pipes[i][2]:close() end
+      return { seen = seen, ncos = ncos }
+    end)
+    assert.are.equal(200, res.seen)
+    -- The callbacks that did not wait ran one after the other in the same
+    -- runner: far fewer coroutines than streams.
+    assert.is_true(res.ncos <= 5, "coroutines used: " .. res.ncos)
+  end)
+
+  it("keeps an active stream alive without other references", function()
+    local got = h.run(function()
+      local p = assert(orch.spawn { "sh", "-c", "sleep 0.1; echo late", stdout = "pipe" })
+      local out, done = {}, orch.cond()
+      p.stdout:on_read(function(chunk)
+        if chunk then out[#out + 1] = chunk else done:signal() end
+      end)
+      p = nil
+      collectgarbage() collectgarbage()
+      done:wait(10)
+      return table.concat(out)
+    end)
+    assert.are.equal("late\n", got)
+  end)
+
+  it("on_read(nil) stops the callbacks; the stream can be read again", function()
+    local res = h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      local calls = 0
+      r:on_read(function() calls = calls + 1 end)
+      assert(w:write("a"))
+      eventually(function() return calls == 1 end, "callback")
+      assert.is_true(r:on_read(nil))
+      assert(w:write("b"))
+      orch.sleep(0.05)
+      return { calls = calls, next = r:read() }
+    end)
+    assert.are.equal(1, res.calls)
+    assert.are.equal("b", res.next)
+  end)
+
+  it("a callback may close its stream", function()
+    local res = h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(w)
+      local calls = 0
+      r:on_read(function() calls = calls + 1 r:close() end)
+      assert(w:write("a"))
+      eventually(function() return calls == 1 end, "callback")
+      local ok, err, ename = w:write("b")
+      orch.sleep(0.05)
+      return { calls = calls, tostring = tostring(r), ename = ename }
+    end)
+    assert.are.equal(1, res.calls)
+    assert.matches("closed", res.tostring)
+    assert.are.equal("EPIPE", res.ename)
+  end)
+
+  it("reports a callback's error with its traceback and stops calling it", function()
+    local script = h.script([[
+      local orch = require "orch"
+      local r, w = orch.pipe()
+      local calls = 0
+      r:on_read(function(chunk)
+        calls = calls + 1
+        error("boom in callback")
+      end)
+      assert(w:write("a"))
+      orch.sleep(0.05)
+      assert(w:write("b"))
+      orch.sleep(0.05)
+      print("calls", calls, r:read())
+    ]])
+    local code, out, err = h.cli { "run", script }
+    assert.are.equal(0, code)
+    assert.matches("boom in callback", err, 1, true)
+    assert.matches("stack traceback", err, 1, true)
+    -- Not called again; the second chunk stayed in the pipe for read().
+    assert.matches("calls\t1\tb", out, 1, true)
+  end)
+
+  it("gives a read error as nil, message, ename", function()
+    local res = h.run(function()
+      local l <close> = assert(orch.listen { unix = h.tmpdir() .. "/s" })
+      local c <close> = assert(orch.connect { unix = l:address() })
+      local s <close> = assert(l:accept())
+      local got, done = nil, orch.cond()
+      s:on_read(function(...) got = table.pack(...) done:signal() end)
+      -- Unread data at close makes the kernel reset the connection.
+      assert(s:write("unread"))
+      orch.sleep(0.02)
+      c:close()
+      done:wait(10)
+      return got
+    end)
+    assert.is_nil(res[1])
+    -- Either EOF (nil) or a reset (nil, msg, "ECONNRESET"), never a chunk.
+    if res.n > 1 then assert.are.equal("ECONNRESET", res[3]) end
+  end)
+
+  it("refuses a second reader, a write-only stream and bad arguments", function()
+    local res = h.run(function()
+      local r, w = orch.pipe()
+      local _ <close> = closer(r, w)
+      r:on_read(function() end)
+      local out = {}
+      out.read = table.pack(r:read())
+      out.line = table.pack(r:read_line())
+      out.wend = table.pack(w:on_read(function() end))
+      local r2, w2 = orch.pipe()
+      local _2 <close> = closer(r2, w2)
+      local t = orch.task(function() return r2:read() end)
+      waiting(t)
+      out.busy = table.pack(r2:on_read(function() end))
+      t:cancel()
+      out.badfn = table.pack(pcall(r.on_read, r, 42))
+      out.extra = table.pack(pcall(r.on_read, r, print, 1))
+      return out
+    end)
+    assert.are.equal("EBUSY", res.read[3])
+    assert.are.equal("EBUSY", res.line[3])
+    assert.are.equal("EBADF", res.wend[3])
+    assert.are.equal("EBUSY", res.busy[3])
+    assert.is_false(res.badfn[1])
+    assert.matches("function expected", res.badfn[2])
+    assert.is_false(res.extra[1])
+  end)
+end)

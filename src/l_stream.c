@@ -61,9 +61,18 @@ enum { RM_CHUNK, RM_LINE, RM_ALL };
 
 /* ------------------------------------------------------------------ state */
 
+#define RUNNERS_IDLE 4          /* on_read runners kept waiting (see on_read) */
+
 typedef struct sstate sstate;
 typedef struct obj { struct obj *prev, *next; sstate *st; int type; } obj;
-struct sstate { orch_runtime *rt; uv_loop_t *loop; obj *all; };
+struct sstate {
+  orch_runtime *rt;
+  uv_loop_t *loop;
+  obj *all;
+  int runner_ref;               /* on_read's runner function */
+  int nidle;                    /* runners waiting for a callback to run */
+  lua_State *idle[RUNNERS_IDLE];
+};
 
 static void obj_link(sstate *st, obj *o, int type) {
   o->st = st;
@@ -126,6 +135,12 @@ typedef struct score {
   uv_shutdown_t shut;
   lua_State *shut_co;
   double timeout;
+  /* stream:on_read: while cb_on, registry refs to the callback and to the
+   * userdata (an active stream is not collected); cb_busy while a task runs
+   * the callback (reading pauses); cb_final once EOF or an error was passed. */
+  int cb_on, cb_busy, cb_final;
+  int cb_fn, cb_self;
+  lua_State *cbL;               /* the runtime's main thread */
 } score;
 
 struct lcore;
@@ -205,6 +220,7 @@ static void close_hook(orch_runtime *rt, void *data) {
     switch (o->type) {
       case T_STREAM: {
         score *s = (score *)o;
+        s->cb_on = 0;             /* the Lua state is gone: no unref */
         s->reader = NULL;
         s->shut_co = NULL;
         while (s->writes) {
@@ -228,6 +244,7 @@ static void close_hook(orch_runtime *rt, void *data) {
 
 static void fork_hook(orch_runtime *rt, void *data) {
   sstate *st = data;
+  st->nidle = 0;                /* their tasks were dropped */
   /* The runtime stopped every read and poll in the child. */
   for (obj *o = st->all; o; o = o->next) {
     if (o->type == T_STREAM) ((score *)o)->reading = 0;
@@ -243,6 +260,7 @@ static sstate *get_state(lua_State *L) {
     if (!st) luaL_error(L, "orch: out of memory");
     st->rt = rt;
     st->loop = orch__loop(L);
+    st->runner_ref = LUA_NOREF;
     *slot = st;
     orch__on_close(rt, close_hook, st);
     orch__on_fork_child(rt, fork_hook, st);
@@ -399,6 +417,7 @@ static score *core_new(sstate *st, int kind, int fd, int flags) {
   s->kind = kind;
   s->flags = flags;
   s->timeout = -1;
+  s->cb_fn = s->cb_self = LUA_NOREF;
   obj_link(st, &s->o, T_STREAM);
   return s;
 }
@@ -453,9 +472,12 @@ static void core_wake_all(score *s) {
   if ((co = s->shut_co)) { s->shut_co = NULL; wake_closed(co, "shutdown", "stream"); }
 }
 
+static void cb_release(score *s);
+
 static void core_close(score *s) {
   if (s->closing) return;
   s->closing = 1;
+  cb_release(s);
   core_wake_all(s);
   if (s->hstate) {
     uv_close(&s->u.h, core_close_cb);
@@ -621,11 +643,19 @@ static void read_stop(score *s) {
   }
 }
 
+static void cb_dispatch(score *s);
+
 static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   score *s = h->data;
   if (nread > 0) s->len += (size_t)nread;
   else if (nread == UV_EOF) { s->eof = 1; read_stop(s); }
   else if (nread < 0) { s->rerr = (int)nread; read_stop(s); }
+  if (s->cb_on) {
+    /* Reading stops while the callback runs; it may restart it (or close
+     * s) before cb_dispatch returns: nothing to do here afterwards. */
+    if (!s->cb_busy && (s->len > s->off || s->eof || s->rerr)) cb_dispatch(s);
+    return;
+  }
   if (s->reader) {
     lua_State *co = s->reader;
     int n = deliver(co, s, s->rmode, s->rmax, s->rop);
@@ -649,6 +679,8 @@ static int start_read(lua_State *L, score *s, int mode, size_t max, const char *
     return orch__failf(L, "EBADF", "%s: stream is not readable", opname);
   if (s->reader)
     return orch__failf(L, "EBUSY", "%s: another task is reading this stream", opname);
+  if (s->cb_on)
+    return orch__failf(L, "EBUSY", "%s: the stream is read by on_read", opname);
   int n = deliver(L, s, mode, max, opname);
   if (n) return n;
   int r = core_activate(s);
@@ -717,6 +749,201 @@ static int stream_lines(lua_State *L) {
   lua_settop(L, 1);
   lua_pushinteger(L, max);
   lua_pushcclosure(L, lines_iter, 2);
+  return 1;
+}
+
+/* ------------------------------------------------------------------ on_read
+ *
+ * stream:on_read(fn): every chunk that arrives is passed to fn(chunk) in a
+ * task; reading pauses until that call returns, so a callback that waits
+ * (writes elsewhere, sleeps) slows the producer down instead of queueing
+ * data in orch. At EOF fn(nil) runs once, after a read error
+ * fn(nil, msg, ename); then the stream is back to pull mode. An error raised
+ * by fn is reported as the task's error and stops the callbacks.
+ *
+ * The tasks are "runners" shared by every stream: a runner that finished a
+ * callback waits for the next one (at most RUNNERS_IDLE wait), and a chunk
+ * that arrives in a libuv callback runs its callback at once in an idle
+ * runner. Hundreds of streams whose data arrives together are served one
+ * after the other by the same runner, and an idle stream in this mode holds
+ * no buffer and no coroutine: only fn. */
+
+#define CB_GUARD_MT "orch.Stream.on_read"
+
+/* The runner, in Lua: guard(ud) makes the to-be-closed object that ends the
+ * callback (cb_guard_close); next_job() waits until a chunk is handed over
+ * and returns ud, fn, args..., or returns nothing when enough runners wait. */
+static const char runner_src[] =
+  "local guard, next_job = ...\n"
+  "local function serve(ud, fn, ...)\n"
+  "  if not ud then return false end\n"
+  "  local g <close> = guard(ud)\n"
+  "  fn(...)\n"
+  "  return true\n"
+  "end\n"
+  "return function(...)\n"
+  "  local more = serve(...)\n"
+  "  while more do more = serve(next_job()) end\n"
+  "end\n";
+
+static void cb_release(score *s) {
+  if (!s->cb_on) return;
+  s->cb_on = 0;
+  s->cb_final = 0;
+  /* After the runtime's close hook unlinked s, the Lua state is gone. */
+  if (s->o.st) {
+    luaL_unref(s->cbL, LUA_REGISTRYINDEX, s->cb_fn);
+    luaL_unref(s->cbL, LUA_REGISTRYINDEX, s->cb_self);
+  }
+  s->cb_fn = s->cb_self = LUA_NOREF;
+}
+
+/* Delivers what is buffered (or EOF, or the read error) to the callback:
+ * at once in an idle runner, or in a new one. Reading stays stopped until
+ * the callback returns. */
+static void cb_dispatch(score *s) {
+  sstate *st = s->o.st;
+  lua_State *L = s->cbL;
+  lua_State *co = st->nidle ? st->idle[--st->nidle] : NULL;
+  lua_State *to = co ? co : L;
+  size_t avail = s->len - s->off;
+  int nargs = 3;
+  read_stop(s);
+  s->cb_busy = 1;
+  lua_checkstack(to, 8);
+  if (!co) lua_rawgeti(L, LUA_REGISTRYINDEX, st->runner_ref);
+  lua_rawgeti(to, LUA_REGISTRYINDEX, s->cb_self);
+  lua_rawgeti(to, LUA_REGISTRYINDEX, s->cb_fn);
+  if (avail) {
+    lua_pushlstring(to, s->buf + s->off, avail);
+    consume(s, avail);
+  } else if (s->rerr) {
+    nargs += orch__fail_uv(to, "read", s->rerr) - 1;
+    s->cb_final = 1;
+  } else {
+    lua_pushnil(to);
+    s->cb_final = 1;
+  }
+  if (co) {
+    orch__wake(co, nargs);
+  } else {
+    orch__spawn_task_now(L, nargs);
+    lua_pop(L, 1);
+  }
+}
+
+/* Goes on after a callback returned (or when on_read starts). */
+static int cb_continue(score *s) {
+  if (!s->cb_on || s->cb_busy || s->closing) return 0;
+  if (s->cb_final) {
+    cb_release(s);
+    return 0;
+  }
+  if (s->len > s->off || s->eof || s->rerr) {
+    cb_dispatch(s);
+    return 0;
+  }
+  int r = core_activate(s);
+  if (r == 0 && !s->reading) {
+    r = uv_read_start(&s->u.s, alloc_cb, read_cb);
+    if (r == 0) s->reading = 1;
+  }
+  return r;
+}
+
+/* __close of guard(ud): the callback returned (err nil; a cancelled runner
+ * closes the same way) or raised (err set: no more callbacks). */
+static int cb_guard_close(lua_State *L) {
+  lua_getiuservalue(L, 1, 1);
+  Stream *u = luaL_testudata(L, -1, STREAM_MT);
+  score *s = u ? u->s : NULL;
+  if (!s || s->closing || !s->cb_busy) return 0;
+  s->cb_busy = 0;
+  if (!lua_isnil(L, 2)) {
+    cb_release(s);
+    return 0;
+  }
+  int r = cb_continue(s);
+  if (r < 0) {
+    /* The callback learns of it as of any read error. */
+    s->rerr = r;
+    cb_continue(s);
+  }
+  return 0;
+}
+
+static int runner_guard(lua_State *L) {
+  lua_newuserdatauv(L, 0, 1);
+  luaL_setmetatable(L, CB_GUARD_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+static void runner_cancel(void *data) {
+  lua_State *co = data;
+  sstate *st = get_state(co);
+  for (int i = 0; i < st->nidle; i++) {
+    if (st->idle[i] == co) {
+      st->idle[i] = st->idle[--st->nidle];
+      break;
+    }
+  }
+}
+
+static int runner_next_job(lua_State *L) {
+  sstate *st = get_state(L);
+  if (st->nidle >= RUNNERS_IDLE) return 0;
+  st->idle[st->nidle++] = L;
+  return orch__await(L, -1, "on_read", runner_cancel, L);
+}
+
+/* [-0,+0] Makes the runner function (once per runtime). */
+static void runner_init(lua_State *L, sstate *st) {
+  if (st->runner_ref != LUA_NOREF) return;
+  if (luaL_loadbuffer(L, runner_src, sizeof runner_src - 1, "=orch.stream.on_read") != LUA_OK)
+    lua_error(L);
+  lua_pushcfunction(L, runner_guard);
+  lua_pushcfunction(L, runner_next_job);
+  lua_call(L, 2, 1);
+  st->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static int stream_on_read(lua_State *L) {
+  score *s = check_stream(L, 1);
+  if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  no_more_args(L, 2);
+  if (lua_isnil(L, 2)) {
+    if (!s->cb_busy) read_stop(s);
+    cb_release(s);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (!(s->flags & ORCH_STREAM_READ))
+    return orch__failf(L, "EBADF", "on_read: stream is not readable");
+  if (s->reader)
+    return orch__failf(L, "EBUSY", "on_read: a task is reading this stream");
+  if (s->cb_on) {
+    /* A new callback replaces the old one, from the next chunk on. */
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, LUA_REGISTRYINDEX, s->cb_fn);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  runner_init(L, get_state(L));
+  s->cbL = orch__mainthread(orch__rt(L));
+  lua_pushvalue(L, 2);
+  s->cb_fn = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 1);
+  s->cb_self = luaL_ref(L, LUA_REGISTRYINDEX);
+  s->cb_on = 1;
+  s->cb_final = 0;
+  int r = cb_continue(s);
+  if (r < 0) {
+    cb_release(s);
+    return orch__fail_uv(L, "on_read", r);
+  }
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -1802,12 +2029,17 @@ int orch__open_stream(lua_State *L) {
     {"read", stream_read}, {"read_line", stream_read_line}, {"read_all", stream_read_all},
     {"lines", stream_lines}, {"write", stream_write}, {"shutdown", stream_shutdown},
     {"close", stream_close}, {"fd", stream_fd}, {"kind", stream_kind},
-    {"set_timeout", stream_set_timeout}, {"peer_cred", stream_peer_cred}, {NULL, NULL}
+    {"set_timeout", stream_set_timeout}, {"peer_cred", stream_peer_cred},
+    {"on_read", stream_on_read}, {NULL, NULL}
   };
   static const luaL_Reg stream_meta[] = {
     {"__gc", stream_close}, {"__close", stream_close}, {"__tostring", stream_tostring}, {NULL, NULL}
   };
   orch__newclass(L, STREAM_MT, stream_methods, stream_meta);
+  lua_pop(L, 1);
+  luaL_newmetatable(L, CB_GUARD_MT);
+  lua_pushcfunction(L, cb_guard_close);
+  lua_setfield(L, -2, "__close");
   lua_pop(L, 1);
 
   static const luaL_Reg listener_methods[] = {

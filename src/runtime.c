@@ -463,6 +463,13 @@ void orch__spawn_task(lua_State *L, int nargs) {
   queue_push(t, lua_gettop(t->co) - 1);
 }
 
+void orch__spawn_task_now(lua_State *L, int nargs) {
+  orch__task *t = task_new(L, nargs);
+  orch_runtime *rt = t->rt;
+  if (rt->current || rt->exiting) queue_push(t, lua_gettop(t->co) - 1);
+  else task_resume(t, lua_gettop(t->co) - 1);
+}
+
 /* Cancels a task that is not running: stops its wait, closes its
  * to-be-closed variables, wakes joiners. */
 static void task_cancel(orch__task *t) {

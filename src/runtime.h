@@ -56,6 +56,10 @@ void orch__wake(lua_State *co, int nargs);
  * when the current one yields (or at the next loop turn). */
 void orch__spawn_task(lua_State *L, int nargs);
 
+/* Like orch__spawn_task, but from a libuv callback (no task running) the
+ * task runs at once, up to its first wait or its end. */
+void orch__spawn_task_now(lua_State *L, int nargs);
+
 /* Reports an error through the runtime's error handler (not Lua). */
 void orch__report(orch_runtime *rt, const char *message);
 

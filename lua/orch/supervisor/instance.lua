@@ -192,10 +192,7 @@ function Instance:spawn()
   self.start_time = orch.time()
   self.status_text = nil
   self:set_state("starting")
-  if p.stdout then
-    run.log_stream = p.stdout
-    run.log_task = log.capture(self:get_sink(), p.stdout)
-  end
+  if p.stdout then self:capture(run, p.stdout) end
   p:on_exit(function(code, sig) self:proc_exited(run, code, sig) end)
   if cfg.heartbeat then hb.start(self, run) end
   if cfg.ready or cfg.pidfile then
@@ -212,6 +209,15 @@ function Instance:spawn()
   elseif not cfg.pidfile then
     self:mark_ready(run, nil)
   end
+end
+
+--- Copies the run's output pipe into the sink until EOF.
+function Instance:capture(run, stream)
+  run.log_stream = stream
+  log.capture(self:get_sink(), stream, function()
+    run.log_done = true
+    self.sup.changed:signal()
+  end)
 end
 
 --- The probe (or the absence of one) says the run is ready.
@@ -312,10 +318,7 @@ function Instance:adopt_inherited(e)
   self.start_time = tonumber(e.start_time) or orch.time()
   self.sup:track_orphans()
   self.sup:watch_orphan(pid, self, run)
-  if e.log_stream then
-    run.log_stream = e.log_stream
-    run.log_task = log.capture(self:get_sink(), e.log_stream)
-  end
+  if e.log_stream then self:capture(run, e.log_stream) end
   self:log("adopted pid %d after reexec", pid)
   self:set_state("starting")
   self:mark_ready(run, nil)
@@ -526,7 +529,9 @@ function Instance:stop()
     self:set_state("stopping")
     self:stop_run(run)
     -- Its output up to the end (the pipe reaches EOF once the group is gone).
-    if run.log_task then run.log_task:join(2) end
+    if run.log_stream and not run.log_done then
+      self.sup.changed:wait_for(function() return run.log_done end, 2)
+    end
   end
   if self.state ~= "stopped" and not (run and run.alive) then self:set_state("stopped") end
   if self.sink then self.sink:close() end

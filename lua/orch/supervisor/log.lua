@@ -176,13 +176,21 @@ function Sink:tail(n)
 end
 
 --- Copies `stream` into the sink line by line until EOF (or a read error),
--- then closes the stream. Runs as a task (log.capture).
-local function capture(sink, stream)
+-- then closes the stream and calls on_end(). The stream calls back with each
+-- chunk (stream:on_read) and reads the next only once the chunk's lines are
+-- written: an idle service costs this closure, no task and no buffer.
+function log.capture(sink, stream, on_end)
   local max = sink.cfg.max_line
   local partial = ""
-  while true do
-    local chunk = stream:read()
-    if not chunk then break end
+  stream:on_read(function(chunk)
+    if not chunk then
+      if #partial > 0 then sink:line(partial) end
+      partial = ""
+      sink:flush()
+      stream:close()
+      if on_end then on_end() end
+      return
+    end
     local data = partial .. chunk
     local pos = 1
     while true do
@@ -202,15 +210,7 @@ local function capture(sink, stream)
     end
     partial = data:sub(pos)
     sink:flush()
-  end
-  if #partial > 0 then sink:line(partial) end
-  sink:flush()
-  stream:close()
-end
-
---- Starts capture(sink, stream) as a task and returns the task.
-function log.capture(sink, stream)
-  return orch.task(capture, sink, stream)
+  end)
 end
 
 return log
