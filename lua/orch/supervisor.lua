@@ -235,18 +235,16 @@ function Sup:stop_ordered(insts)
     table.insert(remaining[inst.service], inst)
   end
   while next(remaining) do
+    -- This layer: the services no other remaining service depends on.
+    local needed = {}
+    for other in pairs(remaining) do
+      for _, d in ipairs(self.services[other].cfg.depends_on) do
+        if d ~= other then needed[d] = true end
+      end
+    end
     local layer = {}
     for name in pairs(remaining) do
-      local needed = false
-      for other in pairs(remaining) do
-        if other ~= name then
-          for _, d in ipairs(self.services[other].cfg.depends_on) do
-            if d == name then needed = true break end
-          end
-        end
-        if needed then break end
-      end
-      if not needed then layer[#layer + 1] = name end
+      if not needed[name] then layer[#layer + 1] = name end
     end
     if #layer == 0 then for name in pairs(remaining) do layer[#layer + 1] = name end end
     local tasks = {}

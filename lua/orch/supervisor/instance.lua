@@ -39,6 +39,33 @@ Instance.__index = Instance
 
 local HISTORY_MAX = 20
 
+-- Waits (task only) until pred(run) is true or `timeout` seconds passed, on
+-- the run's own condition (woken by run_changed): stopping hundreds of
+-- services wakes each stop task once per event of its own run, not once per
+-- state change of every service.
+local function wait_run_until(run, pred, timeout)
+  if pred(run) then return true end
+  local c = run.cond
+  if not c then
+    c = orch.cond()
+    run.cond = c
+  end
+  local deadline = timeout and (orch.now() + timeout)
+  while not pred(run) do
+    local left = deadline and (deadline - orch.now())
+    if left and left <= 0 then return false end
+    c:wait(left)
+  end
+  return true
+end
+
+local function run_changed(run)
+  if run.cond then run.cond:broadcast() end
+end
+
+local function run_over(run) return not run.alive end
+local function log_over(run) return run.log_done end
+
 -- pid still names the process that started at start_time (not a zombie).
 local function alive(pid, start_time)
   local i = orch.proc.info(pid)
@@ -216,7 +243,7 @@ function Instance:capture(run, stream)
   run.log_stream = stream
   log.capture(self:get_sink(), stream, function()
     run.log_done = true
-    self.sup.changed:signal()
+    run_changed(run)
   end)
 end
 
@@ -366,6 +393,7 @@ end
 function Instance:run_ended(run, code, sig, reason)
   if not run.alive then return end
   run.alive = false
+  run_changed(run)
   local cfg = self.cfg
   if cfg.ready then ready.cleanup(run) end
   if cfg.heartbeat then hb.stop(run) end
@@ -470,7 +498,7 @@ end
 
 --- Waits until the run is over; false after `timeout` seconds.
 function Instance:wait_run(run, timeout)
-  return self.sup.changed:wait_for(function() return not run.alive end, timeout)
+  return wait_run_until(run, run_over, timeout)
 end
 
 --- The stop sequence of a run (task only): the stop hook if any, then the
@@ -529,9 +557,7 @@ function Instance:stop()
     self:set_state("stopping")
     self:stop_run(run)
     -- Its output up to the end (the pipe reaches EOF once the group is gone).
-    if run.log_stream and not run.log_done then
-      self.sup.changed:wait_for(function() return run.log_done end, 2)
-    end
+    if run.log_stream then wait_run_until(run, log_over, 2) end
   end
   if self.state ~= "stopped" and not (run and run.alive) then self:set_state("stopped") end
   if self.sink then self.sink:close() end
