@@ -30,6 +30,17 @@ local function waiting(task)
 end
 
 -- Waits (in a task) until fn() is true; a hang guard, not a timing test.
+-- A task writing `total` bytes to w in 64 KiB blocks, then closing it;
+-- it returns "written".
+local function writer_task(w, total)
+  return orch.task(function()
+    local block = string.rep("0123456789abcdef", 4096)
+    for _ = 1, total // #block do assert(w:write(block)) end
+    w:close()
+    return "written"
+  end)
+end
+
 local function eventually(fn, what)
   for _ = 1, 2000 do
     if fn() then return end
@@ -153,12 +164,7 @@ describe("orch.pipe", function()
       local _ <close> = closer(r, w)
       local ticks = 0
       local ticker = orch.timer.every(0.005, function() ticks = ticks + 1 end)
-      local writer = orch.task(function()
-        local block = string.rep("0123456789abcdef", 4096)   -- 64 KiB
-        for _ = 1, total // #block do assert(w:write(block)) end
-        w:close()
-        return "written"
-      end)
+      local writer = writer_task(w, total)
       local first = r:read()
       -- The reader pauses: nobody reads, so orch must not drain the pipe
       -- into memory, and the writer stays suspended while timers run.
@@ -846,12 +852,7 @@ describe("stream:on_read", function()
         n = n + #chunk
         while hold do release:wait() end     -- the first callback waits
       end)
-      local writer = orch.task(function()
-        local block = string.rep("0123456789abcdef", 4096)   -- 64 KiB
-        for _ = 1, total // #block do assert(w:write(block)) end
-        w:close()
-        return "written"
-      end)
+      local writer = writer_task(w, total)
       eventually(function() return calls == 1 end, "first callback")
       orch.sleep(0.1)
       local held = { calls = calls, writer = writer:status(), lua_kib = collectgarbage("count") }
