@@ -126,6 +126,47 @@ describe("orch.spawn", function()
     end)
   end)
 
+  it("overrides an inherited variable once, and env_mode = replace alone empties the environment", function()
+    h.run(function()
+      local code, out = orch.run{ "/usr/bin/env", env = { HOME = "/elsewhere", ORCH_NEW = 7 } }
+      assert.are.equal(0, code)
+      local homes, new = {}, 0
+      for line in out:gmatch("[^\n]+") do
+        if line:match("^HOME=") then homes[#homes + 1] = line end
+        if line == "ORCH_NEW=7" then new = new + 1 end
+      end
+      assert.are.same({ "HOME=/elsewhere" }, homes)
+      assert.are.equal(1, new)
+      -- every other inherited variable is still there
+      assert.matches("\nPATH=", "\n" .. out)
+      code, out = orch.run{ "/usr/bin/env", env_mode = "replace" }
+      assert.are.equal("", out)
+    end)
+  end)
+
+  it("leaves almost no Lua garbage per spawn (argv and envp live in C memory)", function()
+    local per_spawn = h.run(function()
+      local N, ps = 50, {}
+      local opts = {}
+      for i = 1, N do
+        opts[i] = { "/bin/sh", "-c", "exit 0", "arg", i, env = { A = "1", B = i, HOME = false, C = "three" } }
+      end
+      collectgarbage() collectgarbage()
+      collectgarbage("stop")
+      local before = collectgarbage("count")
+      for i = 1, N do ps[i] = assert(orch.spawn(opts[i])) end
+      local allocated = collectgarbage("count") - before
+      collectgarbage("restart")
+      collectgarbage() collectgarbage()
+      local live = collectgarbage("count") - before
+      for i = 1, N do ps[i]:wait() end
+      return (allocated - live) * 1024 / N
+    end)
+    -- Was about 690 bytes (argv/envp userdata, "K=V" strings, an anchor
+    -- table); what is left is the string made for the numeric argument.
+    assert.is_true(per_spawn < 128, ("%.0f bytes of garbage per spawn"):format(per_spawn))
+  end)
+
   it("runs in cwd, and says so when cwd is missing", function()
     local d = h.tmpdir()
     h.run(function()

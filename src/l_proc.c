@@ -744,27 +744,34 @@ static int process_gc(lua_State *L) {
 /* ---------------------------------------------------------------- fd box */
 
 /* A to-be-closed list of fds a spawn must close however it ends (the
- * child's ends of pipes, opened files), so a raise never leaks them. */
-typedef struct { int n; int fd[2 * (MAX_EXTRA_FDS + 3) + 4]; } fdbox;
+ * child's ends of pipes, opened files), so a raise never leaks them, and
+ * the spawn's malloc'ed memory (argv, envp and the fd list: build_exec). */
+typedef struct { int n, cap; int *fd; void *mem; } fdbox;
 
 static int fdbox_close(lua_State *L) {
   fdbox *b = luaL_checkudata(L, 1, FDBOX_MT);
   for (int i = 0; i < b->n; i++)
     if (b->fd[i] >= 0) close(b->fd[i]);
   b->n = 0;
+  free(b->mem);
+  b->mem = NULL;
+  b->fd = NULL;
+  b->cap = 0;
   return 0;
 }
 
 static fdbox *fdbox_new(lua_State *L) {
   fdbox *b = lua_newuserdatauv(L, sizeof *b, 0);
-  b->n = 0;
+  b->n = b->cap = 0;
+  b->fd = NULL;
+  b->mem = NULL;
   luaL_setmetatable(L, FDBOX_MT);
   lua_toclose(L, -1);
   return b;
 }
 
 static void fdbox_add(fdbox *b, int fd) {
-  if (b->n < (int)(sizeof b->fd / sizeof b->fd[0])) b->fd[b->n++] = fd;
+  if (b->n < b->cap) b->fd[b->n++] = fd;
 }
 
 /* ---------------------------------------------------------------- spawn */
@@ -1110,8 +1117,8 @@ static int resolve_creds(lua_State *L, const char *op, spawn_args *a, creds *c) 
   return 0;
 }
 
-/* [-0,+1] The child's environment as a char*[] userdata; its strings are
- * anchored in the table at `keep`. */
+/* [-0,+1] The child's environment as a char*[] userdata (orch.exec); its
+ * strings are anchored in the table at `keep`. */
 static char **build_env(lua_State *L, int env, int replace, int keep) {
   size_t nenv = 0, ntab = 0;
   if (!replace) while (environ[nenv]) nenv++;
@@ -1140,6 +1147,102 @@ static char **build_env(lua_State *L, int env, int replace, int keep) {
   }
   envp[k] = NULL;
   return envp;
+}
+
+/* The child's argv and envp, built in one malloc'ed block that the box
+ * frees when the spawn returns (the child has exec'd or failed by then):
+ * a spawn leaves no Lua garbage behind for them. Environment entries the
+ * env table names (a value or false) are left out of environ; the table's
+ * values follow as "K=V". Returns 0, or -1 after pushing the error triple. */
+static int build_exec(lua_State *L, const spawn_args *a, fdbox *box, char ***argvp, char ***envpp) {
+  size_t bytes = 0, nenv = 0, ntab = 0, nkeys = 0;
+  for (int i = 1; i <= a->argc; i++) {
+    size_t len;
+    lua_geti(L, 1, i);
+    lua_tolstring(L, -1, &len);              /* numbers become strings */
+    bytes += len + 1;
+    lua_pop(L, 1);
+  }
+  if (a->env) {
+    if (!a->replace_env) while (environ[nenv]) nenv++;
+    lua_pushnil(L);
+    while (lua_next(L, a->env)) {
+      nkeys++;
+      if (lua_type(L, -1) != LUA_TBOOLEAN) {
+        size_t kl, vl;
+        lua_tolstring(L, -2, &kl);
+        lua_tolstring(L, -1, &vl);             /* a copy on the stack: safe */
+        bytes += kl + vl + 2;
+        ntab++;
+      }
+      lua_pop(L, 1);
+    }
+  }
+  size_t nptr = (size_t)a->argc + 1 + nenv + ntab + 1;
+  size_t nfd = 2 * (3 + (size_t)a->nextra) + 4;   /* each io: at most 2 fds */
+  char *mem = malloc(nptr * sizeof(char *) + nkeys * (sizeof(const char *) + sizeof(size_t)) +
+                     nfd * sizeof(int) + bytes);
+  if (!mem) return orch__fail(L, "spawn", ENOMEM), -1;
+  box->mem = mem;
+  char **argv = (char **)mem;
+  char **envp = argv + a->argc + 1;
+  const char **keys = (const char **)(envp + nenv + ntab + 1);
+  size_t *klens = (size_t *)(keys + nkeys);
+  box->fd = (int *)(klens + nkeys);
+  box->cap = (int)nfd;
+  char *out = (char *)(box->fd + nfd);
+  for (int i = 1; i <= a->argc; i++) {
+    size_t len;
+    lua_geti(L, 1, i);
+    const char *v = lua_tolstring(L, -1, &len);
+    memcpy(out, v, len + 1);
+    argv[i - 1] = out;
+    out += len + 1;
+    lua_pop(L, 1);
+  }
+  argv[a->argc] = NULL;
+  *argvp = argv;
+  if (!a->env) {
+    *envpp = NULL;
+    if (a->replace_env) {                    /* env_mode = "replace", no table */
+      envp[0] = NULL;
+      *envpp = envp;
+    }
+    return 0;
+  }
+  size_t k = 0, nk = 0;
+  lua_pushnil(L);
+  while (lua_next(L, a->env)) {
+    size_t kl;
+    keys[nk] = lua_tolstring(L, -2, &kl);    /* anchored by the table */
+    klens[nk++] = kl;
+    if (lua_type(L, -1) != LUA_TBOOLEAN) {
+      size_t vl;
+      const char *v = lua_tolstring(L, -1, &vl);
+      memcpy(out, keys[nk - 1], kl);
+      out[kl] = '=';
+      memcpy(out + kl + 1, v, vl + 1);
+      envp[nenv + k++] = out;                /* after environ's entries */
+      out += kl + vl + 2;
+    }
+    lua_pop(L, 1);
+  }
+  size_t e = 0;
+  for (size_t i = 0; i < nenv; i++) {
+    const char *entry = environ[i];
+    const char *eq = strchr(entry, '=');
+    if (!eq) continue;
+    size_t len = (size_t)(eq - entry);
+    int named = 0;
+    for (size_t j = 0; j < nkeys && !named; j++)
+      named = klens[j] == len && memcmp(keys[j], entry, len) == 0;
+    if (!named) envp[e++] = (char *)entry;
+  }
+  /* Close the gap between environ's kept entries and the table's. */
+  memmove(envp + e, envp + nenv, k * sizeof(char *));
+  envp[e + k] = NULL;
+  *envpp = envp;
+  return 0;
 }
 
 /* The PATH the child's program is looked up in. */
@@ -1271,28 +1374,16 @@ static int proc_spawn(lua_State *L) {
     if (a.io[i].kind == IO_PIPE && !orch__stream_push_fd)
       return orch__failf(L, "ENOSYS", "spawn: pipes need the stream module");
 
-  /* Phase 3: Lua memory (a raise here leaks nothing). */
-  lua_newtable(L);
-  int keep = lua_gettop(L);
-  char **argv = lua_newuserdatauv(L, ((size_t)a.argc + 1) * sizeof(char *), 0);
-  for (int i = 1; i <= a.argc; i++) {
-    lua_geti(L, 1, i);
-    argv[i - 1] = (char *)lua_tostring(L, -1);   /* numbers become strings */
-    lua_rawseti(L, keep, i);
-  }
-  argv[a.argc] = NULL;
-  char **envp = NULL;
-  if (a.env) envp = build_env(L, a.env, a.replace_env, keep);
-  else if (a.replace_env) {
-    envp = lua_newuserdatauv(L, sizeof(char *), 0);
-    envp[0] = NULL;
-  }
+  /* Phase 3: memory, owned by a to-be-closed box (a raise here leaks
+   * nothing): argv and envp, the process object. */
+  fdbox *box = fdbox_new(L);
+  char **argv, **envp;
+  if (build_exec(L, &a, box, &argv, &envp) < 0) return 3;
   const char *search_path = child_search_path(L, &a);
   process *p = process_new(L, rt);
   int ud = lua_gettop(L);
 
-  /* Phase 4: fds, in a to-be-closed box. */
-  fdbox *box = fdbox_new(L);
+  /* Phase 4: fds, in the box. */
   orch__fdmap map[3 + MAX_EXTRA_FDS];
   int nmap = 0;
   static const char *const io_keys[] = { "stdin", "stdout", "stderr" };
