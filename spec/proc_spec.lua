@@ -655,6 +655,72 @@ describe("orch.exec", function()
 end)
 
 describe("orch.proc", function()
+  -- A process that is not orch's child: sh starts it in the background and
+  -- exits, so it is re-parented away from us.
+  local function foreign(cmd)
+    local f = assert(io.popen("sh -c '" .. cmd .. " >/dev/null 2>&1 & echo $!'"))
+    local pid = tonumber(f:read("l"))
+    f:close()
+    return pid
+  end
+
+  it("wait_exit waits for a process that is not a child, without polling", function()
+    local res = h.run(function()
+      local pid = foreign("sleep 0.3")
+      local st = assert(orch.proc.start_time(pid))
+      -- Polling would wake this process every few ms (the watchdog's old
+      -- fallback: 2 to 20 ms); on the pidfd it sleeps until the exit.
+      local function wakeups()
+        return tonumber(h.slurp("/proc/self/status"):match("voluntary_ctxt_switches:%s*(%d+)"))
+      end
+      local t0, w0 = orch.now(), wakeups()
+      local ok = orch.proc.wait_exit(pid, st, 10)
+      local waited, woke = orch.now() - t0, wakeups() - w0
+      return { ok = ok, waited = waited, woke = woke, after = orch.proc.wait_exit(pid), alive = h.alive(pid) }
+    end)
+    assert.is_true(res.ok)
+    assert.is_true(res.woke <= 5, "woke " .. res.woke .. " times while waiting")
+    assert.is_true(res.waited >= 0.2, "returned before the process ended: " .. res.waited)
+    assert.is_true(res.after)
+    assert.is_false(res.alive)
+  end)
+
+  it("wait_exit times out, and says gone for a reused or missing pid", function()
+    local res = h.run(function()
+      local pid = foreign("sleep 30")
+      local out = { timeout = table.pack(orch.proc.wait_exit(pid, nil, 0.05)) }
+      out.still = h.alive(pid)
+      local st = orch.proc.start_time(pid)
+      out.reused = orch.proc.wait_exit(pid, st + 1, 5)      -- another identity
+      orch.kill(pid, "KILL")
+      out.killed = orch.proc.wait_exit(pid, st, 5)
+      -- a child: its exit is seen too (orch reaps it meanwhile)
+      local p = assert(orch.spawn{ "sleep", "0.05" })
+      out.child = orch.proc.wait_exit(p.pid, nil, 5)
+      p:wait()
+      out.missing = orch.proc.wait_exit(p.pid)
+      return out
+    end)
+    assert.is_nil(res.timeout[1])
+    assert.are.equal("proc.wait_exit: timed out", res.timeout[2])
+    assert.are.equal("ETIMEDOUT", res.timeout[3])
+    assert.is_true(res.still)
+    assert.is_true(res.reused)
+    assert.is_true(res.killed)
+    assert.is_true(res.child)
+    assert.is_true(res.missing)
+  end)
+
+  it("wait_exit checks its arguments and needs a task", function()
+    assert.has_error(function() orch.proc.wait_exit(1) end, "proc.wait_exit: must be called from a task")
+    h.run(function()
+      assert.has_error(function() orch.proc.wait_exit(0) end, "bad argument #1 to 'wait_exit' (invalid pid)")
+      assert.has_error(function() orch.proc.wait_exit(1, -1) end,
+        "bad argument #2 to 'wait_exit' (start time (clock ticks >= 0) expected)")
+      assert.has_error(function() orch.proc.wait_exit(1, nil, -1) end)
+    end)
+  end)
+
   it("reads /proc for a process", function()
     h.run(function()
       local p = assert(orch.spawn{ prog, "sleep", "100", pgroup = true })

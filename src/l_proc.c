@@ -1671,6 +1671,94 @@ static int proc_start_time(lua_State *L) {
   return 1;
 }
 
+/* orch.proc.wait_exit(pid [, start_time [, timeout]]): any process, child
+ * or not. A pidfd pins the process (its start time is checked through it)
+ * and becomes readable when it exits; a uv_poll_t on it wakes the task. */
+typedef struct {
+  uv_poll_t poll;
+  int fd;
+  lua_State *co;
+} exitwatch;
+
+static void exitwatch_close_cb(uv_handle_t *h) {
+  exitwatch *w = h->data;
+  close(w->fd);
+  free(w);
+}
+
+static void exitwatch_done(exitwatch *w) {
+  uv_poll_stop(&w->poll);
+  uv_close((uv_handle_t *)&w->poll, exitwatch_close_cb);
+}
+
+static void exitwatch_cb(uv_poll_t *h, int status, int events) {
+  exitwatch *w = h->data;
+  lua_State *co = w->co;
+  w->co = NULL;
+  exitwatch_done(w);
+  if (!co) return;
+  /* A poll error on a pidfd means it cannot be watched: say it is gone only
+   * when it is. */
+  if (status < 0) orch__fail_uv(co, "wait_exit", status);
+  else lua_pushboolean(co, 1);
+  orch__wake(co, status < 0 ? 3 : 1);
+}
+
+static void exitwatch_cancel(void *data) {
+  exitwatch *w = data;
+  w->co = NULL;
+  exitwatch_done(w);
+}
+
+static int proc_wait_exit(lua_State *L) {
+  pid_t pid = check_pid(L, 1);
+  lua_Integer start = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    start = luaL_checkinteger(L, 2);
+    if (start < 0) luaL_argerror(L, 2, "start time (clock ticks >= 0) expected");
+  }
+  double timeout = lua_isnoneornil(L, 3) ? -1 : orch__checkseconds(L, 3);
+  if (lua_gettop(L) > 3) luaL_argerror(L, 4, "no value expected");
+  orch__check_task(L, "proc.wait_exit");
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) {
+    if (errno == ESRCH) { lua_pushboolean(L, 1); return 1; }
+    return orch__fail(L, "proc.wait_exit", errno);
+  }
+  if (start) {
+    unsigned long long t = 0;
+    int r = orch__start_time(pid, &t);
+    if (r < 0 || t != (unsigned long long)start) {
+      /* The pid names another process now (or none): the one asked for is
+       * gone. */
+      close(fd);
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+  }
+  exitwatch *w = malloc(sizeof *w);
+  if (!w) {
+    close(fd);
+    return orch__fail(L, "proc.wait_exit", ENOMEM);
+  }
+  w->fd = fd;
+  w->co = NULL;
+  int r = uv_poll_init(orch__loop(L), &w->poll, fd);
+  if (r < 0) {
+    close(fd);
+    free(w);
+    return orch__fail_uv(L, "proc.wait_exit", r);
+  }
+  w->poll.data = w;
+  r = uv_poll_start(&w->poll, UV_READABLE, exitwatch_cb);
+  if (r < 0) {
+    exitwatch_done(w);
+    return orch__fail_uv(L, "proc.wait_exit", r);
+  }
+  w->co = L;
+  return orch__await(L, timeout, "proc.wait_exit", exitwatch_cancel, w);
+}
+
 static int proc_list(lua_State *L) {
   DIR *d = opendir("/proc");
   if (!d) return orch__fail(L, "proc.list", errno);
@@ -2066,7 +2154,7 @@ int orch__open_proc(lua_State *L) {
   };
   static const luaL_Reg procfns[] = {
     {"info", proc_info}, {"list", proc_list}, {"start_time", proc_start_time},
-    {"subreaper", proc_subreaper}, {"on_orphan_exit", proc_on_orphan_exit},
+    {"wait_exit", proc_wait_exit}, {"subreaper", proc_subreaper}, {"on_orphan_exit", proc_on_orphan_exit},
     {"init_mode", proc_init_mode}, {NULL, NULL}
   };
   luaL_newlib(L, fns);

@@ -31,8 +31,8 @@ local COALESCE = 0.01
 local SWEEP = 5
 -- How often the table is looked for while it does not exist yet.
 local REOPEN = 1
--- The grace period polls the process this often (see doc/watchdog.md: the
--- proc module has no pidfd watcher yet).
+-- Without a pidfd (orch.proc.wait_exit failing: an old kernel, a
+-- seccomp filter), the grace period polls the process this often.
 local POLL = 0.02
 -- Classic beats are whole wall-clock seconds; a beat older than the process
 -- by more than this was not made by it.
@@ -363,11 +363,15 @@ function Watchdog:_send(e, sig, group)
   return orch.kill(e.pid, sig, e.start_time)
 end
 
--- Polls until the process is gone or `seconds` passed; true if it is gone.
--- The first looks come quickly (most processes die at once on SIGTERM),
--- then every POLL seconds.
+-- Waits until the process is gone or `seconds` passed; true if it is gone.
+-- A pidfd says when it exits (orch.proc.wait_exit); without one, the first
+-- looks come quickly (most processes die at once on SIGTERM), then every
+-- POLL seconds.
 local function wait_gone(e, seconds)
   local deadline = orch.now() + seconds
+  local ok, _, ename = orch.proc.wait_exit(e.pid, e.start_time, seconds)
+  if ok then return true end
+  if ename == "ETIMEDOUT" then return not hb.alive(e.pid, e.start_time) end
   local step = 0.002
   while hb.alive(e.pid, e.start_time) do
     local left = deadline - orch.now()
