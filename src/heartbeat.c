@@ -429,7 +429,7 @@ static uint64_t publish(orch_hb_table *t, orch_hb_entry *e, uint32_t gen,
 
 static void fill_slot(orch_hb_slot *s, orch_hb_table *t, uint32_t i, uint64_t w) {
   s->table = t;
-  s->entry = t->compat ? (void *)cslot_at(t, i) : (void *)slot_at(t, i);
+  s->entry = orch_hb_entry_at(t, i);
   s->owner = w;
   s->index = i;
   s->pid = t->compat ? (int32_t)w : owner_pid(w);
@@ -489,8 +489,9 @@ static int pid_identity(pid_t pid, identity *id) {
   return 0;
 }
 
-static uint32_t ms_to_s(uint32_t ms) {
-  return ms / 1000 + (ms % 1000 != 0);
+/* Rounded up; at most 4294968, so it always fits the classic int. */
+static int ms_to_s(uint32_t ms) {
+  return (int)(ms / 1000 + (ms % 1000 != 0));
 }
 
 int orch_hb_register(orch_hb_table *t, const char *name, uint32_t timeout_ms,
@@ -502,11 +503,7 @@ int orch_hb_register_pid(orch_hb_table *t, pid_t pid, const char *name,
                          uint32_t timeout_ms, orch_hb_slot *s) {
   if (!t || !s || pid <= 0) return -EINVAL;
   if (t->rdonly) return -EROFS;
-  if (t->compat) {
-    if (!name || !*name) return -EINVAL;
-    uint32_t secs = ms_to_s(timeout_ms);
-    return orch_hbc_register(t, pid, name, secs > INT_MAX ? INT_MAX : (int)secs, s);
-  }
+  if (t->compat) return orch_hbc_register(t, pid, name, ms_to_s(timeout_ms), s);
   int r = check_name(name);
   if (r < 0) return r;
   identity id = { .timeout_ms = timeout_ms, .name = name };
@@ -633,8 +630,7 @@ int orch_hb_set_timeout(orch_hb_slot *s, uint32_t timeout_ms) {
   if (s->compat) {
     orch_hbc_entry *c = s->entry;
     if (__atomic_load_n(&c->pid, __ATOMIC_RELAXED) != s->pid) return -ESTALE;
-    uint32_t secs = ms_to_s(timeout_ms);
-    __atomic_store_n(&c->timeout, secs > INT_MAX ? INT_MAX : (int)secs, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->timeout, ms_to_s(timeout_ms), __ATOMIC_RELAXED);
     return 0;
   }
   orch_hb_info info;

@@ -19,7 +19,6 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/ipc.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "orch_heartbeat.h"
@@ -59,6 +58,13 @@ static int hb_fail(lua_State *L, const char *op, int r) {
   default:
     return orch__fail(L, op, -r);
   }
+}
+
+/* true, or the failure of op. [-0,+1|3] */
+static int hb_result(lua_State *L, const char *op, int r) {
+  if (r < 0) return hb_fail(L, op, r);
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 /* ---- Argument helpers ------------------------------------------------- */
@@ -120,10 +126,7 @@ static void push_info(lua_State *L, const orch_hb_info *in) {
   if (in->compat) {
     /* Classic beats are wall-clock seconds; the age is measured on the wall
      * clock and last_beat projected onto the monotonic one. */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    double wall = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-    double age = wall - (double)in->atime;
+    double age = orch__wall() - (double)in->atime;
     lua_pushinteger(L, in->raw_timeout);
     lua_setfield(L, -2, "timeout");
     lua_pushinteger(L, in->atime);
@@ -175,9 +178,7 @@ static int slot_beat(lua_State *L) {
   lslot *ls = check_slot(L, 1);
   check_nargs(L, 1);
   int r = ls->held ? orch_hb_beat(&ls->s) : -ESTALE;
-  if (r < 0) return hb_fail(L, "heartbeat.beat", r);
-  lua_pushboolean(L, 1);
-  return 1;
+  return hb_result(L, "heartbeat.beat", r);
 }
 
 static int slot_unregister(lua_State *L) {
@@ -185,9 +186,7 @@ static int slot_unregister(lua_State *L) {
   check_nargs(L, 1);
   int r = ls->held ? orch_hb_unregister(&ls->s) : -ESTALE;
   ls->held = 0;
-  if (r < 0) return hb_fail(L, "heartbeat.unregister", r);
-  lua_pushboolean(L, 1);
-  return 1;
+  return hb_result(L, "heartbeat.unregister", r);
 }
 
 static int slot_set_timeout(lua_State *L) {
@@ -195,9 +194,7 @@ static int slot_set_timeout(lua_State *L) {
   uint32_t ms = check_timeout(L, 2);
   check_nargs(L, 2);
   int r = ls->held ? orch_hb_set_timeout(&ls->s, ms) : -ESTALE;
-  if (r < 0) return hb_fail(L, "heartbeat.set_timeout", r);
-  lua_pushboolean(L, 1);
-  return 1;
+  return hb_result(L, "heartbeat.set_timeout", r);
 }
 
 static int slot_assign(lua_State *L) {
@@ -205,9 +202,7 @@ static int slot_assign(lua_State *L) {
   pid_t pid = check_pid(L, 2);
   check_nargs(L, 2);
   int r = ls->held ? orch_hb_assign(&ls->s, pid) : -ESTALE;
-  if (r < 0) return hb_fail(L, "heartbeat.assign", r);
-  lua_pushboolean(L, 1);
-  return 1;
+  return hb_result(L, "heartbeat.assign", r);
 }
 
 static int slot_info(lua_State *L) {
@@ -365,9 +360,7 @@ static int table_clear(lua_State *L) {
   in.pid = (int32_t)p;
   in.generation = compat ? 0 : (uint32_t)g;
   int r = orch_hb_clear(lt->t, &in);
-  if (r < 0) return hb_fail(L, "heartbeat.clear", r);
-  lua_pushboolean(L, 1);
-  return 1;
+  return hb_result(L, "heartbeat.clear", r);
 }
 
 static int table_changes(lua_State *L) {
@@ -404,9 +397,7 @@ static int table_remove(lua_State *L) {
   ltable *lt = check_table(L, 1);
   check_nargs(L, 1);
   int r = orch_hb_remove(lt->t);
-  if (r < 0) return hb_fail(L, "heartbeat.remove", r);
-  lua_pushboolean(L, 1);
-  return 1;
+  return hb_result(L, "heartbeat.remove", r);
 }
 
 static int table_close(lua_State *L) {
@@ -434,12 +425,20 @@ static int table_tostring(lua_State *L) {
 
 /* ---- orch.heartbeat --------------------------------------------------- */
 
+/* A table handle in the closed state, safe to collect if the open fails. [-0,+1] */
+static ltable *new_table(lua_State *L) {
+  ltable *lt = lua_newuserdatauv(L, sizeof *lt, 0);
+  lt->t = NULL;
+  luaL_setmetatable(L, TABLE_MT);
+  return lt;
+}
+
 static const char *const open_options[] = {
   "key", "create", "exclusive", "mode", "compat", "slots", "rdonly", NULL
 };
 
-/* Keys are 32-bit; accept them signed or unsigned (0x8xxxxxxx as written),
- * 0 meaning IPC_PRIVATE. -1 is not a key. */
+/* Keys are 32-bit; accept them signed or unsigned (0x80000000 and above, as
+ * written), 0 meaning IPC_PRIVATE. -1 is not a key. */
 static key_t opt_key(lua_State *L, int idx) {
   if (lua_getfield(L, idx, "key") == LUA_TNIL) {
     lua_pop(L, 1);
@@ -470,9 +469,7 @@ static int hb_open(lua_State *L) {
   }
   check_nargs(L, 1);
   /* Everything validated: now the handle, closed until the attach worked. */
-  ltable *lt = lua_newuserdatauv(L, sizeof *lt, 0);
-  lt->t = NULL;
-  luaL_setmetatable(L, TABLE_MT);
+  ltable *lt = new_table(L);
   int r = orch_hb_open_slots(key, flags, (int)mode, (uint32_t)slots, &lt->t);
   if (r < 0) return hb_fail(L, "heartbeat.open", r);
   return 1;
@@ -491,9 +488,7 @@ static int hb_from_env(lua_State *L) {
   if (r == -EINVAL)
     return orch__failf(L, "EINVAL", "heartbeat.from_env: malformed %s or %s",
                        ORCH_HB_ENV_KEY, ORCH_HB_ENV_SLOT);
-  ltable *lt = lua_newuserdatauv(L, sizeof *lt, 0);
-  lt->t = NULL;
-  luaL_setmetatable(L, TABLE_MT);
+  ltable *lt = new_table(L);
   r = orch_hb_open(key, 0, 0, &lt->t);
   if (r < 0) return hb_fail(L, "heartbeat.from_env", r);
   if (index >= orch_hb_slot_count(lt->t))
