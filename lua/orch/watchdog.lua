@@ -553,7 +553,7 @@ function Watchdog:_loop()
       if now >= self.next_scan then
         self.next_scan = now + self.scan
         local ch = self.t:changes()
-        if self.compat_table or ch ~= self.changes or now >= next_sweep then
+        if self.compat or ch ~= self.changes or now >= next_sweep then
           self.changes = ch
           self:_rescan()
         end
@@ -614,7 +614,6 @@ function M.start(opts)
       return nil, err, en
     end
   end
-  self.compat_table = self.compat
   self.task = orch.task(self._loop, self)
   return self
 end

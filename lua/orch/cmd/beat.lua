@@ -30,30 +30,14 @@ local function fail(code, fmt, ...)
 end
 
 local function parse_key(s)
-  local n = math.tointeger(tonumber(s))
-  if s:match("^%s*0[xX]%x+%s*$") then n = math.tointeger(tonumber(s:match("0[xX]%x+"))) end
+  local n = math.tointeger(tonumber(s))   -- decimal, or 0x-hex
   if not n or n <= 0 or n > 0xffffffff then return nil end
   return n
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
--- The parent of this orch process: the shell that ran `orch beat`.
-local function parent_pid(orch)
-  if orch.getppid then return orch.getppid() end
-  local stat = read_file("/proc/self/stat") or ""
-  return tonumber(stat:match("%) %S+ (%d+)"))
-end
-
-local function comm(pid)
-  local s = read_file("/proc/" .. pid .. "/comm")
-  s = s and s:gsub("%s+$", "") or ""
+local function comm(orch, pid)
+  local info = orch.proc.info(pid)
+  local s = info and info.name:gsub("%s+$", "") or ""
   return s ~= "" and s or ("pid" .. pid)
 end
 
@@ -106,8 +90,8 @@ function M.main(args)
       return fail(2, "--pid: process id expected, got '%s'", o.pid)
     end
   else
-    pid = parent_pid(orch)
-    if not pid or pid <= 1 then return fail(1, "cannot tell the calling process (use --pid)") end
+    pid = orch.getppid()   -- the shell that ran `orch beat`
+    if pid <= 1 then return fail(1, "cannot tell the calling process (use --pid)") end
   end
   local key
   if o.key then
@@ -142,7 +126,7 @@ function M.main(args)
     elseif not hb.alive(pid) then
       code = fail(1, "no such process: %d", pid)
     else
-      local s, rerr = t:register(o.name or comm(pid), timeout, pid)
+      local s, rerr = t:register(o.name or comm(orch, pid), timeout, pid)
       if not s then code = fail(1, "%s", rerr) end
     end
   end

@@ -98,7 +98,6 @@ local function main(argv)
     uids = o.uids, scan = o.scan, create = o.create,
   }
   if not w then return fail(1, err) end
-  local code = 0
   local handlers = {}
   local function stop(name)
     w.log("SIG" .. name .. ": stopping (watched processes left as they are)")
@@ -108,7 +107,7 @@ local function main(argv)
   handlers[1] = orch.signal.on("TERM", function() stop("TERM") end)
   handlers[2] = orch.signal.on("INT", function() stop("INT") end)
   w:wait()
-  return code
+  return 0
 end
 
 return { summary = "stop the processes whose heartbeat is late", usage = usage, main = main }
