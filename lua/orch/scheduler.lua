@@ -160,14 +160,15 @@ local function loop_rate(self)
   end
 end
 
-local function new_job(seconds, job, opts, loop)
+-- A Job with the fields every mode shares, plus `extra`, its loop started.
+local function new_job(job, opts, loop, extra)
   local self = setmetatable({
-    seconds = seconds, job = job, name = job_name(job, opts), mode = opts.mode or "delay",
-    overlap = opts.overlap or "skip", jitter = opts.jitter, first = opts.first,
-    on_exit = opts.on_exit, on_start = opts.on_start, log = opts.log or default_log,
-    max_runs = opts.max_runs, runs = 0, started = 0, running = 0, skipped = 0, procs = {},
-    stopped = false, idle = orch.cond(),
+    job = job, name = job_name(job, opts), overlap = opts.overlap or "skip",
+    jitter = opts.jitter, on_exit = opts.on_exit, on_start = opts.on_start,
+    log = opts.log or default_log, max_runs = opts.max_runs,
+    runs = 0, started = 0, running = 0, skipped = 0, procs = {}, stopped = false, idle = orch.cond(),
   }, Job)
+  for k, v in pairs(extra) do self[k] = v end
   self.task = orch.task(loop, self)
   return self
 end
@@ -182,7 +183,8 @@ function M.every(seconds, job, opts)
   if opts.mode == "rate" and seconds <= 0 then
     error("bad argument #1 to 'every' (mode \"rate\" needs seconds > 0)", 2)
   end
-  return new_job(seconds, job, opts, opts.mode == "rate" and loop_rate or loop_delay)
+  return new_job(job, opts, opts.mode == "rate" and loop_rate or loop_delay,
+                 { seconds = seconds, mode = opts.mode or "delay", first = opts.first })
 end
 
 -- ---------------------------------------------------------------- cron
@@ -210,7 +212,6 @@ local function parse_field(s, lo, hi, names, what)
       end
       if x then a, b = val(x), val(y) else a = val(range); b = part:find("/") and hi or a end
     end
-    if what == "day-of-week" and b == 7 then b = 7 end
     if a < lo or b > hi or a > b then
       error(("cron: %s field '%s' out of range %d-%d"):format(what, s, lo, hi), 0)
     end
@@ -270,7 +271,7 @@ local function loop_wall(self)
     local at = M.next_cron(self.cron, orch.time())
     if not at then self.log(self.name .. ": no future time matches; stopping"); break end
     self.next_run = at
-    pause(self, math.max(0, at - orch.time()) + (self.jitter and math.random() * self.jitter or 0))
+    pause(self, delay_with_jitter(self, math.max(0, at - orch.time())))
     if self.stopped then break end
     if self.running > 0 and self.overlap == "skip" then
       self.skipped = self.skipped + 1
@@ -283,14 +284,7 @@ end
 local function new_wall(fname, cron, job, opts)
   check_job(fname, job)
   opts = check_options(fname, opts)
-  local self = setmetatable({
-    cron = cron, job = job, name = job_name(job, opts), mode = "wall",
-    overlap = opts.overlap or "skip", jitter = opts.jitter, on_exit = opts.on_exit,
-    on_start = opts.on_start, log = opts.log or default_log, max_runs = opts.max_runs,
-    runs = 0, started = 0, running = 0, skipped = 0, procs = {}, stopped = false, idle = orch.cond(),
-  }, Job)
-  self.task = orch.task(loop_wall, self)
-  return self
+  return new_job(job, opts, loop_wall, { cron = cron, mode = "wall" })
 end
 
 --- cron("m h dom mon dow", job [, opts]) -> Job
