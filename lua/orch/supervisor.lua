@@ -70,6 +70,7 @@ function Sup:add(cfg, def, pos)
     self.by_name[name] = inst
   end
   self.services[cfg.name] = svc
+  self.graph_checked = nil
   if pos then table.insert(self.order, pos, cfg.name) else self.order[#self.order + 1] = cfg.name end
   return svc
 end
@@ -78,6 +79,7 @@ function Sup:remove(name)
   local svc = self.services[name]
   for _, inst in ipairs(svc.instances) do self.by_name[inst.name] = nil end
   self.services[name] = nil
+  self.graph_checked = nil
   for i, n in ipairs(self.order) do
     if n == name then
       table.remove(self.order, i)
@@ -123,31 +125,41 @@ function Sup:cfgs()
   return t
 end
 
+--- check_graph of the defined services, done again only after a service
+-- was added or removed (sup.run starts every service through sup.start).
+function Sup:check_graph()
+  if self.graph_checked then return end
+  check_graph(self:cfgs())
+  self.graph_checked = true
+end
+
+-- Appends x to the list `out` unless `seen` already has it.
+local function add_once(out, seen, x)
+  if not seen[x] then
+    seen[x] = true
+    out[#out + 1] = x
+  end
+end
+
 --- Instances named by target: "all", a service name, an instance name
 -- ("web:2") or a list of those. Returns a list or nil, message.
 function Sup:resolve(target, op)
   local out, seen = {}, {}
-  local function add(inst)
-    if not seen[inst] then
-      seen[inst] = true
-      out[#out + 1] = inst
-    end
-  end
   local function one(t)
     if t == "all" then
       for _, n in ipairs(self.order) do
-        for _, inst in ipairs(self.services[n].instances) do add(inst) end
+        for _, inst in ipairs(self.services[n].instances) do add_once(out, seen, inst) end
       end
       return true
     end
     local svc = self.services[t]
     if svc then
-      for _, inst in ipairs(svc.instances) do add(inst) end
+      for _, inst in ipairs(svc.instances) do add_once(out, seen, inst) end
       return true
     end
     local inst = self.by_name[t]
     if inst then
-      add(inst)
+      add_once(out, seen, inst)
       return true
     end
     return false
@@ -166,22 +178,16 @@ end
 -- (transitively), dependencies first.
 function Sup:with_dependencies(insts)
   local out, seen_inst, seen_svc = {}, {}, {}
-  local function add(inst)
-    if not seen_inst[inst] then
-      seen_inst[inst] = true
-      out[#out + 1] = inst
-    end
-  end
   local function add_service(name)
     if seen_svc[name] then return end
     seen_svc[name] = true
     local svc = self.services[name]
     for _, d in ipairs(svc.cfg.depends_on) do add_service(d) end
-    for _, inst in ipairs(svc.instances) do add(inst) end
+    for _, inst in ipairs(svc.instances) do add_once(out, seen_inst, inst) end
   end
   for _, inst in ipairs(insts) do
     for _, d in ipairs(inst.cfg.depends_on) do add_service(d) end
-    add(inst)
+    add_once(out, seen_inst, inst)
   end
   return out
 end
@@ -209,19 +215,13 @@ function Sup:with_dependents(insts)
     end
   end
   local out, seen = {}, {}
-  for _, inst in ipairs(insts) do
-    seen[inst] = true
-    out[#out + 1] = inst
-  end
+  for _, inst in ipairs(insts) do add_once(out, seen, inst) end
   for name in pairs(names) do
-    if direct[name] then goto continue end
-    for _, inst in ipairs(self.services[name].instances) do
-      if not seen[inst] and inst.state ~= "stopped" then
-        seen[inst] = true
-        out[#out + 1] = inst
+    if not direct[name] then
+      for _, inst in ipairs(self.services[name].instances) do
+        if inst.state ~= "stopped" then add_once(out, seen, inst) end
       end
     end
-    ::continue::
   end
   return out
 end
@@ -344,13 +344,16 @@ function Sup:unwatch_orphan(pid) self.orphans[pid] = nil end
 
 -- A definition as a string that compares like schema.equal (functions by
 -- their compiled code), so that it crosses exec in JSON.
+local HEX = {}
+for i = 0, 255 do HEX[string.char(i)] = string.format("%02x", i) end
+
 local function canon(v, depth)
   depth = depth or 0
   local t = type(v)
   if depth > 50 then return "?" end
   if t == "function" then
     local ok, d = pcall(string.dump, v, true)
-    return ok and ("f" .. d:gsub(".", function(c) return string.format("%02x", c:byte()) end)) or tostring(v)
+    return ok and ("f" .. d:gsub(".", HEX)) or tostring(v)
   elseif t == "table" then
     local keys = {}
     for k in pairs(v) do keys[#keys + 1] = k end
@@ -541,7 +544,7 @@ local function new()
   end
 
   function sup.start(target)
-    local ok, err = pcall(check_graph, S:cfgs())
+    local ok, err = pcall(S.check_graph, S)
     if not ok then error(err, 2) end
     local insts, rerr = S:resolve(target, "start")
     if not insts then return nil, rerr, "ENOENT" end
@@ -772,7 +775,7 @@ local function new()
   end
 
   function sup.run()
-    local ok, err = pcall(check_graph, S:cfgs())
+    local ok, err = pcall(S.check_graph, S)
     if not ok then error(err, 2) end
     sup.handle_signals()
     -- After `orch ctl reexec`: what ran before runs on (adopted), whether

@@ -1,6 +1,9 @@
 --- orch.supervisor.event: "wait until this is true" for tasks, on top of
--- orch.cond. Every state change of the supervisor broadcasts its event; a
--- waiter re-checks its own condition after each wake-up.
+-- orch.cond. The supervisor has one event, signalled by every state change
+-- of its instances (sup.wait, reload); each run of an instance gets its own
+-- on the first wait (its end, its log's EOF), so that a stop task wakes for
+-- the events of its own run only. A waiter re-checks its own condition after
+-- each wake-up.
 local orch = require "orch"
 
 local Event = {}

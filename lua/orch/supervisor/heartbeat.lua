@@ -45,7 +45,6 @@ local function last_beat(run)
   if run.wd_ping and run.wd_ping > t then t = run.wd_ping end
   return t
 end
-hb.last_beat = last_beat
 
 local function arm(inst, run, at)
   local timeout = inst.cfg.heartbeat.timeout

@@ -19,6 +19,7 @@
 -- cfg) and the methods signal, wait_exit and status are what hooks and
 -- restart functions may use.
 local orch = require "orch"
+local Event = require "orch.supervisor.event"
 -- The parts a service may not use are loaded on first use: a supervisor's
 -- memory follows what its services need.
 local function lazy(name)
@@ -40,27 +41,21 @@ Instance.__index = Instance
 local HISTORY_MAX = 20
 
 -- Waits (task only) until pred(run) is true or `timeout` seconds passed, on
--- the run's own condition (woken by run_changed): stopping hundreds of
--- services wakes each stop task once per event of its own run, not once per
--- state change of every service.
+-- the run's own event (made at the first wait, signalled by run_changed):
+-- stopping hundreds of services wakes each stop task once per event of its
+-- own run, not once per state change of every service.
 local function wait_run_until(run, pred, timeout)
   if pred(run) then return true end
-  local c = run.cond
-  if not c then
-    c = orch.cond()
-    run.cond = c
+  local ev = run.event
+  if not ev then
+    ev = Event.new()
+    run.event = ev
   end
-  local deadline = timeout and (orch.now() + timeout)
-  while not pred(run) do
-    local left = deadline and (deadline - orch.now())
-    if left and left <= 0 then return false end
-    c:wait(left)
-  end
-  return true
+  return ev:wait_for(function() return pred(run) end, timeout)
 end
 
 local function run_changed(run)
-  if run.cond then run.cond:broadcast() end
+  if run.event then run.event:signal() end
 end
 
 local function run_over(run) return not run.alive end
@@ -137,7 +132,7 @@ for _, k in ipairs { "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "ORCH_HEA
   INHERITED[k] = os.getenv(k) ~= nil
 end
 
-local function spawn_options(self, run)
+local function spawn_options(self)
   local cfg = self.cfg
   local env = {}
   if self.sup.env then for k, v in pairs(self.sup.env) do env[k] = v end end
@@ -185,7 +180,7 @@ function Instance:spawn()
   local cfg = self.cfg
   local run = { alive = false }
   self.run = run
-  local opts = spawn_options(self, run)
+  local opts = spawn_options(self)
   local ok, err = true, nil
   if cfg.ready then ok, err = ready.prepare(self, run, opts) end
   if ok and cfg.heartbeat then ok, err = hb.prepare(self, run, opts) end
@@ -275,7 +270,7 @@ function Instance:probe_failed(run, msg)
 end
 
 --- One sd_notify datagram of the run, already parsed.
-function Instance:notify_message(run, f, cred)
+function Instance:notify_message(run, f)
   if not run.alive then return end
   if f.STATUS then self.status_text = f.STATUS end
   if f.WATCHDOG == "1" then run.wd_ping = orch.now() end

@@ -14,7 +14,6 @@ local function human(n)
   if n >= 1024 then return string.format("%.1fK", n / 1024) end
   return tostring(n)
 end
-limits.human = human
 
 function limits.start(inst, run)
   local l = inst.cfg.limits

@@ -3,8 +3,6 @@
 -- function), after how long (backoff), and whether the start limit is
 -- reached (fatal). Pure functions of the configuration and the instance's
 -- history; the instance module acts on the answers.
-local orch = require "orch"
-
 local policy = {}
 
 --- Whether an exit counts as a success: an exit code listed in
@@ -65,5 +63,4 @@ function policy.limit_reached(limit, starts, now)
   return #starts >= limit.burst
 end
 
-policy.now = orch.now
 return policy

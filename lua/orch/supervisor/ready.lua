@@ -77,7 +77,7 @@ local function notify_loop(inst, run)
     local msg, _, cred = sock:recv()
     if not msg then break end      -- closed at cleanup
     if from_service(run, cred) then
-      inst:notify_message(run, ready.parse(msg), cred)
+      inst:notify_message(run, ready.parse(msg))
     elseif not run.notify_warned then
       run.notify_warned = true
       inst:log("ignoring sd_notify message from pid %s (not in the service's process group)",
@@ -141,8 +141,8 @@ function ready.start(inst, run)
   end
 end
 
---- Ends the probe of a run and frees its resources. `keep_notify` leaves
--- the notify socket open (the run is still alive, only its probe is done).
+--- Ends the probe of a run and frees its resources; the notify socket stays
+-- open (it carries watchdog pings and status until cleanup).
 function ready.stop_probe(run)
   if run.probe and run.probe ~= orch.current() then run.probe:cancel() end
   run.probe = nil

@@ -63,13 +63,14 @@ local function check_function(v, path)
   return v
 end
 
-local function check_seconds(v, path, positive)
-  if positive then
-    v = check_number(v, path, 0, nil, false, "number of seconds > 0")
-    if v <= 0 then want(path, "number of seconds > 0", v) end
-    return v
-  end
+local function check_seconds(v, path)
   return check_number(v, path, 0, nil, false, "number of seconds >= 0")
+end
+
+local function check_positive_seconds(v, path)
+  v = check_number(v, path, 0, nil, false, "number of seconds > 0")
+  if v <= 0 then want(path, "number of seconds > 0", v) end
+  return v
 end
 
 local units = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3, t = 1024 ^ 4 }
@@ -209,19 +210,19 @@ local function check_cmd(v, path)
 end
 
 local backoff_fields = {
-  initial = function(v, p) return check_seconds(v, p) end,
+  initial = check_seconds,
   factor = function(v, p) return check_number(v, p, 1, nil, false) end,
-  max = function(v, p) return check_seconds(v, p) end,
+  max = check_seconds,
   jitter = function(v, p) return check_number(v, p, 0, 1, false) end,
-  reset_after = function(v, p) return check_seconds(v, p) end,
+  reset_after = check_seconds,
 }
-schema.default_backoff = { initial = 0.1, factor = 2, max = 30, jitter = 0.1, reset_after = 60 }
+local default_backoff = { initial = 0.1, factor = 2, max = 30, jitter = 0.1, reset_after = 60 }
 
 -- Option tables store what was given; the defaults sit behind a shared
 -- metatable (configurations are never written after check()).
 local function defaults_mt(t) return { __index = t } end
 
-local backoff_mt = defaults_mt(schema.default_backoff)
+local backoff_mt = defaults_mt(default_backoff)
 local constant_backoffs = setmetatable({}, { __mode = "v" })
 
 local function check_backoff(v, path)
@@ -229,7 +230,7 @@ local function check_backoff(v, path)
     local d = check_seconds(v, path)
     local b = constant_backoffs[d]
     if not b then
-      b = { initial = d, factor = 1, jitter = 0, max = d, reset_after = schema.default_backoff.reset_after }
+      b = { initial = d, factor = 1, jitter = 0, max = d, reset_after = default_backoff.reset_after }
       constant_backoffs[d] = b
     end
     return b
@@ -241,7 +242,7 @@ end
 
 local start_limit_fields = {
   burst = function(x, p) return check_number(x, p, 1, nil, true) end,
-  interval = function(x, p) return check_seconds(x, p, true) end,
+  interval = check_positive_seconds,
 }
 
 local function check_start_limit(v, path)
@@ -259,8 +260,8 @@ local function check_ready(v, path)
     end,
     fd = function(x, p) return check_number(x, p, 3, 1023, true) end,
     tcp = function(x, p) return check_number(x, p, 1, 65535, true, "port number from 1 to 65535") end,
-    host = function(x, p) return check_string(x, p) end,
-    interval = function(x, p) return check_seconds(x, p, true) end,
+    host = check_string,
+    interval = check_positive_seconds,
   }, "table or function")
   local n = (t.notify and 1 or 0) + (t.fd and 1 or 0) + (t.tcp and 1 or 0)
   if n ~= 1 then fail(path, "exactly one of 'notify', 'fd' or 'tcp' expected") end
@@ -275,19 +276,17 @@ end
 
 local function check_heartbeat(v, path)
   local t = check_record(v, path, {
-    timeout = function(x, p) return check_seconds(x, p, true) end,
+    timeout = check_positive_seconds,
     key = function(x, p) return check_number(x, p, 1, 0xfffffffe, true, "SysV key (1 to 0xfffffffe)") end,
   })
   if not t.timeout then fail(path .. ".timeout", "required") end
   return t
 end
 
-schema.default_stop = { signal = "TERM", timeout = 10, group = true }
-
-local stop_mt = defaults_mt(schema.default_stop)
+local stop_mt = defaults_mt { signal = "TERM", timeout = 10, group = true }
 local stop_fields = {
   signal = check_signal,
-  timeout = function(x, p) return check_seconds(x, p) end,
+  timeout = check_seconds,
   group = check_boolean,
   fn = check_function,
 }
@@ -305,8 +304,8 @@ local function check_limits(v, path)
       if x <= 0 then want(p, "percentage > 0", x) end
       return x
     end,
-    for_seconds = function(x, p) return check_seconds(x, p) end,
-    interval = function(x, p) return check_seconds(x, p, true) end,
+    for_seconds = check_seconds,
+    interval = check_positive_seconds,
   })
   if not t.rss and not t.cpu_percent then fail(path, "'rss' or 'cpu_percent' expected") end
   t.for_seconds = t.for_seconds or 10
@@ -314,13 +313,11 @@ local function check_limits(v, path)
   return t
 end
 
-schema.default_log = { max_bytes = 10e6, keep = 5, timestamps = false, tail = 100, max_line = 8192, stderr = true }
-
-local log_mt = defaults_mt(schema.default_log)
+local log_mt = defaults_mt { max_bytes = 10e6, keep = 5, timestamps = false, tail = 100, max_line = 8192, stderr = true }
 local log_inherit = setmetatable({ inherit = true }, log_mt)
 local log_null = setmetatable({ null = true }, log_mt)
 local log_fields = {
-  dir = function(x, p) return check_string(x, p) end,
+  dir = check_string,
   max_bytes = check_size,
   keep = function(x, p) return check_number(x, p, 0, 1000, true) end,
   timestamps = check_boolean,
@@ -346,7 +343,7 @@ local fields = {
   name = function(v, p) return check_string(v, p, NAME_PATTERN, "name (letters, digits, '_', '.', '@', '-')") end,
   cmd = check_cmd,
   env = check_env,
-  cwd = function(v, p) return check_string(v, p) end,
+  cwd = check_string,
   user = check_id,
   group = check_id,
   rlimits = check_rlimits,
@@ -368,13 +365,13 @@ local fields = {
   start_limit = check_start_limit,
   critical = check_boolean,
   ready = check_ready,
-  start_timeout = function(v, p) return check_seconds(v, p, true) end,
+  start_timeout = check_positive_seconds,
   depends_on = check_depends,
   heartbeat = check_heartbeat,
   stop = check_stop,
   limits = check_limits,
   log = check_log,
-  pidfile = function(v, p) return check_string(v, p) end,
+  pidfile = check_string,
   on_start = check_function,
   on_ready = check_function,
   on_exit = check_function,
@@ -389,12 +386,11 @@ schema.keys = fields
 local defaults = {
   numprocs = 1, autostart = true, restart = "always",
   success_codes = { 0 }, success = { [0] = true },
-  backoff = check_backoff({}, "backoff"), start_limit = { burst = 5, interval = 10 },
+  backoff = check_backoff({}, "backoff"), start_limit = check_start_limit({}, "start_limit"),
   critical = false, start_timeout = 60, depends_on = {},
   stop = check_stop({}, "stop"), log = check_log({}, "log"), setsid = false,
 }
-local defaults_mt = { __index = defaults }
-schema.defaults = defaults
+local config_mt = defaults_mt(defaults)
 
 local function check_all(def)
   if def.name == nil then fail("name", "required") end
@@ -433,7 +429,7 @@ function schema.check(def, n)
     error(label .. ": key 'pidfile': not possible with numprocs > 1", 0)
   end
   if cfg.heartbeat and not cfg.heartbeat.key then cfg.heartbeat.key = false end
-  return setmetatable(cfg, defaults_mt)
+  return setmetatable(cfg, config_mt)
 end
 
 -- ---------------------------------------------------------------- copies
@@ -474,5 +470,4 @@ function schema.equal(a, b, depth)
   return true
 end
 
-schema.NAME_PATTERN = NAME_PATTERN
 return schema
