@@ -24,6 +24,8 @@ local list_fields = { "services", "lines", "kept", "added", "stopped", "restarte
 --- Encodes a reply or request as one line of JSON (no newline).
 function ctl.encode(t)
   local s = json.encode(t)
+  -- Most messages (every line a `tail -f` streams) have no empty table.
+  if not s:find(":{}", 1, true) then return s end
   for _, f in ipairs(list_fields) do s = s:gsub('"' .. f .. '":{}', '"' .. f .. '":[]') end
   return s
 end
@@ -93,8 +95,6 @@ local function fail(msg, code) return { ok = false, error = msg, code = code or 
 
 local function supervisor(srv)
   if srv.supervisor then return srv.supervisor end
-  local s = package.loaded["orch.supervisor"]
-  if type(s) == "table" then return s end
   local ok, m = pcall(require, "orch.supervisor")
   if ok and type(m) == "table" then return m end
   return nil
@@ -123,7 +123,7 @@ end
 local handlers = {}
 
 function handlers.ping(srv, req)
-  return { ok = true, pid = orch.getpid and orch.getpid() or nil, version = orch.VERSION,
+  return { ok = true, pid = orch.getpid(), version = orch.VERSION,
            script = srv.script, socket = srv.path }
 end
 
@@ -540,7 +540,7 @@ function ctl.inherited(name)
     local pid, fd = (v or ""):match("^(%d+):(%d+)$")
     -- The variable is inherited by children too: only the process that
     -- was exec'ed (same pid) owns the descriptor.
-    if pid and orch.getpid and tonumber(pid) == orch.getpid() then
+    if pid and tonumber(pid) == orch.getpid() then
       local data = C.read_fd(tonumber(fd))
       local t = data and ctl.decode(data)
       if type(t) == "table" and t.version == 1 then

@@ -25,12 +25,12 @@ local function quote(s)
   return '"' .. q .. '"'
 end
 
+local keywords = {}
+for w in ([[and break do else elseif end false for function goto if in local nil not or
+           repeat return then true until while]]):gmatch("%a+") do keywords[w] = true end
+
 local function is_identifier(k)
-  return type(k) == "string" and k:match("^[%a_][%w_]*$") ~= nil
-    and not ({ ["and"]=1, ["break"]=1, ["do"]=1, ["else"]=1, ["elseif"]=1, ["end"]=1,
-      ["false"]=1, ["for"]=1, ["function"]=1, ["goto"]=1, ["if"]=1, ["in"]=1,
-      ["local"]=1, ["nil"]=1, ["not"]=1, ["or"]=1, ["repeat"]=1, ["return"]=1,
-      ["then"]=1, ["true"]=1, ["until"]=1, ["while"]=1 })[k]
+  return type(k) == "string" and k:match("^[%a_][%w_]*$") ~= nil and not keywords[k]
 end
 
 local type_rank = { number = 1, string = 2, boolean = 3 }

@@ -4,15 +4,9 @@
 -- WATCHDOG_USEC is set for this process. The datagrams go out on an
 -- unref'd C timer (orch.core.ctl), so they never keep orch alive.
 local C = require "orch.core.ctl"
+local getpid = require("orch.core").proc.getpid
 
 local M = {}
-
-local function getpid()
-  local f = io.open("/proc/self/stat", "r")
-  local s = f and f:read("l") or ""
-  if f then f:close() end
-  return tonumber(s:match("^(%d+)"))
-end
 
 --- The notification socket, or nil when orch is not run by systemd with
 -- Type=notify.
