@@ -1,7 +1,7 @@
 /*
  * ipc.h: what the SysV modules (l_shm.c, l_sem.c, l_msg.c) share, all
  * implemented in l_ipc.c:
- *  - option helpers (key, mode) and the ipc_perm fields of :stat();
+ *  - option helpers (key, mode) and the table :stat() returns;
  *  - the waiter pool that runs blocking semop/msgrcv/msgsnd calls off the
  *    loop thread and resumes the waiting task.
  *
@@ -41,8 +41,11 @@ const char *orch__ipc_keystr(key_t key, char *buf);
  * ("shm.open: no segment for key 0x00005095"), others read as orch__fail.
  * `what` names the object ("segment"). Pushes nil, msg, ename; returns 3. */
 int orch__ipc_fail_open(lua_State *L, const char *op, const char *what, key_t key, int err);
-/* Sets key, uid, gid, cuid, cgid and mode in the table on top. */
-void orch__ipc_setperm(lua_State *L, const struct ipc_perm *p);
+/* [-0,+1] The table :stat() returns, holding id and the ipc_perm fields
+ * (key, uid, gid, cuid, cgid, mode); the caller adds its own fields. */
+void orch__ipc_stat_table(lua_State *L, int id, const struct ipc_perm *p);
+/* Sets field `name` of the table on top to v. */
+void orch__ipc_setint(lua_State *L, const char *name, lua_Integer v);
 
 /* ------------------------------------------------------------ waiters */
 
@@ -57,7 +60,7 @@ struct orch__ipc_job {
   long long deadline;     /* CLOCK_MONOTONIC ns, or -1 (run may use it) */
   union {
     struct { unsigned short num; short op; short flg; } sem;
-    struct { long type; int flags; size_t cap; size_t len; } msg;
+    struct { long type; size_t cap; size_t len; } msg;
   } u;
   void *buf;              /* malloc'ed with the job; freed with it */
   /* Results, written by the worker. */

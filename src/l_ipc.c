@@ -64,19 +64,20 @@ int orch__ipc_fail_open(lua_State *L, const char *op, const char *what, key_t ke
   return orch__fail(L, op, err);
 }
 
-void orch__ipc_setperm(lua_State *L, const struct ipc_perm *p) {
-  lua_pushinteger(L, (lua_Integer)(uint32_t)p->__key);
-  lua_setfield(L, -2, "key");
-  lua_pushinteger(L, (lua_Integer)p->uid);
-  lua_setfield(L, -2, "uid");
-  lua_pushinteger(L, (lua_Integer)p->gid);
-  lua_setfield(L, -2, "gid");
-  lua_pushinteger(L, (lua_Integer)p->cuid);
-  lua_setfield(L, -2, "cuid");
-  lua_pushinteger(L, (lua_Integer)p->cgid);
-  lua_setfield(L, -2, "cgid");
-  lua_pushinteger(L, (lua_Integer)(p->mode & 0777));
-  lua_setfield(L, -2, "mode");
+void orch__ipc_setint(lua_State *L, const char *name, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, name);
+}
+
+void orch__ipc_stat_table(lua_State *L, int id, const struct ipc_perm *p) {
+  lua_createtable(L, 0, 16);
+  orch__ipc_setint(L, "key", (lua_Integer)(uint32_t)p->__key);
+  orch__ipc_setint(L, "uid", (lua_Integer)p->uid);
+  orch__ipc_setint(L, "gid", (lua_Integer)p->gid);
+  orch__ipc_setint(L, "cuid", (lua_Integer)p->cuid);
+  orch__ipc_setint(L, "cgid", (lua_Integer)p->cgid);
+  orch__ipc_setint(L, "mode", (lua_Integer)(p->mode & 0777));
+  orch__ipc_setint(L, "id", id);
 }
 
 /* ------------------------------------------------------------ waiter pool */
@@ -141,6 +142,19 @@ orch__ipc_job *orch__ipc_job_new(lua_State *L, size_t bufsize) {
 static void unlink_job(orch__ipc_job **head, orch__ipc_job *job) {
   for (orch__ipc_job **p = head; *p; p = &(*p)->next)
     if (*p == job) { *p = job->next; job->next = NULL; return; }
+}
+
+/* Takes a J_QUEUED job off the queue (lock held). */
+static void dequeue(pool *p, orch__ipc_job *job) {
+  orch__ipc_job *prev = NULL;
+  for (orch__ipc_job **q = &p->qhead; *q; prev = *q, q = &(*q)->next)
+    if (*q == job) {
+      *q = job->next;
+      if (p->qtail == job) p->qtail = prev;
+      job->next = NULL;
+      p->nqueued--;
+      return;
+    }
 }
 
 /* In a forked child the workers do not exist and the lock may have been
@@ -235,12 +249,7 @@ static int enqueue(pool *p, orch__ipc_job *job) {
     pthread_attr_destroy(&attr);
     if (err == 0) p->nthreads++;
     else if (p->nthreads > 0) err = 0;   /* an existing thread takes it later */
-    else {
-      unlink_job(&p->qhead, job);
-      p->qtail = NULL;
-      for (orch__ipc_job *j = p->qhead; j; j = j->next) p->qtail = j;
-      p->nqueued--;
-    }
+    else dequeue(p, job);
   }
   if (err == 0) pthread_cond_signal(&p->cv);
   pthread_mutex_unlock(&p->mu);
@@ -269,10 +278,7 @@ static void job_cancel(void *data) {
   release_hold(p, job);
   pthread_mutex_lock(&p->mu);
   if (job->state == J_QUEUED) {
-    unlink_job(&p->qhead, job);
-    p->qtail = NULL;
-    for (orch__ipc_job *j = p->qhead; j; j = j->next) p->qtail = j;
-    p->nqueued--;
+    dequeue(p, job);
     pthread_mutex_unlock(&p->mu);
     job_free(job);
     return;
@@ -473,9 +479,10 @@ static void list_kind(lua_State *L, const char *kind, lua_Integer *n) {
         v = strtoll(tok, NULL, 8);
         lua_pushinteger(L, v & 0777);
         lua_setfield(L, -2, "mode");
+      } else if (strcmp(name, "key") == 0) {
+        v = (uint32_t)strtol(tok, NULL, 10);   /* printed signed */
       } else {
         v = (long long)strtoull(tok, NULL, 10);
-        if (strcmp(name, "key") == 0) v = (uint32_t)strtol(tok, NULL, 10);
       }
       lua_pushinteger(L, v);
       if (strcmp(name, "shmid") == 0 || strcmp(name, "semid") == 0 || strcmp(name, "msqid") == 0)

@@ -73,6 +73,8 @@ static int lmmap_new(lua_State *L) {
     if (size < 0) orch__opt_error(L, 1, "size", "required with anonymous");
     if (readonly) orch__opt_error(L, 1, "readonly", "an anonymous mapping must be writable");
     if (create) orch__opt_error(L, 1, "create", "only with 'path'");
+  } else if (create && readonly) {
+    orch__opt_error(L, 1, "create", "not with readonly");
   }
   ommap *m = (ommap *)orch__region_new(L, MMAP_MT, sizeof *m);
   int prot = PROT_READ | (readonly ? 0 : PROT_WRITE);
@@ -83,10 +85,7 @@ static int lmmap_new(lua_State *L) {
     if (base == MAP_FAILED) return orch__fail(L, "mmap", errno);
   } else {
     int oflags = (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
-    if (create) {
-      if (readonly) orch__opt_error(L, 1, "create", "not with readonly");
-      oflags |= O_CREAT;
-    }
+    if (create) oflags |= O_CREAT;
     int fd;
     do fd = open(path, oflags, (mode_t)mode); while (fd < 0 && errno == EINTR);
     if (fd < 0) return fail_path(L, path, errno, NULL);
@@ -187,11 +186,6 @@ static int lmmap_unmap(lua_State *L) {
   return 1;
 }
 
-static int lmmap_gc(lua_State *L) {
-  orch__region_close(&check_mmap(L)->r);
-  return 0;
-}
-
 static int lmmap_tostring(lua_State *L) {
   ommap *m = check_mmap(L);
   if (!m->r.base) lua_pushliteral(L, MMAP_MT ": unmapped");
@@ -203,9 +197,7 @@ static int lmmap_tostring(lua_State *L) {
 
 int orch__open_mmap(lua_State *L) {
   static const luaL_Reg methods[] = { {"sync", lmmap_sync}, {"unmap", lmmap_unmap}, {NULL, NULL} };
-  static const luaL_Reg meta[] = {
-    {"__gc", lmmap_gc}, {"__close", lmmap_gc}, {"__tostring", lmmap_tostring}, {NULL, NULL}
-  };
+  static const luaL_Reg meta[] = { {"__tostring", lmmap_tostring}, {NULL, NULL} };
   orch__region_class(L, MMAP_MT, methods, meta);
   lua_pop(L, 1);
   lua_newtable(L);

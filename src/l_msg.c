@@ -95,6 +95,16 @@ static int lmsg_private(lua_State *L) {
   return 1;
 }
 
+/* The option `timeout` of the table at idx (seconds), or -1 when absent. */
+static double opt_timeout(lua_State *L, int idx) {
+  int absent = lua_getfield(L, idx, "timeout") == LUA_TNIL;
+  lua_pop(L, 1);
+  if (absent) return -1;
+  double t = orch__opt_number(L, idx, "timeout", -1);
+  if (!(t >= 0) || t > 1e15) orch__opt_error(L, idx, "timeout", "seconds must be a finite number >= 0");
+  return t;
+}
+
 /* ------------------------------------------------------------ send */
 
 static int send_run(orch__ipc_job *job) {
@@ -119,13 +129,7 @@ static int lmsg_send(lua_State *L) {
   if (!lua_isnoneornil(L, 4)) {
     orch__check_options(L, 4, send_opts);
     nowait = orch__opt_boolean(L, 4, "nowait", 0);
-    lua_getfield(L, 4, "timeout");
-    if (!lua_isnil(L, -1)) {
-      if (lua_type(L, -1) != LUA_TNUMBER) orch__opt_error(L, 4, "timeout", "number expected");
-      timeout = lua_tonumber(L, -1);
-      if (!(timeout >= 0) || timeout > 1e15) orch__opt_error(L, 4, "timeout", "seconds must be a finite number >= 0");
-    }
-    lua_pop(L, 1);
+    timeout = opt_timeout(L, 4);
   }
   luaL_checktype(L, 5, LUA_TNONE);
   if (type < 1) luaL_argerror(L, 2, "message type must be >= 1");
@@ -157,7 +161,7 @@ static int lmsg_send(lua_State *L) {
 /* ------------------------------------------------------------ recv */
 
 static int recv_run(orch__ipc_job *job) {
-  ssize_t n = msgrcv(job->id, job->buf, job->u.msg.cap, job->u.msg.type, job->u.msg.flags);
+  ssize_t n = msgrcv(job->id, job->buf, job->u.msg.cap, job->u.msg.type, 0);
   if (n < 0) return errno;
   job->u.msg.len = (size_t)n;
   return 0;
@@ -170,17 +174,18 @@ static int recv_fail(lua_State *L, int err, size_t max) {
   return orch__fail(L, "msg.recv", err);
 }
 
-static int recv_complete(lua_State *co, orch__ipc_job *job) {
-  if (job->err) return recv_fail(co, job->err, job->u.msg.cap);
+/* Pushes the type and text of the message in buf (len bytes of text). */
+static int push_msg(lua_State *L, const char *buf, size_t len) {
   long t;
-  memcpy(&t, job->buf, sizeof t);
-  lua_pushinteger(co, (lua_Integer)t);
-  lua_pushlstring(co, (const char *)job->buf + sizeof(long), job->u.msg.len);
+  memcpy(&t, buf, sizeof t);
+  lua_pushinteger(L, (lua_Integer)t);
+  lua_pushlstring(L, buf + sizeof(long), len);
   return 2;
 }
 
-static int resend_run(orch__ipc_job *job) {
-  return msgsnd(job->id, job->buf, job->u.msg.len, 0) < 0 ? errno : 0;
+static int recv_complete(lua_State *co, orch__ipc_job *job) {
+  if (job->err) return recv_fail(co, job->err, job->u.msg.cap);
+  return push_msg(co, job->buf, job->u.msg.len);
 }
 
 /* A cancelled receive took a message: put it back in the queue. */
@@ -190,7 +195,7 @@ static void recv_abandon(orch__ipc_job *job) {
   orch__ipc_job *again = orch__ipc_job_alloc(sizeof(long) + len);
   if (!again) return;
   memcpy(again->buf, job->buf, sizeof(long) + len);
-  again->run = resend_run;
+  again->run = send_run;
   again->id = job->id;
   again->u.msg.len = len;
   orch__ipc_background(job, again);
@@ -208,13 +213,7 @@ static int lmsg_recv(lua_State *L) {
     type = orch__opt_integer(L, 2, "type", 0);
     max = orch__opt_integer(L, 2, "max", max);
     nowait = orch__opt_boolean(L, 2, "nowait", 0);
-    lua_getfield(L, 2, "timeout");
-    if (!lua_isnil(L, -1)) {
-      if (lua_type(L, -1) != LUA_TNUMBER) orch__opt_error(L, 2, "timeout", "number expected");
-      timeout = lua_tonumber(L, -1);
-      if (!(timeout >= 0) || timeout > 1e15) orch__opt_error(L, 2, "timeout", "seconds must be a finite number >= 0");
-    }
-    lua_pop(L, 1);
+    timeout = opt_timeout(L, 2);
     if (max < 0 || max > INT32_MAX) orch__opt_error(L, 2, "max", "out of range (0 to 2^31-1)");
   }
   luaL_checktype(L, 3, LUA_TNONE);
@@ -225,13 +224,7 @@ static int lmsg_recv(lua_State *L) {
   char *buf = luaL_buffinitsize(L, &b, sizeof(long) + cap);
   ssize_t n;
   do n = msgrcv(q->id, buf, cap, (long)type, IPC_NOWAIT); while (n < 0 && errno == EINTR);
-  if (n >= 0) {
-    long t;
-    memcpy(&t, buf, sizeof t);
-    lua_pushinteger(L, (lua_Integer)t);
-    lua_pushlstring(L, buf + sizeof(long), (size_t)n);
-    return 2;
-  }
+  if (n >= 0) return push_msg(L, buf, (size_t)n);
   if (errno != ENOMSG || nowait) return recv_fail(L, errno, cap);
   if (timeout == 0) return orch__failf(L, "ETIMEDOUT", "msg.recv: timed out");
   orch__ipc_job *job = orch__ipc_job_new(L, sizeof(long) + cap);
@@ -250,19 +243,15 @@ static int lmsg_stat(lua_State *L) {
   omsg *q = check_msg(L);
   struct msqid_ds ds;
   if (msgctl(q->id, IPC_STAT, &ds) < 0) return orch__fail(L, "msg.stat", errno);
-  lua_createtable(L, 0, 16);
-  orch__ipc_setperm(L, &ds.msg_perm);
-#define F(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
-  F("id", q->id);
-  F("qnum", ds.msg_qnum);
-  F("qbytes", ds.msg_qbytes);
-  F("cbytes", ds.__msg_cbytes);
-  F("lspid", ds.msg_lspid);
-  F("lrpid", ds.msg_lrpid);
-  F("stime", ds.msg_stime);
-  F("rtime", ds.msg_rtime);
-  F("ctime", ds.msg_ctime);
-#undef F
+  orch__ipc_stat_table(L, q->id, &ds.msg_perm);
+  orch__ipc_setint(L, "qnum", (lua_Integer)ds.msg_qnum);
+  orch__ipc_setint(L, "qbytes", (lua_Integer)ds.msg_qbytes);
+  orch__ipc_setint(L, "cbytes", (lua_Integer)ds.__msg_cbytes);
+  orch__ipc_setint(L, "lspid", (lua_Integer)ds.msg_lspid);
+  orch__ipc_setint(L, "lrpid", (lua_Integer)ds.msg_lrpid);
+  orch__ipc_setint(L, "stime", (lua_Integer)ds.msg_stime);
+  orch__ipc_setint(L, "rtime", (lua_Integer)ds.msg_rtime);
+  orch__ipc_setint(L, "ctime", (lua_Integer)ds.msg_ctime);
   return 1;
 }
 

@@ -71,8 +71,13 @@ static const char *const open_opts[] = {
 };
 static const char *const private_opts[] = { "n", "init", "mode", "undo", NULL };
 
-/* Reads n and init from the option table at 1 into vals (n entries). */
-static int read_init(lua_State *L, int n, unsigned short *vals) {
+/* [-0,+1] Reads n and init from the option table at 1: sets *np to n and
+ * returns the n initial values, in a userdata left on the stack. */
+static unsigned short *read_values(lua_State *L, int *np) {
+  lua_Integer nopt = orch__opt_integer(L, 1, "n", 1);
+  if (nopt < 1 || nopt > 32000) orch__opt_error(L, 1, "n", "out of range (1 to 32000)");
+  int n = *np = (int)nopt;
+  unsigned short *vals = lua_newuserdatauv(L, sizeof(unsigned short) * (size_t)n, 0);
   int t = lua_getfield(L, 1, "init");
   if (t == LUA_TNIL || t == LUA_TNUMBER) {
     lua_Integer v = orch__opt_integer(L, 1, "init", 1);
@@ -95,13 +100,7 @@ static int read_init(lua_State *L, int n, unsigned short *vals) {
                                                   luaL_typename(L, -1)));
   }
   lua_pop(L, 1);
-  return n;
-}
-
-static int read_n(lua_State *L) {
-  lua_Integer n = orch__opt_integer(L, 1, "n", 1);
-  if (n < 1 || n > 32000) orch__opt_error(L, 1, "n", "out of range (1 to 32000)");
-  return (int)n;
+  return vals;
 }
 
 /* Sets the values of a set this call created, then marks it initialised
@@ -137,9 +136,8 @@ static int lsem_open(lua_State *L) {
   key_t key = orch__ipc_optkey(L, 1);
   int n_given = lua_getfield(L, 1, "n") != LUA_TNIL;
   lua_pop(L, 1);
-  int n = read_n(L);
-  unsigned short *vals = lua_newuserdatauv(L, sizeof(unsigned short) * (size_t)n, 0);
-  read_init(L, n, vals);
+  int n;
+  unsigned short *vals = read_values(L, &n);
   int mode = orch__ipc_optmode(L, 1);
   int create = orch__opt_boolean(L, 1, "create", 1);
   int exclusive = orch__opt_boolean(L, 1, "exclusive", 0);
@@ -192,9 +190,8 @@ static int lsem_private(lua_State *L) {
   }
   orch__check_options(L, 1, private_opts);
   lua_settop(L, 1);
-  int n = read_n(L);
-  unsigned short *vals = lua_newuserdatauv(L, sizeof(unsigned short) * (size_t)n, 0);
-  read_init(L, n, vals);
+  int n;
+  unsigned short *vals = read_values(L, &n);
   int mode = orch__ipc_optmode(L, 1);
   int undo = orch__opt_boolean(L, 1, "undo", 1);
   osem *s = new_sem(L);
@@ -317,16 +314,10 @@ static int lsem_stat(lua_State *L) {
   struct semid_ds ds;
   int err = stat_set(s->id, &ds);
   if (err) return orch__fail(L, "sem.stat", err);
-  lua_createtable(L, 0, 12);
-  orch__ipc_setperm(L, &ds.sem_perm);
-  lua_pushinteger(L, s->id);
-  lua_setfield(L, -2, "id");
-  lua_pushinteger(L, (lua_Integer)ds.sem_nsems);
-  lua_setfield(L, -2, "nsems");
-  lua_pushinteger(L, (lua_Integer)ds.sem_otime);
-  lua_setfield(L, -2, "otime");
-  lua_pushinteger(L, (lua_Integer)ds.sem_ctime);
-  lua_setfield(L, -2, "ctime");
+  orch__ipc_stat_table(L, s->id, &ds.sem_perm);
+  orch__ipc_setint(L, "nsems", (lua_Integer)ds.sem_nsems);
+  orch__ipc_setint(L, "otime", (lua_Integer)ds.sem_otime);
+  orch__ipc_setint(L, "ctime", (lua_Integer)ds.sem_ctime);
   lua_createtable(L, (int)ds.sem_nsems, 0);
   for (int i = 0; i < (int)ds.sem_nsems; i++) {
     int v = semctl(s->id, i, GETVAL);

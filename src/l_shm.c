@@ -111,18 +111,14 @@ static int lshm_stat(lua_State *L) {
   if (s->id < 0) return orch__closed_error(L, SHM_MT);
   struct shmid_ds ds;
   if (shmctl(s->id, IPC_STAT, &ds) < 0) return orch__fail(L, "shm.stat", errno);
-  lua_createtable(L, 0, 16);
-  orch__ipc_setperm(L, &ds.shm_perm);
-#define F(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
-  F("id", s->id);
-  F("size", ds.shm_segsz);
-  F("nattch", ds.shm_nattch);
-  F("cpid", ds.shm_cpid);
-  F("lpid", ds.shm_lpid);
-  F("atime", ds.shm_atime);
-  F("dtime", ds.shm_dtime);
-  F("ctime", ds.shm_ctime);
-#undef F
+  orch__ipc_stat_table(L, s->id, &ds.shm_perm);
+  orch__ipc_setint(L, "size", (lua_Integer)ds.shm_segsz);
+  orch__ipc_setint(L, "nattch", (lua_Integer)ds.shm_nattch);
+  orch__ipc_setint(L, "cpid", (lua_Integer)ds.shm_cpid);
+  orch__ipc_setint(L, "lpid", (lua_Integer)ds.shm_lpid);
+  orch__ipc_setint(L, "atime", (lua_Integer)ds.shm_atime);
+  orch__ipc_setint(L, "dtime", (lua_Integer)ds.shm_dtime);
+  orch__ipc_setint(L, "ctime", (lua_Integer)ds.shm_ctime);
   lua_pushboolean(L, (ds.shm_perm.mode & SHM_DEST) != 0);
   lua_setfield(L, -2, "removed");
   return 1;
@@ -147,11 +143,6 @@ static int lshm_remove(lua_State *L) {
   return 1;
 }
 
-static int lshm_gc(lua_State *L) {
-  orch__region_close(&check_shm(L)->r);
-  return 0;
-}
-
 static int lshm_tostring(lua_State *L) {
   oshm *s = check_shm(L);
   char k[16];
@@ -167,9 +158,7 @@ int orch__open_shm(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"stat", lshm_stat}, {"detach", lshm_detach}, {"remove", lshm_remove}, {NULL, NULL}
   };
-  static const luaL_Reg meta[] = {
-    {"__gc", lshm_gc}, {"__close", lshm_gc}, {"__tostring", lshm_tostring}, {NULL, NULL}
-  };
+  static const luaL_Reg meta[] = { {"__tostring", lshm_tostring}, {NULL, NULL} };
   orch__region_class(L, SHM_MT, methods, meta);
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {{"open", lshm_open}, {"private", lshm_private}, {NULL, NULL}};

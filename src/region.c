@@ -322,8 +322,11 @@ static int region_unpack(lua_State *L) {
   return nres;
 }
 
-static int region_len(lua_State *L) {
-  return region_size(L);
+/* __gc and __close of every region class. */
+static int region_gc(lua_State *L) {
+  orch__region *r = orch__region_test(L, 1);
+  if (r) orch__region_close(r);
+  return 0;
 }
 
 static const luaL_Reg region_methods[] = {
@@ -346,8 +349,12 @@ static void push_strlib_fn(lua_State *L, const char *name) {
 void orch__region_class(lua_State *L, const char *tname,
                         const luaL_Reg *methods, const luaL_Reg *meta) {
   luaL_newmetatable(L, tname);
-  lua_pushcfunction(L, region_len);
+  lua_pushcfunction(L, region_size);
   lua_setfield(L, -2, "__len");
+  lua_pushcfunction(L, region_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, region_gc);
+  lua_setfield(L, -2, "__close");
   if (meta) luaL_setfuncs(L, meta, 0);
   lua_newtable(L);
   luaL_setfuncs(L, region_methods, 0);

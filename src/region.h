@@ -9,7 +9,8 @@
  * orch__region_new() before anything can fail, then obtains the memory and
  * calls orch__region_attach(). The release function it passes is called
  * exactly once, on the loop thread, when the region is closed (explicitly,
- * by __close, or by __gc), so __gc is always safe.
+ * or by the __close and __gc that orch__region_class installs), so __gc is
+ * always safe.
  *
  * Every Lua method (see doc/shm.md) checks bounds with overflow-safe
  * arithmetic, refuses writes to read-only memory, and raises
@@ -80,9 +81,10 @@ void orch__region_check_range(lua_State *L, orch__region *r, int argidx,
 
 /* [-0,+1] Creates the metatable `tname` for a region class: every region
  * method (size, read, write, u8 ... f64, set_*, load/store/add/cas[32],
- * pack, unpack) plus `methods` in __index, the metamethods in `meta` (the
- * class must supply __gc/__close/__tostring) and __len. Leaves it on the
- * stack, like orch__newclass. */
+ * pack, unpack) plus `methods` in __index, __len, __gc and __close (both
+ * close the region), then the metamethods in `meta` (the class must supply
+ * __tostring; it may override the others). Leaves it on the stack, like
+ * orch__newclass. */
 void orch__region_class(lua_State *L, const char *tname,
                         const luaL_Reg *methods, const luaL_Reg *meta);
 
