@@ -73,9 +73,7 @@ static void core_close(lcore *l, int wake) {
   if (l->co && wake) {
     lua_State *co = l->co;
     l->co = NULL;
-    lua_pushnil(co);
-    lua_pushliteral(co, "accept: listener closed");
-    lua_pushliteral(co, "ECANCELED");
+    orch__failf(co, "ECANCELED", "accept: listener closed");
     orch__wake(co, 3);
   }
   l->co = NULL;
@@ -302,7 +300,7 @@ static int listener_accept(lua_State *L) {
     l->polling = 1;
   }
   l->co = L;
-  return orch__await(L, lua_isnoneornil(L, 2) ? -1 : timeout, "accept", accept_cancel, l);
+  return orch__await(L, timeout, "accept", accept_cancel, l);
 }
 
 static int listener_fd(lua_State *L) {
@@ -477,15 +475,14 @@ typedef struct {
 
 static int notify_send(const char *path, const char *msg, size_t len) {
   struct sockaddr_un sa;
+  socklen_t salen;
   size_t plen = strlen(path);
-  if (plen < 2 || plen >= sizeof sa.sun_path || (path[0] != '/' && path[0] != '@'))
+  if (plen < 2 || (path[0] != '/' && path[0] != '@') || make_addr(path, plen, &sa, &salen) < 0)
     return -EINVAL;
-  memset(&sa, 0, sizeof sa);
-  sa.sun_family = AF_UNIX;
-  memcpy(sa.sun_path, path, plen);
-  socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen);
-  if (path[0] == '@') sa.sun_path[0] = 0;     /* abstract namespace */
-  else salen++;
+  if (path[0] == '@') {         /* abstract namespace: no terminating zero */
+    sa.sun_path[0] = 0;
+    salen--;
+  }
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   ssize_t n;

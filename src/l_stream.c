@@ -68,6 +68,7 @@ typedef struct obj { struct obj *prev, *next; sstate *st; int type; } obj;
 struct sstate {
   orch_runtime *rt;
   uv_loop_t *loop;
+  lua_State *L;                 /* the runtime's main thread */
   obj *all;
   int runner_ref;               /* on_read's runner function */
   int nidle;                    /* runners waiting for a callback to run */
@@ -140,7 +141,6 @@ typedef struct score {
    * the callback (reading pauses); cb_final once EOF or an error was passed. */
   int cb_on, cb_busy, cb_final;
   int cb_fn, cb_self;
-  lua_State *cbL;               /* the runtime's main thread */
 } score;
 
 struct lcore;
@@ -185,7 +185,6 @@ enum { OP_TCP, OP_UNIX, OP_FIFO };
 
 typedef struct op {
   obj o;
-  sstate *st;
   int what;
   lua_State *co;                /* the waiting task; NULL once answered */
   int refs;                     /* libuv requests and handles pending */
@@ -260,6 +259,7 @@ static sstate *get_state(lua_State *L) {
     if (!st) luaL_error(L, "orch: out of memory");
     st->rt = rt;
     st->loop = orch__loop(L);
+    st->L = orch__mainthread(rt);
     st->runner_ref = LUA_NOREF;
     *slot = st;
     orch__on_close(rt, close_hook, st);
@@ -380,9 +380,14 @@ static int opt_mode(lua_State *L, int idx) {
   return (int)mode;
 }
 
-static double opt_timeout(lua_State *L, int idx) {
-  if (lua_getfield(L, idx, "timeout") == LUA_TNIL) { lua_pop(L, 1); return -1; }
+static int has_field(lua_State *L, int idx, const char *k) {
+  int t = lua_getfield(L, idx, k);
   lua_pop(L, 1);
+  return t != LUA_TNIL;
+}
+
+static double opt_timeout(lua_State *L, int idx) {
+  if (!has_field(L, idx, "timeout")) return -1;
   double t = orch__opt_number(L, idx, "timeout", -1);
   if (!(t >= 0) || t > 1e12) orch__opt_error(L, idx, "timeout", "seconds (a finite number >= 0) expected");
   return t;
@@ -398,12 +403,28 @@ static const char *check_path(lua_State *L, int idx) {
   return p;
 }
 
-static double arg_timeout(lua_State *L, int idx) {
-  return lua_isnoneornil(L, idx) ? -1 : orch__checkseconds(L, idx);
-}
-
 static void no_more_args(lua_State *L, int n) {
   if (lua_gettop(L) > n) luaL_argerror(L, n + 1, "no value expected");
+}
+
+/* obj:set_timeout([seconds]): nil for none. Returns obj. */
+static int set_timeout(lua_State *L, double *timeout) {
+  double t = orch__optseconds(L, 2, -1);
+  no_more_args(L, 2);
+  *timeout = t;
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* [-0,+1] A peer's or sender's credentials as { pid, uid, gid }. */
+static void push_ucred(lua_State *L, const struct ucred *cr) {
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, cr->pid);
+  lua_setfield(L, -2, "pid");
+  lua_pushinteger(L, cr->uid);
+  lua_setfield(L, -2, "uid");
+  lua_pushinteger(L, cr->gid);
+  lua_setfield(L, -2, "gid");
 }
 
 /* ------------------------------------------------------------------ stream cores */
@@ -456,6 +477,13 @@ static void wake_closed(lua_State *co, const char *op, const char *what) {
   orch__wake(co, 3);
 }
 
+/* Wakes co with true, or with the error triple for a libuv status < 0. */
+static void wake_status(lua_State *co, const char *op, int status) {
+  if (status < 0) orch__fail_uv(co, op, status);
+  else lua_pushboolean(co, 1);
+  orch__wake(co, status < 0 ? 3 : 1);
+}
+
 /* Wakes every task waiting on s with "<op>: stream closed". A woken task may
  * run right here (from a libuv callback), so each waiter is detached before
  * its task runs. */
@@ -504,31 +532,36 @@ static int core_activate(score *s) {
   return 0;
 }
 
-/* [-0,+1] A new orch.Stream for core s (which must have no userdata yet). */
-static void push_core(lua_State *L, score *s) {
+/* [-0,+1] A new orch.Stream, closed until a core is attached. */
+static Stream *push_ud(lua_State *L, int kind) {
   Stream *u = lua_newuserdatauv(L, sizeof *u, 0);
   u->s = NULL;
-  u->kind = s->kind;
+  u->kind = kind;
   luaL_setmetatable(L, STREAM_MT);
+  return u;
+}
+
+static void attach(Stream *u, score *s) {
   u->s = s;
   s->ud = u;
+}
+
+/* [-0,+1] A new orch.Stream for core s (which must have no userdata yet). */
+static void push_core(lua_State *L, score *s) {
+  attach(push_ud(L, s->kind), s);
 }
 
 /* [-0,+1|3] A new orch.Stream owning fd; on failure fd is closed and the
  * error triple pushed (op names the failing call). Returns the count. */
 static int push_fd_stream(lua_State *L, sstate *st, int fd, int kind, int flags, const char *opname) {
-  Stream *u = lua_newuserdatauv(L, sizeof *u, 0);
-  u->s = NULL;
-  u->kind = kind;
-  luaL_setmetatable(L, STREAM_MT);
+  Stream *u = push_ud(L, kind);
   score *s = core_new(st, kind, fd, flags);
   if (!s) {
     close_fd(fd);
     lua_pop(L, 1);
     return orch__fail(L, opname, ENOMEM);
   }
-  u->s = s;
-  s->ud = u;
+  attach(u, s);
   return 1;
 }
 
@@ -647,13 +680,23 @@ static void cb_dispatch(score *s);
 
 static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   score *s = h->data;
-  if (nread > 0) s->len += (size_t)nread;
-  else if (nread == UV_EOF) { s->eof = 1; read_stop(s); }
-  else if (nread < 0) { s->rerr = (int)nread; read_stop(s); }
+  if (nread > 0) {
+    s->len += (size_t)nread;
+  } else {
+    /* Nothing read (EAGAIN, EOF, an error): an idle stream keeps no buffer. */
+    consume(s, 0);
+    if (nread == UV_EOF) { s->eof = 1; read_stop(s); }
+    else if (nread < 0) { s->rerr = (int)nread; read_stop(s); }
+  }
   if (s->cb_on) {
-    /* Reading stops while the callback runs; it may restart it (or close
-     * s) before cb_dispatch returns: nothing to do here afterwards. */
-    if (!s->cb_busy && (s->len > s->off || s->eof || s->rerr)) cb_dispatch(s);
+    if (!s->cb_busy && (s->len > s->off || s->eof || s->rerr)) {
+      cb_dispatch(s);
+      /* A callback that returned at once (the runner ran it right here)
+       * leaves reading on for the next chunk; one that waits pauses it.
+       * s is still allocated even if the callback closed it (its handle
+       * closes later), and then, like after on_read(nil), cb_on is 0. */
+      if (s->cb_on && s->cb_busy) read_stop(s);
+    }
     return;
   }
   if (s->reader) {
@@ -786,29 +829,29 @@ static const char runner_src[] =
   "  while more do more = serve(next_job()) end\n"
   "end\n";
 
+/* Ends the callbacks; reading stops (no task reads an on_read stream). The
+ * runtime's close hook clears cb_on first: the Lua state is gone then. */
 static void cb_release(score *s) {
   if (!s->cb_on) return;
+  lua_State *L = s->o.st->L;
   s->cb_on = 0;
   s->cb_final = 0;
-  /* After the runtime's close hook unlinked s, the Lua state is gone. */
-  if (s->o.st) {
-    luaL_unref(s->cbL, LUA_REGISTRYINDEX, s->cb_fn);
-    luaL_unref(s->cbL, LUA_REGISTRYINDEX, s->cb_self);
-  }
+  read_stop(s);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->cb_fn);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->cb_self);
   s->cb_fn = s->cb_self = LUA_NOREF;
 }
 
 /* Delivers what is buffered (or EOF, or the read error) to the callback:
- * at once in an idle runner, or in a new one. Reading stays stopped until
- * the callback returns. */
+ * at once in an idle runner, or in a new one. Reading is on here only when
+ * read_cb calls, which pauses it if the callback waits. */
 static void cb_dispatch(score *s) {
   sstate *st = s->o.st;
-  lua_State *L = s->cbL;
+  lua_State *L = st->L;
   lua_State *co = st->nidle ? st->idle[--st->nidle] : NULL;
   lua_State *to = co ? co : L;
   size_t avail = s->len - s->off;
   int nargs = 3;
-  read_stop(s);
   s->cb_busy = 1;
   lua_checkstack(to, 8);
   if (!co) lua_rawgeti(L, LUA_REGISTRYINDEX, st->runner_ref);
@@ -914,7 +957,6 @@ static int stream_on_read(lua_State *L) {
   if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
   no_more_args(L, 2);
   if (lua_isnil(L, 2)) {
-    if (!s->cb_busy) read_stop(s);
     cb_release(s);
     lua_pushboolean(L, 1);
     return 1;
@@ -931,7 +973,6 @@ static int stream_on_read(lua_State *L) {
     return 1;
   }
   runner_init(L, get_state(L));
-  s->cbL = orch__mainthread(orch__rt(L));
   lua_pushvalue(L, 2);
   s->cb_fn = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 1);
@@ -954,10 +995,7 @@ static void write_cb(uv_write_t *req, int status) {
   lua_State *co = w->co;
   wlist_remove(w->s, w);
   free(w);
-  if (!co) return;
-  if (status < 0) orch__fail_uv(co, "write", status);
-  else lua_pushboolean(co, 1);
-  orch__wake(co, status < 0 ? 3 : 1);
+  if (co) wake_status(co, "write", status);
 }
 
 static void write_cancel(void *data) {
@@ -1025,10 +1063,7 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
     status = 0;
     core_close(s);
   }
-  if (!co) return;
-  if (status < 0) orch__fail_uv(co, "shutdown", status);
-  else lua_pushboolean(co, 1);
-  orch__wake(co, status < 0 ? 3 : 1);
+  if (co) wake_status(co, "shutdown", status);
 }
 
 static void shutdown_cancel(void *data) {
@@ -1056,14 +1091,19 @@ static int stream_shutdown(lua_State *L) {
 
 /* ------------------------------------------------------------------ other methods */
 
-static int stream_close(lua_State *L) {
-  Stream *u = check_ud(L, 1);
+/* Detaches u from its core (which may outlive it, until libuv is done) and
+ * closes the core. */
+static void ud_close(Stream *u) {
   score *s = u->s;
   if (s) {
     u->s = NULL;
     s->ud = NULL;
     core_close(s);
   }
+}
+
+static int stream_close(lua_State *L) {
+  ud_close(check_ud(L, 1));
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -1081,11 +1121,7 @@ static int stream_kind(lua_State *L) {
 }
 
 static int stream_set_timeout(lua_State *L) {
-  score *s = check_stream(L, 1);
-  s->timeout = arg_timeout(L, 2);
-  no_more_args(L, 2);
-  lua_settop(L, 1);
-  return 1;
+  return set_timeout(L, &check_stream(L, 1)->timeout);
 }
 
 static int stream_peer_cred(lua_State *L) {
@@ -1096,13 +1132,7 @@ static int stream_peer_cred(lua_State *L) {
   socklen_t len = sizeof cr;
   if (getsockopt(s->fdnum, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
     return orch__fail(L, "peer_cred", errno);
-  lua_createtable(L, 0, 3);
-  lua_pushinteger(L, cr.pid);
-  lua_setfield(L, -2, "pid");
-  lua_pushinteger(L, cr.uid);
-  lua_setfield(L, -2, "uid");
-  lua_pushinteger(L, cr.gid);
-  lua_setfield(L, -2, "gid");
+  push_ucred(L, &cr);
   return 1;
 }
 
@@ -1192,11 +1222,7 @@ static int stream_pipe(lua_State *L) {
     return 3;
   }
   if (push_fd_stream(L, st, fds[1], K_PIPE, ORCH_STREAM_WRITE, "pipe") != 1) {
-    Stream *u = lua_touserdata(L, -4);   /* the read end, below the error */
-    score *s = u->s;
-    u->s = NULL;
-    s->ud = NULL;
-    core_close(s);
+    ud_close(lua_touserdata(L, -4));   /* the read end, below the error */
     return 3;
   }
   return 2;
@@ -1246,7 +1272,6 @@ static int fail_fifo(lua_State *L, int err, const char *path) {
 static op_t *op_new(sstate *st, int what) {
   op_t *o = calloc(1, sizeof *o);
   if (!o) return NULL;
-  o->st = st;
   o->what = what;
   o->delay = 1;
   obj_link(st, &o->o, T_OP);
@@ -1304,17 +1329,17 @@ static void op_timer_cb(uv_timer_t *t) {
   int n;
   if (o->what == OP_UNIX) {
     n = fd < 0 ? orch__fail_uv(co, "connect", fd)
-               : push_fd_stream(co, o->st, fd, K_UNIX, ORCH_STREAM_READ | ORCH_STREAM_WRITE, "connect");
+               : push_fd_stream(co, o->o.st, fd, K_UNIX, ORCH_STREAM_READ | ORCH_STREAM_WRITE, "connect");
   } else {
     n = fd < 0 ? fail_fifo(co, fd, o->path)
-               : push_fd_stream(co, o->st, fd, K_FIFO, ORCH_STREAM_WRITE, "fifo.open");
+               : push_fd_stream(co, o->o.st, fd, K_FIFO, ORCH_STREAM_WRITE, "fifo.open");
   }
   orch__wake(co, n);
 }
 
 /* Waits in the calling task, retrying every few milliseconds. */
 static int op_retry(lua_State *L, op_t *o, double timeout, const char *opname) {
-  int r = uv_timer_init(o->st->loop, &o->timer);
+  int r = uv_timer_init(o->o.st->loop, &o->timer);
   if (r < 0) {
     o->refs = 1;
     op_unref(o);
@@ -1332,7 +1357,7 @@ static int fifo_open(lua_State *L) {
   static const char *const modes[] = { "r", "w", NULL };
   const char *path = check_path(L, 1);
   int how = luaL_checkoption(L, 2, NULL, modes);
-  double timeout = arg_timeout(L, 3);
+  double timeout = orch__optseconds(L, 3, -1);
   no_more_args(L, 3);
   sstate *st = get_state(L);
   if (how == 0) {
@@ -1374,9 +1399,9 @@ static void connect_cb(uv_connect_t *req, int status) {
 }
 
 static int op_connect(op_t *o, const struct sockaddr *sa) {
-  score *c = core_new(o->st, K_TCP, -1, ORCH_STREAM_READ | ORCH_STREAM_WRITE);
+  score *c = core_new(o->o.st, K_TCP, -1, ORCH_STREAM_READ | ORCH_STREAM_WRITE);
   if (!c) return UV_ENOMEM;
-  int r = uv_tcp_init(o->st->loop, &c->u.tcp);
+  int r = uv_tcp_init(o->o.st->loop, &c->u.tcp);
   if (r < 0) { core_free(c); return r; }
   c->u.h.data = c;
   c->hstate = 1;
@@ -1479,12 +1504,6 @@ static int check_port(lua_State *L, int idx) {
   return (int)port;
 }
 
-static int has_field(lua_State *L, int idx, const char *k) {
-  int t = lua_getfield(L, idx, k);
-  lua_pop(L, 1);
-  return t != LUA_TNIL;
-}
-
 static int stream_connect(lua_State *L) {
   static const char *const opts[] = { "unix", "host", "port", "timeout", NULL };
   orch__check_options(L, 1, opts);
@@ -1542,7 +1561,6 @@ static int do_accept(lua_State *L, lcore *l) {
   l->pending = 0;
   score *c = core_new(l->o.st, l->kind, -1, ORCH_STREAM_READ | ORCH_STREAM_WRITE);
   if (!c) return orch__fail(L, "accept", ENOMEM);
-  c->loop = l->loop;
   int r = l->kind == K_TCP ? uv_tcp_init(l->loop, &c->u.tcp) : uv_pipe_init(l->loop, &c->u.pipe, 0);
   if (r < 0) { core_free(c); return orch__fail_uv(L, "accept", r); }
   c->u.h.data = c;
@@ -1723,11 +1741,7 @@ static int listener_fd(lua_State *L) {
 }
 
 static int listener_set_timeout(lua_State *L) {
-  lcore *l = check_listener(L, 1);
-  l->timeout = arg_timeout(L, 2);
-  no_more_args(L, 2);
-  lua_settop(L, 1);
-  return 1;
+  return set_timeout(L, &check_listener(L, 1)->timeout);
 }
 
 static int listener_tostring(lua_State *L) {
@@ -1838,17 +1852,7 @@ static int try_recv(lua_State *L, dcore *d) {
   luaL_pushresultsize(&b, (size_t)n > (size_t)size ? (size_t)size : (size_t)n);
   push_sun(L, &from, msg.msg_namelen);
   if (!d->passcred) return 2;
-  if (cred) {
-    lua_createtable(L, 0, 3);
-    lua_pushinteger(L, cred->pid);
-    lua_setfield(L, -2, "pid");
-    lua_pushinteger(L, cred->uid);
-    lua_setfield(L, -2, "uid");
-    lua_pushinteger(L, cred->gid);
-    lua_setfield(L, -2, "gid");
-  } else {
-    lua_pushnil(L);
-  }
+  if (cred) push_ucred(L, cred); else lua_pushnil(L);
   return 3;
 }
 
@@ -1947,11 +1951,7 @@ static int dgram_address(lua_State *L) {
 }
 
 static int dgram_set_timeout(lua_State *L) {
-  dcore *d = check_dgram(L, 1);
-  d->timeout = arg_timeout(L, 2);
-  no_more_args(L, 2);
-  lua_settop(L, 1);
-  return 1;
+  return set_timeout(L, &check_dgram(L, 1)->timeout);
 }
 
 static int dgram_tostring(lua_State *L) {
