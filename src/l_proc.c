@@ -58,11 +58,6 @@
 #define UNPOISON_STACK(p, n) ((void)0)
 #endif
 
-/* The stream module is written separately; until it is linked in, "pipe"
- * and stream arguments report ENOSYS instead of failing to link. */
-#pragma weak orch__stream_push_fd
-#pragma weak orch__stream_fd
-
 extern char **environ;
 
 #define PROCESS_MT "orch.Process"
@@ -745,7 +740,8 @@ static int process_gc(lua_State *L) {
 
 /* A to-be-closed list of fds a spawn must close however it ends (the
  * child's ends of pipes, opened files), so a raise never leaks them, and
- * the spawn's malloc'ed memory (argv, envp and the fd list: build_exec). */
+ * the malloc'ed memory of a spawn or an exec (argv, envp and the fd list:
+ * build_exec). */
 typedef struct { int n, cap; int *fd; void *mem; } fdbox;
 
 static int fdbox_close(lua_State *L) {
@@ -789,6 +785,8 @@ typedef struct {
   io_spec io;
 } extra_fd;
 
+static const char *const io_keys[] = { "stdin", "stdout", "stderr" };
+
 static const char *const spawn_options[] = {
   "path", "env", "env_mode", "cwd", "uid", "gid", "stdin", "stdout", "stderr",
   "fds", "pgroup", "setsid", "rlimits", "umask", NULL
@@ -805,6 +803,7 @@ static const struct { const char *name; int res; } rlimit_names[] = {
 #define NRLIMITS 16
 
 typedef struct {
+  int args;                   /* stack index of the argv table */
   int argc;
   int env;                    /* stack index of the env table or 0 */
   int replace_env;
@@ -827,10 +826,8 @@ typedef struct {
 /* Is the value at idx a stream? Pushes nothing. Returns its fd or -1; raises
  * for a closed stream. */
 static int stream_arg_fd(lua_State *L, int idx) {
-  if (orch__stream_fd) {
-    int fd = orch__stream_fd(L, idx);
-    if (fd >= 0) return fd;
-  }
+  int fd = orch__stream_fd(L, idx);
+  if (fd >= 0) return fd;
   if (luaL_testudata(L, idx, "orch.Stream")) orch__closed_error(L, "orch.Stream");
   return -1;
 }
@@ -958,6 +955,7 @@ static void spawn_validate(lua_State *L, spawn_args *a) {
   if (lua_gettop(L) > 1) luaL_argerror(L, 2, "no value expected (options go in the table)");
   orch__check_options(L, 1, spawn_options);
   memset(a, 0, sizeof *a);
+  a->args = 1;
   a->argc = (int)luaL_len(L, 1);
   if (a->argc < 1) luaL_argerror(L, 1, "program name expected at index 1");
   if (a->argc > 100000) luaL_argerror(L, 1, "too many arguments");
@@ -1014,7 +1012,6 @@ static void spawn_validate(lua_State *L, spawn_args *a) {
   parse_id(L, 1, "uid", &a->has_uid, &a->uid_num, &a->uid_name);
   parse_id(L, 1, "gid", &a->has_gid, &a->gid_num, &a->gid_name);
 
-  static const char *const io_keys[] = { "stdin", "stdout", "stderr" };
   for (int i = 0; i < 3; i++) {
     lua_getfield(L, 1, io_keys[i]);
     parse_io(L, 1, io_keys[i], i, &a->io[i], 0);
@@ -1102,7 +1099,7 @@ static int resolve_creds(lua_State *L, const char *op, spawn_args *a, creds *c) 
         int want = n;
         if (getgrouplist(pwp->pw_name, c->gid, c->groups, &want) >= 0) { n = want; break; }
         lua_pop(L, 1);
-        if (want <= n || want > 65536) { want = 0; n = 1; c->groups = NULL; break; }
+        if (want <= n || want > 65536) { n = 1; c->groups = NULL; break; }
         n = want;
       }
     }
@@ -1117,48 +1114,18 @@ static int resolve_creds(lua_State *L, const char *op, spawn_args *a, creds *c) 
   return 0;
 }
 
-/* [-0,+1] The child's environment as a char*[] userdata (orch.exec); its
- * strings are anchored in the table at `keep`. */
-static char **build_env(lua_State *L, int env, int replace, int keep) {
-  size_t nenv = 0, ntab = 0;
-  if (!replace) while (environ[nenv]) nenv++;
-  lua_pushnil(L);
-  while (lua_next(L, env)) { ntab++; lua_pop(L, 1); }
-  char **envp = lua_newuserdatauv(L, (nenv + ntab + 1) * sizeof(char *), 0);
-  size_t k = 0;
-  for (size_t i = 0; i < nenv; i++) {
-    const char *e = environ[i];
-    const char *eq = strchr(e, '=');
-    if (!eq) continue;
-    lua_pushlstring(L, e, (size_t)(eq - e));
-    int t = lua_rawget(L, env);
-    lua_pop(L, 1);
-    if (t == LUA_TNIL) envp[k++] = (char *)e;
-  }
-  lua_Integer nk = luaL_len(L, keep);
-  lua_pushnil(L);
-  while (lua_next(L, env)) {
-    if (lua_type(L, -1) != LUA_TBOOLEAN) {
-      const char *s = lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
-      lua_rawseti(L, keep, ++nk);
-      envp[k++] = (char *)s;
-    }
-    lua_pop(L, 1);
-  }
-  envp[k] = NULL;
-  return envp;
-}
-
-/* The child's argv and envp, built in one malloc'ed block that the box
- * frees when the spawn returns (the child has exec'd or failed by then):
- * a spawn leaves no Lua garbage behind for them. Environment entries the
- * env table names (a value or false) are left out of environ; the table's
- * values follow as "K=V". Returns 0, or -1 after pushing the error triple. */
-static int build_exec(lua_State *L, const spawn_args *a, fdbox *box, char ***argvp, char ***envpp) {
+/* The new program's argv and envp (for orch.spawn and orch.exec), built in
+ * one malloc'ed block that the box frees when the call returns (a spawned
+ * child has exec'd or failed by then): no Lua garbage is left behind for
+ * them. Environment entries the env table names (a value or false) are left
+ * out of environ; the table's values follow as "K=V". *envpp is NULL for
+ * orch's own environment. Returns 0, or -1 after pushing the error triple. */
+static int build_exec(lua_State *L, const char *op, const spawn_args *a, fdbox *box,
+                      char ***argvp, char ***envpp) {
   size_t bytes = 0, nenv = 0, ntab = 0, nkeys = 0;
   for (int i = 1; i <= a->argc; i++) {
     size_t len;
-    lua_geti(L, 1, i);
+    lua_geti(L, a->args, i);
     lua_tolstring(L, -1, &len);              /* numbers become strings */
     bytes += len + 1;
     lua_pop(L, 1);
@@ -1182,7 +1149,7 @@ static int build_exec(lua_State *L, const spawn_args *a, fdbox *box, char ***arg
   size_t nfd = 2 * (3 + (size_t)a->nextra) + 4;   /* each io: at most 2 fds */
   char *mem = malloc(nptr * sizeof(char *) + nkeys * (sizeof(const char *) + sizeof(size_t)) +
                      nfd * sizeof(int) + bytes);
-  if (!mem) return orch__fail(L, "spawn", ENOMEM), -1;
+  if (!mem) return orch__fail(L, op, ENOMEM), -1;
   box->mem = mem;
   char **argv = (char **)mem;
   char **envp = argv + a->argc + 1;
@@ -1193,7 +1160,7 @@ static int build_exec(lua_State *L, const spawn_args *a, fdbox *box, char ***arg
   char *out = (char *)(box->fd + nfd);
   for (int i = 1; i <= a->argc; i++) {
     size_t len;
-    lua_geti(L, 1, i);
+    lua_geti(L, a->args, i);
     const char *v = lua_tolstring(L, -1, &len);
     memcpy(out, v, len + 1);
     argv[i - 1] = out;
@@ -1273,10 +1240,6 @@ static int open_io(lua_State *L, proc_state *st, fdbox *box, const char *key, in
       return st->devnull;
     case IO_PIPE: {
       int p[2];
-      if (!orch__stream_push_fd) {
-        orch__failf(L, "ENOSYS", "spawn: %s: pipes need the stream module", key);
-        return -1;
-      }
       if (pipe2(p, O_CLOEXEC) < 0) { orch__fail(L, "spawn: pipe", errno); return -1; }
       int child = target == 0 ? p[0] : p[1];
       *parent = target == 0 ? p[1] : p[0];
@@ -1370,15 +1333,12 @@ static int proc_spawn(lua_State *L) {
   creds c;
   int n = resolve_creds(L, "spawn", &a, &c);
   if (n) return n;
-  for (int i = 0; i < 3; i++)
-    if (a.io[i].kind == IO_PIPE && !orch__stream_push_fd)
-      return orch__failf(L, "ENOSYS", "spawn: pipes need the stream module");
 
   /* Phase 3: memory, owned by a to-be-closed box (a raise here leaks
    * nothing): argv and envp, the process object. */
   fdbox *box = fdbox_new(L);
   char **argv, **envp;
-  if (build_exec(L, &a, box, &argv, &envp) < 0) return 3;
+  if (build_exec(L, "spawn", &a, box, &argv, &envp) < 0) return 3;
   const char *search_path = child_search_path(L, &a);
   process *p = process_new(L, rt);
   int ud = lua_gettop(L);
@@ -1386,7 +1346,6 @@ static int proc_spawn(lua_State *L) {
   /* Phase 4: fds, in the box. */
   orch__fdmap map[3 + MAX_EXTRA_FDS];
   int nmap = 0;
-  static const char *const io_keys[] = { "stdin", "stdout", "stderr" };
   int stdout_src = 1;
   for (int i = 0; i < 3; i++) {
     if (a.io[i].kind == IO_INHERIT) continue;
@@ -1539,27 +1498,29 @@ static int proc_exec(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  lua_newtable(L);
-  int keep = lua_gettop(L);
-  char **argv = lua_newuserdatauv(L, ((size_t)n + 2) * sizeof(char *), 0);
-  argv[0] = (char *)path;
+  /* The program and its arguments as one argv table; an env table is the
+   * whole environment. Built the way spawn builds them. */
+  spawn_args a;
+  memset(&a, 0, sizeof a);
+  lua_createtable(L, (int)n + 1, 0);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, 1);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_geti(L, 2, i);
-    argv[i] = (char *)lua_tostring(L, -1);
-    lua_rawseti(L, keep, i);
+    lua_rawseti(L, -2, i + 1);
   }
-  argv[n + 1] = NULL;
-  char **envp = environ;
-  const char *search = NULL;
+  a.args = lua_gettop(L);
+  a.argc = (int)n + 1;
   if (!lua_isnil(L, 3)) {
-    envp = build_env(L, 3, 1, keep);
-    lua_getfield(L, 3, "PATH");
-    search = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : DEFAULT_PATH;
-    lua_pop(L, 1);
-  } else {
-    search = getenv("PATH");
-    if (!search) search = DEFAULT_PATH;
+    a.env = 3;
+    a.replace_env = 1;
   }
+  fdbox *box = fdbox_new(L);
+  char **argv, **envp;
+  if (build_exec(L, "exec", &a, box, &argv, &envp) < 0) return 3;
+  const char *search = child_search_path(L, &a);
+  if (!search) search = getenv("PATH");
+  if (!search) search = DEFAULT_PATH;
 
   /* The new program starts with default dispositions and nothing blocked;
    * if exec fails, orch's own come back. */
@@ -1573,7 +1534,7 @@ static int proc_exec(lua_State *L) {
   for (int s = 1; s < NSIG; s++)
     have[s] = s != SIGKILL && s != SIGSTOP && raw_sigaction(s, &ksa_default, &saved[s]) == 0;
   pthread_sigmask(SIG_SETMASK, &none, NULL);
-  exec_search(path, search, argv, envp);
+  exec_search(path, search, argv, envp ? envp : environ);
   int e = errno;
   pthread_sigmask(SIG_BLOCK, &all, NULL);
   for (int s = 1; s < NSIG; s++)
@@ -1717,7 +1678,7 @@ static int proc_wait_exit(lua_State *L) {
     start = luaL_checkinteger(L, 2);
     if (start < 0) luaL_argerror(L, 2, "start time (clock ticks >= 0) expected");
   }
-  double timeout = lua_isnoneornil(L, 3) ? -1 : orch__checkseconds(L, 3);
+  double timeout = orch__optseconds(L, 3, -1);
   if (lua_gettop(L) > 3) luaL_argerror(L, 4, "no value expected");
   orch__check_task(L, "proc.wait_exit");
   int fd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -2080,11 +2041,7 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
     st->buckets[i] = NULL;
   }
   st->count = 0;
-  for (int i = 0; i < st->ninit; i++) {
-    uv_close((uv_handle_t *)st->init_sigs[i], free_handle);
-    st->init_sigs[i] = NULL;
-  }
-  st->ninit = 0;
+  init_stop(st);
   /* The runtime stopped every handle; the child reaps its own children. */
   uv_signal_start(&st->sigchld, on_sigchld, SIGCHLD);
   uv_unref((uv_handle_t *)&st->sigchld);
