@@ -260,9 +260,6 @@ static void task_finish(orch__task *t) {
   push_task_ud(L, t);
   wake_joiners(L, -1, t);
   lua_pop(L, 1);
-  if (t == rt->main_task && rt->main_ref != LUA_NOREF) {
-    /* orch_run reads the main task's status after the loop: keep it. */
-  }
   luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
   t->ref = LUA_NOREF;
 }
@@ -310,19 +307,12 @@ static void task_resume(orch__task *t, int nargs) {
   int st = lua_resume(t->co, prev ? prev->co : NULL, nargs, &nres);
   rt->current = prev;
   if (st == LUA_YIELD) {
-    if (t->self_cancel) {
-      lua_pop(t->co, nres);
+    lua_pop(t->co, nres);
+    if (t->self_cancel || t->exit_yield || t->awaiting) {
       t->status = T_WAITING;
-      task_cancel(t);
-    } else if (t->exit_yield) {
-      lua_pop(t->co, nres);
-      t->status = T_WAITING;
-    } else if (t->awaiting) {
-      lua_pop(t->co, nres);
-      t->status = T_WAITING;
+      if (t->self_cancel) task_cancel(t);
     } else {
       /* A bare coroutine.yield() in a task yields to the other tasks. */
-      lua_pop(t->co, nres);
       queue_push(t, 0);
     }
   } else if (st == LUA_OK) {
@@ -332,6 +322,13 @@ static void task_resume(orch__task *t, int nargs) {
   } else {
     task_failed(t);
   }
+}
+
+/* Runs t now when called from a libuv callback; queues it when a task is
+ * running (Lua is never re-entered) or orch is exiting. */
+static void run_or_queue(orch__task *t, int nargs) {
+  if (t->rt->current || t->rt->exiting) queue_push(t, nargs);
+  else task_resume(t, nargs);
 }
 
 void orch__wake(lua_State *co, int nargs) {
@@ -344,8 +341,7 @@ void orch__wake(lua_State *co, int nargs) {
   t->cancel = NULL;
   t->cancel_data = NULL;
   t->joining = NULL;
-  if (t->rt->current || t->rt->exiting) queue_push(t, nargs);
-  else task_resume(t, nargs);
+  run_or_queue(t, nargs);
 }
 
 static void idle_cb(uv_idle_t *h) {
@@ -379,7 +375,6 @@ static void timeout_cb(uv_timer_t *h) {
   lua_State *co = t->co;
   if (t->sleeping) {
     t->sleeping = 0;
-    t->cancel = NULL;
     orch__wake(co, 0);
     return;
   }
@@ -406,23 +401,28 @@ static int start_timer(orch__task *t, double seconds) {
   return uv_timer_start(t->timer, timeout_cb, (uint64_t)ms, 0);
 }
 
-int orch__await(lua_State *L, double timeout, const char *op,
-                orch__cancel_fn cancel, void *data) {
-  orch__task *t = orch__current(L);
-  if (!t) return luaL_error(L, "%s: must be called from a task", op ? op : "orch.sleep");
+/* Marks t as suspended in a wait (the caller yields next) and starts its
+ * timeout. Returns 0 or a libuv error from the timer. */
+static int wait_begin(orch__task *t, double timeout, const char *op,
+                      orch__cancel_fn cancel, void *data) {
   t->awaiting = 1;
   t->waking = 0;
   t->cancel = cancel;
   t->cancel_data = data;
   t->timeout_op = op;
   t->sleeping = (op == NULL);
-  if (timeout >= 0) {
-    int r = start_timer(t, timeout);
-    if (r < 0) {
-      t->awaiting = 0;
-      if (cancel) cancel(data);
-      return luaL_error(L, "orch: cannot start a timer: %s", uv_strerror(r));
-    }
+  return timeout >= 0 ? start_timer(t, timeout) : 0;
+}
+
+int orch__await(lua_State *L, double timeout, const char *op,
+                orch__cancel_fn cancel, void *data) {
+  orch__task *t = orch__current(L);
+  if (!t) return luaL_error(L, "%s: must be called from a task", op ? op : "orch.sleep");
+  int r = wait_begin(t, timeout, op, cancel, data);
+  if (r < 0) {
+    t->awaiting = 0;
+    if (cancel) cancel(data);
+    return luaL_error(L, "orch: cannot start a timer: %s", uv_strerror(r));
   }
   return lua_yieldk(L, 0, (lua_KContext)t, await_k);
 }
@@ -459,15 +459,11 @@ static orch__task *task_new(lua_State *L, int nargs) {
 }
 
 void orch__spawn_task(lua_State *L, int nargs) {
-  orch__task *t = task_new(L, nargs);
-  queue_push(t, lua_gettop(t->co) - 1);
+  queue_push(task_new(L, nargs), nargs);
 }
 
 void orch__spawn_task_now(lua_State *L, int nargs) {
-  orch__task *t = task_new(L, nargs);
-  orch_runtime *rt = t->rt;
-  if (rt->current || rt->exiting) queue_push(t, lua_gettop(t->co) - 1);
-  else task_resume(t, lua_gettop(t->co) - 1);
+  run_or_queue(task_new(L, nargs), nargs);
 }
 
 /* Cancels a task that is not running: stops its wait, closes its
@@ -522,16 +518,12 @@ static int join_result(lua_State *L, orch__task *t, int ud) {
 }
 
 
+/* Woken with values (a timeout: nil, msg, ETIMEDOUT) or with none (the
+ * joined task ended: its results). The joined task is argument 1. */
 static int join_k(lua_State *L, int status, lua_KContext ctx) {
-  int ud = (int)ctx;
-  orch__task *t = check_task_ud(L, ud);
-  /* Woken with values (a timeout: nil, msg, ETIMEDOUT) or with none (done). */
-  orch__task *self = orch__current(L);
-  if (self && !self->waking) return luaL_error(L, "orch: a waiting task was resumed by coroutine.resume");
-  if (self) self->waking = 0;
-  int woke = self ? self->wake_nargs : 0;
+  int woke = await_k(L, status, ctx);
   if (woke > 0) return woke;
-  return join_result(L, t, ud);
+  return join_result(L, check_task_ud(L, 1), 1);
 }
 
 static int task_join(lua_State *L) {
@@ -552,15 +544,11 @@ static int task_join(lua_State *L) {
   lua_pushthread(L);
   lua_rawseti(L, -2, luaL_len(L, -2) + 1);
   lua_pop(L, 1);
+  /* No cancel function: a stale joiners entry is skipped (joining is
+   * cleared when the wait ends). */
   self->joining = t;
-  self->awaiting = 1;
-  self->waking = 0;
-  self->cancel = NULL;   /* a stale joiners entry is skipped: joining is cleared */
-  self->cancel_data = NULL;
-  self->timeout_op = "join";
-  self->sleeping = 0;
-  if (timeout >= 0) start_timer(self, timeout);
-  return lua_yieldk(L, 0, (lua_KContext)1, join_k);
+  wait_begin(self, timeout, "join", NULL, NULL);
+  return lua_yieldk(L, 0, (lua_KContext)self, join_k);
 }
 
 static int task_cancel_m(lua_State *L) {
@@ -629,32 +617,23 @@ static int task_gc(lua_State *L) {
 #define COND_MT "orch.Cond"
 
 static int cond_new(lua_State *L) {
-  void *c = lua_newuserdatauv(L, 1, 1);
+  lua_newuserdatauv(L, 1, 1);
   lua_newtable(L);
   lua_setiuservalue(L, -2, 1);
   luaL_setmetatable(L, COND_MT);
-  (void)c;
   return 1;
 }
 
 static int cond_wait(lua_State *L) {
   void *c = luaL_checkudata(L, 1, COND_MT);
   double timeout = orch__optseconds(L, 2, -1);
-  orch__task *self = orch__current(L);
-  if (!self) return luaL_error(L, "cond:wait: must be called from a task");
+  orch__check_task(L, "cond:wait");
   lua_getiuservalue(L, 1, 1);
   lua_pushthread(L);
   lua_rawseti(L, -2, luaL_len(L, -2) + 1);
   lua_pop(L, 1);
   /* No cancel function: a stale entry is skipped by cancel_data. */
-  self->awaiting = 1;
-  self->waking = 0;
-  self->cancel = NULL;
-  self->cancel_data = c;
-  self->timeout_op = "cond.wait";
-  self->sleeping = 0;
-  if (timeout >= 0) start_timer(self, timeout);
-  return lua_yieldk(L, 0, (lua_KContext)self, await_k);
+  return orch__await(L, timeout, "cond.wait", NULL, c);
 }
 
 /* Wakes up to `max` waiters with the values at 2..top; returns the count. */
@@ -680,13 +659,18 @@ static int cond_wake(lua_State *L, int max) {
     orch__wake(co, nvals == 0 ? 1 : nvals);
     woken++;
   }
-  /* Drop the entries consumed or stale. */
-  lua_createtable(L, (int)(n - i + 1 > 0 ? n - i + 1 : 0), 0);
-  for (lua_Integer j = i, k = 1; j <= n; j++) {
+  /* Drop the entries consumed or stale, in place (a broadcast on every
+   * supervisor state change must not make garbage). A task woken right
+   * away may have added entries: they are kept. */
+  lua_Integer m = luaL_len(L, list), k = 1;
+  for (lua_Integer j = i; j <= m; j++, k++) {
     lua_rawgeti(L, list, j);
-    lua_rawseti(L, -2, k++);
+    lua_rawseti(L, list, k);
   }
-  lua_setiuservalue(L, 1, 1);
+  for (; k <= m; k++) {
+    lua_pushnil(L);
+    lua_rawseti(L, list, k);
+  }
   lua_pushinteger(L, woken);
   return 1;
 }
