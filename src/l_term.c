@@ -9,7 +9,7 @@
  * current readline with EINTR and wakes orch.term.wait_interrupt().
  *
  * Ownership: one term_state per runtime, malloc'ed at the first call,
- * reachable from the registry; it owns its uv handles (each malloc'ed,
+ * kept in the runtime's module slot; it owns its uv handles (each malloc'ed,
  * freed in its close callback) and the in-flight file read. The close hook
  * stops everything, gives the terminal back its cooked mode and frees the
  * state once the last handle has closed. libedit has process-wide state:
@@ -50,7 +50,6 @@
 enum { M_NONE, M_EDIT, M_POLL, M_FILE };
 
 typedef struct term_state {
-  orch_runtime *rt;
   uv_loop_t *loop;
   int mode;
   int handles;              /* open uv handles + in-flight requests */
@@ -72,8 +71,6 @@ typedef struct term_state {
   char *edit_line;          /* the line libedit handed over */
   int edit_done;            /* 1: a line, 2: end of file */
 } term_state;
-
-static const char STATE_KEY = 't';
 
 #ifdef ORCH_HAVE_EDITLINE
 static term_state *edit_owner;  /* the runtime whose lines libedit edits */
@@ -134,6 +131,7 @@ static void edit_stop(term_state *st) {
 
 static void close_hook(orch_runtime *rt, void *data) {
   term_state *st = data;
+  *orch__slot(rt, ORCH__SLOT_TERM) = NULL;
   st->reader = st->waiter = NULL;
   edit_stop(st);
 #ifdef ORCH_HAVE_EDITLINE
@@ -162,17 +160,13 @@ static void fork_hook(orch_runtime *rt, void *data) {
 }
 
 static term_state *get_state(lua_State *L) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
-  term_state *st = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  if (st) return st;
   orch_runtime *rt = orch__rt(L);
-  st = calloc(1, sizeof *st);
+  void **slot = orch__slot(rt, ORCH__SLOT_TERM);
+  if (*slot) return *slot;
+  term_state *st = calloc(1, sizeof *st);
   if (!st) { luaL_error(L, "orch.term: out of memory"); return NULL; }
-  st->rt = rt;
-  st->loop = orch__loop(L);
-  lua_pushlightuserdata(L, st);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
+  st->loop = orch_loop(rt);
+  *slot = st;
   orch__on_close(rt, close_hook, st);
   orch__on_fork_child(rt, fork_hook, st);
   return st;
@@ -185,35 +179,17 @@ static void stop_poll(term_state *st) {
   st->polling = 0;
 }
 
-/* The wake_reader_* functions end the readline wait with their results. */
-#ifdef ORCH_HAVE_EDITLINE
-static void wake_reader_eof(term_state *st) {
+/* Ends the readline wait with the n values pushed on the reader's stack. */
+static void wake_reader(term_state *st, int n) {
   lua_State *co = st->reader;
   st->reader = NULL;
   stop_poll(st);
-  lua_pushnil(co);
-  lua_pushliteral(co, "readline: end of file");
-  lua_pushliteral(co, "EOF");
-  orch__wake(co, 3);
+  orch__wake(co, n);
 }
 
-static void wake_reader_line(term_state *st, const char *s, size_t n) {
-  lua_State *co = st->reader;
-  st->reader = NULL;
-  stop_poll(st);
-  lua_pushlstring(co, s, n);
-  orch__wake(co, 1);
-}
-#endif
-
-static void wake_reader_error(term_state *st, const char *ename, const char *msg) {
-  lua_State *co = st->reader;
-  st->reader = NULL;
-  stop_poll(st);
-  lua_pushnil(co);
-  lua_pushstring(co, msg);
-  lua_pushstring(co, ename);
-  orch__wake(co, 3);
+/* [-0,+3] The readline result at end of input. */
+static int push_eof(lua_State *L) {
+  return orch__failf(L, "EOF", "readline: end of file");
 }
 
 /* ------------------------------------------------------------ line buffer */
@@ -259,22 +235,15 @@ static int buffered_result(lua_State *L, term_state *st) {
       return 1;
     }
     st->len = 0;
-    lua_pushnil(L);
-    lua_pushliteral(L, "readline: end of file");
-    lua_pushliteral(L, "EOF");
-    return 3;
+    return push_eof(L);
   }
   return 0;
 }
 
 static void deliver(term_state *st) {
   if (!st->reader) return;
-  lua_State *co = st->reader;
-  int n = buffered_result(co, st);
-  if (n == 0) return;
-  st->reader = NULL;
-  stop_poll(st);
-  orch__wake(co, n);
+  int n = buffered_result(st->reader, st);
+  if (n > 0) wake_reader(st, n);
 }
 
 static int append(term_state *st, const char *s, size_t n) {
@@ -357,11 +326,12 @@ static void edit_read(term_state *st) {
     /* libedit leaves the cursor after the prompt. */
     fputc('\n', stdout);
     fflush(stdout);
-    wake_reader_eof(st);
+    wake_reader(st, push_eof(st->reader));
     return;
   }
-  wake_reader_line(st, line, strlen(line));
+  lua_pushstring(st->reader, line);
   free(line);
+  wake_reader(st, 1);
 }
 #endif
 
@@ -370,7 +340,8 @@ static void edit_read(term_state *st) {
 static void poll_cb(uv_poll_t *h, int status, int events) {
   term_state *st = h->data;
   if (status < 0) {
-    if (st->reader) wake_reader_error(st, uv_err_name(status), "readline: cannot poll standard input");
+    if (st->reader)
+      wake_reader(st, orch__failf(st->reader, uv_err_name(status), "readline: cannot poll standard input"));
     stop_poll(st);
     return;
   }
@@ -393,7 +364,6 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
     int e = append(st, tmp, (size_t)n);
     if (e) st->read_err = e;
   }
-  if (st->eof || st->read_err) stop_poll(st);
   deliver(st);
   /* Nobody waits any more: stop until the next readline. */
   if (!st->reader) stop_poll(st);
@@ -497,7 +467,7 @@ static void sigint_cb(uv_signal_t *h, int signum) {
       fputs("^C\n", stdout);
       fflush(stdout);
     }
-    wake_reader_error(st, "EINTR", "readline: interrupted");
+    wake_reader(st, orch__failf(st->reader, "EINTR", "readline: interrupted"));
   }
   if (st->waiter) {
     lua_State *co = st->waiter;
@@ -593,7 +563,7 @@ static int term_wait_interrupt(lua_State *L) {
   int r = start_signal(st, &st->sigint, SIGINT, sigint_cb);
   if (r < 0) return orch__fail_uv(L, "wait_interrupt", r);
   st->waiter = L;
-  return orch__await(L, lua_isnoneornil(L, 1) ? -1 : timeout, "wait_interrupt", cancel_wait, st);
+  return orch__await(L, timeout, "wait_interrupt", cancel_wait, st);
 }
 
 static int term_write(lua_State *L) {
@@ -632,60 +602,65 @@ static int term_isatty(lua_State *L) {
   return 1;
 }
 
-static int term_add_history(lua_State *L) {
-  const char *line = luaL_checkstring(L, 1);
+/* [-0,+3 on failure] Whether this runtime may use libedit's history now:
+ * returns 0, or pushes the error triple for `op` and returns 3. */
+static int history_ready(lua_State *L, const char *op) {
 #ifdef ORCH_HAVE_EDITLINE
   term_state *st = get_state(L);
   if (edit_owner && edit_owner != st)
-    return orch__failf(L, "EBUSY", "add_history: another orch runtime is editing lines");
-  if (!edit_init()) return orch__failf(L, "ENOSYS", "add_history: libedit is unavailable (%s)", edit_error);
+    return orch__failf(L, "EBUSY", "%s: another orch runtime is editing lines", op);
+  if (!edit_init()) return orch__failf(L, "ENOSYS", "%s: libedit is unavailable (%s)", op, edit_error);
+  return 0;
+#else
+  return orch__failf(L, "ENOSYS", "%s: orch was built without libedit", op);
+#endif
+}
+
+static int term_add_history(lua_State *L) {
+  const char *line = luaL_checkstring(L, 1);
+  int n = history_ready(L, "add_history");
+  if (n) return n;
+#ifdef ORCH_HAVE_EDITLINE
   if (*line) ed.add_history(line);
-  lua_pushboolean(L, 1);
-  return 1;
 #else
   (void)line;
-  return orch__failf(L, "ENOSYS", "add_history: orch was built without libedit");
 #endif
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int term_read_history(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  int n = history_ready(L, "read_history");
+  if (n) return n;
 #ifdef ORCH_HAVE_EDITLINE
-  term_state *st = get_state(L);
-  if (edit_owner && edit_owner != st)
-    return orch__failf(L, "EBUSY", "read_history: another orch runtime is editing lines");
-  if (!edit_init()) return orch__failf(L, "ENOSYS", "read_history: libedit is unavailable (%s)", edit_error);
   if (access(path, R_OK) != 0) return orch__fail(L, "read_history", errno);
   /* libedit returns an errno-ish value, or nonzero without setting one. */
   errno = 0;
   if (ed.read_history(path) != 0) return orch__fail(L, "read_history", errno ? errno : EINVAL);
-  lua_pushboolean(L, 1);
-  return 1;
 #else
   (void)path;
-  return orch__failf(L, "ENOSYS", "read_history: orch was built without libedit");
 #endif
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int term_write_history(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  int n = history_ready(L, "write_history");
+  if (n) return n;
 #ifdef ORCH_HAVE_EDITLINE
-  term_state *st = get_state(L);
-  if (edit_owner && edit_owner != st)
-    return orch__failf(L, "EBUSY", "write_history: another orch runtime is editing lines");
-  if (!edit_init()) return orch__failf(L, "ENOSYS", "write_history: libedit is unavailable (%s)", edit_error);
   /* History may hold secrets typed at the prompt: create it 0600. */
   int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return orch__fail(L, "write_history", errno);
   close(fd);
   errno = 0;
   if (ed.write_history(path) != 0) return orch__fail(L, "write_history", errno ? errno : EIO);
-  lua_pushboolean(L, 1);
-  return 1;
 #else
   (void)path;
-  return orch__failf(L, "ENOSYS", "write_history: orch was built without libedit");
 #endif
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 int orch__open_term(lua_State *L) {

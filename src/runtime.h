@@ -75,7 +75,7 @@ void orch__on_fork_child(orch_runtime *rt, orch__hook_fn fn, void *data);
 
 /* Per-runtime module state: a module keeps one pointer in the runtime. */
 enum { ORCH__SLOT_PROC, ORCH__SLOT_SIGNAL, ORCH__SLOT_STREAM, ORCH__SLOT_IPC,
-       ORCH__SLOT_HEARTBEAT, ORCH__SLOT_CTL, ORCH__SLOT_MAX };
+       ORCH__SLOT_HEARTBEAT, ORCH__SLOT_CTL, ORCH__SLOT_TERM, ORCH__SLOT_MAX };
 void **orch__slot(orch_runtime *rt, int slot);
 
 /* Keeps the loop alive while count > 0 (e.g. a child process that was
