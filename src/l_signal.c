@@ -37,8 +37,8 @@ typedef struct {
   int signum;
 } osignal;
 
-static signal_state *get_state(lua_State *L) {
-  return *orch__slot(orch__rt(L), ORCH__SLOT_SIGNAL);
+static signal_state *get_state(orch_runtime *rt) {
+  return *orch__slot(rt, ORCH__SLOT_SIGNAL);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -113,13 +113,13 @@ static int signal_on(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (lua_gettop(L) > 2) luaL_argerror(L, 3, "no value expected");
   orch_runtime *rt = orch__rt(L);
-  signal_state *st = get_state(L);
+  signal_state *st = get_state(rt);
   osignal **box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   luaL_setmetatable(L, SIGNAL_MT);
   osignal *s = calloc(1, sizeof *s);
   if (!s) return luaL_error(L, "signal.on: out of memory");
-  uv_signal_init(orch__loop(L), &s->h);
+  uv_signal_init(orch_loop(rt), &s->h);
   s->h.data = s;
   s->L = orch__mainthread(rt);
   s->st = st;
@@ -146,7 +146,7 @@ static int set_disposition(lua_State *L, const char *op, const char *verb, void 
   if (lua_gettop(L) > 1) luaL_argerror(L, 2, "no value expected");
   if (sig == SIGCHLD)
     luaL_argerror(L, 1, "CHLD belongs to the process reaper");
-  signal_state *st = get_state(L);
+  signal_state *st = get_state(orch__rt(L));
   if (st && st->active[sig] > 0)
     return orch__failf(L, "EBUSY", "%s: %s has active handlers (stop them first)", op, orch__signame(sig));
   struct sigaction sa;
@@ -161,33 +161,24 @@ static int set_disposition(lua_State *L, const char *op, const char *verb, void 
 static int signal_ignore(lua_State *L) { return set_disposition(L, "signal.ignore", "ignore", SIG_IGN); }
 static int signal_default(lua_State *L) { return set_disposition(L, "signal.default", "reset", SIG_DFL); }
 
+/* The signal argument 1 names or numbers, or -1 when it is not a known
+ * signal. Raises for a value that is neither a string nor a number. */
+static int known_signal(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TSTRING) return orch__signum(lua_tostring(L, 1));
+  if (lua_type(L, 1) != LUA_TNUMBER) return luaL_typeerror(L, 1, "signal name or number");
+  int isint;
+  lua_Integer n = lua_tointegerx(L, 1, &isint);
+  return isint && n > 0 && n < NSIG && orch__signame((int)n) ? (int)n : -1;
+}
+
 static int signal_name(lua_State *L) {
-  int sig = -1;
-  if (lua_type(L, 1) == LUA_TNUMBER) {
-    int isint;
-    lua_Integer n = lua_tointegerx(L, 1, &isint);
-    if (isint && n > 0 && n < NSIG) sig = (int)n;
-  } else if (lua_type(L, 1) == LUA_TSTRING) {
-    sig = orch__signum(lua_tostring(L, 1));
-  } else {
-    return luaL_typeerror(L, 1, "signal name or number");
-  }
-  const char *n = sig > 0 ? orch__signame(sig) : NULL;
-  if (n) lua_pushstring(L, n); else lua_pushnil(L);
+  int sig = known_signal(L);
+  if (sig > 0) lua_pushstring(L, orch__signame(sig)); else lua_pushnil(L);
   return 1;
 }
 
 static int signal_number(lua_State *L) {
-  int sig = -1;
-  if (lua_type(L, 1) == LUA_TSTRING) {
-    sig = orch__signum(lua_tostring(L, 1));
-  } else if (lua_type(L, 1) == LUA_TNUMBER) {
-    int isint;
-    lua_Integer n = lua_tointegerx(L, 1, &isint);
-    if (isint && n > 0 && n < NSIG && orch__signame((int)n)) sig = (int)n;
-  } else {
-    return luaL_typeerror(L, 1, "signal name or number");
-  }
+  int sig = known_signal(L);
   if (sig > 0) lua_pushinteger(L, sig); else lua_pushnil(L);
   return 1;
 }

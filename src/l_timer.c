@@ -63,7 +63,7 @@ static int timer_new(lua_State *L, int repeat) {
   if (!t) return luaL_error(L, "orch.timer: out of memory");
   *p = t;
   t->L = orch__mainthread(rt);
-  uv_timer_init(orch__loop(L), &t->h);
+  uv_timer_init(orch_loop(rt), &t->h);
   t->h.data = t;
   t->repeat = repeat;
   t->seconds = s;

@@ -129,27 +129,33 @@ static int cmd_run(const char *file, const char *socket, int argc, char **argv) 
   return finish(rt);
 }
 
-static int cmd_eval(const char *code, int argc, char **argv) {
-  orch_runtime *rt = new_runtime();
-  if (!rt) return 1;
-  orch_set_args(rt, "-e", argc, argv);
-  /* The string sees ARGS as `...` through a wrapper chunk. */
+/* Compiles code (chunk name `name`) into the global `var` and runs
+ * `wrapper` as the main task: it takes the function from there and calls
+ * it with the arguments it wants. */
+static int run_wrapped(orch_runtime *rt, const char *code, size_t len, const char *name,
+                       const char *var, const char *wrapper) {
   lua_State *L = orch_lua(rt);
-  if (luaL_loadbuffer(L, code, strlen(code), "=(command line)") != LUA_OK) {
+  if (luaL_loadbuffer(L, code, len, name) != LUA_OK) {
     fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
     orch_free(rt);
     return 1;
   }
-  lua_setglobal(L, "__orch_e_chunk");
-  int r = orch_load_string(rt,
-    "local f = __orch_e_chunk; __orch_e_chunk = nil; return f(table.unpack(arg, 1, #arg))",
-    "=(command line)");
-  if (r != ORCH_OK) {
+  lua_setglobal(L, var);
+  if (orch_load_string(rt, wrapper, name) != ORCH_OK) {
     fprintf(stderr, "%s: %s\n", progname, orch_last_error(rt));
     orch_free(rt);
     return 1;
   }
   return finish(rt);
+}
+
+static int cmd_eval(const char *code, int argc, char **argv) {
+  orch_runtime *rt = new_runtime();
+  if (!rt) return 1;
+  orch_set_args(rt, "-e", argc, argv);
+  /* The string sees ARGS as `...`. */
+  return run_wrapped(rt, code, strlen(code), "=(command line)", "__orch_e_chunk",
+    "local f = __orch_e_chunk; __orch_e_chunk = nil; return f(table.unpack(arg, 1, #arg))");
 }
 
 /* Lua command modules: lua/orch/cmd/<name>.lua returns a table with
@@ -184,22 +190,8 @@ static int cmd_lua(const char *name, int argc, char **argv) {
   orch_runtime *rt = new_runtime();
   if (!rt) return 1;
   orch_set_args(rt, name, argc, argv);
-  lua_State *L = orch_lua(rt);
-  if (luaL_loadbuffer(L, dispatch_code, sizeof dispatch_code - 1, "=orch") != LUA_OK) {
-    fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
-    orch_free(rt);
-    return 1;
-  }
-  lua_setglobal(L, "__orch_dispatch");
-  int r = orch_load_string(rt,
-    "local f = __orch_dispatch; __orch_dispatch = nil; return f(arg[0], table.unpack(arg, 1, #arg))",
-    "=orch");
-  if (r != ORCH_OK) {
-    fprintf(stderr, "%s: %s\n", progname, orch_last_error(rt));
-    orch_free(rt);
-    return 1;
-  }
-  return finish(rt);
+  return run_wrapped(rt, dispatch_code, sizeof dispatch_code - 1, "=orch", "__orch_dispatch",
+    "local f = __orch_dispatch; __orch_dispatch = nil; return f(arg[0], table.unpack(arg, 1, #arg))");
 }
 
 static int cmd_help(const char *topic) {

@@ -75,14 +75,20 @@ void orch__check_options(lua_State *L, int idx, const char *const allowed[]) {
   }
 }
 
-static int opt_get(lua_State *L, int idx, const char *key) {
-  return lua_getfield(L, idx, key);
+/* Pushes option `key` of the table at the absolute index idx and returns
+ * whether it is present; raises "<tname> expected, got ..." when it is
+ * present with another type than `type`. */
+static int opt_get(lua_State *L, int idx, const char *key, int type, const char *tname) {
+  int t = lua_getfield(L, idx, key);
+  if (t != LUA_TNIL && t != type)
+    orch__opt_error(L, idx, key, lua_pushfstring(L, "%s expected, got %s", tname, luaL_typename(L, -1)));
+  return t != LUA_TNIL;
 }
 
 lua_Integer orch__opt_integer(lua_State *L, int idx, const char *key, lua_Integer def) {
   lua_Integer v = def;
   idx = lua_absindex(L, idx);
-  int t = opt_get(L, idx, key);
+  int t = lua_getfield(L, idx, key);
   if (t != LUA_TNIL) {
     int isnum;
     v = lua_tointegerx(L, -1, &isnum);
@@ -96,41 +102,23 @@ lua_Integer orch__opt_integer(lua_State *L, int idx, const char *key, lua_Intege
 }
 
 lua_Number orch__opt_number(lua_State *L, int idx, const char *key, lua_Number def) {
-  lua_Number v = def;
   idx = lua_absindex(L, idx);
-  int t = opt_get(L, idx, key);
-  if (t != LUA_TNIL) {
-    if (t != LUA_TNUMBER)
-      orch__opt_error(L, idx, key, lua_pushfstring(L, "number expected, got %s", luaL_typename(L, -1)));
-    v = lua_tonumber(L, -1);
-  }
+  lua_Number v = opt_get(L, idx, key, LUA_TNUMBER, "number") ? lua_tonumber(L, -1) : def;
   lua_pop(L, 1);
   return v;
 }
 
 int orch__opt_boolean(lua_State *L, int idx, const char *key, int def) {
-  int v = def;
   idx = lua_absindex(L, idx);
-  int t = opt_get(L, idx, key);
-  if (t != LUA_TNIL) {
-    if (t != LUA_TBOOLEAN)
-      orch__opt_error(L, idx, key, lua_pushfstring(L, "boolean expected, got %s", luaL_typename(L, -1)));
-    v = lua_toboolean(L, -1);
-  }
+  int v = opt_get(L, idx, key, LUA_TBOOLEAN, "boolean") ? lua_toboolean(L, -1) : def;
   lua_pop(L, 1);
   return v;
 }
 
 /* The string stays valid while the option table holds it. */
 const char *orch__opt_string(lua_State *L, int idx, const char *key, const char *def) {
-  const char *v = def;
   idx = lua_absindex(L, idx);
-  int t = opt_get(L, idx, key);
-  if (t != LUA_TNIL) {
-    if (t != LUA_TSTRING)
-      orch__opt_error(L, idx, key, lua_pushfstring(L, "string expected, got %s", luaL_typename(L, -1)));
-    v = lua_tostring(L, -1);
-  }
+  const char *v = opt_get(L, idx, key, LUA_TSTRING, "string") ? lua_tostring(L, -1) : def;
   lua_pop(L, 1);
   return v;
 }
