@@ -392,11 +392,7 @@ describe("orch.timer", function()
       { function() orch.timer.after(1) end, "bad argument #2 to 'after' (function expected, got no value)" },
       { function() orch.timer.every("x", print) end, "bad argument #1 to 'every'" },
     }
-    for _, c in ipairs(cases) do
-      local ok, err = pcall(c[1])
-      assert.is_false(ok)
-      assert.matches(c[2], err, 1, true)
-    end
+    h.check_raises(cases)
   end)
 
   it("tostring", function()

@@ -7,7 +7,7 @@ local ctl = require "orch.ctl"
 local C = require "orch.core.ctl"
 local cjson = require "cjson"
 
-local write, alive, pause = h.write, h.alive, h.pause
+local write, alive = h.write, h.alive
 
 -- A policy: services a (prints its signals) and b; the control socket at
 -- SOCK (the script serves it itself; `orch run --socket` is the CLI's way).
@@ -29,11 +29,20 @@ local function policy(extra, opts)
 end
 
 local u = require "spec.ctl_util"
-local stop, ctl_cli, status, sanitizer_clean = u.stop, u.ctl_cli, u.status, u.sanitizer_clean
+local stop, ctl_cli, status, until_true = u.stop, u.ctl_cli, u.status, u.until_true
 
 -- Starts `orch run` on a policy (its unused markers removed); see u.start.
 local function start(src, env)
   return u.start((src:gsub("%-%-OPTS%-%-", ""):gsub("%-%-EXTRA%-%-", "")), env)
+end
+
+-- Runs fn(o) against a fresh `orch run` of src, stopped afterwards (u.stop)
+-- whether fn fails or not.
+local function with_orch(src, fn)
+  local o = start(src)
+  local ok, err = pcall(fn, o)
+  stop(o)
+  if not ok then error(err, 0) end
 end
 
 -- Runs fn(client) with a raw stream connected to o's socket, in a loop.
@@ -93,12 +102,10 @@ describe("orch ctl against orch run", function()
     local code, out, err = ctl_cli(o, "signal", "a", "HUP")
     assert.are.equal(0, code, err)
     assert.are.equal("a: sent HUP\n", out)
-    local lines
-    for _ = 1, 200 do
-      code, lines = ctl_cli(o, "tail", "a", "-n", "5")
-      if lines:find("a got HUP", 1, true) then break end
-      pause(0.05)
-    end
+    local lines = until_true(function()
+      local _, l = ctl_cli(o, "tail", "a", "-n", "5")
+      return l:find("a got HUP", 1, true) and l
+    end, "the HUP in the tail")
     assert.truthy(lines:find("a got HUP\n", 1, true))
     code, out = ctl_cli(o, "tail", "a", "-n", "1")
     assert.are.equal(0, code)
@@ -201,11 +208,10 @@ describe("orch ctl against orch run", function()
       orch.sleep(0.3)
     end)
     local code, out
-    for _ = 1, 100 do
+    until_true(function()
       code, out = ctl_cli(o, "eval", "return cancelled_flag")
-      if out == '"started"\n' then break end
-      pause(0.05)
-    end
+      return out == '"started"\n'
+    end, "the evaluation to start")
     assert.are.equal(0, code)
     assert.are.equal('"started"\n', out)
   end)
@@ -214,11 +220,10 @@ describe("orch ctl against orch run", function()
     local before = status(o)
     local code, _, err = ctl_cli(o, "reexec")
     assert.are.equal(0, code, err)
-    for _ = 1, 400 do
+    until_true(function()
       local c, out = ctl_cli(o, "eval", "return require('orch.ctl').inherited() ~= nil")
-      if c == 0 and out == "true\n" then break end
-      pause(0.05)
-    end
+      return c == 0 and out == "true\n"
+    end, "the new image")
     local after = status(o)
     assert.are.equal("running", after.a.state)
     assert.are.equal("running", after.b.state)
@@ -251,8 +256,7 @@ end)
 
 describe("the control socket", function()
   it("cannot be reached by another uid, and SO_PEERCRED refuses it when it can", function()
-    local o = start(POLICY)
-    local ok, err = pcall(function()
+    with_orch(POLICY, function(o)
       local as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups "
       local cmd = as_nobody .. h.shquote(h.bin) .. " ctl --socket " .. h.shquote(o.sock) .. " ping 2>&1; echo rc=$?"
       assert.are.equal("600", h.sh("stat -c %a " .. h.shquote(o.sock)))
@@ -267,13 +271,10 @@ describe("the control socket", function()
       assert.truthy(out:find("rc=1$"), out)
       assert.are.equal(0, (ctl_cli(o, "ping")))
     end)
-    stop(o)
-    if not ok then error(err, 0) end
   end)
 
   it("survives a flood of connections and closes idle ones", function()
-    local o = start(policy(nil, ", max_connections = 4, idle_timeout = 2"))
-    local ok, err = pcall(function()
+    with_orch(policy(nil, ", max_connections = 4, idle_timeout = 2"), function(o)
       local pids = status(o)
       h.run(function()
         local conns, busy = {}, 0
@@ -307,14 +308,11 @@ describe("the control socket", function()
       assert.are.equal(pids.a.pid, after.a.pid)
       assert.are.equal(pids.b.pid, after.b.pid)
     end)
-    stop(o)
-    if not ok then error(err, 0) end
   end)
 
   it("reload keeps unchanged services, restarts changed ones, stops removed ones", function()
     local src = policy('sup.service{ name = "c", cmd = { "sleep", "1001" } }')
-    local o = start(src)
-    local ok, err = pcall(function()
+    with_orch(src, function(o)
       local before = status(o)
       local v2 = src:gsub('"sleep", "1000"', '"sleep", "1002"')
                     :gsub('sup.service{ name = "c"[^\n]*', 'sup.service{ name = "d", cmd = { "sleep", "1003" } }')
@@ -336,8 +334,6 @@ describe("the control socket", function()
       assert.truthy(rerr:find("broken policy", 1, true))
       assert.are.equal(after.a.pid, status(o).a.pid)
     end)
-    stop(o)
-    if not ok then error(err, 0) end
   end)
 
   it("shutdown stops every service and ends orch with 0", function()
@@ -346,10 +342,7 @@ describe("the control socket", function()
     local code, out = ctl_cli(o, "shutdown")
     assert.are.equal(0, code)
     assert.are.equal("shutting down\n", out)
-    for _ = 1, 400 do
-      if not alive(o.pid) then break end
-      pause(0.05)
-    end
+    until_true(function() return not alive(o.pid) end, "orch to exit")
     assert.is_false(alive(o.pid))
     assert.is_false(alive(s.a.pid))
     assert.is_false(alive(s.b.pid))
@@ -383,11 +376,10 @@ describe("the control socket", function()
         code, out, e = ctl_cli(o, "reexec")
         assert.are.equal(0, code, e)
         assert.are.equal("re-executing\n", out)
-        for _ = 1, 200 do
+        until_true(function()
           code, out = ctl_cli(o, "eval", "return orch.getpid(), child_pid, generation")
-          if code == 0 and out:match("\t" .. round .. "\n$") then break end
-          pause(0.05)
-        end
+          return code == 0 and out:match("\t" .. round .. "\n$")
+        end, "generation " .. round)
         assert.are.equal(string.format("%d\t%d\t%d\n", o.pid, child, round), out)
         assert.is_true(alive(child))
         -- Still orch's child: its exit will reach the new image.

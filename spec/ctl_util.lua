@@ -36,6 +36,17 @@ function u.start(src, env)
   error("the orchestrator did not come up: " .. err)
 end
 
+--- Outside the loop: calls pred() every 50 ms until it returns a true value
+-- and returns that value; raises after about 30 s (a hang guard only).
+function u.until_true(pred, what)
+  for _ = 1, 600 do
+    local v = pred()
+    if v then return v end
+    pause(0.05)
+  end
+  error("timed out waiting for " .. what, 2)
+end
+
 --- `orch ctl --socket o.sock ARGS...`: code, stdout, stderr.
 function u.ctl_cli(o, ...)
   local code, out, err = h.cli({ "ctl", "--socket", o.sock, ... })

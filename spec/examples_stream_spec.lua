@@ -8,10 +8,7 @@ local function example(name) return h.root .. "/examples/" .. name end
 describe("stream examples", function()
   it("pipeline.lua counts a directory like ls | wc -l", function()
     local dir = h.tmpdir()
-    for i = 1, 7 do
-      local f = assert(io.open(dir .. "/file" .. i, "w"))
-      f:close()
-    end
+    for i = 1, 7 do h.write(dir .. "/file" .. i, "") end
     local code, out, err = h.cli({ "run", example("pipeline.lua"), dir })
     assert.are.equal(0, code, err)
     assert.are.equal(dir .. ": 7 entries\n", out)

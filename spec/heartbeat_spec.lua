@@ -6,9 +6,10 @@ local h = require "spec.helper"
 local orch = h.orch
 local hb = require "orch.heartbeat"
 
-local function self_pid()
-  return tonumber(h.slurp("/proc/self/stat"):match("^(%d+)"))
-end
+local self_pid = orch.getpid
+local eventually, errmsg = h.eventually, h.error_of
+
+local defer = h.make_defer(function(f) finally(f) end)   -- stacked clean-ups
 
 local function private(opts)
   opts = opts or {}
@@ -37,19 +38,20 @@ local function stop(c, sig)
   return c.p:close()
 end
 
--- Waits (in a task) until pred() is true; a generous hang guard only.
-local function eventually(pred)
-  local deadline = orch.now() + 20
-  while not pred() do
-    assert(orch.now() < deadline, "condition never became true")
-    orch.sleep(0.01)
-  end
+-- start(), the process being stopped when the test ends.
+local function started(prog, args, env)
+  local c = start(prog, args, env)
+  defer(function() stop(c) end)
+  return c
 end
 
-local function errmsg(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok)
-  return err
+-- A table with a per-run key (opts plus key and create), removed when the
+-- test ends; returns the table and its key.
+local function keyed(opts)
+  opts.key, opts.create = h.key(), true
+  local t = assert(hb.open(opts))
+  defer(function() t:remove(); t:close() end)
+  return t, opts.key
 end
 
 describe("orch.heartbeat", function()
@@ -137,13 +139,7 @@ describe("orch.heartbeat", function()
   end)
 
   it("opens tables by key: create, exclusive, mode, attach, remove", function()
-    local key = h.key()
-    local t, u
-    finally(function()
-      if u then u:close() end
-      if t then t:remove(); t:close() end
-    end)
-    t = assert(hb.open { key = key, create = true, exclusive = true, mode = 416 --[[0640]], slots = 8 })
+    local t, key = keyed { exclusive = true, mode = 416 --[[0640]], slots = 8 }
     assert.are.equal(8, t:count())
     assert.are.equal(key, t:key())
     assert.is_false(t:is_compat())
@@ -151,7 +147,8 @@ describe("orch.heartbeat", function()
     assert.matches(string.format("0x%08x%%s+%d%%s+%%S+%%s+640%%s", key, t:shmid()), ipcs)
     assert.are.same({ nil, "heartbeat.open: file exists", "EEXIST" },
       { hb.open { key = key, create = true, exclusive = true } })
-    u = assert(hb.open { key = key })
+    local u = assert(hb.open { key = key })
+    defer(function() u:close() end)
     local s = assert(t:register("shared", 3))
     assert.are.equal("shared", u:read(s.index).name)
     local ro = assert(hb.open { key = key, rdonly = true })
@@ -163,32 +160,19 @@ describe("orch.heartbeat", function()
 
   it("reports missing tables and segments that are not heartbeat tables", function()
     assert.are.same({ nil, "heartbeat.open: no such table", "ENOENT" }, { hb.open { key = h.key() } })
-    local key = h.key()
-    local key2 = h.key()
-    local c, n
-    finally(function()
-      if c then c:remove(); c:close() end
-      if n then n:remove(); n:close() end
-    end)
-    c = assert(hb.open { key = key, create = true, compat = true, slots = 4 })
+    local c, key = keyed { compat = true, slots = 4 }
     local s = assert(c:register("classic", 5))
     assert.are.same({ nil, "heartbeat.open: not a heartbeat table of this layout or version", "EPROTO" },
       { hb.open { key = key } })
     s:unregister()
-    n = assert(hb.open { key = key2, create = true, slots = 2 })
+    local _, key2 = keyed { slots = 2 }
     assert.are.same({ nil, "heartbeat.open: not a heartbeat table of this layout or version", "EPROTO" },
       { hb.open { key = key2, compat = true } })
   end)
 
   it("watches a C client of the library, and clears its slot once it is dead", function()
-    local key = h.key()
-    local t = assert(hb.open { key = key, create = true, slots = 16 })
-    local c
-    finally(function()
-      if c then stop(c) end
-      t:remove(); t:close()
-    end)
-    c = start("prog_hb_client", "-k " .. key .. " -n cworker -t 3000 -i 20")
+    local t, key = keyed { slots = 16 }
+    local c = started("prog_hb_client", "-k " .. key .. " -n cworker -t 3000 -i 20")
     local i = assert(t:read(c.slot))
     assert.are.equal(c.pid, i.pid)
     assert.are.equal("cworker", i.name)
@@ -211,14 +195,8 @@ describe("orch.heartbeat", function()
   end)
 
   it("sees a stalled client stop beating while its age grows", function()
-    local key = h.key()
-    local t = assert(hb.open { key = key, create = true, slots = 4 })
-    local c
-    finally(function()
-      if c then stop(c) end
-      t:remove(); t:close()
-    end)
-    c = start("prog_hb_client", "-k " .. key .. " -n staller -t 1000 -i 5 -s 2")
+    local t, key = keyed { slots = 4 }
+    local c = started("prog_hb_client", "-k " .. key .. " -n staller -t 1000 -i 5 -s 2")
     assert.are.equal("stalled", c.p:read("l"))
     local a = t:read(c.slot)
     h.run(function() orch.sleep(0.05) end)
@@ -229,17 +207,11 @@ describe("orch.heartbeat", function()
   end)
 
   it("reads the classic table written by a classic program, and writes it", function()
-    local key = h.key()
-    local t = assert(hb.open { key = key, create = true, compat = true })
-    local c
-    finally(function()
-      if c then stop(c) end
-      t:remove(); t:close()
-    end)
+    local t, key = keyed { compat = true }
     assert.is_true(t:is_compat())
     assert.are.equal(1000, t:count())
     assert.matches(string.format("0x%08x%%s+%d%%s+%%S+%%s+600%%s+72000%%s", key, t:shmid()), (h.sh("ipcs -m")))
-    c = start("prog_hb_compat", "-k " .. key .. " -n classic -t 7 -i 20")
+    local c = started("prog_hb_compat", "-k " .. key .. " -n classic -t 7 -i 20")
     local i = assert(t:read(c.slot))
     assert.is_true(i.compat)
     assert.are.equal(c.pid, i.pid)
@@ -293,18 +265,12 @@ describe("orch.heartbeat", function()
   end)
 
   it("hands a reserved slot to a supervised child through the environment", function()
-    local key = h.key()
-    local t = assert(hb.open { key = key, create = true, slots = 4 })
-    local c
-    finally(function()
-      if c then stop(c) end
-      t:remove(); t:close()
-    end)
+    local t, key = keyed { slots = 4 }
     local r = assert(t:reserve("svc", 3))
     local i = t:read(r.index)
     assert.is_true(i.reserved)
     assert.are.equal(self_pid(), i.pid)
-    c = start("prog_hb_client", "-e -i 5 -s 3",
+    local c = started("prog_hb_client", "-e -i 5 -s 3",
       { ORCH_HEARTBEAT_KEY = tostring(key), ORCH_HEARTBEAT_SLOT = tostring(r.index) })
     assert.are.equal(r.index, c.slot)
     assert.are.equal("stalled", c.p:read("l"))

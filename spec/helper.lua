@@ -28,6 +28,7 @@ end
 package.cpath = h.build .. "/lua/?.so;" .. package.cpath
 h.orch = require "orch"
 local orch = h.orch
+local luassert = require "luassert"
 
 --- Runs fn(...) as the main task; fails the test if it takes longer than
 -- `deadline` seconds (default 30: machines are loaded, this is a hang guard,
@@ -111,9 +112,11 @@ end
 local key_counter = 0
 function h.key()
   key_counter = key_counter + 1
-  local pid = tonumber(slurp("/proc/self/stat"):match("^(%d+)"))
-  return 0x4f000000 + ((pid % 0x10000) * 0x100) + (key_counter % 0x100)
+  return 0x4f000000 + ((orch.getpid() % 0x10000) * 0x100) + (key_counter % 0x100)
 end
+
+--- A SysV key as the objects' __tostring and error messages write it.
+function h.keystr(k) return string.format("0x%08x", k) end
 
 --- Runs a shell command, returns its stdout (trimmed) and success.
 function h.sh(cmd)
@@ -137,6 +140,36 @@ function h.make_defer(finally)
       deferred = {}
       for i = #list, 1, -1 do list[i]() end
     end)
+  end
+end
+
+--- Waits (in a task) until pred() returns a true value, polling every
+-- 10 ms, and returns that value; raises "never happened: <what>" after
+-- `timeout` seconds (default 30). A hang guard, not a timing assertion.
+function h.eventually(pred, what, timeout)
+  local deadline = orch.now() + (timeout or 30)
+  while true do
+    local v = pred()
+    if v then return v end
+    if orch.now() >= deadline then error("never happened: " .. (what or "condition"), 2) end
+    orch.sleep(0.01)
+  end
+end
+
+--- Calls f(...), which must raise; returns its error. (Wrap a C function in
+-- a Lua closure: called straight from pcall, it has no name for its
+-- "bad argument" messages.)
+function h.error_of(f, ...)
+  local ok, err = pcall(f, ...)
+  luassert.is_false(ok)
+  return err
+end
+
+--- Table-driven error checks: each case { f, text } must raise an error
+-- containing text (plain).
+function h.check_raises(cases)
+  for _, c in ipairs(cases) do
+    luassert.matches(c[2], h.error_of(c[1]), 1, true)
   end
 end
 

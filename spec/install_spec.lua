@@ -5,6 +5,14 @@ local h = require "spec.helper"
 describe("cmake --install", function()
   local prefix
 
+  -- Runs a shell command from / (away from the source tree), which must
+  -- succeed; returns its output (stdout and stderr).
+  local function from_root(cmd)
+    local out, ok = h.sh("cd / && " .. cmd .. " 2>&1")
+    assert.is_true(ok, out)
+    return out
+  end
+
   setup(function()
     prefix = h.tmpdir() .. "/prefix"
     local out, ok = h.sh("cmake --install " .. h.shquote(h.build) .. " --prefix " .. h.shquote(prefix) .. " 2>&1")
@@ -21,23 +29,20 @@ describe("cmake --install", function()
   end)
 
   it("the installed orch runs scripts from another directory", function()
-    local out, ok = h.sh("cd / && " .. h.shquote(prefix .. "/bin/orch") ..
-      " -e 'print(type(orch.task), require(\"orch\") == orch)' 2>&1")
-    assert.is_true(ok, out)
+    local out = from_root(h.shquote(prefix .. "/bin/orch") ..
+      " -e 'print(type(orch.task), require(\"orch\") == orch)'")
     assert.are.equal("function\ttrue", out)
   end)
 
   it("a stock lua5.4 requires the installed module without LUA_PATH", function()
-    local out, ok = h.sh("cd / && LUA_CPATH=" .. h.shquote(prefix .. "/lib/lua/5.4/?.so") ..
-      " lua5.4 -e 'print(require(\"orch\").run(function() return \"installed\" end))' 2>&1")
-    assert.is_true(ok, out)
+    local out = from_root("LUA_CPATH=" .. h.shquote(prefix .. "/lib/lua/5.4/?.so") ..
+      " lua5.4 -e 'print(require(\"orch\").run(function() return \"installed\" end))'")
     assert.are.equal("installed", out)
   end)
 
   it("a C program builds against the installed header and library with pkg-config", function()
     local src = h.tmpdir() .. "/host.c"
-    local f = assert(io.open(src, "w"))
-    f:write([[
+    h.write(src, [[
 #include <orch.h>
 #include <stdio.h>
 int main(void) {
@@ -50,7 +55,6 @@ int main(void) {
   return st;
 }
 ]])
-    f:close()
     local exe = src:gsub("%.c$", "")
     local pc = "PKG_CONFIG_PATH=" .. h.shquote(prefix .. "/lib/pkgconfig")
     local out, ok = h.sh(pc .. " cc " .. h.cflags .. " -o " .. h.shquote(exe) .. " " .. h.shquote(src) ..

@@ -3,7 +3,7 @@ local h = require "spec.helper"
 local orch = h.orch
 
 local uid = tonumber((h.sh("id -u")))
-local mypid = tonumber(h.slurp("/proc/self/stat"):match("^(%d+)"))
+local mypid = orch.getpid()
 
 local function find(list, kind, key)
   for _, o in ipairs(list) do
@@ -51,9 +51,8 @@ describe("orch.ipc.list", function()
     assert.is_table(find(only, "sem", key))
     for _, o in ipairs(only) do assert.are.equal("sem", o.kind) end
     assert.is_nil(find(orch.ipc.list("shm"), "sem", key))
-    local ok, err = pcall(function() return orch.ipc.list("pipe") end)
-    assert.is_false(ok)
-    assert.matches("bad argument #1 to 'list' (invalid option 'pipe')", err, 1, true)
+    assert.matches("bad argument #1 to 'list' (invalid option 'pipe')",
+                   h.error_of(function() return orch.ipc.list("pipe") end), 1, true)
   end)
 
   it("reports keys as unsigned 32-bit numbers", function()
@@ -80,11 +79,9 @@ describe("orch.ipc.ftok", function()
   it("fails on a missing path and rejects bad arguments", function()
     local missing = h.tmpdir() .. "/missing"
     assert.are.same({ nil, "ipc.ftok: no such file or directory", "ENOENT" }, { orch.ipc.ftok(missing) })
-    local ok, err = pcall(function() return orch.ipc.ftok("/", 0) end)
-    assert.is_false(ok)
-    assert.matches("bad argument #2 to 'ftok' (project id must be 1 to 255)", err, 1, true)
-    ok, err = pcall(function() return orch.ipc.ftok() end)
-    assert.is_false(ok)
-    assert.matches("bad argument #1 to 'ftok' (string expected, got no value)", err, 1, true)
+    h.check_raises {
+      { function() return orch.ipc.ftok("/", 0) end, "bad argument #2 to 'ftok' (project id must be 1 to 255)" },
+      { function() return orch.ipc.ftok() end, "bad argument #1 to 'ftok' (string expected, got no value)" },
+    }
   end)
 end)

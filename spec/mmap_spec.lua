@@ -3,12 +3,6 @@
 local h = require "spec.helper"
 local orch = h.orch
 
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
 -- Whether /proc/self/maps has a mapping starting at the address in s.
 local function mapped(addr)
   local start = addr:gsub("^0x", "")
@@ -21,7 +15,7 @@ end
 describe("orch.mmap", function()
   it("maps a file, shared: writes reach the file", function()
     local path = h.tmpdir() .. "/data"
-    write_file(path, "hello world")
+    h.write(path, "hello world")
     local m = assert(orch.mmap{ path = path })
     finally(function() m:unmap() end)
     assert.are.equal(11, m:size())
@@ -33,7 +27,7 @@ describe("orch.mmap", function()
 
   it("maps part of a file, or a read-only view", function()
     local path = h.tmpdir() .. "/data"
-    write_file(path, "0123456789")
+    h.write(path, "0123456789")
     local m = assert(orch.mmap{ path = path, size = 4 })
     local ro = assert(orch.mmap{ path = path, readonly = true })
     finally(function() m:unmap(); ro:unmap() end)
@@ -69,7 +63,7 @@ describe("orch.mmap", function()
 
   it("keeps private (shared = false) writes out of the file", function()
     local path = h.tmpdir() .. "/data"
-    write_file(path, "abc")
+    h.write(path, "abc")
     local m = assert(orch.mmap{ path = path, shared = false })
     finally(function() m:unmap() end)
     m:write(0, "xyz")
@@ -92,10 +86,10 @@ describe("orch.mmap", function()
     local missing = dir .. "/missing"
     assert.are.same({ nil, "mmap: " .. missing .. ": no such file or directory", "ENOENT" },
                     { orch.mmap{ path = missing } })
-    write_file(dir .. "/empty", "")
+    h.write(dir .. "/empty", "")
     assert.are.same({ nil, "mmap: " .. dir .. "/empty: empty file (give size)", "EINVAL" },
                     { orch.mmap{ path = dir .. "/empty" } })
-    write_file(dir .. "/small", "abc")
+    h.write(dir .. "/small", "abc")
     local r, msg, ename = orch.mmap{ path = dir .. "/small", size = 10 }
     assert.is_nil(r)
     assert.matches("file is smaller than size", msg)
@@ -135,7 +129,7 @@ describe("orch.mmap", function()
 
   it("syncs in a task, off the loop thread", function()
     local path = h.tmpdir() .. "/data"
-    write_file(path, string.rep("\0", 8192))
+    h.write(path, string.rep("\0", 8192))
     local m = assert(orch.mmap{ path = path })
     finally(function() m:unmap() end)
     local ticks = 0
@@ -171,9 +165,7 @@ describe("orch.mmap", function()
       { { anonymous = true, size = 8, offset = 0 }, "unknown option 'offset'" },
     }
     for _, c in ipairs(cases) do
-      local ok, err = pcall(function() return orch.mmap(c[1]) end)
-      assert.is_false(ok)
-      assert.matches("bad argument #1 to 'mmap' (" .. c[2], err, 1, true)
+      assert.matches("bad argument #1 to 'mmap' (" .. c[2], h.error_of(function() return orch.mmap(c[1]) end), 1, true)
     end
     assert.are.equal("", (h.sh("ls " .. h.shquote(dir))))   -- nothing was created
   end)

@@ -3,8 +3,8 @@
 local h = require "spec.helper"
 local orch = h.orch
 
-local mypid = tonumber(h.slurp("/proc/self/stat"):match("^(%d+)"))
-local function keystr(k) return string.format("0x%08x", k) end
+local mypid = orch.getpid()
+local keystr = h.keystr
 
 local defer = h.make_defer(function(f) finally(f) end)   -- stacked clean-ups
 
@@ -16,9 +16,7 @@ local function newq()
   return q, key
 end
 
-local function eventually(pred)
-  while not pred() do orch.sleep(0.005) end
-end
+local eventually = h.eventually
 
 describe("orch.msg.open", function()
   it("creates a queue with mode 0600; opens it again", function()
@@ -54,9 +52,7 @@ describe("orch.msg.open", function()
       { { key = key, size = 1 }, "unknown option 'size'" },
     }
     for _, c in ipairs(cases) do
-      local ok, err = pcall(function() return orch.msg.open(c[1]) end)
-      assert.is_false(ok)
-      assert.matches("bad argument #1 to 'open' (" .. c[2], err, 1, true)
+      assert.matches("bad argument #1 to 'open' (" .. c[2], h.error_of(function() return orch.msg.open(c[1]) end), 1, true)
     end
   end)
 end)
@@ -67,9 +63,8 @@ describe("orch.msg.private", function()
     defer(function() q:remove() end)
     assert.are.equal(0, q:stat().key)
     assert.are.equal(tonumber("600", 8), q:stat().mode)
-    local ok, err = pcall(function() return orch.msg.private{ key = 1 } end)
-    assert.is_false(ok)
-    assert.matches("bad argument #1 to 'private' (unknown option 'key')", err, 1, true)
+    assert.matches("bad argument #1 to 'private' (unknown option 'key')",
+                   h.error_of(function() return orch.msg.private{ key = 1 } end), 1, true)
   end)
 end)
 
@@ -278,11 +273,7 @@ describe("orch.Msg", function()
       { function() return q:recv(5) end, "bad argument #1 to 'recv' (table expected, got number)" },
       { function() return q.recv({}) end, "bad argument #1 to 'recv' (orch.Msg expected, got table)" },
     }
-    for _, c in ipairs(cases) do
-      local ok, err = pcall(c[1])
-      assert.is_false(ok)
-      assert.matches(c[2], err, 1, true)
-    end
+    h.check_raises(cases)
     assert.are.equal(0, q:stat().qnum)
   end)
 end)

@@ -6,16 +6,7 @@ local orch = h.orch
 local prog = h.progs .. "/prog_proc"
 local is_root = orch.proc.info(orch.getpid()).uid == 0
 
--- Children still tracked by this process: none may be left after a test.
-local function my_children()
-  local me = orch.getpid()
-  local f = io.open("/proc/" .. me .. "/task/" .. me .. "/children")
-  local s = f and f:read("a") or ""
-  if f then f:close() end
-  local t = {}
-  for pid in s:gmatch("%d+") do t[#t + 1] = tonumber(pid) end
-  return t
-end
+local eventually = h.eventually
 
 local function lines_of(s)
   local t = {}
@@ -23,23 +14,10 @@ local function lines_of(s)
   return t
 end
 
--- Polls cond() until true (a hang guard, not a timing assertion).
-local function eventually(cond, what)
-  for _ = 1, 2000 do
-    if cond() then return end
-    orch.sleep(0.01)
-  end
-  error("never happened: " .. what)
-end
-
-local function alive(pid)
-  local info = orch.proc.info(pid)
-  return info ~= nil and info.state ~= "Z"
-end
-
--- (children, zombies included, are read from /proc: no helper process)
+-- Children still tracked by this process (zombies included, read from
+-- /proc: no helper process): none may be left after a test.
 after_each(function()
-  assert.are.same({}, my_children())
+  assert.are.same({}, h.children())
 end)
 
 describe("orch.spawn", function()
@@ -494,7 +472,7 @@ describe("reaping", function()
       assert.are.same({}, wrong)
       for i = 1, 1000 do assert.are.same(want[i], { procs[i]:wait() }) end
     end, 300)
-    assert.are.same({}, my_children())   -- no zombie, nothing left
+    assert.are.same({}, h.children())   -- no zombie, nothing left
   end)
 
   it("reports adopted orphans of a subreaper: a double-forking daemon", function()

@@ -3,7 +3,7 @@
 -- on in the new image, which supervises them as before.
 local h = require "spec.helper"
 
-local alive, pause = h.alive, h.pause
+local alive = h.alive
 
 -- Service a counts lines into its log file (DIR/a.log); b sleeps.
 local POLICY = [[
@@ -17,7 +17,7 @@ assert(require("orch.ctl").serve{ socket = SOCK })
 ]]
 
 local u = require "spec.ctl_util"
-local ctl_cli, status, sanitizer_clean = u.ctl_cli, u.status, u.sanitizer_clean
+local ctl_cli, status, sanitizer_clean, until_true = u.ctl_cli, u.status, u.sanitizer_clean, u.until_true
 
 local function start()
   local o = u.start(POLICY)
@@ -25,14 +25,13 @@ local function start()
   return o
 end
 
--- Waits (generously) until pred() is true; returns its last value.
-local function until_true(pred, what)
-  for _ = 1, 600 do
-    local v = pred()
-    if v then return v end
-    pause(0.05)
-  end
-  error("timed out waiting for " .. what)
+-- Waits until service `name` of o runs under a pid other than `old`;
+-- returns the status of o's services then.
+local function restarted(o, name, old, what)
+  return until_true(function()
+    local s = status(o)
+    return s[name].state == "running" and s[name].pid ~= old and s
+  end, what)
 end
 
 -- The pids of the lines of a.log written by process pid.
@@ -55,9 +54,7 @@ describe("orch ctl reexec with supervised services", function()
         -- b's restart count is not 0 when the hand-over is made.
         assert(alive(before.b.pid))
         os.execute("kill -KILL " .. before.b.pid)
-        local s1 = until_true(function()
-          local s = status(o)
-          return s.b.state == "running" and s.b.pid ~= before.b.pid and s end, "b restarted")
+        local s1 = restarted(o, "b", before.b.pid, "b restarted")
         assert.are.equal(1, s1.b.restarts)
         seen[#seen + 1] = s1.b.pid
 
@@ -89,9 +86,7 @@ describe("orch ctl reexec with supervised services", function()
 
         -- Killing an adopted process: the supervisor restarts it.
         os.execute("kill -KILL " .. after.a.pid)
-        local s2 = until_true(function()
-          local s = status(o)
-          return s.a.state == "running" and s.a.pid ~= after.a.pid and s end, "a restarted after the reexec")
+        local s2 = restarted(o, "a", after.a.pid, "a restarted after the reexec")
         assert.are.equal(1, s2.a.restarts)
         seen[#seen + 1] = s2.a.pid
         until_true(function() return lines_of(o, s2.a.pid) >= 3 end, "the new a's log")

@@ -13,9 +13,7 @@ local pty = h.progs .. "/prog_pty"
 local function on_pty(args, script, home, env)
   home = home or h.tmpdir()
   local d = h.tmpdir()
-  local f = assert(io.open(d .. "/script", "wb"))
-  f:write(script)
-  f:close()
+  h.write(d .. "/script", script)
   local parts = { "env -u ORCH_HISTORY", "HOME=" .. h.shquote(home), "TERM=xterm" }
   for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. h.shquote(v) end
   for _, p in ipairs({ h.shquote(pty), "-t", "30", "--", h.shquote(h.bin) }) do parts[#parts + 1] = p end
@@ -241,7 +239,7 @@ describe("orch.term", function()
       local ok, err, code = orch.term.wait_interrupt(0.05)
       assert.is_nil(ok)
       assert.are.equal("ETIMEDOUT", code, err)
-      local me = tonumber(h.slurp("/proc/self/stat"):match("^(%d+)"))
+      local me = orch.getpid()
       -- Not os.execute: system(3) ignores SIGINT in the caller meanwhile.
       orch.timer.after(0.05, function() orch.run{ "kill", "-INT", tostring(me) } end)
       assert.is_true(orch.term.wait_interrupt(10))

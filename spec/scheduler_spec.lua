@@ -192,11 +192,7 @@ describe("bad arguments", function()
       { function() sched.at("25:00", { "true" }) end, "bad argument #1 to 'at'" },
       { function() sched.cron("bad", { "true" }) end, "bad argument #1 to 'cron'" },
     }
-    for _, c in ipairs(cases) do
-      local ok, err = pcall(c[1])
-      assert.is_false(ok)
-      assert.matches(c[2], err, 1, true)
-    end
+    h.check_raises(cases)
   end)
 end)
 
@@ -214,12 +210,7 @@ describe("orch every", function()
     h.run(function()
       local p = assert(orch.spawn{ h.bin, "every", "1", "--", "sh", "-c", "echo $$ > " .. dir .. "/pid; exec sleep 30",
                                    stderr = "null" })
-      local pid
-      for _ = 1, 200 do
-        pid = tonumber(h.slurp(dir .. "/pid"))
-        if pid then break end
-        orch.sleep(0.02)
-      end
+      local pid = h.eventually(function() return tonumber(h.slurp(dir .. "/pid")) end, "the pid file")
       assert.is_number(pid)
       orch.sleep(0.05)
       p:kill("TERM")

@@ -4,7 +4,7 @@ local h = require "spec.helper"
 local orch = h.orch
 
 local uid = tonumber((h.sh("id -u")))
-local function keystr(k) return string.format("0x%08x", k) end
+local keystr = h.keystr
 
 local defer = h.make_defer(function(f) finally(f) end)   -- stacked clean-ups
 
@@ -16,10 +16,7 @@ local function newsem(opts)
   return s, opts.key
 end
 
--- Polls (yielding) until pred() is true; the spec deadline bounds it.
-local function eventually(pred)
-  while not pred() do orch.sleep(0.005) end
-end
+local eventually = h.eventually
 
 describe("orch.sem.open", function()
   it("creates a set with its initial values and mode 0600", function()
@@ -72,9 +69,7 @@ describe("orch.sem.open", function()
       { { key = key, nn = 1 }, "unknown option 'nn'" },
     }
     for _, c in ipairs(cases) do
-      local ok, err = pcall(function() return orch.sem.open(c[1]) end)
-      assert.is_false(ok)
-      assert.matches("bad argument #1 to 'open' (" .. c[2], err, 1, true)
+      assert.matches("bad argument #1 to 'open' (" .. c[2], h.error_of(function() return orch.sem.open(c[1]) end), 1, true)
     end
     assert.are.same({ nil, "sem.open: no semaphore set for key " .. keystr(key), "ENOENT" },
                     { orch.sem.open{ key = key, create = false } })
@@ -84,15 +79,14 @@ end)
 describe("orch.sem.private", function()
   it("creates an IPC_PRIVATE set", function()
     local s = assert(orch.sem.private{ n = 2, init = 3 })
-    finally(function() s:remove() end)
+    defer(function() s:remove() end)
     assert.are.same({ 3, 3 }, s:stat().values)
     assert.are.equal(0, s:stat().key)
     local d = assert(orch.sem.private())
     assert.are.equal(1, d:value())
     d:remove()
-    local ok, err = pcall(function() return orch.sem.private{ key = 5 } end)
-    assert.is_false(ok)
-    assert.matches("bad argument #1 to 'private' (unknown option 'key')", err, 1, true)
+    assert.matches("bad argument #1 to 'private' (unknown option 'key')",
+                   h.error_of(function() return orch.sem.private{ key = 5 } end), 1, true)
   end)
 end)
 
@@ -264,10 +258,6 @@ describe("orch.Sem", function()
       { function() return s:wait(0, "x") end, "bad argument #2 to 'wait' (number expected, got string)" },
       { function() return s.post({}) end, "bad argument #1 to 'post' (orch.Sem expected, got table)" },
     }
-    for _, c in ipairs(cases) do
-      local ok, err = pcall(c[1])
-      assert.is_false(ok)
-      assert.matches(c[2], err, 1, true)
-    end
+    h.check_raises(cases)
   end)
 end)

@@ -4,10 +4,9 @@
 local h = require "spec.helper"
 local orch = h.orch
 
-local mypid = tonumber(h.slurp("/proc/self/stat"):match("^(%d+)"))
+local mypid = orch.getpid()
 local uid = tonumber((h.sh("id -u")))
-
-local function keystr(k) return string.format("0x%08x", k) end
+local keystr = h.keystr
 
 -- The ipc.list() entry of the shm segment with this key, or nil.
 local function listed(key)
@@ -148,13 +147,10 @@ describe("orch.shm.open", function()
       { { key = key, mode = tonumber("1000", 8), create = true, size = 8 }, "option 'mode': permission bits" },
     }
     for _, c in ipairs(cases) do
-      local ok, err = pcall(function() return orch.shm.open(c[1]) end)
-      assert.is_false(ok)
-      assert.matches("bad argument #1 to 'open' (" .. c[2], err, 1, true)
+      assert.matches("bad argument #1 to 'open' (" .. c[2], h.error_of(function() return orch.shm.open(c[1]) end), 1, true)
     end
-    local ok, err = pcall(function() return orch.shm.open("key") end)
-    assert.is_false(ok)
-    assert.matches("bad argument #1 to 'open' (table expected, got string)", err, 1, true)
+    assert.matches("bad argument #1 to 'open' (table expected, got string)",
+                   h.error_of(function() return orch.shm.open("key") end), 1, true)
     assert.is_nil(listed(key))
   end)
 end)
@@ -178,9 +174,7 @@ describe("orch.shm.private", function()
       { { -5 }, "bad argument #1 to 'private' (size must be >= 1)" },
       { { 10, 2 }, "bad argument #2 to 'private' (no value expected, got number)" },
     }) do
-      local ok, err = pcall(function() return orch.shm.private(table.unpack(c[1])) end)
-      assert.is_false(ok)
-      assert.matches(c[2], err, 1, true)
+      assert.matches(c[2], h.error_of(function() return orch.shm.private(table.unpack(c[1])) end), 1, true)
     end
   end)
 end)

@@ -5,13 +5,7 @@ local orch = h.orch
 
 local prog = h.progs .. "/prog_proc"
 
-local function eventually(cond, what)
-  for _ = 1, 2000 do
-    if cond() then return end
-    orch.sleep(0.01)
-  end
-  error("never happened: " .. what)
-end
+local eventually = h.eventually
 
 -- Sends sig to this process from another process.
 local function signal_me(sig)
@@ -27,8 +21,7 @@ end
 
 -- No child may be left, not even a zombie (read from /proc).
 after_each(function()
-  local me = orch.getpid()
-  assert.are.equal("", (h.slurp("/proc/" .. me .. "/task/" .. me .. "/children"):gsub("%s", "")))
+  assert.are.same({}, h.children())
 end)
 
 describe("orch.signal.name and number", function()

@@ -4,7 +4,8 @@ local h = require "spec.helper"
 local orch = h.orch
 
 local function my_uid() return tonumber((h.sh("id -u"))) end
-local function my_pid() return tonumber(h.slurp("/proc/self/stat"):match("^(%d+)")) end
+local my_pid = orch.getpid
+local eventually = h.eventually
 
 -- A to-be-closed value closing every object given (Lua allows only one
 -- <close> variable per local statement).
@@ -29,7 +30,6 @@ local function waiting(task)
   while task:status() ~= "waiting" do orch.sleep(0) end
 end
 
--- Waits (in a task) until fn() is true; a hang guard, not a timing test.
 -- A task writing `total` bytes to w in 64 KiB blocks, then closing it;
 -- it returns "written".
 local function writer_task(w, total)
@@ -41,19 +41,19 @@ local function writer_task(w, total)
   end)
 end
 
-local function eventually(fn, what)
-  for _ = 1, 2000 do
-    if fn() then return end
-    orch.sleep(0.005)
-  end
-  error("never happened: " .. what, 2)
+-- Runs fn(r, w) in the loop (h.run) on a fresh pipe, closed afterwards;
+-- returns fn's results.
+local function with_pipe(fn, deadline)
+  return h.run(function()
+    local r, w = orch.pipe()
+    local _ <close> = closer(r, w)
+    return fn(r, w)
+  end, deadline)
 end
 
 describe("orch.pipe", function()
   it("carries data from the write end to the read end, then EOF", function()
-    local got = table.pack(h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local got = table.pack(with_pipe(function(r, w)
       assert.are.equal("pipe", r:kind())
       assert.is_true(w:write("hello "))
       assert.is_true(w:write("wor", "ld", 42))
@@ -67,9 +67,7 @@ describe("orch.pipe", function()
   end)
 
   it("read returns a chunk as soon as data arrives, at most max bytes", function()
-    local chunks = h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local chunks = with_pipe(function(r, w)
       local t = orch.task(function()
         w:write("abcdef")
         orch.sleep(0.01)
@@ -84,9 +82,7 @@ describe("orch.pipe", function()
   end)
 
   it("reads lines, including one split over chunks and a last one without newline", function()
-    local lines = h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local lines = with_pipe(function(r, w)
       orch.task(function()
         for _, piece in ipairs({ "ab", "c\nde", "f\n\nx", "yz\r\n", "tail" }) do
           w:write(piece)
@@ -103,9 +99,7 @@ describe("orch.pipe", function()
   end)
 
   it("bounds a line: a longer one is an error and stays readable with read", function()
-    local r1 = table.pack(h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local r1 = table.pack(with_pipe(function(r, w)
       w:write(string.rep("x", 100) .. "\nshort\n")
       local a = table.pack(r:read_line(10))
       local rest = r:read(100)
@@ -117,9 +111,7 @@ describe("orch.pipe", function()
   end)
 
   it("bounds a line that has no newline yet", function()
-    local r1 = table.pack(h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local r1 = table.pack(with_pipe(function(r, w)
       orch.task(function() w:write(string.rep("y", 300)) end)
       return r:read_line(200)
     end))
@@ -127,9 +119,7 @@ describe("orch.pipe", function()
   end)
 
   it("lines() raises a read error", function()
-    local ok, err = pcall(h.run, function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local ok, err = pcall(with_pipe, function(r, w)
       w:write(string.rep("z", 50))
       w:close()
       for _ in r:lines(10) do end
@@ -139,9 +129,7 @@ describe("orch.pipe", function()
   end)
 
   it("read_all with a limit", function()
-    local r1 = table.pack(h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local r1 = table.pack(with_pipe(function(r, w)
       orch.task(function() w:write(string.rep("a", 1000)); w:close() end)
       return r:read_all(10)
     end))
@@ -149,9 +137,7 @@ describe("orch.pipe", function()
   end)
 
   it("read_all of an empty stream is the empty string", function()
-    assert.are.equal("", h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    assert.are.equal("", with_pipe(function(r, w)
       w:close()
       return r:read_all()
     end))
@@ -159,9 +145,7 @@ describe("orch.pipe", function()
 
   it("applies back-pressure: a slow reader blocks only the writer's task", function()
     local total = 8 * 1024 * 1024
-    local res = h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local res = with_pipe(function(r, w)
       local ticks = 0
       local ticker = orch.timer.every(0.005, function() ticks = ticks + 1 end)
       local writer = writer_task(w, total)
@@ -186,9 +170,7 @@ describe("orch.pipe", function()
   end)
 
   it("a write to a pipe whose reader is gone fails with EPIPE", function()
-    local r1 = table.pack(h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local r1 = table.pack(with_pipe(function(r, w)
       r:close()
       return w:write("x")
     end))
@@ -196,9 +178,7 @@ describe("orch.pipe", function()
   end)
 
   it("reports wrong-direction use as an error", function()
-    local r1 = table.pack(h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local r1 = table.pack(with_pipe(function(r, w)
       local a = table.pack(r:write("x"))
       local b = table.pack(w:read())
       local c = table.pack(r:shutdown())
@@ -209,9 +189,7 @@ describe("orch.pipe", function()
   end)
 
   it("shutdown of a pipe's write end flushes and closes it", function()
-    local r1 = table.pack(h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local r1 = table.pack(with_pipe(function(r, w)
       orch.task(function()
         w:write(string.rep("q", 300000))
       end)
@@ -224,9 +202,7 @@ describe("orch.pipe", function()
   end)
 
   it("close wakes a task reading in another task", function()
-    local r1 = table.pack(h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local r1 = table.pack(with_pipe(function(r, w)
       local reader = orch.task(function() return r:read() end)
       waiting(reader)
       r:close()
@@ -236,9 +212,7 @@ describe("orch.pipe", function()
   end)
 
   it("close wakes a task writing into a full pipe", function()
-    local r1 = table.pack(h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local r1 = table.pack(with_pipe(function(r, w)
       local writer = orch.task(function() return w:write(string.rep("x", 4 * 1024 * 1024)) end)
       waiting(writer)
       w:close()
@@ -248,9 +222,7 @@ describe("orch.pipe", function()
   end)
 
   it("a cancelled reader leaves the stream usable", function()
-    local got = h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local got = with_pipe(function(r, w)
       local reader = orch.task(function() return r:read_line() end)
       waiting(reader)
       w:write("partial ")
@@ -263,9 +235,7 @@ describe("orch.pipe", function()
   end)
 
   it("a cancelled writer leaves the stream consistent", function()
-    local n, tail = h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local n, tail = with_pipe(function(r, w)
       local big = string.rep("w", 1024 * 1024)
       local writer = orch.task(function() return w:write(big) end)
       waiting(writer)
@@ -282,9 +252,7 @@ describe("orch.pipe", function()
   end)
 
   it("times out a read with set_timeout, then reads what came later", function()
-    local r1 = table.pack(h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local r1 = table.pack(with_pipe(function(r, w)
       assert.are.equal(r, r:set_timeout(0.02))
       local a, b, c = r:read()
       w:write("late")
@@ -295,9 +263,7 @@ describe("orch.pipe", function()
   end)
 
   it("refuses a second reader", function()
-    local r1 = table.pack(h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local r1 = table.pack(with_pipe(function(r, w)
       local first = orch.task(function() return r:read() end)
       waiting(first)
       local a = table.pack(r:read())
@@ -333,16 +299,32 @@ describe("orch.pipe", function()
     assert.is_true(r:close())
     do local _ <close> = w end
     assert.are.equal("orch.Stream: pipe closed", tostring(w))
-    local function nfds() return tonumber((h.sh("ls /proc/" .. my_pid() .. "/fd | wc -l"))) end
-    -- Streams earlier tests dropped are collected first: their fds would
-    -- otherwise close during the count below.
+    -- The pipes' own inodes (from one listing of the fd table) must all be
+    -- gone once they are collected. Counting fds instead would also see
+    -- unrelated fds that earlier tests' garbage closes meanwhile.
+    local function pipe_inodes()
+      local set = {}
+      for ino in h.sh("ls -l /proc/" .. my_pid() .. "/fd"):gmatch("pipe:%[(%d+)%]") do set[ino] = true end
+      return set
+    end
+    local before = pipe_inodes()
+    local fds = {}
+    for _ = 1, 50 do
+      local a, b = orch.pipe()
+      fds[#fds + 1], fds[#fds + 2] = a:fd(), b:fd()
+    end
+    local mine = {}
+    local listing = h.sh("ls -l /proc/" .. my_pid() .. "/fd")
+    for _, fd in ipairs(fds) do
+      local ino = listing:match("%f[%d]" .. fd .. " %-> pipe:%[(%d+)%]")
+      assert.is_truthy(ino, "fd " .. fd .. " is a pipe")
+      if not before[ino] then mine[#mine + 1] = ino end
+    end
+    assert.are.equal(100, #mine)
     collectgarbage()
     collectgarbage()
-    local before = nfds()
-    for _ = 1, 50 do orch.pipe() end
-    collectgarbage()
-    collectgarbage()
-    assert.are.equal(before, nfds())
+    local after = pipe_inodes()
+    for _, ino in ipairs(mine) do assert.is_nil(after[ino], "pipe " .. ino .. " still open") end
   end)
 
   it("use after close raises", function()
@@ -372,9 +354,7 @@ describe("orch.pipe", function()
       read_all = function() return r:read_all() end, write = function() return w:write("x") end,
       shutdown = function() return w:shutdown() end,
     }) do
-      local ok, err = pcall(f)
-      assert.is_false(ok)
-      assert.matches(name .. ": must be called from a task", err, 1, true)
+      assert.matches(name .. ": must be called from a task", h.error_of(f), 1, true)
     end
   end)
 end)
@@ -428,16 +408,12 @@ describe("bad arguments", function()
   }
   for i, c in ipairs(cases) do
     it("case " .. i .. ": " .. c[2], function()
-      local ok, err = pcall(c[1])
-      assert.is_false(ok)
-      assert.are.equal(c[2], (err:gsub("^[^:]*:%d+: ", "")))
+      assert.are.equal(c[2], (h.error_of(c[1]):gsub("^[^:]*:%d+: ", "")))
     end)
   end
 
   it("connect must be called from a task", function()
-    local ok, err = pcall(orch.connect, { port = 1 })
-    assert.is_false(ok)
-    assert.matches("connect: must be called from a task", err, 1, true)
+    assert.matches("connect: must be called from a task", h.error_of(orch.connect, { port = 1 }), 1, true)
   end)
 end)
 
@@ -502,9 +478,7 @@ describe("orch.fifo", function()
 
   it("opening for writing must be called from a task", function()
     assert(orch.fifo.make(dir .. "/f"))
-    local ok, err = pcall(orch.fifo.open, dir .. "/f", "w")
-    assert.is_false(ok)
-    assert.matches("fifo.open: must be called from a task", err, 1, true)
+    assert.matches("fifo.open: must be called from a task", h.error_of(orch.fifo.open, dir .. "/f", "w"), 1, true)
   end)
 end)
 
@@ -679,9 +653,7 @@ describe("unix sockets", function()
     assert.are.equal("orch.Listener: unix closed", tostring(l))
     for _, f in ipairs({ function() return l:accept() end, function() return l:address() end,
                          function() return l:fd() end, function() return l:set_timeout(1) end }) do
-      local ok, err = pcall(f)
-      assert.is_false(ok)
-      assert.matches("attempt to use a closed orch.Listener", err, 1, true)
+      assert.matches("attempt to use a closed orch.Listener", h.error_of(f), 1, true)
     end
   end)
 end)
@@ -809,18 +781,14 @@ describe("orch.dgram", function()
     assert.are.equal("orch.Dgram: closed", tostring(d))
     for _, f in ipairs({ function() return d:recv() end, function() return d:send("x", "/y") end,
                          function() return d:fd() end }) do
-      local ok, err = pcall(f)
-      assert.is_false(ok)
-      assert.matches("attempt to use a closed orch.Dgram", err, 1, true)
+      assert.matches("attempt to use a closed orch.Dgram", h.error_of(f), 1, true)
     end
   end)
 end)
 
 describe("stream:on_read", function()
   it("passes every chunk in order, then nil once at EOF", function()
-    local res = h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local res = with_pipe(function(r, w)
       local got, eofs, done = {}, 0, orch.cond()
       assert.is_true(r:on_read(function(chunk, ...)
         if chunk then got[#got + 1] = chunk
@@ -845,9 +813,7 @@ describe("stream:on_read", function()
 
   it("pauses reading while the callback waits: the writer blocks, nothing piles up in orch", function()
     local total = 4 * 1024 * 1024
-    local res = h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local res = with_pipe(function(r, w)
       local n, calls, release, done = 0, 0, orch.cond(), orch.cond()
       local hold = true
       r:on_read(function(chunk)
@@ -916,9 +882,7 @@ describe("stream:on_read", function()
   end)
 
   it("on_read(nil) stops the callbacks; the stream can be read again", function()
-    local res = h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local res = with_pipe(function(r, w)
       local calls = 0
       r:on_read(function() calls = calls + 1 end)
       assert(w:write("a"))
@@ -992,9 +956,7 @@ describe("stream:on_read", function()
   end)
 
   it("refuses a second reader, a write-only stream and bad arguments", function()
-    local res = h.run(function()
-      local r, w = orch.pipe()
-      local _ <close> = closer(r, w)
+    local res = with_pipe(function(r, w)
       r:on_read(function() end)
       local out = {}
       out.read = table.pack(r:read())

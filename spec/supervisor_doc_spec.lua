@@ -18,9 +18,7 @@ describe("doc/supervisor.md", function()
     it("example " .. i .. " runs: " .. first, function()
       u.with(function(_, _, dir, _, token)
         local script = dir .. "/example.lua"
-        local f = assert(io.open(script, "w"))
-        f:write(code)
-        f:close()
+        h.write(script, code)
         local p = assert(orch.spawn { h.bin, "run", script, stdout = dir .. "/out", stderr = dir .. "/err",
           env = { ORCH_SPEC_RUN = token, XDG_RUNTIME_DIR = dir } })
         local code_, sig = p:wait(60)

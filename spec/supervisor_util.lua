@@ -12,7 +12,7 @@ local u = {}
 u.h, u.orch, u.supmod = h, orch, supmod
 
 local counter = 0
-local mypid = tonumber(h.slurp("/proc/self/stat"):match("^(%d+)"))
+local mypid = orch.getpid()
 
 --- Processes (pids) whose environment holds ORCH_SPEC_RUN=token.
 function u.leftovers(token)
@@ -23,20 +23,14 @@ function u.leftovers(token)
     if f then
       local env = f:read("a") or ""
       f:close()
-      if env:find(needle, 1, true) then
-        local st = h.slurp("/proc/" .. pid .. "/stat")
-        if not st:match("^%d+ %b() Z") then out[#out + 1] = pid end
-      end
+      if env:find(needle, 1, true) and h.alive(pid) then out[#out + 1] = pid end
     end
   end
   return out
 end
 
 --- True while pid exists and is not a zombie.
-function u.alive(pid)
-  local st = h.slurp("/proc/" .. pid .. "/stat")
-  return st ~= "" and not st:match("^%d+ %b() Z")
-end
+u.alive = h.alive
 
 --- A fresh supervisor; returns sup, logs (a list of lines), dir (a temp
 -- dir), output (name -> list of captured lines).
@@ -102,7 +96,7 @@ function u.logged(logs, text)
   end
 end
 
---- A shell command that writes its pid to a file then runs `rest`.
+--- The command running `script` with /bin/sh -c.
 function u.sh(script)
   return { "/bin/sh", "-c", script }
 end

@@ -11,20 +11,8 @@ local sched = require "orch.scheduler"
 local CLIENT = h.progs .. "/prog_hb_client"
 local COMPAT = h.progs .. "/prog_hb_compat"
 
-local function self_pid()
-  return tonumber(h.slurp("/proc/self/stat"):match("^(%d+)"))
-end
-
--- Waits (in a task) until pred() returns a true value, and returns it.
-local function eventually(pred, what)
-  local deadline = orch.now() + 30
-  while true do
-    local v = pred()
-    if v then return v end
-    assert(orch.now() < deadline, "never happened: " .. (what or "condition"))
-    orch.sleep(0.01)
-  end
-end
+local self_pid = orch.getpid
+local eventually = h.eventually
 
 -- A test session: everything made through it is undone in a finally, even
 -- when the test fails or hangs.
@@ -49,10 +37,16 @@ local function session(fn, deadline)
     for _, k in ipairs(s.keys) do os.execute(("ipcrm -M 0x%x 2>/dev/null"):format(k)) end
   end)
 
-  function s.table(opts)
-    opts = opts or {}
+  -- A per-run key whose segment, if any, is removed at the end.
+  function s.key()
     local key = h.key()
     s.keys[#s.keys + 1] = key
+    return key
+  end
+
+  function s.table(opts)
+    opts = opts or {}
+    local key = s.key()
     local t = assert(hb.open { key = key, create = true, compat = opts.compat, slots = opts.slots or 16 })
     s.tables[#s.tables + 1] = t
     return t, key
@@ -93,6 +87,10 @@ local function session(fn, deadline)
     function r.first(name, pid) return r.find(name, pid)[1] end
     function r.wait_for(name, pid)
       return eventually(function() return r.first(name, pid) end, name .. " event for " .. tostring(pid))
+    end
+    -- The first on_timeout call's info, once it has come.
+    function r.wait_timeout()
+      return eventually(function() return r.timeouts[1] end, "on_timeout")
     end
     return r
   end
@@ -171,8 +169,7 @@ describe("orch.watchdog", function()
       s.registered(t, p.pid)
       local code, sig = p:wait()
       assert.are.same({ nil, "KILL" }, { code, sig })
-      eventually(function() return r.timeouts[1] end, "on_timeout")
-      local info = r.timeouts[1]
+      local info = r.wait_timeout()
       assert.are.equal(p.pid, info.pid)
       assert.are.equal("KILL", info.signal)
       assert.is_true(info.exited)
@@ -325,7 +322,7 @@ describe("orch.watchdog", function()
       local code, sig = p:wait()
       -- prog_hb_compat clears its slot and exits 0 on SIGTERM.
       assert.are.same({ 0, nil }, { code, sig })
-      eventually(function() return r.timeouts[1] end, "on_timeout")
+      r.wait_timeout()
       assert.are.equal(p.pid, r.timeouts[1].pid)
       assert.are.equal("prog_hb_compat", r.timeouts[1].name)
       assert.are.equal("TERM", r.timeouts[1].signal)
@@ -376,15 +373,14 @@ describe("orch.watchdog", function()
       local r2 = s.watch { key = key, grace = 1, uids = { 65534 } }
       local _, sig = p:wait()
       assert.are.equal("TERM", sig)
-      eventually(function() return r2.timeouts[1] end, "on_timeout")
+      r2.wait_timeout()
       assert.are.equal(p.pid, r2.timeouts[1].pid)
     end)
   end)
 
   it("waits for a table that does not exist yet", function()
     session(function(s)
-      local key = h.key()
-      s.keys[#s.keys + 1] = key
+      local key = s.key()
       local r = s.watch { key = key }
       r.wait_for("waiting")
       local p = s.spawn(client(key, "-c", "-t", "5000", "-i", "30"))
@@ -412,7 +408,7 @@ describe("orch.watchdog", function()
       local r = s.watch { key = key, grace = 1, log = log }
       local p = s.spawn(client(key, "-t", "200", "-i", "20", "-s", "2"))
       p:wait()
-      eventually(function() return r.timeouts[1] end, "on_timeout")
+      r.wait_timeout()
       r.w:stop()
       local text = h.slurp(log)
       assert.matches("%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%.%d%d%d watchdog: watching heartbeat table", text)
@@ -424,8 +420,7 @@ describe("orch.watchdog", function()
   describe("expected failures", function()
     it("a segment that is not a heartbeat table", function()
       session(function(s)
-        local key = h.key()
-        s.keys[#s.keys + 1] = key
+        local key = s.key()
         local seg = assert(orch.shm.open { key = key, size = 100, create = true })
         seg:detach()
         local w, err, ename = watchdog.start { key = key, log = false }

@@ -14,38 +14,44 @@ local total = MB * 1024 * 1024
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
-local dir = io.popen("mktemp -d /tmp/orch-bench-pipe.XXXXXX"):read("l")
+local mk = io.popen("mktemp -d /tmp/orch-bench-pipe.XXXXXX")
+local dir = assert(mk:read("l"), "mktemp failed")
+mk:close()
+-- The directory goes on every way out: the end of the script and an error
+-- close this variable, and so does orch.exit, which SIGINT, SIGTERM and
+-- SIGHUP are turned into (their default action would skip the clean-up).
+local _ <close> = setmetatable({}, { __close = function() os.execute("rm -rf " .. q(dir)) end })
+for _, sig in ipairs { "INT", "TERM", "HUP" } do
+  orch.signal.on(sig, function() orch.exit(128 + orch.signal.number(sig)) end)
+end
 local fifo = dir .. "/fifo"
-local ok, err = pcall(function()
-  -- orch reads: the C writer blocks in open() until orch opens the FIFO.
-  assert(orch.fifo.make(fifo))
-  local r = assert(orch.fifo.open(fifo, "r"))
-  local t0 = orch.now()
-  local writer = io.popen(q(pipe_c) .. " --write " .. q(fifo) .. " " .. MB)
-  local n = 0
-  while true do
-    local chunk, e = r:read()
-    if not chunk then assert(not e, e) break end
-    n = n + #chunk
-  end
-  local dt = orch.now() - t0
-  r:close()
-  writer:close()
-  assert(n == total, ("read %d bytes, expected %d"):format(n, total))
-  print(("pipe_orchread %.0f MB/s"):format(MB / dt))
 
-  -- orch writes: the open for writing waits (on a timer) for the reader.
-  local reader = io.popen(q(pipe_c) .. " --read " .. q(fifo))
-  local w = assert(orch.fifo.open(fifo, "w", 30))
-  local block = string.rep("x", 65536)
-  t0 = orch.now()
-  for _ = 1, total // #block do assert(w:write(block)) end
-  assert(w:shutdown())
-  dt = orch.now() - t0
-  local got = tonumber(reader:read("l"))
-  reader:close()
-  assert(got == total, ("the reader got %s bytes, expected %d"):format(tostring(got), total))
-  print(("pipe_orchwrite %.0f MB/s"):format(MB / dt))
-end)
-os.execute("rm -rf " .. q(dir))
-if not ok then error(err, 0) end
+-- orch reads: the C writer blocks in open() until orch opens the FIFO.
+assert(orch.fifo.make(fifo))
+local r = assert(orch.fifo.open(fifo, "r"))
+local t0 = orch.now()
+local writer = io.popen(q(pipe_c) .. " --write " .. q(fifo) .. " " .. MB)
+local n = 0
+while true do
+  local chunk, e = r:read()
+  if not chunk then assert(not e, e) break end
+  n = n + #chunk
+end
+local dt = orch.now() - t0
+r:close()
+writer:close()
+assert(n == total, ("read %d bytes, expected %d"):format(n, total))
+print(("pipe_orchread %.0f MB/s"):format(MB / dt))
+
+-- orch writes: the open for writing waits (on a timer) for the reader.
+local reader = io.popen(q(pipe_c) .. " --read " .. q(fifo))
+local w = assert(orch.fifo.open(fifo, "w", 30))
+local block = string.rep("x", 65536)
+t0 = orch.now()
+for _ = 1, total // #block do assert(w:write(block)) end
+assert(w:shutdown())
+dt = orch.now() - t0
+local got = tonumber(reader:read("l"))
+reader:close()
+assert(got == total, ("the reader got %s bytes, expected %d"):format(tostring(got), total))
+print(("pipe_orchwrite %.0f MB/s"):format(MB / dt))

@@ -9,6 +9,7 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -22,20 +23,21 @@ static double now(void) {
 
 static char *argv_true[] = { "/bin/true", NULL };
 
-static void spawn_one(void) {
+static pid_t spawn_one(void) {
   pid_t pid;
-  if (posix_spawn(&pid, "/bin/true", NULL, NULL, argv_true, environ) != 0) {
-    perror("posix_spawn");
+  int r = posix_spawn(&pid, "/bin/true", NULL, NULL, argv_true, environ);
+  if (r != 0) {   /* posix_spawn returns the error; errno is not set */
+    fprintf(stderr, "posix_spawn: %s\n", strerror(r));
     exit(1);
   }
+  return pid;
 }
 
 static double serial(int n) {
   double t0 = now();
   for (int i = 0; i < n; i++) {
-    pid_t pid;
+    pid_t pid = spawn_one();
     int st;
-    if (posix_spawn(&pid, "/bin/true", NULL, NULL, argv_true, environ) != 0) exit(1);
     while (waitpid(pid, &st, 0) < 0) {}
   }
   return n / (now() - t0);

@@ -55,20 +55,26 @@ static slot *map_file(const char *path, int create) {
   return s;
 }
 
+/* Reads /proc/PID/FILE into buf (NUL-terminated); returns the length, or
+ * <= 0 when the process or the file is gone. */
+static ssize_t read_proc(int pid, const char *file, char *buf, size_t size) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, size - 1);
+  close(fd);
+  if (n > 0) buf[n] = 0;
+  return n;
+}
+
 static uint64_t start_of(slot *s, int i) { return __atomic_load_n(&s[i].start_ns, __ATOMIC_ACQUIRE); }
 static int32_t pid_of(slot *s, int i) { return __atomic_load_n(&s[i].pid, __ATOMIC_ACQUIRE); }
 
 /* Alive and not a zombie. */
 static int alive(pid_t pid) {
-  if (pid <= 0) return 0;
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
+  char buf[512];
+  if (pid <= 0 || read_proc(pid, "stat", buf, sizeof buf) <= 0) return 0;
   char *p = strrchr(buf, ')');
   return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
 }
@@ -126,14 +132,8 @@ static int read_procs(pinfo **out) {
   while ((e = readdir(d))) {
     int pid = atoi(e->d_name);
     if (pid <= 0) continue;
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    ssize_t k = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (k <= 0) continue;
-    buf[k] = 0;
+    char buf[512];
+    if (read_proc(pid, "stat", buf, sizeof buf) <= 0) continue;
     char *l = strchr(buf, '('), *r = strrchr(buf, ')');
     if (!l || !r) continue;
     if (n == cap) v = realloc(v, (cap *= 2) * sizeof *v);
@@ -185,33 +185,21 @@ static int tree(int root, const char *excl, int **out) {
   return m;
 }
 
-static long field_kib(int pid, const char *file, const char *key) {
-  char path[64], buf[8192];
-  snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t k = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (k <= 0) return 0;
-  buf[k] = 0;
-  char *p = strstr(buf, key);
+/* The number after `key` in buf, or 0. */
+static long field(const char *buf, const char *key) {
+  const char *p = strstr(buf, key);
   return p ? atol(p + strlen(key)) : 0;
 }
 
 static void tree_counters(int *pids, int n, long *switches, long *ticks) {
   *switches = *ticks = 0;
   for (int i = 0; i < n; i++) {
-    *switches += field_kib(pids[i], "status", "\nvoluntary_ctxt_switches:");
-    *switches += field_kib(pids[i], "status", "\nnonvoluntary_ctxt_switches:");
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", pids[i]);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    ssize_t k = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (k <= 0) continue;
-    buf[k] = 0;
+    char buf[8192];
+    if (read_proc(pids[i], "status", buf, sizeof buf) > 0)
+      *switches += field(buf, "\nvoluntary_ctxt_switches:") + field(buf, "\nnonvoluntary_ctxt_switches:");
+    if (read_proc(pids[i], "stat", buf, sizeof buf) <= 0) continue;
     char *p = strrchr(buf, ')');
+    if (!p) continue;
     /* Fields after ')': state(3) ... utime(14) stime(15). */
     unsigned long ut = 0, st = 0;
     char *q = p + 1;
@@ -314,7 +302,9 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "pss")) {
     int *pids, n = tree(atoi(argv[2]), argc > 3 ? argv[3] : NULL, &pids);
     long kib = 0;
-    for (int i = 0; i < n; i++) kib += field_kib(pids[i], "smaps_rollup", "\nPss:");
+    char buf[8192];
+    for (int i = 0; i < n; i++)
+      if (read_proc(pids[i], "smaps_rollup", buf, sizeof buf) > 0) kib += field(buf, "\nPss:");
     printf("%ld %d\n", kib, n);
     return 0;
   }

@@ -17,7 +17,6 @@
  */
 #include "orch_heartbeat.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -75,8 +75,11 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   printf("started pid=%d\n", (int)getpid());
   char buf[512];
-  if (notify("STATUS=starting") < 0) {
-    perror("prog_sup_notify: NOTIFY_SOCKET");
+  int r = notify("STATUS=starting");
+  if (r < 0) {
+    /* notify() returns -errno (errno itself is not set for a missing
+     * NOTIFY_SOCKET or a path too long). */
+    fprintf(stderr, "prog_sup_notify: NOTIFY_SOCKET: %s\n", strerror(-r));
     return 1;
   }
   if (ready_ms) sleep_ms(ready_ms);

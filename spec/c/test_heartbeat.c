@@ -437,8 +437,8 @@ static void test_claim_race_fill(void) {
 }
 
 /* 8 processes register, verify and unregister in a tight loop on a table
- * with fewer slots than... enough for all of them: any double claim shows up
- * as a slot holding somebody else's pid or name. */
+ * with just enough slots for all of them (and two spare): any double claim
+ * shows up as a slot holding somebody else's pid or name. */
 static void test_claim_race_churn(void) {
   enum { KIDS = 8, ROUNDS = 3000 };
   orch_hb_table *t = private_table(0, KIDS + 2);
