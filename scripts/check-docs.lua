@@ -39,6 +39,29 @@ for name, mt in pairs(debug.getregistry()) do
   end
 end
 
+-- The policy modules (lua/orch/*.lua beyond `require "orch"`) are
+-- documented under the short name their page uses for the module table:
+-- `sup.start(`, `sched.every(`, ... Their classes' methods (a Job, a
+-- Watchdog) are covered by the registry walk above when they have a
+-- metatable there, else by their page's `obj:method(` headings.
+local policy_modules = {
+  ["orch.supervisor"] = "sup", ["orch.scheduler"] = "sched", ["orch.watchdog"] = "watchdog",
+  ["orch.ctl"] = "ctl", ["orch.sdnotify"] = "sdnotify", ["orch.repl"] = "repl",
+  ["orch.heartbeat"] = "orch.heartbeat",
+}
+for modname, short in pairs(policy_modules) do
+  local ok, m = pcall(require, modname)
+  if not ok then
+    missing[#missing + 1] = modname .. " (does not load: " .. tostring(m) .. ")"
+  elseif type(m) == "table" then
+    for k, v in pairs(m) do
+      if type(k) == "string" and not k:match("^_") and type(v) == "function" then
+        need(short .. "." .. k .. "(", modname .. "." .. k .. "()")
+      end
+    end
+  end
+end
+
 table.sort(missing)
 if #missing > 0 then
   io.stderr:write("check-docs: no doc/*.md heading for:\n  ", table.concat(missing, "\n  "), "\n")
