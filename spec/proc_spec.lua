@@ -542,6 +542,16 @@ describe("orch.run{...}", function()
       p.stdout:close()
     end)
   end)
+
+  it("p:lines() checks its object and that stdout is a pipe", function()
+    h.run(function()
+      local p = assert(orch.spawn{ "true", stdout = "null" })
+      p:wait()
+      assert.matches("bad argument #1 to 'lines' %(orch.Process expected, got number%)",
+        h.error_of(function() return p.lines(42) end))
+      assert.matches("lines: the process's stdout is not a pipe", h.error_of(function() return p:lines() end), 1, true)
+    end)
+  end)
 end)
 
 describe("orch.fork", function()

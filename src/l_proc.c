@@ -2047,6 +2047,19 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
   uv_unref((uv_handle_t *)&st->sigchld);
 }
 
+/* p:lines(): the lines of the process's stdout (spawned with stdout =
+ * "pipe"); the iterator is the stream's own (stream:lines()). */
+static int process_lines(lua_State *L) {
+  luaL_checkudata(L, 1, PROCESS_MT);
+  lua_settop(L, 1);
+  if (lua_getiuservalue(L, 1, UV_STDOUT) != LUA_TUSERDATA)
+    return luaL_error(L, "lines: the process's stdout is not a pipe");
+  lua_getfield(L, 2, "lines");             /* the stream's own method */
+  lua_insert(L, 2);
+  lua_call(L, 1, LUA_MULTRET);
+  return lua_gettop(L) - 1;
+}
+
 /* ---------------------------------------------------------------- module */
 
 int orch__open_proc(lua_State *L) {
@@ -2081,7 +2094,7 @@ int orch__open_proc(lua_State *L) {
   static const luaL_Reg process_methods[] = {
     {"wait", process_wait}, {"kill", process_kill}, {"on_exit", process_on_exit},
     {"running", process_running}, {"status", process_status}, {"rusage", process_rusage},
-    {NULL, NULL}
+    {"lines", process_lines}, {NULL, NULL}
   };
   static const luaL_Reg process_meta[] = {
     {"__gc", process_gc}, {"__close", process_close}, {"__tostring", process_tostring},
@@ -2116,8 +2129,6 @@ int orch__open_proc(lua_State *L) {
   };
   luaL_newlib(L, fns);
   luaL_newlib(L, procfns);
-  lua_pushvalue(L, methods);
-  lua_setfield(L, -2, "_Process");   /* for lua/orch/proc.lua */
   lua_setfield(L, -2, "proc");
   lua_remove(L, methods);
 

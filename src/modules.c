@@ -4,10 +4,25 @@
  * Each module is a function `int orch__open_<name>(lua_State *L)` that pushes
  * one table. luaopen_orch_core (runtime.c) returns { <name> = <table>, ... }
  * and registers each as package.loaded["orch.core.<name>"]; lua/orch/init.lua
- * merges them into `orch` in this order.
+ * merges the public ones into `orch` in this order. A new binding file adds
+ * one line here (model: luv's luv_functions[]).
  */
 #include "modules.h"
-#include "orch_module_list.h"
+
+#define ORCH_MODULE_LIST(X) \
+  X(core)      /* runtime.c: tasks, sleep, now, exit, cond */ \
+  X(timer)     /* l_timer.c */ \
+  X(signal)    /* l_signal.c */ \
+  X(proc)      /* l_proc.c: spawn, fork, exec, reaping, /proc */ \
+  X(stream)    /* l_stream.c: pipes, FIFOs, sockets */ \
+  X(shm)       /* l_shm.c (Region accessors: region.c) */ \
+  X(mmap)      /* l_mmap.c */ \
+  X(sem)       /* l_sem.c */ \
+  X(msg)       /* l_msg.c */ \
+  X(ipc)       /* l_ipc.c */ \
+  X(heartbeat) /* l_heartbeat.c */ \
+  X(term)      /* l_term.c: line editing */ \
+  X(ctl)       /* l_ctl.c: control-plane helpers, not merged into orch */
 
 #define X(name) int orch__open_##name(lua_State *L);
 ORCH_MODULE_LIST(X)

@@ -4,8 +4,8 @@
  * doubles, aligned atomics and string.pack layouts over shared memory.
  *
  * Ownership: the memory belongs to the module that attached it (l_shm.c,
- * l_mmap.c); this file only calls its release function, once. The region
- * module itself registers no Lua functions (orch.core.region is empty).
+ * l_mmap.c); this file only calls its release function, once. This file
+ * registers no Lua module of its own.
  *
  * Nothing here blocks. Every access checks the region is open, the range
  * lies inside it (overflow-safe: offsets are compared against the size, never
@@ -369,11 +369,4 @@ void orch__region_class(lua_State *L, const char *tname,
   lua_setfield(L, -2, "__index");
   lua_pushboolean(L, 1);
   lua_rawsetp(L, -2, &region_marker);
-}
-
-/* orch.core.region: no functions of its own; the classes are made by the
- * modules that own the memory. */
-int orch__open_region(lua_State *L) {
-  lua_newtable(L);
-  return 1;
 }

@@ -1,50 +1,40 @@
 --- orch: the user-facing module.
 -- Builds the `orch` table from the C core (`orch.core`, one table per C
--- module, merged in order) and the Lua layers in lua/orch/.
+-- module, src/modules.c) and the Lua modules in lua/orch/.
 local core = require "orch.core"
 
 local orch = {}
 
-local order = { "core", "timer", "signal", "proc", "stream", "region", "shm", "mmap",
-                "sem", "msg", "ipc", "heartbeat", "notify", "term" }
+-- The public C modules, merged in this order (orch.core.ctl stays private
+-- to the control plane). Each pushes a table whose functions become orch.*
+-- and whose sub-tables (orch.proc, orch.timer, ...) are merged by key.
+local public = { "core", "timer", "signal", "proc", "stream", "shm", "mmap",
+                 "sem", "msg", "ipc", "heartbeat", "term" }
 
-for _, name in ipairs(order) do
-  local m = core[name]
-  if m then
-    for k, v in pairs(m) do
-      if type(v) == "table" and type(orch[k]) == "table" then
-        for k2, v2 in pairs(v) do orch[k][k2] = v2 end
-      elseif type(v) == "table" then
-        local t = {}
-        for k2, v2 in pairs(v) do t[k2] = v2 end
-        orch[k] = t
-      else
-        orch[k] = v
-      end
+for _, name in ipairs(public) do
+  local m = assert(core[name], "orch.core." .. name .. " is missing")
+  for k, v in pairs(m) do
+    if type(v) == "table" and type(orch[k]) == "table" then
+      for k2, v2 in pairs(v) do orch[k][k2] = v2 end
+    elseif type(v) == "table" then
+      local t = {}
+      for k2, v2 in pairs(v) do t[k2] = v2 end
+      orch[k] = t
+    else
+      orch[k] = v
     end
   end
 end
 
--- Lua layers: each returns function(orch) that adds or wraps fields.
--- A layer whose C module is not built is skipped.
-local layers = {
-  { "orch.proc", "proc" },
-  { "orch.stream", "stream" },
-  { "orch.heartbeat_layer", "heartbeat" },
-}
-for _, l in ipairs(layers) do
-  if core[l[2]] then
-    local ok, layer = pcall(require, l[1])
-    if ok and type(layer) == "function" then layer(orch)
-    elseif not ok and not tostring(layer):find("no orch module", 1, true) then error(layer, 0) end
-  end
-end
+-- The Lua modules that complete a C one: each returns its module.
+orch.heartbeat = require "orch.heartbeat"
+orch.capture = require("orch.proc").capture
 
 -- orch.run(fn, ...) drives the loop from a host Lua; orch.run{...} (a table)
 -- spawns a command and captures its output (see orch.proc).
 local run_loop = orch.run
 function orch.run(a, ...)
-  if type(a) == "table" and orch.capture then return orch.capture(a, ...) end
+  if type(a) == "table" then return orch.capture(a, ...) end
   return run_loop(a, ...)
 end
 
