@@ -93,11 +93,32 @@ Server.__index = Server
 
 local function fail(msg, code) return { ok = false, error = msg, code = code or "EINVAL" } end
 
+-- What the control plane serves, by name: modules register themselves
+-- (orch.supervisor registers "supervisor" when it is loaded), so that ctl
+-- never requires them.
+local registry = {}
+
+--- Registers `obj` under `name` (obj = nil removes it). A server without
+-- its own `supervisor` option answers status, start, stop, ... with the
+-- object registered as "supervisor".
+function ctl.register(name, obj)
+  if type(name) ~= "string" or name == "" then
+    error("bad argument #1 to 'register' (non-empty string expected)", 2)
+  end
+  if obj ~= nil and type(obj) ~= "table" then
+    error("bad argument #2 to 'register' (table or nil expected, got " .. type(obj) .. ")", 2)
+  end
+  registry[name] = obj
+  return true
+end
+
+--- The object registered under `name`, or nil.
+function ctl.registered(name)
+  return registry[name]
+end
+
 local function supervisor(srv)
-  if srv.supervisor then return srv.supervisor end
-  local ok, m = pcall(require, "orch.supervisor")
-  if ok and type(m) == "table" then return m end
-  return nil
+  return srv.supervisor or registry.supervisor
 end
 
 -- Calls sup[fname](...) and turns the outcome into a reply.
@@ -379,7 +400,7 @@ local serve_opts = { socket = true, script = true, supervisor = true, max_connec
 
 --- Starts the control server. opts: socket (path; default
 -- ctl.default_socket(script)), script (default arg[0]), supervisor (the
--- module answering status/start/...; default require "orch.supervisor"),
+-- module answering status/start/...; default: the one registered as "supervisor", see ctl.register),
 -- max_connections, max_line, idle_timeout, on_reload, on_reexec, fd (an
 -- inherited listening socket). Returns the server or nil, message, code.
 -- The socket never keeps orch alive by itself.
@@ -452,45 +473,21 @@ Server.__close = Server.close
 
 ---------------------------------------------------------------- reload
 
-local function noop() return true end
-
---- Runs the policy script `path` again with a collecting supervisor:
--- `sup.service` records each definition, `sup.run`, `start`, `stop`,
--- `restart`, `configure`, `handle_signals` and `reload` do nothing, other
--- functions are the real supervisor's. The script runs until it ends or
--- first waits; what it would do after that is cancelled. While it runs,
--- `ctl.reloading` is true (a script can skip other side effects then).
--- Returns the list of definitions, or nil, message, code.
-function ctl.collect(path, real)
-  local fn, err = loadfile(path)
-  if not fn then return nil, "reload: " .. tostring(err), "ENOENT" end
-  local defs = {}
-  local collector = setmetatable({
-    service = function(def)
-      if type(def) ~= "table" then error("bad argument #1 to 'service' (table expected)", 2) end
-      defs[#defs + 1] = def
-      return def.name
-    end,
-    run = noop, start = noop, stop = noop, restart = noop, configure = noop,
-    handle_signals = noop, reload = noop,
-  }, { __index = real })
-  local saved = package.loaded["orch.supervisor"]
-  package.loaded["orch.supervisor"] = collector
+--- The service definitions of the policy script `path`, read by running
+-- it again with a collecting supervisor (sup.collect; see doc/ctl.md,
+-- reload). While it runs, `ctl.reloading` is true (a script can skip other
+-- side effects then). Returns the list of definitions, or nil, message,
+-- code.
+function ctl.collect(path, sup)
+  sup = sup or registry.supervisor
+  if not sup or type(sup.collect) ~= "function" then
+    return nil, "reload: this orchestrator has no supervisor that can read a script (sup.collect)", "ENOSYS"
+  end
   ctl.reloading = true
-  local args = rawget(_G, "arg") or {}
-  local t = orch.task(fn, table.unpack(args, 1, #args))
-  for _ = 1, 1000 do
-    local st = t:status()
-    if st ~= "ready" and st ~= "running" then break end
-    orch.sleep(0)
-  end
+  local r = table.pack(pcall(sup.collect, path, rawget(_G, "arg")))
   ctl.reloading = false
-  package.loaded["orch.supervisor"] = saved
-  if t:status() == "failed" then
-    return nil, "reload: the script failed: " .. tostring(t:traceback()), "EFAILED"
-  end
-  t:cancel()
-  return defs
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
 end
 
 --- The default reload of `orch ctl reload`: collects the definitions of the
@@ -653,7 +650,7 @@ function ctl.autostart(opts)
   local sd = require "orch.sdnotify"
   local h = ctl.inherited()
   if not ctl.server then
-    local wanted = opts.socket or os.getenv("ORCH_SOCKET") or package.loaded["orch.supervisor"]
+    local wanted = opts.socket or os.getenv("ORCH_SOCKET") or registry.supervisor
       or (h and type(h.listener) == "table")
     if wanted and opts.socket ~= false then
       local srv, err = ctl.serve{ socket = opts.socket, script = opts.script }

@@ -11,20 +11,28 @@
 -- last beat + timeout: when it fires it reads the slot's last beat (and the
 -- last ping) and either re-arms at the new deadline or, when nothing came,
 -- kills the service so that its restart policy restarts it. No periodic scan.
+--
+-- prepare() gives the run its part "beat" (the slot, the deadline timer,
+-- the time of the last sd_notify WATCHDOG=1 ping); beat:close() frees the
+-- slot and stops the timer when the run is over.
 local orch = require "orch"
 
 local hb = {}
+
+local Beat = {}
+Beat.__index = Beat
 
 local NAME_MAX = 63
 
 function hb.prepare(inst, run, opts)
   local c = inst.cfg.heartbeat
   if not c then return true end
+  local b = run:own("beat", setmetatable({}, Beat))
   local tbl, err = inst.sup:heartbeat_table(c.key)
   if tbl then
     local slot, rerr = tbl:reserve(inst.name:sub(1, NAME_MAX), c.timeout)
     if not slot then return nil, rerr end
-    run.hb_slot = slot
+    b.slot = slot
     opts.env.ORCH_HEARTBEAT_KEY = tostring(tbl:key())
     opts.env.ORCH_HEARTBEAT_SLOT = tostring(slot.index)
   elseif not (inst.cfg.ready and inst.cfg.ready.notify) then
@@ -36,50 +44,56 @@ function hb.prepare(inst, run, opts)
   return true
 end
 
-local function last_beat(run)
-  local t = run.hb_start
-  if run.hb_slot then
-    local info = run.hb_slot:info()
+--- An sd_notify WATCHDOG=1 ping counts as a beat.
+function Beat:ping()
+  self.wd_ping = orch.now()
+end
+
+local function last_beat(b)
+  local t = b.start
+  if b.slot then
+    local info = b.slot:info()
     if info and info.last_beat > t then t = info.last_beat end
   end
-  if run.wd_ping and run.wd_ping > t then t = run.wd_ping end
+  if b.wd_ping and b.wd_ping > t then t = b.wd_ping end
   return t
 end
 
-local function arm(inst, run, at)
+local function arm(inst, run, b, at)
   local timeout = inst.cfg.heartbeat.timeout
-  run.hb_timer = orch.timer.after(math.max(0, at - orch.now()), function()
-    run.hb_timer = nil
+  b.timer = orch.timer.after(math.max(0, at - orch.now()), function()
+    b.timer = nil
     if not run.alive or run.stopping then return end
-    local last = last_beat(run)
+    local last = last_beat(b)
     local now = orch.now()
     if now >= last + timeout then
       inst:force_restart(run, string.format("missed heartbeat: none for %.1fs (timeout %gs)", now - last, timeout))
     else
-      arm(inst, run, last + timeout)
+      arm(inst, run, b, last + timeout)
     end
   end)
 end
 
 function hb.start(inst, run)
   local c = inst.cfg.heartbeat
-  if not c then return end
-  if run.hb_slot then
-    local ok, err = run.hb_slot:assign(run.pid)
+  local b = run.beat
+  if not c or not b then return end
+  if b.slot then
+    local ok, err = b.slot:assign(run.pid)
     if not ok then inst:log("heartbeat slot hand-over failed: %s", err) end
   end
-  run.hb_start = orch.now()
-  arm(inst, run, run.hb_start + c.timeout)
+  b.start = orch.now()
+  arm(inst, run, b, b.start + c.timeout)
 end
 
-function hb.stop(run)
-  if run.hb_timer then
-    run.hb_timer:stop()
-    run.hb_timer = nil
+function Beat:close()
+  if self.timer then
+    self.timer:stop()
+    self.timer = nil
   end
-  if run.hb_slot then
-    run.hb_slot:unregister()
-    run.hb_slot = nil
+  if self.slot then
+    self.slot:unregister()
+    self.slot = nil
   end
 end
 

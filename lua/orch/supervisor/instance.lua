@@ -1,7 +1,11 @@
 --- orch.supervisor.instance: one process slot of a service (a service with
--- numprocs = 3 has three) and its state machine:
+-- numprocs = 3 has three) and its state machine, written as a table:
+-- `Instance.on[state][event]` is the action taken when `event` happens in
+-- `state` (s6-supervise's actions[state][event]). Every pair has an entry;
+-- IGNORE says on purpose that nothing happens. The decisions (restart or
+-- not, after how long, start limit) are pure functions in policy.lua.
 --
---   stopped --start--> waiting --deps ready--> starting --ready--> running
+--   stopped --start--> waiting --deps_ready--> starting --ready--> running
 --      ^                  (skipped when no dependency waits)          |
 --      |                                                      exit / stop
 --   stopping <--stop-- starting|running                              v
@@ -9,17 +13,18 @@
 --      v                                          stop    -> exited
 --   stopped                                       limit   -> fatal
 --
--- Each spawn makes a "run" table holding everything that lives as long as
--- that process (pid, notify socket, probe, timers, heartbeat slot). Events
--- (exit, readiness, timers) carry their run and are ignored once the run is
--- over, so a late event never acts on a newer process.
+-- Each spawn makes a Run (run.lua): the process and every resource that
+-- lives as long as it, as parts that free themselves. Events that concern a
+-- process (ready, exit, kill) carry their run and are dropped once that run
+-- is over (or, for ready and kill, once it is ready or stopping), before the
+-- table is consulted: a late event never acts on a newer process.
 --
 -- The fields documented in doc/supervisor.md (name, service, index, state,
 -- pid, restarts, exit_code, exit_signal, start_time, history, status_text,
 -- cfg) and the methods signal, wait_exit and status are what hooks and
 -- restart functions may use.
 local orch = require "orch"
-local Event = require "orch.supervisor.event"
+local Run = require "orch.supervisor.run"
 -- The parts a service may not use are loaded on first use: a supervisor's
 -- memory follows what its services need.
 local function lazy(name)
@@ -34,32 +39,12 @@ local ready = lazy "orch.supervisor.ready"
 local log = lazy "orch.supervisor.log"
 local limits = lazy "orch.supervisor.limits"
 local hb = lazy "orch.supervisor.heartbeat"
+local handoff = lazy "orch.supervisor.handoff"
 
 local Instance = {}
 Instance.__index = Instance
 
 local HISTORY_MAX = 20
-
--- Waits (task only) until pred(run) is true or `timeout` seconds passed, on
--- the run's own event (made at the first wait, signalled by run_changed):
--- stopping hundreds of services wakes each stop task once per event of its
--- own run, not once per state change of every service.
-local function wait_run_until(run, pred, timeout)
-  if pred(run) then return true end
-  local ev = run.event
-  if not ev then
-    ev = Event.new()
-    run.event = ev
-  end
-  return ev:wait_for(function() return pred(run) end, timeout)
-end
-
-local function run_changed(run)
-  if run.event then run.event:signal() end
-end
-
-local function run_over(run) return not run.alive end
-local function log_over(run) return run.log_done end
 
 -- pid still names the process that started at start_time (not a zombie).
 local function alive(pid, start_time)
@@ -88,23 +73,212 @@ function Instance:set_state(s)
   self.sup:state_changed(self, old)
 end
 
--- ---------------------------------------------------------------- starting
+-- ---------------------------------------------------------------- the table
 
---- Wants the instance up (sup.start). Idempotent.
-function Instance:start()
-  self.want = true
-  local s = self.state
-  if s == "starting" or s == "running" or s == "waiting" or s == "stopping" then return end
-  if s == "fatal" then
-    -- An explicit start clears the start-limit history.
-    self.starts, self.fails, self.reason = nil, nil, nil
-  end
+--- Every state and every event, in the order of the table below.
+Instance.STATES = { "stopped", "waiting", "starting", "running", "stopping", "backoff", "exited", "fatal" }
+Instance.EVENTS = {
+  "start",        -- sup.start: the instance is wanted up
+  "stop",         -- sup.stop (task only; the action returns once stopped)
+  "deps_ready",   -- a dependency became ready (Sup:kick)
+  "backoff_done", -- the backoff delay passed
+  "ready",        -- (run, how) the run's readiness probe succeeded
+  "kill",         -- (run, reason) heartbeat, limits, start timeout, probe failure
+  "exit",         -- (run, code, sig, reason) the run's main process ended
+}
+
+local function IGNORE() end
+Instance.IGNORE = IGNORE
+
+--- Dispatches `event` to the action for the current state.
+function Instance:handle(event, ...)
+  return Instance.on[self.state][event](self, ...)
+end
+
+-- ---------------------------------------------------------------- actions
+
+local function cancel_timer(self)
   if self.timer then
     self.timer:stop()
     self.timer = nil
   end
+end
+
+-- start in stopped, exited, backoff: launch now.
+local function start_now(self)
+  cancel_timer(self)
   self:launch()
 end
+
+-- start in fatal: an explicit start clears the start-limit history.
+local function start_fatal(self)
+  self.starts, self.fails, self.reason = nil, nil, nil
+  start_now(self)
+end
+
+-- deps_ready in waiting, backoff_done in backoff.
+local function relaunch(self)
+  if self.want then self:launch() end
+end
+
+-- stop with no process: the instance is stopped at once.
+local function stop_idle(self)
+  cancel_timer(self)
+  self:set_state("stopped")
+  if self.sink then self.sink:close() end
+end
+
+-- stop with a live process: the stop sequence, then its output to the end
+-- (the pipe reaches EOF once the group is gone).
+local function stop_running(self)
+  local run = self.run
+  if not (run and run.alive) then return stop_idle(self) end
+  cancel_timer(self)
+  run.user_stop = true
+  self:set_state("stopping")
+  self:stop_run(run)
+  if run.log_stream then run:wait_log(2) end
+  if self.state ~= "stopped" and not run.alive then self:set_state("stopped") end
+  if self.sink then self.sink:close() end
+end
+
+-- ready in starting: the run is up.
+local function become_running(self, run, how)
+  run.ready = true
+  run:drop("start_timer")
+  if run.readiness then run.readiness:stop() end
+  if self.cfg.limits then limits.start(self, run) end
+  if how then self:log("ready (%s)", how) end
+  self:set_state("running")
+  self.sup:hook(self, "on_ready")
+  -- After the hook, so that it runs before the dependents' on_start.
+  self.sup:kick()
+end
+
+-- kill in starting, running: the stop sequence, then the restart policy.
+local function kill_for_restart(self, run, reason)
+  if run.forced then return end
+  run.forced = reason
+  self:log("%s: restarting", reason)
+  orch.task(function() self:stop_run(run) end)
+end
+
+-- What the main process left behind in its group goes with it.
+local function sweep(self, run)
+  if self.cfg.stop.group then
+    orch.killpg(run.pid, "KILL")
+    if run.main_pgid and run.main_pgid == run.main_pid then orch.killpg(run.main_pid, "KILL") end
+  end
+end
+
+-- The bookkeeping of every end of a run; returns how it ended, as words.
+local function record_exit(self, run, code, sig, reason)
+  run.alive = false
+  run:changed()
+  run:release()
+  if run.main_pid then self.sup:unwatch_orphan(run.main_pid) end
+  if self.pid == run.pid or self.pid == run.main_pid then self.pid = nil end
+  self.reason = reason
+  self.exit_code, self.exit_signal = code, sig
+  local runtime = orch.now() - run.started
+  local history = self.history or {}
+  self.history = history
+  history[#history + 1] = { time = orch.time(), code = code, signal = sig, runtime = runtime, reason = reason }
+  if #history > HISTORY_MAX then table.remove(history, 1) end
+  self.sup:hook(self, "on_exit", code, sig)
+  return code and ("exited with code " .. code) or sig and ("killed by " .. sig) or "ended", runtime
+end
+
+-- exit in stopping: stopped, or started again when it was wanted meanwhile.
+local function exit_stopped(self, run, code, sig, reason)
+  local how = record_exit(self, run, code, sig, reason or run.forced)
+  sweep(self, run)
+  self:log("stopped (%s)", how)
+  if self.want then return self:launch() end
+  return self:set_state("stopped")
+end
+
+-- exit in starting, running: the restart policy decides. An immediate
+-- restart is spawned before the bookkeeping that can wait (the log lines,
+-- the sweep of the old process group): restart latency is what the users of
+-- a crashed service wait for.
+local function exit_decide(self, run, code, sig, reason)
+  if run.user_stop or not self.want then return exit_stopped(self, run, code, sig, reason) end
+  reason = reason or run.forced
+  local how, runtime = record_exit(self, run, code, sig, reason)
+  if runtime >= self.cfg.backoff.reset_after then self.fails = nil end
+  local line = string.format("%s after %.2fs%s", how, runtime, reason and (" (" .. reason .. ")") or "")
+  self:after_exit(code, sig, reason, line)
+  sweep(self, run)
+end
+
+local A = {
+  start_now = start_now, start_fatal = start_fatal, relaunch = relaunch, stop_idle = stop_idle,
+  stop_running = stop_running, become_running = become_running, kill_for_restart = kill_for_restart,
+  exit_stopped = exit_stopped, exit_decide = exit_decide,
+}
+Instance.actions = A
+
+--- on[state][event]: the whole state machine. Events that carry a run are
+-- checked against it first (Instance:run_event); a state without a live run
+-- (stopped, waiting, backoff, exited, fatal) never sees them, and ignores
+-- them explicitly.
+Instance.on = {
+  --           start          stop          deps_ready  backoff_done  ready           kill              exit
+  stopped  = { start = start_now,   stop = stop_idle,    deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = IGNORE },
+  waiting  = { start = IGNORE,      stop = stop_idle,    deps_ready = relaunch, backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = IGNORE },
+  starting = { start = IGNORE,      stop = stop_running, deps_ready = IGNORE,   backoff_done = IGNORE,   ready = become_running, kill = kill_for_restart, exit = exit_decide },
+  running  = { start = IGNORE,      stop = stop_running, deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = kill_for_restart, exit = exit_decide },
+  stopping = { start = IGNORE,      stop = stop_running, deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = exit_stopped },
+  backoff  = { start = start_now,   stop = stop_idle,    deps_ready = IGNORE,   backoff_done = relaunch, ready = IGNORE,         kill = IGNORE,           exit = IGNORE },
+  exited   = { start = start_now,   stop = stop_idle,    deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = IGNORE },
+  fatal    = { start = start_fatal, stop = stop_idle,    deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = IGNORE },
+}
+
+-- ---------------------------------------------------------------- entry points
+
+--- Wants the instance up (sup.start). Idempotent.
+function Instance:start()
+  self.want = true
+  return self:handle("start")
+end
+
+--- Stops the instance (sup.stop). Task only; returns when it is stopped.
+function Instance:stop()
+  self.want = false
+  return self:handle("stop")
+end
+
+--- The probe (or the absence of one) says the run is ready.
+function Instance:mark_ready(run, how)
+  if not run.alive or run.ready or run.stopping then return end
+  if self.cfg.pidfile and not run.main_pid then
+    -- A forking daemon is ready once its pidfile names it (see adopt).
+    run.probe_ready = true
+    return
+  end
+  return self:handle("ready", run, how)
+end
+
+function Instance:probe_failed(run, msg)
+  if not run.alive or run.ready then return end
+  self:force_restart(run, msg)
+end
+
+--- Kills the run with its stop sequence and lets the restart policy act
+-- (heartbeat missed, limit exceeded, not ready in time). Any context.
+function Instance:force_restart(run, reason)
+  if not run.alive or run.stopping then return end
+  return self:handle("kill", run, reason)
+end
+
+--- The run is over (its main process ended): clean up, then decide.
+function Instance:run_ended(run, code, sig, reason)
+  if not run.alive then return end
+  return self:handle("exit", run, code, sig, reason)
+end
+
+-- ---------------------------------------------------------------- starting
 
 --- Starts the process now, or waits for the dependencies to be ready.
 function Instance:launch()
@@ -112,7 +286,7 @@ function Instance:launch()
   -- After `orch ctl reexec`, the process the previous image ran goes on.
   if self.sup.inherited ~= false then
     local e = self.sup:take_inherited(self)
-    if e and self:adopt_inherited(e) then return end
+    if e and handoff.adopt(self, e) then return end
   end
   local missing = self.sup:unready_dependency(self)
   if missing then
@@ -178,7 +352,7 @@ end
 
 function Instance:spawn()
   local cfg = self.cfg
-  local run = { alive = false }
+  local run = Run.new()
   self.run = run
   local opts = spawn_options(self)
   local ok, err = true, nil
@@ -202,11 +376,10 @@ function Instance:spawn()
   -- services from growing the heap (measured: -1.7 MiB of PSS at 500).
   collectgarbage("step", 0)
   if not p then
-    if cfg.ready then ready.cleanup(run) end
-    if cfg.heartbeat then hb.stop(run) end
+    run:release()
     self:log("cannot start: %s", tostring(err))
     self.reason = "spawn failed: " .. tostring(err)
-    return self:after_exit(run, nil, nil, self.reason)
+    return self:after_exit(nil, nil, self.reason)
   end
   run.proc, run.pid, run.alive = p, p.pid, true
   run.started = orch.now()
@@ -218,12 +391,12 @@ function Instance:spawn()
   p:on_exit(function(code, sig) self:proc_exited(run, code, sig) end)
   if cfg.heartbeat then hb.start(self, run) end
   if cfg.ready or cfg.pidfile then
-    run.start_timer = orch.timer.after(cfg.start_timeout, function()
+    run:own("start_timer", orch.timer.after(cfg.start_timeout, function()
       run.start_timer = nil
       if run.alive and not run.ready then
         self:force_restart(run, string.format("not ready after %gs", cfg.start_timeout))
       end
-    end)
+    end), Run.stop_timer)
   end
   self.sup:hook(self, "on_start")
   if cfg.ready then
@@ -238,42 +411,15 @@ function Instance:capture(run, stream)
   run.log_stream = stream
   log.capture(self:get_sink(), stream, function()
     run.log_done = true
-    run_changed(run)
+    run:changed()
   end)
-end
-
---- The probe (or the absence of one) says the run is ready.
-function Instance:mark_ready(run, how)
-  if not run.alive or run.ready or run.stopping then return end
-  if self.cfg.pidfile and not run.main_pid then
-    -- A forking daemon is ready once its pidfile names it (see adopt).
-    run.probe_ready = true
-    return
-  end
-  run.ready = true
-  if run.start_timer then
-    run.start_timer:stop()
-    run.start_timer = nil
-  end
-  if self.cfg.ready then ready.stop_probe(run) end
-  if self.cfg.limits then limits.start(self, run) end
-  if how then self:log("ready (%s)", how) end
-  self:set_state("running")
-  self.sup:hook(self, "on_ready")
-  -- After the hook, so that it runs before the dependents' on_start.
-  self.sup:kick()
-end
-
-function Instance:probe_failed(run, msg)
-  if not run.alive or run.ready then return end
-  self:force_restart(run, msg)
 end
 
 --- One sd_notify datagram of the run, already parsed.
 function Instance:notify_message(run, f)
   if not run.alive then return end
   if f.STATUS then self.status_text = f.STATUS end
-  if f.WATCHDOG == "1" then run.wd_ping = orch.now() end
+  if f.WATCHDOG == "1" and run.beat then run.beat:ping() end
   if f.MAINPID then
     local pid = math.tointeger(tonumber(f.MAINPID))
     if pid and pid > 1 and pid ~= run.main_pid then self:adopt(run, pid, "MAINPID") end
@@ -318,41 +464,6 @@ function Instance:adopt_from_pidfile(run)
   if run.alive then self:run_ended(run, nil, nil, "pidfile " .. path .. " names no live process") end
 end
 
---- Takes over the process of a hand-over entry (Sup:handoff in the image
--- before `orch ctl reexec`): it is still orch's child, and its exit comes
--- as an orphan's. Returns false when it ended meanwhile (then it is spawned
--- again as usual). A definition that changed in the re-read policy
--- restarts it, as sup.reload does.
-function Instance:adopt_inherited(e)
-  local pid = e.pid
-  local info = pid > 1 and pid ~= orch.getpid() and orch.proc.info(pid)
-  if not info or info.state == "Z" or info.start_time ~= e.pid_start then
-    if e.log_stream then e.log_stream:close() end
-    self:log("pid %d ended during the reexec", pid)
-    return false
-  end
-  local run = { alive = true, adopted = true, pid = pid, main_pid = pid,
-                main_start = info.start_time, main_pgid = info.pgid }
-  run.started = orch.now() - (tonumber(e.uptime) or 0)
-  self.run = run
-  self.pid = pid
-  self.restarts = math.tointeger(e.restarts) or self.restarts
-  self.start_time = tonumber(e.start_time) or orch.time()
-  self.sup:track_orphans()
-  self.sup:watch_orphan(pid, self, run)
-  if e.log_stream then self:capture(run, e.log_stream) end
-  self:log("adopted pid %d after reexec", pid)
-  self:set_state("starting")
-  self:mark_ready(run, nil)
-  if e.def ~= self.sup.canon(self.sup.services[self.service].def) then
-    self:log("definition changed: restarting")
-    run.user_stop = true
-    self:set_state("stopping")
-    orch.task(function() self:stop_run(run) end)
-  end
-  return true
-end
-
 -- ---------------------------------------------------------------- exits
 
 --- The spawned process exited (on_exit of its orch.Process).
@@ -367,62 +478,16 @@ function Instance:proc_exited(run, code, sig)
     return
   end
   if self.cfg.pidfile and code == 0 and run.alive and not run.stopping then
-    run.adopting = orch.task(function() self:adopt_from_pidfile(run) end)
+    run:own("adopting", orch.task(function() self:adopt_from_pidfile(run) end), Run.cancel_task)
     return
   end
   self:run_ended(run, code, sig)
 end
 
--- What the main process left behind in its group goes with it.
-local function sweep(self, run)
-  if self.cfg.stop.group then
-    orch.killpg(run.pid, "KILL")
-    if run.main_pgid and run.main_pgid == run.main_pid then orch.killpg(run.main_pid, "KILL") end
-  end
-end
-
---- The run is over (its main process ended): clean up, then decide.
--- An immediate restart is spawned before the bookkeeping that can wait (the
--- log lines, the sweep of the old process group): restart latency is what
--- the users of a crashed service wait for.
-function Instance:run_ended(run, code, sig, reason)
-  if not run.alive then return end
-  run.alive = false
-  run_changed(run)
-  local cfg = self.cfg
-  if cfg.ready then ready.cleanup(run) end
-  if cfg.heartbeat then hb.stop(run) end
-  if cfg.limits then limits.stop(run) end
-  if run.start_timer then run.start_timer:stop() run.start_timer = nil end
-  if run.adopting and run.adopting ~= orch.current() then run.adopting:cancel() end
-  if run.main_pid then self.sup:unwatch_orphan(run.main_pid) end
-  if self.pid == run.pid or self.pid == run.main_pid then self.pid = nil end
-  reason = reason or run.forced
-  self.reason = reason
-  self.exit_code, self.exit_signal = code, sig
-  local runtime = orch.now() - run.started
-  local history = self.history or {}
-  self.history = history
-  history[#history + 1] = { time = orch.time(), code = code, signal = sig, runtime = runtime, reason = reason }
-  if #history > HISTORY_MAX then table.remove(history, 1) end
-  self.sup:hook(self, "on_exit", code, sig)
-  local how = code and ("exited with code " .. code) or sig and ("killed by " .. sig) or "ended"
-  if run.user_stop or not self.want then
-    sweep(self, run)
-    self:log("stopped (%s)", how)
-    if self.want then return self:launch() end   -- started again while stopping
-    return self:set_state("stopped")
-  end
-  if runtime >= self.cfg.backoff.reset_after then self.fails = nil end
-  local line = string.format("%s after %.2fs%s", how, runtime, reason and (" (" .. reason .. ")") or "")
-  self:after_exit(run, code, sig, reason, line)
-  sweep(self, run)
-end
-
 --- Restart decision after a run that ended on its own (or failed to spawn).
 -- `line` (the exit's log line, if any) is logged before the decision's own,
 -- but after an immediate restart is under way.
-function Instance:after_exit(run, code, sig, reason, line)
+function Instance:after_exit(code, sig, reason, line)
   local cfg = self.cfg
   self.history = self.history or {}
   local decision, delay, err = policy.decide(cfg, self, code, sig, reason)
@@ -454,7 +519,7 @@ function Instance:after_exit(run, code, sig, reason, line)
   self.timer = orch.timer.after(delay, function(t)
     if self.timer ~= t then return end
     self.timer = nil
-    if self.state == "backoff" and self.want then self:launch() end
+    self:handle("backoff_done")
   end)
 end
 
@@ -493,7 +558,7 @@ end
 
 --- Waits until the run is over; false after `timeout` seconds.
 function Instance:wait_run(run, timeout)
-  return wait_run_until(run, run_over, timeout)
+  return run:wait_over(timeout)
 end
 
 --- The stop sequence of a run (task only): the stop hook if any, then the
@@ -506,7 +571,7 @@ function Instance:stop_run(run)
     return
   end
   run.stopping = true
-  if self.cfg.ready then ready.stop_probe(run) end
+  if run.readiness then run.readiness:stop() end
   local st = self.cfg.stop
   if st.fn and not self.sup.escalated then
     local ok, err = xpcall(st.fn, debug.traceback, self)
@@ -528,34 +593,6 @@ function Instance:stop_run(run)
       self:send(run, "KILL", true)
     end
   end
-end
-
---- Kills the run with its stop sequence and lets the restart policy act
--- (heartbeat missed, limit exceeded, not ready in time). Any context.
-function Instance:force_restart(run, reason)
-  if not run.alive or run.stopping or run.forced then return end
-  run.forced = reason
-  self:log("%s: restarting", reason)
-  orch.task(function() self:stop_run(run) end)
-end
-
---- Stops the instance (sup.stop). Task only; returns when it is stopped.
-function Instance:stop()
-  self.want = false
-  if self.timer then
-    self.timer:stop()
-    self.timer = nil
-  end
-  local run = self.run
-  if run and run.alive then
-    run.user_stop = true
-    self:set_state("stopping")
-    self:stop_run(run)
-    -- Its output up to the end (the pipe reaches EOF once the group is gone).
-    if run.log_stream then wait_run_until(run, log_over, 2) end
-  end
-  if self.state ~= "stopped" and not (run and run.alive) then self:set_state("stopped") end
-  if self.sink then self.sink:close() end
 end
 
 -- ---------------------------------------------------------------- for users

@@ -15,13 +15,15 @@ local function human(n)
   return tostring(n)
 end
 
+--- Starts sampling a run that became ready: the run's part "limiter" (a
+-- timer; closed when the run is over).
 function limits.start(inst, run)
   local l = inst.cfg.limits
   if not l then return end
   local pid = run.main_pid or run.pid
   local info = orch.proc.info(pid)
-  run.cpu_sample, run.cpu_time = info and info.cpu, orch.now()
-  run.limit_timer = orch.timer.every(l.interval, function()
+  local sample, sampled, over_since = info and info.cpu, orch.now(), nil
+  run:own("limiter", orch.timer.every(l.interval, function()
     if not run.alive or run.stopping then return end
     local p = run.main_pid or run.pid
     local i = orch.proc.info(p)
@@ -31,30 +33,22 @@ function limits.start(inst, run)
     if l.rss and i.rss > l.rss then
       over = string.format("rss %s above %s", human(i.rss), human(l.rss))
     end
-    if l.cpu_percent and run.cpu_sample and now > run.cpu_time then
-      local pct = (i.cpu - run.cpu_sample) / (now - run.cpu_time) * 100
-      run.cpu_percent = pct
+    if l.cpu_percent and sample and now > sampled then
+      local pct = (i.cpu - sample) / (now - sampled) * 100
       if pct > l.cpu_percent then
         over = over or string.format("cpu %.0f%% above %g%%", pct, l.cpu_percent)
       end
     end
-    run.cpu_sample, run.cpu_time = i.cpu, now
+    sample, sampled = i.cpu, now
     if not over then
-      run.over_since = nil
+      over_since = nil
       return
     end
-    run.over_since = run.over_since or now
-    if now - run.over_since >= l.for_seconds then
+    over_since = over_since or now
+    if now - over_since >= l.for_seconds then
       inst:force_restart(run, "limit exceeded: " .. over)
     end
-  end)
-end
-
-function limits.stop(run)
-  if run.limit_timer then
-    run.limit_timer:stop()
-    run.limit_timer = nil
-  end
+  end), function(t) t:stop() end)
 end
 
 return limits

@@ -13,11 +13,17 @@
 --  - a function(svc): runs as a task; ready when it returns a true value,
 --    a start failure when it returns false/nil or raises.
 --
--- prepare() runs before the spawn (it may add env and fds), start() after
--- it; every resource belongs to the run (inst.run) and cleanup() frees it.
+-- prepare() runs before the spawn (it may add env and fds) and gives the
+-- run its part "readiness" (a Probe: the notify socket, the fd pipe, the
+-- probe task); start() starts the probe after the spawn. probe:stop() ends
+-- the probe (the notify socket stays: it carries watchdog pings and status
+-- after READY); probe:close(), called when the run is over, frees the rest.
 local orch = require "orch"
 
 local ready = {}
+
+local Probe = {}
+Probe.__index = Probe
 
 --- Parses an sd_notify datagram ("KEY=VALUE\n..." lines) into a table.
 function ready.parse(msg)
@@ -39,7 +45,9 @@ end
 -- with opts.env a table). Returns true, or nil and a message.
 function ready.prepare(inst, run, opts)
   local r = inst.cfg.ready
-  if not r or r.fn or r.tcp then return true end
+  if not r then return true end
+  local p = run:own("readiness", setmetatable({}, Probe))
+  if r.fn or r.tcp then return true end
   if r.notify then
     local path = notify_path(inst)
     if #path > 107 then
@@ -48,14 +56,14 @@ function ready.prepare(inst, run, opts)
     os.remove(path)      -- a stale socket of an earlier orch with the same pid
     local sock, err = orch.dgram { unix = path, mode = 384, passcred = true }
     if not sock then return nil, err end
-    run.notify = sock
+    p.notify = sock
     opts.env.NOTIFY_SOCKET = path
     return true
   end
   if r.fd then
     local rd, wr = orch.pipe()
     if not rd then return nil, wr end
-    run.ready_rd, run.ready_wr = rd, wr
+    p.rd, p.wr = rd, wr
     opts.fds = { [r.fd] = wr }
     return true
   end
@@ -71,34 +79,34 @@ local function from_service(run, cred)
   return info ~= nil and (info.pgid == run.pid or (run.main_pid and info.pgid == run.main_pid))
 end
 
-local function notify_loop(inst, run)
-  local sock = run.notify
-  while run.notify == sock do
+local function notify_loop(inst, run, p)
+  local sock = p.notify
+  while p.notify == sock do
     local msg, _, cred = sock:recv()
     if not msg then break end      -- closed at cleanup
     if from_service(run, cred) then
       inst:notify_message(run, ready.parse(msg))
-    elseif not run.notify_warned then
-      run.notify_warned = true
+    elseif not p.warned then
+      p.warned = true
       inst:log("ignoring sd_notify message from pid %s (not in the service's process group)",
         tostring(cred and cred.pid))
     end
   end
 end
 
-local function fd_probe(inst, run)
-  local rd = run.ready_rd
+local function fd_probe(inst, run, p)
+  local rd = p.rd
   while true do
     local chunk = rd:read(4096)
     if not chunk then break end
     if chunk:find("\n", 1, true) then
       rd:close()
-      run.ready_rd = nil
+      p.rd = nil
       return inst:mark_ready(run, "notification fd")
     end
   end
   rd:close()
-  run.ready_rd = nil
+  p.rd = nil
   inst:probe_failed(run, "notification fd closed without a newline")
 end
 
@@ -126,35 +134,37 @@ end
 -- run is ready at once.
 function ready.start(inst, run)
   local r = inst.cfg.ready
-  if r and r.notify then
+  local p = run.readiness
+  if r.notify then
     -- The notify socket also carries watchdog pings and status after READY.
-    run.notify_task = orch.task(notify_loop, inst, run)
+    p.notify_task = orch.task(notify_loop, inst, run, p)
   end
   if r.fd then
-    run.ready_wr:close()      -- the child has its copy
-    run.ready_wr = nil
-    run.probe = orch.task(fd_probe, inst, run)
+    p.wr:close()      -- the child has its copy
+    p.wr = nil
+    p.task = orch.task(fd_probe, inst, run, p)
   elseif r.tcp then
-    run.probe = orch.task(tcp_probe, inst, run, r)
+    p.task = orch.task(tcp_probe, inst, run, r)
   elseif r.fn then
-    run.probe = orch.task(fn_probe, inst, run, r.fn)
+    p.task = orch.task(fn_probe, inst, run, r.fn)
   end
 end
 
---- Ends the probe of a run and frees its resources; the notify socket stays
--- open (it carries watchdog pings and status until cleanup).
-function ready.stop_probe(run)
-  if run.probe and run.probe ~= orch.current() then run.probe:cancel() end
-  run.probe = nil
-  if run.ready_rd then run.ready_rd:close() run.ready_rd = nil end
-  if run.ready_wr then run.ready_wr:close() run.ready_wr = nil end
+--- Ends the probe and frees its resources; the notify socket stays open (it
+-- carries watchdog pings and status until the run is over).
+function Probe:stop()
+  if self.task and self.task ~= orch.current() then self.task:cancel() end
+  self.task = nil
+  if self.rd then self.rd:close() self.rd = nil end
+  if self.wr then self.wr:close() self.wr = nil end
 end
 
-function ready.cleanup(run)
-  ready.stop_probe(run)
-  if run.notify then
-    run.notify:close()      -- wakes the notify loop with an error: it ends
-    run.notify = nil
+--- The run is over: the probe ends and the notify socket closes.
+function Probe:close()
+  self:stop()
+  if self.notify then
+    self.notify:close()      -- wakes the notify loop with an error: it ends
+    self.notify = nil
   end
 end
 

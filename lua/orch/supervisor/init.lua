@@ -8,14 +8,20 @@
 --   sup.run()       -- TERM/INT stop everything; start every service
 --
 -- The module is a supervisor; `sup.new()` makes another, independent one
--- (specs use one per test). Split by concern: supervisor/schema.lua
--- (validation), instance.lua (the per-process state machine), policy.lua
--- (restart, backoff, start limit), ready.lua (readiness probes), log.lua
--- (capture, rotation, tail), heartbeat.lua, limits.lua, event.lua.
+-- (specs use one per test). This file is the public API and the
+-- supervisor's own state; the rest is split by concern: instance.lua (the
+-- per-process state machine, a state x event table), run.lua (one process
+-- and the resources that live as long as it), policy.lua (restart, backoff,
+-- start limit), graph.lua (dependencies), handoff.lua (`orch ctl reexec`),
+-- reload.lua (sup.reload, `orch ctl reload`), schema.lua (validation),
+-- ready.lua, heartbeat.lua, limits.lua, log.lua, event.lua.
 local orch = require "orch"
 local schema = require "orch.supervisor.schema"
 local Instance = require "orch.supervisor.instance"
 local Event = require "orch.supervisor.event"
+local graph = require "orch.supervisor.graph"
+local handoff = require "orch.supervisor.handoff"
+local reload = require "orch.supervisor.reload"
 
 local Sup = {}
 Sup.__index = Sup
@@ -88,175 +94,22 @@ function Sup:remove(name)
   end
 end
 
---- Raises when a dependency is missing or the graph has a cycle. `cfgs`
--- maps names to configurations (default: the defined services).
-local function check_graph(cfgs)
-  for name, cfg in pairs(cfgs) do
-    for _, d in ipairs(cfg.depends_on) do
-      if not cfgs[d] then
-        error(string.format("service '%s': key 'depends_on': unknown service '%s'", name, d), 0)
-      end
-    end
-  end
-  local mark = {}
-  local function visit(name, path)
-    if mark[name] == "done" then return end
-    if mark[name] == "active" then
-      local i = #path
-      while path[i] ~= name do i = i - 1 end
-      local cycle = table.concat(path, " -> ", i) .. " -> " .. name
-      error(string.format("service '%s': key 'depends_on': dependency cycle %s", name, cycle), 0)
-    end
-    mark[name] = "active"
-    path[#path + 1] = name
-    for _, d in ipairs(cfgs[name].depends_on) do visit(d, path) end
-    path[#path] = nil
-    mark[name] = "done"
-  end
-  local names = {}
-  for name in pairs(cfgs) do names[#names + 1] = name end
-  table.sort(names)
-  for _, name in ipairs(names) do visit(name, {}) end
-end
-
 function Sup:cfgs()
   local t = {}
   for name, svc in pairs(self.services) do t[name] = svc.cfg end
   return t
 end
 
---- check_graph of the defined services, done again only after a service
+--- graph.check of the defined services, done again only after a service
 -- was added or removed (sup.run starts every service through sup.start).
 function Sup:check_graph()
   if self.graph_checked then return end
-  check_graph(self:cfgs())
+  graph.check(self:cfgs())
   self.graph_checked = true
 end
 
--- Appends x to the list `out` unless `seen` already has it.
-local function add_once(out, seen, x)
-  if not seen[x] then
-    seen[x] = true
-    out[#out + 1] = x
-  end
-end
-
---- Instances named by target: "all", a service name, an instance name
--- ("web:2") or a list of those. Returns a list or nil, message.
-function Sup:resolve(target, op)
-  local out, seen = {}, {}
-  local function one(t)
-    if t == "all" then
-      for _, n in ipairs(self.order) do
-        for _, inst in ipairs(self.services[n].instances) do add_once(out, seen, inst) end
-      end
-      return true
-    end
-    local svc = self.services[t]
-    if svc then
-      for _, inst in ipairs(svc.instances) do add_once(out, seen, inst) end
-      return true
-    end
-    local inst = self.by_name[t]
-    if inst then
-      add_once(out, seen, inst)
-      return true
-    end
-    return false
-  end
-  local list = type(target) == "table" and target or { target }
-  for _, t in ipairs(list) do
-    if type(t) ~= "string" then
-      error(string.format("bad argument #1 to '%s' (service name expected, got %s)", op, type(t)), 3)
-    end
-    if not one(t) then return nil, string.format("%s: no such service '%s'", op, t) end
-  end
-  return out
-end
-
---- The instances plus every instance of the services they need
--- (transitively), dependencies first.
-function Sup:with_dependencies(insts)
-  local out, seen_inst, seen_svc = {}, {}, {}
-  local function add_service(name)
-    if seen_svc[name] then return end
-    seen_svc[name] = true
-    local svc = self.services[name]
-    for _, d in ipairs(svc.cfg.depends_on) do add_service(d) end
-    for _, inst in ipairs(svc.instances) do add_once(out, seen_inst, inst) end
-  end
-  for _, inst in ipairs(insts) do
-    for _, d in ipairs(inst.cfg.depends_on) do add_service(d) end
-    add_once(out, seen_inst, inst)
-  end
-  return out
-end
-
---- The instances plus those of every active service that depends on them.
-function Sup:with_dependents(insts)
-  local names, direct = {}, {}
-  for _, inst in ipairs(insts) do
-    names[inst.service] = true
-    direct[inst.service] = true
-  end
-  local grew = true
-  while grew do
-    grew = false
-    for name, svc in pairs(self.services) do
-      if not names[name] then
-        for _, d in ipairs(svc.cfg.depends_on) do
-          if names[d] then
-            names[name] = true
-            grew = true
-            break
-          end
-        end
-      end
-    end
-  end
-  local out, seen = {}, {}
-  for _, inst in ipairs(insts) do add_once(out, seen, inst) end
-  for name in pairs(names) do
-    if not direct[name] then
-      for _, inst in ipairs(self.services[name].instances) do
-        if inst.state ~= "stopped" then add_once(out, seen, inst) end
-      end
-    end
-  end
-  return out
-end
-
---- Stops the instances, dependents before their dependencies, every
--- instance of a layer in parallel. Task only.
-function Sup:stop_ordered(insts)
-  local remaining = {}
-  for _, inst in ipairs(insts) do
-    remaining[inst.service] = remaining[inst.service] or {}
-    table.insert(remaining[inst.service], inst)
-  end
-  while next(remaining) do
-    -- This layer: the services no other remaining service depends on.
-    local needed = {}
-    for other in pairs(remaining) do
-      for _, d in ipairs(self.services[other].cfg.depends_on) do
-        if d ~= other then needed[d] = true end
-      end
-    end
-    local layer = {}
-    for name in pairs(remaining) do
-      if not needed[name] then layer[#layer + 1] = name end
-    end
-    if #layer == 0 then for name in pairs(remaining) do layer[#layer + 1] = name end end
-    local tasks = {}
-    for _, name in ipairs(layer) do
-      for _, inst in ipairs(remaining[name]) do
-        tasks[#tasks + 1] = orch.task(function() inst:stop() end)
-      end
-      remaining[name] = nil
-    end
-    for _, t in ipairs(tasks) do t:join() end
-  end
-end
+function Sup:unready_dependency(inst) return graph.unready_dependency(self, inst) end
+function Sup:stop_ordered(insts) return graph.stop_ordered(self, insts) end
 
 -- ---------------------------------------------------------------- events
 
@@ -271,19 +124,7 @@ function Sup:kick()
   if self.nwaiting == 0 then return end
   for _, n in ipairs(self.order) do
     for _, inst in ipairs(self.services[n].instances) do
-      if inst.state == "waiting" and inst.want then inst:launch() end
-    end
-  end
-end
-
---- The first dependency of inst that is not ready (all of its instances
--- running), or nil.
-function Sup:unready_dependency(inst)
-  for _, d in ipairs(inst.cfg.depends_on) do
-    local svc = self.services[d]
-    if not svc then return d .. " (not defined)" end
-    for _, di in ipairs(svc.instances) do
-      if di.state ~= "running" then return d end
+      if inst.state == "waiting" then inst:handle("deps_ready") end
     end
   end
 end
@@ -337,119 +178,8 @@ function Sup:watch_orphan(pid, inst, run) self.orphans[pid] = { inst = inst, run
 function Sup:unwatch_orphan(pid) self.orphans[pid] = nil end
 
 -- ---------------------------------------------------------------- reexec
--- `orch ctl reexec` hands the running processes over to the new image of
--- orch (the same pid, so they are still its children): sup.handoff() lists
--- them, and the new image's first launch of each instance adopts its
--- process instead of spawning one (Instance:adopt_inherited).
 
--- A definition as a string that compares like schema.equal (functions by
--- their compiled code), so that it crosses exec in JSON.
-local HEX = {}
-for i = 0, 255 do HEX[string.char(i)] = string.format("%02x", i) end
-
-local function canon(v, depth)
-  depth = depth or 0
-  local t = type(v)
-  if depth > 50 then return "?" end
-  if t == "function" then
-    local ok, d = pcall(string.dump, v, true)
-    return ok and ("f" .. d:gsub(".", HEX)) or tostring(v)
-  elseif t == "table" then
-    local keys = {}
-    for k in pairs(v) do keys[#keys + 1] = k end
-    table.sort(keys, function(a, b)
-      local ta, tb = type(a), type(b)
-      if ta ~= tb then return ta < tb end
-      if ta == "number" or ta == "string" then return a < b end
-      return tostring(a) < tostring(b)
-    end)
-    local parts = {}
-    for i, k in ipairs(keys) do parts[i] = canon(k, depth + 1) .. "=" .. canon(v[k], depth + 1) end
-    return "{" .. table.concat(parts, ";") .. "}"
-  elseif t == "string" then
-    return string.format("%q", v)
-  end
-  return t:sub(1, 1) .. tostring(v)
-end
-Sup.canon = canon
-
---- What the supervisor hands over: its live processes and their log pipes.
-function Sup:handoff()
-  local list, fds = {}, {}
-  for _, inst in ipairs(self:all_instances()) do
-    local run = inst.run
-    local pid = run and run.alive and (run.main_pid or run.pid)
-    local info = pid and orch.proc.info(pid)
-    if info then
-      local e = {
-        name = inst.name, pid = pid, pid_start = info.start_time, want = inst.want and true or false,
-        restarts = inst.restarts, state = inst.state, start_time = inst.start_time,
-        uptime = orch.now() - (run.started or orch.now()),
-        def = canon(self.services[inst.service].def),
-      }
-      local fd = run.log_stream and run.log_stream:fd()
-      if math.type(fd) == "integer" and fd >= 0 then
-        e.log_fd = fd
-        fds[#fds + 1] = fd
-      end
-      list[#list + 1] = e
-    end
-  end
-  return { version = 1, instances = list }, fds
-end
-
---- In the image `orch ctl reexec` started: name -> what the previous one
--- handed over (read once; the log pipes become streams at once, so that
--- no child inherits them). false when there is nothing.
-function Sup:load_inherited()
-  if self.inherited ~= nil then return self.inherited end
-  self.inherited = false
-  if not os.getenv("ORCH_HANDOFF") then return false end
-  local ok, ctl = pcall(require, "orch.ctl")
-  local st = ok and ctl.inherited("supervisor")
-  if type(st) ~= "table" or type(st.instances) ~= "table" then return false end
-  local C = require "orch.core.ctl"
-  local h = {}
-  for _, e in ipairs(st.instances) do
-    if type(e) == "table" and type(e.name) == "string" and math.type(e.pid) == "integer" then
-      if math.type(e.log_fd) == "integer" then
-        local s, err = C.stream(e.log_fd)
-        e.log_stream = s
-        if not s then self:log(e.name .. ": the log pipe was lost in the reexec: " .. tostring(err)) end
-      end
-      h[e.name] = e
-    end
-  end
-  self.inherited = h
-  return h
-end
-
---- The hand-over entry of inst (taken: adopted at most once), or nil.
-function Sup:take_inherited(inst)
-  local h = self.inherited
-  if h == nil then h = self:load_inherited() end
-  if not h then return nil end
-  local e = h[inst.name]
-  h[inst.name] = nil
-  return e
-end
-
---- After sup.run: what was handed over and belongs to no service any more
--- is stopped (TERM to its group, as a removed service on reload).
-function Sup:drop_inherited()
-  local h = self.inherited
-  if not h then return end
-  self.inherited = false
-  for name, e in pairs(h) do
-    if e.log_stream then e.log_stream:close() end
-    local info = orch.proc.info(e.pid)
-    if info and info.start_time == e.pid_start and info.state ~= "Z" then
-      self:log(string.format("%s: no longer defined: stopping pid %d", name, e.pid))
-      self:track_orphans()
-      if info.pgid == e.pid then orch.killpg(e.pid, "TERM") else orch.kill(e.pid, "TERM", e.pid_start) end
-    end
-  end
-end
+function Sup:take_inherited(inst) return handoff.take(self, inst) end
 
 function Sup:critical_failure(inst)
   if self.shutdown_task then return end
@@ -546,17 +276,17 @@ local function new()
   function sup.start(target)
     local ok, err = pcall(S.check_graph, S)
     if not ok then error(err, 2) end
-    local insts, rerr = S:resolve(target, "start")
+    local insts, rerr = graph.resolve(S, target, "start")
     if not insts then return nil, rerr, "ENOENT" end
     if S.shutdown_task then return nil, "start: the supervisor is shutting down", "ECANCELED" end
-    for _, inst in ipairs(S:with_dependencies(insts)) do inst:start() end
+    for _, inst in ipairs(graph.with_dependencies(S, insts)) do inst:start() end
     return true
   end
 
   function sup.stop(target)
-    local insts, err = S:resolve(target, "stop")
+    local insts, err = graph.resolve(S, target, "stop")
     if not insts then return nil, err, "ENOENT" end
-    insts = S:with_dependents(insts)
+    insts = graph.with_dependents(S, insts)
     if in_task() then
       S:stop_ordered(insts)
       return true
@@ -565,17 +295,17 @@ local function new()
   end
 
   function sup.restart(target)
-    local insts, err = S:resolve(target, "restart")
+    local insts, err = graph.resolve(S, target, "restart")
     if not insts then return nil, err, "ENOENT" end
     local function go()
-      local all = S:with_dependents(insts)
+      local all = graph.with_dependents(S, insts)
       local again = {}
       for _, inst in ipairs(all) do
         if inst.want or inst.state == "running" or inst.state == "starting" then again[#again + 1] = inst end
       end
       for _, inst in ipairs(insts) do again[#again + 1] = inst end
       S:stop_ordered(all)
-      for _, inst in ipairs(S:with_dependencies(again)) do inst:start() end
+      for _, inst in ipairs(graph.with_dependencies(S, again)) do inst:start() end
       return true
     end
     if in_task() then return go() end
@@ -589,7 +319,7 @@ local function new()
     if opts ~= nil and (type(opts) ~= "table" or next(opts) ~= nil and next(opts) ~= "group") then
       error("bad argument #3 to 'signal' (table {group = boolean} expected)", 2)
     end
-    local insts, err = S:resolve(target, "signal")
+    local insts, err = graph.resolve(S, target, "signal")
     if not insts then return nil, err, "ENOENT" end
     local sent, lerr, lename = 0, nil, nil
     for _, inst in ipairs(insts) do
@@ -601,7 +331,7 @@ local function new()
   end
 
   function sup.status(target)
-    local insts, err = S:resolve(target or "all", "status")
+    local insts, err = graph.resolve(S, target or "all", "status")
     if not insts then return nil, err, "ENOENT" end
     local out = {}
     for i, inst in ipairs(insts) do out[i] = inst:status() end
@@ -612,7 +342,7 @@ local function new()
     if n ~= nil and (math.type(n) ~= "integer" or n < 0) then
       error("bad argument #2 to 'tail' (non-negative integer expected)", 2)
     end
-    local insts, err = S:resolve(name, "tail")
+    local insts, err = graph.resolve(S, name, "tail")
     if not insts then return nil, err, "ENOENT" end
     if #insts == 1 then
       return insts[1].sink and insts[1].sink:tail(n) or {}
@@ -631,7 +361,7 @@ local function new()
   -- several). Returns a function that stops following.
   function sup.follow(name, fn)
     if type(fn) ~= "function" then error("bad argument #2 to 'follow' (function expected)", 2) end
-    local insts, err = S:resolve(name, "follow")
+    local insts, err = graph.resolve(S, name, "follow")
     if not insts then return nil, err, "ENOENT" end
     local stops = {}
     for _, inst in ipairs(insts) do
@@ -667,7 +397,7 @@ local function new()
       error("bad argument #3 to 'wait' (seconds expected)", 2)
     end
     if not in_task() then error("wait: must be called from a task", 2) end
-    local insts, err = S:resolve(target, "wait")
+    local insts, err = graph.resolve(S, target, "wait")
     if not insts then return nil, err, "ENOENT" end
     local ok = S.changed:wait_for(function()
       for _, inst in ipairs(insts) do
@@ -682,69 +412,19 @@ local function new()
   function sup.reload(defs)
     if type(defs) ~= "table" then error("bad argument #1 to 'reload' (list of service definitions expected)", 2) end
     if not in_task() then error("reload: must be called from a task", 2) end
-    local cfgs, by, copies = {}, {}, {}
-    for i, def in ipairs(defs) do
-      copies[i] = schema.copy(def)
-      local ok, cfg = pcall(schema.check, copies[i], i)
-      if not ok then error(cfg, 2) end
-      if by[cfg.name] then error(string.format("service '%s': defined twice", cfg.name), 2) end
-      by[cfg.name] = cfg
-      cfgs[i] = cfg
-    end
-    local ok, gerr = pcall(check_graph, by)
-    if not ok then error(gerr, 2) end
-    local result = { kept = {}, restarted = {}, stopped = {}, added = {} }
-    -- Removed services go first (their dependents too, if those change).
-    local gone = {}
-    for _, n in ipairs(S.order) do
-      if not by[n] then
-        gone[#gone + 1] = n
-        result.stopped[#result.stopped + 1] = n
-      end
-    end
-    local gone_insts = {}
-    for _, n in ipairs(gone) do
-      for _, inst in ipairs(S.services[n].instances) do gone_insts[#gone_insts + 1] = inst end
-    end
-    S:stop_ordered(gone_insts)
-    for _, n in ipairs(gone) do S:remove(n) end
-    -- Changed ones are restarted one by one, each ready before the next.
-    for i, cfg in ipairs(cfgs) do
-      local old = S.services[cfg.name]
-      if not old then
-        S:add(cfg, copies[i])
-        result.added[#result.added + 1] = cfg.name
-      elseif schema.equal(old.def, defs[i]) then
-        result.kept[#result.kept + 1] = cfg.name
-      else
-        local active = false
-        for _, inst in ipairs(old.instances) do
-          if inst.want or inst.state ~= "stopped" then active = true end
-        end
-        S:stop_ordered(old.instances)
-        local pos = S:remove(cfg.name)
-        local svc = S:add(cfg, copies[i], pos)
-        result.restarted[#result.restarted + 1] = cfg.name
-        if active then
-          for _, inst in ipairs(S:with_dependencies(svc.instances)) do inst:start() end
-          S.changed:wait_for(function()
-            for _, inst in ipairs(svc.instances) do
-              local s = inst.state
-              if s == "starting" or s == "waiting" or s == "backoff" then return false end
-            end
-            return true
-          end, cfg.start_timeout + 1)
-        end
-      end
-    end
-    -- The new order is the order of the new definitions.
-    local order = {}
-    for i, cfg in ipairs(cfgs) do order[i] = cfg.name end
-    S.order = order
+    local result = reload.apply(S, defs)
     for _, n in ipairs(result.added) do
       if S.services[n].cfg.autostart then sup.start(n) end
     end
     return result
+  end
+
+  --- sup.collect(path [, args]): the definitions the policy script at
+  -- `path` declares (what `orch ctl reload` hands to sup.reload).
+  function sup.collect(path, args)
+    if type(path) ~= "string" then error("bad argument #1 to 'collect' (string expected, got " .. type(path) .. ")", 2) end
+    if args ~= nil and type(args) ~= "table" then error("bad argument #2 to 'collect' (table expected, got " .. type(args) .. ")", 2) end
+    return reload.collect(package.loaded["orch.supervisor"] or sup, path, args)
   end
 
   function sup.shutdown(code)
@@ -780,7 +460,7 @@ local function new()
     sup.handle_signals()
     -- After `orch ctl reexec`: what ran before runs on (adopted), whether
     -- or not it starts by itself.
-    local h = S:load_inherited()
+    local h = handoff.load(S)
     if h then
       local names = {}
       for name, e in pairs(h) do
@@ -792,14 +472,14 @@ local function new()
     for _, n in ipairs(S.order) do
       if S.services[n].cfg.autostart then sup.start(n) end
     end
-    S:drop_inherited()
+    handoff.drop(S)
     return true
   end
 
   --- The hand-over of `orch ctl reexec` (registered with ctl.on_reexec
   -- "supervisor"): a JSON-able state and the fds that must cross exec.
   function sup.handoff()
-    return S:handoff()
+    return handoff.export(S)
   end
 
   --- Stops every service (task only; waits), removes the signal handlers
@@ -828,4 +508,8 @@ end
 
 local M = new()
 M.new = new
+-- The control plane finds the supervisor through its registry (ctl never
+-- requires this module).
+local ok, ctl = pcall(require, "orch.ctl")
+if ok and type(ctl) == "table" and ctl.register then ctl.register("supervisor", M) end
 return M

@@ -1,0 +1,179 @@
+--- orch.supervisor.graph: the dependency graph of a supervisor's services
+-- (`depends_on`): checks it (unknown names, cycles), resolves targets
+-- ("all", a service, an instance, a list), closes a set of instances over
+-- its dependencies or its dependents, and stops a set in dependency order.
+-- Functions of the supervisor state S (S.services, S.order, S.by_name).
+local orch = require "orch"
+
+local graph = {}
+
+--- Raises when a dependency is missing or the graph has a cycle. `cfgs`
+-- maps names to configurations.
+function graph.check(cfgs)
+  for name, cfg in pairs(cfgs) do
+    for _, d in ipairs(cfg.depends_on) do
+      if not cfgs[d] then
+        error(string.format("service '%s': key 'depends_on': unknown service '%s'", name, d), 0)
+      end
+    end
+  end
+  local mark = {}
+  local function visit(name, path)
+    if mark[name] == "done" then return end
+    if mark[name] == "active" then
+      local i = #path
+      while path[i] ~= name do i = i - 1 end
+      local cycle = table.concat(path, " -> ", i) .. " -> " .. name
+      error(string.format("service '%s': key 'depends_on': dependency cycle %s", name, cycle), 0)
+    end
+    mark[name] = "active"
+    path[#path + 1] = name
+    for _, d in ipairs(cfgs[name].depends_on) do visit(d, path) end
+    path[#path] = nil
+    mark[name] = "done"
+  end
+  local names = {}
+  for name in pairs(cfgs) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do visit(name, {}) end
+end
+
+-- Appends x to the list `out` unless `seen` already has it.
+local function add_once(out, seen, x)
+  if not seen[x] then
+    seen[x] = true
+    out[#out + 1] = x
+  end
+end
+
+--- Instances named by target: "all", a service name, an instance name
+-- ("web:2") or a list of those. Returns a list or nil, message. Called
+-- from a public function: a name that is no string raises at its caller.
+function graph.resolve(S, target, op)
+  local out, seen = {}, {}
+  local function one(t)
+    if t == "all" then
+      for _, n in ipairs(S.order) do
+        for _, inst in ipairs(S.services[n].instances) do add_once(out, seen, inst) end
+      end
+      return true
+    end
+    local svc = S.services[t]
+    if svc then
+      for _, inst in ipairs(svc.instances) do add_once(out, seen, inst) end
+      return true
+    end
+    local inst = S.by_name[t]
+    if inst then
+      add_once(out, seen, inst)
+      return true
+    end
+    return false
+  end
+  local list = type(target) == "table" and target or { target }
+  for _, t in ipairs(list) do
+    if type(t) ~= "string" then
+      error(string.format("bad argument #1 to '%s' (service name expected, got %s)", op, type(t)), 3)
+    end
+    if not one(t) then return nil, string.format("%s: no such service '%s'", op, t) end
+  end
+  return out
+end
+
+--- The instances plus every instance of the services they need
+-- (transitively), dependencies first.
+function graph.with_dependencies(S, insts)
+  local out, seen_inst, seen_svc = {}, {}, {}
+  local function add_service(name)
+    if seen_svc[name] then return end
+    seen_svc[name] = true
+    local svc = S.services[name]
+    for _, d in ipairs(svc.cfg.depends_on) do add_service(d) end
+    for _, inst in ipairs(svc.instances) do add_once(out, seen_inst, inst) end
+  end
+  for _, inst in ipairs(insts) do
+    for _, d in ipairs(inst.cfg.depends_on) do add_service(d) end
+    add_once(out, seen_inst, inst)
+  end
+  return out
+end
+
+--- The instances plus those of every active service that depends on them.
+function graph.with_dependents(S, insts)
+  local names, direct = {}, {}
+  for _, inst in ipairs(insts) do
+    names[inst.service] = true
+    direct[inst.service] = true
+  end
+  local grew = true
+  while grew do
+    grew = false
+    for name, svc in pairs(S.services) do
+      if not names[name] then
+        for _, d in ipairs(svc.cfg.depends_on) do
+          if names[d] then
+            names[name] = true
+            grew = true
+            break
+          end
+        end
+      end
+    end
+  end
+  local out, seen = {}, {}
+  for _, inst in ipairs(insts) do add_once(out, seen, inst) end
+  for name in pairs(names) do
+    if not direct[name] then
+      for _, inst in ipairs(S.services[name].instances) do
+        if inst.state ~= "stopped" then add_once(out, seen, inst) end
+      end
+    end
+  end
+  return out
+end
+
+--- The first dependency of inst that is not ready (all of its instances
+-- running), or nil.
+function graph.unready_dependency(S, inst)
+  for _, d in ipairs(inst.cfg.depends_on) do
+    local svc = S.services[d]
+    if not svc then return d .. " (not defined)" end
+    for _, di in ipairs(svc.instances) do
+      if di.state ~= "running" then return d end
+    end
+  end
+end
+
+--- Stops the instances, dependents before their dependencies, every
+-- instance of a layer in parallel. Task only.
+function graph.stop_ordered(S, insts)
+  local remaining = {}
+  for _, inst in ipairs(insts) do
+    remaining[inst.service] = remaining[inst.service] or {}
+    table.insert(remaining[inst.service], inst)
+  end
+  while next(remaining) do
+    -- This layer: the services no other remaining service depends on.
+    local needed = {}
+    for other in pairs(remaining) do
+      for _, d in ipairs(S.services[other].cfg.depends_on) do
+        if d ~= other then needed[d] = true end
+      end
+    end
+    local layer = {}
+    for name in pairs(remaining) do
+      if not needed[name] then layer[#layer + 1] = name end
+    end
+    if #layer == 0 then for name in pairs(remaining) do layer[#layer + 1] = name end end
+    local tasks = {}
+    for _, name in ipairs(layer) do
+      for _, inst in ipairs(remaining[name]) do
+        tasks[#tasks + 1] = orch.task(function() inst:stop() end)
+      end
+      remaining[name] = nil
+    end
+    for _, t in ipairs(tasks) do t:join() end
+  end
+end
+
+return graph

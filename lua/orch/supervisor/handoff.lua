@@ -1,0 +1,158 @@
+--- orch.supervisor.handoff: the supervisor's side of `orch ctl reexec`.
+-- The running image hands its live processes over to the new image of orch
+-- (the same pid, so they are still its children): handoff.export() lists
+-- them with their log pipes; in the new image the first launch of each
+-- instance adopts its process (handoff.adopt) instead of spawning one, and
+-- what belongs to no service any more is stopped (handoff.drop).
+-- Functions of the supervisor state S and of an instance.
+local orch = require "orch"
+local Run = require "orch.supervisor.run"
+
+local handoff = {}
+
+-- A definition as a string that compares like schema.equal (functions by
+-- their compiled code), so that it crosses exec in JSON.
+local HEX = {}
+for i = 0, 255 do HEX[string.char(i)] = string.format("%02x", i) end
+
+local function canon(v, depth)
+  depth = depth or 0
+  local t = type(v)
+  if depth > 50 then return "?" end
+  if t == "function" then
+    local ok, d = pcall(string.dump, v, true)
+    return ok and ("f" .. d:gsub(".", HEX)) or tostring(v)
+  elseif t == "table" then
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b)
+      local ta, tb = type(a), type(b)
+      if ta ~= tb then return ta < tb end
+      if ta == "number" or ta == "string" then return a < b end
+      return tostring(a) < tostring(b)
+    end)
+    local parts = {}
+    for i, k in ipairs(keys) do parts[i] = canon(k, depth + 1) .. "=" .. canon(v[k], depth + 1) end
+    return "{" .. table.concat(parts, ";") .. "}"
+  elseif t == "string" then
+    return string.format("%q", v)
+  end
+  return t:sub(1, 1) .. tostring(v)
+end
+handoff.canon = canon
+
+--- What the supervisor hands over: its live processes and their log pipes.
+-- Returns a JSON-able state and the descriptors that must cross exec.
+function handoff.export(S)
+  local list, fds = {}, {}
+  for _, inst in ipairs(S:all_instances()) do
+    local run = inst.run
+    local pid = run and run.alive and (run.main_pid or run.pid)
+    local info = pid and orch.proc.info(pid)
+    if info then
+      local e = {
+        name = inst.name, pid = pid, pid_start = info.start_time, want = inst.want and true or false,
+        restarts = inst.restarts, state = inst.state, start_time = inst.start_time,
+        uptime = orch.now() - (run.started or orch.now()),
+        def = canon(S.services[inst.service].def),
+      }
+      local fd = run.log_stream and run.log_stream:fd()
+      if math.type(fd) == "integer" and fd >= 0 then
+        e.log_fd = fd
+        fds[#fds + 1] = fd
+      end
+      list[#list + 1] = e
+    end
+  end
+  return { version = 1, instances = list }, fds
+end
+
+--- In the image `orch ctl reexec` started: name -> what the previous one
+-- handed over (read once; the log pipes become streams at once, so that
+-- no child inherits them). false when there is nothing.
+function handoff.load(S)
+  if S.inherited ~= nil then return S.inherited end
+  S.inherited = false
+  if not os.getenv("ORCH_HANDOFF") then return false end
+  local ok, ctl = pcall(require, "orch.ctl")
+  local st = ok and ctl.inherited("supervisor")
+  if type(st) ~= "table" or type(st.instances) ~= "table" then return false end
+  local C = require "orch.core.ctl"
+  local h = {}
+  for _, e in ipairs(st.instances) do
+    if type(e) == "table" and type(e.name) == "string" and math.type(e.pid) == "integer" then
+      if math.type(e.log_fd) == "integer" then
+        local s, err = C.stream(e.log_fd)
+        e.log_stream = s
+        if not s then S:log(e.name .. ": the log pipe was lost in the reexec: " .. tostring(err)) end
+      end
+      h[e.name] = e
+    end
+  end
+  S.inherited = h
+  return h
+end
+
+--- The hand-over entry of inst (taken: adopted at most once), or nil.
+function handoff.take(S, inst)
+  local h = S.inherited
+  if h == nil then h = handoff.load(S) end
+  if not h then return nil end
+  local e = h[inst.name]
+  h[inst.name] = nil
+  return e
+end
+
+--- After sup.run: what was handed over and belongs to no service any more
+-- is stopped (TERM to its group, as a removed service on reload).
+function handoff.drop(S)
+  local h = S.inherited
+  if not h then return end
+  S.inherited = false
+  for name, e in pairs(h) do
+    if e.log_stream then e.log_stream:close() end
+    local info = orch.proc.info(e.pid)
+    if info and info.start_time == e.pid_start and info.state ~= "Z" then
+      S:log(string.format("%s: no longer defined: stopping pid %d", name, e.pid))
+      S:track_orphans()
+      if info.pgid == e.pid then orch.killpg(e.pid, "TERM") else orch.kill(e.pid, "TERM", e.pid_start) end
+    end
+  end
+end
+
+--- Makes inst take over the process of a hand-over entry: it is still
+-- orch's child, and its exit comes as an orphan's. Returns false when it
+-- ended meanwhile (then it is spawned again as usual). A definition that
+-- changed in the re-read policy restarts it, as sup.reload does.
+function handoff.adopt(inst, e)
+  local S = inst.sup
+  local pid = e.pid
+  local info = pid > 1 and pid ~= orch.getpid() and orch.proc.info(pid)
+  if not info or info.state == "Z" or info.start_time ~= e.pid_start then
+    if e.log_stream then e.log_stream:close() end
+    inst:log("pid %d ended during the reexec", pid)
+    return false
+  end
+  local run = Run.new { alive = true, adopted = true, pid = pid, main_pid = pid,
+                        main_start = info.start_time, main_pgid = info.pgid }
+  run.started = orch.now() - (tonumber(e.uptime) or 0)
+  inst.run = run
+  inst.pid = pid
+  inst.restarts = math.tointeger(e.restarts) or inst.restarts
+  inst.start_time = tonumber(e.start_time) or orch.time()
+  S:track_orphans()
+  S:watch_orphan(pid, inst, run)
+  if e.log_stream then inst:capture(run, e.log_stream) end
+  inst:log("adopted pid %d after reexec", pid)
+  inst:set_state("starting")
+  inst:mark_ready(run, nil)
+  if e.def ~= canon(S.services[inst.service].def) then
+    inst:log("definition changed: restarting")
+    run.user_stop = true
+    inst:set_state("stopping")
+    orch.task(function() inst:stop_run(run) end)
+  end
+  return true
+end
+
+return handoff
