@@ -3,7 +3,7 @@
 # side by side in one run:
 #   c             scripts/bench.d/minisup.c: posix_spawn + sigwaitinfo +
 #                 immediate restart, the physical limit
-#   orch          scripts/bench.d/supervise.lua (lua/orch/supervisor.lua)
+#   orch          scripts/bench.d/supervise.lua (lua/orch/supervisor/)
 #   runit         runsvdir + runsv (+ svlogd when logging)
 #   s6            s6-svscan + s6-supervise (+ s6-log when logging)
 #   supervisord   supervisord (Python)
