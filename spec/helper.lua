@@ -215,6 +215,51 @@ function h.zombies()
   return n
 end
 
+--- SysV shared-memory segments this process created (from
+-- /proc/sysvipc/shm: the creator pid is known for shm only).
+function h.own_shm()
+  local out, me = {}, tostring(h.orch.getpid())
+  local f = io.open("/proc/sysvipc/shm")
+  if not f then return out end
+  f:read("l")
+  for line in f:lines() do
+    local key, shmid, perms, _, cpid = line:match("^%s*(%-?%d+)%s+(%d+)%s+(%d+)%s+(%d+)%s+(%d+)")
+    -- A segment removed while still attached (SHM_DEST, 01000) is gone
+    -- once the last detach happens, whenever the GC collects it.
+    local removed = perms and (tonumber(perms, 8) or 0) & tonumber("1000", 8) ~= 0
+    if cpid == me and not removed then out[#out + 1] = string.format("key %s shmid %s", key, shmid) end
+  end
+  f:close()
+  return out
+end
+
+-- After every test of every spec file that requires this helper (busted
+-- attaches an after_each registered while the file loads to that file): no
+-- child process may be left, and no shared-memory segment created by this
+-- process. A leftover fails the test that left it, and is cleaned up so the
+-- next test starts clean (model: libuv's MAKE_VALGRIND_HAPPY).
+do
+  local ok, busted = pcall(require, "busted")
+  if ok and type(busted) == "table" and busted.after_each then
+    local reported = {}    -- a killed child stays a zombie until orch reaps it
+    busted.after_each(function()
+      local kids = {}
+      for _, pid in ipairs(h.children()) do
+        if not reported[pid] then
+          reported[pid] = true
+          local cmd = slurp("/proc/" .. pid .. "/cmdline"):gsub("%z", " ")
+          kids[#kids + 1] = pid .. " (" .. cmd .. ")"
+          h.orch.kill(pid, "KILL")
+        end
+      end
+      local segs = h.own_shm()
+      for _, s in ipairs(segs) do os.execute("ipcrm -m " .. s:match("shmid (%d+)")) end
+      if #kids > 0 then error("the test left child processes: " .. table.concat(kids, ", "), 0) end
+      if #segs > 0 then error("the test left shared-memory segments: " .. table.concat(segs, ", "), 0) end
+    end)
+  end
+end
+
 -- Remove temp dirs when the Lua state closes.
 setmetatable(tmpdirs, { __gc = function(t)
   for _, d in ipairs(t) do os.execute("rm -rf " .. shquote(d)) end
