@@ -79,6 +79,12 @@ void orch_set_error_handler(orch_runtime *rt, orch_error_fn fn, void *ud);
 /* Versions, e.g. "orch 0.1.0, Lua 5.4.4, libuv 1.44.2". */
 const char *orch_version_string(void);
 
+/* The Lua time budget: a callback (any resume of a task) running longer
+ * than `seconds` without yielding is interrupted with an error. 0 turns it
+ * off; the default is 5 s. Same as orch.set_budget(seconds) from Lua. */
+void orch_set_budget(orch_runtime *rt, double seconds);
+double orch_get_budget(orch_runtime *rt);
+
 #ifdef __cplusplus
 }
 #endif

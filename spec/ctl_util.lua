@@ -17,15 +17,19 @@ end
 
 --- Starts `orch run` on the policy source in the background (the policy
 -- sees `SOCK`, its control socket, and `DIR`, its temp dir); returns
--- o = { dir, sock, pid, path } once the socket answers.
-function u.start(src, env)
+-- o = { dir, sock, pid, path } once the socket answers. `args`: options
+-- for `orch run` before the file (a list).
+function u.start(src, env, args)
   local d = h.tmpdir()
   local o = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua" }
   h.write(o.path, string.format("local SOCK, DIR = %q, %q\n", o.sock, d) .. src)
   local envs = {}
   for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. h.shquote(v) end
-  o.pid = tonumber((h.sh(string.format("cd %s && { env %s %s run %s >%s/out 2>%s/err & echo $!; }",
-    h.shquote(d), table.concat(envs, " "), h.shquote(h.bin), h.shquote(o.path), h.shquote(d), h.shquote(d)))))
+  local opts = {}
+  for _, a in ipairs(args or {}) do opts[#opts + 1] = h.shquote(a) end
+  o.pid = tonumber((h.sh(string.format("cd %s && { env %s %s run %s %s >%s/out 2>%s/err & echo $!; }",
+    h.shquote(d), table.concat(envs, " "), h.shquote(h.bin), table.concat(opts, " "), h.shquote(o.path),
+    h.shquote(d), h.shquote(d)))))
   for _ = 1, 400 do
     if h.cli({ "ctl", "--socket", o.sock, "ping" }) == 0 then return o end
     if not alive(o.pid) then break end

@@ -39,7 +39,7 @@ static const char usage_text[] =
 static const struct { const char *name; const char *text; } builtin_help[] = {
   {"run",
    "usage: orch run FILE [ARGS...]\n"
-   "       orch run [--socket PATH | --no-socket] FILE [ARGS...]\n"
+   "       orch run [--socket PATH | --no-socket] [--lua-budget SECONDS] FILE [ARGS...]\n"
    "       orch FILE [ARGS...]\n"
    "\n"
    "Runs FILE as the main task on one event loop. `arg` is set as lua5.4 sets it\n"
@@ -49,6 +49,9 @@ static const struct { const char *name; const char *text; } builtin_help[] = {
    "\n"
    "--socket PATH serves the control socket there (see `orch help ctl`); by\n"
    "default it is served when the script uses the supervisor; --no-socket never.\n"
+   "\n"
+   "--lua-budget SECONDS interrupts Lua code (a task, hook, callback, ctl eval)\n"
+   "that runs longer than SECONDS without yielding (default 5; 0: no budget).\n"
    "\n"
    "Exit status: 0, or 1 when the main task raised (message and traceback on\n"
    "stderr), 2 when FILE cannot be opened, or the code given to orch.exit.\n"},
@@ -113,9 +116,10 @@ static void init_mode_if_pid1(orch_runtime *rt) {
   }
 }
 
-static int cmd_run(const char *file, const char *socket, int argc, char **argv) {
+static int cmd_run(const char *file, const char *socket, double budget, int argc, char **argv) {
   orch_runtime *rt = new_runtime();
   if (!rt) return 1;
+  if (budget >= 0) orch_set_budget(rt, budget);
   init_mode_if_pid1(rt);
   orch_set_args(rt, file, argc, argv);
   int r = orch_load_file(rt, file, argc, argv);
@@ -230,6 +234,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "run") == 0) {
     int i = 2;
     const char *socket = NULL;
+    double budget = -1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1] != 0; i++) {
       if (strcmp(argv[i], "--") == 0) { i++; break; }
       if (strcmp(argv[i], "--socket") == 0) {
@@ -239,14 +244,20 @@ int main(int argc, char **argv) {
         socket = argv[i] + 9;
       } else if (strcmp(argv[i], "--no-socket") == 0) {
         socket = "";
+      } else if (strcmp(argv[i], "--lua-budget") == 0) {
+        char *end = NULL;
+        if (i + 1 < argc) budget = strtod(argv[i + 1], &end);
+        if (i + 1 >= argc || end == argv[i + 1] || *end || !(budget >= 0 && budget <= 1e9))
+          return usage_error("%s needs SECONDS (a number >= 0; 0: no budget)", "--lua-budget");
+        i++;
       } else {
         return usage_error("unknown option '%s' for run", argv[i]);
       }
     }
     if (i >= argc) return usage_error("%s needs a FILE", "run");
-    return cmd_run(argv[i], socket, argc - i - 1, argv + i + 1);
+    return cmd_run(argv[i], socket, budget, argc - i - 1, argv + i + 1);
   }
   if (cmd[0] == '-') return usage_error("unknown option '%s'", cmd);
-  if (looks_like_file(cmd)) return cmd_run(cmd, NULL, argc - 2, argv + 2);
+  if (looks_like_file(cmd)) return cmd_run(cmd, NULL, -1, argc - 2, argv + 2);
   return cmd_lua(cmd, argc - 2, argv + 2);
 }

@@ -11,6 +11,15 @@
  * the userdata until uv_close completes); the orch.Task userdata points to
  * it; the userdata is anchored in the registry from creation until the task
  * finishes, so the GC never collects a live task. Nothing here blocks.
+ *
+ * Time budget: Lua that never yields would hold the loop for good (no
+ * signal, reap or control request is served meanwhile). While a task runs,
+ * a count hook (every BUDGET_COUNT VM instructions) reads the monotonic clock;
+ * past the budget it raises an error in the running code (catchable, so a
+ * caller's pcall can report which callback it was); code that keeps running
+ * after that for the grace period gets the error at every instruction, which
+ * no pcall can absorb. The hook is set on a task's coroutine for the time of
+ * one resume; coroutines created meanwhile inherit it.
  */
 #include "runtime.h"
 
@@ -18,6 +27,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +73,8 @@ struct orch__task {
 };
 
 #define MAX_HOOKS 16
+#define BUDGET_COUNT 1000           /* VM instructions between clock reads */
+#define BUDGET_DEFAULT_NS 5000000000ULL
 typedef struct { orch__hook_fn fn; void *data; } hook;
 
 struct orch_runtime {
@@ -90,6 +102,9 @@ struct orch_runtime {
   int nfork_hooks;
   void *slots[ORCH__SLOT_MAX];
   int torn_down;
+  uint64_t budget_ns;       /* 0: no budget */
+  uint64_t budget_start;    /* when the running callback was resumed; 0: none */
+  uint64_t budget_trip;     /* when it was interrupted; 0: not yet */
 };
 
 static const char RT_KEY = 'r';
@@ -295,6 +310,77 @@ static void task_failed(orch__task *t) {
   if (t == rt->main_task) uv_stop(rt->loop);
 }
 
+/* ---------------------------------------------------------------- time budget */
+
+static uint64_t budget_grace(const orch_runtime *rt) {
+  uint64_t g = rt->budget_ns / 10;
+  if (g < 10000000ULL) g = 10000000ULL;
+  if (g > 1000000000ULL) g = 1000000000ULL;
+  return g;
+}
+
+/* The count hook: a no-op unless the running callback is over its budget. */
+static void budget_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &RT_KEY);
+  orch_runtime *rt = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!rt || !rt->budget_ns || !rt->budget_start) {
+    /* A coroutine left with the every-instruction hook by an earlier
+     * interruption goes back to the cheap one. */
+    if (lua_gethookcount(L) == 1) lua_sethook(L, budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
+    return;
+  }
+  uint64_t now = orch__mono_ns();
+  if (!rt->budget_trip) {
+    if (now - rt->budget_start < rt->budget_ns) return;
+    rt->budget_trip = now;
+  } else if (now - rt->budget_trip < budget_grace(rt)) {
+    return;
+  } else {
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+  }
+  lua_Debug d;
+  const char *what = "Lua code";
+  char desc[160];
+  if (lua_getstack(L, 0, &d) && lua_getinfo(L, "nS", &d)) {
+    if (d.what && strcmp(d.what, "main") == 0)
+      snprintf(desc, sizeof desc, "the main chunk of %s", d.short_src);
+    else if (d.name)
+      snprintf(desc, sizeof desc, "%s '%s' (%s:%d)", d.namewhat, d.name, d.short_src, d.linedefined);
+    else
+      snprintf(desc, sizeof desc, "function <%s:%d>", d.short_src, d.linedefined);
+    what = desc;
+  }
+  luaL_where(L, 0);
+  lua_pushfstring(L, "orch: %s ran for more than %f s without yielding (Lua time budget)",
+                  what, (double)rt->budget_ns / 1e9);
+  lua_concat(L, 2);
+  lua_error(L);
+}
+
+void orch_set_budget(orch_runtime *rt, double seconds) {
+  if (!(seconds > 0)) rt->budget_ns = 0;
+  else if (seconds > 1e9) rt->budget_ns = (uint64_t)1e18;
+  else rt->budget_ns = (uint64_t)(seconds * 1e9);
+}
+
+double orch_get_budget(orch_runtime *rt) { return (double)rt->budget_ns / 1e9; }
+
+/* orch.set_budget(seconds): 0 or false turns it off; returns the old one. */
+static int core_set_budget(lua_State *L) {
+  orch_runtime *rt = orch__rt(L);
+  double s = 0;
+  if (lua_type(L, 1) == LUA_TBOOLEAN && !lua_toboolean(L, 1)) s = 0;
+  else {
+    s = luaL_checknumber(L, 1);
+    luaL_argcheck(L, s >= 0 && s < HUGE_VAL, 1, "seconds >= 0 expected (0 or false: no budget)");
+  }
+  lua_pushnumber(L, orch_get_budget(rt));
+  orch_set_budget(rt, s);
+  return 1;
+}
+
 static void task_resume(orch__task *t, int nargs) {
   orch_runtime *rt = t->rt;
   orch__task *prev = rt->current;
@@ -304,7 +390,16 @@ static void task_resume(orch__task *t, int nargs) {
   t->awaiting = 0;
   t->waking = 1;
   t->wake_nargs = nargs;
+  /* The outermost resume starts the clock; a nested one runs on its time. */
+  int armed = rt->budget_ns && !rt->budget_start;
+  if (armed) {
+    rt->budget_start = orch__mono_ns();
+    rt->budget_trip = 0;
+  }
+  if (rt->budget_ns) lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
   int st = lua_resume(t->co, prev ? prev->co : NULL, nargs, &nres);
+  lua_sethook(t->co, NULL, 0, 0);
+  if (armed) rt->budget_start = 0;
   rt->current = prev;
   if (st == LUA_YIELD) {
     lua_pop(t->co, nres);
@@ -817,7 +912,8 @@ int orch__open_core(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"task", core_task}, {"current", core_current}, {"sleep", core_sleep},
     {"now", core_now}, {"time", core_time}, {"exit", core_exit}, {"run", core_run},
-    {"version", core_version}, {"cond", cond_new}, {NULL, NULL}
+    {"version", core_version}, {"cond", cond_new}, {"set_budget", core_set_budget},
+    {NULL, NULL}
   };
   luaL_newlib(L, fns);
   lua_pushstring(L, ORCH_VERSION);
@@ -985,6 +1081,7 @@ static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   rt->own_state = own_state;
   rt->on_error = default_error;
   rt->main_ref = LUA_NOREF;
+  rt->budget_ns = BUDGET_DEFAULT_NS;
   uv_idle_init(rt->loop, &rt->idle);
   rt->idle.data = rt;
   uv_async_init(rt->loop, &rt->holder, NULL);
@@ -1043,6 +1140,9 @@ int orch__after_fork_child(lua_State *L) {
   orch_runtime *rt = orch__rt(L);
   orch__task *self = orch__current(L);
   int r = uv_loop_fork(rt->loop);
+  /* The child's code runs on inside the parent's resume: not on its clock.
+   * The child's next resume starts a budget of its own. */
+  rt->budget_start = 0;
   /* Abandon every other task: stop its wait (C only, no Lua runs) and
    * forget it. Their coroutines are garbage once unanchored. */
   orch__task *t = rt->all;

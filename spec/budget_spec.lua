@@ -1,0 +1,146 @@
+-- The Lua time budget (src/runtime.c): code that never yields is
+-- interrupted, and the loop (timers, signals, reaping, the control socket)
+-- goes on.
+local h = require "spec.helper"
+local u = require "spec.ctl_util"
+local orch = h.orch
+
+local function with_budget(s, fn)
+  local old = orch.set_budget(s)
+  local ok, err = pcall(fn)
+  orch.set_budget(old)
+  if not ok then error(err, 0) end
+end
+
+describe("orch.set_budget", function()
+  it("interrupts a task that never yields, names it, and the loop goes on", function()
+    with_budget(0.2, function()
+      h.run(function()
+        local ticks = 0
+        local tick = orch.timer.every(0.01, function() ticks = ticks + 1 end)
+        local spin = orch.task(function() while true do end end)
+        local ok, err = pcall(spin.join, spin)
+        assert.is_false(ok)
+        assert.matches("budget_spec.lua:%d+: orch: function <.-budget_spec.lua:%d+> ran for more than 0.2 s without yielding", err)
+        assert.are.equal("failed", spin:status())
+        -- The loop runs again: the timer keeps firing.
+        local before = ticks
+        h.eventually(function() return ticks >= before + 3 end, "timer ticks after the interruption")
+        tick:stop()
+      end)
+    end)
+  end)
+
+  it("cannot be absorbed by a pcall loop or hidden in a coroutine", function()
+    with_budget(0.1, function()
+      h.run(function()
+        local t = orch.task(function()
+          while true do pcall(function() while true do end end) end
+        end)
+        assert.matches("without yielding", h.error_of(t.join, t))
+        local c = orch.task(function()
+          local co = coroutine.wrap(function() while true do end end)
+          co()
+        end)
+        assert.matches("without yielding", h.error_of(c.join, c))
+        -- A caller's pcall sees the first interruption and may report it.
+        local r = orch.task(function()
+          local ok, err = pcall(function() while true do end end)
+          return ok, err
+        end)
+        local ok, err = r:join()
+        assert.is_false(ok)
+        assert.matches("without yielding", err)
+      end)
+    end)
+  end)
+
+  it("counts per resume: a task that yields is never interrupted", function()
+    with_budget(0.05, function()
+      h.run(function()
+        local t = orch.task(function()
+          local t0 = orch.now()
+          local n = 0
+          while orch.now() - t0 < 0.3 do
+            n = n + 1
+            if n % 1000 == 0 then orch.sleep(0) end
+          end
+          return "done"
+        end)
+        assert.are.equal("done", t:join())
+      end)
+    end)
+  end)
+
+  it("is off with 0 or false, and returns the previous budget", function()
+    local old = orch.set_budget(0.05)
+    assert.are.equal(0.05, orch.set_budget(false))
+    h.run(function()
+      -- 0.2 s without a yield, four times the budget that was set before.
+      local t = orch.task(function()
+        local t0 = orch.now()
+        while orch.now() - t0 < 0.2 do end
+        return "done"
+      end)
+      assert.are.equal("done", t:join())
+    end)
+    assert.are.equal(0, orch.set_budget(0))
+    orch.set_budget(old)
+  end)
+
+  it("rejects bad values", function()
+    h.check_raises {
+      { function() orch.set_budget(-1) end, "bad argument #1 to 'set_budget' (seconds >= 0 expected" },
+      { function() orch.set_budget(0 / 0) end, "bad argument #1 to 'set_budget' (seconds >= 0 expected" },
+      { function() orch.set_budget(math.huge) end, "bad argument #1 to 'set_budget' (seconds >= 0 expected" },
+      { function() orch.set_budget("x") end, "bad argument #1 to 'set_budget' (number expected" },
+      { function() orch.set_budget() end, "bad argument #1 to 'set_budget' (number expected" },
+    }
+  end)
+end)
+
+describe("orch run --lua-budget", function()
+  it("a runaway on_exit hook is interrupted: the service restarts, ctl answers, SIGTERM ends orch", function()
+    local o = u.start([[
+      local sup = require "orch.supervisor"
+      sup.service { name = "flap", cmd = "exit 1", backoff = 0.05, start_limit = false,
+                    on_exit = function() while true do end end }
+      sup.run()
+      assert(require("orch.ctl").serve { socket = SOCK })
+    ]], nil, { "--lua-budget", "0.2" })
+    finally(function() u.stop(o) end)
+    -- Restarted again and again although every exit runs a hook that spins.
+    u.until_true(function() local s = u.status(o).flap return s and s.restarts >= 3 end, "restarts")
+    u.until_true(function() return h.slurp(o.dir .. "/err"):find("flap: on_exit hook failed:", 1, true) end,
+      "the hook failure in the log")
+    local err = h.slurp(o.dir .. "/err")
+    assert.matches("ran for more than 0.2 s without yielding", err, 1, true)
+    -- eval of a runaway loop: an error reply, orch alive.
+    local code, out, eerr = u.ctl_cli(o, "eval", "while true do end")
+    assert.are_not.equal(0, code)
+    assert.matches("ran for more than 0.2 s without yielding", out .. eerr, 1, true)
+    assert.are.equal(0, (u.ctl_cli(o, "ping")))
+    assert.truthy(h.alive(o.pid))
+    -- SIGTERM still ends it (services stopped, exit 0).
+    os.execute("kill -TERM " .. o.pid)
+    u.until_true(function() return not h.alive(o.pid) end, "orch to exit on SIGTERM")
+    u.sanitizer_clean(h.slurp(o.dir .. "/err"), "orch run")
+  end)
+
+  it("rejects a bad value", function()
+    local code, _, err = h.cli({ "run", "--lua-budget", "soon", "x.lua" })
+    assert.are.equal(2, code)
+    assert.matches("--lua-budget needs SECONDS", err, 1, true)
+    code, _, err = h.cli({ "run", "--lua-budget", "-1", "x.lua" })
+    assert.are.equal(2, code)
+  end)
+
+  it("0 turns the budget off", function()
+    local path = h.script("local t0 = orch.now() while orch.now() - t0 < 0.3 do end print('done')")
+    local code, out = h.cli({ "run", "--lua-budget", "0.05", path })
+    assert.are.equal(1, code)
+    code, out = h.cli({ "run", "--lua-budget", "0", path })
+    assert.are.equal(0, code)
+    assert.are.equal("done\n", out)
+  end)
+end)
