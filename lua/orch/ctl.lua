@@ -17,6 +17,7 @@ ctl.MAX_REPLY = 64 * 1024 * 1024 -- longest reply line a client accepts
 ctl.MAX_CONNECTIONS = 32
 ctl.IDLE_TIMEOUT = 30           -- seconds a connection may stay silent
 ctl.MAX_OUTPUT = 1024 * 1024    -- captured print output / result text per eval
+ctl.FOLLOW_BUFFER = 1024 * 1024 -- bytes queued for a `tail -f` client before it is dropped
 
 -- Fields holding lists: cjson writes an empty table as {}, these become [].
 local list_fields = { "services", "lines", "kept", "added", "stopped", "restarted" }
@@ -303,13 +304,59 @@ end
 -- Streams new log lines of `name` until the client goes away: through
 -- sup.follow(name, fn) -> unsubscribe when the supervisor has it, otherwise
 -- by polling the log line counters of sup.status.
+--
+-- A line is produced inside the service's log task, which must never wait
+-- for a client: it is queued (emit never waits) and a writer task of this
+-- connection sends the queue. A client that reads slower than the service
+-- writes lets the queue grow to `follow_buffer` bytes (ctl.FOLLOW_BUFFER);
+-- then the queue is thrown away, the client gets a last line
+-- "... dropped N bytes: client too slow" once it reads again, and the
+-- connection ends. A dropped client that does not read for `idle_timeout`
+-- seconds more is disconnected without it.
 function Server:follow(cs, name)
   local sup = supervisor(self)
-  local done = false
+  local limit = self.follow_buffer or ctl.FOLLOW_BUFFER
+  local done, dropped = false, nil
+  local queue, queued, inflight = {}, 0, 0
+  local wake = orch.cond()
+  local writer_waiting = false
   local function emit(line)
-    if done then return end
-    if not send(cs.conn, { line = line }) then done = true end
+    if done or dropped then return end
+    local text = ctl.encode({ line = line }) .. "\n"
+    if queued + inflight + #text > limit then
+      dropped = queued + inflight + #text
+      queue, queued = {}, 0
+      io.stderr:write(string.format("orch.ctl: tail -f %s: client too slow, dropped (%d bytes)\n", name, dropped))
+    else
+      queue[#queue + 1] = text
+      queued = queued + #text
+    end
+    if writer_waiting then wake:signal() end
   end
+  local writer = orch.task(function()
+    while not done do
+      if dropped then
+        local marker = ctl.encode({ line = string.format("... dropped %d bytes: client too slow", dropped),
+                                    dropped = dropped }) .. "\n"
+        cs.conn:set_timeout(self.idle_timeout)
+        cs.conn:write(marker)
+        break
+      elseif queued > 0 then
+        local chunk = table.concat(queue)
+        queue, queued, inflight = {}, 0, #chunk
+        local ok = cs.conn:write(chunk)
+        inflight = 0
+        if not ok then break end
+      else
+        writer_waiting = true
+        wake:wait()
+        writer_waiting = false
+      end
+    end
+    done = true
+    -- Ends the reading loop below (the client may never close).
+    cs.conn:close()
+  end)
   local unsubscribe, poller
   if type(sup.follow) == "function" then
     unsubscribe = sup.follow(name, emit)
@@ -337,8 +384,12 @@ function Server:follow(cs, name)
     if not cs.conn:read_line(ctl.MAX_LINE) then break end
   end
   done = true
+  if writer_waiting then wake:signal() end
   if poller then poller:cancel() end
   if type(unsubscribe) == "function" then pcall(unsubscribe) end
+  -- A writer still sending (to a client that stopped reading) ends by its
+  -- write's timeout or the close.
+  if writer:status() ~= "done" then cs.conn:close() end
   cs.closed = true
 end
 
@@ -396,12 +447,13 @@ local function accept_loop(srv)
 end
 
 local serve_opts = { socket = true, script = true, supervisor = true, max_connections = true,
-  max_line = true, idle_timeout = true, fd = true, on_reload = true, on_reexec = true }
+  max_line = true, idle_timeout = true, fd = true, on_reload = true, on_reexec = true,
+  follow_buffer = true }
 
 --- Starts the control server. opts: socket (path; default
 -- ctl.default_socket(script)), script (default arg[0]), supervisor (the
 -- module answering status/start/...; default: the one registered as "supervisor", see ctl.register),
--- max_connections, max_line, idle_timeout, on_reload, on_reexec, fd (an
+-- max_connections, max_line, idle_timeout, follow_buffer, on_reload, on_reexec, fd (an
 -- inherited listening socket). Returns the server or nil, message, code.
 -- The socket never keeps orch alive by itself.
 function ctl.serve(opts)
@@ -417,6 +469,7 @@ function ctl.serve(opts)
     end
   end
   posnum("max_connections", true) posnum("max_line", true) posnum("idle_timeout")
+  posnum("follow_buffer", true)
   if opts.socket ~= nil and (type(opts.socket) ~= "string" or opts.socket == "") then
     error("bad argument #1 to 'serve' (option 'socket': non-empty string expected)", 2)
   end
@@ -451,6 +504,7 @@ function ctl.serve(opts)
     max_connections = opts.max_connections or ctl.MAX_CONNECTIONS,
     max_line = opts.max_line or ctl.MAX_LINE,
     idle_timeout = opts.idle_timeout or ctl.IDLE_TIMEOUT,
+    follow_buffer = opts.follow_buffer or ctl.FOLLOW_BUFFER,
   }, Server)
   srv.task = orch.task(accept_loop, srv)
   ctl.server = srv
