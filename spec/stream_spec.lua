@@ -774,6 +774,102 @@ describe("orch.dgram", function()
     assert.are.same({ nil, "dgram: address already in use", "EADDRINUSE", n = 3 }, dup)
   end)
 
+  -- The flags of fd in this process (octal, from /proc/self/fdinfo).
+  local function fd_flags(fd)
+    local f = assert(io.open("/proc/self/fdinfo/" .. fd))
+    local t = f:read("a")
+    f:close()
+    return tonumber(t:match("flags:%s*(%d+)"), 8)
+  end
+  local O_CLOEXEC = tonumber("2000000", 8)
+
+  it("passes descriptors (SCM_RIGHTS): they arrive as close-on-exec streams", function()
+    local res = h.run(function()
+      local a <close> = assert(orch.dgram{ unix = dir .. "/a", passcred = true })
+      local b <close> = assert(orch.dgram())
+      local r, w = assert(orch.pipe())
+      -- A stream and a plain descriptor number; the sender keeps its copies.
+      assert(b:send("two", dir .. "/a", { r, w:fd() }))
+      r:close()
+      local data, from, cred, fds = a:recv{ fds = true }
+      local out = { data, from, cred.pid == my_pid(), #fds,
+                    getmetatable(fds[1]).__name, fds[1]:kind(), fds[2]:kind() }
+      for i = 1, 2 do
+        out[#out + 1] = fd_flags(fds[i]:fd()) & O_CLOEXEC == O_CLOEXEC
+      end
+      -- The received read end reads what the original write end writes,
+      -- and what the received write end writes.
+      assert(w:write("via the original\n"))
+      out[#out + 1] = fds[1]:read_line()
+      assert(fds[2]:write("via the copy\n"))
+      out[#out + 1] = fds[1]:read_line()
+      w:close()
+      fds[2]:close()
+      out[#out + 1] = fds[1]:read_line() == nil   -- every write end closed: EOF
+      fds[1]:close()
+      -- Without passcred, the credentials' place holds nil.
+      local c <close> = assert(orch.dgram{ unix = dir .. "/c" })
+      local r2, w2 = assert(orch.pipe())
+      assert(b:send("one", dir .. "/c", { r2 }))
+      local got = table.pack(c:recv{ fds = true })
+      r2:close() w2:close() got[4][1]:close()
+      out[#out + 1] = got.n
+      out[#out + 1] = got[3] == nil
+      return out
+    end)
+    assert.are.same({ "two", nil, true, 2, "orch.Stream", "pipe", "pipe", true, true,
+                      "via the original", "via the copy", true, 4, true }, res)
+  end)
+
+  it("descriptors nobody asked for, or that are no stream, are closed", function()
+    local res = h.run(function()
+      local a <close> = assert(orch.dgram{ unix = dir .. "/a" })
+      local b <close> = assert(orch.dgram())
+      local r, w = assert(orch.pipe())
+      -- A write end passed to a recv without fds: closed on arrival, so the
+      -- reader sees EOF once the sender's own copy is closed.
+      assert(b:send("x", dir .. "/a", { w }))
+      local got = table.pack(a:recv())
+      w:close()
+      local eof = table.pack(r:read())
+      r:close()
+      -- A regular file (a memfd) cannot be a stream: false in its place.
+      local C = require "orch.core.ctl"
+      local mfd = assert(C.memfd("x"))
+      local r2, w2 = assert(orch.pipe())
+      assert(b:send("y", dir .. "/a", { mfd, r2 }))
+      assert(C.read_fd(mfd))   -- reads and closes our copy
+      local _, _, _, fds = a:recv{ fds = true }
+      local out = { got.n, got[1], eof[1], #fds, fds[1], fds[2]:kind() }
+      fds[2]:close() r2:close() w2:close()
+      return out
+    end)
+    assert.are.same({ 2, "x", nil, 2, false, "pipe" }, res)
+  end)
+
+  it("rejects bad descriptor lists before sending anything", function()
+    local d <close> = assert(orch.dgram())
+    local r, w = assert(orch.pipe())
+    r:close()
+    local many = {}
+    for i = 1, 254 do many[i] = 0 end
+    h.check_raises({
+      { function() return d:send("x", "/y", {}) end, "bad argument #3 to 'send' (list of 1 to 253 descriptors expected)" },
+      { function() return d:send("x", "/y", many) end, "bad argument #3 to 'send' (list of 1 to 253 descriptors expected)" },
+      { function() return d:send("x", "/y", 3) end, "bad argument #3 to 'send' (table expected, got number)" },
+      { function() return d:send("x", "/y", { "a" }) end, "bad argument #3 to 'send' (entry 1: descriptor or orch.Stream expected, got string)" },
+      { function() return d:send("x", "/y", { -1 }) end, "bad argument #3 to 'send' (descriptor 1 out of range)" },
+      { function() return d:send("x", "/y", { r }) end, "bad argument #3 to 'send' (entry 1 is a closed orch.Stream)" },
+      { function() return d:send("x", "/y", { 0 }, 1) end, "bad argument #4 to 'send' (no value expected)" },
+      { function() return d:recv{ fd = true } end, "bad argument #1 to 'recv' (unknown option 'fd')" },
+      { function() return d:recv{ fds = 1 } end, "bad argument #1 to 'recv' (option 'fds': boolean expected, got number)" },
+    })
+    w:close()
+    -- A bad descriptor number is the kernel's to refuse.
+    local dd <close> = assert(orch.dgram{ unix = dir .. "/dd" })
+    assert.are.same({ nil, "send: bad file descriptor", "EBADF" }, { d:send("x", dir .. "/dd", { 999999 }) })
+  end)
+
   it("use after close raises", function()
     local d = assert(orch.dgram())
     d:close()

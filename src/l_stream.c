@@ -172,6 +172,7 @@ typedef struct dcore {
   uv_loop_t *loop;
   Dgram *ud;
   int fd, inited, polling, closing, passcred;
+  int want_fds;                 /* the waiting recv asked for descriptors */
   lua_State *co;
   double timeout;
   char *path;
@@ -1804,20 +1805,25 @@ static void dcore_close(dcore *d) {
   }
 }
 
-/* [-0,+1..3] One datagram: data, sender (or nil), credentials (passcred).
+/* At most this many descriptors travel with one datagram (the kernel's
+ * SCM_MAX_FD). */
+#define MAX_PASS_FDS 253
+
+/* [-0,+1..4] One datagram: data, sender (or nil), credentials (passcred),
+ * and with want_fds the descriptors it carried (a list of streams).
  * Returns 0 when none is waiting. */
-static int try_recv(lua_State *L, dcore *d) {
+static int try_recv(lua_State *L, dcore *d, int want_fds) {
   ssize_t size;
   do size = recv(d->fd, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT); while (size < 0 && errno == EINTR);
   if (size < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
     return orch__fail(L, "recv", errno);
   }
-  lua_checkstack(L, 6);
+  lua_checkstack(L, 8);
   luaL_Buffer b;
   char *p = luaL_buffinitsize(L, &b, size ? (size_t)size : 1);
   struct sockaddr_un from;
-  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(8 * sizeof(int))]; } cbuf;
+  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(MAX_PASS_FDS * sizeof(int))]; } cbuf;
   struct iovec iov = { p, size ? (size_t)size : 1 };
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
@@ -1829,6 +1835,8 @@ static int try_recv(lua_State *L, dcore *d) {
   msg.msg_control = cbuf.buf;
   msg.msg_controllen = sizeof cbuf.buf;
   ssize_t n;
+  /* Received descriptors are close-on-exec from the start: no child spawned
+   * by another thread of work can inherit them. */
   do n = recvmsg(d->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
   if (n < 0) {
     int e = errno;
@@ -1838,22 +1846,41 @@ static int try_recv(lua_State *L, dcore *d) {
     return orch__fail(L, "recv", e);
   }
   struct ucred *cred = NULL;
+  int fds[MAX_PASS_FDS];
+  int nfds = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET) continue;
     if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof *cred)) {
       cred = (struct ucred *)CMSG_DATA(c);
     } else if (c->cmsg_type == SCM_RIGHTS) {
-      /* Nobody asked for descriptors: do not leak them. */
-      size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      int *fds = (int *)CMSG_DATA(c);
-      for (size_t i = 0; i < nfd; i++) close_fd(fds[i]);
+      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      int *in = (int *)CMSG_DATA(c);
+      for (size_t i = 0; i < k; i++) {
+        int fd;
+        memcpy(&fd, in + i, sizeof fd);
+        /* Nobody asked for descriptors (or more came than fit): do not
+         * leak them. */
+        if (want_fds && nfds < MAX_PASS_FDS) fds[nfds++] = fd;
+        else close_fd(fd);
+      }
     }
   }
   luaL_pushresultsize(&b, (size_t)n > (size_t)size ? (size_t)size : (size_t)n);
   push_sun(L, &from, msg.msg_namelen);
-  if (!d->passcred) return 2;
-  if (cred) push_ucred(L, cred); else lua_pushnil(L);
-  return 3;
+  if (!want_fds) {
+    if (!d->passcred) return 2;
+    if (cred) push_ucred(L, cred); else lua_pushnil(L);
+    return 3;
+  }
+  if (d->passcred && cred) push_ucred(L, cred); else lua_pushnil(L);
+  lua_createtable(L, nfds, 0);
+  for (int i = 0; i < nfds; i++) {
+    /* A descriptor that cannot be a stream (a regular file, a directory, a
+     * datagram socket) is closed and shows as false. */
+    if (orch__stream_push_fd(L, fds[i], 0) < 0) lua_pushboolean(L, 0);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 4;
 }
 
 static void poll_stop(dcore *d) {
@@ -1867,7 +1894,7 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   dcore *d = h->data;
   lua_State *co = d->co;
   if (!co) { poll_stop(d); return; }
-  int n = status < 0 ? orch__fail_uv(co, "recv", status) : try_recv(co, d);
+  int n = status < 0 ? orch__fail_uv(co, "recv", status) : try_recv(co, d, d->want_fds);
   if (!n) return;
   d->co = NULL;
   poll_stop(d);
@@ -1886,12 +1913,20 @@ static dcore *check_dgram(lua_State *L, int idx) {
   return u->d;
 }
 
+/* dgram:recv([{ fds = true }]) */
 static int dgram_recv(lua_State *L) {
+  static const char *const opts[] = { "fds", NULL };
   dcore *d = check_dgram(L, 1);
-  no_more_args(L, 1);
+  int want_fds = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    orch__check_options(L, 2, opts);
+    want_fds = orch__opt_boolean(L, 2, "fds", 0);
+  }
+  no_more_args(L, 2);
   orch__check_task(L, "recv");
   if (d->co) return orch__failf(L, "EBUSY", "recv: another task is receiving on this socket");
-  int n = try_recv(L, d);
+  lua_settop(L, 1);
+  int n = try_recv(L, d, want_fds);
   if (n) return n;
   if (!d->inited) {
     int r = uv_poll_init(d->loop, &d->poll, d->fd);
@@ -1905,23 +1940,71 @@ static int dgram_recv(lua_State *L) {
     d->polling = 1;
   }
   d->co = L;
+  d->want_fds = want_fds;
   return orch__await(L, d->timeout, "recv", recv_cancel, d);
 }
 
+/* The descriptors of dgram:send's list argument (integers >= 0 or open
+ * streams), checked before anything is sent. Returns their count. */
+static int check_send_fds(lua_State *L, int idx, int *fds) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_Integer n = luaL_len(L, idx);
+  if (n < 1 || n > MAX_PASS_FDS) luaL_argerror(L, idx, "list of 1 to 253 descriptors expected");
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, idx, i);
+    int fd = -1;
+    if (lua_isinteger(L, -1)) {
+      lua_Integer v = lua_tointeger(L, -1);
+      if (v < 0 || v > 0x7fffffff)
+        luaL_argerror(L, idx, lua_pushfstring(L, "descriptor %d out of range", (int)i));
+      fd = (int)v;
+    } else if (luaL_testudata(L, -1, STREAM_MT)) {
+      fd = orch__stream_fd(L, -1);
+      if (fd < 0) luaL_argerror(L, idx, lua_pushfstring(L, "entry %d is a closed orch.Stream", (int)i));
+    } else {
+      luaL_argerror(L, idx, lua_pushfstring(L, "entry %d: descriptor or orch.Stream expected, got %s",
+                                            (int)i, luaL_typename(L, -1)));
+    }
+    lua_pop(L, 1);
+    fds[i - 1] = fd;
+  }
+  return (int)n;
+}
+
+/* dgram:send(data, path [, fds]) */
 static int dgram_send(lua_State *L) {
   dcore *d = check_dgram(L, 1);
   size_t len, plen;
   const char *data = luaL_checklstring(L, 2, &len);
   const char *path = luaL_checklstring(L, 3, &plen);
   check_sun_name(L, 3, "send", path, plen);
-  no_more_args(L, 3);
+  int fds[MAX_PASS_FDS];
+  int nfds = lua_isnoneornil(L, 4) ? 0 : check_send_fds(L, 4, fds);
+  no_more_args(L, 4);
   struct sockaddr_un sa;
   socklen_t salen;
   int r = make_sun(path, plen, &sa, &salen);
   if (r < 0) return orch__fail_uv(L, "send", r);
+  union { struct cmsghdr align; char buf[CMSG_SPACE(MAX_PASS_FDS * sizeof(int))]; } cbuf;
+  struct iovec iov = { (void *)data, len };
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_name = &sa;
+  msg.msg_namelen = salen;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (nfds) {
+    memset(cbuf.buf, 0, sizeof cbuf.buf);
+    msg.msg_control = cbuf.buf;
+    msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+  }
   ssize_t n;
-  do n = sendto(d->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sa, salen);
-  while (n < 0 && errno == EINTR);
+  do n = sendmsg(d->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
   if (n < 0) return orch__fail(L, "send", errno);
   lua_pushboolean(L, 1);
   return 1;
