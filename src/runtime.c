@@ -522,8 +522,12 @@ int orch__await(lua_State *L, double timeout, const char *op,
   return lua_yieldk(L, 0, (lua_KContext)t, await_k);
 }
 
+/* A task's userdata outlives its C struct once its finalizer has run (a
+ * __gc called by hand, or a userdata resurrected by another finalizer):
+ * using it then raises instead of touching freed memory. */
 static orch__task *check_task_ud(lua_State *L, int idx) {
   orch__task **p = luaL_checkudata(L, idx, TASK_MT);
+  if (!*p) luaL_error(L, "attempt to use a finalized " TASK_MT);
   return *p;
 }
 
@@ -674,7 +678,12 @@ static int task_traceback(lua_State *L) {
 }
 
 static int task_tostring(lua_State *L) {
-  orch__task *t = check_task_ud(L, 1);
+  orch__task **box = luaL_checkudata(L, 1, TASK_MT);
+  orch__task *t = *box;
+  if (!t) {
+    lua_pushliteral(L, TASK_MT ": finalized");
+    return 1;
+  }
   lua_pushfstring(L, "orch.Task: %p %s", (void *)t, task_status_names[t->status]);
   return 1;
 }
@@ -683,9 +692,14 @@ static int task_gc(lua_State *L) {
   orch__task **box = luaL_checkudata(L, 1, TASK_MT);
   orch__task *t = *box;
   if (!t) return 0;
+  /* The collector only finalizes unreachable tasks (live ones are anchored
+   * in the registry), or every task when the Lua state closes. A call by
+   * hand on a live task is ignored: its struct is still in use. Inside a
+   * finalizer run by the collector (lua_close included) lua_gc answers -1
+   * (Lua 5.4.4 and later), which tells the two apart. */
+  if (t->ref != LUA_NOREF && t->rt && !t->rt->torn_down && lua_gc(L, LUA_GCISRUNNING) != -1)
+    return 0;
   *box = NULL;
-  /* Only unreachable tasks get here (live ones are anchored), or every task
-   * when the Lua state closes. */
   if (t->rt && !t->rt->torn_down) {
     queue_remove(t);
     all_remove(t);
