@@ -1450,6 +1450,7 @@ static int proc_fork(lua_State *L) {
   pid_t pid = fork();
   if (pid == 0) {
     orch__after_fork_child(L);
+    orch__fork_child_exits(L);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);   /* the parent's object */
     p->anchor = LUA_NOREF;

@@ -105,6 +105,7 @@ struct orch_runtime {
   uint64_t budget_ns;       /* 0: no budget */
   uint64_t budget_start;    /* when the running callback was resumed; 0: none */
   uint64_t budget_trip;     /* when it was interrupted; 0: not yet */
+  int fork_child;           /* orch.fork's child: its loop's end is the process's */
 };
 
 static const char RT_KEY = 'r';
@@ -857,10 +858,28 @@ static void cancel_leftovers(orch_runtime *rt) {
   }
 }
 
+/* The end of an orch.fork child whose function did not return: orch.exit,
+ * or nothing left to wait for. The child never returns into the code that
+ * ran the parent's loop (a host's Lua, main.c); its task's to-be-closed
+ * variables run, stdio is flushed, and _exit skips libuv's exit-time
+ * threadpool teardown, which would join the parent's threads. */
+static void fork_child_end(orch_runtime *rt) {
+  int code = rt->exit_code;
+  if (!rt->exiting) {
+    fprintf(stderr, "orch: fork child %d: the function waits for something that can never happen "
+                    "(no task is runnable and no handle is active)\n", (int)getpid());
+    code = 1;
+  }
+  cancel_leftovers(rt);
+  fflush(NULL);
+  _exit(code & 0xff);
+}
+
 static int run_loop(orch_runtime *rt) {
   rt->running = 1;
   int r = uv_run(rt->loop, UV_RUN_DEFAULT);
   rt->running = 0;
+  if (rt->fork_child) fork_child_end(rt);
   return r;
 }
 
@@ -1150,8 +1169,34 @@ static void fork_stop_handle(uv_handle_t *h, void *arg) {
   }
 }
 
+/* A forked process must not run libuv's exit-time teardown: the threadpool
+ * it would join belongs to the parent (those threads do not exist here, and
+ * joining them crashes or spins). Whatever way this process calls exit(),
+ * it flushes stdio and ends with _exit before the library destructors. */
+#ifdef __GLIBC__
+static void forked_exit(int status, void *arg) {
+  (void)arg;
+  fflush(NULL);
+  _exit(status);
+}
+#endif
+
+static void skip_uv_teardown_at_exit(void) {
+#ifdef __GLIBC__
+  static pid_t registered;
+  if (registered == getpid()) return;
+  registered = getpid();
+  on_exit(forked_exit, NULL);
+#endif
+}
+
+void orch__fork_child_exits(lua_State *L) {
+  orch__rt(L)->fork_child = 1;
+}
+
 int orch__after_fork_child(lua_State *L) {
   orch_runtime *rt = orch__rt(L);
+  skip_uv_teardown_at_exit();
   orch__task *self = orch__current(L);
   int r = uv_loop_fork(rt->loop);
   /* The child's code runs on inside the parent's resume: not on its clock.

@@ -66,6 +66,10 @@ void orch__report(orch_runtime *rt, const char *message);
 /* For orch.fork: in the child, re-initialises the loop and drops every task
  * except the calling one (their coroutines are abandoned, not resumed). */
 int orch__after_fork_child(lua_State *L);
+/* In orch.fork's child: when the child's loop ends (orch.exit, or nothing
+ * left to wait for) the process ends there (_exit with the code) instead of
+ * returning into the code that ran the parent's loop. */
+void orch__fork_child_exits(lua_State *L);
 
 /* Hooks run by orch_free / after fork, for modules owning global state
  * (e.g. the process table). Registered once per runtime. */
