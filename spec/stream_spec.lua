@@ -387,7 +387,7 @@ describe("bad arguments", function()
     { function() return orch.listen{} end, "bad argument #1 to 'listen' (option 'unix' or 'port' expected)" },
     { function() return orch.listen{ unix = "/x", port = 1 } end, "bad argument #1 to 'listen' (option 'unix' excludes 'host' and 'port')" },
     { function() return orch.listen{ unix = "" } end, "bad argument #1 to 'listen' (option 'unix': empty socket path)" },
-    { function() return orch.listen{ unix = "a\0b" } end, "bad argument #1 to 'listen' (option 'unix': socket path contains a zero byte)" },
+    { function() return orch.listen{ unix = "a\0b" } end, "bad argument #1 to 'listen' (option 'unix': string contains a zero byte)" },
     { function() return orch.listen{ unix = 5 } end, "bad argument #1 to 'listen' (option 'unix': string expected, got number)" },
     { function() return orch.listen{ port = 70000 } end, "bad argument #1 to 'listen' (option 'port': port number (0 to 65535) expected)" },
     { function() return orch.listen{ port = "eighty" } end, "bad argument #1 to 'listen' (option 'port': integer expected, got string)" },

@@ -1248,11 +1248,11 @@ static int open_io(lua_State *L, proc_state *st, fdbox *box, const char *key, in
       return child;
     }
     case IO_PATH: {
+      /* Never blocks the loop: a FIFO without a reader fails (ENXIO). */
       int flags = target == 0 ? O_RDONLY : (O_WRONLY | O_APPEND | O_CREAT);
-      int fd = open(io->path, flags | O_CLOEXEC, 0666);
+      int fd = orch__open_path(io->path, flags, 0666);
       if (fd < 0) {
-        int e = errno;
-        orch__fail(L, lua_pushfstring(L, "spawn: %s: cannot open %s", key, io->path), e);
+        orch__fail_open(L, lua_pushfstring(L, "spawn: %s", key), io->path, -fd);
         lua_remove(L, -4);
         return -1;
       }
@@ -1880,11 +1880,12 @@ static void daemon_fail(int fd, int err, const char *what) {
 }
 
 static int open_log(lua_State *L, const char *key, const char *path, int *fd) {
-  *fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  /* Never blocks the loop: a FIFO without a reader fails (ENXIO). */
+  *fd = orch__open_path(path, O_WRONLY | O_APPEND | O_CREAT, 0644);
   if (*fd >= 0) return 0;
-  int e = errno;
-  orch__fail(L, lua_pushfstring(L, "daemonize: %s: cannot open %s", key, path), e);
+  orch__fail_open(L, lua_pushfstring(L, "daemonize: %s", key), path, -*fd);
   lua_remove(L, -4);
+  *fd = -1;
   return 3;
 }
 

@@ -629,15 +629,44 @@ static int term_add_history(lua_State *L) {
   return 1;
 }
 
+#ifdef ORCH_HAVE_EDITLINE
+/* [-0,+3 on failure] Opens a history file without blocking the loop (a
+ * FIFO or a device at the path would: libedit reads and writes it with
+ * stdio) and writes "/proc/self/fd/N" to buf for libedit, so it opens the
+ * very file checked here. Returns the fd, or -1 after pushing the error. */
+static int history_open(lua_State *L, const char *op, const char *path, int flags, char *buf, size_t size) {
+  int fd = orch__open_path(path, flags, 0600);
+  if (fd < 0) {
+    orch__fail_open(L, op, path, -fd);
+    return -1;
+  }
+  struct stat sb;
+  int e = fstat(fd, &sb) < 0 ? errno : 0;
+  if (e || !S_ISREG(sb.st_mode)) {
+    close(fd);
+    if (e) orch__fail_errno(L, e, "%s: %s", op, path);
+    else orch__failf(L, "EINVAL", "%s: %s: not a regular file", op, path);
+    return -1;
+  }
+  snprintf(buf, size, "/proc/self/fd/%d", fd);
+  return fd;
+}
+#endif
+
 static int term_read_history(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = orch__checkpath(L, 1, NULL);
   int n = history_ready(L, "read_history");
   if (n) return n;
 #ifdef ORCH_HAVE_EDITLINE
-  if (access(path, R_OK) != 0) return orch__fail(L, "read_history", errno);
+  char fdpath[64];
+  int fd = history_open(L, "read_history", path, O_RDONLY, fdpath, sizeof fdpath);
+  if (fd < 0) return 3;
   /* libedit returns an errno-ish value, or nonzero without setting one. */
   errno = 0;
-  if (ed.read_history(path) != 0) return orch__fail(L, "read_history", errno ? errno : EINVAL);
+  int r = ed.read_history(fdpath);
+  int e = errno;
+  close(fd);
+  if (r != 0) return orch__fail(L, "read_history", e ? e : EINVAL);
 #else
   (void)path;
 #endif
@@ -646,16 +675,19 @@ static int term_read_history(lua_State *L) {
 }
 
 static int term_write_history(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = orch__checkpath(L, 1, NULL);
   int n = history_ready(L, "write_history");
   if (n) return n;
 #ifdef ORCH_HAVE_EDITLINE
   /* History may hold secrets typed at the prompt: create it 0600. */
-  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return orch__fail(L, "write_history", errno);
-  close(fd);
+  char fdpath[64];
+  int fd = history_open(L, "write_history", path, O_WRONLY | O_CREAT | O_NOFOLLOW, fdpath, sizeof fdpath);
+  if (fd < 0) return 3;
   errno = 0;
-  if (ed.write_history(path) != 0) return orch__fail(L, "write_history", errno ? errno : EIO);
+  int r = ed.write_history(fdpath);
+  int e = errno;
+  close(fd);
+  if (r != 0) return orch__fail(L, "write_history", e ? e : EIO);
 #else
   (void)path;
 #endif

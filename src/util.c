@@ -14,6 +14,8 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 const char *orch__errname(int err) {
@@ -52,6 +54,16 @@ int orch__failf(lua_State *L, const char *ename, const char *fmt, ...) {
   lua_pushvfstring(L, fmt, ap);
   va_end(ap);
   lua_pushstring(L, ename);
+  return 3;
+}
+
+int orch__fail_errno(lua_State *L, int err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  const char *op = lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  orch__fail(L, op, err);
+  lua_remove(L, -4);                       /* the formatted op */
   return 3;
 }
 
@@ -118,8 +130,10 @@ int orch__opt_boolean(lua_State *L, int idx, const char *key, int def) {
 /* The string stays valid while the option table holds it. */
 const char *orch__opt_string(lua_State *L, int idx, const char *key, const char *def) {
   idx = lua_absindex(L, idx);
-  const char *v = opt_get(L, idx, key, LUA_TSTRING, "string") ? lua_tostring(L, -1) : def;
+  size_t len = 0;
+  const char *v = opt_get(L, idx, key, LUA_TSTRING, "string") ? lua_tolstring(L, -1, &len) : def;
   lua_pop(L, 1);
+  if (v != def && strlen(v) != len) orch__opt_error(L, idx, key, "string contains a zero byte");
   return v;
 }
 
@@ -230,4 +244,45 @@ int orch__cloexec(int fd) {
   int fl = fcntl(fd, F_GETFD);
   if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0) return -errno;
   return 0;
+}
+
+void orch__check_nonul(lua_State *L, int idx, const char *s, size_t len, const char *what) {
+  if (strlen(s) == len) return;
+  if (what) luaL_argerror(L, idx, lua_pushfstring(L, "%s contains a zero byte", what));
+  luaL_argerror(L, idx, "string contains a zero byte");
+}
+
+const char *orch__checkpath(lua_State *L, int idx, size_t *len) {
+  size_t n;
+  const char *s = luaL_checklstring(L, idx, &n);
+  orch__check_nonul(L, idx, s, n, NULL);
+  if (len) *len = n;
+  return s;
+}
+
+const char *orch__optpath(lua_State *L, int idx, const char *def) {
+  if (lua_isnoneornil(L, idx)) return def;
+  return orch__checkpath(L, idx, NULL);
+}
+
+int orch__open_path(const char *path, int flags, unsigned mode) {
+  int fd;
+  do fd = open(path, flags | O_NONBLOCK | O_CLOEXEC, (mode_t)mode); while (fd < 0 && errno == EINTR);
+  if (fd < 0) return -errno;
+  if (!(flags & O_NONBLOCK)) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+      int e = errno;
+      close(fd);
+      return -e;
+    }
+  }
+  return fd;
+}
+
+int orch__fail_open(lua_State *L, const char *op, const char *path, int err) {
+  struct stat sb;
+  if (err == ENXIO && stat(path, &sb) == 0 && S_ISFIFO(sb.st_mode))
+    return orch__failf(L, "ENXIO", "%s: cannot open %s: no process has the FIFO open for reading", op, path);
+  return orch__fail_errno(L, err, "%s: cannot open %s", op, path);
 }

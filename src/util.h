@@ -15,6 +15,11 @@ int orch__fail(lua_State *L, const char *op, int err);
 int orch__fail_uv(lua_State *L, const char *op, int uverr);
 int orch__failf(lua_State *L, const char *ename, const char *fmt, ...);
 
+/* The same with a formatted op: pushes nil, "<formatted>: <reason>",
+ * "<ENAME>" (err a positive errno) and returns 3; the stack holds nothing
+ * else of it. */
+int orch__fail_errno(lua_State *L, int err, const char *fmt, ...);
+
 /* "ENOENT" for ENOENT; "E<number>" if unknown. */
 const char *orch__errname(int err);
 
@@ -55,5 +60,28 @@ double orch__wall(void);
 
 /* Makes fd close-on-exec; returns 0 or -errno. */
 int orch__cloexec(int fd);
+
+/* Strings that reach a syscall (paths, names, argv, environment) must not
+ * hold a zero byte: C would cut them short. orch__checkpath raises
+ * "bad argument #idx to 'fn' (string contains a zero byte)" (or the usual
+ * "string expected"); orch__optpath returns def for none/nil;
+ * orch__check_nonul checks a string already fetched (what: "path",
+ * "option 'cwd'", ...). orch__opt_string refuses zero bytes too. */
+const char *orch__checkpath(lua_State *L, int idx, size_t *len);
+const char *orch__optpath(lua_State *L, int idx, const char *def);
+void orch__check_nonul(lua_State *L, int idx, const char *s, size_t len, const char *what);
+
+/* Opens a user-given path without ever blocking the loop on it: with
+ * O_NONBLOCK (a FIFO opened for writing with no reader fails at once with
+ * ENXIO instead of waiting for one; opened for reading, it does not wait for
+ * a writer), which is then cleared so the fd behaves as usual (a child gets
+ * it as a blocking stdin/stdout). O_CLOEXEC always; EINTR retried. Returns
+ * the fd or -errno. */
+int orch__open_path(const char *path, int flags, unsigned mode);
+
+/* [-0,+3] The error triple for a failed orch__open_path: "<op>: cannot open
+ * <path>: <reason>", with "no process has the FIFO open for reading" for
+ * ENXIO on a FIFO. Returns 3. */
+int orch__fail_open(lua_State *L, const char *op, const char *path, int err);
 
 #endif
