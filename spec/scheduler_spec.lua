@@ -27,7 +27,7 @@ describe("scheduler.every (delay mode, the classic loop)", function()
   it("reports signals and keeps going", function()
     local seen = {}
     h.run(function()
-      local j = sched.every(0, { "sh", "-c", "kill -KILL $$" }, {
+      local j = sched.every(0.01, { "sh", "-c", "kill -KILL $$" }, {
         max_runs = 2, log = quiet, on_exit = function(code, sig) seen[#seen + 1] = sig end })
       j.task:join()
     end)
@@ -164,6 +164,32 @@ describe("cron expressions", function()
     end
   end)
 
+  it("reject expressions that can never match when they are defined", function()
+    for _, e in ipairs{ "* * 31 2 *", "0 0 30 2 *", "0 0 30,31 feb *", "15 3 31 4,6,9,11 *",
+                        "* * 31 2/12 *", "0 12 30-31 2 *" } do
+      local ok, err = pcall(sched.parse_cron, e)
+      assert.is_false(ok, e)
+      assert.are.equal("cron: '" .. e .. "' can never match (no month in the month field has that day)", err)
+    end
+    -- Rare but possible: accepted (a weekday, or a leap day).
+    for _, e in ipairs{ "0 0 31 2 mon", "0 0 29 2 *", "0 0 31 2,3 *" } do
+      assert.is_table(sched.parse_cron(e), e)
+    end
+  end)
+
+  it("search a bounded number of steps: a leap day 7 years ahead, 2100 being no leap year", function()
+    local real_date, steps = os.date, 0
+    os.date = function(...) steps = steps + 1; return real_date(...) end
+    local ok, got = pcall(sched.next_cron, "0 0 29 2 *", at(2097, 3, 1, 0, 0))
+    os.date = real_date
+    assert.is_true(ok, got)
+    assert.are.equal(os.date("%c", at(2104, 2, 29, 0, 0)), os.date("%c", got))
+    -- A few hundred steps a year, not one per minute (4 million).
+    assert.is_true(steps < 5000, steps .. " steps")
+    -- A string expression and the default `after` (now) work too.
+    assert.is_true(sched.next_cron("* * * * *") > os.time())
+  end)
+
   it("cron and at schedule jobs at wall-clock times", function()
     h.run(function()
       local j = sched.cron("* * * * *", { "true" }, { log = quiet })
@@ -188,7 +214,25 @@ describe("bad arguments", function()
       { function() sched.every(1, { "true" }, { mode = "fast" }) end, "option 'mode'" },
       { function() sched.every(1, { "true" }, { overlap = "x" }) end, "option 'overlap'" },
       { function() sched.every(1, { "true" }, { jitter = -1 }) end, "option 'jitter'" },
-      { function() sched.every(0, { "true" }, { mode = "rate" }) end, "needs seconds > 0" },
+      { function() sched.every(0, { "true" }, { mode = "rate" }) end, "bad argument #1 to 'every' (seconds > 0 expected)" },
+      { function() sched.every(0, function() end) end, "bad argument #1 to 'every' (seconds > 0 expected)" },
+      { function() sched.every(0 / 0, { "true" }) end, "bad argument #1 to 'every' (seconds > 0 expected)" },
+      { function() sched.every(math.huge, { "true" }) end, "bad argument #1 to 'every' (seconds > 0 expected)" },
+      { function() sched.every(1, { "true" }, { max_runs = -1 }) end, "(option 'max_runs': integer >= 1 expected)" },
+      { function() sched.every(1, { "true" }, { max_runs = 0 }) end, "(option 'max_runs': integer >= 1 expected)" },
+      { function() sched.every(1, { "true" }, { max_runs = 1.5 }) end, "(option 'max_runs': integer >= 1 expected)" },
+      { function() sched.every(1, { "true" }, { max_runs = 0 / 0 }) end, "(option 'max_runs': integer >= 1 expected)" },
+      { function() sched.every(1, { "true" }, { max_runs = math.huge }) end, "(option 'max_runs': integer >= 1 expected)" },
+      { function() sched.every(1, { "true" }, { first = 0 / 0 }) end, "(option 'first': seconds >= 0 expected)" },
+      { function() sched.every(1, { "true" }, { first = -1 }) end, "(option 'first': seconds >= 0 expected)" },
+      { function() sched.every(1, { "true" }, { jitter = 0 / 0 }) end, "option 'jitter'" },
+      { function() sched.next_cron("x") end, "bad argument #1 to 'next_cron' (cron: 'x' needs 5 fields" },
+      { function() sched.next_cron(42) end, "bad argument #1 to 'next_cron' (cron expression or parse_cron result expected, got number)" },
+      { function() sched.next_cron({}) end, "bad argument #1 to 'next_cron' (cron expression or parse_cron result expected, got table)" },
+      { function() sched.next_cron("* * * * *", "soon") end, "bad argument #2 to 'next_cron' (epoch seconds expected, got string)" },
+      { function() sched.next_cron("* * * * *", 0 / 0) end, "bad argument #2 to 'next_cron' (epoch seconds expected" },
+      { function() sched.next_cron("* * * * *", math.huge) end, "bad argument #2 to 'next_cron' (epoch seconds expected" },
+      { function() sched.cron("* * 31 2 *", { "true" }) end, "bad argument #1 to 'cron' (cron: '* * 31 2 *' can never match" },
       { function() sched.at("25:00", { "true" }) end, "bad argument #1 to 'at'" },
       { function() sched.cron("bad", { "true" }) end, "bad argument #1 to 'cron'" },
     }
@@ -222,7 +266,10 @@ describe("orch every", function()
 
   it("usage errors exit 2", function()
     for _, args in ipairs({ { "every" }, { "every", "x", "true" }, { "every", "1" },
-                            { "every", "1", "--bogus", "true" }, { "every", "0", "--rate", "true" } }) do
+                            { "every", "1", "--bogus", "true" }, { "every", "0", "--rate", "true" },
+                            { "every", "0", "true" }, { "every", "1e999", "true" },
+                            { "every", "1", "--max-runs", "0", "true" }, { "every", "1", "--max-runs", "-1", "true" },
+                            { "every", "1", "--max-runs", "1.5", "true" }, { "every", "1", "--jitter", "1e999", "true" } }) do
       local code, _, err = h.cli(args)
       assert.are.equal(2, code, table.concat(args, " "))
       assert.matches("orch every:", err, 1, true)

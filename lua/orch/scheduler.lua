@@ -47,6 +47,14 @@ local function check_options(fname, opts)
   if opts.jitter and not (opts.jitter >= 0 and opts.jitter < math.huge) then
     error(("bad argument #3 to '%s' (option 'jitter': seconds >= 0 expected)"):format(fname), 3)
   end
+  if opts.first and not (opts.first >= 0 and opts.first < math.huge) then
+    error(("bad argument #3 to '%s' (option 'first': seconds >= 0 expected)"):format(fname), 3)
+  end
+  if opts.max_runs and not (math.type(opts.max_runs) == "integer" and opts.max_runs >= 1
+                            or math.type(opts.max_runs) == "float" and opts.max_runs >= 1
+                               and opts.max_runs < 2^53 and opts.max_runs == math.floor(opts.max_runs)) then
+    error(("bad argument #3 to '%s' (option 'max_runs': integer >= 1 expected)"):format(fname), 3)
+  end
   return opts
 end
 
@@ -175,14 +183,12 @@ end
 
 --- every(seconds, job [, opts]) -> Job
 function M.every(seconds, job, opts)
-  if type(seconds) ~= "number" or not (seconds >= 0 and seconds < math.huge) then
-    error("bad argument #1 to 'every' (seconds >= 0 expected)", 2)
+  -- 0 would run the job back to back as fast as the loop turns.
+  if type(seconds) ~= "number" or not (seconds > 0 and seconds < math.huge) then
+    error("bad argument #1 to 'every' (seconds > 0 expected)", 2)
   end
   check_job("every", job)
   opts = check_options("every", opts)
-  if opts.mode == "rate" and seconds <= 0 then
-    error("bad argument #1 to 'every' (mode \"rate\" needs seconds > 0)", 2)
-  end
   return new_job(job, opts, opts.mode == "rate" and loop_rate or loop_delay,
                  { seconds = seconds, mode = opts.mode or "delay", first = opts.first })
 end
@@ -192,6 +198,7 @@ end
 local month_names = { jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6, jul = 7, aug = 8,
                       sep = 9, oct = 10, nov = 11, dec = 12 }
 local dow_names = { sun = 0, mon = 1, tue = 2, wed = 3, thu = 4, fri = 5, sat = 6 }
+local month_days = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }   -- February 29 in leap years
 
 local function parse_field(s, lo, hi, names, what)
   local set, any = {}, s == "*"
@@ -233,6 +240,19 @@ function M.parse_cron(expr)
   c.mon = parse_field(f[4], 1, 12, month_names, "month")
   c.dow, c.dow_any = parse_field(f[5], 0, 7, dow_names, "day-of-week")
   if c.dow[7] then c.dow[0] = true end
+  -- Only a day of month restricted alone can rule out every date (any
+  -- weekday comes round in every month): "* * 31 2 *", "0 0 30,31 2 *".
+  if c.dow_any and not c.dom_any then
+    local possible = false
+    for m in pairs(c.mon) do
+      for d in pairs(c.dom) do
+        if d <= month_days[m] then possible = true end
+      end
+    end
+    if not possible then
+      error(("cron: '%s' can never match (no month in the month field has that day)"):format(expr), 0)
+    end
+  end
   return c
 end
 
@@ -245,11 +265,29 @@ local function day_matches(c, t)
 end
 
 --- next_cron(spec, after) -> epoch seconds of the first match strictly after
--- `after` (local time), or nil if none within about 4 years.
+-- `after` (local time), or nil if none within 8 years (the longest gap
+-- between two February 29ths). `spec` is parse_cron's result or an
+-- expression; `after` defaults to now.
 function M.next_cron(c, after)
+  if type(c) == "string" then
+    local ok, parsed = pcall(M.parse_cron, c)
+    if not ok then error("bad argument #1 to 'next_cron' (" .. parsed .. ")", 2) end
+    c = parsed
+  elseif type(c) ~= "table" or type(c.min) ~= "table" or type(c.dom) ~= "table" then
+    error(("bad argument #1 to 'next_cron' (cron expression or parse_cron result expected, got %s)")
+      :format(type(c)), 2)
+  end
+  if after == nil then after = orch.time() end
+  if type(after) ~= "number" or not (after > -2^52 and after < 2^52) then
+    error(("bad argument #2 to 'next_cron' (epoch seconds expected, got %s)"):format(
+      type(after) == "number" and tostring(after) or type(after)), 2)
+  end
   local t = os.date("*t", math.floor(after) + 60 - math.floor(after) % 60)
   t.sec = 0
-  for _ = 1, 4 * 366 * 24 * 60 do
+  -- Each step moves to the next month, day, hour or minute that may match:
+  -- at most a few hundred steps per year.
+  local last_year = t.year + 8
+  while t.year <= last_year do
     if not c.mon[t.month] then
       t.month, t.day, t.hour, t.min = t.month + 1, 1, 0, 0
     elseif not day_matches(c, t) then

@@ -30,8 +30,8 @@ end
 
 local function main(argv)
   local seconds = tonumber(argv[1])
-  if not seconds or seconds < 0 or seconds ~= seconds or seconds == math.huge then
-    return fail(argv[1] and ("SECONDS must be a number >= 0, got '" .. argv[1] .. "'") or "SECONDS missing")
+  if not seconds or not (seconds > 0 and seconds < math.huge) then
+    return fail(argv[1] and ("SECONDS must be a number > 0, got '" .. argv[1] .. "'") or "SECONDS missing")
   end
   local opts, i = { grace = 5 }, 2
   while argv[i] do
@@ -42,7 +42,11 @@ local function main(argv)
     elseif a == "--quiet" then opts.quiet = true
     elseif a == "--jitter" or a == "--grace" or a == "--max-runs" then
       local v = tonumber(argv[i + 1])
-      if not v or v < 0 then return fail(a .. " needs a number >= 0") end
+      if a == "--max-runs" then
+        if not v or not (v >= 1 and v < 2^53) or v ~= math.floor(v) then return fail(a .. " needs an integer >= 1") end
+      elseif not v or not (v >= 0 and v < math.huge) then
+        return fail(a .. " needs a number >= 0")
+      end
       opts[a:sub(3):gsub("-", "_")] = v
       i = i + 1
     elseif a == "--pidfile" then
@@ -54,7 +58,6 @@ local function main(argv)
     i = i + 1
   end
   if not argv[i] then return fail("PROG missing") end
-  if opts.rate and seconds == 0 then return fail("--rate needs SECONDS > 0") end
   local cmd = { pgroup = true }
   for j = i, #argv do cmd[#cmd + 1] = argv[j] end
 
