@@ -509,7 +509,7 @@ static int ipc_list(lua_State *L) {
 }
 
 static int ipc_ftok(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = orch__checkpath(L, 1, NULL);
   lua_Integer proj = luaL_optinteger(L, 2, 1);
   if (proj < 1 || proj > 255) luaL_argerror(L, 2, "project id must be 1 to 255");
   luaL_checktype(L, 3, LUA_TNONE);

@@ -843,8 +843,10 @@ static void parse_io(lua_State *L, int arg, const char *key, int target, io_spec
     case LUA_TNIL:
       return;
     case LUA_TSTRING: {
-      const char *s = lua_tostring(L, -1);
+      size_t len;
+      const char *s = lua_tolstring(L, -1, &len);
       if (is_extra) break;
+      if (strlen(s) != len) orch__opt_error(L, arg, key, "string contains a zero byte");
       if (strcmp(s, "inherit") == 0) io->kind = IO_INHERIT;
       else if (strcmp(s, "null") == 0) io->kind = IO_NULL;
       else if (strcmp(s, "pipe") == 0) io->kind = IO_PIPE;
@@ -942,6 +944,7 @@ static void parse_id(lua_State *L, int arg, const char *key, int *has, lua_Integ
     *has = 1;
   } else if (t == LUA_TSTRING) {
     *name = lua_tostring(L, -1);
+    if (strlen(*name) != lua_rawlen(L, -1)) orch__opt_error(L, arg, key, "string contains a zero byte");
     *has = 1;
   } else if (t != LUA_TNIL) {
     orch__opt_error(L, arg, key, lua_pushfstring(L, "number or name expected, got %s", luaL_typename(L, -1)));
@@ -975,7 +978,10 @@ static void spawn_validate(lua_State *L, spawn_args *a) {
   a->search = 1;
   int t = lua_getfield(L, 1, "path");
   if (t == LUA_TBOOLEAN) a->search = lua_toboolean(L, -1);
-  else if (t == LUA_TSTRING) a->search_path = lua_tostring(L, -1);
+  else if (t == LUA_TSTRING) {
+    a->search_path = lua_tostring(L, -1);
+    if (strlen(a->search_path) != lua_rawlen(L, -1)) orch__opt_error(L, 1, "path", "string contains a zero byte");
+  }
   else if (t != LUA_TNIL) orch__opt_error(L, 1, "path", lua_pushfstring(L, "boolean or string expected, got %s", luaL_typename(L, -1)));
   lua_pop(L, 1);
 
@@ -1475,7 +1481,7 @@ static int proc_fork(lua_State *L) {
 /* ---------------------------------------------------------------- exec */
 
 static int proc_exec(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = orch__checkpath(L, 1, NULL);
   if (!*path) luaL_argerror(L, 1, "program name must not be empty");
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
@@ -1487,15 +1493,20 @@ static int proc_exec(lua_State *L) {
     int t = lua_geti(L, 2, i);
     if (t != LUA_TSTRING && t != LUA_TNUMBER)
       luaL_argerror(L, 2, lua_pushfstring(L, "argument %d: string expected, got %s", (int)i, luaL_typename(L, -1)));
+    if (t == LUA_TSTRING && strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+      luaL_argerror(L, 2, lua_pushfstring(L, "argument %d contains a zero byte", (int)i));
     lua_pop(L, 1);
   }
   if (!lua_isnil(L, 3)) {
     lua_pushnil(L);
     while (lua_next(L, 3)) {
-      if (lua_type(L, -2) != LUA_TSTRING || strchr(lua_tostring(L, -2), '=') || !*lua_tostring(L, -2))
+      if (lua_type(L, -2) != LUA_TSTRING || strchr(lua_tostring(L, -2), '=') || !*lua_tostring(L, -2)
+          || strlen(lua_tostring(L, -2)) != lua_rawlen(L, -2))
         luaL_argerror(L, 3, "keys must be variable names");
       if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
         luaL_argerror(L, 3, lua_pushfstring(L, "'%s': string or number expected", lua_tostring(L, -2)));
+      if (lua_type(L, -1) == LUA_TSTRING && strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+        luaL_argerror(L, 3, lua_pushfstring(L, "'%s' contains a zero byte", lua_tostring(L, -2)));
       lua_pop(L, 1);
     }
   }

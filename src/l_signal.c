@@ -164,7 +164,10 @@ static int signal_default(lua_State *L) { return set_disposition(L, "signal.defa
 /* The signal argument 1 names or numbers, or -1 when it is not a known
  * signal. Raises for a value that is neither a string nor a number. */
 static int known_signal(lua_State *L) {
-  if (lua_type(L, 1) == LUA_TSTRING) return orch__signum(lua_tostring(L, 1));
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    orch__checkpath(L, 1, NULL);              /* "TERM\0x" is not TERM */
+    return orch__signum(lua_tostring(L, 1));
+  }
   if (lua_type(L, 1) != LUA_TNUMBER) return luaL_typeerror(L, 1, "signal name or number");
   int isint;
   lua_Integer n = lua_tointegerx(L, 1, &isint);

@@ -1020,7 +1020,12 @@ static void push_lua_dirs(lua_State *L) {
 
 /* package.searchers entry: "orch" and "orch.x.y" from the orch Lua dirs. */
 static int orch_searcher(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
+  size_t len;
+  const char *name = luaL_checklstring(L, 1, &len);
+  if (strlen(name) != len) {
+    lua_pushliteral(L, "\n\tmodule name contains a zero byte");
+    return 1;
+  }
   if (strcmp(name, "orch") != 0 && strncmp(name, "orch.", 5) != 0) {
     lua_pushnil(L);
     return 1;

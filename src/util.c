@@ -192,6 +192,7 @@ int orch__checksignal(lua_State *L, int idx) {
     return (int)n;
   }
   if (lua_type(L, idx) == LUA_TSTRING) {
+    orch__checkpath(L, idx, NULL);
     int s = orch__signum(lua_tostring(L, idx));
     if (s < 0) return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", lua_tostring(L, idx)));
     return s;
