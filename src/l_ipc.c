@@ -37,8 +37,10 @@ key_t orch__ipc_optkey(lua_State *L, int idx) {
     orch__opt_error(L, idx, "key", "integer expected, got no value");
   lua_pop(L, 1);
   lua_Integer k = orch__opt_integer(L, idx, "key", 0);
-  if (k < INT32_MIN || k > (lua_Integer)UINT32_MAX)
-    orch__opt_error(L, idx, "key", "out of range");
+  /* Keys are 32-bit unsigned as ipcs(1) prints them: -1 would silently
+   * become 0xffffffff. */
+  if (k < 0 || k > (lua_Integer)UINT32_MAX)
+    orch__opt_error(L, idx, "key", "out of range (1 to 0xffffffff)");
   if (k == 0)
     orch__opt_error(L, idx, "key", "0 is IPC_PRIVATE (use private())");
   return (key_t)(int32_t)(uint32_t)k;

@@ -63,11 +63,17 @@ static int lmmap_new(lua_State *L) {
   int readonly = orch__opt_boolean(L, 1, "readonly", 0);
   int create = orch__opt_boolean(L, 1, "create", 0);
   lua_Integer mode = orch__opt_integer(L, 1, "mode", 0600);
-  lua_Integer size = orch__opt_integer(L, 1, "size", -1);
+  /* size absent: the whole file. Given, it must be >= 1 (-1 is not "the
+   * whole file"). */
+  lua_Integer size = orch__opt_integer(L, 1, "size", 0);
   if (!path == !anonymous)
     luaL_argerror(L, 1, "exactly one of 'path' and 'anonymous = true' expected");
-  if (size == 0 || size < -1 || (size > 0 && (lua_Unsigned)size > SIZE_MAX / 2))
+  lua_getfield(L, 1, "size");
+  int has_size = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (has_size && (size < 1 || (lua_Unsigned)size > SIZE_MAX / 2))
     orch__opt_error(L, 1, "size", "size must be >= 1");
+  if (!has_size) size = -1;
   if (mode < 0 || mode > 07777) orch__opt_error(L, 1, "mode", "permission bits expected");
   if (anonymous) {
     if (size < 0) orch__opt_error(L, 1, "size", "required with anonymous");

@@ -54,6 +54,8 @@ static uint64_t to_ms(double s) {
 
 static int timer_new(lua_State *L, int repeat) {
   double s = orch__checkseconds(L, 1);
+  /* A repeating timer of 0 s would spin the loop. */
+  if (repeat && s == 0) luaL_argerror(L, 1, "seconds must be > 0");
   luaL_checktype(L, 2, LUA_TFUNCTION);
   orch_runtime *rt = orch__rt(L);
   otimer **p = lua_newuserdatauv(L, sizeof *p, 0);
@@ -72,7 +74,7 @@ static int timer_new(lua_State *L, int repeat) {
   lua_pushvalue(L, -1);
   t->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   uint64_t ms = to_ms(s);
-  /* A repeating timer of 0 s would spin the loop: 1 ms is the floor. */
+  /* The loop's clock counts milliseconds: 1 ms is the floor. */
   if (repeat && ms == 0) ms = 1;
   uv_timer_start(&t->h, fire, ms, repeat ? ms : 0);
   return 1;

@@ -464,7 +464,8 @@ function ctl.serve(opts)
   end
   local function posnum(k, int)
     local v = opts[k]
-    if v ~= nil and (type(v) ~= "number" or v <= 0 or (int and math.type(v) ~= "integer")) then
+    -- NaN and infinity are refused too (NaN <= 0 is false).
+    if v ~= nil and (type(v) ~= "number" or not (v > 0 and v < math.huge) or (int and math.type(v) ~= "integer")) then
       error("bad argument #1 to 'serve' (option '" .. k .. "': positive " .. (int and "integer" or "number") .. " expected)", 3)
     end
   end
