@@ -22,13 +22,113 @@ ctl.FOLLOW_BUFFER = 1024 * 1024 -- bytes queued for a `tail -f` client before it
 -- Fields holding lists: cjson writes an empty table as {}, these become [].
 local list_fields = { "services", "lines", "kept", "added", "stopped", "restarted" }
 
+-- JSON text is UTF-8. A string that is not (a request's bytes echoed in an
+-- error, a service's output line, eval's output) has each byte that starts
+-- no valid sequence replaced by U+FFFD.
+local function fix_utf8(s)
+  local out, i = {}, 1
+  while true do
+    local ok, bad = utf8.len(s, i)
+    if ok then out[#out + 1] = s:sub(i); break end
+    out[#out + 1] = s:sub(i, bad - 1)
+    out[#out + 1] = "\u{FFFD}"
+    i = bad + 1
+  end
+  return table.concat(out)
+end
+
+-- A copy of v whose strings (keys too) are valid UTF-8; tables are copied
+-- only where something changed.
+local function clean_utf8(v, depth)
+  if type(v) == "string" then return utf8.len(v) and v or fix_utf8(v) end
+  if type(v) ~= "table" or depth > 64 then return v end
+  local copy
+  for k, x in pairs(v) do
+    local ck, cx = clean_utf8(k, depth + 1), clean_utf8(x, depth + 1)
+    if ck ~= k or cx ~= x then
+      copy = copy or {}
+      copy[#copy + 1] = { k, ck, cx }
+    end
+  end
+  if not copy then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = x end
+  for _, f in ipairs(copy) do
+    t[f[1]] = nil
+    t[f[2]] = f[3]
+  end
+  return t
+end
+
+-- A private key: a reply carrying it has its `id` written as this raw JSON
+-- text (a request's numeric id, echoed digit for digit).
+local RAW_ID = {}
+
 --- Encodes a reply or request as one line of JSON (no newline).
 function ctl.encode(t)
-  local s = json.encode(t)
+  local raw = type(t) == "table" and rawget(t, RAW_ID)
+  if raw then t[RAW_ID] = nil end
+  local ok, s = pcall(json.encode, t)
+  if raw then t[RAW_ID] = raw end
+  if not ok then error(s, 0) end
+  -- One C call checks the common case: nothing to fix.
+  if not utf8.len(s) then s = json.encode(clean_utf8(t, 0)) end
+  if raw then s = '{"id":' .. raw .. (s == "{}" and "}" or "," .. s:sub(2)) end
   -- Most messages (every line a `tail -f` streams) have no empty table.
   if not s:find(":{}", 1, true) then return s end
   for _, f in ipairs(list_fields) do s = s:gsub('"' .. f .. '":{}', '"' .. f .. '":[]') end
   return s
+end
+
+-- The end of the JSON string starting at s[i] (a quote).
+local function string_end(s, i)
+  local j = i + 1
+  while true do
+    local q = s:find('["\\]', j)
+    if not q then return #s end
+    if s:byte(q) == 92 then j = q + 2 else return q end
+  end
+end
+
+-- The end of the JSON value starting at s[i].
+local function value_end(s, i)
+  local c = s:sub(i, i)
+  if c == '"' then return string_end(s, i) end
+  if c == "{" or c == "[" then
+    local depth, j = 0, i
+    while true do
+      local q = s:find('[%[%]{}"]', j)
+      if not q then return #s end
+      local ch = s:sub(q, q)
+      if ch == '"' then j = string_end(s, q) + 1
+      else
+        depth = depth + ((ch == "{" or ch == "[") and 1 or -1)
+        if depth == 0 then return q end
+        j = q + 1
+      end
+    end
+  end
+  local e = s:find("[%s,}%]]", i)
+  return (e or #s + 1) - 1
+end
+
+-- The raw text of the last top-level member `key` of the JSON object in
+-- `line` (already decoded: well-formed), or nil.
+local function raw_member(line, key)
+  local i = line:find("{", 1, true)
+  local found
+  while i do
+    i = line:find('"', i + 1, true)
+    if not i then break end
+    local kend = string_end(line, i)
+    local k = line:sub(i + 1, kend - 1)
+    local v = line:find("%S", line:find(":", kend + 1, true) + 1)
+    local vend = value_end(line, v)
+    if k == key then found = line:sub(v, vend) end
+    i = line:find("[,}]", vend + 1)
+    if not i or line:sub(i, i) == "}" then break end
+  end
+  return found
 end
 
 -- cjson reads every number as a float: integral ones become integers
@@ -237,6 +337,9 @@ function handlers.eval(srv, req, cs)
     size = size + #s + 1
     if size <= ctl.MAX_OUTPUT then out[#out + 1] = s end
   end)
+  if req.chunkname ~= nil and type(req.chunkname) ~= "string" then
+    return fail("'eval': 'chunkname' must be a string")
+  end
   local fn, err, incomplete = repl.compile(req.code, "=" .. (req.chunkname or "eval"), env)
   if not fn then
     return { ok = false, error = err, code = "ESYNTAX", incomplete = incomplete or nil }
@@ -275,7 +378,9 @@ end
 local function send(conn, reply)
   local ok, text = pcall(ctl.encode, reply)
   if not ok then
-    text = ctl.encode(fail("reply cannot be encoded: " .. tostring(text), "EFAILED"))
+    local f = fail("reply cannot be encoded: " .. tostring(text), "EFAILED")
+    f.id, f[RAW_ID] = reply.id, rawget(reply, RAW_ID)
+    text = ctl.encode(f)
   end
   return conn:write(text .. "\n")
 end
@@ -297,7 +402,14 @@ function Server:dispatch(line, cs)
     if ok then reply, after = r, a
     else reply = fail("internal error: " .. repl.error_message(r), "EFAILED") end
   end
-  if req.id ~= nil and (type(req.id) == "string" or type(req.id) == "number") then reply.id = req.id end
+  if type(req.id) == "string" then
+    reply.id = req.id
+  elseif type(req.id) == "number" then
+    -- cjson reads numbers as doubles and writes 14 digits: an id that is
+    -- not a small integer is echoed as the request wrote it.
+    local raw = not (math.type(req.id) == "integer" and math.abs(req.id) < 1e14) and raw_member(line, "id")
+    if raw and tonumber(raw) then reply[RAW_ID] = raw else reply.id = req.id end
+  end
   return reply, after
 end
 
