@@ -101,6 +101,7 @@ static char edit_error[256];    /* why it is unavailable (dlerror) */
 static void maybe_free(term_state *st) {
   if (st->closing && st->handles == 0) {
     free(st->buf);
+    free(st->req_buf);        /* M_FILE's read buffer, kept between reads */
     free(st);
   }
 }

@@ -97,10 +97,32 @@ function pretty_value(v, depth, indent, seen, opts)
   return ok and tostring(s) or ("<" .. tv .. ": __tostring failed>")
 end
 
+-- Raises "bad argument #n to 'fname' (<want> expected, got <type>)" unless
+-- v's type is one of the `|`-separated names in want.
+local function check_arg(fname, n, v, want)
+  local t = type(v)
+  for w in want:gmatch("[^|]+") do if t == w then return v end end
+  error(("bad argument #%d to '%s' (%s expected, got %s)"):format(n, fname,
+    (want:gsub("|nil$", ""):gsub("|", " or ")), v == nil and "no value" or t), 3)
+end
+
+local function check_pretty_opts(fname, n, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("bad argument #%d to '%s' (table expected, got %s)"):format(n, fname, type(opts)), 3)
+  end
+  for _, k in ipairs{ "depth", "items", "width" } do
+    local v = opts and opts[k]
+    if v ~= nil and (math.type(v) ~= "integer" or v < 0) then
+      error(("bad argument #%d to '%s' (option '%s': integer >= 0 expected)"):format(n, fname, k), 3)
+    end
+  end
+end
+
 --- Formats any value for display: strings quoted, tables expanded up to
 -- `depth` levels (deeper ones shown as {...}), at most `items` entries per
 -- table, cycles marked.
 function M.pretty(v, opts)
+  check_pretty_opts("pretty", 2, opts)
   opts = opts or {}
   local o = { depth = opts.depth or M.MAX_DEPTH, items = opts.items or M.MAX_ITEMS,
               width = opts.width or M.WIDTH }
@@ -110,6 +132,8 @@ end
 --- Formats a packed list of results (t.n values) separated by tabs; "" when
 -- there are none.
 function M.pretty_results(t, opts)
+  check_arg("pretty_results", 1, t, "table")
+  check_pretty_opts("pretty_results", 2, opts)
   local out = {}
   for i = 1, t.n or #t do out[i] = M.pretty(t[i], opts) end
   return table.concat(out, "\t")
@@ -129,6 +153,9 @@ end
 -- Returns fn, or nil, message, incomplete (true when the input ends inside
 -- a statement and more lines may complete it).
 function M.compile(code, chunkname, env)
+  check_arg("compile", 1, code, "string")
+  check_arg("compile", 2, chunkname, "string|nil")
+  check_arg("compile", 3, env, "table|nil")
   chunkname = chunkname or "=stdin"
   env = env or _G
   local fn = load("return " .. code .. ";", chunkname, "t", env)
@@ -144,6 +171,7 @@ end
 --- Runs fn in a new task and waits for it; Ctrl-C (SIGINT) cancels it.
 -- Returns "ok", packed results | "error", message | "interrupted".
 function M.run_task(fn)
+  check_arg("run_task", 1, fn, "function")
   local t = orch.task(fn)
   local watcher = orch.task(function()
     if orch.term.wait_interrupt() then t:cancel() end
@@ -158,6 +186,7 @@ end
 --- The evaluator of `orch repl`: compiles and runs code in this Lua state.
 -- Returns "incomplete" | "ok", text | "error", message | "interrupted".
 function M.local_eval(code)
+  check_arg("local_eval", 1, code, "string")
   local fn, err, incomplete = M.compile(code)
   if not fn then
     if incomplete then return "incomplete" end
@@ -186,6 +215,7 @@ end
 -- without prompts and errors go to stderr.
 -- Returns the number of lines that failed.
 function M.loop(opts)
+  check_arg("loop", 1, opts, "table|nil")
   opts = opts or {}
   local term = orch.term
   local eval = opts.eval or M.local_eval
