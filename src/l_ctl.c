@@ -327,7 +327,7 @@ static int listener_tostring(lua_State *L) {
  * strict, an existing directory must be ours (or root's, when we are root)
  * and is narrowed to 0700; it must not be a symbolic link. */
 static int ctl_secure_dir(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = orch__checkpath(L, 1, NULL);
   int strict = lua_toboolean(L, 2);
   luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
   if (mkdir(path, 0700) < 0 && errno != EEXIST) return orch__fail(L, "mkdir", errno);
@@ -429,7 +429,7 @@ static int ctl_stream(lua_State *L) {
 /* ctl.sockets(dir): the names of the unix sockets in dir, sorted by the
  * caller (for `orch ctl` to find the one orchestrator running). */
 static int ctl_sockets(lua_State *L) {
-  const char *dir = luaL_checkstring(L, 1);
+  const char *dir = orch__checkpath(L, 1, NULL);
   luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
   DIR *d = opendir(dir);
   if (!d) return orch__fail(L, "opendir", errno);
@@ -496,7 +496,7 @@ static int notify_send(const char *path, const char *msg, size_t len) {
 static int ctl_sd_notify(lua_State *L) {
   size_t len;
   const char *msg = luaL_checklstring(L, 1, &len);
-  const char *path = luaL_checkstring(L, 2);
+  const char *path = orch__checkpath(L, 2, NULL);
   luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
   int r = notify_send(path, msg, len);
   if (r < 0) return orch__fail(L, "sd_notify", -r);
