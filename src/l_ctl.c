@@ -411,6 +411,87 @@ static int ctl_read_fd(lua_State *L) {
   return 1;
 }
 
+/* ctl.write_private(path, data): replaces path with a file holding data,
+ * atomically (a temporary file beside it, mode 0600, renamed over it), so
+ * that a reader never sees half a record, even after orch was killed in
+ * the middle of writing it. No fsync: the record must survive the death of
+ * orch, not of the machine (which ends its processes too). */
+static int ctl_write_private(lua_State *L) {
+  size_t plen, len;
+  const char *path = luaL_checklstring(L, 1, &plen);
+  const char *data = luaL_checklstring(L, 2, &len);
+  luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "path without zero bytes expected");
+  luaL_argcheck(L, len <= MAX_STATE, 2, "more than 64 MiB");
+  luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
+  lua_pushfstring(L, "%s.tmp", path);
+  const char *tmp = lua_tostring(L, -1);
+  if (unlink(tmp) < 0 && errno != ENOENT) return orch__fail(L, "write_private", errno);
+  int fd;
+  do fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) return orch__fail(L, "write_private", errno);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = write(fd, data + done, len - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      close(fd);
+      unlink(tmp);
+      return orch__fail(L, "write_private", e);
+    }
+    done += (size_t)n;
+  }
+  if (close(fd) < 0 && errno != EINTR) {
+    int e = errno;
+    unlink(tmp);
+    return orch__fail(L, "write_private", e);
+  }
+  if (rename(tmp, path) < 0) {
+    int e = errno;
+    unlink(tmp);
+    return orch__fail(L, "write_private", e);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ctl.read_private(path): the content of path, trusted only if it is a
+ * regular file (not a symlink) owned by our uid that neither group nor
+ * others may read or write. Otherwise nil, message, code: ENOENT when it
+ * does not exist, EPERM when it is not to be trusted. */
+static int ctl_read_private(lua_State *L) {
+  size_t plen;
+  const char *path = luaL_checklstring(L, 1, &plen);
+  luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "path without zero bytes expected");
+  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  int fd;
+  do fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    if (errno == ELOOP) return orch__failf(L, "EPERM", "read_private: %s is a symbolic link", path);
+    return orch__fail(L, "read_private", errno);
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    int e = errno;
+    close(fd);
+    return orch__fail(L, "read_private", e);
+  }
+  const char *why = !S_ISREG(st.st_mode) ? "is not a regular file"
+                  : st.st_uid != geteuid() ? "belongs to another user"
+                  : (st.st_mode & 077) ? "is accessible to group or others"
+                  : st.st_size > MAX_STATE ? "is larger than 64 MiB" : NULL;
+  if (why) {
+    close(fd);
+    return orch__failf(L, "EPERM", "read_private: %s %s", path, why);
+  }
+  /* read_fd wants a regular file and closes it. */
+  lua_settop(L, 0);
+  lua_pushinteger(L, fd);
+  return ctl_read_fd(L);
+}
+
 /* ctl.stream(fd): wraps a descriptor inherited across `orch ctl reexec`
  * (a service's log pipe) in an orch.Stream again, for reading; the stream
  * owns it then (non-blocking, close-on-exec). */
@@ -567,7 +648,7 @@ int orch__open_ctl(lua_State *L) {
     {"listen", ctl_listen}, {"secure_dir", ctl_secure_dir}, {"getuid", ctl_getuid},
     {"inherit", ctl_inherit}, {"memfd", ctl_memfd}, {"read_fd", ctl_read_fd},
     {"sd_notify", ctl_sd_notify}, {"sd_watchdog", ctl_sd_watchdog}, {"sockets", ctl_sockets}, {"exe_path", ctl_exe_path},
-    {"stream", ctl_stream},
+    {"stream", ctl_stream}, {"write_private", ctl_write_private}, {"read_private", ctl_read_private},
     {NULL, NULL}
   };
   luaL_newlib(L, fns);

@@ -53,6 +53,11 @@ function M.find_socket(explicit)
   local C = require "orch.core.ctl"
   local dir = ctl.socket_dir()
   local names = C.sockets(dir)
+  -- An fd holder's socket (SOCKET.holder, see orch.supervisor.persist) is
+  -- no orchestrator.
+  for i = #(names or {}), 1, -1 do
+    if names[i]:match("%.holder$") then table.remove(names, i) end
+  end
   if not names or #names == 0 then
     return nil, "no orchestrator found: no socket in " .. dir .. " (is `orch run` running? use --socket)", EXIT_CONNECT
   end

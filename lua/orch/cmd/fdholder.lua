@@ -1,0 +1,199 @@
+--- `orch fdholder`: holds the read ends of a supervisor's log pipes so that
+-- its services outlive a `kill -9` of orch (they would otherwise die of
+-- SIGPIPE at their next write), and hands them to the next `orch run` of
+-- the same control socket (like s6-fdholder or systemd's fd store). The
+-- supervisor starts it (lua/orch/supervisor/persist.lua); nobody else has a
+-- reason to. See doc/supervisor.md, "If orch is killed".
+--
+-- Protocol: JSON datagrams on a unix datagram socket (mode 0600), every one
+-- checked against the sender's credentials (SO_PASSCRED): only a process of
+-- the holder's own uid is heard, and only its current orch (or, once that
+-- orch is dead, a new one saying hello) may change what it holds.
+--   {op="hello", pid, start}    -> {op="held", n, entries=[{name,pid,start}]}
+--                                  (+ their fds, in parts of at most 200)
+--   {op="put", entries=[...]}   + one fd per entry: hold them (by name)
+--   {op="drop", names=[...]}    close them
+--   {op="bye"}                  exit
+-- The holder exits on "bye", or once its orch is gone and no service it
+-- holds a pipe for is alive any more.
+local M = {}
+
+M.usage = [[
+usage: orch fdholder SOCKET ORCH_PID ORCH_START
+
+Holds the log pipes of the supervisor ORCH_PID (started at ORCH_START, in
+clock ticks) on the datagram socket SOCKET, and hands them over to the next
+orch of the same control socket after ORCH_PID died. Started by the
+supervisor itself; see doc/supervisor.md, "If orch is killed".
+Exit codes: 0 nothing left to hold, 1 failure, 2 usage error.
+]]
+
+local PART = 200   -- descriptors per reply datagram (the kernel allows 253)
+
+function M.main(argv)
+  local orch = require "orch"
+  local ctl = require "orch.ctl"
+  local C = require "orch.core.ctl"
+  local path = argv[1]
+  local orch_pid, orch_start = math.tointeger(tonumber(argv[2] or "")), math.tointeger(tonumber(argv[3] or ""))
+  if not path or path == "" or not orch_pid or not orch_start or argv[4] then
+    io.stderr:write(M.usage)
+    return 2
+  end
+  local function log(fmt, ...)
+    io.stderr:write("orch fdholder: ", string.format(fmt, ...), "\n")
+  end
+  local uid = C.getuid()
+  local sock, err = orch.dgram{ unix = path, mode = tonumber("600", 8), passcred = true }
+  if not sock then
+    log("%s", err)
+    return 1
+  end
+
+  local held = {}          -- name -> { pid, start, stream }
+  local nheld = 0
+  local current            -- { pid, start } of the orch we serve, or nil
+  local watchers = {}      -- tasks waiting for a held service to end
+  local done, finished = orch.cond(), false
+  local function finish()
+    finished = true
+    done:signal()
+  end
+
+  local function drop(name)
+    local e = held[name]
+    if not e then return end
+    held[name] = nil
+    nheld = nheld - 1
+    e.stream:close()
+  end
+
+  local function check_done()
+    if not current and nheld == 0 then finish() end
+  end
+
+  -- Without an orch, a pipe is worth holding only while its service lives.
+  local function watch_services()
+    for name, e in pairs(held) do
+      if not watchers[name] then
+        watchers[name] = orch.task(function()
+          orch.proc.wait_exit(e.pid, e.start)
+          watchers[name] = nil
+          if not current and held[name] == e then
+            drop(name)
+            check_done()
+          end
+        end)
+      end
+    end
+  end
+
+  local function serve_orch(pid, start)
+    for name, t in pairs(watchers) do
+      watchers[name] = nil
+      t:cancel()
+    end
+    local me = { pid = pid, start = start }
+    current = me
+    orch.task(function()
+      orch.proc.wait_exit(pid, start)
+      if current == me then
+        current = nil
+        watch_services()
+        check_done()
+      end
+    end)
+  end
+
+  local function reply_held(to)
+    local names = {}
+    for name in pairs(held) do names[#names + 1] = name end
+    table.sort(names)
+    local i = 1
+    repeat
+      local entries, fds = {}, {}
+      for j = i, math.min(i + PART - 1, #names) do
+        local e = held[names[j]]
+        entries[#entries + 1] = { name = names[j], pid = e.pid, start = e.start }
+        fds[#fds + 1] = e.stream
+      end
+      local msg = ctl.encode{ op = "held", n = #names, entries = entries }
+      local ok, serr = sock:send(msg, to, #fds > 0 and fds or nil)
+      if not ok then log("cannot answer %s: %s", to, serr) return end
+      i = i + PART
+    until i > #names
+  end
+
+  local handlers = {}
+
+  function handlers.hello(m, cred, from, fds)
+    local pid, start = math.tointeger(m.pid), math.tointeger(m.start)
+    local info = pid and orch.proc.info(pid)
+    if pid ~= cred.pid or not info or info.start_time ~= start then return end
+    if current and (current.pid ~= pid or current.start ~= start) then
+      local ci = orch.proc.info(current.pid)
+      if ci and ci.start_time == current.start and ci.state ~= "Z" then
+        sock:send(ctl.encode{ op = "busy", pid = current.pid }, from)
+        return
+      end
+    end
+    if not from then return end
+    serve_orch(pid, start)
+    reply_held(from)
+  end
+
+  function handlers.put(m, cred, from, fds)
+    if type(m.entries) ~= "table" then return end
+    for i, e in ipairs(m.entries) do
+      local s = fds[i]
+      if s and type(e) == "table" and type(e.name) == "string" and math.type(e.pid) == "integer"
+         and math.type(e.start) == "integer" then
+        fds[i] = nil
+        drop(e.name)
+        held[e.name] = { pid = e.pid, start = e.start, stream = s }
+        nheld = nheld + 1
+      end
+    end
+  end
+
+  function handlers.drop(m)
+    if type(m.names) ~= "table" then return end
+    for _, name in ipairs(m.names) do drop(name) end
+  end
+
+  function handlers.bye()
+    current = nil
+    for name in pairs(held) do drop(name) end
+    finish()
+  end
+
+  orch.task(function()
+    while true do
+      local data, from, cred, fds = sock:recv{ fds = true }
+      if not data then
+        log("%s", from)
+        finish()
+        return
+      end
+      local m = cred and cred.uid == uid and ctl.decode(data)
+      local op = type(m) == "table" and m.op
+      local h = type(op) == "string" and handlers[op]
+      if h and (op == "hello" or (current and cred.pid == current.pid)) then
+        local ok, herr = pcall(h, m, cred, from, fds)
+        if not ok then log("%s: %s", op, tostring(herr)) end
+      end
+      -- Whatever came and was not taken is closed now, not at the next GC.
+      for _, s in pairs(fds) do if s then s:close() end end
+    end
+  end)
+
+  local info = orch.proc.info(orch_pid)
+  if info and info.start_time == orch_start then serve_orch(orch_pid, orch_start) end
+  check_done()
+  while not finished do done:wait() end
+  for name in pairs(held) do drop(name) end
+  sock:close()
+  orch.exit(0)
+end
+
+return M
