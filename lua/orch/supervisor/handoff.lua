@@ -120,17 +120,35 @@ function handoff.drop(S)
   end
 end
 
---- Makes inst take over the process of a hand-over entry: it is still
--- orch's child, and its exit comes as an orphan's. Returns false when it
--- ended meanwhile (then it is spawned again as usual). A definition that
--- changed in the re-read policy restarts it, as sup.reload does.
+-- Waits for the end of an adopted process that is not orch's child (init
+-- reaps it, so no exit status comes): a pidfd, or /proc where there is none.
+local function watch_adopted(inst, run, pid, start)
+  run:own("exit_watch", orch.task(function()
+    if not orch.proc.wait_exit(pid, start) then
+      while run.alive do
+        local i = orch.proc.info(pid)
+        if not i or i.state == "Z" or i.start_time ~= start then break end
+        orch.sleep(0.5)
+      end
+    end
+    run.exit_watch = nil
+    inst:run_ended(run, nil, nil, "exit status unknown: not orch's child")
+  end), Run.cancel_task)
+end
+
+--- Makes inst take over the process of a hand-over entry. After `orch ctl
+-- reexec` it is still orch's child, and its exit comes as an orphan's;
+-- after a killed orch (e.killed, see persist.lua) it is init's, watched
+-- through a pidfd. Returns false when it ended meanwhile (then it is
+-- spawned again as usual). A definition that changed in the re-read policy
+-- restarts it, as sup.reload does; so does a log pipe that was lost.
 function handoff.adopt(inst, e)
   local S = inst.sup
   local pid = e.pid
   local info = pid > 1 and pid ~= orch.getpid() and orch.proc.info(pid)
   if not info or info.state == "Z" or info.start_time ~= e.pid_start then
     if e.log_stream then e.log_stream:close() end
-    inst:log("pid %d ended during the reexec", pid)
+    inst:log(e.killed and "pid %d ended before it could be adopted" or "pid %d ended during the reexec", pid)
     return false
   end
   local run = Run.new { alive = true, adopted = true, pid = pid, main_pid = pid,
@@ -140,14 +158,21 @@ function handoff.adopt(inst, e)
   inst.pid = pid
   inst.restarts = math.tointeger(e.restarts) or inst.restarts
   inst.start_time = tonumber(e.start_time) or orch.time()
-  S:track_orphans()
-  S:watch_orphan(pid, inst, run)
+  if e.killed then
+    watch_adopted(inst, run, pid, info.start_time)
+  else
+    S:track_orphans()
+    S:watch_orphan(pid, inst, run)
+  end
   if e.log_stream then inst:capture(run, e.log_stream) end
-  inst:log("adopted pid %d after reexec", pid)
+  inst:log(e.killed and "adopted pid %d (left running by a killed orch)" or "adopted pid %d after reexec", pid)
   inst:set_state("starting")
+  if inst.cfg.heartbeat then require("orch.supervisor.heartbeat").adopt(inst, run) end
   inst:mark_ready(run, nil)
-  if e.def ~= canon(S.services[inst.service].def) then
-    inst:log("definition changed: restarting")
+  local why = e.def ~= canon(S.services[inst.service].def) and "definition changed"
+    or e.lost_log and "its log pipe was lost (the fd holder is gone)"
+  if why then
+    inst:log("%s: restarting", why)
     run.user_stop = true
     inst:set_state("stopping")
     orch.task(function() inst:stop_run(run) end)

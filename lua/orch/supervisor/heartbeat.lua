@@ -86,6 +86,18 @@ function hb.start(inst, run)
   arm(inst, run, b, b.start + c.timeout)
 end
 
+--- An adopted process (after `orch ctl reexec` or a killed orch): its slot
+-- is found again by its pid, and its deadline starts now.
+function hb.adopt(inst, run)
+  local c = inst.cfg.heartbeat
+  if not c then return end
+  local b = run:own("beat", setmetatable({}, Beat))
+  local tbl = inst.sup:heartbeat_table(c.key)
+  if tbl then b.slot = tbl:find(run.pid) end
+  b.start = orch.now()
+  arm(inst, run, b, b.start + c.timeout)
+end
+
 function Beat:close()
   if self.timer then
     self.timer:stop()

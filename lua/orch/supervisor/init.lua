@@ -21,6 +21,7 @@ local Instance = require "orch.supervisor.instance"
 local Event = require "orch.supervisor.event"
 local graph = require "orch.supervisor.graph"
 local handoff = require "orch.supervisor.handoff"
+local persist = require "orch.supervisor.persist"
 local reload = require "orch.supervisor.reload"
 
 local Sup = {}
@@ -117,6 +118,7 @@ function Sup:state_changed(inst, old)
   if inst.state == "waiting" then self.nwaiting = self.nwaiting + 1
   elseif old == "waiting" then self.nwaiting = self.nwaiting - 1 end
   self.changed:signal()
+  if self.persist then persist.touch(self) end
 end
 
 --- Launches the instances that waited for a dependency.
@@ -204,6 +206,7 @@ function Sup:shutdown(code)
       for k, t in pairs(self.tables) do
         if self.created_tables[k] then t:remove() end
       end
+      persist.close(self)
       self.exit(code or 0)
     end)
   end
@@ -221,10 +224,13 @@ end
 
 -- ---------------------------------------------------------------- public API
 
-local config_keys = { log = true, output = true, runtime_dir = true, heartbeat_key = true, exit = true, env = true }
+local config_keys = { log = true, output = true, runtime_dir = true, heartbeat_key = true, exit = true, env = true,
+  persist = true }
 
-local function new()
+-- main: the module's own supervisor, the one `orch run` persists.
+local function new(main)
   local S = new_state()
+  S.main = main == true
   local sup = {}
 
   local function in_task() return orch.current() ~= nil end
@@ -253,6 +259,11 @@ local function new()
           error("bad argument #1 to 'configure' (option 'env': " .. (type(env) == "table" and env.msg or tostring(env)) .. ")", 2)
         end
         S.env = env
+      elseif k == "persist" then
+        if v ~= false and (type(v) ~= "string" or v == "") then
+          error("bad argument #1 to 'configure' (option 'persist': socket path or false expected)", 2)
+        end
+        S.persist_socket = v
       elseif k == "exit" then
         if type(v) ~= "function" then error("bad argument #1 to 'configure' (option 'exit': function expected)", 2) end
         S.exit = v
@@ -460,7 +471,10 @@ local function new()
     sup.handle_signals()
     -- After `orch ctl reexec`: what ran before runs on (adopted), whether
     -- or not it starts by itself.
-    local h = handoff.load(S)
+    handoff.load(S)
+    -- After a killed orch: what it left running runs on (persist.lua).
+    persist.recover(S)
+    local h = S.inherited
     if h then
       local names = {}
       for name, e in pairs(h) do
@@ -473,6 +487,7 @@ local function new()
       if S.services[n].cfg.autostart then sup.start(n) end
     end
     handoff.drop(S)
+    persist.touch(S)
     return true
   end
 
@@ -489,6 +504,7 @@ local function new()
     for _, h in ipairs(S.signal_handlers or {}) do h:stop() end
     S.signal_handlers = nil
     if S.orphan_watch then S.orphan_watch:stop() S.orphan_watch = nil end
+    persist.close(S)
     for k, t in pairs(S.tables) do
       if S.created_tables[k] then t:remove() end
       t:close()
@@ -506,8 +522,8 @@ local function new()
   return sup
 end
 
-local M = new()
-M.new = new
+local M = new(true)
+M.new = function() return new() end
 -- The control plane finds the supervisor through its registry (ctl never
 -- requires this module).
 local ok, ctl = pcall(require, "orch.ctl")

@@ -1,0 +1,421 @@
+--- orch.supervisor.persist: what lets the services outlive a `kill -9` of
+-- orch and the next `orch run` of the same control socket adopt them
+-- (doc/supervisor.md, "If orch is killed").
+--
+-- Two things survive orch:
+--  * the state record, SOCKET.state (JSON, mode 0600, replaced atomically):
+--    the live processes (name, pid, start time, want, restarts, ...), the
+--    heartbeat tables this supervisor created and the fd holder's pid. It is
+--    rewritten once per loop turn after any change (persist.touch), and
+--    removed by a clean shutdown;
+--  * the fd holder (`orch fdholder`, lua/orch/cmd/fdholder.lua), a small
+--    process of its own session holding a duplicate of the read end of
+--    every log pipe, so that no service dies of SIGPIPE while no orch
+--    reads, and handing them to the next orch. It is started at the first
+--    log pipe and told "bye" by a clean shutdown.
+-- The next orch (persist.recover, in sup.run, before anything starts) reads
+-- the record, verifies each pid against its start time, asks the holder for
+-- the pipes, and lists what it found in S.inherited, the table `orch ctl
+-- reexec` fills: the adoption itself is handoff.adopt's. A process whose
+-- log pipe was lost (the holder is gone) is stopped and started again, never
+-- run twice.
+--
+-- Functions of the supervisor state S. Nothing here blocks the loop: the
+-- record is a small local file, the holder is reached by non-blocking
+-- datagrams.
+local orch = require "orch"
+
+local persist = {}
+
+local PART = 200          -- descriptors per datagram (the kernel allows 253)
+local HOLDER_WAIT = 5     -- seconds to wait for the holder's answer
+local RETRY = 0.05        -- seconds before a failed sync is tried again
+
+local function core() return require "orch.core.ctl" end
+local function ctl() return require "orch.ctl" end
+
+--- The control socket of this supervisor's `orch run`: its identity across
+-- runs. The socket whose lock `orch run` holds (one orchestrator per
+-- socket), else the one it was told to serve (`--socket`, $ORCH_SOCKET), or
+-- the one it serves. nil when persistence is off: a supervisor made by
+-- sup.new(), one not run by `orch run`, `orch run --no-socket`, or
+-- `sup.configure{ persist = false }`.
+function persist.socket(S)
+  if S.persist_socket ~= nil then return S.persist_socket or nil end
+  if not S.main then return nil end
+  local c = package.loaded["orch.ctl"]
+  if c and type(c.locks) == "table" then
+    for path, l in pairs(c.locks) do
+      if type(path) == "string" and type(l) == "table" and not l.by_serve then return path end
+    end
+  end
+  -- Set by `orch run` (src/main.c) until its control socket starts.
+  local planned = rawget(_G, "__orch_ctl_socket")
+  if type(planned) == "string" then return planned end
+  if planned == false then return nil end
+  if c and c.server then return c.server.path end
+  if planned == true then
+    local env = os.getenv("ORCH_SOCKET")
+    if env and env ~= "" then return env end
+  end
+  return nil
+end
+
+local function paths(sock)
+  return sock .. ".state", sock .. ".holder"
+end
+
+-- ---------------------------------------------------------------- the record
+
+-- The canonical text of a service's definition, computed once per
+-- definition (a reload makes a new service table).
+local function def_text(S, svc)
+  if not svc.def_text then svc.def_text = require("orch.supervisor.handoff").canon(svc.def) end
+  return svc.def_text
+end
+
+local function pid_start(run, pid)
+  if run.pid_start_of ~= pid then
+    local info = orch.proc.info(pid)
+    run.pid_start_of, run.pid_start = pid, info and info.start_time
+  end
+  return run.pid_start
+end
+
+local function log_stream(run)
+  local s = run.log_stream
+  if not s then return nil end
+  local ok, fd = pcall(s.fd, s)
+  if ok and math.type(fd) == "integer" and fd >= 0 then return s end
+  return nil
+end
+
+-- The live processes, and the log pipes among them (name -> entry).
+local function snapshot(S)
+  local list, pipes = {}, {}
+  local now, wall = orch.now(), orch.time()
+  for _, inst in ipairs(S:all_instances()) do
+    local run = inst.run
+    local pid = run and run.alive and (run.main_pid or run.pid)
+    local start = pid and pid_start(run, pid)
+    if start then
+      local s = log_stream(run)
+      list[#list + 1] = {
+        name = inst.name, pid = pid, pid_start = start, want = inst.want and true or false,
+        restarts = inst.restarts, start_time = inst.start_time,
+        started_at = wall - (now - (run.started or now)),
+        def = def_text(S, S.services[inst.service]), log = s and true or nil,
+      }
+      if s then pipes[inst.name] = { pid = pid, start = start, stream = s } end
+    end
+  end
+  return list, pipes
+end
+
+-- ---------------------------------------------------------------- the holder
+
+local function holder_alive(h)
+  local info = h and h.pid and orch.proc.info(h.pid)
+  return info ~= nil and info.state ~= "Z" and info.start_time == h.start
+end
+
+-- Our end of the conversation with the holder: an abstract socket (no file
+-- to clean up), with credentials so that the holder's answers are checked.
+local function client(P)
+  if not P.dgram then
+    local name = string.format("@orch-fdholder-client-%d-%d", orch.getpid(), math.random(1, 0x7fffffff))
+    local d, err = orch.dgram{ unix = name, passcred = true }
+    if not d then return nil, err end
+    P.dgram = d
+  end
+  return P.dgram
+end
+
+-- Asks the holder at P.holder_path for what it holds (we are its orch from
+-- now on). Task only. Returns name -> { pid, start, stream }, or nil, why.
+local function hello(P, h)
+  local d, err = client(P)
+  if not d then return nil, err end
+  local me = orch.proc.info(orch.getpid())
+  local ok, serr = d:send(ctl().encode{ op = "hello", pid = orch.getpid(), start = me.start_time }, P.holder_path)
+  if not ok then return nil, serr end
+  local got, total = {}, nil
+  local n = 0
+  local deadline = orch.now() + HOLDER_WAIT
+  d:set_timeout(HOLDER_WAIT)
+  while total == nil or n < total do
+    if orch.now() > deadline then return nil, "the fd holder did not answer" end
+    local data, from, cred, fds = d:recv{ fds = true }
+    if not data then return nil, from end
+    local m = cred and cred.pid == h.pid and cred.uid == core().getuid() and ctl().decode(data)
+    if type(m) == "table" and m.op == "busy" then
+      for _, s in pairs(fds) do if s then s:close() end end
+      return nil, "the fd holder serves another orch (pid " .. tostring(m.pid) .. ")"
+    end
+    if type(m) == "table" and m.op == "held" and math.type(m.n) == "integer" and type(m.entries) == "table" then
+      total = m.n
+      for i, e in ipairs(m.entries) do
+        n = n + 1
+        local s = fds[i]
+        if s and type(e.name) == "string" then
+          got[e.name] = { pid = e.pid, start = e.start, stream = s }
+          fds[i] = nil
+        end
+      end
+    end
+    for _, s in pairs(fds) do if s then s:close() end end
+  end
+  d:set_timeout(nil)
+  return got
+end
+
+local function spawn_holder(S, P)
+  local exe = core().exe_path()
+  local me = orch.proc.info(orch.getpid())
+  local p, err = orch.spawn{ exe, "fdholder", P.holder_path, tostring(orch.getpid()), tostring(me.start_time),
+    setsid = true, stdin = "null", stdout = "null" }
+  if not p then
+    S:log("cannot start the fd holder: " .. tostring(err))
+    return nil
+  end
+  local info = orch.proc.info(p.pid)
+  local h = { pid = p.pid, start = info and info.start_time, proc = p }
+  p:on_exit(function(code, sig)
+    if P.holder ~= h then return end
+    P.holder, P.held = nil, {}
+    if P.closed then return end
+    -- Killed: a new holder takes the pipes again. Failed by itself (it
+    -- could not bind its socket): not again, or it would fail in a loop.
+    P.respawns = (P.respawns or 0) + 1
+    if code ~= nil or P.respawns > 5 then P.holder_failed = true end
+    S:log(string.format("the fd holder (pid %d) ended (%s)%s", p.pid,
+      code and ("exit code " .. code) or ("signal " .. tostring(sig)),
+      P.holder_failed and ": log pipes are not held any more" or ": a new one takes the log pipes"))
+    persist.touch(S)
+  end)
+  P.holder, P.held = h, {}
+  return h
+end
+
+-- Brings the holder in line with the live log pipes: drop what ended, put
+-- what is new. Returns true, or nil when it must be tried again.
+local function sync_holder(S, P, pipes)
+  local drops, puts = {}, {}
+  for name, e in pairs(P.held) do
+    local want = pipes[name]
+    if not want or want.pid ~= e.pid then drops[#drops + 1] = name end
+  end
+  for name, e in pairs(pipes) do
+    local cur = P.held[name]
+    if not cur or cur.pid ~= e.pid then puts[#puts + 1] = name end
+  end
+  if #drops == 0 and #puts == 0 then return true end
+  if not P.holder then
+    if P.holder_failed then return true end
+    if not spawn_holder(S, P) then
+      P.holder_failed = true
+      return true
+    end
+  end
+  local d, err = client(P)
+  if not d then
+    S:log("fd holder: " .. tostring(err))
+    return true
+  end
+  local function fail(e, code)
+    -- The holder binds its socket right after it starts: until then, and
+    -- while its queue is full, try again a little later.
+    if code == "ENOENT" or code == "ECONNREFUSED" or code == "EAGAIN" or code == "ENOBUFS" then return nil end
+    S:log("fd holder: " .. tostring(e))
+    return true
+  end
+  if #drops > 0 then
+    local ok, e, code = d:send(ctl().encode{ op = "drop", names = drops }, P.holder_path)
+    if not ok then return fail(e, code) end
+    for _, name in ipairs(drops) do P.held[name] = nil end
+  end
+  table.sort(puts)
+  local i = 1
+  while i <= #puts do
+    local entries, fds = {}, {}
+    for j = i, math.min(i + PART - 1, #puts) do
+      local e = pipes[puts[j]]
+      entries[#entries + 1] = { name = puts[j], pid = e.pid, start = e.start }
+      fds[#fds + 1] = e.stream
+    end
+    local ok, e, code = d:send(ctl().encode{ op = "put", entries = entries }, P.holder_path, fds)
+    if not ok then return fail(e, code) end
+    for j = i, math.min(i + PART - 1, #puts) do
+      local x = pipes[puts[j]]
+      P.held[puts[j]] = { pid = x.pid }
+    end
+    i = i + PART
+  end
+  return true
+end
+
+-- ---------------------------------------------------------------- sync
+
+--- Writes the record and updates the holder now.
+function persist.sync(S)
+  local P = S.persist
+  if not P or P.closed then return end
+  local list, pipes = snapshot(S)
+  local again = not sync_holder(S, P, pipes)
+  local me = orch.proc.info(orch.getpid())
+  local created = {}
+  for k in pairs(S.created_tables) do created[#created + 1] = k end
+  table.sort(created)
+  local h = P.holder
+  local rec = {
+    version = 1, orch = { pid = orch.getpid(), start = me and me.start_time },
+    holder = h and { pid = h.pid, start = h.start } or nil,
+    heartbeat_tables = created, instances = list,
+  }
+  local ok, err = core().write_private(P.state_path, ctl().encode(rec))
+  if not ok and not P.write_failed then
+    P.write_failed = true
+    S:log("cannot write the state record: " .. tostring(err))
+  elseif ok then
+    P.write_failed = nil
+  end
+  if again and not P.timer then
+    P.timer = orch.timer.after(RETRY, function()
+      P.timer = nil
+      persist.sync(S)
+    end)
+  end
+end
+
+--- Something the record holds changed: sync once this loop turn is over
+-- (a mass start or a restart storm costs one write per turn, not one per
+-- service).
+function persist.touch(S)
+  local P = S.persist
+  if not P or P.closed or P.timer then return end
+  P.timer = orch.timer.after(0, function()
+    P.timer = nil
+    persist.sync(S)
+  end)
+end
+
+-- ---------------------------------------------------------------- start, end
+
+-- A process of the record is still the one the record names.
+local function same_process(pid, start)
+  if math.type(pid) ~= "integer" or pid <= 1 or pid == orch.getpid() or math.type(start) ~= "integer" then
+    return false
+  end
+  local info = orch.proc.info(pid)
+  return info ~= nil and info.state ~= "Z" and info.start_time == start
+end
+
+--- In sup.run, before any service starts (task only): turns on persistence
+-- for this run and takes over what a killed orch of the same control socket
+-- left running. Fills S.inherited (see handoff.lua) unless `orch ctl
+-- reexec` already did.
+function persist.recover(S)
+  if S.persist then return end
+  local sock = persist.socket(S)
+  if not sock then return end
+  local state_path, holder_path = paths(sock)
+  local P = { socket = sock, state_path = state_path, holder_path = holder_path, held = {} }
+  S.persist = P
+  local text, err, code = core().read_private(state_path)
+  if not text then
+    if code ~= "ENOENT" then S:log("state record ignored: " .. tostring(err)) end
+    return
+  end
+  local rec = ctl().decode(text)
+  if type(rec) ~= "table" or rec.version ~= 1 or type(rec.instances) ~= "table" then
+    S:log("state record ignored: " .. state_path .. " is not a state record of this version")
+    return
+  end
+  local prev = type(rec.orch) == "table" and rec.orch or {}
+  local me = orch.proc.info(orch.getpid())
+  -- After `orch ctl reexec` (the same process), the hand-over has the
+  -- processes; the record only names the holder.
+  local reexec = S.inherited or (prev.pid == orch.getpid() and prev.start == me.start_time)
+  if not reexec and same_process(prev.pid, prev.start) then
+    -- The lock beside the socket keeps a second orch out; this is only
+    -- reached without it.
+    S:log(string.format("state record of a live orch (pid %d): not taken over", prev.pid))
+    P.closed = true
+    return
+  end
+  -- The holder: ours from now on, with the pipes it kept.
+  local h = type(rec.holder) == "table" and rec.holder or nil
+  local pipes = {}
+  if h and holder_alive(h) and not orch.current() then
+    S:log("fd holder (pid " .. h.pid .. "): sup.run was not called from a task: its pipes cannot be fetched")
+  elseif h and holder_alive(h) then
+    local got, herr = hello(P, h)
+    if got then
+      P.holder = h
+      for name, e in pairs(got) do P.held[name] = { pid = e.pid } end
+      pipes = got
+    else
+      S:log("fd holder (pid " .. h.pid .. "): " .. tostring(herr))
+    end
+  end
+  -- The heartbeat tables the killed orch created are ours to remove.
+  for _, k in ipairs(type(rec.heartbeat_tables) == "table" and rec.heartbeat_tables or {}) do
+    if math.type(k) == "integer" and S:heartbeat_table(k) then S.created_tables[k] = true end
+  end
+  if reexec then
+    for _, e in pairs(pipes) do e.stream:close() end
+    return
+  end
+  local inherited, n = {}, 0
+  local wall = orch.time()
+  for _, e in ipairs(rec.instances) do
+    if type(e) == "table" and type(e.name) == "string" then
+      local p = pipes[e.name]
+      pipes[e.name] = nil
+      if not same_process(e.pid, e.pid_start) then
+        -- Ended meanwhile, or its pid now names an unrelated process: not
+        -- ours to adopt or to signal.
+        if p then p.stream:close() end
+        if math.type(e.pid) == "integer" then
+          S:log(string.format("%s: pid %d of the state record is gone", e.name, e.pid))
+        end
+      else
+        local x = {
+          name = e.name, pid = e.pid, pid_start = e.pid_start, want = e.want == true,
+          restarts = math.tointeger(e.restarts), start_time = tonumber(e.start_time),
+          uptime = tonumber(e.started_at) and math.max(0, wall - e.started_at) or 0,
+          def = e.def, killed = true,
+        }
+        if e.log then
+          if p and p.pid == e.pid and p.start == e.pid_start then
+            x.log_stream = p.stream
+          else
+            if p then p.stream:close() end
+            x.lost_log = true
+          end
+        end
+        inherited[e.name] = x
+        n = n + 1
+      end
+    end
+  end
+  for _, p in pairs(pipes) do p.stream:close() end
+  if n > 0 then S.inherited = inherited end
+end
+
+--- A clean end (every service stopped): the holder exits, the record goes.
+function persist.close(S)
+  local P = S.persist
+  if not P or P.closed then return end
+  P.closed = true
+  if P.timer then P.timer:stop() P.timer = nil end
+  if P.holder then
+    local d = client(P)
+    if d then d:send(ctl().encode{ op = "bye" }, P.holder_path) end
+    P.holder = nil
+  end
+  if P.dgram then P.dgram:close() P.dgram = nil end
+  os.remove(P.state_path)
+end
+
+return persist

@@ -1,0 +1,408 @@
+-- orch killed with SIGKILL: the services run on with their log pipes held
+-- by the fd holder, and the next `orch run` of the same control socket
+-- adopts them (same pids, restart counts kept, their output read on), or,
+-- where it cannot (the holder died too), stops them: never a duplicate.
+-- Real `orch run` processes, real SIGKILLs; each test has its own dir,
+-- socket and heartbeat key, and ends every process it started.
+local h = require "spec.helper"
+local cjson = require "cjson"
+local u = require "spec.ctl_util"
+
+local alive, slurp, pause = h.alive, h.slurp, h.pause
+local sanitizer_clean, until_true = u.sanitizer_clean, u.until_true
+
+-- Three services; each writes "PID line N" every 20 ms to its log
+-- (DIR/NAME.log) and N to DIR/NAME.count, so that the test sees it write
+-- while no orch reads. $0 (DIR/NAME) marks its processes. With NOPIPE
+-- they ignore SIGPIPE (to outlive the loss of their pipe's reader); c has
+-- a heartbeat slot, so that the supervisor creates its heartbeat table.
+local POLICY = [[
+local sup = require "orch.supervisor"
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end, heartbeat_key = HBKEY }
+local LOOP = 'i=0; while :; do i=$((i+1)); echo "$$ line $i"; echo $i > "$0.count"; sleep 0.02; done'
+for _, n in ipairs { "a", "b", "c" } do
+  sup.service{ name = n, log = { dir = DIR }, backoff = 0.1,
+    heartbeat = n == "c" and { timeout = 600 } or nil,
+    cmd = { "sh", "-c", (NOPIPE and 'trap "" PIPE; ' or "") .. LOOP, DIR .. "/" .. n } }
+end
+sup.run()
+-- Up until `orch ctl shutdown`, also after `stop all`.
+orch.task(function() orch.sleep(1e6) end)
+]]
+
+local NAMES = { "a", "b", "c" }
+
+local function new_test(nopipe)
+  local d = h.tmpdir()
+  local key = h.key()
+  local t = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua", key = key, runs = {}, extra = {} }
+  t.state = t.sock .. ".state"
+  h.write(t.path, string.format("local DIR, HBKEY, NOPIPE = %q, %d, %s\n", d, key, tostring(nopipe == true)) .. POLICY)
+  return t
+end
+
+-- Starts `orch run --socket SOCK policy.lua` in the background; returns
+-- its pid once the socket answers.
+local function run(t)
+  local n = #t.runs + 1
+  local err = t.dir .. "/err" .. n
+  local pid = math.tointeger(tonumber((h.sh(string.format(
+    "cd %s && { %s run --socket %s %s >%s/out%d 2>%s & echo $!; }",
+    h.shquote(t.dir), h.shquote(h.bin), h.shquote(t.sock), h.shquote(t.path),
+    h.shquote(t.dir), n, h.shquote(err))))))
+  t.runs[n] = { pid = pid, err = err }
+  until_true(function()
+    if not alive(pid) then error("orch run ended early:\n" .. slurp(err), 0) end
+    return h.cli({ "ctl", "--socket", t.sock, "ping" }) == 0
+  end, "the control socket")
+  return pid
+end
+
+local function ctl(t, ...)
+  local code, out, err = h.cli({ "ctl", "--socket", t.sock, ... })
+  sanitizer_clean(err, "orch ctl")
+  return code, out, err
+end
+
+local function status(t)
+  local code, out, err = ctl(t, "--json", "status")
+  assert.are.equal(0, code, err)
+  local by = {}
+  for _, s in ipairs(cjson.decode(out).services) do
+    s.pid, s.restarts = math.tointeger(s.pid) or s.pid, math.tointeger(s.restarts) or s.restarts
+    by[s.name] = s
+  end
+  return by
+end
+
+local function all_running(t)
+  return until_true(function()
+    local s = status(t)
+    for _, n in ipairs(NAMES) do
+      if not s[n] or s[n].state ~= "running" then return false end
+    end
+    return s
+  end, "every service running")
+end
+
+-- The live processes whose command line ends with the argument `mark`
+-- (a service's $0), with the parent of each.
+local function procs_with(mark)
+  local out = {}
+  for _, pid in ipairs(h.orch.proc.list()) do
+    local c = slurp("/proc/" .. pid .. "/cmdline")
+    if c:sub(-#mark - 2) == "\0" .. mark .. "\0" and alive(pid) then out[#out + 1] = pid end
+  end
+  table.sort(out)
+  return out
+end
+
+local function count_of(t, n)
+  return math.tointeger(tonumber(slurp(t.dir .. "/" .. n .. ".count"):match("%d+"))) or 0
+end
+
+local function record(t)
+  local text = slurp(t.state)
+  return text ~= "" and cjson.decode(text) or nil
+end
+
+local function holder_of(t)
+  local r = record(t)
+  return r and r.holder and math.tointeger(r.holder.pid)
+end
+
+-- The numbers of the lines process pid wrote into service n's log.
+local function lines_of(t, n, pid)
+  local nums = {}
+  for num in slurp(t.dir .. "/" .. n .. ".log"):gmatch("%f[%d]" .. pid .. " line (%d+)\n") do
+    nums[#nums + 1] = tonumber(num)
+  end
+  return nums
+end
+
+local function kill9(pid) os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+
+-- Ends everything the test started, whatever happened.
+local function cleanup(t)
+  for _, r in ipairs(t.runs) do
+    if alive(r.pid) then kill9(r.pid) end
+  end
+  for _, n in ipairs(NAMES) do
+    for _, pid in ipairs(procs_with(t.dir .. "/" .. n)) do kill9(pid) end
+  end
+  for _, pid in ipairs(t.extra) do kill9(pid) end
+  local holder = holder_of(t)
+  if holder and alive(holder) then
+    local c = slurp("/proc/" .. holder .. "/cmdline")
+    if c:find("fdholder", 1, true) then kill9(holder) end
+  end
+  os.execute(string.format("ipcrm -M %d 2>/dev/null", t.key))
+  for _, r in ipairs(t.runs) do sanitizer_clean(slurp(r.err), "orch run") end
+end
+
+local function shutdown(t, pid)
+  local code, _, err = ctl(t, "shutdown")
+  assert.are.equal(0, code, err)
+  until_true(function() return not alive(pid) end, "orch to exit")
+end
+
+local function segment_exists(key)
+  local out = h.sh("ipcs -m")
+  return out:find(string.format("0x%08x", key), 1, true) ~= nil
+end
+
+describe("orch killed with SIGKILL", function()
+  it("leaves its services running and logging; the next run adopts them, no duplicate", function()
+    local t = new_test()
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      -- b has restarted once: its count must survive.
+      kill9(s1.b.pid)
+      s1 = until_true(function()
+        local s = status(t)
+        return s.b.state == "running" and s.b.pid ~= s1.b.pid and s
+      end, "b restarted")
+      assert.are.equal(1, s1.b.restarts)
+      -- The record names the services and the holder.
+      local holder = until_true(function()
+        local r = record(t)
+        if not (r and r.holder and #r.instances == 3) then return false end
+        for _, e in ipairs(r.instances) do
+          if s1[e.name].pid ~= e.pid then return false end
+        end
+        return math.tointeger(r.holder.pid)
+      end, "the state record")
+      assert.is_true(alive(holder))
+      assert.are.equal("600", (h.sh("stat -c %a " .. h.shquote(t.state))))
+      assert.is_true(segment_exists(t.key))
+
+      kill9(pid1)
+      until_true(function() return not alive(pid1) end, "orch to die")
+      -- Nothing reads their pipes now, yet they write on: no SIGPIPE.
+      local at_kill = {}
+      for _, n in ipairs(NAMES) do at_kill[n] = count_of(t, n) end
+      until_true(function()
+        for _, n in ipairs(NAMES) do
+          if count_of(t, n) < at_kill[n] + 10 then return false end
+        end
+        return true
+      end, "the services to write on")
+      for _, n in ipairs(NAMES) do assert.is_true(alive(s1[n].pid), n .. " died") end
+      assert.is_true(alive(holder))
+
+      -- The next run of the same socket adopts them.
+      local pid2 = run(t)
+      local s2 = all_running(t)
+      for _, n in ipairs(NAMES) do
+        assert.are.equal(s1[n].pid, s2[n].pid, n)
+        assert.are.same({ s1[n].pid }, procs_with(t.dir .. "/" .. n))
+      end
+      assert.are.equal(0, s2.a.restarts)
+      assert.are.equal(1, s2.b.restarts)
+      local code, out = ctl(t, "status")
+      assert.are.equal(0, code)
+      for _, n in ipairs(NAMES) do
+        assert.truthy(out:find("%f[%w]" .. n .. "%s+running%s+" .. s2[n].pid), out)
+      end
+      -- Their lines reach the logs again, and none written after the kill
+      -- is missing (the pipe kept them while no orch read).
+      local goal = {}
+      for _, n in ipairs(NAMES) do goal[n] = count_of(t, n) + 5 end
+      until_true(function()
+        for _, n in ipairs(NAMES) do
+          local l = lines_of(t, n, s2[n].pid)
+          if (l[#l] or 0) < goal[n] then return false end
+        end
+        return true
+      end, "their lines in the logs")
+      for _, n in ipairs(NAMES) do
+        local l = lines_of(t, n, s2[n].pid)
+        local seen = {}
+        for _, x in ipairs(l) do seen[x] = true end
+        for x = at_kill[n] + 2, l[#l] do assert.is_true(seen[x], n .. ": line " .. x .. " lost") end
+      end
+      -- The same holder serves the new orch; the record names it.
+      assert.are.equal(holder, holder_of(t))
+
+      -- An adopted process that dies is restarted like any other.
+      kill9(s2.a.pid)
+      local s3 = until_true(function()
+        local s = status(t)
+        return s.a.state == "running" and s.a.pid ~= s2.a.pid and s
+      end, "a restarted after adoption")
+      assert.are.equal(1, s3.a.restarts)
+
+      code, out, err = ctl(t, "stop", "all")
+      assert.are.equal(0, code, err)
+      for _, n in ipairs(NAMES) do
+        assert.is_false(alive(s3[n].pid), n .. " survived stop all")
+        assert.are.same({}, procs_with(t.dir .. "/" .. n))
+      end
+      shutdown(t, pid2)
+      -- A clean end: the holder exits, the record and the table go.
+      until_true(function() return not alive(holder) end, "the holder to exit")
+      assert.are.equal("", slurp(t.state))
+      assert.is_false(segment_exists(t.key))
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
+  it("stops what it cannot adopt (the holder died too): no duplicate", function()
+    local t = new_test(true)
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      local holder = until_true(function() return holder_of(t) end, "the holder")
+      kill9(pid1)
+      kill9(holder)
+      until_true(function() return not alive(pid1) and not alive(holder) end, "orch and the holder to die")
+      -- The services ignore SIGPIPE: they run on without a reader.
+      for _, n in ipairs(NAMES) do assert.is_true(alive(s1[n].pid)) end
+      local pid2 = run(t)
+      local s2 = until_true(function()
+        local s = status(t)
+        for _, n in ipairs(NAMES) do
+          if s[n].state ~= "running" or s[n].pid == s1[n].pid then return false end
+        end
+        return s
+      end, "fresh services")
+      for _, n in ipairs(NAMES) do
+        assert.is_false(alive(s1[n].pid), n .. ": the old process survived")
+        assert.are.same({ s2[n].pid }, procs_with(t.dir .. "/" .. n))
+      end
+      assert.truthy(slurp(t.runs[2].err):find("log pipe", 1, true))
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
+  it("the holder exits by itself once its orch and every service it holds a pipe for are gone", function()
+    local t = new_test()
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      local holder = until_true(function()
+        local r = record(t)
+        return r and r.holder and #r.instances == 3 and math.tointeger(r.holder.pid)
+      end, "the holder holding three pipes")
+      kill9(pid1)
+      until_true(function() return not alive(pid1) end, "orch to die")
+      kill9(s1.a.pid)
+      kill9(s1.b.pid)
+      -- One service left: the holder keeps its pipe.
+      until_true(function() return not alive(s1.a.pid) and not alive(s1.b.pid) end, "a and b to die")
+      assert.is_true(alive(holder))
+      kill9(s1.c.pid)
+      until_true(function() return not alive(holder) end, "the holder to exit")
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"), 0) end
+  end)
+
+  it("neither adopts nor signals a pid of the record that now names another process", function()
+    local t = new_test()
+    local ok, err = pcall(function()
+      -- An unrelated process, and a record naming its pid with another
+      -- start time (the pid of a service that died, reused).
+      local other = math.tointeger(tonumber((h.sh("{ sleep 1000 >/dev/null 2>&1 & echo $!; }"))))
+      t.extra[#t.extra + 1] = other
+      local start = h.orch.proc.info(other).start_time
+      h.write(t.state, cjson.encode{ version = 1, orch = { pid = 999999999, start = 1 },
+        heartbeat_tables = {}, instances = {
+          { name = "a", pid = other, pid_start = start - 1, want = true, restarts = 7, def = "x" },
+          { name = "b", pid = other, pid_start = start + 1, want = true, restarts = 7, def = "x" } } })
+      os.execute("chmod 600 " .. h.shquote(t.state))
+      local pid = run(t)
+      local s = all_running(t)
+      assert.are_not.equal(other, s.a.pid)
+      assert.are_not.equal(other, s.b.pid)
+      assert.are.equal(0, s.a.restarts)
+      shutdown(t, pid)
+      assert.is_true(alive(other), "the unrelated process was signalled")
+      assert.truthy(slurp(t.runs[1].err):find("pid " .. other .. " of the state record is gone", 1, true))
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"), 0) end
+  end)
+
+  it("the fd holder hands nothing to another user, and orch believes no one but it", function()
+    local t = new_test()
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      all_running(t)
+      local holder = until_true(function() return holder_of(t) end, "the holder")
+      -- Open the way to the holder's socket (it is 0600 in a 0700 dir):
+      -- only its own credential check is left between the holder and
+      -- user nobody, who says hello as an orch would.
+      os.execute("chmod 755 " .. h.shquote(t.dir) .. " && chmod 666 " .. h.shquote(t.sock .. ".holder"))
+      local probe = h.script(string.format([[
+        local d = assert(orch.dgram{ unix = "@orch-spec-k9-" .. orch.getpid(), passcred = true })
+        local me = orch.proc.info(orch.getpid())
+        assert(d:send(string.format('{"op":"hello","pid":%%d,"start":%%d}', orch.getpid(), me.start_time), %q))
+        d:set_timeout(1)
+        local data, e, _, fds = d:recv{ fds = true }
+        print(data and ("answered with " .. #fds .. " fds") or e)
+      ]], t.sock .. ".holder"))
+      os.execute("chmod 755 " .. h.shquote(probe:match("^(.*)/")) .. " && chmod 644 " .. h.shquote(probe))
+      local out = h.sh("setpriv --reuid=65534 --regid=65534 --clear-groups " .. h.shquote(h.bin) .. " run " .. h.shquote(probe) .. " 2>&1")
+      assert.are.equal("recv: timed out", out)
+      -- The holder still serves its orch: a kill -9 loses nothing.
+      local s1 = status(t)
+      kill9(pid1)
+      until_true(function() return not alive(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s2 = all_running(t)
+      for _, n in ipairs(NAMES) do assert.are.equal(s1[n].pid, s2[n].pid) end
+      assert.is_true(alive(holder))
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
+  it("ignores a state record that is not safe to trust", function()
+    local t = new_test()
+    local ok, err = pcall(function()
+      local other = math.tointeger(tonumber((h.sh("{ sleep 1000 >/dev/null 2>&1 & echo $!; }"))))
+      t.extra[#t.extra + 1] = other
+      local start = h.orch.proc.info(other).start_time
+      -- A record another user could have written (mode 0644) naming a live
+      -- process with its true start time: not believed.
+      h.write(t.state, cjson.encode{ version = 1, orch = { pid = 999999999, start = 1 }, instances = {
+        { name = "a", pid = other, pid_start = start, want = true, restarts = 7, def = "x" } } })
+      os.execute("chmod 644 " .. h.shquote(t.state))
+      local pid = run(t)
+      local s = all_running(t)
+      assert.are_not.equal(other, s.a.pid)
+      shutdown(t, pid)
+      assert.is_true(alive(other))
+      assert.truthy(slurp(t.runs[1].err):find("accessible to group or others", 1, true))
+      -- Mode 0600 but another user's: not believed either.
+      h.write(t.state, cjson.encode{ version = 1, orch = { pid = 999999999, start = 1 }, instances = {
+        { name = "a", pid = other, pid_start = start, want = true, restarts = 7, def = "x" } } })
+      os.execute("chmod 600 " .. h.shquote(t.state) .. " && chown 65534 " .. h.shquote(t.state))
+      pid = run(t)
+      s = all_running(t)
+      assert.are_not.equal(other, s.a.pid)
+      shutdown(t, pid)
+      assert.is_true(alive(other))
+      assert.truthy(slurp(t.runs[2].err):find("belongs to another user", 1, true))
+      -- A symbolic link to a record is not followed.
+      h.write(t.dir .. "/elsewhere", cjson.encode{ version = 1, orch = { pid = 999999999, start = 1 }, instances = {
+        { name = "a", pid = other, pid_start = start, want = true, restarts = 7, def = "x" } } })
+      os.execute("chmod 600 " .. h.shquote(t.dir .. "/elsewhere") .. " && rm -f " .. h.shquote(t.state)
+        .. " && ln -s elsewhere " .. h.shquote(t.state))
+      pid = run(t)
+      s = all_running(t)
+      assert.are_not.equal(other, s.a.pid)
+      shutdown(t, pid)
+      assert.is_true(alive(other))
+      assert.truthy(slurp(t.runs[3].err):find("is a symbolic link", 1, true))
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"), 0) end
+  end)
+end)
