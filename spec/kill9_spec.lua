@@ -106,6 +106,22 @@ local function record(t)
   return text ~= "" and cjson.decode(text) or nil
 end
 
+-- Whether process `holder` holds the pipe that is the stdout of each pid.
+local function holds_pipes(holder, pids)
+  local mine = {}
+  local p = io.popen("ls /proc/" .. holder .. "/fd 2>/dev/null")
+  for fd in p:read("a"):gmatch("%d+") do
+    local l = h.sh("readlink /proc/" .. holder .. "/fd/" .. fd .. " 2>/dev/null")
+    mine[l] = true
+  end
+  p:close()
+  for _, pid in ipairs(pids) do
+    local l = h.sh("readlink /proc/" .. pid .. "/fd/1 2>/dev/null")
+    if not l:match("^pipe:") or not mine[l] then return false end
+  end
+  return true
+end
+
 local function holder_of(t)
   local r = record(t)
   return r and r.holder and math.tointeger(r.holder.pid)
@@ -173,7 +189,8 @@ describe("orch killed with SIGKILL", function()
         end
         return math.tointeger(r.holder.pid)
       end, "the state record")
-      assert.is_true(alive(holder))
+      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
+        "the holder to hold the three log pipes")
       assert.are.equal("600", (h.sh("stat -c %a " .. h.shquote(t.state))))
       assert.is_true(segment_exists(t.key))
 
@@ -255,6 +272,8 @@ describe("orch killed with SIGKILL", function()
       local pid1 = run(t)
       local s1 = all_running(t)
       local holder = until_true(function() return holder_of(t) end, "the holder")
+      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
+        "the holder to hold the three log pipes")
       kill9(pid1)
       kill9(holder)
       until_true(function() return not alive(pid1) and not alive(holder) end, "orch and the holder to die")
@@ -284,10 +303,9 @@ describe("orch killed with SIGKILL", function()
     local ok, err = pcall(function()
       local pid1 = run(t)
       local s1 = all_running(t)
-      local holder = until_true(function()
-        local r = record(t)
-        return r and r.holder and #r.instances == 3 and math.tointeger(r.holder.pid)
-      end, "the holder holding three pipes")
+      local holder = until_true(function() return holder_of(t) end, "the holder")
+      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
+        "the holder to hold the three log pipes")
       kill9(pid1)
       until_true(function() return not alive(pid1) end, "orch to die")
       kill9(s1.a.pid)
@@ -351,6 +369,8 @@ describe("orch killed with SIGKILL", function()
       assert.are.equal("recv: timed out", out)
       -- The holder still serves its orch: a kill -9 loses nothing.
       local s1 = status(t)
+      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
+        "the holder to hold the three log pipes")
       kill9(pid1)
       until_true(function() return not alive(pid1) end, "orch to die")
       local pid2 = run(t)

@@ -36,8 +36,8 @@ local function ctl() return require "orch.ctl" end
 
 --- The control socket of this supervisor's `orch run`: its identity across
 -- runs. The socket whose lock `orch run` holds (one orchestrator per
--- socket), else the one it was told to serve (`--socket`, $ORCH_SOCKET), or
--- the one it serves. nil when persistence is off: a supervisor made by
+-- socket), else the one it was told to serve (`--socket`, $ORCH_SOCKET).
+-- nil when persistence is off: a supervisor made by
 -- sup.new(), one not run by `orch run`, `orch run --no-socket`, or
 -- `sup.configure{ persist = false }`.
 function persist.socket(S)
@@ -49,11 +49,12 @@ function persist.socket(S)
       if type(path) == "string" and type(l) == "table" and not l.by_serve then return path end
     end
   end
-  -- Set by `orch run` (src/main.c) until its control socket starts.
+  -- Set by `orch run` (src/main.c) until its control socket starts: a
+  -- path (--socket), true (the default rules), false (--no-socket). Without
+  -- it this is no `orch run` (a host, a test runner) or the control socket
+  -- started before sup.run: no persistence.
   local planned = rawget(_G, "__orch_ctl_socket")
   if type(planned) == "string" then return planned end
-  if planned == false then return nil end
-  if c and c.server then return c.server.path end
   if planned == true then
     local env = os.getenv("ORCH_SOCKET")
     if env and env ~= "" then return env end
@@ -74,12 +75,17 @@ local function def_text(S, svc)
   return svc.def_text
 end
 
+-- The start time of a run's process, read once per run and pid (a run's
+-- fields are instance.lua's to write: this cache is persist's own).
+local starts = setmetatable({}, { __mode = "k" })
 local function pid_start(run, pid)
-  if run.pid_start_of ~= pid then
+  local c = starts[run]
+  if not c or c.pid ~= pid then
     local info = orch.proc.info(pid)
-    run.pid_start_of, run.pid_start = pid, info and info.start_time
+    c = { pid = pid, start = info and info.start_time }
+    starts[run] = c
   end
-  return run.pid_start
+  return c.start
 end
 
 local function log_stream(run)
