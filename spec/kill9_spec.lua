@@ -32,12 +32,13 @@ orch.task(function() orch.sleep(1e6) end)
 
 local NAMES = { "a", "b", "c" }
 
-local function new_test(nopipe)
+local function new_test(nopipe, policy)
   local d = h.tmpdir()
   local key = h.key()
   local t = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua", key = key, runs = {}, extra = {} }
   t.state = t.sock .. ".state"
-  h.write(t.path, string.format("local DIR, HBKEY, NOPIPE = %q, %d, %s\n", d, key, tostring(nopipe == true)) .. POLICY)
+  h.write(t.path, string.format("local DIR, HBKEY, NOPIPE, ORCH = %q, %d, %s, %q\n", d, key,
+    tostring(nopipe == true), h.bin) .. (policy or POLICY))
   return t
 end
 
@@ -330,6 +331,48 @@ describe("orch killed with SIGKILL", function()
       shutdown(t, pid2)
     end)
     cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
+  it("an adopted service's heartbeat is watched again", function()
+    -- hb beats (every 0.3 s, timeout 2 s) while DIR/hb.beat exists.
+    local t = new_test(false, [[
+local sup = require "orch.supervisor"
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end, heartbeat_key = HBKEY }
+sup.service{ name = "hb", heartbeat = { timeout = 2 }, backoff = 0.1, log = { dir = DIR },
+  cmd = { "sh", "-c", 'while :; do if [ -e "$0.beat" ]; then "$1" beat || exit 9; fi; sleep 0.3; done', DIR .. "/hb", ORCH } }
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]])
+    local ok, err = pcall(function()
+      h.write(t.dir .. "/hb.beat", "")
+      local pid1 = run(t)
+      local s1 = until_true(function() local s = status(t) return s.hb.state == "running" and s end, "hb running")
+      until_true(function()
+        local r = record(t)
+        return r and #r.instances == 1 and r.instances[1].pid == s1.hb.pid
+      end, "the state record")
+      until_true(function() return holds_pipes(holder_of(t), { s1.hb.pid }) end, "the holder to hold the pipe")
+      kill9(pid1)
+      until_true(function() return not alive(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s2 = until_true(function() local s = status(t) return s.hb.state == "running" and s end, "hb adopted")
+      assert.are.equal(s1.hb.pid, s2.hb.pid)
+      assert.are.equal(0, s2.hb.restarts)
+      -- It stops beating: the new orch kills it and starts another.
+      os.remove(t.dir .. "/hb.beat")
+      local s3 = until_true(function()
+        local s = status(t)
+        return s.hb.state == "running" and s.hb.pid ~= s2.hb.pid and s
+      end, "hb restarted for its missed heartbeat")
+      assert.are.equal(1, s3.hb.restarts)
+      assert.is_false(alive(s2.hb.pid))
+      assert.truthy(slurp(t.runs[2].err):find("hb: missed heartbeat", 1, true))
+      shutdown(t, pid2)
+      assert.is_false(segment_exists(t.key))
+    end)
+    cleanup(t)
+    for _, pid in ipairs(procs_with(t.dir .. "/hb")) do kill9(pid) end
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
