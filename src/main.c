@@ -34,7 +34,7 @@ static const char usage_text[] =
   "  version                print the orch, Lua and libuv versions\n"
   "  help [COMMAND]         this text, or a command's help\n"
   "\n"
-  "See doc/ in the source tree, or `orch help COMMAND`.\n";
+  "See orch(1), orch-ctl(1) and orch-lua(7) (the Lua API), or `orch help COMMAND`.\n";
 
 static const struct { const char *name; const char *text; } builtin_help[] = {
   {"run",
