@@ -125,7 +125,7 @@ describe("supervisor under orch run", function()
     end)
   end)
 
-  it("escalates to KILL on a second signal", function()
+  it("escalates to KILL on a second signal and exits 5", function()
     u.with(function(_, _, dir, _, token)
       local script = h.script(string.format([[
         local sup = require "orch.supervisor"
@@ -144,13 +144,13 @@ describe("supervisor under orch run", function()
       assert.is_nil(p:wait(0.3))     -- still in its 300 s grace period
       assert.is_true(p:kill("TERM"))
       local code = p:wait(20)
-      assert.are.equal(0, code)
+      assert.are.equal(5, code)      -- the stop had to KILL
       assert.is_false(u.alive(deaf))
       assert.matches("received TERM again: killing every service", h.slurp(dir .. "/err"), 1, true)
     end)
   end)
 
-  it("stops everything and exits non-zero when a critical service goes fatal", function()
+  it("stops everything and exits 3 when a critical service goes fatal", function()
     local dir = h.tmpdir()
     local script = h.script(string.format([[
       local sup = require "orch.supervisor"
@@ -161,7 +161,7 @@ describe("supervisor under orch run", function()
       sup.run()
     ]], dir, dir))
     local code, _, err = h.cli({ "run", script })
-    assert.are.equal(1, code, err)
+    assert.are.equal(3, code, err)
     assert.matches("vital: FATAL: start limit reached: 2 starts within 60s", err, 1, true)
     assert.matches("critical service vital is fatal: stopping every service", err, 1, true)
     local other = pid_in(dir .. "/other.pid")

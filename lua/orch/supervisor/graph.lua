@@ -145,10 +145,14 @@ function graph.unready_dependency(S, inst)
 end
 
 --- Stops the instances, dependents before their dependencies, every
--- instance of a layer in parallel. Task only.
+-- instance of a layer in parallel. None of them is restarted from the
+-- moment this is called. Task only.
 function graph.stop_ordered(S, insts)
   local remaining = {}
   for _, inst in ipairs(insts) do
+    -- Nothing of the set restarts once the stop has begun, even a service
+    -- of a later layer that exits on its own meanwhile.
+    inst.want = false
     remaining[inst.service] = remaining[inst.service] or {}
     table.insert(remaining[inst.service], inst)
   end

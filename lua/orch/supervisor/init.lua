@@ -24,6 +24,12 @@ local handoff = require "orch.supervisor.handoff"
 local persist = require "orch.supervisor.persist"
 local reload = require "orch.supervisor.reload"
 
+-- Exit statuses of a supervisor's shutdown (doc/cli.md, Exit statuses).
+local EXIT = { ok = 0, critical = 3, fatal = 4, killed = 5 }
+-- Seconds between the second TERM/INT (KILL to everything) and the exit,
+-- whatever a tracked process does meanwhile.
+local ESCALATE_GRACE = 0.5
+
 local Sup = {}
 Sup.__index = Sup
 
@@ -52,6 +58,10 @@ local function new_state()
     orphans = {},
     escalated = false,
     nwaiting = 0,
+    exit_when_idle = false,
+    -- As PID 1 (a container's init), orch ends once every service is fatal,
+    -- so that the platform can restart the container.
+    exit_on_fatal = orch.getpid() == 1 and "all" or false,
   }, Sup)
   S.log_fn = function(msg) io.stderr:write("orch.supervisor: ", msg, "\n") end
   S.output = function(name, line) io.stderr:write(name, " | ", line, "\n") end
@@ -183,10 +193,54 @@ function Sup:unwatch_orphan(pid) self.orphans[pid] = nil end
 
 function Sup:take_inherited(inst) return handoff.take(self, inst) end
 
-function Sup:critical_failure(inst)
-  if self.shutdown_task then return end
-  self:log(string.format("critical service %s is fatal: stopping every service", inst.name))
-  self:shutdown(1)
+--- An instance went fatal: a `critical` one ends the supervisor, and so
+-- does the exit_on_fatal rule ("any": one fatal instance; "all": every
+-- wanted instance fatal).
+function Sup:instance_fatal(inst)
+  if inst.cfg.critical then
+    self.critical = self.critical or inst.name
+    if self.shutdown_task then return end
+    self:log(string.format("critical service %s is fatal: stopping every service", inst.name))
+    return self:shutdown()
+  end
+  local rule = self.exit_on_fatal
+  if not rule or self.shutdown_task then return end
+  if rule == "all" then
+    for _, i in ipairs(self:all_instances()) do
+      if i.want and i.state ~= "fatal" then return end
+    end
+  end
+  self:log(rule == "all" and "every service is fatal: stopping" or
+    string.format("%s is fatal: stopping every service", inst.name))
+  self:shutdown()
+end
+
+--- A stop during the shutdown needed KILL (or could not end a process).
+function Sup:killed_during_shutdown()
+  if self.shutdown_task then self.killed = true end
+end
+
+--- The exit status of a shutdown: 0 when every service stopped cleanly.
+function Sup:exit_status()
+  if self.critical then return EXIT.critical end
+  if self.killed then return EXIT.killed end
+  if self.fatal_at_exit then return EXIT.fatal end
+  return EXIT.ok
+end
+
+--- A supervisor is a daemon: from sup.run() until shutdown (or close) it
+-- keeps orch's loop alive, whatever its services do (an armed timer that
+-- never fires in practice: no wake-ups), unless exit_when_idle is set.
+function Sup:hold()
+  if self.exit_when_idle or self.holder or self.shutdown_task then return end
+  self.holder = orch.timer.every(1e9, function() end)
+end
+
+function Sup:release()
+  if self.holder then
+    self.holder:stop()
+    self.holder = nil
+  end
 end
 
 function Sup:all_instances()
@@ -197,35 +251,71 @@ function Sup:all_instances()
   return out
 end
 
---- Stops everything (dependents first), then calls the exit function.
+-- The end of a shutdown: the tables this supervisor made go, then the exit
+-- function (once).
+function Sup:finish(code)
+  if self.finished then return end
+  self.finished = true
+  if self.escalate_timer then self.escalate_timer:stop() self.escalate_timer = nil end
+  for k, t in pairs(self.tables) do
+    if self.created_tables[k] then t:remove() end
+  end
+  persist.close(self)
+  self:release()
+  self.exit(code)
+end
+
+--- Stops everything (dependents first), then calls the exit function with
+-- `code`, or with the status the shutdown earned (Sup:exit_status). From
+-- its first moment nothing is restarted any more.
 function Sup:shutdown(code)
   if not self.shutdown_task then
+    local all = self:all_instances()
+    for _, inst in ipairs(all) do
+      if inst.state == "fatal" and inst.want then self.fatal_at_exit = true end
+      inst.want = false
+    end
     self.shutdown_task = orch.task(function()
-      self:stop_ordered(self:all_instances())
-      self:log("every service is stopped")
-      for k, t in pairs(self.tables) do
-        if self.created_tables[k] then t:remove() end
-      end
-      persist.close(self)
-      self.exit(code or 0)
+      self:stop_ordered(all)
+      local status = code or self:exit_status()
+      self:log(status == 0 and "every service is stopped" or
+        string.format("every service is stopped (exit status %d)", status))
+      self:finish(status)
     end)
   end
   return self.shutdown_task
 end
 
---- Sends KILL to every running process group at once (second signal).
+--- Sends KILL to every running process group at once (second signal), and
+-- ends the supervisor ESCALATE_GRACE seconds later whatever a tracked
+-- process does (one not ours, stuck in the kernel, or whose exit orch never
+-- sees): the log names what was left.
 function Sup:escalate()
   self.escalated = true
+  self.killed = true
+  if not self.shutdown_task then self:shutdown() end
   for _, inst in ipairs(self:all_instances()) do
     local run = inst.run
     if run and run.alive then inst:send(run, "KILL", true) end
   end
+  if self.escalate_timer or self.finished then return end
+  self.escalate_timer = orch.timer.after(ESCALATE_GRACE, function()
+    self.escalate_timer = nil
+    if self.finished then return end
+    for _, inst in ipairs(self:all_instances()) do
+      local run = inst.run
+      if run and run.alive then
+        self:log(string.format("%s: pid %d still there after KILL: left behind", inst.name, run.main_pid or run.pid))
+      end
+    end
+    self:finish(self:exit_status())
+  end)
 end
 
 -- ---------------------------------------------------------------- public API
 
 local config_keys = { log = true, output = true, runtime_dir = true, heartbeat_key = true, exit = true, env = true,
-  persist = true }
+  persist = true, exit_when_idle = true, exit_on_fatal = true }
 
 -- main: the module's own supervisor, the one `orch run` persists.
 local function new(main)
@@ -267,6 +357,15 @@ local function new(main)
       elseif k == "exit" then
         if type(v) ~= "function" then error("bad argument #1 to 'configure' (option 'exit': function expected)", 2) end
         S.exit = v
+      elseif k == "exit_when_idle" then
+        if type(v) ~= "boolean" then error("bad argument #1 to 'configure' (option 'exit_when_idle': boolean expected)", 2) end
+        S.exit_when_idle = v
+        if v then S:release() end
+      elseif k == "exit_on_fatal" then
+        if v ~= false and v ~= "all" and v ~= "any" then
+          error("bad argument #1 to 'configure' (option 'exit_on_fatal': \"all\", \"any\" or false expected)", 2)
+        end
+        S.exit_on_fatal = v
       end
     end
     return true
@@ -298,11 +397,19 @@ local function new(main)
     local insts, err = graph.resolve(S, target, "stop")
     if not insts then return nil, err, "ENOENT" end
     insts = graph.with_dependents(S, insts)
-    if in_task() then
+    local function go()
       S:stop_ordered(insts)
+      -- A process that survived KILL (stuck in the kernel, or not ours to
+      -- kill) was left behind: the stop ended, but not cleanly.
+      local stuck = {}
+      for _, inst in ipairs(insts) do
+        if inst.stuck then stuck[#stuck + 1] = inst.name .. ": " .. inst.stuck end
+      end
+      if #stuck > 0 then return nil, "stop: " .. table.concat(stuck, "; "), "ETIMEDOUT" end
       return true
     end
-    return orch.task(function() S:stop_ordered(insts) return true end)
+    if in_task() then return go() end
+    return orch.task(go)
   end
 
   function sup.restart(target)
@@ -445,22 +552,60 @@ local function new(main)
     return true
   end
 
+  -- HUP: what `orch ctl reload` does (the server's own reload when it
+  -- serves this supervisor, else the script read again by sup.collect).
+  local function reload_script()
+    local ctl = package.loaded["orch.ctl"]
+    local srv = ctl and ctl.server
+    local mine = srv and (srv.supervisor or ctl.registered("supervisor")) == sup
+    if mine and srv.on_reload then return srv.on_reload() end
+    local a = rawget(_G, "arg")
+    local script = mine and srv.script or (a and a[0])
+    if type(script) ~= "string" then return nil, "reload: no script to read", "ENOENT" end
+    local defs, err, code
+    if ctl then defs, err, code = ctl.collect(script, sup) else defs, err, code = sup.collect(script, a) end
+    if not defs then return nil, err, code end
+    return sup.reload(defs)
+  end
+
   function sup.handle_signals()
     if S.signal_handlers then return true end
     local count = 0
     local function on(name)
       count = count + 1
-      if count == 1 then
+      if count == 1 and not S.shutdown_task then
         S:log("received " .. name .. ": stopping every service (send it again to kill them)")
-        S:shutdown(0)
+        S:shutdown()
       else
         S:log("received " .. name .. " again: killing every service")
         S:escalate()
       end
     end
+    local function hup()
+      if S.shutdown_task then return end
+      S:log("received HUP: reloading the policy script")
+      local ok, r, err = pcall(reload_script)
+      if not ok or not r then
+        S:log("reload failed: " .. tostring(ok and err or r))
+      else
+        S:log(string.format("reload: %d kept, %d restarted, %d stopped, %d added",
+          #r.kept, #r.restarted, #r.stopped, #r.added))
+      end
+    end
+    local function usr1()
+      S:log("received USR1: reopening log files")
+      local sinks = {}
+      for _, inst in ipairs(S:all_instances()) do sinks[#sinks + 1] = inst.sink end
+      require("orch.supervisor.log").reopen(sinks)
+    end
+    -- As PID 1, orch's init mode passes TERM/INT on to every child at
+    -- once; the supervisor's ordered stop replaces that.
+    if orch.getpid() == 1 and orch.proc.init_mode then orch.proc.init_mode { signals = {} } end
     S.signal_handlers = {
       orch.signal.on("TERM", function() on("TERM") end),
       orch.signal.on("INT", function() on("INT") end),
+      orch.signal.on("HUP", hup),
+      orch.signal.on("USR1", usr1),
     }
     return true
   end
@@ -488,6 +633,7 @@ local function new(main)
     end
     handoff.drop(S)
     persist.touch(S)
+    S:hold()
     return true
   end
 
@@ -503,6 +649,8 @@ local function new(main)
     if in_task() then S:stop_ordered(S:all_instances()) end
     for _, h in ipairs(S.signal_handlers or {}) do h:stop() end
     S.signal_handlers = nil
+    S:release()
+    if S.escalate_timer then S.escalate_timer:stop() S.escalate_timer = nil end
     if S.orphan_watch then S.orphan_watch:stop() S.orphan_watch = nil end
     persist.close(S)
     for k, t in pairs(S.tables) do

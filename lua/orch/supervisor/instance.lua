@@ -382,6 +382,7 @@ function Instance:spawn()
     return self:after_exit(nil, nil, self.reason)
   end
   run.proc, run.pid, run.alive = p, p.pid, true
+  self.stuck = nil
   run.started = orch.now()
   self.pid = p.pid
   self.start_time = orch.time()
@@ -528,7 +529,7 @@ function Instance:go_fatal(reason)
   self:log("FATAL: %s", reason)
   self:set_state("fatal")
   self.sup:hook(self, "on_fatal", reason)
-  if self.cfg.critical then self.sup:critical_failure(self) end
+  self.sup:instance_fatal(self)
 end
 
 -- ---------------------------------------------------------------- stopping
@@ -572,27 +573,54 @@ function Instance:stop_run(run)
   end
   run.stopping = true
   if run.readiness then run.readiness:stop() end
-  local st = self.cfg.stop
-  if st.fn and not self.sup.escalated then
+  local S, st = self.sup, self.cfg.stop
+  if st.fn and not S.escalated then
     local ok, err = xpcall(st.fn, debug.traceback, self)
     if not ok then self:log("stop hook failed: %s", tostring(err)) end
   end
-  if run.alive then
-    local sig = self.sup.escalated and "KILL" or st.signal
-    self:send(run, sig, st.group)
-    if sig ~= "KILL" and not self:wait_run(run, st.timeout) then
-      if not self.sup.escalated then
-        self:log("still running %gs after %s: sending KILL", st.timeout, sig)
-      end
-      self:send(run, "KILL", true)
+  if not run.alive then return end
+  local sig = S.escalated and "KILL" or st.signal
+  self:send(run, sig, st.group)
+  if self:gone(run) then return end
+  if sig ~= "KILL" and not self:wait_run(run, st.timeout) then
+    if not S.escalated then
+      self:log("still running %gs after %s: sending KILL", st.timeout, sig)
     end
-    -- A process stuck in the kernel (D state) may take long to die: report it
-    -- every 10 s instead of giving up, so that a stop never lies.
-    while not self:wait_run(run, 10) do
-      self:log("pid %s has not died after KILL", tostring(run.main_pid or run.pid))
-      self:send(run, "KILL", true)
-    end
+    S:killed_during_shutdown()
+    self:send(run, "KILL", true)
+    if self:gone(run) then return end
   end
+  if self:wait_run(run, st.kill_timeout) or self:gone(run) then return end
+  -- Still there after KILL: stuck in the kernel (D state), or not ours to
+  -- kill. The stop does not wait for it: the run ends here with a reason
+  -- that says what was left, and a late exit is ignored.
+  local pid = run.main_pid or run.pid
+  local info = orch.proc.info(pid)
+  local what = string.format("pid %d did not die %gs after KILL (%s)", pid, st.kill_timeout,
+    info and ("state " .. tostring(info.state) .. ", uid " .. tostring(info.uid)) or "gone")
+  self:log("%s: left behind", what)
+  self.stuck = what
+  S:killed_during_shutdown()
+  self:run_ended(run, nil, nil, what)
+end
+
+--- After a signal: a main process orch does not reap itself (adopted from
+-- a pidfile or MAINPID=, its parent is another process) may be gone, or a
+-- zombie its parent never reaps, without orch ever seeing its exit: then
+-- the run ends here. True when the run is over.
+function Instance:gone(run)
+  if not run.alive then return true end
+  local pid, start = run.main_pid, run.main_start
+  if not pid or (pid == run.pid and run.proc and not run.proc_done) then return false end
+  local info = orch.proc.info(pid)
+  if info and (not start or info.start_time == start) then
+    -- Alive, or a zombie orch reaps itself (its exit comes as an orphan's).
+    if info.state ~= "Z" or info.ppid == orch.getpid() then return false end
+  end
+  local why = string.format("main process %d ended (its exit status was not seen)", pid)
+  self:log("%s", why)
+  self:run_ended(run, nil, nil, why)
+  return true
 end
 
 -- ---------------------------------------------------------------- for users

@@ -213,4 +213,16 @@ function log.capture(sink, stream, on_end)
   end)
 end
 
+--- Reopens the log file of every sink in the list (SIGUSR1, for logrotate
+-- without copytruncate): each file sink closes its file, so that its next
+-- line opens the path again (the file logrotate moved away is released).
+function log.reopen(sinks)
+  for _, sink in ipairs(sinks) do
+    if sink.cfg.dir then
+      sink:close()
+      sink.open_failed = nil
+    end
+  end
+end
+
 return log

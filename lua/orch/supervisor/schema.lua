@@ -283,10 +283,11 @@ local function check_heartbeat(v, path)
   return t
 end
 
-local stop_mt = defaults_mt { signal = "TERM", timeout = 10, group = true }
+local stop_mt = defaults_mt { signal = "TERM", timeout = 10, group = true, kill_timeout = 5 }
 local stop_fields = {
   signal = check_signal,
   timeout = check_seconds,
+  kill_timeout = check_seconds,
   group = check_boolean,
   fn = check_function,
 }
