@@ -278,7 +278,7 @@ describe("a supervisor's stop", function()
         sup.service { name = "ghost", pidfile = DIR .. "/ghost.pid", stop = { timeout = 0.2, group = false },
           cmd = { "sh", "-c", "(sh -c 'echo $$ > " .. DIR .. "/ghost.tmp; exec sleep 300' & " ..
                   "while [ ! -s " .. DIR .. "/ghost.tmp ]; do sleep 0.01; done; " ..
-                  "mv " .. DIR .. "/ghost.tmp " .. DIR .. "/ghost.pid; exec sleep 300) & exit 0" } }
+                  "mv " .. DIR .. "/ghost.tmp " .. DIR .. "/ghost.pid; exec sleep 300) & echo $! > " .. DIR .. "/ghost.parent; exit 0" } }
         sup.service { name = "alien", pidfile = DIR .. "/alien.pid",
                       stop = { timeout = 0.2, kill_timeout = 0.3, group = false },
                       cmd = { "sh", "-c", "echo %d > " .. DIR .. "/alien.pid" } }
@@ -295,6 +295,8 @@ describe("a supervisor's stop", function()
       local code, out, err = h.cli({ "ctl", "--socket", dir .. "/ctl.sock", "stop", "ghost" })
       assert.are.equal(0, code, out .. err .. h.slurp(dir .. "/err"))
       assert.matches("main process %d+ ended %(its exit status was not seen%)", h.slurp(dir .. "/err"))
+      -- The parent that never reaped it is no part of the stop (group = false).
+      orch.kill(pid_in(dir .. "/ghost.parent"), "KILL")
       code, out, err = h.cli({ "ctl", "--socket", dir .. "/ctl.sock", "stop", "alien" })
       assert.are.equal(1, code, out .. err)
       assert.matches("pid " .. alien.pid .. " did not die", err, 1, true)
