@@ -111,6 +111,9 @@ describe("supervisor under orch run", function()
       ]], dir, dir, dir, dir .. "/up"))
       local p = orch_run(script, token, dir .. "/err")
       assert.is_true(u.until_true(function() return io.open(dir .. "/up") ~= nil end, 20))
+      -- `running` is reached at spawn: wait for what the test reads, the
+      -- pid files the shells write.
+      assert.is_true(u.until_true(function() return pid_in(dir .. "/db.pid") and pid_in(dir .. "/web.pid") end, 20))
       local db, web = pid_in(dir .. "/db.pid"), pid_in(dir .. "/web.pid")
       assert.is_true(p:kill("TERM"))
       local code, sig = p:wait(20)
