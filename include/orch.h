@@ -85,6 +85,13 @@ const char *orch_version_string(void);
 void orch_set_budget(orch_runtime *rt, double seconds);
 double orch_get_budget(orch_runtime *rt);
 
+/* For programs (the orch command calls it at start), not libraries: raises
+ * the soft RLIMIT_NOFILE to the hard limit (at most 2^20), as systemd does.
+ * Processes orch spawns get the original soft limit back unless their
+ * `rlimits` set `nofile`. Returns 1 if raised, 0 if nothing to do, or
+ * -errno. */
+int orch_raise_nofile(void);
+
 #ifdef __cplusplus
 }
 #endif

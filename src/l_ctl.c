@@ -16,6 +16,15 @@
  * close callback. The socket file is unlinked by :close()/__gc only by the
  * process that created it, and only if it is still the same file.
  *
+ * Out of file descriptors: the runtime holds spare fds from its start
+ * (orch__fd_reserve_*). When accept fails with EMFILE/ENFILE (orch at its fd
+ * limit, e.g. services crash-looping through pipes), they are closed so the
+ * connection can be accepted and served (its reply may need one fd more, a
+ * /proc read for status); the connection is flagged (cred.emfile) so the
+ * server can say why, and the server takes the reserve back as soon as the
+ * connection closes (C.fd_reserve). libuv's own EMFILE trick would accept
+ * and silently close the connection.
+ *
  * What may block: nothing (non-blocking socket, accept4 after readiness);
  * secure_dir and memfd/read_fd are short local file system calls.
  */
@@ -26,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -238,9 +248,15 @@ static void stop_polling(lcore *l) {
 /* Accepts one connection onto co's stack: stream, cred. Returns the count
  * of values pushed, or 0 when nothing is pending. */
 static int try_accept(lua_State *co, lcore *l) {
-  int fd;
+  int fd, emfile = 0;
   do fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
   while (fd < 0 && errno == EINTR);
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE) && orch__fd_reserve_held() > 0) {
+    emfile = errno == EMFILE ? 1 : 2;
+    orch__fd_reserve_release();
+    do fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    while (fd < 0 && errno == EINTR);
+  }
   if (fd < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED) return 0;
     return orch__fail(co, "accept", errno);
@@ -258,7 +274,11 @@ static int try_accept(lua_State *co, lcore *l) {
   }
   int r = orch__stream_push_fd(co, fd, ORCH_STREAM_READ | ORCH_STREAM_WRITE);
   if (r < 0) return orch__fail_uv(co, "accept", r);
-  lua_createtable(co, 0, 3);
+  lua_createtable(co, 0, 4);
+  if (emfile) {
+    lua_pushstring(co, emfile == 1 ? "EMFILE" : "ENFILE");
+    lua_setfield(co, -2, "emfile");
+  }
   lua_pushinteger(co, cr.pid);
   lua_setfield(co, -2, "pid");
   lua_pushinteger(co, cr.uid);
@@ -342,6 +362,23 @@ static int ctl_secure_dir(lua_State *L) {
   }
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* C.fd_reserve(): takes back the spare fds that are free again; returns
+ * how many are held. */
+static int ctl_fd_reserve(lua_State *L) {
+  orch__fd_reserve_fill();
+  lua_pushinteger(L, orch__fd_reserve_held());
+  return 1;
+}
+
+/* C.nofile() -> soft, hard: orch's RLIMIT_NOFILE (-1: unlimited). */
+static int ctl_nofile(lua_State *L) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return orch__fail(L, "getrlimit", errno);
+  lua_pushinteger(L, rl.rlim_cur == RLIM_INFINITY ? -1 : (lua_Integer)rl.rlim_cur);
+  lua_pushinteger(L, rl.rlim_max == RLIM_INFINITY ? -1 : (lua_Integer)rl.rlim_max);
+  return 2;
 }
 
 static int ctl_getuid(lua_State *L) {
@@ -649,6 +686,7 @@ int orch__open_ctl(lua_State *L) {
     {"inherit", ctl_inherit}, {"memfd", ctl_memfd}, {"read_fd", ctl_read_fd},
     {"sd_notify", ctl_sd_notify}, {"sd_watchdog", ctl_sd_watchdog}, {"sockets", ctl_sockets}, {"exe_path", ctl_exe_path},
     {"stream", ctl_stream}, {"write_private", ctl_write_private}, {"read_private", ctl_read_private},
+    {"nofile", ctl_nofile}, {"fd_reserve", ctl_fd_reserve},
     {NULL, NULL}
   };
   luaL_newlib(L, fns);

@@ -290,6 +290,7 @@ static int spawn_child(void *arg) {
   } else if (r->flags & ORCH__SPAWN_PGROUP) {
     if (setpgid(0, 0) < 0) child_fail(x, "setpgid");
   }
+  orch__child_nofile();
   for (int i = 0; i < r->nrlimits; i++)
     if (setrlimit((__rlimit_resource_t)r->rlimits[i].resource, &r->rlimits[i].lim) < 0)
       child_fail(x, "setrlimit");

@@ -215,6 +215,9 @@ int main(int argc, char **argv) {
   /* A write to a closed pipe must fail with EPIPE, not kill the
    * orchestrator. Spawned children get the default disposition back. */
   signal(SIGPIPE, SIG_IGN);
+  /* As systemd does: soft fd limit up to the hard one (children get the
+   * original back), so many services and connections fit. */
+  orch_raise_nofile();
   if (argc < 2) { fputs(usage_text, stderr); return 2; }
   const char *cmd = argv[1];
   if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) return cmd_help(NULL);

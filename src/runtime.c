@@ -25,12 +25,14 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <lualib.h>
@@ -358,6 +360,52 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
                   what, (double)rt->budget_ns / 1e9);
   lua_concat(L, 2);
   lua_error(L);
+}
+
+/* ---------------------------------------------------------------- fd limit */
+
+/* Spare fds, taken when the first runtime starts, given up so the control
+ * socket can accept at EMFILE (src/l_ctl.c). Process-wide: the fd limit is. */
+#define FD_RESERVE 2
+static int fd_reserve[FD_RESERVE] = { -1, -1 };
+static struct rlimit nofile_orig;
+static int nofile_raised;
+
+void orch__fd_reserve_fill(void) {
+  for (int i = 0; i < FD_RESERVE; i++)
+    if (fd_reserve[i] < 0 && (fd_reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) return;
+}
+
+void orch__fd_reserve_release(void) {
+  for (int i = 0; i < FD_RESERVE; i++)
+    if (fd_reserve[i] >= 0) { close(fd_reserve[i]); fd_reserve[i] = -1; }
+}
+
+int orch__fd_reserve_held(void) {
+  int n = 0;
+  for (int i = 0; i < FD_RESERVE; i++) n += fd_reserve[i] >= 0;
+  return n;
+}
+
+int orch_raise_nofile(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return -errno;
+  if (!nofile_raised) nofile_orig = rl;
+  if (rl.rlim_cur == rl.rlim_max) return 0;
+  rlim_t want = rl.rlim_max;
+  /* An unlimited hard limit is capped by fs.nr_open anyway. */
+  if (want == RLIM_INFINITY || want > (1u << 20)) want = 1u << 20;
+  if (want <= rl.rlim_cur) return 0;
+  rl.rlim_cur = want;
+  if (setrlimit(RLIMIT_NOFILE, &rl) < 0) return -errno;
+  nofile_raised = 1;
+  return 1;
+}
+
+/* In a child about to exec: the soft limit orch was started with (a
+ * program may use select(2) with fds below FD_SETSIZE). Async-signal-safe. */
+void orch__child_nofile(void) {
+  if (nofile_raised) setrlimit(RLIMIT_NOFILE, &nofile_orig);
 }
 
 void orch_set_budget(orch_runtime *rt, double seconds) {
@@ -1120,6 +1168,7 @@ static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   rt->on_error = default_error;
   rt->main_ref = LUA_NOREF;
   rt->budget_ns = BUDGET_DEFAULT_NS;
+  orch__fd_reserve_fill();
   uv_idle_init(rt->loop, &rt->idle);
   rt->idle.data = rt;
   uv_async_init(rt->loop, &rt->holder, NULL);

@@ -77,6 +77,16 @@ typedef void (*orch__hook_fn)(orch_runtime *rt, void *data);
 void orch__on_close(orch_runtime *rt, orch__hook_fn fn, void *data);
 void orch__on_fork_child(orch_runtime *rt, orch__hook_fn fn, void *data);
 
+/* Spare fds for the control socket at EMFILE (src/l_ctl.c): fill takes back
+ * those that are free, release gives them all up, held counts them. */
+void orch__fd_reserve_fill(void);
+void orch__fd_reserve_release(void);
+int orch__fd_reserve_held(void);
+
+/* In a spawned child before exec: back to the soft RLIMIT_NOFILE orch was
+ * started with, when orch_raise_nofile raised it. Async-signal-safe. */
+void orch__child_nofile(void);
+
 /* Per-runtime module state: a module keeps one pointer in the runtime. */
 enum { ORCH__SLOT_PROC, ORCH__SLOT_SIGNAL, ORCH__SLOT_STREAM, ORCH__SLOT_IPC,
        ORCH__SLOT_HEARTBEAT, ORCH__SLOT_CTL, ORCH__SLOT_TERM, ORCH__SLOT_MAX };

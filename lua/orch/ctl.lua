@@ -507,6 +507,14 @@ end
 
 local function handle(srv, conn, cred)
   local cs = { conn = conn, cred = cred, pending = {} }
+  if cred.emfile then
+    -- Accepted with the listener's spare fds (src/l_ctl.c): say why things
+    -- fail, in orch's log and in every reply on this connection.
+    local soft = C.nofile()
+    cs.warning = string.format("orch is out of file descriptors (%s, limit %s): services may fail to start",
+      cred.emfile, soft < 0 and "unlimited" or tostring(soft))
+    io.stderr:write("orch.ctl: ", cs.warning, "\n")
+  end
   srv.conns[cs] = true
   conn:set_timeout(srv.idle_timeout)
   while not cs.closed and not srv.closed do
@@ -524,6 +532,7 @@ local function handle(srv, conn, cred)
     line = line:gsub("\r$", "")
     if line:find("%S") then
       local reply, after = srv:dispatch(line, cs)
+      if cs.warning and type(reply) == "table" then reply.warning = cs.warning end
       if not send(conn, reply) then break end
       if after then after() end
     end
@@ -531,6 +540,9 @@ local function handle(srv, conn, cred)
   srv.conns[cs] = nil
   srv.nconns = srv.nconns - 1
   conn:close()
+  -- The fd just closed refills the spare fds given up at EMFILE (before a
+  -- crash-looping service takes it).
+  if cred.emfile then C.fd_reserve() end
 end
 
 local function reject(conn, msg, code)
