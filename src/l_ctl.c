@@ -218,6 +218,13 @@ static int ctl_listen(lua_State *L) {
   l->fd = -1;
   u->l = l;
   int r = fd >= 0 ? adopt_fd(l, (int)fd, path) : bind_listen(l, path, len, (int)backlog);
+  if ((r == -EMFILE || r == -ENFILE) && fd < 0 && orch__fd_reserve_held() > 0) {
+    /* Services took every fd before the socket was made: use the spare
+     * ones, then take back what is left. */
+    orch__fd_reserve_release();
+    r = bind_listen(l, path, len, (int)backlog);
+    orch__fd_reserve_fill();
+  }
   if (r < 0) {
     u->l = NULL;
     core_close(l, 0);
@@ -256,6 +263,13 @@ static int try_accept(lua_State *co, lcore *l) {
     orch__fd_reserve_release();
     do fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     while (fd < 0 && errno == EINTR);
+    /* accept(2) fails with EMFILE before it looks for a connection: with
+     * none pending, take the spare fds back at once. */
+    if (fd < 0) {
+      int e = errno;
+      orch__fd_reserve_fill();
+      errno = e;
+    }
   }
   if (fd < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED) return 0;

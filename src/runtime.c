@@ -366,8 +366,8 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
 
 /* Spare fds, taken when the first runtime starts, given up so the control
  * socket can accept at EMFILE (src/l_ctl.c). Process-wide: the fd limit is. */
-#define FD_RESERVE 2
-static int fd_reserve[FD_RESERVE] = { -1, -1 };
+#define FD_RESERVE 3
+static int fd_reserve[FD_RESERVE] = { -1, -1, -1 };
 static struct rlimit nofile_orig;
 static int nofile_raised;
 

@@ -132,6 +132,19 @@ function M.format_status(services)
       fmt_bytes(s.rss), type(s.cpu) == "number" and string.format("%.2fs", s.cpu) or "-",
     }
   end
+  -- Why a service is not running (a spawn that failed for lack of fds, a
+  -- start limit, a missed heartbeat): a last column when any has one.
+  local reasons = false
+  for _, sv in ipairs(services) do
+    if type(sv.reason) == "string" and sv.state ~= "running" then reasons = true end
+  end
+  if reasons then
+    rows[1][#rows[1] + 1] = "REASON"
+    for i, sv in ipairs(services) do
+      local r = rows[i + 1]
+      r[#r + 1] = type(sv.reason) == "string" and sv.state ~= "running" and sv.reason:gsub("%s+", " ") or "-"
+    end
+  end
   local widths = {}
   for _, r in ipairs(rows) do
     for c, v in ipairs(r) do widths[c] = math.max(widths[c] or 0, #v) end
@@ -250,6 +263,8 @@ function M.main(argv)
       errorf("%s: %s", path, tostring(err))
       return finish(EXIT_FAIL)
     end
+    -- The server is in trouble (out of file descriptors): say so first.
+    if type(reply.warning) == "string" and not opts.json then errorf("warning: %s", reply.warning) end
     if opts.json then
       io.stdout:write(ctl.encode(reply), "\n")
       io.stdout:flush()
