@@ -115,6 +115,16 @@ function h.key()
   return 0x4f000000 + ((orch.getpid() % 0x10000) * 0x100) + (key_counter % 0x100)
 end
 
+--- A cgroup path unique to this spec run, relative to orch's own cgroup:
+-- orch-test/<run>-<pid>-<n>, where <run> is ORCH_TEST_RUN (scripts/test sets
+-- it and checks afterwards that no cgroup of the run is left).
+local cgroup_counter = 0
+function h.cgroup_name()
+  cgroup_counter = cgroup_counter + 1
+  return string.format("orch-test/%s-%d-%d", os.getenv("ORCH_TEST_RUN") or "manual",
+                       orch.getpid(), cgroup_counter)
+end
+
 --- A SysV key as the objects' __tostring and error messages write it.
 function h.keystr(k) return string.format("0x%08x", k) end
 

@@ -22,6 +22,7 @@
   X(ipc)       /* l_ipc.c */ \
   X(heartbeat) /* l_heartbeat.c */ \
   X(term)      /* l_term.c: line editing */ \
+  X(cgroup)    /* l_cgroup.c (mechanism: cgroup.c) */ \
   X(ctl)       /* l_ctl.c: control-plane helpers, not merged into orch */
 
 #define X(name) int orch__open_##name(lua_State *L);

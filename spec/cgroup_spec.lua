@@ -1,0 +1,388 @@
+-- orch.cgroup: real cgroups of this host (v2 for tracking, kill and freeze;
+-- limits through v2 or the v1 controller). Every cgroup is made under
+-- orch-test/ with a name unique to this run (h.cgroup_name) and removed by
+-- its test; scripts/test checks that none is left behind.
+local h = require "spec.helper"
+local orch = h.orch
+
+local PROC = h.progs .. "/prog_proc"
+local MEM = h.progs .. "/prog_sup_mem"
+
+-- A process that waits for a line on stdin before it runs cmd (exec), so
+-- the test can put it in a cgroup first.
+local function gated(cmd)
+  local argv = { "sh", "-c", 'read go; exec "$@"', "gated", table.unpack(cmd) }
+  argv.stdin, argv.stdout, argv.stderr = "pipe", "pipe", "pipe"
+  return assert(orch.spawn(argv))
+end
+
+local function go(p)
+  assert(p.stdin:write("go\n"))
+  p.stdin:close()
+end
+
+local function drain(p)
+  if p.stdout then p.stdout:close() end
+  if p.stderr then p.stderr:close() end
+end
+
+-- The v2 line of /proc/PID/cgroup (independently of orch.cgroup.of).
+local function v2_of(pid)
+  return h.slurp("/proc/" .. pid .. "/cgroup"):match("0::([^\n]*)")
+end
+
+describe("doc/cgroup.md", function()
+  local examples = {}
+  for code in h.slurp(h.root .. "/doc/cgroup.md"):gmatch("\n```lua\n(.-)\n```") do examples[#examples + 1] = code end
+  it("has examples", function() assert.is_true(#examples >= 3) end)
+  for i, code in ipairs(examples) do
+    it("example " .. i .. " runs", function()
+      local script = h.script(code)
+      local status, out, err = h.cli({ "run", script })
+      assert.are.equal(0, status, out .. err)
+    end)
+  end
+end)
+
+describe("orch.cgroup", function()
+  local defer
+  before_each(function() defer = h.make_defer(function(f) finally(f) end) end)
+
+  -- Creates a fresh cgroup; the test's end kills what is left in it, waits
+  -- until it is empty and removes it.
+  local function fresh(opts)
+    local cg = assert(orch.cgroup.create(h.cgroup_name(), opts))
+    defer(function()
+      if cg:populated() then
+        h.run(function()
+          cg:kill()
+          assert(cg:wait_empty(20))
+        end)
+      end
+      assert(cg:remove())
+      cg:close()
+    end)
+    return cg
+  end
+
+  describe("discovery", function()
+    it("finds the v2 hierarchy in /proc/self/mountinfo and orch's own cgroup", function()
+      local info = assert(orch.cgroup.info())
+      local mount
+      for line in io.lines("/proc/self/mountinfo") do
+        local mp, fstype = line:match("^%S+ %S+ %S+ %S+ (%S+) .- %- (%S+) ")
+        if fstype == "cgroup2" and not mount then mount = mp end
+      end
+      assert.are.equal(mount, info.mount)
+      assert.is_true(info.layout == "v2" or info.layout == "hybrid")
+      assert.are.equal(v2_of("self"), orch.cgroup.self())
+      assert.are.equal(info.self, orch.cgroup.self())
+      local _, msg, code = orch.cgroup.of(0x7ffffffe)
+      assert.are.equal("ESRCH", code)
+      assert.matches("cgroup.of: pid 2147483646", msg, 1, true)
+    end)
+  end)
+
+  describe("create, open, remove", function()
+    it("makes a directory in the hierarchy, opens it, and removes it", function()
+      local name = h.cgroup_name()
+      local cg = assert(orch.cgroup.create(name))
+      local self = orch.cgroup.self()
+      assert.are.equal((self == "/" and "" or self) .. "/" .. name, cg:path())
+      local f = io.open(cg:dir() .. "/cgroup.procs")
+      assert.is_not_nil(f)
+      f:close()
+      local _, msg, code = orch.cgroup.create(name)
+      assert.are.equal("EEXIST", code)
+      assert.are.equal("cgroup.create: " .. name .. ": file exists", msg)
+      local again = assert(orch.cgroup.open(cg:path()))
+      assert.are.equal(cg:path(), again:path())
+      assert.matches("^orch%.Cgroup: /.* empty$", tostring(again))
+      again:close()
+      assert.are.equal("orch.Cgroup: closed", tostring(again))
+      assert.is_true(cg:remove())
+      assert.matches("removed$", tostring(cg))
+      assert.is_nil(io.open(cg:dir() .. "/cgroup.procs"))
+      _, msg, code = orch.cgroup.open(name)
+      assert.are.equal("ENOENT", code)
+      assert.are.equal("cgroup.open: " .. name .. ": no such file or directory", msg)
+      cg:close()
+      cg:close()
+    end)
+
+    it("removes empty descendants with recursive, and refuses while populated", function()
+      local cg = fresh()
+      local child = assert(orch.cgroup.create(cg:path() .. "/leaf"))
+      h.run(function()
+        local p = assert(orch.spawn{ "sleep", "60" })
+        assert(child:add(p.pid))
+        local _, _, code = cg:remove({ recursive = true })
+        assert.are.equal("EBUSY", code)
+        assert.are.same({ p.pid }, cg:procs())
+        assert.are.same({}, cg:procs({ recursive = false }))
+        assert.are.equal(1, cg:kill("TERM"))
+        assert.are.same({ nil, "TERM" }, { p:wait() })
+        assert(cg:wait_empty(20))
+      end)
+      local leaf = child:dir()
+      child:close()
+      assert.is_true(cg:remove({ recursive = true }))
+      assert.is_nil(io.open(leaf .. "/cgroup.procs"))
+    end)
+  end)
+
+  describe("membership and events", function()
+    it("reports populated and empty through cgroup.events to waiting tasks", function()
+      local cg = fresh()
+      h.run(function()
+        local order = {}
+        local t = orch.task(function()
+          order[#order + 1] = "waiting"
+          assert.is_true(cg:wait("populated"))
+          order[#order + 1] = "populated"
+          assert.is_true(cg:wait_empty())
+          order[#order + 1] = "empty"
+        end)
+        orch.sleep(0)
+        assert.are.same({ "waiting" }, order)
+        assert.is_false(cg:populated())
+        local p = assert(orch.spawn{ "sleep", "60" })
+        assert(cg:add(p.pid))
+        assert.are.equal(cg:path(), orch.cgroup.of(p.pid))
+        assert.are.equal(cg:path(), v2_of(p.pid))
+        h.eventually(function() return #order == 2 end, "populated reported")
+        assert.are.same({ p.pid }, cg:procs())
+        assert.matches("populated$", tostring(cg))
+        assert(p:kill("TERM"))
+        p:wait()
+        t:join()
+        assert.are.same({ "waiting", "populated", "empty" }, order)
+        assert.are.same({ populated = false, frozen = false }, cg:events())
+      end)
+    end)
+
+    it("times out a wait, and wakes a waiter when the cgroup is closed", function()
+      local cg = fresh()
+      local other = assert(orch.cgroup.open(cg:path()))
+      h.run(function()
+        assert.are.same({ nil, "cgroup.wait: timed out", "ETIMEDOUT" }, { cg:wait("populated", 0.01) })
+        local got
+        local t = orch.task(function() got = { other:wait("populated") } end)
+        orch.sleep(0)
+        other:close()
+        t:join()
+        assert.are.equal("ECANCELED", got[3])
+        assert.is_true(cg:wait_empty(0))
+      end)
+    end)
+  end)
+
+  describe("kill", function()
+    -- The gated shell execs prog_proc daemon: its grandchild calls setsid
+    -- in a double fork, prints its pid and sleeps; its parent is gone.
+    local function escapee(cg)
+      local p = gated{ PROC, "daemon", "600", "0" }
+      assert(cg:add(p.pid))
+      go(p)
+      local pid = tonumber(p.stdout:read_line())
+      assert.are.same({ 0, nil }, { p:wait() })
+      drain(p)
+      assert.is_true(h.alive(pid))
+      assert.are_not.equal(orch.getpid(), orch.proc.info(pid).ppid)
+      return pid
+    end
+
+    it("finds a setsid double-forked escapee and kills it with a listed signal", function()
+      local cg = fresh()
+      h.run(function()
+        local pid = escapee(cg)
+        assert.are.same({ pid }, cg:procs())
+        assert.are.equal(1, cg:kill("TERM"))
+        assert(cg:wait_empty(20))
+        assert.is_false(h.alive(pid))
+        assert.are.same({}, cg:procs())
+      end)
+    end)
+
+    it("kills escapees with cgroup.kill, and by listing when asked", function()
+      local cg = fresh()
+      h.run(function()
+        local a, b = escapee(cg), escapee(cg)
+        assert.are.equal(2, #cg:procs())
+        assert.are.equal(2, cg:kill("KILL", { list = true }))
+        assert(cg:wait_empty(20))
+        assert.is_false(h.alive(a) or h.alive(b))
+        local c = escapee(cg)
+        assert.is_number(cg:kill())
+        assert(cg:wait_empty(20))
+        assert.is_false(h.alive(c))
+      end)
+    end)
+
+    it("refuses to signal or freeze the cgroup orch runs in", function()
+      local own = assert(orch.cgroup.open(orch.cgroup.self()))
+      -- Signal 0 only checks: nothing would be hurt if the guard failed.
+      local _, msg, code = own:kill(0)
+      assert.are.equal("EPERM", code)
+      assert.matches("refusing to signal the cgroup orch runs in", msg, 1, true)
+      own:close()
+    end)
+  end)
+
+  describe("limits", function()
+    it("a memory limit makes the OOM killer kill a real allocation, and says so", function()
+      local cg = fresh({ controllers = { "memory" } })
+      assert.is_true(cg:set{ memory_max = "32M" })
+      local st = cg:stat()
+      assert.are.equal(32 * 1024 * 1024, st.memory_max)
+      assert.are.equal(0, st.oom_kill)
+      h.run(function()
+        local p = gated{ MEM, "256" }
+        assert(cg:add(p.pid))
+        go(p)
+        assert.are.same({ nil, "KILL" }, { p:wait() })
+        assert.are.equal("", p.stdout:read_all())
+        drain(p)
+        assert(cg:wait_empty(20))
+      end)
+      assert.are.equal(1, cg:stat().oom_kill)
+    end)
+
+    it("a pids limit makes fork fail", function()
+      local cg = fresh({ controllers = { "pids" } })
+      assert.is_true(cg:set("pids_max", 3))
+      assert.are.equal(3, cg:stat().pids_max)
+      h.run(function()
+        local p = gated{ "sh", "-c", "for i in 1 2 3 4 5 6; do sleep 60 & done; wait" }
+        assert(cg:add(p.pid))
+        go(p)
+        -- The sleeps hold stderr open: read the shell's line, not to EOF.
+        assert.matches("fork", p.stderr:read_line())
+        local code = p:wait()
+        assert.is_true(code ~= 0)
+        drain(p)
+        assert.is_true(cg:stat().pids_current <= 3)
+        cg:kill()
+        assert(cg:wait_empty(20))
+      end)
+      -- pids.current drops when the exited sleeps are reaped (by init).
+      h.run(function()
+        h.eventually(function() return cg:stat().pids_current == 0 end, "pids released")
+      end)
+    end)
+
+    it("writes cpu limits and reports what cannot be applied", function()
+      local cg = fresh()
+      assert.is_true(cg:set{ cpu_max = "50%", cpu_weight = 200, pids_max = "max", memory_max = math.huge })
+      assert.is_true(cg:set("cpu_max", "max"))
+      assert.is_true(cg:set("cpu_max", { 20000, 100000 }))
+      local ctl = cg:controllers()
+      assert.is_not_nil(ctl.memory and ctl.pids and ctl.cpu)
+      for _, name in ipairs{ "memory_high", "swap_max" } do
+        local ok, msg, code = cg:set(name, "64M")
+        if ctl.memory == "v1" then
+          assert.is_nil(ok)
+          assert.are.equal("ENOTSUP", code)
+          assert.matches(name .. ": it needs its controller in cgroup v2", msg, 1, true)
+        else
+          assert.is_true(ok)
+        end
+      end
+    end)
+  end)
+
+  describe("freeze and accounting", function()
+    it("freezes and thaws every process, seen in cgroup.events", function()
+      local cg = fresh()
+      h.run(function()
+        local p = assert(orch.spawn{ "sleep", "60" })
+        assert(cg:add(p.pid))
+        assert.is_true(cg:freeze())
+        assert.is_true(cg:wait("frozen", 20))
+        assert.is_true(cg:events().frozen)
+        assert.matches("populated frozen$", tostring(cg))
+        assert.is_true(cg:thaw())
+        assert.is_true(cg:wait("thawed", 20))
+        assert.is_false(cg:events().frozen)
+        p:kill()
+        p:wait()
+      end)
+    end)
+
+    it("counts the CPU time and processes of the whole cgroup, exited ones too", function()
+      local cg = fresh()
+      local before = cg:stat()
+      assert.are.equal(0, before.cpu)
+      h.run(function()
+        local p = gated{ "sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; (sleep 60 & sleep 60 & wait) & echo started; wait" }
+        assert(cg:add(p.pid))
+        go(p)
+        assert.are.equal("started", p.stdout:read_line())
+        h.eventually(function() return #cg:procs() == 4 end, "four processes")
+        assert.are.equal(4, cg:stat().pids_current)
+        cg:kill("TERM")
+        p:wait()
+        drain(p)
+        assert(cg:wait_empty(20))
+      end)
+      local st = cg:stat()
+      assert.is_true(st.cpu > 0)
+      assert.is_true(st.user + st.system > 0)
+    end)
+  end)
+
+  describe("errors", function()
+    it("raises on bad arguments", function()
+      local cg = fresh()
+      h.check_raises{
+        { function() orch.cgroup.create() end, "bad argument #1 to 'create' (string expected, got no value)" },
+        { function() orch.cgroup.create("") end, "bad argument #1 to 'create' (empty cgroup path: '')" },
+        { function() orch.cgroup.create("a/../b") end, "must be a plain name: 'a/../b'" },
+        { function() orch.cgroup.create("a//b") end, "must be a plain name" },
+        { function() orch.cgroup.create("cgroup.procs") end, "must be a plain name" },
+        { function() orch.cgroup.create("x", { contollers = {} }) end, "unknown option 'contollers'" },
+        { function() orch.cgroup.create("x", { controllers = { "blkio" } }) end, "option 'controllers'" },
+        { function() orch.cgroup.open("a\0b") end, "contains a zero byte" },
+        { function() orch.cgroup.of(-1) end, "bad argument #1 to 'of' (invalid pid)" },
+        { function() cg:add(0) end, "bad argument #1 to 'add' (invalid pid)" },
+        { function() cg:kill("NOPE") end, "bad argument #1 to 'kill' (unknown signal 'NOPE')" },
+        { function() cg:kill("TERM", { lst = true }) end, "unknown option 'lst'" },
+        { function() cg:wait("gone") end, "bad argument #1 to 'wait' (invalid option 'gone')" },
+        { function() cg:set{ memory_maxx = 1 } end, "unknown limit 'memory_maxx'" },
+        { function() cg:set{ memory_max = "12Q" } end, "limit 'memory_max': bytes" },
+        { function() cg:set{ memory_max = -1 } end, "limit 'memory_max'" },
+        { function() cg:set{ pids_max = 1.5 } end, "limit 'pids_max'" },
+        { function() cg:set{ cpu_max = "150" } end, "limit 'cpu_max'" },
+        { function() cg:set{ cpu_weight = 0 } end, "limit 'cpu_weight': an integer from 1 to 10000" },
+        { function() cg:set("io_weight") end, "bad argument #2 to 'set' (value expected)" },
+        { function() cg:procs({ recursive = 1 }) end, "option 'recursive'" },
+        { function() cg:remove({ force = true }) end, "unknown option 'force'" },
+      }
+      -- Nothing was written by the raising calls.
+      assert.are.equal(math.huge, cg:stat().pids_max or math.huge)
+      local closed = assert(orch.cgroup.open(cg:path()))
+      closed:close()
+      h.check_raises{
+        { function() closed:procs() end, "attempt to use a closed orch.Cgroup" },
+        { function() closed:kill() end, "attempt to use a closed orch.Cgroup" },
+        { function() closed:set{ pids_max = 1 } end, "attempt to use a closed orch.Cgroup" },
+      }
+    end)
+
+    it("another user cannot create, join, limit or kill a cgroup (EACCES)", function()
+      local cg = fresh()
+      local name = "/orch-test/nobody-" .. orch.getpid()
+      local cmd = "setpriv --reuid=65534 --regid=65534 --clear-groups " .. h.shquote(h.bin) .. " -e " .. h.shquote([[
+        print(select(3, orch.cgroup.create("]] .. name .. [[")))
+        local cg = assert(orch.cgroup.open("]] .. cg:path() .. [["))
+        print(select(3, cg:add(orch.getpid())))
+        print(select(3, cg:set{ pids_max = 1 }))
+        print(select(3, cg:kill("KILL")))
+      ]])
+      assert.are.equal("EACCES\nEACCES\nEACCES\nEACCES", (h.sh(cmd)))
+      assert.are.same({ nil, "cgroup.open: " .. name .. ": no such file or directory", "ENOENT" },
+                      { orch.cgroup.open(name) })
+      assert.are.equal(math.huge, cg:stat().pids_max)
+    end)
+  end)
+end)

@@ -1,0 +1,792 @@
+/*
+ * cgroup.c: the cgroup mechanism (see cgroup.h): discovery from
+ * /proc/self/mountinfo and /proc/PID/cgroup, create/open/remove, membership,
+ * cgroup.events, cgroup.kill with its pid-listing fallback, cgroup.freeze,
+ * accounting and limits written to v2 or to the v1 controller behind one
+ * interface.
+ *
+ * Ownership: an orch__cgroup owns its malloc'ed strings and its v2
+ * directory fd (orch__cg_close frees them). The kernel objects (the
+ * directories) are removed only by orch__cg_remove. The layout is a static
+ * read once per process.
+ *
+ * What may block: nothing for long (cgroupfs and /proc reads and writes).
+ */
+#include "cgroup.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+const char *const orch__cg_ctl_names[ORCH__CG_NCTL] = { "memory", "pids", "cpu", "io" };
+const char *const orch__cg_limit_names[ORCH__CG_NLIMITS] = {
+  "memory_max", "memory_high", "swap_max", "pids_max", "cpu_max", "cpu_weight", "io_weight"
+};
+
+/* ---------------------------------------------------------------- files */
+
+/* Reads a whole small file (at dirfd/name, or a path with dirfd AT_FDCWD)
+ * into buf, NUL-terminated; returns its length or -errno. */
+static ssize_t read_at(int dirfd, const char *name, char *buf, size_t size) {
+  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  size_t n = 0;
+  while (n + 1 < size) {
+    ssize_t k = read(fd, buf + n, size - 1 - n);
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) { int e = errno; close(fd); return -e; }
+    if (k == 0) break;
+    n += (size_t)k;
+  }
+  close(fd);
+  buf[n] = 0;
+  return (ssize_t)n;
+}
+
+/* Reads a file of any size into a malloc'ed, NUL-terminated string. */
+static int read_all_at(int dirfd, const char *name, char **out) {
+  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap);
+  if (!buf) { close(fd); return -ENOMEM; }
+  for (;;) {
+    if (n + 1 >= cap) {
+      char *nb = realloc(buf, cap * 2);
+      if (!nb) { free(buf); close(fd); return -ENOMEM; }
+      buf = nb;
+      cap *= 2;
+    }
+    ssize_t k = read(fd, buf + n, cap - 1 - n);
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) { int e = errno; free(buf); close(fd); return -e; }
+    if (k == 0) break;
+    n += (size_t)k;
+  }
+  close(fd);
+  buf[n] = 0;
+  *out = buf;
+  return 0;
+}
+
+static int write_at(int dirfd, const char *name, const char *s) {
+  int fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  size_t len = strlen(s);
+  ssize_t k;
+  do k = write(fd, s, len); while (k < 0 && errno == EINTR);
+  int e = k < 0 ? errno : 0;
+  close(fd);
+  return -e;
+}
+
+static int write_path(const char *dir, const char *name, const char *s) {
+  char p[PATH_MAX];
+  if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
+  return write_at(AT_FDCWD, p, s);
+}
+
+static ssize_t read_path(const char *dir, const char *name, char *buf, size_t size) {
+  char p[PATH_MAX];
+  if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
+  return read_at(AT_FDCWD, p, buf, size);
+}
+
+/* The value of "key N" in a flat keyed file (cpu.stat, memory.events), or -1. */
+static long long keyed(const char *text, const char *key) {
+  size_t kl = strlen(key);
+  for (const char *p = text; p && *p; ) {
+    if (strncmp(p, key, kl) == 0 && p[kl] == ' ') return strtoll(p + kl + 1, NULL, 10);
+    p = strchr(p, '\n');
+    if (p) p++;
+  }
+  return -1;
+}
+
+/* A single-value file: a number, or "max" (ORCH__CG_UNLIMITED); v1 writes
+ * "unlimited" as a huge number. -1 when unreadable. */
+static long long value_at(int dirfd, const char *name) {
+  char buf[64];
+  if (read_at(dirfd, name, buf, sizeof buf) <= 0) return -1;
+  if (strncmp(buf, "max", 3) == 0) return ORCH__CG_UNLIMITED;
+  long long v = strtoll(buf, NULL, 10);
+  if (v >= (1LL << 62)) return ORCH__CG_UNLIMITED;
+  return v;
+}
+
+static long long value_path(const char *dir, const char *name) {
+  char p[PATH_MAX];
+  if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -1;
+  return value_at(AT_FDCWD, p);
+}
+
+/* ---------------------------------------------------------------- layout */
+
+static orch__cg_layout layout;
+static int layout_state;     /* 0 unread, 1 read, < 0 -errno */
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void unescape(char *s) {
+  char *w = s;
+  for (char *r = s; *r; ) {
+    if (r[0] == '\\' && r[1] >= '0' && r[1] <= '7' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+      *w++ = (char)(((r[1] - '0') << 6) | ((r[2] - '0') << 3) | (r[3] - '0'));
+      r += 4;
+    } else {
+      *w++ = *r++;
+    }
+  }
+  *w = 0;
+}
+
+static int has_token(const char *list, const char *tok) {
+  size_t tl = strlen(tok);
+  for (const char *p = list; p; p = strchr(p, ',')) {
+    if (*p == ',') p++;
+    if (strncmp(p, tok, tl) == 0 && (p[tl] == ',' || p[tl] == 0)) return 1;
+  }
+  return 0;
+}
+
+static void copy(char *dst, size_t size, const char *src) {
+  snprintf(dst, size, "%s", src);
+}
+
+static int read_layout(void) {
+  char *text;
+  int r = read_all_at(AT_FDCWD, "/proc/self/mountinfo", &text);
+  if (r < 0) return r;
+  memset(&layout, 0, sizeof layout);
+  for (char *line = text, *next; line && *line; line = next) {
+    next = strchr(line, '\n');
+    if (next) *next++ = 0;
+    /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER */
+    char *f[6], *save = NULL;
+    int i = 0;
+    char *t = strtok_r(line, " ", &save);
+    while (t && i < 6) {
+      f[i++] = t;
+      if (i < 6) t = strtok_r(NULL, " ", &save);
+    }
+    if (i < 6) continue;
+    while ((t = strtok_r(NULL, " ", &save)) && strcmp(t, "-") != 0) {}
+    if (!t) continue;
+    char *fstype = strtok_r(NULL, " ", &save);
+    strtok_r(NULL, " ", &save);
+    char *super = strtok_r(NULL, " ", &save);
+    if (!fstype || !super) continue;
+    unescape(f[3]);
+    unescape(f[4]);
+    if (strcmp(fstype, "cgroup2") == 0) {
+      /* The first v2 mount wins, unless a later one shows the whole tree. */
+      if (!layout.v2_mount[0] || (strcmp(f[3], "/") == 0 && strcmp(layout.v2_root, "/") != 0)) {
+        copy(layout.v2_mount, sizeof layout.v2_mount, f[4]);
+        copy(layout.v2_root, sizeof layout.v2_root, f[3]);
+      }
+    } else if (strcmp(fstype, "cgroup") == 0) {
+      for (int c = 0; c < ORCH__CG_NCTL; c++) {
+        if (!layout.v1_mount[c][0] && has_token(super, orch__cg_ctl_names[c])) {
+          copy(layout.v1_mount[c], sizeof layout.v1_mount[c], f[4]);
+          copy(layout.v1_root[c], sizeof layout.v1_root[c], f[3]);
+        }
+      }
+    }
+  }
+  free(text);
+  return layout.v2_mount[0] ? 1 : -ENOENT;
+}
+
+const orch__cg_layout *orch__cg_layout_get(int *err) {
+  if (layout_state == 0) layout_state = read_layout();
+  if (layout_state < 0) {
+    if (err) *err = layout_state;
+    return NULL;
+  }
+  return &layout;
+}
+
+int orch__cg_of(pid_t pid, int ctl, char *buf, size_t size) {
+  char p[64], *text;
+  if (pid) snprintf(p, sizeof p, "/proc/%d/cgroup", (int)pid);
+  else snprintf(p, sizeof p, "/proc/self/cgroup");
+  int r = read_all_at(AT_FDCWD, p, &text);
+  if (r < 0) return r;
+  r = -ENOENT;
+  for (char *line = text, *next; line && *line; line = next) {
+    next = strchr(line, '\n');
+    if (next) *next++ = 0;
+    char *c1 = strchr(line, ':');
+    char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (!c2) continue;
+    *c1 = *c2 = 0;
+    int match = ctl < 0 ? (strcmp(line, "0") == 0 && c1[1] == 0)
+                        : has_token(c1 + 1, orch__cg_ctl_names[ctl]);
+    if (match) {
+      r = (size_t)snprintf(buf, size, "%s", c2 + 1) >= size ? -ENAMETOOLONG : 0;
+      break;
+    }
+  }
+  free(text);
+  return r;
+}
+
+/* ---------------------------------------------------------------- paths */
+
+static int check_path(const char *path) {
+  if (!*path) return -EINVAL;
+  const char *p = path;
+  if (*p == '/') p++;
+  if (!*p) return 0;                      /* "/": the root */
+  for (;;) {
+    const char *e = strchrnul(p, '/');
+    size_t n = (size_t)(e - p);
+    if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) return -EINVAL;
+    if (n > 255 || strncmp(p, "cgroup.", 7) == 0) return -EINVAL;
+    if (!*e) return 0;
+    p = e + 1;
+  }
+}
+
+const char *orch__cg_path_error(const char *path) {
+  if (!*path) return "empty cgroup path";
+  if (check_path(path) < 0) return "each component of a cgroup path must be a plain name";
+  return NULL;
+}
+
+static int beneath(const char *inner, const char *outer);
+
+/* The path in hierarchy ctl (-1: v2) that `path` means, malloc'ed. A v1
+ * mirror sits at the same place relative to orch's own v1 cgroup as the v2
+ * cgroup relative to orch's own v2 cgroup (an absolute path outside orch's
+ * own cgroup is taken as is in every hierarchy). */
+static int resolve(const char *path, int ctl, char **out) {
+  char self[PATH_MAX], self1[PATH_MAX];
+  int r = orch__cg_of(0, -1, self, sizeof self);
+  if (r < 0) return r;
+  size_t sl = strlen(self);
+  while (sl > 0 && self[sl - 1] == '/') self[--sl] = 0;
+  const char *rel;
+  if (path[0] != '/') rel = path;
+  else if (beneath(path, self) && ctl >= 0) rel = path + sl;
+  else rel = NULL;
+  while (rel && *rel == '/') rel++;
+  if (!rel || (ctl < 0 && path[0] == '/')) {
+    *out = strdup(path);
+    return *out ? 0 : -ENOMEM;
+  }
+  if (ctl >= 0) {
+    if ((r = orch__cg_of(0, ctl, self1, sizeof self1)) < 0) return r;
+    sl = strlen(self1);
+    while (sl > 0 && self1[sl - 1] == '/') self1[--sl] = 0;
+    memcpy(self, self1, sl + 1);
+  }
+  if (asprintf(out, "%s%s%s", self, *rel ? "/" : "", rel) < 0) return -ENOMEM;
+  if (!**out) { free(*out); *out = strdup("/"); if (!*out) return -ENOMEM; }
+  return 0;
+}
+
+/* Where the hierarchy path cgp (of a mount with root `root` at `mount`) is
+ * in the file system, malloc'ed. -ENOENT if outside that mount. */
+static int fs_path(const char *mount, const char *root, const char *cgp, char **out) {
+  size_t rl = strlen(root);
+  while (rl > 0 && root[rl - 1] == '/') rl--;
+  if (strncmp(cgp, root, rl) != 0 || (cgp[rl] != '/' && cgp[rl] != 0)) return -ENOENT;
+  const char *rest = cgp + rl;
+  while (*rest == '/') rest++;
+  int n = *rest ? asprintf(out, "%s/%s", mount, rest) : asprintf(out, "%s", mount);
+  return n < 0 ? -ENOMEM : 0;
+}
+
+/* mkdir -p of dir below `base` (which exists). With exclusive, the last
+ * component must be new. Calls each_parent(parent, arg) for the parent of
+ * each directory it creates and of the last one: controllers are enabled
+ * only where orch makes the tree, never in an existing ancestor (a
+ * service manager's slice, say) above the leaf's parent. */
+static int mkdirs(const char *base, const char *dir, int exclusive,
+                  void (*each_parent)(const char *parent, unsigned arg), unsigned arg) {
+  char buf[PATH_MAX];
+  size_t bl = strlen(base);
+  if (strlen(dir) >= sizeof buf) return -ENAMETOOLONG;
+  strcpy(buf, dir);
+  for (char *p = buf + bl; ; ) {
+    while (*p == '/') p++;
+    if (!*p) return 0;
+    char *e = strchrnul(p, '/');
+    int last = *e == 0;
+    char save = *e;
+    *e = 0;
+    int made = mkdir(buf, 0755) == 0;
+    if (!made && (errno != EEXIST || (last && exclusive))) return -errno;
+    if (each_parent && (made || last)) {
+      char *slash = p - 1;
+      *slash = 0;
+      each_parent(buf, arg);
+      *slash = '/';
+    }
+    *e = save;
+    if (last) return 0;
+    p = e;
+  }
+}
+
+/* Enables the wanted controllers in a v2 directory's subtree_control where
+ * its cgroup.controllers offers them (errors ignored: the child then reads
+ * which it got). */
+static void enable_v2(const char *dir, unsigned want) {
+  char avail[512], on[512], cmd[32];
+  if (read_path(dir, "cgroup.controllers", avail, sizeof avail) < 0) return;
+  if (read_path(dir, "cgroup.subtree_control", on, sizeof on) < 0) return;
+  for (int c = 0; c < ORCH__CG_NCTL; c++) {
+    if (!(want & (1u << c))) continue;
+    char tmp[512];
+    copy(tmp, sizeof tmp, avail);
+    int offered = 0, enabled = 0;
+    for (char *s = NULL, *t = strtok_r(tmp, " \n", &s); t; t = strtok_r(NULL, " \n", &s))
+      if (strcmp(t, orch__cg_ctl_names[c]) == 0) offered = 1;
+    copy(tmp, sizeof tmp, on);
+    for (char *s = NULL, *t = strtok_r(tmp, " \n", &s); t; t = strtok_r(NULL, " \n", &s))
+      if (strcmp(t, orch__cg_ctl_names[c]) == 0) enabled = 1;
+    if (offered && !enabled) {
+      snprintf(cmd, sizeof cmd, "+%s", orch__cg_ctl_names[c]);
+      write_path(dir, "cgroup.subtree_control", cmd);
+    }
+  }
+}
+
+static unsigned v2_controllers(int dfd) {
+  char buf[512];
+  unsigned m = 0;
+  if (read_at(dfd, "cgroup.controllers", buf, sizeof buf) < 0) return 0;
+  for (char *s = NULL, *t = strtok_r(buf, " \n", &s); t; t = strtok_r(NULL, " \n", &s))
+    for (int c = 0; c < ORCH__CG_NCTL; c++)
+      if (strcmp(t, orch__cg_ctl_names[c]) == 0) m |= 1u << c;
+  return m;
+}
+
+/* ---------------------------------------------------------------- objects */
+
+void orch__cg_init(orch__cgroup *cg) {
+  memset(cg, 0, sizeof *cg);
+  cg->dfd = -1;
+}
+
+void orch__cg_close(orch__cgroup *cg) {
+  if (cg->dfd >= 0) close(cg->dfd);
+  free(cg->path);
+  for (int i = 0; i <= ORCH__CG_NCTL; i++) free(cg->fs[i]);
+  orch__cg_init(cg);
+}
+
+/* The v1 mirror of controller c for the cgroup's path: its directory, made
+ * when create is set. 0 (cg->fs[1 + c] set), or -errno. */
+static int mirror(orch__cgroup *cg, const char *path, int c, int create) {
+  const orch__cg_layout *lo = &layout;
+  if (!lo->v1_mount[c][0]) return -ENOTSUP;
+  char *cgp = NULL, *fs = NULL;
+  int r = resolve(path, c, &cgp);
+  if (r == 0) r = fs_path(lo->v1_mount[c], lo->v1_root[c], cgp, &fs);
+  free(cgp);
+  if (r < 0) return r;
+  if (create) {
+    r = mkdirs(lo->v1_mount[c], fs, 0, NULL, 0);
+  } else {
+    struct stat sb;
+    r = stat(fs, &sb) < 0 ? -errno : 0;
+  }
+  if (r < 0) { free(fs); return r; }
+  cg->fs[1 + c] = fs;
+  return 0;
+}
+
+static int open_v2(orch__cgroup *cg, const char *path, int create, unsigned want) {
+  int err = 0;
+  const orch__cg_layout *lo = orch__cg_layout_get(&err);
+  if (!lo) return err;
+  int r = check_path(path);
+  if (r < 0) return r;
+  orch__cg_close(cg);
+  r = resolve(path, -1, &cg->path);
+  if (r == 0) r = fs_path(lo->v2_mount, lo->v2_root, cg->path, &cg->fs[0]);
+  if (r == 0 && create) {
+    /* Parents the walk enables controllers in: each one it passes. */
+    r = mkdirs(lo->v2_mount, cg->fs[0], 1, enable_v2, want);
+  }
+  if (r == 0) {
+    cg->dfd = open(cg->fs[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cg->dfd < 0) r = -errno;
+  }
+  if (r < 0) { orch__cg_close(cg); return r; }
+  cg->v2ctl = v2_controllers(cg->dfd);
+  for (int c = 0; c < ORCH__CG_NCTL; c++) {
+    if (cg->v2ctl & (1u << c)) continue;
+    if (create && !(want & (1u << c))) continue;
+    /* A mirror that cannot be made leaves that controller unavailable;
+     * orch__cg_set says so when a limit needs it. */
+    mirror(cg, path, c, create);
+  }
+  return 0;
+}
+
+int orch__cg_create(orch__cgroup *cg, const char *path, unsigned want) {
+  return open_v2(cg, path, 1, want);
+}
+
+int orch__cg_open(orch__cgroup *cg, const char *path) {
+  return open_v2(cg, path, 0, 0);
+}
+
+/* rmdir of dir's empty descendants, deepest first. */
+static int remove_below(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return errno == ENOENT ? 0 : -errno;
+  int r = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
+    char *sub;
+    if (asprintf(&sub, "%s/%s", dir, e->d_name) < 0) { r = -ENOMEM; break; }
+    int k = remove_below(sub);
+    if (k == 0 && rmdir(sub) < 0 && errno != ENOENT) k = -errno;
+    free(sub);
+    if (k < 0 && r == 0) r = k;
+  }
+  closedir(d);
+  return r;
+}
+
+int orch__cg_remove(orch__cgroup *cg, int recursive) {
+  if (!cg->fs[0]) return -EBADF;
+  if (recursive) {
+    int r = remove_below(cg->fs[0]);
+    if (r < 0) return r;
+  }
+  if (rmdir(cg->fs[0]) < 0 && errno != ENOENT) return -errno;
+  int r = 0;
+  for (int c = 0; c < ORCH__CG_NCTL; c++) {
+    const char *m = cg->fs[1 + c];
+    if (!m) continue;
+    /* Two controllers may share one v1 hierarchy (cpu,cpuacct). */
+    if (recursive) remove_below(m);
+    if (rmdir(m) < 0 && errno != ENOENT && r == 0) r = -errno;
+  }
+  return r;
+}
+
+/* ---------------------------------------------------------------- members */
+
+int orch__cg_add(const orch__cgroup *cg, pid_t pid) {
+  char s[24];
+  snprintf(s, sizeof s, "%d", (int)pid);
+  for (int c = 0; c < ORCH__CG_NCTL; c++) {
+    if (!cg->fs[1 + c]) continue;
+    int r = write_path(cg->fs[1 + c], "cgroup.procs", s);
+    if (r < 0) return r;
+  }
+  return write_at(cg->dfd, "cgroup.procs", s);
+}
+
+typedef struct { pid_t *p; size_t n, cap; } pidvec;
+
+static int pid_push(pidvec *v, pid_t pid) {
+  if (v->n == v->cap) {
+    size_t cap = v->cap ? v->cap * 2 : 64;
+    pid_t *np = realloc(v->p, cap * sizeof *np);
+    if (!np) return -ENOMEM;
+    v->p = np;
+    v->cap = cap;
+  }
+  v->p[v->n++] = pid;
+  return 0;
+}
+
+static int collect(int dfd, int recursive, pidvec *v) {
+  char *text;
+  int r = read_all_at(dfd, "cgroup.procs", &text);
+  if (r < 0) return r;
+  for (char *p = text; *p; ) {
+    char *e;
+    long pid = strtol(p, &e, 10);
+    if (e == p) break;
+    if (pid > 0 && (r = pid_push(v, (pid_t)pid)) < 0) break;
+    p = e;
+    while (*p == '\n') p++;
+  }
+  free(text);
+  if (r < 0 || !recursive) return r;
+  /* A fresh open, not dup(): a dup would share (and exhaust) the offset. */
+  int d2 = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (d2 < 0) return -errno;
+  DIR *d = fdopendir(d2);
+  if (!d) { r = -errno; close(d2); return r; }
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
+    int sub = openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sub < 0) continue;                  /* removed meanwhile */
+    r = collect(sub, 1, v);
+    close(sub);
+    if (r == -ENOENT) r = 0;
+    if (r < 0) break;
+  }
+  closedir(d);
+  return r;
+}
+
+int orch__cg_procs(const orch__cgroup *cg, int recursive, pid_t **pids, size_t *n) {
+  pidvec v = { NULL, 0, 0 };
+  int r = collect(cg->dfd, recursive, &v);
+  if (r < 0) { free(v.p); return r; }
+  *pids = v.p;
+  *n = v.n;
+  return 0;
+}
+
+int orch__cg_events(const orch__cgroup *cg, int *populated, int *frozen) {
+  char buf[256];
+  ssize_t r = read_at(cg->dfd, "cgroup.events", buf, sizeof buf);
+  if (r < 0) return (int)r;
+  long long p = keyed(buf, "populated"), f = keyed(buf, "frozen");
+  if (populated) *populated = p > 0;
+  if (frozen) *frozen = f > 0;
+  return 0;
+}
+
+/* Is the v2 path `inner` at or below `outer`? */
+static int beneath(const char *inner, const char *outer) {
+  size_t ol = strlen(outer);
+  while (ol > 0 && outer[ol - 1] == '/') ol--;
+  return strncmp(inner, outer, ol) == 0 && (inner[ol] == '/' || inner[ol] == 0);
+}
+
+int orch__cg_holds_self(const orch__cgroup *cg) {
+  char self[PATH_MAX];
+  int r = orch__cg_of(0, -1, self, sizeof self);
+  if (r < 0) return r;
+  return beneath(self, cg->path);
+}
+
+/* Signals pid if it is still a member of the cgroup: the pidfd pins the
+ * process, so the membership read after it cannot be a reused pid's. */
+static int signal_member(const orch__cgroup *cg, pid_t pid, int sig) {
+  int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pfd < 0) return -errno;
+  char where[PATH_MAX];
+  int r = orch__cg_of(pid, -1, where, sizeof where);
+  if (r == 0 && !beneath(where, cg->path)) r = -ESRCH;
+  if (r == 0 && syscall(SYS_pidfd_send_signal, pfd, sig, NULL, 0) < 0) r = -errno;
+  close(pfd);
+  return r;
+}
+
+int orch__cg_kill(const orch__cgroup *cg, int sig, int flags) {
+  int r = orch__cg_holds_self(cg);
+  if (r < 0) return r;
+  if (r) return -EPERM;
+  if (sig == SIGKILL && !(flags & ORCH__CG_KILL_LIST)) {
+    r = write_at(cg->dfd, "cgroup.kill", "1");
+    if (r != -ENOENT) return r;           /* 0, or a real failure */
+  }
+  /* Without cgroup.kill (before Linux 5.14), or for another signal: each
+   * listed process once; a pass that finds new pids (forked meanwhile)
+   * signals those, until a pass finds none. A fork bomb outrunning 100
+   * passes is left to the caller's next call. */
+  pidvec done = { NULL, 0, 0 };
+  int count = 0;
+  for (int pass = 0; pass < 100; pass++) {
+    pid_t *list;
+    size_t n;
+    r = orch__cg_procs(cg, 1, &list, &n);
+    if (r < 0) break;
+    int fresh = 0;
+    for (size_t i = 0; i < n; i++) {
+      int seen = 0;
+      for (size_t j = 0; j < done.n && !seen; j++) seen = done.p[j] == list[i];
+      if (seen) continue;
+      fresh++;
+      if (signal_member(cg, list[i], sig) == 0) count++;
+      if ((r = pid_push(&done, list[i])) < 0) break;
+    }
+    free(list);
+    if (r < 0 || !fresh) break;
+  }
+  free(done.p);
+  return r < 0 ? r : count;
+}
+
+int orch__cg_freeze(const orch__cgroup *cg, int on) {
+  int r = orch__cg_holds_self(cg);
+  if (r < 0) return r;
+  if (r) return -EPERM;
+  r = write_at(cg->dfd, "cgroup.freeze", on ? "1" : "0");
+  return r == -ENOENT ? -ENOTSUP : r;
+}
+
+/* ---------------------------------------------------------------- stat */
+
+int orch__cg_stat(const orch__cgroup *cg, orch__cg_stats *st) {
+  char buf[2048];
+  long long *all = (long long *)st;
+  for (size_t i = 0; i < sizeof *st / sizeof(long long); i++) all[i] = -1;
+  ssize_t r = read_at(cg->dfd, "cpu.stat", buf, sizeof buf);
+  if (r < 0) return (int)r;
+  st->usage_usec = keyed(buf, "usage_usec");
+  st->user_usec = keyed(buf, "user_usec");
+  st->system_usec = keyed(buf, "system_usec");
+  st->nr_periods = keyed(buf, "nr_periods");
+  st->nr_throttled = keyed(buf, "nr_throttled");
+  st->throttled_usec = keyed(buf, "throttled_usec");
+  const char *m = cg->fs[1 + ORCH__CG_CPU];
+  if (st->nr_periods < 0 && m && read_path(m, "cpu.stat", buf, sizeof buf) > 0) {
+    st->nr_periods = keyed(buf, "nr_periods");
+    st->nr_throttled = keyed(buf, "nr_throttled");
+    long long ns = keyed(buf, "throttled_time");
+    st->throttled_usec = ns < 0 ? -1 : ns / 1000;
+  }
+  if (cg->v2ctl & (1u << ORCH__CG_MEMORY)) {
+    st->memory_current = value_at(cg->dfd, "memory.current");
+    st->memory_peak = value_at(cg->dfd, "memory.peak");
+    st->memory_max = value_at(cg->dfd, "memory.max");
+    if (read_at(cg->dfd, "memory.events", buf, sizeof buf) > 0) {
+      st->oom = keyed(buf, "oom");
+      st->oom_kill = keyed(buf, "oom_kill");
+    }
+  } else if ((m = cg->fs[1 + ORCH__CG_MEMORY])) {
+    st->memory_current = value_path(m, "memory.usage_in_bytes");
+    st->memory_peak = value_path(m, "memory.max_usage_in_bytes");
+    st->memory_max = value_path(m, "memory.limit_in_bytes");
+    if (read_path(m, "memory.oom_control", buf, sizeof buf) > 0)
+      st->oom_kill = keyed(buf, "oom_kill");
+  }
+  if (cg->v2ctl & (1u << ORCH__CG_PIDS)) {
+    st->pids_current = value_at(cg->dfd, "pids.current");
+    st->pids_max = value_at(cg->dfd, "pids.max");
+  } else if ((m = cg->fs[1 + ORCH__CG_PIDS])) {
+    st->pids_current = value_path(m, "pids.current");
+    st->pids_max = value_path(m, "pids.max");
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- limits */
+
+static const int limit_ctl[ORCH__CG_NLIMITS] = {
+  ORCH__CG_MEMORY, ORCH__CG_MEMORY, ORCH__CG_MEMORY, ORCH__CG_PIDS,
+  ORCH__CG_CPU, ORCH__CG_CPU, ORCH__CG_IO
+};
+
+/* Moves every member of the cgroup into its new v1 mirror m. */
+static int move_members(const orch__cgroup *cg, const char *m) {
+  pid_t *list;
+  size_t n;
+  int r = orch__cg_procs(cg, 1, &list, &n);
+  if (r < 0) return r;
+  char s[24];
+  for (size_t i = 0; i < n && r == 0; i++) {
+    snprintf(s, sizeof s, "%d", (int)list[i]);
+    r = write_path(m, "cgroup.procs", s);
+    if (r == -ESRCH) r = 0;
+  }
+  free(list);
+  return r;
+}
+
+static void fmt_value(char *buf, size_t size, long long v, const char *max) {
+  if (v < 0) snprintf(buf, size, "%s", max);
+  else snprintf(buf, size, "%lld", v);
+}
+
+int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
+                 const char **where) {
+  static const char *const v2file[ORCH__CG_NLIMITS] = {
+    "memory.max", "memory.high", "memory.swap.max", "pids.max", "cpu.max", "cpu.weight", "io.weight"
+  };
+  char buf[64];
+  int c = limit_ctl[limit];
+  *where = v2file[limit];
+  if (cg->v2ctl & (1u << c)) {
+    switch (limit) {
+      case ORCH__CG_CPU_MAX:
+        if (value < 0) snprintf(buf, sizeof buf, "max %lld", arg);
+        else snprintf(buf, sizeof buf, "%lld %lld", value, arg);
+        break;
+      case ORCH__CG_IO_WEIGHT: snprintf(buf, sizeof buf, "default %lld", value); break;
+      default: fmt_value(buf, sizeof buf, value, "max");
+    }
+    return write_at(cg->dfd, v2file[limit], buf);
+  }
+  if (limit == ORCH__CG_MEMORY_HIGH || limit == ORCH__CG_SWAP_MAX || limit == ORCH__CG_IO_WEIGHT) {
+    *where = "it needs its controller in cgroup v2 here (cgroup v1 has no equivalent)";
+    return -ENOTSUP;
+  }
+  const orch__cg_layout *lo = orch__cg_layout_get(NULL);
+  if (!lo || !lo->v1_mount[c][0]) {
+    *where = "no such controller in cgroup v2 here, nor a cgroup v1 hierarchy of it";
+    return -ENOTSUP;
+  }
+  if (!cg->fs[1 + c]) {
+    int r = mirror(cg, cg->path, c, 1);
+    if (r < 0) { *where = "v1 mirror"; return r; }
+    if ((r = move_members(cg, cg->fs[1 + c])) < 0) { *where = "v1 cgroup.procs"; return r; }
+  }
+  const char *m = cg->fs[1 + c];
+  switch (limit) {
+    case ORCH__CG_MEMORY_MAX:
+      *where = "v1 memory.limit_in_bytes";
+      fmt_value(buf, sizeof buf, value, "-1");
+      return write_path(m, "memory.limit_in_bytes", buf);
+    case ORCH__CG_PIDS_MAX:
+      *where = "v1 pids.max";
+      fmt_value(buf, sizeof buf, value, "max");
+      return write_path(m, "pids.max", buf);
+    case ORCH__CG_CPU_MAX: {
+      *where = "v1 cpu.cfs_period_us";
+      snprintf(buf, sizeof buf, "%lld", arg);
+      int r = write_path(m, "cpu.cfs_period_us", buf);
+      if (r < 0) return r;
+      *where = "v1 cpu.cfs_quota_us";
+      fmt_value(buf, sizeof buf, value, "-1");
+      return write_path(m, "cpu.cfs_quota_us", buf);
+    }
+    case ORCH__CG_CPU_WEIGHT: {
+      /* systemd's mapping: weight 100 is 1024 shares. */
+      long long shares = value * 1024 / 100;
+      if (shares < 2) shares = 2;
+      *where = "v1 cpu.shares";
+      snprintf(buf, sizeof buf, "%lld", shares);
+      return write_path(m, "cpu.shares", buf);
+    }
+    default:
+      return -ENOTSUP;
+  }
+}
+
+int orch__cg_join_fds(const orch__cgroup *cg, int v2_too, int *fds, int max) {
+  int n = 0;
+  char p[PATH_MAX];
+  for (int c = 0; c < ORCH__CG_NCTL && n < max; c++) {
+    const char *m = cg->fs[1 + c];
+    if (!m) continue;
+    int dup_of_earlier = 0;
+    for (int k = 0; k < c; k++)
+      if (cg->fs[1 + k] && strcmp(cg->fs[1 + k], m) == 0) dup_of_earlier = 1;
+    if (dup_of_earlier) continue;
+    snprintf(p, sizeof p, "%s/cgroup.procs", m);
+    int fd = open(p, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) { int e = errno; while (n > 0) close(fds[--n]); return -e; }
+    fds[n++] = fd;
+  }
+  if (v2_too && n < max) {
+    int fd = openat(cg->dfd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) { int e = errno; while (n > 0) close(fds[--n]); return -e; }
+    fds[n++] = fd;
+  }
+  return n;
+}

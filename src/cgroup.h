@@ -1,0 +1,143 @@
+/*
+ * cgroup.h: control groups as a mechanism, for the binding (l_cgroup.c), the
+ * spawner and the supervisor's C side.
+ *
+ * Where the hierarchies are comes from /proc/self/mountinfo (never a fixed
+ * path): the cgroup v2 hierarchy tracks, kills and freezes; a resource
+ * controller (memory, pids, cpu, io) is used in v2 when it is enabled for
+ * the cgroup, else through the matching v1 hierarchy (a hybrid host mounts
+ * v2 without controllers beside v1 memory/pids/cpu). A cgroup made with
+ * orch__cg_create therefore is one v2 directory plus one "mirror"
+ * directory, at the same relative place, in each v1 hierarchy that has a
+ * controller v2 lacks; adding a process writes it to all of them, and
+ * orch__cg_set writes a limit where the controller lives.
+ *
+ * Paths: "/a/b" is a place in the v2 hierarchy as /proc/PID/cgroup writes
+ * it; "a/b" is relative to orch's own cgroup (in every hierarchy). Each
+ * component is a plain name (no "", ".", ".." and no "cgroup." prefix).
+ *
+ * Usage from C (every call returns 0 or -errno and never raises):
+ *
+ *   orch__cgroup cg;
+ *   orch__cg_init(&cg);                       // closed: orch__cg_close is safe
+ *   int r = orch__cg_create(&cg, "orch.web/api@1", ORCH__CG_ALL);
+ *   if (r < 0) ...;                           // -EACCES without delegation
+ *   orch__cg_set(&cg, ORCH__CG_MEMORY_MAX, 256 << 20, 0);   // v2 or v1
+ *   orch__cg_add(&cg, pid);                   // or orch__spawn_req.cgroup
+ *   int populated, frozen;
+ *   orch__cg_events(&cg, &populated, &frozen);  // watch cg.fs[0]/cgroup.events
+ *   orch__cg_kill(&cg, SIGKILL, 0);           // cgroup.kill, or every pid
+ *   ... wait for populated 0 (inotify on cgroup.events, l_cgroup.c) ...
+ *   orch__cg_remove(&cg, 0);                  // rmdir v2 and the mirrors
+ *   orch__cg_close(&cg);
+ *
+ * What may block: nothing for long. Reads and writes of cgroupfs files
+ * return at once; a v1 memory limit lower than the usage reclaims first.
+ * Loop thread only (the layout is cached in a static).
+ */
+#ifndef ORCH_CGROUP_H
+#define ORCH_CGROUP_H
+
+#include <sys/types.h>
+
+/* Controllers orch uses, as bits of a mask. */
+enum { ORCH__CG_MEMORY, ORCH__CG_PIDS, ORCH__CG_CPU, ORCH__CG_IO, ORCH__CG_NCTL };
+#define ORCH__CG_ALL ((1u << ORCH__CG_NCTL) - 1)
+extern const char *const orch__cg_ctl_names[ORCH__CG_NCTL];   /* "memory", ... */
+
+/* The hierarchies of this host (all strings; "" when absent). */
+typedef struct {
+  char v2_mount[4096];               /* where the v2 hierarchy is mounted */
+  char v2_root[4096];                /* the mount's root inside the hierarchy */
+  char v1_mount[ORCH__CG_NCTL][1024];
+  char v1_root[ORCH__CG_NCTL][1024];
+} orch__cg_layout;
+
+/* The layout (read once from /proc/self/mountinfo). Returns NULL and sets
+ * *err (-ENOENT: no v2 hierarchy) on failure. */
+const orch__cg_layout *orch__cg_layout_get(int *err);
+
+/* The v2 cgroup of pid (0: orch) into buf, "/..."; 0 or -errno. With
+ * ctl >= 0, the v1 cgroup of that controller (-ENOENT: none). */
+int orch__cg_of(pid_t pid, int ctl, char *buf, size_t size);
+
+/* Why path is not a valid cgroup path (a message), or NULL when it is. */
+const char *orch__cg_path_error(const char *path);
+
+/* fs[0] is the v2 directory; fs[1 + c] the v1 mirror of controller c. */
+typedef struct {
+  char *path;                        /* v2 path, "/a/b"; NULL when closed */
+  char *fs[1 + ORCH__CG_NCTL];       /* directories in the file system, or NULL */
+  int dfd;                           /* the v2 directory (O_DIRECTORY), -1 closed */
+  unsigned v2ctl;                    /* controllers enabled in v2 for it */
+} orch__cgroup;
+
+void orch__cg_init(orch__cgroup *cg);
+/* Makes the cgroup (and missing parents; EEXIST if it exists), enables the
+ * wanted controllers in v2 where the parent allows, else makes v1 mirrors. */
+int orch__cg_create(orch__cgroup *cg, const char *path, unsigned want);
+/* Opens an existing cgroup and the v1 mirrors that exist. */
+int orch__cg_open(orch__cgroup *cg, const char *path);
+void orch__cg_close(orch__cgroup *cg);
+/* rmdir of the cgroup and its mirrors (-EBUSY while populated); with
+ * recursive, empty descendants first. The object stays open (its fds). */
+int orch__cg_remove(orch__cgroup *cg, int recursive);
+
+/* Moves pid into the cgroup (v1 mirrors first, then v2). */
+int orch__cg_add(const orch__cgroup *cg, pid_t pid);
+/* The pids in the cgroup (with recursive, in its descendants too) as a
+ * malloc'ed array the caller frees. */
+int orch__cg_procs(const orch__cgroup *cg, int recursive, pid_t **pids, size_t *n);
+/* cgroup.events: populated (this cgroup or a descendant) and frozen. */
+int orch__cg_events(const orch__cgroup *cg, int *populated, int *frozen);
+/* Is orch itself inside the cgroup (or a descendant)? 1, 0 or -errno. */
+int orch__cg_holds_self(const orch__cgroup *cg);
+
+/* Signals every process in the cgroup and its descendants. SIGKILL writes
+ * cgroup.kill when the kernel has it (unless ORCH__CG_KILL_LIST); every
+ * other case lists the pids and signals each one (pinned with a pidfd and
+ * checked to still be a member), repeated until a pass finds no new pid.
+ * Refuses (-EPERM) a cgroup that holds orch. Returns the number of
+ * processes signalled (0 for cgroup.kill: the kernel does not say). */
+#define ORCH__CG_KILL_LIST 1
+int orch__cg_kill(const orch__cgroup *cg, int sig, int flags);
+/* cgroup.freeze: 1 freezes, 0 thaws. The state is reached asynchronously
+ * (cgroup.events "frozen"). Refuses (-EPERM) a cgroup that holds orch. */
+int orch__cg_freeze(const orch__cgroup *cg, int on);
+
+/* Accounting; -1 when unknown. Limits: ORCH__CG_UNLIMITED for "max". */
+#define ORCH__CG_UNLIMITED (-2)
+typedef struct {
+  long long usage_usec, user_usec, system_usec;   /* cpu.stat (always v2) */
+  long long nr_periods, nr_throttled, throttled_usec;
+  long long memory_current, memory_peak, memory_max;
+  long long pids_current, pids_max;
+  long long oom, oom_kill;                        /* memory.events / memory.oom_control */
+} orch__cg_stats;
+int orch__cg_stat(const orch__cgroup *cg, orch__cg_stats *st);
+
+/* Limits. value < 0 (ORCH__CG_UNLIMITED) is "max". cpu_max takes quota
+ * (value) and period (arg, microseconds); the weights 1..10000. */
+enum { ORCH__CG_MEMORY_MAX, ORCH__CG_MEMORY_HIGH, ORCH__CG_SWAP_MAX, ORCH__CG_PIDS_MAX,
+       ORCH__CG_CPU_MAX, ORCH__CG_CPU_WEIGHT, ORCH__CG_IO_WEIGHT, ORCH__CG_NLIMITS };
+extern const char *const orch__cg_limit_names[ORCH__CG_NLIMITS];   /* "memory_max", ... */
+/* Writes the limit. -ENOTSUP when neither v2 nor a v1 hierarchy of this
+ * host offers it (v1 has no memory_high, swap_max nor io_weight); *where is
+ * then the reason, else the file written ("memory.max" or
+ * "v1 memory.limit_in_bytes"). A v1 mirror missing for an opened cgroup is
+ * made, and the cgroup's processes are moved into it. */
+int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
+                 const char **where);
+
+/* For the spawner: opens, close-on-exec, the cgroup.procs files a child
+ * must write "0" to before exec to enter the cgroup (the v1 mirrors'; and
+ * the v2 one when v2_too). Returns how many fds were stored (at most max)
+ * or -errno. The caller closes them. */
+int orch__cg_join_fds(const orch__cgroup *cg, int v2_too, int *fds, int max);
+
+/* For the spawner (l_cgroup.c): the orch.Cgroup at idx, or NULL when the
+ * value is not one; raises "attempt to use a closed orch.Cgroup". */
+struct lua_State;
+orch__cgroup *orch__cg_check(struct lua_State *L, int idx);
+
+#endif

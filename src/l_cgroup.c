@@ -1,0 +1,749 @@
+/*
+ * l_cgroup.c: orch.cgroup.* and the orch.Cgroup class, the Lua face of
+ * cgroup.c: info/self/of, create/open, and per cgroup procs, add, kill,
+ * freeze/thaw, events, stat, set (limits), wait (populated, empty, frozen,
+ * thawed), remove and close.
+ *
+ * Ownership: an orch.Cgroup userdata embeds its orch__cgroup (fds and
+ * strings, released by :close(), __close and __gc). The directories are
+ * kernel objects: only :remove() deletes them, never the GC. While a task
+ * waits in :wait(), a malloc'ed uv_fs_event_t watches cgroup.events
+ * (inotify; the kernel signals every change of populated and frozen) and
+ * the userdata is anchored in the registry; the last waiter leaving (woken,
+ * timed out, cancelled) stops the watch and drops the anchor. The handle
+ * memory is freed in its close callback.
+ *
+ * What may block: nothing for long (cgroupfs reads and writes, see
+ * cgroup.c).
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cgroup.h"
+#include "runtime.h"
+#include "util.h"
+
+#define CGROUP_MT "orch.Cgroup"
+#define PIDBOX_MT "orch.cgroup.pidbox"
+
+enum { W_EMPTY, W_POPULATED, W_FROZEN, W_THAWED };
+static const char *const wait_names[] = { "empty", "populated", "frozen", "thawed", NULL };
+
+typedef struct waiter {
+  struct waiter *next, **pprev;
+  lua_State *co;
+  int what;
+  struct ocg *owner;
+} waiter;
+
+typedef struct ocg {
+  orch__cgroup cg;                 /* cg.path == NULL: closed */
+  lua_State *L;                    /* the runtime's main thread */
+  uv_fs_event_t *watch;            /* while tasks wait */
+  int anchor;                      /* registry ref while watching */
+  waiter *waiters;
+  int removed;
+} ocg;
+
+static ocg *check_cg(lua_State *L, int idx) {
+  ocg *o = luaL_checkudata(L, idx, CGROUP_MT);
+  if (!o->cg.path) orch__closed_error(L, CGROUP_MT);
+  return o;
+}
+
+/* [-0,+3] nil, "<op>: <path>: <reason>", "<ENAME>". */
+static int fail_path(lua_State *L, const char *op, const char *path, int err) {
+  const char *msg = lua_pushfstring(L, "%s: %s", op, path);
+  orch__fail(L, msg, err);
+  lua_remove(L, -4);
+  return 3;
+}
+
+/* ---------------------------------------------------------------- watch */
+
+static void waiter_unlink(waiter *w) {
+  if (w->pprev) {
+    *w->pprev = w->next;
+    if (w->next) w->next->pprev = w->pprev;
+  }
+  w->next = NULL;
+  w->pprev = NULL;
+}
+
+static void free_handle(uv_handle_t *h) { free(h); }
+
+static void watch_stop(ocg *o) {
+  if (!o->watch) return;
+  uv_fs_event_stop(o->watch);
+  uv_close((uv_handle_t *)o->watch, free_handle);
+  o->watch = NULL;
+  luaL_unref(o->L, LUA_REGISTRYINDEX, o->anchor);
+  o->anchor = LUA_NOREF;
+}
+
+static int satisfied(int what, int populated, int frozen) {
+  switch (what) {
+    case W_EMPTY: return !populated;
+    case W_POPULATED: return populated;
+    case W_FROZEN: return frozen;
+    default: return !frozen;
+  }
+}
+
+/* Wakes the waiters whose condition holds (all of them, with an error, when
+ * cgroup.events cannot be read: the cgroup is gone). */
+static void check_waiters(ocg *o) {
+  int populated = 0, frozen = 0;
+  int r = orch__cg_events(&o->cg, &populated, &frozen);
+  waiter *ready = NULL;
+  for (waiter *w = o->waiters, *next; w; w = next) {
+    next = w->next;
+    if (r == 0 && !satisfied(w->what, populated, frozen)) continue;
+    waiter_unlink(w);
+    w->next = ready;
+    if (ready) ready->pprev = &w->next;
+    w->pprev = &ready;
+    ready = w;
+  }
+  if (!o->waiters) watch_stop(o);
+  /* Woken tasks run at once and may cancel other woken waiters: those
+   * unlink themselves from this local list through their pprev. */
+  while (ready) {
+    waiter *w = ready;
+    waiter_unlink(w);
+    lua_State *co = w->co;
+    free(w);
+    if (r == 0) {
+      lua_pushboolean(co, 1);
+      orch__wake(co, 1);
+    } else {
+      fail_path(co, "cgroup.wait", o->cg.path, -r);
+      orch__wake(co, 3);
+    }
+  }
+}
+
+static void on_change(uv_fs_event_t *h, const char *file, int events, int status) {
+  ocg *o = h->data;
+  lua_State *L = o->L;
+  /* The anchor keeps o alive while woken tasks run. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, o->anchor);
+  check_waiters(o);
+  lua_pop(L, 1);
+}
+
+static void waiter_cancel(void *data) {
+  waiter *w = data;
+  ocg *o = w->owner;
+  waiter_unlink(w);
+  free(w);
+  if (!o->waiters) watch_stop(o);
+}
+
+static int watch_start(lua_State *L, ocg *o) {
+  if (o->watch) return 0;
+  uv_fs_event_t *h = malloc(sizeof *h);
+  if (!h) return -ENOMEM;
+  uv_fs_event_init(orch__loop(L), h);
+  h->data = o;
+  char *p = NULL;
+  if (asprintf(&p, "%s/cgroup.events", o->cg.fs[0]) < 0) {
+    uv_close((uv_handle_t *)h, free_handle);
+    return -ENOMEM;
+  }
+  int r = uv_fs_event_start(h, on_change, p, 0);
+  free(p);
+  if (r < 0) {
+    uv_close((uv_handle_t *)h, free_handle);
+    return r;
+  }
+  o->watch = h;
+  lua_pushvalue(L, 1);
+  o->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+static int wait_common(lua_State *L, int what, double timeout) {
+  ocg *o = check_cg(L, 1);
+  orch__check_task(L, "wait");
+  /* Watch first, then read: a change between the two is not lost. */
+  int r = watch_start(L, o);
+  if (r < 0) return fail_path(L, "cgroup.wait", o->cg.path, -r);
+  int populated, frozen;
+  r = orch__cg_events(&o->cg, &populated, &frozen);
+  if (r < 0 || satisfied(what, populated, frozen)) {
+    if (!o->waiters) watch_stop(o);
+    if (r < 0) return fail_path(L, "cgroup.wait", o->cg.path, -r);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  waiter *w = malloc(sizeof *w);
+  if (!w) {
+    if (!o->waiters) watch_stop(o);
+    return luaL_error(L, "wait: out of memory");
+  }
+  w->co = L;
+  w->what = what;
+  w->owner = o;
+  w->next = o->waiters;
+  w->pprev = &o->waiters;
+  if (o->waiters) o->waiters->pprev = &w->next;
+  o->waiters = w;
+  return orch__await(L, timeout, "cgroup.wait", waiter_cancel, w);
+}
+
+static int cg_wait(lua_State *L) {
+  check_cg(L, 1);
+  int what = luaL_checkoption(L, 2, NULL, wait_names);
+  double timeout = orch__optseconds(L, 3, -1);
+  lua_settop(L, 1);
+  return wait_common(L, what, timeout);
+}
+
+static int cg_wait_empty(lua_State *L) {
+  check_cg(L, 1);
+  double timeout = orch__optseconds(L, 2, -1);
+  lua_settop(L, 1);
+  return wait_common(L, W_EMPTY, timeout);
+}
+
+/* ---------------------------------------------------------------- objects */
+
+/* [-0,+1] A closed orch.Cgroup (safe to collect before anything is open). */
+static ocg *cg_new(lua_State *L) {
+  ocg *o = lua_newuserdatauv(L, sizeof *o, 0);
+  memset(o, 0, sizeof *o);
+  orch__cg_init(&o->cg);
+  o->L = orch__mainthread(orch__rt(L));
+  o->anchor = LUA_NOREF;
+  luaL_setmetatable(L, CGROUP_MT);
+  return o;
+}
+
+static void check_path_arg(lua_State *L, int idx) {
+  const char *path = luaL_checkstring(L, idx);
+  if (strlen(path) != lua_rawlen(L, idx)) luaL_argerror(L, idx, "cgroup path contains a zero byte");
+  const char *why = orch__cg_path_error(path);
+  if (why) luaL_argerror(L, idx, lua_pushfstring(L, "%s: '%s'", why, path));
+}
+
+static unsigned check_controllers(lua_State *L, int idx) {
+  int t = lua_getfield(L, idx, "controllers");
+  unsigned want = ORCH__CG_ALL;
+  if (t == LUA_TTABLE) {
+    want = 0;
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_geti(L, -1, i);
+      const char *name = lua_tostring(L, -1);
+      int c = 0;
+      while (c < ORCH__CG_NCTL && !(name && lua_type(L, -1) == LUA_TSTRING && strcmp(name, orch__cg_ctl_names[c]) == 0)) c++;
+      if (c == ORCH__CG_NCTL)
+        orch__opt_error(L, idx, "controllers", "'memory', 'pids', 'cpu' or 'io' expected");
+      want |= 1u << c;
+      lua_pop(L, 1);
+    }
+  } else if (t != LUA_TNIL) {
+    orch__opt_error(L, idx, "controllers", lua_pushfstring(L, "table expected, got %s", luaL_typename(L, -1)));
+  }
+  lua_pop(L, 1);
+  return want;
+}
+
+static int cgroup_create(lua_State *L) {
+  static const char *const opts[] = { "controllers", NULL };
+  check_path_arg(L, 1);
+  unsigned want = ORCH__CG_ALL;
+  if (!lua_isnoneornil(L, 2)) {
+    orch__check_options(L, 2, opts);
+    want = check_controllers(L, 2);
+  }
+  if (lua_gettop(L) > 2) luaL_argerror(L, 3, "no value expected");
+  const char *path = lua_tostring(L, 1);
+  ocg *o = cg_new(L);
+  int r = orch__cg_create(&o->cg, path, want);
+  if (r < 0) return fail_path(L, "cgroup.create", path, -r);
+  return 1;
+}
+
+static int cgroup_open(lua_State *L) {
+  check_path_arg(L, 1);
+  if (lua_gettop(L) > 1) luaL_argerror(L, 2, "no value expected");
+  const char *path = lua_tostring(L, 1);
+  ocg *o = cg_new(L);
+  int r = orch__cg_open(&o->cg, path);
+  if (r < 0) return fail_path(L, "cgroup.open", path, -r);
+  return 1;
+}
+
+static int cgroup_of(lua_State *L) {
+  lua_Integer pid = luaL_optinteger(L, 1, 0);
+  if (pid < 0 || pid > 0x7fffffff) luaL_argerror(L, 1, "invalid pid");
+  char buf[4096];
+  int r = orch__cg_of((pid_t)pid, -1, buf, sizeof buf);
+  if (r < 0) {
+    if (r == -ENOENT && pid) r = -ESRCH;
+    lua_pushfstring(L, "cgroup.of: pid %d", (int)pid);
+    orch__fail(L, lua_tostring(L, -1), -r);
+    lua_remove(L, -4);
+    return 3;
+  }
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+static int cgroup_self(lua_State *L) {
+  lua_settop(L, 0);
+  return cgroup_of(L);
+}
+
+static int cgroup_info(lua_State *L) {
+  int err = 0;
+  const orch__cg_layout *lo = orch__cg_layout_get(&err);
+  if (!lo) {
+    if (err == -ENOENT) return orch__failf(L, "ENOENT", "cgroup.info: no cgroup v2 hierarchy is mounted");
+    return orch__fail(L, "cgroup.info", -err);
+  }
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, lo->v2_mount);
+  lua_setfield(L, -2, "mount");
+  char self[4096];
+  if (orch__cg_of(0, -1, self, sizeof self) == 0) {
+    lua_pushstring(L, self);
+    lua_setfield(L, -2, "self");
+  }
+  lua_newtable(L);
+  int hybrid = 0;
+  for (int c = 0; c < ORCH__CG_NCTL; c++) {
+    if (!lo->v1_mount[c][0]) continue;
+    lua_pushstring(L, lo->v1_mount[c]);
+    lua_setfield(L, -2, orch__cg_ctl_names[c]);
+    hybrid = 1;
+  }
+  lua_setfield(L, -2, "v1");
+  lua_pushstring(L, hybrid ? "hybrid" : "v2");
+  lua_setfield(L, -2, "layout");
+  return 1;
+}
+
+/* ---------------------------------------------------------------- methods */
+
+static int cg_path(lua_State *L) {
+  ocg *o = check_cg(L, 1);
+  lua_pushstring(L, o->cg.path);
+  return 1;
+}
+
+static int cg_dir(lua_State *L) {
+  ocg *o = check_cg(L, 1);
+  lua_pushstring(L, o->cg.fs[0]);
+  return 1;
+}
+
+static int cg_controllers(lua_State *L) {
+  ocg *o = check_cg(L, 1);
+  lua_createtable(L, 0, ORCH__CG_NCTL);
+  for (int c = 0; c < ORCH__CG_NCTL; c++) {
+    if (o->cg.v2ctl & (1u << c)) lua_pushliteral(L, "v2");
+    else if (o->cg.fs[1 + c]) lua_pushliteral(L, "v1");
+    else continue;
+    lua_setfield(L, -2, orch__cg_ctl_names[c]);
+  }
+  return 1;
+}
+
+static int cg_add(lua_State *L) {
+  ocg *o = check_cg(L, 1);
+  lua_Integer pid = luaL_checkinteger(L, 2);
+  if (pid <= 0 || pid > 0x7fffffff) luaL_argerror(L, 2, "invalid pid");
+  int r = orch__cg_add(&o->cg, (pid_t)pid);
+  if (r < 0) return fail_path(L, "cgroup.add", o->cg.path, -r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+typedef struct { pid_t *p; } pidbox;
+
+static int pidbox_close(lua_State *L) {
+  pidbox *b = luaL_checkudata(L, 1, PIDBOX_MT);
+  free(b->p);
+  b->p = NULL;
+  return 0;
+}
+
+static int cg_procs(lua_State *L) {
+  static const char *const opts[] = { "recursive", NULL };
+  ocg *o = check_cg(L, 1);
+  int recursive = 1;
+  if (!lua_isnoneornil(L, 2)) {
+    orch__check_options(L, 2, opts);
+    recursive = orch__opt_boolean(L, 2, "recursive", 1);
+  }
+  pidbox *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->p = NULL;
+  luaL_setmetatable(L, PIDBOX_MT);
+  lua_toclose(L, -1);
+  size_t n;
+  int r = orch__cg_procs(&o->cg, recursive, &b->p, &n);
+  if (r < 0) return fail_path(L, "cgroup.procs", o->cg.path, -r);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushinteger(L, b->p[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+static int cg_kill(lua_State *L) {
+  static const char *const opts[] = { "list", NULL };
+  ocg *o = check_cg(L, 1);
+  int sig = orch__optsignal(L, 2, SIGKILL);
+  int flags = 0;
+  if (!lua_isnoneornil(L, 3)) {
+    orch__check_options(L, 3, opts);
+    if (orch__opt_boolean(L, 3, "list", 0)) flags |= ORCH__CG_KILL_LIST;
+  }
+  int r = orch__cg_kill(&o->cg, sig, flags);
+  if (r == -EPERM)
+    return orch__failf(L, "EPERM", "cgroup.kill: %s: refusing to signal the cgroup orch runs in", o->cg.path);
+  if (r < 0) return fail_path(L, "cgroup.kill", o->cg.path, -r);
+  lua_pushinteger(L, r);
+  return 1;
+}
+
+static int freeze(lua_State *L, int on) {
+  ocg *o = check_cg(L, 1);
+  const char *op = on ? "cgroup.freeze" : "cgroup.thaw";
+  int r = orch__cg_freeze(&o->cg, on);
+  if (r == -EPERM)
+    return orch__failf(L, "EPERM", "%s: %s: refusing to freeze the cgroup orch runs in", op, o->cg.path);
+  if (r < 0) return fail_path(L, op, o->cg.path, -r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int cg_freeze(lua_State *L) { return freeze(L, 1); }
+static int cg_thaw(lua_State *L) { return freeze(L, 0); }
+
+static int cg_events(lua_State *L) {
+  ocg *o = check_cg(L, 1);
+  int populated, frozen;
+  int r = orch__cg_events(&o->cg, &populated, &frozen);
+  if (r < 0) return fail_path(L, "cgroup.events", o->cg.path, -r);
+  lua_createtable(L, 0, 2);
+  lua_pushboolean(L, populated);
+  lua_setfield(L, -2, "populated");
+  lua_pushboolean(L, frozen);
+  lua_setfield(L, -2, "frozen");
+  return 1;
+}
+
+static int cg_populated(lua_State *L) {
+  ocg *o = check_cg(L, 1);
+  int populated;
+  int r = orch__cg_events(&o->cg, &populated, NULL);
+  if (r < 0) return fail_path(L, "cgroup.populated", o->cg.path, -r);
+  lua_pushboolean(L, populated);
+  return 1;
+}
+
+static void set_num(lua_State *L, const char *key, long long v) {
+  if (v == ORCH__CG_UNLIMITED) lua_pushnumber(L, HUGE_VAL);
+  else if (v < 0) return;
+  else lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, key);
+}
+
+static int cg_stat(lua_State *L) {
+  ocg *o = check_cg(L, 1);
+  orch__cg_stats st;
+  int r = orch__cg_stat(&o->cg, &st);
+  if (r < 0) return fail_path(L, "cgroup.stat", o->cg.path, -r);
+  lua_createtable(L, 0, 16);
+  if (st.usage_usec >= 0) {
+    lua_pushnumber(L, (double)st.usage_usec / 1e6);
+    lua_setfield(L, -2, "cpu");
+  }
+  if (st.user_usec >= 0) {
+    lua_pushnumber(L, (double)st.user_usec / 1e6);
+    lua_setfield(L, -2, "user");
+  }
+  if (st.system_usec >= 0) {
+    lua_pushnumber(L, (double)st.system_usec / 1e6);
+    lua_setfield(L, -2, "system");
+  }
+  set_num(L, "nr_periods", st.nr_periods);
+  set_num(L, "nr_throttled", st.nr_throttled);
+  if (st.throttled_usec >= 0) {
+    lua_pushnumber(L, (double)st.throttled_usec / 1e6);
+    lua_setfield(L, -2, "throttled");
+  }
+  set_num(L, "memory_current", st.memory_current);
+  set_num(L, "memory_peak", st.memory_peak);
+  set_num(L, "memory_max", st.memory_max);
+  set_num(L, "pids_current", st.pids_current);
+  set_num(L, "pids_max", st.pids_max);
+  set_num(L, "oom", st.oom);
+  set_num(L, "oom_kill", st.oom_kill);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- limits */
+
+typedef struct { long long value, arg; } limit_val;
+
+static void limit_error(lua_State *L, int arg, const char *name, const char *expected) {
+  luaL_argerror(L, arg, lua_pushfstring(L, "limit '%s': %s", name, expected));
+}
+
+static long long parse_bytes(lua_State *L, int arg, const char *name, int idx) {
+  const char *expected = "bytes (an integer, or a string like '256M'), or 'max' expected";
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    lua_Number n = lua_tonumber(L, idx);
+    if (n == HUGE_VAL) return ORCH__CG_UNLIMITED;
+    int isint;
+    lua_Integer v = lua_tointegerx(L, idx, &isint);
+    if (!isint || v < 0) limit_error(L, arg, name, expected);
+    return v;
+  }
+  if (lua_type(L, idx) != LUA_TSTRING) limit_error(L, arg, name, expected);
+  const char *s = lua_tostring(L, idx);
+  if (strcmp(s, "max") == 0) return ORCH__CG_UNLIMITED;
+  char *e;
+  errno = 0;
+  long long v = strtoll(s, &e, 10);
+  if (e == s || v < 0 || errno || *s == '-' || *s == '+' || *s == ' ') limit_error(L, arg, name, expected);
+  int shift = 0;
+  switch (*e) {
+    case 'k': case 'K': shift = 10; e++; break;
+    case 'm': case 'M': shift = 20; e++; break;
+    case 'g': case 'G': shift = 30; e++; break;
+    case 't': case 'T': shift = 40; e++; break;
+    default: break;
+  }
+  if (*e || (shift && v > (LLONG_MAX >> shift))) limit_error(L, arg, name, expected);
+  return v << shift;
+}
+
+static long long parse_count(lua_State *L, int arg, const char *name, int idx, long long lo, long long hi,
+                             int allow_max, const char *expected) {
+  if (allow_max && lua_type(L, idx) == LUA_TSTRING && strcmp(lua_tostring(L, idx), "max") == 0)
+    return ORCH__CG_UNLIMITED;
+  if (allow_max && lua_type(L, idx) == LUA_TNUMBER && lua_tonumber(L, idx) == HUGE_VAL)
+    return ORCH__CG_UNLIMITED;
+  int isint;
+  lua_Integer v = lua_tointegerx(L, idx, &isint);
+  if (lua_type(L, idx) != LUA_TNUMBER || !isint || v < lo || v > hi) limit_error(L, arg, name, expected);
+  return v;
+}
+
+static limit_val parse_cpu_max(lua_State *L, int arg, int idx) {
+  const char *expected = "'50%', 'max', 'QUOTA PERIOD' (microseconds) or { quota, period } expected";
+  limit_val lv = { ORCH__CG_UNLIMITED, 100000 };
+  if (lua_type(L, idx) == LUA_TTABLE) {
+    lua_rawgeti(L, idx, 1);
+    lua_rawgeti(L, idx, 2);
+    int isint1, isint2;
+    lua_Integer q = lua_tointegerx(L, -2, &isint1), p = lua_tointegerx(L, -1, &isint2);
+    if (!isint1 || !isint2 || q < 1000 || p < 1000 || p > 1000000) limit_error(L, arg, "cpu_max", expected);
+    lua_pop(L, 2);
+    lv.value = q;
+    lv.arg = p;
+    return lv;
+  }
+  if (lua_type(L, idx) != LUA_TSTRING) limit_error(L, arg, "cpu_max", expected);
+  const char *s = lua_tostring(L, idx);
+  if (strcmp(s, "max") == 0) return lv;
+  char *e;
+  double pct = strtod(s, &e);
+  if (e != s && strcmp(e, "%") == 0 && pct > 0 && pct <= 100000 && *s >= '0' && *s <= '9') {
+    lv.value = (long long)(pct * 1000.0 + 0.5);      /* of a 100 ms period */
+    if (lv.value < 1000) limit_error(L, arg, "cpu_max", "at least 1% (1 ms of each 100 ms)");
+    return lv;
+  }
+  long long q, p;
+  char tail;
+  if (sscanf(s, "%lld %lld%c", &q, &p, &tail) == 2 && q >= 1000 && p >= 1000 && p <= 1000000) {
+    lv.value = q;
+    lv.arg = p;
+    return lv;
+  }
+  limit_error(L, arg, "cpu_max", expected);
+  return lv;
+}
+
+/* Reads limit `which` from the value at idx (raises when invalid). */
+static limit_val parse_limit(lua_State *L, int arg, int which, int idx) {
+  limit_val lv = { 0, 0 };
+  const char *name = orch__cg_limit_names[which];
+  switch (which) {
+    case ORCH__CG_MEMORY_MAX: case ORCH__CG_MEMORY_HIGH: case ORCH__CG_SWAP_MAX:
+      lv.value = parse_bytes(L, arg, name, idx);
+      break;
+    case ORCH__CG_PIDS_MAX:
+      lv.value = parse_count(L, arg, name, idx, 0, 0x7fffffff, 1, "a count >= 0 or 'max' expected");
+      break;
+    case ORCH__CG_CPU_MAX:
+      lv = parse_cpu_max(L, arg, idx);
+      break;
+    default:
+      lv.value = parse_count(L, arg, name, idx, 1, 10000, 0, "an integer from 1 to 10000 expected");
+  }
+  return lv;
+}
+
+static int limit_index(lua_State *L, int arg, int idx) {
+  const char *name = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
+  for (int i = 0; name && i < ORCH__CG_NLIMITS; i++)
+    if (strcmp(name, orch__cg_limit_names[i]) == 0) return i;
+  if (!name) luaL_argerror(L, arg, "limit names are strings");
+  luaL_argerror(L, arg, lua_pushfstring(L, "unknown limit '%s'", name));
+  return -1;
+}
+
+static int apply(lua_State *L, ocg *o, int which, limit_val lv) {
+  const char *where;
+  int r = orch__cg_set(&o->cg, which, lv.value, lv.arg, &where);
+  if (r == -ENOTSUP)
+    return orch__failf(L, "ENOTSUP", "cgroup.set: %s: %s: %s", o->cg.path, orch__cg_limit_names[which], where);
+  if (r < 0) {
+    lua_pushfstring(L, "cgroup.set: %s: %s (%s)", o->cg.path, orch__cg_limit_names[which], where);
+    orch__fail(L, lua_tostring(L, -1), -r);
+    lua_remove(L, -4);
+    return 3;
+  }
+  return 0;
+}
+
+/* cg:set{ name = value, ... } or cg:set(name, value): every value is
+ * checked before the first is written; they are written in the order of
+ * orch__cg_limit_names (memory first). */
+static int cg_set(lua_State *L) {
+  ocg *o = check_cg(L, 1);
+  limit_val vals[ORCH__CG_NLIMITS];
+  int has[ORCH__CG_NLIMITS] = { 0 };
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    if (lua_gettop(L) > 2) luaL_argerror(L, 3, "no value expected");
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      int which = limit_index(L, 2, -2);
+      vals[which] = parse_limit(L, 2, which, lua_gettop(L));
+      has[which] = 1;
+      lua_pop(L, 1);
+    }
+  } else {
+    luaL_checkstring(L, 2);
+    int which = limit_index(L, 2, 2);
+    luaL_checkany(L, 3);
+    vals[which] = parse_limit(L, 3, which, 3);
+    has[which] = 1;
+  }
+  for (int i = 0; i < ORCH__CG_NLIMITS; i++)
+    if (has[i] && apply(L, o, i, vals[i])) return 3;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- lifetime */
+
+static int cg_remove(lua_State *L) {
+  static const char *const opts[] = { "recursive", NULL };
+  ocg *o = check_cg(L, 1);
+  int recursive = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    orch__check_options(L, 2, opts);
+    recursive = orch__opt_boolean(L, 2, "recursive", 0);
+  }
+  int r = orch__cg_remove(&o->cg, recursive);
+  if (r < 0) return fail_path(L, "cgroup.remove", o->cg.path, -r);
+  o->removed = 1;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Tasks still waiting are woken with an error: a closed cgroup reports
+ * nothing more. */
+static void release(ocg *o, int wake) {
+  while (o->waiters) {
+    waiter *w = o->waiters;
+    waiter_unlink(w);
+    lua_State *co = w->co;
+    free(w);
+    if (wake) {
+      orch__failf(co, "ECANCELED", "cgroup.wait: %s: closed", o->cg.path);
+      orch__wake(co, 3);
+    }
+  }
+  watch_stop(o);
+  orch__cg_close(&o->cg);
+}
+
+static int cg_close(lua_State *L) {
+  ocg *o = luaL_checkudata(L, 1, CGROUP_MT);
+  if (o->cg.path) release(o, 1);
+  return 0;
+}
+
+/* Reached only when no task waits (a waiter anchors the object) or when the
+ * Lua state closes: nothing is woken then. */
+static int cg_gc(lua_State *L) {
+  ocg *o = luaL_checkudata(L, 1, CGROUP_MT);
+  if (o->cg.path) release(o, 0);
+  return 0;
+}
+
+static int cg_tostring(lua_State *L) {
+  ocg *o = luaL_checkudata(L, 1, CGROUP_MT);
+  if (!o->cg.path) { lua_pushliteral(L, CGROUP_MT ": closed"); return 1; }
+  if (o->removed) { lua_pushfstring(L, CGROUP_MT ": %s removed", o->cg.path); return 1; }
+  int populated = 0, frozen = 0;
+  if (orch__cg_events(&o->cg, &populated, &frozen) < 0) {
+    lua_pushfstring(L, CGROUP_MT ": %s gone", o->cg.path);
+    return 1;
+  }
+  lua_pushfstring(L, CGROUP_MT ": %s %s%s", o->cg.path, populated ? "populated" : "empty",
+                  frozen ? " frozen" : "");
+  return 1;
+}
+
+/* For the spawner (orch.spawn{ cgroup = cg }): the cgroup at idx, or NULL
+ * when the value is not an orch.Cgroup; raises for a closed one. */
+orch__cgroup *orch__cg_check(lua_State *L, int idx) {
+  ocg *o = luaL_testudata(L, idx, CGROUP_MT);
+  if (!o) return NULL;
+  if (!o->cg.path) orch__closed_error(L, CGROUP_MT);
+  return &o->cg;
+}
+
+int orch__open_cgroup(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"path", cg_path}, {"dir", cg_dir}, {"controllers", cg_controllers},
+    {"add", cg_add}, {"procs", cg_procs}, {"kill", cg_kill},
+    {"freeze", cg_freeze}, {"thaw", cg_thaw}, {"events", cg_events},
+    {"populated", cg_populated}, {"stat", cg_stat}, {"set", cg_set},
+    {"wait", cg_wait}, {"wait_empty", cg_wait_empty},
+    {"remove", cg_remove}, {"close", cg_close}, {NULL, NULL}
+  };
+  static const luaL_Reg meta[] = {
+    {"__gc", cg_gc}, {"__close", cg_close}, {"__tostring", cg_tostring}, {NULL, NULL}
+  };
+  orch__newclass(L, CGROUP_MT, methods, meta);
+  lua_pop(L, 1);
+  luaL_newmetatable(L, PIDBOX_MT);
+  lua_pushcfunction(L, pidbox_close);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, pidbox_close);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  static const luaL_Reg fns[] = {
+    {"info", cgroup_info}, {"self", cgroup_self}, {"of", cgroup_of},
+    {"create", cgroup_create}, {"open", cgroup_open}, {NULL, NULL}
+  };
+  lua_newtable(L);
+  luaL_newlib(L, fns);
+  lua_setfield(L, -2, "cgroup");
+  return 1;
+}
