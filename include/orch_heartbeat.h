@@ -64,6 +64,9 @@ extern "C" {
 #define ORCH_HB_EXCL    0x2   /* with CREATE: fail with -EEXIST if it exists */
 #define ORCH_HB_COMPAT  0x4   /* the classic 72-byte layout */
 #define ORCH_HB_RDONLY  0x8   /* attach read-only (writers return -EROFS) */
+#define ORCH_HB_SHARED  0x10  /* accept an existing table that users other
+                                 than its owner may write (mode 0660/0666):
+                                 the classic shared table; see below */
 
 /* Slot flags (orch_hb_entry.flags). */
 #define ORCH_HB_F_RESERVED 0x1u  /* held by a supervisor (pid = its own) for a
@@ -174,10 +177,23 @@ typedef struct orch_hb_info {
  * when creating, 0 = 0600; pass 0660 or 0666 only for tables shared between
  * users (any writer can then forge any slot). Creates ORCH_HB_DEFAULT_SLOTS
  * (or ORCH_HBC_DEFAULT_SLOTS) slots.
- * Errors: -ENOENT (no such table, no CREATE), -EEXIST, -EACCES, -EPROTO (the
- * segment is not a heartbeat table of this version / layout), -ENOMEM, and
- * shmget(2) / shmat(2) errors. */
+ *
+ * Trust: a table that already exists is attached only when its owner and
+ * its creator (shm_perm.uid and cuid) are this process's effective uid or
+ * root (-EPERM otherwise), and, unless flags has ORCH_HB_SHARED, when no
+ * group or other write bit is set in its mode (-EACCES otherwise). Another
+ * user who created the table first could otherwise forge every slot: make a
+ * root watchdog kill a root process, or keep a hung service "alive".
+ * orch_hb_owner() tells why a table was refused.
+ * Errors: -ENOENT (no such table, no CREATE), -EEXIST, -EACCES, -EPERM,
+ * -EPROTO (the segment is not a heartbeat table of this version / layout),
+ * -ENOMEM, and shmget(2) / shmat(2) errors. */
 int orch_hb_open(key_t key, int flags, int mode, orch_hb_table **tablep);
+/* The owner uid, creator uid and permission bits of the existing segment
+ * that orch_hb_open(key, flags, ...) would attach (key resolved the same
+ * way), without attaching it. Returns 0, or -ENOENT and shmget(2)/shmctl(2)
+ * errors. */
+int orch_hb_owner(key_t key, int flags, uint32_t *uid, uint32_t *cuid, uint32_t *mode);
 /* Same, with the slot count used when creating (0 = default). */
 int orch_hb_open_slots(key_t key, int flags, int mode, uint32_t slots,
                        orch_hb_table **tablep);

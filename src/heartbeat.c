@@ -288,22 +288,52 @@ static int attach_compat(orch_hb_table *t) {
   return 0;
 }
 
+/* Whether a segment someone else may have created can be trusted: its
+ * owner and creator are us or root (a user cannot give a segment away to
+ * root, and only its creator or root can change its owner or mode), and
+ * nobody else may write it unless the caller accepts a shared table. */
+static int check_trust(const struct shmid_ds *ds, int flags) {
+  uid_t me = geteuid();
+  if ((ds->shm_perm.uid != me && ds->shm_perm.uid != 0) ||
+      (ds->shm_perm.cuid != me && ds->shm_perm.cuid != 0))
+    return -EPERM;
+  if (!(flags & ORCH_HB_SHARED) && (ds->shm_perm.mode & 022)) return -EACCES;
+  return 0;
+}
+
+static int resolve_key(key_t *key, int compat) {
+  if (*key != ORCH_HB_KEY_DEFAULT) return 0;
+  *key = compat ? ORCH_HB_COMPAT_KEY : ORCH_HB_DEFAULT_KEY;
+  if (compat) return 0;
+  int r = env_key(key);
+  return r < 0 ? r : 0;
+}
+
+int orch_hb_owner(key_t key, int flags, uint32_t *uid, uint32_t *cuid, uint32_t *mode) {
+  int r = resolve_key(&key, (flags & ORCH_HB_COMPAT) != 0);
+  if (r < 0) return r;
+  int shmid = shmget(key, 0, 0);
+  if (shmid < 0) return -errno;
+  struct shmid_ds ds;
+  if (shmctl(shmid, IPC_STAT, &ds) < 0) return -errno;
+  if (uid) *uid = (uint32_t)ds.shm_perm.uid;
+  if (cuid) *cuid = (uint32_t)ds.shm_perm.cuid;
+  if (mode) *mode = (uint32_t)(ds.shm_perm.mode & 0777);
+  return 0;
+}
+
 int orch_hb_open_slots(key_t key, int flags, int mode, uint32_t slots,
                        orch_hb_table **tablep) {
   if (!tablep) return -EINVAL;
   *tablep = NULL;
-  if (flags & ~(ORCH_HB_CREATE | ORCH_HB_EXCL | ORCH_HB_COMPAT | ORCH_HB_RDONLY)) return -EINVAL;
+  if (flags & ~(ORCH_HB_CREATE | ORCH_HB_EXCL | ORCH_HB_COMPAT | ORCH_HB_RDONLY | ORCH_HB_SHARED))
+    return -EINVAL;
   if (mode == 0) mode = 0600;
   if (mode & ~0777) return -EINVAL;
   if (slots > MAX_SLOTS) return -EINVAL;
   int compat = (flags & ORCH_HB_COMPAT) != 0;
-  if (key == ORCH_HB_KEY_DEFAULT) {
-    key = compat ? ORCH_HB_COMPAT_KEY : ORCH_HB_DEFAULT_KEY;
-    if (!compat) {
-      int r = env_key(&key);
-      if (r < 0) return r;
-    }
-  }
+  int kr = resolve_key(&key, compat);
+  if (kr < 0) return kr;
   if (slots == 0) slots = compat ? ORCH_HBC_DEFAULT_SLOTS : ORCH_HB_DEFAULT_SLOTS;
   size_t want = compat ? (size_t)slots * ORCH_HBC_SLOT_SIZE
                        : ORCH_HB_HEADER_SIZE + (size_t)slots * ORCH_HB_SLOT_SIZE;
@@ -323,6 +353,10 @@ int orch_hb_open_slots(key_t key, int flags, int mode, uint32_t slots,
 
   struct shmid_ds ds;
   if (shmctl(shmid, IPC_STAT, &ds) < 0) return -errno;
+  if (!created) {
+    int tr = check_trust(&ds, flags);
+    if (tr < 0) return tr;
+  }
   orch_hb_table *t = calloc(1, sizeof *t);
   if (!t) return -ENOMEM;
   t->key = key;

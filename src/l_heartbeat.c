@@ -434,7 +434,7 @@ static ltable *new_table(lua_State *L) {
 }
 
 static const char *const open_options[] = {
-  "key", "create", "exclusive", "mode", "compat", "slots", "rdonly", NULL
+  "key", "create", "exclusive", "mode", "compat", "slots", "rdonly", "shared", NULL
 };
 
 /* Keys are 32-bit; accept them signed or unsigned (0x80000000 and above, as
@@ -451,6 +451,8 @@ static key_t opt_key(lua_State *L, int idx) {
   return (key_t)(int32_t)(uint32_t)k;
 }
 
+static int refused(lua_State *L, const char *op, key_t key, int flags, int r);
+
 static int hb_open(lua_State *L) {
   int flags = 0;
   key_t key = ORCH_HB_KEY_DEFAULT;
@@ -462,6 +464,7 @@ static int hb_open(lua_State *L) {
     if (orch__opt_boolean(L, 1, "exclusive", 0)) flags |= ORCH_HB_EXCL;
     if (orch__opt_boolean(L, 1, "compat", 0)) flags |= ORCH_HB_COMPAT;
     if (orch__opt_boolean(L, 1, "rdonly", 0)) flags |= ORCH_HB_RDONLY;
+    if (orch__opt_boolean(L, 1, "shared", 0)) flags |= ORCH_HB_SHARED;
     mode = orch__opt_integer(L, 1, "mode", 0);
     if (mode < 0 || mode > 0777) orch__opt_error(L, 1, "mode", "permission bits (0 to 0777) expected");
     slots = orch__opt_integer(L, 1, "slots", 0);
@@ -471,8 +474,32 @@ static int hb_open(lua_State *L) {
   /* Everything validated: now the handle, closed until the attach worked. */
   ltable *lt = new_table(L);
   int r = orch_hb_open_slots(key, flags, (int)mode, (uint32_t)slots, &lt->t);
+  if (r == -EPERM || r == -EACCES) return refused(L, "heartbeat.open", key, flags, r);
   if (r < 0) return hb_fail(L, "heartbeat.open", r);
   return 1;
+}
+
+/* The failure of an open the trust rules refused (orch_hb_open: -EPERM for
+ * a foreign owner, -EACCES for a table others may write), saying whose and
+ * which mode; a plain permission failure of shmget/shmat otherwise. [-0,+3] */
+static int refused(lua_State *L, const char *op, key_t key, int flags, int r) {
+  uint32_t uid, cuid, mode;
+  if (orch_hb_owner(key, flags, &uid, &cuid, &mode) < 0) return hb_fail(L, op, r);
+  uid_t me = geteuid();
+  if (r == -EPERM)
+    return orch__failf(L, "EPERM",
+      "%s: refused: the table belongs to uid %d (created by uid %d), neither this user (uid %d) "
+      "nor root: its writer could forge every slot (see doc/security.md)",
+      op, (int)uid, (int)cuid, (int)me);
+  if (mode & 022) {
+    char m[16];
+    snprintf(m, sizeof m, "%03o", (unsigned)mode & 0777u);
+    return orch__failf(L, "EACCES",
+      "%s: refused: the table's mode %s lets other users write it: its writers could forge "
+      "every slot (pass shared = true to accept a shared table; see doc/security.md)",
+      op, m);
+  }
+  return hb_fail(L, op, r);
 }
 
 /* from_env(): the table and slot a supervisor handed this process, without
@@ -490,6 +517,7 @@ static int hb_from_env(lua_State *L) {
                        ORCH_HB_ENV_KEY, ORCH_HB_ENV_SLOT);
   ltable *lt = new_table(L);
   r = orch_hb_open(key, 0, 0, &lt->t);
+  if (r == -EPERM || r == -EACCES) return refused(L, "heartbeat.from_env", key, 0, r);
   if (r < 0) return hb_fail(L, "heartbeat.from_env", r);
   if (index >= orch_hb_slot_count(lt->t))
     return orch__failf(L, "EINVAL", "heartbeat.from_env: %s out of range", ORCH_HB_ENV_SLOT);

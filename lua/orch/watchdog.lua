@@ -87,7 +87,7 @@ end
 local option_types = {
   key = "number", compat = "boolean", create = "boolean", grace = "number",
   log = "function|string|boolean", on_timeout = "function", on_event = "function",
-  any_uid = "boolean", uids = "table", scan = "number", table = "userdata",
+  any_uid = "boolean", uids = "table", scan = "number", table = "userdata", shared = "boolean",
 }
 
 local function argerror(msg)
@@ -118,9 +118,15 @@ local function check_options(o)
     if type(mt) ~= "table" or mt.__name ~= "orch.HeartbeatTable" then
       argerror("option 'table': orch.HeartbeatTable expected")
     end
-    if o.key ~= nil or o.compat ~= nil or o.create ~= nil then
-      argerror("option 'table' excludes 'key', 'compat' and 'create'")
+    if o.key ~= nil or o.compat ~= nil or o.create ~= nil or o.shared ~= nil then
+      argerror("option 'table' excludes 'key', 'compat', 'create' and 'shared'")
     end
+  end
+  if o.shared and o.uids == nil and not o.any_uid then
+    -- Any writer of a shared table can name any pid: whose processes may be
+    -- signalled must be said, never defaulted (a root watchdog would
+    -- otherwise signal root's processes on a stranger's word).
+    argerror("option 'shared' needs 'uids' (or 'any_uid'): whose processes may be signalled")
   end
   if o.uids ~= nil then
     if o.any_uid then argerror("give either 'any_uid' or 'uids'") end
@@ -521,13 +527,22 @@ function Watchdog:_due(now)
 end
 
 function Watchdog:_open()
-  local t, err, en = hb.open { key = self.key, compat = self.compat or nil, create = self.create or nil }
+  local t, err, en = hb.open { key = self.key, compat = self.compat or nil, create = self.create or nil,
+                               shared = self.shared or nil, mode = self.shared and 438 --[[0666]] or nil }
   if t then
     self.t, self.owns_table, self.key = t, true, t:key()
     self.changes = nil
     self:_event({ event = "open", key = t:key() }, ("watching heartbeat table 0x%x%s (%d slots)"):format(
       t:key(), t:is_compat() and " (classic layout)" or "", t:count()))
     return true
+  end
+  if en == "EPERM" or en == "EACCES" then
+    -- A table someone else could have forged: never watched (doc/security.md).
+    if err ~= self.refused_logged then
+      self.refused_logged = err
+      self:_event({ event = "untrusted", key = self.key, reason = err }, err)
+    end
+    return nil, err, en
   end
   if en ~= "ENOENT" then return nil, err, en end
   if not self.waiting_logged then
@@ -544,7 +559,7 @@ function Watchdog:_loop()
     local ok, err = pcall(function()
       if not self.t then
         local opened, oerr = self:_open()
-        if opened == nil and oerr ~= self.open_error then pcall(self.log, oerr) end
+        if opened == nil and oerr ~= self.open_error and oerr ~= self.refused_logged then pcall(self.log, oerr) end
         self.open_error = oerr
         self.next_scan = now + (self.t and 0 or REOPEN)
         if not self.t then return end
@@ -591,7 +606,7 @@ function M.start(opts)
     return nil, "watchdog: cannot open the log: " .. tostring(file), names[errno] or "EIO"
   end
   local self = setmetatable({
-    key = opts.key, compat = opts.compat or false, create = opts.create or false,
+    key = opts.key, compat = opts.compat or false, create = opts.create or false, shared = opts.shared or false,
     grace = opts.grace or 5, scan = opts.scan or 0.25, log = log, log_file = file ~= io.stderr and file or nil,
     on_timeout = opts.on_timeout, on_event = opts.on_event, any_uid = opts.any_uid or false,
     uids = {}, entries = {}, heap = {}, tasks = {}, wake = orch.cond(), stopped = false,

@@ -6,7 +6,7 @@ local M = {}
 
 M.usage = [[
 usage: orch beat [--name NAME] [--timeout SECONDS] [--pid PID] [--key KEY]
-                 [--compat] [--unregister]
+                 [--compat] [--shared] [--unregister]
 
 Registers PID (default: the calling process, i.e. the parent of `orch beat`)
 in the heartbeat table on the first call, and beats on later calls (the
@@ -18,9 +18,13 @@ registration is found by pid and process start time).
   --key KEY          table key (decimal or 0x-hex; default: $ORCH_HEARTBEAT_KEY,
                      else 0x6F726862; 0x5095 with --compat)
   --compat           use the classic table (72-byte slots, wall-clock seconds)
+  --shared           accept a table other users may write (and create it
+                     mode 0666): the classic shared table (doc/security.md)
   --unregister       release the registration instead of beating
 
-The table is created (mode 0600) when it does not exist.
+The table is created (mode 0600) when it does not exist. An existing table
+is used only when it belongs to this user or root and, without --shared,
+no other user may write it.
 Exit codes: 0 done, 1 failure (message on stderr), 2 usage error.
 ]]
 
@@ -42,7 +46,7 @@ local function comm(orch, pid)
 end
 
 local flags_with_value = { name = true, timeout = true, pid = true, key = true }
-local flags_alone = { compat = true, unregister = true }
+local flags_alone = { compat = true, unregister = true, shared = true }
 
 local function parse(args)
   local o = {}
@@ -102,7 +106,8 @@ function M.main(args)
     return fail(2, "--name: 1 to %d bytes expected", o.compat and 50 or hb.NAME_MAX)
   end
 
-  local t, err = hb.open { key = key, create = true, compat = o.compat or nil }
+  local t, err = hb.open { key = key, create = true, compat = o.compat or nil,
+                           shared = o.shared or nil, mode = o.shared and 438 --[[0666]] or nil }
   if not t then return fail(1, "%s", err) end
   local code = 0
   local slot = t:find(pid)

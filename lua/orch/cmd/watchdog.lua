@@ -5,6 +5,7 @@
 local usage = [[
 usage: orch watchdog [--compat] [--key KEY] [--grace SECONDS] [--log FILE]
                      [--any-uid | --uid UID...] [--scan SECONDS] [--create]
+                     [--shared]
 
 Watches the heartbeat table and stops every registered process whose last
 beat is older than its timeout: SIGTERM (to its process group when it leads
@@ -23,6 +24,12 @@ touching the watched processes.
   --scan SECONDS    how often to look for new registrations (default 0.25)
   --create          create the table (mode 0600) when it does not exist
                     (otherwise the watchdog waits for it to appear)
+  --shared          accept a table other users may write (created 0666 with
+                    --create): the classic shared table; needs --uid or
+                    --any-uid (see doc/security.md)
+
+An existing table is watched only when it belongs to orch's user or root and,
+without --shared, no other user may write it; otherwise it is refused.
 
 Exit status: 0 after SIGTERM/SIGINT, 1 on a failure (table of another layout,
 permission denied, log file), 2 on a usage error.
@@ -54,7 +61,7 @@ local function parse(argv)
     local a = argv[i]
     local flag, inline = a:match("^(%-%-[%w-]+)=(.*)$")
     flag = flag or a
-    if flag == "--compat" or flag == "--any-uid" or flag == "--create" then
+    if flag == "--compat" or flag == "--any-uid" or flag == "--create" or flag == "--shared" then
       if inline then error(flag .. " takes no value", 0) end
       o[flag:sub(3):gsub("-", "_")] = true
     elseif flag == "--key" then
@@ -85,6 +92,9 @@ local function parse(argv)
   end
   if o.any_uid and #o.uids > 0 then error("give either --any-uid or --uid", 0) end
   if #o.uids == 0 then o.uids = nil end
+  if o.shared and not o.uids and not o.any_uid then
+    error("--shared needs --uid UID (or --any-uid): any writer of a shared table can name any pid", 0)
+  end
   return o
 end
 
@@ -95,7 +105,7 @@ local function main(argv)
   local watchdog = require "orch.watchdog"
   local w, err = watchdog.start {
     key = o.key, compat = o.compat, grace = o.grace, log = o.log, any_uid = o.any_uid,
-    uids = o.uids, scan = o.scan, create = o.create,
+    uids = o.uids, scan = o.scan, create = o.create, shared = o.shared,
   }
   if not w then return fail(1, err) end
   local handlers = {}
