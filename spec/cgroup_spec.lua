@@ -31,19 +31,6 @@ local function v2_of(pid)
   return h.slurp("/proc/" .. pid .. "/cgroup"):match("0::([^\n]*)")
 end
 
-describe("doc/cgroup.md", function()
-  local examples = {}
-  for code in h.slurp(h.root .. "/doc/cgroup.md"):gmatch("\n```lua\n(.-)\n```") do examples[#examples + 1] = code end
-  it("has examples", function() assert.is_true(#examples >= 3) end)
-  for i, code in ipairs(examples) do
-    it("example " .. i .. " runs", function()
-      local script = h.script(code)
-      local status, out, err = h.cli({ "run", script })
-      assert.are.equal(0, status, out .. err)
-    end)
-  end
-end)
-
 describe("orch.cgroup", function()
   local defer
   before_each(function() defer = h.make_defer(function(f) finally(f) end) end)
@@ -231,15 +218,13 @@ describe("orch.cgroup", function()
 
   describe("limits", function()
     it("a memory limit makes the OOM killer kill a real allocation, and says so", function()
-      local cg = fresh({ controllers = { "memory" } })
+      local cg = fresh()
       assert.is_true(cg:set{ memory_max = "32M" })
       local st = cg:stat()
       assert.are.equal(32 * 1024 * 1024, st.memory_max)
       assert.are.equal(0, st.oom_kill)
       h.run(function()
-        local p = gated{ MEM, "256" }
-        assert(cg:add(p.pid))
-        go(p)
+        local p = assert(orch.spawn{ MEM, "256", cgroup = cg, stdout = "pipe" })
         assert.are.same({ nil, "KILL" }, { p:wait() })
         assert.are.equal("", p.stdout:read_all())
         drain(p)
@@ -249,13 +234,12 @@ describe("orch.cgroup", function()
     end)
 
     it("a pids limit makes fork fail", function()
-      local cg = fresh({ controllers = { "pids" } })
+      local cg = fresh()
       assert.is_true(cg:set("pids_max", 3))
       assert.are.equal(3, cg:stat().pids_max)
       h.run(function()
-        local p = gated{ "sh", "-c", "for i in 1 2 3 4 5 6; do sleep 60 & done; wait" }
-        assert(cg:add(p.pid))
-        go(p)
+        local p = assert(orch.spawn{ "sh", "-c", "for i in 1 2 3 4 5 6; do sleep 60 & done; wait",
+                                     cgroup = cg, stderr = "pipe" })
         -- The sleeps hold stderr open: read the shell's line, not to EOF.
         assert.matches("fork", p.stderr:read_line())
         local code = p:wait()
@@ -291,6 +275,59 @@ describe("orch.cgroup", function()
     end)
   end)
 
+  describe("orch.spawn{ cgroup = cg }", function()
+    it("runs the program inside the cgroup from its first instruction", function()
+      local cg = fresh({ controllers = { "pids" } })
+      h.run(function()
+        local p = assert(orch.spawn{ "cat", "/proc/self/cgroup", cgroup = cg, stdout = "pipe" })
+        local text = p.stdout:read_all()
+        assert.are.same({ 0, nil }, { p:wait() })
+        drain(p)
+        assert.are.equal(cg:path(), text:match("0::([^\n]*)"))
+        if cg:controllers().pids == "v1" then
+          local v1 = text:match("%d+:[%w,]*pids[%w,]*:([^\n]*)")
+          local leaf = cg:path():match("[^/]+$")
+          assert.are.equal(leaf, v1:sub(-#leaf))
+        end
+        -- Its escapees stay inside too.
+        p = assert(orch.spawn{ PROC, "daemon", "600", "0", cgroup = cg, stdout = "pipe" })
+        local pid = tonumber(p.stdout:read_line())
+        p:wait()
+        drain(p)
+        assert.are.same({ pid }, cg:procs())
+        assert.are.equal(cg:path(), orch.cgroup.of(pid))
+        cg:kill()
+        assert(cg:wait_empty(20))
+        assert.is_false(h.alive(pid))
+      end)
+    end)
+
+    it("fails cleanly when the cgroup cannot be joined", function()
+      local cg = fresh()
+      local gone = assert(orch.cgroup.create(cg:path() .. "/gone"))
+      assert(gone:remove())
+      h.run(function()
+        assert.are.same({ nil, "spawn: cgroup " .. gone:path() .. ": no such file or directory", "ENOENT" },
+                        { orch.spawn{ "true", cgroup = gone } })
+      end)
+      gone:close()
+      -- A frozen cgroup: the child would never reach exec, and orch would
+      -- wait for it (vfork) until a thaw.
+      assert(cg:freeze())
+      h.run(function()
+        assert(cg:wait("frozen", 20))
+        assert.are.same({ nil, "spawn: cgroup " .. cg:path() .. " is frozen", "EBUSY" },
+                        { orch.spawn{ "true", cgroup = cg } })
+      end)
+      assert(cg:thaw())
+      h.check_raises{
+        { function() orch.spawn{ "true", cgroup = "x" } end,
+          "bad argument #1 to 'spawn' (option 'cgroup': orch.Cgroup expected, got string)" },
+        { function() orch.spawn{ "true", cgroup = gone } end, "attempt to use a closed orch.Cgroup" },
+      }
+    end)
+  end)
+
   describe("freeze and accounting", function()
     it("freezes and thaws every process, seen in cgroup.events", function()
       local cg = fresh()
@@ -310,7 +347,7 @@ describe("orch.cgroup", function()
     end)
 
     it("counts the CPU time and processes of the whole cgroup, exited ones too", function()
-      local cg = fresh()
+      local cg = fresh({ controllers = { "pids" } })
       local before = cg:stat()
       assert.are.equal(0, before.cpu)
       h.run(function()
@@ -370,7 +407,7 @@ describe("orch.cgroup", function()
     end)
 
     it("another user cannot create, join, limit or kill a cgroup (EACCES)", function()
-      local cg = fresh()
+      local cg = fresh({ controllers = { "pids" } })
       local name = "/orch-test/nobody-" .. orch.getpid()
       local cmd = "setpriv --reuid=65534 --regid=65534 --clear-groups " .. h.shquote(h.bin) .. " -e " .. h.shquote([[
         print(select(3, orch.cgroup.create("]] .. name .. [[")))

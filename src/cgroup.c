@@ -337,38 +337,35 @@ static int mkdirs(const char *base, const char *dir, int exclusive,
   }
 }
 
+static unsigned parse_controllers(char *list) {
+  unsigned m = 0;
+  for (char *sv = NULL, *t = strtok_r(list, " \n", &sv); t; t = strtok_r(NULL, " \n", &sv))
+    for (int c = 0; c < ORCH__CG_NCTL; c++)
+      if (strcmp(t, orch__cg_ctl_names[c]) == 0) m |= 1u << c;
+  return m;
+}
+
 /* Enables the wanted controllers in a v2 directory's subtree_control where
  * its cgroup.controllers offers them (errors ignored: the child then reads
- * which it got). */
+ * which it got). A write only when one is missing: the common case is two
+ * reads. */
 static void enable_v2(const char *dir, unsigned want) {
-  char avail[512], on[512], cmd[32];
-  if (read_path(dir, "cgroup.controllers", avail, sizeof avail) < 0) return;
-  if (read_path(dir, "cgroup.subtree_control", on, sizeof on) < 0) return;
+  char buf[512], cmd[32];
+  if (read_path(dir, "cgroup.controllers", buf, sizeof buf) < 0) return;
+  unsigned offered = parse_controllers(buf) & want;
+  if (!offered || read_path(dir, "cgroup.subtree_control", buf, sizeof buf) < 0) return;
+  unsigned missing = offered & ~parse_controllers(buf);
   for (int c = 0; c < ORCH__CG_NCTL; c++) {
-    if (!(want & (1u << c))) continue;
-    char tmp[512];
-    copy(tmp, sizeof tmp, avail);
-    int offered = 0, enabled = 0;
-    for (char *s = NULL, *t = strtok_r(tmp, " \n", &s); t; t = strtok_r(NULL, " \n", &s))
-      if (strcmp(t, orch__cg_ctl_names[c]) == 0) offered = 1;
-    copy(tmp, sizeof tmp, on);
-    for (char *s = NULL, *t = strtok_r(tmp, " \n", &s); t; t = strtok_r(NULL, " \n", &s))
-      if (strcmp(t, orch__cg_ctl_names[c]) == 0) enabled = 1;
-    if (offered && !enabled) {
-      snprintf(cmd, sizeof cmd, "+%s", orch__cg_ctl_names[c]);
-      write_path(dir, "cgroup.subtree_control", cmd);
-    }
+    if (!(missing & (1u << c))) continue;
+    snprintf(cmd, sizeof cmd, "+%s", orch__cg_ctl_names[c]);
+    write_path(dir, "cgroup.subtree_control", cmd);
   }
 }
 
 static unsigned v2_controllers(int dfd) {
   char buf[512];
-  unsigned m = 0;
   if (read_at(dfd, "cgroup.controllers", buf, sizeof buf) < 0) return 0;
-  for (char *s = NULL, *t = strtok_r(buf, " \n", &s); t; t = strtok_r(NULL, " \n", &s))
-    for (int c = 0; c < ORCH__CG_NCTL; c++)
-      if (strcmp(t, orch__cg_ctl_names[c]) == 0) m |= 1u << c;
-  return m;
+  return parse_controllers(buf);
 }
 
 /* ---------------------------------------------------------------- objects */
@@ -416,8 +413,17 @@ static int open_v2(orch__cgroup *cg, const char *path, int create, unsigned want
   r = resolve(path, -1, &cg->path);
   if (r == 0) r = fs_path(lo->v2_mount, lo->v2_root, cg->path, &cg->fs[0]);
   if (r == 0 && create) {
-    /* Parents the walk enables controllers in: each one it passes. */
-    r = mkdirs(lo->v2_mount, cg->fs[0], 1, enable_v2, want);
+    /* The parent usually exists: one mkdir, else the whole walk. */
+    if (mkdir(cg->fs[0], 0755) == 0) {
+      char *slash = strrchr(cg->fs[0], '/');
+      *slash = 0;
+      enable_v2(cg->fs[0], ORCH__CG_ALL);
+      *slash = '/';
+    } else if (errno == ENOENT) {
+      r = mkdirs(lo->v2_mount, cg->fs[0], 1, enable_v2, ORCH__CG_ALL);
+    } else {
+      r = -errno;
+    }
   }
   if (r == 0) {
     cg->dfd = open(cg->fs[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -428,7 +434,9 @@ static int open_v2(orch__cgroup *cg, const char *path, int create, unsigned want
   for (int c = 0; c < ORCH__CG_NCTL; c++) {
     if (cg->v2ctl & (1u << c)) continue;
     if (create && !(want & (1u << c))) continue;
-    /* A mirror that cannot be made leaves that controller unavailable;
+    /* A mirror costs a directory per hierarchy (a v1 memory cgroup is
+     * slow to make): made now only when asked for, else at the first
+     * limit. One that cannot be made leaves that controller unavailable;
      * orch__cg_set says so when a limit needs it. */
     mirror(cg, path, c, create);
   }

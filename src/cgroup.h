@@ -73,8 +73,10 @@ typedef struct {
 } orch__cgroup;
 
 void orch__cg_init(orch__cgroup *cg);
-/* Makes the cgroup (and missing parents; EEXIST if it exists), enables the
- * wanted controllers in v2 where the parent allows, else makes v1 mirrors. */
+/* Makes the cgroup (and missing parents; EEXIST if it exists), enables
+ * every controller in v2 where the parent offers it, and makes v1 mirrors
+ * now for the controllers in `want` that v2 lacks (the others are made by
+ * the first orch__cg_set that needs one). */
 int orch__cg_create(orch__cgroup *cg, const char *path, unsigned want);
 /* Opens an existing cgroup and the v1 mirrors that exist. */
 int orch__cg_open(orch__cgroup *cg, const char *path);

@@ -232,7 +232,7 @@ static void check_path_arg(lua_State *L, int idx) {
 
 static unsigned check_controllers(lua_State *L, int idx) {
   int t = lua_getfield(L, idx, "controllers");
-  unsigned want = ORCH__CG_ALL;
+  unsigned want = 0;
   if (t == LUA_TTABLE) {
     want = 0;
     lua_Integer n = luaL_len(L, -1);
@@ -256,7 +256,7 @@ static unsigned check_controllers(lua_State *L, int idx) {
 static int cgroup_create(lua_State *L) {
   static const char *const opts[] = { "controllers", NULL };
   check_path_arg(L, 1);
-  unsigned want = ORCH__CG_ALL;
+  unsigned want = 0;
   if (!lua_isnoneornil(L, 2)) {
     orch__check_options(L, 2, opts);
     want = check_controllers(L, 2);

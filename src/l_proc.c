@@ -36,6 +36,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -46,6 +47,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "stream.h"
 #include "util.h"
 
@@ -220,6 +222,7 @@ typedef struct {
   const char *path;          /* search path, or NULL for no search */
   volatile int err;
   const char *volatile step;
+  int ncg;                   /* how many of req->cgroup_fds to write */
 } spawn_ctx;
 
 /* Tries file in each directory of path like execvp (no /bin/sh fallback).
@@ -285,6 +288,11 @@ static int spawn_child(void *arg) {
   for (int s = 1; s < NSIG; s++)
     if (s != SIGKILL && s != SIGSTOP) raw_sigaction(s, &ksa_default, NULL);
 
+  /* Into the cgroups before anything else: what the program does, and the
+   * children it forks, are accounted and limited there. */
+  for (int i = 0; i < x->ncg; i++)
+    if (write(r->cgroup_fds[i], "0", 1) < 0) child_fail(x, "cgroup");
+
   if (r->flags & ORCH__SPAWN_SETSID) {
     if (setsid() < 0) child_fail(x, "setsid");
   } else if (r->flags & ORCH__SPAWN_PGROUP) {
@@ -345,6 +353,50 @@ static int ensure_stack(proc_state *st) {
   return 0;
 }
 
+#if defined(__x86_64__) && defined(SYS_clone3)
+#define HAVE_CLONE3_INTO 1
+/* clone3(CLONE_VM|CLONE_VFORK|CLONE_INTO_CGROUP) running fn(arg) on the
+ * given stack, as glibc's clone() does for clone(2) (glibc exports no
+ * clone3). The child starts on the new stack with every register but rax,
+ * rcx and r11 as the parent had them: it calls fn with arg from r12/r13
+ * and exits with its result; it never returns here. Returns the pid or
+ * -errno. */
+static long clone3_into(int (*fn)(void *), void *arg, char *stack, size_t size, int cgdir) {
+  struct {
+    unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
+                       tls, set_tid, set_tid_size, cgroup;
+  } ca;
+  memset(&ca, 0, sizeof ca);
+  ca.flags = CLONE_VM | CLONE_VFORK | 0x200000000ULL /* CLONE_INTO_CGROUP */;
+  ca.exit_signal = SIGCHLD;
+  ca.stack = (unsigned long long)(uintptr_t)stack;
+  ca.stack_size = size;
+  ca.cgroup = (unsigned long long)cgdir;
+  register long rax __asm__("rax") = SYS_clone3;
+  register void *rdi __asm__("rdi") = &ca;
+  register size_t rsi __asm__("rsi") = sizeof ca;
+  register int (*r12)(void *) __asm__("r12") = fn;
+  register void *r13 __asm__("r13") = arg;
+  __asm__ volatile(
+    "syscall\n\t"
+    "test %%rax, %%rax\n\t"
+    "jnz 1f\n\t"
+    "xor %%ebp, %%ebp\n\t"
+    "mov %%r13, %%rdi\n\t"
+    "call *%%r12\n\t"
+    "mov %%eax, %%edi\n\t"
+    "mov $231, %%eax\n\t"       /* exit_group */
+    "syscall\n\t"
+    "hlt\n"
+    "1:\n\t"
+    : "+r"(rax)
+    : "r"(rdi), "r"(rsi), "r"(r12), "r"(r13)
+    : "rcx", "r11", "memory");
+  return rax;
+}
+static int clone3_works = 1;       /* cleared on ENOSYS/E2BIG/EINVAL */
+#endif
+
 int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
                 const char **step) {
   proc_state *st = get_state(rt);
@@ -353,7 +405,7 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   if (req->nfds < 0 || req->nfds > MAX_FDMAP) return -EINVAL;
   int r = ensure_stack(st);
   if (r < 0) return r;
-  spawn_ctx x = { req, NULL, 0, NULL };
+  spawn_ctx x = { req, NULL, 0, NULL, req->ncgroup_fds };
   if (req->search && !strchr(req->file, '/')) {
     x.path = req->search_path;
     if (!x.path) x.path = getenv("PATH");
@@ -363,9 +415,25 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  pid_t pid = clone(spawn_child, st->stack + CHILD_STACK,
-                    CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
-  int e = errno;
+  pid_t pid = -1;
+  int e = 0;
+#ifdef HAVE_CLONE3_INTO
+  if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && req->ncgroup_fds > 0) {
+    /* Born in the v2 cgroup: the child skips writing the last fd. */
+    x.ncg = req->ncgroup_fds - 1;
+    long r3 = clone3_into(spawn_child, &x, st->stack, CHILD_STACK, req->cgroup_dir);
+    if (r3 >= 0) pid = (pid_t)r3;
+    else if (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL) clone3_works = 0;
+    else e = (int)-r3;
+    if (pid < 0 && !e) x.ncg = req->ncgroup_fds;
+  }
+  if (pid < 0 && !e) {
+#endif
+  pid = clone(spawn_child, st->stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
+  e = errno;
+#ifdef HAVE_CLONE3_INTO
+  }
+#endif
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (pid < 0) {
     *step = "clone";
@@ -790,7 +858,7 @@ static const char *const io_keys[] = { "stdin", "stdout", "stderr" };
 
 static const char *const spawn_options[] = {
   "path", "env", "env_mode", "cwd", "uid", "gid", "stdin", "stdout", "stderr",
-  "fds", "pgroup", "setsid", "rlimits", "umask", NULL
+  "fds", "pgroup", "setsid", "rlimits", "umask", "cgroup", NULL
 };
 
 static const struct { const char *name; int res; } rlimit_names[] = {
@@ -822,6 +890,7 @@ typedef struct {
   int nrl;
   int has_umask;
   mode_t umask;
+  orch__cgroup *cgroup;       /* NULL: orch's own */
 } spawn_args;
 
 /* Is the value at idx a stream? Pushes nothing. Returns its fd or -1; raises
@@ -1053,6 +1122,9 @@ static void spawn_validate(lua_State *L, spawn_args *a) {
   lua_Integer u = opt_mode(L, 1, "umask", &has);
   a->has_umask = has;
   a->umask = (mode_t)u;
+  if (lua_getfield(L, 1, "cgroup") != LUA_TNIL && !(a->cgroup = orch__cg_check(L, -1)))
+    orch__opt_error(L, 1, "cgroup", lua_pushfstring(L, "orch.Cgroup expected, got %s", luaL_typename(L, -1)));
+  lua_pop(L, 1);
 }
 
 typedef struct {
@@ -1301,6 +1373,8 @@ static int spawn_failure(lua_State *L, int err, const char *step, const char *fi
     lua_pushfstring(L, "spawn: exec %s", file);
   } else if (strcmp(step, "chdir") == 0) {
     lua_pushfstring(L, "spawn: chdir %s", a->cwd);
+  } else if (strcmp(step, "cgroup") == 0) {
+    lua_pushfstring(L, "spawn: cgroup %s", a->cgroup->path);
   } else if (strcmp(step, "setuid") == 0) {
     lua_pushfstring(L, "spawn: setuid %d", (int)c->uid);
   } else if (strcmp(step, "setgid") == 0) {
@@ -1395,8 +1469,29 @@ static int proc_spawn(lua_State *L) {
 
   lua_pushvalue(L, ud);
   p->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
-  const char *step;
-  int pid = orch__spawn(rt, &req, &p->child, &step);
+  const char *step = "cgroup";
+  /* A child born frozen would never exec, and the vfork parent (orch)
+   * would wait for it until a thaw. */
+  int frozen = 0;
+  if (a.cgroup && orch__cg_events(a.cgroup, NULL, &frozen) == 0 && frozen) {
+    luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);
+    p->anchor = LUA_NOREF;
+    close_streams(L, ud);
+    return orch__failf(L, "EBUSY", "spawn: cgroup %s is frozen", a.cgroup->path);
+  }
+  /* Opened last and closed right after the spawn: nothing between raises. */
+  int cgfds[1 + ORCH__CG_NCTL];
+  int pid = a.cgroup ? orch__cg_join_fds(a.cgroup, 1, cgfds, 1 + ORCH__CG_NCTL) : 0;
+  if (pid >= 0) {
+    req.cgroup_fds = cgfds;
+    req.ncgroup_fds = pid;
+    if (a.cgroup) {
+      req.flags |= ORCH__SPAWN_CGROUP;
+      req.cgroup_dir = a.cgroup->dfd;
+    }
+    pid = orch__spawn(rt, &req, &p->child, &step);
+    for (int i = 0; i < req.ncgroup_fds; i++) close(cgfds[i]);
+  }
   if (pid < 0) {
     luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);
     p->anchor = LUA_NOREF;

@@ -49,6 +49,7 @@ struct orch__child {
 #define ORCH__SPAWN_SETGID  0x08  /* gid is valid */
 #define ORCH__SPAWN_UMASK   0x10  /* umask is valid */
 #define ORCH__SPAWN_GROUPS  0x20  /* groups/ngroups are valid (setgroups) */
+#define ORCH__SPAWN_CGROUP  0x40  /* cgroup_dir is valid (clone3 CLONE_INTO_CGROUP) */
 
 typedef struct { int resource; struct rlimit lim; } orch__rlimit;
 typedef struct { int target, source; } orch__fdmap;
@@ -73,12 +74,20 @@ typedef struct {
    * fd of the parent, including other targets' numbers. At most 256. */
   const orch__fdmap *fds;
   int nfds;
+  /* cgroup.procs files (O_WRONLY) the child writes "0" to first, so that it
+   * runs in those cgroups before anything else (orch__cg_join_fds). With
+   * ORCH__SPAWN_CGROUP the last one is the v2 cgroup's, and the child is
+   * born in cgroup_dir (clone3 CLONE_INTO_CGROUP) instead of writing it
+   * when the kernel can (Linux 5.7, x86-64 here). */
+  const int *cgroup_fds;
+  int ncgroup_fds;
+  int cgroup_dir;
 } orch__spawn_req;
 
 /* Spawns a child (clone(CLONE_VM|CLONE_VFORK): the parent is suspended until
  * the child execs or fails; no Lua, no malloc in the child). On success
  * registers c (c->pid set) and returns the pid. On failure returns -errno and
- * sets *step to what failed: "exec", "chdir", "setuid", "setgid",
+ * sets *step to what failed: "exec", "cgroup", "chdir", "setuid", "setgid",
  * "setgroups", "setrlimit", "setsid", "setpgid", "dup", "clone". Nothing is
  * registered then and the failed child is already reaped. Loop thread only. */
 int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
