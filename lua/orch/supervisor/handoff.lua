@@ -41,6 +41,18 @@ local function canon(v, depth)
 end
 handoff.canon = canon
 
+--- A short digest of canon(def) (64-bit FNV-1a, hex), for the state record
+-- of persist.lua, which is rewritten often: it tells a changed definition
+-- from the same one without carrying the whole text.
+function handoff.digest(def)
+  local text = canon(def)
+  local h = -3750763034362895579          -- 0xcbf29ce484222325
+  for i = 1, #text do
+    h = (h ~ text:byte(i)) * 1099511628211
+  end
+  return string.format("%016x", h)
+end
+
 --- What the supervisor hands over: its live processes and their log pipes.
 -- Returns a JSON-able state and the descriptors that must cross exec.
 function handoff.export(S)
@@ -169,7 +181,9 @@ function handoff.adopt(inst, e)
   inst:set_state("starting")
   if inst.cfg.heartbeat then require("orch.supervisor.heartbeat").adopt(inst, run) end
   inst:mark_ready(run, nil)
-  local why = e.def ~= canon(S.services[inst.service].def) and "definition changed"
+  local def = S.services[inst.service].def
+  local changed = e.killed and e.def ~= handoff.digest(def) or not e.killed and e.def ~= canon(def)
+  local why = changed and "definition changed"
     or e.lost_log and "its log pipe was lost (the fd holder is gone)"
   if why then
     inst:log("%s: restarting", why)

@@ -68,11 +68,16 @@ end
 
 -- ---------------------------------------------------------------- the record
 
--- The canonical text of a service's definition, computed once per
--- definition (a reload makes a new service table).
-local function def_text(S, svc)
-  if not svc.def_text then svc.def_text = require("orch.supervisor.handoff").canon(svc.def) end
-  return svc.def_text
+-- The digest of a service's definition, computed once per definition (a
+-- reload makes a new service table).
+local digests = setmetatable({}, { __mode = "k" })
+local function def_digest(svc)
+  local d = digests[svc]
+  if not d then
+    d = require("orch.supervisor.handoff").digest(svc.def)
+    digests[svc] = d
+  end
+  return d
 end
 
 -- The start time of a run's process, read once per run and pid (a run's
@@ -109,8 +114,8 @@ local function snapshot(S)
       list[#list + 1] = {
         name = inst.name, pid = pid, pid_start = start, want = inst.want and true or false,
         restarts = inst.restarts, start_time = inst.start_time,
-        started_at = wall - (now - (run.started or now)),
-        def = def_text(S, S.services[inst.service]), log = s and true or nil,
+        started_at = math.floor((wall - (now - (run.started or now))) * 1000) / 1000,
+        def = def_digest(S.services[inst.service]), log = s and true or nil,
       }
       if s then pipes[inst.name] = { pid = pid, start = start, stream = s } end
     end
@@ -268,7 +273,8 @@ function persist.sync(S)
   if not P or P.closed then return end
   local list, pipes = snapshot(S)
   local again = not sync_holder(S, P, pipes)
-  local me = orch.proc.info(orch.getpid())
+  if not P.me then P.me = orch.proc.info(orch.getpid()) end
+  local me = P.me
   local created = {}
   for k in pairs(S.created_tables) do created[#created + 1] = k end
   table.sort(created)
@@ -278,12 +284,16 @@ function persist.sync(S)
     holder = h and { pid = h.pid, start = h.start } or nil,
     heartbeat_tables = created, instances = list,
   }
-  local ok, err = core().write_private(P.state_path, ctl().encode(rec))
-  if not ok and not P.write_failed then
-    P.write_failed = true
-    S:log("cannot write the state record: " .. tostring(err))
-  elseif ok then
-    P.write_failed = nil
+  local text = ctl().encode(rec)
+  if text ~= P.written then
+    local ok, err = core().write_private(P.state_path, text)
+    if not ok and not P.write_failed then
+      P.write_failed = true
+      S:log("cannot write the state record: " .. tostring(err))
+    elseif ok then
+      P.write_failed = nil
+      P.written = text
+    end
   end
   if again and not P.timer then
     P.timer = orch.timer.after(RETRY, function()
