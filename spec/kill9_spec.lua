@@ -461,6 +461,21 @@ orch.task(function() orch.sleep(1e6) end)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  it("keeps no record and starts no holder beside a socket in a directory others may write to", function()
+    local t = new_test()
+    local ok, err = pcall(function()
+      os.execute("chmod 1777 " .. h.shquote(t.dir))
+      local pid = run(t)
+      all_running(t)
+      assert.truthy(slurp(t.runs[1].err):find("is writable by group or others", 1, true))
+      shutdown(t, pid)
+      assert.are.equal("", slurp(t.state))
+      assert.are.equal("", (h.sh("ls " .. h.shquote(t.dir) .. " | grep holder")))
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"), 0) end
+  end)
+
   it("ignores a state record that is not safe to trust", function()
     local t = new_test()
     local ok, err = pcall(function()

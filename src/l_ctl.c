@@ -395,6 +395,23 @@ static int ctl_nofile(lua_State *L) {
   return 2;
 }
 
+/* ctl.private_dir(path): true if path is a directory (not a symbolic link)
+ * owned by our uid that neither group nor others may write to, so that no
+ * one else can create, replace or remove the files in it; otherwise nil,
+ * message, code (EPERM when it is not private). */
+static int ctl_private_dir(lua_State *L) {
+  const char *path = orch__checkpath(L, 1, NULL);
+  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  struct stat st;
+  if (lstat(path, &st) < 0) return orch__fail(L, "private_dir", errno);
+  const char *why = !S_ISDIR(st.st_mode) ? "is not a directory"
+                  : st.st_uid != geteuid() ? "belongs to another user"
+                  : (st.st_mode & 022) ? "is writable by group or others" : NULL;
+  if (why) return orch__failf(L, "EPERM", "private_dir: %s %s", path, why);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int ctl_getuid(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)geteuid());
   return 1;
@@ -701,6 +718,7 @@ int orch__open_ctl(lua_State *L) {
     {"sd_notify", ctl_sd_notify}, {"sd_watchdog", ctl_sd_watchdog}, {"sockets", ctl_sockets}, {"exe_path", ctl_exe_path},
     {"stream", ctl_stream}, {"write_private", ctl_write_private}, {"read_private", ctl_read_private},
     {"nofile", ctl_nofile}, {"fd_reserve", ctl_fd_reserve},
+    {"private_dir", ctl_private_dir},
     {NULL, NULL}
   };
   luaL_newlib(L, fns);

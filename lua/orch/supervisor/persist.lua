@@ -335,6 +335,14 @@ function persist.recover(S)
   local sock = persist.socket(S)
   if not sock then return end
   local state_path, holder_path = paths(sock)
+  -- Only in a directory no one else can write to: nobody may plant a record
+  -- or bind the holder's name (and receive the log pipes).
+  local dir = sock:match("^(.*)/[^/]*$")
+  local ok, derr = core().private_dir(dir == nil and "." or dir == "" and "/" or dir)
+  if not ok then
+    S:log("no state record and no fd holder (services will not survive a kill -9 of orch): " .. tostring(derr))
+    return
+  end
   local P = { socket = sock, state_path = state_path, holder_path = holder_path, held = {} }
   S.persist = P
   local text, err, code = core().read_private(state_path)
