@@ -267,6 +267,42 @@ describe("orch killed with SIGKILL", function()
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  it("after `orch ctl reexec` too: the same holder, and a kill -9 then loses nothing", function()
+    local t = new_test()
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      local holder = until_true(function() return holder_of(t) end, "the holder")
+      local code, _, e = ctl(t, "reexec")
+      assert.are.equal(0, code, e)
+      until_true(function()
+        local c, o = ctl(t, "eval", "return package.loaded['orch.ctl'].inherited() ~= nil")
+        return c == 0 and o == "true\n"
+      end, "the new image")
+      local s2 = all_running(t)
+      for _, n in ipairs(NAMES) do assert.are.equal(s1[n].pid, s2[n].pid) end
+      -- The new image kept the holder (no second one) and its pipes.
+      assert.are.equal(holder, holder_of(t))
+      local holders = 0
+      for _, pid in ipairs(h.orch.proc.list()) do
+        local c = slurp("/proc/" .. pid .. "/cmdline")
+        if c:find("fdholder\0" .. t.sock .. ".holder\0", 1, true) and alive(pid) then holders = holders + 1 end
+      end
+      assert.are.equal(1, holders)
+      until_true(function() return holds_pipes(holder, { s2.a.pid, s2.b.pid, s2.c.pid }) end,
+        "the holder to hold the three log pipes")
+      kill9(pid1)
+      until_true(function() return not alive(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s3 = all_running(t)
+      for _, n in ipairs(NAMES) do assert.are.equal(s1[n].pid, s3[n].pid) end
+      shutdown(t, pid2)
+      until_true(function() return not alive(holder) end, "the holder to exit")
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
   it("stops what it cannot adopt (the holder died too): no duplicate", function()
     local t = new_test(true)
     local ok, err = pcall(function()
