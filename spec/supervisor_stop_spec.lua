@@ -4,8 +4,15 @@
 local u = require "spec.supervisor_util"
 local h, orch = u.h, u.orch
 
+-- The pid a service wrote into path (it may be running a moment before it
+-- has written it).
 local function pid_in(path)
-  return tonumber(h.slurp(path):match("%d+"))
+  local pid
+  u.until_true(function()
+    pid = tonumber(h.slurp(path):match("%d+"))
+    return pid ~= nil
+  end, 20)
+  return pid
 end
 
 describe("supervisor stop sequence", function()
