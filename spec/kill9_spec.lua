@@ -8,7 +8,10 @@ local h = require "spec.helper"
 local cjson = require "cjson"
 local u = require "spec.ctl_util"
 
-local alive, slurp, pause = h.alive, h.slurp, h.pause
+local alive = h.alive
+-- A file's content, "" when it cannot be read (a process of /proc may end
+-- between the open and the read).
+local function slurp(path) return h.slurp(path) or "" end
 local sanitizer_clean, until_true = u.sanitizer_clean, u.until_true
 
 -- Three services; each writes "PID line N" every 20 ms to its log
