@@ -58,9 +58,11 @@ end
 local function slurp(path)
   local f = io.open(path, "rb")
   if not f then return "" end
+  -- A /proc file of a process that ends between the open and the read
+  -- fails to read: "" as if it were gone already.
   local s = f:read("a")
   f:close()
-  return s
+  return s or ""
 end
 h.slurp = slurp
 
