@@ -148,11 +148,19 @@ local function hello(P, h)
   local d, err = client(P)
   if not d then return nil, err end
   local me = orch.proc.info(orch.getpid())
-  local ok, serr = d:send(ctl().encode{ op = "hello", pid = orch.getpid(), start = me.start_time }, P.holder_path)
-  if not ok then return nil, serr end
+  local deadline = orch.now() + HOLDER_WAIT
+  -- A holder that has just started may not have bound its socket yet.
+  while true do
+    local ok, serr, code = d:send(ctl().encode{ op = "hello", pid = orch.getpid(), start = me.start_time }, P.holder_path)
+    if ok then break end
+    if (code ~= "ENOENT" and code ~= "ECONNREFUSED" and code ~= "EAGAIN") or orch.now() > deadline
+       or not holder_alive(h) then
+      return nil, serr
+    end
+    orch.sleep(RETRY)
+  end
   local got, total = {}, nil
   local n = 0
-  local deadline = orch.now() + HOLDER_WAIT
   d:set_timeout(HOLDER_WAIT)
   while total == nil or n < total do
     if orch.now() > deadline then return nil, "the fd holder did not answer" end
@@ -379,7 +387,10 @@ function persist.recover(S)
       for name, e in pairs(got) do P.held[name] = { pid = e.pid } end
       pipes = got
     else
-      S:log("fd holder (pid " .. h.pid .. "): " .. tostring(herr))
+      -- A holder we cannot talk to only keeps its name from a new one.
+      S:log("fd holder (pid " .. h.pid .. "): " .. tostring(herr) .. ": stopping it")
+      orch.kill(h.pid, "TERM", h.start)
+      orch.proc.wait_exit(h.pid, h.start, HOLDER_WAIT)
     end
   end
   -- The heartbeat tables the killed orch created are ours to remove.
