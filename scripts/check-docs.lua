@@ -47,7 +47,7 @@ end
 local policy_modules = {
   ["orch.supervisor"] = "sup", ["orch.scheduler"] = "sched", ["orch.watchdog"] = "watchdog",
   ["orch.ctl"] = "ctl", ["orch.sdnotify"] = "sdnotify", ["orch.repl"] = "repl",
-  ["orch.heartbeat"] = "orch.heartbeat",
+  ["orch.heartbeat"] = "orch.heartbeat", ["orch.import"] = "import",
 }
 for modname, short in pairs(policy_modules) do
   local ok, m = pcall(require, modname)
