@@ -104,3 +104,68 @@ describe("orch ctl reexec with supervised services", function()
     end)
   end
 end)
+
+-- Services that exit all the time (a crash loop, a short job restarted
+-- without delay) while reexec runs again and again: every reexec succeeds
+-- and no restart count goes back.
+local CHURN = [[
+local sup = require "orch.supervisor"
+sup.configure{ log = false }
+for i = 1, 6 do
+  sup.service{ name = "c" .. i, backoff = 0, log = { dir = DIR },
+    cmd = { "sh", "-c", "echo up; sleep 0.0" .. i .. "; exit 1" } }
+end
+sup.service{ name = "slow", backoff = { initial = 30, max = 30 }, cmd = { "sh", "-c", "exit 1" } }
+sup.service{ name = "gone", cmd = { "sh", "-c", "exit 1" }, backoff = 0, start_limit = { burst = 1, interval = 600 } }
+sup.service{ name = "off", cmd = { "sleep", "1000" } }
+sup.run()
+assert(require("orch.ctl").serve{ socket = SOCK })
+]]
+
+describe("orch ctl reexec under churn", function()
+  it("succeeds every time and keeps every restart count, backoff and fatal state", function()
+    local o = u.start(CHURN)
+    local ok, err = pcall(function()
+      local function sum(s)
+        local n = 0
+        for i = 1, 6 do n = n + s["c" .. i].restarts end
+        return n
+      end
+      local s0 = until_true(function()
+        local s = status(o)
+        return s.c1.restarts > 3 and s.gone.state == "fatal" and s.slow.state == "backoff" and s end, "churn")
+      local code, _, e = ctl_cli(o, "stop", "off")
+      assert.are.equal(0, code, e)
+      local last = sum(s0)
+      local image = 0
+      for round = 1, 6 do
+        code, _, e = ctl_cli(o, "reexec")
+        assert.are.equal(0, code, "reexec " .. round .. ": " .. e .. h.slurp(o.dir .. "/err"))
+        image = image + 1
+        -- The new image answers once it has re-read the policy.
+        local s = until_true(function()
+          local c, out = ctl_cli(o, "eval", "return os.getenv('ORCH_HANDOFF') ~= nil")
+          return c == 0 and out == "true\n" and status(o)
+        end, "the new image " .. round)
+        for i = 1, 6 do
+          assert.is_true(s["c" .. i].restarts >= s0["c" .. i].restarts,
+            "c" .. i .. " restarts went back after reexec " .. round)
+        end
+        assert.is_true(sum(s) >= last, "restart sum went back after reexec " .. round)
+        last = sum(s)
+        assert.are.equal("fatal", s.gone.state)
+        assert.are.equal(s0.gone.restarts, s.gone.restarts)
+        assert.are.equal("backoff", s.slow.state)
+        assert.are.equal(s0.slow.restarts, s.slow.restarts)
+        assert.are.equal("stopped", s.off.state)
+        s0 = s
+      end
+      code, _, e = ctl_cli(o, "shutdown")
+      assert.is_true(code == 0 or code == 4, e)
+      until_true(function() return not alive(o.pid) end, "orch to exit")
+    end)
+    if alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
+    sanitizer_clean(h.slurp(o.dir .. "/err"), "orch run")
+    if not ok then error(tostring(err) .. "\n" .. h.slurp(o.dir .. "/err"), 0) end
+  end)
+end)

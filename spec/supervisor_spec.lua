@@ -100,6 +100,17 @@ describe("supervisor definitions", function()
       assert.has_error(function() s.signal("nope", "NOSIG") end,
         "bad argument #2 to 'signal' (signal name or number expected, got NOSIG)")
       assert.has_error(function() s.configure { bogus = 1 } end, "bad argument #1 to 'configure' (unknown option 'bogus')")
+      -- A wait for a state that does not exist could only time out.
+      s.service { name = "w", autostart = false, cmd = { "true" } }
+      local unknown = "bad argument #2 to 'wait' (unknown state 'runing'; one of stopped, waiting, starting, "
+        .. "running, stopping, backoff, exited, fatal expected)"
+      assert.has_error(function() s.wait("w", "runing", 1) end, unknown)
+      assert.has_error(function() s.wait("w", { "stopped", "runing" }, 1) end, unknown)
+      assert.has_error(function() s.wait("w", 3) end, "bad argument #2 to 'wait' (state name or list expected)")
+      assert.has_error(function() s.configure { exit_on_fatal = "some" } end,
+        "bad argument #1 to 'configure' (option 'exit_on_fatal': \"all\", \"any\" or false expected)")
+      assert.has_error(function() s.configure { exit_when_idle = 1 } end,
+        "bad argument #1 to 'configure' (option 'exit_when_idle': boolean expected)")
     end)
   end)
 

@@ -53,28 +53,36 @@ function handoff.digest(def)
   return string.format("%016x", h)
 end
 
---- What the supervisor hands over: its live processes and their log pipes.
--- Returns a JSON-able state and the descriptors that must cross exec.
+--- What the supervisor hands over: every instance's counters and state,
+-- and for those with a live process its pid and log pipe. Returns a
+-- JSON-able state and the descriptors that must cross exec.
 function handoff.export(S)
   local list, fds = {}, {}
+  local now = orch.now()
   for _, inst in ipairs(S:all_instances()) do
+    local e = {
+      name = inst.name, want = inst.want and true or false, state = inst.state,
+      restarts = inst.restarts, fails = inst.fails, reason = inst.reason,
+      exit_code = inst.exit_code, exit_signal = inst.exit_signal, history = inst.history,
+    }
+    if inst.state == "backoff" and inst.backoff_until then
+      e.backoff_left = math.max(0, inst.backoff_until - now)
+    end
     local run = inst.run
     local pid = run and run.alive and (run.main_pid or run.pid)
     local info = pid and orch.proc.info(pid)
     if info then
-      local e = {
-        name = inst.name, pid = pid, pid_start = info.start_time, want = inst.want and true or false,
-        restarts = inst.restarts, state = inst.state, start_time = inst.start_time,
-        uptime = orch.now() - (run.started or orch.now()),
-        def = canon(S.services[inst.service].def),
-      }
-      local fd = run.log_stream and run.log_stream:fd()
+      e.pid, e.pid_start, e.start_time = pid, info.start_time, inst.start_time
+      e.uptime = now - (run.started or now)
+      e.def = canon(S.services[inst.service].def)
+      -- A pipe that reached EOF is closed already: nothing to hand over.
+      local fd = run.log_stream and not run.log_done and run.log_stream:fd()
       if math.type(fd) == "integer" and fd >= 0 then
         e.log_fd = fd
         fds[#fds + 1] = fd
       end
-      list[#list + 1] = e
     end
+    list[#list + 1] = e
   end
   return { version = 1, instances = list }, fds
 end
@@ -92,7 +100,7 @@ function handoff.load(S)
   local C = require "orch.core.ctl"
   local h = {}
   for _, e in ipairs(st.instances) do
-    if type(e) == "table" and type(e.name) == "string" and math.type(e.pid) == "integer" then
+    if type(e) == "table" and type(e.name) == "string" and (e.pid == nil or math.type(e.pid) == "integer") then
       if math.type(e.log_fd) == "integer" then
         local s, err = C.stream(e.log_fd)
         e.log_stream = s
@@ -123,13 +131,56 @@ function handoff.drop(S)
   S.inherited = false
   for name, e in pairs(h) do
     if e.log_stream then e.log_stream:close() end
-    local info = orch.proc.info(e.pid)
+    local info = e.pid and orch.proc.info(e.pid)
     if info and info.start_time == e.pid_start and info.state ~= "Z" then
       S:log(string.format("%s: no longer defined: stopping pid %d", name, e.pid))
       S:track_orphans()
       if info.pgid == e.pid then orch.killpg(e.pid, "TERM") else orch.kill(e.pid, "TERM", e.pid_start) end
     end
   end
+end
+
+local function int(v) return math.tointeger(v) end
+
+--- In the new image, before anything starts: the counters of every
+-- instance that has a hand-over entry (restart count, failures in a row,
+-- last exit and history), so that no restart is forgotten.
+function handoff.restore(S, h)
+  for name, e in pairs(h) do
+    local inst = S.by_name[name]
+    if inst and not e.killed then
+      inst.restarts = int(e.restarts) or inst.restarts
+      inst.fails = int(e.fails)
+      inst.reason = type(e.reason) == "string" and e.reason or nil
+      inst.exit_code = int(e.exit_code)
+      inst.exit_signal = e.exit_signal
+      if type(e.history) == "table" then inst.history = e.history end
+    end
+  end
+end
+
+--- An entry without a process: the instance goes on where the previous
+-- image left it. Fatal and exited stay so, backoff waits out what was
+-- left of its delay, stopped stays stopped; a process that ended during
+-- the exec is started again (and counted as a restart). Returns true: the
+-- instance is settled (sup.run starts nothing more for it).
+function handoff.resume(inst, e)
+  local st = e.state
+  if not e.want or st == "stopped" then return true end
+  if st == "fatal" or st == "exited" then
+    inst.want = true
+    inst:set_state(st)
+    return true
+  end
+  if st == "backoff" then
+    inst.want = true
+    inst:backoff(tonumber(e.backoff_left) or 0)
+    return true
+  end
+  inst.restarts = inst.restarts + 1
+  inst:log("its process ended during the reexec")
+  inst:start()
+  return true
 end
 
 -- Waits for the end of an adopted process that is not orch's child (init
@@ -160,6 +211,8 @@ function handoff.adopt(inst, e)
   local info = pid > 1 and pid ~= orch.getpid() and orch.proc.info(pid)
   if not info or info.state == "Z" or info.start_time ~= e.pid_start then
     if e.log_stream then e.log_stream:close() end
+    -- It exited; what follows is a restart like any other.
+    if not e.killed and e.want then inst.restarts = inst.restarts + 1 end
     inst:log(e.killed and "pid %d ended before it could be adopted" or "pid %d ended during the reexec", pid)
     return false
   end

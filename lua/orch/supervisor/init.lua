@@ -501,11 +501,24 @@ local function new(main)
     return out
   end
 
+  local known_states = {}
+  for _, st in ipairs(Instance.STATES) do known_states[st] = true end
+
+  -- A state name or a list of them; an unknown name raises (a wait for it
+  -- could only time out).
   local function states_set(state, op)
     local set = {}
-    if type(state) == "string" then set[state] = true
-    elseif type(state) == "table" then for _, s in ipairs(state) do set[s] = true end
-    else error("bad argument #2 to '" .. op .. "' (state name or list expected)", 3) end
+    local list = type(state) == "table" and state or { state }
+    if type(state) ~= "string" and type(state) ~= "table" then
+      error("bad argument #2 to '" .. op .. "' (state name or list expected)", 3)
+    end
+    for _, st in ipairs(list) do
+      if not known_states[st] then
+        error(string.format("bad argument #2 to '%s' (unknown state '%s'; one of %s expected)",
+          op, tostring(st), table.concat(Instance.STATES, ", ")), 3)
+      end
+      set[st] = true
+    end
     return set
   end
 
@@ -619,17 +632,43 @@ local function new(main)
     handoff.load(S)
     -- After a killed orch: what it left running runs on (persist.lua).
     persist.recover(S)
+    -- An instance with a hand-over entry goes on as it was (its process
+    -- adopted, or its state resumed); the others start as usual.
     local h = S.inherited
+    local settled = {}
     if h then
+      handoff.restore(S, h)
       local names = {}
-      for name, e in pairs(h) do
-        if S.by_name[name] and e.want then names[#names + 1] = name end
+      for name in pairs(h) do
+        if S.by_name[name] then names[#names + 1] = name end
       end
       table.sort(names)
-      for _, name in ipairs(names) do sup.start(name) end
+      -- Those without a process first: a dependency keeps its state.
+      for _, name in ipairs(names) do
+        local e = h[name]
+        if not e.pid then
+          h[name] = nil
+          settled[name] = handoff.resume(S.by_name[name], e)
+        end
+      end
+      -- Those with a process: adopted when wanted; one that was being
+      -- stopped is left to handoff.drop (TERM to its group).
+      for _, name in ipairs(names) do
+        local e = h[name]
+        if e then
+          settled[name] = true
+          if e.want then S.by_name[name]:start() end
+        end
+      end
     end
     for _, n in ipairs(S.order) do
-      if S.services[n].cfg.autostart then sup.start(n) end
+      if S.services[n].cfg.autostart then
+        local list = {}
+        for _, inst in ipairs(S.services[n].instances) do
+          if not settled[inst.name] then list[#list + 1] = inst.name end
+        end
+        if #list > 0 then sup.start(list) end
+      end
     end
     handoff.drop(S)
     persist.touch(S)

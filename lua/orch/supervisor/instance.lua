@@ -286,7 +286,7 @@ function Instance:launch()
   -- After `orch ctl reexec`, the process the previous image ran goes on.
   if self.sup.inherited ~= false then
     local e = self.sup:take_inherited(self)
-    if e and handoff.adopt(self, e) then return end
+    if e and e.pid and handoff.adopt(self, e) then return end
   end
   local missing = self.sup:unready_dependency(self)
   if missing then
@@ -516,7 +516,13 @@ function Instance:after_exit(code, sig, reason, line)
   if fatal then return self:go_fatal(fatal) end
   if decision ~= "restart" then return self:set_state("exited") end
   self:log("restarting in %.2fs", delay)
+  self:backoff(delay)
+end
+
+--- Enters backoff: the next launch in `delay` seconds.
+function Instance:backoff(delay)
   self:set_state("backoff")
+  self.backoff_until = orch.now() + delay
   self.timer = orch.timer.after(delay, function(t)
     if self.timer ~= t then return end
     self.timer = nil
