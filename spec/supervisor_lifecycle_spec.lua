@@ -101,7 +101,10 @@ describe("a supervisor stays up", function()
       assert.is_nil(p:wait(0))
       r = request(dir, { cmd = "start", name = "all" })
       assert.is_true(r.ok, r.error)
-      h.eventually(function() return states(dir).idle.state == "running" end, "idle running")
+      h.eventually(function()
+        local st = states(dir)
+        return st.idle.state == "running" and st.bad.state == "fatal"
+      end, "idle running, bad fatal again")
       assert.are.equal("running", states(dir).web.state)
       r = request(dir, { cmd = "shutdown" })
       assert.is_true(r.ok)
@@ -240,19 +243,17 @@ describe("a supervisor's stop", function()
         local sup = require "orch.supervisor"
         sup.configure { runtime_dir = DIR }
         sup.service { name = "db", restart = "always", backoff = 0,
-          cmd = { "sh", "-c", "echo $$ >> " .. DIR .. "/db.pids; trap 'exit 1' TERM; while :; do sleep 0.02; done" } }
+          cmd = { "sh", "-c", "trap 'exit 1' TERM; echo $$ >> " .. DIR .. "/db.pids; while :; do sleep 0.02; done" } }
         sup.service { name = "web", depends_on = "db", stop = { timeout = 60 },
           cmd = { "sh", "-c", "trap 'touch " .. DIR .. "/web.stopping; " ..
                   "while kill -0 $(head -1 " .. DIR .. "/db.pids) 2>/dev/null; do sleep 0.02; done; exit 0' TERM; " ..
-                  "while :; do sleep 0.02; done" } }
+                  "touch " .. DIR .. "/web.ready; while :; do sleep 0.02; done" } }
         sup.run()
       ]] .. SERVE)
       local p = orch_run(script, token, dir)
       up(dir, p)
-      h.eventually(function()
-        local st = states(dir)
-        return st.db.state == "running" and st.web.state == "running"
-      end, "both running")
+      -- `running` is reached at spawn: wait until both shells set their traps.
+      h.eventually(function() return pid_in(dir .. "/db.pids") and io.open(dir .. "/web.ready") end, "both trapping")
       assert.is_true(p:kill("TERM"))
       h.eventually(function() return io.open(dir .. "/web.stopping") end, "web stopping")
       assert.is_true(orch.kill(pid_in(dir .. "/db.pids"), "TERM"))
@@ -328,6 +329,10 @@ describe("a supervisor as PID 1", function()
         sup.service { name = "c", depends_on = "b", stop = { timeout = 60 }, cmd = svc("c", "TERM", 0) }
         sup.run()
         assert(sup.wait("all", "running", 20))
+        -- `running` is reached at spawn: the traps are set once the pid files exist.
+        for _, n in ipairs { "a", "b", "c" } do
+          while not io.open(DIR .. "/" .. n .. ".pid") do orch.sleep(0.01) end
+        end
         io.open(DIR .. "/up", "w"):close()
       ]])
       local p = spawn { "unshare", "--pid", "--fork", "--mount-proc", h.bin, "run", script,
@@ -369,10 +374,10 @@ describe("a supervisor's exit status", function()
         local sup = require "orch.supervisor"
         sup.configure { runtime_dir = DIR }
         sup.service { name = "deaf", stop = { timeout = 0.2 },
-          cmd = { "sh", "-c", "trap '' TERM; while :; do sleep 0.02; done" } }
+          cmd = { "sh", "-c", "trap '' TERM; touch " .. DIR .. "/deaf.ready; while :; do sleep 0.02; done" } }
         sup.run()
       ]], dir, token)
-      h.eventually(function() return states(dir).deaf.state == "running" end, "deaf running")
+      h.eventually(function() return io.open(dir .. "/deaf.ready") end, "deaf ignoring TERM")
       assert.is_true(p:kill("TERM"))
       assert.are.equal(5, p:wait(30), h.slurp(dir .. "/err"))
     end)
