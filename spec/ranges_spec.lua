@@ -31,6 +31,9 @@ describe("out-of-range values", function()
       { function() return orch.timer.after(-1, function() end) end, "bad argument #1 to 'after' (seconds must be a finite number >= 0)" },
       { function() return orch.timer.after(nan, function() end) end, "bad argument #1 to 'after' (seconds must be a finite number >= 0)" },
       { function() return orch.sleep(nan) end, "seconds must be a finite number >= 0" },
+      -- exit codes: 256 would exit 0
+      { function() return orch.exit(256) end, "bad argument #1 to 'exit' (exit code 0 to 255 expected)" },
+      { function() return orch.exit(-1) end, "bad argument #1 to 'exit' (exit code 0 to 255 expected)" },
       -- the control server's limits
       { function() return ctl.serve{ socket = dir .. "/c.sock", idle_timeout = nan } end, "bad argument #1 to 'serve' (option 'idle_timeout': positive number expected)" },
       { function() return ctl.serve{ socket = dir .. "/c.sock", idle_timeout = inf } end, "bad argument #1 to 'serve' (option 'idle_timeout': positive number expected)" },

@@ -882,7 +882,12 @@ static int core_exit(lua_State *L) {
   orch_runtime *rt = orch__rt(L);
   int code;
   if (lua_isboolean(L, 1)) code = lua_toboolean(L, 1) ? 0 : 1;
-  else code = (int)luaL_optinteger(L, 1, 0);
+  else {
+    lua_Integer n = luaL_optinteger(L, 1, 0);
+    /* An exit status is 8 bits: 256 would silently become 0. */
+    luaL_argcheck(L, n >= 0 && n <= 255, 1, "exit code 0 to 255 expected");
+    code = (int)n;
+  }
   orch__task *t = orch__current(L);
   if (!t && !rt->running) return luaL_error(L, "orch.exit: orch is not running");
   rt->exiting = 1;
