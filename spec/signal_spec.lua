@@ -233,7 +233,7 @@ describe("bad arguments", function()
     { function() orch.signal.number(true) end, "bad argument #1 to 'number' (signal name or number expected, got boolean)" },
     { function() orch.kill() end, "bad argument #1 to 'kill' (pid expected, got no value)" },
     { function() orch.kill("12", "TERM") end, "bad argument #1 to 'kill' (pid expected, got string)" },
-    { function() orch.kill(1.5, "TERM") end, "bad argument #1 to 'kill' (pid must be an integer)" },
+    { function() orch.kill(1.5, "TERM") end, "bad argument #1 to 'kill' (invalid pid)" },
     { function() orch.kill(12, "NOPE") end, "bad argument #2 to 'kill' (unknown signal 'NOPE')" },
     { function() orch.kill(12, "TERM", 0) end, "bad argument #3 to 'kill' (start time must be positive)" },
     { function() orch.kill(12, "TERM", "x") end, "bad argument #3 to 'kill' (number expected, got string)" },

@@ -103,11 +103,6 @@ static uint32_t check_timeout(lua_State *L, int idx) {
   return ms <= 0 ? (s > 0 ? 1 : 0) : (uint32_t)ms;
 }
 
-static pid_t check_pid(lua_State *L, int idx) {
-  lua_Integer p = luaL_checkinteger(L, idx);
-  if (p <= 0 || p > INT32_MAX) luaL_argerror(L, idx, "pid must be a positive process id");
-  return (pid_t)p;
-}
 
 /* ---- Snapshots -------------------------------------------------------- */
 
@@ -199,7 +194,7 @@ static int slot_set_timeout(lua_State *L) {
 
 static int slot_assign(lua_State *L) {
   lslot *ls = check_slot(L, 1);
-  pid_t pid = check_pid(L, 2);
+  pid_t pid = orch__checkpid(L, 2, 0);
   check_nargs(L, 2);
   int r = ls->held ? orch_hb_assign(&ls->s, pid) : -ESTALE;
   return hb_result(L, "heartbeat.assign", r);
@@ -262,7 +257,7 @@ static int table_register(lua_State *L) {
   int compat = orch_hb_is_compat(lt->t);
   const char *name = check_name(L, 2, compat ? ORCH_HBC_PNAME_MAX - 1 : ORCH_HB_NAME_MAX - 1);
   uint32_t ms = check_timeout(L, 3);
-  pid_t pid = lua_isnoneornil(L, 4) ? getpid() : check_pid(L, 4);
+  pid_t pid = lua_isnoneornil(L, 4) ? getpid() : orch__checkpid(L, 4, 0);
   check_nargs(L, 4);
   orch_hb_slot s;
   int r = orch_hb_register_pid(lt->t, pid, name, ms, &s);
@@ -285,7 +280,7 @@ static int table_reserve(lua_State *L) {
 
 static int table_find(lua_State *L) {
   ltable *lt = check_table(L, 1);
-  pid_t pid = lua_isnoneornil(L, 2) ? getpid() : check_pid(L, 2);
+  pid_t pid = lua_isnoneornil(L, 2) ? getpid() : orch__checkpid(L, 2, 0);
   check_nargs(L, 2);
   orch_hb_slot s;
   int r = orch_hb_find(lt->t, pid, &s);
@@ -540,7 +535,7 @@ static int hb_alive(lua_State *L) {
 }
 
 static int hb_start_time(lua_State *L) {
-  pid_t pid = lua_isnoneornil(L, 1) ? getpid() : check_pid(L, 1);
+  pid_t pid = lua_isnoneornil(L, 1) ? getpid() : orch__checkpid(L, 1, 0);
   check_nargs(L, 1);
   uint64_t st;
   int r = orch_hb_proc_stat(pid, &st, NULL, NULL);

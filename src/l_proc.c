@@ -1665,16 +1665,8 @@ static int proc_getppid(lua_State *L) {
   return 1;
 }
 
-static pid_t check_pid(lua_State *L, int idx) {
-  int isint;
-  lua_Integer n = lua_tointegerx(L, idx, &isint);
-  if (lua_type(L, idx) != LUA_TNUMBER) luaL_typeerror(L, idx, "pid");
-  if (!isint || n <= 0 || n > 0x7fffffff) luaL_argerror(L, idx, "invalid pid");
-  return (pid_t)n;
-}
-
 static int proc_info(lua_State *L) {
-  pid_t pid = check_pid(L, 1);
+  pid_t pid = orch__checkpid(L, 1, 0);
   if (lua_gettop(L) > 1) luaL_argerror(L, 2, "no value expected");
   stat_info si;
   int r = read_stat(pid, &si);
@@ -1732,7 +1724,7 @@ static int proc_info(lua_State *L) {
 }
 
 static int proc_start_time(lua_State *L) {
-  pid_t pid = check_pid(L, 1);
+  pid_t pid = orch__checkpid(L, 1, 0);
   unsigned long long t;
   int r = orch__start_time(pid, &t);
   if (r < 0) return orch__fail(L, "proc.start_time", -r);
@@ -1780,7 +1772,7 @@ static void exitwatch_cancel(void *data) {
 }
 
 static int proc_wait_exit(lua_State *L) {
-  pid_t pid = check_pid(L, 1);
+  pid_t pid = orch__checkpid(L, 1, 0);
   lua_Integer start = 0;
   if (!lua_isnoneornil(L, 2)) {
     start = luaL_checkinteger(L, 2);

@@ -187,18 +187,8 @@ static int signal_number(lua_State *L) {
 }
 
 /* Any integer: pids <= 1 are refused with an error result, not raised. */
-static pid_t check_pid(lua_State *L, int idx) {
-  int isint;
-  lua_Integer n = lua_tointegerx(L, idx, &isint);
-  if (lua_type(L, idx) != LUA_TNUMBER) luaL_typeerror(L, idx, "pid");
-  if (!isint) luaL_argerror(L, idx, "pid must be an integer");
-  if (n > 0x7fffffff) luaL_argerror(L, idx, "invalid pid");
-  if (n < 0) n = 0;
-  return (pid_t)n;
-}
-
 static int signal_kill(lua_State *L) {
-  pid_t pid = check_pid(L, 1);
+  pid_t pid = orch__checkpid(L, 1, ORCH__PID_ANY);
   int sig = orch__optsignal(L, 2, SIGTERM);
   lua_Integer start = 0;
   if (!lua_isnoneornil(L, 3)) {
@@ -216,7 +206,7 @@ static int signal_kill(lua_State *L) {
 }
 
 static int signal_killpg(lua_State *L) {
-  pid_t pgid = check_pid(L, 1);
+  pid_t pgid = orch__checkpid(L, 1, ORCH__PID_ANY);
   int sig = orch__optsignal(L, 2, SIGTERM);
   if (lua_gettop(L) > 2) luaL_argerror(L, 3, "no value expected");
   int r = orch__kill(pgid, sig, ORCH__KILL_GROUP, 0);

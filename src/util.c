@@ -183,6 +183,15 @@ const char *orch__signame(int sig) {
   return NULL;
 }
 
+int orch__checkpid(lua_State *L, int idx, int flags) {
+  if (lua_type(L, idx) != LUA_TNUMBER) return luaL_typeerror(L, idx, "pid");
+  int isint;
+  lua_Integer n = lua_tointegerx(L, idx, &isint);
+  if (isint && n <= 0 && (flags & ORCH__PID_ANY)) return 0;
+  if (!isint || n <= 0 || n > 0x7fffffff) return luaL_argerror(L, idx, "invalid pid");
+  return (int)n;
+}
+
 int orch__checksignal(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TNUMBER) {
     int isint;

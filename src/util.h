@@ -36,6 +36,13 @@ const char *orch__opt_string(lua_State *L, int idx, const char *key, const char 
 /* Raises "bad argument #idx to 'fn' (option 'key': <msg>)". */
 int orch__opt_error(lua_State *L, int idx, const char *key, const char *msg);
 
+/* A process id argument (1 to 2^31-1): raises "pid expected, got string"
+ * for a non-number, "invalid pid" for a non-integer or one out of range.
+ * With ORCH__PID_ANY, 0 and negative integers give 0 (orch.kill's callers
+ * refuse that with a returned EPERM, not a raise). */
+#define ORCH__PID_ANY 1
+int orch__checkpid(lua_State *L, int idx, int flags);
+
 /* Signals: numbers or names ("TERM", "SIGTERM", "term"). */
 int orch__signum(const char *name);     /* -1 if unknown */
 const char *orch__signame(int sig);     /* "TERM"; NULL if unknown */
