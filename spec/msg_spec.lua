@@ -265,7 +265,7 @@ describe("orch.Msg", function()
       { function() return q:send(1, {}) end, "bad argument #2 to 'send' (string expected, got table)" },
       { function() return q:send(1, "x", { nowiat = true }) end, "bad argument #3 to 'send' (unknown option 'nowiat')" },
       { function() return q:send(1, "x", { timeout = -1 }) end, "bad argument #3 to 'send' (option 'timeout': seconds must be" },
-      { function() return q:send(1, "x", {}, 4) end, "bad argument #4 to 'send' (no value expected, got number)" },
+      { function() return q:send(1, "x", {}, 4) end, "bad argument #4 to 'send' (no value expected)" },
       { function() return q:recv{ typ = 1 } end, "bad argument #1 to 'recv' (unknown option 'typ')" },
       { function() return q:recv{ max = -1 } end, "bad argument #1 to 'recv' (option 'max': out of range" },
       { function() return q:recv{ timeout = "x" } end, "bad argument #1 to 'recv' (option 'timeout': number expected" },

@@ -81,9 +81,6 @@ static lslot *check_slot(lua_State *L, int idx) {
   return ls;
 }
 
-static void check_nargs(lua_State *L, int max) {
-  if (lua_gettop(L) > max) luaL_argerror(L, max + 1, "no value expected");
-}
 
 static const char *check_name(lua_State *L, int idx, size_t max) {
   size_t len;
@@ -171,14 +168,14 @@ static void push_slot(lua_State *L, int tidx, const orch_hb_slot *s) {
 
 static int slot_beat(lua_State *L) {
   lslot *ls = check_slot(L, 1);
-  check_nargs(L, 1);
+  orch__check_nargs(L, 1);
   int r = ls->held ? orch_hb_beat(&ls->s) : -ESTALE;
   return hb_result(L, "heartbeat.beat", r);
 }
 
 static int slot_unregister(lua_State *L) {
   lslot *ls = check_slot(L, 1);
-  check_nargs(L, 1);
+  orch__check_nargs(L, 1);
   int r = ls->held ? orch_hb_unregister(&ls->s) : -ESTALE;
   ls->held = 0;
   return hb_result(L, "heartbeat.unregister", r);
@@ -187,7 +184,7 @@ static int slot_unregister(lua_State *L) {
 static int slot_set_timeout(lua_State *L) {
   lslot *ls = check_slot(L, 1);
   uint32_t ms = check_timeout(L, 2);
-  check_nargs(L, 2);
+  orch__check_nargs(L, 2);
   int r = ls->held ? orch_hb_set_timeout(&ls->s, ms) : -ESTALE;
   return hb_result(L, "heartbeat.set_timeout", r);
 }
@@ -195,14 +192,14 @@ static int slot_set_timeout(lua_State *L) {
 static int slot_assign(lua_State *L) {
   lslot *ls = check_slot(L, 1);
   pid_t pid = orch__checkpid(L, 2, 0);
-  check_nargs(L, 2);
+  orch__check_nargs(L, 2);
   int r = ls->held ? orch_hb_assign(&ls->s, pid) : -ESTALE;
   return hb_result(L, "heartbeat.assign", r);
 }
 
 static int slot_info(lua_State *L) {
   lslot *ls = check_slot(L, 1);
-  check_nargs(L, 1);
+  orch__check_nargs(L, 1);
   orch_hb_info in;
   int r = ls->held ? orch_hb_read(ls->s.table, ls->s.index, &in) : -ESTALE;
   if (r == -ENOENT) r = -ESTALE;
@@ -258,7 +255,7 @@ static int table_register(lua_State *L) {
   const char *name = check_name(L, 2, compat ? ORCH_HBC_PNAME_MAX - 1 : ORCH_HB_NAME_MAX - 1);
   uint32_t ms = check_timeout(L, 3);
   pid_t pid = lua_isnoneornil(L, 4) ? getpid() : orch__checkpid(L, 4, 0);
-  check_nargs(L, 4);
+  orch__check_nargs(L, 4);
   orch_hb_slot s;
   int r = orch_hb_register_pid(lt->t, pid, name, ms, &s);
   if (r < 0) return hb_fail(L, "heartbeat.register", r);
@@ -270,7 +267,7 @@ static int table_reserve(lua_State *L) {
   ltable *lt = check_table(L, 1);
   const char *name = check_name(L, 2, ORCH_HB_NAME_MAX - 1);
   uint32_t ms = check_timeout(L, 3);
-  check_nargs(L, 3);
+  orch__check_nargs(L, 3);
   orch_hb_slot s;
   int r = orch_hb_reserve(lt->t, name, ms, &s);
   if (r < 0) return hb_fail(L, "heartbeat.reserve", r);
@@ -281,7 +278,7 @@ static int table_reserve(lua_State *L) {
 static int table_find(lua_State *L) {
   ltable *lt = check_table(L, 1);
   pid_t pid = lua_isnoneornil(L, 2) ? getpid() : orch__checkpid(L, 2, 0);
-  check_nargs(L, 2);
+  orch__check_nargs(L, 2);
   orch_hb_slot s;
   int r = orch_hb_find(lt->t, pid, &s);
   if (r < 0) return hb_fail(L, "heartbeat.find", r);
@@ -292,7 +289,7 @@ static int table_find(lua_State *L) {
 static int table_attach(lua_State *L) {
   ltable *lt = check_table(L, 1);
   lua_Integer i = luaL_checkinteger(L, 2);
-  check_nargs(L, 2);
+  orch__check_nargs(L, 2);
   if (i < 0 || i >= (lua_Integer)orch_hb_slot_count(lt->t))
     luaL_argerror(L, 2, "slot index out of range");
   orch_hb_slot s;
@@ -305,7 +302,7 @@ static int table_attach(lua_State *L) {
 static int table_read(lua_State *L) {
   ltable *lt = check_table(L, 1);
   lua_Integer i = luaL_checkinteger(L, 2);
-  check_nargs(L, 2);
+  orch__check_nargs(L, 2);
   if (i < 0 || i >= (lua_Integer)orch_hb_slot_count(lt->t))
     luaL_argerror(L, 2, "slot index out of range");
   orch_hb_info in;
@@ -319,7 +316,7 @@ static int table_read(lua_State *L) {
 
 static int table_slots(lua_State *L) {
   ltable *lt = check_table(L, 1);
-  check_nargs(L, 1);
+  orch__check_nargs(L, 1);
   orch_hb_info in;
   uint32_t cursor = 0;
   lua_Integer n = 0;
@@ -334,7 +331,7 @@ static int table_slots(lua_State *L) {
 static int table_clear(lua_State *L) {
   ltable *lt = check_table(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
-  check_nargs(L, 2);
+  orch__check_nargs(L, 2);
   orch_hb_info in;
   memset(&in, 0, sizeof in);
   lua_getfield(L, 2, "index");
@@ -390,7 +387,7 @@ static int table_is_compat(lua_State *L) {
 
 static int table_remove(lua_State *L) {
   ltable *lt = check_table(L, 1);
-  check_nargs(L, 1);
+  orch__check_nargs(L, 1);
   int r = orch_hb_remove(lt->t);
   return hb_result(L, "heartbeat.remove", r);
 }
@@ -465,7 +462,7 @@ static int hb_open(lua_State *L) {
     slots = orch__opt_integer(L, 1, "slots", 0);
     if (slots < 0 || slots > (1 << 20)) orch__opt_error(L, 1, "slots", "0 to 1048576 expected");
   }
-  check_nargs(L, 1);
+  orch__check_nargs(L, 1);
   /* Everything validated: now the handle, closed until the attach worked. */
   ltable *lt = new_table(L);
   int r = orch_hb_open_slots(key, flags, (int)mode, (uint32_t)slots, &lt->t);
@@ -500,7 +497,7 @@ static int refused(lua_State *L, const char *op, key_t key, int flags, int r) {
 /* from_env(): the table and slot a supervisor handed this process, without
  * waiting (the Lua layer retries). Returns slot, table. */
 static int hb_from_env(lua_State *L) {
-  check_nargs(L, 0);
+  orch__check_nargs(L, 0);
   key_t key;
   uint32_t index;
   int r = orch_hb_env(&key, &index);
@@ -527,7 +524,7 @@ static int hb_from_env(lua_State *L) {
 static int hb_alive(lua_State *L) {
   lua_Integer pid = luaL_checkinteger(L, 1);
   lua_Integer st = luaL_optinteger(L, 2, 0);
-  check_nargs(L, 2);
+  orch__check_nargs(L, 2);
   if (st < 0) luaL_argerror(L, 2, "start time must be >= 0");
   int alive = pid > 0 && pid <= INT32_MAX && orch_hb_alive((pid_t)pid, (uint64_t)st);
   lua_pushboolean(L, alive);
@@ -536,7 +533,7 @@ static int hb_alive(lua_State *L) {
 
 static int hb_start_time(lua_State *L) {
   pid_t pid = lua_isnoneornil(L, 1) ? getpid() : orch__checkpid(L, 1, 0);
-  check_nargs(L, 1);
+  orch__check_nargs(L, 1);
   uint64_t st;
   int r = orch_hb_proc_stat(pid, &st, NULL, NULL);
   if (r < 0) return hb_fail(L, "heartbeat.start_time", r);

@@ -514,7 +514,7 @@ static int ipc_ftok(lua_State *L) {
   const char *path = orch__checkpath(L, 1, NULL);
   lua_Integer proj = luaL_optinteger(L, 2, 1);
   if (proj < 1 || proj > 255) luaL_argerror(L, 2, "project id must be 1 to 255");
-  luaL_checktype(L, 3, LUA_TNONE);
+  orch__check_nargs(L, 2);
   key_t k = ftok(path, (int)proj);
   if (k == -1) return orch__fail(L, "ipc.ftok", errno);
   lua_pushinteger(L, (lua_Integer)(uint32_t)k);

@@ -131,7 +131,7 @@ static int lmsg_send(lua_State *L) {
     nowait = orch__opt_boolean(L, 4, "nowait", 0);
     timeout = opt_timeout(L, 4);
   }
-  luaL_checktype(L, 5, LUA_TNONE);
+  orch__check_nargs(L, 4);
   if (type < 1) luaL_argerror(L, 2, "message type must be >= 1");
   if (!nowait) orch__check_task(L, "msg.send");
   if (len > SIZE_MAX - sizeof(long)) luaL_argerror(L, 3, "message too long");
@@ -216,7 +216,7 @@ static int lmsg_recv(lua_State *L) {
     timeout = opt_timeout(L, 2);
     if (max < 0 || max > INT32_MAX) orch__opt_error(L, 2, "max", "out of range (0 to 2^31-1)");
   }
-  luaL_checktype(L, 3, LUA_TNONE);
+  orch__check_nargs(L, 2);
   if (!nowait) orch__check_task(L, "msg.recv");
 
   size_t cap = (size_t)max;

@@ -1581,7 +1581,7 @@ static int proc_exec(lua_State *L) {
   if (!*path) luaL_argerror(L, 1, "program name must not be empty");
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-  if (lua_gettop(L) > 3) luaL_argerror(L, 4, "no value expected");
+  orch__check_nargs(L, 3);
   lua_settop(L, 3);
   lua_Integer n = lua_isnil(L, 2) ? 0 : luaL_len(L, 2);
   if (n < 0 || n > 100000) luaL_argerror(L, 2, "too many arguments");
@@ -1667,7 +1667,7 @@ static int proc_getppid(lua_State *L) {
 
 static int proc_info(lua_State *L) {
   pid_t pid = orch__checkpid(L, 1, 0);
-  if (lua_gettop(L) > 1) luaL_argerror(L, 2, "no value expected");
+  orch__check_nargs(L, 1);
   stat_info si;
   int r = read_stat(pid, &si);
   if (r < 0) return orch__fail(L, "proc.info", -r);
@@ -1779,7 +1779,7 @@ static int proc_wait_exit(lua_State *L) {
     if (start < 0) luaL_argerror(L, 2, "start time (clock ticks >= 0) expected");
   }
   double timeout = orch__optseconds(L, 3, -1);
-  if (lua_gettop(L) > 3) luaL_argerror(L, 4, "no value expected");
+  orch__check_nargs(L, 3);
   orch__check_task(L, "proc.wait_exit");
   int fd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (fd < 0) {

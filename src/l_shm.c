@@ -90,7 +90,7 @@ static int lshm_open(lua_State *L) {
 
 static int lshm_private(lua_State *L) {
   lua_Integer size = check_size(L, 1, NULL, luaL_checkinteger(L, 1));
-  luaL_checktype(L, 2, LUA_TNONE);
+  orch__check_nargs(L, 1);
   oshm *s = (oshm *)orch__region_new(L, SHM_MT, sizeof *s);
   s->id = -1;
   int id = shmget(IPC_PRIVATE, (size_t)size, IPC_CREAT | 0600);

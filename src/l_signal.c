@@ -111,7 +111,7 @@ static int check_catchable(lua_State *L, int idx, const char *what) {
 static int signal_on(lua_State *L) {
   int sig = check_catchable(L, 1, "catch");
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (lua_gettop(L) > 2) luaL_argerror(L, 3, "no value expected");
+  orch__check_nargs(L, 2);
   orch_runtime *rt = orch__rt(L);
   signal_state *st = get_state(rt);
   osignal **box = lua_newuserdatauv(L, sizeof *box, 0);
@@ -143,7 +143,7 @@ static int signal_on(lua_State *L) {
 
 static int set_disposition(lua_State *L, const char *op, const char *verb, void (*handler)(int)) {
   int sig = check_catchable(L, 1, verb);
-  if (lua_gettop(L) > 1) luaL_argerror(L, 2, "no value expected");
+  orch__check_nargs(L, 1);
   if (sig == SIGCHLD)
     luaL_argerror(L, 1, "CHLD belongs to the process reaper");
   signal_state *st = get_state(orch__rt(L));
@@ -195,7 +195,7 @@ static int signal_kill(lua_State *L) {
     start = luaL_checkinteger(L, 3);
     if (start <= 0) luaL_argerror(L, 3, "start time must be positive");
   }
-  if (lua_gettop(L) > 3) luaL_argerror(L, 4, "no value expected");
+  orch__check_nargs(L, 3);
   int r = orch__kill(pid, sig, 0, (unsigned long long)start);
   if (r < 0) {
     if (r == -ESRCH && start) return orch__failf(L, "ESRCH", "kill: pid %d is gone or was reused", (int)pid);
@@ -208,7 +208,7 @@ static int signal_kill(lua_State *L) {
 static int signal_killpg(lua_State *L) {
   pid_t pgid = orch__checkpid(L, 1, ORCH__PID_ANY);
   int sig = orch__optsignal(L, 2, SIGTERM);
-  if (lua_gettop(L) > 2) luaL_argerror(L, 3, "no value expected");
+  orch__check_nargs(L, 2);
   int r = orch__kill(pgid, sig, ORCH__KILL_GROUP, 0);
   if (r < 0) return orch__kill_fail(L, "killpg", pgid, ORCH__KILL_GROUP, r);
   lua_pushboolean(L, 1);

@@ -404,14 +404,11 @@ static const char *check_path(lua_State *L, int idx) {
   return p;
 }
 
-static void no_more_args(lua_State *L, int n) {
-  if (lua_gettop(L) > n) luaL_argerror(L, n + 1, "no value expected");
-}
 
 /* obj:set_timeout([seconds]): nil for none. Returns obj. */
 static int set_timeout(lua_State *L, double *timeout) {
   double t = orch__optseconds(L, 2, -1);
-  no_more_args(L, 2);
+  orch__check_nargs(L, 2);
   *timeout = t;
   lua_settop(L, 1);
   return 1;
@@ -750,21 +747,21 @@ static size_t opt_size(lua_State *L, int idx, lua_Integer def) {
 static int stream_read(lua_State *L) {
   score *s = check_stream(L, 1);
   size_t max = lua_isnoneornil(L, 2) ? 0 : opt_size(L, 2, 0);
-  no_more_args(L, 2);
+  orch__check_nargs(L, 2);
   return start_read(L, s, RM_CHUNK, max, "read");
 }
 
 static int stream_read_line(lua_State *L) {
   score *s = check_stream(L, 1);
   size_t max = opt_size(L, 2, DEFAULT_MAX_LINE);
-  no_more_args(L, 2);
+  orch__check_nargs(L, 2);
   return start_read(L, s, RM_LINE, max, "read_line");
 }
 
 static int stream_read_all(lua_State *L) {
   score *s = check_stream(L, 1);
   size_t max = lua_isnoneornil(L, 2) ? 0 : opt_size(L, 2, 0);
-  no_more_args(L, 2);
+  orch__check_nargs(L, 2);
   return start_read(L, s, RM_ALL, max, "read_all");
 }
 
@@ -789,7 +786,7 @@ static int lines_iter(lua_State *L) {
 static int stream_lines(lua_State *L) {
   check_stream(L, 1);
   lua_Integer max = (lua_Integer)opt_size(L, 2, DEFAULT_MAX_LINE);
-  no_more_args(L, 2);
+  orch__check_nargs(L, 2);
   lua_settop(L, 1);
   lua_pushinteger(L, max);
   lua_pushcclosure(L, lines_iter, 2);
@@ -956,7 +953,7 @@ static void runner_init(lua_State *L, sstate *st) {
 static int stream_on_read(lua_State *L) {
   score *s = check_stream(L, 1);
   if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
-  no_more_args(L, 2);
+  orch__check_nargs(L, 2);
   if (lua_isnil(L, 2)) {
     cb_release(s);
     lua_pushboolean(L, 1);
@@ -1074,7 +1071,7 @@ static void shutdown_cancel(void *data) {
 
 static int stream_shutdown(lua_State *L) {
   score *s = check_stream(L, 1);
-  no_more_args(L, 1);
+  orch__check_nargs(L, 1);
   orch__check_task(L, "shutdown");
   if (!(s->flags & ORCH_STREAM_WRITE))
     return orch__failf(L, "EBADF", "shutdown: stream is not writable");
@@ -1127,7 +1124,7 @@ static int stream_set_timeout(lua_State *L) {
 
 static int stream_peer_cred(lua_State *L) {
   score *s = check_stream(L, 1);
-  no_more_args(L, 1);
+  orch__check_nargs(L, 1);
   if (s->kind != K_UNIX) return orch__failf(L, "EINVAL", "peer_cred: not a unix socket");
   struct ucred cr;
   socklen_t len = sizeof cr;
@@ -1214,7 +1211,7 @@ int orch__stream_fd(lua_State *L, int idx) {
 /* ------------------------------------------------------------------ orch.pipe, orch.fifo */
 
 static int stream_pipe(lua_State *L) {
-  no_more_args(L, 0);
+  orch__check_nargs(L, 0);
   sstate *st = get_state(L);
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) < 0) return orch__fail(L, "pipe", errno);
@@ -1237,7 +1234,7 @@ static int fifo_make(lua_State *L) {
     if (m < 0 || m > 07777) luaL_argerror(L, 2, "permission bits (0 to 0o7777) expected");
     mode = (int)m;
   }
-  no_more_args(L, 2);
+  orch__check_nargs(L, 2);
   if (mkfifo(path, (mode_t)mode) < 0) return orch__fail(L, "fifo.make", errno);
   /* mkfifo applies the umask; the caller asked for exactly `mode`. */
   if (chmod(path, (mode_t)mode) < 0) {
@@ -1359,7 +1356,7 @@ static int fifo_open(lua_State *L) {
   const char *path = check_path(L, 1);
   int how = luaL_checkoption(L, 2, NULL, modes);
   double timeout = orch__optseconds(L, 3, -1);
-  no_more_args(L, 3);
+  orch__check_nargs(L, 3);
   sstate *st = get_state(L);
   if (how == 0) {
     int fd = fifo_try_open(path, O_RDONLY);
@@ -1508,7 +1505,7 @@ static int check_port(lua_State *L, int idx) {
 static int stream_connect(lua_State *L) {
   static const char *const opts[] = { "unix", "host", "port", "timeout", NULL };
   orch__check_options(L, 1, opts);
-  no_more_args(L, 1);
+  orch__check_nargs(L, 1);
   int has_unix = has_field(L, 1, "unix");
   int has_port = has_field(L, 1, "port");
   if (has_unix && (has_port || has_field(L, 1, "host")))
@@ -1643,7 +1640,7 @@ static int listen_tcp(lcore *l, const struct sockaddr *sa, int backlog) {
 static int stream_listen(lua_State *L) {
   static const char *const opts[] = { "unix", "host", "port", "backlog", "mode", NULL };
   orch__check_options(L, 1, opts);
-  no_more_args(L, 1);
+  orch__check_nargs(L, 1);
   int has_unix = has_field(L, 1, "unix");
   int has_port = has_field(L, 1, "port");
   if (has_unix && (has_port || has_field(L, 1, "host")))
@@ -1701,7 +1698,7 @@ static lcore *check_listener(lua_State *L, int idx) {
 
 static int listener_accept(lua_State *L) {
   lcore *l = check_listener(L, 1);
-  no_more_args(L, 1);
+  orch__check_nargs(L, 1);
   orch__check_task(L, "accept");
   if (l->co) return orch__failf(L, "EBUSY", "accept: another task is accepting on this listener");
   if (l->pending) return do_accept(L, l);
@@ -1922,7 +1919,7 @@ static int dgram_recv(lua_State *L) {
     orch__check_options(L, 2, opts);
     want_fds = orch__opt_boolean(L, 2, "fds", 0);
   }
-  no_more_args(L, 2);
+  orch__check_nargs(L, 2);
   orch__check_task(L, "recv");
   if (d->co) return orch__failf(L, "EBUSY", "recv: another task is receiving on this socket");
   lua_settop(L, 1);
@@ -1980,7 +1977,7 @@ static int dgram_send(lua_State *L) {
   check_sun_name(L, 3, "send", path, plen);
   int fds[MAX_PASS_FDS];
   int nfds = lua_isnoneornil(L, 4) ? 0 : check_send_fds(L, 4, fds);
-  no_more_args(L, 4);
+  orch__check_nargs(L, 4);
   struct sockaddr_un sa;
   socklen_t salen;
   int r = make_sun(path, plen, &sa, &salen);
@@ -2050,7 +2047,7 @@ static int stream_dgram(lua_State *L) {
   static const char *const opts[] = { "unix", "mode", "passcred", NULL };
   if (lua_isnoneornil(L, 1)) { lua_settop(L, 0); lua_newtable(L); }
   orch__check_options(L, 1, opts);
-  no_more_args(L, 1);
+  orch__check_nargs(L, 1);
   int mode = opt_mode(L, 1);
   int passcred = orch__opt_boolean(L, 1, "passcred", 0);
   const char *path = orch__opt_string(L, 1, "unix", NULL);

@@ -517,7 +517,7 @@ static void cancel_wait(void *data) {
 static int term_readline(lua_State *L) {
   size_t plen;
   const char *prompt = luaL_optlstring(L, 1, "", &plen);
-  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  orch__check_nargs(L, 1);
   orch__check_task(L, "orch.term.readline");
   term_state *st = get_state(L);
   if (st->reader) return luaL_error(L, "orch.term.readline: another task is already reading standard input");
@@ -557,7 +557,7 @@ static int term_readline(lua_State *L) {
 
 static int term_wait_interrupt(lua_State *L) {
   double timeout = orch__optseconds(L, 1, -1);
-  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  orch__check_nargs(L, 1);
   orch__check_task(L, "orch.term.wait_interrupt");
   term_state *st = get_state(L);
   if (st->waiter) return luaL_error(L, "orch.term.wait_interrupt: another task is already waiting");
@@ -570,7 +570,7 @@ static int term_wait_interrupt(lua_State *L) {
 static int term_write(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  orch__check_nargs(L, 1);
   term_state *st = get_state(L);
 #ifdef ORCH_HAVE_EDITLINE
   if (st->editing) {

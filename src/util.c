@@ -183,6 +183,10 @@ const char *orch__signame(int sig) {
   return NULL;
 }
 
+void orch__check_nargs(lua_State *L, int max) {
+  if (lua_gettop(L) > max) luaL_argerror(L, max + 1, "no value expected");
+}
+
 int orch__checkpid(lua_State *L, int idx, int flags) {
   if (lua_type(L, idx) != LUA_TNUMBER) return luaL_typeerror(L, idx, "pid");
   int isint;

@@ -49,6 +49,10 @@ const char *orch__signame(int sig);     /* "TERM"; NULL if unknown */
 int orch__checksignal(lua_State *L, int idx);   /* raises on unknown */
 int orch__optsignal(lua_State *L, int idx, int def);
 
+/* Raises "bad argument #max+1 to 'fn' (no value expected)" when more than
+ * max arguments were passed. */
+void orch__check_nargs(lua_State *L, int max);
+
 /* Creates the metatable `name` with the methods in __index, __name set, and
  * the metamethods in meta (may be NULL). Leaves it on the stack. */
 void orch__newclass(lua_State *L, const char *name, const luaL_Reg *methods,
