@@ -47,7 +47,7 @@ static ommap *check_mmap(lua_State *L) {
 /* "mmap: <path>: <reason>" (the reason lower-cased as orch__fail does). */
 static int fail_path(lua_State *L, const char *path, int err, const char *why) {
   if (why) return orch__failf(L, orch__errname(err), "mmap: %s: %s", path, why);
-  return orch__fail(L, lua_pushfstring(L, "mmap: %s", path), err);
+  return orch__fail_errno(L, err, "mmap: %s", path);
 }
 
 static const char *const opts[] = {

@@ -1146,7 +1146,7 @@ static int resolve_creds(lua_State *L, const char *op, spawn_args *a, creds *c) 
   if (a->has_uid) {
     int r = a->uid_name ? getpwnam_r(a->uid_name, &pw, buf, sizeof buf, &pwp)
                         : getpwuid_r((uid_t)a->uid_num, &pw, buf, sizeof buf, &pwp);
-    if (r != 0) return orch__fail(L, lua_pushfstring(L, "%s: user lookup", op), r);
+    if (r != 0) return orch__fail_errno(L, r, "%s: user lookup", op);
     if (!pwp && a->uid_name) return orch__failf(L, "ENOENT", "%s: unknown user '%s'", op, a->uid_name);
     c->uid = pwp ? pwp->pw_uid : (uid_t)a->uid_num;
     c->flags |= ORCH__SPAWN_SETUID;
@@ -1156,7 +1156,7 @@ static int resolve_creds(lua_State *L, const char *op, spawn_args *a, creds *c) 
       char gbuf[16384];
       struct group gr, *grp = NULL;
       int r = getgrnam_r(a->gid_name, &gr, gbuf, sizeof gbuf, &grp);
-      if (r != 0) return orch__fail(L, lua_pushfstring(L, "%s: group lookup", op), r);
+      if (r != 0) return orch__fail_errno(L, r, "%s: group lookup", op);
       if (!grp) return orch__failf(L, "ENOENT", "%s: unknown group '%s'", op, a->gid_name);
       c->gid = grp->gr_gid;
     } else {
@@ -1331,8 +1331,9 @@ static int open_io(lua_State *L, proc_state *st, fdbox *box, const char *key, in
       int flags = target == 0 ? O_RDONLY : (O_WRONLY | O_APPEND | O_CREAT);
       int fd = orch__open_path(io->path, flags, 0666);
       if (fd < 0) {
-        orch__fail_open(L, lua_pushfstring(L, "spawn: %s", key), io->path, -fd);
-        lua_remove(L, -4);
+        char op[64];
+        snprintf(op, sizeof op, "spawn: %s", key);
+        orch__fail_open(L, op, io->path, -fd);
         return -1;
       }
       fdbox_add(box, fd);
@@ -1370,21 +1371,13 @@ static int spawn_failure(lua_State *L, int err, const char *step, const char *fi
   if (strcmp(step, "exec") == 0) {
     if (err == ENOENT) return orch__failf(L, "ENOENT", "spawn: no such file: %s", file);
     if (err == EACCES) return orch__failf(L, "EACCES", "spawn: permission denied: %s", file);
-    lua_pushfstring(L, "spawn: exec %s", file);
-  } else if (strcmp(step, "chdir") == 0) {
-    lua_pushfstring(L, "spawn: chdir %s", a->cwd);
-  } else if (strcmp(step, "cgroup") == 0) {
-    lua_pushfstring(L, "spawn: cgroup %s", a->cgroup->path);
-  } else if (strcmp(step, "setuid") == 0) {
-    lua_pushfstring(L, "spawn: setuid %d", (int)c->uid);
-  } else if (strcmp(step, "setgid") == 0) {
-    lua_pushfstring(L, "spawn: setgid %d", (int)c->gid);
-  } else {
-    lua_pushfstring(L, "spawn: %s", step);
+    return orch__fail_errno(L, err, "spawn: exec %s", file);
   }
-  orch__fail(L, lua_tostring(L, -1), err);
-  lua_remove(L, -4);
-  return 3;
+  if (strcmp(step, "chdir") == 0) return orch__fail_errno(L, err, "spawn: chdir %s", a->cwd);
+  if (strcmp(step, "cgroup") == 0) return orch__fail_errno(L, err, "spawn: cgroup %s", a->cgroup->path);
+  if (strcmp(step, "setuid") == 0) return orch__fail_errno(L, err, "spawn: setuid %d", (int)c->uid);
+  if (strcmp(step, "setgid") == 0) return orch__fail_errno(L, err, "spawn: setgid %d", (int)c->gid);
+  return orch__fail_errno(L, err, "spawn: %s", step);
 }
 
 /* Closes the streams made for pipes when the spawn fails after making them. */
@@ -1650,7 +1643,7 @@ static int proc_exec(lua_State *L) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (e == ENOENT) return orch__failf(L, "ENOENT", "exec: no such file: %s", path);
   if (e == EACCES) return orch__failf(L, "EACCES", "exec: permission denied: %s", path);
-  return orch__fail(L, lua_pushfstring(L, "exec %s", path), e);
+  return orch__fail_errno(L, e, "exec %s", path);
 }
 
 /* ---------------------------------------------------------------- pids, /proc */
@@ -1982,8 +1975,9 @@ static int open_log(lua_State *L, const char *key, const char *path, int *fd) {
   /* Never blocks the loop: a FIFO without a reader fails (ENXIO). */
   *fd = orch__open_path(path, O_WRONLY | O_APPEND | O_CREAT, 0644);
   if (*fd >= 0) return 0;
-  orch__fail_open(L, lua_pushfstring(L, "daemonize: %s", key), path, -*fd);
-  lua_remove(L, -4);
+  char op[64];
+  snprintf(op, sizeof op, "daemonize: %s", key);
+  orch__fail_open(L, op, path, -*fd);
   *fd = -1;
   return 3;
 }
@@ -2009,9 +2003,7 @@ static int proc_daemonize(lua_State *L) {
     pfd = open(pidfile, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (pfd < 0) {
       int e = errno;
-      orch__fail(L, lua_pushfstring(L, "daemonize: pidfile %s", pidfile), e);
-      lua_remove(L, -4);
-      return 3;
+      return orch__fail_errno(L, e, "daemonize: pidfile %s", pidfile);
     }
     /* An flock belongs to the open file description, which the daemon
      * inherits: the lock lives exactly as long as the daemon. */
@@ -2023,7 +2015,7 @@ static int proc_daemonize(lua_State *L) {
       close(pfd);
       if (e == EWOULDBLOCK)
         return orch__failf(L, "EAGAIN", "daemonize: already running (pid %d holds %s)", atoi(buf), pidfile);
-      return orch__fail(L, lua_pushfstring(L, "daemonize: lock %s", pidfile), e);
+      return orch__fail_errno(L, e, "daemonize: lock %s", pidfile);
     }
   }
   if (out && (n = open_log(L, "stdout", out, &ofd))) goto fail;
@@ -2084,8 +2076,7 @@ static int proc_daemonize(lua_State *L) {
   do k = read(rep[0], &r, sizeof r); while (k < 0 && errno == EINTR);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (k == (ssize_t)sizeof r) {
-    n = orch__fail(L, lua_pushfstring(L, "daemonize: %s", r.what), r.err);
-    lua_remove(L, -4);
+    n = orch__fail_errno(L, r.err, "daemonize: %s", r.what);
     goto fail;
   }
   fflush(NULL);
