@@ -306,7 +306,7 @@ describe("orch.heartbeat", function()
       { "open", function() return hb.open { key = 1.5 } end, "bad argument #1 to 'open' (option 'key': number has no integer representation)" },
       { "open", function() return hb.open { key = -1 } end, "bad argument #1 to 'open' (option 'key': not a SysV key (32 bits, not -1))" },
       { "open", function() return hb.open { key = 1 << 33 } end, "bad argument #1 to 'open' (option 'key': not a SysV key (32 bits, not -1))" },
-      { "open", function() return hb.open { mode = 512 } end, "bad argument #1 to 'open' (option 'mode': permission bits (0 to 0777) expected)" },
+      { "open", function() return hb.open { mode = 512 } end, "bad argument #1 to 'open' (option 'mode': permission bits (0 to 0o777) expected)" },
       { "open", function() return hb.open { slots = -1 } end, "bad argument #1 to 'open' (option 'slots': 0 to 1048576 expected)" },
       { "open", function() return hb.open { create = "yes" } end, "bad argument #1 to 'open' (option 'create': boolean expected, got string)" },
       { "open", function() return hb.open(1) end, "bad argument #1 to 'open' (table expected, got number)" },

@@ -457,8 +457,7 @@ static int hb_open(lua_State *L) {
     if (orch__opt_boolean(L, 1, "compat", 0)) flags |= ORCH_HB_COMPAT;
     if (orch__opt_boolean(L, 1, "rdonly", 0)) flags |= ORCH_HB_RDONLY;
     if (orch__opt_boolean(L, 1, "shared", 0)) flags |= ORCH_HB_SHARED;
-    mode = orch__opt_integer(L, 1, "mode", 0);
-    if (mode < 0 || mode > 0777) orch__opt_error(L, 1, "mode", "permission bits (0 to 0777) expected");
+    mode = orch__opt_mode(L, 1, "mode", 0, 0777, NULL);
     slots = orch__opt_integer(L, 1, "slots", 0);
     if (slots < 0 || slots > (1 << 20)) orch__opt_error(L, 1, "slots", "0 to 1048576 expected");
   }

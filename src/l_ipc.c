@@ -47,9 +47,7 @@ key_t orch__ipc_optkey(lua_State *L, int idx) {
 }
 
 int orch__ipc_optmode(lua_State *L, int idx) {
-  lua_Integer m = orch__opt_integer(L, idx, "mode", 0600);
-  if (m < 0 || m > 0777) orch__opt_error(L, idx, "mode", "permission bits expected (0 to 0o777)");
-  return (int)m;
+  return orch__opt_mode(L, idx, "mode", 0600, 0777, NULL);
 }
 
 const char *orch__ipc_keystr(key_t key, char *buf) {

@@ -62,7 +62,7 @@ static int lmmap_new(lua_State *L) {
   int shared = orch__opt_boolean(L, 1, "shared", 1);
   int readonly = orch__opt_boolean(L, 1, "readonly", 0);
   int create = orch__opt_boolean(L, 1, "create", 0);
-  lua_Integer mode = orch__opt_integer(L, 1, "mode", 0600);
+  int mode = orch__opt_mode(L, 1, "mode", 0600, 07777, NULL);
   /* size absent: the whole file. Given, it must be >= 1 (-1 is not "the
    * whole file"). */
   lua_Integer size = orch__opt_integer(L, 1, "size", 0);
@@ -74,7 +74,6 @@ static int lmmap_new(lua_State *L) {
   if (has_size && (size < 1 || (lua_Unsigned)size > SIZE_MAX / 2))
     orch__opt_error(L, 1, "size", "size must be >= 1");
   if (!has_size) size = -1;
-  if (mode < 0 || mode > 07777) orch__opt_error(L, 1, "mode", "permission bits expected");
   if (anonymous) {
     if (size < 0) orch__opt_error(L, 1, "size", "required with anonymous");
     if (readonly) orch__opt_error(L, 1, "readonly", "an anonymous mapping must be writable");

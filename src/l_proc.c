@@ -989,22 +989,6 @@ static void parse_rlimits(lua_State *L, int arg, spawn_args *a) {
   }
 }
 
-/* A umask option: an integer from 0 to 0o777 (a string like "022" would
- * silently read as decimal, so it is refused). */
-static lua_Integer opt_mode(lua_State *L, int arg, const char *key, int *has) {
-  int t = lua_getfield(L, arg, key);
-  lua_Integer v = 0;
-  *has = t != LUA_TNIL;
-  if (*has) {
-    int isint;
-    v = lua_tointegerx(L, -1, &isint);
-    if (t != LUA_TNUMBER) orch__opt_error(L, arg, key, lua_pushfstring(L, "integer expected, got %s", luaL_typename(L, -1)));
-    if (!isint || v < 0 || v > 0777) orch__opt_error(L, arg, key, "must be between 0 and 0o777");
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
 static void parse_id(lua_State *L, int arg, const char *key, int *has, lua_Integer *num, const char **name) {
   int t = lua_getfield(L, arg, key);
   if (t == LUA_TNUMBER) {
@@ -1119,7 +1103,7 @@ static void spawn_validate(lua_State *L, spawn_args *a) {
   if (t != LUA_TNIL) parse_rlimits(L, 1, a);
   lua_pop(L, 1);
   int has;
-  lua_Integer u = opt_mode(L, 1, "umask", &has);
+  lua_Integer u = orch__opt_mode(L, 1, "umask", 0, 0777, &has);
   a->has_umask = has;
   a->umask = (mode_t)u;
   if (lua_getfield(L, 1, "cgroup") != LUA_TNIL && !(a->cgroup = orch__cg_check(L, -1)))
@@ -1991,7 +1975,7 @@ static int proc_daemonize(lua_State *L) {
   const char *out = orch__opt_string(L, 1, "stdout", NULL);
   const char *err = orch__opt_string(L, 1, "stderr", NULL);
   int has_umask;
-  lua_Integer um = opt_mode(L, 1, "umask", &has_umask);
+  lua_Integer um = orch__opt_mode(L, 1, "umask", 0, 0777, &has_umask);
   orch__check_task(L, "daemonize");
   proc_state *st = check_state(L);
 

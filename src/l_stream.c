@@ -375,11 +375,6 @@ static void unlink_ours(char **path, dev_t dev, ino_t ino, pid_t owner) {
   *path = NULL;
 }
 
-static int opt_mode(lua_State *L, int idx) {
-  lua_Integer mode = orch__opt_integer(L, idx, "mode", 0600);
-  if (mode < 0 || mode > 07777) orch__opt_error(L, idx, "mode", "permission bits (0 to 0o7777) expected");
-  return (int)mode;
-}
 
 static int has_field(lua_State *L, int idx, const char *k) {
   int t = lua_getfield(L, idx, k);
@@ -1648,7 +1643,7 @@ static int stream_listen(lua_State *L) {
   if (!has_unix && !has_port) luaL_argerror(L, 1, "option 'unix' or 'port' expected");
   lua_Integer backlog = orch__opt_integer(L, 1, "backlog", SOMAXCONN);
   if (backlog < 1 || backlog > 65535) orch__opt_error(L, 1, "backlog", "a number from 1 to 65535 expected");
-  int mode = opt_mode(L, 1);
+  int mode = orch__opt_mode(L, 1, "mode", 0600, 07777, NULL);
   const char *path = NULL;
   size_t len = 0;
   struct sockaddr_storage ss;
@@ -2048,7 +2043,7 @@ static int stream_dgram(lua_State *L) {
   if (lua_isnoneornil(L, 1)) { lua_settop(L, 0); lua_newtable(L); }
   orch__check_options(L, 1, opts);
   orch__check_nargs(L, 1);
-  int mode = opt_mode(L, 1);
+  int mode = orch__opt_mode(L, 1, "mode", 0600, 07777, NULL);
   int passcred = orch__opt_boolean(L, 1, "passcred", 0);
   const char *path = orch__opt_string(L, 1, "unix", NULL);
   size_t len = 0;

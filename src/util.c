@@ -67,6 +67,26 @@ int orch__fail_errno(lua_State *L, int err, const char *fmt, ...) {
   return 3;
 }
 
+int orch__opt_mode(lua_State *L, int idx, const char *key, int def, int max, int *has) {
+  idx = lua_absindex(L, idx);
+  int t = lua_getfield(L, idx, key);
+  lua_Integer v = def;
+  if (has) *has = t != LUA_TNIL;
+  if (t != LUA_TNIL) {
+    int isint;
+    v = lua_tointegerx(L, -1, &isint);
+    if (t != LUA_TNUMBER)
+      orch__opt_error(L, idx, key, lua_pushfstring(L, "integer expected, got %s", luaL_typename(L, -1)));
+    if (!isint || v < 0 || v > max) {
+      char msg[48];
+      snprintf(msg, sizeof msg, "permission bits (0 to 0o%o) expected", (unsigned)max);
+      orch__opt_error(L, idx, key, msg);
+    }
+  }
+  lua_pop(L, 1);
+  return (int)v;
+}
+
 int orch__opt_error(lua_State *L, int idx, const char *key, const char *msg) {
   return luaL_argerror(L, idx, lua_pushfstring(L, "option '%s': %s", key, msg));
 }

@@ -33,6 +33,11 @@ lua_Integer orch__opt_integer(lua_State *L, int idx, const char *key, lua_Intege
 lua_Number orch__opt_number(lua_State *L, int idx, const char *key, lua_Number def);
 int orch__opt_boolean(lua_State *L, int idx, const char *key, int def);
 const char *orch__opt_string(lua_State *L, int idx, const char *key, const char *def);
+/* A permission-bits option (mode, umask): an integer from 0 to max (0777 or
+ * 07777), else "option 'key': permission bits (0 to 0o777) expected"; a
+ * string is refused ("022" would read as decimal). def when absent; *has
+ * (may be NULL) says whether it was given. */
+int orch__opt_mode(lua_State *L, int idx, const char *key, int def, int max, int *has);
 /* Raises "bad argument #idx to 'fn' (option 'key': <msg>)". */
 int orch__opt_error(lua_State *L, int idx, const char *key, const char *msg);
 
