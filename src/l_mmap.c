@@ -54,7 +54,7 @@ static const char *const opts[] = {
   "path", "size", "shared", "readonly", "create", "mode", "anonymous", NULL
 };
 
-static int lmmap_new(lua_State *L) {
+static int mapping_new(lua_State *L) {
   orch__check_options(L, 1, opts);
   lua_settop(L, 1);
   const char *path = orch__opt_string(L, 1, "path", NULL);
@@ -160,7 +160,7 @@ static void sync_cancel(void *data) {
   uv_cancel((uv_req_t *)&s->req);   /* sync_done still runs and frees s */
 }
 
-static int lmmap_sync(lua_State *L) {
+static int mapping_sync(lua_State *L) {
   ommap *m = check_mmap(L);
   orch__region_check(L, 1);
   orch__check_task(L, "mmap.sync");
@@ -183,7 +183,7 @@ static int lmmap_sync(lua_State *L) {
 
 /* ------------------------------------------------------------ methods */
 
-static int lmmap_unmap(lua_State *L) {
+static int mapping_unmap(lua_State *L) {
   ommap *m = check_mmap(L);
   int err = orch__region_close(&m->r);
   if (err) return orch__fail(L, "mmap.unmap", err);
@@ -191,7 +191,7 @@ static int lmmap_unmap(lua_State *L) {
   return 1;
 }
 
-static int lmmap_tostring(lua_State *L) {
+static int mapping_tostring(lua_State *L) {
   ommap *m = check_mmap(L);
   if (!m->r.base) lua_pushliteral(L, MMAP_MT ": unmapped");
   else lua_pushfstring(L, MMAP_MT ": %p size=%I %s%s%s", (void *)m->r.base, (lua_Integer)m->r.size,
@@ -201,12 +201,12 @@ static int lmmap_tostring(lua_State *L) {
 }
 
 int orch__open_mmap(lua_State *L) {
-  static const luaL_Reg methods[] = { {"sync", lmmap_sync}, {"unmap", lmmap_unmap}, {NULL, NULL} };
-  static const luaL_Reg meta[] = { {"__tostring", lmmap_tostring}, {NULL, NULL} };
+  static const luaL_Reg methods[] = { {"sync", mapping_sync}, {"unmap", mapping_unmap}, {NULL, NULL} };
+  static const luaL_Reg meta[] = { {"__tostring", mapping_tostring}, {NULL, NULL} };
   orch__region_class(L, MMAP_MT, methods, meta);
   lua_pop(L, 1);
   lua_newtable(L);
-  lua_pushcfunction(L, lmmap_new);
+  lua_pushcfunction(L, mapping_new);
   lua_setfield(L, -2, "mmap");
   return 1;
 }

@@ -61,7 +61,7 @@ static omsg *new_msg(lua_State *L) {
 static const char *const open_opts[] = { "key", "create", "exclusive", "mode", NULL };
 static const char *const private_opts[] = { "mode", NULL };
 
-static int lmsg_open(lua_State *L) {
+static int msgq_open(lua_State *L) {
   orch__check_options(L, 1, open_opts);
   lua_settop(L, 1);
   key_t key = orch__ipc_optkey(L, 1);
@@ -78,7 +78,7 @@ static int lmsg_open(lua_State *L) {
   return 1;
 }
 
-static int lmsg_private(lua_State *L) {
+static int msgq_private(lua_State *L) {
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
     lua_newtable(L);
@@ -119,7 +119,7 @@ static int send_complete(lua_State *co, orch__ipc_job *job) {
 
 static const char *const send_opts[] = { "nowait", "timeout", NULL };
 
-static int lmsg_send(lua_State *L) {
+static int msgq_send(lua_State *L) {
   omsg *q = check_msg(L);
   lua_Integer type = luaL_checkinteger(L, 2);
   size_t len;
@@ -203,7 +203,7 @@ static void recv_abandon(orch__ipc_job *job) {
 
 static const char *const recv_opts[] = { "type", "timeout", "max", "nowait", NULL };
 
-static int lmsg_recv(lua_State *L) {
+static int msgq_recv(lua_State *L) {
   omsg *q = check_msg(L);
   lua_Integer type = 0, max = (lua_Integer)default_max;
   double timeout = -1;
@@ -239,7 +239,7 @@ static int lmsg_recv(lua_State *L) {
 
 /* ------------------------------------------------------------ methods */
 
-static int lmsg_stat(lua_State *L) {
+static int msgq_stat(lua_State *L) {
   omsg *q = check_msg(L);
   struct msqid_ds ds;
   if (msgctl(q->id, IPC_STAT, &ds) < 0) return orch__fail(L, "msg.stat", errno);
@@ -255,7 +255,7 @@ static int lmsg_stat(lua_State *L) {
   return 1;
 }
 
-static int lmsg_remove(lua_State *L) {
+static int msgq_remove(lua_State *L) {
   omsg *q = luaL_checkudata(L, 1, MSG_MT);
   if (!q->removed) {
     q = check_msg(L);
@@ -266,13 +266,13 @@ static int lmsg_remove(lua_State *L) {
   return 1;
 }
 
-static int lmsg_close(lua_State *L) {
+static int msgq_close(lua_State *L) {
   omsg *q = luaL_checkudata(L, 1, MSG_MT);
   q->closed = 1;
   return 0;
 }
 
-static int lmsg_tostring(lua_State *L) {
+static int msgq_tostring(lua_State *L) {
   omsg *q = luaL_checkudata(L, 1, MSG_MT);
   char k[16];
   if (q->closed) lua_pushliteral(L, MSG_MT ": closed");
@@ -291,17 +291,17 @@ static void read_msgmax(void) {
 
 int orch__open_msg(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"send", lmsg_send}, {"recv", lmsg_recv}, {"stat", lmsg_stat},
-    {"remove", lmsg_remove}, {"close", lmsg_close}, {NULL, NULL}
+    {"send", msgq_send}, {"recv", msgq_recv}, {"stat", msgq_stat},
+    {"remove", msgq_remove}, {"close", msgq_close}, {NULL, NULL}
   };
   static const luaL_Reg meta[] = {
-    {"__close", lmsg_close}, {"__tostring", lmsg_tostring}, {NULL, NULL}
+    {"__close", msgq_close}, {"__tostring", msgq_tostring}, {NULL, NULL}
   };
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, read_msgmax);
   orch__newclass(L, MSG_MT, methods, meta);
   lua_pop(L, 1);
-  static const luaL_Reg fns[] = {{"open", lmsg_open}, {"private", lmsg_private}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"open", msgq_open}, {"private", msgq_private}, {NULL, NULL}};
   lua_newtable(L);
   luaL_newlib(L, fns);
   lua_setfield(L, -2, "msg");

@@ -557,7 +557,7 @@ int orch__kill_fail(lua_State *L, const char *op, pid_t pid, int flags, int r) {
 /* ---------------------------------------------------------------- Process */
 
 enum { P_RUNNING, P_EXITED, P_FOREIGN };
-enum { UV_STDIN = 1, UV_STDOUT, UV_STDERR, UV_ONEXIT, UV_NSLOTS = UV_ONEXIT };
+enum { UVAL_STDIN = 1, UVAL_STDOUT, UVAL_STDERR, UVAL_ONEXIT, UVAL_NSLOTS = UVAL_ONEXIT };
 
 typedef struct waiter {
   struct waiter *next, **pprev;
@@ -606,7 +606,7 @@ static void process_exited(orch__child *c, int status, const struct rusage *ru) 
   luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);
   p->anchor = LUA_NOREF;
 
-  if (lua_getiuservalue(L, ud, UV_ONEXIT) == LUA_TTABLE) {
+  if (lua_getiuservalue(L, ud, UVAL_ONEXIT) == LUA_TTABLE) {
     lua_Integer n = luaL_len(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, i);
@@ -615,7 +615,7 @@ static void process_exited(orch__child *c, int status, const struct rusage *ru) 
       lua_pop(L, 1);
     }
     lua_pushnil(L);
-    lua_setiuservalue(L, ud, UV_ONEXIT);
+    lua_setiuservalue(L, ud, UVAL_ONEXIT);
   }
   lua_pop(L, 1);
 
@@ -637,7 +637,7 @@ static void process_exited(orch__child *c, int status, const struct rusage *ru) 
 
 /* [-0,+1] A new orch.Process in the not-started state. */
 static process *process_new(lua_State *L, orch_runtime *rt) {
-  process *p = lua_newuserdatauv(L, sizeof *p, UV_NSLOTS);
+  process *p = lua_newuserdatauv(L, sizeof *p, UVAL_NSLOTS);
   memset(p, 0, sizeof *p);
   p->rt = rt;
   p->state = P_FOREIGN;
@@ -674,11 +674,11 @@ static int process_on_exit(lua_State *L) {
     orch__spawn_task(L, 2);
     lua_pop(L, 1);
   } else if (p->state == P_RUNNING) {
-    if (lua_getiuservalue(L, 1, UV_ONEXIT) != LUA_TTABLE) {
+    if (lua_getiuservalue(L, 1, UVAL_ONEXIT) != LUA_TTABLE) {
       lua_pop(L, 1);
       lua_newtable(L);
       lua_pushvalue(L, -1);
-      lua_setiuservalue(L, 1, UV_ONEXIT);
+      lua_setiuservalue(L, 1, UVAL_ONEXIT);
     }
     lua_pushvalue(L, 2);
     lua_rawseti(L, -2, luaL_len(L, -2) + 1);
@@ -769,9 +769,9 @@ static int process_index(lua_State *L) {
   const char *k = lua_tostring(L, 2);
   if (k && lua_type(L, 2) == LUA_TSTRING) {
     if (strcmp(k, "pid") == 0) { lua_pushinteger(L, p->child.pid); return 1; }
-    if (strcmp(k, "stdin") == 0) { lua_getiuservalue(L, 1, UV_STDIN); return 1; }
-    if (strcmp(k, "stdout") == 0) { lua_getiuservalue(L, 1, UV_STDOUT); return 1; }
-    if (strcmp(k, "stderr") == 0) { lua_getiuservalue(L, 1, UV_STDERR); return 1; }
+    if (strcmp(k, "stdin") == 0) { lua_getiuservalue(L, 1, UVAL_STDIN); return 1; }
+    if (strcmp(k, "stdout") == 0) { lua_getiuservalue(L, 1, UVAL_STDOUT); return 1; }
+    if (strcmp(k, "stderr") == 0) { lua_getiuservalue(L, 1, UVAL_STDERR); return 1; }
   }
   lua_pushvalue(L, 2);
   lua_rawget(L, lua_upvalueindex(1));
@@ -1366,7 +1366,7 @@ static int spawn_failure(lua_State *L, int err, const char *step, const char *fi
 
 /* Closes the streams made for pipes when the spawn fails after making them. */
 static void close_streams(lua_State *L, int ud) {
-  for (int i = UV_STDIN; i <= UV_STDERR; i++) {
+  for (int i = UVAL_STDIN; i <= UVAL_STDERR; i++) {
     if (lua_getiuservalue(L, ud, i) != LUA_TNIL) {
       if (lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
         lua_pushvalue(L, -2);
@@ -1417,7 +1417,7 @@ static int proc_spawn(lua_State *L) {
         box->n--;                          /* the stream owns it now (or closed it) */
         int r = orch__stream_push_fd(L, parent, i == 0 ? ORCH_STREAM_WRITE : ORCH_STREAM_READ);
         if (r < 0) { close_streams(L, ud); return orch__fail_uv(L, "spawn: pipe", r); }
-        lua_setiuservalue(L, ud, UV_STDIN + i);
+        lua_setiuservalue(L, ud, UVAL_STDIN + i);
       }
     }
     if (i == 1) stdout_src = src;
@@ -2128,7 +2128,7 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
 static int process_lines(lua_State *L) {
   luaL_checkudata(L, 1, PROCESS_MT);
   lua_settop(L, 1);
-  if (lua_getiuservalue(L, 1, UV_STDOUT) != LUA_TUSERDATA)
+  if (lua_getiuservalue(L, 1, UVAL_STDOUT) != LUA_TUSERDATA)
     return luaL_error(L, "lines: the process's stdout is not a pipe");
   lua_getfield(L, 2, "lines");             /* the stream's own method */
   lua_insert(L, 2);

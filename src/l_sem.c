@@ -130,7 +130,7 @@ static osem *new_sem(lua_State *L) {
   return s;
 }
 
-static int lsem_open(lua_State *L) {
+static int semset_open(lua_State *L) {
   orch__check_options(L, 1, open_opts);
   lua_settop(L, 1);
   key_t key = orch__ipc_optkey(L, 1);
@@ -183,7 +183,7 @@ static int lsem_open(lua_State *L) {
   return 1;
 }
 
-static int lsem_private(lua_State *L) {
+static int semset_private(lua_State *L) {
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
     lua_newtable(L);
@@ -241,7 +241,7 @@ static void wait_abandon(orch__ipc_job *job) {
   semop(job->id, &b, 1);
 }
 
-static int lsem_wait(lua_State *L) {
+static int semset_wait(lua_State *L) {
   osem *s = check_sem(L);
   unsigned short i = check_index(L, s, 2);
   double timeout = orch__optseconds(L, 3, -1);
@@ -270,7 +270,7 @@ static int lsem_wait(lua_State *L) {
 
 /* ------------------------------------------------------------ methods */
 
-static int lsem_post(lua_State *L) {
+static int semset_post(lua_State *L) {
   osem *s = check_sem(L);
   unsigned short i = check_index(L, s, 2);
   int err = semop_nowait(s, i, 1);
@@ -279,7 +279,7 @@ static int lsem_post(lua_State *L) {
   return 1;
 }
 
-static int lsem_try(lua_State *L) {
+static int semset_try(lua_State *L) {
   osem *s = check_sem(L);
   unsigned short i = check_index(L, s, 2);
   int err = semop_nowait(s, i, -1);
@@ -288,7 +288,7 @@ static int lsem_try(lua_State *L) {
   return 1;
 }
 
-static int lsem_value(lua_State *L) {
+static int semset_value(lua_State *L) {
   osem *s = check_sem(L);
   unsigned short i = check_index(L, s, 2);
   int v = semctl(s->id, i, GETVAL);
@@ -297,7 +297,7 @@ static int lsem_value(lua_State *L) {
   return 1;
 }
 
-static int lsem_set(lua_State *L) {
+static int semset_set(lua_State *L) {
   osem *s = check_sem(L);
   unsigned short i = check_index(L, s, 2);
   lua_Integer v = luaL_checkinteger(L, 3);
@@ -309,7 +309,7 @@ static int lsem_set(lua_State *L) {
   return 1;
 }
 
-static int lsem_stat(lua_State *L) {
+static int semset_stat(lua_State *L) {
   osem *s = check_sem(L);
   struct semid_ds ds;
   int err = stat_set(s->id, &ds);
@@ -329,7 +329,7 @@ static int lsem_stat(lua_State *L) {
   return 1;
 }
 
-static int lsem_remove(lua_State *L) {
+static int semset_remove(lua_State *L) {
   osem *s = luaL_checkudata(L, 1, SEM_MT);
   if (!s->removed) {
     s = check_sem(L);
@@ -340,13 +340,13 @@ static int lsem_remove(lua_State *L) {
   return 1;
 }
 
-static int lsem_close(lua_State *L) {
+static int semset_close(lua_State *L) {
   osem *s = luaL_checkudata(L, 1, SEM_MT);
   s->closed = 1;
   return 0;
 }
 
-static int lsem_tostring(lua_State *L) {
+static int semset_tostring(lua_State *L) {
   osem *s = luaL_checkudata(L, 1, SEM_MT);
   char k[16];
   if (s->closed) lua_pushliteral(L, SEM_MT ": closed");
@@ -356,16 +356,16 @@ static int lsem_tostring(lua_State *L) {
 
 int orch__open_sem(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"wait", lsem_wait}, {"post", lsem_post}, {"try", lsem_try}, {"value", lsem_value},
-    {"set", lsem_set}, {"stat", lsem_stat}, {"remove", lsem_remove}, {"close", lsem_close},
+    {"wait", semset_wait}, {"post", semset_post}, {"try", semset_try}, {"value", semset_value},
+    {"set", semset_set}, {"stat", semset_stat}, {"remove", semset_remove}, {"close", semset_close},
     {NULL, NULL}
   };
   static const luaL_Reg meta[] = {
-    {"__close", lsem_close}, {"__tostring", lsem_tostring}, {NULL, NULL}
+    {"__close", semset_close}, {"__tostring", semset_tostring}, {NULL, NULL}
   };
   orch__newclass(L, SEM_MT, methods, meta);
   lua_pop(L, 1);
-  static const luaL_Reg fns[] = {{"open", lsem_open}, {"private", lsem_private}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"open", semset_open}, {"private", semset_private}, {NULL, NULL}};
   lua_newtable(L);
   luaL_newlib(L, fns);
   lua_setfield(L, -2, "sem");

@@ -57,7 +57,7 @@ static int attach(oshm *s, int id) {
 
 static const char *const open_opts[] = { "key", "size", "create", "exclusive", "mode", NULL };
 
-static int lshm_open(lua_State *L) {
+static int segment_open(lua_State *L) {
   orch__check_options(L, 1, open_opts);
   lua_settop(L, 1);
   key_t key = orch__ipc_optkey(L, 1);
@@ -88,7 +88,7 @@ static int lshm_open(lua_State *L) {
   return 1;
 }
 
-static int lshm_private(lua_State *L) {
+static int segment_private(lua_State *L) {
   lua_Integer size = check_size(L, 1, NULL, luaL_checkinteger(L, 1));
   orch__check_nargs(L, 1);
   oshm *s = (oshm *)orch__region_new(L, SHM_MT, sizeof *s);
@@ -106,7 +106,7 @@ static int lshm_private(lua_State *L) {
   return 1;
 }
 
-static int lshm_stat(lua_State *L) {
+static int segment_stat(lua_State *L) {
   oshm *s = check_shm(L);
   if (s->id < 0) return orch__closed_error(L, SHM_MT);
   struct shmid_ds ds;
@@ -124,7 +124,7 @@ static int lshm_stat(lua_State *L) {
   return 1;
 }
 
-static int lshm_detach(lua_State *L) {
+static int segment_detach(lua_State *L) {
   oshm *s = check_shm(L);
   int err = orch__region_close(&s->r);
   if (err) return orch__fail(L, "shm.detach", err);
@@ -132,7 +132,7 @@ static int lshm_detach(lua_State *L) {
   return 1;
 }
 
-static int lshm_remove(lua_State *L) {
+static int segment_remove(lua_State *L) {
   oshm *s = check_shm(L);
   if (s->id < 0) return orch__closed_error(L, SHM_MT);
   if (!s->removed) {
@@ -143,7 +143,7 @@ static int lshm_remove(lua_State *L) {
   return 1;
 }
 
-static int lshm_tostring(lua_State *L) {
+static int segment_tostring(lua_State *L) {
   oshm *s = check_shm(L);
   char k[16];
   if (!s->r.base)
@@ -156,12 +156,12 @@ static int lshm_tostring(lua_State *L) {
 
 int orch__open_shm(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"stat", lshm_stat}, {"detach", lshm_detach}, {"remove", lshm_remove}, {NULL, NULL}
+    {"stat", segment_stat}, {"detach", segment_detach}, {"remove", segment_remove}, {NULL, NULL}
   };
-  static const luaL_Reg meta[] = { {"__tostring", lshm_tostring}, {NULL, NULL} };
+  static const luaL_Reg meta[] = { {"__tostring", segment_tostring}, {NULL, NULL} };
   orch__region_class(L, SHM_MT, methods, meta);
   lua_pop(L, 1);
-  static const luaL_Reg fns[] = {{"open", lshm_open}, {"private", lshm_private}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"open", segment_open}, {"private", segment_private}, {NULL, NULL}};
   lua_newtable(L);
   luaL_newlib(L, fns);
   lua_setfield(L, -2, "shm");

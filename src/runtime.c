@@ -48,7 +48,7 @@ static const char *const task_status_names[] = {
 };
 
 /* Uservalue slots of an orch.Task userdata. */
-enum { UV_CO = 1, UV_JOINERS, UV_ERROR, UV_TRACE, UV_NSLOTS = UV_TRACE };
+enum { UVAL_CO = 1, UVAL_JOINERS, UVAL_ERROR, UVAL_TRACE, UVAL_NSLOTS = UVAL_TRACE };
 
 struct orch__task {
   lua_State *co;
@@ -240,7 +240,7 @@ static void task_cancel(orch__task *t);
 /* Wakes every task joined on t (status done/failed/cancelled). */
 static void wake_joiners(lua_State *L, int ud_idx, orch__task *owner) {
   ud_idx = lua_absindex(L, ud_idx);
-  if (lua_getiuservalue(L, ud_idx, UV_JOINERS) != LUA_TTABLE) { lua_pop(L, 1); return; }
+  if (lua_getiuservalue(L, ud_idx, UVAL_JOINERS) != LUA_TTABLE) { lua_pop(L, 1); return; }
   lua_Integer n = luaL_len(L, -1);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, -1, i);
@@ -258,12 +258,12 @@ static void wake_joiners(lua_State *L, int ud_idx, orch__task *owner) {
   }
   lua_pop(L, 1);
   lua_pushnil(L);
-  lua_setiuservalue(L, ud_idx, UV_JOINERS);
+  lua_setiuservalue(L, ud_idx, UVAL_JOINERS);
 }
 
 static int has_joiners(lua_State *L, int ud_idx) {
   int r = 0;
-  if (lua_getiuservalue(L, ud_idx, UV_JOINERS) == LUA_TTABLE) r = luaL_len(L, -1) > 0;
+  if (lua_getiuservalue(L, ud_idx, UVAL_JOINERS) == LUA_TTABLE) r = luaL_len(L, -1) > 0;
   lua_pop(L, 1);
   return r;
 }
@@ -290,17 +290,17 @@ static void task_failed(orch__task *t) {
   push_task_ud(L, t);
   int ud = lua_gettop(L);
   push_traceback(L, co);                 /* traceback text */
-  lua_setiuservalue(L, ud, UV_TRACE);
+  lua_setiuservalue(L, ud, UVAL_TRACE);
   lua_xmove(co, L, 1);                   /* the error object */
-  lua_setiuservalue(L, ud, UV_ERROR);
+  lua_setiuservalue(L, ud, UVAL_ERROR);
   int joined = has_joiners(L, ud);
   if (t == rt->main_task) {
-    lua_getiuservalue(L, ud, UV_TRACE);
+    lua_getiuservalue(L, ud, UVAL_TRACE);
     free(rt->last_error);
     rt->last_error = strdup(lua_tostring(L, -1));
     lua_pop(L, 1);
   } else if (!joined) {
-    lua_getiuservalue(L, ud, UV_TRACE);
+    lua_getiuservalue(L, ud, UVAL_TRACE);
     orch__report(rt, lua_tostring(L, -1));
     lua_pop(L, 1);
   }
@@ -584,7 +584,7 @@ static orch__task *check_task_ud(lua_State *L, int idx) {
  * the task userdata. Does not queue it. */
 static orch__task *task_new(lua_State *L, int nargs) {
   orch_runtime *rt = orch__rt(L);
-  orch__task **box = lua_newuserdatauv(L, sizeof *box, UV_NSLOTS);
+  orch__task **box = lua_newuserdatauv(L, sizeof *box, UVAL_NSLOTS);
   *box = NULL;
   luaL_setmetatable(L, TASK_MT);
   orch__task *t = calloc(1, sizeof *t);
@@ -595,7 +595,7 @@ static orch__task *task_new(lua_State *L, int nargs) {
   lua_State *co = lua_newthread(L);
   t->co = co;
   *extra(co) = t;
-  lua_setiuservalue(L, -2, UV_CO);
+  lua_setiuservalue(L, -2, UVAL_CO);
   /* stack: fn args... ud  -> move fn and args into co */
   lua_insert(L, -(nargs + 2));          /* ud fn args... */
   lua_xmove(L, co, nargs + 1);
@@ -650,7 +650,7 @@ static int task_status(lua_State *L) {
 /* Pushes the results of a finished task (its values, or raises its error). */
 static int join_result(lua_State *L, orch__task *t, int ud) {
   if (t->status == T_DONE) {
-    lua_getiuservalue(L, ud, UV_CO);
+    lua_getiuservalue(L, ud, UVAL_CO);
     lua_State *co = lua_tothread(L, -1);
     lua_pop(L, 1);
     luaL_checkstack(L, t->nres + 1, "too many results");
@@ -659,7 +659,7 @@ static int join_result(lua_State *L, orch__task *t, int ud) {
     return t->nres;
   }
   if (t->status == T_FAILED) {
-    lua_getiuservalue(L, ud, UV_ERROR);
+    lua_getiuservalue(L, ud, UVAL_ERROR);
     return lua_error(L);
   }
   return orch__failf(L, "ECANCELED", "join: the task was cancelled");
@@ -683,11 +683,11 @@ static int task_join(lua_State *L) {
   if (self == t) return luaL_error(L, "join: a task cannot join itself");
   if (t->status == T_DONE || t->status == T_FAILED || t->status == T_CANCELLED)
     return join_result(L, t, 1);
-  if (lua_getiuservalue(L, 1, UV_JOINERS) != LUA_TTABLE) {
+  if (lua_getiuservalue(L, 1, UVAL_JOINERS) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
     lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, UV_JOINERS);
+    lua_setiuservalue(L, 1, UVAL_JOINERS);
   }
   lua_pushthread(L);
   lua_rawseti(L, -2, luaL_len(L, -2) + 1);
@@ -722,7 +722,7 @@ static int task_cancel_m(lua_State *L) {
 
 static int task_traceback(lua_State *L) {
   check_task_ud(L, 1);
-  lua_getiuservalue(L, 1, UV_TRACE);
+  lua_getiuservalue(L, 1, UVAL_TRACE);
   return 1;
 }
 
