@@ -171,6 +171,41 @@ describe("supervisor heartbeats", function()
   end)
 end)
 
+describe("supervisor heartbeat deadlines", function()
+  -- Both services take 1.2 s to become ready, four times their heartbeat
+  -- timeout, and beat only once ready (as a daemon that loads its data
+  -- first): the deadline runs from READY, so neither is killed while
+  -- starting; once they stop beating, the deadline does catch them.
+  it("start counting when the service is ready, not when it is spawned", function()
+    local key = h.key()
+    local ok, err = pcall(u.with, function(s, logs)
+      s.service { name = "pings", cmd = { P .. "/prog_sup_notify", "-r", "1200", "-i", "50", "-p", "8" },
+        ready = { notify = true }, heartbeat = { timeout = 0.3 }, backoff = 0.05, start_limit = false }
+      s.service { name = "beats", ready = { fd = 3 }, backoff = 0.05, start_limit = false,
+        heartbeat = { timeout = 0.3, key = key },
+        cmd = u.sh("sleep 1.2; echo >&3; exec " .. P .. "/prog_hb_client -e -i 50 -s 8") }
+      s.start("all")
+      for _, name in ipairs { "pings", "beats" } do
+        -- The first missed deadline comes after the first READY, once the
+        -- beats have stopped (a deadline from the spawn would kill it at
+        -- 0.3 s, before it is ever ready).
+        local missed = h.eventually(function() return u.logged(logs, name .. ": missed heartbeat") end,
+          name .. " restarted for a missed heartbeat")
+        local ready_at = u.logged(logs, name .. ": ready (")
+        assert.truthy(ready_at, name .. " was never ready")
+        assert.is_true(missed > ready_at)
+        assert.matches("^missed heartbeat", s.instance(name).history[1].reason)
+      end
+    end)
+    local t = orch.heartbeat.open { key = key }
+    if t then
+      t:remove()
+      t:close()
+    end
+    assert(ok, err)
+  end)
+end)
+
 describe("supervisor limits", function()
   it("restarts a service over its memory limit", function()
     u.with(function(s, logs)

@@ -7,6 +7,11 @@
 -- child's pid. sd_notify WATCHDOG=1 pings count as beats too (a notify
 -- service also gets WATCHDOG_USEC, as under systemd).
 --
+-- The deadlines start when the service is ready (hb.ready, when it becomes
+-- running), as systemd arms WatchdogSec only after start-up: until then
+-- start_timeout is what bounds a service that hangs. Beats sent while
+-- starting are allowed and ignored.
+--
 -- The deadline check is one timer per running service, armed at
 -- last beat + timeout: when it fires it reads the slot's last beat (and the
 -- last ping) and either re-arms at the new deadline or, when nothing came,
@@ -74,6 +79,7 @@ local function arm(inst, run, b, at)
   end)
 end
 
+--- After the spawn: the slot passes to the child. No deadline yet.
 function hb.start(inst, run)
   local c = inst.cfg.heartbeat
   local b = run.beat
@@ -82,6 +88,15 @@ function hb.start(inst, run)
     local ok, err = b.slot:assign(run.pid)
     if not ok then inst:log("heartbeat slot hand-over failed: %s", err) end
   end
+  b.armed = false
+end
+
+--- The run is ready: the first beat is due `timeout` seconds from now.
+function hb.ready(inst, run)
+  local c = inst.cfg.heartbeat
+  local b = run.beat
+  if not c or not b or b.armed ~= false then return end   -- no hb.start for this run
+  b.armed = true
   b.start = orch.now()
   arm(inst, run, b, b.start + c.timeout)
 end

@@ -148,6 +148,7 @@ local function become_running(self, run, how)
   run:drop("start_timer")
   if run.readiness then run.readiness:stop() end
   if self.cfg.limits then limits.start(self, run) end
+  if self.cfg.heartbeat then hb.ready(self, run) end
   if how then self:log("ready (%s)", how) end
   self:set_state("running")
   self.sup:hook(self, "on_ready")
