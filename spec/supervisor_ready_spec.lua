@@ -83,6 +83,86 @@ describe("supervisor readiness", function()
     end)
   end)
 
+  it("counts only a listener of the service's own processes on a tcp port", function()
+    u.with(function(s, logs)
+      -- A free port, then held by a process that is not the service.
+      local l = assert(orch.listen { host = "127.0.0.1", port = 0 })
+      local port = l.port
+      l:close()
+      local other = assert(orch.spawn { P .. "/prog_sup_tcp", port, stdout = "null" })
+      local ok, err = pcall(function()
+        h.eventually(function() return #assert(orch.proc.tcp_listeners(port)) > 0 end, "the other listener")
+        -- The service binds once the port is free (as nginx retries).
+        s.service { name = "web", cmd = { P .. "/prog_sup_tcp", port, "0", "1" }, ready = { tcp = port } }
+        s.service { name = "app", cmd = u.sh("exec sleep 30"), depends_on = "web" }
+        s.start("all")
+        local line = h.eventually(function() return u.logged(logs, "web: not ready: port " .. port) end,
+          "the other listener reported")
+        assert.truthy(logs[line]:find("is held by pid " .. other.pid .. " (prog_sup_tcp), not by this service", 1, true),
+          logs[line])
+        assert.are.equal("starting", u.st(s, "web").state)
+        assert.are.equal("waiting", u.st(s, "app").state)
+        assert.matches("^port %d+ is held by pid " .. other.pid, u.st(s, "web").status_text)
+        -- The port is freed: the service binds it and is ready, its
+        -- dependent starts.
+        other:kill("KILL")
+        other:wait()
+        assert.is_true(s.wait("all", "running", 20))
+        assert.truthy(u.logged(logs, "web: ready (tcp 127.0.0.1:" .. port .. ")"))
+        assert.is_nil(u.st(s, "web").status_text)
+        local mine = u.st(s, "web").pid
+        local holders = {}
+        for _, x in ipairs(orch.proc.tcp_listeners(port)) do
+          if assert(orch.proc.sockets(mine))[x.inode] then holders[#holders + 1] = x.inode end
+        end
+        assert.are.equal(1, #holders)
+      end)
+      if other:running() then
+        other:kill("KILL")
+        other:wait()
+      end
+      assert(ok, err)
+    end)
+  end)
+
+  it("gives a service running as another user a notify socket it can write to, and drops others' datagrams", function()
+    u.with(function(s, logs)
+      s.service { name = "nb", user = "nobody", cmd = { P .. "/prog_sup_notify", "-r", "100", "-s", "mine" },
+        ready = { notify = true } }
+      s.service { name = "quiet", user = 65534, group = 65534, cmd = { P .. "/prog_sup_notify", "-n" },
+        ready = { notify = true } }
+      s.start("all")
+      assert.is_true(s.wait("nb", "running", 10))
+      assert.are.equal("mine", u.st(s, "nb").status_text)
+      assert.truthy(u.logged(logs, "nb: ready (sd_notify READY=1)"))
+      -- The socket is the service's user's, 0600, outside orch's private
+      -- runtime directory (nobody cannot reach that one).
+      assert.is_true(s.wait("quiet", "starting", 10))
+      local pid = u.st(s, "quiet").pid
+      local path = h.slurp("/proc/" .. pid .. "/environ"):match("NOTIFY_SOCKET=([^%z]+)")
+      assert.truthy(path)
+      assert.are.equal("600 socket 65534", h.sh("stat -c '%a %F %u' " .. h.shquote(path)))
+      assert.is_true(orch.proc.can_access(path, 65534, 65534, "w"))
+      -- A process of the same user that is not the service's sends READY=1
+      -- and a STATUS: both are dropped, and the drop is logged.
+      local outsider = assert(orch.spawn { "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+        P .. "/prog_sup_notify", "-s", "forged", env = { NOTIFY_SOCKET = path }, stdout = "null" })
+      local ok, err = pcall(function()
+        local line = h.eventually(function()
+          return u.logged(logs, "quiet: dropped an sd_notify message from pid " .. outsider.pid)
+        end, "the outsider's datagram dropped")
+        assert.truthy(logs[line]:find("which orch started for something else", 1, true), logs[line])
+        assert.are.equal("starting", u.st(s, "quiet").state)
+        assert.are_not.equal("forged", u.st(s, "quiet").status_text)
+      end)
+      outsider:kill("KILL")
+      outsider:wait()
+      assert(ok, err)
+      s.stop("all")
+      assert.are.equal("", h.sh("ls " .. h.shquote(path) .. " 2>/dev/null"))
+    end)
+  end)
+
   it("asks a ready function", function()
     u.with(function(s, logs)
       local asked = 0

@@ -511,6 +511,14 @@ static int read_stat(pid_t pid, stat_info *si) {
   return 0;
 }
 
+int orch__proc_ppid(pid_t pid, pid_t *ppid) {
+  stat_info si;
+  if (pid <= 0) return -ESRCH;
+  int r = read_stat(pid, &si);
+  if (r == 0) *ppid = (pid_t)si.ppid;
+  return r;
+}
+
 int orch__start_time(pid_t pid, unsigned long long *ticks) {
   stat_info si;
   if (pid <= 0) return -ESRCH;
@@ -2205,6 +2213,7 @@ int orch__open_proc(lua_State *L) {
   };
   luaL_newlib(L, fns);
   luaL_newlib(L, procfns);
+  orch__procscan_register(L);        /* children, sockets, tcp_listeners, ... */
   lua_setfield(L, -2, "proc");
   lua_remove(L, methods);
 

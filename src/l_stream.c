@@ -2039,13 +2039,20 @@ static int dgram_tostring(lua_State *L) {
 }
 
 static int stream_dgram(lua_State *L) {
-  static const char *const opts[] = { "unix", "mode", "passcred", NULL };
+  static const char *const opts[] = { "unix", "mode", "passcred", "uid", "gid", NULL };
   if (lua_isnoneornil(L, 1)) { lua_settop(L, 0); lua_newtable(L); }
   orch__check_options(L, 1, opts);
   orch__check_nargs(L, 1);
   int mode = orch__opt_mode(L, 1, "mode", 0600, 07777, NULL);
   int passcred = orch__opt_boolean(L, 1, "passcred", 0);
+  /* The owner of the socket file (so that a service running as another
+   * user may send to a 0600 socket): -1 keeps orch's. */
+  lua_Integer uid = orch__opt_integer(L, 1, "uid", -1), gid = orch__opt_integer(L, 1, "gid", -1);
+  if (uid < -1 || uid > 0x7fffffff) orch__opt_error(L, 1, "uid", "uid expected");
+  if (gid < -1 || gid > 0x7fffffff) orch__opt_error(L, 1, "gid", "gid expected");
   const char *path = orch__opt_string(L, 1, "unix", NULL);
+  if ((uid >= 0 || gid >= 0) && (!path || path[0] == '@'))
+    luaL_argerror(L, 1, "options 'uid' and 'gid' apply to unix socket paths only");
   size_t len = 0;
   if (path) {
     lua_getfield(L, 1, "unix");
@@ -2074,6 +2081,14 @@ static int stream_dgram(lua_State *L) {
   if (!err && passcred && setsockopt(d->fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0) err = errno;
   if (!err && path) {
     int r = bind_unix(d->fd, &sa, salen, mode, SOCK_DGRAM, &d->dev, &d->ino);
+    if (r == 0 && (uid >= 0 || gid >= 0)) {
+      /* The file is the one just bound (0600, ours): changing its owner
+       * opens it to that user only. */
+      struct stat fst;
+      if (lchown(path, (uid_t)uid, (gid_t)gid) < 0 || lstat(path, &fst) < 0) r = -errno;
+      else if (fst.st_dev != d->dev || fst.st_ino != d->ino) r = -EEXIST;
+      if (r < 0) unlink(path);
+    }
     if (r < 0) err = -r;
     else {
       d->owner = getpid();

@@ -117,4 +117,11 @@ int orch__kill_fail(lua_State *L, const char *op, pid_t pid, int flags, int r);
  * Returns 0 or -errno (-ESRCH when there is no such process). */
 int orch__start_time(pid_t pid, unsigned long long *ticks);
 
+/* The parent pid of pid (/proc/PID/stat field 4). Returns 0 or -errno. */
+int orch__proc_ppid(pid_t pid, pid_t *ppid);
+
+/* Adds procscan.c's functions (children, sockets, tcp_listeners, is_child,
+ * user_ids) to the table at the top of the stack (orch.proc). */
+void orch__procscan_register(lua_State *L);
+
 #endif

@@ -40,6 +40,7 @@ local log = lazy "orch.supervisor.log"
 local limits = lazy "orch.supervisor.limits"
 local hb = lazy "orch.supervisor.heartbeat"
 local handoff = lazy "orch.supervisor.handoff"
+local adopt = lazy "orch.supervisor.adopt"
 
 local Instance = {}
 Instance.__index = Instance
@@ -384,6 +385,7 @@ function Instance:spawn()
   end
   run.proc, run.pid, run.alive = p, p.pid, true
   self.stuck = nil
+  if cfg.ready or cfg.pidfile then adopt.spawned(run) end
   run.started = orch.now()
   self.pid = p.pid
   self.start_time = orch.time()

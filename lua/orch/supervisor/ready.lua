@@ -3,13 +3,18 @@
 --  - notify: the child gets NOTIFY_SOCKET, the path of a unix datagram
 --    socket made by orch for this run of this instance (mode 0600), and sends
 --    sd_notify(3) messages: READY=1, WATCHDOG=1, STATUS=..., MAINPID=...
---    Messages are accepted from the main process or any process of its
---    process group (SO_PASSCRED tells who sent them).
+--    With `user =`/`group =` the socket file belongs to the service's user
+--    (still 0600) and lies where that user can reach it. Each datagram's
+--    sender (SO_PASSCRED) must belong to the run (adopt.check: the service's
+--    process or a descendant); others are dropped and logged.
 --  - fd = n: the child inherits the write end of a pipe as fd n and writes a
 --    newline when it is ready (s6's notification-fd); orch closes its read
 --    end after the newline or at EOF.
---  - tcp = port: ready once a TCP connect to host:port succeeds (polled at
---    `interval`, doubling up to 0.5 s, only while starting).
+--  - tcp = port: ready once one of the run's processes (adopt.processes)
+--    holds a listening TCP socket on the port (/proc/net/tcp and tcp6 of
+--    its network namespace, matched by socket inode to its fds). Polled at
+--    `interval`, doubling up to 0.5 s, only while starting. A listener of
+--    another process on that port is reported at once.
 --  - a function(svc): runs as a task; ready when it returns a true value,
 --    a start failure when it returns false/nil or raises.
 --
@@ -19,6 +24,7 @@
 -- the probe (the notify socket stays: it carries watchdog pings and status
 -- after READY); probe:close(), called when the run is over, frees the rest.
 local orch = require "orch"
+local adopt = require "orch.supervisor.adopt"
 
 local ready = {}
 
@@ -35,10 +41,28 @@ function ready.parse(msg)
   return t
 end
 
-local function notify_path(inst)
+-- A name nobody can guess (for sockets placed in a shared directory).
+local function nonce()
+  return string.format("%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+end
+
+local function stem(inst)
+  return (inst.name:gsub("[^%w_.@-]", "_"))
+end
+
+-- The socket's path: in the runtime directory, or for a service running as
+-- another user who cannot reach it, under /tmp with a name nobody can guess
+-- (bind refuses an existing name, the file is 0600 and the service's).
+local function notify_path(inst, ids)
   local dir = inst.sup.runtime_dir
-  local stem = inst.name:gsub("[^%w_.@-]", "_")
-  return string.format("%s/orch-%d-%s.notify", dir, orch.getpid(), stem)
+  local path = string.format("%s/orch-%d-%s.notify", dir, orch.getpid(), stem(inst))
+  if not ids or ids.uid == 0 then return path end
+  local ok = orch.proc.can_access(dir, ids.uid, ids.gid, "wx")
+  if ok then return path end
+  if not orch.proc.can_access("/tmp", ids.uid, ids.gid, "wx") then
+    return nil, string.format("no place for a notify socket: uid %d cannot reach %s nor /tmp", ids.uid, dir)
+  end
+  return string.format("/tmp/orch-%d-%s-%s.notify", orch.getpid(), stem(inst), nonce())
 end
 
 --- Before the spawn: adds what the child needs to `opts` (spawn options,
@@ -49,12 +73,15 @@ function ready.prepare(inst, run, opts)
   local p = run:own("readiness", setmetatable({}, Probe))
   if r.fn or r.tcp then return true end
   if r.notify then
-    local path = notify_path(inst)
+    local ids, ierr = adopt.ids(inst.cfg)
+    if ids == nil then return nil, ierr end
+    local path, perr = notify_path(inst, ids)
+    if not path then return nil, perr end
     if #path > 107 then
       return nil, "notify socket path too long: " .. path .. " (set runtime_dir to a shorter directory)"
     end
-    os.remove(path)      -- a stale socket of an earlier orch with the same pid
-    local sock, err = orch.dgram { unix = path, mode = 384, passcred = true }
+    local sock, err = orch.dgram { unix = path, mode = 384, passcred = true,
+                                   uid = ids and ids.uid or nil, gid = ids and ids.gid or nil }
     if not sock then return nil, err end
     p.notify = sock
     opts.env.NOTIFY_SOCKET = path
@@ -70,26 +97,24 @@ function ready.prepare(inst, run, opts)
   return true
 end
 
---- Whether the process `pid` belongs to the run: the main process, or one in
--- its process group.
-local function from_service(run, cred)
-  if not cred or not cred.pid then return false end
-  if cred.pid == run.pid or cred.pid == run.main_pid then return true end
-  local info = orch.proc.info(cred.pid)
-  return info ~= nil and (info.pgid == run.pid or (run.main_pid and info.pgid == run.main_pid))
-end
+local MAX_DROP_LOGS = 5      -- dropped senders logged per run
 
 local function notify_loop(inst, run, p)
   local sock = p.notify
   while p.notify == sock do
     local msg, _, cred = sock:recv()
     if not msg then break end      -- closed at cleanup
-    if from_service(run, cred) then
+    local ok, why
+    if cred and cred.pid then ok, why = adopt.check(inst, run, cred.pid) else why = "has no credentials" end
+    if ok then
       inst:notify_message(run, ready.parse(msg))
-    elseif not p.warned then
-      p.warned = true
-      inst:log("ignoring sd_notify message from pid %s (not in the service's process group)",
-        tostring(cred and cred.pid))
+    else
+      local n = (p.dropped or 0) + 1
+      p.dropped = n
+      if n <= MAX_DROP_LOGS then
+        inst:log("dropped an sd_notify message from pid %s: it %s%s", tostring(cred and cred.pid), why,
+          n == MAX_DROP_LOGS and " (further drops of this run are not logged)" or "")
+      end
     end
   end
 end
@@ -110,13 +135,71 @@ local function fd_probe(inst, run, p)
   inst:probe_failed(run, "notification fd closed without a newline")
 end
 
-local function tcp_probe(inst, run, r)
+-- Whether the listening address `addr` takes connections to `host`.
+local function reaches(addr, host)
+  if addr == "0.0.0.0" or addr == "::" then return true end
+  addr = addr:gsub("^::ffff:", "")
+  if host == "localhost" then return addr == "127.0.0.1" or addr == "::1" end
+  if host:match("^[%d.]+$") or host:find(":", 1, true) then return addr == host end
+  return true          -- a host name: any listener on the port
+end
+
+-- The process holding socket `inode`: its pid and "pid 12 (nginx)", or nil.
+local function holder(inode)
+  for _, pid in ipairs(orch.proc.list() or {}) do
+    local socks = orch.proc.sockets(pid)
+    if socks and socks[inode] then
+      local i = orch.proc.info(pid)
+      return pid, string.format("pid %d (%s)", pid, i and i.name or "?")
+    end
+  end
+end
+
+--- One look at the port: true when one of the run's processes listens on
+-- it; false and, when another process holds it, a description of that.
+function ready.tcp_check(run, port, host)
+  local ns = run.main_pid or run.pid
+  local ls = orch.proc.tcp_listeners(port, ns) or orch.proc.tcp_listeners(port) or {}
+  local inodes, foreign = {}, nil
+  for _, l in ipairs(ls) do
+    if reaches(l.address, host) then inodes[#inodes + 1] = l end
+  end
+  if #inodes == 0 then return false end
+  for _, pid in ipairs(adopt.processes(run)) do
+    local socks = orch.proc.sockets(pid)
+    if socks then
+      for _, l in ipairs(inodes) do
+        if socks[l.inode] then return true end
+      end
+    end
+  end
+  foreign = inodes[1]
+  return false, foreign
+end
+
+local function tcp_probe(inst, run, r, p)
   local delay = r.interval
+  local what = r.host .. ":" .. r.tcp
   while run.alive and not run.ready do
-    local c = orch.connect { host = r.host, port = r.tcp }
-    if c then
-      c:close()
-      return inst:mark_ready(run, "tcp " .. r.host .. ":" .. r.tcp)
+    local ok, foreign = ready.tcp_check(run, r.tcp, r.host)
+    if ok then
+      if p.blocked then inst.status_text = nil end
+      return inst:mark_ready(run, "tcp " .. what)
+    end
+    if foreign and p.blocked ~= foreign.inode then
+      local pid, who = holder(foreign.inode)
+      if pid and adopt.check(inst, run, pid) then
+        -- Its own after all (a process the walk missed: just forked, or an
+        -- orphaned daemon not yet adopted).
+        if p.blocked then inst.status_text = nil end
+        return inst:mark_ready(run, "tcp " .. what)
+      end
+      -- Reported once per listener: the service cannot be ready while
+      -- another process holds its port (its own bind fails).
+      p.blocked = foreign.inode
+      who = who or ("a process of uid " .. foreign.uid)
+      inst.status_text = string.format("port %d is held by %s, not by this service", r.tcp, who)
+      inst:log("not ready: port %d (%s) is held by %s, not by this service", r.tcp, foreign.address, who)
     end
     orch.sleep(delay)
     delay = math.min(delay * 2, 0.5)
@@ -144,7 +227,7 @@ function ready.start(inst, run)
     p.wr = nil
     p.task = orch.task(fd_probe, inst, run, p)
   elseif r.tcp then
-    p.task = orch.task(tcp_probe, inst, run, r)
+    p.task = orch.task(tcp_probe, inst, run, r, p)
   elseif r.fn then
     p.task = orch.task(fn_probe, inst, run, r.fn)
   end

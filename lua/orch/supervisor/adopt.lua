@@ -1,0 +1,133 @@
+--- orch.supervisor.adopt: which processes belong to a run of a service.
+--
+-- orch acts on a process (takes its sd_notify datagrams, counts its TCP
+-- listener, follows it as the main process named by a pidfile or MAINPID=)
+-- only if it belongs to the run:
+--
+--  - it is the process orch spawned for the run, or the run's main process,
+--    or descends from one of them (/proc parent links), or it is an orphan
+--    that was reparented to orch (orch is a subreaper while it runs
+--    forking daemons) and that no other service claims: a double-forked
+--    daemon's parent link to its launcher is gone once the launcher exits;
+--  - it started no earlier than the run's process (start times in clock
+--    ticks since boot, from /proc): a pid named by a stale pidfile that has
+--    been reused by a younger unrelated process still fails the parent test;
+--  - with `user =`, it runs as that user.
+--
+-- Cgroup membership, once services are cgroups, replaces the parent test.
+-- Every check returns true, or nil and the reason in words, for the log.
+local orch = require "orch"
+
+local adopt = {}
+
+local MAX_DEPTH = 128        -- parent links followed before giving up
+local MAX_PROCS = 4096       -- processes of one run looked at (tcp readiness)
+
+-- cfg -> { uid, gid } or false (runs as orch's own user); cfgs are shared
+-- by a service's instances and replaced on reload.
+local ids_cache = setmetatable({}, { __mode = "k" })
+
+--- The uid and gid the service runs as ({ uid = n, gid = n }) when it has
+-- `user =` or `group =`, else false; nil and a message when they cannot be
+-- resolved (the spawn fails then too).
+function adopt.ids(cfg)
+  local c = ids_cache[cfg]
+  if c ~= nil then return c end
+  if cfg.user == nil and cfg.group == nil then
+    c = false
+  else
+    local uid, gid = orch.proc.user_ids(cfg.user, cfg.group)
+    if not uid then return nil, gid end
+    c = { uid = uid, gid = gid, user = cfg.user ~= nil }
+  end
+  ids_cache[cfg] = c
+  return c
+end
+
+--- Right after the spawn: the run's identity (the start time of its
+-- process), which later checks compare against.
+function adopt.spawned(run)
+  run.start_ticks = orch.proc.start_time(run.pid)
+end
+
+-- pid (whose /proc info is `info`) is the run's own process or its main one.
+local function own(run, pid, info)
+  if pid == run.pid then return run.start_ticks == nil or info.start_time == run.start_ticks end
+  if pid == run.main_pid then return run.main_start == nil or info.start_time == run.main_start end
+  return false
+end
+
+-- The service whose live run has `pid` as its process or main process.
+local function claimed_by(inst, pid)
+  for _, other in pairs(inst.sup.by_name) do
+    local r = other.run
+    if other ~= inst and r and r.alive and (r.pid == pid or r.main_pid == pid) then return other.name end
+  end
+end
+
+--- Whether pid belongs to the run of inst: true (and "orphan" when it is
+-- one reparented to orch), or nil and why not.
+function adopt.check(inst, run, pid)
+  local me = orch.getpid()
+  if math.type(pid) ~= "integer" or pid <= 0 then return nil, "is not a process id" end
+  if pid == 1 then return nil, "is init" end
+  if pid == me then return nil, "is orch itself" end
+  local info = orch.proc.info(pid)
+  if not info then return nil, "does not exist" end
+  if info.state == "Z" then return nil, "has exited" end
+  if own(run, pid, info) then return true end
+  if run.start_ticks and info.start_time < run.start_ticks then
+    return nil, string.format("started before the service (start time %d < %d clock ticks): not its process",
+      info.start_time, run.start_ticks)
+  end
+  local ids = adopt.ids(inst.cfg)
+  if ids and ids.user and info.uid ~= ids.uid then
+    return nil, string.format("runs as uid %d, not as the service's uid %d", info.uid, ids.uid)
+  end
+  local child, p, pinfo = pid, info.ppid, nil
+  for _ = 1, MAX_DEPTH do
+    if p == me then
+      -- `child` is a child of orch: one orch started for something else,
+      -- or an orphan it adopted as a subreaper.
+      if orch.proc.is_child(child) then
+        return nil, string.format("descends from pid %d, which orch started for something else", child)
+      end
+      local other = claimed_by(inst, child)
+      if other then return nil, string.format("belongs to service %s", other) end
+      return true, "orphan"
+    end
+    if p <= 1 then
+      return nil, string.format("does not descend from the service's process %d", run.pid)
+    end
+    pinfo = orch.proc.info(p)
+    if not pinfo then return nil, string.format("its parent %d has gone", p) end
+    if own(run, p, pinfo) then return true end
+    child, p = p, pinfo.ppid
+  end
+  return nil, "its parent chain is too long"
+end
+
+--- The run's live processes: its own process while it runs, its main
+-- process, and their descendants (a list of pids).
+function adopt.processes(run)
+  local out, seen = {}, {}
+  local function add(pid)
+    if pid and not seen[pid] and #out < MAX_PROCS then
+      seen[pid] = true
+      out[#out + 1] = pid
+    end
+  end
+  if not run.proc_done then add(run.pid) end
+  if run.main_pid then
+    local i = orch.proc.info(run.main_pid)
+    if i and i.state ~= "Z" and (not run.main_start or i.start_time == run.main_start) then add(run.main_pid) end
+  end
+  local i = 1
+  while i <= #out do
+    for _, c in ipairs(orch.proc.children(out[i]) or {}) do add(c) end
+    i = i + 1
+  end
+  return out
+end
+
+return adopt

@@ -1,0 +1,447 @@
+/*
+ * procscan.c: what /proc says about a process's relations and sockets, for
+ * the supervisor's readiness and adoption checks: orch.proc.children,
+ * orch.proc.sockets, orch.proc.tcp_listeners, orch.proc.is_child,
+ * orch.proc.user_ids and orch.proc.can_access. l_proc.c adds them to the orch.proc table
+ * (orch__procscan_register).
+ *
+ * The formats read here are read nowhere else: /proc/PID/task/TID/children,
+ * /proc/PID/fd links ("socket:[inode]") and /proc/PID/net/tcp{,6}
+ * (/proc/PID/stat stays l_proc.c's: the children fallback asks it for the
+ * parent pid through orch__proc_ppid).
+ *
+ * Ownership: nothing outlives a call. A file's whole text is read into a Lua
+ * string before it is parsed, so a memory error while results are pushed
+ * leaks nothing.
+ *
+ * What may block: reads of /proc files (in memory, short) and user/group
+ * lookups (getpwnam_r, getgrnam_r: NSS, as orch.spawn's).
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "proc.h"
+#include "util.h"
+
+static pid_t check_pid(lua_State *L, int idx) {
+  int isint;
+  lua_Integer n = lua_tointegerx(L, idx, &isint);
+  if (lua_type(L, idx) != LUA_TNUMBER) luaL_typeerror(L, idx, "pid");
+  if (!isint || n <= 0 || n > 0x7fffffff) luaL_argerror(L, idx, "invalid pid");
+  return (pid_t)n;
+}
+
+static void no_more_args(lua_State *L, int n) {
+  if (lua_gettop(L) > n) luaL_argerror(L, n + 1, "no value expected");
+}
+
+#define FDHOLD_MT "orch.procscan.fd"
+
+/* An fd held by a userdata while Lua may raise (a memory error while a file
+ * is read): the GC closes it then. */
+typedef struct { int fd; } fdhold;
+
+static int fdhold_gc(lua_State *L) {
+  fdhold *h = luaL_checkudata(L, 1, FDHOLD_MT);
+  if (h->fd >= 0) close(h->fd);
+  h->fd = -1;
+  return 0;
+}
+
+/* [-0,+1] Pushes the whole text of a /proc file as a string. Returns 0 or
+ * -errno (nothing pushed then). */
+static int push_file(lua_State *L, const char *path) {
+  fdhold *h = lua_newuserdatauv(L, sizeof *h, 0);
+  h->fd = -1;
+  luaL_setmetatable(L, FDHOLD_MT);
+  h->fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (h->fd < 0) {
+    int e = errno;
+    lua_pop(L, 1);
+    return -e;
+  }
+  int err = 0;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (;;) {
+    char *dst = luaL_prepbuffer(&b);
+    ssize_t k = read(h->fd, dst, LUAL_BUFFERSIZE);
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) err = errno;
+    if (k <= 0) break;
+    luaL_addsize(&b, (size_t)k);
+  }
+  luaL_pushresult(&b);
+  close(h->fd);
+  h->fd = -1;
+  lua_remove(L, -2);
+  if (err) {
+    lua_pop(L, 1);
+    return -err;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- children */
+
+/* Appends the pids of the space-separated list s to the array at -1. */
+static void add_pids(lua_State *L, const char *s, size_t len, lua_Integer *n) {
+  const char *end = s + len;
+  while (s < end) {
+    char *e;
+    long v = strtol(s, &e, 10);
+    if (e == s) { s++; continue; }
+    if (v > 0) {
+      lua_pushinteger(L, v);
+      lua_rawseti(L, -2, ++*n);
+    }
+    s = e;
+  }
+}
+
+/* Without CONFIG_PROC_CHILDREN: every process whose parent is pid. */
+static int children_scan(lua_State *L, pid_t pid) {
+  DIR *d = opendir("/proc");
+  if (!d) return orch__fail(L, "proc.children", errno);
+  lua_newtable(L);
+  lua_Integer n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    char *end;
+    long p = strtol(e->d_name, &end, 10);
+    if (*end || p <= 0) continue;
+    pid_t pp;
+    if (orch__proc_ppid((pid_t)p, &pp) == 0 && pp == pid) {
+      lua_pushinteger(L, p);
+      lua_rawseti(L, -2, ++n);
+    }
+  }
+  closedir(d);
+  return 1;
+}
+
+/* orch.proc.children(pid): the pids whose parent is pid (each thread's
+ * /proc/PID/task/TID/children). */
+static int proc_children(lua_State *L) {
+  pid_t pid = check_pid(L, 1);
+  no_more_args(L, 1);
+  char path[96];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  if (!d) return orch__fail(L, "proc.children", errno == ENOENT ? ESRCH : errno);
+  lua_newtable(L);
+  lua_Integer n = 0;
+  struct dirent *e;
+  int missing = 0;
+  while ((e = readdir(d))) {
+    char *end;
+    long tid = strtol(e->d_name, &end, 10);
+    if (*end || tid <= 0) continue;
+    snprintf(path, sizeof path, "/proc/%d/task/%ld/children", (int)pid, tid);
+    int r = push_file(L, path);
+    if (r == -ENOENT) {
+      /* The thread ended, or the kernel has no children files: the latter
+       * shows on the main thread. */
+      if (tid == pid) missing = 1;
+      continue;
+    }
+    if (r < 0) continue;
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    lua_pushvalue(L, -2);
+    add_pids(L, s, len, &n);
+    lua_pop(L, 2);
+  }
+  closedir(d);
+  if (missing) {
+    lua_pop(L, 1);
+    return children_scan(L, pid);
+  }
+  return 1;
+}
+
+/* ---------------------------------------------------------------- sockets */
+
+/* orch.proc.sockets(pid): { [inode] = fd } for the sockets pid holds. */
+static int proc_sockets(lua_State *L) {
+  pid_t pid = check_pid(L, 1);
+  no_more_args(L, 1);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+  int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return orch__fail(L, "proc.sockets", errno == ENOENT ? ESRCH : errno);
+  DIR *d = fdopendir(dfd);
+  if (!d) {
+    int e = errno;
+    close(dfd);
+    return orch__fail(L, "proc.sockets", e);
+  }
+  lua_newtable(L);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    char *end;
+    long fd = strtol(e->d_name, &end, 10);
+    if (*end || fd < 0) continue;
+    char link[64];
+    ssize_t k = readlinkat(dfd, e->d_name, link, sizeof link - 1);
+    if (k <= 0) continue;
+    link[k] = 0;
+    unsigned long long ino;
+    if (sscanf(link, "socket:[%llu]", &ino) != 1) continue;
+    lua_pushinteger(L, fd);
+    lua_rawseti(L, -2, (lua_Integer)ino);
+  }
+  closedir(d);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- tcp */
+
+#define TCP_LISTEN 0x0A
+
+/* The kernel prints each 32-bit word of the address as the host-order value
+ * of the network-order bytes: reading each word back as a host integer
+ * restores the bytes. */
+static int parse_addr(const char *hex, size_t len, int family, char *out, size_t cap) {
+  unsigned char bytes[16];
+  size_t words = family == AF_INET ? 1 : 4;
+  if (len != words * 8) return -1;
+  for (size_t i = 0; i < words; i++) {
+    char w[9];
+    memcpy(w, hex + i * 8, 8);
+    w[8] = 0;
+    char *end;
+    uint32_t v = (uint32_t)strtoul(w, &end, 16);
+    if (*end) return -1;
+    memcpy(bytes + i * 4, &v, 4);
+  }
+  return inet_ntop(family, bytes, out, (socklen_t)cap) ? 0 : -1;
+}
+
+/* Appends the listeners of one file (tcp or tcp6) to the array at -1. */
+static void scan_tcp(lua_State *L, const char *text, size_t len, int family, long port,
+                     lua_Integer *n) {
+  const char *p = text, *end = text + len;
+  const char *nl = memchr(p, '\n', (size_t)(end - p));   /* the header */
+  p = nl ? nl + 1 : end;
+  while (p < end) {
+    nl = memchr(p, '\n', (size_t)(end - p));
+    size_t ll = (size_t)((nl ? nl : end) - p);
+    char line[512];
+    if (ll >= sizeof line) ll = sizeof line - 1;
+    memcpy(line, p, ll);
+    line[ll] = 0;
+    p = nl ? nl + 1 : end;
+    char local[40];
+    unsigned lport, st, uid;
+    unsigned long long inode;
+    if (sscanf(line, " %*d: %39[0-9A-Fa-f]:%x %*s %x %*s %*s %*s %u %*u %llu",
+               local, &lport, &st, &uid, &inode) != 5)
+      continue;
+    if (st != TCP_LISTEN || (port > 0 && (long)lport != port)) continue;
+    char addr[INET6_ADDRSTRLEN];
+    if (parse_addr(local, strlen(local), family, addr, sizeof addr) < 0) continue;
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, addr); lua_setfield(L, -2, "address");
+    lua_pushinteger(L, (lua_Integer)lport); lua_setfield(L, -2, "port");
+    lua_pushstring(L, family == AF_INET ? "inet" : "inet6"); lua_setfield(L, -2, "family");
+    lua_pushinteger(L, (lua_Integer)inode); lua_setfield(L, -2, "inode");
+    lua_pushinteger(L, (lua_Integer)uid); lua_setfield(L, -2, "uid");
+    lua_rawseti(L, -2, ++*n);
+  }
+}
+
+/* orch.proc.tcp_listeners([port [, pid]]): the listening TCP sockets (IPv4
+ * and IPv6) of pid's network namespace (default: orch's), on `port` when
+ * given. */
+static int proc_tcp_listeners(lua_State *L) {
+  long port = 0;
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer v = luaL_checkinteger(L, 1);
+    if (v < 1 || v > 65535) luaL_argerror(L, 1, "port number from 1 to 65535 expected");
+    port = (long)v;
+  }
+  pid_t pid = lua_isnoneornil(L, 2) ? 0 : check_pid(L, 2);
+  no_more_args(L, 2);
+  lua_newtable(L);
+  int result = lua_gettop(L);
+  lua_Integer n = 0;
+  int found = 0, err = 0;
+  static const struct { const char *name; int family; } files[] = {
+    { "tcp", AF_INET }, { "tcp6", AF_INET6 },
+  };
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    char path[64];
+    if (pid) snprintf(path, sizeof path, "/proc/%d/net/%s", (int)pid, files[i].name);
+    else snprintf(path, sizeof path, "/proc/self/net/%s", files[i].name);
+    int r = push_file(L, path);
+    if (r < 0) {
+      /* No IPv6 in this kernel: tcp6 is missing, tcp is enough. */
+      if (!err) err = -r;
+      continue;
+    }
+    found = 1;
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    lua_pushvalue(L, result);
+    scan_tcp(L, s, len, files[i].family, port, &n);
+    lua_pop(L, 2);
+  }
+  if (!found) return orch__fail(L, "proc.tcp_listeners", err == ENOENT && pid ? ESRCH : err);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- is_child */
+
+/* orch.proc.is_child(pid): whether pid is a child orch started and still
+ * tracks (orch.spawn, orch.fork), as opposed to an orphan it adopted as a
+ * subreaper, or no child at all. */
+static int proc_is_child(lua_State *L) {
+  pid_t pid = check_pid(L, 1);
+  no_more_args(L, 1);
+  lua_pushboolean(L, orch__child_find(orch__rt(L), pid) != NULL);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- user_ids */
+
+/* orch.proc.user_ids([user [, group]]): the uid and gid a process spawned
+ * with { uid = user, gid = group } runs as (names resolved as orch.spawn
+ * resolves them: without a group, the user's primary group). */
+static int proc_user_ids(lua_State *L) {
+  int tu = lua_type(L, 1), tg = lua_type(L, 2);
+  if (tu != LUA_TNONE && tu != LUA_TNIL && tu != LUA_TSTRING && !lua_isinteger(L, 1))
+    luaL_typeerror(L, 1, "user name or uid");
+  if (tg != LUA_TNONE && tg != LUA_TNIL && tg != LUA_TSTRING && !lua_isinteger(L, 2))
+    luaL_typeerror(L, 2, "group name or gid");
+  no_more_args(L, 2);
+  if (tu == LUA_TNUMBER && (lua_tointeger(L, 1) < 0 || lua_tointeger(L, 1) > 0x7fffffff))
+    luaL_argerror(L, 1, "invalid uid");
+  if (tg == LUA_TNUMBER && (lua_tointeger(L, 2) < 0 || lua_tointeger(L, 2) > 0x7fffffff))
+    luaL_argerror(L, 2, "invalid gid");
+  char buf[16384];
+  uid_t uid = geteuid();
+  gid_t gid = getegid();
+  int have_pw = 0;
+  gid_t pw_gid = 0;
+  if (tu == LUA_TSTRING || tu == LUA_TNUMBER) {
+    struct passwd pw, *pwp = NULL;
+    int r = tu == LUA_TSTRING ? getpwnam_r(lua_tostring(L, 1), &pw, buf, sizeof buf, &pwp)
+                              : getpwuid_r((uid_t)lua_tointeger(L, 1), &pw, buf, sizeof buf, &pwp);
+    if (r != 0) return orch__fail(L, "proc.user_ids: user lookup", r);
+    if (!pwp && tu == LUA_TSTRING)
+      return orch__failf(L, "ENOENT", "proc.user_ids: unknown user '%s'", lua_tostring(L, 1));
+    uid = pwp ? pwp->pw_uid : (uid_t)lua_tointeger(L, 1);
+    if (pwp) { have_pw = 1; pw_gid = pwp->pw_gid; }
+  }
+  if (tg == LUA_TSTRING) {
+    struct group gr, *grp = NULL;
+    int r = getgrnam_r(lua_tostring(L, 2), &gr, buf, sizeof buf, &grp);
+    if (r != 0) return orch__fail(L, "proc.user_ids: group lookup", r);
+    if (!grp) return orch__failf(L, "ENOENT", "proc.user_ids: unknown group '%s'", lua_tostring(L, 2));
+    gid = grp->gr_gid;
+  } else if (tg == LUA_TNUMBER) {
+    gid = (gid_t)lua_tointeger(L, 2);
+  } else if (have_pw) {
+    gid = pw_gid;
+  } else if (tu == LUA_TNUMBER) {
+    return orch__failf(L, "EINVAL", "proc.user_ids: uid %d has no passwd entry: give gid too",
+                       (int)lua_tointeger(L, 1));
+  }
+  lua_pushinteger(L, (lua_Integer)uid);
+  lua_pushinteger(L, (lua_Integer)gid);
+  return 2;
+}
+
+/* ---------------------------------------------------------------- can_access */
+
+/* Whether the permission bits of st grant `want` (4 r, 2 w, 1 x) to uid
+ * with groups gs (ACLs are not read: a refusal may be too strict). */
+static int granted(const struct stat *st, uid_t uid, const gid_t *gs, int ng, int want) {
+  if (uid == 0) return (want & 1) == 0 || S_ISDIR(st->st_mode) || (st->st_mode & 0111);
+  int bits;
+  if (st->st_uid == uid) bits = (st->st_mode >> 6) & 7;
+  else {
+    bits = st->st_mode & 7;
+    for (int i = 0; i < ng; i++)
+      if (gs[i] == st->st_gid) { bits = (st->st_mode >> 3) & 7; break; }
+  }
+  return (bits & want) == want;
+}
+
+/* orch.proc.can_access(path, uid, gid, how): whether a process running as
+ * uid/gid (with the supplementary groups of uid's passwd entry) can reach
+ * path (search permission on every directory above it) and access it as
+ * `how` says ("r", "w", "x" or a combination). Returns true, or false and
+ * the first path that refuses. */
+static int proc_can_access(lua_State *L) {
+  size_t len;
+  const char *path = luaL_checklstring(L, 1, &len);
+  lua_Integer uid = luaL_checkinteger(L, 2), gid = luaL_checkinteger(L, 3);
+  const char *how = luaL_checkstring(L, 4);
+  no_more_args(L, 4);
+  if (path[0] != '/' || strlen(path) != len || len >= 4096) luaL_argerror(L, 1, "absolute path expected");
+  if (uid < 0 || uid > 0x7fffffff) luaL_argerror(L, 2, "invalid uid");
+  if (gid < 0 || gid > 0x7fffffff) luaL_argerror(L, 3, "invalid gid");
+  int want = 0;
+  for (const char *c = how; *c; c++) {
+    if (*c == 'r') want |= 4;
+    else if (*c == 'w') want |= 2;
+    else if (*c == 'x') want |= 1;
+    else luaL_argerror(L, 4, "\"r\", \"w\" and/or \"x\" expected");
+  }
+  gid_t groups[256];
+  int ng = 256;
+  char buf[16384];
+  struct passwd pw, *pwp = NULL;
+  groups[0] = (gid_t)gid;
+  if (getpwuid_r((uid_t)uid, &pw, buf, sizeof buf, &pwp) == 0 && pwp &&
+      getgrouplist(pwp->pw_name, (gid_t)gid, groups, &ng) >= 0) {
+    /* groups[0..ng) */
+  } else {
+    ng = 1;
+  }
+  char p[4096];
+  memcpy(p, path, len + 1);
+  /* Each directory above the path, then the path itself. */
+  for (size_t i = 1; i <= len; i++) {
+    if (i < len && p[i] != '/') continue;
+    char saved = p[i];
+    p[i] = 0;
+    struct stat st;
+    int last = i == len;
+    int ok = stat(p, &st) == 0 && granted(&st, (uid_t)uid, groups, ng, last ? want : 1);
+    if (!ok) {
+      lua_pushboolean(L, 0);
+      lua_pushstring(L, p);
+      return 2;
+    }
+    p[i] = saved;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- register */
+
+void orch__procscan_register(lua_State *L) {
+  static const luaL_Reg fdhold_meta[] = { {"__gc", fdhold_gc}, {NULL, NULL} };
+  orch__newclass(L, FDHOLD_MT, NULL, fdhold_meta);
+  lua_pop(L, 1);
+  static const luaL_Reg fns[] = {
+    {"children", proc_children}, {"sockets", proc_sockets}, {"tcp_listeners", proc_tcp_listeners},
+    {"is_child", proc_is_child}, {"user_ids", proc_user_ids}, {"can_access", proc_can_access},
+    {NULL, NULL}
+  };
+  luaL_setfuncs(L, fns, 0);
+}
