@@ -29,6 +29,17 @@ function u.leftovers(token)
   return out
 end
 
+--- Whether a child of this process is a zombie: an orphan reparented to it
+-- (a subreaper since a test followed a forking daemon) that died at the end
+-- of the test is reaped only while the loop runs.
+function u.zombie_child()
+  for _, pid in ipairs(orch.proc.children(mypid) or {}) do
+    local i = orch.proc.info(pid)
+    if i and i.state == "Z" then return true end
+  end
+  return false
+end
+
 --- True while pid exists and is not a zombie.
 u.alive = h.alive
 
@@ -74,7 +85,7 @@ function u.with(fn, deadline)
     local left
     u.until_true(function()
       left = u.leftovers(token)
-      return #left == 0
+      return #left == 0 and not u.zombie_child()
     end, 5)
     for _, pid in ipairs(left) do orch.kill(pid, "KILL") end
     if not ok then error(err, 0) end
