@@ -4,12 +4,13 @@
  * abstract namespace) without libsystemd.
  *
  * usage: prog_sup_notify [-r READY_MS] [-p PINGS] [-i PING_MS] [-s STATUS]
- *                        [-m] [-n] [-x CODE]
+ *                        [-m] [-M PID] [-n] [-x CODE]
  *   -r  wait READY_MS before READY=1 (default 0)
  *   -p  send PINGS WATCHDOG=1 pings, then stop pinging (default: forever)
  *   -i  ms between pings (default 50)
  *   -s  STATUS= text sent with READY=1 (default "serving")
  *   -m  send MAINPID=<own pid> with READY=1
+ *   -M  send MAINPID=PID with READY=1 (a lie, for the adoption specs)
  *   -n  never send READY=1
  *   -x  exit with CODE right after READY=1
  * SIGTERM: prints "term", exits 0. stdout: "started pid=P", "ready".
@@ -57,17 +58,19 @@ int main(int argc, char **argv) {
   long ready_ms = 0, pings = -1, ping_ms = 50;
   const char *status = "serving";
   int mainpid = 0, never = 0, exit_code = -1, c;
-  while ((c = getopt(argc, argv, "r:p:i:s:mnx:")) != -1) {
+  long other = 0;
+  while ((c = getopt(argc, argv, "r:p:i:s:mM:nx:")) != -1) {
     switch (c) {
     case 'r': ready_ms = atol(optarg); break;
     case 'p': pings = atol(optarg); break;
     case 'i': ping_ms = atol(optarg); break;
     case 's': status = optarg; break;
     case 'm': mainpid = 1; break;
+    case 'M': mainpid = 1; other = atol(optarg); break;
     case 'n': never = 1; break;
     case 'x': exit_code = atoi(optarg); break;
     default:
-      fprintf(stderr, "usage: prog_sup_notify [-r MS] [-p PINGS] [-i MS] [-s STATUS] [-m] [-n] [-x CODE]\n");
+      fprintf(stderr, "usage: prog_sup_notify [-r MS] [-p PINGS] [-i MS] [-s STATUS] [-m] [-M PID] [-n] [-x CODE]\n");
       return 2;
     }
   }
@@ -85,7 +88,7 @@ int main(int argc, char **argv) {
   if (ready_ms) sleep_ms(ready_ms);
   if (!never) {
     if (mainpid)
-      snprintf(buf, sizeof buf, "READY=1\nSTATUS=%s\nMAINPID=%d", status, (int)getpid());
+      snprintf(buf, sizeof buf, "READY=1\nSTATUS=%s\nMAINPID=%ld", status, other ? other : (long)getpid());
     else
       snprintf(buf, sizeof buf, "READY=1\nSTATUS=%s", status);
     notify(buf);

@@ -9,14 +9,20 @@
 --    that was reparented to orch (orch is a subreaper while it runs
 --    forking daemons) and that no other service claims: a double-forked
 --    daemon's parent link to its launcher is gone once the launcher exits;
---  - it started no earlier than the run's process (start times in clock
---    ticks since boot, from /proc): a pid named by a stale pidfile that has
+--  - it started no earlier than the run's process (run.start_ticks, set at
+--    the spawn; start times in clock ticks since boot, from /proc): a pid named by a stale pidfile that has
 --    been reused by a younger unrelated process still fails the parent test;
 --  - with `user =`, it runs as that user.
 --
 -- Cgroup membership, once services are cgroups, replaces the parent test.
 -- Every check returns true, or nil and the reason in words, for the log.
+--
+-- Adoption (adopt.main, adopt.from_pidfile): a process accepted as the main
+-- process is watched through a pidfd (orch.proc.wait_exit), so its end is
+-- seen whether or not orch is its parent; when it is orch's (an orphan
+-- reparented to orch), orch's reaper reports its exit status first.
 local orch = require "orch"
+local Run = require "orch.supervisor.run"
 
 local adopt = {}
 
@@ -42,12 +48,6 @@ function adopt.ids(cfg)
   end
   ids_cache[cfg] = c
   return c
-end
-
---- Right after the spawn: the run's identity (the start time of its
--- process), which later checks compare against.
-function adopt.spawned(run)
-  run.start_ticks = orch.proc.start_time(run.pid)
 end
 
 -- pid (whose /proc info is `info`) is the run's own process or its main one.
@@ -128,6 +128,102 @@ function adopt.processes(run)
     i = i + 1
   end
   return out
+end
+
+-- The main process `pid` (started at `start`) of the run: its exit ends the
+-- run. An orphan reparented to orch is reaped by orch, whose report (with
+-- the exit status, through sup:watch_orphan) is queued before this task
+-- resumes or follows the zombie state seen here; any other parent reaps it
+-- itself, and the end is known only from the pidfd.
+local function watch_main(inst, run, pid, start)
+  local ok, err = orch.proc.wait_exit(pid, start)
+  if not ok then
+    inst:log("cannot watch pid %d: %s (its end is seen only if orch reaps it)", pid, tostring(err))
+    return
+  end
+  if not run.alive or run.main_pid ~= pid then return end
+  local i = orch.proc.info(pid)
+  if i and i.start_time == start and i.state == "Z" and i.ppid == orch.getpid() then return end
+  if not i then
+    orch.sleep(0)      -- a report queued by orch's reaper meanwhile goes first
+    if not run.alive or run.main_pid ~= pid then return end
+  end
+  inst:run_ended(run, nil, nil, nil)
+end
+
+--- Makes pid the run's main process (a daemon that forked away from the
+-- process orch started) if it belongs to the run; otherwise logs why and
+-- returns false, why. `how` says who named it ("MAINPID", "pidfile x").
+function adopt.main(inst, run, pid, how)
+  if pid == run.main_pid then return true end
+  local ok, why = adopt.check(inst, run, pid)
+  local info = ok and orch.proc.info(pid)
+  if not info then
+    why = why or "does not exist"
+    inst:log("refusing %s %d as the main process: it %s", how, pid, why)
+    return false, why
+  end
+  inst:set_main(run, pid, info.start_time, info.pgid)
+  if pid ~= run.pid then
+    run:own("main_watch", orch.task(watch_main, inst, run, pid, info.start_time), Run.cancel_task)
+  end
+  inst:log("main process is now %d (%s)", pid, how)
+  return true
+end
+
+local function read_pid(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local line = f:read("l")
+  f:close()
+  return math.tointeger(tonumber(line and line:match("^%s*(%d+)%s*$") or ""))
+end
+
+--- Before the spawn of a service with a pidfile: a pidfile that is already
+-- there is stale (from an earlier run or another program); it is reported,
+-- and a pid it names is only ever accepted by the rules above.
+function adopt.check_stale(inst)
+  local path = inst.cfg.pidfile
+  local pid = read_pid(path)
+  local f = pid == nil and io.open(path, "r")
+  if f then f:close() end
+  if pid or f then
+    inst:log("stale pidfile %s (%s) before the start: ignored until the service writes it", path,
+      pid and ("pid " .. pid) or "no pid in it")
+  end
+end
+
+--- (task) A forking daemon's launcher exited 0: read the pidfile (it may
+-- appear a little later) until start_timeout, and adopt the pid it names if
+-- it belongs to the run. A pid that does not is reported (once per pid) and
+-- waited past: the daemon may not have written its own yet.
+function adopt.from_pidfile(inst, run)
+  local path = inst.cfg.pidfile
+  local deadline = run.started + inst.cfg.start_timeout
+  local refused, last = {}, nil
+  while run.alive and not run.stopping and orch.now() < deadline do
+    local pid = read_pid(path)
+    if pid and not refused[pid] then
+      local ok, why = adopt.check(inst, run, pid)
+      if ok then
+        if adopt.main(inst, run, pid, "pidfile " .. path) then
+          if not inst.cfg.ready or run.probe_ready then inst:mark_ready(run, "pidfile") end
+          return
+        end
+      elseif why ~= "does not exist" then
+        refused[pid] = true
+        last = string.format("pid %d %s", pid, why)
+        inst:log("ignoring pidfile %s: pid %d %s", path, pid, why)
+      end
+    end
+    orch.sleep(0.05)
+  end
+  -- The launcher is gone and no main process was adopted: nothing is left
+  -- to wait for (a stop under way ends here too).
+  if run.alive then
+    inst:run_ended(run, nil, nil, "pidfile " .. path .. " names no process of the service" ..
+      (last and (" (" .. last .. ")") or ""))
+  end
 end
 
 return adopt

@@ -371,6 +371,7 @@ function Instance:spawn()
     starts[#starts + 1] = orch.now()
     if #starts > cfg.start_limit.burst + 1 then table.remove(starts, 1) end
   end
+  if ok and cfg.pidfile then adopt.check_stale(self) end
   local p
   if ok then p, err = orch.spawn(opts) end
   -- Spawning leaves short-lived garbage behind (argument and environment
@@ -385,7 +386,8 @@ function Instance:spawn()
   end
   run.proc, run.pid, run.alive = p, p.pid, true
   self.stuck = nil
-  if cfg.ready or cfg.pidfile then adopt.spawned(run) end
+  -- The run's identity for adopt.lua's checks (a zombie still has it).
+  if cfg.ready or cfg.pidfile then run.start_ticks = orch.proc.start_time(p.pid) end
   run.started = orch.now()
   self.pid = p.pid
   self.start_time = orch.time()
@@ -426,46 +428,20 @@ function Instance:notify_message(run, f)
   if f.WATCHDOG == "1" and run.beat then run.beat:ping() end
   if f.MAINPID then
     local pid = math.tointeger(tonumber(f.MAINPID))
-    if pid and pid > 1 and pid ~= run.main_pid then self:adopt(run, pid, "MAINPID") end
+    if pid and pid ~= run.main_pid then adopt.main(self, run, pid, "MAINPID") end
   end
   if f.READY == "1" then self:mark_ready(run, "sd_notify READY=1") end
   if f.STOPPING == "1" and not run.stopping then self:log("stopping (sd_notify)") end
 end
 
---- Makes `pid` the run's main process (a daemon that forked away from the
--- process orch started). Its exit is reported as an orphan's (orch is a
--- subreaper), with the start time guarding against pid reuse.
-function Instance:adopt(run, pid, how)
-  local info = orch.proc.info(pid)
-  if not info then
-    self:log("%s %d: no such process", how, pid)
-    return false
-  end
-  run.main_pid, run.main_start, run.main_pgid = pid, info.start_time, info.pgid
+--- Makes `pid` (start time `start`, process group `pgid`) the run's main
+-- process: adopt.main decided it belongs to the run. Its exit status comes
+-- through orch's reaper when orch is its parent (watch_orphan).
+function Instance:set_main(run, pid, start, pgid)
+  if run.main_pid then self.sup:unwatch_orphan(run.main_pid) end
+  run.main_pid, run.main_start, run.main_pgid = pid, start, pgid
   self.pid = pid
   self.sup:watch_orphan(pid, self, run)
-  self:log("main process is now %d (%s)", pid, how)
-  return true
-end
-
---- A forking daemon's launcher exited 0: read the pidfile (it may appear a
--- little later) until start_timeout.
-function Instance:adopt_from_pidfile(run)
-  local path = self.cfg.pidfile
-  local deadline = run.started + self.cfg.start_timeout
-  while run.alive and not run.stopping and orch.now() < deadline do
-    local f = io.open(path, "r")
-    local pid = f and math.tointeger(tonumber(f:read("l") or ""))
-    if f then f:close() end
-    if pid and pid > 1 and pid ~= orch.getpid() and orch.proc.info(pid) then
-      if self:adopt(run, pid, "pidfile " .. path) then
-        if not self.cfg.ready or run.probe_ready then self:mark_ready(run, "pidfile") end
-        return
-      end
-    end
-    orch.sleep(0.05)
-  end
-  if run.alive then self:run_ended(run, nil, nil, "pidfile " .. path .. " names no live process") end
 end
 
 -- ---------------------------------------------------------------- exits
@@ -482,7 +458,7 @@ function Instance:proc_exited(run, code, sig)
     return
   end
   if self.cfg.pidfile and code == 0 and run.alive and not run.stopping then
-    run:own("adopting", orch.task(function() self:adopt_from_pidfile(run) end), Run.cancel_task)
+    run:own("adopting", orch.task(adopt.from_pidfile, self, run), Run.cancel_task)
     return
   end
   self:run_ended(run, code, sig)

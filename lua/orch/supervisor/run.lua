@@ -9,6 +9,8 @@
 --   user_stop                    it was killed for a restart)
 --   main_pid, main_start,        the daemon's main process when it is not
 --   main_pgid                    the spawned one (pidfile, MAINPID=)
+--   start_ticks                  its process's start time (clock ticks), for
+--                                adopt.lua's checks
 --   log_stream, log_done         the output pipe and its EOF
 -- Resources that need cleaning up are parts: objects the modules make (the
 -- readiness probe, the heartbeat deadline, the limits sampler, the start
