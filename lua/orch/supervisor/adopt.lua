@@ -148,7 +148,9 @@ local function watch_main(inst, run, pid, start)
     orch.sleep(0)      -- a report queued by orch's reaper meanwhile goes first
     if not run.alive or run.main_pid ~= pid then return end
   end
-  inst:run_ended(run, nil, nil, nil)
+  local why = string.format("main process %d ended (its exit status was not seen)", pid)
+  inst:log("%s", why)
+  inst:run_ended(run, nil, nil, why)
 end
 
 --- Makes pid the run's main process (a daemon that forked away from the
