@@ -744,6 +744,104 @@ describe("orch.proc", function()
   end)
 end)
 
+describe("orch.proc relations and sockets", function()
+  it("children lists a process's children; is_child tells orch's own from others", function()
+    h.run(function()
+      local p = assert(orch.spawn { "sh", "-c", "sleep 30 & sleep 30 & wait", pgroup = true })
+      local kids = h.eventually(function()
+        local k = assert(orch.proc.children(p.pid))
+        return #k == 2 and k
+      end, "two children")
+      for _, pid in ipairs(kids) do
+        assert.are.equal(p.pid, orch.proc.info(pid).ppid)
+        assert.is_false(orch.proc.is_child(pid))
+      end
+      assert.is_true(orch.proc.is_child(p.pid))
+      assert.is_false(orch.proc.is_child(1))
+      local mine = assert(orch.proc.children(orch.getpid()))
+      local found = false
+      for _, pid in ipairs(mine) do if pid == p.pid then found = true end end
+      assert.is_true(found)
+      p:kill("KILL", { group = true })
+      p:wait()
+      assert.is_false(orch.proc.is_child(p.pid))
+      local ok, err, code = orch.proc.children(p.pid)
+      assert.is_nil(ok)
+      assert.are.equal("proc.children: no such process", err)
+      assert.are.equal("ESRCH", code)
+    end)
+  end)
+
+  it("tcp_listeners and sockets find who listens on a port, IPv4 and IPv6", function()
+    h.run(function()
+      local l4 = assert(orch.listen { host = "127.0.0.1", port = 0 })
+      local got = assert(orch.proc.tcp_listeners(l4.port))
+      assert.are.equal(1, #got)
+      assert.are.equal("127.0.0.1", got[1].address)
+      assert.are.equal("inet", got[1].family)
+      assert.are.equal(l4.port, got[1].port)
+      assert.are.equal(0, got[1].uid)
+      local socks = assert(orch.proc.sockets(orch.getpid()))
+      assert.are.equal(l4:fd(), socks[got[1].inode])
+      -- The same through the pid's network namespace.
+      assert.are.equal(got[1].inode, assert(orch.proc.tcp_listeners(l4.port, orch.getpid()))[1].inode)
+      l4:close()
+      assert.are.same({}, assert(orch.proc.tcp_listeners(got[1].port)))
+      local l6 = orch.listen { host = "::1", port = 0 }
+      if l6 then         -- a kernel without IPv6 has no ::1
+        local x = assert(orch.proc.tcp_listeners(l6.port))[1]
+        assert.are.equal("::1", x.address)
+        assert.are.equal("inet6", x.family)
+        assert.are.equal(l6:fd(), assert(orch.proc.sockets(orch.getpid()))[x.inode])
+        l6:close()
+      end
+      local ok, err, code = orch.proc.sockets(0x7ffffffe)
+      assert.is_nil(ok)
+      assert.are.equal("ESRCH", code, err)
+    end)
+  end)
+
+  it("user_ids resolves as spawn does; can_access checks a path for another user", function()
+    assert.are.same({ 65534, 65534 }, { orch.proc.user_ids("nobody") })
+    assert.are.same({ 65534, 0 }, { orch.proc.user_ids(65534, "root") })
+    local ok, err, code = orch.proc.user_ids("no-such-user-orch")
+    assert.is_nil(ok)
+    assert.are.equal("proc.user_ids: unknown user 'no-such-user-orch'", err)
+    assert.are.equal("ENOENT", code)
+    local d = h.tmpdir()          -- 0700, root's
+    assert.is_true(orch.proc.can_access(d, 0, 0, "rwx"))
+    assert.are.same({ false, d }, { orch.proc.can_access(d .. "/x", 65534, 65534, "r") })
+    assert.is_true(orch.proc.can_access("/tmp", 65534, 65534, "wx"))
+    h.sh("chmod 711 " .. d .. " && touch " .. d .. "/f && chmod 640 " .. d .. "/f")
+    assert.are.same({ false, d .. "/f" }, { orch.proc.can_access(d .. "/f", 65534, 65534, "r") })
+    h.sh("chown 65534 " .. d .. "/f")
+    assert.is_true(orch.proc.can_access(d .. "/f", 65534, 65534, "rw"))
+    assert.are.same({ false, d .. "/f" }, { orch.proc.can_access(d .. "/f", 65534, 65534, "x") })
+  end)
+
+  it("dgram uid/gid give the socket file to another user, who can then send to it", function()
+    h.run(function()
+      local d = h.tmpdir()
+      h.sh("chmod 711 " .. d)
+      local path = d .. "/n.sock"
+      local sock <close> = assert(orch.dgram { unix = path, passcred = true, uid = 65534, gid = 65534 })
+      assert.are.equal("600 65534 65534", h.sh("stat -c '%a %u %g' " .. path))
+      -- prog_sup_notify sends "STATUS=starting" to $NOTIFY_SOCKET first.
+      local p = assert(orch.spawn { "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+        h.progs .. "/prog_sup_notify", "-x", "0", env = { NOTIFY_SOCKET = path }, stdout = "null" })
+      assert.are.equal(0, (p:wait()))
+      local msg, _, cred = sock:recv()
+      assert.are.equal("STATUS=starting", msg)
+      assert.are.equal(65534, cred.uid)
+      h.check_raises {
+        { function() orch.dgram { uid = 1 } end, "options 'uid' and 'gid' apply to unix socket paths only" },
+        { function() orch.dgram { unix = "@x", gid = 1 } end, "options 'uid' and 'gid' apply to unix socket paths only" },
+        { function() orch.dgram { unix = path .. "2", uid = -5 } end, "option 'uid': uid expected" },
+      }
+    end)
+  end)
+end)
+
 describe("orch.daemonize", function()
   it("detaches with a locked pidfile; a second instance refuses to start", function()
     local d = h.tmpdir()
@@ -875,6 +973,18 @@ describe("bad arguments", function()
     { "exec", function() orch.exec("ls", "-l") end, "bad argument #2 to 'exec' (table expected, got string)" },
     { "exec", function() orch.exec("ls", { {} }) end, "bad argument #2 to 'exec' (argument 1: string expected, got table)" },
     { "exec", function() orch.exec("ls", {}, { ["A=1"] = "x" }) end, "bad argument #3 to 'exec' (keys must be variable names)" },
+    { "children", function() orch.proc.children("1") end, "bad argument #1 to 'children' (pid expected, got string)" },
+    { "children", function() orch.proc.children(1, 2) end, "bad argument #2 to 'children' (no value expected)" },
+    { "sockets", function() orch.proc.sockets(0) end, "bad argument #1 to 'sockets' (invalid pid)" },
+    { "tcp_listeners", function() orch.proc.tcp_listeners(0) end, "bad argument #1 to 'tcp_listeners' (port number from 1 to 65535 expected)" },
+    { "tcp_listeners", function() orch.proc.tcp_listeners(80, "x") end, "bad argument #2 to 'tcp_listeners' (pid expected, got string)" },
+    { "is_child", function() orch.proc.is_child() end, "bad argument #1 to 'is_child' (pid expected, got no value)" },
+    { "user_ids", function() orch.proc.user_ids({}) end, "bad argument #1 to 'user_ids' (user name or uid expected, got table)" },
+    { "user_ids", function() orch.proc.user_ids(-1) end, "bad argument #1 to 'user_ids' (invalid uid)" },
+    { "user_ids", function() orch.proc.user_ids(nil, 1.5) end, "bad argument #2 to 'user_ids' (group name or gid expected, got number)" },
+    { "can_access", function() orch.proc.can_access("tmp", 0, 0, "r") end, "bad argument #1 to 'can_access' (absolute path expected)" },
+    { "can_access", function() orch.proc.can_access("/tmp", 0, 0, "q") end, "bad argument #4 to 'can_access' (\"r\", \"w\" and/or \"x\" expected)" },
+    { "can_access", function() orch.proc.can_access("/tmp", -1, 0, "r") end, "bad argument #2 to 'can_access' (invalid uid)" },
     { "info", function() orch.proc.info("1") end, "bad argument #1 to 'info' (pid expected, got string)" },
     { "info", function() orch.proc.info(0) end, "bad argument #1 to 'info' (invalid pid)" },
     { "info", function() orch.proc.info(1.5) end, "bad argument #1 to 'info' (invalid pid)" },
