@@ -92,10 +92,16 @@ end
 -- The live processes whose command line ends with the argument `mark`
 -- (a service's $0), with the parent of each.
 local function procs_with(mark)
-  local out = {}
+  local found, out = {}, {}
   for _, pid in ipairs(h.orch.proc.list()) do
     local c = slurp("/proc/" .. pid .. "/cmdline")
-    if c:sub(-#mark - 2) == "\0" .. mark .. "\0" and alive(pid) then out[#out + 1] = pid end
+    if c:sub(-#mark - 2) == "\0" .. mark .. "\0" and alive(pid) then found[pid] = true end
+  end
+  -- The shell forking its `sleep` has a child with its own command line
+  -- until the exec (or its end): that is no second copy of the service.
+  for pid in pairs(found) do
+    local i = h.orch.proc.info(pid)
+    if i and i.state ~= "Z" and not found[i.ppid] then out[#out + 1] = pid end
   end
   table.sort(out)
   return out
