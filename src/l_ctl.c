@@ -567,7 +567,17 @@ static int ctl_stream(lua_State *L) {
   lua_Integer fd = luaL_checkinteger(L, 1);
   luaL_argcheck(L, fd >= 3 && fd <= 0x7fffffff, 1, "file descriptor >= 3 expected");
   luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
-  if (fcntl((int)fd, F_GETFD) < 0) return orch__fail(L, "stream", errno);
+  /* A pipe or a socket (the log pipes and connections handed over by
+   * reexec), never one of the loop's own fds (epoll, its wake-up pipes and
+   * eventfd): closing one would break libuv for good. */
+  struct stat st;
+  if (fstat((int)fd, &st) < 0) return orch__fail(L, "stream", errno);
+  if (!S_ISSOCK(st.st_mode) && !S_ISFIFO(st.st_mode))
+    return orch__failf(L, "EINVAL", "stream: fd %d is not a pipe or a socket", (int)fd);
+  uv_loop_t *loop = orch__loop(L);
+  if (fd == uv_backend_fd(loop) || fd == loop->signal_pipefd[0] || fd == loop->signal_pipefd[1] ||
+      fd == loop->async_io_watcher.fd || fd == loop->async_wfd || fd == loop->emfile_fd)
+    return orch__failf(L, "EBUSY", "stream: fd %d belongs to the event loop", (int)fd);
   if (!orch__stream_push_fd)
     return orch__failf(L, "ENOSYS", "stream: orch was built without the stream module");
   int r = orch__stream_push_fd(L, (int)fd, ORCH_STREAM_READ);
