@@ -563,21 +563,56 @@ static int ctl_read_private(lua_State *L) {
 /* ctl.stream(fd): wraps a descriptor inherited across `orch ctl reexec`
  * (a service's log pipe) in an orch.Stream again, for reading; the stream
  * owns it then (non-blocking, close-on-exec). */
+/* The fds this process image was given across exec (open, not
+ * close-on-exec when the module opened, before any Lua ran): the only ones
+ * ctl.stream() adopts, each once. Every fd orch or libuv made itself is
+ * close-on-exec (the loop's epoll fd, its wake-up pipes, libuv's signal lock
+ * pipe, the listener, every stream): turned into a second stream and
+ * closed, one of those would break the loop or another object for good. */
+static int *inherited_fds;
+static int ninherited = -1;
+
+static void note_inherited(void) {
+  if (ninherited >= 0) return;
+  ninherited = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return;
+  int self = dirfd(d), cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    char *end;
+    long fd = strtol(e->d_name, &end, 10);
+    if (*end || end == e->d_name || fd < 3 || fd == self || fd > 0x7fffffff) continue;
+    int fl = fcntl((int)fd, F_GETFD);
+    if (fl < 0 || (fl & FD_CLOEXEC)) continue;
+    if (ninherited == cap) {
+      int *n = realloc(inherited_fds, (size_t)(cap = cap ? cap * 2 : 8) * sizeof *n);
+      if (!n) break;
+      inherited_fds = n;
+    }
+    inherited_fds[ninherited++] = (int)fd;
+  }
+  closedir(d);
+}
+
+static int take_inherited(int fd) {
+  for (int i = 0; i < ninherited; i++)
+    if (inherited_fds[i] == fd) { inherited_fds[i] = inherited_fds[--ninherited]; return 1; }
+  return 0;
+}
+
+/* ctl.stream(fd): an orch.Stream (read side) on a pipe or socket this image
+ * inherited across exec (the log pipes `orch ctl reexec` hands over). */
 static int ctl_stream(lua_State *L) {
   lua_Integer fd = luaL_checkinteger(L, 1);
   luaL_argcheck(L, fd >= 3 && fd <= 0x7fffffff, 1, "file descriptor >= 3 expected");
   luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
-  /* A pipe or a socket (the log pipes and connections handed over by
-   * reexec), never one of the loop's own fds (epoll, its wake-up pipes and
-   * eventfd): closing one would break libuv for good. */
   struct stat st;
   if (fstat((int)fd, &st) < 0) return orch__fail(L, "stream", errno);
   if (!S_ISSOCK(st.st_mode) && !S_ISFIFO(st.st_mode))
     return orch__failf(L, "EINVAL", "stream: fd %d is not a pipe or a socket", (int)fd);
-  uv_loop_t *loop = orch__loop(L);
-  if (fd == uv_backend_fd(loop) || fd == loop->signal_pipefd[0] || fd == loop->signal_pipefd[1] ||
-      fd == loop->async_io_watcher.fd || fd == loop->async_wfd || fd == loop->emfile_fd)
-    return orch__failf(L, "EBUSY", "stream: fd %d belongs to the event loop", (int)fd);
+  if (!take_inherited((int)fd))
+    return orch__failf(L, "EBADF", "stream: fd %d was not inherited across exec (or is taken)", (int)fd);
   if (!orch__stream_push_fd)
     return orch__failf(L, "ENOSYS", "stream: orch was built without the stream module");
   int r = orch__stream_push_fd(L, (int)fd, ORCH_STREAM_READ);
@@ -712,6 +747,7 @@ static int ctl_sd_watchdog(lua_State *L) {
 }
 
 int orch__open_ctl(lua_State *L) {
+  note_inherited();
   static const luaL_Reg methods[] = {
     {"accept", listener_accept}, {"close", listener_close}, {"fd", listener_fd},
     {"path", listener_path}, {NULL, NULL}
