@@ -39,29 +39,43 @@ print(("core_timers100k_after_orch %.1f ms"):format((orch.now() - t0) * 1000))
 local function spin_ops(n) local s = 0 for i = 1, n do s = s + i % 7 end return s end
 local function rates()
   local t = orch.now()
-  for _ = 1, M do orch.sleep(0) end
-  local sw = M / (orch.now() - t)
+  for _ = 1, M // 4 do orch.sleep(0) end
+  local sw = (M // 4) / (orch.now() - t)
   t = orch.now()
-  spin_ops(2e7)
-  return sw, 2e7 / (orch.now() - t)
+  spin_ops(5e6)
+  return sw, 5e6 / (orch.now() - t)
 end
+-- Alternating rounds with and without the budget, best of each (the
+-- machine is shared: the best round is the least disturbed one).
 local budget = orch.set_budget(0)
-local sw_off, ops_off = rates()
+local best = { off = { 0, 0 }, on = { 0, 0 } }
+for _ = 1, 5 do
+  for _, mode in ipairs { "off", "on" } do
+    orch.set_budget(mode == "on" and budget or 0)
+    local sw, ops = rates()
+    best[mode][1] = math.max(best[mode][1], sw)
+    best[mode][2] = math.max(best[mode][2], ops)
+  end
+end
 orch.set_budget(budget)
-local sw_on, ops_on = rates()
-print(("core_switch_nobudget_orch %.0f switches/s"):format(sw_off))
-print(("core_switch_budget_orch %.0f switches/s"):format(sw_on))
-print(("core_luaops_nobudget_orch %.0f iterations/s"):format(ops_off))
-print(("core_luaops_budget_orch %.0f iterations/s"):format(ops_on))
+print(("core_switch_nobudget_orch %.0f switches/s"):format(best.off[1]))
+print(("core_switch_budget_orch %.0f switches/s"):format(best.on[1]))
+print(("core_luaops_nobudget_orch %.0f iterations/s"):format(best.off[2]))
+print(("core_luaops_budget_orch %.0f iterations/s"):format(best.on[2]))
+-- How long a task that never yields holds the loop past a 0.1 s budget:
+-- a timer due 1 ms after it starts fires at 0.1 s + this. Best and worst
+-- of 10 (the worst includes the machine's scheduling delays).
 orch.set_budget(0.1)
-local worst = 0
+local least, worst = math.huge, 0
 for _ = 1, 10 do
   local t, fired = orch.now(), nil
   orch.timer.after(0.001, function() fired = orch.now() end)
   local spin = orch.task(function() while true do end end)
   pcall(spin.join, spin)
   while not fired do orch.sleep(0.001) end
-  worst = math.max(worst, (fired - t - 0.1) * 1000)
+  local over = (fired - t - 0.1) * 1000
+  least, worst = math.min(least, over), math.max(worst, over)
 end
 orch.set_budget(budget)
-print(("core_budget_overrun_orch %.1f ms"):format(worst))
+print(("core_budget_overrun_best_orch %.1f ms"):format(least))
+print(("core_budget_overrun_worst_orch %.1f ms"):format(worst))
