@@ -187,7 +187,13 @@ describe("orch.Sem", function()
     local s = assert(orch.sem.open{ key = h.key(), init = 0 })
     h.run(function()
       local waiter = orch.task(function() return s:wait() end)
-      orch.sleep(0.01)
+      -- Removed before the waiter's thread is in semop, the set would give
+      -- EINVAL: wait until the kernel counts it as waiting (semncnt).
+      local id = s:stat().id
+      eventually(function()
+        local row = h.sh("ipcs -s -i " .. id .. " | awk '$1 == \"0\" { print $3 }'")
+        return tonumber(row) == 1
+      end, "the waiter is blocked in semop")
       local other = assert(orch.sem.open{ key = s:stat().key })
       assert.is_true(other:remove())
       assert.are.same({ nil, "sem.wait: identifier removed", "EIDRM" }, { waiter:join() })
