@@ -25,8 +25,14 @@ function u.start(src, env, args)
   h.write(o.path, string.format("local SOCK, DIR = %q, %q\n", o.sock, d) .. src)
   local envs = {}
   for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. h.shquote(v) end
-  local opts = {}
-  for _, a in ipairs(args or {}) do opts[#opts + 1] = h.shquote(a) end
+  -- --socket: the lock is the test's own socket's, not /run/orch/policy.sock's
+  -- (which every test would share), unless the test chose otherwise.
+  local opts, chose = {}, false
+  for _, a in ipairs(args or {}) do
+    opts[#opts + 1] = h.shquote(a)
+    if a:match("^%-%-socket") or a == "--no-socket" then chose = true end
+  end
+  if not chose then table.insert(opts, 1, "--socket " .. h.shquote(o.sock)) end
   o.pid = tonumber((h.sh(string.format("cd %s && { env %s %s run %s %s >%s/out 2>%s/err & echo $!; }",
     h.shquote(d), table.concat(envs, " "), h.shquote(h.bin), table.concat(opts, " "), h.shquote(o.path),
     h.shquote(d), h.shquote(d)))))

@@ -20,7 +20,7 @@ describe("doc/supervisor.md", function()
         local script = dir .. "/example.lua"
         h.write(script, code)
         local p = assert(orch.spawn { h.bin, "run", script, stdout = dir .. "/out", stderr = dir .. "/err",
-          env = { ORCH_SPEC_RUN = token, XDG_RUNTIME_DIR = dir } })
+          env = { ORCH_SPEC_RUN = token, XDG_RUNTIME_DIR = dir, ORCH_SOCKET = dir .. "/ctl.sock" } })
         local code_, sig = p:wait(60)
         if code_ == nil and sig == nil then p:kill("KILL") p:wait() end
         local err = h.slurp(dir .. "/err")

@@ -6,7 +6,8 @@ local h = u.h
 describe("examples/supervise.lua", function()
   it("supervises its programs and stops them all", function()
     local token = "example_" .. os.time() .. "_" .. math.random(1e6)
-    local code, out, err = h.cli({ "run", h.root .. "/examples/supervise.lua", "3" }, nil, { ORCH_SPEC_RUN = token })
+    local code, out, err = h.cli({ "run", h.root .. "/examples/supervise.lua", "3" }, nil,
+      { ORCH_SPEC_RUN = token, ORCH_SOCKET = h.tmpdir() .. "/ctl.sock" })
     local dir = out:match("logs and pidfile in (%S+)")
     if dir and dir:match("^/tmp/orch%-supervise%.") then os.execute("rm -rf " .. h.shquote(dir)) end
     assert.are.equal(0, code, err)

@@ -99,8 +99,10 @@ describe("supervisor stop sequence", function()
 end)
 
 local function orch_run(script, token, stderr_path)
+  -- Its own control socket: the default one (/run/orch/script.sock) and its
+  -- lock would be shared by every test.
   return assert(orch.spawn { h.bin, "run", script, stdout = "null", stderr = stderr_path,
-    env = { ORCH_SPEC_RUN = token } })
+    env = { ORCH_SPEC_RUN = token, ORCH_SOCKET = stderr_path .. ".sock" } })
 end
 
 describe("supervisor under orch run", function()
@@ -170,7 +172,7 @@ describe("supervisor under orch run", function()
                     backoff = 0, start_limit = { burst = 2, interval = 60 } }
       sup.run()
     ]], dir, dir))
-    local code, _, err = h.cli({ "run", script })
+    local code, _, err = h.cli({ "run", script }, nil, { ORCH_SOCKET = dir .. "/ctl.sock" })
     assert.are.equal(3, code, err)
     assert.matches("vital: FATAL: start limit reached: 2 starts within 60s", err, 1, true)
     assert.matches("critical service vital is fatal: stopping every service", err, 1, true)

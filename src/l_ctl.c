@@ -1,6 +1,6 @@
 /*
  * l_ctl.c: orch.core.ctl, the C half of the control plane (lua/orch/ctl.lua):
- * the control socket's listener, a private directory for it, the file
+ * the control socket's listener and its lock, a private directory for it, the file
  * descriptor helpers `orch ctl reexec` needs, and sd_notify datagrams
  * (READY=1, and the watchdog pets on an unref'd timer). Not merged into `orch`: only
  * lua/orch/ctl.lua and lua/orch/sdnotify.lua use it.
@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -49,6 +50,7 @@
 #pragma weak orch__stream_push_fd
 
 #define LISTENER_MT "orch.ctl.Listener"
+#define LOCK_MT "orch.ctl.Lock"
 #define MAX_STATE (64 << 20)
 
 typedef struct lcore {
@@ -656,6 +658,130 @@ static int ctl_exe_path(lua_State *L) {
   return 1;
 }
 
+/* ------------------------------------------------------------ lock */
+
+/* One orchestrator per control socket: an flock on a file beside it, held
+ * for the life of the process (close-on-exec; `orch ctl reexec` hands the
+ * descriptor over explicitly), with the holder's pid in it for the message
+ * a second orch prints. The lock file is never removed: unlinking it while
+ * another process waits on the old inode would let two hold "the" lock. */
+typedef struct { int fd; char *path; } Lock;
+
+static Lock *check_lock(lua_State *L, int idx) {
+  Lock *k = luaL_checkudata(L, idx, LOCK_MT);
+  if (k->fd < 0) orch__closed_error(L, LOCK_MT);
+  return k;
+}
+
+static int write_pid(int fd) {
+  char buf[32];
+  int len = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+  if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)len, 0) != len) return -errno;
+  return 0;
+}
+
+/* The pid written in the lock file by its holder, or 0. */
+static int holder_pid(int fd) {
+  char buf[32];
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  return atoi(buf);
+}
+
+/* ctl.lock(path [, fd]): takes the lock (path is the lock file), or adopts
+ * an inherited descriptor that holds it. Returns the orch.ctl.Lock, or
+ * nil, message, "EAGAIN" naming the holder's pid. */
+static int ctl_lock(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  lua_Integer ifd = luaL_optinteger(L, 2, -1);
+  luaL_argcheck(L, ifd >= -1 && ifd <= 0x7fffffff, 2, "file descriptor out of range");
+  luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
+  Lock *k = lua_newuserdatauv(L, sizeof *k, 0);
+  k->fd = -1;
+  k->path = NULL;
+  luaL_setmetatable(L, LOCK_MT);
+  int fd = (int)ifd;
+  if (fd < 0) {
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+    if (fd < 0) return orch__fail(L, lua_pushfstring(L, "lock %s", path), errno);
+  }
+  struct stat st;
+  int e = 0;
+  if (fstat(fd, &st) < 0) e = errno;
+  else if (!S_ISREG(st.st_mode)) {
+    if (ifd < 0) close(fd);
+    return orch__failf(L, "EINVAL", "lock %s: not a regular file", path);
+  } else if (st.st_uid != geteuid() && st.st_uid != 0) {
+    if (ifd < 0) close(fd);
+    return orch__failf(L, "EPERM", "lock %s: belongs to uid %d, not to us", path, (int)st.st_uid);
+  }
+  if (!e && (st.st_mode & 0077) && fchmod(fd, 0600) < 0) e = errno;
+  if (e) {
+    if (ifd < 0) close(fd);
+    return orch__fail(L, lua_pushfstring(L, "lock %s", path), e);
+  }
+  int r;
+  do r = flock(fd, LOCK_EX | LOCK_NB); while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    e = errno;
+    int pid = holder_pid(fd);
+    if (ifd < 0) close(fd);
+    if (e == EWOULDBLOCK) {
+      if (pid > 0) return orch__failf(L, "EAGAIN", "already held by pid %d (lock file %s)", pid, path);
+      return orch__failf(L, "EAGAIN", "already held by another process (lock file %s)", path);
+    }
+    return orch__fail(L, lua_pushfstring(L, "lock %s", path), e);
+  }
+  if (ifd >= 0 && (r = orch__cloexec(fd)) < 0) return orch__fail(L, "lock", -r);
+  if (ifd < 0 && (r = write_pid(fd)) < 0) {
+    close(fd);
+    return orch__fail(L, lua_pushfstring(L, "lock %s", path), -r);
+  }
+  if (!(k->path = strdup(path))) {
+    if (ifd < 0) close(fd);
+    return orch__fail(L, "lock", ENOMEM);
+  }
+  k->fd = fd;
+  return 1;
+}
+
+static int lock_close(lua_State *L) {
+  Lock *k = luaL_checkudata(L, 1, LOCK_MT);
+  if (k->fd >= 0) close(k->fd);
+  k->fd = -1;
+  free(k->path);
+  k->path = NULL;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lock_fd(lua_State *L) {
+  lua_pushinteger(L, check_lock(L, 1)->fd);
+  return 1;
+}
+
+static int lock_path(lua_State *L) {
+  lua_pushstring(L, check_lock(L, 1)->path);
+  return 1;
+}
+
+/* lock:write_pid(): the current pid into the lock file (after daemonize). */
+static int lock_write_pid(lua_State *L) {
+  Lock *k = check_lock(L, 1);
+  int r = write_pid(k->fd);
+  if (r < 0) return orch__fail(L, "lock", -r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lock_tostring(lua_State *L) {
+  Lock *k = luaL_checkudata(L, 1, LOCK_MT);
+  if (k->fd < 0) lua_pushliteral(L, LOCK_MT ": closed");
+  else lua_pushfstring(L, LOCK_MT ": %s", k->path);
+  return 1;
+}
+
 /* ------------------------------------------------------------ sd_notify */
 
 /* The watchdog pets are a C timer rather than orch.timer.every because they
@@ -758,13 +884,21 @@ int orch__open_ctl(lua_State *L) {
   };
   orch__newclass(L, LISTENER_MT, methods, meta);
   lua_pop(L, 1);
+  static const luaL_Reg lock_methods[] = {
+    {"close", lock_close}, {"fd", lock_fd}, {"path", lock_path}, {"write_pid", lock_write_pid}, {NULL, NULL}
+  };
+  static const luaL_Reg lock_meta[] = {
+    {"__gc", lock_close}, {"__close", lock_close}, {"__tostring", lock_tostring}, {NULL, NULL}
+  };
+  orch__newclass(L, LOCK_MT, lock_methods, lock_meta);
+  lua_pop(L, 1);
   static const luaL_Reg fns[] = {
     {"listen", ctl_listen}, {"secure_dir", ctl_secure_dir}, {"getuid", ctl_getuid},
     {"inherit", ctl_inherit}, {"memfd", ctl_memfd}, {"read_fd", ctl_read_fd},
     {"sd_notify", ctl_sd_notify}, {"sd_watchdog", ctl_sd_watchdog}, {"sockets", ctl_sockets}, {"exe_path", ctl_exe_path},
     {"stream", ctl_stream}, {"write_private", ctl_write_private}, {"read_private", ctl_read_private},
     {"nofile", ctl_nofile}, {"fd_reserve", ctl_fd_reserve},
-    {"private_dir", ctl_private_dir},
+    {"private_dir", ctl_private_dir}, {"lock", ctl_lock},
     {NULL, NULL}
   };
   luaL_newlib(L, fns);

@@ -45,6 +45,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -83,7 +84,13 @@ typedef struct {
   int orphans_ref;            /* registry: set of orch.OrphanWatch -> true */
   uv_signal_t *init_sigs[32]; /* init mode forwarders (malloc'ed) */
   int ninit;
+  int init_on;                /* init mode was asked for (and not stopped) */
+  double init_grace;          /* PID 1: seconds between TERM and KILL at exit */
   int pidfile_fd;             /* held (locked) for the life of a daemon */
+  /* Descriptors orch inherited (open without close-on-exec when the module
+   * was opened), by number and identity: what orch.daemonize closes. */
+  struct { int fd; dev_t dev; ino_t ino; } inherited[64];
+  int ninherited;
 } proc_state;
 
 static proc_state *get_state(orch_runtime *rt) {
@@ -1878,13 +1885,32 @@ static int proc_on_orphan_exit(lua_State *L) {
 /* ---------------------------------------------------------------- init mode */
 
 /* As PID 1 (or a container's init), orch passes these signals on to every
- * child in the table, like tini; reaping everything is what the reaper
- * already does. */
+ * child in the table, like tini, unless a handler of the script's is active
+ * for the signal (the supervisor's ordered stop: forwarding as well would
+ * stop every service at once, out of order). Reaping everything is what the
+ * reaper already does. */
 static void init_forward(uv_signal_t *h, int sig) {
   proc_state *st = h->data;
+  if (orch__signal_handled(st->rt, sig)) return;
+  orch__proc_signal_children(st->rt, sig);
+}
+
+int orch__proc_signal_children(orch_runtime *rt, int sig) {
+  proc_state *st = get_state(rt);
+  int n = 0;
+  if (!st) return 0;
   for (size_t i = 0; i <= st->mask; i++)
-    for (orch__child *c = st->buckets[i]; c; c = c->next)
-      if (c->pid > 1) kill(c->pid, sig);
+    for (orch__child *c = st->buckets[i]; c; c = c->next) {
+      if (c->pid <= 1) continue;
+      int group = c->on_exit == process_exited && ((process *)c)->leader;
+      if ((group ? killpg(c->pid, sig) : kill(c->pid, sig)) == 0) n++;
+    }
+  return n;
+}
+
+int orch__proc_init_active(orch_runtime *rt) {
+  proc_state *st = get_state(rt);
+  return st && st->init_on;
 }
 
 static void free_handle(uv_handle_t *h) { free(h); }
@@ -1896,14 +1922,79 @@ static void init_stop(proc_state *st) {
     st->init_sigs[i] = NULL;
   }
   st->ninit = 0;
+  st->init_on = 0;
+}
+
+/* The other processes of the pid namespace, i.e. everything but us. */
+static int count_others(void) {
+  DIR *d = opendir("/proc");
+  if (!d) return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    char *end;
+    long pid = strtol(e->d_name, &end, 10);
+    if (!*end && pid > 0 && pid != getpid()) n++;
+  }
+  closedir(d);
+  return n;
+}
+
+static void reap_all(void) {
+  while (waitpid(-1, NULL, WNOHANG) > 0) {}
+}
+
+/* PID 1 at exit: whatever is left in the namespace once the script (the
+ * supervisor's ordered stop) is done are processes that are not orch's
+ * services, e.g. orphans reparented to us. They get SIGTERM, then SIGKILL
+ * after the grace period, and are reaped: exiting PID 1 would SIGKILL them
+ * without a word. Blocks, but the loop is over. */
+static void init_drain(proc_state *st) {
+  reap_all();
+  int n = count_others();
+  if (n <= 0) return;
+  fprintf(stderr, "orch: init: %d process%s left after the services stopped: sending SIGTERM\n",
+          n, n == 1 ? "" : "es");
+  kill(-1, SIGTERM);
+  struct timespec t0, now, tick = { 0, 10 * 1000 * 1000 };
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    reap_all();
+    if ((n = count_others()) <= 0) return;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double dt = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
+    if (dt >= st->init_grace) break;
+    nanosleep(&tick, NULL);
+  }
+  fprintf(stderr, "orch: init: %d process%s still there after %gs: sending SIGKILL\n",
+          n, n == 1 ? "" : "es", st->init_grace);
+  kill(-1, SIGKILL);
+  /* KILL cannot be ignored; a process stuck in the kernel is waited for at
+   * most 2 s more, then left to the kernel (which kills it with us). */
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    reap_all();
+    if (count_others() <= 0) return;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - t0.tv_sec >= 2) break;
+    nanosleep(&tick, NULL);
+  }
+  fprintf(stderr, "orch: init: some processes did not end after SIGKILL\n");
 }
 
 static int proc_init_mode(lua_State *L) {
-  static const char *const opts[] = { "signals", NULL };
+  static const char *const opts[] = { "signals", "grace", NULL };
   int sigs[32], n = 0;
   int given = 0;
+  double grace = 5;
   if (!lua_isnoneornil(L, 1)) {
     orch__check_options(L, 1, opts);
+    if (lua_getfield(L, 1, "grace") != LUA_TNIL) {
+      int isnum;
+      grace = lua_tonumberx(L, -1, &isnum);
+      if (!isnum || !(grace >= 0 && grace <= 3600)) orch__opt_error(L, 1, "grace", "seconds (0 to 3600) expected");
+    }
+    lua_pop(L, 1);
     if (lua_getfield(L, 1, "signals") != LUA_TNIL) {
       given = 1;
       if (!lua_istable(L, -1)) orch__opt_error(L, 1, "signals", lua_pushfstring(L, "table expected, got %s", luaL_typename(L, -1)));
@@ -1944,11 +2035,48 @@ static int proc_init_mode(lua_State *L) {
     }
     uv_unref((uv_handle_t *)h);
   }
+  st->init_on = 1;
+  st->init_grace = grace;
   lua_pushboolean(L, 1);
   return 1;
 }
 
 /* ---------------------------------------------------------------- daemonize */
+
+/* What orch inherited from the process that started it: descriptors above
+ * 2 without close-on-exec (orch opens every one of its own close-on-exec). */
+static void record_inherited(proc_state *st) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d)) && st->ninherited < (int)(sizeof st->inherited / sizeof st->inherited[0])) {
+    char *end;
+    long fd = strtol(e->d_name, &end, 10);
+    if (*end || fd <= 2 || fd == dirfd(d)) continue;
+    int fl = fcntl((int)fd, F_GETFD);
+    struct stat sb;
+    if (fl < 0 || (fl & FD_CLOEXEC) || fstat((int)fd, &sb) < 0) continue;
+    st->inherited[st->ninherited].fd = (int)fd;
+    st->inherited[st->ninherited].dev = sb.st_dev;
+    st->inherited[st->ninherited].ino = sb.st_ino;
+    st->ninherited++;
+  }
+  closedir(d);
+}
+
+/* In the daemon: closes the inherited descriptors that are still the same
+ * files and still inheritable (one orch adopted is close-on-exec now), except
+ * the ones in keep. */
+static void close_inherited(proc_state *st, const int *keep, int nkeep) {
+  for (int i = 0; i < st->ninherited; i++) {
+    int fd = st->inherited[i].fd, kept = 0;
+    for (int k = 0; k < nkeep; k++) if (keep[k] == fd) kept = 1;
+    struct stat sb;
+    int fl = fcntl(fd, F_GETFD);
+    if (kept || fl < 0 || (fl & FD_CLOEXEC) || fstat(fd, &sb) < 0) continue;
+    if (sb.st_dev == st->inherited[i].dev && sb.st_ino == st->inherited[i].ino) close(fd);
+  }
+}
 
 typedef struct { int err; char what[120]; } daemon_report;
 
@@ -1975,9 +2103,24 @@ static int open_log(lua_State *L, const char *key, const char *path, int *fd) {
 }
 
 static int proc_daemonize(lua_State *L) {
-  static const char *const opts[] = { "pidfile", "chdir", "umask", "stdout", "stderr", NULL };
+  static const char *const opts[] = { "pidfile", "chdir", "umask", "stdout", "stderr", "keep_fds", NULL };
   if (lua_isnoneornil(L, 1)) { lua_settop(L, 0); lua_newtable(L); }
   orch__check_options(L, 1, opts);
+  int keep[64], nkeep = 0;
+  if (lua_getfield(L, 1, "keep_fds") != LUA_TNIL) {
+    if (!lua_istable(L, -1)) orch__opt_error(L, 1, "keep_fds", lua_pushfstring(L, "table expected, got %s", luaL_typename(L, -1)));
+    lua_Integer len = luaL_len(L, -1);
+    if (len > 64) orch__opt_error(L, 1, "keep_fds", "at most 64 descriptors");
+    for (lua_Integer i = 1; i <= len; i++) {
+      lua_rawgeti(L, -1, i);
+      int isint;
+      lua_Integer fd = lua_tointegerx(L, -1, &isint);
+      if (!isint || fd < 0 || fd > 0x7fffffff) orch__opt_error(L, 1, "keep_fds", "file descriptor numbers expected");
+      keep[nkeep++] = (int)fd;
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
   const char *pidfile = orch__opt_string(L, 1, "pidfile", NULL);
   const char *dir = orch__opt_string(L, 1, "chdir", "/");
   const char *out = orch__opt_string(L, 1, "stdout", NULL);
@@ -2043,6 +2186,7 @@ static int proc_daemonize(lua_State *L) {
     }
     if (dup2(nfd, 0) < 0 || dup2(ofd >= 0 ? ofd : nfd, 1) < 0 || dup2(efd >= 0 ? efd : nfd, 2) < 0)
       daemon_fail(rep[1], errno, "dup2");
+    close_inherited(st, keep, nkeep);
     if (pfd >= 0) {
       char buf[32];
       int len = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
@@ -2096,6 +2240,7 @@ static void state_free(uv_handle_t *h) {
 static void proc_close_hook(orch_runtime *rt, void *data) {
   proc_state *st = data;
   *orch__slot(rt, ORCH__SLOT_PROC) = NULL;
+  if (st->init_on && getpid() == 1) init_drain(st);
   init_stop(st);
   if (st->stack) munmap(st->stack, CHILD_STACK);
   st->stack = NULL;
@@ -2159,6 +2304,7 @@ int orch__open_proc(lua_State *L) {
     st->rt = rt;
     st->devnull = -1;
     st->pidfile_fd = -1;
+    record_inherited(st);
     lua_newtable(L);
     st->orphans_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     uv_signal_init(orch__loop(L), &st->sigchld);

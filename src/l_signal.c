@@ -10,6 +10,14 @@
  * writes to a pipe: the Lua function runs later as a task on the loop, never
  * in signal context. SIGCHLD belongs to the reaper in l_proc.c: a handler may
  * watch it, but it can be neither ignored nor reset here.
+ *
+ * orch.signal.protect (called by `orch run`, `orch every`, `orch watchdog`)
+ * arms one more unref'd watcher ("guard") per signal whose default action
+ * would end orch: it does nothing while a handler of the script's is active
+ * for that signal, logs the first arrival otherwise, and for TERM/INT with no
+ * handler passes the signal on to orch's children before ending as the
+ * default action would. Guards survive orch.fork/daemonize (re-armed in the
+ * child); orch.signal.ignore/default replace a signal's guard.
  * Nothing here blocks.
  */
 #include <errno.h>
@@ -26,6 +34,13 @@
 
 typedef struct {
   int active[NSIG];     /* active handlers per signal in this runtime */
+  /* orch.signal.protect: one unref'd watcher per guarded signal (malloc'ed,
+   * freed in its close callback), whether its first arrival was logged,
+   * and an optional Lua log function (registry ref). */
+  uv_signal_t *guard[NSIG];
+  unsigned char logged[NSIG];
+  int log_ref;
+  orch_runtime *rt;
 } signal_state;
 
 typedef struct {
@@ -36,6 +51,8 @@ typedef struct {
   int self_ref;
   int signum;
 } osignal;
+
+static void guard_close(signal_state *st, int sig);
 
 static signal_state *get_state(orch_runtime *rt) {
   return *orch__slot(rt, ORCH__SLOT_SIGNAL);
@@ -149,6 +166,8 @@ static int set_disposition(lua_State *L, const char *op, const char *verb, void 
   signal_state *st = get_state(orch__rt(L));
   if (st && st->active[sig] > 0)
     return orch__failf(L, "EBUSY", "%s: %s has active handlers (stop them first)", op, orch__signame(sig));
+  /* The script's explicit choice replaces orch.signal.protect's guard. */
+  if (st) guard_close(st, sig);
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = handler;
@@ -215,15 +234,161 @@ static int signal_killpg(lua_State *L) {
   return 1;
 }
 
-static void signal_close_hook(orch_runtime *rt, void *data) {
-  *orch__slot(rt, ORCH__SLOT_SIGNAL) = NULL;
-  free(data);
+/* ---------------------------------------------------------------- protect */
+
+/* The signals whose default action ends the process and that orch guards:
+ * everything catchable except the faults (ILL, ABRT, BUS, FPE, SEGV: a real
+ * fault must still end orch with a core dump) and PIPE (main() ignores it:
+ * a write to a closed pipe fails with EPIPE, and it is no news worth a log
+ * line). TERM and INT have their own rule below. Realtime signals are added
+ * from SIGRTMIN. */
+static const int guarded[] = {
+  SIGHUP, SIGQUIT, SIGTRAP, SIGUSR1, SIGUSR2, SIGALRM, SIGSTKFLT,
+  SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSYS, SIGTERM, SIGINT, 0
+};
+
+static void guard_log(signal_state *st, const char *msg) {
+  if (st->log_ref != LUA_NOREF) {
+    lua_State *L = orch__mainthread(st->rt);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->log_ref);
+    lua_pushstring(L, msg);
+    orch__spawn_task(L, 1);
+    lua_pop(L, 1);
+    return;
+  }
+  char line[256];
+  int n = snprintf(line, sizeof line, "orch: %s\n", msg);
+  if (n > (int)sizeof line - 1) n = (int)sizeof line - 1;
+  ssize_t w = write(2, line, (size_t)n);
+  (void)w;
 }
 
-/* The runtime stopped every handle in a fork child: nothing is active. */
+static void on_guard(uv_signal_t *h, int sig) {
+  signal_state *st = h->data;
+  /* A handler of the script's (or the supervisor's) wins. */
+  if (st->active[sig] > 0) return;
+  const char *name = orch__signame(sig);
+  char msg[200];
+  if (sig == SIGTERM || sig == SIGINT) {
+    /* Init mode forwards these itself and orch ends when its children do. */
+    if (orch__proc_init_active(st->rt)) return;
+    /* No handler: end as the default action would, but never leave a
+     * child running unsupervised: it gets the same signal first. */
+    int n = orch__proc_signal_children(st->rt, sig);
+    snprintf(msg, sizeof msg, "received SIG%s (no handler): SIG%s sent to %d child%s, exiting",
+             name, name, n, n == 1 ? "" : "ren");
+    char line[256];
+    int len = snprintf(line, sizeof line, "orch: %s\n", msg);
+    ssize_t w = write(2, line, (size_t)len);
+    (void)w;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    raise(sig);
+    _exit(128 + sig);
+  }
+  if (st->logged[sig]) return;
+  st->logged[sig] = 1;
+  snprintf(msg, sizeof msg, "received SIG%s: ignored (orch logs this signal once)", name ? name : "?");
+  guard_log(st, msg);
+}
+
+static void guard_free(uv_handle_t *h) { free(h); }
+
+static int guard_start(signal_state *st, uv_loop_t *loop, int sig) {
+  uv_signal_t *h = st->guard[sig];
+  if (!h) {
+    h = malloc(sizeof *h);
+    if (!h) return UV_ENOMEM;
+    uv_signal_init(loop, h);
+    h->data = st;
+    st->guard[sig] = h;
+  }
+  int r = uv_signal_start(h, on_guard, sig);
+  if (r == 0) uv_unref((uv_handle_t *)h);
+  return r;
+}
+
+static void guard_close(signal_state *st, int sig) {
+  uv_signal_t *h = st->guard[sig];
+  if (!h) return;
+  st->guard[sig] = NULL;
+  uv_signal_stop(h);
+  uv_close((uv_handle_t *)h, guard_free);
+}
+
+/* orch.signal.protect([{log = fn}]) */
+static int signal_protect(lua_State *L) {
+  static const char *const opts[] = { "log", NULL };
+  int has_log = 0;
+  if (!lua_isnoneornil(L, 1)) {
+    orch__check_options(L, 1, opts);
+    if (lua_getfield(L, 1, "log") != LUA_TNIL) {
+      if (!lua_isfunction(L, -1)) orch__opt_error(L, 1, "log", lua_pushfstring(L, "function expected, got %s", luaL_typename(L, -1)));
+      has_log = 1;
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  if (lua_gettop(L) > 2 || (lua_gettop(L) == 2 && !has_log)) luaL_argerror(L, 2, "no value expected");
+  orch_runtime *rt = orch__rt(L);
+  signal_state *st = get_state(rt);
+  if (!st) return luaL_error(L, "orch.signal: the module is not initialised");
+  if (has_log) {
+    if (st->log_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, st->log_ref);
+    st->log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  for (int i = 0; guarded[i]; i++) {
+    int r = guard_start(st, orch_loop(rt), guarded[i]);
+    if (r < 0) return orch__fail_uv(L, "signal.protect", r);
+  }
+  for (int s = SIGRTMIN; s <= SIGRTMAX; s++) {
+    int r = guard_start(st, orch_loop(rt), s);
+    if (r < 0) return orch__fail_uv(L, "signal.protect", r);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* orch.signal.protected(): the list of guarded signal names. */
+static int signal_protected(lua_State *L) {
+  signal_state *st = get_state(orch__rt(L));
+  lua_newtable(L);
+  int n = 0;
+  for (int s = 1; st && s < NSIG; s++) {
+    if (!st->guard[s] || !uv_is_active((uv_handle_t *)st->guard[s])) continue;
+    lua_pushstring(L, orch__signame(s));
+    lua_rawseti(L, -2, ++n);
+  }
+  return 1;
+}
+
+int orch__signal_handled(orch_runtime *rt, int sig) {
+  signal_state *st = get_state(rt);
+  return st && sig > 0 && sig < NSIG && st->active[sig] > 0;
+}
+
+/* The Lua state may be closed already: no Lua (the log ref goes with it). */
+static void signal_close_hook(orch_runtime *rt, void *data) {
+  signal_state *st = data;
+  *orch__slot(rt, ORCH__SLOT_SIGNAL) = NULL;
+  for (int s = 1; s < NSIG; s++) guard_close(st, s);
+  free(st);
+}
+
+/* The runtime stopped every handle in a fork child: no handler of the
+ * script's is active; the guards are armed again (a daemon keeps them). */
 static void signal_fork_hook(orch_runtime *rt, void *data) {
   signal_state *st = data;
   memset(st->active, 0, sizeof st->active);
+  for (int s = 1; s < NSIG; s++)
+    if (st->guard[s]) guard_start(st, orch_loop(rt), s);
 }
 
 int orch__open_signal(lua_State *L) {
@@ -232,6 +397,8 @@ int orch__open_signal(lua_State *L) {
   if (!*slot) {
     signal_state *st = calloc(1, sizeof *st);
     if (!st) return luaL_error(L, "orch.signal: out of memory");
+    st->log_ref = LUA_NOREF;
+    st->rt = rt;
     *slot = st;
     orch__on_close(rt, signal_close_hook, st);
     orch__on_fork_child(rt, signal_fork_hook, st);
@@ -247,7 +414,8 @@ int orch__open_signal(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg sigfns[] = {
     {"on", signal_on}, {"ignore", signal_ignore}, {"default", signal_default},
-    {"name", signal_name}, {"number", signal_number}, {NULL, NULL}
+    {"name", signal_name}, {"number", signal_number}, {"protect", signal_protect},
+    {"protected", signal_protected}, {NULL, NULL}
   };
   lua_newtable(L);
   luaL_newlib(L, sigfns);

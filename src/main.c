@@ -19,6 +19,10 @@
 
 static const char *progname = "orch";
 
+/* orch run: another orchestrator holds the control socket's lock
+ * (EX_TEMPFAIL: try again once it has ended). */
+#define EXIT_LOCKED 75
+
 static const char usage_text[] =
   "usage: orch COMMAND [ARGS...]\n"
   "\n"
@@ -83,6 +87,20 @@ static int finish(orch_runtime *rt) {
   return status;
 }
 
+static int lock_refused(orch_runtime *rt);
+
+/* finish() for orch run: a refused lock is its own exit status. */
+static int finish_run(orch_runtime *rt) {
+  int status = orch_run(rt);
+  int code;
+  if (lock_refused(rt)) status = EXIT_LOCKED;
+  else if (!orch_exited(rt, &code) && status != 0 && orch_last_error(rt))
+    fprintf(stderr, "%s: %s\n", progname, orch_last_error(rt));
+  fflush(stdout);
+  orch_free(rt);
+  return status;
+}
+
 static orch_runtime *new_runtime(void) {
   orch_runtime *rt = orch_new();
   if (!rt) fprintf(stderr, "%s: cannot create the runtime (out of memory?)\n", progname);
@@ -117,11 +135,65 @@ static void init_mode_if_pid1(orch_runtime *rt) {
   }
 }
 
+/* No catchable signal may end orch by its default action while children
+ * run (orch.signal.protect; the table is in doc/cli.md). */
+static void protect_signals(orch_runtime *rt) {
+  lua_State *L = orch_lua(rt);
+  if (luaL_dostring(L, "return orch.signal.protect()") != LUA_OK) {
+    fprintf(stderr, "%s: signal table: %s\n", progname, lua_tostring(L, -1));
+  }
+  lua_settop(L, 0);
+}
+
+/* One orchestrator per control socket (lua/orch/ctl.lua, ctl.claim_for_run):
+ * the lock is taken before the script runs when a socket is asked for, or
+ * when the script loads the supervisor. Returns 0, or EXIT_LOCKED after
+ * printing who holds it. */
+static int claim_socket(orch_runtime *rt, const char *file, const char *socket) {
+  lua_State *L = orch_lua(rt);
+  lua_settop(L, 0);
+  if (luaL_loadstring(L, "local s, f = ... return require('orch.ctl').claim_for_run(s, f)") != LUA_OK) goto broken;
+  if (socket && *socket) lua_pushstring(L, socket);
+  else if (socket) lua_pushboolean(L, 0);
+  else lua_pushnil(L);
+  lua_pushstring(L, file);
+  if (lua_pcall(L, 2, 2, 0) != LUA_OK) goto broken;
+  if (!lua_toboolean(L, 1)) {
+    fprintf(stderr, "%s: %s: another orchestrator runs (nothing was started)\n", progname, lua_tostring(L, 2));
+    lua_settop(L, 0);
+    return EXIT_LOCKED;
+  }
+  lua_settop(L, 0);
+  return 0;
+broken:
+  fprintf(stderr, "%s: control socket lock: %s\n", progname, lua_tostring(L, -1));
+  lua_settop(L, 0);
+  return 1;
+}
+
+/* The lock refused when the script loaded the supervisor: that error ended
+ * the main task; say it once, without a traceback. */
+static int lock_refused(orch_runtime *rt) {
+  lua_State *L = orch_lua(rt);
+  int refused = 0;
+  lua_getglobal(L, "package");
+  if (lua_getfield(L, -1, "loaded") == LUA_TTABLE && lua_getfield(L, -1, "orch.ctl") == LUA_TTABLE &&
+      lua_getfield(L, -1, "refused") == LUA_TSTRING) {
+    fprintf(stderr, "%s: %s: another orchestrator runs (nothing was started)\n", progname, lua_tostring(L, -1));
+    refused = 1;
+  }
+  lua_settop(L, 0);
+  return refused;
+}
+
 static int cmd_run(const char *file, const char *socket, double budget, int argc, char **argv) {
   orch_runtime *rt = new_runtime();
   if (!rt) return 1;
   if (budget >= 0) orch_set_budget(rt, budget);
   init_mode_if_pid1(rt);
+  protect_signals(rt);
+  int lr = claim_socket(rt, file, socket);
+  if (lr) { orch_free(rt); return lr; }
   orch_set_args(rt, file, argc, argv);
   int r = orch_load_file(rt, file, argc, argv);
   if (r != ORCH_OK) {
@@ -131,7 +203,7 @@ static int cmd_run(const char *file, const char *socket, double budget, int argc
     return r == ORCH_ERR_FILE ? 2 : 1;
   }
   start_ctl(rt, socket);
-  return finish(rt);
+  return finish_run(rt);
 }
 
 /* Compiles code (chunk name `name`) into the global `var` and runs

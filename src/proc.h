@@ -124,4 +124,17 @@ int orch__proc_ppid(pid_t pid, pid_t *ppid);
  * user_ids) to the table at the top of the stack (orch.proc). */
 void orch__procscan_register(lua_State *L);
 
+/* Sends sig to every child in the process table (to its whole group when
+ * it leads one). Returns how many were signalled. For orch.signal.protect's
+ * TERM/INT rule. */
+int orch__proc_signal_children(orch_runtime *rt, int sig);
+
+/* Non-zero while orch.proc.init_mode forwards signals (the guard of
+ * orch.signal.protect then leaves TERM/INT to it). */
+int orch__proc_init_active(orch_runtime *rt);
+
+/* Non-zero while a handler of the script's (orch.signal.on) is active for
+ * sig: init mode then does not forward it (l_signal.c). */
+int orch__signal_handled(orch_runtime *rt, int sig);
+
 #endif

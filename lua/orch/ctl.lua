@@ -570,6 +570,71 @@ local function accept_loop(srv)
   end
 end
 
+-- The directory of a socket: the default one is ours alone (0700, owned by
+-- us); another one must exist or is created.
+local function socket_dir_for(path, default)
+  if default and not os.getenv("ORCH_SOCKET") then
+    if C.getuid() ~= 0 then C.secure_dir(dirname(ctl.socket_dir()), false) end
+    return C.secure_dir(ctl.socket_dir(), true)
+  end
+  return C.secure_dir(dirname(path), false)
+end
+
+---------------------------------------------------------------- the lock
+
+--- Locks held by this process: socket path -> { lock = orch.ctl.Lock }.
+ctl.locks = {}
+
+--- Takes the lock of the control socket `path` (an flock on `path.lock`,
+-- mode 0600), held until the process ends and across `orch ctl reexec`.
+-- Returns true (also when this process holds it already), or nil, message,
+-- code: "EAGAIN" with the holder's pid when another process holds it.
+function ctl.claim(path)
+  if type(path) ~= "string" or path == "" then error("bad argument #1 to 'claim' (socket path expected)", 2) end
+  if ctl.locks[path] then return true end
+  local lock, err, code
+  local h = ctl.inherited()
+  local given = h and type(h.lock) == "table" and h.lock.path == path and not h.lock.taken and h.lock
+  if given and math.type(given.fd) == "integer" then
+    given.taken = true
+    lock, err, code = C.lock(path .. ".lock", given.fd)
+  else
+    lock, err, code = C.lock(path .. ".lock")
+  end
+  if not lock then return nil, "control socket " .. path .. ": " .. tostring(err), code end
+  ctl.locks[path] = { lock = lock }
+  return true
+end
+
+--- For `orch run` (before the script runs): socket is the --socket PATH,
+-- or nil (the default rules), or false (--no-socket). With a socket asked
+-- for ($ORCH_SOCKET too) the lock is taken now; by default it is taken when
+-- the script loads orch.supervisor, i.e. before it can start any service.
+-- Returns true, or nil, message when another orch holds the lock (the
+-- message is also kept in ctl.refused for `orch run`'s exit status).
+function ctl.claim_for_run(socket, script)
+  if socket == false then return true end
+  local env = os.getenv("ORCH_SOCKET")
+  local h = ctl.inherited()
+  local given = h and type(h.lock) == "table" and h.lock.path
+  local path = socket or (env and env ~= "" and env) or given
+  local function claim(p, default)
+    local ok, err = socket_dir_for(p, default)
+    if ok then ok, err = ctl.claim(p) end
+    if not ok then ctl.refused = err end
+    return ok, err
+  end
+  if path then return claim(path, socket == nil and not (env and env ~= "")) end
+  if package.loaded["orch.supervisor"] then return claim(ctl.default_socket(script), true) end
+  package.preload["orch.supervisor"] = function(name)
+    package.preload[name] = nil
+    local ok, err = claim(ctl.default_socket(script), true)
+    if not ok then error(err, 0) end
+    return require(name)
+  end
+  return true
+end
+
 local serve_opts = { socket = true, script = true, supervisor = true, max_connections = true,
   max_line = true, idle_timeout = true, fd = true, on_reload = true, on_reexec = true,
   follow_buffer = true }
@@ -611,15 +676,16 @@ function ctl.serve(opts)
   local path = opts.socket or (fd and inherited and inherited.path) or ctl.default_socket(script)
   local ok, err, code
   if fd == nil then
-    if not opts.socket and not os.getenv("ORCH_SOCKET") then
-      -- The default directory is ours alone: 0700, owned by us.
-      if C.getuid() ~= 0 then C.secure_dir(dirname(ctl.socket_dir()), false) end
-      ok, err, code = C.secure_dir(ctl.socket_dir(), true)
-    else
-      ok, err, code = C.secure_dir(dirname(path), false)
-    end
+    ok, err, code = socket_dir_for(path, opts.socket == nil)
     if not ok then return nil, err, code end
   end
+  -- One orchestrator per socket: the lock first; a socket file left by a
+  -- killed orch is replaced only by the process holding it.
+  local had = ctl.locks[path]
+  ok, err, code = ctl.claim(path)
+  if not ok then return nil, err, code end
+  if not had then ctl.locks[path].by_serve = true end
+  ctl.locks[path].lock:write_pid()
   local l
   l, err, code = C.listen(path, 64, fd)
   if not l then return nil, err, code end
@@ -641,6 +707,12 @@ function Server:close()
   if self.closed then return true end
   self.closed = true
   self.listener:close()
+  -- A lock taken by ctl.serve goes with the server; `orch run`'s stays.
+  local held = ctl.locks[self.path]
+  if held and held.by_serve then
+    held.lock:close()
+    ctl.locks[self.path] = nil
+  end
   for cs in pairs(self.conns) do
     cs.closed = true
     cs.conn:close()
@@ -724,6 +796,9 @@ function ctl.inherited(name)
         if type(t.listener) == "table" and math.type(t.listener.fd) == "integer" then
           C.inherit(t.listener.fd, false)
         end
+        if type(t.lock) == "table" and math.type(t.lock.fd) == "integer" and t.lock.fd > 2 then
+          C.inherit(t.lock.fd, false)
+        end
         -- The modules' descriptors are close-on-exec again until their
         -- owners take them: no child spawned meanwhile inherits them.
         for _, fd in ipairs(type(t.fds) == "table" and t.fds or {}) do
@@ -785,6 +860,8 @@ function ctl.prepare_reexec(srv)
   end
   local data = { version = 1, pid = orch.getpid(), modules = modules, fds = fds,
                  listener = { fd = srv.listener:fd(), path = srv.path } }
+  local held = ctl.locks[srv.path]
+  if held then data.lock = { fd = held.lock:fd(), path = srv.path } end
   local ok, text = pcall(ctl.encode, data)
   if not ok then return nil, "reexec: the state cannot be encoded: " .. tostring(text), "EINVAL" end
   return { exe = exe, script = script, text = text, fds = fds }
@@ -798,6 +875,8 @@ function ctl.reexec(srv, plan)
   local memfd, err, code = C.memfd(plan.text)
   if not memfd then return nil, err, code end
   local keep = { memfd, srv.listener:fd() }
+  local held = ctl.locks[srv.path]
+  if held then keep[#keep + 1] = held.lock:fd() end
   for _, fd in ipairs(plan.fds) do keep[#keep + 1] = fd end
   for _, fd in ipairs(keep) do C.inherit(fd, true) end
   local env = current_environment()

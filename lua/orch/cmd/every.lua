@@ -7,8 +7,7 @@ usage: orch every SECONDS [OPTIONS] [--] PROG [ARGS...]
 
 Runs PROG, waits for it to exit, sleeps SECONDS, and runs it again, forever
 (the classic `procctl SECONDS PROG ARGS...`). Each run gets its own process
-group; SIGTERM or SIGINT (Ctrl-C) to orch stops the loop, sends SIGTERM to the
-running PROG's group (SIGKILL after --grace seconds) and exits 0.
+group.
 
 Options:
   --rate           start a run every SECONDS from the previous start instead
@@ -16,11 +15,23 @@ Options:
   --jitter S       add a random 0..S seconds to each sleep
   --grace S        seconds between SIGTERM and SIGKILL on stop (default 5)
   --max-runs N     stop after N runs
-  --daemon         detach (double fork, setsid, stdio to /dev/null) first
-  --pidfile FILE   with --daemon: lock FILE and write the pid to it
-  --quiet          no log lines on stderr
+  --daemon         detach (double fork, setsid, stdin from /dev/null, other
+                   inherited descriptors closed) first
+  --pidfile FILE   with --daemon: lock FILE and write the daemon's pid to it
+                   (a second orch with the same FILE refuses to start)
+  --log FILE       append orch's log lines and each run's stdout and stderr
+                   to FILE (instead of orch's own stderr and stdio)
+  --quiet          no log lines
 
-Exit status: 0 after a stop or --max-runs, 2 on a usage error.
+Signals:
+  TERM, INT        stop: no new run, SIGTERM to the running PROG's group,
+                   SIGKILL after --grace seconds, then exit
+  the same again   SIGKILL to the running PROG's group at once, exit
+  USR1             reopen the --log FILE (for logrotate)
+  HUP and every other signal that would end orch: logged once, ignored
+
+Exit status: 0 after a stop or --max-runs, 1 when the stop had to use
+SIGKILL (or on a failure: log file, pidfile), 2 on a usage error.
 ]]
 
 local function fail(msg)
@@ -28,12 +39,12 @@ local function fail(msg)
   return 2
 end
 
-local function main(argv)
+local function parse(argv)
   local seconds = tonumber(argv[1])
   if not seconds or not (seconds > 0 and seconds < math.huge) then
-    return fail(argv[1] and ("SECONDS must be a number > 0, got '" .. argv[1] .. "'") or "SECONDS missing")
+    return nil, argv[1] and ("SECONDS must be a number > 0, got '" .. argv[1] .. "'") or "SECONDS missing"
   end
-  local opts, i = { grace = 5 }, 2
+  local opts, i = { grace = 5, seconds = seconds }, 2
   while argv[i] do
     local a = argv[i]
     if a == "--" then i = i + 1; break
@@ -43,35 +54,75 @@ local function main(argv)
     elseif a == "--jitter" or a == "--grace" or a == "--max-runs" then
       local v = tonumber(argv[i + 1])
       if a == "--max-runs" then
-        if not v or not (v >= 1 and v < 2^53) or v ~= math.floor(v) then return fail(a .. " needs an integer >= 1") end
+        if not v or not (v >= 1 and v < 2^53) or v ~= math.floor(v) then return nil, a .. " needs an integer >= 1" end
       elseif not v or not (v >= 0 and v < math.huge) then
-        return fail(a .. " needs a number >= 0")
+        return nil, a .. " needs a number >= 0"
       end
       opts[a:sub(3):gsub("-", "_")] = v
       i = i + 1
-    elseif a == "--pidfile" then
-      if not argv[i + 1] then return fail("--pidfile needs a FILE") end
-      opts.pidfile = argv[i + 1]
+    elseif a == "--pidfile" or a == "--log" then
+      if not argv[i + 1] or argv[i + 1] == "" then return nil, a .. " needs a FILE" end
+      opts[a:sub(3)] = argv[i + 1]
       i = i + 1
-    elseif a:sub(1, 1) == "-" then return fail("unknown option '" .. a .. "'")
+    elseif a:sub(1, 1) == "-" then return nil, "unknown option '" .. a .. "'"
     else break end
     i = i + 1
   end
-  if not argv[i] then return fail("PROG missing") end
-  local cmd = { pgroup = true }
-  for j = i, #argv do cmd[#cmd + 1] = argv[j] end
+  if not argv[i] then return nil, "PROG missing" end
+  if opts.pidfile and not opts.daemon then return nil, "--pidfile goes with --daemon" end
+  opts.cmd = { pgroup = true }
+  for j = i, #argv do opts.cmd[#opts.cmd + 1] = argv[j] end
+  return opts
+end
+
+-- The log: orch's stderr, or FILE (appended; reopened on USR1).
+local function open_log(opts)
+  if opts.quiet then return setmetatable({}, { __call = function() end }) end
+  if not opts.log then
+    return setmetatable({}, { __call = function(_, msg)
+      io.stderr:write(os.date("%Y-%m-%d %H:%M:%S "), "orch every: ", msg, "\n")
+    end })
+  end
+  local f, err = io.open(opts.log, "a")
+  if not f then return nil, "--log: " .. tostring(err) end
+  f:setvbuf("line")
+  local log = {}
+  function log.reopen()
+    local nf, e = io.open(opts.log, "a")
+    if not nf then return nil, e end
+    nf:setvbuf("line")
+    f:close()
+    f = nf
+    return true
+  end
+  return setmetatable(log, { __call = function(_, msg)
+    f:write(os.date("%Y-%m-%d %H:%M:%S "), "orch every: ", msg, "\n")
+  end })
+end
+
+local function main(argv)
+  local opts, perr = parse(argv)
+  if not opts then return fail(perr) end
+  local cmd = opts.cmd
 
   if opts.daemon then
-    local ok, err = orch.daemonize{ pidfile = opts.pidfile }
+    -- The daemon's stdio (what each run inherits) goes to the log file.
+    local ok, err = orch.daemonize{ pidfile = opts.pidfile, stdout = opts.log, stderr = opts.log }
     if not ok then io.stderr:write("orch every: ", err, "\n"); return 1 end
   end
 
-  local log = opts.quiet and function() end or function(msg)
-    io.stderr:write(os.date("%Y-%m-%d %H:%M:%S "), "orch every: ", msg, "\n")
+  local log, lerr = open_log(opts)
+  if not log then io.stderr:write("orch every: ", lerr, "\n"); return 1 end
+  orch.signal.protect{ log = function(msg) log(msg) end }
+  if opts.log then
+    -- A file path is opened at each spawn: after a reopen the next run
+    -- writes to the new file.
+    cmd.stdout, cmd.stderr = opts.log, "stdout"
   end
-  local job = sched.every(seconds, cmd, {
+
+  local job = sched.every(opts.seconds, cmd, {
     mode = opts.rate and "rate" or "delay", overlap = "skip", jitter = opts.jitter,
-    max_runs = opts.max_runs and math.floor(opts.max_runs) or nil, log = log,
+    max_runs = opts.max_runs and math.floor(opts.max_runs) or nil, log = function(msg) log(msg) end,
     on_start = function(p, n) log(("run %d: %s started, pid %d"):format(n, cmd[1], p.pid)) end,
     on_exit = function(code, sig, n)
       local how = sig and ("killed by SIG" .. sig) or ("exited with code " .. tostring(code))
@@ -79,21 +130,37 @@ local function main(argv)
     end,
   })
 
-  local stopping = false
+  local stopping, killed = false, false
+  local function kill_runs()
+    killed = true
+    for _, pid in ipairs(job:status().pids) do orch.killpg(pid, "KILL") end
+  end
   local function stop(signame)
-    if stopping then return end
+    if stopping then
+      -- The second TERM/INT: nothing waits any longer.
+      log("SIG" .. signame .. " again: SIGKILL to the running program, exiting")
+      kill_runs()
+      orch.exit(1)
+    end
     stopping = true
-    log("SIG" .. signame .. ": stopping")
+    log("SIG" .. signame .. ": stopping (send it again to kill the running program at once)")
     job:stop{ signal = "TERM" }
     local killer = orch.timer.after(opts.grace, function()
-      for _, pid in ipairs(job:status().pids) do orch.killpg(pid, "KILL") end
+      log("the running program outlived --grace: SIGKILL")
+      kill_runs()
     end)
     job:wait()
     killer:stop()
-    orch.exit(0)
+    orch.exit(killed and 1 or 0)
   end
   local hs = { orch.signal.on("TERM", function() stop("TERM") end),
                orch.signal.on("INT", function() stop("INT") end) }
+  if log.reopen then
+    hs[#hs + 1] = orch.signal.on("USR1", function()
+      local ok, err = log.reopen()
+      if ok then log("SIGUSR1: log file reopened") else io.stderr:write("orch every: --log: ", tostring(err), "\n") end
+    end)
+  end
   job.task:join()
   job:wait()
   for _, hnd in ipairs(hs) do hnd:stop() end

@@ -2,10 +2,10 @@
 -- What the classic one-shot checker did every 10 seconds, continuously and
 -- event-driven. SIGTERM / SIGINT stop it without touching the watched
 -- processes. See doc/watchdog.md.
-local usage = [[
+local usage = [==[
 usage: orch watchdog [--compat] [--key KEY] [--grace SECONDS] [--log FILE]
                      [--any-uid | --uid UID...] [--scan SECONDS] [--create]
-                     [--shared]
+                     [--shared] [--daemon] [--pidfile FILE]
 
 Watches the heartbeat table and stops every registered process whose last
 beat is older than its timeout: SIGTERM (to its process group when it leads
@@ -27,13 +27,22 @@ touching the watched processes.
   --shared          accept a table other users may write (created 0666 with
                     --create): the classic shared table; needs --uid or
                     --any-uid (see doc/security.md)
+  --daemon          detach first (double fork, setsid, stdio to /dev/null,
+                    other inherited descriptors closed); give --log to keep
+                    a log
+  --pidfile FILE    with --daemon: lock FILE and write the daemon's pid to it
+                    (a second watchdog with the same FILE refuses to start)
 
 An existing table is watched only when it belongs to orch's user or root and,
 without --shared, no other user may write it; otherwise it is refused.
 
+Signals: TERM, INT: stop watching and exit (a process in its grace period
+is left as it is: the watchdog never owned it). HUP, USR1 and every other
+signal that would end orch: logged once, ignored.
+
 Exit status: 0 after SIGTERM/SIGINT, 1 on a failure (table of another layout,
-permission denied, log file), 2 on a usage error.
-]]
+permission denied, log file, pidfile), 2 on a usage error.
+]==]
 
 local function fail(code, msg)
   io.stderr:write("orch watchdog: ", msg, code == 2 and " (see 'orch help watchdog')" or "", "\n")
@@ -61,7 +70,7 @@ local function parse(argv)
     local a = argv[i]
     local flag, inline = a:match("^(%-%-[%w-]+)=(.*)$")
     flag = flag or a
-    if flag == "--compat" or flag == "--any-uid" or flag == "--create" or flag == "--shared" then
+    if flag == "--compat" or flag == "--any-uid" or flag == "--create" or flag == "--shared" or flag == "--daemon" then
       if inline then error(flag .. " takes no value", 0) end
       o[flag:sub(3):gsub("-", "_")] = true
     elseif flag == "--key" then
@@ -75,9 +84,9 @@ local function parse(argv)
         error(flag .. ": seconds expected, got '" .. v .. "'", 0)
       end
       o[flag:sub(3)] = n
-    elseif flag == "--log" then
-      o.log = value(flag, inline)
-      if o.log == "" then error("--log: file name expected", 0) end
+    elseif flag == "--log" or flag == "--pidfile" then
+      o[flag:sub(3)] = value(flag, inline)
+      if o[flag:sub(3)] == "" then error(flag .. ": file name expected", 0) end
     elseif flag == "--uid" then
       local v = value(flag, inline)
       local n = v:match("^%d+$") and math.tointeger(tonumber(v))
@@ -91,6 +100,7 @@ local function parse(argv)
     i = i + 1
   end
   if o.any_uid and #o.uids > 0 then error("give either --any-uid or --uid", 0) end
+  if o.pidfile and not o.daemon then error("--pidfile goes with --daemon", 0) end
   if #o.uids == 0 then o.uids = nil end
   if o.shared and not o.uids and not o.any_uid then
     error("--shared needs --uid UID (or --any-uid): any writer of a shared table can name any pid", 0)
@@ -103,11 +113,29 @@ local function main(argv)
   if not ok then return fail(2, o) end
   local orch = require "orch"
   local watchdog = require "orch.watchdog"
+  if o.daemon then
+    -- What can fail is tried while the caller still sees stderr: the log
+    -- (opened again by the watchdog) and the pidfile (by daemonize).
+    if o.log then
+      local f, lerr = io.open(o.log, "a")
+      if not f then return fail(1, "watchdog: cannot open the log: " .. tostring(lerr)) end
+      f:close()
+    end
+    local ok, derr = orch.daemonize{ pidfile = o.pidfile }
+    if not ok then return fail(1, derr) end
+  end
   local w, err = watchdog.start {
     key = o.key, compat = o.compat, grace = o.grace, log = o.log, any_uid = o.any_uid,
     uids = o.uids, scan = o.scan, create = o.create, shared = o.shared,
   }
-  if not w then return fail(1, err) end
+  if not w then
+    if o.daemon and o.log then
+      local f = io.open(o.log, "a")
+      if f then f:write(os.date("%Y-%m-%d %H:%M:%S "), "watchdog: ", tostring(err), "\n") f:close() end
+    end
+    return fail(1, err)
+  end
+  orch.signal.protect{ log = function(msg) w.log(msg) end }
   local handlers = {}
   local function stop(name)
     w.log("SIG" .. name .. ": stopping (watched processes left as they are)")
