@@ -216,9 +216,27 @@ local function spawn_holder(S, P)
   return h
 end
 
+-- Ends the holder: "bye", and TERM to its process (a holder that has not
+-- bound its socket yet never reads the bye, and as orch's child it would
+-- keep orch's loop alive).
+local function end_holder(P)
+  local h = P.holder
+  if not h then return end
+  P.holder, P.held = nil, {}
+  local d = client(P)
+  if d then d:send(ctl().encode{ op = "bye" }, P.holder_path) end
+  if h.proc and h.proc:running() then h.proc:kill("TERM") end
+end
+
 -- Brings the holder in line with the live log pipes: drop what ended, put
 -- what is new. Returns true, or nil when it must be tried again.
 local function sync_holder(S, P, pipes)
+  -- Nothing left to hold (every service ended): no holder either, so that
+  -- an idle supervisor (exit_when_idle) lets orch end.
+  if next(pipes) == nil then
+    end_holder(P)
+    return true
+  end
   local drops, puts = {}, {}
   for name, e in pairs(P.held) do
     local want = pipes[name]
@@ -444,11 +462,7 @@ function persist.close(S)
   if not P or P.closed then return end
   P.closed = true
   if P.timer then P.timer:stop() P.timer = nil end
-  if P.holder then
-    local d = client(P)
-    if d then d:send(ctl().encode{ op = "bye" }, P.holder_path) end
-    P.holder = nil
-  end
+  end_holder(P)
   if P.dgram then P.dgram:close() P.dgram = nil end
   os.remove(P.state_path)
 end
