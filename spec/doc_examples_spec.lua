@@ -39,8 +39,10 @@ describe("the manual's examples", function()
       else
         cmd = h.shquote(h.bin) .. " run example.lua"
       end
-      local out, ok = h.sh(string.format("cd %s && XDG_RUNTIME_DIR=%s timeout -s KILL 60 %s </dev/null 2>&1",
-        h.shquote(dir), h.shquote(dir), cmd))
+      -- Its own control socket: the default one (/run/orch/example.sock for
+      -- root) and its lock would be shared by every example.
+      local out, ok = h.sh(string.format("cd %s && XDG_RUNTIME_DIR=%s ORCH_SOCKET=%s timeout -s KILL 60 %s </dev/null 2>&1",
+        h.shquote(dir), h.shquote(dir), h.shquote(dir .. "/ctl.sock"), cmd))
       assert.is_true(ok, ex.page .. ".md example " .. ex.n .. " failed:\n" .. out)
       u.sanitizer_clean(out, ex.page .. ".md example " .. ex.n)
     end)

@@ -36,6 +36,8 @@ end
 local function orch_run(script, token, dir, env)
   env = env or {}
   env.ORCH_SPEC_RUN = token
+  -- The test's own socket: the default one and its lock would be shared.
+  env.ORCH_SOCKET = env.ORCH_SOCKET or dir .. "/ctl.sock"
   return spawn { h.bin, "run", script, stdout = "null", stderr = dir .. "/err", env = env }
 end
 
@@ -338,7 +340,7 @@ describe("a supervisor as PID 1", function()
         io.open(DIR .. "/up", "w"):close()
       ]])
       local p = spawn { "unshare", "--pid", "--fork", "--mount-proc", h.bin, "run", script,
-        stdout = "null", stderr = dir .. "/err", env = { ORCH_SPEC_RUN = token } }
+        stdout = "null", stderr = dir .. "/err", env = { ORCH_SPEC_RUN = token, ORCH_SOCKET = dir .. "/ctl.sock" } }
       h.eventually(function() return io.open(dir .. "/up") end, "every service running")
       -- orch is unshare's child (PID 1 in its namespace).
       local init = tonumber(h.slurp("/proc/" .. p.pid .. "/task/" .. p.pid .. "/children"):match("%d+"))
@@ -396,7 +398,7 @@ describe("a supervisor's exit status", function()
         sup.run()
       ]])
       local p = spawn { "unshare", "--pid", "--fork", "--mount-proc", h.bin, "run", script,
-        stdout = "null", stderr = dir .. "/err", env = { ORCH_SPEC_RUN = token } }
+        stdout = "null", stderr = dir .. "/err", env = { ORCH_SPEC_RUN = token, ORCH_SOCKET = dir .. "/ctl.sock" } }
       local code = p:wait(30)
       local err = h.slurp(dir .. "/err")
       assert.are.equal(4, code, err)

@@ -1985,12 +1985,13 @@ static void init_drain(proc_state *st) {
 static int proc_init_mode(lua_State *L) {
   static const char *const opts[] = { "signals", "grace", NULL };
   int sigs[32], n = 0;
-  int given = 0;
+  int given = 0, has_grace = 0;
   double grace = 5;
   if (!lua_isnoneornil(L, 1)) {
     orch__check_options(L, 1, opts);
     if (lua_getfield(L, 1, "grace") != LUA_TNIL) {
       int isnum;
+      has_grace = 1;
       grace = lua_tonumberx(L, -1, &isnum);
       if (!isnum || !(grace >= 0 && grace <= 3600)) orch__opt_error(L, 1, "grace", "seconds (0 to 3600) expected");
     }
@@ -2036,7 +2037,7 @@ static int proc_init_mode(lua_State *L) {
     uv_unref((uv_handle_t *)h);
   }
   st->init_on = 1;
-  st->init_grace = grace;
+  if (has_grace) st->init_grace = grace;
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -2304,6 +2305,7 @@ int orch__open_proc(lua_State *L) {
     st->rt = rt;
     st->devnull = -1;
     st->pidfile_fd = -1;
+    st->init_grace = 5;
     record_inherited(st);
     lua_newtable(L);
     st->orphans_ref = luaL_ref(L, LUA_REGISTRYINDEX);

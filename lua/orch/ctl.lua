@@ -664,6 +664,15 @@ function ctl.serve(opts)
     error("bad argument #1 to 'serve' (option 'socket': non-empty string expected)", 2)
   end
   local script = opts.script or (rawget(_G, "arg") and arg[0]) or "orch"
+  -- `orch run --socket P` serves P itself once the main chunk waits
+  -- (ctl.autostart); a script that serves P too gets that server.
+  local cur = ctl.server
+  if cur and cur.autostarted and not cur.closed and opts.fd == nil and opts.socket ~= nil and cur.path == opts.socket then
+    for _, k in ipairs { "supervisor", "on_reload", "on_reexec" } do
+      if opts[k] ~= nil then cur[k] = opts[k] end
+    end
+    return cur
+  end
   -- After `orch ctl reexec`, the same socket keeps listening: no client
   -- ever sees it closed.
   local fd = opts.fd
@@ -912,6 +921,7 @@ function ctl.autostart(opts)
       or (h and type(h.listener) == "table")
     if wanted and opts.socket ~= false then
       local srv, err = ctl.serve{ socket = opts.socket, script = opts.script }
+      if srv then srv.autostarted = true end
       if not srv and not opts.quiet then
         io.stderr:write("orch: control socket: ", tostring(err), "\n")
       end
