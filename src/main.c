@@ -266,6 +266,9 @@ static int cmd_lua(const char *name, int argc, char **argv) {
   if (!valid_command_name(name)) return usage_error("unknown command '%s'", name);
   orch_runtime *rt = new_runtime();
   if (!rt) return 1;
+  /* The long-running commands get the signal table from the start (they
+   * set their own log function for it once their log is open). */
+  if (strcmp(name, "every") == 0 || strcmp(name, "watchdog") == 0) protect_signals(rt);
   orch_set_args(rt, name, argc, argv);
   return run_wrapped(rt, dispatch_code, sizeof dispatch_code - 1, "=orch", "__orch_dispatch",
     "local f = __orch_dispatch; __orch_dispatch = nil; return f(arg[0], table.unpack(arg, 1, #arg))");
