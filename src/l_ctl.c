@@ -704,7 +704,7 @@ static int ctl_lock(lua_State *L) {
   int fd = (int)ifd;
   if (fd < 0) {
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
-    if (fd < 0) return orch__fail(L, lua_pushfstring(L, "lock %s", path), errno);
+    if (fd < 0) return orch__fail_errno(L, errno, "lock %s", path);
   }
   struct stat st;
   int e = 0;
@@ -719,7 +719,7 @@ static int ctl_lock(lua_State *L) {
   if (!e && (st.st_mode & 0077) && fchmod(fd, 0600) < 0) e = errno;
   if (e) {
     if (ifd < 0) close(fd);
-    return orch__fail(L, lua_pushfstring(L, "lock %s", path), e);
+    return orch__fail_errno(L, e, "lock %s", path);
   }
   int r;
   do r = flock(fd, LOCK_EX | LOCK_NB); while (r < 0 && errno == EINTR);
@@ -731,12 +731,12 @@ static int ctl_lock(lua_State *L) {
       if (pid > 0) return orch__failf(L, "EAGAIN", "already held by pid %d (lock file %s)", pid, path);
       return orch__failf(L, "EAGAIN", "already held by another process (lock file %s)", path);
     }
-    return orch__fail(L, lua_pushfstring(L, "lock %s", path), e);
+    return orch__fail_errno(L, e, "lock %s", path);
   }
   if (ifd >= 0 && (r = orch__cloexec(fd)) < 0) return orch__fail(L, "lock", -r);
   if (ifd < 0 && (r = write_pid(fd)) < 0) {
     close(fd);
-    return orch__fail(L, lua_pushfstring(L, "lock %s", path), -r);
+    return orch__fail_errno(L, -r, "lock %s", path);
   }
   if (!(k->path = strdup(path))) {
     if (ifd < 0) close(fd);
