@@ -145,8 +145,11 @@ static int make_addr(const char *path, size_t len, struct sockaddr_un *sa, sockl
   return 0;
 }
 
-/* Binds and listens; the socket file is 0600 from its creation. */
-static int bind_listen(lcore *l, const char *path, size_t len, int backlog) {
+/* Binds and listens; the socket file is 0600 from its creation. A stale
+ * socket file (nobody listening) is replaced only with `locked`: the caller
+ * holds the socket's lock (ctl.claim), so no other orch can be about to
+ * serve it; otherwise it is reported as in use. */
+static int bind_listen(lcore *l, const char *path, size_t len, int backlog, int locked) {
   struct sockaddr_un sa;
   socklen_t salen;
   int r = make_addr(path, len, &sa, &salen);
@@ -159,7 +162,7 @@ static int bind_listen(lcore *l, const char *path, size_t len, int backlog) {
     struct stat st;
     if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) { close(fd); return -EEXIST; }
     int a = alive(&sa, salen);
-    if (a != 0) { close(fd); return a > 0 ? -EADDRINUSE : a; }
+    if (a != 0 || !locked) { close(fd); return a > 0 || !locked ? -EADDRINUSE : a; }
     unlink(path);
     r = bind(fd, (struct sockaddr *)&sa, salen);
   }
@@ -201,7 +204,7 @@ static int adopt_fd(lcore *l, int fd, const char *path) {
   return 0;
 }
 
-/* ctl.listen(path [, backlog [, fd]]) */
+/* ctl.listen(path [, backlog [, fd [, locked]]]) */
 static int ctl_listen(lua_State *L) {
   size_t len;
   const char *path = luaL_checklstring(L, 1, &len);
@@ -209,7 +212,8 @@ static int ctl_listen(lua_State *L) {
   luaL_argcheck(L, backlog >= 1 && backlog <= 65535, 2, "backlog out of range (1 to 65535)");
   lua_Integer fd = luaL_optinteger(L, 3, -1);
   luaL_argcheck(L, fd >= -1 && fd <= 0x7fffffff, 3, "file descriptor out of range");
-  luaL_argcheck(L, lua_gettop(L) <= 3, 4, "no value expected");
+  int locked = lua_toboolean(L, 4);
+  luaL_argcheck(L, lua_gettop(L) <= 4, 5, "no value expected");
   luaL_argcheck(L, len > 0 && len < sizeof(((struct sockaddr_un *)0)->sun_path) && strlen(path) == len,
                 1, "socket path empty, too long or containing a zero byte");
   Listener *u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -219,12 +223,12 @@ static int ctl_listen(lua_State *L) {
   if (!l) return orch__fail(L, "listen", ENOMEM);
   l->fd = -1;
   u->l = l;
-  int r = fd >= 0 ? adopt_fd(l, (int)fd, path) : bind_listen(l, path, len, (int)backlog);
+  int r = fd >= 0 ? adopt_fd(l, (int)fd, path) : bind_listen(l, path, len, (int)backlog, locked);
   if ((r == -EMFILE || r == -ENFILE) && fd < 0 && orch__fd_reserve_held() > 0) {
     /* Services took every fd before the socket was made: use the spare
      * ones, then take back what is left. */
     orch__fd_reserve_release();
-    r = bind_listen(l, path, len, (int)backlog);
+    r = bind_listen(l, path, len, (int)backlog, locked);
     orch__fd_reserve_fill();
   }
   if (r < 0) {

@@ -696,7 +696,7 @@ function ctl.serve(opts)
   if not had then ctl.locks[path].by_serve = true end
   ctl.locks[path].lock:write_pid()
   local l
-  l, err, code = C.listen(path, 64, fd)
+  l, err, code = C.listen(path, 64, fd, true)
   if not l then return nil, err, code end
   local srv = setmetatable({
     path = path, script = script, listener = l, conns = {}, nconns = 0,
