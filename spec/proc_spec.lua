@@ -795,6 +795,19 @@ describe("orch.proc relations and sockets", function()
         assert.are.equal(l6:fd(), assert(orch.proc.sockets(orch.getpid()))[x.inode])
         l6:close()
       end
+      -- Another network namespace (read from /proc/PID/net): its own
+      -- sockets, not orch's.
+      local l = assert(orch.listen { host = "127.0.0.1", port = 0 })
+      local ns = assert(orch.spawn { "unshare", "--net", "sleep", "30", stdout = "null" })
+      h.eventually(function()
+        local i = orch.proc.info(ns.pid)
+        return i and i.name == "sleep"
+      end, "sleep in its own network namespace")
+      assert.are.same({}, assert(orch.proc.tcp_listeners(l.port, ns.pid)))
+      assert.are.equal(1, #assert(orch.proc.tcp_listeners(l.port, orch.getpid())))
+      ns:kill("KILL")
+      ns:wait()
+      l:close()
       local ok, err, code = orch.proc.sockets(0x7ffffffe)
       assert.is_nil(ok)
       assert.are.equal("ESRCH", code, err)
