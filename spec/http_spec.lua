@@ -1,0 +1,141 @@
+-- orch.http: the read-only HTTP endpoint (probes, metrics), tried with a
+-- real HTTP client (curl) and with hostile raw requests.
+local h = require "spec.helper"
+local u = require "spec.ctl_util"
+local orch = h.orch
+local http = require "orch.http"
+local cjson = require "cjson"
+
+-- curl in a task would block the loop: run it from a task through
+-- orch.run{...} (a spawned process, waited for on the loop).
+local function curl(url, ...)
+  local code, out, err = orch.run { "curl", "-s", "-S", "-o", "-", "-w", "\n%{http_code}", "--max-time", "20", url, ... }
+  assert.are.equal(0, code, err)
+  local body, status = out:match("^(.*)\n(%d+)$")
+  return tonumber(status), body
+end
+
+-- A raw request on a TCP connection; returns the whole response.
+local function raw(port, bytes)
+  local c = assert(orch.connect { port = port })
+  if bytes then assert(c:write(bytes)) end
+  local out = c:read_all()
+  c:close()
+  return out or ""
+end
+
+describe("orch.http.serve", function()
+  it("answers GET and HEAD on its routes, 404/405/400 otherwise", function()
+    h.run(function()
+      local srv = assert(http.serve { listen = "127.0.0.1:0", routes = {
+        ["/hello"] = function(req) return 200, "hello " .. (req.query.who or "?") .. "\n" end,
+        ["/boom"] = function() error("route failed") end,
+      } })
+      local base = "http://127.0.0.1:" .. srv.port
+      assert.are.same({ 200, "hello a b\n" }, { curl(base .. "/hello?who=a%20b") })
+      assert.are.same({ 404, "not found\n" }, { curl(base .. "/nope") })
+      assert.are.same({ 405, "only GET and HEAD\n" }, { curl(base .. "/hello", "-X", "POST", "-d", "x") })
+      assert.are.same({ 500, "internal error\n" }, { curl(base .. "/boom") })
+      local head = raw(srv.port, "HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.matches("^HTTP/1.1 200 OK\r\n", head)
+      assert.matches("Content%-Length: 8\r\n", head)
+      assert.matches("\r\n\r\n$", head)           -- no body
+      assert.matches("^HTTP/1.1 400 ", raw(srv.port, "GARBAGE\r\n\r\n"))
+      assert.matches("^HTTP/1.1 400 ", raw(srv.port, "GET /x\0y HTTP/1.1\r\n\r\n"))
+      assert.matches("^HTTP/1.1 400 ", raw(srv.port, "GET /x HTTP/1.1\r\nbad header\r\n\r\n"))
+      srv:close()
+    end)
+  end)
+
+  it("bounds requests in size, time and connections", function()
+    h.run(function()
+      local srv = assert(http.serve { listen = "127.0.0.1:0", timeout = 0.2, max_connections = 2, max_request = 1024,
+        routes = { ["/"] = function() return 200, "root\n" end } })
+      assert.matches("^HTTP/1.1 431 ", raw(srv.port, "GET / HTTP/1.1\r\nX: " .. string.rep("a", 4096) .. "\r\n\r\n"))
+      -- A client that sends nothing is answered 408 and dropped.
+      assert.matches("^HTTP/1.1 408 ", raw(srv.port, nil))
+      -- Two silent clients hold both places: a third is closed at once, and
+      -- once they time out the server answers again.
+      local a = assert(orch.connect { port = srv.port })
+      local b = assert(orch.connect { port = srv.port })
+      h.eventually(function() return srv.n == 2 end, "two connections held")
+      assert.are.equal("", raw(srv.port, "GET / HTTP/1.1\r\n\r\n"))
+      h.eventually(function() return srv.n == 0 end, "the silent clients dropped")
+      assert.matches("root\n$", raw(srv.port, "GET / HTTP/1.1\r\n\r\n"))
+      a:close() b:close()
+      srv:close()
+    end)
+  end)
+
+  it("checks its options", function()
+    h.check_raises {
+      { function() http.serve() end, "table expected" },
+      { function() http.serve { listen = "x", routes = {} } end, "option 'listen'" },
+      { function() http.serve { listen = ":0", routes = { x = print } } end, "option 'routes'" },
+      { function() http.serve { listen = ":0", routes = {}, timeout = 0 } end, "option 'timeout'" },
+      { function() http.serve { listen = ":0", routes = {}, bogus = 1 } end, "unknown option 'bogus'" },
+    }
+  end)
+end)
+
+describe("orch.http.supervisor", function()
+  local policy = [[
+local sup = require "orch.supervisor"
+sup.configure { runtime_dir = DIR }
+sup.service { name = "db", critical = true, cmd = { "sleep", "1000" } }
+sup.service { name = "web", numprocs = 2, cmd = { "sleep", "1000" } }
+require("orch.ctl").serve { socket = SOCK }
+local srv = assert(require("orch.http").supervisor { listen = "127.0.0.1:0" })
+local f = assert(io.open(DIR .. "/http.port", "w")) f:write(srv.port) f:close()
+sup.run()
+]]
+
+  it("serves Prometheus metrics, health, readiness and status", function()
+    local o = u.start(policy)
+    local ok, err = pcall(function()
+      u.until_true(function()
+        local s = u.status(o)
+        return s.db and s.db.state == "running" and s["web:1"] and s["web:1"].state == "running"
+          and s["web:2"] and s["web:2"].state == "running"
+      end, "all running")
+      local base = "http://127.0.0.1:" .. u.until_true(function() return tonumber(h.slurp(o.dir .. "/http.port")) end, "port")
+      local status, body
+      h.run(function()
+        assert.are.same({ 200, "ok\n" }, { curl(base .. "/healthz") })
+        assert.are.same({ 200, "ready\n" }, { curl(base .. "/readyz") })
+        status, body = curl(base .. "/metrics")
+      end)
+      assert.are.equal(200, status)
+      assert.matches('\norch_service_up{service="web",instance="web:2"} 1\n', body, 1, true)
+      assert.matches('\norch_service_state{service="db",instance="db",state="running"} 1\n', body, 1, true)
+      assert.matches("\norch_lua_heap_bytes %d+\n", body)
+      -- A real exposition-format parser reads every family.
+      local file = o.dir .. "/metrics.txt"
+      h.write(file, body)
+      local out, parsed = h.sh("/usr/bin/python3 -c 'import sys, prometheus_client.parser as p; " ..
+        "fams = list(p.text_string_to_metric_families(open(sys.argv[1]).read())); " ..
+        "print(len(fams), sum(len(f.samples) for f in fams))' " .. h.shquote(file) .. " 2>&1")
+      assert.is_true(parsed, out)
+      local nfam = tonumber(out:match("^(%d+)"))
+      assert.is_true(nfam >= 13, out)
+      -- Stop the critical service: not ready, and the reason is given.
+      assert.are.equal(0, (u.ctl_cli(o, "stop", "db")))
+      h.run(function()
+        local st, b = curl(base .. "/readyz")
+        assert.are.equal(503, st)
+        assert.matches("db: stopped", b)
+        assert.are.same({ 200, "ready\n" }, { curl(base .. "/readyz?service=web") })
+        local st2, b2 = curl(base .. "/readyz?service=nope")
+        assert.are.equal(503, st2)
+        assert.matches("nope: no such service", b2)
+        local st3, js = curl(base .. "/status")
+        assert.are.equal(200, st3)
+        local names = {}
+        for _, s in ipairs(cjson.decode(js).services) do names[s.name] = s.state end
+        assert.are.same({ db = "stopped", ["web:1"] = "running", ["web:2"] = "running" }, names)
+      end)
+    end)
+    u.stop(o)
+    assert(ok, err)
+  end)
+end)
