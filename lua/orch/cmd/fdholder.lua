@@ -53,6 +53,8 @@ function M.main(argv)
   local held = {}          -- name -> { pid, start, stream }
   local nheld = 0
   local current            -- { pid, start } of the orch we serve, or nil
+  local last               -- the orch served last, alive or not: what it
+                           -- sent before it died still counts
   local watchers = {}      -- tasks waiting for a held service to end
   local done, finished = orch.cond(), false
   local function finish()
@@ -94,7 +96,7 @@ function M.main(argv)
       t:cancel()
     end
     local me = { pid = pid, start = start }
-    current = me
+    current, last = me, me
     orch.task(function()
       orch.proc.wait_exit(pid, start)
       if current == me then
@@ -178,9 +180,14 @@ function M.main(argv)
       local m = cred and cred.uid == uid and ctl.decode(data)
       local op = type(m) == "table" and m.op
       local h = type(op) == "string" and handlers[op]
-      if h and (op == "hello" or (current and cred.pid == current.pid)) then
+      if h and (op == "hello" or (last and cred.pid == last.pid)) then
         local ok, herr = pcall(h, m, cred, from, fds)
         if not ok then log("%s: %s", op, tostring(herr)) end
+        -- Pipes that came after their orch died are watched like the rest.
+        if op == "put" and not current then
+          watch_services()
+          check_done()
+        end
       end
       -- Whatever came and was not taken is closed now, not at the next GC.
       for _, s in pairs(fds) do if s then s:close() end end
