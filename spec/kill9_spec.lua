@@ -90,7 +90,7 @@ local function all_running(t)
 end
 
 -- The live processes whose command line ends with the argument `mark`
--- (a service's $0), with the parent of each.
+-- (a service's $0).
 local function procs_with(mark)
   local found, out = {}, {}
   for _, pid in ipairs(h.orch.proc.list()) do
