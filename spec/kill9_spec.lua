@@ -164,6 +164,11 @@ local function cleanup(t)
     local c = slurp("/proc/" .. holder .. "/cmdline")
     if c:find("fdholder", 1, true) then kill9(holder) end
   end
+  -- Once nothing of the test runs any more, its table goes.
+  until_true(function()
+    for _, r in ipairs(t.runs) do if alive(r.pid) then return false end end
+    return true
+  end, "the test's orch processes to end")
   os.execute(string.format("ipcrm -M %d 2>/dev/null", t.key))
   for _, r in ipairs(t.runs) do sanitizer_clean(slurp(r.err), "orch run") end
 end
@@ -341,6 +346,45 @@ describe("orch killed with SIGKILL", function()
       end
       assert.truthy(slurp(t.runs[2].err):find("log pipe", 1, true))
       shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
+  it("a holder that does not answer is killed and replaced; what it held is restarted, once", function()
+    local t = new_test(true)
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      local holder = until_true(function() return holder_of(t) end, "the holder")
+      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
+        "the holder to hold the three log pipes")
+      os.execute("kill -STOP " .. holder)
+      kill9(pid1)
+      until_true(function() return not alive(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s2 = until_true(function()
+        local s = status(t)
+        for _, n in ipairs(NAMES) do
+          if s[n].state ~= "running" or s[n].pid == s1[n].pid then return false end
+        end
+        return s
+      end, "fresh services")
+      assert.is_false(alive(holder))
+      for _, n in ipairs(NAMES) do
+        assert.is_false(alive(s1[n].pid))
+        assert.are.same({ s2[n].pid }, procs_with(t.dir .. "/" .. n))
+      end
+      assert.truthy(slurp(t.runs[2].err):find("fd holder (pid " .. holder .. "): no answer within 5 s: killing it", 1, true))
+      -- A new holder holds the new pipes.
+      local holder2 = until_true(function()
+        local hp = holder_of(t)
+        return hp and hp ~= holder and hp
+      end, "a new holder")
+      until_true(function() return holds_pipes(holder2, { s2.a.pid, s2.b.pid, s2.c.pid }) end,
+        "the new holder to hold the new pipes")
+      shutdown(t, pid2)
+      until_true(function() return not alive(holder2) end, "the new holder to exit")
     end)
     cleanup(t)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end

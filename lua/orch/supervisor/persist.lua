@@ -190,9 +190,11 @@ local function hello(P, h)
   local n = 0
   d:set_timeout(HOLDER_WAIT)
   while total == nil or n < total do
-    if orch.now() > deadline then return nil, "the fd holder did not answer" end
+    if orch.now() > deadline then return nil, "no answer within " .. HOLDER_WAIT .. " s" end
     local data, from, cred, fds = d:recv{ fds = true }
-    if not data then return nil, from end
+    if not data then
+      return nil, cred == "ETIMEDOUT" and "no answer within " .. HOLDER_WAIT .. " s" or from
+    end
     local m = cred and cred.pid == h.pid and cred.uid == core().getuid() and ctl().decode(data)
     if type(m) == "table" and m.op == "busy" then
       for _, s in pairs(fds) do if s then s:close() end end
@@ -430,9 +432,10 @@ function persist.recover(S)
       for name, e in pairs(got) do P.held[name] = { pid = e.pid } end
       pipes = got
     else
-      -- A holder we cannot talk to only keeps its name from a new one.
-      S:log("fd holder (pid " .. h.pid .. "): " .. tostring(herr) .. ": stopping it")
-      orch.kill(h.pid, "TERM", h.start)
+      -- A holder we cannot talk to (stopped, wedged) only keeps its name
+      -- from a new one; the pipes it holds are lost to us anyway.
+      S:log("fd holder (pid " .. h.pid .. "): " .. tostring(herr) .. ": killing it")
+      orch.kill(h.pid, "KILL", h.start)
       orch.proc.wait_exit(h.pid, h.start, HOLDER_WAIT)
     end
   end
