@@ -307,11 +307,26 @@ describe("orch killed with SIGKILL", function()
       assert.are.equal(1, holders)
       until_true(function() return holds_pipes(holder, { s2.a.pid, s2.b.pid, s2.c.pid }) end,
         "the holder to hold the three log pipes")
+      -- The new image keeps the record and the holder current: a restart
+      -- of b reaches both.
+      kill9(s2.b.pid)
+      local s3 = until_true(function()
+        local s = status(t)
+        return s.b.state == "running" and s.b.pid ~= s2.b.pid and s
+      end, "b restarted")
+      until_true(function()
+        local r = record(t)
+        for _, e in ipairs(r and r.instances or {}) do
+          if e.name == "b" then return e.pid == s3.b.pid end
+        end
+      end, "the record to name the new b")
+      until_true(function() return holds_pipes(holder, { s3.b.pid }) end, "the holder to hold b's new pipe")
       kill9(pid1)
       until_true(function() return not alive(pid1) end, "orch to die")
       local pid2 = run(t)
-      local s3 = all_running(t)
-      for _, n in ipairs(NAMES) do assert.are.equal(s1[n].pid, s3[n].pid) end
+      local s4 = all_running(t)
+      for _, n in ipairs(NAMES) do assert.are.equal(s3[n].pid, s4[n].pid) end
+      assert.are.equal(1, s4.b.restarts)
       shutdown(t, pid2)
       until_true(function() return not alive(holder) end, "the holder to exit")
     end)

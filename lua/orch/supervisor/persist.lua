@@ -36,7 +36,8 @@ local function ctl() return require "orch.ctl" end
 
 --- The control socket of this supervisor's `orch run`: its identity across
 -- runs. The socket whose lock `orch run` holds (one orchestrator per
--- socket), else the one it was told to serve (`--socket`, $ORCH_SOCKET).
+-- socket), else the one it was told to serve (`--socket`, $ORCH_SOCKET, or
+-- the one `orch ctl reexec` handed over).
 -- nil when persistence is off: a supervisor made by
 -- sup.new(), one not run by `orch run`, `orch run --no-socket`, or
 -- `sup.configure{ persist = false }`.
@@ -48,6 +49,13 @@ function persist.socket(S)
     for path, l in pairs(c.locks) do
       if type(path) == "string" and type(l) == "table" and not l.by_serve then return path end
     end
+  end
+  -- After `orch ctl reexec` (which runs `orch run SCRIPT` again): the
+  -- socket the previous image served, handed over.
+  if os.getenv("ORCH_HANDOFF") then
+    local h = c and c.inherited and c.inherited()
+    local l = type(h) == "table" and h.listener
+    if type(l) == "table" and type(l.path) == "string" then return l.path end
   end
   -- Set by `orch run` (src/main.c) until its control socket starts: a
   -- path (--socket), true (the default rules), false (--no-socket). Without
