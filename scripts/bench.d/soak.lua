@@ -11,6 +11,11 @@
 -- least-squares line through the samples after the first 10% of the run
 -- (warm-up: allocator arenas, Lua heap reaching its steady GC cycle), in
 -- MB per hour; a leak of one small object per restart shows as a steady slope.
+-- The allocator gives memory back to the kernel in steps (glibc trims the top
+-- of the heap), so RSS may go up and down by one step for the whole run and
+-- tilt the slope: the peak growth (highest RSS of the second half of the run
+-- after warm-up, minus the highest of the first half, per hour) is printed
+-- too; a leak raises both.
 local orch = require "orch"
 local sup = require "orch.supervisor"
 
@@ -71,6 +76,13 @@ local sx, sy, sxx, sxy = 0, 0, 0, 0
 for i = 1, m do sx = sx + xs[i]; sy = sy + ys[i]; sxx = sxx + xs[i] ^ 2; sxy = sxy + xs[i] * ys[i] end
 local slope = m > 1 and (m * sxy - sx * sy) / (m * sxx - sx * sx) or 0 -- bytes per second
 local first, last = samples[1].rss, samples[#samples].rss
+local half = seconds * 0.1 + (seconds * 0.9) / 2
+local peak1, peak2 = 0, 0
+for _, smp in ipairs(samples) do
+  if smp.t >= seconds * 0.1 then
+    if smp.t < half then peak1 = math.max(peak1, smp.rss) else peak2 = math.max(peak2, smp.rss) end
+  end
+end
 print(string.format("soak_seconds_orch %.0f s", seconds))
 print(string.format("soak_restarts_orch %d restarts", restarts))
 print(string.format("soak_restart_rate_orch %.1f restarts/s", restarts / seconds))
@@ -78,4 +90,5 @@ print(string.format("soak_hook_runs_orch %d runs", exits))
 print(string.format("soak_rss_start_orch %.2f MB", first / 1e6))
 print(string.format("soak_rss_end_orch %.2f MB", last / 1e6))
 print(string.format("soak_rss_growth_orch %.3f MB/h", slope * 3600 / 1e6))
+print(string.format("soak_rss_peak_growth_orch %.3f MB/h", (peak2 - peak1) / 1e6 / (seconds * 0.45 / 3600)))
 sup.shutdown(0)
