@@ -832,6 +832,24 @@ describe("orch.proc relations and sockets", function()
     assert.are.same({ false, d .. "/f" }, { orch.proc.can_access(d .. "/f", 65534, 65534, "x") })
   end)
 
+  it("read_pidfile reads a pid, and refuses links, FIFOs and junk without blocking", function()
+    h.run(function()
+      local d = h.tmpdir()
+      h.write(d .. "/ok", "  4242\n")
+      assert.are.equal(4242, orch.proc.read_pidfile(d .. "/ok"))
+      h.write(d .. "/junk", "42x\n")
+      assert.are.same({ nil, "read_pidfile: " .. d .. "/junk holds no pid", "EINVAL" },
+        { orch.proc.read_pidfile(d .. "/junk") })
+      assert(orch.fifo.make(d .. "/fifo"))
+      assert.are.same({ nil, "read_pidfile: " .. d .. "/fifo is not a regular file", "EINVAL" },
+        { orch.proc.read_pidfile(d .. "/fifo") })
+      assert(os.execute("ln -s " .. d .. "/ok " .. d .. "/link"))
+      assert.are.same({ nil, "read_pidfile: " .. d .. "/link is a symbolic link", "ELOOP" },
+        { orch.proc.read_pidfile(d .. "/link") })
+      assert.are.equal("ENOENT", select(3, orch.proc.read_pidfile(d .. "/none")))
+    end)
+  end)
+
   it("dgram uid/gid give the socket file to another user, who can then send to it", function()
     h.run(function()
       local d = h.tmpdir()
@@ -998,6 +1016,8 @@ describe("bad arguments", function()
     { "can_access", function() orch.proc.can_access("tmp", 0, 0, "r") end, "bad argument #1 to 'can_access' (absolute path expected)" },
     { "can_access", function() orch.proc.can_access("/tmp", 0, 0, "q") end, "bad argument #4 to 'can_access' (\"r\", \"w\" and/or \"x\" expected)" },
     { "can_access", function() orch.proc.can_access("/tmp", -1, 0, "r") end, "bad argument #2 to 'can_access' (invalid uid)" },
+    { "read_pidfile", function() orch.proc.read_pidfile() end, "bad argument #1 to 'read_pidfile' (string expected, got no value)" },
+    { "read_pidfile", function() orch.proc.read_pidfile("/a\0b") end, "bad argument #1 to 'read_pidfile' (path contains a zero byte)" },
     { "info", function() orch.proc.info("1") end, "bad argument #1 to 'info' (pid expected, got string)" },
     { "info", function() orch.proc.info(0) end, "bad argument #1 to 'info' (invalid pid)" },
     { "info", function() orch.proc.info(1.5) end, "bad argument #1 to 'info' (invalid pid)" },

@@ -148,6 +148,24 @@ describe("supervisor adoption", function()
     end)
   end)
 
+  it("never blocks on a FIFO nor follows a link at the pidfile's path", function()
+    u.with(function(s, logs, dir)
+      local fifo, link = dir .. "/fifo.pid", dir .. "/link.pid"
+      assert(orch.fifo.make(fifo))
+      local target = dir .. "/target"
+      h.write(target, tostring(orch.getpid()) .. "\n")
+      assert(os.execute("ln -s " .. h.shquote(target) .. " " .. h.shquote(link)))
+      s.service { name = "fifo", pidfile = fifo, restart = "never", start_timeout = 1, cmd = u.sh("exit 0") }
+      s.service { name = "link", pidfile = link, restart = "never", start_timeout = 1, cmd = u.sh("exit 0") }
+      s.start("all")
+      assert.is_true(s.wait("all", "exited", 20))
+      assert.truthy(u.logged(logs, "fifo: ignoring pidfile " .. fifo .. ": read_pidfile: " .. fifo .. " is not a regular file"))
+      assert.truthy(u.logged(logs, "link: ignoring pidfile " .. link .. ": read_pidfile: " .. link .. " is a symbolic link"))
+      assert.matches("names no process of the service", u.st(s, "fifo").reason)
+      assert.is_nil(u.logged(logs, "main process is now"))
+    end)
+  end)
+
   it("refuses a MAINPID that is not the service's", function()
     u.with(function(s, logs)
       local other = victim()

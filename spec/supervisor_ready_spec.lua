@@ -351,7 +351,11 @@ describe("supervisor forking daemons", function()
       assert.is_true(s.wait("mp", "running", 10))
       assert.is_true(u.until_true(function() return u.logged(logs, "(MAINPID)") ~= nil end))
       local pid = u.st(s, "mp").pid
-      orch.sleep(0.8)      -- the launcher has exited by now: the service runs on
+      -- The launcher exits: the service runs on.
+      local launcher = s.instance("mp").run.pid
+      assert.are_not.equal(launcher, pid)
+      h.eventually(function() return not u.alive(launcher) and s.instance("mp").run.proc_done end,
+        "the launcher's exit")
       assert.are.equal("running", u.st(s, "mp").state)
       assert.are.equal(pid, u.st(s, "mp").pid)
       orch.kill(pid, "KILL")

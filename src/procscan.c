@@ -2,7 +2,7 @@
  * procscan.c: what /proc says about a process's relations and sockets, for
  * the supervisor's readiness and adoption checks: orch.proc.children,
  * orch.proc.sockets, orch.proc.tcp_listeners, orch.proc.is_child,
- * orch.proc.user_ids and orch.proc.can_access. l_proc.c adds them to the orch.proc table
+ * orch.proc.user_ids, orch.proc.can_access and orch.proc.read_pidfile. l_proc.c adds them to the orch.proc table
  * (orch__procscan_register).
  *
  * The formats read here are read nowhere else: /proc/PID/task/TID/children,
@@ -533,6 +533,46 @@ static int proc_can_access(lua_State *L) {
   return 1;
 }
 
+/* ---------------------------------------------------------------- read_pidfile */
+
+/* orch.proc.read_pidfile(path): the pid a pidfile names. Opened without
+ * following a symbolic link and without blocking (a FIFO planted at the
+ * path would otherwise stop the loop), and only if it is a regular file;
+ * at most 64 bytes are read. Returns pid, or nil, message, code (ENOENT
+ * while it does not exist; EINVAL when it holds no pid). */
+static int proc_read_pidfile(lua_State *L) {
+  size_t len;
+  const char *path = luaL_checklstring(L, 1, &len);
+  no_more_args(L, 1);
+  if (strlen(path) != len) luaL_argerror(L, 1, "path contains a zero byte");
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    int e = errno;
+    if (e == ELOOP) return orch__failf(L, "ELOOP", "read_pidfile: %s is a symbolic link", path);
+    return orch__fail(L, "read_pidfile", e);
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return orch__failf(L, "EINVAL", "read_pidfile: %s is not a regular file", path);
+  }
+  char buf[65];
+  ssize_t k;
+  do k = read(fd, buf, sizeof buf - 1); while (k < 0 && errno == EINTR);
+  int e = errno;
+  close(fd);
+  if (k < 0) return orch__fail(L, "read_pidfile", e);
+  buf[k] = 0;
+  char *p = buf, *end;
+  while (*p == ' ' || *p == '\t') p++;
+  long v = strtol(p, &end, 10);
+  while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r') end++;
+  if (end == p || *end || v <= 0 || v > 0x7fffffff)
+    return orch__failf(L, "EINVAL", "read_pidfile: %s holds no pid", path);
+  lua_pushinteger(L, v);
+  return 1;
+}
+
 /* ---------------------------------------------------------------- register */
 
 void orch__procscan_register(lua_State *L) {
@@ -542,6 +582,7 @@ void orch__procscan_register(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"children", proc_children}, {"sockets", proc_sockets}, {"tcp_listeners", proc_tcp_listeners},
     {"is_child", proc_is_child}, {"user_ids", proc_user_ids}, {"can_access", proc_can_access},
+    {"read_pidfile", proc_read_pidfile},
     {NULL, NULL}
   };
   luaL_setfuncs(L, fns, 0);

@@ -173,12 +173,10 @@ function adopt.main(inst, run, pid, how)
   return true
 end
 
+-- The pid in the pidfile, or nil and why (orch.proc.read_pidfile: no
+-- symbolic link followed, never blocks on a FIFO, a regular file only).
 local function read_pid(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local line = f:read("l")
-  f:close()
-  return math.tointeger(tonumber(line and line:match("^%s*(%d+)%s*$") or ""))
+  return orch.proc.read_pidfile(path)
 end
 
 --- Before the spawn of a service with a pidfile: a pidfile that is already
@@ -186,12 +184,10 @@ end
 -- and a pid it names is only ever accepted by the rules above.
 function adopt.check_stale(inst)
   local path = inst.cfg.pidfile
-  local pid = read_pid(path)
-  local f = pid == nil and io.open(path, "r")
-  if f then f:close() end
-  if pid or f then
+  local pid, err, code = read_pid(path)
+  if pid or code ~= "ENOENT" then
     inst:log("stale pidfile %s (%s) before the start: ignored until the service writes it", path,
-      pid and ("pid " .. pid) or "no pid in it")
+      pid and ("pid " .. pid) or err)
   end
 end
 
@@ -204,7 +200,11 @@ function adopt.from_pidfile(inst, run)
   local deadline = run.started + inst.cfg.start_timeout
   local refused, last = {}, nil
   while run.alive and not run.stopping and orch.now() < deadline do
-    local pid = read_pid(path)
+    local pid, err, code = read_pid(path)
+    if not pid and code ~= "ENOENT" and err ~= last then
+      last = err
+      inst:log("ignoring pidfile %s: %s", path, err)
+    end
     if pid and not refused[pid] then
       local ok, why = adopt.check(inst, run, pid)
       if ok then
