@@ -56,10 +56,7 @@ static ocg *check_cg(lua_State *L, int idx) {
 
 /* [-0,+3] nil, "<op>: <path>: <reason>", "<ENAME>". */
 static int fail_path(lua_State *L, const char *op, const char *path, int err) {
-  const char *msg = lua_pushfstring(L, "%s: %s", op, path);
-  orch__fail(L, msg, err);
-  lua_remove(L, -4);
-  return 3;
+  return orch__fail_errno(L, err, "%s: %s", op, path);
 }
 
 /* ---------------------------------------------------------------- watch */
@@ -286,10 +283,7 @@ static int cgroup_of(lua_State *L) {
   int r = orch__cg_of((pid_t)pid, -1, buf, sizeof buf);
   if (r < 0) {
     if (r == -ENOENT && pid) r = -ESRCH;
-    lua_pushfstring(L, "cgroup.of: pid %d", (int)pid);
-    orch__fail(L, lua_tostring(L, -1), -r);
-    lua_remove(L, -4);
-    return 3;
+    return orch__fail_errno(L, -r, "cgroup.of: pid %d", (int)pid);
   }
   lua_pushstring(L, buf);
   return 1;
@@ -610,10 +604,7 @@ static int apply(lua_State *L, ocg *o, int which, limit_val lv) {
   if (r == -ENOTSUP)
     return orch__failf(L, "ENOTSUP", "cgroup.set: %s: %s: %s", o->cg.path, orch__cg_limit_names[which], where);
   if (r < 0) {
-    lua_pushfstring(L, "cgroup.set: %s: %s (%s)", o->cg.path, orch__cg_limit_names[which], where);
-    orch__fail(L, lua_tostring(L, -1), -r);
-    lua_remove(L, -4);
-    return 3;
+    return orch__fail_errno(L, -r, "cgroup.set: %s: %s (%s)", o->cg.path, orch__cg_limit_names[which], where);
   }
   return 0;
 }

@@ -213,7 +213,7 @@ static int ctl_listen(lua_State *L) {
   lua_Integer fd = luaL_optinteger(L, 3, -1);
   luaL_argcheck(L, fd >= -1 && fd <= 0x7fffffff, 3, "file descriptor out of range");
   int locked = lua_toboolean(L, 4);
-  luaL_argcheck(L, lua_gettop(L) <= 4, 5, "no value expected");
+  orch__check_nargs(L, 4);
   luaL_argcheck(L, len > 0 && len < sizeof(((struct sockaddr_un *)0)->sun_path) && strlen(path) == len,
                 1, "socket path empty, too long or containing a zero byte");
   Listener *u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -329,7 +329,7 @@ static void accept_cancel(void *data) {
 static int listener_accept(lua_State *L) {
   lcore *l = check_listener(L, 1);
   double timeout = orch__optseconds(L, 2, -1);
-  luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
+  orch__check_nargs(L, 2);
   orch__check_task(L, "accept");
   if (l->co) return orch__failf(L, "EBUSY", "accept: another task is accepting on this listener");
   int n = try_accept(L, l);
@@ -369,7 +369,7 @@ static int listener_tostring(lua_State *L) {
 static int ctl_secure_dir(lua_State *L) {
   const char *path = orch__checkpath(L, 1, NULL);
   int strict = lua_toboolean(L, 2);
-  luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
+  orch__check_nargs(L, 2);
   if (mkdir(path, 0700) < 0 && errno != EEXIST) return orch__fail(L, "mkdir", errno);
   struct stat st;
   if (lstat(path, &st) < 0) return orch__fail(L, "stat", errno);
@@ -407,7 +407,7 @@ static int ctl_nofile(lua_State *L) {
  * message, code (EPERM when it is not private). */
 static int ctl_private_dir(lua_State *L) {
   const char *path = orch__checkpath(L, 1, NULL);
-  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  orch__check_nargs(L, 1);
   struct stat st;
   if (lstat(path, &st) < 0) return orch__fail(L, "private_dir", errno);
   const char *why = !S_ISDIR(st.st_mode) ? "is not a directory"
@@ -429,7 +429,7 @@ static int ctl_inherit(lua_State *L) {
   lua_Integer fd = luaL_checkinteger(L, 1);
   luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 1, "file descriptor out of range");
   int on = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2);
-  luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
+  orch__check_nargs(L, 2);
   int fl = fcntl((int)fd, F_GETFD);
   if (fl < 0) return orch__fail(L, "inherit", errno);
   fl = on ? (fl & ~FD_CLOEXEC) : (fl | FD_CLOEXEC);
@@ -462,7 +462,7 @@ static int ctl_memfd(lua_State *L) {
 static int ctl_read_fd(lua_State *L) {
   lua_Integer fdi = luaL_checkinteger(L, 1);
   luaL_argcheck(L, fdi >= 0 && fdi <= 0x7fffffff, 1, "file descriptor out of range");
-  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  orch__check_nargs(L, 1);
   int fd = (int)fdi;
   struct stat st;
   if (fstat(fd, &st) < 0) return orch__fail(L, "read_fd", errno);
@@ -496,7 +496,7 @@ static int ctl_write_private(lua_State *L) {
   const char *data = luaL_checklstring(L, 2, &len);
   luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "path without zero bytes expected");
   luaL_argcheck(L, len <= MAX_STATE, 2, "more than 64 MiB");
-  luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
+  orch__check_nargs(L, 2);
   lua_pushfstring(L, "%s.tmp", path);
   const char *tmp = lua_tostring(L, -1);
   if (unlink(tmp) < 0 && errno != ENOENT) return orch__fail(L, "write_private", errno);
@@ -538,7 +538,7 @@ static int ctl_read_private(lua_State *L) {
   size_t plen;
   const char *path = luaL_checklstring(L, 1, &plen);
   luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "path without zero bytes expected");
-  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  orch__check_nargs(L, 1);
   int fd;
   do fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   while (fd < 0 && errno == EINTR);
@@ -612,7 +612,7 @@ static int take_inherited(int fd) {
 static int ctl_stream(lua_State *L) {
   lua_Integer fd = luaL_checkinteger(L, 1);
   luaL_argcheck(L, fd >= 3 && fd <= 0x7fffffff, 1, "file descriptor >= 3 expected");
-  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  orch__check_nargs(L, 1);
   struct stat st;
   if (fstat((int)fd, &st) < 0) return orch__fail(L, "stream", errno);
   if (!S_ISSOCK(st.st_mode) && !S_ISFIFO(st.st_mode))
@@ -630,7 +630,7 @@ static int ctl_stream(lua_State *L) {
  * caller (for `orch ctl` to find the one orchestrator running). */
 static int ctl_sockets(lua_State *L) {
   const char *dir = orch__checkpath(L, 1, NULL);
-  luaL_argcheck(L, lua_gettop(L) <= 1, 2, "no value expected");
+  orch__check_nargs(L, 1);
   DIR *d = opendir(dir);
   if (!d) return orch__fail(L, "opendir", errno);
   lua_newtable(L);
@@ -700,7 +700,7 @@ static int ctl_lock(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   lua_Integer ifd = luaL_optinteger(L, 2, -1);
   luaL_argcheck(L, ifd >= -1 && ifd <= 0x7fffffff, 2, "file descriptor out of range");
-  luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
+  orch__check_nargs(L, 2);
   Lock *k = lua_newuserdatauv(L, sizeof *k, 0);
   k->fd = -1;
   k->path = NULL;
@@ -821,7 +821,7 @@ static int ctl_sd_notify(lua_State *L) {
   size_t len;
   const char *msg = luaL_checklstring(L, 1, &len);
   const char *path = orch__checkpath(L, 2, NULL);
-  luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
+  orch__check_nargs(L, 2);
   int r = notify_send(path, msg, len);
   if (r < 0) return orch__fail(L, "sd_notify", -r);
   lua_pushboolean(L, 1);
@@ -848,7 +848,7 @@ static int ctl_sd_watchdog(lua_State *L) {
   double s = orch__checkseconds(L, 1);
   size_t plen;
   const char *path = luaL_checklstring(L, 2, &plen);
-  luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
+  orch__check_nargs(L, 2);
   orch_runtime *rt = orch__rt(L);
   void **slot = orch__slot(rt, ORCH__SLOT_CTL);
   wdog *w = *slot;
