@@ -283,6 +283,42 @@ describe("orch killed with SIGKILL", function()
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  it("a process the record does not name yet is found in the journal: no duplicate", function()
+    local t = new_test()
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      local holder = until_true(function() return holder_of(t) end, "the holder")
+      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
+        "the holder to hold the three log pipes")
+      kill9(pid1)
+      until_true(function() return not alive(pid1) end, "orch to die")
+      -- As if orch had died right after spawning a: the record does not
+      -- name it yet, only the journal line written at its spawn does.
+      local r = record(t)
+      local rest, ea = {}, nil
+      for _, e in ipairs(r.instances) do
+        if e.name == "a" then ea = e else rest[#rest + 1] = e end
+      end
+      r.instances = rest
+      h.write(t.state, cjson.encode(r))
+      h.write(t.sock .. ".journal", string.format("a\t%d\t%d\t%d\t%s\t1\t%s\n",
+        ea.pid, ea.pid_start, ea.restarts, ea.def, tostring(ea.start_time)))
+      os.execute("chmod 600 " .. h.shquote(t.state) .. " " .. h.shquote(t.sock .. ".journal"))
+      local pid2 = run(t)
+      local s2 = all_running(t)
+      for _, n in ipairs(NAMES) do
+        assert.are.equal(s1[n].pid, s2[n].pid, n)
+        assert.are.same({ s1[n].pid }, procs_with(t.dir .. "/" .. n))
+      end
+      -- Once the new orch wrote its record, the journal is gone.
+      until_true(function() return slurp(t.sock .. ".journal") == "" end, "the journal to go")
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
   it("after `orch ctl reexec` too: the same holder, and a kill -9 then loses nothing", function()
     local t = new_test()
     local ok, err = pcall(function()

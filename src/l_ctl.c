@@ -530,6 +530,29 @@ static int ctl_write_private(lua_State *L) {
   return 1;
 }
 
+/* ctl.append_private(path, data): appends data to path in one write
+ * (created mode 0600; a symbolic link is refused), for a journal line that
+ * must be on file before anything else happens. */
+static int ctl_append_private(lua_State *L) {
+  size_t plen, len;
+  const char *path = luaL_checklstring(L, 1, &plen);
+  const char *data = luaL_checklstring(L, 2, &len);
+  luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "path without zero bytes expected");
+  luaL_argcheck(L, len <= 65536, 2, "more than 64 KiB");
+  luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
+  int fd;
+  do fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) return orch__fail(L, "append_private", errno);
+  ssize_t n;
+  do n = write(fd, data, len); while (n < 0 && errno == EINTR);
+  int e = n < 0 ? errno : (size_t)n != len ? EIO : 0;
+  close(fd);
+  if (e) return orch__fail(L, "append_private", e);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* ctl.read_private(path): the content of path, trusted only if it is a
  * regular file (not a symlink) owned by our uid that neither group nor
  * others may read or write. Otherwise nil, message, code: ENOENT when it
@@ -901,6 +924,7 @@ int orch__open_ctl(lua_State *L) {
     {"inherit", ctl_inherit}, {"memfd", ctl_memfd}, {"read_fd", ctl_read_fd},
     {"sd_notify", ctl_sd_notify}, {"sd_watchdog", ctl_sd_watchdog}, {"sockets", ctl_sockets}, {"exe_path", ctl_exe_path},
     {"stream", ctl_stream}, {"write_private", ctl_write_private}, {"read_private", ctl_read_private},
+    {"append_private", ctl_append_private},
     {"nofile", ctl_nofile}, {"fd_reserve", ctl_fd_reserve},
     {"private_dir", ctl_private_dir}, {"lock", ctl_lock},
     {NULL, NULL}

@@ -131,6 +131,13 @@ function Sup:state_changed(inst, old)
   if self.persist then persist.touch(self) end
 end
 
+--- inst's run has a new process (spawned, or a daemon's main process):
+-- the state record learns it at once (persist.lua's journal), even when
+-- the instance's state does not change.
+function Sup:spawned(inst, run)
+  if self.persist then persist.spawned(self, inst, run) end
+end
+
 --- Launches the instances that waited for a dependency.
 function Sup:kick()
   if self.nwaiting == 0 then return end

@@ -392,6 +392,7 @@ function Instance:spawn()
   self.pid = p.pid
   self.start_time = orch.time()
   self.status_text = nil
+  self.sup:spawned(self, run)
   self:set_state("starting")
   if p.stdout then self:capture(run, p.stdout) end
   p:on_exit(function(code, sig) self:proc_exited(run, code, sig) end)
@@ -442,6 +443,7 @@ function Instance:set_main(run, pid, start, pgid)
   run.main_pid, run.main_start, run.main_pgid = pid, start, pgid
   self.pid = pid
   self.sup:watch_orphan(pid, self, run)
+  self.sup:spawned(self, run)
 end
 
 -- ---------------------------------------------------------------- exits

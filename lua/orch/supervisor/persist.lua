@@ -7,7 +7,8 @@
 --    the live processes (name, pid, start time, want, restarts, ...), the
 --    heartbeat tables this supervisor created and the fd holder's pid. It is
 --    rewritten once per loop turn after any change (persist.touch), and
---    removed by a clean shutdown;
+--    removed by a clean shutdown. A process spawned since the last write is
+--    in SOCKET.journal (one line appended at its spawn, persist.spawned);
 --  * the fd holder (`orch fdholder`, lua/orch/cmd/fdholder.lua), a small
 --    process of its own session holding a duplicate of the read end of
 --    every log pipe, so that no service dies of SIGPIPE while no orch
@@ -26,6 +27,7 @@
 local orch = require "orch"
 
 local persist = {}
+local merge_journal   -- defined with the journal below
 
 local PART = 200          -- descriptors per datagram (the kernel allows 253)
 local HOLDER_WAIT = 5     -- seconds to wait for the holder's answer
@@ -71,7 +73,7 @@ function persist.socket(S)
 end
 
 local function paths(sock)
-  return sock .. ".state", sock .. ".holder"
+  return sock .. ".state", sock .. ".holder", sock .. ".journal"
 end
 
 -- ---------------------------------------------------------------- the record
@@ -346,7 +348,8 @@ function persist.sync(S)
     orch.getpid(), jnum(me and me.start_time),
     h and string.format('"holder":{"pid":%d,"start":%s},', h.pid, jnum(h.start)) or "",
     table.concat(created, ","), table.concat(list, ","))
-  if text ~= P.written then
+  local written = text == P.written
+  if not written then
     local ok, err = core().write_private(P.state_path, text)
     if not ok and not P.write_failed then
       P.write_failed = true
@@ -354,7 +357,13 @@ function persist.sync(S)
     elseif ok then
       P.write_failed = nil
       P.written = text
+      written = true
     end
+  end
+  -- The record holds every process the journal names now.
+  if written and P.journaled then
+    os.remove(P.journal_path)
+    P.journaled = nil
   end
   if again and not P.timer then
     P.timer = orch.timer.after(RETRY, function()
@@ -378,6 +387,57 @@ end
 
 -- ---------------------------------------------------------------- start, end
 
+-- ---------------------------------------------------------------- journal
+-- A new process is appended to SOCKET.journal at once (one write), so that
+-- a kill before the next record write still finds it; the journal goes
+-- once the record holds what it says.
+
+local function jfield(v) return (tostring(v):gsub("[\t\n]", " ")) end
+
+--- inst's run has a new process (Sup:spawned).
+function persist.spawned(S, inst, run)
+  local P = S.persist
+  if not P or P.closed then return end
+  local pid = run.main_pid or run.pid
+  local start = pid and pid_start(run, pid)
+  if not start then return end
+  local line = string.format("%s\t%d\t%d\t%s\t%s\t%s\t%s\n", jfield(inst.name), pid, start,
+    jnum(inst.restarts), def_digest(S.services[inst.service]), inst.want and "1" or "0", jnum(inst.start_time))
+  local ok, err = core().append_private(P.journal_path, line)
+  if ok then
+    P.journaled = true
+  elseif not P.journal_failed then
+    P.journal_failed = true
+    S:log("cannot write the state journal: " .. tostring(err))
+  end
+  persist.touch(S)
+end
+
+-- The journal's lines (newer than the record) replace or add entries.
+merge_journal = function(S, rec, text)
+  local by = {}
+  for i, e in ipairs(rec.instances) do
+    if type(e) == "table" and type(e.name) == "string" then by[e.name] = i end
+  end
+  for line in text:gmatch("[^\n]+") do
+    local name, pid, start, restarts, def, want, st = line:match("^([^\t]+)\t(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t([01])\t([^\t]*)$")
+    if name then
+      local inst = S.by_name[name]
+      local l = inst and inst.cfg.log
+      local e = {
+        name = name, pid = math.tointeger(tonumber(pid)), pid_start = math.tointeger(tonumber(start)),
+        restarts = math.tointeger(tonumber(restarts)), def = def, want = want == "1",
+        start_time = tonumber(st), started_at = tonumber(st),
+        log = (l and not l.null and not l.inherit) or nil,
+      }
+      if by[name] then rec.instances[by[name]] = e else
+        rec.instances[#rec.instances + 1] = e
+        by[name] = #rec.instances
+      end
+    end
+  end
+end
+
 -- A process of the record is still the one the record names.
 local function same_process(pid, start)
   if math.type(pid) ~= "integer" or pid <= 1 or pid == orch.getpid() or math.type(start) ~= "integer" then
@@ -395,7 +455,7 @@ function persist.recover(S)
   if S.persist then return end
   local sock = persist.socket(S)
   if not sock then return end
-  local state_path, holder_path = paths(sock)
+  local state_path, holder_path, journal_path = paths(sock)
   -- Only in a directory no one else can write to: nobody may plant a record
   -- or bind the holder's name (and receive the log pipes).
   local dir = sock:match("^(.*)/[^/]*$")
@@ -404,17 +464,28 @@ function persist.recover(S)
     S:log("no state record and no fd holder (services will not survive a kill -9 of orch): " .. tostring(derr))
     return
   end
-  local P = { socket = sock, state_path = state_path, holder_path = holder_path, held = {} }
+  local P = { socket = sock, state_path = state_path, holder_path = holder_path, journal_path = journal_path,
+              held = {} }
   S.persist = P
   local text, err, code = core().read_private(state_path)
-  if not text then
-    if code ~= "ENOENT" then S:log("state record ignored: " .. tostring(err)) end
+  local jtext, jerr, jcode = core().read_private(journal_path)
+  if not text and code ~= "ENOENT" then
+    S:log("state record ignored: " .. tostring(err))
     return
   end
-  local rec = ctl().decode(text)
+  if not jtext and jcode ~= "ENOENT" then
+    S:log("state journal ignored: " .. tostring(jerr))
+    jtext = nil
+  end
+  if not text and not jtext then return end
+  local rec = text and ctl().decode(text) or { version = 1, instances = {} }
   if type(rec) ~= "table" or rec.version ~= 1 or type(rec.instances) ~= "table" then
     S:log("state record ignored: " .. state_path .. " is not a state record of this version")
     return
+  end
+  if jtext then
+    merge_journal(S, rec, jtext)
+    P.journaled = true   -- removed by the first record this orch writes
   end
   local prev = type(rec.orch) == "table" and rec.orch or {}
   local me = orch.proc.info(orch.getpid())
@@ -501,6 +572,7 @@ function persist.close(S)
   end_holder(P)
   if P.dgram then P.dgram:close() P.dgram = nil end
   os.remove(P.state_path)
+  os.remove(P.journal_path)
 end
 
 return persist
