@@ -387,6 +387,22 @@ describe("a supervisor's exit status", function()
     end)
   end)
 
+  it("is 1 for a config error before anything started, and nothing starts", function()
+    with(function(_, _, dir, _, token)
+      local script = policy(dir, [[
+        local sup = require "orch.supervisor"
+        sup.configure { runtime_dir = DIR }
+        sup.service { name = "a", depends_on = "b", cmd = { "sh", "-c", "touch " .. DIR .. "/started; exec sleep 300" } }
+        sup.service { name = "b", depends_on = "a", cmd = { "sh", "-c", "touch " .. DIR .. "/started; exec sleep 300" } }
+        sup.run()
+      ]])
+      local p = orch_run(script, token, dir)
+      assert.are.equal(1, p:wait(30))
+      assert.matches("dependency cycle", h.slurp(dir .. "/err"), 1, true)
+      assert.is_nil(io.open(dir .. "/started"))
+    end)
+  end)
+
   it("as PID 1, is 4 once every service is fatal (a container platform restarts it)", function()
     with(function(_, _, dir, _, token)
       local script = policy(dir, [[
