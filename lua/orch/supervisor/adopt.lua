@@ -72,6 +72,9 @@ function adopt.check(inst, run, pid)
   if math.type(pid) ~= "integer" or pid <= 0 then return nil, "is not a process id" end
   if pid == 1 then return nil, "is init" end
   if pid == me then return nil, "is orch itself" end
+  -- The process orch spawned and has not reaped: no other can have its pid
+  -- (the common case, a service's own sd_notify pings: no /proc read).
+  if pid == run.pid and run.proc and not run.proc_done then return true end
   local info = orch.proc.info(pid)
   if not info then return nil, "does not exist" end
   if info.state == "Z" then return nil, "has exited" end
