@@ -9,7 +9,7 @@
 -- cancelled after a few ms); errors are expected, a crash or a sanitizer
 -- report is the finding. LOGFILE (default fuzz-calls.log) gets each call
 -- before it is made, flushed, so the last line names a crashing call.
--- Prints "fuzz_calls N" and "fuzz_functions N" at the end.
+-- Prints "fuzz_calls N" and "fuzz_functions N" at the end (to LOGFILE too).
 local seed = math.tointeger(tonumber(arg[1])) or os.time()
 local ncalls = math.tointeger(tonumber(arg[2])) or 2000
 local log = assert(io.open(arg[3] or "fuzz-calls.log", "w"))
@@ -234,6 +234,9 @@ for i = 1, ncalls do
   calls = calls + 1
   if i % 100 == 0 then collectgarbage() end
 end
+-- The summary goes to the log too: a fuzzed call may have closed stdout
+-- (orch.core.ctl.read_fd(1) reads a regular file to its end and closes it).
+log:write(string.format("fuzz_seed %d\nfuzz_functions %d\nfuzz_calls %d\n", seed, #fns, calls))
 log:write("done\n")
 log:close()
 if os.getenv("ORCH_FUZZ_LIST") then for _, fn in ipairs(fns) do print(fn.name) end end
