@@ -134,6 +134,13 @@ describe("every userdata type after __gc", function()
         local again = assert(orch.heartbeat.open{ key = key })
         return t, function() again:remove() end
       end },
+    { "orch.Cgroup", function()
+        local name = h.cgroup_name()
+        local cg = assert(orch.cgroup.create(name))
+        -- A second handle removes the (empty) cgroup afterwards.
+        local again = assert(orch.cgroup.open(cg:path()))
+        return cg, function() assert(again:remove()); again:close() end
+      end },
     { "orch.ctl.Listener", function()
         return assert(require("orch.core.ctl").listen(dir .. "/c.sock"))
       end },
