@@ -11,6 +11,12 @@ local orch = h.orch
 local GUARDED = { "HUP", "QUIT", "TRAP", "USR1", "USR2", "ALRM", "STKFLT", "XCPU", "XFSZ",
                   "VTALRM", "PROF", "IO", "PWR", "SYS", "RTMIN", "RTMIN+5", "RTMIN+20" }
 
+-- Shorter than h.run's 30 s guard, so a condition that never comes fails
+-- the test with its name (and the test's clean-up runs).
+local function eventually(pred, what)
+  return h.eventually(pred, what, 20)
+end
+
 local function pid_in(path)
   return tonumber(h.slurp(path):match("%d+"))
 end
@@ -34,11 +40,10 @@ local function reaper(finally)
   local procs, pids = {}, {}
   finally(function()
     for _, pid in ipairs(pids) do if h.alive(pid) then orch.kill(pid, "KILL") end end
+    for _, p in ipairs(procs) do if h.alive(p.pid) then orch.kill(p.pid, "KILL") end end
+    -- A status reaped by an earlier loop is never reported again: bounded.
     h.run(function()
-      for _, p in ipairs(procs) do
-        if p:running() then p:kill("KILL") end
-        p:wait()
-      end
+      for _, p in ipairs(procs) do p:wait(5) end
     end)
   end)
   return function(p) procs[#procs + 1] = p return p end, function(pid) pids[#pids + 1] = pid end
@@ -50,17 +55,18 @@ describe("the signal table of orch run", function()
     local dir = h.tmpdir()
     local script = h.script(string.format([[
       local dir = %q
-      local p = orch.spawn{ "sh", "-c", "echo $$ > " .. dir .. "/child; exec sleep 300", pgroup = true }
       local n = 0
       orch.signal.on("RTMAX", function()
         n = n + 1
         local f = io.open(dir .. "/mine", "w") f:write(n) f:close()
       end)
+      -- The child's pid file says the handler above is in place.
+      local p = orch.spawn{ "sh", "-c", "echo $$ > " .. dir .. "/child; exec sleep 300", pgroup = true }
       p:wait()
     ]], dir))
     h.run(function()
       local p = keep(assert(orch.spawn{ h.bin, "run", "--no-socket", script, stderr = dir .. "/err" }))
-      local child = h.eventually(function() return pid_in(dir .. "/child") end, "the child")
+      local child = eventually(function() return pid_in(dir .. "/child") end, "the child")
       watch(child)
       for _ = 1, 2 do
         for _, s in ipairs(GUARDED) do assert(p:kill(s)) end
@@ -68,8 +74,8 @@ describe("the signal table of orch run", function()
       -- RTMAX is delivered after every signal sent before it; the script's
       -- own handler for it runs instead of the default one.
       assert(p:kill("RTMAX"))
-      h.eventually(function() return h.slurp(dir .. "/mine") == "1" end, "the script's RTMAX handler")
-      local err = h.eventually(function()
+      eventually(function() return h.slurp(dir .. "/mine") == "1" end, "the script's RTMAX handler")
+      local err = eventually(function()
         local e = h.slurp(dir .. "/err")
         for _, s in ipairs(GUARDED) do
           if not e:find("received SIG" .. s .. ": ignored", 1, true) then return nil end
@@ -87,7 +93,7 @@ describe("the signal table of orch run", function()
       local code, sig = p:wait()
       assert.is_nil(code)
       assert.are.equal("TERM", sig)
-      h.eventually(function() return not h.alive(child) end, "the child to end")
+      eventually(function() return not h.alive(child) end, "the child to end")
       assert.matches("received SIGTERM (no handler): SIGTERM sent to 1 child, exiting",
                      h.slurp(dir .. "/err"), 1, true)
     end)
@@ -114,20 +120,20 @@ describe("orch every and signals", function()
       local p = keep(assert(orch.spawn{ h.bin, "every", "0.1", "--grace", "300", "--",
         "sh", "-c", "trap '' TERM; echo $$ > " .. dir .. "/pid; while :; do sleep 0.05; done",
         stderr = dir .. "/err" }))
-      local child = h.eventually(function() return pid_in(dir .. "/pid") end, "the first run")
+      local child = eventually(function() return pid_in(dir .. "/pid") end, "the first run")
       watch(child)
       for _ = 1, 3 do assert(p:kill("HUP")) assert(p:kill("USR2")) end
-      h.eventually(function()
+      eventually(function()
         local e = h.slurp(dir .. "/err")
         return e:find("received SIGHUP: ignored", 1, true) and e:find("received SIGUSR2: ignored", 1, true)
       end, "HUP and USR2 logged")
       assert(p:kill("TERM"))
-      h.eventually(function() return h.slurp(dir .. "/err"):find("SIGTERM: stopping", 1, true) end, "the stop")
+      eventually(function() return h.slurp(dir .. "/err"):find("SIGTERM: stopping", 1, true) end, "the stop")
       assert.is_true(h.alive(child))           -- it ignores TERM; --grace is 300 s
       assert(p:kill("TERM"))
       local code = p:wait()
       assert.are.equal(1, code, h.slurp(dir .. "/err"))
-      h.eventually(function() return not h.alive(child) end, "the run to be killed")
+      eventually(function() return not h.alive(child) end, "the run to be killed")
       local err = h.slurp(dir .. "/err")
       assert.are.equal(1, count(err, "received SIGHUP"), err)
       assert.are.equal(1, count(err, "received SIGUSR2"), err)
@@ -142,11 +148,11 @@ describe("orch every and signals", function()
     h.run(function()
       local p = keep(assert(orch.spawn{ h.bin, "every", "0.05", "--log", log, "--",
         "sh", "-c", "echo tick-$$", stderr = dir .. "/err" }))
-      h.eventually(function() return h.slurp(log):find("tick%-%d+") and h.slurp(log):find("run 2:", 1, true) end,
+      eventually(function() return h.slurp(log):find("tick%-%d+") and h.slurp(log):find("run 2:", 1, true) end,
                    "runs in the log")
       assert(os.rename(log, log .. ".1"))
       assert(p:kill("USR1"))
-      h.eventually(function()
+      eventually(function()
         local l = h.slurp(log)
         return l:find("SIGUSR1: log file reopened", 1, true) and l:find("tick%-%d+")
       end, "the new log file")
@@ -173,12 +179,12 @@ describe("the daemon steps", function()
     local pid = pid_in(dir .. "/pid")
     watch(pid)
     h.run(function()
-      h.eventually(function() return io.open(dir .. "/ready") end, "the daemon")
+      eventually(function() return io.open(dir .. "/ready") end, "the daemon")
       local fds = fd_targets(pid)
       assert.is_nil(fds:find(dir .. "/seven", 1, true), fds)
       assert.truthy(fds:find(" 8 -> " .. dir .. "/eight", 1, true), fds)
       assert(orch.kill(pid, "TERM"))
-      h.eventually(function() return not h.alive(pid) end, "the daemon to end")
+      eventually(function() return not h.alive(pid) end, "the daemon to end")
     end)
   end)
 
@@ -192,7 +198,7 @@ describe("the daemon steps", function()
     local pid = pid_in(pidfile)
     watch(pid)
     h.run(function()
-      h.eventually(function() return h.slurp(log):find("tick\n", 1, true) and h.slurp(log):find("run 2:", 1, true) end,
+      eventually(function() return h.slurp(log):find("tick\n", 1, true) and h.slurp(log):find("run 2:", 1, true) end,
                    "the daemon's log")
       local fds = fd_targets(pid)
       assert.is_nil(fds:find(dir .. "/seven", 1, true), fds)
@@ -201,9 +207,9 @@ describe("the daemon steps", function()
       assert.are.equal(1, code)
       assert.matches("already running (pid " .. pid .. " holds", err, 1, true)
       assert(orch.kill(pid, "HUP"))
-      h.eventually(function() return h.slurp(log):find("received SIGHUP: ignored", 1, true) end, "HUP logged")
+      eventually(function() return h.slurp(log):find("received SIGHUP: ignored", 1, true) end, "HUP logged")
       assert(orch.kill(pid, "TERM"))
-      h.eventually(function() return not h.alive(pid) end, "the daemon to stop")
+      eventually(function() return not h.alive(pid) end, "the daemon to stop")
       assert.matches("SIGTERM: stopping", h.slurp(log), 1, true)
     end)
   end)
@@ -222,13 +228,13 @@ describe("the daemon steps", function()
     watch(pid)
     h.run(function()
       -- Watching (and its log set up for the signal table): its first line.
-      h.eventually(function() return h.slurp(log):find("watching heartbeat table", 1, true) end, "the daemon")
+      eventually(function() return h.slurp(log):find("watching heartbeat table", 1, true) end, "the daemon")
       local fds = fd_targets(pid)
       assert.is_nil(fds:find(dir .. "/seven", 1, true), fds)
       assert(orch.kill(pid, "USR1"))
-      h.eventually(function() return h.slurp(log):find("received SIGUSR1: ignored", 1, true) end, "USR1 logged")
+      eventually(function() return h.slurp(log):find("received SIGUSR1: ignored", 1, true) end, "USR1 logged")
       assert(orch.kill(pid, "TERM"))
-      h.eventually(function() return not h.alive(pid) end, "the daemon to stop")
+      eventually(function() return not h.alive(pid) end, "the daemon to stop")
       assert.matches("SIGTERM: stopping", h.slurp(log), 1, true)
     end)
   end)
@@ -263,7 +269,7 @@ describe("one orchestrator per control socket", function()
     local sock = dir .. "/ctl.sock"
     h.run(function()
       local p = keep(start(dir, { "--socket", sock, script, dir }))
-      h.eventually(function() return ctl_ok(sock) and h.slurp(dir .. "/starts") ~= "" end, "the first orch")
+      eventually(function() return ctl_ok(sock) and h.slurp(dir .. "/starts") ~= "" end, "the first orch")
       local code, _, err = h.cli({ "run", "--socket", sock, script, dir })
       assert.are.equal(75, code, err)
       assert.matches("control socket " .. sock .. ": already held by pid " .. p.pid, err, 1, true)
@@ -289,7 +295,7 @@ describe("one orchestrator per control socket", function()
     local sock = require("orch.ctl").default_socket(script)
     h.run(function()
       local p = keep(start(dir, { script, dir }, { ORCH_SOCKET = "" }))
-      h.eventually(function() return ctl_ok(sock) and h.slurp(dir .. "/starts") ~= "" end, "the first orch")
+      eventually(function() return ctl_ok(sock) and h.slurp(dir .. "/starts") ~= "" end, "the first orch")
       local code, _, err = h.cli({ "run", script, dir })
       assert.are.equal(75, code, err)
       assert.matches("already held by pid " .. p.pid, err, 1, true)
@@ -309,7 +315,7 @@ describe("one orchestrator per control socket", function()
     local sock = dir .. "/ctl.sock"
     h.run(function()
       local p = keep(start(dir, { "--socket", sock, script, dir }))
-      h.eventually(function() return ctl_ok(sock) and h.slurp(dir .. "/starts") ~= "" end, "the first orch")
+      eventually(function() return ctl_ok(sock) and h.slurp(dir .. "/starts") ~= "" end, "the first orch")
       local svc = pid_in(dir .. "/starts")
       watch(svc)
       assert(p:kill("KILL"))
@@ -322,7 +328,7 @@ describe("one orchestrator per control socket", function()
       assert.are.equal("EADDRINUSE", code)
       orch.kill(svc, "KILL")                  -- what kill -9 left running
       local q = keep(start(dir, { "--socket", sock, script, dir }))
-      h.eventually(function() return ctl_ok(sock) end, "the second orch to serve the socket")
+      eventually(function() return ctl_ok(sock) end, "the second orch to serve the socket")
       local _, out = h.cli({ "ctl", "--socket", sock, "--json", "ping" })
       assert.matches('"pid":' .. q.pid, out, 1, true)
       assert(q:kill("TERM"))
@@ -338,10 +344,10 @@ describe("one orchestrator per control socket", function()
     local sock = dir .. "/ctl.sock"
     h.run(function()
       local p = keep(start(dir, { "--socket", sock, script, dir }))
-      h.eventually(function() return ctl_ok(sock) and h.slurp(dir .. "/starts") ~= "" end, "the first orch")
+      eventually(function() return ctl_ok(sock) and h.slurp(dir .. "/starts") ~= "" end, "the first orch")
       local code, _, err = h.cli({ "ctl", "--socket", sock, "reexec" })
       assert.are.equal(0, code, err)
-      h.eventually(function()
+      eventually(function()
         local _, out = h.cli({ "ctl", "--socket", sock, "--json", "ping" })
         return out:find('"pid":' .. p.pid, 1, true)
       end, "the new image to answer")
