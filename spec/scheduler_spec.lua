@@ -150,6 +150,34 @@ describe("cron expressions", function()
     end
   end)
 
+  it("take cron(8)'s shorthands; @reboot runs once, when the job is defined", function()
+    local cases = {
+      { "@hourly", at(2026, 3, 1, 10, 7), at(2026, 3, 1, 11, 0) },
+      { "@daily", at(2026, 3, 1, 10, 7), at(2026, 3, 2, 0, 0) },
+      { "@midnight", at(2026, 3, 1, 10, 7), at(2026, 3, 2, 0, 0) },
+      { "@weekly", at(2026, 11, 20, 10, 0), at(2026, 11, 22, 0, 0) },   -- Fri -> Sun
+      { "@monthly", at(2026, 3, 5, 0, 0), at(2026, 4, 1, 0, 0) },
+      { "@yearly", at(2026, 3, 5, 0, 0), at(2027, 1, 1, 0, 0) },
+      { " @Annually ", at(2026, 3, 5, 0, 0), at(2027, 1, 1, 0, 0) },
+    }
+    for _, c in ipairs(cases) do
+      assert.are.equal(os.date("%c", c[3]), os.date("%c", sched.next_cron(c[1], c[2])), c[1])
+    end
+    local ok, err = pcall(sched.parse_cron, "@often")
+    assert.is_false(ok)
+    assert.matches("unknown shorthand '@often'", err, 1, true)
+    assert.is_nil(sched.next_cron("@reboot"))
+    h.run(function()
+      local runs = 0
+      local j = sched.cron("@reboot", function() runs = runs + 1 end, { log = quiet })
+      h.eventually(function() return runs == 1 and j:status().running == 0 end, "the @reboot run")
+      -- Its loop ended after the one run: nothing is scheduled any more.
+      h.eventually(function() return j.task:status() == "done" end, "the job's loop to end")
+      assert.are.equal(1, runs)
+      assert.are.equal(1, j:status().runs)
+    end)
+  end)
+
   it("reject malformed expressions with a clear message", function()
     local cases = {
       { "* * * *", "needs 5 fields" }, { "60 * * * *", "out of range" },

@@ -227,9 +227,28 @@ local function parse_field(s, lo, hi, names, what)
   return set, any
 end
 
---- parse_cron("m h dom mon dow") -> spec table (raises with a clear message).
+-- cron(8)'s shorthands. @reboot is a run when the job is defined (orch's
+-- start, for a policy script), then none.
+local macros = {
+  ["@yearly"] = "0 0 1 1 *", ["@annually"] = "0 0 1 1 *", ["@monthly"] = "0 0 1 * *",
+  ["@weekly"] = "0 0 * * 0", ["@daily"] = "0 0 * * *", ["@midnight"] = "0 0 * * *",
+  ["@hourly"] = "0 * * * *",
+}
+
+--- parse_cron("m h dom mon dow" or "@daily"...) -> spec table (raises with a
+-- clear message).
 function M.parse_cron(expr)
   if type(expr) ~= "string" then error("cron: expression must be a string", 0) end
+  local word = expr:match("^%s*(@%a+)%s*$")
+  if word then
+    word = word:lower()
+    if word == "@reboot" then return { reboot = true, min = {}, hour = {}, dom = {}, mon = {}, dow = {} } end
+    if not macros[word] then
+      error(("cron: unknown shorthand '%s' (@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @reboot)")
+        :format(expr), 0)
+    end
+    return M.parse_cron(macros[word])
+  end
   local f = {}
   for w in expr:gmatch("%S+") do f[#f + 1] = w end
   if #f ~= 5 then error(("cron: '%s' needs 5 fields (minute hour day month weekday)"):format(expr), 0) end
@@ -277,6 +296,7 @@ function M.next_cron(c, after)
     error(("bad argument #1 to 'next_cron' (cron expression or parse_cron result expected, got %s)")
       :format(type(c)), 2)
   end
+  if c.reboot then return nil end          -- @reboot: no time after the start
   if after == nil then after = orch.time() end
   if type(after) ~= "number" or not (after > -2^52 and after < 2^52) then
     error(("bad argument #2 to 'next_cron' (epoch seconds expected, got %s)"):format(
@@ -305,6 +325,11 @@ function M.next_cron(c, after)
 end
 
 local function loop_wall(self)
+  if self.cron.reboot then               -- @reboot: one run, now
+    self.next_run = orch.time()
+    if not self.stopped then launch(self) end
+    return
+  end
   while not self.stopped and not limit_reached(self) do
     local at = M.next_cron(self.cron, orch.time())
     if not at then self.log(self.name .. ": no future time matches; stopping"); break end
