@@ -169,3 +169,41 @@ describe("orch ctl reexec under churn", function()
     if not ok then error(tostring(err) .. "\n" .. h.slurp(o.dir .. "/err"), 0) end
   end)
 end)
+
+describe("orch ctl reexec of a service that is not ready yet", function()
+  it("runs its probe again: it stays starting, and its dependent waits, until it is ready", function()
+    local o = u.start([[
+local sup = require "orch.supervisor"
+sup.configure{ log = false }
+sup.service{ name = "slow", cmd = { "sleep", "1000" }, start_timeout = 120,
+  ready = function() while not io.open(DIR .. "/go") do orch.sleep(0.02) end return true end }
+sup.service{ name = "web", depends_on = "slow", cmd = { "sleep", "1000" } }
+sup.run()
+assert(require("orch.ctl").serve{ socket = SOCK })
+]])
+    local ok, err = pcall(function()
+      local s0 = until_true(function()
+        local s = status(o)
+        return s.slow.state == "starting" and s.web.state == "waiting" and s end, "slow starting")
+      local code, _, e = ctl_cli(o, "reexec")
+      assert.are.equal(0, code, e)
+      local s1 = until_true(function()
+        local c, out = ctl_cli(o, "eval", "return os.getenv('ORCH_HANDOFF') ~= nil")
+        return c == 0 and out == "true\n" and status(o)
+      end, "the new image")
+      assert.are.equal(s0.slow.pid, s1.slow.pid)
+      assert.are.equal("starting", s1.slow.state)
+      assert.are.equal("waiting", s1.web.state)
+      h.write(o.dir .. "/go", "")
+      local s2 = until_true(function()
+        local s = status(o)
+        return s.slow.state == "running" and s.web.state == "running" and s end, "slow ready, web started")
+      assert.are.equal(s0.slow.pid, s2.slow.pid)
+      code, _, e = ctl_cli(o, "shutdown")
+      assert.are.equal(0, code, e)
+      until_true(function() return not alive(o.pid) end, "orch to exit")
+    end)
+    u.stop(o)
+    if not ok then error(tostring(err) .. "\n" .. h.slurp(o.dir .. "/err"), 0) end
+  end)
+end)

@@ -233,7 +233,16 @@ function handoff.adopt(inst, e)
   inst:log(e.killed and "adopted pid %d (left running by a killed orch)" or "adopted pid %d after reexec", pid)
   inst:set_state("starting")
   if inst.cfg.heartbeat then require("orch.supervisor.heartbeat").adopt(inst, run) end
-  inst:mark_ready(run, nil)
+  local r = inst.cfg.ready
+  if e.state == "starting" and r and (r.tcp or r.fn) then
+    -- It was not ready yet when the exec came: its probe (a connect, a
+    -- function) runs again; its dependents keep waiting for it.
+    local ready = require "orch.supervisor.ready"
+    ready.prepare(inst, run, { env = {} })
+    ready.start(inst, run)
+  else
+    inst:mark_ready(run, nil)
+  end
   local def = S.services[inst.service].def
   local changed = e.killed and e.def ~= handoff.digest(def) or not e.killed and e.def ~= canon(def)
   local why = changed and "definition changed"
