@@ -251,6 +251,27 @@ describe("orch.spawn", function()
     end)
   end)
 
+  it("proc.info tells how a zombie ended (for a watcher that is not its parent)", function()
+    h.run(function()
+      -- Two grandchildren end while their parent (sleep, after exec) never
+      -- reaps them: one exits 7, one is killed by TERM.
+      local p = assert(orch.spawn{ "sh", "-c",
+        'sh -c "sleep 0.1; exit 7" & echo $!; sh -c "sleep 0.1; kill -TERM \\$\\$" & echo $!; exec sleep 100',
+        stdout = "pipe" })
+      local a, b = tonumber(p.stdout:read_line()), tonumber(p.stdout:read_line())
+      local ia = eventually(function() local i = orch.proc.info(a) return i and i.state == "Z" and i end, "a zombie")
+      local ib = eventually(function() local i = orch.proc.info(b) return i and i.state == "Z" and i end, "b zombie")
+      assert.are.same({ 7, nil }, { ia.exit_code, ia.exit_signal })
+      assert.are.same({ nil, "TERM" }, { ib.exit_code, ib.exit_signal })
+      -- A live process has neither.
+      local me = orch.proc.info(orch.getpid())
+      assert.is_nil(me.exit_code)
+      assert.is_nil(me.exit_signal)
+      p:kill("KILL"); p:wait()
+      p.stdout:close()
+    end)
+  end)
+
   it("starts a process group or session on request", function()
     h.run(function()
       local mine = orch.proc.info(orch.getpid())

@@ -479,6 +479,7 @@ static ssize_t read_small(const char *path, char *buf, size_t size) {
 typedef struct {
   char state;
   long long ppid, pgid, sid, threads;
+  long long exit_status;        /* field 52, waitpid's form; -1 when absent */
   unsigned long long utime, stime, start, rss_pages;
   char name[64];
 } stat_info;
@@ -498,10 +499,10 @@ static int read_stat(pid_t pid, stat_info *si) {
   memcpy(si->name, open_p + 1, nl);
   si->name[nl] = 0;
   char *p = close_p + 1;
-  unsigned long long f[24];
+  unsigned long long f[50];
   int nf = 0;
   char *save = NULL;
-  for (char *tok = strtok_r(p, " \n", &save); tok && nf < 24; tok = strtok_r(NULL, " \n", &save)) {
+  for (char *tok = strtok_r(p, " \n", &save); tok && nf < 50; tok = strtok_r(NULL, " \n", &save)) {
     if (nf == 0) { si->state = tok[0]; f[nf++] = 0; continue; }
     f[nf++] = strtoull(tok, NULL, 10);
   }
@@ -515,6 +516,7 @@ static int read_stat(pid_t pid, stat_info *si) {
   si->threads = (long long)f[17];
   si->start = f[19];
   si->rss_pages = f[21];
+  si->exit_status = nf >= 50 ? (long long)f[49] : -1;
   return 0;
 }
 
@@ -1684,6 +1686,19 @@ static int proc_info(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)si.rss_pages * page); lua_setfield(L, -2, "rss");
   lua_pushnumber(L, (double)(si.utime + si.stime) / (double)(tck > 0 ? tck : 100)); lua_setfield(L, -2, "cpu");
   lua_pushinteger(L, si.threads); lua_setfield(L, -2, "threads");
+  /* A zombie still has its exit status (until its parent reaps it): how it
+   * ended, for a watcher that is not its parent. */
+  if (si.state == 'Z' && si.exit_status >= 0) {
+    int st = (int)si.exit_status;
+    if ((st & 0x7f) == 0) {
+      lua_pushinteger(L, (st >> 8) & 0xff);
+      lua_setfield(L, -2, "exit_code");
+    } else {
+      const char *nm = orch__signame(st & 0x7f);
+      if (nm) lua_pushstring(L, nm); else lua_pushinteger(L, st & 0x7f);
+      lua_setfield(L, -2, "exit_signal");
+    }
+  }
   /* cmdline: NUL-separated arguments; empty for kernel threads and zombies. */
   lua_newtable(L);
   snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);

@@ -183,8 +183,10 @@ function handoff.resume(inst, e)
   return true
 end
 
--- Waits for the end of an adopted process that is not orch's child (init
--- reaps it, so no exit status comes): a pidfd, or /proc where there is none.
+-- Waits for the end of an adopted process that is not orch's child: a
+-- pidfd, or /proc where there is none. Its exit status is its parent's
+-- (init's) to collect; it is read from the zombie while init has not reaped
+-- it yet, and is unknown otherwise.
 local function watch_adopted(inst, run, pid, start)
   run:own("exit_watch", orch.task(function()
     if not orch.proc.wait_exit(pid, start) then
@@ -195,6 +197,10 @@ local function watch_adopted(inst, run, pid, start)
       end
     end
     run.exit_watch = nil
+    local i = orch.proc.info(pid)
+    if i and i.state == "Z" and i.start_time == start and (i.exit_code or i.exit_signal) then
+      return inst:run_ended(run, i.exit_code, i.exit_signal)
+    end
     inst:run_ended(run, nil, nil, "exit status unknown: not orch's child")
   end), Run.cancel_task)
 end
