@@ -157,3 +157,140 @@ describe("heartbeat tables another user created", function()
     end)
   end)
 end)
+
+--- The lines of a file (without their newlines).
+local function file_lines(path)
+  local out = {}
+  for l in h.slurp(path):gmatch("([^\n]*)\n") do out[#out + 1] = l end
+  return out
+end
+
+local function stat(path, fmt)
+  return h.sh("stat -c " .. h.shquote(fmt) .. " " .. h.shquote(path))
+end
+
+--- Waits for the service's run to end (its output fully captured).
+local function wait_exited(s, name)
+  h.eventually(function()
+    local st = u.st(s, name)
+    return st.state ~= "running" and st.state ~= "starting" and not st.pid and st
+  end, name .. " to end", 20)
+end
+
+describe("log files", function()
+  it("never follow a symbolic link a service user planted in its log directory", function()
+    u.with(function(s, logs, dir)
+      os.execute("chmod 755 " .. h.shquote(dir))
+      local secret = dir .. "/secret"
+      h.write(secret, "root's secret\n")
+      os.execute("chmod 600 " .. h.shquote(secret))
+      local logdir = dir .. "/logs"
+      os.execute("mkdir " .. h.shquote(logdir) .. " && chown 65534 " .. h.shquote(logdir))
+      -- The service's user owns its log directory and plants the link.
+      local code, _, err = run(as_nobody("ln", "-s", secret, logdir .. "/web.log"))
+      assert(code == 0, err)
+      s.service { name = "web", user = 65534, restart = "never", log = { dir = logdir },
+                  cmd = u.sh("echo first; echo second") }
+      s.start("web")
+      wait_exited(s, "web")
+      h.eventually(function() return u.logged(logs, "web: log lines dropped") end, "the refusal", 10)
+      local line = logs[u.logged(logs, "web: log lines dropped")]
+      assert.matches(logdir .. "/web.log: refused: it is a symbolic link (never followed)", line, 1, true)
+      assert.are.equal("root's secret\n", h.slurp(secret))
+      assert.are.equal(2, u.st(s, "web").log_dropped)
+      assert.are.equal("600 root", stat(secret, "%a %U"))
+    end)
+  end)
+
+  it("are created 0640 (log.mode to change it) in a directory of orch's user, root or the service's user", function()
+    u.with(function(s, logs, dir)
+      os.execute("chmod 755 " .. h.shquote(dir))
+      local own = dir .. "/own"
+      os.execute("mkdir " .. h.shquote(own) .. " && chown 65534 " .. h.shquote(own))
+      s.service { name = "a", restart = "never", log = { dir = dir }, cmd = u.sh("echo a") }
+      s.service { name = "b", restart = "never", log = { dir = dir, mode = 384 --[[0600]] }, cmd = u.sh("echo b") }
+      s.service { name = "c", user = "nobody", restart = "never", log = { dir = own }, cmd = u.sh("echo c") }
+      -- nobody's directory, but the service runs as root: not trusted.
+      s.service { name = "d", restart = "never", log = { dir = own }, cmd = u.sh("echo d") }
+      for _, n in ipairs { "a", "b", "c", "d" } do s.start(n) end
+      for _, n in ipairs { "a", "b", "c", "d" } do wait_exited(s, n) end
+      assert.are.equal("a\n", h.slurp(dir .. "/a.log"))
+      assert.are.equal("640 root", stat(dir .. "/a.log", "%a %U"))
+      assert.are.equal("b\n", h.slurp(dir .. "/b.log"))
+      assert.are.equal("600 root", stat(dir .. "/b.log", "%a %U"))
+      assert.are.equal("c\n", h.slurp(own .. "/c.log"))
+      assert.are.equal("640 root", stat(own .. "/c.log", "%a %U"))
+      h.eventually(function() return u.logged(logs, "d: log lines dropped") end, "the refusal", 10)
+      assert.matches("refused: the directory " .. own .. " belongs to uid 65534, neither orch's user (uid 0) nor root",
+        logs[u.logged(logs, "d: log lines dropped")], 1, true)
+      assert.are.equal("", h.slurp(own .. "/d.log"))
+      assert.are.equal(1, u.st(s, "d").log_dropped)
+    end)
+  end)
+
+  it("orch watchdog --log refuses a symbolic link planted in /tmp", function()
+    local path = ("/tmp/orch-trust-wd-%d-%d.log"):format(orch.getpid(), os.time())
+    local dir = h.tmpdir()
+    local target = dir .. "/target"
+    h.write(target, "untouched\n")
+    h.run(function()
+      local code, _, err = run(as_nobody("ln", "-s", target, path))
+      assert(code == 0, err)
+      code, _, err = run { h.bin, "watchdog", "--key", tostring(h.key()), "--log", path }
+      os.remove(path)
+      assert.are.equal(1, code)
+      assert.matches("watchdog: cannot open the log: logfile.open: " .. path ..
+        ": refused: it is a symbolic link (never followed)", err, 1, true)
+    end)
+    assert.are.equal("untouched\n", h.slurp(target))
+  end)
+end)
+
+describe("a full log disk", function()
+  it("counts every dropped line exactly, says so once, and resumes when space returns", function()
+    local mnt = h.tmpdir() .. "/mnt"
+    assert(os.execute("mkdir " .. mnt .. " && mount -t tmpfs -o size=64k tmpfs " .. mnt))
+    local ok, err = pcall(u.with, function(s, logs, dir)
+      -- 16 KiB of filler, then 2000 lines of 100 bytes: about 480 fit.
+      assert(os.execute("dd if=/dev/zero of=" .. mnt .. "/filler bs=4096 count=4 2>/dev/null"))
+      local range = dir .. "/range"
+      h.write(range, "0 2000\n")
+      local print_lines = [[read i n < "$1"; while [ $i -lt $n ]; do printf 'L%05d%093d\n' $i 0; i=$((i+1)); done]]
+      s.service { name = "chatty", restart = "never", log = { dir = mnt },
+                  cmd = { "/bin/sh", "-c", print_lines, "sh", range } }
+      s.start("chatty")
+      wait_exited(s, "chatty")
+      local function notices(text)
+        local n = 0
+        for _, l in ipairs(logs) do if l:find(text, 1, true) then n = n + 1 end end
+        return n
+      end
+      local dropped = u.st(s, "chatty").log_dropped
+      local kept = file_lines(mnt .. "/chatty.log")
+      assert.is_true(dropped > 0 and #kept > 0, ("dropped %d, kept %d"):format(dropped, #kept))
+      -- Exact: every line is either whole in the file or counted.
+      for i, l in ipairs(kept) do assert.are.equal(("L%05d%093d"):format(i - 1, 0), l) end
+      assert.are.equal(2000, #kept + dropped)
+      assert.are.equal(1, notices("chatty: log lines dropped"))
+      assert.matches("chatty: log lines dropped (logfile.write: No space left on device): ",
+        logs[u.logged(logs, "chatty: log lines dropped")], 1, true)
+      assert.are.equal(0, notices("resumed"))
+      -- Space returns: the next run's lines are all written (after a newline
+      -- that ends the line the full disk cut short), and that is said once.
+      os.remove(mnt .. "/filler")
+      h.write(range, "2000 2100\n")
+      s.start("chatty")
+      wait_exited(s, "chatty")
+      assert.are.equal(dropped, u.st(s, "chatty").log_dropped)
+      assert.are.equal(1, notices("chatty: log writes resumed (" .. dropped .. " lines dropped)"))
+      local all = file_lines(mnt .. "/chatty.log")
+      local tail = {}
+      for i = #all - 99, #all do tail[#tail + 1] = all[i] end
+      for i, l in ipairs(tail) do assert.are.equal(("L%05d%093d"):format(1999 + i, 0), l) end
+      -- Whole lines plus at most one piece the full disk cut short.
+      assert.is_true(#all == #kept + 100 or #all == #kept + 101)
+    end, 90)
+    os.execute("umount " .. mnt)
+    assert(ok, err)
+  end)
+end)

@@ -21,6 +21,7 @@
   X(msg)       /* l_msg.c */ \
   X(ipc)       /* l_ipc.c */ \
   X(heartbeat) /* l_heartbeat.c */ \
+  X(logfile)   /* l_logfile.c: log files opened without trusting the path */ \
   X(term)      /* l_term.c: line editing */ \
   X(cgroup)    /* l_cgroup.c (mechanism: cgroup.c) */ \
   X(ctl)       /* l_ctl.c: control-plane helpers, not merged into orch */

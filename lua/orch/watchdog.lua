@@ -148,15 +148,22 @@ end
 local function make_logger(log)
   if log == false then return function() end, nil end
   if type(log) == "function" then return log, nil end
-  local f
   if type(log) == "string" then
-    local err, errno
-    f, err, errno = io.open(log, "a")
-    if not f then return nil, err, errno end
-    f:setvbuf("line")
-  else
-    f = io.stderr
+    -- Never through a symbolic link, only in a directory root or orch's
+    -- user controls, created 0640, and never blocking on a FIFO
+    -- (doc/security.md#log-files). Unbuffered: each line is one write(2).
+    local f, err, ename = orch.logfile.open(log)
+    if not f then return nil, err, ename end
+    local failing = false
+    return function(msg)
+      local ok, werr = f:write_lines({ stamp() .. " watchdog: " .. msg })
+      if not ok and not failing then
+        io.stderr:write("watchdog: cannot write the log: ", tostring(werr), "\n")
+      end
+      failing = not ok
+    end, f
   end
+  local f = io.stderr
   return function(msg) f:write(stamp(), " watchdog: ", msg, "\n") end, f
 end
 
@@ -600,10 +607,9 @@ end
 --- watchdog.start(opts) -> orch.Watchdog, or nil, message, ename
 function M.start(opts)
   check_options(opts)
-  local log, file, errno = make_logger(opts.log)
+  local log, file, ename = make_logger(opts.log)
   if not log then
-    local names = { [2] = "ENOENT", [13] = "EACCES", [20] = "ENOTDIR", [21] = "EISDIR", [30] = "EROFS" }
-    return nil, "watchdog: cannot open the log: " .. tostring(file), names[errno] or "EIO"
+    return nil, "watchdog: cannot open the log: " .. tostring(file), ename
   end
   local self = setmetatable({
     key = opts.key, compat = opts.compat or false, create = opts.create or false, shared = opts.shared or false,

@@ -347,7 +347,7 @@ end
 -- the tail shows what a crashed process printed last).
 function Instance:get_sink()
   if not self.sink then
-    self.sink = log.sink(self.cfg.log, self.name, self.sup)
+    self.sink = log.sink(self.cfg.log, self.name, self.sup, self.cfg.user)
   end
   return self.sink
 end

@@ -6,13 +6,23 @@
 -- at a time from the pipe (at most the stream's read size), splits it into
 -- lines of at most `max_line` bytes (longer lines are cut), and writes them
 -- synchronously to the file before reading again, so a fast writer blocks in
--- the kernel's pipe buffer, never in orch. A write that fails (disk full) is
--- dropped and counted. The tail keeps `tail` lines of at most 2 KiB each.
+-- the kernel's pipe buffer, never in orch. The tail keeps `tail` lines of at
+-- most 2 KiB each.
+--
+-- Files are opened with orch.logfile.open (doc/security.md#log-files): never
+-- through a symbolic link, only in a directory owned by orch's user, root or
+-- the service's user, created with the `log.mode` bits (0640). Writes are
+-- plain write(2) calls with no stdio buffer between, so a failed write (a
+-- full disk) is seen at once: every line that did not reach the file is
+-- counted in `dropped`, one notice per minute per service says so, and the
+-- next batch tries again, so writing resumes by itself when space returns.
 local orch = require "orch"
 
 local log = {}
 
 local TAIL_LINE_MAX = 2048
+-- At most one "lines dropped" notice per service this often (seconds).
+local NOTICE_EVERY = 60
 
 local Sink = {}
 Sink.__index = Sink
@@ -20,12 +30,14 @@ Sink.__index = Sink
 --- A sink for one instance. cfg: the normalised `log` option; name: the
 -- instance name (file name stem); sup: the supervisor (sup.output(name,
 -- line) receives lines when no directory is configured, sup:log(msg) the
--- sink's own reports).
+-- sink's own reports); owner: the service's user (uid or name), trusted to
+-- own the log directory and file.
 --
 -- The file is open only while a batch of lines is written (one chunk read
--- from the pipe): an idle service holds no FILE and no stdio buffer.
-function log.sink(cfg, name, sup)
-  return setmetatable({ cfg = cfg, name = name, sup = sup, lines = 0, dropped = 0, rpos = 0, rcount = 0 }, Sink)
+-- from the pipe): an idle service holds no descriptor.
+function log.sink(cfg, name, sup, owner)
+  return setmetatable({ cfg = cfg, name = name, sup = sup, owner = owner, lines = 0, dropped = 0,
+                        rpos = 0, rcount = 0, pending = {}, pending_bytes = 0 }, Sink)
 end
 
 function Sink:report(msg)
@@ -36,32 +48,65 @@ function Sink:path()
   return self.cfg.dir .. "/" .. self.name .. ".log"
 end
 
+--- Counts n lines that did not reach the file; the first drop (and then at
+-- most one a minute) is reported with its reason.
+function Sink:drop(n, why)
+  self.dropped = self.dropped + n
+  self.dropping = (self.dropping or 0) + n
+  local now = orch.now()
+  if not self.noticed or now - self.noticed >= NOTICE_EVERY then
+    self.noticed = now
+    self:report(string.format("%s: log lines dropped (%s): %d so far; writing resumes when it can",
+      self.name, tostring(why), self.dropping))
+  end
+end
+
+--- A batch reached the file after drops: say so once.
+function Sink:resumed()
+  if self.dropping then
+    self:report(string.format("%s: log writes resumed (%d lines dropped)", self.name, self.dropping))
+    self.dropping, self.noticed = nil, nil
+  end
+end
+
 function Sink:open()
   if self.f then return true end
-  local f, err = io.open(self:path(), "ab")
+  local f, err = orch.logfile.open(self:path(), { mode = self.cfg.mode, owner = self.owner })
   if not f then
-    if not self.open_failed then
-      self:report(string.format("%s: cannot open log file: %s", self.name, err))
-    end
-    self.open_failed = true
+    self.open_error = "cannot open " .. self:path() .. ": " .. tostring(err)
     return false
   end
-  self.open_failed = nil
+  self.open_error = nil
   self.f = f
-  self.size = f:seek("end") or 0
+  self.size = f:size()
   return true
+end
+
+--- Writes the lines collected so far to the open file.
+function Sink:write_pending()
+  local p = self.pending
+  if #p == 0 then return end
+  self.pending, self.pending_bytes = {}, 0
+  local n, err, _, written = self.f:write_lines(p)
+  self.size = self.f:size()
+  if n then
+    self:resumed()
+  else
+    self:drop(#p - written, err)
+  end
 end
 
 function Sink:close()
   if self.f then
-    if not self.f:flush() then self.dropped = self.dropped + 1 end
+    self:write_pending()
     self.f:close()
     self.f = nil
   end
 end
 
 --- Renames name.log -> name.log.1 -> ... -> name.log.<keep> (the oldest is
--- overwritten) and reopens name.log empty.
+-- overwritten) and reopens name.log empty. The directory was checked by the
+-- open a moment ago, and rename(2) moves a symbolic link, never its target.
 function Sink:rotate()
   self:close()
   local keep, p = self.cfg.keep, self:path()
@@ -132,21 +177,20 @@ function Sink:line(text)
     return
   end
   if not self.f and not self:open() then
-    self.dropped = self.dropped + 1
+    self:drop(1, self.open_error)
     return
   end
   local n = #text + 1
-  if self.size > 0 and self.size + n > self.cfg.max_bytes then
+  local size = self.size + self.pending_bytes
+  if size > 0 and size + n > self.cfg.max_bytes then
     if not self:rotate() then
-      self.dropped = self.dropped + 1
+      self:drop(1, self.open_error)
       return
     end
   end
-  if self.f:write(text, "\n") then
-    self.size = self.size + n
-  else
-    self.dropped = self.dropped + 1
-  end
+  local p = self.pending
+  p[#p + 1] = text
+  self.pending_bytes = self.pending_bytes + n
 end
 
 --- End of a batch: the lines go to the file now, and the file is closed.
@@ -220,7 +264,6 @@ function log.reopen(sinks)
   for _, sink in ipairs(sinks) do
     if sink.cfg.dir then
       sink:close()
-      sink.open_failed = nil
     end
   end
 end

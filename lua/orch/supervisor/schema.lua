@@ -314,7 +314,8 @@ local function check_limits(v, path)
   return t
 end
 
-local log_mt = defaults_mt { max_bytes = 10e6, keep = 5, timestamps = false, tail = 100, max_line = 8192, stderr = true }
+local log_mt = defaults_mt { max_bytes = 10e6, keep = 5, timestamps = false, tail = 100, max_line = 8192, stderr = true,
+                            mode = 416 --[[0640]] }
 local log_inherit = setmetatable({ inherit = true }, log_mt)
 local log_null = setmetatable({ null = true }, log_mt)
 local log_fields = {
@@ -326,6 +327,7 @@ local log_fields = {
   tail = function(x, p) return check_number(x, p, 0, 100000, true) end,
   max_line = function(x, p) return check_number(x, p, 80, 1048576, true) end,
   stderr = check_boolean,
+  mode = function(x, p) return check_number(x, p, 0, 511, true, "mode from 0 to 511 (octal 0777)") end,
 }
 
 local function check_log(v, path)
