@@ -294,3 +294,40 @@ describe("a full log disk", function()
     assert(ok, err)
   end)
 end)
+
+describe("the runtime directory", function()
+  it("a /tmp/orch-<uid> another user created first is refused: orch run stops loudly, leaving nothing running", function()
+    -- orch runs as an unusual uid (no XDG_RUNTIME_DIR: the /tmp fallback),
+    -- nobody prepares the directory for it.
+    local uid = 60000 + orch.getpid() % 5000
+    local rdir = "/tmp/orch-" .. uid
+    local dir = h.tmpdir()
+    os.execute("chmod 755 " .. h.shquote(dir))
+    local marker = ("%d.%d"):format(orch.getpid(), os.time())
+    local script = dir .. "/policy.lua"
+    h.write(script, ([[
+      local sup = require "orch.supervisor"
+      sup.service { name = "svc", cmd = { "sleep", "1000.%s" } }
+      sup.run()
+    ]]):format(marker))
+    os.execute("rm -rf " .. rdir)
+    h.run(function()
+      local code, _, err = run(as_nobody("mkdir", "-m", "777", rdir))
+      assert(code == 0, err)
+      local stderr
+      code, _, stderr = run { "setpriv", "--reuid=" .. uid, "--regid=" .. uid, "--clear-groups",
+        h.bin, "run", script, env = { PATH = os.getenv("PATH"), HOME = "/" }, env_mode = "replace" }
+      -- ("[.]": pgrep's own shell must not match.)
+      local left = h.sh("pgrep -f 'sleep 1000[.]" .. marker .. "' || true")
+      os.execute("pkill -KILL -f 'sleep 1000[.]" .. marker .. "'")
+      assert.are.equal(1, code)
+      assert.matches("orch: control socket: refused the runtime directory " .. rdir ..
+        ": secure_dir: " .. rdir .. " belongs to uid 65534, not to us", stderr, 1, true)
+      assert.matches("remove it if it is not yours, set XDG_RUNTIME_DIR to a private directory", stderr, 1, true)
+      assert.matches("orch: stopping: no control socket", stderr, 1, true)
+      -- The service was stopped with the supervisor, not left behind.
+      assert.are.equal("", left)
+    end, 60)
+    os.execute("rm -rf " .. rdir)
+  end)
+end)

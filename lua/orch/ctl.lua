@@ -177,6 +177,24 @@ function ctl.socket_dir()
   return "/tmp/orch-" .. uid
 end
 
+--- Creates the default socket directory (0700) or checks the one that
+-- exists: a real directory (not a symbolic link) owned by orch's uid, then
+-- narrowed to 0700. Anyone may create /tmp/orch-<uid> first: that one is
+-- refused, never used. Returns the directory, or nil, message (with what to
+-- do), code (doc/security.md#the-runtime-directory).
+function ctl.ensure_socket_dir()
+  local dir = ctl.socket_dir()
+  if C.getuid() ~= 0 then C.secure_dir(dirname(dir), false) end
+  local ok, err, code = C.secure_dir(dir, true)
+  if ok then return dir end
+  if code == "EPERM" or code == "ENOTDIR" then
+    err = ("refused the runtime directory %s: %s; another user could replace the sockets in it "
+      .. "(remove it if it is not yours, set XDG_RUNTIME_DIR to a private directory, "
+      .. "or give --socket PATH; see doc/security.md)"):format(dir, err)
+  end
+  return nil, err, code
+end
+
 --- The default socket of a script: <socket_dir>/<script name>.sock
 -- ($ORCH_SOCKET when set).
 function ctl.default_socket(script)
@@ -573,10 +591,7 @@ end
 -- The directory of a socket: the default one is ours alone (0700, owned by
 -- us); another one must exist or is created.
 local function socket_dir_for(path, default)
-  if default and not os.getenv("ORCH_SOCKET") then
-    if C.getuid() ~= 0 then C.secure_dir(dirname(ctl.socket_dir()), false) end
-    return C.secure_dir(ctl.socket_dir(), true)
-  end
+  if default and not os.getenv("ORCH_SOCKET") then return ctl.ensure_socket_dir() end
   return C.secure_dir(dirname(path), false)
 end
 
@@ -920,10 +935,19 @@ function ctl.autostart(opts)
     local wanted = opts.socket or os.getenv("ORCH_SOCKET") or registry.supervisor
       or (h and type(h.listener) == "table")
     if wanted and opts.socket ~= false then
-      local srv, err = ctl.serve{ socket = opts.socket, script = opts.script }
+      local srv, err, code = ctl.serve{ socket = opts.socket, script = opts.script }
       if srv then srv.autostarted = true end
       if not srv and not opts.quiet then
         io.stderr:write("orch: control socket: ", tostring(err), "\n")
+      end
+      if not srv and (code == "EPERM" or code == "ENOTDIR") and not opts.socket
+         and not os.getenv("ORCH_SOCKET") and not (h and type(h.listener) == "table") then
+        -- The default directory is someone else's: running on without a
+        -- control socket would go unnoticed (no ctl, no stop, no reload).
+        -- Stop loudly instead (doc/security.md#the-runtime-directory).
+        io.stderr:write("orch: stopping: no control socket (see above)\n")
+        local sup = registry.supervisor
+        if sup and sup.shutdown then sup.shutdown(1) else orch.exit(1) end
       end
     end
   end

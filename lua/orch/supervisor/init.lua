@@ -33,16 +33,16 @@ local ESCALATE_GRACE = 0.5
 local Sup = {}
 Sup.__index = Sup
 
-local function default_runtime_dir()
-  local d = os.getenv("XDG_RUNTIME_DIR")
-  if d and d ~= "" then
-    local f = io.open(d, "r")
-    if f then
-      f:close()
-      return d
-    end
-  end
-  return "/tmp"
+--- The directory of the notify sockets: the configured one, or the control
+-- socket's directory (/run/orch for root, $XDG_RUNTIME_DIR/orch, else
+-- /tmp/orch-<uid>), created 0700 and checked on first use
+-- (doc/security.md#the-runtime-directory). Returns it, or nil and why.
+function Sup:get_runtime_dir()
+  if self.runtime_dir then return self.runtime_dir end
+  local dir, err = require("orch.ctl").ensure_socket_dir()
+  if not dir then return nil, err end
+  self.runtime_dir = dir
+  return dir
 end
 
 local function new_state()
@@ -51,7 +51,7 @@ local function new_state()
     order = {},           -- service names, in definition order
     by_name = {},         -- instance name -> instance
     changed = Event.new(),
-    runtime_dir = default_runtime_dir(),
+    runtime_dir = nil,    -- configured, or ctl's socket directory on first use
     heartbeat_key = nil,
     tables = {},
     created_tables = {},

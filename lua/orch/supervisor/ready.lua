@@ -54,7 +54,8 @@ end
 -- another user who cannot reach it, under /tmp with a name nobody can guess
 -- (bind refuses an existing name, the file is 0600 and the service's).
 local function notify_path(inst, ids)
-  local dir = inst.sup.runtime_dir
+  local dir, err = inst.sup:get_runtime_dir()
+  if not dir then return nil, err end
   local path = string.format("%s/orch-%d-%s.notify", dir, orch.getpid(), stem(inst))
   if not ids or ids.uid == 0 then return path end
   local ok = orch.proc.can_access(dir, ids.uid, ids.gid, "wx")
