@@ -331,3 +331,42 @@ describe("the runtime directory", function()
     os.execute("rm -rf " .. rdir)
   end)
 end)
+
+describe("the supervisor's own log", function()
+  it("never spans lines: a hook's traceback is folded into its record", function()
+    u.with(function(s, logs)
+      s.service { name = "hooked", restart = "never", cmd = { "true" },
+                  on_exit = function() error("boom\nsecond line") end }
+      s.start("hooked")
+      local i = h.eventually(function() return u.logged(logs, "hooked: on_exit hook failed") end, "the hook's failure", 10)
+      assert.matches("boom\\nsecond line\\nstack traceback:\\n\\t", logs[i], 1, true)
+      for _, l in ipairs(logs) do assert.is_nil(l:find("%c")) end
+    end)
+  end)
+
+  it("rate limits a crash loop's lines and sums them up", function()
+    local slog = require "orch.supervisor.log"
+    local window, burst = slog.loop_window, slog.loop_burst
+    slog.loop_window, slog.loop_burst = 1, 5
+    local ok, err = pcall(u.with, function(s, logs)
+      s.service { name = "crashy", cmd = { "false" }, backoff = 0, start_limit = false }
+      s.start("crashy")
+      local i = h.eventually(function() return u.logged(logs, "crashy: restarts in the last") or
+        u.logged(logs, " restarts in the last 1 s") end, "the summary", 20)
+      local n, hidden = logs[i]:match("^crashy: (%d+) restarts in the last 1 s %((%d+) not logged%)$")
+      assert(n, logs[i])
+      -- The first 5 restarts of the window were logged, the others counted.
+      assert.are.equal(5, tonumber(n) - tonumber(hidden))
+      assert.is_true(tonumber(hidden) > 0)
+      local restarts = 0
+      for j = 1, i - 1 do
+        if logs[j]:find("^crashy: restarted$") or logs[j]:find("^crashy: restarting in") then restarts = restarts + 1 end
+      end
+      assert.are.equal(5, restarts)
+      assert.truthy(u.logged(logs, "crashy: 5 restarts within 1 s: the next ones in this window are counted, not logged"))
+      s.stop("crashy")
+    end)
+    slog.loop_window, slog.loop_burst = window, burst
+    assert(ok, err)
+  end)
+end)

@@ -70,7 +70,7 @@ local function new_state()
 end
 
 function Sup:log(msg)
-  local ok, err = pcall(self.log_fn, msg)
+  local ok, err = pcall(self.log_fn, require("orch.supervisor.log").one_line(msg))
   if not ok then io.stderr:write("orch.supervisor: log function failed: ", tostring(err), "\n") end
 end
 

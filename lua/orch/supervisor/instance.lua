@@ -64,6 +64,7 @@ function Instance.new(sup, cfg, index, name)
 end
 
 function Instance:log(fmt, ...)
+  if self.loop_log then log.loop_summary(self) end
   self.sup:log(self.name .. ": " .. string.format(fmt, ...))
 end
 
@@ -486,17 +487,18 @@ function Instance:after_exit(code, sig, reason, line)
     self.last_delay = delay
     if delay <= 0 then
       self:launch()
-      if line then self:log("%s", line) end
-      if err then self:log("%s", err) end
-      self:log("restarted")
+      log.restart(self, line, err, "restarted")
       return
     end
   end
-  if line then self:log("%s", line) end
-  if err then self:log("%s", err) end
+  if decision == "restart" and not fatal then
+    log.restart(self, line, err, string.format("restarting in %.2fs", delay))
+  else
+    if line then self:log("%s", line) end
+    if err then self:log("%s", err) end
+  end
   if fatal then return self:go_fatal(fatal) end
   if decision ~= "restart" then return self:set_state("exited") end
-  self:log("restarting in %.2fs", delay)
   self:backoff(delay)
 end
 

@@ -268,4 +268,63 @@ function log.reopen(sinks)
   end
 end
 
+-- ---------------------------------------------------------------- own lines
+
+--- One log record is one line: a message holding newlines (a Lua traceback
+-- from a hook, an error quoting a service's output) has them escaped as
+-- "\\n" (tabs "\\t", other control bytes "\\xNN"), so that a record never
+-- spans lines and nothing it quotes can forge another record.
+function log.one_line(msg)
+  msg = tostring(msg)
+  if not msg:find("%c") then return msg end
+  return (msg:gsub("%c", function(c)
+    if c == "\n" then return "\\n" end
+    if c == "\t" then return "\\t" end
+    return string.format("\\x%02x", c:byte())
+  end))
+end
+
+-- A crash loop: at most loop_burst restarts of an instance are logged per
+-- loop_window seconds; the others are counted and summed up in one line.
+-- (Module fields, so that a spec can shorten them.)
+log.loop_window, log.loop_burst = 60, 10
+
+--- Ends the instance's crash-loop window if its time is over, logging the
+-- summary when restarts went unlogged: "web: 218 restarts in the last 60 s
+-- (208 not logged)". Called before each of the instance's own lines.
+function log.loop_summary(inst)
+  local l = inst.loop_log
+  if not l or orch.now() - l.start < l.window then return l end
+  inst.loop_log = nil
+  if l.hidden > 0 then
+    inst.sup:log(string.format("%s: %d restarts in the last %d s (%d not logged)",
+      inst.name, l.count, l.window, l.hidden))
+  end
+  return nil
+end
+
+--- The lines of one restart of `inst` (its exit line, an error, the
+-- decision; nils skipped): logged for the first loop_burst restarts of a
+-- window, then only counted until the window ends.
+function log.restart(inst, ...)
+  local l = log.loop_summary(inst)
+  if not l then
+    l = { start = orch.now(), count = 0, hidden = 0, window = log.loop_window, burst = log.loop_burst }
+    inst.loop_log = l
+  end
+  l.count = l.count + 1
+  if l.count > l.burst then
+    l.hidden = l.hidden + 1
+    return
+  end
+  for i = 1, select("#", ...) do
+    local line = select(i, ...)
+    if line then inst.sup:log(inst.name .. ": " .. line) end
+  end
+  if l.count == l.burst then
+    inst.sup:log(string.format("%s: %d restarts within %d s: the next ones in this window are counted, not logged",
+      inst.name, l.burst, l.window))
+  end
+end
+
 return log
