@@ -316,7 +316,7 @@ describe("the runtime directory", function()
       assert(code == 0, err)
       local stderr
       code, _, stderr = run { "setpriv", "--reuid=" .. uid, "--regid=" .. uid, "--clear-groups",
-        h.bin, "run", script, env = { PATH = os.getenv("PATH"), HOME = "/" }, env_mode = "replace" }
+        "env", "-u", "XDG_RUNTIME_DIR", "-u", "ORCH_SOCKET", "HOME=/", h.bin, "run", script }
       -- ("[.]": pgrep's own shell must not match.)
       local left = h.sh("pgrep -f 'sleep 1000[.]" .. marker .. "' || true")
       os.execute("pkill -KILL -f 'sleep 1000[.]" .. marker .. "'")
