@@ -634,7 +634,12 @@ function ctl.claim_for_run(socket, script)
   local given = h and type(h.lock) == "table" and h.lock.path
   local path = socket or (env and env ~= "" and env) or given
   local function claim(p, default)
-    local ok, err = socket_dir_for(p, default)
+    local ok, err, code = socket_dir_for(p, default)
+    if not ok and default and (code == "EPERM" or code == "ENOTDIR") then
+      -- The default directory is someone else's (doc/security.md#the-runtime-directory):
+      -- not a lock held by another orchestrator.
+      return nil, err, code
+    end
     if ok then ok, err = ctl.claim(p) end
     if not ok then ctl.refused = err end
     return ok, err
@@ -644,6 +649,12 @@ function ctl.claim_for_run(socket, script)
   package.preload["orch.supervisor"] = function(name)
     package.preload[name] = nil
     local ok, err = claim(ctl.default_socket(script), true)
+    if not ok and not ctl.refused then
+      -- Running on without a control socket would go unnoticed (no ctl, no
+      -- stop, no reload): stop loudly before any service starts.
+      io.stderr:write("orch: control socket: ", tostring(err), " (nothing was started)\n")
+      orch.exit(1)
+    end
     if not ok then error(err, 0) end
     return require(name)
   end
