@@ -311,7 +311,7 @@ describe("the runtime directory", function()
       sup.run()
     ]]):format(marker))
     os.execute("rm -rf " .. rdir)
-    h.run(function()
+    local ok, e = pcall(h.run, function()
       local code, _, err = run(as_nobody("mkdir", "-m", "777", rdir))
       assert(code == 0, err)
       local stderr
@@ -332,6 +332,50 @@ describe("the runtime directory", function()
       assert.matches("(nothing was started)", stderr, 1, true)
       -- No service was started.
       assert.are.same({}, left)
+    end, 60)
+    os.execute("rm -rf " .. rdir)
+    assert(ok, e)
+  end)
+end)
+
+describe("the runtime directory, client side", function()
+  it("orch ctl never talks to a socket in a /tmp/orch-<uid> another user created", function()
+    local uid = 60000 + (orch.getpid() + 1) % 5000
+    local rdir = "/tmp/orch-" .. uid
+    local dir = h.tmpdir()
+    os.execute("chmod 755 " .. h.shquote(dir))
+    local got = dir .. "/got"
+    local trap = dir .. "/trap.lua"
+    -- nobody's fake orchestrator: records whatever a client sends it.
+    h.write(trap, ([[
+      local l = assert(orch.listen { unix = %q, mode = 438 })
+      print("listening")
+      io.stdout:flush()
+      local c = l:accept()
+      local line = c:read_line()
+      local f = io.open(%q, "w") f:write(tostring(line)) f:close()
+    ]]):format(rdir .. "/policy.sock", got))
+    os.execute("rm -rf " .. rdir)
+    h.run(function()
+      local code, _, err = run(as_nobody("mkdir", "-m", "777", rdir))
+      assert(code == 0, err)
+      local cmd = as_nobody(h.bin, "run", trap)
+      cmd.stdout = "pipe"
+      local attacker = assert(orch.spawn(cmd))
+      local ok, perr = pcall(function()
+        assert.are.equal("listening", attacker.stdout:read_line())
+        local stderr
+        code, _, stderr = run { "setpriv", "--reuid=" .. uid, "--regid=" .. uid, "--clear-groups",
+          "env", "-u", "XDG_RUNTIME_DIR", "-u", "ORCH_SOCKET", "HOME=/", h.bin, "ctl", "status" }
+        assert.are.equal(3, code)
+        assert.matches("refused the runtime directory " .. rdir .. ": secure_dir: " .. rdir ..
+          " belongs to uid 65534, not to us", stderr, 1, true)
+        assert.are.equal("", h.slurp(got))
+      end)
+      attacker:kill("KILL")
+      attacker:wait()
+      os.execute("rm -rf " .. rdir)
+      assert(ok, perr)
     end, 60)
     os.execute("rm -rf " .. rdir)
   end)

@@ -51,7 +51,11 @@ function M.find_socket(explicit)
   if env and env ~= "" then return env end
   local ctl = require "orch.ctl"
   local C = require "orch.core.ctl"
-  local dir = ctl.socket_dir()
+  -- A default directory another user created could hold their socket: a
+  -- client would send its requests (eval code included) to them and trust
+  -- their replies (doc/security.md#the-runtime-directory).
+  local dir, derr = ctl.ensure_socket_dir()
+  if not dir then return nil, derr, EXIT_CONNECT end
   local names = C.sockets(dir)
   -- An fd holder's socket (SOCKET.holder, see orch.supervisor.persist) is
   -- no orchestrator.
