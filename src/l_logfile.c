@@ -84,21 +84,22 @@ static int walk(const char *dir, const trust *t, int *shared, char *why, size_t 
     comp[len] = '\0';
     p += len;
     if (strcmp(comp, ".") == 0) continue;
-    if (strcmp(comp, "..") == 0) {
-      close(fd);
-      snprintf(why, whylen, "'..' in the directory path");
-      return -EINVAL;
-    }
     while (*p == '/') p++;
     int leaf = *p == '\0';
     struct stat st;
-    if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+    if (strcmp(comp, "..") == 0) {
+      /* Up from where the walk physically is (a link target such as
+       * /var/run -> ../run): the parent is checked like any directory. */
+      char *slash = strrchr(done, '/');
+      if (slash) *slash = '\0';   /* "/x" -> "", then "/" below */
+      len = 0;
+    } else if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0) {
       int err = errno;
       close(fd);
       snprintf(why, whylen, "%s/%s", done, comp);
       return -err;
     }
-    if (S_ISLNK(st.st_mode)) {
+    if (len && S_ISLNK(st.st_mode)) {
       if (st.st_uid != 0 && st.st_uid != t->me) {
         close(fd);
         snprintf(why, whylen, "the symbolic link %s/%s belongs to uid %d: not followed",
@@ -125,7 +126,7 @@ static int walk(const char *dir, const trust *t, int *shared, char *why, size_t 
       }
       continue;
     }
-    if (!S_ISDIR(st.st_mode)) {
+    if (len && !S_ISDIR(st.st_mode)) {
       close(fd);
       snprintf(why, whylen, "%s/%s", done, comp);
       return -ENOTDIR;
@@ -138,11 +139,13 @@ static int walk(const char *dir, const trust *t, int *shared, char *why, size_t 
       return -err;
     }
     fd = nfd;
-    if (strlen(done) + len + 2 < sizeof done) {
+    if (len && strlen(done) + len + 2 < sizeof done) {
+      if (strcmp(done, "/") == 0) done[0] = '\0';
       strcat(done, "/");
       strcat(done, comp);
     }
     if (fstat(fd, &st) < 0) { err = errno; close(fd); return -err; }
+    if (!*done) strcpy(done, "/");
     if (!trusted(t, st.st_uid, leaf)) {
       close(fd);
       snprintf(why, whylen, "the directory %s belongs to uid %d, neither orch's user (uid %d)%s nor root",
