@@ -54,9 +54,13 @@ function M.find_socket(explicit)
   -- A default directory another user created could hold their socket: a
   -- client would send its requests (eval code included) to them and trust
   -- their replies (doc/security.md#the-runtime-directory).
-  local dir, derr = ctl.ensure_socket_dir()
-  if not dir then return nil, derr, EXIT_CONNECT end
+  -- (A client never creates it: when it is missing, no orchestrator runs.)
+  local dir = ctl.socket_dir()
   local names = C.sockets(dir)
+  if names then
+    local ok, derr = ctl.ensure_socket_dir()
+    if not ok then return nil, derr, EXIT_CONNECT end
+  end
   -- An fd holder's socket (SOCKET.holder, see orch.supervisor.persist) is
   -- no orchestrator.
   for i = #(names or {}), 1, -1 do
