@@ -32,7 +32,7 @@ describe("supervisor definitions", function()
     { { name = "web", cmd = { "true" }, stop = { timeout = "10" } }, "service 'web': key 'stop.timeout': number of seconds >= 0 expected, got \"10\"" },
     { { name = "web", cmd = { "true" }, heartbeat = {} }, "service 'web': key 'heartbeat.timeout': required" },
     { { name = "web", cmd = { "true" }, limits = { rss = "lots" } }, "service 'web': key 'limits.rss': size (bytes, or a string like \"512M\") expected, got \"lots\"" },
-    { { name = "web", cmd = { "true" }, limits = { for_seconds = 3 } }, "service 'web': key 'limits': 'rss' or 'cpu_percent' expected" },
+    { { name = "web", cmd = { "true" }, limits = { for_seconds = 3 } }, "service 'web': key 'limits': a limit expected (rss, cpu_percent, memory_max, pids_max, cpu_max, ...)" },
     { { name = "web", cmd = { "true" }, log = { keep = -1 } }, "service 'web': key 'log.keep': integer from 0 to 1000 expected, got -1" },
     { { name = "web", cmd = { "true" }, log = { max_bytes = 0 } }, "service 'web': key 'log.max_bytes': size > 0 (bytes, or a string like \"512M\") expected, got 0" },
     { { name = "web", cmd = { "true" }, log = { filter = "x" } }, "service 'web': key 'log.filter': function expected, got \"x\"" },

@@ -277,7 +277,7 @@ function handlers.status(srv, req)
   return { ok = true, services = list }
 end
 
-for _, verb in ipairs { "start", "stop", "restart" } do
+for _, verb in ipairs { "start", "stop", "restart", "freeze", "thaw" } do
   handlers[verb] = function(srv, req)
     local bad = check_name(req)
     if bad then return bad end

@@ -14,6 +14,8 @@ Commands:
   stop NAME|all ...       stop services (and what depends on them)
   restart NAME|all ...    restart services
   signal NAME SIG         send a signal (TERM, HUP, 9, ...) to a service
+  freeze NAME|all ...     freeze every process of a service (its cgroup)
+  thaw NAME|all ...       thaw a frozen service
   tail NAME [-n N] [-f]   the last N (10) lines of a service's output;
                           -f keeps printing new lines until Ctrl-C
   eval CODE               run Lua code inside the orchestrator, print the result
@@ -170,6 +172,7 @@ local commands = {
   status = { min = 0, max = 1 },
   start = { min = 1, max = math.huge }, stop = { min = 1, max = math.huge },
   restart = { min = 1, max = math.huge },
+  freeze = { min = 1, max = math.huge }, thaw = { min = 1, max = math.huge },
   signal = { min = 2, max = 2 }, tail = { min = 1, max = math.huge },
   eval = { min = 1, max = 1 }, reload = { min = 0, max = 0 }, reexec = { min = 0, max = 0 },
   shutdown = { min = 0, max = 0 }, ping = { min = 0, max = 0 },
@@ -178,7 +181,7 @@ local commands = {
 -- Builds the requests for a command line. Returns a list, or nil, message.
 local function requests(cmd, args)
   if cmd == "status" then return { { cmd = "status", name = args[1] } } end
-  if cmd == "start" or cmd == "stop" or cmd == "restart" then
+  if cmd == "start" or cmd == "stop" or cmd == "restart" or cmd == "freeze" or cmd == "thaw" then
     local list = {}
     for i, n in ipairs(args) do list[i] = { cmd = cmd, name = n } end
     return list
@@ -214,6 +217,8 @@ local function print_reply(cmd, req, reply)
     for _, l in ipairs(M.format_status(reply.services or {})) do out:write(l, "\n") end
   elseif cmd == "start" or cmd == "stop" or cmd == "restart" then
     out:write(req.name, ": ", cmd == "stop" and "stopped" or (cmd .. "ed"), "\n")
+  elseif cmd == "freeze" or cmd == "thaw" then
+    out:write(req.name, ": ", cmd == "freeze" and "frozen" or "thawed", "\n")
   elseif cmd == "signal" then
     out:write(req.name, ": sent ", tostring(req.signal), "\n")
   elseif cmd == "tail" then

@@ -87,6 +87,12 @@ function adopt.check(inst, run, pid)
   if ids and ids.user and info.uid ~= ids.uid then
     return nil, string.format("runs as uid %d, not as the service's uid %d", info.uid, ids.uid)
   end
+  -- A contained run: membership of its cgroup is the test (a setsid
+  -- double fork keeps it; nothing outside has it).
+  if run.cgroup then
+    if require("orch.supervisor.cgroup").member(run, pid) then return true end
+    return nil, "is not in the service's cgroup " .. run.cgroup:path()
+  end
   local child, p, pinfo = pid, info.ppid, nil
   for _ = 1, MAX_DEPTH do
     if p == me then

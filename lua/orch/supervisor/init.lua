@@ -23,6 +23,7 @@ local graph = require "orch.supervisor.graph"
 local handoff = require "orch.supervisor.handoff"
 local persist = require "orch.supervisor.persist"
 local reload = require "orch.supervisor.reload"
+local cgroup = require "orch.supervisor.cgroup"
 
 -- Exit statuses of a supervisor's shutdown (doc/cli.md, Exit statuses).
 local EXIT = { ok = 0, critical = 3, fatal = 4, killed = 5 }
@@ -268,6 +269,7 @@ function Sup:finish(code)
     if self.created_tables[k] then t:remove() end
   end
   persist.close(self)
+  cgroup.close(self)
   self:release()
   self.exit(code)
 end
@@ -322,7 +324,7 @@ end
 -- ---------------------------------------------------------------- public API
 
 local config_keys = { log = true, output = true, runtime_dir = true, heartbeat_key = true, exit = true, env = true,
-  persist = true, exit_when_idle = true, exit_on_fatal = true }
+  persist = true, exit_when_idle = true, exit_on_fatal = true, cgroup = true }
 
 -- main: the module's own supervisor, the one `orch run` persists.
 local function new(main)
@@ -368,6 +370,12 @@ local function new(main)
         if type(v) ~= "boolean" then error("bad argument #1 to 'configure' (option 'exit_when_idle': boolean expected)", 2) end
         S.exit_when_idle = v
         if v then S:release() end
+      elseif k == "cgroup" then
+        if v ~= false and (type(v) ~= "string" or v == "") then
+          error("bad argument #1 to 'configure' (option 'cgroup': parent cgroup path or false expected)", 2)
+        end
+        if S.cgroup_base then error("bad argument #1 to 'configure' (option 'cgroup': services already run in " .. S.cgroup_base:path() .. ")", 2) end
+        S.cgroup_parent, S.cgroup_off = v, nil
       elseif k == "exit_on_fatal" then
         if v ~= false and v ~= "all" and v ~= "any" then
           error("bad argument #1 to 'configure' (option 'exit_on_fatal': \"all\", \"any\" or false expected)", 2)
@@ -462,6 +470,24 @@ local function new(main)
     for i, inst in ipairs(insts) do out[i] = inst:status() end
     return out
   end
+
+  --- sup.freeze(target) / sup.thaw(target): cgroup.freeze of the running
+  -- instances' cgroups (their state shows "frozen" until thawed).
+  local function freezer(verb, on)
+    return function(target)
+      local insts, err = graph.resolve(S, target, verb)
+      if not insts then return nil, err, "ENOENT" end
+      local done, lerr, lename = 0, nil, nil
+      for _, inst in ipairs(insts) do
+        local ok, e, en = inst:freeze(on)
+        if ok then done = done + 1 else lerr, lename = e, en end
+      end
+      if done == 0 then return nil, lerr or (verb .. ": " .. tostring(target) .. " is not running"), lename or "ESRCH" end
+      return true
+    end
+  end
+  sup.freeze = freezer("freeze", true)
+  sup.thaw = freezer("thaw", false)
 
   function sup.tail(name, n)
     if n ~= nil and (math.type(n) ~= "integer" or n < 0) then
@@ -699,6 +725,7 @@ local function new(main)
     if S.escalate_timer then S.escalate_timer:stop() S.escalate_timer = nil end
     if S.orphan_watch then S.orphan_watch:stop() S.orphan_watch = nil end
     persist.close(S)
+    cgroup.close(S)
     for k, t in pairs(S.tables) do
       if S.created_tables[k] then t:remove() end
       t:close()

@@ -41,6 +41,7 @@ local limits = lazy "orch.supervisor.limits"
 local hb = lazy "orch.supervisor.heartbeat"
 local handoff = lazy "orch.supervisor.handoff"
 local adopt = lazy "orch.supervisor.adopt"
+local cgroup = require "orch.supervisor.cgroup"
 
 local Instance = {}
 Instance.__index = Instance
@@ -87,6 +88,7 @@ Instance.EVENTS = {
   "ready",        -- (run, how) the run's readiness probe succeeded
   "kill",         -- (run, reason) heartbeat, limits, start timeout, probe failure
   "exit",         -- (run, code, sig, reason) the run's main process ended
+  "empty",        -- (run) the run's cgroup emptied after its main process exited 0
 }
 
 local function IGNORE() end
@@ -177,6 +179,7 @@ end
 -- The bookkeeping of every end of a run; returns how it ended, as words.
 local function record_exit(self, run, code, sig, reason)
   run.alive = false
+  self.frozen = nil
   run:changed()
   run:release()
   if run.main_pid then self.sup:unwatch_orphan(run.main_pid) end
@@ -215,10 +218,22 @@ local function exit_decide(self, run, code, sig, reason)
   sweep(self, run)
 end
 
+-- empty: the processes a daemonizing main process left in the run's cgroup
+-- are all gone; the run ends with the main process's own status.
+local function empty_decide(self, run)
+  local e = run.main_exit
+  return exit_decide(self, run, e.code, e.sig, "its cgroup emptied")
+end
+local function empty_stopped(self, run)
+  local e = run.main_exit
+  return exit_stopped(self, run, e.code, e.sig)
+end
+
 local A = {
   start_now = start_now, start_fatal = start_fatal, relaunch = relaunch, stop_idle = stop_idle,
   stop_running = stop_running, become_running = become_running, kill_for_restart = kill_for_restart,
-  exit_stopped = exit_stopped, exit_decide = exit_decide,
+  exit_stopped = exit_stopped, exit_decide = exit_decide, empty_decide = empty_decide,
+  empty_stopped = empty_stopped,
 }
 Instance.actions = A
 
@@ -227,15 +242,15 @@ Instance.actions = A
 -- (stopped, waiting, backoff, exited, fatal) never sees them, and ignores
 -- them explicitly.
 Instance.on = {
-  --           start          stop          deps_ready  backoff_done  ready           kill              exit
-  stopped  = { start = start_now,   stop = stop_idle,    deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = IGNORE },
-  waiting  = { start = IGNORE,      stop = stop_idle,    deps_ready = relaunch, backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = IGNORE },
-  starting = { start = IGNORE,      stop = stop_running, deps_ready = IGNORE,   backoff_done = IGNORE,   ready = become_running, kill = kill_for_restart, exit = exit_decide },
-  running  = { start = IGNORE,      stop = stop_running, deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = kill_for_restart, exit = exit_decide },
-  stopping = { start = IGNORE,      stop = stop_running, deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = exit_stopped },
-  backoff  = { start = start_now,   stop = stop_idle,    deps_ready = IGNORE,   backoff_done = relaunch, ready = IGNORE,         kill = IGNORE,           exit = IGNORE },
-  exited   = { start = start_now,   stop = stop_idle,    deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = IGNORE },
-  fatal    = { start = start_fatal, stop = stop_idle,    deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = IGNORE },
+  --           start          stop          deps_ready  backoff_done  ready           kill              exit            empty
+  stopped  = { start = start_now,   stop = stop_idle,    deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = IGNORE,       empty = IGNORE },
+  waiting  = { start = IGNORE,      stop = stop_idle,    deps_ready = relaunch, backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = IGNORE,       empty = IGNORE },
+  starting = { start = IGNORE,      stop = stop_running, deps_ready = IGNORE,   backoff_done = IGNORE,   ready = become_running, kill = kill_for_restart, exit = exit_decide,  empty = empty_decide },
+  running  = { start = IGNORE,      stop = stop_running, deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = kill_for_restart, exit = exit_decide,  empty = empty_decide },
+  stopping = { start = IGNORE,      stop = stop_running, deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = exit_stopped, empty = empty_stopped },
+  backoff  = { start = start_now,   stop = stop_idle,    deps_ready = IGNORE,   backoff_done = relaunch, ready = IGNORE,         kill = IGNORE,           exit = IGNORE,       empty = IGNORE },
+  exited   = { start = start_now,   stop = stop_idle,    deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = IGNORE,       empty = IGNORE },
+  fatal    = { start = start_fatal, stop = stop_idle,    deps_ready = IGNORE,   backoff_done = IGNORE,   ready = IGNORE,         kill = IGNORE,           exit = IGNORE,       empty = IGNORE },
 }
 
 -- ---------------------------------------------------------------- entry points
@@ -273,6 +288,12 @@ end
 function Instance:force_restart(run, reason)
   if not run.alive or run.stopping then return end
   return self:handle("kill", run, reason)
+end
+
+--- The run's cgroup emptied after its main process had exited 0.
+function Instance:cgroup_empty(run)
+  if not run.alive then return end
+  return self:handle("empty", run)
 end
 
 --- The run is over (its main process ended): clean up, then decide.
@@ -361,6 +382,7 @@ function Instance:spawn()
   local ok, err = true, nil
   if cfg.ready then ok, err = ready.prepare(self, run, opts) end
   if ok and cfg.heartbeat then ok, err = hb.prepare(self, run, opts) end
+  if ok then ok, err = cgroup.prepare(self, run, opts) end
   if ok and (cfg.pidfile or (cfg.ready and cfg.ready.notify)) then
     -- Double-forking daemons (pidfile, MAINPID=) are reparented to orch so
     -- that their exit is still seen.
@@ -452,6 +474,24 @@ end
 --- The spawned process exited (on_exit of its orch.Process).
 function Instance:proc_exited(run, code, sig)
   run.proc_done = true
+  if run.cgroup and not run.main_pid then
+    local oom = sig == "KILL" and cgroup.oom_reason(run)
+    if oom then return self:run_ended(run, code, sig, oom) end
+    if not self.cfg.pidfile and cgroup.goes_on(run, code) then
+      -- Daemonized: the service is what is left in its cgroup.
+      run.main_exit = { code = code, sig = sig }
+      self:log("main process %d exited 0; the service goes on in its cgroup", run.pid)
+      cgroup.watch_empty(run, function() self:cgroup_empty(run) end)
+      return
+    end
+    if run.stopping and cgroup.signal(run, "KILL") then
+      -- What the stop signal left behind goes now; the stop ends once the
+      -- cgroup is empty, so that no process of the service outlives it.
+      run.main_exit = { code = code, sig = sig }
+      cgroup.watch_empty(run, function() self:cgroup_empty(run) end)
+      return
+    end
+  end
   if run.main_pid and run.main_pid ~= run.pid then
     -- The launcher of a daemon that told us its main pid: only the main
     -- process's end counts, unless it is already gone.
@@ -526,6 +566,8 @@ end
 --- Sends sig to the run's main process, or to its process group.
 function Instance:send(run, sig, group)
   if not run.alive then return nil, "not running", "ESRCH" end
+  -- The group of a contained service is its cgroup: every process in it.
+  if group and cgroup.signal(run, sig) then return true end
   local ok, err, ename
   if run.main_pid and (run.main_pid ~= run.pid or not run.proc) then
     if group and run.main_pgid == run.main_pid then
@@ -569,6 +611,8 @@ function Instance:stop_run(run)
   end
   if not run.alive then return end
   local sig = S.escalated and "KILL" or st.signal
+  -- Frozen processes would take the stop signal only once thawed.
+  if self.frozen then self:freeze(false) end
   self:send(run, sig, st.group)
   if self:gone(run) then return end
   if sig ~= "KILL" and not self:wait_run(run, st.timeout) then
@@ -624,6 +668,20 @@ function Instance:signal(sig, opts)
   return self:send(run, sig, opts and opts.group)
 end
 
+--- svc:freeze(on): cgroup.freeze (true) or thaw (false) of the running
+-- process's cgroup. True, or nil, message, ename.
+function Instance:freeze(on)
+  local run = self.run
+  if not run or not run.alive then
+    return nil, (on and "freeze: " or "thaw: ") .. self.name .. " is not running", "ESRCH"
+  end
+  local ok, err, ename = cgroup.freeze(run, on)
+  if not ok then return nil, err, ename end
+  self.frozen = on or nil
+  self.sup.changed:signal()
+  return true
+end
+
 --- svc:wait_exit([timeout]): in a task, waits until the current process has
 -- ended (true) or the timeout passed (false).
 function Instance:wait_exit(timeout)
@@ -651,6 +709,9 @@ function Instance:status()
       t.rss, t.cpu = info.rss, info.cpu
     end
   end
+  if alive then cgroup.status(run, t) end
+  if self.frozen then t.state = "frozen" end
+  t.cgroup_off = self.sup.cgroup_off
   return t
 end
 

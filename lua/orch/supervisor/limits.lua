@@ -5,6 +5,7 @@
 -- The timer exists only while the service runs and only for services with
 -- `limits`, so idle services cost no wakeups.
 local orch = require "orch"
+local cgroup = require "orch.supervisor.cgroup"
 
 local limits = {}
 
@@ -19,14 +20,16 @@ end
 -- timer; closed when the run is over).
 function limits.start(inst, run)
   local l = inst.cfg.limits
-  if not l then return end
+  if not l or not (l.rss or l.cpu_percent) then return end
+  -- A contained service is measured whole: every process of its cgroup.
+  local function measure(p) return cgroup.sample(run) or orch.proc.info(p) end
   local pid = run.main_pid or run.pid
-  local info = orch.proc.info(pid)
+  local info = measure(pid)
   local sample, sampled, over_since = info and info.cpu, orch.now(), nil
   run:own("limiter", orch.timer.every(l.interval, function()
     if not run.alive or run.stopping then return end
     local p = run.main_pid or run.pid
-    local i = orch.proc.info(p)
+    local i = measure(p)
     if not i then return end
     local now = orch.now()
     local over

@@ -297,8 +297,27 @@ local function check_stop(v, path)
   return setmetatable(check_record(v, path, stop_fields, "table or function"), stop_mt)
 end
 
+-- cgroup limits (doc/cgroup.md, cg:set): normalised here, written by
+-- orch.cgroup before the spawn.
+local function check_cg_size(x, p)
+  if x == "max" or x == math.huge then return "max" end
+  return check_size(x, p)
+end
+local function check_cg_count(x, p)
+  if x == "max" or x == math.huge then return "max" end
+  return check_number(x, p, 0, 0x7fffffff, true, "count or \"max\"")
+end
+local function check_cpu_max(x, p)
+  if type(x) == "string" and (x == "max" or x:match("^%d+%.?%d*%%$") or x:match("^%d+ %d+$")) then return x end
+  if type(x) == "table" and math.type(x[1]) == "integer" and math.type(x[2]) == "integer" then return { x[1], x[2] } end
+  want(p, "\"50%\", \"QUOTA PERIOD\", { quota, period } or \"max\"", x)
+end
+local function check_weight(x, p) return check_number(x, p, 1, 10000, true, "weight from 1 to 10000") end
+
 local function check_limits(v, path)
   local t = check_record(v, path, {
+    memory_max = check_cg_size, memory_high = check_cg_size, swap_max = check_cg_size,
+    pids_max = check_cg_count, cpu_max = check_cpu_max, cpu_weight = check_weight, io_weight = check_weight,
     rss = check_size,
     cpu_percent = function(x, p)
       x = check_number(x, p, 0, nil, false, "percentage > 0")
@@ -308,7 +327,9 @@ local function check_limits(v, path)
     for_seconds = check_seconds,
     interval = check_positive_seconds,
   })
-  if not t.rss and not t.cpu_percent then fail(path, "'rss' or 'cpu_percent' expected") end
+  local any = t.rss or t.cpu_percent
+  for k in pairs(t) do if k ~= "for_seconds" and k ~= "interval" then any = true end end
+  if not any then fail(path, "a limit expected (rss, cpu_percent, memory_max, pids_max, cpu_max, ...)") end
   t.for_seconds = t.for_seconds or 10
   t.interval = t.interval or 5
   return t

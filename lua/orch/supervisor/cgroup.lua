@@ -1,0 +1,215 @@
+--- orch.supervisor.cgroup: containment of services in cgroups, through the
+-- public orch.cgroup API (doc/cgroup.md).
+--
+-- The supervisor makes one parent cgroup (sup.configure{ cgroup = PATH };
+-- default "orch.<pid>" beside orch in its own cgroup) and, for each run of
+-- an instance, a fresh child "<instance>.<n>" that the process is born in
+-- (orch.spawn{ cgroup = cg }), with the service's cgroup limits written
+-- before the spawn. The run owns its cgroup (run part "cgroup"): when the
+-- run is over, whatever is still inside is killed (cgroup.kill) and the
+-- cgroup removed once empty, so nothing a service started outlives it.
+--
+-- A main process that exits 0 while its cgroup still holds processes has
+-- daemonized: the run goes on, and ends when the cgroup empties (the
+-- instance's "empty" event). A stop signals every process in the cgroup,
+-- then cgroup.kill.
+--
+-- Without a writable cgroup v2 hierarchy, the supervisor says so once and
+-- works as before (process groups); a service asking for a cgroup limit
+-- then cannot start, with that reason.
+local orch = require "orch"
+
+local M = {}
+
+--- The limits (of a service's `limits`) that are cgroup limits.
+M.LIMITS = { "memory_max", "memory_high", "swap_max", "pids_max", "cpu_max", "cpu_weight", "io_weight" }
+local is_limit = {}
+for _, k in ipairs(M.LIMITS) do is_limit[k] = true end
+M.is_limit = is_limit
+
+local nsups = 0
+
+local function cgroup_limits(l)
+  if not l then return nil end
+  local t
+  for k, v in pairs(l) do
+    if is_limit[k] then
+      t = t or {}
+      t[k] = v
+    end
+  end
+  return t
+end
+M.cgroup_limits = cgroup_limits
+
+--- The supervisor's parent cgroup (made on first use), or nil when cgroups
+-- are off: S.cgroup_off then says why (logged once).
+function M.base(S)
+  if S.cgroup_base or S.cgroup_off then return S.cgroup_base end
+  if S.cgroup_parent == false then
+    S.cgroup_off = "turned off (sup.configure{ cgroup = false })"
+    return nil
+  end
+  -- One parent per supervisor: a second one in the same process (sup.new)
+  -- gets its own.
+  nsups = nsups + 1
+  local path = S.cgroup_parent or ("orch." .. orch.getpid() .. (S.main and "" or ("." .. nsups)))
+  local cg, err, ename = orch.cgroup.create(path)
+  if not cg and ename == "EEXIST" then cg, err = orch.cgroup.open(path) end
+  if not cg then
+    S.cgroup_off = tostring(err)
+    S:log("cgroups off: " .. S.cgroup_off .. "; services are tracked and stopped by process group")
+    return nil
+  end
+  S.cgroup_base, S.cgroup_seq = cg, 0
+  return cg
+end
+
+--- Kills what is left in a run's cgroup and removes it once empty (a task
+-- of its own: the end of a run never waits for it). S.cgroups holds the
+-- cgroups not removed yet, for M.close.
+local function retire(S, cg)
+  if cg:populated() then cg:kill() end
+  orch.task(function()
+    if cg:wait_empty(30) and cg:remove() then
+      S.cgroups[cg] = nil
+      cg:close()
+    end
+  end)
+end
+
+--- Before a spawn: a fresh cgroup for the run, with the service's limits,
+-- given to the spawn (opts.cgroup). True, or nil and why the run cannot
+-- start.
+function M.prepare(inst, run, opts)
+  local S = inst.sup
+  local limits = cgroup_limits(inst.cfg.limits)
+  local base = M.base(S)
+  if not base then
+    if limits then return nil, "cgroup limits need cgroups, which are off: " .. S.cgroup_off end
+    return true
+  end
+  S.cgroup_seq = S.cgroup_seq + 1
+  local name = inst.name:gsub(":", "@") .. "." .. S.cgroup_seq
+  -- memory and pids for the whole-service accounting of status (mirrors
+  -- in v1 on a hybrid host; v2 enables them anyway).
+  local cg, err = orch.cgroup.create(base:path() .. "/" .. name, { controllers = { "memory", "pids" } })
+  if not cg then return nil, err end
+  if limits then
+    local ok, serr = cg:set(limits)
+    if not ok then
+      cg:remove()
+      cg:close()
+      return nil, serr
+    end
+  end
+  S.cgroups = S.cgroups or {}
+  S.cgroups[cg] = true
+  run:own("cgroup", cg, function(c) retire(S, c) end)
+  run.oom_before = limits and 0 or nil
+  opts.cgroup = cg
+  return true
+end
+
+--- Signals every process of the run's cgroup. True when it has one.
+function M.signal(run, sig)
+  local cg = run.cgroup
+  if not cg or not cg:populated() then return false end
+  if sig == "KILL" or sig == 9 then cg:kill() else cg:kill(sig) end
+  return true
+end
+
+--- Is pid a member of the run's cgroup (or of a cgroup below it)?
+function M.member(run, pid)
+  local where = orch.cgroup.of(pid)
+  local path = run.cgroup:path()
+  return where ~= nil and (where == path or where:sub(1, #path + 1) == path .. "/")
+end
+
+--- After the main process exited: does the run go on in its cgroup (a
+-- daemon that forked away and exited 0)?
+function M.goes_on(run, code)
+  local cg = run.cgroup
+  return cg ~= nil and code == 0 and not run.stopping and cg:populated()
+end
+
+--- Waits (a run part) until the run's cgroup is empty, then calls fn().
+function M.watch_empty(run, fn)
+  local cg = run.cgroup
+  run:own("empty_watch", orch.task(function()
+    cg:wait_empty()
+    run.empty_watch = nil
+    fn()
+  end), function(t) if t ~= orch.current() then t:cancel() end end)
+end
+
+local function human(n)
+  if n >= 1024 ^ 3 and n % 1024 ^ 3 == 0 then return string.format("%dG", n // 1024 ^ 3) end
+  if n >= 1024 ^ 2 and n % 1024 ^ 2 == 0 then return string.format("%dM", n // 1024 ^ 2) end
+  if n >= 1024 and n % 1024 == 0 then return string.format("%dK", n // 1024) end
+  return tostring(n)
+end
+
+--- The exit reason an OOM kill inside the run's cgroup gives, or nil.
+function M.oom_reason(run)
+  local cg = run.cgroup
+  if not cg then return nil end
+  local st = cg:stat()
+  if not st or not st.oom_kill or st.oom_kill == 0 then return nil end
+  local max = st.memory_max
+  return "killed by the OOM killer" .. ((max and max ~= math.huge) and (" at memory.max " .. human(max)) or "")
+end
+
+--- Whole-cgroup accounting for a status table.
+function M.status(run, t)
+  local cg = run and run.cgroup
+  if not cg then return end
+  t.cgroup = cg:path()
+  local st = cg:stat()
+  if not st then return end
+  t.cpu = st.cpu or t.cpu
+  t.memory = st.memory_current
+  t.tasks = st.pids_current
+end
+
+--- For the limits rule: { rss = memory of the whole cgroup, cpu = its CPU
+-- seconds }, or nil without a cgroup (the caller samples /proc then).
+function M.sample(run)
+  local cg = run.cgroup
+  local st = cg and cg:stat()
+  if not (st and st.memory_current and st.cpu) then return nil end
+  return { rss = st.memory_current, cpu = st.cpu }
+end
+
+--- Freezes (true) or thaws (false) the run's cgroup.
+function M.freeze(run, on)
+  local cg = run and run.cgroup
+  if not cg then return nil, "no cgroup (cgroups are off, or the service is not running)", "ENOTSUP" end
+  if on then return cg:freeze() end
+  return cg:thaw()
+end
+
+--- The end of the supervisor (sup.close, the end of a shutdown): every
+-- cgroup it made is emptied (cgroup.kill) and removed, the parent last. In
+-- a task it waits (up to 5 s each) for the killed processes to be gone;
+-- else what is still dying keeps its (empty, then) directory.
+function M.close(S)
+  local base = S.cgroup_base
+  if not base then return end
+  S.cgroup_base = nil
+  local waits = orch.current() ~= nil
+  for cg in pairs(S.cgroups or {}) do
+    if cg:path() and cg:populated() then
+      cg:kill()
+      if waits then cg:wait_empty(5) end
+    end
+  end
+  for cg in pairs(S.cgroups or {}) do
+    if cg:path() then cg:remove() cg:close() end
+  end
+  S.cgroups = nil
+  base:remove({ recursive = true })
+  base:close()
+end
+
+return M
