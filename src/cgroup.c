@@ -213,11 +213,21 @@ const orch__cg_layout *orch__cg_layout_get(int *err) {
   return &layout;
 }
 
+/* orch's own /proc/self/cgroup, read once: it changes only when orch is
+ * moved, which orch__cg_add of orch itself notices. */
+static char *self_cgroup;
+
 int orch__cg_of(pid_t pid, int ctl, char *buf, size_t size) {
   char p[64], *text;
-  if (pid) snprintf(p, sizeof p, "/proc/%d/cgroup", (int)pid);
-  else snprintf(p, sizeof p, "/proc/self/cgroup");
-  int r = read_all_at(AT_FDCWD, p, &text);
+  int r;
+  if (pid) {
+    snprintf(p, sizeof p, "/proc/%d/cgroup", (int)pid);
+    r = read_all_at(AT_FDCWD, p, &text);
+  } else {
+    if (!self_cgroup && (r = read_all_at(AT_FDCWD, "/proc/self/cgroup", &self_cgroup)) < 0) return r;
+    text = strdup(self_cgroup);
+    r = text ? 0 : -ENOMEM;
+  }
   if (r < 0) return r;
   r = -ENOENT;
   for (char *line = text, *next; line && *line; line = next) {
@@ -362,9 +372,9 @@ static void enable_v2(const char *dir, unsigned want) {
   }
 }
 
-static unsigned v2_controllers(int dfd) {
+static unsigned v2_controllers(const char *dir) {
   char buf[512];
-  if (read_at(dfd, "cgroup.controllers", buf, sizeof buf) < 0) return 0;
+  if (read_path(dir, "cgroup.controllers", buf, sizeof buf) < 0) return 0;
   return parse_controllers(buf);
 }
 
@@ -372,11 +382,9 @@ static unsigned v2_controllers(int dfd) {
 
 void orch__cg_init(orch__cgroup *cg) {
   memset(cg, 0, sizeof *cg);
-  cg->dfd = -1;
 }
 
 void orch__cg_close(orch__cgroup *cg) {
-  if (cg->dfd >= 0) close(cg->dfd);
   free(cg->path);
   for (int i = 0; i <= ORCH__CG_NCTL; i++) free(cg->fs[i]);
   orch__cg_init(cg);
@@ -425,12 +433,13 @@ static int open_v2(orch__cgroup *cg, const char *path, int create, unsigned want
       r = -errno;
     }
   }
-  if (r == 0) {
-    cg->dfd = open(cg->fs[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (cg->dfd < 0) r = -errno;
+  if (r == 0 && !create) {
+    struct stat sb;
+    if (stat(cg->fs[0], &sb) < 0) r = -errno;
+    else if (!S_ISDIR(sb.st_mode)) r = -ENOTDIR;
   }
   if (r < 0) { orch__cg_close(cg); return r; }
-  cg->v2ctl = v2_controllers(cg->dfd);
+  cg->v2ctl = v2_controllers(cg->fs[0]);
   for (int c = 0; c < ORCH__CG_NCTL; c++) {
     if (cg->v2ctl & (1u << c)) continue;
     if (create && !(want & (1u << c))) continue;
@@ -478,9 +487,9 @@ int orch__cg_remove(orch__cgroup *cg, int recursive) {
   }
   if (rmdir(cg->fs[0]) < 0 && errno != ENOENT) return -errno;
   int r = 0;
-  /* Mirrors this object did not make may exist: a descendant's mirror
-   * makes its parents in each v1 hierarchy. */
-  for (int c = 0; c < ORCH__CG_NCTL; c++)
+  /* Mirrors this object did not make may exist below a parent: a
+   * descendant's mirror makes its parents in each v1 hierarchy. */
+  for (int c = 0; recursive && c < ORCH__CG_NCTL; c++)
     if (!cg->fs[1 + c] && layout_state > 0) mirror(cg, cg->path, c, 0);
   for (int c = 0; c < ORCH__CG_NCTL; c++) {
     const char *m = cg->fs[1 + c];
@@ -494,15 +503,21 @@ int orch__cg_remove(orch__cgroup *cg, int recursive) {
 
 /* ---------------------------------------------------------------- members */
 
+void orch__cg_forget_self(void) {
+  free(self_cgroup);
+  self_cgroup = NULL;
+}
+
 int orch__cg_add(const orch__cgroup *cg, pid_t pid) {
   char s[24];
+  if (pid == getpid()) orch__cg_forget_self();
   snprintf(s, sizeof s, "%d", (int)pid);
   for (int c = 0; c < ORCH__CG_NCTL; c++) {
     if (!cg->fs[1 + c]) continue;
     int r = write_path(cg->fs[1 + c], "cgroup.procs", s);
     if (r < 0) return r;
   }
-  return write_at(cg->dfd, "cgroup.procs", s);
+  return write_path(cg->fs[0], "cgroup.procs", s);
 }
 
 typedef struct { pid_t *p; size_t n, cap; } pidvec;
@@ -554,7 +569,10 @@ static int collect(int dfd, int recursive, pidvec *v) {
 
 int orch__cg_procs(const orch__cgroup *cg, int recursive, pid_t **pids, size_t *n) {
   pidvec v = { NULL, 0, 0 };
-  int r = collect(cg->dfd, recursive, &v);
+  int dfd = open(cg->fs[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return -errno;
+  int r = collect(dfd, recursive, &v);
+  close(dfd);
   if (r < 0) { free(v.p); return r; }
   *pids = v.p;
   *n = v.n;
@@ -563,7 +581,7 @@ int orch__cg_procs(const orch__cgroup *cg, int recursive, pid_t **pids, size_t *
 
 int orch__cg_events(const orch__cgroup *cg, int *populated, int *frozen) {
   char buf[256];
-  ssize_t r = read_at(cg->dfd, "cgroup.events", buf, sizeof buf);
+  ssize_t r = read_path(cg->fs[0], "cgroup.events", buf, sizeof buf);
   if (r < 0) return (int)r;
   long long p = keyed(buf, "populated"), f = keyed(buf, "frozen");
   if (populated) *populated = p > 0;
@@ -603,7 +621,7 @@ int orch__cg_kill(const orch__cgroup *cg, int sig, int flags) {
   if (r < 0) return r;
   if (r) return -EPERM;
   if (sig == SIGKILL && !(flags & ORCH__CG_KILL_LIST)) {
-    r = write_at(cg->dfd, "cgroup.kill", "1");
+    r = write_path(cg->fs[0], "cgroup.kill", "1");
     if (r != -ENOENT) return r;           /* 0, or a real failure */
   }
   /* Without cgroup.kill (before Linux 5.14), or for another signal: each
@@ -637,7 +655,7 @@ int orch__cg_freeze(const orch__cgroup *cg, int on) {
   int r = orch__cg_holds_self(cg);
   if (r < 0) return r;
   if (r) return -EPERM;
-  r = write_at(cg->dfd, "cgroup.freeze", on ? "1" : "0");
+  r = write_path(cg->fs[0], "cgroup.freeze", on ? "1" : "0");
   return r == -ENOENT ? -ENOTSUP : r;
 }
 
@@ -647,7 +665,8 @@ int orch__cg_stat(const orch__cgroup *cg, orch__cg_stats *st) {
   char buf[2048];
   long long *all = (long long *)st;
   for (size_t i = 0; i < sizeof *st / sizeof(long long); i++) all[i] = -1;
-  ssize_t r = read_at(cg->dfd, "cpu.stat", buf, sizeof buf);
+  const char *d = cg->fs[0];
+  ssize_t r = read_path(d, "cpu.stat", buf, sizeof buf);
   if (r < 0) return (int)r;
   st->usage_usec = keyed(buf, "usage_usec");
   st->user_usec = keyed(buf, "user_usec");
@@ -663,10 +682,10 @@ int orch__cg_stat(const orch__cgroup *cg, orch__cg_stats *st) {
     st->throttled_usec = ns < 0 ? -1 : ns / 1000;
   }
   if (cg->v2ctl & (1u << ORCH__CG_MEMORY)) {
-    st->memory_current = value_at(cg->dfd, "memory.current");
-    st->memory_peak = value_at(cg->dfd, "memory.peak");
-    st->memory_max = value_at(cg->dfd, "memory.max");
-    if (read_at(cg->dfd, "memory.events", buf, sizeof buf) > 0) {
+    st->memory_current = value_path(d, "memory.current");
+    st->memory_peak = value_path(d, "memory.peak");
+    st->memory_max = value_path(d, "memory.max");
+    if (read_path(d, "memory.events", buf, sizeof buf) > 0) {
       st->oom = keyed(buf, "oom");
       st->oom_kill = keyed(buf, "oom_kill");
     }
@@ -678,8 +697,8 @@ int orch__cg_stat(const orch__cgroup *cg, orch__cg_stats *st) {
       st->oom_kill = keyed(buf, "oom_kill");
   }
   if (cg->v2ctl & (1u << ORCH__CG_PIDS)) {
-    st->pids_current = value_at(cg->dfd, "pids.current");
-    st->pids_max = value_at(cg->dfd, "pids.max");
+    st->pids_current = value_path(d, "pids.current");
+    st->pids_max = value_path(d, "pids.max");
   } else if ((m = cg->fs[1 + ORCH__CG_PIDS])) {
     st->pids_current = value_path(m, "pids.current");
     st->pids_max = value_path(m, "pids.max");
@@ -732,7 +751,7 @@ int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
       case ORCH__CG_IO_WEIGHT: snprintf(buf, sizeof buf, "default %lld", value); break;
       default: fmt_value(buf, sizeof buf, value, "max");
     }
-    return write_at(cg->dfd, v2file[limit], buf);
+    return write_path(cg->fs[0], v2file[limit], buf);
   }
   if (limit == ORCH__CG_MEMORY_HIGH || limit == ORCH__CG_SWAP_MAX || limit == ORCH__CG_IO_WEIGHT) {
     *where = "it needs its controller in cgroup v2 here (cgroup v1 has no equivalent)";
@@ -780,8 +799,12 @@ int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
   }
 }
 
-int orch__cg_join_fds(const orch__cgroup *cg, int v2_too, int *fds, int max) {
+int orch__cg_join_fds(const orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd) {
   int n = 0;
+  if (dirfd) {
+    *dirfd = open(cg->fs[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*dirfd < 0) return -errno;
+  }
   char p[PATH_MAX];
   for (int c = 0; c < ORCH__CG_NCTL && n < max; c++) {
     const char *m = cg->fs[1 + c];
@@ -792,13 +815,20 @@ int orch__cg_join_fds(const orch__cgroup *cg, int v2_too, int *fds, int max) {
     if (dup_of_earlier) continue;
     snprintf(p, sizeof p, "%s/cgroup.procs", m);
     int fd = open(p, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) { int e = errno; while (n > 0) close(fds[--n]); return -e; }
+    if (fd < 0) goto fail;
     fds[n++] = fd;
   }
   if (v2_too && n < max) {
-    int fd = openat(cg->dfd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-    if (fd < 0) { int e = errno; while (n > 0) close(fds[--n]); return -e; }
+    snprintf(p, sizeof p, "%s/cgroup.procs", cg->fs[0]);
+    int fd = open(p, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) goto fail;
     fds[n++] = fd;
   }
   return n;
+fail: {
+    int e = errno;
+    while (n > 0) close(fds[--n]);
+    if (dirfd) { close(*dirfd); *dirfd = -1; }
+    return -e;
+  }
 }

@@ -57,6 +57,10 @@ typedef struct {
  * *err (-ENOENT: no v2 hierarchy) on failure. */
 const orch__cg_layout *orch__cg_layout_get(int *err);
 
+/* orch's own cgroups are read once; this forgets them (after a fork; a
+ * move of orch itself through orch__cg_add forgets them too). */
+void orch__cg_forget_self(void);
+
 /* The v2 cgroup of pid (0: orch) into buf, "/..."; 0 or -errno. With
  * ctl >= 0, the v1 cgroup of that controller (-ENOENT: none). */
 int orch__cg_of(pid_t pid, int ctl, char *buf, size_t size);
@@ -64,11 +68,11 @@ int orch__cg_of(pid_t pid, int ctl, char *buf, size_t size);
 /* Why path is not a valid cgroup path (a message), or NULL when it is. */
 const char *orch__cg_path_error(const char *path);
 
-/* fs[0] is the v2 directory; fs[1 + c] the v1 mirror of controller c. */
+/* fs[0] is the v2 directory; fs[1 + c] the v1 mirror of controller c. No
+ * fd is held: a supervisor of thousands of services keeps its fds. */
 typedef struct {
   char *path;                        /* v2 path, "/a/b"; NULL when closed */
   char *fs[1 + ORCH__CG_NCTL];       /* directories in the file system, or NULL */
-  int dfd;                           /* the v2 directory (O_DIRECTORY), -1 closed */
   unsigned v2ctl;                    /* controllers enabled in v2 for it */
 } orch__cgroup;
 
@@ -133,9 +137,10 @@ int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
 
 /* For the spawner: opens, close-on-exec, the cgroup.procs files a child
  * must write "0" to before exec to enter the cgroup (the v1 mirrors'; and
- * the v2 one when v2_too). Returns how many fds were stored (at most max)
- * or -errno. The caller closes them. */
-int orch__cg_join_fds(const orch__cgroup *cg, int v2_too, int *fds, int max);
+ * the v2 one, last, when v2_too), and with dirfd the v2 directory (for
+ * clone3 CLONE_INTO_CGROUP). Returns how many fds were stored in fds (at
+ * most max) or -errno (nothing open then). The caller closes them all. */
+int orch__cg_join_fds(const orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd);
 
 /* For the spawner (l_cgroup.c): the orch.Cgroup at idx, or NULL when the
  * value is not one; raises "attempt to use a closed orch.Cgroup". */

@@ -709,7 +709,11 @@ orch__cgroup *orch__cg_check(lua_State *L, int idx) {
   return &o->cg;
 }
 
+static void forget_self(orch_runtime *rt, void *data) { orch__cg_forget_self(); }
+
 int orch__open_cgroup(lua_State *L) {
+  /* A forked child may be moved to another cgroup than orch's. */
+  orch__on_fork_child(orch__rt(L), forget_self, NULL);
   static const luaL_Reg methods[] = {
     {"path", cg_path}, {"dir", cg_dir}, {"controllers", cg_controllers},
     {"add", cg_add}, {"procs", cg_procs}, {"kill", cg_kill},

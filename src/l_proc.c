@@ -1474,17 +1474,18 @@ static int proc_spawn(lua_State *L) {
     return orch__failf(L, "EBUSY", "spawn: cgroup %s is frozen", a.cgroup->path);
   }
   /* Opened last and closed right after the spawn: nothing between raises. */
-  int cgfds[1 + ORCH__CG_NCTL];
-  int pid = a.cgroup ? orch__cg_join_fds(a.cgroup, 1, cgfds, 1 + ORCH__CG_NCTL) : 0;
+  int cgfds[1 + ORCH__CG_NCTL], cgdir = -1;
+  int pid = a.cgroup ? orch__cg_join_fds(a.cgroup, 1, cgfds, 1 + ORCH__CG_NCTL, &cgdir) : 0;
   if (pid >= 0) {
     req.cgroup_fds = cgfds;
     req.ncgroup_fds = pid;
     if (a.cgroup) {
       req.flags |= ORCH__SPAWN_CGROUP;
-      req.cgroup_dir = a.cgroup->dfd;
+      req.cgroup_dir = cgdir;
     }
     pid = orch__spawn(rt, &req, &p->child, &step);
     for (int i = 0; i < req.ncgroup_fds; i++) close(cgfds[i]);
+    if (cgdir >= 0) close(cgdir);
   }
   if (pid < 0) {
     luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);

@@ -18,6 +18,7 @@
 -- works as before (process groups); a service asking for a cgroup limit
 -- then cannot start, with that reason.
 local orch = require "orch"
+local Run = require "orch.supervisor.run"
 
 local M = {}
 
@@ -89,11 +90,15 @@ function M.prepare(inst, run, opts)
     if limits then return nil, "cgroup limits need cgroups, which are off: " .. S.cgroup_off end
     return true
   end
-  S.cgroup_seq = S.cgroup_seq + 1
-  local name = inst.name:gsub(":", "@") .. "." .. S.cgroup_seq
   -- memory and pids for the whole-service accounting of status (mirrors
-  -- in v1 on a hybrid host; v2 enables them anyway).
-  local cg, err = orch.cgroup.create(base:path() .. "/" .. name, { controllers = { "memory", "pids" } })
+  -- in v1 on a hybrid host; v2 enables them anyway). A name may be taken
+  -- by a run of the previous image after `orch ctl reexec` (same pid).
+  local cg, err, ename
+  repeat
+    S.cgroup_seq = S.cgroup_seq + 1
+    local name = inst.name:gsub(":", "@") .. "." .. S.cgroup_seq
+    cg, err, ename = orch.cgroup.create(base:path() .. "/" .. name, { controllers = { "memory", "pids" } })
+  until cg or ename ~= "EEXIST"
   if not cg then return nil, err end
   if limits then
     local ok, serr = cg:set(limits)
@@ -106,7 +111,6 @@ function M.prepare(inst, run, opts)
   S.cgroups = S.cgroups or {}
   S.cgroups[cg] = true
   run:own("cgroup", cg, function(c) retire(S, c) end)
-  run.oom_before = limits and 0 or nil
   opts.cgroup = cg
   return true
 end
@@ -138,9 +142,8 @@ function M.watch_empty(run, fn)
   local cg = run.cgroup
   run:own("empty_watch", orch.task(function()
     cg:wait_empty()
-    run.empty_watch = nil
     fn()
-  end), function(t) if t ~= orch.current() then t:cancel() end end)
+  end), Run.cancel_task)
 end
 
 local function human(n)
