@@ -127,6 +127,19 @@ function h.cgroup_name()
                        orch.getpid(), cgroup_counter)
 end
 
+--- Removes a cgroup and its descendants once empty (their processes were
+-- killed by the caller): for trees an orch killed with SIGKILL left.
+function h.remove_cgroup_tree(path)
+  local cg = orch.cgroup.open(path)
+  if not cg then return end
+  h.run(function()
+    cg:kill()
+    cg:wait_empty(10)
+  end)
+  cg:remove({ recursive = true })
+  cg:close()
+end
+
 --- A SysV key as the objects' __tostring and error messages write it.
 function h.keystr(k) return string.format("0x%08x", k) end
 

@@ -170,6 +170,8 @@ local function cleanup(t)
     return true
   end, "the test's orch processes to end")
   os.execute(string.format("ipcrm -M %d 2>/dev/null", t.key))
+  -- The cgroup tree of the socket: an orch killed last could not remove it.
+  h.remove_cgroup_tree(require("orch.supervisor.cgroup").socket_parent(t.sock))
   for _, r in ipairs(t.runs) do sanitizer_clean(slurp(r.err), "orch run") end
 end
 

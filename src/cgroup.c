@@ -579,6 +579,33 @@ int orch__cg_procs(const orch__cgroup *cg, int recursive, pid_t **pids, size_t *
   return 0;
 }
 
+int orch__cg_children(const orch__cgroup *cg, char **names, size_t *n) {
+  DIR *d = opendir(cg->fs[0]);
+  if (!d) return -errno;
+  size_t cap = 256, len = 0;
+  char *buf = malloc(cap);
+  int r = buf ? 0 : -ENOMEM;
+  *n = 0;
+  struct dirent *e;
+  while (r == 0 && (e = readdir(d))) {
+    if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
+    size_t k = strlen(e->d_name) + 1;
+    if (len + k > cap) {
+      char *nb = realloc(buf, cap * 2 + k);
+      if (!nb) { r = -ENOMEM; break; }
+      buf = nb;
+      cap = cap * 2 + k;
+    }
+    memcpy(buf + len, e->d_name, k);
+    len += k;
+    (*n)++;
+  }
+  closedir(d);
+  if (r < 0) { free(buf); return r; }
+  *names = buf;
+  return 0;
+}
+
 int orch__cg_events(const orch__cgroup *cg, int *populated, int *frozen) {
   char buf[256];
   ssize_t r = read_path(cg->fs[0], "cgroup.events", buf, sizeof buf);

@@ -94,6 +94,9 @@ int orch__cg_add(const orch__cgroup *cg, pid_t pid);
 /* The pids in the cgroup (with recursive, in its descendants too) as a
  * malloc'ed array the caller frees. */
 int orch__cg_procs(const orch__cgroup *cg, int recursive, pid_t **pids, size_t *n);
+/* The names of the cgroup's child cgroups, NUL-separated in a malloc'ed
+ * block the caller frees; *n of them. */
+int orch__cg_children(const orch__cgroup *cg, char **names, size_t *n);
 /* cgroup.events: populated (this cgroup or a descendant) and frozen. */
 int orch__cg_events(const orch__cgroup *cg, int *populated, int *frozen);
 /* Is orch itself inside the cgroup (or a descendant)? 1, 0 or -errno. */

@@ -359,7 +359,7 @@ static int cg_add(lua_State *L) {
   return 1;
 }
 
-typedef struct { pid_t *p; } pidbox;
+typedef struct { void *p; } pidbox;
 
 static int pidbox_close(lua_State *L) {
   pidbox *b = luaL_checkudata(L, 1, PIDBOX_MT);
@@ -381,12 +381,35 @@ static int cg_procs(lua_State *L) {
   luaL_setmetatable(L, PIDBOX_MT);
   lua_toclose(L, -1);
   size_t n;
-  int r = orch__cg_procs(&o->cg, recursive, &b->p, &n);
+  pid_t *pids;
+  int r = orch__cg_procs(&o->cg, recursive, &pids, &n);
   if (r < 0) return fail_path(L, "cgroup.procs", o->cg.path, -r);
+  b->p = pids;
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
-    lua_pushinteger(L, b->p[i]);
+    lua_pushinteger(L, pids[i]);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+static int cg_children(lua_State *L) {
+  ocg *o = check_cg(L, 1);
+  pidbox *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->p = NULL;
+  luaL_setmetatable(L, PIDBOX_MT);
+  lua_toclose(L, -1);
+  size_t n;
+  char *names;
+  int r = orch__cg_children(&o->cg, &names, &n);
+  if (r < 0) return fail_path(L, "cgroup.children", o->cg.path, -r);
+  b->p = names;
+  lua_createtable(L, (int)n, 0);
+  const char *q = names;
+  for (size_t i = 0; i < n; i++) {
+    lua_pushstring(L, q);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+    q += strlen(q) + 1;
   }
   return 1;
 }
@@ -716,7 +739,7 @@ int orch__open_cgroup(lua_State *L) {
   orch__on_fork_child(orch__rt(L), forget_self, NULL);
   static const luaL_Reg methods[] = {
     {"path", cg_path}, {"dir", cg_dir}, {"controllers", cg_controllers},
-    {"add", cg_add}, {"procs", cg_procs}, {"kill", cg_kill},
+    {"add", cg_add}, {"procs", cg_procs}, {"children", cg_children}, {"kill", cg_kill},
     {"freeze", cg_freeze}, {"thaw", cg_thaw}, {"events", cg_events},
     {"populated", cg_populated}, {"stat", cg_stat}, {"set", cg_set},
     {"wait", cg_wait}, {"wait_empty", cg_wait_empty},

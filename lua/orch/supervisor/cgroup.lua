@@ -30,6 +30,13 @@ M.is_limit = is_limit
 
 local nsups = 0
 
+-- A short stable name for a string (32-bit FNV-1a, hex).
+local function fnv1a(str)
+  local h = 0x811c9dc5
+  for i = 1, #str do h = ((h ~ str:byte(i)) * 0x01000193) & 0xffffffff end
+  return string.format("%08x", h)
+end
+
 local function cgroup_limits(l)
   if not l then return nil end
   local t
@@ -45,6 +52,16 @@ M.cgroup_limits = cgroup_limits
 
 --- The supervisor's parent cgroup (made on first use), or nil when cgroups
 -- are off: S.cgroup_off then says why (logged once).
+--- The default parent cgroup (relative to orch's own) of `orch run` with
+-- control socket `sock`.
+function M.socket_parent(sock) return "orch.s" .. fnv1a(sock) end
+
+-- The default parent's path for S.
+local function default_path(S)
+  local sock = S.main and require("orch.supervisor.persist").socket(S)
+  return sock and M.socket_parent(sock) or ("orch." .. orch.getpid() .. (S.main and "" or ("." .. S.cgroup_id)))
+end
+
 function M.base(S)
   if S.cgroup_base or S.cgroup_off then return S.cgroup_base end
   if S.cgroup_parent == false then
@@ -52,9 +69,14 @@ function M.base(S)
     return nil
   end
   -- One parent per supervisor: a second one in the same process (sup.new)
-  -- gets its own.
-  nsups = nsups + 1
-  local path = S.cgroup_parent or ("orch." .. orch.getpid() .. (S.main and "" or ("." .. nsups)))
+  -- gets its own. `orch run`'s is named after its control socket, its
+  -- identity across runs: the next orch of that socket (after a SIGKILL)
+  -- takes the tree over and removes what is left of it when it ends.
+  if not S.cgroup_id then
+    nsups = nsups + 1
+    S.cgroup_id = nsups
+  end
+  local path = S.cgroup_parent or default_path(S)
   local cg, err, ename = orch.cgroup.create(path)
   if not cg and ename == "EEXIST" then cg, err = orch.cgroup.open(path) end
   if not cg then
@@ -63,7 +85,30 @@ function M.base(S)
     return nil
   end
   S.cgroup_base, S.cgroup_seq = cg, 0
+  if not S.cgroup_parent then M.sweep_stale(S, cg) end
   return cg
+end
+
+--- The default parents of supervisors whose orch is gone (killed with
+-- SIGKILL: nothing removed them) go once empty; their processes (adopted
+-- by a new orch, or not) are left alone.
+function M.sweep_stale(S, base)
+  local up = base:path():match("^(.*)/[^/]*$")
+  local parent = orch.cgroup.open((up == nil or up == "") and "/" or up)
+  if not parent then return end
+  for _, name in ipairs(parent:children() or {}) do
+    local pid = math.tointeger(tonumber(name:match("^orch%.(%d+)$") or name:match("^orch%.(%d+)%.%d+$") or ""))
+    if pid and pid ~= orch.getpid() and not orch.proc.info(pid) then
+      local cg = orch.cgroup.open(parent:path():gsub("/$", "") .. "/" .. name)
+      if cg then
+        orch.task(function()
+          if cg:wait_empty() then cg:remove({ recursive = true }) end
+          cg:close()
+        end)
+      end
+    end
+  end
+  parent:close()
 end
 
 --- Kills what is left in a run's cgroup and removes it once empty (a task
@@ -113,6 +158,22 @@ function M.prepare(inst, run, opts)
   run:own("cgroup", cg, function(c) retire(S, c) end)
   opts.cgroup = cg
   return true
+end
+
+--- A run adopted after `orch ctl reexec` or a SIGKILL of orch: its cgroup
+-- (one of this supervisor's tree) becomes the run's, as if it had spawned
+-- it, so that its stop and its end contain it the same way.
+function M.adopt(inst, run)
+  local S = inst.sup
+  local base = S.cgroup_base
+  local where = base and run and run.pid and orch.cgroup.of(run.pid)
+  local path = base and base:path()
+  if not where or where:sub(1, #path + 1) ~= path .. "/" then return end
+  local cg = orch.cgroup.open(where)
+  if not cg then return end
+  S.cgroups = S.cgroups or {}
+  S.cgroups[cg] = true
+  run:own("cgroup", cg, function(c) retire(S, c) end)
 end
 
 --- Signals every process of the run's cgroup. True when it has one.
@@ -198,6 +259,11 @@ end
 -- else what is still dying keeps its (empty, then) directory.
 function M.close(S)
   local base = S.cgroup_base
+  if not base and S.main and S.cgroup_parent == nil and not S.cgroup_off then
+    -- An orch that only adopted (after a SIGKILL of the previous one) never
+    -- made the tree, but it is its own to remove.
+    base = orch.cgroup.open(default_path(S))
+  end
   if not base then return end
   S.cgroup_base = nil
   local waits = orch.current() ~= nil

@@ -268,8 +268,8 @@ function Sup:finish(code)
   for k, t in pairs(self.tables) do
     if self.created_tables[k] then t:remove() end
   end
+  cgroup.close(self)       -- before persist.close: it names the tree after the socket
   persist.close(self)
-  cgroup.close(self)
   self:release()
   self.exit(code)
 end
@@ -724,8 +724,8 @@ local function new(main)
     S:release()
     if S.escalate_timer then S.escalate_timer:stop() S.escalate_timer = nil end
     if S.orphan_watch then S.orphan_watch:stop() S.orphan_watch = nil end
-    persist.close(S)
     cgroup.close(S)
+    persist.close(S)
     for k, t in pairs(S.tables) do
       if S.created_tables[k] then t:remove() end
       t:close()

@@ -307,10 +307,16 @@ end
 --- Starts the process now, or waits for the dependencies to be ready.
 function Instance:launch()
   if not self.want then return end
+  -- The supervisor's cgroup tree, before any adoption: one a killed orch
+  -- of the same control socket left is taken over (and removed at the end).
+  cgroup.base(self.sup)
   -- After `orch ctl reexec`, the process the previous image ran goes on.
   if self.sup.inherited ~= false then
     local e = self.sup:take_inherited(self)
-    if e and e.pid and handoff.adopt(self, e) then return end
+    if e and e.pid and handoff.adopt(self, e) then
+      cgroup.adopt(self, self.run)
+      return
+    end
   end
   local missing = self.sup:unready_dependency(self)
   if missing then
