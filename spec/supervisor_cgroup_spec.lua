@@ -147,7 +147,9 @@ describe("supervisor in cgroups", function()
       s.service{ name = "pf", restart = "never", pidfile = pidfile, start_timeout = 1,
                  cmd = u.sh("echo " .. outsider.pid .. " > " .. pidfile) }
       s.start("pf")
-      assert.is_true(u.until_true(function() return u.logged(logs, "not in the service's cgroup") end))
+      assert.is_true(u.until_true(function()
+        return u.logged(logs, "pid " .. outsider.pid .. " is not in the service's cgroup")
+      end))
       assert.is_true(u.until_true(function() return u.st(s, "pf").state ~= "starting" end))
       assert.is_true(h.alive(outsider.pid))
       outsider:kill("KILL")
