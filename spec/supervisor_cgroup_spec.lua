@@ -142,18 +142,25 @@ describe("supervisor in cgroups", function()
 
   it("refuses a pidfile naming a process outside the service's cgroup", function()
     with_cgroups(function(s, logs, dir)
-      local outsider = assert(orch.spawn{ "sleep", "600" })
-      local pidfile = dir .. "/d.pid"
-      s.service{ name = "pf", restart = "never", pidfile = pidfile, start_timeout = 1,
-                 cmd = u.sh("echo " .. outsider.pid .. " > " .. pidfile) }
+      -- The outsider is younger than the service (an older one is refused
+      -- for that already): the service waits for its pid, then names it.
+      local pidfile, handoff = dir .. "/d.pid", dir .. "/outsider"
+      s.service{ name = "pf", restart = "never", pidfile = pidfile, start_timeout = 2,
+                 cmd = u.sh("while [ ! -s " .. handoff .. " ]; do sleep 0.02; done; cat " .. handoff .. " > " .. pidfile) }
       s.start("pf")
-      assert.is_true(u.until_true(function()
-        return u.logged(logs, "pid " .. outsider.pid .. " is not in the service's cgroup")
-      end))
-      assert.is_true(u.until_true(function() return u.st(s, "pf").state ~= "starting" end))
-      assert.is_true(h.alive(outsider.pid))
+      assert.is_true(s.wait("pf", "starting", 10))
+      local outsider = assert(orch.spawn{ "sleep", "600" })
+      local ok, err = pcall(function()
+        h.write(handoff, outsider.pid .. "\n")
+        assert.is_true(u.until_true(function()
+          return u.logged(logs, "pid " .. outsider.pid .. " is not in the service's cgroup")
+        end))
+        assert.is_true(u.until_true(function() return u.st(s, "pf").state ~= "starting" end))
+        assert.is_true(h.alive(outsider.pid))
+      end)
       outsider:kill("KILL")
       outsider:wait()
+      assert(ok, err)
     end)
     -- A pidfile made the supervisor make this process a subreaper: the
     -- tests after this one must not inherit the orphans of their shells.
