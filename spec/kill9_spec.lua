@@ -153,6 +153,9 @@ local function cleanup(t)
   for _, r in ipairs(t.runs) do
     if alive(r.pid) then kill9(r.pid) end
   end
+  -- The cgroup tree of the socket: every service process in it goes, and
+  -- the tree an orch killed last could not remove.
+  h.remove_cgroup_tree(require("orch.supervisor.cgroup").socket_parent(t.sock))
   -- Every service first: one that runs `orch beat` would create the
   -- heartbeat table again.
   for _, n in ipairs { "a", "b", "c", "hb" } do
@@ -170,8 +173,6 @@ local function cleanup(t)
     return true
   end, "the test's orch processes to end")
   os.execute(string.format("ipcrm -M %d 2>/dev/null", t.key))
-  -- The cgroup tree of the socket: an orch killed last could not remove it.
-  h.remove_cgroup_tree(require("orch.supervisor.cgroup").socket_parent(t.sock))
   for _, r in ipairs(t.runs) do sanitizer_clean(slurp(r.err), "orch run") end
 end
 

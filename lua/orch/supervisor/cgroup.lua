@@ -85,6 +85,17 @@ function M.base(S)
     return nil
   end
   S.cgroup_base, S.cgroup_seq = cg, 0
+  -- An orch that ends without a shutdown (exit_when_idle, the end of a
+  -- plain script) or a supervisor dropped unclosed: when Lua closes or
+  -- collects the guard, the tree goes if it is empty.
+  local path = cg:path()
+  S.cgroup_guard = setmetatable({ path = path }, { __gc = function(g)
+    local c = g.path and orch.cgroup.open(g.path)
+    if c then
+      c:remove({ recursive = true })
+      c:close()
+    end
+  end })
   if not S.cgroup_parent then M.sweep_stale(S, cg) end
   return cg
 end
@@ -120,6 +131,13 @@ local function retire(S, cg)
     if cg:wait_empty(30) and cg:remove() then
       S.cgroups[cg] = nil
       cg:close()
+      -- The last one of a closed supervisor takes the parent with it.
+      local parent = S.cgroup_closing
+      if parent and next(S.cgroups) == nil then
+        S.cgroup_closing = nil
+        parent:remove({ recursive = true })
+        parent:close()
+      end
     end
   end)
 end
@@ -258,6 +276,7 @@ end
 -- a task it waits (up to 5 s each) for the killed processes to be gone;
 -- else what is still dying keeps its (empty, then) directory.
 function M.close(S)
+  if S.cgroup_guard then S.cgroup_guard.path = nil end
   local base = S.cgroup_base
   if not base and S.main and S.cgroup_parent == nil and not S.cgroup_off then
     -- An orch that only adopted (after a SIGKILL of the previous one) never
@@ -268,17 +287,26 @@ function M.close(S)
   S.cgroup_base = nil
   local waits = orch.current() ~= nil
   for cg in pairs(S.cgroups or {}) do
-    if cg:path() and cg:populated() then
+    if cg:populated() then
       cg:kill()
       if waits then cg:wait_empty(5) end
     end
   end
-  for cg in pairs(S.cgroups or {}) do
-    if cg:path() then cg:remove() cg:close() end
+  S.cgroups = S.cgroups or {}
+  for cg in pairs(S.cgroups) do
+    if cg:remove() then
+      S.cgroups[cg] = nil
+      cg:close()
+    end
   end
-  S.cgroups = nil
-  base:remove({ recursive = true })
-  base:close()
+  if next(S.cgroups) == nil then
+    base:remove({ recursive = true })
+    base:close()
+  else
+    -- Processes still dying (no task to wait in): the last retire task
+    -- removes the parent.
+    S.cgroup_closing = base
+  end
 end
 
 return M
