@@ -521,6 +521,45 @@ orch.task(function() orch.sleep(1e6) end)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  it("an instance without a process goes on where it was: backoff waits, exited stays, counts kept", function()
+    -- slow crashes and waits 600 s before its restart; once exits 3 and is
+    -- not restarted.
+    local t = new_test(false, [[
+local sup = require "orch.supervisor"
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end }
+sup.service{ name = "slow", backoff = 600, log = false, cmd = { "sh", "-c", "exit 1", DIR .. "/slow" } }
+sup.service{ name = "once", restart = "never", log = false, cmd = { "sh", "-c", "exit 3", DIR .. "/once" } }
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]])
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      until_true(function()
+        local s = status(t)
+        return s.slow.state == "backoff" and s.once.state == "exited"
+      end, "slow in backoff, once exited")
+      until_true(function()
+        local r = record(t)
+        local n = 0
+        for _, e in ipairs(r and r.instances or {}) do
+          if (e.name == "slow" and e.state == "backoff") or (e.name == "once" and e.state == "exited") then n = n + 1 end
+        end
+        return n == 2
+      end, "the record to name both")
+      kill9(pid1)
+      until_true(function() return not alive(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s = status(t)
+      assert.are.equal("backoff", s.slow.state)
+      assert.are.equal(1, s.slow.restarts)
+      assert.are.equal("exited", s.once.state)
+      assert.are.equal(3, math.tointeger(s.once.exit_code))
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
   it("the holder exits by itself once its orch and every service it holds a pipe for are gone", function()
     local t = new_test()
     local ok, err = pcall(function()
@@ -560,7 +599,8 @@ orch.task(function() orch.sleep(1e6) end)
       local s = all_running(t)
       assert.are_not.equal(other, s.a.pid)
       assert.are_not.equal(other, s.b.pid)
-      assert.are.equal(0, s.a.restarts)
+      -- The process of the record ended while no orch watched: a restart.
+      assert.are.equal(8, s.a.restarts)
       shutdown(t, pid)
       assert.is_true(alive(other), "the unrelated process was signalled")
       assert.truthy(slurp(t.runs[1].err):find("pid " .. other .. " of the state record is gone", 1, true))

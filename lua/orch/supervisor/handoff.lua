@@ -178,7 +178,8 @@ function handoff.resume(inst, e)
     return true
   end
   inst.restarts = inst.restarts + 1
-  inst:log("its process ended during the reexec")
+  inst:log(e.ended_unwatched and "its process ended while no orch watched it"
+    or "its process ended during the reexec")
   inst:start()
   return true
 end

@@ -143,6 +143,27 @@ end
 
 -- The live processes (JSON fragments), and the log pipes among them
 -- (name -> entry).
+-- The record's entry of an instance without a process (backoff, fatal,
+-- exited, or stopped after restarts): its counters and state, so that the
+-- next orch goes on where this one was (handoff.restore / resume).
+local idle_frags = setmetatable({}, { __mode = "k" })
+local function idle_fragment(inst, backoff_at)
+  local f = idle_frags[inst]
+  local want = inst.want and true or false
+  if f and f.state == inst.state and f.want == want and f.restarts == inst.restarts and f.fails == inst.fails
+     and f.exit_code == inst.exit_code and f.exit_signal == inst.exit_signal and f.backoff_at == backoff_at then
+    return f.text
+  end
+  f = { state = inst.state, want = want, restarts = inst.restarts, fails = inst.fails,
+        exit_code = inst.exit_code, exit_signal = inst.exit_signal, backoff_at = backoff_at }
+  f.text = string.format('{"name":%s,"state":%s,"want":%s,"restarts":%s,"fails":%s,"exit_code":%s,'
+    .. '"exit_signal":%s,"backoff_at":%s}', jstr(inst.name), jstr(inst.state), tostring(want),
+    jnum(inst.restarts), jnum(inst.fails), jnum(inst.exit_code),
+    inst.exit_signal ~= nil and jstr(tostring(inst.exit_signal)) or "null", jnum(backoff_at))
+  idle_frags[inst] = f
+  return f.text
+end
+
 local function snapshot(S)
   local list, pipes = {}, {}
   local now, wall = orch.now(), orch.time()
@@ -155,6 +176,10 @@ local function snapshot(S)
       local started_at = math.floor((wall - (now - (run.started or now))) * 1000) / 1000
       list[#list + 1] = fragment(inst, run, pid, start, def_digest(S.services[inst.service]), s ~= nil, started_at)
       if s then pipes[inst.name] = { pid = pid, start = start, stream = s } end
+    elseif not (run and run.alive) and (inst.state ~= "stopped" or inst.restarts > 0) then
+      local at = inst.state == "backoff" and inst.backoff_until
+        and math.floor((wall + (inst.backoff_until - now)) * 1000) / 1000 or nil
+      list[#list + 1] = idle_fragment(inst, at)
     end
   end
   return list, pipes
@@ -532,13 +557,26 @@ function persist.recover(S)
     if type(e) == "table" and type(e.name) == "string" then
       local p = pipes[e.name]
       pipes[e.name] = nil
-      if not same_process(e.pid, e.pid_start) then
+      if e.pid == nil then
+        -- No process: its counters and state go on (handoff.resume).
+        local left = tonumber(e.backoff_at) and math.max(0, e.backoff_at - wall) or nil
+        inherited[e.name] = {
+          name = e.name, want = e.want == true, state = type(e.state) == "string" and e.state or "stopped",
+          restarts = math.tointeger(e.restarts), fails = math.tointeger(e.fails),
+          exit_code = math.tointeger(e.exit_code), exit_signal = e.exit_signal, backoff_left = left,
+        }
+        n = n + 1
+      elseif not same_process(e.pid, e.pid_start) then
         -- Ended meanwhile, or its pid now names an unrelated process: not
-        -- ours to adopt or to signal.
+        -- ours to adopt or to signal. It ended while no orch watched: that
+        -- counts as a restart, as an exit during `orch ctl reexec` does.
         if p then p.stream:close() end
         if math.type(e.pid) == "integer" then
           S:log(string.format("%s: pid %d of the state record is gone", e.name, e.pid))
         end
+        inherited[e.name] = { name = e.name, want = e.want == true, state = "running",
+                              restarts = math.tointeger(e.restarts), ended_unwatched = true }
+        n = n + 1
       else
         local x = {
           name = e.name, pid = e.pid, pid_start = e.pid_start, want = e.want == true,
