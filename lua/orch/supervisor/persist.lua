@@ -5,6 +5,7 @@
 -- Two things survive orch:
 --  * the state record, SOCKET.state (JSON, mode 0600, replaced atomically):
 --    the live processes (name, pid, start time, want, restarts, ...), the
+--    state and counters of the instances without one, the
 --    heartbeat tables this supervisor created and the fd holder's pid. It is
 --    rewritten once per loop turn after any change (persist.touch), and
 --    removed by a clean shutdown. A process spawned since the last write is
