@@ -387,6 +387,27 @@ describe("a supervisor's exit status", function()
     end)
   end)
 
+  it("is sup.shutdown's code, also when a TERM during that stop kills everything", function()
+    with(function(_, _, dir, _, token)
+      local p = orch_run(policy(dir, [[
+        local sup = require "orch.supervisor"
+        sup.configure { runtime_dir = DIR }
+        sup.service { name = "deaf", stop = { timeout = 60, kill_timeout = 60 },
+          cmd = { "sh", "-c", "trap '' TERM; touch " .. DIR .. "/deaf.ready; while :; do sleep 0.02; done" } }
+        sup.run()
+        while not io.open(DIR .. "/deaf.ready") do orch.sleep(0.01) end
+        orch.task(function() sup.shutdown(7) end)
+        -- Runs once the task above waits in its stop.
+        orch.task(function() io.open(DIR .. "/stopping", "w"):close() end)
+      ]]), token, dir)
+      h.eventually(function() return io.open(dir .. "/stopping") end, "the shutdown under way")
+      -- The shutdown waits for deaf's 60 s timeout; a TERM now kills it.
+      assert.is_true(p:kill("TERM"))
+      assert.are.equal(7, p:wait(20), h.slurp(dir .. "/err"))
+      assert.matches("received TERM again: killing every service", h.slurp(dir .. "/err"), 1, true)
+    end)
+  end)
+
   it("is 1 for a config error before anything started, and nothing starts", function()
     with(function(_, _, dir, _, token)
       local script = policy(dir, [[

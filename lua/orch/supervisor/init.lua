@@ -284,6 +284,7 @@ function Sup:shutdown(code)
       if inst.state == "fatal" and inst.want then self.fatal_at_exit = true end
       inst.want = false
     end
+    self.shutdown_code = code
     self.shutdown_task = orch.task(function()
       self:stop_ordered(all)
       local status = code or self:exit_status()
@@ -317,7 +318,7 @@ function Sup:escalate()
         self:log(string.format("%s: pid %d still there after KILL: left behind", inst.name, run.main_pid or run.pid))
       end
     end
-    self:finish(self:exit_status())
+    self:finish(self.shutdown_code or self:exit_status())
   end)
 end
 
