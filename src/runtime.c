@@ -328,12 +328,11 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &RT_KEY);
   orch_runtime *rt = lua_touserdata(L, -1);
   lua_pop(L, 1);
-  if (!rt || !rt->budget_ns || !rt->budget_start) {
-    /* A coroutine left with the every-instruction hook by an earlier
-     * interruption goes back to the cheap one. */
-    if (lua_gethookcount(L) == 1) lua_sethook(L, budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
-    return;
-  }
+  /* A coroutine left with the every-instruction hook by an earlier
+   * interruption goes back to the cheap one. */
+  if (lua_gethookcount(L) == 1 && !(rt && rt->budget_start && rt->budget_trip))
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
+  if (!rt || !rt->budget_ns || !rt->budget_start) return;
   uint64_t now = orch__mono_ns();
   if (!rt->budget_trip) {
     if (now - rt->budget_start < rt->budget_ns) return;
