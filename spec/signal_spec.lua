@@ -200,6 +200,28 @@ describe("orch.kill and orch.killpg", function()
     assert.are.same({ nil, "killpg: refusing to signal orch's own process group", "EPERM" }, { orch.killpg(mygroup, "TERM") })
   end)
 
+  it("refuse the id of one of orch's own threads (kill(2) takes thread ids: orch would get the signal)", function()
+    h.run(function()
+      -- A semaphore wait runs on a waiter thread of orch's.
+      local s = assert(orch.sem.private { init = 0 })
+      local waiter = orch.task(function() return s:wait() end)
+      local me = orch.getpid()
+      local tids = h.eventually(function()
+        local list = {}
+        for tid in h.sh("ls /proc/" .. me .. "/task"):gmatch("%d+") do
+          if tonumber(tid) ~= me then list[#list + 1] = tonumber(tid) end
+        end
+        return #list > 0 and list
+      end, "a thread of orch's")
+      for _, tid in ipairs(tids) do
+        assert.are.same({ nil, "kill: refusing to signal orch itself", "EPERM" }, { orch.kill(tid, "TERM") })
+      end
+      assert(s:post())
+      assert.is_true(waiter:join())
+      s:remove()
+    end)
+  end)
+
   it("report a missing process", function()
     h.run(function()
       local p = assert(orch.spawn{ prog, "exit", "0" })

@@ -538,9 +538,18 @@ int orch__start_time(pid_t pid, unsigned long long *ticks) {
 
 /* ---------------------------------------------------------------- kill */
 
+/* pid is the id of one of orch's own threads (a libuv threadpool worker, a
+ * waiter thread): kill(2) takes thread ids and would signal orch itself. */
+static int own_thread(pid_t pid) {
+  char path[48];
+  snprintf(path, sizeof path, "/proc/self/task/%d", (int)pid);
+  return access(path, F_OK) == 0;
+}
+
 int orch__kill(pid_t pid, int sig, int flags, unsigned long long start) {
   int group = flags & ORCH__KILL_GROUP;
   if (pid <= 1 || pid == getpid() || (group && pid == getpgrp())) return ORCH__KILL_REFUSED;
+  if (!group && own_thread(pid)) return ORCH__KILL_REFUSED;
   if (start) {
     /* A pidfd pins the process: checked and signalled as one identity. */
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);

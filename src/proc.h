@@ -100,7 +100,8 @@ void orch__child_remove(orch_runtime *rt, orch__child *c);
 orch__child *orch__child_find(orch_runtime *rt, pid_t pid);
 
 /* Sends sig to pid, or to the process group pid with ORCH__KILL_GROUP.
- * Refuses pid <= 1, orch itself and orch's own process group (returns
+ * Refuses pid <= 1, orch itself (its pid or one of its threads' ids) and
+ * orch's own process group (returns
  * ORCH__KILL_REFUSED). With start_time != 0 the pid must still be the process
  * that started at that time (clock ticks since boot, as orch__start_time
  * reports); the check and the signal are atomic (pidfd), and a mismatch
