@@ -588,7 +588,7 @@ static void consume(score *s, size_t n) {
  * an error) allows one; returns the number of values pushed, 0 to wait. */
 static int deliver(lua_State *L, score *s, int mode, size_t max, const char *opname) {
   size_t avail = s->len - s->off;
-  char *p = s->buf + s->off;
+  char *p = s->buf ? s->buf + s->off : NULL;   /* no buffer yet: NULL + 0 is UB */
   lua_checkstack(L, 4);
   switch (mode) {
     case RM_CHUNK:
