@@ -194,10 +194,17 @@ function M.main(argv)
     end
   end)
 
+  -- TERM (orch's end, when the bye may not have been read) ends it like a
+  -- bye: its socket file goes too.
+  local handlers_sig = {
+    orch.signal.on("TERM", function() current = nil finish() end),
+    orch.signal.on("INT", function() current = nil finish() end),
+  }
   local info = orch.proc.info(orch_pid)
   if info and info.start_time == orch_start then serve_orch(orch_pid, orch_start) end
   check_done()
   while not finished do done:wait() end
+  for _, hs in ipairs(handlers_sig) do hs:stop() end
   for name in pairs(held) do drop(name) end
   sock:close()
   orch.exit(0)

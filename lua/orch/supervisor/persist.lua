@@ -296,11 +296,23 @@ end
 -- Brings the holder in line with the live log pipes: drop what ended, put
 -- what is new. Returns true, or nil when it must be tried again.
 local function sync_holder(S, P, pipes)
-  -- Nothing left to hold (every service ended): no holder either, so that
-  -- an idle supervisor (exit_when_idle) lets orch end.
+  -- Nothing left to hold and nothing about to run (every service ended):
+  -- no holder either, so that an idle supervisor (exit_when_idle) lets orch
+  -- end. A service in backoff keeps it: a crash loop would otherwise start
+  -- a holder at every restart.
   if next(pipes) == nil then
-    end_holder(P)
-    return true
+    local busy = false
+    for _, inst in ipairs(S:all_instances()) do
+      local st = inst.state
+      if st == "backoff" or st == "waiting" or st == "starting" or st == "running" or st == "stopping" then
+        busy = true
+        break
+      end
+    end
+    if not busy then
+      end_holder(P)
+      return true
+    end
   end
   local drops, puts = {}, {}
   for name, e in pairs(P.held) do
