@@ -280,6 +280,7 @@ describe("orch killed with SIGKILL", function()
       -- A clean end: the holder exits, the record and the table go.
       until_true(function() return not alive(holder) end, "the holder to exit")
       assert.are.equal("", slurp(t.state))
+      assert.are.equal("", (h.sh("ls " .. h.shquote(t.dir) .. " | grep -e holder -e journal")))
       assert.is_false(segment_exists(t.key))
     end)
     cleanup(t)
@@ -558,6 +559,29 @@ orch.task(function() orch.sleep(1e6) end)
     end)
     cleanup(t)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
+  it("one holder serves a crash loop (not one per restart)", function()
+    local t = new_test(false, [[
+local sup = require "orch.supervisor"
+sup.configure{ log = false }
+sup.service{ name = "crash", backoff = 0.05, start_limit = { burst = 1000, interval = 10 }, log = { dir = DIR },
+  cmd = { "sh", "-c", "echo up; sleep 0.05; exit 1", DIR .. "/crash" } }
+sup.run()
+]])
+    local ok, err = pcall(function()
+      local pid = run(t)
+      local holder = until_true(function() return holder_of(t) end, "the holder")
+      local r0 = status(t).crash.restarts
+      until_true(function() return status(t).crash.restarts >= r0 + 5 end, "five more restarts")
+      assert.are.equal(holder, holder_of(t))
+      assert.is_true(alive(holder))
+      shutdown(t, pid)
+      until_true(function() return not alive(holder) end, "the holder to exit")
+    end)
+    cleanup(t)
+    for _, p in ipairs(procs_with(t.dir .. "/crash")) do kill9(p) end
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"), 0) end
   end)
 
   it("the holder exits by itself once its orch and every service it holds a pipe for are gone", function()
