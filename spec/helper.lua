@@ -240,8 +240,26 @@ function h.zombies()
   return n
 end
 
---- SysV shared-memory segments this process created (from
--- /proc/sysvipc/shm: the creator pid is known for shm only).
+-- The shared-memory segments that existed when this spec file started: a
+-- leftover of an earlier process that had the same pid (pids wrap) is not
+-- this file's.
+local shm_at_start
+local function shm_ids()
+  local ids = {}
+  local f = io.open("/proc/sysvipc/shm")
+  if not f then return ids end
+  f:read("l")
+  for line in f:lines() do
+    local shmid = line:match("^%s*%-?%d+%s+(%d+)")
+    if shmid then ids[shmid] = true end
+  end
+  f:close()
+  return ids
+end
+shm_at_start = shm_ids()
+
+--- SysV shared-memory segments this process created since the spec file
+-- started (from /proc/sysvipc/shm: the creator pid is known for shm only).
 function h.own_shm()
   local out, me = {}, tostring(h.orch.getpid())
   local f = io.open("/proc/sysvipc/shm")
@@ -252,7 +270,9 @@ function h.own_shm()
     -- A segment removed while still attached (SHM_DEST, 01000) is gone
     -- once the last detach happens, whenever the GC collects it.
     local removed = perms and (tonumber(perms, 8) or 0) & tonumber("1000", 8) ~= 0
-    if cpid == me and not removed then out[#out + 1] = string.format("key %s shmid %s", key, shmid) end
+    if cpid == me and not removed and not shm_at_start[shmid] then
+      out[#out + 1] = string.format("key %s shmid %s", key, shmid)
+    end
   end
   f:close()
   return out
