@@ -33,7 +33,9 @@ end
 describe("supervisor in cgroups", function()
   it("runs each instance in its own cgroup and accounts for all of its processes", function()
     with_cgroups(function(s, _, _, _, _, parent)
-      s.service{ name = "web", numprocs = 2, cmd = u.sh("sleep 600 & sleep 600 & wait") }
+      -- The limits give memory and tasks accounting on a hybrid host too.
+      s.service{ name = "web", numprocs = 2, cmd = u.sh("sleep 600 & sleep 600 & wait"),
+                 limits = { memory_max = "1G", pids_max = 100 } }
       s.start("web")
       local a, b = running(s, "web:1"), running(s, "web:2")
       local self = orch.cgroup.self()
@@ -208,7 +210,7 @@ sup.run()
 local sup = require "orch.supervisor"
 sup.configure{ log = false, cgroup = %q, env = { ORCH_SPEC_RUN = %q } }
 sup.service{ name = "esc", cmd = { "sh", "-c", "setsid sh -c 'trap \"\" TERM; sleep 600 & wait' & wait" },
-             stop = { timeout = 0.5 } }
+             stop = { timeout = 0.5 }, limits = { pids_max = 100 } }
 sup.run()
 assert(require("orch.ctl").serve{ socket = SOCK })
 ]], h.cgroup_name(), token))

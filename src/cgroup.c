@@ -630,17 +630,10 @@ int orch__cg_holds_self(const orch__cgroup *cg) {
   return beneath(self, cg->path);
 }
 
-/* Signals pid if it is still a member of the cgroup: the pidfd pins the
- * process, so the membership read after it cannot be a reused pid's. */
-static int signal_member(const orch__cgroup *cg, pid_t pid, int sig) {
-  int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (pfd < 0) return -errno;
-  char where[PATH_MAX];
-  int r = orch__cg_of(pid, -1, where, sizeof where);
-  if (r == 0 && !beneath(where, cg->path)) r = -ESRCH;
-  if (r == 0 && syscall(SYS_pidfd_send_signal, pfd, sig, NULL, 0) < 0) r = -errno;
-  close(pfd);
-  return r;
+static int listed(const pid_t *list, size_t n, pid_t pid) {
+  for (size_t j = 0; j < n; j++)
+    if (list[j] == pid) return 1;
+  return 0;
 }
 
 int orch__cg_kill(const orch__cgroup *cg, int sig, int flags) {
@@ -653,24 +646,38 @@ int orch__cg_kill(const orch__cgroup *cg, int sig, int flags) {
   }
   /* Without cgroup.kill (before Linux 5.14), or for another signal: each
    * listed process once; a pass that finds new pids (forked meanwhile)
-   * signals those, until a pass finds none. A fork bomb outrunning 100
+   * signals those, until a pass finds none. A pid is pinned with a pidfd
+   * and signalled only if the cgroup still lists it after that: then the
+   * pidfd names a member (the listed process, or one that reused its pid
+   * inside the cgroup), never a stranger. A fork bomb outrunning 100
    * passes is left to the caller's next call. */
   pidvec done = { NULL, 0, 0 };
   int count = 0;
   for (int pass = 0; pass < 100; pass++) {
-    pid_t *list;
-    size_t n;
+    pid_t *list, *again;
+    size_t n, n2;
     r = orch__cg_procs(cg, 1, &list, &n);
     if (r < 0) break;
+    int *pfd = malloc((n ? n : 1) * sizeof *pfd);
+    if (!pfd) { free(list); r = -ENOMEM; break; }
     int fresh = 0;
     for (size_t i = 0; i < n; i++) {
-      int seen = 0;
-      for (size_t j = 0; j < done.n && !seen; j++) seen = done.p[j] == list[i];
-      if (seen) continue;
+      pfd[i] = -1;
+      if (listed(done.p, done.n, list[i])) continue;
       fresh++;
-      if (signal_member(cg, list[i], sig) == 0) count++;
-      if ((r = pid_push(&done, list[i])) < 0) break;
+      pfd[i] = (int)syscall(SYS_pidfd_open, list[i], 0);
+      if (r == 0) r = pid_push(&done, list[i]);
     }
+    if (fresh && r == 0 && (r = orch__cg_procs(cg, 1, &again, &n2)) == 0) {
+      for (size_t i = 0; i < n; i++)
+        if (pfd[i] >= 0 && listed(again, n2, list[i]) &&
+            syscall(SYS_pidfd_send_signal, pfd[i], sig, NULL, 0) == 0)
+          count++;
+      free(again);
+    }
+    for (size_t i = 0; i < n; i++)
+      if (pfd[i] >= 0) close(pfd[i]);
+    free(pfd);
     free(list);
     if (r < 0 || !fresh) break;
   }

@@ -13,7 +13,9 @@ local sup = require "orch.supervisor"
 local n, prog, mode, logdir = tonumber(arg[1]), arg[2], arg[3] or "fast", arg[4]
 assert(n and prog, "usage: orch run supervise.lua N PROG [fast|default|logged] [LOGDIR]")
 
-sup.configure { log = false }
+-- ORCH_BENCH_CGROUP=off: services without cgroups (process groups only),
+-- to compare with the default (a cgroup per run where orch may make one).
+sup.configure { log = false, cgroup = os.getenv("ORCH_BENCH_CGROUP") ~= "off" and nil or false }
 for i = 0, n - 1 do
   local def = { name = "svc" .. i, cmd = { prog }, env = { SVC_INDEX = i } }
   if mode == "fast" then

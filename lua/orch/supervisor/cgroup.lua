@@ -153,14 +153,15 @@ function M.prepare(inst, run, opts)
     if limits then return nil, "cgroup limits need cgroups, which are off: " .. S.cgroup_off end
     return true
   end
-  -- memory and pids for the whole-service accounting of status (mirrors
-  -- in v1 on a hybrid host; v2 enables them anyway). A name may be taken
-  -- by a run of the previous image after `orch ctl reexec` (same pid).
+  -- v2 enables every controller it can for accounting. On a hybrid host a
+  -- v1 mirror is made only for a limit (cg:set): a v1 memory cgroup costs
+  -- about 0.5 ms, which a restart would pay. A name may be taken by a run
+  -- of the previous image after `orch ctl reexec` (same pid).
   local cg, err, ename
   repeat
     S.cgroup_seq = S.cgroup_seq + 1
     local name = inst.name:gsub(":", "@") .. "." .. S.cgroup_seq
-    cg, err, ename = orch.cgroup.create(base:path() .. "/" .. name, { controllers = { "memory", "pids" } })
+    cg, err, ename = orch.cgroup.create(base:path() .. "/" .. name)
   until cg or ename ~= "EEXIST"
   if not cg then return nil, err end
   if limits then
@@ -232,10 +233,12 @@ local function human(n)
   return tostring(n)
 end
 
---- The exit reason an OOM kill inside the run's cgroup gives, or nil.
-function M.oom_reason(run)
+--- The exit reason an OOM kill inside the run's cgroup gives, or nil
+-- (looked at for services with a memory limit).
+function M.oom_reason(inst, run)
   local cg = run.cgroup
-  if not cg then return nil end
+  local l = inst.cfg.limits
+  if not cg or not (l and (l.memory_max or l.memory_high or l.swap_max)) then return nil end
   local st = cg:stat()
   if not st or not st.oom_kill or st.oom_kill == 0 then return nil end
   local max = st.memory_max

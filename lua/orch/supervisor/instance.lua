@@ -481,7 +481,7 @@ end
 function Instance:proc_exited(run, code, sig)
   run.proc_done = true
   if run.cgroup and not run.main_pid then
-    local oom = sig == "KILL" and cgroup.oom_reason(run)
+    local oom = sig == "KILL" and cgroup.oom_reason(self, run)
     if oom then return self:run_ended(run, code, sig, oom) end
     if not self.cfg.pidfile and cgroup.goes_on(run, code) then
       -- Daemonized: the service is what is left in its cgroup.

@@ -1,0 +1,46 @@
+-- cgroup_stop.lua (run by `orch run`): stop of N services, each leaving a
+-- double-forked setsid escapee (its own session, reparented away from the
+-- service), against N services without one; cgroups on (the default). After
+-- each stop every process of the services must be gone (checked through the
+-- supervisor's cgroups: none may hold a process).
+--   cgstop_plain_orch     ms  sup.stop("all") of N plain services
+--   cgstop_escapee_orch   ms  the same, each with an escapee
+--   cgstop_left_orch      processes left after the escapee stop (must be 0)
+-- Best of ROUNDS rounds. Usage: orch run scripts/bench.d/cgroup_stop.lua [N [ROUNDS]]
+local orch = require "orch"
+local N = tonumber(arg and arg[1]) or 100
+local ROUNDS = tonumber(arg and arg[2]) or 3
+
+local function round(escapee)
+  local sup = require("orch.supervisor").new()
+  local parent = "orch-bench-stop-" .. orch.getpid()
+  sup.configure { log = false, cgroup = parent }
+  local cmd = escapee and { "sh", "-c", "(setsid sleep 1000 &); exec sleep 1000" } or { "sleep", "1000" }
+  for i = 1, N do sup.service { name = "s" .. i, cmd = cmd, log = false } end
+  assert(sup.start("all"))
+  assert(sup.wait("all", "running", 60))
+  local base = assert(orch.cgroup.open(parent))
+  -- Every service's processes are in place (with its escapee).
+  local want = escapee and 2 * N or N
+  while #base:procs() < want do orch.sleep(0.01) end
+  local t0 = orch.now()
+  assert(sup.stop("all"))
+  local ms = (orch.now() - t0) * 1000
+  local left = #base:procs()
+  base:close()
+  sup.close()
+  return ms, left
+end
+
+local best = { plain = math.huge, escapee = math.huge }
+local left = 0
+for _ = 1, ROUNDS do
+  best.plain = math.min(best.plain, (round(false)))
+  local ms, l = round(true)
+  best.escapee = math.min(best.escapee, ms)
+  left = math.max(left, l)
+end
+print(("cgstop_plain_orch %.1f ms"):format(best.plain))
+print(("cgstop_escapee_orch %.1f ms"):format(best.escapee))
+print(("cgstop_left_orch %d processes"):format(left))
+print(("cgstop_escapee_vs_plain_orch %.2f ratio"):format(best.escapee / best.plain))
