@@ -91,6 +91,35 @@ describe("supervisor in cgroups", function()
     end)
   end)
 
+  it("a restart leaves none of the old run's processes, and orch's shutdown none at all", function()
+    with_cgroups(function(s, _, _, _, token)
+      s.service{ name = "esc", stop = { timeout = 0.5 },
+                 cmd = u.sh("setsid sh -c 'trap \"\" TERM; sleep 600 & wait' & wait") }
+      s.start("esc")
+      running(s, "esc")
+      assert.is_true(u.until_true(function() return #u.leftovers(token) == 3 end), "three processes")
+      local old = u.leftovers(token)
+      assert(s.restart("esc"))
+      assert.is_true(u.until_true(function() return #u.leftovers(token) == 3 end), "three new processes")
+      for _, pid in ipairs(old) do assert.is_false(h.alive(pid)) end
+    end)
+    local token = "cgexit" .. orch.getpid() .. "_" .. os.time()
+    local script = h.script(string.format([[
+local sup = require "orch.supervisor"
+sup.configure{ log = false, cgroup = %q, env = { ORCH_SPEC_RUN = %q }, exit_when_idle = false }
+sup.service{ name = "esc", cmd = { "sh", "-c", "setsid sh -c 'trap \"\" TERM; sleep 600 & wait' & wait" },
+             stop = { timeout = 0.3 } }
+sup.run()
+orch.task(function()
+  while #require("orch").cgroup.open(sup.status("esc")[1].cgroup):procs() < 3 do orch.sleep(0.01) end
+  sup.shutdown(0)
+end)
+]], h.cgroup_name(), token))
+    local code, _, err = h.cli({ "run", "--no-socket", script })
+    assert.are.equal(0, code, err)
+    assert.are.same({}, u.leftovers(token))
+  end)
+
   it("writes cgroup limits before exec and reports an OOM kill as the exit reason", function()
     with_cgroups(function(s, logs)
       local seen
