@@ -3,7 +3,9 @@
 -- doc/ctl.md) and the client side used by `orch ctl` and `orch attach`.
 local orch = require "orch"
 local C = require "orch.core.ctl"
-local repl = require "orch.repl"
+-- The REPL's compiler and printer serve eval and error messages on the
+-- server side only: `orch ctl` (the client) never loads them.
+local function repl() return require "orch.repl" end
 
 local ctl = {}
 
@@ -247,7 +249,7 @@ local function sup_call(srv, fname, ...)
     return nil, fail("this orchestrator has no supervisor (sup." .. fname .. ")", "ENOSYS")
   end
   local r = table.pack(pcall(sup[fname], ...))
-  if not r[1] then return nil, fail(repl.error_message(r[2]), "EFAILED") end
+  if not r[1] then return nil, fail(repl().error_message(r[2]), "EFAILED") end
   if r[2] == nil or r[2] == false then
     if r[3] ~= nil then return nil, fail(tostring(r[3]), type(r[4]) == "string" and r[4] or "EFAILED") end
   end
@@ -314,7 +316,7 @@ end
 function handlers.reload(srv, req)
   local reload = srv.on_reload or function() return ctl.reload(srv) end
   local r = table.pack(pcall(reload))
-  if not r[1] then return fail(repl.error_message(r[2]), "EFAILED") end
+  if not r[1] then return fail(repl().error_message(r[2]), "EFAILED") end
   if not r[2] then return fail(tostring(r[3] or "reload failed"), r[4] or "EFAILED") end
   local reply = {}
   for k, v in pairs(type(r[2]) == "table" and r[2] or {}) do reply[k] = v end
@@ -358,7 +360,7 @@ function handlers.eval(srv, req, cs)
   if req.chunkname ~= nil and type(req.chunkname) ~= "string" then
     return fail("'eval': 'chunkname' must be a string")
   end
-  local fn, err, incomplete = repl.compile(req.code, "=" .. (req.chunkname or "eval"), env)
+  local fn, err, incomplete = repl().compile(req.code, "=" .. (req.chunkname or "eval"), env)
   if not fn then
     return { ok = false, error = err, code = "ESYNTAX", incomplete = incomplete or nil }
   end
@@ -386,9 +388,9 @@ function handlers.eval(srv, req, cs)
     return { ok = false, error = "interrupted", code = "ECANCELED", output = output }
   end
   if not r[1] then
-    return { ok = false, error = repl.error_message(r[2]), code = "EFAILED", output = output }
+    return { ok = false, error = repl().error_message(r[2]), code = "EFAILED", output = output }
   end
-  local text = repl.pretty_results(table.pack(table.unpack(r, 2, r.n)))
+  local text = repl().pretty_results(table.pack(table.unpack(r, 2, r.n)))
   if #text > ctl.MAX_OUTPUT then text = text:sub(1, ctl.MAX_OUTPUT) .. "... (truncated)" end
   return { ok = true, result = text, output = output }
 end
@@ -418,7 +420,7 @@ function Server:dispatch(line, cs)
   else
     local ok, r, a = pcall(h, self, req, cs)
     if ok then reply, after = r, a
-    else reply = fail("internal error: " .. repl.error_message(r), "EFAILED") end
+    else reply = fail("internal error: " .. repl().error_message(r), "EFAILED") end
   end
   if type(req.id) == "string" then
     reply.id = req.id
@@ -673,6 +675,9 @@ local serve_opts = { socket = true, script = true, supervisor = true, max_connec
 -- The socket never keeps orch alive by itself.
 function ctl.serve(opts)
   opts = opts or {}
+  -- Loaded now, not on the first eval or error: a server short of file
+  -- descriptors must still be able to answer.
+  repl()
   if type(opts) ~= "table" then error("bad argument #1 to 'serve' (table expected, got " .. type(opts) .. ")", 2) end
   for k in pairs(opts) do
     if not serve_opts[k] then error("bad argument #1 to 'serve' (unknown option '" .. tostring(k) .. "')", 2) end
@@ -889,7 +894,7 @@ function ctl.prepare_reexec(srv)
   local modules, fds = {}, {}
   for _, name in ipairs(exporter_order) do
     local ok, st, extra = pcall(exporters[name])
-    if not ok then return nil, "reexec: '" .. name .. "' cannot hand over its state: " .. repl.error_message(st), "EFAILED" end
+    if not ok then return nil, "reexec: '" .. name .. "' cannot hand over its state: " .. repl().error_message(st), "EFAILED" end
     modules[name] = st
     for _, fd in ipairs(type(extra) == "table" and extra or {}) do fds[#fds + 1] = fd end
   end

@@ -1,0 +1,73 @@
+-- `orch ctl` loads only what a client needs (issue 15): run against a real
+-- `orch run`, with $ORCH_LUA_DIR pointing at a tree whose server-side
+-- modules (the supervisor, the REPL, the scheduler, ...) raise when loaded.
+-- The client must still work; the same tree makes `require` of those
+-- modules fail, so the test cannot pass by the shadow being ignored.
+local h = require "spec.helper"
+local u = require "spec.ctl_util"
+
+local POLICY = [[
+local sup = require "orch.supervisor"
+sup.configure{ log = false, output = function() end }
+sup.service{ name = "a", cmd = { "sleep", "1000" } }
+sup.run()
+]]
+
+-- The modules the client must not load, relative to lua/orch/.
+local function server_modules()
+  local list = { "repl.lua", "scheduler.lua", "watchdog.lua", "http.lua", "import.lua", "sdnotify.lua" }
+  for f in h.sh("ls lua/orch/supervisor"):gmatch("[^\n]+") do
+    if f:match("%.lua$") then list[#list + 1] = "supervisor/" .. f end
+  end
+  return list
+end
+
+-- A tree for $ORCH_LUA_DIR: each of those modules replaced by one that
+-- raises (searched before the real tree).
+local function shadow_tree()
+  local d = h.tmpdir()
+  os.execute("mkdir -p " .. h.shquote(d .. "/orch/supervisor"))
+  local mods = server_modules()
+  for _, m in ipairs(mods) do
+    h.write(d .. "/orch/" .. m, string.format("error(%q, 0)\n", "orch ctl loaded orch/" .. m))
+  end
+  return d, mods
+end
+
+describe("orch ctl, the client", function()
+  local o, shadow, mods
+  setup(function()
+    o = u.start(POLICY)
+    shadow, mods = shadow_tree()
+  end)
+  teardown(function() if o then u.stop(o) end end)
+
+  it("shadows the server-side modules (the test's own check)", function()
+    assert.is_true(#mods > 5)
+    for _, m in ipairs { "orch.supervisor", "orch.supervisor.instance", "orch.repl" } do
+      local code, _, err = h.cli({ "-e", "require '" .. m .. "'" }, nil, { ORCH_LUA_DIR = shadow })
+      assert.are_not.equal(0, code)
+      assert.truthy(err:find("orch ctl loaded", 1, true), err)
+    end
+  end)
+
+  it("answers ping, status and --json status without loading the supervisor or the REPL", function()
+    local env = { ORCH_LUA_DIR = shadow }
+    local code, out, err = h.cli({ "ctl", "--socket", o.sock, "ping" }, nil, env)
+    assert.are.equal(0, code, err)
+    assert.truthy(out:match("^orch %S+, pid " .. o.pid .. ", "), out)
+    assert.are.equal("", err)
+    code, out, err = h.cli({ "ctl", "--socket", o.sock, "status" }, nil, env)
+    assert.are.equal(0, code, err)
+    assert.truthy(out:find("\na%s+running%s+%d+"), out)
+    code, out, err = h.cli({ "ctl", "--socket", o.sock, "--json", "ping" }, nil, env)
+    assert.are.equal(0, code, err)
+    assert.truthy(out:find('"ok":true', 1, true), out)
+  end)
+
+  it("still gives the server's errors (a failed eval) without the REPL on the client side", function()
+    local code, _, err = h.cli({ "ctl", "--socket", o.sock, "eval", "error('boom')" }, nil, { ORCH_LUA_DIR = shadow })
+    assert.are.equal(1, code)
+    assert.truthy(err:find("boom", 1, true), err)
+  end)
+end)
