@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SLOTS 4096
+#define SLOTS 16384
 
 typedef struct { uint64_t start_ns; int32_t pid; int32_t count; } slot;
 

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# scripts/bench.d/stop.sh BUILD_DIR: issue 15's stop/start/restart figures,
+# orch in the configuration a user gets (scripts/bench.d/phases.lua: output
+# captured, defaults except backoff = 0, start_limit = false) beside the C
+# limit (minisup.c), alternating in one run, STOP_ROUNDS rounds (3); every
+# figure is the median over the rounds. Prints "name value unit":
+#   restart_latency_{median,p95}_<impl>  ms  SIGKILL -> replacement started
+#                                            (20 services, 20 kills a round)
+#   stop_term_100_<impl>   ms  SIGTERM to the supervisor -> all 100 exited
+#   stop_ctl_100_<impl>    ms  `orch ctl stop all` (C: SIGUSR1) -> all exited
+#   start_100_<impl>       ms  SIGUSR2 -> all 100 started again
+#   start_ctl_100_orch     ms  `orch ctl start all` -> all 100 started
+#   ctl_ping_orch          ms  `orch ctl ping` alone, median of 20
+# With STOP_PHASES=FILE orch's state changes are stamped into FILE (see
+# phases.lua). Every process started carries a token and is killed at the end.
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BUILD=$(cd "${1:-$ROOT/build}" && pwd)
+ROUNDS=${STOP_ROUNDS:-3}
+W=$(mktemp -d /dev/shm/orch-bench-stop.XXXXXX)
+TOKEN=$(basename "$W")
+export ORCH_BENCH_SUP=$TOKEN SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
+sweep() {
+  local f pid
+  for f in /proc/[0-9]*/environ; do
+    pid=${f#/proc/}; pid=${pid%/environ}
+    [ "$pid" = $$ ] || [ "$pid" = "$BASHPID" ] && continue
+    grep -qz "^ORCH_BENCH_SUP=$TOKEN\$" "$f" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  done
+}
+cleanup() { sweep; sleep 0.2; sweep; rm -rf "$W"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+cc -O2 -static -o "$W/svc_stamp" "$HERE/svc_stamp.c" 2>/dev/null || cc -O2 -o "$W/svc_stamp" "$HERE/svc_stamp.c" || exit 1
+cc -O2 -o "$W/minisup" "$HERE/minisup.c" && cc -O2 -o "$W/probe" "$HERE/supervisors_probe.c" || exit 1
+P=$W/probe SVC=$W/svc_stamp SUP= OUT=$W/values
+CTL="$BUILD/orch ctl --socket $W/ctl.sock"
+
+launch() {                 # impl n
+  "$P" init "$SVC_SHM"
+  rm -f "$W/ctl.sock"
+  if [ "$1" = c ]; then setsid "$W/minisup" "$2" "$SVC" </dev/null >/dev/null 2>&1 &
+  else setsid "$BUILD/orch" run "$HERE/phases.lua" "$2" "$SVC" ${STOP_PHASES:+"$STOP_PHASES"} </dev/null >/dev/null 2>"$W/orch.err" &
+  fi
+  SUP=$!
+  "$P" wait-started "$SVC_SHM" "$2" 120 || { echo "# stop.sh: $1 did not start" >&2; return 1; }
+  if [ "$1" = orch ]; then for _ in $(seq 100); do [ -S "$W/ctl.sock" ] && break; sleep 0.05; done; fi
+}
+finish() {
+  kill -TERM "$SUP" 2>/dev/null
+  for _ in $(seq 100); do kill -0 "$SUP" 2>/dev/null || break; sleep 0.05; done
+  kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null; sweep; SUP=
+}
+put() { echo "$1 $2" >>"$OUT"; }
+
+round() {                  # impl
+  local impl=$1 r
+  launch "$impl" 20 || return
+  sleep 0.5
+  r=$("$P" latency "$SVC_SHM" 20 20 50)
+  put "restart_latency_median_$impl" "${r% *}"; put "restart_latency_p95_$impl" "${r#* }"
+  finish
+  launch "$impl" 100 || return
+  sleep 0.5
+  put "stop_term_100_$impl" "$("$P" stoptime "$SVC_SHM" 100 signal "$SUP" TERM)"
+  finish
+  launch "$impl" 100 || return
+  sleep 0.5
+  if [ "$impl" = c ]; then
+    put stop_ctl_100_c "$("$P" stoptime "$SVC_SHM" 100 signal "$SUP" USR1)"
+    sleep 0.3
+    put start_100_c "$("$P" starttime "$SVC_SHM" 100 signal "$SUP" USR2)"
+  else
+    # shellcheck disable=SC2086
+    put stop_ctl_100_orch "$("$P" stoptime "$SVC_SHM" 100 exec $CTL stop all)"
+    sleep 0.3
+    put start_100_orch "$("$P" starttime "$SVC_SHM" 100 signal "$SUP" USR2)"
+    sleep 0.3
+    "$P" stoptime "$SVC_SHM" 100 signal "$SUP" USR1 >/dev/null
+    sleep 0.3
+    # shellcheck disable=SC2086
+    put start_ctl_100_orch "$("$P" starttime "$SVC_SHM" 100 exec $CTL start all)"
+    local i t0 t1
+    for i in $(seq 20); do
+      t0=$(date +%s%N); $CTL ping >/dev/null; t1=$(date +%s%N)
+      put ctl_ping_orch "$(( (t1 - t0) / 1000 ))e-3"
+    done
+  fi
+  finish
+}
+
+for _ in $(seq "$ROUNDS"); do round c; round orch; done
+lua5.4 - "$OUT" <<'LUA'
+local v, order = {}, {}
+for line in io.lines(arg[1]) do
+  local k, x = line:match("^(%S+) (%S+)$")
+  x = tonumber(x)
+  if x then
+    if not v[k] then v[k] = {}; order[#order + 1] = k end
+    table.insert(v[k], x)
+  end
+end
+for _, k in ipairs(order) do
+  local t = v[k]
+  table.sort(t)
+  local m = #t % 2 == 1 and t[(#t + 1) // 2] or (t[#t // 2] + t[#t // 2 + 1]) / 2
+  print(string.format("%s %.3f ms", k, m))
+end
+LUA
