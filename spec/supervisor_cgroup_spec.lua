@@ -218,6 +218,19 @@ end)
     }
   end)
 
+  it("without cgroups, a stop still finds a setsid child of the service through /proc", function()
+    u.with(function(s, _, _, _, token)
+      s.configure{ cgroup = false }
+      -- The child leaves the process group (setsid) but stays sh's child.
+      s.service{ name = "ses", stop = { timeout = 5 }, cmd = u.sh("setsid sleep 600 & wait") }
+      s.start("ses")
+      running(s, "ses")
+      assert.is_true(u.until_true(function() return #u.leftovers(token) == 2 end), "two processes")
+      assert(s.stop("ses"))
+      assert.is_true(u.until_true(function() return #u.leftovers(token) == 0 end), "nothing left")
+    end)
+  end)
+
   it("as a user who may not write cgroups, says so once and still supervises", function()
     local script = h.script([[
 local sup = require "orch.supervisor"

@@ -574,6 +574,13 @@ function Instance:send(run, sig, group)
   if not run.alive then return nil, "not running", "ESRCH" end
   -- The group of a contained service is its cgroup: every process in it.
   if group and cgroup.signal(run, sig) then return true end
+  if group and not run.cgroup then
+    -- Without a cgroup: what /proc shows descending from the run (a child
+    -- that left the group with setsid) gets the signal too.
+    for _, pid in ipairs(adopt.processes(run)) do
+      if pid ~= run.pid and pid ~= run.main_pid then orch.kill(pid, sig) end
+    end
+  end
   local ok, err, ename
   if run.main_pid and (run.main_pid ~= run.pid or not run.proc) then
     if group and run.main_pgid == run.main_pid then
