@@ -212,6 +212,9 @@ end)
       assert.are.equal(orch.cgroup.self(), orch.cgroup.of(st.pid))
       assert.is_true(u.until_true(function() return u.st(s, "limited").state ~= "starting" end))
       assert.matches("cgroup limits need cgroups, which are off", u.st(s, "limited").reason, 1, true)
+      -- orch ctl status says so under its table.
+      local lines = require("orch.cmd.ctl").format_status(s.status())
+      assert.matches("^cgroups off: turned off", lines[#lines])
     end)
     h.check_raises{
       { function() u.supmod.new().configure{ cgroup = 1 } end, "option 'cgroup': parent cgroup path or false expected" },

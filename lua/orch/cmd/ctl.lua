@@ -165,6 +165,13 @@ function M.format_status(services)
     for c, v in ipairs(r) do cells[c] = c < #r and (v .. string.rep(" ", widths[c] - #v)) or v end
     out[#out + 1] = table.concat(cells, "  ")
   end
+  -- Services without cgroups (none writable, or turned off): said once.
+  for _, sv in ipairs(services) do
+    if type(sv.cgroup_off) == "string" then
+      out[#out + 1] = "cgroups off: " .. sv.cgroup_off
+      break
+    end
+  end
   return out
 end
 
