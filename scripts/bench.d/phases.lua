@@ -46,6 +46,9 @@ if phases then
     stderr:write("orch.supervisor: ", msg, "\n")
   end }
 end
+-- ORCH_BENCH_CGROUP=off: no cgroup per run (process groups only), to tell
+-- the cgroups' share of a figure from the rest.
+if os.getenv("ORCH_BENCH_CGROUP") == "off" then sup.configure { cgroup = false } end
 for i = 0, n - 1 do
   sup.service { name = "svc" .. i, cmd = { prog }, env = { SVC_INDEX = i }, backoff = 0, start_limit = false }
 end
