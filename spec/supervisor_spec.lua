@@ -327,6 +327,21 @@ describe("supervisor hooks", function()
 end)
 
 describe("supervisor status and control", function()
+  it("a large start yields to the loop between batches of launches (and never runs into the Lua budget)", function()
+    u.with(function(s)
+      for i = 1, 100 do s.service { name = "n" .. i, cmd = u.sh("exec sleep 30") } end
+      -- This task runs at the first moment sup.start lets the loop turn.
+      local seen
+      orch.task(function()
+        seen = 0
+        for _, st in ipairs(s.status()) do if st.state ~= "stopped" then seen = seen + 1 end end
+      end)
+      assert.is_true(s.start("all"))
+      assert.is_true(seen ~= nil and seen > 0 and seen < 100, "launched before the first yield: " .. tostring(seen))
+      assert.is_true(s.wait("all", "running", 30))
+    end, 90)
+  end)
+
   it("reports status fields", function()
     u.with(function(s)
       s.service { name = "st", cmd = u.sh("exec sleep 30") }

@@ -23,6 +23,9 @@ local graph = require "orch.supervisor.graph"
 local handoff = require "orch.supervisor.handoff"
 local persist = require "orch.supervisor.persist"
 local reload = require "orch.supervisor.reload"
+
+-- Launches between two yields of a large sup.start (see sup.start).
+local START_BATCH = 16
 local cgroup = require "orch.supervisor.cgroup"
 
 -- Exit statuses of a supervisor's shutdown (doc/cli.md, Exit statuses).
@@ -405,7 +408,17 @@ local function new(main)
     local insts, rerr = graph.resolve(S, target, "start")
     if not insts then return nil, rerr, "ENOENT" end
     if S.shutdown_task then return nil, "start: the supervisor is shutting down", "ECANCELED" end
-    for _, inst in ipairs(graph.with_dependencies(S, insts)) do inst:start() end
+    -- A large start yields every START_BATCH launches (in a task): the loop
+    -- keeps serving exits, ctl and signals, and no single resume runs into
+    -- the Lua time budget however many services there are.
+    local yield = in_task()
+    for i, inst in ipairs(graph.with_dependencies(S, insts)) do
+      if yield and i % START_BATCH == 0 then
+        orch.sleep(0)
+        if S.shutdown_task then return nil, "start: the supervisor is shutting down", "ECANCELED" end
+      end
+      inst:start()
+    end
     return true
   end
 
