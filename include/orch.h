@@ -56,6 +56,23 @@ void orch_set_args(orch_runtime *rt, const char *script, int argc, char **argv);
 int orch_load_file(orch_runtime *rt, const char *path, int argc, char **argv);
 int orch_load_string(orch_runtime *rt, const char *code, const char *chunkname);
 
+/* Compiles `len` bytes of code (chunk name `chunkname`) and starts it as a
+ * task with argv[0..argc-1] as `...` (strings). */
+int orch_load_buffer(orch_runtime *rt, const char *code, size_t len, const char *chunkname,
+                     int argc, char **argv);
+
+/* Starts require(module)[fn](argv...) as a task (the main task if it is the
+ * first one loaded). ORCH_ERR_RUN when the module cannot be loaded or has no
+ * such function (see orch_last_error). */
+int orch_load_function(orch_runtime *rt, const char *module, const char *fn, int argc, char **argv);
+
+/* Calls require(module)[fn](argv...) now, outside any task (it may not
+ * wait). ORCH_OK, or ORCH_ERR_RUN with the error in orch_last_error. When
+ * `result` is not NULL, *result is a malloc'ed copy of a string result (free
+ * it), or NULL. */
+int orch_call(orch_runtime *rt, const char *module, const char *fn, int argc, char **argv,
+              char **result);
+
 /* Runs the loop until no task is runnable and no handle is active, or until
  * orch.exit() / orch_stop(). Returns the exit status: the code given to
  * orch.exit, 1 when the main task failed, otherwise 0. */

@@ -2,7 +2,10 @@
  * main.c: the orch command line. A thin user of the embedding API
  * (include/orch.h): it parses the command, loads code into a runtime, runs
  * the loop and turns the outcome into an exit status. Commands other than
- * the built-in ones are Lua modules, lua/orch/cmd/<name>.lua.
+ * the built-in ones are Lua modules, lua/orch/cmd/<name>.lua. The Lua side
+ * of the command itself is lua/orch/cli.lua, reached through orch_call and
+ * orch_load_function with the arguments passed as arguments: no globals, no
+ * Lua code in C strings.
  *
  * Exit statuses: 0 success, 1 the script failed, 2 usage error or missing
  * file, or the code given to orch.exit().
@@ -12,8 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <lauxlib.h>
 
 #include "orch.h"
 
@@ -111,38 +112,24 @@ static orch_runtime *new_runtime(void) {
  * second task, i.e. once the script's main chunk has run or waits.
  * socket: --socket PATH, or NULL (default rules), or "" for --no-socket. */
 static void start_ctl(orch_runtime *rt, const char *socket) {
-  lua_State *L = orch_lua(rt);
-  if (socket && *socket) lua_pushstring(L, socket);
-  else lua_pushboolean(L, socket == NULL);
-  lua_setglobal(L, "__orch_ctl_socket");
-  orch_load_string(rt,
-    "local s = __orch_ctl_socket; __orch_ctl_socket = nil\n"
-    "if s == true then s = nil end\n"
-    "local ok, ctl = pcall(require, 'orch.ctl')\n"
-    "if ok then return ctl.autostart{ socket = s } end\n"
-    "require('orch.sdnotify').ready()\n"
-    "if s then error(ctl, 0) end\n", "=orch");
+  char *argv[] = { (char *)(socket ? socket : "") };
+  if (orch_load_function(rt, "orch.cli", "start_ctl", socket ? 1 : 0, argv) != ORCH_OK)
+    fprintf(stderr, "%s: control socket: %s\n", progname, orch_last_error(rt));
 }
 
 /* As PID 1 (a container's init), orch reaps every orphan and forwards
  * SIGTERM/SIGINT to its children, like tini (orch.proc.init_mode). */
 static void init_mode_if_pid1(orch_runtime *rt) {
   if (getpid() != 1) return;
-  lua_State *L = orch_lua(rt);
-  if (luaL_dostring(L, "local o = require 'orch'; if o.proc and o.proc.init_mode then o.proc.init_mode() end") != LUA_OK) {
-    fprintf(stderr, "%s: init mode: %s\n", progname, lua_tostring(L, -1));
-    lua_pop(L, 1);
-  }
+  if (orch_call(rt, "orch.cli", "init_mode", 0, NULL, NULL) != ORCH_OK)
+    fprintf(stderr, "%s: init mode: %s\n", progname, orch_last_error(rt));
 }
 
 /* No catchable signal may end orch by its default action while children
  * run (orch.signal.protect; the table is in doc/cli.md). */
 static void protect_signals(orch_runtime *rt) {
-  lua_State *L = orch_lua(rt);
-  if (luaL_dostring(L, "return orch.signal.protect()") != LUA_OK) {
-    fprintf(stderr, "%s: signal table: %s\n", progname, lua_tostring(L, -1));
-  }
-  lua_settop(L, 0);
+  if (orch_call(rt, "orch.cli", "protect", 0, NULL, NULL) != ORCH_OK)
+    fprintf(stderr, "%s: signal table: %s\n", progname, orch_last_error(rt));
 }
 
 /* One orchestrator per control socket (lua/orch/ctl.lua, ctl.claim_for_run):
@@ -150,40 +137,26 @@ static void protect_signals(orch_runtime *rt) {
  * when the script loads the supervisor. Returns 0, or EXIT_LOCKED after
  * printing who holds it. */
 static int claim_socket(orch_runtime *rt, const char *file, const char *socket) {
-  lua_State *L = orch_lua(rt);
-  lua_settop(L, 0);
-  if (luaL_loadstring(L, "local s, f = ... return require('orch.ctl').claim_for_run(s, f)") != LUA_OK) goto broken;
-  if (socket && *socket) lua_pushstring(L, socket);
-  else if (socket) lua_pushboolean(L, 0);
-  else lua_pushnil(L);
-  lua_pushstring(L, file);
-  if (lua_pcall(L, 2, 2, 0) != LUA_OK) goto broken;
-  if (!lua_toboolean(L, 1)) {
-    fprintf(stderr, "%s: %s: another orchestrator runs (nothing was started)\n", progname, lua_tostring(L, 2));
-    lua_settop(L, 0);
-    return EXIT_LOCKED;
+  char *argv[] = { (char *)file, (char *)socket };
+  char *held = NULL;
+  if (orch_call(rt, "orch.cli", "claim", socket ? 2 : 1, argv, &held) != ORCH_OK) {
+    fprintf(stderr, "%s: control socket lock: %s\n", progname, orch_last_error(rt));
+    return 1;
   }
-  lua_settop(L, 0);
-  return 0;
-broken:
-  fprintf(stderr, "%s: control socket lock: %s\n", progname, lua_tostring(L, -1));
-  lua_settop(L, 0);
-  return 1;
+  if (!held) return 0;
+  fprintf(stderr, "%s: %s: another orchestrator runs (nothing was started)\n", progname, held);
+  free(held);
+  return EXIT_LOCKED;
 }
 
 /* The lock refused when the script loaded the supervisor: that error ended
  * the main task; say it once, without a traceback. */
 static int lock_refused(orch_runtime *rt) {
-  lua_State *L = orch_lua(rt);
-  int refused = 0;
-  lua_getglobal(L, "package");
-  if (lua_getfield(L, -1, "loaded") == LUA_TTABLE && lua_getfield(L, -1, "orch.ctl") == LUA_TTABLE &&
-      lua_getfield(L, -1, "refused") == LUA_TSTRING) {
-    fprintf(stderr, "%s: %s: another orchestrator runs (nothing was started)\n", progname, lua_tostring(L, -1));
-    refused = 1;
-  }
-  lua_settop(L, 0);
-  return refused;
+  char *held = NULL;
+  if (orch_call(rt, "orch.cli", "lock_refused", 0, NULL, &held) != ORCH_OK || !held) return 0;
+  fprintf(stderr, "%s: %s: another orchestrator runs (nothing was started)\n", progname, held);
+  free(held);
+  return 1;
 }
 
 static int cmd_run(const char *file, const char *socket, double budget, int argc, char **argv) {
@@ -206,19 +179,9 @@ static int cmd_run(const char *file, const char *socket, double budget, int argc
   return finish_run(rt);
 }
 
-/* Compiles code (chunk name `name`) into the global `var` and runs
- * `wrapper` as the main task: it takes the function from there and calls
- * it with the arguments it wants. */
-static int run_wrapped(orch_runtime *rt, const char *code, size_t len, const char *name,
-                       const char *var, const char *wrapper) {
-  lua_State *L = orch_lua(rt);
-  if (luaL_loadbuffer(L, code, len, name) != LUA_OK) {
-    fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
-    orch_free(rt);
-    return 1;
-  }
-  lua_setglobal(L, var);
-  if (orch_load_string(rt, wrapper, name) != ORCH_OK) {
+/* Starts the main task (already loaded: status r) and runs the loop. */
+static int run_loaded(orch_runtime *rt, int r) {
+  if (r != ORCH_OK) {
     fprintf(stderr, "%s: %s\n", progname, orch_last_error(rt));
     orch_free(rt);
     return 1;
@@ -231,29 +194,8 @@ static int cmd_eval(const char *code, int argc, char **argv) {
   if (!rt) return 1;
   orch_set_args(rt, "-e", argc, argv);
   /* The string sees ARGS as `...`. */
-  return run_wrapped(rt, code, strlen(code), "=(command line)", "__orch_e_chunk",
-    "local f = __orch_e_chunk; __orch_e_chunk = nil; return f(table.unpack(arg, 1, #arg))");
+  return run_loaded(rt, orch_load_buffer(rt, code, strlen(code), "=(command line)", argc, argv));
 }
-
-/* Lua command modules: lua/orch/cmd/<name>.lua returns a table with
- * `main(argv)` (returning an exit code) and `usage` (help text), or a bare
- * function main. */
-static const char dispatch_code[] =
-  "local name = ...\n"
-  "local ok, m = pcall(require, 'orch.cmd.' .. name)\n"
-  "if not ok then\n"
-  "  if tostring(m):find(\"no orch module 'orch.cmd.\", 1, true) then\n"
-  "    io.stderr:write(\"orch: unknown command '\", name, \"' (see 'orch --help')\\n\")\n"
-  "    return orch.exit(2)\n"
-  "  end\n"
-  "  error(m, 0)\n"
-  "end\n"
-  "if select(2, ...) == '--help' and type(m) == 'table' and m.usage then\n"
-  "  io.stdout:write(m.usage) return\n"
-  "end\n"
-  "local main = type(m) == 'table' and m.main or m\n"
-  "local code = main({ select(2, ...) })\n"
-  "if code and code ~= 0 and code ~= true then orch.exit(code) end\n";
 
 static int valid_command_name(const char *s) {
   if (!*s) return 0;
@@ -270,8 +212,14 @@ static int cmd_lua(const char *name, int argc, char **argv) {
    * set their own log function for it once their log is open). */
   if (strcmp(name, "every") == 0 || strcmp(name, "watchdog") == 0) protect_signals(rt);
   orch_set_args(rt, name, argc, argv);
-  return run_wrapped(rt, dispatch_code, sizeof dispatch_code - 1, "=orch", "__orch_dispatch",
-    "local f = __orch_dispatch; __orch_dispatch = nil; return f(arg[0], table.unpack(arg, 1, #arg))");
+  /* lua/orch/cli.lua's dispatch(name, ARGS...) runs lua/orch/cmd/NAME.lua. */
+  char **args = malloc(sizeof(char *) * (size_t)(argc + 1));
+  if (!args) { orch_free(rt); return 1; }
+  args[0] = (char *)name;
+  for (int i = 0; i < argc; i++) args[i + 1] = argv[i];
+  int r = orch_load_function(rt, "orch.cli", "dispatch", argc + 1, args);
+  free(args);
+  return run_loaded(rt, r);
 }
 
 static int cmd_help(const char *topic) {

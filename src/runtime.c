@@ -1416,6 +1416,54 @@ int orch_load_string(orch_runtime *rt, const char *code, const char *chunkname) 
   return start_loaded(rt, 0);
 }
 
+int orch_load_buffer(orch_runtime *rt, const char *code, size_t len, const char *chunkname,
+                     int argc, char **argv) {
+  lua_State *L = rt->L;
+  if (luaL_loadbuffer(L, code, len, chunkname ? chunkname : "=(buffer)") != LUA_OK)
+    return load_failed(rt, ORCH_ERR_RUN);
+  luaL_checkstack(L, argc, "too many arguments");
+  for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
+  return start_loaded(rt, argc);
+}
+
+/* [-0,+1] require(module)[fn] in protected mode: pushes the function, or
+ * returns nonzero with the error message pushed. */
+static int push_module_function(lua_State *L, const char *module, const char *fn) {
+  int top = lua_gettop(L);
+  lua_getglobal(L, "require");
+  lua_pushstring(L, module);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) return 1;          /* the message is on top */
+  if (lua_type(L, -1) == LUA_TTABLE && lua_getfield(L, -1, fn) == LUA_TFUNCTION) {
+    lua_remove(L, -2);
+    return 0;
+  }
+  lua_settop(L, top);
+  lua_pushfstring(L, "module '%s' has no function '%s'", module, fn);
+  return 1;
+}
+
+int orch_load_function(orch_runtime *rt, const char *module, const char *fn, int argc, char **argv) {
+  lua_State *L = rt->L;
+  if (push_module_function(L, module, fn)) return load_failed(rt, ORCH_ERR_RUN);
+  luaL_checkstack(L, argc, "too many arguments");
+  for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
+  return start_loaded(rt, argc);
+}
+
+int orch_call(orch_runtime *rt, const char *module, const char *fn, int argc, char **argv,
+              char **result) {
+  lua_State *L = rt->L;
+  int top = lua_gettop(L);
+  if (result) *result = NULL;
+  if (push_module_function(L, module, fn)) return load_failed(rt, ORCH_ERR_RUN);
+  luaL_checkstack(L, argc, "too many arguments");
+  for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
+  if (lua_pcall(L, argc, 1, 0) != LUA_OK) return load_failed(rt, ORCH_ERR_RUN);
+  if (result && lua_type(L, -1) == LUA_TSTRING) *result = strdup(lua_tostring(L, -1));
+  lua_settop(L, top);
+  return ORCH_OK;
+}
+
 static int exit_status(orch_runtime *rt) {
   if (rt->exiting) return rt->exit_code;
   if (rt->main_task && rt->main_task->status == T_FAILED) return 1;
