@@ -13,6 +13,7 @@
  * What may block: nothing for long (cgroupfs and /proc reads and writes).
  */
 #include "cgroup.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -33,23 +34,6 @@ const char *const orch__cg_limit_names[ORCH__CG_NLIMITS] = {
 
 /* ---------------------------------------------------------------- files */
 
-/* Reads a whole small file (at dirfd/name, or a path with dirfd AT_FDCWD)
- * into buf, NUL-terminated; returns its length or -errno. */
-static ssize_t read_at(int dirfd, const char *name, char *buf, size_t size) {
-  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -errno;
-  size_t n = 0;
-  while (n + 1 < size) {
-    ssize_t k = read(fd, buf + n, size - 1 - n);
-    if (k < 0 && errno == EINTR) continue;
-    if (k < 0) { int e = errno; close(fd); return -e; }
-    if (k == 0) break;
-    n += (size_t)k;
-  }
-  close(fd);
-  buf[n] = 0;
-  return (ssize_t)n;
-}
 
 /* Reads a file of any size into a malloc'ed, NUL-terminated string. */
 static int read_all_at(int dirfd, const char *name, char **out) {
@@ -97,7 +81,7 @@ static int write_path(const char *dir, const char *name, const char *s) {
 static ssize_t read_path(const char *dir, const char *name, char *buf, size_t size) {
   char p[PATH_MAX];
   if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
-  return read_at(AT_FDCWD, p, buf, size);
+  return orch__read_small(AT_FDCWD, p, buf, size);
 }
 
 /* The value of "key N" in a flat keyed file (cpu.stat, memory.events), or -1. */
@@ -115,7 +99,7 @@ static long long keyed(const char *text, const char *key) {
  * "unlimited" as a huge number. -1 when unreadable. */
 static long long value_at(int dirfd, const char *name) {
   char buf[64];
-  if (read_at(dirfd, name, buf, sizeof buf) <= 0) return -1;
+  if (orch__read_small(dirfd, name, buf, sizeof buf) <= 0) return -1;
   if (strncmp(buf, "max", 3) == 0) return ORCH__CG_UNLIMITED;
   long long v = strtoll(buf, NULL, 10);
   if (v >= (1LL << 62)) return ORCH__CG_UNLIMITED;

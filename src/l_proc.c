@@ -459,23 +459,6 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
 
 /* ---------------------------------------------------------------- /proc */
 
-/* Reads a small /proc file; returns its length or -errno. */
-static ssize_t read_small(const char *path, char *buf, size_t size) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -errno;
-  size_t n = 0;
-  while (n + 1 < size) {
-    ssize_t k = read(fd, buf + n, size - 1 - n);
-    if (k < 0 && errno == EINTR) continue;
-    if (k < 0) { int e = errno; close(fd); return -e; }
-    if (k == 0) break;
-    n += (size_t)k;
-  }
-  close(fd);
-  buf[n] = 0;
-  return (ssize_t)n;
-}
-
 typedef struct {
   char state;
   long long ppid, pgid, sid, threads;
@@ -489,7 +472,7 @@ typedef struct {
 static int read_stat(pid_t pid, stat_info *si) {
   char path[64], buf[1024];
   snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  ssize_t n = read_small(path, buf, sizeof buf);
+  ssize_t n = orch__read_small(AT_FDCWD, path, buf, sizeof buf);
   if (n < 0) return n == -ENOENT ? -ESRCH : (int)n;
   char *open_p = strchr(buf, '(');
   char *close_p = strrchr(buf, ')');
@@ -1678,7 +1661,7 @@ static int proc_info(lua_State *L) {
   char path[64], buf[8192];
   long long uid = -1;
   snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-  if (read_small(path, buf, sizeof buf) > 0) {
+  if (orch__read_small(AT_FDCWD, path, buf, sizeof buf) > 0) {
     char *u = strstr(buf, "\nUid:");
     if (u) uid = strtoll(u + 5, NULL, 10);
   }

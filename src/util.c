@@ -320,3 +320,19 @@ int orch__fail_open(lua_State *L, const char *op, const char *path, int err) {
     return orch__failf(L, "ENXIO", "%s: cannot open %s: no process has the FIFO open for reading", op, path);
   return orch__fail_errno(L, err, "%s: cannot open %s", op, path);
 }
+
+ssize_t orch__read_small(int dirfd, const char *name, char *buf, size_t size) {
+  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  size_t n = 0;
+  while (n + 1 < size) {
+    ssize_t k = read(fd, buf + n, size - 1 - n);
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) { int e = errno; close(fd); return -e; }
+    if (k == 0) break;
+    n += (size_t)k;
+  }
+  close(fd);
+  buf[n] = 0;
+  return (ssize_t)n;
+}

@@ -5,6 +5,8 @@
 #ifndef ORCH_UTIL_H
 #define ORCH_UTIL_H
 
+#include <sys/types.h>
+
 #include <lua.h>
 #include <lauxlib.h>
 
@@ -93,6 +95,11 @@ void orch__check_nonul(lua_State *L, int idx, const char *s, size_t len, const c
  * a writer), which is then cleared so the fd behaves as usual (a child gets
  * it as a blocking stdin/stdout). O_CLOEXEC always; EINTR retried. Returns
  * the fd or -errno. */
+/* Reads a whole small file (name relative to dirfd, or a path with
+ * AT_FDCWD) into buf, NUL-terminated, retrying EINTR; returns its length or
+ * -errno. For /proc and cgroup files. */
+ssize_t orch__read_small(int dirfd, const char *name, char *buf, size_t size);
+
 int orch__open_path(const char *path, int flags, unsigned mode);
 
 /* [-0,+3] The error triple for a failed orch__open_path: "<op>: cannot open

@@ -23,10 +23,10 @@ local graph = require "orch.supervisor.graph"
 local handoff = require "orch.supervisor.handoff"
 local persist = require "orch.supervisor.persist"
 local reload = require "orch.supervisor.reload"
+local cgroup = require "orch.supervisor.cgroup"
 
 -- Launches between two yields of a large sup.start (see sup.start).
 local START_BATCH = 16
-local cgroup = require "orch.supervisor.cgroup"
 
 -- Exit statuses of a supervisor's shutdown (doc/cli.md, Exit statuses).
 local EXIT = { ok = 0, critical = 3, fatal = 4, killed = 5 }
