@@ -80,6 +80,47 @@ describe("orch.http.serve", function()
   end)
 end)
 
+describe("orch run --http", function()
+  it("serves the script's supervisor, and says where", function()
+    local o = u.start([[
+local sup = require "orch.supervisor"
+sup.configure { runtime_dir = DIR }
+sup.service { name = "web", cmd = { "sleep", "1000" } }
+sup.run()
+]], nil, { "--http", "127.0.0.1:0" })
+    local ok, err = pcall(function()
+      local port = u.until_true(function()
+        return tonumber(h.slurp(o.dir .. "/err"):match("orch: http: listening on 127%.0%.0%.1:(%d+)"))
+      end, "the listening line")
+      u.until_true(function() local s = u.status(o) return s.web and s.web.state == "running" end, "web running")
+      h.run(function()
+        assert.are.same({ 200, "ready\n" }, { curl("http://127.0.0.1:" .. port .. "/readyz") })
+        local st, body = curl("http://127.0.0.1:" .. port .. "/metrics")
+        assert.are.equal(200, st)
+        assert.matches('orch_service_up{service="web",instance="web"} 1', body, 1, true)
+      end)
+    end)
+    u.stop(o)
+    assert(ok, err)
+  end)
+
+  it("refuses a bad address as a usage error, and says why when it cannot listen", function()
+    local code, _, err = h.cli({ "run", "--http" })
+    assert.are.equal(2, code)
+    assert.matches("--http needs an ADDR", err, 1, true)
+    -- The script ends once the endpoint's task has reported (it runs after
+    -- the main chunk waits).
+    local script = h.script([[
+      local cli
+      repeat orch.sleep(0.01) cli = package.loaded["orch.cli"] until cli and (cli.http or cli.http_error)
+      orch.exit(0)
+    ]])
+    code, _, err = h.cli({ "run", "--no-socket", "--http", "nonsense", script })
+    assert.are.equal(0, code, err)
+    assert.matches("orch: http: --http nonsense: ", err, 1, true)
+  end)
+end)
+
 describe("orch.http.supervisor", function()
   local policy = [[
 local sup = require "orch.supervisor"

@@ -45,7 +45,7 @@ static const char usage_text[] =
 static const struct { const char *name; const char *text; } builtin_help[] = {
   {"run",
    "usage: orch run FILE [ARGS...]\n"
-   "       orch run [--socket PATH | --no-socket] [--lua-budget SECONDS] FILE [ARGS...]\n"
+   "       orch run [--socket PATH | --no-socket] [--lua-budget SECONDS] [--http ADDR] FILE [ARGS...]\n"
    "       orch FILE [ARGS...]\n"
    "\n"
    "Runs FILE as the main task on one event loop. `arg` is set as lua5.4 sets it\n"
@@ -58,6 +58,10 @@ static const struct { const char *name; const char *text; } builtin_help[] = {
    "\n"
    "--lua-budget SECONDS interrupts Lua code (a task, hook, callback, ctl eval)\n"
    "that runs longer than SECONDS without yielding (default 5; 0: no budget).\n"
+   "\n"
+   "--http ADDR serves read-only HTTP on ADDR (host:port, :port, [::1]:port or a\n"
+   "unix socket path): /healthz, /readyz, /metrics (Prometheus), /status.\n"
+   "Off by default; the address it listens on is logged (port 0 picks one).\n"
    "\n"
    "Exit status: 0, or 1 when the main task raised (message and traceback on\n"
    "stderr), 2 when FILE cannot be opened, or the code given to orch.exit.\n"},
@@ -159,7 +163,16 @@ static int lock_refused(orch_runtime *rt) {
   return 1;
 }
 
-static int cmd_run(const char *file, const char *socket, double budget, int argc, char **argv) {
+/* --http ADDR: the read-only HTTP endpoint (lua/orch/http.lua), started as
+ * a task with the control socket. */
+static void start_http(orch_runtime *rt, const char *addr) {
+  char *argv[] = { (char *)addr };
+  if (orch_load_function(rt, "orch.cli", "start_http", 1, argv) != ORCH_OK)
+    fprintf(stderr, "%s: http: %s\n", progname, orch_last_error(rt));
+}
+
+static int cmd_run(const char *file, const char *socket, const char *http, double budget,
+                   int argc, char **argv) {
   orch_runtime *rt = new_runtime();
   if (!rt) return 1;
   if (budget >= 0) orch_set_budget(rt, budget);
@@ -176,6 +189,7 @@ static int cmd_run(const char *file, const char *socket, double budget, int argc
     return r == ORCH_ERR_FILE ? 2 : 1;
   }
   start_ctl(rt, socket);
+  if (http) start_http(rt, http);
   return finish_run(rt);
 }
 
@@ -260,7 +274,7 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "run") == 0) {
     int i = 2;
-    const char *socket = NULL;
+    const char *socket = NULL, *http = NULL;
     double budget = -1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1] != 0; i++) {
       if (strcmp(argv[i], "--") == 0) { i++; break; }
@@ -271,6 +285,9 @@ int main(int argc, char **argv) {
         socket = argv[i] + 9;
       } else if (strcmp(argv[i], "--no-socket") == 0) {
         socket = "";
+      } else if (strcmp(argv[i], "--http") == 0) {
+        if (i + 1 >= argc || !argv[i + 1][0]) return usage_error("%s needs an ADDR (host:port)", "--http");
+        http = argv[++i];
       } else if (strcmp(argv[i], "--lua-budget") == 0) {
         char *end = NULL;
         if (i + 1 < argc) budget = strtod(argv[i + 1], &end);
@@ -282,9 +299,9 @@ int main(int argc, char **argv) {
       }
     }
     if (i >= argc) return usage_error("%s needs a FILE", "run");
-    return cmd_run(argv[i], socket, budget, argc - i - 1, argv + i + 1);
+    return cmd_run(argv[i], socket, http, budget, argc - i - 1, argv + i + 1);
   }
   if (cmd[0] == '-') return usage_error("unknown option '%s'", cmd);
-  if (looks_like_file(cmd)) return cmd_run(cmd, NULL, -1, argc - 2, argv + 2);
+  if (looks_like_file(cmd)) return cmd_run(cmd, NULL, NULL, -1, argc - 2, argv + 2);
   return cmd_lua(cmd, argc - 2, argv + 2);
 }

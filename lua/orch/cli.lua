@@ -42,6 +42,23 @@ function M.start_ctl(socket)
   end
 end
 
+--- `orch run --http ADDR`: the read-only HTTP endpoint of the script's
+-- supervisor (orch.http), as a task once the main chunk has run or waits.
+-- A bad address or a port in use is said on stderr; orch runs on without it
+-- (as without a control socket it could not create).
+function M.start_http(addr)
+  local http = require "orch.http"
+  local ok, srv, err = pcall(http.supervisor, { listen = addr })
+  if ok and srv then
+    io.stderr:write("orch: http: listening on ", srv.address, "\n")
+    M.http = srv
+    return
+  end
+  local msg = ok and tostring(err) or tostring(srv):gsub("^bad argument #1 to 'supervisor' ", "")
+  M.http_error = msg
+  io.stderr:write("orch: http: --http ", addr, ": ", msg, "\n")
+end
+
 --- As PID 1 (a container's init): reap every orphan, forward signals the
 -- script does not handle (orch.proc.init_mode).
 function M.init_mode()
