@@ -211,6 +211,22 @@ function h.alive(pid)
   return stat ~= "" and not stat:match("^%d+ %b() Z")
 end
 
+--- Processes whose environment holds ORCH_SPEC_RUN=token (the mark a spec
+-- gives every process it starts, grandchildren included).
+function h.leftovers(token)
+  local needle = "ORCH_SPEC_RUN=" .. token .. "\0"
+  local out = {}
+  for _, pid in ipairs(h.orch.proc.list()) do
+    local f = io.open("/proc/" .. pid .. "/environ", "rb")
+    if f then
+      local env = f:read("a") or ""
+      f:close()
+      if env:find(needle, 1, true) and h.alive(pid) then out[#out + 1] = pid end
+    end
+  end
+  return out
+end
+
 --- Sleeps outside the loop (between CLI calls).
 function h.pause(s) os.execute("sleep " .. s) end
 

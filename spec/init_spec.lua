@@ -18,20 +18,7 @@ local function index_of(list, v)
   for i, x in ipairs(list) do if x == v then return i end end
 end
 
--- Processes whose environment holds ORCH_SPEC_RUN=token.
-local function leftovers(token)
-  local needle = "ORCH_SPEC_RUN=" .. token .. "\0"
-  local out = {}
-  for _, pid in ipairs(orch.proc.list()) do
-    local f = io.open("/proc/" .. pid .. "/environ", "rb")
-    if f then
-      local env = f:read("a") or ""
-      f:close()
-      if env:find(needle, 1, true) and h.alive(pid) then out[#out + 1] = pid end
-    end
-  end
-  return out
-end
+local leftovers = h.leftovers
 
 describe("orch as PID 1", function()
   it("TERM: one ordered stop, no restart, orphans TERMed then KILLed, nothing left", function()

@@ -15,19 +15,7 @@ local counter = 0
 local mypid = orch.getpid()
 
 --- Processes (pids) whose environment holds ORCH_SPEC_RUN=token.
-function u.leftovers(token)
-  local needle = "ORCH_SPEC_RUN=" .. token .. "\0"
-  local out = {}
-  for _, pid in ipairs(orch.proc.list()) do
-    local f = io.open("/proc/" .. pid .. "/environ", "rb")
-    if f then
-      local env = f:read("a") or ""
-      f:close()
-      if env:find(needle, 1, true) and h.alive(pid) then out[#out + 1] = pid end
-    end
-  end
-  return out
-end
+u.leftovers = h.leftovers
 
 --- Whether a child of this process is a zombie: an orphan reparented to it
 -- (a subreaper since a test followed a forking daemon) that died at the end
