@@ -92,6 +92,7 @@ function Sup:add(cfg, def, pos)
   end
   self.services[cfg.name] = svc
   self.graph_checked = nil
+  self.all_cache = nil
   if pos then table.insert(self.order, pos, cfg.name) else self.order[#self.order + 1] = cfg.name end
   return svc
 end
@@ -101,6 +102,7 @@ function Sup:remove(name)
   for _, inst in ipairs(svc.instances) do self.by_name[inst.name] = nil end
   self.services[name] = nil
   self.graph_checked = nil
+  self.all_cache = nil
   for i, n in ipairs(self.order) do
     if n == name then
       table.remove(self.order, i)
@@ -254,11 +256,18 @@ function Sup:release()
   end
 end
 
+--- Every instance, in definition order. The list is cached until a service
+-- is added or removed or the order changes (reload): a state record write
+-- or a status walks it, and rebuilding it cost more than the walk at
+-- thousands of services. Callers never modify it.
 function Sup:all_instances()
-  local out = {}
+  local out = self.all_cache
+  if out and self.all_cache_order == self.order then return out end
+  out = {}
   for _, n in ipairs(self.order) do
     for _, inst in ipairs(self.services[n].instances) do out[#out + 1] = inst end
   end
+  self.all_cache, self.all_cache_order = out, self.order
   return out
 end
 
@@ -414,6 +423,10 @@ local function new(main)
     local yield = in_task()
     for i, inst in ipairs(graph.with_dependencies(S, insts)) do
       if yield and i % START_BATCH == 0 then
+        -- Spawning leaves short-lived garbage (argument and environment
+        -- copies): one basic GC step per batch keeps a mass start from
+        -- growing the heap. (One per spawn made starting quadratic.)
+        collectgarbage("step", 0)
         orch.sleep(0)
         if S.shutdown_task then return nil, "start: the supervisor is shutting down", "ECANCELED" end
       end

@@ -403,10 +403,6 @@ function Instance:spawn()
   if ok and cfg.pidfile then adopt.check_stale(self) end
   local p
   if ok then p, err = orch.spawn(opts) end
-  -- Spawning leaves short-lived garbage behind (argument and environment
-  -- copies): one basic GC step per spawn keeps a mass start of hundreds of
-  -- services from growing the heap (measured: -1.7 MiB of PSS at 500).
-  collectgarbage("step", 0)
   if not p then
     run:release()
     self:log("cannot start: %s", tostring(err))

@@ -7,7 +7,8 @@
 --    the live processes (name, pid, start time, want, restarts, ...), the
 --    state and counters of the instances without one, the
 --    heartbeat tables this supervisor created and the fd holder's pid. It is
---    rewritten once per loop turn after any change (persist.touch), and
+--    rewritten after any change (persist.touch: at most once per loop turn,
+--    and at most 10% of orch's time at thousands of services), and
 --    removed by a clean shutdown. A process spawned since the last write is
 --    in SOCKET.journal (one line appended at its spawn, persist.spawned);
 --  * the fd holder (`orch fdholder`, lua/orch/cmd/fdholder.lua), a small
@@ -33,6 +34,8 @@ local merge_journal   -- defined with the journal below
 local PART = 200          -- descriptors per datagram (the kernel allows 253)
 local HOLDER_WAIT = 5     -- seconds to wait for the holder's answer
 local RETRY = 0.05        -- seconds before a failed sync is tried again
+local SPACING = 10        -- a sync waits this many times the last one's duration
+local MAX_SPACING = 0.5   -- seconds, at most
 
 local function core() return require "orch.core.ctl" end
 local function ctl() return require "orch.ctl" end
@@ -97,8 +100,7 @@ local starts = setmetatable({}, { __mode = "k" })
 local function pid_start(run, pid)
   local c = starts[run]
   if not c or c.pid ~= pid then
-    local info = orch.proc.info(pid)
-    c = { pid = pid, start = info and info.start_time }
+    c = { pid = pid, start = orch.proc.start_time(pid) }
     starts[run] = c
   end
   return c.start
@@ -127,7 +129,7 @@ end
 -- The record's entry of a run, as JSON; remade only when one of its values
 -- changed (a sync of hundreds of services mostly concatenates).
 local frags = setmetatable({}, { __mode = "k" })
-local function fragment(inst, run, pid, start, def, has_log, started_at)
+local function fragment(inst, run, pid, start, def, has_log, now, wall)
   local f = frags[run]
   local want = inst.want and true or false
   if f and f.pid == pid and f.want == want and f.restarts == inst.restarts and f.log == has_log
@@ -135,6 +137,7 @@ local function fragment(inst, run, pid, start, def, has_log, started_at)
     return f.text
   end
   f = { pid = pid, want = want, restarts = inst.restarts, log = has_log, def = def, start_time = inst.start_time }
+  local started_at = math.floor((wall - (now - (run.started or now))) * 1000) / 1000
   f.text = string.format('{"name":%s,"pid":%d,"pid_start":%d,"want":%s,"restarts":%s,"start_time":%s,'
     .. '"started_at":%s,"def":%s%s}', jstr(inst.name), pid, start, tostring(want), jnum(inst.restarts),
     jnum(inst.start_time), jnum(started_at), jstr(def), has_log and ',"log":true' or "")
@@ -165,6 +168,17 @@ local function idle_fragment(inst, backoff_at)
   return f.text
 end
 
+-- The holder's entry of a run's log pipe, made once per run and pid.
+local pipe_entries = setmetatable({}, { __mode = "k" })
+local function pipe_entry(run, pid, start, s)
+  local e = pipe_entries[run]
+  if not e or e.pid ~= pid or e.stream ~= s then
+    e = { pid = pid, start = start, stream = s }
+    pipe_entries[run] = e
+  end
+  return e
+end
+
 local function snapshot(S)
   local list, pipes = {}, {}
   local now, wall = orch.now(), orch.time()
@@ -174,9 +188,8 @@ local function snapshot(S)
     local start = pid and pid_start(run, pid)
     if start then
       local s = log_stream(run)
-      local started_at = math.floor((wall - (now - (run.started or now))) * 1000) / 1000
-      list[#list + 1] = fragment(inst, run, pid, start, def_digest(S.services[inst.service]), s ~= nil, started_at)
-      if s then pipes[inst.name] = { pid = pid, start = start, stream = s } end
+      list[#list + 1] = fragment(inst, run, pid, start, def_digest(S.services[inst.service]), s ~= nil, now, wall)
+      if s then pipes[inst.name] = pipe_entry(run, pid, start, s) end
     elseif not (run and run.alive) and (inst.state ~= "stopped" or inst.restarts > 0) then
       local at = inst.state == "backoff" and inst.backoff_until
         and math.floor((wall + (inst.backoff_until - now)) * 1000) / 1000 or nil
@@ -374,6 +387,7 @@ end
 function persist.sync(S)
   local P = S.persist
   if not P or P.closed then return end
+  local t0 = orch.now()
   local list, pipes = snapshot(S)
   local again = not sync_holder(S, P, pipes)
   if not P.me then P.me = orch.proc.info(orch.getpid()) end
@@ -403,6 +417,13 @@ function persist.sync(S)
     os.remove(P.journal_path)
     P.journaled = nil
   end
+  -- The next sync waits SPACING times as long as this one took: the record
+  -- of thousands of services costs milliseconds to build and write, and a
+  -- mass start (which yields every few launches) or a restart storm would
+  -- otherwise rewrite it at every loop turn. What spawns meanwhile is in
+  -- the journal at once; other changes reach the record a little later.
+  local now = orch.now()
+  P.next_sync = now + math.min(MAX_SPACING, (now - t0) * SPACING)
   if again and not P.timer then
     P.timer = orch.timer.after(RETRY, function()
       P.timer = nil
@@ -413,11 +434,12 @@ end
 
 --- Something the record holds changed: sync once this loop turn is over
 -- (a mass start or a restart storm costs one write per turn, not one per
--- service).
+-- service), and not before the spacing the last sync earned.
 function persist.touch(S)
   local P = S.persist
   if not P or P.closed or P.timer then return end
-  P.timer = orch.timer.after(0, function()
+  local wait = P.next_sync and P.next_sync - orch.now() or 0
+  P.timer = orch.timer.after(wait > 0 and wait or 0, function()
     P.timer = nil
     persist.sync(S)
   end)
