@@ -532,6 +532,11 @@ static int collect(int dfd, int recursive, pidvec *v) {
   }
   free(text);
   if (r < 0 || !recursive) return r;
+  /* cgroupfs (kernfs) counts a directory's subdirectories in its link
+   * count (2 + subdirectories): a leaf, the common case, needs no listing
+   * (a stop signals hundreds of leaves, each listed once per pass). */
+  struct stat st;
+  if (fstat(dfd, &st) == 0 && st.st_nlink == 2) return 0;
   /* A fresh open, not dup(): a dup would share (and exhaust) the offset. */
   int d2 = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (d2 < 0) return -errno;
@@ -551,16 +556,21 @@ static int collect(int dfd, int recursive, pidvec *v) {
   return r;
 }
 
-int orch__cg_procs(const orch__cgroup *cg, int recursive, pid_t **pids, size_t *n) {
+static int procs_at(int dfd, int recursive, pid_t **pids, size_t *n) {
   pidvec v = { NULL, 0, 0 };
-  int dfd = open(cg->fs[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return -errno;
   int r = collect(dfd, recursive, &v);
-  close(dfd);
   if (r < 0) { free(v.p); return r; }
   *pids = v.p;
   *n = v.n;
   return 0;
+}
+
+int orch__cg_procs(const orch__cgroup *cg, int recursive, pid_t **pids, size_t *n) {
+  int dfd = open(cg->fs[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return -errno;
+  int r = procs_at(dfd, recursive, pids, n);
+  close(dfd);
+  return r;
 }
 
 int orch__cg_children(const orch__cgroup *cg, char **names, size_t *n) {
@@ -635,12 +645,15 @@ int orch__cg_kill(const orch__cgroup *cg, int sig, int flags) {
    * pidfd names a member (the listed process, or one that reused its pid
    * inside the cgroup), never a stranger. A fork bomb outrunning 100
    * passes is left to the caller's next call. */
+  /* One directory fd for every pass (and both listings of a pass). */
+  int dfd = open(cg->fs[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return -errno;
   pidvec done = { NULL, 0, 0 };
   int count = 0;
   for (int pass = 0; pass < 100; pass++) {
     pid_t *list, *again;
     size_t n, n2;
-    r = orch__cg_procs(cg, 1, &list, &n);
+    r = procs_at(dfd, 1, &list, &n);
     if (r < 0) break;
     int *pfd = malloc((n ? n : 1) * sizeof *pfd);
     if (!pfd) { free(list); r = -ENOMEM; break; }
@@ -652,7 +665,7 @@ int orch__cg_kill(const orch__cgroup *cg, int sig, int flags) {
       pfd[i] = (int)syscall(SYS_pidfd_open, list[i], 0);
       if (r == 0) r = pid_push(&done, list[i]);
     }
-    if (fresh && r == 0 && (r = orch__cg_procs(cg, 1, &again, &n2)) == 0) {
+    if (fresh && r == 0 && (r = procs_at(dfd, 1, &again, &n2)) == 0) {
       for (size_t i = 0; i < n; i++)
         if (pfd[i] >= 0 && listed(again, n2, list[i]) &&
             syscall(SYS_pidfd_send_signal, pfd[i], sig, NULL, 0) == 0)
@@ -665,6 +678,7 @@ int orch__cg_kill(const orch__cgroup *cg, int sig, int flags) {
     free(list);
     if (r < 0 || !fresh) break;
   }
+  close(dfd);
   free(done.p);
   return r < 0 ? r : count;
 }

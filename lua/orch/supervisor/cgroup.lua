@@ -122,23 +122,31 @@ function M.sweep_stale(S, base)
   parent:close()
 end
 
+-- A run's cgroup is removed: forgotten, and the parent of a closed
+-- supervisor goes with the last one.
+local function removed(S, cg)
+  S.cgroups[cg] = nil
+  cg:close()
+  local parent = S.cgroup_closing
+  if parent and next(S.cgroups) == nil then
+    S.cgroup_closing = nil
+    parent:remove({ recursive = true })
+    parent:close()
+  end
+end
+
 --- Kills what is left in a run's cgroup and removes it once empty (a task
 -- of its own: the end of a run never waits for it). S.cgroups holds the
 -- cgroups not removed yet, for M.close.
 local function retire(S, cg)
-  if cg:populated() then cg:kill() end
+  if cg:populated() then
+    cg:kill()
+  elseif cg:remove() then
+    -- Already empty (the usual end of a run): removed now, without a task.
+    return removed(S, cg)
+  end
   orch.task(function()
-    if cg:wait_empty(30) and cg:remove() then
-      S.cgroups[cg] = nil
-      cg:close()
-      -- The last one of a closed supervisor takes the parent with it.
-      local parent = S.cgroup_closing
-      if parent and next(S.cgroups) == nil then
-        S.cgroup_closing = nil
-        parent:remove({ recursive = true })
-        parent:close()
-      end
-    end
+    if cg:wait_empty(30) and cg:remove() then removed(S, cg) end
   end)
 end
 
