@@ -272,6 +272,29 @@ describe("orch.spawn", function()
     end)
   end)
 
+  it("proc.stat reads /proc/PID/stat alone: the fields of proc.info but uid, cmdline and the exit status", function()
+    h.run(function()
+      local p = assert(orch.spawn{ prog, "sleep", "100", pgroup = true })
+      eventually(function() return orch.proc.info(p.pid).name == "prog_proc" end, "exec")
+      local info, st, start = orch.proc.info(p.pid), orch.proc.stat(p.pid), orch.proc.start_time(p.pid)
+      p:kill("KILL"); p:wait()
+      for _, k in ipairs { "pid", "state", "ppid", "pgid", "sid", "name", "start_time", "threads" } do
+        assert.are.equal(info[k], st[k], k)
+      end
+      assert.are.equal(p.pid, st.pgid)
+      assert.are.equal(orch.getpid(), st.ppid)
+      assert.are.equal(start, st.start_time)
+      assert.are.equal("integer", math.type(st.rss))
+      assert.are.equal("number", type(st.cpu))
+      assert.is_nil(st.uid)
+      assert.is_nil(st.cmdline)
+      local me = orch.proc.stat(orch.getpid())
+      assert.is_true(me.rss > 0 and me.cpu > 0)
+      -- Reaped: gone.
+      assert.are.same({ nil, "proc.stat: no such process", "ESRCH" }, { orch.proc.stat(p.pid) })
+    end)
+  end)
+
   it("starts a process group or session on request", function()
     h.run(function()
       local mine = orch.proc.info(orch.getpid())
@@ -1043,6 +1066,7 @@ describe("bad arguments", function()
     { "info", function() orch.proc.info(0) end, "bad argument #1 to 'info' (invalid pid)" },
     { "info", function() orch.proc.info(1.5) end, "bad argument #1 to 'info' (invalid pid)" },
     { "start_time", function() orch.proc.start_time() end, "bad argument #1 to 'start_time' (pid expected, got no value)" },
+    { "stat", function() orch.proc.stat() end, "bad argument #1 to 'stat' (pid expected, got no value)" },
     { "subreaper", function() orch.proc.subreaper(1) end, "bad argument #1 to 'subreaper' (boolean expected, got number)" },
     { "on_orphan_exit", function() orch.proc.on_orphan_exit() end, "bad argument #1 to 'on_orphan_exit' (function expected, got no value)" },
     { "init_mode", function() orch.proc.init_mode{ signal = {} } end, "bad argument #1 to 'init_mode' (unknown option 'signal')" },

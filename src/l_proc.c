@@ -1652,6 +1652,35 @@ static int proc_getppid(lua_State *L) {
   return 1;
 }
 
+/* The fields of /proc/PID/stat as a new table (nrec: room for more). [-0,+1] */
+static void push_stat(lua_State *L, pid_t pid, const stat_info *si, int nrec) {
+  long tck = sysconf(_SC_CLK_TCK);
+  long page = sysconf(_SC_PAGESIZE);
+  lua_createtable(L, 0, 10 + nrec);
+  lua_pushinteger(L, pid); lua_setfield(L, -2, "pid");
+  lua_pushlstring(L, &si->state, 1); lua_setfield(L, -2, "state");
+  lua_pushinteger(L, si->ppid); lua_setfield(L, -2, "ppid");
+  lua_pushinteger(L, si->pgid); lua_setfield(L, -2, "pgid");
+  lua_pushinteger(L, si->sid); lua_setfield(L, -2, "sid");
+  lua_pushstring(L, si->name); lua_setfield(L, -2, "name");
+  lua_pushinteger(L, (lua_Integer)si->start); lua_setfield(L, -2, "start_time");
+  lua_pushinteger(L, (lua_Integer)si->rss_pages * page); lua_setfield(L, -2, "rss");
+  lua_pushnumber(L, (double)(si->utime + si->stime) / (double)(tck > 0 ? tck : 100)); lua_setfield(L, -2, "cpu");
+  lua_pushinteger(L, si->threads); lua_setfield(L, -2, "threads");
+}
+
+/* orch.proc.stat(pid): what /proc/PID/stat alone says (one read; a status
+ * of thousands of services asks it for each). */
+static int proc_stat(lua_State *L) {
+  pid_t pid = orch__checkpid(L, 1, 0);
+  orch__check_nargs(L, 1);
+  stat_info si;
+  int r = read_stat(pid, &si);
+  if (r < 0) return orch__fail(L, "proc.stat", -r);
+  push_stat(L, pid, &si, 0);
+  return 1;
+}
+
 static int proc_info(lua_State *L) {
   pid_t pid = orch__checkpid(L, 1, 0);
   orch__check_nargs(L, 1);
@@ -1665,20 +1694,8 @@ static int proc_info(lua_State *L) {
     char *u = strstr(buf, "\nUid:");
     if (u) uid = strtoll(u + 5, NULL, 10);
   }
-  long tck = sysconf(_SC_CLK_TCK);
-  long page = sysconf(_SC_PAGESIZE);
-  lua_createtable(L, 0, 12);
-  lua_pushinteger(L, pid); lua_setfield(L, -2, "pid");
-  lua_pushlstring(L, &si.state, 1); lua_setfield(L, -2, "state");
-  lua_pushinteger(L, si.ppid); lua_setfield(L, -2, "ppid");
-  lua_pushinteger(L, si.pgid); lua_setfield(L, -2, "pgid");
-  lua_pushinteger(L, si.sid); lua_setfield(L, -2, "sid");
+  push_stat(L, pid, &si, 3);
   lua_pushinteger(L, uid); lua_setfield(L, -2, "uid");
-  lua_pushstring(L, si.name); lua_setfield(L, -2, "name");
-  lua_pushinteger(L, (lua_Integer)si.start); lua_setfield(L, -2, "start_time");
-  lua_pushinteger(L, (lua_Integer)si.rss_pages * page); lua_setfield(L, -2, "rss");
-  lua_pushnumber(L, (double)(si.utime + si.stime) / (double)(tck > 0 ? tck : 100)); lua_setfield(L, -2, "cpu");
-  lua_pushinteger(L, si.threads); lua_setfield(L, -2, "threads");
   /* A zombie still has its exit status (until its parent reaps it): how it
    * ended, for a watcher that is not its parent. */
   if (si.state == 'Z' && si.exit_status >= 0) {
@@ -2364,6 +2381,7 @@ int orch__open_proc(lua_State *L) {
   };
   static const luaL_Reg procfns[] = {
     {"info", proc_info}, {"list", proc_list}, {"start_time", proc_start_time},
+    {"stat", proc_stat},
     {"wait_exit", proc_wait_exit}, {"subreaper", proc_subreaper}, {"on_orphan_exit", proc_on_orphan_exit},
     {"init_mode", proc_init_mode}, {NULL, NULL}
   };

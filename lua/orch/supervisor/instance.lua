@@ -50,7 +50,7 @@ local HISTORY_MAX = 20
 
 -- pid still names the process that started at start_time (not a zombie).
 local function alive(pid, start_time)
-  local i = orch.proc.info(pid)
+  local i = orch.proc.stat(pid)
   return i ~= nil and i.state ~= "Z" and (not start_time or i.start_time == start_time)
 end
 
@@ -713,7 +713,9 @@ function Instance:status()
     log_dropped = self.sink and self.sink.dropped or 0,
   }
   if alive and self.pid then
-    local info = orch.proc.info(self.pid)
+    -- One /proc/PID/stat read (a status of thousands of services reads one
+    -- per service).
+    local info = orch.proc.stat(self.pid)
     if info then
       t.rss, t.cpu = info.rss, info.cpu
     end
