@@ -67,8 +67,10 @@ local function new_state()
     -- so that the platform can restart the container.
     exit_on_fatal = orch.getpid() == 1 and "all" or false,
   }, Sup)
-  S.log_fn = function(msg) io.stderr:write("orch.supervisor: ", msg, "\n") end
-  S.output = function(name, line) io.stderr:write(name, " | ", line, "\n") end
+  -- One string, one write: stderr is unbuffered, and each piece would be a
+  -- write of its own (and could interleave with another process's line).
+  S.log_fn = function(msg) io.stderr:write("orch.supervisor: " .. msg .. "\n") end
+  S.output = function(name, line) io.stderr:write(name .. " | " .. line .. "\n") end
   S.exit = function(code) orch.exit(code) end
   return S
 end
