@@ -2,6 +2,7 @@
 -- orchestrator listens on; newline-delimited JSON requests and replies, see
 -- doc/ctl.md) and the client side used by `orch ctl` and `orch attach`.
 local orch = require "orch"
+local check = require "orch.check"
 local C = require "orch.core.ctl"
 -- The REPL's compiler and printer serve eval and error messages on the
 -- server side only: `orch ctl` (the client) never loads them.
@@ -663,9 +664,9 @@ function ctl.claim_for_run(socket, script)
   return true
 end
 
-local serve_opts = { socket = true, script = true, supervisor = true, max_connections = true,
-  max_line = true, idle_timeout = true, fd = true, on_reload = true, on_reexec = true,
-  follow_buffer = true }
+local serve_opts = { socket = "nonempty", script = "any", supervisor = "any",
+  max_connections = "posint", max_line = "posint", idle_timeout = "posnum", fd = "any",
+  on_reload = "any", on_reexec = "any", follow_buffer = "posint" }
 
 --- Starts the control server. opts: socket (path; default
 -- ctl.default_socket(script)), script (default arg[0]), supervisor (the
@@ -679,21 +680,7 @@ function ctl.serve(opts)
   -- descriptors must still be able to answer.
   repl()
   if type(opts) ~= "table" then error("bad argument #1 to 'serve' (table expected, got " .. type(opts) .. ")", 2) end
-  for k in pairs(opts) do
-    if not serve_opts[k] then error("bad argument #1 to 'serve' (unknown option '" .. tostring(k) .. "')", 2) end
-  end
-  local function posnum(k, int)
-    local v = opts[k]
-    -- NaN and infinity are refused too (NaN <= 0 is false).
-    if v ~= nil and (type(v) ~= "number" or not (v > 0 and v < math.huge) or (int and math.type(v) ~= "integer")) then
-      error("bad argument #1 to 'serve' (option '" .. k .. "': positive " .. (int and "integer" or "number") .. " expected)", 3)
-    end
-  end
-  posnum("max_connections", true) posnum("max_line", true) posnum("idle_timeout")
-  posnum("follow_buffer", true)
-  if opts.socket ~= nil and (type(opts.socket) ~= "string" or opts.socket == "") then
-    error("bad argument #1 to 'serve' (option 'socket': non-empty string expected)", 2)
-  end
+  check.options("serve", 1, opts, serve_opts)
   local script = opts.script or (rawget(_G, "arg") and arg[0]) or "orch"
   -- `orch run --socket P` serves P itself once the main chunk waits
   -- (ctl.autostart); a script that serves P too gets that server.

@@ -57,7 +57,20 @@ function M.parse_request(head)
   return req
 end
 
-local serve_options = { listen = true, routes = true, max_request = true, timeout = true, max_connections = true }
+local check = require "orch.check"
+
+local function routes_rule(v)
+  if type(v) ~= "table" then return false, "table" end
+  for path, fn in pairs(v) do
+    if type(path) ~= "string" or path:sub(1, 1) ~= "/" or type(fn) ~= "function" then
+      return false, "\"/path\" = function"
+    end
+  end
+  return true
+end
+
+local serve_options = { listen = "any", routes = routes_rule, max_request = "posint", timeout = "posnum",
+  max_connections = "posint" }
 
 -- "127.0.0.1:9100", "[::1]:9100", ":9100", "/run/orch/web.http" (a unix
 -- socket path), or a table { host = , port = } / { unix = }.
@@ -79,28 +92,13 @@ end
 -- (`srv.port`, `srv.address`, `srv:close()`) or nil, message, code.
 function M.serve(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'serve' (table expected, got " .. type(opts) .. ")", 2) end
-  for k in pairs(opts) do
-    if not serve_options[k] then error("bad argument #1 to 'serve' (unknown option '" .. tostring(k) .. "')", 2) end
-  end
+  check.options("serve", 1, opts, serve_options)
   local spec = listen_spec(opts.listen)
   if not spec then error("bad argument #1 to 'serve' (option 'listen': \"host:port\" or a socket path expected)", 2) end
-  if type(opts.routes) ~= "table" then error("bad argument #1 to 'serve' (option 'routes': table expected)", 2) end
-  for path, fn in pairs(opts.routes) do
-    if type(path) ~= "string" or path:sub(1, 1) ~= "/" or type(fn) ~= "function" then
-      error("bad argument #1 to 'serve' (option 'routes': \"/path\" = function expected)", 2)
-    end
-  end
-  local function positive(name, default, integer)
-    local v = opts[name]
-    if v == nil then return default end
-    if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge or (integer and math.type(v) ~= "integer") then
-      error("bad argument #1 to 'serve' (option '" .. name .. "': positive " .. (integer and "integer" or "number") .. " expected)", 3)
-    end
-    return v
-  end
-  local max_request = positive("max_request", 8192, true)
-  local timeout = positive("timeout", 5)
-  local max_connections = positive("max_connections", 64, true)
+  check.value("serve", 1, "routes", opts.routes, routes_rule)
+  local max_request = opts.max_request or 8192
+  local timeout = opts.timeout or 5
+  local max_connections = opts.max_connections or 64
 
   local listener, err, code = orch.listen(spec)
   if not listener then return nil, err, code end

@@ -106,16 +106,9 @@ local function check_arg(fname, n, v, want)
     (want:gsub("|nil$", ""):gsub("|", " or ")), v == nil and "no value" or t), 3)
 end
 
+local pretty_opts = { depth = "count", items = "count", width = "count" }
 local function check_pretty_opts(fname, n, opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error(("bad argument #%d to '%s' (table expected, got %s)"):format(n, fname, type(opts)), 3)
-  end
-  for _, k in ipairs{ "depth", "items", "width" } do
-    local v = opts and opts[k]
-    if v ~= nil and (math.type(v) ~= "integer" or v < 0) then
-      error(("bad argument #%d to '%s' (option '%s': integer >= 0 expected)"):format(n, fname, k), 3)
-    end
-  end
+  require("orch.check").options(fname, n, opts, pretty_opts, 2)
 end
 
 --- Formats any value for display: strings quoted, tables expanded up to

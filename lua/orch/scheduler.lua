@@ -18,44 +18,20 @@ local Job = {}
 Job.__index = Job
 Job.__name = "orch.Job"
 
+local check = require "orch.check"
+
 local job_options = {
-  mode = "string", overlap = "string", jitter = "number", first = "number",
+  mode = { "delay", "rate" }, overlap = { "skip", "queue", "allow" },
+  jitter = "seconds", first = "seconds",
   on_exit = "function", on_start = "function", name = "string", log = "function",
-  max_runs = "number",
+  max_runs = function(v)
+    return (math.type(v) == "integer" and v >= 1) or (math.type(v) == "float" and v >= 1
+      and v < 2^53 and v == math.floor(v)), "integer >= 1"
+  end,
 }
 
 local function check_options(fname, opts)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(("bad argument #3 to '%s' (table expected, got %s)"):format(fname, type(opts)), 3)
-  end
-  for k, v in pairs(opts) do
-    local want = job_options[k]
-    if not want then
-      error(("bad argument #3 to '%s' (unknown option '%s')"):format(fname, tostring(k)), 3)
-    end
-    if type(v) ~= want then
-      error(("bad argument #3 to '%s' (option '%s': %s expected, got %s)"):format(fname, k, want, type(v)), 3)
-    end
-  end
-  if opts.mode and opts.mode ~= "delay" and opts.mode ~= "rate" then
-    error(("bad argument #3 to '%s' (option 'mode': \"delay\" or \"rate\" expected)"):format(fname), 3)
-  end
-  if opts.overlap and opts.overlap ~= "skip" and opts.overlap ~= "queue" and opts.overlap ~= "allow" then
-    error(("bad argument #3 to '%s' (option 'overlap': \"skip\", \"queue\" or \"allow\" expected)"):format(fname), 3)
-  end
-  if opts.jitter and not (opts.jitter >= 0 and opts.jitter < math.huge) then
-    error(("bad argument #3 to '%s' (option 'jitter': seconds >= 0 expected)"):format(fname), 3)
-  end
-  if opts.first and not (opts.first >= 0 and opts.first < math.huge) then
-    error(("bad argument #3 to '%s' (option 'first': seconds >= 0 expected)"):format(fname), 3)
-  end
-  if opts.max_runs and not (math.type(opts.max_runs) == "integer" and opts.max_runs >= 1
-                            or math.type(opts.max_runs) == "float" and opts.max_runs >= 1
-                               and opts.max_runs < 2^53 and opts.max_runs == math.floor(opts.max_runs)) then
-    error(("bad argument #3 to '%s' (option 'max_runs': integer >= 1 expected)"):format(fname), 3)
-  end
-  return opts
+  return check.options(fname, 3, opts, job_options, 2)
 end
 
 local function check_job(fname, job)

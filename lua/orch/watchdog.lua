@@ -84,10 +84,26 @@ end
 
 -- ---------------------------------------------------------------- options
 
-local option_types = {
-  key = "number", compat = "boolean", create = "boolean", grace = "number",
+local check = require "orch.check"
+
+local option_rules = {
+  key = function(v)
+    if type(v) ~= "number" then return false, "number expected, got " .. type(v) end
+    return math.type(v) == "integer" and v > 0 and v <= 0xffffffff,
+      "SysV key expected (an integer from 1 to 0xffffffff)"
+  end,
+  compat = "boolean", create = "boolean", grace = "seconds",
   log = "function|string|boolean", on_timeout = "function", on_event = "function",
-  any_uid = "boolean", uids = "table", scan = "number", table = "userdata", shared = "boolean",
+  any_uid = "boolean", uids = "table", shared = "boolean",
+  scan = function(v)
+    if type(v) ~= "number" then return false, "number expected, got " .. type(v) end
+    return v >= 0.001 and v <= 60, "seconds from 0.001 to 60"
+  end,
+  table = function(v)
+    if type(v) ~= "userdata" then return false, "userdata expected, got " .. type(v) end
+    local mt = getmetatable(v)
+    return type(mt) == "table" and mt.__name == "orch.HeartbeatTable", "orch.HeartbeatTable"
+  end,
 }
 
 local function argerror(msg)
@@ -95,29 +111,10 @@ local function argerror(msg)
 end
 
 local function check_options(o)
-  if type(o) ~= "table" then argerror("table expected, got " .. (o == nil and "no value" or type(o))) end
-  for k, v in pairs(o) do
-    local want = option_types[k]
-    if not want then argerror(("unknown option '%s'"):format(tostring(k))) end
-    if not want:find(type(v), 1, true) then
-      argerror(("option '%s': %s expected, got %s"):format(k, want:gsub("|", " or "), type(v)))
-    end
-  end
-  if o.key ~= nil and (math.type(o.key) ~= "integer" or o.key <= 0 or o.key > 0xffffffff) then
-    argerror("option 'key': SysV key expected (an integer from 1 to 0xffffffff)")
-  end
-  if o.grace ~= nil and not (o.grace >= 0 and o.grace < math.huge) then
-    argerror("option 'grace': seconds >= 0 expected")
-  end
-  if o.scan ~= nil and not (o.scan >= 0.001 and o.scan <= 60) then
-    argerror("option 'scan': seconds from 0.001 to 60 expected")
-  end
+  if o == nil then argerror("table expected, got no value") end
+  check.options("start", 1, o, option_rules, 2)
   if o.log == true then argerror("option 'log': function, file path or false expected") end
   if o.table ~= nil then
-    local mt = getmetatable(o.table)
-    if type(mt) ~= "table" or mt.__name ~= "orch.HeartbeatTable" then
-      argerror("option 'table': orch.HeartbeatTable expected")
-    end
     if o.key ~= nil or o.compat ~= nil or o.create ~= nil or o.shared ~= nil then
       argerror("option 'table' excludes 'key', 'compat', 'create' and 'shared'")
     end
