@@ -715,7 +715,11 @@ function ctl.serve(opts)
   ctl.locks[path].lock:write_pid()
   local l
   l, err, code = C.listen(path, 64, fd, true)
-  if not l then return nil, err, code end
+  if not l then
+    -- A lock this call took is given back: a failed serve holds nothing.
+    if not had then ctl.locks[path].lock:close(); ctl.locks[path] = nil end
+    return nil, err, code
+  end
   local srv = setmetatable({
     path = path, script = script, listener = l, conns = {}, nconns = 0,
     supervisor = opts.supervisor, on_reload = opts.on_reload, on_reexec = opts.on_reexec,
