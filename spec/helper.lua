@@ -299,11 +299,48 @@ end
 -- child process may be left, and no shared-memory segment created by this
 -- process. A leftover fails the test that left it, and is cleaned up so the
 -- next test starts clean (model: libuv's MAKE_VALGRIND_HAPPY).
+local fdlist
 do
   local ok, busted = pcall(require, "busted")
   if ok and type(busted) == "table" and busted.after_each then
     local reported = {}    -- a killed child stays a zombie until orch reaps it
+    -- Open descriptors of this process before the test: a handle the test
+    -- opened (a stream, a listener, a pipe, a file) and never closed is
+    -- still there after it, and fails it. Collected garbage is closed first.
+    fdlist = os.tmpname()
+    local function fds()
+      collectgarbage(); collectgarbage()
+      -- Listed by a shell into a file, so that the listing adds no
+      -- descriptor of its own to the set.
+      os.execute("ls -l /proc/" .. h.orch.getpid() .. "/fd >" .. fdlist .. " 2>/dev/null")
+      local set = {}
+      for line in slurp(fdlist):gmatch("[^\n]+") do
+        local fd, target = line:match(" (%d+) %-> (.*)$")
+        if fd then set[tonumber(fd)] = target end
+      end
+      return set
+    end
+    -- The runtime's long-lived descriptors (its loop, its EMFILE reserve,
+    -- the /dev/null that spawns share, libuv's spare fd made with the first
+    -- stream) are made on first use: make them before the first baseline.
+    h.orch.run(function()
+      local r, w = h.orch.pipe()
+      w:write("x"); w:close(); r:read(); r:close()
+      local p = assert(h.orch.spawn{ "/bin/true", stdin = "null", stdout = "null", stderr = "null" })
+      p:wait()
+    end)
+    local before
+    busted.before_each(function() before = fds() end)
     busted.after_each(function()
+      local now, open = fds(), {}
+      for fd, target in pairs(now) do
+        -- libuv makes one inotify descriptor per loop with the loop's first
+        -- file watch (cgroup.events), and keeps it as long as the loop.
+        if (not before[fd] or before[fd] ~= target) and target ~= "anon_inode:inotify" then
+          open[#open + 1] = fd .. " -> " .. target
+        end
+      end
+      table.sort(open)
       local kids = {}
       for _, pid in ipairs(h.children()) do
         if not reported[pid] then
@@ -317,12 +354,14 @@ do
       for _, s in ipairs(segs) do os.execute("ipcrm -m " .. s:match("shmid (%d+)")) end
       if #kids > 0 then error("the test left child processes: " .. table.concat(kids, ", "), 0) end
       if #segs > 0 then error("the test left shared-memory segments: " .. table.concat(segs, ", "), 0) end
+      if #open > 0 then error("the test left open descriptors: " .. table.concat(open, ", "), 0) end
     end)
   end
 end
 
 -- Remove temp dirs when the Lua state closes.
 setmetatable(tmpdirs, { __gc = function(t)
+  if fdlist then os.remove(fdlist) end
   for _, d in ipairs(t) do os.execute("rm -rf " .. shquote(d)) end
 end })
 
