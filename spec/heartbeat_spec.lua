@@ -400,6 +400,33 @@ describe("orch beat", function()
     assert.is_false(hb.alive(i.pid, i.start_time))
   end)
 
+  it("in a supervised shell, waits for the slot its supervisor reserved instead of failing", function()
+    -- The supervisor's side, done here: reserve a slot, spawn the service
+    -- with ORCH_HEARTBEAT_KEY/SLOT, hand the slot over after the spawn. The
+    -- service's first command is `orch beat` (no --timeout: the slot has
+    -- one), and it comes before the hand-over: the hand-over waits until
+    -- `orch beat` has the table attached.
+    t = assert(hb.open { key = key, create = true })
+    h.run(function()
+      local slot = assert(t:reserve("svc", 5))
+      local p = assert(orch.spawn { "sh", "-c", h.shquote(h.bin) .. " beat; echo $?", stdout = "pipe",
+        env = { ORCH_HEARTBEAT_KEY = tostring(key), ORCH_HEARTBEAT_SLOT = tostring(slot.index) } })
+      h.eventually(function()
+        for _, kid in ipairs(h.children(p.pid)) do
+          if h.slurp("/proc/" .. kid .. "/maps"):find("SYSV", 1, true) then return true end
+        end
+      end, "orch beat to attach the table")
+      assert(slot:assign(p.pid))
+      local out = p.stdout:read_all()
+      assert.are.same({ 0 }, { p:wait() })
+      assert.are.equal("0\n", out)
+      local info = t:read(slot.index)
+      assert.are.equal(p.pid, info.pid)
+      assert.is_false(info.reserved)
+      assert.is_true(info.last_beat > info.registered)
+    end)
+  end)
+
   it("uses the classic table with --compat", function()
     local me = self_pid()
     local code, out, err = h.cli { "beat", "--compat", "--timeout", "3", "--pid", tostring(me), "--key", tostring(key) }

@@ -231,8 +231,9 @@ end
 function h.pause(s) os.execute("sleep " .. s) end
 
 --- The pids of this process's children (from /proc).
-function h.children()
-  local f = io.open("/proc/self/task/" .. h.orch.getpid() .. "/children")
+function h.children(pid)
+  pid = pid or h.orch.getpid()
+  local f = io.open("/proc/" .. pid .. "/task/" .. pid .. "/children")
   local out = {}
   if f then
     for pid in f:read("a"):gmatch("%d+") do out[#out + 1] = tonumber(pid) end

@@ -10,7 +10,9 @@ usage: orch beat [--name NAME] [--timeout SECONDS] [--pid PID] [--key KEY]
 
 Registers PID (default: the calling process, i.e. the parent of `orch beat`)
 in the heartbeat table on the first call, and beats on later calls (the
-registration is found by pid and process start time).
+registration is found by pid and process start time). Under a supervisor,
+the slot it reserved ($ORCH_HEARTBEAT_SLOT) is awaited when it is not yet
+handed to the calling process.
 
   --name NAME        name of the registration (default: the process's comm)
   --timeout SECONDS  timeout; required to register; on a later call, changes it
@@ -43,6 +45,29 @@ local function comm(orch, pid)
   local info = orch.proc.info(pid)
   local s = info and info.name:gsub("%s+$", "") or ""
   return s ~= "" and s or ("pid" .. pid)
+end
+
+-- A supervised shell service that runs `orch beat` at once can come before
+-- its registration: the supervisor reserved slot $ORCH_HEARTBEAT_SLOT under
+-- its own pid before the spawn and hands it to the service's pid right
+-- after. While that slot is still reserved by the process's parent, wait
+-- (bounded) for the hand-over instead of failing with "--timeout is
+-- required". The slot found is the registration by pid and start time, as
+-- on any later call.
+local HANDOVER_WAIT = 2
+local function await_handover(orch, t, pid)
+  local index = math.tointeger(tonumber(os.getenv("ORCH_HEARTBEAT_SLOT") or ""))
+  local key = math.tointeger(tonumber(os.getenv("ORCH_HEARTBEAT_KEY") or ""))
+  if not index or key ~= t:key() then return nil end
+  local me = orch.proc.stat(pid)
+  if not me then return nil end
+  local deadline = orch.now() + HANDOVER_WAIT
+  repeat
+    local info = t:read(index)
+    if not (info and info.reserved and info.pid == me.ppid) then return t:find(pid) end
+    orch.sleep(0.002)
+  until orch.now() >= deadline
+  return t:find(pid)
 end
 
 local flags_with_value = { name = true, timeout = true, pid = true, key = true }
@@ -110,7 +135,7 @@ function M.main(args)
                            shared = o.shared or nil, mode = o.shared and 438 --[[0666]] or nil }
   if not t then return fail(1, "%s", err) end
   local code = 0
-  local slot = t:find(pid)
+  local slot = t:find(pid) or (not o.unregister and await_handover(orch, t, pid))
   if o.unregister then
     if not slot then
       code = fail(1, "pid %d has no registration", pid)
