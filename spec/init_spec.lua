@@ -38,16 +38,16 @@ describe("orch as PID 1", function()
       sup.configure{ runtime_dir = dir, env = { ORCH_SPEC_RUN = %q }, cgroup = false }
       local function svc(name, deps, body, stop)
         sup.service{ name = name, depends_on = deps, restart = "always", backoff = 0, stop = stop,
-          cmd = { "sh", "-c", "echo start " .. name .. " >> " .. log .. "; " .. body ..
+          cmd = { "sh", "-c", body .. " echo start " .. name .. " >> " .. log .. ";" ..
                   " while :; do sleep 0.05; done" } }
       end
       svc("a", nil, "trap 'echo stop a >> " .. log .. "; exit 0' TERM;")
       svc("b", { "a" }, "trap 'echo TERM b >> " .. log .. "; exit 1' TERM; " ..
                         "trap 'echo stop b >> " .. log .. "; exit 0' QUIT;", { signal = "QUIT" })
-      svc("c", { "b" }, "(setsid sh -c 'echo orphan-soft >> " .. log .. "; exec sleep 300' &); " ..
+      svc("c", { "b" }, "trap 'echo stop c >> " .. log .. "; exit 0' TERM; " ..
+                        "(setsid sh -c 'echo orphan-soft >> " .. log .. "; exec sleep 300' &); " ..
                         "(setsid sh -c 'trap \"\" TERM; echo orphan-hard >> " .. log .. "; " ..
-                        "while :; do sleep 0.05; done' &); " ..
-                        "trap 'echo stop c >> " .. log .. "; exit 0' TERM;")
+                        "while :; do sleep 0.05; done' &);")
       sup.run()
       assert(sup.wait("all", "running", 30))
       io.open(dir .. "/up", "w"):close()
@@ -58,7 +58,9 @@ describe("orch as PID 1", function()
       local ok, err = pcall(function()
         h.eventually(function()
           local l = h.slurp(log)
+          -- "start NAME" is written once the service's traps are set.
           return io.open(dir .. "/up") and l:find("orphan-soft", 1, true) and l:find("orphan-hard", 1, true)
+            and l:find("start a", 1, true) and l:find("start b", 1, true) and l:find("start c", 1, true)
         end, "the services and orphans to be up", 60)
         local init = tonumber(h.slurp("/proc/" .. u.pid .. "/task/" .. u.pid .. "/children"):match("%d+"))
         assert.is_number(init)
