@@ -216,8 +216,11 @@ describe("supervisor dependencies", function()
         start_limit = false }
       s.service { name = "user", cmd = u.sh("exec sleep 30"), depends_on = { "dep" } }
       s.start("all")
-      orch.sleep(0.5)
+      -- Two of dep's restarts (so it has been down and up again while user
+      -- waited): user still waits, never started.
+      assert.is_true(u.until_true(function() return u.st(s, "dep").restarts >= 2 end))
       assert.are.equal("waiting", u.st(s, "user").state)
+      assert.is_nil(u.st(s, "user").pid)
       assert.truthy(u.logged(logs, "user: waiting for dep to be ready"))
       s.stop("all")
       assert.are.equal("stopped", u.st(s, "user").state)
