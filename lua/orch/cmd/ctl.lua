@@ -142,6 +142,19 @@ function M.format_status(services)
       fmt_bytes(s.rss), type(s.cpu) == "number" and string.format("%.2fs", s.cpu) or "-",
     }
   end
+  -- OOM kills inside a service's cgroup (services with a memory limit): a
+  -- column when any had one.
+  local ooms = false
+  for _, sv in ipairs(services) do
+    if type(sv.oom_kills) == "number" and sv.oom_kills > 0 then ooms = true end
+  end
+  if ooms then
+    rows[1][#rows[1] + 1] = "OOM"
+    for i, sv in ipairs(services) do
+      local r = rows[i + 1]
+      r[#r + 1] = type(sv.oom_kills) == "number" and tostring(math.tointeger(sv.oom_kills) or sv.oom_kills) or "-"
+    end
+  end
   -- Why a service is not running (a spawn that failed for lack of fds, a
   -- start limit, a missed heartbeat): a last column when any has one.
   local reasons = false

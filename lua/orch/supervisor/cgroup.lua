@@ -135,6 +135,89 @@ local function removed(S, cg)
   end
 end
 
+-- The controller each cgroup limit needs, and the limits cgroup v1 has no
+-- equivalent for (doc/cgroup.md, cg:set).
+local CONTROLLER = { memory_max = "memory", memory_high = "memory", swap_max = "memory", pids_max = "pids",
+                     cpu_max = "cpu", cpu_weight = "cpu", io_weight = "io" }
+local V2_ONLY = { memory_high = true, swap_max = true, io_weight = true }
+
+-- Where the runs' cgroups would get each controller ("v2" or "v1"), or
+-- nil and why this supervisor has no cgroups. Found once (until the
+-- configuration changes) without keeping anything: the parent is made and
+-- removed again when it did not exist (its default name may still change
+-- with the control socket), or the running tree is asked.
+local function probe(S)
+  local p = S.cgroup_probe
+  if p then return p end
+  if S.cgroup_base then
+    p = { where = S.cgroup_base:controllers() }
+  elseif S.cgroup_parent == false then
+    p = { off = "turned off (sup.configure{ cgroup = false })" }
+  elseif S.cgroup_off then
+    p = { off = S.cgroup_off }
+  else
+    if not S.cgroup_id then
+      nsups = nsups + 1
+      S.cgroup_id = nsups
+    end
+    local path = S.cgroup_parent or default_path(S)
+    local cg, err, ename = orch.cgroup.create(path)
+    local made = cg ~= nil
+    if not cg and ename == "EEXIST" then cg, err = orch.cgroup.open(path) end
+    if not cg then
+      p = { off = tostring(err) }
+    else
+      p = { where = cg:controllers() }
+      if made then cg:remove() end
+      cg:close()
+    end
+  end
+  -- A controller v2 lacks here is used through its v1 hierarchy, whose
+  -- mirror directory is made with the first limit.
+  if p.where then
+    local info = orch.cgroup.info()
+    for ctl, mount in pairs(info and info.v1 or {}) do
+      if not p.where[ctl] and mount and mount ~= "" then p.where[ctl] = "v1" end
+    end
+  end
+  S.cgroup_probe = p
+  return p
+end
+
+--- Raises when the host (or the configuration) cannot apply one of the
+-- cgroup limits of service definition cfg: limits asked for explicitly are
+-- never ignored, and never found missing only when the service starts.
+function M.check(S, cfg)
+  local l = cgroup_limits(cfg.limits)
+  if not l then return end
+  local names = {}
+  for k in pairs(l) do names[#names + 1] = k end
+  table.sort(names)
+  local p = probe(S)
+  if p.off then
+    error(string.format("service '%s': limits.%s: cgroup limits need cgroups, which are off: %s",
+      cfg.name, names[1], p.off), 0)
+  end
+  for _, k in ipairs(names) do
+    local ctl = CONTROLLER[k]
+    local where = p.where[ctl]
+    if not where then
+      error(string.format("service '%s': limits.%s: this host has no %s controller for orch's cgroups "
+        .. "(not enabled in cgroup v2 there, no cgroup v1 hierarchy of it)", cfg.name, k, ctl), 0)
+    elseif where ~= "v2" and V2_ONLY[k] then
+      error(string.format("service '%s': limits.%s: it needs the %s controller in cgroup v2, which is not "
+        .. "enabled for orch's cgroups here (cgroup v1 has no equivalent)", cfg.name, k, ctl), 0)
+    end
+  end
+end
+
+--- The configuration of the cgroups changed (sup.configure{ cgroup }):
+-- the services defined so far are checked again.
+function M.reconfigured(S, services)
+  S.cgroup_probe = nil
+  for _, svc in pairs(services) do M.check(S, svc.cfg) end
+end
+
 --- Kills what is left in a run's cgroup and removes it once empty (a task
 -- of its own: the end of a run never waits for it). S.cgroups holds the
 -- cgroups not removed yet, for M.close.
@@ -149,6 +232,8 @@ local function retire(S, cg)
     if cg:wait_empty(30) and cg:remove() then removed(S, cg) end
   end)
 end
+
+local MEMORY = { controllers = { "memory" } }
 
 --- Before a spawn: a fresh cgroup for the run, with the service's limits,
 -- given to the spawn (opts.cgroup). True, or nil and why the run cannot
@@ -165,11 +250,15 @@ function M.prepare(inst, run, opts)
   -- v1 mirror is made only for a limit (cg:set): a v1 memory cgroup costs
   -- about 0.5 ms, which a restart would pay. A name may be taken by a run
   -- of the previous image after `orch ctl reexec` (same pid).
+  -- The rss rule of the limits measures the whole cgroup: it needs memory
+  -- accounting (a v1 mirror on a hybrid host) from the start.
+  local l = inst.cfg.limits
+  local copts = l and l.rss and MEMORY or nil
   local cg, err, ename
   repeat
     S.cgroup_seq = S.cgroup_seq + 1
     local name = inst.name:gsub(":", "@") .. "." .. S.cgroup_seq
-    cg, err, ename = orch.cgroup.create(base:path() .. "/" .. name)
+    cg, err, ename = orch.cgroup.create(base:path() .. "/" .. name, copts)
   until cg or ename ~= "EEXIST"
   if not cg then return nil, err end
   if limits then
@@ -225,6 +314,43 @@ function M.goes_on(run, code)
   return cg ~= nil and code == 0 and not run.stopping and cg:populated()
 end
 
+--- Is anything left in the run's cgroup (after its main process ended)?
+function M.populated(run)
+  local cg = run.cgroup
+  return cg ~= nil and cg:populated()
+end
+
+--- The main process ended, but processes are left in the run's cgroup (an
+-- escapee of a crashed service, what a stop signal spared): they get the
+-- service's stop sequence (stop signal, stop.timeout, cgroup.kill,
+-- stop.kill_timeout; KILL at once during a stop, whose signal they had
+-- already), in a task that is a part of the run. done() is called once the
+-- cgroup is empty, or once nothing more can be done: a restart never spawns
+-- beside a process of the previous run.
+function M.drain(inst, run, done)
+  local cg, st = run.cgroup, inst.cfg.stop
+  run:own("drain", orch.task(function()
+    if not run.stopping and st.signal ~= "KILL" and st.signal ~= 9 then
+      inst:log("%d process(es) left in its cgroup after the main process ended: sending %s",
+        #(cg:procs() or {}), tostring(st.signal))
+      cg:kill(st.signal)
+      if not cg:wait_empty(st.timeout) then
+        inst:log("still %d process(es) in its cgroup %gs after %s: sending KILL", #(cg:procs() or {}),
+          st.timeout, tostring(st.signal))
+      end
+    end
+    if cg:populated() then
+      cg:kill()
+      if not cg:wait_empty(st.kill_timeout) then
+        inst:log("its cgroup still holds %s %gs after KILL: left behind", table.concat(cg:procs() or {}, " "),
+          st.kill_timeout)
+      end
+    end
+    run:drop("drain")     -- this task: not cancelled, only forgotten
+    done()
+  end), Run.cancel_task)
+end
+
 --- Waits (a run part) until the run's cgroup is empty, then calls fn().
 function M.watch_empty(run, fn)
   local cg = run.cgroup
@@ -241,20 +367,37 @@ local function human(n)
   return tostring(n)
 end
 
+local function memory_limited(inst)
+  local l = inst.cfg.limits
+  return l and (l.memory_max or l.memory_high or l.swap_max) and true or false
+end
+
 --- The exit reason an OOM kill inside the run's cgroup gives, or nil
 -- (looked at for services with a memory limit).
 function M.oom_reason(inst, run)
   local cg = run.cgroup
-  local l = inst.cfg.limits
-  if not cg or not (l and (l.memory_max or l.memory_high or l.swap_max)) then return nil end
+  if not cg or not memory_limited(inst) then return nil end
   local st = cg:stat()
   if not st or not st.oom_kill or st.oom_kill == 0 then return nil end
   local max = st.memory_max
   return "killed by the OOM killer" .. ((max and max ~= math.huge) and (" at memory.max " .. human(max)) or "")
 end
 
---- Whole-cgroup accounting for a status table.
-function M.status(run, t)
+--- At the end of a run: the OOM kills inside its cgroup (a worker the
+-- kernel killed counts as well as the main process) join the instance's
+-- count, status's oom_kills. Services with a memory limit only: where the
+-- kernel counts them on every host (memory.events, or v1's oom_control).
+function M.end_run(inst, run)
+  local cg = run.cgroup
+  if not cg or not memory_limited(inst) then return end
+  local st = cg:stat()
+  local n = st and st.oom_kill
+  inst.oom_kills = (inst.oom_kills or 0) + (n or 0)
+end
+
+--- Whole-cgroup accounting for a status table (run: the live run, if any).
+function M.status(inst, run, t)
+  if inst.oom_kills then t.oom_kills = inst.oom_kills end
   local cg = run and run.cgroup
   if not cg then return end
   t.cgroup = cg:path()
@@ -263,14 +406,16 @@ function M.status(run, t)
   t.cpu = st.cpu or t.cpu
   t.memory = st.memory_current
   t.tasks = st.pids_current
+  if memory_limited(inst) then t.oom_kills = (inst.oom_kills or 0) + (st.oom_kill or 0) end
 end
 
 --- For the limits rule: { rss = memory of the whole cgroup, cpu = its CPU
--- seconds }, or nil without a cgroup (the caller samples /proc then).
-function M.sample(run)
+-- seconds }, or nil without a cgroup, or without the memory accounting the
+-- rss rule (need_rss) reads (the caller samples /proc then).
+function M.sample(run, need_rss)
   local cg = run.cgroup
   local st = cg and cg:stat()
-  if not (st and st.memory_current and st.cpu) then return nil end
+  if not (st and st.cpu) or (need_rss and not st.memory_current) then return nil end
   return { rss = st.memory_current, cpu = st.cpu }
 end
 

@@ -390,7 +390,14 @@ local function new(main)
           error("bad argument #1 to 'configure' (option 'cgroup': parent cgroup path or false expected)", 2)
         end
         if S.cgroup_base then error("bad argument #1 to 'configure' (option 'cgroup': services already run in " .. S.cgroup_base:path() .. ")", 2) end
+        local was, was_off = S.cgroup_parent, S.cgroup_off
         S.cgroup_parent, S.cgroup_off = v, nil
+        -- Services defined already with cgroup limits must still get them.
+        local ok, err = pcall(cgroup.reconfigured, S, S.services)
+        if not ok then
+          S.cgroup_parent, S.cgroup_off, S.cgroup_probe = was, was_off, nil
+          error("bad argument #1 to 'configure' (option 'cgroup': " .. tostring(err) .. ")", 2)
+        end
       elseif k == "exit_on_fatal" then
         if v ~= false and v ~= "all" and v ~= "any" then
           error("bad argument #1 to 'configure' (option 'exit_on_fatal': \"all\", \"any\" or false expected)", 2)
@@ -409,6 +416,8 @@ local function new(main)
     if S.services[cfg.name] then
       error(string.format("service '%s': already defined (sup.reload changes definitions)", cfg.name), 2)
     end
+    local cok, cerr = pcall(cgroup.check, S, cfg)
+    if not cok then error(cerr, 2) end
     S:add(cfg, copy)
     return cfg.name
   end

@@ -181,6 +181,7 @@ local function record_exit(self, run, code, sig, reason)
   run.alive = false
   self.frozen = nil
   run:changed()
+  if run.cgroup then cgroup.end_run(self, run) end
   run:release()
   if run.main_pid then self.sup:unwatch_orphan(run.main_pid) end
   if self.pid == run.pid or self.pid == run.main_pid then self.pid = nil end
@@ -296,9 +297,18 @@ function Instance:cgroup_empty(run)
   return self:handle("empty", run)
 end
 
---- The run is over (its main process ended): clean up, then decide.
+--- The run is over (its main process ended): clean up, then decide. What
+-- the main process left in the run's cgroup goes first, with the stop
+-- sequence (cgroup.drain): a restart never spawns beside a process of the
+-- previous run, and a stop returns once none is left.
 function Instance:run_ended(run, code, sig, reason)
   if not run.alive then return end
+  if not run.drained and cgroup.populated(run) then
+    run.drained = true
+    return cgroup.drain(self, run, function()
+      if run.alive then self:handle("exit", run, code, sig, reason) end
+    end)
+  end
   return self:handle("exit", run, code, sig, reason)
 end
 
@@ -483,13 +493,6 @@ function Instance:proc_exited(run, code, sig)
       -- Daemonized: the service is what is left in its cgroup.
       run.main_exit = { code = code, sig = sig }
       self:log("main process %d exited 0; the service goes on in its cgroup", run.pid)
-      cgroup.watch_empty(run, function() self:cgroup_empty(run) end)
-      return
-    end
-    if run.stopping and cgroup.signal(run, "KILL") then
-      -- What the stop signal left behind goes now; the stop ends once the
-      -- cgroup is empty, so that no process of the service outlives it.
-      run.main_exit = { code = code, sig = sig }
       cgroup.watch_empty(run, function() self:cgroup_empty(run) end)
       return
     end
@@ -720,7 +723,7 @@ function Instance:status()
       t.rss, t.cpu = info.rss, info.cpu
     end
   end
-  if alive then cgroup.status(run, t) end
+  cgroup.status(self, alive and run, t)
   if self.frozen then t.state = "frozen" end
   t.cgroup_off = self.sup.cgroup_off
   return t

@@ -1,7 +1,9 @@
 --- orch.supervisor.limits: memory and CPU limits of a running service,
--- checked from /proc (orch.proc.info of the main process) every `interval`
--- seconds. A service that stays over a limit for `for_seconds` is restarted
--- (killed with its stop sequence, then restarted by its policy as a failure).
+-- checked every `interval` seconds: of its whole cgroup (every process of
+-- the service, its forked workers too: memory.current, cpu.stat) when it
+-- has one, else of its main process (/proc, orch.proc.info). A service
+-- that stays over a limit for `for_seconds` is restarted (killed with its
+-- stop sequence, then restarted by its policy as a failure).
 -- The timer exists only while the service runs and only for services with
 -- `limits`, so idle services cost no wakeups.
 local orch = require "orch"
@@ -22,7 +24,7 @@ function limits.start(inst, run)
   local l = inst.cfg.limits
   if not l or not (l.rss or l.cpu_percent) then return end
   -- A contained service is measured whole: every process of its cgroup.
-  local function measure(p) return cgroup.sample(run) or orch.proc.info(p) end
+  local function measure(p) return cgroup.sample(run, l.rss) or orch.proc.info(p) end
   local pid = run.main_pid or run.pid
   local info = measure(pid)
   local sample, sampled, over_since = info and info.cpu, orch.now(), nil

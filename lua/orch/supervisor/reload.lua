@@ -17,6 +17,8 @@ function reload.apply(S, defs)
     copies[i] = schema.copy(def)
     local ok, cfg = pcall(schema.check, copies[i], i)
     if not ok then error(cfg, 3) end
+    local cok, cerr = pcall(require("orch.supervisor.cgroup").check, S, cfg)
+    if not cok then error(cerr, 3) end
     if by[cfg.name] then error(string.format("service '%s': defined twice", cfg.name), 3) end
     by[cfg.name] = cfg
     cfgs[i] = cfg

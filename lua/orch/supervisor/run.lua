@@ -12,6 +12,8 @@
 --   start_ticks                  its process's start time (clock ticks), for
 --                                adopt.lua's checks
 --   log_stream, log_done         the output pipe and its EOF
+--   drained                      what its main process left in its cgroup
+--                                got (or gets) the stop sequence
 -- Resources that need cleaning up are parts: objects the modules make (the
 -- readiness probe, the heartbeat deadline, the limits sampler, the start
 -- timer, a pidfile reader) and hand to the run with run:own(key, obj,
