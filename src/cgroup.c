@@ -200,6 +200,9 @@ const orch__cg_layout *orch__cg_layout_get(int *err) {
 /* orch's own /proc/self/cgroup, read once: it changes only when orch is
  * moved, which orch__cg_add of orch itself notices. */
 static char *self_cgroup;
+/* Where relative paths start from once orch moved itself into its leaf
+ * (into_leaf): the v2 cgroup it was started in. NULL until then. */
+static char *home_cgroup;
 
 int orch__cg_of(pid_t pid, int ctl, char *buf, size_t size) {
   char p[64], *text;
@@ -230,6 +233,11 @@ int orch__cg_of(pid_t pid, int ctl, char *buf, size_t size) {
   }
   free(text);
   return r;
+}
+
+int orch__cg_home(char *buf, size_t size) {
+  if (!home_cgroup) return orch__cg_of(0, -1, buf, size);
+  return (size_t)snprintf(buf, size, "%s", home_cgroup) >= size ? -ENAMETOOLONG : 0;
 }
 
 /* ---------------------------------------------------------------- paths */
@@ -263,7 +271,7 @@ static int beneath(const char *inner, const char *outer);
  * own cgroup is taken as is in every hierarchy). */
 static int resolve(const char *path, int ctl, char **out) {
   char self[PATH_MAX], self1[PATH_MAX];
-  int r = orch__cg_of(0, -1, self, sizeof self);
+  int r = orch__cg_home(self, sizeof self);
   if (r < 0) return r;
   size_t sl = strlen(self);
   while (sl > 0 && self[sl - 1] == '/') self[--sl] = 0;
@@ -339,20 +347,60 @@ static unsigned parse_controllers(char *list) {
   return m;
 }
 
-/* Enables the wanted controllers in a v2 directory's subtree_control where
- * its cgroup.controllers offers them (errors ignored: the child then reads
- * which it got). A write only when one is missing: the common case is two
- * reads. */
-static void enable_v2(const char *dir, unsigned want) {
-  char buf[512], cmd[32];
-  if (read_path(dir, "cgroup.controllers", buf, sizeof buf) < 0) return;
-  unsigned offered = parse_controllers(buf) & want;
-  if (!offered || read_path(dir, "cgroup.subtree_control", buf, sizeof buf) < 0) return;
-  unsigned missing = offered & ~parse_controllers(buf);
-  for (int c = 0; c < ORCH__CG_NCTL; c++) {
-    if (!(missing & (1u << c))) continue;
-    snprintf(cmd, sizeof cmd, "+%s", orch__cg_ctl_names[c]);
-    write_path(dir, "cgroup.subtree_control", cmd);
+/* Is tok one of the words of a space-separated list (cgroup.controllers)? */
+static int has_word(const char *list, const char *tok) {
+  size_t tl = strlen(tok);
+  for (const char *p = list; *p; ) {
+    p += strspn(p, " \n");
+    size_t n = strcspn(p, " \n");
+    if (n == tl && strncmp(p, tok, tl) == 0) return 1;
+    p += n;
+  }
+  return 0;
+}
+
+/* The kernel enables a domain controller for the children of a cgroup
+ * only while that cgroup holds no process itself ("no internal processes";
+ * the root is exempt). A service manager that delegates a cgroup (systemd's
+ * Delegate=yes) starts orch inside it: so when dir is orch's own cgroup,
+ * orch moves itself into a leaf below it, ORCH__CG_LEAF, and relative paths
+ * go on starting from dir (orch__cg_home). Only orch moves (no other
+ * process is orch's to move): if another process is there, the controller
+ * stays off. 0, or -errno. */
+#define ORCH__CG_LEAF "supervisor"
+static int into_leaf(const char *dir) {
+  if (home_cgroup) return -EBUSY;
+  char self[PATH_MAX], leaf[PATH_MAX], pid[24];
+  char *fs = NULL;
+  int r = orch__cg_of(0, -1, self, sizeof self);
+  if (r == 0) r = fs_path(layout.v2_mount, layout.v2_root, self, &fs);
+  if (r < 0) return r;
+  int mine = strcmp(fs, dir) == 0;
+  free(fs);
+  if (!mine) return -EBUSY;
+  if ((size_t)snprintf(leaf, sizeof leaf, "%s/%s", dir, ORCH__CG_LEAF) >= sizeof leaf) return -ENAMETOOLONG;
+  if (mkdir(leaf, 0755) < 0 && errno != EEXIST) return -errno;
+  snprintf(pid, sizeof pid, "%d", (int)getpid());
+  if ((r = write_path(leaf, "cgroup.procs", pid)) < 0) return r;
+  if (!(home_cgroup = strdup(self))) return -ENOMEM;
+  orch__cg_forget_self();
+  return 0;
+}
+
+/* Enables every controller a v2 directory's cgroup.controllers offers in
+ * its subtree_control (errors ignored: the child then reads which it got),
+ * moving orch out of the way first when dir is its own cgroup (into_leaf).
+ * A write only when one is missing: the common case is two reads. */
+static void enable_v2(const char *dir, unsigned unused) {
+  (void)unused;
+  char offered[512], enabled[512], cmd[64];
+  if (read_path(dir, "cgroup.controllers", offered, sizeof offered) <= 0) return;
+  if (read_path(dir, "cgroup.subtree_control", enabled, sizeof enabled) < 0) return;
+  for (char *sv = NULL, *t = strtok_r(offered, " \n", &sv); t; t = strtok_r(NULL, " \n", &sv)) {
+    if (has_word(enabled, t) || strlen(t) > sizeof cmd - 2) continue;
+    snprintf(cmd, sizeof cmd, "+%s", t);
+    if (write_path(dir, "cgroup.subtree_control", cmd) == -EBUSY && into_leaf(dir) == 0)
+      write_path(dir, "cgroup.subtree_control", cmd);
   }
 }
 

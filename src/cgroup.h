@@ -13,7 +13,8 @@
  * orch__cg_set writes a limit where the controller lives.
  *
  * Paths: "/a/b" is a place in the v2 hierarchy as /proc/PID/cgroup writes
- * it; "a/b" is relative to orch's own cgroup (in every hierarchy). Each
+ * it; "a/b" is relative to orch's own cgroup (in every hierarchy; in v2,
+ * to the one orch was started in, see orch__cg_home). Each
  * component is a plain name (no "", ".", ".." and no "cgroup." prefix).
  *
  * Usage from C (every call returns 0 or -errno and never raises):
@@ -64,6 +65,10 @@ void orch__cg_forget_self(void);
 /* The v2 cgroup of pid (0: orch) into buf, "/..."; 0 or -errno. With
  * ctl >= 0, the v1 cgroup of that controller (-ENOENT: none). */
 int orch__cg_of(pid_t pid, int ctl, char *buf, size_t size);
+/* The v2 cgroup relative paths start from: orch's own, or the one it was
+ * started in when it moved itself into its leaf "supervisor" below it to
+ * enable controllers there (the "no internal processes" rule). */
+int orch__cg_home(char *buf, size_t size);
 
 /* Why path is not a valid cgroup path (a message), or NULL when it is. */
 const char *orch__cg_path_error(const char *path);

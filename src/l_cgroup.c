@@ -290,8 +290,11 @@ static int cgroup_of(lua_State *L) {
 }
 
 static int cgroup_self(lua_State *L) {
-  lua_settop(L, 0);
-  return cgroup_of(L);
+  char buf[4096];
+  int r = orch__cg_home(buf, sizeof buf);
+  if (r < 0) return orch__fail(L, "cgroup.self", -r);
+  lua_pushstring(L, buf);
+  return 1;
 }
 
 static int cgroup_info(lua_State *L) {
@@ -305,7 +308,7 @@ static int cgroup_info(lua_State *L) {
   lua_pushstring(L, lo->v2_mount);
   lua_setfield(L, -2, "mount");
   char self[4096];
-  if (orch__cg_of(0, -1, self, sizeof self) == 0) {
+  if (orch__cg_home(self, sizeof self) == 0) {
     lua_pushstring(L, self);
     lua_setfield(L, -2, "self");
   }
