@@ -61,10 +61,12 @@ describe("orch ctl reexec with supervised services", function()
         local code, out, e = ctl_cli(o, "reexec")
         assert.are.equal(0, code, e)
         assert.are.equal("re-executing\n", out)
-        -- The new image answers once it has re-read the policy.
+        -- The new image answers once it has re-read the policy; its
+        -- sup.run launches (adopts) the services in a task of its own.
         local after = until_true(function()
           local c, o2 = ctl_cli(o, "eval", "return package.loaded['orch.ctl'].inherited() ~= nil")
-          return c == 0 and o2 == "true\n" and status(o) end, "the new image")
+          local s = c == 0 and o2 == "true\n" and status(o)
+          return s and s.a.state ~= "stopped" and s.b.state ~= "stopped" and s end, "the new image")
         local c3, pid_out = ctl_cli(o, "eval", "return orch.getpid()")
         assert.are.equal(0, c3)
         assert.are.equal(o.pid .. "\n", pid_out)
