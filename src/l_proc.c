@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "cgroup.h"
+#include "procfs.h"
 #include "stream.h"
 #include "util.h"
 
@@ -457,68 +458,6 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   return pid;
 }
 
-/* ---------------------------------------------------------------- /proc */
-
-typedef struct {
-  char state;
-  long long ppid, pgid, sid, threads;
-  long long exit_status;        /* field 52, waitpid's form; -1 when absent */
-  unsigned long long utime, stime, start, rss_pages;
-  char name[64];
-} stat_info;
-
-/* Parses /proc/PID/stat. The name may contain spaces and ')': the fields
- * start after the last ')'. */
-static int read_stat(pid_t pid, stat_info *si) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  ssize_t n = orch__read_small(AT_FDCWD, path, buf, sizeof buf);
-  if (n < 0) return n == -ENOENT ? -ESRCH : (int)n;
-  char *open_p = strchr(buf, '(');
-  char *close_p = strrchr(buf, ')');
-  if (!open_p || !close_p || close_p < open_p) return -EIO;
-  size_t nl = (size_t)(close_p - open_p - 1);
-  if (nl >= sizeof si->name) nl = sizeof si->name - 1;
-  memcpy(si->name, open_p + 1, nl);
-  si->name[nl] = 0;
-  char *p = close_p + 1;
-  unsigned long long f[50];
-  int nf = 0;
-  char *save = NULL;
-  for (char *tok = strtok_r(p, " \n", &save); tok && nf < 50; tok = strtok_r(NULL, " \n", &save)) {
-    if (nf == 0) { si->state = tok[0]; f[nf++] = 0; continue; }
-    f[nf++] = strtoull(tok, NULL, 10);
-  }
-  if (nf < 22) return -EIO;
-  /* f[i] is field i + 3 of proc(5). */
-  si->ppid = (long long)f[1];
-  si->pgid = (long long)f[2];
-  si->sid = (long long)f[3];
-  si->utime = f[11];
-  si->stime = f[12];
-  si->threads = (long long)f[17];
-  si->start = f[19];
-  si->rss_pages = f[21];
-  si->exit_status = nf >= 50 ? (long long)f[49] : -1;
-  return 0;
-}
-
-int orch__proc_ppid(pid_t pid, pid_t *ppid) {
-  stat_info si;
-  if (pid <= 0) return -ESRCH;
-  int r = read_stat(pid, &si);
-  if (r == 0) *ppid = (pid_t)si.ppid;
-  return r;
-}
-
-int orch__start_time(pid_t pid, unsigned long long *ticks) {
-  stat_info si;
-  if (pid <= 0) return -ESRCH;
-  int r = read_stat(pid, &si);
-  if (r == 0) *ticks = si.start;
-  return r;
-}
-
 /* ---------------------------------------------------------------- kill */
 
 /* pid is the id of one of orch's own threads (a libuv threadpool worker, a
@@ -538,7 +477,7 @@ int orch__kill(pid_t pid, int sig, int flags, unsigned long long start) {
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (fd < 0 && errno != ENOSYS) return -errno;
     unsigned long long t = 0;
-    int r = orch__start_time(pid, &t);
+    int r = orch__procfs_start_time(pid, &t);
     if (r == 0 && t != start) r = -ESRCH;
     if (r == 0) {
       if (group) r = killpg(pid, sig) < 0 ? -errno : 0;
@@ -1653,7 +1592,7 @@ static int proc_getppid(lua_State *L) {
 }
 
 /* The fields of /proc/PID/stat as a new table (nrec: room for more). [-0,+1] */
-static void push_stat(lua_State *L, pid_t pid, const stat_info *si, int nrec) {
+static void push_stat(lua_State *L, pid_t pid, const orch__procfs_stat *si, int nrec) {
   long tck = sysconf(_SC_CLK_TCK);
   long page = sysconf(_SC_PAGESIZE);
   lua_createtable(L, 0, 10 + nrec);
@@ -1674,8 +1613,8 @@ static void push_stat(lua_State *L, pid_t pid, const stat_info *si, int nrec) {
 static int proc_stat(lua_State *L) {
   pid_t pid = orch__checkpid(L, 1, 0);
   orch__check_nargs(L, 1);
-  stat_info si;
-  int r = read_stat(pid, &si);
+  orch__procfs_stat si;
+  int r = orch__procfs_read_stat(pid, &si);
   if (r < 0) return orch__fail(L, "proc.stat", -r);
   push_stat(L, pid, &si, 0);
   return 1;
@@ -1684,16 +1623,12 @@ static int proc_stat(lua_State *L) {
 static int proc_info(lua_State *L) {
   pid_t pid = orch__checkpid(L, 1, 0);
   orch__check_nargs(L, 1);
-  stat_info si;
-  int r = read_stat(pid, &si);
+  orch__procfs_stat si;
+  int r = orch__procfs_read_stat(pid, &si);
   if (r < 0) return orch__fail(L, "proc.info", -r);
-  char path[64], buf[8192];
-  long long uid = -1;
-  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-  if (orch__read_small(AT_FDCWD, path, buf, sizeof buf) > 0) {
-    char *u = strstr(buf, "\nUid:");
-    if (u) uid = strtoll(u + 5, NULL, 10);
-  }
+  char path[64];
+  uint32_t u;
+  long long uid = orch__procfs_uid(pid, &u) == 0 ? (long long)u : -1;
   push_stat(L, pid, &si, 3);
   lua_pushinteger(L, uid); lua_setfield(L, -2, "uid");
   /* A zombie still has its exit status (until its parent reaps it): how it
@@ -1743,7 +1678,7 @@ static int proc_info(lua_State *L) {
 static int proc_start_time(lua_State *L) {
   pid_t pid = orch__checkpid(L, 1, 0);
   unsigned long long t;
-  int r = orch__start_time(pid, &t);
+  int r = orch__procfs_start_time(pid, &t);
   if (r < 0) return orch__fail(L, "proc.start_time", -r);
   lua_pushinteger(L, (lua_Integer)t);
   return 1;
@@ -1805,7 +1740,7 @@ static int proc_wait_exit(lua_State *L) {
   }
   if (start) {
     unsigned long long t = 0;
-    int r = orch__start_time(pid, &t);
+    int r = orch__procfs_start_time(pid, &t);
     if (r < 0 || t != (unsigned long long)start) {
       /* The pid names another process now (or none): the one asked for is
        * gone. */

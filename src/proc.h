@@ -103,7 +103,7 @@ orch__child *orch__child_find(orch_runtime *rt, pid_t pid);
  * Refuses pid <= 1, orch itself (its pid or one of its threads' ids) and
  * orch's own process group (returns
  * ORCH__KILL_REFUSED). With start_time != 0 the pid must still be the process
- * that started at that time (clock ticks since boot, as orch__start_time
+ * that started at that time (clock ticks since boot, as orch__procfs_start_time
  * reports); the check and the signal are atomic (pidfd), and a mismatch
  * returns -ESRCH. Returns 0 or -errno. */
 #define ORCH__KILL_GROUP 1
@@ -113,13 +113,6 @@ int orch__kill(pid_t pid, int sig, int flags, unsigned long long start_time);
 /* [-0,+3] Pushes the error triple for an orch__kill result r < 0 and returns
  * 3 (e.g. nil, "kill: refusing to signal pid 1", "EPERM"). */
 int orch__kill_fail(lua_State *L, const char *op, pid_t pid, int flags, int r);
-
-/* The start time of pid in clock ticks since boot (/proc/PID/stat field 22).
- * Returns 0 or -errno (-ESRCH when there is no such process). */
-int orch__start_time(pid_t pid, unsigned long long *ticks);
-
-/* The parent pid of pid (/proc/PID/stat field 4). Returns 0 or -errno. */
-int orch__proc_ppid(pid_t pid, pid_t *ppid);
 
 /* Adds procscan.c's functions (children, sockets, tcp_listeners, is_child,
  * user_ids) to the table at the top of the stack (orch.proc). */

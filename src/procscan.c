@@ -8,8 +8,8 @@
  * The formats read here are read nowhere else: /proc/PID/task/TID/children,
  * /proc/PID/fd links ("socket:[inode]"), sock_diag netlink answers and
  * /proc/PID/net/tcp{,6}
- * (/proc/PID/stat stays l_proc.c's: the children fallback asks it for the
- * parent pid through orch__proc_ppid).
+ * (/proc/PID/stat is procfs.c's: the children fallback asks it for the
+ * parent pid through orch__procfs_ppid).
  *
  * Ownership: nothing outlives a call. A file's whole text is read into a Lua
  * string before it is parsed, so a memory error while results are pushed
@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "proc.h"
+#include "procfs.h"
 #include "util.h"
 
 static pid_t check_pid(lua_State *L, int idx) {
@@ -127,7 +128,7 @@ static int children_scan(lua_State *L, pid_t pid) {
     long p = strtol(e->d_name, &end, 10);
     if (*end || p <= 0) continue;
     pid_t pp;
-    if (orch__proc_ppid((pid_t)p, &pp) == 0 && pp == pid) {
+    if (orch__procfs_ppid((pid_t)p, &pp) == 0 && pp == pid) {
       lua_pushinteger(L, p);
       lua_rawseti(L, -2, ++n);
     }

@@ -14,6 +14,7 @@
 
 #include "orch.h"
 #include "../../src/proc.h"
+#include "../../src/procfs.h"
 
 #define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); exit(1); } } while (0)
 
@@ -84,8 +85,8 @@ int main(void) {
   CHECK(orch__kill(getpid(), 0, 0, 0) == ORCH__KILL_REFUSED);
   CHECK(orch__kill(getpgrp(), 0, ORCH__KILL_GROUP, 0) == ORCH__KILL_REFUSED);
   unsigned long long t = 0;
-  CHECK(orch__start_time(getpid(), &t) == 0 && t > 0);
-  CHECK(orch__start_time(pid, &t) == -ESRCH);   /* reaped */
+  CHECK(orch__procfs_start_time(getpid(), &t) == 0 && t > 0);
+  CHECK(orch__procfs_start_time(pid, &t) == -ESRCH);   /* reaped */
 
   svc d = { .child = { .on_exit = on_exit_cb } };
   char *argv_d[] = { "sleep", "100", NULL };
@@ -93,7 +94,7 @@ int main(void) {
   int dp = orch__spawn(rt, &rs, &d.child, &step);
   CHECK(dp > 1);
   unsigned long long st = 0;
-  CHECK(orch__start_time(dp, &st) == 0);
+  CHECK(orch__procfs_start_time(dp, &st) == 0);
   CHECK(orch__kill(dp, SIGTERM, 0, st + 1) == -ESRCH);   /* not that process */
   CHECK(orch__kill(dp, SIGTERM, 0, st) == 0);
   CHECK(orch_run(rt) == 0);
