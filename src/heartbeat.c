@@ -16,6 +16,7 @@
  * No libuv, no Lua: this file is also the whole client library.
  */
 #include "orch_heartbeat.h"
+#include "procfs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -118,54 +119,15 @@ uint64_t orch_hb_now_ns(void) {
 
 /* ---- /proc ------------------------------------------------------------ */
 
-static ssize_t read_small(const char *path, char *buf, size_t cap) {
-  int fd;
-  do fd = open(path, O_RDONLY | O_CLOEXEC); while (fd < 0 && errno == EINTR);
-  if (fd < 0) return -errno;
-  size_t n = 0;
-  while (n < cap - 1) {
-    ssize_t r = read(fd, buf + n, cap - 1 - n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) { int err = errno; close(fd); return -err; }
-    if (r == 0) break;
-    n += (size_t)r;
-  }
-  close(fd);
-  buf[n] = '\0';
-  return (ssize_t)n;
-}
-
+/* /proc is read by procfs.c, the one parser of /proc/PID/stat (shared with
+ * the bindings), linked into this library too. */
 int orch_hb_proc_stat(pid_t pid, uint64_t *start_time, char *state, uint32_t *uid) {
-  char path[64], buf[1024];
-  if (pid <= 0) return -ESRCH;
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  ssize_t n = read_small(path, buf, sizeof buf);
-  if (n < 0) return (n == -ENOENT || n == -ESRCH) ? -ESRCH : (int)n;
-  /* The command name is in parentheses and may itself hold ") ": fields
-   * are counted from the last ')'. Field 3 is the state, 22 the start. */
-  char *p = strrchr(buf, ')');
-  if (!p || p[1] != ' ') return -EPROTO;
-  p += 2;
-  char st = *p;
-  for (int field = 3; field < 22; field++) {
-    p = strchr(p, ' ');
-    if (!p) return -EPROTO;
-    p++;
-  }
-  char *end;
-  errno = 0;
-  unsigned long long start = strtoull(p, &end, 10);
-  if (errno || end == p) return -EPROTO;
-  if (start_time) *start_time = start;
-  if (state) *state = st;
-  if (uid) {
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    n = read_small(path, buf, sizeof buf);
-    if (n < 0) return (n == -ENOENT || n == -ESRCH) ? -ESRCH : (int)n;
-    char *u = strstr(buf, "\nUid:");
-    if (!u) return -EPROTO;
-    *uid = (uint32_t)strtoul(u + 5, NULL, 10);
-  }
+  orch__procfs_stat st;
+  int r = orch__procfs_read_stat(pid, &st);
+  if (r < 0) return r;
+  if (start_time) *start_time = st.start;
+  if (state) *state = st.state;
+  if (uid) return orch__procfs_uid(pid, uid);
   return 0;
 }
 

@@ -1,7 +1,8 @@
-// link: src/heartbeat.c -Wl,--wrap=open
+// link: src/heartbeat.c src/procfs.c -Wl,--wrap=open
 /*
  * fuzz_proc_stat.c: libFuzzer harness of the /proc/PID/stat and
- * /proc/PID/status parsing in src/heartbeat.c (orch_hb_proc_stat): the
+ * /proc/PID/status parsing in src/procfs.c (the one parser, reached through
+ * the heartbeat library's orch_hb_proc_stat): the
  * kernel's text is replaced by the input (open of /proc/FAKE_PID/... is
  * wrapped to return a memfd holding it), so a command name with ") " or
  * newlines, missing fields, huge numbers and no NUL are all tried. Built and
