@@ -1,29 +1,19 @@
 /*
- * l_proc.c: processes. orch.spawn, orch.fork, orch.exec, orch.daemonize, the
- * orch.Process object, the process table and the reaper, orch.proc.* (/proc
- * info, subreaper, orphans, init mode), orch.getpid/getppid.
+ * l_proc.c: the process bindings: orch.spawn (its options, validated before
+ * anything is allocated), the orch.Process object, orch.proc.* (/proc info,
+ * start times, wait_exit, subreaper, orphans) and orch.getpid/getppid. The
+ * mechanism (process table, reaper, spawner, safe kill) is process.c's
+ * (proc.h); /proc/PID/stat is read by procfs.c; fork, exec, daemonize and
+ * init mode are l_daemon.c's, registered from here.
  *
- * Ownership: this file is the only reaper of the process (see proc.h). The
- * per-runtime proc_state holds one unref'd SIGCHLD uv_signal_t whose
- * callback loops wait4(-1, WNOHANG) and dispatches each status to the
- * orch__child registered for that pid in a hash table; unknown pids are
- * adopted orphans. A registered child holds the loop (orch__hold).
- * An orch.Process userdata embeds its orch__child; it is anchored in the
- * registry from spawn until its status arrives, so the GC never collects a
- * process that can still report. Tasks waiting in :wait() are malloc'ed
- * waiter records, freed when woken or cancelled.
- *
- * Spawning: clone(CLONE_VM|CLONE_VFORK) on a private stack. The child only
- * makes system calls (no Lua, no malloc, no locks), resets every signal to
- * its default and unblocks them right before exec, and reports a failure by
- * writing errno into memory it shares with the suspended parent (which is
- * what a close-on-exec error pipe would carry, without the fd and the three
- * extra system calls). Credentials change with raw system calls: glibc's
- * setuid() would broadcast to the parent's threads, whose memory we share.
+ * Ownership: an orch.Process userdata embeds its orch__child; it is anchored
+ * in the registry from spawn until its status arrives, so the GC never
+ * collects a process that can still report. Tasks waiting in :wait() are
+ * malloc'ed waiter records, freed when woken or cancelled. The set of
+ * orch.OrphanWatch handlers is a registry table (registry[&orphans_key]).
  *
  * What may block: nothing on the loop thread, except reading /proc files
- * (orch.proc.info), opening stdio paths, user lookups (getpwnam_r) and the
- * original process's short waits inside orch.daemonize before it exits.
+ * (orch.proc.info), opening stdio paths and user lookups (getpwnam_r).
  */
 #include "proc.h"
 
@@ -33,19 +23,15 @@
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -53,117 +39,20 @@
 #include "stream.h"
 #include "util.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-/* A spawned child leaves its frames on the shared stack when it execs, and
- * AddressSanitizer's shadow of them (scopes, redzones) with them. */
-#define UNPOISON_STACK(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#else
-#define UNPOISON_STACK(p, n) ((void)0)
-#endif
-
 extern char **environ;
 
 #define PROCESS_MT "orch.Process"
 #define FDBOX_MT "orch.proc.fdbox"
 #define ORPHAN_MT "orch.OrphanWatch"
-#define DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
-#define CHILD_STACK (256 * 1024)
+#define DEFAULT_PATH ORCH__DEFAULT_PATH
 #define MAX_EXTRA_FDS 64
-#define MAX_FDMAP 256
 
-/* ---------------------------------------------------------------- state */
+static const char orphans_key = 0;   /* registry[&orphans_key]: OrphanWatch -> true */
 
-typedef struct {
-  orch_runtime *rt;
-  uv_signal_t sigchld;
-  orch__child **buckets;
-  size_t mask;                /* nbuckets - 1 */
-  size_t count;
-  char *stack;                /* the spawner's child stack, made on first use */
-  int devnull;                /* cached /dev/null (close-on-exec) or -1 */
-  int orphans_ref;            /* registry: set of orch.OrphanWatch -> true */
-  uv_signal_t *init_sigs[32]; /* init mode forwarders (malloc'ed) */
-  int ninit;
-  int init_on;                /* init mode was asked for (and not stopped) */
-  double init_grace;          /* PID 1: seconds between TERM and KILL at exit */
-  int pidfile_fd;             /* held (locked) for the life of a daemon */
-  /* Descriptors orch inherited (open without close-on-exec when the module
-   * was opened), by number and identity: what orch.daemonize closes. */
-  struct { int fd; dev_t dev; ino_t ino; } inherited[64];
-  int ninherited;
-} proc_state;
-
-static proc_state *get_state(orch_runtime *rt) {
-  return *orch__slot(rt, ORCH__SLOT_PROC);
-}
-
-static proc_state *check_state(lua_State *L) {
-  proc_state *st = get_state(orch__rt(L));
-  if (!st) luaL_error(L, "orch.proc: the module is not initialised");
-  return st;
-}
-
-static void table_grow(proc_state *st) {
-  size_t n = (st->mask + 1) * 2;
-  orch__child **b = calloc(n, sizeof *b);
-  if (!b) return;                       /* longer chains, still correct */
-  for (size_t i = 0; i <= st->mask; i++) {
-    orch__child *c = st->buckets[i];
-    while (c) {
-      orch__child *next = c->next;
-      size_t k = (size_t)c->pid & (n - 1);
-      c->next = b[k];
-      b[k] = c;
-      c = next;
-    }
-  }
-  free(st->buckets);
-  st->buckets = b;
-  st->mask = n - 1;
-}
-
-static void table_add(proc_state *st, orch__child *c) {
-  if (st->count >= (st->mask + 1) * 2) table_grow(st);
-  size_t k = (size_t)c->pid & st->mask;
-  c->next = st->buckets[k];
-  st->buckets[k] = c;
-  st->count++;
-  orch__hold(st->rt, 1);
-}
-
-/* Unlinks and returns the child registered for pid, or NULL. */
-static orch__child *table_take(proc_state *st, pid_t pid, orch__child *want) {
-  orch__child **pp = &st->buckets[(size_t)pid & st->mask];
-  for (; *pp; pp = &(*pp)->next) {
-    orch__child *c = *pp;
-    if (c->pid == pid && (!want || c == want)) {
-      *pp = c->next;
-      c->next = NULL;
-      st->count--;
-      orch__hold(st->rt, -1);
-      return c;
-    }
-  }
-  return NULL;
-}
-
-void orch__child_add(orch_runtime *rt, orch__child *c) {
-  proc_state *st = get_state(rt);
-  if (st) table_add(st, c);
-}
-
-void orch__child_remove(orch_runtime *rt, orch__child *c) {
-  proc_state *st = get_state(rt);
-  if (st) table_take(st, c->pid, c);
-}
-
-orch__child *orch__child_find(orch_runtime *rt, pid_t pid) {
-  proc_state *st = get_state(rt);
-  if (!st) return NULL;
-  for (orch__child *c = st->buckets[(size_t)pid & st->mask]; c; c = c->next)
-    if (c->pid == pid) return c;
-  return NULL;
+/* The process table must exist before anything is spawned. */
+static void check_state(lua_State *L) {
+  if (orch__proc_devnull(orch__rt(L)) == -ENOSYS)
+    luaL_error(L, "orch.proc: the module is not initialised");
 }
 
 /* ---------------------------------------------------------------- statuses */
@@ -184,12 +73,14 @@ static int push_status(lua_State *L, int status) {
 
 /* ---------------------------------------------------------------- orphans */
 
-static void orphan_exit(proc_state *st, pid_t pid, int status) {
-  lua_State *L = orch__mainthread(st->rt);
-  if (st->orphans_ref == LUA_NOREF) return;
+static void orphan_exit(orch_runtime *rt, pid_t pid, int status, void *data) {
+  lua_State *L = orch__mainthread(rt);
   luaL_checkstack(L, 8, NULL);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, st->orphans_ref);
-  int set = lua_gettop(L);
+  int set = lua_gettop(L) + 1;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &orphans_key) != LUA_TTABLE) {
+    lua_settop(L, set - 1);
+    return;
+  }
   lua_pushnil(L);
   while (lua_next(L, set)) {
     lua_pop(L, 1);
@@ -204,292 +95,7 @@ static void orphan_exit(proc_state *st, pid_t pid, int status) {
   lua_settop(L, set - 1);
 }
 
-/* ---------------------------------------------------------------- reaper */
-
-static void reap(proc_state *st) {
-  for (;;) {
-    int status;
-    struct rusage ru;
-    pid_t pid = wait4(-1, &status, WNOHANG, &ru);
-    if (pid < 0 && errno == EINTR) continue;
-    if (pid <= 0) break;
-    orch__child *c = table_take(st, pid, NULL);
-    if (c) c->on_exit(c, status, &ru);
-    else orphan_exit(st, pid, status);
-  }
-}
-
-static void on_sigchld(uv_signal_t *h, int sig) {
-  reap(h->data);
-}
-
-/* ---------------------------------------------------------------- spawner */
-
-typedef struct {
-  const orch__spawn_req *req;
-  const char *path;          /* search path, or NULL for no search */
-  volatile int err;
-  const char *volatile step;
-  int ncg;                   /* how many of req->cgroup_fds to write */
-} spawn_ctx;
-
-/* Tries file in each directory of path like execvp (no /bin/sh fallback).
- * Returns only on failure, with errno set. */
-static void exec_search(const char *file, const char *path, char *const argv[],
-                        char *const envp[]) {
-  if (!path || strchr(file, '/')) {
-    execve(file, argv, envp);
-    return;
-  }
-  size_t flen = strlen(file);
-  char buf[PATH_MAX];
-  int eacces = 0;
-  const char *p = path;
-  for (;;) {
-    const char *e = strchrnul(p, ':');
-    size_t dlen = (size_t)(e - p);
-    if (dlen + flen + 2 <= sizeof buf) {
-      if (dlen) {
-        memcpy(buf, p, dlen);
-        buf[dlen++] = '/';
-      }
-      memcpy(buf + dlen, file, flen + 1);
-      execve(buf, argv, envp);
-      switch (errno) {
-        case EACCES: eacces = 1; break;
-        case ENOENT: case ENOTDIR: case ESTALE: case ENODEV: case ETIMEDOUT: break;
-        default: return;
-      }
-    }
-    if (!*e) break;
-    p = e + 1;
-  }
-  errno = eacces ? EACCES : ENOENT;
-}
-
-/* The kernel's struct sigaction, opaque: all zeroes is SIG_DFL with no
- * flags and an empty mask whatever the architecture's layout. The raw call
- * also reaches the signals glibc reserves (32, 33), which an ignoring parent
- * of orch may have left ignored, and bypasses sanitizer interceptors. */
-typedef struct { unsigned long w[8]; } ksigaction;
-static const ksigaction ksa_default;
-
-static int raw_sigaction(int sig, const ksigaction *act, ksigaction *old) {
-  return (int)syscall(SYS_rt_sigaction, sig, act, old, (size_t)(_NSIG / 8));
-}
-
-/* Never returns: exit_group through syscall() so no sanitizer runtime sees a
- * noreturn call on a foreign stack. */
-static void child_fail(spawn_ctx *x, const char *step) {
-  x->err = errno ? errno : EINVAL;
-  x->step = step;
-  for (;;) syscall(SYS_exit_group, 127);
-}
-
-static int spawn_child(void *arg) {
-  spawn_ctx *x = arg;
-  const orch__spawn_req *r = x->req;
-  /* Handlers of the parent must never run here (they would write into its
-   * memory and its signal pipe), and ignored signals should not leak into
-   * the new program: every disposition goes back to the default while all
-   * signals are still blocked. */
-  for (int s = 1; s < NSIG; s++)
-    if (s != SIGKILL && s != SIGSTOP) raw_sigaction(s, &ksa_default, NULL);
-
-  /* Into the cgroups before anything else: what the program does, and the
-   * children it forks, are accounted and limited there. */
-  for (int i = 0; i < x->ncg; i++)
-    if (write(r->cgroup_fds[i], "0", 1) < 0) child_fail(x, "cgroup");
-
-  if (r->flags & ORCH__SPAWN_SETSID) {
-    if (setsid() < 0) child_fail(x, "setsid");
-  } else if (r->flags & ORCH__SPAWN_PGROUP) {
-    if (setpgid(0, 0) < 0) child_fail(x, "setpgid");
-  }
-  orch__child_nofile();
-  for (int i = 0; i < r->nrlimits; i++)
-    if (setrlimit((__rlimit_resource_t)r->rlimits[i].resource, &r->rlimits[i].lim) < 0)
-      child_fail(x, "setrlimit");
-  if (r->flags & ORCH__SPAWN_UMASK) umask(r->umask);
-
-  /* Only the fds asked for reach the program, even those orch itself was
-   * started with: everything above 2 becomes close-on-exec, and dup2 below
-   * clears the flag on the targets. */
-  syscall(SYS_close_range, 3u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */);
-
-  if (r->nfds > 0) {
-    /* Move every source out of the way of every target first, so that a
-     * source that is also another mapping's target is not clobbered. */
-    int src[MAX_FDMAP];
-    int maxt = 2;
-    for (int i = 0; i < r->nfds; i++)
-      if (r->fds[i].target > maxt) maxt = r->fds[i].target;
-    for (int i = 0; i < r->nfds; i++) {
-      int s = r->fds[i].source;
-      if (s <= maxt) {
-        s = fcntl(s, F_DUPFD_CLOEXEC, maxt + 1);
-        if (s < 0) child_fail(x, "dup");
-      }
-      src[i] = s;
-    }
-    for (int i = 0; i < r->nfds; i++)
-      if (dup2(src[i], r->fds[i].target) < 0) child_fail(x, "dup");
-  }
-
-  if (r->flags & ORCH__SPAWN_GROUPS)
-    if (syscall(SYS_setgroups, (size_t)r->ngroups, r->groups) < 0) child_fail(x, "setgroups");
-  if (r->flags & ORCH__SPAWN_SETGID)
-    if (syscall(SYS_setresgid, r->gid, r->gid, r->gid) < 0) child_fail(x, "setgid");
-  if (r->flags & ORCH__SPAWN_SETUID)
-    if (syscall(SYS_setresuid, r->uid, r->uid, r->uid) < 0) child_fail(x, "setuid");
-  if (r->cwd && chdir(r->cwd) < 0) child_fail(x, "chdir");
-
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
-  exec_search(r->file, x->path, r->argv, r->envp ? r->envp : environ);
-  child_fail(x, "exec");
-  return 127;
-}
-
-static int ensure_stack(proc_state *st) {
-  if (st->stack) return 0;
-  void *p = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return -errno;
-  st->stack = p;
-  return 0;
-}
-
-#if defined(__x86_64__) && defined(SYS_clone3)
-#define HAVE_CLONE3_INTO 1
-/* clone3(CLONE_VM|CLONE_VFORK|CLONE_INTO_CGROUP) running fn(arg) on the
- * given stack, as glibc's clone() does for clone(2) (glibc exports no
- * clone3). The child starts on the new stack with every register but rax,
- * rcx and r11 as the parent had them: it calls fn with arg from r12/r13
- * and exits with its result; it never returns here. Returns the pid or
- * -errno. */
-static long clone3_into(int (*fn)(void *), void *arg, char *stack, size_t size, int cgdir) {
-  struct {
-    unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
-                       tls, set_tid, set_tid_size, cgroup;
-  } ca;
-  memset(&ca, 0, sizeof ca);
-  ca.flags = CLONE_VM | CLONE_VFORK | 0x200000000ULL /* CLONE_INTO_CGROUP */;
-  ca.exit_signal = SIGCHLD;
-  ca.stack = (unsigned long long)(uintptr_t)stack;
-  ca.stack_size = size;
-  ca.cgroup = (unsigned long long)cgdir;
-  register long rax __asm__("rax") = SYS_clone3;
-  register void *rdi __asm__("rdi") = &ca;
-  register size_t rsi __asm__("rsi") = sizeof ca;
-  register int (*r12)(void *) __asm__("r12") = fn;
-  register void *r13 __asm__("r13") = arg;
-  __asm__ volatile(
-    "syscall\n\t"
-    "test %%rax, %%rax\n\t"
-    "jnz 1f\n\t"
-    "xor %%ebp, %%ebp\n\t"
-    "mov %%r13, %%rdi\n\t"
-    "call *%%r12\n\t"
-    "mov %%eax, %%edi\n\t"
-    "mov $231, %%eax\n\t"       /* exit_group */
-    "syscall\n\t"
-    "hlt\n"
-    "1:\n\t"
-    : "+r"(rax)
-    : "r"(rdi), "r"(rsi), "r"(r12), "r"(r13)
-    : "rcx", "r11", "memory");
-  return rax;
-}
-static int clone3_works = 1;       /* cleared on ENOSYS/E2BIG/EINVAL */
-#endif
-
-int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
-                const char **step) {
-  proc_state *st = get_state(rt);
-  *step = "spawn";
-  if (!st) return -ENOSYS;
-  if (req->nfds < 0 || req->nfds > MAX_FDMAP) return -EINVAL;
-  int r = ensure_stack(st);
-  if (r < 0) return r;
-  spawn_ctx x = { req, NULL, 0, NULL, req->ncgroup_fds };
-  if (req->search && !strchr(req->file, '/')) {
-    x.path = req->search_path;
-    if (!x.path) x.path = getenv("PATH");
-    if (!x.path) x.path = DEFAULT_PATH;
-  }
-  UNPOISON_STACK(st->stack, CHILD_STACK);
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  pid_t pid = -1;
-  int e = 0;
-#ifdef HAVE_CLONE3_INTO
-  if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && req->ncgroup_fds > 0) {
-    /* Born in the v2 cgroup: the child skips writing the last fd. */
-    x.ncg = req->ncgroup_fds - 1;
-    long r3 = clone3_into(spawn_child, &x, st->stack, CHILD_STACK, req->cgroup_dir);
-    if (r3 >= 0) pid = (pid_t)r3;
-    else if (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL) clone3_works = 0;
-    else e = (int)-r3;
-    if (pid < 0 && !e) x.ncg = req->ncgroup_fds;
-  }
-  if (pid < 0 && !e) {
-#endif
-  pid = clone(spawn_child, st->stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
-  e = errno;
-#ifdef HAVE_CLONE3_INTO
-  }
-#endif
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (pid < 0) {
-    *step = "clone";
-    return -e;
-  }
-  if (x.err) {
-    /* The child has already called exit: this wait is immediate. */
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
-    *step = x.step;
-    return -x.err;
-  }
-  c->pid = pid;
-  table_add(st, c);
-  return pid;
-}
-
 /* ---------------------------------------------------------------- kill */
-
-/* pid is the id of one of orch's own threads (a libuv threadpool worker, a
- * waiter thread): kill(2) takes thread ids and would signal orch itself. */
-static int own_thread(pid_t pid) {
-  char path[48];
-  snprintf(path, sizeof path, "/proc/self/task/%d", (int)pid);
-  return access(path, F_OK) == 0;
-}
-
-int orch__kill(pid_t pid, int sig, int flags, unsigned long long start) {
-  int group = flags & ORCH__KILL_GROUP;
-  if (pid <= 1 || pid == getpid() || (group && pid == getpgrp())) return ORCH__KILL_REFUSED;
-  if (!group && own_thread(pid)) return ORCH__KILL_REFUSED;
-  if (start) {
-    /* A pidfd pins the process: checked and signalled as one identity. */
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0 && errno != ENOSYS) return -errno;
-    unsigned long long t = 0;
-    int r = orch__procfs_start_time(pid, &t);
-    if (r == 0 && t != start) r = -ESRCH;
-    if (r == 0) {
-      if (group) r = killpg(pid, sig) < 0 ? -errno : 0;
-      else if (fd >= 0) r = syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) < 0 ? -errno : 0;
-      else r = kill(pid, sig) < 0 ? -errno : 0;
-    }
-    if (fd >= 0) close(fd);
-    return r;
-  }
-  int r = group ? killpg(pid, sig) : kill(pid, sig);
-  return r < 0 ? -errno : 0;
-}
 
 int orch__kill_fail(lua_State *L, const char *op, pid_t pid, int flags, int r) {
   if (r == ORCH__KILL_REFUSED) {
@@ -517,7 +123,6 @@ typedef struct {
   orch_runtime *rt;
   int state;
   int status;
-  int leader;                 /* spawned as a process group leader */
   int anchor;                 /* registry ref while the status may come */
   struct rusage ru;
   waiter *waiters;
@@ -583,6 +188,14 @@ static void process_exited(orch__child *c, int status, const struct rusage *ru) 
   lua_settop(L, ud - 1);
 }
 
+/* In a fork child: the process is the parent's. */
+static void process_forget(orch__child *c) {
+  process *p = (process *)c;
+  p->state = P_FOREIGN;
+  luaL_unref(orch__mainthread(p->rt), LUA_REGISTRYINDEX, p->anchor);
+  p->anchor = LUA_NOREF;
+}
+
 /* [-0,+1] A new orch.Process in the not-started state. */
 static process *process_new(lua_State *L, orch_runtime *rt) {
   process *p = lua_newuserdatauv(L, sizeof *p, UVAL_NSLOTS);
@@ -591,8 +204,28 @@ static process *process_new(lua_State *L, orch_runtime *rt) {
   p->state = P_FOREIGN;
   p->anchor = LUA_NOREF;
   p->child.on_exit = process_exited;
+  p->child.on_forget = process_forget;
   luaL_setmetatable(L, PROCESS_MT);
   return p;
+}
+
+orch__child *orch__process_new(lua_State *L) {
+  process *p = process_new(L, orch__rt(L));
+  lua_pushvalue(L, -1);
+  p->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+  return &p->child;
+}
+
+void orch__process_track(lua_State *L, int idx, pid_t pid) {
+  process *p = check_process(L, idx);
+  if (pid <= 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);
+    p->anchor = LUA_NOREF;
+    return;
+  }
+  p->child.pid = pid;
+  p->state = P_RUNNING;
+  orch__child_add(p->rt, &p->child);
 }
 
 static int process_wait(lua_State *L) {
@@ -651,7 +284,7 @@ static int process_kill(lua_State *L) {
   if (p->state != P_RUNNING)
     return orch__failf(L, "ECHILD", "kill: process %d is not a child of this process", (int)p->child.pid);
   /* The child is not reaped yet, so its pid cannot have been reused. */
-  if (group && !p->leader && getpgid(p->child.pid) != p->child.pid)
+  if (group && !p->child.group && getpgid(p->child.pid) != p->child.pid)
     return orch__failf(L, "EINVAL", "kill: process %d does not lead a process group", (int)p->child.pid);
   int flags = group ? ORCH__KILL_GROUP : 0;
   int r = orch__kill(p->child.pid, sig, flags, 0);
@@ -731,7 +364,7 @@ static int process_index(lua_State *L) {
 static int process_close(lua_State *L) {
   process *p = check_process(L, 1);
   if (p->state == P_RUNNING) {
-    if (p->leader) orch__kill(p->child.pid, SIGKILL, ORCH__KILL_GROUP, 0);
+    if (p->child.group) orch__kill(p->child.pid, SIGKILL, ORCH__KILL_GROUP, 0);
     orch__kill(p->child.pid, SIGKILL, 0, 0);
   }
   return 0;
@@ -1236,19 +869,36 @@ static const char *child_search_path(lua_State *L, spawn_args *a) {
   return NULL;
 }
 
+int orch__exec_args(lua_State *L, const char *op, int args, int argc, int env,
+                    char ***argv, char ***envp, const char **search) {
+  spawn_args a;
+  memset(&a, 0, sizeof a);
+  a.args = lua_absindex(L, args);
+  a.argc = argc;
+  if (env) {
+    a.env = lua_absindex(L, env);
+    a.replace_env = 1;
+  }
+  fdbox *box = fdbox_new(L);
+  if (build_exec(L, op, &a, box, argv, envp) < 0) return -1;
+  *search = child_search_path(L, &a);
+  if (!*search) *search = getenv("PATH");
+  if (!*search) *search = DEFAULT_PATH;
+  return 0;
+}
+
 /* [-0,+3 on failure] Makes the fd a child gets for an io spec. Returns the
  * source fd (>= 0) or -1 after pushing the error triple. Fds opened here go
  * in the box. For pipes, *parent receives the parent's end. */
-static int open_io(lua_State *L, proc_state *st, fdbox *box, const char *key, int target,
+static int open_io(lua_State *L, fdbox *box, const char *key, int target,
                    io_spec *io, int *parent) {
   *parent = -1;
   switch (io->kind) {
-    case IO_NULL:
-      if (st->devnull < 0) {
-        st->devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (st->devnull < 0) { orch__fail(L, "spawn: /dev/null", errno); return -1; }
-      }
-      return st->devnull;
+    case IO_NULL: {
+      int fd = orch__proc_devnull(orch__rt(L));
+      if (fd < 0) { orch__fail(L, "spawn: /dev/null", -fd); return -1; }
+      return fd;
+    }
     case IO_PIPE: {
       int p[2];
       if (pipe2(p, O_CLOEXEC) < 0) { orch__fail(L, "spawn: pipe", errno); return -1; }
@@ -1333,7 +983,7 @@ static int proc_spawn(lua_State *L) {
   spawn_args a;
   spawn_validate(L, &a);
   orch_runtime *rt = orch__rt(L);
-  proc_state *st = check_state(L);
+  check_state(L);
 
   /* Phase 2: lookups that can fail. */
   creds c;
@@ -1359,7 +1009,7 @@ static int proc_spawn(lua_State *L) {
     if (a.io[i].kind == IO_STDOUT) {
       src = stdout_src;
     } else {
-      src = open_io(L, st, box, io_keys[i], i, &a.io[i], &parent);
+      src = open_io(L, box, io_keys[i], i, &a.io[i], &parent);
       if (src < 0) { close_streams(L, ud); return 3; }
       if (parent >= 0) {
         box->n--;                          /* the stream owns it now (or closed it) */
@@ -1375,7 +1025,7 @@ static int proc_spawn(lua_State *L) {
   }
   for (int i = 0; i < a.nextra; i++) {
     int parent;
-    int src = open_io(L, st, box, "fds", a.extra[i].target, &a.extra[i].io, &parent);
+    int src = open_io(L, box, "fds", a.extra[i].target, &a.extra[i].io, &parent);
     if (src < 0) { close_streams(L, ud); return 3; }
     map[nmap].target = a.extra[i].target;
     map[nmap].source = src;
@@ -1425,158 +1075,8 @@ static int proc_spawn(lua_State *L) {
     return spawn_failure(L, -pid, step, argv[0], &a, &c);
   }
   p->state = P_RUNNING;
-  p->leader = a.setsid || a.pgroup;
   lua_pushvalue(L, ud);
   return 1;                                /* the box closes the child's ends */
-}
-
-/* ---------------------------------------------------------------- fork */
-
-static int exit_code_of(lua_State *L, int idx) {
-  if (lua_isnoneornil(L, idx)) return 0;
-  if (lua_isboolean(L, idx)) return lua_toboolean(L, idx) ? 0 : 1;
-  int isint;
-  lua_Integer n = lua_tointegerx(L, idx, &isint);
-  return isint ? (int)(n & 0xff) : 1;
-}
-
-/* The fork child's end: fn returned (or failed); the child never returns
- * into the code that called orch.fork. */
-static int fork_child_k(lua_State *L, int status, lua_KContext ctx) {
-  int code;
-  if (status != LUA_OK && status != LUA_YIELD) {
-    const char *m = lua_tostring(L, -1);
-    fprintf(stderr, "orch: fork child %d: %s\n", (int)getpid(), m ? m : "(error object is not a string)");
-    code = 1;
-  } else {
-    code = exit_code_of(L, -1);
-  }
-  fflush(NULL);
-  _exit(code);
-  return 0;
-}
-
-static int traceback_handler(lua_State *L) {
-  const char *m = lua_tostring(L, 1);
-  luaL_traceback(L, L, m ? m : "(error object is not a string)", 1);
-  return 1;
-}
-
-static int proc_fork(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  lua_settop(L, 1);
-  orch__check_task(L, "fork");
-  orch_runtime *rt = orch__rt(L);
-  check_state(L);
-  process *p = process_new(L, rt);
-  lua_pushvalue(L, -1);
-  p->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
-  fflush(NULL);                            /* or both processes flush it */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  pid_t pid = fork();
-  if (pid == 0) {
-    orch__after_fork_child(L);
-    orch__fork_child_exits(L);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);   /* the parent's object */
-    p->anchor = LUA_NOREF;
-    lua_pushcfunction(L, traceback_handler);
-    lua_pushvalue(L, 1);
-    int st = lua_pcallk(L, 0, 1, 3, 0, fork_child_k);
-    return fork_child_k(L, st, 0);
-  }
-  int e = errno;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (pid < 0) {
-    luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);
-    p->anchor = LUA_NOREF;
-    return orch__fail(L, "fork", e);
-  }
-  p->child.pid = pid;
-  p->state = P_RUNNING;
-  orch__child_add(rt, &p->child);
-  return 1;
-}
-
-/* ---------------------------------------------------------------- exec */
-
-static int proc_exec(lua_State *L) {
-  const char *path = orch__checkpath(L, 1, NULL);
-  if (!*path) luaL_argerror(L, 1, "program name must not be empty");
-  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
-  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-  orch__check_nargs(L, 3);
-  lua_settop(L, 3);
-  lua_Integer n = lua_isnil(L, 2) ? 0 : luaL_len(L, 2);
-  if (n < 0 || n > 100000) luaL_argerror(L, 2, "too many arguments");
-  for (lua_Integer i = 1; i <= n; i++) {
-    int t = lua_geti(L, 2, i);
-    if (t != LUA_TSTRING && t != LUA_TNUMBER)
-      luaL_argerror(L, 2, lua_pushfstring(L, "argument %d: string expected, got %s", (int)i, luaL_typename(L, -1)));
-    if (t == LUA_TSTRING && strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
-      luaL_argerror(L, 2, lua_pushfstring(L, "argument %d contains a zero byte", (int)i));
-    lua_pop(L, 1);
-  }
-  if (!lua_isnil(L, 3)) {
-    lua_pushnil(L);
-    while (lua_next(L, 3)) {
-      if (lua_type(L, -2) != LUA_TSTRING || strchr(lua_tostring(L, -2), '=') || !*lua_tostring(L, -2)
-          || strlen(lua_tostring(L, -2)) != lua_rawlen(L, -2))
-        luaL_argerror(L, 3, "keys must be variable names");
-      if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-        luaL_argerror(L, 3, lua_pushfstring(L, "'%s': string or number expected", lua_tostring(L, -2)));
-      if (lua_type(L, -1) == LUA_TSTRING && strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
-        luaL_argerror(L, 3, lua_pushfstring(L, "'%s' contains a zero byte", lua_tostring(L, -2)));
-      lua_pop(L, 1);
-    }
-  }
-  /* The program and its arguments as one argv table; an env table is the
-   * whole environment. Built the way spawn builds them. */
-  spawn_args a;
-  memset(&a, 0, sizeof a);
-  lua_createtable(L, (int)n + 1, 0);
-  lua_pushvalue(L, 1);
-  lua_rawseti(L, -2, 1);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_geti(L, 2, i);
-    lua_rawseti(L, -2, i + 1);
-  }
-  a.args = lua_gettop(L);
-  a.argc = (int)n + 1;
-  if (!lua_isnil(L, 3)) {
-    a.env = 3;
-    a.replace_env = 1;
-  }
-  fdbox *box = fdbox_new(L);
-  char **argv, **envp;
-  if (build_exec(L, "exec", &a, box, &argv, &envp) < 0) return 3;
-  const char *search = child_search_path(L, &a);
-  if (!search) search = getenv("PATH");
-  if (!search) search = DEFAULT_PATH;
-
-  /* The new program starts with default dispositions and nothing blocked;
-   * if exec fails, orch's own come back. */
-  ksigaction saved[NSIG];
-  int have[NSIG];
-  sigset_t all, old, none;
-  sigfillset(&all);
-  sigemptyset(&none);
-  fflush(NULL);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  for (int s = 1; s < NSIG; s++)
-    have[s] = s != SIGKILL && s != SIGSTOP && raw_sigaction(s, &ksa_default, &saved[s]) == 0;
-  pthread_sigmask(SIG_SETMASK, &none, NULL);
-  exec_search(path, search, argv, envp ? envp : environ);
-  int e = errno;
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
-  for (int s = 1; s < NSIG; s++)
-    if (have[s]) raw_sigaction(s, &saved[s], NULL);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (e == ENOENT) return orch__failf(L, "ENOENT", "exec: no such file: %s", path);
-  if (e == EACCES) return orch__failf(L, "EACCES", "exec: permission denied: %s", path);
-  return orch__fail_errno(L, e, "exec %s", path);
 }
 
 /* ---------------------------------------------------------------- pids, /proc */
@@ -1807,14 +1307,12 @@ static int proc_subreaper(lua_State *L) {
 
 static int orphan_stop(lua_State *L) {
   luaL_checkudata(L, 1, ORPHAN_MT);
-  proc_state *st = get_state(orch__rt(L));
-  if (st && st->orphans_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, st->orphans_ref);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &orphans_key) == LUA_TTABLE) {
     lua_pushvalue(L, 1);
     lua_pushnil(L);
     lua_rawset(L, -3);
-    lua_pop(L, 1);
   }
+  lua_pop(L, 1);
   lua_pushnil(L);
   lua_setiuservalue(L, 1, 1);
   return 0;
@@ -1829,412 +1327,17 @@ static int orphan_tostring(lua_State *L) {
 
 static int proc_on_orphan_exit(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  proc_state *st = check_state(L);
+  check_state(L);
   lua_newuserdatauv(L, 0, 1);
   luaL_setmetatable(L, ORPHAN_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, st->orphans_ref);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &orphans_key);
   lua_pushvalue(L, -2);
   lua_pushboolean(L, 1);
   lua_rawset(L, -3);
   lua_pop(L, 1);
   return 1;
-}
-
-/* ---------------------------------------------------------------- init mode */
-
-/* As PID 1 (or a container's init), orch passes these signals on to every
- * child in the table, like tini, unless a handler of the script's is active
- * for the signal (the supervisor's ordered stop: forwarding as well would
- * stop every service at once, out of order). Reaping everything is what the
- * reaper already does. */
-static void init_forward(uv_signal_t *h, int sig) {
-  proc_state *st = h->data;
-  if (orch__signal_handled(st->rt, sig)) return;
-  orch__proc_signal_children(st->rt, sig);
-}
-
-int orch__proc_signal_children(orch_runtime *rt, int sig) {
-  proc_state *st = get_state(rt);
-  int n = 0;
-  if (!st) return 0;
-  for (size_t i = 0; i <= st->mask; i++)
-    for (orch__child *c = st->buckets[i]; c; c = c->next) {
-      if (c->pid <= 1) continue;
-      int group = c->on_exit == process_exited && ((process *)c)->leader;
-      if ((group ? killpg(c->pid, sig) : kill(c->pid, sig)) == 0) n++;
-    }
-  return n;
-}
-
-int orch__proc_init_active(orch_runtime *rt) {
-  proc_state *st = get_state(rt);
-  return st && st->init_on;
-}
-
-static void free_handle(uv_handle_t *h) { free(h); }
-
-static void init_stop(proc_state *st) {
-  for (int i = 0; i < st->ninit; i++) {
-    uv_signal_stop(st->init_sigs[i]);
-    uv_close((uv_handle_t *)st->init_sigs[i], free_handle);
-    st->init_sigs[i] = NULL;
-  }
-  st->ninit = 0;
-  st->init_on = 0;
-}
-
-/* The other processes of the pid namespace, i.e. everything but us. */
-static int count_others(void) {
-  DIR *d = opendir("/proc");
-  if (!d) return -1;
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    char *end;
-    long pid = strtol(e->d_name, &end, 10);
-    if (!*end && pid > 0 && pid != getpid()) n++;
-  }
-  closedir(d);
-  return n;
-}
-
-static void reap_all(void) {
-  while (waitpid(-1, NULL, WNOHANG) > 0) {}
-}
-
-/* PID 1 at exit: whatever is left in the namespace once the script (the
- * supervisor's ordered stop) is done are processes that are not orch's
- * services, e.g. orphans reparented to us. They get SIGTERM, then SIGKILL
- * after the grace period, and are reaped: exiting PID 1 would SIGKILL them
- * without a word. Blocks, but the loop is over. */
-static void init_drain(proc_state *st) {
-  reap_all();
-  int n = count_others();
-  if (n <= 0) return;
-  fprintf(stderr, "orch: init: %d process%s left after the services stopped: sending SIGTERM\n",
-          n, n == 1 ? "" : "es");
-  kill(-1, SIGTERM);
-  struct timespec t0, now, tick = { 0, 10 * 1000 * 1000 };
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (;;) {
-    reap_all();
-    if ((n = count_others()) <= 0) return;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    double dt = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
-    if (dt >= st->init_grace) break;
-    nanosleep(&tick, NULL);
-  }
-  fprintf(stderr, "orch: init: %d process%s still there after %gs: sending SIGKILL\n",
-          n, n == 1 ? "" : "es", st->init_grace);
-  kill(-1, SIGKILL);
-  /* KILL cannot be ignored; a process stuck in the kernel is waited for at
-   * most 2 s more, then left to the kernel (which kills it with us). */
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (;;) {
-    reap_all();
-    if (count_others() <= 0) return;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (now.tv_sec - t0.tv_sec >= 2) break;
-    nanosleep(&tick, NULL);
-  }
-  fprintf(stderr, "orch: init: some processes did not end after SIGKILL\n");
-}
-
-static int proc_init_mode(lua_State *L) {
-  static const char *const opts[] = { "signals", "grace", NULL };
-  int sigs[32], n = 0;
-  int given = 0, has_grace = 0;
-  double grace = 5;
-  if (!lua_isnoneornil(L, 1)) {
-    orch__check_options(L, 1, opts);
-    if (lua_getfield(L, 1, "grace") != LUA_TNIL) {
-      int isnum;
-      has_grace = 1;
-      grace = lua_tonumberx(L, -1, &isnum);
-      if (!isnum || !(grace >= 0 && grace <= 3600)) orch__opt_error(L, 1, "grace", "seconds (0 to 3600) expected");
-    }
-    lua_pop(L, 1);
-    if (lua_getfield(L, 1, "signals") != LUA_TNIL) {
-      given = 1;
-      if (!lua_istable(L, -1)) orch__opt_error(L, 1, "signals", lua_pushfstring(L, "table expected, got %s", luaL_typename(L, -1)));
-      int t = lua_gettop(L);
-      lua_Integer len = luaL_len(L, t);
-      if (len > 32) orch__opt_error(L, 1, "signals", "too many signals");
-      for (lua_Integer i = 1; i <= len; i++) {
-        lua_rawgeti(L, t, i);
-        if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-          orch__opt_error(L, 1, "signals", "signal names or numbers expected");
-        int s = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : orch__signum(lua_tostring(L, -1));
-        if (s <= 0 || s >= NSIG)
-          orch__opt_error(L, 1, "signals", lua_pushfstring(L, "unknown signal '%s'", luaL_tolstring(L, -1, NULL)));
-        if (s == SIGKILL || s == SIGSTOP || s == SIGCHLD)
-          orch__opt_error(L, 1, "signals", lua_pushfstring(L, "cannot forward %s", orch__signame(s)));
-        sigs[n++] = s;
-        lua_pop(L, 1);
-      }
-    }
-    lua_pop(L, 1);
-  }
-  if (!given) {
-    sigs[n++] = SIGTERM;
-    sigs[n++] = SIGINT;
-  }
-  proc_state *st = check_state(L);
-  init_stop(st);
-  for (int i = 0; i < n; i++) {
-    uv_signal_t *h = malloc(sizeof *h);
-    if (!h) return luaL_error(L, "proc.init_mode: out of memory");
-    uv_signal_init(orch__loop(L), h);
-    h->data = st;
-    int r = uv_signal_start(h, init_forward, sigs[i]);
-    st->init_sigs[st->ninit++] = h;
-    if (r < 0) {
-      init_stop(st);
-      return orch__fail_uv(L, "proc.init_mode", r);
-    }
-    uv_unref((uv_handle_t *)h);
-  }
-  st->init_on = 1;
-  if (has_grace) st->init_grace = grace;
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* ---------------------------------------------------------------- daemonize */
-
-/* What orch inherited from the process that started it: descriptors above
- * 2 without close-on-exec (orch opens every one of its own close-on-exec). */
-static void record_inherited(proc_state *st) {
-  DIR *d = opendir("/proc/self/fd");
-  if (!d) return;
-  struct dirent *e;
-  while ((e = readdir(d)) && st->ninherited < (int)(sizeof st->inherited / sizeof st->inherited[0])) {
-    char *end;
-    long fd = strtol(e->d_name, &end, 10);
-    if (*end || fd <= 2 || fd == dirfd(d)) continue;
-    int fl = fcntl((int)fd, F_GETFD);
-    struct stat sb;
-    if (fl < 0 || (fl & FD_CLOEXEC) || fstat((int)fd, &sb) < 0) continue;
-    st->inherited[st->ninherited].fd = (int)fd;
-    st->inherited[st->ninherited].dev = sb.st_dev;
-    st->inherited[st->ninherited].ino = sb.st_ino;
-    st->ninherited++;
-  }
-  closedir(d);
-}
-
-/* In the daemon: closes the inherited descriptors that are still the same
- * files and still inheritable (one orch adopted is close-on-exec now), except
- * the ones in keep. */
-static void close_inherited(proc_state *st, const int *keep, int nkeep) {
-  for (int i = 0; i < st->ninherited; i++) {
-    int fd = st->inherited[i].fd, kept = 0;
-    for (int k = 0; k < nkeep; k++) if (keep[k] == fd) kept = 1;
-    struct stat sb;
-    int fl = fcntl(fd, F_GETFD);
-    if (kept || fl < 0 || (fl & FD_CLOEXEC) || fstat(fd, &sb) < 0) continue;
-    if (sb.st_dev == st->inherited[i].dev && sb.st_ino == st->inherited[i].ino) close(fd);
-  }
-}
-
-typedef struct { int err; char what[120]; } daemon_report;
-
-/* In the daemon, before it is ready: tell the original and give up. */
-static void daemon_fail(int fd, int err, const char *what) {
-  daemon_report r;
-  memset(&r, 0, sizeof r);
-  r.err = err;
-  snprintf(r.what, sizeof r.what, "%s", what);
-  ssize_t w = write(fd, &r, sizeof r);
-  (void)w;
-  _exit(1);
-}
-
-static int open_log(lua_State *L, const char *key, const char *path, int *fd) {
-  /* Never blocks the loop: a FIFO without a reader fails (ENXIO). */
-  *fd = orch__open_path(path, O_WRONLY | O_APPEND | O_CREAT, 0644);
-  if (*fd >= 0) return 0;
-  char op[64];
-  snprintf(op, sizeof op, "daemonize: %s", key);
-  orch__fail_open(L, op, path, -*fd);
-  *fd = -1;
-  return 3;
-}
-
-static int proc_daemonize(lua_State *L) {
-  static const char *const opts[] = { "pidfile", "chdir", "umask", "stdout", "stderr", "keep_fds", NULL };
-  if (lua_isnoneornil(L, 1)) { lua_settop(L, 0); lua_newtable(L); }
-  orch__check_options(L, 1, opts);
-  int keep[64], nkeep = 0;
-  if (lua_getfield(L, 1, "keep_fds") != LUA_TNIL) {
-    if (!lua_istable(L, -1)) orch__opt_error(L, 1, "keep_fds", lua_pushfstring(L, "table expected, got %s", luaL_typename(L, -1)));
-    lua_Integer len = luaL_len(L, -1);
-    if (len > 64) orch__opt_error(L, 1, "keep_fds", "at most 64 descriptors");
-    for (lua_Integer i = 1; i <= len; i++) {
-      lua_rawgeti(L, -1, i);
-      int isint;
-      lua_Integer fd = lua_tointegerx(L, -1, &isint);
-      if (!isint || fd < 0 || fd > 0x7fffffff) orch__opt_error(L, 1, "keep_fds", "file descriptor numbers expected");
-      keep[nkeep++] = (int)fd;
-      lua_pop(L, 1);
-    }
-  }
-  lua_pop(L, 1);
-  const char *pidfile = orch__opt_string(L, 1, "pidfile", NULL);
-  const char *dir = orch__opt_string(L, 1, "chdir", "/");
-  const char *out = orch__opt_string(L, 1, "stdout", NULL);
-  const char *err = orch__opt_string(L, 1, "stderr", NULL);
-  int has_umask;
-  lua_Integer um = orch__opt_mode(L, 1, "umask", 0, 0777, &has_umask);
-  orch__check_task(L, "daemonize");
-  proc_state *st = check_state(L);
-
-  /* Everything that can fail for a clear reason is tried here, in the
-   * original process, whose caller gets the error. */
-  int pfd = -1, ofd = -1, efd = -1, nfd = -1, rep[2] = { -1, -1 };
-  int n = 0;
-  if (pidfile) {
-    pfd = open(pidfile, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (pfd < 0) {
-      int e = errno;
-      return orch__fail_errno(L, e, "daemonize: pidfile %s", pidfile);
-    }
-    /* An flock belongs to the open file description, which the daemon
-     * inherits: the lock lives exactly as long as the daemon. */
-    if (flock(pfd, LOCK_EX | LOCK_NB) < 0) {
-      int e = errno;
-      char buf[32] = "";
-      ssize_t k = pread(pfd, buf, sizeof buf - 1, 0);
-      if (k > 0) buf[k] = 0;
-      close(pfd);
-      if (e == EWOULDBLOCK)
-        return orch__failf(L, "EAGAIN", "daemonize: already running (pid %d holds %s)", atoi(buf), pidfile);
-      return orch__fail_errno(L, e, "daemonize: lock %s", pidfile);
-    }
-  }
-  if (out && (n = open_log(L, "stdout", out, &ofd))) goto fail;
-  if (err && (n = open_log(L, "stderr", err, &efd))) goto fail;
-  nfd = open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (nfd < 0) { n = orch__fail(L, "daemonize: /dev/null", errno); goto fail; }
-  if (pipe2(rep, O_CLOEXEC) < 0) { n = orch__fail(L, "daemonize: pipe", errno); goto fail; }
-
-  fflush(NULL);
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  pid_t mid = fork();
-  if (mid < 0) {
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    n = orch__fail(L, "daemonize: fork", errno);
-    goto fail;
-  }
-  if (mid == 0) {
-    /* The middle process: a new session, then a child that is not its
-     * leader (so it can never acquire a controlling terminal). */
-    close(rep[0]);
-    if (setsid() < 0) daemon_fail(rep[1], errno, "setsid");
-    pid_t d = fork();
-    if (d < 0) daemon_fail(rep[1], errno, "fork");
-    if (d > 0) _exit(0);
-    orch__after_fork_child(L);
-    if (has_umask) umask((mode_t)um);
-    if (chdir(dir) < 0) {
-      char what[120];
-      snprintf(what, sizeof what, "chdir %s", dir);
-      daemon_fail(rep[1], errno, what);
-    }
-    if (dup2(nfd, 0) < 0 || dup2(ofd >= 0 ? ofd : nfd, 1) < 0 || dup2(efd >= 0 ? efd : nfd, 2) < 0)
-      daemon_fail(rep[1], errno, "dup2");
-    close_inherited(st, keep, nkeep);
-    if (pfd >= 0) {
-      char buf[32];
-      int len = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
-      if (ftruncate(pfd, 0) < 0 || pwrite(pfd, buf, (size_t)len, 0) != len)
-        daemon_fail(rep[1], errno, "write pidfile");
-      st->pidfile_fd = pfd;
-    }
-    close(nfd);
-    if (ofd >= 0) close(ofd);
-    if (efd >= 0) close(efd);
-    close(rep[1]);                         /* EOF without a report: ready */
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  /* The original: wait for the middle process and for the daemon's word,
-   * then end; the script goes on in the daemon. */
-  close(rep[1]);
-  rep[1] = -1;
-  while (waitpid(mid, NULL, 0) < 0 && errno == EINTR) {}
-  daemon_report r;
-  ssize_t k;
-  do k = read(rep[0], &r, sizeof r); while (k < 0 && errno == EINTR);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (k == (ssize_t)sizeof r) {
-    n = orch__fail_errno(L, r.err, "daemonize: %s", r.what);
-    goto fail;
-  }
-  fflush(NULL);
-  _exit(0);
-
-fail:
-  if (pfd >= 0) close(pfd);
-  if (ofd >= 0) close(ofd);
-  if (efd >= 0) close(efd);
-  if (nfd >= 0) close(nfd);
-  if (rep[0] >= 0) close(rep[0]);
-  if (rep[1] >= 0) close(rep[1]);
-  return n;
-}
-
-/* ---------------------------------------------------------------- hooks */
-
-static void state_free(uv_handle_t *h) {
-  proc_state *st = h->data;
-  free(st->buckets);
-  free(st);
-}
-
-/* The Lua state may already be closed here: no Lua. */
-static void proc_close_hook(orch_runtime *rt, void *data) {
-  proc_state *st = data;
-  *orch__slot(rt, ORCH__SLOT_PROC) = NULL;
-  if (st->init_on && getpid() == 1) init_drain(st);
-  init_stop(st);
-  if (st->stack) munmap(st->stack, CHILD_STACK);
-  st->stack = NULL;
-  if (st->devnull >= 0) close(st->devnull);
-  st->devnull = -1;
-  uv_signal_stop(&st->sigchld);
-  uv_close((uv_handle_t *)&st->sigchld, state_free);
-}
-
-/* In a fork child: every child in the table belongs to the parent. */
-static void proc_fork_hook(orch_runtime *rt, void *data) {
-  proc_state *st = data;
-  lua_State *L = orch__mainthread(rt);
-  for (size_t i = 0; i <= st->mask; i++) {
-    orch__child *c = st->buckets[i];
-    while (c) {
-      orch__child *next = c->next;
-      c->next = NULL;
-      if (c->on_exit == process_exited) {
-        process *p = (process *)c;
-        p->state = P_FOREIGN;
-        luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);
-        p->anchor = LUA_NOREF;
-      }
-      c = next;
-    }
-    st->buckets[i] = NULL;
-  }
-  st->count = 0;
-  init_stop(st);
-  /* The runtime stopped every handle; the child reaps its own children. */
-  uv_signal_start(&st->sigchld, on_sigchld, SIGCHLD);
-  uv_unref((uv_handle_t *)&st->sigchld);
 }
 
 /* p:lines(): the lines of the process's stdout (spawned with stdout =
@@ -2254,34 +1357,14 @@ static int process_lines(lua_State *L) {
 
 int orch__open_proc(lua_State *L) {
   orch_runtime *rt = orch__rt(L);
-  void **slot = orch__slot(rt, ORCH__SLOT_PROC);
-  proc_state *st = *slot;
-  if (!st) {
-    st = calloc(1, sizeof *st);
-    if (!st) return luaL_error(L, "orch.proc: out of memory");
-    st->buckets = calloc(64, sizeof *st->buckets);
-    if (!st->buckets) { free(st); return luaL_error(L, "orch.proc: out of memory"); }
-    st->mask = 63;
-    st->rt = rt;
-    st->devnull = -1;
-    st->pidfile_fd = -1;
-    st->init_grace = 5;
-    record_inherited(st);
+  int r = orch__proc_open(rt, orch__loop(L));
+  if (r < 0) return luaL_error(L, "orch.proc: cannot watch SIGCHLD: %s", uv_strerror(r));
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &orphans_key) != LUA_TTABLE) {
     lua_newtable(L);
-    st->orphans_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    uv_signal_init(orch__loop(L), &st->sigchld);
-    st->sigchld.data = st;
-    int r = uv_signal_start(&st->sigchld, on_sigchld, SIGCHLD);
-    if (r < 0) {
-      free(st->buckets);
-      free(st);
-      return luaL_error(L, "orch.proc: cannot watch SIGCHLD: %s", uv_strerror(r));
-    }
-    uv_unref((uv_handle_t *)&st->sigchld);
-    *slot = st;
-    orch__on_close(rt, proc_close_hook, st);
-    orch__on_fork_child(rt, proc_fork_hook, st);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &orphans_key);
+    orch__proc_on_orphan(rt, orphan_exit, NULL);
   }
+  lua_pop(L, 1);
 
   static const luaL_Reg process_methods[] = {
     {"wait", process_wait}, {"kill", process_kill}, {"on_exit", process_on_exit},
@@ -2310,24 +1393,25 @@ int orch__open_proc(lua_State *L) {
   lua_pop(L, 1);
 
   static const luaL_Reg fns[] = {
-    {"spawn", proc_spawn}, {"fork", proc_fork}, {"exec", proc_exec},
-    {"daemonize", proc_daemonize}, {"getpid", proc_getpid}, {"getppid", proc_getppid},
+    {"spawn", proc_spawn}, {"getpid", proc_getpid}, {"getppid", proc_getppid},
     {NULL, NULL}
   };
   static const luaL_Reg procfns[] = {
     {"info", proc_info}, {"list", proc_list}, {"start_time", proc_start_time},
     {"stat", proc_stat},
     {"wait_exit", proc_wait_exit}, {"subreaper", proc_subreaper}, {"on_orphan_exit", proc_on_orphan_exit},
-    {"init_mode", proc_init_mode}, {NULL, NULL}
+    {NULL, NULL}
   };
   luaL_newlib(L, fns);
   luaL_newlib(L, procfns);
   orch__procscan_register(L);        /* children, sockets, tcp_listeners, ... */
+  orch__daemon_register(L, -2, -1);  /* fork, exec, daemonize; init_mode */
   lua_setfield(L, -2, "proc");
   lua_remove(L, methods);
 
   /* Children that ended before orch was loaded (or while it was not
    * watching) are collected now. */
-  reap(st);
+  orch__proc_reap(rt);
   return 1;
 }
+

@@ -1,8 +1,9 @@
 /*
- * proc.h: the process table, the spawner and the safe kill, for modules that
- * start or watch processes from C (supervisor, watchdog, ctl).
+ * proc.h: the process table, the spawner and the safe kill (src/process.c),
+ * for modules that start or watch processes from C (the bindings l_proc.c
+ * and l_daemon.c, the supervisor, watchdog, ctl).
  *
- * One owner reaps every child: l_proc.c's SIGCHLD watcher loops
+ * One owner reaps every child: process.c's SIGCHLD watcher loops
  * wait4(-1, WNOHANG) and hands each status to the orch__child registered for
  * that pid (unknown pids are adopted orphans, reported to
  * orch.proc.on_orphan_exit handlers). Never call waitpid/wait4 elsewhere, and
@@ -38,9 +39,31 @@ typedef void (*orch__child_exit_fn)(orch__child *c, int status, const struct rus
 
 struct orch__child {
   pid_t pid;                      /* set by orch__spawn / before orch__child_add */
+  int group;                      /* leads its process group (set by orch__spawn
+                                   * for PGROUP/SETSID): signalled as a group */
   orch__child_exit_fn on_exit;    /* called once with the wait status */
+  /* Optional: called instead when the table forgets the child without a
+   * status (in a fork child, where it is the parent's). */
+  void (*on_forget)(orch__child *c);
   orch__child *next;              /* private: hash chain */
 };
+
+/* The runtime's process table and SIGCHLD watcher, made once (the first
+ * binding module that needs them calls this). Returns 0 or a UV_ error. */
+int orch__proc_open(orch_runtime *rt, uv_loop_t *loop);
+
+/* Collects the statuses already waiting (children that ended before the
+ * watcher was started). */
+void orch__proc_reap(orch_runtime *rt);
+
+/* Where the statuses of children nobody registered (adopted orphans) go:
+ * one callback a runtime (l_proc.c's orch.proc.on_orphan_exit). */
+typedef void (*orch__orphan_fn)(orch_runtime *rt, pid_t pid, int status, void *data);
+void orch__proc_on_orphan(orch_runtime *rt, orch__orphan_fn fn, void *data);
+
+/* A cached /dev/null (O_RDWR, close-on-exec) for children's stdio, or
+ * -errno. */
+int orch__proc_devnull(orch_runtime *rt);
 
 /* Flags of orch__spawn_req. */
 #define ORCH__SPAWN_PGROUP  0x01  /* setpgid(0, 0): its own process group */
@@ -124,8 +147,47 @@ void orch__procscan_register(lua_State *L);
 int orch__proc_signal_children(orch_runtime *rt, int sig);
 
 /* Non-zero while orch.proc.init_mode forwards signals (the guard of
- * orch.signal.protect then leaves TERM/INT to it). */
+ * orch.signal.protect then leaves TERM/INT to it); l_daemon.c sets it. */
 int orch__proc_init_active(orch_runtime *rt);
+void orch__proc_set_init_active(orch_runtime *rt, int on);
+
+/* ---- Shared by the spawner and orch.exec (both async-signal-safe) ---- */
+
+#define ORCH__DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
+
+/* Tries file in each directory of path like execvp (no /bin/sh fallback);
+ * path NULL or a file with a '/': file itself. Returns only on failure, with
+ * errno set. */
+void orch__exec_search(const char *file, const char *path, char *const argv[],
+                       char *const envp[]);
+
+/* The kernel's struct sigaction, opaque: all zeroes (orch__ksa_default) is
+ * SIG_DFL with no flags and an empty mask whatever the architecture's
+ * layout. orch__raw_sigaction is rt_sigaction(2) without libc. */
+typedef struct { unsigned long w[8]; } orch__ksigaction;
+extern const orch__ksigaction orch__ksa_default;
+int orch__raw_sigaction(int sig, const orch__ksigaction *act, orch__ksigaction *old);
+
+/* ---- Between the binding files (l_proc.c for l_daemon.c) ------------- */
+
+/* [-0,+1] A new orch.Process (not started), anchored so it cannot be
+ * collected while it may report; returns its child. */
+orch__child *orch__process_new(lua_State *L);
+/* The orch.Process at idx is the running child pid (a fork's): registered
+ * in the table. With pid <= 0 nothing was started: the anchor goes. */
+void orch__process_track(lua_State *L, int idx, pid_t pid);
+
+/* [-0,+1] For orch.exec: the argv (argc entries of the table at args, which
+ * holds strings or numbers) and envp (the table at env replaces the
+ * environment; env 0: orch's own) of a new program, in memory owned by a
+ * to-be-closed value pushed on the stack; *search is the PATH to look the
+ * program up in. Returns 0, or -1 after pushing the error triple above it. */
+int orch__exec_args(lua_State *L, const char *op, int args, int argc, int env,
+                    char ***argv, char ***envp, const char **search);
+
+/* Registers orch.fork, orch.exec, orch.daemonize (in the table at fns) and
+ * orch.proc.init_mode (in the table at procfns): l_daemon.c. */
+void orch__daemon_register(lua_State *L, int fns, int procfns);
 
 /* Non-zero while a handler of the script's (orch.signal.on) is active for
  * sig: init mode then does not forward it (l_signal.c). */

@@ -1,0 +1,535 @@
+/*
+ * process.c: the process mechanism behind proc.h: the process table, the
+ * SIGCHLD reaper, the clone/exec spawner and the safe kill. Its users are the
+ * bindings (l_proc.c: orch.spawn and orch.Process; l_daemon.c: orch.fork,
+ * orch.exec, init mode) and any C module that starts or watches processes.
+ *
+ * Ownership: this file is the only reaper of the process (see proc.h). The
+ * per-runtime proc_state holds one unref'd SIGCHLD uv_signal_t whose
+ * callback loops wait4(-1, WNOHANG) and dispatches each status to the
+ * orch__child registered for that pid in a hash table; unknown pids are
+ * adopted orphans, handed to the one orphan callback (l_proc.c's). A
+ * registered child holds the loop (orch__hold). The children themselves
+ * (orch__child) belong to their callers.
+ *
+ * Spawning: clone(CLONE_VM|CLONE_VFORK) on a private stack. The child only
+ * makes system calls (no Lua, no malloc, no locks), resets every signal to
+ * its default and unblocks them right before exec, and reports a failure by
+ * writing errno into memory it shares with the suspended parent (which is
+ * what a close-on-exec error pipe would carry, without the fd and the three
+ * extra system calls). Credentials change with raw system calls: glibc's
+ * setuid() would broadcast to the parent's threads, whose memory we share.
+ *
+ * No Lua here. What may block: nothing (the parent is suspended only until
+ * the child has exec'd or failed; /proc reads of the safe kill are short).
+ */
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "procfs.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+/* A spawned child leaves its frames on the shared stack when it execs, and
+ * AddressSanitizer's shadow of them (scopes, redzones) with them. */
+#define UNPOISON_STACK(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define UNPOISON_STACK(p, n) ((void)0)
+#endif
+
+extern char **environ;
+
+#define DEFAULT_PATH ORCH__DEFAULT_PATH
+#define CHILD_STACK (256 * 1024)
+#define MAX_FDMAP 256
+
+/* ---------------------------------------------------------------- state */
+
+typedef struct {
+  orch_runtime *rt;
+  uv_signal_t sigchld;
+  orch__child **buckets;
+  size_t mask;                /* nbuckets - 1 */
+  size_t count;
+  char *stack;                /* the spawner's child stack, made on first use */
+  int devnull;                /* cached /dev/null (close-on-exec) or -1 */
+  orch__orphan_fn on_orphan;  /* adopted orphans' statuses go here */
+  void *orphan_data;
+  int init_on;                /* init mode forwards signals (l_daemon.c) */
+} proc_state;
+
+static proc_state *get_state(orch_runtime *rt) {
+  return *orch__slot(rt, ORCH__SLOT_PROC);
+}
+
+static void table_grow(proc_state *st) {
+  size_t n = (st->mask + 1) * 2;
+  orch__child **b = calloc(n, sizeof *b);
+  if (!b) return;                       /* longer chains, still correct */
+  for (size_t i = 0; i <= st->mask; i++) {
+    orch__child *c = st->buckets[i];
+    while (c) {
+      orch__child *next = c->next;
+      size_t k = (size_t)c->pid & (n - 1);
+      c->next = b[k];
+      b[k] = c;
+      c = next;
+    }
+  }
+  free(st->buckets);
+  st->buckets = b;
+  st->mask = n - 1;
+}
+
+static void table_add(proc_state *st, orch__child *c) {
+  if (st->count >= (st->mask + 1) * 2) table_grow(st);
+  size_t k = (size_t)c->pid & st->mask;
+  c->next = st->buckets[k];
+  st->buckets[k] = c;
+  st->count++;
+  orch__hold(st->rt, 1);
+}
+
+/* Unlinks and returns the child registered for pid, or NULL. */
+static orch__child *table_take(proc_state *st, pid_t pid, orch__child *want) {
+  orch__child **pp = &st->buckets[(size_t)pid & st->mask];
+  for (; *pp; pp = &(*pp)->next) {
+    orch__child *c = *pp;
+    if (c->pid == pid && (!want || c == want)) {
+      *pp = c->next;
+      c->next = NULL;
+      st->count--;
+      orch__hold(st->rt, -1);
+      return c;
+    }
+  }
+  return NULL;
+}
+
+void orch__child_add(orch_runtime *rt, orch__child *c) {
+  proc_state *st = get_state(rt);
+  if (st) table_add(st, c);
+}
+
+void orch__child_remove(orch_runtime *rt, orch__child *c) {
+  proc_state *st = get_state(rt);
+  if (st) table_take(st, c->pid, c);
+}
+
+orch__child *orch__child_find(orch_runtime *rt, pid_t pid) {
+  proc_state *st = get_state(rt);
+  if (!st) return NULL;
+  for (orch__child *c = st->buckets[(size_t)pid & st->mask]; c; c = c->next)
+    if (c->pid == pid) return c;
+  return NULL;
+}
+
+/* ---------------------------------------------------------------- reaper */
+
+static void reap(proc_state *st) {
+  for (;;) {
+    int status;
+    struct rusage ru;
+    pid_t pid = wait4(-1, &status, WNOHANG, &ru);
+    if (pid < 0 && errno == EINTR) continue;
+    if (pid <= 0) break;
+    orch__child *c = table_take(st, pid, NULL);
+    if (c) c->on_exit(c, status, &ru);
+    else if (st->on_orphan) st->on_orphan(st->rt, pid, status, st->orphan_data);
+  }
+}
+
+static void on_sigchld(uv_signal_t *h, int sig) {
+  reap(h->data);
+}
+
+void orch__proc_reap(orch_runtime *rt) {
+  proc_state *st = get_state(rt);
+  if (st) reap(st);
+}
+
+void orch__proc_on_orphan(orch_runtime *rt, orch__orphan_fn fn, void *data) {
+  proc_state *st = get_state(rt);
+  if (!st) return;
+  st->on_orphan = fn;
+  st->orphan_data = data;
+}
+
+int orch__proc_devnull(orch_runtime *rt) {
+  proc_state *st = get_state(rt);
+  if (!st) return -ENOSYS;
+  if (st->devnull < 0) {
+    st->devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (st->devnull < 0) return -errno;
+  }
+  return st->devnull;
+}
+
+/* ---------------------------------------------------------------- spawner */
+
+typedef struct {
+  const orch__spawn_req *req;
+  const char *path;          /* search path, or NULL for no search */
+  volatile int err;
+  const char *volatile step;
+  int ncg;                   /* how many of req->cgroup_fds to write */
+} spawn_ctx;
+
+/* Tries file in each directory of path like execvp (no /bin/sh fallback).
+ * Returns only on failure, with errno set. */
+void orch__exec_search(const char *file, const char *path, char *const argv[],
+                        char *const envp[]) {
+  if (!path || strchr(file, '/')) {
+    execve(file, argv, envp);
+    return;
+  }
+  size_t flen = strlen(file);
+  char buf[PATH_MAX];
+  int eacces = 0;
+  const char *p = path;
+  for (;;) {
+    const char *e = strchrnul(p, ':');
+    size_t dlen = (size_t)(e - p);
+    if (dlen + flen + 2 <= sizeof buf) {
+      if (dlen) {
+        memcpy(buf, p, dlen);
+        buf[dlen++] = '/';
+      }
+      memcpy(buf + dlen, file, flen + 1);
+      execve(buf, argv, envp);
+      switch (errno) {
+        case EACCES: eacces = 1; break;
+        case ENOENT: case ENOTDIR: case ESTALE: case ENODEV: case ETIMEDOUT: break;
+        default: return;
+      }
+    }
+    if (!*e) break;
+    p = e + 1;
+  }
+  errno = eacces ? EACCES : ENOENT;
+}
+
+/* The raw call also reaches the signals glibc reserves (32, 33), which an
+ * ignoring parent of orch may have left ignored, and bypasses sanitizer
+ * interceptors. */
+const orch__ksigaction orch__ksa_default;
+
+int orch__raw_sigaction(int sig, const orch__ksigaction *act, orch__ksigaction *old) {
+  return (int)syscall(SYS_rt_sigaction, sig, act, old, (size_t)(_NSIG / 8));
+}
+
+/* Never returns: exit_group through syscall() so no sanitizer runtime sees a
+ * noreturn call on a foreign stack. */
+static void child_fail(spawn_ctx *x, const char *step) {
+  x->err = errno ? errno : EINVAL;
+  x->step = step;
+  for (;;) syscall(SYS_exit_group, 127);
+}
+
+static int spawn_child(void *arg) {
+  spawn_ctx *x = arg;
+  const orch__spawn_req *r = x->req;
+  /* Handlers of the parent must never run here (they would write into its
+   * memory and its signal pipe), and ignored signals should not leak into
+   * the new program: every disposition goes back to the default while all
+   * signals are still blocked. */
+  for (int s = 1; s < NSIG; s++)
+    if (s != SIGKILL && s != SIGSTOP) orch__raw_sigaction(s, &orch__ksa_default, NULL);
+
+  /* Into the cgroups before anything else: what the program does, and the
+   * children it forks, are accounted and limited there. */
+  for (int i = 0; i < x->ncg; i++)
+    if (write(r->cgroup_fds[i], "0", 1) < 0) child_fail(x, "cgroup");
+
+  if (r->flags & ORCH__SPAWN_SETSID) {
+    if (setsid() < 0) child_fail(x, "setsid");
+  } else if (r->flags & ORCH__SPAWN_PGROUP) {
+    if (setpgid(0, 0) < 0) child_fail(x, "setpgid");
+  }
+  orch__child_nofile();
+  for (int i = 0; i < r->nrlimits; i++)
+    if (setrlimit((__rlimit_resource_t)r->rlimits[i].resource, &r->rlimits[i].lim) < 0)
+      child_fail(x, "setrlimit");
+  if (r->flags & ORCH__SPAWN_UMASK) umask(r->umask);
+
+  /* Only the fds asked for reach the program, even those orch itself was
+   * started with: everything above 2 becomes close-on-exec, and dup2 below
+   * clears the flag on the targets. */
+  syscall(SYS_close_range, 3u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */);
+
+  if (r->nfds > 0) {
+    /* Move every source out of the way of every target first, so that a
+     * source that is also another mapping's target is not clobbered. */
+    int src[MAX_FDMAP];
+    int maxt = 2;
+    for (int i = 0; i < r->nfds; i++)
+      if (r->fds[i].target > maxt) maxt = r->fds[i].target;
+    for (int i = 0; i < r->nfds; i++) {
+      int s = r->fds[i].source;
+      if (s <= maxt) {
+        s = fcntl(s, F_DUPFD_CLOEXEC, maxt + 1);
+        if (s < 0) child_fail(x, "dup");
+      }
+      src[i] = s;
+    }
+    for (int i = 0; i < r->nfds; i++)
+      if (dup2(src[i], r->fds[i].target) < 0) child_fail(x, "dup");
+  }
+
+  if (r->flags & ORCH__SPAWN_GROUPS)
+    if (syscall(SYS_setgroups, (size_t)r->ngroups, r->groups) < 0) child_fail(x, "setgroups");
+  if (r->flags & ORCH__SPAWN_SETGID)
+    if (syscall(SYS_setresgid, r->gid, r->gid, r->gid) < 0) child_fail(x, "setgid");
+  if (r->flags & ORCH__SPAWN_SETUID)
+    if (syscall(SYS_setresuid, r->uid, r->uid, r->uid) < 0) child_fail(x, "setuid");
+  if (r->cwd && chdir(r->cwd) < 0) child_fail(x, "chdir");
+
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  orch__exec_search(r->file, x->path, r->argv, r->envp ? r->envp : environ);
+  child_fail(x, "exec");
+  return 127;
+}
+
+static int ensure_stack(proc_state *st) {
+  if (st->stack) return 0;
+  void *p = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return -errno;
+  st->stack = p;
+  return 0;
+}
+
+#if defined(__x86_64__) && defined(SYS_clone3)
+#define HAVE_CLONE3_INTO 1
+/* clone3(CLONE_VM|CLONE_VFORK|CLONE_INTO_CGROUP) running fn(arg) on the
+ * given stack, as glibc's clone() does for clone(2) (glibc exports no
+ * clone3). The child starts on the new stack with every register but rax,
+ * rcx and r11 as the parent had them: it calls fn with arg from r12/r13
+ * and exits with its result; it never returns here. Returns the pid or
+ * -errno. */
+static long clone3_into(int (*fn)(void *), void *arg, char *stack, size_t size, int cgdir) {
+  struct {
+    unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
+                       tls, set_tid, set_tid_size, cgroup;
+  } ca;
+  memset(&ca, 0, sizeof ca);
+  ca.flags = CLONE_VM | CLONE_VFORK | 0x200000000ULL /* CLONE_INTO_CGROUP */;
+  ca.exit_signal = SIGCHLD;
+  ca.stack = (unsigned long long)(uintptr_t)stack;
+  ca.stack_size = size;
+  ca.cgroup = (unsigned long long)cgdir;
+  register long rax __asm__("rax") = SYS_clone3;
+  register void *rdi __asm__("rdi") = &ca;
+  register size_t rsi __asm__("rsi") = sizeof ca;
+  register int (*r12)(void *) __asm__("r12") = fn;
+  register void *r13 __asm__("r13") = arg;
+  __asm__ volatile(
+    "syscall\n\t"
+    "test %%rax, %%rax\n\t"
+    "jnz 1f\n\t"
+    "xor %%ebp, %%ebp\n\t"
+    "mov %%r13, %%rdi\n\t"
+    "call *%%r12\n\t"
+    "mov %%eax, %%edi\n\t"
+    "mov $231, %%eax\n\t"       /* exit_group */
+    "syscall\n\t"
+    "hlt\n"
+    "1:\n\t"
+    : "+r"(rax)
+    : "r"(rdi), "r"(rsi), "r"(r12), "r"(r13)
+    : "rcx", "r11", "memory");
+  return rax;
+}
+static int clone3_works = 1;       /* cleared on ENOSYS/E2BIG/EINVAL */
+#endif
+
+int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
+                const char **step) {
+  proc_state *st = get_state(rt);
+  *step = "spawn";
+  if (!st) return -ENOSYS;
+  if (req->nfds < 0 || req->nfds > MAX_FDMAP) return -EINVAL;
+  int r = ensure_stack(st);
+  if (r < 0) return r;
+  spawn_ctx x = { req, NULL, 0, NULL, req->ncgroup_fds };
+  if (req->search && !strchr(req->file, '/')) {
+    x.path = req->search_path;
+    if (!x.path) x.path = getenv("PATH");
+    if (!x.path) x.path = DEFAULT_PATH;
+  }
+  UNPOISON_STACK(st->stack, CHILD_STACK);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  pid_t pid = -1;
+  int e = 0;
+#ifdef HAVE_CLONE3_INTO
+  if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && req->ncgroup_fds > 0) {
+    /* Born in the v2 cgroup: the child skips writing the last fd. */
+    x.ncg = req->ncgroup_fds - 1;
+    long r3 = clone3_into(spawn_child, &x, st->stack, CHILD_STACK, req->cgroup_dir);
+    if (r3 >= 0) pid = (pid_t)r3;
+    else if (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL) clone3_works = 0;
+    else e = (int)-r3;
+    if (pid < 0 && !e) x.ncg = req->ncgroup_fds;
+  }
+  if (pid < 0 && !e) {
+#endif
+  pid = clone(spawn_child, st->stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
+  e = errno;
+#ifdef HAVE_CLONE3_INTO
+  }
+#endif
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (pid < 0) {
+    *step = "clone";
+    return -e;
+  }
+  if (x.err) {
+    /* The child has already called exit: this wait is immediate. */
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+    *step = x.step;
+    return -x.err;
+  }
+  c->pid = pid;
+  c->group = (req->flags & (ORCH__SPAWN_PGROUP | ORCH__SPAWN_SETSID)) != 0;
+  table_add(st, c);
+  return pid;
+}
+
+/* ---------------------------------------------------------------- kill */
+
+/* pid is the id of one of orch's own threads (a libuv threadpool worker, a
+ * waiter thread): kill(2) takes thread ids and would signal orch itself. */
+static int own_thread(pid_t pid) {
+  char path[48];
+  snprintf(path, sizeof path, "/proc/self/task/%d", (int)pid);
+  return access(path, F_OK) == 0;
+}
+
+int orch__kill(pid_t pid, int sig, int flags, unsigned long long start) {
+  int group = flags & ORCH__KILL_GROUP;
+  if (pid <= 1 || pid == getpid() || (group && pid == getpgrp())) return ORCH__KILL_REFUSED;
+  if (!group && own_thread(pid)) return ORCH__KILL_REFUSED;
+  if (start) {
+    /* A pidfd pins the process: checked and signalled as one identity. */
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0 && errno != ENOSYS) return -errno;
+    unsigned long long t = 0;
+    int r = orch__procfs_start_time(pid, &t);
+    if (r == 0 && t != start) r = -ESRCH;
+    if (r == 0) {
+      if (group) r = killpg(pid, sig) < 0 ? -errno : 0;
+      else if (fd >= 0) r = syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) < 0 ? -errno : 0;
+      else r = kill(pid, sig) < 0 ? -errno : 0;
+    }
+    if (fd >= 0) close(fd);
+    return r;
+  }
+  int r = group ? killpg(pid, sig) : kill(pid, sig);
+  return r < 0 ? -errno : 0;
+}
+
+/* ---------------------------------------------------------------- signalling every child */
+
+int orch__proc_signal_children(orch_runtime *rt, int sig) {
+  proc_state *st = get_state(rt);
+  int n = 0;
+  if (!st) return 0;
+  for (size_t i = 0; i <= st->mask; i++)
+    for (orch__child *c = st->buckets[i]; c; c = c->next) {
+      if (c->pid <= 1) continue;
+      if ((c->group ? killpg(c->pid, sig) : kill(c->pid, sig)) == 0) n++;
+    }
+  return n;
+}
+
+int orch__proc_init_active(orch_runtime *rt) {
+  proc_state *st = get_state(rt);
+  return st && st->init_on;
+}
+
+void orch__proc_set_init_active(orch_runtime *rt, int on) {
+  proc_state *st = get_state(rt);
+  if (st) st->init_on = on;
+}
+
+
+/* ---------------------------------------------------------------- lifetime */
+
+static void state_free(uv_handle_t *h) {
+  proc_state *st = h->data;
+  free(st->buckets);
+  free(st);
+}
+
+/* The Lua state may already be closed here: no Lua. */
+static void proc_close_hook(orch_runtime *rt, void *data) {
+  proc_state *st = data;
+  *orch__slot(rt, ORCH__SLOT_PROC) = NULL;
+  if (st->stack) munmap(st->stack, CHILD_STACK);
+  st->stack = NULL;
+  if (st->devnull >= 0) close(st->devnull);
+  st->devnull = -1;
+  uv_signal_stop(&st->sigchld);
+  uv_close((uv_handle_t *)&st->sigchld, state_free);
+}
+
+/* In a fork child: every child in the table belongs to the parent. */
+static void proc_fork_hook(orch_runtime *rt, void *data) {
+  proc_state *st = data;
+  for (size_t i = 0; i <= st->mask; i++) {
+    orch__child *c = st->buckets[i];
+    while (c) {
+      orch__child *next = c->next;
+      c->next = NULL;
+      if (c->on_forget) c->on_forget(c);
+      c = next;
+    }
+    st->buckets[i] = NULL;
+  }
+  st->count = 0;
+  st->init_on = 0;
+  /* The runtime stopped every handle; the child reaps its own children. */
+  uv_signal_start(&st->sigchld, on_sigchld, SIGCHLD);
+  uv_unref((uv_handle_t *)&st->sigchld);
+}
+
+int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
+  void **slot = orch__slot(rt, ORCH__SLOT_PROC);
+  if (*slot) return 0;
+  proc_state *st = calloc(1, sizeof *st);
+  if (!st) return UV_ENOMEM;
+  st->buckets = calloc(64, sizeof *st->buckets);
+  if (!st->buckets) { free(st); return UV_ENOMEM; }
+  st->mask = 63;
+  st->rt = rt;
+  st->devnull = -1;
+  uv_signal_init(loop, &st->sigchld);
+  st->sigchld.data = st;
+  int r = uv_signal_start(&st->sigchld, on_sigchld, SIGCHLD);
+  if (r < 0) {
+    uv_close((uv_handle_t *)&st->sigchld, state_free);
+    return r;
+  }
+  uv_unref((uv_handle_t *)&st->sigchld);
+  *slot = st;
+  orch__on_close(rt, proc_close_hook, st);
+  orch__on_fork_child(rt, proc_fork_hook, st);
+  return 0;
+}
