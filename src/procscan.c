@@ -1,9 +1,11 @@
 /*
- * procscan.c: what /proc says about a process's relations and sockets, for
- * the supervisor's readiness and adoption checks: orch.proc.children,
- * orch.proc.sockets, orch.proc.tcp_listeners, orch.proc.is_child,
- * orch.proc.user_ids, orch.proc.can_access and orch.proc.read_pidfile. l_proc.c adds them to the orch.proc table
- * (orch__procscan_register).
+ * procscan.c: what /proc says about a process: orch.proc.info,
+ * orch.proc.stat, orch.proc.start_time, orch.proc.wait_exit (a pidfd), orch.proc.list and
+ * orch.proc.subreaper; and its relations and sockets, for the supervisor's
+ * readiness and adoption checks: orch.proc.children, orch.proc.sockets,
+ * orch.proc.tcp_listeners, orch.proc.is_child, orch.proc.user_ids,
+ * orch.proc.can_access and orch.proc.read_pidfile. l_proc.c adds them to the
+ * orch.proc table (orch__procscan_register).
  *
  * The formats read here are read nowhere else: /proc/PID/task/TID/children,
  * /proc/PID/fd links ("socket:[inode]"), sock_diag netlink answers and
@@ -11,9 +13,10 @@
  * (/proc/PID/stat is procfs.c's: the children fallback asks it for the
  * parent pid through orch__procfs_ppid).
  *
- * Ownership: nothing outlives a call. A file's whole text is read into a Lua
- * string before it is parsed, so a memory error while results are pushed
- * leaks nothing.
+ * Ownership: nothing outlives a call but a wait_exit watch (a malloc'ed
+ * uv_poll_t on a pidfd, freed in its close callback). A file's whole text is
+ * read into a Lua string before it is parsed, so a memory error while
+ * results are pushed leaks nothing.
  *
  * What may block: reads of /proc files (in memory, short) and user/group
  * lookups (getpwnam_r, getgrnam_r: NSS, as orch.spawn's).
@@ -32,8 +35,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "proc.h"
@@ -576,6 +581,220 @@ static int proc_read_pidfile(lua_State *L) {
 
 /* ---------------------------------------------------------------- register */
 
+/* ---------------------------------------------------------------- a process */
+
+/* The fields of /proc/PID/stat as a new table (nrec: room for more). [-0,+1] */
+static void push_stat(lua_State *L, pid_t pid, const orch__procfs_stat *si, int nrec) {
+  long tck = sysconf(_SC_CLK_TCK);
+  long page = sysconf(_SC_PAGESIZE);
+  lua_createtable(L, 0, 10 + nrec);
+  lua_pushinteger(L, pid); lua_setfield(L, -2, "pid");
+  lua_pushlstring(L, &si->state, 1); lua_setfield(L, -2, "state");
+  lua_pushinteger(L, si->ppid); lua_setfield(L, -2, "ppid");
+  lua_pushinteger(L, si->pgid); lua_setfield(L, -2, "pgid");
+  lua_pushinteger(L, si->sid); lua_setfield(L, -2, "sid");
+  lua_pushstring(L, si->name); lua_setfield(L, -2, "name");
+  lua_pushinteger(L, (lua_Integer)si->start); lua_setfield(L, -2, "start_time");
+  lua_pushinteger(L, (lua_Integer)si->rss_pages * page); lua_setfield(L, -2, "rss");
+  lua_pushnumber(L, (double)(si->utime + si->stime) / (double)(tck > 0 ? tck : 100)); lua_setfield(L, -2, "cpu");
+  lua_pushinteger(L, si->threads); lua_setfield(L, -2, "threads");
+}
+
+/* orch.proc.stat(pid): what /proc/PID/stat alone says (one read; a status
+ * of thousands of services asks it for each). */
+static int proc_stat(lua_State *L) {
+  pid_t pid = orch__checkpid(L, 1, 0);
+  orch__check_nargs(L, 1);
+  orch__procfs_stat si;
+  int r = orch__procfs_read_stat(pid, &si);
+  if (r < 0) return orch__fail(L, "proc.stat", -r);
+  push_stat(L, pid, &si, 0);
+  return 1;
+}
+
+static int proc_info(lua_State *L) {
+  pid_t pid = orch__checkpid(L, 1, 0);
+  orch__check_nargs(L, 1);
+  orch__procfs_stat si;
+  int r = orch__procfs_read_stat(pid, &si);
+  if (r < 0) return orch__fail(L, "proc.info", -r);
+  char path[64];
+  uint32_t u;
+  long long uid = orch__procfs_uid(pid, &u) == 0 ? (long long)u : -1;
+  push_stat(L, pid, &si, 3);
+  lua_pushinteger(L, uid); lua_setfield(L, -2, "uid");
+  /* A zombie still has its exit status (until its parent reaps it): how it
+   * ended, for a watcher that is not its parent. */
+  if (si.state == 'Z' && si.exit_status >= 0) {
+    int st = (int)si.exit_status;
+    if ((st & 0x7f) == 0) {
+      lua_pushinteger(L, (st >> 8) & 0xff);
+      lua_setfield(L, -2, "exit_code");
+    } else {
+      const char *nm = orch__signame(st & 0x7f);
+      if (nm) lua_pushstring(L, nm); else lua_pushinteger(L, st & 0x7f);
+      lua_setfield(L, -2, "exit_signal");
+    }
+  }
+  /* cmdline: NUL-separated arguments; empty for kernel threads and zombies. */
+  lua_newtable(L);
+  snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (;;) {
+      char *dst = luaL_prepbuffer(&b);
+      ssize_t k = read(fd, dst, LUAL_BUFFERSIZE);
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) break;
+      luaL_addsize(&b, (size_t)k);
+    }
+    close(fd);
+    luaL_pushresult(&b);
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    int i = 0;
+    for (size_t off = 0; off < len;) {
+      size_t l = strnlen(s + off, len - off);
+      lua_pushlstring(L, s + off, l);
+      lua_rawseti(L, -3, ++i);
+      off += l + 1;
+    }
+    lua_pop(L, 1);
+  }
+  lua_setfield(L, -2, "cmdline");
+  return 1;
+}
+
+static int proc_start_time(lua_State *L) {
+  pid_t pid = orch__checkpid(L, 1, 0);
+  unsigned long long t;
+  int r = orch__procfs_start_time(pid, &t);
+  if (r < 0) return orch__fail(L, "proc.start_time", -r);
+  lua_pushinteger(L, (lua_Integer)t);
+  return 1;
+}
+
+/* orch.proc.wait_exit(pid [, start_time [, timeout]]): any process, child
+ * or not. A pidfd pins the process (its start time is checked through it)
+ * and becomes readable when it exits; a uv_poll_t on it wakes the task. */
+typedef struct {
+  uv_poll_t poll;
+  int fd;
+  lua_State *co;
+} exitwatch;
+
+static void exitwatch_close_cb(uv_handle_t *h) {
+  exitwatch *w = h->data;
+  close(w->fd);
+  free(w);
+}
+
+static void exitwatch_done(exitwatch *w) {
+  uv_poll_stop(&w->poll);
+  uv_close((uv_handle_t *)&w->poll, exitwatch_close_cb);
+}
+
+static void exitwatch_cb(uv_poll_t *h, int status, int events) {
+  exitwatch *w = h->data;
+  lua_State *co = w->co;
+  w->co = NULL;
+  exitwatch_done(w);
+  if (!co) return;
+  /* A poll error on a pidfd means it cannot be watched: say it is gone only
+   * when it is. */
+  if (status < 0) orch__fail_uv(co, "wait_exit", status);
+  else lua_pushboolean(co, 1);
+  orch__wake(co, status < 0 ? 3 : 1);
+}
+
+static void exitwatch_cancel(void *data) {
+  exitwatch *w = data;
+  w->co = NULL;
+  exitwatch_done(w);
+}
+
+static int proc_wait_exit(lua_State *L) {
+  pid_t pid = orch__checkpid(L, 1, 0);
+  lua_Integer start = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    start = luaL_checkinteger(L, 2);
+    if (start < 0) luaL_argerror(L, 2, "start time (clock ticks >= 0) expected");
+  }
+  double timeout = orch__optseconds(L, 3, -1);
+  orch__check_nargs(L, 3);
+  orch__check_task(L, "proc.wait_exit");
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) {
+    if (errno == ESRCH) { lua_pushboolean(L, 1); return 1; }
+    return orch__fail(L, "proc.wait_exit", errno);
+  }
+  if (start) {
+    unsigned long long t = 0;
+    int r = orch__procfs_start_time(pid, &t);
+    if (r < 0 || t != (unsigned long long)start) {
+      /* The pid names another process now (or none): the one asked for is
+       * gone. */
+      close(fd);
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+  }
+  exitwatch *w = malloc(sizeof *w);
+  if (!w) {
+    close(fd);
+    return orch__fail(L, "proc.wait_exit", ENOMEM);
+  }
+  w->fd = fd;
+  w->co = NULL;
+  int r = uv_poll_init(orch__loop(L), &w->poll, fd);
+  if (r < 0) {
+    close(fd);
+    free(w);
+    return orch__fail_uv(L, "proc.wait_exit", r);
+  }
+  w->poll.data = w;
+  r = uv_poll_start(&w->poll, UV_READABLE, exitwatch_cb);
+  if (r < 0) {
+    exitwatch_done(w);
+    return orch__fail_uv(L, "proc.wait_exit", r);
+  }
+  w->co = L;
+  return orch__await(L, timeout, "proc.wait_exit", exitwatch_cancel, w);
+}
+
+static int proc_list(lua_State *L) {
+  DIR *d = opendir("/proc");
+  if (!d) return orch__fail(L, "proc.list", errno);
+  lua_newtable(L);
+  int i = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    char *end;
+    long pid = strtol(e->d_name, &end, 10);
+    if (*end || pid <= 0) continue;
+    lua_pushinteger(L, pid);
+    lua_rawseti(L, -2, ++i);
+  }
+  closedir(d);
+  return 1;
+}
+
+static int proc_subreaper(lua_State *L) {
+  if (lua_isnoneornil(L, 1)) {
+    int v = 0;
+    if (prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0) < 0) return orch__fail(L, "proc.subreaper", errno);
+    lua_pushboolean(L, v);
+    return 1;
+  }
+  luaL_checktype(L, 1, LUA_TBOOLEAN);
+  if (prctl(PR_SET_CHILD_SUBREAPER, (unsigned long)lua_toboolean(L, 1), 0, 0, 0) < 0)
+    return orch__fail(L, "proc.subreaper", errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 void orch__procscan_register(lua_State *L) {
   static const luaL_Reg fdhold_meta[] = { {"__gc", fdhold_gc}, {NULL, NULL} };
   orch__newclass(L, FDHOLD_MT, NULL, fdhold_meta);
@@ -583,7 +802,9 @@ void orch__procscan_register(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"children", proc_children}, {"sockets", proc_sockets}, {"tcp_listeners", proc_tcp_listeners},
     {"is_child", proc_is_child}, {"user_ids", proc_user_ids}, {"can_access", proc_can_access},
-    {"read_pidfile", proc_read_pidfile},
+    {"read_pidfile", proc_read_pidfile}, {"info", proc_info}, {"list", proc_list},
+    {"start_time", proc_start_time}, {"wait_exit", proc_wait_exit}, {"subreaper", proc_subreaper},
+    {"stat", proc_stat},
     {NULL, NULL}
   };
   luaL_setfuncs(L, fns, 0);
