@@ -778,6 +778,19 @@ describe("orch.proc", function()
     end)
   end)
 
+  it("has one start-time function: orch.proc.start_time, orch itself by default, and orch.heartbeat.start_time is it", function()
+    assert.are.equal(orch.proc.info(orch.getpid()).start_time, orch.proc.start_time())
+    assert.is_true(rawequal(orch.proc.start_time, orch.heartbeat.start_time))
+    -- Field 22 of /proc/PID/stat, counted after the last ')' of the name.
+    local f = assert(io.open("/proc/self/stat")):read("a")
+    local rest = f:match("^.*%) (.*)$")
+    local fields = {}
+    for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+    local lua_pid = tonumber(f:match("^(%d+)"))
+    assert.are.equal(orch.getpid(), lua_pid)
+    assert.are.equal(tonumber(fields[22 - 2]), orch.proc.start_time())
+  end)
+
   it("lists processes and knows its own pids", function()
     local list = orch.proc.list()
     local found = false
@@ -1065,7 +1078,9 @@ describe("bad arguments", function()
     { "info", function() orch.proc.info("1") end, "bad argument #1 to 'info' (pid expected, got string)" },
     { "info", function() orch.proc.info(0) end, "bad argument #1 to 'info' (invalid pid)" },
     { "info", function() orch.proc.info(1.5) end, "bad argument #1 to 'info' (invalid pid)" },
-    { "start_time", function() orch.proc.start_time() end, "bad argument #1 to 'start_time' (pid expected, got no value)" },
+    { "start_time", function() orch.proc.start_time("1") end, "bad argument #1 to 'start_time' (pid expected, got string)" },
+    { "start_time", function() orch.proc.start_time(0) end, "bad argument #1 to 'start_time' (invalid pid)" },
+    { "start_time", function() orch.proc.start_time(1, 2) end, "bad argument #2 to 'start_time' (no value expected)" },
     { "stat", function() orch.proc.stat() end, "bad argument #1 to 'stat' (pid expected, got no value)" },
     { "subreaper", function() orch.proc.subreaper(1) end, "bad argument #1 to 'subreaper' (boolean expected, got number)" },
     { "on_orphan_exit", function() orch.proc.on_orphan_exit() end, "bad argument #1 to 'on_orphan_exit' (function expected, got no value)" },

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "orch_heartbeat.h"
+#include "proc.h"
 #include "util.h"
 
 #define TABLE_MT "orch.HeartbeatTable"
@@ -530,16 +531,6 @@ static int hb_alive(lua_State *L) {
   return 1;
 }
 
-static int hb_start_time(lua_State *L) {
-  pid_t pid = lua_isnoneornil(L, 1) ? getpid() : orch__checkpid(L, 1, 0);
-  orch__check_nargs(L, 1);
-  uint64_t st;
-  int r = orch_hb_proc_stat(pid, &st, NULL, NULL);
-  if (r < 0) return hb_fail(L, "heartbeat.start_time", r);
-  lua_pushinteger(L, (lua_Integer)st);
-  return 1;
-}
-
 int orch__open_heartbeat(lua_State *L) {
   static const luaL_Reg slot_methods[] = {
     {"beat", slot_beat}, {"unregister", slot_unregister},
@@ -560,7 +551,8 @@ int orch__open_heartbeat(lua_State *L) {
   };
   static const luaL_Reg funcs[] = {
     {"open", hb_open}, {"from_env", hb_from_env}, {"alive", hb_alive},
-    {"start_time", hb_start_time}, {NULL, NULL}
+    {"start_time", orch__proc_start_time},   /* an alias: orch.proc.start_time */
+    {NULL, NULL}
   };
 
   orch__newclass(L, TABLE_MT, table_methods, table_meta);

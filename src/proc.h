@@ -137,8 +137,14 @@ int orch__kill(pid_t pid, int sig, int flags, unsigned long long start_time);
  * 3 (e.g. nil, "kill: refusing to signal pid 1", "EPERM"). */
 int orch__kill_fail(lua_State *L, const char *op, pid_t pid, int flags, int r);
 
-/* Adds procscan.c's functions (children, sockets, tcp_listeners, is_child,
- * user_ids) to the table at the top of the stack (orch.proc). */
+/* orch.proc.start_time([pid]) (procscan.c): the start time of pid (default:
+ * orch) in clock ticks since boot. orch.heartbeat.start_time is this same
+ * function. */
+int orch__proc_start_time(lua_State *L);
+
+/* Adds procscan.c's functions (info, start_time, wait_exit, list,
+ * subreaper, children, sockets, tcp_listeners, is_child, user_ids,
+ * can_access, read_pidfile) to the table at the top of the stack (orch.proc). */
 void orch__procscan_register(lua_State *L);
 
 /* Sends sig to every child in the process table (to its whole group when

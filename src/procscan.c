@@ -667,8 +667,11 @@ static int proc_info(lua_State *L) {
   return 1;
 }
 
-static int proc_start_time(lua_State *L) {
-  pid_t pid = orch__checkpid(L, 1, 0);
+/* The one start-time binding: orch.proc.start_time, and
+ * orch.heartbeat.start_time as its alias (l_heartbeat.c). */
+int orch__proc_start_time(lua_State *L) {
+  pid_t pid = lua_isnoneornil(L, 1) ? getpid() : orch__checkpid(L, 1, 0);
+  orch__check_nargs(L, 1);
   unsigned long long t;
   int r = orch__procfs_start_time(pid, &t);
   if (r < 0) return orch__fail(L, "proc.start_time", -r);
@@ -803,7 +806,7 @@ void orch__procscan_register(lua_State *L) {
     {"children", proc_children}, {"sockets", proc_sockets}, {"tcp_listeners", proc_tcp_listeners},
     {"is_child", proc_is_child}, {"user_ids", proc_user_ids}, {"can_access", proc_can_access},
     {"read_pidfile", proc_read_pidfile}, {"info", proc_info}, {"list", proc_list},
-    {"start_time", proc_start_time}, {"wait_exit", proc_wait_exit}, {"subreaper", proc_subreaper},
+    {"start_time", orch__proc_start_time}, {"wait_exit", proc_wait_exit}, {"subreaper", proc_subreaper},
     {"stat", proc_stat},
     {NULL, NULL}
   };
