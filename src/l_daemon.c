@@ -2,8 +2,8 @@
  * l_daemon.c: the calls that turn orch itself into another process:
  * orch.fork (a Lua child), orch.exec (replace orch), orch.daemonize (detach)
  * and orch.proc.init_mode (orch as PID 1 or a container's init: forward
- * signals, drain at exit). Registered into orch and orch.proc by l_proc.c
- * (orch__daemon_register).
+ * signals, drain at exit). The module orch.core.daemon, merged into orch
+ * and orch.proc.
  *
  * Ownership: a per-runtime daemon_state (malloc'ed, reached from the Lua
  * registry and the functions' upvalue) holds init mode's signal forwarders
@@ -528,9 +528,9 @@ static void daemon_fork_hook(orch_runtime *rt, void *data) {
 
 static const char state_key = 0;          /* registry[&state_key]: the state */
 
-void orch__daemon_register(lua_State *L, int fns, int procfns) {
-  fns = lua_absindex(L, fns);
-  procfns = lua_absindex(L, procfns);
+int orch__open_daemon(lua_State *L) {
+  int r = orch__proc_open(orch__rt(L), orch__loop(L));
+  if (r < 0) return luaL_error(L, "orch.proc: cannot watch SIGCHLD: %s", uv_strerror(r));
   daemon_state *st;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &state_key) == LUA_TLIGHTUSERDATA) {
     st = lua_touserdata(L, -1);
@@ -550,13 +550,12 @@ void orch__daemon_register(lua_State *L, int fns, int procfns) {
   static const luaL_Reg plain[] = { {"fork", proc_fork}, {"exec", proc_exec}, {NULL, NULL} };
   static const luaL_Reg with_state[] = { {"daemonize", proc_daemonize}, {NULL, NULL} };
   static const luaL_Reg proc_with_state[] = { {"init_mode", proc_init_mode}, {NULL, NULL} };
-  lua_pushvalue(L, fns);
-  luaL_setfuncs(L, plain, 0);
+  luaL_newlib(L, plain);
   lua_pushlightuserdata(L, st);
   luaL_setfuncs(L, with_state, 1);
-  lua_pop(L, 1);
-  lua_pushvalue(L, procfns);
+  lua_newtable(L);
   lua_pushlightuserdata(L, st);
   luaL_setfuncs(L, proc_with_state, 1);
-  lua_pop(L, 1);
+  lua_setfield(L, -2, "proc");
+  return 1;
 }

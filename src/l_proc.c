@@ -3,8 +3,8 @@
  * anything is allocated), the orch.Process object, orch.proc.on_orphan_exit
  * and orch.getpid/getppid. The mechanism (process table, reaper, spawner,
  * safe kill) is process.c's (proc.h); fork, exec, daemonize and init mode are
- * l_daemon.c's, the rest of orch.proc (what /proc says) procscan.c's, both
- * registered from here.
+ * l_daemon.c's (its own module, merged into orch); the rest of orch.proc
+ * (what /proc says) is procscan.c's, registered from here.
  *
  * Ownership: an orch.Process userdata embeds its orch__child; it is anchored
  * in the registry from spawn until its status arrives, so the GC never
@@ -1186,7 +1186,6 @@ int orch__open_proc(lua_State *L) {
   luaL_newlib(L, fns);
   luaL_newlib(L, procfns);
   orch__procscan_register(L);        /* children, sockets, tcp_listeners, ... */
-  orch__daemon_register(L, -2, -1);  /* fork, exec, daemonize; init_mode */
   lua_setfield(L, -2, "proc");
   lua_remove(L, methods);
 

@@ -13,7 +13,8 @@
   X(core)      /* runtime.c: tasks, sleep, now, exit, cond */ \
   X(timer)     /* l_timer.c */ \
   X(signal)    /* l_signal.c */ \
-  X(proc)      /* l_proc.c, l_daemon.c, procscan.c (mechanism: process.c, procfs.c) */ \
+  X(proc)      /* l_proc.c, procscan.c (mechanism: process.c, procfs.c) */ \
+  X(daemon)    /* l_daemon.c: fork, exec, daemonize, proc.init_mode */ \
   X(stream)    /* l_stream.c: pipes, FIFOs, sockets */ \
   X(shm)       /* l_shm.c (Region accessors: region.c) */ \
   X(mmap)      /* l_mmap.c */ \

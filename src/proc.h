@@ -191,10 +191,6 @@ void orch__process_track(lua_State *L, int idx, pid_t pid);
 int orch__exec_args(lua_State *L, const char *op, int args, int argc, int env,
                     char ***argv, char ***envp, const char **search);
 
-/* Registers orch.fork, orch.exec, orch.daemonize (in the table at fns) and
- * orch.proc.init_mode (in the table at procfns): l_daemon.c. */
-void orch__daemon_register(lua_State *L, int fns, int procfns);
-
 /* Non-zero while a handler of the script's (orch.signal.on) is active for
  * sig: init mode then does not forward it (l_signal.c). */
 int orch__signal_handled(orch_runtime *rt, int sig);

@@ -8,7 +8,7 @@ local orch = {}
 -- The public C modules, merged in this order (orch.core.ctl stays private
 -- to the control plane). Each pushes a table whose functions become orch.*
 -- and whose sub-tables (orch.proc, orch.timer, ...) are merged by key.
-local public = { "core", "timer", "signal", "proc", "stream", "shm", "mmap",
+local public = { "core", "timer", "signal", "proc", "daemon", "stream", "shm", "mmap",
                  "sem", "msg", "ipc", "heartbeat", "logfile", "term", "cgroup" }
 
 for _, name in ipairs(public) do
