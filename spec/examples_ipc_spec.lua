@@ -1,4 +1,4 @@
--- The IPC examples (examples/shm_ring.lua, msg_types.lua,
+-- The IPC examples (examples/shm_ring.lua, semop_pc.lua, msg_types.lua,
 -- atomic_counter.lua) run through the orch binary and do what they say.
 local h = require "spec.helper"
 
@@ -19,6 +19,17 @@ describe("IPC examples", function()
     }, "\n") .. "\n", run("shm_ring.lua"))
     assert.matches("consumed 150 of 150 items\nsum matches:\ttrue\n",
                    run("shm_ring.lua", "3", "1", "50"))
+  end)
+
+  it("semop_pc.lua: producers and consumers, every step one multi-operation semop", function()
+    assert.are.equal(table.concat({
+      "2 producers, 2 consumers, 4 slots",
+      "consumed 200 of 200 items",
+      "sum matches:\ttrue",
+      "all slots free again:\ttrue",
+    }, "\n") .. "\n", run("semop_pc.lua"))
+    assert.matches("consumed 150 of 150 items\nsum matches:\ttrue\n",
+                   run("semop_pc.lua", "3", "1", "50"))
   end)
 
   it("msg_types.lua: two processes talking by message type", function()

@@ -12,6 +12,8 @@ local function mapped(addr)
   return false
 end
 
+local page = tonumber((h.sh("getconf PAGESIZE")))
+
 describe("orch.mmap", function()
   it("maps a file, shared: writes reach the file", function()
     local path = h.tmpdir() .. "/data"
@@ -149,6 +151,48 @@ describe("orch.mmap", function()
     assert.has_error(function() m:sync() end, "mmap.sync: must be called from a task")
   end)
 
+  it("maps from a page-aligned offset (mmap(2)'s offset argument)", function()
+    local path = h.tmpdir() .. "/data"
+    h.write(path, ("a"):rep(page) .. ("b"):rep(page) .. "tail")
+    local m = assert(orch.mmap{ path = path, offset = page })
+    finally(function() m:unmap() end)
+    assert.are.equal(page + 4, m:size())       -- the rest of the file
+    assert.are.equal("bbb", m:read(0, 3))
+    assert.are.equal("tail", m:read(page, 4))
+    m:write(page, "TAIL")
+    local part = assert(orch.mmap{ path = path, offset = page, size = 2 })
+    assert.are.equal("bb", part:read())
+    part:write(0, "XY")
+    part:unmap()
+    local file = h.slurp(path)
+    assert.are.equal(("a"):rep(page) .. "XY" .. ("b"):rep(page - 2) .. "TAIL", file)
+    -- The kernel maps the file from that offset (/proc/self/maps column 3).
+    local found
+    for line in io.lines("/proc/self/maps") do
+      local off, name = line:match("^%S+ %S+ (%x+) %S+ %S+%s+(.*)$")
+      if name == path then found = tonumber(off, 16) end
+    end
+    assert.are.equal(page, found)
+    -- create = true extends the file to offset + size.
+    local grow = assert(orch.mmap{ path = path, offset = 4 * page, size = 8, create = true })
+    grow:write(0, "12345678")
+    grow:unmap()
+    assert.are.equal(4 * page + 8, #h.slurp(path))
+    assert.are.equal("12345678", h.slurp(path):sub(-8))
+  end)
+
+  it("fails at or past the end of the file, or short of offset + size", function()
+    local path = h.tmpdir() .. "/data"
+    h.write(path, ("z"):rep(page + 10))
+    assert.are.same({ nil, "mmap: " .. path .. ": offset is at or past the end of the file", "EINVAL" },
+                    { orch.mmap{ path = path, offset = 2 * page } })
+    assert.are.same({ nil, "mmap: " .. path .. ": file is smaller than offset + size (use create = true to extend it)", "EINVAL" },
+                    { orch.mmap{ path = path, offset = page, size = 11 } })
+    local m = assert(orch.mmap{ path = path, offset = page, size = 10 })
+    assert.are.equal(("z"):rep(10), m:read())
+    m:unmap()
+  end)
+
   it("rejects bad arguments", function()
     local dir = h.tmpdir()
     local cases = {
@@ -162,7 +206,11 @@ describe("orch.mmap", function()
       { { path = dir .. "/x", create = true, readonly = true }, "option 'create': not with readonly" },
       { { path = 42 }, "option 'path': string expected, got number" },
       { { anonymous = true, size = 8, shared = "yes" }, "option 'shared': boolean expected, got string" },
-      { { anonymous = true, size = 8, offset = 0 }, "unknown option 'offset'" },
+      { { anonymous = true, size = 8, offset = 0 }, "option 'offset': only with 'path'" },
+      { { path = dir .. "/x", offset = 100 }, "option 'offset': a non-negative multiple of the page size (" .. page .. ") expected" },
+      { { path = dir .. "/x", offset = -page }, "option 'offset': a non-negative multiple of the page size" },
+      { { path = dir .. "/x", offset = 1.5 }, "option 'offset': number has no integer representation" },
+      { { path = dir .. "/x", offset = {} }, "option 'offset': integer expected, got table" },
     }
     for _, c in ipairs(cases) do
       assert.matches("bad argument #1 to 'mmap' (" .. c[2], h.error_of(function() return orch.mmap(c[1]) end), 1, true)

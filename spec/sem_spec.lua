@@ -267,3 +267,144 @@ describe("orch.Sem", function()
     h.check_raises(cases)
   end)
 end)
+
+describe("sem:wait_zero and sem:semop", function()
+  it("wait_zero waits until the value is 0 (a C process takes the units)", function()
+    local s, key = newsem{ n = 2, init = { 2, 0 }, undo = false }
+    h.run(function()
+      assert.is_true(s:wait_zero(1))             -- already 0: at once, no task switch
+      assert.are.same({ nil, "sem.wait_zero: timed out", "ETIMEDOUT" }, { s:wait_zero(0, 0) })
+      local waiter = orch.task(function() return s:wait_zero(0, 60) end)
+      orch.sleep(0)
+      assert.are.equal("waiting", waiter:status())
+      assert.is_true(os.execute(h.progs .. "/prog_ipc_peer semwait " .. key .. " 0"))
+      assert.are.equal("waiting", waiter:status())   -- 1 left: still waiting
+      assert.is_true(os.execute(h.progs .. "/prog_ipc_peer semwait " .. key .. " 0"))
+      assert.is_true(waiter:join())
+      assert.are.same({ nil, "sem.wait_zero: timed out", "ETIMEDOUT" },
+                      { (function() s:post(0) return s:wait_zero(0, 0.01) end)() })
+    end)
+  end)
+
+  it("a C process waiting for zero is released by an orch semop", function()
+    local s, key = newsem{ n = 2, init = { 1, 0 }, undo = false }
+    h.run(function()
+      local p = assert(orch.spawn{ h.progs .. "/prog_ipc_peer", "semzero", tostring(key), "0",
+                                   stdout = "pipe" })
+      h.eventually(function() return s:stat().zcnt[1] == 1 end, "the C process waits for zero")
+      assert.is_true(s:semop{ { 0, -1 }, { 1, 1 } })
+      assert.are.equal("zero\n", p.stdout:read_all())
+      assert.are.equal(0, p:wait())
+      assert.are.same({ 0, 1 }, s:stat().values)
+    end)
+  end)
+
+  it("applies several operations atomically: P on one, V on another, or nothing", function()
+    local s = newsem{ n = 3, init = { 1, 0, 0 }, undo = false }
+    h.run(function()
+      assert.is_true(s:semop{ { 0, -1 }, { 1, 1 } })
+      assert.are.same({ 0, 1, 0 }, s:stat().values)
+      -- Sem 0 is 0 now: the whole set of operations would block; nothing is done.
+      assert.are.same({ nil, "sem.semop: would block", "EAGAIN" },
+                      { s:semop({ { 1, -1 }, { 0, -1 }, { 2, 1 } }, { nowait = true }) })
+      assert.are.same({ nil, "sem.semop: would block", "EAGAIN" },
+                      { s:semop{ { 1, -1 }, { 0, -1, nowait = true } } })
+      assert.are.same({ nil, "sem.semop: timed out", "ETIMEDOUT" },
+                      { s:semop({ { 1, -1 }, { 0, -1 } }, { timeout = 0.01 }) })
+      assert.are.same({ 0, 1, 0 }, s:stat().values)
+      -- Operations with a value: take 2 from sem 1 only when sem 2 is 0.
+      s:set(1, 3)
+      assert.is_true(s:semop{ { 2, 0 }, { 1, -2 }, { 0, 5 } })
+      assert.are.same({ 5, 1, 0 }, s:stat().values)
+      -- Over 32767 fails as a whole (ERANGE), and nothing moves.
+      s:set(2, 32767)
+      assert.are.same({ nil, "sem.semop: numerical result out of range", "ERANGE" },
+                      { s:semop{ { 0, -1 }, { 2, 1 } } })
+      assert.are.same({ 5, 1, 32767 }, s:stat().values)
+    end)
+  end)
+
+  it("waits off the loop and is completed by a C process's multi-op", function()
+    local s, key = newsem{ n = 2, init = 0, undo = false }
+    h.run(function()
+      local ticks = 0
+      local ticker = orch.timer.every(0.001, function() ticks = ticks + 1 end)
+      local waiter = orch.task(function() return s:semop({ { 0, -1 }, { 1, -1 } }, { timeout = 60 }) end)
+      orch.sleep(0)
+      assert.are.equal("waiting", waiter:status())
+      h.eventually(function() return s:stat().ncnt[1] == 1 end, "a waiter thread sleeps in semop")
+      -- Posting only one of the two is not enough.
+      assert.is_true(os.execute(h.progs .. "/prog_ipc_peer sempost " .. key .. " 0"))
+      h.eventually(function() return ticks >= 3 end, "the loop runs while the semop waits")
+      assert.are.equal("waiting", waiter:status())
+      assert.is_true(os.execute(h.progs .. "/prog_ipc_peer semops " .. key .. " 1:1 1:1 >/dev/null"))
+      assert.is_true(waiter:join())
+      ticker:stop()
+      assert.are.same({ 0, 1 }, s:stat().values)
+    end)
+  end)
+
+  it("a cancelled multi-op wait that went through is undone", function()
+    local s = newsem{ n = 2, init = 0, undo = false }
+    h.run(function()
+      for _ = 1, 20 do
+        local w = orch.task(function() return s:semop{ { 0, -1 }, { 1, 1 } } end)
+        orch.sleep(0)
+        s:post(0)
+        w:cancel()
+        -- Either the wait never happened (0 still 1, 1 still 0), or it was
+        -- undone (the same); it is never half done.
+        h.eventually(function()
+          local v = s:stat().values
+          return v[1] == 1 and v[2] == 0
+        end, "the cancelled semop left no trace")
+        assert.is_true(s:try(0))
+      end
+    end)
+  end)
+
+  it("uses SEM_UNDO per operation: a dying holder's units come back", function()
+    local s, key = newsem{ n = 2, init = { 1, 1 } }    -- undo by default
+    local code = h.cli({ "-e", ([[
+      local s = assert(orch.sem.open{ key = %d, create = false, undo = false })
+      assert(s:semop{ { 0, -1, undo = true }, { 1, -1 } })
+    ]]):format(key) })
+    assert.are.equal(0, code)
+    assert.are.same({ 1, 0 }, s:stat().values)   -- 0 given back at exit, 1 kept
+  end)
+
+  it("must wait from a task unless it cannot wait", function()
+    local s = newsem{ init = 0 }
+    assert.has_error(function() s:semop{ { 0, -1 } } end, "sem.semop: must be called from a task")
+    assert.has_error(function() s:wait_zero(0, 1) end, "sem.wait_zero: must be called from a task")
+    assert.are.same({ nil, "sem.semop: would block", "EAGAIN" }, { s:semop({ { 0, -1 } }, { nowait = true }) })
+    assert.are.same({ nil, "sem.semop: timed out", "ETIMEDOUT" }, { s:semop({ { 0, -1 } }, { timeout = 0 }) })
+    assert.is_true(s:wait_zero(0, 0))
+    assert.is_true(s:semop({ { 0, 1 } }, { nowait = true }))
+  end)
+
+  it("rejects bad arguments", function()
+    local s = newsem{ n = 2 }
+    local many = {}
+    for i = 1, 501 do many[i] = { 0, 1 } end
+    h.check_raises({
+      { function() return s:semop() end, "bad argument #1 to 'semop' (table expected, got no value)" },
+      { function() return s:semop{} end, "bad argument #1 to 'semop' (1 to 500 operations expected, got 0)" },
+      { function() return s:semop(many) end, "bad argument #1 to 'semop' (1 to 500 operations expected, got 501)" },
+      { function() return s:semop{ 1 } end, "bad argument #1 to 'semop' (operation 1: table {i, op} expected, got number)" },
+      { function() return s:semop{ { 0, 1 }, { 2, 1 } } end, "(operation 2: semaphore index out of range (0 to 1))" },
+      { function() return s:semop{ { 0 } } end, "(operation 1: op must be an integer from -32767 to 32767)" },
+      { function() return s:semop{ { 0, 40000 } } end, "(operation 1: op must be an integer from -32767 to 32767)" },
+      { function() return s:semop{ { 0, 0.5 } } end, "(operation 1: op must be an integer from -32767 to 32767)" },
+      { function() return s:semop{ { 0, 1, udno = true } } end, "bad argument #1 to 'semop' (operation 1: unknown option 'udno')" },
+      { function() return s:semop{ { 0, 1, undo = 1 } } end, "bad argument #1 to 'semop' (operation 1: option 'undo': boolean expected, got number)" },
+      { function() return s:semop({ { 0, 1 } }, { timeout = -1 }) end, "seconds must be a finite number >= 0" },
+      { function() return s:semop({ { 0, 1 } }, { wait = 1 }) end, "bad argument #2 to 'semop' (unknown option 'wait')" },
+      { function() return s:semop({ { 0, 1 } }, 5) end, "bad argument #2 to 'semop' (table expected, got number)" },
+      { function() return s:semop({ { 0, 1 } }, {}, 1) end, "bad argument #3 to 'semop' (no value expected)" },
+      { function() return s:wait_zero(2) end, "bad argument #1 to 'wait_zero' (semaphore index 2 out of range (0 to 1))" },
+      { function() return s:wait_zero(0, -1) end, "bad argument #2 to 'wait_zero' (seconds must be a finite number >= 0)" },
+    })
+    assert.are.same({ 1, 1 }, s:stat().values)
+  end)
+end)

@@ -145,6 +145,7 @@ describe("orch.shm.open", function()
       { { key = key, size = "big" }, "option 'size': integer expected, got string" },
       { { key = key, create = 1, size = 8 }, "option 'create': boolean expected, got number" },
       { { key = key, mode = tonumber("1000", 8), create = true, size = 8 }, "option 'mode': permission bits" },
+      { { key = key, readonly = "yes" }, "option 'readonly': boolean expected, got string" },
     }
     for _, c in ipairs(cases) do
       assert.matches("bad argument #1 to 'open' (" .. c[2], h.error_of(function() return orch.shm.open(c[1]) end), 1, true)
@@ -152,6 +153,62 @@ describe("orch.shm.open", function()
     assert.matches("bad argument #1 to 'open' (table expected, got string)",
                    h.error_of(function() return orch.shm.open("key") end), 1, true)
     assert.is_nil(listed(key))
+  end)
+end)
+
+-- The permissions /proc/self/maps shows for the attachments of the segment
+-- with this key (a set: "rw-s", "r--s").
+local function attach_perms(key)
+  local set = {}
+  local name = ("SYSV%08x"):format(key)
+  for line in io.lines("/proc/self/maps") do
+    if line:find(name, 1, true) then set[line:match("^%S+ (%S+)")] = true end
+  end
+  return set
+end
+
+describe("orch.shm.open{ readonly = true }", function()
+  it("attaches with SHM_RDONLY: reads see the writers, every write raises", function()
+    local key = h.key()
+    local w = assert(orch.shm.open{ key = key, size = 4096, create = true })
+    finally(function() w:remove() end)
+    w:write(0, "hello")
+    local r = assert(orch.shm.open{ key = key, readonly = true })
+    assert.matches("^orch%.Shm: id=%d+ key=" .. keystr(key) .. " size=4096 readonly$", tostring(r))
+    assert.are.equal("hello", r:read(0, 5))
+    -- The kernel mapped the pages without write permission.
+    assert.are.same({ ["rw-s"] = true, ["r--s"] = true }, attach_perms(key))
+    for _, f in ipairs({
+      function() r:write(0, "x") end, function() r:set_u8(0, 1) end,
+      function() r:set_f64(8, 1.5) end, function() r:store(8, 1) end,
+      function() r:add(8, 1) end, function() r:cas(8, 0, 1) end,
+      function() r:store32(8, 1) end, function() r:add32(8, 1) end,
+      function() r:cas32(8, 0, 1) end, function() r:pack(0, "b", 1) end,
+    }) do
+      assert.has_error(f, "attempt to write to a read-only orch.Shm")
+    end
+    -- A C process's writes show through.
+    assert.is_true(os.execute(h.progs .. "/prog_ipc_peer shmadd " .. key .. " 64 3"))
+    assert.are.equal(3, r:i64(64))
+    assert.are.equal("hello", r:read(0, 5))
+    assert.is_true(r:detach())
+    assert.are.same({ ["rw-s"] = true }, attach_perms(key))
+  end)
+
+  it("lets a user with read permission only attach read-only (EACCES otherwise)", function()
+    local key = h.key()
+    local w = assert(orch.shm.open{ key = key, size = 64, create = true, mode = tonumber("644", 8) })
+    finally(function() w:remove() end)
+    w:write(0, "root")
+    local out = h.sh("setpriv --reuid=65534 --regid=65534 --clear-groups " .. h.shquote(h.bin) .. " -e "
+      .. h.shquote(([[
+        print(select(3, orch.shm.open{ key = %d }))
+        local r = assert(orch.shm.open{ key = %d, readonly = true })
+        print(r:read(0, 4))
+        print(pcall(r.write, r, 0, "evil"))
+      ]]):format(key, key)) .. " 2>&1")
+    assert.are.equal("EACCES\nroot\nfalse\tattempt to write to a read-only orch.Shm", out)
+    assert.are.equal("root", w:read(0, 4))
   end)
 end)
 

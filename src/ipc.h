@@ -47,6 +47,18 @@ void orch__ipc_stat_table(lua_State *L, int id, const struct ipc_perm *p);
 /* Sets field `name` of the table on top to v. */
 void orch__ipc_setint(lua_State *L, const char *name, lua_Integer v);
 
+/* IPC_SET: the new owner and mode an :ipc_set{uid, gid, mode} call gives
+ * (each optional), read from the option table at idx before anything is
+ * changed, then applied to the ipc_perm an IPC_STAT returned. Raises for a
+ * bad value; the caller checks for unknown keys. */
+typedef struct {
+  int has_uid, has_gid, has_mode;
+  unsigned uid, gid;
+  int mode;
+} orch__ipc_perm_opts;
+void orch__ipc_optperm(lua_State *L, int idx, orch__ipc_perm_opts *o);
+void orch__ipc_applyperm(const orch__ipc_perm_opts *o, struct ipc_perm *p);
+
 /* ------------------------------------------------------------ waiters */
 
 typedef struct orch__ipc_job orch__ipc_job;
@@ -59,7 +71,7 @@ struct orch__ipc_job {
   int id;                 /* semid or msqid */
   long long deadline;     /* CLOCK_MONOTONIC ns, or -1 (run may use it) */
   union {
-    struct { unsigned short num; short op; short flg; } sem;
+    struct { unsigned nops; int which; } sem;   /* sembufs in buf */
     struct { long type; size_t cap; size_t len; } msg;
   } u;
   void *buf;              /* malloc'ed with the job; freed with it */

@@ -80,6 +80,30 @@ void orch__ipc_stat_table(lua_State *L, int id, const struct ipc_perm *p) {
   orch__ipc_setint(L, "id", id);
 }
 
+static unsigned opt_id(lua_State *L, int idx, const char *key, int *has) {
+  int t = lua_getfield(L, idx, key);
+  lua_pop(L, 1);
+  *has = t != LUA_TNIL;
+  if (!*has) return 0;
+  lua_Integer v = orch__opt_integer(L, idx, key, 0);
+  /* (uid_t)-1 means "unchanged" to chown(2); IPC_SET would store it. */
+  if (v < 0 || v >= (lua_Integer)UINT32_MAX) orch__opt_error(L, idx, key, "out of range (0 to 2^32-2)");
+  return (unsigned)v;
+}
+
+void orch__ipc_optperm(lua_State *L, int idx, orch__ipc_perm_opts *o) {
+  idx = lua_absindex(L, idx);
+  o->uid = opt_id(L, idx, "uid", &o->has_uid);
+  o->gid = opt_id(L, idx, "gid", &o->has_gid);
+  o->mode = orch__opt_mode(L, idx, "mode", 0, 0777, &o->has_mode);
+}
+
+void orch__ipc_applyperm(const orch__ipc_perm_opts *o, struct ipc_perm *p) {
+  if (o->has_uid) p->uid = (uid_t)o->uid;
+  if (o->has_gid) p->gid = (gid_t)o->gid;
+  if (o->has_mode) p->mode = (unsigned short)((p->mode & ~0777u) | (unsigned)o->mode);
+}
+
 /* ------------------------------------------------------------ waiter pool */
 
 enum { J_QUEUED = 1, J_RUNNING, J_DONE };

@@ -51,7 +51,7 @@ static int fail_path(lua_State *L, const char *path, int err, const char *why) {
 }
 
 static const char *const opts[] = {
-  "path", "size", "shared", "readonly", "create", "mode", "anonymous", NULL
+  "path", "size", "shared", "readonly", "create", "mode", "anonymous", "offset", NULL
 };
 
 static int mapping_new(lua_State *L) {
@@ -66,18 +66,27 @@ static int mapping_new(lua_State *L) {
   /* size absent: the whole file. Given, it must be >= 1 (-1 is not "the
    * whole file"). */
   lua_Integer size = orch__opt_integer(L, 1, "size", 0);
+  int has_offset = lua_getfield(L, 1, "offset") != LUA_TNIL;
+  lua_pop(L, 1);
+  lua_Integer offset = orch__opt_integer(L, 1, "offset", 0);
   if (!path == !anonymous)
     luaL_argerror(L, 1, "exactly one of 'path' and 'anonymous = true' expected");
+  long page = sysconf(_SC_PAGESIZE);
+  if (offset < 0 || offset > ((lua_Integer)1 << 62) || offset % page != 0)
+    orch__opt_error(L, 1, "offset", lua_pushfstring(L, "a non-negative multiple of the page size (%d) expected",
+                                                    (int)page));
   lua_getfield(L, 1, "size");
   int has_size = !lua_isnil(L, -1);
   lua_pop(L, 1);
   if (has_size && (size < 1 || (lua_Unsigned)size > SIZE_MAX / 2))
     orch__opt_error(L, 1, "size", "size must be >= 1");
   if (!has_size) size = -1;
+  else if (size > INT64_MAX - offset) orch__opt_error(L, 1, "size", "offset + size is out of range");
   if (anonymous) {
     if (size < 0) orch__opt_error(L, 1, "size", "required with anonymous");
     if (readonly) orch__opt_error(L, 1, "readonly", "an anonymous mapping must be writable");
     if (create) orch__opt_error(L, 1, "create", "only with 'path'");
+    if (has_offset) orch__opt_error(L, 1, "offset", "only with 'path'");
   } else if (create && readonly) {
     orch__opt_error(L, 1, "create", "not with readonly");
   }
@@ -100,16 +109,19 @@ static int mapping_new(lua_State *L) {
     if (fstat(fd, &st) < 0) err = errno;
     else if (!S_ISREG(st.st_mode)) err = ENODEV, why = "not a regular file";
     else if (size < 0 && st.st_size == 0) err = EINVAL, why = "empty file (give size)";
-    else if (size < 0) size = st.st_size;
-    else if (st.st_size < size) {
-      if (!create) err = EINVAL, why = "file is smaller than size (use create = true to extend it)";
-      else if (ftruncate(fd, (off_t)size) < 0) err = errno;
+    else if (size < 0 && st.st_size <= offset) err = EINVAL, why = "offset is at or past the end of the file";
+    else if (size < 0) size = st.st_size - offset;
+    else if (st.st_size - offset < size) {
+      if (!create)
+        err = EINVAL, why = offset ? "file is smaller than offset + size (use create = true to extend it)"
+                                   : "file is smaller than size (use create = true to extend it)";
+      else if (ftruncate(fd, (off_t)(offset + size)) < 0) err = errno;
     }
     if (err) {
       close(fd);
       return fail_path(L, path, err, why);
     }
-    base = mmap(NULL, (size_t)size, prot, flags, fd, 0);
+    base = mmap(NULL, (size_t)size, prot, flags, fd, (off_t)offset);
     err = errno;
     close(fd);
     if (base == MAP_FAILED) return fail_path(L, path, err, NULL);

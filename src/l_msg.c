@@ -255,6 +255,31 @@ static int msgq_stat(lua_State *L) {
   return 1;
 }
 
+static const char *const set_opts[] = { "uid", "gid", "mode", "qbytes", NULL };
+
+/* q:ipc_set{uid, gid, mode, qbytes}: IPC_SET on the queue. Raising qbytes
+ * above /proc/sys/kernel/msgmnb takes CAP_SYS_RESOURCE (else EPERM). */
+static int msgq_ipc_set(lua_State *L) {
+  omsg *q = check_msg(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  orch__check_options(L, 2, set_opts);
+  orch__ipc_perm_opts o;
+  orch__ipc_optperm(L, 2, &o);
+  int has_qbytes = lua_getfield(L, 2, "qbytes") != LUA_TNIL;
+  lua_pop(L, 1);
+  lua_Integer qbytes = orch__opt_integer(L, 2, "qbytes", 0);
+  if (has_qbytes && (qbytes < 1 || qbytes > INT32_MAX))
+    orch__opt_error(L, 2, "qbytes", "out of range (1 to 2^31-1)");
+  orch__check_nargs(L, 2);
+  struct msqid_ds ds;
+  if (msgctl(q->id, IPC_STAT, &ds) < 0) return orch__fail(L, "msg.ipc_set", errno);
+  orch__ipc_applyperm(&o, &ds.msg_perm);
+  if (has_qbytes) ds.msg_qbytes = (msglen_t)qbytes;
+  if (msgctl(q->id, IPC_SET, &ds) < 0) return orch__fail(L, "msg.ipc_set", errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int msgq_remove(lua_State *L) {
   omsg *q = luaL_checkudata(L, 1, MSG_MT);
   if (!q->removed) {
@@ -291,7 +316,7 @@ static void read_msgmax(void) {
 
 int orch__open_msg(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"send", msgq_send}, {"recv", msgq_recv}, {"stat", msgq_stat},
+    {"send", msgq_send}, {"recv", msgq_recv}, {"stat", msgq_stat}, {"ipc_set", msgq_ipc_set},
     {"remove", msgq_remove}, {"close", msgq_close}, {NULL, NULL}
   };
   static const luaL_Reg meta[] = {

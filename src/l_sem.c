@@ -25,6 +25,7 @@
 #define SEM_MT "orch.Sem"
 #define SEMVMX_ 32767        /* the kernel's maximum semaphore value */
 #define OTIME_WAIT_MS 20
+#define SEMOPM_MAX 500       /* operations per semop (the kernel's SEMOPM) */
 
 typedef struct {
   int id;
@@ -211,61 +212,179 @@ static int semset_private(lua_State *L) {
 
 /* ------------------------------------------------------------ waiting */
 
+/* Every wait (:wait, :wait_zero, :semop) is an array of sembufs in job->buf
+ * (job->u.sem.nops of them) applied atomically by one semop. */
 static int wait_run(orch__ipc_job *job) {
-  struct sembuf b = { job->u.sem.num, job->u.sem.op, job->u.sem.flg };
+  struct sembuf *b = job->buf;
   int r;
   if (job->deadline < 0) {
-    r = semop(job->id, &b, 1);
+    r = semop(job->id, b, job->u.sem.nops);
   } else {
     long long left = job->deadline - (long long)orch__mono_ns();
     if (left <= 0) return EAGAIN;
     struct timespec ts = { (time_t)(left / 1000000000), (long)(left % 1000000000) };
-    r = semtimedop(job->id, &b, 1, &ts);
+    r = semtimedop(job->id, b, job->u.sem.nops, &ts);
   }
   return r < 0 ? errno : 0;
 }
 
+static const char *const wait_ops[] = { "sem.wait", "sem.wait_zero", "sem.semop" };
+
 static int wait_complete(lua_State *co, orch__ipc_job *job) {
+  const char *op = wait_ops[job->u.sem.which];
   if (job->err == 0) {
     lua_pushboolean(co, 1);
     return 1;
   }
-  if (job->err == EAGAIN) return orch__failf(co, "ETIMEDOUT", "sem.wait: timed out");
-  return orch__fail(co, "sem.wait", job->err);
+  if (job->err == EAGAIN) return orch__failf(co, "ETIMEDOUT", "%s: timed out", op);
+  return orch__fail(co, op, job->err);
 }
 
-/* The task went away but the worker took the unit: give it back. */
+/* The task went away but the worker's semop went through: undo it (the
+ * opposite of every non-zero operation, at once, without waiting; if that
+ * would block, say because another process already took units it added,
+ * the operations stay done). */
 static void wait_abandon(orch__ipc_job *job) {
-  struct sembuf b = { job->u.sem.num, (short)-job->u.sem.op,
-                      (short)(IPC_NOWAIT | (job->u.sem.flg & SEM_UNDO)) };
-  semop(job->id, &b, 1);
+  struct sembuf *b = job->buf;
+  for (unsigned i = 0; i < job->u.sem.nops; i++) {
+    b[i].sem_op = (short)-b[i].sem_op;
+    b[i].sem_flg = (short)(IPC_NOWAIT | (b[i].sem_flg & SEM_UNDO));
+  }
+  semop(job->id, b, job->u.sem.nops);
+}
+
+/* Runs the nops operations in ops (which may be a Lua-owned scratch
+ * buffer) for task L: at once with IPC_NOWAIT on the loop thread, and only
+ * if that would block (and the caller allows waiting) on a waiter thread
+ * until timeout (< 0: none). which indexes wait_ops. */
+static int run_ops(lua_State *L, osem *s, struct sembuf *ops, unsigned nops, double timeout,
+                   int which, int nowait) {
+  const char *op = wait_ops[which];
+  int any_nowait = 0;
+  for (unsigned k = 0; k < nops; k++) {
+    any_nowait |= ops[k].sem_flg & IPC_NOWAIT;
+    ops[k].sem_flg |= IPC_NOWAIT;
+  }
+  int r;
+  do r = semop(s->id, ops, nops); while (r < 0 && errno == EINTR);
+  if (r == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  int err = errno;
+  if (err != EAGAIN) return orch__fail(L, op, err);
+  if (any_nowait || nowait) return orch__failf(L, "EAGAIN", "%s: would block", op);
+  if (timeout == 0) return orch__failf(L, "ETIMEDOUT", "%s: timed out", op);
+  orch__ipc_job *job = orch__ipc_job_new(L, sizeof(struct sembuf) * nops);
+  memcpy(job->buf, ops, sizeof(struct sembuf) * nops);
+  struct sembuf *b = job->buf;
+  for (unsigned k = 0; k < nops; k++) b[k].sem_flg &= (short)~IPC_NOWAIT;
+  job->run = wait_run;
+  job->complete = wait_complete;
+  job->abandon = wait_abandon;
+  job->id = s->id;
+  job->u.sem.nops = nops;
+  job->u.sem.which = which;
+  if (timeout > 0) {
+    double ns = timeout * 1e9;
+    job->deadline = ns > 9e18 ? -1 : (long long)orch__mono_ns() + (long long)ns;
+  }
+  return orch__ipc_await(L, job, -1, op);
 }
 
 static int semset_wait(lua_State *L) {
   osem *s = check_sem(L);
   unsigned short i = check_index(L, s, 2);
   double timeout = orch__optseconds(L, 3, -1);
+  orch__check_nargs(L, 3);
   orch__check_task(L, "sem.wait");
-  int err = semop_nowait(s, i, -1);
-  if (err == 0) {
-    lua_pushboolean(L, 1);
-    return 1;
+  struct sembuf b = { i, -1, undo_flag(s) };
+  return run_ops(L, s, &b, 1, timeout, 0, 0);
+}
+
+/* sem:wait_zero([i [, timeout]]): waits until semaphore i is 0. */
+static int semset_wait_zero(lua_State *L) {
+  osem *s = check_sem(L);
+  unsigned short i = check_index(L, s, 2);
+  double timeout = orch__optseconds(L, 3, -1);
+  orch__check_nargs(L, 3);
+  if (timeout != 0) orch__check_task(L, "sem.wait_zero");
+  struct sembuf b = { i, 0, 0 };
+  return run_ops(L, s, &b, 1, timeout, 1, 0);
+}
+
+static const char *const semop_opts[] = { "timeout", "nowait", NULL };
+/* The options of operation k (the table at t): messages name argument 1
+ * of the method (the ops list), not the stack slot. */
+static void op_check_keys(lua_State *L, int t, lua_Integer k) {
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING) continue;
+    const char *key = lua_tostring(L, -1);
+    if (strcmp(key, "undo") != 0 && strcmp(key, "nowait") != 0)
+      luaL_argerror(L, 2, lua_pushfstring(L, "operation %I: unknown option '%s'", k, key));
   }
-  if (err != EAGAIN) return orch__fail(L, "sem.wait", err);
-  if (timeout == 0) return orch__failf(L, "ETIMEDOUT", "sem.wait: timed out");
-  orch__ipc_job *job = orch__ipc_job_new(L, 0);
-  job->run = wait_run;
-  job->complete = wait_complete;
-  job->abandon = wait_abandon;
-  job->id = s->id;
-  job->u.sem.num = i;
-  job->u.sem.op = -1;
-  job->u.sem.flg = undo_flag(s);
-  if (timeout > 0) {
-    double ns = timeout * 1e9;
-    job->deadline = ns > 9e18 ? -1 : (long long)orch__mono_ns() + (long long)ns;
+}
+
+static int op_flag(lua_State *L, int t, lua_Integer k, const char *key, int def) {
+  int ty = lua_getfield(L, t, key);
+  int v = ty == LUA_TNIL ? def : lua_toboolean(L, -1);
+  if (ty != LUA_TNIL && ty != LUA_TBOOLEAN)
+    luaL_argerror(L, 2, lua_pushfstring(L, "operation %I: option '%s': boolean expected, got %s",
+                                        k, key, luaL_typename(L, -1)));
+  lua_pop(L, 1);
+  return v;
+}
+
+/* sem:semop(ops [, opts]): ops = { {i, op [, undo = b, nowait = b]}, ... },
+ * all applied atomically (semop(2)). */
+static int semset_semop(lua_State *L) {
+  osem *s = check_sem(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  double timeout = -1;
+  int nowait = 0;
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    orch__check_options(L, 3, semop_opts);
+    nowait = orch__opt_boolean(L, 3, "nowait", 0);
+    lua_getfield(L, 3, "timeout");
+    if (!lua_isnil(L, -1)) timeout = orch__checkseconds(L, -1);
+    lua_pop(L, 1);
   }
-  return orch__ipc_await(L, job, -1, "sem.wait");
+  orch__check_nargs(L, 3);
+  lua_Integer n = luaL_len(L, 2);
+  if (n < 1 || n > SEMOPM_MAX)
+    luaL_argerror(L, 2, lua_pushfstring(L, "1 to %d operations expected, got %I", SEMOPM_MAX, n));
+  /* Scratch the GC owns: nothing leaks if a later check raises. */
+  struct sembuf *ops = lua_newuserdatauv(L, sizeof(struct sembuf) * (size_t)n, 0);
+  for (lua_Integer k = 1; k <= n; k++) {
+    if (lua_geti(L, 2, k) != LUA_TTABLE)
+      luaL_argerror(L, 2, lua_pushfstring(L, "operation %I: table {i, op} expected, got %s",
+                                          k, luaL_typename(L, -1)));
+    int t = lua_absindex(L, -1);
+    op_check_keys(L, t, k);
+    int isint;
+    lua_geti(L, t, 1);
+    lua_Integer i = lua_tointegerx(L, -1, &isint);
+    if (!isint || i < 0 || i >= s->nsems)
+      luaL_argerror(L, 2, lua_pushfstring(L, "operation %I: semaphore index out of range (0 to %d)",
+                                          k, s->nsems - 1));
+    lua_geti(L, t, 2);
+    lua_Integer v = lua_tointegerx(L, -1, &isint);
+    if (!isint || v < -SEMVMX_ || v > SEMVMX_)
+      luaL_argerror(L, 2, lua_pushfstring(L, "operation %I: op must be an integer from -32767 to 32767",
+                                          k));
+    lua_pop(L, 2);
+    int undo = op_flag(L, t, k, "undo", s->undo);
+    int nw = op_flag(L, t, k, "nowait", 0);
+    lua_pop(L, 1);
+    ops[k - 1].sem_num = (unsigned short)i;
+    ops[k - 1].sem_op = (short)v;
+    ops[k - 1].sem_flg = (short)((undo && v != 0 ? SEM_UNDO : 0) | (nw ? IPC_NOWAIT : 0));
+  }
+  if (!nowait && timeout != 0) orch__check_task(L, "sem.semop");
+  return run_ops(L, s, ops, (unsigned)n, timeout, 2, nowait);
 }
 
 /* ------------------------------------------------------------ methods */
@@ -326,6 +445,39 @@ static int semset_stat(lua_State *L) {
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "values");
+  /* How many processes wait for a unit (ncnt) or for zero (zcnt). */
+  static const struct { int cmd; const char *name; } counts[] = { {GETNCNT, "ncnt"}, {GETZCNT, "zcnt"} };
+  for (int c = 0; c < 2; c++) {
+    lua_createtable(L, (int)ds.sem_nsems, 0);
+    for (int i = 0; i < (int)ds.sem_nsems; i++) {
+      int v = semctl(s->id, i, counts[c].cmd);
+      if (v < 0) return orch__fail(L, "sem.stat", errno);
+      lua_pushinteger(L, v);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, counts[c].name);
+  }
+  return 1;
+}
+
+static const char *const set_opts[] = { "uid", "gid", "mode", NULL };
+
+/* sem:ipc_set{uid, gid, mode}: IPC_SET on the set. */
+static int semset_ipc_set(lua_State *L) {
+  osem *s = check_sem(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  orch__check_options(L, 2, set_opts);
+  orch__ipc_perm_opts o;
+  orch__ipc_optperm(L, 2, &o);
+  orch__check_nargs(L, 2);
+  struct semid_ds ds;
+  int err = stat_set(s->id, &ds);
+  if (err) return orch__fail(L, "sem.ipc_set", err);
+  orch__ipc_applyperm(&o, &ds.sem_perm);
+  union semun_ arg;
+  arg.buf = &ds;
+  if (semctl(s->id, 0, IPC_SET, arg) < 0) return orch__fail(L, "sem.ipc_set", errno);
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -356,7 +508,8 @@ static int semset_tostring(lua_State *L) {
 
 int orch__open_sem(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"wait", semset_wait}, {"post", semset_post}, {"try", semset_try}, {"value", semset_value},
+    {"wait", semset_wait}, {"wait_zero", semset_wait_zero}, {"semop", semset_semop},
+    {"ipc_set", semset_ipc_set}, {"post", semset_post}, {"try", semset_try}, {"value", semset_value},
     {"set", semset_set}, {"stat", semset_stat}, {"remove", semset_remove}, {"close", semset_close},
     {NULL, NULL}
   };

@@ -9,6 +9,9 @@
  * detaches. :stat() and :remove() work after :detach() (they need only the
  * id); every Region method raises "attempt to use a closed orch.Shm".
  *
+ * A segment opened with readonly = true is attached with SHM_RDONLY; its
+ * Region refuses every write ("attempt to write to a read-only orch.Shm").
+ *
  * What may block: nothing (shmget, shmat, shmctl, shmdt return at once).
  */
 #include <errno.h>
@@ -45,17 +48,22 @@ static lua_Integer check_size(lua_State *L, int idx, const char *key, lua_Intege
   return v;
 }
 
-/* Attaches segment id to the (closed) region s, sized as the segment is. */
-static int attach(oshm *s, int id) {
+/* Attaches segment id to the (closed) region s, sized as the segment is.
+ * Read-only: SHM_RDONLY maps the pages without write permission, and the
+ * region refuses writes before they reach them (a write from Lua raises;
+ * it never faults). */
+static int attach(oshm *s, int id, int readonly) {
   struct shmid_ds ds;
   if (shmctl(id, IPC_STAT, &ds) < 0) return errno;
-  void *base = shmat(id, NULL, 0);
+  void *base = shmat(id, NULL, readonly ? SHM_RDONLY : 0);
   if (base == (void *)-1) return errno;
-  orch__region_attach(&s->r, base, ds.shm_segsz, 0, shm_release);
+  orch__region_attach(&s->r, base, ds.shm_segsz, readonly ? ORCH__REGION_READONLY : 0, shm_release);
   return 0;
 }
 
-static const char *const open_opts[] = { "key", "size", "create", "exclusive", "mode", NULL };
+static const char *const open_opts[] = {
+  "key", "size", "create", "exclusive", "mode", "readonly", NULL
+};
 
 static int segment_open(lua_State *L) {
   orch__check_options(L, 1, open_opts);
@@ -64,6 +72,7 @@ static int segment_open(lua_State *L) {
   int create = orch__opt_boolean(L, 1, "create", 0);
   int exclusive = orch__opt_boolean(L, 1, "exclusive", 0);
   int mode = orch__ipc_optmode(L, 1);
+  int readonly = orch__opt_boolean(L, 1, "readonly", 0);
   lua_Integer size = orch__opt_integer(L, 1, "size", 0);
   if (create && size == 0) orch__opt_error(L, 1, "size", "required with create");
   if (size != 0) check_size(L, 1, "size", size);
@@ -83,7 +92,7 @@ static int segment_open(lua_State *L) {
   }
   s->id = id;
   s->key = key;
-  int err = attach(s, id);
+  int err = attach(s, id, readonly);
   if (err) return orch__fail(L, "shm.open", err);
   return 1;
 }
@@ -97,7 +106,7 @@ static int segment_private(lua_State *L) {
   if (id < 0) return orch__fail(L, "shm.private", errno);
   s->id = id;
   s->key = IPC_PRIVATE;
-  int err = attach(s, id);
+  int err = attach(s, id, 0);
   if (err) {
     /* Nobody else knows this segment: do not leak it. */
     shmctl(id, IPC_RMID, NULL);
@@ -121,6 +130,25 @@ static int segment_stat(lua_State *L) {
   orch__ipc_setint(L, "ctime", (lua_Integer)ds.shm_ctime);
   lua_pushboolean(L, (ds.shm_perm.mode & SHM_DEST) != 0);
   lua_setfield(L, -2, "removed");
+  return 1;
+}
+
+static const char *const set_opts[] = { "uid", "gid", "mode", NULL };
+
+/* seg:ipc_set{uid, gid, mode}: IPC_SET on the segment (not the attachment). */
+static int segment_ipc_set(lua_State *L) {
+  oshm *s = check_shm(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  orch__check_options(L, 2, set_opts);
+  orch__ipc_perm_opts o;
+  orch__ipc_optperm(L, 2, &o);
+  orch__check_nargs(L, 2);
+  if (s->id < 0) return orch__closed_error(L, SHM_MT);
+  struct shmid_ds ds;
+  if (shmctl(s->id, IPC_STAT, &ds) < 0) return orch__fail(L, "shm.ipc_set", errno);
+  orch__ipc_applyperm(&o, &ds.shm_perm);
+  if (shmctl(s->id, IPC_SET, &ds) < 0) return orch__fail(L, "shm.ipc_set", errno);
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -149,14 +177,16 @@ static int segment_tostring(lua_State *L) {
   if (!s->r.base)
     lua_pushfstring(L, SHM_MT ": detached (id=%d)", s->id);
   else
-    lua_pushfstring(L, SHM_MT ": id=%d key=%s size=%I%s", s->id, orch__ipc_keystr(s->key, k),
-                    (lua_Integer)s->r.size, s->removed ? " removed" : "");
+    lua_pushfstring(L, SHM_MT ": id=%d key=%s size=%I%s%s", s->id, orch__ipc_keystr(s->key, k),
+                    (lua_Integer)s->r.size, (s->r.flags & ORCH__REGION_READONLY) ? " readonly" : "",
+                    s->removed ? " removed" : "");
   return 1;
 }
 
 int orch__open_shm(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"stat", segment_stat}, {"detach", segment_detach}, {"remove", segment_remove}, {NULL, NULL}
+    {"stat", segment_stat}, {"ipc_set", segment_ipc_set}, {"detach", segment_detach},
+    {"remove", segment_remove}, {NULL, NULL}
   };
   static const luaL_Reg meta[] = { {"__tostring", segment_tostring}, {NULL, NULL} };
   orch__region_class(L, SHM_MT, methods, meta);
