@@ -1,4 +1,6 @@
--- Signals: orch.signal.on/ignore/default/name/number, orch.kill, orch.killpg.
+-- Signals: orch.signal.on/ignore/default/name/number, masks (sigprocmask,
+-- sigpending, sighold, sigrelse), raise, orch.kill, orch.killpg, and the
+-- interval timers (orch.timer.setitimer/getitimer).
 -- Real signals, sent by real processes (orch refuses to signal itself).
 local h = require "spec.helper"
 local orch = h.orch
@@ -193,8 +195,11 @@ describe("orch.kill and orch.killpg", function()
     local me = orch.getpid()
     local mygroup = orch.proc.info(me).pgid
     assert.are.same({ nil, "kill: refusing to signal pid 1", "EPERM" }, { orch.kill(1, "TERM") })
-    assert.are.same({ nil, "kill: refusing to signal pid 0", "EPERM" }, { orch.kill(0, "TERM") })
-    assert.are.same({ nil, "kill: refusing to signal pid 0", "EPERM" }, { orch.kill(-1, "KILL") })
+    assert.are.same({ nil, "kill: refusing to signal pid 0 (orch's own process group)", "EPERM" }, { orch.kill(0, "TERM") })
+    assert.are.same({ nil, "kill: refusing to signal pid -1 (every process orch may signal)", "EPERM" }, { orch.kill(-1, "KILL") })
+    assert.are.same({ nil, "kill: refusing to signal pid -812 (process group 812: use orch.killpg)", "EPERM" }, { orch.kill(-812, "KILL") })
+    assert.are.same({ nil, "killpg: refusing to signal process group 0 (orch's own process group)", "EPERM" }, { orch.killpg(0, "TERM") })
+    assert.are.same({ nil, "killpg: refusing to signal process group -1 (every process orch may signal)", "EPERM" }, { orch.killpg(-1, "TERM") })
     assert.are.same({ nil, "kill: refusing to signal orch itself", "EPERM" }, { orch.kill(me, "TERM") })
     assert.are.same({ nil, "killpg: refusing to signal pid 1", "EPERM" }, { orch.killpg(1, "TERM") })
     assert.are.same({ nil, "killpg: refusing to signal orch's own process group", "EPERM" }, { orch.killpg(mygroup, "TERM") })
@@ -236,6 +241,221 @@ describe("orch.kill and orch.killpg", function()
   end)
 end)
 
+-- Runs a script with `orch run`; returns its stdout lines (fails on a
+-- non-zero exit or any stderr).
+local function run_lines(src)
+  local code, out, err = h.cli({ "run", h.script(src) })
+  assert.are.equal(0, code, err)
+  assert.are.equal("", err)
+  local lines = {}
+  for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+  return lines
+end
+
+-- What the scripts below use: the kernel's view of a thread's mask and of
+-- the pending signals (/proc/PID/task/TID/status), and a signal sent by
+-- another process.
+local probe = [[
+local pid = orch.getpid()
+local function status(tid)
+  local f = io.open(("/proc/%d/task/%d/status"):format(pid, tid or pid))
+  local s = f:read("a") f:close() return s
+end
+local function bit(mask, sig) return (tonumber(mask, 16) >> (orch.signal.number(sig) - 1)) & 1 == 1 end
+local function blocked(sig) return bit(status():match("SigBlk:%s*(%x+)"), sig) end
+local function pending(sig) return bit(status():match("ShdPnd:%s*(%x+)"), sig) end
+local function thread_pending(sig) return bit(status():match("SigPnd:%s*(%x+)"), sig) end
+local function send(sig)
+  local p = assert(orch.spawn{ "kill", "-" .. sig, tostring(pid) })
+  assert(p:wait() == 0)
+end
+local function yes(v) return v and "yes" or "no" end
+]]
+
+describe("orch.signal.sigprocmask and sigpending", function()
+  it("a blocked signal waits, pending in the kernel, until it is unblocked", function()
+    assert.are.same({
+      "mask before: ", "blocked by the kernel: yes", "old mask: ", "mask: HUP,USR1",
+      "handler ran while blocked: no", "pending: USR1", "kernel pending: yes",
+      "handler ran after unblock: 1", "pending now: ", "mask after: ",
+    }, run_lines(probe .. [[
+      local got = 0
+      local h = orch.signal.on("USR1", function() got = got + 1 end)
+      print("mask before: " .. table.concat(orch.signal.sigprocmask(), ","))
+      local old = orch.signal.sigprocmask("block", { "USR1", "SIGHUP" })
+      print("blocked by the kernel: " .. yes(blocked("USR1") and blocked("HUP")))
+      print("old mask: " .. table.concat(old, ","))
+      print("mask: " .. table.concat(orch.signal.sigprocmask(), ","))
+      send("USR1")
+      -- Let the loop turn many times: the handler must not run.
+      local m = assert(orch.mmap{ anonymous = true, size = 4096 })
+      for _ = 1, 20 do m:sync() orch.sleep(0.001) end
+      print("handler ran while blocked: " .. yes(got > 0))
+      print("pending: " .. table.concat(orch.signal.sigpending(), ","))
+      print("kernel pending: " .. yes(pending("USR1")))
+      orch.signal.sigprocmask("setmask", old)
+      while got == 0 do orch.sleep(0.001) end
+      print("handler ran after unblock: " .. got)
+      print("pending now: " .. table.concat(orch.signal.sigpending(), ","))
+      print("mask after: " .. table.concat(orch.signal.sigprocmask(), ","))
+      h:stop()
+    ]]))
+  end)
+
+  it("no other thread of orch takes a signal the loop thread blocks", function()
+    -- libuv's threadpool (used here by mmap:sync) and the SysV waiter
+    -- threads (a semaphore wait) exist; each must block every asynchronous
+    -- signal, or the kernel would hand them the blocked one.
+    local lines = run_lines(probe .. [[
+      local m = assert(orch.mmap{ anonymous = true, size = 4096 })
+      m:sync()
+      local s = assert(orch.sem.private{ init = 0 })
+      local w = orch.task(function() return s:wait() end)
+      orch.sleep(0.01)
+      local n = 0
+      for tid in io.popen("ls /proc/" .. pid .. "/task"):lines() do
+        tid = tonumber(tid)
+        if tid ~= pid then
+          n = n + 1
+          local mask = status(tid):match("SigBlk:%s*(%x+)")
+          for _, sig in ipairs({ "USR1", "USR2", "TERM", "INT", "HUP", "ALRM", "CHLD", "PROF", "VTALRM", "RTMIN" }) do
+            if not bit(mask, sig) then print("thread " .. tid .. " takes " .. sig) end
+          end
+        end
+      end
+      print("threads checked: " .. (n >= 2 and "yes" or n))
+      s:post() w:join() s:remove()
+    ]])
+    assert.are.same({ "threads checked: yes" }, lines)
+  end)
+
+  it("sighold and sigrelse block and unblock one signal or a list", function()
+    assert.are.same({ "held: yes yes", "mask: HUP,USR2", "released: no no", "true" }, run_lines(probe .. [[
+      assert(orch.signal.sighold("USR2"))
+      assert(orch.signal.sighold({ 1 }))
+      print("held: " .. yes(blocked("USR2")) .. " " .. yes(blocked("HUP")))
+      print("mask: " .. table.concat(orch.signal.sigprocmask(), ","))
+      assert(orch.signal.sigrelse({ "USR2", "HUP" }))
+      print("released: " .. yes(blocked("USR2")) .. " " .. yes(blocked("HUP")))
+      print(orch.signal.sigrelse("USR2"))
+    ]]))
+  end)
+
+  it("a forked child keeps the mask, a spawned program starts with none", function()
+    assert.are.same({ "child blocked: yes", "program SigBlk: 0000000000000000" }, run_lines(probe .. [[
+      orch.signal.sighold("USR1")
+      local c = assert(orch.fork(function()
+        print("child blocked: " .. yes(blocked("USR1")))
+        io.stdout:flush()
+      end))
+      c:wait()
+      local p = assert(orch.spawn{ "sh", "-c", "grep SigBlk /proc/self/status", stdout = "pipe" })
+      local out = p.stdout:read_all()
+      p:wait()
+      print("program SigBlk: " .. out:match("(%x+)%s*$"))
+    ]]))
+  end)
+end)
+
+describe("examples/critical_section.lua", function()
+  it("defers a TERM raised inside the section until the mask is restored", function()
+    local code, out, err = h.cli({ "run", h.root .. "/examples/critical_section.lua" })
+    assert.are.equal(0, code, err)
+    assert.are.equal(table.concat({
+      "in the section, pending: TERM",
+      "got TERM: stopping after the section",
+      "state file: generation 3",
+      "temporary left: false",
+    }, "\n") .. "\n", out)
+  end)
+
+  it("a TERM from another process stops it between sections, the file whole", function()
+    local path = h.tmpdir() .. "/state"
+    h.run(function()
+      local p = assert(orch.spawn{ h.bin, "run", h.root .. "/examples/critical_section.lua", path,
+                                   stdout = "pipe" })
+      eventually(function() return h.slurp(path):match("^generation %d+\n$") end, "a first generation")
+      assert(p:kill("TERM"))
+      local out = p.stdout:read_all()
+      assert.are.same({ 0, nil }, { p:wait() })
+      local gen = out:match("state file: (generation %d+)")
+      assert.matches("^got TERM: stopping after the section\nstate file: generation %d+\ntemporary left: false\n$", out)
+      assert.are.equal(gen .. "\n", h.slurp(path))
+    end)
+  end)
+end)
+
+describe("orch.signal.raise", function()
+  it("delivers a signal to orch through its handlers, as a task", function()
+    assert.are.same({ "true", "ran: USR2 1", "held, thread pending: yes", "ran after sigrelse: 2" },
+      run_lines(probe .. [[
+      local got, name = 0
+      local h = orch.signal.on("USR2", function(n) got = got + 1 name = n end)
+      print(orch.signal.raise("USR2"))
+      while got == 0 do orch.sleep(0.001) end
+      print("ran: " .. name .. " " .. got)
+      orch.signal.sighold("USR2")
+      orch.signal.raise("SIGUSR2")
+      orch.sleep(0.02)
+      print("held, thread pending: " .. yes(got == 1 and thread_pending("USR2")))
+      orch.signal.sigrelse("USR2")
+      while got == 1 do orch.sleep(0.001) end
+      print("ran after sigrelse: " .. got)
+      h:stop()
+    ]]))
+  end)
+
+  it("without a handler, the default action applies (TERM ends orch)", function()
+    local code = h.cli({ "-e", "orch.signal.default('TERM') orch.signal.raise('TERM') orch.sleep(5)" })
+    assert.are.equal(128 + 15, code)
+  end)
+end)
+
+describe("orch.timer.setitimer and getitimer", function()
+  it("a CPU-time timer (virtual, prof) fires only while orch uses CPU", function()
+    assert.are.same({ "old: 0 0", "armed: yes 0.05", "idle fired: 0", "busy fired: yes",
+                      "prof fired: yes", "disarmed: 0 0" }, run_lines(probe .. [[
+      local n, p = 0, 0
+      local hv = orch.signal.on("VTALRM", function() n = n + 1 end)
+      local hp = orch.signal.on("PROF", function() p = p + 1 end)
+      local v, i = orch.timer.setitimer("virtual", 0.05, 0.05)
+      print(("old: %g %g"):format(v, i))
+      v, i = orch.timer.getitimer("virtual")
+      print(("armed: %s %g"):format(yes(v > 0 and v <= 0.06), i))
+      -- Sleeping uses no CPU: nothing fires (0.2 s of wall time).
+      orch.sleep(0.2)
+      print("idle fired: " .. n)
+      local x = 0
+      while n < 2 do
+        for k = 1, 1e5 do x = x + k end
+        orch.sleep(0)
+      end
+      print("busy fired: yes")
+      orch.timer.setitimer("virtual", 0)
+      orch.timer.setitimer("prof", 0.02)
+      while p == 0 do
+        for k = 1, 1e5 do x = x + k end
+        orch.sleep(0)
+      end
+      print("prof fired: yes")
+      v, i = orch.timer.getitimer("prof")
+      print(("disarmed: %g %g"):format(v, i))
+      hv:stop() hp:stop()
+    ]]))
+  end)
+
+  it("the real-time timer sends ALRM", function()
+    assert.are.same({ "ALRM" }, run_lines([[
+      local got
+      local h = orch.signal.on("ALRM", function(n) got = n end)
+      orch.timer.setitimer("real", 0.01)
+      while not got do orch.sleep(0.005) end
+      print(got)
+      h:stop()
+    ]]))
+  end)
+end)
+
 describe("bad arguments", function()
   local cases = {
     { function() orch.signal.on("NOPE", function() end) end, "bad argument #1 to 'on' (unknown signal 'NOPE')" },
@@ -261,6 +481,30 @@ describe("bad arguments", function()
     { function() orch.kill(12, "TERM", "x") end, "bad argument #3 to 'kill' (number expected, got string)" },
     { function() orch.killpg(12, "TERM", 1) end, "bad argument #3 to 'killpg' (no value expected)" },
     { function() orch.killpg(12, {}) end, "bad argument #2 to 'killpg' (signal name or number expected, got table)" },
+    { function() orch.kill(-1, "NOPE") end, "bad argument #2 to 'kill' (unknown signal 'NOPE')" },
+    { function() orch.signal.sigprocmask("hold", "USR1") end, "bad argument #1 to 'sigprocmask' (invalid option 'hold')" },
+    { function() orch.signal.sigprocmask("block") end, "bad argument #2 to 'sigprocmask' (value expected)" },
+    { function() orch.signal.sigprocmask("block", "KILL") end, "bad argument #2 to 'sigprocmask' (KILL cannot be blocked)" },
+    { function() orch.signal.sigprocmask("block", { "USR1", "STOP" }) end, "bad argument #2 to 'sigprocmask' (signal 2: STOP cannot be blocked)" },
+    { function() orch.signal.sigprocmask("block", { "USR1", "NOPE" }) end, "bad argument #2 to 'sigprocmask' (signal 2: unknown signal 'NOPE')" },
+    { function() orch.signal.sigprocmask("block", { true }) end, "bad argument #2 to 'sigprocmask' (signal 1: signal name or number expected, got boolean)" },
+    { function() orch.signal.sigprocmask("block", 0) end, "bad argument #2 to 'sigprocmask' (invalid signal number)" },
+    { function() orch.signal.sigprocmask("block", "RTMAX-1") end, "bad argument #2 to 'sigprocmask' (RTMAX-1 is orch's own (it wakes SysV waiter threads))" },
+    { function() orch.signal.sigprocmask("block", "USR1", 1) end, "bad argument #3 to 'sigprocmask' (no value expected)" },
+    { function() orch.signal.sigpending(1) end, "bad argument #1 to 'sigpending' (no value expected)" },
+    { function() orch.signal.sighold() end, "bad argument #1 to 'sighold' (value expected)" },
+    { function() orch.signal.sighold("KILL") end, "bad argument #1 to 'sighold' (KILL cannot be blocked)" },
+    { function() orch.signal.sigrelse("NOPE") end, "bad argument #1 to 'sigrelse' (unknown signal 'NOPE')" },
+    { function() orch.signal.raise() end, "bad argument #1 to 'raise' (signal name or number expected, got no value)" },
+    { function() orch.signal.raise(0) end, "bad argument #1 to 'raise' (invalid signal number)" },
+    { function() orch.signal.raise("RTMAX-1") end, "bad argument #1 to 'raise' (RTMAX-1 is orch's own (it wakes SysV waiter threads))" },
+    { function() orch.signal.raise("USR1", 1) end, "bad argument #2 to 'raise' (no value expected)" },
+    { function() orch.timer.setitimer("cpu", 1) end, "bad argument #1 to 'setitimer' (invalid option 'cpu')" },
+    { function() orch.timer.setitimer("prof") end, "bad argument #2 to 'setitimer' (number expected, got no value)" },
+    { function() orch.timer.setitimer("prof", -1) end, "bad argument #2 to 'setitimer' (seconds must be a finite number >= 0)" },
+    { function() orch.timer.setitimer("prof", 1, 1 / 0) end, "bad argument #3 to 'setitimer' (seconds must be a finite number >= 0)" },
+    { function() orch.timer.setitimer("prof", 1, 1, 1) end, "bad argument #4 to 'setitimer' (no value expected)" },
+    { function() orch.timer.getitimer() end, "bad argument #1 to 'getitimer' (string expected, got no value)" },
   }
   for _, c in ipairs(cases) do
     it(c[2], function() assert.has_error(c[1], c[2]) end)

@@ -18,14 +18,30 @@
  * handler passes the signal on to orch's children before ending as the
  * default action would. Guards survive orch.fork/daemonize (re-armed in the
  * child); orch.signal.ignore/default replace a signal's guard.
+ *
+ * Signal masks (orch.signal.sigprocmask, sigpending, sighold, sigrelse):
+ * the mask is the loop thread's. For a blocked signal to really wait, no
+ * other thread may take it: orch's waiter threads (l_ipc.c) block every
+ * signal but their wake signal, and libuv's threadpool threads, which
+ * inherit the mask of the thread that starts the pool and never change it,
+ * are started here once (and again in a fork child, where libuv restarts
+ * the pool) with every asynchronous signal blocked, on a throwaway loop so
+ * the runtime's loop sees no extra request. A process-directed signal can
+ * then only be delivered to the loop thread, and waits while it blocks it.
+ * orch.signal.raise sends a signal to the loop thread (raise(3)): libuv's
+ * handler writes to its pipe and the Lua handlers run on the loop.
  * Nothing here blocks.
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
+#include "ipc.h"
 #include "proc.h"
 #include "runtime.h"
 #include "util.h"
@@ -205,6 +221,26 @@ static int signal_number(lua_State *L) {
   return 1;
 }
 
+/* The refusal of a pid <= 0, which kill(2) takes as a group or every
+ * process: say which. */
+static int refuse_nonpositive(lua_State *L, const char *op, lua_Integer pid) {
+  if (pid == 0)
+    return orch__failf(L, "EPERM", "%s: refusing to signal %s 0 (orch's own process group)", op,
+                       strcmp(op, "kill") == 0 ? "pid" : "process group");
+  if (pid == -1)
+    return orch__failf(L, "EPERM", "%s: refusing to signal %s -1 (every process orch may signal)", op,
+                       strcmp(op, "kill") == 0 ? "pid" : "process group");
+  if (strcmp(op, "kill") == 0)
+    return orch__failf(L, "EPERM", "kill: refusing to signal pid %I (process group %I: use orch.killpg)",
+                       pid, -pid);
+  return orch__failf(L, "EPERM", "killpg: refusing to signal process group %I", pid);
+}
+
+/* The integer argument 1 as given (checked by orch__checkpid already). */
+static lua_Integer given_pid(lua_State *L) {
+  return lua_tointeger(L, 1);
+}
+
 /* Any integer: pids <= 1 are refused with an error result, not raised. */
 static int signal_kill(lua_State *L) {
   pid_t pid = orch__checkpid(L, 1, ORCH__PID_ANY);
@@ -215,6 +251,7 @@ static int signal_kill(lua_State *L) {
     if (start <= 0) luaL_argerror(L, 3, "start time must be positive");
   }
   orch__check_nargs(L, 3);
+  if (given_pid(L) <= 0) return refuse_nonpositive(L, "kill", given_pid(L));
   int r = orch__kill(pid, sig, 0, (unsigned long long)start);
   if (r < 0) {
     if (r == -ESRCH && start) return orch__failf(L, "ESRCH", "kill: pid %d is gone or was reused", (int)pid);
@@ -228,8 +265,167 @@ static int signal_killpg(lua_State *L) {
   pid_t pgid = orch__checkpid(L, 1, ORCH__PID_ANY);
   int sig = orch__optsignal(L, 2, SIGTERM);
   orch__check_nargs(L, 2);
+  if (given_pid(L) <= 0) return refuse_nonpositive(L, "killpg", given_pid(L));
   int r = orch__kill(pgid, sig, ORCH__KILL_GROUP, 0);
   if (r < 0) return orch__kill_fail(L, "killpg", pgid, ORCH__KILL_GROUP, r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- masks */
+
+/* Signals a thread must never block: the synchronous faults (blocked, a
+ * real fault kills the process anyway, with no core of the right thread). */
+static const int faults[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, 0 };
+
+static void threadpool_noop(uv_work_t *req) { (void)req; }
+
+/* Starts libuv's threadpool (global, sized once) with every asynchronous
+ * signal blocked, so its threads never take a signal the loop thread
+ * blocks. Done on a private loop: the runtime's loop gets no request. */
+static void threadpool_mask(void) {
+  sigset_t all, old;
+  sigfillset(&all);
+  for (int i = 0; faults[i]; i++) sigdelset(&all, faults[i]);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) == 0) {
+    uv_work_t req;
+    if (uv_queue_work(&loop, &req, threadpool_noop, NULL) == 0) uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static pid_t masked_pid;   /* the process whose threadpool was started masked */
+
+static void ensure_threadpool_masked(void) {
+  if (masked_pid == getpid()) return;
+  masked_pid = getpid();
+  threadpool_mask();
+}
+
+/* The signal on top of the stack (a name or number), which a mask may
+ * hold: known, catchable, not orch's internal one. Raises naming argument
+ * arg (and the list position k, if > 0). */
+static int check_maskable(lua_State *L, int arg, lua_Integer k) {
+  char where[48] = "";
+  if (k > 0) snprintf(where, sizeof where, "signal %lld: ", (long long)k);
+  int sig = -1, isint;
+  if (lua_type(L, -1) == LUA_TNUMBER) {
+    lua_Integer n = lua_tointegerx(L, -1, &isint);
+    if (isint && n > 0 && n < NSIG && orch__signame((int)n)) sig = (int)n;
+    else luaL_argerror(L, arg, lua_pushfstring(L, "%sinvalid signal number", where));
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    size_t len;
+    const char *name = lua_tolstring(L, -1, &len);
+    if (strlen(name) == len) sig = orch__signum(name);
+    if (sig <= 0) luaL_argerror(L, arg, lua_pushfstring(L, "%sunknown signal '%s'", where, name));
+  } else {
+    luaL_argerror(L, arg, lua_pushfstring(L, "%ssignal name or number expected, got %s", where,
+                                          luaL_typename(L, -1)));
+  }
+  const char *why = NULL;
+  if (sig == SIGKILL || sig == SIGSTOP) why = "cannot be blocked";
+  else if (sig == ORCH__IPC_WAKE_SIGNAL) why = "is orch's own (it wakes SysV waiter threads)";
+  if (why) luaL_argerror(L, arg, lua_pushfstring(L, "%s%s %s", where,
+                                                 sig == ORCH__IPC_WAKE_SIGNAL ? "RTMAX-1" : orch__signame(sig), why));
+  return sig;
+}
+
+/* The set at argument arg: one signal, or a list of them. */
+static void check_set(lua_State *L, int arg, sigset_t *set) {
+  sigemptyset(set);
+  if (lua_type(L, arg) == LUA_TTABLE) {
+    lua_Integer n = luaL_len(L, arg);
+    for (lua_Integer k = 1; k <= n; k++) {
+      lua_geti(L, arg, k);
+      sigaddset(set, check_maskable(L, arg, k));
+      lua_pop(L, 1);
+    }
+    return;
+  }
+  lua_pushvalue(L, arg);
+  sigaddset(set, check_maskable(L, arg, 0));
+  lua_pop(L, 1);
+}
+
+/* [-0,+1] The signals of set as a list of names, by number; orch's
+ * internal wake signal is left out. */
+static void push_set(lua_State *L, const sigset_t *set) {
+  lua_newtable(L);
+  int n = 0;
+  for (int s = 1; s < NSIG; s++) {
+    if (s == ORCH__IPC_WAKE_SIGNAL || sigismember(set, s) != 1) continue;
+    const char *name = orch__signame(s);
+    if (name) lua_pushstring(L, name); else lua_pushinteger(L, s);
+    lua_rawseti(L, -2, ++n);
+  }
+}
+
+/* Changes the loop thread's mask; returns 0 or an errno. The wake signal
+ * stays blocked whatever the script asks. */
+static int change_mask(int how, const sigset_t *set, sigset_t *old) {
+  ensure_threadpool_masked();
+  sigset_t s = *set;
+  if (how == SIG_SETMASK) sigaddset(&s, ORCH__IPC_WAKE_SIGNAL);
+  else if (how == SIG_UNBLOCK) sigdelset(&s, ORCH__IPC_WAKE_SIGNAL);
+  return pthread_sigmask(how, &s, old);
+}
+
+/* orch.signal.sigprocmask([how, set]): returns the mask before the change
+ * (the current one without arguments). */
+static int signal_sigprocmask(lua_State *L) {
+  static const char *const hows[] = { "block", "unblock", "setmask", NULL };
+  static const int how_of[] = { SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK };
+  sigset_t set, old;
+  if (lua_isnoneornil(L, 1)) {
+    orch__check_nargs(L, 0);
+    pthread_sigmask(SIG_BLOCK, NULL, &old);
+    push_set(L, &old);
+    return 1;
+  }
+  int how = how_of[luaL_checkoption(L, 1, NULL, hows)];
+  luaL_checkany(L, 2);
+  check_set(L, 2, &set);
+  orch__check_nargs(L, 2);
+  int err = change_mask(how, &set, &old);
+  if (err) return orch__fail(L, "signal.sigprocmask", err);
+  push_set(L, &old);
+  return 1;
+}
+
+static int signal_sigpending(lua_State *L) {
+  orch__check_nargs(L, 0);
+  sigset_t set;
+  if (sigpending(&set) < 0) return orch__fail(L, "signal.sigpending", errno);
+  push_set(L, &set);
+  return 1;
+}
+
+static int hold_or_release(lua_State *L, int how, const char *op) {
+  sigset_t set;
+  luaL_checkany(L, 1);
+  check_set(L, 1, &set);
+  orch__check_nargs(L, 1);
+  int err = change_mask(how, &set, NULL);
+  if (err) return orch__fail(L, op, err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int signal_sighold(lua_State *L) { return hold_or_release(L, SIG_BLOCK, "signal.sighold"); }
+static int signal_sigrelse(lua_State *L) { return hold_or_release(L, SIG_UNBLOCK, "signal.sigrelse"); }
+
+/* orch.signal.raise(sig): the signal to the loop thread, as raise(3). */
+static int signal_raise(lua_State *L) {
+  int sig = orch__checksignal(L, 1);
+  orch__check_nargs(L, 1);
+  if (sig == 0 || sig >= NSIG) luaL_argerror(L, 1, "invalid signal number");
+  if (sig == ORCH__IPC_WAKE_SIGNAL) luaL_argerror(L, 1, "RTMAX-1 is orch's own (it wakes SysV waiter threads)");
+  ensure_threadpool_masked();
+  int err = raise(sig);
+  if (err) return orch__fail(L, "signal.raise", errno ? errno : EINVAL);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -387,6 +583,10 @@ static void signal_close_hook(orch_runtime *rt, void *data) {
 static void signal_fork_hook(orch_runtime *rt, void *data) {
   signal_state *st = data;
   memset(st->active, 0, sizeof st->active);
+  /* libuv restarts its threadpool in the child, with whatever mask the
+   * thread that first uses it has: start it masked again if masks are in
+   * use (ensure_threadpool_masked compares pids). */
+  ensure_threadpool_masked();
   for (int s = 1; s < NSIG; s++)
     if (st->guard[s]) guard_start(st, orch_loop(rt), s);
 }
@@ -402,6 +602,8 @@ int orch__open_signal(lua_State *L) {
     *slot = st;
     orch__on_close(rt, signal_close_hook, st);
     orch__on_fork_child(rt, signal_fork_hook, st);
+    /* Before any module can start libuv's threadpool unmasked. */
+    ensure_threadpool_masked();
   }
   static const luaL_Reg methods[] = {
     {"stop", handler_stop}, {"active", handler_active}, {NULL, NULL}
@@ -415,7 +617,9 @@ int orch__open_signal(lua_State *L) {
   static const luaL_Reg sigfns[] = {
     {"on", signal_on}, {"ignore", signal_ignore}, {"default", signal_default},
     {"name", signal_name}, {"number", signal_number}, {"protect", signal_protect},
-    {"protected", signal_protected}, {NULL, NULL}
+    {"protected", signal_protected}, {"sigprocmask", signal_sigprocmask},
+    {"sigpending", signal_sigpending}, {"sighold", signal_sighold}, {"sigrelse", signal_sigrelse},
+    {"raise", signal_raise}, {NULL, NULL}
   };
   lua_newtable(L);
   luaL_newlib(L, sigfns);

@@ -6,8 +6,17 @@
  * timer the script dropped still fires); :stop() or the last firing of an
  * `after` timer unanchors them. The handle memory is freed in its close
  * callback, started from __gc. Each firing runs the callback as a new task.
+ *
+ * orch.timer.setitimer/getitimer bind the process's interval timers
+ * (setitimer(2)): ITIMER_REAL, and the CPU-time ones ITIMER_VIRTUAL (user
+ * time) and ITIMER_PROF (user + system time). They only send a signal
+ * (ALRM, VTALRM, PROF), which reaches Lua as any signal does: libuv's
+ * handler writes to a pipe, and orch.signal.on handlers run on the loop.
+ * Nothing here blocks.
  */
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/time.h>
 
 #include "runtime.h"
 #include "util.h"
@@ -118,6 +127,57 @@ static int timer_tostring(lua_State *L) {
   return 1;
 }
 
+/* ------------------------------------------------------------ itimers */
+
+static const char *const which_names[] = { "real", "virtual", "prof", NULL };
+static const int which_of[] = { ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF };
+
+static struct timeval to_tv(double s) {
+  struct timeval tv;
+  if (s > 1e12) s = 1e12;
+  tv.tv_sec = (time_t)s;
+  tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6 + 0.5);
+  if (tv.tv_usec >= 1000000) tv.tv_sec++, tv.tv_usec -= 1000000;
+  /* A positive value below the clock's resolution must not disarm. */
+  if (s > 0 && tv.tv_sec == 0 && tv.tv_usec == 0) tv.tv_usec = 1;
+  return tv;
+}
+
+static double from_tv(struct timeval tv) {
+  return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+/* [-0,+2] value and interval of it, in seconds. */
+static int push_itimer(lua_State *L, const struct itimerval *it) {
+  lua_pushnumber(L, from_tv(it->it_value));
+  lua_pushnumber(L, from_tv(it->it_interval));
+  return 2;
+}
+
+/* orch.timer.setitimer(which, value [, interval]): arms the process's
+ * interval timer `which` (value 0 disarms it); returns the old value and
+ * interval. The signal it sends (ALRM, VTALRM, PROF) reaches the script
+ * through orch.signal.on like any other. */
+static int timer_setitimer(lua_State *L) {
+  int which = which_of[luaL_checkoption(L, 1, NULL, which_names)];
+  double value = orch__checkseconds(L, 2);
+  double interval = orch__optseconds(L, 3, 0);
+  orch__check_nargs(L, 3);
+  struct itimerval it = { to_tv(interval), to_tv(value) }, old;
+  if (value == 0) it.it_value.tv_sec = 0, it.it_value.tv_usec = 0;
+  if (interval == 0) it.it_interval.tv_sec = 0, it.it_interval.tv_usec = 0;
+  if (setitimer(which, &it, &old) < 0) return orch__fail(L, "timer.setitimer", errno);
+  return push_itimer(L, &old);
+}
+
+static int timer_getitimer(lua_State *L) {
+  int which = which_of[luaL_checkoption(L, 1, NULL, which_names)];
+  orch__check_nargs(L, 1);
+  struct itimerval it;
+  if (getitimer(which, &it) < 0) return orch__fail(L, "timer.getitimer", errno);
+  return push_itimer(L, &it);
+}
+
 int orch__open_timer(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"stop", timer_stop}, {"active", timer_active}, {NULL, NULL}
@@ -128,7 +188,8 @@ int orch__open_timer(lua_State *L) {
   orch__newclass(L, TIMER_MT, methods, meta);
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {
-    {"after", timer_after}, {"every", timer_every}, {NULL, NULL}
+    {"after", timer_after}, {"every", timer_every}, {"setitimer", timer_setitimer},
+    {"getitimer", timer_getitimer}, {NULL, NULL}
   };
   lua_newtable(L);
   luaL_newlib(L, fns);
