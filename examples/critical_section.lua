@@ -32,6 +32,10 @@ local function update(generation)
   f:close()
   assert(os.rename(tmp, path))
   orch.signal.sigprocmask("setmask", old)           -- a pending TERM is delivered now
+  if demo and generation == 3 then
+    -- Its handler runs as a task as soon as this one yields.
+    while not stopping do orch.sleep(0) end
+  end
 end
 
 local generation = 0
