@@ -20,6 +20,11 @@
  * after that for the grace period gets the error at every instruction, which
  * no pcall can absorb. The hook is set on a task's coroutine for the time of
  * one resume; coroutines created meanwhile inherit it.
+ *
+ * CPU limit (task:set_cpu_limit): a task with a limit has the thread's CPU
+ * clock read at each resume and yield, and the same count hook raises in it
+ * at every check once the CPU time it used passes the limit. Tasks without
+ * one pay nothing.
  */
 #include "runtime.h"
 
@@ -72,6 +77,9 @@ struct orch__task {
   int queued;
   int qnargs;
   orch__task *all_prev, *all_next;  /* every unfinished task */
+  uint64_t cpu_limit_ns;    /* task:set_cpu_limit; 0: none */
+  uint64_t cpu_ns;          /* CPU time used while a limit was set */
+  uint64_t cpu_mark;        /* thread CPU clock at the current resume */
 };
 
 #define MAX_HOOKS 16
@@ -322,12 +330,33 @@ static uint64_t budget_grace(const orch_runtime *rt) {
   return g;
 }
 
-/* The count hook: a no-op unless the running callback is over its budget. */
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* The CPU time task t used so far (it may be running). */
+static uint64_t task_cpu_ns(const orch__task *t) {
+  if (t->rt->current == t && t->cpu_limit_ns) return t->cpu_ns + (thread_cpu_ns() - t->cpu_mark);
+  return t->cpu_ns;
+}
+
+/* The count hook: a no-op unless the running callback is over its budget
+ * (or its task over its CPU limit). */
 static void budget_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &RT_KEY);
   orch_runtime *rt = lua_touserdata(L, -1);
   lua_pop(L, 1);
+  orch__task *cur = rt ? rt->current : NULL;
+  if (cur && cur->cpu_limit_ns && task_cpu_ns(cur) > cur->cpu_limit_ns) {
+    luaL_where(L, 0);
+    lua_pushfstring(L, "orch: task used more than %f s of CPU time (its CPU limit)",
+                    (double)cur->cpu_limit_ns / 1e9);
+    lua_concat(L, 2);
+    lua_error(L);
+  }
   /* A coroutine left with the every-instruction hook by an earlier
    * interruption goes back to the cheap one. */
   if (lua_gethookcount(L) == 1 && !(rt && rt->budget_start && rt->budget_trip))
@@ -444,8 +473,10 @@ static void task_resume(orch__task *t, int nargs) {
     rt->budget_start = orch__mono_ns();
     rt->budget_trip = 0;
   }
-  if (rt->budget_ns) lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
+  if (rt->budget_ns || t->cpu_limit_ns) lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
+  if (t->cpu_limit_ns) t->cpu_mark = thread_cpu_ns();
   int st = lua_resume(t->co, prev ? prev->co : NULL, nargs, &nres);
+  if (t->cpu_limit_ns) t->cpu_ns += thread_cpu_ns() - t->cpu_mark;
   lua_sethook(t->co, NULL, 0, 0);
   if (armed) rt->budget_start = 0;
   rt->current = prev;
@@ -639,6 +670,36 @@ static void task_cancel(orch__task *t) {
 }
 
 /* ---------------------------------------------------------------- Task methods */
+
+/* task:set_cpu_limit(seconds): 0 or false removes the limit. Counting
+ * starts with the first limit; returns the old limit. */
+static int task_set_cpu_limit(lua_State *L) {
+  orch__task *t = check_task_ud(L, 1);
+  double s = 0;
+  if (!(lua_type(L, 2) == LUA_TBOOLEAN && !lua_toboolean(L, 2))) {
+    s = luaL_checknumber(L, 2);
+    luaL_argcheck(L, s >= 0 && s < 1e9, 2, "seconds >= 0 expected (0 or false: no limit)");
+  }
+  if (lua_gettop(L) > 2) luaL_argerror(L, 3, "no value expected");
+  lua_pushnumber(L, (double)t->cpu_limit_ns / 1e9);
+  uint64_t ns = (uint64_t)(s * 1e9);
+  if (s > 0 && ns == 0) ns = 1;
+  if (t->rt->current == t) {
+    /* Running: account what it used so far under the old setting. */
+    if (t->cpu_limit_ns) t->cpu_ns += thread_cpu_ns() - t->cpu_mark;
+    t->cpu_mark = thread_cpu_ns();
+    if (ns && !t->cpu_limit_ns) lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
+  }
+  t->cpu_limit_ns = ns;
+  return 1;
+}
+
+/* task:cpu_time(): seconds of CPU the task used while it had a limit. */
+static int task_cpu_time(lua_State *L) {
+  orch__task *t = check_task_ud(L, 1);
+  lua_pushnumber(L, (double)task_cpu_ns(t) / 1e9);
+  return 1;
+}
 
 static int task_status(lua_State *L) {
   orch__task *t = check_task_ud(L, 1);
@@ -980,7 +1041,8 @@ static int task_new_index(lua_State *L) {
 int orch__open_core(lua_State *L) {
   static const luaL_Reg task_methods[] = {
     {"join", task_join}, {"status", task_status}, {"cancel", task_cancel_m},
-    {"traceback", task_traceback}, {NULL, NULL}
+    {"traceback", task_traceback}, {"set_cpu_limit", task_set_cpu_limit},
+    {"cpu_time", task_cpu_time}, {NULL, NULL}
   };
   static const luaL_Reg task_meta[] = {
     {"__gc", task_gc}, {"__tostring", task_tostring}, {"__newindex", task_new_index},
