@@ -182,3 +182,126 @@ sup.run()
     assert(ok, err)
   end)
 end)
+
+-- A supervisor of this test (sup.new) that logs into a list and never
+-- exits the process; its runtime directory is a fresh temp dir.
+local function test_supervisor()
+  local sup = require("orch.supervisor").new()
+  local logs = {}
+  sup.configure { runtime_dir = h.tmpdir(), cgroup = false, exit = function() end,
+                  log = function(msg) logs[#logs + 1] = msg end, output = function() end }
+  return sup, logs
+end
+
+local function listening_port(logs)
+  return h.eventually(function()
+    for i = #logs, 1, -1 do
+      local p = logs[i]:match("^http: listening on 127%.0%.0%.1:(%d+)$")
+      if p then return tonumber(p) end
+    end
+  end, "the listening line")
+end
+
+describe("sup.configure{ http }", function()
+  it("serves the supervisor on 127.0.0.1 when given a port only, moves and stops", function()
+    h.run(function()
+      local sup, logs = test_supervisor()
+      sup.service { name = "web", cmd = { "sleep", "1000" } }
+      assert.is_true(sup.configure { http = { listen = 0 } })
+      local port = listening_port(logs)
+      sup.run()
+      assert(sup.wait("web", "running", 20))
+      assert.are.same({ 200, "ready\n" }, { curl("http://127.0.0.1:" .. port .. "/readyz") })
+      -- Another address: the first one no longer answers.
+      assert.is_true(sup.configure { http = { listen = "127.0.0.1:0", max_connections = 4 } })
+      local port2 = h.eventually(function()
+        local p = listening_port(logs)
+        return p ~= port and p
+      end, "the second listening line")
+      assert.are.same({ 200, "ok\n" }, { curl("http://127.0.0.1:" .. port2 .. "/healthz") })
+      assert.is_nil(orch.connect { port = port })
+      -- A port in use is an expected failure.
+      local blocker = assert(orch.listen { host = "127.0.0.1", port = 0 })
+      local ok, err, code = sup.configure { http = { listen = blocker.port } }
+      assert.is_nil(ok)
+      assert.are.equal("EADDRINUSE", code, err)
+      blocker:close()
+      assert.is_nil(orch.connect { port = port2 })     -- the previous one closed either way
+      assert.is_true(sup.configure { http = { listen = "127.0.0.1:0" } })
+      local port3 = h.eventually(function()
+        local p = listening_port(logs)
+        return p ~= port2 and p
+      end, "the third listening line")
+      assert.is_true(sup.configure { http = false })
+      assert.is_nil(orch.connect { port = port3 })
+      sup.shutdown(0)
+      sup.close()
+    end)
+  end)
+
+  it("checks its option", function()
+    local sup = require("orch.supervisor").new()
+    h.check_raises {
+      { function() sup.configure { http = 9100 } end, "option 'http': table { listen = ADDR } or false expected" },
+      { function() sup.configure { http = {} } end, "option 'http': table { listen = ADDR } or false expected" },
+      { function() sup.configure { http = { listen = "nowhere" } } end, "option 'http': option 'listen'" },
+      { function() sup.configure { http = { listen = 0, bogus = 1 } } end, "option 'http': unknown option 'bogus'" },
+    }
+  end)
+end)
+
+describe("/metrics", function()
+  it("has every family, valid for promtool: exits by reason, heartbeat age, jobs, watchdogs, orch itself", function()
+    local key = h.key()
+    local hbt = assert(orch.heartbeat.open { key = key, create = true, slots = 8 })
+    local ok, err = pcall(h.run, function()
+      local sup, logs = test_supervisor()
+      sup.configure { heartbeat_key = key }
+      sup.service { name = "beat", cmd = { "sleep", "1000" }, heartbeat = { timeout = 600 } }
+      sup.service { name = "crash", cmd = { "sh", "-c", "exit 3" }, restart = "on-failure", backoff = 0.01,
+                    start_limit = false }
+      sup.service { name = "stopme", cmd = { "sleep", "1000" } }
+      assert.is_true(sup.configure { http = { listen = 0 } })
+      local port = listening_port(logs)
+      local sched = require "orch.scheduler"
+      local job = sched.every(0.01, function() orch.sleep(0.001) end, { name = "tick" })
+      local wd = assert(require("orch.watchdog").start { table = hbt, log = false })
+      sup.run()
+      assert(sup.wait({ "beat", "stopme" }, "running", 20))
+      assert(sup.stop("stopme"))
+      h.eventually(function() return job.runs >= 3 and sup.status("crash")[1].restarts >= 2 end, "runs and restarts")
+      local st, body = curl("http://127.0.0.1:" .. port .. "/metrics")
+      assert.are.equal(200, st)
+      local function value(pattern)
+        local v = body:match("\n" .. pattern:gsub("[%[%]%(%)%.%-%+%*%?%^%$]", "%%%0") .. " ([%d.e+-]+)\n")
+        return tonumber(v)
+      end
+      assert.is_true(value('orch_service_exits_total{service="crash",instance="crash",reason="failure"}') >= 2, body)
+      assert.are.equal(1, value('orch_service_exits_total{service="stopme",instance="stopme",reason="stopped"}'), body)
+      local age = value('orch_service_heartbeat_age_seconds{service="beat",instance="beat"}')
+      assert.is_true(age >= 0 and age < 600, body)
+      assert.is_true(value('orch_service_memory_bytes{service="beat",instance="beat"}') > 0, body)
+      assert.is_true(value('orch_service_start_time_seconds{service="beat",instance="beat"}') > 1.6e9, body)
+      assert.is_true(value('orch_job_runs_total{job="tick"}') >= 3, body)
+      assert.is_true(value('orch_job_run_duration_seconds_sum{job="tick"}') > 0, body)
+      assert.is_true(value('orch_job_run_duration_seconds_count{job="tick"}') >= 3, body)
+      assert.are.equal(0, value('orch_watchdog_timeouts_total{key="' .. h.keystr(key) .. '"}'), body)
+      assert.is_true(value("process_resident_memory_bytes") > 0, body)
+      assert.is_true(value("process_open_fds") > 3, body)
+      assert.is_true(value("orch_lua_heap_bytes") > 0, body)
+      assert.is_true(value("orch_loop_lag_seconds") >= 0, body)
+      -- Prometheus's own linter accepts it (names, types, units, help).
+      local file = h.tmpdir() .. "/metrics.txt"
+      h.write(file, body)
+      local code, out, perr = orch.run { "sh", "-c", "env -u LD_PRELOAD promtool check metrics < " .. h.shquote(file) }
+      assert.are.equal(0, code, (out or "") .. (perr or "") .. body)
+      job:stop()
+      wd:stop()
+      sup.shutdown(0)
+      sup.close()
+    end, 60)
+    hbt:remove()
+    hbt:close()
+    assert(ok, err)
+  end)
+end)

@@ -185,6 +185,28 @@ static int proc_children(lua_State *L) {
 /* ---------------------------------------------------------------- sockets */
 
 /* orch.proc.sockets(pid): { [inode] = fd } for the sockets pid holds. */
+/* orch.proc.fd_count(pid): the number of entries of /proc/PID/fd (for
+ * orch's own open-fd gauge: no process is spawned to count them). */
+static int proc_fd_count(lua_State *L) {
+  pid_t pid = check_pid(L, 1);
+  no_more_args(L, 1);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+  DIR *d = opendir(path);
+  if (!d) return orch__fail(L, "proc.fd_count", errno == ENOENT ? ESRCH : errno);
+  lua_Integer n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] != '.') n++;
+  }
+  closedir(d);
+  /* opendir's own descriptor is not one of the process's when it counts
+   * itself. */
+  if (pid == getpid() && n > 0) n--;
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 static int proc_sockets(lua_State *L) {
   pid_t pid = check_pid(L, 1);
   no_more_args(L, 1);
@@ -804,6 +826,7 @@ void orch__procscan_register(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {
     {"children", proc_children}, {"sockets", proc_sockets}, {"tcp_listeners", proc_tcp_listeners},
+    {"fd_count", proc_fd_count},
     {"is_child", proc_is_child}, {"user_ids", proc_user_ids}, {"can_access", proc_can_access},
     {"read_pidfile", proc_read_pidfile}, {"info", proc_info}, {"list", proc_list},
     {"start_time", orch__proc_start_time}, {"wait_exit", proc_wait_exit}, {"subreaper", proc_subreaper},

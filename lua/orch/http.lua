@@ -72,10 +72,12 @@ end
 local serve_options = { listen = "any", routes = routes_rule, max_request = "posint", timeout = "posnum",
   max_connections = "posint" }
 
--- "127.0.0.1:9100", "[::1]:9100", ":9100", "/run/orch/web.http" (a unix
--- socket path), or a table { host = , port = } / { unix = }.
+-- "127.0.0.1:9100", "[::1]:9100", ":9100", 9100 or "9100" (a port alone:
+-- 127.0.0.1), "/run/orch/web.http" (a unix socket path), or a table
+-- { host = , port = } / { unix = }.
 local function listen_spec(v)
   if type(v) == "table" then return v end
+  if math.type(v) == "integer" or type(v) == "string" and v:match("^%d+$") then v = ":" .. v end
   if type(v) ~= "string" or v == "" or v:find("\0", 1, true) then return nil end
   if v:sub(1, 1) == "/" or v:sub(1, 1) == "@" then return { unix = v } end
   local host, port = v:match("^%[([%x:]+)%]:(%d+)$")
@@ -94,7 +96,7 @@ function M.serve(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'serve' (table expected, got " .. type(opts) .. ")", 2) end
   check.options("serve", 1, opts, serve_options)
   local spec = listen_spec(opts.listen)
-  if not spec then error("bad argument #1 to 'serve' (option 'listen': \"host:port\" or a socket path expected)", 2) end
+  if not spec then error("bad argument #1 to 'serve' (option 'listen': \"host:port\", a port or a socket path expected)", 2) end
   check.value("serve", 1, "routes", opts.routes, routes_rule)
   local max_request = opts.max_request or 8192
   local timeout = opts.timeout or 5
@@ -162,6 +164,11 @@ function M.serve(opts)
   end)
 
   function srv.close()
+    if srv.closed then return true end
+    srv.closed = true
+    -- The accept task may not have run yet: it never touches the closed
+    -- listener.
+    if srv.task ~= orch.current() then srv.task:cancel() end
     listener:close()
     for c in pairs(srv.conns) do c:close() end
     return true
@@ -176,59 +183,138 @@ local function esc_label(s)
 end
 
 local STATES = { "stopped", "waiting", "starting", "running", "stopping", "backoff", "exited", "fatal" }
+local EXIT_REASONS = { "stopped", "success", "failure", "signal", "health_check", "heartbeat", "start_timeout",
+  "limit", "oom", "not_ready", "lost" }
 
---- The Prometheus text exposition (version 0.0.4) of a supervisor and of
--- this orch process.
+local function num(v)
+  if math.type(v) == "integer" then return tostring(v) end
+  if v ~= v then return "NaN" end
+  return (string.format("%.6f", v):gsub("0+$", ""):gsub("%.$", ""))
+end
+
+--- The Prometheus text exposition (version 0.0.4) of a supervisor, of the
+-- scheduler's jobs and watchdogs of this process, and of orch itself.
 function M.metrics(sup)
   local out = {}
-  local function family(name, kind, help, samples)
-    out[#out + 1] = "# HELP " .. name .. " " .. help
-    out[#out + 1] = "# TYPE " .. name .. " " .. kind
-    for _, s in ipairs(samples) do out[#out + 1] = name .. s end
-  end
-  local list = sup and sup.status() or {}
-  local up, ready, restarts, cpu, mem, started, state, lines, dropped = {}, {}, {}, {}, {}, {}, {}, {}, {}
-  for _, s in ipairs(list) do
-    local l = string.format('{service="%s",instance="%s"}', esc_label(s.service or s.name), esc_label(s.name))
-    local running = s.state == "running" or s.state == "starting"
-    up[#up + 1] = l .. " " .. (running and 1 or 0)
-    ready[#ready + 1] = l .. " " .. (s.state == "running" and 1 or 0)
-    restarts[#restarts + 1] = l .. " " .. (s.restarts or 0)
-    if s.cpu then cpu[#cpu + 1] = l .. " " .. string.format("%.6f", s.cpu) end
-    if s.rss then mem[#mem + 1] = l .. " " .. math.tointeger(s.rss) end
-    if s.start_time and running then started[#started + 1] = l .. " " .. string.format("%.3f", s.start_time) end
-    for _, st in ipairs(STATES) do
-      state[#state + 1] = string.format('{service="%s",instance="%s",state="%s"} %d', esc_label(s.service or s.name),
-        esc_label(s.name), st, s.state == st and 1 or 0)
+  local fams = {}
+  -- Families are written in the order they are declared, each with its
+  -- samples together (the format's rule), whatever order they come in.
+  local function family(name, kind, help)
+    local f = { name = name, lines = { "# HELP " .. name .. " " .. help, "# TYPE " .. name .. " " .. kind } }
+    fams[#fams + 1] = f
+    return function(labels, v, suffix)
+      f.lines[#f.lines + 1] = name .. (suffix or "") .. labels .. " " .. num(v)
     end
-    lines[#lines + 1] = l .. " " .. (s.log_lines or 0)
-    dropped[#dropped + 1] = l .. " " .. (s.log_dropped or 0)
   end
-  family("orch_service_up", "gauge", "Whether the service instance has a running process (1) or not (0).", up)
-  family("orch_service_ready", "gauge", "Whether the service instance is ready (state running).", ready)
-  family("orch_service_state", "gauge", "The service instance's state (1 for the current one).", state)
-  family("orch_service_restarts_total", "counter", "Restarts of the service instance since orch started it.", restarts)
-  family("orch_service_cpu_seconds_total", "counter", "CPU time of the service's main process.", cpu)
-  family("orch_service_memory_bytes", "gauge", "Resident memory of the service's main process.", mem)
-  family("orch_service_start_time_seconds", "gauge", "When the running process started (Unix time).", started)
-  family("orch_service_log_lines_total", "counter", "Output lines the service wrote.", lines)
-  family("orch_service_log_dropped_total", "counter", "Output lines that could not be written to the log.", dropped)
+  local up = family("orch_service_up", "gauge", "Whether the service instance has a running process (1) or not (0).")
+  local ready = family("orch_service_ready", "gauge", "Whether the service instance is ready (state running).")
+  local state = family("orch_service_state", "gauge", "The service instance's state (1 for the current one).")
+  local restarts = family("orch_service_restarts_total", "counter", "Restarts of the service instance since orch started it.")
+  local exits = family("orch_service_exits_total", "counter",
+    "Ends of the service instance's processes, by reason (stopped, success, failure, signal, health_check, heartbeat, start_timeout, limit, oom, not_ready, lost).")
+  local cpu = family("orch_service_cpu_seconds_total", "counter",
+    "CPU time of the running process: its whole cgroup, or its main process without cgroups.")
+  local mem = family("orch_service_memory_bytes", "gauge",
+    "Memory of the running process: its cgroup's memory.current, or its main process's RSS without cgroups.")
+  local started = family("orch_service_start_time_seconds", "gauge", "When the running process started (Unix time).")
+  local hb_age = family("orch_service_heartbeat_age_seconds", "gauge",
+    "Seconds since the running process's last heartbeat (services with a heartbeat, once ready).")
+  local hc = family("orch_service_health_checks_total", "counter", "Health checks run after start-up, by result (ok, failed).")
+  local lines = family("orch_service_log_lines_total", "counter", "Output lines the service wrote.")
+  local dropped = family("orch_service_log_dropped_total", "counter", "Output lines that could not be written to the log.")
+  local hb = package.loaded["orch.supervisor.heartbeat"]
+  for _, s in ipairs(sup and sup.status() or {}) do
+    local l = string.format('service="%s",instance="%s"', esc_label(s.service or s.name), esc_label(s.name))
+    local L = "{" .. l .. "}"
+    local running = s.pid ~= nil
+    up(L, running and 1 or 0)
+    ready(L, s.state == "running" and 1 or 0)
+    for _, st in ipairs(STATES) do state("{" .. l .. ',state="' .. st .. '"}', s.state == st and 1 or 0) end
+    restarts(L, s.restarts or 0)
+    local inst = sup.instance and sup.instance(s.name)
+    local counts = inst and inst.exits or {}
+    -- Only the reasons seen (eleven zeros per instance would make a scrape
+    -- of hundreds of services several times larger).
+    for _, r in ipairs(EXIT_REASONS) do
+      if counts[r] then exits("{" .. l .. ',reason="' .. r .. '"}', counts[r]) end
+    end
+    if s.cpu then cpu(L, s.cpu) end
+    if s.memory or s.rss then mem(L, math.tointeger(s.memory or s.rss) or s.memory or s.rss) end
+    if s.start_time and running then started(L, s.start_time) end
+    local run = inst and inst.run
+    local age = hb and run and run.alive and hb.age(run)
+    if age then hb_age(L, age) end
+    local h = inst and inst.health
+    if h then
+      hc("{" .. l .. ',result="ok"}', h.ok)
+      hc("{" .. l .. ',result="failed"}', h.failed)
+    end
+    lines(L, s.log_lines or 0)
+    dropped(L, s.log_dropped or 0)
+  end
 
-  -- orch itself.
-  local statm = io.open("/proc/self/statm")
-  local rss = statm and tonumber(statm:read("a"):match("^%d+%s+(%d+)")) or 0
-  if statm then statm:close() end
-  local fds = 0
-  local p = io.popen("ls /proc/" .. orch.getpid() .. "/fd 2>/dev/null")
-  if p then for _ in p:lines() do fds = fds + 1 end p:close() end
-  family("orch_resident_memory_bytes", "gauge", "orch's own resident memory.", { " " .. rss * 4096 })
-  family("orch_lua_heap_bytes", "gauge", "orch's Lua heap in use.", { " " .. math.floor(collectgarbage("count") * 1024) })
-  family("orch_open_fds", "gauge", "File descriptors orch has open.", { " " .. fds })
+  -- The scheduler's jobs (aggregated by name: two jobs of one name are one
+  -- series) and the watchdogs, when the script uses them.
+  local sched = package.loaded["orch.scheduler"]
+  if sched and sched.jobs then
+    local runs = family("orch_job_runs_total", "counter", "Runs of the scheduler job that finished.")
+    local running = family("orch_job_running", "gauge", "Runs of the scheduler job in progress.")
+    local skipped = family("orch_job_skipped_total", "counter", "Runs of the scheduler job skipped (a run was still in progress).")
+    local dur = family("orch_job_run_duration_seconds", "summary", "How long the scheduler job's runs took.")
+    local by, order = {}, {}
+    for _, job in ipairs(sched.jobs()) do
+      local a = by[job.name]
+      if not a then
+        a = { runs = 0, running = 0, skipped = 0, seconds = 0 }
+        by[job.name] = a
+        order[#order + 1] = job.name
+      end
+      a.runs = a.runs + job.runs - job.running
+      a.running = a.running + job.running
+      a.skipped = a.skipped + job.skipped
+      a.seconds = a.seconds + (job.run_seconds or 0)
+    end
+    for _, n in ipairs(order) do
+      local a, L = by[n], '{job="' .. esc_label(n) .. '"}'
+      runs(L, a.runs)
+      running(L, a.running)
+      skipped(L, a.skipped)
+      dur(L, a.seconds, "_sum")
+      dur(L, a.runs, "_count")
+    end
+  end
+  local wdm = package.loaded["orch.watchdog"]
+  if wdm and wdm.list then
+    local watching = family("orch_watchdog_watched", "gauge", "Processes the watchdog watches.")
+    local timeouts = family("orch_watchdog_timeouts_total", "counter", "Heartbeat deadlines the watchdog saw missed.")
+    local signals = family("orch_watchdog_signals_total", "counter", "Signals the watchdog sent.")
+    local seen = {}
+    for _, wd in ipairs(wdm.list()) do
+      local key = string.format("0x%08x", wd.key or 0)
+      if not seen[key] then
+        seen[key] = true
+        local st = wd:status()
+        local L = '{key="' .. key .. '"}'
+        watching(L, st.watching)
+        timeouts(L, st.timeouts)
+        signals(L, st.signals)
+      end
+    end
+  end
+
+  -- orch itself (process_* as Prometheus client libraries name them).
+  local me = orch.proc.info(orch.getpid()) or {}
+  family("process_cpu_seconds_total", "counter", "CPU time orch used (user and system).")("", me.cpu or 0)
+  family("process_resident_memory_bytes", "gauge", "orch's resident memory.")("", me.rss or 0)
+  family("process_open_fds", "gauge", "File descriptors orch has open.")("", orch.proc.fd_count(orch.getpid()) or 0)
+  family("orch_lua_heap_bytes", "gauge", "orch's Lua heap in use.")("", math.floor(collectgarbage("count") * 1024))
   -- How long a task waits to run again after yielding: the loop's lag now.
   local t0 = orch.now()
   orch.sleep(0)
-  family("orch_loop_lag_seconds", "gauge", "Time for one turn of the event loop, measured at scrape time.",
-    { " " .. string.format("%.6f", orch.now() - t0) })
+  family("orch_loop_lag_seconds", "gauge", "Time for one turn of the event loop, measured at scrape time.")("", orch.now() - t0)
+  for _, f in ipairs(fams) do
+    if #f.lines > 2 then table.move(f.lines, 1, #f.lines, #out + 1, out) end
+  end
   return table.concat(out, "\n") .. "\n"
 end
 

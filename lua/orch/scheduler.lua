@@ -54,6 +54,7 @@ end
 -- One run of the job. Returns code, signal (a function's run: 0 on return,
 -- 1 when it raised).
 local function run_once(self, counted)
+  local t0 = orch.now()
   self.runs = self.runs + 1
   -- A launched run is counted as running from its launch (see launch()).
   if not counted then self.running = self.running + 1 end
@@ -75,6 +76,8 @@ local function run_once(self, counted)
     end
   end
   self.running = self.running - 1
+  self.last_duration = orch.now() - t0
+  self.run_seconds = self.run_seconds + self.last_duration
   self.last_code, self.last_signal = code, sig
   if self.on_exit then
     local ok, err = pcall(self.on_exit, code, sig, n)
@@ -144,17 +147,34 @@ local function loop_rate(self)
   end
 end
 
+-- Every job made and not collected (sched.jobs, the /metrics of orch.http).
+local live = setmetatable({}, { __mode = "k" })
+local nlive = 0
+
 -- A Job with the fields every mode shares, plus `extra`, its loop started.
 local function new_job(job, opts, loop, extra)
   local self = setmetatable({
     job = job, name = job_name(job, opts), overlap = opts.overlap or "skip",
     jitter = opts.jitter, on_exit = opts.on_exit, on_start = opts.on_start,
     log = opts.log or default_log, max_runs = opts.max_runs,
-    runs = 0, started = 0, running = 0, skipped = 0, procs = {}, stopped = false, idle = orch.cond(),
+    runs = 0, started = 0, running = 0, skipped = 0, run_seconds = 0, procs = {}, stopped = false, idle = orch.cond(),
   }, Job)
   for k, v in pairs(extra) do self[k] = v end
+  nlive = nlive + 1
+  live[self] = nlive
   self.task = orch.task(loop, self)
   return self
+end
+
+--- jobs() -> the jobs made in this process that are not stopped, or still
+-- have a run in progress, oldest first.
+function M.jobs()
+  local out = {}
+  for job in pairs(live) do
+    if not job.stopped or job.running > 0 then out[#out + 1] = job end
+  end
+  table.sort(out, function(a, b) return live[a] < live[b] end)
+  return out
 end
 
 --- every(seconds, job [, opts]) -> Job
@@ -370,6 +390,7 @@ function Job:status()
   return {
     name = self.name, mode = self.mode, runs = self.runs, running = self.running,
     skipped = self.skipped, last_code = self.last_code, last_signal = self.last_signal,
+    run_seconds = self.run_seconds, last_duration = self.last_duration,
     next_run = self.next_run, stopped = self.stopped, pids = pids,
   }
 end

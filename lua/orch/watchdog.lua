@@ -601,6 +601,20 @@ end
 
 -- ---------------------------------------------------------------- API
 
+-- The watchdogs of this process that run (watchdog.list, /metrics).
+local running = setmetatable({}, { __mode = "k" })
+local nrunning = 0
+
+--- watchdog.list() -> the running watchdogs of this process, oldest first.
+function M.list()
+  local out = {}
+  for wd in pairs(running) do
+    if not wd.stopped then out[#out + 1] = wd end
+  end
+  table.sort(out, function(a, b) return running[a] < running[b] end)
+  return out
+end
+
 --- watchdog.start(opts) -> orch.Watchdog, or nil, message, ename
 function M.start(opts)
   check_options(opts)
@@ -632,6 +646,8 @@ function M.start(opts)
       return nil, err, en
     end
   end
+  nrunning = nrunning + 1
+  running[self] = nrunning
   self.task = orch.task(self._loop, self)
   return self
 end

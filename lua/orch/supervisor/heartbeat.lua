@@ -113,6 +113,14 @@ function hb.adopt(inst, run)
   arm(inst, run, b, b.start + c.timeout)
 end
 
+--- Seconds since the run's last beat (or since it became ready, when none
+-- came yet); nil while its deadline is not armed.
+function hb.age(run)
+  local b = run.beat
+  if not b or not b.start then return nil end
+  return orch.now() - last_beat(b)
+end
+
 function Beat:close()
   if self.timer then
     self.timer:stop()

@@ -285,6 +285,7 @@ function Sup:finish(code)
   cgroup.close(self)       -- before persist.close: it names the tree after the socket
   persist.close(self)
   self:release()
+  self:serve_http(nil, false)
   self.exit(code)
 end
 
@@ -336,10 +337,32 @@ function Sup:escalate()
   end)
 end
 
+--- sup.configure{ http = ... }: the supervisor's HTTP endpoint (orch.http:
+-- probes, metrics, status) started, moved to another address, or stopped
+-- (opts false). True, or nil, message, code when it cannot listen (the
+-- previous endpoint, if any, is closed either way).
+function Sup:serve_http(sup, opts)
+  if self.http_server then
+    self.http_server:close()
+    self.http_server = nil
+  end
+  if not opts then return true end
+  local serve = { supervisor = sup }
+  for k, v in pairs(opts) do serve[k] = v end
+  local ok, srv, err, code = pcall(require("orch.http").supervisor, serve)
+  if not ok then
+    error("bad argument #1 to 'configure' (option 'http': " .. tostring(srv):gsub("^bad argument #1 to '%w+' %(", ""), 3)
+  end
+  if not srv then return nil, err, code end
+  self.http_server = srv
+  self:log("http: listening on " .. srv.address)
+  return true
+end
+
 -- ---------------------------------------------------------------- public API
 
 local config_keys = { log = true, output = true, runtime_dir = true, heartbeat_key = true, exit = true, env = true,
-  persist = true, exit_when_idle = true, exit_on_fatal = true, cgroup = true }
+  persist = true, exit_when_idle = true, exit_on_fatal = true, cgroup = true, http = true }
 
 -- main: the module's own supervisor, the one `orch run` persists.
 local function new(main)
@@ -349,12 +372,20 @@ local function new(main)
 
   local function in_task() return orch.current() ~= nil end
 
-  --- sup.configure{ log, output, runtime_dir, heartbeat_key, env, exit }
+  --- sup.configure{ log, output, runtime_dir, heartbeat_key, env, exit,
+  -- http, ... }. Returns true, or nil, message, code when the HTTP endpoint
+  -- cannot listen.
   function sup.configure(opts)
     if type(opts) ~= "table" then error("bad argument #1 to 'configure' (table expected, got " .. type(opts) .. ")", 2) end
+    local http_opts
     for k, v in pairs(opts) do
       if not config_keys[k] then error("bad argument #1 to 'configure' (unknown option '" .. tostring(k) .. "')", 2) end
-      if k == "log" then
+      if k == "http" then
+        if v ~= false and (type(v) ~= "table" or v.listen == nil or v.supervisor ~= nil or v.routes ~= nil) then
+          error("bad argument #1 to 'configure' (option 'http': table { listen = ADDR } or false expected)", 2)
+        end
+        http_opts = v
+      elseif k == "log" then
         if v == false then v = function() end end
         if type(v) ~= "function" then error("bad argument #1 to 'configure' (option 'log': function or false expected)", 2) end
         S.log_fn = v
@@ -405,6 +436,9 @@ local function new(main)
         S.exit_on_fatal = v
       end
     end
+    -- Last: the endpoint starts (or moves, or stops) once every other
+    -- option is known good.
+    if http_opts ~= nil then return S:serve_http(sup, http_opts) end
     return true
   end
 
@@ -760,6 +794,7 @@ local function new(main)
     for _, h in ipairs(S.signal_handlers or {}) do h:stop() end
     S.signal_handlers = nil
     S:release()
+    S:serve_http(sup, false)
     if S.escalate_timer then S.escalate_timer:stop() S.escalate_timer = nil end
     if S.orphan_watch then S.orphan_watch:stop() S.orphan_watch = nil end
     cgroup.close(S)

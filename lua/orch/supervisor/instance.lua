@@ -192,6 +192,11 @@ local function record_exit(self, run, code, sig, reason)
   self.history = history
   history[#history + 1] = { time = orch.time(), code = code, signal = sig, runtime = runtime, reason = reason }
   if #history > HISTORY_MAX then table.remove(history, 1) end
+  -- Counted by kind for orch_service_exits_total (orch.http).
+  local kind = policy.exit_reason(self.cfg, run.user_stop, code, sig, reason)
+  local exits = self.exits or {}
+  self.exits = exits
+  exits[kind] = (exits[kind] or 0) + 1
   self.sup:hook(self, "on_exit", code, sig)
   return code and ("exited with code " .. code) or sig and ("killed by " .. sig) or "ended", runtime
 end

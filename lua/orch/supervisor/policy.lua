@@ -63,4 +63,31 @@ function policy.limit_reached(limit, starts, now)
   return #starts >= limit.burst
 end
 
+-- The reasons a supervisor gives for the ends it forces (or sees), by the
+-- start of its words, and the label each is counted under.
+local EXIT_REASONS = {
+  { "^health check failed", "health_check" }, { "^missed heartbeat", "heartbeat" },
+  { "^not ready after", "start_timeout" }, { "^limit exceeded", "limit" },
+  { "^killed by the OOM killer", "oom" }, { "^ready function", "not_ready" },
+  { "^notification fd", "not_ready" },
+}
+
+--- Why a run ended, as one word of a small fixed set (the `reason` label
+-- of orch_service_exits_total): "stopped" (asked to), "health_check",
+-- "heartbeat", "start_timeout", "limit", "oom", "not_ready", "lost" (its end
+-- was not seen or its process could not be killed), "success", "failure"
+-- (an exit code not in success_codes), "signal".
+function policy.exit_reason(cfg, user_stop, code, signal, reason)
+  if user_stop then return "stopped" end
+  if reason then
+    for _, r in ipairs(EXIT_REASONS) do
+      if reason:find(r[1]) then return r[2] end
+    end
+    if code == nil and signal == nil then return "lost" end
+  end
+  if signal then return "signal" end
+  if code ~= nil and cfg.success[code] then return "success" end
+  return "failure"
+end
+
 return policy
