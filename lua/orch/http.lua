@@ -25,7 +25,8 @@ local function send(conn, method, status, body, ctype)
   local head = string.format("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" ..
     "Cache-Control: no-store\r\nConnection: close\r\n\r\n", status, REASONS[status] or "Status",
     ctype or "text/plain; charset=utf-8", #body)
-  conn:write(head, method == "HEAD" and "" or body)
+  -- The server may have been closed (srv:close) while a route ran.
+  pcall(conn.write, conn, head, method == "HEAD" and "" or body)
 end
 
 -- %XX escapes of a query component.

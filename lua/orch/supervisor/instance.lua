@@ -39,6 +39,7 @@ local ready = lazy "orch.supervisor.ready"
 local log = lazy "orch.supervisor.log"
 local limits = lazy "orch.supervisor.limits"
 local hb = lazy "orch.supervisor.heartbeat"
+local health = lazy "orch.supervisor.health"
 local handoff = lazy "orch.supervisor.handoff"
 local adopt = lazy "orch.supervisor.adopt"
 local cgroup = require "orch.supervisor.cgroup"
@@ -153,6 +154,7 @@ local function become_running(self, run, how)
   if run.readiness then run.readiness:stop() end
   if self.cfg.limits then limits.start(self, run) end
   if self.cfg.heartbeat then hb.ready(self, run) end
+  if self.cfg.health then health.start(self, run) end
   if how then self:log("ready (%s)", how) end
   self:set_state("running")
   self.sup:hook(self, "on_ready")

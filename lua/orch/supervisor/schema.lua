@@ -283,6 +283,56 @@ local function check_heartbeat(v, path)
   return t
 end
 
+-- health = { http = "http://host:port/path" | tcp = "host:port" | fn,
+-- every, timeout, failures } (health.lua), or a function.
+local function check_host_port(host, port, p, v, what)
+  port = math.tointeger(tonumber(port))
+  if not port or port < 1 or port > 65535 then want(p, what, v) end
+  host = host:gsub("^%[(.*)%]$", "%1")
+  if host == "" then host = "127.0.0.1" end
+  return host, port
+end
+
+local function check_health_url(v, p)
+  local what = "URL \"http://host[:port]/path\""
+  check_string(v, p, nil, what)
+  local authority, path = v:match("^http://([^/?#]+)(.*)$")
+  if not authority or path:find("[%s%c]") then want(p, what, v) end
+  local host, port = authority:match("^(%[[%x:.]+%]):?(%d*)$")
+  if not host then host, port = authority:match("^([^:@]+):?(%d*)$") end
+  if not host then want(p, what, v) end
+  host, port = check_host_port(host, port ~= "" and port or "80", p, v, what)
+  if path == "" then path = "/" end
+  return { url = v, host = host, port = port, path = path, authority = authority }
+end
+
+local function check_health_tcp(v, p)
+  local what = "\"host:port\" or a port"
+  if math.type(v) == "integer" then v = tostring(v) end
+  check_string(v, p, nil, what)
+  local host, port = v:match("^%[([%x:.]+)%]:(%d+)$")
+  if not host then host, port = v:match("^([^:]*):(%d+)$") end
+  if not host then host, port = "", v:match("^(%d+)$") end
+  if not port then want(p, what, v) end
+  host, port = check_host_port(host, port, p, v, what)
+  return { host = host, port = port }
+end
+
+local function check_health(v, path)
+  if type(v) == "function" then v = { fn = v } end
+  local t = check_record(v, path, {
+    http = check_health_url, tcp = check_health_tcp, fn = check_function,
+    every = check_positive_seconds, timeout = check_positive_seconds,
+    failures = function(x, p) return check_number(x, p, 1, 1000, true) end,
+  }, "table or function")
+  local n = (t.http and 1 or 0) + (t.tcp and 1 or 0) + (t.fn and 1 or 0)
+  if n ~= 1 then fail(path, "exactly one of 'http', 'tcp' or 'fn' expected") end
+  t.every = t.every or 10
+  t.timeout = t.timeout or 2
+  t.failures = t.failures or 3
+  return t
+end
+
 local stop_mt = defaults_mt { signal = "TERM", timeout = 10, group = true, kill_timeout = 5 }
 local stop_fields = {
   signal = check_signal,
@@ -392,6 +442,7 @@ local fields = {
   start_timeout = check_positive_seconds,
   depends_on = check_depends,
   heartbeat = check_heartbeat,
+  health = check_health,
   stop = check_stop,
   limits = check_limits,
   log = check_log,
