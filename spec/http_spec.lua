@@ -305,3 +305,153 @@ describe("/metrics", function()
     assert(ok, err)
   end)
 end)
+
+describe("orch.http under hostile input", function()
+  -- Sends `bytes` (errors ignored: the server may close first) and reads
+  -- the answer until the server closes; returns it.
+  local function attempt(port, bytes)
+    local c = assert(orch.connect { port = port })
+    c:set_timeout(20)
+    orch.task(function() c:write(bytes) end)
+    local out = {}
+    while true do
+      local chunk = c:read()
+      if not chunk then break end
+      out[#out + 1] = chunk
+    end
+    c:close()
+    return table.concat(out)
+  end
+
+  it("answers malformed requests 4xx (or closes), parsed by libhttp-parser", function()
+    h.run(function()
+      local srv = assert(http.serve { listen = "127.0.0.1:0", routes = { ["/"] = function() return 200, "root\n" end } })
+      local cases = {
+        "GARBAGE\r\n\r\n",
+        "GET\r\n\r\n",
+        "GET / HTTP/9.9\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost x\r\n\r\n",
+        "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        "GET /x\0y HTTP/1.1\r\n\r\n",
+        "GET /\1 HTTP/1.1\r\n\r\n",
+        "\0\1\2\3\4\5\6\7\r\n\r\n",
+        "GET http://example.org/ HTTP/1.1\r\n\r\n",
+        "GET * HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        string.rep("\r\n", 5000),
+      }
+      for i, bytes in ipairs(cases) do
+        local out = attempt(srv.port, bytes)
+        assert.is_true(out == "" or out:match("^HTTP/1.1 4%d%d ") ~= nil, "case " .. i .. ": " .. out)
+      end
+      -- A body is never read: a POST is refused at once.
+      assert.matches("^HTTP/1.1 405 ", attempt(srv.port, "POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\nxx"))
+      -- The parser object's own contract.
+      local p = orch.httpparse.request()
+      assert.is_false(p:feed("GET /a?b=c%20d HTTP/1.0\r\nX-Y:  z \r\n"))
+      local r = p:feed("\r\n")
+      assert.are.same({ "GET", "/a", "b=c%20d", "1.0", "z" }, { r.method, r.path, r.query_string, r.version, r.headers["x-y"] })
+      assert.has_error(function() p:feed("x") end, "feed: the request is already complete")
+      p:close()
+      assert.has_error(function() p:feed("x") end, "attempt to use a closed orch.HttpParser")
+      local q = orch.httpparse.request()
+      local ok, err, code = q:feed("BREW / HTTP/1.1\r\n\r\n")
+      assert.are.same({ nil, "http: invalid HTTP method", "HPE_INVALID_METHOD" }, { ok, err, code })
+      h.check_raises {
+        { function() orch.httpparse.request { max_head = 1 } end, "option 'max_head'" },
+        { function() orch.httpparse.request { nope = 1 } end, "unknown option 'nope'" },
+        { function() orch.httpparse.request():feed() end, "bad argument #1 to 'feed'" },
+      }
+      srv:close()
+    end)
+  end)
+
+  it("refuses a 1 MB header with 431 after max_request bytes, and a slow client with 408 at its deadline", function()
+    h.run(function()
+      local srv = assert(http.serve { listen = "127.0.0.1:0", timeout = 0.5,
+        routes = { ["/"] = function() return 200, "root\n" end } })
+      local heap0 = collectgarbage("count")
+      local out = attempt(srv.port, "GET / HTTP/1.1\r\nX-Big: " .. string.rep("a", 1024 * 1024) .. "\r\n\r\n")
+      assert.matches("^HTTP/1.1 431 ", out)
+      -- The same in many small headers.
+      local many = {}
+      for i = 1, 20000 do many[i] = "X-" .. i .. ": v\r\n" end
+      assert.matches("^HTTP/1.1 431 ", attempt(srv.port, "GET / HTTP/1.1\r\n" .. table.concat(many) .. "\r\n"))
+      many = nil
+      -- A client that sends a byte every 50 ms never finishes its head: it
+      -- gets no more than `timeout` in all.
+      local c = assert(orch.connect { port = srv.port })
+      local trickle = orch.task(function()
+        for ch in ("GET / HTTP/1.1\r\nX-Slow: " .. string.rep("s", 1000)):gmatch(".") do
+          if not c:write(ch) then return end
+          orch.sleep(0.05)
+        end
+      end)
+      c:set_timeout(20)
+      local got = c:read_all()
+      trickle:cancel()
+      c:close()
+      assert.matches("^HTTP/1.1 408 ", got)
+      h.eventually(function() return srv.n == 0 end, "no connection left")
+      -- The 1 MB request never sat in memory.
+      collectgarbage()
+      assert.is_true(collectgarbage("count") - heap0 < 512, "heap grew by " .. (collectgarbage("count") - heap0) .. " KiB")
+      assert.matches("root\n$", raw(srv.port, "GET / HTTP/1.1\r\n\r\n"))
+      srv:close()
+    end, 60)
+  end)
+
+  it("survives 1,000 concurrent connections: refused or served, bounded memory, the service untouched", function()
+    local o = u.start([[
+local sup = require "orch.supervisor"
+sup.configure { runtime_dir = DIR, http = { listen = "127.0.0.1:0", timeout = 2 } }
+sup.service { name = "web", cmd = { "sleep", "1000" } }
+sup.run()
+]])
+    local ok, err = pcall(function()
+      local port = u.until_true(function()
+        return tonumber(h.slurp(o.dir .. "/err"):match("http: listening on 127%.0%.0%.1:(%d+)"))
+      end, "the listening line")
+      u.until_true(function() local s = u.status(o) return s.web and s.web.state == "running" end, "web running")
+      local pid = u.status(o).web.pid
+      local rss0 = orch.proc.info(o.pid).rss
+      h.run(function()
+        local conns, answered, refused = {}, 0, 0
+        for i = 1, 1000 do
+          local c = orch.connect { port = port }
+          if c then conns[#conns + 1] = c end
+          if i % 100 == 0 then orch.sleep(0) end
+        end
+        -- Half of them send a request head that never ends, half send a
+        -- whole request: each is served, refused (closed) or timed out.
+        local tasks = {}
+        for i, c in ipairs(conns) do
+          tasks[#tasks + 1] = orch.task(function()
+            c:set_timeout(30)
+            c:write(i % 2 == 0 and "GET /healthz HTTP/1.1\r\n\r\n" or "GET /healthz HTTP/1.1\r\nX: ")
+            local out = c:read_all() or ""
+            c:close()
+            if out:match("^HTTP/1.1 200 ") then answered = answered + 1
+            else
+              assert(out == "" or out:match("^HTTP/1.1 408 "), out)
+              refused = refused + 1
+            end
+          end)
+        end
+        for _, t in ipairs(tasks) do t:join() end
+        assert.are.equal(#conns, answered + refused)
+        assert.is_true(answered > 0)
+        -- Still serving, afterwards.
+        assert.are.same({ 200, "ok\n" }, { curl("http://127.0.0.1:" .. port .. "/healthz") })
+      end, 120)
+      local s = u.status(o).web
+      assert.are.same({ "running", pid, 0 }, { s.state, s.pid, s.restarts })
+      local grew = orch.proc.info(o.pid).rss - rss0
+      assert.is_true(grew < 16 * 1024 * 1024, "orch's RSS grew by " .. grew .. " bytes")
+    end)
+    u.stop(o)
+    assert(ok, err)
+  end)
+end)

@@ -25,6 +25,7 @@
   X(logfile)   /* l_logfile.c: log files opened without trusting the path */ \
   X(term)      /* l_term.c: line editing */ \
   X(cgroup)    /* l_cgroup.c (mechanism: cgroup.c) */ \
+  X(httpparse) /* l_http.c: HTTP request parser (libhttp-parser) */ \
   X(ctl)       /* l_ctl.c: control-plane helpers, not merged into orch */
 
 #define X(name) int orch__open_##name(lua_State *L);

@@ -14,6 +14,9 @@ local orch = require "orch"
 
 local M = {}
 
+-- Bytes asked of a connection per read.
+local READ_CHUNK = 4096
+
 local REASONS = {
   [200] = "OK", [400] = "Bad Request", [404] = "Not Found", [405] = "Method Not Allowed",
   [408] = "Request Timeout", [413] = "Content Too Large", [431] = "Request Header Fields Too Large",
@@ -34,28 +37,41 @@ local function unescape(s)
   return (s:gsub("+", " "):gsub("%%(%x%x)", function(x) return string.char(tonumber(x, 16)) end))
 end
 
---- Parses a request head (the bytes before the blank line): the request
--- line and headers. Returns { method, path, query = {k = v}, headers =
--- {lower-case name = value} } or nil, status.
-function M.parse_request(head)
-  local line, rest = head:match("^([^\r\n]*)\r?\n?(.*)$")
-  local method, target, version = line:match("^(%u+) (%S+) HTTP/(%d%.%d)$")
-  if not method then return nil, 400 end
-  if version ~= "1.1" and version ~= "1.0" then return nil, 400 end
-  -- Only the characters a URI may hold (RFC 3986): no control bytes.
-  if target:sub(1, 1) ~= "/" or not target:match("^[%w%-%._~:/%?#%[%]@!%$&'%(%)%*%+,;=%%]+$") then return nil, 400 end
-  local path, qs = target:match("^([^?#]*)%??([^#]*)")
-  local req = { method = method, path = path, query = {}, headers = {}, version = version }
-  for pair in qs:gmatch("[^&]+") do
+-- The status of a request the parser refused.
+local function refusal(code)
+  if code == "HPE_HEADER_OVERFLOW" then return 431, "request too large\n" end
+  return 400, "bad request\n"
+end
+
+-- The request table of orch.HttpParser's result: query decoded.
+local function request_of(r)
+  local req = { method = r.method, path = r.path, query = {}, headers = r.headers, version = r.version,
+                target = r.target }
+  -- Only origin-form targets ("/path?query"): no absolute URL, no "*".
+  if not req.path or r.target:sub(1, 1) ~= "/" then return nil, 400 end
+  if r.version ~= "1.1" and r.version ~= "1.0" then return nil, 400 end
+  -- The library (built lenient) lets a space into a header name: a field
+  -- name is a token (RFC 9110).
+  for k in pairs(r.headers) do
+    if not k:match("^[%w!#$%%&'*+.^_`|~-]+$") then return nil, 400 end
+  end
+  for pair in (r.query_string or ""):gmatch("[^&]+") do
     local k, v = pair:match("^([^=]*)=?(.*)$")
     req.query[unescape(k)] = unescape(v)
   end
-  for hl in rest:gmatch("[^\r\n]+") do
-    local k, v = hl:match("^([%w!#$%%&'*+.^_`|~-]+):[ \t]*(.-)[ \t]*$")
-    if not k then return nil, 400 end
-    req.headers[k:lower()] = v
-  end
   return req
+end
+
+--- Parses a request head (the bytes before the blank line) with the HTTP
+-- parser (orch.httpparse): the request line and headers. Returns
+-- { method, path, query = {k = v}, headers = {lower-case name = value},
+-- version, target } or nil, status (400, 431).
+function M.parse_request(head)
+  if type(head) ~= "string" then error("bad argument #1 to 'parse_request' (string expected, got " .. type(head) .. ")", 2) end
+  local p <close> = orch.httpparse.request { max_head = math.max(64, #head + 4) }
+  local r, _, code = p:feed(head .. "\r\n\r\n")
+  if not r then return nil, (refusal(code or "HPE_INVALID_EOF_STATE")) end
+  return request_of(r)
 end
 
 local check = require "orch.check"
@@ -108,26 +124,35 @@ function M.serve(opts)
   local srv = { listener = listener, port = listener.port, conns = {}, n = 0 }
   srv.address = spec.unix or string.format("%s:%d", spec.host or "127.0.0.1", listener.port)
 
+  -- One request per connection, read with orch's streams and parsed by
+  -- orch.httpparse. The whole request has `timeout` seconds (a client that
+  -- sends a byte now and then gets no more time than a silent one) and
+  -- `max_request` bytes of head; no body is accepted.
   local function handle(conn)
-    conn:set_timeout(timeout)
-    local buf = {}
-    local size = 0
-    local head
+    local deadline = orch.now() + timeout
+    local parser <close> = orch.httpparse.request { max_head = math.max(64, max_request) }
+    local r, _, pcode
     while true do
-      local chunk, rerr, rcode = conn:read(max_request + 1 - size)
+      local left = deadline - orch.now()
+      if left <= 0 then send(conn, "GET", 408, "request timeout\n") return end
+      conn:set_timeout(left)
+      local chunk, _, rcode = conn:read(READ_CHUNK)
       if not chunk then
-        if rcode == "ETIMEDOUT" then send(conn, "GET", 408, "request timeout\n") end
-        return
+        if rcode == "ETIMEDOUT" then send(conn, "GET", 408, "request timeout\n") return end
+        if rcode then return end                  -- reset by the peer
+        r, _, pcode = parser:finish()          -- the client closed its side
+        if not r and pcode == "HPE_INVALID_EOF_STATE" then return end
+        break
       end
-      buf[#buf + 1] = chunk
-      size = size + #chunk
-      local all = table.concat(buf)
-      local e = all:find("\r?\n\r?\n")
-      if e then head = all:sub(1, e - 1) break end
-      if size > max_request then send(conn, "GET", 431, "request too large\n") return end
-      buf = { all }
+      r, _, pcode = parser:feed(chunk)
+      if r ~= false then break end
     end
-    local req, status = M.parse_request(head)
+    if not r then
+      local st, body = refusal(pcode)
+      send(conn, "GET", st, body)
+      return
+    end
+    local req, status = request_of(r)
     if not req then send(conn, "GET", status, "bad request\n") return end
     if req.method ~= "GET" and req.method ~= "HEAD" then send(conn, "GET", 405, "only GET and HEAD\n") return end
     local route = opts.routes[req.path]

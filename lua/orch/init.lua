@@ -9,7 +9,7 @@ local orch = {}
 -- to the control plane). Each pushes a table whose functions become orch.*
 -- and whose sub-tables (orch.proc, orch.timer, ...) are merged by key.
 local public = { "core", "timer", "signal", "proc", "daemon", "stream", "shm", "mmap",
-                 "sem", "msg", "ipc", "heartbeat", "logfile", "term", "cgroup" }
+                 "sem", "msg", "ipc", "heartbeat", "logfile", "term", "cgroup", "httpparse" }
 
 for _, name in ipairs(public) do
   local m = assert(core[name], "orch.core." .. name .. " is missing")
