@@ -1,5 +1,6 @@
 /*
- * l_term.c: orch.term, standard input for `orch repl` and `orch attach`.
+ * l_term.c: orch.term, standard input for `orch repl`, `orch attach` and
+ * `orch top` (raw mode, keys as bytes, the window's size).
  * Lines are read through the loop so tasks and timers keep running while a
  * prompt waits: on a terminal with libedit's readline callback interface
  * (line editing, history), driven by a uv_poll_t on fd 0; on a pipe or a
@@ -30,7 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #ifdef ORCH_HAVE_EDITLINE
@@ -70,6 +73,9 @@ typedef struct term_state {
   int editing;              /* libedit's handler is installed */
   char *edit_line;          /* the line libedit handed over */
   int edit_done;            /* 1: a line, 2: end of file */
+  int want_bytes;           /* the reader asked for bytes (read), not a line */
+  int raw;                  /* fd 0 is in raw mode; `cooked` restores it */
+  struct termios cooked;
 } term_state;
 
 #ifdef ORCH_HAVE_EDITLINE
@@ -130,11 +136,19 @@ static void edit_stop(term_state *st) {
 #endif
 }
 
+static void raw_off(term_state *st) {
+  if (!st->raw) return;
+  st->raw = 0;
+  int r;
+  do r = tcsetattr(0, TCSADRAIN, &st->cooked); while (r < 0 && errno == EINTR);
+}
+
 static void close_hook(orch_runtime *rt, void *data) {
   term_state *st = data;
   *orch__slot(rt, ORCH__SLOT_TERM) = NULL;
   st->reader = st->waiter = NULL;
   edit_stop(st);
+  raw_off(st);            /* the terminal goes back as it was found */
 #ifdef ORCH_HAVE_EDITLINE
   if (edit_owner == st) edit_owner = NULL;
 #endif
@@ -154,6 +168,7 @@ static void fork_hook(orch_runtime *rt, void *data) {
   term_state *st = data;
   st->reader = st->waiter = NULL;
   st->polling = 0;
+  st->raw = 0;
 #ifdef ORCH_HAVE_EDITLINE
   st->editing = 0;
   if (edit_owner == st) edit_owner = NULL;
@@ -241,9 +256,28 @@ static int buffered_result(lua_State *L, term_state *st) {
   return 0;
 }
 
+/* Pushes what orch.term.read answers from the buffer (every byte in it, an
+ * error, or the end of input) and returns the count, or 0 when more input
+ * is needed. */
+static int bytes_result(lua_State *L, term_state *st) {
+  if (st->len > 0) {
+    lua_pushlstring(L, st->buf, st->len);
+    st->len = 0;
+    st->skipping = 0;
+    return 1;
+  }
+  if (st->read_err) {
+    int e = st->read_err;
+    st->read_err = 0;
+    return orch__fail(L, "read", e);
+  }
+  if (st->eof) { lua_pushnil(L); return 1; }
+  return 0;
+}
+
 static void deliver(term_state *st) {
   if (!st->reader) return;
-  int n = buffered_result(st->reader, st);
+  int n = st->want_bytes ? bytes_result(st->reader, st) : buffered_result(st->reader, st);
   if (n > 0) wake_reader(st, n);
 }
 
@@ -415,8 +449,9 @@ static int poll_start(term_state *st) {
   return r;
 }
 
-/* Chooses how fd 0 is read, once. */
-static int choose_mode(term_state *st) {
+/* Chooses how fd 0 is read, once (line editing only when allowed: a raw
+ * reader wants the keys themselves). */
+static int choose_mode(term_state *st, int allow_edit) {
   if (st->mode != M_NONE) return 0;
   int tty = isatty(0);
   int flags = fcntl(0, F_GETFL);
@@ -440,7 +475,7 @@ static int choose_mode(term_state *st) {
   st->mode = M_POLL;
 #ifdef ORCH_HAVE_EDITLINE
   const char *noedit = getenv("ORCH_NO_EDITLINE");
-  if (tty && !(noedit && *noedit)) {
+  if (tty && allow_edit && !(noedit && *noedit)) {
     if (edit_init()) {
       st->mode = M_EDIT;
     } else {
@@ -454,6 +489,7 @@ static int choose_mode(term_state *st) {
   }
 #else
   (void)tty;
+  (void)allow_edit;
 #endif
   return 0;
 }
@@ -521,7 +557,7 @@ static int term_readline(lua_State *L) {
   orch__check_task(L, "orch.term.readline");
   term_state *st = get_state(L);
   if (st->reader) return luaL_error(L, "orch.term.readline: another task is already reading standard input");
-  int r = choose_mode(st);
+  int r = choose_mode(st, 1);
   if (r < 0) return orch__fail_uv(L, "readline", r);
   r = start_signal(st, &st->sigint, SIGINT, sigint_cb);
   if (r < 0) return orch__fail_uv(L, "readline", r);
@@ -541,6 +577,7 @@ static int term_readline(lua_State *L) {
     return orch__await(L, -1, "readline", cancel_read, st);
   }
 #endif
+  st->want_bytes = 0;
   int n = buffered_result(L, st);
   if (n > 0) return n;
   if (plen > 0) { fwrite(prompt, 1, plen, stdout); fflush(stdout); }
@@ -553,6 +590,73 @@ static int term_readline(lua_State *L) {
   }
   st->reader = L;
   return orch__await(L, -1, "readline", cancel_read, st);
+}
+
+/* orch.term.read([timeout]): the bytes standard input has (keys, in raw
+ * mode), as they come. */
+static int term_read(lua_State *L) {
+  double timeout = orch__optseconds(L, 1, -1);
+  orch__check_nargs(L, 1);
+  orch__check_task(L, "orch.term.read");
+  term_state *st = get_state(L);
+  if (st->reader) return luaL_error(L, "orch.term.read: another task is already reading standard input");
+  int r = choose_mode(st, 0);
+  if (r < 0) return orch__fail_uv(L, "read", r);
+  if (st->mode == M_EDIT)
+    return orch__failf(L, "EBUSY", "read: standard input is read by line editing (orch.term.readline)");
+  st->want_bytes = 1;
+  int n = bytes_result(L, st);
+  if (n > 0) return n;
+  if (st->mode == M_FILE) {
+    file_read_start(st);
+    if (st->read_err) return bytes_result(L, st);
+  } else {
+    r = poll_start(st);
+    if (r < 0) return orch__fail_uv(L, "read", r);
+  }
+  st->reader = L;
+  return orch__await(L, timeout, "read", cancel_read, st);
+}
+
+/* orch.term.raw(on): keys one by one, without echo (ISIG stays: Ctrl-C is
+ * still SIGINT); off restores the mode found. */
+static int term_raw(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TBOOLEAN);
+  int on = lua_toboolean(L, 1);
+  orch__check_nargs(L, 1);
+  term_state *st = get_state(L);
+  if (!on) {
+    raw_off(st);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (st->raw) { lua_pushboolean(L, 1); return 1; }
+  if (!isatty(0)) return orch__fail(L, "raw", ENOTTY);
+  struct termios t;
+  if (tcgetattr(0, &t) < 0) return orch__fail(L, "raw", errno);
+  st->cooked = t;
+  t.c_lflag &= ~(tcflag_t)(ICANON | ECHO | IEXTEN);
+  t.c_iflag &= ~(tcflag_t)(IXON | ICRNL);
+  t.c_cc[VMIN] = 1;
+  t.c_cc[VTIME] = 0;
+  int r;
+  do r = tcsetattr(0, TCSADRAIN, &t); while (r < 0 && errno == EINTR);
+  if (r < 0) return orch__fail(L, "raw", errno);
+  st->raw = 1;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* orch.term.size([fd]): rows, columns of the terminal on fd (default 1). */
+static int term_size(lua_State *L) {
+  lua_Integer fd = luaL_optinteger(L, 1, 1);
+  orch__check_nargs(L, 1);
+  if (fd < 0 || fd > 0x7fffffff) return luaL_argerror(L, 1, "file descriptor expected");
+  struct winsize w;
+  if (ioctl((int)fd, TIOCGWINSZ, &w) < 0) return orch__fail(L, "size", errno);
+  lua_pushinteger(L, w.ws_row);
+  lua_pushinteger(L, w.ws_col);
+  return 2;
 }
 
 static int term_wait_interrupt(lua_State *L) {
@@ -700,6 +804,7 @@ int orch__open_term(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"readline", term_readline}, {"wait_interrupt", term_wait_interrupt},
     {"write", term_write}, {"isatty", term_isatty},
+    {"read", term_read}, {"raw", term_raw}, {"size", term_size},
     {"add_history", term_add_history}, {"read_history", term_read_history},
     {"write_history", term_write_history}, {NULL, NULL}
   };
