@@ -15,7 +15,9 @@ sup.run()
 
 -- The modules the client must not load, relative to lua/orch/.
 local function server_modules()
-  local list = { "repl.lua", "scheduler.lua", "watchdog.lua", "http.lua", "import.lua", "sdnotify.lua" }
+  -- ctl.lua is the server half of the control plane; the client's is
+  -- ctl/client.lua.
+  local list = { "ctl.lua", "repl.lua", "scheduler.lua", "watchdog.lua", "http.lua", "import.lua", "sdnotify.lua" }
   for f in h.sh("ls lua/orch/supervisor"):gmatch("[^\n]+") do
     if f:match("%.lua$") then list[#list + 1] = "supervisor/" .. f end
   end
@@ -44,14 +46,14 @@ describe("orch ctl, the client", function()
 
   it("shadows the server-side modules (the test's own check)", function()
     assert.is_true(#mods > 5)
-    for _, m in ipairs { "orch.supervisor", "orch.supervisor.instance", "orch.repl" } do
+    for _, m in ipairs { "orch.supervisor", "orch.supervisor.instance", "orch.repl", "orch.ctl" } do
       local code, _, err = h.cli({ "-e", "require '" .. m .. "'" }, nil, { ORCH_LUA_DIR = shadow })
       assert.are_not.equal(0, code)
       assert.truthy(err:find("orch ctl loaded", 1, true), err)
     end
   end)
 
-  it("answers ping, status and --json status without loading the supervisor or the REPL", function()
+  it("answers ping, status and --json status without loading the supervisor, the REPL or the ctl server", function()
     local env = { ORCH_LUA_DIR = shadow }
     local code, out, err = h.cli({ "ctl", "--socket", o.sock, "ping" }, nil, env)
     assert.are.equal(0, code, err)

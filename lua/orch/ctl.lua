@@ -1,6 +1,7 @@
 --- orch.ctl: the control plane. The server side (a unix socket a running
 -- orchestrator listens on; newline-delimited JSON requests and replies, see
--- doc/ctl.md) and the client side used by `orch ctl` and `orch attach`.
+-- doc/ctl.md), and the client side used by `orch ctl` and `orch attach`
+-- (orch.ctl.client, re-exported here).
 local orch = require "orch"
 local check = require "orch.check"
 local C = require "orch.core.ctl"
@@ -8,79 +9,27 @@ local C = require "orch.core.ctl"
 -- server side only: `orch ctl` (the client) never loads them.
 local function repl() return require "orch.repl" end
 
+-- The client half (encoding, the socket directory, connections) is
+-- orch.ctl.client, which `orch ctl` loads alone.
+local client = require "orch.ctl.client"
+
 local ctl = {}
 
-local json = require("cjson").new()
-json.encode_sparse_array(true)
-json.decode_max_depth(64)
-json.encode_max_depth(64)
-
 ctl.MAX_LINE = 65536            -- longest request line
-ctl.MAX_REPLY = 64 * 1024 * 1024 -- longest reply line a client accepts
 ctl.MAX_CONNECTIONS = 32
 ctl.IDLE_TIMEOUT = 30           -- seconds a connection may stay silent
 ctl.MAX_OUTPUT = 1024 * 1024    -- captured print output / result text per eval
 ctl.FOLLOW_BUFFER = 1024 * 1024 -- bytes queued for a `tail -f` client before it is dropped
 
--- Fields holding lists: cjson writes an empty table as {}, these become [].
-local list_fields = { "services", "lines", "kept", "added", "stopped", "restarted" }
+local RAW_ID = client._RAW_ID
+for _, k in ipairs { "encode", "decode", "socket_dir", "ensure_socket_dir", "connect" } do ctl[k] = client[k] end
+ctl.MAX_REPLY = client.MAX_REPLY
 
--- JSON text is UTF-8. A string that is not (a request's bytes echoed in an
--- error, a service's output line, eval's output) has each byte that starts
--- no valid sequence replaced by U+FFFD.
-local function fix_utf8(s)
-  local out, i = {}, 1
-  while true do
-    local ok, bad = utf8.len(s, i)
-    if ok then out[#out + 1] = s:sub(i); break end
-    out[#out + 1] = s:sub(i, bad - 1)
-    out[#out + 1] = "\u{FFFD}"
-    i = bad + 1
-  end
-  return table.concat(out)
-end
-
--- A copy of v whose strings (keys too) are valid UTF-8; tables are copied
--- only where something changed.
-local function clean_utf8(v, depth)
-  if type(v) == "string" then return utf8.len(v) and v or fix_utf8(v) end
-  if type(v) ~= "table" or depth > 64 then return v end
-  local copy
-  for k, x in pairs(v) do
-    local ck, cx = clean_utf8(k, depth + 1), clean_utf8(x, depth + 1)
-    if ck ~= k or cx ~= x then
-      copy = copy or {}
-      copy[#copy + 1] = { k, ck, cx }
-    end
-  end
-  if not copy then return v end
-  local t = {}
-  for k, x in pairs(v) do t[k] = x end
-  for _, f in ipairs(copy) do
-    t[f[1]] = nil
-    t[f[2]] = f[3]
-  end
-  return t
-end
-
--- A private key: a reply carrying it has its `id` written as this raw JSON
--- text (a request's numeric id, echoed digit for digit).
-local RAW_ID = {}
-
---- Encodes a reply or request as one line of JSON (no newline).
-function ctl.encode(t)
-  local raw = type(t) == "table" and rawget(t, RAW_ID)
-  if raw then t[RAW_ID] = nil end
-  local ok, s = pcall(json.encode, t)
-  if raw then t[RAW_ID] = raw end
-  if not ok then error(s, 0) end
-  -- One C call checks the common case: nothing to fix.
-  if not utf8.len(s) then s = json.encode(clean_utf8(t, 0)) end
-  if raw then s = '{"id":' .. raw .. (s == "{}" and "}" or "," .. s:sub(2)) end
-  -- Most messages (every line a `tail -f` streams) have no empty table.
-  if not s:find(":{}", 1, true) then return s end
-  for _, f in ipairs(list_fields) do s = s:gsub('"' .. f .. '":{}', '"' .. f .. '":[]') end
-  return s
+local function basename(p) return (p:gsub("/+$", ""):match("([^/]*)$")) end
+local function dirname(p)
+  local d = p:match("^(.*)/[^/]*$")
+  if d == nil then return "." end
+  return d == "" and "/" or d
 end
 
 -- The end of the JSON string starting at s[i] (a quote).
@@ -132,70 +81,6 @@ local function raw_member(line, key)
     if not i or line:sub(i, i) == "}" then break end
   end
   return found
-end
-
--- cjson reads every number as a float: integral ones become integers
--- again (pids, counts, signal numbers).
-local function integers(v)
-  if type(v) == "number" then return math.tointeger(v) or v end
-  if type(v) ~= "table" then return v end
-  local fix = {}
-  for k, x in pairs(v) do
-    local ik = integers(k)
-    local ix = integers(x)
-    -- 1 == 1.0 in Lua: compare the subtypes.
-    if math.type(ik) ~= math.type(k) or math.type(ix) ~= math.type(x) then fix[#fix + 1] = { k, ik, ix } end
-  end
-  for _, f in ipairs(fix) do
-    v[f[1]] = nil
-    v[f[2]] = f[3]
-  end
-  return v
-end
-
---- Decodes one line; returns the value or nil, message. Integral numbers
--- are Lua integers.
-function ctl.decode(line)
-  local ok, v = pcall(json.decode, line)
-  if not ok then return nil, (tostring(v):gsub("^.-:%d+: ", "")) end
-  return integers(v)
-end
-
----------------------------------------------------------------- paths
-
-local function basename(p) return (p:gsub("/+$", ""):match("([^/]*)$")) end
-local function dirname(p)
-  local d = p:match("^(.*)/[^/]*$")
-  if d == nil then return "." end
-  return d == "" and "/" or d
-end
-
---- The directory holding the default sockets: /run/orch for root,
--- $XDG_RUNTIME_DIR/orch otherwise (/tmp/orch-<uid> without it).
-function ctl.socket_dir()
-  local uid = C.getuid()
-  if uid == 0 then return "/run/orch" end
-  local x = os.getenv("XDG_RUNTIME_DIR")
-  if x and x ~= "" then return x .. "/orch" end
-  return "/tmp/orch-" .. uid
-end
-
---- Creates the default socket directory (0700) or checks the one that
--- exists: a real directory (not a symbolic link) owned by orch's uid, then
--- narrowed to 0700. Anyone may create /tmp/orch-<uid> first: that one is
--- refused, never used. Returns the directory, or nil, message (with what to
--- do), code (doc/security.md#the-runtime-directory).
-function ctl.ensure_socket_dir()
-  local dir = ctl.socket_dir()
-  if C.getuid() ~= 0 then C.secure_dir(dirname(dir), false) end
-  local ok, err, code = C.secure_dir(dir, true)
-  if ok then return dir end
-  if code == "EPERM" or code == "ENOTDIR" then
-    err = ("refused the runtime directory %s: %s; another user could replace the sockets in it "
-      .. "(remove it if it is not yours, set XDG_RUNTIME_DIR to a private directory, "
-      .. "or give --socket PATH; see doc/security.md)"):format(dir, err)
-  end
-  return nil, err, code
 end
 
 --- The default socket of a script: <socket_dir>/<script name>.sock
@@ -968,49 +853,5 @@ function ctl.autostart(opts)
   sd.ready()
   return ctl.server
 end
-
----------------------------------------------------------------- the client
-
-local Client = {}
-Client.__index = Client
-
---- Connects to a control socket. Returns a client or nil, message, code.
-function ctl.connect(path, timeout)
-  local conn, err, code = orch.connect{ unix = path, timeout = timeout or 10 }
-  if not conn then return nil, err, code end
-  return setmetatable({ conn = conn, path = path, next_id = 0 }, Client)
-end
-
---- Sends one request and waits for its reply (a table). Returns the reply,
--- or nil, message, code when the connection failed.
-function Client:request(req, timeout)
-  local ok, err, code = self.conn:write(ctl.encode(req) .. "\n")
-  if not ok then
-    -- A server that refuses a peer replies and closes without reading the
-    -- request, so the write may fail with EPIPE while the refusal is
-    -- already waiting in the socket: read it before giving up.
-    local reply = (code == "EPIPE" or code == "ECONNRESET") and self:receive(timeout)
-    if reply then return reply end
-    return nil, err, code
-  end
-  return self:receive(timeout)
-end
-
---- Reads the next reply line (also the `{"line": ...}` messages of a tail
--- that follows). Returns the decoded table, or nil, message, code.
-function Client:receive(timeout)
-  self.conn:set_timeout(timeout)
-  local line, err, code = self.conn:read_line(ctl.MAX_REPLY)
-  if not line then
-    if err == nil then return nil, "the orchestrator closed the connection", "EOF" end
-    return nil, err, code
-  end
-  local v, derr = ctl.decode(line)
-  if type(v) ~= "table" then return nil, "malformed reply: " .. tostring(derr), "EPROTO" end
-  return v
-end
-
-function Client:close() self.conn:close() return true end
-Client.__close = Client.close
 
 return ctl

@@ -51,7 +51,7 @@ function M.find_socket(explicit)
   if explicit then return explicit end
   local env = os.getenv("ORCH_SOCKET")
   if env and env ~= "" then return env end
-  local ctl = require "orch.ctl"
+  local ctl = require "orch.ctl.client"
   local C = require "orch.core.ctl"
   -- A default directory another user created could hold their socket: a
   -- client would send its requests (eval code included) to them and trust
@@ -263,7 +263,7 @@ end
 
 function M.main(argv)
   local orch = require "orch"
-  local ctl = require "orch.ctl"
+  local ctl = require "orch.ctl.client"
   local function finish(code) return orch.exit(code) end
   local opts, rest = M.parse_options(argv, { ["--socket"] = "value", ["--json"] = true, ["--timeout"] = "value" })
   if not opts then return finish(usage_error("%s", rest)) end

@@ -32,7 +32,7 @@ local PART = 200   -- descriptors per reply datagram (the kernel allows 253)
 
 function M.main(argv)
   local orch = require "orch"
-  local ctl = require "orch.ctl"
+  local ctl = require "orch.ctl.client"
   local C = require "orch.core.ctl"
   local path = argv[1]
   local orch_pid, orch_start = math.tointeger(tonumber(argv[2] or "")), math.tointeger(tonumber(argv[3] or ""))
