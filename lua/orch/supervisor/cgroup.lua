@@ -314,9 +314,16 @@ end
 --- Signals every process of the run's cgroup. True when it has one.
 function M.signal(run, sig)
   local cg = run.cgroup
-  if not cg or not cg:populated() then return false end
-  if sig == "KILL" or sig == 9 then cg:kill() else cg:kill(sig) end
-  return true
+  if not cg then return false end
+  if sig == "KILL" or sig == 9 then
+    if not cg:populated() then return false end
+    cg:kill()
+    return true
+  end
+  -- Another signal goes to each listed process: the count says whether
+  -- there was any (no cgroup.events read first: a stop signals hundreds).
+  local n = cg:kill(sig)
+  return n ~= nil and n > 0
 end
 
 --- Is pid a member of the run's cgroup (or of a cgroup below it)?
