@@ -85,3 +85,48 @@ describe("orch.ipc.ftok", function()
     }
   end)
 end)
+
+describe("the spin before a SysV wait", function()
+  -- Before a semop/msgrcv/msgsnd that would block becomes a waiter-thread
+  -- job, the loop thread retries it for up to $ORCH_IPC_SPIN_US µs (0: off).
+  -- Both paths must give the same results.
+  local script = [[
+    local q <close> = assert(orch.msg.private())
+    local s <close> = assert(orch.sem.private{ n = 2, init = 0, undo = false })
+    local n = 300
+    local child = assert(orch.fork(function()
+      for i = 1, n do
+        local _, data = assert(q:recv{ type = 1 })
+        assert(q:send(2, data .. "!"))
+        assert(s:semop{ { 0, -1 }, { 1, 1 } })
+      end
+    end))
+    local ok = 0
+    for i = 1, n do
+      assert(q:send(1, tostring(i)))
+      local _, data = assert(q:recv{ type = 2 })
+      s:post(0)
+      assert(s:wait(1))
+      if data == i .. "!" then ok = ok + 1 end
+    end
+    child:wait()
+    -- Many waits that nothing will satisfy, started at once: each ends by
+    -- its timeout, and the loop keeps serving meanwhile.
+    local ticks = 0
+    local t = orch.timer.every(0.001, function() ticks = ticks + 1 end)
+    local waiters = {}
+    for i = 1, 200 do waiters[i] = orch.task(function() return s:wait(0, 0.2) end) end
+    local timedout = 0
+    for i = 1, 200 do if select(3, waiters[i]:join()) == "ETIMEDOUT" then timedout = timedout + 1 end end
+    t:stop()
+    q:remove() s:remove()
+    print(ok, timedout, ticks > 0)
+  ]]
+  for _, spin in ipairs({ "0", "50", "1000" }) do
+    it("ORCH_IPC_SPIN_US=" .. spin, function()
+      local code, out, err = h.cli({ "-e", script }, nil, { ORCH_IPC_SPIN_US = spin })
+      assert.are.equal(0, code, err)
+      assert.are.equal("300\t200\ttrue\n", out)
+    end)
+  end
+end)

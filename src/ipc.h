@@ -59,6 +59,22 @@ typedef struct {
 void orch__ipc_optperm(lua_State *L, int idx, orch__ipc_perm_opts *o);
 void orch__ipc_applyperm(const orch__ipc_perm_opts *o, struct ipc_perm *p);
 
+/* ------------------------------------------------------------ spinning */
+
+/* Before a wait becomes a waiter-thread job, the loop thread retries the
+ * non-blocking call for a few microseconds, yielding the CPU between tries:
+ * in a request/reply exchange the answer usually comes within that time,
+ * and the hop to a thread and back (two wake-ups) costs more than the whole
+ * exchange. orch__ipc_spin_start returns the deadline (0: no spinning this
+ * time); orch__ipc_spin_more yields and says whether to try again. The
+ * budget is SPIN_US_DEFAULT (l_ipc.c) or $ORCH_IPC_SPIN_US microseconds (0:
+ * off), and it adapts: after a spin that ran out, the next waits skip it. */
+unsigned long long orch__ipc_spin_start(void);
+int orch__ipc_spin_more(unsigned long long deadline);
+/* After the last try: ok says whether it succeeded (a success while
+ * spinning re-enables spinning at once). */
+void orch__ipc_spin_done(unsigned long long deadline, int ok);
+
 /* ------------------------------------------------------------ waiters */
 
 typedef struct orch__ipc_job orch__ipc_job;

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,6 +29,8 @@
 
 #include "runtime.h"
 #include "util.h"
+
+#define SPIN_US_DEFAULT 50
 
 /* ------------------------------------------------------------ options */
 
@@ -102,6 +105,54 @@ void orch__ipc_applyperm(const orch__ipc_perm_opts *o, struct ipc_perm *p) {
   if (o->has_uid) p->uid = (uid_t)o->uid;
   if (o->has_gid) p->gid = (gid_t)o->gid;
   if (o->has_mode) p->mode = (unsigned short)((p->mode & ~0777u) | (unsigned)o->mode);
+}
+
+/* ------------------------------------------------------------ spinning */
+
+/* The spin budget in nanoseconds (ORCH_IPC_SPIN_US overrides it; 0 turns
+ * spinning off). Read once. */
+static long long spin_ns = -1;
+
+static void read_spin(void) {
+  const char *e = getenv("ORCH_IPC_SPIN_US");
+  long long us = SPIN_US_DEFAULT;
+  if (e && *e) {
+    char *end;
+    long long v = strtoll(e, &end, 10);
+    if (*end == '\0' && v >= 0 && v <= 10000) us = v;
+  }
+  spin_ns = us * 1000;
+}
+
+/* Adaptive: a spin that ran out (nothing came) makes the next waits skip
+ * spinning, 1, 2, 4, ... up to SPIN_SKIP_MAX of them, so a loop starting
+ * many long waits at once spends a handful of budgets, not one per wait; a
+ * spin that succeeded resets it. Per thread: a runtime is one thread. */
+#define SPIN_SKIP_MAX 1024
+static _Thread_local unsigned spin_skip, spin_penalty;
+
+unsigned long long orch__ipc_spin_start(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, read_spin);
+  if (spin_ns <= 0) return 0;
+  if (spin_skip) {
+    spin_skip--;
+    return 0;
+  }
+  return orch__mono_ns() + (unsigned long long)spin_ns;
+}
+
+int orch__ipc_spin_more(unsigned long long deadline) {
+  if (!deadline) return 0;
+  sched_yield();
+  if (orch__mono_ns() < deadline) return 1;
+  spin_penalty = spin_penalty ? (spin_penalty >= SPIN_SKIP_MAX / 2 ? SPIN_SKIP_MAX : spin_penalty * 2) : 1;
+  spin_skip = spin_penalty;
+  return 0;
+}
+
+void orch__ipc_spin_done(unsigned long long deadline, int ok) {
+  if (deadline && ok) spin_penalty = spin_skip = 0;
 }
 
 /* ------------------------------------------------------------ waiter pool */

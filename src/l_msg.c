@@ -6,7 +6,9 @@
  * until :remove() (the GC and :close() never remove it).
  *
  * What may block: nothing on the loop thread. msgsnd/msgrcv first run with
- * IPC_NOWAIT there; only a call that would block becomes a waiter-pool job
+ * IPC_NOWAIT there, retried for a few microseconds (ipc.h's spin: in a
+ * request/reply exchange the answer usually comes by then, and a hop to a
+ * waiter thread costs more); only a call that would still block becomes a job
  * (ipc.h) on a worker thread. msgrcv has no timeout: timeouts and
  * cancellation interrupt the worker with a signal. A receive cancelled
  * after the worker took a message puts the message back with msgsnd: it
@@ -142,7 +144,14 @@ static int msgq_send(lua_State *L) {
   memcpy(buf, &t, sizeof t);
   memcpy(buf + sizeof(long), data, len);
   int r;
-  do r = msgsnd(q->id, buf, len, IPC_NOWAIT); while (r < 0 && errno == EINTR);
+  unsigned long long spin = 0;
+  for (;;) {
+    do r = msgsnd(q->id, buf, len, IPC_NOWAIT); while (r < 0 && errno == EINTR);
+    if (r == 0 || errno != EAGAIN || nowait || timeout == 0) break;
+    if (!spin) spin = orch__ipc_spin_start();
+    if (!orch__ipc_spin_more(spin)) break;
+  }
+  orch__ipc_spin_done(spin, r == 0);
   if (r == 0) {
     lua_pushboolean(L, 1);
     return 1;
@@ -223,7 +232,14 @@ static int msgq_recv(lua_State *L) {
   luaL_Buffer b;
   char *buf = luaL_buffinitsize(L, &b, sizeof(long) + cap);
   ssize_t n;
-  do n = msgrcv(q->id, buf, cap, (long)type, IPC_NOWAIT); while (n < 0 && errno == EINTR);
+  unsigned long long spin = 0;
+  for (;;) {
+    do n = msgrcv(q->id, buf, cap, (long)type, IPC_NOWAIT); while (n < 0 && errno == EINTR);
+    if (n >= 0 || errno != ENOMSG || nowait || timeout == 0) break;
+    if (!spin) spin = orch__ipc_spin_start();
+    if (!orch__ipc_spin_more(spin)) break;
+  }
+  orch__ipc_spin_done(spin, n >= 0);
   if (n >= 0) return push_msg(L, buf, (size_t)n);
   if (errno != ENOMSG || nowait) return recv_fail(L, errno, cap);
   if (timeout == 0) return orch__failf(L, "ETIMEDOUT", "msg.recv: timed out");

@@ -6,7 +6,8 @@
  * until :remove() (the GC and :close() never remove it).
  *
  * What may block: nothing on the loop thread. Every semop first runs with
- * IPC_NOWAIT there; only a wait that would block becomes a waiter-pool job
+ * IPC_NOWAIT there, retried for a few microseconds (ipc.h's spin); only a
+ * wait that would still block becomes a waiter-pool job
  * (ipc.h) running semtimedop on a worker thread, with the timeout as its
  * deadline. A wait cancelled after it took the unit posts it back.
  * Opening a set another process is still initialising polls its sem_otime
@@ -266,7 +267,14 @@ static int run_ops(lua_State *L, osem *s, struct sembuf *ops, unsigned nops, dou
     ops[k].sem_flg |= IPC_NOWAIT;
   }
   int r;
-  do r = semop(s->id, ops, nops); while (r < 0 && errno == EINTR);
+  unsigned long long spin = 0;
+  for (;;) {
+    do r = semop(s->id, ops, nops); while (r < 0 && errno == EINTR);
+    if (r == 0 || errno != EAGAIN || any_nowait || nowait || timeout == 0) break;
+    if (!spin) spin = orch__ipc_spin_start();
+    if (!orch__ipc_spin_more(spin)) break;
+  }
+  orch__ipc_spin_done(spin, r == 0);
   if (r == 0) {
     lua_pushboolean(L, 1);
     return 1;
