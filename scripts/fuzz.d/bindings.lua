@@ -16,10 +16,12 @@ local log = assert(io.open(arg[3] or "fuzz-calls.log", "w"))
 math.randomseed(seed)
 local random = math.random
 
--- Never called: they end or replace the process, or detach it.
+-- Never called: they end or replace the process, or detach it (a raised
+-- KILL, STOP or TERM ends or stops the fuzzer itself).
 local deny = {
   ["orch.exit"] = true, ["orch.exec"] = true, ["orch.daemonize"] = true, ["orch.fork"] = true,
   ["orch.run"] = true, ["orch.core.core.run"] = true, ["orch.core.core.exit"] = true,
+  ["orch.signal.raise"] = true,
 }
 
 local fns, seen = {}, {}
