@@ -6,6 +6,7 @@
  * timer the script dropped still fires); :stop() or the last firing of an
  * `after` timer unanchors them. The handle memory is freed in its close
  * callback, started from __gc. Each firing runs the callback as a new task.
+ * On the virtual clock (orch.clock) the timer is a virtual one (vt) instead.
  *
  * orch.timer.setitimer/getitimer bind the process's interval timers
  * (setitimer(2)): ITIMER_REAL, and the CPU-time ones ITIMER_VIRTUAL (user
@@ -25,6 +26,8 @@
 
 typedef struct {
   uv_timer_t h;
+  orch__vtimer vt;    /* armed instead of h on the virtual clock */
+  orch_runtime *rt;
   lua_State *L;       /* the runtime's main thread */
   int self_ref;       /* anchors the userdata while armed */
   int fn_ref;
@@ -40,13 +43,26 @@ static otimer *check_timer(lua_State *L, int idx) {
 
 static void disarm(otimer *t) {
   uv_timer_stop(&t->h);
+  orch__vtimer_stop(t->rt, &t->vt);
   luaL_unref(t->L, LUA_REGISTRYINDEX, t->self_ref);
   luaL_unref(t->L, LUA_REGISTRYINDEX, t->fn_ref);
   t->self_ref = t->fn_ref = LUA_NOREF;
 }
 
-static void fire(uv_timer_t *h) {
-  otimer *t = h->data;
+static int armed(otimer *t) {
+  return uv_is_active((uv_handle_t *)&t->h) || t->vt.pos != 0;
+}
+
+static void fire_t(otimer *t);
+static void fire(uv_timer_t *h) { fire_t(h->data); }
+static void vfire(orch__vtimer *vt) {
+  otimer *t = vt->data;
+  /* Re-armed first, as libuv does with a repeating timer. */
+  if (t->repeat) orch__vtimer_start(t->rt, &t->vt, t->seconds > 0.001 ? t->seconds : 0.001, vfire);
+  fire_t(t);
+}
+
+static void fire_t(otimer *t) {
   lua_State *L = t->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref);   /* the timer is fn's argument */
@@ -74,8 +90,10 @@ static int timer_new(lua_State *L, int repeat) {
   if (!t) return luaL_error(L, "orch.timer: out of memory");
   *p = t;
   t->L = orch__mainthread(rt);
+  t->rt = rt;
   uv_timer_init(orch_loop(rt), &t->h);
   t->h.data = t;
+  t->vt.data = t;
   t->repeat = repeat;
   t->seconds = s;
   lua_pushvalue(L, 2);
@@ -85,7 +103,8 @@ static int timer_new(lua_State *L, int repeat) {
   uint64_t ms = to_ms(s);
   /* The loop's clock counts milliseconds: 1 ms is the floor. */
   if (repeat && ms == 0) ms = 1;
-  uv_timer_start(&t->h, fire, ms, repeat ? ms : 0);
+  if (orch__virtual(rt)) orch__vtimer_start(rt, &t->vt, repeat ? (double)ms / 1000.0 : s, vfire);
+  else uv_timer_start(&t->h, fire, ms, repeat ? ms : 0);
   return 1;
 }
 
@@ -94,7 +113,7 @@ static int timer_every(lua_State *L) { return timer_new(L, 1); }
 
 static int timer_stop(lua_State *L) {
   otimer *t = check_timer(L, 1);
-  int was = uv_is_active((uv_handle_t *)&t->h);
+  int was = armed(t);
   disarm(t);
   lua_pushboolean(L, was);
   return 1;
@@ -102,7 +121,7 @@ static int timer_stop(lua_State *L) {
 
 static int timer_active(lua_State *L) {
   otimer *t = check_timer(L, 1);
-  lua_pushboolean(L, uv_is_active((uv_handle_t *)&t->h));
+  lua_pushboolean(L, armed(t));
   return 1;
 }
 
@@ -115,6 +134,7 @@ static int timer_gc(lua_State *L) {
   *p = NULL;
   /* Only reached when unanchored, or when the Lua state closes. */
   uv_timer_stop(&t->h);
+  orch__vtimer_stop(t->rt, &t->vt);
   uv_close((uv_handle_t *)&t->h, close_cb);
   return 0;
 }
@@ -123,7 +143,7 @@ static int timer_tostring(lua_State *L) {
   otimer **p = luaL_checkudata(L, 1, TIMER_MT);
   if (!*p) { lua_pushliteral(L, "orch.Timer: closed"); return 1; }
   lua_pushfstring(L, "orch.Timer: %s %f s %s", (*p)->repeat ? "every" : "after",
-                  (*p)->seconds, uv_is_active((uv_handle_t *)&(*p)->h) ? "armed" : "stopped");
+                  (*p)->seconds, armed(*p) ? "armed" : "stopped");
   return 1;
 }
 

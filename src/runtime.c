@@ -25,6 +25,15 @@
  * clock read at each resume and yield, and the same count hook raises in it
  * at every check once the CPU time it used passes the limit. Tasks without
  * one pay nothing.
+ *
+ * Clock: orch.now, orch.time, orch.sleep, task timeouts and orch.timer read
+ * the runtime's clock (orch__now, orch__time, orch__vtimer_*), the real one
+ * or, after orch.clock("virtual"), a virtual one for simulation testing.
+ * Virtual timers sit in a binary heap ordered by (due, arming order); a
+ * uv_prepare_t, active while one is armed, jumps the clock to the earliest
+ * deadline once nothing else can happen first: no task is ready, no real
+ * work is in flight (a live child, a libuv request) and one poll that does
+ * not block brought no I/O. Real I/O goes on meanwhile on real time.
  */
 #include "runtime.h"
 
@@ -73,6 +82,7 @@ struct orch__task {
   void *cancel_data;
   const char *timeout_op;
   uv_timer_t *timer;        /* lazily created; freed in its close callback */
+  orch__vtimer vtimer;      /* the timeout on the virtual clock */
   orch__task *prev, *next;  /* ready queue (doubly linked) */
   int queued;
   int qnargs;
@@ -116,6 +126,20 @@ struct orch_runtime {
   uint64_t budget_start;    /* when the running callback was resumed; 0: none */
   uint64_t budget_trip;     /* when it was interrupted; 0: not yet */
   int fork_child;           /* orch.fork's child: its loop's end is the process's */
+  /* The virtual clock (see the opening comment). */
+  int vclock;               /* orch.clock("virtual") */
+  uint64_t vnow;            /* its monotonic time, ns */
+  double vwall;             /* orch.time() when vnow was vbase */
+  uint64_t vbase;
+  uint64_t vhorizon;        /* deadlines past it do not keep the loop alive */
+  orch__vtimer **vheap;
+  size_t vn, vcap;
+  uint64_t vseq;
+  uv_prepare_t vprep;
+  int vprep_active;
+  int vpoked;               /* a poll that does not block ran since... */
+  uint64_t vmark;           /* ...this count of resumes */
+  uint64_t resumes;
 };
 
 static const char RT_KEY = 'r';
@@ -222,6 +246,129 @@ static void push_traceback(lua_State *L, lua_State *co) {
   lua_remove(L, -2);
 }
 
+/* ---------------------------------------------------------------- clock */
+
+double orch__now(orch_runtime *rt) {
+  if (rt->vclock) return (double)rt->vnow / 1e9;
+  return (double)orch__mono_ns() / 1e9;
+}
+
+double orch__time(orch_runtime *rt) {
+  if (rt->vclock) return rt->vwall + (double)(rt->vnow - rt->vbase) / 1e9;
+  return orch__wall();
+}
+
+int orch__virtual(orch_runtime *rt) { return rt->vclock; }
+
+static int vt_before(const orch__vtimer *a, const orch__vtimer *b) {
+  return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void vheap_set(orch_runtime *rt, size_t i, orch__vtimer *t) {
+  rt->vheap[i] = t;
+  t->pos = i + 1;
+}
+
+static void vheap_up(orch_runtime *rt, size_t i) {
+  orch__vtimer *t = rt->vheap[i];
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (!vt_before(t, rt->vheap[parent])) break;
+    vheap_set(rt, i, rt->vheap[parent]);
+    i = parent;
+  }
+  vheap_set(rt, i, t);
+}
+
+static void vheap_down(orch_runtime *rt, size_t i) {
+  orch__vtimer *t = rt->vheap[i];
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= rt->vn) break;
+    if (c + 1 < rt->vn && vt_before(rt->vheap[c + 1], rt->vheap[c])) c++;
+    if (!vt_before(rt->vheap[c], t)) break;
+    vheap_set(rt, i, rt->vheap[c]);
+    i = c;
+  }
+  vheap_set(rt, i, t);
+}
+
+static void vclock_prepare(uv_prepare_t *h);
+
+static void vprep_update(orch_runtime *rt) {
+  int want = rt->vn > 0 && rt->vheap[0]->due <= rt->vhorizon && !rt->torn_down;
+  if (want && !rt->vprep_active) uv_prepare_start(&rt->vprep, vclock_prepare);
+  else if (!want && rt->vprep_active) uv_prepare_stop(&rt->vprep);
+  rt->vprep_active = want;
+}
+
+void orch__vtimer_stop(orch_runtime *rt, orch__vtimer *t) {
+  if (!t->pos) return;
+  size_t i = t->pos - 1;
+  t->pos = 0;
+  orch__vtimer *last = rt->vheap[--rt->vn];
+  if (last != t) {
+    vheap_set(rt, i, last);
+    vheap_up(rt, i);
+    vheap_down(rt, last->pos - 1);
+  }
+  vprep_update(rt);
+}
+
+void orch__vtimer_start(orch_runtime *rt, orch__vtimer *t, double seconds, orch__vtimer_cb cb) {
+  orch__vtimer_stop(rt, t);
+  if (rt->vn == rt->vcap) {
+    size_t cap = rt->vcap ? rt->vcap * 2 : 64;
+    orch__vtimer **heap = realloc(rt->vheap, cap * sizeof *heap);
+    if (!heap) { fprintf(stderr, "orch: out of memory (virtual timers)\n"); abort(); }
+    rt->vheap = heap;
+    rt->vcap = cap;
+  }
+  double ns = ceil(seconds * 1e9);
+  if (!(ns >= 0)) ns = 0;
+  if (ns > 9.0e18 - (double)rt->vnow) ns = 9.0e18 - (double)rt->vnow;
+  t->due = rt->vnow + (uint64_t)ns;
+  t->seq = rt->vseq++;
+  t->cb = cb;
+  rt->vheap[rt->vn++] = t;
+  vheap_up(rt, rt->vn - 1);
+  vprep_update(rt);
+}
+
+/* Nothing can happen before the next virtual deadline: no task is ready,
+ * no real work is in flight (a child not reaped, an IPC wait, a libuv
+ * request such as a file write), orch is not exiting. */
+static int vclock_idle(orch_runtime *rt) {
+  return !rt->rq_head && !rt->current && !rt->exiting && rt->holds == 0 &&
+         rt->loop->active_reqs.count == 0;
+}
+
+static void vclock_prepare(uv_prepare_t *h) {
+  orch_runtime *rt = h->data;
+  while (rt->vprep_active && vclock_idle(rt)) {
+    if (!rt->vpoked || rt->vmark != rt->resumes) {
+      /* First one poll that does not block (the idle handle makes the
+       * loop's timeout 0): real I/O that is ready is served before. */
+      rt->vpoked = 1;
+      rt->vmark = rt->resumes;
+      if (!rt->idle_active) {
+        uv_idle_start(&rt->idle, idle_cb);
+        rt->idle_active = 1;
+      }
+      return;
+    }
+    rt->vpoked = 0;
+    /* Jump to the earliest deadline; run every timer due then, in the
+     * order they were armed. */
+    rt->vnow = rt->vheap[0]->due;
+    while (rt->vn > 0 && rt->vheap[0]->due <= rt->vnow && !rt->exiting) {
+      orch__vtimer *t = rt->vheap[0];
+      orch__vtimer_stop(rt, t);
+      t->cb(t);
+    }
+  }
+}
+
 /* ---------------------------------------------------------------- tasks */
 
 static int push_task_ud(lua_State *L, orch__task *t) {
@@ -240,6 +387,7 @@ static void timer_close_cb(uv_handle_t *h) {
 
 static void stop_timer(orch__task *t) {
   if (t->timer) uv_timer_stop(t->timer);
+  orch__vtimer_stop(t->rt, &t->vtimer);
 }
 
 static void task_resume(orch__task *t, int nargs);
@@ -467,6 +615,7 @@ static void task_resume(orch__task *t, int nargs) {
   t->awaiting = 0;
   t->waking = 1;
   t->wake_nargs = nargs;
+  rt->resumes++;
   /* The outermost resume starts the clock; a nested one runs on its time. */
   int armed = rt->budget_ns && !rt->budget_start;
   if (armed) {
@@ -543,8 +692,7 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
   return t->wake_nargs;
 }
 
-static void timeout_cb(uv_timer_t *h) {
-  orch__task *t = h->data;
+static void timed_out(orch__task *t) {
   if (!t || t->status != T_WAITING) return;
   lua_State *co = t->co;
   if (t->sleeping) {
@@ -563,7 +711,15 @@ static void timeout_cb(uv_timer_t *h) {
   orch__wake(co, 3);
 }
 
+static void timeout_cb(uv_timer_t *h) { timed_out(h->data); }
+static void vtimeout_cb(orch__vtimer *vt) { timed_out(vt->data); }
+
 static int start_timer(orch__task *t, double seconds) {
+  if (t->rt->vclock) {
+    t->vtimer.data = t;
+    orch__vtimer_start(t->rt, &t->vtimer, seconds, vtimeout_cb);
+    return 0;
+  }
   if (!t->timer) {
     t->timer = malloc(sizeof *t->timer);
     if (!t->timer) return UV_ENOMEM;
@@ -815,6 +971,7 @@ static int task_gc(lua_State *L) {
   }
   if (t->rt && t->rt->main_task == t) t->rt->main_task = NULL;
   *extra(t->co) = NULL;
+  if (t->rt) orch__vtimer_stop(t->rt, &t->vtimer);
   if (t->timer) {
     t->gone = 1;
     t->timer->data = t;
@@ -929,12 +1086,51 @@ static int core_sleep(lua_State *L) {
 }
 
 static int core_now(lua_State *L) {
-  lua_pushnumber(L, (lua_Number)orch__mono_ns() / 1e9);
+  lua_pushnumber(L, orch__now(orch__rt(L)));
   return 1;
 }
 
 static int core_time(lua_State *L) {
-  lua_pushnumber(L, orch__wall());
+  lua_pushnumber(L, orch__time(orch__rt(L)));
+  return 1;
+}
+
+/* orch.clock() -> "real" | "virtual"; orch.clock("virtual" [, {now=, time=,
+ * horizon=}]) or orch.clock("real") switches, when no virtual timer is
+ * armed (nil, msg, "EBUSY" otherwise); returns true. */
+static int core_clock(lua_State *L) {
+  orch_runtime *rt = orch__rt(L);
+  if (lua_isnoneornil(L, 1)) {
+    lua_pushstring(L, rt->vclock ? "virtual" : "real");
+    return 1;
+  }
+  static const char *const modes[] = { "real", "virtual", NULL };
+  int mode = luaL_checkoption(L, 1, NULL, modes);
+  double now = 1000.0, wall = 1767225600.0, horizon = 1e8;   /* 2026-01-01T00:00:00Z */
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_argcheck(L, mode == 1, 2, "options are for the virtual clock");
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+      double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1;
+      if (strcmp(k, "now") == 0) now = v;
+      else if (strcmp(k, "time") == 0) wall = v;
+      else if (strcmp(k, "horizon") == 0) horizon = v;
+      else return luaL_argerror(L, 2, lua_pushfstring(L, "unknown option '%s'", k));
+      if (!(v >= 0 && v < 9e9))
+        return luaL_argerror(L, 2, lua_pushfstring(L, "option '%s': seconds from 0 to 9e9 expected", k));
+      lua_pop(L, 1);
+    }
+  }
+  if (rt->vn > 0)
+    return orch__failf(L, "EBUSY", "clock: %d virtual timers are armed", (int)rt->vn);
+  rt->vclock = mode == 1;
+  rt->vnow = rt->vbase = (uint64_t)(now * 1e9);
+  rt->vwall = wall;
+  rt->vhorizon = rt->vnow + (uint64_t)(horizon * 1e9);
+  rt->vpoked = 0;
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -1060,6 +1256,7 @@ int orch__open_core(lua_State *L) {
     {"task", core_task}, {"current", core_current}, {"sleep", core_sleep},
     {"now", core_now}, {"time", core_time}, {"exit", core_exit}, {"run", core_run},
     {"version", core_version}, {"cond", cond_new}, {"set_budget", core_set_budget},
+    {"clock", core_clock},
     {NULL, NULL}
   };
   luaL_newlib(L, fns);
@@ -1210,11 +1407,16 @@ static void teardown(orch_runtime *rt) {
   for (int i = rt->nclose_hooks - 1; i >= 0; i--)
     rt->close_hooks[i].fn(rt, rt->close_hooks[i].data);
   rt->torn_down = 1;
+  if (rt->vprep_active) uv_prepare_stop(&rt->vprep);
+  rt->vprep_active = 0;
   /* Every module closed its own handles in __gc or its close hook; what is
    * left (ours, or leaked ones) is closed here so the loop can close. */
   uv_walk(rt->loop, walk_close, NULL);
   uv_run(rt->loop, UV_RUN_DEFAULT);
   uv_loop_close(rt->loop);
+  free(rt->vheap);
+  rt->vheap = NULL;
+  rt->vn = rt->vcap = 0;
   free(rt->last_error);
   rt->last_error = NULL;
 }
@@ -1239,6 +1441,8 @@ static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   rt->idle.data = rt;
   uv_async_init(rt->loop, &rt->holder, NULL);
   uv_unref((uv_handle_t *)&rt->holder);
+  uv_prepare_init(rt->loop, &rt->vprep);
+  rt->vprep.data = rt;
   lua_pushlightuserdata(L, rt);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
   /* The sentinel frees a runtime bound to a host's state when it closes.
@@ -1275,6 +1479,7 @@ void orch__on_fork_child(orch_runtime *rt, orch__hook_fn fn, void *data) {
 static void fork_stop_handle(uv_handle_t *h, void *arg) {
   orch_runtime *rt = arg;
   if (h == (uv_handle_t *)&rt->idle || h == (uv_handle_t *)&rt->holder) return;
+  if (h == (uv_handle_t *)&rt->vprep) return;
   if (uv_is_closing(h)) return;
   switch (h->type) {
     case UV_TIMER: uv_timer_stop((uv_timer_t *)h); break;
@@ -1343,6 +1548,8 @@ int orch__after_fork_child(lua_State *L) {
     t = next;
   }
   uv_walk(rt->loop, fork_stop_handle, rt);
+  /* The parent's virtual timers are not the child's. */
+  while (rt->vn > 0) orch__vtimer_stop(rt, rt->vheap[0]);
   rt->holds = 0;
   uv_unref((uv_handle_t *)&rt->holder);
   for (int i = 0; i < rt->nfork_hooks; i++) rt->fork_hooks[i].fn(rt, rt->fork_hooks[i].data);

@@ -96,4 +96,27 @@ void **orch__slot(orch_runtime *rt, int slot);
  * spawned and not yet reaped). */
 void orch__hold(orch_runtime *rt, int delta);
 
+/* The runtime's clock: the real one, or the virtual one of orch.clock
+ * ("virtual"), which jumps to the next deadline when nothing else can
+ * happen first (src/runtime.c). Seconds. */
+double orch__now(orch_runtime *rt);     /* monotonic */
+double orch__time(orch_runtime *rt);    /* since the epoch */
+int orch__virtual(orch_runtime *rt);
+
+/* A timer on the virtual clock. The struct lives in its owner (zeroed:
+ * not armed); it must be stopped before its memory goes. Example:
+ *   if (orch__virtual(rt)) orch__vtimer_start(rt, &o->vt, 2.5, fire);
+ *   else uv_timer_start(&o->h, ...);
+ * fire(vt) runs from the loop (a libuv callback: it may resume tasks). */
+typedef struct orch__vtimer orch__vtimer;
+typedef void (*orch__vtimer_cb)(orch__vtimer *t);
+struct orch__vtimer {
+  unsigned long long due, seq;
+  size_t pos;                 /* 1 + index in the heap; 0: not armed */
+  orch__vtimer_cb cb;
+  void *data;
+};
+void orch__vtimer_start(orch_runtime *rt, orch__vtimer *t, double seconds, orch__vtimer_cb cb);
+void orch__vtimer_stop(orch_runtime *rt, orch__vtimer *t);
+
 #endif

@@ -1,0 +1,131 @@
+-- The virtual clock (orch.clock): sleeps, timers and timeouts on virtual
+-- time, the jump to the next deadline, real I/O beside it.
+local h = require "spec.helper"
+local orch = h.orch
+
+-- Runs fn as the main task on the virtual clock; back to the real one after.
+local function vrun(fn, opts)
+  assert(orch.clock("virtual", opts))
+  local ok, a, b = pcall(orch.run, fn)
+  assert(orch.clock("real"))
+  if not ok then error(a, 0) end
+  return a, b
+end
+
+describe("orch.clock", function()
+  it("says which clock runs", function()
+    assert.are.equal("real", orch.clock())
+    vrun(function() assert.are.equal("virtual", orch.clock()) end)
+    assert.are.equal("real", orch.clock())
+  end)
+
+  it("starts where it is told and moves orch.now and orch.time together", function()
+    vrun(function()
+      assert.are.equal(50, orch.now())
+      assert.are.equal(1e9, orch.time())
+      orch.sleep(2.5)
+      assert.are.equal(52.5, orch.now())
+      assert.are.equal(1e9 + 2.5, orch.time())
+    end, { now = 50, time = 1e9 })
+  end)
+
+  it("wakes sleepers in deadline order, ties in the order they were armed", function()
+    local log = {}
+    vrun(function()
+      local t0 = orch.now()
+      for _, s in ipairs { 3, 1, 2, 1, 3 } do
+        orch.task(function() orch.sleep(s); log[#log + 1] = s .. "@" .. (orch.now() - t0) end)
+      end
+      orch.task(function() orch.sleep(1); log[#log + 1] = "x@" .. (orch.now() - t0) end)
+    end)
+    assert.are.same({ "1@1.0", "1@1.0", "x@1.0", "2@2.0", "3@3.0", "3@3.0" }, log)
+  end)
+
+  it("runs a day of a 1 s timer", function()
+    local n, last = 0, nil
+    vrun(function()
+      local t0 = orch.now()
+      local t = orch.timer.every(1, function() n = n + 1; last = orch.now() - t0 end)
+      orch.sleep(86400.5)
+      assert.is_true(t:active())
+      assert.is_true(t:stop())
+      assert.is_false(t:active())
+    end)
+    assert.are.equal(86400, n)
+    assert.are.equal(86400, last)
+  end)
+
+  it("times out waits: a condition, a join, orch.timer.after", function()
+    vrun(function()
+      local t0 = orch.now()
+      local c = orch.cond()
+      assert.are.same({ nil, "cond.wait: timed out", "ETIMEDOUT" }, { c:wait(30) })
+      assert.are.equal(30, orch.now() - t0)
+      local forever = orch.task(function() c:wait() end)
+      assert.are.same({ nil, "join: timed out", "ETIMEDOUT" }, { forever:join(7) })
+      assert.are.equal(37, orch.now() - t0)
+      local fired
+      orch.timer.after(3, function() fired = orch.now() - t0 end)
+      forever:cancel()
+      orch.sleep(10)
+      assert.are.equal(40, fired)
+    end)
+  end)
+
+  it("cancels a sleeping task's virtual timer", function()
+    vrun(function()
+      local t0 = orch.now()
+      local s = orch.task(function() orch.sleep(1000) end)
+      orch.sleep(1)
+      s:cancel()
+      -- Nothing else is armed: the run ends now, not at 1000.
+      orch.sleep(2)
+      assert.are.equal(3, orch.now() - t0)
+    end)
+  end)
+
+  it("waits for real work before jumping: a real process and its output", function()
+    vrun(function()
+      local t0 = orch.now()
+      local ticks = 0
+      local tick = orch.timer.every(1, function() ticks = ticks + 1 end)
+      local p = assert(orch.spawn { "sh", "-c", "read x; echo got $x", stdin = "pipe", stdout = "pipe" })
+      p.stdin:write("it\n")
+      assert.are.equal("got it\n", p.stdout:read())
+      assert.are.same({ 0 }, { p:wait() })
+      -- The clock did not run ahead while the child was alive.
+      assert.are.equal(0, orch.now() - t0)
+      assert.are.equal(0, ticks)
+      tick:stop()
+    end)
+  end)
+
+  it("lets a deadline past the horizon end the run instead of spinning", function()
+    local fired, t = false, nil
+    assert(orch.clock("virtual", { horizon = 1e6 }))
+    orch.run(function()
+      t = orch.timer.every(1e9, function() fired = true end)
+    end)
+    assert.is_false(fired)
+    assert.are.same({ nil, "clock: 1 virtual timers are armed", "EBUSY" }, { orch.clock("real") })
+    assert.is_true(t:stop())
+    assert(orch.clock("real"))
+  end)
+
+  it("refuses to switch while virtual timers are armed", function()
+    vrun(function()
+      local t = orch.timer.after(5, function() end)
+      assert.are.same({ nil, "clock: 1 virtual timers are armed", "EBUSY" }, { orch.clock("real") })
+      t:stop()
+    end)
+  end)
+
+  it("rejects bad arguments", function()
+    assert.has_error(function() orch.clock("wall") end, "bad argument #1 to 'clock' (invalid option 'wall')")
+    assert.has_error(function() orch.clock("virtual", { nwo = 1 }) end, "bad argument #2 to 'clock' (unknown option 'nwo')")
+    assert.has_error(function() orch.clock("virtual", { now = -1 }) end,
+      "bad argument #2 to 'clock' (option 'now': seconds from 0 to 9e9 expected)")
+    assert.has_error(function() orch.clock("real", {}) end, "bad argument #2 to 'clock' (options are for the virtual clock)")
+    assert.are.equal("real", orch.clock())
+  end)
+end)
