@@ -1,0 +1,933 @@
+--- orch.sim: simulation testing of policies (doc/testing.md).
+--
+-- A world is a simulated process table on the virtual clock (orch.clock):
+-- a command names a program, a list of behaviour steps (`sim.after(2,
+-- sim.exit(1))`, `sim.ignore("TERM")`, `sim.ready_after(4)`, ...) run by a
+-- task standing in for the process. While a world is installed, the process
+-- table functions of the `orch` module (orch.spawn, orch.kill, orch.killpg,
+-- orch.proc.info, orch.proc.start_time, orch.proc.children, orch.proc.list,
+-- orch.heartbeat.open) are the world's: the supervisor, the scheduler and
+-- the watchdog look them up at each call, so the code under test is the
+-- code that runs in production, unchanged. Simulated pids start at
+-- 10,000,000, above any Linux pid_max: a simulated pid never names a real
+-- process, and a real pid is never signalled from a simulation.
+--
+-- Faults are drawn from a seeded generator (the world's own, apart from
+-- math.random, which the world also seeds: backoff jitter is then
+-- reproducible too); every event goes to the world's trace (virtual time,
+-- text), and invariants are checked after every event. The same seed gives
+-- the same trace, byte for byte.
+local orch = require "orch"
+
+local sim = {}
+
+local PID_BASE = 10000000
+
+-- ---------------------------------------------------------------- random
+
+-- splitmix64: a small, fast generator whose sequence depends on the seed
+-- only (Lua integers wrap around).
+local function rng_new(seed)
+  local s = seed
+  return function()
+    s = s + 0x9E3779B97F4A7C15
+    local z = s
+    z = (z ~ (z >> 30)) * 0xBF58476D1CE4E5B9
+    z = (z ~ (z >> 27)) * 0x94D049BB133111EB
+    z = z ~ (z >> 31)
+    return ((z >> 11) & 0x1FFFFFFFFFFFFF) / 9007199254740992.0
+  end
+end
+
+-- ---------------------------------------------------------------- faults
+
+--- The fault kinds and what their number means.
+sim.FAULTS = {
+  kill = "rate per virtual second per process of a KILL",
+  term = "rate per virtual second per process of a stray TERM",
+  spawn_fail = "probability that a spawn fails (EAGAIN)",
+  slow_ready = "probability that a readiness notification comes up to 30 s late",
+  late_beat = "probability that a heartbeat is lost",
+}
+
+--- "kill:0.01,spawn_fail:0.05" (or a table) -> { kill = 0.01, ... }.
+-- Raises on an unknown kind or a bad number.
+function sim.parse_faults(spec)
+  if spec == nil or spec == "" then return {} end
+  if type(spec) == "table" then
+    local t = {}
+    for k, v in pairs(spec) do
+      if not sim.FAULTS[k] then error("faults: unknown fault '" .. tostring(k) .. "'", 2) end
+      if type(v) ~= "number" or not (v >= 0 and v <= 1) then error("faults: " .. k .. ": number from 0 to 1 expected", 2) end
+      t[k] = v
+    end
+    return t
+  end
+  if type(spec) ~= "string" then error("faults: string or table expected", 2) end
+  local t = {}
+  for item in spec:gmatch("[^,]+") do
+    local k, v = item:match("^%s*([%w_]+)%s*:%s*([%d.eE+-]+)%s*$")
+    local n = tonumber(v)
+    if not k then error("faults: bad item '" .. item .. "' (KIND:NUMBER expected)", 2) end
+    if not sim.FAULTS[k] then error("faults: unknown fault '" .. k .. "'", 2) end
+    if not n or not (n >= 0 and n <= 1) then error("faults: " .. k .. ": number from 0 to 1 expected", 2) end
+    t[k] = n
+  end
+  return t
+end
+
+-- ---------------------------------------------------------------- behaviours
+
+-- A step is a function(p) run in the process's task; a program is a list
+-- of steps, run in order; after the last one the process runs on until it
+-- is signalled.
+
+--- Waits `s` virtual seconds, then runs `step` (if any).
+function sim.after(s, step)
+  return function(p)
+    p:sleep(s)
+    if step then return step(p) end
+  end
+end
+sim.sleep = function(s) return sim.after(s) end
+
+--- Exits with `code` (default 0).
+function sim.exit(code) return function(p) return p:exit(code or 0) end end
+
+--- Dies of signal `sig` (default "SEGV").
+function sim.crash(sig) return function(p) return p:die(nil, orch.signal.name(sig or "SEGV") or "SEGV") end end
+
+--- Ignores the signals named.
+function sim.ignore(...)
+  local sigs = { ... }
+  return function(p)
+    for _, s in ipairs(sigs) do p.ignored[orch.signal.name(s) or s] = true end
+  end
+end
+
+--- Runs `step` (in a task of its own) when `sig` arrives, instead of dying.
+function sim.on_signal(sig, step)
+  return function(p) p.handlers[orch.signal.name(sig) or sig] = step end
+end
+
+--- Tells the supervisor it is ready (sd_notify READY=1).
+function sim.ready() return function(p) p:ready() end end
+function sim.ready_after(s) return function(p) p:sleep(s); p:ready() end end
+
+--- Beats every `s` seconds (heartbeat slot, or sd_notify WATCHDOG=1) until
+-- stall() or the end.
+function sim.beat_every(s) return function(p) p:beat_every(s) end end
+function sim.stall() return function(p) p:stall() end end
+
+--- Writes lines to stdout.
+function sim.write_log(...)
+  local lines = { ... }
+  return function(p) for _, l in ipairs(lines) do p:write(l .. "\n") end end
+end
+
+--- Starts a child process (same process group, same stdout) running the
+-- program `steps`.
+function sim.fork_child(steps) return function(p) p:fork(steps) end end
+
+--- Repeats `steps` forever.
+function sim.loop(steps)
+  return function(p)
+    while true do
+      for _, st in ipairs(steps) do st(p) end
+      p:sleep(0)
+    end
+  end
+end
+
+--- A program whose spawn fails with `ename` ("ENOENT", "EACCES", ...).
+function sim.spawn_fails(ename) return { spawn_fails = ename or "ENOENT" } end
+
+-- ---------------------------------------------------------------- processes
+
+local Proc = {}
+Proc.__index = Proc
+Proc.__name = "orch.SimProcess"
+
+local Stream = {}
+Stream.__index = Stream
+Stream.__name = "orch.SimStream"
+
+local function stream_new()
+  return setmetatable({ holders = 0, buf = {} }, Stream)
+end
+
+--- stream:on_read(fn): fn(chunk) for each chunk, fn(nil) at EOF.
+function Stream:on_read(fn)
+  self.cb = fn
+  local buf = self.buf
+  self.buf = {}
+  for _, c in ipairs(buf) do fn(c) end
+  if self.eof and not self.eof_sent then
+    self.eof_sent = true
+    fn(nil)
+  end
+  return true
+end
+
+--- stream:read(): the next chunk (task), nil at EOF.
+function Stream:read()
+  while #self.buf == 0 and not self.eof do
+    self.cond = self.cond or orch.cond()
+    self.cond:wait()
+  end
+  if #self.buf > 0 then return table.remove(self.buf, 1) end
+  return nil
+end
+
+function Stream:push(chunk)
+  if self.closed then return end
+  if self.cb then self.cb(chunk) else self.buf[#self.buf + 1] = chunk end
+  if self.cond then self.cond:broadcast() end
+end
+
+function Stream:release()
+  self.holders = self.holders - 1
+  if self.holders > 0 or self.eof then return end
+  self.eof = true
+  if self.cb and not self.closed then
+    self.eof_sent = true
+    self.cb(nil)
+  end
+  if self.cond then self.cond:broadcast() end
+end
+
+function Stream:close() self.closed = true; self.cb = nil; return true end
+
+local World = {}
+World.__index = World
+
+local function proc_new(W, fields)
+  local p = setmetatable(fields, Proc)
+  p.world = W
+  p.state = "alive"
+  p.ignored, p.handlers, p.on_exits, p.tasks, p.timers = {}, {}, {}, {}, {}
+  p.exited = orch.cond()
+  W.procs[p.pid] = p
+  W.nlive = W.nlive + 1
+  return p
+end
+
+function Proc:sleep(s)
+  orch.sleep(s)
+end
+
+function Proc:alive() return self.state == "alive" end
+
+function Proc:write(text)
+  if self.state ~= "alive" then return end
+  self.world:event("log", self, text:gsub("\n$", ""))
+  if self.stdout then self.stdout:push(text) end
+end
+
+-- The instance this process was spawned for (its environment says which),
+-- when its current run is this process.
+function Proc:instance()
+  local W, env = self.world, self.env or {}
+  local svc, idx = env.ORCH_SERVICE, env.ORCH_INSTANCE
+  if not (svc and W.sup) then return nil end
+  local inst = W.sup.instance(svc) or W.sup.instance(svc .. ":" .. tostring(idx))
+  if inst and inst.run and (inst.run.pid == self.pid or inst.run.main_pid == self.pid) then return inst end
+  return nil
+end
+
+-- An sd_notify message, as the supervisor's notify socket would pass it on
+-- (the sender checked: only the run's own process is heard).
+function Proc:notify(fields)
+  local inst = self:instance()
+  if inst and self.env and self.env.NOTIFY_SOCKET then
+    inst:notify_message(inst.run, fields)
+    return true
+  end
+  return false
+end
+
+function Proc:ready()
+  local W = self.world
+  if self.state ~= "alive" then return end
+  local slow = W.faults.slow_ready
+  if slow and W.rng() < slow then
+    local d = math.floor(W.rng() * 30000) / 1000
+    W:event("fault", self, string.format("slow_ready: %.3fs late", d))
+    self:sleep(d)
+    if self.state ~= "alive" then return end
+  end
+  W:event("ready", self)
+  self:notify { READY = "1" }
+end
+
+function Proc:beat()
+  local W = self.world
+  if self.state ~= "alive" then return end
+  local lost = W.faults.late_beat
+  if lost and W.rng() < lost then
+    W:event("fault", self, "late_beat: a heartbeat is lost")
+    return
+  end
+  local env = self.env or {}
+  local slot = env.ORCH_HEARTBEAT_SLOT and W.hb_slots[tonumber(env.ORCH_HEARTBEAT_SLOT)]
+  if slot and slot.pid == self.pid then slot.last_beat = orch.now() end
+  if not slot then self:notify { WATCHDOG = "1" } end
+  W:event("beat", self)
+end
+
+function Proc:beat_every(s)
+  self:stall()
+  self.beater = self:task(function()
+    while true do
+      self:beat()
+      orch.sleep(s)
+    end
+  end)
+end
+
+function Proc:stall()
+  if self.beater then
+    self.world:event("stall", self)
+    if self.beater ~= orch.current() then self.beater:cancel() end
+    self.beater = nil
+  end
+end
+
+-- A task of this process (ends with it).
+function Proc:task(fn, ...)
+  local t = orch.task(fn, ...)
+  self.tasks[#self.tasks + 1] = t
+  return t
+end
+
+function Proc:fork(steps)
+  local W = self.world
+  if self.state ~= "alive" then return end
+  local c = W:new_proc {
+    cmd = self.cmd, args = self.args, env = self.env, ppid = self.pid, pgid = self.pgid,
+    stdout = self.stdout,
+  }
+  W:event("fork", c, "child of " .. self.pid)
+  c:start(steps)
+  return c
+end
+
+function Proc:start(steps)
+  if self.stdout then self.stdout.holders = self.stdout.holders + 1 end
+  self.main_task = self:task(function()
+    for _, st in ipairs(steps) do
+      st(self)
+      if self.state ~= "alive" then return end
+    end
+  end)
+end
+
+function Proc:exit(code) return self:die(code, nil) end
+
+--- Ends the process (exit code or signal name). Its exit reaches whoever
+-- waits (on_exit, wait) in a task, as a reaped child's would.
+function Proc:die(code, sig)
+  if self.state ~= "alive" then return end
+  local W = self.world
+  self.state = "zombie"
+  self.code, self.sig = code, sig
+  W.nlive = W.nlive - 1
+  W:event("exit", self, code and ("code " .. code) or ("signal " .. tostring(sig)))
+  for _, t in ipairs(self.timers) do t:stop() end
+  orch.task(function()
+    if self.stdout then self.stdout:release() end
+    self.state = "reaped"
+    W.procs[self.pid] = nil
+    W:event("reaped", self)
+    for _, fn in ipairs(self.on_exits) do orch.task(fn, code, sig) end
+    self.exited:broadcast()
+  end)
+  local me = orch.current()
+  local self_task
+  for _, t in ipairs(self.tasks) do
+    if t == me then self_task = t else t:cancel() end
+  end
+  if self_task then self_task:cancel() end
+end
+
+function Proc:signal(sig, why)
+  local W = self.world
+  if self.state ~= "alive" or sig == 0 then return end
+  W:event("signal", self, sig .. (why and (" (" .. why .. ")") or ""))
+  local h = self.handlers[sig]
+  if h and sig ~= "KILL" and sig ~= "STOP" then
+    self:task(h, self)
+    return
+  end
+  if sig ~= "KILL" and sig ~= "STOP" and self.ignored[sig] then
+    W:event("ignored", self, sig)
+    return
+  end
+  if sig == "CHLD" or sig == "CONT" or sig == "WINCH" or sig == "URG" or sig == "STOP" then return end
+  self:die(nil, sig)
+end
+
+-- The orch.Process face of a simulated process.
+function Proc:on_exit(fn)
+  if self.state == "reaped" then orch.task(fn, self.code, self.sig)
+  else self.on_exits[#self.on_exits + 1] = fn end
+  return self
+end
+
+function Proc:kill(sig, opts)
+  sig = sig or "TERM"
+  local name = sig == 0 and 0 or orch.signal.name(sig)
+  if not name then error("bad argument #1 to 'kill' (unknown signal '" .. tostring(sig) .. "')", 2) end
+  if self.state == "reaped" then return nil, "kill: process " .. self.pid .. " has exited", "ESRCH" end
+  if opts and opts.group then
+    if self.pgid ~= self.pid then
+      return nil, "kill: process " .. self.pid .. " does not lead a process group", "EINVAL"
+    end
+    return self.world:killpg(self.pid, name)
+  end
+  self:signal(name, "kill")
+  return true
+end
+
+function Proc:wait(timeout)
+  if self.state ~= "reaped" then
+    local deadline = timeout and orch.now() + timeout
+    while self.state ~= "reaped" do
+      local left = deadline and deadline - orch.now()
+      if left and left <= 0 then return nil, "wait: timed out", "ETIMEDOUT" end
+      self.exited:wait(left)
+    end
+  end
+  return self.code, self.sig
+end
+
+function Proc:running() return self.state == "alive" end
+
+function Proc:status()
+  return self.state == "alive" and "running" or "exited"
+end
+
+function Proc:__tostring()
+  return string.format("orch.SimProcess: pid=%d %s", self.pid, self:status())
+end
+
+-- ---------------------------------------------------------------- the world
+
+function World:new_proc(fields)
+  self.next_pid = self.next_pid + 1
+  fields.pid = self.next_pid
+  self.nspawn = self.nspawn + 1
+  fields.start_time = self.nspawn
+  return proc_new(self, fields)
+end
+
+local function proc_name(p)
+  local env = p.env or {}
+  local svc = env.ORCH_SERVICE
+  if svc then
+    local inst = p.world.sup and (p.world.sup.instance(svc) and svc or (svc .. ":" .. tostring(env.ORCH_INSTANCE)))
+    return (inst or svc) .. "[" .. p.pid .. "]"
+  end
+  return tostring(p.cmd) .. "[" .. p.pid .. "]"
+end
+
+--- Adds a line to the trace and checks the invariants. kind: spawn, exit,
+-- reaped, signal, ignored, ready, beat, stall, log, fork, fault, state,
+-- spawn_failed, sup (a supervisor log line), note.
+function World:event(kind, p, text)
+  local who = type(p) == "table" and proc_name(p) or p
+  local line = string.format("%12.3f %-8s %s%s", orch.now() - self.t0, kind, who or "",
+    text and ((who and " " or "") .. text) or "")
+  local n = #self.trace + 1
+  self.trace[n] = line
+  if self.echo then self.echo(line) end
+  if #self.invariants == 0 or self.violation then return end
+  local ev = { kind = kind, proc = type(p) == "table" and p or nil, text = text, time = orch.now() }
+  for _, inv in ipairs(self.invariants) do
+    local ok, res, msg = pcall(inv.fn, self, ev)
+    if not ok or res == false then
+      self.violation = string.format("invariant '%s' broken at %.3f: %s", inv.name,
+        orch.now() - self.t0, tostring(ok and (msg or "false") or res))
+      self.trace[#self.trace + 1] = "             VIOLATED " .. self.violation
+      return
+    end
+  end
+end
+
+function World:note(text) self:event("note", nil, text) end
+
+--- world:program(name, steps): the behaviour of command `name`.
+function World:program(name, steps)
+  if type(name) ~= "string" then error("bad argument #1 to 'program' (string expected)", 2) end
+  if type(steps) ~= "table" then error("bad argument #2 to 'program' (list of steps expected)", 2) end
+  for i, st in ipairs(steps) do
+    if type(st) ~= "function" then error("bad argument #2 to 'program' (step " .. i .. " is not a function)", 2) end
+  end
+  self.programs[name] = steps
+  return name
+end
+
+--- world:service(def): a supervisor service whose command is a program:
+-- def.program (a list of steps) becomes the program "sim:<name>".
+function World:service(def)
+  if type(def) ~= "table" then error("bad argument #1 to 'service' (table expected)", 2) end
+  local d = {}
+  for k, v in pairs(def) do d[k] = v end
+  local steps = d.program
+  d.program = nil
+  if steps then
+    local name = "sim:" .. tostring(d.name)
+    if steps.spawn_fails then self.programs[name] = steps else self:program(name, steps) end
+    d.cmd = d.cmd or { name }
+  end
+  return self.sup.service(d)
+end
+
+--- world:invariant(name, fn): fn(world, event) is called after every event;
+-- false (and a message) breaks the run.
+function World:invariant(name, fn)
+  self.invariants[#self.invariants + 1] = { name = name, fn = fn }
+end
+
+--- Raises when an invariant broke (with the seed and the trace).
+function World:check()
+  if self.violation then error(self:report(self.violation), 2) end
+  return true
+end
+
+function World:text() return table.concat(self.trace, "\n") .. "\n" end
+
+function World:report(msg)
+  return string.format("%s\nsim: seed %d\n%s", tostring(msg), self.seed, self:text())
+end
+
+-- The process table functions a world stands in for.
+function World:spawn(opts)
+  if type(opts) ~= "table" or type(opts[1]) ~= "string" then
+    error("bad argument #1 to 'spawn' (command table expected)", 2)
+  end
+  local name = opts[1]
+  local prog = self.programs[name]
+  if not prog then
+    self:event("spawn_failed", nil, name .. ": ENOENT")
+    return nil, "spawn: " .. name .. ": no such file or directory", "ENOENT"
+  end
+  if prog.spawn_fails then
+    self:event("spawn_failed", nil, name .. ": " .. prog.spawn_fails)
+    return nil, "spawn: " .. name .. ": " .. prog.spawn_fails, prog.spawn_fails
+  end
+  local f = self.faults.spawn_fail
+  if f and self.rng() < f then
+    self:event("fault", nil, "spawn_fail: " .. name)
+    return nil, "spawn: " .. name .. ": resource temporarily unavailable", "EAGAIN"
+  end
+  local args = {}
+  for i = 1, #opts do args[i] = opts[i] end
+  local env = {}
+  for k, v in pairs(opts.env or {}) do if v then env[k] = v end end
+  local p = self:new_proc { cmd = name, args = args, env = env, ppid = orch.getpid(), main = true }
+  p.pgid = (opts.pgroup or opts.setsid) and p.pid or orch.getpid()
+  if opts.stdout == "pipe" then p.stdout = stream_new() end
+  self:event("spawn", p, table.concat(args, " "))
+  self:schedule_faults(p)
+  p:start(prog)
+  return p
+end
+
+function World:schedule_faults(p)
+  for _, kind in ipairs { "kill", "term" } do
+    local rate = self.faults[kind]
+    if rate and rate > 0 then
+      local u = self.rng()
+      local at = -math.log(1 - u) / rate
+      p.timers[#p.timers + 1] = orch.timer.after(at, function()
+        if p.state == "alive" then
+          self:event("fault", p, kind)
+          p:signal(kind == "kill" and "KILL" or "TERM", "fault")
+        end
+      end)
+    end
+  end
+end
+
+local function sim_pid(pid) return math.type(pid) == "integer" and pid > PID_BASE end
+
+function World:kill(pid, sig, start)
+  local p = self.procs[pid]
+  if not p then
+    if sim_pid(pid) then return nil, "kill: no such process", "ESRCH" end
+    return nil, "kill: pid " .. tostring(pid) .. " is not a simulated process", "EPERM"
+  end
+  if start and start ~= p.start_time then return nil, "kill: pid " .. pid .. " is gone or was reused", "ESRCH" end
+  local name = (sig == 0) and 0 or orch.signal.name(sig or "TERM")
+  if not name then error("bad argument #2 to 'kill' (unknown signal '" .. tostring(sig) .. "')", 2) end
+  p:signal(name, "kill")
+  return true
+end
+
+function World:killpg(pgid, sig)
+  local name = (sig == 0) and 0 or orch.signal.name(sig or "TERM")
+  if not name then error("bad argument #2 to 'killpg' (unknown signal '" .. tostring(sig) .. "')", 2) end
+  local hit = {}
+  for pid, p in pairs(self.procs) do
+    if p.pgid == pgid and p.state ~= "reaped" then hit[#hit + 1] = pid end
+  end
+  if #hit == 0 then
+    if sim_pid(pgid) then return nil, "killpg: no such process", "ESRCH" end
+    return nil, "killpg: " .. tostring(pgid) .. " is not a simulated process group", "EPERM"
+  end
+  table.sort(hit)
+  for _, pid in ipairs(hit) do self.procs[pid]:signal(name, "killpg") end
+  return true
+end
+
+function World:info(pid)
+  local p = self.procs[pid]
+  if not p then
+    if sim_pid(pid) then return nil, "proc.info: no such process", "ESRCH" end
+    return self.real.info(pid)
+  end
+  return {
+    pid = p.pid, state = p.state == "alive" and "S" or "Z", ppid = p.ppid, pgid = p.pgid, sid = p.pgid,
+    uid = 0, name = p.cmd, cmdline = p.args, start_time = p.start_time, rss = 1048576, cpu = 0,
+    threads = 1, exit_code = p.state ~= "alive" and p.code or nil,
+    exit_signal = p.state ~= "alive" and p.sig or nil,
+  }
+end
+
+function World:start_time(pid)
+  local p = self.procs[pid]
+  if p then return p.start_time end
+  if sim_pid(pid) then return nil, "proc.start_time: no such process", "ESRCH" end
+  return self.real.start_time(pid)
+end
+
+function World:children(pid)
+  if not sim_pid(pid) and pid ~= orch.getpid() then return self.real.children(pid) end
+  local out = {}
+  for cpid, p in pairs(self.procs) do
+    if p.ppid == pid and p.state ~= "reaped" then out[#out + 1] = cpid end
+  end
+  table.sort(out)
+  return out
+end
+
+function World:list()
+  local out = self.real.list() or {}
+  local sims = {}
+  for pid in pairs(self.procs) do sims[#sims + 1] = pid end
+  table.sort(sims)
+  for _, pid in ipairs(sims) do out[#out + 1] = pid end
+  return out
+end
+
+-- A heartbeat table in the world: slots whose last beat is virtual time.
+local HbTable = {}
+HbTable.__index = HbTable
+local HbSlot = {}
+HbSlot.__index = HbSlot
+
+function World:heartbeat_open(opts)
+  local key = opts and opts.key or 0
+  local t = self.hb_tables[key]
+  if not t then
+    t = setmetatable({ world = self, k = key }, HbTable)
+    self.hb_tables[key] = t
+  end
+  return t
+end
+
+function HbTable:key() return self.k end
+function HbTable:reserve(name, timeout)
+  local W = self.world
+  W.hb_next = W.hb_next + 1
+  local s = setmetatable({ index = W.hb_next, name = name, timeout = timeout, last_beat = orch.now(), table = self }, HbSlot)
+  W.hb_slots[s.index] = s
+  return s
+end
+function HbTable:find(pid)
+  for _, s in pairs(self.world.hb_slots) do
+    if s.pid == pid and s.table == self then return s end
+  end
+  return nil, "heartbeat.find: no slot of pid " .. tostring(pid), "ENOENT"
+end
+function HbTable:remove() return true end
+function HbTable:close() return true end
+function HbSlot:assign(pid) self.pid = pid; self.last_beat = orch.now(); return true end
+function HbSlot:info()
+  return { pid = self.pid, name = self.name, timeout = self.timeout, last_beat = self.last_beat,
+           age = orch.now() - self.last_beat }
+end
+function HbSlot:beat() self.last_beat = orch.now(); return true end
+function HbSlot:unregister() self.table.world.hb_slots[self.index] = nil; return true end
+
+-- ---------------------------------------------------------------- install
+
+local installed
+
+--- Makes `W` the process table of the orch module (see the top).
+function World:install()
+  if installed == self then return end
+  if installed then error("orch.sim: another world is installed", 2) end
+  local hb = orch.heartbeat
+  self.real = {
+    spawn = orch.spawn, kill = orch.kill, killpg = orch.killpg, info = orch.proc.info,
+    start_time = orch.proc.start_time, children = orch.proc.children, list = orch.proc.list,
+    heartbeat_open = hb and hb.open,
+  }
+  orch.spawn = function(opts) return self:spawn(opts) end
+  orch.kill = function(pid, sig, start) return self:kill(pid, sig, start) end
+  orch.killpg = function(pgid, sig) return self:killpg(pgid, sig) end
+  orch.proc.info = function(pid) return self:info(pid) end
+  orch.proc.start_time = function(pid) return self:start_time(pid) end
+  orch.proc.children = function(pid) return self:children(pid) end
+  orch.proc.list = function() return self:list() end
+  if hb then hb.open = function(opts) return self:heartbeat_open(opts) end end
+  installed = self
+end
+
+--- Gives the orch module its real process table back.
+function World:uninstall()
+  if installed ~= self then return end
+  local r = self.real
+  orch.spawn, orch.kill, orch.killpg = r.spawn, r.kill, r.killpg
+  orch.proc.info, orch.proc.start_time, orch.proc.children, orch.proc.list = r.info, r.start_time, r.children, r.list
+  if orch.heartbeat then orch.heartbeat.open = r.heartbeat_open end
+  installed = nil
+end
+
+--- Stops the supervisor (every service, in order) and every simulated
+-- process left, and uninstalls the world. Task only.
+function World:close()
+  if self.closed then return end
+  self.closed = true
+  self:note("closing the world")
+  local sup = self.sup
+  if sup then
+    local ok, err = pcall(sup.close)
+    if not ok then self:note("sup.close failed: " .. tostring(err)) end
+  end
+  local pids = {}
+  for pid in pairs(self.procs) do pids[#pids + 1] = pid end
+  table.sort(pids)
+  for _, pid in ipairs(pids) do
+    local p = self.procs[pid]
+    if p and p.state == "alive" then p:die(nil, "KILL") end
+  end
+  orch.sleep(0)
+  self:uninstall()
+end
+
+--- sim.world{ seed, faults, invariants, echo, supervisor }: a new world
+-- (installed: the orch module's process table is its own until close).
+-- seed: an integer (default: ORCH_SIM_SEED, else one from the clock, which
+-- the world prints); faults: "kill:0.01,..." or a table; invariants: a
+-- list of { name, fn } or sim.invariants.* values; echo: a function
+-- receiving every trace line; supervisor = false: no supervisor.
+function sim.world(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("bad argument #1 to 'world' (table expected)", 2) end
+  for k in pairs(opts) do
+    if not ({ seed = 1, faults = 1, invariants = 1, echo = 1, supervisor = 1 })[k] then
+      error("bad argument #1 to 'world' (unknown option '" .. tostring(k) .. "')", 2)
+    end
+  end
+  local seed = opts.seed or math.tointeger(tonumber(os.getenv("ORCH_SIM_SEED") or ""))
+  if seed == nil then
+    seed = math.floor(orch.now() * 1e6) % 1000000007
+    io.stderr:write("orch.sim: seed ", seed, "\n")
+  end
+  if math.type(seed) ~= "integer" then error("bad argument #1 to 'world' (option 'seed': integer expected)", 2) end
+  local W = setmetatable({
+    seed = seed, rng = rng_new(seed), faults = sim.parse_faults(opts.faults), invariants = {},
+    procs = {}, programs = {}, trace = {}, next_pid = PID_BASE, nspawn = 0, nlive = 0,
+    hb_tables = {}, hb_slots = {}, hb_next = 0, t0 = orch.now(), echo = opts.echo,
+  }, World)
+  math.randomseed(seed)
+  for _, inv in ipairs(opts.invariants or {}) do
+    if type(inv) ~= "table" or type(inv.fn) ~= "function" then
+      error("bad argument #1 to 'world' (option 'invariants': list of { name = ..., fn = ... } expected)", 2)
+    end
+    W:invariant(inv.name or "?", inv.fn)
+  end
+  W:install()
+  if opts.supervisor ~= false then
+    local sup = require("orch.supervisor").new()
+    W.sup = sup
+    sup.configure {
+      cgroup = false, persist = false, exit_on_fatal = false,
+      log = function(msg) W:event("sup", nil, msg) end,
+      output = function(name, line) W:event("output", nil, name .. " | " .. line) end,
+      exit = function(code) W.exit_code = code end,
+      on_state = function(inst, old) W:event("state", nil, inst.name .. " " .. old .. " -> " .. inst.state) end,
+    }
+  end
+  return W
+end
+
+--- sim.run(fn [, opts]): fn(world, sup) in a new world on the virtual
+-- clock (as the main task of orch.run, or at once inside a task); the world
+-- is closed after. Raises fn's error or a broken invariant, with the seed
+-- and the trace. Returns the world.
+function sim.run(fn, opts)
+  if type(fn) ~= "function" then error("bad argument #1 to 'run' (function expected)", 2) end
+  local function body()
+    local W = sim.world(opts)
+    local ok, err = xpcall(fn, debug.traceback, W, W.sup)
+    W:close()
+    if not ok then error(W:report(err), 0) end
+    W:check()
+    return W
+  end
+  if orch.current() then
+    if orch.clock() ~= "virtual" then error("orch.sim: the task runs on the real clock (orch.clock)", 2) end
+    return body()
+  end
+  local was = orch.clock()
+  if was ~= "virtual" then assert(orch.clock("virtual")) end
+  local ok, res = pcall(orch.run, body)
+  if was ~= "virtual" then orch.clock("real") end
+  if not ok then error(res, 0) end
+  return res
+end
+
+--- sim.explore{ runs, seed, faults, duration, setup, invariants }: `runs`
+-- worlds with seeds seed, seed+1, ...: setup(world, sup) then `duration`
+-- virtual seconds, every invariant checked after every event. Raises at the
+-- first broken one (its seed and trace); returns the number of runs.
+function sim.explore(o)
+  if type(o) ~= "table" or type(o.setup) ~= "function" then
+    error("bad argument #1 to 'explore' (table with a setup function expected)", 2)
+  end
+  local runs, seed, duration = o.runs or 100, o.seed or 1, o.duration or 600
+  local function one(s)
+    return sim.run(function(W, sup)
+      o.setup(W, sup)
+      local deadline = orch.now() + duration
+      while not W.violation and orch.now() < deadline do orch.sleep(math.min(10, deadline - orch.now())) end
+    end, { seed = s, faults = o.faults, invariants = o.invariants })
+  end
+  local function all()
+    for i = 0, runs - 1 do one(seed + i) end
+    return runs
+  end
+  if orch.current() then return all() end
+  local was = orch.clock()
+  if was ~= "virtual" then assert(orch.clock("virtual")) end
+  local ok, res = pcall(orch.run, all)
+  if was ~= "virtual" then orch.clock("real") end
+  if not ok then error(res, 0) end
+  return res
+end
+
+-- ---------------------------------------------------------------- invariants
+
+-- The supervisor instance a spawn event is for.
+local function spawned_instance(W, ev)
+  local p = ev.proc
+  if ev.kind ~= "spawn" or not p or not p.main or not W.sup then return nil end
+  local env = p.env
+  local svc = env.ORCH_SERVICE
+  if not svc then return nil end
+  return W.sup.instance(svc) or W.sup.instance(svc .. ":" .. tostring(env.ORCH_INSTANCE)), p
+end
+
+sim.invariants = {}
+
+--- Never two processes of one instance of `service` (default: any) at once.
+function sim.invariants.single(service)
+  return { name = "single instance" .. (service and (" of " .. service) or ""), fn = function(W, ev)
+    local inst, p = spawned_instance(W, ev)
+    if not inst or (service and inst.service ~= service) then return true end
+    for pid, q in pairs(W.procs) do
+      if pid ~= p.pid and q.main and q.state ~= "reaped" and q.env.ORCH_SERVICE == p.env.ORCH_SERVICE
+         and q.env.ORCH_INSTANCE == p.env.ORCH_INSTANCE then
+        return false, string.format("%s spawned pid %d while pid %d runs", inst.name, p.pid, pid)
+      end
+    end
+    return true
+  end }
+end
+
+--- `service` starts only while every instance of `dependency` is running.
+function sim.invariants.requires(service, dependency)
+  return { name = service .. " requires " .. dependency, fn = function(W, ev)
+    local inst = spawned_instance(W, ev)
+    if not inst or inst.service ~= service then return true end
+    for _, st in ipairs(W.sup.status(dependency) or {}) do
+      if st.state ~= "running" then
+        return false, string.format("%s started while %s is %s", inst.name, st.name, st.state)
+      end
+    end
+    return true
+  end }
+end
+
+--- No instance is started once a stop of it (or the shutdown) began.
+function sim.invariants.no_start_after_stop()
+  return { name = "no start after a stop began", fn = function(W, ev)
+    local inst = spawned_instance(W, ev)
+    if inst and inst.want == false then return false, inst.name .. " started after its stop began" end
+    return true
+  end }
+end
+
+--- A restart after a backoff comes no sooner than the policy's smallest
+-- delay for that failure count (initial * factor^(fails-1), capped at max,
+-- less the jitter).
+function sim.invariants.backoff()
+  local last_exit = {}
+  return { name = "backoff never shorter than the policy", fn = function(W, ev)
+    local p = ev.proc
+    if ev.kind == "reaped" and p and p.main then
+      last_exit[p.env.ORCH_SERVICE .. ":" .. tostring(p.env.ORCH_INSTANCE)] = ev.time
+      return true
+    end
+    local inst = spawned_instance(W, ev)
+    if not inst or inst.state ~= "backoff" then return true end
+    local b, fails = inst.cfg.backoff, inst.fails or 0
+    local last = last_exit[p and p.env.ORCH_SERVICE .. ":" .. tostring(p.env.ORCH_INSTANCE) or
+      (inst.service .. ":" .. tostring(inst.index))]
+    if fails < 1 or b.initial <= 0 or not last or type(inst.cfg.restart) == "function" then return true end
+    local d = math.min(b.max, b.initial * b.factor ^ (fails - 1)) * (1 - b.jitter)
+    local gap = ev.time - last
+    if gap + 1e-6 < d then
+      return false, string.format("%s restarted %.3fs after its exit; the policy says at least %.3fs (failure %d)",
+        inst.name, gap, d, fails)
+    end
+    return true
+  end }
+end
+
+-- ---------------------------------------------------------------- spec helpers
+
+-- The world of the running test (orch test's helper makes one per test).
+sim.current = nil
+
+local function cur()
+  if not sim.current then
+    sim.current = sim.world()
+  end
+  return sim.current
+end
+
+--- sim.service(def): world:service on the current world.
+function sim.service(def) return cur():service(def) end
+--- sim.program(name, steps): world:program on the current world.
+function sim.program(name, steps) return cur():program(name, steps) end
+--- sim.supervisor(): the current world's supervisor.
+function sim.supervisor() return cur().sup end
+--- sim.advance(seconds): lets `seconds` of virtual time pass (task).
+function sim.advance(s) orch.sleep(s) end
+--- sim.trace(): the current world's trace, as text.
+function sim.trace() return cur():text() end
+
+--- Ends the current world (closes it); returns it.
+function sim.reset()
+  local W = sim.current
+  sim.current = nil
+  if W then W:close() end
+  return W
+end
+
+return sim
