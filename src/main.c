@@ -37,6 +37,7 @@ static const char usage_text[] =
   "  every N -- PROG ARGS   run PROG, wait, sleep N seconds, repeat\n"
   "  beat --name N --timeout S   register or beat a heartbeat (for shell scripts)\n"
   "  import FILE            a supervisord.conf or pm2 ecosystem file as a policy script\n"
+  "  test [OPTIONS] FILE|DIR   busted specs on virtual time with simulated processes\n"
   "  version                print the orch, Lua and libuv versions\n"
   "  help [COMMAND]         this text, or a command's help\n"
   "\n"

@@ -765,6 +765,21 @@ function sim.world(opts)
   return W
 end
 
+-- Runs fn on the virtual clock: in the calling task (switching the clock
+-- for the time of fn when it is the real one), or as orch.run's main task.
+local function on_virtual_time(fn)
+  local was = orch.clock()
+  if was ~= "virtual" then
+    local ok, err = orch.clock("virtual")
+    if not ok then error("orch.sim: " .. err, 3) end
+  end
+  local ok, res
+  if orch.current() then ok, res = pcall(fn) else ok, res = pcall(orch.run, fn) end
+  if was ~= "virtual" then orch.clock("real") end
+  if not ok then error(res, 0) end
+  return res
+end
+
 --- sim.run(fn [, opts]): fn(world, sup) in a new world on the virtual
 -- clock (as the main task of orch.run, or at once inside a task); the world
 -- is closed after. Raises fn's error or a broken invariant, with the seed
@@ -779,16 +794,7 @@ function sim.run(fn, opts)
     W:check()
     return W
   end
-  if orch.current() then
-    if orch.clock() ~= "virtual" then error("orch.sim: the task runs on the real clock (orch.clock)", 2) end
-    return body()
-  end
-  local was = orch.clock()
-  if was ~= "virtual" then assert(orch.clock("virtual")) end
-  local ok, res = pcall(orch.run, body)
-  if was ~= "virtual" then orch.clock("real") end
-  if not ok then error(res, 0) end
-  return res
+  return on_virtual_time(body)
 end
 
 --- sim.explore{ runs, seed, faults, duration, setup, invariants }: `runs`
@@ -811,13 +817,7 @@ function sim.explore(o)
     for i = 0, runs - 1 do one(seed + i) end
     return runs
   end
-  if orch.current() then return all() end
-  local was = orch.clock()
-  if was ~= "virtual" then assert(orch.clock("virtual")) end
-  local ok, res = pcall(orch.run, all)
-  if was ~= "virtual" then orch.clock("real") end
-  if not ok then error(res, 0) end
-  return res
+  return on_virtual_time(all)
 end
 
 -- ---------------------------------------------------------------- invariants
