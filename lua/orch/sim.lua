@@ -117,6 +117,17 @@ function sim.ready_after(s) return function(p) p:sleep(s); p:ready() end end
 --- Beats every `s` seconds (heartbeat slot, or sd_notify WATCHDOG=1) until
 -- stall() or the end.
 function sim.beat_every(s) return function(p) p:beat_every(s) end end
+
+--- Registers in the heartbeat table (the default key, or `key`) with
+-- `timeout`, as a program using the heartbeat library does; beat_every
+-- then beats that slot.
+function sim.register(name, timeout, key)
+  return function(p)
+    local t = p.world:heartbeat_open { key = key }
+    p.hb_slot = t:register(name, timeout, p.pid)
+    p.world:event("register", p, string.format("slot %d, timeout %gs", p.hb_slot.index, timeout))
+  end
+end
 function sim.stall() return function(p) p:stall() end end
 
 --- Writes lines to stdout.
@@ -269,7 +280,11 @@ function Proc:beat()
     return
   end
   local env = self.env or {}
-  local slot = env.ORCH_HEARTBEAT_SLOT and W.hb_slots[tonumber(env.ORCH_HEARTBEAT_SLOT)]
+  local slot = self.hb_slot
+  if not slot and env.ORCH_HEARTBEAT_SLOT then
+    local t = W.hb_tables[math.tointeger(tonumber(env.ORCH_HEARTBEAT_KEY))]
+    slot = t and t.slots_by_index[math.tointeger(tonumber(env.ORCH_HEARTBEAT_SLOT))]
+  end
   if slot and slot.pid == self.pid then slot.last_beat = orch.now() end
   if not slot then self:notify { WATCHDOG = "1" } end
   W:event("beat", self)
@@ -624,45 +639,140 @@ function World:list()
   return out
 end
 
--- A heartbeat table in the world: slots whose last beat is virtual time.
+-- A heartbeat table in the world: slots whose last beat is virtual time,
+-- with the face of an orch.Heartbeat table that the supervisor (reserve,
+-- assign, info, unregister) and the watchdog (slots, read, clear, changes)
+-- use. A simulated process registers with sim.register.
 local HbTable = {}
 HbTable.__index = HbTable
+HbTable.__name = "orch.SimHeartbeat"
 local HbSlot = {}
 HbSlot.__index = HbSlot
 
 function World:heartbeat_open(opts)
-  local key = opts and opts.key or 0
+  local key = opts and opts.key or orch.heartbeat.DEFAULT_KEY
   local t = self.hb_tables[key]
   if not t then
-    t = setmetatable({ world = self, k = key }, HbTable)
+    t = setmetatable({ world = self, k = key, slots_by_index = {}, nchanges = 0, next_index = 0 }, HbTable)
     self.hb_tables[key] = t
   end
   return t
 end
 
+function HbTable:changed() self.nchanges = self.nchanges + 1 end
 function HbTable:key() return self.k end
+function HbTable:is_compat() return false end
+function HbTable:changes() return self.nchanges end
+function HbTable:count()
+  local n = 0
+  for _ in pairs(self.slots_by_index) do n = n + 1 end
+  return n
+end
 function HbTable:reserve(name, timeout)
-  local W = self.world
-  W.hb_next = W.hb_next + 1
-  local s = setmetatable({ index = W.hb_next, name = name, timeout = timeout, last_beat = orch.now(), table = self }, HbSlot)
-  W.hb_slots[s.index] = s
+  local s = setmetatable({ name = name, timeout = timeout, last_beat = orch.now(), table = self,
+                           generation = 0, pid = 0 }, HbSlot)
+  self.next_index = self.next_index + 1
+  s.index = self.next_index
+  self.slots_by_index[s.index] = s
+  self:changed()
+  return s
+end
+--- table:register(name, timeout [, pid]): a slot held by pid at once.
+function HbTable:register(name, timeout, pid)
+  local s = self:reserve(name, timeout)
+  s:assign(pid)
   return s
 end
 function HbTable:find(pid)
-  for _, s in pairs(self.world.hb_slots) do
-    if s.pid == pid and s.table == self then return s end
+  for _, s in pairs(self.slots_by_index) do
+    if s.pid == pid then return s end
   end
   return nil, "heartbeat.find: no slot of pid " .. tostring(pid), "ENOENT"
 end
+function HbTable:read(i)
+  local s = self.slots_by_index[i]
+  if not s then return nil, "heartbeat.read: slot " .. tostring(i) .. " is free", "ENOENT" end
+  return s:info()
+end
+function HbTable:slots()
+  local idx = {}
+  for i in pairs(self.slots_by_index) do idx[#idx + 1] = i end
+  table.sort(idx)
+  local out = {}
+  for _, i in ipairs(idx) do out[#out + 1] = self.slots_by_index[i]:info() end
+  return out
+end
+function HbTable:clear(o)
+  local s = self.slots_by_index[o.index]
+  if not s or (o.pid and s.pid ~= o.pid) or (o.generation and s.generation ~= o.generation) then
+    return nil, "heartbeat.clear: slot " .. tostring(o.index) .. " changed", "ESTALE"
+  end
+  s:unregister()
+  return true
+end
 function HbTable:remove() return true end
 function HbTable:close() return true end
-function HbSlot:assign(pid) self.pid = pid; self.last_beat = orch.now(); return true end
+
+function HbSlot:assign(pid)
+  local W = self.table.world
+  local p = W.procs[pid]
+  self.pid, self.generation = pid, self.generation + 1
+  self.start_time = p and p.start_time or nil
+  self.last_beat = orch.now()
+  self.table:changed()
+  return true
+end
 function HbSlot:info()
-  return { pid = self.pid, name = self.name, timeout = self.timeout, last_beat = self.last_beat,
-           age = orch.now() - self.last_beat }
+  local reserved = self.pid == 0
+  return { index = self.index, pid = self.pid, generation = self.generation, name = self.name,
+           timeout = self.timeout, last_beat = self.last_beat, age = orch.now() - self.last_beat,
+           start_time = self.start_time, uid = 0, reserved = reserved or nil, compat = false }
 end
 function HbSlot:beat() self.last_beat = orch.now(); return true end
-function HbSlot:unregister() self.table.world.hb_slots[self.index] = nil; return true end
+function HbSlot:unregister()
+  local t = self.table
+  if t.slots_by_index[self.index] == self then
+    t.slots_by_index[self.index] = nil
+    t:changed()
+  end
+  return true
+end
+
+-- heartbeat.alive / heartbeat.start_time for simulated pids.
+function World:hb_alive(pid, start)
+  local p = self.procs[pid]
+  if not p then
+    if sim_pid(pid) then return false end
+    return self.real.hb_alive(pid, start)
+  end
+  return p.state == "alive" and (start == nil or start == p.start_time)
+end
+
+function World:hb_start_time(pid)
+  local p = self.procs[pid]
+  if not p then
+    if sim_pid(pid) then return nil, "heartbeat.start_time: no such process", "ESRCH" end
+    return self.real.hb_start_time(pid)
+  end
+  return p.start_time
+end
+
+-- orch.proc.wait_exit for simulated pids: a zombie counts as exited.
+function World:wait_exit(pid, start, timeout)
+  local p = self.procs[pid]
+  if not p then
+    if sim_pid(pid) then return true end
+    return self.real.wait_exit(pid, start, timeout)
+  end
+  if start and start ~= p.start_time then return true end
+  local deadline = timeout and orch.now() + timeout
+  while p.state == "alive" do
+    local left = deadline and deadline - orch.now()
+    if left and left <= 0 then return nil, "proc.wait_exit: timed out", "ETIMEDOUT" end
+    p.exited:wait(left)
+  end
+  return true
+end
 
 -- ---------------------------------------------------------------- install
 
@@ -676,7 +786,8 @@ function World:install()
   self.real = {
     spawn = orch.spawn, kill = orch.kill, killpg = orch.killpg, info = orch.proc.info,
     start_time = orch.proc.start_time, children = orch.proc.children, list = orch.proc.list,
-    heartbeat_open = hb and hb.open,
+    heartbeat_open = hb and hb.open, hb_alive = hb and hb.alive, hb_start_time = hb and hb.start_time,
+    wait_exit = orch.proc.wait_exit,
   }
   orch.spawn = function(opts) return self:spawn(opts) end
   orch.kill = function(pid, sig, start) return self:kill(pid, sig, start) end
@@ -685,7 +796,12 @@ function World:install()
   orch.proc.start_time = function(pid) return self:start_time(pid) end
   orch.proc.children = function(pid) return self:children(pid) end
   orch.proc.list = function() return self:list() end
-  if hb then hb.open = function(opts) return self:heartbeat_open(opts) end end
+  orch.proc.wait_exit = function(pid, start, timeout) return self:wait_exit(pid, start, timeout) end
+  if hb then
+    hb.open = function(opts) return self:heartbeat_open(opts) end
+    hb.alive = function(pid, start) return self:hb_alive(pid, start) end
+    hb.start_time = function(pid) return self:hb_start_time(pid) end
+  end
   installed = self
 end
 
@@ -695,7 +811,10 @@ function World:uninstall()
   local r = self.real
   orch.spawn, orch.kill, orch.killpg = r.spawn, r.kill, r.killpg
   orch.proc.info, orch.proc.start_time, orch.proc.children, orch.proc.list = r.info, r.start_time, r.children, r.list
-  if orch.heartbeat then orch.heartbeat.open = r.heartbeat_open end
+  orch.proc.wait_exit = r.wait_exit
+  if orch.heartbeat then
+    orch.heartbeat.open, orch.heartbeat.alive, orch.heartbeat.start_time = r.heartbeat_open, r.hb_alive, r.hb_start_time
+  end
   installed = nil
 end
 
@@ -744,7 +863,7 @@ function sim.world(opts)
   local W = setmetatable({
     seed = seed, rng = rng_new(seed), faults = sim.parse_faults(opts.faults), invariants = {},
     procs = {}, programs = {}, trace = {}, next_pid = PID_BASE, nspawn = 0, nlive = 0,
-    hb_tables = {}, hb_slots = {}, hb_next = 0, t0 = orch.now(), echo = opts.echo,
+    hb_tables = {}, t0 = orch.now(), echo = opts.echo,
   }, World)
   math.randomseed(seed)
   for _, inv in ipairs(opts.invariants or {}) do

@@ -1,0 +1,106 @@
+-- scripts/bench.d/sim.lua: simulation testing (issue 18): a simulated day
+-- of a 20-service supervisor with cron jobs and random crashes, seeded
+-- fault-injection runs per second, determinism of the traces, and virtual
+-- time covered per second of wall time.
+--   build/orch run scripts/bench.d/sim.lua [runs]
+local sim = require "orch.sim"
+local sched = require "orch.scheduler"
+local runs = tonumber(arg and arg[1]) or 2000
+orch.set_budget(false)
+
+local function say(name, value, unit) print(string.format("%s %.6g %s", name, value, unit)) end
+
+-- Wall and CPU seconds of fn(), on the real clock (sim.run switches to the
+-- virtual one inside and back after).
+local function measure(fn)
+  local w0, c0 = orch.now(), os.clock()
+  local r = fn()
+  return orch.now() - w0, os.clock() - c0, r
+end
+
+-- A day: 20 services (4 databases with sd_notify readiness, 8 web workers
+-- depending on them, 4 heartbeat workers that stall now and then, 4
+-- crash-looping batch services), 3 cron jobs, random KILLs and spawn
+-- failures.
+local function day(seed)
+  return sim.run(function(W, sup)
+    for i = 1, 4 do
+      W:service { name = "db" .. i, program = { sim.ready_after(2) }, ready = { notify = true },
+                  restart = "always", start_timeout = 30 }
+    end
+    for i = 1, 8 do
+      W:service { name = "web" .. i, program = { sim.write_log("listening") }, depends_on = { "db" .. (i % 4 + 1) },
+                  restart = "always" }
+    end
+    for i = 1, 4 do
+      W:service { name = "worker" .. i, program = { sim.beat_every(5), sim.after(3600 * i, sim.stall()) },
+                  heartbeat = { timeout = 20 }, restart = "always" }
+    end
+    for i = 1, 4 do
+      W:service { name = "batch" .. i, program = { sim.after(600 * i, sim.exit(1)) }, restart = "on-failure",
+                  backoff = { initial = 1, max = 60 } }
+    end
+    W:program("report", { sim.after(30, sim.exit(0)) })
+    W:program("rotate", { sim.write_log("rotated"), sim.exit(0) })
+    local jobs = {
+      sched.cron("*/5 * * * *", { "report" }, { log = function() end }),
+      sched.cron("0 * * * *", { "rotate" }, { log = function() end }),
+      sched.at("03:30", { "report" }, { log = function() end }),
+    }
+    sup.start("all")
+    orch.sleep(86400)
+    for _, j in ipairs(jobs) do j:stop() end
+  end, { seed = seed, faults = "kill:0.0002,spawn_fail:0.01" })
+end
+
+local wall, cpu, W = measure(function() return day(1) end)
+local spawns = 0
+for _, line in ipairs(W.trace) do if line:find(" spawn ", 1, true) then spawns = spawns + 1 end end
+say("sim_day_wall_orch", wall, "s")
+say("sim_day_cpu_orch", cpu, "s")
+say("sim_day_events_orch", #W.trace, "events")
+say("sim_day_spawns_orch", spawns, "spawns")
+
+-- The invariant check of spec/sim_explore_spec.lua.
+local INVARIANTS = {
+  sim.invariants.requires("web", "db"), sim.invariants.requires("api", "db"), sim.invariants.single(),
+  sim.invariants.no_start_after_stop(), sim.invariants.backoff(),
+}
+local function setup(W, sup)
+  W:service { name = "db", program = { sim.ready_after(1) }, ready = { notify = true }, restart = "always",
+              backoff = { initial = 0.5, max = 5 }, start_timeout = 20 }
+  W:service { name = "web", program = { sim.after(20, sim.exit(1)) }, depends_on = { "db" }, restart = "always",
+              backoff = { initial = 0.5, max = 5 } }
+  W:service { name = "api", program = { sim.ignore("TERM") }, depends_on = { "db" }, restart = "on-failure",
+              backoff = { initial = 1, factor = 3, max = 9, jitter = 0.2 }, stop = { timeout = 2 },
+              start_limit = { burst = 4, interval = 30 } }
+  sup.start("all")
+  orch.task(function()
+    orch.sleep(7)
+    sup.stop("api")
+    orch.sleep(3)
+    sup.start("api")
+  end)
+end
+local FAULTS = "kill:0.02,term:0.01,spawn_fail:0.05,slow_ready:0.1"
+local ewall, ecpu = measure(function()
+  return sim.explore { runs = runs, seed = 1, duration = 30, setup = setup, invariants = INVARIANTS, faults = FAULTS }
+end)
+say("sim_runs_per_wall_s_orch", runs / ewall, "runs/s")
+say("sim_runs_per_cpu_s_orch", runs / ecpu, "runs/s")
+
+-- Determinism: one seed, 100 times, every trace byte for byte the same.
+local first, same = nil, 0
+for _ = 1, 100 do
+  local text = sim.run(function(W, sup)
+    setup(W, sup)
+    orch.sleep(30)
+  end, { seed = 42, faults = FAULTS, invariants = INVARIANTS }):text()
+  first = first or text
+  if text == first then same = same + 1 end
+end
+say("sim_identical_traces_orch", same, "of_100")
+
+-- Virtual time per wall second: the scenarios of spec/sim_supervisor_spec.lua
+-- add up to about 400 s of policy time.
+say("sim_day_speedup_orch", 86400 / wall, "x")
