@@ -21,6 +21,10 @@ local orch = require "orch"
 
 local sim = {}
 
+--- Worlds closed so far in this process, and the virtual seconds they
+-- covered (orch test prints them).
+sim.stats = { worlds = 0, virtual = 0 }
+
 local PID_BASE = 10000000
 
 -- ---------------------------------------------------------------- random
@@ -349,13 +353,15 @@ function Proc:die(code, sig)
   W.nlive = W.nlive - 1
   W:event("exit", self, code and ("code " .. code) or ("signal " .. tostring(sig)))
   for _, t in ipairs(self.timers) do t:stop() end
+  W.inflight = W.inflight + 1
   orch.task(function()
     if self.stdout then self.stdout:release() end
     self.state = "reaped"
     W.procs[self.pid] = nil
     W:event("reaped", self)
-    for _, fn in ipairs(self.on_exits) do orch.task(fn, code, sig) end
+    for _, fn in ipairs(self.on_exits) do W:task(fn, code, sig) end
     self.exited:broadcast()
+    W.inflight = W.inflight - 1
   end)
   local me = orch.current()
   local self_task
@@ -384,7 +390,7 @@ end
 
 -- The orch.Process face of a simulated process.
 function Proc:on_exit(fn)
-  if self.state == "reaped" then orch.task(fn, self.code, self.sig)
+  if self.state == "reaped" then self.world:task(fn, self.code, self.sig)
   else self.on_exits[#self.on_exits + 1] = fn end
   return self
 end
@@ -427,6 +433,16 @@ function Proc:__tostring()
 end
 
 -- ---------------------------------------------------------------- the world
+
+-- A task whose end World:close waits for (exit handlers).
+function World:task(fn, ...)
+  self.inflight = self.inflight + 1
+  return orch.task(function(...)
+    local ok, err = pcall(fn, ...)
+    self.inflight = self.inflight - 1
+    if not ok then error(err, 0) end
+  end, ...)
+end
 
 function World:new_proc(fields)
   self.next_pid = self.next_pid + 1
@@ -823,6 +839,8 @@ end
 function World:close()
   if self.closed then return end
   self.closed = true
+  sim.stats.worlds = sim.stats.worlds + 1
+  sim.stats.virtual = sim.stats.virtual + (orch.now() - self.t0)
   self:note("closing the world")
   local sup = self.sup
   if sup then
@@ -836,7 +854,23 @@ function World:close()
     local p = self.procs[pid]
     if p and p.state == "alive" then p:die(nil, "KILL") end
   end
-  orch.sleep(0)
+  -- Their exits reach the supervisor (a run ends, its resources close)
+  -- before the world goes; a supervisor that starts something again then
+  -- is stopped once more. Bounded: a policy that keeps doing so is a bug
+  -- the trace shows.
+  for _ = 1, 100 do
+    orch.sleep(0)
+    if self.inflight == 0 then
+      local live
+      for pid, p in pairs(self.procs) do
+        if p.state == "alive" then
+          live = true
+          p:die(nil, "KILL")
+        end
+      end
+      if not live then break end
+    end
+  end
   self:uninstall()
 end
 
@@ -862,7 +896,7 @@ function sim.world(opts)
   if math.type(seed) ~= "integer" then error("bad argument #1 to 'world' (option 'seed': integer expected)", 2) end
   local W = setmetatable({
     seed = seed, rng = rng_new(seed), faults = sim.parse_faults(opts.faults), invariants = {},
-    procs = {}, programs = {}, trace = {}, next_pid = PID_BASE, nspawn = 0, nlive = 0,
+    procs = {}, programs = {}, trace = {}, next_pid = PID_BASE, nspawn = 0, nlive = 0, inflight = 0,
     hb_tables = {}, t0 = orch.now(), echo = opts.echo,
   }, World)
   math.randomseed(seed)

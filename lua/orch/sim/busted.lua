@@ -3,6 +3,7 @@
 -- run's seed plus the test's number; the world is closed after the test,
 -- and a failing test's timeline is printed with its seed.
 local busted = require "busted"
+local orch = require "orch"
 local sim = require "orch.sim"
 
 local d = sim.defaults or {}
@@ -26,5 +27,16 @@ busted.subscribe({ "test", "end" }, function(element, parent, status)
     io.stdout:write(W:text())
     io.stdout:flush()
   end
+  return nil, true
+end)
+
+-- The summary: how much virtual time the run covered, in how much wall time
+-- (the clock is virtual here: os.time/os.clock are not, and CPU time is
+-- what a run costs).
+local cpu0 = os.clock()
+busted.subscribe({ "suite", "end" }, function()
+  io.stdout:write(string.format("orch test: %d worlds, %.0f s of virtual time in %.3f s of CPU\n",
+    sim.stats.worlds, sim.stats.virtual, os.clock() - cpu0))
+  io.stdout:flush()
   return nil, true
 end)
