@@ -53,6 +53,7 @@ describe("orch test", function()
     assert.are.equal(0, code, out)
     assert.matches("^orch test: seed 12\n", out)
     assert.matches("1 success / 0 failures / 0 errors / 0 pending", out, 1, true)
+    assert.matches("orch test: 1 worlds, 3600 s of virtual time in ", out, 1, true)
   end)
 
   it("runs every spec of a directory", function()
@@ -81,7 +82,7 @@ describe("orch test", function()
       local code, out = h.cli { "test", "--seed", i == 3 and "78" or "77", "--faults", "kill:0.02,spawn_fail:0.1",
                                 "--trace", "-o", "plainTerminal", path }
       assert.are.equal(0, code, out)
-      runs[i] = out:gsub("[%d.]+ seconds", "")
+      runs[i] = out:gsub("[%d.]+ seconds", ""):gsub("in [%d.]+ s of CPU", "")
     end
     assert.matches("fault    web", runs[1], 1, true)
     assert.are.equal(runs[1], runs[2])
