@@ -27,6 +27,7 @@
 typedef struct {
   uv_timer_t h;
   orch__vtimer vt;    /* armed instead of h on the virtual clock */
+  int has_h;          /* h was initialised (a timer made on the real clock) */
   orch_runtime *rt;
   lua_State *L;       /* the runtime's main thread */
   int self_ref;       /* anchors the userdata while armed */
@@ -42,7 +43,7 @@ static otimer *check_timer(lua_State *L, int idx) {
 }
 
 static void disarm(otimer *t) {
-  uv_timer_stop(&t->h);
+  if (t->has_h) uv_timer_stop(&t->h);
   orch__vtimer_stop(t->rt, &t->vt);
   luaL_unref(t->L, LUA_REGISTRYINDEX, t->self_ref);
   luaL_unref(t->L, LUA_REGISTRYINDEX, t->fn_ref);
@@ -50,7 +51,7 @@ static void disarm(otimer *t) {
 }
 
 static int armed(otimer *t) {
-  return uv_is_active((uv_handle_t *)&t->h) || t->vt.pos != 0;
+  return (t->has_h && uv_is_active((uv_handle_t *)&t->h)) || t->vt.pos != 0;
 }
 
 static void fire_t(otimer *t);
@@ -91,7 +92,11 @@ static int timer_new(lua_State *L, int repeat) {
   *p = t;
   t->L = orch__mainthread(rt);
   t->rt = rt;
-  uv_timer_init(orch_loop(rt), &t->h);
+  /* A timer made on the virtual clock stays on it: no libuv handle. */
+  if (!orch__virtual(rt)) {
+    uv_timer_init(orch_loop(rt), &t->h);
+    t->has_h = 1;
+  }
   t->h.data = t;
   t->vt.data = t;
   t->repeat = repeat;
@@ -103,7 +108,7 @@ static int timer_new(lua_State *L, int repeat) {
   uint64_t ms = to_ms(s);
   /* The loop's clock counts milliseconds: 1 ms is the floor. */
   if (repeat && ms == 0) ms = 1;
-  if (orch__virtual(rt)) orch__vtimer_start(rt, &t->vt, repeat ? (double)ms / 1000.0 : s, vfire);
+  if (!t->has_h) orch__vtimer_start(rt, &t->vt, repeat ? (double)ms / 1000.0 : s, vfire);
   else uv_timer_start(&t->h, fire, ms, repeat ? ms : 0);
   return 1;
 }
@@ -133,8 +138,12 @@ static int timer_gc(lua_State *L) {
   if (!t) return 0;
   *p = NULL;
   /* Only reached when unanchored, or when the Lua state closes. */
-  uv_timer_stop(&t->h);
   orch__vtimer_stop(t->rt, &t->vt);
+  if (!t->has_h) {
+    free(t);
+    return 0;
+  }
+  uv_timer_stop(&t->h);
   uv_close((uv_handle_t *)&t->h, close_cb);
   return 0;
 }

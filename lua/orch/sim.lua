@@ -476,8 +476,10 @@ function World:event(kind, p, text)
   self.trace[n] = line
   if self.echo then self.echo(line) end
   if #self.invariants == 0 or self.violation then return end
-  local ev = { kind = kind, proc = type(p) == "table" and p or nil, text = text, time = orch.now() }
+  local ev
   for _, inv in ipairs(self.invariants) do
+    if inv.on and not inv.on[kind] then goto next end
+    ev = ev or { kind = kind, proc = type(p) == "table" and p or nil, text = text, time = orch.now() }
     local ok, res, msg = pcall(inv.fn, self, ev)
     if not ok or res == false then
       self.violation = string.format("invariant '%s' broken at %.3f: %s", inv.name,
@@ -485,6 +487,7 @@ function World:event(kind, p, text)
       self.trace[#self.trace + 1] = "             VIOLATED " .. self.violation
       return
     end
+    ::next::
   end
 end
 
@@ -517,10 +520,16 @@ function World:service(def)
   return self.sup.service(d)
 end
 
---- world:invariant(name, fn): fn(world, event) is called after every event;
--- false (and a message) breaks the run.
-function World:invariant(name, fn)
-  self.invariants[#self.invariants + 1] = { name = name, fn = fn }
+--- world:invariant(name, fn [, kinds]): fn(world, event) is called after
+-- every event (of the kinds listed, when given); false (and a message)
+-- breaks the run.
+function World:invariant(name, fn, kinds)
+  local on
+  if kinds then
+    on = {}
+    for _, k in ipairs(kinds) do on[k] = true end
+  end
+  self.invariants[#self.invariants + 1] = { name = name, fn = fn, on = on }
 end
 
 --- Raises when an invariant broke (with the seed and the trace).
@@ -904,7 +913,7 @@ function sim.world(opts)
     if type(inv) ~= "table" or type(inv.fn) ~= "function" then
       error("bad argument #1 to 'world' (option 'invariants': list of { name = ..., fn = ... } expected)", 2)
     end
-    W:invariant(inv.name or "?", inv.fn)
+    W:invariant(inv.name or "?", inv.fn, inv.kinds)
   end
   W:install()
   if opts.supervisor ~= false then
@@ -1012,7 +1021,7 @@ sim.invariants = {}
 
 --- Never two processes of one instance of `service` (default: any) at once.
 function sim.invariants.single(service)
-  return { name = "single instance" .. (service and (" of " .. service) or ""), fn = function(W, ev)
+  return { name = "single instance" .. (service and (" of " .. service) or ""), kinds = { "spawn" }, fn = function(W, ev)
     local inst, p = spawned_instance(W, ev)
     if not inst or (service and inst.service ~= service) then return true end
     for pid, q in pairs(W.procs) do
@@ -1027,7 +1036,7 @@ end
 
 --- `service` starts only while every instance of `dependency` is running.
 function sim.invariants.requires(service, dependency)
-  return { name = service .. " requires " .. dependency, fn = function(W, ev)
+  return { name = service .. " requires " .. dependency, kinds = { "spawn" }, fn = function(W, ev)
     local inst = spawned_instance(W, ev)
     if not inst or inst.service ~= service then return true end
     for _, st in ipairs(W.sup.status(dependency) or {}) do
@@ -1041,7 +1050,7 @@ end
 
 --- No instance is started once a stop of it (or the shutdown) began.
 function sim.invariants.no_start_after_stop()
-  return { name = "no start after a stop began", fn = function(W, ev)
+  return { name = "no start after a stop began", kinds = { "spawn" }, fn = function(W, ev)
     local inst = spawned_instance(W, ev)
     if inst and inst.want == false then return false, inst.name .. " started after its stop began" end
     return true
@@ -1055,7 +1064,7 @@ end
 -- at once, on purpose) is not a restart of the policy's.
 function sim.invariants.backoff()
   local exits = setmetatable({}, { __mode = "k" })    -- world -> instance key -> time
-  return { name = "backoff never shorter than the policy", fn = function(W, ev)
+  return { name = "backoff never shorter than the policy", kinds = { "spawn", "reaped" }, fn = function(W, ev)
     local p = ev.proc
     local last_exit = exits[W]
     if not last_exit then

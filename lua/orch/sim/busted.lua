@@ -2,11 +2,13 @@
 -- --helper). Each test gets a fresh world (sim.current) whose seed is the
 -- run's seed plus the test's number; the world is closed after the test,
 -- and a failing test's timeline is printed with its seed.
-local busted = require "busted"
-local orch = require "orch"
 local sim = require "orch.sim"
 
-local d = sim.defaults or {}
+-- Only under orch test (which sets sim.defaults): required anywhere else
+-- (a plain busted run that loads every module), it does nothing.
+local d = sim.defaults
+if not d then return {} end
+local busted = require "busted"
 local n = 0
 
 busted.subscribe({ "test", "start" }, function()
@@ -40,3 +42,5 @@ busted.subscribe({ "suite", "end" }, function()
   io.stdout:flush()
   return nil, true
 end)
+
+return {}
