@@ -258,6 +258,11 @@ static void *worker_main(void *arg) {
   sigset_t set;
   sigfillset(&set);
   sigdelset(&set, ORCH__IPC_WAKE_SIGNAL);
+  /* Faults stay deliverable (a sanitizer's or debugger's handler). */
+  sigdelset(&set, SIGSEGV);
+  sigdelset(&set, SIGBUS);
+  sigdelset(&set, SIGFPE);
+  sigdelset(&set, SIGILL);
   pthread_sigmask(SIG_SETMASK, &set, NULL);
   pthread_mutex_lock(&p->mu);
   for (;;) {

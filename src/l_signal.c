@@ -287,7 +287,9 @@ static void threadpool_mask(void) {
   sigset_t all, old;
   sigfillset(&all);
   for (int i = 0; faults[i]; i++) sigdelset(&all, faults[i]);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
+  /* SETMASK, not BLOCK: in a fork child this runs with every signal
+   * blocked, and the faults must stay deliverable in the new threads. */
+  pthread_sigmask(SIG_SETMASK, &all, &old);
   uv_loop_t loop;
   if (uv_loop_init(&loop) == 0) {
     uv_work_t req;
