@@ -208,14 +208,55 @@ local function esc_label(s)
   return (tostring(s):gsub("\\", "\\\\"):gsub("\n", "\\n"):gsub('"', '\\"'))
 end
 
-local STATES = { "stopped", "waiting", "starting", "running", "stopping", "backoff", "exited", "fatal" }
 local EXIT_REASONS = { "stopped", "success", "failure", "signal", "health_check", "heartbeat", "start_timeout",
   "limit", "oom", "not_ready", "lost" }
 
 local function num(v)
   if math.type(v) == "integer" then return tostring(v) end
   if v ~= v then return "NaN" end
-  return (string.format("%.6f", v):gsub("0+$", ""):gsub("%.$", ""))
+  return string.format("%.6f", v)
+end
+
+-- What /metrics needs of each instance, read from the instance objects
+-- (sup.instances) with one read per process (its cgroup's accounting, or
+-- /proc/PID/stat without cgroups): sup.status() builds a table of every
+-- field and reads both. A supervisor-like object without instances() is
+-- asked for its status().
+local function instance_records(sup)
+  if not sup.instances then return sup.status() end
+  local out = {}
+  for i, inst in ipairs(sup.instances()) do
+    local run = inst.run
+    local alive = run and run.alive
+    local r = { inst = inst, name = inst.name, service = inst.service, state = inst.frozen and "frozen" or inst.state,
+                restarts = inst.restarts, pid = alive and inst.pid or nil,
+                start_time = alive and inst.start_time or nil,
+                log_lines = inst.sink and inst.sink.lines, log_dropped = inst.sink and inst.sink.dropped }
+    if r.pid then
+      local cg = run.cgroup
+      local st = cg and cg:stat()
+      if st and st.cpu then
+        r.cpu, r.memory = st.cpu, st.memory_current
+      else
+        local ps = orch.proc.stat(r.pid)
+        if ps then r.cpu, r.rss = ps.cpu, ps.rss end
+      end
+    end
+    out[i] = r
+  end
+  return out
+end
+
+-- The label pairs of an instance, escaped once and kept while its object
+-- lives.
+local label_cache = setmetatable({}, { __mode = "k" })
+local function labels_of(s)
+  local key = s.inst
+  local c = key and label_cache[key]
+  if c and c.name == s.name then return c.l end
+  local l = 'service="' .. esc_label(s.service or s.name) .. '",instance="' .. esc_label(s.name) .. '"'
+  if key then label_cache[key] = { name = s.name, l = l } end
+  return l
 end
 
 --- The Prometheus text exposition (version 0.0.4) of a supervisor, of the
@@ -234,7 +275,7 @@ function M.metrics(sup)
   end
   local up = family("orch_service_up", "gauge", "Whether the service instance has a running process (1) or not (0).")
   local ready = family("orch_service_ready", "gauge", "Whether the service instance is ready (state running).")
-  local state = family("orch_service_state", "gauge", "The service instance's state (1 for the current one).")
+  local state = family("orch_service_state", "gauge", "The service instance's current state (label state; always 1).")
   local restarts = family("orch_service_restarts_total", "counter", "Restarts of the service instance since orch started it.")
   local exits = family("orch_service_exits_total", "counter",
     "Ends of the service instance's processes, by reason (stopped, success, failure, signal, health_check, heartbeat, start_timeout, limit, oom, not_ready, lost).")
@@ -249,15 +290,15 @@ function M.metrics(sup)
   local lines = family("orch_service_log_lines_total", "counter", "Output lines the service wrote.")
   local dropped = family("orch_service_log_dropped_total", "counter", "Output lines that could not be written to the log.")
   local hb = package.loaded["orch.supervisor.heartbeat"]
-  for _, s in ipairs(sup and sup.status() or {}) do
-    local l = string.format('service="%s",instance="%s"', esc_label(s.service or s.name), esc_label(s.name))
+  for _, s in ipairs(sup and instance_records(sup) or {}) do
+    local l = labels_of(s)
     local L = "{" .. l .. "}"
     local running = s.pid ~= nil
     up(L, running and 1 or 0)
     ready(L, s.state == "running" and 1 or 0)
-    for _, st in ipairs(STATES) do state("{" .. l .. ',state="' .. st .. '"}', s.state == st and 1 or 0) end
+    state("{" .. l .. ',state="' .. s.state .. '"}', 1)
     restarts(L, s.restarts or 0)
-    local inst = sup.instance and sup.instance(s.name)
+    local inst = s.inst or (sup.instance and sup.instance(s.name))
     local counts = inst and inst.exits or {}
     -- Only the reasons seen (eleven zeros per instance would make a scrape
     -- of hundreds of services several times larger).

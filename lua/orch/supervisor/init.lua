@@ -817,6 +817,12 @@ local function new(main)
     return S.by_name[name]
   end
 
+  --- Every instance object, in definition order (a new list: the caller
+  -- may keep or change it).
+  function sup.instances()
+    return table.move(S:all_instances(), 1, #S:all_instances(), 1, {})
+  end
+
   return sup
 end
 
