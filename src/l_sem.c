@@ -356,8 +356,11 @@ static int semset_semop(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     orch__check_options(L, 3, semop_opts);
     nowait = orch__opt_boolean(L, 3, "nowait", 0);
-    lua_getfield(L, 3, "timeout");
-    if (!lua_isnil(L, -1)) timeout = orch__checkseconds(L, -1);
+    if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
+      timeout = orch__opt_number(L, 3, "timeout", -1);
+      if (!(timeout >= 0) || timeout > 1e15)
+        orch__opt_error(L, 3, "timeout", "seconds must be a finite number >= 0");
+    }
     lua_pop(L, 1);
   }
   orch__check_nargs(L, 3);
