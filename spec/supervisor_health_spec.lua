@@ -91,6 +91,35 @@ describe("supervisor health checks", function()
     end)
   end)
 
+  it("says why in orch ctl status (REASON) and in orch's log", function()
+    local cu = require "spec.ctl_util"
+    local o = cu.start([[
+local sup = require "orch.supervisor"
+sup.configure { runtime_dir = DIR }
+-- A port nobody listens on: its checks are refused.
+local l = assert(orch.listen { host = "127.0.0.1", port = 0 })
+local port = l.port
+l:close()
+sup.service { name = "web", cmd = { "sleep", "1000" }, backoff = 30,
+              health = { tcp = "127.0.0.1:" .. port, every = 0.05, failures = 2 } }
+sup.run()
+]])
+    local ok, err = pcall(function()
+      local out = cu.until_true(function()
+        local code, text = cu.ctl_cli(o, "status")
+        return code == 0 and text:find("health check failed: connect: connection refused", 1, true) and text
+      end, "the reason in orch ctl status")
+      assert.matches("REASON", out, 1, true)
+      assert.matches("\nweb +backoff", out)
+      assert.matches("web: health check failed (2 of 2): connect: connection refused",
+        h.slurp(o.dir .. "/err"), 1, true)
+      assert.matches("web: health check failed: connect: connection refused: restarting",
+        h.slurp(o.dir .. "/err"), 1, true)
+    end)
+    cu.stop(o)
+    assert(ok, err)
+  end)
+
   it("checks its options", function()
     local sup = require("orch.supervisor").new()
     local function def(health) return function() sup.service { name = "x", cmd = { "true" }, health = health } end end
