@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 const char *const orch__cg_ctl_names[ORCH__CG_NCTL] = { "memory", "pids", "cpu", "io" };
+const char *const orch__cg_v2only_names[ORCH__CG_NV2ONLY] = { "cpuset", "hugetlb", "rdma", "misc" };
 const char *const orch__cg_limit_names[ORCH__CG_NLIMITS] = {
   "memory_max", "memory_high", "swap_max", "pids_max", "cpu_max", "cpu_weight", "io_weight"
 };
@@ -387,17 +388,27 @@ static int into_leaf(const char *dir) {
   return 0;
 }
 
-/* Enables every controller a v2 directory's cgroup.controllers offers in
- * its subtree_control (errors ignored: the child then reads which it got),
- * moving orch out of the way first when dir is its own cgroup (into_leaf).
- * A write only when one is missing: the common case is two reads. */
-static void enable_v2(const char *dir, unsigned unused) {
-  (void)unused;
+/* The bit of controller name in a `want` mask (orch's four, then the
+ * v2-only ones), or 0. */
+static unsigned ctl_bit(const char *name) {
+  for (int c = 0; c < ORCH__CG_NCTL; c++)
+    if (strcmp(name, orch__cg_ctl_names[c]) == 0) return 1u << c;
+  for (int c = 0; c < ORCH__CG_NV2ONLY; c++)
+    if (strcmp(name, orch__cg_v2only_names[c]) == 0) return 1u << (ORCH__CG_V2ONLY + c);
+  return 0;
+}
+
+/* Enables the wanted controllers in a v2 directory's subtree_control where
+ * its cgroup.controllers offers them (errors ignored: the child then reads
+ * which it got), moving orch out of the way first when dir is its own
+ * cgroup (into_leaf). A write only when one is missing: the common case is
+ * two reads. */
+static void enable_v2(const char *dir, unsigned want) {
   char offered[512], enabled[512], cmd[64];
   if (read_path(dir, "cgroup.controllers", offered, sizeof offered) <= 0) return;
   if (read_path(dir, "cgroup.subtree_control", enabled, sizeof enabled) < 0) return;
   for (char *sv = NULL, *t = strtok_r(offered, " \n", &sv); t; t = strtok_r(NULL, " \n", &sv)) {
-    if (has_word(enabled, t) || strlen(t) > sizeof cmd - 2) continue;
+    if (!(ctl_bit(t) & want) || has_word(enabled, t)) continue;
     snprintf(cmd, sizeof cmd, "+%s", t);
     if (write_path(dir, "cgroup.subtree_control", cmd) == -EBUSY && into_leaf(dir) == 0)
       write_path(dir, "cgroup.subtree_control", cmd);
@@ -457,10 +468,10 @@ static int open_v2(orch__cgroup *cg, const char *path, int create, unsigned want
     if (mkdir(cg->fs[0], 0755) == 0) {
       char *slash = strrchr(cg->fs[0], '/');
       *slash = 0;
-      enable_v2(cg->fs[0], ORCH__CG_ALL);
+      enable_v2(cg->fs[0], ORCH__CG_ALL | want);
       *slash = '/';
     } else if (errno == ENOENT) {
-      r = mkdirs(lo->v2_mount, cg->fs[0], 1, enable_v2, ORCH__CG_ALL);
+      r = mkdirs(lo->v2_mount, cg->fs[0], 1, enable_v2, ORCH__CG_ALL | want);
     } else {
       r = -errno;
     }

@@ -45,6 +45,11 @@
 enum { ORCH__CG_MEMORY, ORCH__CG_PIDS, ORCH__CG_CPU, ORCH__CG_IO, ORCH__CG_NCTL };
 #define ORCH__CG_ALL ((1u << ORCH__CG_NCTL) - 1)
 extern const char *const orch__cg_ctl_names[ORCH__CG_NCTL];   /* "memory", ... */
+/* Controllers only v2 has, which orch enables for a new cgroup only when
+ * asked to (they cost: a hugetlb css doubles the time of a mkdir): bit
+ * ORCH__CG_V2ONLY + i of a `want` mask is orch__cg_v2only_names[i]. */
+enum { ORCH__CG_V2ONLY = 8, ORCH__CG_NV2ONLY = 4 };
+extern const char *const orch__cg_v2only_names[ORCH__CG_NV2ONLY];   /* "cpuset", ... */
 
 /* The hierarchies of this host (all strings; "" when absent). */
 typedef struct {
@@ -83,9 +88,10 @@ typedef struct {
 
 void orch__cg_init(orch__cgroup *cg);
 /* Makes the cgroup (and missing parents; EEXIST if it exists), enables
- * every controller in v2 where the parent offers it, and makes v1 mirrors
- * now for the controllers in `want` that v2 lacks (the others are made by
- * the first orch__cg_set that needs one). */
+ * memory, pids, cpu and io in v2 where the parent offers them (and the
+ * v2-only controllers in `want`), and makes v1 mirrors now for the
+ * controllers in `want` that v2 lacks (the others are made by the first
+ * orch__cg_set that needs one). */
 int orch__cg_create(orch__cgroup *cg, const char *path, unsigned want);
 /* Opens an existing cgroup and the v1 mirrors that exist. */
 int orch__cg_open(orch__cgroup *cg, const char *path);

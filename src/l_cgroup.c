@@ -235,12 +235,16 @@ static unsigned check_controllers(lua_State *L, int idx) {
     lua_Integer n = luaL_len(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
       lua_geti(L, -1, i);
-      const char *name = lua_tostring(L, -1);
-      int c = 0;
-      while (c < ORCH__CG_NCTL && !(name && lua_type(L, -1) == LUA_TSTRING && strcmp(name, orch__cg_ctl_names[c]) == 0)) c++;
-      if (c == ORCH__CG_NCTL)
-        orch__opt_error(L, idx, "controllers", "'memory', 'pids', 'cpu' or 'io' expected");
-      want |= 1u << c;
+      const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+      unsigned bit = 0;
+      for (int c = 0; name && !bit && c < ORCH__CG_NCTL; c++)
+        if (strcmp(name, orch__cg_ctl_names[c]) == 0) bit = 1u << c;
+      for (int c = 0; name && !bit && c < ORCH__CG_NV2ONLY; c++)
+        if (strcmp(name, orch__cg_v2only_names[c]) == 0) bit = 1u << (ORCH__CG_V2ONLY + c);
+      if (!bit)
+        orch__opt_error(L, idx, "controllers",
+                        "'memory', 'pids', 'cpu', 'io', 'cpuset', 'hugetlb', 'rdma' or 'misc' expected");
+      want |= bit;
       lua_pop(L, 1);
     }
   } else if (t != LUA_TNIL) {
