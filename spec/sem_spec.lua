@@ -363,6 +363,29 @@ describe("sem:wait_zero and sem:semop", function()
     end)
   end)
 
+  it("undoing a cancelled semop leaves its waits for zero out", function()
+    -- Take a unit of 0 only while 1 is zero. The worker's semop goes through,
+    -- then 1 stops being zero, then the task is cancelled: the undo must give
+    -- the unit back (a wait for zero in the undo would now fail it all).
+    local s = newsem{ n = 2, init = 0, undo = false }
+    h.run(function()
+      for _ = 1, 5 do
+        local w = orch.task(function() return s:semop{ { 0, -1 }, { 1, 0 } } end)
+        eventually(function() return s:stat().ncnt[1] == 1 end, "the worker sleeps in semop")
+        s:post(0)
+        -- No yield: the task cannot see the result before it is cancelled.
+        local c0 = os.clock()
+        while s:value(0) ~= 0 and os.clock() - c0 < 10 do end
+        assert.are.equal(0, s:value(0))
+        s:set(1, 1)
+        w:cancel()
+        eventually(function() return s:value(0) == 1 end, "the unit given back")
+        s:set(0, 0)
+        s:set(1, 0)
+      end
+    end)
+  end)
+
   it("uses SEM_UNDO per operation: a dying holder's units come back", function()
     local s, key = newsem{ n = 2, init = { 1, 1 } }    -- undo by default
     local code = h.cli({ "-e", ([[

@@ -247,11 +247,15 @@ static int wait_complete(lua_State *co, orch__ipc_job *job) {
  * the operations stay done). */
 static void wait_abandon(orch__ipc_job *job) {
   struct sembuf *b = job->buf;
+  unsigned n = 0;
   for (unsigned i = 0; i < job->u.sem.nops; i++) {
-    b[i].sem_op = (short)-b[i].sem_op;
-    b[i].sem_flg = (short)(IPC_NOWAIT | (b[i].sem_flg & SEM_UNDO));
+    if (b[i].sem_op == 0) continue;   /* a wait for zero changed nothing */
+    b[n].sem_num = b[i].sem_num;
+    b[n].sem_op = (short)-b[i].sem_op;
+    b[n].sem_flg = (short)(IPC_NOWAIT | (b[i].sem_flg & SEM_UNDO));
+    n++;
   }
-  semop(job->id, b, job->u.sem.nops);
+  if (n) semop(job->id, b, n);
 }
 
 /* Runs the nops operations in ops (which may be a Lua-owned scratch
