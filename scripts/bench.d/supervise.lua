@@ -15,7 +15,8 @@ assert(n and prog, "usage: orch run supervise.lua N PROG [fast|default|logged] [
 
 -- ORCH_BENCH_CGROUP=off: services without cgroups (process groups only),
 -- to compare with the default (a cgroup per run where orch may make one).
-sup.configure { log = false, cgroup = os.getenv("ORCH_BENCH_CGROUP") ~= "off" and nil or false }
+sup.configure { log = false }
+if os.getenv("ORCH_BENCH_CGROUP") == "off" then sup.configure { cgroup = false } end
 for i = 0, n - 1 do
   local def = { name = "svc" .. i, cmd = { prog }, env = { SVC_INDEX = i } }
   if mode == "fast" then
