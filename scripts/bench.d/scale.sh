@@ -9,7 +9,8 @@
 #   status_<N>_orch        ms   `orch ctl status`, median of 5
 #   status_json_<N>_orch   ms   `orch ctl --json status`, median of 5
 #   restart_<N>_orch       ms   SIGKILL of one service -> its replacement
-#                               started (median of 10, services 0-9)
+#                               started (median of 10, services 0-9);
+#                               cpu_restart_x10_<N>_orch: orch's CPU for the 10
 #   pss_<N>_orch, pss_per_service_<N>_orch  KiB  orch alone (services excluded)
 #   per_service_<op>_<N>   µs   the op's time divided by N
 #   cpu_<op>_<N>_orch      ms   CPU time orch's thread spent in the op
@@ -78,7 +79,9 @@ for n in $SIZES; do
   c0=$(cpu)
   # shellcheck disable=SC2086
   t=$(median5 $CTL --json status); put "status_json_${n}_orch" "$t" ms; per "status_json_$n" "$t" "$n"; cpu_put "status_json_x5_$n" "$c0"
+  c0=$(cpu)
   r=$("$P" latency "$SVC_SHM" 10 10 50); put "restart_${n}_orch" "${r% *}" ms
+  sleep 0.2; cpu_put "restart_x10_$n" "$c0"
   c0=$(cpu)
   t=$("$P" stoptime "$SVC_SHM" "$n" signal "$SUP" USR1); put "stop_${n}_orch" "$t" ms; per "stop_$n" "$t" "$n"
   sleep 0.2; cpu_put "stop_$n" "$c0"
