@@ -147,6 +147,11 @@ local function lines_of(t, n, pid)
 end
 
 local function kill9(pid) os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+-- A killed orch is gone once /proc no longer has it: its main thread may be
+-- a zombie while its other threads (libuv's threadpool) still exit, and the
+-- descriptors they share, the control socket's lock among them, are closed
+-- only with the last one.
+local function gone(pid) return slurp("/proc/" .. pid .. "/stat") == "" end
 
 -- Ends everything the test started, whatever happened.
 local function cleanup(t)
@@ -215,7 +220,7 @@ describe("orch killed with SIGKILL", function()
       assert.is_true(segment_exists(t.key))
 
       kill9(pid1)
-      until_true(function() return not alive(pid1) end, "orch to die")
+      until_true(function() return gone(pid1) end, "orch to die")
       -- Nothing reads their pipes now, yet they write on: no SIGPIPE.
       local at_kill = {}
       for _, n in ipairs(NAMES) do at_kill[n] = count_of(t, n) end
@@ -296,7 +301,7 @@ describe("orch killed with SIGKILL", function()
       until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
         "the holder to hold the three log pipes")
       kill9(pid1)
-      until_true(function() return not alive(pid1) end, "orch to die")
+      until_true(function() return gone(pid1) end, "orch to die")
       -- As if orch had died right after spawning a: the record does not
       -- name it yet, only the journal line written at its spawn does.
       local r = record(t)
@@ -362,7 +367,7 @@ describe("orch killed with SIGKILL", function()
       end, "the record to name the new b")
       until_true(function() return holds_pipes(holder, { s3.b.pid }) end, "the holder to hold b's new pipe")
       kill9(pid1)
-      until_true(function() return not alive(pid1) end, "orch to die")
+      until_true(function() return gone(pid1) end, "orch to die")
       local pid2 = run(t)
       local s4 = all_running(t)
       for _, n in ipairs(NAMES) do assert.are.equal(s3[n].pid, s4[n].pid) end
@@ -384,7 +389,7 @@ describe("orch killed with SIGKILL", function()
         "the holder to hold the three log pipes")
       kill9(pid1)
       kill9(holder)
-      until_true(function() return not alive(pid1) and not alive(holder) end, "orch and the holder to die")
+      until_true(function() return gone(pid1) and not alive(holder) end, "orch and the holder to die")
       -- The services ignore SIGPIPE: they run on without a reader.
       for _, n in ipairs(NAMES) do assert.is_true(alive(s1[n].pid)) end
       local pid2 = run(t)
@@ -416,7 +421,7 @@ describe("orch killed with SIGKILL", function()
         "the holder to hold the three log pipes")
       os.execute("kill -STOP " .. holder)
       kill9(pid1)
-      until_true(function() return not alive(pid1) end, "orch to die")
+      until_true(function() return gone(pid1) end, "orch to die")
       local pid2 = run(t)
       local s2 = until_true(function()
         local s = status(t)
@@ -454,7 +459,7 @@ describe("orch killed with SIGKILL", function()
       until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
         "the holder to hold the three log pipes")
       kill9(pid1)
-      until_true(function() return not alive(pid1) end, "orch to die")
+      until_true(function() return gone(pid1) end, "orch to die")
       -- The next run's script: b is gone, c has a new variable.
       local src = slurp(t.path)
       src = src:gsub('ipairs { "a", "b", "c" }', 'ipairs { "a", "c" }')
@@ -501,7 +506,7 @@ orch.task(function() orch.sleep(1e6) end)
       end, "the state record")
       until_true(function() return holds_pipes(holder_of(t), { s1.hb.pid }) end, "the holder to hold the pipe")
       kill9(pid1)
-      until_true(function() return not alive(pid1) end, "orch to die")
+      until_true(function() return gone(pid1) end, "orch to die")
       local pid2 = run(t)
       local s2 = until_true(function() local s = status(t) return s.hb.state == "running" and s end, "hb adopted")
       assert.are.equal(s1.hb.pid, s2.hb.pid)
@@ -548,7 +553,7 @@ orch.task(function() orch.sleep(1e6) end)
         return n == 2
       end, "the record to name both")
       kill9(pid1)
-      until_true(function() return not alive(pid1) end, "orch to die")
+      until_true(function() return gone(pid1) end, "orch to die")
       local pid2 = run(t)
       local s = status(t)
       assert.are.equal("backoff", s.slow.state)
@@ -593,7 +598,7 @@ sup.run()
       until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
         "the holder to hold the three log pipes")
       kill9(pid1)
-      until_true(function() return not alive(pid1) end, "orch to die")
+      until_true(function() return gone(pid1) end, "orch to die")
       kill9(s1.a.pid)
       kill9(s1.b.pid)
       -- One service left: the holder keeps its pipe.
@@ -659,7 +664,7 @@ sup.run()
       until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
         "the holder to hold the three log pipes")
       kill9(pid1)
-      until_true(function() return not alive(pid1) end, "orch to die")
+      until_true(function() return gone(pid1) end, "orch to die")
       local pid2 = run(t)
       local s2 = all_running(t)
       for _, n in ipairs(NAMES) do assert.are.equal(s1[n].pid, s2[n].pid) end
