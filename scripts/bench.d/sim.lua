@@ -89,6 +89,20 @@ end)
 say("sim_runs_per_wall_s_orch", runs / ewall, "runs/s")
 say("sim_runs_per_cpu_s_orch", runs / ecpu, "runs/s")
 
+-- The same check on one crash-looping service (how the rate scales with
+-- the size of the scenario).
+local swall, scpu = measure(function()
+  return sim.explore { runs = runs, seed = 1, duration = 30, faults = "kill:0.02,spawn_fail:0.05",
+    invariants = { sim.invariants.single(), sim.invariants.no_start_after_stop(), sim.invariants.backoff() },
+    setup = function(W, sup)
+      W:service { name = "web", program = { sim.after(5, sim.exit(1)) }, restart = "always",
+                  backoff = { initial = 0.5, max = 5 } }
+      sup.start("web")
+    end }
+end)
+say("sim_runs_small_per_cpu_s_orch", runs / scpu, "runs/s")
+say("sim_runs_small_per_wall_s_orch", runs / swall, "runs/s")
+
 -- Determinism: one seed, 100 times, every trace byte for byte the same.
 local first, same = nil, 0
 for _ = 1, 100 do
