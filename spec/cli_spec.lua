@@ -109,7 +109,7 @@ describe("orch -e", function()
   it("needs an argument", function()
     local code, _, err = h.cli({ "-e" })
     assert.are.equal(2, code)
-    assert.matches("-e needs an argument", err, 1, true)
+    assert.matches("orch: -e needs CODE", err, 1, true)
   end)
 end)
 
@@ -132,7 +132,7 @@ describe("orch version and help", function()
   it("help COMMAND prints that command's help", function()
     local code, out = h.cli({ "help", "run" })
     assert.are.equal(0, code)
-    assert.matches("usage: orch run FILE", out, 1, true)
+    assert.matches("usage: orch run [OPTIONS] FILE", out, 1, true)
   end)
 
   it("no arguments: usage on stderr, exit 2", function()
@@ -146,8 +146,8 @@ describe("orch version and help", function()
     local cases = {
       { { "frobnicate" }, "orch: unknown command 'frobnicate'" },
       { { "--frobnicate" }, "orch: unknown option '--frobnicate'" },
-      { { "run", "--bogus", "x.lua" }, "unknown option '--bogus' for run" },
-      { { "run" }, "run needs a FILE" },
+      { { "run", "--bogus", "x.lua" }, "orch run: unknown option '--bogus'" },
+      { { "run" }, "orch run: a FILE is needed" },
       { { "help", "nosuchcommand" }, "orch: unknown command 'nosuchcommand'" },
       { { "Bad/Name" }, "cannot open Bad/Name" },
     }
@@ -156,6 +156,90 @@ describe("orch version and help", function()
       assert.are.equal(2, code, table.concat(c[1], " "))
       assert.matches(c[2], err, 1, true)
     end
+  end)
+end)
+
+describe("the command line parser", function()
+  -- The commands `orch help` lists, and ctl's subcommands from its help.
+  local function commands()
+    local _, out = h.cli({ "help" })
+    local list = {}
+    for name in out:gmatch("\n  (%l+)[ \n]") do list[#list + 1] = name end
+    return list
+  end
+
+  it("--help and -h work for every command and ctl subcommand, before or after other words", function()
+    local cmds = commands()
+    assert.is_true(#cmds >= 9, table.concat(cmds, " "))
+    for _, cmd in ipairs(cmds) do
+      for _, flag in ipairs({ "--help", "-h" }) do
+        local code, out, err = h.cli({ cmd, flag })
+        assert.are.equal(0, code, cmd .. " " .. flag .. ": " .. err)
+        assert.matches("^usage: orch " .. cmd, out)
+      end
+    end
+    for _, sub in ipairs({ "status", "start", "stop", "restart", "signal", "tail", "eval", "ping" }) do
+      local code, out = h.cli({ "ctl", sub, "--help" })
+      assert.are.equal(0, code, sub)
+      assert.matches("^usage: orch ctl", out)
+    end
+    -- After arguments too, and before the command word.
+    assert.are.equal(0, (h.cli({ "ctl", "start", "web", "-h" })))
+    local code, out = h.cli({ "-h", "ctl" })
+    assert.are.equal(0, code)
+    assert.matches("^usage: orch COMMAND", out)
+  end)
+
+  it("misspelled commands and options: 'did you mean', orch CMD: prefix, exit 2", function()
+    local cases = {
+      { { "rnu", "x.lua" }, "orch: unknown command 'rnu' (did you mean 'run'?)" },
+      { { "status" }, "orch: unknown command 'status' (did you mean 'orch ctl status'?)" },
+      { { "ctl", "stauts" }, "orch ctl: unknown command 'stauts' (did you mean 'status'?)" },
+      { { "ctl", "status", "--jsn" }, "orch ctl: unknown option '--jsn' (did you mean '--json'?)" },
+      { { "ctl", "--sockt", "x", "ping" }, "orch ctl: unknown option '--sockt' (did you mean '--socket'?)" },
+      { { "run", "--htp", ":0", "x.lua" }, "orch run: unknown option '--htp' (did you mean '--http'?)" },
+      { { "watchdog", "--grase", "1" }, "orch watchdog: unknown option '--grase' (did you mean '--grace'?)" },
+      { { "every", "5", "--rat", "true" }, "orch every: unknown option '--rat' (did you mean '--rate'?)" },
+      { { "beat", "--timeuot", "1" }, "orch beat: unknown option '--timeuot' (did you mean '--timeout'?)" },
+      { { "ctl", "signal", "web", "BOGUS" }, "orch ctl: signal: unknown signal 'BOGUS'" },
+    }
+    for _, c in ipairs(cases) do
+      local code, out, err = h.cli(c[1])
+      assert.are.equal(2, code, table.concat(c[1], " ") .. ": " .. err)
+      assert.are.equal("", out)
+      assert.are.equal(c[2], err:sub(1, #c[2]), table.concat(c[1], " "))
+      assert.are.equal(1, select(2, err:gsub("\n", "")), "one line: " .. err)
+    end
+  end)
+
+  it("options go before or after the command's arguments", function()
+    local sock = h.tmpdir() .. "/none.sock"
+    -- Both parse (and then fail to connect: exit 3, not a usage error).
+    for _, args in ipairs({
+      { "ctl", "--json", "--socket", sock, "status", "web" },
+      { "ctl", "status", "web", "--json", "--socket", sock },
+      { "ctl", "status", "--socket=" .. sock, "web", "--json" },
+    }) do
+      local code, _, err = h.cli(args)
+      assert.are.equal(3, code, table.concat(args, " ") .. ": " .. err)
+      assert.matches("orch ctl: cannot connect to " .. sock, err, 1, true)
+    end
+  end)
+
+  it("the words after a script or program are its own, and -- ends the options", function()
+    local path = h.script("print(...)")
+    local code, out, err = h.cli({ "run", path, "--help", "--socket", "-x" })
+    assert.are.equal(0, code, err)
+    assert.are.equal("--help\t--socket\t-x\n", out)
+    code, out, err = h.cli({ "run", "--no-socket", "--", path, "-h" })
+    assert.are.equal(0, code, err)
+    assert.are.equal("-h\n", out)
+    code, out, err = h.cli({ "every", "1", "--max-runs", "1", "--quiet", "echo", "--rate", "-h" })
+    assert.are.equal(0, code, err)
+    assert.are.equal("--rate -h\n", out)
+    code, out, err = h.cli({ "every", "1", "--max-runs=1", "--quiet", "--", "echo", "--", "x" })
+    assert.are.equal(0, code, err)
+    assert.are.equal("-- x\n", out)
   end)
 end)
 

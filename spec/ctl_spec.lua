@@ -151,13 +151,14 @@ describe("orch ctl against orch run", function()
     assert.are.equal(1, code)
     assert.truthy(err:find("nosuch", 1, true))
     local usage = {
-      { { "bogus" }, "unknown command 'bogus'" },
-      { { "signal", "a" }, "signal takes 2 argument(s)" },
-      { { "start" }, "start takes at least 1 argument(s)" },
-      { { "reload", "x" }, "reload takes no arguments" },
+      { { "bogus" }, "orch ctl: unknown command 'bogus'" },
+      { { "signal", "a" }, "orch ctl: missing argument 'SIGNAL'" },
+      { { "signal", "a", "BOGUS" }, "orch ctl: signal: unknown signal 'BOGUS'" },
+      { { "start" }, "orch ctl: missing argument 'NAME'" },
+      { { "reload", "x" }, "orch ctl: too many arguments" },
       { { "tail", "a", "-n", "x" }, "-n needs a non-negative integer" },
-      { { "--frob", "status" }, "unknown option '--frob'" },
-      { {}, "a command is needed" },
+      { { "--frob", "status" }, "orch ctl: unknown option '--frob'" },
+      { {}, "orch ctl: a command is required" },
     }
     for _, u in ipairs(usage) do
       code, _, err = ctl_cli(o, table.unpack(u[1]))

@@ -440,10 +440,10 @@ describe("orch beat", function()
   end)
 
   local usage = {
-    { { "--bogus" }, 2, "orch beat: unknown option '--bogus' (see 'orch beat --help')\n" },
-    { { "stray" }, 2, "orch beat: unexpected argument 'stray' (see 'orch beat --help')\n" },
-    { { "--timeout" }, 2, "orch beat: --timeout needs a value (see 'orch beat --help')\n" },
-    { { "--compat=yes" }, 2, "orch beat: --compat takes no value (see 'orch beat --help')\n" },
+    { { "--bogus" }, 2, "orch beat: unknown option '--bogus' (see 'orch help beat')\n" },
+    { { "stray" }, 2, "orch beat: too many arguments (see 'orch help beat')\n" },
+    { { "--timeout" }, 2, "orch beat: option '--timeout' requires an argument (see 'orch help beat')\n" },
+    { { "--compat=yes" }, 2, "orch beat: option '--compat' does not take arguments (see 'orch help beat')\n" },
     { { "--timeout", "soon" }, 2, "orch beat: --timeout: seconds expected (0 to 4294967), got 'soon'\n" },
     { { "--timeout", "-1" }, 2, "orch beat: --timeout: seconds expected (0 to 4294967), got '-1'\n" },
     { { "--pid", "0" }, 2, "orch beat: --pid: process id expected, got '0'\n" },

@@ -107,7 +107,7 @@ sup.run()
   it("refuses a bad address as a usage error, and says why when it cannot listen", function()
     local code, _, err = h.cli({ "run", "--http" })
     assert.are.equal(2, code)
-    assert.matches("--http needs an ADDR", err, 1, true)
+    assert.matches("orch run: option '--http' requires an argument", err, 1, true)
     -- The script ends once the endpoint's task has reported (it runs after
     -- the main chunk waits).
     local script = h.script([[

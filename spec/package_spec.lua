@@ -48,6 +48,23 @@ describe("man pages", function()
         if not page:find("*" .. opt .. "*", 1, true) then missing[#missing + 1] = cmd .. " " .. opt end
       end
     end
+    -- Every option the parser itself knows (lua/orch/cli.lua), also those
+    -- no help text names.
+    local _, opts = h.cli({ "-e", "for _, o in ipairs(require('orch.cli').options()) do print(o[1], o[2]) end" })
+    local n = 0
+    for cmd, opt in opts:gmatch("([^\t\n]*)\t([^\n]+)") do
+      n = n + 1
+      local top = cmd:match("^%S+")
+      local page = (top == "ctl") and src_ctl or src1
+      if top ~= "fdholder" and opt ~= "--help" and not page:find("*" .. opt .. "*", 1, true) then
+        missing[#missing + 1] = cmd .. " " .. opt .. " (parser)"
+      end
+      -- And the command's help names it.
+      if top and top ~= "fdholder" and opt ~= "--help" and not options_of(top)[opt] then
+        missing[#missing + 1] = cmd .. " " .. opt .. " (not in 'orch help " .. top .. "')"
+      end
+    end
+    assert.is_true(n > 40, "the parser knows " .. n .. " options")
     table.sort(missing)
     assert.are.same({}, missing)
   end)

@@ -530,8 +530,8 @@ describe("orch watchdog", function()
 
   local usage_cases = {
     { { "--bogus" }, "unknown option '--bogus'" },
-    { { "extra" }, "unexpected argument 'extra'" },
-    { { "--key" }, "--key needs a value" },
+    { { "extra" }, "too many arguments" },
+    { { "--key" }, "option '--key' requires an argument" },
     { { "--key", "nope" }, "--key: SysV key expected" },
     { { "--key", "0" }, "--key: SysV key expected" },
     { { "--grace", "-1" }, "--grace: seconds expected" },
@@ -539,7 +539,7 @@ describe("orch watchdog", function()
     { { "--scan", "0" }, "--scan: seconds expected" },
     { { "--uid", "root" }, "--uid: numeric uid expected" },
     { { "--any-uid", "--uid", "0" }, "give either --any-uid or --uid" },
-    { { "--compat=yes" }, "--compat takes no value" },
+    { { "--compat=yes" }, "option '--compat' does not take arguments" },
     { { "--log", "" }, "--log: file name expected" },
   }
   for n, case in ipairs(usage_cases) do

@@ -1,28 +1,448 @@
---- orch.cli: the Lua half of the `orch` command (src/main.c parses the
--- command line and calls these through orch_call / orch_load_function; it
--- holds no Lua code of its own and passes everything as arguments).
+--- orch.cli: the `orch` command line. src/main.c hands it argv (M.plan,
+-- through orch_call) and keeps only what must be C: loading a script file or
+-- a -e string as the main task, running the loop, turning the outcome into
+-- an exit status. Everything else is here: one parser (lua-argparse) for
+-- `orch` and every command, the help texts, usage errors, and the Lua half of
+-- `orch run` (control socket, HTTP endpoint, lock, signal table, budget).
+--
+-- Each command is a module lua/orch/cmd/NAME.lua returning a table:
+--   usage       the help text (`orch help NAME`, `orch NAME --help`)
+--   summary     one line for `orch help` (optional)
+--   args(cmd)   declares its arguments and options on an argparse command
+--   tail        when set: the number of leading positionals after which the
+--               rest of the command line is passed verbatim (a script's or a
+--               program's own arguments: `orch run FILE ARGS...`)
+--   main(o)     runs it with argparse's result (a task); returns an exit code
+--
+-- Usage errors print `orch CMD: message` (with "did you mean" when a name is
+-- close to a known one) and exit 2; help goes to stdout and exits 0.
 local orch = require "orch"
 
 local M = {}
 
---- `orch NAME ARGS...`: runs lua/orch/cmd/NAME.lua, which returns a table
--- with main(argv) (returning an exit code) and usage (help text), or a bare
--- function main. Runs as the main task.
-function M.dispatch(name, ...)
+local EXIT_USAGE = 2
+
+--- The commands `orch help` lists, in its order; `fdholder` is internal.
+M.commands = { "run", "repl", "ctl", "attach", "watchdog", "every", "beat", "import", "version", "help" }
+local hidden = { fdholder = true }
+
+M.usage = [[
+usage: orch COMMAND [ARGS...]
+       orch FILE [ARGS...]
+
+Commands:
+  run FILE [ARGS...]     run a Lua script on the event loop (also: orch FILE)
+  -e CODE [ARGS...]      run a string of Lua code
+  repl [FILE]            interactive prompt while the loop runs
+  ctl [--socket P] CMD   control a running orchestrator (status, start, stop, ...)
+  attach [--socket P]    a prompt inside a running orchestrator
+  watchdog [OPTIONS]     kill processes whose heartbeat stopped
+  every N -- PROG ARGS   run PROG, wait, sleep N seconds, repeat
+  beat --name N --timeout S   register or beat a heartbeat (for shell scripts)
+  import FILE            a supervisord.conf or pm2 ecosystem file as a policy script
+  version                print the orch, Lua and libuv versions
+  help [COMMAND]         this text, or a command's help
+
+Options (before or after the command word): -h, --help prints the help of
+the command it follows; --version prints the versions. `--` ends the options.
+
+See orch(1), orch-ctl(1) and orch-lua(7) (the Lua API), or `orch help COMMAND`.
+]]
+
+M.eval_usage = [[
+usage: orch -e CODE [ARGS...]
+
+Runs CODE as the main task, like `orch run` runs a file; ARGS are `...`.
+]]
+
+local function load_command(name)
+  local ok, m = pcall(require, "orch.cmd." .. name)
+  if not ok then error(m, 0) end
+  return m
+end
+
+-- A usage error or a help request, raised out of argparse and caught in
+-- M.parse: { usage = message, cmd = command } or { help = command }.
+local function help_flag(cmd)
+  cmd:flag("-h --help"):description("Show the help and exit."):action(function()
+    error({ help = cmd }, 0)
+  end)
+end
+
+--- The parser of `orch` and every command (argparse objects). Each command
+-- parser carries `_orch_name` ("ctl") and `_orch_module`.
+function M.parser()
+  if M._parser then return M._parser end
+  local ok, argparse = pcall(require, "argparse")
+  if not ok then error("lua-argparse is not installed (apt-get install lua-argparse): " .. tostring(argparse), 0) end
+  local p = argparse("orch"):add_help(false):command_target("command"):require_command(false)
+  p._orch_name = nil
+  help_flag(p)
+  p:flag("-v --version"):description("Print the versions and exit.")
+  local function add(name)
+    local m = load_command(name)
+    local c = p:command(name):add_help(false)
+    if hidden[name] then c:hidden(true) end
+    c._orch_name, c._orch_module = name, m
+    help_flag(c)
+    if m.args then m.args(c, help_flag) end
+  end
+  for _, name in ipairs(M.commands) do add(name) end
+  for name in pairs(hidden) do add(name) end
+  M._parser = p
+  return p
+end
+
+-- A command module outside the list (lua/orch/cmd/NAME.lua of the user's
+-- own), added to the parser when it is named. One without `args` gets its
+-- words verbatim: main(argv) as a list of strings.
+local function add_extra(name)
+  if not name:match("^[%l%d_]+$") then return nil end
   local ok, m = pcall(require, "orch.cmd." .. name)
   if not ok then
-    if tostring(m):find("no orch module 'orch.cmd.", 1, true) then
-      io.stderr:write("orch: unknown command '", name, "' (see 'orch --help')\n")
-      return orch.exit(2)
+    if tostring(m):find("no orch module 'orch.cmd.", 1, true) or tostring(m):find("module 'orch.cmd." .. name .. "' not found", 1, true) then
+      return nil
     end
     error(m, 0)
   end
-  if select(1, ...) == "--help" and type(m) == "table" and m.usage then
-    io.stdout:write(m.usage)
-    return
+  if type(m) == "function" then m = { main = m } end
+  if type(m) ~= "table" or type(m.main) ~= "function" then return nil end
+  local c = M._parser:command(name):add_help(false)
+  c._orch_name, c._orch_module = name, m
+  help_flag(c)
+  if m.args then
+    m.args(c, help_flag)
+  else
+    -- Everything after the command word is its own, as a list.
+    local main = m.main
+    c._orch_module = setmetatable({ tail = 0, verbatim = true, main = function(o) return main(o.args) end }, { __index = m })
+    c:argument("ARGS"):target("args"):args("*")
   end
-  local main = type(m) == "table" and m.main or m
-  local code = main({ ... })
+  return c
+end
+
+local function command_parser(name)
+  for _, c in ipairs(M.parser()._commands) do
+    if c._name == name then return c end
+  end
+  return add_extra(name)
+end
+
+-- The options an argparse command knows: alias -> takes a value.
+local function option_arity(cmd)
+  local t = {}
+  for _, o in ipairs(cmd._options) do
+    for _, a in ipairs(o._aliases) do t[a] = o._maxargs > 0 end
+  end
+  return t
+end
+
+--- Every option the parser knows, as { {command, option}, ... } (ctl's
+-- subcommands as "ctl status"); the man page check reads this.
+function M.options()
+  local out = {}
+  local function walk(cmd, path)
+    for _, o in ipairs(cmd._options) do
+      for _, a in ipairs(o._aliases) do
+        if a:sub(1, 2) == "--" then out[#out + 1] = { path, a } end
+      end
+    end
+    for _, c in ipairs(cmd._commands) do
+      walk(c, path == "" and c._name or (path .. " " .. c._name))
+    end
+  end
+  walk(M.parser(), "")
+  return out
+end
+
+-- For a command with a verbatim tail (`run FILE ARGS...`): inserts "--"
+-- before the first word of the tail, so argparse takes none of it as an
+-- option. args: the words after the command word. Returns the new list and
+-- the index of the tail's first word in `args` (nil when there is none).
+local function split_tail(cmd, args, fixed)
+  local arity = option_arity(cmd)
+  local positionals, i = 0, 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--" then
+      -- The user's own end of options: the tail starts after the fixed
+      -- positionals that follow it.
+      local start = i + 1 + (fixed - positionals)
+      return args, start <= #args and start or nil
+    elseif a:sub(1, 1) == "-" and #a > 1 then
+      local name = a:match("^(%-%-[^=]+)=") or a
+      if arity[name] and not a:find("=", 1, true) then i = i + 1 end
+    else
+      if positionals == fixed then
+        local out = { table.unpack(args, 1, i - 1) }
+        out[#out + 1] = "--"
+        for j = i, #args do out[#out + 1] = args[j] end
+        return out, i
+      end
+      positionals = positionals + 1
+    end
+    i = i + 1
+  end
+  return args, nil
+end
+
+-- An option's value that starts with "-" (`--timeout -1`, `-n -5`) would be
+-- read as an option: it is joined to its option (`--timeout=-1`, `-n-5`)
+-- so that the option's own check reports it. cmd: the command's parser
+-- (its options and its subcommands' count).
+local function join_values(cmd, args)
+  local arity = option_arity(M.parser())
+  if cmd then
+    for k, v in pairs(option_arity(cmd)) do arity[k] = v end
+    for _, sc in ipairs(cmd._commands) do
+      for k, v in pairs(option_arity(sc)) do arity[k] = arity[k] or v end
+    end
+  end
+  local out, i = {}, 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--" then
+      table.move(args, i, #args, #out + 1, out)
+      break
+    end
+    local nxt = args[i + 1]
+    if arity[a] and nxt and nxt:sub(1, 1) == "-" and #nxt > 1 and nxt ~= "--" then
+      out[#out + 1] = a:sub(1, 2) == "--" and (a .. "=" .. nxt) or (a .. nxt)
+      i = i + 2
+    else
+      out[#out + 1] = a
+      i = i + 1
+    end
+  end
+  return out
+end
+
+-- argparse's "msg\nDid you mean 'x'?" as one line.
+local function one_line(msg)
+  local head, tip = tostring(msg):match("^(.-)\nDid you mean (.*)%?$")
+  if head then return head .. " (did you mean " .. tip .. "?)" end
+  return (tostring(msg):gsub("\n", " "))
+end
+
+--- Parses argv (the words after `orch`). Returns
+--   "help", text        help asked for (print it, exit 0)
+--   "error", message    a usage error, message already in `orch CMD: ...` form
+--   "ok", o, m, tail    argparse's result, the command's module, and the
+--                       index in argv of the verbatim tail's first word
+function M.parse(argv)
+  local p = M.parser()
+  local args = { table.unpack(argv) }
+  -- The command word: the first word that is not an option of `orch`.
+  local ci
+  for i, a in ipairs(args) do
+    if a == "--" then break end
+    if a:sub(1, 1) ~= "-" or a == "-" then ci = i break end
+  end
+  local name = ci and args[ci]
+  local cmd = name and command_parser(name)
+  local m = cmd and cmd._orch_module
+  local tail
+  if m and m.tail then
+    local rest = { table.unpack(args, ci + 1) }
+    local split, t
+    if m.verbatim and rest[1] ~= "-h" and rest[1] ~= "--help" then
+      split, t = { "--", table.unpack(rest) }, #rest > 0 and 1 or nil
+    else
+      split, t = split_tail(cmd, rest, m.tail)
+    end
+    if t then tail = ci + t end
+    args = { table.unpack(args, 1, ci) }
+    for _, a in ipairs(split) do args[#args + 1] = a end
+  end
+  -- `--wait=SECONDS` beside a bare `--wait` (orch ctl start/restart): the
+  -- value is taken out here, so that `--wait NAME` never reads NAME as it.
+  local wait_value
+  if name == "ctl" then
+    for i, a in ipairs(args) do
+      if a == "--" then break end
+      local v = a:match("^%-%-wait=(.*)$")
+      if v then args[i], wait_value = "--wait", v end
+    end
+  end
+  args = join_values(cmd, args)
+  local current = p
+  local ok, res = pcall(p._parse, p, args, function(parser, msg)
+    current = parser
+    error({ usage = msg, cmd = parser }, 0)
+  end)
+  if ok then
+    if wait_value then res.wait = wait_value end
+    return "ok", res, res.command and command_parser(res.command)._orch_module, tail
+  end
+  if type(res) ~= "table" then error(res, 0) end
+  if res.help then return "help", M.help_text(res.help) end
+  -- The prefix names the command the error is about (`orch ctl: ...`).
+  local where = res.cmd or current
+  local prefix = "orch"
+  if where ~= p then prefix = "orch " .. (where._orch_name or (cmd and cmd._orch_name) or where._name) end
+  local msg = one_line(res.usage)
+  -- `orch status`: a ctl command given without `ctl`.
+  local unknown = msg:match("^unknown command '([^']*)'")
+  if unknown and where == p then
+    local ctlp = command_parser("ctl")
+    for _, c in ipairs(ctlp._commands) do
+      if c._name == unknown then msg = msg .. " (did you mean 'orch ctl " .. unknown .. "'?)" break end
+    end
+  end
+  local see = where == p and "orch --help" or ("orch help " .. (where._orch_name or name or ""))
+  if not msg:find("did you mean", 1, true) then msg = msg .. " (see '" .. see .. "')" end
+  return "error", prefix .. ": " .. msg
+end
+
+--- The help text of an argparse command (its module's usage).
+function M.help_text(cmd)
+  return cmd._orch_module and cmd._orch_module.usage or M.usage
+end
+
+--- `orch help [COMMAND]`: the text, or nil and an error message.
+function M.help_of(name)
+  if name == nil then return M.usage end
+  if name == "-e" then return M.eval_usage end
+  local c = command_parser(name)
+  if not c then
+    local _, msg = M.parse({ name })
+    return nil, msg
+  end
+  return c._orch_module.usage
+end
+
+-- The command about to run (M.plan parsed it; M.dispatch runs it).
+local pending
+
+--- Called by main.c with argv (the words after `orch`), outside any task.
+-- Returns what main.c does next:
+--   "exit N"     nothing (help printed, or a usage error said): exit N
+--   "run K"      argv[K] is a script file: load it as the main task with
+--                argv[K+1..] as its arguments, then call M.started
+--   "eval K"     argv[K] is Lua code (orch -e): the same
+--   "command K"  run M.dispatch as the main task (argv[K] is the command)
+-- (K counts from 1 = the first word after `orch`, as C's argv index.)
+function M.plan(...)
+  local argv = { ... }
+  if #argv == 0 then
+    io.stderr:write(M.usage)
+    return "exit 2"
+  end
+  if argv[1] == "help" and argv[2] == "-e" and argv[3] == nil then
+    io.stdout:write(M.eval_usage)
+    return "exit 0"
+  end
+  if argv[1] == "-e" then
+    if argv[2] == nil then
+      io.stderr:write("orch: -e needs CODE (see 'orch help -e')\n")
+      return "exit 2"
+    end
+    return "eval 2"
+  end
+  -- `orch FILE ARGS...`: a word with a slash or ending in .lua is a script.
+  if argv[1]:sub(1, 1) ~= "-" and (argv[1]:find("/", 1, true) or argv[1]:match(".%.lua$")) then
+    return M.prepare_run({}, argv[1]) or "run 1"
+  end
+  local kind, o, m, tail = M.parse(argv)
+  if kind == "help" then
+    io.stdout:write(o)
+    return "exit 0"
+  elseif kind == "error" then
+    io.stderr:write(o, "\n")
+    return "exit " .. EXIT_USAGE
+  end
+  if o.version and not o.command then
+    io.stdout:write(orch.version(), "\n")
+    return "exit 0"
+  end
+  if not o.command then
+    io.stderr:write(M.usage)
+    return "exit 2"
+  end
+  if o.command == "run" then
+    if not tail then
+      io.stderr:write("orch run: a FILE is needed (see 'orch help run')\n")
+      return "exit 2"
+    end
+    return M.prepare_run(o, argv[tail]) or ("run " .. tail)
+  end
+  if type(m.plan) == "function" then
+    -- A command done before any task runs (help, version).
+    return "exit " .. tostring(m.plan(o) or 0)
+  end
+  -- The long-running commands get the signal table from the start (they
+  -- set their own log function for it once their log is open).
+  if o.command == "every" or o.command == "watchdog" then M.protect() end
+  pending = { o = o, m = m }
+  for i, a in ipairs(argv) do
+    if a == o.command then return "command " .. i end
+  end
+  return "command 1"
+end
+
+--- `orch run` before the script loads: the budget, init mode as PID 1, the
+-- signal table, the control socket's lock. Returns nil to go on, or
+-- "exit N" after saying why not (75, EX_TEMPFAIL: another orchestrator
+-- holds the lock; try again once it has ended).
+function M.prepare_run(o, file)
+  if o.lua_budget then
+    local b = tonumber(o.lua_budget)
+    if not b or not (b >= 0 and b <= 1e9) then
+      io.stderr:write("orch run: --lua-budget needs SECONDS (a number >= 0; 0: no budget) (see 'orch help run')\n")
+      return "exit 2"
+    end
+    orch.set_budget(b)
+  end
+  if o.socket == "" then
+    io.stderr:write("orch run: --socket needs a PATH (see 'orch help run')\n")
+    return "exit 2"
+  end
+  if o.socket and o.no_socket then
+    io.stderr:write("orch run: give either --socket or --no-socket (see 'orch help run')\n")
+    return "exit 2"
+  end
+  if o.http == "" then
+    io.stderr:write("orch run: --http needs an ADDR (host:port) (see 'orch help run')\n")
+    return "exit 2"
+  end
+  local socket = o.socket
+  if o.no_socket then socket = "" end
+  M.run_opts = { socket = socket, http = o.http }
+  -- As PID 1 (a container's init): reap every orphan, forward signals.
+  if orch.getpid() == 1 then M.init_mode() end
+  -- No catchable signal may end orch by its default action while children
+  -- run (orch.signal.protect; the table is in doc/cli.md).
+  local ok, err = pcall(M.protect)
+  if not ok then io.stderr:write("orch: signal table: ", tostring(err), "\n") end
+  -- One orchestrator per control socket: the lock is taken before the
+  -- script runs when a socket is asked for, or when it loads the supervisor.
+  local cok, held = pcall(M.claim, file, socket)
+  if not cok then
+    io.stderr:write("orch: control socket lock: ", tostring(held), "\n")
+    return "exit 1"
+  elseif held then
+    io.stderr:write("orch: ", held, ": another orchestrator runs (nothing was started)\n")
+    return "exit 75"
+  end
+  return nil
+end
+
+--- Called by main.c (as a task) once `orch run`'s script is loaded: the
+-- control socket and the HTTP endpoint, as tasks that begin once the main
+-- chunk has run or waits.
+function M.started()
+  local ro = M.run_opts or {}
+  orch.task(M.start_ctl, ro.socket)
+  if ro.http then M.start_http(ro.http) end
+end
+
+--- `orch NAME ARGS...`: runs the command M.plan parsed (lua/orch/cmd/NAME.lua)
+-- as the main task.
+function M.dispatch()
+  local p = pending
+  pending = nil
+  if not p then error("orch.cli.dispatch: no command was parsed", 0) end
+  local code = p.m.main(p.o)
   if code and code ~= 0 and code ~= true then orch.exit(code) end
 end
 
@@ -47,16 +467,18 @@ end
 -- A bad address or a port in use is said on stderr; orch runs on without it
 -- (as without a control socket it could not create).
 function M.start_http(addr)
-  local http = require "orch.http"
-  local ok, srv, err = pcall(http.supervisor, { listen = addr })
-  if ok and srv then
-    io.stderr:write("orch: http: listening on ", srv.address, "\n")
-    M.http = srv
-    return
-  end
-  local msg = ok and tostring(err) or tostring(srv):gsub("^bad argument #1 to 'supervisor' ", "")
-  M.http_error = msg
-  io.stderr:write("orch: http: --http ", addr, ": ", msg, "\n")
+  orch.task(function()
+    local http = require "orch.http"
+    local ok, srv, err = pcall(http.supervisor, { listen = addr })
+    if ok and srv then
+      io.stderr:write("orch: http: listening on ", srv.address, "\n")
+      M.http = srv
+      return
+    end
+    local msg = ok and tostring(err) or tostring(srv):gsub("^bad argument #1 to 'supervisor' ", "")
+    M.http_error = msg
+    io.stderr:write("orch: http: --http ", addr, ": ", msg, "\n")
+  end)
 end
 
 --- As PID 1 (a container's init): reap every orphan, forward signals the

@@ -65,18 +65,20 @@ function M.remote_eval(path, on_lost)
   return eval, function() if client then client:close() client = nil end end
 end
 
-function M.main(argv)
+function M.args(c)
+  c:option("--socket"):argname("PATH")
+end
+
+function M.main(o)
   local orch = require "orch"
   local ctl = require "orch.ctl"
   local repl = require "orch.repl"
   local cli = require "orch.cmd.ctl"
-  local opts, rest = cli.parse_options(argv, { ["--socket"] = "value" })
-  if not opts or #rest > 0 then
-    io.stderr:write("orch attach: ", opts and ("unexpected argument '" .. rest[1] .. "'") or rest,
-                    " (see 'orch help attach')\n")
+  if o.socket == "" then
+    io.stderr:write("orch attach: --socket needs a path (see 'orch help attach')\n")
     return orch.exit(2)
   end
-  local path, perr, pcode = cli.find_socket(opts.socket)
+  local path, perr, pcode = cli.find_socket(o.socket)
   if not path then
     io.stderr:write("orch attach: ", perr, "\n")
     return orch.exit(pcode)

@@ -70,40 +70,19 @@ local function await_handover(orch, t, pid)
   return t:find(pid)
 end
 
-local flags_with_value = { name = true, timeout = true, pid = true, key = true }
-local flags_alone = { compat = true, unregister = true, shared = true }
-
-local function parse(args)
-  local o = {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local flag, value = a:match("^%-%-([%w-]+)=(.*)$")
-    flag = flag or a:match("^%-%-([%w-]+)$")
-    if not flag then return nil, string.format("unexpected argument '%s'", a) end
-    if flags_with_value[flag] then
-      if not value then
-        i = i + 1
-        value = args[i]
-        if value == nil then return nil, string.format("--%s needs a value", flag) end
-      end
-      o[flag] = value
-    elseif flags_alone[flag] then
-      if value then return nil, string.format("--%s takes no value", flag) end
-      o[flag] = true
-    else
-      return nil, string.format("unknown option '--%s'", flag)
-    end
-    i = i + 1
-  end
-  return o
+function M.args(c)
+  c:option("--name"):argname("NAME")
+  c:option("--timeout"):argname("SECONDS")
+  c:option("--pid"):argname("PID")
+  c:option("--key"):argname("KEY")
+  c:flag("--compat")
+  c:flag("--shared")
+  c:flag("--unregister")
 end
 
-function M.main(args)
+function M.main(o)
   local orch = require "orch"
   local hb = orch.heartbeat
-  local o, perr = parse(args or {})
-  if not o then return fail(2, "%s (see 'orch beat --help')", perr) end
 
   local timeout
   if o.timeout then

@@ -16,8 +16,9 @@ Commands:
   signal NAME SIG         send a signal (TERM, HUP, 9, ...) to a service
   freeze NAME|all ...     freeze every process of a service (its cgroup)
   thaw NAME|all ...       thaw a frozen service
-  tail NAME [-n N] [-f]   the last N (10) lines of a service's output;
-                          -f keeps printing new lines until Ctrl-C
+  tail NAME [-n N] [-f]   the last N (10) lines of a service's output
+                          (-n, --lines N); -f, --follow keeps printing
+                          new lines until Ctrl-C
   eval CODE               run Lua code inside the orchestrator, print the result
   reload                  re-read the policy script: unchanged services keep
                           their processes, changed ones restart, removed ones stop
@@ -78,37 +79,33 @@ function M.find_socket(explicit)
   return dir .. "/" .. names[1]
 end
 
---- Parses the options shared by `orch ctl` and `orch attach` at the front
--- of argv. Returns opts, rest, or nil, message.
-function M.parse_options(argv, allowed)
-  local opts, i = {}, 1
-  while i <= #argv do
-    local a = argv[i]
-    local name, value = a:match("^(%-%-[%w-]+)=(.*)$")
-    name = name or a
-    if name == "--" then i = i + 1 break end
-    if name:sub(1, 1) ~= "-" or name == "-" then break end
-    if not allowed[name] then return nil, "unknown option '" .. name .. "'" end
-    if allowed[name] == "value" then
-      if not value then
-        i = i + 1
-        value = argv[i]
-        if value == nil then return nil, name .. " needs a value" end
-      end
-      opts[name:sub(3)] = value
-    else
-      if value then return nil, name .. " takes no value" end
-      opts[name:sub(3)] = true
+--- Declares the options and subcommands (orch.cli builds the parser).
+local SUBCOMMANDS = {
+  { "status", "names", "*" }, { "start", "names", "+" }, { "stop", "names", "+" },
+  { "restart", "names", "+" }, { "signal", { "name", "signal" } },
+  { "freeze", "names", "+" }, { "thaw", "names", "+" }, { "tail", "name", 1 },
+  { "eval", "code", 1 }, { "reload" }, { "reexec" }, { "shutdown" }, { "ping" },
+}
+
+function M.args(c, help_flag)
+  c:command_target("ctl_command")
+  c:option("--socket"):argname("PATH")
+  c:flag("--json")
+  c:option("--timeout"):argname("SECONDS")
+  for _, d in ipairs(SUBCOMMANDS) do
+    local sc = c:command(d[1]):add_help(false)
+    sc._orch_name, sc._orch_module = "ctl", M
+    help_flag(sc)
+    if type(d[2]) == "table" then
+      for _, a in ipairs(d[2]) do sc:argument(a:upper()):target(a) end
+    elseif d[2] then
+      sc:argument(d[2] == "names" and "NAME" or d[2]:upper()):target(d[2]):args(d[3])
     end
-    i = i + 1
+    if d[1] == "tail" then
+      sc:option("-n --lines"):argname("N")
+      sc:flag("-f --follow")
+    end
   end
-  if opts.socket == "" then return nil, "--socket needs a path" end
-  if opts.timeout then
-    local t = tonumber(opts.timeout)
-    if not t or t <= 0 or t ~= t then return nil, "--timeout needs a positive number of seconds" end
-    opts.timeout = t
-  end
-  return opts, { table.unpack(argv, i) }
 end
 
 local function fmt_duration(s)
@@ -188,46 +185,36 @@ function M.format_status(services)
   return out
 end
 
-local commands = {
-  status = { min = 0, max = 1 },
-  start = { min = 1, max = math.huge }, stop = { min = 1, max = math.huge },
-  restart = { min = 1, max = math.huge },
-  freeze = { min = 1, max = math.huge }, thaw = { min = 1, max = math.huge },
-  signal = { min = 2, max = 2 }, tail = { min = 1, max = math.huge },
-  eval = { min = 1, max = 1 }, reload = { min = 0, max = 0 }, reexec = { min = 0, max = 0 },
-  shutdown = { min = 0, max = 0 }, ping = { min = 0, max = 0 },
-}
-
--- Builds the requests for a command line. Returns a list, or nil, message.
-local function requests(cmd, args)
-  if cmd == "status" then return { { cmd = "status", name = args[1] } } end
-  if cmd == "start" or cmd == "stop" or cmd == "restart" or cmd == "freeze" or cmd == "thaw" then
+-- Builds the requests for a parsed command line (orch.cli's result).
+-- Returns a list, or nil, message.
+local function requests(cmd, o)
+  if cmd == "status" then
+    if #o.names == 0 then return { { cmd = "status" } } end
     local list = {}
-    for i, n in ipairs(args) do list[i] = { cmd = cmd, name = n } end
+    for i, n in ipairs(o.names) do list[i] = { cmd = "status", name = n } end
     return list
   end
-  if cmd == "signal" then return { { cmd = "signal", name = args[1], signal = math.tointeger(tonumber(args[2])) or args[2] } } end
-  if cmd == "tail" then
-    local req = { cmd = "tail", lines = 10 }
-    local i = 1
-    while i <= #args do
-      local a = args[i]
-      if a == "-f" or a == "--follow" then req.follow = true
-      elseif a == "-n" or a == "--lines" then
-        i = i + 1
-        local n = math.tointeger(tonumber(args[i] or ""))
-        if not n or n < 0 then return nil, "tail: -n needs a non-negative integer" end
-        req.lines = n
-      elseif a:match("^%-n%d+$") then req.lines = math.tointeger(tonumber(a:sub(3)))
-      elseif a:sub(1, 1) == "-" then return nil, "tail: unknown option '" .. a .. "'"
-      elseif req.name then return nil, "tail takes one service name"
-      else req.name = a end
-      i = i + 1
+  if cmd == "start" or cmd == "stop" or cmd == "restart" or cmd == "freeze" or cmd == "thaw" then
+    local list = {}
+    for i, n in ipairs(o.names) do list[i] = { cmd = cmd, name = n } end
+    return list
+  end
+  if cmd == "signal" then
+    if not require("orch").signal.number(math.tointeger(tonumber(o.signal)) or o.signal) then
+      return nil, "signal: unknown signal '" .. o.signal .. "' (a name such as TERM or HUP, or a number)"
     end
-    if not req.name then return nil, "tail needs a service name" end
+    return { { cmd = "signal", name = o.name, signal = math.tointeger(tonumber(o.signal)) or o.signal } }
+  end
+  if cmd == "tail" then
+    local req = { cmd = "tail", lines = 10, name = o.name, follow = o.follow or nil }
+    if o.lines then
+      local n = math.tointeger(tonumber(o.lines))
+      if not n or n < 0 then return nil, "tail: -n needs a non-negative integer" end
+      req.lines = n
+    end
     return { req }
   end
-  if cmd == "eval" then return { { cmd = "eval", code = args[1] } } end
+  if cmd == "eval" then return { { cmd = "eval", code = o.code } } end
   return { { cmd = cmd } }
 end
 
@@ -261,23 +248,20 @@ local function print_reply(cmd, req, reply)
   out:flush()
 end
 
-function M.main(argv)
+function M.main(o)
   local orch = require "orch"
   local ctl = require "orch.ctl.client"
   local function finish(code) return orch.exit(code) end
-  local opts, rest = M.parse_options(argv, { ["--socket"] = "value", ["--json"] = true, ["--timeout"] = "value" })
-  if not opts then return finish(usage_error("%s", rest)) end
-  local cmd = rest[1]
-  if not cmd then return finish(usage_error("a command is needed")) end
-  local spec = commands[cmd]
-  if not spec then return finish(usage_error("unknown command '%s'", cmd)) end
-  local args = { table.unpack(rest, 2) }
-  if cmd ~= "tail" and (#args < spec.min or #args > spec.max) then
-    return finish(usage_error("%s takes %s", cmd,
-      spec.min == spec.max and (spec.min == 0 and "no arguments" or (spec.min .. " argument(s)"))
-      or (spec.max == math.huge and ("at least " .. spec.min .. " argument(s)") or ("at most " .. spec.max .. " argument(s)"))))
+  local opts = { socket = o.socket, json = o.json }
+  if o.socket == "" then return finish(usage_error("--socket needs a path")) end
+  if o.timeout then
+    local t = tonumber(o.timeout)
+    if not t or t <= 0 or t ~= t then return finish(usage_error("--timeout needs a positive number of seconds")) end
+    opts.timeout = t
   end
-  local reqs, rerr = requests(cmd, args)
+  local cmd = o.ctl_command
+  if not cmd then return finish(usage_error("a command is needed")) end
+  local reqs, rerr = requests(cmd, o)
   if not reqs then return finish(usage_error("%s", rerr)) end
   local path, perr, pcode = M.find_socket(opts.socket)
   if not path then

@@ -1,6 +1,5 @@
 --- `orch every N [OPTIONS] -- PROG ARGS...`: the classic procctl loop.
 local orch = require "orch"
-local sched = require "orch.scheduler"
 
 local usage = [[
 usage: orch every SECONDS [OPTIONS] [--] PROG [ARGS...]
@@ -39,39 +38,46 @@ local function fail(msg)
   return 2
 end
 
-local function parse(argv)
-  local seconds = tonumber(argv[1])
+-- SECONDS, then options, then PROG and its arguments verbatim.
+local function args(c)
+  c:argument("SECONDS"):target("seconds")
+  c:flag("--rate")
+  c:flag("--daemon")
+  c:flag("--quiet")
+  c:option("--jitter"):argname("S")
+  c:option("--grace"):argname("S")
+  c:option("--max-runs"):argname("N")
+  c:option("--pidfile"):argname("FILE")
+  c:option("--log"):argname("FILE")
+  c:argument("PROG"):target("cmd"):args("*")
+end
+
+-- Checks the values of the parsed options (orch.cli's result).
+local function parse(p)
+  local seconds = tonumber(p.seconds)
   if not seconds or not (seconds > 0 and seconds < math.huge) then
-    return nil, argv[1] and ("SECONDS must be a number > 0, got '" .. argv[1] .. "'") or "SECONDS missing"
+    return nil, "SECONDS must be a number > 0, got '" .. p.seconds .. "'"
   end
-  local opts, i = { grace = 5, seconds = seconds }, 2
-  while argv[i] do
-    local a = argv[i]
-    if a == "--" then i = i + 1; break
-    elseif a == "--rate" then opts.rate = true
-    elseif a == "--daemon" then opts.daemon = true
-    elseif a == "--quiet" then opts.quiet = true
-    elseif a == "--jitter" or a == "--grace" or a == "--max-runs" then
-      local v = tonumber(argv[i + 1])
-      if a == "--max-runs" then
+  local opts = { grace = 5, seconds = seconds, rate = p.rate, daemon = p.daemon, quiet = p.quiet }
+  for _, k in ipairs { "jitter", "grace", "max_runs" } do
+    if p[k] then
+      local v, a = tonumber(p[k]), "--" .. k:gsub("_", "-")
+      if k == "max_runs" then
         if not v or not (v >= 1 and v < 2^53) or v ~= math.floor(v) then return nil, a .. " needs an integer >= 1" end
       elseif not v or not (v >= 0 and v < math.huge) then
         return nil, a .. " needs a number >= 0"
       end
-      opts[a:sub(3):gsub("-", "_")] = v
-      i = i + 1
-    elseif a == "--pidfile" or a == "--log" then
-      if not argv[i + 1] or argv[i + 1] == "" then return nil, a .. " needs a FILE" end
-      opts[a:sub(3)] = argv[i + 1]
-      i = i + 1
-    elseif a:sub(1, 1) == "-" then return nil, "unknown option '" .. a .. "'"
-    else break end
-    i = i + 1
+      opts[k] = v
+    end
   end
-  if not argv[i] then return nil, "PROG missing" end
+  for _, k in ipairs { "pidfile", "log" } do
+    if p[k] == "" then return nil, "--" .. k .. " needs a FILE" end
+    opts[k] = p[k]
+  end
+  if #p.cmd == 0 then return nil, "PROG missing" end
   if opts.pidfile and not opts.daemon then return nil, "--pidfile goes with --daemon" end
   opts.cmd = { pgroup = true }
-  for j = i, #argv do opts.cmd[#opts.cmd + 1] = argv[j] end
+  for _, w in ipairs(p.cmd) do opts.cmd[#opts.cmd + 1] = w end
   return opts
 end
 
@@ -100,8 +106,8 @@ local function open_log(opts)
   end })
 end
 
-local function main(argv)
-  local opts, perr = parse(argv)
+local function main(p)
+  local opts, perr = parse(p)
   if not opts then return fail(perr) end
   local cmd = opts.cmd
 
@@ -120,7 +126,7 @@ local function main(argv)
     cmd.stdout, cmd.stderr = opts.log, "stdout"
   end
 
-  local job = sched.every(opts.seconds, cmd, {
+  local job = require("orch.scheduler").every(opts.seconds, cmd, {
     mode = opts.rate and "rate" or "delay", overlap = "skip", jitter = opts.jitter,
     max_runs = opts.max_runs and math.floor(opts.max_runs) or nil, log = function(msg) log(msg) end,
     on_start = function(p, n) log(("run %d: %s started, pid %d"):format(n, cmd[1], p.pid)) end,
@@ -167,4 +173,4 @@ local function main(argv)
   return 0
 end
 
-return { summary = "run PROG, wait, sleep N seconds, repeat", usage = usage, main = main }
+return { summary = "run PROG, wait, sleep N seconds, repeat", usage = usage, args = args, tail = 1, main = main }

@@ -30,13 +30,19 @@ Exit codes: 0 nothing left to hold, 1 failure, 2 usage error.
 
 local PART = 200   -- descriptors per reply datagram (the kernel allows 253)
 
-function M.main(argv)
+function M.args(c)
+  c:argument("SOCKET"):target("socket")
+  c:argument("ORCH_PID"):target("orch_pid")
+  c:argument("ORCH_START"):target("orch_start")
+end
+
+function M.main(o)
   local orch = require "orch"
   local ctl = require "orch.ctl.client"
   local C = require "orch.core.ctl"
-  local path = argv[1]
-  local orch_pid, orch_start = math.tointeger(tonumber(argv[2] or "")), math.tointeger(tonumber(argv[3] or ""))
-  if not path or path == "" or not orch_pid or not orch_start or argv[4] then
+  local path = o.socket
+  local orch_pid, orch_start = math.tointeger(tonumber(o.orch_pid)), math.tointeger(tonumber(o.orch_start))
+  if path == "" or not orch_pid or not orch_start then
     io.stderr:write(M.usage)
     return 2
   end

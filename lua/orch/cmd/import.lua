@@ -28,14 +28,11 @@ local function fail(code, msg)
   return code
 end
 
-local function parser()
-  local argparse = require "argparse"
-  local p = argparse("orch import"):add_help(false)
-  p:argument("file")
-  p:option("--format"):choices({ "supervisord", "pm2" })
-  p:option("--output")
+function M.args(p)
+  p:argument("FILE"):target("file")
+  p:option("--format"):argname("F"):choices({ "supervisord", "pm2" })
+  p:option("--output"):argname("FILE")
   p:flag("--force")
-  return p
 end
 
 local function read(path)
@@ -64,11 +61,7 @@ local function decode_pm2(path, text)
   return t
 end
 
-function M.main(args)
-  if not pcall(require, "argparse") then return fail(1, "lua-argparse is not installed (apt-get install lua-argparse)") end
-  local p = parser()
-  local ok, o = p:pparse(args)      -- pparse reports a usage error instead of exiting
-  if not ok then return fail(2, o .. " (see 'orch import --help')") end
+function M.main(o)
   local format = o.format
   if not format then
     local base = o.file:match("([^/]*)$")

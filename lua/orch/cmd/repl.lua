@@ -25,17 +25,20 @@ terminal and a line failed, 2 usage error or FILE not found, or the code
 given to orch.exit().
 ]=]
 
-function M.main(argv)
+-- FILE and everything after it are the script's.
+M.tail = 0
+
+function M.args(c)
+  c:argument("FILE"):target("file"):args("?")
+  c:argument("ARGS"):target("args"):args("*")
+end
+
+function M.main(o)
   local orch = require "orch"
   local repl = require "orch.repl"
-  local file = argv[1]
-  if file == "--" then table.remove(argv, 1) file = argv[1] end
-  if file and file:sub(1, 1) == "-" and file ~= "-" then
-    io.stderr:write("orch repl: unknown option '", file, "' (see 'orch help repl')\n")
-    return orch.exit(2)
-  end
+  local file = o.file
   if file then
-    local args = { table.unpack(argv, 2) }
+    local args = o.args
     local fn, err = loadfile(file)
     if not fn then
       io.stderr:write("orch repl: ", err, "\n")

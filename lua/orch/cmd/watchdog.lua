@@ -58,46 +58,42 @@ local function parse_key(s)
   return n
 end
 
-local function parse(argv)
-  local o, i = { uids = {} }, 1
-  local function value(flag, inline)
-    if inline then return inline end
-    i = i + 1
-    if argv[i] == nil then error(flag .. " needs a value", 0) end
-    return argv[i]
+local function args(c)
+  for _, f in ipairs { "--compat", "--any-uid", "--create", "--shared", "--daemon" } do c:flag(f) end
+  c:option("--key"):argname("KEY")
+  c:option("--grace"):argname("SECONDS")
+  c:option("--scan"):argname("SECONDS")
+  c:option("--log"):argname("FILE")
+  c:option("--pidfile"):argname("FILE")
+  c:option("--uid"):argname("UID"):count("*")
+end
+
+-- Checks the values of the parsed options (orch.cli's result).
+local function parse(p)
+  local o = { compat = p.compat, any_uid = p.any_uid, create = p.create, shared = p.shared,
+              daemon = p.daemon, uids = {} }
+  if p.key then
+    o.key = parse_key(p.key)
+    if not o.key then error("--key: SysV key expected (decimal or 0x-hex), got '" .. p.key .. "'", 0) end
   end
-  while argv[i] do
-    local a = argv[i]
-    local flag, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-    flag = flag or a
-    if flag == "--compat" or flag == "--any-uid" or flag == "--create" or flag == "--shared" or flag == "--daemon" then
-      if inline then error(flag .. " takes no value", 0) end
-      o[flag:sub(3):gsub("-", "_")] = true
-    elseif flag == "--key" then
-      local v = value(flag, inline)
-      o.key = parse_key(v)
-      if not o.key then error("--key: SysV key expected (decimal or 0x-hex), got '" .. v .. "'", 0) end
-    elseif flag == "--grace" or flag == "--scan" then
-      local v = value(flag, inline)
+  for _, flag in ipairs { "grace", "scan" } do
+    local v = p[flag]
+    if v then
       local n = tonumber(v)
-      if not n or n ~= n or n < 0 or n == math.huge or (flag == "--scan" and (n < 0.001 or n > 60)) then
-        error(flag .. ": seconds expected, got '" .. v .. "'", 0)
+      if not n or n ~= n or n < 0 or n == math.huge or (flag == "scan" and (n < 0.001 or n > 60)) then
+        error("--" .. flag .. ": seconds expected, got '" .. v .. "'", 0)
       end
-      o[flag:sub(3)] = n
-    elseif flag == "--log" or flag == "--pidfile" then
-      o[flag:sub(3)] = value(flag, inline)
-      if o[flag:sub(3)] == "" then error(flag .. ": file name expected", 0) end
-    elseif flag == "--uid" then
-      local v = value(flag, inline)
-      local n = v:match("^%d+$") and math.tointeger(tonumber(v))
-      if not n or n > 0xffffffff then error("--uid: numeric uid expected, got '" .. v .. "'", 0) end
-      o.uids[#o.uids + 1] = n
-    elseif a:sub(1, 1) == "-" then
-      error("unknown option '" .. a .. "'", 0)
-    else
-      error("unexpected argument '" .. a .. "'", 0)
+      o[flag] = n
     end
-    i = i + 1
+  end
+  for _, flag in ipairs { "log", "pidfile" } do
+    if p[flag] == "" then error("--" .. flag .. ": file name expected", 0) end
+    o[flag] = p[flag]
+  end
+  for _, v in ipairs(p.uid or {}) do
+    local n = v:match("^%d+$") and math.tointeger(tonumber(v))
+    if not n or n > 0xffffffff then error("--uid: numeric uid expected, got '" .. v .. "'", 0) end
+    o.uids[#o.uids + 1] = n
   end
   if o.any_uid and #o.uids > 0 then error("give either --any-uid or --uid", 0) end
   if o.pidfile and not o.daemon then error("--pidfile goes with --daemon", 0) end
@@ -108,8 +104,8 @@ local function parse(argv)
   return o
 end
 
-local function main(argv)
-  local ok, o = pcall(parse, argv or {})
+local function main(p)
+  local ok, o = pcall(parse, p)
   if not ok then return fail(2, o) end
   local orch = require "orch"
   local watchdog = require "orch.watchdog"
@@ -148,4 +144,4 @@ local function main(argv)
   return 0
 end
 
-return { summary = "stop the processes whose heartbeat is late", usage = usage, main = main }
+return { summary = "stop the processes whose heartbeat is late", usage = usage, args = args, main = main }
