@@ -70,7 +70,7 @@ end
 
 local function status(t)
   local code, out, err = ctl(t, "--json", "status")
-  assert.are.equal(0, code, err)
+  assert.is_true(code == 0 or code == 3, err)   -- 3: some are not running
   local by = {}
   for _, s in ipairs(cjson.decode(out).services) do
     s.pid, s.restarts = math.tointeger(s.pid) or s.pid, math.tointeger(s.restarts) or s.restarts

@@ -59,16 +59,18 @@ _orch() {
         if [[ $cur == -* ]]; then
           COMPREPLY=($(compgen -W "$(_orch_options ctl)" -- "$cur"))
         else
-          COMPREPLY=($(compgen -W "status start stop restart signal tail eval reload reexec shutdown ping" -- "$cur"))
+          COMPREPLY=($(compgen -W "status is-active health start stop restart signal freeze thaw tail events eval reload reexec shutdown ping" -- "$cur"))
         fi
       else
         case $sub in
-          status|start|stop|restart|signal|tail)
+          status|is-active|start|stop|restart|signal|freeze|thaw|tail)
             if [ "$sub" = signal ] && [ "$prev" != signal ]; then
               COMPREPLY=($(compgen -W "TERM INT HUP QUIT KILL USR1 USR2 STOP CONT" -- "$cur"))
             else
               local extra=""
-              case $sub in start|stop|restart) extra=all ;; esac
+              case $sub in start|stop|restart|freeze|thaw) extra=all ;; esac
+              [[ $cur == -* ]] && extra="$extra --help --json --socket --timeout"
+              case $sub in start|restart) [[ $cur == -* ]] && extra="$extra --wait" ;; esac
               COMPREPLY=($(compgen -W "$(_orch_services "$socket") $extra" -- "$cur"))
             fi ;;
         esac

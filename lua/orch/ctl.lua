@@ -165,7 +165,7 @@ function handlers.status(srv, req)
   return { ok = true, services = list }
 end
 
-for _, verb in ipairs { "start", "stop", "restart", "freeze", "thaw" } do
+for _, verb in ipairs { "freeze", "thaw" } do
   handlers[verb] = function(srv, req)
     local bad = check_name(req)
     if bad then return bad end
@@ -173,6 +173,210 @@ for _, verb in ipairs { "start", "stop", "restart", "freeze", "thaw" } do
     if err then return err end
     return { ok = true, result = type(r) ~= "table" and r or nil }
   end
+end
+
+-- Every instance's status by name (sup.status()), or {} without a supervisor.
+local function snapshot(srv)
+  local sup = supervisor(srv)
+  local ok, list = pcall(function() return sup and sup.status() end)
+  local by = {}
+  for _, s in ipairs(ok and type(list) == "table" and list or {}) do by[s.name] = s end
+  return by
+end
+
+local INACTIVE = { stopped = true, exited = true, fatal = true }
+-- A state a start ends in: ready, or given up.
+local SETTLED = { "running", "fatal", "exited", "stopped" }
+
+-- What one instance's status says after a start: nil when it is up (ready,
+-- or a one-shot that exited 0), else why not.
+local function not_up(s, waited)
+  local st = s.state
+  if st == "running" or st == "frozen" then return nil end
+  if st == "exited" and (s.exit_code == 0 or s.exit_code == nil) and s.exit_signal == nil then return nil end
+  local why = s.reason
+  if not why and (st == "exited" or st == "fatal") then
+    why = s.exit_signal and ("killed by signal " .. tostring(s.exit_signal))
+          or (s.exit_code and ("exit " .. tostring(math.tointeger(s.exit_code) or s.exit_code)))
+  end
+  if st == "starting" or st == "waiting" or st == "backoff" or st == "stopping" then
+    return string.format("not ready after %g s (%s%s)", waited, st, why and (": " .. why) or "")
+  end
+  return st .. (why and (": " .. why) or "")
+end
+
+-- The lines a stop in progress reports ("waiting for web (pid 1234) to exit,
+-- 3 s of 10"; the seconds count from the request): the instances that are
+-- stopping.
+local function stop_progress(srv, since, timeouts)
+  local now, out = orch.now(), {}
+  for name, s in pairs(snapshot(srv)) do
+    if s.state == "stopping" then
+      local limit = timeouts[s.service or name]
+      out[#out + 1] = string.format("waiting for %s%s to exit, %d s%s", name,
+        s.pid and (" (pid " .. tostring(math.tointeger(s.pid) or s.pid) .. ")") or "",
+        math.floor(now - since), limit and (" of " .. limit) or "")
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+-- The stop timeout of each service (its definition's stop.timeout, 10 by
+-- default; none for a stop function).
+local function stop_timeouts(srv)
+  local sup, t = supervisor(srv), {}
+  local ok, defs = pcall(function() return sup.services and sup.services() end)
+  for _, d in ipairs(ok and type(defs) == "table" and defs or {}) do
+    local st = d.stop
+    if type(st) ~= "function" then t[d.name] = math.tointeger(st and st.timeout or 10) or (st and st.timeout or 10) end
+  end
+  return t
+end
+
+-- Runs fn (a stop or restart) in a task; while it runs, a client that asked
+-- for progress gets a line { progress = "..." } every second about the
+-- instances still stopping.
+local function with_progress(srv, req, cs, fn)
+  local done, result = orch.cond(), nil
+  local t = orch.task(function()
+    result = table.pack(fn())
+    done:signal()
+  end)
+  if not req.progress then
+    t:join()
+    return table.unpack(result, 1, result.n)
+  end
+  local since, timeouts = orch.now(), stop_timeouts(srv)
+  while not result do
+    done:wait(1)
+    if not result then
+      for _, line in ipairs(stop_progress(srv, since, timeouts)) do
+        cs.conn:write(ctl.encode({ progress = line }) .. "\n")
+      end
+    end
+  end
+  return table.unpack(result, 1, result.n)
+end
+
+-- The direct dependency of `name` among `set` (for "client: stopped too,
+-- it depends on redis").
+local function depends_on_of(srv, service, set)
+  local sup = supervisor(srv)
+  local ok, defs = pcall(function() return sup.services and sup.services() end)
+  for _, d in ipairs(ok and type(defs) == "table" and defs or {}) do
+    if d.name == service then
+      local deps = d.depends_on
+      if type(deps) == "string" then deps = { deps } end
+      for _, x in ipairs(type(deps) == "table" and deps or {}) do
+        local dn = type(x) == "table" and (x.name or x[1]) or x
+        if set[dn] then return dn end
+      end
+    end
+  end
+end
+
+local function wait_seconds(req)
+  if req.wait == nil or req.wait == false then return nil end
+  if req.wait == true then return 60 end
+  if type(req.wait) ~= "number" or req.wait < 0 or req.wait ~= req.wait then return false end
+  return req.wait
+end
+
+-- start / restart: the instances of the target, after the operation; with
+-- `wait` (seconds, or true for 60), once each is ready or has failed.
+local function start_like(verb)
+  return function(srv, req, cs)
+    local bad = check_name(req)
+    if bad then return bad end
+    local wait = wait_seconds(req)
+    if wait == false then return fail("'wait' must be a number of seconds >= 0 or true") end
+    local before = snapshot(srv)
+    local r, err
+    if verb == "restart" then
+      r, err = with_progress(srv, req, cs, function() return sup_call(srv, "restart", req.name) end)
+    else
+      r, err = sup_call(srv, "start", req.name)
+    end
+    if err then return err end
+    local sup = supervisor(srv)
+    if wait then
+      local ok, e = pcall(sup.wait, req.name, SETTLED, wait)
+      if not ok then return fail(repl().error_message(e), "EFAILED") end
+    end
+    local list = sup.status(req.name) or {}
+    if list.name ~= nil then list = { list } end
+    local after = snapshot(srv)
+    local instances, failed, restarted = {}, {}, {}
+    for _, s in ipairs(list) do
+      local why = not_up(s, wait or 0)
+      -- Without --wait only a failure already known counts (a spawn that
+      -- failed: backoff or fatal with a reason).
+      if why and not wait and not ((s.state == "backoff" or s.state == "fatal") and s.reason) then why = nil end
+      instances[#instances + 1] = { name = s.name, state = s.state, pid = s.pid, reason = why or s.reason }
+      if why then failed[#failed + 1] = s.name .. ": " .. why end
+    end
+    if verb == "restart" then
+      -- What restarted: a new process, or started from not running.
+      for name, s in pairs(after) do
+        local b = before[name]
+        if not INACTIVE[s.state] and b and (b.pid ~= s.pid or INACTIVE[b.state]) then restarted[#restarted + 1] = name end
+      end
+      table.sort(restarted)
+    end
+    if #failed > 0 then
+      local f = fail(table.concat(failed, "; "), wait and "ETIMEDOUT" or "EFAILED")
+      if wait then
+        local timed_out = false
+        for _, s in ipairs(list) do
+          if s.state == "starting" or s.state == "waiting" or s.state == "backoff" then timed_out = true end
+        end
+        f.code = timed_out and "ETIMEDOUT" or "EFAILED"
+      end
+      f.instances, f.restarted = instances, verb == "restart" and restarted or nil
+      return f
+    end
+    return { ok = true, instances = instances, restarted = verb == "restart" and restarted or nil }
+  end
+end
+handlers.start = start_like("start")
+handlers.restart = start_like("restart")
+
+-- stop: also names the dependents it stopped; progress lines on request.
+function handlers.stop(srv, req, cs)
+  local bad = check_name(req)
+  if bad then return bad end
+  local before = snapshot(srv)
+  local _, err = with_progress(srv, req, cs, function() return sup_call(srv, "stop", req.name) end)
+  if err then return err end
+  local sup = supervisor(srv)
+  local named = {}
+  for _, s in ipairs(sup.status(req.name) or {}) do named[s.name] = true end
+  local after, also, stopped_set = snapshot(srv), {}, {}
+  for name, s in pairs(after) do
+    local b = before[name]
+    if b and not INACTIVE[b.state] and INACTIVE[s.state] then stopped_set[s.service or name] = true end
+  end
+  for name, s in pairs(after) do
+    local b = before[name]
+    if not named[name] and b and not INACTIVE[b.state] and INACTIVE[s.state] then
+      also[#also + 1] = { name = name, because = depends_on_of(srv, s.service or name, stopped_set) }
+    end
+  end
+  table.sort(also, function(a, b) return a.name < b.name end)
+  return { ok = true, also_stopped = also }
+end
+
+-- health: every critical service ready (every service when none is
+-- critical), as the HTTP endpoint's /readyz says it.
+function handlers.health(srv, req)
+  local sup = supervisor(srv)
+  if not sup or type(sup.status) ~= "function" or type(sup.services) ~= "function" then
+    return fail("this orchestrator has no supervisor", "ENOSYS")
+  end
+  local ok, healthy, problems = pcall(require("orch.http").ready, sup)
+  if not ok then return fail(repl().error_message(healthy), "EFAILED") end
+  return { ok = true, healthy = healthy, problems = problems }
 end
 
 function handlers.signal(srv, req)

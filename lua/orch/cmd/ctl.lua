@@ -8,11 +8,24 @@ M.usage = [=[
 usage: orch ctl [--socket PATH] [--json] [--timeout SECONDS] COMMAND [ARGS...]
 
 Commands:
-  status [NAME]           services as a table (name, state, pid, uptime,
-                          restarts, rss, cpu)
-  start NAME|all ...      start services (and what they depend on)
-  stop NAME|all ...       stop services (and what depends on them)
-  restart NAME|all ...    restart services
+  status [NAME...]        services as a table (name, state, pid, uptime,
+                          restarts, rss, cpu, why not running, the service's
+                          own STATUS=); exit 0 when every one named (or
+                          every one) is running, 3 when some are not,
+                          4 when a NAME is unknown
+  is-active NAME...       active, activating, deactivating, inactive, failed
+                          or unknown, one line a name (-q, --quiet: none);
+                          exit status as status
+  health                  exit 0 when every critical service is ready (every
+                          service when none is critical), else 3 and why
+  start NAME|all ...      start services (and what they depend on); a spawn
+                          that fails at once is an error
+    --wait[=SECONDS]      wait until each is ready (default 60 s); exit 1
+                          with the reason when one fails or is not ready
+  stop NAME|all ...       stop services and what depends on them (named);
+                          says every second what it still waits for
+  restart NAME|all ...    restart services; lists what restarted
+    --wait[=SECONDS]      as start --wait
   signal NAME SIG         send a signal (TERM, HUP, 9, ...) to a service
   freeze NAME|all ...     freeze every process of a service (its cgroup)
   thaw NAME|all ...       thaw a frozen service
@@ -32,10 +45,16 @@ Options:
   --json          print the raw JSON replies
   --timeout S     give up waiting for a reply after S seconds (default: none)
 
-Exit status: 0 ok, 1 the command failed, 2 usage error, 3 cannot connect.
+Options go before or after the command and its arguments; -- ends them.
+
+Exit status: 0 ok, 1 the command failed, 2 usage error, 3 cannot connect
+(status, is-active, health: 3 also when a service is not running or not
+ready; 4 an unknown service).
 ]=]
 
 local EXIT_FAIL, EXIT_USAGE, EXIT_CONNECT = 1, 2, 3
+-- status, is-active, health: as LSB init scripts and systemctl answer.
+local EXIT_NOT_RUNNING, EXIT_UNKNOWN = 3, 4
 
 local function usage_error(fmt, ...)
   io.stderr:write("orch ctl: ", string.format(fmt, ...), " (see 'orch help ctl')\n")
@@ -81,7 +100,8 @@ end
 
 --- Declares the options and subcommands (orch.cli builds the parser).
 local SUBCOMMANDS = {
-  { "status", "names", "*" }, { "start", "names", "+" }, { "stop", "names", "+" },
+  { "status", "names", "*" }, { "is-active", "names", "+" }, { "health" },
+  { "start", "names", "+" }, { "stop", "names", "+" },
   { "restart", "names", "+" }, { "signal", { "name", "signal" } },
   { "freeze", "names", "+" }, { "thaw", "names", "+" }, { "tail", "name", 1 },
   { "eval", "code", 1 }, { "reload" }, { "reexec" }, { "shutdown" }, { "ping" },
@@ -101,6 +121,11 @@ function M.args(c, help_flag)
     elseif d[2] then
       sc:argument(d[2] == "names" and "NAME" or d[2]:upper()):target(d[2]):args(d[3])
     end
+    if d[1] == "start" or d[1] == "restart" then
+      -- --wait or --wait=SECONDS (orch.cli takes the value out first).
+      sc:flag("--wait")
+    end
+    if d[1] == "is-active" then sc:flag("-q --quiet") end
     if d[1] == "tail" then
       sc:option("-n --lines"):argname("N")
       sc:flag("-f --follow")
@@ -129,7 +154,10 @@ function M.format_status(services)
   local rows = { { "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU" } }
   for _, s in ipairs(services) do
     local state = tostring(s.state or "?")
-    if s.state ~= "running" and (s.exit_code ~= nil or s.exit_signal ~= nil) then
+    -- The exit belongs to the last run: shown only while no new run is
+    -- under way (never "starting (exit 0)").
+    local ended = s.state == "exited" or s.state == "backoff" or s.state == "fatal" or s.state == "stopped"
+    if ended and (s.exit_code ~= nil or s.exit_signal ~= nil) then
       state = state .. (s.exit_signal and (" (signal " .. tostring(s.exit_signal) .. ")")
                          or (" (exit " .. tostring(s.exit_code) .. ")"))
     end
@@ -165,6 +193,18 @@ function M.format_status(services)
       r[#r + 1] = type(sv.reason) == "string" and sv.state ~= "running" and sv.reason:gsub("%s+", " ") or "-"
     end
   end
+  -- What a service says about itself (sd_notify STATUS=...).
+  local texts = false
+  for _, sv in ipairs(services) do
+    if type(sv.status_text) == "string" and sv.status_text ~= "" then texts = true end
+  end
+  if texts then
+    rows[1][#rows[1] + 1] = "STATUS"
+    for i, sv in ipairs(services) do
+      local r = rows[i + 1]
+      r[#r + 1] = type(sv.status_text) == "string" and sv.status_text ~= "" and sv.status_text:gsub("%s+", " ") or "-"
+    end
+  end
   local widths = {}
   for _, r in ipairs(rows) do
     for c, v in ipairs(r) do widths[c] = math.max(widths[c] or 0, #v) end
@@ -194,9 +234,24 @@ local function requests(cmd, o)
     for i, n in ipairs(o.names) do list[i] = { cmd = "status", name = n } end
     return list
   end
-  if cmd == "start" or cmd == "stop" or cmd == "restart" or cmd == "freeze" or cmd == "thaw" then
+  if cmd == "is-active" then
     local list = {}
-    for i, n in ipairs(o.names) do list[i] = { cmd = cmd, name = n } end
+    for i, n in ipairs(o.names) do list[i] = { cmd = "status", name = n } end
+    return list
+  end
+  if cmd == "start" or cmd == "stop" or cmd == "restart" or cmd == "freeze" or cmd == "thaw" then
+    local wait
+    if o.wait then
+      if o.wait == true then wait = true
+      else
+        wait = tonumber(o.wait)
+        if not wait or not (wait >= 0 and wait < math.huge) then
+          return nil, "--wait=SECONDS needs a number of seconds >= 0, got '" .. tostring(o.wait) .. "'"
+        end
+      end
+    end
+    local list = {}
+    for i, n in ipairs(o.names) do list[i] = { cmd = cmd, name = n, wait = wait } end
     return list
   end
   if cmd == "signal" then
@@ -222,8 +277,24 @@ local function print_reply(cmd, req, reply)
   local out = io.stdout
   if cmd == "status" then
     for _, l in ipairs(M.format_status(reply.services or {})) do out:write(l, "\n") end
-  elseif cmd == "start" or cmd == "stop" or cmd == "restart" then
-    out:write(req.name, ": ", cmd == "stop" and "stopped" or (cmd .. "ed"), "\n")
+  elseif cmd == "start" or cmd == "restart" then
+    for _, i in ipairs(reply.instances or {}) do
+      local pid = i.pid and (", pid " .. tostring(math.tointeger(i.pid) or i.pid)) or ""
+      if req.wait then
+        out:write(i.name, ": ", i.state == "running" and "ready" or tostring(i.state), pid, "\n")
+      else
+        out:write(i.name, ": ", cmd .. "ed", " (", tostring(i.state), pid, ")\n")
+      end
+    end
+    if not reply.instances then out:write(req.name, ": ", cmd .. "ed", "\n") end
+    if cmd == "restart" and type(reply.restarted) == "table" then
+      out:write("restarted: ", #reply.restarted > 0 and table.concat(reply.restarted, " ") or "(none)", "\n")
+    end
+  elseif cmd == "stop" then
+    out:write(req.name, ": stopped\n")
+    for _, a in ipairs(reply.also_stopped or {}) do
+      out:write(a.name, ": stopped too", a.because and (" (it depends on " .. a.because .. ")") or " (a dependent)", "\n")
+    end
   elseif cmd == "freeze" or cmd == "thaw" then
     out:write(req.name, ": ", cmd == "freeze" and "frozen" or "thawed", "\n")
   elseif cmd == "signal" then
@@ -274,22 +345,57 @@ function M.main(o)
     return finish(EXIT_CONNECT)
   end
   local status = 0
+  -- status, is-active: one table (or one word per name) for every reply,
+  -- and an LSB exit status (0 all running, 3 some not, 4 unknown service).
+  local probe = (cmd == "status" or cmd == "is-active") and { services = {}, unknown = false } or nil
   for _, req in ipairs(reqs) do
+    if cmd == "stop" or cmd == "restart" then req.progress = not opts.json or nil end
     local reply, err = client:request(req, opts.timeout)
+    -- A stop or restart that waits says what it waits for.
+    while reply and reply.ok == nil and reply.progress do
+      if not opts.json then io.stderr:write(tostring(reply.progress), "\n") io.stderr:flush() end
+      reply, err = client:receive(opts.timeout)
+    end
     if not reply then
       errorf("%s: %s", path, tostring(err))
       return finish(EXIT_FAIL)
     end
     -- The server is in trouble (out of file descriptors): say so first.
     if type(reply.warning) == "string" and not opts.json then errorf("warning: %s", reply.warning) end
-    if opts.json then
+    if opts.json and cmd ~= "is-active" then
       io.stdout:write(ctl.encode(reply), "\n")
       io.stdout:flush()
     end
-    if not reply.ok then
+    if probe then
+      if reply.ok then
+        for _, s in ipairs(reply.services or {}) do probe.services[#probe.services + 1] = s end
+      elseif reply.code == "ENOENT" then
+        probe.unknown = true
+        if cmd == "is-active" then probe.services[#probe.services + 1] = { name = req.name, state = "unknown" } end
+        if not opts.json and cmd == "status" then errorf("%s", tostring(reply.error)) end
+      else
+        errorf("%s%s", req.name and (req.name .. ": ") or "", tostring(reply.error))
+        return finish(EXIT_FAIL)
+      end
+    elseif cmd == "health" then
+      if not reply.ok then
+        errorf("%s", tostring(reply.error))
+        status = EXIT_FAIL
+      else
+        if not opts.json then
+          if reply.healthy then io.stdout:write("healthy\n")
+          else for _, p in ipairs(reply.problems or {}) do io.stdout:write(p, "\n") end end
+        end
+        if not reply.healthy then status = EXIT_NOT_RUNNING end
+      end
+    elseif not reply.ok then
       if not opts.json then
         if cmd == "eval" and reply.output and reply.output ~= "" then io.stdout:write(reply.output, "\n") end
-        errorf("%s%s", req.name and (req.name .. ": ") or "", tostring(reply.error))
+        local named = (cmd == "start" or cmd == "restart") and reply.instances
+        errorf("%s%s", (req.name and not named) and (req.name .. ": ") or "", tostring(reply.error))
+        if cmd == "restart" and type(reply.restarted) == "table" and #reply.restarted > 0 then
+          io.stdout:write("restarted: ", table.concat(reply.restarted, " "), "\n")
+        end
       end
       status = EXIT_FAIL
     elseif not opts.json then
@@ -312,7 +418,36 @@ function M.main(o)
     end
   end
   client:close()
+  if probe then
+    local all_up = true
+    for _, s in ipairs(probe.services) do
+      if s.state ~= "running" then all_up = false end
+    end
+    if cmd == "status" and not opts.json then
+      if #probe.services > 0 or not probe.unknown then
+        for _, l in ipairs(M.format_status(probe.services)) do io.stdout:write(l, "\n") end
+      end
+    elseif cmd == "is-active" then
+      for _, s in ipairs(probe.services) do
+        if opts.json then io.stdout:write(ctl.encode({ name = s.name, state = s.state, active = M.active_word(s.state) }), "\n")
+        elseif not o.quiet then io.stdout:write(M.active_word(s.state), "\n") end
+      end
+    end
+    io.stdout:flush()
+    if probe.unknown then return finish(EXIT_UNKNOWN) end
+    return finish(all_up and 0 or EXIT_NOT_RUNNING)
+  end
   return finish(status)
+end
+
+--- systemctl is-active's word for a state.
+function M.active_word(state)
+  if state == "running" or state == "frozen" then return "active" end
+  if state == "starting" or state == "waiting" or state == "backoff" then return "activating" end
+  if state == "stopping" then return "deactivating" end
+  if state == "fatal" then return "failed" end
+  if state == "unknown" then return "unknown" end
+  return "inactive"
 end
 
 return M

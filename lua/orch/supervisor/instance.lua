@@ -566,6 +566,10 @@ function Instance:backoff(delay)
 end
 
 function Instance:go_fatal(reason)
+  -- The last run's own reason (a spawn that failed: no such file) stays
+  -- beside the verdict (start limit reached).
+  local last = self.reason
+  if last and last ~= reason and not reason:find(last, 1, true) then reason = reason .. " (last run: " .. last .. ")" end
   self.reason = reason
   self:log("FATAL: %s", reason)
   self:set_state("fatal")
