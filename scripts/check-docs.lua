@@ -48,7 +48,7 @@ local policy_modules = {
   ["orch.supervisor"] = "sup", ["orch.scheduler"] = "sched", ["orch.watchdog"] = "watchdog",
   ["orch.ctl"] = "ctl", ["orch.sdnotify"] = "sdnotify", ["orch.repl"] = "repl",
   ["orch.heartbeat"] = "orch.heartbeat", ["orch.import"] = "import",
-  ["orch.http"] = "http", ["orch.check"] = "check",
+  ["orch.http"] = "http", ["orch.check"] = "check", ["orch.log"] = "log",
 }
 for modname, short in pairs(policy_modules) do
   local ok, m = pcall(require, modname)

@@ -405,6 +405,7 @@ function M.prepare_run(o, file)
     io.stderr:write("orch run: --http needs an ADDR (host:port) (see 'orch help run')\n")
     return "exit 2"
   end
+  if o.log_format then require("orch.log").configure{ format = o.log_format } end
   local socket = o.socket
   if o.no_socket then socket = "" end
   M.run_opts = { socket = socket, http = o.http }

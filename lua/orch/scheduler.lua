@@ -48,7 +48,7 @@ local function job_name(job, opts)
 end
 
 local function default_log(msg)
-  io.stderr:write(os.date("%Y-%m-%d %H:%M:%S ", math.floor(orch.time())), msg, "\n")
+  require("orch.log").write{ source = "orch.scheduler", message = msg }
 end
 
 -- One run of the job. Returns code, signal (a function's run: 0 on return,

@@ -137,10 +137,7 @@ end
 
 -- ---------------------------------------------------------------- logging
 
-local function stamp()
-  local t = orch.time()
-  return os.date("%Y-%m-%d %H:%M:%S", math.floor(t)) .. (".%03d"):format(math.floor(t % 1 * 1000))
-end
+local function stamp() return require("orch.log").timestamp() end
 
 local function make_logger(log)
   if log == false then return function() end, nil end

@@ -86,7 +86,7 @@ local function open_log(opts)
   if opts.quiet then return setmetatable({}, { __call = function() end }) end
   if not opts.log then
     return setmetatable({}, { __call = function(_, msg)
-      io.stderr:write(os.date("%Y-%m-%d %H:%M:%S ", math.floor(orch.time())), "orch every: ", msg, "\n")
+      io.stderr:write(require("orch.log").timestamp(), " orch every: ", msg, "\n")
     end })
   end
   local f, err = io.open(opts.log, "a")
@@ -102,7 +102,7 @@ local function open_log(opts)
     return true
   end
   return setmetatable(log, { __call = function(_, msg)
-    f:write(os.date("%Y-%m-%d %H:%M:%S ", math.floor(orch.time())), "orch every: ", msg, "\n")
+    f:write(require("orch.log").timestamp(), " orch every: ", msg, "\n")
   end })
 end
 

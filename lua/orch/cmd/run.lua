@@ -26,6 +26,12 @@ Options:
                   or a unix socket path): /healthz, /readyz, /metrics
                   (Prometheus), /status. Off by default; the address it
                   listens on is logged (port 0 picks one)
+  --log-format text|json|journal
+                  orch's own log lines (the supervisor's, the scheduler's):
+                  text on stderr (the default; RFC 3339 UTC timestamps), one
+                  JSON object per line on stderr (for container log
+                  collectors), or the systemd journal's native protocol
+                  (the default when JOURNAL_STREAM is set)
   -h, --help      this help
 
 Exit status: 0, or 1 when the main task raised (message and traceback on
@@ -41,6 +47,7 @@ function M.args(c)
   c:flag("--no-socket")
   c:option("--lua-budget"):argname("SECONDS")
   c:option("--http"):argname("ADDR")
+  c:option("--log-format"):argname("FORMAT"):choices({ "text", "json", "journal" })
   c:argument("FILE"):target("file"):args("?")
   c:argument("ARGS"):target("args"):args("*")
 end

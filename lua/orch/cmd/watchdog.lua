@@ -127,7 +127,7 @@ local function main(p)
   if not w then
     if o.daemon and o.log then
       local f = io.open(o.log, "a")
-      if f then f:write(os.date("%Y-%m-%d %H:%M:%S "), "watchdog: ", tostring(err), "\n") f:close() end
+      if f then f:write(require("orch.log").timestamp(), " watchdog: ", tostring(err), "\n") f:close() end
     end
     return fail(1, err)
   end

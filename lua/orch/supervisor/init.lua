@@ -49,6 +49,36 @@ function Sup:get_runtime_dir()
   return dir
 end
 
+-- The priority of a supervisor line (for the journal and JSON logs).
+local WARNINGS = { "exited with code [1-9]", "killed by ", "sending KILL", "left behind", "missed heartbeat",
+                   "not ready after", "log lines dropped", "failed" }
+local function priority(msg)
+  if msg:find("FATAL: ", 1, true) or msg:find("cannot start: ", 1, true) then return "err" end
+  for _, p in ipairs(WARNINGS) do
+    if msg:find(p) then return "warning" end
+  end
+  return "info"
+end
+
+-- The default log function: one record through orch.log, with the
+-- service's name (and instance, pid) as fields when the line is about one.
+local function default_log(msg, fields)
+  local rec = { source = "orch.supervisor", message = msg, priority = priority(msg) }
+  for k, v in pairs(fields or {}) do rec[k] = v end
+  require("orch.log").write(rec)
+end
+
+-- A service's output without a log directory: "web | line" on stderr (one
+-- write), a JSON object, or a journal record of the service's own.
+local function default_output(name, line)
+  local olog = require "orch.log"
+  if olog.format() == "text" then
+    io.stderr:write(name .. " | " .. line .. "\n")
+  else
+    olog.write{ source = "service", service = name, message = line, identifier = name, stream = "output" }
+  end
+end
+
 local function new_state()
   local S = setmetatable({
     services = {},        -- name -> { cfg, def, instances }
@@ -67,16 +97,17 @@ local function new_state()
     -- so that the platform can restart the container.
     exit_on_fatal = orch.getpid() == 1 and "all" or false,
   }, Sup)
-  -- One string, one write: stderr is unbuffered, and each piece would be a
-  -- write of its own (and could interleave with another process's line).
-  S.log_fn = function(msg) io.stderr:write("orch.supervisor: " .. msg .. "\n") end
-  S.output = function(name, line) io.stderr:write(name .. " | " .. line .. "\n") end
+  -- orch.log: timestamped text on stderr, JSON lines (--log-format json)
+  -- or the journal (under systemd), each record one write or datagram.
+  S.log_fn = default_log
+  S.output = default_output
   S.exit = function(code) orch.exit(code) end
   return S
 end
 
-function Sup:log(msg)
-  local ok, err = pcall(self.log_fn, require("orch.supervisor.log").one_line(msg))
+function Sup:log(msg, inst)
+  local fields = inst and { service = inst.service, instance = inst.name, pid = inst.pid } or nil
+  local ok, err = pcall(self.log_fn, require("orch.supervisor.log").one_line(msg), fields)
   if not ok then io.stderr:write("orch.supervisor: log function failed: ", tostring(err), "\n") end
 end
 

@@ -67,7 +67,7 @@ end
 
 function Instance:log(fmt, ...)
   if self.loop_log then log.loop_summary(self) end
-  self.sup:log(self.name .. ": " .. string.format(fmt, ...))
+  self.sup:log(self.name .. ": " .. string.format(fmt, ...), self)
 end
 
 function Instance:set_state(s)
@@ -435,6 +435,10 @@ function Instance:spawn()
   self.start_time = orch.time()
   self.status_text = nil
   self.sup:spawned(self, run)
+  -- Every spawn is logged with its pid (a crash loop's only while its
+  -- restarts are: see log.restart).
+  local loop = self.loop_log
+  if not (loop and loop.count > loop.burst) then self:log("started, pid %d", p.pid) end
   self:set_state("starting")
   if p.stdout then self:capture(run, p.stdout) end
   p:on_exit(function(code, sig) self:proc_exited(run, code, sig) end)

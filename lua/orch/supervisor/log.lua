@@ -79,6 +79,9 @@ function Sink:open()
   self.open_error = nil
   self.f = f
   self.size = f:size()
+  -- When this file began (for max_age): an empty file now; a file found
+  -- with lines in it, no later than now.
+  if not self.born or self.size == 0 then self.born = orch.time() end
   return true
 end
 
@@ -109,6 +112,7 @@ end
 -- open a moment ago, and rename(2) moves a symbolic link, never its target.
 function Sink:rotate()
   self:close()
+  self.born = nil
   local keep, p = self.cfg.keep, self:path()
   if keep == 0 then
     os.remove(p)
@@ -119,17 +123,9 @@ function Sink:rotate()
   return self:open()
 end
 
--- One timestamp cache for every sink: the date part changes once a second.
-local stamp_sec, stamp_str
-local function stamp()
-  local now = orch.time()
-  local sec = math.floor(now)
-  if sec ~= stamp_sec then
-    stamp_sec = sec
-    stamp_str = os.date("!%Y-%m-%dT%H:%M:%S", sec)
-  end
-  return string.format("%s.%03dZ ", stamp_str, math.floor((now - sec) * 1000))
-end
+-- The one timestamp format of orch's logs (orch.log: RFC 3339, UTC, ms).
+local timestamp = require("orch.log").timestamp
+local function stamp() return timestamp() .. " " end
 
 --- Handles one line (without its newline).
 function Sink:line(text)
@@ -182,7 +178,9 @@ function Sink:line(text)
   end
   local n = #text + 1
   local size = self.size + self.pending_bytes
-  if size > 0 and size + n > self.cfg.max_bytes then
+  -- Rotated by size, or by age (max_age: the file began that long ago).
+  local age = self.cfg.max_age
+  if size > 0 and (size + n > self.cfg.max_bytes or (age and orch.time() - (self.born or orch.time()) >= age)) then
     if not self:rotate() then
       self:drop(1, self.open_error)
       return
@@ -298,7 +296,7 @@ function log.loop_summary(inst)
   inst.loop_log = nil
   if l.hidden > 0 then
     inst.sup:log(string.format("%s: %d restarts in the last %d s (%d not logged)",
-      inst.name, l.count, l.window, l.hidden))
+      inst.name, l.count, l.window, l.hidden), inst)
   end
   return nil
 end
@@ -319,11 +317,11 @@ function log.restart(inst, ...)
   end
   for i = 1, select("#", ...) do
     local line = select(i, ...)
-    if line then inst.sup:log(inst.name .. ": " .. line) end
+    if line then inst.sup:log(inst.name .. ": " .. line, inst) end
   end
   if l.count == l.burst then
     inst.sup:log(string.format("%s: %d restarts within %d s: the next ones in this window are counted, not logged",
-      inst.name, l.burst, l.window))
+      inst.name, l.burst, l.window), inst)
   end
 end
 

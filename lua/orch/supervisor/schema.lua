@@ -392,6 +392,7 @@ local log_null = setmetatable({ null = true }, log_mt)
 local log_fields = {
   dir = check_string,
   max_bytes = check_size,
+  max_age = check_positive_seconds,
   keep = function(x, p) return check_number(x, p, 0, 1000, true) end,
   timestamps = check_boolean,
   filter = check_function,
