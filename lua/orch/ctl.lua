@@ -367,6 +367,68 @@ function handlers.stop(srv, req, cs)
   return { ok = true, also_stopped = also }
 end
 
+-- events: the recent state changes (`lines`, default 20), then with
+-- `follow` each new one as { event = {...} } until the client closes the
+-- connection. A client that reads slower than events come is dropped once
+-- ctl.FOLLOW_BUFFER bytes wait for it (a last line says so).
+function handlers.events(srv, req, cs)
+  local sup = supervisor(srv)
+  if not sup or type(sup.events) ~= "function" then
+    return fail("this orchestrator has no supervisor (sup.events)", "ENOSYS")
+  end
+  local n = req.lines == nil and 20 or math.tointeger(req.lines)
+  if not n or n < 0 then return fail("'lines' must be a non-negative integer") end
+  local recent = sup.events()
+  local list = {}
+  for i = math.max(1, #recent - n + 1), #recent do list[#list + 1] = recent[i] end
+  local reply = { ok = true, events = list }
+  if not req.follow then return reply end
+  return reply, function()
+    local queue, queued, limit = {}, 0, srv.follow_buffer or ctl.FOLLOW_BUFFER
+    local wake, done, dropped = orch.cond(), false, false
+    local unsubscribe = sup.events(function(ev)
+      if done or dropped then return end
+      local ok, text = pcall(ctl.encode, { event = ev })
+      if not ok then return end
+      text = text .. "\n"
+      if queued + #text > limit then
+        dropped, queue, queued = true, {}, 0
+      else
+        queue[#queue + 1] = text
+        queued = queued + #text
+      end
+      wake:signal()
+    end)
+    local writer = orch.task(function()
+      while not done do
+        if dropped then
+          cs.conn:set_timeout(srv.idle_timeout)
+          cs.conn:write(ctl.encode({ ok = false, error = "events: client too slow, dropped", code = "ENOBUFS" }) .. "\n")
+          break
+        elseif queued > 0 then
+          local chunk = table.concat(queue)
+          queue, queued = {}, 0
+          if not cs.conn:write(chunk) then break end
+        else
+          wake:wait()
+        end
+      end
+      done = true
+      cs.conn:close()
+    end)
+    -- The client ends the stream by closing the connection.
+    cs.conn:set_timeout(nil)
+    while not done do
+      if not cs.conn:read_line(ctl.MAX_LINE) then break end
+    end
+    done = true
+    wake:signal()
+    pcall(unsubscribe)
+    if writer:status() ~= "done" then cs.conn:close() end
+    cs.closed = true
+  end
+end
+
 -- health: every critical service ready (every service when none is
 -- critical), as the HTTP endpoint's /readyz says it.
 function handlers.health(srv, req)

@@ -29,6 +29,12 @@ Commands:
   signal NAME SIG         send a signal (TERM, HUP, 9, ...) to a service
   freeze NAME|all ...     freeze every process of a service (its cgroup)
   thaw NAME|all ...       thaw a frozen service
+  events [-n N] [-f]      the last N (20) state changes of the services
+                          (spawned, pid; ready; exited, code or signal;
+                          backoff, delay; fatal, reason; stopped; frozen;
+                          reloaded), one line each; -f, --follow prints new
+                          ones as they happen until Ctrl-C (with --json:
+                          one JSON object each)
   tail NAME [-n N] [-f]   the last N (10) lines of a service's output
                           (-n, --lines N); -f, --follow keeps printing
                           new lines until Ctrl-C
@@ -104,7 +110,7 @@ local SUBCOMMANDS = {
   { "start", "names", "+" }, { "stop", "names", "+" },
   { "restart", "names", "+" }, { "signal", { "name", "signal" } },
   { "freeze", "names", "+" }, { "thaw", "names", "+" }, { "tail", "name", 1 },
-  { "eval", "code", 1 }, { "reload" }, { "reexec" }, { "shutdown" }, { "ping" },
+  { "events" }, { "eval", "code", 1 }, { "reload" }, { "reexec" }, { "shutdown" }, { "ping" },
 }
 
 function M.args(c, help_flag)
@@ -126,7 +132,7 @@ function M.args(c, help_flag)
       sc:flag("--wait")
     end
     if d[1] == "is-active" then sc:flag("-q --quiet") end
-    if d[1] == "tail" then
+    if d[1] == "tail" or d[1] == "events" then
       sc:option("-n --lines"):argname("N")
       sc:flag("-f --follow")
     end
@@ -270,6 +276,15 @@ local function requests(cmd, o)
     return { req }
   end
   if cmd == "eval" then return { { cmd = "eval", code = o.code } } end
+  if cmd == "events" then
+    local req = { cmd = "events", follow = o.follow or nil }
+    if o.lines then
+      local n = math.tointeger(tonumber(o.lines))
+      if not n or n < 0 then return nil, "events: -n needs a non-negative integer" end
+      req.lines = n
+    end
+    return { req }
+  end
   return { { cmd = cmd } }
 end
 
@@ -301,6 +316,8 @@ local function print_reply(cmd, req, reply)
     out:write(req.name, ": sent ", tostring(req.signal), "\n")
   elseif cmd == "tail" then
     for _, l in ipairs(reply.lines or {}) do out:write(l, "\n") end
+  elseif cmd == "events" then
+    for _, ev in ipairs(reply.events or {}) do out:write(M.format_event(ev), "\n") end
   elseif cmd == "eval" then
     if reply.output and reply.output ~= "" then out:write(reply.output, "\n") end
     if reply.result and reply.result ~= "" then out:write(reply.result, "\n") end
@@ -411,7 +428,9 @@ function M.main(o)
         local msg = client:receive()
         if not msg then break end
         if opts.json then io.stdout:write(ctl.encode(msg), "\n")
-        elseif msg.line then io.stdout:write(msg.line, "\n") end
+        elseif msg.line then io.stdout:write(msg.line, "\n")
+        elseif msg.event then io.stdout:write(M.format_event(msg.event), "\n")
+        elseif msg.ok == false then errorf("%s", tostring(msg.error)) status = EXIT_FAIL end
         io.stdout:flush()
       end
       stop:cancel()
@@ -438,6 +457,35 @@ function M.main(o)
     return finish(all_up and 0 or EXIT_NOT_RUNNING)
   end
   return finish(status)
+end
+
+--- One event of `orch ctl events` as a line:
+-- "2026-12-05T22:15:17.123Z web exited, code 3 (reason)".
+function M.format_event(ev)
+  local function num(v) return tostring(math.tointeger(v) or v) end
+  local t = {}
+  if type(ev.time) == "number" then t[#t + 1] = require("orch.log").timestamp(ev.time) end
+  if ev.name then t[#t + 1] = tostring(ev.name) end
+  local kind = tostring(ev.event)
+  local detail = ""
+  if (kind == "spawned" or kind == "ready" or kind == "frozen" or kind == "thawed" or kind == "stopping") and ev.pid then
+    detail = ", pid " .. num(ev.pid)
+  elseif kind == "exited" then
+    if ev.signal ~= nil then detail = ", signal " .. num(ev.signal)
+    elseif ev.code ~= nil then detail = ", code " .. num(ev.code) end
+    if ev.pid then detail = detail .. ", pid " .. num(ev.pid) end
+    if ev.reason then detail = detail .. " (" .. tostring(ev.reason) .. ")" end
+  elseif kind == "backoff" and type(ev.delay) == "number" then
+    detail = string.format(", restart in %.2f s", ev.delay)
+  elseif (kind == "fatal" or kind == "spawn_failed") and ev.reason then
+    detail = ": " .. tostring(ev.reason)
+  elseif kind == "reloaded" then
+    for _, k in ipairs { "kept", "restarted", "stopped", "added" } do
+      if type(ev[k]) == "table" and #ev[k] > 0 then detail = detail .. "; " .. k .. ": " .. table.concat(ev[k], " ") end
+    end
+  end
+  t[#t + 1] = kind .. detail
+  return (table.concat(t, " "):gsub("%c", " "))
 end
 
 --- systemctl is-active's word for a state.

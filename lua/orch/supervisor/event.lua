@@ -30,4 +30,54 @@ function Event:wait_for(pred, timeout)
   return true
 end
 
+-- ---------------------------------------------------------------- the stream
+
+--- A supervisor's stream of state changes (sup.events): a ring of the last
+-- RECENT events and the functions subscribed to new ones. An event is a
+-- table { time, event, name, service, pid, code, signal, delay, reason,
+-- ... }; `event` is one of spawned, spawn_failed, ready, exited, backoff,
+-- fatal, waiting, stopping, stopped, frozen, thawed, reloaded.
+local Stream = {}
+Stream.__index = Stream
+Event.RECENT = 200
+
+function Event.stream()
+  return setmetatable({ ring = {}, pos = 0, count = 0, subs = {} }, Stream)
+end
+
+--- Records ev and hands it to every subscriber (any context; a subscriber
+-- must not wait: it is called inside the supervisor's state machine). A
+-- subscriber that raises is removed, and its error returned for the log.
+function Stream:emit(ev)
+  ev.time = ev.time or orch.time()
+  local cap = Event.RECENT
+  self.pos = self.pos % cap + 1
+  self.ring[self.pos] = ev
+  if self.count < cap then self.count = self.count + 1 end
+  local failed
+  for fn in pairs(self.subs) do
+    local ok, err = pcall(fn, ev)
+    if not ok then
+      self.subs[fn] = nil
+      failed = tostring(err)
+    end
+  end
+  return failed
+end
+
+--- The last n events (all kept when nil), oldest first.
+function Stream:recent(n)
+  local count = self.count
+  if not n or n > count then n = count end
+  local out, cap = {}, Event.RECENT
+  for i = n - 1, 0, -1 do out[#out + 1] = self.ring[(self.pos - 1 - i) % cap + 1] end
+  return out
+end
+
+--- Subscribes fn(ev); returns a function that unsubscribes it.
+function Stream:subscribe(fn)
+  self.subs[fn] = true
+  return function() self.subs[fn] = nil end
+end
+
 return Event

@@ -85,6 +85,7 @@ local function new_state()
     order = {},           -- service names, in definition order
     by_name = {},         -- instance name -> instance
     changed = Event.new(),
+    events = Event.stream(),
     runtime_dir = nil,    -- configured, or ctl's socket directory on first use
     heartbeat_key = nil,
     tables = {},
@@ -163,9 +164,26 @@ function Sup:stop_ordered(insts) return graph.stop_ordered(self, insts) end
 
 -- ---------------------------------------------------------------- events
 
+-- The states whose entry is an event of its own (the others are emitted
+-- where more is known: spawned with its pid, exited with its code, backoff
+-- with its delay, fatal with its reason).
+local STATE_EVENTS = { running = "ready", waiting = "waiting", stopping = "stopping", stopped = "stopped" }
+
+--- One event of the stream sup.events() gives (see event.lua); inst may be
+-- nil (reloaded).
+function Sup:emit(inst, kind, fields)
+  local ev = fields or {}
+  ev.event = kind
+  if inst then ev.name, ev.service = inst.name, inst.service end
+  local failed = self.events:emit(ev)
+  if failed then self:log("event subscriber failed (removed): " .. failed) end
+end
+
 function Sup:state_changed(inst, old)
   if inst.state == "waiting" then self.nwaiting = self.nwaiting + 1
   elseif old == "waiting" then self.nwaiting = self.nwaiting - 1 end
+  local kind = STATE_EVENTS[inst.state]
+  if kind then self:emit(inst, kind, { pid = inst.state == "running" and inst.pid or nil }) end
   self.changed:signal()
   if self.persist then persist.touch(self) end
   if self.on_state then self.on_state(inst, old) end
@@ -635,6 +653,15 @@ local function new(main)
     end
   end
 
+  --- sup.events([fn]): with fn, calls fn(event) for every state change from
+  -- now on and returns a function that stops it; without, the recent events
+  -- (the last 200), oldest first.
+  function sup.events(fn)
+    if fn == nil then return S.events:recent() end
+    if type(fn) ~= "function" then error("bad argument #1 to 'events' (function or nil expected, got " .. type(fn) .. ")", 2) end
+    return S.events:subscribe(fn)
+  end
+
   function sup.services()
     local out = {}
     for i, n in ipairs(S.order) do out[i] = schema.copy(S.services[n].def) end
@@ -687,6 +714,8 @@ local function new(main)
     for _, n in ipairs(result.added) do
       if S.services[n].cfg.autostart then sup.start(n) end
     end
+    S:emit(nil, "reloaded", { kept = result.kept, restarted = result.restarted, stopped = result.stopped,
+                              added = result.added })
     return result
   end
 

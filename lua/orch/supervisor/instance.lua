@@ -199,6 +199,8 @@ local function record_exit(self, run, code, sig, reason)
   local exits = self.exits or {}
   self.exits = exits
   exits[kind] = (exits[kind] or 0) + 1
+  self.sup:emit(self, "exited", { pid = run.main_pid or run.pid, code = code, signal = sig, reason = reason,
+                                  runtime = runtime })
   self.sup:hook(self, "on_exit", code, sig)
   return code and ("exited with code " .. code) or sig and ("killed by " .. sig) or "ended", runtime
 end
@@ -424,6 +426,7 @@ function Instance:spawn()
     run:release()
     self:log("cannot start: %s", tostring(err))
     self.reason = "spawn failed: " .. tostring(err)
+    self.sup:emit(self, "spawn_failed", { reason = self.reason })
     return self:after_exit(nil, nil, self.reason)
   end
   run.proc, run.pid, run.alive = p, p.pid, true
@@ -439,6 +442,7 @@ function Instance:spawn()
   -- restarts are: see log.restart).
   local loop = self.loop_log
   if not (loop and loop.count > loop.burst) then self:log("started, pid %d", p.pid) end
+  self.sup:emit(self, "spawned", { pid = p.pid })
   self:set_state("starting")
   if p.stdout then self:capture(run, p.stdout) end
   p:on_exit(function(code, sig) self:proc_exited(run, code, sig) end)
@@ -561,6 +565,7 @@ end
 --- Enters backoff: the next launch in `delay` seconds.
 function Instance:backoff(delay)
   self:set_state("backoff")
+  self.sup:emit(self, "backoff", { delay = delay })
   self.backoff_until = orch.now() + delay
   self.timer = orch.timer.after(delay, function(t)
     if self.timer ~= t then return end
@@ -576,6 +581,7 @@ function Instance:go_fatal(reason)
   if last and last ~= reason and not reason:find(last, 1, true) then reason = reason .. " (last run: " .. last .. ")" end
   self.reason = reason
   self:log("FATAL: %s", reason)
+  self.sup:emit(self, "fatal", { reason = reason })
   self:set_state("fatal")
   self.sup:hook(self, "on_fatal", reason)
   self.sup:instance_fatal(self)
@@ -706,6 +712,7 @@ function Instance:freeze(on)
   if not ok then return nil, err, ename end
   self.frozen = on or nil
   self.sup.changed:signal()
+  self.sup:emit(self, on and "frozen" or "thawed", { pid = self.pid })
   return true
 end
 
