@@ -19,7 +19,7 @@ _orch() {
     cur=${COMP_WORDS[COMP_CWORD]}; prev=${COMP_WORDS[COMP_CWORD-1]}
     words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
   }
-  local commands="run repl ctl attach watchdog every beat import test version help"
+  local commands="run repl ctl attach top watchdog every beat import test version help"
   local cmd="" i
   for ((i = 1; i < cword; i++)); do
     case ${words[i]} in

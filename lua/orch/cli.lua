@@ -23,7 +23,7 @@ local M = {}
 local EXIT_USAGE = 2
 
 --- The commands `orch help` lists, in its order; `fdholder` is internal.
-M.commands = { "run", "repl", "ctl", "attach", "watchdog", "every", "beat", "import", "version", "help" }
+M.commands = { "run", "repl", "ctl", "attach", "top", "watchdog", "every", "beat", "import", "version", "help" }
 local hidden = { fdholder = true }
 
 M.usage = [[
@@ -36,6 +36,7 @@ Commands:
   repl [FILE]            interactive prompt while the loop runs
   ctl [--socket P] CMD   control a running orchestrator (status, start, stop, ...)
   attach [--socket P]    a prompt inside a running orchestrator
+  top [--socket P]       a live view of a running orchestrator's services
   watchdog [OPTIONS]     kill processes whose heartbeat stopped
   every N -- PROG ARGS   run PROG, wait, sleep N seconds, repeat
   beat --name N --timeout S   register or beat a heartbeat (for shell scripts)

@@ -206,45 +206,32 @@ end
 
 -- ---------------------------------------------------------------- options
 
-local function parse(argv)
-  local opts = { interval = 1 }
-  local i = 1
-  while i <= #argv do
-    local a = argv[i]
-    local function value()
-      local v = a:match("^%-%-[%w-]+=(.*)$")
-      if v then return v end
-      i = i + 1
-      return argv[i]
-    end
-    if a == "--socket" or a:match("^%-%-socket=") then
-      opts.socket = value()
-      if not opts.socket or opts.socket == "" then return nil, "--socket needs a path" end
-    elseif a == "--interval" or a:match("^%-%-interval=") then
-      local v = tonumber(value())
-      if not v or v < 0.1 or v > 3600 then return nil, "--interval needs seconds from 0.1 to 3600" end
-      opts.interval = v
-    elseif a == "--once" then
-      opts.once = true
-    elseif a == "-h" or a == "--help" then
-      opts.help = true
-    else
-      return nil, "unknown argument " .. a
-    end
-    i = i + 1
+function M.args(c)
+  c:option("--socket"):argname("PATH")
+  c:option("--interval"):argname("SECONDS")
+  c:flag("--once")
+end
+
+-- Checks the values of the parsed options (orch.cli's result).
+local function parse(p)
+  local opts = { interval = 1, once = p.once, socket = p.socket }
+  if opts.socket == "" then return nil, "--socket needs a path" end
+  if p.interval then
+    local v = tonumber(p.interval)
+    if not v or v < 0.1 or v > 3600 then return nil, "--interval needs seconds from 0.1 to 3600" end
+    opts.interval = v
   end
   return opts
 end
 
 -- ---------------------------------------------------------------- main
 
-function M.main(argv)
-  local opts, err = parse(argv)
+function M.main(o)
+  local opts, err = parse(o)
   if not opts then
     io.stderr:write("orch top: ", err, " (see 'orch help top')\n")
     return EXIT_USAGE
   end
-  if opts.help then io.stdout:write(M.usage) return 0 end
   local ctl = require "orch.ctl"
   local path, perr, pcode = require("orch.cmd.ctl").find_socket(opts.socket)
   if not path then
