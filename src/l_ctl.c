@@ -589,6 +589,39 @@ static int ctl_read_private(lua_State *L) {
   return ctl_read_fd(L);
 }
 
+/* ctl.read_config(path): the content of a configuration file a user named
+ * (a service's env_file), read without ever blocking the loop (O_NONBLOCK:
+ * a FIFO fails at once) and trusted only as DESIGN's rule says: a regular
+ * file owned by our uid or root that others may not write. Otherwise nil,
+ * message, code (ENOENT, EACCES, EPERM for an untrusted file). */
+static int ctl_read_config(lua_State *L) {
+  size_t plen;
+  const char *path = luaL_checklstring(L, 1, &plen);
+  luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "path without zero bytes expected");
+  orch__check_nargs(L, 1);
+  int fd;
+  do fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) return orch__fail_errno(L, errno, "read_config: cannot open %s", path);
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    int e = errno;
+    close(fd);
+    return orch__fail(L, "read_config", e);
+  }
+  const char *why = !S_ISREG(st.st_mode) ? "is not a regular file"
+                  : (st.st_uid != geteuid() && st.st_uid != 0) ? "belongs to another user"
+                  : (st.st_mode & 002) ? "may be written by others"
+                  : st.st_size > (1 << 20) ? "is larger than 1 MiB" : NULL;
+  if (why) {
+    close(fd);
+    return orch__failf(L, "EPERM", "read_config: %s %s", path, why);
+  }
+  lua_settop(L, 0);
+  lua_pushinteger(L, fd);
+  return ctl_read_fd(L);
+}
+
 /* ctl.stream(fd): wraps a descriptor inherited across `orch ctl reexec`
  * (a service's log pipe) in an orch.Stream again, for reading; the stream
  * owns it then (non-blocking, close-on-exec). */
@@ -924,6 +957,7 @@ int orch__open_ctl(lua_State *L) {
     {"inherit", ctl_inherit}, {"memfd", ctl_memfd}, {"read_fd", ctl_read_fd},
     {"sd_notify", ctl_sd_notify}, {"sd_watchdog", ctl_sd_watchdog}, {"sockets", ctl_sockets}, {"exe_path", ctl_exe_path},
     {"stream", ctl_stream}, {"write_private", ctl_write_private}, {"read_private", ctl_read_private},
+    {"read_config", ctl_read_config},
     {"append_private", ctl_append_private},
     {"nofile", ctl_nofile}, {"fd_reserve", ctl_fd_reserve},
     {"private_dir", ctl_private_dir}, {"lock", ctl_lock},

@@ -495,8 +495,24 @@ local function new(main)
     return true
   end
 
-  --- sup.service(def): declares a service; returns its name.
+  --- sup.service(def): declares a service; returns its name. A template
+  -- (name "worker@%i" with `instances`) declares one service per instance
+  -- and returns their names (a list).
   function sup.service(def)
+    if type(def) == "table" and def.instances ~= nil then
+      local ok, defs = pcall(schema.expand, def)
+      if not ok then error(defs, 2) end
+      for _, d in ipairs(defs) do
+        local cok, cerr = pcall(schema.check, schema.copy(d), #S.order + 1)
+        if not cok then error(cerr, 2) end
+        if S.services[d.name] then
+          error(string.format("service '%s': already defined (sup.reload changes definitions)", d.name), 2)
+        end
+      end
+      local names = {}
+      for i, d in ipairs(defs) do names[i] = sup.service(d) end
+      return names
+    end
     local copy = schema.copy(def)
     local ok, cfg = pcall(schema.check, copy, #S.order + 1)
     if not ok then error(cfg, 2) end

@@ -405,7 +405,18 @@ function Instance:spawn()
   self.run = run
   local opts = spawn_options(self)
   local ok, err = true, nil
-  if cfg.ready then ok, err = ready.prepare(self, run, opts) end
+  if cfg.env_file then
+    -- Read at each start, as systemd does; the file's values win over env.
+    local warnings
+    ok, warnings = require("orch.supervisor.envfile").load(cfg.env_file, opts.env)
+    if not ok then err = warnings
+    else
+      for _, w in ipairs(warnings) do self:log("%s", w) end
+      -- ... except ORCH_SERVICE and ORCH_INSTANCE, which are orch's.
+      opts.env.ORCH_SERVICE, opts.env.ORCH_INSTANCE = cfg.name, tostring(self.index)
+    end
+  end
+  if ok and cfg.ready then ok, err = ready.prepare(self, run, opts) end
   if ok and cfg.heartbeat then ok, err = hb.prepare(self, run, opts) end
   if ok then ok, err = cgroup.prepare(self, run, opts) end
   if ok and (cfg.pidfile or (cfg.ready and cfg.ready.notify)) then

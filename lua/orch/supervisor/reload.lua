@@ -13,6 +13,14 @@ local reload = {}
 --- sup.reload(defs) (task only). Raises (level 3) on an invalid definition.
 function reload.apply(S, defs)
   local cfgs, by, copies = {}, {}, {}
+  -- Templates stand for their instances.
+  local expanded = {}
+  for _, def in ipairs(defs) do
+    local ok, list = pcall(schema.expand, def)
+    if not ok then error(list, 3) end
+    table.move(list, 1, #list, #expanded + 1, expanded)
+  end
+  defs = expanded
   for i, def in ipairs(defs) do
     copies[i] = schema.copy(def)
     local ok, cfg = pcall(schema.check, copies[i], i)

@@ -418,6 +418,10 @@ local fields = {
   name = function(v, p) return check_string(v, p, NAME_PATTERN, "name (letters, digits, '_', '.', '@', '-')") end,
   cmd = check_cmd,
   env = check_env,
+  env_file = function(v, p)
+    if type(v) == "string" then v = { v } end
+    return check_list(v, p, function(x, q) return check_string(x, q) end, "path or list of paths")
+  end,
   cwd = check_string,
   user = check_id,
   group = check_id,
@@ -511,6 +515,49 @@ end
 -- ---------------------------------------------------------------- copies
 
 --- Deep copy of plain data (functions and other values are shared).
+--- A templated service (systemd's foo@.service): `name = "worker@%i"` and
+-- `instances = { "a", "b" }` stand for the services worker@a and worker@b.
+-- In every string of the definition (cmd, env, cwd, log.dir, ...) %i
+-- becomes the instance, %n the service's full name and %% a "%"; other
+-- "%x" stay as they are. Functions (hooks, ready) are shared: they tell the
+-- instances apart by the instance's name. Returns the list of definitions
+-- (`{ def }` for a definition without `instances`); raises a message naming
+-- the service.
+function schema.expand(def)
+  if type(def) ~= "table" or def.instances == nil then return { def } end
+  local label = type(def.name) == "string" and ("service '" .. def.name .. "'") or "service"
+  if type(def.name) ~= "string" or not def.name:find("%i", 1, true) then
+    error(label .. ": 'instances' needs a name with %i (like \"worker@%i\")", 0)
+  end
+  local list = def.instances
+  if type(list) ~= "table" or #list == 0 then
+    error(label .. ": 'instances' must be a non-empty list of instance names", 0)
+  end
+  local out, seen = {}, {}
+  for n, i in ipairs(list) do
+    if math.type(i) == "integer" then i = tostring(i) end
+    if type(i) ~= "string" or not i:match("^[%w_.@%-]+$") then
+      error(string.format("%s: instances[%d]: name (letters, digits, '_', '.', '@', '-') expected", label, n), 0)
+    end
+    if seen[i] then error(string.format("%s: instance '%s' given twice", label, i), 0) end
+    seen[i] = true
+    local name = def.name:gsub("%%([%%i])", function(c) return c == "i" and i or "%" end)
+    local function subst(v, depth)
+      if type(v) == "string" then
+        return (v:gsub("%%([%%in])", function(c) return c == "i" and i or c == "n" and name or "%" end))
+      end
+      if type(v) ~= "table" or depth > 20 then return v end
+      local t = {}
+      for k, x in pairs(v) do t[k] = subst(x, depth + 1) end
+      return t
+    end
+    local d = subst(def, 0)
+    d.instances, d.name = nil, name
+    out[#out + 1] = d
+  end
+  return out
+end
+
 function schema.copy(v, seen)
   if type(v) ~= "table" then return v end
   seen = seen or {}
