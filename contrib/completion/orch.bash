@@ -59,7 +59,7 @@ _orch() {
         if [[ $cur == -* ]]; then
           COMPREPLY=($(compgen -W "$(_orch_options ctl)" -- "$cur"))
         else
-          COMPREPLY=($(compgen -W "status is-active health start stop restart signal freeze thaw tail events eval reload reexec shutdown ping" -- "$cur"))
+          COMPREPLY=($(compgen -W "status is-active health start stop restart signal freeze thaw tail events trigger pause resume eval reload reexec shutdown ping" -- "$cur"))
         fi
       else
         case $sub in

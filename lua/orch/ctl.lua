@@ -155,14 +155,51 @@ function handlers.ping(srv, req)
            script = srv.script, socket = srv.path }
 end
 
+-- The scheduler's jobs (when the script uses orch.scheduler; never
+-- loaded here), as job:status() tables.
+local function job_list()
+  local sched = package.loaded["orch.scheduler"]
+  if type(sched) ~= "table" or type(sched.jobs) ~= "function" then return {} end
+  return sched.jobs()
+end
+
+local function jobs_status()
+  local out = {}
+  for i, j in ipairs(job_list()) do out[i] = j:status() end
+  return out
+end
+
 function handlers.status(srv, req)
   if req.name ~= nil and type(req.name) ~= "string" then return fail("'name' must be a string") end
+  -- A script with jobs and no supervisor still answers (with its jobs).
+  if not supervisor(srv) and req.name == nil and #job_list() > 0 then
+    return { ok = true, services = {}, jobs = jobs_status() }
+  end
   local list, err = sup_call(srv, "status", req.name)
   if err then return err end
   if type(list) ~= "table" then list = {} end
   -- sup.status(name) may answer one service rather than a list.
   if list.name ~= nil then list = { list } end
-  return { ok = true, services = list }
+  return { ok = true, services = list, jobs = req.name == nil and jobs_status() or nil }
+end
+
+-- job: trigger, pause or resume the scheduler's jobs called `name`.
+function handlers.job(srv, req)
+  if type(req.name) ~= "string" or req.name == "" then return fail("'job' needs 'name' (a job's name)") end
+  local action = req.action
+  if action ~= "trigger" and action ~= "pause" and action ~= "resume" then
+    return fail("'job' needs 'action': \"trigger\", \"pause\" or \"resume\"")
+  end
+  local n = 0
+  for _, j in ipairs(job_list()) do
+    if j.name == req.name then
+      local ok, err, code = j[action](j)
+      if not ok then return fail(tostring(err), code or "EFAILED") end
+      n = n + 1
+    end
+  end
+  if n == 0 then return fail("job: no such job '" .. req.name:sub(1, 64) .. "'", "ENOENT") end
+  return { ok = true, count = n }
 end
 
 for _, verb in ipairs { "freeze", "thaw" } do

@@ -100,6 +100,15 @@ local function pause(self, seconds)
   self.sleeping = false
 end
 
+-- A paused job makes no run until resumed: the loop waits here.
+local function while_paused(self)
+  while self.paused and not self.stopped do
+    self.sleeping = true
+    self.resumed:wait()
+    self.sleeping = false
+  end
+end
+
 local function limit_reached(self)
   return self.max_runs and self.started >= self.max_runs
 end
@@ -113,12 +122,20 @@ end
 
 -- mode "delay": run, wait, sleep, repeat.
 local function loop_delay(self)
-  if self.first and self.first > 0 then pause(self, self.first) end
+  if self.first and self.first > 0 then
+    self.next_run = orch.time() + self.first
+    pause(self, self.first)
+  end
   while not self.stopped and not limit_reached(self) do
+    while_paused(self)
+    if self.stopped then break end
     self.started = self.started + 1
+    self.next_run = nil
     run_once(self)
     if self.stopped or limit_reached(self) then break end
-    pause(self, delay_with_jitter(self, self.seconds))
+    local d = delay_with_jitter(self, self.seconds)
+    self.next_run = orch.time() + d
+    pause(self, d)
   end
 end
 
@@ -129,10 +146,13 @@ local function loop_rate(self)
   local current
   while not self.stopped and not limit_reached(self) do
     local wait = next_start - orch.now()
+    self.next_run = orch.time() + math.max(0, wait)
     if wait > 0 then pause(self, wait) end
     if self.stopped then break end
     next_start = next_start + self.seconds
-    if self.running > 0 and self.overlap == "skip" then
+    if self.paused then
+      self.skipped = self.skipped + 1
+    elseif self.running > 0 and self.overlap == "skip" then
       self.skipped = self.skipped + 1
     elseif self.running > 0 and self.overlap == "queue" then
       self.sleeping = true
@@ -158,6 +178,7 @@ local function new_job(job, opts, loop, extra)
     jitter = opts.jitter, on_exit = opts.on_exit, on_start = opts.on_start,
     log = opts.log or default_log, max_runs = opts.max_runs,
     runs = 0, started = 0, running = 0, skipped = 0, run_seconds = 0, procs = {}, stopped = false, idle = orch.cond(),
+    paused = false, resumed = orch.cond(),
   }, Job)
   for k, v in pairs(extra) do self[k] = v end
   nlive = nlive + 1
@@ -332,7 +353,7 @@ local function loop_wall(self)
     self.next_run = at
     pause(self, delay_with_jitter(self, math.max(0, at - orch.time())))
     if self.stopped then break end
-    if self.running > 0 and self.overlap == "skip" then
+    if self.paused or (self.running > 0 and self.overlap == "skip") then
       self.skipped = self.skipped + 1
     else
       launch(self)
@@ -340,17 +361,17 @@ local function loop_wall(self)
   end
 end
 
-local function new_wall(fname, cron, job, opts)
+local function new_wall(fname, cron, job, opts, what)
   check_job(fname, job)
   opts = check_options(fname, opts)
-  return new_job(job, opts, loop_wall, { cron = cron, mode = "wall" })
+  return new_job(job, opts, loop_wall, { cron = cron, mode = "wall", what = what })
 end
 
 --- cron("m h dom mon dow", job [, opts]) -> Job
 function M.cron(expr, job, opts)
   local ok, c = pcall(M.parse_cron, expr)
   if not ok then error("bad argument #1 to 'cron' (" .. c .. ")", 2) end
-  return new_wall("cron", c, job, opts)
+  return new_wall("cron", c, job, opts, "cron " .. expr)
 end
 
 --- at("HH:MM", job [, opts]) -> Job: every day at that local time.
@@ -358,7 +379,7 @@ function M.at(hhmm, job, opts)
   local h, m = tostring(hhmm):match("^(%d%d?):(%d%d)$")
   h, m = tonumber(h), tonumber(m)
   if not h or h > 23 or m > 59 then error("bad argument #1 to 'at' (\"HH:MM\" expected)", 2) end
-  return new_wall("at", M.parse_cron(("%d %d * * *"):format(m, h)), job, opts)
+  return new_wall("at", M.parse_cron(("%d %d * * *"):format(m, h)), job, opts, "at " .. hhmm)
 end
 
 -- ---------------------------------------------------------------- Job methods
@@ -372,6 +393,33 @@ function Job:stop(opts)
   if sig then
     for p in pairs(self.procs) do p:kill(sig) end
   end
+  return true
+end
+
+--- job:trigger(): one run now, outside the schedule (the schedule goes on
+-- as it was). Returns true, or nil and why not: the job is stopped
+-- ("ESRCH"), or a run is in progress and its overlap policy is "skip"
+-- ("EBUSY").
+function Job:trigger()
+  if self.stopped then return nil, "trigger: " .. self.name .. " is stopped", "ESRCH" end
+  if self.running > 0 and self.overlap == "skip" then
+    return nil, "trigger: " .. self.name .. " is running", "EBUSY"
+  end
+  launch(self)
+  return true
+end
+
+--- job:pause() / job:resume(): a paused job starts no run (a start that
+-- falls due meanwhile is skipped; an interval job's loop waits) until
+-- resumed; a run in progress goes on. Return true.
+function Job:pause()
+  self.paused = true
+  return true
+end
+
+function Job:resume()
+  self.paused = false
+  self.resumed:broadcast()
   return true
 end
 
@@ -391,7 +439,8 @@ function Job:status()
     name = self.name, mode = self.mode, runs = self.runs, running = self.running,
     skipped = self.skipped, last_code = self.last_code, last_signal = self.last_signal,
     run_seconds = self.run_seconds, last_duration = self.last_duration,
-    next_run = self.next_run, stopped = self.stopped, pids = pids,
+    next_run = self.next_run, stopped = self.stopped, paused = self.paused, pids = pids,
+    type = self.what or ("every " .. tostring(self.seconds) .. " s" .. (self.mode == "rate" and " (rate)" or "")),
   }
 end
 

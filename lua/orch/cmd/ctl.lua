@@ -29,6 +29,11 @@ Commands:
   signal NAME SIG         send a signal (TERM, HUP, 9, ...) to a service
   freeze NAME|all ...     freeze every process of a service (its cgroup)
   thaw NAME|all ...       thaw a frozen service
+  trigger JOB...          run a scheduler job now (orch.scheduler's jobs are
+                          listed by status: type, state, next run, last
+                          result, runs)
+  pause JOB...            no more runs of a job until resume
+  resume JOB...           runs again on its schedule
   events [-n N] [-f]      the last N (20) state changes of the services
                           (spawned, pid; ready; exited, code or signal;
                           backoff, delay; fatal, reason; stopped; frozen;
@@ -110,7 +115,8 @@ local SUBCOMMANDS = {
   { "start", "names", "+" }, { "stop", "names", "+" },
   { "restart", "names", "+" }, { "signal", { "name", "signal" } },
   { "freeze", "names", "+" }, { "thaw", "names", "+" }, { "tail", "name", 1 },
-  { "events" }, { "eval", "code", 1 }, { "reload" }, { "reexec" }, { "shutdown" }, { "ping" },
+  { "events" }, { "trigger", "names", "+" }, { "pause", "names", "+" }, { "resume", "names", "+" },
+  { "eval", "code", 1 }, { "reload" }, { "reexec" }, { "shutdown" }, { "ping" },
 }
 
 function M.args(c, help_flag)
@@ -276,6 +282,11 @@ local function requests(cmd, o)
     return { req }
   end
   if cmd == "eval" then return { { cmd = "eval", code = o.code } } end
+  if cmd == "trigger" or cmd == "pause" or cmd == "resume" then
+    local list = {}
+    for i, n in ipairs(o.names) do list[i] = { cmd = "job", action = cmd, name = n } end
+    return list
+  end
   if cmd == "events" then
     local req = { cmd = "events", follow = o.follow or nil }
     if o.lines then
@@ -310,6 +321,8 @@ local function print_reply(cmd, req, reply)
     for _, a in ipairs(reply.also_stopped or {}) do
       out:write(a.name, ": stopped too", a.because and (" (it depends on " .. a.because .. ")") or " (a dependent)", "\n")
     end
+  elseif cmd == "trigger" or cmd == "pause" or cmd == "resume" then
+    out:write(req.name, ": ", cmd == "trigger" and "triggered" or (cmd .. "d"), "\n")
   elseif cmd == "freeze" or cmd == "thaw" then
     out:write(req.name, ": ", cmd == "freeze" and "frozen" or "thawed", "\n")
   elseif cmd == "signal" then
@@ -386,6 +399,7 @@ function M.main(o)
     if probe then
       if reply.ok then
         for _, s in ipairs(reply.services or {}) do probe.services[#probe.services + 1] = s end
+        if type(reply.jobs) == "table" and #reply.jobs > 0 then probe.jobs = reply.jobs end
       elseif reply.code == "ENOENT" then
         probe.unknown = true
         if cmd == "is-active" then probe.services[#probe.services + 1] = { name = req.name, state = "unknown" } end
@@ -443,8 +457,12 @@ function M.main(o)
       if s.state ~= "running" then all_up = false end
     end
     if cmd == "status" and not opts.json then
-      if #probe.services > 0 or not probe.unknown then
+      if (#probe.services > 0 or not probe.unknown) and not (probe.jobs and #probe.services == 0) then
         for _, l in ipairs(M.format_status(probe.services)) do io.stdout:write(l, "\n") end
+      end
+      if probe.jobs then
+        if #probe.services > 0 then io.stdout:write("\n") end
+        for _, l in ipairs(M.format_jobs(probe.jobs)) do io.stdout:write(l, "\n") end
       end
     elseif cmd == "is-active" then
       for _, s in ipairs(probe.services) do
@@ -457,6 +475,35 @@ function M.main(o)
     return finish(all_up and 0 or EXIT_NOT_RUNNING)
   end
   return finish(status)
+end
+
+--- The scheduler's jobs as a table: JOB, TYPE, STATE, NEXT RUN, LAST
+-- RESULT, RUNS.
+function M.format_jobs(jobs)
+  local rows = { { "JOB", "TYPE", "STATE", "NEXT RUN", "LAST RESULT", "RUNS" } }
+  local log = require "orch.log"
+  for _, j in ipairs(jobs) do
+    local state = j.stopped and "stopped" or j.paused and "paused" or (j.running or 0) > 0 and "running" or "waiting"
+    local last = "-"
+    if j.last_signal ~= nil then last = "signal " .. tostring(j.last_signal)
+    elseif j.last_code ~= nil then last = "exit " .. tostring(math.tointeger(j.last_code) or j.last_code) end
+    if type(j.last_duration) == "number" and last ~= "-" then last = last .. string.format(" (%.2f s)", j.last_duration) end
+    local nxt = "-"
+    if type(j.next_run) == "number" and not j.stopped then nxt = log.timestamp(j.next_run):sub(1, 19) .. "Z" end
+    rows[#rows + 1] = { tostring(j.name), tostring(j.type or j.mode or "?"), state, nxt, last,
+                        tostring(math.tointeger(j.runs) or j.runs or 0) }
+  end
+  local widths = {}
+  for _, r in ipairs(rows) do
+    for c, v in ipairs(r) do widths[c] = math.max(widths[c] or 0, #v) end
+  end
+  local out = {}
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for c, v in ipairs(r) do cells[c] = c < #r and (v .. string.rep(" ", widths[c] - #v)) or v end
+    out[#out + 1] = table.concat(cells, "  ")
+  end
+  return out
 end
 
 --- One event of `orch ctl events` as a line:
