@@ -197,6 +197,67 @@ describe("orch import of a pm2 ecosystem file", function()
     assert(ok, perr)
   end)
 
+  it("reads an ecosystem.config.js that is an object literal (never running it), and runs its app", function()
+    local dir = h.tmpdir()
+    h.write(dir .. "/app.sh", "echo app up; exec sleep 1000\n")
+    h.write(dir .. "/ecosystem.config.js", [==[
+// pm2 ecosystem file, as `pm2 init` writes it
+'use strict';
+module.exports = {
+  apps: [
+    {
+      name: "app",                 // the app
+      script: 'app.sh',
+      interpreter: `sh`,
+      args: [],
+      env: { NODE_ENV: "production", 'X-Quoted': "a\"b", ["BR"]: 'c' },
+      max_memory_restart: '300M', /* a trailing comma follows */
+      instances: 1,
+      autorestart: true,
+    },
+  ],
+};
+]==])
+    local code, src, err = h.cli({ "import", dir .. "/ecosystem.config.js" })
+    assert.are.equal(0, code, err)
+    local defs = definitions(src)
+    assert.are.same({ "sh", "app.sh" }, defs.app.cmd)
+    assert.are.same({ NODE_ENV = "production", ["X-Quoted"] = 'a"b', BR = "c" }, defs.app.env)
+    assert.are.same({ rss = "300M" }, defs.app.limits)
+    local o = u.start("require('orch.ctl').serve{ socket = SOCK }\n" .. src)
+    local ok, perr = pcall(function()
+      u.until_true(function() local s = u.status(o) return s.app and s.app.state == "running" end, "app running")
+    end)
+    u.stop(o)
+    assert(ok, perr)
+  end)
+
+  it("refuses JavaScript that would have to run, naming the line and the construct", function()
+    local cases = {
+      { "const apps = require('./apps')\nmodule.exports = { apps }", "line 1: 'module.exports = { ... }' expected" },
+      { "module.exports = {\n  apps: [{ name: 'a', script: 's', env: { P: process.env.P } }]\n}", "line 2: 'process' is code: not supported" },
+      { "module.exports = {\n\n  apps: apps }", "line 3: 'apps' is a variable or expression: not supported" },
+      { "module.exports = { apps: [{ name: `a${x}` }] }", "line 1: a template string with ${...} is an expression" },
+      { "module.exports = { apps: [...more] }", "a spread (...) is not supported" },
+      { "module.exports = { apps: [{ name: 'a', instances: 1 + 1 }] }", "',' or '}' expected, found '+'" },
+      { "module.exports = { apps }", "a shorthand property (apps) names a variable" },
+      { "module.exports = { start() {} }", "a method (start() {...}) is code" },
+      { "module.exports = { apps: [] }\nconsole.log(1)", "line 2: more code after the exported object" },
+    }
+    for _, c in ipairs(cases) do
+      local v, err = import.parse_js(c[1])
+      assert.is_nil(v, c[1])
+      assert.matches(c[2], err, 1, true)
+    end
+    local dir = h.tmpdir()
+    h.write(dir .. "/ecosystem.config.js", cases[2][1])
+    local code, out, err = h.cli({ "import", dir .. "/ecosystem.config.js" })
+    assert.are.equal(1, code)
+    assert.are.equal("", out)
+    assert.matches("orch import: " .. dir .. "/ecosystem.config.js: line 2: 'process' is code: not supported", err, 1, true)
+    assert.matches("node -e", err, 1, true)
+  end)
+
   it("usage errors exit 2; unreadable files exit 1", function()
     assert.are.equal(2, (h.cli({ "import" })))
     assert.are.equal(2, (h.cli({ "import", "--format", "yaml", "x" })))

@@ -493,6 +493,183 @@ end
 
 --- apps: the decoded ecosystem file ({ apps = {...} }, or a list of apps,
 -- or one app). Returns the Lua source and a list of warnings.
+--- import.parse_js(text): the value of a pm2 `ecosystem.config.js` that is
+-- a plain object literal: `module.exports = { ... }` (or `export default`),
+-- read without running JavaScript. Objects (keys bare, quoted or in
+-- brackets of a string), arrays, strings ('...', "...", `...` without
+-- ${}), numbers, true, false, null, undefined, comments and trailing commas
+-- are understood; anything else (a require(), a variable, process.env, a
+-- function call, an expression, a spread) is refused with its line:
+-- returns the value, or nil and "line N: ... not supported ...".
+function M.parse_js(text)
+  if type(text) ~= "string" then error("bad argument #1 to 'parse_js' (string expected, got " .. type(text) .. ")", 2) end
+  local pos, len = 1, #text
+  local function line_at(p)
+    local n = 1
+    for _ in text:sub(1, p - 1):gmatch("\n") do n = n + 1 end
+    return n
+  end
+  local function fail(msg, p) error({ msg = "line " .. line_at(p or pos) .. ": " .. msg }, 0) end
+  local function skip()
+    while pos <= len do
+      local c = text:sub(pos, pos)
+      if c:match("%s") then pos = pos + 1
+      elseif text:sub(pos, pos + 1) == "//" then
+        local e = text:find("\n", pos, true)
+        pos = e and e + 1 or len + 1
+      elseif text:sub(pos, pos + 1) == "/*" then
+        local e = text:find("*/", pos + 2, true)
+        if not e then fail("unterminated comment") end
+        pos = e + 2
+      else break end
+    end
+  end
+  local ESC = { n = "\n", t = "\t", r = "\r", b = "\b", f = "\f", v = "\v", ["0"] = "\0" }
+  local function str()
+    local q = text:sub(pos, pos)
+    local start = pos
+    pos = pos + 1
+    local out = {}
+    while true do
+      if pos > len then fail("unterminated string", start) end
+      local c = text:sub(pos, pos)
+      if c == q then pos = pos + 1 break end
+      if q == "`" and text:sub(pos, pos + 1) == "${" then
+        fail("a template string with ${...} is an expression: not supported (write the value)")
+      end
+      if c == "\\" then
+        local n = text:sub(pos + 1, pos + 1)
+        if n == "u" then
+          local hex = text:match("^%x%x%x%x", pos + 2)
+          if not hex then fail("bad \\u escape") end
+          out[#out + 1] = utf8.char(tonumber(hex, 16))
+          pos = pos + 6
+        elseif n == "\n" then pos = pos + 2
+        else
+          out[#out + 1] = ESC[n] or n
+          pos = pos + 2
+        end
+      elseif c == "\n" and q ~= "`" then fail("newline in a string")
+      else
+        out[#out + 1] = c
+        pos = pos + 1
+      end
+    end
+    return table.concat(out)
+  end
+  local value
+  local function word()
+    return text:match("^[%a_$][%w_$]*", pos)
+  end
+  local function object()
+    pos = pos + 1
+    local t = {}
+    while true do
+      skip()
+      local c = text:sub(pos, pos)
+      if c == "}" then pos = pos + 1 return t end
+      local key
+      if c == "'" or c == '"' then key = str()
+      elseif c == "[" then
+        pos = pos + 1
+        skip()
+        local q = text:sub(pos, pos)
+        if q ~= "'" and q ~= '"' then fail("a computed key is an expression: not supported") end
+        key = str()
+        skip()
+        if text:sub(pos, pos) ~= "]" then fail("a computed key is an expression: not supported") end
+        pos = pos + 1
+      elseif text:sub(pos, pos + 2) == "..." then fail("a spread (...) is not supported")
+      elseif text:match("^%d", pos) then key = text:match("^%d+", pos) pos = pos + #key
+      else
+        key = word()
+        if not key then fail("a key expected, found '" .. c .. "'") end
+        pos = pos + #key
+      end
+      skip()
+      local sep = text:sub(pos, pos)
+      if sep ~= ":" then
+        if sep == "(" then fail("a method (" .. key .. "() {...}) is code: not supported") end
+        if sep == "," or sep == "}" then fail("a shorthand property (" .. key .. ") names a variable: not supported") end
+        fail("':' expected after '" .. key .. "'")
+      end
+      pos = pos + 1
+      t[key] = value()
+      skip()
+      c = text:sub(pos, pos)
+      if c == "," then pos = pos + 1
+      elseif c ~= "}" then fail("',' or '}' expected, found '" .. c .. "' (an expression is not supported)") end
+    end
+  end
+  local function array()
+    pos = pos + 1
+    local t, n = {}, 0
+    while true do
+      skip()
+      if text:sub(pos, pos) == "]" then pos = pos + 1 return t end
+      if text:sub(pos, pos + 2) == "..." then fail("a spread (...) is not supported") end
+      n = n + 1
+      t[n] = value()
+      skip()
+      local c = text:sub(pos, pos)
+      if c == "," then pos = pos + 1
+      elseif c ~= "]" then fail("',' or ']' expected, found '" .. c .. "' (an expression is not supported)") end
+    end
+  end
+  value = function()
+    skip()
+    local c = text:sub(pos, pos)
+    if c == "{" then return object() end
+    if c == "[" then return array() end
+    if c == "'" or c == '"' or c == "`" then return str() end
+    local num = text:match("^%-?%d+%.?%d*[eE][%+%-]?%d+", pos) or text:match("^%-?%d+%.?%d*", pos)
+      or text:match("^%-?%.%d+", pos)
+    if num then
+      pos = pos + #num
+      if text:match("^[%w_$%.]", pos) then fail("a number followed by '" .. text:sub(pos, pos) .. "': not supported") end
+      return tonumber(num)
+    end
+    local w = word()
+    if w == "true" then pos = pos + 4 return true end
+    if w == "false" then pos = pos + 5 return false end
+    if w == "null" or w == "undefined" then pos = pos + #w return nil end
+    if w then
+      fail("'" .. w .. "' is " .. ((w == "require" or w == "process") and "code" or "a variable or expression")
+        .. ": not supported (write the value, or convert the file to JSON: "
+        .. "node -e 'console.log(JSON.stringify(require(\"./ecosystem.config.js\")))')")
+    end
+    fail(c == "" and "a value expected at the end of the file" or ("a value expected, found '" .. c .. "'"))
+  end
+  local ok, res = pcall(function()
+    skip()
+    -- Leading "use strict" and the assignment.
+    if text:match("^['\"]use strict['\"]", pos) then
+      pos = pos + 12
+      skip()
+      if text:sub(pos, pos) == ";" then pos = pos + 1 end
+      skip()
+    end
+    local head = text:match("^module%.exports%s*=%s*", pos) or text:match("^export%s+default%s+", pos)
+    if not head then
+      fail("'module.exports = { ... }' expected (a file that computes its apps is code: not supported)")
+    end
+    pos = pos + #head
+    skip()
+    if text:sub(pos, pos) ~= "{" and text:sub(pos, pos) ~= "[" then
+      fail("an object literal expected after module.exports")
+    end
+    local v = value()
+    skip()
+    if text:sub(pos, pos) == ";" then pos = pos + 1 end
+    skip()
+    if pos <= len then fail("more code after the exported object: not supported") end
+    return v
+  end)
+  if ok then return res end
+  if type(res) == "table" and res.msg then return nil, res.msg end
+  error(res, 0)
+end
+
 function M.pm2(apps, opts)
   opts = opts or {}
   if type(apps) ~= "table" then return nil, "an ecosystem file holds an object or a list" end

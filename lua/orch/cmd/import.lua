@@ -10,7 +10,9 @@ usage: orch import [--format supervisord|pm2] [--output FILE] [--force] FILE
 
 Reads a supervisord configuration (supervisord.conf, conf.d/*.conf; its
 [include] files are read too) or a pm2 ecosystem file (ecosystem.json,
-or ecosystem.config.js when node is installed) and writes an orch policy
+or an ecosystem.config.js that is a plain `module.exports = {...}` object
+literal: it is read, never run; code in it is refused with its line) and
+writes an orch policy
 script: one sup.service{...} per program or app, with a comment on every
 option that has no equivalent in orch. Run the result with `orch run`.
 
@@ -45,14 +47,11 @@ end
 
 local function decode_pm2(path, text)
   if path:match("%.[cm]?js$") then
-    -- A JavaScript ecosystem file is evaluated by node (the way pm2 reads
-    -- it); its module.exports is printed as JSON.
-    local q = "'" .. path:gsub("'", "'\\''") .. "'"
-    local p = io.popen("node -e 'process.stdout.write(JSON.stringify(require(require(\"path\").resolve(process.argv[1]))))' "
-      .. q .. " 2>&1")
-    text = p:read("a")
-    local ok = p:close()
-    if not ok then return nil, "node could not read " .. path .. " (is node installed?): " .. text end
+    -- A JavaScript ecosystem file is read, not run: a plain object literal
+    -- (module.exports = {...}) is understood, code is refused with its line.
+    local t, err = require("orch.import").parse_js(text)
+    if err then return nil, err end
+    return t
   end
   local ok, cjson = pcall(require, "cjson.safe")
   if not ok then return nil, "lua-cjson is not installed (apt-get install lua-cjson)" end
