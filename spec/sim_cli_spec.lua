@@ -95,7 +95,7 @@ describe("orch test", function()
       { { "test" }, "no FILE or DIR given" },
       { { "test", "--seed", "x", path }, "--seed: integer expected" },
       { { "test", "--faults", "boom:1", path }, "--faults: unknown fault 'boom'" },
-      { { "test", "--bogus", path }, "unknown option --bogus" },
+      { { "test", "--bogus", path }, "unknown option '--bogus'" },
       { { "test", "/nonexistent/x_spec.lua" }, "/nonexistent/x_spec.lua: no such file or directory" },
     } do
       local code, _, err = h.cli(case[1])

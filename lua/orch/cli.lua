@@ -23,7 +23,7 @@ local M = {}
 local EXIT_USAGE = 2
 
 --- The commands `orch help` lists, in its order; `fdholder` is internal.
-M.commands = { "run", "repl", "ctl", "attach", "top", "watchdog", "every", "beat", "import", "version", "help" }
+M.commands = { "run", "repl", "ctl", "attach", "top", "watchdog", "every", "beat", "import", "test", "version", "help" }
 local hidden = { fdholder = true }
 
 M.usage = [[
@@ -41,6 +41,7 @@ Commands:
   every N -- PROG ARGS   run PROG, wait, sleep N seconds, repeat
   beat --name N --timeout S   register or beat a heartbeat (for shell scripts)
   import FILE            a supervisord.conf or pm2 ecosystem file as a policy script
+  test [OPTIONS] FILE|DIR   busted specs on virtual time with simulated processes
   version                print the orch, Lua and libuv versions
   help [COMMAND]         this text, or a command's help
 

@@ -38,43 +38,29 @@ local function fail(msg)
   return 2
 end
 
-function M.main(argv)
+function M.args(c)
+  c:option("--seed"):argname("N")
+  c:option("--faults"):argname("SPEC")
+  c:flag("--trace")
+  c:option("-o --output"):argname("X")
+  c:option("--filter"):argname("PATTERN"):count("*")
+  c:argument("FILE|DIR"):target("roots"):args("*")
+end
+
+function M.main(o)
   local orch = require "orch"
   local sim = require "orch.sim"
-  local seed, faults, trace, output
-  local pass, roots = {}, {}
-  local i = 1
-  local function value(name)
-    i = i + 1
-    local v = argv[i]
-    if v == nil then error({ usage = name .. " needs a value" }) end
-    return v
+  local seed, faults, trace, output = nil, o.faults, o.trace, o.output
+  local pass, roots = {}, o.roots
+  if o.seed then
+    seed = math.tointeger(tonumber(o.seed))
+    if not seed then return fail("--seed: integer expected") end
   end
-  local ok, err = pcall(function()
-    while i <= #argv do
-      local a = argv[i]
-      local k, v = a:match("^(%-%-[%w-]+)=(.*)$")
-      if k then a = k end
-      local function val() if v then return v end return value(a) end
-      if a == "--seed" then
-        seed = math.tointeger(tonumber(val()))
-        if not seed then error({ usage = "--seed: integer expected" }) end
-      elseif a == "--faults" then
-        faults = val()
-        local fok, ferr = pcall(sim.parse_faults, faults)
-        if not fok then error({ usage = "--faults: " .. tostring(ferr):gsub("^faults: ", "") }) end
-      elseif a == "--trace" then trace = true
-      elseif a == "-o" or a == "--output" then output = val()
-      elseif a == "--filter" then pass[#pass + 1] = "--filter=" .. val()
-      elseif a:sub(1, 1) == "-" then error({ usage = "unknown option " .. a })
-      else roots[#roots + 1] = a end
-      i = i + 1
-    end
-  end)
-  if not ok then
-    if type(err) == "table" then return fail(err.usage) end
-    error(err, 0)
+  if faults then
+    local fok, ferr = pcall(sim.parse_faults, faults)
+    if not fok then return fail("--faults: " .. tostring(ferr):gsub("^faults: ", "")) end
   end
+  for _, f in ipairs(o.filter or {}) do pass[#pass + 1] = "--filter=" .. f end
   if #roots == 0 then return fail("no FILE or DIR given") end
   for _, r in ipairs(roots) do
     local f = io.open(r, "r")
