@@ -261,6 +261,39 @@ describe("orch.sleep", function()
     assert.is_true(dt >= 0.049, "slept " .. dt)
   end)
 
+  -- The loop's clock is read once a turn; a task that computed for a while
+  -- before sleeping, a timer started then, a task in a forked child (whose
+  -- loop clock is the parent's at fork time) must still wait the full time.
+  it("waits the full time after the task computed (a stale loop clock)", function()
+    local function busy(s) local t = orch.now() while orch.now() - t < s do end end
+    local dts = h.run(function()
+      local out = {}
+      busy(0.2)
+      local t0 = orch.now()
+      orch.sleep(0.1)
+      out.sleep = orch.now() - t0
+      busy(0.2)
+      t0 = orch.now()
+      local fired = orch.cond()
+      orch.timer.after(0.1, function() fired:signal(orch.now() - t0) end)
+      out.timer = fired:wait()
+      busy(0.2)
+      t0 = orch.now()
+      local ok, code = orch.task(function() orch.sleep(0.1) return true end):join()
+      out.join = orch.now() - t0
+      local r, w = orch.pipe()
+      busy(0.2)
+      t0 = orch.now()
+      r:set_timeout(0.1)
+      local got, err = r:read_line()
+      out.read_timeout = orch.now() - t0
+      r:close(); w:close()
+      return out, ok, code, got, err
+    end)
+    -- The loop's clock may lag the monotonic one by a tick (coarse clock).
+    for what, dt in pairs(dts) do assert.is_true(dt >= 0.09, what .. " waited only " .. dt) end
+  end)
+
   it("sleep(0) interleaves tasks", function()
     local log = {}
     h.run(function()

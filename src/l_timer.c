@@ -109,7 +109,7 @@ static int timer_new(lua_State *L, int repeat) {
   /* The loop's clock counts milliseconds: 1 ms is the floor. */
   if (repeat && ms == 0) ms = 1;
   if (!t->has_h) orch__vtimer_start(rt, &t->vt, repeat ? (double)ms / 1000.0 : s, vfire);
-  else uv_timer_start(&t->h, fire, ms, repeat ? ms : 0);
+  else orch__timer_start(&t->h, fire, ms, repeat ? ms : 0);
   return 1;
 }
 

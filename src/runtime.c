@@ -712,6 +712,15 @@ static void timed_out(orch__task *t) {
 }
 
 static void timeout_cb(uv_timer_t *h) { timed_out(h->data); }
+
+/* libuv counts a timer from the loop's clock, read once a turn: a task that
+ * computed for a while (or runs in a fork child, whose loop clock is the
+ * parent's at fork time) would have its wait cut short by that much. The
+ * clock is read again first (one vDSO clock read). */
+int orch__timer_start(uv_timer_t *h, uv_timer_cb cb, uint64_t ms, uint64_t repeat) {
+  uv_update_time(h->loop);
+  return uv_timer_start(h, cb, ms, repeat);
+}
 static void vtimeout_cb(orch__vtimer *vt) { timed_out(vt->data); }
 
 static int start_timer(orch__task *t, double seconds) {
@@ -728,7 +737,7 @@ static int start_timer(orch__task *t, double seconds) {
   }
   double ms = ceil(seconds * 1000.0);
   if (ms > 9.0e15) ms = 9.0e15;
-  return uv_timer_start(t->timer, timeout_cb, (uint64_t)ms, 0);
+  return orch__timer_start(t->timer, timeout_cb, (uint64_t)ms, 0);
 }
 
 /* Marks t as suspended in a wait (the caller yields next) and starts its

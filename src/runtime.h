@@ -100,6 +100,8 @@ void orch__hold(orch_runtime *rt, int delta);
  * ("virtual"), which jumps to the next deadline when nothing else can
  * happen first (src/runtime.c). Seconds. */
 double orch__now(orch_runtime *rt);     /* monotonic */
+/* uv_timer_start from the loop clock read now (not at the start of the turn). */
+int orch__timer_start(uv_timer_t *h, uv_timer_cb cb, uint64_t ms, uint64_t repeat);
 double orch__time(orch_runtime *rt);    /* since the epoch */
 int orch__virtual(orch_runtime *rt);
 
