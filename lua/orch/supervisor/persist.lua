@@ -328,9 +328,10 @@ local function sync_holder(S, P, pipes)
     end
   end
   local drops, puts = {}, {}
-  for name, e in pairs(P.held) do
-    local want = pipes[name]
-    if not want or want.pid ~= e.pid then drops[#drops + 1] = name end
+  -- A pipe whose process changed (a restart) is replaced by its put: the
+  -- holder drops what it held under that name (one datagram, not two).
+  for name in pairs(P.held) do
+    if not pipes[name] then drops[#drops + 1] = name end
   end
   for name, e in pairs(pipes) do
     local cur = P.held[name]
