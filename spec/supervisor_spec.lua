@@ -265,6 +265,17 @@ describe("supervisor restarts", function()
     end)
   end)
 
+  it("says a service stopped while in backoff is stopped", function()
+    u.with(function(s, logs)
+      s.service { name = "b", cmd = u.sh("exit 1"), backoff = 60, start_limit = false }
+      s.start("b")
+      assert.is_true(s.wait("b", "backoff", 10))
+      s.stop("b")
+      assert.are.equal("stopped", u.st(s, "b").state)
+      assert.truthy(u.logged(logs, "b: stopped (from backoff, no process running)"))
+    end)
+  end)
+
   it("goes fatal at the start limit, calls on_fatal, and sup.start clears it", function()
     u.with(function(s, logs)
       local fatal = {}

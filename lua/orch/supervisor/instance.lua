@@ -129,6 +129,9 @@ end
 -- stop with no process: the instance is stopped at once.
 local function stop_idle(self)
   cancel_timer(self)
+  -- Said like a stop of a live process: a service stopped while in backoff
+  -- (or waiting, or fatal) says so too.
+  if self.state ~= "stopped" then self:log("stopped (from %s, no process running)", self.state) end
   self:set_state("stopped")
   if self.sink then self.sink:close() end
 end
