@@ -344,6 +344,11 @@ exit 3
       s.service{ name = "f", cmd = u.sh("sleep 600") }
       s.start("f")
       local st = running(s, "f")
+      -- Both are events of the stream (sup.events) too.
+      local seen = {}
+      local unsubscribe = s.events(function(ev)
+        if ev.event == "frozen" or ev.event == "thawed" then seen[#seen + 1] = ev.event .. " " .. ev.name .. " " .. tostring(ev.pid) end
+      end)
       assert(s.freeze("f"))
       assert.are.equal("frozen", u.st(s, "f").state)
       local cg = assert(orch.cgroup.open(st.cgroup))
@@ -351,6 +356,8 @@ exit 3
       assert(s.thaw("f"))
       assert.are.equal("running", u.st(s, "f").state)
       assert(cg:wait("thawed", 20))
+      unsubscribe()
+      assert.are.same({ "frozen f " .. st.pid, "thawed f " .. st.pid }, seen)
       -- A frozen service still stops.
       assert(s.freeze("f"))
       assert(s.stop("f"))
