@@ -107,7 +107,8 @@ sup.run()
     local ok, err = pcall(function()
       local out = cu.until_true(function()
         local code, text = cu.ctl_cli(o, "status")
-        return code == 0 and text:find("health check failed: connect: connection refused", 1, true) and text
+        -- 3: web is not running (orch ctl status is an LSB probe).
+        return code == 3 and text:find("health check failed: connect: connection refused", 1, true) and text
       end, "the reason in orch ctl status")
       assert.matches("REASON", out, 1, true)
       assert.matches("\nweb +backoff", out)
