@@ -7,9 +7,10 @@
  * handler the script dropped still runs) and the handle is unref'd (it never
  * keeps orch alive by itself). :stop() unanchors them and closes the handle;
  * its memory is freed in the close callback. libuv's own signal handler only
- * writes to a pipe: the Lua function runs later as a task on the loop, never
- * in signal context. SIGCHLD belongs to the reaper in l_proc.c: a handler may
- * watch it, but it can be neither ignored nor reset here.
+ * writes to a pipe: the Lua function runs later in a task on the loop
+ * (orch__callback), never in signal context. SIGCHLD belongs to the reaper
+ * in l_proc.c: a handler may watch it, but it can be neither ignored nor
+ * reset here.
  *
  * orch.signal.protect (called by `orch run`, `orch every`, `orch watchdog`)
  * arms one more unref'd watcher ("guard") per signal whose default action
@@ -80,8 +81,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   const char *name = orch__signame(signum);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn_ref);
   if (name) lua_pushstring(L, name); else lua_pushinteger(L, signum);
-  orch__spawn_task(L, 1);
-  lua_pop(L, 1);
+  orch__callback(L, 1, NULL, 0);
 }
 
 static void free_handle(uv_handle_t *h) { free(h->data); }
@@ -450,8 +450,7 @@ static void guard_log(signal_state *st, const char *msg) {
     lua_State *L = orch__mainthread(st->rt);
     lua_rawgeti(L, LUA_REGISTRYINDEX, st->log_ref);
     lua_pushstring(L, msg);
-    orch__spawn_task(L, 1);
-    lua_pop(L, 1);
+    orch__callback(L, 1, NULL, 0);
     return;
   }
   char line[256];

@@ -5,8 +5,9 @@
  * armed, the userdata and the callback are anchored in the registry (so a
  * timer the script dropped still fires); :stop() or the last firing of an
  * `after` timer unanchors them. The handle memory is freed in its close
- * callback, started from __gc. Each firing runs the callback as a new task.
- * On the virtual clock (orch.clock) the timer is a virtual one (vt) instead.
+ * callback, started from __gc. Each firing runs the callback in a task
+ * (orch__callback). On the virtual clock (orch.clock) the timer is a virtual
+ * one (vt) instead.
  *
  * orch.timer.setitimer/getitimer bind the process's interval timers
  * (setitimer(2)): ITIMER_REAL, and the CPU-time ones ITIMER_VIRTUAL (user
@@ -68,8 +69,7 @@ static void fire_t(otimer *t) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref);   /* the timer is fn's argument */
   if (!t->repeat) disarm(t);
-  orch__spawn_task(L, 1);
-  lua_pop(L, 1);
+  orch__callback(L, 1, NULL, 0);
 }
 
 static uint64_t to_ms(double s) {

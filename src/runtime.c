@@ -654,17 +654,29 @@ static void run_or_queue(orch__task *t, int nargs) {
   else task_resume(t, nargs);
 }
 
-void orch__wake(lua_State *co, int nargs) {
+/* The task waiting in co, its wait ended; NULL (the values popped) when
+ * co does not wait. */
+static orch__task *wake_begin(lua_State *co, int nargs) {
   orch__task *t = *extra(co);
   if (!t || t->co != co || t->status != T_WAITING || t->exit_yield) {
     lua_pop(co, nargs);
-    return;
+    return NULL;
   }
   stop_timer(t);
   t->cancel = NULL;
   t->cancel_data = NULL;
   t->joining = NULL;
-  run_or_queue(t, nargs);
+  return t;
+}
+
+void orch__wake(lua_State *co, int nargs) {
+  orch__task *t = wake_begin(co, nargs);
+  if (t) run_or_queue(t, nargs);
+}
+
+void orch__wake_later(lua_State *co, int nargs) {
+  orch__task *t = wake_begin(co, nargs);
+  if (t) queue_push(t, nargs);
 }
 
 static void idle_cb(uv_idle_t *h) {

@@ -60,6 +60,25 @@ void orch__spawn_task(lua_State *L, int nargs);
  * task runs at once, up to its first wait or its end. */
 void orch__spawn_task_now(lua_State *L, int nargs);
 
+/* Like orch__wake, but always through the ready queue: the task runs at
+ * the loop's next idle turn, never from inside this call. */
+void orch__wake_later(lua_State *co, int nargs);
+
+/* Callbacks (src/callback.c): the one way a libuv event runs a Lua function
+ * (a timer's, a signal handler, a stream's on_read). The function at
+ * -(nargs+1) and the nargs values above it are popped, and fn(args...) runs
+ * in a task: a runner task that waits for the next callback once fn returns
+ * (a few are kept waiting), or a new one. now: run at once when called from
+ * a libuv callback (queued when a task is running); otherwise queued like a
+ * new task. An error raised by fn is reported as its task's error. With
+ * `end`, the value at -(nargs+2) (the owner; popped too) is kept alive while
+ * fn runs, and end->done(L, owner_index, failed) is called when fn returns
+ * or its runner is cancelled (failed 0) or fn raised (failed 1). */
+typedef struct orch__callback_end {
+  void (*done)(lua_State *L, int owner, int failed);
+} orch__callback_end;
+void orch__callback(lua_State *L, int nargs, const orch__callback_end *end, int now);
+
 /* Reports an error through the runtime's error handler (not Lua). */
 void orch__report(orch_runtime *rt, const char *message);
 
@@ -89,7 +108,8 @@ void orch__child_nofile(void);
 
 /* Per-runtime module state: a module keeps one pointer in the runtime. */
 enum { ORCH__SLOT_PROC, ORCH__SLOT_SIGNAL, ORCH__SLOT_STREAM, ORCH__SLOT_IPC,
-       ORCH__SLOT_HEARTBEAT, ORCH__SLOT_CTL, ORCH__SLOT_TERM, ORCH__SLOT_MAX };
+       ORCH__SLOT_HEARTBEAT, ORCH__SLOT_CTL, ORCH__SLOT_TERM,
+       ORCH__SLOT_CALLBACK, ORCH__SLOT_MAX };
 void **orch__slot(orch_runtime *rt, int slot);
 
 /* Keeps the loop alive while count > 0 (e.g. a child process that was

@@ -1,6 +1,6 @@
 /*
  * stream.h: what other modules (proc's stdio pipes, supervisor log capture,
- * ctl) need from the stream module (src/l_stream.c).
+ * ctl) need from the stream module (src/stream.c; its files: stream_int.h).
  */
 #ifndef ORCH_STREAM_H
 #define ORCH_STREAM_H

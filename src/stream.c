@@ -1,0 +1,797 @@
+/*
+ * stream.c: orch.Stream (pipes, FIFOs, ttys, unix and TCP sockets over
+ * libuv streams), orch.pipe, the stream.h API that proc
+ * uses for stdio pipes, and the module's table (the other objects of the
+ * module live beside it: see stream_int.h).
+ *
+ * Ownership: an orch.Stream is a small userdata pointing to a malloc'ed
+ * core (score) that holds the libuv handle, with the lifetime every object
+ * of the module shares (handle.h): the core is freed only in its handle's
+ * close callback. A waiting task is remembered as its coroutine, which keeps
+ * the userdata alive (it is the method's `self`).
+ *
+ * Reading is pull-based: uv_read_start runs only while a task waits for data
+ * the buffer cannot satisfy, so a fast producer fills the kernel's buffer and
+ * blocks there, never in orch's memory. Writes try uv_try_write first and
+ * queue only the rest, copied, so C never references a Lua string. Streams
+ * made from fds (orch.pipe, FIFOs, proc's pipes) become libuv handles
+ * lazily, at their first read or write, so an fd handed to a child process
+ * is still blocking. on_read hands each chunk to a callback task
+ * (orch__callback) and reads on only when that returned.
+ *
+ * Nothing here blocks.
+ */
+#include "stream_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime.h"
+#include "util.h"
+
+#define READ_CHUNK 65536
+#define DEFAULT_MAX_LINE 65536
+
+enum { RM_CHUNK, RM_LINE, RM_ALL };
+
+const char *const orch__stream_kinds[] = { "pipe", "fifo", "unix", "tcp", "tty", "char" };
+
+/* ------------------------------------------------------------------ stream cores */
+
+static void core_close(orch__hobj *o);
+static void core_forget(orch__hobj *o);
+static void core_forked(orch__hobj *o);
+static int core_fd(orch__hobj *o);
+static int core_describe(lua_State *L, orch__hobj *o, void *ud);
+
+const orch__hclass orch__stream_class = {
+  STREAM_MT, core_close, core_forget, core_forked, core_fd, core_describe
+};
+
+score *orch__score_new(orch__hstate *st, int kind, int fd, int flags) {
+  score *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
+  orch__hobj_link(st, &s->o, &orch__stream_class);
+  s->loop = st->loop;
+  s->fd = fd;
+  s->fdnum = fd;
+  s->kind = kind;
+  s->flags = flags;
+  s->cb_fn = s->cb_self = LUA_NOREF;
+  return s;
+}
+
+void orch__score_free(score *s) {
+  orch__hobj_unlink(&s->o);
+  free(s->buf);
+  free(s);
+}
+
+static void core_close_cb(uv_handle_t *h) {
+  score *s = h->data;
+  orch__close_fd(s->fd);
+  orch__score_free(s);
+}
+
+int orch__score_init_handle(score *s) {
+  int r = s->kind == K_TCP ? uv_tcp_init(s->loop, &s->u.tcp) : uv_pipe_init(s->loop, &s->u.pipe, 0);
+  if (r < 0) {
+    orch__score_free(s);
+    return r;
+  }
+  s->u.h.data = s;
+  s->hstate = 1;
+  return 0;
+}
+
+static void wlist_add(score *s, wreq *w) {
+  w->prev = NULL;
+  w->next = s->writes;
+  if (s->writes) s->writes->prev = w;
+  s->writes = w;
+  w->linked = 1;
+}
+
+static void wlist_remove(score *s, wreq *w) {
+  if (!w->linked) return;
+  if (w->prev) w->prev->next = w->next; else s->writes = w->next;
+  if (w->next) w->next->prev = w->prev;
+  w->prev = w->next = NULL;
+  w->linked = 0;
+}
+
+/* Wakes co with true, or with the error triple for a libuv status < 0. */
+static void wake_status(lua_State *co, const char *op, int status) {
+  if (status < 0) orch__fail_uv(co, op, status);
+  else lua_pushboolean(co, 1);
+  orch__wake(co, status < 0 ? 3 : 1);
+}
+
+/* Wakes every task waiting on s with "<op>: stream closed". A woken task may
+ * run right here (from a libuv callback), so each waiter is detached before
+ * its task runs. */
+static void core_wake_all(score *s) {
+  lua_State *co;
+  if ((co = s->reader)) { s->reader = NULL; orch__wake_closed(co, s->rop, "stream"); }
+  while (s->writes) {
+    wreq *w = s->writes;
+    wlist_remove(s, w);
+    co = w->co;
+    w->co = NULL;
+    if (co) orch__wake_closed(co, "write", "stream");
+  }
+  if ((co = s->shut_co)) { s->shut_co = NULL; orch__wake_closed(co, "shutdown", "stream"); }
+}
+
+static void cb_release(score *s);
+
+static void core_close(orch__hobj *o) {
+  score *s = (score *)o;
+  cb_release(s);
+  core_wake_all(s);
+  if (s->hstate) {
+    uv_close(&s->u.h, core_close_cb);
+  } else {
+    orch__close_fd(s->fd);
+    s->fd = -1;
+    orch__score_free(s);
+  }
+}
+
+/* The Lua state is gone (the runtime closes): no unref, no wake. */
+static void core_forget(orch__hobj *o) {
+  score *s = (score *)o;
+  s->cb_on = 0;
+  s->reader = NULL;
+  s->shut_co = NULL;
+  while (s->writes) {
+    wreq *w = s->writes;
+    s->writes = w->next;
+    w->linked = 0;
+    w->co = NULL;
+  }
+}
+
+/* The runtime stopped every read in the fork child. */
+static void core_forked(orch__hobj *o) { ((score *)o)->reading = 0; }
+
+static int core_fd(orch__hobj *o) { return ((score *)o)->fdnum; }
+
+static int core_describe(lua_State *L, orch__hobj *o, void *ud) {
+  lua_pushstring(L, orch__stream_kinds[o ? ((score *)o)->kind : ((Stream *)ud)->kind]);
+  return 1;
+}
+
+/* Makes the libuv handle for a stream created from an fd. */
+static int core_activate(score *s) {
+  if (s->hstate) return s->open_err;
+  int r = s->kind == K_TCP ? uv_tcp_init(s->loop, &s->u.tcp) : uv_pipe_init(s->loop, &s->u.pipe, 0);
+  if (r < 0) return r;
+  s->u.h.data = s;
+  s->hstate = 1;
+  r = s->kind == K_TCP ? uv_tcp_open(&s->u.tcp, s->fd) : uv_pipe_open(&s->u.pipe, s->fd);
+  if (r < 0) {
+    s->open_err = r;   /* the fd stays ours: core_close_cb closes it */
+    return r;
+  }
+  s->fd = -1;
+  return 0;
+}
+
+/* [-0,+1] A new orch.Stream, closed until a core is attached. */
+static Stream *push_ud(lua_State *L, int kind) {
+  Stream *u = orch__hobj_push(L, &orch__stream_class, sizeof *u);
+  u->kind = kind;
+  return u;
+}
+
+void orch__stream_push_core(lua_State *L, score *s) {
+  orch__hobj_attach(push_ud(L, s->kind), &s->o);
+}
+
+int orch__stream_push_new(lua_State *L, orch__hstate *st, int fd, int kind, int flags,
+                          const char *opname) {
+  Stream *u = push_ud(L, kind);
+  score *s = orch__score_new(st, kind, fd, flags);
+  if (!s) {
+    orch__close_fd(fd);
+    lua_pop(L, 1);
+    return orch__fail(L, opname, ENOMEM);
+  }
+  orch__hobj_attach(u, &s->o);
+  return 1;
+}
+
+static score *check_stream(lua_State *L, int idx) {
+  return (score *)orch__hobj_check(L, idx, &orch__stream_class);
+}
+
+/* ------------------------------------------------------------------ reading */
+
+static void consume(score *s, size_t n) {
+  s->off += n;
+  s->scanned = s->scanned > n ? s->scanned - n : 0;
+  if (s->off == s->len) {
+    s->off = s->len = s->scanned = 0;
+    /* An empty buffer is freed: hundreds of idle streams (a supervisor's
+     * log pipes) would otherwise each pin 64 KiB. A busy stream pays one
+     * malloc per read, which glibc serves from its free lists. */
+    free(s->buf);
+    s->buf = NULL;
+    s->cap = 0;
+  }
+}
+
+/* Pushes the answer to a read of the given mode if the buffer (or EOF, or
+ * an error) allows one; returns the number of values pushed, 0 to wait. */
+static int deliver(lua_State *L, score *s, int mode, size_t max, const char *opname) {
+  size_t avail = s->len - s->off;
+  char *p = s->buf ? s->buf + s->off : NULL;   /* no buffer yet: NULL + 0 is UB */
+  lua_checkstack(L, 4);
+  switch (mode) {
+    case RM_CHUNK:
+      if (avail) {
+        size_t n = (max && max < avail) ? max : avail;
+        lua_pushlstring(L, p, n);
+        consume(s, n);
+        return 1;
+      }
+      break;
+    case RM_LINE: {
+      char *nl = avail > s->scanned ? memchr(p + s->scanned, '\n', avail - s->scanned) : NULL;
+      if (nl) {
+        size_t n = (size_t)(nl - p);
+        if (n > max) break;
+        lua_pushlstring(L, p, n);
+        consume(s, n + 1);
+        return 1;
+      }
+      s->scanned = avail;
+      if (avail > max) break;
+      if ((s->eof || s->rerr) && avail) {
+        lua_pushlstring(L, p, avail);
+        consume(s, avail);
+        return 1;
+      }
+      break;
+    }
+    case RM_ALL:
+      if (max && avail > max)
+        return orch__failf(L, "ENOBUFS", "%s: more than %I bytes", opname, (lua_Integer)max);
+      if (s->eof) {
+        lua_pushlstring(L, avail ? p : "", avail);
+        consume(s, avail);
+        return 1;
+      }
+      break;
+  }
+  if (mode == RM_LINE && avail > max)
+    return orch__failf(L, "EMSGSIZE", "%s: line longer than %I bytes", opname, (lua_Integer)max);
+  if (s->rerr) return orch__fail_uv(L, opname, s->rerr);
+  if (s->eof) { lua_pushnil(L); return 1; }
+  return 0;
+}
+
+static int ensure_space(score *s, size_t want) {
+  if (s->cap - s->len >= want) return 0;
+  if (s->off) {
+    memmove(s->buf, s->buf + s->off, s->len - s->off);
+    s->len -= s->off;
+    s->off = 0;
+    if (s->cap - s->len >= want) return 0;
+  }
+  size_t ncap = s->cap ? s->cap : want;
+  while (ncap - s->len < want) ncap *= 2;
+  char *nb = realloc(s->buf, ncap);
+  if (!nb) return -1;
+  s->buf = nb;
+  s->cap = ncap;
+  return 0;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  score *s = h->data;
+  if (ensure_space(s, READ_CHUNK) < 0) {
+    buf->base = NULL;
+    buf->len = 0;
+    return;
+  }
+  buf->base = s->buf + s->len;
+  buf->len = s->cap - s->len;
+}
+
+static void read_stop(score *s) {
+  if (s->reading) {
+    uv_read_stop(&s->u.s);
+    s->reading = 0;
+  }
+}
+
+static void cb_dispatch(score *s);
+
+static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
+  score *s = h->data;
+  if (nread > 0) {
+    s->len += (size_t)nread;
+  } else {
+    /* Nothing read (EAGAIN, EOF, an error): an idle stream keeps no buffer. */
+    consume(s, 0);
+    if (nread == UV_EOF) { s->eof = 1; read_stop(s); }
+    else if (nread < 0) { s->rerr = (int)nread; read_stop(s); }
+  }
+  if (s->cb_on) {
+    if (!s->cb_busy && (s->len > s->off || s->eof || s->rerr)) {
+      cb_dispatch(s);
+      /* A callback that returned at once (the runner ran it right here)
+       * leaves reading on for the next chunk; one that waits pauses it.
+       * s is still allocated even if the callback closed it (its handle
+       * closes later), and then, like after on_read(nil), cb_on is 0. */
+      if (s->cb_on && s->cb_busy) read_stop(s);
+    }
+    return;
+  }
+  if (s->reader) {
+    lua_State *co = s->reader;
+    int n = deliver(co, s, s->rmode, s->rmax, s->rop);
+    if (n) {
+      s->reader = NULL;
+      orch__wake(co, n);   /* may run the task, which may read again or close s */
+    }
+  }
+  if (!s->reader && !s->o.closing) read_stop(s);
+}
+
+static void read_cancel(void *data) {
+  score *s = data;
+  s->reader = NULL;
+  if (!s->o.closing) read_stop(s);
+}
+
+static int start_read(lua_State *L, score *s, int mode, size_t max, const char *opname) {
+  orch__check_task(L, opname);
+  if (!(s->flags & ORCH_STREAM_READ))
+    return orch__failf(L, "EBADF", "%s: stream is not readable", opname);
+  if (s->reader)
+    return orch__failf(L, "EBUSY", "%s: another task is reading this stream", opname);
+  if (s->cb_on)
+    return orch__failf(L, "EBUSY", "%s: the stream is read by on_read", opname);
+  int n = deliver(L, s, mode, max, opname);
+  if (n) return n;
+  int r = core_activate(s);
+  if (r < 0) return orch__fail_uv(L, opname, r);
+  if (!s->reading) {
+    r = uv_read_start(&s->u.s, alloc_cb, read_cb);
+    if (r < 0) return orch__fail_uv(L, opname, r);
+    s->reading = 1;
+  }
+  s->reader = L;
+  s->rmode = mode;
+  s->rmax = max;
+  s->rop = opname;
+  return orch__await(L, s->o.timeout, opname, read_cancel, s);
+}
+
+static size_t opt_size(lua_State *L, int idx, lua_Integer def) {
+  lua_Integer n = luaL_optinteger(L, idx, def);
+  if (n < 1) luaL_argerror(L, idx, "size must be positive");
+  return (size_t)n;
+}
+
+static int stream_read(lua_State *L) {
+  score *s = check_stream(L, 1);
+  size_t max = lua_isnoneornil(L, 2) ? 0 : opt_size(L, 2, 0);
+  orch__check_nargs(L, 2);
+  return start_read(L, s, RM_CHUNK, max, "read");
+}
+
+static int stream_read_line(lua_State *L) {
+  score *s = check_stream(L, 1);
+  size_t max = opt_size(L, 2, DEFAULT_MAX_LINE);
+  orch__check_nargs(L, 2);
+  return start_read(L, s, RM_LINE, max, "read_line");
+}
+
+static int stream_read_all(lua_State *L) {
+  score *s = check_stream(L, 1);
+  size_t max = lua_isnoneornil(L, 2) ? 0 : opt_size(L, 2, 0);
+  orch__check_nargs(L, 2);
+  return start_read(L, s, RM_ALL, max, "read_all");
+}
+
+/* The iterator of :lines() calls read_line through lua_callk so that it can
+ * raise read errors after the wait (a generic for stops at nil). */
+static int lines_k(lua_State *L, int status, lua_KContext ctx) {
+  if (lua_isnil(L, -3) && lua_type(L, -2) == LUA_TSTRING)
+    return luaL_error(L, "%s", lua_tostring(L, -2));
+  lua_pop(L, 2);
+  return 1;
+}
+
+static int lines_iter(lua_State *L) {
+  lua_settop(L, 0);
+  lua_pushcfunction(L, stream_read_line);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_callk(L, 2, 3, 0, lines_k);
+  return lines_k(L, LUA_OK, 0);
+}
+
+static int stream_lines(lua_State *L) {
+  check_stream(L, 1);
+  lua_Integer max = (lua_Integer)opt_size(L, 2, DEFAULT_MAX_LINE);
+  orch__check_nargs(L, 2);
+  lua_settop(L, 1);
+  lua_pushinteger(L, max);
+  lua_pushcclosure(L, lines_iter, 2);
+  return 1;
+}
+
+/* ------------------------------------------------------------------ on_read
+ *
+ * stream:on_read(fn): every chunk that arrives is passed to fn(chunk) in a
+ * task; reading pauses until that call returns, so a callback that waits
+ * (writes elsewhere, sleeps) slows the producer down instead of queueing
+ * data in orch. At EOF fn(nil) runs once, after a read error
+ * fn(nil, msg, ename); then the stream is back to pull mode. An error raised
+ * by fn is reported as the task's error and stops the callbacks.
+ *
+ * The calls go through orch__callback (src/callback.c): a chunk that arrives
+ * in a libuv callback runs its callback at once in an idle runner task, so
+ * hundreds of streams whose data arrives together are served one after the
+ * other by the same runner, and an idle stream in this mode holds no buffer
+ * and no coroutine: only fn. The callback's end (cb_done) goes on reading. */
+
+/* Ends the callbacks; reading stops (no task reads an on_read stream). The
+ * runtime's close hook clears cb_on first: the Lua state is gone then. */
+static void cb_release(score *s) {
+  if (!s->cb_on) return;
+  lua_State *L = s->o.st->L;
+  s->cb_on = 0;
+  s->cb_final = 0;
+  read_stop(s);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->cb_fn);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->cb_self);
+  s->cb_fn = s->cb_self = LUA_NOREF;
+}
+
+static void cb_done(lua_State *L, int owner, int failed);
+static const orch__callback_end cb_end = { cb_done };
+
+/* Delivers what is buffered (or EOF, or the read error) to the callback.
+ * Reading is on here only when read_cb calls, which pauses it if the
+ * callback waits. */
+static void cb_dispatch(score *s) {
+  lua_State *L = s->o.st->L;
+  size_t avail = s->len - s->off;
+  int nargs = 1;
+  s->cb_busy = 1;
+  lua_checkstack(L, 8);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->cb_self);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->cb_fn);
+  if (avail) {
+    lua_pushlstring(L, s->buf + s->off, avail);
+    consume(s, avail);
+  } else if (s->rerr) {
+    nargs = orch__fail_uv(L, "read", s->rerr);
+    s->cb_final = 1;
+  } else {
+    lua_pushnil(L);
+    s->cb_final = 1;
+  }
+  orch__callback(L, nargs, &cb_end, 1);
+}
+
+/* Goes on after a callback returned (or when on_read starts). */
+static int cb_continue(score *s) {
+  if (!s->cb_on || s->cb_busy || s->o.closing) return 0;
+  if (s->cb_final) {
+    cb_release(s);
+    return 0;
+  }
+  if (s->len > s->off || s->eof || s->rerr) {
+    cb_dispatch(s);
+    return 0;
+  }
+  int r = core_activate(s);
+  if (r == 0 && !s->reading) {
+    r = uv_read_start(&s->u.s, alloc_cb, read_cb);
+    if (r == 0) s->reading = 1;
+  }
+  return r;
+}
+
+/* The callback returned (its runner may also have been cancelled) or
+ * raised (failed: no more callbacks). */
+static void cb_done(lua_State *L, int owner, int failed) {
+  Stream *u = luaL_testudata(L, owner, STREAM_MT);
+  score *s = u ? u->s : NULL;
+  if (!s || s->o.closing || !s->cb_busy) return;
+  s->cb_busy = 0;
+  if (failed) {
+    cb_release(s);
+    return;
+  }
+  int r = cb_continue(s);
+  if (r < 0) {
+    /* The callback learns of it as of any read error. */
+    s->rerr = r;
+    cb_continue(s);
+  }
+}
+
+static int stream_on_read(lua_State *L) {
+  score *s = check_stream(L, 1);
+  if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  orch__check_nargs(L, 2);
+  if (lua_isnil(L, 2)) {
+    cb_release(s);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (!(s->flags & ORCH_STREAM_READ))
+    return orch__failf(L, "EBADF", "on_read: stream is not readable");
+  if (s->reader)
+    return orch__failf(L, "EBUSY", "on_read: a task is reading this stream");
+  if (s->cb_on) {
+    /* A new callback replaces the old one, from the next chunk on. */
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, LUA_REGISTRYINDEX, s->cb_fn);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  s->cb_fn = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 1);
+  s->cb_self = luaL_ref(L, LUA_REGISTRYINDEX);
+  s->cb_on = 1;
+  s->cb_final = 0;
+  int r = cb_continue(s);
+  if (r < 0) {
+    cb_release(s);
+    return orch__fail_uv(L, "on_read", r);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ------------------------------------------------------------------ writing */
+
+static void write_cb(uv_write_t *req, int status) {
+  wreq *w = req->data;
+  lua_State *co = w->co;
+  wlist_remove(w->s, w);
+  free(w);
+  if (co) wake_status(co, "write", status);
+}
+
+static void write_cancel(void *data) {
+  /* The bytes already queued still go out: the stream stays consistent. */
+  wreq *w = data;
+  w->co = NULL;
+  wlist_remove(w->s, w);
+}
+
+static int stream_write(lua_State *L) {
+  score *s = check_stream(L, 1);
+  int n = lua_gettop(L);
+  luaL_checklstring(L, 2, NULL);
+  for (int i = 3; i <= n; i++) luaL_checklstring(L, i, NULL);
+  if (n > 2) lua_concat(L, n - 1);
+  size_t len;
+  const char *data = lua_tolstring(L, 2, &len);
+  orch__check_task(L, "write");
+  if (!(s->flags & ORCH_STREAM_WRITE))
+    return orch__failf(L, "EBADF", "write: stream is not writable");
+  if (s->shutting || s->shut_done)
+    return orch__failf(L, "EPIPE", "write: stream is shut down");
+  int r = core_activate(s);
+  if (r < 0) return orch__fail_uv(L, "write", r);
+  size_t done = 0;
+  if (len) {
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned int)len);
+    /* uv_try_write refuses (EAGAIN) while earlier writes are queued. */
+    r = len <= 0x7fffffff ? uv_try_write(&s->u.s, &b, 1) : UV_EAGAIN;
+    if (r >= 0) done = (size_t)r;
+    else if (r != UV_EAGAIN) return orch__fail_uv(L, "write", r);
+  }
+  if (done == len) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  size_t rest = len - done;
+  if (rest > 0x7fffffff) return orch__failf(L, "EMSGSIZE", "write: more than 2 GiB in one call");
+  wreq *w = malloc(sizeof *w + rest);
+  if (!w) return orch__fail(L, "write", ENOMEM);
+  memcpy(w->data, data + done, rest);
+  w->s = s;
+  w->co = NULL;
+  w->linked = 0;
+  w->req.data = w;
+  uv_buf_t b = uv_buf_init(w->data, (unsigned int)rest);
+  r = uv_write(&w->req, &s->u.s, &b, 1, write_cb);
+  if (r < 0) {
+    free(w);
+    return orch__fail_uv(L, "write", r);
+  }
+  w->co = L;
+  wlist_add(s, w);
+  return orch__await(L, s->o.timeout, "write", write_cancel, w);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+  score *s = req->data;
+  lua_State *co = s->shut_co;
+  s->shut_co = NULL;
+  s->shutting = 0;
+  s->shut_done = 1;
+  /* A pipe, FIFO or tty has no half-close: its writing end ends by closing. */
+  if (status == UV_ENOTSOCK) {
+    status = 0;
+    orch__hobj_close(&s->o);
+  }
+  if (co) wake_status(co, "shutdown", status);
+}
+
+static void shutdown_cancel(void *data) {
+  score *s = data;
+  s->shut_co = NULL;
+}
+
+static int stream_shutdown(lua_State *L) {
+  score *s = check_stream(L, 1);
+  orch__check_nargs(L, 1);
+  orch__check_task(L, "shutdown");
+  if (!(s->flags & ORCH_STREAM_WRITE))
+    return orch__failf(L, "EBADF", "shutdown: stream is not writable");
+  if (s->shut_done) { lua_pushboolean(L, 1); return 1; }
+  if (s->shutting) return orch__failf(L, "EALREADY", "shutdown: already in progress");
+  int r = core_activate(s);
+  if (r < 0) return orch__fail_uv(L, "shutdown", r);
+  s->shut.data = s;
+  r = uv_shutdown(&s->shut, &s->u.s, shutdown_cb);
+  if (r < 0) return orch__fail_uv(L, "shutdown", r);
+  s->shutting = 1;
+  s->shut_co = L;
+  return orch__await(L, s->o.timeout, "shutdown", shutdown_cancel, s);
+}
+
+/* ------------------------------------------------------------------ other methods */
+
+static int stream_kind(lua_State *L) {
+  score *s = check_stream(L, 1);
+  lua_pushstring(L, orch__stream_kinds[s->kind]);
+  return 1;
+}
+
+static int stream_peer_cred(lua_State *L) {
+  score *s = check_stream(L, 1);
+  orch__check_nargs(L, 1);
+  if (s->kind != K_UNIX) return orch__failf(L, "EINVAL", "peer_cred: not a unix socket");
+  struct ucred cr;
+  socklen_t len = sizeof cr;
+  if (getsockopt(s->fdnum, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+    return orch__fail(L, "peer_cred", errno);
+  orch__push_ucred(L, &cr);
+  return 1;
+}
+
+/* ------------------------------------------------------------------ stream.h */
+
+/* The kind of a pollable fd, or a negative libuv error for files, dirs,
+ * datagram sockets and devices epoll refuses (libuv would abort on them). */
+static int fd_kind(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) < 0) return -errno;
+  if (S_ISFIFO(st.st_mode)) return K_PIPE;
+  if (S_ISSOCK(st.st_mode)) {
+    int dom = 0, type = 0;
+    socklen_t l1 = sizeof dom, l2 = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l1) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l2) < 0) return -errno;
+    if (type != SOCK_STREAM) return UV_EINVAL;
+    if (dom == AF_UNIX) return K_UNIX;
+    if (dom == AF_INET || dom == AF_INET6) return K_TCP;
+    return UV_EINVAL;
+  }
+  if (S_ISCHR(st.st_mode)) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) return -errno;
+    struct epoll_event ev = { .events = EPOLLIN };
+    int r = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    int e = errno;
+    orch__close_fd(ep);
+    if (r < 0) return e == EPERM ? UV_EINVAL : -e;
+    return isatty(fd) ? K_TTY : K_CHAR;
+  }
+  return UV_EINVAL;
+}
+
+static int access_flags(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return -errno;
+  switch (fl & O_ACCMODE) {
+    case O_RDONLY: return ORCH_STREAM_READ;
+    case O_WRONLY: return ORCH_STREAM_WRITE;
+    default: return ORCH_STREAM_READ | ORCH_STREAM_WRITE;
+  }
+}
+
+int orch__stream_push_fd(lua_State *L, int fd, int flags) {
+  int kind = fd_kind(fd);
+  int acc = kind >= 0 ? access_flags(fd) : kind;
+  int r = kind < 0 ? kind : acc < 0 ? acc : orch__cloexec(fd);
+  if (r < 0) {
+    orch__close_fd(fd);
+    return r;
+  }
+  flags &= ORCH_STREAM_READ | ORCH_STREAM_WRITE;
+  flags = flags ? (flags & acc) : acc;
+  orch__hstate *st = orch__hstate_get(L);
+  if (orch__stream_push_new(L, st, fd, kind, flags, "stream") != 1) {
+    lua_pop(L, 3);
+    return UV_ENOMEM;
+  }
+  return 0;
+}
+
+int orch__stream_fd(lua_State *L, int idx) {
+  Stream *u = luaL_testudata(L, idx, STREAM_MT);
+  if (!u || !u->s || u->s->o.closing) return -1;
+  return u->s->fdnum;
+}
+
+/* ------------------------------------------------------------------ orch.pipe */
+
+static int stream_pipe(lua_State *L) {
+  orch__check_nargs(L, 0);
+  orch__hstate *st = orch__hstate_get(L);
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) return orch__fail(L, "pipe", errno);
+  if (orch__stream_push_new(L, st, fds[0], K_PIPE, ORCH_STREAM_READ, "pipe") != 1) {
+    orch__close_fd(fds[1]);
+    return 3;
+  }
+  if (orch__stream_push_new(L, st, fds[1], K_PIPE, ORCH_STREAM_WRITE, "pipe") != 1) {
+    orch__hobj_close_ud(lua_touserdata(L, -4));   /* the read end, below the error */
+    return 3;
+  }
+  return 2;
+}
+
+/* ------------------------------------------------------------------ module */
+
+int orch__open_stream(lua_State *L) {
+  /* A write to a pipe whose reader has gone must fail with EPIPE, not kill
+   * orch. Only the default disposition is changed; spawned children get
+   * their signal dispositions reset by proc. */
+  struct sigaction old;
+  if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO))
+    signal(SIGPIPE, SIG_IGN);
+
+  static const luaL_Reg stream_methods[] = {
+    {"read", stream_read}, {"read_line", stream_read_line}, {"read_all", stream_read_all},
+    {"lines", stream_lines}, {"write", stream_write}, {"shutdown", stream_shutdown},
+    {"kind", stream_kind}, {"peer_cred", stream_peer_cred}, {"on_read", stream_on_read},
+    {NULL, NULL}
+  };
+  orch__hclass_new(L, &orch__stream_class, stream_methods, NULL);
+  lua_pop(L, 1);
+  orch__listener_class(L);
+  orch__dgram_class(L);
+
+  static const luaL_Reg fns[] = {
+    {"pipe", stream_pipe}, {"listen", orch__stream_listen},
+    {"connect", orch__stream_connect}, {"dgram", orch__stream_dgram}, {NULL, NULL}
+  };
+  luaL_newlib(L, fns);
+  static const luaL_Reg fifo_fns[] = { {"make", orch__fifo_make}, {"open", orch__fifo_open}, {NULL, NULL} };
+  luaL_newlib(L, fifo_fns);
+  lua_setfield(L, -2, "fifo");
+  return 1;
+}

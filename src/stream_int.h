@@ -1,0 +1,135 @@
+/*
+ * stream_int.h: what the files of the stream module share (not for other
+ * modules: they use stream.h).
+ *
+ *   stream.c    orch.Stream: its core (buffer, reads, on_read, writes), the
+ *               stream.h API, orch.pipe, the module table
+ *   listener.c  orch.Listener and orch.listen (unix and TCP)
+ *   dgram.c     orch.Dgram and orch.dgram (unix datagrams, fd passing)
+ *   connect.c   orch.connect and orch.fifo: what waits for a peer
+ *   sockaddr.c  unix socket names and files, option helpers
+ *   handle.c    the lifetime every object above shares (handle.h)
+ *
+ * A stream core (score) is created by stream.c, accept (listener.c),
+ * connect (connect.c) and a datagram carrying descriptors (dgram.c); it is
+ * given to Lua with orch__stream_push_core or, for a descriptor that is not
+ * a libuv handle yet, orch__stream_push_new.
+ */
+#ifndef ORCH_STREAM_INT_H
+#define ORCH_STREAM_INT_H
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/un.h>
+
+#include "handle.h"
+#include "stream.h"
+
+#define STREAM_MT "orch.Stream"
+#define LISTENER_MT "orch.Listener"
+#define DGRAM_MT "orch.Dgram"
+
+enum { K_PIPE, K_FIFO, K_UNIX, K_TCP, K_TTY, K_CHAR };
+extern const char *const orch__stream_kinds[];
+
+typedef union {
+  uv_handle_t h;
+  uv_stream_t s;
+  uv_pipe_t pipe;
+  uv_tcp_t tcp;
+} anystream;
+
+struct score;
+typedef struct Stream { struct score *s; int kind; } Stream;   /* the userdata */
+
+typedef struct wreq {
+  uv_write_t req;
+  struct score *s;
+  lua_State *co;                /* NULL once nobody waits for it */
+  struct wreq *prev, *next;     /* the core's waiting writes */
+  int linked;
+  char data[];
+} wreq;
+
+typedef struct score {
+  orch__hobj o;
+  anystream u;
+  uv_loop_t *loop;
+  int fd;                       /* ours until a handle owns it, then -1 */
+  int fdnum;                    /* for fd() and __tostring */
+  int kind, flags;
+  int hstate;                   /* a uv handle was initialised */
+  int open_err;                 /* the handle could not take the fd */
+  int reading, eof, rerr;
+  int shutting, shut_done;
+  char *buf;                    /* buffered input: buf[off, len) */
+  size_t off, len, cap, scanned;
+  lua_State *reader;
+  const char *rop;
+  int rmode;
+  size_t rmax;
+  wreq *writes;
+  uv_shutdown_t shut;
+  lua_State *shut_co;
+  /* stream:on_read: while cb_on, registry refs to the callback and to the
+   * userdata (an active stream is not collected); cb_busy while a task runs
+   * the callback (reading pauses); cb_final once EOF or an error was passed. */
+  int cb_on, cb_busy, cb_final;
+  int cb_fn, cb_self;
+} score;
+
+/* stream.c */
+extern const orch__hclass orch__stream_class;
+/* A new core (no userdata, no handle yet: fd is ours), or NULL. */
+score *orch__score_new(orch__hstate *st, int kind, int fd, int flags);
+/* Frees a core that never had a handle initialised. */
+void orch__score_free(score *s);
+/* The libuv handle of a core made with fd -1: initialised for its kind
+ * (pipe or TCP), ready for accept or connect. 0 or a libuv error (then the
+ * core is freed). */
+int orch__score_init_handle(score *s);
+/* [-0,+1] A new orch.Stream for core s (which has no userdata yet). */
+void orch__stream_push_core(lua_State *L, score *s);
+/* [-0,+1|3] A new orch.Stream owning fd; on failure fd is closed and the
+ * error triple pushed (op names the failing call). Returns the count. */
+int orch__stream_push_new(lua_State *L, orch__hstate *st, int fd, int kind, int flags,
+                          const char *op);
+
+/* sockaddr.c */
+/* close(2), never retried (Linux closes the fd even on EINTR); -1 ignored. */
+int orch__close_fd(int fd);
+/* Fills a sockaddr_un; "@name" is the abstract namespace. 0 or -errno. */
+int orch__sun_make(const char *path, size_t len, struct sockaddr_un *sa, socklen_t *salen);
+/* Raises for an empty unix socket name or one with a zero byte. */
+const char *orch__sun_check(lua_State *L, int arg, const char *what, const char *s, size_t len);
+/* [-0,+1] The name of a unix socket address: "@name", a path, or nil. */
+void orch__sun_push(lua_State *L, const struct sockaddr_un *sa, socklen_t salen);
+/* Binds a unix socket with exactly `mode`, replacing a stale socket file;
+ * records the file's identity for orch__sun_unlink. 0 or -errno. */
+int orch__sun_bind(int fd, const struct sockaddr_un *sa, socklen_t salen, int mode, int type,
+                   dev_t *dev, ino_t *ino);
+/* Unlinks the socket file *path (and frees it) if this process made it
+ * and it is still that file. */
+void orch__sun_unlink(char **path, dev_t dev, ino_t ino, pid_t owner);
+/* [-0,+1] A peer's or sender's credentials as { pid, uid, gid }. */
+void orch__push_ucred(lua_State *L, const struct ucred *cr);
+/* Whether option table idx has key k (not nil). */
+int orch__has_option(lua_State *L, int idx, const char *k);
+/* Option `timeout` of table idx: seconds, -1 when absent. */
+double orch__opt_timeout(lua_State *L, int idx);
+/* Option `port` of table idx (0 to 65535; -1 absent is refused). */
+int orch__opt_port(lua_State *L, int idx);
+/* A numeric host ("localhost" and "*" too) into ss with port. 0 or -1. */
+int orch__parse_host(const char *host, int port, struct sockaddr_storage *ss);
+
+/* The module's functions, one file each. */
+void orch__listener_class(lua_State *L);
+int orch__stream_listen(lua_State *L);
+void orch__dgram_class(lua_State *L);
+int orch__stream_dgram(lua_State *L);
+int orch__stream_connect(lua_State *L);
+int orch__fifo_make(lua_State *L);
+int orch__fifo_open(lua_State *L);
+
+#endif
