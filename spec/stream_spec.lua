@@ -1077,3 +1077,81 @@ describe("stream:on_read", function()
     assert.is_false(res.extra[1])
   end)
 end)
+
+describe("orch.socketpair", function()
+  it("makes two connected unix streams: both ways, half-close, peer, close-on-exec", function()
+    local res = h.run(function()
+      local a, b = assert(orch.socketpair())
+      local _ <close> = closer(a, b)
+      local out = { a:kind(), b:kind(), tostring(a):match("^orch.Stream: unix fd=%d+ open$") ~= nil }
+      assert(a:write("ping\n"))
+      out[#out + 1] = b:read_line()
+      assert(b:write("pong\n"))
+      out[#out + 1] = a:read_line()
+      assert(a:shutdown())             -- b sees EOF, and may still answer
+      out[#out + 1] = b:read() == nil
+      assert(b:write("after\n"))
+      out[#out + 1] = a:read_line()
+      out[#out + 1] = b:peer_cred().pid == my_pid()
+      for _, s in ipairs { a, b } do
+        local flags = h.slurp("/proc/self/fdinfo/" .. s:fd()):match("flags:%s*(%d+)")
+        out[#out + 1] = tonumber(flags, 8) & tonumber("2000000", 8) ~= 0
+      end
+      return out
+    end)
+    assert.are.same({ "unix", "unix", true, "ping", "pong", true, "after", true, true, true }, res)
+  end)
+
+  it("gives a child one end: it reads and writes the same socket", function()
+    local res = h.run(function()
+      local mine, child = assert(orch.socketpair())
+      local _ <close> = closer(mine, child)
+      local p = assert(orch.spawn{ "sh", "-c", "read x; echo \"got $x\"", stdin = child, stdout = child })
+      child:close()                    -- the child holds its copy
+      assert(mine:write("hello\n"))
+      local line = mine:read_line()
+      local eof = mine:read()          -- the child exited: its copy closed
+      return { line, eof, p:wait() }
+    end)
+    assert.are.same({ "got hello", nil, 0 }, res)
+  end)
+
+  it("makes two connected datagram sockets: message boundaries, descriptors", function()
+    local res = h.run(function()
+      local a, b = assert(orch.socketpair("dgram"))
+      local _ <close> = closer(a, b)
+      local out = { tostring(a):match("^orch.Dgram: unbound fd=%d+ open$") ~= nil }
+      assert(a:send("one"))
+      assert(a:send("two"))
+      out[#out + 1] = b:recv()
+      out[#out + 1] = b:recv()
+      local r, w = assert(orch.pipe())
+      assert(b:send("pipe", nil, { r }))
+      r:close()
+      local msg, _, _, fds = a:recv{ fds = true }
+      w:write("through\n")
+      w:close()
+      out[#out + 1] = msg
+      out[#out + 1] = fds[1]:read_line()
+      fds[1]:close()
+      return out
+    end)
+    assert.are.same({ true, "one", "two", "pipe", "through" }, res)
+  end)
+
+  it("sending without a path on an unconnected socket fails", function()
+    local d <close> = assert(orch.dgram())
+    local ok, msg, code = d:send("x")
+    assert.is_nil(ok)
+    assert.are.equal("ENOTCONN", code)
+    assert.matches("^send: ", msg)
+  end)
+
+  it("rejects bad arguments", function()
+    h.check_raises({
+      { function() return orch.socketpair("seqpacket") end, "bad argument #1 to 'socketpair' (invalid option 'seqpacket')" },
+      { function() return orch.socketpair(1) end, "bad argument #1 to 'socketpair' (invalid option '1')" },
+      { function() return orch.socketpair("stream", 1) end, "bad argument #2 to 'socketpair' (no value expected)" },
+    })
+  end)
+end)

@@ -258,25 +258,31 @@ static int check_send_fds(lua_State *L, int idx, int *fds) {
   return (int)n;
 }
 
-/* dgram:send(data, path [, fds]) */
+/* dgram:send(data [, path [, fds]]): without path, to the connected peer
+ * (a socketpair's other end). */
 static int dgram_send(lua_State *L) {
   dcore *d = check_dgram(L, 1);
-  size_t len, plen;
+  size_t len, plen = 0;
   const char *data = luaL_checklstring(L, 2, &len);
-  const char *path = luaL_checklstring(L, 3, &plen);
-  orch__sun_check(L, 3, "send", path, plen);
+  const char *path = NULL;
+  if (!lua_isnoneornil(L, 3)) {
+    path = luaL_checklstring(L, 3, &plen);
+    orch__sun_check(L, 3, "send", path, plen);
+  }
   int fds[MAX_PASS_FDS];
   int nfds = lua_isnoneornil(L, 4) ? 0 : check_send_fds(L, 4, fds);
   orch__check_nargs(L, 4);
   struct sockaddr_un sa;
-  socklen_t salen;
-  int r = orch__sun_make(path, plen, &sa, &salen);
-  if (r < 0) return orch__fail_uv(L, "send", r);
+  socklen_t salen = 0;
+  if (path) {
+    int r = orch__sun_make(path, plen, &sa, &salen);
+    if (r < 0) return orch__fail_uv(L, "send", r);
+  }
   union { struct cmsghdr align; char buf[CMSG_SPACE(MAX_PASS_FDS * sizeof(int))]; } cbuf;
   struct iovec iov = { (void *)data, len };
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
-  msg.msg_name = &sa;
+  msg.msg_name = path ? &sa : NULL;
   msg.msg_namelen = salen;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -362,6 +368,24 @@ int orch__stream_dgram(lua_State *L) {
   }
   orch__hobj_attach(u, &d->o);
   return 1;
+}
+
+int orch__dgram_push_pair(lua_State *L, orch__hstate *st, int fds[2]) {
+  for (int i = 0; i < 2; i++) {
+    Dgram *u = orch__hobj_push(L, &dgram_class, sizeof *u);
+    int fl = fcntl(fds[i], F_GETFL);
+    int err = fl < 0 || fcntl(fds[i], F_SETFL, fl | O_NONBLOCK) < 0 ? errno : 0;
+    dcore *d = err ? NULL : dcore_new(st, fds[i]);
+    if (!d) {
+      orch__close_fd(fds[i]);
+      if (i == 0) orch__close_fd(fds[1]);
+      else orch__hobj_close_ud(lua_touserdata(L, -2));
+      lua_pop(L, i + 1);
+      return orch__fail(L, "socketpair", err ? err : ENOMEM);
+    }
+    orch__hobj_attach(u, &d->o);
+  }
+  return 2;
 }
 
 void orch__dgram_class(lua_State *L) {

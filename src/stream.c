@@ -1,6 +1,6 @@
 /*
  * stream.c: orch.Stream (pipes, FIFOs, ttys, unix and TCP sockets over
- * libuv streams), orch.pipe, the stream.h API that proc
+ * libuv streams), orch.pipe, orch.socketpair, the stream.h API that proc
  * uses for stdio pipes, and the module's table (the other objects of the
  * module live beside it: see stream_int.h).
  *
@@ -764,6 +764,29 @@ static int stream_pipe(lua_State *L) {
   return 2;
 }
 
+/* orch.socketpair([type]): two connected unix sockets, close-on-exec:
+ * streams ("stream", the default) or datagram sockets ("dgram"). */
+static int stream_socketpair(lua_State *L) {
+  static const char *const types[] = { "stream", "dgram", NULL };
+  int dgram = luaL_checkoption(L, 1, "stream", types);
+  orch__check_nargs(L, 1);
+  orch__hstate *st = orch__hstate_get(L);
+  int fds[2];
+  if (socketpair(AF_UNIX, (dgram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0, fds) < 0)
+    return orch__fail(L, "socketpair", errno);
+  if (dgram) return orch__dgram_push_pair(L, st, fds);
+  const int rw = ORCH_STREAM_READ | ORCH_STREAM_WRITE;
+  if (orch__stream_push_new(L, st, fds[0], K_UNIX, rw, "socketpair") != 1) {
+    orch__close_fd(fds[1]);
+    return 3;
+  }
+  if (orch__stream_push_new(L, st, fds[1], K_UNIX, rw, "socketpair") != 1) {
+    orch__hobj_close_ud(lua_touserdata(L, -4));
+    return 3;
+  }
+  return 2;
+}
+
 /* ------------------------------------------------------------------ module */
 
 int orch__open_stream(lua_State *L) {
@@ -786,7 +809,7 @@ int orch__open_stream(lua_State *L) {
   orch__dgram_class(L);
 
   static const luaL_Reg fns[] = {
-    {"pipe", stream_pipe}, {"listen", orch__stream_listen},
+    {"pipe", stream_pipe}, {"socketpair", stream_socketpair}, {"listen", orch__stream_listen},
     {"connect", orch__stream_connect}, {"dgram", orch__stream_dgram}, {NULL, NULL}
   };
   luaL_newlib(L, fns);

@@ -3,7 +3,7 @@
  * modules: they use stream.h).
  *
  *   stream.c    orch.Stream: its core (buffer, reads, on_read, writes), the
- *               stream.h API, orch.pipe, the module table
+ *               stream.h API, orch.pipe, orch.socketpair, the module table
  *   listener.c  orch.Listener and orch.listen (unix and TCP)
  *   dgram.c     orch.Dgram and orch.dgram (unix datagrams, fd passing)
  *   connect.c   orch.connect and orch.fifo: what waits for a peer
@@ -128,6 +128,9 @@ void orch__listener_class(lua_State *L);
 int orch__stream_listen(lua_State *L);
 void orch__dgram_class(lua_State *L);
 int orch__stream_dgram(lua_State *L);
+/* [-0,+2|3] Two orch.Dgram objects owning fds[0] and fds[1] (a socketpair);
+ * on failure both are closed and the error triple pushed. Returns the count. */
+int orch__dgram_push_pair(lua_State *L, orch__hstate *st, int fds[2]);
 int orch__stream_connect(lua_State *L);
 int orch__fifo_make(lua_State *L);
 int orch__fifo_open(lua_State *L);
