@@ -419,11 +419,34 @@ describe("orch.timer", function()
     assert.is_true(fired)
   end)
 
+  it("ref = false: an armed timer does not keep `orch run` running", function()
+    local dir = h.tmpdir()
+    local path = h.script(([[
+      local n = 0
+      orch.timer.after(3600, function() end, { ref = false })
+      orch.timer.every(0.001, function() n = n + 1 end, { ref = false })
+      while n < 3 do orch.sleep(0.001) end
+      io.open(%q, "w"):close()
+    ]]):format(dir .. "/fired"))
+    local code = h.run(function()
+      local p = assert(orch.spawn{ h.bin, "run", path })
+      local ok, c = pcall(p.wait, p)
+      if p:running() then p:kill("KILL") p:wait() end
+      assert(ok, c)
+      return c
+    end)
+    assert.are.equal(0, code)
+    assert.is_truthy(io.open(dir .. "/fired"))
+  end)
+
   it("validates its arguments", function()
     local cases = {
       { function() orch.timer.after(-1, function() end) end, "bad argument #1 to 'after'" },
       { function() orch.timer.after(1) end, "bad argument #2 to 'after' (function expected, got no value)" },
       { function() orch.timer.every("x", print) end, "bad argument #1 to 'every'" },
+      { function() orch.timer.after(1, print, { reff = false }) end, "bad argument #3 to 'after' (unknown option 'reff')" },
+      { function() orch.timer.every(1, print, { ref = 0 }) end, "bad argument #3 to 'every' (option 'ref': boolean expected, got number)" },
+      { function() orch.timer.after(1, print, nil, 4) end, "bad argument #4 to 'after' (no value expected)" },
     }
     h.check_raises(cases)
   end)

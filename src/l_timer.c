@@ -83,6 +83,14 @@ static int timer_new(lua_State *L, int repeat) {
   /* A repeating timer of 0 s would spin the loop. */
   if (repeat && s == 0) luaL_argerror(L, 1, "seconds must be > 0");
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  int ref = 1;
+  if (!lua_isnoneornil(L, 3)) {
+    static const char *const opts[] = { "ref", NULL };
+    orch__check_options(L, 3, opts);
+    ref = orch__opt_boolean(L, 3, "ref", 1);
+  }
+  orch__check_nargs(L, 3);
+  lua_settop(L, 2);
   orch_runtime *rt = orch__rt(L);
   otimer **p = lua_newuserdatauv(L, sizeof *p, 0);
   *p = NULL;
@@ -99,6 +107,10 @@ static int timer_new(lua_State *L, int repeat) {
   }
   t->h.data = t;
   t->vt.data = t;
+  /* ref = false: an armed timer does not keep orch running (a keep-alive
+   * ping, say), as luv's handle:unref(). A virtual timer keeps a simulated
+   * run going either way (its horizon bounds it). */
+  if (!ref && t->has_h) uv_unref((uv_handle_t *)&t->h);
   t->repeat = repeat;
   t->seconds = s;
   lua_pushvalue(L, 2);
