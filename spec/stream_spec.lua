@@ -384,7 +384,7 @@ describe("bad arguments", function()
     { function() return orch.fifo.open("/tmp/x") end, "bad argument #2 to 'open' (string expected, got no value)" },
     { function() return orch.listen() end, "bad argument #1 to 'listen' (table expected, got no value)" },
     { function() return orch.listen{ unixx = "/x" } end, "bad argument #1 to 'listen' (unknown option 'unixx')" },
-    { function() return orch.listen{} end, "bad argument #1 to 'listen' (option 'unix' or 'port' expected)" },
+    { function() return orch.listen{} end, "bad argument #1 to 'listen' (option 'unix', 'port' or 'fd' expected)" },
     { function() return orch.listen{ unix = "/x", port = 1 } end, "bad argument #1 to 'listen' (option 'unix' excludes 'host' and 'port')" },
     { function() return orch.listen{ unix = "" } end, "bad argument #1 to 'listen' (option 'unix': empty socket path)" },
     { function() return orch.listen{ unix = "a\0b" } end, "bad argument #1 to 'listen' (option 'unix': string contains a zero byte)" },
@@ -554,10 +554,10 @@ describe("unix sockets", function()
       local f = io.open(dir .. "/plain", "w")
       f:close()
       local b = table.pack(orch.listen{ unix = dir .. "/plain" })
-      return { a[1], a[2], a[3], b[2], exists(dir .. "/plain") }
+      return { a[1], a[2], a[3], b[2], b[3], exists(dir .. "/plain") }
     end)
     assert.are.same({ nil, "listen: address already in use", "EADDRINUSE",
-                      "listen: address already in use", true }, res)
+                      "listen: file exists", "EEXIST", true }, res)
   end)
 
   it("abstract socket names work", function()
@@ -1152,6 +1152,123 @@ describe("orch.socketpair", function()
       { function() return orch.socketpair("seqpacket") end, "bad argument #1 to 'socketpair' (invalid option 'seqpacket')" },
       { function() return orch.socketpair(1) end, "bad argument #1 to 'socketpair' (invalid option '1')" },
       { function() return orch.socketpair("stream", 1) end, "bad argument #2 to 'socketpair' (no value expected)" },
+    })
+  end)
+end)
+
+describe("orch.listen options for servers", function()
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+
+  -- Runs `orch run script` as a child while fn(p) runs; the child is
+  -- killed if it is still there. Returns fn's results.
+  local function with_run(src, fn, opts)
+    local path = h.script(src)
+    return h.run(function()
+      local spec = { h.bin, "run", path }
+      for k, v in pairs(opts or {}) do spec[k] = v end
+      local p = assert(orch.spawn(spec))
+      local ok, a, b = pcall(fn, p)
+      if p:running() then p:kill("KILL") p:wait() end
+      assert(ok, a)
+      return a, b
+    end)
+  end
+
+  it("ref = false: a task waiting in accept does not keep `orch run` running", function()
+    local sock = dir .. "/s.sock"
+    local code = with_run(([[
+      local l = assert(orch.listen{ unix = %q, mode = tonumber("600", 8), ref = false })
+      orch.task(function() l:accept() end)
+      io.open(%q, "w"):close()
+    ]]):format(sock, dir .. "/listening"), function(p) return p:wait() end)
+    assert.are.equal(0, code)
+    assert.is_true(exists(dir .. "/listening"))
+  end)
+
+  it("by default a task waiting in accept keeps it running until a client comes", function()
+    local sock = dir .. "/s.sock"
+    local code, line = with_run(([[
+      local l = assert(orch.listen{ unix = %q })
+      local c = assert(l:accept())
+      c:write("served\n")
+      c:close()
+    ]]):format(sock), function(p)
+      eventually(function() return exists(sock) end, "the socket")
+      local c = assert(orch.connect{ unix = sock, timeout = 20 })
+      local got = c:read_line()
+      c:close()
+      return p:wait(), got
+    end)
+    assert.are.same({ 0, "served" }, { code, line })
+  end)
+
+  it("mode 0600: another uid cannot connect", function()
+    local sock = dir .. "/s.sock"
+    os.execute("chmod 755 " .. h.shquote(dir))
+    local res = h.run(function()
+      local l <close> = assert(orch.listen{ unix = sock, mode = tonumber("600", 8), ref = false })
+      local out = h.sh("setpriv --reuid=65534 --regid=65534 --clear-groups " .. h.shquote(h.bin) .. " -e "
+        .. h.shquote(("print(select(3, orch.connect{ unix = %q }))"):format(sock)) .. " 2>&1")
+      return { mode_of(sock), out }
+    end)
+    assert.are.same({ "600", "EACCES" }, res)
+  end)
+
+  it("fd = n adopts an inherited listening socket; fdopen an inherited pipe", function()
+    local sock = dir .. "/s.sock"
+    local res = h.run(function()
+      local l = assert(orch.listen{ unix = sock })
+      local r, w = assert(orch.pipe())
+      local path = h.script(([[
+        local l = assert(orch.listen{ unix = %q, fd = 3 })
+        local s = assert(orch.fdopen(4))
+        local word = s:read_line()
+        local c = assert(l:accept())
+        c:write(word, " ", tostring(l), "\n")
+        c:close()
+        -- Each once; a pipe is no listening socket.
+        print(select(3, orch.fdopen(4)), select(3, orch.listen{ fd = 4 }))
+        l:close()
+      ]]):format(sock))
+      local out = assert(orch.pipe())
+      local p = assert(orch.spawn{ h.bin, "run", path, fds = { [3] = l:fd(), [4] = r }, stdout = "pipe" })
+      r:close()
+      -- The child has its own copy of the socket: ours may go, the file stays.
+      w:write("hello\n")
+      local c = assert(orch.connect{ unix = sock, timeout = 20 })
+      local line = c:read_line()
+      c:close()
+      local printed = p.stdout:read_all()
+      local code = p:wait()
+      w:close()
+      out:close()
+      local gone = not exists(sock)   -- the child owned the file at close
+      l:close()
+      return { line, printed, code, gone }
+    end)
+    assert.matches("^hello orch.Listener: unix=" .. sock:gsub("%p", "%%%0") .. " fd=3 open$", res[1])
+    assert.are.equal("EBADF\tEINVAL\n", res[2])
+    assert.are.same({ 0, true }, { res[3], res[4] })
+  end)
+
+  it("refuses descriptors it did not inherit, and bad fd options", function()
+    local res = h.run(function()
+      local r, w = assert(orch.pipe())
+      local l = assert(orch.listen{ unix = dir .. "/own.sock" })
+      local _ <close> = closer(r, w, l)
+      return { select(3, orch.fdopen(r:fd())), select(3, orch.listen{ fd = l:fd() }),
+               select(3, orch.listen{ fd = r:fd() }) }
+    end)
+    -- Its own descriptors are not inherited ones; a pipe is no listener.
+    assert.are.same({ "EBADF", "EBADF", "EINVAL" }, res)
+    h.check_raises({
+      { function() return orch.fdopen(2) end, "bad argument #1 to 'fdopen' (file descriptor >= 3 expected)" },
+      { function() return orch.fdopen("x") end, "bad argument #1 to 'fdopen' (number expected, got string)" },
+      { function() return orch.fdopen(5, 1) end, "bad argument #2 to 'fdopen' (no value expected)" },
+      { function() return orch.listen{ fd = 1 } end, "bad argument #1 to 'listen' (option 'fd': file descriptor >= 3 expected)" },
+      { function() return orch.listen{ fd = 5, port = 1 } end, "bad argument #1 to 'listen' (option 'fd' excludes 'host', 'port', 'mode' and 'backlog' (the socket exists))" },
+      { function() return orch.listen{ unix = "/x", ref = 1 } end, "bad argument #1 to 'listen' (option 'ref': boolean expected, got number)" },
     })
   end)
 end)

@@ -541,7 +541,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
 /* ---------------------------------------------------------------- fd limit */
 
 /* Spare fds, taken when the first runtime starts, given up so the control
- * socket can accept at EMFILE (src/l_ctl.c). Process-wide: the fd limit is. */
+ * socket can accept at EMFILE (src/listener.c). Process-wide: the fd limit is. */
 #define FD_RESERVE 3
 static int fd_reserve[FD_RESERVE] = { -1, -1, -1 };
 static struct rlimit nofile_orig;

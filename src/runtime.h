@@ -96,7 +96,7 @@ typedef void (*orch__hook_fn)(orch_runtime *rt, void *data);
 void orch__on_close(orch_runtime *rt, orch__hook_fn fn, void *data);
 void orch__on_fork_child(orch_runtime *rt, orch__hook_fn fn, void *data);
 
-/* Spare fds for the control socket at EMFILE (src/l_ctl.c): fill takes back
+/* Spare fds for a listener at EMFILE (src/listener.c): fill takes back
  * those that are free, release gives them all up, held counts them. */
 void orch__fd_reserve_fill(void);
 void orch__fd_reserve_release(void);

@@ -62,12 +62,12 @@ void orch__sun_push(lua_State *L, const struct sockaddr_un *sa, socklen_t salen)
   }
 }
 
-/* A stale socket file (nobody accepts on it) is removed; a live one or any
- * other kind of file makes the bind fail with EADDRINUSE. */
+/* A stale socket file (nobody accepts on it) is removed; a live one makes
+ * the bind fail with EADDRINUSE, any other kind of file with EEXIST. */
 static int remove_stale(const struct sockaddr_un *sa, socklen_t salen, int type) {
   struct stat st;
   if (lstat(sa->sun_path, &st) < 0) return errno == ENOENT ? 0 : -errno;
-  if (!S_ISSOCK(st.st_mode)) return -EADDRINUSE;
+  if (!S_ISSOCK(st.st_mode)) return -EEXIST;
   int probe = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (probe < 0) return -errno;
   int r;

@@ -23,6 +23,7 @@
  */
 #include "stream_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -75,8 +76,12 @@ void orch__score_free(score *s) {
 
 static void core_close_cb(uv_handle_t *h) {
   score *s = h->data;
+  int refill = s->refill;
   orch__close_fd(s->fd);
   orch__score_free(s);
+  /* The fd just closed refills the spare fds given up at EMFILE (before a
+   * crash-looping service takes it). */
+  if (refill) orch__fd_reserve_fill();
 }
 
 int orch__score_init_handle(score *s) {
@@ -138,9 +143,11 @@ static void core_close(orch__hobj *o) {
   if (s->hstate) {
     uv_close(&s->u.h, core_close_cb);
   } else {
+    int refill = s->refill;
     orch__close_fd(s->fd);
     s->fd = -1;
     orch__score_free(s);
+    if (refill) orch__fd_reserve_fill();
   }
 }
 
@@ -746,6 +753,64 @@ int orch__stream_fd(lua_State *L, int idx) {
   return u->s->fdnum;
 }
 
+/* ------------------------------------------------------------------ inherited fds */
+
+/* The fds this process image was given across exec (open, not close-on-exec
+ * when the module opened, before any Lua ran). Every fd orch or libuv made
+ * itself is close-on-exec (the loop's epoll fd, its wake-up pipes, libuv's
+ * signal lock pipe, every stream): turned into a second stream and closed,
+ * one of those would break the loop or another object for good. Process-wide,
+ * like the fd table. */
+static int *inherited_fds;
+static int ninherited = -1;
+
+static void note_inherited(void) {
+  if (ninherited >= 0) return;
+  ninherited = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return;
+  int self = dirfd(d), cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    char *end;
+    long fd = strtol(e->d_name, &end, 10);
+    if (*end || end == e->d_name || fd < 3 || fd == self || fd > 0x7fffffff) continue;
+    int fl = fcntl((int)fd, F_GETFD);
+    if (fl < 0 || (fl & FD_CLOEXEC)) continue;
+    if (ninherited == cap) {
+      int *n = realloc(inherited_fds, (size_t)(cap = cap ? cap * 2 : 8) * sizeof *n);
+      if (!n) break;
+      inherited_fds = n;
+    }
+    inherited_fds[ninherited++] = (int)fd;
+  }
+  closedir(d);
+}
+
+int orch__fd_take_inherited(int fd) {
+  for (int i = 0; i < ninherited; i++)
+    if (inherited_fds[i] == fd) { inherited_fds[i] = inherited_fds[--ninherited]; return 1; }
+  return 0;
+}
+
+/* orch.fdopen(fd): an orch.Stream on a pipe, FIFO or stream socket this
+ * process inherited across exec (a log pipe `orch ctl reexec` hands over,
+ * a socket a parent passed). The stream owns the fd from then on. */
+static int stream_fdopen(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 3 && fd <= 0x7fffffff, 1, "file descriptor >= 3 expected");
+  orch__check_nargs(L, 1);
+  struct stat st;
+  if (fstat((int)fd, &st) < 0) return orch__fail(L, "fdopen", errno);
+  if (!S_ISSOCK(st.st_mode) && !S_ISFIFO(st.st_mode))
+    return orch__failf(L, "EINVAL", "fdopen: fd %d is not a pipe or a socket", (int)fd);
+  if (!orch__fd_take_inherited((int)fd))
+    return orch__failf(L, "EBADF", "fdopen: fd %d was not inherited across exec (or is taken)", (int)fd);
+  int r = orch__stream_push_fd(L, (int)fd, 0);
+  if (r < 0) return orch__fail_uv(L, "fdopen", r);
+  return 1;
+}
+
 /* ------------------------------------------------------------------ orch.pipe */
 
 static int stream_pipe(lua_State *L) {
@@ -790,6 +855,7 @@ static int stream_socketpair(lua_State *L) {
 /* ------------------------------------------------------------------ module */
 
 int orch__open_stream(lua_State *L) {
+  note_inherited();
   /* A write to a pipe whose reader has gone must fail with EPIPE, not kill
    * orch. Only the default disposition is changed; spawned children get
    * their signal dispositions reset by proc. */
@@ -809,7 +875,7 @@ int orch__open_stream(lua_State *L) {
   orch__dgram_class(L);
 
   static const luaL_Reg fns[] = {
-    {"pipe", stream_pipe}, {"socketpair", stream_socketpair}, {"listen", orch__stream_listen},
+    {"pipe", stream_pipe}, {"socketpair", stream_socketpair}, {"fdopen", stream_fdopen}, {"listen", orch__stream_listen},
     {"connect", orch__stream_connect}, {"dgram", orch__stream_dgram}, {NULL, NULL}
   };
   luaL_newlib(L, fns);

@@ -77,6 +77,7 @@ typedef struct score {
    * the callback (reading pauses); cb_final once EOF or an error was passed. */
   int cb_on, cb_busy, cb_final;
   int cb_fn, cb_self;
+  int refill;                   /* accepted with the spare fds: take them back at close */
 } score;
 
 /* stream.c */
@@ -95,6 +96,12 @@ void orch__stream_push_core(lua_State *L, score *s);
  * error triple pushed (op names the failing call). Returns the count. */
 int orch__stream_push_new(lua_State *L, orch__hstate *st, int fd, int kind, int flags,
                           const char *op);
+
+/* Descriptors this process image inherited across exec (open and not
+ * close-on-exec when the module opened, before any Lua ran): the only ones
+ * orch.fdopen and orch.listen{ fd = n } adopt, each once. 1 if fd was one
+ * (and is now taken), 0 otherwise. */
+int orch__fd_take_inherited(int fd);
 
 /* sockaddr.c */
 /* close(2), never retried (Linux closes the fd even on EINTR); -1 ignored. */
