@@ -5,6 +5,7 @@ local h = require "spec.helper"
 local orch = h.orch
 local ctl = require "orch.ctl"
 local C = require "orch.core.ctl"
+local sd = require "orch.sdnotify"
 local cjson = require "cjson"
 
 local write, alive = h.write, h.alive
@@ -448,7 +449,7 @@ describe("the control socket", function()
       assert.is_nil(two)
       assert.are.equal("EADDRINUSE", code, err)
       -- A socket file nobody listens on (a crashed orch) is replaced.
-      local raw = assert(C.listen(d .. "/stale.sock"))
+      local raw = assert(orch.listen{ unix = d .. "/stale.sock" })
       os.execute("cp -a " .. h.shquote(d .. "/stale.sock") .. " " .. h.shquote(d .. "/stale2.sock"))
       raw:close()
       local three = assert(ctl.serve{ socket = d .. "/stale2.sock" })
@@ -475,14 +476,9 @@ describe("the control socket", function()
       assert.truthy(err:find("bad argument #1 to 'serve' (" .. b[2] .. ")", 1, true), err)
     end
     local cbad = {
-      { function() return C.listen("") end, "bad argument #1 to 'listen' (socket path empty" },
-      { function() return C.listen(string.rep("x", 200)) end, "too long" },
-      { function() return C.listen("/tmp/x", 0) end, "bad argument #2 to 'listen' (backlog out of range" },
-      { function() return C.listen("/tmp/x", 1, -5) end, "bad argument #3 to 'listen' (file descriptor out of range)" },
       { function() return C.secure_dir({}) end, "bad argument #1 to 'secure_dir' (string expected, got table)" },
       { function() return C.inherit(-1) end, "bad argument #1 to 'inherit' (file descriptor out of range)" },
-      { function() return C.sd_notify("READY=1") end, "bad argument #2 to 'sd_notify' (string expected, got no value)" },
-      { function() return C.sd_watchdog(-1, "/x") end, "bad argument #1 to 'sd_watchdog'" },
+      { function() return sd.send("READY=1") end, "bad argument #2 to 'send' (string expected, got no value)" },
     }
     for _, b in ipairs(cbad) do
       local ok, err = pcall(b[1])
@@ -490,7 +486,7 @@ describe("the control socket", function()
       assert.truthy(tostring(err):find(b[2], 1, true), err)
     end
     assert.has_error(function()
-      local l = assert(C.listen(h.tmpdir() .. "/y.sock"))
+      local l = assert(orch.listen{ unix = h.tmpdir() .. "/y.sock", ref = false })
       l:accept()
     end, "accept: must be called from a task")
   end)
@@ -541,10 +537,10 @@ describe("systemd notification", function()
       local name = "@orch-spec-" .. tostring(h.key())
       local nsock = assert(orch.dgram{ unix = name })
       nsock:set_timeout(10)
-      assert.is_true(C.sd_notify("STATUS=hi", name))
+      assert.is_true(sd.send("STATUS=hi", name))
       assert.are.equal("STATUS=hi", nsock:recv())
       nsock:close()
-      local ok, _, code = C.sd_notify("X=1", "/nonexistent/notify")
+      local ok, _, code = sd.send("X=1", "/nonexistent/notify")
       assert.is_nil(ok)
       assert.are.equal("ENOENT", code)
     end)

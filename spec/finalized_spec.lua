@@ -141,9 +141,6 @@ describe("every userdata type after __gc", function()
         local again = assert(orch.cgroup.open(cg:path()))
         return cg, function() assert(again:remove()); again:close() end
       end },
-    { "orch.ctl.Listener", function()
-        return assert(require("orch.core.ctl").listen(dir .. "/c.sock"))
-      end },
   }
   for _, m in ipairs(makers) do
     it(m[1] .. ": every method raises a clear error or works", function()

@@ -50,10 +50,9 @@ describe("fuzzing", function()
     end
   end)
 
-  it("regression: ctl's private stream() never adopts the loop's own fds (libuv aborted)", function()
+  it("regression: orch.fdopen never adopts the loop's own fds (libuv aborted)", function()
     local code, out, err = h.cli({ "-e", [[
-      local C = require "orch.core.ctl"
-      for fd = 3, 64 do local s = C.stream(fd) if s then s:close() end end
+      for fd = 3, 64 do local s = orch.fdopen(fd) if s then s:close() end end
       local sig = orch.signal.on("USR1", function() end)
       sig:stop()
       orch.proc.init_mode()

@@ -43,7 +43,7 @@ describe("a zero byte in a name or path", function()
       -- the control plane's own helpers
       { function() return require("orch.core.ctl").secure_dir(dir .. "/d\0x", false) end, "bad argument #1 to 'secure_dir' (string contains a zero byte)" },
       { function() return require("orch.core.ctl").sockets(dir .. "\0x") end, "bad argument #1 to 'sockets' (string contains a zero byte)" },
-      { function() return require("orch.core.ctl").sd_notify("READY=1", dir .. "/n\0x") end, "bad argument #2 to 'sd_notify' (string contains a zero byte)" },
+      { function() return require("orch.sdnotify").send("READY=1", dir .. "/n\0x") end, "bad argument #2 to 'send' (send: socket path contains a zero byte)" },
     }
     h.run(function() h.check_raises(cases) end)
     -- Nothing was created under the cut-short names.

@@ -714,14 +714,22 @@ function Server:follow(cs, name)
   cs.closed = true
 end
 
+-- orch's soft limit of open files ("unlimited" or a number), for messages.
+local function nofile()
+  local f = io.open("/proc/self/limits")
+  local text = f and f:read("a") or ""
+  if f then f:close() end
+  return text:match("Max open files%s+(%S+)") or "?"
+end
+
 local function handle(srv, conn, cred)
   local cs = { conn = conn, cred = cred, pending = {} }
   if cred.emfile then
-    -- Accepted with the listener's spare fds (src/l_ctl.c): say why things
-    -- fail, in orch's log and in every reply on this connection.
-    local soft = C.nofile()
+    -- Accepted with the runtime's spare fds (orch.listen, doc/stream.md):
+    -- say why things fail, in orch's log and in every reply on this
+    -- connection.
     cs.warning = string.format("orch is out of file descriptors (%s, limit %s): services may fail to start",
-      cred.emfile, soft < 0 and "unlimited" or tostring(soft))
+      cred.emfile, nofile())
     io.stderr:write("orch.ctl: ", cs.warning, "\n")
   end
   srv.conns[cs] = true
@@ -748,10 +756,9 @@ local function handle(srv, conn, cred)
   end
   srv.conns[cs] = nil
   srv.nconns = srv.nconns - 1
+  -- A connection accepted at EMFILE gives the spare fds back to the
+  -- runtime as it closes (before a crash-looping service takes the fd).
   conn:close()
-  -- The fd just closed refills the spare fds given up at EMFILE (before a
-  -- crash-looping service takes it).
-  if cred.emfile then C.fd_reserve() end
 end
 
 local function reject(conn, msg, code)
@@ -763,7 +770,12 @@ end
 local function accept_loop(srv)
   local uid = C.getuid()
   while not srv.closed do
-    local conn, cred, code = srv.listener:accept()
+    local conn, emfile, code = srv.listener:accept()
+    local cred
+    if conn then
+      cred = conn:peer_cred() or { uid = -1 }   -- a peer already gone: refused below
+      cred.emfile = emfile
+    end
     if not conn then
       if srv.closed or code == "ECANCELED" then return end
       -- Out of file descriptors (a flood): let the others finish first.
@@ -901,12 +913,20 @@ function ctl.serve(opts)
   if not ok then return nil, err, code end
   if not had then ctl.locks[path].by_serve = true end
   ctl.locks[path].lock:write_pid()
+  -- The control socket never keeps orch running by itself (ref = false).
   local l
-  l, err, code = C.listen(path, 64, fd, true)
+  if fd then
+    l, err, code = orch.listen{ unix = path, fd = fd, ref = false }
+  else
+    l, err, code = orch.listen{ unix = path, mode = tonumber("600", 8), backlog = 64, ref = false }
+  end
   if not l then
     -- A lock this call took is given back: a failed serve holds nothing.
     if not had then ctl.locks[path].lock:close(); ctl.locks[path] = nil end
-    return nil, err, code
+    local why = code == "EADDRINUSE" and "another process is listening there"
+             or code == "EEXIST" and "exists and is not a socket"
+             or tostring(err):gsub("^listen: ", "")
+    return nil, ("listen: %s: %s"):format(path, why), code
   end
   local srv = setmetatable({
     path = path, script = script, listener = l, conns = {}, nconns = 0,
@@ -1150,7 +1170,7 @@ function ctl.autostart(opts)
   -- that no one answers: close it (and remove its file).
   if h and type(h.listener) == "table" and not h.listener.taken then
     h.listener.taken = true
-    local l = C.listen(h.listener.path, 1, h.listener.fd)
+    local l = orch.listen{ unix = h.listener.path, fd = h.listener.fd, ref = false }
     if l then l:close() end
   end
   sd.ready()

@@ -1,10 +1,10 @@
 --- orch.sdnotify: orch itself under systemd (Type=notify). When
 -- NOTIFY_SOCKET is set, `orch run` sends READY=1 once the policies are
 -- loaded, and pets the watchdog (WATCHDOG=1 every WATCHDOG_USEC/2) when
--- WATCHDOG_USEC is set for this process. The datagrams go out on an
--- unref'd C timer (orch.core.ctl), so they never keep orch alive.
-local C = require "orch.core.ctl"
-local getpid = require("orch.core").proc.getpid
+-- WATCHDOG_USEC is set for this process. The datagrams go out on unbound
+-- orch.dgram sockets, the pets from a timer with ref = false, so they never
+-- keep orch alive.
+local orch = require "orch"
 
 local M = {}
 
@@ -23,15 +23,36 @@ function M.notify(state)
   if type(state) ~= "string" then error("bad argument #1 to 'notify' (string expected, got " .. type(state) .. ")", 2) end
   local path = M.socket()
   if not path then return false end
-  return C.sd_notify(state, path)
+  return M.send(state, path)
 end
+
+--- Sends one datagram `state` to the socket `path` (a path or @name), from
+-- an unbound orch.dgram made for it (no descriptor outlives the call).
+-- Returns true, or nil, "sd_notify: <reason>", code.
+function M.send(state, path)
+  for i = 1, 2 do
+    local v = select(i, state, path)
+    if type(v) ~= "string" then
+      error(("bad argument #%d to 'send' (string expected, got %s)"):format(i, v == nil and "no value" or type(v)), 2)
+    end
+  end
+  local sock, err, code = orch.dgram()
+  if not sock then return nil, "sd_notify: " .. tostring(err):gsub("^dgram: ", ""), code end
+  local ok
+  ok, err, code = sock:send(state, path)
+  sock:close()
+  if not ok then return nil, "sd_notify: " .. tostring(err):gsub("^send: ", ""), code end
+  return true
+end
+
+local pets   -- the orch.Timer of the watchdog pets
 
 --- The watchdog interval (seconds) systemd asked for this process, or nil.
 function M.watchdog_interval()
   local usec = tonumber(os.getenv("WATCHDOG_USEC") or "")
   if not usec or usec <= 0 then return nil end
   local wpid = tonumber(os.getenv("WATCHDOG_PID") or "")
-  if wpid and wpid ~= getpid() then return nil end
+  if wpid and wpid ~= orch.getpid() then return nil end
   return usec / 1e6
 end
 
@@ -42,20 +63,22 @@ function M.ready()
   if not path then return false end
   if M.is_ready then return true end
   M.is_ready = true
-  local ok, err, code = C.sd_notify("READY=1\nMAINPID=" .. getpid(), path)
+  local ok, err, code = M.send("READY=1\nMAINPID=" .. orch.getpid(), path)
   if not ok then return nil, err, code end
   local every = M.watchdog_interval()
   if every then
-    C.sd_notify("WATCHDOG=1", path)
-    C.sd_watchdog(every / 2, path)
+    M.send("WATCHDOG=1", path)
+    if pets then pets:stop() end
+    -- A lost pet is not worth a report: systemd's timeout says it.
+    pets = orch.timer.every(every / 2, function() M.send("WATCHDOG=1", path) end, { ref = false })
   end
   return true
 end
 
 --- Stops the watchdog pets (before a deliberate long pause, or an exec).
 function M.stop_watchdog()
-  local path = M.socket()
-  if path then C.sd_watchdog(0, path) end
+  if pets then pets:stop() end
+  pets = nil
   return true
 end
 

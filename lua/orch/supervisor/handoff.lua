@@ -97,12 +97,12 @@ function handoff.load(S)
   local ok, ctl = pcall(require, "orch.ctl")
   local st = ok and ctl.inherited("supervisor")
   if type(st) ~= "table" or type(st.instances) ~= "table" then return false end
-  local C = require "orch.core.ctl"
+  local fdopen = require("orch").fdopen
   local h = {}
   for _, e in ipairs(st.instances) do
     if type(e) == "table" and type(e.name) == "string" and (e.pid == nil or math.type(e.pid) == "integer") then
       if math.type(e.log_fd) == "integer" then
-        local s, err = C.stream(e.log_fd)
+        local s, err = fdopen(e.log_fd)
         e.log_stream = s
         if not s then S:log(e.name .. ": the log pipe was lost in the reexec: " .. tostring(err)) end
       end
