@@ -4,7 +4,6 @@
 local h = require "spec.helper"
 local orch = h.orch
 local ctl = require "orch.ctl"
-local C = require "orch.core.ctl"
 local sd = require "orch.sdnotify"
 local cjson = require "cjson"
 
@@ -476,8 +475,8 @@ describe("the control socket", function()
       assert.truthy(err:find("bad argument #1 to 'serve' (" .. b[2] .. ")", 1, true), err)
     end
     local cbad = {
-      { function() return C.secure_dir({}) end, "bad argument #1 to 'secure_dir' (string expected, got table)" },
-      { function() return C.inherit(-1) end, "bad argument #1 to 'inherit' (file descriptor out of range)" },
+      { function() return orch.private.mkdir({}) end, "bad argument #1 to 'mkdir' (string expected, got table)" },
+      { function() return orch.fd.inherit(-1) end, "bad argument #1 to 'inherit' (file descriptor out of range)" },
       { function() return sd.send("READY=1") end, "bad argument #2 to 'send' (string expected, got no value)" },
     }
     for _, b in ipairs(cbad) do
@@ -494,15 +493,15 @@ describe("the control socket", function()
   it("names the default socket after the script, in a private directory", function()
     assert.are.equal(ctl.socket_dir() .. "/policy.sock", ctl.default_socket("/etc/orch/policy.lua"))
     assert.are.equal(ctl.socket_dir() .. "/my_app.sock", ctl.default_socket("my app.lua"))
-    if C.getuid() == 0 then assert.are.equal("/run/orch", ctl.socket_dir()) end
+    if orch.geteuid() == 0 then assert.are.equal("/run/orch", ctl.socket_dir()) end
     local d = h.tmpdir() .. "/priv"
-    assert.is_true(C.secure_dir(d, true))
+    assert.is_true(orch.private.mkdir(d, true))
     assert.are.equal("700", h.sh("stat -c %a " .. h.shquote(d)))
     os.execute("chmod 755 " .. h.shquote(d))
-    assert.is_true(C.secure_dir(d, true))
+    assert.is_true(orch.private.mkdir(d, true))
     assert.are.equal("700", h.sh("stat -c %a " .. h.shquote(d)))
     write(d .. "/file", "")
-    local ok, _, code = C.secure_dir(d .. "/file", true)
+    local ok, _, code = orch.private.mkdir(d .. "/file", true)
     assert.is_nil(ok)
     assert.are.equal("ENOTDIR", code)
   end)

@@ -41,8 +41,8 @@ describe("a zero byte in a name or path", function()
       { function() return orch.term.read_history(dir .. "/h\0x") end, "bad argument #1 to 'read_history' (string contains a zero byte)" },
       { function() return orch.term.write_history(dir .. "/h\0x") end, "bad argument #1 to 'write_history' (string contains a zero byte)" },
       -- the control plane's own helpers
-      { function() return require("orch.core.ctl").secure_dir(dir .. "/d\0x", false) end, "bad argument #1 to 'secure_dir' (string contains a zero byte)" },
-      { function() return require("orch.core.ctl").sockets(dir .. "\0x") end, "bad argument #1 to 'sockets' (string contains a zero byte)" },
+      { function() return orch.private.mkdir(dir .. "/d\0x", false) end, "bad argument #1 to 'mkdir' (string contains a zero byte)" },
+      { function() return orch.sockets(dir .. "\0x") end, "bad argument #1 to 'sockets' (string contains a zero byte)" },
       { function() return require("orch.sdnotify").send("READY=1", dir .. "/n\0x") end, "bad argument #2 to 'send' (send: socket path contains a zero byte)" },
     }
     h.run(function() h.check_raises(cases) end)

@@ -327,7 +327,7 @@ describe("the runtime directory", function()
       end
       assert.are.equal(1, code)
       assert.matches("orch: control socket: refused the runtime directory " .. rdir ..
-        ": secure_dir: " .. rdir .. " belongs to uid 65534, not to us", stderr, 1, true)
+        ": private.mkdir: " .. rdir .. " belongs to uid 65534, not to us", stderr, 1, true)
       assert.matches("remove it if it is not yours, set XDG_RUNTIME_DIR to a private directory", stderr, 1, true)
       assert.matches("(nothing was started)", stderr, 1, true)
       -- No service was started.
@@ -368,7 +368,7 @@ describe("the runtime directory, client side", function()
         code, _, stderr = run { "setpriv", "--reuid=" .. uid, "--regid=" .. uid, "--clear-groups",
           "env", "-u", "XDG_RUNTIME_DIR", "-u", "ORCH_SOCKET", "HOME=/", h.bin, "ctl", "status" }
         assert.are.equal(3, code)
-        assert.matches("refused the runtime directory " .. rdir .. ": secure_dir: " .. rdir ..
+        assert.matches("refused the runtime directory " .. rdir .. ": private.mkdir: " .. rdir ..
           " belongs to uid 65534, not to us", stderr, 1, true)
         assert.are.equal("", h.slurp(got))
       end)

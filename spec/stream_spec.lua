@@ -834,11 +834,10 @@ describe("orch.dgram", function()
       local eof = table.pack(r:read())
       r:close()
       -- A regular file (a memfd) cannot be a stream: false in its place.
-      local C = require "orch.core.ctl"
-      local mfd = assert(C.memfd("x"))
+      local mfd = assert(orch.fd.memfd("x"))
       local r2, w2 = assert(orch.pipe())
       assert(b:send("y", dir .. "/a", { mfd, r2 }))
-      assert(C.read_fd(mfd))   -- reads and closes our copy
+      assert(orch.fd.read(mfd))   -- reads and closes our copy
       local _, _, _, fds = a:recv{ fds = true }
       local out = { got.n, got[1], eof[1], #fds, fds[1], fds[2]:kind() }
       fds[2]:close() r2:close() w2:close()

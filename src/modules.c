@@ -26,7 +26,7 @@
   X(term)      /* l_term.c: line editing */ \
   X(cgroup)    /* l_cgroup.c (mechanism: cgroup.c) */ \
   X(httpparse) /* l_http.c: HTTP request parser (libhttp-parser) */ \
-  X(ctl)       /* l_ctl.c: control-plane helpers, not merged into orch */
+  X(sys)       /* l_sys.c: uids, exepath, private files, flock, fds across exec */
 
 #define X(name) int orch__open_##name(lua_State *L);
 ORCH_MODULE_LIST(X)

@@ -108,7 +108,7 @@ void orch__child_nofile(void);
 
 /* Per-runtime module state: a module keeps one pointer in the runtime. */
 enum { ORCH__SLOT_PROC, ORCH__SLOT_SIGNAL, ORCH__SLOT_STREAM, ORCH__SLOT_IPC,
-       ORCH__SLOT_HEARTBEAT, ORCH__SLOT_CTL, ORCH__SLOT_TERM,
+       ORCH__SLOT_HEARTBEAT, ORCH__SLOT_TERM,
        ORCH__SLOT_CALLBACK, ORCH__SLOT_MAX };
 void **orch__slot(orch_runtime *rt, int slot);
 

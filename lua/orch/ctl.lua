@@ -4,7 +4,6 @@
 -- (orch.ctl.client, re-exported here).
 local orch = require "orch"
 local check = require "orch.check"
-local C = require "orch.core.ctl"
 -- The REPL's compiler and printer serve eval and error messages on the
 -- server side only: `orch ctl` (the client) never loads them.
 local function repl() return require "orch.repl" end
@@ -768,7 +767,7 @@ local function reject(conn, msg, code)
 end
 
 local function accept_loop(srv)
-  local uid = C.getuid()
+  local uid = orch.geteuid()
   while not srv.closed do
     local conn, emfile, code = srv.listener:accept()
     local cred
@@ -795,12 +794,12 @@ end
 -- us); another one must exist or is created.
 local function socket_dir_for(path, default)
   if default and not os.getenv("ORCH_SOCKET") then return ctl.ensure_socket_dir() end
-  return C.secure_dir(dirname(path), false)
+  return orch.private.mkdir(dirname(path), false)
 end
 
 ---------------------------------------------------------------- the lock
 
---- Locks held by this process: socket path -> { lock = orch.ctl.Lock }.
+--- Locks held by this process: socket path -> { lock = orch.Lock }.
 ctl.locks = {}
 
 --- Takes the lock of the control socket `path` (an flock on `path.lock`,
@@ -815,9 +814,9 @@ function ctl.claim(path)
   local given = h and type(h.lock) == "table" and h.lock.path == path and not h.lock.taken and h.lock
   if given and math.type(given.fd) == "integer" then
     given.taken = true
-    lock, err, code = C.lock(path .. ".lock", given.fd)
+    lock, err, code = orch.flock(path .. ".lock", given.fd)
   else
-    lock, err, code = C.lock(path .. ".lock")
+    lock, err, code = orch.flock(path .. ".lock")
   end
   if not lock then return nil, "control socket " .. path .. ": " .. tostring(err), code end
   ctl.locks[path] = { lock = lock }
@@ -1028,20 +1027,20 @@ function ctl.inherited(name)
     -- The variable is inherited by children too: only the process that
     -- was exec'ed (same pid) owns the descriptor.
     if pid and tonumber(pid) == orch.getpid() then
-      local data = C.read_fd(tonumber(fd))
+      local data = orch.fd.read(tonumber(fd))
       local t = data and ctl.decode(data)
       if type(t) == "table" and t.version == 1 then
         handoff = t
         if type(t.listener) == "table" and math.type(t.listener.fd) == "integer" then
-          C.inherit(t.listener.fd, false)
+          orch.fd.inherit(t.listener.fd, false)
         end
         if type(t.lock) == "table" and math.type(t.lock.fd) == "integer" and t.lock.fd > 2 then
-          C.inherit(t.lock.fd, false)
+          orch.fd.inherit(t.lock.fd, false)
         end
         -- The modules' descriptors are close-on-exec again until their
         -- owners take them: no child spawned meanwhile inherits them.
         for _, fd in ipairs(type(t.fds) == "table" and t.fds or {}) do
-          if math.type(fd) == "integer" and fd > 2 then C.inherit(fd, false) end
+          if math.type(fd) == "integer" and fd > 2 then orch.fd.inherit(fd, false) end
         end
       end
     end
@@ -1072,7 +1071,7 @@ function ctl.prepare_reexec(srv)
   local f = script and io.open(script, "r")
   if not f then return nil, "reexec: the script " .. tostring(script) .. " cannot be read", "ENOENT" end
   f:close()
-  local exe, err, code = C.exe_path()
+  local exe, err, code = orch.exepath()
   if not exe then return nil, err, code end
   f = io.open(exe, "rb")
   if not f then return nil, "reexec: " .. exe .. " cannot be read", "ENOENT" end
@@ -1111,13 +1110,13 @@ end
 -- control socket's listening descriptor. Returns only if exec failed:
 -- nil, message, code (everything is as before).
 function ctl.reexec(srv, plan)
-  local memfd, err, code = C.memfd(plan.text)
+  local memfd, err, code = orch.fd.memfd(plan.text)
   if not memfd then return nil, err, code end
   local keep = { memfd, srv.listener:fd() }
   local held = ctl.locks[srv.path]
   if held then keep[#keep + 1] = held.lock:fd() end
   for _, fd in ipairs(plan.fds) do keep[#keep + 1] = fd end
-  for _, fd in ipairs(keep) do C.inherit(fd, true) end
+  for _, fd in ipairs(keep) do orch.fd.inherit(fd, true) end
   local env = current_environment()
   env.ORCH_HANDOFF = orch.getpid() .. ":" .. memfd
   local args = { "run", plan.script }
@@ -1127,8 +1126,8 @@ function ctl.reexec(srv, plan)
   io.stderr:flush()
   local ok
   ok, err, code = orch.exec(plan.exe, args, env)
-  for _, fd in ipairs(keep) do C.inherit(fd, false) end
-  C.read_fd(memfd)    -- closes it
+  for _, fd in ipairs(keep) do orch.fd.inherit(fd, false) end
+  orch.fd.read(memfd)    -- closes it
   io.stderr:write("orch: reexec failed: ", tostring(err), "\n")
   return ok, err, code
 end

@@ -5,11 +5,11 @@ local core = require "orch.core"
 
 local orch = {}
 
--- The public C modules, merged in this order (orch.core.ctl stays private
--- to the control plane). Each pushes a table whose functions become orch.*
--- and whose sub-tables (orch.proc, orch.timer, ...) are merged by key.
+-- The public C modules, merged in this order. Each pushes a table whose
+-- functions become orch.* and whose sub-tables (orch.proc, orch.timer, ...)
+-- are merged by key.
 local public = { "core", "timer", "signal", "proc", "daemon", "stream", "shm", "mmap",
-                 "sem", "msg", "ipc", "heartbeat", "logfile", "term", "cgroup", "httpparse" }
+                 "sem", "msg", "ipc", "heartbeat", "logfile", "term", "cgroup", "httpparse", "sys" }
 
 for _, name in ipairs(public) do
   local m = assert(core[name], "orch.core." .. name .. " is missing")

@@ -58,7 +58,7 @@ for _, k in ipairs(mods) do collect(k, package.loaded[k], 1) end
 local classes = {}
 -- Internal guard objects (to-be-closed helpers no public call returns) are
 -- left out: only the debug library reaches them.
-local internal = { ["orch.Stream.on_read"] = true, ["orch.proc.fdbox"] = true }
+local internal = { ["orch.callback.guard"] = true, ["orch.proc.fdbox"] = true }
 for k, mt in pairs(debug.getregistry()) do
   if type(k) == "string" and k:match("^orch") and type(mt) == "table" and not internal[k] then
     classes[#classes + 1] = k
@@ -237,7 +237,7 @@ for i = 1, ncalls do
   if i % 100 == 0 then collectgarbage() end
 end
 -- The summary goes to the log too: a fuzzed call may have closed stdout
--- (orch.core.ctl.read_fd(1) reads a regular file to its end and closes it).
+-- (orch.fd.read(1) reads a regular file to its end and closes it).
 log:write(string.format("fuzz_seed %d\nfuzz_functions %d\nfuzz_calls %d\n", seed, #fns, calls))
 log:write("done\n")
 log:close()

@@ -83,13 +83,12 @@ function M.find_socket(explicit)
   local env = os.getenv("ORCH_SOCKET")
   if env and env ~= "" then return env end
   local ctl = require "orch.ctl.client"
-  local C = require "orch.core.ctl"
   -- A default directory another user created could hold their socket: a
   -- client would send its requests (eval code included) to them and trust
   -- their replies (doc/security.md#the-runtime-directory).
   -- (A client never creates it: when it is missing, no orchestrator runs.)
   local dir = ctl.socket_dir()
-  local names = C.sockets(dir)
+  local names = require("orch").sockets(dir)
   if names then
     local ok, derr = ctl.ensure_socket_dir()
     if not ok then return nil, derr, EXIT_CONNECT end

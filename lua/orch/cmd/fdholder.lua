@@ -39,7 +39,6 @@ end
 function M.main(o)
   local orch = require "orch"
   local ctl = require "orch.ctl.client"
-  local C = require "orch.core.ctl"
   local path = o.socket
   local orch_pid, orch_start = math.tointeger(tonumber(o.orch_pid)), math.tointeger(tonumber(o.orch_start))
   if path == "" or not orch_pid or not orch_start then
@@ -49,7 +48,7 @@ function M.main(o)
   local function log(fmt, ...)
     io.stderr:write("orch fdholder: ", string.format(fmt, ...), "\n")
   end
-  local uid = C.getuid()
+  local uid = orch.geteuid()
   local sock, err = orch.dgram{ unix = path, mode = tonumber("600", 8), passcred = true }
   if not sock then
     log("%s", err)

@@ -4,7 +4,6 @@
 -- this (and cjson); the server half, lua/orch/ctl.lua, re-exports every
 -- function here as ctl.encode, ctl.decode, ctl.connect, ...
 local orch = require "orch"
-local C = require "orch.core.ctl"
 
 local ctl = {}
 
@@ -115,7 +114,7 @@ end
 --- The directory holding the default sockets: /run/orch for root,
 -- $XDG_RUNTIME_DIR/orch otherwise (/tmp/orch-<uid> without it).
 function ctl.socket_dir()
-  local uid = C.getuid()
+  local uid = orch.geteuid()
   if uid == 0 then return "/run/orch" end
   local x = os.getenv("XDG_RUNTIME_DIR")
   if x and x ~= "" then return x .. "/orch" end
@@ -129,8 +128,8 @@ end
 -- do), code (doc/security.md#the-runtime-directory).
 function ctl.ensure_socket_dir()
   local dir = ctl.socket_dir()
-  if C.getuid() ~= 0 then C.secure_dir(dirname(dir), false) end
-  local ok, err, code = C.secure_dir(dir, true)
+  if orch.geteuid() ~= 0 then orch.private.mkdir(dirname(dir), false) end
+  local ok, err, code = orch.private.mkdir(dir, true)
   if ok then return dir end
   if code == "EPERM" or code == "ENOTDIR" then
     err = ("refused the runtime directory %s: %s; another user could replace the sockets in it "

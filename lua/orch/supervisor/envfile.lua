@@ -108,13 +108,13 @@ end
 -- changed in place; later files and lines win). Returns true and the
 -- warnings, or nil and a message naming the file.
 function M.load(files, env)
-  local C = require "orch.core.ctl"
+  local read_config = require("orch").read_config
   if type(files) == "string" then files = { files } end
   local warnings = {}
   for _, f in ipairs(files) do
     local optional = f:sub(1, 1) == "-"
     local path = optional and f:sub(2) or f
-    local text, err, code = C.read_config(path)
+    local text, err, code = read_config(path)
     if not text then
       if not (optional and code == "ENOENT") then
         return nil, "env_file " .. tostring(err):gsub("^read_config: ", "")

@@ -37,7 +37,6 @@ local RETRY = 0.05        -- seconds before a failed sync is tried again
 local SPACING = 10        -- a sync waits this many times the last one's duration
 local MAX_SPACING = 0.5   -- seconds, at most
 
-local function core() return require "orch.core.ctl" end
 local function ctl() return require "orch.ctl" end
 
 --- The control socket of this supervisor's `orch run`: its identity across
@@ -244,7 +243,7 @@ local function hello(P, h)
     if not data then
       return nil, cred == "ETIMEDOUT" and "no answer within " .. HOLDER_WAIT .. " s" or from
     end
-    local m = cred and cred.pid == h.pid and cred.uid == core().getuid() and ctl().decode(data)
+    local m = cred and cred.pid == h.pid and cred.uid == orch.geteuid() and ctl().decode(data)
     if type(m) == "table" and m.op == "busy" then
       for _, s in pairs(fds) do if s then s:close() end end
       return nil, "the fd holder serves another orch (pid " .. tostring(m.pid) .. ")"
@@ -267,7 +266,7 @@ local function hello(P, h)
 end
 
 local function spawn_holder(S, P)
-  local exe = core().exe_path()
+  local exe = orch.exepath()
   local me = orch.proc.info(orch.getpid())
   local p, err = orch.spawn{ exe, "fdholder", P.holder_path, tostring(orch.getpid()), tostring(me.start_time),
     setsid = true, stdin = "null", stdout = "null" }
@@ -403,7 +402,7 @@ function persist.sync(S)
     table.concat(created, ","), table.concat(list, ","))
   local written = text == P.written
   if not written then
-    local ok, err = core().write_private(P.state_path, text)
+    local ok, err = orch.private.write(P.state_path, text)
     if not ok and not P.write_failed then
       P.write_failed = true
       S:log("cannot write the state record: " .. tostring(err))
@@ -464,7 +463,7 @@ function persist.spawned(S, inst, run)
   if not start then return end
   local line = string.format("%s\t%d\t%d\t%s\t%s\t%s\t%s\n", jfield(inst.name), pid, start,
     jnum(inst.restarts), def_digest(S.services[inst.service]), inst.want and "1" or "0", jnum(inst.start_time))
-  local ok, err = core().append_private(P.journal_path, line)
+  local ok, err = orch.private.append(P.journal_path, line)
   if ok then
     P.journaled = true
   elseif not P.journal_failed then
@@ -520,7 +519,7 @@ function persist.recover(S)
   -- Only in a directory no one else can write to: nobody may plant a record
   -- or bind the holder's name (and receive the log pipes).
   local dir = sock:match("^(.*)/[^/]*$")
-  local ok, derr = core().private_dir(dir == nil and "." or dir == "" and "/" or dir)
+  local ok, derr = orch.private.check_dir(dir == nil and "." or dir == "" and "/" or dir)
   if not ok then
     S:log("no state record and no fd holder (services will not survive a kill -9 of orch): " .. tostring(derr))
     return
@@ -528,8 +527,8 @@ function persist.recover(S)
   local P = { socket = sock, state_path = state_path, holder_path = holder_path, journal_path = journal_path,
               held = {} }
   S.persist = P
-  local text, err, code = core().read_private(state_path)
-  local jtext, jerr, jcode = core().read_private(journal_path)
+  local text, err, code = orch.private.read(state_path)
+  local jtext, jerr, jcode = orch.private.read(journal_path)
   if not text and code ~= "ENOENT" then
     S:log("state record ignored: " .. tostring(err))
     return

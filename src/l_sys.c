@@ -1,12 +1,17 @@
 /*
- * l_ctl.c: orch.core.ctl, what the control plane (lua/orch/ctl.lua, the
- * supervisor's persist.lua, `orch ctl`, `orch fdholder`) still needs from C
- * that `orch` does not offer: the socket lock, private directories and
- * files, the descriptors `orch ctl reexec` hands over (memfd, inherit,
- * read_fd), the executable's path, the sockets of a directory. The control
- * socket itself is an orch.listen{ ref = false } and sd_notify is an
- * orch.dgram (lua/orch/sdnotify.lua). Not merged into `orch`.
+ * l_sys.c: the small system calls a supervisor needs around its control
+ * socket, as public API (merged into `orch`): who we are (getuid,
+ * geteuid) and which file we run (exepath); files and directories only we
+ * may use (orch.private: an atomic 0600 record, an append-only journal, a
+ * read that trusts only our own private file, a private directory); a
+ * configuration file read only if no other user could have written it
+ * (orch.read_config); an flock'ed pid file (orch.flock, one orchestrator
+ * per socket); descriptors
+ * handed across an exec of orch itself (orch.fd: memfd, read, inherit);
+ * the unix sockets in a directory (orch.sockets).
  *
+ * Ownership: an orch.Lock owns its descriptor (closed by :close() or the
+ * GC); every other function leaves nothing open but what it returns.
  * What may block: nothing but short local file system calls.
  */
 #include <dirent.h>
@@ -22,15 +27,15 @@
 #include "runtime.h"
 #include "util.h"
 
-#define LOCK_MT "orch.ctl.Lock"
+#define LOCK_MT "orch.Lock"
 #define MAX_STATE (64 << 20)
 
 /* ------------------------------------------------------------ helpers */
 
-/* ctl.secure_dir(path, strict): creates path (mode 0700) if missing. With
+/* orch.private.mkdir(path [, strict]): creates path (mode 0700) if missing. With
  * strict, an existing directory must be ours (or root's, when we are root)
  * and is narrowed to 0700; it must not be a symbolic link. */
-static int ctl_secure_dir(lua_State *L) {
+static int private_mkdir(lua_State *L) {
   const char *path = orch__checkpath(L, 1, NULL);
   int strict = lua_toboolean(L, 2);
   orch__check_nargs(L, 2);
@@ -38,82 +43,91 @@ static int ctl_secure_dir(lua_State *L) {
   struct stat st;
   if (lstat(path, &st) < 0) return orch__fail(L, "stat", errno);
   if (!S_ISDIR(st.st_mode))
-    return orch__failf(L, "ENOTDIR", "secure_dir: %s is not a directory", path);
+    return orch__failf(L, "ENOTDIR", "private.mkdir: %s is not a directory", path);
   if (strict) {
     if (st.st_uid != geteuid())
-      return orch__failf(L, "EPERM", "secure_dir: %s belongs to uid %d, not to us", path, (int)st.st_uid);
+      return orch__failf(L, "EPERM", "private.mkdir: %s belongs to uid %d, not to us", path, (int)st.st_uid);
     if ((st.st_mode & 07777) != 0700 && chmod(path, 0700) < 0) return orch__fail(L, "chmod", errno);
   }
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* ctl.private_dir(path): true if path is a directory (not a symbolic link)
+/* orch.private.check_dir(path): true if path is a directory (not a symbolic link)
  * owned by our uid that neither group nor others may write to, so that no
  * one else can create, replace or remove the files in it; otherwise nil,
  * message, code (EPERM when it is not private). */
-static int ctl_private_dir(lua_State *L) {
+static int private_check_dir(lua_State *L) {
   const char *path = orch__checkpath(L, 1, NULL);
   orch__check_nargs(L, 1);
   struct stat st;
-  if (lstat(path, &st) < 0) return orch__fail(L, "private_dir", errno);
+  if (lstat(path, &st) < 0) return orch__fail(L, "private.check_dir", errno);
   const char *why = !S_ISDIR(st.st_mode) ? "is not a directory"
                   : st.st_uid != geteuid() ? "belongs to another user"
                   : (st.st_mode & 022) ? "is writable by group or others" : NULL;
-  if (why) return orch__failf(L, "EPERM", "private_dir: %s %s", path, why);
+  if (why) return orch__failf(L, "EPERM", "private.check_dir: %s %s", path, why);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-static int ctl_getuid(lua_State *L) {
+/* orch.getuid(), orch.geteuid(): the real and the effective uid. */
+static int sys_getuid(lua_State *L) {
+  orch__check_nargs(L, 0);
+  lua_pushinteger(L, (lua_Integer)getuid());
+  return 1;
+}
+
+static int sys_geteuid(lua_State *L) {
+  orch__check_nargs(L, 0);
   lua_pushinteger(L, (lua_Integer)geteuid());
   return 1;
 }
 
-/* ctl.inherit(fd [, on]): clears (or sets back) close-on-exec so that fd
+/* orch.fd.inherit(fd [, on]): clears (or sets back) close-on-exec so that fd
  * survives an exec of orch itself. */
-static int ctl_inherit(lua_State *L) {
+static int fd_inherit(lua_State *L) {
   lua_Integer fd = luaL_checkinteger(L, 1);
   luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 1, "file descriptor out of range");
   int on = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2);
   orch__check_nargs(L, 2);
   int fl = fcntl((int)fd, F_GETFD);
-  if (fl < 0) return orch__fail(L, "inherit", errno);
+  if (fl < 0) return orch__fail(L, "fd.inherit", errno);
   fl = on ? (fl & ~FD_CLOEXEC) : (fl | FD_CLOEXEC);
-  if (fcntl((int)fd, F_SETFD, fl) < 0) return orch__fail(L, "inherit", errno);
+  if (fcntl((int)fd, F_SETFD, fl) < 0) return orch__fail(L, "fd.inherit", errno);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* ctl.memfd(data): an anonymous file holding data, positioned at 0
+/* orch.fd.memfd(data): an anonymous file holding data, positioned at 0
  * (close-on-exec; see inherit). */
-static int ctl_memfd(lua_State *L) {
+static int fd_memfd(lua_State *L) {
   size_t len;
   const char *data = luaL_checklstring(L, 1, &len);
   luaL_argcheck(L, len <= MAX_STATE, 1, "more than 64 MiB");
+  orch__check_nargs(L, 1);
   int fd = memfd_create("orch-state", MFD_CLOEXEC);
-  if (fd < 0) return orch__fail(L, "memfd_create", errno);
+  if (fd < 0) return orch__fail(L, "fd.memfd", errno);
   size_t done = 0;
   while (done < len) {
     ssize_t n = write(fd, data + done, len - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) { int e = errno; close(fd); return orch__fail(L, "write", e); }
+    if (n < 0) { int e = errno; close(fd); return orch__fail(L, "fd.memfd", e); }
     done += (size_t)n;
   }
-  if (lseek(fd, 0, SEEK_SET) < 0) { int e = errno; close(fd); return orch__fail(L, "lseek", e); }
+  if (lseek(fd, 0, SEEK_SET) < 0) { int e = errno; close(fd); return orch__fail(L, "fd.memfd", e); }
   lua_pushinteger(L, fd);
   return 1;
 }
 
-/* ctl.read_fd(fd): reads fd to its end (at most 64 MiB) and closes it. */
-static int ctl_read_fd(lua_State *L) {
+/* orch.fd.read(fd): reads fd to its end (at most 64 MiB) and closes it. */
+static int fd_read(lua_State *L) {
   lua_Integer fdi = luaL_checkinteger(L, 1);
   luaL_argcheck(L, fdi >= 0 && fdi <= 0x7fffffff, 1, "file descriptor out of range");
   orch__check_nargs(L, 1);
   int fd = (int)fdi;
   struct stat st;
-  if (fstat(fd, &st) < 0) return orch__fail(L, "read_fd", errno);
-  if (!S_ISREG(st.st_mode)) return orch__failf(L, "EINVAL", "read_fd: not a regular file");
+  if (fstat(fd, &st) < 0) return orch__fail(L, "fd.read", errno);
+  if (!S_ISREG(st.st_mode)) return orch__failf(L, "EINVAL", "fd.read: not a regular file");
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   size_t total = 0;
@@ -121,23 +135,23 @@ static int ctl_read_fd(lua_State *L) {
     char *p = luaL_prepbuffer(&b);
     ssize_t n = read(fd, p, LUAL_BUFFERSIZE);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) { int e = errno; close(fd); return orch__fail(L, "read_fd", e); }
+    if (n < 0) { int e = errno; close(fd); return orch__fail(L, "fd.read", e); }
     if (n == 0) break;
     luaL_addsize(&b, (size_t)n);
     total += (size_t)n;
-    if (total > MAX_STATE) { close(fd); return orch__failf(L, "EFBIG", "read_fd: more than 64 MiB"); }
+    if (total > MAX_STATE) { close(fd); return orch__failf(L, "EFBIG", "fd.read: more than 64 MiB"); }
   }
   close(fd);
   luaL_pushresult(&b);
   return 1;
 }
 
-/* ctl.write_private(path, data): replaces path with a file holding data,
+/* orch.private.write(path, data): replaces path with a file holding data,
  * atomically (a temporary file beside it, mode 0600, renamed over it), so
  * that a reader never sees half a record, even after orch was killed in
  * the middle of writing it. No fsync: the record must survive the death of
  * orch, not of the machine (which ends its processes too). */
-static int ctl_write_private(lua_State *L) {
+static int private_write(lua_State *L) {
   size_t plen, len;
   const char *path = luaL_checklstring(L, 1, &plen);
   const char *data = luaL_checklstring(L, 2, &len);
@@ -146,11 +160,11 @@ static int ctl_write_private(lua_State *L) {
   orch__check_nargs(L, 2);
   lua_pushfstring(L, "%s.tmp", path);
   const char *tmp = lua_tostring(L, -1);
-  if (unlink(tmp) < 0 && errno != ENOENT) return orch__fail(L, "write_private", errno);
+  if (unlink(tmp) < 0 && errno != ENOENT) return orch__fail(L, "private.write", errno);
   int fd;
   do fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   while (fd < 0 && errno == EINTR);
-  if (fd < 0) return orch__fail(L, "write_private", errno);
+  if (fd < 0) return orch__fail(L, "private.write", errno);
   size_t done = 0;
   while (done < len) {
     ssize_t n = write(fd, data + done, len - done);
@@ -159,28 +173,28 @@ static int ctl_write_private(lua_State *L) {
       int e = errno;
       close(fd);
       unlink(tmp);
-      return orch__fail(L, "write_private", e);
+      return orch__fail(L, "private.write", e);
     }
     done += (size_t)n;
   }
   if (close(fd) < 0 && errno != EINTR) {
     int e = errno;
     unlink(tmp);
-    return orch__fail(L, "write_private", e);
+    return orch__fail(L, "private.write", e);
   }
   if (rename(tmp, path) < 0) {
     int e = errno;
     unlink(tmp);
-    return orch__fail(L, "write_private", e);
+    return orch__fail(L, "private.write", e);
   }
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* ctl.append_private(path, data): appends data to path in one write
+/* orch.private.append(path, data): appends data to path in one write
  * (created mode 0600; a symbolic link is refused), for a journal line that
  * must be on file before anything else happens. */
-static int ctl_append_private(lua_State *L) {
+static int private_append(lua_State *L) {
   size_t plen, len;
   const char *path = luaL_checklstring(L, 1, &plen);
   const char *data = luaL_checklstring(L, 2, &len);
@@ -190,21 +204,21 @@ static int ctl_append_private(lua_State *L) {
   int fd;
   do fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   while (fd < 0 && errno == EINTR);
-  if (fd < 0) return orch__fail(L, "append_private", errno);
+  if (fd < 0) return orch__fail(L, "private.append", errno);
   ssize_t n;
   do n = write(fd, data, len); while (n < 0 && errno == EINTR);
   int e = n < 0 ? errno : (size_t)n != len ? EIO : 0;
   close(fd);
-  if (e) return orch__fail(L, "append_private", e);
+  if (e) return orch__fail(L, "private.append", e);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* ctl.read_private(path): the content of path, trusted only if it is a
+/* orch.private.read(path): the content of path, trusted only if it is a
  * regular file (not a symlink) owned by our uid that neither group nor
  * others may read or write. Otherwise nil, message, code: ENOENT when it
  * does not exist, EPERM when it is not to be trusted. */
-static int ctl_read_private(lua_State *L) {
+static int private_read(lua_State *L) {
   size_t plen;
   const char *path = luaL_checklstring(L, 1, &plen);
   luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "path without zero bytes expected");
@@ -213,14 +227,14 @@ static int ctl_read_private(lua_State *L) {
   do fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   while (fd < 0 && errno == EINTR);
   if (fd < 0) {
-    if (errno == ELOOP) return orch__failf(L, "EPERM", "read_private: %s is a symbolic link", path);
-    return orch__fail(L, "read_private", errno);
+    if (errno == ELOOP) return orch__failf(L, "EPERM", "private.read: %s is a symbolic link", path);
+    return orch__fail(L, "private.read", errno);
   }
   struct stat st;
   if (fstat(fd, &st) < 0) {
     int e = errno;
     close(fd);
-    return orch__fail(L, "read_private", e);
+    return orch__fail(L, "private.read", e);
   }
   const char *why = !S_ISREG(st.st_mode) ? "is not a regular file"
                   : st.st_uid != geteuid() ? "belongs to another user"
@@ -228,20 +242,20 @@ static int ctl_read_private(lua_State *L) {
                   : st.st_size > MAX_STATE ? "is larger than 64 MiB" : NULL;
   if (why) {
     close(fd);
-    return orch__failf(L, "EPERM", "read_private: %s %s", path, why);
+    return orch__failf(L, "EPERM", "private.read: %s %s", path, why);
   }
   /* read_fd wants a regular file and closes it. */
   lua_settop(L, 0);
   lua_pushinteger(L, fd);
-  return ctl_read_fd(L);
+  return fd_read(L);
 }
 
-/* ctl.read_config(path): the content of a configuration file a user named
+/* orch.read_config(path): the content of a configuration file a user named
  * (a service's env_file), read without ever blocking the loop (O_NONBLOCK:
  * a FIFO fails at once) and trusted only as DESIGN's rule says: a regular
  * file owned by our uid or root that others may not write. Otherwise nil,
  * message, code (ENOENT, EACCES, EPERM for an untrusted file). */
-static int ctl_read_config(lua_State *L) {
+static int sys_read_config(lua_State *L) {
   size_t plen;
   const char *path = luaL_checklstring(L, 1, &plen);
   luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "path without zero bytes expected");
@@ -266,12 +280,12 @@ static int ctl_read_config(lua_State *L) {
   }
   lua_settop(L, 0);
   lua_pushinteger(L, fd);
-  return ctl_read_fd(L);
+  return fd_read(L);
 }
 
-/* ctl.sockets(dir): the names of the unix sockets in dir, sorted by the
+/* orch.sockets(dir): the names of the unix sockets in dir, sorted by the
  * caller (for `orch ctl` to find the one orchestrator running). */
-static int ctl_sockets(lua_State *L) {
+static int sys_sockets(lua_State *L) {
   const char *dir = orch__checkpath(L, 1, NULL);
   orch__check_nargs(L, 1);
   DIR *d = opendir(dir);
@@ -291,9 +305,10 @@ static int ctl_sockets(lua_State *L) {
   return 1;
 }
 
-/* ctl.exe_path(): the file orch was executed from, for `orch ctl reexec`
+/* orch.exepath(): the file orch was executed from, for `orch ctl reexec`
  * (after an upgrade replaced it, the new file at the same path). */
-static int ctl_exe_path(lua_State *L) {
+static int sys_exepath(lua_State *L) {
+  orch__check_nargs(L, 0);
   char buf[4096];
   ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
   if (n < 0) return orch__fail(L, "readlink", errno);
@@ -336,10 +351,10 @@ static int holder_pid(int fd) {
   return atoi(buf);
 }
 
-/* ctl.lock(path [, fd]): takes the lock (path is the lock file), or adopts
- * an inherited descriptor that holds it. Returns the orch.ctl.Lock, or
+/* orch.flock(path [, fd]): takes the lock (path is the lock file), or adopts
+ * an inherited descriptor that holds it. Returns the orch.Lock, or
  * nil, message, "EAGAIN" naming the holder's pid. */
-static int ctl_lock(lua_State *L) {
+static int sys_flock(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   lua_Integer ifd = luaL_optinteger(L, 2, -1);
   luaL_argcheck(L, ifd >= -1 && ifd <= 0x7fffffff, 2, "file descriptor out of range");
@@ -429,7 +444,7 @@ static int lock_tostring(lua_State *L) {
   return 1;
 }
 
-int orch__open_ctl(lua_State *L) {
+int orch__open_sys(lua_State *L) {
   static const luaL_Reg lock_methods[] = {
     {"close", lock_close}, {"fd", lock_fd}, {"path", lock_path}, {"write_pid", lock_write_pid}, {NULL, NULL}
   };
@@ -439,15 +454,20 @@ int orch__open_ctl(lua_State *L) {
   orch__newclass(L, LOCK_MT, lock_methods, lock_meta);
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {
-    {"secure_dir", ctl_secure_dir}, {"getuid", ctl_getuid},
-    {"inherit", ctl_inherit}, {"memfd", ctl_memfd}, {"read_fd", ctl_read_fd},
-    {"sockets", ctl_sockets}, {"exe_path", ctl_exe_path},
-    {"write_private", ctl_write_private}, {"read_private", ctl_read_private},
-    {"read_config", ctl_read_config},
-    {"append_private", ctl_append_private},
-    {"private_dir", ctl_private_dir}, {"lock", ctl_lock},
-    {NULL, NULL}
+    {"getuid", sys_getuid}, {"geteuid", sys_geteuid}, {"exepath", sys_exepath},
+    {"sockets", sys_sockets}, {"flock", sys_flock}, {"read_config", sys_read_config}, {NULL, NULL}
   };
   luaL_newlib(L, fns);
+  static const luaL_Reg private_fns[] = {
+    {"write", private_write}, {"append", private_append}, {"read", private_read},
+    {"mkdir", private_mkdir}, {"check_dir", private_check_dir}, {NULL, NULL}
+  };
+  luaL_newlib(L, private_fns);
+  lua_setfield(L, -2, "private");
+  static const luaL_Reg fd_fns[] = {
+    {"memfd", fd_memfd}, {"read", fd_read}, {"inherit", fd_inherit}, {NULL, NULL}
+  };
+  luaL_newlib(L, fd_fns);
+  lua_setfield(L, -2, "fd");
   return 1;
 }

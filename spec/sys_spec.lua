@@ -1,0 +1,213 @@
+-- orch.getuid/geteuid/exepath/sockets, orch.private, orch.flock, orch.fd:
+-- checked against the kernel (stat, /proc, flock(1), a second uid).
+local h = require "spec.helper"
+local orch = h.orch
+
+local function mode_of(path) return (h.sh("stat -c %a " .. h.shquote(path))) end
+local function owner_of(path) return tonumber((h.sh("stat -c %u " .. h.shquote(path)))) end
+local as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups "
+
+describe("who and what", function()
+  it("getuid and geteuid are the kernel's, also for a second uid", function()
+    assert.are.equal(tonumber((h.sh("id -ru"))), orch.getuid())
+    assert.are.equal(tonumber((h.sh("id -u"))), orch.geteuid())
+    local out = h.sh(as_nobody .. h.shquote(h.bin) .. " -e 'print(orch.getuid(), orch.geteuid())'")
+    assert.are.equal("65534\t65534", out)
+  end)
+
+  it("exepath is the file this process runs", function()
+    assert.are.equal(h.sh("readlink -f /proc/" .. orch.getpid() .. "/exe"), orch.exepath())
+    local code, out = h.cli({ "-e", "print(orch.exepath())" })
+    assert.are.equal(0, code)
+    assert.are.equal(h.sh("readlink -f " .. h.shquote(h.bin)) .. "\n", out)
+  end)
+
+  it("sockets lists the unix sockets of a directory only", function()
+    local dir = h.tmpdir()
+    local names = h.run(function()
+      local a <close> = assert(orch.listen{ unix = dir .. "/b.sock" })
+      local d <close> = assert(orch.dgram{ unix = dir .. "/a.sock" })
+      local hidden <close> = assert(orch.listen{ unix = dir .. "/.hidden.sock" })
+      h.write(dir .. "/plain", "x")
+      os.execute("mkdir " .. dir .. "/sub && ln -s " .. dir .. "/b.sock " .. dir .. "/link.sock")
+      local got = assert(orch.sockets(dir))
+      table.sort(got)
+      return got
+    end)
+    assert.are.same({ "a.sock", "b.sock" }, names)
+    assert.are.same({ nil, "opendir: no such file or directory", "ENOENT" }, { orch.sockets(dir .. "/none") })
+  end)
+end)
+
+describe("orch.private", function()
+  local dir
+  before_each(function() dir = h.tmpdir() end)
+
+  it("write replaces a record atomically with mode 0600; read trusts only such a file", function()
+    local path = dir .. "/state"
+    os.execute("umask 000; touch " .. h.shquote(dir .. "/x"))
+    assert.is_true(orch.private.write(path, "one"))
+    assert.are.equal("600", mode_of(path))
+    assert.is_true(orch.private.write(path, "two"))
+    assert.are.equal("two", orch.private.read(path))
+    assert.is_false(io.open(path .. ".tmp") ~= nil)
+    -- Readable by others: not trusted.
+    os.execute("chmod 640 " .. h.shquote(path))
+    local ok, msg, code = orch.private.read(path)
+    assert.are.same({ nil, "private.read: " .. path .. " is accessible to group or others", "EPERM" }, { ok, msg, code })
+    -- Another user's file: not trusted.
+    os.execute("chmod 600 " .. h.shquote(path) .. " && chown 65534 " .. h.shquote(path))
+    assert.are.same({ nil, "private.read: " .. path .. " belongs to another user", "EPERM" },
+                    { orch.private.read(path) })
+    -- A symbolic link (to a file that would pass): refused.
+    assert.is_true(orch.private.write(dir .. "/real", "x"))
+    os.execute("ln -s " .. h.shquote(dir .. "/real") .. " " .. h.shquote(dir .. "/link"))
+    assert.are.same({ nil, "private.read: " .. dir .. "/link is a symbolic link", "EPERM" },
+                    { orch.private.read(dir .. "/link") })
+    assert.are.equal("ENOENT", select(3, orch.private.read(dir .. "/none")))
+  end)
+
+  it("append adds whole lines, 0600, never through a symbolic link", function()
+    local path = dir .. "/journal"
+    assert.is_true(orch.private.append(path, "a\n"))
+    assert.is_true(orch.private.append(path, "b\n"))
+    assert.are.equal("a\nb\n", h.slurp(path))
+    assert.are.equal("600", mode_of(path))
+    os.execute("ln -s " .. h.shquote(path) .. " " .. h.shquote(dir .. "/link"))
+    assert.are.equal("ELOOP", select(3, orch.private.append(dir .. "/link", "c\n")))
+    assert.are.equal("a\nb\n", h.slurp(path))
+  end)
+
+  it("mkdir makes or narrows a directory; strict refuses another user's", function()
+    local d = dir .. "/run"
+    assert.is_true(orch.private.mkdir(d))
+    assert.are.equal("700", mode_of(d))
+    os.execute("chmod 755 " .. h.shquote(d))
+    assert.is_true(orch.private.mkdir(d))
+    assert.are.equal("755", mode_of(d))          -- not strict: left alone
+    assert.is_true(orch.private.mkdir(d, true))
+    assert.are.equal("700", mode_of(d))
+    os.execute("chown 65534 " .. h.shquote(d))
+    assert.are.same({ nil, "private.mkdir: " .. d .. " belongs to uid 65534, not to us", "EPERM" },
+                    { orch.private.mkdir(d, true) })
+    h.write(dir .. "/file", "x")
+    assert.are.equal("ENOTDIR", select(3, orch.private.mkdir(dir .. "/file")))
+  end)
+
+  it("check_dir accepts only a directory nobody else can change", function()
+    local d = dir .. "/p"
+    os.execute("mkdir -m 755 " .. h.shquote(d))
+    assert.is_true(orch.private.check_dir(d))
+    os.execute("chmod 775 " .. h.shquote(d))
+    assert.are.same({ nil, "private.check_dir: " .. d .. " is writable by group or others", "EPERM" },
+                    { orch.private.check_dir(d) })
+    os.execute("chmod 755 " .. h.shquote(d) .. " && chown 65534 " .. h.shquote(d))
+    assert.are.equal("EPERM", select(3, orch.private.check_dir(d)))
+    h.write(dir .. "/f", "x")
+    assert.are.same({ nil, "private.check_dir: " .. dir .. "/f is not a directory", "EPERM" },
+                    { orch.private.check_dir(dir .. "/f") })
+  end)
+end)
+
+describe("orch.flock", function()
+  it("holds the lock against other processes, names the holder, and is handed over by fd", function()
+    local dir = h.tmpdir()
+    local path = dir .. "/x.lock"
+    local res = h.run(function()
+      local lock = assert(orch.flock(path))
+      local out = { tostring(lock) == "orch.Lock: " .. path, lock:path() == path, mode_of(path),
+                    h.slurp(path) == orch.getpid() .. "\n" }
+      -- flock(1) in another process cannot take it.
+      out[#out + 1] = h.sh("flock -n " .. h.shquote(path) .. " true && echo free || echo busy")
+      -- Neither can another orch: it names our pid.
+      local script = h.script(("print(select(2, orch.flock(%q)))"):format(path))
+      local p = assert(orch.spawn{ h.bin, "run", script, stdout = "pipe" })
+      out[#out + 1] = p.stdout:read_all()
+      p:wait()
+      -- A child given the descriptor adopts the lock.
+      script = h.script(("local l = assert(orch.flock(%q, 3)) print(l:fd(), l:write_pid())"):format(path))
+      p = assert(orch.spawn{ h.bin, "run", script, stdout = "pipe", fds = { [3] = lock:fd() } })
+      out[#out + 1] = p.stdout:read_all()
+      out[#out + 1] = h.slurp(path) == p.pid .. "\n"
+      p:wait()
+      assert(lock:write_pid())
+      lock:close()
+      out[#out + 1] = h.sh("flock -n " .. h.shquote(path) .. " true && echo free || echo busy")
+      out[#out + 1] = lock:close()
+      out[#out + 1] = (h.error_of(function() return lock:fd() end):match("attempt to use a closed orch.Lock")) ~= nil
+      return out
+    end)
+    assert.are.equal("busy", res[5])
+    assert.matches("^already held by pid %d+ %(lock file " .. path:gsub("%p", "%%%0") .. "%)\tEAGAIN\n$", res[6])
+    assert.are.same({ "3\ttrue\n", true, "free", true, true }, { res[7], res[8], res[9], res[10], res[11] })
+    assert.are.same({ true, true, "600", true }, { res[1], res[2], res[3], res[4] })
+  end)
+
+  it("refuses a lock file that is another user's or not a regular file", function()
+    local dir = h.tmpdir()
+    h.write(dir .. "/theirs.lock", "")
+    os.execute("chown 65534 " .. h.shquote(dir .. "/theirs.lock"))
+    assert.are.equal("EPERM", select(3, orch.flock(dir .. "/theirs.lock")))
+    os.execute("mkfifo " .. h.shquote(dir .. "/f.lock"))
+    assert.are.same({ nil, "lock " .. dir .. "/f.lock: not a regular file", "EINVAL" }, { orch.flock(dir .. "/f.lock") })
+    os.execute("mkdir " .. h.shquote(dir .. "/d.lock"))
+    assert.are.equal("EISDIR", select(3, orch.flock(dir .. "/d.lock")))
+  end)
+end)
+
+describe("orch.fd", function()
+  local function cloexec(fd)
+    local flags = h.slurp("/proc/self/fdinfo/" .. fd):match("flags:%s*(%d+)")
+    return tonumber(flags, 8) & tonumber("2000000", 8) ~= 0
+  end
+
+  it("memfd holds data, inherit toggles close-on-exec, read reads it and closes it", function()
+    local fd = assert(orch.fd.memfd("state"))
+    assert.is_true(cloexec(fd))
+    assert.is_true(orch.fd.inherit(fd))
+    assert.is_false(cloexec(fd))
+    assert.is_true(orch.fd.inherit(fd, false))
+    assert.is_true(cloexec(fd))
+    assert.are.equal("state", orch.fd.read(fd))
+    assert.is_nil(io.open("/proc/self/fdinfo/" .. fd))
+    assert.are.equal("EBADF", select(3, orch.fd.inherit(fd)))
+  end)
+
+  it("an inherited descriptor survives an exec of orch", function()
+    local fd = assert(orch.fd.memfd("across"))
+    assert(orch.fd.inherit(fd))
+    local code, out = h.cli({ "-e", ("orch.exec(%q, { '-e', 'print(orch.fd.read(%d))' })"):format(h.bin, fd) })
+    orch.fd.read(fd)
+    assert.are.equal(0, code)
+    assert.are.equal("across\n", out)
+  end)
+
+  it("read refuses what is no regular file", function()
+    local res = h.run(function()
+      local r, w = assert(orch.pipe())
+      local out = { orch.fd.read(r:fd()) }
+      r:close() w:close()
+      return out
+    end)
+    assert.are.same({ nil, "fd.read: not a regular file", "EINVAL" }, res)
+  end)
+end)
+
+describe("bad arguments", function()
+  it("raise, table-driven", function()
+    h.check_raises({
+      { function() return orch.getuid(1) end, "bad argument #1 to 'getuid' (no value expected)" },
+      { function() return orch.exepath(1) end, "bad argument #1 to 'exepath' (no value expected)" },
+      { function() return orch.sockets() end, "bad argument #1 to 'sockets' (string expected, got no value)" },
+      { function() return orch.private.write("/tmp/x") end, "bad argument #2 to 'write' (string expected, got no value)" },
+      { function() return orch.private.read("") end, "bad argument #1 to 'read' (path without zero bytes expected)" },
+      { function() return orch.private.append("/tmp/x", string.rep("x", 65537)) end, "bad argument #2 to 'append' (more than 64 KiB)" },
+      { function() return orch.private.mkdir({}) end, "bad argument #1 to 'mkdir' (string expected, got table)" },
+      { function() return orch.private.check_dir("/tmp", 1) end, "bad argument #2 to 'check_dir' (no value expected)" },
+      { function() return orch.flock("/tmp/x", -2) end, "bad argument #2 to 'flock' (file descriptor out of range)" },
+      { function() return orch.fd.read(-1) end, "bad argument #1 to 'read' (file descriptor out of range)" },
+      { function() return orch.fd.memfd(1, 2) end, "bad argument #2 to 'memfd' (no value expected)" },
+      { function() return orch.fd.inherit("x") end, "bad argument #1 to 'inherit' (number expected, got string)" },
+    })
+  end)
+end)
