@@ -388,7 +388,7 @@ int orch__dgram_push_pair(lua_State *L, orch__hstate *st, int fds[2]) {
   return 2;
 }
 
-void orch__dgram_class(lua_State *L) {
+void orch__dgram_register(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"recv", dgram_recv}, {"send", dgram_send}, {"address", dgram_address}, {NULL, NULL}
   };

@@ -362,7 +362,7 @@ static int listener_index(lua_State *L) {
   return 1;
 }
 
-void orch__listener_class(lua_State *L) {
+void orch__listener_register(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"accept", listener_accept}, {"address", listener_address}, {NULL, NULL}
   };

@@ -15,7 +15,7 @@
   X(signal)    /* l_signal.c */ \
   X(proc)      /* l_proc.c, procscan.c (mechanism: process.c, procfs.c) */ \
   X(daemon)    /* l_daemon.c: fork, exec, daemonize, proc.init_mode */ \
-  X(stream)    /* stream.c (+ listener.c dgram.c connect.c): pipes, FIFOs, sockets */ \
+  X(stream)    /* l_stream.c (objects: stream.c listener.c dgram.c connect.c) */ \
   X(shm)       /* l_shm.c (Region accessors: region.c) */ \
   X(mmap)      /* l_mmap.c */ \
   X(sem)       /* l_sem.c */ \

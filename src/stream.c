@@ -26,7 +26,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -796,7 +795,7 @@ int orch__fd_take_inherited(int fd) {
 /* orch.fdopen(fd): an orch.Stream on a pipe, FIFO or stream socket this
  * process inherited across exec (a log pipe `orch ctl reexec` hands over,
  * a socket a parent passed). The stream owns the fd from then on. */
-static int stream_fdopen(lua_State *L) {
+int orch__stream_fdopen(lua_State *L) {
   lua_Integer fd = luaL_checkinteger(L, 1);
   luaL_argcheck(L, fd >= 3 && fd <= 0x7fffffff, 1, "file descriptor >= 3 expected");
   orch__check_nargs(L, 1);
@@ -813,7 +812,7 @@ static int stream_fdopen(lua_State *L) {
 
 /* ------------------------------------------------------------------ orch.pipe */
 
-static int stream_pipe(lua_State *L) {
+int orch__stream_pipe(lua_State *L) {
   orch__check_nargs(L, 0);
   orch__hstate *st = orch__hstate_get(L);
   int fds[2];
@@ -829,58 +828,16 @@ static int stream_pipe(lua_State *L) {
   return 2;
 }
 
-/* orch.socketpair([type]): two connected unix sockets, close-on-exec:
- * streams ("stream", the default) or datagram sockets ("dgram"). */
-static int stream_socketpair(lua_State *L) {
-  static const char *const types[] = { "stream", "dgram", NULL };
-  int dgram = luaL_checkoption(L, 1, "stream", types);
-  orch__check_nargs(L, 1);
-  orch__hstate *st = orch__hstate_get(L);
-  int fds[2];
-  if (socketpair(AF_UNIX, (dgram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0, fds) < 0)
-    return orch__fail(L, "socketpair", errno);
-  if (dgram) return orch__dgram_push_pair(L, st, fds);
-  const int rw = ORCH_STREAM_READ | ORCH_STREAM_WRITE;
-  if (orch__stream_push_new(L, st, fds[0], K_UNIX, rw, "socketpair") != 1) {
-    orch__close_fd(fds[1]);
-    return 3;
-  }
-  if (orch__stream_push_new(L, st, fds[1], K_UNIX, rw, "socketpair") != 1) {
-    orch__hobj_close_ud(lua_touserdata(L, -4));
-    return 3;
-  }
-  return 2;
-}
+/* ------------------------------------------------------------------ the class */
 
-/* ------------------------------------------------------------------ module */
-
-int orch__open_stream(lua_State *L) {
+void orch__stream_register(lua_State *L) {
   note_inherited();
-  /* A write to a pipe whose reader has gone must fail with EPIPE, not kill
-   * orch. Only the default disposition is changed; spawned children get
-   * their signal dispositions reset by proc. */
-  struct sigaction old;
-  if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO))
-    signal(SIGPIPE, SIG_IGN);
-
-  static const luaL_Reg stream_methods[] = {
+  static const luaL_Reg methods[] = {
     {"read", stream_read}, {"read_line", stream_read_line}, {"read_all", stream_read_all},
     {"lines", stream_lines}, {"write", stream_write}, {"shutdown", stream_shutdown},
     {"kind", stream_kind}, {"peer_cred", stream_peer_cred}, {"on_read", stream_on_read},
     {NULL, NULL}
   };
-  orch__hclass_new(L, &orch__stream_class, stream_methods, NULL);
+  orch__hclass_new(L, &orch__stream_class, methods, NULL);
   lua_pop(L, 1);
-  orch__listener_class(L);
-  orch__dgram_class(L);
-
-  static const luaL_Reg fns[] = {
-    {"pipe", stream_pipe}, {"socketpair", stream_socketpair}, {"fdopen", stream_fdopen}, {"listen", orch__stream_listen},
-    {"connect", orch__stream_connect}, {"dgram", orch__stream_dgram}, {NULL, NULL}
-  };
-  luaL_newlib(L, fns);
-  static const luaL_Reg fifo_fns[] = { {"make", orch__fifo_make}, {"open", orch__fifo_open}, {NULL, NULL} };
-  luaL_newlib(L, fifo_fns);
-  lua_setfield(L, -2, "fifo");
-  return 1;
 }

@@ -2,8 +2,9 @@
  * stream_int.h: what the files of the stream module share (not for other
  * modules: they use stream.h).
  *
+ *   l_stream.c  the module's table; orch.socketpair (streams or datagrams)
  *   stream.c    orch.Stream: its core (buffer, reads, on_read, writes), the
- *               stream.h API, orch.pipe, orch.socketpair, the module table
+ *               stream.h API, orch.pipe, orch.fdopen, inherited fds
  *   listener.c  orch.Listener and orch.listen (unix and TCP)
  *   dgram.c     orch.Dgram and orch.dgram (unix datagrams, fd passing)
  *   connect.c   orch.connect and orch.fifo: what waits for a peer
@@ -130,10 +131,13 @@ int orch__opt_port(lua_State *L, int idx);
 /* A numeric host ("localhost" and "*" too) into ss with port. 0 or -1. */
 int orch__parse_host(const char *host, int port, struct sockaddr_storage *ss);
 
-/* The module's functions, one file each. */
-void orch__listener_class(lua_State *L);
+/* The module's classes and functions, by file (l_stream.c makes the table). */
+void orch__stream_register(lua_State *L);
+int orch__stream_pipe(lua_State *L);
+int orch__stream_fdopen(lua_State *L);
+void orch__listener_register(lua_State *L);
 int orch__stream_listen(lua_State *L);
-void orch__dgram_class(lua_State *L);
+void orch__dgram_register(lua_State *L);
 int orch__stream_dgram(lua_State *L);
 /* [-0,+2|3] Two orch.Dgram objects owning fds[0] and fds[1] (a socketpair);
  * on failure both are closed and the error triple pushed. Returns the count. */
