@@ -23,8 +23,8 @@ static void close_hook(orch_runtime *rt, void *data) {
    * runtime's final uv_run. */
   while (st->all) {
     orch__hobj *o = st->all;
+    o->ud = NULL;                 /* collected: never written through */
     orch__hobj_unlink(o);
-    o->ud = NULL;
     if (o->cls->forget) o->cls->forget(o);
     orch__hobj_close(o);
   }
