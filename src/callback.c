@@ -1,7 +1,7 @@
 /*
  * callback.c: orch__callback (runtime.h), the one way a libuv event runs a
- * Lua function: a timer firing, a signal arriving, a chunk reaching a
- * stream's on_read.
+ * Lua function: a timer firing, a signal arriving, a process exiting
+ * (on_exit, on_orphan_exit), a chunk reaching a stream's on_read.
  *
  * The function runs in a task, so that it may wait (sleep, write, spawn)
  * like any other code, and its errors are reported like any task's. Tasks

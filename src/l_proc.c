@@ -84,9 +84,10 @@ static void orphan_exit(orch_runtime *rt, pid_t pid, int status, void *data) {
     if (lua_isfunction(L, -1)) {
       lua_pushinteger(L, pid);
       push_status(L, status);
-      orch__spawn_task(L, 3);
+      orch__callback(L, 3, NULL, 0);     /* pops the handler too */
+    } else {
+      lua_pop(L, 1);
     }
-    lua_pop(L, 1);
   }
   lua_settop(L, set - 1);
 }
@@ -160,8 +161,7 @@ static void process_exited(orch__child *c, int status, const struct rusage *ru) 
     for (lua_Integer i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, i);
       push_status(L, status);
-      orch__spawn_task(L, 2);
-      lua_pop(L, 1);
+      orch__callback(L, 2, NULL, 0);
     }
     lua_pushnil(L);
     lua_setiuservalue(L, ud, UVAL_ONEXIT);
@@ -248,8 +248,7 @@ static int process_on_exit(lua_State *L) {
   if (p->state == P_EXITED) {
     lua_pushvalue(L, 2);
     push_status(L, p->status);
-    orch__spawn_task(L, 2);
-    lua_pop(L, 1);
+    orch__callback(L, 2, NULL, 0);
   } else if (p->state == P_RUNNING) {
     if (lua_getiuservalue(L, 1, UVAL_ONEXIT) != LUA_TTABLE) {
       lua_pop(L, 1);

@@ -65,7 +65,7 @@ void orch__spawn_task_now(lua_State *L, int nargs);
 void orch__wake_later(lua_State *co, int nargs);
 
 /* Callbacks (src/callback.c): the one way a libuv event runs a Lua function
- * (a timer's, a signal handler, a stream's on_read). The function at
+ * (a timer's, a signal handler, an on_exit, a stream's on_read). The function at
  * -(nargs+1) and the nargs values above it are popped, and fn(args...) runs
  * in a task: a runner task that waits for the next callback once fn returns
  * (a few are kept waiting), or a new one. now: run at once when called from
