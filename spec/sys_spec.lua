@@ -39,6 +39,26 @@ describe("who and what", function()
   end)
 end)
 
+describe("orch.read_config", function()
+  it("reads a file no other user could have written, and never waits on a FIFO", function()
+    local dir = h.tmpdir()
+    local path = dir .. "/env"
+    h.write(path, "A=1\n")
+    os.execute("chmod 644 " .. h.shquote(path))
+    assert.are.equal("A=1\n", orch.read_config(path))
+    os.execute("chown 0 " .. h.shquote(path))            -- root's: trusted too
+    assert.are.equal("A=1\n", orch.read_config(path))
+    os.execute("chmod 646 " .. h.shquote(path))
+    assert.are.same({ nil, "read_config: " .. path .. " may be written by others", "EPERM" }, { orch.read_config(path) })
+    os.execute("chmod 644 " .. h.shquote(path) .. " && chown 65534 " .. h.shquote(path))
+    assert.are.same({ nil, "read_config: " .. path .. " belongs to another user", "EPERM" }, { orch.read_config(path) })
+    os.execute("mkfifo " .. h.shquote(dir .. "/fifo"))
+    assert.are.same({ nil, "read_config: " .. dir .. "/fifo is not a regular file", "EPERM" },
+                    { orch.read_config(dir .. "/fifo") })
+    assert.are.equal("ENOENT", select(3, orch.read_config(dir .. "/none")))
+  end)
+end)
+
 describe("orch.private", function()
   local dir
   before_each(function() dir = h.tmpdir() end)
@@ -199,6 +219,7 @@ describe("bad arguments", function()
       { function() return orch.getuid(1) end, "bad argument #1 to 'getuid' (no value expected)" },
       { function() return orch.exepath(1) end, "bad argument #1 to 'exepath' (no value expected)" },
       { function() return orch.sockets() end, "bad argument #1 to 'sockets' (string expected, got no value)" },
+      { function() return orch.read_config("/etc/x", 1) end, "bad argument #2 to 'read_config' (no value expected)" },
       { function() return orch.private.write("/tmp/x") end, "bad argument #2 to 'write' (string expected, got no value)" },
       { function() return orch.private.read("") end, "bad argument #1 to 'read' (path without zero bytes expected)" },
       { function() return orch.private.append("/tmp/x", string.rep("x", 65537)) end, "bad argument #2 to 'append' (more than 64 KiB)" },
