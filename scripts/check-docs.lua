@@ -50,6 +50,18 @@ local policy_modules = {
   ["orch.heartbeat"] = "orch.heartbeat", ["orch.import"] = "import",
   ["orch.http"] = "http", ["orch.check"] = "check", ["orch.log"] = "log",
 }
+-- Every module file of lua/orch/ is covered: one without an entry above is
+-- documented under its last name (orch.sim -> `sim.run(`). init.lua and
+-- proc.lua are parts of `orch` (walked above); cli.lua is the command's own.
+local internal = { init = true, proc = true, cli = true }
+local ls = io.popen("ls " .. root .. "/lua/orch/*.lua 2>/dev/null")
+for path in ls:lines() do
+  local base = path:match("([^/]+)%.lua$")
+  if base and not internal[base] and not policy_modules["orch." .. base] then
+    policy_modules["orch." .. base] = base
+  end
+end
+ls:close()
 for modname, short in pairs(policy_modules) do
   local ok, m = pcall(require, modname)
   if not ok then
