@@ -353,6 +353,20 @@ describe("supervisor status and control", function()
     end, 90)
   end)
 
+  it("sup.run starts its services in batches as well: the loop turns between them", function()
+    u.with(function(s)
+      for i = 1, 100 do s.service { name = "r" .. i, cmd = u.sh("exec sleep 30") } end
+      local seen
+      orch.task(function()
+        seen = 0
+        for _, st in ipairs(s.status()) do if st.state ~= "stopped" then seen = seen + 1 end end
+      end)
+      assert.is_true(s.run())
+      assert.is_true(seen ~= nil and seen > 0 and seen < 100, "launched before the first yield: " .. tostring(seen))
+      assert.is_true(s.wait("all", "running", 30))
+    end, 90)
+  end)
+
   it("reports status fields", function()
     u.with(function(s)
       s.service { name = "st", cmd = u.sh("exec sleep 30") }

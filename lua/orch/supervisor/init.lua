@@ -535,17 +535,23 @@ local function new(main)
     -- keeps serving exits, ctl and signals, and no single resume runs into
     -- the Lua time budget however many services there are.
     local yield = in_task()
-    for i, inst in ipairs(graph.with_dependencies(S, insts)) do
+    local list = graph.with_dependencies(S, insts)
+    -- Meanwhile the state record is not rewritten at each yield (each
+    -- rewrite covers the whole fleet): every new process is in the journal
+    -- at once, and the record follows once the start is over.
+    local hold = yield and #list > START_BATCH
+    if hold then persist.hold(S, true) end
+    for i, inst in ipairs(list) do
       if yield and i % START_BATCH == 0 then
-        -- Spawning leaves short-lived garbage (argument and environment
-        -- copies): one basic GC step per batch keeps a mass start from
-        -- growing the heap. (One per spawn made starting quadratic.)
-        collectgarbage("step", 0)
         orch.sleep(0)
-        if S.shutdown_task then return nil, "start: the supervisor is shutting down", "ECANCELED" end
+        if S.shutdown_task then
+          if hold then persist.hold(S, false) end
+          return nil, "start: the supervisor is shutting down", "ECANCELED"
+        end
       end
       inst:start()
     end
+    if hold then persist.hold(S, false) end
     return true
   end
 
@@ -846,15 +852,18 @@ local function new(main)
         end
       end
     end
+    -- One start for all of them: it yields every START_BATCH launches (one
+    -- call per service never did, and thousands of services ran into the
+    -- Lua time budget).
+    local list = {}
     for _, n in ipairs(S.order) do
       if S.services[n].cfg.autostart then
-        local list = {}
         for _, inst in ipairs(S.services[n].instances) do
           if not settled[inst.name] then list[#list + 1] = inst.name end
         end
-        if #list > 0 then sup.start(list) end
       end
     end
+    if #list > 0 then sup.start(list) end
     handoff.drop(S)
     persist.touch(S)
     S:hold()

@@ -438,11 +438,30 @@ end
 function persist.touch(S)
   local P = S.persist
   if not P or P.closed or P.timer then return end
+  if P.holds then
+    P.touched = true
+    return
+  end
   local wait = P.next_sync and P.next_sync - orch.now() or 0
   P.timer = orch.timer.after(wait > 0 and wait or 0, function()
     P.timer = nil
     persist.sync(S)
   end)
+end
+
+--- A large start holds the record's rewrites (on = true) until it is over
+-- (on = false): they cover the whole fleet each time, and what spawns is
+-- journaled at once anyway. Holds nest.
+function persist.hold(S, on)
+  local P = S.persist
+  if not P then return end
+  P.holds = (P.holds or 0) + (on and 1 or -1)
+  if P.holds > 0 then return end
+  P.holds = nil
+  if P.touched then
+    P.touched = nil
+    persist.touch(S)
+  end
 end
 
 -- ---------------------------------------------------------------- start, end
