@@ -218,8 +218,10 @@ function M.reconfigured(S, services)
   for _, svc in pairs(services) do M.check(S, svc.cfg) end
 end
 
--- The retired cgroups of a loop turn, one by one (see retire).
-local function retire_now(S, cg)
+--- Kills what is left in a run's cgroup and removes it once empty (a task
+-- of its own: the end of a run never waits for it). S.cgroups holds the
+-- cgroups not removed yet, for M.close.
+local function retire(S, cg)
   if cg:populated() then
     cg:kill()
   elseif cg:remove() then
@@ -229,27 +231,6 @@ local function retire_now(S, cg)
   orch.task(function()
     if cg:wait_empty(30) and cg:remove() then removed(S, cg) end
   end)
-end
-
---- Kills what is left in a run's cgroup and removes it once empty. Done
--- after this loop turn, for every cgroup retired in it: a restart spawns
--- the new process first, and the end of a run never waits for it (a task
--- waits for a cgroup that is not empty yet). S.cgroups holds the cgroups
--- not removed yet, for M.close.
-local function retire(S, cg)
-  local list = S.cgroups_retired
-  if not list then
-    list = {}
-    S.cgroups_retired = list
-    orch.timer.after(0, function()
-      S.cgroups_retired = nil
-      for _, c in ipairs(list) do
-        -- M.close may have dealt with it meanwhile.
-        if S.cgroups and S.cgroups[c] then retire_now(S, c) end
-      end
-    end)
-  end
-  list[#list + 1] = cg
 end
 
 local MEMORY = { controllers = { "memory" } }
