@@ -704,18 +704,22 @@ int orch__cg_kill(const orch__cgroup *cg, int sig, int flags) {
    * pidfd names a member (the listed process, or one that reused its pid
    * inside the cgroup), never a stranger. A fork bomb outrunning 100
    * passes is left to the caller's next call. */
-  /* One directory fd for every pass (and both listings of a pass). */
+  /* One directory fd for every pass. A pass pins the listed pids it has
+   * not seen and lists again: that listing confirms the pinned ones and
+   * is the next pass's (a pid in it not seen yet was forked meanwhile), so
+   * the usual case, nothing forked, costs two reads of cgroup.procs. */
   int dfd = open(cg->fs[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return -errno;
   pidvec done = { NULL, 0, 0 };
   int count = 0;
-  for (int pass = 0; pass < 100; pass++) {
-    pid_t *list, *again;
-    size_t n, n2;
-    r = procs_at(dfd, 1, &list, &n);
-    if (r < 0) break;
+  pid_t *list = NULL;
+  size_t n = 0;
+  r = procs_at(dfd, 1, &list, &n);
+  for (int pass = 0; r == 0 && pass < 100; pass++) {
+    pid_t *again = NULL;
+    size_t n2 = 0;
     int *pfd = malloc((n ? n : 1) * sizeof *pfd);
-    if (!pfd) { free(list); r = -ENOMEM; break; }
+    if (!pfd) { r = -ENOMEM; break; }
     int fresh = 0;
     for (size_t i = 0; i < n; i++) {
       pfd[i] = -1;
@@ -729,14 +733,16 @@ int orch__cg_kill(const orch__cgroup *cg, int sig, int flags) {
         if (pfd[i] >= 0 && listed(again, n2, list[i]) &&
             syscall(SYS_pidfd_send_signal, pfd[i], sig, NULL, 0) == 0)
           count++;
-      free(again);
     }
     for (size_t i = 0; i < n; i++)
       if (pfd[i] >= 0) close(pfd[i]);
     free(pfd);
     free(list);
-    if (r < 0 || !fresh) break;
+    list = again;
+    n = n2;
+    if (!fresh) break;
   }
+  free(list);
   close(dfd);
   free(done.p);
   return r < 0 ? r : count;

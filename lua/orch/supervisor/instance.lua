@@ -173,9 +173,11 @@ local function kill_for_restart(self, run, reason)
   orch.task(function() self:stop_run(run) end)
 end
 
--- What the main process left behind in its group goes with it.
-local function sweep(self, run)
-  if self.cfg.stop.group then
+-- What the main process left behind in its group goes with it. A run in
+-- a cgroup ended only once its cgroup was empty (run_ended): its group
+-- went with it, and the sweep would only cost syscalls that fail.
+local function sweep(self, run, contained)
+  if self.cfg.stop.group and not contained then
     orch.killpg(run.pid, "KILL")
     if run.main_pgid and run.main_pgid == run.main_pid then orch.killpg(run.main_pid, "KILL") end
   end
@@ -210,8 +212,9 @@ end
 
 -- exit in stopping: stopped, or started again when it was wanted meanwhile.
 local function exit_stopped(self, run, code, sig, reason)
+  local contained = run.cgroup ~= nil
   local how = record_exit(self, run, code, sig, reason or run.forced)
-  sweep(self, run)
+  sweep(self, run, contained)
   self:log("stopped (%s)", how)
   if self.want then return self:launch() end
   return self:set_state("stopped")
@@ -224,11 +227,12 @@ end
 local function exit_decide(self, run, code, sig, reason)
   if run.user_stop or not self.want then return exit_stopped(self, run, code, sig, reason) end
   reason = reason or run.forced
+  local contained = run.cgroup ~= nil
   local how, runtime = record_exit(self, run, code, sig, reason)
   if runtime >= self.cfg.backoff.reset_after then self.fails = nil end
   local line = string.format("%s after %.2fs%s", how, runtime, reason and (" (" .. reason .. ")") or "")
   self:after_exit(code, sig, reason, line)
-  sweep(self, run)
+  sweep(self, run, contained)
 end
 
 -- empty: the processes a daemonizing main process left in the run's cgroup
