@@ -108,7 +108,8 @@ int orch__kill_fail(lua_State *L, const char *op, pid_t pid, int flags, int r) {
 /* ---------------------------------------------------------------- Process */
 
 enum { P_RUNNING, P_EXITED, P_FOREIGN };
-enum { UVAL_STDIN = 1, UVAL_STDOUT, UVAL_STDERR, UVAL_ONEXIT, UVAL_NSLOTS = UVAL_ONEXIT };
+enum { UVAL_STDIN = 1, UVAL_STDOUT, UVAL_STDERR, UVAL_ONEXIT, UVAL_ONSTOP, UVAL_ONCONT,
+       UVAL_NSLOTS = UVAL_ONCONT };
 
 typedef struct waiter {
   struct waiter *next, **pprev;
@@ -120,6 +121,7 @@ typedef struct {
   orch_runtime *rt;
   int state;
   int status;
+  int stopsig;                /* stopped by this signal (P_RUNNING), or 0 */
   int anchor;                 /* registry ref while the status may come */
   struct rusage ru;
   waiter *waiters;
@@ -167,6 +169,11 @@ static void process_exited(orch__child *c, int status, const struct rusage *ru) 
     lua_setiuservalue(L, ud, UVAL_ONEXIT);
   }
   lua_pop(L, 1);
+  p->stopsig = 0;
+  lua_pushnil(L);
+  lua_setiuservalue(L, ud, UVAL_ONSTOP);
+  lua_pushnil(L);
+  lua_setiuservalue(L, ud, UVAL_ONCONT);
 
   /* Woken tasks run right away and may cancel other waiters: those unlink
    * themselves from this local list through their pprev. */
@@ -180,6 +187,36 @@ static void process_exited(orch__child *c, int status, const struct rusage *ru) 
     free(w);
     push_status(co, status);
     orch__wake(co, 2);
+  }
+  lua_settop(L, ud - 1);
+}
+
+/* A stop (WIFSTOPPED) or a continue (WIFCONTINUED) of a running child: the
+ * state changes and each on_stop(signal_name) or on_continue() handler runs
+ * as a new task. A continue the process never stopped for (SIGCONT sent to
+ * a running process) is reported too: the kernel reports it. */
+static void process_stopped(orch__child *c, int status) {
+  process *p = (process *)c;
+  if (p->state != P_RUNNING || p->anchor == LUA_NOREF) return;
+  lua_State *L = orch__mainthread(p->rt);
+  luaL_checkstack(L, 8, NULL);
+  int stopped = WIFSTOPPED(status);
+  p->stopsig = stopped ? WSTOPSIG(status) : 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->anchor);
+  int ud = lua_gettop(L);
+  if (lua_getiuservalue(L, ud, stopped ? UVAL_ONSTOP : UVAL_ONCONT) == LUA_TTABLE) {
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      int nargs = 0;
+      if (stopped) {
+        const char *nm = orch__signame(p->stopsig);
+        if (nm) lua_pushstring(L, nm); else lua_pushinteger(L, p->stopsig);
+        nargs = 1;
+      }
+      orch__spawn_task(L, nargs);
+      lua_pop(L, 1);
+    }
   }
   lua_settop(L, ud - 1);
 }
@@ -201,6 +238,7 @@ static process *process_new(lua_State *L, orch_runtime *rt) {
   p->anchor = LUA_NOREF;
   p->child.on_exit = process_exited;
   p->child.on_forget = process_forget;
+  p->child.on_stop = process_stopped;
   luaL_setmetatable(L, PROCESS_MT);
   return p;
 }
@@ -266,6 +304,37 @@ static int process_on_exit(lua_State *L) {
   return 1;
 }
 
+/* p:on_stop(fn), p:on_continue(fn): handlers kept in a list (a uservalue)
+ * until the exit. */
+static int add_handler(lua_State *L, int slot, const char *what) {
+  process *p = check_process(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  orch__check_nargs(L, 2);
+  if (p->state == P_FOREIGN)
+    return orch__failf(L, "ECHILD", "%s: process %d is not a child of this process", what, (int)p->child.pid);
+  if (p->state == P_RUNNING) {
+    if (lua_getiuservalue(L, 1, slot) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_setiuservalue(L, 1, slot);
+    }
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int process_on_stop(lua_State *L) {
+  return add_handler(L, UVAL_ONSTOP, "on_stop");
+}
+
+static int process_on_continue(lua_State *L) {
+  return add_handler(L, UVAL_ONCONT, "on_continue");
+}
+
 static int process_kill(lua_State *L) {
   static const char *const opts[] = { "group", NULL };
   process *p = check_process(L, 1);
@@ -297,7 +366,16 @@ static int process_running(lua_State *L) {
 static int process_status(lua_State *L) {
   process *p = check_process(L, 1);
   switch (p->state) {
-    case P_RUNNING: lua_pushliteral(L, "running"); return 1;
+    case P_RUNNING:
+      if (p->stopsig) {
+        const char *nm = orch__signame(p->stopsig);
+        lua_pushliteral(L, "stopped");
+        lua_pushnil(L);
+        if (nm) lua_pushstring(L, nm); else lua_pushinteger(L, p->stopsig);
+        return 3;
+      }
+      lua_pushliteral(L, "running");
+      return 1;
     case P_EXITED:
       lua_pushstring(L, WIFEXITED(p->status) ? "exited" : "killed");
       push_status(L, p->status);
@@ -327,7 +405,10 @@ static int process_rusage(lua_State *L) {
 static int process_tostring(lua_State *L) {
   process *p = check_process(L, 1);
   int pid = (int)p->child.pid;
-  if (p->state == P_RUNNING) {
+  if (p->state == P_RUNNING && p->stopsig) {
+    const char *n = orch__signame(p->stopsig);
+    lua_pushfstring(L, PROCESS_MT ": pid=%d stopped %s", pid, n ? n : "?");
+  } else if (p->state == P_RUNNING) {
     lua_pushfstring(L, PROCESS_MT ": pid=%d running", pid);
   } else if (p->state == P_EXITED && WIFEXITED(p->status)) {
     lua_pushfstring(L, PROCESS_MT ": pid=%d exited %d", pid, WEXITSTATUS(p->status));
@@ -1152,6 +1233,7 @@ int orch__open_proc(lua_State *L) {
   static const luaL_Reg process_methods[] = {
     {"wait", process_wait}, {"kill", process_kill}, {"on_exit", process_on_exit},
     {"running", process_running}, {"status", process_status}, {"rusage", process_rusage},
+    {"on_stop", process_on_stop}, {"on_continue", process_on_continue},
     {"lines", process_lines}, {NULL, NULL}
   };
   static const luaL_Reg process_meta[] = {

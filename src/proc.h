@@ -4,8 +4,8 @@
  * and l_daemon.c, the supervisor, watchdog, ctl).
  *
  * One owner reaps every child: process.c's SIGCHLD watcher loops
- * wait4(-1, WNOHANG) and hands each status to the orch__child registered for
- * that pid (unknown pids are adopted orphans, reported to
+ * wait4(-1, WNOHANG | WUNTRACED | WCONTINUED) and hands each status to the
+ * orch__child registered for that pid (stops and continues to its on_stop) (unknown pids are adopted orphans, reported to
  * orch.proc.on_orphan_exit handlers). Never call waitpid/wait4 elsewhere, and
  * never use uv_spawn: either would steal statuses from this table.
  *
@@ -45,6 +45,9 @@ struct orch__child {
   /* Optional: called instead when the table forgets the child without a
    * status (in a fork child, where it is the parent's). */
   void (*on_forget)(orch__child *c);
+  /* Optional: called when the child stops (WIFSTOPPED(status): SIGSTOP,
+   * SIGTSTP, ...) or continues (WIFCONTINUED). It stays registered. */
+  void (*on_stop)(orch__child *c, int status);
   orch__child *next;              /* private: hash chain */
 };
 

@@ -6,7 +6,8 @@
  *
  * Ownership: this file is the only reaper of the process (see proc.h). The
  * per-runtime proc_state holds one unref'd SIGCHLD uv_signal_t whose
- * callback loops wait4(-1, WNOHANG) and dispatches each status to the
+ * callback loops wait4(-1, WNOHANG | WUNTRACED | WCONTINUED) and dispatches
+ * each status (an exit, a stop or a continue) to the
  * orch__child registered for that pid in a hash table; unknown pids are
  * adopted orphans, handed to the one orphan callback (l_proc.c's). A
  * registered child holds the loop (orch__hold). The children themselves
@@ -139,13 +140,21 @@ orch__child *orch__child_find(orch_runtime *rt, pid_t pid) {
 
 /* ---------------------------------------------------------------- reaper */
 
+/* Stops and continues are reported too (WUNTRACED, WCONTINUED): the child
+ * stays in the table and its on_stop hears of them; an adopted orphan's are
+ * not exits and go nowhere. */
 static void reap(proc_state *st) {
   for (;;) {
     int status;
     struct rusage ru;
-    pid_t pid = wait4(-1, &status, WNOHANG, &ru);
+    pid_t pid = wait4(-1, &status, WNOHANG | WUNTRACED | WCONTINUED, &ru);
     if (pid < 0 && errno == EINTR) continue;
     if (pid <= 0) break;
+    if (WIFSTOPPED(status) || WIFCONTINUED(status)) {
+      orch__child *c = orch__child_find(st->rt, pid);
+      if (c && c->on_stop) c->on_stop(c, status);
+      continue;
+    }
     orch__child *c = table_take(st, pid, NULL);
     if (c) c->on_exit(c, status, &ru);
     else if (st->on_orphan) st->on_orphan(st->rt, pid, status, st->orphan_data);

@@ -764,6 +764,11 @@ function Instance:status()
     end
   end
   cgroup.status(self, alive and run, t)
+  -- SIGSTOP/SIGTSTP from outside: the process is there but not running.
+  if alive and run.proc then
+    local pstate, _, stopsig = run.proc:status()
+    if pstate == "stopped" then t.state, t.stop_signal = "stopped", stopsig end
+  end
   if self.frozen then t.state = "frozen" end
   t.cgroup_off = self.sup.cgroup_off
   return t
