@@ -1,7 +1,10 @@
 -- The process toolbox's details (issue 19): stopped and continued children
--- (WUNTRACED/WCONTINUED through the one reaper).
+-- (WUNTRACED/WCONTINUED through the one reaper), the scheduling options of
+-- orch.spawn and of services (nice, cpu_affinity, ioprio, checked against
+-- the kernel's own view in /proc and ionice).
 local h = require "spec.helper"
 local orch = h.orch
+local u = require "spec.supervisor_util"
 
 local prog = h.progs .. "/prog_proc"
 local eventually = h.eventually
@@ -91,5 +94,119 @@ describe("stopped and continued children", function()
       p:kill("KILL")
       p:wait()
     end)
+  end)
+end)
+
+describe("scheduling options of orch.spawn", function()
+  it("sets nice, CPU affinity and I/O priority in the child before exec", function()
+    h.run(function()
+      local p = assert(orch.spawn{ prog, "sleep", "100", nice = 7, cpu_affinity = { 0 },
+                                   ioprio = { class = "best-effort", level = 6 } })
+      assert.are.equal("7", stat_field(p.pid, 19))
+      assert.are.equal(7, orch.proc.info(p.pid).nice)
+      assert.are.equal("0", status_line(p.pid, "Cpus_allowed_list"))
+      assert.are.equal("best-effort: prio 6", h.sh("ionice -p " .. p.pid))
+      p:kill("KILL")
+      p:wait()
+      local q = assert(orch.spawn{ prog, "sleep", "100", ioprio = "idle" })
+      assert.are.equal("idle", h.sh("ionice -p " .. q.pid))
+      assert.are.equal(orch.proc.info(orch.getpid()).nice, orch.proc.info(q.pid).nice)   -- inherited
+      q:kill("KILL")
+      q:wait()
+    end)
+  end)
+
+  it("reports what the kernel refuses as a spawn failure", function()
+    h.run(function()
+      -- No such CPU online: nothing is started.
+      assert.are.same({ nil, "spawn: sched_setaffinity: invalid argument", "EINVAL" },
+        { orch.spawn{ prog, "exit", "0", cpu_affinity = { 1023 } } })
+    end)
+  end)
+
+  it("refuses a lower nice and the realtime class to an unprivileged user", function()
+    local script = h.script([[
+      print(select(2, orch.spawn{ "true", nice = -5 }))
+      print(select(2, orch.spawn{ "true", ioprio = "realtime" }))
+      print(orch.spawn{ "true", nice = 19 }:wait())
+    ]])
+    os.execute("chmod 755 " .. script:match("^(.*)/") .. " && chmod 644 " .. script)
+    local out, ok = h.sh("setpriv --reuid=65534 --regid=65534 --clear-groups " .. h.bin .. " run " .. script .. " 2>&1")
+    assert.is_true(ok, out)
+    assert.are.equal("spawn: setpriority: permission denied\tEACCES\nspawn: ioprio_set: operation not permitted\tEPERM\n0\tnil", out)
+  end)
+
+  it("validates before anything is allocated", function()
+    h.check_raises {
+      { function() orch.spawn{ "true", nice = 20 } end, "(option 'nice': integer from -20 to 19 expected)" },
+      { function() orch.spawn{ "true", nice = -21 } end, "(option 'nice': integer from -20 to 19 expected)" },
+      { function() orch.spawn{ "true", nice = 1.5 } end, "(option 'nice': integer from -20 to 19 expected)" },
+      { function() orch.spawn{ "true", nice = "5" } end, "(option 'nice': integer from -20 to 19 expected)" },
+      { function() orch.spawn{ "true", cpu_affinity = {} } end, "(option 'cpu_affinity': a non-empty list of CPU numbers (0 to 1023) expected)" },
+      { function() orch.spawn{ "true", cpu_affinity = 0 } end, "(option 'cpu_affinity': a non-empty list" },
+      { function() orch.spawn{ "true", cpu_affinity = { -1 } } end, "(option 'cpu_affinity': a non-empty list" },
+      { function() orch.spawn{ "true", cpu_affinity = { 1024 } } end, "(option 'cpu_affinity': a non-empty list" },
+      { function() orch.spawn{ "true", cpu_affinity = { 0.5 } } end, "(option 'cpu_affinity': a non-empty list" },
+      { function() orch.spawn{ "true", cpu_affinity = { 0, x = 1 } } end, "(option 'cpu_affinity': a non-empty list" },
+      { function() orch.spawn{ "true", cpu_affinity = { [2] = 1 } } end, "(option 'cpu_affinity': a non-empty list" },
+      { function() orch.spawn{ "true", ioprio = "fast" } end, "(option 'ioprio': 'realtime', 'best-effort' or 'idle' expected, got 'fast')" },
+      { function() orch.spawn{ "true", ioprio = 3 } end, "(option 'ioprio': class name or table expected, got number)" },
+      { function() orch.spawn{ "true", ioprio = { level = 1 } } end, "(option 'ioprio': 'class' expected" },
+      { function() orch.spawn{ "true", ioprio = { class = "realtime", level = 8 } } end, "(option 'ioprio': level 0 to 7 expected)" },
+      { function() orch.spawn{ "true", ioprio = { class = "idle", level = 2 } } end, "(option 'ioprio': the idle class has no level)" },
+      { function() orch.spawn{ "true", ioprio = { class = "idle", prio = 2 } } end, "(option 'ioprio': unknown key 'prio')" },
+    }
+  end)
+end)
+
+describe("scheduling options of services, and a stopped service", function()
+  it("starts a service with nice, cpu_affinity and ioprio, and shows it stopped while SIGSTOPped", function()
+    u.with(function(s)
+      s.service{ name = "niced", cmd = { prog, "sleep", "100" }, nice = 4, cpu_affinity = { 0 }, ioprio = "idle" }
+      s.start("niced")
+      local pid = eventually(function() local st = u.st(s, "niced") return st.state == "running" and st.pid end, "running")
+      assert.are.equal("4", stat_field(pid, 19))
+      assert.are.equal("0", status_line(pid, "Cpus_allowed_list"))
+      assert.are.equal("idle", h.sh("ionice -p " .. pid))
+      sh_kill("STOP", pid)
+      eventually(function() return u.st(s, "niced").state == "stopped" end, "shown stopped")
+      assert.are.equal("STOP", u.st(s, "niced").stop_signal)
+      assert.are.equal(pid, u.st(s, "niced").pid)
+      sh_kill("CONT", pid)
+      eventually(function() return u.st(s, "niced").state == "running" end, "running again")
+      assert.is_nil(u.st(s, "niced").stop_signal)
+    end)
+  end)
+
+  it("checks the options when the service is defined", function()
+    h.run(function()
+      local s = u.new()
+      local function err(def)
+        def.name = "x"
+        def.cmd = { "true" }
+        local ok, e = pcall(s.service, def)
+        assert.is_false(ok)
+        return e
+      end
+      assert.matches("key 'nice': integer from %-20 to 19 expected, got 20", err{ nice = 20 })
+      assert.matches("key 'cpu_affinity': at least one CPU expected", err{ cpu_affinity = {} })
+      assert.matches("key 'cpu_affinity%[1%]': CPU number from 0 to 1023 expected, got 4096", err{ cpu_affinity = { 4096 } })
+      assert.matches("key 'ioprio': \"realtime\", \"best%-effort\", \"idle\" expected, got \"fast\"", err{ ioprio = "fast" })
+      assert.matches("key 'ioprio.level': integer from 0 to 7 expected, got 9", err{ ioprio = { class = "realtime", level = 9 } })
+      assert.matches("key 'ioprio': unknown key \"lvl\"", err{ ioprio = { class = "idle", lvl = 1 } })
+      s.close()
+    end)
+  end)
+end)
+
+describe("examples/stop_continue.lua", function()
+  it("shows the service stopped in orch ctl status between STOP and CONT", function()
+    local code, out, err = h.cli({ "run", h.root .. "/examples/stop_continue.lua" })
+    assert.are.equal(0, code, err)
+    assert.matches("%-%- running, at nice 15\nNAME%s+STATE[^\n]*\ncruncher%s+running%s+(%d+)", out)
+    local pid = out:match("cruncher%s+running%s+(%d+)")
+    assert.matches("%-%- after kill %-STOP " .. pid .. " %(the kernel says state T%)\nNAME[^\n]*\ncruncher%s+stopped%s+" .. pid .. "%s", out)
+    assert.matches("%-%- after kill %-CONT " .. pid .. "\nNAME[^\n]*\ncruncher%s+running%s+" .. pid .. "%s", out)
+    assert.is_false(h.alive(tonumber(pid)))
   end)
 end)

@@ -515,7 +515,7 @@ static const char *const io_keys[] = { "stdin", "stdout", "stderr" };
 
 static const char *const spawn_options[] = {
   "path", "env", "env_mode", "cwd", "uid", "gid", "stdin", "stdout", "stderr",
-  "fds", "pgroup", "setsid", "rlimits", "umask", "cgroup", NULL
+  "fds", "pgroup", "setsid", "rlimits", "umask", "cgroup", "nice", "cpu_affinity", "ioprio", NULL
 };
 
 static const struct { const char *name; int res; } rlimit_names[] = {
@@ -548,6 +548,10 @@ typedef struct {
   int has_umask;
   mode_t umask;
   orch__cgroup *cgroup;       /* NULL: orch's own */
+  int has_nice, nice;
+  int has_affinity;
+  cpu_set_t affinity;
+  int has_ioprio, ioprio;
 } spawn_args;
 
 /* Is the value at idx a stream? Pushes nothing. Returns its fd or -1; raises
@@ -663,6 +667,84 @@ static void parse_id(lua_State *L, int arg, const char *key, int *has, lua_Integ
   lua_pop(L, 1);
 }
 
+/* The scheduling options (value on top of the stack), shared with the
+ * supervisor's service options (lua/orch/supervisor/schema.lua says the
+ * same). */
+static void parse_nice(lua_State *L, int arg, spawn_args *a) {
+  int isint;
+  lua_Integer n = lua_tointegerx(L, -1, &isint);
+  if (lua_type(L, -1) != LUA_TNUMBER || !isint || n < -20 || n > 19)
+    orch__opt_error(L, arg, "nice", "integer from -20 to 19 expected");
+  a->has_nice = 1;
+  a->nice = (int)n;
+}
+
+static void parse_affinity(lua_State *L, int arg, spawn_args *a) {
+  static const char msg[] = "a non-empty list of CPU numbers (0 to 1023) expected";
+  if (!lua_istable(L, -1)) orch__opt_error(L, arg, "cpu_affinity", msg);
+  int t = lua_gettop(L);
+  lua_Integer len = (lua_Integer)lua_rawlen(L, t);
+  if (len < 1 || len > CPU_SETSIZE) orch__opt_error(L, arg, "cpu_affinity", msg);
+  CPU_ZERO(&a->affinity);
+  int count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    int isint;
+    lua_Integer k = lua_tointegerx(L, -2, &isint);
+    lua_Integer cpu = lua_tointegerx(L, -1, &isint);
+    if (lua_type(L, -2) != LUA_TNUMBER || k < 1 || k > len || lua_type(L, -1) != LUA_TNUMBER ||
+        !isint || cpu < 0 || cpu >= CPU_SETSIZE)
+      orch__opt_error(L, arg, "cpu_affinity", msg);
+    CPU_SET((int)cpu, &a->affinity);
+    count++;
+    lua_pop(L, 1);
+  }
+  if (count != len) orch__opt_error(L, arg, "cpu_affinity", msg);
+  a->has_affinity = 1;
+}
+
+/* "idle", "best-effort", "realtime", or { class = ..., level = 0..7 }. */
+static void parse_ioprio(lua_State *L, int arg, spawn_args *a) {
+  static const char *const classes[] = { "none", "realtime", "best-effort", "idle", NULL };
+  int t = lua_gettop(L);
+  const char *cls = NULL;
+  lua_Integer level = 4;
+  int has_level = 0;
+  if (lua_type(L, t) == LUA_TSTRING) {
+    cls = lua_tostring(L, t);
+  } else if (lua_istable(L, t)) {
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+      if (!k || (strcmp(k, "class") != 0 && strcmp(k, "level") != 0))
+        orch__opt_error(L, arg, "ioprio", lua_pushfstring(L, "unknown key '%s'", luaL_tolstring(L, -2, NULL)));
+      lua_pop(L, 1);
+    }
+    if (lua_getfield(L, t, "class") == LUA_TSTRING) cls = lua_tostring(L, -1);
+    else orch__opt_error(L, arg, "ioprio", "'class' expected ('realtime', 'best-effort' or 'idle')");
+    if (lua_getfield(L, t, "level") != LUA_TNIL) {
+      int isint;
+      level = lua_tointegerx(L, -1, &isint);
+      if (lua_type(L, -1) != LUA_TNUMBER || !isint || level < 0 || level > 7)
+        orch__opt_error(L, arg, "ioprio", "level 0 to 7 expected");
+      has_level = 1;
+    }
+    lua_settop(L, t);
+  } else {
+    orch__opt_error(L, arg, "ioprio", lua_pushfstring(L, "class name or table expected, got %s", luaL_typename(L, t)));
+  }
+  int c = 1;
+  while (classes[c] && strcmp(classes[c], cls) != 0) c++;
+  if (!classes[c])
+    orch__opt_error(L, arg, "ioprio", lua_pushfstring(L, "'realtime', 'best-effort' or 'idle' expected, got '%s'", cls));
+  if (c == 3) {
+    if (has_level && level != 0) orch__opt_error(L, arg, "ioprio", "the idle class has no level");
+    level = 0;
+  }
+  a->has_ioprio = 1;
+  a->ioprio = (c << 13) | (int)level;
+}
+
 /* Phase 1: every check that can raise. Nothing is allocated outside Lua. */
 static void spawn_validate(lua_State *L, spawn_args *a) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -765,6 +847,12 @@ static void spawn_validate(lua_State *L, spawn_args *a) {
   a->umask = (mode_t)u;
   if (lua_getfield(L, 1, "cgroup") != LUA_TNIL && !(a->cgroup = orch__cg_check(L, -1)))
     orch__opt_error(L, 1, "cgroup", lua_pushfstring(L, "orch.Cgroup expected, got %s", luaL_typename(L, -1)));
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "nice") != LUA_TNIL) parse_nice(L, 1, a);
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "cpu_affinity") != LUA_TNIL) parse_affinity(L, 1, a);
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "ioprio") != LUA_TNIL) parse_ioprio(L, 1, a);
   lua_pop(L, 1);
 }
 
@@ -1117,6 +1205,9 @@ static int proc_spawn(lua_State *L) {
   if (a.setsid) req.flags |= ORCH__SPAWN_SETSID;
   else if (a.pgroup) req.flags |= ORCH__SPAWN_PGROUP;
   if (a.has_umask) req.flags |= ORCH__SPAWN_UMASK;
+  if (a.has_nice) { req.flags |= ORCH__SPAWN_NICE; req.nice = a.nice; }
+  if (a.has_affinity) { req.flags |= ORCH__SPAWN_AFFINITY; req.affinity = &a.affinity; }
+  if (a.has_ioprio) { req.flags |= ORCH__SPAWN_IOPRIO; req.ioprio = a.ioprio; }
 
   lua_pushvalue(L, ud);
   p->anchor = luaL_ref(L, LUA_REGISTRYINDEX);

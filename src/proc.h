@@ -29,6 +29,7 @@
 #ifndef ORCH_PROC_H
 #define ORCH_PROC_H
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 
@@ -76,6 +77,9 @@ int orch__proc_devnull(orch_runtime *rt);
 #define ORCH__SPAWN_UMASK   0x10  /* umask is valid */
 #define ORCH__SPAWN_GROUPS  0x20  /* groups/ngroups are valid (setgroups) */
 #define ORCH__SPAWN_CGROUP  0x40  /* cgroup_dir is valid (clone3 CLONE_INTO_CGROUP) */
+#define ORCH__SPAWN_NICE    0x80  /* nice is valid (setpriority) */
+#define ORCH__SPAWN_AFFINITY 0x100 /* affinity is valid (sched_setaffinity) */
+#define ORCH__SPAWN_IOPRIO  0x200 /* ioprio is valid (ioprio_set) */
 
 typedef struct { int resource; struct rlimit lim; } orch__rlimit;
 typedef struct { int target, source; } orch__fdmap;
@@ -95,6 +99,12 @@ typedef struct {
   mode_t umask;
   const orch__rlimit *rlimits;
   int nrlimits;
+  /* Scheduling, set after the rlimits and before the credentials change (so
+   * root may give a service a negative nice, then drop its rights): */
+  int nice;                  /* -20..19: setpriority(PRIO_PROCESS, 0, nice) */
+  const cpu_set_t *affinity; /* sched_setaffinity(0, sizeof *affinity, affinity) */
+  int ioprio;                /* ioprio_set(IOPRIO_WHO_PROCESS, 0, ioprio):
+                              * class << 13 | level */
   /* The child's fds: target <- source (dup2). fds 0-2 not listed are
    * inherited; every other fd of orch is close-on-exec. Sources may be any
    * fd of the parent, including other targets' numbers. At most 256. */
@@ -114,7 +124,8 @@ typedef struct {
  * the child execs or fails; no Lua, no malloc in the child). On success
  * registers c (c->pid set) and returns the pid. On failure returns -errno and
  * sets *step to what failed: "exec", "cgroup", "chdir", "setuid", "setgid",
- * "setgroups", "setrlimit", "setsid", "setpgid", "dup", "clone". Nothing is
+ * "setgroups", "setrlimit", "setpriority", "sched_setaffinity", "ioprio_set",
+ * "setsid", "setpgid", "dup", "clone". Nothing is
  * registered then and the failed child is already reaped. Loop thread only. */
 int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
                 const char **step);

@@ -273,6 +273,14 @@ static int spawn_child(void *arg) {
     if (setrlimit((__rlimit_resource_t)r->rlimits[i].resource, &r->rlimits[i].lim) < 0)
       child_fail(x, "setrlimit");
   if (r->flags & ORCH__SPAWN_UMASK) umask(r->umask);
+  if (r->flags & ORCH__SPAWN_NICE)
+    if (syscall(SYS_setpriority, PRIO_PROCESS, 0, r->nice) < 0) child_fail(x, "setpriority");
+  if (r->flags & ORCH__SPAWN_AFFINITY)
+    if (syscall(SYS_sched_setaffinity, 0, sizeof(cpu_set_t), r->affinity) < 0)
+      child_fail(x, "sched_setaffinity");
+  if (r->flags & ORCH__SPAWN_IOPRIO)
+    if (syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, r->ioprio) < 0)
+      child_fail(x, "ioprio_set");
 
   /* Only the fds asked for reach the program, even those orch itself was
    * started with: everything above 2 becomes close-on-exec, and dup2 below

@@ -609,7 +609,7 @@ static int proc_read_pidfile(lua_State *L) {
 static void push_stat(lua_State *L, pid_t pid, const orch__procfs_stat *si, int nrec) {
   long tck = sysconf(_SC_CLK_TCK);
   long page = sysconf(_SC_PAGESIZE);
-  lua_createtable(L, 0, 10 + nrec);
+  lua_createtable(L, 0, 11 + nrec);
   lua_pushinteger(L, pid); lua_setfield(L, -2, "pid");
   lua_pushlstring(L, &si->state, 1); lua_setfield(L, -2, "state");
   lua_pushinteger(L, si->ppid); lua_setfield(L, -2, "ppid");
@@ -620,6 +620,7 @@ static void push_stat(lua_State *L, pid_t pid, const orch__procfs_stat *si, int 
   lua_pushinteger(L, (lua_Integer)si->rss_pages * page); lua_setfield(L, -2, "rss");
   lua_pushnumber(L, (double)(si->utime + si->stime) / (double)(tck > 0 ? tck : 100)); lua_setfield(L, -2, "cpu");
   lua_pushinteger(L, si->threads); lua_setfield(L, -2, "threads");
+  lua_pushinteger(L, si->nice); lua_setfield(L, -2, "nice");
 }
 
 /* orch.proc.stat(pid): what /proc/PID/stat alone says (one read; a status

@@ -380,6 +380,7 @@ local function spawn_options(self)
   opts.uid = cfg.user
   opts.gid = cfg.group
   opts.umask = cfg.umask
+  opts.nice, opts.cpu_affinity, opts.ioprio = cfg.nice, cfg.cpu_affinity, cfg.ioprio
   if cfg.rlimits then
     local rl = {}
     for k, v in pairs(cfg.rlimits) do rl[k] = v end

@@ -408,6 +408,27 @@ local function check_log(v, path)
   return setmetatable(check_record(v, path, log_fields, "table, false or \"null\""), log_mt)
 end
 
+-- The scheduling options, as orch.spawn takes them (doc/proc.md).
+local function check_cpu_affinity(v, path)
+  local out = check_list(v, path, function(x, p) return check_number(x, p, 0, 1023, true, "CPU number from 0 to 1023") end,
+    "list of CPU numbers")
+  if #out == 0 then fail(path, "at least one CPU expected") end
+  return out
+end
+
+local function check_ioprio(v, path)
+  if type(v) == "string" then return one_of(v, path, { "realtime", "best-effort", "idle" }) end
+  if type(v) ~= "table" then want(path, "class name or { class = ..., level = 0..7 }", v) end
+  for k in pairs(v) do
+    if k ~= "class" and k ~= "level" then fail(path, "unknown key " .. show(k)) end
+  end
+  local class = one_of(v.class, path .. ".class", { "realtime", "best-effort", "idle" })
+  if v.level == nil then return { class = class } end
+  local level = check_number(v.level, path .. ".level", 0, 7, true)
+  if class == "idle" and level ~= 0 then fail(path .. ".level", "the idle class has no level") end
+  return { class = class, level = level }
+end
+
 local function check_depends(v, path)
   if type(v) == "string" then v = { v } end
   return check_list(v, path, function(x, p) return check_string(x, p, NAME_PATTERN, "service name") end,
@@ -428,6 +449,9 @@ local fields = {
   rlimits = check_rlimits,
   umask = function(v, p) return check_number(v, p, 0, 511, true, "mode from 0 to 511 (octal 0777)") end,
   setsid = check_boolean,
+  nice = function(v, p) return check_number(v, p, -20, 19, true) end,
+  cpu_affinity = check_cpu_affinity,
+  ioprio = check_ioprio,
   numprocs = function(v, p) return check_number(v, p, 1, 10000, true) end,
   autostart = check_boolean,
   restart = function(v, p)
