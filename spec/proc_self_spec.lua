@@ -1,7 +1,8 @@
 -- The process toolbox's details (issue 19): stopped and continued children
 -- (WUNTRACED/WCONTINUED through the one reaper), the scheduling options of
 -- orch.spawn and of services (nice, cpu_affinity, ioprio, checked against
--- the kernel's own view in /proc and ionice).
+-- the kernel's own view in /proc and ionice), orch.exec's argv[0], orch's own
+-- environment (setenv/unsetenv) and limits (getrlimit/setrlimit).
 local h = require "spec.helper"
 local orch = h.orch
 local u = require "spec.supervisor_util"
@@ -196,6 +197,105 @@ describe("scheduling options of services, and a stopped service", function()
       assert.matches("key 'ioprio': unknown key \"lvl\"", err{ ioprio = { class = "idle", lvl = 1 } })
       s.close()
     end)
+  end)
+end)
+
+describe("orch.exec", function()
+  it("gives the program an argv[0] of its own (args[0])", function()
+    h.run(function()
+      local p = assert(orch.fork(function()
+        orch.exec("/bin/sh", { [0] = "renamed", "-c", 'test "$0" = renamed && exit 5' })
+        return 1
+      end))
+      assert.are.same({ 5, nil }, { p:wait() })
+      local q = assert(orch.fork(function()
+        orch.exec("sh", { "-c", 'case "$0" in sh) exit 6;; esac; exit 1' })
+        return 1
+      end))
+      assert.are.same({ 6, nil }, { q:wait() })
+    end)
+    h.check_raises {
+      { function() orch.exec("sh", { [0] = 1 }) end, "bad argument #2 to 'exec' (argument 0: string expected, got number)" },
+      { function() orch.exec("sh", { [0] = "a\0b" }) end, "bad argument #2 to 'exec' (argument 0 contains a zero byte)" },
+    }
+  end)
+end)
+
+describe("orch's own environment", function()
+  it("sets and unsets variables that os.getenv and children see", function()
+    local name = "ORCH_SPEC_ENV_" .. orch.getpid()
+    h.run(function()
+      assert.is_true(orch.setenv(name, "one two"))
+      assert.are.equal("one two", os.getenv(name))
+      local out = orch.capture{ "sh", "-c", 'printf %s "$' .. name .. '"' }
+      assert.are.equal(0, out)
+      assert.are.equal("one two", select(2, orch.capture{ "sh", "-c", 'printf %s "$' .. name .. '"' }))
+      assert.is_true(orch.setenv(name, 42, false))      -- exists: left alone
+      assert.are.equal("one two", os.getenv(name))
+      assert.is_true(orch.setenv(name, 42))
+      assert.are.equal("42", os.getenv(name))
+      assert.is_true(orch.unsetenv(name))
+      assert.is_nil(os.getenv(name))
+      assert.are.equal("unset", select(2, orch.capture{ "sh", "-c", 'printf %s "${' .. name .. '-unset}"' }))
+      assert.is_true(orch.unsetenv(name))               -- unsetting twice is fine
+    end)
+    h.check_raises {
+      { function() orch.setenv("A=B", "x") end, "bad argument #1 to 'setenv' (variable name expected (not empty, no '=' or zero byte))" },
+      { function() orch.setenv("", "x") end, "bad argument #1 to 'setenv' (variable name expected" },
+      { function() orch.setenv("A\0B", "x") end, "bad argument #1 to 'setenv' (variable name expected" },
+      { function() orch.setenv("A") end, "bad argument #2 to 'setenv' (string expected, got no value)" },
+      { function() orch.setenv("A", "x\0y") end, "bad argument #2 to 'setenv' (value contains a zero byte)" },
+      { function() orch.setenv("A", "x", 1) end, "bad argument #3 to 'setenv' (boolean expected, got number)" },
+      { function() orch.setenv("A", "x", true, 1) end, "bad argument #4 to 'setenv' (no value expected)" },
+      { function() orch.unsetenv("A=") end, "bad argument #1 to 'unsetenv' (variable name expected" },
+      { function() orch.unsetenv() end, "bad argument #1 to 'unsetenv' (string expected, got no value)" },
+    }
+  end)
+end)
+
+describe("orch's own resource limits", function()
+  it("reads and changes them as the kernel sees them", function()
+    h.run(function()
+      local p = assert(orch.fork(function()
+        local soft, hard = orch.getrlimit("core")
+        assert(soft ~= nil and hard ~= nil)
+        assert(orch.setrlimit("core", 4096))            -- hard stays
+        local s2, h2 = orch.getrlimit("core")
+        assert(s2 == 4096 and h2 == hard, tostring(s2) .. " " .. tostring(h2))
+        local f = assert(io.open("/proc/self/limits")):read("a")
+        assert(f:match("Max core file size%s+4096%s"), f)
+        assert(orch.setrlimit("core", 0, 8192))
+        assert(select(2, orch.getrlimit("core")) == 8192)
+        -- Children inherit it.
+        local code, out = orch.capture{ "sh", "-c", "ulimit -c" }
+        assert(code == 0 and out == "0\n", out)
+        return 0
+      end))
+      assert.are.same({ 0, nil }, { p:wait() })
+    end)
+    h.check_raises {
+      { function() orch.getrlimit("bogus") end, "bad argument #1 to 'getrlimit' (unknown limit 'bogus')" },
+      { function() orch.getrlimit() end, "bad argument #1 to 'getrlimit' (string expected, got no value)" },
+      { function() orch.getrlimit("core", 1) end, "bad argument #2 to 'getrlimit' (no value expected)" },
+      { function() orch.setrlimit("core", -1) end, "bad argument #2 to 'setrlimit' (a non-negative integer or 'unlimited' expected)" },
+      { function() orch.setrlimit("core", 1.5) end, "bad argument #2 to 'setrlimit' (a non-negative integer or 'unlimited' expected)" },
+      { function() orch.setrlimit("core", 10, 5) end, "bad argument #2 to 'setrlimit' (soft limit above hard limit)" },
+      { function() orch.setrlimit("core", "unlimited", 5) end, "bad argument #2 to 'setrlimit' (soft limit above hard limit)" },
+      { function() orch.setrlimit("core", 1, 2, 3) end, "bad argument #4 to 'setrlimit' (no value expected)" },
+    }
+  end)
+
+  it("returns the kernel's refusal for an unprivileged user", function()
+    local script = h.script([[
+      local _, hard = orch.getrlimit("nofile")
+      print(orch.setrlimit("nofile", 16, 16))
+      print(orch.setrlimit("nofile", 16, 32))
+      print(orch.getrlimit("nofile"))
+    ]])
+    os.execute("chmod 755 " .. script:match("^(.*)/") .. " && chmod 644 " .. script)
+    local out, ok = h.sh("setpriv --reuid=65534 --regid=65534 --clear-groups " .. h.bin .. " run " .. script .. " 2>&1")
+    assert.is_true(ok, out)
+    assert.are.equal("true\nnil\tsetrlimit: operation not permitted\tEPERM\n16\t16", out)
   end)
 end)
 

@@ -1,8 +1,10 @@
 /*
- * l_daemon.c: the calls that turn orch itself into another process:
- * orch.fork (a Lua child), orch.exec (replace orch), orch.daemonize (detach)
- * and orch.proc.init_mode (orch as PID 1 or a container's init: forward
- * signals, drain at exit). The module orch.core.daemon, merged into orch
+ * l_daemon.c: orch's own process: the calls that turn orch itself into
+ * another process, orch.fork (a Lua child), orch.exec (replace orch),
+ * orch.daemonize (detach) and orch.proc.init_mode (orch as PID 1 or a
+ * container's init: forward signals, drain at exit); and orch's own
+ * environment and limits, which its children inherit (orch.setenv,
+ * orch.unsetenv, orch.getrlimit, orch.setrlimit). The module orch.core.daemon, merged into orch
  * and orch.proc.
  *
  * Ownership: a per-runtime daemon_state (malloc'ed, reached from the Lua
@@ -26,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -127,6 +130,17 @@ static int proc_exec(lua_State *L) {
       luaL_argerror(L, 2, lua_pushfstring(L, "argument %d contains a zero byte", (int)i));
     lua_pop(L, 1);
   }
+  /* args[0], as in execv's argv: what the program sees as its name. */
+  int has_argv0 = 0;
+  if (!lua_isnil(L, 2)) {
+    int t = lua_geti(L, 2, 0);
+    if (t != LUA_TNIL && t != LUA_TSTRING)
+      luaL_argerror(L, 2, lua_pushfstring(L, "argument 0: string expected, got %s", luaL_typename(L, -1)));
+    if (t == LUA_TSTRING && strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+      luaL_argerror(L, 2, "argument 0 contains a zero byte");
+    has_argv0 = t == LUA_TSTRING;
+    lua_pop(L, 1);
+  }
   if (!lua_isnil(L, 3)) {
     lua_pushnil(L);
     while (lua_next(L, 3)) {
@@ -143,7 +157,7 @@ static int proc_exec(lua_State *L) {
   /* The program and its arguments as one argv table; an env table is the
    * whole environment. Built the way spawn builds them. */
   lua_createtable(L, (int)n + 1, 0);
-  lua_pushvalue(L, 1);
+  if (has_argv0) lua_geti(L, 2, 0); else lua_pushvalue(L, 1);
   lua_rawseti(L, -2, 1);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_geti(L, 2, i);
@@ -512,6 +526,98 @@ fail:
 }
 
 
+/* ---------------------------------------------------------------- orch's own environment and limits */
+
+static const char *check_envname(lua_State *L, int idx) {
+  size_t len;
+  const char *k = luaL_checklstring(L, idx, &len);
+  if (!*k || strchr(k, '=') || strlen(k) != len)
+    luaL_argerror(L, idx, "variable name expected (not empty, no '=' or zero byte)");
+  return k;
+}
+
+/* orch.setenv(name, value [, overwrite]): orch's own environment, which
+ * spawned children inherit (and os.getenv reads). */
+static int proc_setenv(lua_State *L) {
+  const char *k = check_envname(L, 1);
+  if (lua_type(L, 2) != LUA_TSTRING && lua_type(L, 2) != LUA_TNUMBER)
+    luaL_typeerror(L, 2, "string");
+  size_t len;
+  const char *v = lua_tolstring(L, 2, &len);
+  if (strlen(v) != len) luaL_argerror(L, 2, "value contains a zero byte");
+  int overwrite = 1;
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TBOOLEAN);
+    overwrite = lua_toboolean(L, 3);
+  }
+  orch__check_nargs(L, 3);
+  if (setenv(k, v, overwrite) < 0) return orch__fail(L, "setenv", errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int proc_unsetenv(lua_State *L) {
+  const char *k = check_envname(L, 1);
+  orch__check_nargs(L, 1);
+  if (unsetenv(k) < 0) return orch__fail(L, "unsetenv", errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int check_resource(lua_State *L, int idx) {
+  const char *name = luaL_checkstring(L, idx);
+  int res = orch__rlimit_byname(name);
+  if (res < 0) luaL_argerror(L, idx, lua_pushfstring(L, "unknown limit '%s'", name));
+  return res;
+}
+
+static void push_rlim(lua_State *L, rlim_t v) {
+  if (v == RLIM_INFINITY) lua_pushliteral(L, "unlimited");
+  else lua_pushinteger(L, (lua_Integer)v);
+}
+
+static rlim_t check_rlim(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TSTRING && strcmp(lua_tostring(L, idx), "unlimited") == 0)
+    return RLIM_INFINITY;
+  int isint;
+  lua_Integer n = lua_tointegerx(L, idx, &isint);
+  if (lua_type(L, idx) != LUA_TNUMBER || !isint || n < 0)
+    luaL_argerror(L, idx, "a non-negative integer or 'unlimited' expected");
+  return (rlim_t)n;
+}
+
+/* orch.getrlimit(name): soft, hard of orch itself. */
+static int proc_getrlimit(lua_State *L) {
+  int res = check_resource(L, 1);
+  orch__check_nargs(L, 1);
+  struct rlimit rl;
+  if (getrlimit((__rlimit_resource_t)res, &rl) < 0) return orch__fail(L, "getrlimit", errno);
+  push_rlim(L, rl.rlim_cur);
+  push_rlim(L, rl.rlim_max);
+  return 2;
+}
+
+/* orch.setrlimit(name, soft [, hard]): hard defaults to the current one. */
+static int proc_setrlimit(lua_State *L) {
+  int res = check_resource(L, 1);
+  rlim_t soft = check_rlim(L, 2);
+  int has_hard = !lua_isnoneornil(L, 3);
+  rlim_t hard = has_hard ? check_rlim(L, 3) : 0;
+  orch__check_nargs(L, 3);
+  if (has_hard && hard != RLIM_INFINITY && (soft == RLIM_INFINITY || soft > hard))
+    luaL_argerror(L, 2, "soft limit above hard limit");
+  struct rlimit rl;
+  if (!has_hard) {
+    if (getrlimit((__rlimit_resource_t)res, &rl) < 0) return orch__fail(L, "setrlimit", errno);
+    hard = rl.rlim_max;
+  }
+  rl.rlim_cur = soft;
+  rl.rlim_max = hard;
+  if (setrlimit((__rlimit_resource_t)res, &rl) < 0) return orch__fail(L, "setrlimit", errno);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* ---------------------------------------------------------------- hooks */
 
 /* The Lua state may already be closed here: no Lua. */
@@ -547,7 +653,10 @@ int orch__open_daemon(lua_State *L) {
     orch__on_fork_child(st->rt, daemon_fork_hook, st);
   }
   lua_pop(L, 1);
-  static const luaL_Reg plain[] = { {"fork", proc_fork}, {"exec", proc_exec}, {NULL, NULL} };
+  static const luaL_Reg plain[] = {
+    {"fork", proc_fork}, {"exec", proc_exec}, {"setenv", proc_setenv}, {"unsetenv", proc_unsetenv},
+    {"getrlimit", proc_getrlimit}, {"setrlimit", proc_setrlimit}, {NULL, NULL}
+  };
   static const luaL_Reg with_state[] = { {"daemonize", proc_daemonize}, {NULL, NULL} };
   static const luaL_Reg proc_with_state[] = { {"init_mode", proc_init_mode}, {NULL, NULL} };
   luaL_newlib(L, plain);

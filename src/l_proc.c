@@ -528,6 +528,12 @@ static const struct { const char *name; int res; } rlimit_names[] = {
 };
 #define NRLIMITS 16
 
+int orch__rlimit_byname(const char *name) {
+  for (int i = 0; rlimit_names[i].name; i++)
+    if (strcmp(rlimit_names[i].name, name) == 0) return rlimit_names[i].res;
+  return -1;
+}
+
 typedef struct {
   int args;                   /* stack index of the argv table */
   int argc;
@@ -625,9 +631,7 @@ static void parse_rlimits(lua_State *L, int arg, spawn_args *a) {
   while (lua_next(L, t)) {
     if (lua_type(L, -2) != LUA_TSTRING) orch__opt_error(L, arg, "rlimits", "keys must be limit names");
     const char *name = lua_tostring(L, -2);
-    int res = -1;
-    for (int i = 0; rlimit_names[i].name; i++)
-      if (strcmp(rlimit_names[i].name, name) == 0) res = rlimit_names[i].res;
+    int res = orch__rlimit_byname(name);
     if (res < 0) orch__opt_error(L, arg, "rlimits", lua_pushfstring(L, "unknown limit '%s'", name));
     struct rlimit lim;
     if (lua_istable(L, -1)) {

@@ -197,6 +197,10 @@ orch__child *orch__process_new(lua_State *L);
  * in the table. With pid <= 0 nothing was started: the anchor goes. */
 void orch__process_track(lua_State *L, int idx, pid_t pid);
 
+/* The RLIMIT_ constant of a limit's name as the rlimits option spells it
+ * ("nofile", "core", ...), or -1. */
+int orch__rlimit_byname(const char *name);
+
 /* [-0,+1] For orch.exec: the argv (argc entries of the table at args, which
  * holds strings or numbers) and envp (the table at env replaces the
  * environment; env 0: orch's own) of a new program, in memory owned by a
