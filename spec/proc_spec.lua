@@ -276,7 +276,14 @@ describe("orch.spawn", function()
     h.run(function()
       local p = assert(orch.spawn{ prog, "sleep", "100", pgroup = true })
       eventually(function() return orch.proc.info(p.pid).name == "prog_proc" end, "exec")
+      -- Stopped, its state cannot change between the two reads (a running
+      -- process may be R in one and S in the other).
+      local stopped = false
+      p:on_stop(function() stopped = true end)
+      p:kill("STOP")
+      eventually(function() return stopped end, "stopped")
       local info, st, start = orch.proc.info(p.pid), orch.proc.stat(p.pid), orch.proc.start_time(p.pid)
+      assert.are.equal("T", st.state)
       p:kill("KILL"); p:wait()
       for _, k in ipairs { "pid", "state", "ppid", "pgid", "sid", "name", "start_time", "threads" } do
         assert.are.equal(info[k], st[k], k)
