@@ -179,6 +179,20 @@ describe("scheduling options of services, and a stopped service", function()
     end)
   end)
 
+  it("stops a SIGSTOPped service with its stop signal (CONT after it), not by waiting for KILL", function()
+    u.with(function(s, logs)
+      s.service{ name = "paused", cmd = { prog, "sleep", "100" }, stop = { timeout = 120 } }
+      s.start("paused")
+      local pid = eventually(function() local st = u.st(s, "paused") return st.state == "running" and st.pid end, "running")
+      sh_kill("STOP", pid)
+      eventually(function() return u.st(s, "paused").state == "stopped" end, "shown stopped")
+      s.stop("paused")   -- without the CONT: 120 s, past this test's deadline
+      assert.are.equal("stopped", u.st(s, "paused").state)
+      assert.are.equal("TERM", u.st(s, "paused").exit_signal)
+      assert.is_nil(u.logged(logs, "sending KILL"))
+    end)
+  end)
+
   it("checks the options when the service is defined", function()
     h.run(function()
       local s = u.new()

@@ -666,6 +666,9 @@ function Instance:stop_run(run)
   -- Frozen processes would take the stop signal only once thawed.
   if self.frozen then self:freeze(false) end
   self:send(run, sig, st.group)
+  -- A process stopped from outside (SIGSTOP, SIGTSTP) takes the stop signal
+  -- only once continued: CONT right after it, as systemd does.
+  if sig ~= "KILL" and run.proc and run.proc:status() == "stopped" then self:send(run, "CONT", st.group) end
   if self:gone(run) then return end
   if sig ~= "KILL" and not self:wait_run(run, st.timeout) then
     if not S.escalated then
