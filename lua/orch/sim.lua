@@ -465,17 +465,45 @@ local function proc_name(p)
   return p.label
 end
 
+-- The trace is kept as records, four slots per event in one flat list
+-- (virtual time, kind, who or false, text or false), and formatted only
+-- when read (world.trace[i], world:text(), echo): a seeded run that passes
+-- never formats its lines. A record of kind false is a finished line.
+local function trace_line(rec, i)
+  local b = 4 * i
+  local kind, who, text = rec[b - 2], rec[b - 1] or nil, rec[b] or nil
+  if kind == false then return text end
+  return string.format("%12.3f %-8s %s%s", rec[b - 3], kind, who or "",
+    text and ((who and " " or "") .. text) or "")
+end
+
+local trace_mt = {
+  __index = function(t, i)
+    local W = rawget(t, 0)
+    if math.type(i) ~= "integer" or i < 1 or i > W.ntrace then return nil end
+    return trace_line(W.records, i)
+  end,
+  __len = function(t) return rawget(t, 0).ntrace end,
+  __newindex = function() error("world.trace is read-only", 2) end,
+}
+
+-- Appends a record; returns its index.
+local function trace_add(W, t, kind, who, text)
+  local n = W.ntrace + 1
+  W.ntrace = n
+  local rec, b = W.records, 4 * n
+  rec[b - 3], rec[b - 2], rec[b - 1], rec[b] = t, kind, who or false, text or false
+  if W.echo then W.echo(trace_line(rec, n)) end
+  return n
+end
+
 --- Adds a line to the trace and checks the invariants. kind: spawn, exit,
 -- reaped, signal, ignored, ready, beat, stall, log, fork, fault, state,
 -- spawn_failed, sup (a supervisor log line), note.
 function World:event(kind, p, text)
   local who = type(p) == "table" and proc_name(p) or p
   local now = orch.now()
-  local line = string.format("%12.3f %-8s %s%s", now - self.t0, kind, who or "",
-    text and ((who and " " or "") .. text) or "")
-  local n = #self.trace + 1
-  self.trace[n] = line
-  if self.echo then self.echo(line) end
+  trace_add(self, now - self.t0, kind, who, text)
   if #self.invariants == 0 or self.violation then return end
   local ev
   for _, inv in ipairs(self.invariants) do
@@ -485,7 +513,7 @@ function World:event(kind, p, text)
     if not ok or res == false then
       self.violation = string.format("invariant '%s' broken at %.3f: %s", inv.name,
         orch.now() - self.t0, tostring(ok and (msg or "false") or res))
-      self.trace[#self.trace + 1] = "             VIOLATED " .. self.violation
+      trace_add(self, 0, false, false, "             VIOLATED " .. self.violation)
       return
     end
     ::next::
@@ -539,7 +567,11 @@ function World:check()
   return true
 end
 
-function World:text() return table.concat(self.trace, "\n") .. "\n" end
+function World:text()
+  local rec, out = self.records, {}
+  for i = 1, self.ntrace do out[i] = trace_line(rec, i) end
+  return table.concat(out, "\n") .. "\n"
+end
 
 function World:report(msg)
   return string.format("%s\nsim: seed %d\n%s", tostring(msg), self.seed, self:text())
@@ -906,9 +938,11 @@ function sim.world(opts)
   if math.type(seed) ~= "integer" then error("bad argument #1 to 'world' (option 'seed': integer expected)", 2) end
   local W = setmetatable({
     seed = seed, rng = rng_new(seed), faults = sim.parse_faults(opts.faults), invariants = {},
-    procs = {}, programs = {}, trace = {}, next_pid = PID_BASE, nspawn = 0, nlive = 0, inflight = 0,
-    hb_tables = {}, t0 = orch.now(), echo = opts.echo,
+    procs = {}, programs = {}, records = {}, ntrace = 0, next_pid = PID_BASE, nspawn = 0, nlive = 0,
+    inflight = 0, hb_tables = {}, t0 = orch.now(), echo = opts.echo,
   }, World)
+  -- world.trace: the lines so far, a read-only list (formatted when read).
+  W.trace = setmetatable({ [0] = W }, trace_mt)
   math.randomseed(seed)
   for _, inv in ipairs(opts.invariants or {}) do
     if type(inv) ~= "table" or type(inv.fn) ~= "function" then
