@@ -504,11 +504,20 @@ function World:event(kind, p, text)
   local who = type(p) == "table" and proc_name(p) or p
   local now = orch.now()
   trace_add(self, now - self.t0, kind, who, text)
-  if #self.invariants == 0 or self.violation then return end
-  local ev
-  for _, inv in ipairs(self.invariants) do
-    if inv.on and not inv.on[kind] then goto next end
-    ev = ev or { kind = kind, proc = type(p) == "table" and p or nil, text = text, time = now }
+  if self.violation then return end
+  -- The invariants that name this kind (or every kind), in the order they
+  -- were added: most events (log lines, state changes) concern none.
+  local list = self.inv_by_kind[kind]
+  if not list then
+    list = {}
+    for _, inv in ipairs(self.invariants) do
+      if not inv.on or inv.on[kind] then list[#list + 1] = inv end
+    end
+    self.inv_by_kind[kind] = list
+  end
+  if list[1] == nil then return end
+  local ev = { kind = kind, proc = type(p) == "table" and p or nil, text = text, time = now }
+  for _, inv in ipairs(list) do
     local ok, res, msg = pcall(inv.fn, self, ev)
     if not ok or res == false then
       self.violation = string.format("invariant '%s' broken at %.3f: %s", inv.name,
@@ -516,7 +525,6 @@ function World:event(kind, p, text)
       trace_add(self, 0, false, false, "             VIOLATED " .. self.violation)
       return
     end
-    ::next::
   end
 end
 
@@ -559,6 +567,7 @@ function World:invariant(name, fn, kinds)
     for _, k in ipairs(kinds) do on[k] = true end
   end
   self.invariants[#self.invariants + 1] = { name = name, fn = fn, on = on }
+  self.inv_by_kind = {}
 end
 
 --- Raises when an invariant broke (with the seed and the trace).
@@ -939,7 +948,7 @@ function sim.world(opts)
   local W = setmetatable({
     seed = seed, rng = rng_new(seed), faults = sim.parse_faults(opts.faults), invariants = {},
     procs = {}, programs = {}, records = {}, ntrace = 0, next_pid = PID_BASE, nspawn = 0, nlive = 0,
-    inflight = 0, hb_tables = {}, t0 = orch.now(), echo = opts.echo,
+    inflight = 0, hb_tables = {}, t0 = orch.now(), echo = opts.echo, inv_by_kind = {},
   }, World)
   -- world.trace: the lines so far, a read-only list (formatted when read).
   W.trace = setmetatable({ [0] = W }, trace_mt)
