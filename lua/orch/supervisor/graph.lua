@@ -156,6 +156,8 @@ function graph.stop_ordered(S, insts)
     remaining[inst.service] = remaining[inst.service] or {}
     table.insert(remaining[inst.service], inst)
   end
+  local pos = {}
+  for i, name in ipairs(S.order) do pos[name] = i end
   while next(remaining) do
     -- This layer: the services no other remaining service depends on.
     local needed = {}
@@ -169,6 +171,10 @@ function graph.stop_ordered(S, insts)
       if not needed[name] then layer[#layer + 1] = name end
     end
     if #layer == 0 then for name in pairs(remaining) do layer[#layer + 1] = name end end
+    -- In definition order: the order of a table's keys changes from one
+    -- process to the next (Lua seeds its string hashes at random), and
+    -- the order the stops begin in must not (a simulation's trace).
+    table.sort(layer, function(a, b) return (pos[a] or 0) < (pos[b] or 0) or (pos[a] == pos[b] and a < b) end)
     local tasks = {}
     for _, name in ipairs(layer) do
       for _, inst in ipairs(remaining[name]) do
