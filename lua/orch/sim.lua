@@ -1080,9 +1080,12 @@ function sim.invariants.requires(service, dependency)
   return { name = service .. " requires " .. dependency, kinds = { "spawn" }, fn = function(W, ev)
     local inst = spawned_instance(W, ev)
     if not inst or inst.service ~= service then return true end
-    for _, st in ipairs(W.sup.status(dependency) or {}) do
-      if st.state ~= "running" then
-        return false, string.format("%s started while %s is %s", inst.name, st.name, st.state)
+    -- The instance objects, not sup.status (which builds a record of
+    -- every field, process details included, for each).
+    for _, d in ipairs(W.sup.instances()) do
+      local state = d.frozen and "frozen" or d.state
+      if d.service == dependency and state ~= "running" then
+        return false, string.format("%s started while %s is %s", inst.name, d.name, state)
       end
     end
     return true
