@@ -124,7 +124,12 @@ function ctl.registered(name)
 end
 
 local function supervisor(srv)
-  return srv.supervisor or registry.supervisor
+  local sup = srv.supervisor or registry.supervisor
+  -- Right after `orch ctl reexec` (or a restart after kill -9), sup.run is
+  -- still taking the hand-over: a request waits for it (bounded), so that no
+  -- client sees fresh counters and states in between.
+  if type(sup) == "table" and type(sup.settled) == "function" then sup.settled(10) end
+  return sup
 end
 
 -- Calls sup[fname](...) and turns the outcome into a reply.

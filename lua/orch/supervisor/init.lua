@@ -814,9 +814,34 @@ local function new(main)
     return true
   end
 
+  -- sup.run takes a hand-over (after `orch ctl reexec`) or a recovery
+  -- (after kill -9) in steps that may wait; meanwhile the instances still
+  -- have their fresh counters and states. Control requests wait for it.
+  local settling, settled_cond = nil, orch.cond()
+  local run_body
+
+  --- sup.settled([timeout]): waits (in a task other than sup.run's own)
+  -- until sup.run has taken what a previous orch handed over or left
+  -- behind; true at once otherwise.
+  function sup.settled(timeout)
+    local me = orch.current()
+    if not settling or not me or me == settling then return true end
+    settled_cond:wait(timeout)
+    return not settling
+  end
+
   function sup.run()
     local ok, err = pcall(S.check_graph, S)
     if not ok then error(err, 2) end
+    settling = orch.current() or nil
+    local ok2, err2 = pcall(run_body)
+    settling = nil
+    settled_cond:broadcast()
+    if not ok2 then error(err2, 0) end
+    return true
+  end
+
+  run_body = function()
     sup.handle_signals()
     -- After `orch ctl reexec`: what ran before runs on (adopted), whether
     -- or not it starts by itself.
@@ -852,6 +877,10 @@ local function new(main)
         end
       end
     end
+    -- What was handed over or left behind is taken: control requests that
+    -- waited go on (they see the start below as it happens).
+    settling = nil
+    settled_cond:broadcast()
     -- One start for all of them: it yields every START_BATCH launches (one
     -- call per service never did, and thousands of services ran into the
     -- Lua time budget).
