@@ -178,44 +178,35 @@ function M.format_status(services)
       fmt_bytes(s.rss), type(s.cpu) == "number" and string.format("%.2fs", s.cpu) or "-",
     }
   end
-  -- OOM kills inside a service's cgroup (services with a memory limit): a
-  -- column when any had one.
-  local ooms = false
-  for _, sv in ipairs(services) do
-    if type(sv.oom_kills) == "number" and sv.oom_kills > 0 then ooms = true end
-  end
-  if ooms then
-    rows[1][#rows[1] + 1] = "OOM"
+  -- Optional last columns, each shown when any service has a value for it:
+  -- OOM kills inside a service's cgroup (services with a memory limit); why a
+  -- service is not running (a spawn that failed for lack of fds, a start
+  -- limit, a missed heartbeat); what a service says about itself (sd_notify
+  -- STATUS=...).
+  local function column(header, value, present)
+    local vals, any = {}, false
     for i, sv in ipairs(services) do
+      vals[i] = value(sv)
+      if vals[i] and (not present or present(sv)) then any = true end
+    end
+    if not any then return end
+    rows[1][#rows[1] + 1] = header
+    for i = 1, #services do
       local r = rows[i + 1]
-      r[#r + 1] = type(sv.oom_kills) == "number" and tostring(math.tointeger(sv.oom_kills) or sv.oom_kills) or "-"
+      r[#r + 1] = vals[i] or "-"
     end
   end
-  -- Why a service is not running (a spawn that failed for lack of fds, a
-  -- start limit, a missed heartbeat): a last column when any has one.
-  local reasons = false
-  for _, sv in ipairs(services) do
-    if type(sv.reason) == "string" and sv.state ~= "running" then reasons = true end
-  end
-  if reasons then
-    rows[1][#rows[1] + 1] = "REASON"
-    for i, sv in ipairs(services) do
-      local r = rows[i + 1]
-      r[#r + 1] = type(sv.reason) == "string" and sv.state ~= "running" and sv.reason:gsub("%s+", " ") or "-"
-    end
-  end
-  -- What a service says about itself (sd_notify STATUS=...).
-  local texts = false
-  for _, sv in ipairs(services) do
-    if type(sv.status_text) == "string" and sv.status_text ~= "" then texts = true end
-  end
-  if texts then
-    rows[1][#rows[1] + 1] = "STATUS"
-    for i, sv in ipairs(services) do
-      local r = rows[i + 1]
-      r[#r + 1] = type(sv.status_text) == "string" and sv.status_text ~= "" and sv.status_text:gsub("%s+", " ") or "-"
-    end
-  end
+  column("OOM", function(sv)
+    local n = sv.oom_kills
+    return type(n) == "number" and tostring(math.tointeger(n) or n) or nil
+  end, function(sv) return sv.oom_kills > 0 end)
+  column("REASON", function(sv)
+    return type(sv.reason) == "string" and sv.state ~= "running" and (sv.reason:gsub("%s+", " ")) or nil
+  end)
+  column("STATUS", function(sv)
+    local t = sv.status_text
+    return type(t) == "string" and t ~= "" and (t:gsub("%s+", " ")) or nil
+  end)
   local widths = {}
   for _, r in ipairs(rows) do
     for c, v in ipairs(r) do widths[c] = math.max(widths[c] or 0, #v) end
