@@ -1187,13 +1187,17 @@ describe("orch.listen options for servers", function()
 
   it("by default a task waiting in accept keeps it running until a client comes", function()
     local sock = dir .. "/s.sock"
+    -- Waits for a mark written after orch.listen returned: the socket file
+    -- exists from bind() on, before listen(), and a connect in between is
+    -- refused.
     local code, line = with_run(([[
       local l = assert(orch.listen{ unix = %q })
+      io.open(%q, "w"):close()
       local c = assert(l:accept())
       c:write("served\n")
       c:close()
-    ]]):format(sock), function(p)
-      eventually(function() return exists(sock) end, "the socket")
+    ]]):format(sock, dir .. "/listening2"), function(p)
+      eventually(function() return exists(dir .. "/listening2") end, "the listener")
       local c = assert(orch.connect{ unix = sock, timeout = 20 })
       local got = c:read_line()
       c:close()
