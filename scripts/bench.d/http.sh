@@ -21,20 +21,8 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 SIZES=${HTTP_SIZES:-"500"}
 SCRAPES=${HTTP_SCRAPES:-50}
-W=$(mktemp -d /tmp/orch-bench-http.XXXXXX)
-TOKEN=$(basename "$W")
-export ORCH_BENCH_SUP=$TOKEN
-sweep() {
-  local f pid
-  for f in /proc/[0-9]*/environ; do
-    pid=${f#/proc/}; pid=${pid%/environ}
-    [ "$pid" = $$ ] || [ "$pid" = "$BASHPID" ] && continue
-    grep -qz "^ORCH_BENCH_SUP=$TOKEN\$" "$f" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  done
-}
-cleanup() { sweep; sleep 0.2; sweep; rm -rf "$W"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. "$HERE/workdir.sh"
+bench_workdir /tmp/orch-bench-http.XXXXXX
 CURL="env -u LD_PRELOAD curl -s --max-time 60"
 
 # start NAME N [--http]: an orch supervising N sleeps; sets SUP (pid) and PORT.

@@ -28,20 +28,9 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 SIZES=${SCALE_SIZES:-"100 1000 10000"}
 TIMEOUT=${SCALE_TIMEOUT:-300}
-W=$(mktemp -d /dev/shm/orch-bench-scale.XXXXXX)
-TOKEN=$(basename "$W")
-export ORCH_BENCH_SUP=$TOKEN SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
-sweep() {
-  local f pid
-  for f in /proc/[0-9]*/environ; do
-    pid=${f#/proc/}; pid=${pid%/environ}
-    [ "$pid" = $$ ] || [ "$pid" = "$BASHPID" ] && continue
-    grep -qz "^ORCH_BENCH_SUP=$TOKEN\$" "$f" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  done
-}
-cleanup() { sweep; sleep 0.2; sweep; rm -rf "$W"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. "$HERE/workdir.sh"
+bench_workdir /dev/shm/orch-bench-scale.XXXXXX
+export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
 ulimit -n 65536 2>/dev/null || true
 cc -O2 -static -o "$W/svc_stamp" "$HERE/svc_stamp.c" 2>/dev/null || cc -O2 -o "$W/svc_stamp" "$HERE/svc_stamp.c" || exit 1
 cc -O2 -o "$W/probe" "$HERE/supervisors_probe.c" || exit 1
@@ -66,7 +55,7 @@ for n in $SIZES; do
   SUP=$!
   if ! "$P" wait-started "$SVC_SHM" "$n" "$TIMEOUT"; then
     echo "# scale.sh: $n services did not all start within $TIMEOUT s" >&2
-    kill -KILL "$SUP"; wait "$SUP" 2>/dev/null; sweep; continue
+    kill -KILL "$SUP"; wait "$SUP" 2>/dev/null; bench_sweep; continue
   fi
   t=$(ms_since "$t0"); put "start_cold_${n}_orch" "$t" ms; per "start_cold_$n" "$t" "$n"; cpu_put "start_cold_$n" 0
   for _ in $(seq 200); do [ -S "$W/ctl.sock" ] && break; sleep 0.05; done
@@ -91,5 +80,5 @@ for n in $SIZES; do
   sleep 0.2; cpu_put "start_$n" "$c0"
   kill -TERM "$SUP" 2>/dev/null
   for _ in $(seq 600); do kill -0 "$SUP" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null; sweep
+  kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null; bench_sweep
 done

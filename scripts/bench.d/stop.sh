@@ -18,20 +18,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 ROUNDS=${STOP_ROUNDS:-3}
-W=$(mktemp -d /dev/shm/orch-bench-stop.XXXXXX)
-TOKEN=$(basename "$W")
-export ORCH_BENCH_SUP=$TOKEN SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
-sweep() {
-  local f pid
-  for f in /proc/[0-9]*/environ; do
-    pid=${f#/proc/}; pid=${pid%/environ}
-    [ "$pid" = $$ ] || [ "$pid" = "$BASHPID" ] && continue
-    grep -qz "^ORCH_BENCH_SUP=$TOKEN\$" "$f" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  done
-}
-cleanup() { sweep; sleep 0.2; sweep; rm -rf "$W"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. "$HERE/workdir.sh"
+bench_workdir /dev/shm/orch-bench-stop.XXXXXX
+export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
 cc -O2 -static -o "$W/svc_stamp" "$HERE/svc_stamp.c" 2>/dev/null || cc -O2 -o "$W/svc_stamp" "$HERE/svc_stamp.c" || exit 1
 cc -O2 -o "$W/minisup" "$HERE/minisup.c" && cc -O2 -o "$W/probe" "$HERE/supervisors_probe.c" || exit 1
 P=$W/probe SVC=$W/svc_stamp SUP= OUT=$W/values
@@ -50,7 +39,7 @@ launch() {                 # impl n
 finish() {
   kill -TERM "$SUP" 2>/dev/null
   for _ in $(seq 100); do kill -0 "$SUP" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null; sweep; SUP=
+  kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null; bench_sweep; SUP=
 }
 put() { echo "$1 $2" >>"$OUT"; }
 
