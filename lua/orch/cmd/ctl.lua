@@ -160,6 +160,22 @@ local function fmt_bytes(n)
   return i == 1 and string.format("%d%s", n, units[i]) or string.format("%.1f%s", n, units[i])
 end
 
+-- Rows of cells as lines of aligned columns (two spaces apart; the last
+-- column is not padded).
+local function align(rows)
+  local widths = {}
+  for _, r in ipairs(rows) do
+    for c, v in ipairs(r) do widths[c] = math.max(widths[c] or 0, #v) end
+  end
+  local out = {}
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for c, v in ipairs(r) do cells[c] = c < #r and (v .. string.rep(" ", widths[c] - #v)) or v end
+    out[#out + 1] = table.concat(cells, "  ")
+  end
+  return out
+end
+
 --- The status table, as lines (supervisorctl-like columns).
 function M.format_status(services)
   local rows = { { "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU" } }
@@ -207,16 +223,7 @@ function M.format_status(services)
     local t = sv.status_text
     return type(t) == "string" and t ~= "" and (t:gsub("%s+", " ")) or nil
   end)
-  local widths = {}
-  for _, r in ipairs(rows) do
-    for c, v in ipairs(r) do widths[c] = math.max(widths[c] or 0, #v) end
-  end
-  local out = {}
-  for _, r in ipairs(rows) do
-    local cells = {}
-    for c, v in ipairs(r) do cells[c] = c < #r and (v .. string.rep(" ", widths[c] - #v)) or v end
-    out[#out + 1] = table.concat(cells, "  ")
-  end
+  local out = align(rows)
   -- Services without cgroups (none writable, or turned off): said once.
   for _, sv in ipairs(services) do
     if type(sv.cgroup_off) == "string" then
@@ -483,17 +490,7 @@ function M.format_jobs(jobs)
     rows[#rows + 1] = { tostring(j.name), tostring(j.type or j.mode or "?"), state, nxt, last,
                         tostring(math.tointeger(j.runs) or j.runs or 0) }
   end
-  local widths = {}
-  for _, r in ipairs(rows) do
-    for c, v in ipairs(r) do widths[c] = math.max(widths[c] or 0, #v) end
-  end
-  local out = {}
-  for _, r in ipairs(rows) do
-    local cells = {}
-    for c, v in ipairs(r) do cells[c] = c < #r and (v .. string.rep(" ", widths[c] - #v)) or v end
-    out[#out + 1] = table.concat(cells, "  ")
-  end
-  return out
+  return align(rows)
 end
 
 --- One event of `orch ctl events` as a line:
