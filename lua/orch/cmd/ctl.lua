@@ -15,7 +15,8 @@ Commands:
                           4 when a NAME is unknown
   is-active NAME...       active, activating, deactivating, inactive, failed
                           or unknown, one line a name (-q, --quiet: none);
-                          exit status as status
+                          frozen and SIGSTOPped services are active; exit
+                          0 when every one is active, else as status
   health                  exit 0 when every critical service is ready (every
                           service when none is critical), else 3 and why
   start NAME|all ...      start services (and what they depend on); a spawn
@@ -59,8 +60,8 @@ Options:
 Options go before or after the command and its arguments; -- ends them.
 
 Exit status: 0 ok, 1 the command failed, 2 usage error, 3 cannot connect
-(status, is-active, health: 3 also when a service is not running or not
-ready; 4 an unknown service).
+(status, is-active, health: 3 also when a service is not running, not
+active or not ready; 4 an unknown service).
 ]=]
 
 local EXIT_FAIL, EXIT_USAGE, EXIT_CONNECT = 1, 2, 3
@@ -449,9 +450,15 @@ function M.main(o)
   end
   client:close()
   if probe then
+    -- status: every service named runs; is-active: every one is active
+    -- (a SIGSTOPped or frozen service too: its processes exist).
     local all_up = true
     for _, s in ipairs(probe.services) do
-      if s.state ~= "running" then all_up = false end
+      if cmd == "is-active" then
+        if M.active_word(s) ~= "active" then all_up = false end
+      elseif s.state ~= "running" then
+        all_up = false
+      end
     end
     if cmd == "status" and not opts.json then
       if (#probe.services > 0 or not probe.unknown) and not (probe.jobs and #probe.services == 0) then
@@ -463,8 +470,8 @@ function M.main(o)
       end
     elseif cmd == "is-active" then
       for _, s in ipairs(probe.services) do
-        if opts.json then io.stdout:write(ctl.encode({ name = s.name, state = s.state, active = M.active_word(s.state) }), "\n")
-        elseif not o.quiet then io.stdout:write(M.active_word(s.state), "\n") end
+        if opts.json then io.stdout:write(ctl.encode({ name = s.name, state = s.state, active = M.active_word(s) }), "\n")
+        elseif not o.quiet then io.stdout:write(M.active_word(s), "\n") end
       end
     end
     io.stdout:flush()
@@ -522,9 +529,14 @@ function M.format_event(ev)
   return (table.concat(t, " "):gsub("%c", " "))
 end
 
---- systemctl is-active's word for a state.
-function M.active_word(state)
+--- systemctl is-active's word for a service's status record. A service
+-- held by a stop signal shows `stopped` with its stop_signal, a frozen one
+-- `frozen`: both are active, as systemd calls a unit whose processes exist
+-- (a never-started or ended service is `stopped` without a stop_signal).
+function M.active_word(s)
+  local state = s.state
   if state == "running" or state == "frozen" then return "active" end
+  if state == "stopped" and s.stop_signal then return "active" end
   if state == "starting" or state == "waiting" or state == "backoff" then return "activating" end
   if state == "stopping" then return "deactivating" end
   if state == "fatal" then return "failed" end
