@@ -2,7 +2,7 @@
  * lmodule.c: the entry point of build/lua/orch.so for a stock lua5.4:
  * `require "orch"` finds this file through package.cpath when no
  * orch/init.lua is on package.path, and loads the Lua half (init.lua) from
- * the orch Lua directories (see the searcher in runtime.c).
+ * the orch Lua directories (see src/searcher.c).
  * `require "orch.core"` reaches luaopen_orch_core in the same file through
  * Lua's all-in-one loader.
  */

@@ -10,7 +10,7 @@
 #include "modules.h"
 
 #define ORCH_MODULE_LIST(X) \
-  X(core)      /* runtime.c: tasks, sleep, now, exit, cond */ \
+  X(core)      /* l_core.c: tasks, sleep, now, exit, cond (mechanism: task.c, clock.c, budget.c) */ \
   X(timer)     /* l_timer.c */ \
   X(signal)    /* l_signal.c */ \
   X(proc)      /* l_proc.c, procscan.c (mechanism: process.c, procfs.c) */ \

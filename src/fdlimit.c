@@ -1,0 +1,57 @@
+/*
+ * fdlimit.c: the process's fd limit: RLIMIT_NOFILE raised at start (and put
+ * back in spawned children), and the spare fds a listener gives up at
+ * EMFILE. Process-wide state (the limit is); no Lua, nothing blocks.
+ */
+#include "runtime.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- fd limit */
+
+/* Spare fds, taken when the first runtime starts, given up so the control
+ * socket can accept at EMFILE (src/listener.c). Process-wide: the fd limit is. */
+#define FD_RESERVE 3
+static int fd_reserve[FD_RESERVE] = { -1, -1, -1 };
+static struct rlimit nofile_orig;
+static int nofile_raised;
+
+void orch__fd_reserve_fill(void) {
+  for (int i = 0; i < FD_RESERVE; i++)
+    if (fd_reserve[i] < 0 && (fd_reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) return;
+}
+
+void orch__fd_reserve_release(void) {
+  for (int i = 0; i < FD_RESERVE; i++)
+    if (fd_reserve[i] >= 0) { close(fd_reserve[i]); fd_reserve[i] = -1; }
+}
+
+int orch__fd_reserve_held(void) {
+  int n = 0;
+  for (int i = 0; i < FD_RESERVE; i++) n += fd_reserve[i] >= 0;
+  return n;
+}
+
+int orch_raise_nofile(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return -errno;
+  if (!nofile_raised) nofile_orig = rl;
+  if (rl.rlim_cur == rl.rlim_max) return 0;
+  rlim_t want = rl.rlim_max;
+  /* An unlimited hard limit is capped by fs.nr_open anyway. */
+  if (want == RLIM_INFINITY || want > (1u << 20)) want = 1u << 20;
+  if (want <= rl.rlim_cur) return 0;
+  rl.rlim_cur = want;
+  if (setrlimit(RLIMIT_NOFILE, &rl) < 0) return -errno;
+  nofile_raised = 1;
+  return 1;
+}
+
+/* In a child about to exec: the soft limit orch was started with (a
+ * program may use select(2) with fds below FD_SETSIZE). Async-signal-safe. */
+void orch__child_nofile(void) {
+  if (nofile_raised) setrlimit(RLIMIT_NOFILE, &nofile_orig);
+}

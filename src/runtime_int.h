@@ -1,0 +1,132 @@
+/*
+ * runtime_int.h: what the runtime's own files share (runtime.c, task.c,
+ * clock.c, budget.c, l_core.c, searcher.c): the runtime and task structs and
+ * the scheduler's internal calls. Binding modules use runtime.h only.
+ */
+#ifndef ORCH_RUNTIME_INT_H
+#define ORCH_RUNTIME_INT_H
+
+#include <stdint.h>
+
+#include "runtime.h"
+
+#define TASK_MT "orch.Task"
+
+enum { T_READY, T_RUNNING, T_WAITING, T_DONE, T_FAILED, T_CANCELLED };
+
+/* Uservalue slots of an orch.Task userdata. */
+enum { UVAL_CO = 1, UVAL_JOINERS, UVAL_ERROR, UVAL_TRACE, UVAL_NSLOTS = UVAL_TRACE };
+
+struct orch__task {
+  lua_State *co;
+  orch_runtime *rt;
+  int ref;                  /* registry ref to the userdata while unfinished */
+  int status;
+  int awaiting;             /* suspended inside orch__await */
+  int sleeping;             /* the timer ends the wait with no values */
+  int waking;               /* resumed by the runtime, not by coroutine.resume */
+  int exit_yield;           /* suspended by orch.exit: never resumed */
+  int self_cancel;          /* called task:cancel() on itself */
+  orch__task *joining;      /* the task this one waits for in :join() */
+  int wake_nargs;
+  int nres;                 /* results left on co's stack when done */
+  int gone;                 /* userdata collected: free when timer closes */
+  orch__cancel_fn cancel;
+  void *cancel_data;
+  const char *timeout_op;
+  uv_timer_t *timer;        /* lazily created; freed in its close callback */
+  orch__vtimer vtimer;      /* the timeout on the virtual clock */
+  orch__task *prev, *next;  /* ready queue (doubly linked) */
+  int queued;
+  int qnargs;
+  orch__task *all_prev, *all_next;  /* every unfinished task */
+  uint64_t cpu_limit_ns;    /* task:set_cpu_limit; 0: none */
+  uint64_t cpu_ns;          /* CPU time used while a limit was set */
+  uint64_t cpu_mark;        /* thread CPU clock at the current resume */
+};
+
+#define MAX_HOOKS 16
+#define BUDGET_COUNT 1000           /* VM instructions between clock reads */
+#define BUDGET_DEFAULT_NS 5000000000ULL
+typedef struct { orch__hook_fn fn; void *data; } hook;
+
+struct orch_runtime {
+  uv_loop_t loop_storage;
+  uv_loop_t *loop;
+  lua_State *L;
+  int own_state;
+  uv_idle_t idle;
+  int idle_active;
+  uv_async_t holder;        /* ref'd while something holds the loop */
+  int holds;
+  orch__task *rq_head, *rq_tail;
+  orch__task *all;          /* unfinished tasks */
+  orch__task *current;
+  orch__task *main_task;
+  int main_ref;             /* registry ref to the main task userdata */
+  int running;              /* inside uv_run */
+  int exiting, exit_code;
+  char *last_error;
+  orch_error_fn on_error;
+  void *on_error_ud;
+  hook close_hooks[MAX_HOOKS];
+  int nclose_hooks;
+  hook fork_hooks[MAX_HOOKS];
+  int nfork_hooks;
+  void *slots[ORCH__SLOT_MAX];
+  int torn_down;
+  uint64_t budget_ns;       /* 0: no budget */
+  uint64_t budget_start;    /* when the running callback was resumed; 0: none */
+  uint64_t budget_trip;     /* when it was interrupted; 0: not yet */
+  int fork_child;           /* orch.fork's child: its loop's end is the process's */
+  /* The virtual clock (see the opening comment). */
+  int vclock;               /* orch.clock("virtual") */
+  uint64_t vnow;            /* its monotonic time, ns */
+  double vwall;             /* orch.time() when vnow was vbase */
+  uint64_t vbase;
+  uint64_t vhorizon;        /* deadlines past it do not keep the loop alive */
+  orch__vtimer **vheap;
+  size_t vn, vcap;
+  uint64_t vseq;
+  uv_prepare_t vprep;
+  int vprep_active;
+  int vpoked;               /* a poll that does not block ran since... */
+  uint64_t vmark;           /* ...this count of resumes */
+  uint64_t resumes;
+};
+
+/* The registry key of the runtime's light userdata (&orch__rt_key; the
+ * sentinel that frees a host-bound runtime sits at &orch__rt_key + 1). */
+extern const char orch__rt_key;
+
+static inline orch__task **extra(lua_State *co) { return (orch__task **)lua_getextraspace(co); }
+
+/* task.c: the ready queue and the list of unfinished tasks. */
+void orch__queue_push(orch__task *t, int nargs);
+void orch__queue_remove(orch__task *t);
+void orch__all_remove(orch__task *t);
+void orch__idle_cb(uv_idle_t *h);      /* drains the ready queue */
+
+/* task.c: a task's life. */
+int orch__push_task(lua_State *L, orch__task *t);    /* [-0,+1] its userdata; returns 1 */
+orch__task *orch__task_new(lua_State *L, int nargs);
+void orch__task_cancel(orch__task *t);
+void orch__task_stop_timer(orch__task *t);
+void orch__task_timer_closed(uv_handle_t *h);
+void orch__cancel_leftovers(orch_runtime *rt);
+int orch__await_k(lua_State *L, int status, lua_KContext ctx);
+int orch__wait_begin(orch__task *t, double timeout, const char *op,
+                     orch__cancel_fn cancel, void *data);
+
+/* budget.c: the count hook of the time budget and of CPU limits. */
+void orch__budget_hook(lua_State *L, lua_Debug *ar);
+uint64_t orch__thread_cpu_ns(void);
+uint64_t orch__task_cpu_ns(const orch__task *t);
+
+/* searcher.c: require "orch.x" from the orch Lua directories. */
+void orch__install_searcher(lua_State *L);
+
+/* runtime.c: runs the loop (an orch.fork child ends there). */
+int orch__run_loop(orch_runtime *rt);
+
+#endif

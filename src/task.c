@@ -1,0 +1,428 @@
+/*
+ * task.c: the task scheduler: tasks as coroutines, the ready queue, waits
+ * (orch__await) and wake-ups (orch__wake), timeouts, cancellation, joins.
+ *
+ * Every piece of Lua code runs in a task: a coroutine whose extra space
+ * points to its orch__task. Runnable tasks sit in a ready queue drained by a
+ * uv_idle_t (active only while the queue is not empty, so an idle orch never
+ * wakes up).
+ *
+ * Ownership: a task's C struct is malloc'ed (its timeout timer must outlive
+ * the userdata until uv_close completes); the orch.Task userdata points to
+ * it; the userdata is anchored in the registry from creation until the task
+ * finishes, so the GC never collects a live task. Nothing here blocks.
+ */
+#include "runtime_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+orch__task *orch__current(lua_State *L) {
+  orch__task *t = *extra(L);
+  /* A coroutine created by coroutine.create inside a task copies the main
+   * thread's extra space (NULL), so only real task threads match. */
+  if (t && t->co == L && t->status == T_RUNNING) return t;
+  return NULL;
+}
+
+void orch__check_task(lua_State *L, const char *fname) {
+  if (!orch__current(L)) luaL_error(L, "%s: must be called from a task", fname);
+}
+
+/* ---------------------------------------------------------------- queue */
+
+
+void orch__queue_push(orch__task *t, int nargs) {
+  orch_runtime *rt = t->rt;
+  t->queued = 1;
+  t->qnargs = nargs;
+  t->status = T_READY;
+  t->next = NULL;
+  t->prev = rt->rq_tail;
+  if (rt->rq_tail) rt->rq_tail->next = t; else rt->rq_head = t;
+  rt->rq_tail = t;
+  if (!rt->idle_active && !rt->torn_down) {
+    uv_idle_start(&rt->idle, orch__idle_cb);
+    rt->idle_active = 1;
+  }
+}
+
+void orch__queue_remove(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  if (!t->queued) return;
+  if (t->prev) t->prev->next = t->next; else rt->rq_head = t->next;
+  if (t->next) t->next->prev = t->prev; else rt->rq_tail = t->prev;
+  t->prev = t->next = NULL;
+  t->queued = 0;
+}
+
+static void all_add(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  t->all_prev = NULL;
+  t->all_next = rt->all;
+  if (rt->all) rt->all->all_prev = t;
+  rt->all = t;
+}
+
+void orch__all_remove(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  if (t->all_prev) t->all_prev->all_next = t->all_next;
+  else if (rt->all == t) rt->all = t->all_next;
+  if (t->all_next) t->all_next->all_prev = t->all_prev;
+  t->all_prev = t->all_next = NULL;
+}
+
+/* [-0,+1] Pushes "message\nstack traceback:..." for the failed coroutine co,
+ * whose error object is on top of co's stack (left there). Nothing is called
+ * in co itself: a coroutine in error state may only be inspected. */
+static void push_traceback(lua_State *L, lua_State *co) {
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);
+  if (lua_type(L, -1) != LUA_TSTRING) {
+    if (lua_type(L, -1) == LUA_TNUMBER || luaL_getmetafield(L, -1, "__tostring") != LUA_TNIL) {
+      if (lua_type(L, -1) != LUA_TNUMBER) lua_pop(L, 1);
+      luaL_tolstring(L, -1, NULL);
+    } else {
+      lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, -1));
+    }
+    lua_remove(L, -2);
+  }
+  luaL_traceback(L, co, lua_tostring(L, -1), 0);
+  lua_remove(L, -2);
+}
+
+/* ---------------------------------------------------------------- tasks */
+
+int orch__push_task(lua_State *L, orch__task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  return 1;
+}
+
+void orch__task_timer_closed(uv_handle_t *h) {
+  orch__task *t = h->data;
+  free(h);
+  if (t) {
+    t->timer = NULL;
+    if (t->gone) free(t);
+  }
+}
+
+void orch__task_stop_timer(orch__task *t) {
+  if (t->timer) uv_timer_stop(t->timer);
+  orch__vtimer_stop(t->rt, &t->vtimer);
+}
+
+static void task_resume(orch__task *t, int nargs);
+
+/* Wakes every task joined on t (status done/failed/cancelled). */
+static void wake_joiners(lua_State *L, int ud_idx, orch__task *owner) {
+  ud_idx = lua_absindex(L, ud_idx);
+  if (lua_getiuservalue(L, ud_idx, UVAL_JOINERS) != LUA_TTABLE) { lua_pop(L, 1); return; }
+  lua_Integer n = luaL_len(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    lua_State *jco = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    if (!jco) continue;
+    orch__task *j = *extra(jco);
+    if (!j || j->status != T_WAITING || j->joining != owner) continue;
+    /* Queued, never resumed from here: the joiner's continuation reads the
+     * result from the joined task. */
+    j->joining = NULL;
+    j->cancel = NULL;
+    orch__task_stop_timer(j);
+    orch__queue_push(j, 0);
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_setiuservalue(L, ud_idx, UVAL_JOINERS);
+}
+
+static int has_joiners(lua_State *L, int ud_idx) {
+  int r = 0;
+  if (lua_getiuservalue(L, ud_idx, UVAL_JOINERS) == LUA_TTABLE) r = luaL_len(L, -1) > 0;
+  lua_pop(L, 1);
+  return r;
+}
+
+/* The task ended (status already set): unanchor it and wake joiners. */
+static void task_finish(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  lua_State *L = rt->L;
+  orch__task_stop_timer(t);
+  orch__queue_remove(t);
+  orch__all_remove(t);
+  orch__push_task(L, t);
+  wake_joiners(L, -1, t);
+  lua_pop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+  t->ref = LUA_NOREF;
+}
+
+static void task_failed(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  lua_State *L = rt->L;
+  lua_State *co = t->co;
+  t->status = T_FAILED;
+  orch__push_task(L, t);
+  int ud = lua_gettop(L);
+  push_traceback(L, co);                 /* traceback text */
+  lua_setiuservalue(L, ud, UVAL_TRACE);
+  lua_xmove(co, L, 1);                   /* the error object */
+  lua_setiuservalue(L, ud, UVAL_ERROR);
+  int joined = has_joiners(L, ud);
+  if (t == rt->main_task) {
+    lua_getiuservalue(L, ud, UVAL_TRACE);
+    free(rt->last_error);
+    rt->last_error = strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  } else if (!joined) {
+    lua_getiuservalue(L, ud, UVAL_TRACE);
+    orch__report(rt, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  /* Close the coroutine's to-be-closed variables. */
+  lua_resetthread(co);
+  lua_settop(co, 0);
+  task_finish(t);
+  /* The run ends with the main task's error (exit 1 for orch run). */
+  if (t == rt->main_task) uv_stop(rt->loop);
+}
+
+static void task_resume(orch__task *t, int nargs) {
+  orch_runtime *rt = t->rt;
+  orch__task *prev = rt->current;
+  int nres = 0;
+  rt->current = t;
+  t->status = T_RUNNING;
+  t->awaiting = 0;
+  t->waking = 1;
+  t->wake_nargs = nargs;
+  rt->resumes++;
+  /* The outermost resume starts the clock; a nested one runs on its time. */
+  int armed = rt->budget_ns && !rt->budget_start;
+  if (armed) {
+    rt->budget_start = orch__mono_ns();
+    rt->budget_trip = 0;
+  }
+  if (rt->budget_ns || t->cpu_limit_ns) lua_sethook(t->co, orch__budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
+  if (t->cpu_limit_ns) t->cpu_mark = orch__thread_cpu_ns();
+  int st = lua_resume(t->co, prev ? prev->co : NULL, nargs, &nres);
+  if (t->cpu_limit_ns) t->cpu_ns += orch__thread_cpu_ns() - t->cpu_mark;
+  lua_sethook(t->co, NULL, 0, 0);
+  if (armed) rt->budget_start = 0;
+  rt->current = prev;
+  if (st == LUA_YIELD) {
+    lua_pop(t->co, nres);
+    if (t->self_cancel || t->exit_yield || t->awaiting) {
+      t->status = T_WAITING;
+      if (t->self_cancel) orch__task_cancel(t);
+    } else {
+      /* A bare coroutine.yield() in a task yields to the other tasks. */
+      orch__queue_push(t, 0);
+    }
+  } else if (st == LUA_OK) {
+    t->status = T_DONE;
+    t->nres = lua_gettop(t->co);
+    task_finish(t);
+  } else {
+    task_failed(t);
+  }
+}
+
+/* Runs t now when called from a libuv callback; queues it when a task is
+ * running (Lua is never re-entered) or orch is exiting. */
+static void run_or_queue(orch__task *t, int nargs) {
+  if (t->rt->current || t->rt->exiting) orch__queue_push(t, nargs);
+  else task_resume(t, nargs);
+}
+
+/* The task waiting in co, its wait ended; NULL (the values popped) when
+ * co does not wait. */
+static orch__task *wake_begin(lua_State *co, int nargs) {
+  orch__task *t = *extra(co);
+  if (!t || t->co != co || t->status != T_WAITING || t->exit_yield) {
+    lua_pop(co, nargs);
+    return NULL;
+  }
+  orch__task_stop_timer(t);
+  t->cancel = NULL;
+  t->cancel_data = NULL;
+  t->joining = NULL;
+  return t;
+}
+
+void orch__wake(lua_State *co, int nargs) {
+  orch__task *t = wake_begin(co, nargs);
+  if (t) run_or_queue(t, nargs);
+}
+
+void orch__wake_later(lua_State *co, int nargs) {
+  orch__task *t = wake_begin(co, nargs);
+  if (t) orch__queue_push(t, nargs);
+}
+
+void orch__idle_cb(uv_idle_t *h) {
+  orch_runtime *rt = h->data;
+  /* Run the tasks queued so far; tasks they queue run next turn, so a task
+   * looping on orch.sleep(0) lets I/O in between. */
+  orch__task *last = rt->rq_tail;
+  while (rt->rq_head && !rt->exiting) {
+    orch__task *t = rt->rq_head;
+    orch__queue_remove(t);
+    task_resume(t, t->qnargs);
+    if (t == last) break;
+  }
+  if (!rt->rq_head && rt->idle_active) {
+    uv_idle_stop(&rt->idle);
+    rt->idle_active = 0;
+  }
+}
+
+int orch__await_k(lua_State *L, int status, lua_KContext ctx) {
+  orch__task *t = (orch__task *)ctx;
+  if (!t->waking)
+    return luaL_error(L, "orch: a waiting task was resumed by coroutine.resume");
+  t->waking = 0;
+  return t->wake_nargs;
+}
+
+static void timed_out(orch__task *t) {
+  if (!t || t->status != T_WAITING) return;
+  lua_State *co = t->co;
+  if (t->sleeping) {
+    t->sleeping = 0;
+    orch__wake(co, 0);
+    return;
+  }
+  orch__cancel_fn cancel = t->cancel;
+  void *data = t->cancel_data;
+  t->cancel = NULL;
+  if (cancel) cancel(data);
+  if (t->status != T_WAITING) return;   /* the cancel function woke it */
+  lua_pushnil(co);
+  lua_pushfstring(co, "%s: timed out", t->timeout_op ? t->timeout_op : "wait");
+  lua_pushliteral(co, "ETIMEDOUT");
+  orch__wake(co, 3);
+}
+
+static void timeout_cb(uv_timer_t *h) { timed_out(h->data); }
+
+static void vtimeout_cb(orch__vtimer *vt) { timed_out(vt->data); }
+
+static int start_timer(orch__task *t, double seconds) {
+  if (t->rt->vclock) {
+    t->vtimer.data = t;
+    orch__vtimer_start(t->rt, &t->vtimer, seconds, vtimeout_cb);
+    return 0;
+  }
+  if (!t->timer) {
+    t->timer = malloc(sizeof *t->timer);
+    if (!t->timer) return UV_ENOMEM;
+    uv_timer_init(t->rt->loop, t->timer);
+    t->timer->data = t;
+  }
+  double ms = ceil(seconds * 1000.0);
+  if (ms > 9.0e15) ms = 9.0e15;
+  return orch__timer_start(t->timer, timeout_cb, (uint64_t)ms, 0);
+}
+
+/* Marks t as suspended in a wait (the caller yields next) and starts its
+ * timeout. Returns 0 or a libuv error from the timer. */
+int orch__wait_begin(orch__task *t, double timeout, const char *op,
+                      orch__cancel_fn cancel, void *data) {
+  t->awaiting = 1;
+  t->waking = 0;
+  t->cancel = cancel;
+  t->cancel_data = data;
+  t->timeout_op = op;
+  t->sleeping = (op == NULL);
+  return timeout >= 0 ? start_timer(t, timeout) : 0;
+}
+
+int orch__await(lua_State *L, double timeout, const char *op,
+                orch__cancel_fn cancel, void *data) {
+  orch__task *t = orch__current(L);
+  if (!t) return luaL_error(L, "%s: must be called from a task", op ? op : "orch.sleep");
+  int r = orch__wait_begin(t, timeout, op, cancel, data);
+  if (r < 0) {
+    t->awaiting = 0;
+    if (cancel) cancel(data);
+    return luaL_error(L, "orch: cannot start a timer: %s", uv_strerror(r));
+  }
+  return lua_yieldk(L, 0, (lua_KContext)t, orch__await_k);
+}
+
+/* Creates a task for the function at -(nargs+1); pops fn and args, pushes
+ * the task userdata. Does not queue it. */
+orch__task *orch__task_new(lua_State *L, int nargs) {
+  orch_runtime *rt = orch__rt(L);
+  orch__task **box = lua_newuserdatauv(L, sizeof *box, UVAL_NSLOTS);
+  *box = NULL;
+  luaL_setmetatable(L, TASK_MT);
+  orch__task *t = calloc(1, sizeof *t);
+  if (!t) luaL_error(L, "orch.task: out of memory");
+  *box = t;
+  t->rt = rt;
+  t->ref = LUA_NOREF;
+  lua_State *co = lua_newthread(L);
+  t->co = co;
+  *extra(co) = t;
+  lua_setiuservalue(L, -2, UVAL_CO);
+  /* stack: fn args... ud  -> move fn and args into co */
+  lua_insert(L, -(nargs + 2));          /* ud fn args... */
+  lua_xmove(L, co, nargs + 1);
+  lua_pushvalue(L, -1);
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  t->status = T_READY;
+  all_add(t);
+  return t;
+}
+
+void orch__spawn_task(lua_State *L, int nargs) {
+  orch__queue_push(orch__task_new(L, nargs), nargs);
+}
+
+void orch__spawn_task_now(lua_State *L, int nargs) {
+  run_or_queue(orch__task_new(L, nargs), nargs);
+}
+
+/* Cancels a task that is not running: stops its wait, closes its
+ * to-be-closed variables, wakes joiners. */
+void orch__task_cancel(orch__task *t) {
+  if (t->status == T_DONE || t->status == T_FAILED || t->status == T_CANCELLED) return;
+  orch__cancel_fn cancel = t->cancel;
+  void *data = t->cancel_data;
+  t->cancel = NULL;
+  orch__task_stop_timer(t);
+  orch__queue_remove(t);
+  t->status = T_CANCELLED;
+  if (cancel) cancel(data);
+  /* A coroutine that already died of an error (resumed by hand) has
+   * nothing left to close; its error is not news. */
+  int alive = lua_status(t->co) == LUA_YIELD || lua_status(t->co) == LUA_OK;
+  int st = lua_resetthread(t->co);
+  if (st != LUA_OK && alive) {
+    const char *m = lua_tostring(t->co, -1);
+    char buf[512];
+    snprintf(buf, sizeof buf, "error while closing a cancelled task: %s", m ? m : "?");
+    orch__report(t->rt, buf);
+  }
+  lua_settop(t->co, 0);
+  task_finish(t);
+}
+
+void orch__cancel_leftovers(orch_runtime *rt) {
+  /* Cancel every unfinished task so its to-be-closed variables run. */
+  while (rt->all) {
+    orch__task *t = rt->all;
+    if (t->status == T_RUNNING) { orch__all_remove(t); continue; }
+    t->exit_yield = 0;
+    orch__task_cancel(t);
+  }
+}
