@@ -109,10 +109,9 @@ local function check_record(v, path, fields, what)
     if type(k) ~= "string" then fail(path, "unexpected key " .. show(k)) end
     if not fields[k] then fail(path .. "." .. k, "unknown key") end
   end
+  -- Over the keys given (a definition names a few of the dozens there are).
   local out = {}
-  for k, f in pairs(fields) do
-    if v[k] ~= nil then out[k] = f(v[k], path .. "." .. k) end
-  end
+  for k, x in pairs(v) do out[k] = fields[k](x, path .. "." .. k) end
   return out
 end
 
@@ -251,18 +250,20 @@ local function check_start_limit(v, path)
   return { burst = t.burst or 5, interval = t.interval or 10 }
 end
 
+local ready_fields = {
+  notify = function(x, p)
+    if x ~= true then want(p, "true", x) end
+    return x
+  end,
+  fd = function(x, p) return check_number(x, p, 3, 1023, true) end,
+  tcp = function(x, p) return check_number(x, p, 1, 65535, true, "port number from 1 to 65535") end,
+  host = check_string,
+  interval = check_positive_seconds,
+}
+
 local function check_ready(v, path)
   if type(v) == "function" then return { fn = v } end
-  local t = check_record(v, path, {
-    notify = function(x, p)
-      if x ~= true then want(p, "true", x) end
-      return x
-    end,
-    fd = function(x, p) return check_number(x, p, 3, 1023, true) end,
-    tcp = function(x, p) return check_number(x, p, 1, 65535, true, "port number from 1 to 65535") end,
-    host = check_string,
-    interval = check_positive_seconds,
-  }, "table or function")
+  local t = check_record(v, path, ready_fields, "table or function")
   local n = (t.notify and 1 or 0) + (t.fd and 1 or 0) + (t.tcp and 1 or 0)
   if n ~= 1 then fail(path, "exactly one of 'notify', 'fd' or 'tcp' expected") end
   if t.host and not t.tcp then fail(path .. ".host", "only with 'tcp'") end
@@ -274,11 +275,13 @@ local function check_ready(v, path)
   return t
 end
 
+local heartbeat_fields = {
+  timeout = check_positive_seconds,
+  key = function(x, p) return check_number(x, p, 1, 0xfffffffe, true, "SysV key (1 to 0xfffffffe)") end,
+}
+
 local function check_heartbeat(v, path)
-  local t = check_record(v, path, {
-    timeout = check_positive_seconds,
-    key = function(x, p) return check_number(x, p, 1, 0xfffffffe, true, "SysV key (1 to 0xfffffffe)") end,
-  })
+  local t = check_record(v, path, heartbeat_fields)
   if not t.timeout then fail(path .. ".timeout", "required") end
   return t
 end
@@ -318,13 +321,15 @@ local function check_health_tcp(v, p)
   return { host = host, port = port }
 end
 
+local health_fields = {
+  http = check_health_url, tcp = check_health_tcp, fn = check_function,
+  every = check_positive_seconds, timeout = check_positive_seconds,
+  failures = function(x, p) return check_number(x, p, 1, 1000, true) end,
+}
+
 local function check_health(v, path)
   if type(v) == "function" then v = { fn = v } end
-  local t = check_record(v, path, {
-    http = check_health_url, tcp = check_health_tcp, fn = check_function,
-    every = check_positive_seconds, timeout = check_positive_seconds,
-    failures = function(x, p) return check_number(x, p, 1, 1000, true) end,
-  }, "table or function")
+  local t = check_record(v, path, health_fields, "table or function")
   local n = (t.http and 1 or 0) + (t.tcp and 1 or 0) + (t.fn and 1 or 0)
   if n ~= 1 then fail(path, "exactly one of 'http', 'tcp' or 'fn' expected") end
   t.every = t.every or 10
@@ -364,19 +369,21 @@ local function check_cpu_max(x, p)
 end
 local function check_weight(x, p) return check_number(x, p, 1, 10000, true, "weight from 1 to 10000") end
 
+local limits_fields = {
+  memory_max = check_cg_size, memory_high = check_cg_size, swap_max = check_cg_size,
+  pids_max = check_cg_count, cpu_max = check_cpu_max, cpu_weight = check_weight, io_weight = check_weight,
+  rss = check_size,
+  cpu_percent = function(x, p)
+    x = check_number(x, p, 0, nil, false, "percentage > 0")
+    if x <= 0 then want(p, "percentage > 0", x) end
+    return x
+  end,
+  for_seconds = check_seconds,
+  interval = check_positive_seconds,
+}
+
 local function check_limits(v, path)
-  local t = check_record(v, path, {
-    memory_max = check_cg_size, memory_high = check_cg_size, swap_max = check_cg_size,
-    pids_max = check_cg_count, cpu_max = check_cpu_max, cpu_weight = check_weight, io_weight = check_weight,
-    rss = check_size,
-    cpu_percent = function(x, p)
-      x = check_number(x, p, 0, nil, false, "percentage > 0")
-      if x <= 0 then want(p, "percentage > 0", x) end
-      return x
-    end,
-    for_seconds = check_seconds,
-    interval = check_positive_seconds,
-  })
+  local t = check_record(v, path, limits_fields)
   local any = t.rss or t.cpu_percent
   for k in pairs(t) do if k ~= "for_seconds" and k ~= "interval" then any = true end end
   if not any then fail(path, "a limit expected (rss, cpu_percent, memory_max, pids_max, cpu_max, ...)") end
