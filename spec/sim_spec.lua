@@ -94,6 +94,59 @@ describe("orch.sim processes", function()
   end)
 end)
 
+describe("orch.sim notify sockets", function()
+  it("are the world's: the supervisor's own notify loop hears its service and drops others", function()
+    local W = sim.run(function(W, sup)
+      -- db's readiness comes from a child it forks (a descendant: heard).
+      W:service { name = "db", program = { sim.fork_child { sim.after(2, sim.ready()) } }, ready = { notify = true } }
+      sup.start("db")
+      orch.sleep(1)
+      local p = W.procs[sup.status("db")[1].pid]
+      local path = p.env.NOTIFY_SOCKET
+      assert.are.equal(sim.RUNTIME_DIR .. "/", path:sub(1, #sim.RUNTIME_DIR + 1))
+      assert.are.equal(path, W.dgrams[path]:address())
+      -- Another process orch started, told the socket: not the service's.
+      W:program("intruder", { sim.ready() })
+      local intruder = assert(orch.spawn { "intruder", env = { NOTIFY_SOCKET = path } })
+      orch.sleep(0.5)
+      assert.are.equal("starting", sup.status("db")[1].state)
+      orch.sleep(1)
+      assert.are.equal("running", sup.status("db")[1].state)
+      assert.is_true(intruder:kill("KILL"))
+      sup.stop("db")
+      -- The socket closes with the run.
+      assert.is_nil(W.dgrams[path])
+    end, { seed = 1 })
+    local n = 0
+    for _, l in ipairs(events(W, "sup")) do
+      if l:find("db: dropped an sd_notify message from pid 10000003: it descends from pid 10000003, which orch "
+                .. "started for something else", 1, true) then n = n + 1 end
+    end
+    assert.are.equal(1, n)
+  end)
+
+  it("wake a waiting recv when closed; leave every other datagram socket real", function()
+    local dir = h.tmpdir()
+    sim.run(function(W)
+      local d = assert(orch.dgram { unix = sim.RUNTIME_DIR .. "/x.notify" })
+      assert.are.same({ nil, "dgram: address already in use", "EADDRINUSE" },
+        { orch.dgram { unix = sim.RUNTIME_DIR .. "/x.notify" } })
+      local got
+      orch.task(function() got = { d:recv() } end)
+      orch.sleep(0)
+      assert.is_true(d:close())
+      orch.sleep(0)
+      assert.are.same({ nil, "recv: socket closed", "ECANCELED" }, got)
+      assert.is_nil(W.dgrams[sim.RUNTIME_DIR .. "/x.notify"])
+      -- Elsewhere: a real socket and its file.
+      local real = assert(orch.dgram { unix = dir .. "/real" })
+      assert.are.equal("orch.Dgram", getmetatable(real).__name)
+      assert.is_true(orch.proc.can_access(dir .. "/real", 0, 0, "w"))
+      real:close()
+    end, { seed = 1 })
+  end)
+end)
+
 describe("orch.sim faults", function()
   it("parses fault specs and rejects bad ones", function()
     assert.are.same({ kill = 0.01, spawn_fail = 0.05 }, sim.parse_faults("kill:0.01, spawn_fail:0.05"))

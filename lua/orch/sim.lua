@@ -6,11 +6,13 @@
 -- task standing in for the process. While a world is installed, the process
 -- table functions of the `orch` module (orch.spawn, orch.kill, orch.killpg,
 -- orch.proc.info, orch.proc.start_time, orch.proc.children, orch.proc.list,
--- orch.heartbeat.open) are the world's: the supervisor, the scheduler and
--- the watchdog look them up at each call, so the code under test is the
--- code that runs in production, unchanged. Simulated pids start at
--- 10,000,000, above any Linux pid_max: a simulated pid never names a real
--- process, and a real pid is never signalled from a simulation.
+-- orch.proc.is_child, orch.proc.wait_exit, orch.heartbeat.open, and
+-- orch.dgram for the supervisor's notify sockets) are the world's: the
+-- supervisor, the scheduler and the watchdog look them up at each call, so
+-- the code under test is the code that runs in production, unchanged.
+-- Simulated pids start at 10,000,000, above any Linux pid_max: a simulated
+-- pid never names a real process, and a real pid is never signalled from a
+-- simulation.
 --
 -- Faults are drawn from a seeded generator (the world's own, apart from
 -- math.random, which the world also seeds: backoff jitter is then
@@ -213,6 +215,45 @@ end
 
 function Stream:close() self.closed = true; self.cb = nil; return true end
 
+-- A unix datagram socket of the world: the supervisor's notify sockets
+-- (its runtime directory is sim.RUNTIME_DIR, which holds no real file) with
+-- the face of an orch.Dgram it uses: recv, close. No file, no descriptor:
+-- a simulated process sends to it by path (Proc:notify).
+local Dgram = {}
+Dgram.__index = Dgram
+Dgram.__name = "orch.SimDgram"
+
+--- dgram:recv(): the next datagram, "", { pid, uid, gid } (task); nil,
+-- "recv: socket closed", "ECANCELED" once closed.
+function Dgram:recv()
+  while not self.closed and self.head > self.tail do self.cond:wait() end
+  if self.closed then return nil, "recv: socket closed", "ECANCELED" end
+  local h = self.head
+  local msg, pid = self.msgs[2 * h - 1], self.msgs[2 * h]
+  self.msgs[2 * h - 1], self.msgs[2 * h] = nil, nil
+  self.head = h + 1
+  return msg, nil, { pid = pid, uid = 0, gid = 0 }
+end
+
+function Dgram:deliver(msg, pid)
+  if self.closed then return false end
+  local t = self.tail + 1
+  self.tail = t
+  self.msgs[2 * t - 1], self.msgs[2 * t] = msg, pid
+  self.cond:signal()
+  return true
+end
+
+function Dgram:address() return self.path end
+
+function Dgram:close()
+  if self.closed then return true end
+  self.closed = true
+  if self.world.dgrams[self.path] == self then self.world.dgrams[self.path] = nil end
+  self.cond:broadcast()
+  return true
+end
+
 local World = {}
 World.__index = World
 
@@ -250,15 +291,19 @@ function Proc:instance()
   return nil
 end
 
--- An sd_notify message, as the supervisor's notify socket would pass it on
--- (the sender checked: only the run's own process is heard).
-function Proc:notify(fields)
+-- An sd_notify message ("READY=1") to the socket NOTIFY_SOCKET names: one
+-- of the world's (the supervisor reads it as from a real one, the sender's
+-- pid in its credentials), or else handed to the instance as a real socket
+-- would pass it on (only the run's own process is heard).
+function Proc:notify(msg)
+  local path = self.env and self.env.NOTIFY_SOCKET
+  if not path then return false end
+  local sock = self.world.dgrams[path]
+  if sock then return sock:deliver(msg, self.pid) end
   local inst = self:instance()
-  if inst and self.env and self.env.NOTIFY_SOCKET then
-    inst:notify_message(inst.run, fields)
-    return true
-  end
-  return false
+  if not inst then return false end
+  inst:notify_message(inst.run, require("orch.supervisor.ready").parse(msg))
+  return true
 end
 
 function Proc:ready()
@@ -272,7 +317,7 @@ function Proc:ready()
     if self.state ~= "alive" then return end
   end
   W:event("ready", self)
-  self:notify { READY = "1" }
+  self:notify("READY=1")
 end
 
 function Proc:beat()
@@ -290,7 +335,7 @@ function Proc:beat()
     slot = t and t.slots_by_index[math.tointeger(tonumber(env.ORCH_HEARTBEAT_SLOT))]
   end
   if slot and slot.pid == self.pid then slot.last_beat = orch.now() end
-  if not slot then self:notify { WATCHDOG = "1" } end
+  if not slot then self:notify("WATCHDOG=1") end
   W:event("beat", self)
 end
 
@@ -687,6 +732,17 @@ function World:start_time(pid)
   return self.real.start_time(pid)
 end
 
+-- orch.proc.is_child: a simulated process the world spawned for orch (not
+-- one of their children) and not yet reaped.
+function World:is_child(pid)
+  local p = self.procs[pid]
+  if not p then
+    if sim_pid(pid) then return false end
+    return self.real.is_child(pid)
+  end
+  return p.ppid == orch.getpid()
+end
+
 function World:children(pid)
   if not sim_pid(pid) and pid ~= orch.getpid() then return self.real.children(pid) end
   local out = {}
@@ -704,6 +760,23 @@ function World:list()
   table.sort(sims)
   for _, pid in ipairs(sims) do out[#out + 1] = pid end
   return out
+end
+
+--- The directory of the world's sockets: below /dev/null, so that no real
+-- file can ever have such a path.
+sim.RUNTIME_DIR = "/dev/null/orch-sim"
+
+-- orch.dgram: a socket bound below sim.RUNTIME_DIR is the world's; any
+-- other is a real one.
+function World:dgram(opts)
+  local path = type(opts) == "table" and opts.unix
+  if type(path) ~= "string" or path:sub(1, #sim.RUNTIME_DIR + 1) ~= sim.RUNTIME_DIR .. "/" then
+    return self.real.dgram(opts)
+  end
+  if self.dgrams[path] then return nil, "dgram: address already in use", "EADDRINUSE" end
+  local d = setmetatable({ world = self, path = path, msgs = {}, head = 1, tail = 0, cond = orch.cond() }, Dgram)
+  self.dgrams[path] = d
+  return d
 end
 
 -- A heartbeat table in the world: slots whose last beat is virtual time,
@@ -853,8 +926,9 @@ function World:install()
   self.real = {
     spawn = orch.spawn, kill = orch.kill, killpg = orch.killpg, info = orch.proc.info,
     start_time = orch.proc.start_time, children = orch.proc.children, list = orch.proc.list,
+    is_child = orch.proc.is_child,
     heartbeat_open = hb and hb.open, hb_alive = hb and hb.alive, hb_start_time = hb and hb.start_time,
-    wait_exit = orch.proc.wait_exit,
+    wait_exit = orch.proc.wait_exit, dgram = orch.dgram,
   }
   orch.spawn = function(opts) return self:spawn(opts) end
   orch.kill = function(pid, sig, start) return self:kill(pid, sig, start) end
@@ -862,8 +936,10 @@ function World:install()
   orch.proc.info = function(pid) return self:info(pid) end
   orch.proc.start_time = function(pid) return self:start_time(pid) end
   orch.proc.children = function(pid) return self:children(pid) end
+  orch.proc.is_child = function(pid) return self:is_child(pid) end
   orch.proc.list = function() return self:list() end
   orch.proc.wait_exit = function(pid, start, timeout) return self:wait_exit(pid, start, timeout) end
+  orch.dgram = function(opts) return self:dgram(opts) end
   if hb then
     hb.open = function(opts) return self:heartbeat_open(opts) end
     hb.alive = function(pid, start) return self:hb_alive(pid, start) end
@@ -878,7 +954,7 @@ function World:uninstall()
   local r = self.real
   orch.spawn, orch.kill, orch.killpg = r.spawn, r.kill, r.killpg
   orch.proc.info, orch.proc.start_time, orch.proc.children, orch.proc.list = r.info, r.start_time, r.children, r.list
-  orch.proc.wait_exit = r.wait_exit
+  orch.proc.wait_exit, orch.proc.is_child, orch.dgram = r.wait_exit, r.is_child, r.dgram
   if orch.heartbeat then
     orch.heartbeat.open, orch.heartbeat.alive, orch.heartbeat.start_time = r.heartbeat_open, r.hb_alive, r.hb_start_time
   end
@@ -948,7 +1024,7 @@ function sim.world(opts)
   local W = setmetatable({
     seed = seed, rng = rng_new(seed), faults = sim.parse_faults(opts.faults), invariants = {},
     procs = {}, programs = {}, records = {}, ntrace = 0, next_pid = PID_BASE, nspawn = 0, nlive = 0,
-    inflight = 0, hb_tables = {}, t0 = orch.now(), echo = opts.echo, inv_by_kind = {},
+    inflight = 0, hb_tables = {}, dgrams = {}, t0 = orch.now(), echo = opts.echo, inv_by_kind = {},
   }, World)
   -- world.trace: the lines so far, a read-only list (formatted when read).
   W.trace = setmetatable({ [0] = W }, trace_mt)
@@ -974,7 +1050,7 @@ function sim.world(opts)
       end
     end
     sup.configure {
-      cgroup = false, persist = false, exit_on_fatal = false,
+      cgroup = false, persist = false, exit_on_fatal = false, runtime_dir = sim.RUNTIME_DIR,
       log = function(msg) W:event("sup", nil, msg) end,
       output = function(name, line) W:event("output", nil, name .. " | " .. line) end,
       exit = function(code) W.exit_code = code end,
