@@ -65,31 +65,9 @@ say("sim_day_spawns_orch", spawns, "spawns")
 W = nil
 collectgarbage()
 
--- The invariant check of spec/sim_explore_spec.lua.
-local INVARIANTS = {
-  sim.invariants.requires("web", "db"), sim.invariants.requires("api", "db"), sim.invariants.single(),
-  sim.invariants.no_start_after_stop(), sim.invariants.backoff(),
-}
-local function setup(W, sup)
-  W:service { name = "db", program = { sim.ready_after(1) }, ready = { notify = true }, restart = "always",
-              backoff = { initial = 0.5, max = 5 }, start_timeout = 20 }
-  W:service { name = "web", program = { sim.after(20, sim.exit(1)) }, depends_on = { "db" }, restart = "always",
-              backoff = { initial = 0.5, max = 5 } }
-  W:service { name = "api", program = { sim.ignore("TERM") }, depends_on = { "db" }, restart = "on-failure",
-              backoff = { initial = 1, factor = 3, max = 9, jitter = 0.2 }, stop = { timeout = 2 },
-              start_limit = { burst = 4, interval = 30 } }
-  sup.start("all")
-  orch.task(function()
-    orch.sleep(7)
-    sup.stop("api")
-    orch.sleep(3)
-    sup.start("api")
-  end)
-end
-local FAULTS = "kill:0.02,term:0.01,spawn_fail:0.05,slow_ready:0.1"
-local ewall, ecpu = measure(function()
-  return sim.explore { runs = runs, seed = 1, duration = 30, setup = setup, invariants = INVARIANTS, faults = FAULTS }
-end)
+-- The invariant check of spec/sim_explore_spec.lua (one scenario for both).
+local scenario = require "spec.sim_scenario"
+local ewall, ecpu = measure(function() return scenario.explore(1, runs) end)
 say("sim_runs_per_wall_s_orch", runs / ewall, "runs/s")
 say("sim_runs_per_cpu_s_orch", runs / ecpu, "runs/s")
 
@@ -110,10 +88,7 @@ say("sim_runs_small_per_wall_s_orch", runs / swall, "runs/s")
 -- Determinism: one seed, 100 times, every trace byte for byte the same.
 local first, same = nil, 0
 for _ = 1, 100 do
-  local text = sim.run(function(W, sup)
-    setup(W, sup)
-    orch.sleep(30)
-  end, { seed = 42, faults = FAULTS, invariants = INVARIANTS }):text()
+  local text = scenario.run(42):text()
   first = first or text
   if text == first then same = same + 1 end
 end
