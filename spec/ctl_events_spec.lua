@@ -63,6 +63,49 @@ describe("events", function()
     assert.are.equal("true", rows[#rows])
   end)
 
+  it("sup.events(fn) calls its subscribers in the order they came, whatever they do meanwhile", function()
+    local code, out, err = h.cli({ "run", "--no-socket", h.script([[
+      local sup = require "orch.supervisor"
+      local logged = {}
+      sup.configure{ log = function(msg) logged[#logged + 1] = msg end }
+      local calls = {}
+      local stops = {}
+      -- 16 subscribers: a set keyed by function would call them in the
+      -- order of their addresses' hashes.
+      for i = 1, 16 do
+        local fn
+        fn = function(ev)
+          calls[#calls + 1] = i .. ev.event
+          if i == 3 and ev.event == "spawned" then stops[3]() end     -- leaves during the emit
+          if i == 5 and ev.event == "spawned" then error("five fails") end
+        end
+        stops[i] = sup.events(fn)
+        if i == 7 then assert(sup.events(fn) ~= nil) end        -- the same function again: still once
+      end
+      sup.service{ name = "once", cmd = { "true" }, restart = "never" }
+      sup.start("once")
+      sup.wait("once", "exited", 10)
+      for i = 1, 16 do stops[i]() end
+      print(table.concat(calls, " "))
+      for _, m in ipairs(logged) do if m:find("subscriber failed") then print(m) end end
+      print(pcall(sup.configure, { on_state = function() end }))
+      sup.shutdown(0)
+    ]]) })
+    assert.are.equal(0, code, err)
+    local rows = {}
+    for line in out:gmatch("[^\n]+") do rows[#rows + 1] = line end
+    local want = {}
+    for i = 1, 16 do want[#want + 1] = i .. "spawned" end
+    for _, kind in ipairs { "ready", "exited" } do
+      for i = 1, 16 do
+        if i ~= 3 and i ~= 5 then want[#want + 1] = i .. kind end
+      end
+    end
+    assert.are.equal(table.concat(want, " "), rows[1])
+    assert.matches("event subscriber failed %(removed%): .*five fails", rows[2])
+    assert.matches("^false\t.*unknown option 'on_state'", rows[3])
+  end)
+
   describe("orch ctl events", function()
     local o
     setup(function() o = u.start(POLICY) end)

@@ -510,14 +510,33 @@ local function proc_name(p)
   return p.label
 end
 
+-- The text of an event of the supervisor's (sup.events): its kind, then
+-- its fields in a fixed order ("exited pid 10000004 signal KILL after
+-- 8.712s").
+local function sup_event_text(ev)
+  local out = { ev.event }
+  if ev.pid then out[#out + 1] = "pid " .. ev.pid end
+  if ev.code then out[#out + 1] = "code " .. ev.code end
+  if ev.signal then out[#out + 1] = "signal " .. ev.signal end
+  if ev.runtime then out[#out + 1] = string.format("after %.3fs", ev.runtime) end
+  if ev.delay then out[#out + 1] = string.format("in %.3fs", ev.delay) end
+  for _, k in ipairs { "kept", "restarted", "stopped", "added" } do
+    if ev[k] and #ev[k] > 0 then out[#out + 1] = k .. " " .. table.concat(ev[k], ",") end
+  end
+  if ev.reason then out[#out + 1] = "(" .. ev.reason .. ")" end
+  return table.concat(out, " ")
+end
+
 -- The trace is kept as records, four slots per event in one flat list
 -- (virtual time, kind, who or false, text or false), and formatted only
 -- when read (world.trace[i], world:text(), echo): a seeded run that passes
--- never formats its lines. A record of kind false is a finished line.
+-- never formats its lines. A record of kind false is a finished line; a
+-- text that is a table is an event of the supervisor's.
 local function trace_line(rec, i)
   local b = 4 * i
   local kind, who, text = rec[b - 2], rec[b - 1] or nil, rec[b] or nil
   if kind == false then return text end
+  if type(text) == "table" then text = sup_event_text(text) end
   return string.format("%12.3f %-8s %s%s", rec[b - 3], kind, who or "",
     text and ((who and " " or "") .. text) or "")
 end
@@ -543,8 +562,9 @@ local function trace_add(W, t, kind, who, text)
 end
 
 --- Adds a line to the trace and checks the invariants. kind: spawn, exit,
--- reaped, signal, ignored, ready, beat, stall, log, fork, fault, state,
--- spawn_failed, sup (a supervisor log line), note.
+-- reaped, signal, ignored, ready, beat, stall, log, fork, fault,
+-- spawn_failed, sup (a supervisor log line), event (one of sup.events,
+-- whose table is `text`), note.
 function World:event(kind, p, text)
   local who = type(p) == "table" and proc_name(p) or p
   local now = orch.now()
@@ -562,6 +582,7 @@ function World:event(kind, p, text)
   end
   if list[1] == nil then return end
   local ev = { kind = kind, proc = type(p) == "table" and p or nil, text = text, time = now }
+  if type(text) == "table" then ev.event, ev.text = text, sup_event_text(text) end
   for _, inv in ipairs(list) do
     local ok, res, msg = pcall(inv.fn, self, ev)
     if not ok or res == false then
@@ -1054,8 +1075,9 @@ function sim.world(opts)
       log = function(msg) W:event("sup", nil, msg) end,
       output = function(name, line) W:event("output", nil, name .. " | " .. line) end,
       exit = function(code) W.exit_code = code end,
-      on_state = function(inst, old) W:event("state", nil, inst.name .. " " .. old .. " -> " .. inst.state) end,
     }
+    -- Its events (spawned, ready, exited, backoff, ...), as they happen.
+    sup.events(function(ev) W:event("event", ev.name, ev) end)
   end
   return W
 end

@@ -45,6 +45,18 @@ function Event.stream()
   return setmetatable({ ring = {}, pos = 0, count = 0, subs = {} }, Stream)
 end
 
+-- The subscribers are a list, in the order they subscribed (the same order
+-- in every process: a simulation's trace depends on it), replaced as a
+-- whole when one comes or goes, so that an emit walks the list it began
+-- with whatever its subscribers do meanwhile.
+local function unsubscribe(self, fn)
+  local list = {}
+  for _, f in ipairs(self.subs) do
+    if f ~= fn then list[#list + 1] = f end
+  end
+  self.subs = list
+end
+
 --- Records ev and hands it to every subscriber (any context; a subscriber
 -- must not wait: it is called inside the supervisor's state machine). A
 -- subscriber that raises is removed, and its error returned for the log.
@@ -55,10 +67,11 @@ function Stream:emit(ev)
   self.ring[self.pos] = ev
   if self.count < cap then self.count = self.count + 1 end
   local failed
-  for fn in pairs(self.subs) do
-    local ok, err = pcall(fn, ev)
+  local subs = self.subs
+  for i = 1, #subs do
+    local ok, err = pcall(subs[i], ev)
     if not ok then
-      self.subs[fn] = nil
+      unsubscribe(self, subs[i])
       failed = tostring(err)
     end
   end
@@ -76,8 +89,13 @@ end
 
 --- Subscribes fn(ev); returns a function that unsubscribes it.
 function Stream:subscribe(fn)
-  self.subs[fn] = true
-  return function() self.subs[fn] = nil end
+  local list = table.move(self.subs, 1, #self.subs, 1, {})
+  for _, f in ipairs(list) do
+    if f == fn then return function() unsubscribe(self, fn) end end
+  end
+  list[#list + 1] = fn
+  self.subs = list
+  return function() unsubscribe(self, fn) end
 end
 
 return Event

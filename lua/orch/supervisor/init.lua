@@ -186,7 +186,6 @@ function Sup:state_changed(inst, old)
   if kind then self:emit(inst, kind, { pid = inst.state == "running" and inst.pid or nil }) end
   self.changed:signal()
   if self.persist then persist.touch(self) end
-  if self.on_state then self.on_state(inst, old) end
 end
 
 --- inst's run has a new process (spawned, or a daemon's main process):
@@ -412,7 +411,7 @@ end
 -- ---------------------------------------------------------------- public API
 
 local config_keys = { log = true, output = true, runtime_dir = true, heartbeat_key = true, exit = true, env = true,
-  persist = true, exit_when_idle = true, exit_on_fatal = true, cgroup = true, http = true, on_state = true }
+  persist = true, exit_when_idle = true, exit_on_fatal = true, cgroup = true, http = true }
 
 -- main: the module's own supervisor, the one `orch run` persists.
 local function new(main)
@@ -479,9 +478,6 @@ local function new(main)
           S.cgroup_parent, S.cgroup_off, S.cgroup_probe = was, was_off, nil
           error("bad argument #1 to 'configure' (option 'cgroup': " .. tostring(err) .. ")", 2)
         end
-      elseif k == "on_state" then
-        if v ~= false and type(v) ~= "function" then error("bad argument #1 to 'configure' (option 'on_state': function or false expected)", 2) end
-        S.on_state = v or nil
       elseif k == "exit_on_fatal" then
         if v ~= false and v ~= "all" and v ~= "any" then
           error("bad argument #1 to 'configure' (option 'exit_on_fatal': \"all\", \"any\" or false expected)", 2)
