@@ -83,8 +83,13 @@ describe("orch.log", function()
     local script = h.script(SCRIPT)
     local records = h.run(function()
       local sock <close> = assert(orch.dgram{ unix = path })
+      -- systemd names the stream it connected as stderr in JOURNAL_STREAM.
+      local r, w = assert(orch.pipe())
+      local st = assert(orch.fd.stat(w:fd()))
       local p = assert(orch.spawn{ h.bin, "run", "--no-socket", script,
-        env = { JOURNAL_STREAM = "8:12345", ORCH_JOURNAL_SOCKET = path }, stderr = "pipe" })
+        env = { JOURNAL_STREAM = st.dev .. ":" .. st.ino, ORCH_JOURNAL_SOCKET = path }, stderr = w })
+      w:close()
+      local stderr <close> = r
       local got = {}
       local reader = orch.task(function()
         while true do
@@ -97,11 +102,11 @@ describe("orch.log", function()
       end)
       local chunks = {}
       while true do
-        local c = p.stderr:read()
+        local c = stderr:read()
         if not c then break end
         chunks[#chunks + 1] = c
       end
-      p.stderr:close()
+      stderr:close()
       local err = table.concat(chunks)
       local code = p:wait()
       -- Everything the run sent is queued in the socket by now.
@@ -129,6 +134,26 @@ describe("orch.log", function()
       end
     end
     assert.are.same({ 2, 2, 2, 1 }, { spawned, exited, output, fatal })
+  end)
+
+  it("JOURNAL_STREAM naming another stream than stderr (inherited, stderr redirected since) means text on stderr", function()
+    local dir = h.tmpdir()
+    local path = dir .. "/journal.sock"
+    local got, err = h.run(function()
+      local sock <close> = assert(orch.dgram{ unix = path })
+      local r, w = assert(orch.pipe())
+      local st = assert(orch.fd.stat(w:fd()))
+      -- The variable names w, but the child's stderr is a pipe of its own.
+      local code, _, e = orch.run{ h.bin, "run", "--no-socket", h.script(SCRIPT),
+        env = { JOURNAL_STREAM = st.dev .. ":" .. st.ino, ORCH_JOURNAL_SOCKET = path } }
+      r:close(); w:close()
+      assert.are.equal(0, code, e)
+      -- Everything the run sent would be queued in the socket by now.
+      sock:set_timeout(0.01)
+      return sock:recv(), e
+    end)
+    assert.is_nil(got)
+    assert.matches("orch.supervisor: web: started, pid %d+\n", err)
   end)
 
   it("without a journal to send to, the records go to stderr as text", function()

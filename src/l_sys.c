@@ -98,6 +98,28 @@ static int fd_inherit(lua_State *L) {
   return 1;
 }
 
+/* orch.fd.stat(fd): what fstat(2) says of fd: a table of dev, ino, type,
+ * mode (the permission bits), uid and size. */
+static int fd_stat(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 1, "file descriptor out of range");
+  orch__check_nargs(L, 1);
+  struct stat sb;
+  if (fstat((int)fd, &sb) < 0) return orch__fail(L, "fd.stat", errno);
+  const char *type = S_ISREG(sb.st_mode) ? "file" : S_ISDIR(sb.st_mode) ? "directory"
+                   : S_ISSOCK(sb.st_mode) ? "socket" : S_ISFIFO(sb.st_mode) ? "fifo"
+                   : S_ISCHR(sb.st_mode) ? "char" : S_ISBLK(sb.st_mode) ? "block"
+                   : S_ISLNK(sb.st_mode) ? "link" : "unknown";
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, (lua_Integer)sb.st_dev); lua_setfield(L, -2, "dev");
+  lua_pushinteger(L, (lua_Integer)sb.st_ino); lua_setfield(L, -2, "ino");
+  lua_pushstring(L, type); lua_setfield(L, -2, "type");
+  lua_pushinteger(L, (lua_Integer)(sb.st_mode & 07777)); lua_setfield(L, -2, "mode");
+  lua_pushinteger(L, (lua_Integer)sb.st_uid); lua_setfield(L, -2, "uid");
+  lua_pushinteger(L, (lua_Integer)sb.st_size); lua_setfield(L, -2, "size");
+  return 1;
+}
+
 /* orch.fd.memfd(data): an anonymous file holding data, positioned at 0
  * (close-on-exec; see inherit). */
 static int fd_memfd(lua_State *L) {
@@ -465,7 +487,7 @@ int orch__open_sys(lua_State *L) {
   luaL_newlib(L, private_fns);
   lua_setfield(L, -2, "private");
   static const luaL_Reg fd_fns[] = {
-    {"memfd", fd_memfd}, {"read", fd_read}, {"inherit", fd_inherit}, {NULL, NULL}
+    {"memfd", fd_memfd}, {"read", fd_read}, {"inherit", fd_inherit}, {"stat", fd_stat}, {NULL, NULL}
   };
   luaL_newlib(L, fd_fns);
   lua_setfield(L, -2, "fd");

@@ -5,7 +5,7 @@
 -- A record goes to stderr as text (the default), as one JSON object per line
 -- (`orch run --log-format json`, for container log collectors), or, when orch
 -- runs under systemd with its stderr connected to the journal
--- (JOURNAL_STREAM set), to the journal through its native protocol: one
+-- (JOURNAL_STREAM names stderr's device and inode), to the journal through its native protocol: one
 -- datagram per record to /run/systemd/journal/socket with MESSAGE, PRIORITY,
 -- SYSLOG_IDENTIFIER and the record's fields (ORCH_SERVICE, ...). A datagram
 -- that cannot be sent (no journald) falls back to the text line on stderr.
@@ -30,12 +30,24 @@ local function journal_socket()
   return "/run/systemd/journal/socket"
 end
 
+--- Whether stderr is the journal's stream: JOURNAL_STREAM holds the
+-- "device:inode" systemd gave the stream it connected, and it is inherited
+-- by every descendant, also those whose stderr was redirected since
+-- (systemd.exec(5) asks programs to compare it with fstat of stderr).
+function M.stderr_is_journal(env)
+  env = env or os.getenv("JOURNAL_STREAM")
+  if type(env) ~= "string" then return false end
+  local dev, ino = env:match("^(%d+):(%d+)$")
+  if not dev then return false end
+  local st = orch.fd.stat(2)
+  return st ~= nil and tostring(st.dev) == dev and tostring(st.ino) == ino
+end
+
 -- The format in effect: configured, else the journal when JOURNAL_STREAM
 -- says stderr goes to it, else text.
 local function format()
   if state.format then return state.format end
-  local js = os.getenv("JOURNAL_STREAM")
-  state.format = (js and js ~= "") and "journal" or "text"
+  state.format = M.stderr_is_journal() and "journal" or "text"
   return state.format
 end
 
