@@ -395,6 +395,50 @@ describe("supervisor status and control", function()
     end)
   end)
 
+  it("keeps the rss and cpu figures for accounting_max_age seconds, per run; states and uptime are always fresh", function()
+    u.with(function(s)
+      s.configure { accounting_max_age = 3600 }
+      s.service { name = "burn", cmd = u.sh("while :; do :; done") }
+      s.start("burn")
+      assert.is_true(s.wait("burn", "running", 10))
+      local first = u.st(s, "burn")
+      assert.is_number(first.cpu)
+      assert.is_number(first.rss)
+      -- The kernel's figure moves on; the status keeps its first reading.
+      h.eventually(function()
+        local ps = orch.proc.stat(first.pid)
+        return ps and ps.cpu > first.cpu + 0.1
+      end, "the service burned 0.1 s of CPU")
+      local again = u.st(s, "burn")
+      assert.are.equal(first.cpu, again.cpu)
+      assert.are.equal(first.rss, again.rss)
+      assert.is_true(again.uptime > first.uptime)
+      -- The state is never cached: a stop signal shows at once.
+      assert.is_true(s.signal("burn", "STOP"))
+      h.eventually(function() return u.st(s, "burn").state == "stopped" end, "stopped shown")
+      assert.is_true(s.signal("burn", "CONT"))
+      h.eventually(function() return u.st(s, "burn").state == "running" end, "running again")
+      -- Age 0: every status reads the kernel's figures.
+      s.configure { accounting_max_age = 0 }
+      local fresh = u.st(s, "burn")
+      assert.is_true(fresh.cpu > first.cpu + 0.1, fresh.cpu .. " after " .. first.cpu)
+      -- A new run is read at once, whatever the age of the last reading.
+      s.configure { accounting_max_age = 3600 }
+      assert.are.equal(fresh.cpu, u.st(s, "burn").cpu)
+      s.restart("burn")
+      assert.is_true(s.wait("burn", "running", 10))
+      local new = u.st(s, "burn")
+      assert.are_not.equal(first.pid, new.pid)
+      assert.is_true(new.cpu < fresh.cpu, new.cpu .. " after a restart, " .. fresh.cpu .. " before")
+    end)
+    h.check_raises {
+      { function() u.supmod.new().configure { accounting_max_age = -1 } end, "option 'accounting_max_age': number of seconds >= 0 expected" },
+      { function() u.supmod.new().configure { accounting_max_age = "1" } end, "option 'accounting_max_age': number of seconds >= 0 expected" },
+      { function() u.supmod.new().configure { accounting_max_age = math.huge } end, "option 'accounting_max_age': number of seconds >= 0 expected" },
+      { function() u.supmod.new().configure { accounting_max_age = 0 / 0 } end, "option 'accounting_max_age': number of seconds >= 0 expected" },
+    }
+  end)
+
   it("signals a service and restarts it", function()
     u.with(function(s)
       s.service { name = "sig", cmd = u.sh("trap 'echo got USR1' USR1; echo trapped; while :; do sleep 0.02; done") }

@@ -402,18 +402,28 @@ function M.end_run(inst, run)
   inst.oom_kills = (inst.oom_kills or 0) + (n or 0)
 end
 
---- Whole-cgroup accounting for a status table (run: the live run, if any).
-function M.status(inst, run, t)
+--- What a status shows of the run's cgroup: true, cpu (seconds), memory
+-- (bytes), tasks, OOM kills; nothing without a cgroup or its stat files.
+function M.account(run)
+  local cg = run.cgroup
+  local st = cg and cg:stat()
+  if not st then return end
+  return true, st.cpu, st.memory_current, st.pids_current, st.oom_kill
+end
+
+--- Whole-cgroup accounting for a status table (run: the live run, if any;
+-- read: true when the rest is what M.account(run) said, which the caller
+-- keeps a while).
+function M.status(inst, run, t, read, cpu, memory, tasks, oom_kill)
   if inst.oom_kills then t.oom_kills = inst.oom_kills end
   local cg = run and run.cgroup
   if not cg then return end
   t.cgroup = cg:path()
-  local st = cg:stat()
-  if not st then return end
-  t.cpu = st.cpu or t.cpu
-  t.memory = st.memory_current
-  t.tasks = st.pids_current
-  if memory_limited(inst) then t.oom_kills = (inst.oom_kills or 0) + (st.oom_kill or 0) end
+  if not read then return end
+  t.cpu = cpu or t.cpu
+  t.memory = memory
+  t.tasks = tasks
+  if memory_limited(inst) then t.oom_kills = (inst.oom_kills or 0) + (oom_kill or 0) end
 end
 
 --- For the limits rule: { rss = memory of the whole cgroup, cpu = its CPU

@@ -97,6 +97,7 @@ local function new_state()
     -- As PID 1 (a container's init), orch ends once every service is fatal,
     -- so that the platform can restart the container.
     exit_on_fatal = orch.getpid() == 1 and "all" or false,
+    accounting_max_age = 1,   -- seconds a status may show old rss/cpu figures
   }, Sup)
   -- orch.log: timestamped text on stderr, JSON lines (--log-format json)
   -- or the journal (under systemd), each record one write or datagram.
@@ -411,7 +412,8 @@ end
 -- ---------------------------------------------------------------- public API
 
 local config_keys = { log = true, output = true, runtime_dir = true, heartbeat_key = true, exit = true, env = true,
-  persist = true, exit_when_idle = true, exit_on_fatal = true, cgroup = true, http = true }
+  persist = true, exit_when_idle = true, exit_on_fatal = true, cgroup = true, http = true,
+  accounting_max_age = true }
 
 -- main: the module's own supervisor, the one `orch run` persists.
 local function new(main)
@@ -478,6 +480,11 @@ local function new(main)
           S.cgroup_parent, S.cgroup_off, S.cgroup_probe = was, was_off, nil
           error("bad argument #1 to 'configure' (option 'cgroup': " .. tostring(err) .. ")", 2)
         end
+      elseif k == "accounting_max_age" then
+        if type(v) ~= "number" or not (v >= 0 and v < math.huge) then
+          error("bad argument #1 to 'configure' (option 'accounting_max_age': number of seconds >= 0 expected)", 2)
+        end
+        S.accounting_max_age = v
       elseif k == "exit_on_fatal" then
         if v ~= false and v ~= "all" and v ~= "any" then
           error("bad argument #1 to 'configure' (option 'exit_on_fatal': \"all\", \"any\" or false expected)", 2)

@@ -746,28 +746,44 @@ function Instance:wait_exit(timeout)
   return self:wait_run(run, timeout)
 end
 
+-- The accounting of a live run: /proc/PID/stat of its main process and
+-- its cgroup's stat files, read again only when the last reading is older
+-- than the supervisor's accounting_max_age (1 s by default). A status of
+-- 10,000 services reads 20,000 files, about 100 ms of kernel time on a
+-- small machine: a monitor polling every second, or a person re-running
+-- `orch ctl status`, should not pay it on every call. States are never
+-- cached, only these figures.
+-- Kept as a small array: { time read, rss, cpu, cgroup.account(run)... }.
+local function accounting(self, run, now)
+  local a = run.acct
+  if a and now - a[1] < self.sup.accounting_max_age then return a end
+  local st = orch.proc.stat(self.pid)
+  a = { now, st and st.rss, st and st.cpu, cgroup.account(run) }
+  run.acct = a
+  return a
+end
+
 function Instance:status()
   local run = self.run
   local alive = run and run.alive
+  local now = orch.now()
   local t = {
     name = self.name, service = self.service, index = self.index, state = self.state,
     pid = alive and self.pid or nil,
     start_time = alive and self.start_time or nil,
-    uptime = alive and (orch.now() - run.started) or nil,
+    uptime = alive and (now - run.started) or nil,
     restarts = self.restarts, exit_code = self.exit_code, exit_signal = self.exit_signal,
     status_text = self.status_text, reason = self.reason,
     log_lines = self.sink and self.sink.lines or 0,
     log_dropped = self.sink and self.sink.dropped or 0,
   }
-  if alive and self.pid then
-    -- One /proc/PID/stat read (a status of thousands of services reads one
-    -- per service).
-    local info = orch.proc.stat(self.pid)
-    if info then
-      t.rss, t.cpu = info.rss, info.cpu
-    end
+  local a = alive and self.pid and accounting(self, run, now)
+  if a then
+    t.rss, t.cpu = a[2], a[3]
+    cgroup.status(self, run, t, a[4], a[5], a[6], a[7], a[8])
+  else
+    cgroup.status(self, alive and run, t)
   end
-  cgroup.status(self, alive and run, t)
   -- SIGSTOP/SIGTSTP from outside: the process is there but not running.
   if alive and run.proc then
     local pstate, _, stopsig = run.proc:status()
