@@ -73,3 +73,33 @@ describe("orch ctl, the client", function()
     assert.truthy(err:find("boom", 1, true), err)
   end)
 end)
+
+describe("orch ctl's status table", function()
+  local format_status = require("orch.cmd.ctl").format_status
+
+  it("aligns its columns, also past string.format's width of 99 and around a zero byte", function()
+    local long = string.rep("x", 120)
+    local lines = format_status {
+      { name = "a", state = "running", pid = 12, uptime = 3725, restarts = 2, rss = 2048, cpu = 1.5 },
+      { name = long, state = "fatal", exit_code = 3, restarts = 0, reason = "start limit\nhit" },
+      { name = "c", state = "running", pid = 7, uptime = 90061, restarts = 0, rss = 100, cpu = 0, status_text = "half\0way" },
+    }
+    local pad = string.rep(" ", #long - 1)
+    assert.are.same({
+      "NAME" .. string.rep(" ", #long - 4) .. "  STATE           PID  UPTIME      RESTARTS  RSS   CPU    REASON           STATUS",
+      "a" .. pad .. "  running         12   1:02:05     2         2.0K  1.50s  -                -",
+      long .. "  fatal (exit 3)  -    -           0         -     -      start limit hit  -",
+      "c" .. pad .. "  running         7    1d 1:01:01  0         100B  0.00s  -                half\0way",
+    }, lines)
+    -- Short cells (one format a line), and a zero byte in a padded cell
+    -- (that line padded by hand): the same layout.
+    assert.are.same({
+      "NAME  STATE    PID  UPTIME   RESTARTS  RSS   CPU",
+      "b     running  9    0:00:01  0         1.0M  0.25s",
+      "n\0m   stopped  -    -        1         -     -",
+    }, format_status {
+      { name = "b", state = "running", pid = 9, uptime = 1.9, restarts = 0, rss = 1048576, cpu = 0.25 },
+      { name = "n\0m", state = "stopped", restarts = 1 },
+    })
+  end)
+end)

@@ -153,65 +153,90 @@ local function fmt_duration(s)
   return string.format("%d:%02d:%02d", h, m, s % 60)
 end
 
+local UNITS = { "B", "K", "M", "G", "T" }
 local function fmt_bytes(n)
   if type(n) ~= "number" then return "-" end
-  local units = { "B", "K", "M", "G", "T" }
   local i = 1
-  while n >= 1024 and i < #units do n = n / 1024 i = i + 1 end
-  return i == 1 and string.format("%d%s", n, units[i]) or string.format("%.1f%s", n, units[i])
+  while n >= 1024 and i < #UNITS do n = n / 1024 i = i + 1 end
+  return i == 1 and string.format("%d%s", n, UNITS[i]) or string.format("%.1f%s", n, UNITS[i])
 end
 
--- Rows of cells as lines of aligned columns (two spaces apart; the last
--- column is not padded).
-local function align(rows)
-  local widths = {}
-  for _, r in ipairs(rows) do
-    for c, v in ipairs(r) do widths[c] = math.max(widths[c] or 0, #v) end
+-- Columns of cells (each a list: its header, then one cell a row) as lines
+-- of aligned columns, two spaces apart (the last column is not padded).
+-- Column by column, and one string.format a line: a status of 10,000
+-- services makes no table per row.
+local NONE = {}
+local function align(cols)
+  local ncol = #cols
+  local widths, parts = {}, {}
+  -- string.format takes widths up to 99 and strings without zero bytes:
+  -- a line it refuses is padded by hand.
+  local by_hand = ncol > 10
+  for c = 1, ncol - 1 do
+    local w = 0
+    for _, v in ipairs(cols[c]) do if #v > w then w = #v end end
+    widths[c] = w
+    if w > 99 then by_hand = true end
+    parts[c] = "%-" .. w .. "s"
   end
-  local out = {}
-  for _, r in ipairs(rows) do
-    local cells = {}
-    for c, v in ipairs(r) do cells[c] = c < #r and (v .. string.rep(" ", widths[c] - #v)) or v end
-    out[#out + 1] = table.concat(cells, "  ")
+  parts[ncol] = "%s"
+  local f = table.concat(parts, "  ")
+  local c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 = cols[1], cols[2] or NONE, cols[3] or NONE, cols[4] or NONE,
+    cols[5] or NONE, cols[6] or NONE, cols[7] or NONE, cols[8] or NONE, cols[9] or NONE, cols[10] or NONE
+  local out, format = {}, string.format
+  for i = 1, #c1 do
+    local ok, line = false, nil
+    if not by_hand then ok, line = pcall(format, f, c1[i], c2[i], c3[i], c4[i], c5[i], c6[i], c7[i], c8[i], c9[i], c10[i]) end
+    if not ok then
+      local cells = {}
+      for c = 1, ncol do
+        local v = cols[c][i]
+        cells[c] = c < ncol and (v .. string.rep(" ", widths[c] - #v)) or v
+      end
+      line = table.concat(cells, "  ")
+    end
+    out[i] = line
   end
   return out
 end
 
 --- The status table, as lines (supervisorctl-like columns).
 function M.format_status(services)
-  local rows = { { "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU" } }
-  for _, s in ipairs(services) do
-    local state = tostring(s.state or "?")
+  local names, states, pids, uptimes = { "NAME" }, { "STATE" }, { "PID" }, { "UPTIME" }
+  local restarts, rss, cpu = { "RESTARTS" }, { "RSS" }, { "CPU" }
+  local tointeger, format = math.tointeger, string.format
+  for i, s in ipairs(services) do
+    local st = s.state
+    local state = tostring(st or "?")
     -- The exit belongs to the last run: shown only while no new run is
     -- under way (never "starting (exit 0)").
-    local ended = s.state == "exited" or s.state == "backoff" or s.state == "fatal" or s.state == "stopped"
+    local ended = st == "exited" or st == "backoff" or st == "fatal" or st == "stopped"
     if ended and (s.exit_code ~= nil or s.exit_signal ~= nil) then
       state = state .. (s.exit_signal and (" (signal " .. tostring(s.exit_signal) .. ")")
                          or (" (exit " .. tostring(s.exit_code) .. ")"))
     end
-    rows[#rows + 1] = {
-      tostring(s.name or "?"), state, s.pid and tostring(math.tointeger(s.pid) or s.pid) or "-",
-      fmt_duration(s.uptime), tostring(math.tointeger(s.restarts) or s.restarts or 0),
-      fmt_bytes(s.rss), type(s.cpu) == "number" and string.format("%.2fs", s.cpu) or "-",
-    }
+    local r = i + 1
+    names[r], states[r] = tostring(s.name or "?"), state
+    pids[r] = s.pid and tostring(tointeger(s.pid) or s.pid) or "-"
+    uptimes[r] = fmt_duration(s.uptime)
+    restarts[r] = tostring(tointeger(s.restarts) or s.restarts or 0)
+    rss[r] = fmt_bytes(s.rss)
+    cpu[r] = type(s.cpu) == "number" and format("%.2fs", s.cpu) or "-"
   end
+  local cols = { names, states, pids, uptimes, restarts, rss, cpu }
   -- Optional last columns, each shown when any service has a value for it:
   -- OOM kills inside a service's cgroup (services with a memory limit); why a
   -- service is not running (a spawn that failed for lack of fds, a start
   -- limit, a missed heartbeat); what a service says about itself (sd_notify
   -- STATUS=...).
   local function column(header, value, present)
-    local vals, any = {}, false
+    local vals, any = { header }, false
     for i, sv in ipairs(services) do
-      vals[i] = value(sv)
-      if vals[i] and (not present or present(sv)) then any = true end
+      local v = value(sv)
+      if v and (not present or present(sv)) then any = true end
+      vals[i + 1] = v or "-"
     end
-    if not any then return end
-    rows[1][#rows[1] + 1] = header
-    for i = 1, #services do
-      local r = rows[i + 1]
-      r[#r + 1] = vals[i] or "-"
-    end
+    if any then cols[#cols + 1] = vals end
   end
   column("OOM", function(sv)
     local n = sv.oom_kills
@@ -224,7 +249,7 @@ function M.format_status(services)
     local t = sv.status_text
     return type(t) == "string" and t ~= "" and (t:gsub("%s+", " ")) or nil
   end)
-  local out = align(rows)
+  local out = align(cols)
   -- Services without cgroups (none writable, or turned off): said once.
   for _, sv in ipairs(services) do
     if type(sv.cgroup_off) == "string" then
@@ -388,10 +413,13 @@ function M.main(o)
       errorf("%s: %s", path, tostring(err))
       return finish(EXIT_FAIL)
     end
+    -- With a reply, the second value is its line of JSON: --json prints it
+    -- as it came (a status of 10,000 services is 2.4 MB to encode again).
+    local line = err
     -- The server is in trouble (out of file descriptors): say so first.
     if type(reply.warning) == "string" and not opts.json then errorf("warning: %s", reply.warning) end
     if opts.json and cmd ~= "is-active" then
-      io.stdout:write(ctl.encode(reply), "\n")
+      io.stdout:write(line, "\n")
       io.stdout:flush()
     end
     if probe then
@@ -437,9 +465,9 @@ function M.main(o)
         client:close()
       end)
       while true do
-        local msg = client:receive()
+        local msg, mline = client:receive()
         if not msg then break end
-        if opts.json then io.stdout:write(ctl.encode(msg), "\n")
+        if opts.json then io.stdout:write(mline, "\n")
         elseif msg.line then io.stdout:write(msg.line, "\n")
         elseif msg.event then io.stdout:write(M.format_event(msg.event), "\n")
         elseif msg.ok == false then errorf("%s", tostring(msg.error)) status = EXIT_FAIL end
@@ -497,7 +525,12 @@ function M.format_jobs(jobs)
     rows[#rows + 1] = { tostring(j.name), tostring(j.type or j.mode or "?"), state, nxt, last,
                         tostring(math.tointeger(j.runs) or j.runs or 0) }
   end
-  return align(rows)
+  local cols = {}
+  for c = 1, #rows[1] do
+    cols[c] = {}
+    for i, r in ipairs(rows) do cols[c][i] = r[c] end
+  end
+  return align(cols)
 end
 
 --- One event of `orch ctl events` as a line:

@@ -77,22 +77,20 @@ function ctl.encode(t)
 end
 
 -- cjson reads every number as a float: integral ones become integers
--- again (pids, counts, signal numbers).
+-- again (pids, counts, signal numbers). Only values need it: cjson's keys
+-- are strings (objects) or integers already (arrays). Replacing the value
+-- of an existing key is allowed during a traversal.
+local tointeger = math.tointeger
 local function integers(v)
-  if type(v) == "number" then return math.tointeger(v) or v end
-  if type(v) ~= "table" then return v end
-  local fix = {}
-  for k, x in pairs(v) do
-    local ik = integers(k)
-    local ix = integers(x)
-    -- 1 == 1.0 in Lua: compare the subtypes.
-    if math.type(ik) ~= math.type(k) or math.type(ix) ~= math.type(x) then fix[#fix + 1] = { k, ik, ix } end
+  for k, x in next, v do
+    local tx = type(x)
+    if tx == "number" then
+      local i = tointeger(x)
+      if i then v[k] = i end
+    elseif tx == "table" then
+      integers(x)
+    end
   end
-  for _, f in ipairs(fix) do
-    v[f[1]] = nil
-    v[f[2]] = f[3]
-  end
-  return v
 end
 
 --- Decodes one line; returns the value or nil, message. Integral numbers
@@ -100,7 +98,9 @@ end
 function ctl.decode(line)
   local ok, v = pcall(json.decode, line)
   if not ok then return nil, (tostring(v):gsub("^.-:%d+: ", "")) end
-  return integers(v)
+  local tv = type(v)
+  if tv == "table" then integers(v) elseif tv == "number" then v = tointeger(v) or v end
+  return v
 end
 
 ---------------------------------------------------------------- paths
@@ -151,23 +151,26 @@ function ctl.connect(path, timeout)
   return setmetatable({ conn = conn, path = path, next_id = 0 }, Client)
 end
 
---- Sends one request and waits for its reply (a table). Returns the reply,
--- or nil, message, code when the connection failed.
+--- Sends one request and waits for its reply (a table). Returns the reply
+-- and its line of JSON, or nil, message, code when the connection failed.
 function Client:request(req, timeout)
   local ok, err, code = self.conn:write(ctl.encode(req) .. "\n")
   if not ok then
     -- A server that refuses a peer replies and closes without reading the
     -- request, so the write may fail with EPIPE while the refusal is
     -- already waiting in the socket: read it before giving up.
-    local reply = (code == "EPIPE" or code == "ECONNRESET") and self:receive(timeout)
-    if reply then return reply end
+    if code == "EPIPE" or code == "ECONNRESET" then
+      local reply, line = self:receive(timeout)
+      if reply then return reply, line end
+    end
     return nil, err, code
   end
   return self:receive(timeout)
 end
 
 --- Reads the next reply line (also the `{"line": ...}` messages of a tail
--- that follows). Returns the decoded table, or nil, message, code.
+-- that follows). Returns the decoded table and the line as received, or
+-- nil, message, code.
 function Client:receive(timeout)
   self.conn:set_timeout(timeout)
   local line, err, code = self.conn:read_line(ctl.MAX_REPLY)
@@ -177,7 +180,7 @@ function Client:receive(timeout)
   end
   local v, derr = ctl.decode(line)
   if type(v) ~= "table" then return nil, "malformed reply: " .. tostring(derr), "EPROTO" end
-  return v
+  return v, line
 end
 
 function Client:close() self.conn:close() return true end
