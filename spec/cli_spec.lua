@@ -241,6 +241,23 @@ describe("the command line parser", function()
     assert.are.equal(0, code, err)
     assert.are.equal("-- x\n", out)
   end)
+
+  it("is let go once orch run has parsed its options: the script's orch keeps no parser nor other commands", function()
+    local path = h.script([[
+      local loaded = {}
+      for name in pairs(package.loaded) do
+        if name == "argparse" or name:match("^orch%.cmd%.") then loaded[#loaded + 1] = name end
+      end
+      table.sort(loaded)
+      local cli = require "orch.cli"
+      print(#loaded == 0 and "none" or table.concat(loaded, " "), cli._parser == nil)
+      -- A later need builds it again.
+      print((cli.help_of("ctl"):match("^usage: orch ctl")))
+    ]])
+    local code, out, err = h.cli({ "run", "--no-socket", path })
+    assert.are.equal(0, code, err)
+    assert.are.equal("none\ttrue\nusage: orch ctl\n", out)
+  end)
 end)
 
 describe("embedding", function()
