@@ -8,7 +8,8 @@
  * (orch.read_config); an flock'ed pid file (orch.flock, one orchestrator
  * per socket); descriptors
  * handed across an exec of orch itself (orch.fd: memfd, read, inherit);
- * the unix sockets in a directory (orch.sockets).
+ * the unix sockets in a directory (orch.sockets); the C heap's free memory
+ * given back to the kernel (orch.malloc_trim).
  *
  * Ownership: an orch.Lock owns its descriptor (closed by :close() or the
  * GC); every other function leaves nothing open but what it returns.
@@ -17,6 +18,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -459,6 +463,20 @@ static int lock_write_pid(lua_State *L) {
   return 1;
 }
 
+/* orch.malloc_trim(): glibc's malloc_trim(0). Freed memory stays in the C
+ * heap until then (only its top is given back by itself): after a full
+ * collection that freed a lot (a mass start's garbage), this returns the
+ * free pages anywhere in the heap to the kernel. true when some were. */
+static int sys_malloc_trim(lua_State *L) {
+  orch__check_nargs(L, 0);
+#ifdef __GLIBC__
+  lua_pushboolean(L, malloc_trim(0));
+#else
+  lua_pushboolean(L, 0);
+#endif
+  return 1;
+}
+
 static int lock_tostring(lua_State *L) {
   Lock *k = luaL_checkudata(L, 1, LOCK_MT);
   if (k->fd < 0) lua_pushliteral(L, LOCK_MT ": closed");
@@ -477,7 +495,8 @@ int orch__open_sys(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {
     {"getuid", sys_getuid}, {"geteuid", sys_geteuid}, {"exepath", sys_exepath},
-    {"sockets", sys_sockets}, {"flock", sys_flock}, {"read_config", sys_read_config}, {NULL, NULL}
+    {"sockets", sys_sockets}, {"flock", sys_flock}, {"read_config", sys_read_config},
+    {"malloc_trim", sys_malloc_trim}, {NULL, NULL}
   };
   luaL_newlib(L, fns);
   static const luaL_Reg private_fns[] = {
