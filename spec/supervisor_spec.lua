@@ -353,6 +353,20 @@ describe("supervisor status and control", function()
     end, 90)
   end)
 
+  it("a large start ends with a full collection: its garbage does not stay in orch's memory", function()
+    u.with(function(s)
+      for i = 1, 100 do s.service { name = "g" .. i, cmd = u.sh("exec sleep 30") } end
+      assert.is_true(s.start("all"))
+      -- Right after the start returned: what a collection frees now is
+      -- only what was made since the start's own collection.
+      local before = collectgarbage("count")
+      collectgarbage()
+      local garbage = before - collectgarbage("count")
+      assert.is_true(garbage < 16, string.format("%.1f KiB of garbage after the start", garbage))
+      assert.is_true(s.wait("all", "running", 30))
+    end, 90)
+  end)
+
   it("sup.run starts its services in batches as well: the loop turns between them", function()
     u.with(function(s)
       for i = 1, 100 do s.service { name = "r" .. i, cmd = u.sh("exec sleep 30") } end

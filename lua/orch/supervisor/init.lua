@@ -308,6 +308,15 @@ function Sup:release()
   end
 end
 
+--- After a large start: one full collection, and the C heap's free pages
+-- given back (orch.malloc_trim). A mass start leaves its garbage (spawn
+-- options, journal lines, first output lines) all over the heap: without
+-- this, the memory it used stays resident until it is reused.
+function Sup:compact()
+  collectgarbage()
+  orch.malloc_trim()
+end
+
 --- Every instance, in definition order. The list is cached until a service
 -- is added or removed or the order changes (reload): a state record write
 -- or a status walks it, and rebuilding it cost more than the walk at
@@ -554,7 +563,10 @@ local function new(main)
       end
       inst:start()
     end
-    if hold then persist.hold(S, false) end
+    if hold then
+      persist.hold(S, false)
+      S:compact()
+    end
     return true
   end
 
