@@ -353,6 +353,38 @@ describe("orch.signal.sigprocmask and sigpending", function()
     assert.are.same({ "threads checked: yes", "child threads checked: yes" }, lines)
   end)
 
+  it("libuv's threadpool starts only when a use needs it, masked, after a mask too", function()
+    -- Nothing starts the pool at start-up or for a mask; a host name to
+    -- resolve (getaddrinfo runs on the pool) starts it, and its threads
+    -- block the signal the loop thread blocked before they existed, which
+    -- therefore stays pending for the process.
+    assert.are.same({ "threads at start: 1", "threads after a mask: 1", "pool threads: yes",
+                      "pool threads masked: yes", "kernel pending: yes" }, run_lines(probe .. [[
+      local function tids()
+        local list = {}
+        for tid in io.popen("ls /proc/" .. pid .. "/task"):lines() do
+          if tonumber(tid) ~= pid then list[#list + 1] = tonumber(tid) end
+        end
+        return list
+      end
+      print("threads at start: " .. #tids() + 1)
+      assert(orch.signal.sighold("USR1"))
+      print("threads after a mask: " .. #tids() + 1)
+      local _, _, code = orch.connect{ host = "no-such-host.invalid", port = 9 }
+      assert(code:match("^EAI_"), code)
+      local pool, masked = tids(), true
+      for _, tid in ipairs(pool) do
+        local mask = status(tid):match("SigBlk:%s*(%x+)")
+        for _, sig in ipairs({ "USR1", "USR2", "TERM", "CHLD" }) do masked = masked and bit(mask, sig) end
+        masked = masked and not bit(mask, "SEGV")
+      end
+      print("pool threads: " .. (#pool >= 1 and "yes" or "no"))
+      print("pool threads masked: " .. yes(masked))
+      send("USR1")
+      print("kernel pending: " .. yes(pending("USR1")))
+    ]]))
+  end)
+
   it("sighold and sigrelse block and unblock one signal or a list", function()
     assert.are.same({ "held: yes yes", "mask: HUP,USR2", "released: no no", "true" }, run_lines(probe .. [[
       assert(orch.signal.sighold("USR2"))

@@ -182,6 +182,7 @@ static int mapping_sync(lua_State *L) {
   s->r = &m->r;
   s->L = orch__mainthread(orch__rt(L));
   s->co = L;
+  orch__threadpool_start();
   int r = uv_queue_work(orch__loop(L), &s->req, sync_work, sync_done);
   if (r < 0) {
     free(s);

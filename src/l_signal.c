@@ -25,9 +25,12 @@
  * other thread may take it: orch's waiter threads (l_ipc.c) block every
  * signal but their wake signal, and libuv's threadpool threads, which
  * inherit the mask of the thread that starts the pool and never change it,
- * are started here once (and again in a fork child, where libuv restarts
- * the pool) with every asynchronous signal blocked, on a throwaway loop so
- * the runtime's loop sees no extra request. A process-directed signal can
+ * are started by orch__threadpool_start with every asynchronous signal
+ * blocked, on a throwaway loop so the runtime's loop sees no extra request.
+ * Every use of the pool (mmap:sync, a host name to resolve, the terminal's
+ * file reads) calls it first: the pool starts when something needs it (once
+ * a process; again in a fork child, where libuv makes a new pool), so an
+ * orch that never uses it has no threads. A process-directed signal can
  * then only be delivered to the loop thread, and waits while it blocks it.
  * orch.signal.raise sends a signal to the loop thread (raise(3)): libuv's
  * handler writes to its pipe and the Lua handlers run on the loop.
@@ -301,7 +304,10 @@ static void threadpool_mask(void) {
 
 static pid_t masked_pid;   /* the process whose threadpool was started masked */
 
-static void ensure_threadpool_masked(void) {
+/* Lazily, at the first use of the pool in this process (a fork child's
+ * libuv starts a pool of its own): an orch that never uses the pool never
+ * starts its threads. */
+void orch__threadpool_start(void) {
   if (masked_pid == getpid()) return;
   masked_pid = getpid();
   threadpool_mask();
@@ -368,7 +374,6 @@ static void push_set(lua_State *L, const sigset_t *set) {
 /* Changes the loop thread's mask; returns 0 or an errno. The wake signal
  * stays blocked whatever the script asks. */
 static int change_mask(int how, const sigset_t *set, sigset_t *old) {
-  ensure_threadpool_masked();
   sigset_t s = *set;
   if (how == SIG_SETMASK) sigaddset(&s, ORCH__IPC_WAKE_SIGNAL);
   else if (how == SIG_UNBLOCK) sigdelset(&s, ORCH__IPC_WAKE_SIGNAL);
@@ -425,7 +430,6 @@ static int signal_raise(lua_State *L) {
   orch__check_nargs(L, 1);
   if (sig == 0 || sig >= NSIG) luaL_argerror(L, 1, "invalid signal number");
   if (sig == ORCH__IPC_WAKE_SIGNAL) luaL_argerror(L, 1, "RTMAX-1 is orch's own (it wakes SysV waiter threads)");
-  ensure_threadpool_masked();
   int err = raise(sig);
   if (err) return orch__fail(L, "signal.raise", errno ? errno : EINVAL);
   lua_pushboolean(L, 1);
@@ -584,10 +588,6 @@ static void signal_close_hook(orch_runtime *rt, void *data) {
 static void signal_fork_hook(orch_runtime *rt, void *data) {
   signal_state *st = data;
   memset(st->active, 0, sizeof st->active);
-  /* libuv restarts its threadpool in the child, with whatever mask the
-   * thread that first uses it has: start it masked again if masks are in
-   * use (ensure_threadpool_masked compares pids). */
-  ensure_threadpool_masked();
   for (int s = 1; s < NSIG; s++)
     if (st->guard[s]) guard_start(st, orch_loop(rt), s);
 }
@@ -603,8 +603,6 @@ int orch__open_signal(lua_State *L) {
     *slot = st;
     orch__on_close(rt, signal_close_hook, st);
     orch__on_fork_child(rt, signal_fork_hook, st);
-    /* Before any module can start libuv's threadpool unmasked. */
-    ensure_threadpool_masked();
   }
   static const luaL_Reg methods[] = {
     {"stop", handler_stop}, {"active", handler_active}, {NULL, NULL}

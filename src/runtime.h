@@ -106,6 +106,13 @@ int orch__fd_reserve_held(void);
  * started with, when orch_raise_nofile raised it. Async-signal-safe. */
 void orch__child_nofile(void);
 
+/* libuv's threadpool (src/l_signal.c): call right before every
+ * uv_queue_work, uv_fs_* with a callback or uv_getaddrinfo. The first call
+ * in a process starts the pool with every asynchronous signal blocked, so
+ * its threads never take a signal the loop thread blocks; later calls cost
+ * a getpid(). */
+void orch__threadpool_start(void);
+
 /* Per-runtime module state: a module keeps one pointer in the runtime. */
 enum { ORCH__SLOT_PROC, ORCH__SLOT_SIGNAL, ORCH__SLOT_STREAM, ORCH__SLOT_IPC,
        ORCH__SLOT_HEARTBEAT, ORCH__SLOT_TERM,
