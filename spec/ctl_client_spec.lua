@@ -67,6 +67,31 @@ describe("orch ctl, the client", function()
     assert.truthy(out:find('"ok":true', 1, true), out)
   end)
 
+  it("reads a plain line without argparse or the other commands' modules", function()
+    -- argparse (found through LUA_PATH) and every command module but ctl's
+    -- raise when loaded: ping, status and stop still work.
+    local d = h.tmpdir()
+    os.execute("mkdir -p " .. h.shquote(d .. "/orch/cmd"))
+    h.write(d .. "/argparse.lua", 'error("orch ctl loaded argparse", 0)\n')
+    for f in h.sh("ls lua/orch/cmd"):gmatch("[^\n]+") do
+      if f ~= "ctl.lua" then h.write(d .. "/orch/cmd/" .. f, string.format("error(%q, 0)\n", "orch ctl loaded cmd/" .. f)) end
+    end
+    local env = { ORCH_LUA_DIR = d, LUA_PATH = d .. "/?.lua;;" }
+    -- (the test's own check: help is argparse's)
+    local code, out, err = h.cli({ "ctl", "--socket", o.sock, "--help" }, nil, env)
+    assert.are_not.equal(0, code)
+    assert.truthy(err:find("orch ctl loaded", 1, true), err)
+    code, out, err = h.cli({ "ctl", "--socket=" .. o.sock, "ping" }, nil, env)
+    assert.are.equal(0, code, err)
+    assert.truthy(out:match("^orch %S+, pid " .. o.pid .. ", "), out)
+    code, out, err = h.cli({ "ctl", "--json", "--socket", o.sock, "--timeout", "5", "status", "a" }, nil, env)
+    assert.are.equal(0, code, err)
+    assert.truthy(out:find('"name":"a"', 1, true), out)
+    code, out, err = h.cli({ "ctl", "--socket", o.sock, "stop", "nosuch" }, nil, env)
+    assert.are_not.equal(0, code)
+    assert.truthy((out .. err):find("nosuch", 1, true), out .. err)
+  end)
+
   it("still gives the server's errors (a failed eval) without the REPL on the client side", function()
     local code, _, err = h.cli({ "ctl", "--socket", o.sock, "eval", "error('boom')" }, nil, { ORCH_LUA_DIR = shadow })
     assert.are.equal(1, code)
@@ -101,5 +126,49 @@ describe("orch ctl's status table", function()
       { name = "b", state = "running", pid = 9, uptime = 1.9, restarts = 0, rss = 1048576, cpu = 0.25 },
       { name = "n\0m", state = "stopped", restarts = 1 },
     })
+  end)
+end)
+
+describe("orch ctl's command line", function()
+  it("reads a plain line as argparse does, and leaves every other line to it", function()
+    local lines = {
+      { "ctl", "ping" }, { "ctl", "--socket", "S", "--json", "status" }, { "ctl", "status", "a", "b" },
+      { "ctl", "stop", "all" }, { "ctl", "--timeout=3", "start", "x" }, { "ctl", "--socket=S", "health" },
+      { "ctl", "start" }, { "ctl", "--json", "--json", "ping" }, { "ctl", "--socket", "S", "--socket", "T", "ping" },
+      { "ctl", "start", "--wait", "x" }, { "ctl", "start", "--wait=3", "x" }, { "ctl", "tail", "x", "-n", "3" },
+      { "ctl", "signal", "x", "HUP" }, { "ctl", "eval", "return 1" }, { "ctl", "ping", "extra" },
+      { "ctl", "--socket" }, { "ctl", "--socket", "--json", "ping" }, { "ctl", "--bogus", "ping" },
+      { "ctl", "nosuch" }, { "ctl" }, { "ctl", "-h" }, { "ctl", "ping", "--help" }, { "ctl", "is-active", "-q", "a" },
+      { "ctl", "--timeout", "-1", "ping" }, { "ctl", "stop", "--", "a" }, { "-v", "ctl", "ping" }, { "ctl", "--json=1", "ping" },
+    }
+    local src = { "local cli = require 'orch.cli'", "local lines = {" }
+    for _, l in ipairs(lines) do
+      local q = {}
+      for i, w in ipairs(l) do q[i] = string.format("%q", w) end
+      src[#src + 1] = "{" .. table.concat(q, ",") .. "},"
+    end
+    src[#src + 1] = [[}
+      local function dump(v)
+        if type(v) ~= "table" then return tostring(v) end
+        local ks = {}
+        for k, x in pairs(v) do ks[#ks + 1] = tostring(k) .. "=" .. (type(x) == "table" and "{" .. table.concat(x, ",") .. "}" or tostring(x)) end
+        table.sort(ks)
+        return table.concat(ks, " ")
+      end
+      local diff = 0
+      for _, l in ipairs(lines) do
+        local a = table.pack(cli.parse(l))
+        local b = table.pack(cli._parse_argparse(l))
+        local da, db = dump(a[1]) .. " " .. dump(a[2]) .. " " .. dump(a[4]), dump(b[1]) .. " " .. dump(b[2]) .. " " .. dump(b[4])
+        if da ~= db or (a[3] and a[3].main) ~= (b[3] and b[3].main) then
+          diff = diff + 1
+          print(table.concat(l, " ") .. ": " .. da .. " <> " .. db)
+        end
+      end
+      print("differences: " .. diff)
+    ]]
+    local code, out, err = h.cli({ "-e", table.concat(src, "\n") })
+    assert.are.equal(0, code, err)
+    assert.are.equal("differences: 0\n", out)
   end)
 end)

@@ -71,17 +71,15 @@ local function help_flag(cmd)
   end)
 end
 
---- The parser of `orch` and every command (argparse objects). Each command
--- parser carries `_orch_name` ("ctl") and `_orch_module`.
-function M.parser()
-  if M._parser then return M._parser end
+-- A parser of `orch` with the commands `names` (a list).
+local function build_parser(names)
   local ok, argparse = pcall(require, "argparse")
   if not ok then error("lua-argparse is not installed (apt-get install lua-argparse): " .. tostring(argparse), 0) end
   local p = argparse("orch"):add_help(false):command_target("command"):require_command(false)
   p._orch_name = nil
   help_flag(p)
   p:flag("-v --version"):description("Print the versions and exit.")
-  local function add(name)
+  for _, name in ipairs(names) do
     local m = load_command(name)
     local c = p:command(name):add_help(false)
     if hidden[name] then c:hidden(true) end
@@ -89,10 +87,17 @@ function M.parser()
     help_flag(c)
     if m.args then m.args(c, help_flag) end
   end
-  for _, name in ipairs(M.commands) do add(name) end
-  for name in pairs(hidden) do add(name) end
-  M._parser = p
   return p
+end
+
+--- The parser of `orch` and every command (argparse objects). Each command
+-- parser carries `_orch_name` ("ctl") and `_orch_module`.
+function M.parser()
+  if M._parser then return M._parser end
+  local names = { table.unpack(M.commands) }
+  for name in pairs(hidden) do names[#names + 1] = name end
+  M._parser = build_parser(names)
+  return M._parser
 end
 
 --- Lets the parser go once the command line is parsed: an `orch run`
@@ -101,15 +106,16 @@ end
 -- `keep`: the command about to run, whose module stays loaded. A later
 -- M.parser() (orch help inside a script) builds it again.
 function M.release_parser(keep)
-  local p = M._parser
-  if not p then return end
-  M._parser = nil
-  for _, c in ipairs(p._commands) do
-    local name = c._orch_name
-    if name and name ~= keep and package.loaded["orch.cmd." .. name] == c._orch_module then
-      package.loaded["orch.cmd." .. name] = nil
+  -- The whole parser, and the one of a line read with its own command alone.
+  for _, p in ipairs { M._parser or {}, M._lone or {} } do
+    for _, c in ipairs(p._commands or {}) do
+      local name = c._orch_name
+      if name and name ~= keep and package.loaded["orch.cmd." .. name] == c._orch_module then
+        package.loaded["orch.cmd." .. name] = nil
+      end
     end
   end
+  M._parser, M._lone = nil, nil
   package.loaded.argparse = nil
 end
 
@@ -210,8 +216,8 @@ end
 -- read as an option: it is joined to its option (`--timeout=-1`, `-n-5`)
 -- so that the option's own check reports it. cmd: the command's parser
 -- (its options and its subcommands' count).
-local function join_values(cmd, args)
-  local arity = option_arity(M.parser())
+local function join_values(p, cmd, args)
+  local arity = option_arity(p)
   if cmd then
     for k, v in pairs(option_arity(cmd)) do arity[k] = v end
     for _, sc in ipairs(cmd._commands) do
@@ -244,22 +250,106 @@ local function one_line(msg)
   return (tostring(msg):gsub("\n", " "))
 end
 
+local parse_with
+
+-- `orch ctl [--socket P] [--json] [--timeout S] CMD [NAME...]`, the lines
+-- a script or a human types most, read without argparse (whose loading and
+-- parser building cost more than the rest of the client): argparse's result
+-- table for the same line, or nil for anything else (help, a subcommand's
+-- own options or arguments, a repeated option, a value that looks like an
+-- option), which M.parse then reads with argparse.
+local function ctl_line(argv)
+  local o = { command = "ctl", ctl = true }
+  local i = 2
+  while argv[i] and argv[i]:sub(1, 1) == "-" do
+    local a = argv[i]
+    local opt, v = a:match("^%-%-(%a+)=(.*)$")
+    if not opt then opt = a:match("^%-%-(%a+)$") end
+    if opt == "json" and not v then
+      if o.json then return nil end
+      o.json = true
+    elseif (opt == "socket" or opt == "timeout") and o[opt] == nil then
+      if not v then i = i + 1 v = argv[i] end
+      if not v or v == "" or v:sub(1, 1) == "-" then return nil end
+      o[opt] = v
+    else
+      return nil
+    end
+    i = i + 1
+  end
+  local sub = argv[i]
+  local m = load_command("ctl")
+  local spec
+  for _, d in ipairs(m.subcommands or {}) do
+    if d[1] == sub then spec = d end
+  end
+  if not spec or (spec[2] and spec[2] ~= "names") then return nil end
+  o.ctl_command, o[sub] = sub, true
+  local rest = { table.unpack(argv, i + 1) }
+  for _, w in ipairs(rest) do
+    if w:sub(1, 1) == "-" then return nil end
+  end
+  if spec[2] == "names" then
+    if spec[3] == "+" and #rest == 0 then return nil end
+    o.names = rest
+  elseif #rest > 0 then
+    return nil
+  end
+  return o, m
+end
+
 --- Parses argv (the words after `orch`). Returns
 --   "help", text        help asked for (print it, exit 0)
 --   "error", message    a usage error, message already in `orch CMD: ...` form
 --   "ok", o, m, tail    argparse's result, the command's module, and the
 --                       index in argv of the verbatim tail's first word
 function M.parse(argv)
-  local p = M.parser()
-  local args = { table.unpack(argv) }
   -- The command word: the first word that is not an option of `orch`.
   local ci
-  for i, a in ipairs(args) do
+  for i, a in ipairs(argv) do
     if a == "--" then break end
     if a:sub(1, 1) ~= "-" or a == "-" then ci = i break end
   end
+  local name = ci and argv[ci]
+  if ci == 1 and name == "ctl" then
+    local o, m = ctl_line(argv)
+    if o then return "ok", o, m, nil end
+  end
+  -- A command line that parses needs only its own command's module: `orch
+  -- ctl ping` does not load the other commands (start-up time). Help and
+  -- usage errors (which may name other commands) come from the whole parser.
+  local known = name and hidden[name]
+  for _, c in ipairs(M.commands) do known = known or c == name end
+  if known then
+    local lone = build_parser({ name })
+    local kind, o, m, tail = parse_with(argv, lone, ci, function(n)
+      for _, c in ipairs(lone._commands) do
+        if c._name == n then return c end
+      end
+    end)
+    if kind == "ok" then
+      M._lone = lone
+      return kind, o, m, tail
+    end
+  end
+  return parse_with(argv, M.parser(), ci, command_parser)
+end
+
+--- For the specs: M.parse with argparse alone (no fast reading of a ctl line).
+function M._parse_argparse(argv)
+  local ci
+  for i, a in ipairs(argv) do
+    if a == "--" then break end
+    if a:sub(1, 1) ~= "-" or a == "-" then ci = i break end
+  end
+  return parse_with(argv, M.parser(), ci, command_parser)
+end
+
+-- M.parse with the parser p, whose command `lookup(name)` finds.
+function parse_with(argv, p, ci, lookup)
+  local args = { table.unpack(argv) }
   local name = ci and args[ci]
-  local cmd = name and command_parser(name)
+  local cmd = name and lookup(name)
   local m = cmd and cmd._orch_module
   local tail
   if m and m.tail then
@@ -284,7 +374,7 @@ function M.parse(argv)
       if v then args[i], wait_value = "--wait", v end
     end
   end
-  args = join_values(cmd, args)
+  args = join_values(p, cmd, args)
   local current = p
   local ok, res = pcall(p._parse, p, args, function(parser, msg)
     current = parser
@@ -292,7 +382,7 @@ function M.parse(argv)
   end)
   if ok then
     if wait_value then res.wait = wait_value end
-    return "ok", res, res.command and command_parser(res.command)._orch_module, tail
+    return "ok", res, res.command and lookup(res.command)._orch_module, tail
   end
   if type(res) ~= "table" then error(res, 0) end
   if res.help then return "help", M.help_text(res.help) end

@@ -119,6 +119,9 @@ local SUBCOMMANDS = {
   { "eval", "code", 1 }, { "reload" }, { "reexec" }, { "shutdown" }, { "ping" },
 }
 
+-- The subcommands with their arguments (orch.cli reads a plain line with it).
+M.subcommands = SUBCOMMANDS
+
 function M.args(c, help_flag)
   c:command_target("ctl_command")
   c:option("--socket"):argname("PATH")
