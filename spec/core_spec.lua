@@ -252,6 +252,81 @@ describe("orch.sleep", function()
     assert.are.same({ 0.01, 0.02, 0.04 }, log)
   end)
 
+  it("wakes thousands of waits near and far in deadline order, equal ones in arming order", function()
+    -- Waits within about a second share a wheel of milliseconds, later ones
+    -- a heap they leave for the wheel as their time comes; 5,000 tasks
+    -- over 0-1.3 s cross that boundary both ways.
+    local woke, planned = {}, {}
+    h.run(function()
+      local rnd = 1
+      local ts = {}
+      for i = 1, 5000 do
+        rnd = (rnd * 1103515245 + 12345) % 2147483648
+        local d = (rnd % 1300) / 1000
+        ts[i] = orch.task(function()
+          planned[i] = orch.now() + d
+          orch.sleep(d)
+          woke[#woke + 1] = i
+          -- Each task woken first for its millisecond arms one more wait.
+          if i % 7 == 0 then orch.sleep(0.001) end
+        end)
+      end
+      -- 50 waits armed one after the other for the same time.
+      local same = {}
+      for i = 1, 50 do
+        ts[#ts + 1] = orch.task(function() orch.sleep(0.02) same[#same + 1] = i end)
+      end
+      for _, t in ipairs(ts) do t:join() end
+      for i = 1, 50 do assert.are.equal(i, same[i]) end
+    end)
+    assert.are.equal(5000, #woke)
+    -- The loop's clock counts milliseconds of a coarse clock (a few ms a
+    -- tick here): deadlines that close may wake either way round.
+    for k = 2, #woke do
+      local a, b = planned[woke[k - 1]], planned[woke[k]]
+      assert.is_true(a <= b + 0.01, ("task %d (due %.4f) woke after task %d (due %.4f)"):format(woke[k], b, woke[k - 1], a))
+    end
+  end)
+
+  it("a lone wait beyond the wheel's second fires, and so do two in turn", function()
+    local dts = h.run(function()
+      local out = {}
+      local t0 = orch.now()
+      orch.sleep(1.1)
+      out[1] = orch.now() - t0
+      t0 = orch.now()
+      orch.sleep(0.3)
+      orch.sleep(1.05)
+      out[2] = orch.now() - t0
+      return out
+    end)
+    assert.is_true(dts[1] >= 1.09, "slept " .. dts[1])
+    assert.is_true(dts[2] >= 1.34, "slept " .. dts[2])
+  end)
+
+  it("a wait that ended early leaves nothing that keeps orch run alive", function()
+    local path = h.script([[
+      local c = orch.cond()
+      local t = orch.task(function() return c:wait(3600) end)
+      local s = orch.task(function() orch.sleep(7200) end)
+      orch.sleep(0.01)
+      c:signal("early")
+      assert(t:join() == "early")
+      s:cancel()
+      print("done")
+    ]])
+    local code, out = h.run(function()
+      local p = assert(orch.spawn{ h.bin, "run", path, stdout = "pipe" })
+      local out = p.stdout:read_all()
+      local ok, c = pcall(p.wait, p, 60)
+      if p:running() then p:kill("KILL") p:wait() end
+      assert(ok, c)
+      return c, out
+    end)
+    assert.are.equal(0, code)
+    assert.are.equal("done\n", out)
+  end)
+
   it("waits at least the given time on the monotonic clock", function()
     local dt = h.run(function()
       local t0 = orch.now()

@@ -10,6 +10,10 @@
  * work is in flight (a live child, a libuv request) and one poll that does
  * not block brought no I/O. Real I/O goes on meanwhile on real time.
  * The heap belongs to the runtime; each vtimer struct to its owner.
+ *
+ * On the real clock, the waits of tasks (orch.sleep, every timeout) share
+ * one uv_timer_t over a wheel of milliseconds (below, "wheel"); a wait is a
+ * struct in its task, armed and disarmed without allocating.
  */
 #include "runtime_int.h"
 
@@ -37,39 +41,64 @@ static int vt_before(const orch__vtimer *a, const orch__vtimer *b) {
   return a->due < b->due || (a->due == b->due && a->seq < b->seq);
 }
 
-static void vheap_set(orch_runtime *rt, size_t i, orch__vtimer *t) {
-  rt->vheap[i] = t;
+/* A binary heap of timers ordered by (due, arming order): the virtual
+ * timers, and the real-clock waits beyond the wheel. */
+static void heap_set(orch__theap *h, size_t i, orch__vtimer *t) {
+  h->v[i] = t;
   t->pos = i + 1;
 }
 
-static void vheap_up(orch_runtime *rt, size_t i) {
-  orch__vtimer *t = rt->vheap[i];
+static void heap_up(orch__theap *h, size_t i) {
+  orch__vtimer *t = h->v[i];
   while (i > 0) {
     size_t parent = (i - 1) / 2;
-    if (!vt_before(t, rt->vheap[parent])) break;
-    vheap_set(rt, i, rt->vheap[parent]);
+    if (!vt_before(t, h->v[parent])) break;
+    heap_set(h, i, h->v[parent]);
     i = parent;
   }
-  vheap_set(rt, i, t);
+  heap_set(h, i, t);
 }
 
-static void vheap_down(orch_runtime *rt, size_t i) {
-  orch__vtimer *t = rt->vheap[i];
+static void heap_down(orch__theap *h, size_t i) {
+  orch__vtimer *t = h->v[i];
   for (;;) {
     size_t c = 2 * i + 1;
-    if (c >= rt->vn) break;
-    if (c + 1 < rt->vn && vt_before(rt->vheap[c + 1], rt->vheap[c])) c++;
-    if (!vt_before(rt->vheap[c], t)) break;
-    vheap_set(rt, i, rt->vheap[c]);
+    if (c >= h->n) break;
+    if (c + 1 < h->n && vt_before(h->v[c + 1], h->v[c])) c++;
+    if (!vt_before(h->v[c], t)) break;
+    heap_set(h, i, h->v[c]);
     i = c;
   }
-  vheap_set(rt, i, t);
+  heap_set(h, i, t);
+}
+
+static void heap_remove(orch__theap *h, orch__vtimer *t) {
+  size_t i = t->pos - 1;
+  t->pos = 0;
+  orch__vtimer *last = h->v[--h->n];
+  if (last != t) {
+    heap_set(h, i, last);
+    heap_up(h, i);
+    heap_down(h, last->pos - 1);
+  }
+}
+
+static void heap_push(orch__theap *h, orch__vtimer *t) {
+  if (h->n == h->cap) {
+    size_t cap = h->cap ? h->cap * 2 : 64;
+    orch__vtimer **v = realloc(h->v, cap * sizeof *v);
+    if (!v) { fprintf(stderr, "orch: out of memory (timers)\n"); abort(); }
+    h->v = v;
+    h->cap = cap;
+  }
+  h->v[h->n++] = t;
+  heap_up(h, h->n - 1);
 }
 
 static void vclock_prepare(uv_prepare_t *h);
 
 static void vprep_update(orch_runtime *rt) {
-  int want = rt->vn > 0 && rt->vheap[0]->due <= rt->vhorizon && !rt->torn_down;
+  int want = rt->vh.n > 0 && rt->vh.v[0]->due <= rt->vhorizon && !rt->torn_down;
   if (want && !rt->vprep_active) uv_prepare_start(&rt->vprep, vclock_prepare);
   else if (!want && rt->vprep_active) uv_prepare_stop(&rt->vprep);
   rt->vprep_active = want;
@@ -77,34 +106,19 @@ static void vprep_update(orch_runtime *rt) {
 
 void orch__vtimer_stop(orch_runtime *rt, orch__vtimer *t) {
   if (!t->pos) return;
-  size_t i = t->pos - 1;
-  t->pos = 0;
-  orch__vtimer *last = rt->vheap[--rt->vn];
-  if (last != t) {
-    vheap_set(rt, i, last);
-    vheap_up(rt, i);
-    vheap_down(rt, last->pos - 1);
-  }
+  heap_remove(&rt->vh, t);
   vprep_update(rt);
 }
 
 void orch__vtimer_start(orch_runtime *rt, orch__vtimer *t, double seconds, orch__vtimer_cb cb) {
   orch__vtimer_stop(rt, t);
-  if (rt->vn == rt->vcap) {
-    size_t cap = rt->vcap ? rt->vcap * 2 : 64;
-    orch__vtimer **heap = realloc(rt->vheap, cap * sizeof *heap);
-    if (!heap) { fprintf(stderr, "orch: out of memory (virtual timers)\n"); abort(); }
-    rt->vheap = heap;
-    rt->vcap = cap;
-  }
   double ns = ceil(seconds * 1e9);
   if (!(ns >= 0)) ns = 0;
   if (ns > 9.0e18 - (double)rt->vnow) ns = 9.0e18 - (double)rt->vnow;
   t->due = rt->vnow + (uint64_t)ns;
   t->seq = rt->vseq++;
   t->cb = cb;
-  rt->vheap[rt->vn++] = t;
-  vheap_up(rt, rt->vn - 1);
+  heap_push(&rt->vh, t);
   vprep_update(rt);
 }
 
@@ -133,9 +147,9 @@ static void vclock_prepare(uv_prepare_t *h) {
     rt->vpoked = 0;
     /* Jump to the earliest deadline; run every timer due then, in the
      * order they were armed. */
-    rt->vnow = rt->vheap[0]->due;
-    while (rt->vn > 0 && rt->vheap[0]->due <= rt->vnow && !rt->exiting) {
-      orch__vtimer *t = rt->vheap[0];
+    rt->vnow = rt->vh.v[0]->due;
+    while (rt->vh.n > 0 && rt->vh.v[0]->due <= rt->vnow && !rt->exiting) {
+      orch__vtimer *t = rt->vh.v[0];
       orch__vtimer_stop(rt, t);
       t->cb(t);
     }
@@ -149,4 +163,208 @@ static void vclock_prepare(uv_prepare_t *h) {
 int orch__timer_start(uv_timer_t *h, uv_timer_cb cb, uint64_t ms, uint64_t repeat) {
   uv_update_time(h->loop);
   return uv_timer_start(h, cb, ms, repeat);
+}
+
+/* ---------------------------------------------------------------- wheel */
+
+/* The waits of tasks on the real clock (a sleep, a timeout) share one
+ * uv_timer_t. A wait due within WHEEL_SLOTS ms of the wheel's cursor sits
+ * in the list of its millisecond's slot (appended: arming order), one due
+ * later in the far heap, from which it moves into its slot as soon as the
+ * cursor comes within WHEEL_SLOTS of it (before any wait of the same
+ * millisecond can be armed directly into the slot, so a slot stays in
+ * arming order). One due before the cursor (a millisecond already run)
+ * goes to the late list, run at the next turn. Arming and disarming are
+ * O(1) list operations on memory the wait owns: no allocation, no handle
+ * to close, and firing 100,000 waits does not walk a 100,000-node heap
+ * for each. The uv timer is armed for the earliest slot (re-armed only
+ * for an earlier wait) and stopped when no wait is left, so it keeps the
+ * loop alive exactly while a wait is armed, as a timer per wait did. */
+
+#define WHEEL_MASK (ORCH__WHEEL_SLOTS - 1)
+#define NOT_ARMED UINT64_MAX
+
+static void wheel_cb(uv_timer_t *h);
+
+static void list_append(orch__wlist *l, orch__wtimer *t) {
+  t->next = NULL;
+  t->prev = l->tail;
+  if (l->tail) l->tail->next = t; else l->head = t;
+  l->tail = t;
+}
+
+static void list_unlink(orch__wlist *l, orch__wtimer *t) {
+  if (t->prev) t->prev->next = t->next; else l->head = t->next;
+  if (t->next) t->next->prev = t->prev; else l->tail = t->prev;
+  t->prev = t->next = NULL;
+}
+
+static orch__wlist *slot_of(orch_runtime *rt, uint64_t due) {
+  return &rt->wheel[due & WHEEL_MASK];
+}
+
+static void mark(orch_runtime *rt, uint64_t due, int on) {
+  uint64_t bit = 1ULL << (due & 63);
+  if (on) rt->wbits[(due & WHEEL_MASK) >> 6] |= bit;
+  else rt->wbits[(due & WHEEL_MASK) >> 6] &= ~bit;
+}
+
+/* Puts an armed wait where its due time says (see above). */
+static void place(orch_runtime *rt, orch__wtimer *t) {
+  if (t->due < rt->wcur) {
+    t->where = ORCH__W_LATE;
+    list_append(&rt->wlate, t);
+  } else if (t->due - rt->wcur < ORCH__WHEEL_SLOTS) {
+    t->where = ORCH__W_SLOT;
+    list_append(slot_of(rt, t->due), t);
+    mark(rt, t->due, 1);
+    rt->wslotted++;
+  } else {
+    t->where = ORCH__W_FAR;
+    t->far.due = t->due;
+    t->far.seq = t->seq;
+    t->far.data = t;
+    heap_push(&rt->wfar, &t->far);
+  }
+}
+
+/* The far waits the cursor has come within reach of go to their slots. */
+static void migrate(orch_runtime *rt) {
+  while (rt->wfar.n > 0 && rt->wfar.v[0]->due < rt->wcur + ORCH__WHEEL_SLOTS) {
+    orch__wtimer *t = rt->wfar.v[0]->data;
+    heap_remove(&rt->wfar, &t->far);
+    place(rt, t);
+  }
+}
+
+/* The first millisecond from the cursor whose slot holds a wait (the
+ * wheel must not be empty). */
+static uint64_t next_slot(orch_runtime *rt) {
+  size_t words = ORCH__WHEEL_SLOTS / 64, start = rt->wcur & WHEEL_MASK;
+  for (size_t k = 0; k <= words; k++) {
+    size_t w = ((start >> 6) + k) % words;
+    uint64_t bits = rt->wbits[w];
+    if (k == 0) bits &= ~0ULL << (start & 63);
+    if (bits) {
+      size_t idx = w * 64 + (size_t)__builtin_ctzll(bits);
+      return rt->wcur + ((idx - start) & WHEEL_MASK);
+    }
+  }
+  return NOT_ARMED;
+}
+
+/* Arms the uv timer for the earliest wait, or stops it when none is left. */
+static void rearm(orch_runtime *rt) {
+  uint64_t due;
+  if (rt->wlate.head) due = 0;
+  else if (rt->wslotted) due = next_slot(rt);
+  else if (rt->wfar.n) due = rt->wfar.v[0]->due;
+  else due = NOT_ARMED;
+  if (due == NOT_ARMED) {
+    if (rt->warmed != NOT_ARMED) uv_timer_stop(&rt->wtimer);
+    rt->warmed = NOT_ARMED;
+    return;
+  }
+  uint64_t now = uv_now(rt->loop);
+  rt->warmed = due;
+  uv_timer_start(&rt->wtimer, wheel_cb, due > now ? due - now : 0, 0);
+}
+
+void orch__wtimer_stop(orch_runtime *rt, orch__wtimer *t) {
+  switch (t->where) {
+    case ORCH__W_NONE: return;
+    case ORCH__W_LATE: list_unlink(&rt->wlate, t); break;
+    case ORCH__W_SLOT: {
+      orch__wlist *l = slot_of(rt, t->due);
+      list_unlink(l, t);
+      if (!l->head) mark(rt, t->due, 0);
+      rt->wslotted--;
+      break;
+    }
+    case ORCH__W_FAR: heap_remove(&rt->wfar, &t->far); break;
+  }
+  t->where = ORCH__W_NONE;
+  /* An earlier wake-up than needed is harmless; one with nothing left to
+   * wait for would keep the loop alive. */
+  if (!rt->wlate.head && !rt->wslotted && !rt->wfar.n) rearm(rt);
+}
+
+void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, uint64_t ms, orch__wtimer_cb cb) {
+  orch__wtimer_stop(rt, t);
+  if (!rt->wheel) {
+    rt->wheel = calloc(ORCH__WHEEL_SLOTS, sizeof *rt->wheel);
+    if (!rt->wheel) { fprintf(stderr, "orch: out of memory (timers)\n"); abort(); }
+  }
+  uv_update_time(rt->loop);
+  uint64_t now = uv_now(rt->loop);
+  /* An idle wheel's cursor catches up with the clock at once. */
+  if (!rt->wslotted && !rt->wlate.head && rt->wcur <= now) {
+    rt->wcur = now;
+    migrate(rt);
+  }
+  t->due = ms > UINT64_MAX / 2 - now ? UINT64_MAX / 2 : now + ms;
+  t->seq = rt->wseq++;
+  t->cb = cb;
+  place(rt, t);
+  /* The uv timer is armed for the earliest wait or earlier (a stop does
+   * not re-arm it): only an earlier one re-arms it. */
+  uint64_t due = t->where == ORCH__W_LATE ? 0 : t->due;
+  if (rt->warmed == NOT_ARMED || due < rt->warmed) {
+    rt->warmed = due;
+    uv_timer_start(&rt->wtimer, wheel_cb, due > now ? due - now : 0, 0);
+  }
+}
+
+/* Takes t off list l (a slot's when slot is set) and runs it. */
+static void fire(orch_runtime *rt, orch__wlist *l, orch__wtimer *t, int slot) {
+  list_unlink(l, t);
+  if (slot) {
+    rt->wslotted--;
+    if (!l->head) mark(rt, t->due, 0);
+  }
+  t->where = ORCH__W_NONE;
+  t->cb(t);
+}
+
+static void wheel_cb(uv_timer_t *h) {
+  orch_runtime *rt = h->data;
+  rt->warmed = NOT_ARMED;
+  uint64_t now = uv_now(rt->loop), seq = rt->wseq;
+  /* One at a time from the live lists: a callback may stop a later wait
+   * (cancel a task) or arm one (due in a millisecond already run: the late
+   * list, for the next turn). */
+  while (rt->wlate.head && rt->wlate.head->seq < seq) fire(rt, &rt->wlate, rt->wlate.head, 0);
+  while (rt->wcur <= now) {
+    uint64_t ms = rt->wslotted ? next_slot(rt) : NOT_ARMED;
+    if (ms > now) {
+      rt->wcur = now + 1;
+      migrate(rt);
+      break;
+    }
+    rt->wcur = ms + 1;
+    migrate(rt);
+    orch__wlist *l = slot_of(rt, ms);
+    /* A wait due WHEEL_SLOTS ms later shares the slot, after these. */
+    while (l->head && l->head->due == ms) fire(rt, l, l->head, 1);
+  }
+  rearm(rt);
+}
+
+/* Stops and forgets every wait (a fork child's handles were stopped). */
+void orch__wheel_reset(orch_runtime *rt) {
+  rt->warmed = NOT_ARMED;
+}
+
+void orch__wheel_init(orch_runtime *rt) {
+  uv_timer_init(rt->loop, &rt->wtimer);
+  rt->wtimer.data = rt;
+  rt->warmed = NOT_ARMED;
+}
+
+void orch__wheel_free(orch_runtime *rt) {
+  free(rt->wheel);
+  rt->wheel = NULL;
+  free(rt->wfar.v);
+  rt->wfar.v = NULL;
+  rt->wfar.n = rt->wfar.cap = 0;
 }

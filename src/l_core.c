@@ -188,14 +188,9 @@ static int task_gc(lua_State *L) {
   }
   if (t->rt && t->rt->main_task == t) t->rt->main_task = NULL;
   *extra(t->co) = NULL;
-  if (t->rt) orch__vtimer_stop(t->rt, &t->vtimer);
-  if (t->timer) {
-    t->gone = 1;
-    t->timer->data = t;
-    if (!uv_is_closing((uv_handle_t *)t->timer))
-      uv_close((uv_handle_t *)t->timer, orch__task_timer_closed);
-  } else {
-    free(t);
+  if (t->rt) {
+    orch__vtimer_stop(t->rt, &t->vtimer);
+    orch__wtimer_stop(t->rt, &t->wtimer);
   }
   return 0;
 }
@@ -340,8 +335,8 @@ static int core_clock(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  if (rt->vn > 0)
-    return orch__failf(L, "EBUSY", "clock: %d virtual timers are armed", (int)rt->vn);
+  if (rt->vh.n > 0)
+    return orch__failf(L, "EBUSY", "clock: %d virtual timers are armed", (int)rt->vh.n);
   rt->vclock = mode == 1;
   rt->vnow = rt->vbase = (uint64_t)(now * 1e9);
   rt->vwall = wall;

@@ -105,9 +105,10 @@ static void teardown(orch_runtime *rt) {
   uv_walk(rt->loop, walk_close, NULL);
   uv_run(rt->loop, UV_RUN_DEFAULT);
   uv_loop_close(rt->loop);
-  free(rt->vheap);
-  rt->vheap = NULL;
-  rt->vn = rt->vcap = 0;
+  free(rt->vh.v);
+  rt->vh.v = NULL;
+  rt->vh.n = rt->vh.cap = 0;
+  orch__wheel_free(rt);
   free(rt->last_error);
   rt->last_error = NULL;
 }
@@ -134,6 +135,7 @@ static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   uv_unref((uv_handle_t *)&rt->holder);
   uv_prepare_init(rt->loop, &rt->vprep);
   rt->vprep.data = rt;
+  orch__wheel_init(rt);
   lua_pushlightuserdata(L, rt);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &orch__rt_key);
   /* The sentinel frees a runtime bound to a host's state when it closes.
@@ -240,7 +242,8 @@ int orch__after_fork_child(lua_State *L) {
   }
   uv_walk(rt->loop, fork_stop_handle, rt);
   /* The parent's virtual timers are not the child's. */
-  while (rt->vn > 0) orch__vtimer_stop(rt, rt->vheap[0]);
+  while (rt->vh.n > 0) orch__vtimer_stop(rt, rt->vh.v[0]);
+  orch__wheel_reset(rt);
   rt->holds = 0;
   uv_unref((uv_handle_t *)&rt->holder);
   for (int i = 0; i < rt->nfork_hooks; i++) rt->fork_hooks[i].fn(rt, rt->fork_hooks[i].data);

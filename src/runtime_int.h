@@ -17,6 +17,25 @@ enum { T_READY, T_RUNNING, T_WAITING, T_DONE, T_FAILED, T_CANCELLED };
 /* Uservalue slots of an orch.Task userdata. */
 enum { UVAL_CO = 1, UVAL_JOINERS, UVAL_ERROR, UVAL_TRACE, UVAL_NSLOTS = UVAL_TRACE };
 
+/* A binary heap of timers ordered by (due, arming order) (clock.c). */
+typedef struct { orch__vtimer **v; size_t n, cap; } orch__theap;
+
+/* A task's wait on the real clock (clock.c: the wheel). The struct lives
+ * in the task (zeroed: not armed) and is stopped before its memory goes. */
+#define ORCH__WHEEL_SLOTS 1024      /* milliseconds; a power of 2 */
+enum { ORCH__W_NONE, ORCH__W_LATE, ORCH__W_SLOT, ORCH__W_FAR };
+typedef struct orch__wtimer orch__wtimer;
+typedef void (*orch__wtimer_cb)(orch__wtimer *t);
+struct orch__wtimer {
+  uint64_t due, seq;            /* loop time (ms) it is due; arming order */
+  orch__wtimer *prev, *next;    /* in its slot's list or the late list */
+  orch__vtimer far;             /* in the far heap */
+  int where;                    /* ORCH__W_* */
+  orch__wtimer_cb cb;
+  void *data;
+};
+typedef struct { orch__wtimer *head, *tail; } orch__wlist;
+
 struct orch__task {
   lua_State *co;
   orch_runtime *rt;
@@ -30,11 +49,10 @@ struct orch__task {
   orch__task *joining;      /* the task this one waits for in :join() */
   int wake_nargs;
   int nres;                 /* results left on co's stack when done */
-  int gone;                 /* userdata collected: free when timer closes */
   orch__cancel_fn cancel;
   void *cancel_data;
   const char *timeout_op;
-  uv_timer_t *timer;        /* lazily created; freed in its close callback */
+  orch__wtimer wtimer;      /* the timeout on the real clock */
   orch__vtimer vtimer;      /* the timeout on the virtual clock */
   orch__task *prev, *next;  /* ready queue (doubly linked) */
   int queued;
@@ -85,15 +103,28 @@ struct orch_runtime {
   double vwall;             /* orch.time() when vnow was vbase */
   uint64_t vbase;
   uint64_t vhorizon;        /* deadlines past it do not keep the loop alive */
-  orch__vtimer **vheap;
-  size_t vn, vcap;
+  orch__theap vh;
   uint64_t vseq;
   uv_prepare_t vprep;
   int vprep_active;
   int vpoked;               /* a poll that does not block ran since... */
   uint64_t vmark;           /* ...this count of resumes */
   uint64_t resumes;
+  /* The real-clock waits of tasks (clock.c, "wheel"). */
+  uv_timer_t wtimer;
+  uint64_t warmed;          /* loop ms it is armed for; UINT64_MAX: not */
+  orch__wlist *wheel;       /* ORCH__WHEEL_SLOTS lists, made at first use */
+  uint64_t wbits[ORCH__WHEEL_SLOTS / 64];   /* slots that hold a wait */
+  uint64_t wcur;            /* the first millisecond not run yet */
+  size_t wslotted;          /* waits in the slots */
+  orch__wlist wlate;        /* waits due in a millisecond already run */
+  orch__theap wfar;         /* waits beyond the slots */
+  uint64_t wseq;
 };
+
+/* An orch.Task userdata: the task's struct, and a pointer to it that its
+ * finalizer clears (a finalized task is never used again). */
+typedef struct { orch__task *t; orch__task task; } orch__task_box;
 
 /* The registry key of the runtime's light userdata (&orch__rt_key; the
  * sentinel that frees a host-bound runtime sits at &orch__rt_key + 1). */
@@ -112,11 +143,17 @@ int orch__push_task(lua_State *L, orch__task *t);    /* [-0,+1] its userdata; re
 orch__task *orch__task_new(lua_State *L, int nargs);
 void orch__task_cancel(orch__task *t);
 void orch__task_stop_timer(orch__task *t);
-void orch__task_timer_closed(uv_handle_t *h);
 void orch__cancel_leftovers(orch_runtime *rt);
 int orch__await_k(lua_State *L, int status, lua_KContext ctx);
 int orch__wait_begin(orch__task *t, double timeout, const char *op,
                      orch__cancel_fn cancel, void *data);
+
+/* clock.c: the wheel of real-clock task waits. */
+void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, uint64_t ms, orch__wtimer_cb cb);
+void orch__wtimer_stop(orch_runtime *rt, orch__wtimer *t);
+void orch__wheel_init(orch_runtime *rt);
+void orch__wheel_reset(orch_runtime *rt);
+void orch__wheel_free(orch_runtime *rt);
 
 /* budget.c: the count hook of the time budget and of CPU limits. */
 void orch__budget_hook(lua_State *L, lua_Debug *ar);

@@ -7,9 +7,9 @@
  * uv_idle_t (active only while the queue is not empty, so an idle orch never
  * wakes up).
  *
- * Ownership: a task's C struct is malloc'ed (its timeout timer must outlive
- * the userdata until uv_close completes); the orch.Task userdata points to
- * it; the userdata is anchored in the registry from creation until the task
+ * Ownership: a task's C struct lives in its orch.Task userdata (its timeout
+ * is a wheel entry in the struct, clock.c: no handle outlives it); the
+ * userdata is anchored in the registry from creation until the task
  * finishes, so the GC never collects a live task. Nothing here blocks.
  */
 #include "runtime_int.h"
@@ -102,17 +102,8 @@ int orch__push_task(lua_State *L, orch__task *t) {
   return 1;
 }
 
-void orch__task_timer_closed(uv_handle_t *h) {
-  orch__task *t = h->data;
-  free(h);
-  if (t) {
-    t->timer = NULL;
-    if (t->gone) free(t);
-  }
-}
-
 void orch__task_stop_timer(orch__task *t) {
-  if (t->timer) uv_timer_stop(t->timer);
+  orch__wtimer_stop(t->rt, &t->wtimer);
   orch__vtimer_stop(t->rt, &t->vtimer);
 }
 
@@ -311,7 +302,7 @@ static void timed_out(orch__task *t) {
   orch__wake(co, 3);
 }
 
-static void timeout_cb(uv_timer_t *h) { timed_out(h->data); }
+static void wtimeout_cb(orch__wtimer *wt) { timed_out(wt->data); }
 
 static void vtimeout_cb(orch__vtimer *vt) { timed_out(vt->data); }
 
@@ -321,15 +312,11 @@ static int start_timer(orch__task *t, double seconds) {
     orch__vtimer_start(t->rt, &t->vtimer, seconds, vtimeout_cb);
     return 0;
   }
-  if (!t->timer) {
-    t->timer = malloc(sizeof *t->timer);
-    if (!t->timer) return UV_ENOMEM;
-    uv_timer_init(t->rt->loop, t->timer);
-    t->timer->data = t;
-  }
   double ms = ceil(seconds * 1000.0);
   if (ms > 9.0e15) ms = 9.0e15;
-  return orch__timer_start(t->timer, timeout_cb, (uint64_t)ms, 0);
+  t->wtimer.data = t;
+  orch__wtimer_start(t->rt, &t->wtimer, (uint64_t)ms, wtimeout_cb);
+  return 0;
 }
 
 /* Marks t as suspended in a wait (the caller yields next) and starts its
@@ -362,12 +349,12 @@ int orch__await(lua_State *L, double timeout, const char *op,
  * the task userdata. Does not queue it. */
 orch__task *orch__task_new(lua_State *L, int nargs) {
   orch_runtime *rt = orch__rt(L);
-  orch__task **box = lua_newuserdatauv(L, sizeof *box, UVAL_NSLOTS);
-  *box = NULL;
+  /* The struct lives in the userdata (no timer handle outlives it). */
+  orch__task_box *box = lua_newuserdatauv(L, sizeof *box, UVAL_NSLOTS);
+  memset(box, 0, sizeof *box);
   luaL_setmetatable(L, TASK_MT);
-  orch__task *t = calloc(1, sizeof *t);
-  if (!t) luaL_error(L, "orch.task: out of memory");
-  *box = t;
+  orch__task *t = &box->task;
+  box->t = t;
   t->rt = rt;
   t->ref = LUA_NOREF;
   lua_State *co = lua_newthread(L);
