@@ -93,16 +93,22 @@ local function def_digest(svc)
   return d
 end
 
--- The start time of a run's process, read once per run and pid (a run's
--- fields are instance.lua's to write: this cache is persist's own).
-local starts = setmetatable({}, { __mode = "k" })
-local function pid_start(run, pid)
-  local c = starts[run]
-  if not c or c.pid ~= pid then
-    c = { pid = pid, start = orch.proc.start_time(pid) }
-    starts[run] = c
+-- What persist keeps of a run (a run's fields are instance.lua's to
+-- write: this is persist's own), one small list per run and pid, made at
+-- its spawn and kept up to date by the syncs: the process's start time
+-- (read once), the values the record's entry was made of and that entry
+-- (remade only when one changed), and the log pipe the holder is given.
+-- A list of fixed size, not named fields: thousands of services hold one.
+local PID, START, WANT, RESTARTS, LOG, DEF, START_TIME, TEXT, STREAM = 1, 2, 3, 4, 5, 6, 7, 8, 9
+local recs = setmetatable({}, { __mode = "k" })
+local function rec_of(run, pid)
+  local r = recs[run]
+  if not r or r[PID] ~= pid then
+    -- Every slot from the start: the list keeps its exact size.
+    r = { pid, orch.proc.start_time(pid) or false, false, false, false, false, false, false, false }
+    recs[run] = r
   end
-  return c.start
+  return r
 end
 
 local function log_stream(run)
@@ -125,27 +131,25 @@ local function jnum(v)
   return string.format("%.3f", v)
 end
 
--- The record's entry of a run, as JSON; remade only when one of its values
--- changed (a sync of hundreds of services mostly concatenates).
-local frags = setmetatable({}, { __mode = "k" })
-local function fragment(inst, run, pid, start, def, has_log, now, wall)
-  local f = frags[run]
+-- The record's entry of a run (r: its rec_of), as JSON; remade only when
+-- one of its values changed (a sync of hundreds of services mostly
+-- concatenates).
+local function fragment(inst, run, r, def, has_log, now, wall)
   local want = inst.want and true or false
-  if f and f.pid == pid and f.want == want and f.restarts == inst.restarts and f.log == has_log
-     and f.def == def and f.start_time == inst.start_time then
-    return f.text
+  local text = r[TEXT]
+  if text and r[WANT] == want and r[RESTARTS] == inst.restarts and r[LOG] == has_log
+     and r[DEF] == def and r[START_TIME] == inst.start_time then
+    return text
   end
-  f = { pid = pid, want = want, restarts = inst.restarts, log = has_log, def = def, start_time = inst.start_time }
+  r[WANT], r[RESTARTS], r[LOG], r[DEF], r[START_TIME] = want, inst.restarts, has_log, def, inst.start_time
   local started_at = math.floor((wall - (now - (run.started or now))) * 1000) / 1000
-  f.text = string.format('{"name":%s,"pid":%d,"pid_start":%d,"want":%s,"restarts":%s,"start_time":%s,'
-    .. '"started_at":%s,"def":%s%s}', jstr(inst.name), pid, start, tostring(want), jnum(inst.restarts),
+  text = string.format('{"name":%s,"pid":%d,"pid_start":%d,"want":%s,"restarts":%s,"start_time":%s,'
+    .. '"started_at":%s,"def":%s%s}', jstr(inst.name), r[PID], r[START], tostring(want), jnum(inst.restarts),
     jnum(inst.start_time), jnum(started_at), jstr(def), has_log and ',"log":true' or "")
-  frags[run] = f
-  return f.text
+  r[TEXT] = text
+  return text
 end
 
--- The live processes (JSON fragments), and the log pipes among them
--- (name -> entry).
 -- The record's entry of an instance without a process (backoff, fatal,
 -- exited, or stopped after restarts): its counters and state, so that the
 -- next orch goes on where this one was (handoff.restore / resume).
@@ -167,28 +171,20 @@ local function idle_fragment(inst, backoff_at)
   return f.text
 end
 
--- The holder's entry of a run's log pipe, made once per run and pid.
-local pipe_entries = setmetatable({}, { __mode = "k" })
-local function pipe_entry(run, pid, start, s)
-  local e = pipe_entries[run]
-  if not e or e.pid ~= pid or e.stream ~= s then
-    e = { pid = pid, start = start, stream = s }
-    pipe_entries[run] = e
-  end
-  return e
-end
-
+-- The record's entries (JSON fragments), and the log pipes among the live
+-- processes (name -> their rec_of, whose STREAM is the pipe).
 local function snapshot(S)
   local list, pipes = {}, {}
   local now, wall = orch.now(), orch.time()
   for _, inst in ipairs(S:all_instances()) do
     local run = inst.run
     local pid = run and run.alive and (run.main_pid or run.pid)
-    local start = pid and pid_start(run, pid)
-    if start then
+    local r = pid and rec_of(run, pid)
+    if r and r[START] then
       local s = log_stream(run)
-      list[#list + 1] = fragment(inst, run, pid, start, def_digest(S.services[inst.service]), s ~= nil, now, wall)
-      if s then pipes[inst.name] = pipe_entry(run, pid, start, s) end
+      list[#list + 1] = fragment(inst, run, r, def_digest(S.services[inst.service]), s ~= nil, now, wall)
+      r[STREAM] = s or false
+      if s then pipes[inst.name] = r end
     elseif not (run and run.alive) and (inst.state ~= "stopped" or inst.restarts > 0) then
       local at = inst.state == "backoff" and inst.backoff_until
         and math.floor((wall + (inst.backoff_until - now)) * 1000) / 1000 or nil
@@ -332,9 +328,8 @@ local function sync_holder(S, P, pipes)
   for name in pairs(P.held) do
     if not pipes[name] then drops[#drops + 1] = name end
   end
-  for name, e in pairs(pipes) do
-    local cur = P.held[name]
-    if not cur or cur.pid ~= e.pid then puts[#puts + 1] = name end
+  for name, r in pairs(pipes) do
+    if P.held[name] ~= r[PID] then puts[#puts + 1] = name end
   end
   if #drops == 0 and #puts == 0 then return true end
   if not P.holder then
@@ -366,16 +361,13 @@ local function sync_holder(S, P, pipes)
   while i <= #puts do
     local entries, fds = {}, {}
     for j = i, math.min(i + PART - 1, #puts) do
-      local e = pipes[puts[j]]
-      entries[#entries + 1] = { name = puts[j], pid = e.pid, start = e.start }
-      fds[#fds + 1] = e.stream
+      local r = pipes[puts[j]]
+      entries[#entries + 1] = { name = puts[j], pid = r[PID], start = r[START] }
+      fds[#fds + 1] = r[STREAM]
     end
     local ok, e, code = d:send(ctl().encode{ op = "put", entries = entries }, P.holder_path, fds)
     if not ok then return fail(e, code) end
-    for j = i, math.min(i + PART - 1, #puts) do
-      local x = pipes[puts[j]]
-      P.held[puts[j]] = { pid = x.pid }
-    end
+    for j = i, math.min(i + PART - 1, #puts) do P.held[puts[j]] = pipes[puts[j]][PID] end
     i = i + PART
   end
   return true
@@ -396,19 +388,28 @@ function persist.sync(S)
   for k in pairs(S.created_tables) do created[#created + 1] = k end
   table.sort(created)
   local h = P.holder
-  local text = string.format('{"version":1,"orch":{"pid":%d,"start":%s},%s"heartbeat_tables":[%s],"instances":[%s]}',
+  local head = string.format('{"version":1,"orch":{"pid":%d,"start":%s},%s"heartbeat_tables":[%s],"instances":[',
     orch.getpid(), jnum(me and me.start_time),
     h and string.format('"holder":{"pid":%d,"start":%s},', h.pid, jnum(h.start)) or "",
-    table.concat(created, ","), table.concat(list, ","))
-  local written = text == P.written
+    table.concat(created, ","))
+  -- Unchanged when the head and every entry are the ones written last (the
+  -- entries are kept strings: compared, not the whole record, which is not
+  -- kept either).
+  local written = head == P.written_head and #list == #P.written_list
+  if written then
+    local prev = P.written_list
+    for i = 1, #list do
+      if list[i] ~= prev[i] then written = false break end
+    end
+  end
   if not written then
-    local ok, err = orch.private.write(P.state_path, text)
+    local ok, err = orch.private.write(P.state_path, head .. table.concat(list, ",") .. "]}")
     if not ok and not P.write_failed then
       P.write_failed = true
       S:log("cannot write the state record: " .. tostring(err))
     elseif ok then
       P.write_failed = nil
-      P.written = text
+      P.written_head, P.written_list = head, list
       written = true
     end
   end
@@ -478,7 +479,7 @@ function persist.spawned(S, inst, run)
   local P = S.persist
   if not P or P.closed then return end
   local pid = run.main_pid or run.pid
-  local start = pid and pid_start(run, pid)
+  local start = pid and rec_of(run, pid)[START]
   if not start then return end
   local line = string.format("%s\t%d\t%d\t%s\t%s\t%s\t%s\n", jfield(inst.name), pid, start,
     jnum(inst.restarts), def_digest(S.services[inst.service]), inst.want and "1" or "0", jnum(inst.start_time))
@@ -544,7 +545,7 @@ function persist.recover(S)
     return
   end
   local P = { socket = sock, state_path = state_path, holder_path = holder_path, journal_path = journal_path,
-              held = {} }
+              held = {}, written_list = {} }
   S.persist = P
   local text, err, code = orch.private.read(state_path)
   local jtext, jerr, jcode = orch.private.read(journal_path)
@@ -587,7 +588,7 @@ function persist.recover(S)
     local got, herr = hello(P, h)
     if got then
       P.holder = h
-      for name, e in pairs(got) do P.held[name] = { pid = e.pid } end
+      for name, e in pairs(got) do P.held[name] = e.pid end
       pipes = got
     else
       -- A holder we cannot talk to (stopped, wedged) only keeps its name
