@@ -233,6 +233,17 @@ local function retire(S, cg)
   end)
 end
 
+-- The run part's closer (run:own), one per supervisor rather than a
+-- closure per run.
+local function retirer(S)
+  local f = S.cgroup_retire
+  if not f then
+    f = function(cg) retire(S, cg) end
+    S.cgroup_retire = f
+  end
+  return f
+end
+
 local MEMORY = { controllers = { "memory" } }
 
 --- Before a spawn: a fresh cgroup for the run, with the service's limits,
@@ -271,7 +282,7 @@ function M.prepare(inst, run, opts)
   end
   S.cgroups = S.cgroups or {}
   S.cgroups[cg] = true
-  run:own("cgroup", cg, function(c) retire(S, c) end)
+  run:own("cgroup", cg, retirer(S))
   opts.cgroup = cg
   return true
 end
@@ -289,7 +300,7 @@ function M.adopt(inst, run)
   if not cg then return end
   S.cgroups = S.cgroups or {}
   S.cgroups[cg] = true
-  run:own("cgroup", cg, function(c) retire(S, c) end)
+  run:own("cgroup", cg, retirer(S))
 end
 
 --- Signals every process of the run's cgroup. True when it has one.
