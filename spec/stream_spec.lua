@@ -821,6 +821,37 @@ describe("orch.dgram", function()
                       "via the original", "via the copy", true, 4, true }, res)
   end)
 
+  it("passes descriptors as plain numbers with fds = \"raw\": the receiver owns them (orch.fd.close)", function()
+    local res = h.run(function()
+      local a <close> = assert(orch.dgram{ unix = dir .. "/a" })
+      local b <close> = assert(orch.dgram())
+      local r, w = assert(orch.pipe())
+      local mfd = assert(orch.fd.memfd("a memfd"))
+      assert(b:send("raw", dir .. "/a", { r, mfd }))
+      r:close()
+      assert(orch.fd.close(mfd))  -- the copy that came stays open
+      local data, _, _, fds = a:recv{ fds = "raw" }
+      -- Any descriptor comes (a regular file too), close-on-exec.
+      local out = { data, #fds, math.type(fds[1]), math.type(fds[2]),
+                    fd_flags(fds[1]) & O_CLOEXEC == O_CLOEXEC, fd_flags(fds[2]) & O_CLOEXEC == O_CLOEXEC }
+      out[#out + 1] = orch.fd.read(fds[2])
+      -- Passed on as a number, it still is the pipe's read end.
+      local c <close> = assert(orch.dgram{ unix = dir .. "/c" })
+      assert(b:send("again", dir .. "/c", { fds[1] }))
+      assert(orch.fd.close(fds[1]))
+      local _, _, _, again = c:recv{ fds = true }
+      assert(w:write("through two sockets\n"))
+      out[#out + 1] = again[1]:read_line()
+      again[1]:close()
+      -- Closed: the number is not open any more.
+      out[#out + 1] = table.concat({ orch.fd.close(fds[1]) }, " ", 2)
+      w:close()
+      return out
+    end)
+    assert.are.same({ "raw", 2, "integer", "integer", true, true, "a memfd", "through two sockets",
+                      "fd.close: bad file descriptor EBADF" }, res)
+  end)
+
   it("descriptors nobody asked for, or that are no stream, are closed", function()
     local res = h.run(function()
       local a <close> = assert(orch.dgram{ unix = dir .. "/a" })
@@ -861,7 +892,8 @@ describe("orch.dgram", function()
       { function() return d:send("x", "/y", { r }) end, "bad argument #3 to 'send' (entry 1 is a closed orch.Stream)" },
       { function() return d:send("x", "/y", { 0 }, 1) end, "bad argument #4 to 'send' (no value expected)" },
       { function() return d:recv{ fd = true } end, "bad argument #1 to 'recv' (unknown option 'fd')" },
-      { function() return d:recv{ fds = 1 } end, "bad argument #1 to 'recv' (option 'fds': boolean expected, got number)" },
+      { function() return d:recv{ fds = 1 } end, "bad argument #1 to 'recv' (option 'fds': boolean or \"raw\" expected, got number)" },
+      { function() return d:recv{ fds = "streams" } end, "bad argument #1 to 'recv' (option 'fds': boolean or \"raw\" expected, got another string)" },
     })
     w:close()
     -- A bad descriptor number is the kernel's to refuse.

@@ -276,6 +276,8 @@ describe("bad arguments", function()
       { function() return orch.fd.read(-1) end, "bad argument #1 to 'read' (file descriptor out of range)" },
       { function() return orch.fd.memfd(1, 2) end, "bad argument #2 to 'memfd' (no value expected)" },
       { function() return orch.fd.inherit("x") end, "bad argument #1 to 'inherit' (number expected, got string)" },
+      { function() return orch.fd.close(-1) end, "bad argument #1 to 'close' (file descriptor out of range)" },
+      { function() return orch.fd.close(3, 1) end, "bad argument #2 to 'close' (no value expected)" },
       { function() return orch.malloc_trim(0) end, "bad argument #1 to 'malloc_trim' (no value expected)" },
     })
   end)

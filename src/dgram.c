@@ -6,7 +6,8 @@
  *
  * Ownership: the userdata points to a core (dcore) with the lifetime every
  * object of the module shares (handle.h); the socket fd is closed with it.
- * Received descriptors are owned by the streams made of them (or closed).
+ * Received descriptors are owned by the streams made of them (or closed),
+ * or with recv{ fds = "raw" } by the caller (orch.fd.close).
  * Nothing here blocks.
  */
 #include "stream_int.h"
@@ -99,8 +100,10 @@ static void dcore_close(orch__hobj *o) {
 #define MAX_PASS_FDS 253
 
 /* [-0,+1..4] One datagram: data, sender (or nil), credentials (passcred),
- * and with want_fds the descriptors it carried (a list of streams).
+ * and with want_fds the descriptors it carried (a list of streams, or of
+ * descriptor numbers the caller owns when want_fds is FDS_RAW).
  * Returns 0 when none is waiting. */
+#define FDS_RAW 2
 static int try_recv(lua_State *L, dcore *d, int want_fds) {
   ssize_t size;
   do size = recv(d->fd, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT); while (size < 0 && errno == EINTR);
@@ -166,7 +169,8 @@ static int try_recv(lua_State *L, dcore *d, int want_fds) {
   for (int i = 0; i < nfds; i++) {
     /* A descriptor that cannot be a stream (a regular file, a directory, a
      * datagram socket) is closed and shows as false. */
-    if (orch__stream_push_fd(L, fds[i], 0) < 0) lua_pushboolean(L, 0);
+    if (want_fds == FDS_RAW) lua_pushinteger(L, fds[i]);
+    else if (orch__stream_push_fd(L, fds[i], 0) < 0) lua_pushboolean(L, 0);
     lua_rawseti(L, -2, i + 1);
   }
   return 4;
@@ -200,14 +204,20 @@ static dcore *check_dgram(lua_State *L, int idx) {
   return (dcore *)orch__hobj_check(L, idx, &dgram_class);
 }
 
-/* dgram:recv([{ fds = true }]) */
+/* dgram:recv([{ fds = true | "raw" }]) */
 static int dgram_recv(lua_State *L) {
   static const char *const opts[] = { "fds", NULL };
   dcore *d = check_dgram(L, 1);
   int want_fds = 0;
   if (!lua_isnoneornil(L, 2)) {
     orch__check_options(L, 2, opts);
-    want_fds = orch__opt_boolean(L, 2, "fds", 0);
+    lua_getfield(L, 2, "fds");
+    int t = lua_type(L, -1);
+    if (t == LUA_TSTRING && strcmp(lua_tostring(L, -1), "raw") == 0) want_fds = FDS_RAW;
+    else if (t == LUA_TBOOLEAN || t == LUA_TNIL) want_fds = lua_toboolean(L, -1);
+    else orch__opt_error(L, 2, "fds", lua_pushfstring(L, "boolean or \"raw\" expected, got %s",
+                                                      t == LUA_TSTRING ? "another string" : luaL_typename(L, -1)));
+    lua_pop(L, 1);
   }
   orch__check_nargs(L, 2);
   orch__check_task(L, "recv");

@@ -7,7 +7,7 @@
  * configuration file read only if no other user could have written it
  * (orch.read_config); an flock'ed pid file (orch.flock, one orchestrator
  * per socket); descriptors
- * handed across an exec of orch itself (orch.fd: memfd, read, inherit);
+ * handed across an exec of orch itself (orch.fd: memfd, read, inherit, close);
  * the unix sockets in a directory (orch.sockets); the C heap's free memory
  * given back to the kernel (orch.malloc_trim).
  *
@@ -142,6 +142,18 @@ static int fd_memfd(lua_State *L) {
   }
   if (lseek(fd, 0, SEEK_SET) < 0) { int e = errno; close(fd); return orch__fail(L, "fd.memfd", e); }
   lua_pushinteger(L, fd);
+  return 1;
+}
+
+/* orch.fd.close(fd): closes a descriptor number the caller owns (one that
+ * dgram:recv{ fds = "raw" } or orch.fd.memfd gave), never retried (Linux
+ * closes it even when close(2) says EINTR). */
+static int fd_close(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 1, "file descriptor out of range");
+  orch__check_nargs(L, 1);
+  if (close((int)fd) < 0 && errno != EINTR) return orch__fail(L, "fd.close", errno);
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -506,7 +518,8 @@ int orch__open_sys(lua_State *L) {
   luaL_newlib(L, private_fns);
   lua_setfield(L, -2, "private");
   static const luaL_Reg fd_fns[] = {
-    {"memfd", fd_memfd}, {"read", fd_read}, {"inherit", fd_inherit}, {"stat", fd_stat}, {NULL, NULL}
+    {"memfd", fd_memfd}, {"read", fd_read}, {"inherit", fd_inherit}, {"stat", fd_stat},
+    {"close", fd_close}, {NULL, NULL}
   };
   luaL_newlib(L, fd_fns);
   lua_setfield(L, -2, "fd");
