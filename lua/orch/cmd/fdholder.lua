@@ -55,7 +55,9 @@ function M.main(o)
     return 1
   end
 
-  local held = {}          -- name -> { pid, start, stream }
+  -- Descriptor numbers, not orch.Stream objects: a stream would cost about
+  -- 0.6 KiB a pipe, and the holder only passes them on.
+  local held = {}          -- name -> { pid, start, fd }
   local nheld = 0
   local current            -- { pid, start } of the orch we serve, or nil
   local last               -- the orch served last, alive or not: what it
@@ -72,7 +74,7 @@ function M.main(o)
     if not e then return end
     held[name] = nil
     nheld = nheld - 1
-    e.stream:close()
+    orch.fd.close(e.fd)
   end
 
   local function check_done()
@@ -122,7 +124,7 @@ function M.main(o)
       for j = i, math.min(i + PART - 1, #names) do
         local e = held[names[j]]
         entries[#entries + 1] = { name = names[j], pid = e.pid, start = e.start }
-        fds[#fds + 1] = e.stream
+        fds[#fds + 1] = e.fd
       end
       local msg = ctl.encode{ op = "held", n = #names, entries = entries }
       local ok, serr = sock:send(msg, to, #fds > 0 and fds or nil)
@@ -152,12 +154,12 @@ function M.main(o)
   function handlers.put(m, cred, from, fds)
     if type(m.entries) ~= "table" then return end
     for i, e in ipairs(m.entries) do
-      local s = fds[i]
-      if s and type(e) == "table" and type(e.name) == "string" and math.type(e.pid) == "integer"
+      local fd = fds[i]
+      if fd and type(e) == "table" and type(e.name) == "string" and math.type(e.pid) == "integer"
          and math.type(e.start) == "integer" then
         fds[i] = nil
         drop(e.name)
-        held[e.name] = { pid = e.pid, start = e.start, stream = s }
+        held[e.name] = { pid = e.pid, start = e.start, fd = fd }
         nheld = nheld + 1
       end
     end
@@ -176,7 +178,7 @@ function M.main(o)
 
   orch.task(function()
     while true do
-      local data, from, cred, fds = sock:recv{ fds = true }
+      local data, from, cred, fds = sock:recv{ fds = "raw" }
       if not data then
         log("%s", from)
         finish()
@@ -195,7 +197,7 @@ function M.main(o)
         end
       end
       -- Whatever came and was not taken is closed now, not at the next GC.
-      for _, s in pairs(fds) do if s then s:close() end end
+      for _, fd in pairs(fds) do orch.fd.close(fd) end
     end
   end)
 
