@@ -49,9 +49,24 @@ end
 -- ORCH_BENCH_CGROUP=off: no cgroup per run (process groups only), to tell
 -- the cgroups' share of a figure from the rest.
 if os.getenv("ORCH_BENCH_CGROUP") == "off" then sup.configure { cgroup = false } end
-for i = 0, n - 1 do
-  sup.service { name = "svc" .. i, cmd = { prog }, env = { SVC_INDEX = i }, backoff = 0, start_limit = false }
+-- ORCH_BENCH_VARIANT=FILE: when FILE holds "K V", service svcK gets
+-- VARIANT=V in its environment (scale.sh writes it, then measures `orch ctl
+-- reload`, which must restart svcK alone).
+local vk, vv
+local vf = os.getenv("ORCH_BENCH_VARIANT")
+local f = vf and io.open(vf)
+if f then
+  vk, vv = f:read("a"):match("^(%d+)%s+(%S+)")
+  f:close()
+  vk = tonumber(vk)
 end
+for i = 0, n - 1 do
+  sup.service { name = "svc" .. i, cmd = { prog }, env = { SVC_INDEX = i, VARIANT = i == vk and vv or nil },
+                backoff = 0, start_limit = false }
+end
+-- `orch ctl reload` runs this script again to collect the services: the
+-- handlers and the timer are made once.
+if require("orch.ctl").reloading then return end
 orch.signal.on("USR1", function() sup.stop("all") end)
 orch.signal.on("USR2", function() sup.start("all") end)
 sup.run()

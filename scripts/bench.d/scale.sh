@@ -2,20 +2,38 @@
 # scripts/bench.d/scale.sh BUILD_DIR: issue 15's scale curve. For each N in
 # SCALE_SIZES ("100 1000 10000"), one orch supervising N copies of
 # svc_stamp.c (scripts/bench.d/phases.lua: output captured, default options
-# but backoff = 0, start_limit = false). Prints "name value unit":
-#   start_cold_<N>_orch    ms   `orch run` launched -> all N running
-#   stop_<N>_orch          ms   SIGUSR1 (sup.stop("all")) -> all N exited
-#   start_<N>_orch         ms   SIGUSR2 (sup.start("all")) -> all N running
-#   status_<N>_orch        ms   `orch ctl status`, median of 5
+# but backoff = 0, start_limit = false), then the same fleet under runit
+# and s6 (SCALE_ONLY, "orch runit s6"). Prints "name value unit":
+#   start_cold_<N>_<impl>  ms   supervisor launched -> all N running
+#   stop_<N>_<impl>        ms   SIGUSR1 (sup.stop("all")) / a `d` written to
+#                               every supervise/control -> all N exited
+#   start_<N>_<impl>       ms   SIGUSR2 (sup.start("all")) / `u` -> all N running
+#   status_<N>_<impl>      ms   the status of all N, median of 5 in a row:
+#                               `orch ctl status`, `sv status DIR...` (one
+#                               process), `s6-svstat DIR` once per service
+#   status_cold_<N>_orch   ms   `orch ctl status` 1.2 s after the last one
+#                               (rss and cpu read again: accounting_max_age
+#                               is 1 s), median of 3
 #   status_json_<N>_orch   ms   `orch ctl --json status`, median of 5
-#   restart_<N>_orch       ms   SIGKILL of one service -> its replacement
-#                               started (median of 10, services 0-9);
-#                               cpu_restart_x10_<N>_orch: orch's CPU for the 10
-#   pss_<N>_orch, pss_per_service_<N>_orch  KiB  orch alone (services excluded)
-#   per_service_<op>_<N>   µs   the op's time divided by N
+#   reload_<N>_orch        ms   `orch ctl reload` of the same script with one
+#                               service (svc<N/2>) changed, until the reply
+#                               (that service restarted and running);
+#                               reload_restarted_<N>_orch, reload_kept_<N>_orch:
+#                               how many the reply lists
+#   restart_<N>_<impl>     ms   SIGKILL of one service -> its replacement
+#                               started (median of 10, services 0-9)
+#   pss_<N>_<impl>, pss_per_service_<N>_<impl>  KiB  the supervisor's
+#                               processes (runsv, s6-supervise included),
+#                               services excluded
+#   idle_wakeups_<N>_<impl>     per_s  over SCALE_IDLE_SECONDS (5)
+#   per_service_<op>_<N>_<impl> µs  the op's time divided by N
 #   cpu_<op>_<N>_orch      ms   CPU time orch's thread spent in the op
 #                               (/proc/PID/schedstat): unlike wall time it
 #                               does not depend on the machine's load
+# runit: runsvdir takes at most 1,000 service directories, so N > 1,000
+# runs ceil(N / 1000) of them (under one sh, counted in the PSS). s6:
+# s6-svscan -c N+100. Both without loggers: one supervise process per
+# service (orch captures every service's output through a pipe).
 # orch runs with its default Lua budget: sup.run() yields every 16
 # launches (before, one sup.start per service never yielded, and 1,000
 # services on a loaded machine ran past the 5 s budget: --lua-budget 0).
@@ -28,57 +46,156 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 SIZES=${SCALE_SIZES:-"100 1000 10000"}
 TIMEOUT=${SCALE_TIMEOUT:-300}
+IDLE=${SCALE_IDLE_SECONDS:-5}
+ONLY=${SCALE_ONLY:-"orch runit s6"}
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+. "$ROOT/scripts/lib.sh"
+need=()
+want runit && need+=(runit)
+want s6 && need+=(s6)
+if [ ${#need[@]} -gt 0 ]; then ensure_deps "${need[@]}" >&2 || { echo "scale.sh: cannot install ${need[*]}" >&2; exit 1; }; fi
 . "$HERE/workdir.sh"
 bench_workdir /dev/shm/orch-bench-scale.XXXXXX
-export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
+export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock ORCH_BENCH_VARIANT=$W/variant
 ulimit -n 65536 2>/dev/null || true
 cc -O2 -static -o "$W/svc_stamp" "$HERE/svc_stamp.c" 2>/dev/null || cc -O2 -o "$W/svc_stamp" "$HERE/svc_stamp.c" || exit 1
 cc -O2 -o "$W/probe" "$HERE/supervisors_probe.c" || exit 1
 P=$W/probe SVC=$W/svc_stamp
 CTL="$BUILD/orch ctl --socket $W/ctl.sock"
 ms_since() { echo "$(( ($(date +%s%N) - $1) / 1000 ))e-3"; }
-median5() {               # command...: median wall time of 5 runs, ms
-  local i t0 ts=()
-  for i in 1 2 3 4 5; do t0=$(date +%s%N); "$@" >/dev/null 2>&1; ts+=("$(ms_since "$t0")"); done
-  printf '%s\n' "${ts[@]}" | sort -g | sed -n 3p
+median() {                # K command...: median wall time of K runs, ms
+  local k=$1 i t0 ts=(); shift
+  for ((i = 0; i < k; i++)); do t0=$(date +%s%N); "$@" >/dev/null 2>&1; ts+=("$(ms_since "$t0")"); done
+  printf '%s\n' "${ts[@]}" | sort -g | sed -n "$(( (k + 1) / 2 ))p"
 }
+cold() { sleep 1.2; "$@"; }
 cpu() { read -r ns _ <"/proc/$SUP/schedstat" 2>/dev/null; echo "${ns:-0}"; }
 cpu_put() { awk -v a="$2" -v b="$(cpu)" 'BEGIN { printf "cpu_%s_orch %.3f ms\n", ARGV[1], (b - a) / 1e6 }' "$1"; }
 put() { printf '%s %.3f %s\n' "$1" "$2" "$3"; }
 per() { awk -v t="$2" -v n="$3" 'BEGIN { printf "per_service_%s %.1f us\n", ARGV[1], t * 1000 / n }' "$1"; }
 
-for n in $SIZES; do
-  echo "# scale.sh: $n services" >&2
-  "$P" init "$SVC_SHM"; rm -f "$W/ctl.sock"
-  t0=$(date +%s%N)
-  setsid "$BUILD/orch" run "$HERE/phases.lua" "$n" "$SVC" </dev/null >/dev/null 2>/dev/null &
-  SUP=$!
-  if ! "$P" wait-started "$SVC_SHM" "$n" "$TIMEOUT"; then
-    echo "# scale.sh: $n services did not all start within $TIMEOUT s" >&2
-    kill -KILL "$SUP"; wait "$SUP" 2>/dev/null; bench_sweep; continue
-  fi
-  t=$(ms_since "$t0"); put "start_cold_${n}_orch" "$t" ms; per "start_cold_$n" "$t" "$n"; cpu_put "start_cold_$n" 0
-  for _ in $(seq 200); do [ -S "$W/ctl.sock" ] && break; sleep 0.05; done
+# The measures every supervisor gets, once its N services run: PSS, idle
+# wake-ups, the status of all (STATUS...: the command), a restart, stop
+# all and start all (STOP, START: the probe's triggers).
+common() {               # impl n
+  local impl=$1 n=$2 r t
   sleep 1
   r=$("$P" pss "$SUP" svc_stamp)
-  put "pss_${n}_orch" "${r% *}" KiB; put "pss_per_service_${n}_orch" "$(awk -v k="${r% *}" -v n="$n" 'BEGIN { print k / n }')" KiB
+  put "pss_${n}_$impl" "${r% *}" KiB; put "pss_per_service_${n}_$impl" "$(awk -v k="${r% *}" -v n="$n" 'BEGIN { print k / n }')" KiB
+  r=$("$P" idle "$SUP" "$IDLE" svc_stamp); put "idle_wakeups_${n}_$impl" "${r% *}" per_s
+  t=$(median 5 "${STATUS[@]}"); put "status_${n}_$impl" "$t" ms; per "status_${n}_$impl" "$t" "$n"
+}
+moves() {                # impl n: restart, stop all, start all
+  local impl=$1 n=$2 r t c0
+  c0=$(cpu)
+  r=$("$P" latency "$SVC_SHM" 10 10 50); put "restart_${n}_$impl" "${r% *}" ms
+  [ "$impl" = orch ] && { sleep 0.2; cpu_put "restart_x10_$n" "$c0"; }
   c0=$(cpu)
   # shellcheck disable=SC2086
-  t=$(median5 $CTL status); put "status_${n}_orch" "$t" ms; per "status_$n" "$t" "$n"; cpu_put "status_x5_$n" "$c0"
-  c0=$(cpu)
-  # shellcheck disable=SC2086
-  t=$(median5 $CTL --json status); put "status_json_${n}_orch" "$t" ms; per "status_json_$n" "$t" "$n"; cpu_put "status_json_x5_$n" "$c0"
-  c0=$(cpu)
-  r=$("$P" latency "$SVC_SHM" 10 10 50); put "restart_${n}_orch" "${r% *}" ms
-  sleep 0.2; cpu_put "restart_x10_$n" "$c0"
-  c0=$(cpu)
-  t=$("$P" stoptime "$SVC_SHM" "$n" signal "$SUP" USR1); put "stop_${n}_orch" "$t" ms; per "stop_$n" "$t" "$n"
-  sleep 0.2; cpu_put "stop_$n" "$c0"
+  t=$("$P" stoptime "$SVC_SHM" "$n" $STOP); put "stop_${n}_$impl" "$t" ms; per "stop_${n}_$impl" "$t" "$n"
+  [ "$impl" = orch ] && { sleep 0.2; cpu_put "stop_$n" "$c0"; }
   sleep 0.5
   c0=$(cpu)
-  t=$("$P" starttime "$SVC_SHM" "$n" signal "$SUP" USR2); put "start_${n}_orch" "$t" ms; per "start_$n" "$t" "$n"
-  sleep 0.2; cpu_put "start_$n" "$c0"
-  kill -TERM "$SUP" 2>/dev/null
+  # shellcheck disable=SC2086
+  t=$("$P" starttime "$SVC_SHM" "$n" $START); put "start_${n}_$impl" "$t" ms; per "start_${n}_$impl" "$t" "$n"
+  [ "$impl" = orch ] && { sleep 0.2; cpu_put "start_$n" "$c0"; }
+}
+launched() {             # impl n t0: waits until all N run; 1 if they do not
+  if ! "$P" wait-started "$SVC_SHM" "$2" "$TIMEOUT"; then
+    echo "# scale.sh: $1: $2 services did not all start within $TIMEOUT s" >&2
+    return 1
+  fi
+  local t; t=$(ms_since "$3"); put "start_cold_${2}_$1" "$t" ms; per "start_cold_${2}_$1" "$t" "$2"
+}
+finish() {               # HOW: a signal for $SUP, or cmd:COMMAND
+  if [ "${1#cmd:}" != "$1" ]; then eval "${1#cmd:}" >/dev/null 2>&1; else kill -"$1" "$SUP" 2>/dev/null; fi
   for _ in $(seq 600); do kill -0 "$SUP" 2>/dev/null || break; sleep 0.05; done
   kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null; bench_sweep
+}
+
+scale_orch() {
+  local n=$1 t r c0
+  rm -f "$W/ctl.sock" "$W/variant"
+  local t0; t0=$(date +%s%N)
+  setsid "$BUILD/orch" run "$HERE/phases.lua" "$n" "$SVC" </dev/null >/dev/null 2>/dev/null &
+  SUP=$!
+  if ! launched orch "$n" "$t0"; then finish KILL; return; fi
+  cpu_put "start_cold_$n" 0
+  for _ in $(seq 200); do [ -S "$W/ctl.sock" ] && break; sleep 0.05; done
+  # shellcheck disable=SC2206
+  STATUS=($CTL status)
+  c0=$(cpu); common orch "$n"; cpu_put "status_x5_$n" "$c0"
+  c0=$(cpu)
+  t=$(median 3 cold "${STATUS[@]}"); put "status_cold_${n}_orch" "$(awk -v t="$t" 'BEGIN { print t - 1200 }')" ms
+  cpu_put "status_cold_x3_$n" "$c0"
+  c0=$(cpu)
+  # shellcheck disable=SC2086
+  t=$(median 5 $CTL --json status); put "status_json_${n}_orch" "$t" ms; per "status_json_${n}_orch" "$t" "$n"
+  cpu_put "status_json_x5_$n" "$c0"
+  # One service changed (its environment), the others as they were.
+  echo "$((n / 2)) 1" >"$W/variant"
+  c0=$(cpu); t0=$(date +%s%N)
+  $CTL reload >"$W/reload.out" 2>&1
+  t=$(ms_since "$t0"); put "reload_${n}_orch" "$t" ms; cpu_put "reload_$n" "$c0"
+  put "reload_restarted_${n}_orch" "$(sed -n 's/^restarted: //p' "$W/reload.out" | wc -w)" services
+  put "reload_kept_${n}_orch" "$(sed -n 's/^kept: //p' "$W/reload.out" | wc -w)" services
+  grep -q "^restarted: svc$((n / 2))\$" "$W/reload.out" || echo "# scale.sh: reload did not restart svc$((n / 2)) alone: $(grep -v '^kept' "$W/reload.out" | head -3)" >&2
+  STOP="signal $SUP USR1" START="signal $SUP USR2"
+  moves orch "$n"
+  finish TERM
+}
+
+# runit and s6 share the layout: $W/sv/svc<i>/run (svc_stamp itself).
+make_dirs() {            # n
+  local i
+  rm -rf "$W/sv"; mkdir -p "$W/sv"
+  for ((i = 0; i < $1; i++)); do
+    mkdir "$W/sv/svc$i"
+    ln "$SVC" "$W/sv/svc$i/run" 2>/dev/null || cp "$SVC" "$W/sv/svc$i/run"
+  done
+}
+
+scale_runit() {
+  local n=$1 g i t0 groups
+  make_dirs "$n"
+  groups=$(( (n + 999) / 1000 ))
+  rm -rf "$W/rs"
+  for ((i = 0; i < n; i++)); do g=$((i / 1000)); mkdir -p "$W/rs/$g"; ln -s "$W/sv/svc$i" "$W/rs/$g/svc$i"; done
+  t0=$(date +%s%N)
+  # shellcheck disable=SC2016
+  setsid sh -c 'for g in $(seq 0 $(($1 - 1))); do runsvdir -P "$2/$g" & done; wait' sh "$groups" "$W/rs" </dev/null >/dev/null 2>&1 &
+  SUP=$!
+  if ! launched runit "$n" "$t0"; then finish KILL; return; fi
+  STATUS=(sh -c 'sv status "$@" >/dev/null' sh)
+  for ((i = 0; i < n; i++)); do STATUS+=("$W/sv/svc$i"); done
+  common runit "$n"
+  sleep 1.2             # runsv waits 1 s before restarting a service younger than that
+  STOP="control $W/sv/svc $n d" START="control $W/sv/svc $n u"
+  moves runit "$n"
+  finish KILL           # runsvdir: HUP would TERM every runsv; the sweep kills all
+}
+
+scale_s6() {
+  local n=$1 t0
+  make_dirs "$n"
+  t0=$(date +%s%N)
+  setsid s6-svscan -c $((n + 100)) "$W/sv" </dev/null >/dev/null 2>&1 &
+  SUP=$!
+  if ! launched s6 "$n" "$t0"; then finish KILL; return; fi
+  # shellcheck disable=SC2016
+  STATUS=(sh -c 'for d in "$1"/svc*; do s6-svstat "$d"; done >/dev/null' sh "$W/sv")
+  common s6 "$n"
+  sleep 1.2
+  STOP="control $W/sv/svc $n d" START="control $W/sv/svc $n u"
+  moves s6 "$n"
+  finish "cmd:s6-svscanctl -t $W/sv"
+}
+
+for n in $SIZES; do
+  for impl in orch runit s6; do
+    want "$impl" || continue
+    echo "# scale.sh: $impl, $n services" >&2
+    "$P" init "$SVC_SHM"
+    "scale_$impl" "$n"
+  done
 done

@@ -41,25 +41,13 @@ want s6 && need+=(s6)
 want supervisord && need+=(supervisor)
 if [ ${#need[@]} -gt 0 ]; then ensure_deps "${need[@]}" >&2 || { echo "supervisors.sh: cannot install ${need[*]}" >&2; exit 1; }; fi
 
-W=$(mktemp -d /dev/shm/orch-bench-sup.XXXXXX)
-TOKEN=$(basename "$W")
-export ORCH_BENCH_SUP=$TOKEN          # every process started here carries it
+# Every process started here carries the work directory's token, and
+# whatever still carries it is killed at the end (supervisors, loggers,
+# services): bench_workdir, bench_sweep.
+. "$HERE/workdir.sh"
+bench_workdir /dev/shm/orch-bench-sup.XXXXXX
 export SVC_SHM=$W/stamps
 SUP=
-
-# Kills whatever still carries our token (supervisors, loggers, services).
-sweep() {
-  local f pid
-  for f in /proc/[0-9]*/environ; do
-    pid=${f#/proc/}; pid=${pid%/environ}
-    [ "$pid" = $$ ] && continue
-    [ "$pid" = "$BASHPID" ] && continue
-    grep -qz "^ORCH_BENCH_SUP=$TOKEN\$" "$f" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  done
-}
-cleanup() { sweep; sleep 0.2; sweep; rm -rf "$W"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 ulimit -n 65536 2>/dev/null || true
 cc -O2 -static -o "$W/svc_stamp" "$HERE/svc_stamp.c" 2>/dev/null \
@@ -82,7 +70,7 @@ finish() {
   for i in $(seq 100); do kill -0 "$SUP" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$SUP" 2>/dev/null
   wait "$SUP" 2>/dev/null
-  sweep
+  bench_sweep
   SUP=
 }
 
