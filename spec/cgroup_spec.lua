@@ -234,6 +234,18 @@ describe("orch.cgroup", function()
         assert(cg:wait_empty(20))
       end)
       assert.are.equal(1, cg:stat().oom_kill)
+      -- cg:stat(t) fills t: the same figures, a field it does not know
+      -- cleared (an earlier reading must not stay), other keys kept.
+      local into = { oom_kill = 99, pids_max = -7, mine = true }
+      assert.are.equal(into, cg:stat(into))
+      assert.are.equal(1, into.oom_kill)
+      assert.are.equal(cg:stat().pids_max, into.pids_max)
+      assert.is_true(into.mine)
+      assert.are.equal(32 * 1024 * 1024, into.memory_max)
+      h.check_raises {
+        { function() cg:stat("t") end, "bad argument #1 to 'stat' (table expected, got string)" },
+        { function() cg:stat({}, 1) end, "bad argument #2 to 'stat' (no value expected)" },
+      }
     end)
 
     it("a pids limit makes fork fail", function()

@@ -297,6 +297,14 @@ describe("orch.spawn", function()
       assert.is_nil(st.cmdline)
       local me = orch.proc.stat(orch.getpid())
       assert.is_true(me.rss > 0 and me.cpu > 0)
+      -- A table to fill instead of a new one: the same fields, other keys kept.
+      local into = { mine = 1 }
+      assert.are.equal(into, orch.proc.stat(orch.getpid(), into))
+      assert.are.equal(1, into.mine)
+      for k, v in pairs(me) do
+        if k ~= "rss" and k ~= "cpu" and k ~= "state" then assert.are.equal(v, into[k], k) end
+      end
+      assert.is_true(into.rss > 0 and into.cpu >= me.cpu)
       -- Reaped: gone.
       assert.are.same({ nil, "proc.stat: no such process", "ESRCH" }, { orch.proc.stat(p.pid) })
     end)
@@ -1091,6 +1099,8 @@ describe("bad arguments", function()
     { "start_time", function() orch.proc.start_time(0) end, "bad argument #1 to 'start_time' (invalid pid)" },
     { "start_time", function() orch.proc.start_time(1, 2) end, "bad argument #2 to 'start_time' (no value expected)" },
     { "stat", function() orch.proc.stat() end, "bad argument #1 to 'stat' (pid expected, got no value)" },
+    { "stat", function() orch.proc.stat(1, "t") end, "bad argument #2 to 'stat' (table expected, got string)" },
+    { "stat", function() orch.proc.stat(1, {}, 3) end, "bad argument #3 to 'stat' (no value expected)" },
     { "subreaper", function() orch.proc.subreaper(1) end, "bad argument #1 to 'subreaper' (boolean expected, got number)" },
     { "on_orphan_exit", function() orch.proc.on_orphan_exit() end, "bad argument #1 to 'on_orphan_exit' (function expected, got no value)" },
     { "init_mode", function() orch.proc.init_mode{ signal = {} } end, "bad argument #1 to 'init_mode' (unknown option 'signal')" },

@@ -474,37 +474,38 @@ static int cg_populated(lua_State *L) {
   return 1;
 }
 
+/* A field of cg:stat (absent, i.e. nil, when unknown: a filled table must
+ * not keep an earlier value). */
 static void set_num(lua_State *L, const char *key, long long v) {
   if (v == ORCH__CG_UNLIMITED) lua_pushnumber(L, HUGE_VAL);
-  else if (v < 0) return;
+  else if (v < 0) lua_pushnil(L);
   else lua_pushinteger(L, (lua_Integer)v);
   lua_setfield(L, -2, key);
 }
 
+static void set_usec(lua_State *L, const char *key, long long v) {
+  if (v < 0) lua_pushnil(L);
+  else lua_pushnumber(L, (double)v / 1e6);
+  lua_setfield(L, -2, key);
+}
+
+/* cg:stat([t]): a new table, or t filled (a status of thousands of
+ * services reuses one). */
 static int cg_stat(lua_State *L) {
   ocg *o = check_cg(L, 1);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  orch__check_nargs(L, 2);
   orch__cg_stats st;
   int r = orch__cg_stat(&o->cg, &st);
   if (r < 0) return fail_path(L, "cgroup.stat", o->cg.path, -r);
-  lua_createtable(L, 0, 16);
-  if (st.usage_usec >= 0) {
-    lua_pushnumber(L, (double)st.usage_usec / 1e6);
-    lua_setfield(L, -2, "cpu");
-  }
-  if (st.user_usec >= 0) {
-    lua_pushnumber(L, (double)st.user_usec / 1e6);
-    lua_setfield(L, -2, "user");
-  }
-  if (st.system_usec >= 0) {
-    lua_pushnumber(L, (double)st.system_usec / 1e6);
-    lua_setfield(L, -2, "system");
-  }
+  if (lua_istable(L, 2)) lua_pushvalue(L, 2);
+  else lua_createtable(L, 0, 16);
+  set_usec(L, "cpu", st.usage_usec);
+  set_usec(L, "user", st.user_usec);
+  set_usec(L, "system", st.system_usec);
   set_num(L, "nr_periods", st.nr_periods);
   set_num(L, "nr_throttled", st.nr_throttled);
-  if (st.throttled_usec >= 0) {
-    lua_pushnumber(L, (double)st.throttled_usec / 1e6);
-    lua_setfield(L, -2, "throttled");
-  }
+  set_usec(L, "throttled", st.throttled_usec);
   set_num(L, "memory_current", st.memory_current);
   set_num(L, "memory_peak", st.memory_peak);
   set_num(L, "memory_max", st.memory_max);

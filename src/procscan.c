@@ -606,10 +606,13 @@ static int proc_read_pidfile(lua_State *L) {
 /* ---------------------------------------------------------------- a process */
 
 /* The fields of /proc/PID/stat as a new table (nrec: room for more). [-0,+1] */
-static void push_stat(lua_State *L, pid_t pid, const orch__procfs_stat *si, int nrec) {
+/* Pushes a new table (into == 0), or the table at index into, with the
+ * fields of si set. */
+static void push_stat(lua_State *L, pid_t pid, const orch__procfs_stat *si, int nrec, int into) {
   long tck = sysconf(_SC_CLK_TCK);
   long page = sysconf(_SC_PAGESIZE);
-  lua_createtable(L, 0, 11 + nrec);
+  if (into) lua_pushvalue(L, into);
+  else lua_createtable(L, 0, 11 + nrec);
   lua_pushinteger(L, pid); lua_setfield(L, -2, "pid");
   lua_pushlstring(L, &si->state, 1); lua_setfield(L, -2, "state");
   lua_pushinteger(L, si->ppid); lua_setfield(L, -2, "ppid");
@@ -623,15 +626,17 @@ static void push_stat(lua_State *L, pid_t pid, const orch__procfs_stat *si, int 
   lua_pushinteger(L, si->nice); lua_setfield(L, -2, "nice");
 }
 
-/* orch.proc.stat(pid): what /proc/PID/stat alone says (one read; a status
- * of thousands of services asks it for each). */
+/* orch.proc.stat(pid [, t]): what /proc/PID/stat alone says (one read; a
+ * status of thousands of services asks it for each, and fills one table t
+ * again and again instead of making a table each time). */
 static int proc_stat(lua_State *L) {
   pid_t pid = orch__checkpid(L, 1, 0);
-  orch__check_nargs(L, 1);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  orch__check_nargs(L, 2);
   orch__procfs_stat si;
   int r = orch__procfs_read_stat(pid, &si);
   if (r < 0) return orch__fail(L, "proc.stat", -r);
-  push_stat(L, pid, &si, 0);
+  push_stat(L, pid, &si, 0, lua_istable(L, 2) ? 2 : 0);
   return 1;
 }
 
@@ -644,7 +649,7 @@ static int proc_info(lua_State *L) {
   char path[64];
   uint32_t u;
   long long uid = orch__procfs_uid(pid, &u) == 0 ? (long long)u : -1;
-  push_stat(L, pid, &si, 3);
+  push_stat(L, pid, &si, 3, 0);
   lua_pushinteger(L, uid); lua_setfield(L, -2, "uid");
   /* A zombie still has its exit status (until its parent reaps it): how it
    * ended, for a watcher that is not its parent. */

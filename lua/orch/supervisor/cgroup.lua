@@ -415,9 +415,10 @@ end
 
 --- What a status shows of the run's cgroup: true, cpu (seconds), memory
 -- (bytes), tasks, OOM kills; nothing without a cgroup or its stat files.
-function M.account(run)
+-- into: a table cg:stat fills (the caller's scratch).
+function M.account(run, into)
   local cg = run.cgroup
-  local st = cg and cg:stat()
+  local st = cg and cg:stat(into)
   if not st then return end
   return true, st.cpu, st.memory_current, st.pids_current, st.oom_kill
 end

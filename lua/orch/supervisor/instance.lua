@@ -753,13 +753,21 @@ end
 -- small machine: a monitor polling every second, or a person re-running
 -- `orch ctl status`, should not pay it on every call. States are never
 -- cached, only these figures.
--- Kept as a small array: { time read, rss, cpu, cgroup.account(run)... }.
+-- Kept as a small array: { time read, rss, cpu, cgroup.account(run)... },
+-- filled again in place; the kernel's figures are read into one scratch
+-- table (each reading made two tables of a dozen fields: at 10,000
+-- services, 14 MB for the collector to catch up with).
+local scratch = {}
 local function accounting(self, run, now)
   local a = run.acct
   if a and now - a[1] < self.sup.accounting_max_age then return a end
-  local st = orch.proc.stat(self.pid)
-  a = { now, st and st.rss, st and st.cpu, cgroup.account(run) }
-  run.acct = a
+  if not a then
+    a = {}
+    run.acct = a
+  end
+  local st = orch.proc.stat(self.pid, scratch)
+  a[1], a[2], a[3] = now, st and st.rss, st and st.cpu
+  a[4], a[5], a[6], a[7], a[8] = cgroup.account(run, scratch)
   return a
 end
 
