@@ -234,6 +234,24 @@ describe("orch.pipe", function()
     assert.are.same({ "partial line", "next" }, got)
   end)
 
+  it("writes several pieces in order when the pipe takes only part of them at once", function()
+    -- A pipe holds 64 KiB: the kernel takes the first pieces (the first
+    -- one whole or in part) and the rest is queued, piece after piece.
+    local pieces = { string.rep("a", 65536), "", string.rep("b", 100000), "\n", 42, string.rep("c", 70001) }
+    local all = with_pipe(function(r, w)
+      local writer = orch.task(function()
+        assert(w:write(table.unpack(pieces)))
+        assert(w:write(string.rep("d", 30000), "END"))
+        w:close()
+      end)
+      local s = r:read_all()
+      writer:join()
+      return s
+    end)
+    assert.are.equal(string.rep("a", 65536) .. string.rep("b", 100000) .. "\n42" .. string.rep("c", 70001)
+                     .. string.rep("d", 30000) .. "END", all)
+  end)
+
   it("a cancelled writer leaves the stream consistent", function()
     local n, tail = with_pipe(function(r, w)
       local big = string.rep("w", 1024 * 1024)

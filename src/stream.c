@@ -583,14 +583,33 @@ static void write_cancel(void *data) {
   wlist_remove(w->s, w);
 }
 
+/* write(data, ...): the pieces go out in one writev, not joined into a new
+ * Lua string first (a control reply of megabytes and its newline would be
+ * copied, and the copy counted against the collector); what the kernel does
+ * not take at once is copied into one queued request. More than WRITE_BUFS
+ * pieces are joined. */
+#define WRITE_BUFS 16
 static int stream_write(lua_State *L) {
   score *s = check_stream(L, 1);
   int n = lua_gettop(L);
   luaL_checklstring(L, 2, NULL);
   for (int i = 3; i <= n; i++) luaL_checklstring(L, i, NULL);
-  if (n > 2) lua_concat(L, n - 1);
-  size_t len;
-  const char *data = lua_tolstring(L, 2, &len);
+  if (n - 1 > WRITE_BUFS) {
+    lua_concat(L, n - 1);
+    n = 2;
+  }
+  uv_buf_t bufs[WRITE_BUFS];
+  int nb = 0;
+  size_t len = 0;
+  for (int i = 2; i <= n; i++) {
+    size_t l;
+    const char *p = lua_tolstring(L, i, &l);
+    if (l == 0) continue;
+    bufs[nb].base = (char *)p;   /* .len is size_t on Unix: no truncation */
+    bufs[nb].len = l;
+    nb++;
+    len += l;
+  }
   orch__check_task(L, "write");
   if (!(s->flags & ORCH_STREAM_WRITE))
     return orch__failf(L, "EBADF", "write: stream is not writable");
@@ -600,9 +619,8 @@ static int stream_write(lua_State *L) {
   if (r < 0) return orch__fail_uv(L, "write", r);
   size_t done = 0;
   if (len) {
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned int)len);
     /* uv_try_write refuses (EAGAIN) while earlier writes are queued. */
-    r = len <= 0x7fffffff ? uv_try_write(&s->u.s, &b, 1) : UV_EAGAIN;
+    r = len <= 0x7fffffff ? uv_try_write(&s->u.s, bufs, (unsigned int)nb) : UV_EAGAIN;
     if (r >= 0) done = (size_t)r;
     else if (r != UV_EAGAIN) return orch__fail_uv(L, "write", r);
   }
@@ -614,7 +632,17 @@ static int stream_write(lua_State *L) {
   if (rest > 0x7fffffff) return orch__failf(L, "EMSGSIZE", "write: more than 2 GiB in one call");
   wreq *w = malloc(sizeof *w + rest);
   if (!w) return orch__fail(L, "write", ENOMEM);
-  memcpy(w->data, data + done, rest);
+  size_t off = 0, skip = done;
+  for (int i = 0; i < nb; i++) {
+    size_t l = bufs[i].len;
+    if (skip >= l) {
+      skip -= l;
+      continue;
+    }
+    memcpy(w->data + off, bufs[i].base + skip, l - skip);
+    off += l - skip;
+    skip = 0;
+  }
   w->s = s;
   w->co = NULL;
   w->linked = 0;

@@ -595,7 +595,7 @@ local function send(conn, reply)
     f.id, f[RAW_ID] = reply.id, rawget(reply, RAW_ID)
     text = ctl.encode(f)
   end
-  return conn:write(text .. "\n")
+  return conn:write(text, "\n")
 end
 
 --- Handles one request line; returns the reply and maybe a function to run
