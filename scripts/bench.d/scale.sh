@@ -33,7 +33,10 @@
 # runit: runsvdir takes at most 1,000 service directories, so N > 1,000
 # runs ceil(N / 1000) of them (under one sh, counted in the PSS). s6:
 # s6-svscan -c N+100. Both without loggers: one supervise process per
-# service (orch captures every service's output through a pipe).
+# service (orch captures every service's output through a pipe). A size
+# that would leave fewer than 5,000 pids free (pid_max) is skipped: at
+# 10,000 services runit and s6 need 20,000 processes, and a machine out of
+# pids fails every fork (other jobs' too).
 # orch runs with its default Lua budget: sup.run() yields every 16
 # launches (before, one sup.start per service never yielded, and 1,000
 # services on a loaded machine ran past the 5 s budget: --lua-budget 0).
@@ -110,7 +113,22 @@ launched() {             # impl n t0: waits until all N run; 1 if they do not
 finish() {               # HOW: a signal for $SUP, or cmd:COMMAND
   if [ "${1#cmd:}" != "$1" ]; then eval "${1#cmd:}" >/dev/null 2>&1; else kill -"$1" "$SUP" 2>/dev/null; fi
   for _ in $(seq 600); do kill -0 "$SUP" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null; bench_sweep
+  kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null
+  # Every process of this fleet is gone before the next one starts.
+  for _ in $(seq 50); do bench_sweep; [ -z "$(bench_mine)" ] && break; sleep 0.2; done
+}
+# Whether PER * N more processes fit under the kernel's pid_max with 5,000
+# to spare for everything else on the machine (threads count too): runit
+# and s6 need two processes a service, 20,000 at N = 10,000.
+room() {                 # per n
+  local max tasks
+  read -r max </proc/sys/kernel/pid_max
+  read -r _ _ _ tasks _ </proc/loadavg
+  tasks=${tasks#*/}
+  if [ $((max - tasks - $1 * $2)) -lt 5000 ]; then
+    echo "# scale.sh: skipped: $(($1 * $2)) more processes would leave fewer than 5,000 of pid_max $max ($tasks in use)" >&2
+    return 1
+  fi
 }
 
 scale_orch() {
@@ -195,6 +213,7 @@ for n in $SIZES; do
   for impl in orch runit s6; do
     want "$impl" || continue
     echo "# scale.sh: $impl, $n services" >&2
+    if [ "$impl" = orch ]; then room 1 "$n" || continue; else room 2 "$n" || continue; fi
     "$P" init "$SVC_SHM"
     "scale_$impl" "$n"
   done
