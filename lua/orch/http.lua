@@ -222,6 +222,7 @@ end
 -- /proc/PID/stat without cgroups): sup.status() builds a table of every
 -- field and reads both. A supervisor-like object without instances() is
 -- asked for its status().
+local scratch = {}   -- the kernel's figures are read into it, not a table each
 local function instance_records(sup)
   if not sup.instances then return sup.status() end
   local out = {}
@@ -234,11 +235,11 @@ local function instance_records(sup)
                 log_lines = inst.sink and inst.sink.lines, log_dropped = inst.sink and inst.sink.dropped }
     if r.pid then
       local cg = run.cgroup
-      local st = cg and cg:stat()
+      local st = cg and cg:stat(scratch)
       if st and st.cpu then
         r.cpu, r.memory = st.cpu, st.memory_current
       else
-        local ps = orch.proc.stat(r.pid)
+        local ps = orch.proc.stat(r.pid, scratch)
         if ps then r.cpu, r.rss = ps.cpu, ps.rss end
       end
     end
