@@ -595,7 +595,12 @@ function schema.copy(v, seen)
   if seen[v] then return seen[v] end
   local t = {}
   seen[v] = t
-  for k, x in pairs(v) do t[schema.copy(k, seen)] = schema.copy(x, seen) end
+  -- (A call for the tables only: most keys and values are not.)
+  for k, x in pairs(v) do
+    if type(k) == "table" then k = schema.copy(k, seen) end
+    if type(x) == "table" then x = schema.copy(x, seen) end
+    t[k] = x
+  end
   return t
 end
 
