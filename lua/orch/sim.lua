@@ -107,13 +107,17 @@ function sim.crash(sig) return function(p) return p:die(nil, orch.signal.name(si
 function sim.ignore(...)
   local sigs = { ... }
   return function(p)
+    p.ignored = p.ignored or {}
     for _, s in ipairs(sigs) do p.ignored[orch.signal.name(s) or s] = true end
   end
 end
 
 --- Runs `step` (in a task of its own) when `sig` arrives, instead of dying.
 function sim.on_signal(sig, step)
-  return function(p) p.handlers[orch.signal.name(sig) or sig] = step end
+  return function(p)
+    p.handlers = p.handlers or {}
+    p.handlers[orch.signal.name(sig) or sig] = step
+  end
 end
 
 --- Tells the supervisor it is ready (sd_notify READY=1).
@@ -257,12 +261,13 @@ end
 local World = {}
 World.__index = World
 
+-- A process is one table; what only some have (ignored signals, handlers,
+-- exit handlers, tasks besides its main one, fault timers, a condition its
+-- waiters wait on) comes with the first use.
 local function proc_new(W, fields)
   local p = setmetatable(fields, Proc)
   p.world = W
   p.state = "alive"
-  p.ignored, p.handlers, p.on_exits, p.tasks, p.timers = {}, {}, {}, {}, {}
-  p.exited = orch.cond()
   W.procs[p.pid] = p
   W.nlive = W.nlive + 1
   return p
@@ -360,8 +365,16 @@ end
 -- A task of this process (ends with it).
 function Proc:task(fn, ...)
   local t = orch.task(fn, ...)
-  self.tasks[#self.tasks + 1] = t
+  local tasks = self.tasks or {}
+  self.tasks = tasks
+  tasks[#tasks + 1] = t
   return t
+end
+
+-- Waits (task) until the process is reaped or `left` seconds passed.
+function Proc:wait_reaped(left)
+  self.exited = self.exited or orch.cond()
+  return self.exited:wait(left)
 end
 
 function Proc:fork(steps)
@@ -397,20 +410,20 @@ function Proc:die(code, sig)
   self.code, self.sig = code, sig
   W.nlive = W.nlive - 1
   W:event("exit", self, code and ("code " .. code) or ("signal " .. tostring(sig)))
-  for _, t in ipairs(self.timers) do t:stop() end
+  if self.timers then for _, t in ipairs(self.timers) do t:stop() end end
   W.inflight = W.inflight + 1
   orch.task(function()
     if self.stdout then self.stdout:release() end
     self.state = "reaped"
     W.procs[self.pid] = nil
     W:event("reaped", self)
-    for _, fn in ipairs(self.on_exits) do W:task(fn, code, sig) end
-    self.exited:broadcast()
+    if self.on_exits then for _, fn in ipairs(self.on_exits) do W:task(fn, code, sig) end end
+    if self.exited then self.exited:broadcast() end
     W.inflight = W.inflight - 1
   end)
   local me = orch.current()
   local self_task
-  for _, t in ipairs(self.tasks) do
+  for _, t in ipairs(self.tasks or {}) do
     if t == me then self_task = t else t:cancel() end
   end
   if self_task then self_task:cancel() end
@@ -420,12 +433,12 @@ function Proc:signal(sig, why)
   local W = self.world
   if self.state ~= "alive" or sig == 0 then return end
   W:event("signal", self, sig .. (why and (" (" .. why .. ")") or ""))
-  local h = self.handlers[sig]
+  local h = self.handlers and self.handlers[sig]
   if h and sig ~= "KILL" and sig ~= "STOP" then
     self:task(h, self)
     return
   end
-  if sig ~= "KILL" and sig ~= "STOP" and self.ignored[sig] then
+  if sig ~= "KILL" and sig ~= "STOP" and self.ignored and self.ignored[sig] then
     W:event("ignored", self, sig)
     return
   end
@@ -436,7 +449,11 @@ end
 -- The orch.Process face of a simulated process.
 function Proc:on_exit(fn)
   if self.state == "reaped" then self.world:task(fn, self.code, self.sig)
-  else self.on_exits[#self.on_exits + 1] = fn end
+  else
+    local list = self.on_exits or {}
+    self.on_exits = list
+    list[#list + 1] = fn
+  end
   return self
 end
 
@@ -461,7 +478,7 @@ function Proc:wait(timeout)
     while self.state ~= "reaped" do
       local left = deadline and deadline - orch.now()
       if left and left <= 0 then return nil, "wait: timed out", "ETIMEDOUT" end
-      self.exited:wait(left)
+      self:wait_reaped(left)
     end
   end
   return self.code, self.sig
@@ -626,14 +643,48 @@ end
 --- world:invariant(name, fn [, kinds]): fn(world, event) is called after
 -- every event (of the kinds listed, when given); false (and a message)
 -- breaks the run.
-function World:invariant(name, fn, kinds)
+local function invariant_record(name, fn, kinds)
   local on
   if kinds then
     on = {}
     for _, k in ipairs(kinds) do on[k] = true end
   end
-  self.invariants[#self.invariants + 1] = { name = name, fn = fn, on = on }
+  return { name = name, fn = fn, on = on }
+end
+
+function World:invariant(name, fn, kinds)
+  -- (A copy: the list may be shared with other worlds.)
+  local list = table.move(self.invariants, 1, #self.invariants, 1, {})
+  list[#list + 1] = invariant_record(name, fn, kinds)
+  self.invariants = list
   self.inv_by_kind = {}
+end
+
+-- The invariants option of sim.world as records, and their index by kind:
+-- made once for a list that many worlds are given (sim.explore), and made
+-- again when the list or one of its entries is no longer the same.
+local compiled_invariants = setmetatable({}, { __mode = "k" })
+
+local function compile_invariants(list)
+  local c = compiled_invariants[list]
+  if c and #c.src == #list then
+    local same = true
+    for i, inv in ipairs(list) do
+      local s = c.src[i]
+      if s[1] ~= inv or s[2] ~= inv.name or s[3] ~= inv.fn or s[4] ~= inv.kinds then same = false break end
+    end
+    if same then return c end
+  end
+  c = { src = {}, invariants = {}, by_kind = {} }
+  for i, inv in ipairs(list) do
+    if type(inv) ~= "table" or type(inv.fn) ~= "function" then
+      error("bad argument #1 to 'world' (option 'invariants': list of { name = ..., fn = ... } expected)", 3)
+    end
+    c.src[i] = { inv, inv.name, inv.fn, inv.kinds }
+    c.invariants[i] = invariant_record(inv.name or "?", inv.fn, inv.kinds)
+  end
+  compiled_invariants[list] = c
+  return c
 end
 
 --- Raises when an invariant broke (with the seed and the trace).
@@ -691,6 +742,7 @@ function World:schedule_faults(p)
     if rate and rate > 0 then
       local u = self.rng()
       local at = -math.log(1 - u) / rate
+      p.timers = p.timers or {}
       p.timers[#p.timers + 1] = orch.timer.after(at, function()
         if p.state == "alive" then
           self:event("fault", p, kind)
@@ -930,7 +982,7 @@ function World:wait_exit(pid, start, timeout)
   while p.state == "alive" do
     local left = deadline and deadline - orch.now()
     if left and left <= 0 then return nil, "proc.wait_exit: timed out", "ETIMEDOUT" end
-    p.exited:wait(left)
+    p:wait_reaped(left)
   end
   return true
 end
@@ -938,6 +990,17 @@ end
 -- ---------------------------------------------------------------- install
 
 local installed
+
+-- The functions the orch module gets while a world is installed: the
+-- installed world's methods (made once, not per world).
+local stand_in = {}
+for field, method in pairs { spawn = "spawn", kill = "kill", killpg = "killpg", dgram = "dgram", info = "info",
+                             start_time = "start_time", children = "children", is_child = "is_child", list = "list",
+                             wait_exit = "wait_exit", heartbeat_open = "heartbeat_open", hb_alive = "hb_alive",
+                             hb_start_time = "hb_start_time" } do
+  local m = World[method]
+  stand_in[field] = function(...) return m(installed, ...) end
+end
 
 --- Makes `W` the process table of the orch module (see the top).
 function World:install()
@@ -951,21 +1014,11 @@ function World:install()
     heartbeat_open = hb and hb.open, hb_alive = hb and hb.alive, hb_start_time = hb and hb.start_time,
     wait_exit = orch.proc.wait_exit, dgram = orch.dgram,
   }
-  orch.spawn = function(opts) return self:spawn(opts) end
-  orch.kill = function(pid, sig, start) return self:kill(pid, sig, start) end
-  orch.killpg = function(pgid, sig) return self:killpg(pgid, sig) end
-  orch.proc.info = function(pid) return self:info(pid) end
-  orch.proc.start_time = function(pid) return self:start_time(pid) end
-  orch.proc.children = function(pid) return self:children(pid) end
-  orch.proc.is_child = function(pid) return self:is_child(pid) end
-  orch.proc.list = function() return self:list() end
-  orch.proc.wait_exit = function(pid, start, timeout) return self:wait_exit(pid, start, timeout) end
-  orch.dgram = function(opts) return self:dgram(opts) end
-  if hb then
-    hb.open = function(opts) return self:heartbeat_open(opts) end
-    hb.alive = function(pid, start) return self:hb_alive(pid, start) end
-    hb.start_time = function(pid) return self:hb_start_time(pid) end
-  end
+  local s = stand_in
+  orch.spawn, orch.kill, orch.killpg, orch.dgram = s.spawn, s.kill, s.killpg, s.dgram
+  orch.proc.info, orch.proc.start_time, orch.proc.children = s.info, s.start_time, s.children
+  orch.proc.is_child, orch.proc.list, orch.proc.wait_exit = s.is_child, s.list, s.wait_exit
+  if hb then hb.open, hb.alive, hb.start_time = s.heartbeat_open, s.hb_alive, s.hb_start_time end
   installed = self
 end
 
@@ -1022,6 +1075,19 @@ function World:close()
   self:uninstall()
 end
 
+-- sim.parse_faults of a string, once per string (a world never writes
+-- into its faults).
+local parsed_faults = setmetatable({}, { __mode = "v" })
+local function parse_faults_cached(spec)
+  if type(spec) ~= "string" then return sim.parse_faults(spec) end
+  local t = parsed_faults[spec]
+  if not t then
+    t = sim.parse_faults(spec)
+    parsed_faults[spec] = t
+  end
+  return t
+end
+
 --- sim.world{ seed, faults, invariants, echo, supervisor }: a new world
 -- (installed: the orch module's process table is its own until close).
 -- seed: an integer (default: ORCH_SIM_SEED, else one from the clock, which
@@ -1043,18 +1109,16 @@ function sim.world(opts)
   end
   if math.type(seed) ~= "integer" then error("bad argument #1 to 'world' (option 'seed': integer expected)", 2) end
   local W = setmetatable({
-    seed = seed, rng = rng_new(seed), faults = sim.parse_faults(opts.faults), invariants = {},
+    seed = seed, rng = rng_new(seed), faults = parse_faults_cached(opts.faults), invariants = {},
     procs = {}, programs = {}, records = {}, ntrace = 0, next_pid = PID_BASE, nspawn = 0, nlive = 0,
     inflight = 0, hb_tables = {}, dgrams = {}, t0 = orch.now(), echo = opts.echo, inv_by_kind = {},
   }, World)
   -- world.trace: the lines so far, a read-only list (formatted when read).
   W.trace = setmetatable({ [0] = W }, trace_mt)
   math.randomseed(seed)
-  for _, inv in ipairs(opts.invariants or {}) do
-    if type(inv) ~= "table" or type(inv.fn) ~= "function" then
-      error("bad argument #1 to 'world' (option 'invariants': list of { name = ..., fn = ... } expected)", 2)
-    end
-    W:invariant(inv.name or "?", inv.fn, inv.kinds)
+  if opts.invariants then
+    local c = compile_invariants(opts.invariants)
+    W.invariants, W.inv_by_kind = c.invariants, c.by_kind
   end
   W:install()
   if opts.supervisor ~= false then
