@@ -186,6 +186,22 @@ describe("orch.sim invariants", function()
     assert.matches("VIOLATED", err, 1, true)
   end)
 
+  it("pass over the processes a test spawns itself (no service of the supervisor's)", function()
+    local invs = { sim.invariants.requires("web", "db"), sim.invariants.single(), sim.invariants.no_start_after_stop(),
+                   sim.invariants.backoff() }
+    local W = sim.run(function(W, sup)
+      W:program("job", { sim.after(1, sim.exit(3)) })
+      W:service { name = "web", program = { sim.after(2, sim.exit(1)) }, restart = "always",
+                  backoff = { initial = 1, jitter = 0 } }
+      sup.start("web")
+      for _ = 1, 3 do assert.are.same({ 3, nil }, { assert(orch.spawn { "job" }):wait() }) end
+      orch.sleep(10)
+    end, { seed = 1, invariants = invs })
+    local jobs = 0
+    for _, l in ipairs(events(W, "reaped")) do if l:find("reaped job[", 1, true) then jobs = jobs + 1 end end
+    assert.are.equal(3, jobs)
+  end)
+
   it("hold for a dependency chain, and catch a policy that breaks them", function()
     local invs = { sim.invariants.requires("web", "db"), sim.invariants.single(), sim.invariants.no_start_after_stop(),
                    sim.invariants.backoff() }

@@ -1210,14 +1210,18 @@ end
 
 -- ---------------------------------------------------------------- invariants
 
--- The supervisor instance a spawn event is for.
+-- The supervisor instance a spawn event is for (looked up once per event:
+-- several invariants ask).
 local function spawned_instance(W, ev)
-  local p = ev.proc
-  if ev.kind ~= "spawn" or not p or not p.main or not W.sup then return nil end
-  local env = p.env
-  local svc = env.ORCH_SERVICE
-  if not svc then return nil end
-  return W.sup.instance(svc) or W.sup.instance(svc .. ":" .. tostring(env.ORCH_INSTANCE)), p
+  local inst = ev.inst
+  if inst == nil then
+    local p = ev.proc
+    local svc = ev.kind == "spawn" and p and p.main and W.sup and p.env.ORCH_SERVICE
+    inst = svc and (W.sup.instance(svc) or W.sup.instance(svc .. ":" .. tostring(p.env.ORCH_INSTANCE))) or false
+    ev.inst = inst
+  end
+  if not inst then return nil end
+  return inst, ev.proc
 end
 
 sim.invariants = {}
@@ -1242,13 +1246,23 @@ function sim.invariants.requires(service, dependency)
   return { name = service .. " requires " .. dependency, kinds = { "spawn" }, fn = function(W, ev)
     local inst = spawned_instance(W, ev)
     if not inst or inst.service ~= service then return true end
-    -- The instance objects, not sup.status (which builds a record of
-    -- every field, process details included, for each).
-    for _, d in ipairs(W.sup.instances()) do
+    -- The instance objects (the service's own, or its numbered ones), not
+    -- sup.status (which builds a record of every field, process details
+    -- included, for each).
+    local sup, i = W.sup, 0
+    local d = sup.instance(dependency)
+    if not d then
+      i = 1
+      d = sup.instance(dependency .. ":1")
+    end
+    while d do
       local state = d.frozen and "frozen" or d.state
       if d.service == dependency and state ~= "running" then
         return false, string.format("%s started while %s is %s", inst.name, d.name, state)
       end
+      if i == 0 then break end
+      i = i + 1
+      d = sup.instance(dependency .. ":" .. i)
     end
     return true
   end }
@@ -1269,7 +1283,8 @@ end
 -- An explicit sup.start or sup.restart (which starts an instance in backoff
 -- at once, on purpose) is not a restart of the policy's.
 function sim.invariants.backoff()
-  local exits = setmetatable({}, { __mode = "k" })    -- world -> instance key -> time
+  -- world -> service -> instance (ORCH_INSTANCE) -> time of the last exit
+  local exits = setmetatable({}, { __mode = "k" })
   return { name = "backoff never shorter than the policy", kinds = { "spawn", "reaped" }, fn = function(W, ev)
     local p = ev.proc
     local last_exit = exits[W]
@@ -1277,16 +1292,23 @@ function sim.invariants.backoff()
       last_exit = {}
       exits[W] = last_exit
     end
-    if ev.kind == "reaped" and p and p.main then
-      last_exit[p.env.ORCH_SERVICE .. ":" .. tostring(p.env.ORCH_INSTANCE)] = ev.time
+    if ev.kind == "reaped" then
+      -- (A process of a service's; others, spawned by the test itself,
+      -- have no ORCH_SERVICE.)
+      local svc = p and p.main and p.env.ORCH_SERVICE
+      if svc then
+        local by_index = last_exit[svc] or {}
+        last_exit[svc] = by_index
+        by_index[p.env.ORCH_INSTANCE or false] = ev.time
+      end
       return true
     end
     local inst = spawned_instance(W, ev)
     -- (sup.start launches what it starts at once: at the same virtual time.)
     if not inst or inst.state ~= "backoff" or W.user_start_at == ev.time then return true end
     local b, fails = inst.cfg.backoff, inst.fails or 0
-    local last = last_exit[p and p.env.ORCH_SERVICE .. ":" .. tostring(p.env.ORCH_INSTANCE) or
-      (inst.service .. ":" .. tostring(inst.index))]
+    local by_index = last_exit[p.env.ORCH_SERVICE]
+    local last = by_index and by_index[p.env.ORCH_INSTANCE or false]
     if fails < 1 or b.initial <= 0 or not last or type(inst.cfg.restart) == "function" then return true end
     local d = math.min(b.max, b.initial * b.factor ^ (fails - 1)) * (1 - b.jitter)
     local gap = ev.time - last
