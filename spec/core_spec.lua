@@ -229,6 +229,37 @@ describe("tasks", function()
     assert.is_true(ok, err)
   end)
 
+  it("reuse the coroutine of a task that returned nothing, which its old task no longer touches", function()
+    local r = h.run(function()
+      local threads = {}
+      -- a returns nothing: its coroutine runs b next.
+      local a = orch.task(function() threads.a = coroutine.running() end)
+      a:join()
+      local b = orch.task(function()
+        threads.b = coroutine.running()
+        orch.sleep(0.01)                      -- meanwhile a's userdata is finalized
+        threads.b_current = orch.current()
+        orch.sleep(0)                         -- still a task of its own
+        return "b ends"
+      end)
+      orch.sleep(0)
+      a = nil
+      collectgarbage()
+      collectgarbage()
+      local res = b:join()
+      -- A task that returned values keeps its coroutine (its results live there).
+      local c = orch.task(function() return 1, 2 end)
+      c:join()
+      local d = orch.task(function() threads.d = coroutine.running() end)
+      d:join()
+      return { same = threads.a == threads.b, b_self = threads.b_current == b, res = res,
+               c = table.pack(c:join()), d_new = threads.d ~= threads.b, d_join = select("#", d:join()),
+               status = d:status() }
+    end)
+    assert.are.same({ same = true, b_self = true, res = "b ends", c = { 1, 2, n = 2 }, d_new = true, d_join = 0,
+                      status = "done" }, r)
+  end)
+
   it("orch.current is nil outside a task", function()
     assert.is_nil(orch.current())
   end)

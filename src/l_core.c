@@ -83,6 +83,7 @@ static int task_status(lua_State *L) {
 /* Pushes the results of a finished task (its values, or raises its error). */
 static int join_result(lua_State *L, orch__task *t, int ud) {
   if (t->status == T_DONE) {
+    if (t->nres == 0) return 0;       /* its coroutine may run another task */
     lua_getiuservalue(L, ud, UVAL_CO);
     lua_State *co = lua_tothread(L, -1);
     lua_pop(L, 1);
@@ -187,7 +188,7 @@ static int task_gc(lua_State *L) {
     orch__all_remove(t);
   }
   if (t->rt && t->rt->main_task == t) t->rt->main_task = NULL;
-  *extra(t->co) = NULL;
+  if (t->co) *extra(t->co) = NULL;   /* (none once it went to the pool) */
   if (t->rt) {
     orch__vtimer_stop(t->rt, &t->vtimer);
     orch__wtimer_stop(t->rt, &t->wtimer);

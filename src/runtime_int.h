@@ -120,6 +120,7 @@ struct orch_runtime {
   orch__wlist wlate;        /* waits due in a millisecond already run */
   orch__theap wfar;         /* waits beyond the slots */
   uint64_t wseq;
+  int ncopool;              /* finished coroutines kept for new tasks (task.c) */
 };
 
 /* An orch.Task userdata: the task's struct, and a pointer to it that its

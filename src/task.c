@@ -11,6 +11,14 @@
  * is a wheel entry in the struct, clock.c: no handle outlives it); the
  * userdata is anchored in the registry from creation until the task
  * finishes, so the GC never collects a live task. Nothing here blocks.
+ *
+ * The coroutine of a task that returned nothing goes to a small pool (a
+ * registry table) and runs a later task: a new coroutine starts with a
+ * small stack and no call frames, and grows both, reallocating, as deep as
+ * its code calls; a reused one has them already (until a collection
+ * shrinks them). The finished task lets go of it first (its userdata and
+ * its struct no longer name it): nothing can reach a pooled coroutine from
+ * the task it ran.
  */
 #include "runtime_int.h"
 
@@ -185,6 +193,51 @@ static void task_failed(orch__task *t) {
   if (t == rt->main_task) uv_stop(rt->loop);
 }
 
+/* ---------------------------------------------------------------- pool */
+
+#define COPOOL_MAX 16
+static const char copool_key = 0;
+
+/* [-0,+1] The pool's anchor table. */
+static void push_copool(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &copool_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_createtable(L, COPOOL_MAX, 0);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &copool_key);
+}
+
+/* t returned nothing: its coroutine goes to the pool (if there is room). */
+static void copool_put(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  lua_State *L = rt->L, *co = t->co;
+  if (rt->ncopool >= COPOOL_MAX || rt->torn_down || lua_status(co) != LUA_OK) return;
+  lua_settop(co, 0);
+  push_copool(L);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_rawseti(L, -2, ++rt->ncopool);
+  lua_pop(L, 1);
+  orch__push_task(L, t);
+  lua_pushnil(L);
+  lua_setiuservalue(L, -2, UVAL_CO);
+  lua_pop(L, 1);
+  *extra(co) = NULL;
+  t->co = NULL;
+}
+
+/* [-0,+1] A pooled coroutine, pushed as lua_newthread pushes a new one;
+ * NULL (nothing pushed) when the pool is empty. */
+static lua_State *copool_get(lua_State *L, orch_runtime *rt) {
+  if (rt->ncopool == 0) return NULL;
+  push_copool(L);
+  lua_rawgeti(L, -1, rt->ncopool);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, rt->ncopool--);
+  lua_remove(L, -2);
+  return lua_tothread(L, -1);
+}
+
 static void task_resume(orch__task *t, int nargs) {
   orch_runtime *rt = t->rt;
   orch__task *prev = rt->current;
@@ -220,6 +273,7 @@ static void task_resume(orch__task *t, int nargs) {
   } else if (st == LUA_OK) {
     t->status = T_DONE;
     t->nres = lua_gettop(t->co);
+    if (t->nres == 0) copool_put(t);
     task_finish(t);
   } else {
     task_failed(t);
@@ -357,7 +411,8 @@ orch__task *orch__task_new(lua_State *L, int nargs) {
   box->t = t;
   t->rt = rt;
   t->ref = LUA_NOREF;
-  lua_State *co = lua_newthread(L);
+  lua_State *co = copool_get(L, rt);
+  if (!co) co = lua_newthread(L);
   t->co = co;
   *extra(co) = t;
   lua_setiuservalue(L, -2, UVAL_CO);
