@@ -482,13 +482,15 @@ function Instance:spawn()
   end
 end
 
+local function log_ended(run)
+  run.log_done = true
+  run:changed()
+end
+
 --- Copies the run's output pipe into the sink until EOF.
 function Instance:capture(run, stream)
   run.log_stream = stream
-  log.capture(self:get_sink(), stream, function()
-    run.log_done = true
-    run:changed()
-  end)
+  log.capture(self:get_sink(), stream, log_ended, run)
 end
 
 --- One sd_notify datagram of the run, already parsed.

@@ -36,8 +36,11 @@ Sink.__index = Sink
 -- The file is open only while a batch of lines is written (one chunk read
 -- from the pipe): an idle service holds no descriptor.
 function log.sink(cfg, name, sup, owner)
+  -- At most 8 fields until a file is written (pending, pending_bytes and
+  -- the file's own come with the first line for a file): a table of up to
+  -- 8 fields is half the size of one of 9 to 16.
   return setmetatable({ cfg = cfg, name = name, sup = sup, owner = owner, lines = 0, dropped = 0,
-                        rpos = 0, rcount = 0, pending = {}, pending_bytes = 0 }, Sink)
+                        rpos = 0, rcount = 0 }, Sink)
 end
 
 function Sink:report(msg)
@@ -88,8 +91,8 @@ end
 --- Writes the lines collected so far to the open file.
 function Sink:write_pending()
   local p = self.pending
-  if #p == 0 then return end
-  self.pending, self.pending_bytes = {}, 0
+  if not p or #p == 0 then return end
+  self.pending, self.pending_bytes = nil, 0
   local n, err, _, written = self.f:write_lines(p)
   self.size = self.f:size()
   if n then
@@ -177,7 +180,7 @@ function Sink:line(text)
     return
   end
   local n = #text + 1
-  local size = self.size + self.pending_bytes
+  local size = self.size + (self.pending_bytes or 0)
   -- Rotated by size, or by age (max_age: the file began that long ago).
   local age = self.cfg.max_age
   if size > 0 and (size + n > self.cfg.max_bytes or (age and orch.time() - (self.born or orch.time()) >= age)) then
@@ -187,8 +190,12 @@ function Sink:line(text)
     end
   end
   local p = self.pending
+  if not p then
+    p = {}
+    self.pending = p
+  end
   p[#p + 1] = text
-  self.pending_bytes = self.pending_bytes + n
+  self.pending_bytes = (self.pending_bytes or 0) + n
 end
 
 --- End of a batch: the lines go to the file now, and the file is closed.
@@ -217,42 +224,52 @@ function Sink:tail(n)
   return out
 end
 
---- Copies `stream` into the sink line by line until EOF (or a read error),
--- then closes the stream and calls on_end(). The stream calls back with each
--- chunk (stream:on_read) and reads the next only once the chunk's lines are
--- written: an idle service costs this closure, no task and no buffer.
-function log.capture(sink, stream, on_end)
-  local max = sink.cfg.max_line
-  local partial = ""
-  stream:on_read(function(chunk)
-    if not chunk then
-      if #partial > 0 then sink:line(partial) end
-      partial = ""
-      sink:flush()
-      stream:close()
-      if on_end then on_end() end
-      return
-    end
-    local data = partial .. chunk
-    local pos = 1
-    while true do
-      local nl = data:find("\n", pos, true)
-      if not nl then break end
-      if nl - pos > max then
-        -- A cut line: the pieces become lines of their own.
-        for i = pos, nl - 1, max do sink:line(data:sub(i, math.min(i + max - 1, nl - 1))) end
-      else
-        sink:line(data:sub(pos, nl - 1))
-      end
-      pos = nl + 1
-    end
-    while #data - pos + 1 > max do
-      sink:line(data:sub(pos, pos + max - 1))
-      pos = pos + max
-    end
-    partial = data:sub(pos)
+-- A capture's state, one fixed-size list per captured pipe (thousands of
+-- services hold one each): the sink, the stream, the end callback and its
+-- argument, and the start of a line the last chunk cut.
+local C_SINK, C_STREAM, C_END, C_ARG, C_PARTIAL = 1, 2, 3, 4, 5
+
+local function captured(c, chunk)
+  local sink, partial = c[C_SINK], c[C_PARTIAL]
+  if not chunk then
+    if #partial > 0 then sink:line(partial) end
+    c[C_PARTIAL] = ""
     sink:flush()
-  end)
+    c[C_STREAM]:close()
+    local on_end = c[C_END]
+    if on_end then on_end(c[C_ARG]) end
+    return
+  end
+  local max = sink.cfg.max_line
+  local data = partial .. chunk
+  local pos = 1
+  while true do
+    local nl = data:find("\n", pos, true)
+    if not nl then break end
+    if nl - pos > max then
+      -- A cut line: the pieces become lines of their own.
+      for i = pos, nl - 1, max do sink:line(data:sub(i, math.min(i + max - 1, nl - 1))) end
+    else
+      sink:line(data:sub(pos, nl - 1))
+    end
+    pos = nl + 1
+  end
+  while #data - pos + 1 > max do
+    sink:line(data:sub(pos, pos + max - 1))
+    pos = pos + max
+  end
+  c[C_PARTIAL] = data:sub(pos)
+  sink:flush()
+end
+
+--- Copies `stream` into the sink line by line until EOF (or a read error),
+-- then closes the stream and calls on_end(arg). The stream calls back with
+-- each chunk (stream:on_read) and reads the next only once the chunk's
+-- lines are written: an idle service costs a closure of one upvalue and
+-- its state list, no task and no buffer.
+function log.capture(sink, stream, on_end, arg)
+  local c = { sink, stream, on_end or false, arg or false, "" }
+  stream:on_read(function(chunk) return captured(c, chunk) end)
 end
 
 --- Reopens the log file of every sink in the list (SIGUSR1, for logrotate
