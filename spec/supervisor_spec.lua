@@ -367,6 +367,29 @@ describe("supervisor status and control", function()
     end, 90)
   end)
 
+  it("with a state record, the record's first sync after a large start collects again", function()
+    u.with(function(s, _, dir)
+      local sock = dir .. "/persist.sock"
+      s.configure { persist = sock }
+      for i = 1, 100 do s.service { name = "p" .. i, cmd = u.sh("exec sleep 30"), log = false } end
+      assert.is_true(s.run())
+      -- Checked in the same loop turn as the record is seen: what a
+      -- collection frees now is what was made since the sync's own.
+      local garbage
+      h.eventually(function()
+        local f = io.open(sock .. ".state")
+        if not f then return false end
+        f:close()
+        local before = collectgarbage("count")
+        collectgarbage()
+        garbage = before - collectgarbage("count")
+        return true
+      end, "the state record")
+      assert.is_true(garbage < 16, string.format("%.1f KiB of garbage after the record's sync", garbage))
+      assert.is_true(s.wait("all", "running", 30))
+    end, 90)
+  end)
+
   it("sup.run starts its services in batches as well: the loop turns between them", function()
     u.with(function(s)
       for i = 1, 100 do s.service { name = "r" .. i, cmd = u.sh("exec sleep 30") } end

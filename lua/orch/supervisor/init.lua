@@ -311,8 +311,10 @@ end
 --- After a large start: one full collection, and the C heap's free pages
 -- given back (orch.malloc_trim). A mass start leaves its garbage (spawn
 -- options, journal lines, first output lines) all over the heap: without
--- this, the memory it used stays resident until it is reused.
+-- this, the memory it used stays resident until it is reused. The state
+-- record's next sync makes another (persist.compact_after_sync).
 function Sup:compact()
+  persist.compact_after_sync(self)
   collectgarbage()
   orch.malloc_trim()
 end

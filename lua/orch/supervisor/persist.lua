@@ -425,6 +425,11 @@ function persist.sync(S)
   -- the journal at once; other changes reach the record a little later.
   local now = orch.now()
   P.next_sync = now + math.min(MAX_SPACING, (now - t0) * SPACING)
+  if P.compact then
+    P.compact = nil
+    collectgarbage()
+    orch.malloc_trim()
+  end
   if again and not P.timer then
     P.timer = orch.timer.after(RETRY, function()
       P.timer = nil
@@ -448,6 +453,17 @@ function persist.touch(S)
     P.timer = nil
     persist.sync(S)
   end)
+end
+
+--- After the full collection that ends a large start (Sup:compact), the
+-- sync that follows makes one more: the first record of the new processes
+-- and the holder's new pipes leave garbage of their own, about half as
+-- much as the start (2,000 services: 0.8 MiB of orch's PSS less). Only
+-- one before it lets the sync reuse the start's garbage instead of growing
+-- the heap.
+function persist.compact_after_sync(S)
+  local P = S.persist
+  if P and not P.closed and (P.timer or P.touched) then P.compact = true end
 end
 
 --- A large start holds the record's rewrites (on = true) until it is over
