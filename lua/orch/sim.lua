@@ -227,8 +227,9 @@ local Dgram = {}
 Dgram.__index = Dgram
 Dgram.__name = "orch.SimDgram"
 
---- dgram:recv(): the next datagram, "", { pid, uid, gid } (task); nil,
--- "recv: socket closed", "ECANCELED" once closed.
+--- dgram:recv(): the next datagram, nil (the sender has no address) and
+-- its credentials { pid, uid, gid } (task); nil, "recv: socket closed",
+-- "ECANCELED" once closed.
 function Dgram:recv()
   while not self.closed and self.head > self.tail do self.cond:wait() end
   if self.closed then return nil, "recv: socket closed", "ECANCELED" end
