@@ -7,13 +7,30 @@
  * Runs N copies of PROG (each with SVC_INDEX=i in its environment, in its own
  * process group) and restarts any that exits, at once. SIGUSR1 stops them all
  * (TERM), SIGUSR2 starts them all again, SIGTERM/SIGINT stop them and exit.
+ *
+ * With MINISUP_CGROUP=DIR (a directory of the cgroup v2 hierarchy, made at
+ * start and removed at exit), the same containment as orch's: each copy i
+ * runs in its own cgroup DIR/s<i>, made (mkdir) before its spawn, born into
+ * it (clone3 CLONE_VM|CLONE_VFORK|CLONE_INTO_CGROUP on a stack of its own,
+ * as orch spawns) and removed (rmdir) once reaped and not restarted; with
+ * MINISUP_CGROUP_FRESH=1 also between a restart's reap and spawn (a fresh
+ * cgroup per run). The kernel's price of containment, without orch.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,11 +42,92 @@ static char ***envs;
 static char **args;
 static posix_spawnattr_t attr;
 
+static const char *cgdir;          /* MINISUP_CGROUP, or NULL */
+static int cgfresh;                /* MINISUP_CGROUP_FRESH=1 */
+static char *cgmade;               /* cgmade[i]: DIR/s<i> exists */
+static char *stack;
+
+static void cgpath(char *buf, size_t size, int i) { snprintf(buf, size, "%s/s%d", cgdir, i); }
+
+/* clone3(CLONE_VM|CLONE_VFORK|CLONE_INTO_CGROUP) running child(i) on
+ * `stack`, as orch's spawner does (src/process.c). */
+static int child_i;
+static int child(void) {
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  setpgid(0, 0);
+  execve(args[0], args, envs[child_i]);
+  return 127;
+}
+static long clone3_into(int cgfd) {
+  struct {
+    unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
+                       tls, set_tid, set_tid_size, cgroup;
+  } ca;
+  memset(&ca, 0, sizeof ca);
+  ca.flags = CLONE_VM | CLONE_VFORK | 0x200000000ULL /* CLONE_INTO_CGROUP */;
+  ca.exit_signal = SIGCHLD;
+  ca.stack = (unsigned long long)(uintptr_t)stack;
+  ca.stack_size = 1 << 16;
+  ca.cgroup = (unsigned long long)cgfd;
+  register long rax __asm__("rax") = SYS_clone3;
+  register void *rdi __asm__("rdi") = &ca;
+  register size_t rsi __asm__("rsi") = sizeof ca;
+  register int (*r12)(void) __asm__("r12") = child;
+  __asm__ volatile(
+    "syscall\n\t"
+    "test %%rax, %%rax\n\t"
+    "jnz 1f\n\t"
+    "xor %%ebp, %%ebp\n\t"
+    "call *%%r12\n\t"
+    "mov %%eax, %%edi\n\t"
+    "mov $60, %%eax\n\t"        /* exit: only the child thread */
+    "syscall\n\t"
+    "hlt\n"
+    "1:\n\t"
+    : "+r"(rax)
+    : "r"(rdi), "r"(rsi), "r"(r12)
+    : "rcx", "r11", "memory");
+  return rax;
+}
+
 static void start(int i) {
   pid_t pid;
-  int r = posix_spawn(&pid, args[0], NULL, &attr, args, envs[i]);
+  int r;
+  if (cgdir) {
+    char path[4096];
+    cgpath(path, sizeof path, i);
+    if (!cgmade[i] && mkdir(path, 0755) < 0 && errno != EEXIST) {
+      fprintf(stderr, "minisup: mkdir %s: %s\n", path, strerror(errno));
+      pids[i] = 0;
+      return;
+    }
+    cgmade[i] = 1;
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    child_i = i;
+    long p = fd < 0 ? -errno : clone3_into(fd);
+    if (fd >= 0) close(fd);
+    r = p < 0 ? (int)-p : 0;
+    pid = p < 0 ? 0 : (pid_t)p;
+  } else {
+    r = posix_spawn(&pid, args[0], NULL, &attr, args, envs[i]);
+  }
   pids[i] = r == 0 ? pid : 0;
   if (r) fprintf(stderr, "minisup: spawn %s: %s\n", args[0], strerror(r));
+}
+
+/* After the reap of copy i: its cgroup goes unless it is kept for the
+ * restart that follows. */
+static void ended(int i, int restarting) {
+  if (!cgdir || !cgmade[i] || (restarting && !cgfresh)) return;
+  char path[4096];
+  cgpath(path, sizeof path, i);
+  if (rmdir(path) == 0 || errno == ENOENT) cgmade[i] = 0;
+}
+
+static void cleanup(void) {
+  if (cgdir) rmdir(cgdir);
 }
 
 int main(int argc, char **argv) {
@@ -56,6 +154,18 @@ int main(int argc, char **argv) {
   int sigs[] = { SIGCHLD, SIGTERM, SIGINT, SIGUSR1, SIGUSR2 };
   for (size_t k = 0; k < sizeof sigs / sizeof sigs[0]; k++) sigaddset(&set, sigs[k]);
   sigprocmask(SIG_BLOCK, &set, NULL);
+  cgdir = getenv("MINISUP_CGROUP");
+  if (cgdir && !*cgdir) cgdir = NULL;
+  if (cgdir) {
+    const char *f = getenv("MINISUP_CGROUP_FRESH");
+    cgfresh = f && !strcmp(f, "1");
+    cgmade = calloc((size_t)n, 1);
+    stack = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED || (mkdir(cgdir, 0755) < 0 && errno != EEXIST)) {
+      perror(cgdir);
+      return 1;
+    }
+  }
   posix_spawnattr_init(&attr);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &set);
@@ -77,6 +187,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n; i++) {
           if (pids[i] != pid) continue;
           pids[i] = 0;
+          ended(i, !stopping);
           if (!stopping) start(i);
           break;
         }
@@ -84,7 +195,7 @@ int main(int argc, char **argv) {
       if (quitting) {
         int alive = 0;
         for (int i = 0; i < n; i++) alive |= pids[i] != 0;
-        if (!alive) return 0;
+        if (!alive) { cleanup(); return 0; }
       }
     } else if (sig == SIGUSR2) {
       stopping = 0;
@@ -99,7 +210,7 @@ int main(int argc, char **argv) {
           alive = 1;
         }
       }
-      if (quitting && !alive) return 0;
+      if (quitting && !alive) { cleanup(); return 0; }
     }
   }
 }

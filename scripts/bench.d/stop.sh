@@ -3,14 +3,25 @@
 # orch in the configuration a user gets (scripts/bench.d/phases.lua: output
 # captured, defaults except backoff = 0, start_limit = false) beside the C
 # limit (minisup.c), alternating in one run, STOP_ROUNDS rounds (3); every
-# figure is the median over the rounds. Prints "name value unit":
+# figure is the median over the rounds. Two C limits: _c (plain: posix_spawn,
+# kill, nothing else) and _ccg, the C limit with the same containment as
+# orch's (each service in its own cgroup: mkdir, clone3 CLONE_INTO_CGROUP,
+# rmdir once stopped; kept across a restart as orch keeps it, or a fresh
+# one per run with STOP_CCG=fresh), where a writable cgroup v2 hierarchy
+# is (root). Prints "name value unit":
 #   restart_latency_{median,p95}_<impl>  ms  SIGKILL -> replacement started
 #                                            (20 services, 20 kills a round)
 #   stop_term_100_<impl>   ms  SIGTERM to the supervisor -> all 100 exited
 #   stop_ctl_100_<impl>    ms  `orch ctl stop all` (C: SIGUSR1) -> all exited
 #   start_100_<impl>       ms  SIGUSR2 -> all 100 started again
 #   start_ctl_100_orch     ms  `orch ctl start all` -> all 100 started
+#   cpu_start_100_orch, cpu_stop_100_orch  ms  orch's own CPU time
+#                          (/proc/PID/schedstat) for a start of 100
+#                          (SIGUSR2) and a stop of 100 (SIGUSR1): unlike
+#                          wall times, hardly moved by the machine's load
 #   ctl_ping_orch          ms  `orch ctl ping` alone, median of 20
+#   <name>_per_c_orch, <name>_per_ccg_orch   x   orch's median over each C
+#                                            limit's (the ratios)
 # With STOP_PHASES=FILE orch's state changes are stamped into FILE (see
 # phases.lua). Every process started carries a token and is killed at the end.
 set -uo pipefail
@@ -24,12 +35,25 @@ export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
 cc -O2 -static -o "$W/svc_stamp" "$HERE/svc_stamp.c" 2>/dev/null || cc -O2 -o "$W/svc_stamp" "$HERE/svc_stamp.c" || exit 1
 cc -O2 -o "$W/minisup" "$HERE/minisup.c" && cc -O2 -o "$W/probe" "$HERE/supervisors_probe.c" || exit 1
 P=$W/probe SVC=$W/svc_stamp SUP= OUT=$W/values
+# The C limit with containment: a cgroup beside where orch makes its own
+# (below this shell's v2 cgroup), if this user may make one there.
+V2=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' /proc/self/mountinfo)
+CCG=
+if [ -n "$V2" ]; then
+  CCG=$V2$(sed -n 's/^0:://p' /proc/self/cgroup)
+  CCG=${CCG%/}/orch-bench-minisup.$TOKEN
+  if mkdir "$CCG" 2>/dev/null; then rmdir "$CCG"; else CCG=; fi
+fi
+IMPLS="c${CCG:+ ccg} orch"
 CTL="$BUILD/orch ctl --socket $W/ctl.sock"
 
 launch() {                 # impl n
   "$P" init "$SVC_SHM"
   rm -f "$W/ctl.sock"
   if [ "$1" = c ]; then setsid "$W/minisup" "$2" "$SVC" </dev/null >/dev/null 2>&1 &
+  elif [ "$1" = ccg ]; then
+    MINISUP_CGROUP=$CCG MINISUP_CGROUP_FRESH=$([ "${STOP_CCG:-}" = fresh ] && echo 1) \
+      setsid "$W/minisup" "$2" "$SVC" </dev/null >/dev/null 2>&1 &
   else setsid "$BUILD/orch" run "$HERE/phases.lua" "$2" "$SVC" ${STOP_PHASES:+"$STOP_PHASES"} </dev/null >/dev/null 2>"$W/orch.err" &
   fi
   SUP=$!
@@ -40,8 +64,11 @@ finish() {
   kill -TERM "$SUP" 2>/dev/null
   for _ in $(seq 100); do kill -0 "$SUP" 2>/dev/null || break; sleep 0.05; done
   kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null; bench_sweep; SUP=
+  # What a killed minisup left of its cgroups.
+  if [ -n "$CCG" ] && [ -d "$CCG" ]; then rmdir "$CCG"/s* "$CCG" 2>/dev/null; fi
 }
 put() { echo "$1 $2" >>"$OUT"; }
+cpu_ns() { read -r ns _ <"/proc/$SUP/schedstat"; echo "$ns"; }   # orch's CPU so far
 
 round() {                  # impl
   local impl=$1 r
@@ -56,17 +83,22 @@ round() {                  # impl
   finish
   launch "$impl" 100 || return
   sleep 0.5
-  if [ "$impl" = c ]; then
-    put stop_ctl_100_c "$("$P" stoptime "$SVC_SHM" 100 signal "$SUP" USR1)"
+  if [ "$impl" != orch ]; then
+    put "stop_ctl_100_$impl" "$("$P" stoptime "$SVC_SHM" 100 signal "$SUP" USR1)"
     sleep 0.3
-    put start_100_c "$("$P" starttime "$SVC_SHM" 100 signal "$SUP" USR2)"
+    put "start_100_$impl" "$("$P" starttime "$SVC_SHM" 100 signal "$SUP" USR2)"
   else
     # shellcheck disable=SC2086
     put stop_ctl_100_orch "$("$P" stoptime "$SVC_SHM" 100 exec $CTL stop all)"
     sleep 0.3
+    local c0
+    c0=$(cpu_ns)
     put start_100_orch "$("$P" starttime "$SVC_SHM" 100 signal "$SUP" USR2)"
+    put cpu_start_100_orch "$(( ($(cpu_ns) - c0) / 1000 ))e-3"
     sleep 0.3
+    c0=$(cpu_ns)
     "$P" stoptime "$SVC_SHM" 100 signal "$SUP" USR1 >/dev/null
+    put cpu_stop_100_orch "$(( ($(cpu_ns) - c0) / 1000 ))e-3"
     sleep 0.3
     # shellcheck disable=SC2086
     put start_ctl_100_orch "$("$P" starttime "$SVC_SHM" 100 exec $CTL start all)"
@@ -79,9 +111,9 @@ round() {                  # impl
   finish
 }
 
-for _ in $(seq "$ROUNDS"); do round c; round orch; done
+for _ in $(seq "$ROUNDS"); do for i in $IMPLS; do round "$i"; done; done
 lua5.4 - "$OUT" <<'LUA'
-local v, order = {}, {}
+local v, order, med = {}, {}, {}
 for line in io.lines(arg[1]) do
   local k, x = line:match("^(%S+) (%S+)$")
   x = tonumber(x)
@@ -94,6 +126,14 @@ for _, k in ipairs(order) do
   local t = v[k]
   table.sort(t)
   local m = #t % 2 == 1 and t[(#t + 1) // 2] or (t[#t // 2] + t[#t // 2 + 1]) / 2
+  med[k] = m
   print(string.format("%s %.3f ms", k, m))
+end
+for _, k in ipairs(order) do
+  local bench = k:match("^(.*)_orch$")
+  for _, impl in ipairs({ "c", "ccg" }) do
+    local base = bench and med[bench .. "_" .. impl]
+    if base and base > 0 then print(string.format("%s_per_%s_orch %.2f x", bench, impl, med[k] / base)) end
+  end
 end
 LUA
