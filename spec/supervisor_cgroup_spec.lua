@@ -159,6 +159,61 @@ exit 3
     end)
   end)
 
+  it("keeps an instance's cgroup across its restarts and removes it when the instance stops or ends", function()
+    with_cgroups(function(s, _, dir, _, _, parent)
+      -- Fails at once twice, then stays up.
+      h.write(dir .. "/svc.sh", [=[
+n=$(cat "$D/n" 2>/dev/null || echo 0); echo $((n + 1)) > "$D/n"
+if [ "$n" -lt 2 ]; then exit 1; fi
+exec sleep 600
+]=])
+      local seen = {}
+      s.service{ name = "k", env = { D = dir }, cmd = { "/bin/sh", dir .. "/svc.sh" }, backoff = 0,
+                 on_start = function(inst) seen[#seen + 1] = inst:status().cgroup end }
+      s.service{ name = "once", restart = "never", cmd = u.sh("exit 0"),
+                 on_start = function(inst) seen.once = inst:status().cgroup end }
+      s.start("k")
+      -- (Hooks run in tasks of their own: the third may come a moment later.)
+      assert.is_true(u.until_true(function()
+        local st = u.st(s, "k")
+        return st.state == "running" and st.restarts == 2 and #seen == 3
+      end), "restarted twice")
+      -- Every run was born in the one cgroup, the only one under the parent.
+      assert.are.equal(3, #seen)
+      assert.are.equal(seen[1], seen[2])
+      assert.are.equal(seen[1], seen[3])
+      local st = u.st(s, "k")
+      assert.are.equal(seen[1], st.cgroup)
+      assert.are.equal(st.cgroup, orch.cgroup.of(st.pid))
+      local base = assert(orch.cgroup.open(parent))
+      assert.are.equal(1, #base:children())
+      -- A frozen service killed from outside restarts into its (thawed)
+      -- cgroup: a frozen cgroup would refuse the spawn.
+      assert(s.freeze("k"))
+      assert(orch.kill(st.pid, "KILL"))
+      assert.is_true(u.until_true(function()
+        local now = u.st(s, "k")
+        return now.state == "running" and now.restarts == 3
+      end), "restarted after the KILL")
+      local cg = assert(orch.cgroup.open(st.cgroup))
+      assert.is_false(cg:events().frozen)
+      cg:close()
+      assert.are.equal(st.cgroup, u.st(s, "k").cgroup)
+      -- A stop removes it at once; the next start makes a new one.
+      assert(s.stop("k"))
+      assert.is_nil(orch.cgroup.open(st.cgroup))
+      assert.are.equal(0, #base:children())
+      s.start("k")
+      assert.are_not.equal(st.cgroup, running(s, "k").cgroup)
+      -- A run that ends for good (restart = "never") takes its cgroup along.
+      s.start("once")
+      assert.is_true(u.until_true(function() return u.st(s, "once").state == "exited" and seen.once end))
+      assert.is_string(seen.once)
+      assert.is_true(u.until_true(function() return orch.cgroup.open(seen.once) == nil end), "once's cgroup removed")
+      base:close()
+    end)
+  end)
+
   it("limits that cannot be applied are an error when the service is defined", function()
     h.run(function()
       -- cgroups turned off, then a service asks for a cgroup limit.

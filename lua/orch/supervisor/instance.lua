@@ -74,6 +74,8 @@ function Instance:set_state(s)
   local old = self.state
   if old == s then return end
   self.state = s
+  -- The cgroup kept for a restart goes once none will come.
+  if self.cgroup_idle and (s == "stopped" or s == "exited" or s == "fatal") then cgroup.release(self) end
   self.sup:state_changed(self, old)
 end
 
@@ -186,6 +188,9 @@ end
 -- The bookkeeping of every end of a run; returns how it ended, as words.
 local function record_exit(self, run, code, sig, reason)
   run.alive = false
+  -- A kept cgroup must not stay frozen for the next run (a frozen
+  -- process still dies of SIGKILL).
+  if self.frozen then cgroup.freeze(run, false) end
   self.frozen = nil
   run:changed()
   if run.cgroup then cgroup.end_run(self, run) end
