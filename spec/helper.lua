@@ -323,7 +323,9 @@ do
     end
     -- The runtime's long-lived descriptors (its loop, its EMFILE reserve,
     -- the /dev/null that spawns share, libuv's spare fd made with the first
-    -- stream) are made on first use: make them before the first baseline.
+    -- stream, the cgroup v2 mount's, held once the hierarchies are known)
+    -- are made on first use: make them before the first baseline.
+    h.orch.cgroup.info()
     h.orch.run(function()
       local r, w = h.orch.pipe()
       w:write("x"); w:close(); r:read(); r:close()

@@ -5,10 +5,11 @@
  * accounting and limits written to v2 or to the v1 controller behind one
  * interface.
  *
- * Ownership: an orch__cgroup owns its malloc'ed strings and its v2
- * directory fd (orch__cg_close frees them). The kernel objects (the
- * directories) are removed only by orch__cg_remove. The layout is a static
- * read once per process.
+ * Ownership: an orch__cgroup owns its malloc'ed strings (orch__cg_close
+ * frees them). The kernel objects (the directories) are removed only by
+ * orch__cg_remove. The layout is a static read once per process, with one
+ * O_PATH fd of the v2 mount that lookups below it start from (v2fd, held
+ * for the process's life, close-on-exec).
  *
  * What may block: nothing for long (cgroupfs and /proc reads and writes).
  */
@@ -73,16 +74,48 @@ static int write_at(int dirfd, const char *name, const char *s) {
   return -e;
 }
 
+/* The v2 hierarchy's mount, held open (O_PATH) once the layout is read:
+ * a path below it is opened relative to this fd (at_v2), so that a lookup
+ * walks only the components below the mount instead of /sys/fs/cgroup/...
+ * again (each component a kernfs revalidation and permission check; a
+ * start and a stop of a service open a dozen cgroup files). */
+static int v2fd = -1;
+static const char *at_v2(const char *path, int *dfd);
+
+/* A small cgroupfs file (cgroup.events, cpu.stat, one value) in one read:
+ * cgroupfs files are seq files, whose read returns everything up to the
+ * buffer's size, less only at the end (a file this small never fills the
+ * kernel's page). A full buffer reads on. */
+static ssize_t read_small_at(int dirfd, const char *name, char *buf, size_t size) {
+  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  size_t n = 0;
+  while (n + 1 < size) {
+    ssize_t k = read(fd, buf + n, size - 1 - n);
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) { int e = errno; close(fd); return -e; }
+    n += (size_t)k;
+    if (k == 0 || (n + 1 < size && size <= 2048)) break;
+  }
+  close(fd);
+  buf[n] = 0;
+  return (ssize_t)n;
+}
+
 static int write_path(const char *dir, const char *name, const char *s) {
   char p[PATH_MAX];
   if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
-  return write_at(AT_FDCWD, p, s);
+  int dfd;
+  const char *rel = at_v2(p, &dfd);
+  return write_at(dfd, rel, s);
 }
 
 static ssize_t read_path(const char *dir, const char *name, char *buf, size_t size) {
   char p[PATH_MAX];
   if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
-  return orch__read_small(AT_FDCWD, p, buf, size);
+  int dfd;
+  const char *rel = at_v2(p, &dfd);
+  return read_small_at(dfd, rel, buf, size);
 }
 
 /* The value of "key N" in a flat keyed file (cpu.stat, memory.events), or -1. */
@@ -100,7 +133,7 @@ static long long keyed(const char *text, const char *key) {
  * "unlimited" as a huge number. -1 when unreadable. */
 static long long value_at(int dirfd, const char *name) {
   char buf[64];
-  if (orch__read_small(dirfd, name, buf, sizeof buf) <= 0) return -1;
+  if (read_small_at(dirfd, name, buf, sizeof buf) <= 0) return -1;
   if (strncmp(buf, "max", 3) == 0) return ORCH__CG_UNLIMITED;
   long long v = strtoll(buf, NULL, 10);
   if (v >= (1LL << 62)) return ORCH__CG_UNLIMITED;
@@ -110,7 +143,9 @@ static long long value_at(int dirfd, const char *name) {
 static long long value_path(const char *dir, const char *name) {
   char p[PATH_MAX];
   if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -1;
-  return value_at(AT_FDCWD, p);
+  int dfd;
+  const char *rel = at_v2(p, &dfd);
+  return value_at(dfd, rel);
 }
 
 /* ---------------------------------------------------------------- layout */
@@ -189,8 +224,25 @@ static int read_layout(void) {
   return layout.v2_mount[0] ? 1 : -ENOENT;
 }
 
+/* path as (dirfd, relative path): relative to v2fd below the v2 mount,
+ * else (AT_FDCWD, path). */
+static const char *at_v2(const char *path, int *dfd) {
+  *dfd = AT_FDCWD;
+  if (v2fd < 0) return path;
+  size_t ml = strlen(layout.v2_mount);
+  while (ml > 1 && layout.v2_mount[ml - 1] == '/') ml--;
+  if (strncmp(path, layout.v2_mount, ml) != 0 || (path[ml] != '/' && path[ml] != 0)) return path;
+  const char *rel = path + ml;
+  while (*rel == '/') rel++;
+  *dfd = v2fd;
+  return *rel ? rel : ".";
+}
+
 const orch__cg_layout *orch__cg_layout_get(int *err) {
-  if (layout_state == 0) layout_state = read_layout();
+  if (layout_state == 0) {
+    layout_state = read_layout();
+    if (layout_state > 0) v2fd = open(layout.v2_mount, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  }
   if (layout_state < 0) {
     if (err) *err = layout_state;
     return NULL;
@@ -399,21 +451,29 @@ static unsigned ctl_bit(const char *name) {
 }
 
 /* Enables the wanted controllers in a v2 directory's subtree_control where
- * its cgroup.controllers offers them (errors ignored: the child then reads
- * which it got), moving orch out of the way first when dir is its own
- * cgroup (into_leaf). A write only when one is missing: the common case is
- * two reads. */
-static void enable_v2(const char *dir, unsigned want) {
+ * its cgroup.controllers offers them (errors ignored), moving orch out of
+ * the way first when dir is its own cgroup (into_leaf). A write only when
+ * one is missing: the common case is two reads, or one when nothing is
+ * offered. Returns what dir's children have then (its subtree_control, as
+ * a mask of ctl_bit): what a child made just before gets. */
+static unsigned enable_v2(const char *dir, unsigned want) {
   char offered[512], enabled[512], cmd[64];
-  if (read_path(dir, "cgroup.controllers", offered, sizeof offered) <= 0) return;
-  if (read_path(dir, "cgroup.subtree_control", enabled, sizeof enabled) < 0) return;
+  if (read_path(dir, "cgroup.controllers", offered, sizeof offered) <= 0) return 0;
+  if (read_path(dir, "cgroup.subtree_control", enabled, sizeof enabled) < 0) return 0;
+  unsigned got = 0;
   for (char *sv = NULL, *t = strtok_r(offered, " \n", &sv); t; t = strtok_r(NULL, " \n", &sv)) {
-    if (!(ctl_bit(t) & want) || has_word(enabled, t)) continue;
+    unsigned bit = ctl_bit(t);
+    if (has_word(enabled, t)) { got |= bit; continue; }
+    if (!(bit & want)) continue;
     snprintf(cmd, sizeof cmd, "+%s", t);
-    if (write_path(dir, "cgroup.subtree_control", cmd) == -EBUSY && into_leaf(dir) == 0)
-      write_path(dir, "cgroup.subtree_control", cmd);
+    int r = write_path(dir, "cgroup.subtree_control", cmd);
+    if (r == -EBUSY && into_leaf(dir) == 0) r = write_path(dir, "cgroup.subtree_control", cmd);
+    if (r == 0) got |= bit;
   }
+  return got;
 }
+
+static void enable_v2_each(const char *dir, unsigned want) { enable_v2(dir, want); }
 
 static unsigned v2_controllers(const char *dir) {
   char buf[512];
@@ -463,26 +523,32 @@ static int open_v2(orch__cgroup *cg, const char *path, int create, unsigned want
   orch__cg_close(cg);
   r = resolve(path, -1, &cg->path);
   if (r == 0) r = fs_path(lo->v2_mount, lo->v2_root, cg->path, &cg->fs[0]);
+  int known = 0;           /* cg->v2ctl known without reading the child's file */
   if (r == 0 && create) {
     /* The parent usually exists: one mkdir, else the whole walk. */
-    if (mkdir(cg->fs[0], 0755) == 0) {
+    int dfd;
+    const char *rel = at_v2(cg->fs[0], &dfd);
+    if (mkdirat(dfd, rel, 0755) == 0) {
       char *slash = strrchr(cg->fs[0], '/');
       *slash = 0;
-      enable_v2(cg->fs[0], ORCH__CG_ALL | want);
+      cg->v2ctl = enable_v2(cg->fs[0], ORCH__CG_ALL | want) & ORCH__CG_ALL;
       *slash = '/';
+      known = 1;
     } else if (errno == ENOENT) {
-      r = mkdirs(lo->v2_mount, cg->fs[0], 1, enable_v2, ORCH__CG_ALL | want);
+      r = mkdirs(lo->v2_mount, cg->fs[0], 1, enable_v2_each, ORCH__CG_ALL | want);
     } else {
       r = -errno;
     }
   }
   if (r == 0 && !create) {
     struct stat sb;
-    if (stat(cg->fs[0], &sb) < 0) r = -errno;
+    int dfd;
+    const char *rel = at_v2(cg->fs[0], &dfd);
+    if (fstatat(dfd, rel, &sb, 0) < 0) r = -errno;
     else if (!S_ISDIR(sb.st_mode)) r = -ENOTDIR;
   }
   if (r < 0) { orch__cg_close(cg); return r; }
-  cg->v2ctl = v2_controllers(cg->fs[0]);
+  if (!known) cg->v2ctl = v2_controllers(cg->fs[0]);
   for (int c = 0; c < ORCH__CG_NCTL; c++) {
     if (cg->v2ctl & (1u << c)) continue;
     if (create && !(want & (1u << c))) continue;
@@ -528,7 +594,9 @@ int orch__cg_remove(orch__cgroup *cg, int recursive) {
     int r = remove_below(cg->fs[0]);
     if (r < 0) return r;
   }
-  if (rmdir(cg->fs[0]) < 0 && errno != ENOENT) return -errno;
+  int dfd;
+  const char *rel = at_v2(cg->fs[0], &dfd);
+  if (unlinkat(dfd, rel, AT_REMOVEDIR) < 0 && errno != ENOENT) return -errno;
   int r = 0;
   /* Mirrors this object did not make may exist below a parent: a
    * descendant's mirror makes its parents in each v1 hierarchy. */
@@ -624,8 +692,15 @@ static int procs_at(int dfd, int recursive, pid_t **pids, size_t *n) {
   return 0;
 }
 
+/* The cgroup's v2 directory, opened (O_DIRECTORY). */
+static int open_dir(const orch__cgroup *cg) {
+  int at;
+  const char *rel = at_v2(cg->fs[0], &at);
+  return openat(at, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
 int orch__cg_procs(const orch__cgroup *cg, int recursive, pid_t **pids, size_t *n) {
-  int dfd = open(cg->fs[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dfd = open_dir(cg);
   if (dfd < 0) return -errno;
   int r = procs_at(dfd, recursive, pids, n);
   close(dfd);
@@ -708,7 +783,7 @@ int orch__cg_kill(const orch__cgroup *cg, int sig, int flags) {
    * not seen and lists again: that listing confirms the pinned ones and
    * is the next pass's (a pid in it not seen yet was forked meanwhile), so
    * the usual case, nothing forked, costs two reads of cgroup.procs. */
-  int dfd = open(cg->fs[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dfd = open_dir(cg);
   if (dfd < 0) return -errno;
   pidvec done = { NULL, 0, 0 };
   int count = 0;
@@ -899,7 +974,7 @@ int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
 int orch__cg_join_fds(const orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd) {
   int n = 0;
   if (dirfd) {
-    *dirfd = open(cg->fs[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    *dirfd = open_dir(cg);
     if (*dirfd < 0) return -errno;
   }
   char p[PATH_MAX];
@@ -917,7 +992,9 @@ int orch__cg_join_fds(const orch__cgroup *cg, int v2_too, int *fds, int max, int
   }
   if (v2_too && n < max) {
     snprintf(p, sizeof p, "%s/cgroup.procs", cg->fs[0]);
-    int fd = open(p, O_WRONLY | O_CLOEXEC);
+    int at;
+    const char *rel = at_v2(p, &at);
+    int fd = openat(at, rel, O_WRONLY | O_CLOEXEC);
     if (fd < 0) goto fail;
     fds[n++] = fd;
   }

@@ -1227,12 +1227,15 @@ static int proc_spawn(lua_State *L) {
   }
   /* Opened last and closed right after the spawn: nothing between raises. */
   int cgfds[1 + ORCH__CG_NCTL], cgdir = -1;
-  int pid = a.cgroup ? orch__cg_join_fds(a.cgroup, 1, cgfds, 1 + ORCH__CG_NCTL, &cgdir) : 0;
+  /* The v2 cgroup.procs fd only while clone3 has not shown it works: the
+   * fallback's child writes it. */
+  int nofd = orch__spawn_into_cgroup_works();
+  int pid = a.cgroup ? orch__cg_join_fds(a.cgroup, !nofd, cgfds, 1 + ORCH__CG_NCTL, &cgdir) : 0;
   if (pid >= 0) {
     req.cgroup_fds = cgfds;
     req.ncgroup_fds = pid;
     if (a.cgroup) {
-      req.flags |= ORCH__SPAWN_CGROUP;
+      req.flags |= ORCH__SPAWN_CGROUP | (nofd ? ORCH__SPAWN_CGROUP_NOFD : 0);
       req.cgroup_dir = cgdir;
     }
     pid = orch__spawn(rt, &req, &p->child, &step);

@@ -80,6 +80,9 @@ int orch__proc_devnull(orch_runtime *rt);
 #define ORCH__SPAWN_NICE    0x80  /* nice is valid (setpriority) */
 #define ORCH__SPAWN_AFFINITY 0x100 /* affinity is valid (sched_setaffinity) */
 #define ORCH__SPAWN_IOPRIO  0x200 /* ioprio is valid (ioprio_set) */
+#define ORCH__SPAWN_CGROUP_NOFD 0x400 /* with ORCH__SPAWN_CGROUP: cgroup_fds has
+                                       * no v2 cgroup.procs fd (clone3 is known
+                                       * to work: orch__spawn_into_cgroup_works) */
 
 typedef struct { int resource; struct rlimit lim; } orch__rlimit;
 typedef struct { int target, source; } orch__fdmap;
@@ -112,9 +115,10 @@ typedef struct {
   int nfds;
   /* cgroup.procs files (O_WRONLY) the child writes "0" to first, so that it
    * runs in those cgroups before anything else (orch__cg_join_fds). With
-   * ORCH__SPAWN_CGROUP the last one is the v2 cgroup's, and the child is
-   * born in cgroup_dir (clone3 CLONE_INTO_CGROUP) instead of writing it
-   * when the kernel can (Linux 5.7, x86-64 here). */
+   * ORCH__SPAWN_CGROUP the last one is the v2 cgroup's (none with
+   * ORCH__SPAWN_CGROUP_NOFD), and the child is born in cgroup_dir (clone3
+   * CLONE_INTO_CGROUP) instead of writing it when the kernel can (Linux 5.7,
+   * x86-64 here). */
   const int *cgroup_fds;
   int ncgroup_fds;
   int cgroup_dir;
@@ -127,6 +131,9 @@ typedef struct {
  * "setgroups", "setrlimit", "setpriority", "sched_setaffinity", "ioprio_set",
  * "setsid", "setpgid", "dup", "clone". Nothing is
  * registered then and the failed child is already reaped. Loop thread only. */
+/* 1 once a spawn was born in its cgroup through clone3 CLONE_INTO_CGROUP
+ * (the child then never needs the v2 cgroup.procs fd of the fallback). */
+int orch__spawn_into_cgroup_works(void);
 int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
                 const char **step);
 

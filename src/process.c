@@ -372,8 +372,16 @@ static long clone3_into(int (*fn)(void *), void *arg, char *stack, size_t size, 
     : "rcx", "r11", "memory");
   return rax;
 }
-static int clone3_works = 1;       /* cleared on ENOSYS/E2BIG/EINVAL */
+static int clone3_works = 1;       /* 0 after ENOSYS/E2BIG/EINVAL, 2 once it worked */
 #endif
+
+int orch__spawn_into_cgroup_works(void) {
+#ifdef HAVE_CLONE3_INTO
+  return clone3_works == 2;
+#else
+  return 0;
+#endif
+}
 
 int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
                 const char **step) {
@@ -396,12 +404,13 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   pid_t pid = -1;
   int e = 0;
 #ifdef HAVE_CLONE3_INTO
-  if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && req->ncgroup_fds > 0) {
+  int nofd = (req->flags & ORCH__SPAWN_CGROUP_NOFD) != 0;
+  if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && (nofd || req->ncgroup_fds > 0)) {
     /* Born in the v2 cgroup: the child skips writing the last fd. */
-    x.ncg = req->ncgroup_fds - 1;
+    x.ncg = nofd ? req->ncgroup_fds : req->ncgroup_fds - 1;
     long r3 = clone3_into(spawn_child, &x, st->stack, CHILD_STACK, req->cgroup_dir);
-    if (r3 >= 0) pid = (pid_t)r3;
-    else if (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL) clone3_works = 0;
+    if (r3 >= 0) { pid = (pid_t)r3; clone3_works = 2; }
+    else if (!nofd && (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL)) clone3_works = 0;
     else e = (int)-r3;
     if (pid < 0 && !e) x.ncg = req->ncgroup_fds;
   }
