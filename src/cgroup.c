@@ -37,8 +37,14 @@ const char *const orch__cg_limit_names[ORCH__CG_NLIMITS] = {
 /* ---------------------------------------------------------------- files */
 
 
-/* Reads a file of any size into a malloc'ed, NUL-terminated string. */
-static int read_all_at(int dirfd, const char *name, char **out) {
+/* Reads a file of any size into a malloc'ed, NUL-terminated string. With
+ * maxrec > 0, for a seq file whose records are at most maxrec bytes
+ * (cgroup.procs): a read of at most a page that returns more than maxrec
+ * bytes short of what it asked for ended at the end of the file (a seq
+ * file's read stops short only there, or before a record that would not
+ * fit its page), and no read is made to see the end: listing a cgroup of
+ * a few hundred processes is one read. */
+static int read_records_at(int dirfd, const char *name, char **out, size_t maxrec) {
   int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -errno;
   size_t cap = 4096, n = 0;
@@ -51,16 +57,24 @@ static int read_all_at(int dirfd, const char *name, char **out) {
       buf = nb;
       cap *= 2;
     }
-    ssize_t k = read(fd, buf + n, cap - 1 - n);
+    size_t want = cap - 1 - n;
+    ssize_t k = read(fd, buf + n, want);
     if (k < 0 && errno == EINTR) continue;
     if (k < 0) { int e = errno; free(buf); close(fd); return -e; }
     if (k == 0) break;
     n += (size_t)k;
+    /* One read fills at most the kernel's page-sized buffer: the rule
+     * holds for reads that asked for no more. */
+    if (maxrec && want <= 4096 && (size_t)k + maxrec < want) break;
   }
   close(fd);
   buf[n] = 0;
   *out = buf;
   return 0;
+}
+
+static int read_all_at(int dirfd, const char *name, char **out) {
+  return read_records_at(dirfd, name, out, 0);
 }
 
 static int write_at(int dirfd, const char *name, const char *s) {
@@ -647,7 +661,7 @@ static int pid_push(pidvec *v, pid_t pid) {
 
 static int collect(int dfd, int recursive, pidvec *v) {
   char *text;
-  int r = read_all_at(dfd, "cgroup.procs", &text);
+  int r = read_records_at(dfd, "cgroup.procs", &text, 16);
   if (r < 0) return r;
   for (char *p = text; *p; ) {
     char *e;

@@ -229,12 +229,10 @@ end
 -- of its own: the end of a run never waits for it). S.cgroups holds the
 -- cgroups not removed yet, for M.close.
 local function retire(S, cg)
-  if cg:populated() then
-    cg:kill()
-  elseif cg:remove() then
-    -- Already empty (the usual end of a run): removed now, without a task.
-    return removed(S, cg)
-  end
+  -- Usually empty already: removed now, without a task (rmdir fails with
+  -- EBUSY while a process is inside, which no read has to ask first).
+  if cg:remove() then return removed(S, cg) end
+  if cg:populated() then cg:kill() end
   orch.task(function()
     if cg:wait_empty(30) and cg:remove() then removed(S, cg) end
   end)
