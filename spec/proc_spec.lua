@@ -795,6 +795,30 @@ describe("orch.proc", function()
     end)
   end)
 
+  it("gives a spawned child's start time as /proc says it, known from the spawn, until the child is reaped", function()
+    -- orch.spawn brackets the kernel's stamp of the child's start between
+    -- two clock readings (orch.proc.start_time then reads no /proc file);
+    -- compared here with field 22 of /proc/PID/stat, for many spawns.
+    local function field22(pid)
+      local f = assert(io.open("/proc/" .. pid .. "/stat")):read("a")
+      local fields = {}
+      for w in f:match("^.*%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = w end
+      return tonumber(fields[22 - 2])
+    end
+    h.run(function()
+      local ps = {}
+      for i = 1, 100 do
+        ps[i] = assert(orch.spawn{ "sleep", "100", stdin = "null", stdout = "null", stderr = "null" })
+      end
+      for _, p in ipairs(ps) do
+        assert.are.equal(field22(p.pid), orch.proc.start_time(p.pid))
+        p:kill("KILL")
+        p:wait()
+        assert.are.same({ nil, "proc.start_time: no such process", "ESRCH" }, { orch.proc.start_time(p.pid) })
+      end
+    end)
+  end)
+
   it("has one start-time function: orch.proc.start_time, orch itself by default, and orch.heartbeat.start_time is it", function()
     assert.are.equal(orch.proc.info(orch.getpid()).start_time, orch.proc.start_time())
     assert.is_true(rawequal(orch.proc.start_time, orch.heartbeat.start_time))

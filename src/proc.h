@@ -49,6 +49,9 @@ struct orch__child {
   /* Optional: called when the child stops (WIFSTOPPED(status): SIGSTOP,
    * SIGTSTP, ...) or continues (WIFCONTINUED). It stays registered. */
   void (*on_stop)(orch__child *c, int status);
+  /* Its start time (/proc/PID/stat's, clock ticks since boot) when
+   * orch__spawn could tell it without reading /proc, else 0. */
+  unsigned long long start_ticks;
   orch__child *next;              /* private: hash chain */
 };
 
@@ -142,6 +145,9 @@ void orch__child_add(orch_runtime *rt, orch__child *c);
 /* Stops tracking c (its status will then be reported as an orphan's). */
 void orch__child_remove(orch_runtime *rt, orch__child *c);
 orch__child *orch__child_find(orch_runtime *rt, pid_t pid);
+/* The start time of pid, a child orch__spawn made and nothing reaped yet
+ * (its pid cannot have been reused): 0 and *t, or -ENOENT when unknown. */
+int orch__child_start_time(orch_runtime *rt, pid_t pid, unsigned long long *t);
 
 /* Sends sig to pid, or to the process group pid with ORCH__KILL_GROUP.
  * Refuses pid <= 1, orch itself (its pid or one of its threads' ids) and

@@ -121,6 +121,7 @@ static orch__child *table_take(proc_state *st, pid_t pid, orch__child *want) {
 }
 
 void orch__child_add(orch_runtime *rt, orch__child *c) {
+  c->start_ticks = 0;
   proc_state *st = get_state(rt);
   if (st) table_add(st, c);
 }
@@ -136,6 +137,19 @@ orch__child *orch__child_find(orch_runtime *rt, pid_t pid) {
   for (orch__child *c = st->buckets[(size_t)pid & st->mask]; c; c = c->next)
     if (c->pid == pid) return c;
   return NULL;
+}
+
+int orch__child_start_time(orch_runtime *rt, pid_t pid, unsigned long long *t) {
+  orch__child *c = orch__child_find(rt, pid);
+  if (!c || !c->start_ticks) return -ENOENT;
+  *t = c->start_ticks;
+  return 0;
+}
+
+static unsigned long long boot_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
 }
 
 /* ---------------------------------------------------------------- reaper */
@@ -195,6 +209,7 @@ typedef struct {
   volatile int err;
   const char *volatile step;
   int ncg;                   /* how many of req->cgroup_fds to write */
+  volatile unsigned long long born;   /* CLOCK_BOOTTIME, the child's first act */
 } spawn_ctx;
 
 /* Tries file in each directory of path like execvp (no /bin/sh fallback).
@@ -248,8 +263,11 @@ static void child_fail(spawn_ctx *x, const char *step) {
   for (;;) syscall(SYS_exit_group, 127);
 }
 
+static unsigned long long boot_ns(void);
+
 static int spawn_child(void *arg) {
   spawn_ctx *x = arg;
+  x->born = boot_ns();        /* the end of the bracket around its start time */
   const orch__spawn_req *r = x->req;
   /* Handlers of the parent must never run here (they would write into its
    * memory and its signal pipe), and ignored signals should not leak into
@@ -391,7 +409,7 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   if (req->nfds < 0 || req->nfds > MAX_FDMAP) return -EINVAL;
   int r = ensure_stack(st);
   if (r < 0) return r;
-  spawn_ctx x = { req, NULL, 0, NULL, req->ncgroup_fds };
+  spawn_ctx x = { req, NULL, 0, NULL, req->ncgroup_fds, 0 };
   if (req->search && !strchr(req->file, '/')) {
     x.path = req->search_path;
     if (!x.path) x.path = getenv("PATH");
@@ -403,6 +421,7 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   pthread_sigmask(SIG_BLOCK, &all, &old);
   pid_t pid = -1;
   int e = 0;
+  unsigned long long born0 = boot_ns();
 #ifdef HAVE_CLONE3_INTO
   int nofd = (req->flags & ORCH__SPAWN_CGROUP_NOFD) != 0;
   if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && (nofd || req->ncgroup_fds > 0)) {
@@ -432,6 +451,18 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
     *step = x.step;
     return -x.err;
   }
+  /* The kernel stamps the child's start (CLOCK_BOOTTIME) inside the clone,
+   * after our reading before it and before the child's own first reading
+   * (spawn_child; it shares our memory until its exec): when both fall in
+   * one clock tick, that tick is its start time, and nobody has to read
+   * /proc/PID/stat for it (which waits until the child's exec is over). */
+  static unsigned long long tick_ns;
+  if (!tick_ns) {
+    long hz = sysconf(_SC_CLK_TCK);
+    tick_ns = 1000000000ull / (unsigned long long)(hz > 0 ? hz : 100);
+  }
+  unsigned long long t0 = born0 / tick_ns, t1 = x.born / tick_ns;
+  c->start_ticks = x.born && t0 == t1 ? t0 : 0;
   c->pid = pid;
   c->group = (req->flags & (ORCH__SPAWN_PGROUP | ORCH__SPAWN_SETSID)) != 0;
   table_add(st, c);

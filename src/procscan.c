@@ -701,7 +701,9 @@ int orch__proc_start_time(lua_State *L) {
   pid_t pid = lua_isnoneornil(L, 1) ? getpid() : orch__checkpid(L, 1, 0);
   orch__check_nargs(L, 1);
   unsigned long long t;
-  int r = orch__procfs_start_time(pid, &t);
+  /* One of orch's own unreaped children: known since its spawn. */
+  int r = orch__child_start_time(orch__rt(L), pid, &t);
+  if (r < 0) r = orch__procfs_start_time(pid, &t);
   if (r < 0) return orch__fail(L, "proc.start_time", -r);
   lua_pushinteger(L, (lua_Integer)t);
   return 1;
