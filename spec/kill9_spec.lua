@@ -328,6 +328,39 @@ describe("orch killed with SIGKILL", function()
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  it("a large start journals each batch of launches before it yields to the loop", function()
+    -- 40 services in one sup.start (sup.run), which yields every few
+    -- launches; the first one's on_start hook runs in a task of its own
+    -- during the first yield, when the journal (the record is not
+    -- rewritten during a large start) must already name it.
+    local t = new_test(false, [[
+local sup = require "orch.supervisor"
+sup.configure{ log = false }
+for i = 1, 40 do
+  sup.service{ name = "j" .. i, cmd = { "sleep", "600" }, log = false,
+    on_start = i == 1 and function()
+      local f = io.open(DIR .. "/ctl.sock.journal")
+      local text = f and f:read("a") or ""
+      if f then f:close() end
+      local out = io.open(DIR .. "/seen", "w")
+      out:write("journal:", text)
+      out:close()
+    end or nil }
+end
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]])
+    local ok, err = pcall(function()
+      local pid = run(t)
+      local seen = until_true(function() local s = slurp(t.dir .. "/seen"); return s ~= "" and s end,
+        "the first service's on_start")
+      assert.matches("^journal:j1\t%d+\t%d+\t", seen)
+      shutdown(t, pid)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"), 0) end
+  end)
+
   it("after `orch ctl reexec` too: the same holder, and a kill -9 then loses nothing", function()
     local t = new_test()
     local ok, err = pcall(function()

@@ -557,6 +557,7 @@ local function new(main)
     if hold then persist.hold(S, true) end
     for i, inst in ipairs(list) do
       if yield and i % START_BATCH == 0 then
+        persist.flush(S)   -- this batch's journal lines, in one write
         orch.sleep(0)
         if S.shutdown_task then
           if hold then persist.hold(S, false) end

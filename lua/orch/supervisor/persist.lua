@@ -30,6 +30,7 @@ local orch = require "orch"
 
 local persist = {}
 local merge_journal   -- defined with the journal below
+local append_journal  -- idem
 
 local PART = 200          -- descriptors per datagram (the kernel allows 253)
 local HOLDER_WAIT = 5     -- seconds to wait for the holder's answer
@@ -472,9 +473,11 @@ end
 function persist.hold(S, on)
   local P = S.persist
   if not P then return end
+  if on and not P.holds then P.hold_task = orch.current() end
   P.holds = (P.holds or 0) + (on and 1 or -1)
   if P.holds > 0 then return end
-  P.holds = nil
+  P.holds, P.hold_task = nil, nil
+  persist.flush(S)
   if P.touched then
     P.touched = nil
     persist.touch(S)
@@ -490,6 +493,16 @@ end
 
 local function jfield(v) return (tostring(v):gsub("[\t\n]", " ")) end
 
+append_journal = function(S, P, text)
+  local ok, err = orch.private.append(P.journal_path, text)
+  if ok then
+    P.journaled = true
+  elseif not P.journal_failed then
+    P.journal_failed = true
+    S:log("cannot write the state journal: " .. tostring(err))
+  end
+end
+
 --- inst's run has a new process (Sup:spawned).
 function persist.spawned(S, inst, run)
   local P = S.persist
@@ -499,14 +512,27 @@ function persist.spawned(S, inst, run)
   if not start then return end
   local line = string.format("%s\t%d\t%d\t%s\t%s\t%s\t%s\n", jfield(inst.name), pid, start,
     jnum(inst.restarts), def_digest(S.services[inst.service]), inst.want and "1" or "0", jnum(inst.start_time))
-  local ok, err = orch.private.append(P.journal_path, line)
-  if ok then
-    P.journaled = true
-  elseif not P.journal_failed then
-    P.journal_failed = true
-    S:log("cannot write the state journal: " .. tostring(err))
+  if P.holds and P.hold_task == orch.current() then
+    -- A large start's own launches: a batch's lines go in one write before
+    -- it yields (persist.flush), within the loop turn that spawned them.
+    local buf = P.jbuf or {}
+    P.jbuf = buf
+    buf[#buf + 1] = line
+    if #buf >= 64 then persist.flush(S) end
+  else
+    append_journal(S, P, line)
   end
   persist.touch(S)
+end
+
+--- The journal lines a large start gathered go on file now (before it
+-- yields to the loop, and at its end).
+function persist.flush(S)
+  local P = S.persist
+  local buf = P and P.jbuf
+  if not buf then return end
+  P.jbuf = nil
+  if not P.closed then append_journal(S, P, table.concat(buf)) end
 end
 
 -- The journal's lines (newer than the record) replace or add entries.
