@@ -141,6 +141,8 @@ static int check_catchable(lua_State *L, int idx, const char *what) {
     luaL_argerror(L, idx, lua_pushfstring(L, "cannot %s %s", what, n ? n : "signal 0"));
   }
   if (sig >= NSIG) luaL_argerror(L, idx, "invalid signal number");
+  if (sig == ORCH__BUDGET_SIGNAL)
+    luaL_argerror(L, idx, "RTMAX-2 is orch's own (the Lua time budget's timer)");
   return sig;
 }
 
@@ -336,8 +338,10 @@ static int check_maskable(lua_State *L, int arg, lua_Integer k) {
   const char *why = NULL;
   if (sig == SIGKILL || sig == SIGSTOP) why = "cannot be blocked";
   else if (sig == ORCH__IPC_WAKE_SIGNAL) why = "is orch's own (it wakes SysV waiter threads)";
+  else if (sig == ORCH__BUDGET_SIGNAL) why = "is orch's own (the Lua time budget's timer)";
   if (why) luaL_argerror(L, arg, lua_pushfstring(L, "%s%s %s", where,
-                                                 sig == ORCH__IPC_WAKE_SIGNAL ? "RTMAX-1" : orch__signame(sig), why));
+                                                 sig == ORCH__IPC_WAKE_SIGNAL ? "RTMAX-1" :
+                                                 sig == ORCH__BUDGET_SIGNAL ? "RTMAX-2" : orch__signame(sig), why));
   return sig;
 }
 
@@ -364,7 +368,7 @@ static void push_set(lua_State *L, const sigset_t *set) {
   lua_newtable(L);
   int n = 0;
   for (int s = 1; s < NSIG; s++) {
-    if (s == ORCH__IPC_WAKE_SIGNAL || sigismember(set, s) != 1) continue;
+    if (s == ORCH__IPC_WAKE_SIGNAL || s == ORCH__BUDGET_SIGNAL || sigismember(set, s) != 1) continue;
     const char *name = orch__signame(s);
     if (name) lua_pushstring(L, name); else lua_pushinteger(L, s);
     lua_rawseti(L, -2, ++n);
@@ -377,6 +381,8 @@ static int change_mask(int how, const sigset_t *set, sigset_t *old) {
   sigset_t s = *set;
   if (how == SIG_SETMASK) sigaddset(&s, ORCH__IPC_WAKE_SIGNAL);
   else if (how == SIG_UNBLOCK) sigdelset(&s, ORCH__IPC_WAKE_SIGNAL);
+  /* The budget's timer is never blocked. */
+  sigdelset(&s, ORCH__BUDGET_SIGNAL);
   return pthread_sigmask(how, &s, old);
 }
 
@@ -430,6 +436,7 @@ static int signal_raise(lua_State *L) {
   orch__check_nargs(L, 1);
   if (sig == 0 || sig >= NSIG) luaL_argerror(L, 1, "invalid signal number");
   if (sig == ORCH__IPC_WAKE_SIGNAL) luaL_argerror(L, 1, "RTMAX-1 is orch's own (it wakes SysV waiter threads)");
+  if (sig == ORCH__BUDGET_SIGNAL) luaL_argerror(L, 1, "RTMAX-2 is orch's own (the Lua time budget's timer)");
   int err = raise(sig);
   if (err) return orch__fail(L, "signal.raise", errno ? errno : EINVAL);
   lua_pushboolean(L, 1);
@@ -550,6 +557,7 @@ static int signal_protect(lua_State *L) {
     if (r < 0) return orch__fail_uv(L, "signal.protect", r);
   }
   for (int s = SIGRTMIN; s <= SIGRTMAX; s++) {
+    if (s == ORCH__BUDGET_SIGNAL) continue;   /* orch's own handler */
     int r = guard_start(st, orch_loop(rt), s);
     if (r < 0) return orch__fail_uv(L, "signal.protect", r);
   }

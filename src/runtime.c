@@ -149,6 +149,7 @@ static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &orch__rt_key + 1);
   *extra(L) = NULL;
   orch__install_searcher(L);
+  orch__budget_init(L, rt);
   return rt;
 }
 

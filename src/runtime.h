@@ -113,6 +113,10 @@ void orch__child_nofile(void);
  * a getpid(). */
 void orch__threadpool_start(void);
 
+/* The signal of the Lua time budget's timer (src/budget.c): orch's own,
+ * refused by orch.signal like ORCH__IPC_WAKE_SIGNAL (src/ipc.h). */
+#define ORCH__BUDGET_SIGNAL (SIGRTMAX - 2)
+
 /* Per-runtime module state: a module keeps one pointer in the runtime. */
 enum { ORCH__SLOT_PROC, ORCH__SLOT_SIGNAL, ORCH__SLOT_STREAM, ORCH__SLOT_IPC,
        ORCH__SLOT_HEARTBEAT, ORCH__SLOT_TERM,

@@ -94,7 +94,8 @@ struct orch_runtime {
   void *slots[ORCH__SLOT_MAX];
   int torn_down;
   uint64_t budget_ns;       /* 0: no budget */
-  uint64_t budget_start;    /* when the running callback was resumed; 0: none */
+  volatile uint64_t budget_start;  /* when the running callback was resumed; 0: none */
+  lua_State *volatile running_co;  /* the coroutine running Lua now (a task's, or one it resumed) */
   uint64_t budget_trip;     /* when it was interrupted; 0: not yet */
   int fork_child;           /* orch.fork's child: its loop's end is the process's */
   /* The virtual clock (see the opening comment). */
@@ -158,6 +159,8 @@ void orch__wheel_free(orch_runtime *rt);
 
 /* budget.c: the count hook of the time budget and of CPU limits. */
 void orch__budget_hook(lua_State *L, lua_Debug *ar);
+int orch__budget_begin(orch_runtime *rt);
+void orch__budget_init(lua_State *L, orch_runtime *rt);
 uint64_t orch__thread_cpu_ns(void);
 uint64_t orch__task_cpu_ns(const orch__task *t);
 

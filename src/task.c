@@ -250,15 +250,23 @@ static void task_resume(orch__task *t, int nargs) {
   rt->resumes++;
   /* The outermost resume starts the clock; a nested one runs on its time. */
   int armed = rt->budget_ns && !rt->budget_start;
+  int counted = t->cpu_limit_ns != 0;
   if (armed) {
     rt->budget_start = orch__mono_ns();
     rt->budget_trip = 0;
+    /* The alarm sets the hook once the budget may be exceeded. */
+    if (!orch__budget_begin(rt)) counted = 1;
+  } else if (rt->budget_ns && !orch__budget_begin(rt)) {
+    counted = 1;
   }
-  if (rt->budget_ns || t->cpu_limit_ns) lua_sethook(t->co, orch__budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
+  if (counted) lua_sethook(t->co, orch__budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
   if (t->cpu_limit_ns) t->cpu_mark = orch__thread_cpu_ns();
+  lua_State *prev_co = rt->running_co;
+  rt->running_co = t->co;
   int st = lua_resume(t->co, prev ? prev->co : NULL, nargs, &nres);
+  rt->running_co = prev_co;
   if (t->cpu_limit_ns) t->cpu_ns += orch__thread_cpu_ns() - t->cpu_mark;
-  lua_sethook(t->co, NULL, 0, 0);
+  if (lua_gethook(t->co)) lua_sethook(t->co, NULL, 0, 0);
   if (armed) rt->budget_start = 0;
   rt->current = prev;
   if (st == LUA_YIELD) {
