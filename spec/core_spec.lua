@@ -492,6 +492,15 @@ describe("orch.timer", function()
     assert.is_true(in_task)
   end)
 
+  it("runs callbacks in the runner of lua/orch/callback.lua", function()
+    local tb
+    h.run(function()
+      orch.timer.after(0.01, function() tb = debug.traceback() end)
+      orch.sleep(0.05)
+    end)
+    assert.matches("lua/orch/callback%.lua:%d+: in ", tb)
+  end)
+
   it("every repeats until stopped, and the loop ends after stop", function()
     local n = 0
     h.run(function()

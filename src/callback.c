@@ -17,6 +17,9 @@
  * or its runner is cancelled. on_read uses it to pause reading while its
  * function waits.
  *
+ * The runner itself is Lua (lua/orch/callback.lua), made into a function
+ * once per runtime when orch is loaded (orch.core.callback).
+ *
  * Ownership: the runner function is a registry ref made once per runtime;
  * idle runners are remembered as their coroutines (they are waiting tasks,
  * anchored by the runtime). Nothing here blocks.
@@ -34,23 +37,6 @@ typedef struct {
   int nidle;                    /* runners waiting for a callback to run */
   lua_State *idle[RUNNERS_IDLE];
 } cbstate;
-
-/* The runner, in Lua: guard(end, owner) makes the to-be-closed object that
- * calls end->done; next_job() waits until a callback is handed over and
- * returns end, owner, fn, args..., or returns nothing when enough runners
- * wait already. */
-static const char runner_src[] =
-  "local guard, next_job = ...\n"
-  "local function serve(e, owner, fn, ...)\n"
-  "  if not fn then return false end\n"
-  "  local g <close> = e and guard(e, owner)\n"
-  "  fn(...)\n"
-  "  return true\n"
-  "end\n"
-  "return function(...)\n"
-  "  local more = serve(...)\n"
-  "  while more do more = serve(next_job()) end\n"
-  "end\n";
 
 static void close_hook(orch_runtime *rt, void *data) {
   *orch__slot(rt, ORCH__SLOT_CALLBACK) = NULL;
@@ -113,7 +99,11 @@ static int runner_next_job(lua_State *L) {
   return orch__await(L, -1, "callback", runner_cancel, L);
 }
 
-/* [-0,+0] Makes the runner function (once per runtime). */
+/* [-0,+0] Makes the runner function (once per runtime): the function
+ * lua/orch/callback.lua returns, given guard(end, owner) (the to-be-closed
+ * object that calls end->done) and next_job() (waits until a callback is
+ * handed over and returns end, owner, fn, args..., or returns nothing when
+ * enough runners wait already). May raise: called when orch is loaded. */
 static void runner_init(lua_State *L, cbstate *st) {
   if (st->runner_ref != LUA_NOREF) return;
   if (luaL_newmetatable(L, GUARD_MT)) {
@@ -121,12 +111,25 @@ static void runner_init(lua_State *L, cbstate *st) {
     lua_setfield(L, -2, "__close");
   }
   lua_pop(L, 1);
-  if (luaL_loadbuffer(L, runner_src, sizeof runner_src - 1, "=orch.callback") != LUA_OK)
-    lua_error(L);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "orch.callback");
+  lua_call(L, 1, 1);
+  if (!lua_isfunction(L, -1)) luaL_error(L, "orch.callback: function expected from the module");
   lua_pushcfunction(L, runner_guard);
   lua_pushcfunction(L, runner_next_job);
   lua_call(L, 2, 1);
+  if (!lua_isfunction(L, -1)) luaL_error(L, "orch.callback: the module made no runner function");
   st->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* [-0,+1] orch.core.callback (modules.c): an empty table. Opening it makes
+ * the runner when orch is loaded, so that a missing or broken
+ * lua/orch/callback.lua fails `require "orch"` instead of the first event's
+ * callback (which runs outside any protected call). */
+int orch__open_callback(lua_State *L) {
+  runner_init(L, get_state(L));
+  lua_newtable(L);
+  return 1;
 }
 
 void orch__callback(lua_State *L, int nargs, const orch__callback_end *end, int now) {

@@ -11,6 +11,7 @@
 
 #define ORCH_MODULE_LIST(X) \
   X(core)      /* l_core.c: tasks, sleep, now, exit, cond (mechanism: task.c, clock.c, budget.c) */ \
+  X(callback)  /* callback.c: the runner of every callback (lua/orch/callback.lua) */ \
   X(timer)     /* l_timer.c */ \
   X(signal)    /* l_signal.c */ \
   X(proc)      /* l_proc.c, procscan.c (mechanism: process.c, procfs.c) */ \
