@@ -1087,7 +1087,7 @@ describe("bad arguments", function()
     { "spawn", function() orch.spawn{ "ls", fds = { [2] = 1 } } end, "bad argument #1 to 'spawn' (option 'fds': keys must be fd numbers from 3 to 1023)" },
     { "spawn", function() orch.spawn{ "ls", fds = { [3] = "null" } } end, "bad argument #1 to 'spawn' (option 'fds': an fd number or a stream expected, got 'null')" },
     { "spawn", function() orch.spawn{ "ls", fds = 3 } end, "bad argument #1 to 'spawn' (option 'fds': table expected, got number)" },
-    { "spawn", function() orch.spawn{ "ls", pgroup = 1 } end, "bad argument #1 to 'spawn' (option 'pgroup': boolean expected, got number)" },
+    { "spawn", function() orch.spawn{ "ls", pgroup = "1" } end, "bad argument #1 to 'spawn' (option 'pgroup': boolean or process group id expected, got string)" },
     { "spawn", function() orch.spawn{ "ls", setsid = "yes" } end, "bad argument #1 to 'spawn' (option 'setsid': boolean expected, got string)" },
     { "spawn", function() orch.spawn{ "ls", rlimits = { files = 1 } } end, "bad argument #1 to 'spawn' (option 'rlimits': unknown limit 'files')" },
     { "spawn", function() orch.spawn{ "ls", rlimits = { nofile = -1 } } end, "bad argument #1 to 'spawn' (option 'rlimits': 'nofile': a non-negative integer or 'unlimited' expected)" },

@@ -1,7 +1,8 @@
 /*
  * l_proc.c: the process bindings: orch.spawn (its options, validated before
- * anything is allocated), the orch.Process object, orch.proc.on_orphan_exit
- * and orch.getpid/getppid. The mechanism (process table, reaper, spawner,
+ * anything is allocated), the orch.Process object, the group waits
+ * (orch.wait_group, orch.wait_any), orch.proc.on_orphan_exit and
+ * orch.getpid/getppid. The mechanism (process table, reaper, spawner,
  * safe kill) is process.c's (proc.h); fork, exec, daemonize and init mode are
  * l_daemon.c's (its own module, merged into orch); the rest of orch.proc
  * (what /proc says) is procscan.c's, registered from here.
@@ -9,7 +10,8 @@
  * Ownership: an orch.Process userdata embeds its orch__child; it is anchored
  * in the registry from spawn until its status arrives, so the GC never
  * collects a process that can still report. Tasks waiting in :wait() are
- * malloc'ed waiter records, freed when woken or cancelled. The set of
+ * malloc'ed waiter records, freed when woken or cancelled, and so are tasks
+ * in orch.wait_group/wait_any (process.c lists them). The set of
  * orch.OrphanWatch handlers is a registry table (registry[&orphans_key]).
  *
  * What may block: nothing on the loop thread, except opening stdio paths and
@@ -146,7 +148,9 @@ static void waiter_cancel(void *data) {
   free(w);
 }
 
-static void process_exited(orch__child *c, int status, const struct rusage *ru) {
+/* Returns whether the exit was reported here (a task waiting in p:wait(),
+ * an on_exit handler); otherwise process.c keeps it for a group wait. */
+static int process_exited(orch__child *c, int status, const struct rusage *ru) {
   process *p = (process *)c;
   lua_State *L = orch__mainthread(p->rt);
   p->state = P_EXITED;
@@ -157,9 +161,11 @@ static void process_exited(orch__child *c, int status, const struct rusage *ru) 
   int ud = lua_gettop(L);
   luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);
   p->anchor = LUA_NOREF;
+  int seen = p->waiters != NULL;
 
   if (lua_getiuservalue(L, ud, UVAL_ONEXIT) == LUA_TTABLE) {
     lua_Integer n = luaL_len(L, -1);
+    if (n > 0) seen = 1;
     for (lua_Integer i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, i);
       push_status(L, status);
@@ -189,6 +195,7 @@ static void process_exited(orch__child *c, int status, const struct rusage *ru) 
     orch__wake(co, 2);
   }
   lua_settop(L, ud - 1);
+  return seen;
 }
 
 /* A stop (WIFSTOPPED) or a continue (WIFCONTINUED) of a running child: the
@@ -258,6 +265,7 @@ void orch__process_track(lua_State *L, int idx, pid_t pid) {
     return;
   }
   p->child.pid = pid;
+  p->child.pgid = getpgrp();               /* a fork starts in orch's group */
   p->state = P_RUNNING;
   orch__child_add(p->rt, &p->child);
 }
@@ -266,7 +274,10 @@ static int process_wait(lua_State *L) {
   process *p = check_process(L, 1);
   double timeout = orch__optseconds(L, 2, -1);
   orch__check_task(L, "wait");
-  if (p->state == P_EXITED) return push_status(L, p->status);
+  if (p->state == P_EXITED) {
+    orch__proc_exit_seen(p->rt, &p->child);   /* no group wait reports it now */
+    return push_status(L, p->status);
+  }
   if (p->state != P_RUNNING)
     return orch__failf(L, "ECHILD", "wait: process %d is not a child of this process", (int)p->child.pid);
   waiter *w = malloc(sizeof *w);
@@ -284,6 +295,7 @@ static int process_on_exit(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   if (p->state == P_EXITED) {
+    orch__proc_exit_seen(p->rt, &p->child);
     lua_pushvalue(L, 2);
     push_status(L, p->status);
     orch__callback(L, 2, NULL, 0);
@@ -549,6 +561,7 @@ typedef struct {
   extra_fd extra[MAX_EXTRA_FDS];
   int nextra;
   int pgroup, setsid;
+  lua_Integer join_pgid;      /* pgroup = N: join group N (else 0) */
   orch__rlimit rl[NRLIMITS];
   int nrl;
   int has_umask;
@@ -840,8 +853,22 @@ static void spawn_validate(lua_State *L, spawn_args *a) {
   }
   lua_pop(L, 1);
 
-  a->pgroup = orch__opt_boolean(L, 1, "pgroup", 0);
+  /* pgroup: true (its own group), or a group to join as a shell puts each
+   * member of a pipeline in the first one's (setpgid(0, N)). */
+  t = lua_getfield(L, 1, "pgroup");
+  if (t == LUA_TNUMBER) {
+    int isint;
+    a->join_pgid = lua_tointegerx(L, -1, &isint);
+    if (!isint || a->join_pgid < 1 || a->join_pgid > INT_MAX)
+      orch__opt_error(L, 1, "pgroup", "boolean or process group id (a positive integer) expected");
+  } else if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
+    orch__opt_error(L, 1, "pgroup", lua_pushfstring(L, "boolean or process group id expected, got %s", luaL_typename(L, -1)));
+  }
+  lua_pop(L, 1);
+  if (!a->join_pgid) a->pgroup = orch__opt_boolean(L, 1, "pgroup", 0);
   a->setsid = orch__opt_boolean(L, 1, "setsid", 0);
+  if (a->setsid && a->join_pgid)
+    orch__opt_error(L, 1, "pgroup", "a process group to join and setsid exclude each other");
   t = lua_getfield(L, 1, "rlimits");
   if (t != LUA_TNIL) parse_rlimits(L, 1, a);
   lua_pop(L, 1);
@@ -1208,6 +1235,7 @@ static int proc_spawn(lua_State *L) {
   };
   if (a.setsid) req.flags |= ORCH__SPAWN_SETSID;
   else if (a.pgroup) req.flags |= ORCH__SPAWN_PGROUP;
+  else if (a.join_pgid) { req.flags |= ORCH__SPAWN_JOIN_PGROUP; req.pgid = (pid_t)a.join_pgid; }
   if (a.has_umask) req.flags |= ORCH__SPAWN_UMASK;
   if (a.has_nice) { req.flags |= ORCH__SPAWN_NICE; req.nice = a.nice; }
   if (a.has_affinity) { req.flags |= ORCH__SPAWN_AFFINITY; req.affinity = &a.affinity; }
@@ -1263,6 +1291,86 @@ static int proc_getpid(lua_State *L) {
 static int proc_getppid(lua_State *L) {
   lua_pushinteger(L, getppid());
   return 1;
+}
+
+/* ---------------------------------------------------------------- group waits */
+
+/* A task in orch.wait_group / orch.wait_any (malloc'ed, freed when done or
+ * cancelled). */
+typedef struct {
+  orch__group_wait gw;        /* first: process.c hands us &gw */
+  lua_State *co;
+  const char *op;
+} gwaiter;
+
+/* [-0,+3] The ECHILD triple of a group wait. */
+static int group_echild(lua_State *L, const char *op, pid_t pgid) {
+  if (pgid == ORCH__WAIT_ANY) return orch__failf(L, "ECHILD", "%s: orch has no child", op);
+  return orch__failf(L, "ECHILD", "%s: no child of orch in process group %d", op, (int)pgid);
+}
+
+static void gwait_done(orch__group_wait *g, pid_t pid, int status) {
+  gwaiter *w = (gwaiter *)g;
+  lua_State *co = w->co;
+  const char *op = w->op;
+  pid_t pgid = g->pgid;
+  free(w);
+  luaL_checkstack(co, 4, NULL);
+  if (pid > 0) {
+    lua_pushinteger(co, pid);
+    push_status(co, status);
+  } else {
+    group_echild(co, op, pgid);
+  }
+  orch__wake(co, 3);
+}
+
+static void gwait_cancel(void *data) {
+  gwaiter *w = data;
+  orch__proc_group_cancel(&w->gw);
+  free(w);
+}
+
+/* pid, code, signal_name of the first exit in group pgid (ORCH__WAIT_ANY:
+ * of any child) that nobody was told of: a kept one at once, else the
+ * next. */
+static int group_wait(lua_State *L, const char *op, pid_t pgid, double timeout) {
+  orch_runtime *rt = orch__rt(L);
+  check_state(L);
+  int status;
+  int pid = orch__proc_take_exit(rt, pgid, &status);
+  if (pid > 0) {
+    lua_pushinteger(L, pid);
+    push_status(L, status);
+    return 3;
+  }
+  if (pid < 0) return group_echild(L, op, pgid);
+  gwaiter *w = malloc(sizeof *w);
+  if (!w) return luaL_error(L, "%s: out of memory", op);
+  w->gw.pgid = pgid;
+  w->gw.done = gwait_done;
+  w->co = L;
+  w->op = op;
+  orch__proc_group_wait(rt, &w->gw);
+  return orch__await(L, timeout, op, gwait_cancel, w);
+}
+
+static int proc_wait_group(lua_State *L) {
+  int isint;
+  lua_Integer pgid = lua_tointegerx(L, 1, &isint);
+  if (lua_type(L, 1) != LUA_TNUMBER || !isint || pgid < 0 || pgid > INT_MAX)
+    return luaL_argerror(L, 1, "process group id (an integer >= 0) expected");
+  double timeout = orch__optseconds(L, 2, -1);
+  orch__check_nargs(L, 2);
+  orch__check_task(L, "wait_group");
+  return group_wait(L, "wait_group", pgid ? (pid_t)pgid : getpgrp(), timeout);
+}
+
+static int proc_wait_any(lua_State *L) {
+  double timeout = orch__optseconds(L, 1, -1);
+  orch__check_nargs(L, 1);
+  orch__check_task(L, "wait_any");
+  return group_wait(L, "wait_any", ORCH__WAIT_ANY, timeout);
 }
 
 /* ---------------------------------------------------------------- orphan watches */
@@ -1357,6 +1465,7 @@ int orch__open_proc(lua_State *L) {
 
   static const luaL_Reg fns[] = {
     {"spawn", proc_spawn}, {"getpid", proc_getpid}, {"getppid", proc_getppid},
+    {"wait_group", proc_wait_group}, {"wait_any", proc_wait_any},
     {NULL, NULL}
   };
   static const luaL_Reg procfns[] = {

@@ -12,9 +12,10 @@
  * Usage from C:
  *
  *   struct my_svc { orch__child child; ... };
- *   static void my_exit(orch__child *c, int status, const struct rusage *ru) {
+ *   static int my_exit(orch__child *c, int status, const struct rusage *ru) {
  *     struct my_svc *s = (struct my_svc *)c;   // child is the first member
  *     ... WIFEXITED(status) ...                // runs on the loop thread
+ *     return 1;                                // reported: no group wait gets it
  *   }
  *   char *argv[] = { "sleep", "10", NULL };
  *   orch__spawn_req req = { .file = "sleep", .argv = argv, .search = 1,
@@ -36,12 +37,16 @@
 #include "runtime.h"
 
 typedef struct orch__child orch__child;
-typedef void (*orch__child_exit_fn)(orch__child *c, int status, const struct rusage *ru);
+/* Returns non-zero when the exit was reported to someone (a task waiting
+ * for this very child, an exit handler); zero keeps it for a group wait. */
+typedef int (*orch__child_exit_fn)(orch__child *c, int status, const struct rusage *ru);
 
 struct orch__child {
   pid_t pid;                      /* set by orch__spawn / before orch__child_add */
   int group;                      /* leads its process group (set by orch__spawn
                                    * for PGROUP/SETSID): signalled as a group */
+  pid_t pgid;                     /* the process group it was started in (set
+                                   * by orch__spawn; before orch__child_add) */
   orch__child_exit_fn on_exit;    /* called once with the wait status */
   /* Optional: called instead when the table forgets the child without a
    * status (in a fork child, where it is the parent's). */
@@ -53,6 +58,7 @@ struct orch__child {
    * orch__spawn could tell it without reading /proc, else 0. */
   unsigned long long start_ticks;
   orch__child *next;              /* private: hash chain */
+  unsigned long long serial;      /* private: which kept exit is this child's */
 };
 
 /* The runtime's process table and SIGCHLD watcher, made once (the first
@@ -86,6 +92,7 @@ int orch__proc_devnull(orch_runtime *rt);
 #define ORCH__SPAWN_CGROUP_NOFD 0x400 /* with ORCH__SPAWN_CGROUP: cgroup_fds has
                                        * no v2 cgroup.procs fd (clone3 is known
                                        * to work: orch__spawn_into_cgroup_works) */
+#define ORCH__SPAWN_JOIN_PGROUP 0x800 /* setpgid(0, pgid): join that group */
 
 typedef struct { int resource; struct rlimit lim; } orch__rlimit;
 typedef struct { int target, source; } orch__fdmap;
@@ -111,6 +118,7 @@ typedef struct {
   const cpu_set_t *affinity; /* sched_setaffinity(0, sizeof *affinity, affinity) */
   int ioprio;                /* ioprio_set(IOPRIO_WHO_PROCESS, 0, ioprio):
                               * class << 13 | level */
+  pid_t pgid;                /* ORCH__SPAWN_JOIN_PGROUP: the group to join */
   /* The child's fds: target <- source (dup2). fds 0-2 not listed are
    * inherited; every other fd of orch is close-on-exec. Sources may be any
    * fd of the parent, including other targets' numbers. At most 256. */
@@ -132,7 +140,7 @@ typedef struct {
  * registers c (c->pid set) and returns the pid. On failure returns -errno and
  * sets *step to what failed: "exec", "cgroup", "chdir", "setuid", "setgid",
  * "setgroups", "setrlimit", "setpriority", "sched_setaffinity", "ioprio_set",
- * "setsid", "setpgid", "dup", "clone". Nothing is
+ * "setsid", "setpgid", "dup", "clone". Sets c->pgid. Nothing is
  * registered then and the failed child is already reaped. Loop thread only. */
 /* 1 once a spawn was born in its cgroup through clone3 CLONE_INTO_CGROUP
  * (the child then never needs the v2 cgroup.procs fd of the fallback). */
@@ -148,6 +156,40 @@ orch__child *orch__child_find(orch_runtime *rt, pid_t pid);
 /* The start time of pid, a child orch__spawn made and nothing reaped yet
  * (its pid cannot have been reused): 0 and *t, or -ENOENT when unknown. */
 int orch__child_start_time(orch_runtime *rt, pid_t pid, unsigned long long *t);
+
+/* ---- Group waits: waitpid(-pgid), waitpid(-1) over the table --------
+ *
+ * The reaper takes every status at once, so a group wait is answered from
+ * the table: each child carries the group it was started in (pgid), and an
+ * exit nobody was told of (on_exit returned 0) goes to the oldest group
+ * wait for its group (or for any child), or is kept, in exit order, for the
+ * next one to ask (at most ORCH__KEPT_EXITS; past that the oldest is
+ * forgotten). Each exit is handed to one group wait at most, as the kernel
+ * reaps a child once. Loop thread only. */
+#define ORCH__WAIT_ANY (-1)
+#define ORCH__KEPT_EXITS 65536
+
+typedef struct orch__group_wait orch__group_wait;
+struct orch__group_wait {
+  pid_t pgid;                     /* a process group (> 0) or ORCH__WAIT_ANY */
+  /* Called once, then w is forgotten: pid > 0 with its wait status, or
+   * pid 0 when no child that could answer is left (ECHILD). May run Lua. */
+  void (*done)(orch__group_wait *w, pid_t pid, int status);
+  orch__group_wait *prev, *next;  /* private */
+};
+
+/* Takes the oldest kept exit of group pgid (ORCH__WAIT_ANY: of any child):
+ * returns its pid (> 0) and sets *status; 0 when none is kept but a child
+ * of that group is still registered (wait: orch__proc_group_wait); -ECHILD
+ * when there is neither. */
+int orch__proc_take_exit(orch_runtime *rt, pid_t pgid, int *status);
+/* Waits for the next exit of w->pgid (call after take_exit returned 0). */
+void orch__proc_group_wait(orch_runtime *rt, orch__group_wait *w);
+/* Forgets a wait that was not done yet (a timeout, a cancelled task). */
+void orch__proc_group_cancel(orch__group_wait *w);
+/* c's exit was reported after all (p:wait() after the exit): it is no
+ * longer kept for a group wait. */
+void orch__proc_exit_seen(orch_runtime *rt, orch__child *c);
 
 /* Sends sig to pid, or to the process group pid with ORCH__KILL_GROUP.
  * Refuses pid <= 1, orch itself (its pid or one of its threads' ids) and

@@ -11,7 +11,10 @@
  * orch__child registered for that pid in a hash table; unknown pids are
  * adopted orphans, handed to the one orphan callback (l_proc.c's). A
  * registered child holds the loop (orch__hold). The children themselves
- * (orch__child) belong to their callers.
+ * (orch__child) belong to their callers. Group waits (waitpid(-pgid) over
+ * the table) are answered here too: the exits nobody was told of are kept
+ * (malloc'ed records, freed when taken, seen or forgotten), and the waits
+ * themselves belong to their callers.
  *
  * Spawning: clone(CLONE_VM|CLONE_VFORK) on a private stack. The child only
  * makes system calls (no Lua, no malloc, no locks), resets every signal to
@@ -70,7 +73,21 @@ typedef struct {
   orch__orphan_fn on_orphan;  /* adopted orphans' statuses go here */
   void *orphan_data;
   int init_on;                /* init mode forwards signals (l_daemon.c) */
+  unsigned long long serial;  /* the last orch__child.serial given */
+  struct kept_exit *kept;     /* exits kept for group waits, oldest first */
+  struct kept_exit **kept_tail;
+  size_t nkept;
+  orch__group_wait waits;     /* group waits, oldest first (a ring; this is
+                               * its head, never a wait) */
 } proc_state;
+
+/* An exit nobody was told of, kept for the next group wait that asks. */
+typedef struct kept_exit {
+  struct kept_exit *next;
+  pid_t pid, pgid;
+  int status;
+  unsigned long long serial;
+} kept_exit;
 
 static proc_state *get_state(orch_runtime *rt) {
   return *orch__slot(rt, ORCH__SLOT_PROC);
@@ -97,6 +114,7 @@ static void table_grow(proc_state *st) {
 
 static void table_add(proc_state *st, orch__child *c) {
   if (st->count >= (st->mask + 1) * 2) table_grow(st);
+  c->serial = ++st->serial;
   size_t k = (size_t)c->pid & st->mask;
   c->next = st->buckets[k];
   st->buckets[k] = c;
@@ -126,9 +144,11 @@ void orch__child_add(orch_runtime *rt, orch__child *c) {
   if (st) table_add(st, c);
 }
 
+static void groups_check(proc_state *st);
+
 void orch__child_remove(orch_runtime *rt, orch__child *c) {
   proc_state *st = get_state(rt);
-  if (st) table_take(st, c->pid, c);
+  if (st && table_take(st, c->pid, c)) groups_check(st);
 }
 
 orch__child *orch__child_find(orch_runtime *rt, pid_t pid) {
@@ -137,6 +157,108 @@ orch__child *orch__child_find(orch_runtime *rt, pid_t pid) {
   for (orch__child *c = st->buckets[(size_t)pid & st->mask]; c; c = c->next)
     if (c->pid == pid) return c;
   return NULL;
+}
+
+/* ---------------------------------------------------------------- group waits */
+
+static int in_group(pid_t want, pid_t pgid) {
+  return want == ORCH__WAIT_ANY || want == pgid;
+}
+
+static void wait_unlink(orch__group_wait *w) {
+  w->prev->next = w->next;
+  w->next->prev = w->prev;
+  w->prev = w->next = w;               /* unlinking again does nothing */
+}
+
+/* Whether a registered child was started in group pgid. A scan of the
+ * table, made only while group waits wait or when one starts. */
+static int group_alive(proc_state *st, pid_t pgid) {
+  if (pgid == ORCH__WAIT_ANY) return st->count > 0;
+  for (size_t i = 0; i <= st->mask; i++)
+    for (orch__child *c = st->buckets[i]; c; c = c->next)
+      if (c->pgid == pgid) return 1;
+  return 0;
+}
+
+/* Ends (ECHILD) each wait whose group has no registered child left: its
+ * last one was reported to someone else, or forgotten. A done function may
+ * run Lua that adds or cancels waits: start over after each. */
+static void groups_check(proc_state *st) {
+  for (;;) {
+    orch__group_wait *w = st->waits.next;
+    while (w != &st->waits && group_alive(st, w->pgid)) w = w->next;
+    if (w == &st->waits) return;
+    wait_unlink(w);
+    w->done(w, 0, 0);
+  }
+}
+
+static void kept_drop(proc_state *st, kept_exit **pp) {
+  kept_exit *k = *pp;
+  *pp = k->next;
+  if (st->kept_tail == &k->next) st->kept_tail = pp;
+  st->nkept--;
+  free(k);
+}
+
+/* An exit nobody was told of: to the oldest wait for its group, or kept. */
+static void exit_offer(proc_state *st, pid_t pid, pid_t pgid, int status,
+                       unsigned long long serial) {
+  for (orch__group_wait *w = st->waits.next; w != &st->waits; w = w->next) {
+    if (!in_group(w->pgid, pgid)) continue;
+    wait_unlink(w);
+    w->done(w, pid, status);
+    return;
+  }
+  if (st->nkept >= ORCH__KEPT_EXITS) kept_drop(st, &st->kept);
+  kept_exit *k = malloc(sizeof *k);
+  if (!k) return;                       /* the exit is lost to group waits only */
+  k->next = NULL;
+  k->pid = pid;
+  k->pgid = pgid;
+  k->status = status;
+  k->serial = serial;
+  *st->kept_tail = k;
+  st->kept_tail = &k->next;
+  st->nkept++;
+}
+
+int orch__proc_take_exit(orch_runtime *rt, pid_t pgid, int *status) {
+  proc_state *st = get_state(rt);
+  if (!st) return -ECHILD;
+  for (kept_exit **pp = &st->kept; *pp; pp = &(*pp)->next) {
+    if (!in_group(pgid, (*pp)->pgid)) continue;
+    pid_t pid = (*pp)->pid;
+    *status = (*pp)->status;
+    kept_drop(st, pp);
+    return pid;
+  }
+  return group_alive(st, pgid) ? 0 : -ECHILD;
+}
+
+void orch__proc_group_wait(orch_runtime *rt, orch__group_wait *w) {
+  proc_state *st = get_state(rt);
+  w->prev = w->next = w;
+  if (!st) return;
+  w->prev = st->waits.prev;
+  w->next = &st->waits;
+  st->waits.prev->next = w;
+  st->waits.prev = w;
+}
+
+void orch__proc_group_cancel(orch__group_wait *w) {
+  wait_unlink(w);
+}
+
+void orch__proc_exit_seen(orch_runtime *rt, orch__child *c) {
+  proc_state *st = get_state(rt);
+  if (!st || !st->nkept) return;
+  for (kept_exit **pp = &st->kept; *pp; pp = &(*pp)->next) {
+    if ((*pp)->serial != c->serial) continue;
+    kept_drop(st, pp);
+    return;
+  }
 }
 
 int orch__child_start_time(orch_runtime *rt, pid_t pid, unsigned long long *t) {
@@ -170,8 +292,14 @@ static void reap(proc_state *st) {
       continue;
     }
     orch__child *c = table_take(st, pid, NULL);
-    if (c) c->on_exit(c, status, &ru);
-    else if (st->on_orphan) st->on_orphan(st->rt, pid, status, st->orphan_data);
+    if (c) {
+      pid_t pgid = c->pgid;
+      unsigned long long serial = c->serial;
+      if (!c->on_exit(c, status, &ru)) exit_offer(st, pid, pgid, status, serial);
+      if (st->waits.next != &st->waits) groups_check(st);
+    } else if (st->on_orphan) {
+      st->on_orphan(st->rt, pid, status, st->orphan_data);
+    }
   }
 }
 
@@ -285,6 +413,8 @@ static int spawn_child(void *arg) {
     if (setsid() < 0) child_fail(x, "setsid");
   } else if (r->flags & ORCH__SPAWN_PGROUP) {
     if (setpgid(0, 0) < 0) child_fail(x, "setpgid");
+  } else if (r->flags & ORCH__SPAWN_JOIN_PGROUP) {
+    if (setpgid(0, r->pgid) < 0) child_fail(x, "setpgid");
   }
   orch__child_nofile();
   for (int i = 0; i < r->nrlimits; i++)
@@ -465,6 +595,7 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   c->start_ticks = x.born && t0 == t1 ? t0 : 0;
   c->pid = pid;
   c->group = (req->flags & (ORCH__SPAWN_PGROUP | ORCH__SPAWN_SETSID)) != 0;
+  c->pgid = c->group ? pid : (req->flags & ORCH__SPAWN_JOIN_PGROUP) ? req->pgid : getpgrp();
   table_add(st, c);
   return pid;
 }
@@ -529,8 +660,18 @@ void orch__proc_set_init_active(orch_runtime *rt, int on) {
 
 /* ---------------------------------------------------------------- lifetime */
 
+static void kept_clear(proc_state *st) {
+  while (st->kept) kept_drop(st, &st->kept);
+}
+
+/* Group waits still listed are detached (their owners free them). */
+static void waits_clear(proc_state *st) {
+  while (st->waits.next != &st->waits) wait_unlink(st->waits.next);
+}
+
 static void state_free(uv_handle_t *h) {
   proc_state *st = h->data;
+  kept_clear(st);
   free(st->buckets);
   free(st);
 }
@@ -543,6 +684,7 @@ static void proc_close_hook(orch_runtime *rt, void *data) {
   st->stack = NULL;
   if (st->devnull >= 0) close(st->devnull);
   st->devnull = -1;
+  waits_clear(st);
   uv_signal_stop(&st->sigchld);
   uv_close((uv_handle_t *)&st->sigchld, state_free);
 }
@@ -562,6 +704,9 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
   }
   st->count = 0;
   st->init_on = 0;
+  /* Their exits and the tasks waiting for groups are the parent's. */
+  kept_clear(st);
+  waits_clear(st);
   /* The runtime stopped every handle; the child reaps its own children. */
   uv_signal_start(&st->sigchld, on_sigchld, SIGCHLD);
   uv_unref((uv_handle_t *)&st->sigchld);
@@ -577,6 +722,8 @@ int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
   st->mask = 63;
   st->rt = rt;
   st->devnull = -1;
+  st->kept_tail = &st->kept;
+  st->waits.prev = st->waits.next = &st->waits;
   uv_signal_init(loop, &st->sigchld);
   st->sigchld.data = st;
   int r = uv_signal_start(&st->sigchld, on_sigchld, SIGCHLD);

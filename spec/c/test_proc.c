@@ -25,11 +25,12 @@ typedef struct {
   double maxrss;
 } svc;
 
-static void on_exit_cb(orch__child *c, int status, const struct rusage *ru) {
+static int on_exit_cb(orch__child *c, int status, const struct rusage *ru) {
   svc *s = (svc *)c;
   s->calls++;
   s->status = status;
   s->maxrss = (double)ru->ru_maxrss;
+  return 1;                      /* reported: kept for no group wait */
 }
 
 int main(void) {
