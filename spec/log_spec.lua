@@ -157,10 +157,12 @@ describe("orch.log", function()
   end)
 
   it("without a journal to send to, the records go to stderr as text", function()
-    local code, _, err = h.cli({ "run", "--no-socket", h.script(SCRIPT) }, nil,
-      { JOURNAL_STREAM = "8:1", ORCH_JOURNAL_SOCKET = h.tmpdir() .. "/none.sock" })
+    local code, _, err = h.cli({ "run", "--no-socket", "--log-format", "journal", h.script(SCRIPT) }, nil,
+      { ORCH_JOURNAL_SOCKET = h.tmpdir() .. "/none.sock" })
     assert.are.equal(0, code, err)
     assert.matches("orch.supervisor: web: started, pid %d+\n", err)
+    -- A service's output as text mode writes it, with the service's name.
+    assert.matches("web | web says hi\n", err, 1, true)
   end)
 
   it("service log files are rotated by age as well as size", function()

@@ -192,6 +192,13 @@ function M.write(rec)
     io.stderr:write(M.json(t) .. "\n")
     return true
   end
+  -- Text as text mode writes it (also a journal record no journal took): a
+  -- service's output line is "NAME | LINE", as the supervisor's own output
+  -- function writes it, not "TIME service: LINE" without the name.
+  if rec.stream == "output" and rec.service then
+    io.stderr:write(tostring(rec.service) .. " | " .. msg .. "\n")
+    return true
+  end
   io.stderr:write(M.timestamp(rec.time) .. " " .. source .. ": " .. msg .. "\n")
   return true
 end
