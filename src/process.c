@@ -144,11 +144,11 @@ void orch__child_add(orch_runtime *rt, orch__child *c) {
   if (st) table_add(st, c);
 }
 
-static void groups_check(proc_state *st);
-
+/* No group wait is ended here (it would run Lua): the only caller that
+ * forgets a running child is its object's __gc, when the Lua state closes. */
 void orch__child_remove(orch_runtime *rt, orch__child *c) {
   proc_state *st = get_state(rt);
-  if (st && table_take(st, c->pid, c)) groups_check(st);
+  if (st) table_take(st, c->pid, c);
 }
 
 orch__child *orch__child_find(orch_runtime *rt, pid_t pid) {
