@@ -245,6 +245,7 @@ describe("orch.cgroup", function()
       h.check_raises {
         { function() cg:stat("t") end, "bad argument #1 to 'stat' (table expected, got string)" },
         { function() cg:stat({}, 1) end, "bad argument #2 to 'stat' (no value expected)" },
+        { function() cg:usage(1) end, "bad argument #1 to 'usage' (no value expected)" },
       }
     end)
 
@@ -382,6 +383,72 @@ describe("orch.cgroup", function()
       local st = cg:stat()
       assert.is_true(st.cpu > 0)
       assert.is_true(st.user + st.system > 0)
+    end)
+  end)
+
+  describe("usage", function()
+    local function fds() return assert(orch.proc.fd_count(orch.getpid())) end
+
+    it("reads CPU and memory fresh at each call through fds it holds, closed when the cgroup is removed", function()
+      -- memory: the figure in v2, or in the v1 mirror made for it.
+      local cg = fresh({ controllers = { "memory" } })
+      local n0 = fds()
+      local cpu, mem = cg:usage()
+      assert.are.equal(0, cpu)
+      local held = fds() - n0
+      assert.is_true(held == 1 or held == 2, "held " .. held)
+      assert.are.equal(cg:stat().memory_current ~= nil, mem ~= nil)
+      h.run(function()
+        local p = gated{ "sh", "-c", "while :; do :; done" }
+        assert(cg:add(p.pid))
+        go(p)
+        local c1 = h.eventually(function()
+          local c = cg:usage()
+          return c > 0 and c
+        end, "CPU time")
+        -- The same fds, read again: the kernel's figure of now.
+        h.eventually(function() return cg:usage() > c1 end, "more CPU time")
+        local c2, m2 = cg:usage()
+        assert.is_true(cg:stat().cpu >= c2)
+        if mem then assert.is_true(m2 > 0, "memory " .. tostring(m2)) end
+        p:kill()
+        p:wait()
+        drain(p)
+        assert(cg:wait_empty(20))
+      end)
+      -- No fd opened per read.
+      assert.are.equal(held, fds() - n0)
+      local gone = assert(orch.cgroup.create(h.cgroup_name()))
+      local n1 = fds()
+      assert.are.equal(0, (gone:usage()))
+      assert.is_true(fds() > n1)
+      assert(gone:remove())
+      assert.are.equal(n1, fds())
+      local none, msg, code = gone:usage()
+      assert.is_nil(none)
+      assert.are.equal("ENOENT", code)
+      assert.are.equal("cgroup.usage: " .. gone:path() .. ": no such file or directory", msg)
+      gone:close()
+      assert.has_error(function() gone:usage() end, "attempt to use a closed orch.Cgroup")
+    end)
+
+    it("holds no fd once orch uses a quarter of its fd limit", function()
+      local cg = fresh()
+      local r, w = orch.pipe()
+      local low = math.min(r:fd(), w:fd())     -- the lowest free fd
+      r:close()
+      w:close()
+      local soft, hard = orch.getrlimit("nofile")
+      local n0 = fds()
+      assert(orch.setrlimit("nofile", low * 4))
+      local ok, cpu, n1 = pcall(function() return cg:usage(), fds() end)
+      assert(orch.setrlimit("nofile", soft, hard))
+      assert(ok, cpu)
+      assert.are.equal(0, cpu)
+      assert.are.equal(n0, n1)
+      -- Under the limit again: held from the next read on.
+      cg:usage()
+      assert.are.equal(n0 + 1, fds())
     end)
   end)
 

@@ -5,8 +5,9 @@
  * accounting and limits written to v2 or to the v1 controller behind one
  * interface.
  *
- * Ownership: an orch__cgroup owns its malloc'ed strings (orch__cg_close
- * frees them). The kernel objects (the directories) are removed only by
+ * Ownership: an orch__cgroup owns its malloc'ed strings and the fds of
+ * its accounting files while it holds them (orch__cg_close frees them).
+ * The kernel objects (the directories) are removed only by
  * orch__cg_remove. The layout is a static read once per process, with one
  * O_PATH fd of the v2 mount that lookups below it start from (v2fd, held
  * for the process's life, close-on-exec).
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -499,9 +501,16 @@ static unsigned v2_controllers(const char *dir) {
 
 void orch__cg_init(orch__cgroup *cg) {
   memset(cg, 0, sizeof *cg);
+  cg->acct[0] = cg->acct[1] = -1;
+}
+
+static void drop_held(orch__cgroup *cg) {
+  for (int i = 0; i < 2; i++)
+    if (cg->acct[i] >= 0) { close(cg->acct[i]); cg->acct[i] = -1; }
 }
 
 void orch__cg_close(orch__cgroup *cg) {
+  drop_held(cg);
   free(cg->path);
   for (int i = 0; i <= ORCH__CG_NCTL; i++) free(cg->fs[i]);
   orch__cg_init(cg);
@@ -604,6 +613,9 @@ static int remove_below(const char *dir) {
 
 int orch__cg_remove(orch__cgroup *cg, int recursive) {
   if (!cg->fs[0]) return -EBADF;
+  /* An open file would keep the removed cgroup's memory (a dying cgroup)
+   * until closed. */
+  drop_held(cg);
   if (recursive) {
     int r = remove_below(cg->fs[0]);
     if (r < 0) return r;
@@ -847,12 +859,61 @@ int orch__cg_freeze(const orch__cgroup *cg, int on) {
 
 /* ---------------------------------------------------------------- stat */
 
-int orch__cg_stat(const orch__cgroup *cg, orch__cg_stats *st) {
+/* Reads the small file dir/name through the fd in *slot, opened (and kept
+ * there, see orch__cgroup) on first use: one pread at offset 0, which
+ * makes cgroupfs generate the file again. The files read so (cpu.stat, a
+ * single value) fit the buffer; one that fills it is an error (EFBIG)
+ * rather than a truncated figure. */
+static ssize_t read_held(int *slot, const char *dir, const char *name, char *buf, size_t size) {
+  int fd = *slot;
+  if (fd < 0) {
+    char p[PATH_MAX];
+    if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
+    int dfd;
+    const char *rel = at_v2(p, &dfd);
+    if ((fd = openat(dfd, rel, O_RDONLY | O_CLOEXEC)) < 0) return -errno;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)fd < rl.rlim_cur / 4) *slot = fd;
+  }
+  ssize_t k;
+  do k = pread(fd, buf, size - 1, 0); while (k < 0 && errno == EINTR);
+  int e = k < 0 ? errno : (size_t)k == size - 1 ? EFBIG : 0;
+  if (fd != *slot) close(fd);
+  if (e) return -e;
+  buf[k] = 0;
+  return k;
+}
+
+/* The memory figure's file: v2 memory.current, or the v1 mirror's. */
+static const char *memory_file(const orch__cgroup *cg, const char **dir) {
+  if (cg->v2ctl & (1u << ORCH__CG_MEMORY)) { *dir = cg->fs[0]; return "memory.current"; }
+  if ((*dir = cg->fs[1 + ORCH__CG_MEMORY])) return "memory.usage_in_bytes";
+  return NULL;
+}
+
+static long long memory_held(orch__cgroup *cg) {
+  const char *dir, *name = memory_file(cg, &dir);
+  char buf[64];
+  if (!name || read_held(&cg->acct[1], dir, name, buf, sizeof buf) <= 0) return -1;
+  long long v = strtoll(buf, NULL, 10);
+  return v >= (1LL << 62) ? ORCH__CG_UNLIMITED : v;
+}
+
+int orch__cg_usage(orch__cgroup *cg, long long *usage_usec, long long *memory) {
+  char buf[1024];
+  ssize_t r = read_held(&cg->acct[0], cg->fs[0], "cpu.stat", buf, sizeof buf);
+  if (r < 0) return (int)r;
+  *usage_usec = keyed(buf, "usage_usec");
+  *memory = memory_held(cg);
+  return 0;
+}
+
+int orch__cg_stat(orch__cgroup *cg, orch__cg_stats *st) {
   char buf[2048];
   long long *all = (long long *)st;
   for (size_t i = 0; i < sizeof *st / sizeof(long long); i++) all[i] = -1;
   const char *d = cg->fs[0];
-  ssize_t r = read_path(d, "cpu.stat", buf, sizeof buf);
+  ssize_t r = read_held(&cg->acct[0], d, "cpu.stat", buf, sizeof buf);
   if (r < 0) return (int)r;
   st->usage_usec = keyed(buf, "usage_usec");
   st->user_usec = keyed(buf, "user_usec");
@@ -868,7 +929,7 @@ int orch__cg_stat(const orch__cgroup *cg, orch__cg_stats *st) {
     st->throttled_usec = ns < 0 ? -1 : ns / 1000;
   }
   if (cg->v2ctl & (1u << ORCH__CG_MEMORY)) {
-    st->memory_current = value_path(d, "memory.current");
+    st->memory_current = memory_held(cg);
     st->memory_peak = value_path(d, "memory.peak");
     st->memory_max = value_path(d, "memory.max");
     if (read_path(d, "memory.events", buf, sizeof buf) > 0) {
@@ -876,7 +937,7 @@ int orch__cg_stat(const orch__cgroup *cg, orch__cg_stats *st) {
       st->oom_kill = keyed(buf, "oom_kill");
     }
   } else if ((m = cg->fs[1 + ORCH__CG_MEMORY])) {
-    st->memory_current = value_path(m, "memory.usage_in_bytes");
+    st->memory_current = memory_held(cg);
     st->memory_peak = value_path(m, "memory.max_usage_in_bytes");
     st->memory_max = value_path(m, "memory.limit_in_bytes");
     if (read_path(m, "memory.oom_control", buf, sizeof buf) > 0)

@@ -78,12 +78,20 @@ int orch__cg_home(char *buf, size_t size);
 /* Why path is not a valid cgroup path (a message), or NULL when it is. */
 const char *orch__cg_path_error(const char *path);
 
-/* fs[0] is the v2 directory; fs[1 + c] the v1 mirror of controller c. No
- * fd is held: a supervisor of thousands of services keeps its fds. */
+/* fs[0] is the v2 directory; fs[1 + c] the v1 mirror of controller c.
+ * The only fds held are those of the two accounting files orch__cg_usage
+ * (and orch__cg_stat) read, cpu.stat and the memory figure, opened at the
+ * first read: a metrics scrape of hundreds of services then costs a pread
+ * per file instead of an open, a read and a close (the path walk through
+ * cgroupfs is most of it). They are kept only while orch uses less than a
+ * quarter of its fd limit (fd number below RLIMIT_NOFILE / 4), so a
+ * supervisor of thousands of services keeps its fds; above that each read
+ * opens and closes. orch__cg_remove and orch__cg_close close them. */
 typedef struct {
   char *path;                        /* v2 path, "/a/b"; NULL when closed */
   char *fs[1 + ORCH__CG_NCTL];       /* directories in the file system, or NULL */
   unsigned v2ctl;                    /* controllers enabled in v2 for it */
+  int acct[2];                       /* held cpu.stat, memory figure fds, or -1 */
 } orch__cgroup;
 
 void orch__cg_init(orch__cgroup *cg);
@@ -134,7 +142,13 @@ typedef struct {
   long long pids_current, pids_max;
   long long oom, oom_kill;                        /* memory.events / memory.oom_control */
 } orch__cg_stats;
-int orch__cg_stat(const orch__cgroup *cg, orch__cg_stats *st);
+int orch__cg_stat(orch__cgroup *cg, orch__cg_stats *st);
+/* The two figures a metrics scrape wants, and nothing else: cpu.stat's
+ * usage_usec (always v2) and the memory in use (v2 memory.current, or the
+ * v1 mirror's memory.usage_in_bytes; -1 without memory accounting). Reads
+ * through the held fds (see orch__cgroup). 0 or -errno (-ENODEV or
+ * -ENOENT once the cgroup is removed). */
+int orch__cg_usage(orch__cgroup *cg, long long *usage_usec, long long *memory);
 
 /* Limits. value < 0 (ORCH__CG_UNLIMITED) is "max". cpu_max takes quota
  * (value) and period (arg, microseconds); the weights 1..10000. */

@@ -1,7 +1,7 @@
 /*
  * l_cgroup.c: orch.cgroup.* and the orch.Cgroup class, the Lua face of
  * cgroup.c: info/self/of, create/open, and per cgroup procs, add, kill,
- * freeze/thaw, events, stat, set (limits), wait (populated, empty, frozen,
+ * freeze/thaw, events, stat, usage, set (limits), wait (populated, empty, frozen,
  * thawed), remove and close.
  *
  * Ownership: an orch.Cgroup userdata embeds its orch__cgroup (fds and
@@ -516,6 +516,21 @@ static int cg_stat(lua_State *L) {
   return 1;
 }
 
+/* cg:usage() -> cpu seconds, memory bytes (nil without memory accounting):
+ * the lean read of a metrics scrape, no table. */
+static int cg_usage(lua_State *L) {
+  ocg *o = check_cg(L, 1);
+  orch__check_nargs(L, 1);
+  long long usec, mem;
+  int r = orch__cg_usage(&o->cg, &usec, &mem);
+  if (r < 0) return fail_path(L, "cgroup.usage", o->cg.path, -r);
+  if (usec < 0) lua_pushnil(L);
+  else lua_pushnumber(L, (double)usec / 1e6);
+  if (mem < 0) lua_pushnil(L);
+  else lua_pushinteger(L, (lua_Integer)mem);
+  return 2;
+}
+
 /* ---------------------------------------------------------------- limits */
 
 typedef struct { long long value, arg; } limit_val;
@@ -749,7 +764,7 @@ int orch__open_cgroup(lua_State *L) {
     {"path", cg_path}, {"dir", cg_dir}, {"controllers", cg_controllers},
     {"add", cg_add}, {"procs", cg_procs}, {"children", cg_children}, {"kill", cg_kill},
     {"freeze", cg_freeze}, {"thaw", cg_thaw}, {"events", cg_events},
-    {"populated", cg_populated}, {"stat", cg_stat}, {"set", cg_set},
+    {"populated", cg_populated}, {"stat", cg_stat}, {"usage", cg_usage}, {"set", cg_set},
     {"wait", cg_wait}, {"wait_empty", cg_wait_empty},
     {"remove", cg_remove}, {"close", cg_close}, {NULL, NULL}
   };

@@ -517,9 +517,10 @@ end
 -- rss rule (need_rss) reads (the caller samples /proc then).
 function M.sample(run, need_rss)
   local cg = run.cgroup
-  local st = cg and cg:stat()
-  if not (st and st.cpu) or (need_rss and not st.memory_current) then return nil end
-  return { rss = st.memory_current, cpu = st.cpu }
+  if not cg then return nil end
+  local cpu, memory = cg:usage()          -- two files, through held fds
+  if not cpu or (need_rss and not memory) then return nil end
+  return { rss = memory, cpu = cpu }
 end
 
 --- Freezes (true) or thaws (false) the run's cgroup.
