@@ -312,6 +312,54 @@ describe("/metrics", function()
     hbt:close()
     assert(ok, err)
   end)
+
+  it("reads each running service's cgroup at the scrape: a busy service's CPU grows from one scrape to the next", function()
+    local ok, err = pcall(h.run, function()
+      local sup = require("orch.supervisor").new()
+      local logs = {}
+      -- Cgroups on (the default): the figures are the cgroups' (cg:usage).
+      sup.configure { runtime_dir = h.tmpdir(), exit = function() end,
+                      log = function(msg) logs[#logs + 1] = msg end, output = function() end }
+      -- The CPU is spent by a child: the main process's own figure (what
+      -- /proc/PID/stat says) stays near 0, its cgroup's grows.
+      sup.service { name = "busy", cmd = { "sh", "-c", "sh -c 'while :; do :; done' & wait" } }
+      sup.service { name = "idle", cmd = { "sleep", "1000" } }
+      assert.is_true(sup.configure { http = { listen = 0 } })
+      local port = listening_port(logs)
+      sup.run()
+      assert(sup.wait({ "busy", "idle" }, "running", 20))
+      local cg = sup.instance("busy").run.cgroup
+      assert.is_not_nil(cg, table.concat(logs, "\n"))
+      local function scrape(pattern)
+        local st, body = curl("http://127.0.0.1:" .. port .. "/metrics")
+        assert.are.equal(200, st)
+        return body, tonumber(body:match("\n" .. pattern:gsub("%p", "%%%0") .. " ([%d.e+-]+)\n"))
+      end
+      local busy = 'orch_service_cpu_seconds_total{service="busy",instance="busy"}'
+      local _, c1 = scrape(busy)
+      assert.is_not_nil(c1)
+      h.eventually(function()
+        local _, c = scrape(busy)
+        return c > c1
+      end, "a later scrape to show more CPU time")
+      -- The whole cgroup's figure: never above what its cpu.stat says after.
+      local body, c = scrape(busy)
+      assert.is_true(c <= cg:stat().cpu)
+      local main = orch.proc.stat(sup.instance("busy").pid)
+      assert.is_true(c > main.cpu, c .. " " .. main.cpu)
+      if cg:stat().memory_current then
+        local _, m = scrape('orch_service_memory_bytes{service="idle",instance="idle"}')
+        assert.is_true(m > 0, body)
+      end
+      local file = h.tmpdir() .. "/metrics.txt"
+      h.write(file, body)
+      local code, out, perr = orch.run { "sh", "-c", "env -u LD_PRELOAD promtool check metrics < " .. h.shquote(file) }
+      assert.are.equal(0, code, (out or "") .. (perr or "") .. body)
+      sup.shutdown(0)
+      sup.close()
+    end, 60)
+    assert(ok, err)
+  end)
 end)
 
 describe("orch.http under hostile input", function()

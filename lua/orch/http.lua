@@ -211,124 +211,203 @@ end
 local EXIT_REASONS = { "stopped", "success", "failure", "signal", "health_check", "heartbeat", "start_timeout",
   "limit", "oom", "not_ready", "lost" }
 
+-- The text of small counts and a newline, made once: most counters of a
+-- scrape (restarts, exits, dropped lines) are small, and a number turned
+-- into text costs a formatted print each time.
+local SMALL = {}
+for v = 0, 15 do SMALL[v] = v .. "\n" end
+
 local function num(v)
   if math.type(v) == "integer" then return tostring(v) end
   if v ~= v then return "NaN" end
   return string.format("%.6f", v)
 end
 
--- What /metrics needs of each instance, read from the instance objects
--- (sup.instances) with one read per process (its cgroup's accounting, or
--- /proc/PID/stat without cgroups): sup.status() builds a table of every
--- field and reads both. A supervisor-like object without instances() is
--- asked for its status().
-local scratch = {}   -- the kernel's figures are read into it, not a table each
-local function instance_records(sup)
-  if not sup.instances then return sup.status() end
-  local out = {}
-  for i, inst in ipairs(sup.instances()) do
-    local run = inst.run
-    local alive = run and run.alive
-    local r = { inst = inst, name = inst.name, service = inst.service, state = inst.frozen and "frozen" or inst.state,
-                restarts = inst.restarts, pid = alive and inst.pid or nil,
-                start_time = alive and inst.start_time or nil,
-                log_lines = inst.sink and inst.sink.lines, log_dropped = inst.sink and inst.sink.dropped }
-    if r.pid then
-      local cg = run.cgroup
-      local st = cg and cg:stat(scratch)
-      if st and st.cpu then
-        r.cpu, r.memory = st.cpu, st.memory_current
-      else
-        local ps = orch.proc.stat(r.pid, scratch)
-        if ps then r.cpu, r.rss = ps.cpu, ps.rss end
-      end
-    end
-    out[i] = r
-  end
-  return out
-end
-
--- The label pairs of an instance, escaped once and kept while its object
--- lives.
+-- The label fragments of an instance, escaped once and kept while its
+-- object lives (rebuilt if its name changes): l = 'service="s",instance="i"'
+-- and L = '{' .. l .. '} ' (with the space before a value).
 local label_cache = setmetatable({}, { __mode = "k" })
-local function labels_of(s)
-  local key = s.inst
-  local c = key and label_cache[key]
-  if c and c.name == s.name then return c.l end
-  local l = 'service="' .. esc_label(s.service or s.name) .. '",instance="' .. esc_label(s.name) .. '"'
-  if key then label_cache[key] = { name = s.name, l = l } end
-  return l
+local scratch = {}   -- /proc/PID/stat is read into it, not a table each
+local function labels_of(inst)
+  local c = label_cache[inst]
+  if c and c.name == inst.name then return c end
+  local l = 'service="' .. esc_label(inst.service or inst.name) .. '",instance="' .. esc_label(inst.name) .. '"'
+  c = { name = inst.name, l = l, L = "{" .. l .. "} " }
+  label_cache[inst] = c
+  return c
 end
 
 --- The Prometheus text exposition (version 0.0.4) of a supervisor, of the
 -- scheduler's jobs and watchdogs of this process, and of orch itself.
+--
+-- Built for scrapes of hundreds of services: the figures are read from the
+-- instance objects (sup.instances), a live process's accounting with one
+-- read per file (its cgroup's cpu.stat and memory figure through held fds,
+-- cg:usage, or /proc/PID/stat without cgroups), every value fresh at the
+-- scrape; the text is a list of pieces (cached label fragments, names,
+-- values) joined once, with no table or string made per service.
 function M.metrics(sup)
-  local out = {}
+  local b, n = {}, 0                       -- the pieces of the text
+  local function head(name, kind, help)
+    b[n + 1] = "# HELP " .. name .. " " .. help .. "\n# TYPE " .. name .. " " .. kind .. "\n"
+    n = n + 1
+  end
+  local insts = sup and sup.instances() or {}
+  local k = #insts
+  -- What each instance needs that is not a field: its labels, its state,
+  -- whether its process runs, and that process's accounting (as the text
+  -- of a sample's value: number and newline).
+  local lab, state, up, cpu, mem = {}, {}, {}, {}, {}
+  for i = 1, k do
+    local inst = insts[i]
+    lab[i] = labels_of(inst)
+    state[i] = inst.frozen and "frozen" or inst.state
+    local run = inst.run
+    if run and run.alive and inst.pid then
+      up[i] = run
+      local c, m
+      if run.cgroup then
+        c, m = run.cgroup:usage()
+        if not c then m = nil end
+      end
+      if not c then                       -- no cgroup: the main process
+        local ps = orch.proc.stat(inst.pid, scratch)
+        if ps then c, m = ps.cpu, ps.rss end
+      end
+      if c then cpu[i] = c .. "\n" end
+      m = m and math.tointeger(m) or m
+      if m then mem[i] = m .. "\n" end
+    end
+  end
+  if k > 0 then
+    head("orch_service_up", "gauge", "Whether the service instance has a running process (1) or not (0).")
+    for i = 1, k do
+      b[n + 1], b[n + 2], b[n + 3] = "orch_service_up", lab[i].L, up[i] and "1\n" or "0\n"
+      n = n + 3
+    end
+    head("orch_service_ready", "gauge", "Whether the service instance is ready (state running).")
+    for i = 1, k do
+      b[n + 1], b[n + 2], b[n + 3] = "orch_service_ready", lab[i].L, state[i] == "running" and "1\n" or "0\n"
+      n = n + 3
+    end
+    head("orch_service_state", "gauge", "The service instance's current state (label state; always 1).")
+    for i = 1, k do
+      b[n + 1], b[n + 2], b[n + 3], b[n + 4], b[n + 5] = "orch_service_state{", lab[i].l, ',state="', state[i], '"} 1\n'
+      n = n + 5
+    end
+    head("orch_service_restarts_total", "counter", "Restarts of the service instance since orch started it.")
+    for i = 1, k do
+      local v = insts[i].restarts or 0
+      b[n + 1], b[n + 2], b[n + 3] = "orch_service_restarts_total", lab[i].L, SMALL[v] or v .. "\n"
+      n = n + 3
+    end
+  end
+  -- Only the reasons seen (eleven zeros per instance would make a scrape
+  -- of hundreds of services several times larger).
+  local started = false
+  for i = 1, k do
+    local counts = insts[i].exits
+    if counts and next(counts) ~= nil then
+      if not started then
+        head("orch_service_exits_total", "counter",
+          "Ends of the service instance's processes, by reason (stopped, success, failure, signal, health_check, heartbeat, start_timeout, limit, oom, not_ready, lost).")
+        started = true
+      end
+      for _, r in ipairs(EXIT_REASONS) do
+        local c = counts[r]
+        if c then
+          b[n + 1], b[n + 2], b[n + 3], b[n + 4], b[n + 5], b[n + 6] =
+            "orch_service_exits_total{", lab[i].l, ',reason="', r, '"} ', SMALL[c] or c .. "\n"
+          n = n + 6
+        end
+      end
+    end
+  end
+  -- The families of running processes (name, values by instance).
+  local function running(name, kind, help, v)
+    local first = true
+    for i = 1, k do
+      if v[i] then
+        if first then head(name, kind, help) first = false end
+        b[n + 1], b[n + 2], b[n + 3] = name, lab[i].L, v[i]
+        n = n + 3
+      end
+    end
+  end
+  running("orch_service_cpu_seconds_total", "counter",
+    "CPU time of the running process: its whole cgroup, or its main process without cgroups.", cpu)
+  running("orch_service_memory_bytes", "gauge",
+    "Memory of the running process: its cgroup's memory.current, or its main process's RSS without cgroups.", mem)
+  -- The two below reuse cpu and mem (read above) for their values. A
+  -- start time's text is kept with the labels: it changes once per run.
+  for i = 1, k do
+    local t = up[i] and insts[i].start_time
+    if t then
+      local c = lab[i]
+      if c.start ~= t then c.start, c.start_text = t, t .. "\n" end
+      cpu[i] = c.start_text
+    else
+      cpu[i] = nil
+    end
+  end
+  running("orch_service_start_time_seconds", "gauge", "When the running process started (Unix time).", cpu)
+  local hb = package.loaded["orch.supervisor.heartbeat"]
+  for i = 1, k do
+    local age = hb and up[i] and hb.age(up[i])
+    mem[i] = age and age .. "\n" or nil
+  end
+  running("orch_service_heartbeat_age_seconds", "gauge",
+    "Seconds since the running process's last heartbeat (services with a heartbeat, once ready).", mem)
+  started = false
+  for i = 1, k do
+    local h = insts[i].health
+    if h then
+      if not started then
+        head("orch_service_health_checks_total", "counter", "Health checks run after start-up, by result (ok, failed).")
+        started = true
+      end
+      local l = lab[i].l
+      b[n + 1], b[n + 2], b[n + 3], b[n + 4], b[n + 5] = "orch_service_health_checks_total{", l, ',result="ok"} ', h.ok, "\n"
+      b[n + 6], b[n + 7], b[n + 8], b[n + 9], b[n + 10] = "orch_service_health_checks_total{", l, ',result="failed"} ', h.failed, "\n"
+      n = n + 10
+    end
+  end
+  if k > 0 then
+    head("orch_service_log_lines_total", "counter", "Output lines the service wrote.")
+    for i = 1, k do
+      local sink = insts[i].sink
+      local v = sink and sink.lines or 0
+      b[n + 1], b[n + 2], b[n + 3] = "orch_service_log_lines_total", lab[i].L, SMALL[v] or v .. "\n"
+      n = n + 3
+    end
+    head("orch_service_log_dropped_total", "counter", "Output lines that could not be written to the log.")
+    for i = 1, k do
+      local sink = insts[i].sink
+      local v = sink and sink.dropped or 0
+      b[n + 1], b[n + 2], b[n + 3] = "orch_service_log_dropped_total", lab[i].L, SMALL[v] or v .. "\n"
+      n = n + 3
+    end
+  end
+
+  -- The other families have few samples, written in any order: each keeps
+  -- its lines until the end (the format wants a family's samples together).
   local fams = {}
-  -- Families are written in the order they are declared, each with its
-  -- samples together (the format's rule), whatever order they come in.
-  local function family(name, kind, help)
+  local function few(name, kind, help)
     local f = { name = name, lines = { "# HELP " .. name .. " " .. help, "# TYPE " .. name .. " " .. kind } }
     fams[#fams + 1] = f
     return function(labels, v, suffix)
       f.lines[#f.lines + 1] = name .. (suffix or "") .. labels .. " " .. num(v)
     end
   end
-  local up = family("orch_service_up", "gauge", "Whether the service instance has a running process (1) or not (0).")
-  local ready = family("orch_service_ready", "gauge", "Whether the service instance is ready (state running).")
-  local state = family("orch_service_state", "gauge", "The service instance's current state (label state; always 1).")
-  local restarts = family("orch_service_restarts_total", "counter", "Restarts of the service instance since orch started it.")
-  local exits = family("orch_service_exits_total", "counter",
-    "Ends of the service instance's processes, by reason (stopped, success, failure, signal, health_check, heartbeat, start_timeout, limit, oom, not_ready, lost).")
-  local cpu = family("orch_service_cpu_seconds_total", "counter",
-    "CPU time of the running process: its whole cgroup, or its main process without cgroups.")
-  local mem = family("orch_service_memory_bytes", "gauge",
-    "Memory of the running process: its cgroup's memory.current, or its main process's RSS without cgroups.")
-  local started = family("orch_service_start_time_seconds", "gauge", "When the running process started (Unix time).")
-  local hb_age = family("orch_service_heartbeat_age_seconds", "gauge",
-    "Seconds since the running process's last heartbeat (services with a heartbeat, once ready).")
-  local hc = family("orch_service_health_checks_total", "counter", "Health checks run after start-up, by result (ok, failed).")
-  local lines = family("orch_service_log_lines_total", "counter", "Output lines the service wrote.")
-  local dropped = family("orch_service_log_dropped_total", "counter", "Output lines that could not be written to the log.")
-  local hb = package.loaded["orch.supervisor.heartbeat"]
-  for _, s in ipairs(sup and instance_records(sup) or {}) do
-    local l = labels_of(s)
-    local L = "{" .. l .. "}"
-    local running = s.pid ~= nil
-    up(L, running and 1 or 0)
-    ready(L, s.state == "running" and 1 or 0)
-    state("{" .. l .. ',state="' .. s.state .. '"}', 1)
-    restarts(L, s.restarts or 0)
-    local inst = s.inst or (sup.instance and sup.instance(s.name))
-    local counts = inst and inst.exits or {}
-    -- Only the reasons seen (eleven zeros per instance would make a scrape
-    -- of hundreds of services several times larger).
-    for _, r in ipairs(EXIT_REASONS) do
-      if counts[r] then exits("{" .. l .. ',reason="' .. r .. '"}', counts[r]) end
-    end
-    if s.cpu then cpu(L, s.cpu) end
-    if s.memory or s.rss then mem(L, math.tointeger(s.memory or s.rss) or s.memory or s.rss) end
-    if s.start_time and running then started(L, s.start_time) end
-    local run = inst and inst.run
-    local age = hb and run and run.alive and hb.age(run)
-    if age then hb_age(L, age) end
-    local h = inst and inst.health
-    if h then
-      hc("{" .. l .. ',result="ok"}', h.ok)
-      hc("{" .. l .. ',result="failed"}', h.failed)
-    end
-    lines(L, s.log_lines or 0)
-    dropped(L, s.log_dropped or 0)
-  end
 
   -- The scheduler's jobs (aggregated by name: two jobs of one name are one
   -- series) and the watchdogs, when the script uses them.
   local sched = package.loaded["orch.scheduler"]
   if sched and sched.jobs then
-    local runs = family("orch_job_runs_total", "counter", "Runs of the scheduler job that finished.")
-    local running = family("orch_job_running", "gauge", "Runs of the scheduler job in progress.")
-    local skipped = family("orch_job_skipped_total", "counter", "Runs of the scheduler job skipped (a run was still in progress).")
-    local dur = family("orch_job_run_duration_seconds", "summary", "How long the scheduler job's runs took.")
+    local runs = few("orch_job_runs_total", "counter", "Runs of the scheduler job that finished.")
+    local running = few("orch_job_running", "gauge", "Runs of the scheduler job in progress.")
+    local skipped = few("orch_job_skipped_total", "counter", "Runs of the scheduler job skipped (a run was still in progress).")
+    local dur = few("orch_job_run_duration_seconds", "summary", "How long the scheduler job's runs took.")
     local by, order = {}, {}
     for _, job in ipairs(sched.jobs()) do
       local a = by[job.name]
@@ -353,9 +432,9 @@ function M.metrics(sup)
   end
   local wdm = package.loaded["orch.watchdog"]
   if wdm and wdm.list then
-    local watching = family("orch_watchdog_watched", "gauge", "Processes the watchdog watches.")
-    local timeouts = family("orch_watchdog_timeouts_total", "counter", "Heartbeat deadlines the watchdog saw missed.")
-    local signals = family("orch_watchdog_signals_total", "counter", "Signals the watchdog sent.")
+    local watching = few("orch_watchdog_watched", "gauge", "Processes the watchdog watches.")
+    local timeouts = few("orch_watchdog_timeouts_total", "counter", "Heartbeat deadlines the watchdog saw missed.")
+    local signals = few("orch_watchdog_signals_total", "counter", "Signals the watchdog sent.")
     local seen = {}
     for _, wd in ipairs(wdm.list()) do
       local key = string.format("0x%08x", wd.key or 0)
@@ -371,20 +450,24 @@ function M.metrics(sup)
   end
 
   -- orch itself (process_* as Prometheus client libraries name them).
-  local me = orch.proc.info(orch.getpid()) or {}
-  family("process_cpu_seconds_total", "counter", "CPU time orch used (user and system).")("", me.cpu or 0)
-  family("process_resident_memory_bytes", "gauge", "orch's resident memory.")("", me.rss or 0)
-  family("process_open_fds", "gauge", "File descriptors orch has open.")("", orch.proc.fd_count(orch.getpid()) or 0)
-  family("orch_lua_heap_bytes", "gauge", "orch's Lua heap in use.")("", math.floor(collectgarbage("count") * 1024))
+  local me = orch.proc.stat(orch.getpid()) or {}
+  few("process_cpu_seconds_total", "counter", "CPU time orch used (user and system).")("", me.cpu or 0)
+  few("process_resident_memory_bytes", "gauge", "orch's resident memory.")("", me.rss or 0)
+  few("process_open_fds", "gauge", "File descriptors orch has open.")("", orch.proc.fd_count(orch.getpid()) or 0)
+  few("orch_lua_heap_bytes", "gauge", "orch's Lua heap in use.")("", math.floor(collectgarbage("count") * 1024))
   -- How long a task waits to run again after yielding: the loop's lag now.
   local t0 = orch.now()
   orch.sleep(0)
-  family("orch_loop_lag_seconds", "gauge", "Time for one turn of the event loop, measured at scrape time.")("", orch.now() - t0)
+  few("orch_loop_lag_seconds", "gauge", "Time for one turn of the event loop, measured at scrape time.")("", orch.now() - t0)
   for _, f in ipairs(fams) do
-    if #f.lines > 2 then table.move(f.lines, 1, #f.lines, #out + 1, out) end
+    if #f.lines > 2 then
+      b[n + 1], b[n + 2] = table.concat(f.lines, "\n"), "\n"
+      n = n + 2
+    end
   end
-  return table.concat(out, "\n") .. "\n"
+  return table.concat(b)
 end
+
 
 --- The supervisor's readiness: true, or false and the reasons. With
 -- `names` (a list), those services; otherwise every critical service, or
