@@ -228,6 +228,7 @@ end
 -- and L = '{' .. l .. '} ' (with the space before a value).
 local label_cache = setmetatable({}, { __mode = "k" })
 local scratch = {}   -- /proc/PID/stat is read into it, not a table each
+local cgroup = require "orch.supervisor.cgroup"
 local function labels_of(inst)
   local c = label_cache[inst]
   if c and c.name == inst.name then return c end
@@ -266,10 +267,7 @@ function M.metrics(sup)
     if run and run.alive and inst.pid then
       up[i] = run
       local c, m
-      if run.cgroup then
-        c, m = run.cgroup:usage()
-        if not c then m = nil end
-      end
+      if run.cgroup then c, m = cgroup.usage(run) end
       if not c then                       -- no cgroup: the main process
         local ps = orch.proc.stat(inst.pid, scratch)
         if ps then c, m = ps.cpu, ps.rss end

@@ -516,11 +516,23 @@ end
 -- seconds }, or nil without a cgroup, or without the memory accounting the
 -- rss rule (need_rss) reads (the caller samples /proc then).
 function M.sample(run, need_rss)
-  local cg = run.cgroup
-  if not cg then return nil end
-  local cpu, memory = cg:usage()          -- two files, through held fds
+  local cpu, memory = M.usage(run)
   if not cpu or (need_rss and not memory) then return nil end
   return { rss = memory, cpu = cpu }
+end
+
+--- The run's CPU seconds (its share of a kept cgroup's) and its cgroup's
+-- memory bytes, read with cg:usage (two files through held fds, no table):
+-- the cheap read of /metrics and the limits rule. nil without a cgroup or
+-- its cpu.stat; memory nil without memory accounting.
+function M.usage(run)
+  local cg = run.cgroup
+  if not cg then return nil end
+  local cpu, memory = cg:usage()
+  if not cpu then return nil end
+  local b = base_of[run]
+  if b and b.cpu then cpu = cpu - b.cpu end
+  return cpu, memory
 end
 
 --- Freezes (true) or thaws (false) the run's cgroup.
