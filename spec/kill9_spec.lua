@@ -361,6 +361,54 @@ orch.task(function() orch.sleep(1e6) end)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"), 0) end
   end)
 
+  it("the processes a killed orch left are adopted in batches, with the loop turning between them", function()
+    -- 40 services; a probe task notes, at each turn of the loop, how many
+    -- have a process. The second orch adopts the first one's processes:
+    -- seeing some but not all of them adopted at a turn means the
+    -- adoption yielded (in one resume, thousands of them ran past the Lua
+    -- time budget on a loaded machine).
+    local t = new_test(false, [[
+local sup = require "orch.supervisor"
+sup.configure{ log = false }
+for i = 1, 40 do sup.service{ name = "a" .. i, cmd = { "sleep", "600" }, log = false } end
+orch.task(function()
+  local partial
+  for _ = 1, 100000 do
+    orch.sleep(0)
+    local n = 0
+    for _, st in ipairs(sup.status()) do if st.pid then n = n + 1 end end
+    if n > 0 and n < 40 then partial = partial or n end
+    if n == 40 then break end
+  end
+  local out = io.open(DIR .. "/seen" .. orch.getpid(), "w")
+  out:write(tostring(partial))
+  out:close()
+end)
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]])
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local before = until_true(function()
+        local by = status(t)
+        for i = 1, 40 do if not (by["a" .. i] and by["a" .. i].pid) then return false end end
+        return by
+      end, "40 running")
+      until_true(function() return slurp(t.dir .. "/seen" .. pid1) ~= "" end, "the first probe")
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "the first orch gone")
+      local pid2 = run(t)
+      local seen = until_true(function() local s = slurp(t.dir .. "/seen" .. pid2); return s ~= "" and s end,
+        "the second probe")
+      assert.is_truthy(math.tointeger(tonumber(seen)), "no turn of the loop saw the adoption part-done: " .. seen)
+      local after = status(t)
+      for i = 1, 40 do assert.are.equal(before["a" .. i].pid, after["a" .. i].pid) end
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
   it("after `orch ctl reexec` too: the same holder, and a kill -9 then loses nothing", function()
     local t = new_test()
     local ok, err = pcall(function()

@@ -886,12 +886,26 @@ local function new(main)
         end
       end
       -- Those with a process: adopted when wanted; one that was being
-      -- stopped is left to handoff.drop (TERM to its group).
+      -- stopped is left to handoff.drop (TERM to its group). Like a large
+      -- start, the adoption yields every START_BATCH (thousands of them in
+      -- one resume ran past the Lua time budget on a loaded machine, and
+      -- orch died with its services left running); a shutdown begun
+      -- meanwhile leaves the rest to handoff.drop.
+      local adopted = 0
       for _, name in ipairs(names) do
         local e = h[name]
         if e then
-          settled[name] = true
-          if e.want then S.by_name[name]:start() end
+          if e.want then
+            if adopted > 0 and adopted % START_BATCH == 0 and in_task() then
+              orch.sleep(0)
+              if S.shutdown_task then break end
+            end
+            adopted = adopted + 1
+            settled[name] = true
+            S.by_name[name]:start()
+          else
+            settled[name] = true
+          end
         end
       end
     end
