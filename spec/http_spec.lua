@@ -360,6 +360,39 @@ describe("/metrics", function()
     end, 60)
     assert(ok, err)
   end)
+  it("a restarted service's CPU is its new run's, not its kept cgroup's total", function()
+    local ok, err = pcall(h.run, function()
+      local sup = require("orch.supervisor").new()
+      local logs = {}
+      sup.configure { runtime_dir = h.tmpdir(), exit = function() end,
+                      log = function(msg) logs[#logs + 1] = msg end, output = function() end }
+      -- The first run burns CPU and fails; the second (in the same cgroup,
+      -- kept across the restart) sleeps.
+      local mark = h.tmpdir() .. "/ran"
+      sup.service { name = "once", backoff = 0, cmd = { "sh", "-c", string.format(
+        "if [ -e %s ]; then exec sleep 1000; fi; touch %s; i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exit 1",
+        h.shquote(mark), h.shquote(mark)) } }
+      assert.is_true(sup.configure { http = { listen = 0 } })
+      local port = listening_port(logs)
+      sup.run()
+      h.eventually(function()
+        local st = sup.status("once")[1]
+        return st.restarts == 1 and st.state == "running"
+      end, "the second run", 60)
+      local cg = sup.instance("once").run.cgroup
+      assert.is_not_nil(cg, table.concat(logs, "\n"))
+      local total = cg:stat().cpu
+      local st, body = curl("http://127.0.0.1:" .. port .. "/metrics")
+      assert.are.equal(200, st)
+      local c = tonumber(body:match('\norch_service_cpu_seconds_total{service="once",instance="once"} ([%d.e+-]+)\n'))
+      assert.is_not_nil(c, body)
+      assert.is_true(total > 0.05, "the first run's CPU: " .. total)
+      assert.is_true(c < total / 2, ("scraped %s, the cgroup's total %s"):format(c, total))
+      sup.shutdown(0)
+      sup.close()
+    end, 90)
+    assert(ok, err)
+  end)
 end)
 
 describe("orch.http under hostile input", function()
