@@ -159,6 +159,32 @@ exit 3
     end)
   end)
 
+  it("a frozen service whose main process is killed: what it left in its cgroup is thawed, signalled and gone at once", function()
+    with_cgroups(function(s, logs)
+      -- The main process (sh) leaves a child in its cgroup that handles
+      -- TERM (a frozen process runs no handler); the stop timeout is long,
+      -- so a child that sat frozen through it would hold the restart back
+      -- for 60 s.
+      s.service{ name = "fz", cmd = u.sh([[/bin/sh -c 'trap "exit 0" TERM; while :; do sleep 0.1; done' & wait]]), backoff = 0,
+                 stop = { signal = "TERM", timeout = 60 } }
+      s.start("fz")
+      local st = running(s, "fz")
+      local cg = assert(orch.cgroup.open(st.cgroup))
+      assert.is_true(u.until_true(function() return #(cg:procs() or {}) >= 3 end), "sh, its child and a sleep")
+      assert(s.freeze("fz"))
+      assert.is_true(u.until_true(function() return cg:events().frozen end), "frozen")
+      assert(orch.kill(st.pid, "KILL"))
+      assert.is_true(u.until_true(function()
+        local now = u.st(s, "fz")
+        return now.state == "running" and now.restarts == 1
+      end, 30), "restarted\n" .. table.concat(logs, "\n"))
+      assert.is_truthy(u.logged(logs, "process(es) left in its cgroup after the main process ended: sending TERM"))
+      assert.is_nil(u.logged(logs, "after TERM: sending KILL"), table.concat(logs, "\n"))
+      assert.is_false(cg:events().frozen)
+      cg:close()
+    end)
+  end)
+
   it("keeps an instance's cgroup across its restarts and removes it when the instance stops or ends", function()
     with_cgroups(function(s, _, dir, _, _, parent)
       -- Fails at once twice, then stays up.

@@ -412,6 +412,10 @@ end
 function M.drain(inst, run, done)
   local cg, st = run.cgroup, inst.cfg.stop
   run:own("drain", orch.task(function()
+    -- Frozen processes would take the stop signal only once thawed: a
+    -- frozen service's main process killed from outside left its others
+    -- frozen, and they sat out the whole stop timeout.
+    if inst.frozen then M.freeze(run, false) end
     if not run.stopping and st.signal ~= "KILL" and st.signal ~= 9 then
       inst:log("%d process(es) left in its cgroup after the main process ended: sending %s",
         #(cg:procs() or {}), tostring(st.signal))
