@@ -98,26 +98,6 @@ static int write_at(int dirfd, const char *name, const char *s) {
 static int v2fd = -1;
 static const char *at_v2(const char *path, int *dfd);
 
-/* A small cgroupfs file (cgroup.events, cpu.stat, one value) in one read:
- * cgroupfs files are seq files, whose read returns everything up to the
- * buffer's size, less only at the end (a file this small never fills the
- * kernel's page). A full buffer reads on. */
-static ssize_t read_small_at(int dirfd, const char *name, char *buf, size_t size) {
-  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -errno;
-  size_t n = 0;
-  while (n + 1 < size) {
-    ssize_t k = read(fd, buf + n, size - 1 - n);
-    if (k < 0 && errno == EINTR) continue;
-    if (k < 0) { int e = errno; close(fd); return -e; }
-    n += (size_t)k;
-    if (k == 0 || (n + 1 < size && size <= 2048)) break;
-  }
-  close(fd);
-  buf[n] = 0;
-  return (ssize_t)n;
-}
-
 static int write_path(const char *dir, const char *name, const char *s) {
   char p[PATH_MAX];
   if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
@@ -131,7 +111,7 @@ static ssize_t read_path(const char *dir, const char *name, char *buf, size_t si
   if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
   int dfd;
   const char *rel = at_v2(p, &dfd);
-  return read_small_at(dfd, rel, buf, size);
+  return orch__read_small(dfd, rel, buf, size);
 }
 
 /* The value of "key N" in a flat keyed file (cpu.stat, memory.events), or -1. */
@@ -149,7 +129,7 @@ static long long keyed(const char *text, const char *key) {
  * "unlimited" as a huge number. -1 when unreadable. */
 static long long value_at(int dirfd, const char *name) {
   char buf[64];
-  if (read_small_at(dirfd, name, buf, sizeof buf) <= 0) return -1;
+  if (orch__read_small(dirfd, name, buf, sizeof buf) <= 0) return -1;
   if (strncmp(buf, "max", 3) == 0) return ORCH__CG_UNLIMITED;
   long long v = strtoll(buf, NULL, 10);
   if (v >= (1LL << 62)) return ORCH__CG_UNLIMITED;

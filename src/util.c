@@ -329,8 +329,11 @@ ssize_t orch__read_small(int dirfd, const char *name, char *buf, size_t size) {
     ssize_t k = read(fd, buf + n, size - 1 - n);
     if (k < 0 && errno == EINTR) continue;
     if (k < 0) { int e = errno; close(fd); return -e; }
-    if (k == 0) break;
     n += (size_t)k;
+    /* A seq file returns everything up to the buffer's size, less only at
+     * its end: a short read into a small buffer is the end (one read, not
+     * two). A full buffer reads on. */
+    if (k == 0 || (n + 1 < size && size <= 2048)) break;
   }
   close(fd);
   buf[n] = 0;
