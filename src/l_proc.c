@@ -290,6 +290,20 @@ static int process_wait(lua_State *L) {
   return orch__await(L, timeout, "wait", waiter_cancel, w);
 }
 
+/* Appends the function at index 2 to the handler list of process 1's
+ * uservalue slot (made on first use). */
+static void append_handler(lua_State *L, int slot) {
+  if (lua_getiuservalue(L, 1, slot) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, slot);
+  }
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+  lua_pop(L, 1);
+}
+
 static int process_on_exit(lua_State *L) {
   process *p = check_process(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -300,15 +314,7 @@ static int process_on_exit(lua_State *L) {
     push_status(L, p->status);
     orch__callback(L, 2, NULL, 0);
   } else if (p->state == P_RUNNING) {
-    if (lua_getiuservalue(L, 1, UVAL_ONEXIT) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      lua_newtable(L);
-      lua_pushvalue(L, -1);
-      lua_setiuservalue(L, 1, UVAL_ONEXIT);
-    }
-    lua_pushvalue(L, 2);
-    lua_rawseti(L, -2, luaL_len(L, -2) + 1);
-    lua_pop(L, 1);
+    append_handler(L, UVAL_ONEXIT);
   } else {
     return orch__failf(L, "ECHILD", "on_exit: process %d is not a child of this process", (int)p->child.pid);
   }
@@ -325,15 +331,7 @@ static int add_handler(lua_State *L, int slot, const char *what) {
   if (p->state == P_FOREIGN)
     return orch__failf(L, "ECHILD", "%s: process %d is not a child of this process", what, (int)p->child.pid);
   if (p->state == P_RUNNING) {
-    if (lua_getiuservalue(L, 1, slot) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      lua_newtable(L);
-      lua_pushvalue(L, -1);
-      lua_setiuservalue(L, 1, slot);
-    }
-    lua_pushvalue(L, 2);
-    lua_rawseti(L, -2, luaL_len(L, -2) + 1);
-    lua_pop(L, 1);
+    append_handler(L, slot);
   }
   lua_settop(L, 1);
   return 1;
