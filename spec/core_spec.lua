@@ -235,17 +235,19 @@ describe("tasks", function()
       -- a returns nothing: its coroutine runs b next.
       local a = orch.task(function() threads.a = coroutine.running() end)
       a:join()
+      local collected = orch.cond()
       local b = orch.task(function()
         threads.b = coroutine.running()
-        orch.sleep(0.01)                      -- meanwhile a's userdata is finalized
+        collected:wait()                      -- meanwhile a's userdata is finalized
         threads.b_current = orch.current()
         orch.sleep(0)                         -- still a task of its own
         return "b ends"
       end)
-      orch.sleep(0)
+      orch.sleep(0)                           -- b runs to its wait
       a = nil
       collectgarbage()
       collectgarbage()
+      collected:broadcast()
       local res = b:join()
       -- A task that returned values keeps its coroutine (its results live there).
       local c = orch.task(function() return 1, 2 end)
