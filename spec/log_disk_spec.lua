@@ -106,17 +106,25 @@ describe("a full disk under orch's own log", function()
       free(mnt)
       -- A record stamped after the space returned, and every line but those
       -- the full disk cut short (at most one) is a whole JSON object.
-      local bad
+      -- orch says when its state record and journal are written again (the
+      -- failures themselves were logged to the full disk and are lost).
+      local bad, said
       u.until_true(function()
-        bad = 0
+        bad, said = 0, {}
         local late = false
         for _, l in ipairs(lines_of(mnt .. "/err")) do
           local ok, r = pcall(cjson.decode, l)
           if not ok or type(r) ~= "table" then bad = bad + 1
-          elseif r.time and r.time >= os.date("!%Y-%m-%dT%H:%M:%S", t_free) then late = true end
+          else
+            if r.time and r.time >= os.date("!%Y-%m-%dT%H:%M:%S", t_free) then late = true end
+            if r.message then said[r.message] = (said[r.message] or 0) + 1 end
+          end
         end
-        return late
-      end, "records written after the space returned")
+        return late and said["the state record is written again"] and said["the state journal is written again"]
+      end, "records written after the space returned, the record's and the journal's among them")
+      -- Said once each: the failure flags were reset by the successful write.
+      assert.are.equal(1, said["the state record is written again"])
+      assert.are.equal(1, said["the state journal is written again"])
       assert.is_true(bad <= 1, bad .. " broken lines")
       -- The state record (which lets the services outlive a kill -9 of
       -- orch) is written again too.

@@ -409,7 +409,10 @@ function persist.sync(S)
       P.write_failed = true
       S:log("cannot write the state record: " .. tostring(err))
     elseif ok then
-      P.write_failed = nil
+      if P.write_failed then
+        P.write_failed = nil
+        S:log("the state record is written again")
+      end
       P.written_head, P.written_list = head, list
       written = true
     end
@@ -497,6 +500,10 @@ append_journal = function(S, P, text)
   local ok, err = orch.private.append(P.journal_path, text)
   if ok then
     P.journaled = true
+    if P.journal_failed then
+      P.journal_failed = nil
+      S:log("the state journal is written again")
+    end
   elseif not P.journal_failed then
     P.journal_failed = true
     S:log("cannot write the state journal: " .. tostring(err))
