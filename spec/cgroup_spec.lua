@@ -291,6 +291,146 @@ describe("orch.cgroup", function()
     end)
   end)
 
+  describe("where controllers are", function()
+    -- The v2 path of a cgroup name relative to orch's own.
+    local function abs(name)
+      local self = orch.cgroup.self()
+      return (self == "/" and "" or self) .. "/" .. name
+    end
+
+    it("writes each limit through cgroup v2 where v2 offers its controller, else through v1", function()
+      local info = assert(orch.cgroup.info())
+      local T = fresh()
+      -- T is offered hugetlb where v2 has it (this project's hosts): orch
+      -- must still not enable it for T's children, since nothing needs it.
+      if info.controllers.hugetlb == "v2" then defer(h.cgroup_offer(T:path(), "hugetlb")) end
+      local cg = assert(orch.cgroup.create(T:path() .. "/leaf"))
+      defer(function() assert(cg:remove()) cg:close() end)
+      -- Nothing asked for: nothing enabled for it.
+      assert.are.same({}, cg:controllers())
+      assert.are.equal("", h.cgroup_words(T:dir(), "cgroup.subtree_control"))
+      assert.are.equal("", h.cgroup_words(cg:dir(), "cgroup.controllers"))
+      local limits = {
+        { "pids_max", 32, "pids", "pids.max", "32", "pids.max", "32" },
+        { "memory_max", "64M", "memory", "memory.max", "67108864", "memory.limit_in_bytes", "67108864" },
+        { "cpu_weight", 50, "cpu", "cpu.weight", "50", "cpu.shares", "512" },
+        { "io_weight", 50, "io", "io.weight", "default 50" },
+      }
+      h.run(function()
+        local p = gated({ "sleep", "600" })
+        assert(cg:add(p.pid))
+        for _, l in ipairs(limits) do
+          local name, value, ctl, v2file, v2text, v1file, v1text = table.unpack(l)
+          local where = info.controllers[ctl]
+          local ok, msg, code = cg:set(name, value)
+          if where == "v2" then
+            -- Enabled for it (in its parent, and every ancestor up to
+            -- orch's own cgroup), and the limit is in its v2 file.
+            assert.is_true(ok, msg)
+            assert.are.equal("v2", cg:controllers()[ctl])
+            assert.matches("^" .. v2text .. "\n?$", h.slurp(cg:dir() .. "/" .. v2file))
+          elseif where == "v1" and v1file then
+            -- A mirror in the v1 hierarchy, which the member joined.
+            assert.is_true(ok, msg)
+            assert.are.equal("v1", cg:controllers()[ctl])
+            assert.is_nil(io.open(cg:dir() .. "/" .. v2file))
+            assert.are.equal(v1text, (h.slurp(h.cgroup_v1_file(p.pid, ctl, v1file)):gsub("%s+$", "")))
+          else
+            -- io: orch has no v1 path for it; memory_high and swap_max
+            -- neither (the "writes cpu limits" test).
+            assert.is_nil(ok)
+            assert.are.equal("ENOTSUP", code)
+            assert.matches(name .. ": it needs its controller in cgroup v2 here", msg, 1, true)
+            assert.is_nil(cg:controllers()[ctl])
+          end
+        end
+        p:kill("KILL")
+        p:wait()
+        drain(p)
+      end)
+      -- No controller a limit did not need is enabled: its parent's
+      -- subtree_control holds exactly the v2 ones of the limits above.
+      local v2 = {}
+      for _, l in ipairs(limits) do if info.controllers[l[3]] == "v2" then v2[#v2 + 1] = l[3] end end
+      table.sort(v2)
+      assert.are.equal(table.concat(v2, " "), h.cgroup_words(T:dir(), "cgroup.subtree_control"))
+      assert.are.equal(table.concat(v2, " "), h.cgroup_words(cg:dir(), "cgroup.controllers"))
+    end)
+
+    it("enables a controller in every ancestor's subtree_control, only the ones asked for, and says why it cannot", function()
+      local info = assert(orch.cgroup.info())
+      local T = fresh()
+      if info.controllers.hugetlb ~= "v2" then
+        -- Not offered to orch in v2: asking for it is an error, never ignored.
+        assert.are.same({ nil, "cgroup.create: " .. T:path() .. "/a: hugetlb: cgroup v2 does not offer it to "
+          .. orch.cgroup.self() .. " here (cgroup.controllers)", "ENOTSUP" },
+          { orch.cgroup.create(T:path() .. "/a", { controllers = { "hugetlb" } }) })
+        assert.is_nil(orch.cgroup.open(T:path() .. "/a"))
+        return
+      end
+      -- hugetlb is in cgroup v2 on this project's hosts (and a pure v2 one).
+      -- The ancestors above T are shared with other tests: the test turns
+      -- hugetlb off again where orch turned it on (what another test's
+      -- cgroup still uses stays on: the kernel refuses).
+      local mount = info.mount
+      local before = {}
+      local chain = { mount }
+      for comp in T:path():gmatch("[^/]+") do chain[#chain + 1] = chain[#chain] .. "/" .. comp end
+      for _, d in ipairs(chain) do before[d] = h.cgroup_words(d, "cgroup.subtree_control") end
+      defer(function()
+        for i = #chain, 1, -1 do
+          local d = chain[i]
+          if not (" " .. before[d] .. " "):find(" hugetlb ", 1, true) then
+            local f = io.open(d .. "/cgroup.subtree_control", "w")
+            if f then f:write("-hugetlb") f:close() end
+          end
+        end
+      end)
+      -- T/b/c with hugetlb: made with its parent b, and hugetlb enabled from
+      -- orch's own cgroup down to b (a controller reaches a cgroup only
+      -- through every ancestor).
+      local c = assert(orch.cgroup.create(T:path() .. "/b/c", { controllers = { "hugetlb" } }))
+      defer(function()
+        c:close()
+        assert(orch.cgroup.open(T:path() .. "/b")):remove({ recursive = true })
+      end)
+      assert.are.same({ hugetlb = "v2" }, c:controllers())
+      assert.are.equal("hugetlb", h.cgroup_words(c:dir(), "cgroup.controllers"))
+      for _, d in ipairs{ T:dir(), T:dir() .. "/b" } do
+        -- Exactly hugetlb in orch's own directories: not every controller
+        -- they are offered (io, memory, ... on a pure v2 host).
+        assert.are.equal("hugetlb", h.cgroup_words(d, "cgroup.subtree_control"))
+      end
+      for i = 1, #chain - 1 do
+        assert.matches("hugetlb", h.cgroup_words(chain[i], "cgroup.subtree_control"), 1, true)
+      end
+      -- No internal processes: with a process in T/busy, nothing can be
+      -- enabled for its children. The error says where and why, and
+      -- nothing is left made.
+      local busy = assert(orch.cgroup.create(T:path() .. "/busy"))
+      defer(function() busy:remove({ recursive = true }) busy:close() end)
+      h.run(function()
+        local p = assert(orch.spawn{ "sleep", "600", cgroup = busy })
+        for _, path in ipairs{ busy:path() .. "/child", busy:path() .. "/x/y" } do
+          local ok, msg, code = orch.cgroup.create(path, { controllers = { "hugetlb" } })
+          assert.is_nil(ok)
+          assert.are.equal("EBUSY", code)
+          assert.are.equal("cgroup.create: " .. path .. ": hugetlb: enabling it in " .. busy:path()
+            .. "/cgroup.subtree_control (a process is inside that cgroup, and the kernel enables a controller "
+            .. "only for the children of a cgroup without processes): device or resource busy", msg)
+        end
+        assert.are.same({}, busy:children())
+        -- Without asking for it, the child is made (nothing to enable).
+        local child = assert(orch.cgroup.create(busy:path() .. "/child"))
+        assert.are.same({}, child:controllers())
+        assert(child:remove())
+        child:close()
+        p:kill("KILL")
+        p:wait()
+      end)
+    end)
+  end)
+
   describe("orch.spawn{ cgroup = cg }", function()
     it("runs the program inside the cgroup from its first instruction", function()
       local cg = fresh({ controllers = { "pids" } })

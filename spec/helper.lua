@@ -140,6 +140,60 @@ function h.remove_cgroup_tree(path)
   cg:close()
 end
 
+--- The words of a cgroup v2 directory's controller list file
+-- (cgroup.controllers, cgroup.subtree_control) as a sorted string.
+function h.cgroup_words(dir, file)
+  local f = io.open(dir .. "/" .. file)
+  if not f then return nil end
+  local words = {}
+  for w in f:read("a"):gmatch("%S+") do words[#words + 1] = w end
+  f:close()
+  table.sort(words)
+  return table.concat(words, " ")
+end
+
+--- Enables the v2 controller ctl for the cgroup at v2 path `path`, as a
+-- service manager would for a cgroup it delegates: in each existing
+-- ancestor's cgroup.subtree_control, from the mount's root down. Returns a
+-- function that disables it again where this enabled it (deepest first; a
+-- disable the kernel refuses because another test's cgroup below uses it
+-- is left to that test).
+function h.cgroup_offer(path, ctl)
+  local mount = assert(orch.cgroup.info()).mount
+  local undo, dir = {}, mount
+  local function write(d, what)
+    local f = io.open(d .. "/cgroup.subtree_control", "w")
+    if not f then return false end
+    local ok = f:write(what) and f:close()
+    return ok and true or false
+  end
+  local comps = {}
+  for c in path:gmatch("[^/]+") do comps[#comps + 1] = c end
+  for i = 1, #comps do
+    if not (" " .. (h.cgroup_words(dir, "cgroup.subtree_control") or "") .. " "):find(" " .. ctl .. " ", 1, true) then
+      if write(dir, "+" .. ctl) then table.insert(undo, 1, dir) end
+    end
+    dir = dir .. "/" .. comps[i]
+  end
+  return function()
+    for _, d in ipairs(undo) do write(d, "-" .. ctl) end
+  end
+end
+
+--- The file `name` of the cgroup v1 hierarchy of controller ctl that
+-- process pid is in (from /proc/PID/cgroup), e.g. where a v1 limit of a
+-- cgroup's mirror is held; nil when ctl has no v1 hierarchy.
+function h.cgroup_v1_file(pid, ctl, name)
+  local mount = (assert(orch.cgroup.info()).v1 or {})[ctl]
+  if not mount then return nil end
+  for line in io.lines("/proc/" .. pid .. "/cgroup") do
+    local list, path = line:match("^%d+:([^:]*):(.*)$")
+    if list and ("," .. list .. ","):find("," .. ctl .. ",", 1, true) then
+      return mount .. (path == "/" and "" or path) .. "/" .. name
+    end
+  end
+end
+
 --- A SysV key as the objects' __tostring and error messages write it.
 function h.keystr(k) return string.format("0x%08x", k) end
 

@@ -409,6 +409,108 @@ exec sleep 600
     end)
   end)
 
+  it("enables only the controllers its services need, and holds each limit where its controller is", function()
+    local info = assert(orch.cgroup.info())
+    local self = orch.cgroup.self()
+    local undo
+    with_cgroups(function(s, _, _, _, _, parent)
+      local abs = (self == "/" and "" or self) .. "/" .. parent
+      -- The supervisor's parent is offered hugetlb where cgroup v2 has it
+      -- (this project's hosts): no limit of orch needs it, so it must not
+      -- be enabled for the services.
+      if info.controllers.hugetlb == "v2" then undo = h.cgroup_offer(abs, "hugetlb") end
+      s.service{ name = "plain", cmd = u.sh("sleep 600") }
+      s.service{ name = "lim", cmd = u.sh("sleep 600"), limits = { pids_max = 32, memory_max = "64M", cpu_weight = 50 } }
+      s.start("all")
+      local plain, lim = running(s, "plain"), running(s, "lim")
+      local dir = info.mount .. abs
+      -- What the status shows of a service (memory, tasks) where v2 has
+      -- it, and what the limits need: nothing else.
+      local need = {}
+      for _, ctl in ipairs{ "cpu", "memory", "pids" } do
+        if info.controllers[ctl] == "v2" then need[#need + 1] = ctl end
+      end
+      assert.are.equal(table.concat(need, " "), h.cgroup_words(dir, "cgroup.subtree_control"))
+      assert.is_nil(h.cgroup_words(dir, "cgroup.subtree_control"):find("hugetlb", 1, true))
+      -- The limit in the file that holds it: v2's pids.max, or the v1
+      -- hierarchy's (the service's process is in its mirror there).
+      local files = { pids = { "pids.max", "32", "pids.max", "32" },
+                      memory = { "memory.max", "67108864", "memory.limit_in_bytes", "67108864" },
+                      cpu = { "cpu.weight", "50", "cpu.shares", "512" } }
+      local want_ctl = {}
+      for ctl, f in pairs(files) do
+        local where = info.controllers[ctl]
+        want_ctl[ctl] = where
+        local text
+        if where == "v2" then text = h.slurp(info.mount .. lim.cgroup .. "/" .. f[1])
+        else text = h.slurp(h.cgroup_v1_file(lim.pid, ctl, f[3])) end
+        assert.are.equal(where == "v2" and f[2] or f[4], (text:gsub("%s+$", "")), ctl)
+      end
+      -- The status says where: the service's cgroup_controllers, and one
+      -- line of orch ctl status.
+      assert.are.same(want_ctl, u.st(s, "lim").cgroup_controllers)
+      assert.is_nil(plain.cgroup_controllers)
+      local by = { v2 = {}, v1 = {} }
+      for _, ctl in ipairs{ "cpu", "memory", "pids" } do table.insert(by[want_ctl[ctl]], ctl) end
+      local parts = {}
+      if #by.v2 > 0 then parts[#parts + 1] = table.concat(by.v2, ", ") .. " in cgroup v2" end
+      if #by.v1 > 0 then parts[#parts + 1] = table.concat(by.v1, ", ") .. " through cgroup v1" end
+      local lines = require("orch.cmd.ctl").format_status(s.status())
+      assert.are.equal("cgroup controllers: " .. table.concat(parts, "; "), lines[#lines])
+    end)
+    if undo then undo() end
+  end)
+
+  it("a limit whose controller is in cgroup v2 is enabled down the tree when defined, or refused then", function()
+    local info = assert(orch.cgroup.info())
+    local self = orch.cgroup.self()
+    local function abs(name) return (self == "/" and "" or self) .. "/" .. name end
+    -- A cgroup with a process inside: the kernel enables no controller for
+    -- its children ("no internal processes").
+    local busy_name = h.cgroup_name()
+    local busy = assert(orch.cgroup.create(busy_name))
+    local ok, err = pcall(u.with, function()
+      local p = assert(orch.spawn{ "sleep", "600", cgroup = busy })
+      local s1 = u.supmod.new()
+      s1.configure{ log = false, cgroup = busy_name .. "/sup" }
+      if info.controllers.io == "v2" then
+        h.check_raises{
+          { function() s1.service{ name = "w", cmd = { "true" }, limits = { io_weight = 50 } } end,
+            "service 'w': limits.io_weight: the io controller cannot be enabled for orch's cgroups: cgroup.create: "
+            .. busy:path() .. "/sup/orch-probe." },
+          { function() s1.service{ name = "w", cmd = { "true" }, limits = { io_weight = 50 } } end,
+            ": io: enabling it in " .. busy:path() .. "/cgroup.subtree_control (a process is inside that cgroup" },
+        }
+      else
+        h.check_raises{
+          { function() s1.service{ name = "w", cmd = { "true" }, limits = { io_weight = 50 } } end,
+            "service 'w': limits.io_weight: it needs the io controller in cgroup v2, which does not offer it to orch here" },
+        }
+      end
+      s1.close()
+      p:kill("KILL")
+      p:wait()
+      assert(busy:wait_empty(10))
+      -- Nothing of the probes is left.
+      assert.are.same({}, busy:children())
+    end)
+    busy:remove({ recursive = true })
+    busy:close()
+    assert(ok, err)
+    if info.controllers.io ~= "v2" then return end
+    -- Where it can be enabled: io.weight in the service's own v2 cgroup,
+    -- io enabled from orch's cgroup down to the supervisor's, and nothing
+    -- else enabled for the services.
+    with_cgroups(function(s, _, _, _, _, parent)
+      s.service{ name = "w", cmd = u.sh("sleep 600"), limits = { io_weight = 50 } }
+      s.start("w")
+      local st = running(s, "w")
+      assert.are.equal("default 50", (h.slurp(info.mount .. st.cgroup .. "/io.weight"):match("^[^\n]*")))
+      assert.matches(" io ", " " .. h.cgroup_words(info.mount .. abs(parent), "cgroup.subtree_control") .. " ")
+      assert.are.equal("v2", st.cgroup_controllers.io)
+    end)
+  end)
+
   it("a pids_max limit makes fork fail inside the service", function()
     with_cgroups(function(s, _, _, output)
       s.service{ name = "forky", restart = "never", limits = { pids_max = 2 }, log = { stderr = true },

@@ -356,13 +356,9 @@ static int fs_path(const char *mount, const char *root, const char *cgp, char **
   return n < 0 ? -ENOMEM : 0;
 }
 
-/* mkdir -p of dir below `base` (which exists). With exclusive, the last
- * component must be new. Calls each_parent(parent, arg) for the parent of
- * each directory it creates and of the last one: controllers are enabled
- * only where orch makes the tree, never in an existing ancestor (a
- * service manager's slice, say) above the leaf's parent. */
-static int mkdirs(const char *base, const char *dir, int exclusive,
-                  void (*each_parent)(const char *parent, unsigned arg), unsigned arg) {
+/* mkdir -p of dir below `base` (which exists), for the v1 mirrors. With
+ * exclusive, the last component must be new. */
+static int mkdirs(const char *base, const char *dir, int exclusive) {
   char buf[PATH_MAX];
   size_t bl = strlen(base);
   if (strlen(dir) >= sizeof buf) return -ENAMETOOLONG;
@@ -374,38 +370,62 @@ static int mkdirs(const char *base, const char *dir, int exclusive,
     int last = *e == 0;
     char save = *e;
     *e = 0;
-    int made = mkdir(buf, 0755) == 0;
-    if (!made && (errno != EEXIST || (last && exclusive))) return -errno;
-    if (each_parent && (made || last)) {
-      char *slash = p - 1;
-      *slash = 0;
-      each_parent(buf, arg);
-      *slash = '/';
-    }
+    if (mkdir(buf, 0755) < 0 && (errno != EEXIST || (last && exclusive))) return -errno;
     *e = save;
     if (last) return 0;
     p = e;
   }
 }
 
-static unsigned parse_controllers(char *list) {
-  unsigned m = 0;
-  for (char *sv = NULL, *t = strtok_r(list, " \n", &sv); t; t = strtok_r(NULL, " \n", &sv))
-    for (int c = 0; c < ORCH__CG_NCTL; c++)
-      if (strcmp(t, orch__cg_ctl_names[c]) == 0) m |= 1u << c;
-  return m;
+/* The bit of controller name in a controller mask (orch's four, then the
+ * v2-only ones at ORCH__CG_V2ONLY), or 0; and the name of a bit. */
+static unsigned ctl_bit(const char *name, size_t len) {
+  for (int c = 0; c < ORCH__CG_NCTL; c++)
+    if (strlen(orch__cg_ctl_names[c]) == len && strncmp(name, orch__cg_ctl_names[c], len) == 0) return 1u << c;
+  for (int c = 0; c < ORCH__CG_NV2ONLY; c++)
+    if (strlen(orch__cg_v2only_names[c]) == len && strncmp(name, orch__cg_v2only_names[c], len) == 0)
+      return 1u << (ORCH__CG_V2ONLY + c);
+  return 0;
 }
 
-/* Is tok one of the words of a space-separated list (cgroup.controllers)? */
-static int has_word(const char *list, const char *tok) {
-  size_t tl = strlen(tok);
+static const char *bit_name(unsigned bit) {
+  for (int c = 0; c < ORCH__CG_NCTL; c++)
+    if (bit == 1u << c) return orch__cg_ctl_names[c];
+  for (int c = 0; c < ORCH__CG_NV2ONLY; c++)
+    if (bit == 1u << (ORCH__CG_V2ONLY + c)) return orch__cg_v2only_names[c];
+  return "?";
+}
+
+/* The controllers named in a space-separated list (cgroup.controllers,
+ * cgroup.subtree_control) that orch knows, as a mask. */
+static unsigned parse_controllers(const char *list) {
+  unsigned m = 0;
   for (const char *p = list; *p; ) {
     p += strspn(p, " \n");
     size_t n = strcspn(p, " \n");
-    if (n == tl && strncmp(p, tok, tl) == 0) return 1;
+    if (n) m |= ctl_bit(p, n);
     p += n;
   }
-  return 0;
+  return m;
+}
+
+/* What the last failed step of a create or set was, for the binding's
+ * message (loop thread only, like the layout). */
+static char why_buf[PATH_MAX + 256];
+
+/* The v2 path ("/a/b") of the v2 directory dir, for messages. */
+static const char *v2_name(const char *dir, char *buf, size_t size) {
+  size_t ml = strlen(layout.v2_mount);
+  const char *rest = strncmp(dir, layout.v2_mount, ml) == 0 ? dir + ml : dir;
+  while (*rest == '/') rest++;
+  const char *root = strcmp(layout.v2_root, "/") == 0 ? "" : layout.v2_root;
+  if ((size_t)snprintf(buf, size, "%s/%s", root, rest) >= size) buf[size - 1] = 0;   /* a message: cut */
+  return buf;
+}
+
+static void why(const char *fmt, const char *ctl, const char *dir) {
+  char name[PATH_MAX];
+  snprintf(why_buf, sizeof why_buf, fmt, ctl, v2_name(dir, name, sizeof name));
 }
 
 /* The kernel enables a domain controller for the children of a cgroup
@@ -414,8 +434,8 @@ static int has_word(const char *list, const char *tok) {
  * Delegate=yes) starts orch inside it: so when dir is orch's own cgroup,
  * orch moves itself into a leaf below it, ORCH__CG_LEAF, and relative paths
  * go on starting from dir (orch__cg_home). Only orch moves (no other
- * process is orch's to move): if another process is there, the controller
- * stays off. 0, or -errno. */
+ * process is orch's to move): if another process is there, enabling fails
+ * with EBUSY. 0, or -errno. */
 #define ORCH__CG_LEAF "supervisor"
 static int into_leaf(const char *dir) {
   if (home_cgroup) return -EBUSY;
@@ -436,40 +456,137 @@ static int into_leaf(const char *dir) {
   return 0;
 }
 
-/* The bit of controller name in a `want` mask (orch's four, then the
- * v2-only ones), or 0. */
-static unsigned ctl_bit(const char *name) {
-  for (int c = 0; c < ORCH__CG_NCTL; c++)
-    if (strcmp(name, orch__cg_ctl_names[c]) == 0) return 1u << c;
-  for (int c = 0; c < ORCH__CG_NV2ONLY; c++)
-    if (strcmp(name, orch__cg_v2only_names[c]) == 0) return 1u << (ORCH__CG_V2ONLY + c);
+/* Enables the controllers of `want` (a mask) for the children of the v2
+ * directory dir where its subtree_control lacks them, moving orch out of
+ * the way first when dir is its own cgroup (into_leaf). *got is then what
+ * dir's subtree_control has: what its children get. Reads one file when
+ * nothing is missing. 0, or -errno with why_buf saying which step failed:
+ * -ENOTSUP when dir's parent does not offer the controller, -EBUSY when a
+ * process other than orch is inside dir, -EACCES when orch may not write
+ * it, -EOPNOTSUPP, ... as the kernel says. */
+static int enable_at(const char *dir, unsigned want, unsigned *got) {
+  char enabled[512], offered[512], cmd[64];
+  ssize_t k = read_path(dir, "cgroup.subtree_control", enabled, sizeof enabled);
+  if (k < 0) { why("%sreading %s/cgroup.subtree_control", "", dir); return (int)k; }
+  unsigned have = parse_controllers(enabled), missing = want & ~have;
+  *got = have;
+  if (!missing) return 0;
+  k = read_path(dir, "cgroup.controllers", offered, sizeof offered);
+  if (k < 0) { why("%s: reading %s/cgroup.controllers", bit_name(missing & -missing), dir); return (int)k; }
+  unsigned offers = parse_controllers(offered);
+  for (unsigned bit = 1; bit && bit <= missing; bit <<= 1) {
+    if (!(missing & bit)) continue;
+    const char *name = bit_name(bit);
+    if (!(offers & bit)) {
+      why("%s: not offered to %s by its parent (cgroup.controllers)", name, dir);
+      return -ENOTSUP;
+    }
+    snprintf(cmd, sizeof cmd, "+%s", name);
+    int r = write_path(dir, "cgroup.subtree_control", cmd);
+    if (r == -EBUSY && into_leaf(dir) == 0) r = write_path(dir, "cgroup.subtree_control", cmd);
+    if (r == -EBUSY) {
+      why("%s: enabling it in %s/cgroup.subtree_control (a process is inside that cgroup, and the kernel "
+          "enables a controller only for the children of a cgroup without processes)", name, dir);
+      return r;
+    }
+    if (r < 0) { why("%s: enabling it in %s/cgroup.subtree_control", name, dir); return r; }
+    have |= bit;
+    *got = have;
+  }
   return 0;
 }
 
-/* Enables the wanted controllers in a v2 directory's subtree_control where
- * its cgroup.controllers offers them (errors ignored), moving orch out of
- * the way first when dir is its own cgroup (into_leaf). A write only when
- * one is missing: the common case is two reads, or one when nothing is
- * offered. Returns what dir's children have then (its subtree_control, as
- * a mask of ctl_bit): what a child made just before gets. */
-static unsigned enable_v2(const char *dir, unsigned want) {
-  char offered[512], enabled[512], cmd[64];
-  if (read_path(dir, "cgroup.controllers", offered, sizeof offered) <= 0) return 0;
-  if (read_path(dir, "cgroup.subtree_control", enabled, sizeof enabled) < 0) return 0;
-  unsigned got = 0;
-  for (char *sv = NULL, *t = strtok_r(offered, " \n", &sv); t; t = strtok_r(NULL, " \n", &sv)) {
-    unsigned bit = ctl_bit(t);
-    if (has_word(enabled, t)) { got |= bit; continue; }
-    if (!(bit & want)) continue;
-    snprintf(cmd, sizeof cmd, "+%s", t);
-    int r = write_path(dir, "cgroup.subtree_control", cmd);
-    if (r == -EBUSY && into_leaf(dir) == 0) r = write_path(dir, "cgroup.subtree_control", cmd);
-    if (r == 0) got |= bit;
+/* The v2 directory orch enables controllers from, for a cgroup at dir:
+ * orch's own cgroup (orch__cg_home) when dir is below it, else the
+ * mount's root. orch writes no subtree_control above it: what its own
+ * cgroup is offered is its service manager's (or delegator's) to say. */
+static char *chain_top(const char *dir) {
+  char home[PATH_MAX];
+  char *fs = NULL;
+  if (orch__cg_home(home, sizeof home) == 0 &&
+      fs_path(layout.v2_mount, layout.v2_root, home, &fs) == 0) {
+    size_t n = strlen(fs);
+    while (n > 1 && fs[n - 1] == '/') fs[--n] = 0;
+    if (strncmp(dir, fs, n) == 0 && dir[n] == '/') return fs;
   }
-  return got;
+  free(fs);
+  return strdup(layout.v2_mount);
 }
 
-static void enable_v2_each(const char *dir, unsigned want) { enable_v2(dir, want); }
+/* What the top of dir's chain is offered (its cgroup.controllers): the
+ * controllers orch can have in v2 for a cgroup at dir. */
+static unsigned offered_at(const char *top) {
+  char buf[512];
+  if (read_path(top, "cgroup.controllers", buf, sizeof buf) < 0) return 0;
+  return parse_controllers(buf);
+}
+
+unsigned orch__cg_v2_offered(void) {
+  char home[PATH_MAX];
+  char *fs = NULL;
+  if (!orch__cg_layout_get(NULL) || orch__cg_home(home, sizeof home) < 0 ||
+      fs_path(layout.v2_mount, layout.v2_root, home, &fs) < 0)
+    return 0;
+  unsigned m = offered_at(fs);
+  free(fs);
+  return m;
+}
+
+/* rmdir of dir and of its `up` nearest ancestors, deepest first (what a
+ * failed create made). */
+static void unmake(const char *dir, int up) {
+  char buf[PATH_MAX];
+  snprintf(buf, sizeof buf, "%s", dir);
+  for (int i = 0; i <= up; i++) {
+    int dfd;
+    const char *rel = at_v2(buf, &dfd);
+    unlinkat(dfd, rel, AT_REMOVEDIR);
+    char *slash = strrchr(buf, '/');
+    if (!slash) break;
+    *slash = 0;
+  }
+}
+
+/* A controller reaches a cgroup only if every ancestor enables it for its
+ * children. Walks the v2 directories from top down to dir (top is dir or
+ * an ancestor of it): with mk, makes those missing (*made counts them; they
+ * are the deepest); enables `want` in each (enable_at). *got is what dir
+ * enables for its children. With nothing wanted only dir is read. On
+ * failure what it made is removed again. */
+static int walk_down(const char *top, const char *dir, int mk, unsigned want, unsigned *got, int *made) {
+  char buf[PATH_MAX];
+  size_t tl = strlen(top);
+  if (strlen(dir) >= sizeof buf) return -ENAMETOOLONG;
+  strcpy(buf, dir);
+  if (made) *made = 0;
+  int r = 0;
+  char *p = buf + tl, *e = p;           /* the first level is top itself */
+  for (;;) {
+    int last = *e == 0;
+    char save = *e;
+    *e = 0;
+    if (mk && p != e) {                /* not top, which exists */
+      int dfd;
+      const char *rel = at_v2(buf, &dfd);
+      if (mkdirat(dfd, rel, 0755) == 0) (*made)++;
+      else if (errno != EEXIST) {
+        r = -errno;
+        why("%smaking %s", "", buf);
+        *strrchr(buf, '/') = 0;          /* not made: what was is above */
+        break;
+      }
+    }
+    if ((want || last) && (r = enable_at(buf, want, got)) < 0) break;
+    *e = save;
+    if (last) return 0;
+    for (p = e; *p == '/'; p++) {}
+    e = strchrnul(p, '/');
+  }
+  /* buf ends at the level that failed: what was made is it (if made) and
+   * the levels above it. */
+  if (mk && *made) unmake(buf, *made - 1);
+  return r;
+}
 
 static unsigned v2_controllers(const char *dir) {
   char buf[512];
@@ -507,13 +624,68 @@ static int mirror(orch__cgroup *cg, const char *path, int c, int create) {
   free(cgp);
   if (r < 0) return r;
   if (create) {
-    r = mkdirs(lo->v1_mount[c], fs, 0, NULL, 0);
+    r = mkdirs(lo->v1_mount[c], fs, 0);
   } else {
     struct stat sb;
     r = stat(fs, &sb) < 0 ? -errno : 0;
   }
   if (r < 0) { free(fs); return r; }
   cg->fs[1 + c] = fs;
+  return 0;
+}
+
+/* Makes the v2 directory of cg (cg->fs[0]) and enables the v2 part of
+ * `want` down to its parent; the v1 part (orch's four controllers that v2
+ * does not offer orch here) gets mirrors. Nothing is left made on failure. */
+static int make_v2(orch__cgroup *cg, const char *path, unsigned want) {
+  const orch__cg_layout *lo = &layout;
+  char *top = chain_top(cg->fs[0]);
+  if (!top) return -ENOMEM;
+  unsigned v2 = want ? offered_at(top) & want : 0, rest = want & ~v2;
+  for (unsigned bit = 1; bit && bit <= rest; bit <<= 1) {
+    if (!(rest & bit)) continue;
+    int c = __builtin_ctz(bit);
+    if (c < ORCH__CG_NCTL && lo->v1_mount[c][0]) continue;
+    why(c < ORCH__CG_NCTL ? "%s: cgroup v2 does not offer it to %s here (cgroup.controllers), and there is "
+                            "no cgroup v1 hierarchy of it"
+                          : "%s: cgroup v2 does not offer it to %s here (cgroup.controllers)",
+        bit_name(bit), top);
+    free(top);
+    return -ENOTSUP;
+  }
+  char *parent = strdup(cg->fs[0]);
+  if (!parent) { free(top); return -ENOMEM; }
+  *strrchr(parent, '/') = 0;
+  int made = 0, r, dfd;
+  unsigned got = 0;
+  const char *rel = at_v2(cg->fs[0], &dfd);
+  /* The parent usually exists: one mkdir, else the whole walk. */
+  if (mkdirat(dfd, rel, 0755) == 0) {
+    r = walk_down(top, parent, 0, v2, &got, NULL);
+    if (r < 0) unmake(cg->fs[0], 0);
+  } else if (errno == ENOENT) {
+    r = walk_down(top, parent, 1, v2, &got, &made);
+    if (r == 0 && mkdirat(dfd, rel, 0755) < 0) {
+      r = -errno;
+      if (made) unmake(parent, made - 1);
+    }
+  } else {
+    r = -errno;
+  }
+  free(parent);
+  free(top);
+  if (r < 0) return r;
+  cg->v2ctl = got;
+  for (int c = 0; c < ORCH__CG_NCTL; c++) {
+    if (!(rest & (1u << c))) continue;
+    /* A mirror costs a directory per hierarchy (a v1 memory cgroup is slow
+     * to make): made only when asked for, else at the first limit. */
+    if ((r = mirror(cg, path, c, 1)) < 0) {
+      why("%s: making its cgroup v1 directory%s", orch__cg_ctl_names[c], "");
+      orch__cg_remove(cg, 0);
+      return r;
+    }
+  }
   return 0;
 }
 
@@ -524,45 +696,27 @@ static int open_v2(orch__cgroup *cg, const char *path, int create, unsigned want
   int r = check_path(path);
   if (r < 0) return r;
   orch__cg_close(cg);
+  why_buf[0] = 0;
   r = resolve(path, -1, &cg->path);
   if (r == 0) r = fs_path(lo->v2_mount, lo->v2_root, cg->path, &cg->fs[0]);
-  int known = 0;           /* cg->v2ctl known without reading the child's file */
-  if (r == 0 && create) {
-    /* The parent usually exists: one mkdir, else the whole walk. */
-    int dfd;
-    const char *rel = at_v2(cg->fs[0], &dfd);
-    if (mkdirat(dfd, rel, 0755) == 0) {
-      char *slash = strrchr(cg->fs[0], '/');
-      *slash = 0;
-      cg->v2ctl = enable_v2(cg->fs[0], ORCH__CG_ALL | want) & ORCH__CG_ALL;
-      *slash = '/';
-      known = 1;
-    } else if (errno == ENOENT) {
-      r = mkdirs(lo->v2_mount, cg->fs[0], 1, enable_v2_each, ORCH__CG_ALL | want);
-    } else {
-      r = -errno;
-    }
-  }
+  if (r == 0 && create) r = make_v2(cg, path, want);
   if (r == 0 && !create) {
     struct stat sb;
     int dfd;
     const char *rel = at_v2(cg->fs[0], &dfd);
     if (fstatat(dfd, rel, &sb, 0) < 0) r = -errno;
     else if (!S_ISDIR(sb.st_mode)) r = -ENOTDIR;
+    if (r == 0) {
+      cg->v2ctl = v2_controllers(cg->fs[0]);
+      for (int c = 0; c < ORCH__CG_NCTL; c++)
+        if (!(cg->v2ctl & (1u << c))) mirror(cg, path, c, 0);
+    }
   }
   if (r < 0) { orch__cg_close(cg); return r; }
-  if (!known) cg->v2ctl = v2_controllers(cg->fs[0]);
-  for (int c = 0; c < ORCH__CG_NCTL; c++) {
-    if (cg->v2ctl & (1u << c)) continue;
-    if (create && !(want & (1u << c))) continue;
-    /* A mirror costs a directory per hierarchy (a v1 memory cgroup is
-     * slow to make): made now only when asked for, else at the first
-     * limit. One that cannot be made leaves that controller unavailable;
-     * orch__cg_set says so when a limit needs it. */
-    mirror(cg, path, c, create);
-  }
   return 0;
 }
+
+const char *orch__cg_why(void) { return why_buf[0] ? why_buf : NULL; }
 
 int orch__cg_create(orch__cgroup *cg, const char *path, unsigned want) {
   return open_v2(cg, path, 1, want);
@@ -969,6 +1123,28 @@ int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
   char buf[64];
   int c = limit_ctl[limit];
   *where = v2file[limit];
+  why_buf[0] = 0;
+  if (!(cg->v2ctl & (1u << c)) && !cg->fs[1 + c]) {
+    /* Offered to orch in v2: enabled down to the cgroup's parent now (the
+     * v2 counterpart of a v1 mirror made at the first limit). */
+    char *top = chain_top(cg->fs[0]);
+    if (!top) return -ENOMEM;
+    int r = 0;
+    size_t tl = strlen(top);
+    if (strncmp(cg->fs[0], top, tl) == 0 && cg->fs[0][tl] == '/' && (offered_at(top) & (1u << c))) {
+      char *parent = strdup(cg->fs[0]);
+      if (!parent) r = -ENOMEM;
+      else {
+        *strrchr(parent, '/') = 0;
+        unsigned got = 0;
+        r = walk_down(top, parent, 0, 1u << c, &got, NULL);
+        if (r == 0) cg->v2ctl = got;
+        free(parent);
+      }
+    }
+    free(top);
+    if (r < 0) { *where = why_buf; return r; }
+  }
   if (cg->v2ctl & (1u << c)) {
     switch (limit) {
       case ORCH__CG_CPU_MAX:

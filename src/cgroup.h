@@ -90,17 +90,31 @@ const char *orch__cg_path_error(const char *path);
 typedef struct {
   char *path;                        /* v2 path, "/a/b"; NULL when closed */
   char *fs[1 + ORCH__CG_NCTL];       /* directories in the file system, or NULL */
-  unsigned v2ctl;                    /* controllers enabled in v2 for it */
+  unsigned v2ctl;                    /* controllers enabled in v2 for it (a mask) */
   int acct[2];                       /* held cpu.stat, memory figure fds, or -1 */
 } orch__cgroup;
 
 void orch__cg_init(orch__cgroup *cg);
-/* Makes the cgroup (and missing parents; EEXIST if it exists), enables
- * memory, pids, cpu and io in v2 where the parent offers them (and the
- * v2-only controllers in `want`), and makes v1 mirrors now for the
- * controllers in `want` that v2 lacks (the others are made by the first
- * orch__cg_set that needs one). */
+/* Makes the cgroup (and missing parents; EEXIST if it exists) with the
+ * controllers of `want` (bits 1 << ORCH__CG_MEMORY..., and 1 <<
+ * (ORCH__CG_V2ONLY + i)) and no other: those v2 offers orch here
+ * (orch__cg_v2_offered) are enabled in the cgroup.subtree_control of
+ * every cgroup from orch's own (orch__cg_home; the mount's root for a path
+ * outside it) down to the new cgroup's parent, where not enabled yet;
+ * orch's four that v2 does not offer get v1 mirrors now. -ENOTSUP when a
+ * wanted controller is in neither; a failed enabling returns the kernel's
+ * error (-EBUSY: a process is inside an ancestor; -EACCES; -EOPNOTSUPP).
+ * On failure nothing made is left, and orch__cg_why says which step
+ * failed. Controllers a limit needs later are enabled (or mirrored) by
+ * orch__cg_set. orch never disables a controller: a cgroup it did not
+ * make may use it. */
 int orch__cg_create(orch__cgroup *cg, const char *path, unsigned want);
+/* The step the last failed orch__cg_create or orch__cg_set failed at
+ * ("io: enabling it in /a/cgroup.subtree_control"), or NULL. Loop thread. */
+const char *orch__cg_why(void);
+/* The controllers (a mask as for orch__cg_create) that cgroup v2 offers
+ * orch's own cgroup (its cgroup.controllers): those orch can have in v2. */
+unsigned orch__cg_v2_offered(void);
 /* Opens an existing cgroup and the v1 mirrors that exist. */
 int orch__cg_open(orch__cgroup *cg, const char *path);
 void orch__cg_close(orch__cgroup *cg);
@@ -155,11 +169,14 @@ int orch__cg_usage(orch__cgroup *cg, long long *usage_usec, long long *memory);
 enum { ORCH__CG_MEMORY_MAX, ORCH__CG_MEMORY_HIGH, ORCH__CG_SWAP_MAX, ORCH__CG_PIDS_MAX,
        ORCH__CG_CPU_MAX, ORCH__CG_CPU_WEIGHT, ORCH__CG_IO_WEIGHT, ORCH__CG_NLIMITS };
 extern const char *const orch__cg_limit_names[ORCH__CG_NLIMITS];   /* "memory_max", ... */
-/* Writes the limit. -ENOTSUP when neither v2 nor a v1 hierarchy of this
- * host offers it (v1 has no memory_high, swap_max nor io_weight); *where is
- * then the reason, else the file written ("memory.max" or
- * "v1 memory.limit_in_bytes"). A v1 mirror missing for an opened cgroup is
- * made, and the cgroup's processes are moved into it. */
+/* Writes the limit: in v2 when its controller is enabled for the cgroup,
+ * or offered to orch in v2 (it is enabled then down to the cgroup's
+ * parent, as orch__cg_create does), else through the v1 hierarchy.
+ * -ENOTSUP when neither v2 nor a v1 hierarchy of this host offers it (v1
+ * has no memory_high, swap_max nor io_weight); *where is then the reason,
+ * else the file written ("memory.max" or "v1 memory.limit_in_bytes"), or
+ * the step that failed. A v1 mirror missing for an opened cgroup is made,
+ * and the cgroup's processes are moved into it. */
 int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
                  const char **where);
 

@@ -266,7 +266,12 @@ static int cgroup_create(lua_State *L) {
   const char *path = lua_tostring(L, 1);
   ocg *o = cg_new(L);
   int r = orch__cg_create(&o->cg, path, want);
-  if (r < 0) return fail_path(L, "cgroup.create", path, -r);
+  if (r < 0) {
+    const char *why = orch__cg_why();
+    if (!why) return fail_path(L, "cgroup.create", path, -r);
+    if (r == -ENOTSUP) return orch__failf(L, "ENOTSUP", "cgroup.create: %s: %s", path, why);
+    return orch__fail_errno(L, -r, "cgroup.create: %s: %s", path, why);
+  }
   return 1;
 }
 
@@ -308,7 +313,7 @@ static int cgroup_info(lua_State *L) {
     if (err == -ENOENT) return orch__failf(L, "ENOENT", "cgroup.info: no cgroup v2 hierarchy is mounted");
     return orch__fail(L, "cgroup.info", -err);
   }
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 5);
   lua_pushstring(L, lo->v2_mount);
   lua_setfield(L, -2, "mount");
   char self[4096];
@@ -325,6 +330,21 @@ static int cgroup_info(lua_State *L) {
     hybrid = 1;
   }
   lua_setfield(L, -2, "v1");
+  /* Where orch's cgroups can have each controller. */
+  unsigned v2 = orch__cg_v2_offered();
+  lua_newtable(L);
+  for (int c = 0; c < ORCH__CG_NCTL; c++) {
+    if (v2 & (1u << c)) lua_pushliteral(L, "v2");
+    else if (lo->v1_mount[c][0]) lua_pushliteral(L, "v1");
+    else continue;
+    lua_setfield(L, -2, orch__cg_ctl_names[c]);
+  }
+  for (int c = 0; c < ORCH__CG_NV2ONLY; c++) {
+    if (!(v2 & (1u << (ORCH__CG_V2ONLY + c)))) continue;
+    lua_pushliteral(L, "v2");
+    lua_setfield(L, -2, orch__cg_v2only_names[c]);
+  }
+  lua_setfield(L, -2, "controllers");
   lua_pushstring(L, hybrid ? "hybrid" : "v2");
   lua_setfield(L, -2, "layout");
   return 1;
@@ -352,6 +372,11 @@ static int cg_controllers(lua_State *L) {
     else if (o->cg.fs[1 + c]) lua_pushliteral(L, "v1");
     else continue;
     lua_setfield(L, -2, orch__cg_ctl_names[c]);
+  }
+  for (int c = 0; c < ORCH__CG_NV2ONLY; c++) {
+    if (!(o->cg.v2ctl & (1u << (ORCH__CG_V2ONLY + c)))) continue;
+    lua_pushliteral(L, "v2");
+    lua_setfield(L, -2, orch__cg_v2only_names[c]);
   }
   return 1;
 }

@@ -260,6 +260,26 @@ function M.format_status(services)
       break
     end
   end
+  -- Where the limits of services with cgroup limits are held (a hybrid
+  -- host has controllers in cgroup v1, a mixed one some in each): once.
+  local where = { v2 = {}, v1 = {} }
+  for _, sv in ipairs(services) do
+    if type(sv.cgroup_controllers) == "table" then
+      for ctl, v in pairs(sv.cgroup_controllers) do
+        if where[v] and type(ctl) == "string" then where[v][ctl] = true end
+      end
+    end
+  end
+  local parts = {}
+  for _, v in ipairs{ "v2", "v1" } do
+    local names = {}
+    for ctl in pairs(where[v]) do names[#names + 1] = ctl end
+    table.sort(names)
+    if #names > 0 then
+      parts[#parts + 1] = table.concat(names, ", ") .. (v == "v2" and " in cgroup v2" or " through cgroup v1")
+    end
+  end
+  if #parts > 0 then out[#out + 1] = "cgroup controllers: " .. table.concat(parts, "; ") end
   return out
 end
 

@@ -148,47 +148,71 @@ local CONTROLLER = { memory_max = "memory", memory_high = "memory", swap_max = "
                      cpu_max = "cpu", cpu_weight = "cpu", io_weight = "io" }
 local V2_ONLY = { memory_high = true, swap_max = true, io_weight = true }
 
--- Where the runs' cgroups would get each controller ("v2" or "v1"), or
--- nil and why this supervisor has no cgroups. Found once (until the
--- configuration changes) without keeping anything: the parent is made and
--- removed again when it did not exist (its default name may still change
--- with the control socket), or the running tree is asked.
-local function probe(S)
+-- Where the runs' cgroups can get each controller ("v2" or "v1", from
+-- orch.cgroup.info), or nil and why this supervisor has no cgroups. Found
+-- once (until the configuration changes) without keeping anything: the
+-- parent is made and removed again when it did not exist (its default
+-- name may still change with the control socket), or the running tree is
+-- asked. A controller a limit needs in v2 is really enabled, once, in a
+-- throwaway cgroup below the parent (p.enabled[ctl]: true, or the error):
+-- what the kernel refuses (EBUSY: a process inside an ancestor; EACCES;
+-- EOPNOTSUPP) is then refused when the service is defined.
+local function probe(S, enable)
   local p = S.cgroup_probe
-  if p then return p end
-  if S.cgroup_base then
-    p = { where = S.cgroup_base:controllers() }
-  elseif S.cgroup_parent == false then
-    p = { off = "turned off (sup.configure{ cgroup = false })" }
-  elseif S.cgroup_off then
-    p = { off = S.cgroup_off }
-  else
+  if p and not enable then return p end
+  if not p then
+    if S.cgroup_parent == false then
+      p = { off = "turned off (sup.configure{ cgroup = false })" }
+    elseif S.cgroup_off and not S.cgroup_base then
+      p = { off = S.cgroup_off }
+    else
+      local info = orch.cgroup.info()
+      p = { where = {}, enabled = {} }
+      for ctl, where in pairs(info and info.controllers or {}) do p.where[ctl] = where end
+    end
+    S.cgroup_probe = p
+  end
+  if p.off or (p.checked and (not enable or p.enabled[enable] ~= nil)) then return p end
+  local base, made = S.cgroup_base, false
+  if not base then
     if not S.cgroup_id then
       nsups = nsups + 1
       S.cgroup_id = nsups
     end
     local path = S.cgroup_parent or default_path(S)
     local cg, err, ename = orch.cgroup.create(path)
-    local made = cg ~= nil
+    made = cg ~= nil
     if not cg and ename == "EEXIST" then cg, err = orch.cgroup.open(path) end
     if not cg then
-      p = { off = tostring(err) }
-    else
-      p = { where = cg:controllers() }
-      if made then cg:remove() end
+      p.off, p.where = tostring(err), nil
+      return p
+    end
+    base = cg
+  end
+  p.checked = true
+  if enable and p.enabled[enable] == nil then
+    local name, cg, err, ename = 0
+    repeat
+      name = name + 1
+      cg, err, ename = orch.cgroup.create(base:path() .. "/orch-probe." .. orch.getpid() .. "." .. name,
+                                          { controllers = { enable } })
+    until cg or ename ~= "EEXIST"
+    if cg then
+      cg:remove()
       cg:close()
     end
+    p.enabled[enable] = cg and true or tostring(err)
   end
-  -- A controller v2 lacks here is used through its v1 hierarchy, whose
-  -- mirror directory is made with the first limit.
-  if p.where then
-    local info = orch.cgroup.info()
-    for ctl, mount in pairs(info and info.v1 or {}) do
-      if not p.where[ctl] and mount and mount ~= "" then p.where[ctl] = "v1" end
-    end
-  end
-  S.cgroup_probe = p
+  if made then base:remove({ recursive = true }) end
+  if base ~= S.cgroup_base then base:close() end
   return p
+end
+
+--- Where the runs' cgroups can get each controller ({ memory = "v1", io =
+-- "v2", ... }), or nil when cgroups are off.
+function M.controllers(S)
+  local p = probe(S)
+  return p.where
 end
 
 --- Raises when the host (or the configuration) cannot apply one of the
@@ -208,12 +232,18 @@ function M.check(S, cfg)
   for _, k in ipairs(names) do
     local ctl = CONTROLLER[k]
     local where = p.where[ctl]
-    if not where then
+    if not where and not V2_ONLY[k] then
       error(string.format("service '%s': limits.%s: this host has no %s controller for orch's cgroups "
-        .. "(not enabled in cgroup v2 there, no cgroup v1 hierarchy of it)", cfg.name, k, ctl), 0)
+        .. "(cgroup v2 does not offer it to orch, and there is no cgroup v1 hierarchy of it)", cfg.name, k, ctl), 0)
     elseif where ~= "v2" and V2_ONLY[k] then
-      error(string.format("service '%s': limits.%s: it needs the %s controller in cgroup v2, which is not "
-        .. "enabled for orch's cgroups here (cgroup v1 has no equivalent)", cfg.name, k, ctl), 0)
+      error(string.format("service '%s': limits.%s: it needs the %s controller in cgroup v2, which does not "
+        .. "offer it to orch here (cgroup v1 has no equivalent)", cfg.name, k, ctl), 0)
+    elseif where == "v2" then
+      local ok = probe(S, ctl).enabled[ctl]
+      if ok ~= true then
+        error(string.format("service '%s': limits.%s: the %s controller cannot be enabled for orch's cgroups: %s",
+          cfg.name, k, ctl, tostring(ok)), 0)
+      end
     end
   end
 end
@@ -238,7 +268,26 @@ local function retire(S, cg)
   end)
 end
 
-local MEMORY = { controllers = { "memory" } }
+-- The controllers a service's cgroups are made with: what its status
+-- shows (memory, tasks) where cgroup v2 offers them (a v2 css is cheap),
+-- and memory wherever it is when the rss rule of its limits reads it (a
+-- v1 memory cgroup costs about 0.5 ms, which a restart would pay for
+-- nothing otherwise). The controllers its cgroup limits need are enabled
+-- (or mirrored in v1) by cg:set. Nothing else: no controller is enabled in
+-- a cgroup.subtree_control that no service needs. Per definition (weak).
+local copts_of = setmetatable({}, { __mode = "k" })
+
+local function create_options(S, cfg)
+  local o = copts_of[cfg]
+  if o then return o end
+  local where = M.controllers(S) or {}
+  local list = {}
+  if where.memory == "v2" or (where.memory and cfg.limits and cfg.limits.rss) then list[#list + 1] = "memory" end
+  if where.pids == "v2" then list[#list + 1] = "pids" end
+  o = { controllers = list }
+  copts_of[cfg] = o
+  return o
+end
 
 -- What this module knows of a cgroup and a run (weak: they go with them):
 -- the instance a cgroup is for (owner), that it was seen empty after its
@@ -315,14 +364,9 @@ function M.prepare(inst, run, opts)
     if limits then return nil, "cgroup limits need cgroups, which are off: " .. S.cgroup_off end
     return true
   end
-  -- v2 enables every controller it can for accounting. On a hybrid host a
-  -- v1 mirror is made only for a limit (cg:set): a v1 memory cgroup costs
-  -- about 0.5 ms, which a restart would pay. A name may be taken by a run
-  -- of the previous image after `orch ctl reexec` (same pid).
-  -- The rss rule of the limits measures the whole cgroup: it needs memory
-  -- accounting (a v1 mirror on a hybrid host) from the start.
-  local l = inst.cfg.limits
-  local copts = l and l.rss and MEMORY or nil
+  -- A name may be taken by a run of the previous image after `orch ctl
+  -- reexec` (same pid).
+  local copts = create_options(S, inst.cfg)
   local cg, err, ename
   repeat
     S.cgroup_seq = S.cgroup_seq + 1
@@ -509,6 +553,9 @@ function M.status(inst, run, t, read, cpu, memory, tasks, oom_kill)
   local cg = run and run.cgroup
   if not cg then return end
   t.cgroup = cg:path()
+  -- Where its limits are held (a mixed host has some controllers in v2,
+  -- others in v1 only): said for the services that have cgroup limits.
+  if cgroup_limits(inst.cfg.limits) then t.cgroup_controllers = cg:controllers() end
   if not read then return end
   t.cpu = cpu or t.cpu
   t.memory = memory
