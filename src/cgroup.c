@@ -758,9 +758,10 @@ int orch__cg_remove(orch__cgroup *cg, int recursive) {
   const char *rel = at_v2(cg->fs[0], &dfd);
   if (unlinkat(dfd, rel, AT_REMOVEDIR) < 0 && errno != ENOENT) return -errno;
   int r = 0;
-  /* Mirrors this object did not make may exist below a parent: a
-   * descendant's mirror makes its parents in each v1 hierarchy. */
-  for (int c = 0; recursive && c < ORCH__CG_NCTL; c++)
+  /* Mirrors this object did not make may exist: a descendant's mirror
+   * (made by its first limit) makes its parents in each v1 hierarchy, and
+   * they stay once the descendant is removed. */
+  for (int c = 0; c < ORCH__CG_NCTL; c++)
     if (!cg->fs[1 + c] && layout_state > 0) mirror(cg, cg->path, c, 0);
   for (int c = 0; c < ORCH__CG_NCTL; c++) {
     const char *m = cg->fs[1 + c];
