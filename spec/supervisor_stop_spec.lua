@@ -162,6 +162,66 @@ describe("supervisor under orch run", function()
     end)
   end)
 
+  it("orch.exit(code) from a task stops every service first, dependents first, then exits with code", function()
+    u.with(function(_, _, dir, _, token)
+      -- web handles TERM slowly: orch must wait for it, not exit under it.
+      local script = h.script(string.format([[
+        local sup = require "orch.supervisor"
+        sup.configure { runtime_dir = %q }
+        sup.service { name = "db", cmd = { "sh", "-c", "echo $$ > %s/db.pid; exec sleep 300" } }
+        sup.service { name = "web", depends_on = "db",
+                      cmd = { "sh", "-c", "trap 'sleep 0.3; exit 0' TERM; echo $$ > %s/web.pid; while :; do sleep 0.05; done" } }
+        sup.run()
+        orch.task(function()
+          assert(sup.wait("all", "running", 20))
+          while not (io.open(%q) and io.open(%q)) do orch.sleep(0.02) end
+          orch.exit(7)
+          error("orch.exit returned")
+        end)
+      ]], dir, dir, dir, dir .. "/db.pid", dir .. "/web.pid"))
+      local p = orch_run(script, token, dir .. "/err")
+      assert.is_true(u.until_true(function() return pid_in(dir .. "/db.pid") and pid_in(dir .. "/web.pid") end, 20))
+      local db, web = pid_in(dir .. "/db.pid"), pid_in(dir .. "/web.pid")
+      local code, sig = p:wait(20)
+      local err = h.slurp(dir .. "/err")
+      assert.are.equal(7, code, err)
+      assert.is_nil(sig)
+      assert.is_false(u.alive(db))
+      assert.is_false(u.alive(web))
+      assert.matches("orch.exit(7): stopping every service", err, 1, true)
+      assert.not_matches("orch.exit returned", err, 1, true)
+      local iweb, idb = err:find("web: stopped", 1, true), err:find("db: stopped", 1, true)
+      assert.truthy(iweb and idb and iweb < idb, err)
+      -- Nothing is left for a next orch to adopt: the state record is gone.
+      assert.is_nil(io.open(dir .. "/err.sock.state"))
+    end)
+  end)
+
+  it("orch.exit from a stop hook neither hangs the stop nor cuts it short", function()
+    u.with(function(_, _, dir, _, token)
+      local script = h.script(string.format([[
+        local sup = require "orch.supervisor"
+        sup.configure { runtime_dir = %q }
+        sup.service { name = "other", cmd = { "sh", "-c", "echo $$ > %s/other.pid; exec sleep 300" } }
+        sup.service { name = "hooked", cmd = { "sh", "-c", "echo $$ > %s/hooked.pid; exec sleep 300" },
+          stop = function(svc) orch.exit(4) svc:signal("TERM") end }
+        sup.run()
+      ]], dir, dir, dir))
+      local p = orch_run(script, token, dir .. "/err")
+      assert.is_true(u.until_true(function() return pid_in(dir .. "/other.pid") and pid_in(dir .. "/hooked.pid") end, 20))
+      local other, hooked = pid_in(dir .. "/other.pid"), pid_in(dir .. "/hooked.pid")
+      -- `orch ctl stop hooked` runs the hook, whose orch.exit stops the rest
+      -- (orch may exit before it answers: the client's status is not tested).
+      h.cli({ "ctl", "--socket", dir .. "/err.sock", "stop", "hooked" })
+      local ecode = p:wait(20)
+      local err = h.slurp(dir .. "/err")
+      assert.are.equal(4, ecode, err)
+      assert.is_false(u.alive(other))
+      assert.is_false(u.alive(hooked))
+      assert.matches("orch.exit(4): stopping every service", err, 1, true)
+    end)
+  end)
+
   it("stops everything and exits 3 when a critical service goes fatal", function()
     local dir = h.tmpdir()
     local script = h.script(string.format([[

@@ -26,6 +26,32 @@ for _, name in ipairs(public) do
   end
 end
 
+-- orch.exit(code) while a supervisor runs (sup.run) stops its services
+-- first, as a shutdown does, and exits with `code` once they are stopped:
+-- an exit never leaves services running unsupervised (doc/core.md). A
+-- running supervisor registers a hook here: hook(code) returns "wait"
+-- (it will exit with code once stopped; the caller waits), "return" (the
+-- call comes from its own stop, which goes on and then exits with code), or
+-- nil (nothing left to stop).
+do
+  local raw_exit, hooks = orch.exit, {}
+  function orch.private.exit_hook(key, fn) hooks[key] = fn end
+  function orch.exit(code)
+    local c = code
+    if c == nil then c = 0 elseif type(c) == "boolean" then c = c and 0 or 1 else c = math.tointeger(c) end
+    if not c or c < 0 or c > 255 or next(hooks) == nil then return raw_exit(code) end
+    local wait, back
+    for _, fn in pairs(hooks) do
+      local r = fn(c)
+      if r == "wait" then wait = true elseif r == "return" then back = true end
+    end
+    if back then return end
+    if not wait then return raw_exit(c) end
+    if not orch.current() then return end
+    orch.cond():wait()        -- the supervisor's exit cancels this task
+  end
+end
+
 -- The Lua modules that complete a C one: each returns its module.
 orch.heartbeat = require "orch.heartbeat"
 orch.capture = require("orch.proc").capture

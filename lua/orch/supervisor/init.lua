@@ -101,6 +101,7 @@ local function new_state()
   }, Sup)
   -- orch.log: timestamped text on stderr, JSON lines (--log-format json)
   -- or the journal (under systemd), each record one write or datagram.
+  S.stop_hook_tasks = setmetatable({}, { __mode = "k" })
   S.log_fn = default_log
   S.output = default_output
   S.exit = function(code) orch.exit(code) end
@@ -347,6 +348,7 @@ function Sup:finish(code)
   persist.close(self)
   self:release()
   self:serve_http(nil, false)
+  orch.private.exit_hook(self, nil)
   self.exit(code)
 end
 
@@ -363,7 +365,7 @@ function Sup:shutdown(code)
     self.shutdown_code = code
     self.shutdown_task = orch.task(function()
       self:stop_ordered(all)
-      local status = code or self:exit_status()
+      local status = self.shutdown_code or self:exit_status()
       self:log(status == 0 and "every service is stopped" or
         string.format("every service is stopped (exit status %d)", status))
       self:finish(status)
@@ -861,6 +863,21 @@ local function new(main)
 
   run_body = function()
     sup.handle_signals()
+    -- orch.exit(code) stops every service first (lua/orch/init.lua).
+    if not S.finished then
+      orch.private.exit_hook(S, function(code)
+        if S.finished then return nil end
+        S.shutdown_code = code
+        local me = orch.current()
+        -- The stop's own tasks (a stop hook) go on with it; others wait.
+        local inside = me == S.shutdown_task or S.stop_hook_tasks[me]
+        if not S.shutdown_task then
+          S:log(string.format("orch.exit(%d): stopping every service", code))
+          S:shutdown(code)
+        end
+        return inside and "return" or "wait"
+      end)
+    end
     -- After `orch ctl reexec`: what ran before runs on (adopted), whether
     -- or not it starts by itself.
     handoff.load(S)

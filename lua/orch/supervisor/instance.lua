@@ -665,7 +665,11 @@ function Instance:stop_run(run)
   if run.readiness then run.readiness:stop() end
   local S, st = self.sup, self.cfg.stop
   if st.fn and not S.escalated then
+    -- An orch.exit from the hook must not wait for the stop it is part of.
+    local me = orch.current()
+    S.stop_hook_tasks[me] = true
     local ok, err = xpcall(st.fn, debug.traceback, self)
+    S.stop_hook_tasks[me] = nil
     if not ok then self:log("stop hook failed: %s", tostring(err)) end
   end
   if not run.alive then return end
