@@ -35,7 +35,7 @@ end
 -- nil (nothing left to stop).
 do
   local raw_exit, hooks = orch.exit, {}
-  function orch.private.exit_hook(key, fn) hooks[key] = fn end
+  function orch._exit_hook(key, fn) hooks[key] = fn end
   function orch.exit(code)
     local c = code
     if c == nil then c = 0 elseif type(c) == "boolean" then c = c and 0 or 1 else c = math.tointeger(c) end

@@ -348,7 +348,7 @@ function Sup:finish(code)
   persist.close(self)
   self:release()
   self:serve_http(nil, false)
-  orch.private.exit_hook(self, nil)
+  orch._exit_hook(self, nil)
   self.exit(code)
 end
 
@@ -865,7 +865,7 @@ local function new(main)
     sup.handle_signals()
     -- orch.exit(code) stops every service first (lua/orch/init.lua).
     if not S.finished then
-      orch.private.exit_hook(S, function(code)
+      orch._exit_hook(S, function(code)
         if S.finished then return nil end
         S.shutdown_code = code
         local me = orch.current()
