@@ -156,6 +156,29 @@ describe("orch.log", function()
     assert.matches("orch.supervisor: web: started, pid %d+\n", err)
   end)
 
+  it("a malformed JOURNAL_STREAM means text, never an error", function()
+    local log = require "orch.log"
+    local st = assert(orch.fd.stat(2))
+    local good = st.dev .. ":" .. st.ino
+    for _, v in ipairs { "", ":", "x", "1:", ":1", good .. ":1", " " .. good, good .. " ", good .. "\n", "-" .. good,
+                         "0x1:0x2", "1.5:2", "99999999999999999999999999:1", string.rep("9", 10000) .. ":1", "1\0:2" } do
+      assert.is_false(log.stderr_is_journal(v), ("%q"):format(v))
+    end
+    assert.is_true(log.stderr_is_journal(good))
+    -- The same through orch run: text on stderr, nothing sent.
+    local dir = h.tmpdir()
+    local got, err = h.run(function()
+      local sock <close> = assert(orch.dgram{ unix = dir .. "/journal.sock" })
+      local code, _, e = orch.run{ h.bin, "run", "--no-socket", h.script(SCRIPT),
+        env = { JOURNAL_STREAM = "1:2:3\nMESSAGE=x", ORCH_JOURNAL_SOCKET = dir .. "/journal.sock" } }
+      assert.are.equal(0, code, e)
+      sock:set_timeout(0.01)
+      return sock:recv(), e
+    end)
+    assert.is_nil(got)
+    assert.matches("orch.supervisor: web: started, pid %d+\n", err)
+  end)
+
   it("without a journal to send to, the records go to stderr as text", function()
     local code, _, err = h.cli({ "run", "--no-socket", "--log-format", "journal", h.script(SCRIPT) }, nil,
       { ORCH_JOURNAL_SOCKET = h.tmpdir() .. "/none.sock" })

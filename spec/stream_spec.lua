@@ -870,6 +870,34 @@ describe("orch.dgram", function()
                       "fd.close: bad file descriptor EBADF" }, res)
   end)
 
+  it("descriptors from another uid: a 0600 socket refuses them; one given to that uid takes them, and fd.stat names their owner", function()
+    os.execute("chmod 755 " .. h.shquote(dir))
+    local drop = dir .. "/drop"
+    assert(os.execute("mkdir -m 777 " .. h.shquote(drop)))
+    local res = h.run(function()
+      local closed <close> = assert(orch.dgram{ unix = dir .. "/closed" })
+      local given <close> = assert(orch.dgram{ unix = dir .. "/given", uid = 65534, passcred = true })
+      -- nobody makes a FIFO and a memfd of its own and sends both to each.
+      local out = h.sh("setpriv --reuid=65534 --regid=65534 --clear-groups " .. h.shquote(h.bin) .. " -e "
+        .. h.shquote(([[
+          assert(orch.fifo.make(%q, tonumber("666", 8)))
+          local f = assert(orch.fifo.open(%q, "r"))
+          local m = assert(orch.fd.memfd("nobody's"))
+          local s = assert(orch.dgram())
+          print(select(3, s:send("to closed", %q, { f, m })))
+          print(assert(s:send("to given", %q, { f, m })))
+        ]]):format(drop .. "/f", drop .. "/f", dir .. "/closed", dir .. "/given")) .. " 2>&1")
+      local data, _, cred, fds = given:recv{ fds = "raw" }
+      local f, m = assert(orch.fd.stat(fds[1])), assert(orch.fd.stat(fds[2]))
+      local r = { out, data, cred.uid, #fds, f.type, f.uid, m.type, m.uid, orch.fd.read(fds[2]) }
+      orch.fd.close(fds[1])
+      closed:set_timeout(0.01)
+      r[#r + 1] = select(3, closed:recv())
+      return r
+    end)
+    assert.are.same({ "EACCES\ntrue", "to given", 65534, 2, "fifo", 65534, "file", 65534, "nobody's", "ETIMEDOUT" }, res)
+  end)
+
   it("descriptors nobody asked for, or that are no stream, are closed", function()
     local res = h.run(function()
       local a <close> = assert(orch.dgram{ unix = dir .. "/a" })
