@@ -168,6 +168,35 @@ describe("orch.set_budget", function()
     end)
   end)
 
+  it("counts CPU time: a task held off the CPU (SIGSTOP) longer than the budget runs on", function()
+    -- A machine so loaded that orch waits on the run queue must not
+    -- interrupt legitimate work: the budget is the loop thread's CPU time.
+    -- Here orch is stopped for 1.5 s in the middle of a 1 s budget's resume,
+    -- which uses far less than 1 s of CPU.
+    local dir = h.tmpdir()
+    local script = h.script(string.format([[
+      orch.set_budget(1)
+      local t = orch.task(function()
+        io.open(%q, "w"):close()
+        local n = 0
+        repeat n = n + 1 until n %% 100000 == 0 and io.open(%q)
+        return "done"
+      end)
+      print(t:join())
+    ]], dir .. "/spinning", dir .. "/go"))
+    local res = h.run(function()
+      local p = assert(orch.spawn{ h.bin, "run", script, stdout = "pipe", stderr = "pipe" })
+      h.eventually(function() return io.open(dir .. "/spinning") ~= nil end, "the task spinning")
+      assert(p:kill("STOP"))
+      orch.sleep(1.5)          -- the time passing is what is tested
+      assert(p:kill("CONT"))
+      io.open(dir .. "/go", "w"):close()
+      local out, err = p.stdout:read_all(), p.stderr:read_all()
+      return { p:wait(), out, err }
+    end)
+    assert.are.same({ 0, "done\n", "" }, res)
+  end)
+
   it("is off with 0 or false, and returns the previous budget", function()
     local old = orch.set_budget(0.05)
     assert.are.equal(0.05, orch.set_budget(false))

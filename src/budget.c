@@ -4,7 +4,8 @@
  * Time budget: Lua that never yields would hold the loop for good (no
  * signal, reap or control request is served meanwhile). While a task runs,
  * a count hook (every BUDGET_COUNT VM instructions) reads the monotonic clock;
- * past the budget it raises an error in the running code (catchable, so a
+ * past the budget (in CPU time of the loop thread: see budget_used) it
+ * raises an error in the running code (catchable, so a
  * caller's pcall can report which callback it was); code that keeps running
  * after that for the grace period gets the error at every instruction, which
  * no pcall can absorb.
@@ -61,6 +62,27 @@ uint64_t orch__task_cpu_ns(const orch__task *t) {
   return t->cpu_ns;
 }
 
+/* The CPU time of the loop thread since the start of the running resume
+ * is at most the wall time since then, and at most the CPU clock now less
+ * budget_cpu_start: the smaller, read only once the wall time is past the
+ * budget (the wall clock is cheap, the CPU clock a system call).
+ * Async-signal-safe (clock_gettime is). */
+#define BUDGET_CPU_MARK_NS 1000000ULL
+static uint64_t budget_used(const orch_runtime *rt, uint64_t now) {
+  uint64_t wall = now - rt->budget_start;
+  if (wall < rt->budget_ns) return wall;
+  uint64_t cpu = orch__thread_cpu_ns() - rt->budget_cpu_start;
+  return cpu < wall ? cpu : wall;
+}
+
+void orch__budget_mark(orch_runtime *rt) {
+  if (!rt->cpu_mark_wall || rt->budget_start - rt->cpu_mark_wall > BUDGET_CPU_MARK_NS) {
+    rt->cpu_mark = orch__thread_cpu_ns();
+    rt->cpu_mark_wall = rt->budget_start;
+  }
+  rt->budget_cpu_start = rt->cpu_mark;
+}
+
 /* ---------------------------------------------------------------- the alarm */
 
 /* Process-wide: one timer, one handler. The fields the handler reads are
@@ -94,9 +116,10 @@ static void on_alarm(int sig, siginfo_t *si, void *uc) {
   orch_runtime *rt = alarm_st.rt;
   alarm_st.armed = 0;
   if (rt && rt->budget_ns && rt->budget_start) {
-    uint64_t now = orch__mono_ns(), end = rt->budget_start + rt->budget_ns;
-    if (now < end) {
-      alarm_set(now, end - now);
+    uint64_t now = orch__mono_ns(), used = budget_used(rt, now);
+    if (used < rt->budget_ns) {
+      /* The rest of the budget is at least that much wall time away. */
+      alarm_set(now, rt->budget_ns - used);
     } else if (rt->running_co) {
       lua_sethook(rt->running_co, orch__budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
     }
@@ -275,8 +298,15 @@ void orch__budget_hook(lua_State *L, lua_Debug *ar) {
   }
   uint64_t now = orch__mono_ns();
   if (!rt->budget_trip) {
-    if (now - rt->budget_start < rt->budget_ns) {
-      if (!limited && alarm_ok) lua_sethook(L, NULL, 0, 0);
+    uint64_t used = budget_used(rt, now);
+    if (used < rt->budget_ns) {
+      if (!limited && alarm_ok) {
+        lua_sethook(L, NULL, 0, 0);
+        /* Waited on the run queue rather than ran: the alarm looks again
+         * once the rest of the budget may be used up. */
+        if (alarm_st.made && (!alarm_st.armed || alarm_st.due > now + (rt->budget_ns - used)))
+          alarm_set(now, rt->budget_ns - used);
+      }
       return;
     }
     rt->budget_trip = now;

@@ -97,6 +97,16 @@ struct orch_runtime {
   volatile uint64_t budget_start;  /* when the running callback was resumed; 0: none */
   lua_State *volatile running_co;  /* the coroutine running Lua now (a task's, or one it resumed) */
   uint64_t budget_trip;     /* when it was interrupted; 0: not yet */
+  /* The budget counts the loop thread's CPU time, not the wall clock: a
+   * machine so loaded that orch waits on the run queue must not interrupt
+   * legitimate work. The CPU clock costs a system call, so it is read at a
+   * resume only when the last reading is over BUDGET_CPU_MARK_NS old:
+   * budget_cpu_start (<= the CPU clock at the resume's start) may count up
+   * to that much CPU from before the resume (an error towards tripping
+   * early). Wall time is an upper bound of CPU time: the CPU clock is read
+   * again only once the wall clock says the budget may be used up. */
+  volatile uint64_t budget_cpu_start;
+  uint64_t cpu_mark, cpu_mark_wall;
   int fork_child;           /* orch.fork's child: its loop's end is the process's */
   /* The virtual clock (see the opening comment). */
   int vclock;               /* orch.clock("virtual") */
@@ -160,6 +170,7 @@ void orch__wheel_free(orch_runtime *rt);
 /* budget.c: the count hook of the time budget and of CPU limits. */
 void orch__budget_hook(lua_State *L, lua_Debug *ar);
 int orch__budget_begin(orch_runtime *rt);
+void orch__budget_mark(orch_runtime *rt);
 void orch__budget_init(lua_State *L, orch_runtime *rt);
 uint64_t orch__thread_cpu_ns(void);
 uint64_t orch__task_cpu_ns(const orch__task *t);

@@ -254,6 +254,7 @@ static void task_resume(orch__task *t, int nargs) {
   if (armed) {
     rt->budget_start = orch__mono_ns();
     rt->budget_trip = 0;
+    orch__budget_mark(rt);
     /* The alarm sets the hook once the budget may be exceeded. */
     if (!orch__budget_begin(rt)) counted = 1;
   } else if (rt->budget_ns && !orch__budget_begin(rt)) {
