@@ -106,8 +106,9 @@ describe("a full disk under orch's own log", function()
       free(mnt)
       -- A record stamped after the space returned, and every line but those
       -- the full disk cut short (at most one) is a whole JSON object.
-      -- orch says when its state record and journal are written again (the
-      -- failures themselves were logged to the full disk and are lost).
+      -- orch says when its state record is written again (the failure
+      -- itself was logged to the full disk and is lost). The journal's
+      -- appends may have gone on in its last page's room: said at most once.
       local bad, said
       u.until_true(function()
         bad, said = 0, {}
@@ -120,11 +121,11 @@ describe("a full disk under orch's own log", function()
             if r.message then said[r.message] = (said[r.message] or 0) + 1 end
           end
         end
-        return late and said["the state record is written again"] and said["the state journal is written again"]
-      end, "records written after the space returned, the record's and the journal's among them")
-      -- Said once each: the failure flags were reset by the successful write.
+        return late and said["the state record is written again"]
+      end, "records written after the space returned, the record's among them")
+      -- Said once: the failure flag was reset by the successful write.
       assert.are.equal(1, said["the state record is written again"])
-      assert.are.equal(1, said["the state journal is written again"])
+      assert.is_true((said["the state journal is written again"] or 0) <= 1)
       assert.is_true(bad <= 1, bad .. " broken lines")
       -- The state record (which lets the services outlive a kill -9 of
       -- orch) is written again too.

@@ -347,6 +347,16 @@ static int core_clock(lua_State *L) {
   return 1;
 }
 
+static char exit_hook_key;
+
+/* orch._exit_hook(fn | nil): internal, the dispatcher of lua/orch/init.lua. */
+static int core_exit_hook(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &exit_hook_key);
+  return 0;
+}
+
 static int core_exit(lua_State *L) {
   orch_runtime *rt = orch__rt(L);
   int code;
@@ -359,6 +369,18 @@ static int core_exit(lua_State *L) {
   }
   orch__task *t = orch__current(L);
   if (!t && !rt->running) return luaL_error(L, "orch.exit: orch is not running");
+  /* While a supervisor runs, the hook it set (orch._exit_hook, see
+   * lua/orch/init.lua) stops its services first: "wait" means it exits with
+   * `code` once they are stopped (the caller waits, until that exit cancels
+   * it); "return" that the call comes from that stop itself, which goes on. */
+  if (!rt->exiting && lua_rawgetp(L, LUA_REGISTRYINDEX, &exit_hook_key) == LUA_TFUNCTION) {
+    lua_pushinteger(L, code);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
+      const char *r = lua_tostring(L, -1);
+      if (strcmp(r, "return") == 0) return 0;
+      if (strcmp(r, "wait") == 0) return t ? orch__await(L, -1, "orch.exit", NULL, NULL) : 0;
+    }
+  }
   rt->exiting = 1;
   rt->exit_code = code;
   uv_stop(rt->loop);
@@ -432,7 +454,7 @@ int orch__open_core(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {
     {"task", core_task}, {"current", core_current}, {"sleep", core_sleep},
-    {"now", core_now}, {"time", core_time}, {"exit", core_exit}, {"run", core_run},
+    {"now", core_now}, {"time", core_time}, {"exit", core_exit}, {"_exit_hook", core_exit_hook}, {"run", core_run},
     {"version", core_version}, {"cond", cond_new}, {"set_budget", core_set_budget},
     {"clock", core_clock},
     {NULL, NULL}

@@ -32,23 +32,20 @@ end
 -- running supervisor registers a hook here: hook(code) returns "wait"
 -- (it will exit with code once stopped; the caller waits), "return" (the
 -- call comes from its own stop, which goes on and then exits with code), or
--- nil (nothing left to stop).
+-- nil (nothing left to stop). orch.exit (src/l_core.c) calls the dispatcher.
 do
-  local raw_exit, hooks = orch.exit, {}
-  function orch._exit_hook(key, fn) hooks[key] = fn end
-  function orch.exit(code)
-    local c = code
-    if c == nil then c = 0 elseif type(c) == "boolean" then c = c and 0 or 1 else c = math.tointeger(c) end
-    if not c or c < 0 or c > 255 or next(hooks) == nil then return raw_exit(code) end
+  local set, hooks = orch._exit_hook, {}
+  local function dispatch(code)
     local wait, back
     for _, fn in pairs(hooks) do
-      local r = fn(c)
+      local r = fn(code)
       if r == "wait" then wait = true elseif r == "return" then back = true end
     end
-    if back then return end
-    if not wait then return raw_exit(c) end
-    if not orch.current() then return end
-    orch.cond():wait()        -- the supervisor's exit cancels this task
+    return back and "return" or wait and "wait" or nil
+  end
+  function orch._exit_hook(key, fn)
+    hooks[key] = fn
+    set(next(hooks) ~= nil and dispatch or nil)
   end
 end
 
