@@ -44,6 +44,8 @@ do
     return back and "return" or wait and "wait" or nil
   end
   function orch._exit_hook(key, fn)
+    if key == nil then error("bad argument #1 to '_exit_hook' (a key expected)", 2) end
+    if fn ~= nil and type(fn) ~= "function" then error("bad argument #2 to '_exit_hook' (function expected)", 2) end
     hooks[key] = fn
     set(next(hooks) ~= nil and dispatch or nil)
   end
