@@ -79,6 +79,21 @@ describe("supervisor stop sequence", function()
     end)
   end)
 
+  it("a stop hook that never returns is cancelled after the stop timeout: the stop goes on and ends", function()
+    u.with(function(s, logs)
+      s.service { name = "stuck", cmd = u.sh("exec sleep 300"),
+        stop = { fn = function() orch.sleep(1e6) end, timeout = 0.3 } }
+      s.start("stuck")
+      assert.is_true(s.wait("stuck", "running", 10))
+      local pid = u.st(s, "stuck").pid
+      assert.is_true(s.stop("stuck"))
+      local st = u.st(s, "stuck")
+      assert.are.same({ "stopped", "TERM" }, { st.state, st.exit_signal })
+      assert.is_false(u.alive(pid))
+      assert.truthy(u.logged(logs, "stuck: stop hook still running after 0.3s: cancelled"))
+    end)
+  end)
+
   it("stops every instance of a layer in parallel", function()
     u.with(function(s)
       for i = 1, 4 do

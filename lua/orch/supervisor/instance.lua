@@ -665,12 +665,20 @@ function Instance:stop_run(run)
   if run.readiness then run.readiness:stop() end
   local S, st = self.sup, self.cfg.stop
   if st.fn and not S.escalated then
+    -- The hook runs in a task of its own for at most the stop timeout (as
+    -- systemd bounds ExecStop= by TimeoutStopSec=): a hook that never
+    -- returns must not hang the stop. Then the stop signal, timeout, KILL.
     -- An orch.exit from the hook must not wait for the stop it is part of.
-    local me = orch.current()
-    S.stop_hook_tasks[me] = true
-    local ok, err = xpcall(st.fn, debug.traceback, self)
-    S.stop_hook_tasks[me] = nil
-    if not ok then self:log("stop hook failed: %s", tostring(err)) end
+    local hook = orch.task(function() return xpcall(st.fn, debug.traceback, self) end)
+    S.stop_hook_tasks[hook] = true
+    local ok, err, code = hook:join(st.timeout)
+    S.stop_hook_tasks[hook] = nil
+    if ok == nil and code == "ETIMEDOUT" then
+      hook:cancel()
+      self:log("stop hook still running after %gs: cancelled", st.timeout)
+    elseif not ok then
+      self:log("stop hook failed: %s", tostring(err))
+    end
   end
   if not run.alive then return end
   local sig = S.escalated and "KILL" or st.signal
