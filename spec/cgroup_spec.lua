@@ -487,6 +487,21 @@ describe("orch.cgroup", function()
                         { orch.spawn{ "true", cgroup = cg } })
       end)
       assert(cg:thaw())
+      -- The spawn takes a read of cgroup.events made just before (a
+      -- restart's emptiness check) for its frozen check; a freeze since
+      -- then is seen all the same. In an orch of its own: were it not, that
+      -- orch would wait for its child forever.
+      local script = h.script(([[
+        local orch = require "orch"
+        local cg = assert(orch.cgroup.open(%q))
+        assert(cg:populated() == false and not cg:events().frozen)
+        assert(cg:freeze())
+        print(select(3, orch.spawn{ "true", cgroup = cg }))
+      ]]):format(cg:path()))
+      local out, ok = h.sh("timeout -s KILL 20 " .. h.bin .. " run " .. script .. " 2>&1")
+      assert.is_true(ok, out)
+      assert.are.equal("EBUSY", out)
+      assert(cg:thaw())
       h.check_raises{
         { function() orch.spawn{ "true", cgroup = "x" } end,
           "bad argument #1 to 'spawn' (option 'cgroup': orch.Cgroup expected, got string)" },

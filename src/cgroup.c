@@ -28,6 +28,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *const orch__cg_ctl_names[ORCH__CG_NCTL] = { "memory", "pids", "cpu", "io" };
@@ -895,6 +896,22 @@ int orch__cg_children(const orch__cgroup *cg, char **names, size_t *n) {
   return 0;
 }
 
+/* The last cgroup.events read (loop thread only, as the layout): a
+ * restart reads it to see that the old run's cgroup is empty, and the spawn
+ * into the same cgroup right after takes that read's "frozen" instead of
+ * opening the file again (orch__cg_frozen). */
+static struct {
+  unsigned long long ns;             /* CLOCK_MONOTONIC of the read; 0: none */
+  int frozen;
+  char path[PATH_MAX];
+} last_events;
+
+static unsigned long long mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
 int orch__cg_events(const orch__cgroup *cg, int *populated, int *frozen) {
   char buf[256];
   ssize_t r = read_path(cg->fs[0], "cgroup.events", buf, sizeof buf);
@@ -902,7 +919,27 @@ int orch__cg_events(const orch__cgroup *cg, int *populated, int *frozen) {
   long long p = keyed(buf, "populated"), f = keyed(buf, "frozen");
   if (populated) *populated = p > 0;
   if (frozen) *frozen = f > 0;
+  size_t len = strlen(cg->path);
+  if (len < sizeof last_events.path) {
+    memcpy(last_events.path, cg->path, len + 1);
+    last_events.frozen = f > 0;
+    last_events.ns = mono_ns();
+  }
   return 0;
+}
+
+/* A read less than this old stands for one made now: a freeze that lands
+ * after it could as well land between a read of our own and the clone. */
+#define EVENTS_FRESH_NS 1000000ull
+
+int orch__cg_frozen(const orch__cgroup *cg, int *frozen) {
+  unsigned long long then = last_events.ns;
+  last_events.ns = 0;                /* taken once */
+  if (then && mono_ns() - then < EVENTS_FRESH_NS && strcmp(last_events.path, cg->path) == 0) {
+    *frozen = last_events.frozen;
+    return 0;
+  }
+  return orch__cg_events(cg, NULL, frozen);
 }
 
 /* Is the v2 path `inner` at or below `outer`? */
@@ -989,6 +1026,7 @@ int orch__cg_freeze(const orch__cgroup *cg, int on) {
   if (r < 0) return r;
   if (r) return -EPERM;
   r = write_path(cg->fs[0], "cgroup.freeze", on ? "1" : "0");
+  last_events.ns = 0;                /* what it said may be untrue now */
   return r == -ENOENT ? -ENOTSUP : r;
 }
 

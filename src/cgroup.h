@@ -132,6 +132,10 @@ int orch__cg_procs(const orch__cgroup *cg, int recursive, pid_t **pids, size_t *
 int orch__cg_children(const orch__cgroup *cg, char **names, size_t *n);
 /* cgroup.events: populated (this cgroup or a descendant) and frozen. */
 int orch__cg_events(const orch__cgroup *cg, int *populated, int *frozen);
+/* Is the cgroup frozen? The answer of the last orch__cg_events, when it
+ * read this cgroup less than 1 ms ago (once: the next call reads the file),
+ * else read now. For the spawner's check right before a clone into it. */
+int orch__cg_frozen(const orch__cgroup *cg, int *frozen);
 /* Is orch itself inside the cgroup (or a descendant)? 1, 0 or -errno. */
 int orch__cg_holds_self(const orch__cgroup *cg);
 

@@ -1245,7 +1245,7 @@ static int proc_spawn(lua_State *L) {
   /* A child born frozen would never exec, and the vfork parent (orch)
    * would wait for it until a thaw. */
   int frozen = 0;
-  if (a.cgroup && orch__cg_events(a.cgroup, NULL, &frozen) == 0 && frozen) {
+  if (a.cgroup && orch__cg_frozen(a.cgroup, &frozen) == 0 && frozen) {
     luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);
     p->anchor = LUA_NOREF;
     close_streams(L, ud);
