@@ -289,6 +289,13 @@ local function create_options(S, cfg)
   return o
 end
 
+-- Where the kernel counts OOM kills on every host (memory.events, or v1's
+-- oom_control): services with a memory limit.
+local function memory_limited(inst)
+  local l = inst.cfg.limits
+  return l and (l.memory_max or l.memory_high or l.swap_max) and true or false
+end
+
 -- What this module knows of a cgroup and a run (weak: they go with them):
 -- the instance a cgroup is for (owner), that it was seen empty after its
 -- run's main process ended (empty: it stays so, only orch spawns into
@@ -351,8 +358,15 @@ function M.prepare(inst, run, opts)
     if S.cgroups and S.cgroups[kept] then
       -- Its accounting goes on from the previous runs: this run's starts
       -- here (cpu.stat and the OOM kills count since the cgroup was made).
-      local st = kept:stat()
-      base_of[run] = st and { cpu = st.cpu, oom_kill = st.oom_kill } or nil
+      -- A restart waits for this read: cpu.stat through its held fd, and
+      -- memory.events only where OOM kills are counted.
+      local cpu = kept:usage()
+      local oom
+      if memory_limited(inst) then
+        local st = kept:stat()
+        oom = st and st.oom_kill
+      end
+      base_of[run] = (cpu or oom) and { cpu = cpu, oom_kill = oom } or nil
       own(inst, run, kept)
       opts.cgroup = kept
       return true
@@ -497,11 +511,6 @@ local function human(n)
   if n >= 1024 ^ 2 and n % 1024 ^ 2 == 0 then return string.format("%dM", n // 1024 ^ 2) end
   if n >= 1024 and n % 1024 == 0 then return string.format("%dK", n // 1024) end
   return tostring(n)
-end
-
-local function memory_limited(inst)
-  local l = inst.cfg.limits
-  return l and (l.memory_max or l.memory_high or l.swap_max) and true or false
 end
 
 --- The exit reason an OOM kill inside the run's cgroup gives, or nil
