@@ -108,9 +108,23 @@ local function new_state()
   return S
 end
 
+local slog, olog   -- orch.supervisor.log and orch.log, loaded by the first line
+
 function Sup:log(msg, inst)
+  slog = slog or require "orch.supervisor.log"
+  msg = slog.one_line(msg)
+  -- The default function's text form, written straight away: the record
+  -- and the fields are for the JSON and journal forms, and building them
+  -- cost ten times the line itself (a restart logs two or three lines).
+  if self.log_fn == default_log then
+    olog = olog or require "orch.log"
+    if olog.format() == "text" then
+      io.stderr:write(olog.timestamp() .. " orch.supervisor: " .. msg .. "\n")
+      return
+    end
+  end
   local fields = inst and { service = inst.service, instance = inst.name, pid = inst.pid } or nil
-  local ok, err = pcall(self.log_fn, require("orch.supervisor.log").one_line(msg), fields)
+  local ok, err = pcall(self.log_fn, msg, fields)
   if not ok then io.stderr:write("orch.supervisor: log function failed: ", tostring(err), "\n") end
 end
 
