@@ -225,6 +225,21 @@ local function snapshot(srv)
   return by
 end
 
+-- Every instance's name, service and state by name, from the instance
+-- objects (sup.instances()): what a stop compares before and after. A full
+-- status reads /proc and each cgroup's cpu.stat per running service (3-7 ms
+-- at 100 services), which a stop paid before its first signal.
+local function states(srv)
+  local sup = supervisor(srv)
+  if not (sup and type(sup.instances) == "function") then return snapshot(srv) end
+  local ok, list = pcall(sup.instances)
+  local by = {}
+  for _, i in ipairs(ok and type(list) == "table" and list or {}) do
+    by[i.name] = { name = i.name, service = i.service, state = i.state }
+  end
+  return by
+end
+
 local INACTIVE = { stopped = true, exited = true, fatal = true }
 -- A state a start ends in: ready, or given up.
 local SETTLED = { "running", "fatal", "exited", "stopped" }
@@ -288,10 +303,13 @@ local function with_progress(srv, req, cs, fn)
     t:join()
     return table.unpack(result, 1, result.n)
   end
-  local since, timeouts = orch.now(), stop_timeouts(srv)
+  -- The timeouts are looked up at the first progress line (every
+  -- definition as a table): the stop task has not run yet here.
+  local since, timeouts = orch.now(), nil
   while not result do
     done:wait(1)
     if not result then
+      timeouts = timeouts or stop_timeouts(srv)
       for _, line in ipairs(stop_progress(srv, since, timeouts)) do
         cs.conn:write(ctl.encode({ progress = line }) .. "\n")
       end
@@ -387,13 +405,13 @@ handlers.restart = start_like("restart")
 function handlers.stop(srv, req, cs)
   local bad = check_name(req)
   if bad then return bad end
-  local before = snapshot(srv)
+  local before = states(srv)
   local _, err = with_progress(srv, req, cs, function() return sup_call(srv, "stop", req.name) end)
   if err then return err end
   local sup = supervisor(srv)
   local named = {}
   for _, s in ipairs(sup.status(req.name) or {}) do named[s.name] = true end
-  local after, also, stopped_set = snapshot(srv), {}, {}
+  local after, also, stopped_set = states(srv), {}, {}
   for name, s in pairs(after) do
     local b = before[name]
     if b and not INACTIVE[b.state] and INACTIVE[s.state] then stopped_set[s.service or name] = true end
