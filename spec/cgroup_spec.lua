@@ -209,6 +209,21 @@ describe("orch.cgroup", function()
       end)
     end)
 
+    it("leaves the pids in except out of a listed signal (the caller signalled them itself)", function()
+      local cg = fresh()
+      h.run(function()
+        local a = assert(orch.spawn{ "sleep", "600", cgroup = cg })
+        local b = assert(orch.spawn{ "sleep", "600", cgroup = cg })
+        assert.are.equal(1, cg:kill("TERM", { except = a.pid }))
+        assert.are.same({ nil, "TERM" }, { b:wait() })
+        assert.is_true(a:running())
+        assert.are.equal(0, cg:kill("TERM", { except = { a.pid, b.pid } }))
+        assert.is_true(a:running())
+        assert.are.equal(1, cg:kill("TERM", { except = {} }))
+        assert.are.same({ nil, "TERM" }, { a:wait() })
+      end)
+    end)
+
     it("refuses to signal or freeze the cgroup orch runs in", function()
       local own = assert(orch.cgroup.open(orch.cgroup.self()))
       -- Signal 0 only checks: nothing would be hurt if the guard failed.
@@ -632,6 +647,11 @@ describe("orch.cgroup", function()
         { function() cg:add(0) end, "bad argument #1 to 'add' (invalid pid)" },
         { function() cg:kill("NOPE") end, "bad argument #1 to 'kill' (unknown signal 'NOPE')" },
         { function() cg:kill("TERM", { lst = true }) end, "unknown option 'lst'" },
+        { function() cg:kill("TERM", { except = "1" }) end, "bad argument #2 to 'kill' (option 'except': pid or list of pids expected)" },
+        { function() cg:kill("TERM", { except = 0 }) end, "option 'except': invalid pid" },
+        { function() cg:kill("TERM", { except = { 1.5 } }) end, "option 'except': list of pids expected" },
+        { function() cg:kill("TERM", { except = setmetatable({}, { __len = function() return 65 end }) }) end,
+          "option 'except': at most 64 pids" },
         { function() cg:wait("gone") end, "bad argument #1 to 'wait' (invalid option 'gone')" },
         { function() cg:set{ memory_maxx = 1 } end, "unknown limit 'memory_maxx'" },
         { function() cg:set{ memory_max = "12Q" } end, "limit 'memory_max': bytes" },

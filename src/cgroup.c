@@ -962,7 +962,7 @@ static int listed(const pid_t *list, size_t n, pid_t pid) {
   return 0;
 }
 
-int orch__cg_kill(const orch__cgroup *cg, int sig, int flags) {
+int orch__cg_kill(const orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip) {
   int r = orch__cg_holds_self(cg);
   if (r < 0) return r;
   if (r) return -EPERM;
@@ -983,7 +983,11 @@ int orch__cg_kill(const orch__cgroup *cg, int sig, int flags) {
    * the usual case, nothing forked, costs two reads of cgroup.procs. */
   int dfd = open_dir(cg);
   if (dfd < 0) return -errno;
+  /* The pids the caller signalled itself count as done: never signalled
+   * here, so a process that handles the signal gets it once. */
   pidvec done = { NULL, 0, 0 };
+  for (size_t i = 0; i < nskip && r == 0; i++) r = pid_push(&done, skip[i]);
+  if (r < 0) { close(dfd); free(done.p); return r; }
   int count = 0;
   pid_t *list = NULL;
   size_t n = 0;

@@ -27,7 +27,7 @@
  *   orch__cg_add(&cg, pid);                   // or orch__spawn_req.cgroup
  *   int populated, frozen;
  *   orch__cg_events(&cg, &populated, &frozen);  // watch cg.fs[0]/cgroup.events
- *   orch__cg_kill(&cg, SIGKILL, 0);           // cgroup.kill, or every pid
+ *   orch__cg_kill(&cg, SIGKILL, 0, NULL, 0);  // cgroup.kill, or every pid
  *   ... wait for populated 0 (inotify on cgroup.events, l_cgroup.c) ...
  *   orch__cg_remove(&cg, 0);                  // rmdir v2 and the mirrors
  *   orch__cg_close(&cg);
@@ -142,11 +142,13 @@ int orch__cg_holds_self(const orch__cgroup *cg);
 /* Signals every process in the cgroup and its descendants. SIGKILL writes
  * cgroup.kill when the kernel has it (unless ORCH__CG_KILL_LIST); every
  * other case lists the pids and signals each one (pinned with a pidfd and
- * checked to still be a member), repeated until a pass finds no new pid.
- * Refuses (-EPERM) a cgroup that holds orch. Returns the number of
- * processes signalled (0 for cgroup.kill: the kernel does not say). */
+ * checked to still be a member), repeated until a pass finds no new pid;
+ * the nskip pids in skip (signalled by the caller already) are left out of
+ * a listing's signals. Refuses (-EPERM) a cgroup that holds orch. Returns
+ * the number of processes signalled (0 for cgroup.kill: the kernel does
+ * not say). */
 #define ORCH__CG_KILL_LIST 1
-int orch__cg_kill(const orch__cgroup *cg, int sig, int flags);
+int orch__cg_kill(const orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip);
 /* cgroup.freeze: 1 freezes, 0 thaws. The state is reached asynchronously
  * (cgroup.events "frozen"). Refuses (-EPERM) a cgroup that holds orch. */
 int orch__cg_freeze(const orch__cgroup *cg, int on);

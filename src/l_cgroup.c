@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -446,16 +447,47 @@ static int cg_children(lua_State *L) {
   return 1;
 }
 
+/* The `except` option of cg:kill: a pid or a list of at most KILL_EXCEPT
+ * pids, into skip; returns how many. */
+#define KILL_EXCEPT 64
+static size_t kill_except(lua_State *L, int idx, pid_t *skip) {
+  lua_getfield(L, idx, "except");
+  size_t n = 0;
+  if (lua_isinteger(L, -1)) {
+    lua_Integer v = lua_tointeger(L, -1);
+    if (v < 1 || v > INT32_MAX) orch__opt_error(L, idx, "except", "invalid pid");
+    skip[n++] = (pid_t)v;
+  } else if (lua_istable(L, -1)) {
+    lua_Integer len = luaL_len(L, -1);
+    if (len > KILL_EXCEPT) orch__opt_error(L, idx, "except", "at most 64 pids");
+    for (lua_Integer i = 1; i <= len; i++) {
+      lua_geti(L, -1, i);
+      int isint;
+      lua_Integer v = lua_tointegerx(L, -1, &isint);
+      if (!isint || v < 1 || v > INT32_MAX) orch__opt_error(L, idx, "except", "list of pids expected");
+      skip[n++] = (pid_t)v;
+      lua_pop(L, 1);
+    }
+  } else if (!lua_isnil(L, -1)) {
+    orch__opt_error(L, idx, "except", "pid or list of pids expected");
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
 static int cg_kill(lua_State *L) {
-  static const char *const opts[] = { "list", NULL };
+  static const char *const opts[] = { "list", "except", NULL };
   ocg *o = check_cg(L, 1);
   int sig = orch__optsignal(L, 2, SIGKILL);
   int flags = 0;
+  pid_t skip[KILL_EXCEPT];
+  size_t nskip = 0;
   if (!lua_isnoneornil(L, 3)) {
     orch__check_options(L, 3, opts);
     if (orch__opt_boolean(L, 3, "list", 0)) flags |= ORCH__CG_KILL_LIST;
+    nskip = kill_except(L, 3, skip);
   }
-  int r = orch__cg_kill(&o->cg, sig, flags);
+  int r = orch__cg_kill(&o->cg, sig, flags, skip, nskip);
   if (r == -EPERM)
     return orch__failf(L, "EPERM", "cgroup.kill: %s: refusing to signal the cgroup orch runs in", o->cg.path);
   if (r < 0) return fail_path(L, "cgroup.kill", o->cg.path, -r);

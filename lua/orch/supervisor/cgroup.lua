@@ -419,8 +419,11 @@ function M.adopt(inst, run)
   own(inst, run, cg)
 end
 
---- Signals every process of the run's cgroup. True when it has one.
-function M.signal(run, sig)
+local EXCEPT = {}      -- cg:kill's options, filled per call
+
+--- Signals every process of the run's cgroup (but `except`, a pid the
+-- caller signalled already). True when it signalled any.
+function M.signal(run, sig, except)
   local cg = run.cgroup
   if not cg then return false end
   if sig == "KILL" or sig == 9 then
@@ -431,7 +434,12 @@ function M.signal(run, sig)
   end
   -- Another signal goes to each listed process: the count says whether
   -- there was any (no cgroup.events read first: a stop signals hundreds).
-  local n = cg:kill(sig)
+  local opts
+  if except then
+    opts = EXCEPT
+    opts.except = except
+  end
+  local n = cg:kill(sig, opts)
   return n ~= nil and n > 0
 end
 
