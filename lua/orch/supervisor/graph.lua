@@ -175,10 +175,25 @@ function graph.stop_ordered(S, insts)
     -- process to the next (Lua seeds its string hashes at random), and
     -- the order the stops begin in must not (a simulation's trace).
     table.sort(layer, function(a, b) return (pos[a] or 0) < (pos[b] or 0) or (pos[a] == pos[b] and a < b) end)
-    local tasks = {}
+    -- Signal first: the first of the layer's stop tasks to run sends every
+    -- main process of the layer its stop signal, one kill(2) each, before
+    -- any instance's stop does its bookkeeping (its state, the rest of its
+    -- group or cgroup, the waits): how soon the last process of a large
+    -- stop gets its signal no longer grows with that work. The tasks run
+    -- one after another in one loop turn, so no exit is handled between
+    -- this pass and their own sends (see Instance:signal_first).
+    local layer_insts, tasks, first = {}, {}, true
+    local function stop_one(inst)
+      if first then
+        first = false
+        for _, i in ipairs(layer_insts) do i:signal_first() end
+      end
+      inst:stop()
+    end
     for _, name in ipairs(layer) do
       for _, inst in ipairs(remaining[name]) do
-        tasks[#tasks + 1] = orch.task(function() inst:stop() end)
+        layer_insts[#layer_insts + 1] = inst
+        tasks[#tasks + 1] = orch.task(stop_one, inst)
       end
       remaining[name] = nil
     end

@@ -615,11 +615,35 @@ end
 
 -- ---------------------------------------------------------------- stopping
 
+--- The first pass of a stop of many (graph.stop_ordered): the stop signal
+-- to the run's main process alone, one kill(2) of the child orch spawned and
+-- has not reaped (its pid cannot name another process meanwhile), before
+-- any instance of the layer does its bookkeeping. The stop that follows
+-- sends the rest of the group (Instance:send) and not this signal to the
+-- main process again: a process that handles it gets it once. Nothing here
+-- waits. Left to the stop itself: a run already stopping, one with a stop
+-- hook (which runs before any signal), a frozen one (thawed first), a
+-- daemon's adopted main process (checked by its start time), a shutdown's
+-- KILL, and a group stop without a cgroup: its /proc descendant scan must
+-- see the tree before the main process dies (its children are reparented
+-- then, and a setsid one would escape).
+function Instance:signal_first()
+  local run = self.run
+  if not (run and run.alive and run.proc and not run.proc_done and not run.stopping) then return end
+  local st = self.cfg.stop
+  if st.fn or self.frozen or self.sup.escalated or (run.main_pid and run.main_pid ~= run.pid)
+     or (st.group and not run.cgroup) then return end
+  if run.proc:kill(st.signal) then run.signalled = st.signal end
+end
+
 --- Sends sig to the run's main process, or to its process group.
 function Instance:send(run, sig, group)
   if not run.alive then return nil, "not running", "ESRCH" end
+  -- The main process has it already (signal_first): only the rest, once.
+  local first = run.signalled ~= nil and run.signalled == sig
+  if first then run.signalled = nil end
   -- The group of a contained service is its cgroup: every process in it.
-  if group and cgroup.signal(run, sig) then return true end
+  if group and cgroup.signal(run, sig, first and run.pid or nil) then return true end
   if group and not run.cgroup then
     -- Without a cgroup: what /proc shows descending from the run (a child
     -- that left the group with setsid) gets the signal too.
@@ -627,6 +651,7 @@ function Instance:send(run, sig, group)
       if pid ~= run.pid and pid ~= run.main_pid then orch.kill(pid, sig) end
     end
   end
+  if first then return true end
   local ok, err, ename
   if run.main_pid and (run.main_pid ~= run.pid or not run.proc) then
     if group and run.main_pgid == run.main_pid then

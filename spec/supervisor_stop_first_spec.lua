@@ -1,0 +1,150 @@
+-- A stop signals first (graph.stop_ordered, Instance:signal_first): every
+-- main process of a layer gets its stop signal before any instance of the
+-- layer does its bookkeeping, each process gets it once (a real-time stop
+-- signal is queued once per send, so a second send would show), dependents
+-- still stop before what they depend on, an escapee in the cgroup still
+-- gets the signal, and the KILL after the stop timeout still comes. The
+-- services are prog_sigcount: they block the stop signal, so it stays
+-- pending (ShdPnd in /proc/PID/status) until the test opens their gate.
+local u = require "spec.supervisor_util"
+local h, orch = u.h, u.orch
+
+local COUNT = u.progs .. "/prog_sigcount"
+local SIG = "RTMIN+3"
+local SIGNUM = orch.signal.number(SIG)
+
+-- Whether pid has signal SIGNUM pending (sent to the process, blocked).
+local function pending(pid)
+  local s = h.slurp("/proc/" .. pid .. "/status")
+  local hex = s and s:match("ShdPnd:%s*(%x+)")
+  return hex ~= nil and ((tonumber(hex, 16) >> (SIGNUM - 1)) & 1) == 1
+end
+
+local function pid_in(path)
+  local pid
+  h.eventually(function()
+    pid = tonumber((h.slurp(path) or ""):match("^(%d+)\n"))
+    return pid ~= nil
+  end, path)
+  return pid
+end
+
+local function count_in(path)
+  return tonumber((h.slurp(path) or ""):match("^(%d+)\n"))
+end
+
+local function service(s, name, dir, gate, more)
+  local def = { name = name, cmd = { COUNT, tostring(SIGNUM), dir .. "/" .. name, dir .. "/" .. gate },
+                stop = { signal = SIG, timeout = 10 } }
+  for k, v in pairs(more or {}) do def[k] = v end
+  s.service(def)
+end
+
+describe("a stop signals first", function()
+  it("signals every main process of a layer before the first stop's bookkeeping, each once", function()
+    u.with(function(s, _, dir)
+      local N = 6
+      for i = 1, N do service(s, "p" .. i, dir, "gate") end
+      s.start("all")
+      local pids = {}
+      for i = 1, N do pids[i] = pid_in(dir .. "/p" .. i) end
+      -- At the first "stopping" event (the first instance's bookkeeping),
+      -- how many of the main processes have the stop signal already.
+      local seen
+      local unsubscribe = s.events(function(ev)
+        if ev.event == "stopping" and not seen then
+          seen = 0
+          for i = 1, N do if pending(pids[i]) then seen = seen + 1 end end
+        end
+      end)
+      local t = orch.task(function() return s.stop("all") end)
+      h.eventually(function() return seen ~= nil end, "the first stopping event")
+      unsubscribe()
+      io.open(dir .. "/gate", "w"):close()
+      assert.is_true(t:join())
+      assert.are.equal(N, seen)
+      for i = 1, N do
+        assert.are.equal(1, count_in(dir .. "/p" .. i .. ".count"), "p" .. i .. " got the stop signal once")
+        assert.are.equal("stopped", u.st(s, "p" .. i).state)
+        assert.are.equal(0, u.st(s, "p" .. i).exit_code)
+      end
+    end)
+  end)
+
+  it("still stops dependents first: a dependency gets no signal until they are gone", function()
+    u.with(function(s, _, dir)
+      service(s, "db", dir, "gate_db")
+      service(s, "web", dir, "gate_web", { depends_on = "db" })
+      service(s, "api", dir, "gate_web", { depends_on = "db" })
+      s.start("all")
+      local db, web, api = pid_in(dir .. "/db"), pid_in(dir .. "/web"), pid_in(dir .. "/api")
+      local order, at_first, at_db = {}, nil, nil
+      local unsubscribe = s.events(function(ev)
+        if ev.event == "stopping" or ev.event == "stopped" then order[#order + 1] = ev.event .. " " .. ev.name end
+        if ev.event == "stopping" and not at_first then
+          at_first = { web = pending(web), api = pending(api), db = pending(db) }
+        end
+        if ev.event == "stopping" and ev.name == "db" then at_db = pending(db) end
+      end)
+      local t = orch.task(function() return s.stop("all") end)
+      h.eventually(function() return at_first ~= nil end, "the first stopping event")
+      -- web and api are signalled; db waits for them (their gate is shut).
+      assert.are.same({ web = true, api = true, db = false }, at_first)
+      assert.is_false(pending(db))
+      io.open(dir .. "/gate_web", "w"):close()
+      h.eventually(function() return at_db ~= nil end, "db stopping")
+      assert.is_true(at_db)
+      io.open(dir .. "/gate_db", "w"):close()
+      assert.is_true(t:join())
+      unsubscribe()
+      -- Both dependents were stopped before db's stop began.
+      local pos = {}
+      for i, e in ipairs(order) do pos[e] = i end
+      assert.truthy(pos["stopped web"] and pos["stopped api"] and pos["stopping db"], table.concat(order, ", "))
+      assert.is_true(pos["stopped web"] < pos["stopping db"] and pos["stopped api"] < pos["stopping db"],
+        table.concat(order, ", "))
+      for _, n in ipairs { "db", "web", "api" } do assert.are.equal(1, count_in(dir .. "/" .. n .. ".count"), n) end
+    end)
+  end)
+
+  it("signals an escapee in the service's cgroup once, and leaves no process and no cgroup", function()
+    u.with(function(s, _, dir)
+      local parent = h.cgroup_name()
+      s.configure { cgroup = parent }
+      service(s, "e", dir, "gate", { cmd = { COUNT, tostring(SIGNUM), dir .. "/e", dir .. "/gate", "escapee" } })
+      s.start("e")
+      local main, esc = pid_in(dir .. "/e"), pid_in(dir .. "/e.esc")
+      local path = u.st(s, "e").cgroup
+      assert.truthy(path, "cgroups are on")
+      assert.are.equal(path, orch.cgroup.of(esc))
+      local t = orch.task(function() return s.stop("e") end)
+      h.eventually(function() return pending(main) and pending(esc) end, "both signalled")
+      io.open(dir .. "/gate", "w"):close()
+      assert.is_true(t:join())
+      assert.are.equal(1, count_in(dir .. "/e.count"))
+      assert.are.equal(1, count_in(dir .. "/e.esc.count"))
+      assert.is_false(u.alive(main))
+      h.eventually(function() return not u.alive(esc) end, "the escapee gone")
+      assert.is_nil(orch.cgroup.open(path))
+      s.close()
+      assert.is_nil(orch.cgroup.open(parent))
+    end)
+  end)
+
+  it("still sends KILL after the stop timeout to a process that keeps the signal blocked", function()
+    u.with(function(s, logs, dir)
+      service(s, "deaf", dir, "never", { stop = { signal = SIG, timeout = 0.2 } })
+      service(s, "ok", dir, "gate")
+      s.start("all")
+      local deaf, ok = pid_in(dir .. "/deaf"), pid_in(dir .. "/ok")
+      local t = orch.task(function() return s.stop("all") end)
+      h.eventually(function() return pending(ok) end, "ok signalled")
+      io.open(dir .. "/gate", "w"):close()
+      assert.is_true(t:join())
+      assert.are.equal("KILL", u.st(s, "deaf").exit_signal)
+      assert.is_false(u.alive(deaf))
+      assert.truthy(u.logged(logs, "deaf: still running 0.2s after " .. SIG .. ": sending KILL"))
+      assert.are.equal(1, count_in(dir .. "/ok.count"))
+    end)
+  end)
+end)
