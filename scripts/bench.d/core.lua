@@ -15,14 +15,35 @@ a:join(); b:join()
 print(("core_switch2_orch %.0f switches/s"):format(2 * M / (orch.now() - t0)))
 
 -- 100,000 tasks each sleeping 0..100 ms (a sleeping task is a timer).
+-- Also orch's own CPU for them (what a loaded machine does not inflate),
+-- the Lua heap per sleeping task, and the same run with the collector
+-- stopped (how much of the CPU is the collector's).
 math.randomseed(1)
 local n, fired = 100000, 0
-t0 = orch.now()
-for _ = 1, n do
-  orch.task(function() orch.sleep(math.random(0, 99) / 1000); fired = fired + 1 end)
+local function timers100k()
+  fired = 0
+  local c0, t = os.clock(), orch.now()
+  local k0 = collectgarbage("count")
+  for _ = 1, n do
+    orch.task(function() orch.sleep(math.random(0, 99) / 1000); fired = fired + 1 end)
+  end
+  orch.sleep(0)    -- every task started and sleeps
+  local bytes = (collectgarbage("count") - k0) * 1024 / n
+  while fired < n do orch.sleep(0.01) end
+  return (orch.now() - t) * 1000, (os.clock() - c0) * 1000, bytes
 end
-while fired < n do orch.sleep(0.01) end
-print(("core_timers100k_orch %.1f ms"):format((orch.now() - t0) * 1000))
+collectgarbage("collect")
+local ms, cpu, bytes = timers100k()
+print(("core_timers100k_orch %.1f ms"):format(ms))
+print(("core_timers100k_cpu_orch %.1f ms"):format(cpu))
+print(("core_task_heap_orch %.0f bytes"):format(bytes))
+collectgarbage("collect")
+collectgarbage("stop")
+ms, cpu = timers100k()
+collectgarbage("restart")
+collectgarbage("collect")
+print(("core_timers100k_gcstop_orch %.1f ms"):format(ms))
+print(("core_timers100k_gcstop_cpu_orch %.1f ms"):format(cpu))
 
 -- The same with orch.timer.after callbacks (each firing is a task).
 fired = 0
