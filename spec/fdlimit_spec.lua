@@ -61,8 +61,8 @@ describe("the fd limit", function()
       end
       return running > 0 and starved > 0 and s
     end, "running services and services refused for lack of fds")
-    local code, out = u.ctl_cli(o, "status")
-    assert.are.equal(3, code)   -- some are not running
+    local code, out, err = u.ctl_cli(o, "status")
+    assert.are.equal(3, code, err)   -- some are not running
     assert.matches("too many open files", out, 1, true)
     assert.truthy(st.s1.pid)
   end)

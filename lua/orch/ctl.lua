@@ -21,6 +21,8 @@ ctl.MAX_OUTPUT = 1024 * 1024    -- captured print output / result text per eval
 ctl.FOLLOW_BUFFER = 1024 * 1024 -- bytes queued for a `tail -f` client before it is dropped
 
 local RAW_ID = client._RAW_ID
+-- A private key: a status reply whose "services" list is JSON text already.
+local RAW_SERVICES = {}
 for _, k in ipairs { "encode", "decode", "socket_dir", "ensure_socket_dir", "connect" } do ctl[k] = client[k] end
 ctl.MAX_REPLY = client.MAX_REPLY
 
@@ -179,12 +181,26 @@ function handlers.status(srv, req)
   if not supervisor(srv) and req.name == nil and #job_list() > 0 then
     return { ok = true, services = {}, jobs = jobs_status() }
   end
+  local jobs = req.name == nil and jobs_status() or nil
+  -- orch.supervisor renders a status itself, without a table per service
+  -- (10,000 services): the table when the client asks for it
+  -- (`"format": "table"`), else the JSON of the list, sent as it is. Both
+  -- say how many are not running (the client's exit status).
+  local sup = supervisor(srv)
+  if type(sup) == "table" and type(sup.status_json) == "function" and type(sup.status_table) == "function" then
+    local text, not_running, count = sup_call(srv, req.format == "table" and "status_table" or "status_json", req.name)
+    if type(not_running) == "table" then return not_running end
+    if req.format == "table" then
+      return { ok = true, table = text, not_running = not_running, count = count, jobs = jobs }
+    end
+    return { ok = true, not_running = not_running, jobs = jobs, [RAW_SERVICES] = text }
+  end
   local list, err = sup_call(srv, "status", req.name)
   if err then return err end
   if type(list) ~= "table" then list = {} end
   -- sup.status(name) may answer one service rather than a list.
   if list.name ~= nil then list = { list } end
-  return { ok = true, services = list, jobs = req.name == nil and jobs_status() or nil }
+  return { ok = true, services = list, jobs = jobs }
 end
 
 -- job: trigger, pause or resume the scheduler's jobs called `name`.
@@ -607,6 +623,14 @@ function handlers.eval(srv, req, cs)
 end
 
 local function send(conn, reply)
+  -- A status's list comes as JSON text: the rest is encoded, the list
+  -- written after it (one writev), the last member.
+  local raw = rawget(reply, RAW_SERVICES)
+  if raw then
+    reply[RAW_SERVICES] = nil
+    local ok, head = pcall(ctl.encode, reply)
+    if ok then return conn:write(head:sub(1, -2), head == "{}" and '"services":' or ',"services":', raw, "}\n") end
+  end
   local ok, text = pcall(ctl.encode, reply)
   if not ok then
     local f = fail("reply cannot be encoded: " .. tostring(text), "EFAILED")

@@ -148,115 +148,16 @@ function M.args(c, help_flag)
   end
 end
 
-local function fmt_duration(s)
-  if type(s) ~= "number" then return "-" end
-  s = math.floor(s)
-  local d, h, m = s // 86400, (s // 3600) % 24, (s // 60) % 60
-  if d > 0 then return string.format("%dd %d:%02d:%02d", d, h, m, s % 60) end
-  return string.format("%d:%02d:%02d", h, m, s % 60)
-end
+local format = require "orch.ctl.format"
+local align = format.align
 
-local UNITS = { "B", "K", "M", "G", "T" }
-local function fmt_bytes(n)
-  if type(n) ~= "number" then return "-" end
-  local i = 1
-  while n >= 1024 and i < #UNITS do n = n / 1024 i = i + 1 end
-  return i == 1 and string.format("%d%s", n, UNITS[i]) or string.format("%.1f%s", n, UNITS[i])
-end
-
--- Columns of cells (each a list: its header, then one cell a row) as lines
--- of aligned columns, two spaces apart (the last column is not padded).
--- Column by column, and one string.format a line: a status of 10,000
--- services makes no table per row.
-local NONE = {}
-local function align(cols)
-  local ncol = #cols
-  local widths, parts = {}, {}
-  -- string.format takes widths up to 99 and strings without zero bytes:
-  -- a line it refuses is padded by hand.
-  local by_hand = ncol > 10
-  for c = 1, ncol - 1 do
-    local w = 0
-    for _, v in ipairs(cols[c]) do if #v > w then w = #v end end
-    widths[c] = w
-    if w > 99 then by_hand = true end
-    parts[c] = "%-" .. w .. "s"
-  end
-  parts[ncol] = "%s"
-  local f = table.concat(parts, "  ")
-  local c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 = cols[1], cols[2] or NONE, cols[3] or NONE, cols[4] or NONE,
-    cols[5] or NONE, cols[6] or NONE, cols[7] or NONE, cols[8] or NONE, cols[9] or NONE, cols[10] or NONE
-  local out, format = {}, string.format
-  for i = 1, #c1 do
-    local ok, line = false, nil
-    if not by_hand then ok, line = pcall(format, f, c1[i], c2[i], c3[i], c4[i], c5[i], c6[i], c7[i], c8[i], c9[i], c10[i]) end
-    if not ok then
-      local cells = {}
-      for c = 1, ncol do
-        local v = cols[c][i]
-        cells[c] = c < ncol and (v .. string.rep(" ", widths[c] - #v)) or v
-      end
-      line = table.concat(cells, "  ")
-    end
-    out[i] = line
-  end
-  return out
-end
-
---- The status table, as lines (supervisorctl-like columns).
+--- The status table, as lines (supervisorctl-like columns), from the
+-- services' status records (the "services" of a status reply).
 function M.format_status(services)
-  local names, states, pids, uptimes = { "NAME" }, { "STATE" }, { "PID" }, { "UPTIME" }
-  local restarts, rss, cpu = { "RESTARTS" }, { "RSS" }, { "CPU" }
-  local tointeger, format = math.tointeger, string.format
-  for i, s in ipairs(services) do
-    local st = s.state
-    local state = tostring(st or "?")
-    -- The exit belongs to the last run: shown only while no new run is
-    -- under way (never "starting (exit 0)").
-    local ended = st == "exited" or st == "backoff" or st == "fatal" or st == "stopped"
-    if ended and (s.exit_code ~= nil or s.exit_signal ~= nil) then
-      state = state .. (s.exit_signal and (" (signal " .. tostring(s.exit_signal) .. ")")
-                         or (" (exit " .. tostring(s.exit_code) .. ")"))
-    end
-    local r = i + 1
-    names[r], states[r] = tostring(s.name or "?"), state
-    pids[r] = s.pid and tostring(tointeger(s.pid) or s.pid) or "-"
-    uptimes[r] = fmt_duration(s.uptime)
-    restarts[r] = tostring(tointeger(s.restarts) or s.restarts or 0)
-    rss[r] = fmt_bytes(s.rss)
-    cpu[r] = type(s.cpu) == "number" and format("%.2fs", s.cpu) or "-"
-  end
-  local cols = { names, states, pids, uptimes, restarts, rss, cpu }
-  -- Optional last columns, each shown when any service has a value for it:
-  -- OOM kills inside a service's cgroup (services with a memory limit); why a
-  -- service is not running (a spawn that failed for lack of fds, a start
-  -- limit, a missed heartbeat); what a service says about itself (sd_notify
-  -- STATUS=...).
-  local function column(header, value, present)
-    local vals, any = { header }, false
-    for i, sv in ipairs(services) do
-      local v = value(sv)
-      if v and (not present or present(sv)) then any = true end
-      vals[i + 1] = v or "-"
-    end
-    if any then cols[#cols + 1] = vals end
-  end
-  column("OOM", function(sv)
-    local n = sv.oom_kills
-    return type(n) == "number" and tostring(math.tointeger(n) or n) or nil
-  end, function(sv) return sv.oom_kills > 0 end)
-  column("REASON", function(sv)
-    return type(sv.reason) == "string" and sv.state ~= "running" and (sv.reason:gsub("%s+", " ")) or nil
-  end)
-  column("STATUS", function(sv)
-    local t = sv.status_text
-    return type(t) == "string" and t ~= "" and (t:gsub("%s+", " ")) or nil
-  end)
-  local out = align(cols)
-  -- Services without cgroups (none writable, or turned off): said once.
+  local cgroup_off
   for _, sv in ipairs(services) do
     if type(sv.cgroup_off) == "string" then
-      out[#out + 1] = "cgroups off: " .. sv.cgroup_off
+      cgroup_off = sv.cgroup_off
       break
     end
   end
@@ -270,24 +171,20 @@ function M.format_status(services)
       end
     end
   end
-  local parts = {}
-  for _, v in ipairs{ "v2", "v1" } do
-    local names = {}
-    for ctl in pairs(where[v]) do names[#names + 1] = ctl end
-    table.sort(names)
-    if #names > 0 then
-      parts[#parts + 1] = table.concat(names, ", ") .. (v == "v2" and " in cgroup v2" or " through cgroup v1")
-    end
-  end
-  if #parts > 0 then out[#out + 1] = "cgroup controllers: " .. table.concat(parts, "; ") end
-  return out
+  return format.status_lines(#services, function(i)
+    local s = services[i]
+    return s.name, s.state, s.exit_code, s.exit_signal, s.pid, s.uptime, s.restarts, s.rss, s.cpu,
+      s.oom_kills, s.reason, s.status_text
+  end, cgroup_off, where)
 end
 
 -- Builds the requests for a parsed command line (orch.cli's result).
 -- Returns a list, or nil, message.
 local function requests(cmd, o)
   if cmd == "status" then
-    if #o.names == 0 then return { { cmd = "status" } } end
+    -- The table of every service comes made (a status of 10,000 services
+    -- then needs no record decoded per service); --json prints the records.
+    if #o.names == 0 then return { { cmd = "status", format = not o.json and "table" or nil } } end
     local list = {}
     for i, n in ipairs(o.names) do list[i] = { cmd = "status", name = n } end
     return list
@@ -423,10 +320,12 @@ function M.main(o)
   local status = 0
   -- status, is-active: one table (or one word per name) for every reply,
   -- and an LSB exit status (0 all running, 3 some not, 4 unknown service).
-  local probe = (cmd == "status" or cmd == "is-active") and { services = {}, unknown = false } or nil
+  local probe = (cmd == "status" or cmd == "is-active") and { services = {}, unknown = false, not_running = 0 } or nil
   for _, req in ipairs(reqs) do
     if cmd == "stop" or cmd == "restart" then req.progress = not opts.json or nil end
-    local reply, err = client:request(req, opts.timeout)
+    -- A status reply's list of records is not decoded when the reply says
+    -- how many are not running (the table, --json: printed as it came).
+    local reply, err = client:request(req, opts.timeout, cmd == "status" and opts.json and "services" or nil)
     -- A stop or restart that waits says what it waits for.
     while reply and reply.ok == nil and reply.progress do
       if not opts.json then io.stderr:write(tostring(reply.progress), "\n") io.stderr:flush() end
@@ -446,7 +345,11 @@ function M.main(o)
       io.stdout:flush()
     end
     if probe then
-      if reply.ok then
+      if reply.ok and math.type(reply.not_running) == "integer" and (reply.table or not reply.services) then
+        probe.not_running = probe.not_running + reply.not_running
+        if type(reply.table) == "string" then probe.table, probe.count = reply.table, reply.count end
+        if type(reply.jobs) == "table" and #reply.jobs > 0 then probe.jobs = reply.jobs end
+      elseif reply.ok then
         for _, s in ipairs(reply.services or {}) do probe.services[#probe.services + 1] = s end
         if type(reply.jobs) == "table" and #reply.jobs > 0 then probe.jobs = reply.jobs end
       elseif reply.code == "ENOENT" then
@@ -503,7 +406,7 @@ function M.main(o)
   if probe then
     -- status: every service named runs; is-active: every one is active
     -- (a SIGSTOPped or frozen service too: its processes exist).
-    local all_up = true
+    local all_up = probe.not_running == 0
     for _, s in ipairs(probe.services) do
       if cmd == "is-active" then
         if M.active_word(s) ~= "active" then all_up = false end
@@ -512,11 +415,13 @@ function M.main(o)
       end
     end
     if cmd == "status" and not opts.json then
-      if (#probe.services > 0 or not probe.unknown) and not (probe.jobs and #probe.services == 0) then
-        for _, l in ipairs(M.format_status(probe.services)) do io.stdout:write(l, "\n") end
+      local nservices = probe.table and probe.count or #probe.services
+      if (nservices > 0 or not probe.unknown) and not (probe.jobs and nservices == 0) then
+        if probe.table then io.stdout:write(probe.table, "\n")
+        else for _, l in ipairs(M.format_status(probe.services)) do io.stdout:write(l, "\n") end end
       end
       if probe.jobs then
-        if #probe.services > 0 then io.stdout:write("\n") end
+        if nservices > 0 then io.stdout:write("\n") end
         for _, l in ipairs(M.format_jobs(probe.jobs)) do io.stdout:write(l, "\n") end
       end
     elseif cmd == "is-active" then

@@ -103,6 +103,22 @@ function ctl.decode(line)
   return v
 end
 
+--- Decodes a reply without its last member `key`, a list left undecoded
+-- (a status of 10,000 services, whose exit status needs only the reply's
+-- other members: the server writes the list last). Returns the rest, or
+-- nil when the line is not laid out so (then decode it whole). A '","' of
+-- the key's text cannot appear inside a JSON string (its quote would be
+-- escaped), and a cut that is not at the top level leaves the head
+-- unbalanced, which fails to decode.
+function ctl.decode_head(line, key)
+  if line:sub(-2) ~= "]}" then return nil end
+  local i = line:find(',"' .. key .. '":[', 1, true)
+  if not i then return nil end
+  local v = ctl.decode(line:sub(1, i - 1) .. "}")
+  if type(v) ~= "table" then return nil end
+  return v
+end
+
 ---------------------------------------------------------------- paths
 
 local function dirname(p)
@@ -153,32 +169,35 @@ end
 
 --- Sends one request and waits for its reply (a table). Returns the reply
 -- and its line of JSON, or nil, message, code when the connection failed.
-function Client:request(req, timeout)
+function Client:request(req, timeout, lazy)
   local ok, err, code = self.conn:write(ctl.encode(req) .. "\n")
   if not ok then
     -- A server that refuses a peer replies and closes without reading the
     -- request, so the write may fail with EPIPE while the refusal is
     -- already waiting in the socket: read it before giving up.
     if code == "EPIPE" or code == "ECONNRESET" then
-      local reply, line = self:receive(timeout)
+      local reply, line = self:receive(timeout, lazy)
       if reply then return reply, line end
     end
     return nil, err, code
   end
-  return self:receive(timeout)
+  return self:receive(timeout, lazy)
 end
 
 --- Reads the next reply line (also the `{"line": ...}` messages of a tail
 -- that follows). Returns the decoded table and the line as received, or
--- nil, message, code.
-function Client:receive(timeout)
+-- nil, message, code. lazy: the name of a long list the caller does not
+-- need decoded (ctl.decode_head), when the reply lays it out last.
+function Client:receive(timeout, lazy)
   self.conn:set_timeout(timeout)
   local line, err, code = self.conn:read_line(ctl.MAX_REPLY)
   if not line then
     if err == nil then return nil, "the orchestrator closed the connection", "EOF" end
     return nil, err, code
   end
-  local v, derr = ctl.decode(line)
+  local v = lazy and ctl.decode_head(line, lazy)
+  local derr
+  if not v then v, derr = ctl.decode(line) end
   if type(v) ~= "table" then return nil, "malformed reply: " .. tostring(derr), "EPROTO" end
   return v, line
 end

@@ -566,18 +566,23 @@ end
 -- read: true when the rest is what M.account(run) said, which the caller
 -- keeps a while).
 function M.status(inst, run, t, read, cpu, memory, tasks, oom_kill)
-  if inst.oom_kills then t.oom_kills = inst.oom_kills end
+  local path, c, m, n, oom, ctls = M.figures(inst, run, read, cpu, memory, tasks, oom_kill)
+  t.oom_kills, t.cgroup, t.memory, t.tasks, t.cgroup_controllers = oom, path, m, n, ctls
+  if c ~= nil then t.cpu = c end
+end
+
+--- The same as values, for a status rendered without a table: the
+-- cgroup's path, cpu, memory, tasks (nil unless read), the OOM kills, and
+-- for a service with cgroup limits where its controllers are
+-- (cg:controllers(): a mixed host has some in v2, others in v1 only).
+function M.figures(inst, run, read, cpu, memory, tasks, oom_kill)
+  local oom = inst.oom_kills
   local cg = run and run.cgroup
-  if not cg then return end
-  t.cgroup = cg:path()
-  -- Where its limits are held (a mixed host has some controllers in v2,
-  -- others in v1 only): said for the services that have cgroup limits.
-  if cgroup_limits(inst.cfg.limits) then t.cgroup_controllers = cg:controllers() end
-  if not read then return end
-  t.cpu = cpu or t.cpu
-  t.memory = memory
-  t.tasks = tasks
-  if memory_limited(inst) then t.oom_kills = (inst.oom_kills or 0) + (oom_kill or 0) end
+  if not cg then return nil, nil, nil, nil, oom end
+  local ctls = cgroup_limits(inst.cfg.limits) and cg:controllers() or nil
+  if not read then return cg:path(), nil, nil, nil, oom, ctls end
+  if memory_limited(inst) then oom = (inst.oom_kills or 0) + (oom_kill or 0) end
+  return cg:path(), cpu, memory, tasks, oom, ctls
 end
 
 --- For the limits rule: { rss = memory of the whole cgroup, cpu = its CPU

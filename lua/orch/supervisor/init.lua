@@ -24,6 +24,7 @@ local handoff = require "orch.supervisor.handoff"
 local persist = require "orch.supervisor.persist"
 local reload = require "orch.supervisor.reload"
 local cgroup = require "orch.supervisor.cgroup"
+local status = require "orch.supervisor.status"
 
 -- Launches between two yields of a large sup.start (see sup.start).
 local START_BATCH = 16
@@ -98,6 +99,7 @@ local function new_state()
     -- so that the platform can restart the container.
     exit_on_fatal = orch.getpid() == 1 and "all" or false,
     accounting_max_age = 1,   -- seconds a status may show old rss/cpu figures
+    accounting_batch = 256,   -- a status of more reads them in the background, this many a loop turn
   }, Sup)
   -- orch.log: timestamped text on stderr, JSON lines (--log-format json)
   -- or the journal (under systemd), each record one write or datagram.
@@ -440,7 +442,7 @@ end
 
 local config_keys = { log = true, output = true, runtime_dir = true, heartbeat_key = true, exit = true, env = true,
   persist = true, exit_when_idle = true, exit_on_fatal = true, cgroup = true, http = true,
-  accounting_max_age = true }
+  accounting_max_age = true, accounting_batch = true }
 
 -- main: the module's own supervisor, the one `orch run` persists.
 local function new(main)
@@ -512,6 +514,11 @@ local function new(main)
           error("bad argument #1 to 'configure' (option 'accounting_max_age': number of seconds >= 0 expected)", 2)
         end
         S.accounting_max_age = v
+      elseif k == "accounting_batch" then
+        if math.type(v) ~= "integer" or v < 1 then
+          error("bad argument #1 to 'configure' (option 'accounting_batch': integer >= 1 expected)", 2)
+        end
+        S.accounting_batch = v
       elseif k == "exit_on_fatal" then
         if v ~= false and v ~= "all" and v ~= "any" then
           error("bad argument #1 to 'configure' (option 'exit_on_fatal': \"all\", \"any\" or false expected)", 2)
@@ -648,9 +655,22 @@ local function new(main)
     local insts, err = graph.resolve(S, target or "all", "status")
     if not insts then return nil, err, "ENOENT" end
     local out = {}
-    for i, inst in ipairs(insts) do out[i] = inst:status() end
+    local defer = status.defer(S, #insts)
+    for i, inst in ipairs(insts) do out[i] = inst:status(defer) end
     return out
   end
+
+  --- sup.status_json([target]) / sup.status_table([target]): the same
+  -- status rendered without a table per instance (the control socket's
+  -- status replies): the JSON text of the list sup.status gives, or the
+  -- lines of `orch ctl status` as one string; and how many are not running.
+  local function rendered(render, target)
+    local insts, err = graph.resolve(S, target or "all", "status")
+    if not insts then return nil, err, "ENOENT" end
+    return render(S, insts, status.defer(S, #insts))
+  end
+  function sup.status_json(target) return rendered(status.json, target) end
+  function sup.status_table(target) return rendered(status.table, target) end
 
   --- sup.freeze(target) / sup.thaw(target): cgroup.freeze of the running
   -- instances' cgroups (their state shows "frozen" until thawed).

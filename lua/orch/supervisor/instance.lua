@@ -43,6 +43,7 @@ local health = lazy "orch.supervisor.health"
 local handoff = lazy "orch.supervisor.handoff"
 local adopt = lazy "orch.supervisor.adopt"
 local cgroup = require "orch.supervisor.cgroup"
+local status = require "orch.supervisor.status"
 
 local Instance = {}
 Instance.__index = Instance
@@ -790,58 +791,31 @@ function Instance:wait_exit(timeout)
   return self:wait_run(run, timeout)
 end
 
--- The accounting of a live run: /proc/PID/stat of its main process and
--- its cgroup's stat files, read again only when the last reading is older
--- than the supervisor's accounting_max_age (1 s by default). A status of
--- 10,000 services reads 20,000 files, about 100 ms of kernel time on a
--- small machine: a monitor polling every second, or a person re-running
--- `orch ctl status`, should not pay it on every call. States are never
--- cached, only these figures.
--- Kept as a small array: { time read, rss, cpu, cgroup.account(run)... },
--- filled again in place; the kernel's figures are read into one scratch
--- table (each reading made two tables of a dozen fields: at 10,000
--- services, 14 MB for the collector to catch up with).
-local scratch = {}
-local function accounting(self, run, now)
-  local a = run.acct
-  if a and now - a[1] < self.sup.accounting_max_age then return a end
-  if not a then
-    a = {}
-    run.acct = a
-  end
-  local st = orch.proc.stat(self.pid, scratch)
-  a[1], a[2], a[3] = now, st and st.rss, st and st.cpu
-  a[4], a[5], a[6], a[7], a[8] = cgroup.account(run, scratch)
-  return a
-end
-
-function Instance:status()
-  local run = self.run
-  local alive = run and run.alive
+--- svc:status([defer]): the instance's status table (sup.status). The
+-- figures (rss, cpu, the cgroup's) are read again when older than the
+-- supervisor's accounting_max_age; with `defer` (a status of many
+-- services), queued instead and shown as last read, with their age
+-- (orch.supervisor.status).
+function Instance:status(defer)
   local now = orch.now()
+  local run, alive, state, stop_signal, pid, a = status.view(self, now, defer)
   local t = {
-    name = self.name, service = self.service, index = self.index, state = self.state,
-    pid = alive and self.pid or nil,
+    name = self.name, service = self.service, index = self.index, state = state,
+    pid = pid,
     start_time = alive and self.start_time or nil,
     uptime = alive and (now - run.started) or nil,
     restarts = self.restarts, exit_code = self.exit_code, exit_signal = self.exit_signal,
     status_text = self.status_text, reason = self.reason,
     log_lines = self.sink and self.sink.lines or 0,
     log_dropped = self.sink and self.sink.dropped or 0,
+    stop_signal = stop_signal,
   }
-  local a = alive and self.pid and accounting(self, run, now)
-  if a then
-    t.rss, t.cpu = a[2], a[3]
+  if a and a[1] > -math.huge then
+    t.rss, t.cpu, t.accounting_age = a[2], a[3], now - a[1]
     cgroup.status(self, run, t, a[4], a[5], a[6], a[7], a[8])
   else
     cgroup.status(self, alive and run, t)
   end
-  -- SIGSTOP/SIGTSTP from outside: the process is there but not running.
-  if alive and run.proc then
-    local pstate, _, stopsig = run.proc:status()
-    if pstate == "stopped" then t.state, t.stop_signal = "stopped", stopsig end
-  end
-  if self.frozen then t.state = "frozen" end
   t.cgroup_off = self.sup.cgroup_off
   return t
 end

@@ -97,4 +97,16 @@ function Run:wait_over(timeout) return self:wait_until(over, timeout) end
 --- Waits until its output pipe reached EOF; false after `timeout` seconds.
 function Run:wait_log(timeout) return self:wait_until(log_over, timeout) end
 
+--- The run's accounting: { time read, rss, cpu, cgroup figures..., queued }
+-- (orch.supervisor.status reads and fills it), made on first use, never
+-- read (-math.huge).
+function Run:accounting()
+  local a = self.acct
+  if not a then
+    a = { -math.huge }
+    self.acct = a
+  end
+  return a
+end
+
 return Run

@@ -1,0 +1,332 @@
+--- orch.supervisor.status: what a status shows of each instance, at the
+-- scale of 10,000 services (issue 15).
+--
+-- Two costs made a status of 10,000 take a second: reading the kernel's
+-- figures (/proc/PID/stat and the cgroup's stat files, 20,000 files) and a
+-- Lua table per service on both sides of the socket (rows, cjson's
+-- encoding and decoding, and the collector catching up with them).
+-- - The figures (rss, cpu, and the cgroup's memory, tasks, oom_kills) are
+--   kept per run with the time they were read. A status of at most
+--   `accounting_batch` instances (256) reads the stale ones at once, as
+--   before; a larger one answers with the figures as last read, each with
+--   its age, and queues the stale ones: a task reads them
+--   `accounting_batch` a loop turn, so requests and service events are
+--   served in between, and ends when the queue is empty (no timer while
+--   idle). States, pids and uptime are read at every call.
+-- - M.json and M.table render the services straight from the instances,
+--   pieces into one buffer, with no table per service: the JSON reply the
+--   control socket sends as it is, or the lines of `orch ctl status`.
+-- Instance:status() (the tables of sup.status) uses the same view.
+local orch = require "orch"
+local cgroup = require "orch.supervisor.cgroup"
+local format = require "orch.ctl.format"
+
+local M = {}
+
+local find, concat, now_fn = string.find, table.concat, orch.now
+
+-- ---------------------------------------------------------------- figures
+
+-- The kernel's figures are read into one scratch table (a reading made two
+-- tables of a dozen fields: at 10,000 services, 14 MB for the collector).
+local scratch = {}
+
+-- run.acct: { time read, rss, cpu, cgroup.account(run)... (4-8), queued }.
+local function read(inst, run, a, now)
+  local st = orch.proc.stat(inst.pid, scratch)
+  a[1], a[2], a[3] = now, st and st.rss, st and st.cpu
+  a[4], a[5], a[6], a[7], a[8] = cgroup.account(run, scratch)
+end
+
+-- Reads the queued runs' figures, S.accounting_batch a loop turn, until
+-- the queue is empty. A run queued while this runs joins the next round.
+local function refresh(S)
+  while S.acct_q do
+    local q = S.acct_q
+    S.acct_q = nil
+    local batch, k = S.accounting_batch, 0
+    for j = 1, #q, 2 do
+      -- Yield before each batch, the first too: the request that queued
+      -- them is answered first.
+      if k % batch == 0 then orch.sleep(0) end
+      k = k + 1
+      local inst, run = q[j], q[j + 1]
+      local a = run.acct
+      a[9] = nil
+      local now = now_fn()
+      if run.alive and inst.run == run and inst.pid and now - a[1] >= S.accounting_max_age then
+        read(inst, run, a, now)
+      end
+    end
+  end
+end
+
+local function queue(S, inst, run)
+  local q = S.acct_q
+  if not q then
+    q = {}
+    S.acct_q = q
+  end
+  q[#q + 1] = inst
+  q[#q + 1] = run
+  if not S.acct_task then
+    S.acct_task = orch.task(function()
+      local ok, err = pcall(refresh, S)
+      S.acct_task = nil
+      if not ok then S:log("status: reading the figures failed: " .. tostring(err)) end
+    end)
+  end
+end
+
+--- The figures of a live run (the accounting array above, or nil): read
+-- again when older than accounting_max_age, at once, or with `defer`
+-- queued (then the array is returned as it was: a[1] is -math.huge while
+-- never read, and its figures are nil).
+function M.accounting(inst, run, now, defer)
+  local S = inst.sup
+  local a = run.acct
+  if a and now - a[1] < S.accounting_max_age then return a end
+  a = a or run:accounting()
+  if defer then
+    if not a[9] then
+      a[9] = true
+      queue(S, inst, run)
+    end
+  else
+    read(inst, run, a, now)
+  end
+  return a
+end
+
+--- Whether a status of `n` instances reads stale figures in the background.
+function M.defer(S, n)
+  return n > S.accounting_batch
+end
+
+--- What every status shows of an instance: run, whether it is alive, the
+-- state shown (a SIGSTOPped process shows "stopped" with its stop signal,
+-- a frozen one "frozen"), the stop signal, the pid (alive only) and the
+-- accounting array (alive with a pid only).
+function M.view(inst, now, defer)
+  local run = inst.run
+  local alive = run and run.alive
+  local state, stop_signal = inst.state, nil
+  local pid = alive and inst.pid or nil
+  local a = pid and M.accounting(inst, run, now, defer) or nil
+  if alive and run.proc then
+    local pstate, _, stopsig = run.proc:status()
+    if pstate == "stopped" then state, stop_signal = "stopped", stopsig end
+  end
+  if inst.frozen then state = "frozen" end
+  return run, alive, state, stop_signal, pid, a
+end
+
+-- ---------------------------------------------------------------- JSON
+
+-- A string as JSON text: quoted, escaped, each byte that starts no valid
+-- UTF-8 sequence replaced by U+FFFD (JSON text is UTF-8). Here rather than
+-- cjson: no module is loaded while a status is made (at its fd limit, orch
+-- could not open one).
+local ESC = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r" }
+local function esc(c) return ESC[c] or string.format("\\u%04x", c:byte()) end
+local function quote(s)
+  if not utf8.len(s) then
+    local out, i = {}, 1
+    while true do
+      local ok, bad = utf8.len(s, i)
+      if ok then out[#out + 1] = s:sub(i) break end
+      out[#out + 1] = s:sub(i, bad - 1)
+      out[#out + 1] = "\u{FFFD}"
+      i = bad + 1
+    end
+    s = concat(out)
+  end
+  return '"' .. s:gsub('[%c"\\]', esc) .. '"'
+end
+
+-- Appends the JSON text of a value to p after n; returns the new n. Plain
+-- strings (no quote, backslash, control or non-ASCII byte) go in as they
+-- are, between quotes; numbers as Lua writes them (%.14g, as cjson).
+local huge = math.huge
+local function val(p, n, v)
+  local tv = type(v)
+  if tv == "string" then
+    if find(v, '[%c"\\\127-\255]') then
+      p[n + 1] = quote(v)
+      return n + 1
+    end
+    p[n + 1], p[n + 2], p[n + 3] = '"', v, '"'
+    return n + 3
+  elseif tv == "number" then
+    if v ~= v or v == huge or v == -huge then p[n + 1] = "null" else p[n + 1] = v end
+    return n + 1
+  elseif tv == "boolean" then
+    p[n + 1] = v and "true" or "false"
+    return n + 1
+  end
+  p[n + 1] = "null"
+  return n + 1
+end
+
+-- One instance's object, the fields of Instance:status() in a fixed order
+-- (absent ones left out, as cjson leaves out nil).
+-- The common case, a running service with its figures and nothing to
+-- explain, in one string.format (a piece per field costs a string per
+-- number: twice the time at 10,000 services).
+local COMMON = '{"name":"%s","service":"%s","index":%d,"state":"%s","pid":%d,"start_time":%.14g,'
+  .. '"uptime":%.14g,"restarts":%d,"log_lines":%d,"log_dropped":%d,"rss":%d,"accounting_age":%.14g,'
+  .. '"cpu":%.14g,"cgroup":"%s"'
+local sformat, mtype = string.format, math.type
+
+local function json_one(S, inst, now, defer, p, n)
+  local run, alive, state, stop_signal, pid, a = M.view(inst, now, defer)
+  local read = a and a[1] > -huge
+  if read and inst.start_time and inst.exit_code == nil and inst.exit_signal == nil and inst.status_text == nil
+     and inst.reason == nil and stop_signal == nil and S.cgroup_off == nil and mtype(a[2]) == "integer" then
+    local path, cpu, memory, tasks, oom, ctls = cgroup.figures(inst, run, a[4], a[5], a[6], a[7], a[8])
+    cpu = cpu or a[3]
+    local sink = inst.sink
+    if path and not ctls and type(cpu) == "number" and cpu < huge and not find(path, '[%c"\\\127-\255]') then
+      p[n + 1] = sformat(COMMON, inst.name, inst.service, inst.index, state, pid, inst.start_time, now - run.started,
+        inst.restarts, sink and sink.lines or 0, sink and sink.dropped or 0, a[2], now - a[1], cpu, path)
+      n = n + 1
+      if memory ~= nil then p[n + 1] = ',"memory":' n = val(p, n + 1, memory) end
+      if tasks ~= nil then p[n + 1] = ',"tasks":' n = val(p, n + 1, tasks) end
+      if oom ~= nil then p[n + 1] = ',"oom_kills":' n = val(p, n + 1, oom) end
+      p[n + 1] = "}"
+      return n + 1, state
+    end
+  end
+  -- Names are letters, digits, '_', '.', '@', '-' and ':' (schema.lua).
+  p[n + 1], p[n + 2], p[n + 3], p[n + 4] = '{"name":"', inst.name, '","service":"', inst.service
+  p[n + 5], p[n + 6], p[n + 7], p[n + 8], p[n + 9] = '","index":', inst.index, ',"state":"', state, '"'
+  n = n + 9
+  if pid then
+    p[n + 1], p[n + 2] = ',"pid":', pid
+    n = n + 2
+  end
+  if alive then
+    if inst.start_time then
+      p[n + 1] = ',"start_time":'
+      n = val(p, n + 1, inst.start_time)
+    end
+    p[n + 1] = ',"uptime":'
+    n = val(p, n + 1, now - run.started)
+  end
+  p[n + 1], p[n + 2] = ',"restarts":', inst.restarts
+  n = n + 2
+  if inst.exit_code ~= nil then p[n + 1] = ',"exit_code":' n = val(p, n + 1, inst.exit_code) end
+  if inst.exit_signal ~= nil then p[n + 1] = ',"exit_signal":' n = val(p, n + 1, inst.exit_signal) end
+  if inst.status_text ~= nil then p[n + 1] = ',"status_text":' n = val(p, n + 1, inst.status_text) end
+  if inst.reason ~= nil then p[n + 1] = ',"reason":' n = val(p, n + 1, inst.reason) end
+  local sink = inst.sink
+  p[n + 1], p[n + 2], p[n + 3], p[n + 4] = ',"log_lines":', sink and sink.lines or 0, ',"log_dropped":', sink and sink.dropped or 0
+  n = n + 4
+  local path, cpu, memory, tasks, oom, ctls = cgroup.figures(inst, alive and run, read and a[4], read and a[5],
+    read and a[6], read and a[7], read and a[8])
+  if read then
+    if a[2] ~= nil then p[n + 1] = ',"rss":' n = val(p, n + 1, a[2]) end
+    cpu = cpu or a[3]
+    p[n + 1] = ',"accounting_age":'
+    n = val(p, n + 1, now - a[1])
+  end
+  if cpu ~= nil then p[n + 1] = ',"cpu":' n = val(p, n + 1, cpu) end
+  if path ~= nil then p[n + 1] = ',"cgroup":' n = val(p, n + 1, path) end
+  if ctls ~= nil then
+    p[n + 1] = ',"cgroup_controllers":{'
+    n = n + 1
+    local first = true
+    for ctl, v in pairs(ctls) do
+      p[n + 1] = first and "" or ","
+      n = val(p, n + 1, ctl)
+      p[n + 1] = ":"
+      n = val(p, n + 1, v)
+      first = false
+    end
+    p[n + 1] = "}"
+    n = n + 1
+  end
+  if memory ~= nil then p[n + 1] = ',"memory":' n = val(p, n + 1, memory) end
+  if tasks ~= nil then p[n + 1] = ',"tasks":' n = val(p, n + 1, tasks) end
+  if oom ~= nil then p[n + 1] = ',"oom_kills":' n = val(p, n + 1, oom) end
+  if stop_signal ~= nil then p[n + 1] = ',"stop_signal":' n = val(p, n + 1, stop_signal) end
+  if S.cgroup_off ~= nil then p[n + 1] = ',"cgroup_off":' n = val(p, n + 1, S.cgroup_off) end
+  p[n + 1] = "}"
+  return n + 1, state
+end
+
+-- Services rendered into one buffer of pieces, joined every CHUNK of them
+-- (the buffer stays small; the chunks are joined at the end).
+local CHUNK = 128
+
+--- The JSON text of the instances' status objects (an array), and how many
+-- of them are not running.
+function M.json(S, insts, defer)
+  local now = now_fn()
+  local p, n, chunks, not_running = {}, 1, {}, 0
+  p[1] = "["
+  for i = 1, #insts do
+    if i > 1 then
+      n = n + 1
+      p[n] = ","
+    end
+    local state
+    n, state = json_one(S, insts[i], now, defer, p, n)
+    if state ~= "running" then not_running = not_running + 1 end
+    if i % CHUNK == 0 then
+      chunks[#chunks + 1] = concat(p, "", 1, n)
+      n = 0
+    end
+  end
+  n = n + 1
+  p[n] = "]"
+  chunks[#chunks + 1] = concat(p, "", 1, n)
+  return concat(chunks), not_running
+end
+
+-- ---------------------------------------------------------------- the table
+
+
+--- The lines of `orch ctl status` for the instances (orch.ctl.format's
+-- status_lines, as the client makes them from the JSON), as one string,
+-- and how many of them are not running. When some figures shown were not
+-- read for this request (more than accounting_batch services), a last line
+-- says how many and how old they are.
+function M.table(S, insts, defer)
+  local now = now_fn()
+  local stale, oldest = 0, 0
+  local not_running = 0
+  local max_age = S.accounting_max_age
+  local where = { v2 = {}, v1 = {} }
+  local lines = format.status_lines(#insts, function(i)
+    local inst = insts[i]
+    local run, alive, state, _, pid, a = M.view(inst, now, defer)
+    if state ~= "running" then not_running = not_running + 1 end
+    local rss, cpu, oom, ctls
+    local read = a and a[1] > -huge
+    if a then
+      local age = now - a[1]
+      if age >= max_age then
+        stale = stale + 1
+        if read and age > oldest then oldest = age end
+      end
+    end
+    if read then rss = a[2] end
+    local _
+    _, cpu, _, _, oom, ctls = cgroup.figures(inst, alive and run, read and a[4], read and a[5], nil, nil, read and a[8])
+    if ctls then
+      for ctl, v in pairs(ctls) do if where[v] then where[v][ctl] = true end end
+    end
+    if read then cpu = cpu or a[3] end
+    return inst.name, state, inst.exit_code, inst.exit_signal, pid, alive and (now - run.started) or nil,
+      inst.restarts, rss, cpu, oom, inst.reason, inst.status_text
+  end, #insts > 0 and S.cgroup_off or nil, where)
+  if stale > 0 then
+    lines[#lines + 1] = string.format("RSS and CPU of %d service%s: %s; being read again",
+      stale, stale == 1 and "" or "s",
+      oldest > 0 and string.format("as read up to %.0f s ago (- not read yet)", oldest) or "not read yet (-)")
+  end
+  return concat(lines, "\n"), not_running, #insts
+end
+
+return M
