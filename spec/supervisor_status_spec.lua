@@ -58,11 +58,14 @@ describe("sup.status_json and sup.status_table", function()
       s.service { name = "missing", cmd = { "/nonexistent/no-such-binary" }, start_limit = { burst = 1, interval = 60 },
                   backoff = 0.01 }
       s.service { name = "idle", cmd = { "sleep", "1000" }, autostart = false }
-      for _, n in ipairs { "run", "held", "text", "three", "missing" } do s.start(n) end
+      -- With a cgroup limit: the record says where its controllers are.
+      s.service { name = "lim", cmd = { "sleep", "1000" }, limits = { pids_max = 32 } }
+      for _, n in ipairs { "run", "held", "text", "three", "missing", "lim" } do s.start(n) end
       h.eventually(function()
         local by = {}
         for _, r in ipairs(s.status()) do by[r.name] = r end
         return by.run.state == "running" and by.held.state == "running" and by.text.status_text
+          and by.lim.state == "running"
           and by.three.state == "exited" and by.missing.state == "fatal"
       end, "every service settled")
       assert.is_true(s.signal("held", "STOP"))
@@ -96,6 +99,7 @@ describe("sup.status_json and sup.status_table", function()
       assert.matches("\nthree%s+exited %(exit 3%)", tbl)
       assert.matches("\nmissing%s+fatal", tbl)
       assert.matches("STATUS\n", tbl)
+      if u.st(s, "lim").cgroup_controllers then assert.matches("\ncgroup controllers: [^\n]*pids", tbl) end
       assert.is_true(s.signal("held", "CONT"))
       -- A state change shows in the next status.
       h.eventually(function() return s.status_table():find("\nheld%s+running") end, "held running again")
