@@ -566,13 +566,13 @@ end
 -- read: true when the rest is what M.account(run) said, which the caller
 -- keeps a while).
 function M.status(inst, run, t, read, cpu, memory, tasks, oom_kill)
-  local path, c, m, n, oom, ctls = M.figures(inst, run, read, cpu, memory, tasks, oom_kill)
-  t.oom_kills, t.cgroup, t.memory, t.tasks, t.cgroup_controllers = oom, path, m, n, ctls
+  local cg, c, m, n, oom, ctls = M.figures(inst, run, read, cpu, memory, tasks, oom_kill)
+  t.oom_kills, t.cgroup, t.memory, t.tasks, t.cgroup_controllers = oom, cg and cg:path(), m, n, ctls
   if c ~= nil then t.cpu = c end
 end
 
 --- The same as values, for a status rendered without a table: the
--- cgroup's path, cpu, memory, tasks (nil unless read), the OOM kills, and
+-- cgroup (its path is the status's), cpu, memory, tasks (nil unless read), the OOM kills, and
 -- for a service with cgroup limits where its controllers are
 -- (cg:controllers(): a mixed host has some in v2, others in v1 only).
 function M.figures(inst, run, read, cpu, memory, tasks, oom_kill)
@@ -580,9 +580,9 @@ function M.figures(inst, run, read, cpu, memory, tasks, oom_kill)
   local cg = run and run.cgroup
   if not cg then return nil, nil, nil, nil, oom end
   local ctls = cgroup_limits(inst.cfg.limits) and cg:controllers() or nil
-  if not read then return cg:path(), nil, nil, nil, oom, ctls end
+  if not read then return cg, nil, nil, nil, oom, ctls end
   if memory_limited(inst) then oom = (inst.oom_kills or 0) + (oom_kill or 0) end
-  return cg:path(), cpu, memory, tasks, oom, ctls
+  return cg, cpu, memory, tasks, oom, ctls
 end
 
 --- For the limits rule: { rss = memory of the whole cgroup, cpu = its CPU

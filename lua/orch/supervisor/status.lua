@@ -183,9 +183,10 @@ local function json_one(S, inst, now, defer, p, n)
   local read = a and a[1] > -huge
   if read and inst.start_time and inst.exit_code == nil and inst.exit_signal == nil and inst.status_text == nil
      and inst.reason == nil and stop_signal == nil and S.cgroup_off == nil and mtype(a[2]) == "integer" then
-    local path, cpu, memory, tasks, oom, ctls = cgroup.figures(inst, run, a[4], a[5], a[6], a[7], a[8])
+    local cg, cpu, memory, tasks, oom, ctls = cgroup.figures(inst, run, a[4], a[5], a[6], a[7], a[8])
     cpu = cpu or a[3]
     local sink = inst.sink
+    local path = cg and cg:path()
     if path and not ctls and type(cpu) == "number" and cpu < huge and not find(path, '[%c"\\\127-\255]') then
       p[n + 1] = sformat(COMMON, inst.name, inst.service, inst.index, state, pid, inst.start_time, now - run.started,
         inst.restarts, sink and sink.lines or 0, sink and sink.dropped or 0, a[2], now - a[1], cpu, path)
@@ -222,8 +223,9 @@ local function json_one(S, inst, now, defer, p, n)
   local sink = inst.sink
   p[n + 1], p[n + 2], p[n + 3], p[n + 4] = ',"log_lines":', sink and sink.lines or 0, ',"log_dropped":', sink and sink.dropped or 0
   n = n + 4
-  local path, cpu, memory, tasks, oom, ctls = cgroup.figures(inst, alive and run, read and a[4], read and a[5],
+  local cg, cpu, memory, tasks, oom, ctls = cgroup.figures(inst, alive and run, read and a[4], read and a[5],
     read and a[6], read and a[7], read and a[8])
+  local path = cg and cg:path()
   if read then
     if a[2] ~= nil then p[n + 1] = ',"rss":' n = val(p, n + 1, a[2]) end
     cpu = cpu or a[3]
