@@ -360,7 +360,9 @@ static int process_kill(lua_State *L) {
   /* The child is not reaped yet, so its pid cannot have been reused. */
   if (group && !p->child.group && getpgid(p->child.pid) != p->child.pid)
     return orch__failf(L, "EINVAL", "kill: process %d does not lead a process group", (int)p->child.pid);
-  int flags = group ? ORCH__KILL_GROUP : 0;
+  /* An unreaped child, its own group's leader with group: never orch, one
+   * of its threads or its group. */
+  int flags = (group ? ORCH__KILL_GROUP : 0) | ORCH__KILL_CHILD;
   int r = orch__kill(p->child.pid, sig, flags, 0);
   if (r < 0) return orch__kill_fail(L, "kill", p->child.pid, flags, r);
   lua_pushboolean(L, 1);

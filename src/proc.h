@@ -197,8 +197,12 @@ void orch__proc_exit_seen(orch_runtime *rt, orch__child *c);
  * ORCH__KILL_REFUSED). With start_time != 0 the pid must still be the process
  * that started at that time (clock ticks since boot, as orch__procfs_start_time
  * reports); the check and the signal are atomic (pidfd), and a mismatch
- * returns -ESRCH. Returns 0 or -errno. */
+ * returns -ESRCH. Returns 0 or -errno. ORCH__KILL_CHILD says pid is a
+ * child orch spawned and has not reaped (its own group leader with
+ * ORCH__KILL_GROUP): none of the refusals can apply, and the checks (a
+ * getpid and a /proc/self/task lookup per call) are skipped. */
 #define ORCH__KILL_GROUP 1
+#define ORCH__KILL_CHILD 2
 #define ORCH__KILL_REFUSED (-100000)
 int orch__kill(pid_t pid, int sig, int flags, unsigned long long start_time);
 

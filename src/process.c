@@ -612,8 +612,11 @@ static int own_thread(pid_t pid) {
 
 int orch__kill(pid_t pid, int sig, int flags, unsigned long long start) {
   int group = flags & ORCH__KILL_GROUP;
-  if (pid <= 1 || pid == getpid() || (group && pid == getpgrp())) return ORCH__KILL_REFUSED;
-  if (!group && own_thread(pid)) return ORCH__KILL_REFUSED;
+  if (pid <= 1) return ORCH__KILL_REFUSED;
+  if (!(flags & ORCH__KILL_CHILD)) {
+    if (pid == getpid() || (group && pid == getpgrp())) return ORCH__KILL_REFUSED;
+    if (!group && own_thread(pid)) return ORCH__KILL_REFUSED;
+  }
   if (start) {
     /* A pidfd pins the process: checked and signalled as one identity. */
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
