@@ -131,6 +131,29 @@ describe("a stop signals first", function()
     end)
   end)
 
+  it("returns once an escapee that ignores the stop signal is killed, with the cgroup removed", function()
+    u.with(function(s, logs, dir)
+      local parent = h.cgroup_name()
+      s.configure { cgroup = parent }
+      -- The escapee ignores TERM (inherited across exec) in a session of its own.
+      s.service { name = "x", stop = { timeout = 30 },
+                  cmd = u.sh("(trap '' TERM; exec setsid sleep 600) & echo $! > " .. dir .. "/esc; exec sleep 600") }
+      s.start("x")
+      local esc = pid_in(dir .. "/esc")
+      local path = u.st(s, "x").cgroup
+      assert.truthy(path, "cgroups are on")
+      h.eventually(function() return orch.cgroup.of(esc) == path and #(orch.cgroup.open(path):procs()) == 2 end,
+        "the escapee in place")
+      assert.is_true(s.stop("x"))
+      -- The main process died of TERM; what it left got KILL before the stop returned.
+      assert.is_false(u.alive(esc))
+      assert.is_nil(orch.cgroup.open(path))
+      assert.are.equal("TERM", u.st(s, "x").exit_signal)
+      s.close()
+      assert.is_nil(orch.cgroup.open(parent))
+    end)
+  end)
+
   it("still sends KILL after the stop timeout to a process that keeps the signal blocked", function()
     u.with(function(s, logs, dir)
       service(s, "deaf", dir, "never", { stop = { signal = SIG, timeout = 0.2 } })

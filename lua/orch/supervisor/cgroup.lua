@@ -468,6 +468,25 @@ function M.populated(run)
   return p
 end
 
+--- At the end of a run's main process: is anything left in its cgroup?
+-- For a run stopped for good (its instance no longer wanted) the question
+-- is asked with rmdir: an empty cgroup goes at once, which saves reading
+-- cgroup.events now and the rmdir when the instance is stopped; a
+-- populated one fails (EBUSY) and is asked the usual way. Not for a frozen
+-- cgroup (thawed at the run's end) nor one whose OOM kills the run's end
+-- still reads (a memory limit).
+function M.left(inst, run)
+  local cg = run.cgroup
+  if cg == nil then return false end
+  local S = inst.sup
+  if run.user_stop and not inst.want and not inst.frozen and not memory_limited(inst)
+     and S.cgroups and S.cgroups[cg] and cg:remove() then
+    removed(S, cg)
+    return false
+  end
+  return M.populated(run)
+end
+
 --- The main process ended, but processes are left in the run's cgroup (an
 -- escapee of a crashed service, what a stop signal spared): they get the
 -- service's stop sequence (stop signal, stop.timeout, cgroup.kill,

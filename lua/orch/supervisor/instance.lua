@@ -325,7 +325,7 @@ end
 -- previous run, and a stop returns once none is left.
 function Instance:run_ended(run, code, sig, reason)
   if not run.alive then return end
-  if not run.drained and cgroup.populated(run) then
+  if not run.drained and cgroup.left(self, run) then
     run.drained = true
     return cgroup.drain(self, run, function()
       if run.alive then self:handle("exit", run, code, sig, reason) end
