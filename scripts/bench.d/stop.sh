@@ -22,8 +22,11 @@
 #   ctl_ping_orch          ms  `orch ctl ping` alone, median of 20
 #   <name>_per_c_orch, <name>_per_ccg_orch   x   orch's median over each C
 #                                            limit's (the ratios)
+#   cpu_stop_ctl_100_orch  ms  orch's CPU for the `orch ctl stop all`
 # With STOP_PHASES=FILE orch's state changes are stamped into FILE (see
-# phases.lua). Every process started carries a token and is killed at the end.
+# phases.lua). STOP_PARTS (default "restart stop start") picks the parts:
+# "stop" alone measures the two stops of 100 (and the ctl ping). Every
+# process started carries a token and is killed at the end.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -70,13 +73,19 @@ finish() {
 put() { echo "$1 $2" >>"$OUT"; }
 cpu_ns() { read -r ns _ <"/proc/$SUP/schedstat"; echo "$ns"; }   # orch's CPU so far
 
+PARTS=" ${STOP_PARTS:-restart stop start} "
+part() { [[ $PARTS == *" $1 "* ]]; }
+
 round() {                  # impl
   local impl=$1 r
-  launch "$impl" 20 || return
-  sleep 0.5
-  r=$("$P" latency "$SVC_SHM" 20 20 50)
-  put "restart_latency_median_$impl" "${r% *}"; put "restart_latency_p95_$impl" "${r#* }"
-  finish
+  if part restart; then
+    launch "$impl" 20 || return
+    sleep 0.5
+    r=$("$P" latency "$SVC_SHM" 20 20 50)
+    put "restart_latency_median_$impl" "${r% *}"; put "restart_latency_p95_$impl" "${r#* }"
+    finish
+  fi
+  part stop || part start || return 0
   launch "$impl" 100 || return
   sleep 0.5
   put "stop_term_100_$impl" "$("$P" stoptime "$SVC_SHM" 100 signal "$SUP" TERM)"
@@ -86,12 +95,23 @@ round() {                  # impl
   if [ "$impl" != orch ]; then
     put "stop_ctl_100_$impl" "$("$P" stoptime "$SVC_SHM" 100 signal "$SUP" USR1)"
     sleep 0.3
-    put "start_100_$impl" "$("$P" starttime "$SVC_SHM" 100 signal "$SUP" USR2)"
+    part start && put "start_100_$impl" "$("$P" starttime "$SVC_SHM" 100 signal "$SUP" USR2)"
   else
+    local c0
+    c0=$(cpu_ns)
     # shellcheck disable=SC2086
     put stop_ctl_100_orch "$("$P" stoptime "$SVC_SHM" 100 exec $CTL stop all)"
+    put cpu_stop_ctl_100_orch "$(( ($(cpu_ns) - c0) / 1000 ))e-3"
     sleep 0.3
-    local c0
+    if ! part start; then
+      local i t0 t1
+      for i in $(seq 20); do
+        t0=$(date +%s%N); $CTL ping >/dev/null; t1=$(date +%s%N)
+        put ctl_ping_orch "$(( (t1 - t0) / 1000 ))e-3"
+      done
+      finish
+      return 0
+    fi
     c0=$(cpu_ns)
     put start_100_orch "$("$P" starttime "$SVC_SHM" 100 signal "$SUP" USR2)"
     put cpu_start_100_orch "$(( ($(cpu_ns) - c0) / 1000 ))e-3"
