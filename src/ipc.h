@@ -25,8 +25,8 @@
 #include <lua.h>
 
 /* The signal that interrupts a waiter thread, and the loop thread's brief
- * waits (below). It is blocked on the loop thread outside those; scripts
- * should not use it for their own purposes. */
+ * waits (below). It is blocked on the loop thread until its first brief
+ * sleep; scripts should not use it for their own purposes. */
 #define ORCH__IPC_WAKE_SIGNAL (SIGRTMAX - 1)
 
 /* ------------------------------------------------------------ options */
@@ -95,9 +95,9 @@ void orch__ipc_applyperm(const orch__ipc_perm_opts *o, struct ipc_perm *p);
  */
 typedef struct {
   unsigned long long start, spin_end, sleep_end;
-  int state;                /* 1: sleeping (the mask is changed) */
+  int state;                /* 1: sleeping (the guard watches) */
   unsigned tries;
-  sigset_t saved;
+
 } orch__ipc_brief;
 /* 1: go ahead; 0: no brief wait this time. */
 int orch__ipc_brief_begin(orch__ipc_brief *b, double timeout);

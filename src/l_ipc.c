@@ -181,6 +181,13 @@ static struct {
 } guard = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0, 0 };
 
 static _Thread_local watch *my_watch;
+/* The wake signal is unblocked on this thread: the first brief sleep
+ * unblocks it and it stays so (two system calls less per sleep), until the
+ * waiter pool blocks it again. A signal of the guard's that comes after
+ * the sleep ended then runs the handler that does nothing; the only
+ * blocking call the loop thread makes besides, epoll_wait, is retried by
+ * libuv after EINTR. */
+static _Thread_local int wake_open;
 
 static void guard_atfork_child(void) {
   pthread_mutex_init(&guard.mu, NULL);
@@ -306,10 +313,13 @@ int orch__ipc_brief_next(orch__ipc_brief *b) {
     if (now >= b->sleep_end) return -1;
     watch *w = guard_watch();
     if (!w) return -1;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, ORCH__IPC_WAKE_SIGNAL);
-    if (pthread_sigmask(SIG_UNBLOCK, &set, &b->saved) != 0) return -1;
+    if (!wake_open) {
+      sigset_t set;
+      sigemptyset(&set);
+      sigaddset(&set, ORCH__IPC_WAKE_SIGNAL);
+      if (pthread_sigmask(SIG_UNBLOCK, &set, NULL) != 0) return -1;
+      wake_open = 1;
+    }
     b->state = 1;
     atomic_store(&guard.last, now);
     atomic_store(&w->deadline, b->sleep_end);
@@ -327,9 +337,6 @@ int orch__ipc_brief_next(orch__ipc_brief *b) {
 void orch__ipc_brief_end(orch__ipc_brief *b, int ok) {
   if (b->state == 1) {
     atomic_store(&my_watch->deadline, 0);
-    /* A signal the guard sent just now is delivered (to the handler that
-     * does nothing) as this call returns, before the mask goes back. */
-    pthread_sigmask(SIG_SETMASK, &b->saved, NULL);
     atomic_store(&guard.last, orch__mono_ns());
   }
   if (ok) {
@@ -647,6 +654,7 @@ static pool *get_pool(lua_State *L) {
     return *slot;
   }
   pthread_once(&handler_once, install_handler);
+  wake_open = 0;
   /* Keep the wake signal off the loop thread (threads it starts inherit
    * this; the workers unblock it). */
   sigset_t set;
