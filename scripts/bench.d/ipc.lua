@@ -17,15 +17,18 @@ do
       assert(q:send(2, data))
     end
   end)
-  local t0 = orch.now()
+  local t0, c0 = orch.now(), os.clock()
   for _ = 1, n do
     assert(q:send(1, "ping"))
     assert(q:recv{ type = 2 })
   end
-  local dt = orch.now() - t0
+  local dt, cpu = orch.now() - t0, os.clock() - c0
   child:wait()
   q:remove()
   print(("msg_roundtrip_orch %.0f rt/s"):format(n / dt))
+  -- One side's CPU per round trip (every thread of this process): what a
+  -- loaded machine does not inflate.
+  print(("msg_roundtrip_cpu_orch %.2f us"):format(cpu * 1e6 / n))
 end
 
 -- Semaphore hand-overs between two processes, then uncontended pairs.
@@ -38,15 +41,16 @@ do
       s:post(1)
     end
   end)
-  local t0 = orch.now()
+  local t0, c0 = orch.now(), os.clock()
   for _ = 1, n do
     s:post(0)
     assert(s:wait(1))
   end
-  local dt = orch.now() - t0
+  local dt, cpu = orch.now() - t0, os.clock() - c0
   child:wait()
   s:remove()
   print(("sem_pingpong_orch %.0f rt/s"):format(n / dt))
+  print(("sem_pingpong_cpu_orch %.2f us"):format(cpu * 1e6 / n))
 
   local m = math.floor(1000000 * scale)
   local u <close> = assert(orch.sem.private{ init = 0 })   -- SEM_UNDO, like the C side
