@@ -1208,7 +1208,7 @@ static int proc_spawn(lua_State *L) {
       if (src < 0) { close_streams(L, ud); return 3; }
       if (parent >= 0) {
         box->n--;                          /* the stream owns it now (or closed it) */
-        int r = orch__stream_push_fd(L, parent, i == 0 ? ORCH_STREAM_WRITE : ORCH_STREAM_READ);
+        int r = orch__stream_push_pipe(L, parent, i == 0 ? ORCH_STREAM_WRITE : ORCH_STREAM_READ);
         if (r < 0) { close_streams(L, ud); return orch__fail_uv(L, "spawn: pipe", r); }
         lua_setiuservalue(L, ud, UVAL_STDIN + i);
       }

@@ -774,6 +774,15 @@ int orch__stream_push_fd(lua_State *L, int fd, int flags) {
   return 0;
 }
 
+int orch__stream_push_pipe(lua_State *L, int fd, int flags) {
+  orch__hstate *st = orch__hstate_get(L);
+  if (orch__stream_push_new(L, st, fd, K_PIPE, flags & (ORCH_STREAM_READ | ORCH_STREAM_WRITE), "stream") != 1) {
+    lua_pop(L, 3);
+    return UV_ENOMEM;
+  }
+  return 0;
+}
+
 int orch__stream_fd(lua_State *L, int idx) {
   Stream *u = luaL_testudata(L, idx, STREAM_MT);
   if (!u || !u->s || u->s->o.closing) return -1;

@@ -13,6 +13,11 @@
  * close-on-exec) in a new orch.Stream and pushes it. Returns 0, or a negative
  * libuv error with nothing pushed and fd closed. */
 int orch__stream_push_fd(lua_State *L, int fd, int flags);
+/* The same for one end of a pipe this process made itself with O_CLOEXEC
+ * (pipe2): what orch__stream_push_fd asks the kernel (the fd's kind, its
+ * access mode, its close-on-exec flag) is known. flags: ORCH_STREAM_READ
+ * for the read end, ORCH_STREAM_WRITE for the write end. */
+int orch__stream_push_pipe(lua_State *L, int fd, int flags);
 
 /* The fd behind the orch.Stream at idx (>= 0), or -1 if idx is not an open
  * orch.Stream. The fd still belongs to the stream. */
