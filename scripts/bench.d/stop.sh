@@ -19,6 +19,8 @@
 #                          (/proc/PID/schedstat) for a start of 100
 #                          (SIGUSR2) and a stop of 100 (SIGUSR1): unlike
 #                          wall times, hardly moved by the machine's load
+#   cpu_restart_orch       ms  orch's own CPU per restart (the 20 of the
+#                          restart latency run)
 #   ctl_ping_orch          ms  `orch ctl ping` alone, median of 20
 #   <name>_per_c_orch, <name>_per_ccg_orch   x   orch's median over each C
 #                                            limit's (the ratios)
@@ -81,8 +83,11 @@ round() {                  # impl
   if part restart; then
     launch "$impl" 20 || return
     sleep 0.5
+    local c0
+    [ "$impl" = orch ] && c0=$(cpu_ns)
     r=$("$P" latency "$SVC_SHM" 20 20 50)
     put "restart_latency_median_$impl" "${r% *}"; put "restart_latency_p95_$impl" "${r#* }"
+    [ "$impl" = orch ] && put cpu_restart_orch "$(( ($(cpu_ns) - c0) / 20 / 1000 ))e-3"
     finish
   fi
   part stop || part start || return 0
