@@ -8,7 +8,8 @@
 --    state and counters of the instances without one, the
 --    heartbeat tables this supervisor created and the fd holder's pid. It is
 --    rewritten after any change (persist.touch: at most once per loop turn,
---    and at most 10% of orch's time at thousands of services), and
+--    5 ms after a spawn, and at most 10% of orch's time at thousands of
+--    services), and
 --    removed by a clean shutdown. A process spawned since the last write is
 --    in SOCKET.journal (one line appended at its spawn, persist.spawned);
 --  * the fd holder (`orch fdholder`, lua/orch/cmd/fdholder.lua), a small
@@ -37,6 +38,12 @@ local HOLDER_WAIT = 5     -- seconds to wait for the holder's answer
 local RETRY = 0.05        -- seconds before a failed sync is tried again
 local SPACING = 10        -- a sync waits this many times the last one's duration
 local MAX_SPACING = 0.5   -- seconds, at most
+-- After a spawn, the sync waits this long (seconds): the new process is in
+-- the journal already, and the record's rewrite and the holder's datagram
+-- (which wakes the fd holder) would otherwise take the CPU from the exec of
+-- the process just spawned. On two cores that added about 0.2 ms to a
+-- restart's latency (doc/benchmarks.md, issue 15).
+local SPAWN_SETTLE = 0.005
 
 local function ctl() return require "orch.ctl" end
 
@@ -444,7 +451,8 @@ end
 
 --- Something the record holds changed: sync once this loop turn is over
 -- (a mass start or a restart storm costs one write per turn, not one per
--- service), and not before the spacing the last sync earned.
+-- service), and not before the spacing the last sync earned, nor sooner
+-- than SPAWN_SETTLE after a spawn.
 function persist.touch(S)
   local P = S.persist
   if not P or P.closed or P.timer then return end
@@ -452,7 +460,9 @@ function persist.touch(S)
     P.touched = true
     return
   end
-  local wait = P.next_sync and P.next_sync - orch.now() or 0
+  local now = orch.now()
+  local wait = P.next_sync and P.next_sync - now or 0
+  if P.settle and P.settle - now > wait then wait = P.settle - now end
   P.timer = orch.timer.after(wait > 0 and wait or 0, function()
     P.timer = nil
     persist.sync(S)
@@ -519,6 +529,12 @@ function persist.spawned(S, inst, run)
   if not start then return end
   local line = string.format("%s\t%d\t%d\t%s\t%s\t%s\t%s\n", jfield(inst.name), pid, start,
     jnum(inst.restarts), def_digest(S.services[inst.service]), inst.want and "1" or "0", jnum(inst.start_time))
+  P.settle = orch.now() + SPAWN_SETTLE
+  if P.timer and not P.holds then
+    -- A sync armed earlier in this turn waits for the new process too.
+    P.timer:stop()
+    P.timer = nil
+  end
   if P.holds and P.hold_task == orch.current() then
     -- A large start's own launches: a batch's lines go in one write before
     -- it yields (persist.flush), within the loop turn that spawned them.
