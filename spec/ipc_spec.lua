@@ -206,6 +206,35 @@ describe("the brief wait before a SysV wait", function()
     assert.is_nil(err:find("received SIG", 1, true), err)
   end)
 
+  it("parks the guard once no wait sleeps: an idle orch does not wake up", function()
+    -- After a sleep the guard ended, its thread must stop running: its
+    -- count of runs (schedstat's third field) stops moving.
+    local src = [[
+      local q <close> = assert(orch.msg.private())
+      assert(select(3, q:recv{ timeout = 0.01 }) == "ETIMEDOUT")
+      local function runs()
+        local p = io.popen("for t in /proc/" .. orch.getpid() .. "/task/*; do echo $(cat $t/comm) $(cut -d' ' -f3 $t/schedstat); done")
+        local n
+        for line in p:lines() do n = n or line:match("^orch%-ipc%-guard (%d+)$") end
+        p:close()
+        return n
+      end
+      assert(runs(), "no guard thread")
+      local parked = false
+      local deadline = orch.now() + 60
+      while not parked and orch.now() < deadline do
+        local a = runs()
+        orch.sleep(0.1)   -- sampling: 400 of its ticks if it still ran
+        parked = runs() == a
+      end
+      q:remove()
+      print(parked)
+    ]]
+    local code, out, err = run(src, {})
+    assert.are.equal(0, code, err)
+    assert.are.equal("true\n", out)
+  end)
+
   it("never sleeps past the caller's timeout", function()
     -- A 1 ms timeout inside a 10 ms budget: the wait still times out, and
     -- no waiter thread is needed for it.
