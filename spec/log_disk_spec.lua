@@ -30,17 +30,28 @@ local function with_tmpfs(size, fn)
   if not ok then error(err, 0) end
 end
 
+local fills = {}   -- dir -> how many pairs of filler files fill made
+
 -- Fills the file system of dir to its last block (dd stops at ENOSPC).
+-- Again while blocks are left: a log rotation of the test may free some
+-- meanwhile.
 local function fill(dir)
-  os.execute("dd if=/dev/zero of=" .. dir .. "/filler bs=4096 2>/dev/null")
-  os.execute("dd if=/dev/zero of=" .. dir .. "/filler2 bs=1 2>/dev/null")
-  local df = h.sh("stat -f -c %a " .. dir)
-  assert.are.equal("0", df, "free blocks left on " .. dir)
+  local n = 0
+  u.until_true(function()
+    n = n + 1
+    os.execute("dd if=/dev/zero of=" .. dir .. "/filler" .. n .. " bs=4096 2>/dev/null")
+    os.execute("dd if=/dev/zero of=" .. dir .. "/filler" .. n .. "b bs=1 2>/dev/null")
+    return h.sh("stat -f -c %a " .. dir) == "0"
+  end, "no free block left on " .. dir)
+  fills[dir] = n
 end
 
 local function free(dir)
-  os.remove(dir .. "/filler")
-  os.remove(dir .. "/filler2")
+  for n = 1, fills[dir] or 0 do
+    os.remove(dir .. "/filler" .. n)
+    os.remove(dir .. "/filler" .. n .. "b")
+  end
+  fills[dir] = nil
 end
 
 -- The services every test runs: talker prints numbered lines of `len`

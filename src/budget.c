@@ -127,6 +127,12 @@ static void on_alarm(int sig, siginfo_t *si, void *uc) {
   errno = saved;
 }
 
+/* rt is going away: the alarm must not look at it any more (a timer armed
+ * for one of its resumes may still fire). */
+void orch__budget_forget(orch_runtime *rt) {
+  if (alarm_st.rt == rt) alarm_st.rt = NULL;
+}
+
 /* A fork child has no timer (POSIX timers are not inherited). */
 static void alarm_forked(void) {
   alarm_st.made = 0;

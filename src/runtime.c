@@ -95,6 +95,7 @@ static void walk_close(uv_handle_t *h, void *arg) {
 
 static void teardown(orch_runtime *rt) {
   if (rt->torn_down) return;
+  orch__budget_forget(rt);
   for (int i = rt->nclose_hooks - 1; i >= 0; i--)
     rt->close_hooks[i].fn(rt, rt->close_hooks[i].data);
   rt->torn_down = 1;

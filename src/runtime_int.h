@@ -171,6 +171,7 @@ void orch__wheel_free(orch_runtime *rt);
 void orch__budget_hook(lua_State *L, lua_Debug *ar);
 int orch__budget_begin(orch_runtime *rt);
 void orch__budget_mark(orch_runtime *rt);
+void orch__budget_forget(orch_runtime *rt);
 void orch__budget_init(lua_State *L, orch_runtime *rt);
 uint64_t orch__thread_cpu_ns(void);
 uint64_t orch__task_cpu_ns(const orch__task *t);
