@@ -71,6 +71,34 @@ describe("a stop signals first", function()
     end)
   end)
 
+  it("without cgroups, signals every service's process group first, each process once", function()
+    u.with(function(s, _, dir)
+      s.configure { cgroup = false }
+      local N = 4
+      for i = 1, N do service(s, "g" .. i, dir, "gate") end
+      s.start("all")
+      local pids = {}
+      for i = 1, N do pids[i] = pid_in(dir .. "/g" .. i) end
+      local seen
+      local unsubscribe = s.events(function(ev)
+        if ev.event == "stopping" and not seen then
+          seen = 0
+          for i = 1, N do if pending(pids[i]) then seen = seen + 1 end end
+        end
+      end)
+      local t = orch.task(function() return s.stop("all") end)
+      h.eventually(function() return seen ~= nil end, "the first stopping event")
+      unsubscribe()
+      io.open(dir .. "/gate", "w"):close()
+      assert.is_true(t:join())
+      assert.are.equal(N, seen)
+      for i = 1, N do
+        assert.are.equal(1, count_in(dir .. "/g" .. i .. ".count"), "g" .. i .. " got the stop signal once")
+        assert.is_nil(u.st(s, "g" .. i).cgroup)
+      end
+    end)
+  end)
+
   it("still stops dependents first: a dependency gets no signal until they are gone", function()
     u.with(function(s, _, dir)
       service(s, "db", dir, "gate_db")

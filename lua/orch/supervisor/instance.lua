@@ -622,24 +622,33 @@ end
 -- any instance of the layer does its bookkeeping. The stop that follows
 -- sends the rest of the group (Instance:send) and not this signal to the
 -- main process again: a process that handles it gets it once. Nothing here
--- waits. Left to the stop itself: a run already stopping, one with a stop
--- hook (which runs before any signal), a frozen one (thawed first), a
--- daemon's adopted main process (checked by its start time), a shutdown's
--- KILL, and a group stop without a cgroup: its /proc descendant scan must
--- see the tree before the main process dies (its children are reparented
--- then, and a setsid one would escape).
+-- waits. A group stop without a cgroup sends its whole group's signal
+-- here (Instance:send: the /proc descendant scan must see the tree before
+-- the main process dies, when its children are reparented and a setsid one
+-- would escape), and the stop sends nothing more. Left to the stop itself:
+-- a run already stopping, one with a stop hook (which runs before any
+-- signal), a frozen one (thawed first), a daemon's adopted main process
+-- (checked by its start time), and a shutdown's KILL.
 function Instance:signal_first()
   local run = self.run
   if not (run and run.alive and run.proc and not run.proc_done and not run.stopping) then return end
   local st = self.cfg.stop
-  if st.fn or self.frozen or self.sup.escalated or (run.main_pid and run.main_pid ~= run.pid)
-     or (st.group and not run.cgroup) then return end
-  if run.proc:kill(st.signal) then run.signalled = st.signal end
+  if st.fn or self.frozen or self.sup.escalated or (run.main_pid and run.main_pid ~= run.pid) then return end
+  if st.group and not run.cgroup then
+    if self:send(run, st.signal, true) then run.signalled_group = st.signal end
+  elseif run.proc:kill(st.signal) then
+    run.signalled = st.signal
+  end
 end
 
 --- Sends sig to the run's main process, or to its process group.
 function Instance:send(run, sig, group)
   if not run.alive then return nil, "not running", "ESRCH" end
+  -- The whole group has it already (signal_first without a cgroup).
+  if group and run.signalled_group ~= nil and run.signalled_group == sig then
+    run.signalled_group = nil
+    return true
+  end
   -- The main process has it already (signal_first): only the rest, once.
   local first = run.signalled ~= nil and run.signalled == sig
   if first then run.signalled = nil end
