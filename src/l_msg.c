@@ -259,21 +259,29 @@ static int msgq_recv(lua_State *L) {
   } else {
     buf = luaL_buffinitsize(L, &b, need);
   }
-  ssize_t n;
-  do n = msgrcv(q->id, buf, cap, (long)type, IPC_NOWAIT); while (n < 0 && errno == EINTR);
+  ssize_t n = -1;
+  int tried = 0;
   orch__ipc_brief bw;
-  if (n < 0 && errno == ENOMSG && !nowait && timeout != 0 && orch__ipc_brief_begin(&bw, timeout)) {
-    /* The brief wait (ipc.h): spin, then sleep in msgrcv itself. */
+  if (!nowait && timeout != 0 && orch__ipc_brief_begin(&bw, timeout)) {
+    /* The brief wait (ipc.h): spin, then sleep in msgrcv itself. With no
+     * spin the first call already is the sleeping one: a message that is
+     * there returns at once, and an exchange saves the IPC_NOWAIT try that
+     * would fail. */
     int m;
     while ((m = orch__ipc_brief_next(&bw)) >= 0) {
       n = msgrcv(q->id, buf, cap, (long)type, m ? 0 : IPC_NOWAIT);
+      tried = 1;
       if (n >= 0 || (errno != ENOMSG && errno != EINTR)) break;
     }
-    int e = n < 0 && errno == EINTR ? ENOMSG : errno;
-    orch__ipc_brief_end(&bw, n >= 0);
-    if (n < 0 && e == ENOMSG) timeout = orch__ipc_brief_left(&bw, timeout);
-    errno = e;
+    if (tried) {
+      int e = n < 0 && errno == EINTR ? ENOMSG : errno;
+      orch__ipc_brief_end(&bw, n >= 0);
+      if (n < 0 && e == ENOMSG) timeout = orch__ipc_brief_left(&bw, timeout);
+      errno = e;
+    }
   }
+  if (!tried)
+    do n = msgrcv(q->id, buf, cap, (long)type, IPC_NOWAIT); while (n < 0 && errno == EINTR);
   if (n >= 0) return push_msg(L, buf, (size_t)n);
   if (errno != ENOMSG || nowait) return recv_fail(L, errno, cap);
   if (timeout == 0) return orch__failf(L, "ETIMEDOUT", "msg.recv: timed out");
