@@ -24,9 +24,8 @@
 #include <sys/ipc.h>
 #include <lua.h>
 
-/* The signal that interrupts a waiter thread, and the loop thread's brief
- * waits (below). It is blocked on the loop thread until its first brief
- * sleep; scripts should not use it for their own purposes. */
+/* The signal that interrupts a waiter thread. It is blocked on the loop
+ * thread; scripts should not use it for their own purposes. */
 #define ORCH__IPC_WAKE_SIGNAL (SIGRTMAX - 1)
 
 /* ------------------------------------------------------------ options */
@@ -60,54 +59,21 @@ typedef struct {
 void orch__ipc_optperm(lua_State *L, int idx, orch__ipc_perm_opts *o);
 void orch__ipc_applyperm(const orch__ipc_perm_opts *o, struct ipc_perm *p);
 
-/* ------------------------------------------------------------ brief waits */
+/* ------------------------------------------------------------ spinning */
 
-/* Before a wait becomes a waiter-thread job, the loop thread tries the call
- * a little longer itself: in a request/reply exchange the answer usually
- * comes within microseconds, and the hop to a waiter thread and back costs
- * two more thread wake-ups than the exchange itself.
- *  1. The spin: the non-blocking call again and again, for up to
- *     $ORCH_IPC_SPIN_US (default SPIN_US_DEFAULT in l_ipc.c). It never
- *     yields the CPU: on a loaded machine a yielding task waits behind
- *     CPU-bound ones for whole time slices.
- *  2. The sleep: the blocking call (no IPC_NOWAIT), which the kernel ends
- *     when the answer comes, as it wakes a blocking C program (a task woken
- *     from a sleep runs ahead of CPU-bound ones), for up to
- *     $ORCH_IPC_SLEEP_US more (default SLEEP_US_DEFAULT). A guard thread
- *     ends it past that with ORCH__IPC_WAKE_SIGNAL (the call fails with
- *     EINTR), within one of its ticks (250 µs): no per-call timer, since
- *     arming a timer that near costs tens of microseconds on a VM.
- * So the loop is held at most the two budgets and a tick. It adapts: after
- * one that ran out, the next waits skip it (1, 2, 4, ... up to 1024 of
- * them); a success resets that. Both never last longer than the caller's
- * timeout.
- *
- *   orch__ipc_brief b;
- *   if (would block && orch__ipc_brief_begin(&b, timeout)) {
- *     int m;
- *     while ((m = orch__ipc_brief_next(&b)) >= 0) {
- *       r = call(m ? 0 : IPC_NOWAIT);   // m = 1: sleep in the call
- *       if (r >= 0 || (errno != EAGAIN && errno != EINTR)) break;
- *     }
- *     orch__ipc_brief_end(&b, r >= 0);   // EINTR then means "would block"
- *     timeout = orch__ipc_brief_left(&b, timeout);
- *   }
- */
-typedef struct {
-  unsigned long long start, spin_end, sleep_end;
-  int state;                /* 1: sleeping (the guard watches) */
-  unsigned tries;
-
-} orch__ipc_brief;
-/* 1: go ahead; 0: no brief wait this time. */
-int orch__ipc_brief_begin(orch__ipc_brief *b, double timeout);
-/* After a try that would block: 0 try without waiting, 1 try blocking
- * (the guard watches), -1 stop. */
-int orch__ipc_brief_next(orch__ipc_brief *b);
-/* After the last try: ok says whether it succeeded. */
-void orch__ipc_brief_end(orch__ipc_brief *b, int ok);
-/* The caller's timeout (seconds; <= 0 unchanged) less the time spent. */
-double orch__ipc_brief_left(orch__ipc_brief *b, double timeout);
+/* Before a wait becomes a waiter-thread job, the loop thread retries the
+ * non-blocking call for a few microseconds, yielding the CPU between tries:
+ * in a request/reply exchange the answer usually comes within that time,
+ * and the hop to a thread and back (two wake-ups) costs more than the whole
+ * exchange. orch__ipc_spin_start returns the deadline (0: no spinning this
+ * time); orch__ipc_spin_more yields and says whether to try again. The
+ * budget is SPIN_US_DEFAULT (l_ipc.c) or $ORCH_IPC_SPIN_US microseconds (0:
+ * off), and it adapts: after a spin that ran out, the next waits skip it. */
+unsigned long long orch__ipc_spin_start(void);
+int orch__ipc_spin_more(unsigned long long deadline);
+/* After the last try: ok says whether it succeeded (a success while
+ * spinning re-enables spinning at once). */
+void orch__ipc_spin_done(unsigned long long deadline, int ok);
 
 /* ------------------------------------------------------------ waiters */
 

@@ -19,21 +19,18 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "runtime.h"
 #include "util.h"
 
-#define SPIN_US_DEFAULT 0
-#define SLEEP_US_DEFAULT 500
+#define SPIN_US_DEFAULT 50
 
 /* ------------------------------------------------------------ options */
 
@@ -110,247 +107,52 @@ void orch__ipc_applyperm(const orch__ipc_perm_opts *o, struct ipc_perm *p) {
   if (o->has_mode) p->mode = (unsigned short)((p->mode & ~0777u) | (unsigned)o->mode);
 }
 
-/* ------------------------------------------------------------ brief waits */
+/* ------------------------------------------------------------ spinning */
 
-/* The budgets in nanoseconds: the spin (ORCH_IPC_SPIN_US) and the sleep
- * after it (ORCH_IPC_SLEEP_US), 0 turning each off. Read once. */
-static long long spin_ns = -1, sleep_ns = -1;
+/* The spin budget in nanoseconds (ORCH_IPC_SPIN_US overrides it; 0 turns
+ * spinning off). Read once. */
+static long long spin_ns = -1;
 
-static long long read_us(const char *name, long long dflt) {
-  const char *e = getenv(name);
+static void read_spin(void) {
+  const char *e = getenv("ORCH_IPC_SPIN_US");
+  long long us = SPIN_US_DEFAULT;
   if (e && *e) {
     char *end;
     long long v = strtoll(e, &end, 10);
-    if (*end == '\0' && v >= 0 && v <= 10000) return v * 1000;
+    if (*end == '\0' && v >= 0 && v <= 10000) us = v;
   }
-  return dflt * 1000;
+  spin_ns = us * 1000;
 }
 
-static void read_budgets(void) {
-  spin_ns = read_us("ORCH_IPC_SPIN_US", SPIN_US_DEFAULT);
-  sleep_ns = read_us("ORCH_IPC_SLEEP_US", SLEEP_US_DEFAULT);
+/* Adaptive: a spin that ran out (nothing came) makes the next waits skip
+ * spinning, 1, 2, 4, ... up to SPIN_SKIP_MAX of them, so a loop starting
+ * many long waits at once spends a handful of budgets, not one per wait; a
+ * spin that succeeded resets it. Per thread: a runtime is one thread. */
+#define SPIN_SKIP_MAX 1024
+static _Thread_local unsigned spin_skip, spin_penalty;
+
+unsigned long long orch__ipc_spin_start(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, read_spin);
+  if (spin_ns <= 0) return 0;
+  if (spin_skip) {
+    spin_skip--;
+    return 0;
+  }
+  return orch__mono_ns() + (unsigned long long)spin_ns;
 }
 
-/* Adaptive: a brief wait that ran out (nothing came) makes the next waits
- * skip it, 1, 2, 4, ... up to SKIP_MAX of them, so a loop starting many
- * long waits at once spends a handful of budgets, not one per wait; one
- * that succeeded resets it. Per thread: a runtime is one thread. */
-#define SKIP_MAX 1024
-static _Thread_local unsigned brief_skip, brief_penalty;
-
-static void noop_handler(int sig) { (void)sig; }
-
-static void install_handler(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = noop_handler;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;   /* no SA_RESTART: the waiter's syscall must see EINTR */
-  sigaction(ORCH__IPC_WAKE_SIGNAL, &sa, NULL);
-}
-
-static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
-
-/* The guard: one thread per process that ends the sleeping part of brief
- * waits. Each thread that makes brief waits owns a watch (never freed, on
- * the guard's list); its deadline is non-zero while it sleeps in a call.
- * Every GUARD_TICK_NS the guard sends ORCH__IPC_WAKE_SIGNAL to the threads
- * past their deadline (again at each tick while they still are, so a
- * signal that came just before the call cannot leave it blocked). It parks
- * on a condition variable GUARD_IDLE_NS after the last brief wait, so an
- * idle orch never wakes up, and the next brief wait wakes it. A forked
- * child starts its own (the generation tells the parent's watches apart). */
-#define GUARD_TICK_NS 250000ULL
-#define GUARD_IDLE_NS 20000000ULL
-
-typedef struct watch {
-  struct watch *next;
-  pid_t tid;
-  unsigned gen;
-  _Atomic unsigned long long deadline;   /* 0: not sleeping */
-} watch;
-
-static struct {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  watch *watches;
-  unsigned gen;             /* bumped in a forked child */
-  _Atomic int running;      /* the guard thread exists (in this process) */
-  _Atomic int parked;
-  _Atomic unsigned long long last;   /* when the last brief wait slept */
-} guard = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0, 0 };
-
-static _Thread_local watch *my_watch;
-/* The wake signal is unblocked on this thread: the first brief sleep
- * unblocks it and it stays so (two system calls less per sleep), until the
- * waiter pool blocks it again. A signal of the guard's that comes after
- * the sleep ended then runs the handler that does nothing; the only
- * blocking call the loop thread makes besides, epoll_wait, is retried by
- * libuv after EINTR. */
-static _Thread_local int wake_open;
-
-static void guard_atfork_child(void) {
-  pthread_mutex_init(&guard.mu, NULL);
-  pthread_cond_init(&guard.cv, NULL);
-  guard.gen++;
-  atomic_store(&guard.running, 0);
-  atomic_store(&guard.parked, 0);
-}
-
-static void guard_register_atfork(void) { pthread_atfork(NULL, NULL, guard_atfork_child); }
-
-/* Some thread of this process sleeps in a brief wait (lock held). */
-static int any_sleeping(void) {
-  for (watch *w = guard.watches; w; w = w->next)
-    if (w->gen == guard.gen && atomic_load(&w->deadline)) return 1;
+int orch__ipc_spin_more(unsigned long long deadline) {
+  if (!deadline) return 0;
+  sched_yield();
+  if (orch__mono_ns() < deadline) return 1;
+  spin_penalty = spin_penalty ? (spin_penalty >= SPIN_SKIP_MAX / 2 ? SPIN_SKIP_MAX : spin_penalty * 2) : 1;
+  spin_skip = spin_penalty;
   return 0;
 }
 
-static int idle_long(unsigned long long now) {
-  unsigned long long last = atomic_load(&guard.last);
-  return now > last && now - last > GUARD_IDLE_NS;
-}
-
-static void *guard_main(void *arg) {
-  (void)arg;
-  sigset_t set;
-  sigfillset(&set);
-  sigdelset(&set, SIGSEGV);
-  sigdelset(&set, SIGBUS);
-  sigdelset(&set, SIGFPE);
-  sigdelset(&set, SIGILL);
-  pthread_sigmask(SIG_SETMASK, &set, NULL);
-  pthread_setname_np(pthread_self(), "orch-ipc-guard");
-  pid_t pid = getpid();
-  for (;;) {
-    pthread_mutex_lock(&guard.mu);
-    unsigned long long now = orch__mono_ns();
-    int sleeping = 0;
-    for (watch *w = guard.watches; w; w = w->next) {
-      if (w->gen != guard.gen) continue;
-      unsigned long long d = atomic_load(&w->deadline);
-      if (!d) continue;
-      sleeping = 1;
-      if (now >= d) syscall(SYS_tgkill, pid, w->tid, ORCH__IPC_WAKE_SIGNAL);
-    }
-    if (!sleeping && idle_long(now)) {
-      /* Park. A brief wait stores its deadline and then reads parked,
-       * this stores parked and then reads the deadlines (all sequentially
-       * consistent): one of the two sees the other. */
-      atomic_store(&guard.parked, 1);
-      while (atomic_load(&guard.parked) && !any_sleeping()) pthread_cond_wait(&guard.cv, &guard.mu);
-      atomic_store(&guard.parked, 0);
-      pthread_mutex_unlock(&guard.mu);
-      continue;
-    }
-    pthread_mutex_unlock(&guard.mu);
-    struct timespec ts = { 0, (long)GUARD_TICK_NS };
-    nanosleep(&ts, NULL);
-  }
-  return NULL;
-}
-
-/* This thread's watch, the guard running; NULL when no guard can be had. */
-static watch *guard_watch(void) {
-  if (my_watch && my_watch->gen == guard.gen && guard.running) return my_watch;
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  pthread_once(&once, guard_register_atfork);
-  pthread_once(&handler_once, install_handler);
-  pthread_mutex_lock(&guard.mu);
-  if (!my_watch || my_watch->gen != guard.gen) {
-    watch *w = calloc(1, sizeof *w);
-    if (!w) { pthread_mutex_unlock(&guard.mu); return NULL; }
-    w->tid = (pid_t)syscall(SYS_gettid);
-    w->gen = guard.gen;
-    w->next = guard.watches;
-    guard.watches = w;
-    my_watch = w;
-  }
-  if (!guard.running) {
-    pthread_attr_t attr;
-    pthread_t tid;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 64 * 1024);
-    atomic_store(&guard.last, orch__mono_ns());
-    if (pthread_create(&tid, &attr, guard_main, NULL) == 0) atomic_store(&guard.running, 1);
-    pthread_attr_destroy(&attr);
-  }
-  pthread_mutex_unlock(&guard.mu);
-  return guard.running ? my_watch : NULL;
-}
-
-int orch__ipc_brief_begin(orch__ipc_brief *b, double timeout) {
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  pthread_once(&once, read_budgets);
-  b->state = 0;
-  b->tries = 0;
-  if (spin_ns <= 0 && sleep_ns <= 0) return 0;
-  if (brief_skip) {
-    brief_skip--;
-    return 0;
-  }
-  unsigned long long now = orch__mono_ns();
-  long long spin = spin_ns, sleep = sleep_ns;
-  if (timeout >= 0) {
-    double t = timeout * 1e9;
-    if (t < (double)spin) spin = (long long)t;
-    if (t < (double)(spin + sleep)) sleep = (long long)t - spin;
-  }
-  b->spin_end = now + (unsigned long long)spin;
-  b->sleep_end = b->spin_end + (unsigned long long)(sleep > 0 ? sleep : 0);
-  b->start = now;
-  return 1;
-}
-
-int orch__ipc_brief_next(orch__ipc_brief *b) {
-  unsigned long long now = orch__mono_ns();
-  if (b->state == 0) {
-    if (now < b->spin_end) {
-      if (b->tries++) sched_yield();
-      return 0;
-    }
-    if (now >= b->sleep_end) return -1;
-    watch *w = guard_watch();
-    if (!w) return -1;
-    if (!wake_open) {
-      sigset_t set;
-      sigemptyset(&set);
-      sigaddset(&set, ORCH__IPC_WAKE_SIGNAL);
-      if (pthread_sigmask(SIG_UNBLOCK, &set, NULL) != 0) return -1;
-      wake_open = 1;
-    }
-    b->state = 1;
-    atomic_store(&guard.last, now);
-    atomic_store(&w->deadline, b->sleep_end);
-    if (atomic_load(&guard.parked)) {
-      pthread_mutex_lock(&guard.mu);
-      atomic_store(&guard.parked, 0);
-      pthread_cond_signal(&guard.cv);
-      pthread_mutex_unlock(&guard.mu);
-    }
-    return 1;
-  }
-  return now < b->sleep_end ? 1 : -1;
-}
-
-void orch__ipc_brief_end(orch__ipc_brief *b, int ok) {
-  if (b->state == 1) {
-    atomic_store(&my_watch->deadline, 0);
-    atomic_store(&guard.last, orch__mono_ns());
-  }
-  if (ok) {
-    brief_penalty = brief_skip = 0;
-    return;
-  }
-  brief_penalty = brief_penalty ? (brief_penalty >= SKIP_MAX / 2 ? SKIP_MAX : brief_penalty * 2) : 1;
-  brief_skip = brief_penalty;
-}
-
-double orch__ipc_brief_left(orch__ipc_brief *b, double timeout) {
-  if (timeout <= 0) return timeout;
-  timeout -= (double)(orch__mono_ns() - b->start) / 1e9;
-  return timeout > 0 ? timeout : 0;
+void orch__ipc_spin_done(unsigned long long deadline, int ok) {
+  if (deadline && ok) spin_penalty = spin_skip = 0;
 }
 
 /* ------------------------------------------------------------ waiter pool */
@@ -380,6 +182,17 @@ typedef struct {
   unsigned gen;             /* bumped in a forked child: older jobs are orphans */
   pid_t pid;
 } pool;
+
+static void noop_handler(int sig) { (void)sig; }
+
+static void install_handler(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = noop_handler;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;   /* no SA_RESTART: the waiter's syscall must see EINTR */
+  sigaction(ORCH__IPC_WAKE_SIGNAL, &sa, NULL);
+}
 
 static void job_free(orch__ipc_job *job) {
   free(job);   /* job->buf lives in the same block */
@@ -653,8 +466,8 @@ static pool *get_pool(lua_State *L) {
     check_fork(*slot);
     return *slot;
   }
-  pthread_once(&handler_once, install_handler);
-  wake_open = 0;
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, install_handler);
   /* Keep the wake signal off the loop thread (threads it starts inherit
    * this; the workers unblock it). */
   sigset_t set;

@@ -5,11 +5,10 @@
  * Ownership: an orch.Msg holds only the queue's id; the kernel object lives
  * until :remove() (the GC and :close() never remove it).
  *
- * What may block: nothing on the loop thread for longer than a brief wait.
- * msgsnd/msgrcv first run with IPC_NOWAIT there, then for a few hundred
- * microseconds at most (ipc.h's brief wait: in a request/reply
- * exchange the answer usually comes by then, and a hop to a waiter thread
- * costs more); only a call that would still block becomes a job
+ * What may block: nothing on the loop thread. msgsnd/msgrcv first run with
+ * IPC_NOWAIT there, retried for a few microseconds (ipc.h's spin: in a
+ * request/reply exchange the answer usually comes by then, and a hop to a
+ * waiter thread costs more); only a call that would still block becomes a job
  * (ipc.h) on a worker thread. msgrcv has no timeout: timeouts and
  * cancellation interrupt the worker with a signal. A receive cancelled
  * after the worker took a message puts the message back with msgsnd: it
@@ -24,7 +23,6 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/msg.h>
 
@@ -146,20 +144,14 @@ static int msgq_send(lua_State *L) {
   memcpy(buf, &t, sizeof t);
   memcpy(buf + sizeof(long), data, len);
   int r;
-  do r = msgsnd(q->id, buf, len, IPC_NOWAIT); while (r < 0 && errno == EINTR);
-  orch__ipc_brief bw;
-  if (r < 0 && errno == EAGAIN && !nowait && timeout != 0 && orch__ipc_brief_begin(&bw, timeout)) {
-    /* The brief wait (ipc.h): spin, then sleep in msgsnd itself. */
-    int m;
-    while ((m = orch__ipc_brief_next(&bw)) >= 0) {
-      r = msgsnd(q->id, buf, len, m ? 0 : IPC_NOWAIT);
-      if (r == 0 || (errno != EAGAIN && errno != EINTR)) break;
-    }
-    int e = r < 0 && errno == EINTR ? EAGAIN : errno;
-    orch__ipc_brief_end(&bw, r == 0);
-    if (r < 0 && e == EAGAIN) timeout = orch__ipc_brief_left(&bw, timeout);
-    errno = e;
+  unsigned long long spin = 0;
+  for (;;) {
+    do r = msgsnd(q->id, buf, len, IPC_NOWAIT); while (r < 0 && errno == EINTR);
+    if (r == 0 || errno != EAGAIN || nowait || timeout == 0) break;
+    if (!spin) spin = orch__ipc_spin_start();
+    if (!orch__ipc_spin_more(spin)) break;
   }
+  orch__ipc_spin_done(spin, r == 0);
   if (r == 0) {
     lua_pushboolean(L, 1);
     return 1;
@@ -218,14 +210,6 @@ static void recv_abandon(orch__ipc_job *job) {
   orch__ipc_background(job, again);
 }
 
-/* The loop thread's receive buffer, kept between calls for maxima up to
- * SCRATCH_MAX bytes, so that a receive allocates nothing but its result
- * (larger ones use a Lua buffer). Between the msgrcv that fills it and
- * push_msg, which copies it before anything can raise, nothing else runs. */
-#define SCRATCH_MAX (64 * 1024)
-static _Thread_local char *scratch;
-static _Thread_local size_t scratch_cap;
-
 static const char *const recv_opts[] = { "type", "timeout", "max", "nowait", NULL };
 
 static int msgq_recv(lua_State *L) {
@@ -245,43 +229,17 @@ static int msgq_recv(lua_State *L) {
   if (!nowait) orch__check_task(L, "msg.recv");
 
   size_t cap = (size_t)max;
-  size_t need = sizeof(long) + cap;
   luaL_Buffer b;
-  char *buf;
-  if (need <= SCRATCH_MAX) {
-    if (scratch_cap < need) {
-      char *nb = realloc(scratch, need);
-      if (!nb) return luaL_error(L, "out of memory");
-      scratch = nb;
-      scratch_cap = need;
-    }
-    buf = scratch;
-  } else {
-    buf = luaL_buffinitsize(L, &b, need);
-  }
-  ssize_t n = -1;
-  int tried = 0;
-  orch__ipc_brief bw;
-  if (!nowait && timeout != 0 && orch__ipc_brief_begin(&bw, timeout)) {
-    /* The brief wait (ipc.h): spin, then sleep in msgrcv itself. With no
-     * spin the first call already is the sleeping one: a message that is
-     * there returns at once, and an exchange saves the IPC_NOWAIT try that
-     * would fail. */
-    int m;
-    while ((m = orch__ipc_brief_next(&bw)) >= 0) {
-      n = msgrcv(q->id, buf, cap, (long)type, m ? 0 : IPC_NOWAIT);
-      tried = 1;
-      if (n >= 0 || (errno != ENOMSG && errno != EINTR)) break;
-    }
-    if (tried) {
-      int e = n < 0 && errno == EINTR ? ENOMSG : errno;
-      orch__ipc_brief_end(&bw, n >= 0);
-      if (n < 0 && e == ENOMSG) timeout = orch__ipc_brief_left(&bw, timeout);
-      errno = e;
-    }
-  }
-  if (!tried)
+  char *buf = luaL_buffinitsize(L, &b, sizeof(long) + cap);
+  ssize_t n;
+  unsigned long long spin = 0;
+  for (;;) {
     do n = msgrcv(q->id, buf, cap, (long)type, IPC_NOWAIT); while (n < 0 && errno == EINTR);
+    if (n >= 0 || errno != ENOMSG || nowait || timeout == 0) break;
+    if (!spin) spin = orch__ipc_spin_start();
+    if (!orch__ipc_spin_more(spin)) break;
+  }
+  orch__ipc_spin_done(spin, n >= 0);
   if (n >= 0) return push_msg(L, buf, (size_t)n);
   if (errno != ENOMSG || nowait) return recv_fail(L, errno, cap);
   if (timeout == 0) return orch__failf(L, "ETIMEDOUT", "msg.recv: timed out");

@@ -5,10 +5,9 @@
  * Ownership: an orch.Sem holds only the set's id; the kernel object lives
  * until :remove() (the GC and :close() never remove it).
  *
- * What may block: nothing on the loop thread for longer than a brief wait.
- * Every semop first runs with IPC_NOWAIT there, then for a few hundred
- * microseconds at most (ipc.h's brief wait); only a wait that would
- * still block becomes a waiter-pool job
+ * What may block: nothing on the loop thread. Every semop first runs with
+ * IPC_NOWAIT there, retried for a few microseconds (ipc.h's spin); only a
+ * wait that would still block becomes a waiter-pool job
  * (ipc.h) running semtimedop on a worker thread, with the timeout as its
  * deadline. A wait cancelled after it took the unit posts it back.
  * Opening a set another process is still initialising polls its sem_otime
@@ -272,27 +271,14 @@ static int run_ops(lua_State *L, osem *s, struct sembuf *ops, unsigned nops, dou
     ops[k].sem_flg |= IPC_NOWAIT;
   }
   int r;
-  do r = semop(s->id, ops, nops); while (r < 0 && errno == EINTR);
-  orch__ipc_brief bw;
-  if (r < 0 && errno == EAGAIN && !any_nowait && !nowait && timeout != 0 &&
-      orch__ipc_brief_begin(&bw, timeout)) {
-    /* The brief wait (ipc.h): spin, then sleep in semop itself. */
-    int m, flip = 0;
-    while ((m = orch__ipc_brief_next(&bw)) >= 0) {
-      if (m && !flip) {
-        for (unsigned k = 0; k < nops; k++) ops[k].sem_flg &= (short)~IPC_NOWAIT;
-        flip = 1;
-      }
-      r = semop(s->id, ops, nops);
-      if (r == 0 || (errno != EAGAIN && errno != EINTR)) break;
-    }
-    int e = r < 0 && errno == EINTR ? EAGAIN : errno;
-    orch__ipc_brief_end(&bw, r == 0);
-    if (flip)
-      for (unsigned k = 0; k < nops; k++) ops[k].sem_flg |= IPC_NOWAIT;
-    if (r < 0 && e == EAGAIN) timeout = orch__ipc_brief_left(&bw, timeout);
-    errno = e;
+  unsigned long long spin = 0;
+  for (;;) {
+    do r = semop(s->id, ops, nops); while (r < 0 && errno == EINTR);
+    if (r == 0 || errno != EAGAIN || any_nowait || nowait || timeout == 0) break;
+    if (!spin) spin = orch__ipc_spin_start();
+    if (!orch__ipc_spin_more(spin)) break;
   }
+  orch__ipc_spin_done(spin, r == 0);
   if (r == 0) {
     lua_pushboolean(L, 1);
     return 1;

@@ -557,7 +557,7 @@ static int signal_protect(lua_State *L) {
     if (r < 0) return orch__fail_uv(L, "signal.protect", r);
   }
   for (int s = SIGRTMIN; s <= SIGRTMAX; s++) {
-    if (s == ORCH__BUDGET_SIGNAL || s == ORCH__IPC_WAKE_SIGNAL) continue;   /* orch's own handlers */
+    if (s == ORCH__BUDGET_SIGNAL) continue;   /* orch's own handler */
     int r = guard_start(st, orch_loop(rt), s);
     if (r < 0) return orch__fail_uv(L, "signal.protect", r);
   }
