@@ -6,18 +6,24 @@
 # command is the median of its runs (by wall time), and each comes three
 # ways: wall (client start-up to output done), orch's CPU (its main
 # thread's /proc/PID/schedstat) and the client's CPU (bash's `time`):
-#   status_<N>                ms  `orch ctl status`, 5 in a row
-#   status_json_<N>           ms  `orch ctl --json status`, 5 in a row
-#   status_cold_<N>           ms  `orch ctl status` 1.2 s after the last (the
-#                                 figures are older than accounting_max_age:
-#                                 the reply shows them as read, and orch reads
-#                                 them again after it), 3 runs
+#   status_<N>                ms  `orch ctl status`, 5 in a row, every figure
+#                                 read before and kept (accounting_max_age
+#                                 3600 through `orch ctl eval`): the reply
+#   status_json_<N>           ms  `orch ctl --json status`, the same way
+#   status_cold_<N>           ms  `orch ctl status` 1.2 s after the last, at
+#                                 the default accounting_max_age (1 s): the
+#                                 figures are stale, the reply shows them as
+#                                 read and orch reads them again after it
+#                                 (what of that falls before the client ends
+#                                 counts in its CPU), 3 runs
 #   status_one_<N>            ms  `orch ctl status svc<N/2>` (read at once), 5
 #   cpu_*, client_cpu_*       ms  the same commands' CPU, orch's and the client's
 #   cpu_status_reads_<N>      ms  orch's CPU from a cold status to 3 s after it:
 #                                 the reply and the background reads of N
-#   idle_wakeups_after_<N>    per_s  orch's wake-ups over the 3 s after that
-#                                 (the reads are done: 0)
+#   idle_wakeups_before_<N>, idle_wakeups_after_<N>  per_s  orch's wake-ups
+#                                 over 3 s before the first status, and over
+#                                 the 3 s after the reads above: a status
+#                                 leaves nothing that wakes orch
 #   status_json_valid_<N>     services  the records `--json status` gave that a
 #                                 strict JSON reader decodes (N when valid)
 # A size that would leave fewer than 5,000 pids free (pid_max) is skipped.
@@ -54,6 +60,15 @@ measure() {
   read -r w c l <<<"$r"
   put "$name" "$w" ms; put "cpu_$name" "$c" ms; put "client_cpu_$name" "$l" ms
 }
+# Waits until orch is idle (less than 2 ms of CPU in 0.5 s; at most 60 s):
+# the end of a large start, background reads.
+settle() {
+  local a b i
+  for ((i = 0; i < 120; i++)); do
+    a=$(cpu); sleep 0.5; b=$(cpu)
+    [ $((b - a)) -lt 2000000 ] && return 0
+  done
+}
 room() {
   local max tasks
   read -r max </proc/sys/kernel/pid_max
@@ -73,10 +88,19 @@ for n in $SIZES; do
   SUP=$!
   if "$P" wait-started "$SVC_SHM" "$n" "$TIMEOUT"; then
     for _ in $(seq 200); do [ -S "$W/ctl.sock" ] && break; sleep 0.05; done
-    sleep 1
+    settle
+    r=$("$P" idle "$SUP" 3 svc_stamp); put "idle_wakeups_before_$n" "${r% *}" per_s
+    # Warm: every figure read (one status, then its background reads), and
+    # kept (accounting_max_age 3600): what a reply itself costs.
+    "${CTL[@]}" status >/dev/null 2>&1
+    settle
+    "${CTL[@]}" eval 'require("orch.supervisor").configure { accounting_max_age = 3600 }' >/dev/null 2>&1
     measure "status_$n" 5 status
     measure "status_json_$n" 5 --json status
+    "${CTL[@]}" eval 'require("orch.supervisor").configure { accounting_max_age = 1 }' >/dev/null 2>&1
+    # The default (1 s): every figure is stale 1.2 s after the last status.
     measure "status_cold_$n" 3 cold status
+    settle
     measure "status_one_$n" 5 status "svc$((n / 2))"
     sleep 1.2
     c0=$(cpu)

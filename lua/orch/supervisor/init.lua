@@ -665,7 +665,11 @@ local function new(main)
   -- status replies): the JSON text of the list sup.status gives, or the
   -- lines of `orch ctl status` as one string; and how many are not running.
   local function rendered(render, target)
-    local insts, err = graph.resolve(S, target or "all", "status")
+    -- Every instance: the supervisor's own list, not a copy (resolve
+    -- builds one, with a set of 10,000 entries against doubles).
+    local insts, err
+    if target == nil or target == "all" then insts = S:all_instances()
+    else insts, err = graph.resolve(S, target, "status") end
     if not insts then return nil, err, "ENOENT" end
     return render(S, insts, status.defer(S, #insts))
   end
