@@ -241,17 +241,18 @@ local function snapshot(srv)
   return by
 end
 
--- Every instance's name, service and state by name, from the instance
--- objects (sup.instances()): what a stop compares before and after. A full
--- status reads /proc and each cgroup's cpu.stat per running service (3-7 ms
--- at 100 services), which a stop paid before its first signal.
+-- Every instance's name, service, state and pid by name, from the instance
+-- objects (sup.instances()): what a stop, start or restart compares before
+-- and after. A full status reads /proc and each cgroup's cpu.stat per
+-- running service (3-7 ms at 100 services), which each paid before it
+-- began.
 local function states(srv)
   local sup = supervisor(srv)
   if not (sup and type(sup.instances) == "function") then return snapshot(srv) end
   local ok, list = pcall(sup.instances)
   local by = {}
   for _, i in ipairs(ok and type(list) == "table" and list or {}) do
-    by[i.name] = { name = i.name, service = i.service, state = i.state }
+    by[i.name] = { name = i.name, service = i.service, state = i.state, pid = i.pid }
   end
   return by
 end
@@ -366,7 +367,7 @@ local function start_like(verb)
     if bad then return bad end
     local wait = wait_seconds(req)
     if wait == false then return fail("'wait' must be a number of seconds >= 0 or true") end
-    local before = snapshot(srv)
+    local before = states(srv)
     local r, err
     if verb == "restart" then
       r, err = with_progress(srv, req, cs, function() return sup_call(srv, "restart", req.name) end)
@@ -381,7 +382,7 @@ local function start_like(verb)
     end
     local list = sup.status(req.name) or {}
     if list.name ~= nil then list = { list } end
-    local after = snapshot(srv)
+    local after = states(srv)
     local instances, failed, restarted = {}, {}, {}
     for _, s in ipairs(list) do
       local why = not_up(s, wait or 0)
