@@ -328,6 +328,149 @@ describe("orch killed with SIGKILL", function()
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  it("changes in a fleet whose record is large go to the journal; a new orch adopts record and journal", function()
+    -- 150 services: a record of more than 16 KiB, which a change no longer
+    -- rewrites whole (persist.lua, WHOLE): it is appended to the journal.
+    -- While no orch is killed between them, restarts, a stop and a start
+    -- are only in the journal; the next orch must see them all.
+    local N = 150
+    local t = new_test(false, string.format([[
+local sup = require "orch.supervisor"
+sup.configure{ log = false }
+for i = 1, %d do
+  sup.service{ name = "s" .. i, cmd = { "sleep", "600" }, backoff = 0, start_limit = false }
+end
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]], N))
+    local function fleet(want)   -- status once every service is as `want` says (name -> state)
+      return until_true(function()
+        local s = status(t)
+        for name, e in pairs(s) do
+          if e.pid then t.extra[#t.extra + 1] = e.pid end
+          if e.state ~= (want[name] or "running") then return false end
+        end
+        return s
+      end, "the fleet's states")
+    end
+    local journal = t.sock .. ".journal"
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = fleet{}
+      until_true(function()
+        local r = record(t)
+        return r and #r.instances == N
+      end, "the record to name every service")
+      local before = record(t)
+      -- s75 killed three times, s10 stopped, s20 stopped and started again.
+      local s = s1
+      for _ = 1, 3 do
+        local old = s.s75.pid
+        kill9(old)
+        s = until_true(function()
+          local x = status(t)
+          return x.s75.state == "running" and x.s75.pid ~= old and x
+        end, "s75 restarted")
+        t.extra[#t.extra + 1] = s.s75.pid
+      end
+      -- s10 with a restart: the record keeps a stopped instance only then
+      -- (one never restarted is left out, and started by the next orch).
+      local old10 = s.s10.pid
+      kill9(old10)
+      until_true(function()
+        local x = status(t)
+        return x.s10.state == "running" and x.s10.pid ~= old10
+      end, "s10 restarted")
+      assert.are.equal(0, (ctl(t, "stop", "s10")))
+      assert.are.equal(0, (ctl(t, "stop", "s20")))
+      assert.are.equal(0, (ctl(t, "start", "s20")))
+      local s2 = fleet{ s10 = "stopped" }
+      assert.are.equal(3, s2.s75.restarts)
+      -- What changed is in the journal (a line with the new s75's entry,
+      -- s10 stopped, s20's removal when it stopped), not in a rewritten
+      -- record.
+      until_true(function()
+        local j = slurp(journal)
+        return j:find('"pid":' .. s2.s75.pid, 1, true) and j:find('{"name":"s10","state":"stopped"', 1, true)
+          and j:find('{"name":"s20","gone":true}', 1, true)
+      end, "the journal to name the changes")
+      local gen = math.tointeger(before.gen)
+      assert.are.equal(gen, math.tointeger(record(t).gen))
+      assert.matches("^#gen " .. gen .. "\n", slurp(journal))
+      local holder = holder_of(t)
+      until_true(function() return holds_pipes(holder, { s2.s75.pid, s2.s20.pid }) end,
+        "the holder to hold the new pipes")
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s3 = fleet{ s10 = "stopped" }
+      for name, e in pairs(s3) do
+        if name ~= "s10" then assert.are.equal(s2[name].pid, e.pid, name) end
+      end
+      assert.are.equal(3, s3.s75.restarts)
+      assert.are.equal(1, s3.s10.restarts)
+      -- What the new orch wrote (its record, and its journal once the
+      -- record is large again) is as good: a third orch adopts the same.
+      until_true(function()
+        local r = record(t)
+        return r and math.tointeger(r.orch.pid) == pid2 and r.holder
+          and holds_pipes(math.tointeger(r.holder.pid), { s3.s75.pid, s3.s20.pid, s3.s1.pid, s3["s" .. N].pid })
+      end, "the new orch's record and holder")
+      kill9(s3.s75.pid)
+      local s4 = until_true(function()
+        local x = status(t)
+        return x.s75.state == "running" and x.s75.pid ~= s3.s75.pid and x
+      end, "s75 restarted")
+      t.extra[#t.extra + 1] = s4.s75.pid
+      local holder2 = holder_of(t)
+      until_true(function() return holds_pipes(holder2, { s4.s75.pid }) end, "the holder to hold the new pipe")
+      until_true(function() return slurp(journal):find('"pid":' .. s4.s75.pid, 1, true) or
+        slurp(t.state):find('"pid":' .. s4.s75.pid, 1, true) end, "the record or journal to name the new s75")
+      kill9(pid2)
+      until_true(function() return gone(pid2) end, "orch to die")
+      local pid3 = run(t)
+      local s5 = fleet{ s10 = "stopped" }
+      for name, e in pairs(s5) do
+        if name ~= "s10" then assert.are.equal(s4[name].pid, e.pid, name) end
+      end
+      assert.are.equal(4, s5.s75.restarts)
+      shutdown(t, pid3)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
+  it("a journal older than the record (orch killed between the two) is not replayed", function()
+    local t = new_test()
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      local holder = until_true(function() return holder_of(t) end, "the holder")
+      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
+        "the holder to hold the three log pipes")
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      -- The journal of the generation before the record's, as a kill right
+      -- after the record's write leaves it: replayed, it would remove a
+      -- and give b a process that is gone.
+      local gen = math.tointeger(record(t).gen)
+      assert.is_true(gen and gen > 0)
+      h.write(t.sock .. ".journal", string.format('#gen %d\n{"name":"a","gone":true}\nb\t%d\t1\t0\tx\t1\t1\n',
+        gen - 1, 999999))
+      os.execute("chmod 600 " .. h.shquote(t.sock .. ".journal"))
+      local pid2 = run(t)
+      local s2 = all_running(t)
+      for _, n in ipairs(NAMES) do
+        assert.are.equal(s1[n].pid, s2[n].pid, n)
+        assert.are.same({ s1[n].pid }, procs_with(t.dir .. "/" .. n))
+      end
+      until_true(function() return slurp(t.sock .. ".journal") == "" end, "the old journal to go")
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
   it("a large start journals each batch of launches before it yields to the loop", function()
     -- 40 services in one sup.start (sup.run), which yields every few
     -- launches; the first one's on_start hook runs in a task of its own
@@ -354,7 +497,8 @@ orch.task(function() orch.sleep(1e6) end)
       local pid = run(t)
       local seen = until_true(function() local s = slurp(t.dir .. "/seen"); return s ~= "" and s end,
         "the first service's on_start")
-      assert.matches("^journal:j1\t%d+\t%d+\t", seen)
+      -- (After the line naming the generation of the record it follows.)
+      assert.matches("^journal:#gen %d+\nj1\t%d+\t%d+\t", seen)
       shutdown(t, pid)
     end)
     cleanup(t)

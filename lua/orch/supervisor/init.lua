@@ -203,7 +203,7 @@ function Sup:state_changed(inst, old)
   local kind = STATE_EVENTS[inst.state]
   if kind then self:emit(inst, kind, { pid = inst.state == "running" and inst.pid or nil }) end
   self.changed:signal()
-  if self.persist then persist.touch(self) end
+  if self.persist then persist.touch(self, inst) end
 end
 
 --- inst's run has a new process (spawned, or a daemon's main process):

@@ -6,12 +6,17 @@
 --  * the state record, SOCKET.state (JSON, mode 0600, replaced atomically):
 --    the live processes (name, pid, start time, want, restarts, ...), the
 --    state and counters of the instances without one, the
---    heartbeat tables this supervisor created and the fd holder's pid. It is
---    rewritten after any change (persist.touch: at most once per loop turn,
---    5 ms after a spawn, and at most 10% of orch's time at thousands of
---    services), and
---    removed by a clean shutdown. A process spawned since the last write is
---    in SOCKET.journal (one line appended at its spawn, persist.spawned);
+--    heartbeat tables this supervisor created and the fd holder's pid,
+--    and SOCKET.journal beside it: the changes since the record was
+--    written, one line each (a process at its spawn, persist.spawned; the
+--    new entry of each instance that changed, or its removal, at each
+--    sync). A sync (persist.touch: at most once per loop turn, 5 ms after a
+--    spawn, and at most 10% of orch's time) handles only the instances that changed since the
+--    last one: it appends their entries to the journal, or, when the
+--    record is small (WHOLE) or the journal has grown as large as the
+--    record, rewrites the record whole from the entries kept per instance
+--    and removes the journal. The cost of a change is thus independent of
+--    the number of services. Both go at a clean shutdown;
 --  * the fd holder (`orch fdholder`, lua/orch/cmd/fdholder.lua), a small
 --    process of its own session holding a duplicate of the read end of
 --    every log pipe, so that no service dies of SIGPIPE while no orch
@@ -36,6 +41,7 @@ local append_journal  -- idem
 local PART = 200          -- descriptors per datagram (the kernel allows 253)
 local HOLDER_WAIT = 5     -- seconds to wait for the holder's answer
 local RETRY = 0.05        -- seconds before a failed sync is tried again
+local WHOLE = 16384       -- bytes: a record this small is rewritten whole at each change
 local SPACING = 10        -- a sync waits this many times the last one's duration
 local MAX_SPACING = 0.5   -- seconds, at most
 -- After a spawn, the sync waits this long (seconds): the new process is in
@@ -179,27 +185,79 @@ local function idle_fragment(inst, backoff_at)
   return f.text
 end
 
--- The record's entries (JSON fragments), and the log pipes among the live
--- processes (name -> their rec_of, whose STREAM is the pipe).
-local function snapshot(S)
-  local list, pipes = {}, {}
+-- The record's entry of an instance (JSON text, or nil when the record
+-- leaves it out: stopped and never restarted), and the rec_of of its live
+-- process when that has a log pipe (the pipe is its STREAM).
+local function entry(S, inst, now, wall)
+  local run = inst.run
+  local pid = run and run.alive and (run.main_pid or run.pid)
+  local r = pid and rec_of(run, pid)
+  if r and r[START] then
+    local s = log_stream(run)
+    r[STREAM] = s or false
+    return fragment(inst, run, r, def_digest(S.services[inst.service]), s ~= nil, now, wall), s and r or nil
+  elseif not (run and run.alive) and (inst.state ~= "stopped" or inst.restarts > 0) then
+    local at = inst.state == "backoff" and inst.backoff_until
+      and math.floor((wall + (inst.backoff_until - now)) * 1000) / 1000 or nil
+    return idle_fragment(inst, at), nil
+  end
+  return nil, nil
+end
+
+-- The journal's line for an instance the record no longer names.
+local function gone_line(name) return '{"name":' .. jstr(name) .. ',"gone":true}' end
+
+-- Brings P.frags (name -> the entry the record and journal hold), P.pipes
+-- (name -> rec_of, the live log pipes) and P.recheck (the names whose pipe
+-- the holder may hold wrongly) up to date; returns the journal lines of
+-- what changed. Only the instances marked by persist.touch, unless the
+-- set of instances changed (a reload) or a change was not attributed to
+-- one (P.full): then all of them.
+local function collect(S, P)
   local now, wall = orch.now(), orch.time()
-  for _, inst in ipairs(S:all_instances()) do
-    local run = inst.run
-    local pid = run and run.alive and (run.main_pid or run.pid)
-    local r = pid and rec_of(run, pid)
-    if r and r[START] then
-      local s = log_stream(run)
-      list[#list + 1] = fragment(inst, run, r, def_digest(S.services[inst.service]), s ~= nil, now, wall)
-      r[STREAM] = s or false
-      if s then pipes[inst.name] = r end
-    elseif not (run and run.alive) and (inst.state ~= "stopped" or inst.restarts > 0) then
-      local at = inst.state == "backoff" and inst.backoff_until
-        and math.floor((wall + (inst.backoff_until - now)) * 1000) / 1000 or nil
-      list[#list + 1] = idle_fragment(inst, at)
+  local all = S:all_instances()
+  local frags, pipes, recheck, lines = P.frags, P.pipes, P.recheck, {}
+  local dirty = P.dirty
+  P.dirty = {}
+  if P.full or P.scanned ~= all then
+    P.full, P.scanned = nil, all
+    local by_name = S.by_name
+    for _, inst in ipairs(all) do
+      local name = inst.name
+      local text, r = entry(S, inst, now, wall)
+      if pipes[name] ~= r then pipes[name] = r end
+      if text ~= frags[name] then
+        frags[name] = text
+        lines[#lines + 1] = text or gone_line(name)
+      end
+    end
+    -- The names of the instances a reload removed.
+    for name in pairs(frags) do
+      if not by_name[name] then
+        frags[name] = nil
+        lines[#lines + 1] = gone_line(name)
+      end
+    end
+    for name in pairs(pipes) do
+      if not by_name[name] then pipes[name] = nil end
+      recheck[name] = true
+    end
+    for name in pairs(P.held) do recheck[name] = true end
+  else
+    for inst in pairs(dirty) do
+      local name = inst.name
+      if S.by_name[name] == inst then
+        local text, r = entry(S, inst, now, wall)
+        pipes[name] = r
+        recheck[name] = true
+        if text ~= frags[name] then
+          frags[name] = text
+          lines[#lines + 1] = text or gone_line(name)
+        end
+      end
     end
   end
-  return list, pipes
+  return lines
 end
 
 -- ---------------------------------------------------------------- the holder
@@ -309,14 +367,16 @@ local function end_holder(P)
   if h.proc and h.proc:running() then h.proc:kill("TERM") end
 end
 
--- Brings the holder in line with the live log pipes: drop what ended, put
--- what is new. Returns true, or nil when it must be tried again.
-local function sync_holder(S, P, pipes)
+-- Brings the holder in line with the live log pipes (P.pipes) for the
+-- names in P.recheck: drop what ended, put what is new. Returns true, or
+-- nil when it must be tried again.
+local function sync_holder(S, P)
+  local pipes = P.pipes
   -- Nothing left to hold and nothing about to run (every service ended):
   -- no holder either, so that an idle supervisor (exit_when_idle) lets orch
   -- end. A service in backoff keeps it: a crash loop would otherwise start
   -- a holder at every restart.
-  if next(pipes) == nil then
+  if next(pipes) == nil and P.holder then
     local busy = false
     for _, inst in ipairs(S:all_instances()) do
       local st = inst.state
@@ -327,23 +387,33 @@ local function sync_holder(S, P, pipes)
     end
     if not busy then
       end_holder(P)
+      P.recheck = {}
       return true
     end
   end
   local drops, puts = {}, {}
   -- A pipe whose process changed (a restart) is replaced by its put: the
   -- holder drops what it held under that name (one datagram, not two).
-  for name in pairs(P.held) do
-    if not pipes[name] then drops[#drops + 1] = name end
+  for name in pairs(P.recheck) do
+    local r = pipes[name]
+    if r then
+      if P.held[name] ~= r[PID] then puts[#puts + 1] = name end
+    elseif P.held[name] then
+      drops[#drops + 1] = name
+    end
   end
-  for name, r in pairs(pipes) do
-    if P.held[name] ~= r[PID] then puts[#puts + 1] = name end
+  if #drops == 0 and #puts == 0 then
+    P.recheck = {}
+    return true
   end
-  if #drops == 0 and #puts == 0 then return true end
   if not P.holder then
-    if P.holder_failed then return true end
+    if P.holder_failed then
+      P.recheck = {}
+      return true
+    end
     if not spawn_holder(S, P) then
       P.holder_failed = true
+      P.recheck = {}
       return true
     end
   end
@@ -378,59 +448,77 @@ local function sync_holder(S, P, pipes)
     for j = i, math.min(i + PART - 1, #puts) do P.held[puts[j]] = pipes[puts[j]][PID] end
     i = i + PART
   end
+  -- (After a failure the names stay in P.recheck: the next sync tries
+  -- them again.)
+  P.recheck = {}
   return true
 end
 
 -- ---------------------------------------------------------------- sync
 
---- Writes the record and updates the holder now.
+--- Writes what changed (the journal, or the record whole) and updates the
+-- holder now.
 function persist.sync(S)
   local P = S.persist
   if not P or P.closed then return end
   local t0 = orch.now()
-  local list, pipes = snapshot(S)
-  local again = not sync_holder(S, P, pipes)
+  local lines = collect(S, P)
+  local again = not sync_holder(S, P)
   if not P.me then P.me = orch.proc.info(orch.getpid()) end
   local me = P.me
   local created = {}
   for k in pairs(S.created_tables) do created[#created + 1] = k end
   table.sort(created)
   local h = P.holder
-  local head = string.format('{"version":1,"orch":{"pid":%d,"start":%s},%s"heartbeat_tables":[%s],"instances":[',
+  local head = string.format('"orch":{"pid":%d,"start":%s},%s"heartbeat_tables":[%s],"instances":[',
     orch.getpid(), jnum(me and me.start_time),
     h and string.format('"holder":{"pid":%d,"start":%s},', h.pid, jnum(h.start)) or "",
     table.concat(created, ","))
-  -- Unchanged when the head and every entry are the ones written last (the
-  -- entries are kept strings: compared, not the whole record, which is not
-  -- kept either).
-  local written = head == P.written_head and #list == #P.written_list
-  if written then
-    local prev = P.written_list
-    for i = 1, #list do
-      if list[i] ~= prev[i] then written = false break end
-    end
+  local nbytes = 0
+  for i = 1, #lines do nbytes = nbytes + #lines[i] + 1 end
+  -- The record is rewritten whole when its head changed, when it is small,
+  -- or when the journal would grow past its size (so that the work of the
+  -- rewrites stays in proportion to the changes); otherwise the changes
+  -- go to the journal.
+  local size = P.record_bytes
+  local whole = head ~= P.written_head or not size
+  if not whole and (nbytes > 0 or P.jbytes > 0) then
+    whole = size <= WHOLE or P.jbytes + nbytes > size
   end
-  if not written then
-    local ok, err = orch.private.write(P.state_path, head .. table.concat(list, ",") .. "]}")
-    if not ok and not P.write_failed then
-      P.write_failed = true
-      S:log("cannot write the state record: " .. tostring(err))
-    elseif ok then
+  if whole then
+    local list, frags = {}, P.frags
+    for _, inst in ipairs(S:all_instances()) do
+      local f = frags[inst.name]
+      if f then list[#list + 1] = f end
+    end
+    -- A new generation: a journal of an older one (left by a kill between
+    -- this write and the journal's removal) is not replayed over it.
+    local gen = P.gen + 1
+    local record = string.format('{"version":1,"gen":%d,', gen) .. head .. table.concat(list, ",") .. "]}"
+    local ok, err = orch.private.write(P.state_path, record)
+    if ok then
       if P.write_failed then
         P.write_failed = nil
         S:log("the state record is written again")
       end
-      P.written_head, P.written_list = head, list
-      written = true
+      P.written_head, P.record_bytes, P.gen = head, #record, gen
+      if P.jbytes > 0 or P.jstale then
+        os.remove(P.journal_path)
+        P.jbytes, P.jstale = 0, nil
+      end
+    else
+      -- The changes are in P.frags: the next sync tries the whole record again.
+      P.record_bytes = nil
+      if not P.write_failed then
+        P.write_failed = true
+        S:log("cannot write the state record: " .. tostring(err))
+      end
     end
+  elseif nbytes > 0 and not append_journal(S, P, table.concat(lines, "\n") .. "\n") then
+    P.record_bytes = nil
   end
-  -- The record holds every process the journal names now.
-  if written and P.journaled then
-    os.remove(P.journal_path)
-    P.journaled = nil
-  end
-  -- The next sync waits SPACING times as long as this one took: the record
-  -- of thousands of services costs milliseconds to build and write, and a
+  -- The next sync waits SPACING times as long as this one took: a record
+  -- of thousands of services costs milliseconds to write whole, and a
   -- mass start (which yields every few launches) or a restart storm would
   -- otherwise rewrite it at every loop turn. What spawns meanwhile is in
   -- the journal at once; other changes reach the record a little later.
@@ -453,9 +541,10 @@ end
 -- (a mass start or a restart storm costs one write per turn, not one per
 -- service), and not before the spacing the last sync earned, nor sooner
 -- than SPAWN_SETTLE after a spawn.
-function persist.touch(S)
-  local P = S.persist
-  if not P or P.closed or P.timer then return end
+-- inst: the instance that changed (only its entry is made again), nil
+-- for a change of no one instance's (every entry is looked at).
+local function schedule(S, P)
+  if P.timer then return end
   if P.holds then
     P.touched = true
     return
@@ -467,6 +556,13 @@ function persist.touch(S)
     P.timer = nil
     persist.sync(S)
   end)
+end
+
+function persist.touch(S, inst)
+  local P = S.persist
+  if not P or P.closed then return end
+  if inst then P.dirty[inst] = true else P.full = true end
+  schedule(S, P)
 end
 
 --- After the full collection that ends a large start (Sup:compact), the
@@ -493,7 +589,7 @@ function persist.hold(S, on)
   persist.flush(S)
   if P.touched then
     P.touched = nil
-    persist.touch(S)
+    schedule(S, P)
   end
 end
 
@@ -506,18 +602,26 @@ end
 
 local function jfield(v) return (tostring(v):gsub("[\t\n]", " ")) end
 
+-- Its first line names the generation of the record it follows.
 append_journal = function(S, P, text)
+  if P.jstale then
+    os.remove(P.journal_path)
+    P.jstale, P.jbytes = nil, 0
+  end
+  if P.jbytes == 0 then text = string.format("#gen %d\n", P.gen) .. text end
   local ok, err = orch.private.append(P.journal_path, text)
   if ok then
-    P.journaled = true
+    P.jbytes = P.jbytes + #text
     if P.journal_failed then
       P.journal_failed = nil
       S:log("the state journal is written again")
     end
+    return true
   elseif not P.journal_failed then
     P.journal_failed = true
     S:log("cannot write the state journal: " .. tostring(err))
   end
+  return false
 end
 
 --- inst's run has a new process (Sup:spawned).
@@ -545,7 +649,7 @@ function persist.spawned(S, inst, run)
   else
     append_journal(S, P, line)
   end
-  persist.touch(S)
+  persist.touch(S, inst)
 end
 
 --- The journal lines a large start gathered go on file now (before it
@@ -558,29 +662,47 @@ function persist.flush(S)
   if not P.closed then append_journal(S, P, table.concat(buf)) end
 end
 
--- The journal's lines (newer than the record) replace or add entries.
+-- The journal's lines (newer than the record) replace, add or remove
+-- entries, in their order: a process's line written at its spawn
+-- (tab-separated), an instance's whole entry (JSON), or its removal
+-- ({"name":...,"gone":true}). A line that does not parse (the last one,
+-- cut by a kill in the middle of its write) is skipped.
 merge_journal = function(S, rec, text)
-  local by = {}
-  for i, e in ipairs(rec.instances) do
+  local list, by = rec.instances, {}
+  for i, e in ipairs(list) do
     if type(e) == "table" and type(e.name) == "string" then by[e.name] = i end
   end
+  local function put(name, e)
+    local i = by[name]
+    if i then list[i] = e else
+      list[#list + 1] = e
+      by[name] = #list
+    end
+  end
   for line in text:gmatch("[^\n]+") do
-    local name, pid, start, restarts, def, want, st = line:match("^([^\t]+)\t(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t([01])\t([^\t]*)$")
-    if name then
-      local inst = S.by_name[name]
-      local l = inst and inst.cfg.log
-      local e = {
-        name = name, pid = math.tointeger(tonumber(pid)), pid_start = math.tointeger(tonumber(start)),
-        restarts = math.tointeger(tonumber(restarts)), def = def, want = want == "1",
-        start_time = tonumber(st), started_at = tonumber(st),
-        log = (l and not l.null and not l.inherit) or nil,
-      }
-      if by[name] then rec.instances[by[name]] = e else
-        rec.instances[#rec.instances + 1] = e
-        by[name] = #rec.instances
+    if line:sub(1, 1) == "{" then
+      local e = ctl().decode(line)
+      if type(e) == "table" and type(e.name) == "string" then put(e.name, not e.gone and e) end
+    else
+      local name, pid, start, restarts, def, want, st = line:match("^([^\t]+)\t(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t([01])\t([^\t]*)$")
+      if name then
+        local inst = S.by_name[name]
+        local l = inst and inst.cfg.log
+        put(name, {
+          name = name, pid = math.tointeger(tonumber(pid)), pid_start = math.tointeger(tonumber(start)),
+          restarts = math.tointeger(tonumber(restarts)), def = def, want = want == "1",
+          start_time = tonumber(st), started_at = tonumber(st),
+          log = (l and not l.null and not l.inherit) or nil,
+        })
       end
     end
   end
+  -- What the journal removed (false) goes.
+  local kept = {}
+  for _, e in ipairs(list) do
+    if e then kept[#kept + 1] = e end
+  end
+  rec.instances = kept
 end
 
 -- A process of the record is still the one the record names.
@@ -609,8 +731,13 @@ function persist.recover(S)
     S:log("no state record and no fd holder (services will not survive a kill -9 of orch): " .. tostring(derr))
     return
   end
+  -- frags, pipes, recheck, dirty: see collect; jbytes: the journal's
+  -- size; gen: the generation of the record on file; jstale: a journal on
+  -- file may be one this orch does not continue (removed before the first
+  -- line is appended).
   local P = { socket = sock, state_path = state_path, holder_path = holder_path, journal_path = journal_path,
-              held = {}, written_list = {} }
+              held = {}, frags = {}, pipes = {}, recheck = {}, dirty = {}, full = true, jbytes = 0, gen = 0,
+              jstale = true }
   S.persist = P
   local text, err, code = orch.private.read(state_path)
   local jtext, jerr, jcode = orch.private.read(journal_path)
@@ -622,15 +749,23 @@ function persist.recover(S)
     S:log("state journal ignored: " .. tostring(jerr))
     jtext = nil
   end
+  if not jtext and jcode == "ENOENT" then P.jstale = nil end
   if not text and not jtext then return end
   local rec = text and ctl().decode(text) or { version = 1, instances = {} }
   if type(rec) ~= "table" or rec.version ~= 1 or type(rec.instances) ~= "table" then
     S:log("state record ignored: " .. state_path .. " is not a state record of this version")
     return
   end
+  P.gen = math.tointeger(rec.gen) or 0
+  -- A journal of another generation than the record's is older than the
+  -- record (orch was killed between the record's write and the journal's
+  -- removal): the record already holds what it says.
+  local jgen = jtext and math.tointeger(tonumber(jtext:match("^#gen (%d+)\n")))
+  if jgen and jgen ~= P.gen then jtext = nil end
   if jtext then
     merge_journal(S, rec, jtext)
-    P.journaled = true   -- removed by the first record this orch writes
+    -- This orch goes on appending to it, until it writes the record whole.
+    P.jbytes, P.jstale = #jtext, nil
   end
   local prev = type(rec.orch) == "table" and rec.orch or {}
   local me = orch.proc.info(orch.getpid())
