@@ -22,6 +22,11 @@
 #                               how many the reply lists
 #   restart_<N>_<impl>     ms   SIGKILL of one service -> its replacement
 #                               started (median of 10, services 0-9)
+#   restart_one_<N>_orch   ms   SIGKILL of the service in the middle
+#                               (svc<N/2>) alone -> running again, median of 5;
+#                               cpu_restart_one_<N>_orch: orch's CPU over
+#                               the second after each kill (the restart and
+#                               its state record sync), median of 5
 #   pss_<N>_<impl>, pss_per_service_<N>_<impl>  KiB  the supervisor's
 #                               processes (runsv, s6-supervise included),
 #                               services excluded
@@ -131,6 +136,21 @@ room() {                 # per n
   fi
 }
 
+# One restart alone in the middle of the fleet: its latency, and what it
+# costs orch (the restart, and the state record's sync after it).
+restart_one() {          # n
+  local k c0 ts=() cs=()
+  sleep 1
+  for k in 1 2 3 4 5; do
+    c0=$(cpu)
+    ts+=("$("$P" restart1 "$SVC_SHM" $(($1 / 2)))")
+    sleep 1
+    cs+=("$(awk -v a="$c0" -v b="$(cpu)" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')")
+  done
+  put "restart_one_${1}_orch" "$(printf '%s\n' "${ts[@]}" | sort -g | sed -n 3p)" ms
+  put "cpu_restart_one_${1}_orch" "$(printf '%s\n' "${cs[@]}" | sort -g | sed -n 3p)" ms
+}
+
 scale_orch() {
   local n=$1 t r c0
   rm -f "$W/ctl.sock" "$W/variant"
@@ -158,6 +178,7 @@ scale_orch() {
   put "reload_restarted_${n}_orch" "$(sed -n 's/^restarted: //p' "$W/reload.out" | wc -w)" services
   put "reload_kept_${n}_orch" "$(sed -n 's/^kept: //p' "$W/reload.out" | wc -w)" services
   grep -q "^restarted: svc$((n / 2))\$" "$W/reload.out" || echo "# scale.sh: reload did not restart svc$((n / 2)) alone: $(grep -v '^kept' "$W/reload.out" | head -3)" >&2
+  restart_one "$n"
   STOP="signal $SUP USR1" START="signal $SUP USR2"
   moves orch "$n"
   finish TERM

@@ -8,6 +8,8 @@
  *   wait-started FILE N SECONDS          exit 0 once slots 0..N-1 run
  *   latency FILE NSLOTS SAMPLES GAP_MS   SIGKILL -> replacement started:
  *                                        prints "median_ms p95_ms"
+ *   restart1 FILE I                      SIGKILL to slot I's process -> its
+ *                                        replacement started: prints ms
  *   starttime FILE N TRIGGER...          ms until all N started again
  *   stoptime FILE N TRIGGER...           ms until all N exited
  *   pss ROOT [EXCLUDE,...]               KiB of PSS of ROOT and descendants
@@ -253,6 +255,20 @@ int main(int argc, char **argv) {
     int i95 = (int)(0.95 * (got - 1) + 0.5);
     printf("%.3f %.3f\n", med / 1e6, lat[i95] / 1e6);
     return got == samples ? 0 : 1;
+  }
+  if (!strcmp(cmd, "restart1") && argc >= 4) {
+    slot *s = map_file(argv[2], 0);
+    int i = atoi(argv[3]);
+    pid_t pid = pid_of(s, i);
+    if (pid <= 1 || pid == getpid() || !alive(pid)) { printf("nan\n"); return 1; }
+    uint64_t t0 = now_ns();
+    if (kill(pid, SIGKILL) < 0) { printf("nan\n"); return 1; }
+    uint64_t deadline = t0 + 20000000000ull;
+    while (start_of(s, i) <= t0 && now_ns() < deadline) nap_us(20);
+    uint64_t st = start_of(s, i);
+    if (st <= t0) { printf("nan\n"); return 1; }
+    printf("%.3f\n", (st - t0) / 1e6);
+    return 0;
   }
   if (!strcmp(cmd, "starttime") && argc >= 5) {
     slot *s = map_file(argv[2], 0);
