@@ -410,6 +410,34 @@ describe("orch.Process", function()
     end)
   end)
 
+  it("runs one, two or three on_exit and on_stop handlers of a live process, in the order added", function()
+    h.run(function()
+      -- The first handler is kept alone and a second one makes a list: each
+      -- count goes through its own path.
+      for n = 1, 3 do
+        local seen, stops = {}, {}
+        local p = assert(orch.spawn{ prog, "sleep", "100" })
+        for i = 1, n do
+          p:on_exit(function(code, sig) seen[#seen + 1] = { i, code, sig } end)
+          p:on_stop(function(sig) stops[#stops + 1] = { i, sig } end)
+        end
+        p:kill("STOP")
+        eventually(function() return #stops == n end, "on_stop x" .. n)
+        p:kill("KILL")
+        p:wait()
+        eventually(function() return #seen == n end, "on_exit x" .. n)
+        local want_exit, want_stop = {}, {}
+        for i = 1, n do
+          want_exit[i] = { i, nil, "KILL" }
+          want_stop[i] = { i, "STOP" }
+        end
+        assert.are.same(want_exit, seen)
+        table.sort(stops, function(a, b) return a[1] < b[1] end)
+        assert.are.same(want_stop, stops)
+      end
+    end)
+  end)
+
   it("never signals a reaped pid", function()
     h.run(function()
       local p = assert(orch.spawn{ prog, "exit", "0" })

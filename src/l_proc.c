@@ -125,8 +125,11 @@ typedef struct {
   int status;
   int stopsig;                /* stopped by this signal (P_RUNNING), or 0 */
   int anchor;                 /* registry ref while the status may come */
-  struct rusage ru;
   waiter *waiters;
+  /* What p:rusage() reports of the reaper's struct rusage (kept from the
+   * exit on; the whole struct would cost every live process 144 bytes). */
+  struct timeval ru_utime, ru_stime;
+  long ru_maxrss, ru_minflt, ru_majflt, ru_nvcsw, ru_nivcsw;
 } process;
 
 static process *check_process(lua_State *L, int idx) {
@@ -148,6 +151,23 @@ static void waiter_cancel(void *data) {
   free(w);
 }
 
+/* A handler slot (on_exit, on_stop, on_continue) holds nil, the one handler
+ * itself (most processes have exactly one: no list for it), or a list of
+ * them in the order they were added. */
+static lua_Integer handler_count(lua_State *L, int idx) {
+  switch (lua_type(L, idx)) {
+    case LUA_TFUNCTION: return 1;
+    case LUA_TTABLE: return (lua_Integer)lua_rawlen(L, idx);
+    default: return 0;
+  }
+}
+
+/* [-0,+1] Handler i (1-based) of the slot value at idx. */
+static void push_handler(lua_State *L, int idx, lua_Integer i) {
+  if (lua_type(L, idx) == LUA_TTABLE) lua_rawgeti(L, idx, i);
+  else lua_pushvalue(L, idx);
+}
+
 /* Returns whether the exit was reported here (a task waiting in p:wait(),
  * an on_exit handler); otherwise process.c keeps it for a group wait. */
 static int process_exited(orch__child *c, int status, const struct rusage *ru) {
@@ -155,7 +175,13 @@ static int process_exited(orch__child *c, int status, const struct rusage *ru) {
   lua_State *L = orch__mainthread(p->rt);
   p->state = P_EXITED;
   p->status = status;
-  p->ru = *ru;
+  p->ru_utime = ru->ru_utime;
+  p->ru_stime = ru->ru_stime;
+  p->ru_maxrss = ru->ru_maxrss;
+  p->ru_minflt = ru->ru_minflt;
+  p->ru_majflt = ru->ru_majflt;
+  p->ru_nvcsw = ru->ru_nvcsw;
+  p->ru_nivcsw = ru->ru_nivcsw;
   luaL_checkstack(L, 8, NULL);
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->anchor);   /* keeps p alive below */
   int ud = lua_gettop(L);
@@ -163,11 +189,13 @@ static int process_exited(orch__child *c, int status, const struct rusage *ru) {
   p->anchor = LUA_NOREF;
   int seen = p->waiters != NULL;
 
-  if (lua_getiuservalue(L, ud, UVAL_ONEXIT) == LUA_TTABLE) {
-    lua_Integer n = luaL_len(L, -1);
-    if (n > 0) seen = 1;
+  lua_getiuservalue(L, ud, UVAL_ONEXIT);
+  int hs = lua_gettop(L);
+  lua_Integer n = handler_count(L, hs);
+  if (n > 0) {
+    seen = 1;
     for (lua_Integer i = 1; i <= n; i++) {
-      lua_rawgeti(L, -1, i);
+      push_handler(L, hs, i);
       push_status(L, status);
       orch__callback(L, 2, NULL, 0);
     }
@@ -211,19 +239,19 @@ static void process_stopped(orch__child *c, int status) {
   p->stopsig = stopped ? WSTOPSIG(status) : 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->anchor);
   int ud = lua_gettop(L);
-  if (lua_getiuservalue(L, ud, stopped ? UVAL_ONSTOP : UVAL_ONCONT) == LUA_TTABLE) {
-    lua_Integer n = luaL_len(L, -1);
-    for (lua_Integer i = 1; i <= n; i++) {
-      lua_rawgeti(L, -1, i);
-      int nargs = 0;
-      if (stopped) {
-        const char *nm = orch__signame(p->stopsig);
-        if (nm) lua_pushstring(L, nm); else lua_pushinteger(L, p->stopsig);
-        nargs = 1;
-      }
-      orch__spawn_task(L, nargs);
-      lua_pop(L, 1);
+  lua_getiuservalue(L, ud, stopped ? UVAL_ONSTOP : UVAL_ONCONT);
+  int hs = lua_gettop(L);
+  lua_Integer n = handler_count(L, hs);
+  for (lua_Integer i = 1; i <= n; i++) {
+    push_handler(L, hs, i);
+    int nargs = 0;
+    if (stopped) {
+      const char *nm = orch__signame(p->stopsig);
+      if (nm) lua_pushstring(L, nm); else lua_pushinteger(L, p->stopsig);
+      nargs = 1;
     }
+    orch__spawn_task(L, nargs);
+    lua_pop(L, 1);
   }
   lua_settop(L, ud - 1);
 }
@@ -290,17 +318,27 @@ static int process_wait(lua_State *L) {
   return orch__await(L, timeout, "wait", waiter_cancel, w);
 }
 
-/* Appends the function at index 2 to the handler list of process 1's
- * uservalue slot (made on first use). */
+/* Adds the function at index 2 to the handlers in process 1's uservalue
+ * slot: the first is kept alone, a second makes the list. */
 static void append_handler(lua_State *L, int slot) {
-  if (lua_getiuservalue(L, 1, slot) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, slot);
+  switch (lua_getiuservalue(L, 1, slot)) {
+    case LUA_TTABLE:
+      lua_pushvalue(L, 2);
+      lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+      break;
+    case LUA_TFUNCTION:
+      lua_createtable(L, 2, 0);
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, 1);
+      lua_pushvalue(L, 2);
+      lua_rawseti(L, -2, 2);
+      lua_setiuservalue(L, 1, slot);
+      return;
+    default:
+      lua_pushvalue(L, 2);
+      lua_setiuservalue(L, 1, slot);
+      break;
   }
-  lua_pushvalue(L, 2);
-  lua_rawseti(L, -2, luaL_len(L, -2) + 1);
   lua_pop(L, 1);
 }
 
@@ -404,13 +442,13 @@ static int process_rusage(lua_State *L) {
   process *p = check_process(L, 1);
   if (p->state != P_EXITED) return orch__failf(L, "EBUSY", "rusage: process %d has not exited", (int)p->child.pid);
   lua_createtable(L, 0, 7);
-  lua_pushnumber(L, tv_seconds(p->ru.ru_utime)); lua_setfield(L, -2, "utime");
-  lua_pushnumber(L, tv_seconds(p->ru.ru_stime)); lua_setfield(L, -2, "stime");
-  lua_pushinteger(L, (lua_Integer)p->ru.ru_maxrss * 1024); lua_setfield(L, -2, "maxrss");
-  lua_pushinteger(L, p->ru.ru_minflt); lua_setfield(L, -2, "minflt");
-  lua_pushinteger(L, p->ru.ru_majflt); lua_setfield(L, -2, "majflt");
-  lua_pushinteger(L, p->ru.ru_nvcsw); lua_setfield(L, -2, "nvcsw");
-  lua_pushinteger(L, p->ru.ru_nivcsw); lua_setfield(L, -2, "nivcsw");
+  lua_pushnumber(L, tv_seconds(p->ru_utime)); lua_setfield(L, -2, "utime");
+  lua_pushnumber(L, tv_seconds(p->ru_stime)); lua_setfield(L, -2, "stime");
+  lua_pushinteger(L, (lua_Integer)p->ru_maxrss * 1024); lua_setfield(L, -2, "maxrss");
+  lua_pushinteger(L, p->ru_minflt); lua_setfield(L, -2, "minflt");
+  lua_pushinteger(L, p->ru_majflt); lua_setfield(L, -2, "majflt");
+  lua_pushinteger(L, p->ru_nvcsw); lua_setfield(L, -2, "nvcsw");
+  lua_pushinteger(L, p->ru_nivcsw); lua_setfield(L, -2, "nivcsw");
   return 1;
 }
 
