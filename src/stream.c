@@ -660,6 +660,7 @@ static int stream_write(lua_State *L) {
 
 static void shutdown_cb(uv_shutdown_t *req, int status) {
   score *s = req->data;
+  free(req);
   lua_State *co = s->shut_co;
   s->shut_co = NULL;
   s->shutting = 0;
@@ -687,9 +688,17 @@ static int stream_shutdown(lua_State *L) {
   if (s->shutting) return orch__failf(L, "EALREADY", "shutdown: already in progress");
   int r = core_activate(s);
   if (r < 0) return orch__fail_uv(L, "shutdown", r);
-  s->shut.data = s;
-  r = uv_shutdown(&s->shut, &s->u.s, shutdown_cb);
-  if (r < 0) return orch__fail_uv(L, "shutdown", r);
+  /* Allocated here, not in the core: few streams are ever shut down, and
+   * libuv calls shutdown_cb (which frees it) even when the stream closes
+   * first (UV_ECANCELED). */
+  uv_shutdown_t *req = malloc(sizeof *req);
+  if (!req) return orch__failf(L, "ENOMEM", "shutdown: out of memory");
+  req->data = s;
+  r = uv_shutdown(req, &s->u.s, shutdown_cb);
+  if (r < 0) {
+    free(req);
+    return orch__fail_uv(L, "shutdown", r);
+  }
   s->shutting = 1;
   s->shut_co = L;
   return orch__await(L, s->o.timeout, "shutdown", shutdown_cancel, s);

@@ -71,8 +71,7 @@ typedef struct score {
   int rmode;
   size_t rmax;
   wreq *writes;
-  uv_shutdown_t shut;
-  lua_State *shut_co;
+  lua_State *shut_co;           /* its request is allocated by stream:shutdown */
   /* stream:on_read: while cb_on, registry refs to the callback and to the
    * userdata (an active stream is not collected); cb_busy while a task runs
    * the callback (reading pauses); cb_final once EOF or an error was passed. */
