@@ -26,6 +26,9 @@ local NOTICE_EVERY = 60
 
 local Sink = {}
 Sink.__index = Sink
+-- Counters and the tail's position start at 0 here, in the class: a sink
+-- stores them once they change (see log.sink).
+Sink.lines, Sink.dropped, Sink.rpos, Sink.rcount = 0, 0, 0, 0
 
 --- A sink for one instance. cfg: the normalised `log` option; name: the
 -- instance name (file name stem); sup: the supervisor (sup.output(name,
@@ -36,11 +39,12 @@ Sink.__index = Sink
 -- The file is open only while a batch of lines is written (one chunk read
 -- from the pipe): an idle service holds no descriptor.
 function log.sink(cfg, name, sup, owner)
-  -- At most 8 fields until a file is written (pending, pending_bytes and
-  -- the file's own come with the first line for a file): a table of up to
-  -- 8 fields is half the size of one of 9 to 16.
-  return setmetatable({ cfg = cfg, name = name, sup = sup, owner = owner, lines = 0, dropped = 0,
-                        rpos = 0, rcount = 0 }, Sink)
+  -- A table of up to 8 fields is half the size of one of 9 to 16, and
+  -- thousands of services hold a sink each: what a sink of a service that
+  -- writes lines to a file keeps between batches is cfg, name, sup, owner,
+  -- lines, rpos, rcount and ring (dropped once a line was dropped; the
+  -- file's size only while it is open; born only with max_age).
+  return setmetatable({ cfg = cfg, name = name, sup = sup, owner = owner }, Sink)
 end
 
 function Sink:report(msg)
@@ -84,7 +88,7 @@ function Sink:open()
   self.size = f:size()
   -- When this file began (for max_age): an empty file now; a file found
   -- with lines in it, no later than now.
-  if not self.born or self.size == 0 then self.born = orch.time() end
+  if self.cfg.max_age and (not self.born or self.size == 0) then self.born = orch.time() end
   return true
 end
 
@@ -92,7 +96,7 @@ end
 function Sink:write_pending()
   local p = self.pending
   if not p or #p == 0 then return end
-  self.pending, self.pending_bytes = nil, 0
+  self.pending, self.pending_bytes = nil, nil
   local n, err, _, written = self.f:write_lines(p)
   self.size = self.f:size()
   if n then
@@ -106,7 +110,8 @@ function Sink:close()
   if self.f then
     self:write_pending()
     self.f:close()
-    self.f = nil
+    -- The size is read again at the next open.
+    self.f, self.size = nil, nil
   end
 end
 
