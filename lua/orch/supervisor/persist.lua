@@ -96,13 +96,14 @@ end
 -- ---------------------------------------------------------------- the record
 
 -- The digest of a service's definition, computed once per definition (a
--- reload makes a new service table).
-local digests = setmetatable({}, { __mode = "k" })
+-- reload makes a new service table) and kept in it: a field of a table of
+-- three (cfg, def, instances) costs nothing, an entry of a weak table about
+-- 40 bytes a service.
 local function def_digest(svc)
-  local d = digests[svc]
+  local d = svc.digest
   if not d then
     d = require("orch.supervisor.handoff").digest(svc.def)
-    digests[svc] = d
+    svc.digest = d
   end
   return d
 end
