@@ -140,6 +140,31 @@ describe("supervisor restarts", function()
     end)
   end)
 
+  it("says nothing with log = false and logs again once a log function is configured", function()
+    u.with(function(s, logs)
+      s.configure { log = false }
+      s.service { name = "quiet", cmd = u.sh("exec sleep 30"), backoff = 0 }
+      s.start("quiet")
+      assert.is_true(s.wait("quiet", "running", 10))
+      s.stop("quiet")
+      local lines = {}
+      s.configure { log = function(msg) lines[#lines + 1] = msg end }
+      s.start("quiet")
+      assert.is_true(s.wait("quiet", "running", 10))
+      s.stop("quiet")
+      assert.are.equal(0, #logs)
+      assert.truthy(lines[1] and lines[1]:find("quiet: started, pid %d+"))
+      assert.truthy(lines[#lines]:find("quiet: stopped"))
+      -- A bad value changes nothing: the function stays.
+      assert.has_error(function() s.configure { log = 3 } end,
+        "bad argument #1 to 'configure' (option 'log': function or false expected)")
+      s.start("quiet")
+      assert.is_true(s.wait("quiet", "running", 10))
+      s.stop("quiet")
+      assert.truthy(lines[#lines]:find("quiet: stopped"))
+    end)
+  end)
+
   it("keeps the pid of a running service and gives a new one after a crash", function()
     u.with(function(s)
       s.service { name = "w", cmd = u.sh("exec sleep 30"), backoff = 0 }

@@ -113,6 +113,8 @@ end
 local slog, olog   -- orch.supervisor.log and orch.log, loaded by the first line
 
 function Sup:log(msg, inst)
+  -- log = false: no line is even made (a mass start logs one per service).
+  if self.log_off then return end
   slog = slog or require "orch.supervisor.log"
   msg = slog.one_line(msg)
   -- The default function's text form, written straight away: the record
@@ -466,9 +468,10 @@ local function new(main)
         end
         http_opts = v
       elseif k == "log" then
+        local off = v == false or nil
         if v == false then v = function() end end
         if type(v) ~= "function" then error("bad argument #1 to 'configure' (option 'log': function or false expected)", 2) end
-        S.log_fn = v
+        S.log_fn, S.log_off = v, off
       elseif k == "output" then
         if type(v) ~= "function" then error("bad argument #1 to 'configure' (option 'output': function expected)", 2) end
         S.output = v

@@ -68,6 +68,7 @@ end
 
 function Instance:log(fmt, ...)
   if self.loop_log then log.loop_summary(self) end
+  if self.sup.log_off then return end
   self.sup:log(self.name .. ": " .. string.format(fmt, ...), self)
 end
 
