@@ -274,18 +274,25 @@ end
 -- v1 memory cgroup costs about 0.5 ms, which a restart would pay for
 -- nothing otherwise). The controllers its cgroup limits need are enabled
 -- (or mirrored in v1) by cg:set. Nothing else: no controller is enabled in
--- a cgroup.subtree_control that no service needs. Per definition (weak).
-local copts_of = setmetatable({}, { __mode = "k" })
+-- a cgroup.subtree_control that no service needs. There are four such
+-- option tables (with or without memory, with or without pids), each made
+-- once and shared by every service that gets it (orch.cgroup.create only
+-- reads them): one per definition cost thousands of services 180 bytes each.
+local copts_shared = {}
 
 local function create_options(S, cfg)
-  local o = copts_of[cfg]
-  if o then return o end
   local where = M.controllers(S) or {}
-  local list = {}
-  if where.memory == "v2" or (where.memory and cfg.limits and cfg.limits.rss) then list[#list + 1] = "memory" end
-  if where.pids == "v2" then list[#list + 1] = "pids" end
-  o = { controllers = list }
-  copts_of[cfg] = o
+  local memory = where.memory == "v2" or (where.memory and cfg.limits and cfg.limits.rss) and true or false
+  local pids = where.pids == "v2"
+  local key = (memory and 1 or 0) + (pids and 2 or 0)
+  local o = copts_shared[key]
+  if not o then
+    local list = {}
+    if memory then list[#list + 1] = "memory" end
+    if pids then list[#list + 1] = "pids" end
+    o = { controllers = list }
+    copts_shared[key] = o
+  end
   return o
 end
 
