@@ -791,6 +791,31 @@ orch.task(function() orch.sleep(1e6) end)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  it("a service stopped by hand stays stopped after the kill; the others are adopted", function()
+    local t = new_test()
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      assert.are.equal(0, (ctl(t, "stop", "a")))
+      until_true(function() return not alive(s1.a.pid) end, "a to stop")
+      until_true(function()
+        for _, e in ipairs((record(t) or {}).instances or {}) do
+          if e.name == "a" and e.state == "stopped" and e.want == false then return true end
+        end
+      end, "the record to name a as stopped")
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s = status(t)
+      assert.are.equal("stopped", s.a.state)
+      assert.are.same({ s1.b.pid, s1.c.pid }, { s.b.pid, s.c.pid })
+      assert.are.same({}, procs_with(t.dir .. "/a"))
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
   it("one holder serves a crash loop (not one per restart)", function()
     local t = new_test(false, [[
 local sup = require "orch.supervisor"

@@ -187,7 +187,7 @@ local function idle_fragment(inst, backoff_at)
 end
 
 -- The record's entry of an instance (JSON text, or nil when the record
--- leaves it out: stopped and never restarted), and the rec_of of its live
+-- leaves it out: stopped and never run), and the rec_of of its live
 -- process when that has a log pipe (the pipe is its STREAM).
 local function entry(S, inst, now, wall)
   local run = inst.run
@@ -197,7 +197,10 @@ local function entry(S, inst, now, wall)
     local s = log_stream(run)
     r[STREAM] = s or false
     return fragment(inst, run, r, def_digest(S.services[inst.service]), s ~= nil, now, wall), s and r or nil
-  elseif not (run and run.alive) and (inst.state ~= "stopped" or inst.restarts > 0) then
+  elseif not (run and run.alive) and (inst.state ~= "stopped" or inst.restarts > 0
+         or inst.exit_code ~= nil or inst.exit_signal ~= nil) then
+    -- Stopped after it ran (by hand: `orch ctl stop`) is named too, so that
+    -- the next orch after a kill -9 leaves it stopped, not started again.
     local at = inst.state == "backoff" and inst.backoff_until
       and math.floor((wall + (inst.backoff_until - now)) * 1000) / 1000 or nil
     return idle_fragment(inst, at), nil
