@@ -373,8 +373,7 @@ orch.task(function() orch.sleep(1e6) end)
         end, "s75 restarted")
         t.extra[#t.extra + 1] = s.s75.pid
       end
-      -- s10 with a restart: the record keeps a stopped instance only then
-      -- (one never restarted is left out, and started by the next orch).
+      -- s10 with a restart first.
       local old10 = s.s10.pid
       kill9(old10)
       until_true(function()
@@ -387,12 +386,12 @@ orch.task(function() orch.sleep(1e6) end)
       local s2 = fleet{ s10 = "stopped" }
       assert.are.equal(3, s2.s75.restarts)
       -- What changed is in the journal (a line with the new s75's entry,
-      -- s10 stopped, s20's removal when it stopped), not in a rewritten
-      -- record.
+      -- s10 stopped, s20 stopped and then its new process), not in a
+      -- rewritten record.
       until_true(function()
         local j = slurp(journal)
         return j:find('"pid":' .. s2.s75.pid, 1, true) and j:find('{"name":"s10","state":"stopped"', 1, true)
-          and j:find('{"name":"s20","gone":true}', 1, true)
+          and j:find('{"name":"s20","state":"stopped"', 1, true) and j:find('"pid":' .. s2.s20.pid, 1, true)
       end, "the journal to name the changes")
       local gen = math.tointeger(before.gen)
       assert.are.equal(gen, math.tointeger(record(t).gen))
