@@ -4,16 +4,9 @@
 -- running, and the exit statuses stay those of LSB.
 local h = require "spec.helper"
 local cu = require "spec.ctl_util"
-local cjson = require "cjson"
 
 -- A strict reader: no NaN/Infinity.
-local strict = cjson.new()
-strict.decode_invalid_numbers(false)
-
-local function ints(v)
-  if type(v) == "table" then for k, x in pairs(v) do v[k] = ints(x) end return v end
-  return type(v) == "number" and math.tointeger(v) or v
-end
+local strict, ints = h.strict_json(), h.ints
 
 -- One request on o's control socket; the decoded reply.
 local function request(o, req)

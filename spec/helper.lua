@@ -422,4 +422,18 @@ setmetatable(tmpdirs, { __gc = function(t)
   for _, d in ipairs(t) do os.execute("rm -rf " .. shquote(d)) end
 end })
 
+-- A JSON decoder that refuses NaN/Infinity (what a strict client reads),
+-- and v with every integral number made an integer (cjson decodes numbers
+-- as floats).
+function h.strict_json()
+  local strict = require("cjson").new()
+  strict.decode_invalid_numbers(false)
+  return strict
+end
+
+function h.ints(v)
+  if type(v) == "table" then for k, x in pairs(v) do v[k] = h.ints(x) end return v end
+  return type(v) == "number" and math.tointeger(v) or v
+end
+
 return h

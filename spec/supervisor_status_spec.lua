@@ -7,16 +7,9 @@
 local h = require "spec.helper"
 local u = require "spec.supervisor_util"
 local orch = h.orch
-local cjson = require "cjson"
 
 -- A strict reader: no NaN/Infinity.
-local strict = cjson.new()
-strict.decode_invalid_numbers(false)
-
-local function ints(v)
-  if type(v) == "table" then for k, x in pairs(v) do v[k] = ints(x) end return v end
-  return type(v) == "number" and math.tointeger(v) or v
-end
+local strict, ints = h.strict_json(), h.ints
 
 -- Records equal but for the figures that move between two calls.
 local MOVING = { uptime = 1, accounting_age = 1 }
