@@ -400,6 +400,10 @@ local function sync_holder(S, P)
   -- holder drops what it held under that name (one datagram, not two).
   for name in pairs(P.recheck) do
     local r = pipes[name]
+    -- A pipe closed since its entry was made (the run ended before this
+    -- sync): nothing left to hold; dropped if held.
+    local s = r and r[STREAM]
+    if r and not (s and pcall(s.fd, s)) then r = nil end
     if r then
       if P.held[name] ~= r[PID] then puts[#puts + 1] = name end
     elseif P.held[name] then
