@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "spawn.h"
 #include "util.h"
 
 extern char **environ;

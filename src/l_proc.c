@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "cgroup.h"
+#include "spawn.h"
 #include "stream.h"
 #include "util.h"
 
@@ -296,6 +297,57 @@ void orch__process_track(lua_State *L, int idx, pid_t pid) {
   p->child.pgid = getpgrp();               /* a fork starts in orch's group */
   p->state = P_RUNNING;
   orch__child_add(p->rt, &p->child);
+}
+
+/* Closes the streams made for pipes when the spawn fails after making them. */
+static void close_streams(lua_State *L, int ud) {
+  for (int i = UVAL_STDIN; i <= UVAL_STDERR; i++) {
+    if (lua_getiuservalue(L, ud, i) != LUA_TNIL) {
+      if (lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
+        lua_pushvalue(L, -2);
+        lua_pcall(L, 1, 0, 0);
+      } else {
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_setiuservalue(L, ud, i);
+  }
+}
+
+/* What orch.spawn (spawn.c) makes its orch.Process with: spawn.h. */
+static orch__child *spawn_push(lua_State *L) {
+  return &process_new(L, orch__rt(L))->child;
+}
+
+static void spawn_set_stdio(lua_State *L, int idx, int fd) {
+  lua_setiuservalue(L, idx, UVAL_STDIN + fd);
+}
+
+static void spawn_anchor(lua_State *L, int idx) {
+  process *p = lua_touserdata(L, idx);
+  lua_pushvalue(L, idx);
+  p->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void spawn_spawned(lua_State *L, int idx, pid_t pid) {
+  process *p = lua_touserdata(L, idx);
+  if (pid > 0) {
+    p->state = P_RUNNING;
+    return;
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);
+  p->anchor = LUA_NOREF;
+  close_streams(L, idx);
+}
+
+static const orch__spawn_object process_spawn = {
+  spawn_push, spawn_set_stdio, spawn_anchor, spawn_spawned
+};
+
+static int proc_spawn(lua_State *L) {
+  return orch__spawn_lua(L, &process_spawn);
 }
 
 static int process_wait(lua_State *L) {
@@ -1195,24 +1247,7 @@ static int spawn_failure(lua_State *L, int err, const char *step, const char *fi
   return orch__fail_errno(L, err, "spawn: %s", step);
 }
 
-/* Closes the streams made for pipes when the spawn fails after making them. */
-static void close_streams(lua_State *L, int ud) {
-  for (int i = UVAL_STDIN; i <= UVAL_STDERR; i++) {
-    if (lua_getiuservalue(L, ud, i) != LUA_TNIL) {
-      if (lua_getfield(L, -1, "close") == LUA_TFUNCTION) {
-        lua_pushvalue(L, -2);
-        lua_pcall(L, 1, 0, 0);
-      } else {
-        lua_pop(L, 1);
-      }
-    }
-    lua_pop(L, 1);
-    lua_pushnil(L);
-    lua_setiuservalue(L, ud, i);
-  }
-}
-
-static int proc_spawn(lua_State *L) {
+int orch__spawn_lua(lua_State *L, const orch__spawn_object *obj) {
   spawn_args a;
   spawn_validate(L, &a);
   orch_runtime *rt = orch__rt(L);
@@ -1229,7 +1264,7 @@ static int proc_spawn(lua_State *L) {
   char **argv, **envp;
   if (build_exec(L, "spawn", &a, box, &argv, &envp) < 0) return 3;
   const char *search_path = child_search_path(L, &a);
-  process *p = process_new(L, rt);
+  orch__child *child = obj->push(L);
   int ud = lua_gettop(L);
 
   /* Phase 4: fds, in the box. */
@@ -1243,12 +1278,12 @@ static int proc_spawn(lua_State *L) {
       src = stdout_src;
     } else {
       src = open_io(L, box, io_keys[i], i, &a.io[i], &parent);
-      if (src < 0) { close_streams(L, ud); return 3; }
+      if (src < 0) { obj->spawned(L, ud, 0); return 3; }
       if (parent >= 0) {
         box->n--;                          /* the stream owns it now (or closed it) */
         int r = orch__stream_push_pipe(L, parent, i == 0 ? ORCH_STREAM_WRITE : ORCH_STREAM_READ);
-        if (r < 0) { close_streams(L, ud); return orch__fail_uv(L, "spawn: pipe", r); }
-        lua_setiuservalue(L, ud, UVAL_STDIN + i);
+        if (r < 0) { obj->spawned(L, ud, 0); return orch__fail_uv(L, "spawn: pipe", r); }
+        obj->set_stdio(L, ud, i);
       }
     }
     if (i == 1) stdout_src = src;
@@ -1259,7 +1294,7 @@ static int proc_spawn(lua_State *L) {
   for (int i = 0; i < a.nextra; i++) {
     int parent;
     int src = open_io(L, box, "fds", a.extra[i].target, &a.extra[i].io, &parent);
-    if (src < 0) { close_streams(L, ud); return 3; }
+    if (src < 0) { obj->spawned(L, ud, 0); return 3; }
     map[nmap].target = a.extra[i].target;
     map[nmap].source = src;
     nmap++;
@@ -1279,16 +1314,13 @@ static int proc_spawn(lua_State *L) {
   if (a.has_affinity) { req.flags |= ORCH__SPAWN_AFFINITY; req.affinity = &a.affinity; }
   if (a.has_ioprio) { req.flags |= ORCH__SPAWN_IOPRIO; req.ioprio = a.ioprio; }
 
-  lua_pushvalue(L, ud);
-  p->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+  obj->anchor(L, ud);
   const char *step = "cgroup";
   /* A child born frozen would never exec, and the vfork parent (orch)
    * would wait for it until a thaw. */
   int frozen = 0;
   if (a.cgroup && orch__cg_frozen(a.cgroup, &frozen) == 0 && frozen) {
-    luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);
-    p->anchor = LUA_NOREF;
-    close_streams(L, ud);
+    obj->spawned(L, ud, 0);
     return orch__failf(L, "EBUSY", "spawn: cgroup %s is frozen", a.cgroup->path);
   }
   /* Opened last and closed right after the spawn: nothing between raises. */
@@ -1304,19 +1336,20 @@ static int proc_spawn(lua_State *L) {
       req.flags |= ORCH__SPAWN_CGROUP | (nofd ? ORCH__SPAWN_CGROUP_NOFD : 0);
       req.cgroup_dir = cgdir;
     }
-    pid = orch__spawn(rt, &req, &p->child, &step);
+    pid = orch__spawn(rt, &req, child, &step);
     for (int i = 0; i < req.ncgroup_fds; i++) close(cgfds[i]);
     if (cgdir >= 0) close(cgdir);
   }
-  if (pid < 0) {
-    luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);
-    p->anchor = LUA_NOREF;
-    close_streams(L, ud);
-    return spawn_failure(L, -pid, step, argv[0], &a, &c);
-  }
-  p->state = P_RUNNING;
+  obj->spawned(L, ud, pid);
+  if (pid < 0) return spawn_failure(L, -pid, step, argv[0], &a, &c);
   lua_pushvalue(L, ud);
   return 1;                                /* the box closes the child's ends */
+}
+
+void orch__spawn_open(lua_State *L) {
+  static const luaL_Reg fdbox_meta[] = { {"__close", fdbox_close}, {"__gc", fdbox_close}, {NULL, NULL} };
+  orch__newclass(L, FDBOX_MT, NULL, fdbox_meta);
+  lua_pop(L, 1);
 }
 
 /* ---------------------------------------------------------------- pids */
@@ -1493,9 +1526,7 @@ int orch__open_proc(lua_State *L) {
   lua_remove(L, -2);                       /* keep the methods table */
   int methods = lua_gettop(L);
 
-  static const luaL_Reg fdbox_meta[] = { {"__close", fdbox_close}, {"__gc", fdbox_close}, {NULL, NULL} };
-  orch__newclass(L, FDBOX_MT, NULL, fdbox_meta);
-  lua_pop(L, 1);
+  orch__spawn_open(L);
   static const luaL_Reg orphan_methods[] = { {"stop", orphan_stop}, {NULL, NULL} };
   static const luaL_Reg orphan_meta[] = { {"__close", orphan_stop}, {"__tostring", orphan_tostring}, {NULL, NULL} };
   orch__newclass(L, ORPHAN_MT, orphan_methods, orphan_meta);

@@ -256,18 +256,6 @@ orch__child *orch__process_new(lua_State *L);
  * in the table. With pid <= 0 nothing was started: the anchor goes. */
 void orch__process_track(lua_State *L, int idx, pid_t pid);
 
-/* The RLIMIT_ constant of a limit's name as the rlimits option spells it
- * ("nofile", "core", ...), or -1. */
-int orch__rlimit_byname(const char *name);
-
-/* [-0,+1] For orch.exec: the argv (argc entries of the table at args, which
- * holds strings or numbers) and envp (the table at env replaces the
- * environment; env 0: orch's own) of a new program, in memory owned by a
- * to-be-closed value pushed on the stack; *search is the PATH to look the
- * program up in. Returns 0, or -1 after pushing the error triple above it. */
-int orch__exec_args(lua_State *L, const char *op, int args, int argc, int env,
-                    char ***argv, char ***envp, const char **search);
-
 /* Non-zero while a handler of the script's (orch.signal.on) is active for
  * sig: init mode then does not forward it (l_signal.c). */
 int orch__signal_handled(orch_runtime *rt, int sig);
