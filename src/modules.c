@@ -14,7 +14,7 @@
   X(callback)  /* callback.c: the runner of every callback (lua/orch/callback.lua) */ \
   X(timer)     /* l_timer.c */ \
   X(signal)    /* l_signal.c */ \
-  X(proc)      /* l_proc.c, procscan.c (mechanism: process.c, procfs.c) */ \
+  X(proc)      /* l_proc.c, spawn.c, procscan.c (mechanism: process.c, procfs.c) */ \
   X(daemon)    /* l_daemon.c: fork, exec, daemonize, proc.init_mode */ \
   X(stream)    /* l_stream.c (objects: stream.c listener.c dgram.c connect.c) */ \
   X(shm)       /* l_shm.c (Region accessors: region.c) */ \

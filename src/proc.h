@@ -1,7 +1,7 @@
 /*
  * proc.h: the process table, the spawner and the safe kill (src/process.c),
- * for modules that start or watch processes from C (the bindings l_proc.c
- * and l_daemon.c, the supervisor, watchdog, ctl).
+ * for modules that start or watch processes from C (the bindings l_proc.c,
+ * spawn.c and l_daemon.c, the supervisor, watchdog, ctl).
  *
  * One owner reaps every child: process.c's SIGCHLD watcher loops
  * wait4(-1, WNOHANG | WUNTRACED | WCONTINUED) and hands each status to the

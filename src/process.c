@@ -1,8 +1,9 @@
 /*
  * process.c: the process mechanism behind proc.h: the process table, the
  * SIGCHLD reaper, the clone/exec spawner and the safe kill. Its users are the
- * bindings (l_proc.c: orch.spawn and orch.Process; l_daemon.c: orch.fork,
- * orch.exec, init mode) and any C module that starts or watches processes.
+ * bindings (spawn.c and l_proc.c: orch.spawn and orch.Process; l_daemon.c:
+ * orch.fork, orch.exec, init mode) and any C module that starts or watches
+ * processes.
  *
  * Ownership: this file is the only reaper of the process (see proc.h). The
  * per-runtime proc_state holds one unref'd SIGCHLD uv_signal_t whose

@@ -1,6 +1,6 @@
 --- orch.proc (Lua side): orch.capture, what `orch.run{...}` dispatches to:
 -- spawn, capture stdout and stderr, wait; a safe popen. lua/orch/init.lua
--- installs it as orch.capture. The C side is src/l_proc.c; see doc/proc.md.
+-- installs it as orch.capture. The C side is src/l_proc.c (options: src/spawn.c); see doc/proc.md.
 local C = require "orch.core"
 local spawn, task, current, run_loop = C.proc.spawn, C.core.task, C.core.current, C.core.run
 local after = C.timer.timer.after
