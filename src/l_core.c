@@ -33,13 +33,12 @@ static int core_set_budget(lua_State *L) {
   return 1;
 }
 
-/* A task's userdata outlives its C struct once its finalizer has run (a
- * __gc called by hand, or a userdata resurrected by another finalizer):
- * using it then raises instead of touching freed memory. */
+/* A task's struct is its userdata, which has no finalizer: nothing outside
+ * the userdata points into a finished task (task.c), so the collector frees
+ * a finished task in one cycle, and a task object is usable as long as it
+ * is reachable. */
 static orch__task *check_task_ud(lua_State *L, int idx) {
-  orch__task **p = luaL_checkudata(L, idx, TASK_MT);
-  if (!*p) luaL_error(L, "attempt to use a finalized " TASK_MT);
-  return *p;
+  return luaL_checkudata(L, idx, TASK_MT);
 }
 
 /* ---------------------------------------------------------------- Task methods */
@@ -161,39 +160,9 @@ static int task_traceback(lua_State *L) {
 }
 
 static int task_tostring(lua_State *L) {
-  orch__task **box = luaL_checkudata(L, 1, TASK_MT);
-  orch__task *t = *box;
-  if (!t) {
-    lua_pushliteral(L, TASK_MT ": finalized");
-    return 1;
-  }
+  orch__task *t = check_task_ud(L, 1);
   lua_pushfstring(L, "orch.Task: %p %s", (void *)t, task_status_names[t->status]);
   return 1;
-}
-
-static int task_gc(lua_State *L) {
-  orch__task **box = luaL_checkudata(L, 1, TASK_MT);
-  orch__task *t = *box;
-  if (!t) return 0;
-  /* The collector only finalizes unreachable tasks (live ones are anchored
-   * in the registry), or every task when the Lua state closes. A call by
-   * hand on a live task is ignored: its struct is still in use. Inside a
-   * finalizer run by the collector (lua_close included) lua_gc answers -1
-   * (Lua 5.4.4 and later), which tells the two apart. */
-  if (t->ref != LUA_NOREF && t->rt && !t->rt->torn_down && lua_gc(L, LUA_GCISRUNNING) != -1)
-    return 0;
-  *box = NULL;
-  if (t->rt && !t->rt->torn_down) {
-    orch__queue_remove(t);
-    orch__all_remove(t);
-  }
-  if (t->rt && t->rt->main_task == t) t->rt->main_task = NULL;
-  if (t->co) *extra(t->co) = NULL;   /* (none once it went to the pool) */
-  if (t->rt) {
-    orch__vtimer_stop(t->rt, &t->vtimer);
-    orch__wtimer_stop(t->rt, &t->wtimer);
-  }
-  return 0;
 }
 
 /* ---------------------------------------------------------------- orch.Cond */
@@ -441,7 +410,7 @@ int orch__open_core(lua_State *L) {
     {"cpu_time", task_cpu_time}, {NULL, NULL}
   };
   static const luaL_Reg task_meta[] = {
-    {"__gc", task_gc}, {"__tostring", task_tostring}, {"__newindex", task_new_index},
+    {"__tostring", task_tostring}, {"__newindex", task_new_index},
     {NULL, NULL}
   };
   orch__newclass(L, TASK_MT, task_methods, task_meta);

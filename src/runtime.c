@@ -239,6 +239,7 @@ int orch__after_fork_child(lua_State *L) {
         luaL_unref(rt->L, LUA_REGISTRYINDEX, t->ref);
         t->ref = LUA_NOREF;
       }
+      if (t->co && *extra(t->co) == t) *extra(t->co) = NULL;
     }
     t = next;
   }

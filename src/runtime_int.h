@@ -134,10 +134,6 @@ struct orch_runtime {
   int ncopool;              /* finished coroutines kept for new tasks (task.c) */
 };
 
-/* An orch.Task userdata: the task's struct, and a pointer to it that its
- * finalizer clears (a finalized task is never used again). */
-typedef struct { orch__task *t; orch__task task; } orch__task_box;
-
 /* The registry key of the runtime's light userdata (&orch__rt_key; the
  * sentinel that frees a host-bound runtime sits at &orch__rt_key + 1). */
 extern const char orch__rt_key;

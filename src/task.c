@@ -7,10 +7,14 @@
  * uv_idle_t (active only while the queue is not empty, so an idle orch never
  * wakes up).
  *
- * Ownership: a task's C struct lives in its orch.Task userdata (its timeout
- * is a wheel entry in the struct, clock.c: no handle outlives it); the
- * userdata is anchored in the registry from creation until the task
- * finishes, so the GC never collects a live task. Nothing here blocks.
+ * Ownership: a task's C struct is its orch.Task userdata (its timeout is a
+ * wheel entry in the struct, clock.c: no handle outlives it); the userdata
+ * is anchored in the registry from creation until the task finishes, so the
+ * GC never collects a live task. When it finishes, everything that pointed
+ * at it lets go (the ready queue, the list of unfinished tasks, the wheel,
+ * its coroutine's extra space): the userdata needs no finalizer, and the
+ * collector frees a finished task, its coroutine and function in one cycle.
+ * Nothing here blocks.
  *
  * The coroutine of a task that returned nothing goes to a small pool (a
  * registry table) and runs a later task: a new coroutine starts with a
@@ -160,6 +164,9 @@ static void task_finish(orch__task *t) {
   lua_pop(L, 1);
   luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
   t->ref = LUA_NOREF;
+  /* The coroutine may outlive the userdata (coroutine.running() kept
+   * somewhere): it must not point at it. */
+  if (t->co && *extra(t->co) == t) *extra(t->co) = NULL;
 }
 
 static void task_failed(orch__task *t) {
@@ -412,12 +419,10 @@ int orch__await(lua_State *L, double timeout, const char *op,
  * the task userdata. Does not queue it. */
 orch__task *orch__task_new(lua_State *L, int nargs) {
   orch_runtime *rt = orch__rt(L);
-  /* The struct lives in the userdata (no timer handle outlives it). */
-  orch__task_box *box = lua_newuserdatauv(L, sizeof *box, UVAL_NSLOTS);
-  memset(box, 0, sizeof *box);
+  /* The struct is the userdata (no timer handle outlives it). */
+  orch__task *t = lua_newuserdatauv(L, sizeof *t, UVAL_NSLOTS);
+  memset(t, 0, sizeof *t);
   luaL_setmetatable(L, TASK_MT);
-  orch__task *t = &box->task;
-  box->t = t;
   t->rt = rt;
   t->ref = LUA_NOREF;
   lua_State *co = copool_get(L, rt);
