@@ -159,6 +159,49 @@ describe("a stop signals first", function()
     end)
   end)
 
+  it("signals every escapee of a layer in the first pass too, each once, and leaves nothing", function()
+    u.with(function(s, _, dir)
+      local parent = h.cgroup_name()
+      s.configure { cgroup = parent }
+      local N = 4
+      for i = 1, N do
+        service(s, "e" .. i, dir, "gate",
+          { cmd = { COUNT, tostring(SIGNUM), dir .. "/e" .. i, dir .. "/gate", "escapee" } })
+      end
+      s.start("all")
+      local mains, escs, paths = {}, {}, {}
+      for i = 1, N do
+        mains[i], escs[i] = pid_in(dir .. "/e" .. i), pid_in(dir .. "/e" .. i .. ".esc")
+        paths[i] = u.st(s, "e" .. i).cgroup
+        assert.truthy(paths[i], "cgroups are on")
+        h.eventually(function() return orch.cgroup.of(escs[i]) == paths[i] end, "escapee " .. i .. " in place")
+      end
+      -- At the first "stopping" event, how many escapees have the signal.
+      local seen
+      local unsubscribe = s.events(function(ev)
+        if ev.event == "stopping" and not seen then
+          seen = 0
+          for i = 1, N do if pending(escs[i]) then seen = seen + 1 end end
+        end
+      end)
+      local t = orch.task(function() return s.stop("all") end)
+      h.eventually(function() return seen ~= nil end, "the first stopping event")
+      unsubscribe()
+      io.open(dir .. "/gate", "w"):close()
+      assert.is_true(t:join())
+      assert.are.equal(N, seen)
+      for i = 1, N do
+        assert.are.equal(1, count_in(dir .. "/e" .. i .. ".count"), "e" .. i .. " got the stop signal once")
+        assert.are.equal(1, count_in(dir .. "/e" .. i .. ".esc.count"), "e" .. i .. "'s escapee got it once")
+        assert.is_false(u.alive(mains[i]))
+        h.eventually(function() return not u.alive(escs[i]) end, "escapee " .. i .. " gone")
+        assert.is_nil(orch.cgroup.open(paths[i]))
+      end
+      s.close()
+      assert.is_nil(orch.cgroup.open(parent))
+    end)
+  end)
+
   it("returns once an escapee that ignores the stop signal is killed, with the cgroup removed", function()
     u.with(function(s, logs, dir)
       local parent = h.cgroup_name()

@@ -176,17 +176,19 @@ function graph.stop_ordered(S, insts)
     -- the order the stops begin in must not (a simulation's trace).
     table.sort(layer, function(a, b) return (pos[a] or 0) < (pos[b] or 0) or (pos[a] == pos[b] and a < b) end)
     -- Signal first: the first of the layer's stop tasks to run sends every
-    -- main process of the layer its stop signal, one kill(2) each, before
-    -- any instance's stop does its bookkeeping (its state, the rest of its
-    -- group or cgroup, the waits): how soon the last process of a large
-    -- stop gets its signal no longer grows with that work. The tasks run
-    -- one after another in one loop turn, so no exit is handled between
-    -- this pass and their own sends (see Instance:signal_first).
+    -- main process of the layer its stop signal, one kill(2) each, then
+    -- the rest of each one's cgroup (an escapee), before any instance's
+    -- stop does its bookkeeping (its state, the waits): how soon the last
+    -- process of a large stop gets its signal no longer grows with that
+    -- work. The tasks run one after another in one loop turn, so no exit
+    -- is handled between this pass and their own sends (see
+    -- Instance:signal_first and Instance:signal_rest).
     local layer_insts, tasks, first = {}, {}, true
     local function stop_one(inst)
       if first then
         first = false
         for _, i in ipairs(layer_insts) do i:signal_first() end
+        for _, i in ipairs(layer_insts) do i:signal_rest() end
       end
       inst:stop()
     end

@@ -620,10 +620,11 @@ end
 --- The first pass of a stop of many (graph.stop_ordered): the stop signal
 -- to the run's main process alone, one kill(2) of the child orch spawned and
 -- has not reaped (its pid cannot name another process meanwhile), before
--- any instance of the layer does its bookkeeping. The stop that follows
--- sends the rest of the group (Instance:send) and not this signal to the
--- main process again: a process that handles it gets it once. Nothing here
--- waits. A group stop without a cgroup sends its whole group's signal
+-- any instance of the layer does its bookkeeping. The rest of a cgroup
+-- follows in the same pass (Instance:signal_rest), the rest of a process
+-- group without one in the instance's own stop (Instance:send); neither
+-- sends this signal to the main process again: a process that handles it
+-- gets it once. Nothing here waits. A group stop without a cgroup sends its whole group's signal
 -- here (Instance:send: the /proc descendant scan must see the tree before
 -- the main process dies, when its children are reparented and a setsid one
 -- would escape), and the stop sends nothing more. Left to the stop itself:
@@ -642,10 +643,26 @@ function Instance:signal_first()
   end
 end
 
+--- The second half of the first pass, once every main process of the
+-- layer has its signal: the rest of the run's cgroup (what the main
+-- process forked, a setsid escapee) gets it too, listed with the main
+-- process left out, so that escapees die beside their main processes
+-- rather than after each instance's bookkeeping. The stop that follows
+-- (Instance:send) then sends nothing more.
+function Instance:signal_rest()
+  local run = self.run
+  local sig = run and run.signalled
+  if sig == nil or not run.cgroup or not self.cfg.stop.group then return end
+  run.signalled = nil
+  cgroup.signal(run, sig, run.pid)
+  run.signalled_group = sig
+end
+
 --- Sends sig to the run's main process, or to its process group.
 function Instance:send(run, sig, group)
   if not run.alive then return nil, "not running", "ESRCH" end
-  -- The whole group has it already (signal_first without a cgroup).
+  -- The whole group has it already (signal_first without a cgroup, or
+  -- signal_rest).
   if group and run.signalled_group ~= nil and run.signalled_group == sig then
     run.signalled_group = nil
     return true
