@@ -614,6 +614,11 @@ void orch__cg_close(orch__cgroup *cg) {
   orch__cg_init(cg);
 }
 
+/* Bit c: this process made (or tried to make) a directory in the v1
+ * hierarchy of controller c. Until it has, a removal need not look for
+ * mirrors an object does not know of (see orch__cg_remove). */
+static unsigned v1_made;
+
 /* The v1 mirror of controller c for the cgroup's path: its directory, made
  * when create is set. 0 (cg->fs[1 + c] set), or -errno. */
 static int mirror(orch__cgroup *cg, const char *path, int c, int create) {
@@ -625,6 +630,7 @@ static int mirror(orch__cgroup *cg, const char *path, int c, int create) {
   free(cgp);
   if (r < 0) return r;
   if (create) {
+    v1_made |= 1u << c;
     r = mkdirs(lo->v1_mount[c], fs, 0);
   } else {
     struct stat sb;
@@ -761,9 +767,14 @@ int orch__cg_remove(orch__cgroup *cg, int recursive) {
   int r = 0;
   /* Mirrors this object did not make may exist: a descendant's mirror
    * (made by its first limit) makes its parents in each v1 hierarchy, and
-   * they stay once the descendant is removed. */
+   * they stay once the descendant is removed. Looked for only in a
+   * hierarchy this process made a directory in (an object opened finds the
+   * mirrors that exist at its open), or for a recursive removal: a stop of
+   * hundreds of services without limits made three failing stat(2)s of
+   * v1 paths per cgroup. */
   for (int c = 0; c < ORCH__CG_NCTL; c++)
-    if (!cg->fs[1 + c] && layout_state > 0) mirror(cg, cg->path, c, 0);
+    if (!cg->fs[1 + c] && layout_state > 0 && (recursive || (v1_made & (1u << c))))
+      mirror(cg, cg->path, c, 0);
   for (int c = 0; c < ORCH__CG_NCTL; c++) {
     const char *m = cg->fs[1 + c];
     if (!m) continue;
