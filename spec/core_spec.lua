@@ -140,6 +140,60 @@ describe("tasks", function()
     assert.are.equal(14, r)
   end)
 
+  it("joiners that timed out or were cancelled are not woken; the others get the results", function()
+    local r = h.run(function()
+      local release = orch.cond()
+      local t = orch.task(function() release:wait() return "v", 2 end)
+      local log = {}
+      local function joiner(name, timeout)
+        return orch.task(function()
+          local a, b, c = t:join(timeout)
+          log[#log + 1] = name
+          return a, b, c
+        end)
+      end
+      local early = joiner("early", 0.01)
+      local late1 = joiner("late1")
+      local gone = joiner("gone")
+      local late2 = joiner("late2", 30)
+      orch.sleep(0)
+      assert.are.same({ nil, "join: timed out", "ETIMEDOUT" }, { early:join() })
+      assert.is_true(gone:cancel())
+      release:signal()
+      return { late1 = { late1:join() }, late2 = { late2:join() }, log = log,
+               gone = gone:status(), again = { t:join() } }
+    end)
+    assert.are.same({ late1 = { "v", 2 }, late2 = { "v", 2 }, log = { "early", "late1", "late2" },
+                      gone = "cancelled", again = { "v", 2 } }, r)
+  end)
+
+  it("a failed task's error and traceback stay with it; one whose joiner gave up is reported", function()
+    local path = h.script([[
+      local t = orch.task(function() orch.sleep(0.05); error("nobody waits any more") end)
+      print(t:join(0.01))
+      while t:status() ~= "failed" do orch.sleep(0.01) end
+      collectgarbage()
+      print(pcall(t.join, t))
+      print((t:traceback():gsub("\n.*", "")))
+      print(t:traceback():match("stack traceback:") ~= nil)
+      local u = orch.task(function() error({ code = 7 }) end)
+      local ok, e = pcall(u.join, u)
+      print(ok, type(e), e.code, u:traceback():match("^%(error object is a table value%)") ~= nil)
+      print(orch.task(function() return 1 end):traceback())
+    ]])
+    local code, out, err = h.cli({ "run", path })
+    assert.are.equal(0, code, err)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.equal("nil\tjoin: timed out\tETIMEDOUT", lines[1])
+    assert.matches("^false\t.*script.lua:1: nobody waits any more$", lines[2])
+    assert.matches("^.*script.lua:1: nobody waits any more$", lines[3])
+    assert.are.same({ "true", "false\ttable\t7\ttrue", "nil" }, { lines[4], lines[5], lines[6] })
+    -- Nobody was joined on it when it failed: reported on stderr, once.
+    local _, reports = err:gsub("nobody waits any more\nstack traceback:", "")
+    assert.are.equal(1, reports, err)
+  end)
+
   it("status goes ready, waiting, done / failed / cancelled", function()
     local s = h.run(function()
       local seen = {}

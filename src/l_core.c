@@ -92,7 +92,11 @@ static int join_result(lua_State *L, orch__task *t, int ud) {
     return t->nres;
   }
   if (t->status == T_FAILED) {
-    lua_getiuservalue(L, ud, UVAL_ERROR);
+    lua_getiuservalue(L, ud, UVAL_CO);    /* holds error, traceback */
+    lua_State *co = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    lua_pushvalue(co, 1);
+    lua_xmove(co, L, 1);
     return lua_error(L);
   }
   return orch__failf(L, "ECANCELED", "join: the task was cancelled");
@@ -116,18 +120,8 @@ static int task_join(lua_State *L) {
   if (self == t) return luaL_error(L, "join: a task cannot join itself");
   if (t->status == T_DONE || t->status == T_FAILED || t->status == T_CANCELLED)
     return join_result(L, t, 1);
-  if (lua_getiuservalue(L, 1, UVAL_JOINERS) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, UVAL_JOINERS);
-  }
-  lua_pushthread(L);
-  lua_rawseti(L, -2, luaL_len(L, -2) + 1);
-  lua_pop(L, 1);
-  /* No cancel function: a stale joiners entry is skipped (joining is
-   * cleared when the wait ends). */
-  self->joining = t;
+  /* No cancel function: the end of the wait takes self off t's joiners. */
+  orch__join_begin(self, t);
   orch__wait_begin(self, timeout, "join", NULL, NULL);
   return lua_yieldk(L, 0, (lua_KContext)self, join_k);
 }
@@ -154,8 +148,16 @@ static int task_cancel_m(lua_State *L) {
 }
 
 static int task_traceback(lua_State *L) {
-  check_task_ud(L, 1);
-  lua_getiuservalue(L, 1, UVAL_TRACE);
+  orch__task *t = check_task_ud(L, 1);
+  if (t->status != T_FAILED) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_getiuservalue(L, 1, UVAL_CO);      /* holds error, traceback */
+  lua_State *co = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  lua_pushvalue(co, 2);
+  lua_xmove(co, L, 1);
   return 1;
 }
 

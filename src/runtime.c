@@ -243,6 +243,8 @@ int orch__after_fork_child(lua_State *L) {
     }
     t = next;
   }
+  /* Tasks joined on self were abandoned above. */
+  if (self) self->joiners = NULL;
   uv_walk(rt->loop, fork_stop_handle, rt);
   /* The parent's virtual timers are not the child's. */
   while (rt->vh.n > 0) orch__vtimer_stop(rt, rt->vh.v[0]);

@@ -14,8 +14,10 @@
 
 enum { T_READY, T_RUNNING, T_WAITING, T_DONE, T_FAILED, T_CANCELLED };
 
-/* Uservalue slots of an orch.Task userdata. */
-enum { UVAL_CO = 1, UVAL_JOINERS, UVAL_ERROR, UVAL_TRACE, UVAL_NSLOTS = UVAL_TRACE };
+/* The one uservalue of an orch.Task userdata: its coroutine. A finished
+ * task's coroutine holds its outcome: its results, or its error object and
+ * traceback (task.c). */
+enum { UVAL_CO = 1, UVAL_NSLOTS = UVAL_CO };
 
 /* A binary heap of timers ordered by (due, arming order) (clock.c). */
 typedef struct { orch__vtimer **v; size_t n, cap; } orch__theap;
@@ -36,27 +38,34 @@ struct orch__wtimer {
 };
 typedef struct { orch__wtimer *head, *tail; } orch__wlist;
 
+/* A task is its orch.Task userdata: one per task, alive at once by the
+ * hundred thousand, so it is kept small (flags in bytes, one timer). */
 struct orch__task {
   lua_State *co;
   orch_runtime *rt;
   int ref;                  /* registry ref to the userdata while unfinished */
-  int status;
-  int awaiting;             /* suspended inside orch__await */
-  int sleeping;             /* the timer ends the wait with no values */
-  int waking;               /* resumed by the runtime, not by coroutine.resume */
-  int exit_yield;           /* suspended by orch.exit: never resumed */
-  int self_cancel;          /* called task:cancel() on itself */
-  orch__task *joining;      /* the task this one waits for in :join() */
+  unsigned char status;     /* T_* */
+  unsigned char awaiting;   /* suspended inside orch__await */
+  unsigned char sleeping;   /* the timer ends the wait with no values */
+  unsigned char waking;     /* resumed by the runtime, not by coroutine.resume */
+  unsigned char exit_yield; /* suspended by orch.exit: never resumed */
+  unsigned char self_cancel;/* called task:cancel() on itself */
+  unsigned char queued;     /* in the ready queue */
+  unsigned char vtimed;     /* the timer is the virtual clock's */
   int wake_nargs;
   int nres;                 /* results left on co's stack when done */
+  int qnargs;
+  orch__task *joining;      /* the task this one waits for in :join() */
+  orch__task *joiners;      /* the tasks waiting in :join() for this one */
+  orch__task *join_next;    /* the next in joining's joiners */
   orch__cancel_fn cancel;
   void *cancel_data;
   const char *timeout_op;
-  orch__wtimer wtimer;      /* the timeout on the real clock */
-  orch__vtimer vtimer;      /* the timeout on the virtual clock */
+  union {                   /* the timeout: one wait at a time, on one clock */
+    orch__wtimer w;         /* the real clock's wheel */
+    orch__vtimer v;         /* the virtual clock */
+  } timer;
   orch__task *prev, *next;  /* ready queue (doubly linked) */
-  int queued;
-  int qnargs;
   orch__task *all_prev, *all_next;  /* every unfinished task */
   uint64_t cpu_limit_ns;    /* task:set_cpu_limit; 0: none */
   uint64_t cpu_ns;          /* CPU time used while a limit was set */
@@ -150,6 +159,7 @@ void orch__idle_cb(uv_idle_t *h);      /* drains the ready queue */
 int orch__push_task(lua_State *L, orch__task *t);    /* [-0,+1] its userdata; returns 1 */
 orch__task *orch__task_new(lua_State *L, int nargs);
 void orch__task_cancel(orch__task *t);
+void orch__join_begin(orch__task *self, orch__task *t);   /* self waits in t:join() */
 void orch__task_stop_timer(orch__task *t);
 void orch__cancel_leftovers(orch_runtime *rt);
 int orch__await_k(lua_State *L, int status, lua_KContext ctx);

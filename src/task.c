@@ -115,41 +115,59 @@ int orch__push_task(lua_State *L, orch__task *t) {
 }
 
 void orch__task_stop_timer(orch__task *t) {
-  orch__wtimer_stop(t->rt, &t->wtimer);
-  orch__vtimer_stop(t->rt, &t->vtimer);
+  if (t->vtimed) orch__vtimer_stop(t->rt, &t->timer.v);
+  else orch__wtimer_stop(t->rt, &t->timer.w);
+}
+
+/* ---------------------------------------------------------------- joins */
+
+/* A task is in the joiners list of the task it joins exactly while its
+ * joining is set: both are set by task:join and cleared together when the
+ * wait ends (the joined task ended, a timeout, a cancel), so the list never
+ * names a task that no longer waits (nor a collected one). */
+void orch__join_begin(orch__task *self, orch__task *t) {
+  self->joining = t;
+  self->join_next = t->joiners;
+  t->joiners = self;
+}
+
+static void join_end(orch__task *j) {
+  orch__task *t = j->joining;
+  if (!t) return;
+  for (orch__task **p = &t->joiners; *p; p = &(*p)->join_next) {
+    if (*p == j) { *p = j->join_next; break; }
+  }
+  j->joining = NULL;
+  j->join_next = NULL;
 }
 
 static void task_resume(orch__task *t, int nargs);
 
-/* Wakes every task joined on t (status done/failed/cancelled). */
-static void wake_joiners(lua_State *L, int ud_idx, orch__task *owner) {
-  ud_idx = lua_absindex(L, ud_idx);
-  if (lua_getiuservalue(L, ud_idx, UVAL_JOINERS) != LUA_TTABLE) { lua_pop(L, 1); return; }
-  lua_Integer n = luaL_len(L, -1);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, i);
-    lua_State *jco = lua_tothread(L, -1);
-    lua_pop(L, 1);
-    if (!jco) continue;
-    orch__task *j = *extra(jco);
-    if (!j || j->status != T_WAITING || j->joining != owner) continue;
+/* Wakes every task joined on owner (status done/failed/cancelled). */
+static void wake_joiners(orch__task *owner) {
+  /* The list is newest first: the joiners are woken in the order they
+   * joined. */
+  orch__task *j = NULL, *rest = owner->joiners;
+  owner->joiners = NULL;
+  while (rest) {
+    orch__task *next = rest->join_next;
+    rest->join_next = j;
+    j = rest;
+    rest = next;
+  }
+  while (j) {
+    orch__task *next = j->join_next;
+    j->joining = NULL;
+    j->join_next = NULL;
     /* Queued, never resumed from here: the joiner's continuation reads the
      * result from the joined task. */
-    j->joining = NULL;
-    j->cancel = NULL;
-    orch__task_stop_timer(j);
-    orch__queue_push(j, 0);
+    if (j->status == T_WAITING) {
+      j->cancel = NULL;
+      orch__task_stop_timer(j);
+      orch__queue_push(j, 0);
+    }
+    j = next;
   }
-  lua_pop(L, 1);
-  lua_pushnil(L);
-  lua_setiuservalue(L, ud_idx, UVAL_JOINERS);
-}
-
-static int has_joiners(lua_State *L, int ud_idx) {
-  int r = 0;
-  if (lua_getiuservalue(L, ud_idx, UVAL_JOINERS) == LUA_TTABLE) r = luaL_len(L, -1) > 0;
-  lua_pop(L, 1);
-  return r;
 }
 
 /* The task ended (status already set): unanchor it and wake joiners. */
@@ -159,9 +177,8 @@ static void task_finish(orch__task *t) {
   orch__task_stop_timer(t);
   orch__queue_remove(t);
   orch__all_remove(t);
-  orch__push_task(L, t);
-  wake_joiners(L, -1, t);
-  lua_pop(L, 1);
+  join_end(t);
+  wake_joiners(t);
   luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
   t->ref = LUA_NOREF;
   /* The coroutine may outlive the userdata (coroutine.running() kept
@@ -174,27 +191,20 @@ static void task_failed(orch__task *t) {
   lua_State *L = rt->L;
   lua_State *co = t->co;
   t->status = T_FAILED;
-  orch__push_task(L, t);
-  int ud = lua_gettop(L);
   push_traceback(L, co);                 /* traceback text */
-  lua_setiuservalue(L, ud, UVAL_TRACE);
-  lua_xmove(co, L, 1);                   /* the error object */
-  lua_setiuservalue(L, ud, UVAL_ERROR);
-  int joined = has_joiners(L, ud);
   if (t == rt->main_task) {
-    lua_getiuservalue(L, ud, UVAL_TRACE);
     free(rt->last_error);
     rt->last_error = strdup(lua_tostring(L, -1));
-    lua_pop(L, 1);
-  } else if (!joined) {
-    lua_getiuservalue(L, ud, UVAL_TRACE);
+  } else if (!t->joiners) {
     orch__report(rt, lua_tostring(L, -1));
-    lua_pop(L, 1);
   }
-  lua_pop(L, 1);
-  /* Close the coroutine's to-be-closed variables. */
+  lua_xmove(co, L, 1);                   /* the error object */
+  /* Close the coroutine's to-be-closed variables; it then keeps the
+   * outcome: co[1] the error object, co[2] the traceback. */
   lua_resetthread(co);
   lua_settop(co, 0);
+  lua_rotate(L, -2, 1);                  /* error, traceback */
+  lua_xmove(L, co, 2);
   task_finish(t);
   /* The run ends with the main task's error (exit 1 for orch run). */
   if (t == rt->main_task) uv_stop(rt->loop);
@@ -314,7 +324,7 @@ static orch__task *wake_begin(lua_State *co, int nargs) {
   orch__task_stop_timer(t);
   t->cancel = NULL;
   t->cancel_data = NULL;
-  t->joining = NULL;
+  join_end(t);
   return t;
 }
 
@@ -377,15 +387,23 @@ static void wtimeout_cb(orch__wtimer *wt) { timed_out(wt->data); }
 static void vtimeout_cb(orch__vtimer *vt) { timed_out(vt->data); }
 
 static int start_timer(orch__task *t, double seconds) {
-  if (t->rt->vclock) {
-    t->vtimer.data = t;
-    orch__vtimer_start(t->rt, &t->vtimer, seconds, vtimeout_cb);
+  int virt = t->rt->vclock != 0;
+  if (t->vtimed != virt) {
+    /* The other clock's kind of timer (orch.clock switched): stopped, the
+     * union starts afresh. */
+    orch__task_stop_timer(t);
+    memset(&t->timer, 0, sizeof t->timer);
+    t->vtimed = (unsigned char)virt;
+  }
+  if (virt) {
+    t->timer.v.data = t;
+    orch__vtimer_start(t->rt, &t->timer.v, seconds, vtimeout_cb);
     return 0;
   }
   double ms = ceil(seconds * 1000.0);
   if (ms > 9.0e15) ms = 9.0e15;
-  t->wtimer.data = t;
-  orch__wtimer_start(t->rt, &t->wtimer, (uint64_t)ms, wtimeout_cb);
+  t->timer.w.data = t;
+  orch__wtimer_start(t->rt, &t->timer.w, (uint64_t)ms, wtimeout_cb);
   return 0;
 }
 
@@ -458,6 +476,7 @@ void orch__task_cancel(orch__task *t) {
   orch__task_stop_timer(t);
   orch__queue_remove(t);
   t->status = T_CANCELLED;
+  join_end(t);
   if (cancel) cancel(data);
   /* A coroutine that already died of an error (resumed by hand) has
    * nothing left to close; its error is not news. */
