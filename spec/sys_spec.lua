@@ -260,6 +260,19 @@ describe("orch.malloc_trim", function()
   end)
 end)
 
+describe("orch.sched_yield", function()
+  it("returns true, with or without another task to give the CPU to", function()
+    assert.is_true(orch.sched_yield())
+    h.run(function()
+      -- A process just spawned (still finishing its exec, or running):
+      -- the call hands it the CPU if it shares ours, and comes back.
+      local p = assert(orch.spawn { "true" })
+      assert.is_true(orch.sched_yield())
+      assert.are.same({ 0 }, { p:wait() })
+    end)
+  end)
+end)
+
 describe("bad arguments", function()
   it("raise, table-driven", function()
     h.check_raises({
@@ -279,6 +292,7 @@ describe("bad arguments", function()
       { function() return orch.fd.close(-1) end, "bad argument #1 to 'close' (file descriptor out of range)" },
       { function() return orch.fd.close(3, 1) end, "bad argument #2 to 'close' (no value expected)" },
       { function() return orch.malloc_trim(0) end, "bad argument #1 to 'malloc_trim' (no value expected)" },
+      { function() return orch.sched_yield(1) end, "bad argument #1 to 'sched_yield' (no value expected)" },
     })
   end)
 end)

@@ -9,7 +9,8 @@
  * per socket); descriptors
  * handed across an exec of orch itself (orch.fd: memfd, read, inherit, close);
  * the unix sockets in a directory (orch.sockets); the C heap's free memory
- * given back to the kernel (orch.malloc_trim).
+ * given back to the kernel (orch.malloc_trim); the CPU given up for a moment
+ * (orch.sched_yield: a process just spawned finishes its exec first).
  *
  * Ownership: an orch.Lock owns its descriptor (closed by :close() or the
  * GC); every other function leaves nothing open but what it returns.
@@ -21,6 +22,7 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -489,6 +491,15 @@ static int sys_malloc_trim(lua_State *L) {
   return 1;
 }
 
+/* orch.sched_yield() -> true: the rest of this CPU's turn goes to the
+ * other runnable tasks on it (sched_yield(2) never fails on Linux). */
+static int sys_sched_yield(lua_State *L) {
+  orch__check_nargs(L, 0);
+  sched_yield();
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int lock_tostring(lua_State *L) {
   Lock *k = luaL_checkudata(L, 1, LOCK_MT);
   if (k->fd < 0) lua_pushliteral(L, LOCK_MT ": closed");
@@ -508,7 +519,7 @@ int orch__open_sys(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"getuid", sys_getuid}, {"geteuid", sys_geteuid}, {"exepath", sys_exepath},
     {"sockets", sys_sockets}, {"flock", sys_flock}, {"read_config", sys_read_config},
-    {"malloc_trim", sys_malloc_trim}, {NULL, NULL}
+    {"malloc_trim", sys_malloc_trim}, {"sched_yield", sys_sched_yield}, {NULL, NULL}
   };
   luaL_newlib(L, fns);
   static const luaL_Reg private_fns[] = {
