@@ -28,6 +28,9 @@ local status = require "orch.supervisor.status"
 
 -- Launches between two yields of a large sup.start (see sup.start).
 local START_BATCH = 16
+-- Seconds after a large start before its garbage is collected (Sup:compact):
+-- the state record's sync waits as long after a spawn.
+local COMPACT_AFTER = 0.005
 
 -- Exit statuses of a supervisor's shutdown (doc/cli.md, Exit statuses).
 local EXIT = { ok = 0, critical = 3, fatal = 4, killed = 5 }
@@ -330,12 +333,19 @@ end
 --- After a large start: one full collection, and the C heap's free pages
 -- given back (orch.malloc_trim). A mass start leaves its garbage (spawn
 -- options, journal lines, first output lines) all over the heap: without
--- this, the memory it used stays resident until it is reused. The state
--- record's next sync makes another (persist.compact_after_sync).
+-- this, the memory it used stays resident until it is reused. Not at once:
+-- the start's last processes are still finishing their exec on these CPUs,
+-- and the collection took 6% of a start's instructions. It waits until the
+-- spawns settled: with a state record, its next sync (which waits for
+-- them) collects before its own work and again after it
+-- (persist.compact_in_sync); otherwise a timer does.
 function Sup:compact()
-  persist.compact_after_sync(self)
-  collectgarbage()
-  orch.malloc_trim()
+  if persist.compact_in_sync(self) or self.compact_timer then return end
+  self.compact_timer = orch.timer.after(COMPACT_AFTER, function()
+    self.compact_timer = nil
+    collectgarbage()
+    orch.malloc_trim()
+  end)
 end
 
 --- Every instance, in definition order. The list is cached until a service
