@@ -6,7 +6,8 @@
  * interface.
  *
  * Ownership: an orch__cgroup owns its malloc'ed strings and the fds of
- * its accounting files while it holds them (orch__cg_close frees them).
+ * its accounting files and cgroup.events while it holds them
+ * (orch__cg_close frees them).
  * The kernel objects (the directories) are removed only by
  * orch__cg_remove. The layout is a static read once per process, with one
  * O_PATH fd of the v2 mount that lookups below it start from (v2fd, held
@@ -599,12 +600,13 @@ static unsigned v2_controllers(const char *dir) {
 
 void orch__cg_init(orch__cgroup *cg) {
   memset(cg, 0, sizeof *cg);
-  cg->acct[0] = cg->acct[1] = -1;
+  cg->acct[0] = cg->acct[1] = cg->events = -1;
 }
 
 static void drop_held(orch__cgroup *cg) {
   for (int i = 0; i < 2; i++)
     if (cg->acct[i] >= 0) { close(cg->acct[i]); cg->acct[i] = -1; }
+  if (cg->events >= 0) { close(cg->events); cg->events = -1; }
 }
 
 void orch__cg_close(orch__cgroup *cg) {
@@ -923,9 +925,11 @@ static unsigned long long mono_ns(void) {
   return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
 }
 
-int orch__cg_events(const orch__cgroup *cg, int *populated, int *frozen) {
+static ssize_t read_held(int *slot, const char *dir, const char *name, char *buf, size_t size);
+
+int orch__cg_events(orch__cgroup *cg, int *populated, int *frozen) {
   char buf[256];
-  ssize_t r = read_path(cg->fs[0], "cgroup.events", buf, sizeof buf);
+  ssize_t r = read_held(&cg->events, cg->fs[0], "cgroup.events", buf, sizeof buf);
   if (r < 0) return (int)r;
   long long p = keyed(buf, "populated"), f = keyed(buf, "frozen");
   if (populated) *populated = p > 0;
@@ -943,7 +947,7 @@ int orch__cg_events(const orch__cgroup *cg, int *populated, int *frozen) {
  * after it could as well land between a read of our own and the clone. */
 #define EVENTS_FRESH_NS 1000000ull
 
-int orch__cg_frozen(const orch__cgroup *cg, int *frozen) {
+int orch__cg_frozen(orch__cgroup *cg, int *frozen) {
   unsigned long long then = last_events.ns;
   last_events.ns = 0;                /* taken once */
   if (then && mono_ns() - then < EVENTS_FRESH_NS && strcmp(last_events.path, cg->path) == 0) {
@@ -1050,8 +1054,8 @@ int orch__cg_freeze(const orch__cgroup *cg, int on) {
 /* Reads the small file dir/name through the fd in *slot, opened (and kept
  * there, see orch__cgroup) on first use: one pread at offset 0, which
  * makes cgroupfs generate the file again. The files read so (cpu.stat, a
- * single value) fit the buffer; one that fills it is an error (EFBIG)
- * rather than a truncated figure. */
+ * single value, cgroup.events) fit the buffer; one that fills it is an
+ * error (EFBIG) rather than a truncated figure. */
 static ssize_t read_held(int *slot, const char *dir, const char *name, char *buf, size_t size) {
   int fd = *slot;
   if (fd < 0) {
@@ -1067,6 +1071,13 @@ static ssize_t read_held(int *slot, const char *dir, const char *name, char *buf
   do k = pread(fd, buf, size - 1, 0); while (k < 0 && errno == EINTR);
   int e = k < 0 ? errno : (size_t)k == size - 1 ? EFBIG : 0;
   if (fd != *slot) close(fd);
+  else if (e == ENODEV) {
+    /* The directory went (removed behind our back, perhaps made again
+     * under the same name): the path says what is there now. */
+    close(fd);
+    *slot = -1;
+    return read_held(slot, dir, name, buf, size);
+  }
   if (e) return -e;
   buf[k] = 0;
   return k;
