@@ -194,6 +194,7 @@ static int set_disposition(lua_State *L, const char *op, const char *verb, void 
   sa.sa_handler = handler;
   sigemptyset(&sa.sa_mask);
   if (sigaction(sig, &sa, NULL) < 0) return orch__fail(L, op, errno);
+  if (handler == SIG_IGN) orch__proc_ignored(sig);
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <signal.h>
 
+#include "proc.h"
 #include "util.h"
 
 /* orch.socketpair([type]): two connected unix sockets, close-on-exec:
@@ -42,8 +43,10 @@ int orch__open_stream(lua_State *L) {
    * orch. Only the default disposition is changed; spawned children get
    * their signal dispositions reset by proc. */
   struct sigaction old;
-  if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO))
+  if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO)) {
     signal(SIGPIPE, SIG_IGN);
+    orch__proc_ignored(SIGPIPE);
+  }
   orch__stream_register(L);
   orch__listener_register(L);
   orch__dgram_register(L);

@@ -247,6 +247,12 @@ typedef struct { unsigned long w[8]; } orch__ksigaction;
 extern const orch__ksigaction orch__ksa_default;
 int orch__raw_sigaction(int sig, const orch__ksigaction *act, orch__ksigaction *old);
 
+/* Tells the spawner that orch now ignores sig (SIG_IGN): a child is born
+ * with its handlers reset by the kernel (CLONE_CLEAR_SIGHAND), which keeps
+ * ignored signals ignored, so the child resets the ones orch ignores
+ * itself. Whoever sets SIG_IGN in orch calls this. */
+void orch__proc_ignored(int sig);
+
 /* ---- Between the binding files (l_proc.c for l_daemon.c) ------------- */
 
 /* [-0,+1] A new orch.Process (not started), anchored so it cannot be

@@ -17,9 +17,12 @@
  * (malloc'ed records, freed when taken, seen or forgotten), and the waits
  * themselves belong to their callers.
  *
- * Spawning: clone(CLONE_VM|CLONE_VFORK) on a private stack. The child only
- * makes system calls (no Lua, no malloc, no locks), resets every signal to
- * its default and unblocks them right before exec, and reports a failure by
+ * Spawning: clone3(CLONE_VM|CLONE_VFORK|CLONE_CLEAR_SIGHAND) on a private
+ * stack (clone(2) where clone3 or the flag is missing). The child only
+ * makes system calls (no Lua, no malloc, no locks), has every signal at its
+ * default (the kernel resets the handlers; the child, the signals orch may
+ * ignore, or all of them after a plain clone), unblocks them right before
+ * exec, and reports a failure by
  * writing errno into memory it shares with the suspended parent (which is
  * what a close-on-exec error pipe would carry, without the fd and the three
  * extra system calls). Credentials change with raw system calls: glibc's
@@ -339,6 +342,8 @@ typedef struct {
   const char *volatile step;
   int ncg;                   /* how many of req->cgroup_fds to write */
   volatile unsigned long long born;   /* CLOCK_BOOTTIME, the child's first act */
+  int cleared;               /* born with CLONE_CLEAR_SIGHAND: only the
+                              * ignored signals are left to reset */
 } spawn_ctx;
 
 /* Tries file in each directory of path like execvp (no /bin/sh fallback).
@@ -384,6 +389,25 @@ int orch__raw_sigaction(int sig, const orch__ksigaction *act, orch__ksigaction *
   return (int)syscall(SYS_rt_sigaction, sig, act, old, (size_t)(_NSIG / 8));
 }
 
+/* The signals orch may ignore, which CLONE_CLEAR_SIGHAND leaves ignored in
+ * the child (it resets handlers only): those found ignored when the first
+ * spawn asks (inherited from orch's parent, or SIGPIPE, ignored by orch),
+ * and those ignored since through orch__proc_ignored. One list for the
+ * process, as dispositions are; a signal listed that is no longer ignored
+ * costs the child one needless reset. */
+static int ign_sigs[NSIG];
+static int ign_count = -1;          /* -1: not looked at yet */
+
+static void ign_add(int sig) {
+  for (int i = 0; i < ign_count; i++)
+    if (ign_sigs[i] == sig) return;
+  if (ign_count < NSIG) ign_sigs[ign_count++] = sig;
+}
+
+void orch__proc_ignored(int sig) {
+  if (ign_count >= 0 && sig > 0 && sig < NSIG) ign_add(sig);
+}
+
 /* Never returns: exit_group through syscall() so no sanitizer runtime sees a
  * noreturn call on a foreign stack. */
 static void child_fail(spawn_ctx *x, const char *step) {
@@ -401,9 +425,15 @@ static int spawn_child(void *arg) {
   /* Handlers of the parent must never run here (they would write into its
    * memory and its signal pipe), and ignored signals should not leak into
    * the new program: every disposition goes back to the default while all
-   * signals are still blocked. */
-  for (int s = 1; s < NSIG; s++)
-    if (s != SIGKILL && s != SIGSTOP) orch__raw_sigaction(s, &orch__ksa_default, NULL);
+   * signals are still blocked. With CLONE_CLEAR_SIGHAND the kernel has
+   * reset the handlers already, and only the ignored signals are left. */
+  if (x->cleared) {
+    for (int i = 0; i < ign_count; i++)
+      orch__raw_sigaction(ign_sigs[i], &orch__ksa_default, NULL);
+  } else {
+    for (int s = 1; s < NSIG; s++)
+      if (s != SIGKILL && s != SIGSTOP) orch__raw_sigaction(s, &orch__ksa_default, NULL);
+  }
 
   /* Into the cgroups before anything else: what the program does, and the
    * children it forks, are accounted and limited there. */
@@ -482,23 +512,26 @@ static int ensure_stack(proc_state *st) {
 
 #if defined(__x86_64__) && defined(SYS_clone3)
 #define HAVE_CLONE3_INTO 1
-/* clone3(CLONE_VM|CLONE_VFORK|CLONE_INTO_CGROUP) running fn(arg) on the
- * given stack, as glibc's clone() does for clone(2) (glibc exports no
- * clone3). The child starts on the new stack with every register but rax,
- * rcx and r11 as the parent had them: it calls fn with arg from r12/r13
- * and exits with its result; it never returns here. Returns the pid or
- * -errno. */
-static long clone3_into(int (*fn)(void *), void *arg, char *stack, size_t size, int cgdir) {
+#define CLEAR_SIGHAND 0x100000000ULL  /* CLONE_CLEAR_SIGHAND, Linux 5.5 */
+#define INTO_CGROUP 0x200000000ULL    /* CLONE_INTO_CGROUP, Linux 5.7 */
+/* clone3(CLONE_VM|CLONE_VFORK|flags) running fn(arg) on the given stack, in
+ * the cgroup cgdir with INTO_CGROUP, as glibc's clone() does for clone(2)
+ * (glibc exports no clone3). The child starts on the new stack with every
+ * register but rax, rcx and r11 as the parent had them: it calls fn with
+ * arg from r12/r13 and exits with its result; it never returns here.
+ * Returns the pid or -errno. */
+static long clone3_into(int (*fn)(void *), void *arg, char *stack, size_t size,
+                        unsigned long long flags, int cgdir) {
   struct {
     unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
                        tls, set_tid, set_tid_size, cgroup;
   } ca;
   memset(&ca, 0, sizeof ca);
-  ca.flags = CLONE_VM | CLONE_VFORK | 0x200000000ULL /* CLONE_INTO_CGROUP */;
+  ca.flags = CLONE_VM | CLONE_VFORK | flags;
   ca.exit_signal = SIGCHLD;
   ca.stack = (unsigned long long)(uintptr_t)stack;
   ca.stack_size = size;
-  ca.cgroup = (unsigned long long)cgdir;
+  ca.cgroup = (flags & INTO_CGROUP) ? (unsigned long long)cgdir : 0;
   register long rax __asm__("rax") = SYS_clone3;
   register void *rdi __asm__("rdi") = &ca;
   register size_t rsi __asm__("rsi") = sizeof ca;
@@ -522,6 +555,22 @@ static long clone3_into(int (*fn)(void *), void *arg, char *stack, size_t size, 
   return rax;
 }
 static int clone3_works = 1;       /* 0 after ENOSYS/E2BIG/EINVAL, 2 once it worked */
+/* The same for clone3 with CLEAR_SIGHAND alone (no cgroup), which also
+ * gives up after EPERM (a seccomp filter that refuses the call). */
+static int clear_works = 1;
+
+/* Fills ign_sigs the first time: which signals are ignored now. Reads the
+ * kernel's struct sigaction, whose first word is the handler on x86-64. */
+static void ign_init(void) {
+  if (ign_count >= 0) return;
+  ign_count = 0;
+  for (int s = 1; s < NSIG; s++) {
+    orch__ksigaction old;
+    if (s != SIGKILL && s != SIGSTOP && orch__raw_sigaction(s, NULL, &old) == 0 &&
+        old.w[0] == (unsigned long)(uintptr_t)SIG_IGN)
+      ign_add(s);
+  }
+}
 #endif
 
 int orch__spawn_into_cgroup_works(void) {
@@ -540,12 +589,15 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   if (req->nfds < 0 || req->nfds > MAX_FDMAP) return -EINVAL;
   int r = ensure_stack(st);
   if (r < 0) return r;
-  spawn_ctx x = { req, NULL, 0, NULL, req->ncgroup_fds, 0 };
+  spawn_ctx x = { req, NULL, 0, NULL, req->ncgroup_fds, 0, 0 };
   if (req->search && !strchr(req->file, '/')) {
     x.path = req->search_path;
     if (!x.path) x.path = getenv("PATH");
     if (!x.path) x.path = DEFAULT_PATH;
   }
+#ifdef HAVE_CLONE3_INTO
+  ign_init();
+#endif
   UNPOISON_STACK(st->stack, CHILD_STACK);
   sigset_t all, old;
   sigfillset(&all);
@@ -556,15 +608,26 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
 #ifdef HAVE_CLONE3_INTO
   int nofd = (req->flags & ORCH__SPAWN_CGROUP_NOFD) != 0;
   if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && (nofd || req->ncgroup_fds > 0)) {
-    /* Born in the v2 cgroup: the child skips writing the last fd. */
+    /* Born in the v2 cgroup: the child skips writing the last fd. The
+     * kernels that have INTO_CGROUP have CLEAR_SIGHAND too. */
     x.ncg = nofd ? req->ncgroup_fds : req->ncgroup_fds - 1;
-    long r3 = clone3_into(spawn_child, &x, st->stack, CHILD_STACK, req->cgroup_dir);
+    x.cleared = clear_works != 0;
+    long r3 = clone3_into(spawn_child, &x, st->stack, CHILD_STACK,
+                          INTO_CGROUP | (x.cleared ? CLEAR_SIGHAND : 0), req->cgroup_dir);
     if (r3 >= 0) { pid = (pid_t)r3; clone3_works = 2; }
     else if (!nofd && (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL)) clone3_works = 0;
     else e = (int)-r3;
     if (pid < 0 && !e) x.ncg = req->ncgroup_fds;
   }
+  if (pid < 0 && !e && clear_works) {
+    /* Any failure here falls back to clone(2), which reports its own. */
+    x.cleared = 1;
+    long r3 = clone3_into(spawn_child, &x, st->stack, CHILD_STACK, CLEAR_SIGHAND, -1);
+    if (r3 >= 0) { pid = (pid_t)r3; clear_works = 2; }
+    else if (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL || r3 == -EPERM) clear_works = 0;
+  }
   if (pid < 0 && !e) {
+    x.cleared = 0;
 #endif
   pid = clone(spawn_child, st->stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
   e = errno;
