@@ -48,33 +48,40 @@ const char *const orch__cg_limit_names[ORCH__CG_NLIMITS] = {
  * file's read stops short only there, or before a record that would not
  * fit its page), and no read is made to see the end: listing a cgroup of
  * a few hundred processes is one read. */
-static int read_records_at(int dirfd, const char *name, char **out, size_t maxrec) {
-  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -errno;
+static int read_records_fd(int fd, char **out, size_t maxrec) {
   size_t cap = 4096, n = 0;
   char *buf = malloc(cap);
-  if (!buf) { close(fd); return -ENOMEM; }
+  if (!buf) return -ENOMEM;
   for (;;) {
     if (n + 1 >= cap) {
       char *nb = realloc(buf, cap * 2);
-      if (!nb) { free(buf); close(fd); return -ENOMEM; }
+      if (!nb) { free(buf); return -ENOMEM; }
       buf = nb;
       cap *= 2;
     }
     size_t want = cap - 1 - n;
-    ssize_t k = read(fd, buf + n, want);
+    /* pread from 0 on: a seq file read again from offset 0 is made anew,
+     * so a held fd lists the cgroup as it is now. */
+    ssize_t k = pread(fd, buf + n, want, (off_t)n);
     if (k < 0 && errno == EINTR) continue;
-    if (k < 0) { int e = errno; free(buf); close(fd); return -e; }
+    if (k < 0) { int e = errno; free(buf); return -e; }
     if (k == 0) break;
     n += (size_t)k;
     /* One read fills at most the kernel's page-sized buffer: the rule
      * holds for reads that asked for no more. */
     if (maxrec && want <= 4096 && (size_t)k + maxrec < want) break;
   }
-  close(fd);
   buf[n] = 0;
   *out = buf;
   return 0;
+}
+
+static int read_records_at(int dirfd, const char *name, char **out, size_t maxrec) {
+  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  int r = read_records_fd(fd, out, maxrec);
+  close(fd);
+  return r;
 }
 
 static int read_all_at(int dirfd, const char *name, char **out) {
@@ -601,12 +608,60 @@ static unsigned v2_controllers(const char *dir) {
 void orch__cg_init(orch__cgroup *cg) {
   memset(cg, 0, sizeof *cg);
   cg->acct[0] = cg->acct[1] = cg->events = -1;
+  cg->dir = cg->procs = -1;
 }
 
 static void drop_held(orch__cgroup *cg) {
   for (int i = 0; i < 2; i++)
     if (cg->acct[i] >= 0) { close(cg->acct[i]); cg->acct[i] = -1; }
   if (cg->events >= 0) { close(cg->events); cg->events = -1; }
+  if (cg->procs >= 0) { close(cg->procs); cg->procs = -1; }
+  if (cg->dir >= 0) { close(cg->dir); cg->dir = -1; }
+}
+
+/* May fd be kept open for later uses? While its number is below the fd
+ * limit divided by div (see orch__cgroup). */
+static int may_hold(int fd, rlim_t div) {
+  struct rlimit rl;
+  return getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)fd < rl.rlim_cur / div;
+}
+
+/* The cgroup's v2 directory (O_DIRECTORY): the held fd, opened and kept
+ * at the first use, or above the budget a fresh one that *fresh tells the
+ * caller to close. -1 with errno set on failure. */
+static int held_dir(orch__cgroup *cg, int *fresh) {
+  *fresh = 0;
+  if (cg->dir >= 0) return cg->dir;
+  int at;
+  const char *rel = at_v2(cg->fs[0], &at);
+  int fd = openat(at, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  if (may_hold(fd, 8)) cg->dir = fd;
+  else *fresh = 1;
+  return fd;
+}
+
+/* Its cgroup.procs (read), the same way; dfd is its directory. */
+static int held_procs(orch__cgroup *cg, int dfd, int *fresh) {
+  *fresh = 0;
+  if (cg->procs >= 0) return cg->procs;
+  int fd = openat(dfd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  if (dfd == cg->dir && may_hold(fd, 8)) cg->procs = fd;
+  else *fresh = 1;
+  return fd;
+}
+
+/* A held directory whose cgroup went behind orch's back (removed, perhaps
+ * made again under the same name) fails with ENOENT (a file opened below
+ * it) or ENODEV (its held cgroup.procs): let go, so that the next use opens
+ * the path again. True when the error is that and dfd was the held one. */
+static int let_go(orch__cgroup *cg, int dfd, int err) {
+  if ((err != -ENOENT && err != -ENODEV) || dfd != cg->dir) return 0;
+  if (cg->procs >= 0) { close(cg->procs); cg->procs = -1; }
+  close(cg->dir);
+  cg->dir = -1;
+  return 1;
 }
 
 void orch__cg_close(orch__cgroup *cg) {
@@ -820,10 +875,12 @@ static int pid_push(pidvec *v, pid_t pid) {
   return 0;
 }
 
-static int collect(int dfd, int recursive, pidvec *v) {
-  char *text;
-  int r = read_records_at(dfd, "cgroup.procs", &text, 16);
-  if (r < 0) return r;
+static int collect(int dfd, int recursive, pidvec *v);
+
+/* The pids of a cgroup.procs text (freed here) into v; then, with
+ * recursive, those of the cgroups below dfd. */
+static int collect_text(char *text, int dfd, int recursive, pidvec *v) {
+  int r = 0;
   for (char *p = text; *p; ) {
     char *e;
     long pid = strtol(p, &e, 10);
@@ -858,28 +915,38 @@ static int collect(int dfd, int recursive, pidvec *v) {
   return r;
 }
 
-static int procs_at(int dfd, int recursive, pid_t **pids, size_t *n) {
+static int collect(int dfd, int recursive, pidvec *v) {
+  char *text;
+  int r = read_records_at(dfd, "cgroup.procs", &text, 16);
+  if (r < 0) return r;
+  return collect_text(text, dfd, recursive, v);
+}
+
+/* The pids of the cgroup (dfd: its directory) through its held
+ * cgroup.procs, and with recursive those below it. */
+static int procs_of(orch__cgroup *cg, int dfd, int recursive, pid_t **pids, size_t *n) {
+  int fresh, pf = held_procs(cg, dfd, &fresh);
+  if (pf < 0) return -errno;
+  char *text;
+  int r = read_records_fd(pf, &text, 16);
+  if (fresh) close(pf);
   pidvec v = { NULL, 0, 0 };
-  int r = collect(dfd, recursive, &v);
+  if (r == 0) r = collect_text(text, dfd, recursive, &v);
   if (r < 0) { free(v.p); return r; }
   *pids = v.p;
   *n = v.n;
   return 0;
 }
 
-/* The cgroup's v2 directory, opened (O_DIRECTORY). */
-static int open_dir(const orch__cgroup *cg) {
-  int at;
-  const char *rel = at_v2(cg->fs[0], &at);
-  return openat(at, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-}
-
-int orch__cg_procs(const orch__cgroup *cg, int recursive, pid_t **pids, size_t *n) {
-  int dfd = open_dir(cg);
-  if (dfd < 0) return -errno;
-  int r = procs_at(dfd, recursive, pids, n);
-  close(dfd);
-  return r;
+int orch__cg_procs(orch__cgroup *cg, int recursive, pid_t **pids, size_t *n) {
+  for (int again = 1;; again = 0) {
+    int fresh, dfd = held_dir(cg, &fresh);
+    if (dfd < 0) return -errno;
+    int r = procs_of(cg, dfd, recursive, pids, n);
+    if (fresh) close(dfd);
+    else if (again && let_go(cg, dfd, r)) continue;
+    return r;
+  }
 }
 
 int orch__cg_children(const orch__cgroup *cg, char **names, size_t *n) {
@@ -977,13 +1044,24 @@ static int listed(const pid_t *list, size_t n, pid_t pid) {
   return 0;
 }
 
-int orch__cg_kill(const orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip) {
+int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip) {
   int r = orch__cg_holds_self(cg);
   if (r < 0) return r;
   if (r) return -EPERM;
+  /* One directory fd for everything below (the held one). */
+  int fresh, dfd = held_dir(cg, &fresh);
+  if (dfd < 0) return -errno;
   if (sig == SIGKILL && !(flags & ORCH__CG_KILL_LIST)) {
-    r = write_path(cg->fs[0], "cgroup.kill", "1");
-    if (r != -ENOENT) return r;           /* 0, or a real failure */
+    r = write_at(dfd, "cgroup.kill", "1");
+    if (!fresh && let_go(cg, dfd, r)) {
+      if ((dfd = held_dir(cg, &fresh)) < 0) return -errno;
+      r = write_at(dfd, "cgroup.kill", "1");
+    }
+    if (r != -ENOENT) {                   /* 0, or a real failure */
+      if (fresh) close(dfd);
+      return r;
+    }
+    r = 0;
   }
   /* Without cgroup.kill (before Linux 5.14), or for another signal: each
    * listed process once; a pass that finds new pids (forked meanwhile)
@@ -992,35 +1070,38 @@ int orch__cg_kill(const orch__cgroup *cg, int sig, int flags, const pid_t *skip,
    * pidfd names a member (the listed process, or one that reused its pid
    * inside the cgroup), never a stranger. A fork bomb outrunning 100
    * passes is left to the caller's next call. */
-  /* One directory fd for every pass. A pass pins the listed pids it has
-   * not seen and lists again: that listing confirms the pinned ones and
-   * is the next pass's (a pid in it not seen yet was forked meanwhile), so
-   * the usual case, nothing forked, costs two reads of cgroup.procs. */
-  int dfd = open_dir(cg);
-  if (dfd < 0) return -errno;
+  /* A pass pins the listed pids it has not seen and lists again: that
+   * listing confirms the pinned ones and is the next pass's (a pid in it
+   * not seen yet was forked meanwhile), so the usual case, nothing
+   * forked, costs two reads of cgroup.procs (one when only pids the
+   * caller signalled are listed: a pread and an fstat on held fds). */
   /* The pids the caller signalled itself count as done: never signalled
    * here, so a process that handles the signal gets it once. */
   pidvec done = { NULL, 0, 0 };
   for (size_t i = 0; i < nskip && r == 0; i++) r = pid_push(&done, skip[i]);
-  if (r < 0) { close(dfd); free(done.p); return r; }
+  if (r < 0) { if (fresh) close(dfd); free(done.p); return r; }
   int count = 0;
   pid_t *list = NULL;
   size_t n = 0;
-  r = procs_at(dfd, 1, &list, &n);
+  r = procs_of(cg, dfd, 1, &list, &n);
+  if (!fresh && let_go(cg, dfd, r)) {
+    if ((dfd = held_dir(cg, &fresh)) < 0) { free(done.p); return -errno; }
+    r = procs_of(cg, dfd, 1, &list, &n);
+  }
   for (int pass = 0; r == 0 && pass < 100; pass++) {
     pid_t *again = NULL;
     size_t n2 = 0;
     int *pfd = malloc((n ? n : 1) * sizeof *pfd);
     if (!pfd) { r = -ENOMEM; break; }
-    int fresh = 0;
+    int fresh_pids = 0;
     for (size_t i = 0; i < n; i++) {
       pfd[i] = -1;
       if (listed(done.p, done.n, list[i])) continue;
-      fresh++;
+      fresh_pids++;
       pfd[i] = (int)syscall(SYS_pidfd_open, list[i], 0);
       if (r == 0) r = pid_push(&done, list[i]);
     }
-    if (fresh && r == 0 && (r = procs_at(dfd, 1, &again, &n2)) == 0) {
+    if (fresh_pids && r == 0 && (r = procs_of(cg, dfd, 1, &again, &n2)) == 0) {
       for (size_t i = 0; i < n; i++)
         if (pfd[i] >= 0 && listed(again, n2, list[i]) &&
             syscall(SYS_pidfd_send_signal, pfd[i], sig, NULL, 0) == 0)
@@ -1032,19 +1113,26 @@ int orch__cg_kill(const orch__cgroup *cg, int sig, int flags, const pid_t *skip,
     free(list);
     list = again;
     n = n2;
-    if (!fresh) break;
+    if (!fresh_pids) break;
   }
   free(list);
-  close(dfd);
+  if (fresh) close(dfd);
   free(done.p);
   return r < 0 ? r : count;
 }
 
-int orch__cg_freeze(const orch__cgroup *cg, int on) {
+int orch__cg_freeze(orch__cgroup *cg, int on) {
   int r = orch__cg_holds_self(cg);
   if (r < 0) return r;
   if (r) return -EPERM;
-  r = write_path(cg->fs[0], "cgroup.freeze", on ? "1" : "0");
+  int fresh, dfd = held_dir(cg, &fresh);
+  if (dfd < 0) return -errno;
+  r = write_at(dfd, "cgroup.freeze", on ? "1" : "0");
+  if (!fresh && let_go(cg, dfd, r)) {
+    if ((dfd = held_dir(cg, &fresh)) < 0) return -errno;
+    r = write_at(dfd, "cgroup.freeze", on ? "1" : "0");
+  }
+  if (fresh) close(dfd);
   last_events.ns = 0;                /* what it said may be untrue now */
   return r == -ENOENT ? -ENOTSUP : r;
 }
@@ -1064,8 +1152,7 @@ static ssize_t read_held(int *slot, const char *dir, const char *name, char *buf
     int dfd;
     const char *rel = at_v2(p, &dfd);
     if ((fd = openat(dfd, rel, O_RDONLY | O_CLOEXEC)) < 0) return -errno;
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)fd < rl.rlim_cur / 4) *slot = fd;
+    if (may_hold(fd, 4)) *slot = fd;
   }
   ssize_t k;
   do k = pread(fd, buf, size - 1, 0); while (k < 0 && errno == EINTR);
@@ -1160,7 +1247,7 @@ static const int limit_ctl[ORCH__CG_NLIMITS] = {
 };
 
 /* Moves every member of the cgroup into its new v1 mirror m. */
-static int move_members(const orch__cgroup *cg, const char *m) {
+static int move_members(orch__cgroup *cg, const char *m) {
   pid_t *list;
   size_t n;
   int r = orch__cg_procs(cg, 1, &list, &n);
@@ -1267,11 +1354,19 @@ int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
   }
 }
 
-int orch__cg_join_fds(const orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd) {
+int orch__cg_join_fds(orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd) {
   int n = 0;
   if (dirfd) {
-    *dirfd = open_dir(cg);
+    /* The held directory (a copy the caller closes), and its cgroup.procs
+     * held for the listing of a stop; both are made once per cgroup. */
+    int fresh, dfd = held_dir(cg, &fresh);
+    if (dfd < 0) return -errno;
+    *dirfd = fresh ? dfd : fcntl(dfd, F_DUPFD_CLOEXEC, 0);
     if (*dirfd < 0) return -errno;
+    if (!fresh && cg->procs < 0) {
+      int pf = held_procs(cg, dfd, &fresh);
+      if (pf >= 0 && fresh) close(pf);
+    }
   }
   char p[PATH_MAX];
   for (int c = 0; c < ORCH__CG_NCTL && n < max; c++) {

@@ -79,15 +79,21 @@ int orch__cg_home(char *buf, size_t size);
 const char *orch__cg_path_error(const char *path);
 
 /* fs[0] is the v2 directory; fs[1 + c] the v1 mirror of controller c.
- * The only fds held are those of the two accounting files orch__cg_usage
- * (and orch__cg_stat) read, cpu.stat and the memory figure, and of
+ * The fds held: those of the two accounting files orch__cg_usage (and
+ * orch__cg_stat) read, cpu.stat and the memory figure, and of
  * cgroup.events (orch__cg_events), opened at the first read: a metrics
  * scrape of hundreds of services then costs a pread per file instead of an
  * open, a read and a close (the path walk through cgroupfs is most of it:
  * 14-17 us against 1 us for cgroup.events), and so does the emptiness check
- * before each restart. They are kept only while orch uses less than a
- * quarter of its fd limit (fd number below RLIMIT_NOFILE / 4), so a
- * supervisor of thousands of services keeps its fds; above that each read
+ * before each restart; and the v2 directory with its cgroup.procs, opened
+ * at the first spawn into the cgroup (orch__cg_join_fds) or the first
+ * listing: a stop's listing of each cgroup is then a pread and an fstat
+ * instead of six syscalls with a path walk, and cgroup.kill and
+ * cgroup.freeze are opened below the held directory. The files' fds are
+ * kept only while orch uses less than a quarter of its fd limit (fd number
+ * below RLIMIT_NOFILE / 4), the directory's and cgroup.procs' below an
+ * eighth (they are made at every start, the others once read), so a
+ * supervisor of thousands of services keeps its fds; above that each use
  * opens and closes. orch__cg_remove and orch__cg_close close them. */
 typedef struct {
   char *path;                        /* v2 path, "/a/b"; NULL when closed */
@@ -95,6 +101,7 @@ typedef struct {
   unsigned v2ctl;                    /* controllers enabled in v2 for it (a mask) */
   int acct[2];                       /* held cpu.stat, memory figure fds, or -1 */
   int events;                        /* held cgroup.events fd, or -1 */
+  int dir, procs;                    /* held v2 directory, its cgroup.procs, or -1 */
 } orch__cgroup;
 
 void orch__cg_init(orch__cgroup *cg);
@@ -129,7 +136,7 @@ int orch__cg_remove(orch__cgroup *cg, int recursive);
 int orch__cg_add(const orch__cgroup *cg, pid_t pid);
 /* The pids in the cgroup (with recursive, in its descendants too) as a
  * malloc'ed array the caller frees. */
-int orch__cg_procs(const orch__cgroup *cg, int recursive, pid_t **pids, size_t *n);
+int orch__cg_procs(orch__cgroup *cg, int recursive, pid_t **pids, size_t *n);
 /* The names of the cgroup's child cgroups, NUL-separated in a malloc'ed
  * block the caller frees; *n of them. */
 int orch__cg_children(const orch__cgroup *cg, char **names, size_t *n);
@@ -151,10 +158,10 @@ int orch__cg_holds_self(const orch__cgroup *cg);
  * the number of processes signalled (0 for cgroup.kill: the kernel does
  * not say). */
 #define ORCH__CG_KILL_LIST 1
-int orch__cg_kill(const orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip);
+int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip);
 /* cgroup.freeze: 1 freezes, 0 thaws. The state is reached asynchronously
  * (cgroup.events "frozen"). Refuses (-EPERM) a cgroup that holds orch. */
-int orch__cg_freeze(const orch__cgroup *cg, int on);
+int orch__cg_freeze(orch__cgroup *cg, int on);
 
 /* Accounting; -1 when unknown. Limits: ORCH__CG_UNLIMITED for "max". */
 #define ORCH__CG_UNLIMITED (-2)
@@ -194,7 +201,7 @@ int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
  * the v2 one, last, when v2_too), and with dirfd the v2 directory (for
  * clone3 CLONE_INTO_CGROUP). Returns how many fds were stored in fds (at
  * most max) or -errno (nothing open then). The caller closes them all. */
-int orch__cg_join_fds(const orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd);
+int orch__cg_join_fds(orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd);
 
 /* For the spawner (l_cgroup.c): the orch.Cgroup at idx, or NULL when the
  * value is not one; raises "attempt to use a closed orch.Cgroup". */
