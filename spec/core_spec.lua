@@ -316,6 +316,41 @@ describe("tasks", function()
                       status = "done" }, r)
   end)
 
+  it("tasks started in a burst that each run to their end share a few coroutines", function()
+    local r = h.run(function()
+      local seen, distinct, ran = {}, 0, 0
+      local tasks = {}
+      for i = 1, 1000 do
+        tasks[i] = orch.task(function()
+          local co = coroutine.running()
+          if not seen[co] then seen[co] = true; distinct = distinct + 1 end
+          ran = ran + 1
+        end)
+      end
+      -- With arguments a task has its coroutine from the start (and still
+      -- runs as usual).
+      local with_args = orch.task(function(a, b) return a + b end, 2, 3)
+      for i = 1, 1000 do tasks[i]:join() end
+      return { distinct = distinct, ran = ran, sum = with_args:join(), status = tasks[1000]:status() }
+    end)
+    assert.are.same({ distinct = 1, ran = 1000, sum = 5, status = "done" }, r)
+  end)
+
+  it("a task cancelled before its first run never runs; one that has not run yet can be joined", function()
+    local r = h.run(function()
+      local ran = false
+      local t = orch.task(function() ran = true end)
+      assert.are.equal("ready", t:status())
+      assert.is_true(t:cancel())
+      local u = orch.task(function() return "u" end)
+      local res = { u:join() }
+      orch.sleep(0)
+      return { ran = ran, status = t:status(), join = { t:join() }, res = res, again = t:cancel() }
+    end)
+    assert.are.same({ ran = false, status = "cancelled", join = { nil, "join: the task was cancelled", "ECANCELED" },
+                      res = { "u" }, again = false }, r)
+  end)
+
   it("100,000 finished tasks leave the Lua heap where it was after one collection", function()
     -- Sleeping tasks (a coroutine, a function, a task object each: about
     -- 1.4 KiB together while they sleep), all alive at once, then done. A

@@ -14,9 +14,10 @@
 
 enum { T_READY, T_RUNNING, T_WAITING, T_DONE, T_FAILED, T_CANCELLED };
 
-/* The one uservalue of an orch.Task userdata: its coroutine. A finished
- * task's coroutine holds its outcome: its results, or its error object and
- * traceback (task.c). */
+/* The one uservalue of an orch.Task userdata: its coroutine (its function
+ * while a task made without arguments waits for its first run, co NULL). A
+ * finished task's coroutine holds its outcome: its results, or its error
+ * object and traceback (task.c). */
 enum { UVAL_CO = 1, UVAL_NSLOTS = UVAL_CO };
 
 /* A binary heap of timers ordered by (due, arming order) (clock.c). */

@@ -22,7 +22,11 @@
  * its code calls; a reused one has them already (until a collection
  * shrinks them). The finished task lets go of it first (its userdata and
  * its struct no longer name it): nothing can reach a pooled coroutine from
- * the task it ran.
+ * the task it ran. A task made without arguments (orch.task(fn)) takes its
+ * coroutine only when it first runs, so tasks started in a burst that each
+ * run to their end share a few coroutines, and a task waiting for its first
+ * turn is only its userdata and function (fewer and smaller objects for the
+ * collector to go through meanwhile).
  */
 #include "runtime_int.h"
 
@@ -255,8 +259,26 @@ static lua_State *copool_get(lua_State *L, orch_runtime *rt) {
   return lua_tothread(L, -1);
 }
 
+/* A task made without arguments gets its coroutine when it first runs: a
+ * pooled one when there is one (a burst of tasks that each run to their
+ * end share a few), else a new one. */
+static void task_start(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  lua_State *L = rt->L;
+  orch__push_task(L, t);                 /* ud */
+  lua_getiuservalue(L, -1, UVAL_CO);     /* ud fn */
+  lua_State *co = copool_get(L, rt);     /* ud fn co */
+  if (!co) co = lua_newthread(L);
+  t->co = co;
+  *extra(co) = t;
+  lua_setiuservalue(L, -3, UVAL_CO);     /* ud fn */
+  lua_xmove(L, co, 1);
+  lua_pop(L, 1);
+}
+
 static void task_resume(orch__task *t, int nargs) {
   orch_runtime *rt = t->rt;
+  if (!t->co) task_start(t);
   orch__task *prev = rt->current;
   int nres = 0;
   rt->current = t;
@@ -443,14 +465,21 @@ orch__task *orch__task_new(lua_State *L, int nargs) {
   luaL_setmetatable(L, TASK_MT);
   t->rt = rt;
   t->ref = LUA_NOREF;
-  lua_State *co = copool_get(L, rt);
-  if (!co) co = lua_newthread(L);
-  t->co = co;
-  *extra(co) = t;
-  lua_setiuservalue(L, -2, UVAL_CO);
-  /* stack: fn args... ud  -> move fn and args into co */
-  lua_insert(L, -(nargs + 2));          /* ud fn args... */
-  lua_xmove(L, co, nargs + 1);
+  if (nargs == 0) {
+    /* The coroutine comes at the first resume (task_start); meanwhile the
+     * uservalue holds the function. */
+    lua_insert(L, -2);                    /* ud fn */
+    lua_setiuservalue(L, -2, UVAL_CO);
+  } else {
+    lua_State *co = copool_get(L, rt);
+    if (!co) co = lua_newthread(L);
+    t->co = co;
+    *extra(co) = t;
+    lua_setiuservalue(L, -2, UVAL_CO);
+    /* stack: fn args... ud  -> move fn and args into co */
+    lua_insert(L, -(nargs + 2));          /* ud fn args... */
+    lua_xmove(L, co, nargs + 1);
+  }
   lua_pushvalue(L, -1);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   t->status = T_READY;
@@ -480,15 +509,17 @@ void orch__task_cancel(orch__task *t) {
   if (cancel) cancel(data);
   /* A coroutine that already died of an error (resumed by hand) has
    * nothing left to close; its error is not news. */
-  int alive = lua_status(t->co) == LUA_YIELD || lua_status(t->co) == LUA_OK;
-  int st = lua_resetthread(t->co);
-  if (st != LUA_OK && alive) {
-    const char *m = lua_tostring(t->co, -1);
-    char buf[512];
-    snprintf(buf, sizeof buf, "error while closing a cancelled task: %s", m ? m : "?");
-    orch__report(t->rt, buf);
+  if (t->co) {   /* (none before its first run) */
+    int alive = lua_status(t->co) == LUA_YIELD || lua_status(t->co) == LUA_OK;
+    int st = lua_resetthread(t->co);
+    if (st != LUA_OK && alive) {
+      const char *m = lua_tostring(t->co, -1);
+      char buf[512];
+      snprintf(buf, sizeof buf, "error while closing a cancelled task: %s", m ? m : "?");
+      orch__report(t->rt, buf);
+    }
+    lua_settop(t->co, 0);
   }
-  lua_settop(t->co, 0);
   task_finish(t);
 }
 
