@@ -15,35 +15,60 @@ a:join(); b:join()
 print(("core_switch2_orch %.0f switches/s"):format(2 * M / (orch.now() - t0)))
 
 -- 100,000 tasks each sleeping 0..100 ms (a sleeping task is a timer).
--- Also orch's own CPU for them (what a loaded machine does not inflate),
--- the Lua heap per sleeping task, and the same run with the collector
--- stopped (how much of the CPU is the collector's).
+-- The time runs, as core_c.c's, from the first orch.task to the last
+-- firing (the last task notes it). Also orch's own CPU for them (what a
+-- loaded machine does not inflate) and its three parts per task: the
+-- orch.task call, the first resume up to the sleep, the wake-up to the
+-- end; the Lua heap per sleeping task; the heap a finished task leaves
+-- after one full collection; and the same run with the collector stopped
+-- (how much of the CPU is the collector's).
 math.randomseed(1)
-local n, fired = 100000, 0
+local n, fired, last = 100000, 0, nil
 local function timers100k()
   fired = 0
   local c0, t = os.clock(), orch.now()
   local k0 = collectgarbage("count")
   for _ = 1, n do
-    orch.task(function() orch.sleep(math.random(0, 99) / 1000); fired = fired + 1 end)
+    orch.task(function()
+      orch.sleep(math.random(0, 99) / 1000)
+      fired = fired + 1
+      if fired == n then last = orch.now() end
+    end)
   end
+  local c1 = os.clock()
   orch.sleep(0)    -- every task started and sleeps
+  local c2 = os.clock()
   local bytes = (collectgarbage("count") - k0) * 1024 / n
   while fired < n do orch.sleep(0.01) end
-  return (orch.now() - t) * 1000, (os.clock() - c0) * 1000, bytes
+  local c3 = os.clock()
+  collectgarbage("collect")
+  return { ms = (last - t) * 1000, cpu = (c3 - c0) * 1000, bytes = bytes,
+           create = (c1 - c0) * 1e6 / n, first = (c2 - c1) * 1e6 / n, wake = (c3 - c2) * 1e6 / n,
+           left = (collectgarbage("count") - k0) * 1024 / n }
 end
 collectgarbage("collect")
-local ms, cpu, bytes = timers100k()
-print(("core_timers100k_orch %.1f ms"):format(ms))
-print(("core_timers100k_cpu_orch %.1f ms"):format(cpu))
-print(("core_task_heap_orch %.0f bytes"):format(bytes))
-collectgarbage("collect")
+local r = timers100k()
+print(("core_timers100k_orch %.1f ms"):format(r.ms))
+print(("core_timers100k_cpu_orch %.1f ms"):format(r.cpu))
+print(("core_task_create_cpu_orch %.2f us"):format(r.create))
+print(("core_task_first_cpu_orch %.2f us"):format(r.first))
+print(("core_task_wake_cpu_orch %.2f us"):format(r.wake))
+print(("core_task_heap_orch %.0f bytes"):format(r.bytes))
+print(("core_task_left_orch %.0f bytes"):format(r.left))
 collectgarbage("stop")
-ms, cpu = timers100k()
+r = timers100k()
 collectgarbage("restart")
 collectgarbage("collect")
-print(("core_timers100k_gcstop_orch %.1f ms"):format(ms))
-print(("core_timers100k_gcstop_cpu_orch %.1f ms"):format(cpu))
+print(("core_timers100k_gcstop_orch %.1f ms"):format(r.ms))
+print(("core_timers100k_gcstop_cpu_orch %.1f ms"):format(r.cpu))
+
+-- Short tasks one after the other (orch.task(f):join()): the start, first
+-- resume and end of a task, its coroutine reused; orch's CPU per task.
+do
+  local c0 = os.clock()
+  for _ = 1, n do orch.task(function() end):join() end
+  print(("core_task_short_cpu_orch %.2f us"):format((os.clock() - c0) * 1e6 / n))
+end
 
 -- The same with orch.timer.after callbacks (each firing is a task).
 fired = 0
