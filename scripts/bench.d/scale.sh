@@ -31,6 +31,10 @@
 #                               processes (runsv, s6-supervise included),
 #                               services excluded
 #   idle_wakeups_<N>_<impl>     per_s  over SCALE_IDLE_SECONDS (5)
+#   wait_walk_<N>_kernel   us   after orch's fleet: one wait4(-1, WNOHANG)
+#                               of a process with N live children
+#                               (waitwalk.c, median of 51): the kernel's
+#                               part of each SIGCHLD orch's reaper answers
 #   per_service_<op>_<N>_<impl> µs  the op's time divided by N
 #   cpu_<op>_<N>_orch      ms   CPU time orch's thread spent in the op
 #                               (/proc/PID/schedstat): unlike wall time it
@@ -68,6 +72,7 @@ export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock ORCH_BENCH_VARIANT=$W/variant
 ulimit -n 65536 2>/dev/null || true
 cc -O2 -static -o "$W/svc_stamp" "$HERE/svc_stamp.c" 2>/dev/null || cc -O2 -o "$W/svc_stamp" "$HERE/svc_stamp.c" || exit 1
 cc -O2 -o "$W/probe" "$HERE/supervisors_probe.c" || exit 1
+cc -O2 -o "$W/waitwalk" "$HERE/waitwalk.c" || exit 1
 P=$W/probe SVC=$W/svc_stamp
 CTL="$BUILD/orch ctl --socket $W/ctl.sock"
 ms_since() { echo "$(( ($(date +%s%N) - $1) / 1000 ))e-3"; }
@@ -182,6 +187,7 @@ scale_orch() {
   STOP="signal $SUP USR1" START="signal $SUP USR2"
   moves orch "$n"
   finish TERM
+  "$W/waitwalk" "$n"
 }
 
 # runit and s6 share the layout: $W/sv/svc<i>/run (svc_stamp itself).
