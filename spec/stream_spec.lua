@@ -252,6 +252,48 @@ describe("orch.pipe", function()
                      .. string.rep("d", 30000) .. "END", all)
   end)
 
+  it("streams with data in the same loop turn each get their own bytes", function()
+    -- An idle stream reads into a buffer all streams share, then keeps a
+    -- copy of what it read: five pipes filled before any reader runs, read
+    -- in one loop turn by read_all, lines, a partial read and on_read.
+    local res = h.run(function()
+      local pipes, want = {}, {}
+      for i = 1, 5 do
+        local r, w = orch.pipe()
+        pipes[i] = { r = r, w = w }
+        local line = string.rep(string.char(96 + i), 99) .. "\n"
+        want[i] = string.rep(line, 400)                -- 40,000 bytes, under a pipe's 64 KiB
+        assert(w:write(want[i]))
+        w:close()
+      end
+      local got, tasks = {}, {}
+      tasks[1] = orch.task(function() got[1] = pipes[1].r:read_all() end)
+      tasks[2] = orch.task(function()
+        local out = {}
+        for l in pipes[2].r:lines() do out[#out + 1] = l .. "\n" end
+        got[2] = table.concat(out)
+      end)
+      tasks[3] = orch.task(function()
+        local head = pipes[3].r:read(150)               -- a part stays buffered
+        orch.sleep(0.01)
+        got[3] = head .. pipes[3].r:read_all()
+      end)
+      tasks[4] = orch.task(function() got[4] = pipes[4].r:read_all() end)
+      local chunks, eof = {}, orch.cond()
+      pipes[5].r:on_read(function(chunk)
+        if chunk then chunks[#chunks + 1] = chunk else eof:signal() end
+      end)
+      for _, t in ipairs(tasks) do t:join() end
+      eof:wait(10)
+      got[5] = table.concat(chunks)
+      for _, p in ipairs(pipes) do p.r:close() end
+      local same = {}
+      for i = 1, 5 do same[i] = got[i] == want[i] or (#tostring(got[i]) .. " bytes differ") end
+      return same
+    end)
+    assert.are.same({ true, true, true, true, true }, res)
+  end)
+
   it("a cancelled writer leaves the stream consistent", function()
     local n, tail = with_pipe(function(r, w)
       local big = string.rep("w", 1024 * 1024)

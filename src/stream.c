@@ -301,8 +301,25 @@ static int ensure_space(score *s, size_t want) {
   return 0;
 }
 
+/* Where a stream that holds no data reads into: one buffer for the loop
+ * thread, the bytes read then copied into a buffer of their size
+ * (read_cb). Without it, every read of an idle stream (a service's line of
+ * output) took a 64 KiB block from the heap and gave it back, and finding
+ * one in the heap of a supervisor of 10,000 services is a malloc's slow
+ * path. libuv calls alloc_cb and read_cb in pairs with nothing between
+ * them, so one buffer a thread serves every stream (a thread that never
+ * reads never touches its pages). */
+static _Thread_local char first_read[READ_CHUNK];
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   score *s = h->data;
+  (void)suggested;
+  if (s->len == s->off) {
+    if (s->buf) consume(s, 0);                  /* an empty buffer goes */
+    buf->base = first_read;
+    buf->len = READ_CHUNK;
+    return;
+  }
   if (ensure_space(s, READ_CHUNK) < 0) {
     buf->base = NULL;
     buf->len = 0;
@@ -323,7 +340,15 @@ static void cb_dispatch(score *s);
 
 static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   score *s = h->data;
-  if (nread > 0) {
+  if (nread > 0 && buf->base == first_read) {
+    if (ensure_space(s, (size_t)nread) < 0) {
+      s->rerr = UV_ENOMEM;
+      read_stop(s);
+    } else {
+      memcpy(s->buf + s->len, first_read, (size_t)nread);
+      s->len += (size_t)nread;
+    }
+  } else if (nread > 0) {
     s->len += (size_t)nread;
   } else {
     /* Nothing read (EAGAIN, EOF, an error): an idle stream keeps no buffer. */
