@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fdholder.h"
 #include "orch.h"
 
 static const char *progname = "orch";
@@ -72,6 +73,10 @@ int main(int argc, char **argv) {
   /* As systemd does: soft fd limit up to the hard one (children get the
    * original back), so many services and connections fit. */
   orch_raise_nofile();
+  /* The fd holder (started by the supervisor with exactly its three
+   * arguments) lives as long as the services do: plain C, no runtime. */
+  if (argc == 5 && strcmp(argv[1], "fdholder") == 0 && argv[2][0] != '-')
+    return orch__fdholder_main(argv[2], argv[3], argv[4]);
   orch_runtime *rt = orch_new();
   if (!rt) {
     fprintf(stderr, "%s: cannot create the runtime (out of memory?)\n", progname);
