@@ -36,6 +36,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -820,6 +821,9 @@ int orch__fdholder_main(const char *path, const char *pid_arg, const char *start
     fputs(usage, stderr);
     return 2;
   }
+  /* A put's parse (about 60 KiB for 200 entries) comes and goes with its
+   * datagram: from mmap, so that it does not stay in the heap. */
+  mallopt(M_MMAP_THRESHOLD, 16 * 1024);
   uid = geteuid();
   size_t len = strlen(path);
   struct sockaddr_un sa;

@@ -453,14 +453,8 @@ function M.plan(...)
   if argv[1]:sub(1, 1) ~= "-" and (argv[1]:find("/", 1, true) or argv[1]:match(".%.lua$")) then
     return M.prepare_run({}, argv[1]) or "run 1"
   end
-  -- The fd holder (started by the supervisor with exactly its three
-  -- arguments) lives as long as the services do: it skips the parser, whose
-  -- tables (every command's module and options) would stay in its memory.
-  if argv[1] == "fdholder" and #argv == 4 and argv[2]:sub(1, 1) ~= "-" then
-    pending = { o = { command = "fdholder", socket = argv[2], orch_pid = argv[3], orch_start = argv[4] },
-                m = load_command("fdholder") }
-    return "command 1"
-  end
+  -- (`orch fdholder SOCKET PID START` never comes here: src/main.c runs the
+  -- C holder, src/fdholder.c, before it makes a runtime.)
   local kind, o, m, tail = M.parse(argv)
   if kind == "help" then
     io.stdout:write(o)

@@ -17,8 +17,8 @@
 --    record, rewrites the record whole from the entries kept per instance
 --    and removes the journal. The cost of a change is thus independent of
 --    the number of services. Both go at a clean shutdown;
---  * the fd holder (`orch fdholder`, lua/orch/cmd/fdholder.lua), a small
---    process of its own session holding a duplicate of the read end of
+--  * the fd holder (`orch fdholder`, src/fdholder.c: C, no Lua state), a
+--    small process of its own session holding a duplicate of the read end of
 --    every log pipe, so that no service dies of SIGPIPE while no orch
 --    reads, and handing them to the next orch. It is started at the first
 --    log pipe and told "bye" by a clean shutdown.
