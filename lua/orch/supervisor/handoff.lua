@@ -15,6 +15,21 @@ local handoff = {}
 local HEX = {}
 for i = 0, 255 do HEX[string.char(i)] = string.format("%02x", i) end
 
+-- Keys of mixed types in a fixed order (one comparator, not one per table).
+local function key_order(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta < tb end
+  if ta == "number" or ta == "string" then return a < b end
+  return tostring(a) < tostring(b)
+end
+
+local function sorted_keys(v)
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  table.sort(keys, key_order)
+  return keys
+end
+
 local function canon(v, depth)
   depth = depth or 0
   local t = type(v)
@@ -23,14 +38,7 @@ local function canon(v, depth)
     local ok, d = pcall(string.dump, v, true)
     return ok and ("f" .. d:gsub(".", HEX)) or tostring(v)
   elseif t == "table" then
-    local keys = {}
-    for k in pairs(v) do keys[#keys + 1] = k end
-    table.sort(keys, function(a, b)
-      local ta, tb = type(a), type(b)
-      if ta ~= tb then return ta < tb end
-      if ta == "number" or ta == "string" then return a < b end
-      return tostring(a) < tostring(b)
-    end)
+    local keys = sorted_keys(v)
     local parts = {}
     for i, k in ipairs(keys) do parts[i] = canon(k, depth + 1) .. "=" .. canon(v[k], depth + 1) end
     return "{" .. table.concat(parts, ";") .. "}"
@@ -41,16 +49,42 @@ local function canon(v, depth)
 end
 handoff.canon = canon
 
+local PRIME = 1099511628211
+local byte = string.byte
+
+-- The 64-bit FNV-1a state h after the bytes of s.
+local function fnv(h, s)
+  for i = 1, #s do h = (h ~ byte(s, i)) * PRIME end
+  return h
+end
+
+-- fnv(h, canon(v, depth)), without making canon's text: the pieces are
+-- hashed as they come (a digest is made for every service at its first
+-- start, and the text and its parts were most of a mass start's garbage).
+local function canon_fnv(h, v, depth)
+  local t = type(v)
+  if depth > 50 then return fnv(h, "?") end
+  if t == "table" then
+    h = fnv(h, "{")
+    for i, k in ipairs(sorted_keys(v)) do
+      if i > 1 then h = fnv(h, ";") end
+      h = fnv(canon_fnv(h, k, depth + 1), "=")
+      h = canon_fnv(h, v[k], depth + 1)
+    end
+    return fnv(h, "}")
+  elseif t == "string" then
+    return fnv(h, string.format("%q", v))
+  elseif t == "function" then
+    return fnv(h, canon(v, depth))
+  end
+  return fnv(fnv(h, t:sub(1, 1)), tostring(v))
+end
+
 --- A short digest of canon(def) (64-bit FNV-1a, hex), for the state record
 -- of persist.lua, which is rewritten often: it tells a changed definition
 -- from the same one without carrying the whole text.
 function handoff.digest(def)
-  local text = canon(def)
-  local h = -3750763034362895579          -- 0xcbf29ce484222325
-  for i = 1, #text do
-    h = (h ~ text:byte(i)) * 1099511628211
-  end
-  return string.format("%016x", h)
+  return string.format("%016x", canon_fnv(-3750763034362895579, def, 0))   -- 0xcbf29ce484222325
 end
 
 --- What the supervisor hands over: every instance's counters and state,
