@@ -253,8 +253,9 @@ describe("supervisor restarts", function()
         -- ... and each measured gap is at least its delay.
         assert.is_true(gaps[i] >= delay - 0.005, string.format("gap %d = %.3f < %.3f", i, gaps[i], delay))
       end
+      -- (The gaps themselves also hold each run's start-up, which a loaded
+      -- machine can stretch past the growth: the delays chosen tell it.)
       assert.is_true(inst.last_delay >= 0.4)
-      assert.is_true(gaps[4] > gaps[1])
     end)
   end)
 
