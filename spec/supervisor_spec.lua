@@ -536,6 +536,40 @@ describe("supervisor status and control", function()
     end)
   end)
 
+  it("spawns each restart with the definition's options, and with the supervisor's env as it is then", function()
+    u.with(function(s)
+      s.configure { env = { SUP_VAR = "a" } }
+      s.service { name = "envr", backoff = 0, start_limit = false, env = { SVC_VAR = "x" },
+                  cmd = u.sh("echo $SUP_VAR $SVC_VAR $ORCH_SERVICE $ORCH_INSTANCE $(pwd); exec sleep 30"), cwd = "/tmp" }
+      s.start("envr")
+      assert.is_true(s.wait("envr", "running", 10))
+      local function crash()       -- the restart policy's immediate spawn
+        local pid = u.st(s, "envr").pid
+        assert.is_true(orch.kill(pid, "KILL"))
+        assert.is_true(u.until_true(function()
+          local st = u.st(s, "envr")
+          return st.state == "running" and st.pid ~= nil and st.pid ~= pid
+        end))
+      end
+      local function line(n, want)
+        assert.is_true(u.until_true(function() return s.tail("envr")[n] ~= nil end))
+        assert.are.equal(want, s.tail("envr")[n])
+      end
+      line(1, "a x envr 1 /tmp")
+      crash()
+      line(2, "a x envr 1 /tmp")
+      crash()
+      line(3, "a x envr 1 /tmp")
+      s.configure { env = { SUP_VAR = "b" } }
+      crash()
+      line(4, "b x envr 1 /tmp")
+      s.configure { env = { SUP_VAR = "b", MORE = "m" } }
+      crash()
+      line(5, "b x envr 1 /tmp")
+      s.stop("envr")
+    end)
+  end)
+
   it("follows output lines and keeps orch's own notify and heartbeat variables from services", function()
     u.with(function(s)
       s.configure { env = { NOTIFY_SOCKET = "/run/elsewhere", ORCH_HEARTBEAT_SLOT = "7", KEPT = "yes" } }

@@ -373,8 +373,20 @@ end
 -- spawn gives the CPU to the new process first (Instance:spawn).
 local restarting
 
+-- A spawn's options. Those of the previous spawn are used again while the
+-- definition and the supervisor's environment are the same tables (a
+-- reload that changes a service gives it new instances, sup.configure a new
+-- env), when nothing but this function writes them: a service without
+-- env_file, readiness or heartbeat, whose preparations add to the
+-- environment or the fds of each spawn. A restart then makes no table.
 local function spawn_options(self)
   local cfg = self.cfg
+  local kept = self.spawn_opts
+  if kept and kept.cfg == cfg and kept.env == self.sup.env then
+    local opts = kept.opts
+    opts.cgroup = nil                        -- cgroup.prepare's, each spawn
+    return opts
+  end
   local env = {}
   if self.sup.env then for k, v in pairs(self.sup.env) do env[k] = v end end
   -- What orch itself inherited from its own supervisor (systemd, another
@@ -405,6 +417,9 @@ local function spawn_options(self)
   elseif not l.inherit then
     opts.stdout = "pipe"
     opts.stderr = l.stderr and "stdout" or "inherit"
+  end
+  if not (cfg.env_file or cfg.ready or cfg.heartbeat) then
+    self.spawn_opts = { cfg = cfg, env = self.sup.env, opts = opts }
   end
   return opts
 end
