@@ -541,6 +541,111 @@ unsigned orch__cg_v2_offered(void) {
   return m;
 }
 
+/* ---------------------------------------------------------------- trust */
+
+/* A cgroup orch builds on must be one that only orch's uid or root can
+ * change (doc/security.md, "Cgroups"). Whoever may write a cgroup's
+ * cgroup.procs may move any process between two cgroups below it that it
+ * may write: the kernel checks the writer against the common ancestor's
+ * cgroup.procs, not against the process's owner, so a root service could
+ * be moved out of its cgroup and escape every stop. Whoever may write a
+ * cgroup's directory may remove an empty cgroup of orch's and make its own
+ * under the same name; whoever may write its cgroup.subtree_control may
+ * take a controller (and so a limit) away from its children. cgroupfs
+ * holds no symbolic links and no files but its own: the owner and mode of
+ * these are the whole question. */
+static const char *const trust_names[] = { NULL, "cgroup.procs", "cgroup.subtree_control", "cgroup.threads" };
+
+/* One level: 0, -EPERM (owner) or -EACCES (mode) with why_buf saying
+ * which, -ENOENT when dir does not exist. v2: a directory of the v2 mount
+ * (named as /proc/PID/cgroup does), else of a v1 one (named by its path). */
+static int trusted_level(const char *dir, int v2) {
+  char p[PATH_MAX], name[PATH_MAX];
+  for (size_t i = 0; i < sizeof trust_names / sizeof *trust_names; i++) {
+    const char *f = trust_names[i];
+    if ((size_t)snprintf(p, sizeof p, f ? "%s/%s" : "%s", dir, f) >= sizeof p) return -ENAMETOOLONG;
+    int dfd = AT_FDCWD;
+    const char *rel = v2 ? at_v2(p, &dfd) : p;
+    struct stat sb;
+    if (fstatat(dfd, rel, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+      if (errno == ENOENT && f) continue;         /* a v1 hierarchy, an old kernel */
+      return -errno;
+    }
+    uid_t me = geteuid();
+    int owner_ok = sb.st_uid == 0 || sb.st_uid == me;
+    if (owner_ok && !(sb.st_mode & (S_IWGRP | S_IWOTH)) && (f ? S_ISREG(sb.st_mode) : S_ISDIR(sb.st_mode)))
+      continue;
+    char what[PATH_MAX + 32];
+    const char *d = v2 ? v2_name(dir, name, sizeof name) : dir;
+    snprintf(what, sizeof what, "%s%s%s", d, f ? "/" : "", f ? f : "");
+    if (!owner_ok)
+      snprintf(why_buf, sizeof why_buf, "refused: %s belongs to uid %u, neither orch's uid (%u) nor root: that "
+               "user could move processes out of the cgroups below it, or replace them (see doc/security.md)",
+               what, (unsigned)sb.st_uid, (unsigned)me);
+    else if (sb.st_mode & (S_IWGRP | S_IWOTH))
+      snprintf(why_buf, sizeof why_buf, "refused: %s may be written by its group or by every user (mode %04o): "
+               "they could move processes out of the cgroups below it, or replace them (see doc/security.md)",
+               what, (unsigned)(sb.st_mode & 07777));
+    else
+      snprintf(why_buf, sizeof why_buf, "refused: %s is not a cgroup's own %s", what, f ? "file" : "directory");
+    return owner_ok ? -EACCES : -EPERM;
+  }
+  return 0;
+}
+
+/* Every level from top down to dir, both included (top is dir or an
+ * ancestor of it). 1 when all exist and may be trusted, 0 when the walk
+ * stopped at one that does not exist (what orch makes below is its own),
+ * or the first refusal (trusted_level). */
+static int trusted_chain(const char *top, const char *dir, int v2) {
+  char buf[PATH_MAX];
+  size_t tl = strlen(top);
+  if (strlen(dir) >= sizeof buf) return -ENAMETOOLONG;
+  strcpy(buf, dir);
+  for (char *e = buf + tl; ; ) {
+    char save = *e;
+    *e = 0;
+    int r = trusted_level(buf, v2);
+    *e = save;
+    if (r == -ENOENT) return 0;
+    if (r < 0) return r;
+    if (!save) return 1;
+    while (*e == '/') e++;
+    e = strchrnul(e, '/');
+  }
+}
+
+/* The last v2 directory whose whole chain was found trusted: the parent of
+ * the next cgroup is usually the same (a supervisor's services), and once a
+ * chain is trusted only orch's uid or root can change it. */
+static char *trusted_v2;
+
+/* For a new cgroup in the v2 directory parent (below top): its chain. */
+static int trusted_parent(const char *top, const char *parent) {
+  if (trusted_v2 && strcmp(trusted_v2, parent) == 0) return 0;
+  int r = trusted_chain(top, parent, 1);
+  if (r == 1) {
+    free(trusted_v2);
+    trusted_v2 = strdup(parent);
+  }
+  return r < 0 ? r : 0;
+}
+
+/* Where the chain of a v1 directory fs of controller c starts: orch's own
+ * v1 cgroup when fs is below it, else the mount (as chain_top for v2). */
+static char *v1_top(int c, const char *fs) {
+  char self1[PATH_MAX];
+  char *top = NULL;
+  if (orch__cg_of(0, c, self1, sizeof self1) == 0 &&
+      fs_path(layout.v1_mount[c], layout.v1_root[c], self1, &top) == 0) {
+    size_t n = strlen(top);
+    while (n > 1 && top[n - 1] == '/') top[--n] = 0;
+    if (strncmp(fs, top, n) == 0 && (fs[n] == '/' || fs[n] == 0)) return top;
+  }
+  free(top);
+  return strdup(layout.v1_mount[c]);
+}
+
 /* rmdir of dir and of its `up` nearest ancestors, deepest first (what a
  * failed create made). */
 static void unmake(const char *dir, int up) {
@@ -689,6 +794,11 @@ static int mirror(orch__cgroup *cg, const char *path, int c, int create) {
   if (create) {
     v1_made |= 1u << c;
     r = mkdirs(lo->v1_mount[c], fs, 0);
+    /* The mirror may have been there already: its chain and itself. */
+    char *top = r == 0 ? v1_top(c, fs) : NULL;
+    if (r == 0 && !top) r = -ENOMEM;
+    if (r == 0 && (r = trusted_chain(top, fs, 0)) > 0) r = 0;
+    free(top);
   } else {
     struct stat sb;
     r = stat(fs, &sb) < 0 ? -errno : 0;
@@ -720,11 +830,16 @@ static int make_v2(orch__cgroup *cg, const char *path, unsigned want) {
   char *parent = strdup(cg->fs[0]);
   if (!parent) { free(top); return -ENOMEM; }
   *strrchr(parent, '/') = 0;
-  int made = 0, r, dfd;
+  int made = 0, dfd;
   unsigned got = 0;
   const char *rel = at_v2(cg->fs[0], &dfd);
-  /* The parent usually exists: one mkdir, else the whole walk. */
-  if (mkdirat(dfd, rel, 0755) == 0) {
+  /* Nothing is made, and no controller enabled, in a chain another user
+   * could change. The parent usually exists: one mkdir, else the whole
+   * walk. */
+  int r = trusted_parent(top, parent);
+  if (r < 0) {
+    /* refused (why_buf) */
+  } else if (mkdirat(dfd, rel, 0755) == 0) {
     r = walk_down(top, parent, 0, v2, &got, NULL);
     if (r < 0) unmake(cg->fs[0], 0);
   } else if (errno == ENOENT) {
@@ -745,7 +860,7 @@ static int make_v2(orch__cgroup *cg, const char *path, unsigned want) {
     /* A mirror costs a directory per hierarchy (a v1 memory cgroup is slow
      * to make): made only when asked for, else at the first limit. */
     if ((r = mirror(cg, path, c, 1)) < 0) {
-      why("%s: making its cgroup v1 directory%s", orch__cg_ctl_names[c], "");
+      if (!why_buf[0]) why("%s: making its cgroup v1 directory%s", orch__cg_ctl_names[c], "");
       orch__cg_remove(cg, 0);
       return r;
     }
@@ -788,6 +903,22 @@ int orch__cg_create(orch__cgroup *cg, const char *path, unsigned want) {
 
 int orch__cg_open(orch__cgroup *cg, const char *path) {
   return open_v2(cg, path, 0, 0);
+}
+
+int orch__cg_trusted(const orch__cgroup *cg) {
+  if (!cg->fs[0]) return -EBADF;
+  why_buf[0] = 0;
+  char *top = chain_top(cg->fs[0]);
+  if (!top) return -ENOMEM;
+  int r = trusted_chain(top, cg->fs[0], 1);
+  free(top);
+  for (int c = 0; r >= 0 && c < ORCH__CG_NCTL; c++) {
+    if (!cg->fs[1 + c]) continue;
+    if (!(top = v1_top(c, cg->fs[1 + c]))) return -ENOMEM;
+    r = trusted_chain(top, cg->fs[1 + c], 0);
+    free(top);
+  }
+  return r < 0 ? r : 0;
 }
 
 /* rmdir of dir's empty descendants, deepest first. */
@@ -1319,7 +1450,7 @@ int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
   }
   if (!cg->fs[1 + c]) {
     int r = mirror(cg, cg->path, c, 1);
-    if (r < 0) { *where = "v1 mirror"; return r; }
+    if (r < 0) { *where = why_buf[0] ? why_buf : "v1 mirror"; return r; }
     if ((r = move_members(cg, cg->fs[1 + c])) < 0) { *where = "v1 cgroup.procs"; return r; }
   }
   const char *m = cg->fs[1 + c];

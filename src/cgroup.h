@@ -127,6 +127,15 @@ const char *orch__cg_why(void);
 unsigned orch__cg_v2_offered(void);
 /* Opens an existing cgroup and the v1 mirrors that exist. */
 int orch__cg_open(orch__cgroup *cg, const char *path);
+/* 0 when only orch's uid or root can change the open cgroup cg and every
+ * ancestor from orch's own cgroup down (or from the hierarchy's root for a
+ * cgroup outside it), in v2 and in its v1 mirrors: the directories and
+ * their cgroup.procs, cgroup.subtree_control and cgroup.threads owned by
+ * one of them and not writable by group or others. Else -EPERM (owner) or
+ * -EACCES (mode), orch__cg_why saying which ("refused: ..."). create checks
+ * the same of the new cgroup's parent (and of a v1 mirror it finds made)
+ * before it makes or enables anything. */
+int orch__cg_trusted(const orch__cgroup *cg);
 void orch__cg_close(orch__cgroup *cg);
 /* rmdir of the cgroup and its mirrors (-EBUSY while populated); with
  * recursive, empty descendants first. The object stays open (its fds). */

@@ -271,18 +271,36 @@ static int cgroup_create(lua_State *L) {
     const char *why = orch__cg_why();
     if (!why) return fail_path(L, "cgroup.create", path, -r);
     if (r == -ENOTSUP) return orch__failf(L, "ENOTSUP", "cgroup.create: %s: %s", path, why);
+    if (strncmp(why, "refused:", 8) == 0)
+      return orch__failf(L, r == -EPERM ? "EPERM" : "EACCES", "cgroup.create: %s: %s", path, why);
     return orch__fail_errno(L, -r, "cgroup.create: %s: %s", path, why);
   }
   return 1;
 }
 
 static int cgroup_open(lua_State *L) {
+  static const char *const opts[] = { "trusted", NULL };
   check_path_arg(L, 1);
-  if (lua_gettop(L) > 1) luaL_argerror(L, 2, "no value expected");
+  int trusted = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    orch__check_options(L, 2, opts);
+    int t = lua_getfield(L, 2, "trusted");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+      orch__opt_error(L, 2, "trusted", lua_pushfstring(L, "boolean expected, got %s", luaL_typename(L, -1)));
+    trusted = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  if (lua_gettop(L) > 2) luaL_argerror(L, 3, "no value expected");
   const char *path = lua_tostring(L, 1);
   ocg *o = cg_new(L);
   int r = orch__cg_open(&o->cg, path);
   if (r < 0) return fail_path(L, "cgroup.open", path, -r);
+  if (trusted && (r = orch__cg_trusted(&o->cg)) < 0) {
+    const char *why = orch__cg_why();
+    orch__cg_close(&o->cg);
+    if (!why) return fail_path(L, "cgroup.open", path, -r);
+    return orch__failf(L, r == -EPERM ? "EPERM" : "EACCES", "cgroup.open: %s: %s", path, why);
+  }
   return 1;
 }
 

@@ -37,6 +37,11 @@ M.is_limit = is_limit
 
 local nsups = 0
 
+-- An existing parent is used only when no other user could change it or
+-- its ancestors (doc/security.md, "Cgroups"): orch.cgroup.create checks the
+-- same of the parent it makes a cgroup in.
+local TRUSTED = { trusted = true }
+
 -- A short stable name for a string (32-bit FNV-1a, hex).
 local function fnv1a(str)
   local h = 0x811c9dc5
@@ -85,7 +90,7 @@ function M.base(S)
   end
   local path = S.cgroup_parent or default_path(S)
   local cg, err, ename = orch.cgroup.create(path)
-  if not cg and ename == "EEXIST" then cg, err = orch.cgroup.open(path) end
+  if not cg and ename == "EEXIST" then cg, err = orch.cgroup.open(path, TRUSTED) end
   if not cg then
     S.cgroup_off = tostring(err)
     S:log("cgroups off: " .. S.cgroup_off .. "; services are tracked and stopped by process group")
@@ -182,7 +187,7 @@ local function probe(S, enable)
     local path = S.cgroup_parent or default_path(S)
     local cg, err, ename = orch.cgroup.create(path)
     made = cg ~= nil
-    if not cg and ename == "EEXIST" then cg, err = orch.cgroup.open(path) end
+    if not cg and ename == "EEXIST" then cg, err = orch.cgroup.open(path, TRUSTED) end
     if not cg then
       p.off, p.where = tostring(err), nil
       return p
@@ -652,7 +657,7 @@ function M.close(S)
   if not base and S.main and S.cgroup_parent == nil and not S.cgroup_off then
     -- An orch that only adopted (after a SIGKILL of the previous one) never
     -- made the tree, but it is its own to remove.
-    base = orch.cgroup.open(default_path(S))
+    base = orch.cgroup.open(default_path(S), TRUSTED)
   end
   if not base then return end
   S.cgroup_base = nil
