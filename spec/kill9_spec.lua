@@ -440,6 +440,130 @@ orch.task(function() orch.sleep(1e6) end)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  -- A fleet of N services (a record of more than 16 KiB: changes go to the
+  -- journal, as above); DIR/n, when there, says how many are defined.
+  local function large_fleet(N)
+    return new_test(false, string.format([[
+local sup = require "orch.supervisor"
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end }
+local f = io.open(DIR .. "/n")
+local n = f and tonumber(f:read("l")) or %d
+if f then f:close() end
+for i = 1, n do
+  sup.service{ name = "s" .. i, cmd = { "sleep", "600" }, backoff = 0, start_limit = false }
+end
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]], N))
+  end
+
+  -- Every service's status once each is as `want` says (name -> state;
+  -- default running, false: not defined), its pids kept for the cleanup.
+  -- The client gives up on a reply after 5 s, and the wait after 60 s: an
+  -- orch whose loop is blocked fails the test instead of hanging it.
+  local function fleet_within(t, want)
+    local deadline, last = os.time() + 60, "no reply from orch (is its loop blocked?)"
+    while os.time() < deadline do
+      local code, out = ctl(t, "--timeout", "5", "--json", "status")
+      if code == 0 or code == 3 then
+        local by, wrong = {}, {}
+        for _, e in ipairs(cjson.decode(out).services) do
+          e.pid, e.restarts = math.tointeger(e.pid) or e.pid, math.tointeger(e.restarts) or e.restarts
+          by[e.name] = e
+          if e.pid then t.extra[#t.extra + 1] = e.pid end
+          if e.state ~= (want[e.name] or "running") then wrong[#wrong + 1] = e.name .. " " .. e.state end
+        end
+        for name, w in pairs(want) do
+          if (w == false) ~= (by[name] == nil) then wrong[#wrong + 1] = name .. (w == false and " defined" or " missing") end
+        end
+        if #wrong == 0 then return by end
+        last = table.concat(wrong, ", ")
+      end
+      h.pause(0.05)
+    end
+    error("timed out waiting for the fleet's states: " .. last, 2)
+  end
+
+  it("a FIFO, a symbolic link or another user's file at the journal's path is never waited on nor followed", function()
+    -- Planted where orch appends the journal (orch's uid or root could: the
+    -- directory is private), each in turn while a fleet with a large record
+    -- runs; a restart then has a line to journal. orch must answer, say so
+    -- once, write the record whole instead (and remove what was planted),
+    -- and journal again at the next change. The next orch after a kill -9
+    -- adopts every process.
+    local N = 150
+    local t = large_fleet(N)
+    local journal = t.sock .. ".journal"
+    local target = t.dir .. "/target"
+    h.write(target, "root's file\n")
+    os.execute("chmod 600 " .. h.shquote(target))
+    -- Each made beside it, then renamed over it (orch may append at any
+    -- time: a removal first would race with it).
+    local plants = {
+      { "mkfifo -m 600 %s", "is a FIFO (refused, never waited on)" },
+      { "ln -s target %s", "is a symbolic link (never followed)" },
+      { "touch %s && chmod 600 %s && chown 65534 %s", "is a file of another user (refused)" },
+    }
+    local planted = t.dir .. "/planted"
+    -- The journal's text once it is orch's regular file again (reading the
+    -- FIFO would block the test itself).
+    local function journal_text()
+      return h.sh("stat -c %F " .. h.shquote(journal) .. " 2>/dev/null"):match("^regular") and slurp(journal) or ""
+    end
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s = fleet_within(t, {})
+      until_true(function()
+        local r = record(t)
+        return r and #r.instances == N
+      end, "the record to name every service")
+      local function restart(name)
+        local old = s[name].pid
+        kill9(old)
+        s = until_true(function()
+          local x = fleet_within(t, {})
+          return x[name].pid ~= old and x
+        end, name .. " restarted")
+      end
+      for i, p in ipairs(plants) do
+        assert(os.execute((p[1]:gsub("%%s", h.shquote(planted))) .. " && mv -T " .. h.shquote(planted) .. " "
+          .. h.shquote(journal)))
+        restart("s75")
+        -- The record names the new process (written whole instead; or the
+        -- journal, when the refusal came with an earlier line), and what
+        -- was planted is gone.
+        until_true(function() return slurp(t.state):find('"pid":' .. s.s75.pid, 1, true)
+          or journal_text():find('"pid":' .. s.s75.pid, 1, true) end, "the record to name the new s75")
+        until_true(function()
+          local kind = h.sh("stat -c '%F %u' " .. h.shquote(journal) .. " 2>/dev/null")
+          return kind == "" or kind:match("^regular.* 0$")
+        end, "what was planted to go")
+        -- The next change is journaled again.
+        restart("s76")
+        until_true(function() return journal_text():find('"pid":' .. s.s76.pid, 1, true) end,
+          "the journal to name the new s76")
+        local e = slurp(t.runs[1].err)
+        local _, failed = e:gsub("cannot write the state journal", "")
+        local _, again = e:gsub("the state journal is written again", "")
+        assert.are.same({ i, i }, { failed, again }, e)
+        assert.truthy(e:find("cannot write the state journal: private.append: " .. journal .. " " .. p[2]
+          .. "; the state record is written whole instead", 1, true), e)
+      end
+      assert.are.equal("root's file\n", slurp(target))
+      local holder = holder_of(t)
+      until_true(function() return holds_pipes(holder, { s.s75.pid, s.s76.pid }) end,
+        "the holder to hold the new pipes")
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s2 = fleet_within(t, {})
+      for name, e in pairs(s) do assert.are.equal(e.pid, s2[name].pid, name) end
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
   it("a journal older than the record (orch killed between the two) is not replayed", function()
     local t = new_test()
     local ok, err = pcall(function()

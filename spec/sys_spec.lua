@@ -94,8 +94,44 @@ describe("orch.private", function()
     assert.are.equal("a\nb\n", h.slurp(path))
     assert.are.equal("600", mode_of(path))
     os.execute("ln -s " .. h.shquote(path) .. " " .. h.shquote(dir .. "/link"))
-    assert.are.equal("ELOOP", select(3, orch.private.append(dir .. "/link", "c\n")))
+    assert.are.same({ nil, "private.append: " .. dir .. "/link is a symbolic link (never followed)", "EPERM" },
+                    { orch.private.append(dir .. "/link", "c\n") })
     assert.are.equal("a\nb\n", h.slurp(path))
+  end)
+
+  it("append never waits on a FIFO, with or without a reader, and appends to no file it would not read", function()
+    local fifo = dir .. "/fifo"
+    assert(os.execute("mkfifo -m 600 " .. h.shquote(fifo)))
+    -- No reader: an open for writing would wait for one.
+    assert.are.same({ nil, "private.append: " .. fifo .. " is a FIFO (refused, never waited on)", "EPERM" },
+                    { orch.private.append(fifo, "c\n") })
+    -- A reader (which would get the line, and could stop reading).
+    h.run(function()
+      local r = assert(orch.spawn { "sh", "-c", 'exec sleep 60 <>"$0"', fifo })
+      -- Once sleep runs, the shell opened the FIFO (read-write: no wait).
+      h.eventually(function() return h.sh("readlink /proc/" .. r.pid .. "/exe"):match("sleep$") end, "the reader")
+      assert.are.same({ nil, "private.append: " .. fifo .. " is a FIFO (refused)", "EPERM" },
+                      { orch.private.append(fifo, "c\n") })
+      r:kill("KILL")
+      r:wait()
+    end)
+    -- Another user's file, one that others may read, a hard link.
+    local other = dir .. "/other"
+    h.write(other, "")
+    os.execute("chmod 600 " .. h.shquote(other) .. " && chown 65534 " .. h.shquote(other))
+    assert.are.same({ nil, "private.append: " .. other .. " is a file of another user (refused)", "EPERM" },
+                    { orch.private.append(other, "c\n") })
+    local open = dir .. "/open"
+    h.write(open, "")
+    os.execute("chmod 644 " .. h.shquote(open))
+    assert.are.same({ nil, "private.append: " .. open .. " is accessible to group or others (refused)", "EPERM" },
+                    { orch.private.append(open, "c\n") })
+    assert.is_true(orch.private.append(dir .. "/mine", "a\n"))
+    os.execute("ln " .. h.shquote(dir .. "/mine") .. " " .. h.shquote(dir .. "/hard"))
+    assert.are.same({ nil, "private.append: " .. dir .. "/hard is a file with another link (refused)", "EPERM" },
+                    { orch.private.append(dir .. "/hard", "c\n") })
+    assert.are.equal("", h.slurp(other) .. h.slurp(open))
+    assert.are.equal("a\n", h.slurp(dir .. "/mine"))
   end)
 
   it("mkdir makes or narrows a directory; strict refuses another user's", function()

@@ -231,9 +231,21 @@ static int private_write(lua_State *L) {
   return 1;
 }
 
+/* What a file that is not a regular one is, for a refusal. */
+static const char *file_kind(mode_t m) {
+  return S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" : S_ISDIR(m) ? "a directory"
+       : S_ISCHR(m) || S_ISBLK(m) ? "a device" : S_ISLNK(m) ? "a symbolic link" : "not a regular file";
+}
+
 /* orch.private.append(path, data): appends data to path in one write
- * (created mode 0600; a symbolic link is refused), for a journal line that
- * must be on file before anything else happens. */
+ * (created mode 0600), for a journal line that must be on file before
+ * anything else happens. It appends only to what orch.private.read would
+ * trust: a regular file with one link, owned by our uid, that group and
+ * others may not access. A symbolic link is never followed; a FIFO (or a
+ * socket, a device) is never waited on: the open does not block
+ * (O_NONBLOCK: a FIFO without a reader fails with ENXIO, one with a reader
+ * is refused before anything is written). Else nil, "private.append: PATH
+ * is a FIFO (refused)", "EPERM". */
 static int private_append(lua_State *L) {
   size_t plen, len;
   const char *path = luaL_checklstring(L, 1, &plen);
@@ -242,9 +254,29 @@ static int private_append(lua_State *L) {
   luaL_argcheck(L, len <= 65536, 2, "more than 64 KiB");
   luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
   int fd;
-  do fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  do fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600);
   while (fd < 0 && errno == EINTR);
-  if (fd < 0) return orch__fail(L, "private.append", errno);
+  struct stat st;
+  if (fd < 0) {
+    int e = errno;
+    if (e == ELOOP) return orch__failf(L, "EPERM", "private.append: %s is a symbolic link (never followed)", path);
+    if (e == ENXIO && lstat(path, &st) == 0)
+      return orch__failf(L, "EPERM", "private.append: %s is %s (refused, never waited on)", path, file_kind(st.st_mode));
+    return orch__fail(L, "private.append", e);
+  }
+  if (fstat(fd, &st) < 0) {
+    int e = errno;
+    close(fd);
+    return orch__fail(L, "private.append", e);
+  }
+  const char *why = !S_ISREG(st.st_mode) ? file_kind(st.st_mode)
+                  : st.st_uid != geteuid() ? "a file of another user"
+                  : (st.st_mode & 077) ? "accessible to group or others"
+                  : st.st_nlink != 1 ? "a file with another link" : NULL;
+  if (why) {
+    close(fd);
+    return orch__failf(L, "EPERM", "private.append: %s is %s (refused)", path, why);
+  }
   ssize_t n;
   do n = write(fd, data, len); while (n < 0 && errno == EINTR);
   int e = n < 0 ? errno : (size_t)n != len ? EIO : 0;

@@ -527,7 +527,7 @@ function persist.sync(S)
       end
     end
   elseif nbytes > 0 and not append_journal(S, P, table.concat(lines, "\n") .. "\n") then
-    P.record_bytes = nil
+    again = true
   end
   -- The next sync waits SPACING times as long as this one took: a record
   -- of thousands of services costs milliseconds to write whole, and a
@@ -632,9 +632,14 @@ append_journal = function(S, P, text)
       S:log("the state journal is written again")
     end
     return true
-  elseif not P.journal_failed then
+  end
+  -- The record is written whole at the next sync instead (the changes are
+  -- in P.frags), and what append refused at the path (a FIFO, a symbolic
+  -- link, another user's file) is removed then, or before the next append.
+  P.record_bytes, P.jstale = nil, true
+  if not P.journal_failed then
     P.journal_failed = true
-    S:log("cannot write the state journal: " .. tostring(err))
+    S:log("cannot write the state journal: " .. tostring(err) .. "; the state record is written whole instead")
   end
   return false
 end
