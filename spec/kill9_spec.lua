@@ -484,6 +484,63 @@ orch.task(function() orch.sleep(1e6) end)
     error("timed out waiting for the fleet's states: " .. last, 2)
   end
 
+  it("a service a reload removed is gone through the journal: the next orch after a kill -9 does not resume it", function()
+    -- s150 restarted twice, then removed by a reload: the journal says so
+    -- at once (its "gone" line; nothing else changes before the kill), the
+    -- record on file still names s150. The next orch, given the first
+    -- script again (s150 defined once more, as after a revert), starts a
+    -- new s150 with no history (a journal that still named it as stopped
+    -- by the reload would keep it stopped), and adopts the rest.
+    local N = 150
+    local t = large_fleet(N)
+    local journal = t.sock .. ".journal"
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s = fleet_within(t, {})
+      until_true(function()
+        local r = record(t)
+        return r and #r.instances == N
+      end, "the record to name every service")
+      local old = {}
+      for _ = 1, 2 do
+        old[#old + 1] = s.s150.pid
+        kill9(s.s150.pid)
+        s = until_true(function()
+          local x = fleet_within(t, {})
+          return x.s150.pid ~= old[#old] and x
+        end, "s150 restarted")
+      end
+      old[#old + 1] = s.s150.pid
+      assert.are.equal(2, s.s150.restarts)
+      local gen = math.tointeger(record(t).gen)
+      h.write(t.dir .. "/n", tostring(N - 1))
+      local code, out = ctl(t, "--timeout", "60", "reload")
+      assert.are.equal(0, code, out)
+      assert.matches("stopped: s150\n", out, 1, true)
+      local s1 = fleet_within(t, { s150 = false })
+      until_true(function() return not alive(old[#old]) end, "the removed s150 to end")
+      until_true(function() return slurp(journal):find('{"name":"s150","gone":true}', 1, true) end,
+        "the journal's gone line")
+      -- Only the journal says it: the record was not written whole.
+      assert.are.equal(gen, math.tointeger(record(t).gen))
+      assert.truthy(slurp(t.state):find('"name":"s150"', 1, true))
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      os.remove(t.dir .. "/n")
+      local pid2 = run(t)
+      local s2 = fleet_within(t, {})
+      for name, e in pairs(s1) do assert.are.equal(e.pid, s2[name].pid, name) end
+      for _, pid in ipairs(old) do assert.are_not.equal(pid, s2.s150.pid) end
+      assert.are.equal(0, s2.s150.restarts)
+      local e = slurp(t.runs[2].err)
+      assert.is_nil(e:find("s150: adopted", 1, true), e)
+      assert.truthy(e:find("s1: adopted pid " .. s1.s1.pid, 1, true), e)
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
   it("a FIFO, a symbolic link or another user's file at the journal's path is never waited on nor followed", function()
     -- Planted where orch appends the journal (orch's uid or root could: the
     -- directory is private), each in turn while a fleet with a large record

@@ -160,6 +160,10 @@ function Sup:remove(name)
   self.services[name] = nil
   self.graph_checked = nil
   self.all_cache = nil
+  -- The state record forgets its instances now (the journal's "gone"
+  -- line), not at the next change: a kill -9 meanwhile left them named as
+  -- stopped by hand, and a next orch given the service again kept it stopped.
+  if self.persist then persist.touch(self) end
   for i, n in ipairs(self.order) do
     if n == name then
       table.remove(self.order, i)
