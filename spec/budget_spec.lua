@@ -197,6 +197,50 @@ describe("orch.set_budget", function()
     assert.are.same({ 0, "done\n", "" }, res)
   end)
 
+  it("never wakes an idle orch: the timer a burst of work armed does not fire once the loop waits", function()
+    -- The timer runs on the loop thread's CPU clock. On the monotonic clock
+    -- it fired once, up to a budget after every burst (one wake-up a burst:
+    -- 0.2-0.4 a second in the seconds after a large start). Each USR1 here
+    -- is a burst (a handler's resume arms the timer); the loop thread must
+    -- then stay asleep for more than two budgets.
+    local script = h.script([[
+      orch.set_budget(1)
+      orch.signal.on("USR1", function()
+        local n = 0
+        for i = 1, 1000 do n = n + i end
+        io.stdout:write("worked ", n, "\n")
+        io.stdout:flush()
+      end)
+      io.stdout:write("ready\n")
+      io.stdout:flush()
+      orch.timer.after(3600, function() end)
+    ]])
+    local res = h.run(function()
+      local p = assert(orch.spawn{ h.bin, "run", script, stdout = "pipe", stderr = "pipe" })
+      local function wakeups()
+        local st = h.slurp("/proc/" .. p.pid .. "/status")
+        return tonumber(st:match("\nvoluntary_ctxt_switches:%s*(%d+)")) + tonumber(st:match("nonvoluntary_ctxt_switches:%s*(%d+)"))
+      end
+      local lines, woke = { p.stdout:read_line() }, {}
+      for i = 1, 2 do
+        assert(p:kill("USR1"))
+        lines[#lines + 1] = p.stdout:read_line()
+        -- Counted once the loop thread sleeps again (its going to sleep
+        -- after the write is a switch of its own).
+        h.eventually(function() return orch.proc.info(p.pid).state == "S" end, "orch asleep")
+        local w0 = wakeups()
+        orch.sleep(2.5)          -- the time passing is what is tested
+        woke[i] = wakeups() - w0
+      end
+      p:kill("TERM")
+      local err = p.stderr:read_all()
+      p:wait()
+      return { lines = lines, woke = woke, err = err }
+    end, 60)
+    assert.are.same({ "ready", "worked 500500", "worked 500500" }, res.lines)
+    assert.are.same({ 0, 0 }, res.woke, res.err)
+  end)
+
   it("is off with 0 or false, and returns the previous budget", function()
     local old = orch.set_budget(0.05)
     assert.are.equal(0.05, orch.set_budget(false))

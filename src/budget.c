@@ -20,8 +20,13 @@
  * coroutine.resume and coroutine.wrap note it, below); started later, it
  * re-arms the timer for that resume's end; no resume running, it leaves the
  * timer unarmed. A resume shorter than the budget pays a clock read and,
- * at most once a budget, one timer_settime; an idle orch gets no signal.
- * Where no timer can be made, the hook is set for every resume as before.
+ * at most once a budget, one timer_settime. The timer runs on the loop
+ * thread's CPU clock (the budget counts CPU time): it advances only while
+ * the thread runs, so the timer a burst of work armed never fires once the
+ * loop waits, and an idle orch gets no signal (on a monotonic clock it
+ * woke the loop once, up to a budget after every burst). Where no timer can
+ * be made, or for a runtime on another thread than the timer's, the hook
+ * is set for every resume.
  *
  * CPU limit (task:set_cpu_limit): a task with a limit has the thread's CPU
  * clock read at each resume and yield, and the same count hook raises in it
@@ -91,13 +96,15 @@ void orch__budget_mark(orch_runtime *rt) {
 static struct {
   orch_runtime *volatile rt;  /* whose resume is timed (the last to start one) */
   volatile sig_atomic_t armed;
-  volatile uint64_t due;      /* when it fires (monotonic ns), while armed */
+  volatile uint64_t due;      /* when it fires (the thread's CPU clock, ns), while armed */
   int made;                   /* the timer exists in this process */
+  pthread_t thread;           /* whose CPU clock it runs on and who gets the signal */
   timer_t id;
 } alarm_st;
 static int alarm_ok = 1;      /* 0: no timer could be made: hook every resume */
 
-/* Async-signal-safe: arms the timer ns from now. */
+/* Async-signal-safe: arms the timer ns of the thread's CPU time from now
+ * (now: the thread's CPU clock). */
 static void alarm_set(uint64_t now, uint64_t ns) {
   if (ns == 0) ns = 1;
   alarm_st.due = now + ns;
@@ -118,8 +125,8 @@ static void on_alarm(int sig, siginfo_t *si, void *uc) {
   if (rt && rt->budget_ns && rt->budget_start) {
     uint64_t now = orch__mono_ns(), used = budget_used(rt, now);
     if (used < rt->budget_ns) {
-      /* The rest of the budget is at least that much wall time away. */
-      alarm_set(now, rt->budget_ns - used);
+      /* The rest of the budget is at least that much CPU time away. */
+      alarm_set(orch__thread_cpu_ns(), rt->budget_ns - used);
     } else if (rt->running_co) {
       lua_sethook(rt->running_co, orch__budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
     }
@@ -163,7 +170,8 @@ static int alarm_make(void) {
   sev.sigev_notify = SIGEV_THREAD_ID;
   sev.sigev_signo = ORCH__BUDGET_SIGNAL;
   sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-  if (timer_create(CLOCK_MONOTONIC, &sev, &alarm_st.id) < 0) return -1;
+  if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &alarm_st.id) < 0) return -1;
+  alarm_st.thread = pthread_self();
   /* The loop thread must take it even if a script's mask was copied. */
   sigset_t one;
   sigemptyset(&one);
@@ -176,8 +184,10 @@ static int alarm_make(void) {
 /* A resume of rt starts with its budget clock (rt->budget_start) set:
  * 1 when the alarm watches it, 0 when the caller must set the hook. */
 int orch__budget_begin(orch_runtime *rt) {
+  /* The timer counts its own thread's CPU time only. */
+  if (alarm_st.made && !pthread_equal(alarm_st.thread, pthread_self())) return 0;
   alarm_st.rt = rt;
-  uint64_t end = rt->budget_start + rt->budget_ns;
+  uint64_t end = rt->budget_cpu_start + rt->budget_ns;
   /* Armed for this resume's end or earlier (the handler then re-arms it for
    * the rest): nothing to do. Later (a budget made shorter since): sooner. */
   if (alarm_st.armed && alarm_st.due <= end) return 1;
@@ -186,7 +196,7 @@ int orch__budget_begin(orch_runtime *rt) {
     alarm_ok = 0;
     return 0;
   }
-  alarm_set(rt->budget_start, rt->budget_ns);
+  alarm_set(rt->budget_cpu_start, rt->budget_ns);
   return 1;
 }
 
