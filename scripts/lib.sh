@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 
 ORCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ORCH_DEPS=(cmake gcc make pkg-config lua5.4 liblua5.4-dev libuv1-dev lua-busted lua-cjson libedit-dev libhttp-parser-dev procps scdoc lua-argparse)
+ORCH_DEPS=(cmake gcc make pkg-config lua5.4 liblua5.4-dev libuv1-dev libjansson-dev lua-busted lua-cjson libedit-dev libhttp-parser-dev procps scdoc lua-argparse)
 # What only the test suite needs (spec/package_spec.lua builds the .deb).
 ORCH_TEST_DEPS=(debhelper dpkg-dev lintian curl python3-prometheus-client prometheus iproute2 tmux)
 

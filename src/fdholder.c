@@ -52,12 +52,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "procfs.h"
 #include "stream_int.h"
 
 #define PART 200             /* descriptors per reply datagram (the kernel allows 253) */
 #define MAX_PASS_FDS 253     /* the kernel's SCM_MAX_FD */
-#define MAX_DEPTH 64         /* nesting the supervisor's JSON reader accepts */
 
 static const char usage[] =
   "usage: orch fdholder SOCKET ORCH_PID ORCH_START\n"
@@ -126,312 +127,25 @@ static int str_integer(const char *s, size_t len, long long *out) {
 
 /* ---------------------------------------------------------------- JSON */
 
-/* A parsed datagram: nodes in one array (children by index), decoded
- * strings in one buffer (by offset). */
-enum { J_NULL, J_FALSE, J_TRUE, J_NUM, J_STR, J_ARR, J_OBJ };
+/* Datagrams are read and written with jansson (Debian's libjansson). */
 
-typedef struct {
-  unsigned char type;
-  int first, next;              /* first child (arrays, objects), next sibling; -1 */
-  size_t key, klen;             /* a member's key in the string buffer */
-  size_t str, slen;             /* a string's bytes in the string buffer */
-  double num;
-} jnode;
-
-typedef struct {
-  const char *p, *end;
-  jnode *v;
-  int n, cap;
-  char *sb;
-  size_t sn, scap;
-  int depth;
-} jparse;
-
-static void jfree(jparse *J) {
-  free(J->v);
-  free(J->sb);
-  memset(J, 0, sizeof *J);
-}
-
-static int jnew(jparse *J, int type) {
-  if (J->n == J->cap) {
-    int cap = J->cap ? J->cap * 2 : 64;
-    jnode *v = realloc(J->v, (size_t)cap * sizeof *v);
-    if (!v) return -1;
-    J->v = v;
-    J->cap = cap;
+/* An integral number as an integer (an integral real too, as the
+ * supervisor's reader gives it). */
+static int jint(const json_t *x, long long *out) {
+  if (json_is_integer(x)) {
+    *out = (long long)json_integer_value(x);
+    return 1;
   }
-  jnode *x = &J->v[J->n];
-  memset(x, 0, sizeof *x);
-  x->type = (unsigned char)type;
-  x->first = x->next = -1;
-  return J->n++;
-}
-
-static int jputc(jparse *J, unsigned c) {
-  if (J->sn == J->scap) {
-    size_t cap = J->scap ? J->scap * 2 : 256;
-    char *b = realloc(J->sb, cap);
-    if (!b) return -1;
-    J->sb = b;
-    J->scap = cap;
-  }
-  J->sb[J->sn++] = (char)c;
-  return 0;
-}
-
-static void jws(jparse *J) {
-  while (J->p < J->end && (*J->p == ' ' || *J->p == '\t' || *J->p == '\n' || *J->p == '\r')) J->p++;
-}
-
-static int hex4(const char *p, const char *end, unsigned *out) {
-  if (end - p < 4) return -1;
-  unsigned v = 0;
-  for (int i = 0; i < 4; i++) {
-    char c = p[i];
-    v <<= 4;
-    if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-    else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-    else return -1;
-  }
-  *out = v;
-  return 0;
-}
-
-/* A string at J->p (its opening quote) into the string buffer. */
-static int jstring(jparse *J, size_t *off, size_t *len) {
-  J->p++;
-  *off = J->sn;
-  for (;;) {
-    if (J->p >= J->end) return -1;
-    unsigned char c = (unsigned char)*J->p++;
-    if (c == '"') break;
-    if (c == 0) return -1;
-    if (c != '\\') {
-      if (jputc(J, c) < 0) return -1;
-      continue;
-    }
-    if (J->p >= J->end) return -1;
-    c = (unsigned char)*J->p++;
-    const char *esc = strchr("\"\\/bfnrt", c);
-    if (c && esc) {
-      if (jputc(J, (unsigned char)"\"\\/\b\f\n\r\t"[esc - "\"\\/bfnrt"]) < 0) return -1;
-      continue;
-    }
-    unsigned cp, lo;
-    if (c != 'u' || hex4(J->p, J->end, &cp) < 0) return -1;
-    J->p += 4;
-    if (cp >= 0xDC00 && cp <= 0xDFFF) return -1;
-    if (cp >= 0xD800 && cp <= 0xDBFF) {
-      if (J->end - J->p < 6 || J->p[0] != '\\' || J->p[1] != 'u' || hex4(J->p + 2, J->end, &lo) < 0
-          || lo < 0xDC00 || lo > 0xDFFF) return -1;
-      J->p += 6;
-      cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-    }
-    int r = 0;
-    if (cp < 0x80) r = jputc(J, cp);
-    else if (cp < 0x800) r = jputc(J, 0xC0 | (cp >> 6)) | jputc(J, 0x80 | (cp & 0x3F));
-    else if (cp < 0x10000)
-      r = jputc(J, 0xE0 | (cp >> 12)) | jputc(J, 0x80 | ((cp >> 6) & 0x3F)) | jputc(J, 0x80 | (cp & 0x3F));
-    else
-      r = jputc(J, 0xF0 | (cp >> 18)) | jputc(J, 0x80 | ((cp >> 12) & 0x3F))
-        | jputc(J, 0x80 | ((cp >> 6) & 0x3F)) | jputc(J, 0x80 | (cp & 0x3F));
-    if (r < 0) return -1;
-  }
-  *len = J->sn - *off;
-  return 0;
-}
-
-static int jvalue(jparse *J);
-
-/* The members or elements of an object or array at J->p. */
-static int jcontainer(jparse *J, int obj) {
-  if (++J->depth > MAX_DEPTH) return -1;
-  int self = jnew(J, obj ? J_OBJ : J_ARR), last = -1;
-  if (self < 0) return -1;
-  char close = obj ? '}' : ']';
-  J->p++;
-  jws(J);
-  if (J->p < J->end && *J->p == close) {
-    J->p++;
-    J->depth--;
-    return self;
-  }
-  for (;;) {
-    size_t key = 0, klen = 0;
-    if (obj) {
-      if (J->p >= J->end || *J->p != '"' || jstring(J, &key, &klen) < 0) return -1;
-      jws(J);
-      if (J->p >= J->end || *J->p != ':') return -1;
-      J->p++;
-    }
-    int c = jvalue(J);
-    if (c < 0) return -1;
-    J->v[c].key = key;
-    J->v[c].klen = klen;
-    if (last < 0) J->v[self].first = c; else J->v[last].next = c;
-    last = c;
-    jws(J);
-    if (J->p >= J->end) return -1;
-    if (*J->p == ',') { J->p++; jws(J); continue; }
-    if (*J->p != close) return -1;
-    J->p++;
-    J->depth--;
-    return self;
-  }
-}
-
-static int jvalue(jparse *J) {
-  jws(J);
-  if (J->p >= J->end) return -1;
-  const char *p = J->p;
-  size_t left = (size_t)(J->end - p);
-  switch (*p) {
-  case '{': return jcontainer(J, 1);
-  case '[': return jcontainer(J, 0);
-  case '"': {
-    int x = jnew(J, J_STR);
-    if (x < 0) return -1;
-    size_t off, len;
-    if (jstring(J, &off, &len) < 0) return -1;
-    J->v[x].str = off;
-    J->v[x].slen = len;
-    return x;
-  }
-  case 't': if (left >= 4 && !memcmp(p, "true", 4)) { J->p += 4; return jnew(J, J_TRUE); } return -1;
-  case 'f': if (left >= 5 && !memcmp(p, "false", 5)) { J->p += 5; return jnew(J, J_FALSE); } return -1;
-  case 'n': if (left >= 4 && !memcmp(p, "null", 4)) { J->p += 4; return jnew(J, J_NULL); } return -1;
-  default: break;
-  }
-  /* A number: -?digits(.digits)?([eE][+-]?digits)? */
-  const char *q = p;
-  if (q < J->end && *q == '-') q++;
-  const char *d0 = q;
-  while (q < J->end && *q >= '0' && *q <= '9') q++;
-  if (q == d0) return -1;
-  if (q < J->end && *q == '.') {
-    const char *f0 = ++q;
-    while (q < J->end && *q >= '0' && *q <= '9') q++;
-    if (q == f0) return -1;
-  }
-  if (q < J->end && (*q == 'e' || *q == 'E')) {
-    q++;
-    if (q < J->end && (*q == '+' || *q == '-')) q++;
-    const char *e0 = q;
-    while (q < J->end && *q >= '0' && *q <= '9') q++;
-    if (q == e0) return -1;
-  }
-  char buf[64];
-  if ((size_t)(q - p) >= sizeof buf) return -1;
-  memcpy(buf, p, (size_t)(q - p));
-  buf[q - p] = 0;
-  int x = jnew(J, J_NUM);
-  if (x < 0) return -1;
-  J->v[x].num = strtod(buf, NULL);
-  J->p = q;
-  return x;
-}
-
-/* Parses a whole datagram; the root's index, or -1. */
-static int jparse_all(jparse *J, const char *text, size_t len) {
-  J->p = text;
-  J->end = text + len;
-  int root = jvalue(J);
-  if (root < 0) return -1;
-  jws(J);
-  return J->p == J->end ? root : -1;
-}
-
-/* An object's member (the last of that name, as a Lua table keeps it), or -1. */
-static int jget(const jparse *J, int obj, const char *key) {
-  if (obj < 0 || J->v[obj].type != J_OBJ) return -1;
-  size_t klen = strlen(key);
-  int found = -1;
-  for (int c = J->v[obj].first; c >= 0; c = J->v[c].next)
-    if (J->v[c].klen == klen && !memcmp(J->sb + J->v[c].key, key, klen)) found = c;
-  return found;
-}
-
-/* An integral number as an integer. */
-static int jint(const jparse *J, int x, long long *out) {
-  if (x < 0 || J->v[x].type != J_NUM) return 0;
-  double d = J->v[x].num;
+  if (!json_is_real(x)) return 0;
+  double d = json_real_value(x);
   if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0) || d != floor(d)) return 0;
   *out = (long long)d;
   return 1;
 }
 
-static int jis_str(const jparse *J, int x, const char *s) {
-  return x >= 0 && J->v[x].type == J_STR && J->v[x].slen == strlen(s) && !memcmp(J->sb + J->v[x].str, s, J->v[x].slen);
-}
-
-/* ---------------------------------------------------------------- output */
-
-typedef struct { char *b; size_t n, cap; int oom; } obuf;
-
-static void oput(obuf *o, const char *s, size_t len) {
-  if (o->oom) return;
-  if (o->n + len + 1 > o->cap) {
-    size_t cap = o->cap ? o->cap : 1024;
-    while (cap < o->n + len + 1) cap *= 2;
-    char *b = realloc(o->b, cap);
-    if (!b) { o->oom = 1; return; }
-    o->b = b;
-    o->cap = cap;
-  }
-  memcpy(o->b + o->n, s, len);
-  o->n += len;
-}
-
-static void oputs(obuf *o, const char *s) { oput(o, s, strlen(s)); }
-
-static void oint(obuf *o, long long v) {
-  char buf[32];
-  oput(o, buf, (size_t)snprintf(buf, sizeof buf, "%lld", v));
-}
-
-/* Length of the valid UTF-8 sequence at s (strict: no overlong forms, no
- * surrogates, nothing past U+10FFFF), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t left) {
-  unsigned c = s[0];
-  size_t n;
-  unsigned cp, min;
-  if (c < 0x80) return 1;
-  if (c >= 0xC0 && c < 0xE0) { n = 2; cp = c & 0x1F; min = 0x80; }
-  else if (c >= 0xE0 && c < 0xF0) { n = 3; cp = c & 0x0F; min = 0x800; }
-  else if (c >= 0xF0 && c < 0xF8) { n = 4; cp = c & 0x07; min = 0x10000; }
-  else return 0;
-  if (left < n) return 0;
-  for (size_t i = 1; i < n; i++) {
-    if ((s[i] & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (s[i] & 0x3F);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return n;
-}
-
-/* A JSON string; a byte that starts no valid UTF-8 sequence becomes
- * U+FFFD, as orch's JSON writer does. */
-static void ostr(obuf *o, const char *s, size_t len) {
-  oputs(o, "\"");
-  for (size_t i = 0; i < len;) {
-    unsigned char c = (unsigned char)s[i];
-    size_t n = utf8_seq((const unsigned char *)s + i, len - i);
-    if (n == 0) { oputs(o, "\xEF\xBF\xBD"); i++; continue; }
-    if (n > 1) { oput(o, s + i, n); i += n; continue; }
-    i++;
-    if (c == '"') oputs(o, "\\\"");
-    else if (c == '\\') oputs(o, "\\\\");
-    else if (c == '\n') oputs(o, "\\n");
-    else if (c == '\t') oputs(o, "\\t");
-    else if (c == '\r') oputs(o, "\\r");
-    else if (c < 0x20 || c == 0x7F) {
-      char buf[8];
-      oput(o, buf, (size_t)snprintf(buf, sizeof buf, "\\u%04x", c));
-    } else oput(o, (const char *)&c, 1);
-  }
-  oputs(o, "\"");
+static int jis_str(const json_t *x, const char *s) {
+  return json_is_string(x) && json_string_length(x) == strlen(s)
+    && !memcmp(json_string_value(x), s, json_string_length(x));
 }
 
 /* ---------------------------------------------------------------- held pipes */
@@ -621,9 +335,13 @@ static void addr_name(const struct sockaddr_un *sa, socklen_t salen, char *buf, 
   else snprintf(buf, cap, "%.*s", (int)strnlen(sa->sun_path, n), sa->sun_path);
 }
 
-static int send_to(const obuf *o, const struct sockaddr_un *to, socklen_t tolen, const int *fds, int nfds) {
+/* Sends v (released here) as one compact JSON datagram with fds. */
+static int send_to(json_t *v, const struct sockaddr_un *to, socklen_t tolen, const int *fds, int nfds) {
   union { struct cmsghdr align; char buf[CMSG_SPACE(PART * sizeof(int))]; } cbuf;
-  struct iovec iov = { o->b, o->n };
+  char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+  json_decref(v);
+  if (!text) return -ENOMEM;
+  struct iovec iov = { text, strlen(text) };
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
   msg.msg_name = (void *)to;
@@ -642,7 +360,9 @@ static int send_to(const obuf *o, const struct sockaddr_un *to, socklen_t tolen,
   }
   ssize_t n;
   do n = sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
-  return n < 0 ? -errno : 0;
+  int err = n < 0 ? errno : 0;
+  free(text);
+  return -err;
 }
 
 /* What it holds, to a new orch: names in order, in parts of PART. */
@@ -653,27 +373,20 @@ static void reply_held(const struct sockaddr_un *to, socklen_t tolen) {
   for (size_t i = 0; i < nbuckets; i++)
     for (entry *e = buckets[i]; e; e = e->next) all[n++] = e;
   qsort(all, n, sizeof *all, by_name);
-  obuf o = { 0 };
   size_t i = 0;
   do {
     int fds[PART], nfds = 0;
-    o.n = 0;
-    oputs(&o, "{\"op\":\"held\",\"n\":");
-    oint(&o, (long long)n);
-    oputs(&o, ",\"entries\":[");
+    json_t *list = json_array();
     for (; i < n && nfds < PART; i++) {
-      if (nfds) oputs(&o, ",");
-      oputs(&o, "{\"name\":");
-      ostr(&o, all[i]->name, all[i]->len);
-      oputs(&o, ",\"pid\":");
-      oint(&o, all[i]->pid);
-      oputs(&o, ",\"start\":");
-      oint(&o, all[i]->start);
-      oputs(&o, "}");
+      json_array_append_new(list, json_pack("{s:s%,s:I,s:I}", "name", all[i]->name, all[i]->len,
+                                            "pid", (json_int_t)all[i]->pid, "start", (json_int_t)all[i]->start));
       fds[nfds++] = all[i]->fd;
     }
-    oputs(&o, "]}");
-    int r = o.oom ? -ENOMEM : send_to(&o, to, tolen, fds, nfds);
+    /* An entry that could not be made (out of memory) fails the part. */
+    json_t *v = list && json_array_size(list) == (size_t)nfds
+      ? json_pack("{s:s,s:I,s:o}", "op", "held", "n", (json_int_t)n, "entries", list)
+      : (json_decref(list), NULL);
+    int r = send_to(v, to, tolen, fds, nfds);
     if (r < 0) {
       char name[sizeof to->sun_path + 2];
       addr_name(to, tolen, name, sizeof name);
@@ -681,31 +394,25 @@ static void reply_held(const struct sockaddr_un *to, socklen_t tolen) {
       break;
     }
   } while (i < n);
-  free(o.b);
   free(all);
 }
 
 /* A number, or a string Lua would turn into one, as an integer
  * (math.tointeger). */
-static int any_integer(const jparse *J, int x, long long *out) {
-  if (x >= 0 && J->v[x].type == J_STR) return str_integer(J->sb + J->v[x].str, J->v[x].slen, out);
-  return jint(J, x, out);
+static int any_integer(const json_t *x, long long *out) {
+  if (json_is_string(x)) return str_integer(json_string_value(x), json_string_length(x), out);
+  return jint(x, out);
 }
 
-static void on_hello(const jparse *J, int m, const struct ucred *cred,
+static void on_hello(const json_t *m, const struct ucred *cred,
                      const struct sockaddr_un *from, socklen_t fromlen) {
   long long pid, start;
-  if (!any_integer(J, jget(J, m, "pid"), &pid) || !any_integer(J, jget(J, m, "start"), &start)) return;
+  if (!any_integer(json_object_get(m, "pid"), &pid) || !any_integer(json_object_get(m, "start"), &start)) return;
   /* Only a process can say hello for itself. */
   if (pid != cred->pid || !exists(pid, start)) return;
   if (serving && (cur_pid != pid || cur_start != start) && alive(cur_pid, cur_start)) {
     if (fromlen > offsetof(struct sockaddr_un, sun_path)) {
-      obuf o = { 0 };
-      oputs(&o, "{\"op\":\"busy\",\"pid\":");
-      oint(&o, cur_pid);
-      oputs(&o, "}");
-      if (!o.oom) send_to(&o, from, fromlen, NULL, 0);
-      free(o.b);
+      send_to(json_pack("{s:s,s:I}", "op", "busy", "pid", (json_int_t)cur_pid), from, fromlen, NULL, 0);
     }
     return;
   }
@@ -714,17 +421,17 @@ static void on_hello(const jparse *J, int m, const struct ucred *cred,
   reply_held(from, fromlen);
 }
 
-static void on_put(const jparse *J, int m, int *fds, int nfds) {
-  int list = jget(J, m, "entries");
-  if (list < 0 || J->v[list].type != J_ARR) return;
-  int i = 0;
-  for (int e = J->v[list].first; e >= 0; e = J->v[e].next, i++) {
-    if (i >= nfds || fds[i] < 0 || J->v[e].type != J_OBJ) continue;
-    int name = jget(J, e, "name");
+static void on_put(const json_t *m, int *fds, int nfds) {
+  const json_t *list = json_object_get(m, "entries"), *e;
+  size_t i;
+  if (!json_is_array(list)) return;
+  json_array_foreach(list, i, e) {
+    if (i >= (size_t)nfds || fds[i] < 0 || !json_is_object(e)) continue;
+    const json_t *name = json_object_get(e, "name");
     long long pid, start;
-    if (name < 0 || J->v[name].type != J_STR || !jint(J, jget(J, e, "pid"), &pid)
-        || !jint(J, jget(J, e, "start"), &start)) continue;
-    if (hold(J->sb + J->v[name].str, J->v[name].slen, pid, start, fds[i]) < 0) {
+    if (!json_is_string(name) || !jint(json_object_get(e, "pid"), &pid)
+        || !jint(json_object_get(e, "start"), &start)) continue;
+    if (hold(json_string_value(name), json_string_length(name), pid, start, fds[i]) < 0) {
       say("put: %s", reason(ENOMEM));
       continue;
     }
@@ -732,11 +439,12 @@ static void on_put(const jparse *J, int m, int *fds, int nfds) {
   }
 }
 
-static void on_drop(const jparse *J, int m) {
-  int list = jget(J, m, "names");
-  if (list < 0 || J->v[list].type != J_ARR) return;
-  for (int x = J->v[list].first; x >= 0; x = J->v[x].next)
-    if (J->v[x].type == J_STR) drop(J->sb + J->v[x].str, J->v[x].slen);
+static void on_drop(const json_t *m) {
+  const json_t *list = json_object_get(m, "names"), *x;
+  size_t i;
+  if (!json_is_array(list)) return;
+  json_array_foreach(list, i, x)
+    if (json_is_string(x)) drop(json_string_value(x), json_string_length(x));
 }
 
 /* One datagram: 1, or 0 when none is waiting, -1 on a socket error. */
@@ -793,20 +501,19 @@ static int receive(char **buf, size_t *cap) {
   /* Only a process of our own uid is heard; only the orch served last (or
    * anyone's hello, which checks more) changes anything. */
   if (have_cred && cred.uid == uid) {
-    jparse J = { 0 };
-    int m = jparse_all(&J, *buf, (size_t)n < want ? (size_t)n : want);
-    int op = jget(&J, m, "op");
-    if (jis_str(&J, op, "hello")) on_hello(&J, m, &cred, &from, msg.msg_namelen);
+    json_t *m = json_loadb(*buf, (size_t)n < want ? (size_t)n : want, 0, NULL);
+    const json_t *op = json_object_get(m, "op");
+    if (jis_str(op, "hello")) on_hello(m, &cred, &from, msg.msg_namelen);
     else if (have_last && cred.pid == last_pid) {
-      if (jis_str(&J, op, "put")) on_put(&J, m, fds, nfds);
-      else if (jis_str(&J, op, "drop")) on_drop(&J, m);
-      else if (jis_str(&J, op, "bye")) {
+      if (jis_str(op, "put")) on_put(m, fds, nfds);
+      else if (jis_str(op, "drop")) on_drop(m);
+      else if (jis_str(op, "bye")) {
         serving = 0;
         drop_all();
         finished = 1;
       }
     }
-    jfree(&J);
+    json_decref(m);
   }
   /* Whatever came and was not taken is closed now. */
   for (int i = 0; i < nfds; i++)
