@@ -97,7 +97,7 @@ static void dcore_close(orch__hobj *o) {
 
 /* At most this many descriptors travel with one datagram (the kernel's
  * SCM_MAX_FD). */
-#define MAX_PASS_FDS 253
+#define MAX_PASS_FDS ORCH_MAX_PASS_FDS
 
 /* [-0,+1..4] One datagram: data, sender (or nil), credentials (passcred),
  * and with want_fds the descriptors it carried (a list of streams, or of
@@ -115,50 +115,21 @@ static int try_recv(lua_State *L, dcore *d, int want_fds) {
   luaL_Buffer b;
   char *p = luaL_buffinitsize(L, &b, size ? (size_t)size : 1);
   struct sockaddr_un from;
-  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(MAX_PASS_FDS * sizeof(int))]; } cbuf;
-  struct iovec iov = { p, size ? (size_t)size : 1 };
-  struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  memset(&from, 0, sizeof from);
-  msg.msg_name = &from;
-  msg.msg_namelen = sizeof from;
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = cbuf.buf;
-  msg.msg_controllen = sizeof cbuf.buf;
-  ssize_t n;
-  /* Received descriptors are close-on-exec from the start: no child spawned
-   * by another thread of work can inherit them. */
-  do n = recvmsg(d->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+  socklen_t fromlen = 0;
+  struct ucred cr;
+  int have_cred, fds[MAX_PASS_FDS], nfds;
+  ssize_t n = orch__dgram_recv(d->fd, p, size ? (size_t)size : 1, &from, &fromlen, &cr, &have_cred,
+                               want_fds ? fds : NULL, MAX_PASS_FDS, &nfds);
   if (n < 0) {
-    int e = errno;
+    int e = (int)-n;
     luaL_pushresultsize(&b, 0);
     lua_pop(L, 1);
     if (e == EAGAIN || e == EWOULDBLOCK) return 0;
     return orch__fail(L, "recv", e);
   }
-  struct ucred *cred = NULL;
-  int fds[MAX_PASS_FDS];
-  int nfds = 0;
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET) continue;
-    if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof *cred)) {
-      cred = (struct ucred *)CMSG_DATA(c);
-    } else if (c->cmsg_type == SCM_RIGHTS) {
-      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      int *in = (int *)CMSG_DATA(c);
-      for (size_t i = 0; i < k; i++) {
-        int fd;
-        memcpy(&fd, in + i, sizeof fd);
-        /* Nobody asked for descriptors (or more came than fit): do not
-         * leak them. */
-        if (want_fds && nfds < MAX_PASS_FDS) fds[nfds++] = fd;
-        else orch__close_fd(fd);
-      }
-    }
-  }
+  struct ucred *cred = have_cred ? &cr : NULL;
   luaL_pushresultsize(&b, (size_t)n > (size_t)size ? (size_t)size : (size_t)n);
-  orch__sun_push(L, &from, msg.msg_namelen);
+  orch__sun_push(L, &from, fromlen);
   if (!want_fds) {
     if (!d->passcred) return 2;
     if (cred) orch__push_ucred(L, cred); else lua_pushnil(L);

@@ -58,7 +58,7 @@
 #include "stream_int.h"
 
 #define PART 200             /* descriptors per reply datagram (the kernel allows 253) */
-#define MAX_PASS_FDS 253     /* the kernel's SCM_MAX_FD */
+#define MAX_PASS_FDS ORCH_MAX_PASS_FDS
 
 static const char usage[] =
   "usage: orch fdholder SOCKET ORCH_PID ORCH_START\n"
@@ -464,46 +464,21 @@ static int receive(char **buf, size_t *cap) {
     *cap = want;
   }
   struct sockaddr_un from;
-  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(MAX_PASS_FDS * sizeof(int))]; } cbuf;
-  struct iovec iov = { *buf, want };
-  struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  memset(&from, 0, sizeof from);
-  msg.msg_name = &from;
-  msg.msg_namelen = sizeof from;
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = cbuf.buf;
-  msg.msg_controllen = sizeof cbuf.buf;
-  ssize_t n;
-  do n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-    say("recv: %s", reason(errno));
-    return -1;
-  }
+  socklen_t fromlen = 0;
   struct ucred cred;
-  int have_cred = 0, fds[MAX_PASS_FDS], nfds = 0;
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET) continue;
-    if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof cred)) {
-      memcpy(&cred, CMSG_DATA(c), sizeof cred);
-      have_cred = 1;
-    } else if (c->cmsg_type == SCM_RIGHTS) {
-      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < k; i++) {
-        int fd;
-        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-        if (nfds < MAX_PASS_FDS) fds[nfds++] = fd; else close(fd);
-      }
-    }
+  int have_cred, fds[MAX_PASS_FDS], nfds;
+  ssize_t n = orch__dgram_recv(sock, *buf, want, &from, &fromlen, &cred, &have_cred, fds, MAX_PASS_FDS, &nfds);
+  if (n < 0) {
+    if (n == -EAGAIN || n == -EWOULDBLOCK) return 0;
+    say("recv: %s", reason((int)-n));
+    return -1;
   }
   /* Only a process of our own uid is heard; only the orch served last (or
    * anyone's hello, which checks more) changes anything. */
   if (have_cred && cred.uid == uid) {
     json_t *m = json_loadb(*buf, (size_t)n < want ? (size_t)n : want, 0, NULL);
     const json_t *op = json_object_get(m, "op");
-    if (jis_str(op, "hello")) on_hello(m, &cred, &from, msg.msg_namelen);
+    if (jis_str(op, "hello")) on_hello(m, &cred, &from, fromlen);
     else if (have_last && cred.pid == last_pid) {
       if (jis_str(op, "put")) on_put(m, fds, nfds);
       else if (jis_str(op, "drop")) on_drop(m);

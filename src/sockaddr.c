@@ -159,3 +159,47 @@ int orch__opt_port(lua_State *L, int idx) {
   if (port < 0 || port > 65535) orch__opt_error(L, idx, "port", "port number (0 to 65535) expected");
   return (int)port;
 }
+
+ssize_t orch__dgram_recv(int fd, void *buf, size_t len, struct sockaddr_un *from, socklen_t *fromlen,
+                         struct ucred *cred, int *have_cred, int *fds, int max, int *nfds) {
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(ORCH_MAX_PASS_FDS * sizeof(int))];
+  } cbuf;
+  struct iovec iov = { buf, len };
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  memset(from, 0, sizeof *from);
+  msg.msg_name = from;
+  msg.msg_namelen = sizeof *from;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = cbuf.buf;
+  msg.msg_controllen = sizeof cbuf.buf;
+  *have_cred = 0;
+  *nfds = 0;
+  ssize_t n;
+  /* Received descriptors are close-on-exec from the start: no child spawned
+   * by another thread of work can inherit them. */
+  do n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+  if (n < 0) return -errno;
+  *fromlen = msg.msg_namelen;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET) continue;
+    if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof *cred)) {
+      memcpy(cred, CMSG_DATA(c), sizeof *cred);
+      *have_cred = 1;
+    } else if (c->cmsg_type == SCM_RIGHTS) {
+      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < k; i++) {
+        int got;
+        memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
+        /* Nobody asked for descriptors (or more came than fit): do not
+         * leak them. */
+        if (fds && *nfds < max) fds[(*nfds)++] = got;
+        else orch__close_fd(got);
+      }
+    }
+  }
+  return n;
+}
