@@ -1163,4 +1163,40 @@ sup.run()
     cleanup(t)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"), 0) end
   end)
+
+  it("what a killed orch left in its cgroup tree unrecorded is killed by the next one; its recorded services are adopted", function()
+    -- A process a previous orch spawned just before its SIGKILL, never
+    -- written to its state record, sits in a cgroup of the socket's tree
+    -- that no run takes over: the next orch must not leave it running
+    -- beside the service's new process.
+    local t = new_test(true)
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      local info = assert(h.orch.cgroup.info())
+      local where = assert(h.orch.cgroup.of(s1.a.pid))
+      local base = where:match("^(.*)/[^/]+$")
+      assert.truthy(base:find("/" .. require("orch.supervisor.cgroup").socket_parent(t.sock), 1, true))
+      -- The stray: a.99 in the tree, with a process in it (a child of the
+      -- shell, which exits: it is nobody's child but init's).
+      local dir = info.mount:gsub("/$", "") .. base .. "/a.99"
+      assert(os.execute("mkdir " .. h.shquote(dir)))
+      local stray = math.tointeger(tonumber((h.sh("sleep 1000 >/dev/null 2>&1 & echo $!"))))
+      t.extra[#t.extra + 1] = stray
+      h.write(dir .. "/cgroup.procs", tostring(stray))
+      assert.are.equal(base .. "/a.99", h.orch.cgroup.of(stray))
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s2 = all_running(t)
+      for _, n in ipairs(NAMES) do assert.are.equal(s1[n].pid, s2[n].pid, n) end
+      until_true(function() return not alive(stray) end, "the stray to be killed")
+      until_true(function() return not os.execute("test -d " .. h.shquote(dir)) end, "the stray's cgroup to go")
+      assert.truthy(slurp(t.runs[2].err):find("killing 1 process a previous orch left in cgroup a.99 (not in its state record): "
+        .. stray, 1, true))
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
 end)

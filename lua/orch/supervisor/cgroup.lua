@@ -134,6 +134,45 @@ function M.sweep_stale(S, base)
   parent:close()
 end
 
+--- After a recovery or a hand-over, before the services start: what a
+-- previous orch of the same control socket left in its tree that no run
+-- took over (a process spawned in the moments before its SIGKILL, never
+-- written to its state record) is killed, and every cgroup of the tree
+-- that is not a run's goes once empty. Only in `orch run`'s own tree
+-- (named after the control socket, which one orch at a time holds): a
+-- parent given by sup.configure{ cgroup = ... } may hold others' cgroups.
+function M.sweep_strays(S)
+  if S.cgroup_parent ~= nil or not S.main then return end
+  local base = M.base(S)
+  if not base then return end
+  local top = base:path():gsub("/$", "")
+  local mine = {}
+  for cg in pairs(S.cgroups or {}) do mine[cg:path()] = true end
+  -- A recorded process not adopted (its service no longer defined, or
+  -- left stopping) is handoff.drop's, which stops it the service's way.
+  for _, e in pairs(S.inherited or {}) do
+    local where = e.pid and orch.cgroup.of(e.pid)
+    local name = where and where:sub(1, #top + 1) == top .. "/" and where:sub(#top + 2):match("^[^/]+")
+    if name then mine[top .. "/" .. name] = true end
+  end
+  for _, name in ipairs(base:children() or {}) do
+    local path = top .. "/" .. name
+    local cg = not mine[path] and orch.cgroup.open(path)
+    if cg then
+      local pids = cg:populated() and cg:procs() or {}
+      if #pids > 0 then
+        S:log(string.format("killing %d process%s a previous orch left in cgroup %s (not in its state record): %s",
+          #pids, #pids == 1 and "" or "es", name, table.concat(pids, " ")))
+        cg:kill()
+      end
+      orch.task(function()
+        if cg:wait_empty(30) then cg:remove({ recursive = true }) end
+        cg:close()
+      end)
+    end
+  end
+end
+
 -- A run's cgroup is removed: forgotten, and the parent of a closed
 -- supervisor goes with the last one.
 local function removed(S, cg)

@@ -981,6 +981,9 @@ local function new(main)
         end
       end
     end
+    -- What a previous orch left that nobody took over goes before anything
+    -- starts (a service never runs twice).
+    cgroup.sweep_strays(S)
     -- What was handed over or left behind is taken: control requests that
     -- waited go on (they see the start below as it happens).
     settling = nil
