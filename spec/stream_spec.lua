@@ -903,13 +903,58 @@ describe("orch.dgram", function()
       assert(w:write("through two sockets\n"))
       out[#out + 1] = again[1]:read_line()
       again[1]:close()
-      -- Closed: the number is not open any more.
+      -- Closed: the number is not the caller's any more (whatever opens
+      -- under it next is not closed by a second close).
       out[#out + 1] = table.concat({ orch.fd.close(fds[1]) }, " ", 2)
       w:close()
       return out
     end)
-    assert.are.same({ "raw", 2, "integer", "integer", true, true, "a memfd", "through two sockets",
-                      "fd.close: bad file descriptor EBADF" }, res)
+    assert.matches("^fd%.close: fd %d+ is not one orch handed out %(an object's or orch's own%) EBADF$", res[9])
+    res[9] = nil
+    assert.are.same({ "raw", 2, "integer", "integer", true, true, "a memfd", "through two sockets" }, res)
+  end)
+
+  it("orch.fd.close and orch.fd.read refuse a descriptor orch did not hand out: an object's, or libuv's own", function()
+    -- In an orch of its own, started with nothing but 0, 1 and 2 open:
+    -- every other descriptor is an object's or orch's (libuv's signal and
+    -- wake-up pipes, its epoll, the budget's timers...).
+    local script = [[
+      local lk = assert(orch.flock(arg[1]))
+      local r, w = assert(orch.pipe())
+      print(table.concat({ orch.fd.close(r:fd()) }, " ", 2))
+      print(table.concat({ orch.fd.read(lk:fd()) }, " ", 2))
+      assert(w:write("still open\n"))
+      print(r:read_line())
+      -- (Those inherited from whoever started this orch, not close-on-exec,
+      -- are the caller's: left out.)
+      local function cloexec(fd)
+        local f = io.open("/proc/self/fdinfo/" .. fd)
+        local flags = f and f:read("a"):match("flags:%s*(%d+)")
+        if f then f:close() end
+        return flags ~= nil and tonumber(flags, 8) & 0x80000 ~= 0
+      end
+      local refused, tried = 0, 0
+      for fd = 3, 64 do
+        if orch.fd.stat(fd) and cloexec(fd) then
+          tried = tried + 1
+          local ok, _, code = orch.fd.close(fd)
+          if not ok and code == "EBADF" then refused = refused + 1 end
+        end
+      end
+      print(tried > 3 and refused == tried)
+      -- The loop goes on: a timer, and a child's exit (SIGCHLD).
+      orch.sleep(0.01)
+      local p = assert(orch.spawn{ "true" })
+      print(p:wait() == 0)
+    ]]
+    local code, out, err = h.cli({ "-e", script, h.tmpdir() .. "/lock" })
+    assert.are.equal(0, code, err)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.equal(5, #lines, out)
+    assert.matches("^fd%.close: fd %d+ is not one orch handed out %(an object's or orch's own%) EBADF$", lines[1])
+    assert.matches("^fd%.read: fd %d+ is not one orch handed out %(an object's or orch's own%) EBADF$", lines[2])
+    assert.are.same({ "still open", "true", "true" }, { lines[3], lines[4], lines[5] })
   end)
 
   it("descriptors from another uid: a 0600 socket refuses them; one given to that uid takes them, and fd.stat names their owner", function()

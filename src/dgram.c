@@ -140,7 +140,10 @@ static int try_recv(lua_State *L, dcore *d, int want_fds) {
   for (int i = 0; i < nfds; i++) {
     /* A descriptor that cannot be a stream (a regular file, a directory, a
      * datagram socket) is closed and shows as false. */
-    if (want_fds == FDS_RAW) lua_pushinteger(L, fds[i]);
+    if (want_fds == FDS_RAW) {
+      orch__fd_own(fds[i]);
+      lua_pushinteger(L, fds[i]);
+    }
     else if (orch__stream_push_fd(L, fds[i], 0) < 0) lua_pushboolean(L, 0);
     lua_rawseti(L, -2, i + 1);
   }

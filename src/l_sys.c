@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "runtime.h"
+#include "stream_int.h"
 #include "util.h"
 
 #define LOCK_MT "orch.Lock"
@@ -143,8 +144,15 @@ static int fd_memfd(lua_State *L) {
     done += (size_t)n;
   }
   if (lseek(fd, 0, SEEK_SET) < 0) { int e = errno; close(fd); return orch__fail(L, "fd.memfd", e); }
+  orch__fd_own(fd);
   lua_pushinteger(L, fd);
   return 1;
+}
+
+/* A descriptor orch did not hand out raw: an object's (close the object),
+ * or orch's own (libuv's), which Lua must never close. */
+static int not_handed(lua_State *L, const char *op, int fd) {
+  return orch__failf(L, "EBADF", "%s: fd %d is not one orch handed out (an object's or orch's own)", op, fd);
 }
 
 /* orch.fd.close(fd): closes a descriptor number the caller owns (one that
@@ -154,17 +162,14 @@ static int fd_close(lua_State *L) {
   lua_Integer fd = luaL_checkinteger(L, 1);
   luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 1, "file descriptor out of range");
   orch__check_nargs(L, 1);
+  if (!orch__fd_disown((int)fd)) return not_handed(L, "fd.close", (int)fd);
   if (close((int)fd) < 0 && errno != EINTR) return orch__fail(L, "fd.close", errno);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* orch.fd.read(fd): reads fd to its end (at most 64 MiB) and closes it. */
-static int fd_read(lua_State *L) {
-  lua_Integer fdi = luaL_checkinteger(L, 1);
-  luaL_argcheck(L, fdi >= 0 && fdi <= 0x7fffffff, 1, "file descriptor out of range");
-  orch__check_nargs(L, 1);
-  int fd = (int)fdi;
+/* Reads fd (a regular file) to its end (at most 64 MiB) and closes it. */
+static int read_close(lua_State *L, int fd) {
   struct stat st;
   if (fstat(fd, &st) < 0) return orch__fail(L, "fd.read", errno);
   if (!S_ISREG(st.st_mode)) return orch__failf(L, "EINVAL", "fd.read: not a regular file");
@@ -184,6 +189,20 @@ static int fd_read(lua_State *L) {
   close(fd);
   luaL_pushresult(&b);
   return 1;
+}
+
+/* orch.fd.read(fd): reads a descriptor orch handed out to its end and
+ * closes it. */
+static int fd_read(lua_State *L) {
+  lua_Integer fdi = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fdi >= 0 && fdi <= 0x7fffffff, 1, "file descriptor out of range");
+  orch__check_nargs(L, 1);
+  int fd = (int)fdi;
+  struct stat st;
+  if (fstat(fd, &st) < 0) return orch__fail(L, "fd.read", errno);
+  if (!S_ISREG(st.st_mode)) return orch__failf(L, "EINVAL", "fd.read: not a regular file");
+  if (!orch__fd_disown(fd)) return not_handed(L, "fd.read", fd);
+  return read_close(L, fd);
 }
 
 /* orch.private.write(path, data): replaces path with a file holding data,
@@ -317,9 +336,7 @@ static int private_read(lua_State *L) {
     return orch__failf(L, "EPERM", "private.read: %s %s", path, why);
   }
   /* read_fd wants a regular file and closes it. */
-  lua_settop(L, 0);
-  lua_pushinteger(L, fd);
-  return fd_read(L);
+  return read_close(L, fd);
 }
 
 /* orch.read_config(path): the content of a configuration file a user named
@@ -350,9 +367,7 @@ static int sys_read_config(lua_State *L) {
     close(fd);
     return orch__failf(L, "EPERM", "read_config: %s %s", path, why);
   }
-  lua_settop(L, 0);
-  lua_pushinteger(L, fd);
-  return fd_read(L);
+  return read_close(L, fd);
 }
 
 /* orch.sockets(dir): the names of the unix sockets in dir, sorted by the

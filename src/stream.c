@@ -26,6 +26,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -831,7 +832,8 @@ int orch__stream_fd(lua_State *L, int idx) {
  * signal lock pipe, every stream): turned into a second stream and closed,
  * one of those would break the loop or another object for good. Process-wide,
  * like the fd table. */
-static int *inherited_fds;
+typedef struct { int fd; dev_t dev; ino_t ino; } inherited_fd;
+static inherited_fd *inherited_fds;   /* with the file each one was then */
 static int ninherited = -1;
 
 static void note_inherited(void) {
@@ -846,20 +848,60 @@ static void note_inherited(void) {
     long fd = strtol(e->d_name, &end, 10);
     if (*end || end == e->d_name || fd < 3 || fd == self || fd > 0x7fffffff) continue;
     int fl = fcntl((int)fd, F_GETFD);
-    if (fl < 0 || (fl & FD_CLOEXEC)) continue;
+    struct stat st;
+    if (fl < 0 || (fl & FD_CLOEXEC) || fstat((int)fd, &st) < 0) continue;
     if (ninherited == cap) {
-      int *n = realloc(inherited_fds, (size_t)(cap = cap ? cap * 2 : 8) * sizeof *n);
+      inherited_fd *n = realloc(inherited_fds, (size_t)(cap = cap ? cap * 2 : 8) * sizeof *n);
       if (!n) break;
       inherited_fds = n;
     }
-    inherited_fds[ninherited++] = (int)fd;
+    inherited_fds[ninherited++] = (inherited_fd){ (int)fd, st.st_dev, st.st_ino };
   }
   closedir(d);
 }
 
+static pthread_mutex_t owned_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char *owned;     /* a byte per descriptor number */
+static size_t nowned;
+
+void orch__fd_own(int fd) {
+  if (fd < 0) return;
+  pthread_mutex_lock(&owned_lock);
+  if ((size_t)fd >= nowned) {
+    size_t n = nowned ? nowned : 64;
+    while (n <= (size_t)fd) n *= 2;
+    unsigned char *o = realloc(owned, n);
+    if (o) {
+      memset(o + nowned, 0, n - nowned);
+      owned = o;
+      nowned = n;
+    }
+  }
+  if ((size_t)fd < nowned) owned[fd] = 1;
+  pthread_mutex_unlock(&owned_lock);
+}
+
+int orch__fd_disown(int fd) {
+  int was = 0;
+  pthread_mutex_lock(&owned_lock);
+  if (fd >= 0 && (size_t)fd < nowned && owned[fd]) {
+    owned[fd] = 0;
+    was = 1;
+  }
+  pthread_mutex_unlock(&owned_lock);
+  return was || orch__fd_take_inherited(fd);
+}
+
 int orch__fd_take_inherited(int fd) {
   for (int i = 0; i < ninherited; i++)
-    if (inherited_fds[i] == fd) { inherited_fds[i] = inherited_fds[--ninherited]; return 1; }
+    if (inherited_fds[i].fd == fd) {
+      /* Still the file inherited: a number closed since (by a library, or
+       * the host program) may have been reused by libuv or an object. */
+      struct stat st;
+      int same = fstat(fd, &st) == 0 && st.st_dev == inherited_fds[i].dev && st.st_ino == inherited_fds[i].ino;
+      inherited_fds[i] = inherited_fds[--ninherited];
+      return same;
+    }
   return 0;
 }
 

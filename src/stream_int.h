@@ -102,6 +102,13 @@ int orch__stream_push_new(lua_State *L, orch__hstate *st, int fd, int kind, int 
  * orch.fdopen and orch.listen{ fd = n } adopt, each once. 1 if fd was one
  * (and is now taken), 0 otherwise. */
 int orch__fd_take_inherited(int fd);
+/* Descriptor numbers handed to Lua raw (orch.fd.memfd, dgram:recv{ fds =
+ * "raw" }), which orch.fd.close and orch.fd.read may close: no other (an
+ * object's, libuv's own) can be closed from Lua. Process-wide (every
+ * runtime's thread), under a lock. own marks fd; disown clears it and says
+ * whether it was marked (or was inherited across exec and not taken). */
+void orch__fd_own(int fd);
+int orch__fd_disown(int fd);
 
 /* sockaddr.c */
 /* close(2), never retried (Linux closes the fd even on EINTR); -1 ignored. */
