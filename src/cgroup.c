@@ -1,9 +1,10 @@
 /*
  * cgroup.c: the cgroup mechanism (see cgroup.h): discovery from
  * /proc/self/mountinfo and /proc/PID/cgroup, create/open/remove, membership,
- * cgroup.events, cgroup.kill with its pid-listing fallback, cgroup.freeze,
- * accounting and limits written to v2 or to the v1 controller behind one
- * interface.
+ * cgroup.events, cgroup.kill with its pid-listing fallback, cgroup.freeze.
+ * Accounting and limits (v2 or the v1 controller behind one interface) are
+ * in cgroup_res.c, which reads and writes cgroupfs through the helpers
+ * this file shares in cgroup_int.h; this file calls nothing of it.
  *
  * Ownership: an orch__cgroup owns its malloc'ed strings and the fds of
  * its accounting files and cgroup.events while it holds them
@@ -16,6 +17,7 @@
  * What may block: nothing for long (cgroupfs and /proc reads and writes).
  */
 #include "cgroup.h"
+#include "cgroup_int.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -107,7 +109,7 @@ static int write_at(int dirfd, const char *name, const char *s) {
 static int v2fd = -1;
 static const char *at_v2(const char *path, int *dfd);
 
-static int write_path(const char *dir, const char *name, const char *s) {
+int orch__cg_write_path(const char *dir, const char *name, const char *s) {
   char p[PATH_MAX];
   if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
   int dfd;
@@ -115,7 +117,7 @@ static int write_path(const char *dir, const char *name, const char *s) {
   return write_at(dfd, rel, s);
 }
 
-static ssize_t read_path(const char *dir, const char *name, char *buf, size_t size) {
+ssize_t orch__cg_read_path(const char *dir, const char *name, char *buf, size_t size) {
   char p[PATH_MAX];
   if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
   int dfd;
@@ -124,7 +126,7 @@ static ssize_t read_path(const char *dir, const char *name, char *buf, size_t si
 }
 
 /* The value of "key N" in a flat keyed file (cpu.stat, memory.events), or -1. */
-static long long keyed(const char *text, const char *key) {
+long long orch__cg_keyed(const char *text, const char *key) {
   size_t kl = strlen(key);
   for (const char *p = text; p && *p; ) {
     if (strncmp(p, key, kl) == 0 && p[kl] == ' ') return strtoll(p + kl + 1, NULL, 10);
@@ -145,7 +147,7 @@ static long long value_at(int dirfd, const char *name) {
   return v;
 }
 
-static long long value_path(const char *dir, const char *name) {
+long long orch__cg_value_path(const char *dir, const char *name) {
   char p[PATH_MAX];
   if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -1;
   int dfd;
@@ -459,7 +461,7 @@ static int into_leaf(const char *dir) {
   if ((size_t)snprintf(leaf, sizeof leaf, "%s/%s", dir, ORCH__CG_LEAF) >= sizeof leaf) return -ENAMETOOLONG;
   if (mkdir(leaf, 0755) < 0 && errno != EEXIST) return -errno;
   snprintf(pid, sizeof pid, "%d", (int)getpid());
-  if ((r = write_path(leaf, "cgroup.procs", pid)) < 0) return r;
+  if ((r = orch__cg_write_path(leaf, "cgroup.procs", pid)) < 0) return r;
   if (!(home_cgroup = strdup(self))) return -ENOMEM;
   orch__cg_forget_self();
   return 0;
@@ -475,12 +477,12 @@ static int into_leaf(const char *dir) {
  * it, -EOPNOTSUPP, ... as the kernel says. */
 static int enable_at(const char *dir, unsigned want, unsigned *got) {
   char enabled[512], offered[512], cmd[64];
-  ssize_t k = read_path(dir, "cgroup.subtree_control", enabled, sizeof enabled);
+  ssize_t k = orch__cg_read_path(dir, "cgroup.subtree_control", enabled, sizeof enabled);
   if (k < 0) { why("%sreading %s/cgroup.subtree_control", "", dir); return (int)k; }
   unsigned have = parse_controllers(enabled), missing = want & ~have;
   *got = have;
   if (!missing) return 0;
-  k = read_path(dir, "cgroup.controllers", offered, sizeof offered);
+  k = orch__cg_read_path(dir, "cgroup.controllers", offered, sizeof offered);
   if (k < 0) { why("%s: reading %s/cgroup.controllers", bit_name(missing & -missing), dir); return (int)k; }
   unsigned offers = parse_controllers(offered);
   for (unsigned bit = 1; bit && bit <= missing; bit <<= 1) {
@@ -491,8 +493,8 @@ static int enable_at(const char *dir, unsigned want, unsigned *got) {
       return -ENOTSUP;
     }
     snprintf(cmd, sizeof cmd, "+%s", name);
-    int r = write_path(dir, "cgroup.subtree_control", cmd);
-    if (r == -EBUSY && into_leaf(dir) == 0) r = write_path(dir, "cgroup.subtree_control", cmd);
+    int r = orch__cg_write_path(dir, "cgroup.subtree_control", cmd);
+    if (r == -EBUSY && into_leaf(dir) == 0) r = orch__cg_write_path(dir, "cgroup.subtree_control", cmd);
     if (r == -EBUSY) {
       why("%s: enabling it in %s/cgroup.subtree_control (a process is inside that cgroup, and the kernel "
           "enables a controller only for the children of a cgroup without processes)", name, dir);
@@ -526,7 +528,7 @@ static char *chain_top(const char *dir) {
  * controllers orch can have in v2 for a cgroup at dir. */
 static unsigned offered_at(const char *top) {
   char buf[512];
-  if (read_path(top, "cgroup.controllers", buf, sizeof buf) < 0) return 0;
+  if (orch__cg_read_path(top, "cgroup.controllers", buf, sizeof buf) < 0) return 0;
   return parse_controllers(buf);
 }
 
@@ -702,9 +704,35 @@ static int walk_down(const char *top, const char *dir, int mk, unsigned want, un
   return r;
 }
 
+/* For orch__cg_set (cgroup_res.c), a limit of controller c that the
+ * cgroup has neither in v2 nor through a v1 mirror: when the top of its
+ * chain is offered c in v2, c is enabled down to the cgroup's parent now
+ * (the v2 counterpart of a v1 mirror made at the first limit). 0 (also
+ * when c is not offered), or -errno and *where the step that failed. */
+int orch__cg_enable_down(orch__cgroup *cg, int c, const char **where) {
+  char *top = chain_top(cg->fs[0]);
+  if (!top) return -ENOMEM;
+  int r = 0;
+  size_t tl = strlen(top);
+  if (strncmp(cg->fs[0], top, tl) == 0 && cg->fs[0][tl] == '/' && (offered_at(top) & (1u << c))) {
+    char *parent = strdup(cg->fs[0]);
+    if (!parent) r = -ENOMEM;
+    else {
+      *strrchr(parent, '/') = 0;
+      unsigned got = 0;
+      r = walk_down(top, parent, 0, 1u << c, &got, NULL);
+      if (r == 0) cg->v2ctl = got;
+      free(parent);
+    }
+  }
+  free(top);
+  if (r < 0) { *where = why_buf; return r; }
+  return 0;
+}
+
 static unsigned v2_controllers(const char *dir) {
   char buf[512];
-  if (read_path(dir, "cgroup.controllers", buf, sizeof buf) < 0) return 0;
+  if (orch__cg_read_path(dir, "cgroup.controllers", buf, sizeof buf) < 0) return 0;
   return parse_controllers(buf);
 }
 
@@ -769,6 +797,37 @@ static int let_go(orch__cgroup *cg, int dfd, int err) {
   return 1;
 }
 
+/* Reads the small file dir/name through the fd in *slot, opened (and kept
+ * there, see orch__cgroup) on first use: one pread at offset 0, which
+ * makes cgroupfs generate the file again. The files read so (cpu.stat, a
+ * single value, cgroup.events) fit the buffer; one that fills it is an
+ * error (EFBIG) rather than a truncated figure. */
+ssize_t orch__cg_read_held(int *slot, const char *dir, const char *name, char *buf, size_t size) {
+  int fd = *slot;
+  if (fd < 0) {
+    char p[PATH_MAX];
+    if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
+    int dfd;
+    const char *rel = at_v2(p, &dfd);
+    if ((fd = openat(dfd, rel, O_RDONLY | O_CLOEXEC)) < 0) return -errno;
+    if (may_hold(fd, 4)) *slot = fd;
+  }
+  ssize_t k;
+  do k = pread(fd, buf, size - 1, 0); while (k < 0 && errno == EINTR);
+  int e = k < 0 ? errno : (size_t)k == size - 1 ? EFBIG : 0;
+  if (fd != *slot) close(fd);
+  else if (e == ENODEV) {
+    /* The directory went (removed behind our back, perhaps made again
+     * under the same name): the path says what is there now. */
+    close(fd);
+    *slot = -1;
+    return orch__cg_read_held(slot, dir, name, buf, size);
+  }
+  if (e) return -e;
+  buf[k] = 0;
+  return k;
+}
+
 void orch__cg_close(orch__cgroup *cg) {
   drop_held(cg);
   free(cg->path);
@@ -783,7 +842,7 @@ static unsigned v1_made;
 
 /* The v1 mirror of controller c for the cgroup's path: its directory, made
  * when create is set. 0 (cg->fs[1 + c] set), or -errno. */
-static int mirror(orch__cgroup *cg, const char *path, int c, int create) {
+int orch__cg_mirror(orch__cgroup *cg, const char *path, int c, int create) {
   const orch__cg_layout *lo = &layout;
   if (!lo->v1_mount[c][0]) return -ENOTSUP;
   char *cgp = NULL, *fs = NULL;
@@ -859,7 +918,7 @@ static int make_v2(orch__cgroup *cg, const char *path, unsigned want) {
     if (!(rest & (1u << c))) continue;
     /* A mirror costs a directory per hierarchy (a v1 memory cgroup is slow
      * to make): made only when asked for, else at the first limit. */
-    if ((r = mirror(cg, path, c, 1)) < 0) {
+    if ((r = orch__cg_mirror(cg, path, c, 1)) < 0) {
       if (!why_buf[0]) why("%s: making its cgroup v1 directory%s", orch__cg_ctl_names[c], "");
       orch__cg_remove(cg, 0);
       return r;
@@ -888,7 +947,7 @@ static int open_v2(orch__cgroup *cg, const char *path, int create, unsigned want
     if (r == 0) {
       cg->v2ctl = v2_controllers(cg->fs[0]);
       for (int c = 0; c < ORCH__CG_NCTL; c++)
-        if (!(cg->v2ctl & (1u << c))) mirror(cg, path, c, 0);
+        if (!(cg->v2ctl & (1u << c))) orch__cg_mirror(cg, path, c, 0);
     }
   }
   if (r < 0) { orch__cg_close(cg); return r; }
@@ -896,6 +955,8 @@ static int open_v2(orch__cgroup *cg, const char *path, int create, unsigned want
 }
 
 const char *orch__cg_why(void) { return why_buf[0] ? why_buf : NULL; }
+
+void orch__cg_why_clear(void) { why_buf[0] = 0; }
 
 int orch__cg_create(orch__cgroup *cg, const char *path, unsigned want) {
   return open_v2(cg, path, 1, want);
@@ -962,7 +1023,7 @@ int orch__cg_remove(orch__cgroup *cg, int recursive) {
    * v1 paths per cgroup. */
   for (int c = 0; c < ORCH__CG_NCTL; c++)
     if (!cg->fs[1 + c] && layout_state > 0 && (recursive || (v1_made & (1u << c))))
-      mirror(cg, cg->path, c, 0);
+      orch__cg_mirror(cg, cg->path, c, 0);
   for (int c = 0; c < ORCH__CG_NCTL; c++) {
     const char *m = cg->fs[1 + c];
     if (!m) continue;
@@ -986,10 +1047,10 @@ int orch__cg_add(const orch__cgroup *cg, pid_t pid) {
   snprintf(s, sizeof s, "%d", (int)pid);
   for (int c = 0; c < ORCH__CG_NCTL; c++) {
     if (!cg->fs[1 + c]) continue;
-    int r = write_path(cg->fs[1 + c], "cgroup.procs", s);
+    int r = orch__cg_write_path(cg->fs[1 + c], "cgroup.procs", s);
     if (r < 0) return r;
   }
-  return write_path(cg->fs[0], "cgroup.procs", s);
+  return orch__cg_write_path(cg->fs[0], "cgroup.procs", s);
 }
 
 typedef struct { pid_t *p; size_t n, cap; } pidvec;
@@ -1123,13 +1184,11 @@ static unsigned long long mono_ns(void) {
   return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
 }
 
-static ssize_t read_held(int *slot, const char *dir, const char *name, char *buf, size_t size);
-
 int orch__cg_events(orch__cgroup *cg, int *populated, int *frozen) {
   char buf[256];
-  ssize_t r = read_held(&cg->events, cg->fs[0], "cgroup.events", buf, sizeof buf);
+  ssize_t r = orch__cg_read_held(&cg->events, cg->fs[0], "cgroup.events", buf, sizeof buf);
   if (r < 0) return (int)r;
-  long long p = keyed(buf, "populated"), f = keyed(buf, "frozen");
+  long long p = orch__cg_keyed(buf, "populated"), f = orch__cg_keyed(buf, "frozen");
   if (populated) *populated = p > 0;
   if (frozen) *frozen = f > 0;
   size_t len = strlen(cg->path);
@@ -1266,223 +1325,6 @@ int orch__cg_freeze(orch__cgroup *cg, int on) {
   if (fresh) close(dfd);
   last_events.ns = 0;                /* what it said may be untrue now */
   return r == -ENOENT ? -ENOTSUP : r;
-}
-
-/* ---------------------------------------------------------------- stat */
-
-/* Reads the small file dir/name through the fd in *slot, opened (and kept
- * there, see orch__cgroup) on first use: one pread at offset 0, which
- * makes cgroupfs generate the file again. The files read so (cpu.stat, a
- * single value, cgroup.events) fit the buffer; one that fills it is an
- * error (EFBIG) rather than a truncated figure. */
-static ssize_t read_held(int *slot, const char *dir, const char *name, char *buf, size_t size) {
-  int fd = *slot;
-  if (fd < 0) {
-    char p[PATH_MAX];
-    if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
-    int dfd;
-    const char *rel = at_v2(p, &dfd);
-    if ((fd = openat(dfd, rel, O_RDONLY | O_CLOEXEC)) < 0) return -errno;
-    if (may_hold(fd, 4)) *slot = fd;
-  }
-  ssize_t k;
-  do k = pread(fd, buf, size - 1, 0); while (k < 0 && errno == EINTR);
-  int e = k < 0 ? errno : (size_t)k == size - 1 ? EFBIG : 0;
-  if (fd != *slot) close(fd);
-  else if (e == ENODEV) {
-    /* The directory went (removed behind our back, perhaps made again
-     * under the same name): the path says what is there now. */
-    close(fd);
-    *slot = -1;
-    return read_held(slot, dir, name, buf, size);
-  }
-  if (e) return -e;
-  buf[k] = 0;
-  return k;
-}
-
-/* The memory figure's file: v2 memory.current, or the v1 mirror's. */
-static const char *memory_file(const orch__cgroup *cg, const char **dir) {
-  if (cg->v2ctl & (1u << ORCH__CG_MEMORY)) { *dir = cg->fs[0]; return "memory.current"; }
-  if ((*dir = cg->fs[1 + ORCH__CG_MEMORY])) return "memory.usage_in_bytes";
-  return NULL;
-}
-
-static long long memory_held(orch__cgroup *cg) {
-  const char *dir, *name = memory_file(cg, &dir);
-  char buf[64];
-  if (!name || read_held(&cg->acct[1], dir, name, buf, sizeof buf) <= 0) return -1;
-  long long v = strtoll(buf, NULL, 10);
-  return v >= (1LL << 62) ? ORCH__CG_UNLIMITED : v;
-}
-
-int orch__cg_usage(orch__cgroup *cg, long long *usage_usec, long long *memory) {
-  char buf[1024];
-  ssize_t r = read_held(&cg->acct[0], cg->fs[0], "cpu.stat", buf, sizeof buf);
-  if (r < 0) return (int)r;
-  *usage_usec = keyed(buf, "usage_usec");
-  *memory = memory_held(cg);
-  return 0;
-}
-
-int orch__cg_stat(orch__cgroup *cg, orch__cg_stats *st) {
-  char buf[2048];
-  long long *all = (long long *)st;
-  for (size_t i = 0; i < sizeof *st / sizeof(long long); i++) all[i] = -1;
-  const char *d = cg->fs[0];
-  ssize_t r = read_held(&cg->acct[0], d, "cpu.stat", buf, sizeof buf);
-  if (r < 0) return (int)r;
-  st->usage_usec = keyed(buf, "usage_usec");
-  st->user_usec = keyed(buf, "user_usec");
-  st->system_usec = keyed(buf, "system_usec");
-  st->nr_periods = keyed(buf, "nr_periods");
-  st->nr_throttled = keyed(buf, "nr_throttled");
-  st->throttled_usec = keyed(buf, "throttled_usec");
-  const char *m = cg->fs[1 + ORCH__CG_CPU];
-  if (st->nr_periods < 0 && m && read_path(m, "cpu.stat", buf, sizeof buf) > 0) {
-    st->nr_periods = keyed(buf, "nr_periods");
-    st->nr_throttled = keyed(buf, "nr_throttled");
-    long long ns = keyed(buf, "throttled_time");
-    st->throttled_usec = ns < 0 ? -1 : ns / 1000;
-  }
-  if (cg->v2ctl & (1u << ORCH__CG_MEMORY)) {
-    st->memory_current = memory_held(cg);
-    st->memory_peak = value_path(d, "memory.peak");
-    st->memory_max = value_path(d, "memory.max");
-    if (read_path(d, "memory.events", buf, sizeof buf) > 0) {
-      st->oom = keyed(buf, "oom");
-      st->oom_kill = keyed(buf, "oom_kill");
-    }
-  } else if ((m = cg->fs[1 + ORCH__CG_MEMORY])) {
-    st->memory_current = memory_held(cg);
-    st->memory_peak = value_path(m, "memory.max_usage_in_bytes");
-    st->memory_max = value_path(m, "memory.limit_in_bytes");
-    if (read_path(m, "memory.oom_control", buf, sizeof buf) > 0)
-      st->oom_kill = keyed(buf, "oom_kill");
-  }
-  if (cg->v2ctl & (1u << ORCH__CG_PIDS)) {
-    st->pids_current = value_path(d, "pids.current");
-    st->pids_max = value_path(d, "pids.max");
-  } else if ((m = cg->fs[1 + ORCH__CG_PIDS])) {
-    st->pids_current = value_path(m, "pids.current");
-    st->pids_max = value_path(m, "pids.max");
-  }
-  return 0;
-}
-
-/* ---------------------------------------------------------------- limits */
-
-static const int limit_ctl[ORCH__CG_NLIMITS] = {
-  ORCH__CG_MEMORY, ORCH__CG_MEMORY, ORCH__CG_MEMORY, ORCH__CG_PIDS,
-  ORCH__CG_CPU, ORCH__CG_CPU, ORCH__CG_IO
-};
-
-/* Moves every member of the cgroup into its new v1 mirror m. */
-static int move_members(orch__cgroup *cg, const char *m) {
-  pid_t *list;
-  size_t n;
-  int r = orch__cg_procs(cg, 1, &list, &n);
-  if (r < 0) return r;
-  char s[24];
-  for (size_t i = 0; i < n && r == 0; i++) {
-    snprintf(s, sizeof s, "%d", (int)list[i]);
-    r = write_path(m, "cgroup.procs", s);
-    if (r == -ESRCH) r = 0;
-  }
-  free(list);
-  return r;
-}
-
-static void fmt_value(char *buf, size_t size, long long v, const char *max) {
-  if (v < 0) snprintf(buf, size, "%s", max);
-  else snprintf(buf, size, "%lld", v);
-}
-
-int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
-                 const char **where) {
-  static const char *const v2file[ORCH__CG_NLIMITS] = {
-    "memory.max", "memory.high", "memory.swap.max", "pids.max", "cpu.max", "cpu.weight", "io.weight"
-  };
-  char buf[64];
-  int c = limit_ctl[limit];
-  *where = v2file[limit];
-  why_buf[0] = 0;
-  if (!(cg->v2ctl & (1u << c)) && !cg->fs[1 + c]) {
-    /* Offered to orch in v2: enabled down to the cgroup's parent now (the
-     * v2 counterpart of a v1 mirror made at the first limit). */
-    char *top = chain_top(cg->fs[0]);
-    if (!top) return -ENOMEM;
-    int r = 0;
-    size_t tl = strlen(top);
-    if (strncmp(cg->fs[0], top, tl) == 0 && cg->fs[0][tl] == '/' && (offered_at(top) & (1u << c))) {
-      char *parent = strdup(cg->fs[0]);
-      if (!parent) r = -ENOMEM;
-      else {
-        *strrchr(parent, '/') = 0;
-        unsigned got = 0;
-        r = walk_down(top, parent, 0, 1u << c, &got, NULL);
-        if (r == 0) cg->v2ctl = got;
-        free(parent);
-      }
-    }
-    free(top);
-    if (r < 0) { *where = why_buf; return r; }
-  }
-  if (cg->v2ctl & (1u << c)) {
-    switch (limit) {
-      case ORCH__CG_CPU_MAX:
-        if (value < 0) snprintf(buf, sizeof buf, "max %lld", arg);
-        else snprintf(buf, sizeof buf, "%lld %lld", value, arg);
-        break;
-      case ORCH__CG_IO_WEIGHT: snprintf(buf, sizeof buf, "default %lld", value); break;
-      default: fmt_value(buf, sizeof buf, value, "max");
-    }
-    return write_path(cg->fs[0], v2file[limit], buf);
-  }
-  if (limit == ORCH__CG_MEMORY_HIGH || limit == ORCH__CG_SWAP_MAX || limit == ORCH__CG_IO_WEIGHT) {
-    *where = "it needs its controller in cgroup v2 here (cgroup v1 has no equivalent)";
-    return -ENOTSUP;
-  }
-  const orch__cg_layout *lo = orch__cg_layout_get(NULL);
-  if (!lo || !lo->v1_mount[c][0]) {
-    *where = "no such controller in cgroup v2 here, nor a cgroup v1 hierarchy of it";
-    return -ENOTSUP;
-  }
-  if (!cg->fs[1 + c]) {
-    int r = mirror(cg, cg->path, c, 1);
-    if (r < 0) { *where = why_buf[0] ? why_buf : "v1 mirror"; return r; }
-    if ((r = move_members(cg, cg->fs[1 + c])) < 0) { *where = "v1 cgroup.procs"; return r; }
-  }
-  const char *m = cg->fs[1 + c];
-  switch (limit) {
-    case ORCH__CG_MEMORY_MAX:
-      *where = "v1 memory.limit_in_bytes";
-      fmt_value(buf, sizeof buf, value, "-1");
-      return write_path(m, "memory.limit_in_bytes", buf);
-    case ORCH__CG_PIDS_MAX:
-      *where = "v1 pids.max";
-      fmt_value(buf, sizeof buf, value, "max");
-      return write_path(m, "pids.max", buf);
-    case ORCH__CG_CPU_MAX: {
-      *where = "v1 cpu.cfs_period_us";
-      snprintf(buf, sizeof buf, "%lld", arg);
-      int r = write_path(m, "cpu.cfs_period_us", buf);
-      if (r < 0) return r;
-      *where = "v1 cpu.cfs_quota_us";
-      fmt_value(buf, sizeof buf, value, "-1");
-      return write_path(m, "cpu.cfs_quota_us", buf);
-    }
-    case ORCH__CG_CPU_WEIGHT: {
-      /* systemd's mapping: weight 100 is 1024 shares. */
-      long long shares = value * 1024 / 100;
-      if (shares < 2) shares = 2;
-      *where = "v1 cpu.shares";
-      snprintf(buf, sizeof buf, "%lld", shares);
-      return write_path(m, "cpu.shares", buf);
-    }
-    default:
-      return -ENOTSUP;
-  }
 }
 
 int orch__cg_join_fds(orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd) {
