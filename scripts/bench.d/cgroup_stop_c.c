@@ -11,16 +11,36 @@
  * Each service is what cgroup_stop.lua runs: `sleep 1000`, or
  * `sh -c "(setsid sleep 1000 &); exec sleep 1000"` (the escapee: a sleep
  * in a session of its own, reparented away), born in its cgroup
- * (clone3 CLONE_INTO_CGROUP, fork semantics). The stop, timed from its first
- * signal until every cgroup is removed: SIGTERM to every main process (one
- * kill each), then each cgroup's cgroup.procs read once and every other
- * pid sent SIGTERM (the escapees), then each main process reaped, each
- * cgroup waited for until cgroup.events says "populated 0" (poll(2) on
- * the file, which the kernel wakes on a change) and removed. That is orch's
- * stop without its bookkeeping. Prints, best of ROUNDS rounds (3):
- *   cgstop_plain_c      ms  the stop of N plain services
- *   cgstop_escapee_c    ms  the same, each with an escapee
- *   cgstop_escapee_vs_plain_c   ratio
+ * (clone3 CLONE_INTO_CGROUP, fork semantics). Each stop is timed from its
+ * first signal until every cgroup is removed and every main process reaped,
+ * in several ways (each a line of figures; rounds alternate the ways):
+ *
+ *   path   the first version (until the sixth session): SIGTERM to every
+ *          main process, each cgroup's cgroup.procs opened by path and
+ *          read once and every other pid sent SIGTERM (the escapees), then
+ *          in order each main process reaped, its cgroup.events opened and
+ *          poll(2)ed until "populated 0", the cgroup removed.
+ *   held   the same signals, through the directory, cgroup.procs and
+ *          cgroup.events held open from the cgroup's making (as orch does);
+ *          then one epoll over every cgroup.events (EPOLLPRI: the kernel
+ *          wakes a poller at once on a change, inotify only from a work
+ *          item) and waitpid(-1, WNOHANG), each cgroup removed as soon as
+ *          it reads "populated 0", in the order they empty. orch's stop
+ *          without its bookkeeping: the C limit.
+ *   sub    held, as a child subreaper (PR_SET_CHILD_SUBREAPER), so that it
+ *          reaps the escapees itself, as orch does.
+ *   kill   held, but cgroup.kill in each cgroup instead of the signals
+ *          (SIGKILL, no listing): the least a supervisor can do per
+ *          service to end it, not a graceful stop.
+ *   tree   one cgroup.kill in the parent of all (SIGKILL to everything at
+ *          once), then the same waits and removals: the kernel's floor.
+ *
+ * Prints, per way, best of ROUNDS rounds (3):
+ *   cgstop_plain_c_WAY      ms  the stop of N plain services
+ *   cgstop_escapee_c_WAY    ms  the same, each with an escapee
+ *   cgstop_escapee_vs_plain_c_WAY   ratio
+ * and held's three under the names of the first version
+ * (cgstop_plain_c, cgstop_escapee_c, cgstop_escapee_vs_plain_c).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -33,6 +53,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -105,88 +127,202 @@ static pid_t spawn_into(int cgfd, char **argv) {
   return (pid_t)pid;
 }
 
-static int count_procs(const char *dir) {
-  char p[4200], buf[4096];
-  snprintf(p, sizeof p, "%s/cgroup.procs", dir);
-  int fd = open(p, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t k = read(fd, buf, sizeof buf - 1);
-  close(fd);
+static int count_procs(int fd) {
+  char buf[4096];
+  ssize_t k = pread(fd, buf, sizeof buf - 1, 0);
   int n = 0;
   for (ssize_t i = 0; i < k; i++) n += buf[i] == '\n';
   return n;
 }
 
-static double round_once(int n, int escapee) {
-  char **dirs = calloc((size_t)n, sizeof *dirs);
-  pid_t *mains = calloc((size_t)n, sizeof *mains);
+enum { W_PATH, W_HELD, W_SUB, W_KILL, W_TREE, NWAYS };
+static const char *const way_names[NWAYS] = { "path", "held", "sub", "kill", "tree" };
+
+typedef struct {
+  char *dir;
+  int dfd, procs, events;   /* held: the directory, cgroup.procs, cgroup.events */
+  pid_t main;
+  int gone;                 /* removed */
+} svc;
+
+/* SIGTERM to every listed pid but the main process (one pread of the held
+ * cgroup.procs, or an open by path). */
+static void signal_rest(svc *s, int held) {
+  char p[4200], buf[4096];
+  int fd = s->procs;
+  if (!held) {
+    snprintf(p, sizeof p, "%s/cgroup.procs", s->dir);
+    fd = open(p, O_RDONLY | O_CLOEXEC);
+  }
+  ssize_t k = fd < 0 ? -1 : pread(fd, buf, sizeof buf - 1, 0);
+  if (!held && fd >= 0) close(fd);
+  if (k <= 0) return;
+  buf[k] = 0;
+  for (char *c = buf, *e; *c; c = e) {
+    long pid = strtol(c, &e, 10);
+    if (e == c) break;
+    if (pid > 0 && pid != s->main) kill((pid_t)pid, SIGTERM);
+    while (*e == '\n') e++;
+  }
+}
+
+static int populated(int fd) {
+  char buf[256];
+  ssize_t k = pread(fd, buf, sizeof buf - 1, 0);
+  if (k <= 0) return 0;
+  buf[k] = 0;
+  return strstr(buf, "populated 1") != NULL;
+}
+
+static void write_kill(int dfd) {
+  int fd = openat(dfd, "cgroup.kill", O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || write(fd, "1", 1) != 1) die("cgroup.kill");
+  close(fd);
+}
+
+static void reap_some(int n, svc *s, int *reaped, int block) {
+  pid_t pid;
+  while (*reaped < n && (pid = waitpid(-1, NULL, block ? 0 : WNOHANG)) != 0) {
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ECHILD) break;
+      die("waitpid");
+    }
+    for (int i = 0; i < n; i++)
+      if (s[i].main == pid) { (*reaped)++; break; }
+  }
+}
+
+static double round_once(int n, int escapee, int way) {
+  svc *s = calloc((size_t)n, sizeof *s);
   char *plain[] = { "sleep", "1000", NULL };
   char *esc[] = { "sh", "-c", "(setsid sleep 1000 &); exec sleep 1000", NULL };
+  int basefd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (basefd < 0) die(base);
+  if (prctl(PR_SET_CHILD_SUBREAPER, way == W_SUB ? 1 : 0) < 0) die("prctl");
   for (int i = 0; i < n; i++) {
-    if (asprintf(&dirs[i], "%s/s%d", base, i) < 0) die("asprintf");
-    if (mkdir(dirs[i], 0755) < 0) die(dirs[i]);
-    int fd = open(dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) die(dirs[i]);
-    mains[i] = spawn_into(fd, escapee ? esc : plain);
-    close(fd);
-    if (mains[i] < 0) die("clone3");
+    if (asprintf(&s[i].dir, "%s/s%d", base, i) < 0) die("asprintf");
+    if (mkdir(s[i].dir, 0755) < 0) die(s[i].dir);
+    s[i].dfd = open(s[i].dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s[i].dfd < 0) die(s[i].dir);
+    s[i].procs = openat(s[i].dfd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+    s[i].events = openat(s[i].dfd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+    if (s[i].procs < 0 || s[i].events < 0) die("open");
+    s[i].main = spawn_into(s[i].dfd, escapee ? esc : plain);
+    if (s[i].main < 0) die("clone3");
   }
-  /* Every process in place (the escapee forked, its launcher gone). */
+  /* Every process in place (the escapee forked, its launcher gone and
+   * reaped when this is its subreaper). */
   for (int i = 0; i < n; i++)
-    while (count_procs(dirs[i]) != (escapee ? 2 : 1)) usleep(1000);
+    while (count_procs(s[i].procs) != (escapee ? 2 : 1)) {
+      if (way == W_SUB) while (waitpid(-1, NULL, WNOHANG) > 0) {}
+      usleep(1000);
+    }
   usleep(300000);
+  if (way == W_SUB) while (waitpid(-1, NULL, WNOHANG) > 0) {}
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) die("epoll_create1");
+  for (int i = 0; i < n; i++) {
+    (void)populated(s[i].events);   /* the poller's event count is the read's */
+    if (way == W_PATH) continue;
+    struct epoll_event ev = { .events = EPOLLPRI, .data.u32 = (uint32_t)i };
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, s[i].events, &ev) < 0) die("epoll_ctl");
+  }
+  if (way == W_PATH) {   /* as the first version: nothing held */
+    for (int i = 0; i < n; i++) {
+      close(s[i].procs);
+      close(s[i].events);
+      close(s[i].dfd);
+    }
+  }
+  int reaped = 0, left = n;
   double t0 = now_ms();
-  for (int i = 0; i < n; i++) kill(mains[i], SIGTERM);
-  for (int i = 0; i < n; i++) {
-    char p[4200], buf[4096];
-    snprintf(p, sizeof p, "%s/cgroup.procs", dirs[i]);
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    ssize_t k = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
-    if (fd >= 0) close(fd);
-    if (k <= 0) continue;
-    buf[k] = 0;
-    for (char *s = buf, *e; *s; s = e) {
-      long pid = strtol(s, &e, 10);
-      if (e == s) break;
-      if (pid > 0 && pid != mains[i]) kill((pid_t)pid, SIGTERM);
-      while (*e == '\n') e++;
+  if (way == W_TREE) {
+    write_kill(basefd);
+  } else if (way == W_KILL) {
+    for (int i = 0; i < n; i++) write_kill(s[i].dfd);
+  } else {
+    for (int i = 0; i < n; i++) kill(s[i].main, SIGTERM);
+    for (int i = 0; i < n; i++) signal_rest(&s[i], way != W_PATH);
+  }
+  if (way == W_PATH) {
+    for (int i = 0; i < n; i++) {
+      while (waitpid(s[i].main, NULL, 0) < 0 && errno == EINTR) {}
+      char p[4200], buf[256];
+      snprintf(p, sizeof p, "%s/cgroup.events", s[i].dir);
+      int fd = open(p, O_RDONLY | O_CLOEXEC);
+      for (;;) {
+        ssize_t k = pread(fd, buf, sizeof buf - 1, 0);
+        if (k <= 0) break;
+        buf[k] = 0;
+        if (strstr(buf, "populated 0")) break;
+        struct pollfd pfd = { fd, POLLPRI, 0 };
+        poll(&pfd, 1, 1000);
+      }
+      close(fd);
+      if (rmdir(s[i].dir) < 0) die(s[i].dir);
+    }
+    reaped = n;
+    left = 0;
+  }
+  /* Each cgroup as it empties: the first look catches the ones that
+   * emptied before their poll could fire. */
+  for (int i = 0; i < n && way != W_PATH; i++) {
+    if (populated(s[i].events)) continue;
+    if (unlinkat(basefd, s[i].dir + strlen(base) + 1, AT_REMOVEDIR) < 0) die(s[i].dir);
+    close(s[i].events);
+    close(s[i].procs);
+    close(s[i].dfd);
+    s[i].gone = 1;
+    left--;
+  }
+  while (left > 0) {
+    struct epoll_event evs[64];
+    reap_some(n, s, &reaped, 0);
+    int k = epoll_wait(ep, evs, 64, 1000);
+    if (k < 0 && errno != EINTR) die("epoll_wait");
+    for (int j = 0; j < k; j++) {
+      svc *c = &s[evs[j].data.u32];
+      if (c->gone || populated(c->events)) continue;
+      if (unlinkat(basefd, c->dir + strlen(base) + 1, AT_REMOVEDIR) < 0) die(c->dir);
+      close(c->events);   /* out of the epoll set with it */
+      close(c->procs);
+      close(c->dfd);
+      c->gone = 1;
+      left--;
     }
   }
-  for (int i = 0; i < n; i++) {
-    while (waitpid(mains[i], NULL, 0) < 0 && errno == EINTR) {}
-    char p[4200], buf[256];
-    snprintf(p, sizeof p, "%s/cgroup.events", dirs[i]);
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    for (;;) {
-      ssize_t k = pread(fd, buf, sizeof buf - 1, 0);
-      if (k <= 0) break;
-      buf[k] = 0;
-      if (strstr(buf, "populated 0")) break;
-      struct pollfd pfd = { fd, POLLPRI, 0 };
-      poll(&pfd, 1, 1000);
-    }
-    close(fd);
-    if (rmdir(dirs[i]) < 0) die(dirs[i]);
-  }
+  reap_some(n, s, &reaped, 1);
   double ms = now_ms() - t0;
-  for (int i = 0; i < n; i++) free(dirs[i]);
-  free(dirs);
-  free(mains);
+  close(ep);
+  close(basefd);
+  for (int i = 0; i < n; i++) free(s[i].dir);
+  free(s);
+  /* The escapees (a subreaper's children; pid 1's otherwise). */
+  while (waitpid(-1, NULL, WNOHANG) > 0) {}
   return ms;
 }
 
 int main(int argc, char **argv) {
   int n = argc > 1 ? atoi(argv[1]) : 100, rounds = argc > 2 ? atoi(argv[2]) : 3;
   find_base();
-  double plain = 1e300, esc = 1e300;
+  double plain[NWAYS], esc[NWAYS];
+  for (int w = 0; w < NWAYS; w++) plain[w] = esc[w] = 1e300;
   for (int r = 0; r < rounds; r++) {
-    double a = round_once(n, 0), b = round_once(n, 1);
-    if (a < plain) plain = a;
-    if (b < esc) esc = b;
+    for (int w = 0; w < NWAYS; w++) {
+      double a = round_once(n, 0, w), b = round_once(n, 1, w);
+      if (a < plain[w]) plain[w] = a;
+      if (b < esc[w]) esc[w] = b;
+    }
   }
   rmdir(base);
-  printf("cgstop_plain_c %.1f ms\n", plain);
-  printf("cgstop_escapee_c %.1f ms\n", esc);
-  printf("cgstop_escapee_vs_plain_c %.2f ratio\n", esc / plain);
+  for (int w = 0; w < NWAYS; w++) {
+    printf("cgstop_plain_c_%s %.1f ms\n", way_names[w], plain[w]);
+    printf("cgstop_escapee_c_%s %.1f ms\n", way_names[w], esc[w]);
+    printf("cgstop_escapee_vs_plain_c_%s %.2f ratio\n", way_names[w], esc[w] / plain[w]);
+  }
+  printf("cgstop_plain_c %.1f ms\n", plain[W_HELD]);
+  printf("cgstop_escapee_c %.1f ms\n", esc[W_HELD]);
+  printf("cgstop_escapee_vs_plain_c %.2f ratio\n", esc[W_HELD] / plain[W_HELD]);
   return 0;
 }
