@@ -194,6 +194,44 @@ describe("orch.cgroup", function()
       assert.are.equal(n0, fds())
     end)
 
+    it("waits by polling a cgroup.events fd of its own: no inotify watch, a read meanwhile loses no wake-up", function()
+      local function fds() return assert(orch.proc.fd_count(orch.getpid())) end
+      -- The inotify watches this process holds (libuv's one inotify fd).
+      local function watches()
+        local n = 0
+        for fd in h.sh("ls -l /proc/" .. orch.getpid() .. "/fd"):gmatch(" (%d+) %-> anon_inode:inotify") do
+          for _ in h.slurp("/proc/self/fdinfo/" .. fd):gmatch("inotify wd:") do n = n + 1 end
+        end
+        return n
+      end
+      local cg = fresh()
+      h.run(function()
+        local p = assert(orch.spawn { "sleep", "60", cgroup = cg })
+        assert.is_true(cg:populated())
+        local n0, w0 = fds(), watches()
+        local got
+        local t = orch.task(function() got = { cg:wait_empty(20) } end)
+        orch.sleep(0)
+        assert.is_nil(got)
+        assert.are.equal(n0 + 1, fds())
+        assert.are.equal(w0, watches())
+        -- The process ends, and this task reads cgroup.events (the held fd)
+        -- until it says so, before the loop polls again: the waiter's fd
+        -- is another, so its wake-up is still pending.
+        assert(p:kill("KILL"))
+        local until_ = os.clock() + 10
+        while cg:populated() and os.clock() < until_ do end
+        assert.is_false(cg:populated())
+        t:join()
+        assert.are.same({ true }, got)
+        p:wait()
+        h.eventually(function() return fds() == n0 end, "the waiter's fd closed")
+        -- Already empty: no watch at all.
+        assert.is_true(cg:wait_empty(0))
+        assert.are.equal(n0, fds())
+      end)
+    end)
+
     it("times out a wait, and wakes a waiter when the cgroup is closed", function()
       local cg = fresh()
       local other = assert(orch.cgroup.open(cg:path()))

@@ -7,21 +7,25 @@
  * Ownership: an orch.Cgroup userdata embeds its orch__cgroup (fds and
  * strings, released by :close(), __close and __gc). The directories are
  * kernel objects: only :remove() deletes them, never the GC. While a task
- * waits in :wait(), a malloc'ed uv_fs_event_t watches cgroup.events
- * (inotify; the kernel signals every change of populated and frozen) and
+ * waits in :wait(), a malloc'ed watcher polls a cgroup.events fd of its own
+ * (uv_poll_t, UV_PRIORITIZED: the kernel wakes a poller at once on every
+ * change of populated and frozen; an inotify watch of the path, the
+ * fallback when no fd can be opened, is woken only from a work item) and
  * the userdata is anchored in the registry; the last waiter leaving (woken,
  * timed out, cancelled) stops the watch and drops the anchor. The handle
- * memory is freed in its close callback.
+ * memory is freed, and the fd closed, in its close callback.
  *
  * What may block: nothing for long (cgroupfs reads and writes, see
  * cgroup.c).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cgroup.h"
 #include "runtime.h"
@@ -40,10 +44,19 @@ typedef struct waiter {
   struct ocg *owner;
 } waiter;
 
+/* What watches cgroup.events while tasks wait: a poll of an fd of its own
+ * (never the held one that orch__cg_events reads: a read resets what the
+ * kernel reports to that file's pollers, so a cg:populated() between a
+ * change and the loop's next poll would swallow the wake-up), or inotify. */
+typedef struct {
+  union { uv_poll_t poll; uv_fs_event_t event; } h;
+  int fd;                          /* the polled fd, or -1: inotify */
+} watcher;
+
 typedef struct ocg {
   orch__cgroup cg;                 /* cg.path == NULL: closed */
   lua_State *L;                    /* the runtime's main thread */
-  uv_fs_event_t *watch;            /* while tasks wait */
+  watcher *watch;                  /* while tasks wait */
   int anchor;                      /* registry ref while watching */
   waiter *waiters;
   int removed;
@@ -71,12 +84,18 @@ static void waiter_unlink(waiter *w) {
   w->pprev = NULL;
 }
 
-static void free_handle(uv_handle_t *h) { free(h); }
+static void free_watcher(uv_handle_t *h) {
+  watcher *w = (watcher *)h;
+  if (w->fd >= 0) close(w->fd);
+  free(w);
+}
 
 static void watch_stop(ocg *o) {
-  if (!o->watch) return;
-  uv_fs_event_stop(o->watch);
-  uv_close((uv_handle_t *)o->watch, free_handle);
+  watcher *w = o->watch;
+  if (!w) return;
+  if (w->fd >= 0) uv_poll_stop(&w->h.poll);
+  else uv_fs_event_stop(&w->h.event);
+  uv_close((uv_handle_t *)&w->h, free_watcher);
   o->watch = NULL;
   luaL_unref(o->L, LUA_REGISTRYINDEX, o->anchor);
   o->anchor = LUA_NOREF;
@@ -91,11 +110,34 @@ static int satisfied(int what, int populated, int frozen) {
   }
 }
 
+/* "populated 1\nfrozen 0\n": the value of key (0 when absent). */
+static int events_key(const char *buf, const char *key) {
+  size_t n = strlen(key);
+  for (const char *l = buf; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+    if (strncmp(l, key, n) == 0 && l[n] == ' ') return atoi(l + n + 1) != 0;
+  return 0;
+}
+
+/* The cgroup's populated and frozen: through the watcher's own fd while it
+ * polls one (the read is what re-arms its poll), else orch__cg_events. */
+static int read_events(ocg *o, int *populated, int *frozen) {
+  watcher *w = o->watch;
+  if (!w || w->fd < 0) return orch__cg_events(&o->cg, populated, frozen);
+  char buf[256];
+  ssize_t k;
+  do k = pread(w->fd, buf, sizeof buf - 1, 0); while (k < 0 && errno == EINTR);
+  if (k < 0) return -errno;
+  buf[k] = 0;
+  *populated = events_key(buf, "populated");
+  *frozen = events_key(buf, "frozen");
+  return 0;
+}
+
 /* Wakes the waiters whose condition holds (all of them, with an error, when
  * cgroup.events cannot be read: the cgroup is gone). */
 static void check_waiters(ocg *o) {
   int populated = 0, frozen = 0;
-  int r = orch__cg_events(&o->cg, &populated, &frozen);
+  int r = read_events(o, &populated, &frozen);
   waiter *ready = NULL;
   for (waiter *w = o->waiters, *next; w; w = next) {
     next = w->next;
@@ -124,13 +166,24 @@ static void check_waiters(ocg *o) {
   }
 }
 
-static void on_change(uv_fs_event_t *h, const char *file, int events, int status) {
-  ocg *o = h->data;
+static void on_change(ocg *o) {
   lua_State *L = o->L;
   /* The anchor keeps o alive while woken tasks run. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, o->anchor);
   check_waiters(o);
   lua_pop(L, 1);
+}
+
+static void on_event(uv_fs_event_t *h, const char *file, int events, int status) {
+  (void)file, (void)events, (void)status;
+  on_change(h->data);
+}
+
+/* A poll error (UV_EBADF: the kernel said POLLERR without POLLPRI) leaves
+ * the read to tell: it fails for a cgroup that is gone. */
+static void on_poll(uv_poll_t *h, int status, int events) {
+  (void)status, (void)events;
+  on_change(h->data);
 }
 
 static void waiter_cancel(void *data) {
@@ -141,24 +194,60 @@ static void waiter_cancel(void *data) {
   if (!o->waiters) watch_stop(o);
 }
 
-static int watch_start(lua_State *L, ocg *o) {
-  if (o->watch) return 0;
-  uv_fs_event_t *h = malloc(sizeof *h);
-  if (!h) return -ENOMEM;
-  uv_fs_event_init(orch__loop(L), h);
-  h->data = o;
-  char *p = NULL;
-  if (asprintf(&p, "%s/cgroup.events", o->cg.fs[0]) < 0) {
-    uv_close((uv_handle_t *)h, free_handle);
-    return -ENOMEM;
+/* The poll of a cgroup.events fd of the watcher's own (below the held
+ * directory when there is one), or -errno. */
+static int poll_start(uv_loop_t *loop, ocg *o, watcher *w) {
+  int fd;
+  if (o->cg.dir >= 0) {
+    fd = openat(o->cg.dir, "cgroup.events", O_RDONLY | O_CLOEXEC);
+  } else {
+    char p[4200];
+    if ((size_t)snprintf(p, sizeof p, "%s/cgroup.events", o->cg.fs[0]) >= sizeof p) return -ENAMETOOLONG;
+    fd = open(p, O_RDONLY | O_CLOEXEC);
   }
-  int r = uv_fs_event_start(h, on_change, p, 0);
-  free(p);
+  if (fd < 0) return -errno;
+  int r = uv_poll_init(loop, &w->h.poll, fd);
   if (r < 0) {
-    uv_close((uv_handle_t *)h, free_handle);
+    close(fd);
     return r;
   }
-  o->watch = h;
+  w->fd = fd;
+  w->h.poll.data = o;
+  if ((r = uv_poll_start(&w->h.poll, UV_PRIORITIZED, on_poll)) < 0) {
+    uv_close((uv_handle_t *)&w->h, free_watcher);
+    return 1;                      /* freed */
+  }
+  return 0;
+}
+
+static int watch_start(lua_State *L, ocg *o) {
+  if (o->watch) return 0;
+  watcher *w = malloc(sizeof *w);
+  if (!w) return -ENOMEM;
+  w->fd = -1;
+  int r = poll_start(orch__loop(L), o, w);
+  if (r == 1) return -EIO;
+  if (r == -ENOENT || r == -ENODEV) {
+    free(w);
+    return r;
+  }
+  if (r < 0) {
+    /* No fd to spare (EMFILE, ENFILE): inotify, which needs none. */
+    uv_fs_event_init(orch__loop(L), &w->h.event);
+    w->h.event.data = o;
+    char *p = NULL;
+    if (asprintf(&p, "%s/cgroup.events", o->cg.fs[0]) < 0) {
+      uv_close((uv_handle_t *)&w->h, free_watcher);
+      return -ENOMEM;
+    }
+    r = uv_fs_event_start(&w->h.event, on_event, p, 0);
+    free(p);
+    if (r < 0) {
+      uv_close((uv_handle_t *)&w->h, free_watcher);
+      return r;
+    }
+  }
+  o->watch = w;
   lua_pushvalue(L, 1);
   o->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
@@ -167,11 +256,19 @@ static int watch_start(lua_State *L, ocg *o) {
 static int wait_common(lua_State *L, int what, double timeout) {
   ocg *o = check_cg(L, 1);
   orch__check_task(L, "wait");
-  /* Watch first, then read: a change between the two is not lost. */
-  int r = watch_start(L, o);
-  if (r < 0) return fail_path(L, "cgroup.wait", o->cg.path, -r);
+  /* Already so (a stop's drain often finds its cgroup empty): no watch. */
   int populated, frozen;
-  r = orch__cg_events(&o->cg, &populated, &frozen);
+  int r = o->watch ? 0 : orch__cg_events(&o->cg, &populated, &frozen);
+  if (r < 0) return fail_path(L, "cgroup.wait", o->cg.path, -r);
+  if (!o->watch && satisfied(what, populated, frozen)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  /* Watch first, then read: a change between the two is not lost (the
+   * polled fd's read is what the kernel's next wake-up is measured from). */
+  r = watch_start(L, o);
+  if (r < 0) return fail_path(L, "cgroup.wait", o->cg.path, -r);
+  r = read_events(o, &populated, &frozen);
   if (r < 0 || satisfied(what, populated, frozen)) {
     if (!o->waiters) watch_stop(o);
     if (r < 0) return fail_path(L, "cgroup.wait", o->cg.path, -r);
