@@ -92,6 +92,42 @@ describe("supervisor in cgroups", function()
     end)
   end)
 
+  it("a stop gives an escapee the stop's time to end on its signal, then removes the cgroup and holds nothing of it", function()
+    with_cgroups(function(s, logs, dir, _, token)
+      -- A double-forked setsid escapee that takes a second to end on TERM
+      -- (its main process ends at once).
+      h.write(dir .. "/svc.sh", [=[
+( setsid sh -c 'trap "sleep 1; echo done > \"$D/esc.done\"; exit 0" TERM
+  echo $$ > "$D/esc.tmp"; mv "$D/esc.tmp" "$D/esc.pid"; while :; do sleep 0.05; done' & )
+while [ ! -e "$D/esc.pid" ]; do sleep 0.01; done
+exec sleep 600
+]=])
+      s.service{ name = "esc", env = { D = dir }, cmd = { "/bin/sh", dir .. "/svc.sh" }, stop = { timeout = 60 } }
+      s.start("esc")
+      local st = running(s, "esc")
+      assert.is_true(u.until_true(function()
+        local f = io.open(dir .. "/esc.pid")
+        if f then f:close() end
+        return f ~= nil
+      end), "escapee started")
+      local esc = math.tointeger(tonumber(h.slurp(dir .. "/esc.pid"):match("%d+")))
+      assert.are_not.equal(orch.getpid(), orch.proc.info(esc).ppid)
+      assert(s.stop("esc"))
+      -- It ended on its own, before any KILL, and nothing is left.
+      assert.are.equal("done\n", h.slurp(dir .. "/esc.done"))
+      assert.is_nil(u.logged(logs, "sending KILL"), table.concat(logs, "\n"))
+      assert.are.same({}, u.leftovers(token))
+      assert.is_nil(orch.cgroup.open(st.cgroup))
+      -- No descriptor of the removed cgroup (held files, the wait's) and no
+      -- inotify watch is left.
+      local fds = h.sh("ls -l /proc/" .. orch.getpid() .. "/fd")
+      assert.is_nil(fds:find(st.cgroup, 1, true), fds)
+      for fd in fds:gmatch(" (%d+) %-> anon_inode:inotify") do
+        assert.is_nil(h.slurp("/proc/self/fdinfo/" .. fd):find("inotify wd:", 1, true))
+      end
+    end)
+  end)
+
   it("a restart leaves none of the old run's processes, and orch's shutdown none at all", function()
     with_cgroups(function(s, _, _, _, token)
       s.service{ name = "esc", stop = { timeout = 0.5 },

@@ -356,6 +356,10 @@ local owner = setmetatable({}, { __mode = "k" })
 local empty = setmetatable({}, { __mode = "k" })
 local killed = setmetatable({}, { __mode = "k" })
 local base_of = setmetatable({}, { __mode = "k" })
+-- A run whose stop signal reached a process besides its main one (an
+-- escapee, a worker): its cgroup likely still holds it when the main
+-- process's exit is handled.
+local others = setmetatable({}, { __mode = "k" })
 
 -- The end of a run (its part "cgroup" closes): an empty cgroup stays the
 -- instance's for its next run; one still holding processes is retired.
@@ -491,7 +495,11 @@ function M.signal(run, sig, except)
     opts.except = except
   end
   local n = cg:kill(sig, opts)
-  return n ~= nil and n > 0
+  if n ~= nil and n > 0 then
+    others[run] = true
+    return true
+  end
+  return false
 end
 
 --- Is pid a member of the run's cgroup (or of a cgroup below it)?
@@ -523,14 +531,16 @@ end
 -- For a run stopped for good (its instance no longer wanted) the question
 -- is asked with rmdir: an empty cgroup goes at once, which saves reading
 -- cgroup.events now and the rmdir when the instance is stopped; a
--- populated one fails (EBUSY) and is asked the usual way. Not for a frozen
--- cgroup (thawed at the run's end) nor one whose OOM kills the run's end
--- still reads (a memory limit).
+-- populated one fails (EBUSY) and is asked the usual way. Not when the
+-- stop signal reached other processes of the cgroup (an escapee most
+-- likely still dying: the rmdir would fail), nor for a frozen cgroup
+-- (thawed at the run's end) nor one whose OOM kills the run's end still
+-- reads (a memory limit).
 function M.left(inst, run)
   local cg = run.cgroup
   if cg == nil then return false end
   local S = inst.sup
-  if run.user_stop and not inst.want and not inst.frozen and not memory_limited(inst)
+  if run.user_stop and not inst.want and not inst.frozen and not memory_limited(inst) and not others[run]
      and S.cgroups and S.cgroups[cg] and cg:remove() then
     removed(S, cg)
     return false
@@ -541,10 +551,15 @@ end
 --- The main process ended, but processes are left in the run's cgroup (an
 -- escapee of a crashed service, what a stop signal spared): they get the
 -- service's stop sequence (stop signal, stop.timeout, cgroup.kill,
--- stop.kill_timeout; KILL at once during a stop, whose signal they had
--- already), in a task that is a part of the run. done() is called once the
--- cgroup is empty, or once nothing more can be done: a restart never spawns
--- beside a process of the previous run.
+-- stop.kill_timeout), in a task that is a part of the run. During a stop
+-- whose signal went to the whole cgroup (stop.group) that sequence is the
+-- stop's own, under way in its task: the drain only waits for the cgroup
+-- to empty, so each process left has the stop's time to end (an escapee
+-- that ignores the signal gets cgroup.kill at the stop's timeout); a stop
+-- that signalled the main process alone (stop.group = false) kills the
+-- rest at once. done() is called once the cgroup is empty, or once nothing
+-- more can be done: a restart never spawns beside a process of the
+-- previous run.
 function M.drain(inst, run, done)
   local cg, st = run.cgroup, inst.cfg.stop
   run:own("drain", orch.task(function()
@@ -552,6 +567,14 @@ function M.drain(inst, run, done)
     -- frozen service's main process killed from outside left its others
     -- frozen, and they sat out the whole stop timeout.
     if inst.frozen then M.freeze(run, false) end
+    if run.stopping and st.group then
+      -- The stop's task ends the run if even cgroup.kill leaves something
+      -- (this task goes with it).
+      cg:wait_empty()
+      empty[cg] = true
+      run:drop("drain")
+      return done()
+    end
     if not run.stopping and st.signal ~= "KILL" and st.signal ~= 9 then
       inst:log("%d process(es) left in its cgroup after the main process ended: sending %s",
         #(cg:procs() or {}), tostring(st.signal))
