@@ -6,6 +6,9 @@
 --   cgstop_plain_orch     ms  sup.stop("all") of N plain services
 --   cgstop_escapee_orch   ms  the same, each with an escapee
 --   cgstop_left_orch      processes left after the escapee stop (must be 0)
+--   cgstop_cgroups_left_orch  services' cgroups left after either stop (0)
+--   cgstop_plain_cpu_orch, cgstop_escapee_cpu_orch  ms of orch's CPU
+--                         (os.clock()) in sup.stop("all"), best of ROUNDS
 -- Best of ROUNDS rounds. Usage: orch run scripts/bench.d/cgroup_stop.lua [N [ROUNDS]]
 local orch = require "orch"
 local N = tonumber(arg and arg[1]) or 100
@@ -23,24 +26,30 @@ local function round(escapee)
   -- Every service's processes are in place (with its escapee).
   local want = escapee and 2 * N or N
   while #base:procs() < want do orch.sleep(0.01) end
-  local t0 = orch.now()
+  local c0, t0 = os.clock(), orch.now()
   assert(sup.stop("all"))
-  local ms = (orch.now() - t0) * 1000
-  local left = #base:procs()
+  local ms, cpu = (orch.now() - t0) * 1000, (os.clock() - c0) * 1000
+  local left, cgs = #base:procs(), #(base:children() or {})
   base:close()
   sup.close()
-  return ms, left
+  return ms, left, cgs, cpu
 end
 
 local best = { plain = math.huge, escapee = math.huge }
-local left = 0
+local cpu = { plain = math.huge, escapee = math.huge }
+local left, cgs = 0, 0
 for _ = 1, ROUNDS do
-  best.plain = math.min(best.plain, (round(false)))
-  local ms, l = round(true)
-  best.escapee = math.min(best.escapee, ms)
-  left = math.max(left, l)
+  for _, kind in ipairs { "plain", "escapee" } do
+    local ms, l, c, t = round(kind == "escapee")
+    best[kind], cpu[kind] = math.min(best[kind], ms), math.min(cpu[kind], t)
+    if kind == "escapee" then left = math.max(left, l) end
+    cgs = math.max(cgs, c)
+  end
 end
 print(("cgstop_plain_orch %.1f ms"):format(best.plain))
 print(("cgstop_escapee_orch %.1f ms"):format(best.escapee))
 print(("cgstop_left_orch %d processes"):format(left))
+print(("cgstop_cgroups_left_orch %d cgroups"):format(cgs))
+print(("cgstop_plain_cpu_orch %.1f ms"):format(cpu.plain))
+print(("cgstop_escapee_cpu_orch %.1f ms"):format(cpu.escapee))
 print(("cgstop_escapee_vs_plain_orch %.2f ratio"):format(best.escapee / best.plain))
