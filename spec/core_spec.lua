@@ -374,6 +374,83 @@ describe("tasks", function()
     assert.is_true(r.left < 40, "bytes left per finished task after one collection: " .. r.left)
   end)
 
+  -- A cycle of the collector counted by a finalizer that makes the next
+  -- one: the number of full cycles since it was made.
+  local function cycle_counter()
+    local c = { n = 0 }
+    local function sentinel() setmetatable({}, { __gc = function() c.n = c.n + 1; sentinel() end }) end
+    sentinel()
+    return c
+  end
+
+  it("a burst of sleeping tasks does not make the collector go through them again and again", function()
+    -- Their objects and coroutines count towards a cycle from their end
+    -- only: while 50,000 tasks are made and start sleeping, the other
+    -- allocations (their functions) start a cycle or two; counting every
+    -- task at its start, six or more (each marking and sweeping every live
+    -- task).
+    local n = 50000
+    local r = h.run(function()
+      collectgarbage()
+      local cycles = cycle_counter()
+      local done = 0
+      for i = 1, n do orch.task(function() orch.sleep((i % 5) / 1000); done = done + 1 end) end
+      orch.sleep(0)
+      local burst = cycles.n
+      h.eventually(function() return done == n end, "every task woke", 60)
+      return { burst = burst, done = done }
+    end, 90)
+    assert.are.equal(n, r.done)
+    assert.is_true(r.burst <= 3, "collector cycles during the burst: " .. r.burst)
+  end)
+
+  it("the memory of ended tasks still counts: rounds of tasks keep the heap near what is live", function()
+    -- 100 rounds of 2,000 tasks alive at once, each round ending before
+    -- the next: a task's memory is counted when it ends, so the collector
+    -- keeps up and, past the first rounds (which depend on the collector's
+    -- state from before), the heap stays within its pause of what is live
+    -- (if the ended tasks were never counted, it grew by a round each
+    -- time, to over 150 MB).
+    local r = h.run(function()
+      collectgarbage()
+      local base = collectgarbage("count")
+      local peak, live = 0, 0
+      for round = 1, 100 do
+        local fin = 0
+        for _ = 1, 2000 do orch.task(function() orch.sleep(0); fin = fin + 1 end) end
+        orch.sleep(0)
+        if round == 1 then live = collectgarbage("count") - base end
+        h.eventually(function() return fin == 2000 end, "the round ended", 60)
+        if round > 40 then peak = math.max(peak, collectgarbage("count")) end
+      end
+      return { peak = peak, base = base, live = live }
+    end, 90)
+    assert.is_true(r.live > 2000, "2,000 sleeping tasks take over 2 MB: " .. r.live .. " KiB")
+    -- The collector's pause (200%) lets the heap reach twice what is live.
+    assert.is_true(r.peak < 3 * (r.base + r.live),
+      ("the heap reached %.0f KiB from %.0f, one round is %.0f KiB"):format(r.peak, r.base, r.live))
+  end)
+
+  it("a stopped collector stays stopped while tasks are made and end", function()
+    local ok, r = pcall(h.run, function()
+      collectgarbage()
+      local cycles = cycle_counter()
+      collectgarbage("stop")
+      local fin = 0
+      for round = 1, 3 do
+        for _ = 1, 2000 do orch.task(function() orch.sleep(0); fin = fin + 1 end) end
+        h.eventually(function() return fin == round * 2000 end, "the round ended", 60)
+      end
+      local stopped = { cycles = cycles.n, running = collectgarbage("isrunning") }
+      collectgarbage("restart")
+      collectgarbage()
+      return { stopped = stopped, after = cycles.n > 0, fin = fin }
+    end, 90)
+    collectgarbage("restart")   -- also when the run failed
+    assert(ok, r)
+    assert.are.same({ stopped = { cycles = 0, running = false }, after = true, fin = 6000 }, r)
+  end)
+
   it("orch.current is nil outside a task", function()
     assert.is_nil(orch.current())
   end)

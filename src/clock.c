@@ -348,6 +348,7 @@ static void wheel_cb(uv_timer_t *h) {
     while (l->head && l->head->due == ms) fire(rt, l, l->head, 1);
   }
   rearm(rt);
+  orch__gc_settle(rt);
 }
 
 /* Stops and forgets every wait (a fork child's handles were stopped). */

@@ -240,6 +240,7 @@ int orch__after_fork_child(lua_State *L) {
         t->ref = LUA_NOREF;
       }
       if (t->co && *extra(t->co) == t) *extra(t->co) = NULL;
+      orch__task_gc_release(t);
     }
     t = next;
   }

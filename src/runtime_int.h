@@ -54,6 +54,7 @@ struct orch__task {
   unsigned char queued;     /* in the ready queue */
   unsigned char vtimed;     /* the timer is the virtual clock's */
   int wake_nargs;
+  unsigned gc_held;         /* bytes of it the collector counts only at its end (task.c) */
   int nres;                 /* results left on co's stack when done */
   int qnargs;
   orch__task *joining;      /* the task this one waits for in :join() */
@@ -142,6 +143,7 @@ struct orch_runtime {
   orch__theap wfar;         /* waits beyond the slots */
   uint64_t wseq;
   int ncopool;              /* finished coroutines kept for new tasks (task.c) */
+  long gc_debt;             /* bytes of task memory owed to the collector's debt (task.c) */
 };
 
 /* The registry key of the runtime's light userdata (&orch__rt_key; the
@@ -154,6 +156,8 @@ static inline orch__task **extra(lua_State *co) { return (orch__task **)lua_gete
 void orch__queue_push(orch__task *t, int nargs);
 void orch__queue_remove(orch__task *t);
 void orch__all_remove(orch__task *t);
+void orch__task_gc_release(orch__task *t);
+void orch__gc_settle(orch_runtime *rt);     /* counts ended tasks' memory */
 void orch__idle_cb(uv_idle_t *h);      /* drains the ready queue */
 
 /* task.c: a task's life. */

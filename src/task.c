@@ -26,7 +26,10 @@
  * coroutine only when it first runs, so tasks started in a burst that each
  * run to their end share a few coroutines, and a task waiting for its first
  * turn is only its userdata and function (fewer and smaller objects for the
- * collector to go through meanwhile).
+ * collector to go through meanwhile). The memory a task allocates for
+ * itself counts towards the collector's next cycle from the task's end,
+ * not its start (see "collector" below): a burst of new tasks, all live,
+ * no longer starts cycle after cycle that free nothing.
  */
 #include "runtime_int.h"
 
@@ -111,6 +114,65 @@ static void push_traceback(lua_State *L, lua_State *co) {
   lua_remove(L, -2);
 }
 
+/* ---------------------------------------------------------------- collector */
+
+/* Lua's collector starts a cycle when the memory allocated since the last
+ * one reaches its pause (by default as much again as was live then). A
+ * task's object and coroutine are live until the task ends, whatever a
+ * cycle finds: a burst of 100,000 new tasks made the collector mark and
+ * sweep every live task about ten times, freeing nothing. So the memory a
+ * task allocates for itself (its object; a new coroutine, not a pooled
+ * one) counts towards the next cycle only from the task's end, when it may
+ * become garbage: taken off the collector's debt when allocated, put back
+ * when the task ends. Every byte is still counted once, so the heap stays
+ * within the pause of what is live plus the tasks alive. The debt is
+ * changed through lua_gc(LUA_GCSTEP, n), which in Lua 5.4 adds n KiB to it
+ * (taking them when n < 0) and steps if it is then positive; only where a
+ * task is being made, which allocates (and may step) anyway, with the new
+ * object on the stack, and at the end of a turn of the ready queue or the
+ * wheel: a task's end never runs the collector, which could free the task
+ * under its caller. A stopped collector is left alone. */
+static size_t heap_bytes(lua_State *L) {
+  return (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
+}
+
+/* Makes the debt changes owed, in whole KiB. */
+static void gc_flush(lua_State *L, orch_runtime *rt) {
+  if (rt->gc_debt > -1024 && rt->gc_debt < 1024) return;
+  int running = lua_gc(L, LUA_GCISRUNNING);
+  if (running < 0) return;              /* inside a finalizer: later */
+  long kb = rt->gc_debt / 1024;
+  rt->gc_debt -= kb * 1024;
+  /* Stopped, the collector keeps no debt (a restart sets it to 0). */
+  if (running) lua_gc(L, LUA_GCSTEP, (int)kb);
+}
+
+/* The task's new objects (the heap grew by that since before; at most
+ * limit, as a step of the collector may have freed some meanwhile) count
+ * from its end. */
+static void gc_hold(lua_State *L, orch__task *t, size_t before, size_t limit) {
+  orch_runtime *rt = t->rt;
+  size_t now = heap_bytes(L);
+  if (now > before) {
+    size_t b = now - before < limit ? now - before : limit;
+    t->gc_held += (unsigned)b;
+    rt->gc_debt -= (long)b;
+  }
+  gc_flush(L, rt);
+}
+
+/* The ended tasks' memory is counted: at the end of a turn of the ready
+ * queue or of the wheel, where no task runs and nothing holds one. */
+void orch__gc_settle(orch_runtime *rt) {
+  if (rt->gc_debt >= 1024 && !rt->current) gc_flush(rt->L, rt);
+}
+
+/* The task ended (or was abandoned): its memory counts from now. */
+void orch__task_gc_release(orch__task *t) {
+  t->rt->gc_debt += (long)t->gc_held;
+  t->gc_held = 0;
+}
+
 /* ---------------------------------------------------------------- tasks */
 
 int orch__push_task(lua_State *L, orch__task *t) {
@@ -188,6 +250,7 @@ static void task_finish(orch__task *t) {
   /* The coroutine may outlive the userdata (coroutine.running() kept
    * somewhere): it must not point at it. */
   if (t->co && *extra(t->co) == t) *extra(t->co) = NULL;
+  orch__task_gc_release(t);
 }
 
 static void task_failed(orch__task *t) {
@@ -259,6 +322,15 @@ static lua_State *copool_get(lua_State *L, orch_runtime *rt) {
   return lua_tothread(L, -1);
 }
 
+/* [-0,+1] A new coroutine for t, pushed on L (its memory held until t
+ * ends). */
+static lua_State *new_thread(lua_State *L, orch__task *t) {
+  size_t before = heap_bytes(L);
+  lua_State *co = lua_newthread(L);
+  gc_hold(L, t, before, 4096);
+  return co;
+}
+
 /* A task made without arguments gets its coroutine when it first runs: a
  * pooled one when there is one (a burst of tasks that each run to their
  * end share a few), else a new one. */
@@ -268,7 +340,7 @@ static void task_start(orch__task *t) {
   orch__push_task(L, t);                 /* ud */
   lua_getiuservalue(L, -1, UVAL_CO);     /* ud fn */
   lua_State *co = copool_get(L, rt);     /* ud fn co */
-  if (!co) co = lua_newthread(L);
+  if (!co) co = new_thread(L, t);
   t->co = co;
   *extra(co) = t;
   lua_setiuservalue(L, -3, UVAL_CO);     /* ud fn */
@@ -375,6 +447,7 @@ void orch__idle_cb(uv_idle_t *h) {
     uv_idle_stop(&rt->idle);
     rt->idle_active = 0;
   }
+  orch__gc_settle(rt);
 }
 
 int orch__await_k(lua_State *L, int status, lua_KContext ctx) {
@@ -459,12 +532,14 @@ int orch__await(lua_State *L, double timeout, const char *op,
  * the task userdata. Does not queue it. */
 orch__task *orch__task_new(lua_State *L, int nargs) {
   orch_runtime *rt = orch__rt(L);
+  size_t before = heap_bytes(L);
   /* The struct is the userdata (no timer handle outlives it). */
   orch__task *t = lua_newuserdatauv(L, sizeof *t, UVAL_NSLOTS);
   memset(t, 0, sizeof *t);
   luaL_setmetatable(L, TASK_MT);
   t->rt = rt;
   t->ref = LUA_NOREF;
+  gc_hold(L, t, before, 1024);
   if (nargs == 0) {
     /* The coroutine comes at the first resume (task_start); meanwhile the
      * uservalue holds the function. */
@@ -472,7 +547,7 @@ orch__task *orch__task_new(lua_State *L, int nargs) {
     lua_setiuservalue(L, -2, UVAL_CO);
   } else {
     lua_State *co = copool_get(L, rt);
-    if (!co) co = lua_newthread(L);
+    if (!co) co = new_thread(L, t);
     t->co = co;
     *extra(co) = t;
     lua_setiuservalue(L, -2, UVAL_CO);
