@@ -101,3 +101,128 @@ describe("the fd limit", function()
     assert.are.equal("", err)
   end)
 end)
+
+-- Each supervised cgroup costs fds: its directory, cgroup.procs and
+-- cgroup.events are held open (below an eighth and a quarter of the limit),
+-- and a stop lists, pins (a pidfd each) and signals its processes. At a
+-- limit the services exhaust, orch must still stop everything it started.
+describe("cgroups at the fd limit", function()
+  -- 100 services of two processes each (sh, and a sleep it started in the
+  -- background that only the cgroup still holds once sh is gone), at
+  -- nofile = 64: some run, the others wait for fds.
+  local function fleet(parent)
+    return start("64:64", string.format([[
+      local sup = require "orch.supervisor"
+      sup.configure { log = false, cgroup = %q }
+      for i = 1, 100 do
+        sup.service { name = "s" .. i, cmd = { "sh", "-c", "sleep 1000 & sleep 1000; wait" },
+                      backoff = 0.2, start_limit = false }
+      end
+      sup.run()
+    ]], parent))
+  end
+
+  local function members(path)
+    local cg = h.orch.cgroup.open(path)
+    if not cg then return 0 end
+    local n = #(cg:procs() or {})
+    cg:close()
+    return n
+  end
+
+  local function at_the_limit(o)
+    return u.until_true(function()
+      local s = u.status(o)
+      local running, starved, n = 0, 0, 0
+      for _, svc in pairs(s) do
+        n = n + 1
+        if svc.state == "running" and svc.cgroup and members(svc.cgroup) == 3 then running = running + 1 end
+        if svc.reason and svc.reason:find("too many open files", 1, true) then starved = starved + 1 end
+      end
+      return n == 100 and running >= 10 and starved > 0 and s
+    end, "services running (3 processes each) and services refused for lack of fds")
+  end
+
+  it("a stop of one service and the shutdown kill every process of every cgroup", function()
+    local parent = h.cgroup_name()
+    local o = fleet(parent)
+    finally(function()
+      if h.alive(o.pid) then u.stop(o) end
+      h.remove_cgroup_tree(parent)
+    end)
+    local st = at_the_limit(o)
+    local one
+    for name, svc in pairs(st) do
+      if svc.state == "running" then one = one or { name = name, cgroup = svc.cgroup } end
+    end
+    -- One service stopped at the limit: its three processes go, and its
+    -- cgroup is empty.
+    local code, _, err = u.ctl_cli(o, "stop", one.name)
+    assert.are.equal(0, code, err)
+    u.until_true(function() return members(one.cgroup) == 0 end, one.name .. "'s cgroup emptied")
+    assert.are.equal("stopped", u.status(o)[one.name].state)
+    -- The shutdown: orch exits, and nothing of what it started is left.
+    assert.are.equal(0, (u.ctl_cli(o, "shutdown")))
+    u.until_true(function() return not h.alive(o.pid) end, "orch to exit")
+    assert.are.equal(0, members(parent), "processes left in " .. parent)
+    assert.is_nil(h.orch.cgroup.open(parent), parent .. " left behind")
+  end)
+
+  it("with every fd taken, a stop still signals the processes left in the cgroup and empties it", function()
+    local parent = h.cgroup_name()
+    local o = start("128:128", string.format([[
+      local sup = require "orch.supervisor"
+      sup.configure { log = false, cgroup = %q }
+      -- 33 fds taken first: the cgroup's own then come above 32, a quarter
+      -- of the limit, below which orch holds them open: each use of one
+      -- opens its file again.
+      PAD = {}
+      while true do
+        local f = assert(io.open("/dev/null"))
+        PAD[#PAD + 1] = f
+        if #PAD > 32 then break end
+      end
+      -- sh gets TERM from its own kill(2); the two sleeps only through the
+      -- cgroup: listed, pinned with a pidfd each, signalled.
+      sup.service { name = "w", cmd = { "sh", "-c", "sleep 1000 & sleep 1000; wait" },
+                    stop = { timeout = 60 } }
+      orch.task(function()
+        -- Once the test has seen the control socket answer.
+        while not os.rename(DIR .. "/go", DIR .. "/went") do orch.sleep(0.01) end
+        assert(sup.wait("w", "running"))
+        local cg = assert(orch.cgroup.open(sup.status("w")[1].cgroup))
+        while #cg:procs() < 3 do orch.sleep(0.01) end
+        cg:close()
+        local held = {}
+        while true do
+          local f = io.open("/dev/null")
+          if not f then break end
+          held[#held + 1] = f
+        end
+        local t0 = orch.now()
+        local ok, err = sup.stop("w")
+        local took = orch.now() - t0
+        for _, f in ipairs(held) do f:close() end
+        local f = assert(io.open(DIR .. "/result", "w"))
+        f:write(string.format("%%s %%s %%d %%.1f\n", tostring(ok), tostring(err), #held, took))
+        f:close()
+      end)
+      sup.run()
+    ]], parent))
+    finally(function()
+      u.stop(o)
+      h.remove_cgroup_tree(parent)
+    end)
+    h.write(o.dir .. "/go", "")
+    local result = u.until_true(function() return h.slurp(o.dir .. "/result"):match("[^\n]+") end, "the stop")
+    local ok, held, took = result:match("^(%S+) %S+ (%d+) (%S+)$")
+    assert.are.equal("true", ok, result)
+    assert.is_true(tonumber(held) > 0, result)
+    -- Not the stop timeout's KILL: the two sleeps got TERM at once.
+    assert.is_true(tonumber(took) < 60, result)
+    assert.is_nil(h.slurp(o.dir .. "/err"):find("sending KILL", 1, true), h.slurp(o.dir .. "/err"))
+    local cg = assert(h.orch.cgroup.open(parent))
+    assert.are.same({}, cg:procs())
+    cg:close()
+  end)
+end)

@@ -18,6 +18,7 @@
  */
 #include "cgroup.h"
 #include "cgroup_int.h"
+#include "runtime.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -42,6 +43,22 @@ const char *const orch__cg_limit_names[ORCH__CG_NLIMITS] = {
 
 /* ---------------------------------------------------------------- files */
 
+/* openat of a cgroup file or directory. At EMFILE or ENFILE (the services
+ * took every fd: log pipes, and starts that keep failing for want of fds)
+ * one of the runtime's spare fds is lent to it (fdlimit.c; *lent is set
+ * then, when lent is not NULL: such an fd is never held) and taken back at
+ * the next open, once the caller closed this one: a stop must still list,
+ * signal and watch the cgroups whose processes, once gone, free the fds. */
+static int open_at(int dirfd, const char *name, int flags, int *lent) {
+  orch__fd_spare_settle();
+  if (lent) *lent = 0;
+  int fd = openat(dirfd, name, flags);
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE) && orch__fd_spare_lend()) {
+    if (lent) *lent = 1;
+    fd = openat(dirfd, name, flags);
+  }
+  return fd;
+}
 
 /* Reads a file of any size into a malloc'ed, NUL-terminated string. With
  * maxrec > 0, for a seq file whose records are at most maxrec bytes
@@ -79,7 +96,7 @@ static int read_records_fd(int fd, char **out, size_t maxrec) {
 }
 
 static int read_records_at(int dirfd, const char *name, char **out, size_t maxrec) {
-  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+  int fd = open_at(dirfd, name, O_RDONLY | O_CLOEXEC, NULL);
   if (fd < 0) return -errno;
   int r = read_records_fd(fd, out, maxrec);
   close(fd);
@@ -91,7 +108,7 @@ static int read_all_at(int dirfd, const char *name, char **out) {
 }
 
 static int write_at(int dirfd, const char *name, const char *s) {
-  int fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC);
+  int fd = open_at(dirfd, name, O_WRONLY | O_CLOEXEC, NULL);
   if (fd < 0) return -errno;
   size_t len = strlen(s);
   ssize_t k;
@@ -767,9 +784,9 @@ static int held_dir(orch__cgroup *cg, int *fresh) {
   if (cg->dir >= 0) return cg->dir;
   int at;
   const char *rel = at_v2(cg->fs[0], &at);
-  int fd = openat(at, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int lent, fd = open_at(at, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC, &lent);
   if (fd < 0) return -1;
-  if (may_hold(fd, 8)) cg->dir = fd;
+  if (!lent && may_hold(fd, 8)) cg->dir = fd;
   else *fresh = 1;
   return fd;
 }
@@ -778,9 +795,9 @@ static int held_dir(orch__cgroup *cg, int *fresh) {
 static int held_procs(orch__cgroup *cg, int dfd, int *fresh) {
   *fresh = 0;
   if (cg->procs >= 0) return cg->procs;
-  int fd = openat(dfd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+  int lent, fd = open_at(dfd, "cgroup.procs", O_RDONLY | O_CLOEXEC, &lent);
   if (fd < 0) return -1;
-  if (dfd == cg->dir && may_hold(fd, 8)) cg->procs = fd;
+  if (!lent && dfd == cg->dir && may_hold(fd, 8)) cg->procs = fd;
   else *fresh = 1;
   return fd;
 }
@@ -807,10 +824,10 @@ ssize_t orch__cg_read_held(int *slot, const char *dir, const char *name, char *b
   if (fd < 0) {
     char p[PATH_MAX];
     if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, name) >= sizeof p) return -ENAMETOOLONG;
-    int dfd;
+    int dfd, lent;
     const char *rel = at_v2(p, &dfd);
-    if ((fd = openat(dfd, rel, O_RDONLY | O_CLOEXEC)) < 0) return -errno;
-    if (may_hold(fd, 4)) *slot = fd;
+    if ((fd = open_at(dfd, rel, O_RDONLY | O_CLOEXEC, &lent)) < 0) return -errno;
+    if (!lent && may_hold(fd, 4)) *slot = fd;
   }
   ssize_t k;
   do k = pread(fd, buf, size - 1, 0); while (k < 0 && errno == EINTR);
@@ -1089,14 +1106,14 @@ static int collect_text(char *text, int dfd, int recursive, pidvec *v) {
   struct stat st;
   if (fstat(dfd, &st) == 0 && st.st_nlink == 2) return 0;
   /* A fresh open, not dup(): a dup would share (and exhaust) the offset. */
-  int d2 = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int d2 = open_at(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, NULL);
   if (d2 < 0) return -errno;
   DIR *d = fdopendir(d2);
   if (!d) { r = -errno; close(d2); return r; }
   struct dirent *e;
   while ((e = readdir(d))) {
     if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
-    int sub = openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int sub = open_at(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC, NULL);
     if (sub < 0) continue;                  /* removed meanwhile */
     r = collect(sub, 1, v);
     close(sub);
@@ -1278,19 +1295,40 @@ int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_
     if ((dfd = held_dir(cg, &fresh)) < 0) { free(done.p); return -errno; }
     r = procs_of(cg, dfd, 1, &list, &n);
   }
-  for (int pass = 0; r == 0 && pass < 100; pass++) {
+  /* Out of fds (EMFILE: the services took them all), a pass pins what it
+   * can (one pid at least, with a spare fd), gives the last one pinned back
+   * for the listing that confirms the others, signals those and leaves the
+   * rest to the next pass. Such a pass does not count. */
+  for (int pass = 0; r == 0 && pass < 100; ) {
     pid_t *again = NULL;
     size_t n2 = 0;
     int *pfd = malloc((n ? n : 1) * sizeof *pfd);
     if (!pfd) { r = -ENOMEM; break; }
-    int fresh_pids = 0;
+    int fresh_pids = 0, pinned = 0, cut = 0;
     for (size_t i = 0; i < n; i++) {
       pfd[i] = -1;
-      if (listed(done.p, done.n, list[i])) continue;
-      fresh_pids++;
+      if (cut || listed(done.p, done.n, list[i])) continue;
       pfd[i] = (int)syscall(SYS_pidfd_open, list[i], 0);
+      if (pfd[i] < 0 && (errno == EMFILE || errno == ENFILE) &&
+          (pinned || !orch__fd_spare_lend() || (pfd[i] = (int)syscall(SYS_pidfd_open, list[i], 0)) < 0)) {
+        cut = 1;
+        continue;
+      }
+      fresh_pids++;
+      pinned += pfd[i] >= 0;
       if (r == 0) r = pid_push(&done, list[i]);
     }
+    for (size_t i = n; cut && pinned > 1 && i-- > 0; ) {
+      if (pfd[i] < 0) continue;
+      close(pfd[i]);
+      pfd[i] = -1;
+      for (size_t k = done.n; k-- > 0; )
+        if (done.p[k] == list[i]) { done.p[k] = done.p[--done.n]; break; }
+      fresh_pids--;
+      pinned--;
+      break;
+    }
+    if (cut && !pinned && r == 0) r = -EMFILE;
     if (fresh_pids && r == 0 && (r = procs_of(cg, dfd, 1, &again, &n2)) == 0) {
       for (size_t i = 0; i < n; i++)
         if (pfd[i] >= 0 && listed(again, n2, list[i]) &&
@@ -1299,11 +1337,13 @@ int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_
     }
     for (size_t i = 0; i < n; i++)
       if (pfd[i] >= 0) close(pfd[i]);
+    if (cut) orch__fd_spare_settle();
     free(pfd);
     free(list);
     list = again;
     n = n2;
     if (!fresh_pids) break;
+    if (!cut) pass++;
   }
   free(list);
   if (fresh) close(dfd);

@@ -94,7 +94,8 @@ const char *orch__cg_path_error(const char *path);
  * below RLIMIT_NOFILE / 4), the directory's and cgroup.procs' below an
  * eighth (they are made at every start, the others once read), so a
  * supervisor of thousands of services keeps its fds; above that each use
- * opens and closes. orch__cg_remove and orch__cg_close close them. */
+ * opens and closes (at EMFILE with one of the runtime's spare fds, lent:
+ * fdlimit.c). orch__cg_remove and orch__cg_close close them. */
 typedef struct {
   char *path;                        /* v2 path, "/a/b"; NULL when closed */
   char *fs[1 + ORCH__CG_NCTL];       /* directories in the file system, or NULL */
@@ -163,7 +164,9 @@ int orch__cg_holds_self(const orch__cgroup *cg);
  * other case lists the pids and signals each one (pinned with a pidfd and
  * checked to still be a member), repeated until a pass finds no new pid;
  * the nskip pids in skip (signalled by the caller already) are left out of
- * a listing's signals. Refuses (-EPERM) a cgroup that holds orch. Returns
+ * a listing's signals. Refuses (-EPERM) a cgroup that holds orch. At
+ * EMFILE the pidfds borrow the spare fds, and a pass pins what it can (the
+ * next takes the rest); -EMFILE when not one pid can be pinned. Returns
  * the number of processes signalled (0 for cgroup.kill: the kernel does
  * not say). */
 #define ORCH__CG_KILL_LIST 1

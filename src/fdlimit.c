@@ -1,7 +1,7 @@
 /*
  * fdlimit.c: the process's fd limit: RLIMIT_NOFILE raised at start (and put
  * back in spawned children), and the spare fds a listener gives up at
- * EMFILE. Process-wide state (the limit is); no Lua, nothing blocks.
+ * EMFILE, or lends one at a time to the cgroup files of a stop. Process-wide state (the limit is); no Lua, nothing blocks.
  */
 #include "runtime.h"
 
@@ -35,6 +35,28 @@ int orch__fd_reserve_held(void) {
   return n;
 }
 
+/* Spares lent one at a time (orch__fd_spare_lend) and not taken back yet. */
+static int fd_lent;
+
+int orch__fd_spare_lend(void) {
+  for (int i = 0; i < FD_RESERVE; i++)
+    if (fd_reserve[i] >= 0) {
+      close(fd_reserve[i]);
+      fd_reserve[i] = -1;
+      fd_lent++;
+      return 1;
+    }
+  return 0;
+}
+
+void orch__fd_spare_settle(void) {
+  for (int i = 0; i < FD_RESERVE && fd_lent > 0; i++)
+    if (fd_reserve[i] < 0) {
+      if ((fd_reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) return;
+      fd_lent--;
+    }
+}
+
 int orch_raise_nofile(void) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return -errno;
@@ -48,6 +70,19 @@ int orch_raise_nofile(void) {
   if (setrlimit(RLIMIT_NOFILE, &rl) < 0) return -errno;
   nofile_raised = 1;
   return 1;
+}
+
+/* Starts keep this many fds free (a quarter of a smaller limit) for what
+ * must not fail at the limit: a stop's cgroup files and pidfds, the
+ * control socket, a log rotation. */
+#define FD_HEADROOM 32
+
+int orch__fd_headroom_short(int fd) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+  rlim_t keep = rl.rlim_cur / 4 < FD_HEADROOM ? rl.rlim_cur / 4 : FD_HEADROOM;
+  /* Fds are allocated lowest first: every one below fd is in use. */
+  return (rlim_t)fd + keep >= rl.rlim_cur;
 }
 
 /* In a child about to exec: the soft limit orch was started with (a

@@ -101,6 +101,16 @@ void orch__on_fork_child(orch_runtime *rt, orch__hook_fn fn, void *data);
 void orch__fd_reserve_fill(void);
 void orch__fd_reserve_release(void);
 int orch__fd_reserve_held(void);
+/* One spare lent to a call that must open a file at EMFILE (cgroup.c: a
+ * stop lists, pins and signals the processes whose end frees the fds):
+ * lend gives one up (0: none left); settle takes back those lent, where
+ * fds are free again (the borrower closed its own). */
+int orch__fd_spare_lend(void);
+void orch__fd_spare_settle(void);
+/* True when fd, just made by a start that keeps it (a pipe's end), leaves
+ * fewer than the headroom of free fds that starts must not take (32, or a
+ * quarter of a smaller limit): the start then fails with EMFILE. */
+int orch__fd_headroom_short(int fd);
 
 /* In a spawned child before exec: back to the soft RLIMIT_NOFILE orch was
  * started with, when orch_raise_nofile raised it. Async-signal-safe. */

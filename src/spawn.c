@@ -669,6 +669,13 @@ static int open_io(lua_State *L, fdbox *box, const char *key, int target,
     case IO_PIPE: {
       int p[2];
       if (pipe2(p, O_CLOEXEC) < 0) { orch__fail(L, "spawn: pipe", errno); return -1; }
+      if (orch__fd_headroom_short(p[1])) {
+        /* What it keeps would leave too few fds for stopping what runs. */
+        close(p[0]);
+        close(p[1]);
+        orch__failf(L, "EMFILE", "spawn: pipe: too many open files (the last fds are kept for stops)");
+        return -1;
+      }
       int child = target == 0 ? p[0] : p[1];
       *parent = target == 0 ? p[1] : p[0];
       fdbox_add(box, child);
