@@ -129,6 +129,98 @@ describe("orch ctl's status table", function()
   end)
 end)
 
+-- The supervisor's table (format.status_table, in C) against the client's
+-- (format.status_lines, in Lua), which stays the reference: the same text
+-- for the same rows, random ones included.
+describe("format.status_table", function()
+  local format = require "orch.ctl.format"
+  -- What orch.supervisor.status passes for a record's values.
+  local function c_text(rows)
+    local t <close> = format.status_table(#rows)
+    for _, r in ipairs(rows) do
+      local st, cell = r.state, r.state
+      local ended = st == "exited" or st == "backoff" or st == "fatal" or st == "stopped"
+      if ended and (r.exit_code ~= nil or r.exit_signal ~= nil) then
+        cell = st .. (r.exit_signal and (" (signal " .. tostring(r.exit_signal) .. ")") or (" (exit " .. tostring(r.exit_code) .. ")"))
+      end
+      local why = st ~= "running" and type(r.reason) == "string" and r.reason:gsub("%s+", " ")
+      local text = type(r.status_text) == "string" and r.status_text ~= "" and r.status_text:gsub("%s+", " ")
+      t:row(r.name, cell, r.pid, r.uptime, r.restarts, r.rss, r.cpu, r.oom_kills, why, text)
+    end
+    return t:text()
+  end
+  local function lua_text(rows)
+    return table.concat(format.status_lines(#rows, function(i)
+      local r = rows[i]
+      return r.name, r.state, r.exit_code, r.exit_signal, r.pid, r.uptime, r.restarts, r.rss, r.cpu,
+        r.oom_kills, r.reason, r.status_text
+    end), "\n")
+  end
+
+  it("makes the lines status_lines makes: fixed cases and 2,000 random rows", function()
+    local long = string.rep("y", 300)
+    local fixed = {
+      {},
+      { { name = "a", state = "running", pid = 12, uptime = 3725, restarts = 2, rss = 2048, cpu = 1.5 } },
+      { { name = long, state = "fatal", exit_code = 3, restarts = 0, reason = "start limit\n\thit" },
+        { name = "c", state = "running", pid = 7, uptime = 90061.7, restarts = 0, rss = 100, cpu = 0, status_text = "half\0way" },
+        { name = "n\0m", state = "stopped", exit_signal = "TERM", restarts = 1, oom_kills = 0 },
+        { name = "o", state = "running", pid = 8.0, uptime = -1.5, restarts = 3.0, rss = 1024 ^ 5 * 3, cpu = 1e300, oom_kills = 2 } },
+    }
+    for _, rows in ipairs(fixed) do assert.are.equal(lua_text(rows), c_text(rows)) end
+    math.randomseed(os.time())
+    local states = { "running", "stopped", "exited", "backoff", "fatal", "starting", "stopping", "frozen" }
+    local function maybe(v) if math.random(4) == 1 then return nil end return v end
+    local function str()
+      local t = {}
+      for i = 1, math.random(0, 12) do t[i] = string.char(math.random(0, 255)) end
+      return table.concat(t)
+    end
+    local rows = {}
+    for i = 1, 2000 do
+      rows[i] = {
+        name = math.random(10) == 1 and str() or ("svc" .. i), state = states[math.random(#states)],
+        exit_code = maybe(math.random(0, 255)), exit_signal = math.random(3) == 1 and "KILL" or nil,
+        pid = maybe(math.random(1, 4194304)), uptime = maybe(math.random() * 10 ^ math.random(0, 7)),
+        restarts = maybe(math.random(0, 100000)), rss = maybe(math.random(0, 1 << math.random(1, 60))),
+        cpu = maybe(math.random() * 10 ^ math.random(-3, 9)), oom_kills = math.random(8) == 1 and math.random(0, 3) or nil,
+        reason = math.random(8) == 1 and str() or nil, status_text = math.random(8) == 1 and str() or nil,
+      }
+    end
+    assert.are.equal(lua_text(rows), c_text(rows))
+  end)
+
+  it("rejects what no status has, and a closed table", function()
+    local t = format.status_table(1)
+    assert.are.equal("orch.fmt.Table: 0 rows", tostring(t))
+    local j = format.status_json(1)
+    h.check_raises {
+      { function() t:row({}, "running") end, "bad argument #1 to 'row' (string expected, got table)" },
+      { function() t:row("a", "running", nil, nil, nil, nil, nil, nil, nil, nil, "extra") end,
+        "bad argument #11 to 'row' (no value expected)" },
+      { function() format.status_table(-1) end, "(a count >= 0 expected)" },
+      { function() j:common("a", "a", 1.5, "running", 5, 1, 1, 0, 0, 0, 1, 0, 0, "/g") end,
+        "bad argument #3 to 'common' (number has no integer representation)" },
+      { function() j:common("a", "a", 1, "running", 5, 1, 1, 0, 0, 0, 1, 0, 0, "/g", "x") end,
+        "bad argument #15 to 'common' (number expected, got string)" },
+      { function() j:raw({}) end, "bad argument #1 to 'raw' (string expected, got table)" },
+    }
+    -- Nothing of a rejected record was written.
+    assert.are.equal("[]", j:text())
+    t:close()
+    t:close()
+    assert.are.equal("orch.fmt.Table: closed", tostring(t))
+    h.check_raises { { function() t:text() end, "attempt to use a closed orch.fmt.Table" } }
+    j:raw('{"name":"x"}')
+    j:common("a", "a", 1, "running", 5, 1.5, 2.25, 0, 3, 0, 4096, 0.5, 0.125, "/g", 1024, nil, 0.0)
+    assert.are.equal('[{"name":"x"},{"name":"a","service":"a","index":1,"state":"running","pid":5,"start_time":1.5,'
+      .. '"uptime":2.25,"restarts":0,"log_lines":3,"log_dropped":0,"rss":4096,"accounting_age":0.5,"cpu":0.125,'
+      .. '"cgroup":"/g","memory":1024,"oom_kills":0.0}]', j:text())
+    j:close()
+    h.check_raises { { function() j:raw("{}") end, "attempt to use a closed orch.fmt.Json" } }
+  end)
+end)
+
 describe("orch ctl's command line", function()
   it("reads a plain line as argparse does, and leaves every other line to it", function()
     local lines = {

@@ -27,7 +27,8 @@
   X(term)      /* l_term.c: line editing */ \
   X(cgroup)    /* l_cgroup.c (mechanism: cgroup.c) */ \
   X(httpparse) /* l_http.c: HTTP request parser (libhttp-parser) */ \
-  X(sys)       /* l_sys.c: uids, exepath, private files, flock, fds across exec */
+  X(sys)       /* l_sys.c: uids, exepath, private files, flock, fds across exec */ \
+  X(fmt)       /* l_fmt.c: the status table's text (private: lua/orch/ctl/format.lua) */
 
 #define X(name) int orch__open_##name(lua_State *L);
 ORCH_MODULE_LIST(X)

@@ -3,7 +3,9 @@
 -- reply's status records (orch.cmd.ctl's format_status), and the
 -- supervisor straight from its instances when the client asks for the
 -- table (a status of 10,000 services then decodes no record per service:
--- orch.supervisor.status). Plain string work, no dependency.
+-- orch.supervisor.status). Plain string work; the supervisor's side of
+-- 10,000 services is made in C (status_table and status_json below,
+-- src/l_fmt.c).
 local M = {}
 
 local format, tointeger = string.format, math.tointeger
@@ -67,6 +69,25 @@ end
 
 local duration, bytes = M.duration, M.bytes
 
+--- The lines said once after the table: why services have no cgroups
+-- (cgroup_off, a string), and where the limits of services with cgroup
+-- limits are held (where = { v2 = set, v1 = set } of controller names).
+function M.status_notes(cgroup_off, where)
+  local out = {}
+  if type(cgroup_off) == "string" then out[#out + 1] = "cgroups off: " .. cgroup_off end
+  local parts = {}
+  for _, v in ipairs { "v2", "v1" } do
+    local names = {}
+    for ctl in pairs(where and where[v] or {}) do names[#names + 1] = ctl end
+    table.sort(names)
+    if #names > 0 then
+      parts[#parts + 1] = table.concat(names, ", ") .. (v == "v2" and " in cgroup v2" or " through cgroup v1")
+    end
+  end
+  if #parts > 0 then out[#out + 1] = "cgroup controllers: " .. table.concat(parts, "; ") end
+  return out
+end
+
 --- The status table's lines for n services: row(i) gives the i-th one's
 -- name, state, exit_code, exit_signal, pid, uptime, restarts, rss, cpu,
 -- oom_kills, reason, status_text (the fields of a status record).
@@ -123,19 +144,28 @@ function M.status_lines(n, row, cgroup_off, where)
   if any_reason then cols[#cols + 1] = reasons end
   if any_text then cols[#cols + 1] = texts end
   local out = M.align(cols)
-  -- Services without cgroups (none writable, or turned off): said once.
-  if type(cgroup_off) == "string" then out[#out + 1] = "cgroups off: " .. cgroup_off end
-  local parts = {}
-  for _, v in ipairs { "v2", "v1" } do
-    local names = {}
-    for ctl in pairs(where and where[v] or {}) do names[#names + 1] = ctl end
-    table.sort(names)
-    if #names > 0 then
-      parts[#parts + 1] = table.concat(names, ", ") .. (v == "v2" and " in cgroup v2" or " through cgroup v1")
-    end
-  end
-  if #parts > 0 then out[#out + 1] = "cgroup controllers: " .. table.concat(parts, "; ") end
+  for _, l in ipairs(M.status_notes(cgroup_off, where)) do out[#out + 1] = l end
   return out
 end
+
+--- The same table's lines (without the notes) made in C (orch.core.fmt):
+-- format.status_table(n) is an empty table (n: the rows to come);
+-- t:row(name, state, pid, uptime, restarts, rss, cpu, oom_kills, reason,
+-- status_text) adds one (the state with " (exit N)" / " (signal S)"
+-- already added, the reason only when shown and both texts with their
+-- white space folded; false where absent); t:text() is the lines as one
+-- string; t:close() lets the rows go. The supervisor renders 10,000
+-- services with it (orch.supervisor.status), with no string per cell or
+-- line; status_lines above stays the reference, and specs compare the two.
+M.status_table = require("orch.core").fmt.table
+
+--- The JSON array of a status's records, made in C the same way:
+-- format.status_json(n) is an empty array; j:common(name, service, index,
+-- state, pid, start_time, uptime, restarts, log_lines, log_dropped, rss,
+-- accounting_age, cpu, cgroup, memory, tasks, oom_kills) adds the record
+-- of a running service with its figures read (strings that need no
+-- escape; the last three may be nil), j:raw(text) a record made by the
+-- caller, j:text() the array's text, j:close() lets it go.
+M.status_json = require("orch.core").fmt.json
 
 return M

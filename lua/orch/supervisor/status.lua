@@ -171,14 +171,12 @@ end
 -- One instance's object, the fields of Instance:status() in a fixed order
 -- (absent ones left out, as cjson leaves out nil).
 -- The common case, a running service with its figures and nothing to
--- explain, in one string.format (a piece per field costs a string per
--- number: twice the time at 10,000 services).
-local COMMON = '{"name":"%s","service":"%s","index":%d,"state":"%s","pid":%d,"start_time":%.14g,'
-  .. '"uptime":%.14g,"restarts":%d,"log_lines":%d,"log_dropped":%d,"rss":%d,"accounting_age":%.14g,'
-  .. '"cpu":%.14g,"cgroup":"%s"'
-local sformat, mtype = string.format, math.type
+-- explain, goes to the C writer (format.status_json's j:common) in one call:
+-- no string per record (a string.format a record, joined twice, made 8 MB
+-- for the collector at every status of 10,000 services).
+local mtype = math.type
 
-local function json_one(S, inst, now, defer, p, n)
+local function json_one(S, inst, now, defer, p, n, out)
   local run, alive, state, stop_signal, pid, a = M.view(inst, now, defer)
   local read = a and a[1] > -huge
   if read and inst.start_time and inst.exit_code == nil and inst.exit_signal == nil and inst.status_text == nil
@@ -188,14 +186,10 @@ local function json_one(S, inst, now, defer, p, n)
     local sink = inst.sink
     local path = cg and cg:path()
     if path and not ctls and type(cpu) == "number" and cpu < huge and not find(path, '[%c"\\\127-\255]') then
-      p[n + 1] = sformat(COMMON, inst.name, inst.service, inst.index, state, pid, inst.start_time, now - run.started,
-        inst.restarts, sink and sink.lines or 0, sink and sink.dropped or 0, a[2], now - a[1], cpu, path)
-      n = n + 1
-      if memory ~= nil then p[n + 1] = ',"memory":' n = val(p, n + 1, memory) end
-      if tasks ~= nil then p[n + 1] = ',"tasks":' n = val(p, n + 1, tasks) end
-      if oom ~= nil then p[n + 1] = ',"oom_kills":' n = val(p, n + 1, oom) end
-      p[n + 1] = "}"
-      return n + 1, state
+      out:common(inst.name, inst.service, inst.index, state, pid, inst.start_time, now - run.started,
+        inst.restarts, sink and sink.lines or 0, sink and sink.dropped or 0, a[2], now - a[1], cpu, path,
+        memory, tasks, oom)
+      return n, state
     end
   end
   -- Names are letters, digits, '_', '.', '@', '-' and ':' (schema.lua).
@@ -257,33 +251,18 @@ local function json_one(S, inst, now, defer, p, n)
   return n + 1, state
 end
 
--- Services rendered into one buffer of pieces, joined every CHUNK of them
--- (the buffer stays small; the chunks are joined at the end).
-local CHUNK = 128
-
 --- The JSON text of the instances' status objects (an array), and how many
 -- of them are not running.
 function M.json(S, insts, defer)
   local now = now_fn()
-  local p, n, chunks, not_running = {}, 1, {}, 0
-  p[1] = "["
+  local out <close> = format.status_json(#insts)
+  local p, not_running = {}, 0
   for i = 1, #insts do
-    if i > 1 then
-      n = n + 1
-      p[n] = ","
-    end
-    local state
-    n, state = json_one(S, insts[i], now, defer, p, n)
+    local n, state = json_one(S, insts[i], now, defer, p, 0, out)
+    if n > 0 then out:raw(concat(p, "", 1, n)) end
     if state ~= "running" then not_running = not_running + 1 end
-    if i % CHUNK == 0 then
-      chunks[#chunks + 1] = concat(p, "", 1, n)
-      n = 0
-    end
   end
-  n = n + 1
-  p[n] = "]"
-  chunks[#chunks + 1] = concat(p, "", 1, n)
-  return concat(chunks), not_running
+  return out:text(), not_running
 end
 
 -- ---------------------------------------------------------------- the table
@@ -294,16 +273,32 @@ end
 -- and how many of them are not running. When some figures shown were not
 -- read for this request (more than accounting_batch services), a last line
 -- says how many and how old they are.
+-- The rows go to format.status_table, which makes the text in C: no
+-- string per cell or line (at 10,000 services the cells and lines were
+-- 4 MB for the collector at every status).
 function M.table(S, insts, defer)
   local now = now_fn()
   local stale, oldest = 0, 0
   local not_running = 0
   local max_age = S.accounting_max_age
-  local where = { v2 = {}, v1 = {} }
-  local lines = format.status_lines(#insts, function(i)
+  local where
+  local rows <close> = format.status_table(#insts)
+  for i = 1, #insts do
     local inst = insts[i]
     local run, alive, state, _, pid, a = M.view(inst, now, defer)
-    if state ~= "running" then not_running = not_running + 1 end
+    local cell, why, text = state, false, false
+    if state ~= "running" then
+      not_running = not_running + 1
+      local code, sig = inst.exit_code, inst.exit_signal
+      if (code ~= nil or sig ~= nil)
+         and (state == "exited" or state == "backoff" or state == "fatal" or state == "stopped") then
+        cell = state .. (sig and (" (signal " .. tostring(sig) .. ")") or (" (exit " .. tostring(code) .. ")"))
+      end
+      why = inst.reason
+      why = type(why) == "string" and why:gsub("%s+", " ")
+    end
+    text = inst.status_text
+    text = type(text) == "string" and text ~= "" and text:gsub("%s+", " ")
     local rss, cpu, oom, ctls
     local read = a and a[1] > -huge
     if a then
@@ -317,18 +312,21 @@ function M.table(S, insts, defer)
     local _
     _, cpu, _, _, oom, ctls = cgroup.figures(inst, alive and run, read and a[4], read and a[5], nil, nil, read and a[8])
     if ctls then
+      where = where or { v2 = {}, v1 = {} }
       for ctl, v in pairs(ctls) do if where[v] then where[v][ctl] = true end end
     end
     if read then cpu = cpu or a[3] end
-    return inst.name, state, inst.exit_code, inst.exit_signal, pid, alive and (now - run.started) or nil,
-      inst.restarts, rss, cpu, oom, inst.reason, inst.status_text
-  end, #insts > 0 and S.cgroup_off or nil, where)
+    rows:row(inst.name, cell, pid, alive and (now - run.started), inst.restarts, rss, cpu, oom, why, text)
+  end
+  local out = rows:text()
+  local notes = format.status_notes(#insts > 0 and S.cgroup_off or nil, where)
   if stale > 0 then
-    lines[#lines + 1] = string.format("RSS and CPU of %d service%s: %s; being read again",
+    notes[#notes + 1] = string.format("RSS and CPU of %d service%s: %s; being read again",
       stale, stale == 1 and "" or "s",
       oldest > 0 and string.format("as read up to %.0f s ago (- not read yet)", oldest) or "not read yet (-)")
   end
-  return concat(lines, "\n"), not_running, #insts
+  if #notes > 0 then out = out .. "\n" .. concat(notes, "\n") end
+  return out, not_running, #insts
 end
 
 return M

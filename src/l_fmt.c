@@ -1,0 +1,498 @@
+/*
+ * l_fmt.c: the text of a status of many services (issue 15), made in C
+ * from values the Lua side gathers. Private to orch (orch.core.fmt, not
+ * merged into `orch`): lua/orch/ctl/format.lua is its one user and
+ * documents the columns.
+ *
+ * fmt.table(n) makes an orch.fmt.Table; t:row(...) adds a row of ten
+ * values (name, state cell, pid, uptime, restarts, rss, cpu, oom kills,
+ * reason, status text; nil or false where absent), formatted at once into
+ * the object's memory; t:text() returns the lines of `orch ctl status`,
+ * the header and the rows joined by "\n", exactly as format.status_lines
+ * makes them in Lua (that stays the reference, and specs compare the
+ * two). At 10,000 services the Lua version made about 70,000 cell strings
+ * and 10,000 line strings for the collector; this makes the one string it
+ * returns. fmt.json(n) makes an orch.fmt.Json, the JSON array of the
+ * status records the same way: j:common(...) writes the record of a
+ * running service with its figures (status.lua's common case), j:raw(s)
+ * one the Lua side wrote, j:text() the array (one string, where a
+ * string.format per record joined twice made three copies).
+ *
+ * Ownership: a Table or Json owns its bytes (malloc'd, grown by doubling),
+ * freed by :close(), __close or __gc; nothing is kept between objects.
+ * Every argument is checked before a row is written. What may block:
+ * nothing.
+ */
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+#include "util.h"
+
+#define NCOLS 10
+/* Room for any cell: "%.2f" of the largest double is 312 bytes. */
+#define CELL 400
+
+enum { C_NAME, C_STATE, C_PID, C_UPTIME, C_RESTARTS, C_RSS, C_CPU, C_OOM, C_REASON, C_TEXT };
+
+static const char *const HEADERS[NCOLS] = { "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU",
+                                            "OOM", "REASON", "STATUS" };
+
+typedef struct { const char *s; size_t len; int present; } cell;
+
+/* Lua's tostring of a float: "%.14g", and ".0" when that looks like an integer. */
+static size_t float_text(char *buf, lua_Number v) {
+  int n = snprintf(buf, CELL, LUA_NUMBER_FMT, (LUAI_UACNUMBER)v);
+  if (buf[strspn(buf, "-0123456789")] == '\0') {
+    buf[n++] = '.';
+    buf[n++] = '0';
+    buf[n] = '\0';
+  }
+  return (size_t)n;
+}
+
+/* tostring(math.tointeger(v) or v) of the number at idx. */
+static size_t count_text(lua_State *L, int idx, char *buf) {
+  lua_Integer i;
+  if (lua_isinteger(L, idx)) i = lua_tointeger(L, idx);
+  else {
+    lua_Number v = lua_tonumber(L, idx);
+    if (!lua_numbertointeger(v, &i) || (lua_Number)i != v) return float_text(buf, v);
+  }
+  return (size_t)snprintf(buf, CELL, LUA_INTEGER_FMT, (LUAI_UACINT)i);
+}
+
+/* Lua's floor division and modulo of integers (the sign follows the divisor). */
+static lua_Integer ifloordiv(lua_Integer a, lua_Integer b) {
+  lua_Integer q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) q--;
+  return q;
+}
+static lua_Integer imod(lua_Integer a, lua_Integer b) {
+  lua_Integer r = a % b;
+  if (r != 0 && ((r < 0) != (b < 0))) r += b;
+  return r;
+}
+
+/* format.duration: "H:MM:SS", "Nd H:MM:SS" past a day. */
+static size_t duration_text(lua_State *L, int idx, char *buf) {
+  lua_Integer s;
+  if (lua_isinteger(L, idx)) s = lua_tointeger(L, idx);
+  else if (!lua_numbertointeger(floor(lua_tonumber(L, idx)), &s)) return (size_t)snprintf(buf, CELL, "-");
+  lua_Integer d = ifloordiv(s, 86400), h = imod(ifloordiv(s, 3600), 24), m = imod(ifloordiv(s, 60), 60);
+  lua_Integer sec = imod(s, 60);
+  if (d > 0) return (size_t)snprintf(buf, CELL, "%lldd %lld:%02lld:%02lld", (long long)d, (long long)h, (long long)m, (long long)sec);
+  return (size_t)snprintf(buf, CELL, "%lld:%02lld:%02lld", (long long)h, (long long)m, (long long)sec);
+}
+
+/* format.bytes: "512B", "2.0K", "1.5M", ... */
+static size_t bytes_text(lua_State *L, int idx, char *buf) {
+  static const char UNITS[] = "BKMGT";
+  if (lua_isinteger(L, idx)) {
+    lua_Integer n = lua_tointeger(L, idx);
+    if (n < 1024) return (size_t)snprintf(buf, CELL, "%lldB", (long long)n);
+  }
+  lua_Number v = lua_tonumber(L, idx);
+  int i = 0;
+  while (v >= 1024 && i < 4) {
+    v = v / 1024;
+    i++;
+  }
+  if (i == 0) return (size_t)snprintf(buf, CELL, "%lldB", (long long)v);
+  return (size_t)snprintf(buf, CELL, "%.1f%c", (double)v, UNITS[i]);
+}
+
+/* The cell of column c for argument idx (a string cell points into it). */
+static cell cell_of(lua_State *L, int idx, int c, char *buf) {
+  int t = lua_type(L, idx);
+  cell x = { buf, 0, t == LUA_TSTRING || t == LUA_TNUMBER };
+  int absent = t == LUA_TNIL || (t == LUA_TBOOLEAN && !lua_toboolean(L, idx));
+  switch (c) {
+  case C_NAME: case C_STATE:
+    if (absent) { x.s = "?"; x.len = 1; }
+    else if (t == LUA_TSTRING) x.s = lua_tolstring(L, idx, &x.len);
+    else if (t == LUA_TNUMBER) x.len = lua_isinteger(L, idx) ? (size_t)snprintf(buf, CELL, LUA_INTEGER_FMT,
+                                         (LUAI_UACINT)lua_tointeger(L, idx)) : float_text(buf, lua_tonumber(L, idx));
+    else luaL_typeerror(L, idx, "string");
+    break;
+  case C_PID: case C_RESTARTS: case C_OOM:
+    if (t == LUA_TNUMBER) x.len = count_text(L, idx, buf);
+    else { x.s = c == C_RESTARTS ? "0" : "-"; x.len = 1; x.present = 0; }
+    break;
+  case C_UPTIME:
+    if (t == LUA_TNUMBER) x.len = duration_text(L, idx, buf);
+    else { x.s = "-"; x.len = 1; }
+    break;
+  case C_RSS:
+    if (t == LUA_TNUMBER) x.len = bytes_text(L, idx, buf);
+    else { x.s = "-"; x.len = 1; }
+    break;
+  case C_CPU:
+    if (t == LUA_TNUMBER) x.len = (size_t)snprintf(buf, CELL, "%.2fs", (double)lua_tonumber(L, idx));
+    else { x.s = "-"; x.len = 1; }
+    break;
+  default: /* C_REASON, C_TEXT: strings made by the caller, shown as they are */
+    if (t == LUA_TSTRING) x.s = lua_tolstring(L, idx, &x.len);
+    else { x.s = "-"; x.len = 1; x.present = 0; }
+    break;
+  }
+  return x;
+}
+
+#define TABLE_MT "orch.fmt.Table"
+
+/* The cells of the rows, one after the other: per cell a uint32_t length
+ * and its bytes (unaligned, read with memcpy). */
+typedef struct {
+  char *buf;
+  size_t used, cap;
+  size_t rows;
+  size_t width[NCOLS], sum[NCOLS];
+  int any_oom, any_reason, any_text;
+  int closed;
+} fmt_table;
+
+static fmt_table *check_table(lua_State *L) {
+  fmt_table *t = luaL_checkudata(L, 1, TABLE_MT);
+  if (t->closed) orch__closed_error(L, TABLE_MT);
+  return t;
+}
+
+static int table_close(lua_State *L) {
+  fmt_table *t = luaL_checkudata(L, 1, TABLE_MT);
+  free(t->buf);
+  t->buf = NULL;
+  t->used = t->cap = 0;
+  t->closed = 1;
+  return 0;
+}
+
+/* Room for need more bytes; raises on no memory (the object stays valid). */
+static void reserve(lua_State *L, fmt_table *t, size_t need) {
+  if (t->cap - t->used >= need) return;
+  size_t cap = t->cap ? t->cap : 4096;
+  while (cap - t->used < need) cap *= 2;
+  char *nb = realloc(t->buf, cap);
+  if (!nb) luaL_error(L, "not enough memory");
+  t->buf = nb;
+  t->cap = cap;
+}
+
+/* t:row(name, state, pid, uptime, restarts, rss, cpu, oom, reason, text) */
+static int table_row(lua_State *L) {
+  fmt_table *t = check_table(L);
+  orch__check_nargs(L, 1 + NCOLS);
+  lua_settop(L, 1 + NCOLS);
+  char bufs[NCOLS][CELL];
+  cell cells[NCOLS];
+  size_t need = 0;
+  for (int c = 0; c < NCOLS; c++) {
+    cells[c] = cell_of(L, 2 + c, c, bufs[c]);
+    need += sizeof(uint32_t) + cells[c].len;
+    if (cells[c].len > UINT32_MAX) luaL_argerror(L, 2 + c, "too long");
+  }
+  reserve(L, t, need);
+  for (int c = 0; c < NCOLS; c++) {
+    uint32_t len = (uint32_t)cells[c].len;
+    memcpy(t->buf + t->used, &len, sizeof len);
+    memcpy(t->buf + t->used + sizeof len, cells[c].s, len);
+    t->used += sizeof len + len;
+    if (len > t->width[c]) t->width[c] = len;
+    t->sum[c] += len;
+  }
+  if (cells[C_OOM].present && lua_tonumber(L, 2 + C_OOM) > 0) t->any_oom = 1;
+  if (cells[C_REASON].present) t->any_reason = 1;
+  if (cells[C_TEXT].present) t->any_text = 1;
+  t->rows++;
+  return 0;
+}
+
+/* t:text() -> the table's lines (see the top). */
+static int table_text(lua_State *L) {
+  fmt_table *t = check_table(L);
+  orch__check_nargs(L, 1);
+  /* The columns shown, in order. */
+  int cols[NCOLS], ncol = 0;
+  for (int c = 0; c <= C_CPU; c++) cols[ncol++] = c;
+  if (t->any_oom) cols[ncol++] = C_OOM;
+  if (t->any_reason) cols[ncol++] = C_REASON;
+  if (t->any_text) cols[ncol++] = C_TEXT;
+  /* Every line but the last column is padded to the same width. */
+  size_t lead = 0;
+  for (int k = 0; k < ncol - 1; k++) lead += t->width[cols[k]] + 2;
+  int lastc = cols[ncol - 1];
+  size_t total = (lead + 1) * (t->rows + 1) + strlen(HEADERS[lastc]) + t->sum[lastc];
+  luaL_Buffer b;
+  char *out = luaL_buffinitsize(L, &b, total);
+  size_t pos = 0, at = 0;
+  cell cells[NCOLS];
+  for (size_t r = 0; r <= t->rows; r++) {
+    if (r == 0) {
+      for (int c = 0; c < NCOLS; c++) {
+        cells[c].s = HEADERS[c];
+        cells[c].len = strlen(HEADERS[c]);
+      }
+    } else {
+      out[pos++] = '\n';
+      for (int c = 0; c < NCOLS; c++) {
+        uint32_t len;
+        memcpy(&len, t->buf + at, sizeof len);
+        cells[c].s = t->buf + at + sizeof len;
+        cells[c].len = len;
+        at += sizeof len + len;
+      }
+    }
+    for (int k = 0; k < ncol; k++) {
+      cell x = cells[cols[k]];
+      memcpy(out + pos, x.s, x.len);
+      pos += x.len;
+      if (k < ncol - 1) {
+        size_t pad = t->width[cols[k]] - x.len + 2;
+        memset(out + pos, ' ', pad);
+        pos += pad;
+      }
+    }
+  }
+  luaL_pushresultsize(&b, pos);
+  return 1;
+}
+
+static int table_tostring(lua_State *L) {
+  fmt_table *t = luaL_checkudata(L, 1, TABLE_MT);
+  if (t->closed) lua_pushstring(L, TABLE_MT ": closed");
+  else lua_pushfstring(L, TABLE_MT ": %I rows", (LUAI_UACINT)t->rows);
+  return 1;
+}
+
+/* fmt.table([n]) -> an empty orch.fmt.Table (n: the rows to come, a hint). */
+static int fmt_table_new(lua_State *L) {
+  lua_Integer n = luaL_optinteger(L, 1, 0);
+  luaL_argcheck(L, n >= 0, 1, "a count >= 0 expected");
+  orch__check_nargs(L, 1);
+  fmt_table *t = lua_newuserdatauv(L, sizeof *t, 0);
+  memset(t, 0, sizeof *t);
+  luaL_setmetatable(L, TABLE_MT);
+  for (int c = 0; c < NCOLS; c++) t->width[c] = strlen(HEADERS[c]);
+  /* About 50 bytes a row for the common one; grown when more is needed. */
+  if (n > 0 && (size_t)n < SIZE_MAX / 64) reserve(L, t, (size_t)n * 64);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- JSON */
+
+#define JSON_MT "orch.fmt.Json"
+
+/* The JSON array of a status's records, written as they come. */
+typedef struct {
+  char *buf;
+  size_t used, cap;
+  size_t rows;
+  int closed;
+} fmt_json;
+
+static fmt_json *check_json(lua_State *L) {
+  fmt_json *j = luaL_checkudata(L, 1, JSON_MT);
+  if (j->closed) orch__closed_error(L, JSON_MT);
+  return j;
+}
+
+static int json_close(lua_State *L) {
+  fmt_json *j = luaL_checkudata(L, 1, JSON_MT);
+  free(j->buf);
+  j->buf = NULL;
+  j->used = j->cap = 0;
+  j->closed = 1;
+  return 0;
+}
+
+static void json_reserve(lua_State *L, fmt_json *j, size_t need) {
+  if (j->cap - j->used >= need) return;
+  size_t cap = j->cap ? j->cap : 4096;
+  while (cap - j->used < need) cap *= 2;
+  char *nb = realloc(j->buf, cap);
+  if (!nb) luaL_error(L, "not enough memory");
+  j->buf = nb;
+  j->cap = cap;
+}
+
+static void put(lua_State *L, fmt_json *j, const char *s, size_t len) {
+  json_reserve(L, j, len);
+  memcpy(j->buf + j->used, s, len);
+  j->used += len;
+}
+#define PUTLIT(L, j, lit) put(L, j, lit, sizeof(lit) - 1)
+
+/* The separator before a record: "[" first, "," after. */
+static void json_next(lua_State *L, fmt_json *j) {
+  put(L, j, j->rows == 0 ? "[" : ",", 1);
+  j->rows++;
+}
+
+/* string.format's %d of argument idx (an integer, or a float with an exact one). */
+static void put_int(lua_State *L, fmt_json *j, int idx) {
+  int isnum;
+  lua_Integer v = lua_tointegerx(L, idx, &isnum);
+  if (!isnum) luaL_argerror(L, idx, "number has no integer representation");
+  char b[32];
+  put(L, j, b, (size_t)snprintf(b, sizeof b, LUA_INTEGER_FMT, (LUAI_UACINT)v));
+}
+
+/* string.format's %.14g of argument idx. */
+static void put_g(lua_State *L, fmt_json *j, int idx) {
+  char b[64];
+  put(L, j, b, (size_t)snprintf(b, sizeof b, "%.14g", (double)luaL_checknumber(L, idx)));
+}
+
+/* string.format's %s of a string argument (no conversion). */
+static void put_s(lua_State *L, fmt_json *j, int idx) {
+  size_t len;
+  const char *s = luaL_checklstring(L, idx, &len);
+  put(L, j, s, len);
+}
+
+/* An optional figure as status.lua's val() writes a number: null for
+ * NaN and infinities, an integer as it is, a float as Lua's tostring. */
+static void put_figure(lua_State *L, fmt_json *j, int idx, const char *key, size_t klen) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TNIL) return;
+  put(L, j, key, klen);
+  if (t == LUA_TBOOLEAN) {
+    if (lua_toboolean(L, idx)) PUTLIT(L, j, "true");
+    else PUTLIT(L, j, "false");
+    return;
+  }
+  if (t != LUA_TNUMBER) luaL_typeerror(L, idx, "number");
+  char b[CELL];
+  if (lua_isinteger(L, idx)) {
+    put(L, j, b, (size_t)snprintf(b, sizeof b, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, idx)));
+    return;
+  }
+  lua_Number v = lua_tonumber(L, idx);
+  if (v != v || v == HUGE_VAL || v == -HUGE_VAL) PUTLIT(L, j, "null");
+  else put(L, j, b, float_text(b, v));
+}
+
+/* j:common(name, service, index, state, pid, start_time, uptime, restarts,
+ * log_lines, log_dropped, rss, accounting_age, cpu, cgroup, memory, tasks,
+ * oom_kills): the record of a running service with its figures read and
+ * nothing to explain, as status.lua's COMMON format and val() write it.
+ * The strings are written as they are: the caller checked that they need
+ * no escape. */
+static int json_common(lua_State *L) {
+  fmt_json *j = check_json(L);
+  orch__check_nargs(L, 18);
+  /* Every argument checked before anything is written. */
+  static const char KIND[] = "ssisiggiiiiggsfff"; /* s string, i integer, g number, f figure */
+  for (int i = 2; i <= 18; i++) {
+    switch (KIND[i - 2]) {
+    case 's': luaL_checkstring(L, i); break;
+    case 'g': luaL_checknumber(L, i); break;
+    case 'i': {
+      int isnum;
+      lua_tointegerx(L, i, &isnum);
+      if (!isnum) {
+        luaL_checknumber(L, i);
+        luaL_argerror(L, i, "number has no integer representation");
+      }
+      break;
+    }
+    default: {
+      int t = lua_type(L, i);
+      if (t != LUA_TNIL && t != LUA_TNONE && t != LUA_TNUMBER && t != LUA_TBOOLEAN) luaL_typeerror(L, i, "number");
+    }
+    }
+  }
+  json_next(L, j);
+  PUTLIT(L, j, "{\"name\":\""); put_s(L, j, 2);
+  PUTLIT(L, j, "\",\"service\":\""); put_s(L, j, 3);
+  PUTLIT(L, j, "\",\"index\":"); put_int(L, j, 4);
+  PUTLIT(L, j, ",\"state\":\""); put_s(L, j, 5);
+  PUTLIT(L, j, "\",\"pid\":"); put_int(L, j, 6);
+  PUTLIT(L, j, ",\"start_time\":"); put_g(L, j, 7);
+  PUTLIT(L, j, ",\"uptime\":"); put_g(L, j, 8);
+  PUTLIT(L, j, ",\"restarts\":"); put_int(L, j, 9);
+  PUTLIT(L, j, ",\"log_lines\":"); put_int(L, j, 10);
+  PUTLIT(L, j, ",\"log_dropped\":"); put_int(L, j, 11);
+  PUTLIT(L, j, ",\"rss\":"); put_int(L, j, 12);
+  PUTLIT(L, j, ",\"accounting_age\":"); put_g(L, j, 13);
+  PUTLIT(L, j, ",\"cpu\":"); put_g(L, j, 14);
+  PUTLIT(L, j, ",\"cgroup\":\""); put_s(L, j, 15);
+  PUTLIT(L, j, "\"");
+  put_figure(L, j, 16, ",\"memory\":", sizeof(",\"memory\":") - 1);
+  put_figure(L, j, 17, ",\"tasks\":", sizeof(",\"tasks\":") - 1);
+  put_figure(L, j, 18, ",\"oom_kills\":", sizeof(",\"oom_kills\":") - 1);
+  PUTLIT(L, j, "}");
+  return 0;
+}
+
+/* j:raw(text): a record the caller wrote. */
+static int json_raw(lua_State *L) {
+  fmt_json *j = check_json(L);
+  luaL_checkstring(L, 2);
+  orch__check_nargs(L, 2);
+  json_next(L, j);
+  put_s(L, j, 2);
+  return 0;
+}
+
+/* j:text() -> the array's JSON text. */
+static int json_text(lua_State *L) {
+  fmt_json *j = check_json(L);
+  orch__check_nargs(L, 1);
+  if (j->rows == 0) {
+    lua_pushliteral(L, "[]");
+    return 1;
+  }
+  luaL_Buffer b;
+  char *out = luaL_buffinitsize(L, &b, j->used + 1);
+  memcpy(out, j->buf, j->used);
+  out[j->used] = ']';
+  luaL_pushresultsize(&b, j->used + 1);
+  return 1;
+}
+
+static int json_tostring(lua_State *L) {
+  fmt_json *j = luaL_checkudata(L, 1, JSON_MT);
+  if (j->closed) lua_pushstring(L, JSON_MT ": closed");
+  else lua_pushfstring(L, JSON_MT ": %I records", (LUAI_UACINT)j->rows);
+  return 1;
+}
+
+/* fmt.json([n]) -> an empty orch.fmt.Json (n: the records to come, a hint). */
+static int fmt_json_new(lua_State *L) {
+  lua_Integer n = luaL_optinteger(L, 1, 0);
+  luaL_argcheck(L, n >= 0, 1, "a count >= 0 expected");
+  orch__check_nargs(L, 1);
+  fmt_json *j = lua_newuserdatauv(L, sizeof *j, 0);
+  memset(j, 0, sizeof *j);
+  luaL_setmetatable(L, JSON_MT);
+  /* About 280 bytes a record for the common one. */
+  if (n > 0 && (size_t)n < SIZE_MAX / 512) json_reserve(L, j, (size_t)n * 300);
+  return 1;
+}
+
+int orch__open_fmt(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"row", table_row}, {"text", table_text}, {"close", table_close}, {NULL, NULL}
+  };
+  static const luaL_Reg meta[] = {
+    {"__gc", table_close}, {"__close", table_close}, {"__tostring", table_tostring}, {NULL, NULL}
+  };
+  orch__newclass(L, TABLE_MT, methods, meta);
+  lua_pop(L, 1);
+  static const luaL_Reg json_methods[] = {
+    {"common", json_common}, {"raw", json_raw}, {"text", json_text}, {"close", json_close}, {NULL, NULL}
+  };
+  static const luaL_Reg json_meta[] = {
+    {"__gc", json_close}, {"__close", json_close}, {"__tostring", json_tostring}, {NULL, NULL}
+  };
+  orch__newclass(L, JSON_MT, json_methods, json_meta);
+  lua_pop(L, 1);
+  static const luaL_Reg fns[] = { {"table", fmt_table_new}, {"json", fmt_json_new}, {NULL, NULL} };
+  luaL_newlib(L, fns);
+  return 1;
+}
