@@ -665,6 +665,20 @@ static int orphan_tostring(lua_State *L) {
   return 1;
 }
 
+/* orch.proc.reaper(): what the reaper did, as a table. */
+static int proc_reaper(lua_State *L) {
+  orch__check_nargs(L, 0);
+  orch__reaper_stats s;
+  orch__proc_reaper_stats(orch__rt(L), &s);
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, (lua_Integer)s.children); lua_setfield(L, -2, "children");
+  lua_pushinteger(L, (lua_Integer)s.pidfds); lua_setfield(L, -2, "pidfds");
+  lua_pushinteger(L, (lua_Integer)s.walks); lua_setfield(L, -2, "walks");
+  lua_pushinteger(L, (lua_Integer)s.pidfd_exits); lua_setfield(L, -2, "pidfd_exits");
+  lua_pushinteger(L, (lua_Integer)s.walk_exits); lua_setfield(L, -2, "walk_exits");
+  return 1;
+}
+
 static int proc_on_orphan_exit(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   check_state(L);
@@ -737,7 +751,7 @@ int orch__open_proc(lua_State *L) {
     {NULL, NULL}
   };
   static const luaL_Reg procfns[] = {
-    {"on_orphan_exit", proc_on_orphan_exit}, {NULL, NULL}
+    {"on_orphan_exit", proc_on_orphan_exit}, {"reaper", proc_reaper}, {NULL, NULL}
   };
   luaL_newlib(L, fns);
   luaL_newlib(L, procfns);

@@ -3,11 +3,15 @@
  * for modules that start or watch processes from C (the bindings l_proc.c,
  * spawn.c and l_daemon.c, the supervisor, watchdog, ctl).
  *
- * One owner reaps every child: process.c's SIGCHLD watcher loops
- * wait4(-1, WNOHANG | WUNTRACED | WCONTINUED) and hands each status to the
- * orch__child registered for that pid (stops and continues to its on_stop) (unknown pids are adopted orphans, reported to
- * orch.proc.on_orphan_exit handlers). Never call waitpid/wait4 elsewhere, and
- * never use uv_spawn: either would steal statuses from this table.
+ * One owner reaps every child (src/process.c) and hands each status to the
+ * orch__child registered for that pid (stops and continues to its on_stop;
+ * unknown pids are adopted orphans, reported to orch.proc.on_orphan_exit
+ * handlers). A child orch__spawn made is reaped through its pidfd, without
+ * the kernel's walk over all of orch's children; everything else (stops,
+ * continues, orphans, forks, children without a pidfd) by a wait4(-1,
+ * WNOHANG | WUNTRACED | WCONTINUED) walk after SIGCHLD. Never call
+ * waitpid/wait4 elsewhere, and never use uv_spawn: either would steal
+ * statuses from this table.
  *
  * Usage from C:
  *
@@ -59,6 +63,9 @@ struct orch__child {
   unsigned long long start_ticks;
   orch__child *next;              /* private: hash chain */
   unsigned long long serial;      /* private: which kept exit is this child's */
+  int pidfd;                      /* private: its pidfd in the reaper's epoll
+                                   * set (orch__spawn's children), or -1 */
+  int sig_seen;                   /* private: its exit's SIGCHLD was read */
 };
 
 /* The runtime's process table and SIGCHLD watcher, made once (the first
@@ -68,6 +75,15 @@ int orch__proc_open(orch_runtime *rt, uv_loop_t *loop);
 /* Collects the statuses already waiting (children that ended before the
  * watcher was started). */
 void orch__proc_reap(orch_runtime *rt);
+
+/* What the reaper did (orch.proc.reaper): children registered, those with
+ * a pidfd, walks made (wait4(-1) until it returned 0), exits reaped through
+ * a pidfd and by a walk. */
+typedef struct {
+  size_t children, pidfds;
+  unsigned long long walks, pidfd_exits, walk_exits;
+} orch__reaper_stats;
+void orch__proc_reaper_stats(orch_runtime *rt, orch__reaper_stats *s);
 
 /* Where the statuses of children nobody registered (adopted orphans) go:
  * one callback a runtime (l_proc.c's orch.proc.on_orphan_exit). */

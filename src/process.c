@@ -42,7 +42,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -69,6 +72,26 @@ extern char **environ;
 typedef struct {
   orch_runtime *rt;
   uv_signal_t sigchld;
+  /* Exits through pidfds: every child orch__spawn made with a pidfd has it
+   * in this epoll set (data: pid and fd), watched by pidpoll; the walk over
+   * all children (wait4(-1)) runs from walker, once per loop turn after
+   * SIGCHLD, after the pidfd exits of that turn were reaped. */
+  int epfd;                   /* -1 when pidfds are not used */
+  uv_poll_t pidpoll;
+  uv_check_t walker;
+  int haspoll;                /* pidpoll was made */
+  int nopen;                  /* handles not closed yet (at the end) */
+  size_t npidfd;              /* children with a pidfd */
+  /* Whether a SIGCHLD needs the walk (see explained()). */
+  unsigned long tail;         /* the next record of the SIGCHLD ring to read */
+  unsigned long ncb, nrec;    /* SIGCHLDs delivered, their records read */
+  pid_t owed[256];            /* pids reaped through a pidfd whose SIGCHLD
+                               * record may still come (a ring, 0: empty) */
+  unsigned nowed;
+  int orphans;                /* orch was a subreaper (or is pid 1): orphans
+                               * may be adopted at any time */
+  int stops;                  /* a child stopped or continued once */
+  unsigned long long walks, pidfd_exits, walk_exits;  /* orch.proc.reaper */
   orch__child **buckets;
   size_t mask;                /* nbuckets - 1 */
   size_t count;
@@ -126,6 +149,45 @@ static void table_add(proc_state *st, orch__child *c) {
   orch__hold(st->rt, 1);
 }
 
+/* c no longer has a pidfd: out of the epoll set (explicitly: a fork child
+ * may still hold a copy of the fd, which would keep it in the set), closed. */
+static void pidfd_drop(proc_state *st, orch__child *c) {
+  if (c->pidfd < 0) return;
+  epoll_ctl(st->epfd, EPOLL_CTL_DEL, c->pidfd, NULL);
+  close(c->pidfd);
+  c->pidfd = -1;
+  st->npidfd--;
+}
+
+/* Whether one more pidfd fits: pidfds take at most a quarter of the soft
+ * RLIMIT_NOFILE, and none of the last 1/64 of it (64 fds at least), whose
+ * numbers are the services' (their pipes, sockets and files) and orch's
+ * own. A service's output alone costs orch one or two fds: under this
+ * machine's limit of 20,000, 10,000 services leave no room for a pidfd
+ * each (5,000 get one), where the usual hard limits (524,288 or more)
+ * leave plenty. */
+static int pidfd_fits(proc_state *st, int pidfd) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return 0;
+  if (rl.rlim_cur == RLIM_INFINITY) return 1;
+  rlim_t spare = rl.rlim_cur / 64 < 64 ? 64 : rl.rlim_cur / 64;
+  return st->npidfd < rl.rlim_cur / 4 && (rlim_t)pidfd + spare < rl.rlim_cur;
+}
+
+/* c was born with pidfd: its exit is watched through it, or, when the fd
+ * does not fit (pidfd_fits), left to the walk. */
+static void pidfd_watch(proc_state *st, orch__child *c, int pidfd) {
+  if (!pidfd_fits(st, pidfd)) { close(pidfd); return; }
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  ev.data.u64 = (uint64_t)(uint32_t)c->pid | (uint64_t)(uint32_t)pidfd << 32;
+  if (epoll_ctl(st->epfd, EPOLL_CTL_ADD, pidfd, &ev) < 0) { close(pidfd); return; }
+  c->pidfd = pidfd;
+  c->sig_seen = 0;
+  st->npidfd++;
+}
+
 /* Unlinks and returns the child registered for pid, or NULL. */
 static orch__child *table_take(proc_state *st, pid_t pid, orch__child *want) {
   orch__child **pp = &st->buckets[(size_t)pid & st->mask];
@@ -135,6 +197,7 @@ static orch__child *table_take(proc_state *st, pid_t pid, orch__child *want) {
       *pp = c->next;
       c->next = NULL;
       st->count--;
+      pidfd_drop(st, c);
       orch__hold(st->rt, -1);
       return c;
     }
@@ -144,6 +207,7 @@ static orch__child *table_take(proc_state *st, pid_t pid, orch__child *want) {
 
 void orch__child_add(orch_runtime *rt, orch__child *c) {
   c->start_ticks = 0;
+  c->pidfd = -1;
   proc_state *st = get_state(rt);
   if (st) table_add(st, c);
 }
@@ -280,7 +344,122 @@ static unsigned long long boot_ns(void) {
 
 /* ---------------------------------------------------------------- reaper */
 
-/* Stops and continues are reported too (WUNTRACED, WCONTINUED): the child
+/* ---- Which SIGCHLD needs the walk
+ *
+ * Each SIGCHLD's siginfo (who, and why: an exit, a stop, a continue) is
+ * recorded by a wrapper around libuv's handler in a ring, which the
+ * SIGCHLD callback reads: a signal whose record names a child reaped (or
+ * about to be) through its pidfd is explained, and makes no walk. Anything
+ * else walks: a stop or continue, an unknown pid (an adopted orphan, a
+ * child forked outside the table), a SIGCHLD sent by kill, a signal without
+ * its record (the ring overflowed, the wrapper was not in place).
+ *
+ * SIGCHLD is a standard signal: one raised while another is pending is
+ * merged into it, and its siginfo is lost. An event merged into a pidfd
+ * exit's signal is seen only by a walk, so the walk is made at every
+ * SIGCHLD whenever such an event may come: once orch has been a subreaper
+ * (or is pid 1: orphans), while a registered child has no pidfd, once a
+ * child has stopped or continued, and with more than one runtime in the
+ * process. Left: the first stop of a child that the kernel merges into the
+ * pending signal of another child's exit is reported at the next walk. */
+#define RING 1024
+static struct {
+  _Atomic unsigned long seq;  /* index + 1 once pid and code are written */
+  int pid, code;
+} ring[RING];
+static _Atomic unsigned long ring_head;
+static void (*uv_chld)(int);  /* libuv's handler, which the wrapper calls */
+static int nstates;           /* runtimes with a process table */
+
+static void chld_info(int sig, siginfo_t *si, void *uc) {
+  (void)uc;
+  unsigned long i = atomic_fetch_add_explicit(&ring_head, 1, memory_order_relaxed);
+  ring[i % RING].pid = si->si_pid;
+  ring[i % RING].code = si->si_code;
+  atomic_store_explicit(&ring[i % RING].seq, i + 1, memory_order_release);
+  uv_chld(sig);
+}
+
+/* Puts chld_info in front of the handler libuv installed for SIGCHLD (call
+ * after uv_signal_start). When it cannot, no record comes, and every
+ * SIGCHLD walks. */
+static void chld_wrap(void) {
+  struct sigaction cur;
+  if (sigaction(SIGCHLD, NULL, &cur) < 0) return;
+  if (cur.sa_flags & SA_SIGINFO) return;           /* ours already, or unknown */
+  if (cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN) return;
+  uv_chld = cur.sa_handler;
+  struct sigaction sa = cur;
+  sa.sa_sigaction = chld_info;
+  sa.sa_flags |= SA_SIGINFO;
+  sigaction(SIGCHLD, &sa, NULL);
+}
+
+static void owed_add(proc_state *st, pid_t pid) {
+  st->owed[st->nowed++ % 256] = pid;
+}
+
+static int owed_take(proc_state *st, pid_t pid) {
+  for (int i = 0; i < 256; i++)
+    if (st->owed[i] == pid) { st->owed[i] = 0; return 1; }
+  return 0;
+}
+
+/* Whether the SIGCHLDs delivered so far are all explained by pidfd exits,
+ * and no event can hide behind them (then no walk is needed). Reads the
+ * ring's new records. */
+static int explained(proc_state *st) {
+  int ok = 1;
+  unsigned long head = atomic_load_explicit(&ring_head, memory_order_acquire);
+  if (head - st->tail > RING) {                   /* records overwritten */
+    st->nrec += head - RING - st->tail;
+    st->tail = head - RING;
+    ok = 0;
+  }
+  for (; st->tail != head; st->tail++) {
+    unsigned long i = st->tail % RING;
+    /* A handler still writing it (in another thread): read it next time. */
+    if (atomic_load_explicit(&ring[i].seq, memory_order_acquire) != st->tail + 1) { ok = 0; break; }
+    pid_t pid = ring[i].pid;
+    int code = ring[i].code;
+    st->nrec++;
+    if (code == CLD_EXITED || code == CLD_KILLED || code == CLD_DUMPED) {
+      orch__child *c = orch__child_find(st->rt, pid);
+      if (c && c->pidfd >= 0) { c->sig_seen = 1; continue; }   /* its pidfd follows */
+      if (!c && owed_take(st, pid)) continue;
+    } else if (code == CLD_STOPPED || code == CLD_CONTINUED || code == CLD_TRAPPED) {
+      st->stops = 1;
+    }
+    ok = 0;
+  }
+  /* A delivered SIGCHLD without its record: the walk covers it. */
+  if (st->ncb > st->nrec) { st->nrec = st->ncb; ok = 0; }
+  if (!st->orphans) {
+    int v = 0;
+    if (getpid() == 1 || (prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0) == 0 && v)) st->orphans = 1;
+  }
+  if (st->orphans || st->stops || st->count > st->npidfd || nstates > 1) ok = 0;
+  return ok;
+}
+
+/* An exit the reaper collected: to the child registered for pid, or to the
+ * orphan callback. */
+static void dispatch_exit(proc_state *st, pid_t pid, int status, const struct rusage *ru) {
+  orch__child *c = table_take(st, pid, NULL);
+  if (c) {
+    pid_t pgid = c->pgid;
+    unsigned long long serial = c->serial;
+    if (!c->on_exit(c, status, ru)) exit_offer(st, pid, pgid, status, serial);
+    if (st->waits.next != &st->waits) groups_check(st);
+  } else if (st->on_orphan) {
+    st->on_orphan(st->rt, pid, status, st->orphan_data);
+  }
+}
+
+/* The walk: wait4(-1) makes the kernel look at each of orch's children in
+ * turn (1 us at 100 children, 0.3-1.3 ms at 10,000: scripts/bench.d/
+ * waitwalk.c), so it runs only when SIGCHLD came, once per loop turn.
+ * Stops and continues are reported too (WUNTRACED, WCONTINUED): the child
  * stays in the table and its on_stop hears of them; an adopted orphan's are
  * not exits and go nowhere. */
 static void reap(proc_state *st) {
@@ -291,29 +470,88 @@ static void reap(proc_state *st) {
     if (pid < 0 && errno == EINTR) continue;
     if (pid <= 0) break;
     if (WIFSTOPPED(status) || WIFCONTINUED(status)) {
+      st->stops = 1;
       orch__child *c = orch__child_find(st->rt, pid);
       if (c && c->on_stop) c->on_stop(c, status);
       continue;
     }
-    orch__child *c = table_take(st, pid, NULL);
-    if (c) {
-      pid_t pgid = c->pgid;
-      unsigned long long serial = c->serial;
-      if (!c->on_exit(c, status, &ru)) exit_offer(st, pid, pgid, status, serial);
-      if (st->waits.next != &st->waits) groups_check(st);
-    } else if (st->on_orphan) {
-      st->on_orphan(st->rt, pid, status, st->orphan_data);
-    }
+    st->walk_exits++;
+    dispatch_exit(st, pid, status, &ru);
   }
 }
 
+/* The children whose pidfd is readable have ended: each is reaped by pid,
+ * which the kernel answers without the walk (Linux 5.14 and later). An
+ * event is checked against the table first: the on_exit of an earlier one
+ * may have reaped, forgotten or replaced that child. */
+static void pidfd_reap(proc_state *st) {
+  if (st->epfd < 0) return;
+  struct epoll_event ev[64];
+  int n;
+  do {
+    n = epoll_wait(st->epfd, ev, 64, 0);
+    if (n < 0 && errno == EINTR) { n = 64; continue; }
+    for (int i = 0; i < n; i++) {
+      pid_t pid = (pid_t)(ev[i].data.u64 & 0xffffffffu);
+      int fd = (int)(ev[i].data.u64 >> 32);
+      orch__child *c = orch__child_find(st->rt, pid);
+      if (!c || c->pidfd != fd) continue;
+      int status;
+      struct rusage ru;
+      pid_t r;
+      do r = wait4(pid, &status, WNOHANG, &ru); while (r < 0 && errno == EINTR);
+      if (r == pid) {
+        st->pidfd_exits++;
+        if (!c->sig_seen) owed_add(st, pid);
+        dispatch_exit(st, pid, status, &ru);
+      }
+      /* Readable but not waitable (never seen): the walk takes it. */
+      else pidfd_drop(st, c);
+    }
+  } while (n == 64);
+}
+
+static void on_pidfd(uv_poll_t *h, int status, int events) {
+  pidfd_reap(h->data);
+}
+
+static void walk(proc_state *st) {
+  st->walks++;
+  reap(st);
+}
+
+static void on_walk(uv_check_t *h) {
+  uv_check_stop(h);
+  walk(h->data);
+}
+
+/* SIGCHLD: the children that ended with a pidfd are reaped at once (a
+ * restart's new process does not wait for the walk); the walk, when the
+ * signal needs one (explained()), after the loop turn's callbacks, once
+ * however many SIGCHLDs came in that turn. */
 static void on_sigchld(uv_signal_t *h, int sig) {
-  reap(h->data);
+  proc_state *st = h->data;
+  pidfd_reap(st);
+  st->ncb++;
+  if (!explained(st)) uv_check_start(&st->walker, on_walk);
 }
 
 void orch__proc_reap(orch_runtime *rt) {
   proc_state *st = get_state(rt);
-  if (st) reap(st);
+  if (!st) return;
+  pidfd_reap(st);
+  walk(st);
+}
+
+void orch__proc_reaper_stats(orch_runtime *rt, orch__reaper_stats *s) {
+  proc_state *st = get_state(rt);
+  memset(s, 0, sizeof *s);
+  if (!st) return;
+  s->children = st->count;
+  s->pidfds = st->npidfd;
+  s->walks = st->walks;
+  s->pidfd_exits = st->pidfd_exits;
+  s->walk_exits = st->walk_exits;
 }
 
 void orch__proc_on_orphan(orch_runtime *rt, orch__orphan_fn fn, void *data) {
@@ -521,13 +759,14 @@ static int ensure_stack(proc_state *st) {
  * arg from r12/r13 and exits with its result; it never returns here.
  * Returns the pid or -errno. */
 static long clone3_into(int (*fn)(void *), void *arg, char *stack, size_t size,
-                        unsigned long long flags, int cgdir) {
+                        unsigned long long flags, int cgdir, int *pidfd) {
   struct {
     unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
                        tls, set_tid, set_tid_size, cgroup;
   } ca;
   memset(&ca, 0, sizeof ca);
-  ca.flags = CLONE_VM | CLONE_VFORK | flags;
+  ca.flags = CLONE_VM | CLONE_VFORK | flags | (pidfd ? CLONE_PIDFD : 0);
+  ca.pidfd = pidfd ? (unsigned long long)(uintptr_t)pidfd : 0;
   ca.exit_signal = SIGCHLD;
   ca.stack = (unsigned long long)(uintptr_t)stack;
   ca.stack_size = size;
@@ -553,6 +792,18 @@ static long clone3_into(int (*fn)(void *), void *arg, char *stack, size_t size,
     : "r"(rdi), "r"(rsi), "r"(r12), "r"(r13)
     : "rcx", "r11", "memory");
   return rax;
+}
+/* clone3_into with a pidfd in *pidfd when pidfd is not NULL; without one
+ * (*pidfd -1) when the fd table is full (EMFILE, ENFILE): the child is
+ * then reaped by the walk, never refused for want of an fd. */
+static long clone3_pidfd(int (*fn)(void *), void *arg, char *stack, size_t size,
+                         unsigned long long flags, int cgdir, int *pidfd) {
+  long r = clone3_into(fn, arg, stack, size, flags, cgdir, pidfd);
+  if (pidfd && (r == -EMFILE || r == -ENFILE)) {
+    *pidfd = -1;
+    r = clone3_into(fn, arg, stack, size, flags, cgdir, NULL);
+  }
+  return r;
 }
 static int clone3_works = 1;       /* 0 after ENOSYS/E2BIG/EINVAL, 2 once it worked */
 /* The same for clone3 with CLEAR_SIGHAND alone (no cgroup), which also
@@ -604,16 +855,18 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   pthread_sigmask(SIG_BLOCK, &all, &old);
   pid_t pid = -1;
   int e = 0;
+  int pidfd = -1;
   unsigned long long born0 = boot_ns();
 #ifdef HAVE_CLONE3_INTO
+  int *want = st->epfd >= 0 ? &pidfd : NULL;
   int nofd = (req->flags & ORCH__SPAWN_CGROUP_NOFD) != 0;
   if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && (nofd || req->ncgroup_fds > 0)) {
     /* Born in the v2 cgroup: the child skips writing the last fd. The
      * kernels that have INTO_CGROUP have CLEAR_SIGHAND too. */
     x.ncg = nofd ? req->ncgroup_fds : req->ncgroup_fds - 1;
     x.cleared = clear_works != 0;
-    long r3 = clone3_into(spawn_child, &x, st->stack, CHILD_STACK,
-                          INTO_CGROUP | (x.cleared ? CLEAR_SIGHAND : 0), req->cgroup_dir);
+    long r3 = clone3_pidfd(spawn_child, &x, st->stack, CHILD_STACK,
+                           INTO_CGROUP | (x.cleared ? CLEAR_SIGHAND : 0), req->cgroup_dir, want);
     if (r3 >= 0) { pid = (pid_t)r3; clone3_works = 2; }
     else if (!nofd && (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL)) clone3_works = 0;
     else e = (int)-r3;
@@ -622,12 +875,13 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   if (pid < 0 && !e && clear_works) {
     /* Any failure here falls back to clone(2), which reports its own. */
     x.cleared = 1;
-    long r3 = clone3_into(spawn_child, &x, st->stack, CHILD_STACK, CLEAR_SIGHAND, -1);
+    long r3 = clone3_pidfd(spawn_child, &x, st->stack, CHILD_STACK, CLEAR_SIGHAND, -1, want);
     if (r3 >= 0) { pid = (pid_t)r3; clear_works = 2; }
     else if (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL || r3 == -EPERM) clear_works = 0;
   }
   if (pid < 0 && !e) {
     x.cleared = 0;
+    pidfd = -1;
 #endif
   pid = clone(spawn_child, st->stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
   e = errno;
@@ -642,6 +896,7 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   if (x.err) {
     /* The child has already called exit: this wait is immediate. */
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+    if (pidfd >= 0) close(pidfd);
     *step = x.step;
     return -x.err;
   }
@@ -660,7 +915,9 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   c->pid = pid;
   c->group = (req->flags & (ORCH__SPAWN_PGROUP | ORCH__SPAWN_SETSID)) != 0;
   c->pgid = c->group ? pid : (req->flags & ORCH__SPAWN_JOIN_PGROUP) ? req->pgid : getpgrp();
+  c->pidfd = -1;
   table_add(st, c);
+  if (pidfd >= 0) pidfd_watch(st, c, pidfd);
   return pid;
 }
 
@@ -738,9 +995,21 @@ static void waits_clear(proc_state *st) {
 
 static void state_free(uv_handle_t *h) {
   proc_state *st = h->data;
+  if (--st->nopen > 0) return;
+  nstates--;
   kept_clear(st);
   free(st->buckets);
   free(st);
+}
+
+/* Closes the handles (then state_free frees st) and the epoll set. */
+static void state_close(proc_state *st) {
+  st->nopen = 2 + st->haspoll;
+  uv_close((uv_handle_t *)&st->sigchld, state_free);
+  uv_close((uv_handle_t *)&st->walker, state_free);
+  if (st->haspoll) uv_close((uv_handle_t *)&st->pidpoll, state_free);
+  if (st->epfd >= 0) close(st->epfd);
+  st->epfd = -1;
 }
 
 /* The Lua state may already be closed here: no Lua. */
@@ -752,8 +1021,12 @@ static void proc_close_hook(orch_runtime *rt, void *data) {
   if (st->devnull >= 0) close(st->devnull);
   st->devnull = -1;
   waits_clear(st);
+  /* The children still registered keep running; their pidfds go. */
+  for (size_t i = 0; i <= st->mask; i++)
+    for (orch__child *c = st->buckets[i]; c; c = c->next)
+      if (c->pidfd >= 0) { close(c->pidfd); c->pidfd = -1; }
   uv_signal_stop(&st->sigchld);
-  uv_close((uv_handle_t *)&st->sigchld, state_free);
+  state_close(st);
 }
 
 /* In a fork child: every child in the table belongs to the parent. */
@@ -764,19 +1037,42 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
     while (c) {
       orch__child *next = c->next;
       c->next = NULL;
+      if (c->pidfd >= 0) close(c->pidfd);   /* this process's copy */
+      c->pidfd = -1;
       if (c->on_forget) c->on_forget(c);
       c = next;
     }
     st->buckets[i] = NULL;
   }
   st->count = 0;
+  st->npidfd = 0;
   st->init_on = 0;
   /* Their exits and the tasks waiting for groups are the parent's. */
   kept_clear(st);
   waits_clear(st);
-  /* The runtime stopped every handle; the child reaps its own children. */
+  /* The runtime stopped every handle; the child reaps its own children.
+   * The epoll set is the parent's (an inherited epoll fd is the same set):
+   * a new one takes its number, so the poll handle watches it. */
   uv_signal_start(&st->sigchld, on_sigchld, SIGCHLD);
   uv_unref((uv_handle_t *)&st->sigchld);
+  chld_wrap();
+  /* Not a subreaper after fork(2); no child yet; the ring goes on. */
+  st->tail = atomic_load(&ring_head);
+  st->ncb = st->nrec = 0;
+  memset(st->owed, 0, sizeof st->owed);
+  st->orphans = st->stops = 0;
+  if (st->epfd >= 0) {
+    int fd = epoll_create1(EPOLL_CLOEXEC);
+    if (fd < 0 || dup3(fd, st->epfd, O_CLOEXEC) < 0) {
+      /* No set of its own: the child's children are reaped by the walk. */
+      uv_poll_stop(&st->pidpoll);
+      close(st->epfd);
+      st->epfd = -1;
+    } else {
+      uv_poll_start(&st->pidpoll, UV_READABLE, on_pidfd);
+    }
+    if (fd >= 0) close(fd);
+  }
 }
 
 int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
@@ -793,11 +1089,29 @@ int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
   st->waits.prev = st->waits.next = &st->waits;
   uv_signal_init(loop, &st->sigchld);
   st->sigchld.data = st;
+  uv_check_init(loop, &st->walker);
+  st->walker.data = st;
+  uv_unref((uv_handle_t *)&st->walker);
+  /* Without an epoll set (or a poll handle on it) every exit goes to the
+   * walk, as before pidfds. */
+  st->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (st->epfd >= 0 && uv_poll_init(loop, &st->pidpoll, st->epfd) == 0) {
+    st->haspoll = 1;
+    st->pidpoll.data = st;
+    uv_poll_start(&st->pidpoll, UV_READABLE, on_pidfd);
+    uv_unref((uv_handle_t *)&st->pidpoll);
+  } else if (st->epfd >= 0) {
+    close(st->epfd);
+    st->epfd = -1;
+  }
+  nstates++;
+  st->tail = atomic_load(&ring_head);
   int r = uv_signal_start(&st->sigchld, on_sigchld, SIGCHLD);
   if (r < 0) {
-    uv_close((uv_handle_t *)&st->sigchld, state_free);
+    state_close(st);
     return r;
   }
+  chld_wrap();
   uv_unref((uv_handle_t *)&st->sigchld);
   *slot = st;
   orch__on_close(rt, proc_close_hook, st);

@@ -1,0 +1,164 @@
+-- Reaping (src/process.c): a child orch spawns is reaped through its pidfd,
+-- without the kernel's walk over every child of orch; orphans, forks and
+-- children without a pidfd (past the fd limit's spare) by the walk after
+-- SIGCHLD. Real processes, real signals, real fd limits.
+local h = require "spec.helper"
+local orch = h.orch
+
+local prog = h.progs .. "/prog_proc"
+local eventually = h.eventually
+
+-- The pidfds process pid holds (links "anon_inode:[pidfd]" in /proc/PID/fd).
+local function pidfds(pid)
+  local out = h.sh("ls -l /proc/" .. (pid or orch.getpid()) .. "/fd 2>/dev/null | grep -c 'pidfd' || true")
+  return tonumber(out) or 0
+end
+
+after_each(function()
+  assert.are.same({}, h.children())
+end)
+
+describe("reaping", function()
+  -- In an orch of its own: this process has been a subreaper and had other
+  -- children (either can make a SIGCHLD walk).
+  it("reaps spawned children through their pidfds without a walk; a stop makes one and is reported", function()
+    local script = h.script(string.format([[
+      local prog = %q
+      local r0 = orch.proc.reaper()
+      local ps = {}
+      for i = 1, 50 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
+      print("pidfds", orch.proc.reaper().pidfds - r0.pidfds)
+      for i = 1, 50 do assert(ps[i]:kill("KILL")) end
+      for i = 1, 50 do assert(select(2, ps[i]:wait()) == "KILL") end
+      local r = orch.proc.reaper()
+      print("exits", r.walks - r0.walks, r.pidfd_exits - r0.pidfd_exits, r.walk_exits - r0.walk_exits, r.pidfds)
+      -- A stop is not an exit: found by the walk, and reported.
+      local p = assert(orch.spawn { prog, "sleep", "100" })
+      local stopped
+      p:on_stop(function(sig) stopped = sig end)
+      assert(p:kill("STOP"))
+      for _ = 1, 3000 do if stopped then break end orch.sleep(0.01) end
+      print("stop", stopped, (p:status()), orch.proc.reaper().walks > r.walks)
+      assert(p:kill("KILL"))
+      print("end", select(2, p:wait()), orch.proc.reaper().children, orch.proc.reaper().pidfds)
+    ]], prog))
+    local code, out, err = h.cli { "run", script }
+    assert.are.equal(0, code, err)
+    assert.are.equal(table.concat({
+      "pidfds\t50",
+      "exits\t0\t50\t0\t0",          -- no walk, 50 exits through pidfds
+      "stop\tSTOP\tstopped\ttrue",
+      "end\tKILL\t0\t0", "" }, "\n"), out)
+  end)
+
+  it("orch.proc.reaper takes no argument", function()
+    h.check_raises {
+      { function() orch.proc.reaper(1) end, "bad argument #1 to 'reaper'" },
+    }
+  end)
+
+  it("reaps 200 children that end at once, each through its own pidfd, each status to its process", function()
+    h.run(function()
+      local before = pidfds()
+      local ps = {}
+      for i = 1, 200 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
+      assert.are.equal(before + 200, pidfds())
+      for i = 1, 200 do assert.is_true(ps[i]:kill("KILL")) end
+      for i = 1, 200 do assert.are.same({ nil, "KILL" }, { ps[i]:wait() }) end
+      assert.are.equal(before, pidfds())
+      assert.are.equal(0, h.zombies())
+    end, 60)
+  end)
+
+  it("reaps an orphan that ends while services end, and reports it", function()
+    h.run(function()
+      assert(orch.proc.subreaper(true))
+      local got = {}
+      local watch = orch.proc.on_orphan_exit(function(pid, code, sig) got[pid] = sig or code end)
+      -- A double fork: the daemon is reparented to this process.
+      local d = assert(orch.spawn { prog, "daemon", "100", "0", stdout = "pipe" })
+      local orphan = tonumber(d.stdout:read_line())
+      d.stdout:close()
+      assert.are.same({ 0, nil }, { d:wait() })
+      eventually(function() return orch.proc.info(orphan).ppid == orch.getpid() end, "daemon adopted")
+      local ps = {}
+      for i = 1, 50 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
+      assert.is_true(orch.kill(orphan, "KILL"))
+      for i = 1, 50 do assert.is_true(ps[i]:kill("KILL")) end
+      for i = 1, 50 do assert.are.same({ nil, "KILL" }, { ps[i]:wait() }) end
+      eventually(function() return got[orphan] end, "the orphan's exit reported")
+      assert.are.equal("KILL", got[orphan])
+      eventually(function() return h.zombies() == 0 end, "no zombie left")
+      watch:stop()
+      assert(orch.proc.subreaper(false))
+    end, 60)
+  end)
+
+  it("at a low fd limit: children past the spare fds get no pidfd, a spawn at a full fd table starts, all are reaped", function()
+    local dir = h.tmpdir()
+    local script = h.script(string.format([[
+      local orch = require "orch"
+      local function pidfds()
+        local p = io.popen("ls -l /proc/" .. orch.getpid() .. "/fd | grep -c pidfd")
+        local n = tonumber(p:read("a")) or 0
+        p:close()
+        return n
+      end
+      local ps = {}
+      for i = 1, 200 do ps[i] = assert(orch.spawn { %q, "sleep", "100" }) end
+      print("pidfds", pidfds())
+      -- Every fd taken: clone3 cannot make a pidfd (EMFILE).
+      local held = {}
+      while true do
+        local f = io.open("/dev/null")
+        if not f then break end
+        held[#held + 1] = f
+      end
+      local extra, err = orch.spawn { %q, "sleep", "100" }
+      print("full", #held > 0 and extra and "started" or tostring(err))
+      for _, f in ipairs(held) do f:close() end
+      if extra then ps[#ps + 1] = extra end
+      for _, p in ipairs(ps) do p:kill("KILL") end
+      local n = 0
+      for _, p in ipairs(ps) do
+        local _, sig = p:wait()
+        if sig == "KILL" then n = n + 1 end
+      end
+      print("reported", n, #ps, pidfds())
+    ]], prog, prog))
+    local out = h.sh(string.format("cd %s && prlimit --nofile=200:200 %s run %s 2>&1",
+      h.shquote(dir), h.shquote(h.bin), h.shquote(script)))
+    local n = tonumber(out:match("pidfds\t(%d+)"))
+    assert.is_not_nil(n, out)
+    -- Some children have a pidfd, the rest (past the spare fds) none.
+    assert.is_true(n > 0 and n < 200, out)
+    assert.matches("full\tstarted", out, 1, true)
+    assert.matches("reported\t201\t201\t0", out, 1, true)
+  end)
+
+  it("a supervisor stopping on SIGTERM reaps every service that ends during its stop", function()
+    local dir = h.tmpdir()
+    local token = string.format("reap_%d_%d", orch.getpid(), os.time())
+    local script = h.script(string.format([[
+      local sup = require "orch.supervisor"
+      sup.configure { runtime_dir = %q }
+      for i = 1, 30 do sup.service { name = "s" .. i, cmd = { %q, "sleep", "300" } } end
+      sup.run()
+      assert(sup.wait("all", "running", 60))
+      io.open(%q, "w"):close()
+    ]], dir, prog, dir .. "/up"))
+    h.run(function()
+      local p = assert(orch.spawn { h.bin, "run", script, stdout = "null", stderr = dir .. "/err",
+        env = { ORCH_SPEC_RUN = token, ORCH_SOCKET = dir .. "/ctl.sock" } })
+      eventually(function() return io.open(dir .. "/up") ~= nil end, "30 services running", 60)
+      eventually(function() return #h.leftovers(token) >= 30 end, "30 service processes")
+      assert.is_true(p:kill("TERM"))
+      assert.are.same({ 0, nil }, { p:wait() })
+      local err = h.slurp(dir .. "/err")
+      local stopped = 0
+      for _ in err:gmatch("s%d+: stopped") do stopped = stopped + 1 end
+      assert.are.equal(30, stopped, err)
+      assert.are.same({}, h.leftovers(token))
+    end, 90)
+  end)
+end)
