@@ -209,6 +209,8 @@ describe("orch.cgroup", function()
         local p = assert(orch.spawn { "sleep", "60", cgroup = cg })
         assert.is_true(cg:populated())
         local n0, w0 = fds(), watches()
+        -- p's pidfd (the reaper's) is among n0 until p is reaped.
+        local pidfds0 = orch.proc.reaper().pidfds
         local got
         local t = orch.task(function() got = { cg:wait_empty(20) } end)
         orch.sleep(0)
@@ -225,6 +227,7 @@ describe("orch.cgroup", function()
         t:join()
         assert.are.same({ true }, got)
         p:wait()
+        n0 = n0 - (pidfds0 - orch.proc.reaper().pidfds)
         h.eventually(function() return fds() == n0 end, "the waiter's fd closed")
         -- Already empty: no watch at all.
         assert.is_true(cg:wait_empty(0))
