@@ -28,7 +28,7 @@
  *   int populated, frozen;
  *   orch__cg_events(&cg, &populated, &frozen);  // watch cg.fs[0]/cgroup.events
  *   orch__cg_kill(&cg, SIGKILL, 0, NULL, 0);  // cgroup.kill, or every pid
- *   ... wait for populated 0 (inotify on cgroup.events, l_cgroup.c) ...
+ *   ... wait for populated 0 (poll cgroup.events for POLLPRI, l_cgroup.c) ...
  *   orch__cg_remove(&cg, 0);                  // rmdir v2 and the mirrors
  *   orch__cg_close(&cg);
  *

@@ -179,10 +179,12 @@ static void on_event(uv_fs_event_t *h, const char *file, int events, int status)
   on_change(h->data);
 }
 
-/* A poll error (UV_EBADF: the kernel said POLLERR without POLLPRI) leaves
- * the read to tell: it fails for a cgroup that is gone. */
+/* A poll error (UV_EBADF: the kernel said POLLERR without POLLPRI, which
+ * cgroupfs does not do; libuv stopped the handle) leaves the read to tell:
+ * it fails for a cgroup that is gone; otherwise the poll goes on. */
 static void on_poll(uv_poll_t *h, int status, int events) {
-  (void)status, (void)events;
+  (void)events;
+  if (status < 0) uv_poll_start(h, UV_PRIORITIZED, on_poll);
   on_change(h->data);
 }
 
