@@ -99,6 +99,30 @@ describe("orch.private", function()
     assert.are.equal("a\nb\n", h.slurp(path))
   end)
 
+  it("append on a full disk adds all of data or none of it (ENOSPC), never half a line", function()
+    local mnt = dir .. "/mnt"
+    assert(os.execute("mkdir " .. mnt .. " && mount -t tmpfs -o size=64k,mode=0700 tmpfs " .. mnt))
+    local ok, err = pcall(function()
+      local path = mnt .. "/journal"
+      assert.is_true(orch.private.append(path, "first\n"))
+      -- Every block taken but the rest of the journal's first page.
+      os.execute("dd if=/dev/zero of=" .. mnt .. "/filler bs=4096 2>/dev/null")
+      assert.are.equal("0", h.sh("stat -f -c %a " .. mnt))
+      -- 2000 bytes fit the page; then 3000 do not: the disk takes the first
+      -- 2090 of them, which are cut off again.
+      local a, b = string.rep("a", 1999) .. "\n", string.rep("b", 2999) .. "\n"
+      assert.is_true(orch.private.append(path, a))
+      assert.are.same({ nil, "private.append: no space left on device", "ENOSPC" }, { orch.private.append(path, b) })
+      assert.are.equal("first\n" .. a, h.slurp(path))
+      -- Space again: the next append starts on a whole line.
+      os.remove(mnt .. "/filler")
+      assert.is_true(orch.private.append(path, b))
+      assert.are.equal("first\n" .. a .. b, h.slurp(path))
+    end)
+    if not os.execute("umount " .. mnt) then os.execute("umount -l " .. mnt) end
+    if not ok then error(err, 0) end
+  end)
+
   it("append never waits on a FIFO, with or without a reader, and appends to no file it would not read", function()
     local fifo = dir .. "/fifo"
     assert(os.execute("mkfifo -m 600 " .. h.shquote(fifo)))

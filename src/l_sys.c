@@ -264,7 +264,8 @@ static const char *file_kind(mode_t m) {
  * socket, a device) is never waited on: the open does not block
  * (O_NONBLOCK: a FIFO without a reader fails with ENXIO, one with a reader
  * is refused before anything is written). Else nil, "private.append: PATH
- * is a FIFO (refused)", "EPERM". */
+ * is a FIFO (refused)", "EPERM". All of data or nothing: a short write (a
+ * full disk) is cut off again, and fails with ENOSPC. */
 static int private_append(lua_State *L) {
   size_t plen, len;
   const char *path = luaL_checklstring(L, 1, &plen);
@@ -298,7 +299,11 @@ static int private_append(lua_State *L) {
   }
   ssize_t n;
   do n = write(fd, data, len); while (n < 0 && errno == EINTR);
-  int e = n < 0 ? errno : (size_t)n != len ? EIO : 0;
+  int e = n < 0 ? errno : (size_t)n != len ? ENOSPC : 0;
+  /* A full disk took only the start of data: cut it off again, so that
+   * the file never ends in half a line (the size before the write is
+   * where it began: only orch, holding its socket's lock, appends). */
+  if (n > 0 && (size_t)n != len && ftruncate(fd, st.st_size) < 0) e = errno;
   close(fd);
   if (e) return orch__fail(L, "private.append", e);
   lua_pushboolean(L, 1);

@@ -624,7 +624,7 @@ append_journal = function(S, P, text)
     P.jstale, P.jbytes = nil, 0
   end
   if P.jbytes == 0 then text = string.format("#gen %d\n", P.gen) .. text end
-  local ok, err = orch.private.append(P.journal_path, text)
+  local ok, err, code = orch.private.append(P.journal_path, text)
   if ok then
     P.jbytes = P.jbytes + #text
     if P.journal_failed then
@@ -636,7 +636,10 @@ append_journal = function(S, P, text)
   -- The record is written whole at the next sync instead (the changes are
   -- in P.frags), and what append refused at the path (a FIFO, a symbolic
   -- link, another user's file) is removed then, or before the next append.
-  P.record_bytes, P.jstale = nil, true
+  -- A journal that only lacked room (a full disk: append wrote nothing)
+  -- keeps its lines, which the record on file lacks until that write.
+  P.record_bytes = nil
+  if code == "EPERM" then P.jstale = true end
   if not P.journal_failed then
     P.journal_failed = true
     S:log("cannot write the state journal: " .. tostring(err) .. "; the state record is written whole instead")
