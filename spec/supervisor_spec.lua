@@ -556,10 +556,15 @@ describe("supervisor status and control", function()
         assert.are.equal(want, s.tail("envr")[n])
       end
       line(1, "a x envr 1 /tmp")
+      -- The options are kept from the first restart on, and used again.
+      assert.is_nil(s.instance("envr").spawn_opts)
       crash()
       line(2, "a x envr 1 /tmp")
+      local kept = s.instance("envr").spawn_opts
+      assert.is_table(kept)
       crash()
       line(3, "a x envr 1 /tmp")
+      assert.are.equal(kept, s.instance("envr").spawn_opts)
       s.configure { env = { SUP_VAR = "b" } }
       crash()
       line(4, "b x envr 1 /tmp")
