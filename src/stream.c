@@ -308,18 +308,39 @@ static int ensure_space(score *s, size_t want) {
  * output) took a 64 KiB block from the heap and gave it back, and finding
  * one in the heap of a supervisor of 10,000 services is a malloc's slow
  * path. libuv calls alloc_cb and read_cb in pairs with nothing between
- * them, so one buffer a thread serves every stream (a thread that never
- * reads never touches its pages). */
-static _Thread_local char first_read[READ_CHUNK];
+ * them, so one buffer a thread serves every stream. It is allocated at the
+ * thread's first read and freed when the thread ends: a _Thread_local
+ * array is zeroed at every thread's start, so its 64 KiB were resident in
+ * every process of this binary (the fd holder and `orch ctl` too). */
+static _Thread_local char *first_read;
+static pthread_key_t first_read_key;
+static pthread_once_t first_read_once = PTHREAD_ONCE_INIT;
+static int first_read_keyed;
+
+static void first_read_key_make(void) {
+  first_read_keyed = pthread_key_create(&first_read_key, free) == 0;
+}
+
+/* The thread's read buffer, or NULL without memory. */
+static char *first_read_buffer(void) {
+  if (!first_read) {
+    pthread_once(&first_read_once, first_read_key_make);
+    first_read = malloc(READ_CHUNK);
+    if (first_read && first_read_keyed) pthread_setspecific(first_read_key, first_read);
+  }
+  return first_read;
+}
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   score *s = h->data;
   (void)suggested;
   if (s->len == s->off) {
     if (s->buf) consume(s, 0);                  /* an empty buffer goes */
-    buf->base = first_read;
-    buf->len = READ_CHUNK;
-    return;
+    buf->base = first_read_buffer();
+    if (buf->base) {
+      buf->len = READ_CHUNK;
+      return;
+    }
   }
   if (ensure_space(s, READ_CHUNK) < 0) {
     buf->base = NULL;
@@ -341,7 +362,7 @@ static void cb_dispatch(score *s);
 
 static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   score *s = h->data;
-  if (nread > 0 && buf->base == first_read) {
+  if (nread > 0 && first_read && buf->base == first_read) {
     if (ensure_space(s, (size_t)nread) < 0) {
       s->rerr = UV_ENOMEM;
       read_stop(s);
