@@ -283,16 +283,30 @@ local function client(P)
   return P.dgram
 end
 
+-- orch's own start time (its identity beside its pid), read once per
+-- process: at the fd limit /proc cannot be opened, and it never changes.
+local own = {}
+local function own_start()
+  local pid = orch.getpid()
+  if own.pid ~= pid then
+    local info = orch.proc.info(pid)
+    if not info then return nil end
+    own.pid, own.start = pid, info.start_time
+  end
+  return own.start
+end
+
 -- Asks the holder at P.holder_path for what it holds (we are its orch from
 -- now on). Task only. Returns name -> { pid, start, stream }, or nil, why.
 local function hello(P, h)
   local d, err = client(P)
   if not d then return nil, err end
-  local me = orch.proc.info(orch.getpid())
+  local start = own_start()
+  if not start then return nil, "cannot read orch's own start time" end
   local deadline = orch.now() + HOLDER_WAIT
   -- A holder that has just started may not have bound its socket yet.
   while true do
-    local ok, serr, code = d:send(ctl().encode{ op = "hello", pid = orch.getpid(), start = me.start_time }, P.holder_path)
+    local ok, serr, code = d:send(ctl().encode{ op = "hello", pid = orch.getpid(), start = start }, P.holder_path)
     if ok then break end
     if (code ~= "ENOENT" and code ~= "ECONNREFUSED" and code ~= "EAGAIN") or orch.now() > deadline
        or not holder_alive(h) then
@@ -333,8 +347,12 @@ end
 
 local function spawn_holder(S, P)
   local exe = orch.exepath()
-  local me = orch.proc.info(orch.getpid())
-  local p, err = orch.spawn{ exe, "fdholder", P.holder_path, tostring(orch.getpid()), tostring(me.start_time),
+  local start = own_start()
+  if not start then
+    S:log("cannot start the fd holder: cannot read orch's own start time")
+    return nil
+  end
+  local p, err = orch.spawn{ exe, "fdholder", P.holder_path, tostring(orch.getpid()), tostring(start),
     setsid = true, stdin = "null", stdout = "null" }
   if not p then
     S:log("cannot start the fd holder: " .. tostring(err))
@@ -476,14 +494,12 @@ function persist.sync(S)
   local t0 = orch.now()
   local lines = collect(S, P)
   local again = not sync_holder(S, P)
-  if not P.me then P.me = orch.proc.info(orch.getpid()) end
-  local me = P.me
   local created = {}
   for k in pairs(S.created_tables) do created[#created + 1] = k end
   table.sort(created)
   local h = P.holder
   local head = string.format('"orch":{"pid":%d,"start":%s},%s"heartbeat_tables":[%s],"instances":[',
-    orch.getpid(), jnum(me and me.start_time),
+    orch.getpid(), jnum(own_start()),
     h and string.format('"holder":{"pid":%d,"start":%s},', h.pid, jnum(h.start)) or "",
     table.concat(created, ","))
   local nbytes = 0
@@ -791,10 +807,10 @@ function persist.recover(S)
     P.jbytes, P.jstale = #jtext, nil
   end
   local prev = type(rec.orch) == "table" and rec.orch or {}
-  local me = orch.proc.info(orch.getpid())
+  local start = own_start()
   -- After `orch ctl reexec` (the same process), the hand-over has the
   -- processes; the record only names the holder.
-  local reexec = S.inherited or (prev.pid == orch.getpid() and prev.start == me.start_time)
+  local reexec = S.inherited or (prev.pid == orch.getpid() and start ~= nil and prev.start == start)
   if not reexec and same_process(prev.pid, prev.start) then
     -- The lock beside the socket keeps a second orch out; this is only
     -- reached without it.
