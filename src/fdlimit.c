@@ -90,3 +90,7 @@ int orch__fd_headroom_short(int fd) {
 void orch__child_nofile(void) {
   if (nofile_raised) setrlimit(RLIMIT_NOFILE, &nofile_orig);
 }
+
+const struct rlimit *orch__nofile_orig(void) {
+  return nofile_raised ? &nofile_orig : NULL;
+}

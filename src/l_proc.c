@@ -329,12 +329,22 @@ static void spawn_spawned(lua_State *L, int idx, pid_t pid) {
   close_streams(L, idx);
 }
 
+static void spawn_forget(lua_State *L, int idx) {
+  process *p = lua_touserdata(L, idx);
+  luaL_unref(L, LUA_REGISTRYINDEX, p->anchor);
+  p->anchor = LUA_NOREF;
+}
+
 static const orch__spawn_object process_spawn = {
-  spawn_push, spawn_set_stdio, spawn_anchor, spawn_spawned
+  spawn_push, spawn_set_stdio, spawn_anchor, spawn_spawned, spawn_forget
 };
 
 static int proc_spawn(lua_State *L) {
   return orch__spawn_lua(L, &process_spawn);
+}
+
+static int proc_spawn_begin(lua_State *L) {
+  return orch__spawn_begin_lua(L, &process_spawn);
 }
 
 static int process_wait(lua_State *L) {
@@ -746,7 +756,7 @@ int orch__open_proc(lua_State *L) {
   lua_pop(L, 1);
 
   static const luaL_Reg fns[] = {
-    {"spawn", proc_spawn}, {"getpid", proc_getpid}, {"getppid", proc_getppid},
+    {"spawn", proc_spawn}, {"spawn_begin", proc_spawn_begin}, {"getpid", proc_getpid}, {"getppid", proc_getppid},
     {"wait_group", proc_wait_group}, {"wait_any", proc_wait_any},
     {NULL, NULL}
   };

@@ -158,6 +158,46 @@ typedef struct {
  * "setgroups", "setrlimit", "setpriority", "sched_setaffinity", "ioprio_set",
  * "setsid", "setpgid", "dup", "clone". Sets c->pgid. Nothing is
  * registered then and the failed child is already reaped. Loop thread only. */
+/* A started spawn (orch__spawn_start): the caller's memory, which must
+ * stay where it is, with the request it was started with and everything
+ * that request points to, until orch__spawn_settle (or the reaper) settled
+ * it. The fields are private. */
+typedef struct orch__spawn_job orch__spawn_job;
+struct orch__spawn_job {
+  const orch__spawn_req *req;
+  const char *path;               /* search path, or NULL for no search */
+  volatile int err;               /* the child's failure (errno), its step */
+  const char *volatile step;
+  int ncg;                        /* how many of req->cgroup_fds to write */
+  int cleared;                    /* born with CLONE_CLEAR_SIGHAND */
+  int nign;                       /* how many ignored signals to reset */
+  const struct rlimit *nofile;    /* RLIMIT_NOFILE to give back, or NULL */
+  volatile unsigned long long born;   /* CLOCK_BOOTTIME, the child's first act */
+  unsigned long long born0;       /* CLOCK_BOOTTIME before the clone */
+  volatile int tid;               /* 1 until the child's exec or exit */
+  int state;
+  pid_t pid, owner;
+  char *stack;
+  orch__child *child;
+  orch__spawn_job *next, **pprev;
+};
+
+/* Starts a spawn without waiting for the child's exec: clone3 with CLONE_VM
+ * but not CLONE_VFORK, the child on a stack of its own, making only raw
+ * system calls (x86-64, Linux 5.5+). Returns the child's pid (the spawn is
+ * pending: settle it), -ENOSYS where this cannot be done (use orch__spawn;
+ * nothing was started), or another -errno with *step "clone" (nothing was
+ * started). c is registered when the spawn settles, before the reaper takes
+ * any status (the reaper settles every pending spawn first). Loop thread. */
+int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_job *job,
+                      orch__child *c, const char **step);
+/* Waits for a pending spawn's child to exec or fail (as long as orch__spawn
+ * would have waited), if it has not yet. Returns what orch__spawn would have
+ * returned: the pid (c registered) or -errno and *step. Any number of times. */
+int orch__spawn_settle(orch_runtime *rt, orch__spawn_job *job, const char **step);
+/* Whether a job was started and has not settled yet. */
+int orch__spawn_pending(const orch__spawn_job *job);
+
 /* 1 once a spawn was born in its cgroup through clone3 CLONE_INTO_CGROUP
  * (the child then never needs the v2 cgroup.procs fd of the fallback). */
 int orch__spawn_into_cgroup_works(void);

@@ -27,6 +27,13 @@
  * what a close-on-exec error pipe would carry, without the fd and the three
  * extra system calls). Credentials change with raw system calls: glibc's
  * setuid() would broadcast to the parent's threads, whose memory we share.
+ * A started spawn (orch__spawn_start, for orch.spawn_begin) is the same
+ * child without CLONE_VFORK: orch goes on while it runs in orch's memory,
+ * so the child writes nothing of orch's (no errno: every call is a raw
+ * system call on x86-64, the only place this is done), and the job, its
+ * stack and its request stay put until the kernel's CLONE_CHILD_CLEARTID
+ * futex says the child has exec'd or exited; the job then settles (the
+ * child registered, or reaped), at the latest when the reaper runs.
  *
  * No Lua here. What may block: nothing (the parent is suspended only until
  * the child has exec'd or failed; /proc reads of the safe kill are short).
@@ -44,6 +51,7 @@
 #include <string.h>
 #include <stdatomic.h>
 #include <sys/epoll.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -96,6 +104,9 @@ typedef struct {
   size_t mask;                /* nbuckets - 1 */
   size_t count;
   char *stack;                /* the spawner's child stack, made on first use */
+  orch__spawn_job *jobs;      /* started spawns not settled yet (the callers') */
+  char *stacks[4];            /* their stacks, kept for the next ones */
+  int nstacks;
   int devnull;                /* cached /dev/null (close-on-exec) or -1 */
   orch__orphan_fn on_orphan;  /* adopted orphans' statuses go here */
   void *orphan_data;
@@ -456,6 +467,8 @@ static void dispatch_exit(proc_state *st, pid_t pid, int status, const struct ru
   }
 }
 
+static void jobs_settle(proc_state *st);
+
 /* The walk: wait4(-1) makes the kernel look at each of orch's children in
  * turn (1 us at 100 children, 0.3-1.3 ms at 10,000: scripts/bench.d/
  * waitwalk.c), so it runs only when SIGCHLD came, once per loop turn.
@@ -463,6 +476,9 @@ static void dispatch_exit(proc_state *st, pid_t pid, int status, const struct ru
  * stays in the table and its on_stop hears of them; an adopted orphan's are
  * not exits and go nowhere. */
 static void reap(proc_state *st) {
+  /* A started spawn's child is registered once it has exec'd: before any
+   * status is taken, so that none of them is taken for an orphan's. */
+  jobs_settle(st);
   for (;;) {
     int status;
     struct rusage ru;
@@ -573,16 +589,10 @@ int orch__proc_devnull(orch_runtime *rt) {
 
 /* ---------------------------------------------------------------- spawner */
 
-typedef struct {
-  const orch__spawn_req *req;
-  const char *path;          /* search path, or NULL for no search */
-  volatile int err;
-  const char *volatile step;
-  int ncg;                   /* how many of req->cgroup_fds to write */
-  volatile unsigned long long born;   /* CLOCK_BOOTTIME, the child's first act */
-  int cleared;               /* born with CLONE_CLEAR_SIGHAND: only the
-                              * ignored signals are left to reset */
-} spawn_ctx;
+/* A spawn's state (proc.h's orch__spawn_job): the child reads it and writes
+ * err, step and born; a started spawn's parent reads them once the child
+ * has exec'd or failed. */
+typedef orch__spawn_job spawn_ctx;
 
 /* Tries file in each directory of path like execvp (no /bin/sh fallback).
  * Returns only on failure, with errno set. */
@@ -632,7 +642,8 @@ int orch__raw_sigaction(int sig, const orch__ksigaction *act, orch__ksigaction *
  * spawn asks (inherited from orch's parent, or SIGPIPE, ignored by orch),
  * and those ignored since through orch__proc_ignored. One list for the
  * process, as dispositions are; a signal listed that is no longer ignored
- * costs the child one needless reset. */
+ * costs the child one needless reset. Entries are only ever appended: a
+ * started child reads the first nign of them while orch may add more. */
 static int ign_sigs[NSIG];
 static int ign_count = -1;          /* -1: not looked at yet */
 
@@ -646,96 +657,158 @@ void orch__proc_ignored(int sig) {
   if (ign_count >= 0 && sig > 0 && sig < NSIG) ign_add(sig);
 }
 
-/* Never returns: exit_group through syscall() so no sanitizer runtime sees a
- * noreturn call on a foreign stack. */
-static void child_fail(spawn_ctx *x, const char *step) {
-  x->err = errno ? errno : EINVAL;
+#if defined(__x86_64__) && defined(SYS_clone3)
+#define HAVE_CLONE3_INTO 1
+#endif
+
+/* The child's system calls. A started spawn's child (orch__spawn_start)
+ * runs beside orch in orch's memory, on orch's thread-local storage: it
+ * must not write errno, nor enter a sanitizer's interceptor, so on x86-64
+ * it calls the kernel itself and gets -errno back. */
+#ifdef HAVE_CLONE3_INTO
+__attribute__((no_sanitize("address", "undefined")))
+static inline long rsys(long n, long a, long b, long c, long d) {
+  register long r10 __asm__("r10") = d;
+  long ret;
+  __asm__ volatile("syscall"
+                   : "=a"(ret)
+                   : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
+                   : "rcx", "r11", "memory");
+  return ret;
+}
+#else
+static long rsys(long n, long a, long b, long c, long d) {
+  long r = syscall(n, a, b, c, d);
+  return r < 0 ? -errno : r;
+}
+#endif
+#define RSYS(n, a, b, c, d) rsys((n), (long)(a), (long)(b), (long)(c), (long)(d))
+#define CHILD_CODE __attribute__((no_sanitize("address", "undefined"), noinline))
+
+/* Never returns. */
+CHILD_CODE static void child_fail(spawn_ctx *x, const char *step, long r) {
+  x->err = r < 0 ? (int)-r : EINVAL;
   x->step = step;
-  for (;;) syscall(SYS_exit_group, 127);
+  for (;;) RSYS(SYS_exit_group, 127, 0, 0, 0);
 }
 
-static unsigned long long boot_ns(void);
+/* orch__exec_search with the kernel's calls and no library function (the
+ * byte copies go through a volatile pointer so that no memcpy is made of
+ * them). Returns -errno. */
+CHILD_CODE static long child_exec(const char *file, const char *path, char *const argv[],
+                                  char *const envp[]) {
+  const char *f = file;
+  while (*f && *f != '/') f++;
+  if (!path || *f) return RSYS(SYS_execve, file, argv, envp, 0);
+  size_t flen = (size_t)(f - file);
+  char buf[PATH_MAX];
+  int eacces = 0;
+  const char *p = path;
+  for (;;) {
+    const char *e = p;
+    while (*e && *e != ':') e++;
+    size_t dlen = (size_t)(e - p);
+    if (dlen + flen + 2 <= sizeof buf) {
+      volatile char *o = buf;
+      for (size_t i = 0; i < dlen; i++) *o++ = p[i];
+      if (dlen) *o++ = '/';
+      for (size_t i = 0; i <= flen; i++) *o++ = file[i];
+      long r = RSYS(SYS_execve, buf, argv, envp, 0);
+      switch (-r) {
+        case EACCES: eacces = 1; break;
+        case ENOENT: case ENOTDIR: case ESTALE: case ENODEV: case ETIMEDOUT: break;
+        default: return r;
+      }
+    }
+    if (!*e) break;
+    p = e + 1;
+  }
+  return eacces ? -EACCES : -ENOENT;
+}
 
-static int spawn_child(void *arg) {
+CHILD_CODE static int spawn_child(void *arg) {
   spawn_ctx *x = arg;
-  x->born = boot_ns();        /* the end of the bracket around its start time */
+  struct timespec ts;
+  if (RSYS(SYS_clock_gettime, CLOCK_BOOTTIME, &ts, 0, 0) == 0)   /* the end of the bracket */
+    x->born = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
   const orch__spawn_req *r = x->req;
+  long e;
   /* Handlers of the parent must never run here (they would write into its
    * memory and its signal pipe), and ignored signals should not leak into
    * the new program: every disposition goes back to the default while all
    * signals are still blocked. With CLONE_CLEAR_SIGHAND the kernel has
    * reset the handlers already, and only the ignored signals are left. */
   if (x->cleared) {
-    for (int i = 0; i < ign_count; i++)
-      orch__raw_sigaction(ign_sigs[i], &orch__ksa_default, NULL);
+    for (int i = 0; i < x->nign; i++)
+      RSYS(SYS_rt_sigaction, ign_sigs[i], &orch__ksa_default, 0, _NSIG / 8);
   } else {
     for (int s = 1; s < NSIG; s++)
-      if (s != SIGKILL && s != SIGSTOP) orch__raw_sigaction(s, &orch__ksa_default, NULL);
+      if (s != SIGKILL && s != SIGSTOP) RSYS(SYS_rt_sigaction, s, &orch__ksa_default, 0, _NSIG / 8);
   }
 
   /* Into the cgroups before anything else: what the program does, and the
    * children it forks, are accounted and limited there. */
   for (int i = 0; i < x->ncg; i++)
-    if (write(r->cgroup_fds[i], "0", 1) < 0) child_fail(x, "cgroup");
+    if ((e = RSYS(SYS_write, r->cgroup_fds[i], "0", 1, 0)) < 0) child_fail(x, "cgroup", e);
 
   if (r->flags & ORCH__SPAWN_SETSID) {
-    if (setsid() < 0) child_fail(x, "setsid");
+    if ((e = RSYS(SYS_setsid, 0, 0, 0, 0)) < 0) child_fail(x, "setsid", e);
   } else if (r->flags & ORCH__SPAWN_PGROUP) {
-    if (setpgid(0, 0) < 0) child_fail(x, "setpgid");
+    if ((e = RSYS(SYS_setpgid, 0, 0, 0, 0)) < 0) child_fail(x, "setpgid", e);
   } else if (r->flags & ORCH__SPAWN_JOIN_PGROUP) {
-    if (setpgid(0, r->pgid) < 0) child_fail(x, "setpgid");
+    if ((e = RSYS(SYS_setpgid, 0, r->pgid, 0, 0)) < 0) child_fail(x, "setpgid", e);
   }
-  orch__child_nofile();
+  if (x->nofile) RSYS(SYS_prlimit64, 0, RLIMIT_NOFILE, x->nofile, 0);
   for (int i = 0; i < r->nrlimits; i++)
-    if (setrlimit((__rlimit_resource_t)r->rlimits[i].resource, &r->rlimits[i].lim) < 0)
-      child_fail(x, "setrlimit");
-  if (r->flags & ORCH__SPAWN_UMASK) umask(r->umask);
+    if ((e = RSYS(SYS_prlimit64, 0, r->rlimits[i].resource, &r->rlimits[i].lim, 0)) < 0)
+      child_fail(x, "setrlimit", e);
+  if (r->flags & ORCH__SPAWN_UMASK) RSYS(SYS_umask, r->umask, 0, 0, 0);
   if (r->flags & ORCH__SPAWN_NICE)
-    if (syscall(SYS_setpriority, PRIO_PROCESS, 0, r->nice) < 0) child_fail(x, "setpriority");
+    if ((e = RSYS(SYS_setpriority, PRIO_PROCESS, 0, r->nice, 0)) < 0) child_fail(x, "setpriority", e);
   if (r->flags & ORCH__SPAWN_AFFINITY)
-    if (syscall(SYS_sched_setaffinity, 0, sizeof(cpu_set_t), r->affinity) < 0)
-      child_fail(x, "sched_setaffinity");
+    if ((e = RSYS(SYS_sched_setaffinity, 0, sizeof(cpu_set_t), r->affinity, 0)) < 0)
+      child_fail(x, "sched_setaffinity", e);
   if (r->flags & ORCH__SPAWN_IOPRIO)
-    if (syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, r->ioprio) < 0)
-      child_fail(x, "ioprio_set");
+    if ((e = RSYS(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, r->ioprio, 0)) < 0)
+      child_fail(x, "ioprio_set", e);
 
   /* Only the fds asked for reach the program, even those orch itself was
-   * started with: everything above 2 becomes close-on-exec, and dup2 below
+   * started with: everything above 2 becomes close-on-exec, and dup3 below
    * clears the flag on the targets. */
-  syscall(SYS_close_range, 3u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */);
+  RSYS(SYS_close_range, 3u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */, 0);
 
   if (r->nfds > 0) {
     /* Move every source out of the way of every target first, so that a
-     * source that is also another mapping's target is not clobbered. */
+     * source that is also another mapping's target is not clobbered (and
+     * no source is its own target below). */
     int src[MAX_FDMAP];
     int maxt = 2;
     for (int i = 0; i < r->nfds; i++)
       if (r->fds[i].target > maxt) maxt = r->fds[i].target;
     for (int i = 0; i < r->nfds; i++) {
-      int s = r->fds[i].source;
+      long s = r->fds[i].source;
       if (s <= maxt) {
-        s = fcntl(s, F_DUPFD_CLOEXEC, maxt + 1);
-        if (s < 0) child_fail(x, "dup");
+        s = RSYS(SYS_fcntl, s, F_DUPFD_CLOEXEC, maxt + 1, 0);
+        if (s < 0) child_fail(x, "dup", s);
       }
-      src[i] = s;
+      src[i] = (int)s;
     }
     for (int i = 0; i < r->nfds; i++)
-      if (dup2(src[i], r->fds[i].target) < 0) child_fail(x, "dup");
+      if ((e = RSYS(SYS_dup3, src[i], r->fds[i].target, 0, 0)) < 0) child_fail(x, "dup", e);
   }
 
   if (r->flags & ORCH__SPAWN_GROUPS)
-    if (syscall(SYS_setgroups, (size_t)r->ngroups, r->groups) < 0) child_fail(x, "setgroups");
+    if ((e = RSYS(SYS_setgroups, r->ngroups, r->groups, 0, 0)) < 0) child_fail(x, "setgroups", e);
   if (r->flags & ORCH__SPAWN_SETGID)
-    if (syscall(SYS_setresgid, r->gid, r->gid, r->gid) < 0) child_fail(x, "setgid");
+    if ((e = RSYS(SYS_setresgid, r->gid, r->gid, r->gid, 0)) < 0) child_fail(x, "setgid", e);
   if (r->flags & ORCH__SPAWN_SETUID)
-    if (syscall(SYS_setresuid, r->uid, r->uid, r->uid) < 0) child_fail(x, "setuid");
-  if (r->cwd && chdir(r->cwd) < 0) child_fail(x, "chdir");
+    if ((e = RSYS(SYS_setresuid, r->uid, r->uid, r->uid, 0)) < 0) child_fail(x, "setuid", e);
+  if (r->cwd && (e = RSYS(SYS_chdir, r->cwd, 0, 0, 0)) < 0) child_fail(x, "chdir", e);
 
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
-  orch__exec_search(r->file, x->path, r->argv, r->envp ? r->envp : environ);
-  child_fail(x, "exec");
+  unsigned long none = 0;
+  RSYS(SYS_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none);
+  e = child_exec(r->file, x->path, r->argv, r->envp ? r->envp : environ);
+  child_fail(x, "exec", e);
   return 127;
 }
 
@@ -748,25 +821,25 @@ static int ensure_stack(proc_state *st) {
   return 0;
 }
 
-#if defined(__x86_64__) && defined(SYS_clone3)
-#define HAVE_CLONE3_INTO 1
+#ifdef HAVE_CLONE3_INTO
 #define CLEAR_SIGHAND 0x100000000ULL  /* CLONE_CLEAR_SIGHAND, Linux 5.5 */
 #define INTO_CGROUP 0x200000000ULL    /* CLONE_INTO_CGROUP, Linux 5.7 */
-/* clone3(CLONE_VM|CLONE_VFORK|flags) running fn(arg) on the given stack, in
- * the cgroup cgdir with INTO_CGROUP, as glibc's clone() does for clone(2)
- * (glibc exports no clone3). The child starts on the new stack with every
- * register but rax, rcx and r11 as the parent had them: it calls fn with
- * arg from r12/r13 and exits with its result; it never returns here.
- * Returns the pid or -errno. */
+/* clone3(CLONE_VM|flags) running fn(arg) on the given stack, in the cgroup
+ * cgdir with INTO_CGROUP, as glibc's clone() does for clone(2) (glibc
+ * exports no clone3); child_tid for CLONE_CHILD_CLEARTID. The child starts
+ * on the new stack with every register but rax, rcx and r11 as the parent
+ * had them: it calls fn with arg from r12/r13 and exits with its result; it
+ * never returns here. Returns the pid or -errno. */
 static long clone3_into(int (*fn)(void *), void *arg, char *stack, size_t size,
-                        unsigned long long flags, int cgdir, int *pidfd) {
+                        unsigned long long flags, int cgdir, int *pidfd, int *child_tid) {
   struct {
     unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
                        tls, set_tid, set_tid_size, cgroup;
   } ca;
   memset(&ca, 0, sizeof ca);
-  ca.flags = CLONE_VM | CLONE_VFORK | flags | (pidfd ? CLONE_PIDFD : 0);
+  ca.flags = CLONE_VM | flags | (pidfd ? CLONE_PIDFD : 0);
   ca.pidfd = pidfd ? (unsigned long long)(uintptr_t)pidfd : 0;
+  ca.child_tid = (unsigned long long)(uintptr_t)child_tid;
   ca.exit_signal = SIGCHLD;
   ca.stack = (unsigned long long)(uintptr_t)stack;
   ca.stack_size = size;
@@ -798,13 +871,14 @@ static long clone3_into(int (*fn)(void *), void *arg, char *stack, size_t size,
  * then reaped by the walk, never refused for want of an fd. */
 static long clone3_pidfd(int (*fn)(void *), void *arg, char *stack, size_t size,
                          unsigned long long flags, int cgdir, int *pidfd) {
-  long r = clone3_into(fn, arg, stack, size, flags, cgdir, pidfd);
+  long r = clone3_into(fn, arg, stack, size, flags, cgdir, pidfd, NULL);
   if (pidfd && (r == -EMFILE || r == -ENFILE)) {
     *pidfd = -1;
-    r = clone3_into(fn, arg, stack, size, flags, cgdir, NULL);
+    r = clone3_into(fn, arg, stack, size, flags, cgdir, NULL, NULL);
   }
   return r;
 }
+/* Read and written on the loop thread only. */
 static int clone3_works = 1;       /* 0 after ENOSYS/E2BIG/EINVAL, 2 once it worked */
 /* The same for clone3 with CLEAR_SIGHAND alone (no cgroup), which also
  * gives up after EPERM (a seccomp filter that refuses the call). */
@@ -832,6 +906,48 @@ int orch__spawn_into_cgroup_works(void) {
 #endif
 }
 
+/* The parts of a spawn's state the parent fills before the clone. */
+static void ctx_init(spawn_ctx *x, const orch__spawn_req *req) {
+  memset(x, 0, sizeof *x);
+  x->req = req;
+  x->ncg = req->ncgroup_fds;
+  x->nofile = orch__nofile_orig();
+  if (req->search && !strchr(req->file, '/')) {
+    x->path = req->search_path;
+    if (!x->path) x->path = getenv("PATH");
+    if (!x->path) x->path = DEFAULT_PATH;
+  }
+#ifdef HAVE_CLONE3_INTO
+  ign_init();
+#endif
+  x->nign = ign_count > 0 ? ign_count : 0;
+}
+
+static unsigned long long tick_ns(void) {
+  static unsigned long long ns;
+  if (!ns) {
+    long hz = sysconf(_SC_CLK_TCK);
+    ns = 1000000000ull / (unsigned long long)(hz > 0 ? hz : 100);
+  }
+  return ns;
+}
+
+/* c of a child that started: its start time, pid and group. */
+static void child_fill(const spawn_ctx *x, orch__child *c, pid_t pid) {
+  /* The kernel stamps the child's start (CLOCK_BOOTTIME) inside the clone,
+   * after our reading before it and before the child's own first reading
+   * (spawn_child; it shares our memory until its exec): when both fall in
+   * one clock tick, that tick is its start time, and nobody has to read
+   * /proc/PID/stat for it (which waits until the child's exec is over). */
+  const orch__spawn_req *req = x->req;
+  unsigned long long t0 = x->born0 / tick_ns(), t1 = x->born / tick_ns();
+  c->start_ticks = x->born && t0 == t1 ? t0 : 0;
+  c->pid = pid;
+  c->group = (req->flags & (ORCH__SPAWN_PGROUP | ORCH__SPAWN_SETSID)) != 0;
+  c->pgid = c->group ? pid : (req->flags & ORCH__SPAWN_JOIN_PGROUP) ? req->pgid : getpgrp();
+  c->pidfd = -1;     /* a started spawn's child is found by the walk */
+}
+
 int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
                 const char **step) {
   proc_state *st = get_state(rt);
@@ -840,15 +956,8 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   if (req->nfds < 0 || req->nfds > MAX_FDMAP) return -EINVAL;
   int r = ensure_stack(st);
   if (r < 0) return r;
-  spawn_ctx x = { req, NULL, 0, NULL, req->ncgroup_fds, 0, 0 };
-  if (req->search && !strchr(req->file, '/')) {
-    x.path = req->search_path;
-    if (!x.path) x.path = getenv("PATH");
-    if (!x.path) x.path = DEFAULT_PATH;
-  }
-#ifdef HAVE_CLONE3_INTO
-  ign_init();
-#endif
+  spawn_ctx x;
+  ctx_init(&x, req);
   UNPOISON_STACK(st->stack, CHILD_STACK);
   sigset_t all, old;
   sigfillset(&all);
@@ -856,7 +965,7 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   pid_t pid = -1;
   int e = 0;
   int pidfd = -1;
-  unsigned long long born0 = boot_ns();
+  x.born0 = boot_ns();
 #ifdef HAVE_CLONE3_INTO
   int *want = st->epfd >= 0 ? &pidfd : NULL;
   int nofd = (req->flags & ORCH__SPAWN_CGROUP_NOFD) != 0;
@@ -866,7 +975,7 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
     x.ncg = nofd ? req->ncgroup_fds : req->ncgroup_fds - 1;
     x.cleared = clear_works != 0;
     long r3 = clone3_pidfd(spawn_child, &x, st->stack, CHILD_STACK,
-                           INTO_CGROUP | (x.cleared ? CLEAR_SIGHAND : 0), req->cgroup_dir, want);
+                           CLONE_VFORK | INTO_CGROUP | (x.cleared ? CLEAR_SIGHAND : 0), req->cgroup_dir, want);
     if (r3 >= 0) { pid = (pid_t)r3; clone3_works = 2; }
     else if (!nofd && (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL)) clone3_works = 0;
     else e = (int)-r3;
@@ -875,7 +984,7 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   if (pid < 0 && !e && clear_works) {
     /* Any failure here falls back to clone(2), which reports its own. */
     x.cleared = 1;
-    long r3 = clone3_pidfd(spawn_child, &x, st->stack, CHILD_STACK, CLEAR_SIGHAND, -1, want);
+    long r3 = clone3_pidfd(spawn_child, &x, st->stack, CHILD_STACK, CLONE_VFORK | CLEAR_SIGHAND, -1, want);
     if (r3 >= 0) { pid = (pid_t)r3; clear_works = 2; }
     else if (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL || r3 == -EPERM) clear_works = 0;
   }
@@ -900,25 +1009,147 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
     *step = x.step;
     return -x.err;
   }
-  /* The kernel stamps the child's start (CLOCK_BOOTTIME) inside the clone,
-   * after our reading before it and before the child's own first reading
-   * (spawn_child; it shares our memory until its exec): when both fall in
-   * one clock tick, that tick is its start time, and nobody has to read
-   * /proc/PID/stat for it (which waits until the child's exec is over). */
-  static unsigned long long tick_ns;
-  if (!tick_ns) {
-    long hz = sysconf(_SC_CLK_TCK);
-    tick_ns = 1000000000ull / (unsigned long long)(hz > 0 ? hz : 100);
-  }
-  unsigned long long t0 = born0 / tick_ns, t1 = x.born / tick_ns;
-  c->start_ticks = x.born && t0 == t1 ? t0 : 0;
-  c->pid = pid;
-  c->group = (req->flags & (ORCH__SPAWN_PGROUP | ORCH__SPAWN_SETSID)) != 0;
-  c->pgid = c->group ? pid : (req->flags & ORCH__SPAWN_JOIN_PGROUP) ? req->pgid : getpgrp();
-  c->pidfd = -1;
+  child_fill(&x, c, pid);
   table_add(st, c);
   if (pidfd >= 0) pidfd_watch(st, c, pidfd);
   return pid;
+}
+
+/* ---- A started spawn (orch__spawn_start): orch goes on while its child
+ * gets to its exec, on a stack of its own; the kernel clears job->tid and
+ * wakes a futex on it when the child's exec (or exit) gives orch's memory
+ * back (CLONE_CHILD_CLEARTID), which is when the job settles. */
+
+#define JOB_STACK (64 * 1024)
+#define JOB_STACKS_KEPT 4
+
+enum { JOB_NONE, JOB_PENDING, JOB_STARTED, JOB_FAILED };
+
+static char *job_stack_get(proc_state *st) {
+  if (st->nstacks > 0) return st->stacks[--st->nstacks];
+  void *p = mmap(NULL, JOB_STACK, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+static void job_stack_put(proc_state *st, char *stack) {
+  if (st && st->nstacks < JOB_STACKS_KEPT) st->stacks[st->nstacks++] = stack;
+  else munmap(stack, JOB_STACK);
+}
+
+/* Waits until the child no longer uses orch's memory (its exec or exit). */
+static void job_wait(orch__spawn_job *j) {
+  while (__atomic_load_n(&j->tid, __ATOMIC_ACQUIRE) != 0)
+    syscall(SYS_futex, &j->tid, FUTEX_WAIT, 1, NULL, NULL, 0);
+}
+
+/* The pending job's end: its child has exec'd (then registered, its status
+ * goes to c) or failed (then reaped). No Lua. st may be NULL (the table is
+ * gone: the runtime closed). */
+static void job_settle(proc_state *st, orch__spawn_job *j) {
+  if (j->state != JOB_PENDING) return;
+  int mine = j->owner == getpid();
+  if (mine) job_wait(j);
+  if (j->pprev) {
+    *j->pprev = j->next;
+    if (j->next) j->next->pprev = j->pprev;
+    j->pprev = NULL;
+    j->next = NULL;
+  }
+  job_stack_put(st, j->stack);
+  j->stack = NULL;
+  if (!mine) {
+    /* A fork child's copy: the child is the parent's. */
+    j->state = JOB_FAILED;
+    j->err = ECHILD;
+    j->step = "started before a fork";
+    return;
+  }
+  if (j->err) {
+    while (waitpid(j->pid, NULL, 0) < 0 && errno == EINTR) {}
+    j->state = JOB_FAILED;
+    return;
+  }
+  child_fill(j, j->child, j->pid);
+  j->state = JOB_STARTED;
+  if (st) table_add(st, j->child);
+}
+
+static void jobs_settle(proc_state *st) {
+  while (st->jobs) job_settle(st, st->jobs);
+}
+
+int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_job *job,
+                      orch__child *c, const char **step) {
+  proc_state *st = get_state(rt);
+  *step = "spawn";
+  job->state = JOB_NONE;
+  if (!st) return -ENOSYS;
+  if (req->nfds < 0 || req->nfds > MAX_FDMAP) return -EINVAL;
+#ifndef HAVE_CLONE3_INTO
+  (void)c;
+  return -ENOSYS;
+#else
+  if (!clear_works) return -ENOSYS;
+  char *stack = job_stack_get(st);
+  if (!stack) return -ENOMEM;
+  ctx_init(job, req);
+  job->child = c;
+  job->owner = getpid();
+  job->tid = 1;
+  job->cleared = 1;
+  UNPOISON_STACK(stack, JOB_STACK);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  long pid = -ENOSYS;
+  int e = 0;
+  job->born0 = boot_ns();
+  int nofd = (req->flags & ORCH__SPAWN_CGROUP_NOFD) != 0;
+  if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && (nofd || req->ncgroup_fds > 0)) {
+    job->ncg = nofd ? req->ncgroup_fds : req->ncgroup_fds - 1;
+    long r3 = clone3_into(spawn_child, job, stack, JOB_STACK,
+                          CLONE_CHILD_CLEARTID | INTO_CGROUP | CLEAR_SIGHAND, req->cgroup_dir,
+                          NULL, (int *)&job->tid);
+    if (r3 >= 0) { pid = r3; clone3_works = 2; }
+    else if (!nofd && (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL)) clone3_works = 0;
+    else e = (int)-r3;
+    if (pid < 0 && !e) job->ncg = req->ncgroup_fds;
+  }
+  if (pid < 0 && !e) {
+    long r3 = clone3_into(spawn_child, job, stack, JOB_STACK, CLONE_CHILD_CLEARTID | CLEAR_SIGHAND,
+                          -1, NULL, (int *)&job->tid);
+    if (r3 >= 0) { pid = r3; clear_works = 2; }
+    else if (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL || r3 == -EPERM) clear_works = 0;
+    else e = (int)-r3;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (pid < 0) {
+    job_stack_put(st, stack);
+    if (!e) return -ENOSYS;            /* the caller spawns the old way */
+    *step = "clone";
+    return -e;
+  }
+  job->stack = stack;
+  job->pid = (pid_t)pid;
+  job->state = JOB_PENDING;
+  job->next = st->jobs;
+  if (st->jobs) st->jobs->pprev = &job->next;
+  job->pprev = &st->jobs;
+  st->jobs = job;
+  return (int)pid;
+#endif
+}
+
+int orch__spawn_settle(orch_runtime *rt, orch__spawn_job *job, const char **step) {
+  job_settle(get_state(rt), job);
+  if (job->state == JOB_STARTED) return job->pid;
+  *step = job->step ? job->step : "spawn";
+  return -(job->err ? job->err : EINVAL);
+}
+
+int orch__spawn_pending(const orch__spawn_job *job) {
+  return job->state == JOB_PENDING;
 }
 
 /* ---------------------------------------------------------------- kill */
@@ -1018,6 +1249,8 @@ static void proc_close_hook(orch_runtime *rt, void *data) {
   *orch__slot(rt, ORCH__SLOT_PROC) = NULL;
   if (st->stack) munmap(st->stack, CHILD_STACK);
   st->stack = NULL;
+  while (st->jobs) job_settle(NULL, st->jobs);   /* nothing is registered now */
+  while (st->nstacks > 0) munmap(st->stacks[--st->nstacks], JOB_STACK);
   if (st->devnull >= 0) close(st->devnull);
   st->devnull = -1;
   waits_clear(st);
@@ -1047,6 +1280,8 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
   st->count = 0;
   st->npidfd = 0;
   st->init_on = 0;
+  /* Started spawns are the parent's (their jobs settle as failed here). */
+  while (st->jobs) job_settle(st, st->jobs);
   /* Their exits and the tasks waiting for groups are the parent's. */
   kept_clear(st);
   waits_clear(st);

@@ -115,6 +115,10 @@ int orch__fd_headroom_short(int fd);
 /* In a spawned child before exec: back to the soft RLIMIT_NOFILE orch was
  * started with, when orch_raise_nofile raised it. Async-signal-safe. */
 void orch__child_nofile(void);
+/* The same limit for a child that sets it itself (a spawn's, through a raw
+ * prlimit64), or NULL when orch_raise_nofile did not raise it. Written once
+ * at start: a child may read it while orch runs. */
+const struct rlimit *orch__nofile_orig(void);
 
 /* libuv's threadpool (src/l_signal.c): call right before every
  * uv_queue_work, uv_fs_* with a callback or uv_getaddrinfo. The first call

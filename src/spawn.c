@@ -13,6 +13,11 @@
  * to-be-closed box (an orch.proc.fdbox userdata), so a raise leaks nothing;
  * the box is closed when the call returns (the child has exec'd or failed
  * by then). A pipe's parent end belongs to its orch.Stream once made.
+ * orch.spawn_begin's orch.SpawnRequest takes argv and envp over from the
+ * box (its child reads them until its exec), with copies of what else the
+ * child reads (proc.h's orch__spawn_job and request, cwd, the search path,
+ * groups), freed at :finish() or __gc once the spawn has settled; the
+ * child's fds are closed at once (the child has its own copies).
  *
  * What may block: nothing on the loop thread, except opening stdio paths and
  * user lookups (getpwnam_r).
@@ -532,8 +537,9 @@ static int resolve_creds(lua_State *L, const char *op, spawn_args *a, creds *c) 
  * out of environ; the table's values follow as "K=V". *envpp is NULL for
  * orch's own environment. Returns 0, or -1 after pushing the error triple. */
 static int build_exec(lua_State *L, const char *op, const spawn_args *a, fdbox *box,
-                      char ***argvp, char ***envpp) {
+                      char ***argvp, char ***envpp, int snapshot) {
   size_t bytes = 0, nenv = 0, ntab = 0, nkeys = 0;
+  if (!a->env && snapshot && !a->replace_env) while (environ[nenv]) nenv++;
   for (int i = 1; i <= a->argc; i++) {
     size_t len;
     lua_geti(L, a->args, i);
@@ -582,8 +588,11 @@ static int build_exec(lua_State *L, const char *op, const spawn_args *a, fdbox *
   *argvp = argv;
   if (!a->env) {
     *envpp = NULL;
-    if (a->replace_env) {                    /* env_mode = "replace", no table */
-      envp[0] = NULL;
+    if (a->replace_env || snapshot) {        /* env_mode = "replace", no table */
+      /* A started spawn's child reads its environment while orch runs on:
+       * a copy of environ's entries, not environ, which setenv may move. */
+      for (size_t i = 0; i < nenv; i++) envp[i] = environ[i];
+      envp[nenv] = NULL;
       *envpp = envp;
     }
     return 0;
@@ -647,7 +656,7 @@ int orch__exec_args(lua_State *L, const char *op, int args, int argc, int env,
     a.replace_env = 1;
   }
   fdbox *box = fdbox_new(L);
-  if (build_exec(L, op, &a, box, argv, envp) < 0) return -1;
+  if (build_exec(L, op, &a, box, argv, envp, 0) < 0) return -1;
   *search = child_search_path(L, &a);
   if (!*search) *search = getenv("PATH");
   if (!*search) *search = DEFAULT_PATH;
@@ -722,21 +731,143 @@ static int open_io(lua_State *L, fdbox *box, const char *key, int target,
   }
 }
 
-static int spawn_failure(lua_State *L, int err, const char *step, const char *file,
-                         spawn_args *a, creds *c) {
+/* What a failure's message names. */
+typedef struct {
+  const char *file, *cwd, *cgroup;
+  uid_t uid;
+  gid_t gid;
+} fail_names;
+
+static int spawn_failure(lua_State *L, int err, const char *step, const fail_names *f) {
   if (strcmp(step, "exec") == 0) {
-    if (err == ENOENT) return orch__failf(L, "ENOENT", "spawn: no such file: %s", file);
-    if (err == EACCES) return orch__failf(L, "EACCES", "spawn: permission denied: %s", file);
-    return orch__fail_errno(L, err, "spawn: exec %s", file);
+    if (err == ENOENT) return orch__failf(L, "ENOENT", "spawn: no such file: %s", f->file);
+    if (err == EACCES) return orch__failf(L, "EACCES", "spawn: permission denied: %s", f->file);
+    return orch__fail_errno(L, err, "spawn: exec %s", f->file);
   }
-  if (strcmp(step, "chdir") == 0) return orch__fail_errno(L, err, "spawn: chdir %s", a->cwd);
-  if (strcmp(step, "cgroup") == 0) return orch__fail_errno(L, err, "spawn: cgroup %s", a->cgroup->path);
-  if (strcmp(step, "setuid") == 0) return orch__fail_errno(L, err, "spawn: setuid %d", (int)c->uid);
-  if (strcmp(step, "setgid") == 0) return orch__fail_errno(L, err, "spawn: setgid %d", (int)c->gid);
+  if (strcmp(step, "chdir") == 0) return orch__fail_errno(L, err, "spawn: chdir %s", f->cwd);
+  if (strcmp(step, "cgroup") == 0) return orch__fail_errno(L, err, "spawn: cgroup %s", f->cgroup);
+  if (strcmp(step, "setuid") == 0) return orch__fail_errno(L, err, "spawn: setuid %d", (int)f->uid);
+  if (strcmp(step, "setgid") == 0) return orch__fail_errno(L, err, "spawn: setgid %d", (int)f->gid);
   return orch__fail_errno(L, err, "spawn: %s", step);
 }
 
-int orch__spawn_lua(lua_State *L, const orch__spawn_object *obj) {
+/* ---------------------------------------------------------------- started spawns */
+
+/* orch.spawn_begin's request: a spawn whose child may still be on its way
+ * to its exec (orch__spawn_start), with everything that child reads until
+ * then: the request, its fd map, limits and CPU set, and one malloc'ed
+ * block (argv, envp, the fd list: build_exec's) plus one for the strings
+ * and groups (cwd, search path, the cgroup's path for a message). The
+ * object orch.spawn_begin made is its first user value, anchored (see
+ * orch__spawn_object) from the start on. */
+#define REQUEST_MT "orch.SpawnRequest"
+enum { RQ_EMPTY, RQ_STARTED, RQ_DONE, RQ_FINISHED };
+
+typedef struct {
+  orch__spawn_job job;
+  orch__spawn_req req;
+  orch__fdmap map[3 + MAX_EXTRA_FDS];
+  orch__rlimit rl[NRLIMITS];
+  cpu_set_t affinity;
+  fail_names names;
+  const orch__spawn_object *obj;
+  orch_runtime *rt;
+  const char *step;
+  void *mem, *strs;
+} request_data;
+
+/* The userdata stays small: a start of many makes one per service, and
+ * its memory goes only with the collection after the one that finalizes
+ * it; the rest is malloc'ed and freed at :finish(). */
+typedef struct {
+  int state;
+  int pid;                      /* RQ_DONE: the spawn's result (pid or -errno) */
+  request_data *d;
+} spawn_request;
+
+static spawn_request *check_request(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, REQUEST_MT);
+}
+
+/* The request's result once its child has exec'd or failed. */
+static int request_settle(spawn_request *rq) {
+  if (rq->state == RQ_STARTED) {
+    rq->pid = orch__spawn_settle(rq->d->rt, &rq->d->job, &rq->d->step);
+    rq->state = RQ_DONE;
+  }
+  return rq->pid;
+}
+
+static void request_free(spawn_request *rq) {
+  if (!rq->d) return;
+  free(rq->d->mem);
+  free(rq->d->strs);
+  free(rq->d);
+  rq->d = NULL;
+}
+
+/* __gc and __close: a request nobody finished. Its child is waited for (as
+ * long as orch.spawn waits) and then runs on unseen (its object stays
+ * anchored until its status comes), or is reaped when it failed. */
+static int request_gc(lua_State *L) {
+  spawn_request *rq = check_request(L, 1);
+  if (rq->state == RQ_STARTED || rq->state == RQ_DONE) {
+    int pid = request_settle(rq);
+    if (pid <= 0 && lua_getiuservalue(L, 1, 1) == LUA_TUSERDATA) rq->d->obj->forget(L, lua_gettop(L));
+    rq->state = RQ_FINISHED;
+  }
+  request_free(rq);
+  return 0;
+}
+
+/* req:finish(): what orch.spawn would have returned. */
+static int request_finish(lua_State *L) {
+  spawn_request *rq = check_request(L, 1);
+  lua_settop(L, 1);
+  if (rq->state == RQ_FINISHED) return luaL_error(L, "attempt to use a finished " REQUEST_MT);
+  if (rq->state == RQ_EMPTY) return luaL_error(L, "attempt to use an empty " REQUEST_MT);
+  int pid = request_settle(rq);
+  rq->state = RQ_FINISHED;
+  lua_getiuservalue(L, 1, 1);
+  int ud = lua_gettop(L);
+  int n;
+  if (pid > 0) {
+    n = 1;
+  } else {
+    rq->d->obj->spawned(L, ud, 0);
+    n = spawn_failure(L, -pid, rq->d->step, &rq->d->names);
+  }
+  request_free(rq);
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, 1);
+  return n;
+}
+
+static int request_tostring(lua_State *L) {
+  spawn_request *rq = check_request(L, 1);
+  static const char *const names[] = { "empty", "started", "started", "finished" };
+  const char *st = rq->state == RQ_STARTED && !orch__spawn_pending(&rq->d->job) ? "started" : names[rq->state];
+  lua_pushfstring(L, REQUEST_MT ": %s", st);
+  return 1;
+}
+
+/* A copy of the strings a started spawn's child reads (cwd, the search
+ * path) and of its groups, in one malloc'ed block; NULL on ENOMEM. */
+static void *copy_strings(spawn_request *rq, const char *cwd, const char *path,
+                          const char *cgpath, creds *c) {
+  size_t lc = cwd ? strlen(cwd) + 1 : 0, lp = path ? strlen(path) + 1 : 0;
+  size_t lg = cgpath ? strlen(cgpath) + 1 : 0, ng = (size_t)c->ngroups * sizeof(gid_t);
+  char *m = malloc(ng + lc + lp + lg + 1);
+  if (!m) return NULL;
+  char *o = m + ng;
+  if (ng) { memcpy(m, c->groups, ng); c->groups = (gid_t *)m; }
+  if (cwd) { memcpy(o, cwd, lc); rq->d->req.cwd = rq->d->names.cwd = o; o += lc; }
+  if (path) { memcpy(o, path, lp); rq->d->req.search_path = o; o += lp; }
+  if (cgpath) { memcpy(o, cgpath, lg); rq->d->names.cgroup = o; }
+  return m;
+}
+
+static int spawn_common(lua_State *L, const orch__spawn_object *obj, int start) {
   spawn_args a;
   spawn_validate(L, &a);
   orch_runtime *rt = orch__rt(L);
@@ -747,17 +878,31 @@ int orch__spawn_lua(lua_State *L, const orch__spawn_object *obj) {
   int n = resolve_creds(L, "spawn", &a, &c);
   if (n) return n;
 
+  /* orch.spawn_begin's request, empty (its __gc is safe) until it starts. */
+  spawn_request *rq = NULL;
+  int rqi = 0;
+  if (start) {
+    rq = lua_newuserdatauv(L, sizeof *rq, 1);
+    memset(rq, 0, sizeof *rq);
+    luaL_setmetatable(L, REQUEST_MT);
+    rqi = lua_gettop(L);
+    if (!(rq->d = calloc(1, sizeof *rq->d))) return orch__fail(L, "spawn", ENOMEM);
+    rq->d->obj = obj;
+    rq->d->rt = rt;
+  }
+
   /* Phase 3: memory, owned by a to-be-closed box (a raise here leaks
    * nothing): argv and envp, the process object. */
   fdbox *box = fdbox_new(L);
   char **argv, **envp;
-  if (build_exec(L, "spawn", &a, box, &argv, &envp) < 0) return 3;
+  if (build_exec(L, "spawn", &a, box, &argv, &envp, start) < 0) return 3;
   const char *search_path = child_search_path(L, &a);
   orch__child *child = obj->push(L);
   int ud = lua_gettop(L);
 
   /* Phase 4: fds, in the box. */
-  orch__fdmap map[3 + MAX_EXTRA_FDS];
+  orch__fdmap map_local[3 + MAX_EXTRA_FDS];
+  orch__fdmap *map = rq ? rq->d->map : map_local;
   int nmap = 0;
   int stdout_src = 1;
   for (int i = 0; i < 3; i++) {
@@ -789,7 +934,10 @@ int orch__spawn_lua(lua_State *L, const orch__spawn_object *obj) {
     nmap++;
   }
 
-  orch__spawn_req req = {
+  orch__spawn_req req_local;
+  orch__spawn_req *req_p = rq ? &rq->d->req : &req_local;
+#define req (*req_p)
+  req = (orch__spawn_req){
     .file = argv[0], .argv = argv, .envp = envp, .search = a.search,
     .search_path = search_path, .cwd = a.cwd, .flags = c.flags,
     .uid = c.uid, .gid = c.gid, .groups = c.groups, .ngroups = c.ngroups,
@@ -802,6 +950,18 @@ int orch__spawn_lua(lua_State *L, const orch__spawn_object *obj) {
   if (a.has_nice) { req.flags |= ORCH__SPAWN_NICE; req.nice = a.nice; }
   if (a.has_affinity) { req.flags |= ORCH__SPAWN_AFFINITY; req.affinity = &a.affinity; }
   if (a.has_ioprio) { req.flags |= ORCH__SPAWN_IOPRIO; req.ioprio = a.ioprio; }
+  fail_names names = { argv[0], a.cwd, a.cgroup ? a.cgroup->path : NULL, c.uid, c.gid };
+  if (rq) {
+    /* What the child reads moves into the request, which outlives this
+     * call; a.cwd and the search path may be Lua strings the caller drops. */
+    memcpy(rq->d->rl, a.rl, sizeof a.rl);
+    req.rlimits = rq->d->rl;
+    if (a.has_affinity) { rq->d->affinity = a.affinity; req.affinity = &rq->d->affinity; }
+    rq->d->names = names;
+    rq->d->strs = copy_strings(rq, a.cwd, search_path, names.cgroup, &c);
+    if (!rq->d->strs) { obj->spawned(L, ud, 0); return orch__fail(L, "spawn", ENOMEM); }
+    req.groups = c.groups;
+  }
 
   obj->anchor(L, ud);
   const char *step = "cgroup";
@@ -825,18 +985,61 @@ int orch__spawn_lua(lua_State *L, const orch__spawn_object *obj) {
       req.flags |= ORCH__SPAWN_CGROUP | (nofd ? ORCH__SPAWN_CGROUP_NOFD : 0);
       req.cgroup_dir = cgdir;
     }
-    pid = orch__spawn(rt, &req, child, &step);
+    pid = -ENOSYS;
+    if (rq) {
+      pid = orch__spawn_start(rt, &req, &rq->d->job, child, &step);
+      if (pid > 0) rq->state = RQ_STARTED;
+    }
+    if (pid == -ENOSYS) pid = orch__spawn(rt, &req, child, &step);
+    /* The child has its own copies of the fds by now (no CLONE_FILES). */
     for (int i = 0; i < req.ncgroup_fds; i++) close(cgfds[i]);
     if (cgdir >= 0) close(cgdir);
   }
+#undef req
+  if (rq && rq->state == RQ_STARTED) {
+    /* The request keeps argv and envp until the child's exec; the box
+     * closes the child's ends now. */
+    obj->spawned(L, ud, pid);
+    rq->d->mem = box->mem;
+    box->mem = NULL;
+    lua_pushvalue(L, ud);
+    lua_setiuservalue(L, rqi, 1);
+    lua_pushvalue(L, rqi);
+    return 1;
+  }
+  if (rq && pid > 0) {
+    /* Spawned at once (no clone3): the request only hands the result on. */
+    obj->spawned(L, ud, pid);
+    rq->state = RQ_DONE;
+    rq->pid = pid;
+    request_free(rq);
+    lua_pushvalue(L, ud);
+    lua_setiuservalue(L, rqi, 1);
+    lua_pushvalue(L, rqi);
+    return 1;
+  }
   obj->spawned(L, ud, pid);
-  if (pid < 0) return spawn_failure(L, -pid, step, argv[0], &a, &c);
+  if (pid < 0) return spawn_failure(L, -pid, step, &names);
   lua_pushvalue(L, ud);
   return 1;                                /* the box closes the child's ends */
+}
+
+int orch__spawn_lua(lua_State *L, const orch__spawn_object *obj) {
+  return spawn_common(L, obj, 0);
+}
+
+int orch__spawn_begin_lua(lua_State *L, const orch__spawn_object *obj) {
+  return spawn_common(L, obj, 1);
 }
 
 void orch__spawn_open(lua_State *L) {
   static const luaL_Reg fdbox_meta[] = { {"__close", fdbox_close}, {"__gc", fdbox_close}, {NULL, NULL} };
   orch__newclass(L, FDBOX_MT, NULL, fdbox_meta);
+  lua_pop(L, 1);
+  static const luaL_Reg request_methods[] = { {"finish", request_finish}, {NULL, NULL} };
+  static const luaL_Reg request_meta[] = {
+    {"__gc", request_gc}, {"__close", request_gc}, {"__tostring", request_tostring}, {NULL, NULL}
+  };
+  orch__newclass(L, REQUEST_MT, request_methods, request_meta);
   lua_pop(L, 1);
 }

@@ -10,7 +10,7 @@
  * an orch__child hands process.c its callbacks. Usage from a binding:
  *
  *   static const orch__spawn_object ops = { my_push, my_set_stdio,
- *                                           my_anchor, my_spawned };
+ *                                           my_anchor, my_spawned, my_forget };
  *   static int my_spawn(lua_State *L) { return orch__spawn_lua(L, &ops); }
  *
  * The argv/envp builder and the rlimit names serve orch.exec and
@@ -36,6 +36,10 @@ typedef struct {
    * otherwise nothing was started: the anchor (if any) goes and the stdio
    * streams are closed. */
   void (*spawned)(lua_State *L, int idx, pid_t pid);
+  /* Drops the anchor of an object whose started spawn failed after all
+   * and that nobody will see (orch.spawn_begin's request collected
+   * unfinished): no Lua runs, its streams go with the object. */
+  void (*forget)(lua_State *L, int idx);
 } orch__spawn_object;
 
 /* orch.spawn(options): checks the options table at index 1 (a programmer
@@ -43,6 +47,13 @@ typedef struct {
  * (1), or the error triple (3; e.g. nil, "spawn: no such file: x",
  * "ENOENT"). */
 int orch__spawn_lua(lua_State *L, const orch__spawn_object *obj);
+
+/* orch.spawn_begin(options): the same checks and failures, but the call
+ * returns once the child exists, before its exec (orch__spawn_start),
+ * with an orch.SpawnRequest whose :finish() gives what orch.spawn would
+ * have given. Where the kernel cannot start a spawn so, the spawn is made
+ * at once and :finish() hands its result on. */
+int orch__spawn_begin_lua(lua_State *L, const orch__spawn_object *obj);
 
 /* Makes the class of the to-be-closed box that orch__spawn_lua and
  * orch__exec_args keep their memory and fds in (once, when orch.proc opens). */
