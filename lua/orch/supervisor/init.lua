@@ -595,17 +595,27 @@ local function new(main)
     -- at once, and the record follows once the start is over.
     local hold = yield and #list > START_BATCH
     if hold then persist.hold(S, true) end
+    -- Each spawn is finished at the next one (Instance.batch), and the last
+    -- before each yield and at the end, even when a start raises.
+    Instance.batch(true)
     for i, inst in ipairs(list) do
       if yield and i % START_BATCH == 0 then
+        Instance.finish_pending()
         persist.flush(S)   -- this batch's journal lines, in one write
         orch.sleep(0)
         if S.shutdown_task then
+          Instance.batch(false)
           if hold then persist.hold(S, false) end
           return nil, "start: the supervisor is shutting down", "ECANCELED"
         end
       end
-      inst:start()
+      local ok, err = pcall(inst.start, inst)
+      if not ok then
+        Instance.batch(false)
+        error(err, 0)
+      end
     end
+    Instance.batch(false)
     if hold then
       persist.hold(S, false)
       S:compact()

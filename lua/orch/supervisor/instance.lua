@@ -337,9 +337,14 @@ end
 
 -- ---------------------------------------------------------------- starting
 
+-- A start of many (Instance.batch, below): the instance, run and request
+-- of the spawn started and not finished yet.
+local batching, pending, pending_run, pending_req
+
 --- Starts the process now, or waits for the dependencies to be ready.
 function Instance:launch()
   if not self.want then return end
+  if pending == self then return end   -- launched already
   -- The supervisor's cgroup tree, before any adoption: one a killed orch
   -- of the same control socket left is taken over (and removed at the end).
   cgroup.base(self.sup)
@@ -351,6 +356,9 @@ function Instance:launch()
       return
     end
   end
+  -- A dependency's spawn started in this start of many counts once it is
+  -- finished (a service is running from then on: see Instance:spawn).
+  if pending and #self.cfg.depends_on > 0 then Instance.finish_pending() end
   local missing = self.sup:unready_dependency(self)
   if missing then
     if self.state ~= "waiting" then
@@ -372,6 +380,32 @@ end
 -- The instance whose restart is being launched (after_exit, backoff): its
 -- spawn gives the CPU to the new process first (Instance:spawn).
 local restarting
+
+-- A start of many (sup.start, between Instance.batch(true) and
+-- Instance.batch(false)) starts each spawn with orch.spawn_begin and
+-- finishes it at the next spawn: orch's bookkeeping of one service (the
+-- end of the previous one's spawn, the next one's options and cgroup) runs
+-- while the child gets to its exec on the other CPU, instead of after it.
+-- The spawn started and not finished yet is in pending, pending_run and
+-- pending_req (three upvalues rather than a table a spawn: a start of many
+-- makes no garbage for it). No Lua runs between its start and its finish but this
+-- module's and the start's (no yield: sup.start finishes it before each of
+-- its yields).
+
+--- Finishes the started spawn (and any its end starts in turn).
+function Instance.finish_pending()
+  while pending do
+    local inst, run, req = pending, pending_run, pending_req
+    pending, pending_run, pending_req = nil, nil, nil
+    inst:spawn_done(run, req:finish())
+  end
+end
+
+--- Starts (true) or ends (false) a start of many.
+function Instance.batch(on)
+  batching = on
+  if not on then Instance.finish_pending() end
+end
 
 -- A spawn's options. Those of the previous spawn are used again while the
 -- definition and the supervisor's environment are the same tables (a
@@ -469,13 +503,30 @@ function Instance:spawn()
   end
   if ok and cfg.pidfile then adopt.check_stale(self) end
   local p
-  if ok then p, err = orch.spawn(opts) end
+  if ok and batching and restarting ~= self then
+    local req
+    req, err = orch.spawn_begin(opts)
+    if req then
+      local inst, prun, preq = pending, pending_run, pending_req
+      pending, pending_run, pending_req = self, run, req
+      if inst then inst:spawn_done(prun, preq:finish()) end
+      return
+    end
+  elseif ok then
+    p, err = orch.spawn(opts)
+  end
   -- A restart's new process finishes its exec before orch goes on with the
   -- bookkeeping below: on a busy machine the new process usually waits on
   -- orch's own CPU, and the users of a crashed service wait for it. Not
   -- in a start of many, where it would hand a CPU-bound service a whole
   -- time slice before each next spawn.
   if p and restarting == self then orch.sched_yield() end
+  return self:spawn_done(run, p, err)
+end
+
+--- The end of a spawn: p the new process, or nil and the error.
+function Instance:spawn_done(run, p, err)
+  local cfg = self.cfg
   if not p then
     run:release()
     self:log("cannot start: %s", tostring(err))
