@@ -988,6 +988,22 @@ function World:wait_exit(pid, start, timeout)
   return true
 end
 
+-- orch.spawn_begin in a world: a simulated process has no exec to wait
+-- for, so the spawn is made at :finish(), where orch.spawn_begin's real
+-- spawn reports its end; the trace is then the one orch.spawn gives.
+local SimRequest = {}
+SimRequest.__index = SimRequest
+
+function SimRequest:finish()
+  if self.finished then error("attempt to use a finished orch.SpawnRequest", 2) end
+  self.finished = true
+  return self.world:spawn(self.opts)
+end
+
+function World:spawn_begin(opts)
+  return setmetatable({ world = self, opts = opts }, SimRequest)
+end
+
 -- ---------------------------------------------------------------- install
 
 local installed
@@ -995,7 +1011,7 @@ local installed
 -- The functions the orch module gets while a world is installed: the
 -- installed world's methods (made once, not per world).
 local stand_in = {}
-for field, method in pairs { spawn = "spawn", kill = "kill", killpg = "killpg", dgram = "dgram", info = "info",
+for field, method in pairs { spawn = "spawn", spawn_begin = "spawn_begin", kill = "kill", killpg = "killpg", dgram = "dgram", info = "info",
                              start_time = "start_time", children = "children", is_child = "is_child", list = "list",
                              wait_exit = "wait_exit", heartbeat_open = "heartbeat_open", hb_alive = "hb_alive",
                              hb_start_time = "hb_start_time" } do
@@ -1009,7 +1025,8 @@ function World:install()
   if installed then error("orch.sim: another world is installed", 2) end
   local hb = orch.heartbeat
   self.real = {
-    spawn = orch.spawn, kill = orch.kill, killpg = orch.killpg, info = orch.proc.info,
+    spawn = orch.spawn, spawn_begin = orch.spawn_begin, kill = orch.kill, killpg = orch.killpg,
+    info = orch.proc.info,
     start_time = orch.proc.start_time, children = orch.proc.children, list = orch.proc.list,
     is_child = orch.proc.is_child,
     heartbeat_open = hb and hb.open, hb_alive = hb and hb.alive, hb_start_time = hb and hb.start_time,
@@ -1017,6 +1034,7 @@ function World:install()
   }
   local s = stand_in
   orch.spawn, orch.kill, orch.killpg, orch.dgram = s.spawn, s.kill, s.killpg, s.dgram
+  orch.spawn_begin = s.spawn_begin
   orch.proc.info, orch.proc.start_time, orch.proc.children = s.info, s.start_time, s.children
   orch.proc.is_child, orch.proc.list, orch.proc.wait_exit = s.is_child, s.list, s.wait_exit
   if hb then hb.open, hb.alive, hb.start_time = s.heartbeat_open, s.hb_alive, s.hb_start_time end
@@ -1028,6 +1046,7 @@ function World:uninstall()
   if installed ~= self then return end
   local r = self.real
   orch.spawn, orch.kill, orch.killpg = r.spawn, r.kill, r.killpg
+  orch.spawn_begin = r.spawn_begin
   orch.proc.info, orch.proc.start_time, orch.proc.children, orch.proc.list = r.info, r.start_time, r.children, r.list
   orch.proc.wait_exit, orch.proc.is_child, orch.dgram = r.wait_exit, r.is_child, r.dgram
   if orch.heartbeat then
