@@ -176,7 +176,7 @@ struct orch__spawn_job {
   unsigned long long born0;       /* CLOCK_BOOTTIME before the clone */
   volatile int tid;               /* 1 until the child's exec or exit */
   int state;
-  pid_t pid, owner;
+  pid_t pid;
   char *stack;
   orch__child *child;
   orch__spawn_job *next, **pprev;

@@ -1046,9 +1046,8 @@ static void job_wait(orch__spawn_job *j) {
 /* The pending job's end: its child has exec'd (then registered, its status
  * goes to c) or failed (then reaped). No Lua. st may be NULL (the table is
  * gone: the runtime closed). */
-static void job_settle(proc_state *st, orch__spawn_job *j) {
+static void job_settle(proc_state *st, orch__spawn_job *j, int mine) {
   if (j->state != JOB_PENDING) return;
-  int mine = j->owner == getpid();
   if (mine) job_wait(j);
   if (j->pprev) {
     *j->pprev = j->next;
@@ -1076,7 +1075,7 @@ static void job_settle(proc_state *st, orch__spawn_job *j) {
 }
 
 static void jobs_settle(proc_state *st) {
-  while (st->jobs) job_settle(st, st->jobs);
+  while (st->jobs) job_settle(st, st->jobs, 1);
 }
 
 int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_job *job,
@@ -1095,7 +1094,6 @@ int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_
   if (!stack) return -ENOMEM;
   ctx_init(job, req);
   job->child = c;
-  job->owner = getpid();
   job->tid = 1;
   job->cleared = 1;
   UNPOISON_STACK(stack, JOB_STACK);
@@ -1142,7 +1140,7 @@ int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_
 }
 
 int orch__spawn_settle(orch_runtime *rt, orch__spawn_job *job, const char **step) {
-  job_settle(get_state(rt), job);
+  job_settle(get_state(rt), job, 1);
   if (job->state == JOB_STARTED) return job->pid;
   *step = job->step ? job->step : "spawn";
   return -(job->err ? job->err : EINVAL);
@@ -1249,7 +1247,7 @@ static void proc_close_hook(orch_runtime *rt, void *data) {
   *orch__slot(rt, ORCH__SLOT_PROC) = NULL;
   if (st->stack) munmap(st->stack, CHILD_STACK);
   st->stack = NULL;
-  while (st->jobs) job_settle(NULL, st->jobs);   /* nothing is registered now */
+  while (st->jobs) job_settle(NULL, st->jobs, 1);   /* nothing is registered now */
   while (st->nstacks > 0) munmap(st->stacks[--st->nstacks], JOB_STACK);
   if (st->devnull >= 0) close(st->devnull);
   st->devnull = -1;
@@ -1280,8 +1278,9 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
   st->count = 0;
   st->npidfd = 0;
   st->init_on = 0;
-  /* Started spawns are the parent's (their jobs settle as failed here). */
-  while (st->jobs) job_settle(st, st->jobs);
+  /* Started spawns are the parent's (their jobs settle as failed here,
+   * before anything in the child can wait for them). */
+  while (st->jobs) job_settle(st, st->jobs, 0);
   /* Their exits and the tasks waiting for groups are the parent's. */
   kept_clear(st);
   waits_clear(st);

@@ -600,14 +600,15 @@ local function new(main)
     Instance.batch(true)
     for i, inst in ipairs(list) do
       if yield and i % START_BATCH == 0 then
-        Instance.finish_pending()
+        Instance.batch(false)
+        Instance.finish_pending()   -- even inside another start
         persist.flush(S)   -- this batch's journal lines, in one write
         orch.sleep(0)
         if S.shutdown_task then
-          Instance.batch(false)
           if hold then persist.hold(S, false) end
           return nil, "start: the supervisor is shutting down", "ECANCELED"
         end
+        Instance.batch(true)
       end
       local ok, err = pcall(inst.start, inst)
       if not ok then

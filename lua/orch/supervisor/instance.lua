@@ -339,7 +339,7 @@ end
 
 -- A start of many (Instance.batch, below): the instance, run and request
 -- of the spawn started and not finished yet.
-local batching, pending, pending_run, pending_req
+local batching, pending, pending_run, pending_req = 0, nil, nil, nil
 
 --- Starts the process now, or waits for the dependencies to be ready.
 function Instance:launch()
@@ -388,9 +388,9 @@ local restarting
 -- while the child gets to its exec on the other CPU, instead of after it.
 -- The spawn started and not finished yet is in pending, pending_run and
 -- pending_req (three upvalues rather than a table a spawn: a start of many
--- makes no garbage for it). No Lua runs between its start and its finish but this
--- module's and the start's (no yield: sup.start finishes it before each of
--- its yields).
+-- makes no garbage for it). No Lua runs between its start and its finish
+-- but this module's and the start's (no yield: sup.start finishes it
+-- before each of its yields).
 
 --- Finishes the started spawn (and any its end starts in turn).
 function Instance.finish_pending()
@@ -401,10 +401,13 @@ function Instance.finish_pending()
   end
 end
 
---- Starts (true) or ends (false) a start of many.
+--- Starts (true) or ends (false) a start of many; the spawn started last
+-- is finished when the last one ends. A start ends its part before each
+-- of its yields (another task's start may run then) and begins it again
+-- after: nothing stays started across a loop turn.
 function Instance.batch(on)
-  batching = on
-  if not on then Instance.finish_pending() end
+  batching = batching + (on and 1 or -1)
+  if batching == 0 then Instance.finish_pending() end
 end
 
 -- A spawn's options. Those of the previous spawn are used again while the
@@ -503,7 +506,7 @@ function Instance:spawn()
   end
   if ok and cfg.pidfile then adopt.check_stale(self) end
   local p
-  if ok and batching and restarting ~= self then
+  if ok and batching > 0 and restarting ~= self then
     local req
     req, err = orch.spawn_begin(opts)
     if req then
