@@ -770,6 +770,7 @@ typedef struct {
   orch__rlimit rl[NRLIMITS];
   cpu_set_t affinity;
   fail_names names;
+  int cgfds[1 + ORCH__CG_NCTL];   /* their numbers: the child reads the list */
   const orch__spawn_object *obj;
   orch_runtime *rt;
   const char *step;
@@ -973,7 +974,8 @@ static int spawn_common(lua_State *L, const orch__spawn_object *obj, int start) 
     return orch__failf(L, "EBUSY", "spawn: cgroup %s is frozen", a.cgroup->path);
   }
   /* Opened last and closed right after the spawn: nothing between raises. */
-  int cgfds[1 + ORCH__CG_NCTL], cgdir = -1;
+  int cgfds_local[1 + ORCH__CG_NCTL], cgdir = -1;
+  int *cgfds = rq ? rq->d->cgfds : cgfds_local;
   /* The v2 cgroup.procs fd only while clone3 has not shown it works: the
    * fallback's child writes it. */
   int nofd = orch__spawn_into_cgroup_works();
