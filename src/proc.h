@@ -175,6 +175,7 @@ struct orch__spawn_job {
   volatile unsigned long long born;   /* CLOCK_BOOTTIME, the child's first act */
   unsigned long long born0;       /* CLOCK_BOOTTIME before the clone */
   volatile int tid;               /* 1 until the child's exec or exit */
+  int pidfd;                      /* CLONE_PIDFD's, or -1 */
   int state;
   pid_t pid;
   char *stack;

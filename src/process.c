@@ -1057,6 +1057,12 @@ static void job_settle(proc_state *st, orch__spawn_job *j, int mine) {
   }
   job_stack_put(st, j->stack);
   j->stack = NULL;
+  int pidfd = j->pidfd;
+  j->pidfd = -1;
+  if (!mine || j->err || !st) {
+    if (pidfd >= 0) close(pidfd);
+    pidfd = -1;
+  }
   if (!mine) {
     /* A fork child's copy: the child is the parent's. */
     j->state = JOB_FAILED;
@@ -1072,6 +1078,7 @@ static void job_settle(proc_state *st, orch__spawn_job *j, int mine) {
   child_fill(j, j->child, j->pid);
   j->state = JOB_STARTED;
   if (st) table_add(st, j->child);
+  if (pidfd >= 0) pidfd_watch(st, j->child, pidfd);
 }
 
 static void jobs_settle(proc_state *st) {
@@ -1095,6 +1102,8 @@ int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_
   ctx_init(job, req);
   job->child = c;
   job->tid = 1;
+  job->pidfd = -1;
+  int *want = st->epfd >= 0 ? &job->pidfd : NULL;
   job->cleared = 1;
   UNPOISON_STACK(stack, JOB_STACK);
   sigset_t all, old;
@@ -1108,21 +1117,35 @@ int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_
     job->ncg = nofd ? req->ncgroup_fds : req->ncgroup_fds - 1;
     long r3 = clone3_into(spawn_child, job, stack, JOB_STACK,
                           CLONE_CHILD_CLEARTID | INTO_CGROUP | CLEAR_SIGHAND, req->cgroup_dir,
-                          NULL, (int *)&job->tid);
+                          want, (int *)&job->tid);
+    if (want && (r3 == -EMFILE || r3 == -ENFILE)) {   /* no pidfd: the walk reaps it */
+      job->pidfd = -1;
+      r3 = clone3_into(spawn_child, job, stack, JOB_STACK,
+                       CLONE_CHILD_CLEARTID | INTO_CGROUP | CLEAR_SIGHAND, req->cgroup_dir,
+                       NULL, (int *)&job->tid);
+    }
     if (r3 >= 0) { pid = r3; clone3_works = 2; }
     else if (!nofd && (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL)) clone3_works = 0;
     else e = (int)-r3;
     if (pid < 0 && !e) job->ncg = req->ncgroup_fds;
   }
   if (pid < 0 && !e) {
+    job->pidfd = -1;
     long r3 = clone3_into(spawn_child, job, stack, JOB_STACK, CLONE_CHILD_CLEARTID | CLEAR_SIGHAND,
-                          -1, NULL, (int *)&job->tid);
+                          -1, want, (int *)&job->tid);
+    if (want && (r3 == -EMFILE || r3 == -ENFILE)) {
+      job->pidfd = -1;
+      r3 = clone3_into(spawn_child, job, stack, JOB_STACK, CLONE_CHILD_CLEARTID | CLEAR_SIGHAND,
+                       -1, NULL, (int *)&job->tid);
+    }
     if (r3 >= 0) { pid = r3; clear_works = 2; }
     else if (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL || r3 == -EPERM) clear_works = 0;
     else e = (int)-r3;
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (pid < 0) {
+    if (job->pidfd >= 0) close(job->pidfd);
+    job->pidfd = -1;
     job_stack_put(st, stack);
     if (!e) return -ENOSYS;            /* the caller spawns the old way */
     *step = "clone";
