@@ -291,6 +291,67 @@ describe("supervisor restarts", function()
     end)
   end)
 
+  it("an immediate restart spawns before noting the exit, which is still seen first: events, history, counters, hooks", function()
+    u.with(function(s, logs)
+      local seen, hooks = {}, {}
+      s.events(function(ev)
+        if ev.name ~= "im" then return end
+        local i = s.instance("im")
+        local e = { event = ev.event, pid = ev.pid, code = ev.code, history = #(i.history or {}),
+                    exits = i.exits and i.exits.failure or 0, inst_pid = i.pid }
+        -- The replacement already runs when the exit is told (what the
+        -- change is for): a child of this process, not the one that exited.
+        if ev.event == "exited" then
+          e.others = 0
+          for _, pid in ipairs(u.h.children()) do
+            if pid ~= ev.pid then e.others = e.others + 1 end
+          end
+        end
+        seen[#seen + 1] = e
+      end)
+      s.service { name = "im", cmd = u.sh("sleep 0.05; exit 3"), backoff = 0, start_limit = false,
+        on_start = function(svc) hooks[#hooks + 1] = "start " .. #(svc.history or {}) end,
+        on_exit = function(svc, code) hooks[#hooks + 1] = "exit " .. code .. " " .. #svc.history end }
+      s.start("im")
+      assert.is_true(u.until_true(function() return u.st(s, "im").restarts >= 3 end))
+      local snap = table.move(seen, 1, #seen, 1, {})      -- the stop's own events left out
+      assert.is_true(s.stop("im"))
+      -- spawned, ready, exited, spawned, ready, exited, ...: each exit of the
+      -- process the spawn before it named, counted in the history and the
+      -- counters by its own event, never by the next spawn's.
+      local n, last = 0, nil
+      for k, e in ipairs(snap) do
+        if e.event == "spawned" then
+          assert.are.equal(n, e.history)
+          last = e.pid
+        elseif e.event == "exited" then
+          n = n + 1
+          assert.are.equal(last, e.pid)
+          assert.are.equal(3, e.code)
+          assert.are.equal(n, e.history)
+          assert.are.equal(n, e.exits)
+          assert.is_nil(e.inst_pid)
+          if snap[k + 1] and snap[k + 1].event == "spawned" then assert.is_true(e.others >= 1) end
+        end
+      end
+      assert.is_true(n >= 3)
+      local order = {}
+      for _, e in ipairs(snap) do order[#order + 1] = e.event end
+      assert.are.equal("spawned ready exited spawned ready exited spawned ready exited",
+        table.concat(order, " "):match("^spawned ready exited spawned ready exited spawned ready exited"))
+      -- The hooks: on_exit after its exit is in the history, before the next on_start.
+      assert.is_true(u.until_true(function() return #hooks >= 6 end))
+      for i = 1, 6 do
+        local k = (i + 1) // 2
+        assert.are.equal(i % 2 == 1 and ("start " .. (k - 1)) or ("exit 3 " .. k), hooks[i])
+      end
+      -- The log: the spawn's line, then the exit's, then the decision's.
+      local a, b = u.logged(logs, "im: killed by") or u.logged(logs, "im: exited with code 3 after"), u.logged(logs, "im: restarted")
+      assert.truthy(a)
+      assert.is_true(a < b)
+    end)
+  end)
+
   it("says a service stopped while in backoff is stopped", function()
     u.with(function(s, logs)
       s.service { name = "b", cmd = u.sh("exit 1"), backoff = 60, start_limit = false }

@@ -75,6 +75,7 @@ end
 function Instance:set_state(s)
   local old = self.state
   if old == s then return end
+  if self.unnoted then self:noted() end
   self.state = s
   -- The cgroup kept for a restart goes once none will come.
   if self.cgroup_idle and (s == "stopped" or s == "exited" or s == "fatal") then cgroup.release(self) end
@@ -187,8 +188,40 @@ local function sweep(self, run, contained)
   end
 end
 
--- The bookkeeping of every end of a run; returns how it ended, as words.
-local function record_exit(self, run, code, sig, reason)
+-- How a run ended, as words.
+local function ended_how(code, sig)
+  return code and ("exited with code " .. code) or sig and ("killed by " .. sig) or "ended"
+end
+
+-- The exit's log line: "killed by KILL after 0.02s (reason)"; nil without a
+-- run (a spawn that failed).
+local function exit_line(code, sig, reason, runtime)
+  if not runtime then return nil end
+  return string.format("%s after %.2fs%s", ended_how(code, sig), runtime, reason and (" (" .. reason .. ")") or "")
+end
+
+-- The part of a run's end that its replacement's spawn does not need: the
+-- history entry, the exit counters, the `exited` event and the on_exit
+-- hook's task.
+local function note_exit(self, run, code, sig, reason, runtime)
+  local history = self.history or {}
+  self.history = history
+  history[#history + 1] = { time = orch.time(), code = code, signal = sig, runtime = runtime, reason = reason }
+  if #history > HISTORY_MAX then table.remove(history, 1) end
+  -- Counted by kind for orch_service_exits_total (orch.http).
+  local kind = policy.exit_reason(self.cfg, run.user_stop, code, sig, reason)
+  local exits = self.exits or {}
+  self.exits = exits
+  exits[kind] = (exits[kind] or 0) + 1
+  self.sup:emit(self, "exited", { pid = run.main_pid or run.pid, code = code, signal = sig, reason = reason,
+                                  runtime = runtime })
+  self.sup:hook(self, "on_exit", code, sig)
+end
+
+-- The bookkeeping of every end of a run; returns its runtime. With
+-- `later`, note_exit waits for Instance:noted (exit_decide: an immediate
+-- restart spawns first).
+local function record_exit(self, run, code, sig, reason, later)
   run.alive = false
   -- A kept cgroup must not stay frozen for the next run (a frozen
   -- process still dies of SIGKILL).
@@ -202,43 +235,48 @@ local function record_exit(self, run, code, sig, reason)
   self.reason = reason
   self.exit_code, self.exit_signal = code, sig
   local runtime = orch.now() - run.started
-  local history = self.history or {}
-  self.history = history
-  history[#history + 1] = { time = orch.time(), code = code, signal = sig, runtime = runtime, reason = reason }
-  if #history > HISTORY_MAX then table.remove(history, 1) end
-  -- Counted by kind for orch_service_exits_total (orch.http).
-  local kind = policy.exit_reason(self.cfg, run.user_stop, code, sig, reason)
-  local exits = self.exits or {}
-  self.exits = exits
-  exits[kind] = (exits[kind] or 0) + 1
-  self.sup:emit(self, "exited", { pid = run.main_pid or run.pid, code = code, signal = sig, reason = reason,
-                                  runtime = runtime })
-  self.sup:hook(self, "on_exit", code, sig)
-  return code and ("exited with code " .. code) or sig and ("killed by " .. sig) or "ended", runtime
+  if later then
+    self.unnoted = { run, code, sig, reason, runtime }
+  else
+    note_exit(self, run, code, sig, reason, runtime)
+  end
+  return runtime
+end
+
+--- The end of the last run, noted now if record_exit left it for later:
+-- before anything else of the instance is seen (an event, a state, a log
+-- of the restart, a restart function reading the history).
+function Instance:noted()
+  local u = self.unnoted
+  if u then
+    self.unnoted = nil
+    note_exit(self, u[1], u[2], u[3], u[4], u[5])
+  end
 end
 
 -- exit in stopping: stopped, or started again when it was wanted meanwhile.
 local function exit_stopped(self, run, code, sig, reason)
   local contained = run.cgroup ~= nil
-  local how = record_exit(self, run, code, sig, reason or run.forced)
+  record_exit(self, run, code, sig, reason or run.forced)
   sweep(self, run, contained)
-  self:log("stopped (%s)", how)
+  self:log("stopped (%s)", ended_how(code, sig))
   if self.want then return self:launch() end
   return self:set_state("stopped")
 end
 
 -- exit in starting, running: the restart policy decides. An immediate
--- restart is spawned before the bookkeeping that can wait (the log lines,
--- the sweep of the old process group): restart latency is what the users of
--- a crashed service wait for.
+-- restart is spawned before the bookkeeping that can wait (the history, the
+-- counters, the `exited` event and the on_exit hook, noted right after the
+-- spawn and before anything of the new run; the log lines; the sweep of the
+-- old process group): restart latency is what the users of a crashed
+-- service wait for.
 local function exit_decide(self, run, code, sig, reason)
   if run.user_stop or not self.want then return exit_stopped(self, run, code, sig, reason) end
   reason = reason or run.forced
   local contained = run.cgroup ~= nil
-  local how, runtime = record_exit(self, run, code, sig, reason)
+  local runtime = record_exit(self, run, code, sig, reason, true)
   if runtime >= self.cfg.backoff.reset_after then self.fails = nil end
-  local line = string.format("%s after %.2fs%s", how, runtime, reason and (" (" .. reason .. ")") or "")
-  self:after_exit(code, sig, reason, line)
+  self:after_exit(code, sig, reason, runtime)
   sweep(self, run, contained)
 end
 
@@ -351,6 +389,7 @@ function Instance:launch()
   -- After `orch ctl reexec`, the process the previous image ran goes on.
   if self.sup.inherited ~= false then
     local e = self.sup:take_inherited(self)
+    if e and e.pid then self:noted() end
     if e and e.pid and handoff.adopt(self, e) then
       cgroup.adopt(self, self.run)
       return
@@ -530,6 +569,8 @@ end
 --- The end of a spawn: p the new process, or nil and the error.
 function Instance:spawn_done(run, p, err)
   local cfg = self.cfg
+  -- The previous run's end, before anything of this one is seen.
+  self:noted()
   if not p then
     run:release()
     self:log("cannot start: %s", tostring(err))
@@ -637,11 +678,13 @@ function Instance:proc_exited(run, code, sig)
   self:run_ended(run, code, sig)
 end
 
---- Restart decision after a run that ended on its own (or failed to spawn).
--- `line` (the exit's log line, if any) is logged before the decision's own,
--- but after an immediate restart is under way.
-function Instance:after_exit(code, sig, reason, line)
+--- Restart decision after a run that ended on its own (or failed to spawn:
+-- no runtime). The exit's log line (with the run's runtime) is logged
+-- before the decision's own, but after an immediate restart is under way.
+function Instance:after_exit(code, sig, reason, runtime)
   local cfg = self.cfg
+  -- A restart function is given the history: the exit is in it.
+  if type(cfg.restart) == "function" then self:noted() end
   self.history = self.history or {}
   local decision, delay, err = policy.decide(cfg, self, code, sig, reason)
   local fatal
@@ -659,10 +702,13 @@ function Instance:after_exit(code, sig, reason, line)
       restarting = self
       self:launch()
       restarting = nil
-      log.restart(self, line, err, "restarted")
+      self:noted()      -- a launch that did not spawn (nothing else noted it)
+      log.restart(self, exit_line(code, sig, reason, runtime), err, "restarted")
       return
     end
   end
+  self:noted()
+  local line = exit_line(code, sig, reason, runtime)
   if decision == "restart" and not fatal then
     log.restart(self, line, err, string.format("restarting in %.2fs", delay))
   else
