@@ -175,30 +175,28 @@ function graph.stop_ordered(S, insts)
     -- process to the next (Lua seeds its string hashes at random), and
     -- the order the stops begin in must not (a simulation's trace).
     table.sort(layer, function(a, b) return (pos[a] or 0) < (pos[b] or 0) or (pos[a] == pos[b] and a < b) end)
-    -- Signal first: the first of the layer's stop tasks to run sends every
-    -- main process of the layer its stop signal, one kill(2) each, then
-    -- the rest of each one's cgroup (an escapee), before any instance's
-    -- stop does its bookkeeping (its state, the waits): how soon the last
-    -- process of a large stop gets its signal no longer grows with that
-    -- work. The tasks run one after another in one loop turn, so no exit
-    -- is handled between this pass and their own sends (see
-    -- Instance:signal_first and Instance:signal_rest).
-    local layer_insts, tasks, first = {}, {}, true
-    local function stop_one(inst)
-      if first then
-        first = false
-        for _, i in ipairs(layer_insts) do i:signal_first() end
-        for _, i in ipairs(layer_insts) do i:signal_rest() end
-      end
-      inst:stop()
-    end
+    local layer_insts = {}
     for _, name in ipairs(layer) do
-      for _, inst in ipairs(remaining[name]) do
-        layer_insts[#layer_insts + 1] = inst
-        tasks[#tasks + 1] = orch.task(stop_one, inst)
-      end
+      for _, inst in ipairs(remaining[name]) do layer_insts[#layer_insts + 1] = inst end
       remaining[name] = nil
     end
+    -- Signal first: every main process of the layer gets its stop signal,
+    -- one kill(2) each, then the rest of each one's cgroup (an escapee),
+    -- before any instance's stop does its bookkeeping (its state, the
+    -- waits) and before its task is even made: how soon the last process
+    -- of a large stop gets its signal no longer grows with that work (see
+    -- Instance:signal_first and Instance:signal_rest). The tasks are made
+    -- in this same turn, so they run in the next one before any exit this
+    -- pass caused is handled (an exit's callback is queued when the reaper
+    -- runs, in the loop's poll, behind them).
+    for _, i in ipairs(layer_insts) do i:signal_first() end
+    for _, i in ipairs(layer_insts) do i:signal_rest() end
+    -- The processes just signalled end on orch's CPU too: they go first,
+    -- orch's bookkeeping of their stops after (a stop's users wait for
+    -- the processes to be gone).
+    if #layer_insts > 1 then orch.sched_yield() end
+    local tasks = {}
+    for i, inst in ipairs(layer_insts) do tasks[i] = orch.task(inst.stop, inst) end
     for _, t in ipairs(tasks) do t:join() end
   end
 end
