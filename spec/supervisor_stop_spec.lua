@@ -111,6 +111,28 @@ describe("supervisor stop sequence", function()
       assert.is_true(orch.now() - t0 < 1.5)
     end)
   end)
+
+  it("begins the stops of a layer in definition order, whether it holds most services or a few", function()
+    u.with(function(s)
+      local names = { "zeta", "alpha", "mid", "beta", "omega", "gamma", "delta", "kappa", "iota", "eta" }
+      for _, n in ipairs(names) do s.service { name = n, cmd = { "sleep", "100" } } end
+      -- What "top" depends on stops after it, in a layer of its own.
+      s.service { name = "top", cmd = { "sleep", "100" }, depends_on = { "kappa", "alpha" } }
+      local stopping = {}
+      s.events(function(ev) if ev.event == "stopping" then stopping[#stopping + 1] = ev.name end end)
+      local function stops(target, want)
+        s.start("all")
+        assert.is_true(s.wait("all", "running", 10))
+        stopping = {}
+        assert.is_true(s.stop(target))
+        assert.are.equal(table.concat(want, " "), table.concat(stopping, " "))
+      end
+      -- All (a walk of the definitions), then the layer of what "top" needs.
+      stops("all", { "zeta", "mid", "beta", "omega", "gamma", "delta", "iota", "eta", "top", "alpha", "kappa" })
+      -- A few of many (sorted).
+      stops({ "iota", "zeta" }, { "zeta", "iota" })
+    end)
+  end)
 end)
 
 local function orch_run(script, token, stderr_path)

@@ -144,6 +144,44 @@ function graph.unready_dependency(S, inst)
   end
 end
 
+-- The names of `remaining` not `needed` (nil: all of them) in definition
+-- order: the order of a table's keys changes from one process to the next
+-- (Lua seeds its string hashes at random), and the order the stops begin
+-- in must not (a simulation's trace). Names no longer defined (a reload
+-- removing them) come first, by name. A layer of most of the definitions
+-- (a stop of all) is taken by a walk of them rather than a sort, which
+-- cost a stop of 100 about a tenth of its time before the first signal.
+local function in_order(S, remaining, needed, pos)
+  local layer = {}
+  for name in pairs(remaining) do
+    if not (needed and needed[name]) then layer[#layer + 1] = name end
+  end
+  local order = S.order
+  if #layer * 4 < #order then
+    table.sort(layer, function(a, b) return (pos[a] or 0) < (pos[b] or 0) or (pos[a] == pos[b] and a < b) end)
+    return layer
+  end
+  local gone, n = nil, 0
+  for _, name in ipairs(layer) do
+    if not pos[name] then
+      gone = gone or {}
+      gone[#gone + 1] = name
+    end
+  end
+  if gone then
+    table.sort(gone)
+    n = #gone
+    table.move(gone, 1, n, 1, layer)
+  end
+  for _, name in ipairs(order) do
+    if remaining[name] and not (needed and needed[name]) then
+      n = n + 1
+      layer[n] = name
+    end
+  end
+  return layer
+end
+
 --- Stops the instances, dependents before their dependencies, every
 -- instance of a layer in parallel. None of them is restarted from the
 -- moment this is called. Task only.
@@ -166,15 +204,8 @@ function graph.stop_ordered(S, insts)
         if d ~= other then needed[d] = true end
       end
     end
-    local layer = {}
-    for name in pairs(remaining) do
-      if not needed[name] then layer[#layer + 1] = name end
-    end
-    if #layer == 0 then for name in pairs(remaining) do layer[#layer + 1] = name end end
-    -- In definition order: the order of a table's keys changes from one
-    -- process to the next (Lua seeds its string hashes at random), and
-    -- the order the stops begin in must not (a simulation's trace).
-    table.sort(layer, function(a, b) return (pos[a] or 0) < (pos[b] or 0) or (pos[a] == pos[b] and a < b) end)
+    local layer = in_order(S, remaining, needed, pos)
+    if #layer == 0 then layer = in_order(S, remaining, nil, pos) end
     local layer_insts = {}
     for _, name in ipairs(layer) do
       for _, inst in ipairs(remaining[name]) do layer_insts[#layer_insts + 1] = inst end
