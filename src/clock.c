@@ -211,28 +211,25 @@ static void mark(orch_runtime *rt, uint64_t due, int on) {
 
 /* Puts an armed wait where its due time says (see above). */
 static void place(orch_runtime *rt, orch__wtimer *t) {
-  if (t->due < rt->wcur) {
+  if (t->h.due < rt->wcur) {
     t->where = ORCH__W_LATE;
     list_append(&rt->wlate, t);
-  } else if (t->due - rt->wcur < ORCH__WHEEL_SLOTS) {
+  } else if (t->h.due - rt->wcur < ORCH__WHEEL_SLOTS) {
     t->where = ORCH__W_SLOT;
-    list_append(slot_of(rt, t->due), t);
-    mark(rt, t->due, 1);
+    list_append(slot_of(rt, t->h.due), t);
+    mark(rt, t->h.due, 1);
     rt->wslotted++;
   } else {
     t->where = ORCH__W_FAR;
-    t->far.due = t->due;
-    t->far.seq = t->seq;
-    t->far.data = t;
-    heap_push(&rt->wfar, &t->far);
+    heap_push(&rt->wfar, &t->h);
   }
 }
 
 /* The far waits the cursor has come within reach of go to their slots. */
 static void migrate(orch_runtime *rt) {
   while (rt->wfar.n > 0 && rt->wfar.v[0]->due < rt->wcur + ORCH__WHEEL_SLOTS) {
-    orch__wtimer *t = rt->wfar.v[0]->data;
-    heap_remove(&rt->wfar, &t->far);
+    orch__wtimer *t = (orch__wtimer *)rt->wfar.v[0];   /* its first member */
+    heap_remove(&rt->wfar, &t->h);
     place(rt, t);
   }
 }
@@ -275,13 +272,13 @@ void orch__wtimer_stop(orch_runtime *rt, orch__wtimer *t) {
     case ORCH__W_NONE: return;
     case ORCH__W_LATE: list_unlink(&rt->wlate, t); break;
     case ORCH__W_SLOT: {
-      orch__wlist *l = slot_of(rt, t->due);
+      orch__wlist *l = slot_of(rt, t->h.due);
       list_unlink(l, t);
-      if (!l->head) mark(rt, t->due, 0);
+      if (!l->head) mark(rt, t->h.due, 0);
       rt->wslotted--;
       break;
     }
-    case ORCH__W_FAR: heap_remove(&rt->wfar, &t->far); break;
+    case ORCH__W_FAR: heap_remove(&rt->wfar, &t->h); break;
   }
   t->where = ORCH__W_NONE;
   /* An earlier wake-up than needed is harmless; one with nothing left to
@@ -302,13 +299,13 @@ void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, uint64_t ms, orch__wt
     rt->wcur = now;
     migrate(rt);
   }
-  t->due = ms > UINT64_MAX / 2 - now ? UINT64_MAX / 2 : now + ms;
-  t->seq = rt->wseq++;
+  t->h.due = ms > UINT64_MAX / 2 - now ? UINT64_MAX / 2 : now + ms;
+  t->h.seq = rt->wseq++;
   t->cb = cb;
   place(rt, t);
   /* The uv timer is armed for the earliest wait or earlier (a stop does
    * not re-arm it): only an earlier one re-arms it. */
-  uint64_t due = t->where == ORCH__W_LATE ? 0 : t->due;
+  uint64_t due = t->where == ORCH__W_LATE ? 0 : t->h.due;
   if (rt->warmed == NOT_ARMED || due < rt->warmed) {
     rt->warmed = due;
     uv_timer_start(&rt->wtimer, wheel_cb, due > now ? due - now : 0, 0);
@@ -320,7 +317,7 @@ static void fire(orch_runtime *rt, orch__wlist *l, orch__wtimer *t, int slot) {
   list_unlink(l, t);
   if (slot) {
     rt->wslotted--;
-    if (!l->head) mark(rt, t->due, 0);
+    if (!l->head) mark(rt, t->h.due, 0);
   }
   t->where = ORCH__W_NONE;
   t->cb(t);
@@ -333,7 +330,7 @@ static void wheel_cb(uv_timer_t *h) {
   /* One at a time from the live lists: a callback may stop a later wait
    * (cancel a task) or arm one (due in a millisecond already run: the late
    * list, for the next turn). */
-  while (rt->wlate.head && rt->wlate.head->seq < seq) fire(rt, &rt->wlate, rt->wlate.head, 0);
+  while (rt->wlate.head && rt->wlate.head->h.seq < seq) fire(rt, &rt->wlate, rt->wlate.head, 0);
   while (rt->wcur <= now) {
     uint64_t ms = rt->wslotted ? next_slot(rt) : NOT_ARMED;
     if (ms > now) {
@@ -345,7 +342,7 @@ static void wheel_cb(uv_timer_t *h) {
     migrate(rt);
     orch__wlist *l = slot_of(rt, ms);
     /* A wait due WHEEL_SLOTS ms later shares the slot, after these. */
-    while (l->head && l->head->due == ms) fire(rt, l, l->head, 1);
+    while (l->head && l->head->h.due == ms) fire(rt, l, l->head, 1);
   }
   rearm(rt);
   orch__gc_settle(rt);

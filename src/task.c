@@ -477,7 +477,7 @@ static void timed_out(orch__task *t) {
   orch__wake(co, 3);
 }
 
-static void wtimeout_cb(orch__wtimer *wt) { timed_out(wt->data); }
+static void wtimeout_cb(orch__wtimer *wt) { timed_out(wt->h.data); }
 
 static void vtimeout_cb(orch__vtimer *vt) { timed_out(vt->data); }
 
@@ -497,7 +497,7 @@ static int start_timer(orch__task *t, double seconds) {
   }
   double ms = ceil(seconds * 1000.0);
   if (ms > 9.0e15) ms = 9.0e15;
-  t->timer.w.data = t;
+  t->timer.w.h.data = t;
   orch__wtimer_start(t->rt, &t->timer.w, (uint64_t)ms, wtimeout_cb);
   return 0;
 }
