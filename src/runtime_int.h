@@ -146,6 +146,9 @@ struct orch_runtime {
   uint64_t wseq;
   int ncopool;              /* finished coroutines kept for new tasks (task.c) */
   long gc_debt;             /* bytes of task memory owed to the collector's debt (task.c) */
+  /* The heap growth of a new task object and of a new coroutine, learnt
+   * from their first GC_SAMPLES creations (task.c). */
+  unsigned gc_size[2], gc_samples[2];
 };
 
 /* The registry key of the runtime's light userdata (&orch__rt_key; the

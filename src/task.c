@@ -136,9 +136,11 @@ static size_t heap_bytes(lua_State *L) {
   return (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
 }
 
-/* Makes the debt changes owed, in whole KiB. */
+/* Makes the debt changes owed, in whole KiB: a debt taken off from 8 KiB
+ * on (every few dozen tasks rather than every few), one put back from 1
+ * KiB on. */
 static void gc_flush(lua_State *L, orch_runtime *rt) {
-  if (rt->gc_debt > -1024 && rt->gc_debt < 1024) return;
+  if (rt->gc_debt > -8192 && rt->gc_debt < 1024) return;
   int running = lua_gc(L, LUA_GCISRUNNING);
   if (running < 0) return;              /* inside a finalizer: later */
   long kb = rt->gc_debt / 1024;
@@ -147,17 +149,31 @@ static void gc_flush(lua_State *L, orch_runtime *rt) {
   if (running) lua_gc(L, LUA_GCSTEP, (int)kb);
 }
 
-/* The task's new objects (the heap grew by that since before; at most
- * limit, as a step of the collector may have freed some meanwhile) count
- * from its end. */
-static void gc_hold(lua_State *L, orch__task *t, size_t before, size_t limit) {
+/* What a task's new object (kind GC_OBJ) or new coroutine (GC_CO) adds to
+ * the heap: the same every time for a given Lua, so it is measured (the
+ * heap before and after) only at the first GC_SAMPLES creations of each,
+ * the largest kept (a step of the collector during one may have freed
+ * some meanwhile: a smaller figure), then known (four calls into Lua a
+ * task fewer). What is held is given back exactly, whatever the figure. */
+enum { GC_OBJ, GC_CO, GC_SAMPLES = 8 };
+
+static size_t gc_measure_begin(lua_State *L, orch_runtime *rt, int kind) {
+  return rt->gc_samples[kind] < GC_SAMPLES ? heap_bytes(L) : 0;
+}
+
+/* The task's new object of that kind (the heap was before before it,
+ * when measured; the growth taken at most limit) counts from its end. */
+static void gc_hold(lua_State *L, orch__task *t, int kind, size_t before, size_t limit) {
   orch_runtime *rt = t->rt;
-  size_t now = heap_bytes(L);
-  if (now > before) {
-    size_t b = now - before < limit ? now - before : limit;
-    t->gc_held += (unsigned)b;
-    rt->gc_debt -= (long)b;
+  if (rt->gc_samples[kind] < GC_SAMPLES) {
+    rt->gc_samples[kind]++;
+    size_t now = heap_bytes(L);
+    size_t b = now > before ? now - before : 0;
+    if (b > limit) b = limit;
+    if (b > rt->gc_size[kind]) rt->gc_size[kind] = (unsigned)b;
   }
+  t->gc_held += rt->gc_size[kind];
+  rt->gc_debt -= (long)rt->gc_size[kind];
   gc_flush(L, rt);
 }
 
@@ -325,9 +341,9 @@ static lua_State *copool_get(lua_State *L, orch_runtime *rt) {
 /* [-0,+1] A new coroutine for t, pushed on L (its memory held until t
  * ends). */
 static lua_State *new_thread(lua_State *L, orch__task *t) {
-  size_t before = heap_bytes(L);
+  size_t before = gc_measure_begin(L, t->rt, GC_CO);
   lua_State *co = lua_newthread(L);
-  gc_hold(L, t, before, 4096);
+  gc_hold(L, t, GC_CO, before, 4096);
   return co;
 }
 
@@ -532,14 +548,14 @@ int orch__await(lua_State *L, double timeout, const char *op,
  * the task userdata. Does not queue it. */
 orch__task *orch__task_new(lua_State *L, int nargs) {
   orch_runtime *rt = orch__rt(L);
-  size_t before = heap_bytes(L);
+  size_t before = gc_measure_begin(L, rt, GC_OBJ);
   /* The struct is the userdata (no timer handle outlives it). */
   orch__task *t = lua_newuserdatauv(L, sizeof *t, UVAL_NSLOTS);
   memset(t, 0, sizeof *t);
   luaL_setmetatable(L, TASK_MT);
   t->rt = rt;
   t->ref = LUA_NOREF;
-  gc_hold(L, t, before, 1024);
+  gc_hold(L, t, GC_OBJ, before, 1024);
   if (nargs == 0) {
     /* The coroutine comes at the first resume (task_start); meanwhile the
      * uservalue holds the function. */
