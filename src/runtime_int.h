@@ -149,6 +149,7 @@ struct orch_runtime {
   /* The heap growth of a new task object and of a new coroutine, learnt
    * from their first GC_SAMPLES creations (task.c). */
   unsigned gc_size[2], gc_samples[2];
+  int task_mt_ref;          /* registry ref to orch.Task's metatable; 0: not yet (task.c) */
 };
 
 /* The registry key of the runtime's light userdata (&orch__rt_key; the

@@ -544,15 +544,31 @@ int orch__await(lua_State *L, double timeout, const char *op,
   return lua_yieldk(L, 0, (lua_KContext)t, orch__await_k);
 }
 
+/* [-0,+0] Sets orch.Task's metatable on the userdata on top: kept at an
+ * integer key of the registry once known (its array part), rather than
+ * found by its name (a string look-up) for every task. */
+static void set_task_mt(lua_State *L, orch_runtime *rt) {
+  if (rt->task_mt_ref > 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->task_mt_ref);
+  } else if (luaL_getmetatable(L, TASK_MT) == LUA_TTABLE) {
+    lua_pushvalue(L, -1);
+    rt->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_setmetatable(L, -2);
+}
+
 /* Creates a task for the function at -(nargs+1); pops fn and args, pushes
  * the task userdata. Does not queue it. */
 orch__task *orch__task_new(lua_State *L, int nargs) {
-  orch_runtime *rt = orch__rt(L);
+  /* Made from a running task (the usual case): its runtime, without the
+   * registry look-up of orch__rt. */
+  orch__task *cur = orch__current(L);
+  orch_runtime *rt = cur ? cur->rt : orch__rt(L);
   size_t before = gc_measure_begin(L, rt, GC_OBJ);
   /* The struct is the userdata (no timer handle outlives it). */
   orch__task *t = lua_newuserdatauv(L, sizeof *t, UVAL_NSLOTS);
   memset(t, 0, sizeof *t);
-  luaL_setmetatable(L, TASK_MT);
+  set_task_mt(L, rt);
   t->rt = rt;
   t->ref = LUA_NOREF;
   gc_hold(L, t, GC_OBJ, before, 1024);
