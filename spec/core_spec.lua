@@ -536,6 +536,34 @@ describe("orch.sleep", function()
     assert.is_true(dts[2] >= 1.34, "slept " .. dts[2])
   end)
 
+  it("waits cancelled in the wheel and in the far heap never fire; the others fire in order", function()
+    -- Every other wait, near (within the wheel's second) and far (in the
+    -- heap beyond it), is cancelled from the middle of its list or heap
+    -- before it is due; the rest wake in deadline order and the run ends.
+    local woke, fired_cancelled = {}, 0
+    h.run(function()
+      local keep, drop = {}, {}
+      for i = 1, 400 do
+        local d = (i <= 200 and 0.2 or 1.1) + (i % 200) / 1000
+        local t = orch.task(function()
+          orch.sleep(d)
+          if i % 2 == 0 then fired_cancelled = fired_cancelled + 1 end
+          woke[#woke + 1] = d
+        end)
+        if i % 2 == 0 then drop[#drop + 1] = t else keep[#keep + 1] = t end
+      end
+      orch.sleep(0.05)
+      for _, t in ipairs(drop) do t:cancel() end
+      for _, t in ipairs(keep) do t:join() end
+      for _, t in ipairs(drop) do assert.are.equal("cancelled", t:status()) end
+    end)
+    assert.are.equal(0, fired_cancelled)
+    assert.are.equal(200, #woke)
+    for k = 2, #woke do
+      assert.is_true(woke[k - 1] <= woke[k], ("a wait of %.3f s woke before one of %.3f s"):format(woke[k], woke[k - 1]))
+    end
+  end)
+
   it("a wait that ended early leaves nothing that keeps orch run alive", function()
     local path = h.script([[
       local c = orch.cond()
