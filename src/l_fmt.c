@@ -147,9 +147,31 @@ static cell cell_of(lua_State *L, int idx, int c, char *buf) {
 
 /* The cells of the rows, one after the other: per cell a uint32_t length
  * and its bytes (unaligned, read with memcpy). */
+/* A growable malloc'ed buffer (a Table's cells, a Json's text). */
 typedef struct {
   char *buf;
   size_t used, cap;
+} fbuf;
+
+/* Room for need more bytes; raises on no memory (the object stays valid). */
+static void reserve(lua_State *L, fbuf *b, size_t need) {
+  if (b->cap - b->used >= need) return;
+  size_t cap = b->cap ? b->cap : 4096;
+  while (cap - b->used < need) cap *= 2;
+  char *nb = realloc(b->buf, cap);
+  if (!nb) luaL_error(L, "not enough memory");
+  b->buf = nb;
+  b->cap = cap;
+}
+
+static void fbuf_free(fbuf *b) {
+  free(b->buf);
+  b->buf = NULL;
+  b->used = b->cap = 0;
+}
+
+typedef struct {
+  fbuf b;
   size_t rows;
   size_t width[NCOLS], sum[NCOLS];
   int any_oom, any_reason, any_text;
@@ -164,22 +186,9 @@ static fmt_table *check_table(lua_State *L) {
 
 static int table_close(lua_State *L) {
   fmt_table *t = luaL_checkudata(L, 1, TABLE_MT);
-  free(t->buf);
-  t->buf = NULL;
-  t->used = t->cap = 0;
+  fbuf_free(&t->b);
   t->closed = 1;
   return 0;
-}
-
-/* Room for need more bytes; raises on no memory (the object stays valid). */
-static void reserve(lua_State *L, fmt_table *t, size_t need) {
-  if (t->cap - t->used >= need) return;
-  size_t cap = t->cap ? t->cap : 4096;
-  while (cap - t->used < need) cap *= 2;
-  char *nb = realloc(t->buf, cap);
-  if (!nb) luaL_error(L, "not enough memory");
-  t->buf = nb;
-  t->cap = cap;
 }
 
 /* t:row(name, state, pid, uptime, restarts, rss, cpu, oom, reason, text) */
@@ -195,12 +204,12 @@ static int table_row(lua_State *L) {
     need += sizeof(uint32_t) + cells[c].len;
     if (cells[c].len > UINT32_MAX) luaL_argerror(L, 2 + c, "too long");
   }
-  reserve(L, t, need);
+  reserve(L, &t->b, need);
   for (int c = 0; c < NCOLS; c++) {
     uint32_t len = (uint32_t)cells[c].len;
-    memcpy(t->buf + t->used, &len, sizeof len);
-    memcpy(t->buf + t->used + sizeof len, cells[c].s, len);
-    t->used += sizeof len + len;
+    memcpy(t->b.buf + t->b.used, &len, sizeof len);
+    memcpy(t->b.buf + t->b.used + sizeof len, cells[c].s, len);
+    t->b.used += sizeof len + len;
     if (len > t->width[c]) t->width[c] = len;
     t->sum[c] += len;
   }
@@ -240,8 +249,8 @@ static int table_text(lua_State *L) {
       out[pos++] = '\n';
       for (int c = 0; c < NCOLS; c++) {
         uint32_t len;
-        memcpy(&len, t->buf + at, sizeof len);
-        cells[c].s = t->buf + at + sizeof len;
+        memcpy(&len, t->b.buf + at, sizeof len);
+        cells[c].s = t->b.buf + at + sizeof len;
         cells[c].len = len;
         at += sizeof len + len;
       }
@@ -278,7 +287,7 @@ static int fmt_table_new(lua_State *L) {
   luaL_setmetatable(L, TABLE_MT);
   for (int c = 0; c < NCOLS; c++) t->width[c] = strlen(HEADERS[c]);
   /* About 50 bytes a row for the common one; grown when more is needed. */
-  if (n > 0 && (size_t)n < SIZE_MAX / 64) reserve(L, t, (size_t)n * 64);
+  if (n > 0 && (size_t)n < SIZE_MAX / 64) reserve(L, &t->b, (size_t)n * 64);
   return 1;
 }
 
@@ -288,8 +297,7 @@ static int fmt_table_new(lua_State *L) {
 
 /* The JSON array of a status's records, written as they come. */
 typedef struct {
-  char *buf;
-  size_t used, cap;
+  fbuf b;
   size_t rows;
   int closed;
 } fmt_json;
@@ -302,27 +310,15 @@ static fmt_json *check_json(lua_State *L) {
 
 static int json_close(lua_State *L) {
   fmt_json *j = luaL_checkudata(L, 1, JSON_MT);
-  free(j->buf);
-  j->buf = NULL;
-  j->used = j->cap = 0;
+  fbuf_free(&j->b);
   j->closed = 1;
   return 0;
 }
 
-static void json_reserve(lua_State *L, fmt_json *j, size_t need) {
-  if (j->cap - j->used >= need) return;
-  size_t cap = j->cap ? j->cap : 4096;
-  while (cap - j->used < need) cap *= 2;
-  char *nb = realloc(j->buf, cap);
-  if (!nb) luaL_error(L, "not enough memory");
-  j->buf = nb;
-  j->cap = cap;
-}
-
 static void put(lua_State *L, fmt_json *j, const char *s, size_t len) {
-  json_reserve(L, j, len);
-  memcpy(j->buf + j->used, s, len);
-  j->used += len;
+  reserve(L, &j->b, len);
+  memcpy(j->b.buf + j->b.used, s, len);
+  j->b.used += len;
 }
 #define PUTLIT(L, j, lit) put(L, j, lit, sizeof(lit) - 1)
 
@@ -448,10 +444,10 @@ static int json_text(lua_State *L) {
     return 1;
   }
   luaL_Buffer b;
-  char *out = luaL_buffinitsize(L, &b, j->used + 1);
-  memcpy(out, j->buf, j->used);
-  out[j->used] = ']';
-  luaL_pushresultsize(&b, j->used + 1);
+  char *out = luaL_buffinitsize(L, &b, j->b.used + 1);
+  memcpy(out, j->b.buf, j->b.used);
+  out[j->b.used] = ']';
+  luaL_pushresultsize(&b, j->b.used + 1);
   return 1;
 }
 
@@ -471,7 +467,7 @@ static int fmt_json_new(lua_State *L) {
   memset(j, 0, sizeof *j);
   luaL_setmetatable(L, JSON_MT);
   /* About 280 bytes a record for the common one. */
-  if (n > 0 && (size_t)n < SIZE_MAX / 512) json_reserve(L, j, (size_t)n * 300);
+  if (n > 0 && (size_t)n < SIZE_MAX / 512) reserve(L, &j->b, (size_t)n * 300);
   return 1;
 }
 
