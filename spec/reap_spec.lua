@@ -94,7 +94,7 @@ describe("reaping", function()
     end, 60)
   end)
 
-  it("at a low fd limit: children past the spare fds get no pidfd, a spawn at a full fd table starts, all are reaped", function()
+  it("at a low fd limit: once a child gets no pidfd none has one, a spawn at a full fd table starts, all are reaped, and pidfds come back once few children are left", function()
     local dir = h.tmpdir()
     local script = h.script(string.format([[
       local orch = require "orch"
@@ -105,8 +105,10 @@ describe("reaping", function()
         return n
       end
       local ps = {}
-      for i = 1, 200 do ps[i] = assert(orch.spawn { %q, "sleep", "100" }) end
-      print("pidfds", pidfds())
+      for i = 1, 40 do ps[i] = assert(orch.spawn { %q, "sleep", "100" }) end
+      print("pidfds40", pidfds(), orch.proc.reaper().pidfds)
+      for i = 41, 200 do ps[i] = assert(orch.spawn { %q, "sleep", "100" }) end
+      print("pidfds", pidfds(), orch.proc.reaper().pidfds)
       -- Every fd taken: clone3 cannot make a pidfd (EMFILE).
       local held = {}
       while true do
@@ -125,15 +127,22 @@ describe("reaping", function()
         if sig == "KILL" then n = n + 1 end
       end
       print("reported", n, #ps, pidfds())
-    ]], prog, prog))
+      -- No child left: the next one has a pidfd again.
+      local again = assert(orch.spawn { %q, "sleep", "100" })
+      print("again", pidfds(), orch.proc.reaper().pidfds)
+      again:kill("KILL")
+      again:wait()
+    ]], prog, prog, prog, prog))
     local out = h.sh(string.format("cd %s && prlimit --nofile=200:200 %s run %s 2>&1",
       h.shquote(dir), h.shquote(h.bin), h.shquote(script)))
-    local n = tonumber(out:match("pidfds\t(%d+)"))
-    assert.is_not_nil(n, out)
-    -- Some children have a pidfd, the rest (past the spare fds) none.
-    assert.is_true(n > 0 and n < 200, out)
+    -- 40 children fit under the quarter of 200: each has its pidfd.
+    assert.matches("pidfds40\t40\t40", out, 1, true)
+    -- Past it, one without a pidfd makes every SIGCHLD walk: the others'
+    -- pidfds would save nothing and cost every spawn, so none is kept.
+    assert.matches("pidfds\t0\t0\n", out, 1, true)
     assert.matches("full\tstarted", out, 1, true)
     assert.matches("reported\t201\t201\t0", out, 1, true)
+    assert.matches("again\t1\t1", out, 1, true)
   end)
 
   it("a supervisor stopping on SIGTERM reaps every service that ends during its stop", function()

@@ -96,6 +96,7 @@ typedef struct {
   pid_t owed[256];            /* pids reaped through a pidfd whose SIGCHLD
                                * record may still come (a ring, 0: empty) */
   unsigned nowed;
+  int pidfds_off;             /* a child could not get a pidfd: none for any */
   int orphans;                /* orch was a subreaper (or is pid 1): orphans
                                * may be adopted at any time */
   int stops;                  /* a child stopped or continued once */
@@ -185,10 +186,33 @@ static int pidfd_fits(proc_state *st, int pidfd) {
   return st->npidfd < rl.rlim_cur / 4 && (rlim_t)pidfd + spare < rl.rlim_cur;
 }
 
+/* A child left without a pidfd makes every SIGCHLD walk (explained): the
+ * other children's pidfds then save nothing, and every later spawn pays for
+ * them, since its clone copies orch's fd table (at 10,000 services under a
+ * limit of 20,000, 5,000 pidfds took a start of all from 4.1 to 10.0 s of
+ * orch's CPU). So they are all closed, and none is made until the children
+ * are down to an eighth of the limit. */
+static void pidfds_drop(proc_state *st) {
+  st->pidfds_off = 1;
+  for (size_t k = 0; st->npidfd > 0 && k <= st->mask; k++)
+    for (orch__child *c = st->buckets[k]; c; c = c->next) pidfd_drop(st, c);
+}
+
+/* Whether a spawn asks the kernel for its child's pidfd. */
+static int pidfd_wanted(proc_state *st) {
+  if (st->epfd < 0) return 0;
+  if (st->pidfds_off) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rl.rlim_cur == RLIM_INFINITY || st->count < rl.rlim_cur / 8))
+      st->pidfds_off = 0;
+  }
+  return !st->pidfds_off;
+}
+
 /* c was born with pidfd: its exit is watched through it, or, when the fd
  * does not fit (pidfd_fits), left to the walk. */
 static void pidfd_watch(proc_state *st, orch__child *c, int pidfd) {
-  if (!pidfd_fits(st, pidfd)) { close(pidfd); return; }
+  if (!pidfd_fits(st, pidfd)) { close(pidfd); pidfds_drop(st); return; }
   struct epoll_event ev;
   memset(&ev, 0, sizeof ev);
   ev.events = EPOLLIN;
@@ -967,7 +991,7 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   int pidfd = -1;
   x.born0 = boot_ns();
 #ifdef HAVE_CLONE3_INTO
-  int *want = st->epfd >= 0 ? &pidfd : NULL;
+  int *want = pidfd_wanted(st) ? &pidfd : NULL;
   int nofd = (req->flags & ORCH__SPAWN_CGROUP_NOFD) != 0;
   if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && (nofd || req->ncgroup_fds > 0)) {
     /* Born in the v2 cgroup: the child skips writing the last fd. The
@@ -1103,7 +1127,7 @@ int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_
   job->child = c;
   job->tid = 1;
   job->pidfd = -1;
-  int *want = st->epfd >= 0 ? &job->pidfd : NULL;
+  int *want = pidfd_wanted(st) ? &job->pidfd : NULL;
   job->cleared = 1;
   UNPOISON_STACK(stack, JOB_STACK);
   sigset_t all, old;
