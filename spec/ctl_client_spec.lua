@@ -190,6 +190,17 @@ describe("format.status_table", function()
     assert.are.equal(lua_text(rows), c_text(rows))
   end)
 
+  it("takes any count as a hint only: a huge one reserves no more than a bounded buffer", function()
+    -- 4294967295 rows of 64 bytes would be 256 GiB: malloc fails (or, under
+    -- ASan, aborts). The hint is capped; the objects work as usual.
+    local t <close> = format.status_table(4294967295)
+    local j <close> = format.status_json(math.maxinteger)
+    t:row("a", "running", 5, 1, 0, 4096, 0.5, nil, nil, nil)
+    j:raw('{"name":"a"}')
+    assert.matches("^NAME", t:text())
+    assert.are.equal('[{"name":"a"}]', j:text())
+  end)
+
   it("rejects what no status has, and a closed table", function()
     local t = format.status_table(1)
     assert.are.equal("orch.fmt.Table: 0 rows", tostring(t))

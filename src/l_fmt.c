@@ -34,6 +34,9 @@
 #include "util.h"
 
 #define NCOLS 10
+/* What a hint of rows or records to come reserves at most room for: a
+ * hint is not a promise (a wrong one must not ask malloc for terabytes). */
+#define HINT_MAX 100000
 /* Room for any cell: "%.2f" of the largest double is 312 bytes. */
 #define CELL 400
 
@@ -287,7 +290,7 @@ static int fmt_table_new(lua_State *L) {
   luaL_setmetatable(L, TABLE_MT);
   for (int c = 0; c < NCOLS; c++) t->width[c] = strlen(HEADERS[c]);
   /* About 50 bytes a row for the common one; grown when more is needed. */
-  if (n > 0 && (size_t)n < SIZE_MAX / 64) reserve(L, &t->b, (size_t)n * 64);
+  if (n > 0) reserve(L, &t->b, (size_t)(n < HINT_MAX ? n : HINT_MAX) * 64);
   return 1;
 }
 
@@ -467,7 +470,7 @@ static int fmt_json_new(lua_State *L) {
   memset(j, 0, sizeof *j);
   luaL_setmetatable(L, JSON_MT);
   /* About 280 bytes a record for the common one. */
-  if (n > 0 && (size_t)n < SIZE_MAX / 512) reserve(L, &j->b, (size_t)n * 300);
+  if (n > 0) reserve(L, &j->b, (size_t)(n < HINT_MAX ? n : HINT_MAX) * 300);
   return 1;
 }
 
