@@ -1,0 +1,68 @@
+/*
+ * proc_int.h: what process.c (the process table, the reaper) and
+ * spawner.c (the clone/exec spawner) share; internal to those two files.
+ * process.c owns the per-runtime proc_state; spawner.c registers the
+ * children it makes through the calls below and keeps its stacks and
+ * started spawns in it.
+ */
+#ifndef ORCH_PROC_INT_H
+#define ORCH_PROC_INT_H
+
+#include "proc.h"
+
+typedef struct {
+  orch_runtime *rt;
+  uv_signal_t sigchld;
+  /* Exits through pidfds: every child orch__spawn made with a pidfd has it
+   * in this epoll set (data: pid and fd), watched by pidpoll; the walk over
+   * all children (wait4(-1)) runs from walker, once per loop turn after
+   * SIGCHLD, after the pidfd exits of that turn were reaped. */
+  int epfd;                   /* -1 when pidfds are not used */
+  uv_poll_t pidpoll;
+  uv_check_t walker;
+  int haspoll;                /* pidpoll was made */
+  int nopen;                  /* handles not closed yet (at the end) */
+  size_t npidfd;              /* children with a pidfd */
+  /* Whether a SIGCHLD needs the walk (see explained()). */
+  unsigned long tail;         /* the next record of the SIGCHLD ring to read */
+  unsigned long ncb, nrec;    /* SIGCHLDs delivered, their records read */
+  pid_t owed[256];            /* pids reaped through a pidfd whose SIGCHLD
+                               * record may still come (a ring, 0: empty) */
+  unsigned nowed;
+  int pidfds_off;             /* a child could not get a pidfd: none for any */
+  int orphans;                /* orch was a subreaper (or is pid 1): orphans
+                               * may be adopted at any time */
+  int stops;                  /* a child stopped or continued once */
+  unsigned long long walks, pidfd_exits, walk_exits;  /* orch.proc.reaper */
+  orch__child **buckets;
+  size_t mask;                /* nbuckets - 1 */
+  size_t count;
+  char *stack;                /* the spawner's child stack, made on first use */
+  orch__spawn_job *jobs;      /* started spawns not settled yet (the callers') */
+  char *stacks[4];            /* their stacks, kept for the next ones */
+  int nstacks;
+  int devnull;                /* cached /dev/null (close-on-exec) or -1 */
+  orch__orphan_fn on_orphan;  /* adopted orphans' statuses go here */
+  void *orphan_data;
+  int init_on;                /* init mode forwards signals (l_daemon.c) */
+  unsigned long long serial;  /* the last orch__child.serial given */
+  struct kept_exit *kept;     /* exits kept for group waits, oldest first */
+  struct kept_exit **kept_tail;
+  size_t nkept;
+  orch__group_wait waits;     /* group waits, oldest first (a ring; this is
+                               * its head, never a wait) */
+} proc_state;
+
+/* process.c */
+proc_state *orch__proc_state(orch_runtime *rt);
+void orch__proc_table_add(proc_state *st, orch__child *c);
+int orch__proc_pidfd_wanted(proc_state *st);     /* whether a spawn asks for a pidfd */
+void orch__proc_pidfd_watch(proc_state *st, orch__child *c, int pidfd);
+unsigned long long orch__proc_boot_ns(void);
+
+/* spawner.c */
+void orch__spawner_settle(proc_state *st);       /* every started spawn settles */
+void orch__spawner_close(proc_state *st);        /* the runtime closes */
+void orch__spawner_fork(proc_state *st);         /* in a fork child */
+
+#endif

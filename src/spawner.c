@@ -1,0 +1,658 @@
+/*
+ * spawner.c: the clone/exec spawner behind proc.h (orch__spawn,
+ * orch__spawn_start and orch__spawn_settle, orch__exec_search): the child
+ * a spawn runs until its exec, and the started spawns of orch.spawn_begin.
+ * The children it makes are registered in process.c's table
+ * (proc_int.h), whose reaper settles the started spawns before it takes
+ * any status.
+ *
+ * Spawning: clone3(CLONE_VM|CLONE_VFORK|CLONE_CLEAR_SIGHAND) on a private
+ * stack (clone(2) where clone3 or the flag is missing). The child only
+ * makes system calls (no Lua, no malloc, no locks), has every signal at its
+ * default (the kernel resets the handlers; the child, the signals orch may
+ * ignore, or all of them after a plain clone), unblocks them right before
+ * exec, and reports a failure by
+ * writing errno into memory it shares with the suspended parent (which is
+ * what a close-on-exec error pipe would carry, without the fd and the three
+ * extra system calls). Credentials change with raw system calls: glibc's
+ * setuid() would broadcast to the parent's threads, whose memory we share.
+ * A started spawn (orch__spawn_start, for orch.spawn_begin) is the same
+ * child without CLONE_VFORK: orch goes on while it runs in orch's memory,
+ * so the child writes nothing of orch's (no errno: every call is a raw
+ * system call on x86-64, the only place this is done), and the job, its
+ * stack and its request stay put until the kernel's CLONE_CHILD_CLEARTID
+ * futex says the child has exec'd or exited; the job then settles (the
+ * child registered, or reaped), at the latest when the reaper runs.
+ *
+ * No Lua here. What may block: nothing (the parent is suspended only until
+ * the child has exec'd or failed).
+ */
+#include "proc_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+/* A spawned child leaves its frames on the shared stack when it execs, and
+ * AddressSanitizer's shadow of them (scopes, redzones) with them. */
+#define UNPOISON_STACK(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define UNPOISON_STACK(p, n) ((void)0)
+#endif
+
+extern char **environ;
+
+#define DEFAULT_PATH ORCH__DEFAULT_PATH
+#define CHILD_STACK (256 * 1024)
+#define MAX_FDMAP 256
+
+/* ---------------------------------------------------------------- spawner */
+
+/* A spawn's state (proc.h's orch__spawn_job): the child reads it and writes
+ * err, step and born; a started spawn's parent reads them once the child
+ * has exec'd or failed. */
+typedef orch__spawn_job spawn_ctx;
+
+/* Tries file in each directory of path like execvp (no /bin/sh fallback).
+ * Returns only on failure, with errno set. */
+void orch__exec_search(const char *file, const char *path, char *const argv[],
+                        char *const envp[]) {
+  if (!path || strchr(file, '/')) {
+    execve(file, argv, envp);
+    return;
+  }
+  size_t flen = strlen(file);
+  char buf[PATH_MAX];
+  int eacces = 0;
+  const char *p = path;
+  for (;;) {
+    const char *e = strchrnul(p, ':');
+    size_t dlen = (size_t)(e - p);
+    if (dlen + flen + 2 <= sizeof buf) {
+      if (dlen) {
+        memcpy(buf, p, dlen);
+        buf[dlen++] = '/';
+      }
+      memcpy(buf + dlen, file, flen + 1);
+      execve(buf, argv, envp);
+      switch (errno) {
+        case EACCES: eacces = 1; break;
+        case ENOENT: case ENOTDIR: case ESTALE: case ENODEV: case ETIMEDOUT: break;
+        default: return;
+      }
+    }
+    if (!*e) break;
+    p = e + 1;
+  }
+  errno = eacces ? EACCES : ENOENT;
+}
+
+/* The raw call also reaches the signals glibc reserves (32, 33), which an
+ * ignoring parent of orch may have left ignored, and bypasses sanitizer
+ * interceptors. */
+const orch__ksigaction orch__ksa_default;
+
+int orch__raw_sigaction(int sig, const orch__ksigaction *act, orch__ksigaction *old) {
+  return (int)syscall(SYS_rt_sigaction, sig, act, old, (size_t)(_NSIG / 8));
+}
+
+/* The signals orch may ignore, which CLONE_CLEAR_SIGHAND leaves ignored in
+ * the child (it resets handlers only): those found ignored when the first
+ * spawn asks (inherited from orch's parent, or SIGPIPE, ignored by orch),
+ * and those ignored since through orch__proc_ignored. One list for the
+ * process, as dispositions are; a signal listed that is no longer ignored
+ * costs the child one needless reset. Entries are only ever appended: a
+ * started child reads the first nign of them while orch may add more. */
+static int ign_sigs[NSIG];
+static int ign_count = -1;          /* -1: not looked at yet */
+
+static void ign_add(int sig) {
+  for (int i = 0; i < ign_count; i++)
+    if (ign_sigs[i] == sig) return;
+  if (ign_count < NSIG) ign_sigs[ign_count++] = sig;
+}
+
+void orch__proc_ignored(int sig) {
+  if (ign_count >= 0 && sig > 0 && sig < NSIG) ign_add(sig);
+}
+
+#if defined(__x86_64__) && defined(SYS_clone3)
+#define HAVE_CLONE3_INTO 1
+#endif
+
+/* The child's system calls. A started spawn's child (orch__spawn_start)
+ * runs beside orch in orch's memory, on orch's thread-local storage: it
+ * must not write errno, nor enter a sanitizer's interceptor, so on x86-64
+ * it calls the kernel itself and gets -errno back. */
+#ifdef HAVE_CLONE3_INTO
+__attribute__((no_sanitize("address", "undefined")))
+static inline long rsys(long n, long a, long b, long c, long d) {
+  register long r10 __asm__("r10") = d;
+  long ret;
+  __asm__ volatile("syscall"
+                   : "=a"(ret)
+                   : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
+                   : "rcx", "r11", "memory");
+  return ret;
+}
+#else
+static long rsys(long n, long a, long b, long c, long d) {
+  long r = syscall(n, a, b, c, d);
+  return r < 0 ? -errno : r;
+}
+#endif
+#define RSYS(n, a, b, c, d) rsys((n), (long)(a), (long)(b), (long)(c), (long)(d))
+#define CHILD_CODE __attribute__((no_sanitize("address", "undefined"), noinline))
+
+/* Never returns. */
+CHILD_CODE static void child_fail(spawn_ctx *x, const char *step, long r) {
+  x->err = r < 0 ? (int)-r : EINVAL;
+  x->step = step;
+  for (;;) RSYS(SYS_exit_group, 127, 0, 0, 0);
+}
+
+/* orch__exec_search with the kernel's calls and no library function (the
+ * byte copies go through a volatile pointer so that no memcpy is made of
+ * them). Returns -errno. */
+CHILD_CODE static long child_exec(const char *file, const char *path, char *const argv[],
+                                  char *const envp[]) {
+  const char *f = file;
+  while (*f && *f != '/') f++;
+  if (!path || *f) return RSYS(SYS_execve, file, argv, envp, 0);
+  size_t flen = (size_t)(f - file);
+  char buf[PATH_MAX];
+  int eacces = 0;
+  const char *p = path;
+  for (;;) {
+    const char *e = p;
+    while (*e && *e != ':') e++;
+    size_t dlen = (size_t)(e - p);
+    if (dlen + flen + 2 <= sizeof buf) {
+      volatile char *o = buf;
+      for (size_t i = 0; i < dlen; i++) *o++ = p[i];
+      if (dlen) *o++ = '/';
+      for (size_t i = 0; i <= flen; i++) *o++ = file[i];
+      long r = RSYS(SYS_execve, buf, argv, envp, 0);
+      switch (-r) {
+        case EACCES: eacces = 1; break;
+        case ENOENT: case ENOTDIR: case ESTALE: case ENODEV: case ETIMEDOUT: break;
+        default: return r;
+      }
+    }
+    if (!*e) break;
+    p = e + 1;
+  }
+  return eacces ? -EACCES : -ENOENT;
+}
+
+CHILD_CODE static int spawn_child(void *arg) {
+  spawn_ctx *x = arg;
+  struct timespec ts;
+  if (RSYS(SYS_clock_gettime, CLOCK_BOOTTIME, &ts, 0, 0) == 0)   /* the end of the bracket */
+    x->born = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+  const orch__spawn_req *r = x->req;
+  long e;
+  /* Handlers of the parent must never run here (they would write into its
+   * memory and its signal pipe), and ignored signals should not leak into
+   * the new program: every disposition goes back to the default while all
+   * signals are still blocked. With CLONE_CLEAR_SIGHAND the kernel has
+   * reset the handlers already, and only the ignored signals are left. */
+  if (x->cleared) {
+    for (int i = 0; i < x->nign; i++)
+      RSYS(SYS_rt_sigaction, ign_sigs[i], &orch__ksa_default, 0, _NSIG / 8);
+  } else {
+    for (int s = 1; s < NSIG; s++)
+      if (s != SIGKILL && s != SIGSTOP) RSYS(SYS_rt_sigaction, s, &orch__ksa_default, 0, _NSIG / 8);
+  }
+
+  /* Into the cgroups before anything else: what the program does, and the
+   * children it forks, are accounted and limited there. */
+  for (int i = 0; i < x->ncg; i++)
+    if ((e = RSYS(SYS_write, r->cgroup_fds[i], "0", 1, 0)) < 0) child_fail(x, "cgroup", e);
+
+  if (r->flags & ORCH__SPAWN_SETSID) {
+    if ((e = RSYS(SYS_setsid, 0, 0, 0, 0)) < 0) child_fail(x, "setsid", e);
+  } else if (r->flags & ORCH__SPAWN_PGROUP) {
+    if ((e = RSYS(SYS_setpgid, 0, 0, 0, 0)) < 0) child_fail(x, "setpgid", e);
+  } else if (r->flags & ORCH__SPAWN_JOIN_PGROUP) {
+    if ((e = RSYS(SYS_setpgid, 0, r->pgid, 0, 0)) < 0) child_fail(x, "setpgid", e);
+  }
+  if (x->nofile) RSYS(SYS_prlimit64, 0, RLIMIT_NOFILE, x->nofile, 0);
+  for (int i = 0; i < r->nrlimits; i++)
+    if ((e = RSYS(SYS_prlimit64, 0, r->rlimits[i].resource, &r->rlimits[i].lim, 0)) < 0)
+      child_fail(x, "setrlimit", e);
+  if (r->flags & ORCH__SPAWN_UMASK) RSYS(SYS_umask, r->umask, 0, 0, 0);
+  if (r->flags & ORCH__SPAWN_NICE)
+    if ((e = RSYS(SYS_setpriority, PRIO_PROCESS, 0, r->nice, 0)) < 0) child_fail(x, "setpriority", e);
+  if (r->flags & ORCH__SPAWN_AFFINITY)
+    if ((e = RSYS(SYS_sched_setaffinity, 0, sizeof(cpu_set_t), r->affinity, 0)) < 0)
+      child_fail(x, "sched_setaffinity", e);
+  if (r->flags & ORCH__SPAWN_IOPRIO)
+    if ((e = RSYS(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, r->ioprio, 0)) < 0)
+      child_fail(x, "ioprio_set", e);
+
+  /* Only the fds asked for reach the program, even those orch itself was
+   * started with: everything above 2 becomes close-on-exec, and dup3 below
+   * clears the flag on the targets. */
+  RSYS(SYS_close_range, 3u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */, 0);
+
+  if (r->nfds > 0) {
+    /* Move every source out of the way of every target first, so that a
+     * source that is also another mapping's target is not clobbered (and
+     * no source is its own target below). */
+    int src[MAX_FDMAP];
+    int maxt = 2;
+    for (int i = 0; i < r->nfds; i++)
+      if (r->fds[i].target > maxt) maxt = r->fds[i].target;
+    for (int i = 0; i < r->nfds; i++) {
+      long s = r->fds[i].source;
+      if (s <= maxt) {
+        s = RSYS(SYS_fcntl, s, F_DUPFD_CLOEXEC, maxt + 1, 0);
+        if (s < 0) child_fail(x, "dup", s);
+      }
+      src[i] = (int)s;
+    }
+    for (int i = 0; i < r->nfds; i++)
+      if ((e = RSYS(SYS_dup3, src[i], r->fds[i].target, 0, 0)) < 0) child_fail(x, "dup", e);
+  }
+
+  if (r->flags & ORCH__SPAWN_GROUPS)
+    if ((e = RSYS(SYS_setgroups, r->ngroups, r->groups, 0, 0)) < 0) child_fail(x, "setgroups", e);
+  if (r->flags & ORCH__SPAWN_SETGID)
+    if ((e = RSYS(SYS_setresgid, r->gid, r->gid, r->gid, 0)) < 0) child_fail(x, "setgid", e);
+  if (r->flags & ORCH__SPAWN_SETUID)
+    if ((e = RSYS(SYS_setresuid, r->uid, r->uid, r->uid, 0)) < 0) child_fail(x, "setuid", e);
+  if (r->cwd && (e = RSYS(SYS_chdir, r->cwd, 0, 0, 0)) < 0) child_fail(x, "chdir", e);
+
+  unsigned long none = 0;
+  RSYS(SYS_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none);
+  e = child_exec(r->file, x->path, r->argv, r->envp ? r->envp : environ);
+  child_fail(x, "exec", e);
+  return 127;
+}
+
+static int ensure_stack(proc_state *st) {
+  if (st->stack) return 0;
+  void *p = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return -errno;
+  st->stack = p;
+  return 0;
+}
+
+#ifdef HAVE_CLONE3_INTO
+#define CLEAR_SIGHAND 0x100000000ULL  /* CLONE_CLEAR_SIGHAND, Linux 5.5 */
+#define INTO_CGROUP 0x200000000ULL    /* CLONE_INTO_CGROUP, Linux 5.7 */
+/* clone3(CLONE_VM|flags) running fn(arg) on the given stack, in the cgroup
+ * cgdir with INTO_CGROUP, as glibc's clone() does for clone(2) (glibc
+ * exports no clone3); child_tid for CLONE_CHILD_CLEARTID. The child starts
+ * on the new stack with every register but rax, rcx and r11 as the parent
+ * had them: it calls fn with arg from r12/r13 and exits with its result; it
+ * never returns here. Returns the pid or -errno. */
+static long clone3_into(int (*fn)(void *), void *arg, char *stack, size_t size,
+                        unsigned long long flags, int cgdir, int *pidfd, int *child_tid) {
+  struct {
+    unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
+                       tls, set_tid, set_tid_size, cgroup;
+  } ca;
+  memset(&ca, 0, sizeof ca);
+  ca.flags = CLONE_VM | flags | (pidfd ? CLONE_PIDFD : 0);
+  ca.pidfd = pidfd ? (unsigned long long)(uintptr_t)pidfd : 0;
+  ca.child_tid = (unsigned long long)(uintptr_t)child_tid;
+  ca.exit_signal = SIGCHLD;
+  ca.stack = (unsigned long long)(uintptr_t)stack;
+  ca.stack_size = size;
+  ca.cgroup = (flags & INTO_CGROUP) ? (unsigned long long)cgdir : 0;
+  register long rax __asm__("rax") = SYS_clone3;
+  register void *rdi __asm__("rdi") = &ca;
+  register size_t rsi __asm__("rsi") = sizeof ca;
+  register int (*r12)(void *) __asm__("r12") = fn;
+  register void *r13 __asm__("r13") = arg;
+  __asm__ volatile(
+    "syscall\n\t"
+    "test %%rax, %%rax\n\t"
+    "jnz 1f\n\t"
+    "xor %%ebp, %%ebp\n\t"
+    "mov %%r13, %%rdi\n\t"
+    "call *%%r12\n\t"
+    "mov %%eax, %%edi\n\t"
+    "mov $231, %%eax\n\t"       /* exit_group */
+    "syscall\n\t"
+    "hlt\n"
+    "1:\n\t"
+    : "+r"(rax)
+    : "r"(rdi), "r"(rsi), "r"(r12), "r"(r13)
+    : "rcx", "r11", "memory");
+  return rax;
+}
+/* clone3_into with a pidfd in *pidfd when pidfd is not NULL; without one
+ * (*pidfd -1) when the fd table is full (EMFILE, ENFILE): the child is
+ * then reaped by the walk, never refused for want of an fd. */
+static long clone3_pidfd(int (*fn)(void *), void *arg, char *stack, size_t size,
+                         unsigned long long flags, int cgdir, int *pidfd) {
+  long r = clone3_into(fn, arg, stack, size, flags, cgdir, pidfd, NULL);
+  if (pidfd && (r == -EMFILE || r == -ENFILE)) {
+    *pidfd = -1;
+    r = clone3_into(fn, arg, stack, size, flags, cgdir, NULL, NULL);
+  }
+  return r;
+}
+/* Read and written on the loop thread only. */
+static int clone3_works = 1;       /* 0 after ENOSYS/E2BIG/EINVAL, 2 once it worked */
+/* The same for clone3 with CLEAR_SIGHAND alone (no cgroup), which also
+ * gives up after EPERM (a seccomp filter that refuses the call). */
+static int clear_works = 1;
+
+/* Fills ign_sigs the first time: which signals are ignored now. Reads the
+ * kernel's struct sigaction, whose first word is the handler on x86-64. */
+static void ign_init(void) {
+  if (ign_count >= 0) return;
+  ign_count = 0;
+  for (int s = 1; s < NSIG; s++) {
+    orch__ksigaction old;
+    if (s != SIGKILL && s != SIGSTOP && orch__raw_sigaction(s, NULL, &old) == 0 &&
+        old.w[0] == (unsigned long)(uintptr_t)SIG_IGN)
+      ign_add(s);
+  }
+}
+#endif
+
+int orch__spawn_into_cgroup_works(void) {
+#ifdef HAVE_CLONE3_INTO
+  return clone3_works == 2;
+#else
+  return 0;
+#endif
+}
+
+/* The parts of a spawn's state the parent fills before the clone. */
+static void ctx_init(spawn_ctx *x, const orch__spawn_req *req) {
+  memset(x, 0, sizeof *x);
+  x->req = req;
+  x->ncg = req->ncgroup_fds;
+  x->nofile = orch__nofile_orig();
+  if (req->search && !strchr(req->file, '/')) {
+    x->path = req->search_path;
+    if (!x->path) x->path = getenv("PATH");
+    if (!x->path) x->path = DEFAULT_PATH;
+  }
+#ifdef HAVE_CLONE3_INTO
+  ign_init();
+#endif
+  x->nign = ign_count > 0 ? ign_count : 0;
+}
+
+static unsigned long long tick_ns(void) {
+  static unsigned long long ns;
+  if (!ns) {
+    long hz = sysconf(_SC_CLK_TCK);
+    ns = 1000000000ull / (unsigned long long)(hz > 0 ? hz : 100);
+  }
+  return ns;
+}
+
+/* c of a child that started: its start time, pid and group. */
+static void child_fill(const spawn_ctx *x, orch__child *c, pid_t pid) {
+  /* The kernel stamps the child's start (CLOCK_BOOTTIME) inside the clone,
+   * after our reading before it and before the child's own first reading
+   * (spawn_child; it shares our memory until its exec): when both fall in
+   * one clock tick, that tick is its start time, and nobody has to read
+   * /proc/PID/stat for it (which waits until the child's exec is over). */
+  const orch__spawn_req *req = x->req;
+  unsigned long long t0 = x->born0 / tick_ns(), t1 = x->born / tick_ns();
+  c->start_ticks = x->born && t0 == t1 ? t0 : 0;
+  c->pid = pid;
+  c->group = (req->flags & (ORCH__SPAWN_PGROUP | ORCH__SPAWN_SETSID)) != 0;
+  c->pgid = c->group ? pid : (req->flags & ORCH__SPAWN_JOIN_PGROUP) ? req->pgid : getpgrp();
+  c->pidfd = -1;     /* a started spawn's child is found by the walk */
+}
+
+int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
+                const char **step) {
+  proc_state *st = orch__proc_state(rt);
+  *step = "spawn";
+  if (!st) return -ENOSYS;
+  if (req->nfds < 0 || req->nfds > MAX_FDMAP) return -EINVAL;
+  int r = ensure_stack(st);
+  if (r < 0) return r;
+  spawn_ctx x;
+  ctx_init(&x, req);
+  UNPOISON_STACK(st->stack, CHILD_STACK);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  pid_t pid = -1;
+  int e = 0;
+  int pidfd = -1;
+  x.born0 = orch__proc_boot_ns();
+#ifdef HAVE_CLONE3_INTO
+  int *want = orch__proc_pidfd_wanted(st) ? &pidfd : NULL;
+  int nofd = (req->flags & ORCH__SPAWN_CGROUP_NOFD) != 0;
+  if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && (nofd || req->ncgroup_fds > 0)) {
+    /* Born in the v2 cgroup: the child skips writing the last fd. The
+     * kernels that have INTO_CGROUP have CLEAR_SIGHAND too. */
+    x.ncg = nofd ? req->ncgroup_fds : req->ncgroup_fds - 1;
+    x.cleared = clear_works != 0;
+    long r3 = clone3_pidfd(spawn_child, &x, st->stack, CHILD_STACK,
+                           CLONE_VFORK | INTO_CGROUP | (x.cleared ? CLEAR_SIGHAND : 0), req->cgroup_dir, want);
+    if (r3 >= 0) { pid = (pid_t)r3; clone3_works = 2; }
+    else if (!nofd && (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL)) clone3_works = 0;
+    else e = (int)-r3;
+    if (pid < 0 && !e) x.ncg = req->ncgroup_fds;
+  }
+  if (pid < 0 && !e && clear_works) {
+    /* Any failure here falls back to clone(2), which reports its own. */
+    x.cleared = 1;
+    long r3 = clone3_pidfd(spawn_child, &x, st->stack, CHILD_STACK, CLONE_VFORK | CLEAR_SIGHAND, -1, want);
+    if (r3 >= 0) { pid = (pid_t)r3; clear_works = 2; }
+    else if (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL || r3 == -EPERM) clear_works = 0;
+  }
+  if (pid < 0 && !e) {
+    x.cleared = 0;
+    pidfd = -1;
+#endif
+  pid = clone(spawn_child, st->stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
+  e = errno;
+#ifdef HAVE_CLONE3_INTO
+  }
+#endif
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (pid < 0) {
+    *step = "clone";
+    return -e;
+  }
+  if (x.err) {
+    /* The child has already called exit: this wait is immediate. */
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+    if (pidfd >= 0) close(pidfd);
+    *step = x.step;
+    return -x.err;
+  }
+  child_fill(&x, c, pid);
+  orch__proc_table_add(st, c);
+  if (pidfd >= 0) orch__proc_pidfd_watch(st, c, pidfd);
+  return pid;
+}
+
+/* ---- A started spawn (orch__spawn_start): orch goes on while its child
+ * gets to its exec, on a stack of its own; the kernel clears job->tid and
+ * wakes a futex on it when the child's exec (or exit) gives orch's memory
+ * back (CLONE_CHILD_CLEARTID), which is when the job settles. */
+
+#define JOB_STACK (64 * 1024)
+#define JOB_STACKS_KEPT 4
+
+enum { JOB_NONE, JOB_PENDING, JOB_STARTED, JOB_FAILED };
+
+static char *job_stack_get(proc_state *st) {
+  if (st->nstacks > 0) return st->stacks[--st->nstacks];
+  void *p = mmap(NULL, JOB_STACK, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+static void job_stack_put(proc_state *st, char *stack) {
+  if (st && st->nstacks < JOB_STACKS_KEPT) st->stacks[st->nstacks++] = stack;
+  else munmap(stack, JOB_STACK);
+}
+
+/* Waits until the child no longer uses orch's memory (its exec or exit). */
+static void job_wait(orch__spawn_job *j) {
+  while (__atomic_load_n(&j->tid, __ATOMIC_ACQUIRE) != 0)
+    syscall(SYS_futex, &j->tid, FUTEX_WAIT, 1, NULL, NULL, 0);
+}
+
+/* The pending job's end: its child has exec'd (then registered, its status
+ * goes to c) or failed (then reaped). No Lua. st may be NULL (the table is
+ * gone: the runtime closed). */
+static void job_settle(proc_state *st, orch__spawn_job *j, int mine) {
+  if (j->state != JOB_PENDING) return;
+  if (mine) job_wait(j);
+  if (j->pprev) {
+    *j->pprev = j->next;
+    if (j->next) j->next->pprev = j->pprev;
+    j->pprev = NULL;
+    j->next = NULL;
+  }
+  job_stack_put(st, j->stack);
+  j->stack = NULL;
+  int pidfd = j->pidfd;
+  j->pidfd = -1;
+  if (!mine || j->err || !st) {
+    if (pidfd >= 0) close(pidfd);
+    pidfd = -1;
+  }
+  if (!mine) {
+    /* A fork child's copy: the child is the parent's. */
+    j->state = JOB_FAILED;
+    j->err = ECHILD;
+    j->step = "started before a fork";
+    return;
+  }
+  if (j->err) {
+    while (waitpid(j->pid, NULL, 0) < 0 && errno == EINTR) {}
+    j->state = JOB_FAILED;
+    return;
+  }
+  child_fill(j, j->child, j->pid);
+  j->state = JOB_STARTED;
+  if (st) orch__proc_table_add(st, j->child);
+  if (pidfd >= 0) orch__proc_pidfd_watch(st, j->child, pidfd);
+}
+
+void orch__spawner_settle(proc_state *st) {
+  while (st->jobs) job_settle(st, st->jobs, 1);
+}
+
+int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_job *job,
+                      orch__child *c, const char **step) {
+  proc_state *st = orch__proc_state(rt);
+  *step = "spawn";
+  job->state = JOB_NONE;
+  if (!st) return -ENOSYS;
+  if (req->nfds < 0 || req->nfds > MAX_FDMAP) return -EINVAL;
+#ifndef HAVE_CLONE3_INTO
+  (void)c;
+  return -ENOSYS;
+#else
+  if (!clear_works) return -ENOSYS;
+  char *stack = job_stack_get(st);
+  if (!stack) return -ENOMEM;
+  ctx_init(job, req);
+  job->child = c;
+  job->tid = 1;
+  job->pidfd = -1;
+  int *want = orch__proc_pidfd_wanted(st) ? &job->pidfd : NULL;
+  job->cleared = 1;
+  UNPOISON_STACK(stack, JOB_STACK);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  long pid = -ENOSYS;
+  int e = 0;
+  job->born0 = orch__proc_boot_ns();
+  int nofd = (req->flags & ORCH__SPAWN_CGROUP_NOFD) != 0;
+  if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && (nofd || req->ncgroup_fds > 0)) {
+    job->ncg = nofd ? req->ncgroup_fds : req->ncgroup_fds - 1;
+    long r3 = clone3_into(spawn_child, job, stack, JOB_STACK,
+                          CLONE_CHILD_CLEARTID | INTO_CGROUP | CLEAR_SIGHAND, req->cgroup_dir,
+                          want, (int *)&job->tid);
+    if (want && (r3 == -EMFILE || r3 == -ENFILE)) {   /* no pidfd: the walk reaps it */
+      job->pidfd = -1;
+      r3 = clone3_into(spawn_child, job, stack, JOB_STACK,
+                       CLONE_CHILD_CLEARTID | INTO_CGROUP | CLEAR_SIGHAND, req->cgroup_dir,
+                       NULL, (int *)&job->tid);
+    }
+    if (r3 >= 0) { pid = r3; clone3_works = 2; }
+    else if (!nofd && (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL)) clone3_works = 0;
+    else e = (int)-r3;
+    if (pid < 0 && !e) job->ncg = req->ncgroup_fds;
+  }
+  if (pid < 0 && !e) {
+    job->pidfd = -1;
+    long r3 = clone3_into(spawn_child, job, stack, JOB_STACK, CLONE_CHILD_CLEARTID | CLEAR_SIGHAND,
+                          -1, want, (int *)&job->tid);
+    if (want && (r3 == -EMFILE || r3 == -ENFILE)) {
+      job->pidfd = -1;
+      r3 = clone3_into(spawn_child, job, stack, JOB_STACK, CLONE_CHILD_CLEARTID | CLEAR_SIGHAND,
+                       -1, NULL, (int *)&job->tid);
+    }
+    if (r3 >= 0) { pid = r3; clear_works = 2; }
+    else if (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL || r3 == -EPERM) clear_works = 0;
+    else e = (int)-r3;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (pid < 0) {
+    if (job->pidfd >= 0) close(job->pidfd);
+    job->pidfd = -1;
+    job_stack_put(st, stack);
+    if (!e) return -ENOSYS;            /* the caller spawns the old way */
+    *step = "clone";
+    return -e;
+  }
+  job->stack = stack;
+  job->pid = (pid_t)pid;
+  job->state = JOB_PENDING;
+  job->next = st->jobs;
+  if (st->jobs) st->jobs->pprev = &job->next;
+  job->pprev = &st->jobs;
+  st->jobs = job;
+  return (int)pid;
+#endif
+}
+
+int orch__spawn_settle(orch_runtime *rt, orch__spawn_job *job, const char **step) {
+  job_settle(orch__proc_state(rt), job, 1);
+  if (job->state == JOB_STARTED) return job->pid;
+  *step = job->step ? job->step : "spawn";
+  return -(job->err ? job->err : EINVAL);
+}
+
+int orch__spawn_pending(const orch__spawn_job *job) {
+  return job->state == JOB_PENDING;
+}
+
+/* The runtime closes: nothing is registered any more, the stacks go. */
+void orch__spawner_close(proc_state *st) {
+  if (st->stack) munmap(st->stack, CHILD_STACK);
+  st->stack = NULL;
+  while (st->jobs) job_settle(NULL, st->jobs, 1);
+  while (st->nstacks > 0) munmap(st->stacks[--st->nstacks], JOB_STACK);
+}
+
+/* In a fork child: started spawns are the parent's (their jobs settle as
+ * failed here, before anything in the child can wait for them). */
+void orch__spawner_fork(proc_state *st) {
+  while (st->jobs) job_settle(st, st->jobs, 0);
+}
