@@ -64,40 +64,6 @@ extern char **environ;
  * has exec'd or failed. */
 typedef orch__spawn_job spawn_ctx;
 
-/* Tries file in each directory of path like execvp (no /bin/sh fallback).
- * Returns only on failure, with errno set. */
-void orch__exec_search(const char *file, const char *path, char *const argv[],
-                        char *const envp[]) {
-  if (!path || strchr(file, '/')) {
-    execve(file, argv, envp);
-    return;
-  }
-  size_t flen = strlen(file);
-  char buf[PATH_MAX];
-  int eacces = 0;
-  const char *p = path;
-  for (;;) {
-    const char *e = strchrnul(p, ':');
-    size_t dlen = (size_t)(e - p);
-    if (dlen + flen + 2 <= sizeof buf) {
-      if (dlen) {
-        memcpy(buf, p, dlen);
-        buf[dlen++] = '/';
-      }
-      memcpy(buf + dlen, file, flen + 1);
-      execve(buf, argv, envp);
-      switch (errno) {
-        case EACCES: eacces = 1; break;
-        case ENOENT: case ENOTDIR: case ESTALE: case ENODEV: case ETIMEDOUT: break;
-        default: return;
-      }
-    }
-    if (!*e) break;
-    p = e + 1;
-  }
-  errno = eacces ? EACCES : ENOENT;
-}
-
 /* The raw call also reaches the signals glibc reserves (32, 33), which an
  * ignoring parent of orch may have left ignored, and bypasses sanitizer
  * interceptors. */
@@ -162,9 +128,9 @@ CHILD_CODE static void child_fail(spawn_ctx *x, const char *step, long r) {
   for (;;) RSYS(SYS_exit_group, 127, 0, 0, 0);
 }
 
-/* orch__exec_search with the kernel's calls and no library function (the
- * byte copies go through a volatile pointer so that no memcpy is made of
- * them). Returns -errno. */
+/* execvp's search of path (no /bin/sh fallback) with the kernel's calls and
+ * no library function (the byte copies go through a volatile pointer so
+ * that no memcpy is made of them). Returns -errno. */
 CHILD_CODE static long child_exec(const char *file, const char *path, char *const argv[],
                                   char *const envp[]) {
   const char *f = file;
@@ -194,6 +160,13 @@ CHILD_CODE static long child_exec(const char *file, const char *path, char *cons
     p = e + 1;
   }
   return eacces ? -EACCES : -ENOENT;
+}
+
+/* Tries file in each directory of path like execvp (no /bin/sh fallback):
+ * child_exec, with errno. Returns only on failure. */
+void orch__exec_search(const char *file, const char *path, char *const argv[],
+                        char *const envp[]) {
+  errno = (int)-child_exec(file, path, argv, envp);
 }
 
 CHILD_CODE static int spawn_child(void *arg) {
