@@ -53,4 +53,20 @@ int orch__cg_enable_down(orch__cgroup *cg, int c, const char **where);
  * fails again (orch__cg_set starts so). */
 void orch__cg_why_clear(void);
 
+
+/* For cgroup_members.c: the files below a held or v2 directory (open_at
+ * borrows a spare fd at EMFILE, *lent then set), the v2 mount's fd and a
+ * path relative to it, the held directory and cgroup.procs (*fresh: an fd
+ * to close after use, above the budget), and let_go (a held directory
+ * whose cgroup went away is dropped). */
+int orch__cg_open_at(int dirfd, const char *name, int flags, int *lent);
+int orch__cg_read_records_fd(int fd, char **out, size_t maxrec);
+int orch__cg_read_records_at(int dirfd, const char *name, char **out, size_t maxrec);
+int orch__cg_write_at(int dirfd, const char *name, const char *s);
+const char *orch__cg_at_v2(const char *path, int *dfd);
+int orch__cg_beneath(const char *inner, const char *outer);  /* inner at or below outer */
+int orch__cg_held_dir(orch__cgroup *cg, int *fresh);
+int orch__cg_held_procs(orch__cgroup *cg, int dfd, int *fresh);
+int orch__cg_let_go(orch__cgroup *cg, int dfd, int err);
+
 #endif

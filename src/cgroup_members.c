@@ -1,0 +1,372 @@
+/*
+ * cgroup_members.c: a cgroup's processes (see cgroup.h): adding one,
+ * listing them (or its children), cgroup.events (populated, frozen),
+ * cgroup.kill with its pid-listing fallback, cgroup.freeze, and the fds a
+ * spawn's child joins its cgroups through. It reaches cgroupfs through the
+ * held fds and helpers of cgroup.c (cgroup_int.h), moved here unchanged.
+ *
+ * What may block: nothing for long (cgroupfs reads and writes).
+ */
+#include "cgroup.h"
+#include "cgroup_int.h"
+#include "runtime.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int orch__cg_add(const orch__cgroup *cg, pid_t pid) {
+  char s[24];
+  if (pid == getpid()) orch__cg_forget_self();
+  snprintf(s, sizeof s, "%d", (int)pid);
+  for (int c = 0; c < ORCH__CG_NCTL; c++) {
+    if (!cg->fs[1 + c]) continue;
+    int r = orch__cg_write_path(cg->fs[1 + c], "cgroup.procs", s);
+    if (r < 0) return r;
+  }
+  return orch__cg_write_path(cg->fs[0], "cgroup.procs", s);
+}
+
+typedef struct { pid_t *p; size_t n, cap; } pidvec;
+
+static int pid_push(pidvec *v, pid_t pid) {
+  if (v->n == v->cap) {
+    size_t cap = v->cap ? v->cap * 2 : 64;
+    pid_t *np = realloc(v->p, cap * sizeof *np);
+    if (!np) return -ENOMEM;
+    v->p = np;
+    v->cap = cap;
+  }
+  v->p[v->n++] = pid;
+  return 0;
+}
+
+static int collect(int dfd, int recursive, pidvec *v);
+
+/* The pids of a cgroup.procs text (freed here) into v; then, with
+ * recursive, those of the cgroups below dfd. */
+static int collect_text(char *text, int dfd, int recursive, pidvec *v) {
+  int r = 0;
+  for (char *p = text; *p; ) {
+    char *e;
+    long pid = strtol(p, &e, 10);
+    if (e == p) break;
+    if (pid > 0 && (r = pid_push(v, (pid_t)pid)) < 0) break;
+    p = e;
+    while (*p == '\n') p++;
+  }
+  free(text);
+  if (r < 0 || !recursive) return r;
+  /* cgroupfs (kernfs) counts a directory's subdirectories in its link
+   * count (2 + subdirectories): a leaf, the common case, needs no listing
+   * (a stop signals hundreds of leaves, each listed once per pass). */
+  struct stat st;
+  if (fstat(dfd, &st) == 0 && st.st_nlink == 2) return 0;
+  /* A fresh open, not dup(): a dup would share (and exhaust) the offset. */
+  int d2 = orch__cg_open_at(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, NULL);
+  if (d2 < 0) return -errno;
+  DIR *d = fdopendir(d2);
+  if (!d) { r = -errno; close(d2); return r; }
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
+    int sub = orch__cg_open_at(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC, NULL);
+    if (sub < 0) continue;                  /* removed meanwhile */
+    r = collect(sub, 1, v);
+    close(sub);
+    if (r == -ENOENT) r = 0;
+    if (r < 0) break;
+  }
+  closedir(d);
+  return r;
+}
+
+static int collect(int dfd, int recursive, pidvec *v) {
+  char *text;
+  int r = orch__cg_read_records_at(dfd, "cgroup.procs", &text, 16);
+  if (r < 0) return r;
+  return collect_text(text, dfd, recursive, v);
+}
+
+/* The pids of the cgroup (dfd: its directory) through its held
+ * cgroup.procs, and with recursive those below it. */
+static int procs_of(orch__cgroup *cg, int dfd, int recursive, pid_t **pids, size_t *n) {
+  int fresh, pf = orch__cg_held_procs(cg, dfd, &fresh);
+  if (pf < 0) return -errno;
+  char *text;
+  int r = orch__cg_read_records_fd(pf, &text, 16);
+  if (fresh) close(pf);
+  pidvec v = { NULL, 0, 0 };
+  if (r == 0) r = collect_text(text, dfd, recursive, &v);
+  if (r < 0) { free(v.p); return r; }
+  *pids = v.p;
+  *n = v.n;
+  return 0;
+}
+
+int orch__cg_procs(orch__cgroup *cg, int recursive, pid_t **pids, size_t *n) {
+  for (int again = 1;; again = 0) {
+    int fresh, dfd = orch__cg_held_dir(cg, &fresh);
+    if (dfd < 0) return -errno;
+    int r = procs_of(cg, dfd, recursive, pids, n);
+    if (fresh) close(dfd);
+    else if (again && orch__cg_let_go(cg, dfd, r)) continue;
+    return r;
+  }
+}
+
+int orch__cg_children(const orch__cgroup *cg, char **names, size_t *n) {
+  DIR *d = opendir(cg->fs[0]);
+  if (!d) return -errno;
+  size_t cap = 256, len = 0;
+  char *buf = malloc(cap);
+  int r = buf ? 0 : -ENOMEM;
+  *n = 0;
+  struct dirent *e;
+  while (r == 0 && (e = readdir(d))) {
+    if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
+    size_t k = strlen(e->d_name) + 1;
+    if (len + k > cap) {
+      char *nb = realloc(buf, cap * 2 + k);
+      if (!nb) { r = -ENOMEM; break; }
+      buf = nb;
+      cap = cap * 2 + k;
+    }
+    memcpy(buf + len, e->d_name, k);
+    len += k;
+    (*n)++;
+  }
+  closedir(d);
+  if (r < 0) { free(buf); return r; }
+  *names = buf;
+  return 0;
+}
+
+/* The last cgroup.events read (loop thread only, as the layout): a
+ * restart reads it to see that the old run's cgroup is empty, and the spawn
+ * into the same cgroup right after takes that read's "frozen" instead of
+ * opening the file again (orch__cg_frozen). */
+static struct {
+  unsigned long long ns;             /* CLOCK_MONOTONIC of the read; 0: none */
+  int frozen;
+  char path[PATH_MAX];
+} last_events;
+
+static unsigned long long mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
+int orch__cg_events(orch__cgroup *cg, int *populated, int *frozen) {
+  char buf[256];
+  ssize_t r = orch__cg_read_held(&cg->events, cg->fs[0], "cgroup.events", buf, sizeof buf);
+  if (r < 0) return (int)r;
+  long long p = orch__cg_keyed(buf, "populated"), f = orch__cg_keyed(buf, "frozen");
+  if (populated) *populated = p > 0;
+  if (frozen) *frozen = f > 0;
+  size_t len = strlen(cg->path);
+  if (len < sizeof last_events.path) {
+    memcpy(last_events.path, cg->path, len + 1);
+    last_events.frozen = f > 0;
+    last_events.ns = mono_ns();
+  }
+  return 0;
+}
+
+/* A read less than this old stands for one made now: a freeze that lands
+ * after it could as well land between a read of our own and the clone. */
+#define EVENTS_FRESH_NS 1000000ull
+
+int orch__cg_frozen(orch__cgroup *cg, int *frozen) {
+  unsigned long long then = last_events.ns;
+  last_events.ns = 0;                /* taken once */
+  if (then && mono_ns() - then < EVENTS_FRESH_NS && strcmp(last_events.path, cg->path) == 0) {
+    *frozen = last_events.frozen;
+    return 0;
+  }
+  return orch__cg_events(cg, NULL, frozen);
+}
+
+int orch__cg_holds_self(const orch__cgroup *cg) {
+  char self[PATH_MAX];
+  int r = orch__cg_of(0, -1, self, sizeof self);
+  if (r < 0) return r;
+  return orch__cg_beneath(self, cg->path);
+}
+
+static int listed(const pid_t *list, size_t n, pid_t pid) {
+  for (size_t j = 0; j < n; j++)
+    if (list[j] == pid) return 1;
+  return 0;
+}
+
+int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip) {
+  int r = orch__cg_holds_self(cg);
+  if (r < 0) return r;
+  if (r) return -EPERM;
+  /* One directory fd for everything below (the held one). */
+  int fresh, dfd = orch__cg_held_dir(cg, &fresh);
+  if (dfd < 0) return -errno;
+  if (sig == SIGKILL && !(flags & ORCH__CG_KILL_LIST)) {
+    r = orch__cg_write_at(dfd, "cgroup.kill", "1");
+    if (!fresh && orch__cg_let_go(cg, dfd, r)) {
+      if ((dfd = orch__cg_held_dir(cg, &fresh)) < 0) return -errno;
+      r = orch__cg_write_at(dfd, "cgroup.kill", "1");
+    }
+    if (r != -ENOENT) {                   /* 0, or a real failure */
+      if (fresh) close(dfd);
+      return r;
+    }
+    r = 0;
+  }
+  /* Without cgroup.kill (before Linux 5.14), or for another signal: each
+   * listed process once; a pass that finds new pids (forked meanwhile)
+   * signals those, until a pass finds none. A pid is pinned with a pidfd
+   * and signalled only if the cgroup still lists it after that: then the
+   * pidfd names a member (the listed process, or one that reused its pid
+   * inside the cgroup), never a stranger. A fork bomb outrunning 100
+   * passes is left to the caller's next call. */
+  /* A pass pins the listed pids it has not seen and lists again: that
+   * listing confirms the pinned ones and is the next pass's (a pid in it
+   * not seen yet was forked meanwhile), so the usual case, nothing
+   * forked, costs two reads of cgroup.procs (one when only pids the
+   * caller signalled are listed: a pread and an fstat on held fds). */
+  /* The pids the caller signalled itself count as done: never signalled
+   * here, so a process that handles the signal gets it once. */
+  pidvec done = { NULL, 0, 0 };
+  for (size_t i = 0; i < nskip && r == 0; i++) r = pid_push(&done, skip[i]);
+  if (r < 0) { if (fresh) close(dfd); free(done.p); return r; }
+  int count = 0;
+  pid_t *list = NULL;
+  size_t n = 0;
+  r = procs_of(cg, dfd, 1, &list, &n);
+  if (!fresh && orch__cg_let_go(cg, dfd, r)) {
+    if ((dfd = orch__cg_held_dir(cg, &fresh)) < 0) { free(done.p); return -errno; }
+    r = procs_of(cg, dfd, 1, &list, &n);
+  }
+  /* Out of fds (EMFILE: the services took them all), a pass pins what it
+   * can (one pid at least, with a spare fd), gives the last one pinned back
+   * for the listing that confirms the others, signals those and leaves the
+   * rest to the next pass. Such a pass does not count. */
+  for (int pass = 0; r == 0 && pass < 100; ) {
+    pid_t *again = NULL;
+    size_t n2 = 0;
+    int *pfd = malloc((n ? n : 1) * sizeof *pfd);
+    if (!pfd) { r = -ENOMEM; break; }
+    int fresh_pids = 0, pinned = 0, cut = 0;
+    for (size_t i = 0; i < n; i++) {
+      pfd[i] = -1;
+      if (cut || listed(done.p, done.n, list[i])) continue;
+      pfd[i] = (int)syscall(SYS_pidfd_open, list[i], 0);
+      if (pfd[i] < 0 && (errno == EMFILE || errno == ENFILE) &&
+          (pinned || !orch__fd_spare_lend() || (pfd[i] = (int)syscall(SYS_pidfd_open, list[i], 0)) < 0)) {
+        cut = 1;
+        continue;
+      }
+      fresh_pids++;
+      pinned += pfd[i] >= 0;
+      if (r == 0) r = pid_push(&done, list[i]);
+    }
+    for (size_t i = n; cut && pinned > 1 && i-- > 0; ) {
+      if (pfd[i] < 0) continue;
+      close(pfd[i]);
+      pfd[i] = -1;
+      for (size_t k = done.n; k-- > 0; )
+        if (done.p[k] == list[i]) { done.p[k] = done.p[--done.n]; break; }
+      fresh_pids--;
+      pinned--;
+      break;
+    }
+    if (cut && !pinned && r == 0) r = -EMFILE;
+    if (fresh_pids && r == 0 && (r = procs_of(cg, dfd, 1, &again, &n2)) == 0) {
+      for (size_t i = 0; i < n; i++)
+        if (pfd[i] >= 0 && listed(again, n2, list[i]) &&
+            syscall(SYS_pidfd_send_signal, pfd[i], sig, NULL, 0) == 0)
+          count++;
+    }
+    for (size_t i = 0; i < n; i++)
+      if (pfd[i] >= 0) close(pfd[i]);
+    if (cut) orch__fd_spare_settle();
+    free(pfd);
+    free(list);
+    list = again;
+    n = n2;
+    if (!fresh_pids) break;
+    if (!cut) pass++;
+  }
+  free(list);
+  if (fresh) close(dfd);
+  free(done.p);
+  return r < 0 ? r : count;
+}
+
+int orch__cg_freeze(orch__cgroup *cg, int on) {
+  int r = orch__cg_holds_self(cg);
+  if (r < 0) return r;
+  if (r) return -EPERM;
+  int fresh, dfd = orch__cg_held_dir(cg, &fresh);
+  if (dfd < 0) return -errno;
+  r = orch__cg_write_at(dfd, "cgroup.freeze", on ? "1" : "0");
+  if (!fresh && orch__cg_let_go(cg, dfd, r)) {
+    if ((dfd = orch__cg_held_dir(cg, &fresh)) < 0) return -errno;
+    r = orch__cg_write_at(dfd, "cgroup.freeze", on ? "1" : "0");
+  }
+  if (fresh) close(dfd);
+  last_events.ns = 0;                /* what it said may be untrue now */
+  return r == -ENOENT ? -ENOTSUP : r;
+}
+
+int orch__cg_join_fds(orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd) {
+  int n = 0;
+  if (dirfd) {
+    /* The held directory (a copy the caller closes), and its cgroup.procs
+     * held for the listing of a stop; both are made once per cgroup. */
+    int fresh, dfd = orch__cg_held_dir(cg, &fresh);
+    if (dfd < 0) return -errno;
+    *dirfd = fresh ? dfd : fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+    if (*dirfd < 0) return -errno;
+    if (!fresh && cg->procs < 0) {
+      int pf = orch__cg_held_procs(cg, dfd, &fresh);
+      if (pf >= 0 && fresh) close(pf);
+    }
+  }
+  char p[PATH_MAX];
+  for (int c = 0; c < ORCH__CG_NCTL && n < max; c++) {
+    const char *m = cg->fs[1 + c];
+    if (!m) continue;
+    int dup_of_earlier = 0;
+    for (int k = 0; k < c; k++)
+      if (cg->fs[1 + k] && strcmp(cg->fs[1 + k], m) == 0) dup_of_earlier = 1;
+    if (dup_of_earlier) continue;
+    snprintf(p, sizeof p, "%s/cgroup.procs", m);
+    int fd = open(p, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) goto fail;
+    fds[n++] = fd;
+  }
+  if (v2_too && n < max) {
+    snprintf(p, sizeof p, "%s/cgroup.procs", cg->fs[0]);
+    int at;
+    const char *rel = orch__cg_at_v2(p, &at);
+    int fd = openat(at, rel, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) goto fail;
+    fds[n++] = fd;
+  }
+  return n;
+fail: {
+    int e = errno;
+    while (n > 0) close(fds[--n]);
+    if (dirfd) { close(*dirfd); *dirfd = -1; }
+    return -e;
+  }
+}
