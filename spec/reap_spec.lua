@@ -1,7 +1,9 @@
--- Reaping (src/process.c): a child orch spawns is reaped through its pidfd,
--- without the kernel's walk over every child of orch; orphans, forks and
--- children without a pidfd (past the fd limit's spare) by the walk after
--- SIGCHLD. Real processes, real signals, real fd limits.
+-- Reaping (src/process.c, src/waitring.c): a child orch spawns is reaped
+-- through a wait in orch's io_uring ring (Linux 6.7) or, without it, its
+-- pidfd, without the kernel's walk over every child of orch; orphans, stops
+-- and children with neither by the walk after SIGCHLD. ORCH_REAPER=pidfd
+-- (or =walk) makes an orch leave the ring (and pidfds) out, so each way is
+-- tried here. Real processes, real signals, real fd limits.
 local h = require "spec.helper"
 local orch = h.orch
 
@@ -14,6 +16,17 @@ local function pidfds(pid)
   return tonumber(out) or 0
 end
 
+-- Whether this kernel lets orch wait in an io_uring ring: Linux 6.7 or
+-- later with io_uring enabled (then the ring must be what orch uses).
+local function kernel_has_ring()
+  local rel = h.slurp("/proc/sys/kernel/osrelease") or ""
+  local major, minor = rel:match("^(%d+)%.(%d+)")
+  major, minor = tonumber(major), tonumber(minor)
+  local off = tonumber((h.slurp("/proc/sys/kernel/io_uring_disabled") or "0"):match("%d+")) or 0
+  return major and (major > 6 or (major == 6 and minor >= 7)) and off == 0
+end
+local RING = kernel_has_ring()
+
 after_each(function()
   assert.are.same({}, h.children())
 end)
@@ -21,17 +34,19 @@ end)
 describe("reaping", function()
   -- In an orch of its own: this process has been a subreaper and had other
   -- children (either can make a SIGCHLD walk).
-  it("reaps spawned children through their pidfds without a walk; a stop makes one and is reported", function()
+  local function no_walk(mode)
     local script = h.script(string.format([[
       local prog = %q
       local r0 = orch.proc.reaper()
       local ps = {}
       for i = 1, 50 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
-      print("pidfds", orch.proc.reaper().pidfds - r0.pidfds)
+      local r1 = orch.proc.reaper()
+      print(r1.mode, "pidfds", r1.pidfds - r0.pidfds, "waits", r1.waits - r0.waits)
       for i = 1, 50 do assert(ps[i]:kill("KILL")) end
       for i = 1, 50 do assert(select(2, ps[i]:wait()) == "KILL") end
       local r = orch.proc.reaper()
-      print("exits", r.walks - r0.walks, r.pidfd_exits - r0.pidfd_exits, r.walk_exits - r0.walk_exits, r.pidfds)
+      print("exits", r.walks - r0.walks, r.pidfd_exits - r0.pidfd_exits, r.ring_exits - r0.ring_exits,
+        r.walk_exits - r0.walk_exits, r.pidfds, r.waits)
       -- A stop is not an exit: found by the walk, and reported.
       local p = assert(orch.spawn { prog, "sleep", "100" })
       local stopped
@@ -40,15 +55,40 @@ describe("reaping", function()
       for _ = 1, 3000 do if stopped then break end orch.sleep(0.01) end
       print("stop", stopped, (p:status()), orch.proc.reaper().walks > r.walks)
       assert(p:kill("KILL"))
-      print("end", select(2, p:wait()), orch.proc.reaper().children, orch.proc.reaper().pidfds)
+      print("end", select(2, p:wait()), orch.proc.reaper().children, orch.proc.reaper().pidfds, orch.proc.reaper().waits)
     ]], prog))
-    local code, out, err = h.cli { "run", script }
+    local code, out, err = h.cli({ "run", script }, nil, { ORCH_REAPER = mode })
     assert.are.equal(0, code, err)
+    return out
+  end
+
+  it("reaps spawned children through the ring's waits without a walk or an fd; a stop makes one and is reported", function()
+    local out = no_walk(nil)
+    if not RING then
+      -- An older kernel: pidfds (the next test) are the way.
+      assert.matches("^pidfd\t", out)
+      return
+    end
     assert.are.equal(table.concat({
-      "pidfds\t50",
-      "exits\t0\t50\t0\t0",          -- no walk, 50 exits through pidfds
+      "ring\tpidfds\t0\twaits\t50",
+      "exits\t0\t0\t50\t0\t0\t0",   -- no walk, 50 exits through the ring
       "stop\tSTOP\tstopped\ttrue",
-      "end\tKILL\t0\t0", "" }, "\n"), out)
+      "end\tKILL\t0\t0\t0", "" }, "\n"), out)
+  end)
+
+  it("reaps spawned children through their pidfds without a walk (ORCH_REAPER=pidfd); a stop makes one and is reported", function()
+    assert.are.equal(table.concat({
+      "pidfd\tpidfds\t50\twaits\t0",
+      "exits\t0\t50\t0\t0\t0\t0",   -- no walk, 50 exits through pidfds
+      "stop\tSTOP\tstopped\ttrue",
+      "end\tKILL\t0\t0\t0", "" }, "\n"), no_walk("pidfd"))
+  end)
+
+  it("ORCH_REAPER=walk: every exit is reaped by the walk", function()
+    local out = no_walk("walk")
+    assert.matches("^walk\tpidfds\t0\twaits\t0\n", out)
+    assert.matches("\nexits\t%d+\t0\t0\t50\t0\t0\n", out)
+    assert.matches("\nend\tKILL\t0\t0\t0\n", out)
   end)
 
   it("orch.proc.reaper takes no argument", function()
@@ -57,17 +97,87 @@ describe("reaping", function()
     }
   end)
 
-  it("reaps 200 children that end at once, each through its own pidfd, each status to its process", function()
+  it("reaps 200 children that end at once, each through its own wait (or pidfd), each status to its process", function()
     h.run(function()
       local before = pidfds()
+      local r0 = orch.proc.reaper()
       local ps = {}
       for i = 1, 200 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
-      assert.are.equal(before + 200, pidfds())
+      if r0.mode == "ring" then
+        assert.are.equal(before, pidfds())
+        assert.are.equal(r0.waits + 200, orch.proc.reaper().waits)
+      else
+        assert.are.equal(before + 200, pidfds())
+      end
       for i = 1, 200 do assert.is_true(ps[i]:kill("KILL")) end
       for i = 1, 200 do assert.are.same({ nil, "KILL" }, { ps[i]:wait() }) end
       assert.are.equal(before, pidfds())
+      assert.are.equal(r0.waits, orch.proc.reaper().waits)
       assert.are.equal(0, h.zombies())
     end, 60)
+  end)
+
+  it("reaps 1,500 children that end at once through the ring, past what its completion queue holds, with no walk and no zombie", function()
+    if not RING then return end
+    local script = h.script(string.format([[
+      local prog = %q
+      local r0 = orch.proc.reaper()
+      local ps = {}
+      for i = 1, 1500 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
+      print(orch.proc.reaper().waits)
+      -- Killed, and all ended, while nothing reads the ring (no yield):
+      -- 1,500 completions for a queue of 1,024, the rest kept by the
+      -- kernel until asked for.
+      for i = 1, 1500 do assert(ps[i]:kill("KILL")) end
+      for i = 1, 1500 do
+        repeat
+          local f = io.open("/proc/" .. ps[i].pid .. "/stat")
+          local st = f and f:read("a"):match("^%%d+ %%b() (%%a)")
+          if f then f:close() end
+        until st == "Z"
+      end
+      local n = 0
+      for i = 1, 1500 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
+      local r = orch.proc.reaper()
+      -- (One walk may come: the SIGCHLD records' ring holds 1,024; it
+      -- finds nothing left.)
+      print(n, r.ring_exits - r0.ring_exits, r.walk_exits - r0.walk_exits, r.waits)
+    ]], prog))
+    local code, out, err = h.cli { "run", script }
+    assert.are.equal(0, code, err)
+    assert.are.equal("1500\n1500\t1500\t0\t0\n", out)
+    assert.are.equal(0, h.zombies())
+  end)
+
+  it("an orch.fork child reaps its own children through a ring of its own, and leaves the parent's waits alone", function()
+    if not RING then return end
+    local script = h.script(string.format([[
+      local prog = %q
+      local mine = {}
+      for i = 1, 5 do mine[i] = assert(orch.spawn { prog, "sleep", "100" }) end
+      local f = assert(orch.fork(function()
+        local r0 = orch.proc.reaper()
+        local ps = {}
+        for i = 1, 20 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
+        for i = 1, 20 do ps[i]:kill("KILL") end
+        local n = 0
+        for i = 1, 20 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
+        local r = orch.proc.reaper()
+        io.stdout:write(string.format("child %%s %%d %%d %%d %%d\n", r.mode, n, r.ring_exits - r0.ring_exits, r.walks - r0.walks, r.waits))
+        io.stdout:flush()
+        orch.exit(0)
+      end))
+      assert(f:wait() == 0)
+      local r0 = orch.proc.reaper()
+      for i = 1, 5 do mine[i]:kill("KILL") end
+      local n = 0
+      for i = 1, 5 do if select(2, mine[i]:wait()) == "KILL" then n = n + 1 end end
+      local r = orch.proc.reaper()
+      print("parent", r.mode, n, r.ring_exits - r0.ring_exits, r.waits)
+    ]], prog))
+    local code, out, err = h.cli { "run", script }
+    assert.are.equal(0, code, err)
+    assert.are.equal("child ring 20 20 0 0\nparent\tring\t5\t5\t0\n", out)
   end)
 
   it("reaps an orphan that ends while services end, and reports it", function()
@@ -94,7 +204,29 @@ describe("reaping", function()
     end, 60)
   end)
 
-  it("at a low fd limit: once a child gets no pidfd none has one, a spawn at a full fd table starts, all are reaped, and pidfds come back once few children are left", function()
+  it("at a low fd limit, through the ring: 300 children, no fd each, no walk, all reaped", function()
+    if not RING then return end
+    local dir = h.tmpdir()
+    local script = h.script(string.format([[
+      local orch = require "orch"
+      local r0 = orch.proc.reaper()
+      local ps = {}
+      for i = 1, 300 do ps[i] = assert(orch.spawn { %q, "sleep", "100" }) end
+      local r = orch.proc.reaper()
+      print("running", r.waits, r.pidfds)
+      for _, p in ipairs(ps) do p:kill("KILL") end
+      local n = 0
+      for _, p in ipairs(ps) do if select(2, p:wait()) == "KILL" then n = n + 1 end end
+      r = orch.proc.reaper()
+      print("reported", n, r.ring_exits - r0.ring_exits, r.walks - r0.walks)
+    ]], prog))
+    local out = h.sh(string.format("cd %s && prlimit --nofile=200:200 %s run %s 2>&1",
+      h.shquote(dir), h.shquote(h.bin), h.shquote(script)))
+    assert.matches("running\t300\t0\n", out, 1, true)
+    assert.matches("reported\t300\t300\t0", out, 1, true)
+  end)
+
+  it("at a low fd limit (ORCH_REAPER=pidfd): once a child gets no pidfd none has one, a spawn at a full fd table starts, all are reaped, and pidfds come back once few children are left", function()
     local dir = h.tmpdir()
     local script = h.script(string.format([[
       local orch = require "orch"
@@ -133,7 +265,7 @@ describe("reaping", function()
       again:kill("KILL")
       again:wait()
     ]], prog, prog, prog, prog))
-    local out = h.sh(string.format("cd %s && prlimit --nofile=200:200 %s run %s 2>&1",
+    local out = h.sh(string.format("cd %s && ORCH_REAPER=pidfd prlimit --nofile=200:200 %s run %s 2>&1",
       h.shquote(dir), h.shquote(h.bin), h.shquote(script)))
     -- 40 children fit under the quarter of 200: each has its pidfd.
     assert.matches("pidfds40\t40\t40", out, 1, true)

@@ -680,9 +680,12 @@ static int proc_reaper(lua_State *L) {
   orch__check_nargs(L, 0);
   orch__reaper_stats s;
   orch__proc_reaper_stats(orch__rt(L), &s);
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, s.mode); lua_setfield(L, -2, "mode");
   lua_pushinteger(L, (lua_Integer)s.children); lua_setfield(L, -2, "children");
   lua_pushinteger(L, (lua_Integer)s.pidfds); lua_setfield(L, -2, "pidfds");
+  lua_pushinteger(L, (lua_Integer)s.waits); lua_setfield(L, -2, "waits");
+  lua_pushinteger(L, (lua_Integer)s.ring_exits); lua_setfield(L, -2, "ring_exits");
   lua_pushinteger(L, (lua_Integer)s.walks); lua_setfield(L, -2, "walks");
   lua_pushinteger(L, (lua_Integer)s.pidfd_exits); lua_setfield(L, -2, "pidfd_exits");
   lua_pushinteger(L, (lua_Integer)s.walk_exits); lua_setfield(L, -2, "walk_exits");

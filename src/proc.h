@@ -66,6 +66,8 @@ struct orch__child {
   int pidfd;                      /* private: its pidfd in the reaper's epoll
                                    * set (orch__spawn's children), or -1 */
   int sig_seen;                   /* private: its exit's SIGCHLD was read */
+  int ring_wait;                  /* private: a wait for its exit is in the
+                                   * reaper's io_uring ring */
 };
 
 /* The runtime's process table and SIGCHLD watcher, made once (the first
@@ -77,11 +79,13 @@ int orch__proc_open(orch_runtime *rt, uv_loop_t *loop);
 void orch__proc_reap(orch_runtime *rt);
 
 /* What the reaper did (orch.proc.reaper): children registered, those with
- * a pidfd, walks made (wait4(-1) until it returned 0), exits reaped through
- * a pidfd and by a walk. */
+ * a pidfd, those with a wait in the io_uring ring, walks made (wait4(-1)
+ * until it returned 0), exits reaped through a pidfd, through the ring and
+ * by a walk; how it watches exits ("ring", "pidfd" or "walk"). */
 typedef struct {
-  size_t children, pidfds;
-  unsigned long long walks, pidfd_exits, walk_exits;
+  size_t children, pidfds, waits;
+  unsigned long long walks, pidfd_exits, walk_exits, ring_exits;
+  const char *mode;
 } orch__reaper_stats;
 void orch__proc_reaper_stats(orch_runtime *rt, orch__reaper_stats *s);
 

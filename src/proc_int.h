@@ -9,6 +9,9 @@
 #define ORCH_PROC_INT_H
 
 #include "proc.h"
+#include "waitring.h"
+
+#define ORCH__OWED 4096
 
 typedef struct {
   orch_runtime *rt;
@@ -23,17 +26,26 @@ typedef struct {
   int haspoll;                /* pidpoll was made */
   int nopen;                  /* handles not closed yet (at the end) */
   size_t npidfd;              /* children with a pidfd */
+  /* Exits through io_uring waits (waitring.c, Linux 6.7): every child
+   * registered in the table has one wait in the ring (no fd a child),
+   * whose completion ringpoll hears of; preferred to pidfds when the
+   * kernel has it. */
+  orch__waitring *ring;       /* NULL when not used */
+  uv_poll_t ringpoll;
+  int hasring;                /* ringpoll was made */
+  size_t nwait;               /* registered children with a wait in the ring */
+  int mode;                   /* ORCH_REAPER: 0 every way, 1 no ring, 2 the walk only */
   /* Whether a SIGCHLD needs the walk (see explained()). */
   unsigned long tail;         /* the next record of the SIGCHLD ring to read */
   unsigned long ncb, nrec;    /* SIGCHLDs delivered, their records read */
-  pid_t owed[256];            /* pids reaped through a pidfd whose SIGCHLD
-                               * record may still come (a ring, 0: empty) */
-  unsigned nowed;
+  pid_t owed[ORCH__OWED];     /* pids reaped through a pidfd or the ring
+                               * whose SIGCHLD record may still come (by
+                               * pid % ORCH__OWED, 0: empty) */
   int pidfds_off;             /* a child could not get a pidfd: none for any */
   int orphans;                /* orch was a subreaper (or is pid 1): orphans
                                * may be adopted at any time */
   int stops;                  /* a child stopped or continued once */
-  unsigned long long walks, pidfd_exits, walk_exits;  /* orch.proc.reaper */
+  unsigned long long walks, pidfd_exits, walk_exits, ring_exits;  /* orch.proc.reaper */
   orch__child **buckets;
   size_t mask;                /* nbuckets - 1 */
   size_t count;

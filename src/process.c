@@ -7,9 +7,12 @@
  *
  * Ownership: this file is the only reaper of the process (see proc.h). The
  * per-runtime proc_state holds one unref'd SIGCHLD uv_signal_t whose
- * callback loops wait4(-1, WNOHANG | WUNTRACED | WCONTINUED) and dispatches
+ * callback loops wait4(-1, WNOHANG | WUNTRACED | WCONTINUED) (the walk,
+ * when a signal needs it) and dispatches
  * each status (an exit, a stop or a continue) to the
- * orch__child registered for that pid in a hash table; unknown pids are
+ * orch__child registered for that pid in a hash table; a registered child's
+ * exit usually comes first, and without the walk, through its wait in an
+ * io_uring ring (waitring.c) or its pidfd (an epoll set); unknown pids are
  * adopted orphans, handed to the one orphan callback (l_proc.c's). A
  * registered child holds the loop (orch__hold). The children themselves
  * (orch__child) belong to their callers. Group waits (waitpid(-pgid) over
@@ -75,6 +78,12 @@ static void table_grow(proc_state *st) {
   st->mask = n - 1;
 }
 
+/* The tag of c's wait in the ring: its pid, and its serial's low bits (a
+ * completion for an earlier child of the same pid is not c's). */
+static unsigned long long ring_tag(const orch__child *c) {
+  return (unsigned long long)(uint32_t)c->pid | (unsigned long long)(uint32_t)c->serial << 32;
+}
+
 void orch__proc_table_add(proc_state *st, orch__child *c) {
   if (st->count >= (st->mask + 1) * 2) table_grow(st);
   c->serial = ++st->serial;
@@ -83,6 +92,20 @@ void orch__proc_table_add(proc_state *st, orch__child *c) {
   st->buckets[k] = c;
   st->count++;
   orch__hold(st->rt, 1);
+  /* Its exit through the ring (no walk); without a wait (the ring is not
+   * used, or refused it), through its pidfd or the walk. */
+  c->ring_wait = 0;
+  if (st->ring && orch__waitring_add(st->ring, c->pid, ring_tag(c)) == 0) {
+    c->ring_wait = 1;
+    c->sig_seen = 0;
+    st->nwait++;
+  }
+}
+
+static void ring_drop(proc_state *st, orch__child *c) {
+  if (!c->ring_wait) return;
+  c->ring_wait = 0;
+  st->nwait--;
 }
 
 /* c no longer has a pidfd: out of the epoll set (explicitly: a fork child
@@ -122,9 +145,10 @@ static void pidfds_drop(proc_state *st) {
     for (orch__child *c = st->buckets[k]; c; c = c->next) pidfd_drop(st, c);
 }
 
-/* Whether a spawn asks the kernel for its child's pidfd. */
+/* Whether a spawn asks the kernel for its child's pidfd (not when the
+ * ring waits for its exit). */
 int orch__proc_pidfd_wanted(proc_state *st) {
-  if (st->epfd < 0) return 0;
+  if (st->epfd < 0 || st->ring) return 0;
   if (st->pidfds_off) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rl.rlim_cur == RLIM_INFINITY || st->count < rl.rlim_cur / 8))
@@ -157,6 +181,7 @@ static orch__child *table_take(proc_state *st, pid_t pid, orch__child *want) {
       c->next = NULL;
       st->count--;
       pidfd_drop(st, c);
+      ring_drop(st, c);
       orch__hold(st->rt, -1);
       return c;
     }
@@ -167,6 +192,7 @@ static orch__child *table_take(proc_state *st, pid_t pid, orch__child *want) {
 void orch__child_add(orch_runtime *rt, orch__child *c) {
   c->start_ticks = 0;
   c->pidfd = -1;
+  c->ring_wait = 0;
   proc_state *st = orch__proc_state(rt);
   if (st) orch__proc_table_add(st, c);
 }
@@ -308,16 +334,18 @@ unsigned long long orch__proc_boot_ns(void) {
  * Each SIGCHLD's siginfo (who, and why: an exit, a stop, a continue) is
  * recorded by a wrapper around libuv's handler in a ring, which the
  * SIGCHLD callback reads: a signal whose record names a child reaped (or
- * about to be) through its pidfd is explained, and makes no walk. Anything
+ * about to be) through its ring wait or pidfd is explained, and makes no
+ * walk. Anything
  * else walks: a stop or continue, an unknown pid (an adopted orphan, a
  * child forked outside the table), a SIGCHLD sent by kill, a signal without
  * its record (the ring overflowed, the wrapper was not in place).
  *
  * SIGCHLD is a standard signal: one raised while another is pending is
- * merged into it, and its siginfo is lost. An event merged into a pidfd
+ * merged into it, and its siginfo is lost. An event merged into a watched
  * exit's signal is seen only by a walk, so the walk is made at every
  * SIGCHLD whenever such an event may come: once orch has been a subreaper
- * (or is pid 1: orphans), while a registered child has no pidfd, once a
+ * (or is pid 1: orphans), while a registered child has neither a ring wait
+ * nor a pidfd, once a
  * child has stopped or continued, and with more than one runtime in the
  * process. Left: the first stop of a child that the kernel merges into the
  * pending signal of another child's exit is reported at the next walk. */
@@ -354,14 +382,19 @@ static void chld_wrap(void) {
   sigaction(SIGCHLD, &sa, NULL);
 }
 
+/* The pids reaped before their SIGCHLD's record was read: one slot a pid
+ * (its low bits), so that a burst of exits (a stop of all) is looked up in
+ * constant time; a pid that finds its slot taken by another's replaces it,
+ * and the other's record, when it comes, makes a walk. */
 static void owed_add(proc_state *st, pid_t pid) {
-  st->owed[st->nowed++ % 256] = pid;
+  st->owed[(unsigned)pid % ORCH__OWED] = pid;
 }
 
 static int owed_take(proc_state *st, pid_t pid) {
-  for (int i = 0; i < 256; i++)
-    if (st->owed[i] == pid) { st->owed[i] = 0; return 1; }
-  return 0;
+  pid_t *o = &st->owed[(unsigned)pid % ORCH__OWED];
+  if (*o != pid) return 0;
+  *o = 0;
+  return 1;
 }
 
 /* Whether the SIGCHLDs delivered so far are all explained by pidfd exits,
@@ -384,7 +417,7 @@ static int explained(proc_state *st) {
     st->nrec++;
     if (code == CLD_EXITED || code == CLD_KILLED || code == CLD_DUMPED) {
       orch__child *c = orch__child_find(st->rt, pid);
-      if (c && c->pidfd >= 0) { c->sig_seen = 1; continue; }   /* its pidfd follows */
+      if (c && (c->pidfd >= 0 || c->ring_wait)) { c->sig_seen = 1; continue; }   /* its pidfd or wait follows */
       if (!c && owed_take(st, pid)) continue;
     } else if (code == CLD_STOPPED || code == CLD_CONTINUED || code == CLD_TRAPPED) {
       st->stops = 1;
@@ -397,7 +430,7 @@ static int explained(proc_state *st) {
     int v = 0;
     if (getpid() == 1 || (prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0) == 0 && v)) st->orphans = 1;
   }
-  if (st->orphans || st->stops || st->count > st->npidfd || nstates > 1) ok = 0;
+  if (st->orphans || st->stops || st->count > st->npidfd + st->nwait || nstates > 1) ok = 0;
   return ok;
 }
 
@@ -477,6 +510,38 @@ static void on_pidfd(uv_poll_t *h, int status, int events) {
   pidfd_reap(h->data);
 }
 
+/* The children whose wait in the ring completed have ended: each is reaped
+ * by pid (wait4, which gives its rusage; the wait left it a zombie). A
+ * completion is checked against the table first, as a pidfd's event is. A
+ * wait that ended otherwise (the child was reaped by a walk, or the ring
+ * refused it) leaves the child to the walk. */
+static void ring_reap(proc_state *st) {
+  if (!st->ring) return;
+  unsigned long long tag;
+  int res;
+  while (st->ring && orch__waitring_next(st->ring, &tag, &res)) {
+    pid_t pid = (pid_t)(tag & 0xffffffffu);
+    orch__child *c = orch__child_find(st->rt, pid);
+    if (!c || !c->ring_wait || ring_tag(c) != tag) continue;
+    int status;
+    struct rusage ru;
+    pid_t r = 0;
+    if (res == 0)
+      do r = wait4(pid, &status, WNOHANG, &ru); while (r < 0 && errno == EINTR);
+    if (r == pid) {
+      st->ring_exits++;
+      if (!c->sig_seen) owed_add(st, pid);
+      dispatch_exit(st, pid, status, &ru);
+    } else {
+      ring_drop(st, c);
+    }
+  }
+}
+
+static void on_ring(uv_poll_t *h, int status, int events) {
+  ring_reap(h->data);
+}
+
 static void walk(proc_state *st) {
   st->walks++;
   reap(st);
@@ -493,6 +558,7 @@ static void on_walk(uv_check_t *h) {
  * however many SIGCHLDs came in that turn. */
 static void on_sigchld(uv_signal_t *h, int sig) {
   proc_state *st = h->data;
+  ring_reap(st);
   pidfd_reap(st);
   st->ncb++;
   if (!explained(st)) uv_check_start(&st->walker, on_walk);
@@ -501,6 +567,7 @@ static void on_sigchld(uv_signal_t *h, int sig) {
 void orch__proc_reap(orch_runtime *rt) {
   proc_state *st = orch__proc_state(rt);
   if (!st) return;
+  ring_reap(st);
   pidfd_reap(st);
   walk(st);
 }
@@ -508,12 +575,16 @@ void orch__proc_reap(orch_runtime *rt) {
 void orch__proc_reaper_stats(orch_runtime *rt, orch__reaper_stats *s) {
   proc_state *st = orch__proc_state(rt);
   memset(s, 0, sizeof *s);
+  s->mode = "walk";
   if (!st) return;
   s->children = st->count;
   s->pidfds = st->npidfd;
+  s->waits = st->nwait;
   s->walks = st->walks;
   s->pidfd_exits = st->pidfd_exits;
   s->walk_exits = st->walk_exits;
+  s->ring_exits = st->ring_exits;
+  s->mode = st->ring ? "ring" : st->epfd >= 0 ? "pidfd" : "walk";
 }
 
 void orch__proc_on_orphan(orch_runtime *rt, orch__orphan_fn fn, void *data) {
@@ -614,14 +685,18 @@ static void state_free(uv_handle_t *h) {
   free(st);
 }
 
-/* Closes the handles (then state_free frees st) and the epoll set. */
+/* Closes the handles (then state_free frees st), the epoll set and the
+ * ring (its waits are cancelled). */
 static void state_close(proc_state *st) {
-  st->nopen = 2 + st->haspoll;
+  st->nopen = 2 + st->haspoll + st->hasring;
   uv_close((uv_handle_t *)&st->sigchld, state_free);
   uv_close((uv_handle_t *)&st->walker, state_free);
   if (st->haspoll) uv_close((uv_handle_t *)&st->pidpoll, state_free);
+  if (st->hasring) uv_close((uv_handle_t *)&st->ringpoll, state_free);
   if (st->epfd >= 0) close(st->epfd);
   st->epfd = -1;
+  orch__waitring_close(st->ring);
+  st->ring = NULL;
 }
 
 /* The Lua state may already be closed here: no Lua. */
@@ -657,6 +732,7 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
   }
   st->count = 0;
   st->npidfd = 0;
+  st->nwait = 0;
   st->init_on = 0;
   /* Started spawns are the parent's (their jobs settle as failed here,
    * before anything in the child can wait for them). */
@@ -687,6 +763,11 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
     }
     if (fd >= 0) close(fd);
   }
+  /* The ring is the parent's too (its waits): a new one takes its fd. */
+  if (st->ring) {
+    if (orch__waitring_fork(&st->ring) == 0) uv_poll_start(&st->ringpoll, UV_READABLE, on_ring);
+    else uv_poll_stop(&st->ringpoll);
+  }
 }
 
 int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
@@ -706,9 +787,25 @@ int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
   uv_check_init(loop, &st->walker);
   st->walker.data = st;
   uv_unref((uv_handle_t *)&st->walker);
+  /* ORCH_REAPER=pidfd leaves the ring out, =walk pidfds too (to measure
+   * and test each way on a kernel that has them all). */
+  const char *mode = getenv("ORCH_REAPER");
+  st->mode = mode && !strcmp(mode, "walk") ? 2 : mode && !strcmp(mode, "pidfd") ? 1 : 0;
+  /* Exits through the ring where the kernel has it (no fd a child). */
+  if (st->mode == 0 && orch__waitring_open(&st->ring) == 0) {
+    if (uv_poll_init(loop, &st->ringpoll, orch__waitring_fd(st->ring)) == 0) {
+      st->hasring = 1;
+      st->ringpoll.data = st;
+      uv_poll_start(&st->ringpoll, UV_READABLE, on_ring);
+      uv_unref((uv_handle_t *)&st->ringpoll);
+    } else {
+      orch__waitring_close(st->ring);
+      st->ring = NULL;
+    }
+  }
   /* Without an epoll set (or a poll handle on it) every exit goes to the
    * walk, as before pidfds. */
-  st->epfd = epoll_create1(EPOLL_CLOEXEC);
+  st->epfd = st->mode == 2 ? -1 : epoll_create1(EPOLL_CLOEXEC);
   if (st->epfd >= 0 && uv_poll_init(loop, &st->pidpoll, st->epfd) == 0) {
     st->haspoll = 1;
     st->pidpoll.data = st;
