@@ -122,8 +122,9 @@ static void push_traceback(lua_State *L, lua_State *co) {
  * cycle finds: a burst of 100,000 new tasks made the collector mark and
  * sweep every live task about ten times, freeing nothing. So the memory a
  * task allocates for itself (its object; a new coroutine, not a pooled
- * one) counts towards the next cycle only from the task's end, when it may
- * become garbage: taken off the collector's debt when allocated, put back
+ * one, with the call frames of its first wait) and its function count
+ * towards the next cycle only from the task's end, when they may become
+ * garbage: taken off the collector's debt when made (or given), put back
  * when the task ends. Every byte is still counted once, so the heap stays
  * within the pause of what is live plus the tasks alive. The debt is
  * changed through lua_gc(LUA_GCSTEP, n), which in Lua 5.4 adds n KiB to it
@@ -175,6 +176,28 @@ static void gc_hold(lua_State *L, orch__task *t, int kind, size_t before, size_t
   t->gc_held += rt->gc_size[kind];
   rt->gc_debt -= (long)rt->gc_size[kind];
   gc_flush(L, rt);
+}
+
+/* b more bytes of t count from its end (flushed with the next gc_hold). */
+static void gc_hold_bytes(orch__task *t, unsigned b) {
+  t->gc_held += b;
+  t->rt->gc_debt -= (long)b;
+}
+
+/* The task's function (at idx), when a Lua function, counts from the
+ * task's end as well: the task holds it until then, and a burst of tasks
+ * each made with a closure of its own (orch.task(function() ... end)) made
+ * the collector start cycles that went through every task made so far and
+ * freed nothing. Its size is Lua 5.4's LClosure, a 32-byte header and a
+ * pointer per upvalue (an upvalue's own object may be shared: not held).
+ * A function shared by many tasks is held for each: at most that many
+ * bytes a live task (itself about 1.4 KiB), each given back at its end. */
+static void gc_hold_fn(lua_State *L, orch__task *t, int idx) {
+  if (lua_iscfunction(L, idx)) return;
+  lua_Debug ar;
+  lua_pushvalue(L, idx);
+  lua_getinfo(L, ">u", &ar);
+  gc_hold_bytes(t, 32 + 8 * (unsigned)ar.nups);
 }
 
 /* The ended tasks' memory is counted: at the end of a turn of the ready
@@ -344,6 +367,10 @@ static lua_State *new_thread(lua_State *L, orch__task *t) {
   size_t before = gc_measure_begin(L, t->rt, GC_CO);
   lua_State *co = lua_newthread(L);
   gc_hold(L, t, GC_CO, before, 4096);
+  /* Its first wait adds two call frames (the task's function's and the
+   * waiting call's: Lua 5.4's CallInfo, 64 bytes each), kept as long as
+   * the coroutine: held with it. */
+  gc_hold_bytes(t, 2 * 64);
   return co;
 }
 
@@ -571,6 +598,7 @@ orch__task *orch__task_new(lua_State *L, int nargs) {
   set_task_mt(L, rt);
   t->rt = rt;
   t->ref = LUA_NOREF;
+  gc_hold_fn(L, t, -(nargs + 2));
   gc_hold(L, t, GC_OBJ, before, 1024);
   if (nargs == 0) {
     /* The coroutine comes at the first resume (task_start); meanwhile the
