@@ -587,6 +587,46 @@ describe("orch.sleep", function()
     end
   end)
 
+  it("a wake-up that cancels the tasks due with it and collects them: they never run, the rest wake", function()
+    -- The wheel reads ahead of each wake-up the memory of the next waits of
+    -- its list (clock.c): each turn from the live list, so a wake-up may
+    -- cancel the tasks due after it and the collector free them. Rounds of
+    -- 50 tasks sleeping as long, armed one after the other (most in the
+    -- same millisecond): the first to wake cancels every other one of the
+    -- round still sleeping and forgets them, and collects.
+    local rounds, per = 20, 50
+    local r = h.run(function()
+      local woke, ran_cancelled, cancelled = 0, 0, 0
+      for _ = 1, rounds do
+        local tasks, first = {}, nil
+        for i = 1, per do
+          tasks[i] = orch.task(function()
+            orch.sleep(0.005)
+            if i % 2 == 0 and first then ran_cancelled = ran_cancelled + 1 end
+            woke = woke + 1
+            if not first then
+              first = i
+              for k = 1, per do
+                if k % 2 == 0 and k ~= i and tasks[k]:status() == "waiting" then
+                  tasks[k]:cancel()
+                  cancelled = cancelled + 1
+                end
+              end
+              for k = 1, per do if k % 2 == 0 and k ~= i then tasks[k] = false end end
+              collectgarbage()
+            end
+          end)
+        end
+        h.eventually(function() return first ~= nil end, "the round's first wake-up", 30)
+        for k = 1, per do if tasks[k] then tasks[k]:join() end end
+      end
+      return { woke = woke, ran_cancelled = ran_cancelled, cancelled = cancelled }
+    end, 60)
+    assert.are.equal(0, r.ran_cancelled)
+    assert.is_true(r.cancelled >= rounds * (per / 2 - 1), "cancelled " .. r.cancelled)
+    assert.are.equal(rounds * per - r.cancelled, r.woke)
+  end)
+
   it("a wait that ended early leaves nothing that keeps orch run alive", function()
     local path = h.script([[
       local c = orch.cond()

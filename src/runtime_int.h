@@ -172,6 +172,7 @@ orch__task *orch__task_new(lua_State *L, int nargs);
 void orch__task_cancel(orch__task *t);
 void orch__join_begin(orch__task *self, orch__task *t);   /* self waits in t:join() */
 void orch__task_stop_timer(orch__task *t);
+void orch__task_prefetch(const orch__wtimer *w, int stage);  /* warms w's waiting task */
 void orch__cancel_leftovers(orch_runtime *rt);
 int orch__await_k(lua_State *L, int status, lua_KContext ctx);
 int orch__wait_begin(orch__task *t, double timeout, const char *op,
