@@ -779,8 +779,7 @@ static void drop_held(orch__cgroup *cg) {
 /* May fd be kept open for later uses? While its number is below the fd
  * limit divided by div (see orch__cgroup). */
 static int may_hold(int fd, rlim_t div) {
-  struct rlimit rl;
-  return getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)fd < rl.rlim_cur / div;
+  return (rlim_t)fd < orch__nofile_soft() / div;
 }
 
 /* The cgroup's v2 directory (O_DIRECTORY): the held fd, opened and kept

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- fd limit */
@@ -57,6 +58,25 @@ void orch__fd_spare_settle(void) {
     }
 }
 
+/* The cached soft limit and the second it was read in (CLOCK_MONOTONIC_COARSE,
+ * a vDSO read); -1: to be read. Process-wide, like the limit. */
+static rlim_t nofile_soft;
+static time_t nofile_read_at = -1;
+
+rlim_t orch__nofile_soft(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+  if (nofile_read_at != now.tv_sec) {
+    struct rlimit rl;
+    /* Unreadable (it never is): no budget rather than a wrong one. */
+    nofile_soft = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 0;
+    nofile_read_at = now.tv_sec;
+  }
+  return nofile_soft;
+}
+
+void orch__nofile_changed(void) { nofile_read_at = -1; }
+
 int orch_raise_nofile(void) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return -errno;
@@ -68,6 +88,7 @@ int orch_raise_nofile(void) {
   if (want <= rl.rlim_cur) return 0;
   rl.rlim_cur = want;
   if (setrlimit(RLIMIT_NOFILE, &rl) < 0) return -errno;
+  orch__nofile_changed();
   nofile_raised = 1;
   return 1;
 }
@@ -78,11 +99,11 @@ int orch_raise_nofile(void) {
 #define FD_HEADROOM 32
 
 int orch__fd_headroom_short(int fd) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
-  rlim_t keep = rl.rlim_cur / 4 < FD_HEADROOM ? rl.rlim_cur / 4 : FD_HEADROOM;
+  rlim_t cur = orch__nofile_soft();
+  if (cur == 0 || cur == RLIM_INFINITY) return 0;
+  rlim_t keep = cur / 4 < FD_HEADROOM ? cur / 4 : FD_HEADROOM;
   /* Fds are allocated lowest first: every one below fd is in use. */
-  return (rlim_t)fd + keep >= rl.rlim_cur;
+  return (rlim_t)fd + keep >= cur;
 }
 
 /* In a child about to exec: the soft limit orch was started with (a

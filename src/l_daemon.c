@@ -615,6 +615,7 @@ static int proc_setrlimit(lua_State *L) {
   rl.rlim_cur = soft;
   rl.rlim_max = hard;
   if (setrlimit((__rlimit_resource_t)res, &rl) < 0) return orch__fail(L, "setrlimit", errno);
+  if (res == RLIMIT_NOFILE) orch__nofile_changed();
   lua_pushboolean(L, 1);
   return 1;
 }

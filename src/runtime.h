@@ -22,6 +22,7 @@
 
 #include <lua.h>
 #include <lauxlib.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include "orch.h"
@@ -111,6 +112,13 @@ void orch__fd_spare_settle(void);
  * fewer than the headroom of free fds that starts must not take (32, or a
  * quarter of a smaller limit): the start then fails with EMFILE. */
 int orch__fd_headroom_short(int fd);
+/* The soft RLIMIT_NOFILE for the fd budgets of the hot paths (the fds a
+ * cgroup keeps, a start's headroom): read again when orch changes it
+ * (orch__nofile_changed, after any setrlimit of it) and at most once a
+ * second otherwise (another process's prlimit(1) on orch), not at each of
+ * the four checks of every spawn. */
+rlim_t orch__nofile_soft(void);
+void orch__nofile_changed(void);
 
 /* In a spawned child before exec: back to the soft RLIMIT_NOFILE orch was
  * started with, when orch_raise_nofile raised it. Async-signal-safe. */
