@@ -211,9 +211,11 @@ int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
 /* For the spawner: opens, close-on-exec, the cgroup.procs files a child
  * must write "0" to before exec to enter the cgroup (the v1 mirrors'; and
  * the v2 one, last, when v2_too), and with dirfd the v2 directory (for
- * clone3 CLONE_INTO_CGROUP). Returns how many fds were stored in fds (at
- * most max) or -errno (nothing open then). The caller closes them all. */
-int orch__cg_join_fds(orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd);
+ * clone3 CLONE_INTO_CGROUP): the one the cgroup holds, or a fresh one when
+ * it holds none (*dir_owned true). Returns how many fds were stored in fds
+ * (at most max) or -errno (nothing open then). The caller closes those of
+ * fds, and *dirfd when *dir_owned, once the clone is made. */
+int orch__cg_join_fds(orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd, int *dir_owned);
 
 /* For the spawner (l_cgroup.c): the orch.Cgroup at idx, or NULL when the
  * value is not one; raises "attempt to use a closed orch.Cgroup". */

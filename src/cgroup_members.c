@@ -327,15 +327,17 @@ int orch__cg_freeze(orch__cgroup *cg, int on) {
   return r == -ENOENT ? -ENOTSUP : r;
 }
 
-int orch__cg_join_fds(orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd) {
+int orch__cg_join_fds(orch__cgroup *cg, int v2_too, int *fds, int max, int *dirfd, int *dir_owned) {
   int n = 0;
   if (dirfd) {
-    /* The held directory (a copy the caller closes), and its cgroup.procs
-     * held for the listing of a stop; both are made once per cgroup. */
+    /* The held directory itself (the clone only reads it, and nothing runs
+     * between the two calls that could close it), or above the fd budget a
+     * fresh one the caller closes (*dir_owned); and its cgroup.procs held
+     * for the listing of a stop; both are made once per cgroup. */
     int fresh, dfd = orch__cg_held_dir(cg, &fresh);
     if (dfd < 0) return -errno;
-    *dirfd = fresh ? dfd : fcntl(dfd, F_DUPFD_CLOEXEC, 0);
-    if (*dirfd < 0) return -errno;
+    *dirfd = dfd;
+    *dir_owned = fresh;
     if (!fresh && cg->procs < 0) {
       int pf = orch__cg_held_procs(cg, dfd, &fresh);
       if (pf >= 0 && fresh) close(pf);
@@ -366,7 +368,10 @@ int orch__cg_join_fds(orch__cgroup *cg, int v2_too, int *fds, int max, int *dirf
 fail: {
     int e = errno;
     while (n > 0) close(fds[--n]);
-    if (dirfd) { close(*dirfd); *dirfd = -1; }
+    if (dirfd) {
+      if (*dir_owned) close(*dirfd);
+      *dirfd = -1;
+    }
     return -e;
   }
 }

@@ -974,12 +974,13 @@ static int spawn_common(lua_State *L, const orch__spawn_object *obj, int start) 
     return orch__failf(L, "EBUSY", "spawn: cgroup %s is frozen", a.cgroup->path);
   }
   /* Opened last and closed right after the spawn: nothing between raises. */
-  int cgfds_local[1 + ORCH__CG_NCTL], cgdir = -1;
+  int cgfds_local[1 + ORCH__CG_NCTL], cgdir = -1, cgdir_owned = 0;
   int *cgfds = rq ? rq->d->cgfds : cgfds_local;
   /* The v2 cgroup.procs fd only while clone3 has not shown it works: the
    * fallback's child writes it. */
   int nofd = orch__spawn_into_cgroup_works();
-  int pid = a.cgroup ? orch__cg_join_fds(a.cgroup, !nofd, cgfds, 1 + ORCH__CG_NCTL, &cgdir) : 0;
+  int pid = a.cgroup ? orch__cg_join_fds(a.cgroup, !nofd, cgfds, 1 + ORCH__CG_NCTL, &cgdir,
+                                               &cgdir_owned) : 0;
   if (pid >= 0) {
     req.cgroup_fds = cgfds;
     req.ncgroup_fds = pid;
@@ -995,7 +996,7 @@ static int spawn_common(lua_State *L, const orch__spawn_object *obj, int start) 
     if (pid == -ENOSYS) pid = orch__spawn(rt, &req, child, &step);
     /* The child has its own copies of the fds by now (no CLONE_FILES). */
     for (int i = 0; i < req.ncgroup_fds; i++) close(cgfds[i]);
-    if (cgdir >= 0) close(cgdir);
+    if (cgdir_owned) close(cgdir);
   }
 #undef req
   if (rq && rq->state == RQ_STARTED) {
