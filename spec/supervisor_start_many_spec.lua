@@ -57,3 +57,69 @@ describe("a start of many services", function()
     end, 90)
   end)
 end)
+
+describe("the log lines of a start of many", function()
+  local h = require "spec.helper"
+  -- Writes of the orch process so far (/proc/self/io: every write(2) of
+  -- every thread counts).
+  local script = [[
+    local orch = require "orch"
+    local sup = require "orch.supervisor"
+    local n, echo = tonumber(arg[1]), arg[2] == "echo"
+    for i = 1, n do
+      local sh = (echo and "echo out-" .. i .. "; " or "") .. "exec sleep 30"
+      sup.service { name = "w" .. i, cmd = { "/bin/sh", "-c", sh }, restart = "never" }
+    end
+    -- The default output function's line, counted: the stop waits for
+    -- every service's line (a service stopped before its echo prints none).
+    local outputs = 0
+    sup.configure { output = function(name, line)
+      io.stderr:write(name .. " | " .. line .. "\n")
+      outputs = outputs + 1
+    end }
+    local function writes()
+      local f = assert(io.open("/proc/self/io"))
+      local w = f:read("a"):match("syscw:%s*(%d+)")
+      f:close()
+      return tonumber(w)
+    end
+    orch.task(function()
+      local w0 = writes()
+      assert(sup.start("all"))
+      local w1 = writes()
+      assert(sup.wait("all", "running", 30))
+      io.stdout:write("writes ", w1 - w0, "\n")
+      io.stdout:flush()
+      local t0 = orch.now()
+      while echo and outputs < n and orch.now() - t0 < 30 do orch.sleep(0.01) end
+      sup.stop("all")
+      orch.exit(0)
+    end)
+  ]]
+
+  it("go out in one write a batch", function()
+    local code, out, err = h.cli({ "run", h.script(script), "40" })
+    assert.are.equal(0, code, err)
+    local writes = tonumber(out:match("writes (%d+)"))
+    -- 40 lines, one write each before; now one a batch of 16 launches.
+    assert.is_true(writes <= 5, "writes during the start: " .. tostring(writes))
+    local _, lines = err:gsub(": started, pid %d+\n", "")
+    assert.are.equal(40, lines)
+  end)
+
+  it("are each in its order, and before the service's own output", function()
+    local n = 40
+    local code, _, err = h.cli({ "run", h.script(script), tostring(n), "echo" })
+    assert.are.equal(0, code, err)
+    local last = 0
+    for i = 1, n do
+      local at = err:find("orch.supervisor: w" .. i .. ": started, pid %d+\n")
+      assert.truthy(at, "w" .. i .. "'s started line")
+      assert.is_true(at > last, "w" .. i .. "'s line after the one before it")
+      last = at
+      local output = err:find("\nw" .. i .. " | out-" .. i .. "\n", 1, true)
+      assert.truthy(output, "w" .. i .. "'s output")
+      assert.is_true(output > at, "w" .. i .. "'s output after its started line")
+    end
+  end)
+end)

@@ -126,13 +126,29 @@ function Sup:log(msg, inst)
   if self.log_fn == default_log then
     olog = olog or require "orch.log"
     if olog.format() == "text" then
-      io.stderr:write(olog.timestamp() .. " orch.supervisor: " .. msg .. "\n")
+      local line = olog.timestamp() .. " orch.supervisor: " .. msg .. "\n"
+      local held = self.log_held
+      if held then held[#held + 1] = line else io.stderr:write(line) end
       return
     end
   end
   local fields = inst and { service = inst.service, instance = inst.name, pid = inst.pid } or nil
   local ok, err = pcall(self.log_fn, msg, fields)
   if not ok then io.stderr:write("orch.supervisor: log function failed: ", tostring(err), "\n") end
+end
+
+--- A start of many writes its text lines ("started, pid N" for each
+-- service) in one write a batch rather than one each: held (on = true)
+-- until it yields or ends (on = false), when nothing else can have written
+-- meanwhile, so the lines keep their order among orch's others.
+function Sup:log_hold(on)
+  local held = self.log_held
+  if on then
+    if not held then self.log_held = {} end
+    return
+  end
+  self.log_held = nil
+  if held and #held > 0 then io.stderr:write(table.concat(held)) end
 end
 
 -- ---------------------------------------------------------------- services
@@ -598,25 +614,30 @@ local function new(main)
     -- Each spawn is finished at the next one (Instance.batch), and the last
     -- before each yield and at the end, even when a start raises.
     Instance.batch(true)
+    S:log_hold(true)
     for i, inst in ipairs(list) do
       if yield and i % START_BATCH == 0 then
         Instance.batch(false)
         Instance.finish_pending()   -- even inside another start
         persist.flush(S)   -- this batch's journal lines, in one write
+        S:log_hold(false)  -- and its log lines
         orch.sleep(0)
         if S.shutdown_task then
           if hold then persist.hold(S, false) end
           return nil, "start: the supervisor is shutting down", "ECANCELED"
         end
         Instance.batch(true)
+        S:log_hold(true)
       end
       local ok, err = pcall(inst.start, inst)
       if not ok then
         Instance.batch(false)
+        S:log_hold(false)
         error(err, 0)
       end
     end
     Instance.batch(false)
+    S:log_hold(false)
     if hold then
       persist.hold(S, false)
       S:compact()
