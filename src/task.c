@@ -194,7 +194,7 @@ static void gc_hold_bytes(orch__task *t, unsigned b) {
  * A function shared by many tasks is held for each: at most that many
  * bytes a live task (itself about 1.4 KiB), each given back at its end. */
 static void gc_hold_fn(lua_State *L, orch__task *t, int idx) {
-  if (lua_iscfunction(L, idx)) return;
+  if (lua_type(L, idx) != LUA_TFUNCTION || lua_iscfunction(L, idx)) return;
   lua_Debug ar;
   lua_pushvalue(L, idx);
   lua_getinfo(L, ">u", &ar);
