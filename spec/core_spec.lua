@@ -627,6 +627,39 @@ describe("orch.sleep", function()
     assert.are.equal(rounds * per - r.cancelled, r.woke)
   end)
 
+  it("tasks due together that return, raise or are joined each end as they should", function()
+    -- 300 tasks: of each three, one sleeps 5 ms and returns its index, one
+    -- sleeps as long and raises, one joins the raising one (from before it
+    -- sleeps) and returns what its join raised. The wheel reads each
+    -- sleeping task's memory ahead of waking it; each outcome is the one
+    -- expected.
+    local r = h.run(function()
+      local tasks = {}
+      for i = 1, 300 do
+        tasks[i] = orch.task(function()
+          if i % 3 == 2 then
+            local ok, err = pcall(tasks[i + 1].join, tasks[i + 1])
+            return ok and "no error" or err
+          end
+          orch.sleep(0.005)
+          if i % 3 == 0 then error("boom " .. i, 0) end
+          return i
+        end)
+      end
+      local got = {}
+      for i = 1, 300 do
+        local ok, v = pcall(tasks[i].join, tasks[i])
+        got[i] = { ok, v, tasks[i]:status() }
+      end
+      return got
+    end, 60)
+    for i = 1, 300 do
+      if i % 3 == 1 then assert.are.same({ true, i, "done" }, r[i])
+      elseif i % 3 == 2 then assert.are.same({ true, "boom " .. (i + 1), "done" }, r[i])
+      else assert.are.same({ false, "boom " .. i, "failed" }, r[i]) end
+    end
+  end)
+
   it("a wait that ended early leaves nothing that keeps orch run alive", function()
     local path = h.script([[
       local c = orch.cond()
