@@ -174,6 +174,9 @@ struct orch__spawn_job {
   const char *volatile step;
   int ncg;                        /* how many of req->cgroup_fds to write */
   int cleared;                    /* born with CLONE_CLEAR_SIGHAND */
+  int files_below;                /* born sharing orch's fd table (CLONE_FILES):
+                                   * its own copy keeps the fds below this */
+  volatile int files_failed;      /* that copy was refused */
   int nign;                       /* how many ignored signals to reset */
   const struct rlimit *nofile;    /* RLIMIT_NOFILE to give back, or NULL */
   volatile unsigned long long born;   /* CLOCK_BOOTTIME, the child's first act */

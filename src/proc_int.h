@@ -53,6 +53,9 @@ typedef struct {
   orch__spawn_job *jobs;      /* started spawns not settled yet (the callers') */
   char *stacks[4];            /* their stacks, kept for the next ones */
   int nstacks;
+  int slots[6];               /* low fds (/dev/null when idle) into which a
+                               * spawn moves its child's high-numbered fds */
+  int nslots;                 /* made (at the first spawn), or -1: none */
   int devnull;                /* cached /dev/null (close-on-exec) or -1 */
   orch__orphan_fn on_orphan;  /* adopted orphans' statuses go here */
   void *orphan_data;

@@ -6,8 +6,9 @@
  * (proc_int.h), whose reaper settles the started spawns before it takes
  * any status.
  *
- * Spawning: clone3(CLONE_VM|CLONE_VFORK|CLONE_CLEAR_SIGHAND) on a private
- * stack (clone(2) where clone3 or the flag is missing). The child only
+ * Spawning: clone3(CLONE_VM|CLONE_VFORK|CLONE_CLEAR_SIGHAND|CLONE_FILES) on
+ * a private stack (clone(2) where clone3 or the flag is missing); the child
+ * first copies the part of orch's fd table it needs (files_prepare). It only
  * makes system calls (no Lua, no malloc, no locks), has every signal at its
  * default (the kernel resets the handlers; the child, the signals orch may
  * ignore, or all of them after a plain clone), unblocks them right before
@@ -30,6 +31,7 @@
 #include "proc_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
@@ -176,6 +178,13 @@ CHILD_CODE static int spawn_child(void *arg) {
     x->born = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
   const orch__spawn_req *r = x->req;
   long e;
+  /* Born sharing orch's fd table: a copy of its own first, of the fds
+   * below files_below only (its fds were moved there), before anything
+   * touches an fd. */
+  if (x->files_below && (e = RSYS(SYS_close_range, x->files_below, ~0u, 2u /* CLOSE_RANGE_UNSHARE */, 0)) < 0) {
+    x->files_failed = 1;
+    child_fail(x, "clone", e);
+  }
   /* Handlers of the parent must never run here (they would write into its
    * memory and its signal pipe), and ignored signals should not leak into
    * the new program: every disposition goes back to the default while all
@@ -391,6 +400,106 @@ static void child_fill(const spawn_ctx *x, orch__child *c, pid_t pid) {
   c->pidfd = -1;     /* a started spawn's child is found by the walk */
 }
 
+/* ---- The child's fd table. A clone without CLONE_FILES copies orch's
+ * whole fd table into the child (the kernel's dup_fd, under orch's CPU,
+ * while orch waits), and the child's exec then closes every one of them
+ * (close-on-exec): 13,000 fds at 10,000 services. Born sharing the table
+ * instead (CLONE_FILES), the child copies only the fds below files_below
+ * (close_range(CLOSE_RANGE_UNSHARE), Linux 5.9) before anything else, and
+ * the fds it needs are moved below that: the high-numbered ones are
+ * dup'ed into a few low slots of orch's (made at the first spawn,
+ * /dev/null when idle) for the time of the clone. */
+
+#define FILES_LOW 64                /* a child's fd from here on is moved into a slot */
+#define SLOTS_MAX 128               /* the slots are below this, or not made */
+#define NSLOTS ((int)(sizeof ((proc_state *)0)->slots / sizeof(int)))
+static int files_works = 1;         /* 0 once the child's copy was refused */
+
+/* The slots, made at the first spawn (long-lived fds of the runtime, like
+ * its cached /dev/null), when there is room below SLOTS_MAX; 0 when there
+ * are none. */
+static int slots_ready(proc_state *st) {
+  if (st->nslots) return st->nslots > 0;
+  if (st->devnull < 0) st->devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (st->devnull < 0) return 0;
+  int n = 0;
+  for (; n < NSLOTS; n++) {
+    int fd = fcntl(st->devnull, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0 || fd >= SLOTS_MAX) {
+      if (fd >= 0) close(fd);
+      break;
+    }
+    st->slots[n] = fd;
+  }
+  if (n < NSLOTS) {                 /* no room low enough: never again */
+    while (n > 0) close(st->slots[--n]);
+    st->nslots = -1;
+    return 0;
+  }
+  st->nslots = n;
+  return 1;
+}
+
+static int moved_to(int *src, int n, int fd) {
+  for (int k = 0; k < n; k++)
+    if (src[k] == fd) return k;
+  return -1;
+}
+
+/* The child's view of req's fds, in map and cg (ncg cgroup fds): its
+ * sources below FILES_LOW as they are, the others moved into the slots
+ * (*nmoved of them, to be put back by files_restore). Returns files_below:
+ * one past the highest fd the child uses. */
+static int files_prepare(proc_state *st, const orch__spawn_req *req, orch__fdmap *map,
+                         int *cg, int *nmoved) {
+  int maxfd = 2, high = 0;
+  *nmoved = 0;
+  for (int i = 0; i < req->nfds; i++) {
+    map[i] = req->fds[i];
+    if (map[i].source > maxfd) maxfd = map[i].source;
+    if (map[i].source >= FILES_LOW) high = 1;
+  }
+  for (int i = 0; i < req->ncgroup_fds; i++) {
+    cg[i] = req->cgroup_fds[i];
+    if (cg[i] > maxfd) maxfd = cg[i];
+    if (cg[i] >= FILES_LOW) high = 1;
+  }
+  if (!high || !slots_ready(st)) return maxfd + 1;
+  int src[NSLOTS];
+  int n = 0, ok = 1;
+  for (int i = 0; ok && i < req->nfds + req->ncgroup_fds; i++) {
+    int *f = i < req->nfds ? &map[i].source : &cg[i - req->nfds];
+    if (moved_to(st->slots, NSLOTS, *f) >= 0) ok = 0;   /* a slot given as a source */
+    if (!ok || *f < FILES_LOW) continue;
+    int k = moved_to(src, n, *f);
+    if (k < 0) {
+      if (n == NSLOTS || dup3(*f, st->slots[n], O_CLOEXEC) < 0) { ok = 0; continue; }
+      src[n] = *f;
+      k = n++;
+    }
+    *f = st->slots[k];
+  }
+  *nmoved = n;
+  if (!ok) {                          /* as they are: the copy goes up to maxfd */
+    for (int i = 0; i < req->nfds; i++) map[i] = req->fds[i];
+    for (int i = 0; i < req->ncgroup_fds; i++) cg[i] = req->cgroup_fds[i];
+    return maxfd + 1;
+  }
+  int below = 3;
+  for (int i = 0; i < req->nfds; i++)
+    if (map[i].source >= below) below = map[i].source + 1;
+  for (int i = 0; i < req->ncgroup_fds; i++)
+    if (cg[i] >= below) below = cg[i] + 1;
+  return below;
+}
+
+/* The slots let go of what they held (a pipe held there would keep its
+ * reader from seeing the end). */
+static void files_restore(proc_state *st, int nmoved) {
+  for (int k = 0; k < nmoved; k++)
+    while (dup3(st->devnull, st->slots[k], O_CLOEXEC) < 0 && errno == EINTR) {}
+}
+
 int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
                 const char **step) {
   proc_state *st = orch__proc_state(rt);
@@ -399,15 +508,32 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   if (req->nfds < 0 || req->nfds > MAX_FDMAP) return -EINVAL;
   int r = ensure_stack(st);
   if (r < 0) return r;
+  /* The child sees its fds where files_prepare put them. */
+  orch__spawn_req creq = *req;
+  orch__fdmap map[MAX_FDMAP];
+  int cgmap[16];
+  int nmoved = 0, below = 0;
+  if (files_works && req->ncgroup_fds <= (int)(sizeof cgmap / sizeof *cgmap)) {
+    slots_ready(st);
+    below = files_prepare(st, req, map, cgmap, &nmoved);
+    creq.fds = map;
+    creq.cgroup_fds = cgmap;
+    req = &creq;
+  }
+  unsigned long files = below ? CLONE_FILES : 0;
   spawn_ctx x;
-  ctx_init(&x, req);
-  UNPOISON_STACK(st->stack, CHILD_STACK);
+  pid_t pid;
+  int e, pidfd;
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  pid_t pid = -1;
-  int e = 0;
-  int pidfd = -1;
+again:
+  ctx_init(&x, req);
+  x.files_below = below;
+  UNPOISON_STACK(st->stack, CHILD_STACK);
+  pid = -1;
+  e = 0;
+  pidfd = -1;
   x.born0 = orch__proc_boot_ns();
 #ifdef HAVE_CLONE3_INTO
   int *want = orch__proc_pidfd_wanted(st) ? &pidfd : NULL;
@@ -418,7 +544,7 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
     x.ncg = nofd ? req->ncgroup_fds : req->ncgroup_fds - 1;
     x.cleared = clear_works != 0;
     long r3 = clone3_pidfd(spawn_child, &x, st->stack, CHILD_STACK,
-                           CLONE_VFORK | INTO_CGROUP | (x.cleared ? CLEAR_SIGHAND : 0), req->cgroup_dir, want);
+                           CLONE_VFORK | files | INTO_CGROUP | (x.cleared ? CLEAR_SIGHAND : 0), req->cgroup_dir, want);
     if (r3 >= 0) { pid = (pid_t)r3; clone3_works = 2; }
     else if (!nofd && (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL)) clone3_works = 0;
     else e = (int)-r3;
@@ -427,7 +553,7 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   if (pid < 0 && !e && clear_works) {
     /* Any failure here falls back to clone(2), which reports its own. */
     x.cleared = 1;
-    long r3 = clone3_pidfd(spawn_child, &x, st->stack, CHILD_STACK, CLONE_VFORK | CLEAR_SIGHAND, -1, want);
+    long r3 = clone3_pidfd(spawn_child, &x, st->stack, CHILD_STACK, CLONE_VFORK | files | CLEAR_SIGHAND, -1, want);
     if (r3 >= 0) { pid = (pid_t)r3; clear_works = 2; }
     else if (r3 == -ENOSYS || r3 == -E2BIG || r3 == -EINVAL || r3 == -EPERM) clear_works = 0;
   }
@@ -435,12 +561,23 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
     x.cleared = 0;
     pidfd = -1;
 #endif
-  pid = clone(spawn_child, st->stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
+  pid = clone(spawn_child, st->stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | (int)files | SIGCHLD, &x);
   e = errno;
 #ifdef HAVE_CLONE3_INTO
   }
 #endif
+  if (pid >= 0 && x.files_failed) {
+    /* The kernel has no CLOSE_RANGE_UNSHARE (Linux 5.9), or a filter
+     * refused it: the child ended at once; the fd table is copied whole. */
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+    if (pidfd >= 0) close(pidfd);
+    files_works = 0;
+    files = 0;
+    below = 0;
+    goto again;
+  }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
+  files_restore(st, nmoved);
   if (pid < 0) {
     *step = "clone";
     return -e;
@@ -618,6 +755,7 @@ int orch__spawn_pending(const orch__spawn_job *job) {
 
 /* The runtime closes: nothing is registered any more, the stacks go. */
 void orch__spawner_close(proc_state *st) {
+  while (st->nslots > 0) close(st->slots[--st->nslots]);
   if (st->stack) munmap(st->stack, CHILD_STACK);
   st->stack = NULL;
   while (st->jobs) job_settle(NULL, st->jobs, 1);

@@ -4,6 +4,7 @@
  *   prog_proc exit N          exit with status N
  *   prog_proc raise SIG       kill itself with signal number SIG
  *   prog_proc fds             print the open fds, one per line
+ *   prog_proc fdsize          the size of its fd table (FDSize in /proc/self/status)
  *   prog_proc ids             uid gid groups... (one line)
  *   prog_proc umask           the umask in octal
  *   prog_proc rlimit NAME     "soft hard" of nofile|core|cpu ("inf" for unlimited)
@@ -70,6 +71,14 @@ int main(int argc, char **argv) {
       printf("%s\n", e->d_name);
     }
     closedir(d);
+    return 0;
+  }
+  if (strcmp(cmd, "fdsize") == 0) {       /* the size of its fd table */
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+      if (strncmp(line, "FDSize:", 7) == 0) printf("%d\n", atoi(line + 7));
+    if (f) fclose(f);
     return 0;
   }
   if (strcmp(cmd, "ids") == 0) {
