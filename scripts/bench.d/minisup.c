@@ -15,6 +15,16 @@
  * as orch spawns) and removed (rmdir) once reaped and not restarted; with
  * MINISUP_CGROUP_FRESH=1 also between a restart's reap and spawn (a fresh
  * cgroup per run). The kernel's price of containment, without orch.
+ *
+ * The floor of a restart at scale (issue 15, seventh session):
+ * MINISUP_FDS=K holds K more fds (/dev/null, close-on-exec), as orch holds
+ * its services' pipes; MINISUP_REAP=pid reaps the pid SIGCHLD names
+ * (wait4(pid)) and the copy found through a table by pid, instead of
+ * waitpid(-1) (the kernel's walk over every child) and a scan of the
+ * copies (exact for exits one at a time, which is what it measures);
+ * MINISUP_FILES=1 spawns with clone3(CLONE_VM|CLONE_VFORK|CLONE_FILES), the
+ * child copying only fds 0-2 (close_range(3, ~0, CLOSE_RANGE_UNSHARE))
+ * instead of the whole table.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -46,6 +56,9 @@ static const char *cgdir;          /* MINISUP_CGROUP, or NULL */
 static int cgfresh;                /* MINISUP_CGROUP_FRESH=1 */
 static char *cgmade;               /* cgmade[i]: DIR/s<i> exists */
 static char *stack;
+static int files;                  /* MINISUP_FILES=1 */
+static int *slot_of;               /* MINISUP_REAP=pid: pid -> copy + 1 */
+static long pid_max;
 
 static void cgpath(char *buf, size_t size, int i) { snprintf(buf, size, "%s/s%d", cgdir, i); }
 
@@ -53,6 +66,7 @@ static void cgpath(char *buf, size_t size, int i) { snprintf(buf, size, "%s/s%d"
  * `stack`, as orch's spawner does (src/process.c). */
 static int child_i;
 static int child(void) {
+  if (files && syscall(SYS_close_range, 3u, ~0u, 2u /* CLOSE_RANGE_UNSHARE */) < 0) return 126;
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
@@ -66,11 +80,12 @@ static long clone3_into(int cgfd) {
                        tls, set_tid, set_tid_size, cgroup;
   } ca;
   memset(&ca, 0, sizeof ca);
-  ca.flags = CLONE_VM | CLONE_VFORK | 0x200000000ULL /* CLONE_INTO_CGROUP */;
+  ca.flags = CLONE_VM | CLONE_VFORK | (cgfd >= 0 ? 0x200000000ULL /* CLONE_INTO_CGROUP */ : 0) |
+             (files ? CLONE_FILES : 0);
   ca.exit_signal = SIGCHLD;
   ca.stack = (unsigned long long)(uintptr_t)stack;
   ca.stack_size = 1 << 16;
-  ca.cgroup = (unsigned long long)cgfd;
+  ca.cgroup = cgfd >= 0 ? (unsigned long long)cgfd : 0;
   register long rax __asm__("rax") = SYS_clone3;
   register void *rdi __asm__("rdi") = &ca;
   register size_t rsi __asm__("rsi") = sizeof ca;
@@ -110,10 +125,16 @@ static void start(int i) {
     if (fd >= 0) close(fd);
     r = p < 0 ? (int)-p : 0;
     pid = p < 0 ? 0 : (pid_t)p;
+  } else if (files) {
+    child_i = i;
+    long p = clone3_into(-1);
+    r = p < 0 ? (int)-p : 0;
+    pid = p < 0 ? 0 : (pid_t)p;
   } else {
     r = posix_spawn(&pid, args[0], NULL, &attr, args, envs[i]);
   }
   pids[i] = r == 0 ? pid : 0;
+  if (slot_of && r == 0 && pid < pid_max) slot_of[pid] = i + 1;
   if (r) fprintf(stderr, "minisup: spawn %s: %s\n", args[0], strerror(r));
 }
 
@@ -156,11 +177,27 @@ int main(int argc, char **argv) {
   sigprocmask(SIG_BLOCK, &set, NULL);
   cgdir = getenv("MINISUP_CGROUP");
   if (cgdir && !*cgdir) cgdir = NULL;
+  const char *fds = getenv("MINISUP_FDS");
+  for (long k = fds ? atol(fds) : 0; k > 0; k--)
+    if (open("/dev/null", O_RDONLY | O_CLOEXEC) < 0) { perror("MINISUP_FDS"); return 1; }
+  const char *reap = getenv("MINISUP_REAP");
+  if (reap && !strcmp(reap, "pid")) {
+    FILE *f = fopen("/proc/sys/kernel/pid_max", "r");
+    if (!f || fscanf(f, "%ld", &pid_max) != 1) pid_max = 4194304;
+    if (f) fclose(f);
+    slot_of = calloc((size_t)pid_max, sizeof *slot_of);
+  }
+  const char *fl = getenv("MINISUP_FILES");
+  files = fl && !strcmp(fl, "1");
+  if (files && !stack) {
+    stack = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) { perror("mmap"); return 1; }
+  }
   if (cgdir) {
     const char *f = getenv("MINISUP_CGROUP_FRESH");
     cgfresh = f && !strcmp(f, "1");
     cgmade = calloc((size_t)n, 1);
-    stack = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (!stack) stack = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED || (mkdir(cgdir, 0755) < 0 && errno != EEXIST)) {
       perror(cgdir);
       return 1;
@@ -180,7 +217,34 @@ int main(int argc, char **argv) {
       if (errno == EINTR) continue;
       return 1;
     }
-    if (sig == SIGCHLD) {
+    if (sig == SIGCHLD && slot_of) {
+      /* One exit at a time: the pid the signal names, found by pid. */
+      pid_t pid = si.si_pid;
+      int st, i, fast = 0;
+      if (pid > 0 && pid < pid_max && (i = slot_of[pid] - 1) >= 0 && waitpid(pid, &st, WNOHANG) == pid) {
+        fast = 1;
+        slot_of[pid] = 0;
+        pids[i] = 0;
+        ended(i, !stopping);
+        if (!stopping) start(i);
+      }
+      if (stopping || !fast) {
+        /* A stop's exits come together (merged signals): the walk. */
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+          if (pid < pid_max && (i = slot_of[pid] - 1) >= 0) {
+            slot_of[pid] = 0;
+            pids[i] = 0;
+            ended(i, !stopping);
+            if (!stopping) start(i);
+          }
+        }
+      }
+      if (quitting) {
+        int alive = 0;
+        for (int k = 0; k < n; k++) alive |= pids[k] != 0;
+        if (!alive) { cleanup(); return 0; }
+      }
+    } else if (sig == SIGCHLD) {
       pid_t pid;
       int st;
       while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
