@@ -34,7 +34,6 @@ local function lazy(name)
     return m[k]
   end })
 end
-local policy = lazy "orch.supervisor.policy"
 local ready = lazy "orch.supervisor.ready"
 local log = lazy "orch.supervisor.log"
 local limits = lazy "orch.supervisor.limits"
@@ -44,6 +43,10 @@ local handoff = lazy "orch.supervisor.handoff"
 local adopt = lazy "orch.supervisor.adopt"
 local cgroup = require "orch.supervisor.cgroup"
 local status = require "orch.supervisor.status"
+-- Not loaded on first use: a first restart would load it between the
+-- exit and its spawn (its parse and compile took 250 us of the restart, a
+-- third of it: doc/benchmarks.md, issue 15, seventh session). It is small.
+local policy = require "orch.supervisor.policy"
 
 local Instance = {}
 Instance.__index = Instance
