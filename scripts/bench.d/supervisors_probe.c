@@ -7,7 +7,9 @@
  *   init FILE                            create the zeroed stamps file
  *   wait-started FILE N SECONDS          exit 0 once slots 0..N-1 run
  *   latency FILE NSLOTS SAMPLES GAP_MS   SIGKILL -> replacement started:
- *                                        prints "median_ms p95_ms"
+ *                                        prints "median_ms p95_ms" (with
+ *                                        PROBE_SAMPLES set, first one line
+ *                                        a sample: "S slot kill_ns start_ns")
  *   restart1 FILE I                      SIGKILL to slot I's process -> its
  *                                        replacement started: prints ms
  *   starttime FILE N TRIGGER...          ms until all N started again
@@ -247,7 +249,10 @@ int main(int argc, char **argv) {
       uint64_t deadline = t0 + 20000000000ull;
       while (start_of(s, i) <= t0 && now_ns() < deadline) nap_us(20);
       uint64_t st = start_of(s, i);
-      if (st > t0) lat[got++] = st - t0;
+      if (st > t0) {
+        lat[got++] = st - t0;
+        if (getenv("PROBE_SAMPLES")) printf("S %d %llu %llu\n", i, (unsigned long long)t0, (unsigned long long)st);
+      }
     }
     if (!got) { printf("nan nan\n"); return 1; }
     qsort(lat, (size_t)got, sizeof *lat, cmp_u64);
