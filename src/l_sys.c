@@ -32,6 +32,7 @@
 
 #include "runtime.h"
 #include "stream_int.h"
+#include "lalloc.h"
 #include "util.h"
 
 #define LOCK_MT "orch.Lock"
@@ -529,17 +530,20 @@ static int lock_write_pid(lua_State *L) {
   return 1;
 }
 
-/* orch.malloc_trim(): glibc's malloc_trim(0). Freed memory stays in the C
- * heap until then (only its top is given back by itself): after a full
- * collection that freed a lot (a mass start's garbage), this returns the
- * free pages anywhere in the heap to the kernel. true when some were. */
+/* orch.malloc_trim(): glibc's malloc_trim(0), and the same for the pages
+ * of orch's Lua allocator (src/lalloc.c) that hold no object. Freed memory
+ * stays in the C heap until then (only its top is given back by itself):
+ * after a full collection that freed a lot (a mass start's garbage), this
+ * returns the free pages anywhere in the heap to the kernel. true when some
+ * were. */
 static int sys_malloc_trim(lua_State *L) {
   orch__check_nargs(L, 0);
+  orch_lalloc *a = orch__lalloc_of(L);
+  int some = a && orch__lalloc_trim(a) > 0;
 #ifdef __GLIBC__
-  lua_pushboolean(L, malloc_trim(0));
-#else
-  lua_pushboolean(L, 0);
+  some = malloc_trim(0) || some;
 #endif
+  lua_pushboolean(L, some);
   return 1;
 }
 

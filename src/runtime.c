@@ -20,6 +20,7 @@
 
 #include <lualib.h>
 
+#include "lalloc.h"
 #include "modules.h"
 #include "util.h"
 
@@ -308,11 +309,11 @@ static int open_orch_global(lua_State *L) {
 }
 
 orch_runtime *orch_new(void) {
-  lua_State *L = luaL_newstate();
+  lua_State *L = orch__lalloc_newstate();
   if (!L) return NULL;
   luaL_openlibs(L);
   orch_runtime *rt = runtime_attach(L, 1);
-  if (!rt) { lua_close(L); return NULL; }
+  if (!rt) { orch__lalloc_close(L); return NULL; }
   lua_pushcfunction(L, open_orch_global);
   if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
     rt->last_error = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
@@ -326,7 +327,7 @@ void orch_free(orch_runtime *rt) {
   if (!rt) return;
   if (rt->own_state) {
     orch__cancel_leftovers(rt);
-    lua_close(rt->L);   /* __gc of every object: modules close their handles */
+    orch__lalloc_close(rt->L);   /* __gc of every object: modules close their handles */
     teardown(rt);
     free(rt);
   }
