@@ -102,6 +102,9 @@ int orch__cg_read_records_at(int dirfd, const char *name, char **out, size_t max
   if (fd < 0) return -errno;
   int r = orch__cg_read_records_fd(fd, out, maxrec);
   close(fd);
+  /* A spare lent to it is taken back at once, before anything that keeps
+   * its fd (the v2 mount's, a new cgroup's directory) takes the number. */
+  orch__fd_spare_settle();
   return r;
 }
 
@@ -117,6 +120,7 @@ int orch__cg_write_at(int dirfd, const char *name, const char *s) {
   do k = write(fd, s, len); while (k < 0 && errno == EINTR);
   int e = k < 0 ? errno : 0;
   close(fd);
+  orch__fd_spare_settle();
   return -e;
 }
 

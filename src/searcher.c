@@ -6,6 +6,7 @@
 #include "runtime_int.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +77,23 @@ static void push_lua_dirs(lua_State *L) {
   lua_rawseti(L, -2, ++n);
 }
 
+/* luaL_loadfile of an orch module. A module loaded on first use (the
+ * supervisor's log, orch.sdnotify when `orch run` starts its control
+ * socket) may be required once a policy or its services took every fd: at
+ * EMFILE or ENFILE one of the runtime's spare fds is lent to the file
+ * (fdlimit.c), and taken back once it is closed again. */
+static int load_module_file(lua_State *L, const char *path) {
+  errno = 0;
+  int st = luaL_loadfile(L, path);
+  if (st != LUA_ERRFILE || (errno != EMFILE && errno != ENFILE)) return st;
+  orch__fd_spare_settle();
+  if (!orch__fd_spare_lend()) return st;
+  lua_pop(L, 1);
+  st = luaL_loadfile(L, path);
+  orch__fd_spare_settle();
+  return st;
+}
+
 /* package.searchers entry: "orch" and "orch.x.y" from the orch Lua dirs. */
 static int orch_searcher(lua_State *L) {
   size_t len;
@@ -101,7 +119,7 @@ static int orch_searcher(lua_State *L) {
     cands[1] = lua_pushfstring(L, "%s/%s/init.lua", dir, rel);
     for (int c = 0; c < 2; c++) {
       if (access(cands[c], R_OK) == 0) {
-        if (luaL_loadfile(L, cands[c]) != LUA_OK)
+        if (load_module_file(L, cands[c]) != LUA_OK)
           return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s",
                             name, cands[c], lua_tostring(L, -1));
         lua_pushstring(L, cands[c]);

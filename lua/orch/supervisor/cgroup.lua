@@ -90,7 +90,10 @@ function M.base(S)
   end
   local path = S.cgroup_parent or default_path(S)
   local cg, err, ename = orch.cgroup.create(path)
-  if not cg and ename == "EEXIST" then cg, err = orch.cgroup.open(path, TRUSTED) end
+  if not cg and ename == "EEXIST" then cg, err, ename = orch.cgroup.open(path, TRUSTED) end
+  -- Out of fds (or memory) now is no reason to run without cgroups: this
+  -- start fails, the next one tries again.
+  if not cg and (ename == "EMFILE" or ename == "ENFILE" or ename == "ENOMEM") then return nil, err, ename end
   if not cg then
     S.cgroup_off = tostring(err)
     S:log("cgroups off: " .. S.cgroup_off .. "; services are tracked and stopped by process group")
@@ -226,9 +229,11 @@ local function probe(S, enable)
     local path = S.cgroup_parent or default_path(S)
     local cg, err, ename = orch.cgroup.create(path)
     made = cg ~= nil
-    if not cg and ename == "EEXIST" then cg, err = orch.cgroup.open(path, TRUSTED) end
+    if not cg and ename == "EEXIST" then cg, err, ename = orch.cgroup.open(path, TRUSTED) end
     if not cg then
       p.off, p.where = tostring(err), nil
+      -- Out of fds now: asked again next time.
+      if ename == "EMFILE" or ename == "ENFILE" or ename == "ENOMEM" then S.cgroup_probe = nil end
       return p
     end
     base = cg
@@ -424,8 +429,9 @@ function M.prepare(inst, run, opts)
     end
   end
   local limits = cgroup_limits(inst.cfg.limits)
-  local base = M.base(S)
+  local base, berr = M.base(S)
   if not base then
+    if not S.cgroup_off then return nil, berr end
     if limits then return nil, "cgroup limits need cgroups, which are off: " .. S.cgroup_off end
     return true
   end
