@@ -6,13 +6,16 @@ local u = require "spec.ctl_util"
 local cjson = require "cjson"
 
 -- Starts `prlimit --nofile=LIMITS orch run --socket S policy` in the
--- background; returns o (as u.start does) once the socket answers.
-local function start(limits, src)
+-- background (env: more environment variables, a table); returns o (as
+-- u.start does) once the socket answers.
+local function start(limits, src, env)
   local d = h.tmpdir()
   local o = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua" }
   h.write(o.path, string.format("local SOCK, DIR = %q, %q\n", o.sock, d) .. src)
-  o.pid = tonumber((h.sh(string.format("cd %s && { prlimit --nofile=%s %s run --socket %s %s >out 2>err & echo $!; }",
-    h.shquote(d), limits, h.shquote(h.bin), h.shquote(o.sock), h.shquote(o.path)))))
+  local envs = {}
+  for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. h.shquote(v) end
+  o.pid = tonumber((h.sh(string.format("cd %s && { env %s prlimit --nofile=%s %s run --socket %s %s >out 2>err & echo $!; }",
+    h.shquote(d), table.concat(envs, " "), limits, h.shquote(h.bin), h.shquote(o.sock), h.shquote(o.path)))))
   u.until_true(function()
     assert(h.alive(o.pid), "orch died: " .. h.slurp(d .. "/err"):sub(-2000))
     return h.cli({ "ctl", "--socket", o.sock, "ping" }) == 0
@@ -99,6 +102,77 @@ describe("the fd limit", function()
     assert.are.equal(0, (u.ctl_cli(o, "eval", "for _, f in ipairs(HELD) do f:close() end HELD = {}")))
     local _, _, err = u.ctl_cli(o, "ping")
     assert.are.equal("", err)
+  end)
+end)
+
+-- `orch run` loads some of its modules on first use, and starts the
+-- control socket and systemd's READY=1 once the script's main chunk has
+-- run: a policy that took every fd before sup.run must cost neither.
+describe("a policy that takes every fd before sup.run", function()
+  it("the supervisor runs, ctl answers, READY=1 goes to systemd once fds are free, and the watchdog pets need none", function()
+    h.run(function()
+      local nd = h.tmpdir()
+      local npath = nd .. "/notify"
+      local nsock = assert(h.orch.dgram { unix = npath })
+      nsock:set_timeout(30)
+      local o = start("128:128", [[
+        local sup = require "orch.supervisor"
+        sup.service { name = "a", cmd = { "sleep", "1000" } }
+        HELD = {}
+        function TAKE()
+          while true do
+            local f = io.open("/dev/null")
+            if not f then break end
+            HELD[#HELD + 1] = f
+          end
+          return #HELD
+        end
+        function FREE()
+          for _, f in ipairs(HELD) do f:close() end
+          HELD = {}
+        end
+        TAKE()
+        sup.run()
+      ]], { NOTIFY_SOCKET = npath, WATCHDOG_USEC = "200000" })
+      finally(function() u.stop(o) end)
+      -- The control socket answered (start waited for it) with every fd
+      -- taken; READY=1 could not be sent, and stderr says why.
+      u.until_true(function()
+        return h.slurp(o.dir .. "/err"):find("orch: systemd notification: READY=1 not sent: sd_notify: too many open files", 1, true)
+      end, "the READY=1 failure said")
+      local code, out, err = u.ctl_cli(o, "eval", "return #HELD > 0 and io.open('/dev/null') == nil")
+      assert.are.equal(0, code, err)
+      assert.are.equal("true\n", out)
+      -- Given the fds back: READY=1, the pets, the service.
+      assert.are.equal(0, (u.ctl_cli(o, "eval", "FREE()")))
+      assert.are.equal("READY=1\nMAINPID=" .. o.pid, assert(nsock:recv()))
+      assert.are.equal("WATCHDOG=1", assert(nsock:recv()))
+      assert.matches("orch: systemd notification: READY=1 sent", h.slurp(o.dir .. "/err"), 1, true)
+      -- Its first starts failed for want of fds, which did not turn the
+      -- cgroups off: it runs in a cgroup of its own.
+      local a = u.until_true(function()
+        local st = u.status(o).a
+        return st.state == "running" and st
+      end, "a running")
+      assert.matches("/a%.%d+$", a.cgroup)
+      assert.matches("a: cannot start: [^\n]*too many open files", h.slurp(o.dir .. "/err"))
+      assert.is_nil(h.slurp(o.dir .. "/err"):find("cgroups off", 1, true))
+      -- Every fd taken again: the pets go on. The receiving socket is made
+      -- anew once they are taken, so what it gets was sent after.
+      code, out, err = u.ctl_cli(o, "eval", "return TAKE()")
+      assert.are.equal(0, code, err)
+      assert.is_true(tonumber(out) > 0, out)
+      nsock:close()
+      nsock = assert(h.orch.dgram { unix = npath })
+      nsock:set_timeout(30)
+      assert.are.equal("WATCHDOG=1", assert(nsock:recv()))
+      assert.are.equal("WATCHDOG=1", assert(nsock:recv()))
+      code, out = u.ctl_cli(o, "eval", "return io.open('/dev/null') == nil")
+      assert.are.equal(0, code)
+      assert.are.equal("true\n", out)
+      assert.are.equal(0, (u.ctl_cli(o, "eval", "FREE()")))
+      nsock:close()
+    end, 120)
   end)
 end)
 

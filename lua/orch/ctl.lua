@@ -1182,6 +1182,32 @@ end
 
 ---------------------------------------------------------------- orch run
 
+-- READY=1 to systemd (Type=notify). A policy may have taken every fd
+-- before its main chunk ended: neither loading orch.sdnotify nor its
+-- datagram must then cost the start (systemd would kill orch at its start
+-- timeout). Said once on stderr and tried again every second until sent.
+local function notify_ready()
+  if not os.getenv("NOTIFY_SOCKET") then return end
+  local said, timer
+  local function try()
+    local ok, sd = pcall(require, "orch.sdnotify")
+    local sent, err
+    if ok then sent, err = sd.ready() else err = sd end
+    if sent ~= nil then
+      if said then io.stderr:write("orch: systemd notification: READY=1 sent\n") end
+      if timer then timer:stop() end
+      return
+    end
+    if not said then
+      said = true
+      io.stderr:write("orch: systemd notification: READY=1 not sent: ", tostring(err),
+        " (trying again every second)\n")
+    end
+    if not timer then timer = orch.timer.every(1, try, { ref = false }) end
+  end
+  try()
+end
+
 --- What `orch run` starts next to the script (as its second task, so it
 -- runs once the script's main chunk has ended or waits, i.e. once the
 -- policies are loaded): tells systemd READY=1 (and starts the watchdog
@@ -1191,7 +1217,6 @@ end
 -- cannot be opened).
 function ctl.autostart(opts)
   opts = opts or {}
-  local sd = require "orch.sdnotify"
   local h = ctl.inherited()
   if not ctl.server then
     local wanted = opts.socket or os.getenv("ORCH_SOCKET") or registry.supervisor
@@ -1220,7 +1245,7 @@ function ctl.autostart(opts)
     local l = orch.listen{ unix = h.listener.path, fd = h.listener.fd, ref = false }
     if l then l:close() end
   end
-  sd.ready()
+  notify_ready()
   return ctl.server
 end
 

@@ -46,7 +46,7 @@ function M.send(state, path)
 end
 
 local pets   -- the orch.Timer of the watchdog pets
-
+local pet_sock   -- the orch.Dgram they are sent from, made by M.ready
 --- The watchdog interval (seconds) systemd asked for this process, or nil.
 function M.watchdog_interval()
   local usec = tonumber(os.getenv("WATCHDOG_USEC") or "")
@@ -57,28 +57,41 @@ function M.watchdog_interval()
 end
 
 --- Sends READY=1 (once) with MAINPID, and starts the watchdog pets at half
--- the interval. Returns true, or false when not under systemd.
+-- the interval. Returns true, or false when not under systemd, or nil,
+-- message, code when READY=1 could not be sent (a later call tries again).
+-- The pets go out from one socket made here and kept: a pet needs no free
+-- descriptor, so orch at its fd limit is not taken for hung by systemd.
 function M.ready()
   local path = M.socket()
   if not path then return false end
   if M.is_ready then return true end
-  M.is_ready = true
-  local ok, err, code = M.send("READY=1\nMAINPID=" .. orch.getpid(), path)
-  if not ok then return nil, err, code end
-  local every = M.watchdog_interval()
-  if every then
-    M.send("WATCHDOG=1", path)
-    if pets then pets:stop() end
-    -- A lost pet is not worth a report: systemd's timeout says it.
-    pets = orch.timer.every(every / 2, function() M.send("WATCHDOG=1", path) end, { ref = false })
+  local sock, err, code = orch.dgram()
+  if not sock then return nil, "sd_notify: " .. tostring(err):gsub("^dgram: ", ""), code end
+  local ok
+  ok, err, code = sock:send("READY=1\nMAINPID=" .. orch.getpid(), path)
+  if not ok then
+    sock:close()
+    return nil, "sd_notify: " .. tostring(err):gsub("^send: ", ""), code
   end
+  M.is_ready = true
+  local every = M.watchdog_interval()
+  M.stop_watchdog()
+  if not every then
+    sock:close()
+    return true
+  end
+  pet_sock = sock
+  sock:send("WATCHDOG=1", path)
+  -- A lost pet is not worth a report: systemd's timeout says it.
+  pets = orch.timer.every(every / 2, function() sock:send("WATCHDOG=1", path) end, { ref = false })
   return true
 end
 
 --- Stops the watchdog pets (before a deliberate long pause, or an exec).
 function M.stop_watchdog()
   if pets then pets:stop() end
-  pets = nil
+  if pet_sock then pet_sock:close() end
+  pets, pet_sock = nil, nil
   return true
 end
 
