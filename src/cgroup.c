@@ -842,8 +842,10 @@ ssize_t orch__cg_read_held(int *slot, const char *dir, const char *name, char *b
   ssize_t k;
   do k = pread(fd, buf, size - 1, 0); while (k < 0 && errno == EINTR);
   int e = k < 0 ? errno : (size_t)k == size - 1 ? EFBIG : 0;
-  if (fd != *slot) close(fd);
-  else if (e == ENODEV) {
+  if (fd != *slot) {
+    close(fd);
+    orch__fd_spare_settle();
+  } else if (e == ENODEV) {
     /* The directory went (removed behind our back, perhaps made again
      * under the same name): the path says what is there now. */
     close(fd);

@@ -53,10 +53,19 @@ typedef struct {
   int fd;                          /* the polled fd, or -1: inotify */
 } watcher;
 
+/* The removal of a cgroup from outside (an admin's rmdir) wakes neither a
+ * poll of its cgroup.events nor an inotify watch of that file; a watch of
+ * its parent directory sees it (IN_DELETE of its name). */
+typedef struct {
+  uv_fs_event_t h;
+  char name[];                     /* the cgroup directory's name */
+} gone_watch;
+
 typedef struct ocg {
   orch__cgroup cg;                 /* cg.path == NULL: closed */
   lua_State *L;                    /* the runtime's main thread */
   watcher *watch;                  /* while tasks wait */
+  gone_watch *gone;                /* while a task waits for other than empty */
   int anchor;                      /* registry ref while watching */
   waiter *waiters;
   int removed;
@@ -90,7 +99,14 @@ static void free_watcher(uv_handle_t *h) {
   free(w);
 }
 
+static void free_gone(uv_handle_t *h) { free(h); }
+
 static void watch_stop(ocg *o) {
+  if (o->gone) {
+    uv_fs_event_stop(&o->gone->h);
+    uv_close((uv_handle_t *)&o->gone->h, free_gone);
+    o->gone = NULL;
+  }
   watcher *w = o->watch;
   if (!w) return;
   if (w->fd >= 0) uv_poll_stop(&w->h.poll);
@@ -134,10 +150,12 @@ static int read_events(ocg *o, int *populated, int *frozen) {
 }
 
 /* Wakes the waiters whose condition holds (all of them, with an error, when
- * cgroup.events cannot be read: the cgroup is gone). */
+ * cgroup.events cannot be read: the cgroup is gone, "ENOENT"). */
 static void check_waiters(ocg *o) {
   int populated = 0, frozen = 0;
   int r = read_events(o, &populated, &frozen);
+  /* The watcher's own fd of a removed cgroup's file: ENODEV. */
+  if (r == -ENODEV) r = -ENOENT;
   waiter *ready = NULL;
   for (waiter *w = o->waiters, *next; w; w = next) {
     next = w->next;
@@ -186,6 +204,51 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   (void)events;
   if (status < 0) uv_poll_start(h, UV_PRIORITIZED, on_poll);
   on_change(h->data);
+}
+
+static void on_gone(uv_fs_event_t *h, const char *file, int events, int status) {
+  (void)events;
+  gone_watch *g = (gone_watch *)h;
+  if (status < 0 || !file || strcmp(file, g->name) == 0) on_change(h->data);
+}
+
+/* uv_fs_event_start. libuv opens its inotify fd at the loop's first watch:
+ * at EMFILE or ENFILE one of the runtime's spare fds is lent to it (the
+ * loop keeps it; the spare is taken back once fds are free again, see
+ * fdlimit.c), since what watches without an fd of its own must not fail
+ * for want of one. */
+static int event_start(uv_fs_event_t *h, uv_fs_event_cb cb, const char *path) {
+  int r = uv_fs_event_start(h, cb, path, 0);
+  if ((r == UV_EMFILE || r == UV_ENFILE) && orch__fd_spare_lend()) r = uv_fs_event_start(h, cb, path, 0);
+  return r;
+}
+
+/* Watches the parent directory for the cgroup's removal, while a task
+ * waits for something an empty cgroup may never do (populated, frozen,
+ * thawed): a wait for empty is woken when it empties, before any rmdir can
+ * remove it. Best effort: without it such a wait ends at its timeout. */
+static void gone_start(lua_State *L, ocg *o) {
+  const char *dir = o->cg.fs[0];
+  const char *slash = strrchr(dir, '/');
+  if (o->gone || !slash || slash == dir || !slash[1]) return;
+  size_t nl = strlen(slash + 1);
+  gone_watch *g = malloc(sizeof *g + nl + 1);
+  char *parent = strndup(dir, (size_t)(slash - dir));
+  if (!g || !parent) {
+    free(g);
+    free(parent);
+    return;
+  }
+  memcpy(g->name, slash + 1, nl + 1);
+  uv_fs_event_init(orch__loop(L), &g->h);
+  g->h.data = o;
+  int r = event_start(&g->h, on_gone, parent);
+  free(parent);
+  if (r < 0) {
+    uv_close((uv_handle_t *)&g->h, free_gone);
+    return;
+  }
+  o->gone = g;
 }
 
 static void waiter_cancel(void *data) {
@@ -242,7 +305,7 @@ static int watch_start(lua_State *L, ocg *o) {
       uv_close((uv_handle_t *)&w->h, free_watcher);
       return -ENOMEM;
     }
-    r = uv_fs_event_start(&w->h.event, on_event, p, 0);
+    r = event_start(&w->h.event, on_event, p);
     free(p);
     if (r < 0) {
       uv_close((uv_handle_t *)&w->h, free_watcher);
@@ -270,7 +333,9 @@ static int wait_common(lua_State *L, int what, double timeout) {
    * polled fd's read is what the kernel's next wake-up is measured from). */
   r = watch_start(L, o);
   if (r < 0) return fail_path(L, "cgroup.wait", o->cg.path, -r);
+  if (what != W_EMPTY) gone_start(L, o);
   r = read_events(o, &populated, &frozen);
+  if (r == -ENODEV) r = -ENOENT;
   if (r < 0 || satisfied(what, populated, frozen)) {
     if (!o->waiters) watch_stop(o);
     if (r < 0) return fail_path(L, "cgroup.wait", o->cg.path, -r);
