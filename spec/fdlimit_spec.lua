@@ -117,7 +117,9 @@ describe("a policy that takes every fd before sup.run", function()
       nsock:set_timeout(30)
       local o = start("128:128", [[
         local sup = require "orch.supervisor"
-        sup.service { name = "a", cmd = { "sleep", "1000" } }
+        -- Its starts fail until the fds are back, however long the test
+        -- takes on a loaded machine: no start limit.
+        sup.service { name = "a", cmd = { "sleep", "1000" }, backoff = 0.2, start_limit = false }
         HELD = {}
         function TAKE()
           while true do
@@ -240,6 +242,72 @@ describe("cgroups at the fd limit", function()
     u.until_true(function() return not h.alive(o.pid) end, "orch to exit")
     assert.are.equal(0, members(parent), "processes left in " .. parent)
     assert.is_nil(h.orch.cgroup.open(parent), parent .. " left behind")
+  end)
+
+  -- The drain of a stop (lua/orch/supervisor/cgroup.lua) waits for the
+  -- cgroup to empty: a wait that fails for want of fds is not an empty
+  -- cgroup. The escapee, a shell whose TERM handler takes a while and then
+  -- leaves a mark, gets that time; then the cgroup goes.
+  it("with every fd taken, a stop gives an escapee that handles TERM its time, and removes the cgroup", function()
+    local parent = h.cgroup_name()
+    local o = start("128:128", string.format([[
+      local sup = require "orch.supervisor"
+      sup.configure { log = false, cgroup = %q }
+      -- The second run (a restart, in the first run's cgroup) starts the
+      -- escapee.
+      local escapee = "trap 'sleep 1; echo graceful > " .. DIR .. "/mark; exit 0' TERM; "
+        .. "echo > " .. DIR .. "/ready; while :; do sleep 0.1; done"
+      sup.service { name = "w", stop = { timeout = 60 },
+                    cmd = { "sh", "-c", 'if [ -e "$2" ]; then sh -c "$1" & fi; exec sleep 1000', "w", escapee,
+                            DIR .. "/second" } }
+      orch.task(function()
+        while not os.rename(DIR .. "/go", DIR .. "/went") do orch.sleep(0.01) end
+        assert(sup.wait("w", "running"))
+        -- The first run made the cgroup, and its files are held open (low
+        -- fd numbers). The fds up to 70 taken now: the second run's main
+        -- process gets no pidfd (none past the limit's last 64, see
+        -- src/process.c), so its end frees no fd.
+        local pad = {}
+        while true do
+          local f = assert(io.open("/dev/null"))
+          pad[#pad + 1] = f
+          if #pad > 60 then break end
+        end
+        assert(io.open(DIR .. "/second", "w")):close()
+        assert(sup.restart("w"))
+        while not os.rename(DIR .. "/ready", DIR .. "/ready.seen") do orch.sleep(0.01) end
+        local path = sup.status("w")[1].cgroup
+        local held = {}
+        while true do
+          local f = io.open("/dev/null")
+          if not f then break end
+          held[#held + 1] = f
+        end
+        local ok, err = sup.stop("w")
+        for _, f in ipairs(held) do f:close() end
+        for _, f in ipairs(pad) do f:close() end
+        local f = assert(io.open(DIR .. "/result", "w"))
+        f:write(string.format("%%s %%s %%d %%s\n", tostring(ok), tostring(err), #held, path))
+        f:close()
+      end)
+      sup.run()
+    ]], parent))
+    finally(function()
+      u.stop(o)
+      h.remove_cgroup_tree(parent)
+    end)
+    h.write(o.dir .. "/go", "")
+    local result = u.until_true(function() return h.slurp(o.dir .. "/result"):match("[^\n]+") end, "the stop")
+    local ok, held, path = result:match("^(%S+) %S+ (%d+) (%S+)$")
+    assert.are.equal("true", ok, result)
+    assert.is_true(tonumber(held) > 0, result)
+    -- The escapee's TERM handler ran to its end: not killed before.
+    assert.are.equal("graceful\n", h.slurp(o.dir .. "/mark"))
+    -- Nothing left: the cgroup is gone, its parent empty.
+    u.until_true(function() return h.orch.cgroup.open(path) == nil end, path .. " removed")
+    local cg = assert(h.orch.cgroup.open(parent))
+    assert.are.same({}, cg:procs())
+    cg:close()
   end)
 
   it("with every fd taken, a stop still signals the processes left in the cgroup and empties it", function()

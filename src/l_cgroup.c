@@ -262,6 +262,9 @@ static void waiter_cancel(void *data) {
 /* The poll of a cgroup.events fd of the watcher's own (below the held
  * directory when there is one), or -errno. */
 static int poll_start(uv_loop_t *loop, ocg *o, watcher *w) {
+  /* A spare fd lent to a cgroup file just closed goes back first: a wait
+   * that holds an fd must not hold a spare one. */
+  orch__fd_spare_settle();
   int fd;
   if (o->cg.dir >= 0) {
     fd = openat(o->cg.dir, "cgroup.events", O_RDONLY | O_CLOEXEC);

@@ -304,6 +304,32 @@ function M.reconfigured(S, services)
   for _, svc in pairs(services) do M.check(S, svc.cfg) end
 end
 
+-- cg:wait_empty that never takes a failed wait for an empty cgroup: true
+-- once it is empty (or gone), false at the timeout (nil: none). A wait
+-- that cannot watch the cgroup (no fd, at orch's fd limit) is said once
+-- through say(reason) when given, and the cgroup is then read every 0.1 s
+-- until it empties, the time is up, or a wait can watch it again.
+local function wait_empty(cg, timeout, say)
+  local deadline = timeout and orch.now() + timeout
+  local polling
+  while true do
+    local left = deadline and math.max(0, deadline - orch.now())
+    local ok, err, code = cg:wait_empty(polling and math.min(left or 0.1, 0.1) or left)
+    if ok or code == "ENOENT" then return true end
+    if code == "ECANCELED" then return false end          -- closed meanwhile
+    if code ~= "ETIMEDOUT" then
+      if not polling then
+        polling = true
+        if say then say(tostring(err)) end
+      end
+      local p, _, pcode = cg:populated()
+      if p == false or pcode == "ENOENT" then return true end
+      orch.sleep(0.1)
+    end
+    if deadline and orch.now() >= deadline then return false end
+  end
+end
+
 --- Kills what is left in a run's cgroup and removes it once empty (a task
 -- of its own: the end of a run never waits for it). S.cgroups holds the
 -- cgroups not removed yet, for M.close.
@@ -313,7 +339,9 @@ local function retire(S, cg)
   if cg:remove() then return removed(S, cg) end
   if cg:populated() then cg:kill() end
   orch.task(function()
-    if cg:wait_empty(30) and cg:remove() then removed(S, cg) end
+    if wait_empty(cg, 30, function(why)
+      S:log(string.format("%s: cannot wait for it to empty (%s): reading it every 0.1s", cg:path(), why))
+    end) and cg:remove() then removed(S, cg) end
   end)
 end
 
@@ -562,6 +590,7 @@ end
 function M.drain(inst, run, done)
   local cg, st = run.cgroup, inst.cfg.stop
   run:own("drain", orch.task(function()
+    local function say(why) inst:log("cannot wait for its cgroup to empty (%s): reading it every 0.1s", why) end
     -- Frozen processes would take the stop signal only once thawed: a
     -- frozen service's main process killed from outside left its others
     -- frozen, and they sat out the whole stop timeout.
@@ -569,7 +598,7 @@ function M.drain(inst, run, done)
     if run.stopping and st.group then
       -- The stop's task ends the run if even cgroup.kill leaves something
       -- (this task goes with it).
-      cg:wait_empty()
+      wait_empty(cg, nil, say)
       empty[cg] = true
       run:drop("drain")
       return done()
@@ -578,7 +607,7 @@ function M.drain(inst, run, done)
       inst:log("%d process(es) left in its cgroup after the main process ended: sending %s",
         #(cg:procs() or {}), tostring(st.signal))
       cg:kill(st.signal)
-      if not cg:wait_empty(st.timeout) then
+      if not wait_empty(cg, st.timeout, say) then
         inst:log("still %d process(es) in its cgroup %gs after %s: sending KILL", #(cg:procs() or {}),
           st.timeout, tostring(st.signal))
       end
@@ -586,7 +615,7 @@ function M.drain(inst, run, done)
     if cg:populated() then
       killed[cg] = true
       cg:kill()
-      if not cg:wait_empty(st.kill_timeout) then
+      if not wait_empty(cg, st.kill_timeout, say) then
         inst:log("its cgroup still holds %s %gs after KILL: left behind", table.concat(cg:procs() or {}, " "),
           st.kill_timeout)
       end
@@ -600,7 +629,7 @@ end
 function M.watch_empty(run, fn)
   local cg = run.cgroup
   run:own("empty_watch", orch.task(function()
-    cg:wait_empty()
+    wait_empty(cg)
     empty[cg] = true
     fn()
   end), Run.cancel_task)
