@@ -6,15 +6,16 @@ local u = require "spec.ctl_util"
 local cjson = require "cjson"
 
 -- Starts `prlimit --nofile=LIMITS orch run --socket S policy` in the
--- background (env: more environment variables, a table); returns o (as
--- u.start does) once the socket answers.
-local function start(limits, src, env)
-  local d = h.tmpdir()
+-- background (env: more environment variables, a table; again: an o
+-- whose directory and socket to use again); returns o (as u.start does)
+-- once the socket answers.
+local function start(limits, src, env, again)
+  local d = again and again.dir or h.tmpdir()
   local o = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua" }
   h.write(o.path, string.format("local SOCK, DIR = %q, %q\n", o.sock, d) .. src)
   local envs = {}
   for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. h.shquote(v) end
-  o.pid = tonumber((h.sh(string.format("cd %s && { env %s prlimit --nofile=%s %s run --socket %s %s >out 2>err & echo $!; }",
+  o.pid = tonumber((h.sh(string.format("cd %s && { env %s prlimit --nofile=%s %s run --socket %s %s >>out 2>>err & echo $!; }",
     h.shquote(d), table.concat(envs, " "), limits, h.shquote(h.bin), h.shquote(o.sock), h.shquote(o.path)))))
   u.until_true(function()
     assert(h.alive(o.pid), "orch died: " .. h.slurp(d .. "/err"):sub(-2000))
@@ -175,6 +176,92 @@ describe("a policy that takes every fd before sup.run", function()
       assert.are.equal(0, (u.ctl_cli(o, "eval", "FREE()")))
       nsock:close()
     end, 120)
+  end)
+end)
+
+-- The fd holder (src/fdholder.c) holds the services' log pipes, so that
+-- they outlive a kill -9 of orch; killed itself, a new one takes them.
+describe("the fd holder at the fd limit", function()
+  -- The live `orch fdholder` processes of socket sock.
+  local function holders(sock)
+    local out = {}
+    for _, pid in ipairs(h.orch.proc.list()) do
+      if h.slurp("/proc/" .. pid .. "/cmdline"):find("fdholder\0" .. sock .. ".holder\0", 1, true)
+         and h.alive(pid) then
+        out[#out + 1] = pid
+      end
+    end
+    return out
+  end
+
+  it("killed while every fd is taken: a new one takes the pipes, and once fds are free the record names it, so that the pipes outlive a kill -9 of orch", function()
+    local policy = [[
+      local sup = require "orch.supervisor"
+      sup.service { name = "a", cmd = { "sh", "-c", "echo up; exec sleep 1000" } }
+      HELD = {}
+      function TAKE()
+        while true do
+          local f = io.open("/dev/null")
+          if not f then break end
+          HELD[#HELD + 1] = f
+        end
+        return #HELD
+      end
+      function FREE()
+        for _, f in ipairs(HELD) do f:close() end
+        HELD = {}
+      end
+      sup.run()
+    ]]
+    local o = start("128:128", policy)
+    local o2
+    finally(function()
+      if o2 then u.stop(o2) end
+      if h.alive(o.pid) then u.stop(o) end
+      for _, pid in ipairs(holders(o.sock)) do os.execute("kill -KILL " .. pid) end
+    end)
+    local a = u.until_true(function()
+      local st = u.status(o).a
+      return st.state == "running" and st
+    end, "a running")
+    local old = u.until_true(function() return holders(o.sock)[1] end, "the fd holder")
+    local code, out, err = u.ctl_cli(o, "eval", "return TAKE()")
+    assert.are.equal(0, code, err)
+    assert.is_true(tonumber(out) > 0, out)
+    -- The holder killed: a new one starts at once (its spawn needs no new
+    -- fd of orch's), and gets a's log pipe.
+    os.execute("kill -KILL " .. old)
+    local new = u.until_true(function()
+      local l = holders(o.sock)
+      return #l == 1 and l[1] ~= old and l[1]
+    end, "a new fd holder")
+    assert.matches("the fd holder %(pid " .. old .. "%) ended %(signal KILL%): a new one takes the log pipes",
+      h.slurp(o.dir .. "/err"))
+    u.until_true(function() return h.sh("ls -l /proc/" .. new .. "/fd | grep -c pipe || true") ~= "0" end,
+      "the new holder to hold a's log pipe")
+    local st = u.status(o).a
+    assert.are.equal("running", st.state)
+    assert.are.equal(a.pid, st.pid)
+    -- The fds back: the record names the new holder, with its start time
+    -- (which /proc could not tell while every fd was taken).
+    assert.are.equal(0, (u.ctl_cli(o, "eval", "FREE()")))
+    local want = h.orch.proc.info(new).start_time
+    u.until_true(function()
+      local ok, rec = pcall(cjson.decode, h.slurp(o.sock .. ".state"))
+      return ok and type(rec.holder) == "table" and rec.holder.pid == new and rec.holder.start == want
+    end, "the record to name the new holder")
+    -- orch killed: the next one of the socket gets a's pipe from the new
+    -- holder and adopts a (a pipe lost would have a started again).
+    os.execute("kill -KILL " .. o.pid)
+    u.until_true(function() return h.slurp("/proc/" .. o.pid .. "/stat") == "" end, "orch gone")
+    o2 = start("128:128", policy, nil, o)
+    local st2 = u.until_true(function()
+      local s = u.status(o2).a
+      return s.state == "running" and s
+    end, "a adopted")
+    assert.are.equal(a.pid, st2.pid)
+    assert.is_nil(h.slurp(o.dir .. "/err"):find("log pipe was lost", 1, true), h.slurp(o.dir .. "/err"))
+    assert.are.same({ new }, holders(o.sock))
   end)
 end)
 
