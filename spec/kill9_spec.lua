@@ -1164,6 +1164,97 @@ sup.run()
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"), 0) end
   end)
 
+  it("killed while a start of many has a spawn begun and not finished: the next orch leaves no process unsupervised", function()
+    -- A start of many begins each spawn (orch.spawn_begin) and finishes it
+    -- once the next has begun: when j5's start is logged, j6's child
+    -- exists and is not journaled yet. The first orch kills itself right
+    -- there (its log function), with j6's spawn pending.
+    local t = new_test(false, [[
+local sup = require "orch.supervisor"
+local f = io.open(DIR .. "/killed")
+if f then f:close() end
+local first = not f
+sup.configure{ log = function(m)
+  io.stderr:write("sup: ", m, "\n")
+  if first and m:find("^j5: started") then
+    io.open(DIR .. "/killed", "w"):close()
+    os.execute("kill -KILL " .. orch.getpid())
+  end
+end }
+for i = 1, 10 do
+  sup.service{ name = "j" .. i, log = false, cmd = { "sh", "-c", "sleep 600; :", DIR .. "/j" .. i } }
+end
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]])
+    -- The live processes of j1..j10 (command lines ending with DIR/jN, a
+    -- shell's fork before its exec left out), in one pass over /proc.
+    local function procs_of_j()
+      local by, found = {}, {}
+      for i = 1, 10 do by[i] = {} end
+      for _, pid in ipairs(h.orch.proc.list()) do
+        local i = tonumber(slurp("/proc/" .. pid .. "/cmdline"):match("\0" .. t.dir:gsub("%p", "%%%0") .. "/j(%d+)\0$") or "")
+        if i and alive(pid) then found[pid] = i end
+      end
+      for pid, i in pairs(found) do
+        local info = h.orch.proc.info(pid)
+        if info and info.state ~= "Z" and not found[info.ppid] then by[i][#by[i] + 1] = pid end
+      end
+      return by
+    end
+    local ok, err = pcall(function()
+      local err1 = t.dir .. "/err1"
+      local pid1 = math.tointeger(tonumber((h.sh(string.format("cd %s && { %s run --socket %s %s >/dev/null 2>%s & echo $!; }",
+        h.shquote(t.dir), h.shquote(h.bin), h.shquote(t.sock), h.shquote(t.path), h.shquote(err1))))))
+      t.runs[1] = { pid = pid1, err = err1 }
+      until_true(function() return gone(pid1) end, "the first orch to kill itself")
+      local log1 = slurp(err1)
+      assert.truthy(log1:find("sup: j5: started", 1, true), log1)
+      assert.is_nil(log1:find("sup: j6: started", 1, true), log1)
+      -- What the first orch left: j1..j5, and j6's child (begun, never
+      -- finished); nothing of j7..j10.
+      local left = procs_of_j()
+      assert.are.equal(1, #left[6], "j6's pending child")
+      for i = 7, 10 do assert.are.same({}, left[i], "j" .. i) end
+      local pid2 = run(t)
+      local st = until_true(function()
+        local s = status(t)
+        for i = 1, 10 do
+          local j = s["j" .. i]
+          if not (j and j.state == "running" and j.pid) then return false end
+        end
+        return s
+      end, "j1..j10 running")
+      -- Each service has one process, the one the second orch supervises:
+      -- what the first left is adopted or killed, never left beside it.
+      local deadline = os.time() + 30
+      until_true(function()
+        local now = procs_of_j()
+        for i = 1, 10 do
+          if #now[i] ~= 1 or now[i][1] ~= st["j" .. i].pid then
+            assert(os.time() < deadline, "j" .. i .. ": processes " .. table.concat(now[i], " ")
+              .. ", the supervised one " .. st["j" .. i].pid)
+            return false
+          end
+        end
+        return true
+      end, "one supervised process per service")
+      for i = 1, 6 do
+        local p = left[i][1]
+        if p then assert.is_true(p == st["j" .. i].pid or not alive(p), "j" .. i .. "'s pid " .. p) end
+      end
+      assert.is_false(alive(left[6][1]) and left[6][1] ~= st.j6.pid)
+      shutdown(t, pid2)
+      local after = procs_of_j()
+      for i = 1, 10 do assert.are.same({}, after[i], "j" .. i .. " after the shutdown") end
+    end)
+    for _, pids in ipairs(procs_of_j()) do
+      for _, pid in ipairs(pids) do kill9(pid) end
+    end
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
   it("what a killed orch left in its cgroup tree unrecorded is killed by the next one; its recorded services are adopted", function()
     -- A process a previous orch spawned just before its SIGKILL, never
     -- written to its state record, sits in a cgroup of the socket's tree
