@@ -58,6 +58,39 @@ describe("a start of many services", function()
   end)
 end)
 
+describe("the collector during a start of many", function()
+  -- The pause now, unchanged (setpause returns the one it replaces).
+  local function pause_now()
+    local p = collectgarbage("setpause", 100)
+    collectgarbage("setpause", p)
+    return p
+  end
+
+  it("runs sooner while the services are spawned, and its pause is put back after", function()
+    u.with(function(s)
+      local pauses = {}
+      local spawn_begin = orch.spawn_begin
+      local before = collectgarbage("setpause", 180)
+      orch.spawn_begin = function(...) pauses[#pauses + 1] = pause_now(); return spawn_begin(...) end
+      local ok, err = pcall(function()
+        for i = 1, 40 do s.service { name = "g" .. i, cmd = u.sh("exec sleep 30"), restart = "never" } end
+        assert.is_true(s.start("all"))
+        assert.are.equal(40, #pauses)
+        for i, p in ipairs(pauses) do assert.is_true(p < 160, "spawn " .. i .. ": pause " .. p) end
+        assert.are.equal(180, pause_now())
+        -- A start of one service leaves the pause alone.
+        s.stop("g1")
+        assert.is_true(s.wait("g1", "stopped", 10))
+        assert.is_true(s.start("g1"))
+        assert.are.equal(180, pauses[#pauses])
+      end)
+      orch.spawn_begin = spawn_begin
+      collectgarbage("setpause", before)
+      assert(ok, err)
+    end, 90)
+  end)
+end)
+
 describe("the log lines of a start of many", function()
   local h = require "spec.helper"
   -- Writes of the orch process so far (/proc/self/io: every write(2) of
