@@ -190,6 +190,43 @@ describe("format.status_table", function()
     assert.are.equal(lua_text(rows), c_text(rows))
   end)
 
+  it("writes numbers as string.format and tostring do: near powers of ten, near ties, random", function()
+    -- The C writer's own number formatting (faster than snprintf) against
+    -- Lua's: %.14g (JSON), tostring (JSON figures), %.1f (RSS), %.2f (CPU).
+    math.randomseed(os.time())
+    local vals = { 0.0, -0.0, 0.125, 1.005, 2.675, 0.5, 1.5, 2.5, 1e300, 5e-324, 1 / 0, -1 / 0, 0 / 0 }
+    local function add(v) vals[#vals + 1] = v end
+    for e = -6, 16 do
+      local p = 10.0 ^ e
+      add(p); add(-p); add(p * (1 + 2 ^ -52)); add(p * (1 - 2 ^ -53)); add(p - 0.5 * 10.0 ^ (e - 14))
+      add(p * 0.99999999999999)
+      for _ = 1, 50 do
+        add(math.random() * p); add(math.floor(math.random() * 1e6) / 1000 * p)
+        add((math.random(0, 10 ^ 6) + 0.5) * 10.0 ^ (e - 6))
+      end
+    end
+    for _ = 1, 5000 do
+      add(math.random() * 10 ^ math.random(-8, 20)); add(math.random(0, 1000) / 8); add(math.random(0, 100000) * 0.005)
+    end
+    local bad = {}
+    for _, v in ipairs(vals) do
+      local j <close> = format.status_json(1)
+      j:common("a", "a", 1, "running", 5, v, v, 0, 0, 0, 1, v, v, "/g", v, nil, nil)
+      local g = string.format("%.14g", v)
+      local f = (v ~= v or v == 1 / 0 or v == -1 / 0) and "null" or tostring(v)
+      local want = '[{"name":"a","service":"a","index":1,"state":"running","pid":5,"start_time":' .. g
+        .. ',"uptime":' .. g .. ',"restarts":0,"log_lines":0,"log_dropped":0,"rss":1,"accounting_age":' .. g
+        .. ',"cpu":' .. g .. ',"cgroup":"/g","memory":' .. f .. "}]"
+      if j:text() ~= want then bad[#bad + 1] = string.format("%a", v) end
+      if v == v and v >= 0 and v < 1 / 0 then
+        local rss, up = v >= 1024 and v or math.floor(v), v < 1e15 and v or 1
+        local row = { { name = "a", state = "running", pid = 1, uptime = up, restarts = 0, rss = rss, cpu = v } }
+        if c_text(row) ~= lua_text(row) then bad[#bad + 1] = string.format("table %a", v) end
+      end
+    end
+    assert.are.same({}, bad)
+  end)
+
   it("takes any count as a hint only: a huge one reserves no more than a bounded buffer", function()
     -- 4294967295 rows of 64 bytes would be 256 GiB: malloc fails (or, under
     -- ASan, aborts). The hint is capped; the objects work as usual.
