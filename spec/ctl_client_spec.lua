@@ -227,6 +227,39 @@ describe("format.status_table", function()
     assert.are.same({}, bad)
   end)
 
+  it("writes a cgroup's path from the orch.Cgroup, and declines a path that needs an escape", function()
+    local orch = require "orch"
+    local name = h.cgroup_name()
+    local cg = assert(orch.cgroup.create(name))
+    finally(function()
+      cg:remove()
+      cg:close()
+    end)
+    local j <close> = format.status_json(3)
+    local function common(path)
+      return j:common("a", "a", 1, "running", 5, 1, 2, 0, 0, 0, 4096, 0.5, 0.25, path, nil, nil, nil)
+    end
+    assert.is_true(common(cg))
+    -- A path that needs an escape (or is not ASCII) writes nothing: the
+    -- caller writes that record its own way.
+    assert.is_false(common('/a"b'))
+    assert.is_false(common("/caf\xc3\xa9"))
+    assert.is_false(common("/a\\b"))
+    assert.is_false(common("/a\nb"))
+    assert.is_true(common("/plain"))
+    assert.are.equal('[{"name":"a","service":"a","index":1,"state":"running","pid":5,"start_time":1,"uptime":2,'
+      .. '"restarts":0,"log_lines":0,"log_dropped":0,"rss":4096,"accounting_age":0.5,"cpu":0.25,"cgroup":"'
+      .. cg:path() .. '"},{"name":"a","service":"a","index":1,"state":"running","pid":5,"start_time":1,"uptime":2,'
+      .. '"restarts":0,"log_lines":0,"log_dropped":0,"rss":4096,"accounting_age":0.5,"cpu":0.25,"cgroup":"/plain"}]',
+      j:text())
+    h.check_raises {
+      { function() common(io.stdout) end, "bad argument #14 to 'common' (string expected, got FILE*)" },
+    }
+    cg:close()
+    h.check_raises { { function() common(cg) end, "attempt to use a closed orch.Cgroup" } }
+    cg = assert(orch.cgroup.open(name))
+  end)
+
   it("takes any count as a hint only: a huge one reserves no more than a bounded buffer", function()
     -- 4294967295 rows of 64 bytes would be 256 GiB: malloc fails (or, under
     -- ASan, aborts). The hint is capped; the objects work as usual.

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cgroup.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -518,20 +519,43 @@ static void put_figure(lua_State *L, fmt_json *j, int idx, const char *key, size
   else put(L, j, b, float_text(b, v));
 }
 
+/* Whether the bytes need an escape in a JSON string, or are not ASCII
+ * (status.lua's pattern '[%c"\\\127-\255]'). */
+static int needs_escape(const char *s, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') return 1;
+  }
+  return 0;
+}
+
 /* j:common(name, service, index, state, pid, start_time, uptime, restarts,
  * log_lines, log_dropped, rss, accounting_age, cpu, cgroup, memory, tasks,
- * oom_kills): the record of a running service with its figures read and
- * nothing to explain, as status.lua's COMMON format and val() write it.
- * The strings are written as they are: the caller checked that they need
- * no escape. */
+ * oom_kills) -> true: the record of a running service with its figures
+ * read and nothing to explain, as status.lua's COMMON format and val()
+ * write it. cgroup is its path or the orch.Cgroup itself (its path is
+ * read here: no string made per record). The other strings are written as
+ * they are: the caller checked that they need no escape; a cgroup path
+ * that would need one writes nothing and returns false (the caller writes
+ * the record its own way). */
 static int json_common(lua_State *L) {
   fmt_json *j = check_json(L);
   orch__check_nargs(L, 18);
   /* Every argument checked before anything is written. */
-  static const char KIND[] = "ssisiggiiiiggsfff"; /* s string, i integer, g number, f figure */
+  static const char KIND[] = "ssisiggiiiiggcfff"; /* s string, i integer, g number, c cgroup, f figure */
+  const char *path = NULL;
+  size_t plen = 0;
   for (int i = 2; i <= 18; i++) {
     switch (KIND[i - 2]) {
     case 's': luaL_checkstring(L, i); break;
+    case 'c': {
+      orch__cgroup *cg = lua_type(L, i) == LUA_TUSERDATA ? orch__cg_check(L, i) : NULL;
+      if (cg) {
+        path = cg->path;
+        plen = strlen(path);
+      } else path = luaL_checklstring(L, i, &plen);
+      break;
+    }
     case 'g': luaL_checknumber(L, i); break;
     case 'i': {
       int isnum;
@@ -548,6 +572,10 @@ static int json_common(lua_State *L) {
     }
     }
   }
+  if (needs_escape(path, plen)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
   json_next(L, j);
   PUTLIT(L, j, "{\"name\":\""); put_s(L, j, 2);
   PUTLIT(L, j, "\",\"service\":\""); put_s(L, j, 3);
@@ -562,13 +590,14 @@ static int json_common(lua_State *L) {
   PUTLIT(L, j, ",\"rss\":"); put_int(L, j, 12);
   PUTLIT(L, j, ",\"accounting_age\":"); put_g(L, j, 13);
   PUTLIT(L, j, ",\"cpu\":"); put_g(L, j, 14);
-  PUTLIT(L, j, ",\"cgroup\":\""); put_s(L, j, 15);
+  PUTLIT(L, j, ",\"cgroup\":\""); put(L, j, path, plen);
   PUTLIT(L, j, "\"");
   put_figure(L, j, 16, ",\"memory\":", sizeof(",\"memory\":") - 1);
   put_figure(L, j, 17, ",\"tasks\":", sizeof(",\"tasks\":") - 1);
   put_figure(L, j, 18, ",\"oom_kills\":", sizeof(",\"oom_kills\":") - 1);
   PUTLIT(L, j, "}");
-  return 0;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 /* j:raw(text): a record the caller wrote. */

@@ -184,11 +184,12 @@ local function json_one(S, inst, now, defer, p, n, out)
     local cg, cpu, memory, tasks, oom, ctls = cgroup.figures(inst, run, a[4], a[5], a[6], a[7], a[8])
     cpu = cpu or a[3]
     local sink = inst.sink
-    local path = cg and cg:path()
-    if path and not ctls and type(cpu) == "number" and cpu < huge and not find(path, '[%c"\\\127-\255]') then
-      out:common(inst.name, inst.service, inst.index, state, pid, inst.start_time, now - run.started,
-        inst.restarts, sink and sink.lines or 0, sink and sink.dropped or 0, a[2], now - a[1], cpu, path,
-        memory, tasks, oom)
+    -- The writer reads the cgroup's path itself, and declines (false) one
+    -- that needs an escape.
+    if cg and not ctls and type(cpu) == "number" and cpu < huge
+       and out:common(inst.name, inst.service, inst.index, state, pid, inst.start_time, now - run.started,
+         inst.restarts, sink and sink.lines or 0, sink and sink.dropped or 0, a[2], now - a[1], cpu, cg,
+         memory, tasks, oom) then
       return n, state
     end
   end
