@@ -67,6 +67,20 @@ describe("orch ctl, the client", function()
     assert.truthy(out:find('"ok":true', 1, true), out)
   end)
 
+  it("answers ping without the table formatter (orch.ctl.format), which status still uses", function()
+    local d = h.tmpdir()
+    os.execute("mkdir -p " .. h.shquote(d .. "/orch/ctl"))
+    h.write(d .. "/orch/ctl/format.lua", 'error("orch ctl loaded ctl/format", 0)\n')
+    local env = { ORCH_LUA_DIR = d }
+    local code, out, err = h.cli({ "ctl", "--socket", o.sock, "ping" }, nil, env)
+    assert.are.equal(0, code, err)
+    assert.truthy(out:match("^orch %S+, pid " .. o.pid .. ", "), out)
+    -- (the test's own check: a status of named services formats its table)
+    code, out, err = h.cli({ "ctl", "--socket", o.sock, "status", "a" }, nil, env)
+    assert.are_not.equal(0, code)
+    assert.truthy(err:find("orch ctl loaded ctl/format", 1, true), err)
+  end)
+
   it("reads a plain line without argparse or the other commands' modules", function()
     -- argparse (found through LUA_PATH) and every command module but ctl's
     -- raise when loaded: ping, status and stop still work.

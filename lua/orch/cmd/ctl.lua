@@ -148,8 +148,9 @@ function M.args(c, help_flag)
   end
 end
 
-local format = require "orch.ctl.format"
-local align = format.align
+-- The table formatter is loaded by the commands that print tables (a
+-- ping needs none of it).
+local function format_module() return require "orch.ctl.format" end
 
 --- The status table, as lines (supervisorctl-like columns), from the
 -- services' status records (the "services" of a status reply).
@@ -171,7 +172,7 @@ function M.format_status(services)
       end
     end
   end
-  return format.status_lines(#services, function(i)
+  return format_module().status_lines(#services, function(i)
     local s = services[i]
     return s.name, s.state, s.exit_code, s.exit_signal, s.pid, s.uptime, s.restarts, s.rss, s.cpu,
       s.oom_kills, s.reason, s.status_text
@@ -458,7 +459,7 @@ function M.format_jobs(jobs)
     cols[c] = {}
     for i, r in ipairs(rows) do cols[c][i] = r[c] end
   end
-  return align(cols)
+  return format_module().align(cols)
 end
 
 --- One event of `orch ctl events` as a line:
