@@ -16,6 +16,11 @@
 #                                 read and orch reads them again after it
 #                                 (what of that falls before the client ends
 #                                 counts in its CPU), 3 runs
+#   status_start_<N>          ms  `orch ctl status`, 5 in a row, the first
+#                                 status of the fleet (as scale.sh's after a
+#                                 start): the first finds every figure unread
+#                                 and queues N reads, the other four are
+#                                 served while those run
 #   status_one_<N>            ms  `orch ctl status svc<N/2>` (read at once), 5
 #   cpu_*, client_cpu_*       ms  the same commands' CPU, orch's and the client's
 #   cpu_status_reads_<N>      ms  orch's CPU from a cold status to 3 s after it:
@@ -90,6 +95,8 @@ for n in $SIZES; do
     for _ in $(seq 200); do [ -S "$W/ctl.sock" ] && break; sleep 0.05; done
     settle
     r=$("$P" idle "$SUP" 3 svc_stamp); put "idle_wakeups_before_$n" "${r% *}" per_s
+    measure "status_start_$n" 5 status
+    settle
     # Warm: every figure read (one status, then its background reads), and
     # kept (accounting_max_age 3600): what a reply itself costs.
     "${CTL[@]}" status >/dev/null 2>&1
