@@ -146,11 +146,21 @@ sup.run()
     os.execute("kill -STOP " .. s.e.pid)
     os.execute("kill -TERM " .. s.f.pid)
     local ok, err = pcall(function()
-      cu.until_true(function()
+      local last
+      local pok, perr = pcall(cu.until_true, function()
         local n = cu.status(o)
+        last = n
         return n.a.state == "stopped" and n.c.state == "running" and n.c.rss and n.d.state == "running"
           and n.d.restarts == 1 and n.d.rss and n.e.state == "stopped" and n.f.state == "exited"
       end, "the new states")
+      if not pok then
+        local t = {}
+        for _, k in ipairs { "a", "b", "c", "d", "e", "f" } do
+          local x = last and last[k] or {}
+          t[#t + 1] = string.format("%s=%s/%s/r%s/rss %s", k, tostring(x.state), tostring(x.pid), tostring(x.restarts), tostring(x.rss))
+        end
+        error(tostring(perr) .. " (last: " .. table.concat(t, " ") .. ")", 0)
+      end
       local tbl2, by2 = both()
       assert.are_not.equal(mask(tbl1), mask(tbl2))
       assert.matches("^a%s+stopped %(signal TERM%)%s+%-%s+%-%s+0%s+%-%s+%-$", line(tbl2, "a"))
