@@ -46,8 +46,8 @@ local function new_test(nopipe, policy)
 end
 
 -- Starts `orch run --socket SOCK policy.lua` in the background; returns
--- its pid once the socket answers.
-local function run(t)
+-- its pid once the socket answers (at once with `nowait`).
+local function run(t, nowait)
   local n = #t.runs + 1
   local err = t.dir .. "/err" .. n
   local pid = math.tointeger(tonumber((h.sh(string.format(
@@ -55,6 +55,7 @@ local function run(t)
     h.shquote(t.dir), h.shquote(h.bin), h.shquote(t.sock), h.shquote(t.path),
     h.shquote(t.dir), n, h.shquote(err))))))
   t.runs[n] = { pid = pid, err = err }
+  if nowait then return pid end
   until_true(function()
     if not alive(pid) then error("orch run ended early:\n" .. slurp(err), 0) end
     return h.cli({ "ctl", "--socket", t.sock, "ping" }) == 0
@@ -732,6 +733,68 @@ orch.task(function() orch.sleep(1e6) end)
     end)
     cleanup(t)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
+  it("killed in the middle of its own adoption: the next orch adopts every process with its log pipe", function()
+    -- The second orch sends itself SIGKILL once it has adopted part of the
+    -- fleet (its adoption yields every few services, and syncs of the
+    -- state record run meanwhile). What it wrote and told the holder so far
+    -- must still name the processes it had not adopted yet, with their log
+    -- pipes: the third orch adopts all of them, same pids, none restarted.
+    local N = 150
+    local t = new_test(false, string.format([[
+local sup = require "orch.supervisor"
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end }
+for i = 1, %d do
+  sup.service{ name = "s" .. i, cmd = { "sleep", "600" }, backoff = 0, start_limit = false }
+end
+-- Told to (DIR/kill): SIGKILL to this orch in the middle of its adoption.
+if os.remove(DIR .. "/kill") then
+  orch.task(function()
+    while true do
+      orch.sleep(0)
+      local n = 0
+      for _, st in ipairs(sup.status()) do if st.pid then n = n + 1 end end
+      if n >= %d and n < %d then
+        io.stderr:write("killed at ", n, " adopted\n")
+        os.execute("kill -KILL " .. orch.getpid())   -- (orch.kill refuses orch's own pid)
+      end
+    end
+  end)
+end
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]], N, N // 2, N))
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = fleet_within(t, {})
+      until_true(function()
+        local r = record(t)
+        return r and #r.instances == N
+      end, "the record to name every service")
+      local holder = holder_of(t)
+      local pids = {}
+      for _, e in pairs(s1) do pids[#pids + 1] = e.pid end
+      until_true(function() return holds_pipes(holder, pids) end, "the holder to hold every pipe")
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "the first orch to die")
+      h.write(t.dir .. "/kill", "")
+      local pid2 = run(t, true)
+      until_true(function() return gone(pid2) end, "the second orch to kill itself")
+      assert.matches("killed at %d+ adopted", slurp(t.runs[2].err))
+      local pid3 = run(t)
+      local s3 = fleet_within(t, {})
+      for name, e in pairs(s3) do
+        assert.are.equal(s1[name].pid, e.pid, name)
+        assert.are.equal(0, e.restarts, name)
+      end
+      assert.is_nil(slurp(t.runs[3].err):find("lost", 1, true), slurp(t.runs[3].err))
+      assert.are.equal(holder, holder_of(t))
+      assert.is_true(holds_pipes(holder, pids))
+      shutdown(t, pid3)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err2"):sub(-3000) .. slurp(t.dir .. "/err3"):sub(-3000), 0) end
   end)
 
   it("after `orch ctl reexec` too: the same holder, and a kill -9 then loses nothing", function()

@@ -211,6 +211,18 @@ end
 -- The journal's line for an instance the record no longer names.
 local function gone_line(name) return '{"name":' .. jstr(name) .. ',"gone":true}' end
 
+-- Whether the process the previous orch (or image) left for this instance
+-- is still to be adopted: until then the instance has no run here, but
+-- the record's entry and the holder's pipe of that process stand. A sync
+-- during the adoption (it yields every few services) otherwise wrote a
+-- record without the instances not adopted yet and had the holder drop
+-- their pipes: a kill -9 of orch then lost them.
+local function pending(S, name)
+  local h = S.inherited
+  local e = h and h[name]
+  return e and e.pid ~= nil or false
+end
+
 -- Brings P.frags (name -> the entry the record and journal hold), P.pipes
 -- (name -> rec_of, the live log pipes) and P.recheck (the names whose pipe
 -- the holder may hold wrongly) up to date; returns the journal lines of
@@ -228,11 +240,13 @@ local function collect(S, P)
     local by_name = S.by_name
     for _, inst in ipairs(all) do
       local name = inst.name
-      local text, r = entry(S, inst, now, wall)
-      if pipes[name] ~= r then pipes[name] = r end
-      if text ~= frags[name] then
-        frags[name] = text
-        lines[#lines + 1] = text or gone_line(name)
+      if not pending(S, name) then
+        local text, r = entry(S, inst, now, wall)
+        if pipes[name] ~= r then pipes[name] = r end
+        if text ~= frags[name] then
+          frags[name] = text
+          lines[#lines + 1] = text or gone_line(name)
+        end
       end
     end
     -- The names of the instances a reload removed.
@@ -250,7 +264,7 @@ local function collect(S, P)
   else
     for inst in pairs(dirty) do
       local name = inst.name
-      if S.by_name[name] == inst then
+      if S.by_name[name] == inst and not pending(S, name) then
         local text, r = entry(S, inst, now, wall)
         pipes[name] = r
         recheck[name] = true
@@ -407,6 +421,12 @@ local function sync_holder(S, P)
         break
       end
     end
+    -- Nor while processes are still to be adopted (their pipes are held).
+    if not busy and S.inherited then
+      for name in pairs(S.inherited) do
+        if pending(S, name) then busy = true break end
+      end
+    end
     if not busy then
       end_holder(P)
       P.recheck = {}
@@ -424,7 +444,7 @@ local function sync_holder(S, P)
     if r and not (s and pcall(s.fd, s)) then r = nil end
     if r then
       if P.held[name] ~= r[PID] then puts[#puts + 1] = name end
-    elseif P.held[name] then
+    elseif P.held[name] and not pending(S, name) then
       drops[#drops + 1] = name
     end
   end
@@ -805,6 +825,14 @@ function persist.recover(S)
     merge_journal(S, rec, jtext)
     -- This orch goes on appending to it, until it writes the record whole.
     P.jbytes, P.jstale = #jtext, nil
+  end
+  -- The entries on file stand for the instances this orch has not made its
+  -- own yet (see pending): a record written whole before the adoption is
+  -- over names them as the previous one did.
+  for _, e in ipairs(rec.instances) do
+    if type(e) == "table" and type(e.name) == "string" and S.by_name[e.name] then
+      P.frags[e.name] = ctl().encode(e)
+    end
   end
   local prev = type(rec.orch) == "table" and rec.orch or {}
   local start = own_start()
