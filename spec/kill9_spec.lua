@@ -117,6 +117,30 @@ local function record(t)
   return text ~= "" and cjson.decode(text) or nil
 end
 
+-- What the record and its journal name, as the next orch reads them:
+-- name -> pid (false: an entry without a process), and the record.
+local function recorded(t)
+  local r = record(t)
+  if not r then return nil end
+  local by = {}
+  for _, e in ipairs(r.instances) do by[e.name] = math.tointeger(e.pid) or false end
+  local j = slurp(t.sock .. ".journal")
+  if math.tointeger(tonumber(j:match("^#gen (%d+)\n"))) == math.tointeger(r.gen) then
+    for line in j:gmatch("[^\n]+") do
+      if line:sub(1, 1) == "{" then
+        local ok, e = pcall(cjson.decode, line)
+        if ok and type(e) == "table" and type(e.name) == "string" then
+          if e.gone then by[e.name] = nil else by[e.name] = math.tointeger(e.pid) or false end
+        end
+      else
+        local name, pid = line:match("^([^\t]+)\t(%d+)\t")
+        if name then by[name] = math.tointeger(tonumber(pid)) end
+      end
+    end
+  end
+  return by, r
+end
+
 -- Whether process `holder` holds the pipe that is the stdout of each pid.
 local function holds_pipes(holder, pids)
   local mine = {}
@@ -1352,5 +1376,125 @@ orch.task(function() orch.sleep(1e6) end)
     end)
     cleanup(t)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
+  it("on a full disk: no half journal line; the next orch on the full disk adopts all; never a duplicate", function()
+    -- The control socket, its record and journal on a tiny tmpfs filled to
+    -- its last block. A fleet whose record is large (changes go to the
+    -- journal) has s75 restarted until the journal's last page is full: an
+    -- append the disk takes only the start of is cut off again, so the
+    -- journal never ends in half a line. Then kill -9, a next orch on the
+    -- full disk (it adopts every service but s75), kill -9, one after the
+    -- space returned: each sweeps what the record and journal miss (the
+    -- socket's cgroup tree), so every service runs once; the last one
+    -- adopts every process but s75's with its log pipe and writes its
+    -- record again.
+    local N = 150
+    local t = large_fleet(N)
+    local mnt = t.dir .. "/mnt"
+    assert(os.execute("mkdir " .. mnt .. " && mount -t tmpfs -o size=512k,mode=0700 tmpfs " .. mnt))
+    t.sock = mnt .. "/ctl.sock"
+    t.state = t.sock .. ".state"
+    local journal = t.sock .. ".journal"
+    local tree = require("orch.supervisor.cgroup").socket_parent(t.sock)
+    -- Every service once: N distinct pids, N processes in the tree; the
+    -- same pids as `before` but s75's.
+    local function once_each(before)
+      local s = fleet_within(t, {})
+      local pids = {}
+      for name, e in pairs(s) do
+        assert.is_nil(pids[e.pid], name)
+        pids[e.pid] = name
+        if before and name ~= "s75" then assert.are.equal(before[name].pid, e.pid, name) end
+      end
+      until_true(function()
+        local cg = h.orch.cgroup.open(tree)
+        local n = cg and #cg:procs()
+        if cg then cg:close() end
+        return n == N
+      end, N .. " processes in the tree")
+      return s
+    end
+    local function whole_lines(path)
+      for line in slurp(path):gmatch("[^\n]*\n?") do
+        if line ~= "" and line:sub(-1) ~= "\n" then error("half a line at the end of " .. path .. ": " .. line, 2) end
+      end
+    end
+    local function restart_s75(s)
+      local old = s.s75.pid
+      kill9(old)
+      return until_true(function()
+        local x = status(t)
+        return x.s75.state == "running" and x.s75.pid ~= old and x
+      end, "s75 restarted")
+    end
+    local fillers = 0
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = once_each()
+      until_true(function()
+        local r = record(t)
+        return r and #r.instances == N
+      end, "the record to name every service")
+      local s = restart_s75(s1)
+      until_true(function() return slurp(journal):find("\n", 1, true) end, "a journal")
+      fillers = 1
+      os.execute("dd if=/dev/zero of=" .. mnt .. "/filler bs=4096 2>/dev/null")
+      os.execute("dd if=/dev/zero of=" .. mnt .. "/fillerb bs=1 2>/dev/null")
+      assert.are.equal("0", h.sh("stat -f -c %a " .. mnt), "free blocks left")
+      -- Restarts until an append does not fit what is left of the
+      -- journal's last page.
+      for _ = 1, 200 do
+        if slurp(t.runs[1].err):find("cannot write the state journal", 1, true) then break end
+        s = restart_s75(s)
+      end
+      assert.truthy(slurp(t.runs[1].err):find("cannot write the state journal: private.append: no space left on device", 1, true))
+      whole_lines(journal)
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s2 = restart_s75(once_each(s1))
+      whole_lines(journal)
+      kill9(pid2)
+      until_true(function() return gone(pid2) end, "the second orch to die")
+      os.remove(mnt .. "/filler")
+      os.remove(mnt .. "/fillerb")
+      fillers = 0
+      local pid3 = run(t)
+      -- Every process but s75's adopted with its log pipe: the second orch's
+      -- syncs on the full disk, during its adoption too, left the holder
+      -- every pipe (s75's new one may not have reached the holder before
+      -- the kill: then s75 is started again).
+      once_each(s2)
+      -- The record is written again (by this orch), and with its journal
+      -- names what runs: a restart after its write (s75's, when the second
+      -- orch was killed before the holder had its new pipe) is in the
+      -- journal. Within 60 s, as fleet_within waits: 150 services on a
+      -- loaded machine.
+      local deadline, named, why = os.time() + 60, false, nil
+      repeat
+        local by, r = recorded(t)
+        local now = status(t)
+        named, why = r ~= nil and math.tointeger(r.orch.pid) == pid3, "no record of this orch"
+        local n = 0
+        for name, pid in pairs(named and by or {}) do
+          n = n + 1
+          if pid ~= (now[name] and now[name].pid) then named, why = false, name .. ": " .. tostring(pid) end
+        end
+        if named and n ~= N then named, why = false, n .. " named" end
+        if not named then h.pause(0.05) end
+      until named or os.time() > deadline
+      assert.is_true(named, "the record and journal name what runs: " .. tostring(why))
+      whole_lines(journal)
+      shutdown(t, pid3)
+    end)
+    if fillers > 0 then
+      os.remove(mnt .. "/filler")
+      os.remove(mnt .. "/fillerb")
+    end
+    cleanup(t)
+    if not os.execute("umount " .. mnt) then os.execute("umount -l " .. mnt) end
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"):sub(-3000) .. slurp(t.dir .. "/err2"):sub(-3000) ..
+      slurp(t.dir .. "/err3"):sub(-3000), 0) end
   end)
 end)
