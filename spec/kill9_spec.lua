@@ -821,6 +821,81 @@ orch.task(function() orch.sleep(1e6) end)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err2"):sub(-3000) .. slurp(t.dir .. "/err3"):sub(-3000), 0) end
   end)
 
+  it("killed while its fd holder is replaced, with the record naming the old one: the next orch finds the new one", function()
+    -- On a full disk: the holder is killed, orch starts another and hands
+    -- it every pipe, but cannot write the record that names it. orch is
+    -- killed then. The next orch (the space back) asks the holder bound at
+    -- the holder's path, whichever the record names: every service is
+    -- adopted with its log pipe and writes on into its log, and the new
+    -- holder is kept (a third one could not bind the path it holds).
+    local t = new_test()
+    local mnt = t.dir .. "/mnt"
+    assert(os.execute("mkdir " .. mnt .. " && mount -t tmpfs -o size=256k,mode=0700 tmpfs " .. mnt))
+    t.sock = mnt .. "/ctl.sock"
+    t.state = t.sock .. ".state"
+    -- The fd holder serving the path `path` (its command line names it).
+    local function holder_at(path)
+      for _, pid in ipairs(h.orch.proc.list()) do
+        local c = slurp("/proc/" .. pid .. "/cmdline")
+        if c:find("\0fdholder\0" .. path .. "\0", 1, true) and alive(pid) then return pid end
+      end
+    end
+    local full = false
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      local pids = { s1.a.pid, s1.b.pid, s1.c.pid }
+      local h1 = until_true(function() return holder_of(t) end, "the holder")
+      until_true(function() return holds_pipes(h1, pids) end, "the holder to hold the three pipes")
+      full = true
+      os.execute("dd if=/dev/zero of=" .. mnt .. "/filler bs=4096 2>/dev/null")
+      os.execute("dd if=/dev/zero of=" .. mnt .. "/fillerb bs=1 2>/dev/null")
+      assert.are.equal("0", h.sh("stat -f -c %a " .. mnt), "free blocks left")
+      kill9(h1)
+      local h2 = until_true(function()
+        local p = holder_at(t.sock .. ".holder")
+        return p and p ~= h1 and holds_pipes(p, pids) and p
+      end, "a new holder with the three pipes")
+      until_true(function() return slurp(t.runs[1].err):find("cannot write the state record", 1, true) end,
+        "the record's write to fail")
+      assert.are.equal(h1, holder_of(t))
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      os.remove(mnt .. "/filler")
+      os.remove(mnt .. "/fillerb")
+      full = false
+      local before = {}
+      for _, n in ipairs(NAMES) do before[n] = count_of(t, n) end
+      local pid2 = run(t)
+      local s2 = all_running(t)
+      for _, n in ipairs(NAMES) do
+        assert.are.equal(s1[n].pid, s2[n].pid, n)
+        assert.are.equal(0, s2[n].restarts, n)
+      end
+      local err2 = slurp(t.runs[2].err)
+      assert.is_nil(err2:find("lost", 1, true), err2)
+      assert.is_nil(err2:find("fd holder", 1, true), err2)
+      until_true(function() return holder_of(t) == h2 end, "the record to name the new holder")
+      assert.is_true(holds_pipes(h2, pids))
+      -- Their output is read again: lines written after the adoption reach
+      -- the log.
+      for _, n in ipairs(NAMES) do
+        until_true(function()
+          local nums = lines_of(t, n, s2[n].pid)
+          return #nums > 0 and nums[#nums] > before[n]
+        end, n .. " logging again")
+      end
+      shutdown(t, pid2)
+    end)
+    if full then
+      os.remove(mnt .. "/filler")
+      os.remove(mnt .. "/fillerb")
+    end
+    cleanup(t)
+    if not os.execute("umount " .. mnt) then os.execute("umount -l " .. mnt) end
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
   it("after `orch ctl reexec` too: the same holder, and a kill -9 then loses nothing", function()
     local t = new_test()
     local ok, err = pcall(function()

@@ -312,6 +312,8 @@ end
 
 -- Asks the holder at P.holder_path for what it holds (we are its orch from
 -- now on). Task only. Returns name -> { pid, start, stream }, or nil, why.
+-- h: the holder the record names ({ pid, start }), or {} for whichever
+-- holder is bound at the path: h's pid and start are then the answer's.
 local function hello(P, h)
   local d, err = client(P)
   if not d then return nil, err end
@@ -323,24 +325,35 @@ local function hello(P, h)
     local ok, serr, code = d:send(ctl().encode{ op = "hello", pid = orch.getpid(), start = start }, P.holder_path)
     if ok then break end
     if (code ~= "ENOENT" and code ~= "ECONNREFUSED" and code ~= "EAGAIN") or orch.now() > deadline
-       or not holder_alive(h) then
+       or not (h.pid and holder_alive(h) or not h.pid and code == "EAGAIN") then
       return nil, serr
     end
     orch.sleep(RETRY)
   end
   local got, total = {}, nil
   local n = 0
+  local function fail(why)
+    for _, e in pairs(got) do e.stream:close() end
+    d:set_timeout(nil)
+    return nil, why
+  end
   d:set_timeout(HOLDER_WAIT)
   while total == nil or n < total do
-    if orch.now() > deadline then return nil, "no answer within " .. HOLDER_WAIT .. " s" end
+    if orch.now() > deadline then return fail("no answer within " .. HOLDER_WAIT .. " s") end
     local data, from, cred, fds = d:recv{ fds = true }
     if not data then
-      return nil, cred == "ETIMEDOUT" and "no answer within " .. HOLDER_WAIT .. " s" or from
+      return fail(cred == "ETIMEDOUT" and "no answer within " .. HOLDER_WAIT .. " s" or from)
+    end
+    if not h.pid and cred and cred.uid == orch.geteuid() and cred.pid ~= orch.getpid() then
+      -- The holder bound at the path (in a directory only our uid may
+      -- write to) is the one that answers.
+      local info = orch.proc.info(cred.pid)
+      if info and info.state ~= "Z" then h.pid, h.start = cred.pid, info.start_time end
     end
     local m = cred and cred.pid == h.pid and cred.uid == orch.geteuid() and ctl().decode(data)
     if type(m) == "table" and m.op == "busy" then
       for _, s in pairs(fds) do if s then s:close() end end
-      return nil, "the fd holder serves another orch (pid " .. tostring(m.pid) .. ")"
+      return fail("the fd holder serves another orch (pid " .. tostring(m.pid) .. ")")
     end
     if type(m) == "table" and m.op == "held" and math.type(m.n) == "integer" and type(m.entries) == "table" then
       total = m.n
@@ -848,16 +861,25 @@ function persist.recover(S)
   end
   -- The holder: ours from now on, with the pipes it kept.
   local h = type(rec.holder) == "table" and rec.holder or nil
+  if not (h and holder_alive(h)) then
+    -- The holder the record names is gone (or none is named), but another
+    -- may be bound at the holder's path: the one the killed orch started
+    -- when the first ended, if the record naming it could not be written
+    -- (a full disk) or orch was killed first. It holds the pipes.
+    h = {}
+  end
   local pipes = {}
-  if h and holder_alive(h) and not orch.current() then
-    S:log("fd holder (pid " .. h.pid .. "): sup.run was not called from a task: its pipes cannot be fetched")
-  elseif h and holder_alive(h) then
+  if not orch.current() then
+    if h.pid then
+      S:log("fd holder (pid " .. h.pid .. "): sup.run was not called from a task: its pipes cannot be fetched")
+    end
+  else
     local got, herr = hello(P, h)
     if got then
       P.holder = h
       for name, e in pairs(got) do P.held[name] = e.pid end
       pipes = got
-    else
+    elseif h.pid then
       -- A holder we cannot talk to (stopped, wedged) only keeps its name
       -- from a new one; the pipes it holds are lost to us anyway.
       S:log("fd holder (pid " .. h.pid .. "): " .. tostring(herr) .. ": killing it")
