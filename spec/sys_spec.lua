@@ -1,4 +1,4 @@
--- orch.getuid/geteuid/exepath/sockets, orch.private, orch.flock, orch.fd:
+-- orch.getuid/geteuid/exepath/realpath/sockets, orch.private, orch.flock, orch.fd:
 -- checked against the kernel (stat, /proc, flock(1), a second uid).
 local h = require "spec.helper"
 local orch = h.orch
@@ -20,6 +20,17 @@ describe("who and what", function()
     local code, out = h.cli({ "-e", "print(orch.exepath())" })
     assert.are.equal(0, code)
     assert.are.equal(h.sh("readlink -f " .. h.shquote(h.bin)) .. "\n", out)
+  end)
+
+  it("realpath resolves links, . and .. as the kernel does", function()
+    local dir = h.tmpdir()
+    assert(os.execute("mkdir " .. h.shquote(dir .. "/real") .. " && ln -s real " .. h.shquote(dir .. "/link")
+      .. " && touch " .. h.shquote(dir .. "/real/f.lua")))
+    local want = h.sh("readlink -f " .. h.shquote(dir .. "/real/f.lua"))
+    assert.are.equal(want, orch.realpath(dir .. "/link/./f.lua"))
+    assert.are.equal(want, orch.realpath(dir .. "/link/../link/f.lua"))
+    assert.are.same({ nil, "realpath: no such file or directory", "ENOENT" },
+      { orch.realpath(dir .. "/link/missing.lua") })
   end)
 
   it("sockets lists the unix sockets of a directory only", function()
@@ -340,6 +351,8 @@ describe("bad arguments", function()
     h.check_raises({
       { function() return orch.getuid(1) end, "bad argument #1 to 'getuid' (no value expected)" },
       { function() return orch.exepath(1) end, "bad argument #1 to 'exepath' (no value expected)" },
+      { function() return orch.realpath() end, "bad argument #1 to 'realpath' (string expected, got no value)" },
+      { function() return orch.realpath("/", 1) end, "bad argument #2 to 'realpath' (no value expected)" },
       { function() return orch.sockets() end, "bad argument #1 to 'sockets' (string expected, got no value)" },
       { function() return orch.read_config("/etc/x", 1) end, "bad argument #2 to 'read_config' (no value expected)" },
       { function() return orch.private.write("/tmp/x") end, "bad argument #2 to 'write' (string expected, got no value)" },

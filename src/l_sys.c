@@ -1,7 +1,8 @@
 /*
  * l_sys.c: the small system calls a supervisor needs around its control
  * socket, as public API (merged into `orch`): who we are (getuid,
- * geteuid) and which file we run (exepath); files and directories only we
+ * geteuid), which file we run (exepath) and the real path of a file
+ * (realpath); files and directories only we
  * may use (orch.private: an atomic 0600 record, an append-only journal, a
  * read that trusts only our own private file, a private directory); a
  * configuration file read only if no other user could have written it
@@ -19,6 +20,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -413,6 +415,18 @@ static int sys_exepath(lua_State *L) {
   return 1;
 }
 
+/* orch.realpath(path): the absolute path of path with every symbolic link,
+ * `.` and `..` resolved (realpath(3)); the file must exist. `orch run` names
+ * the script a control socket's state belongs to with it. */
+static int sys_realpath(lua_State *L) {
+  const char *path = orch__checkpath(L, 1, NULL);
+  orch__check_nargs(L, 1);
+  char buf[PATH_MAX];
+  if (!realpath(path, buf)) return orch__fail(L, "realpath", errno);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
 /* ------------------------------------------------------------ lock */
 
 /* One orchestrator per control socket: an flock on a file beside it, held
@@ -574,6 +588,7 @@ int orch__open_sys(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {
     {"getuid", sys_getuid}, {"geteuid", sys_geteuid}, {"exepath", sys_exepath},
+    {"realpath", sys_realpath},
     {"sockets", sys_sockets}, {"flock", sys_flock}, {"read_config", sys_read_config},
     {"malloc_trim", sys_malloc_trim}, {"sched_yield", sys_sched_yield}, {NULL, NULL}
   };
