@@ -515,6 +515,10 @@ function M.prepare_run(o, file)
     io.stderr:write("orch run: give either --socket or --no-socket (see 'orch help run')\n")
     return "exit 2"
   end
+  if o.take_over and o.no_socket then
+    io.stderr:write("orch run: --take-over needs a control socket: give either --take-over or --no-socket (see 'orch help run')\n")
+    return "exit 2"
+  end
   if o.http == "" then
     io.stderr:write("orch run: --http needs an ADDR (host:port) (see 'orch help run')\n")
     return "exit 2"
@@ -531,7 +535,7 @@ function M.prepare_run(o, file)
   if not ok then io.stderr:write("orch: signal table: ", tostring(err), "\n") end
   -- One orchestrator per control socket: the lock is taken before the
   -- script runs when a socket is asked for, or when it loads the supervisor.
-  local cok, held = pcall(M.claim, file, socket)
+  local cok, held = pcall(M.claim, file, socket, o.take_over)
   if not cok then
     io.stderr:write("orch: control socket lock: ", tostring(held), "\n")
     return "exit 1"
@@ -610,9 +614,9 @@ end
 --- One orchestrator per control socket: takes the lock for `file`'s socket
 -- (socket: a path, "" for --no-socket, nil for the default rules). Returns
 -- nil, or the message saying who holds it.
-function M.claim(file, socket)
+function M.claim(file, socket, take_over)
   if socket == "" then socket = false end
-  local ok, msg = require("orch.ctl").claim_for_run(socket, file)
+  local ok, msg = require("orch.ctl").claim_for_run(socket, file, take_over)
   if not ok then return msg end
 end
 

@@ -94,6 +94,31 @@ function ctl.default_socket(script)
   return ctl.socket_dir() .. "/" .. name .. ".sock"
 end
 
+--- Which script an `orch run` runs, as the owner of its control socket's
+-- state (doc/cli.md#one-orchestrator-per-control-socket): `script`, its
+-- absolute path as given (symbolic links kept: a release directory switched
+-- by a link is still the same script; a relative path is taken from $PWD
+-- when that is the working directory), `real`, its real path (nil when it
+-- does not resolve), and `uid`, orch's effective uid. Read once, before
+-- the script runs: it may change the working directory.
+function ctl.script_identity(script)
+  if type(script) ~= "string" or script == "" then
+    error("bad argument #1 to 'script_identity' (script path expected)", 2)
+  end
+  local abs = script
+  if abs:sub(1, 1) ~= "/" then
+    local cwd = orch.realpath(".") or "."
+    local pwd = os.getenv("PWD")
+    if pwd and pwd:sub(1, 1) == "/" and orch.realpath(pwd) == cwd then cwd = pwd end
+    abs = cwd .. "/" .. abs
+  end
+  -- Lexically tidied only ("a/./b", "a//b"): `..` is the real path's.
+  local prev
+  repeat prev = abs; abs = abs:gsub("/%./", "/") until abs == prev
+  abs = abs:gsub("//+", "/"):gsub("/%.$", "")
+  return { script = abs, real = orch.realpath(script) or nil, uid = orch.geteuid() }
+end
+
 ---------------------------------------------------------------- the server
 
 local Server = {}
@@ -877,12 +902,17 @@ end
 -- the script loads orch.supervisor, i.e. before it can start any service.
 -- Returns true, or nil, message when another orch holds the lock (the
 -- message is also kept in ctl.refused for `orch run`'s exit status).
-function ctl.claim_for_run(socket, script)
+-- ctl.locks[path] then also holds `script` (ctl.script_identity(script))
+-- and `take_over` (`orch run --take-over`).
+function ctl.claim_for_run(socket, script, take_over)
   if socket == false then return true end
   local env = os.getenv("ORCH_SOCKET")
   local h = ctl.inherited()
   local given = h and type(h.lock) == "table" and h.lock.path
   local path = socket or (env and env ~= "" and env) or given
+  -- Who the socket's state belongs to (orch.supervisor.persist checks it):
+  -- known now, before the script can change the working directory.
+  local who = type(script) == "string" and script ~= "" and ctl.script_identity(script) or nil
   local function claim(p, default)
     local ok, err, code = socket_dir_for(p, default)
     if not ok and default and (code == "EPERM" or code == "ENOTDIR") then
@@ -892,6 +922,9 @@ function ctl.claim_for_run(socket, script)
     end
     if ok then ok, err = ctl.claim(p) end
     if not ok then ctl.refused = err end
+    if ok then
+      ctl.locks[p].script, ctl.locks[p].take_over = who, take_over == true
+    end
     return ok, err
   end
   if path then return claim(path, socket == nil and not (env and env ~= "")) end

@@ -18,6 +18,10 @@ Options:
   --socket PATH   serve the control socket there (see `orch help ctl`); by
                   default it is served when the script uses the supervisor
   --no-socket     never serve the control socket
+  --take-over     adopt what another script left running on the control
+                  socket (after a kill -9 of its orch): services of the same
+                  name are adopted, the others stopped. Without it, such
+                  leftovers make orch refuse to start (exit 75)
   --lua-budget SECONDS
                   interrupt Lua code (a task, hook, callback, ctl eval) that
                   runs longer than SECONDS without yielding (default 5;
@@ -36,7 +40,8 @@ Options:
 
 Exit status: 0, or 1 when the main task raised (message and traceback on
 stderr), 2 when FILE cannot be opened or on a usage error, 75 when another
-orchestrator holds the control socket, or the code given to orch.exit.
+orchestrator holds the control socket or another script's services run on
+it, or the code given to orch.exit.
 ]]
 
 -- FILE and everything after it are the script's.
@@ -45,6 +50,7 @@ M.tail = 0
 function M.args(c)
   c:option("--socket"):argname("PATH")
   c:flag("--no-socket")
+  c:flag("--take-over")
   c:option("--lua-budget"):argname("SECONDS")
   c:option("--http"):argname("ADDR")
   c:option("--log-format"):argname("FORMAT"):choices({ "text", "json", "journal" })

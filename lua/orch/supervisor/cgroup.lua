@@ -137,6 +137,18 @@ function M.sweep_stale(S, base)
   parent:close()
 end
 
+--- The processes in `orch run`'s own tree of S's control socket (what a
+-- previous orch of the socket left there), without making it; {} without
+-- one (no cgroups, a parent given by sup.configure{ cgroup = ... }).
+function M.tree_pids(S)
+  if S.cgroup_parent ~= nil or not S.main then return {} end
+  local top = orch.cgroup.open(default_path(S), TRUSTED)
+  if not top then return {} end
+  local pids = top:populated() and top:procs() or {}
+  top:close()
+  return pids
+end
+
 --- After a recovery or a hand-over, before the services start: what a
 -- previous orch of the same control socket left in its tree that no run
 -- took over (a process spawned in the moments before its SIGKILL, never

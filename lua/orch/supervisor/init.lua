@@ -982,8 +982,14 @@ local function new(main)
     -- After `orch ctl reexec`: what ran before runs on (adopted), whether
     -- or not it starts by itself.
     handoff.load(S)
-    -- After a killed orch: what it left running runs on (persist.lua).
-    persist.recover(S)
+    -- After a killed orch: what it left running runs on (persist.lua),
+    -- unless it is another script's: then nothing starts (exit 75).
+    local refused = persist.recover(S)
+    if refused then
+      orch._exit_hook(S, nil)
+      io.stderr:write("orch: ", refused, " (nothing was started)\n")
+      orch.exit(75)
+    end
     -- An instance with a hand-over entry goes on as it was (its process
     -- adopted, or its state resumed); the others start as usual.
     local h = S.inherited

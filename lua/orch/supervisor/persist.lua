@@ -789,7 +789,8 @@ end
 --- In sup.run, before any service starts (task only): turns on persistence
 -- for this run and takes over what a killed orch of the same control socket
 -- left running. Fills S.inherited (see handoff.lua) unless `orch ctl
--- reexec` already did.
+-- reexec` already did. Returns nil, or the message saying why orch must
+-- not start: another script's services run on the socket (owner.lua).
 function persist.recover(S)
   if S.persist then return end
   local sock = persist.socket(S)
@@ -811,6 +812,19 @@ function persist.recover(S)
               held = {}, frags = {}, pipes = {}, recheck = {}, dirty = {}, full = true, jbytes = 0, gen = 0,
               jstale = true }
   S.persist = P
+  -- Whose state this is: another script's (the same default socket name)
+  -- is never adopted or killed silently (owner.lua).
+  P.owner_path = sock .. ".owner"
+  local verdict, refusal = require("orch.supervisor.owner").check(S, P)
+  if not verdict then
+    P.closed = true
+    return refusal
+  elseif verdict == "stale" then
+    os.remove(state_path)
+    os.remove(journal_path)
+    P.jstale = nil
+    return
+  end
   local text, err, code = orch.private.read(state_path)
   local jtext, jerr, jcode = orch.private.read(journal_path)
   if not text and code ~= "ENOENT" then
@@ -955,6 +969,7 @@ function persist.close(S)
   if P.dgram then P.dgram:close() P.dgram = nil end
   os.remove(P.state_path)
   os.remove(P.journal_path)
+  if P.owner_path then os.remove(P.owner_path) end
 end
 
 return persist
