@@ -315,7 +315,10 @@ end)
 
 describe("examples/stop_continue.lua", function()
   it("shows the service stopped in orch ctl status between STOP and CONT", function()
-    local code, out, err = h.cli({ "run", h.root .. "/examples/stop_continue.lua" })
+    -- orch run's own lock on a socket of this run's, not on the default
+    -- /run/orch/stop_continue.sock, which another suite may hold meanwhile.
+    local code, out, err = h.cli({ "run", h.root .. "/examples/stop_continue.lua" }, nil,
+                                 { ORCH_SOCKET = h.tmpdir() .. "/stop_continue.sock" })
     assert.are.equal(0, code, err)
     assert.matches("%-%- running, at nice 15 %(orch ctl status exits 0%)\nNAME%s+STATE[^\n]*\ncruncher%s+running%s+(%d+)", out)
     local pid = out:match("cruncher%s+running%s+(%d+)")
