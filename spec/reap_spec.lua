@@ -84,6 +84,29 @@ describe("reaping", function()
       "end\tKILL\t0\t0\t0", "" }, "\n"), no_walk("pidfd"))
   end)
 
+  it("arms one late walk after a SIGCHLD explained without a walk (a stop the kernel merged into an exit's signal is found by it)", function()
+    local script = h.script(string.format([[
+      local prog = %q
+      local r0 = orch.proc.reaper()
+      local ps = {}
+      for i = 1, 5 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
+      for i = 1, 5 do assert(ps[i]:kill("KILL")) end
+      for i = 1, 5 do assert(select(2, ps[i]:wait()) == "KILL") end
+      for _ = 1, 3000 do
+        if orch.proc.reaper().late_walks > r0.late_walks then break end
+        orch.sleep(0.01)
+      end
+      local r = orch.proc.reaper()
+      print(r.mode, r.walks - r0.walks, r.late_walks - r0.late_walks > 0)
+    ]], prog))
+    local code, out, err = h.cli({ "run", script })
+    assert.are.equal(0, code, err)
+    local mode = out:match("^(%a+)\t")
+    assert.truthy(mode == "ring" or mode == "pidfd", out)
+    -- No walk at the signals themselves; the late walk came after them.
+    assert.are.equal(mode .. "\t0\ttrue\n", out)
+  end)
+
   it("ORCH_REAPER=walk: every exit is reaped by the walk", function()
     local out = no_walk("walk")
     assert.matches("^walk\tpidfds\t0\twaits\t0\n", out)

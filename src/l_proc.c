@@ -687,6 +687,7 @@ static int proc_reaper(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)s.waits); lua_setfield(L, -2, "waits");
   lua_pushinteger(L, (lua_Integer)s.ring_exits); lua_setfield(L, -2, "ring_exits");
   lua_pushinteger(L, (lua_Integer)s.walks); lua_setfield(L, -2, "walks");
+  lua_pushinteger(L, (lua_Integer)s.late_walks); lua_setfield(L, -2, "late_walks");
   lua_pushinteger(L, (lua_Integer)s.pidfd_exits); lua_setfield(L, -2, "pidfd_exits");
   lua_pushinteger(L, (lua_Integer)s.walk_exits); lua_setfield(L, -2, "walk_exits");
   return 1;

@@ -80,11 +80,12 @@ void orch__proc_reap(orch_runtime *rt);
 
 /* What the reaper did (orch.proc.reaper): children registered, those with
  * a pidfd, those with a wait in the io_uring ring, walks made (wait4(-1)
- * until it returned 0), exits reaped through a pidfd, through the ring and
+ * until it returned 0), late walks (a second after a SIGCHLD that needed
+ * none), exits reaped through a pidfd, through the ring and
  * by a walk; how it watches exits ("ring", "pidfd" or "walk"). */
 typedef struct {
   size_t children, pidfds, waits;
-  unsigned long long walks, pidfd_exits, walk_exits, ring_exits;
+  unsigned long long walks, late_walks, pidfd_exits, walk_exits, ring_exits;
   const char *mode;
 } orch__reaper_stats;
 void orch__proc_reaper_stats(orch_runtime *rt, orch__reaper_stats *s);

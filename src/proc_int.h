@@ -23,6 +23,7 @@ typedef struct {
   int epfd;                   /* -1 when pidfds are not used */
   uv_poll_t pidpoll;
   uv_check_t walker;
+  uv_timer_t late;            /* the late walk (see on_sigchld) */
   int haspoll;                /* pidpoll was made */
   int nopen;                  /* handles not closed yet (at the end) */
   size_t npidfd;              /* children with a pidfd */
@@ -45,7 +46,7 @@ typedef struct {
   int orphans;                /* orch was a subreaper (or is pid 1): orphans
                                * may be adopted at any time */
   int stops;                  /* a child stopped or continued once */
-  unsigned long long walks, pidfd_exits, walk_exits, ring_exits;  /* orch.proc.reaper */
+  unsigned long long walks, late_walks, pidfd_exits, walk_exits, ring_exits;  /* orch.proc.reaper */
   orch__child **buckets;
   size_t mask;                /* nbuckets - 1 */
   size_t count;

@@ -347,8 +347,12 @@ unsigned long long orch__proc_boot_ns(void) {
  * (or is pid 1: orphans), while a registered child has neither a ring wait
  * nor a pidfd, once a
  * child has stopped or continued, and with more than one runtime in the
- * process. Left: the first stop of a child that the kernel merges into the
- * pending signal of another child's exit is reported at the next walk. */
+ * process. The first stop of a child that the kernel merges into the
+ * pending signal of another child's exit would be seen only at the next
+ * walk, which may never come: so a SIGCHLD explained without a walk arms
+ * the late walk, LATE_MS later (at most one a LATE_MS, and none while no
+ * SIGCHLD comes: an idle orch never wakes for it). */
+#define LATE_MS 1000
 #define RING 1024
 static struct {
   _Atomic unsigned long seq;  /* index + 1 once pid and code are written */
@@ -552,6 +556,12 @@ static void on_walk(uv_check_t *h) {
   walk(h->data);
 }
 
+static void on_late(uv_timer_t *h) {
+  proc_state *st = h->data;
+  st->late_walks++;
+  reap(st);
+}
+
 /* SIGCHLD: the children that ended with a pidfd are reaped at once (a
  * restart's new process does not wait for the walk); the walk, when the
  * signal needs one (explained()), after the loop turn's callbacks, once
@@ -562,6 +572,7 @@ static void on_sigchld(uv_signal_t *h, int sig) {
   pidfd_reap(st);
   st->ncb++;
   if (!explained(st)) uv_check_start(&st->walker, on_walk);
+  else if (!uv_is_active((uv_handle_t *)&st->late)) uv_timer_start(&st->late, on_late, LATE_MS, 0);
 }
 
 void orch__proc_reap(orch_runtime *rt) {
@@ -581,6 +592,7 @@ void orch__proc_reaper_stats(orch_runtime *rt, orch__reaper_stats *s) {
   s->pidfds = st->npidfd;
   s->waits = st->nwait;
   s->walks = st->walks;
+  s->late_walks = st->late_walks;
   s->pidfd_exits = st->pidfd_exits;
   s->walk_exits = st->walk_exits;
   s->ring_exits = st->ring_exits;
@@ -688,9 +700,10 @@ static void state_free(uv_handle_t *h) {
 /* Closes the handles (then state_free frees st), the epoll set and the
  * ring (its waits are cancelled). */
 static void state_close(proc_state *st) {
-  st->nopen = 2 + st->haspoll + st->hasring;
+  st->nopen = 3 + st->haspoll + st->hasring;
   uv_close((uv_handle_t *)&st->sigchld, state_free);
   uv_close((uv_handle_t *)&st->walker, state_free);
+  uv_close((uv_handle_t *)&st->late, state_free);
   if (st->haspoll) uv_close((uv_handle_t *)&st->pidpoll, state_free);
   if (st->hasring) uv_close((uv_handle_t *)&st->ringpoll, state_free);
   if (st->epfd >= 0) close(st->epfd);
@@ -787,6 +800,9 @@ int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
   uv_check_init(loop, &st->walker);
   st->walker.data = st;
   uv_unref((uv_handle_t *)&st->walker);
+  uv_timer_init(loop, &st->late);
+  st->late.data = st;
+  uv_unref((uv_handle_t *)&st->late);
   /* ORCH_REAPER=pidfd leaves the ring out, =walk pidfds too (to measure
    * and test each way on a kernel that has them all). */
   const char *mode = getenv("ORCH_REAPER");
