@@ -100,10 +100,22 @@ function h.cli(args, stdin, env)
   return code, slurp(d .. "/out"), slurp(d .. "/err")
 end
 
---- Writes a temporary Lua script and returns its path.
+--- Writes a temporary Lua script and returns its path. Its name carries
+-- this spec process's pid: a script that uses the supervisor gets the
+-- default control socket <socket dir>/<name>.sock, which two spec files run
+-- at once (or two suites) would otherwise share, and the second orch would
+-- be refused by the first one's lock. The tests of one file run one after
+-- the other, and those that kill an orch and start the next one rely on
+-- sharing it. The lock file is removed when this process ends.
+local script_name = orch.getpid() .. "-script"
+local script_lock = setmetatable({}, { __gc = function()
+  local dir = orch.geteuid() == 0 and "/run/orch" or nil
+  if dir then os.remove(dir .. "/" .. script_name .. ".sock.lock") end
+end })
 function h.script(src)
+  local _ = script_lock
   local d = h.tmpdir()
-  local path = d .. "/script.lua"
+  local path = d .. "/" .. script_name .. ".lua"
   local f = assert(io.open(path, "wb"))
   f:write(src)
   f:close()
