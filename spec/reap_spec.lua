@@ -107,6 +107,26 @@ describe("reaping", function()
     assert.are.equal(mode .. "\t0\ttrue\n", out)
   end)
 
+  it("keeps at most 2,048 waits in the ring (each pending wait costs every child's exit a look); the children past them are reaped all the same", function()
+    local script = h.script(string.format([[
+      local prog = %q
+      local ps = {}
+      for i = 1, 2100 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
+      local r = orch.proc.reaper()
+      for i = 1, 2100 do assert(ps[i]:kill("KILL")) end
+      local n = 0
+      for i = 1, 2100 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
+      print(r.mode, r.waits, n, orch.proc.reaper().children)
+    ]], prog))
+    local code, out, err = h.cli({ "run", script })
+    assert.are.equal(0, code, err)
+    if RING then
+      assert.are.equal("ring\t2048\t2100\t0\n", out)
+    else
+      assert.matches("^pidfd\t0\t2100\t0\n$", out)
+    end
+  end)
+
   it("ORCH_REAPER=walk: every exit is reaped by the walk", function()
     local out = no_walk("walk")
     assert.matches("^walk\tpidfds\t0\twaits\t0\n", out)

@@ -84,6 +84,14 @@ static unsigned long long ring_tag(const orch__child *c) {
   return (unsigned long long)(uint32_t)c->pid | (unsigned long long)(uint32_t)c->serial << 32;
 }
 
+/* At most this many children wait in the ring at once. Each pending wait
+ * sits on orch's child-exit wait queue, which the kernel runs through at
+ * every child's exit: with n waits, an exit costs O(n) in the exiting
+ * child, and n children ending together O(n^2) (a stop of all at 10,000:
+ * 1.9 s against 0.56 s by the walk). The children past it are reaped
+ * through their pidfd or the walk. */
+#define RING_WAITS_MAX 2048
+
 void orch__proc_table_add(proc_state *st, orch__child *c) {
   if (st->count >= (st->mask + 1) * 2) table_grow(st);
   c->serial = ++st->serial;
@@ -95,7 +103,7 @@ void orch__proc_table_add(proc_state *st, orch__child *c) {
   /* Its exit through the ring (no walk); without a wait (the ring is not
    * used, or refused it), through its pidfd or the walk. */
   c->ring_wait = 0;
-  if (st->ring && orch__waitring_add(st->ring, c->pid, ring_tag(c)) == 0) {
+  if (st->ring && st->nwait < RING_WAITS_MAX && orch__waitring_add(st->ring, c->pid, ring_tag(c)) == 0) {
     c->ring_wait = 1;
     c->sig_seen = 0;
     st->nwait++;
