@@ -74,13 +74,10 @@ local function list(live)
   return table.concat(parts, ", ")
 end
 
--- A process a record or journal names is still that process.
+-- A process a record or journal names is still that process (persist's
+-- rule: a pid of the right start time, not a zombie, never orch or pid 1).
 local function alive(pid, start)
-  if math.type(pid) ~= "integer" or pid <= 1 or pid == orch.getpid() or math.type(start) ~= "integer" then
-    return false
-  end
-  local info = orch.proc.info(pid)
-  return info ~= nil and info.state ~= "Z" and info.start_time == start
+  return require("orch.supervisor.persist").same_process(pid, start)
 end
 
 -- The live processes the record and the journal at P's paths name, as

@@ -785,6 +785,7 @@ local function same_process(pid, start)
   local info = orch.proc.info(pid)
   return info ~= nil and info.state ~= "Z" and info.start_time == start
 end
+persist.same_process = same_process
 
 --- In sup.run, before any service starts (task only): turns on persistence
 -- for this run and takes over what a killed orch of the same control socket
