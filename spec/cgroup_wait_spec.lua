@@ -49,7 +49,7 @@ describe("cg:wait", function()
         local got
         -- The timeout is a hang guard: only the removal wakes it.
         local t = orch.task(function() got = { cg:wait(what, 20) } end)
-        orch.sleep(0)
+        h.eventually(function() return t:status() ~= "ready" end, "the waiter waits")
         assert.is_nil(got)
         admin_rmdir(dir)
         t:join()
@@ -68,7 +68,9 @@ describe("cg:wait", function()
       local t1 = orch.task(function() got[1] = { a:wait("populated", 20) } end)
       local t2 = orch.task(function() got[2] = { a:wait("frozen", 20) } end)
       local t3 = orch.task(function() got[3] = { b:wait("populated", 20) } end)
-      orch.sleep(0)
+      h.eventually(function()
+        return t1:status() ~= "ready" and t2:status() ~= "ready" and t3:status() ~= "ready"
+      end, "the three waiters wait")
       admin_rmdir(a:dir())
       t1:join()
       t2:join()
@@ -99,7 +101,7 @@ describe("cg:wait", function()
       end
       local got
       local t = orch.task(function() got = { cg:wait_empty(60) } end)
-      orch.sleep(0)
+      while t:status() == "ready" do orch.sleep(0.01) end   -- until it waits
       io.stdout:write("held ", #held, " waiting ", tostring(got == nil), "\n")
       assert(p:kill("KILL"))
       t:join()
@@ -115,7 +117,7 @@ describe("cg:wait", function()
       end
       got = nil
       t = orch.task(function() got = { cg:wait_empty(60) } end)
-      orch.sleep(0)
+      while t:status() == "ready" do orch.sleep(0.01) end   -- until it waits
       assert(q:kill("KILL"))
       t:join()
       io.stdout:write("again ", tostring(got[1]), " ", tostring(got[2]), "\n")

@@ -414,12 +414,15 @@ describe("tasks", function()
     local r = h.run(function()
       collectgarbage()
       local cycles = cycle_counter()
-      local k, done = 0, 0
+      local k, done, burst = 0, 0, nil
       for _ = 1, n do
-        orch.task(function() k = k + 1; orch.sleep((k % 5) / 1000); done = done + 1 end)
+        orch.task(function()
+          k = k + 1
+          if k == n then burst = cycles.n end   -- the last one started: the burst ends
+          orch.sleep((k % 5) / 1000)
+          done = done + 1
+        end)
       end
-      orch.sleep(0)
-      local burst = cycles.n
       h.eventually(function() return done == n end, "every task woke", 60)
       return { burst = burst, done = done }
     end, 90)

@@ -776,6 +776,8 @@ end
 if os.remove(DIR .. "/kill") then
   orch.task(function()
     while true do
+      -- Every loop turn (a yield, not a wait on time): the adoption goes
+      -- 16 services a turn, and the window to catch is a few turns wide.
       orch.sleep(0)
       local n = 0
       for _, st in ipairs(sup.status()) do if st.pid then n = n + 1 end end
