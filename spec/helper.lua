@@ -388,7 +388,8 @@ do
       return set
     end
     -- The runtime's long-lived descriptors (its loop, its EMFILE reserve,
-    -- the /dev/null that spawns share, libuv's spare fd made with the first
+    -- the /dev/null that spawns share and the low slots they move fds into,
+    -- a started spawn's sets of slots, libuv's spare fd made with the first
     -- stream, the cgroup v2 mount's, held once the hierarchies are known)
     -- are made on first use: make them before the first baseline.
     h.orch.cgroup.info()
@@ -396,6 +397,8 @@ do
       local r, w = h.orch.pipe()
       w:write("x"); w:close(); r:read(); r:close()
       local p = assert(h.orch.spawn{ "/bin/true", stdin = "null", stdout = "null", stderr = "null" })
+      p:wait()
+      p = assert(assert(h.orch.spawn_begin{ "/bin/true", stdin = "null", stdout = "null", stderr = "null" }):finish())
       p:wait()
     end)
     local before

@@ -9,18 +9,24 @@ local h = require "spec.helper"
 
 local prog = h.progs .. "/prog_proc"
 
+-- A script of `orch run` with prog and hold(n) (n more fds held, /dev/null).
+local function holding(body)
+  return h.script(string.format([[
+    local prog = %q
+    local held = {}
+    local function hold(n)
+      for _ = 1, n do held[#held + 1] = assert(io.open("/dev/null")) end
+    end
+  ]], prog) .. body)
+end
+
 after_each(function()
   assert.are.same({}, h.children())
 end)
 
 describe("a spawned child's fd table", function()
   it("of an orch holding 2,000 fds: the child gets its fds alone, copies a small table, and a pipe it held ends", function()
-    local script = h.script(string.format([[
-      local prog = %q
-      local held = {}
-      local function hold(n)
-        for _ = 1, n do held[#held + 1] = assert(io.open("/dev/null")) end
-      end
+    local script = holding([[
       -- The first spawn makes the slots, low; past 64 fds, a child's fds
       -- are moved there.
       local _, out = orch.run { prog, "fds" }
@@ -40,7 +46,7 @@ describe("a spawned child's fd table", function()
       print("wait", (p:wait()))
       r:close()
       for _, f in ipairs(held) do f:close() end
-    ]], prog))
+    ]])
     local code, out, err = h.cli { "run", script }
     assert.are.equal(0, code, err)
     assert.are.equal(table.concat({
@@ -49,6 +55,47 @@ describe("a spawned child's fd table", function()
       "fdsize\tsmall",
       "read\tready\n",
       "wait\t0", "" }, "\n"), out)
+  end)
+
+  it("of a started spawn (orch.spawn_begin) of an orch holding 2,000 fds: a small table, its fds held for it until it has exec'd", function()
+    local script = holding([[
+      -- The first started spawn makes its sets of slots, low.
+      assert(assert(orch.spawn_begin { prog, "fds", stdout = "null" }):finish()):wait()
+      hold(2000)
+      local r, w = assert(orch.pipe())
+      -- Four pending at once (every set taken), and a fifth that finds none
+      -- free: it copies the whole table.
+      local reqs = {}
+      for i = 1, 5 do reqs[i] = assert(orch.spawn_begin { prog, "fdsize", stdout = "pipe" }) end
+      for i = 1, 5 do
+        local p = assert(reqs[i]:finish())
+        local size = tonumber(p.stdout:read_all())
+        p.stdout:close()
+        print("fdsize", i, size < 1024 and "small" or "whole")
+        assert(p:wait() == 0)
+      end
+      -- The caller lets go of the child's fd at once, and orch reuses
+      -- numbers before the child may have copied the table: the child
+      -- still writes through the pipe it was given as fd 3.
+      local req = assert(orch.spawn_begin { prog, "write", "3", "ready\n", fds = { [3] = w } })
+      w:close()
+      hold(10)
+      local p = assert(req:finish())
+      print("read", r:read_all())
+      print("wait", (p:wait()))
+      r:close()
+      local _, fds = orch.run { prog, "fds" }
+      print("after", (fds:gsub("\n", " ")))
+      for _, f in ipairs(held) do f:close() end
+    ]])
+    local code, out, err = h.cli { "run", script }
+    assert.are.equal(0, code, err)
+    assert.are.equal(table.concat({
+      "fdsize\t1\tsmall", "fdsize\t2\tsmall", "fdsize\t3\tsmall", "fdsize\t4\tsmall",
+      "fdsize\t5\twhole",
+      "read\tready\n",
+      "wait\t0",
+      "after\t0 1 2 ", "" }, "\n"), out)
   end)
 
   it("of a small orch: unchanged (fds 0-2 and those given)", function()

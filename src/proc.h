@@ -189,6 +189,15 @@ struct orch__spawn_job {
   char *stack;
   orch__child *child;
   orch__spawn_job *next, **pprev;
+  /* Born sharing orch's fd table (see spawner.c, "A started spawn's
+   * fds"): the request as the child sees it, its fds dup'ed into a set of
+   * low slots that the job holds until it settles (-1: none held). */
+  orch__spawn_req freq;
+  orch__fdmap fmap[4];
+  int fcg[4];
+  int slotset, nmoved;
+  int files_unshared;             /* the child copied the whole table instead
+                                   * (unshare(CLONE_FILES)) */
 };
 
 /* Starts a spawn without waiting for the child's exec: clone3 with CLONE_VM

@@ -57,6 +57,9 @@ typedef struct {
   int slots[6];               /* low fds (/dev/null when idle) into which a
                                * spawn moves its child's high-numbered fds */
   int nslots;                 /* made (at the first spawn), or -1: none */
+  int jslots[4][4];           /* the started spawns' sets of such slots */
+  int njsets;                 /* made (at the first started spawn), or -1 */
+  unsigned jbusy;             /* the sets a pending job holds (bits) */
   int devnull;                /* cached /dev/null (close-on-exec) or -1 */
   orch__orphan_fn on_orphan;  /* adopted orphans' statuses go here */
   void *orphan_data;

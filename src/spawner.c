@@ -183,7 +183,10 @@ CHILD_CODE static int spawn_child(void *arg) {
    * touches an fd. */
   if (x->files_below && (e = RSYS(SYS_close_range, x->files_below, ~0u, 2u /* CLOSE_RANGE_UNSHARE */, 0)) < 0) {
     x->files_failed = 1;
-    child_fail(x, "clone", e);
+    /* A started spawn cannot be tried again (its caller has let go of its
+     * fds): the whole table, as without CLONE_FILES. */
+    if (x->slotset < 0 || (e = RSYS(SYS_unshare, CLONE_FILES, 0, 0, 0)) < 0) child_fail(x, "clone", e);
+    x->files_unshared = 1;
   }
   /* Handlers of the parent must never run here (they would write into its
    * memory and its signal pipe), and ignored signals should not leak into
@@ -362,6 +365,7 @@ int orch__spawn_into_cgroup_works(void) {
 static void ctx_init(spawn_ctx *x, const orch__spawn_req *req) {
   memset(x, 0, sizeof *x);
   x->req = req;
+  x->slotset = -1;
   x->ncg = req->ncgroup_fds;
   x->nofile = orch__nofile_orig();
   if (req->search && !strchr(req->file, '/')) {
@@ -595,6 +599,105 @@ again:
   return pid;
 }
 
+/* ---- A started spawn's fds. Its child is born sharing orch's fd table
+ * too (CLONE_FILES), but orch goes on while the child has not copied it
+ * yet: the caller closes the child's ends of its pipes at once, and orch
+ * may open, close and reuse any number meanwhile. So every fd the child
+ * uses above 2 (and every cgroup.procs fd it writes) is dup'ed into a set
+ * of low slots of the job's own, which it holds until it settles (the
+ * child has exec'd or failed: it copied the table long before; the
+ * runtime's /dev/null, open as long as the table, stays where it is), and the
+ * child copies only the fds below the highest of them. A job that finds
+ * no free set (four started spawns pending), or has more fds than a set
+ * holds, copies the whole table at its clone as before. Where the kernel
+ * refuses the copy (close_range's CLOSE_RANGE_UNSHARE, Linux 5.9, or a
+ * filter), the child copies the whole table (unshare(CLONE_FILES)) and the
+ * next jobs no longer share. */
+
+#define JOB_SETS ((int)(sizeof ((proc_state *)0)->jslots / sizeof ((proc_state *)0)->jslots[0]))
+#define JOB_SLOTS ((int)(sizeof ((proc_state *)0)->jslots[0] / sizeof(int)))
+
+/* The sets, made at the first started spawn when there is room below
+ * SLOTS_MAX; 0 when there are none. */
+static int jslots_ready(proc_state *st) {
+  if (st->njsets) return st->njsets > 0;
+  if (st->devnull < 0) st->devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (st->devnull < 0) return 0;
+  int n = 0;
+  for (; n < JOB_SETS * JOB_SLOTS; n++) {
+    int fd = fcntl(st->devnull, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0 || fd >= SLOTS_MAX) {
+      if (fd >= 0) close(fd);
+      break;
+    }
+    st->jslots[n / JOB_SLOTS][n % JOB_SLOTS] = fd;
+  }
+  if (n < JOB_SETS * JOB_SLOTS) {
+    while (n-- > 0) close(st->jslots[n / JOB_SLOTS][n % JOB_SLOTS]);
+    st->njsets = -1;
+    return 0;
+  }
+  st->njsets = JOB_SETS;
+  return 1;
+}
+
+static int is_jslot(const proc_state *st, int fd) {
+  for (int s = 0; s < JOB_SETS; s++)
+    for (int k = 0; k < JOB_SLOTS; k++)
+      if (st->jslots[s][k] == fd) return 1;
+  return 0;
+}
+
+/* The set's slots let go of what they held (a pipe's end held there would
+ * keep its reader from seeing the end). */
+static void job_files_release(proc_state *st, orch__spawn_job *j) {
+  if (j->slotset < 0) return;
+  for (int k = 0; k < j->nmoved; k++)
+    while (dup3(st->devnull, st->jslots[j->slotset][k], O_CLOEXEC) < 0 && errno == EINTR) {}
+  st->jbusy &= ~(1u << j->slotset);
+  j->slotset = -1;
+  j->nmoved = 0;
+}
+
+/* The job's own view of req (j->freq) with its fds in a free set: returns
+ * files_below, or 0 (the child copies the whole table; j->req is req). */
+static int job_files(proc_state *st, const orch__spawn_req *req, orch__spawn_job *j) {
+  int nf = req->nfds, nc = req->ncgroup_fds;
+  if (!files_works || nf > JOB_SLOTS || nc > JOB_SLOTS || !jslots_ready(st)) return 0;
+  int s = 0;
+  while (s < JOB_SETS && (st->jbusy & (1u << s))) s++;
+  if (s == JOB_SETS) return 0;
+  int *slot = st->jslots[s], src[JOB_SLOTS], n = 0, below = 3;
+  j->slotset = s;                     /* released below on failure */
+  st->jbusy |= 1u << s;
+  for (int i = 0; i < nf + nc; i++) {
+    int f = i < nf ? req->fds[i].source : req->cgroup_fds[i - nf];
+    /* The runtime's /dev/null stays open as long as the table: as it is. */
+    if (f == st->devnull && f < SLOTS_MAX) {
+      if (f >= below) below = f + 1;
+    } else if (f > 2) {
+      int k = moved_to(src, n, f);
+      /* A slot given as a source (its number guessed) would be overwritten. */
+      if (k < 0 && (n == JOB_SLOTS || is_jslot(st, f) || dup3(f, slot[n], O_CLOEXEC) < 0)) {
+        j->nmoved = n;
+        job_files_release(st, j);
+        return 0;
+      }
+      if (k < 0) { src[n] = f; k = n++; }
+      f = slot[k];
+      if (f >= below) below = f + 1;
+    }
+    if (i < nf) { j->fmap[i].target = req->fds[i].target; j->fmap[i].source = f; }
+    else j->fcg[i - nf] = f;
+  }
+  j->nmoved = n;
+  j->freq = *req;
+  j->freq.fds = j->fmap;
+  j->freq.cgroup_fds = j->fcg;
+  j->req = &j->freq;
+  return below;
+}
+
 /* ---- A started spawn (orch__spawn_start): orch goes on while its child
  * gets to its exec, on a stack of its own; the kernel clears job->tid and
  * wakes a futex on it when the child's exec (or exit) gives orch's memory
@@ -629,6 +732,8 @@ static void job_wait(orch__spawn_job *j) {
 static void job_settle(proc_state *st, orch__spawn_job *j, int mine) {
   if (j->state != JOB_PENDING) return;
   if (mine) job_wait(j);
+  if (st) job_files_release(st, j);
+  if (j->files_unshared) files_works = 0;
   if (j->pprev) {
     *j->pprev = j->next;
     if (j->next) j->next->pprev = j->pprev;
@@ -685,6 +790,8 @@ int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_
   job->pidfd = -1;
   int *want = orch__proc_pidfd_wanted(st) ? &job->pidfd : NULL;
   job->cleared = 1;
+  job->files_below = job_files(st, req, job);
+  unsigned long files = job->files_below ? CLONE_FILES : 0;
   UNPOISON_STACK(stack, JOB_STACK);
   sigset_t all, old;
   sigfillset(&all);
@@ -696,12 +803,12 @@ int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_
   if ((req->flags & ORCH__SPAWN_CGROUP) && clone3_works && (nofd || req->ncgroup_fds > 0)) {
     job->ncg = nofd ? req->ncgroup_fds : req->ncgroup_fds - 1;
     long r3 = clone3_into(spawn_child, job, stack, JOB_STACK,
-                          CLONE_CHILD_CLEARTID | INTO_CGROUP | CLEAR_SIGHAND, req->cgroup_dir,
+                          CLONE_CHILD_CLEARTID | files | INTO_CGROUP | CLEAR_SIGHAND, req->cgroup_dir,
                           want, (int *)&job->tid);
     if (want && (r3 == -EMFILE || r3 == -ENFILE)) {   /* no pidfd: the walk reaps it */
       job->pidfd = -1;
       r3 = clone3_into(spawn_child, job, stack, JOB_STACK,
-                       CLONE_CHILD_CLEARTID | INTO_CGROUP | CLEAR_SIGHAND, req->cgroup_dir,
+                       CLONE_CHILD_CLEARTID | files | INTO_CGROUP | CLEAR_SIGHAND, req->cgroup_dir,
                        NULL, (int *)&job->tid);
     }
     if (r3 >= 0) { pid = r3; clone3_works = 2; }
@@ -711,11 +818,11 @@ int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_
   }
   if (pid < 0 && !e) {
     job->pidfd = -1;
-    long r3 = clone3_into(spawn_child, job, stack, JOB_STACK, CLONE_CHILD_CLEARTID | CLEAR_SIGHAND,
+    long r3 = clone3_into(spawn_child, job, stack, JOB_STACK, CLONE_CHILD_CLEARTID | files | CLEAR_SIGHAND,
                           -1, want, (int *)&job->tid);
     if (want && (r3 == -EMFILE || r3 == -ENFILE)) {
       job->pidfd = -1;
-      r3 = clone3_into(spawn_child, job, stack, JOB_STACK, CLONE_CHILD_CLEARTID | CLEAR_SIGHAND,
+      r3 = clone3_into(spawn_child, job, stack, JOB_STACK, CLONE_CHILD_CLEARTID | files | CLEAR_SIGHAND,
                        -1, NULL, (int *)&job->tid);
     }
     if (r3 >= 0) { pid = r3; clear_works = 2; }
@@ -726,6 +833,7 @@ int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_
   if (pid < 0) {
     if (job->pidfd >= 0) close(job->pidfd);
     job->pidfd = -1;
+    job_files_release(st, job);
     job_stack_put(st, stack);
     if (!e) return -ENOSYS;            /* the caller spawns the old way */
     *step = "clone";
@@ -758,7 +866,15 @@ void orch__spawner_close(proc_state *st) {
   while (st->nslots > 0) close(st->slots[--st->nslots]);
   if (st->stack) munmap(st->stack, CHILD_STACK);
   st->stack = NULL;
-  while (st->jobs) job_settle(NULL, st->jobs, 1);
+  while (st->jobs) {
+    job_wait(st->jobs);
+    job_files_release(st, st->jobs);
+    job_settle(NULL, st->jobs, 1);
+  }
+  if (st->njsets > 0)
+    for (int s = 0; s < JOB_SETS; s++)
+      for (int k = 0; k < JOB_SLOTS; k++) close(st->jslots[s][k]);
+  st->njsets = 0;
   while (st->nstacks > 0) munmap(st->stacks[--st->nstacks], JOB_STACK);
 }
 
