@@ -10,12 +10,25 @@
  * steps), without a header; larger blocks go to malloc.
  *
  * Each page keeps its own free list; a class allocates from its pages that
- * have room. A page whose blocks are all free again can serve any class; the
- * first KEEP_EMPTY such pages stay resident (a burst of garbage comes back),
- * the others, and all of them at orch__lalloc_trim (orch.malloc_trim), are
- * given back to the kernel (MADV_DONTNEED) and used again before fresh pages.
- * Pages come in CHUNK-aligned chunks from mmap, so a block finds its page's
- * record from its address alone; chunks are unmapped when the state closes.
+ * have room. One more class holds a new coroutine's stack (STACK_SIZE: Lua
+ * makes one for every coroutine, 720 bytes, too large for a small class and
+ * the largest part of a task), in spans of three pages (17 stacks, 48 bytes
+ * left over); a span is one page record for its pages. A page (or span)
+ * whose blocks are all free again can serve any class of its span size;
+ * the first KEEP_EMPTY such pages stay resident (a burst of garbage comes
+ * back); the others are given back to the kernel (MADV_DONTNEED) at
+ * orch__lalloc_purge, which the runtime calls PURGE_MS after there were
+ * more (runtime.c), and all of them at orch__lalloc_trim
+ * (orch.malloc_trim); pages given back are used again before fresh pages.
+ * Meanwhile the memory a burst of objects left (100,000 ended tasks: 35,000
+ * pages) serves the next burst without a system call and a page fault a
+ * page. Pages given back one after the other go in runs of adjacent pages,
+ * one system call a run (RUN_MAX pages at most wait for it). Pages come in
+ * CHUNK-aligned chunks from mmap, so a block finds its page's record from
+ * its address alone; chunks are unmapped when the state closes. Once the
+ * state has POPULATE_FROM chunks, fresh pages are made resident
+ * POPULATE_PAGES at a time (MADV_POPULATE_WRITE: one system call instead of
+ * a page fault a page, for a burst of new objects such as 100,000 tasks).
  *
  * A state is used by one thread at a time (the loop thread): nothing here
  * locks. Sanitizer builds (ASan) send every block to malloc, so that an
@@ -42,25 +55,44 @@
 #define LALLOC_SMALL 1
 #endif
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23          /* Linux 5.14 */
+#endif
+
 #define GRAIN 8
 #define SMALL_MAX 256
-#define NCLASSES (SMALL_MAX / GRAIN + 1)  /* class c: blocks of c * GRAIN bytes */
+#define NSMALL (SMALL_MAX / GRAIN + 1)  /* class c < NSMALL: blocks of c * GRAIN bytes */
+/* A new coroutine's stack in Lua 5.4: BASIC_STACK_SIZE (2 * LUA_MINSTACK)
+ * and EXTRA_STACK (5) slots of 16 bytes. Another Lua's size just goes to
+ * malloc. */
+#define STACK_SIZE ((2 * LUA_MINSTACK + 5) * 16)
+#define STACK_CLASS NSMALL
+#define STACK_SPAN 3                    /* pages: 17 stacks of 720 bytes */
+#define NCLASSES (NSMALL + 1)
+#define MAX_SPAN 3
 #define PAGE 4096
 #define CHUNK (1024 * 1024)
 #define PAGES (CHUNK / PAGE)
 #define KEEP_EMPTY 32
+#define RUN_MAX 16
+#define POPULATE_FROM 4                 /* chunks (MiB) */
+#define POPULATE_PAGES 16
 
 typedef struct free_block { struct free_block *next; } free_block;
 
-/* A page's record. A page is on one list at a time: its class's pages with
- * room (cls > 0), or the empty pages (cls == 0). */
+/* A page's record (a span's: its first page's; the records of its other
+ * pages only say how far back it is). A page is on one list at a time: its
+ * class's pages with room (cls > 0), or the empty pages of its span size
+ * (cls == 0). */
 typedef struct page {
   free_block *free;                 /* freed blocks of this page */
   struct page *prev, *next;
-  uint16_t cls;                     /* 0: empty */
+  uint8_t cls;                      /* 0: empty */
+  uint8_t span;                     /* pages (1, or STACK_SPAN) */
+  uint8_t off;                      /* in a span: records back to its first */
+  uint8_t returned;                 /* empty and given back to the kernel */
   uint16_t used;                    /* blocks in use */
   uint16_t carved;                  /* bytes handed out from the start at least once */
-  uint16_t returned;                /* empty and given back to the kernel */
 } page;
 
 /* The chunk's first pages hold its header; the others are blocks' pages. */
@@ -72,11 +104,28 @@ typedef struct chunk {
 
 struct orch_lalloc {
   page *room[NCLASSES];             /* per class: its pages with room */
-  page *hot, *cold;                 /* empty pages: resident / given back */
-  size_t nhot;
+  page *hot[MAX_SPAN + 1], *cold[MAX_SPAN + 1];   /* empty pages by span: resident / given back */
+  size_t nhot;                      /* pages in the hot lists */
   chunk *chunks;
+  size_t nchunks;
   size_t fresh;                     /* next never-used page of the newest chunk */
+  size_t populated;                 /* pages of the newest chunk made resident */
+  int no_populate;                  /* the kernel has no MADV_POPULATE_WRITE */
+  char *run;                        /* pages given back, their madvise to come */
+  size_t run_pages;
+  void (*surplus)(void *);          /* told of empty pages beyond KEEP_EMPTY */
+  void *surplus_ud;
 };
+
+static size_t class_size(size_t cls) { return cls == STACK_CLASS ? STACK_SIZE : cls * GRAIN; }
+static size_t class_span(size_t cls) { return cls == STACK_CLASS ? STACK_SPAN : 1; }
+
+/* The class of a block of size bytes; 0: malloc's. */
+static size_t class_of(size_t size) {
+  if (!LALLOC_SMALL) return 0;
+  if (size <= SMALL_MAX) return (size + GRAIN - 1) / GRAIN;
+  return size == STACK_SIZE ? STACK_CLASS : 0;
+}
 
 orch_lalloc *orch__lalloc_new(void) { return calloc(1, sizeof(orch_lalloc)); }
 
@@ -92,7 +141,10 @@ void orch__lalloc_free(orch_lalloc *a) {
 }
 
 static chunk *chunk_of(const void *p) { return (chunk *)((uintptr_t)p & ~(uintptr_t)(CHUNK - 1)); }
-static page *page_of(const void *p) { return &chunk_of(p)->pages[((uintptr_t)p & (CHUNK - 1)) / PAGE]; }
+static page *page_of(const void *p) {
+  page *pg = &chunk_of(p)->pages[((uintptr_t)p & (CHUNK - 1)) / PAGE];
+  return pg - pg->off;
+}
 static char *base_of(page *pg) { chunk *c = chunk_of(pg); return (char *)c + (size_t)(pg - c->pages) * PAGE; }
 
 static void push(page **list, page *pg) {
@@ -119,27 +171,71 @@ static chunk *new_chunk(orch_lalloc *a) {
   chunk *c = (chunk *)start;       /* mmap's pages are zero: every record empty */
   c->next = a->chunks;
   a->chunks = c;
-  a->fresh = HEADER_PAGES;
+  a->nchunks++;
+  a->fresh = a->populated = HEADER_PAGES;
   return c;
 }
 
-/* An empty page for class cls: a resident one, one given back, or a fresh one. */
-static page *take_page(orch_lalloc *a, size_t cls) {
-  page *pg;
-  if (a->hot) {
-    pg = a->hot;
-    unlink_page(&a->hot, pg);
-    a->nhot--;
-  } else if (a->cold) {
-    pg = a->cold;
-    unlink_page(&a->cold, pg);
+/* The pages given back so far are: one madvise for the run. */
+static void run_flush(orch_lalloc *a) {
+  if (a->run_pages) madvise(a->run, a->run_pages * PAGE, MADV_DONTNEED);
+  a->run_pages = 0;
+}
+
+/* pg (empty) goes back to the kernel: with the run when next to it. */
+static void give_back(orch_lalloc *a, page *pg) {
+  char *b = base_of(pg);
+  size_t k = pg->span;
+  pg->returned = 1;
+  if (a->run_pages && b + k * PAGE == a->run) {
+    a->run = b;
+    a->run_pages += k;
+  } else if (a->run_pages && b == a->run + a->run_pages * PAGE) {
+    a->run_pages += k;
   } else {
-    if (!a->chunks || a->fresh == PAGES) {
-      if (!new_chunk(a)) return NULL;
-    }
-    pg = &a->chunks->pages[a->fresh++];
+    run_flush(a);
+    a->run = b;
+    a->run_pages = k;
   }
-  pg->cls = (uint16_t)cls;
+  if (a->run_pages >= RUN_MAX) run_flush(a);
+}
+
+/* k fresh pages of the newest chunk, made resident ahead in a big state. */
+static page *fresh_pages(orch_lalloc *a, size_t k) {
+  if (!a->chunks || a->fresh + k > PAGES) {
+    if (!new_chunk(a)) return NULL;
+  }
+  chunk *c = a->chunks;
+  if (a->fresh + k > a->populated && a->nchunks >= POPULATE_FROM && !a->no_populate) {
+    size_t n = PAGES - a->fresh < POPULATE_PAGES ? PAGES - a->fresh : POPULATE_PAGES;
+    if (madvise((char *)c + a->fresh * PAGE, n * PAGE, MADV_POPULATE_WRITE) == 0) a->populated = a->fresh + n;
+    else a->no_populate = 1;      /* an older kernel: pages fault in one by one */
+  }
+  page *pg = &c->pages[a->fresh];
+  for (size_t i = 1; i < k; i++) pg[i].off = (uint8_t)i;
+  a->fresh += k;
+  return pg;
+}
+
+/* An empty page (span) for class cls: a resident one, one given back, or
+ * a fresh one. */
+static page *take_page(orch_lalloc *a, size_t cls) {
+  size_t k = class_span(cls);
+  page *pg;
+  if (a->hot[k]) {
+    pg = a->hot[k];
+    unlink_page(&a->hot[k], pg);
+    a->nhot -= k;
+  } else if (a->cold[k]) {
+    run_flush(a);                   /* it may be in the run */
+    pg = a->cold[k];
+    unlink_page(&a->cold[k], pg);
+  } else {
+    pg = fresh_pages(a, k);
+    if (!pg) return NULL;
+  }
+  pg->cls = (uint8_t)cls;
+  pg->span = (uint8_t)k;
   pg->used = 0;
   pg->carved = 0;
   pg->returned = 0;
@@ -147,10 +243,10 @@ static page *take_page(orch_lalloc *a, size_t cls) {
   return pg;
 }
 
-static int has_room(page *pg, size_t size) { return pg->free || pg->carved + size <= PAGE; }
+static int has_room(page *pg, size_t size) { return pg->free || pg->carved + size <= (size_t)PAGE * pg->span; }
 
 static void *small_alloc(orch_lalloc *a, size_t cls) {
-  size_t size = cls * GRAIN;
+  size_t size = class_size(cls);
   page *pg = a->room[cls];
   if (!pg) {
     pg = take_page(a, cls);
@@ -170,14 +266,9 @@ static void *small_alloc(orch_lalloc *a, size_t cls) {
   return p;
 }
 
-static void give_back(page *pg) {
-  madvise(base_of(pg), PAGE, MADV_DONTNEED);
-  pg->returned = 1;
-}
-
 static void small_free(orch_lalloc *a, void *p) {
   page *pg = page_of(p);
-  size_t cls = pg->cls, size = cls * GRAIN;
+  size_t cls = pg->cls, size = class_size(cls), k = pg->span;
   int was_full = !has_room(pg, size);
   free_block *b = p;
   b->next = pg->free;
@@ -189,32 +280,48 @@ static void small_free(orch_lalloc *a, void *p) {
   if (!was_full) unlink_page(&a->room[cls], pg);
   pg->cls = 0;
   pg->free = NULL;
-  if (a->nhot < KEEP_EMPTY) {
-    push(&a->hot, pg);
-    a->nhot++;
-  } else {
-    give_back(pg);
-    push(&a->cold, pg);
+  push(&a->hot[k], pg);
+  a->nhot += k;
+  if (a->nhot > KEEP_EMPTY) {
+    if (a->surplus) a->surplus(a->surplus_ud);
+    else orch__lalloc_purge(a);
   }
 }
 
-size_t orch__lalloc_trim(orch_lalloc *a) {
-  size_t n = a->nhot;
-  while (a->hot) {
-    page *pg = a->hot;
-    unlink_page(&a->hot, pg);
-    give_back(pg);
-    push(&a->cold, pg);
+/* Gives back the empty pages beyond keep, the longest empty first (the
+ * lists' tails). */
+static size_t purge_to(orch_lalloc *a, size_t keep) {
+  size_t n = 0;
+  for (size_t k = MAX_SPAN; k >= 1 && a->nhot > keep; k--) {
+    page *pg = a->hot[k];
+    while (pg && pg->next) pg = pg->next;
+    while (pg && a->nhot > keep) {
+      page *prev = pg->prev;
+      unlink_page(&a->hot[k], pg);
+      a->nhot -= k;
+      n += k;
+      give_back(a, pg);
+      push(&a->cold[k], pg);
+      pg = prev;
+    }
   }
-  a->nhot = 0;
+  run_flush(a);
   return n;
+}
+
+size_t orch__lalloc_purge(orch_lalloc *a) { return purge_to(a, KEEP_EMPTY); }
+
+size_t orch__lalloc_trim(orch_lalloc *a) { return purge_to(a, 0); }
+
+void orch__lalloc_on_surplus(orch_lalloc *a, void (*fn)(void *), void *ud) {
+  a->surplus = fn;
+  a->surplus_ud = ud;
 }
 
 void *orch__lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   orch_lalloc *a = ud;
   if (!ptr) osize = 0;              /* then osize was the kind of object made */
-  size_t oc = LALLOC_SMALL && osize <= SMALL_MAX ? (osize + GRAIN - 1) / GRAIN : 0;
-  size_t nc = LALLOC_SMALL && nsize <= SMALL_MAX ? (nsize + GRAIN - 1) / GRAIN : 0;
+  size_t oc = class_of(osize), nc = class_of(nsize);
   if (nsize == 0) {
     if (oc) small_free(a, ptr);
     else free(ptr);

@@ -6,7 +6,10 @@
  *   orch__lalloc_close(L);                    // lua_close, then the pages
  *
  * orch__lalloc_trim gives the pages that hold no block back to the kernel
- * (orch.malloc_trim calls it beside glibc's malloc_trim).
+ * (orch.malloc_trim calls it beside glibc's malloc_trim); orch__lalloc_purge
+ * all but the few kept for reuse. Empty pages beyond those are given back
+ * at once, or, with orch__lalloc_on_surplus, when the caller purges (the
+ * runtime: a while after, runtime.c).
  */
 #ifndef ORCH_LALLOC_H
 #define ORCH_LALLOC_H
@@ -21,6 +24,11 @@ orch_lalloc *orch__lalloc_new(void);
 void orch__lalloc_free(orch_lalloc *a);
 void *orch__lalloc(void *ud, void *ptr, size_t osize, size_t nsize);
 size_t orch__lalloc_trim(orch_lalloc *a);   /* pages given back */
+size_t orch__lalloc_purge(orch_lalloc *a);  /* pages given back */
+/* fn(ud) is called (from inside any allocation or free) whenever a page
+ * empties while more than the kept ones are empty; the caller then calls
+ * orch__lalloc_purge outside of Lua. */
+void orch__lalloc_on_surplus(orch_lalloc *a, void (*fn)(void *), void *ud);
 
 /* A new state using the allocator, with lauxlib's panic and warning
  * functions (warnings off until "@on"); NULL without memory. */

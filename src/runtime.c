@@ -115,6 +115,26 @@ static void teardown(orch_runtime *rt) {
   rt->last_error = NULL;
 }
 
+/* The empty pages of orch's Lua allocator beyond the few it keeps go back
+ * to the kernel PURGE_MS after there first were more (src/lalloc.c): the
+ * memory a burst of garbage left (the objects of 100,000 ended tasks) is
+ * meanwhile there for the next burst, without a system call and a page
+ * fault a page. The timer does not keep the loop alive. */
+#define PURGE_MS 1000
+
+static void purge_cb(uv_timer_t *h) {
+  orch_runtime *rt = h->data;
+  orch_lalloc *a = orch__lalloc_of(rt->L);
+  if (a) orch__lalloc_purge(a);
+}
+
+/* From inside an allocation or a free: only the timer is started. */
+static void lalloc_surplus(void *ud) {
+  orch_runtime *rt = ud;
+  if (rt->torn_down || uv_is_active((uv_handle_t *)&rt->purge)) return;
+  uv_timer_start(&rt->purge, purge_cb, PURGE_MS, 0);
+}
+
 /* Binds a new runtime to L (or returns the existing one). */
 static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &orch__rt_key);
@@ -137,6 +157,9 @@ static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   uv_unref((uv_handle_t *)&rt->holder);
   uv_prepare_init(rt->loop, &rt->vprep);
   rt->vprep.data = rt;
+  uv_timer_init(rt->loop, &rt->purge);
+  uv_unref((uv_handle_t *)&rt->purge);
+  rt->purge.data = rt;
   orch__wheel_init(rt);
   lua_pushlightuserdata(L, rt);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &orch__rt_key);
@@ -314,6 +337,7 @@ orch_runtime *orch_new(void) {
   luaL_openlibs(L);
   orch_runtime *rt = runtime_attach(L, 1);
   if (!rt) { orch__lalloc_close(L); return NULL; }
+  orch__lalloc_on_surplus(orch__lalloc_of(L), lalloc_surplus, rt);
   lua_pushcfunction(L, open_orch_global);
   if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
     rt->last_error = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");

@@ -150,6 +150,7 @@ struct orch_runtime {
    * from their first GC_SAMPLES creations (task.c). */
   unsigned gc_size[2], gc_samples[2];
   int task_mt_ref;          /* registry ref to orch.Task's metatable; 0: not yet (task.c) */
+  uv_timer_t purge;         /* gives back the Lua allocator's empty pages (runtime.c) */
 };
 
 /* The registry key of the runtime's light userdata (&orch__rt_key; the
