@@ -63,7 +63,7 @@ uint64_t orch__thread_cpu_ns(void) {
 
 /* The CPU time task t used so far (it may be running). */
 uint64_t orch__task_cpu_ns(const orch__task *t) {
-  if (t->rt->current == t && t->cpu_limit_ns) return t->cpu_ns + (orch__thread_cpu_ns() - t->cpu_mark);
+  if (t->rt->current == t && t->cpu_limit_ns) return t->cpu_ns + (orch__thread_cpu_ns() - t->rt->task_cpu_mark);
   return t->cpu_ns;
 }
 

@@ -286,7 +286,7 @@ void orch__wtimer_stop(orch_runtime *rt, orch__wtimer *t) {
   if (!rt->wlate.head && !rt->wslotted && !rt->wfar.n) rearm(rt);
 }
 
-void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, uint64_t ms, orch__wtimer_cb cb) {
+void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, uint64_t ms, orch__vtimer_cb cb) {
   orch__wtimer_stop(rt, t);
   if (!rt->wheel) {
     rt->wheel = calloc(ORCH__WHEEL_SLOTS, sizeof *rt->wheel);
@@ -301,7 +301,7 @@ void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, uint64_t ms, orch__wt
   }
   t->h.due = ms > UINT64_MAX / 2 - now ? UINT64_MAX / 2 : now + ms;
   t->h.seq = rt->wseq++;
-  t->cb = cb;
+  t->h.cb = cb;
   place(rt, t);
   /* The uv timer is armed for the earliest wait or earlier (a stop does
    * not re-arm it): only an earlier one re-arms it. */
@@ -320,7 +320,7 @@ static void fire(orch_runtime *rt, orch__wlist *l, orch__wtimer *t, int slot) {
     if (!l->head) mark(rt, t->h.due, 0);
   }
   t->where = ORCH__W_NONE;
-  t->cb(t);
+  t->h.cb(&t->h);
 }
 
 /* Waking a task reads its struct, its coroutine and the registry's slot

@@ -58,8 +58,8 @@ static int task_set_cpu_limit(lua_State *L) {
   if (s > 0 && ns == 0) ns = 1;
   if (t->rt->current == t) {
     /* Running: account what it used so far under the old setting. */
-    if (t->cpu_limit_ns) t->cpu_ns += orch__thread_cpu_ns() - t->cpu_mark;
-    t->cpu_mark = orch__thread_cpu_ns();
+    if (t->cpu_limit_ns) t->cpu_ns += orch__thread_cpu_ns() - t->rt->task_cpu_mark;
+    t->rt->task_cpu_mark = orch__thread_cpu_ns();
     if (ns && !t->cpu_limit_ns) lua_sethook(t->co, orch__budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
   }
   t->cpu_limit_ns = ns;

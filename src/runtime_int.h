@@ -28,21 +28,22 @@ typedef struct { orch__vtimer **v; size_t n, cap; } orch__theap;
 #define ORCH__WHEEL_SLOTS 1024      /* milliseconds; a power of 2 */
 enum { ORCH__W_NONE, ORCH__W_LATE, ORCH__W_SLOT, ORCH__W_FAR };
 typedef struct orch__wtimer orch__wtimer;
-typedef void (*orch__wtimer_cb)(orch__wtimer *t);
 struct orch__wtimer {
   /* h.due: the loop time (ms) it is due; h.seq: arming order; h.pos: its
    * place in the far heap (which orders orch__vtimer pointers: h is the
-   * first member); h.data: the owner's; h.cb is not used. One struct for
-   * the wheel and the far heap keeps a sleeping task 24 bytes smaller. */
+   * first member); h.cb: called with &h when it fires; h.data: the
+   * owner's. One struct for the wheel and the far heap keeps a sleeping
+   * task 24 bytes smaller. */
   orch__vtimer h;
   orch__wtimer *prev, *next;    /* in its slot's list or the late list */
-  orch__wtimer_cb cb;
   int where;                    /* ORCH__W_* */
 };
 typedef struct { orch__wtimer *head, *tail; } orch__wlist;
 
 /* A task is its orch.Task userdata: one per task, alive at once by the
- * hundred thousand, so it is kept small (flags in bytes, one timer). */
+ * hundred thousand, so it is kept small (flags in bytes, one timer): at
+ * most 200 bytes, so that the userdata (Lua's 56-byte header with one
+ * uservalue) is a small block of orch's allocator (src/lalloc.c). */
 struct orch__task {
   lua_State *co;
   orch_runtime *rt;
@@ -55,10 +56,11 @@ struct orch__task {
   unsigned char self_cancel;/* called task:cancel() on itself */
   unsigned char queued;     /* in the ready queue */
   unsigned char vtimed;     /* the timer is the virtual clock's */
-  int wake_nargs;
+  union {
+    int nargs;              /* values its next (or running) resume passes */
+    int nres;               /* when done: results left on co's stack */
+  };
   unsigned gc_held;         /* bytes of it the collector counts only at its end (task.c) */
-  int nres;                 /* results left on co's stack when done */
-  int qnargs;
   orch__task *joining;      /* the task this one waits for in :join() */
   orch__task *joiners;      /* the tasks waiting in :join() for this one */
   orch__task *join_next;    /* the next in joining's joiners */
@@ -73,7 +75,6 @@ struct orch__task {
   orch__task *all_prev, *all_next;  /* every unfinished task */
   uint64_t cpu_limit_ns;    /* task:set_cpu_limit; 0: none */
   uint64_t cpu_ns;          /* CPU time used while a limit was set */
-  uint64_t cpu_mark;        /* thread CPU clock at the current resume */
 };
 
 #define MAX_HOOKS 16
@@ -120,6 +121,7 @@ struct orch_runtime {
    * again only once the wall clock says the budget may be used up. */
   volatile uint64_t budget_cpu_start;
   uint64_t cpu_mark, cpu_mark_wall;
+  uint64_t task_cpu_mark;   /* the thread CPU clock at the running task's resume, when it has a CPU limit */
   int fork_child;           /* orch.fork's child: its loop's end is the process's */
   /* The virtual clock (see the opening comment). */
   int vclock;               /* orch.clock("virtual") */
@@ -180,7 +182,7 @@ int orch__wait_begin(orch__task *t, double timeout, const char *op,
                      orch__cancel_fn cancel, void *data);
 
 /* clock.c: the wheel of real-clock task waits. */
-void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, uint64_t ms, orch__wtimer_cb cb);
+void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, uint64_t ms, orch__vtimer_cb cb);
 void orch__wtimer_stop(orch_runtime *rt, orch__wtimer *t);
 void orch__wheel_init(orch_runtime *rt);
 void orch__wheel_reset(orch_runtime *rt);

@@ -41,6 +41,10 @@
 
 #include "util.h"
 
+/* The userdata of a task (its struct after Lua's 56-byte header with one
+ * uservalue) is then a small block of src/lalloc.c (up to 256 bytes). */
+_Static_assert(sizeof(orch__task) <= 200, "orch__task: at most 200 bytes");
+
 orch__task *orch__current(lua_State *L) {
   orch__task *t = *extra(L);
   /* A coroutine created by coroutine.create inside a task copies the main
@@ -59,7 +63,7 @@ void orch__check_task(lua_State *L, const char *fname) {
 void orch__queue_push(orch__task *t, int nargs) {
   orch_runtime *rt = t->rt;
   t->queued = 1;
-  t->qnargs = nargs;
+  t->nargs = nargs;
   t->status = T_READY;
   t->next = NULL;
   t->prev = rt->rq_tail;
@@ -424,7 +428,7 @@ static void task_resume(orch__task *t, int nargs) {
   t->status = T_RUNNING;
   t->awaiting = 0;
   t->waking = 1;
-  t->wake_nargs = nargs;
+  t->nargs = nargs;
   rt->resumes++;
   /* The outermost resume starts the clock; a nested one runs on its time. */
   int armed = rt->budget_ns && !rt->budget_start;
@@ -439,12 +443,14 @@ static void task_resume(orch__task *t, int nargs) {
     counted = 1;
   }
   if (counted) lua_sethook(t->co, orch__budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
-  if (t->cpu_limit_ns) t->cpu_mark = orch__thread_cpu_ns();
+  uint64_t outer_mark = rt->task_cpu_mark;
+  if (t->cpu_limit_ns) rt->task_cpu_mark = orch__thread_cpu_ns();
   lua_State *prev_co = rt->running_co;
   rt->running_co = t->co;
   int st = lua_resume(t->co, prev ? prev->co : NULL, nargs, &nres);
   rt->running_co = prev_co;
-  if (t->cpu_limit_ns) t->cpu_ns += orch__thread_cpu_ns() - t->cpu_mark;
+  if (t->cpu_limit_ns) t->cpu_ns += orch__thread_cpu_ns() - rt->task_cpu_mark;
+  rt->task_cpu_mark = outer_mark;
   if (lua_gethook(t->co)) lua_sethook(t->co, NULL, 0, 0);
   if (armed) rt->budget_start = 0;
   rt->current = prev;
@@ -507,7 +513,7 @@ void orch__idle_cb(uv_idle_t *h) {
   while (rt->rq_head && !rt->exiting) {
     orch__task *t = rt->rq_head;
     orch__queue_remove(t);
-    task_resume(t, t->qnargs);
+    task_resume(t, t->nargs);
     if (t == last) break;
   }
   if (!rt->rq_head && rt->idle_active) {
@@ -522,7 +528,7 @@ int orch__await_k(lua_State *L, int status, lua_KContext ctx) {
   if (!t->waking)
     return luaL_error(L, "orch: a waiting task was resumed by coroutine.resume");
   t->waking = 0;
-  return t->wake_nargs;
+  return t->nargs;
 }
 
 static void timed_out(orch__task *t) {
@@ -544,7 +550,7 @@ static void timed_out(orch__task *t) {
   orch__wake(co, 3);
 }
 
-static void wtimeout_cb(orch__wtimer *wt) { timed_out(wt->h.data); }
+static void wtimeout_cb(orch__vtimer *h) { timed_out(h->data); }
 
 static void vtimeout_cb(orch__vtimer *vt) { timed_out(vt->data); }
 
