@@ -230,26 +230,46 @@ void orch__task_stop_timer(orch__task *t) {
 }
 
 /* Brings in what waking the task waiting in w will read, ahead of it
- * (clock.c), in three stages, each relying on the one before having been
- * asked for a turn earlier: 0, its struct (found from w's address, nothing
- * read); 1, its coroutine's lua_State (the extra space lies just before
- * it); 2, the coroutine's current call frame and stack (Lua's internals:
- * read through lua_type, whose result nobody waits for, so the processor
- * goes on meanwhile) and the registry slot its end clears. */
+ * (clock.c), in four stages, each relying on the one before having been
+ * asked for a turn earlier, and each only asking (a read that misses would
+ * hold the processor up for as long as the miss): 0, its struct (found
+ * from w's address, nothing read); 1, its coroutine's lua_State (the extra
+ * space lies just before it) and the neighbours its end unlinks from the
+ * list of unfinished tasks; 2, the coroutine's current call frame (the
+ * waiting call's CallInfo: lua_getstack reads only the lua_State); 3, what
+ * that frame points to (Lua 5.4's CallInfo starts with its function's
+ * stack slot, and its caller's frame is its third pointer): the stack
+ * where the task's function resumes, and that function's frame. Only
+ * addresses are read from Lua's frames, for the processor's prefetch,
+ * which ignores a wrong one. */
 void orch__task_prefetch(const orch__wtimer *w, int stage) {
   const orch__task *t = (const orch__task *)((const char *)w - offsetof(orch__task, timer.w));
   if (stage == 0) {
     for (size_t i = 0; i < sizeof *t; i += 64) __builtin_prefetch((const char *)t + i);
-  } else if (!t->co) {
     return;
-  } else if (stage == 1) {
+  }
+  if (!t->co) return;
+  if (stage == 1) {
     const char *p = (const char *)t->co - sizeof(void *);
     for (size_t i = 0; i < 256; i += 64) __builtin_prefetch(p + i);
-  } else {
-    (void)lua_type(t->co, 1);
-    lua_rawgeti(t->rt->L, LUA_REGISTRYINDEX, t->ref);
-    lua_pop(t->rt->L, 1);
+    if (t->all_prev) __builtin_prefetch(&t->all_prev->all_next);
+    if (t->all_next) __builtin_prefetch(&t->all_next->all_prev);
+    return;
   }
+  lua_Debug ar;
+  if (!lua_getstack(t->co, 0, &ar)) return;
+  const char *ci = (const char *)ar.i_ci;
+  if (stage == 2) {
+    __builtin_prefetch(ci);
+    __builtin_prefetch(ci + 63);
+    return;
+  }
+  const char *const *p = (const char *const *)ci;
+  __builtin_prefetch(p[0]);
+  __builtin_prefetch(p[0] + 64);
+  __builtin_prefetch(p[0] - 64);
+  __builtin_prefetch(p[2]);
+  __builtin_prefetch(p[2] + 63);
 }
 
 /* ---------------------------------------------------------------- joins */
