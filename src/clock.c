@@ -328,17 +328,18 @@ static void fire(orch_runtime *rt, orch__wlist *l, orch__wtimer *t, int slot) {
  * of a burst is 1.4 KiB of it), which made the processor wait on memory at
  * each step of each wake-up. So, before a wait's task runs, the processor
  * is asked for what the next waits of its list will read, one stage each:
- * the struct of the fourth (from its address alone), the coroutine of the
- * third (whose struct came a turn ago), the call frame of the second, the
- * stack of the first (orch__task_prefetch). All read from the live list before the task runs:
+ * the struct of the fifth (from its address alone), the coroutine of the
+ * fourth (whose struct came a turn ago), and so on to the function of the
+ * first (orch__task_prefetch). All read from the live list before the task runs:
  * whatever its wake-up stops or frees, the next turn reads it again. */
 static void ahead(orch__wtimer *t) {
   orch__wtimer *n1 = t->next, *n2 = n1 ? n1->next : NULL, *n3 = n2 ? n2->next : NULL;
-  orch__wtimer *n4 = n3 ? n3->next : NULL;
-  if (n4) orch__task_prefetch(n4, 0);
-  if (n3) orch__task_prefetch(n3, 1);
-  if (n2) orch__task_prefetch(n2, 2);
-  if (n1) orch__task_prefetch(n1, 3);
+  orch__wtimer *n4 = n3 ? n3->next : NULL, *n5 = n4 ? n4->next : NULL;
+  if (n5) orch__task_prefetch(n5, 0);
+  if (n4) orch__task_prefetch(n4, 1);
+  if (n3) orch__task_prefetch(n3, 2);
+  if (n2) orch__task_prefetch(n2, 3);
+  if (n1) orch__task_prefetch(n1, 4);
 }
 
 static void wheel_cb(uv_timer_t *h) {

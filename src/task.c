@@ -230,18 +230,24 @@ void orch__task_stop_timer(orch__task *t) {
 }
 
 /* Brings in what waking the task waiting in w will read, ahead of it
- * (clock.c), in four stages, each relying on the one before having been
- * asked for a turn earlier, and each only asking (a read that misses would
- * hold the processor up for as long as the miss): 0, its struct (found
- * from w's address, nothing read); 1, its coroutine's lua_State (the extra
- * space lies just before it) and the neighbours its end unlinks from the
- * list of unfinished tasks; 2, the coroutine's current call frame (the
- * waiting call's CallInfo: lua_getstack reads only the lua_State); 3, what
- * that frame points to (Lua 5.4's CallInfo starts with its function's
- * stack slot, and its caller's frame is its third pointer): the stack
- * where the task's function resumes, and that function's frame. Only
- * addresses are read from Lua's frames, for the processor's prefetch,
- * which ignores a wrong one. */
+ * (clock.c), in five stages, each relying on the one before having been
+ * asked for a turn earlier, and each only asking (a read that misses holds
+ * the processor up for as long as the miss):
+ *   0, its struct (found from w's address, nothing read);
+ *   1, its coroutine's lua_State (the extra space lies just before it) and
+ *      the neighbours its end unlinks from the list of unfinished tasks;
+ *   2, the coroutine's current call frame, the waiting call's (lua_getstack
+ *      reads only the lua_State);
+ *   3, the frame of the task's function that made the call, the stack
+ *      around the waiting call's slot, and the registry slot that anchors
+ *      the task, which its end clears;
+ *   4, the task's function (a Lua closure), found from its frame's slot.
+ * Lua 5.4's internals are read for addresses only, from lines brought in
+ * by the stage before: a CallInfo starts with its function's stack slot, a
+ * stack slot (TValue) with its value, and a Table's array pointer follows
+ * its 16-byte header. A prefetch of a wrong address does nothing. */
+#define LCL_TAG 0x46                /* a stack slot's tag: a Lua closure (5.4) */
+
 void orch__task_prefetch(const orch__wtimer *w, int stage) {
   const orch__task *t = (const orch__task *)((const char *)w - offsetof(orch__task, timer.w));
   if (stage == 0) {
@@ -257,19 +263,31 @@ void orch__task_prefetch(const orch__wtimer *w, int stage) {
     return;
   }
   lua_Debug ar;
-  if (!lua_getstack(t->co, 0, &ar)) return;
-  const char *ci = (const char *)ar.i_ci;
   if (stage == 2) {
-    __builtin_prefetch(ci);
-    __builtin_prefetch(ci + 63);
+    if (!lua_getstack(t->co, 0, &ar)) return;
+    __builtin_prefetch(ar.i_ci);
+    __builtin_prefetch((const char *)ar.i_ci + 63);
     return;
   }
-  const char *const *p = (const char *const *)ci;
-  __builtin_prefetch(p[0]);
-  __builtin_prefetch(p[0] + 64);
-  __builtin_prefetch(p[0] - 64);
-  __builtin_prefetch(p[2]);
-  __builtin_prefetch(p[2] + 63);
+  if (stage == 3) {
+    if (!lua_getstack(t->co, 0, &ar)) return;
+    const char *slot = *(const char *const *)ar.i_ci;
+    for (int i = -2; i <= 1; i++) __builtin_prefetch(slot + 64 * i);
+    if (lua_getstack(t->co, 1, &ar)) {
+      __builtin_prefetch(ar.i_ci);
+      __builtin_prefetch((const char *)ar.i_ci + 63);
+    }
+    const char *reg = lua_topointer(t->rt->L, LUA_REGISTRYINDEX);
+    if (reg && t->ref > 0) __builtin_prefetch(*(const char *const *)(reg + 16) + 16 * (size_t)(t->ref - 1));
+    return;
+  }
+  if (!lua_getstack(t->co, 1, &ar)) return;
+  const char *slot = *(const char *const *)ar.i_ci;
+  if ((unsigned char)slot[8] == LCL_TAG) {
+    const char *cl = *(const char *const *)slot;
+    __builtin_prefetch(cl);
+    __builtin_prefetch(cl + 63);
+  }
 }
 
 /* ---------------------------------------------------------------- joins */
