@@ -373,14 +373,14 @@ function M.metrics(sup)
   if k > 0 then
     head("orch_service_log_lines_total", "counter", "Output lines the service wrote.")
     for i = 1, k do
-      local sink = insts[i].sink
+      local sink = insts[i]:log_sink()
       local v = sink and sink.lines or 0
       b[n + 1], b[n + 2], b[n + 3] = "orch_service_log_lines_total", lab[i].L, SMALL[v] or v .. "\n"
       n = n + 3
     end
     head("orch_service_log_dropped_total", "counter", "Output lines that could not be written to the log.")
     for i = 1, k do
-      local sink = insts[i].sink
+      local sink = insts[i]:log_sink()
       local v = sink and sink.dropped or 0
       b[n + 1], b[n + 2], b[n + 3] = "orch_service_log_dropped_total", lab[i].L, SMALL[v] or v .. "\n"
       n = n + 3

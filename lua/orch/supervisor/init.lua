@@ -764,11 +764,11 @@ local function new(main)
     local insts, err = graph.resolve(S, name, "tail")
     if not insts then return nil, err, "ENOENT" end
     if #insts == 1 then
-      return insts[1].sink and insts[1].sink:tail(n) or {}
+      return insts[1]:log_sink() and insts[1]:log_sink():tail(n) or {}
     end
     local out = {}
     for _, inst in ipairs(insts) do
-      for _, line in ipairs(inst.sink and inst.sink:tail(n) or {}) do
+      for _, line in ipairs(inst:log_sink() and inst:log_sink():tail(n) or {}) do
         out[#out + 1] = "[" .. inst.name .. "] " .. line
       end
     end
@@ -920,7 +920,7 @@ local function new(main)
     local function usr1()
       S:log("received USR1: reopening log files")
       local sinks = {}
-      for _, inst in ipairs(S:all_instances()) do sinks[#sinks + 1] = inst.sink end
+      for _, inst in ipairs(S:all_instances()) do sinks[#sinks + 1] = inst:log_sink() end
       require("orch.supervisor.log").reopen(sinks)
     end
     -- As PID 1, orch's init mode passes TERM/INT on to every child at

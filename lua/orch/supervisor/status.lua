@@ -195,7 +195,7 @@ local function json_one(S, inst, now, defer, p, n, out)
      and inst.reason == nil and stop_signal == nil and S.cgroup_off == nil and mtype(a[2]) == "integer" then
     local cg, cpu, memory, tasks, oom, ctls = cgroup.figures(inst, run, a[4], a[5], a[6], a[7], a[8])
     cpu = cpu or a[3]
-    local sink = inst.sink
+    local sink = inst:log_sink()
     -- The writer reads the cgroup's path itself, and declines (false) one
     -- that needs an escape.
     if cg and not ctls and type(cpu) == "number" and cpu < huge
@@ -227,7 +227,7 @@ local function json_one(S, inst, now, defer, p, n, out)
   if inst.exit_signal ~= nil then p[n + 1] = ',"exit_signal":' n = val(p, n + 1, inst.exit_signal) end
   if inst.status_text ~= nil then p[n + 1] = ',"status_text":' n = val(p, n + 1, inst.status_text) end
   if inst.reason ~= nil then p[n + 1] = ',"reason":' n = val(p, n + 1, inst.reason) end
-  local sink = inst.sink
+  local sink = inst:log_sink()
   p[n + 1], p[n + 2], p[n + 3], p[n + 4] = ',"log_lines":', sink and sink.lines or 0, ',"log_dropped":', sink and sink.dropped or 0
   n = n + 4
   local cg, cpu, memory, tasks, oom, ctls = cgroup.figures(inst, alive and run, read and a[4], read and a[5],
