@@ -106,6 +106,12 @@ typedef struct waiter {
   lua_State *co;
 } waiter;
 
+/* What p:rusage() reports of the reaper's struct rusage. */
+typedef struct {
+  struct timeval utime, stime;
+  long maxrss, minflt, majflt, nvcsw, nivcsw;
+} kept_rusage;
+
 typedef struct {
   orch__child child;          /* first: the reaper hands us &child */
   orch_runtime *rt;
@@ -114,10 +120,11 @@ typedef struct {
   int stopsig;                /* stopped by this signal (P_RUNNING), or 0 */
   int anchor;                 /* registry ref while the status may come */
   waiter *waiters;
-  /* What p:rusage() reports of the reaper's struct rusage (kept from the
-   * exit on; the whole struct would cost every live process 144 bytes). */
-  struct timeval ru_utime, ru_stime;
-  long ru_maxrss, ru_minflt, ru_majflt, ru_nvcsw, ru_nivcsw;
+  /* Allocated at the exit (NULL before, or without memory then): a live
+   * process does not carry it. The userdata (its 6 user values and this
+   * struct) is then 256 bytes, a small block of orch's Lua allocator
+   * (src/lalloc.c), instead of 328 from malloc. */
+  kept_rusage *ru;
 } process;
 
 static process *check_process(lua_State *L, int idx) {
@@ -163,13 +170,16 @@ static int process_exited(orch__child *c, int status, const struct rusage *ru) {
   lua_State *L = orch__mainthread(p->rt);
   p->state = P_EXITED;
   p->status = status;
-  p->ru_utime = ru->ru_utime;
-  p->ru_stime = ru->ru_stime;
-  p->ru_maxrss = ru->ru_maxrss;
-  p->ru_minflt = ru->ru_minflt;
-  p->ru_majflt = ru->ru_majflt;
-  p->ru_nvcsw = ru->ru_nvcsw;
-  p->ru_nivcsw = ru->ru_nivcsw;
+  p->ru = malloc(sizeof *p->ru);
+  if (p->ru) {
+    p->ru->utime = ru->ru_utime;
+    p->ru->stime = ru->ru_stime;
+    p->ru->maxrss = ru->ru_maxrss;
+    p->ru->minflt = ru->ru_minflt;
+    p->ru->majflt = ru->ru_majflt;
+    p->ru->nvcsw = ru->ru_nvcsw;
+    p->ru->nivcsw = ru->ru_nivcsw;
+  }
   luaL_checkstack(L, 8, NULL);
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->anchor);   /* keeps p alive below */
   int ud = lua_gettop(L);
@@ -490,14 +500,17 @@ static double tv_seconds(struct timeval tv) {
 static int process_rusage(lua_State *L) {
   process *p = check_process(L, 1);
   if (p->state != P_EXITED) return orch__failf(L, "EBUSY", "rusage: process %d has not exited", (int)p->child.pid);
+  const kept_rusage *ru = p->ru;
+  if (!ru) return orch__failf(L, "ENOMEM", "rusage: no memory was left to keep it at the exit of process %d",
+                              (int)p->child.pid);
   lua_createtable(L, 0, 7);
-  lua_pushnumber(L, tv_seconds(p->ru_utime)); lua_setfield(L, -2, "utime");
-  lua_pushnumber(L, tv_seconds(p->ru_stime)); lua_setfield(L, -2, "stime");
-  lua_pushinteger(L, (lua_Integer)p->ru_maxrss * 1024); lua_setfield(L, -2, "maxrss");
-  lua_pushinteger(L, p->ru_minflt); lua_setfield(L, -2, "minflt");
-  lua_pushinteger(L, p->ru_majflt); lua_setfield(L, -2, "majflt");
-  lua_pushinteger(L, p->ru_nvcsw); lua_setfield(L, -2, "nvcsw");
-  lua_pushinteger(L, p->ru_nivcsw); lua_setfield(L, -2, "nivcsw");
+  lua_pushnumber(L, tv_seconds(ru->utime)); lua_setfield(L, -2, "utime");
+  lua_pushnumber(L, tv_seconds(ru->stime)); lua_setfield(L, -2, "stime");
+  lua_pushinteger(L, (lua_Integer)ru->maxrss * 1024); lua_setfield(L, -2, "maxrss");
+  lua_pushinteger(L, ru->minflt); lua_setfield(L, -2, "minflt");
+  lua_pushinteger(L, ru->majflt); lua_setfield(L, -2, "majflt");
+  lua_pushinteger(L, ru->nvcsw); lua_setfield(L, -2, "nvcsw");
+  lua_pushinteger(L, ru->nivcsw); lua_setfield(L, -2, "nivcsw");
   return 1;
 }
 
@@ -558,6 +571,8 @@ static int process_gc(lua_State *L) {
     waiter_unlink(w);
     free(w);
   }
+  free(p->ru);
+  p->ru = NULL;
   return 0;
 }
 
