@@ -1229,7 +1229,8 @@ describe("stream:on_read", function()
       out.busy = table.pack(r2:on_read(function() end))
       t:cancel()
       out.badfn = table.pack(pcall(r.on_read, r, 42))
-      out.extra = table.pack(pcall(r.on_read, r, print, 1))
+      out.extra = table.pack(pcall(r.on_read, r, print, 1, 2))
+      out.argless = table.pack(pcall(r.on_read, r, nil, 1))
       return out
     end)
     assert.are.equal("EBUSY", res.read[3])
@@ -1239,6 +1240,52 @@ describe("stream:on_read", function()
     assert.is_false(res.badfn[1])
     assert.matches("function expected", res.badfn[2])
     assert.is_false(res.extra[1])
+    assert.is_false(res.argless[1])
+    assert.matches("no argument without a callback", res.argless[2])
+  end)
+
+  it("passes an argument given after the callback first, at EOF too; a replacement brings its own or none", function()
+    local res = with_pipe(function(r, w)
+      local got, done, tick = {}, orch.cond(), orch.cond()
+      local state = { "first" }
+      local function cb(arg, chunk, ...)
+        got[#got + 1] = { arg = arg, chunk = chunk, n = select("#", ...) }
+        tick:signal()
+        if not chunk then done:signal() end
+      end
+      local function calls(n)
+        for _ = 1, 100 do
+          if #got >= n then return true end
+          tick:wait(1)
+        end
+        return false
+      end
+      assert.is_true(r:on_read(cb, state))
+      assert(w:write("a"))
+      assert.is_true(calls(1))
+      local state2 = { "second" }
+      assert.is_true(r:on_read(cb, state2))
+      assert(w:write("b"))
+      assert.is_true(calls(2))
+      -- Without an argument the callback gets the chunk first again.
+      assert.is_true(r:on_read(function(chunk) got[#got + 1] = { plain = chunk } tick:signal() end))
+      assert(w:write("c"))
+      assert.is_true(calls(3))
+      assert.is_true(r:on_read(cb, state))
+      w:close()
+      done:wait(10)
+      return { got = got, state = state, state2 = state2 }
+    end)
+    local got = res.got
+    assert.are.equal(4, #got)
+    assert.are.equal(res.state, got[1].arg)
+    assert.are.equal("a", got[1].chunk)
+    assert.are.equal(res.state2, got[2].arg)
+    assert.are.equal("b", got[2].chunk)
+    assert.are.same({ plain = "c" }, got[3])
+    assert.are.equal(res.state, got[4].arg)
+    assert.is_nil(got[4].chunk)
+    assert.are.equal(0, got[4].n)
   end)
 end)
 

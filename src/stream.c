@@ -64,7 +64,7 @@ score *orch__score_new(orch__hstate *st, int kind, int fd, int flags) {
   s->fdnum = fd;
   s->kind = kind;
   s->flags = flags;
-  s->cb_fn = s->cb_self = LUA_NOREF;
+  s->cb_fn = s->cb_self = s->cb_arg = LUA_NOREF;
   return s;
 }
 
@@ -510,7 +510,8 @@ static void cb_release(score *s) {
   read_stop(s);
   luaL_unref(L, LUA_REGISTRYINDEX, s->cb_fn);
   luaL_unref(L, LUA_REGISTRYINDEX, s->cb_self);
-  s->cb_fn = s->cb_self = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, s->cb_arg);
+  s->cb_fn = s->cb_self = s->cb_arg = LUA_NOREF;
 }
 
 static void cb_done(lua_State *L, int owner, int failed);
@@ -527,11 +528,15 @@ static void cb_dispatch(score *s) {
   lua_checkstack(L, 8);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->cb_self);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->cb_fn);
+  if (s->cb_arg != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->cb_arg);
+    nargs++;
+  }
   if (avail) {
     lua_pushlstring(L, s->buf + s->off, avail);
     consume(s, avail);
   } else if (s->rerr) {
-    nargs = orch__fail_uv(L, "read", s->rerr);
+    nargs += orch__fail_uv(L, "read", s->rerr) - 1;
     s->cb_final = 1;
   } else {
     lua_pushnil(L);
@@ -578,10 +583,30 @@ static void cb_done(lua_State *L, int owner, int failed) {
   }
 }
 
+/* An argument (not nil) given after the callback is passed to it first:
+ * fn(arg, chunk). The supervisor's log capture passes its state so,
+ * instead of making a closure over it for each pipe (80 bytes a service). */
+static void cb_set_arg(lua_State *L, score *s) {
+  int has = !lua_isnoneornil(L, 3);
+  if (s->cb_arg != LUA_NOREF && has) {
+    lua_pushvalue(L, 3);
+    lua_rawseti(L, LUA_REGISTRYINDEX, s->cb_arg);
+    return;
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, s->cb_arg);
+  s->cb_arg = LUA_NOREF;
+  if (has) {
+    lua_pushvalue(L, 3);
+    s->cb_arg = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
 static int stream_on_read(lua_State *L) {
   score *s = check_stream(L, 1);
   if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
-  orch__check_nargs(L, 2);
+  orch__check_nargs(L, 3);
+  if (lua_isnil(L, 2) && !lua_isnoneornil(L, 3))
+    return luaL_argerror(L, 3, "no argument without a callback");
   if (lua_isnil(L, 2)) {
     cb_release(s);
     lua_pushboolean(L, 1);
@@ -595,11 +620,13 @@ static int stream_on_read(lua_State *L) {
     /* A new callback replaces the old one, from the next chunk on. */
     lua_pushvalue(L, 2);
     lua_rawseti(L, LUA_REGISTRYINDEX, s->cb_fn);
+    cb_set_arg(L, s);
     lua_pushboolean(L, 1);
     return 1;
   }
   lua_pushvalue(L, 2);
   s->cb_fn = luaL_ref(L, LUA_REGISTRYINDEX);
+  cb_set_arg(L, s);
   lua_pushvalue(L, 1);
   s->cb_self = luaL_ref(L, LUA_REGISTRYINDEX);
   s->cb_on = 1;

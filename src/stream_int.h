@@ -76,7 +76,7 @@ typedef struct score {
    * userdata (an active stream is not collected); cb_busy while a task runs
    * the callback (reading pauses); cb_final once EOF or an error was passed. */
   int cb_on, cb_busy, cb_final;
-  int cb_fn, cb_self;
+  int cb_fn, cb_self, cb_arg;   /* cb_arg: LUA_NOREF without one */
   int refill;                   /* accepted with the spare fds: take them back at close */
 } score;
 

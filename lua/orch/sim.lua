@@ -177,8 +177,13 @@ local function stream_new()
   return setmetatable({ holders = 0, buf = {} }, Stream)
 end
 
---- stream:on_read(fn): fn(chunk) for each chunk, fn(nil) at EOF.
-function Stream:on_read(fn)
+--- stream:on_read(fn [, arg]): fn(chunk) for each chunk, fn(nil) at EOF
+-- (fn(arg, chunk), fn(arg, nil) with an argument).
+function Stream:on_read(fn, arg)
+  if arg ~= nil then
+    local f = fn
+    fn = function(chunk) return f(arg, chunk) end
+  end
   self.cb = fn
   local buf = self.buf
   self.buf = {}

@@ -270,11 +270,10 @@ end
 --- Copies `stream` into the sink line by line until EOF (or a read error),
 -- then closes the stream and calls on_end(arg). The stream calls back with
 -- each chunk (stream:on_read) and reads the next only once the chunk's
--- lines are written: an idle service costs a closure of one upvalue and
--- its state list, no task and no buffer.
+-- lines are written: an idle service costs its state list (passed to
+-- `captured` by the stream: no closure), no task and no buffer.
 function log.capture(sink, stream, on_end, arg)
-  local c = { sink, stream, on_end or false, arg or false, "" }
-  stream:on_read(function(chunk) return captured(c, chunk) end)
+  stream:on_read(captured, { sink, stream, on_end or false, arg or false, "" })
 end
 
 --- Reopens the log file of every sink in the list (SIGUSR1, for logrotate
