@@ -18,8 +18,7 @@ ROUNDS=${1:?ROUNDS}; K=${2:?STARTS}; shift 2
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/workdir.sh"
 bench_workdir /dev/shm/orch-bench-startcpu.XXXXXX
-cc -O2 -static -o "$W/svc" "$HERE/svc_stamp.c" 2>/dev/null || cc -O2 -o "$W/svc" "$HERE/svc_stamp.c" || exit 1
-cc -O2 -o "$W/probe" "$HERE/supervisors_probe.c" && cc -O2 -o "$W/minisup" "$HERE/minisup.c" || exit 1
+bench_progs || exit 1
 export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
 V2=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' /proc/self/mountinfo)
 CCG=${V2:-/nonexistent}$(sed -n 's/^0:://p' /proc/self/cgroup)

@@ -14,8 +14,7 @@ BUILD=$(cd "$1" && pwd); IMPL=${2:-orch}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/workdir.sh"
 bench_workdir /dev/shm/orch-bench-start.XXXXXX
-cc -O2 -static -o "$W/svc" "$HERE/svc_stamp.c" 2>/dev/null || cc -O2 -o "$W/svc" "$HERE/svc_stamp.c" || exit 1
-cc -O2 -o "$W/probe" "$HERE/supervisors_probe.c" && cc -O2 -o "$W/minisup" "$HERE/minisup.c" || exit 1
+bench_progs || exit 1
 export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
 "$W/probe" init "$SVC_SHM"
 case $IMPL in

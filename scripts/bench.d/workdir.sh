@@ -32,3 +32,9 @@ bench_sweep() {
   for pid in $pids; do kill -KILL "$pid" 2>/dev/null; done
 }
 bench_cleanup() { bench_sweep; sleep 0.2; bench_sweep; rm -rf "$W"; }
+# The programs of the start/stop benchmarks, built into $W: svc (svc_stamp,
+# static where the toolchain can), probe and minisup (the C limit).
+bench_progs() {
+  cc -O2 -static -o "$W/svc" "$HERE/svc_stamp.c" 2>/dev/null || cc -O2 -o "$W/svc" "$HERE/svc_stamp.c" || return 1
+  cc -O2 -o "$W/probe" "$HERE/supervisors_probe.c" && cc -O2 -o "$W/minisup" "$HERE/minisup.c"
+}
