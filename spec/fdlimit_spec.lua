@@ -455,3 +455,227 @@ describe("cgroups at the fd limit", function()
     cg:close()
   end)
 end)
+
+-- A kill -9 of orch leaves its services running; the next `orch run` of the
+-- socket takes them over (spec/kill9_spec.lua). Its policy may take every
+-- fd before sup.run: the record, the fd holder and the cgroups must still
+-- be read, and no service may run twice or unsupervised.
+describe("after a kill -9, a policy that takes every fd before sup.run", function()
+  -- The live processes whose command line ends with the argument mark.
+  local function procs_with(mark)
+    local out = {}
+    for _, pid in ipairs(h.orch.proc.list()) do
+      local c = h.slurp("/proc/" .. pid .. "/cmdline")
+      if c:sub(-#mark - 2) == "\0" .. mark .. "\0" and h.alive(pid) then out[#out + 1] = pid end
+    end
+    table.sort(out)
+    return out
+  end
+
+  it("the next orch adopts what the killed one left: nothing unsupervised, nothing twice", function()
+    local policy = [[
+      local sup = require "orch.supervisor"
+      sup.service { name = "a", cmd = { "sh", "-c", "while :; do sleep 1; done", DIR .. "/a" },
+                    backoff = 0.2, start_limit = false }
+      HELD = {}
+      function TAKE()
+        while true do
+          local f = io.open("/dev/null")
+          if not f then break end
+          HELD[#HELD + 1] = f
+        end
+        return #HELD
+      end
+      function FREE()
+        for _, f in ipairs(HELD) do f:close() end
+        HELD = {}
+      end
+      if os.getenv("ORCH_TEST_TAKE") then
+        TAKE()
+        -- The fds come back when the test says so (a control request may
+        -- wait for sup.run: this task does not).
+        orch.task(function()
+          while not os.rename(DIR .. "/free", DIR .. "/freed") do orch.sleep(0.05) end
+          FREE()
+        end)
+      end
+      sup.run()
+    ]]
+    local o = start("128:128", policy)
+    local o2
+    local parent = require("orch.supervisor.cgroup").socket_parent(o.sock)
+    finally(function()
+      if o2 and h.alive(o2.pid) then u.stop(o2) end
+      if h.alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
+      for _, pid in ipairs(procs_with(o.dir .. "/a")) do os.execute("kill -KILL " .. pid) end
+      local ok, rec = pcall(cjson.decode, h.slurp(o.sock .. ".state"))
+      if ok and type(rec) == "table" and type(rec.holder) == "table" and h.alive(rec.holder.pid)
+         and h.slurp("/proc/" .. math.tointeger(rec.holder.pid) .. "/cmdline"):find("fdholder", 1, true) then
+        os.execute("kill -KILL " .. math.tointeger(rec.holder.pid))
+      end
+      h.remove_cgroup_tree(parent)
+    end)
+    local a = u.until_true(function()
+      local st = u.status(o).a
+      return st.state == "running" and st
+    end, "a running")
+    u.until_true(function()
+      local ok, rec = pcall(cjson.decode, h.slurp(o.sock .. ".state"))
+      return ok and type(rec) == "table" and type(rec.instances) == "table" and rec.instances[1]
+        and math.tointeger(rec.instances[1].pid) == a.pid and type(rec.holder) == "table"
+    end, "the record to name a and the fd holder")
+    os.execute("kill -KILL " .. o.pid)
+    u.until_true(function() return h.slurp("/proc/" .. o.pid .. "/stat") == "" end, "orch gone")
+    o2 = start("128:128", policy, { ORCH_TEST_TAKE = "1" }, o)
+    -- Every fd taken: the record is read (with a spare fd), and the
+    -- take-over waits for fds; a is not started again beside its process,
+    -- which runs on.
+    u.until_true(function()
+      return h.slurp(o.dir .. "/err"):find("out of file descriptors: taking over what the previous orch of "
+        .. o.sock .. " left waits until some are free; nothing starts meanwhile", 1, true)
+    end, "the take-over to wait for fds")
+    local err = h.slurp(o.dir .. "/err")
+    assert.is_nil(err:find("state record ignored", 1, true), err)
+    assert.are.same({ a.pid }, procs_with(o.dir .. "/a"))
+    local code, out = u.ctl_cli(o2, "eval", "return #HELD > 0 and io.open('/dev/null') == nil")
+    assert.are.equal(0, code)
+    assert.are.equal("true\n", out)
+    -- The fds back: a is the same process, adopted, alone.
+    h.write(o.dir .. "/free", "")
+    local st = u.until_true(function()
+      local s = u.status(o2).a
+      return s.state == "running" and s
+    end, "a adopted")
+    assert.are.equal(a.pid, st.pid)
+    assert.are.same({ a.pid }, procs_with(o.dir .. "/a"))
+    err = h.slurp(o.dir .. "/err")
+    assert.is_nil(err:find("state record ignored", 1, true), err)
+    assert.matches("a: adopted pid " .. a.pid, err, 1, true)
+    -- Stopped by its orch: nothing of it is left.
+    assert.are.equal(0, (u.ctl_cli(o2, "stop", "a")))
+    assert.are.same({}, procs_with(o.dir .. "/a"))
+  end)
+end)
+
+-- The runtime's spare fds (src/fdlimit.c) are given up or lent at EMFILE;
+-- whatever got them, and whether it keeps its fd or not, they come back
+-- once fds are free again: the next time orch runs out, they are there.
+describe("the spare fds", function()
+  -- The fds of pid open on /dev/null (the spares, and the policy's own).
+  local function devnull(pid)
+    local n = 0
+    for fd in h.sh("ls /proc/" .. pid .. "/fd"):gmatch("%d+") do
+      if h.sh("readlink /proc/" .. pid .. "/fd/" .. fd .. " 2>/dev/null") == "/dev/null" then n = n + 1 end
+    end
+    return n
+  end
+
+  it("are whole again after a run of operations at EMFILE, the control socket's own among them", function()
+    local cg = h.cgroup_name()
+    local o = start("128:128", string.format([[
+      HELD = {}
+      function TAKE()
+        while true do
+          local f = io.open("/dev/null")
+          if not f then break end
+          HELD[#HELD + 1] = f
+        end
+        return #HELD
+      end
+      function FREE()
+        for _, f in ipairs(HELD) do f:close() end
+        HELD = {}
+      end
+      -- What must work at EMFILE, each with a spare fd: a listening socket
+      -- made (and kept), a small private file read, /proc read, a cgroup
+      -- listed, a module loaded on first use.
+      function AT_EMFILE()
+        local f = io.open("/dev/null")
+        if f then f:close() end
+        local out = { f and "room" or "full" }
+        local l, err = orch.listen { unix = DIR .. "/l.sock" }
+        out[#out + 1] = l and "listen" or err
+        LISTENER = l
+        local text, perr = orch.private.read(DIR .. "/private")
+        out[#out + 1] = text or perr
+        local info, ierr = orch.proc.info(orch.getpid())
+        out[#out + 1] = info and "info" or ierr
+        local c, cerr = orch.cgroup.create(%q)
+        if c then
+          out[#out + 1] = c:procs() and "procs" or "no procs"
+          c:remove()
+          c:close()
+        else
+          out[#out + 1] = tostring(cerr)
+        end
+        out[#out + 1] = require("orch.heartbeat") and "require"
+        return table.concat(out, " ")
+      end
+      orch.task(function() orch.sleep(1e6) end)
+      require("orch.ctl").serve { socket = SOCK }
+    ]], cg))
+    finally(function()
+      u.stop(o)
+      h.remove_cgroup_tree(cg)
+    end)
+    h.write(o.dir .. "/private", "secret")
+    os.execute("chmod 600 " .. h.shquote(o.dir .. "/private"))
+    local before = devnull(o.pid)
+    local code, out, err = u.ctl_cli(o, "eval", "return TAKE()")
+    assert.are.equal(0, code, err)
+    assert.is_true(tonumber(out) > 0, out)
+    -- (Each request's connection is made with the fd the one before
+    -- freed when it closed.)
+    code, out, err = u.ctl_cli(o, "eval", "return AT_EMFILE()")
+    assert.are.equal(0, code, err)
+    local cgwhat = h.orch.cgroup.info() and "procs" or "[^ ]+"
+    assert.matches('^"full listen secret info ' .. cgwhat .. ' require"\n$', out)
+    -- The fds back (the listener keeps its own): the spares are whole at
+    -- the next turn of the loop, and once more at EMFILE they serve.
+    assert.are.equal(0, (u.ctl_cli(o, "eval", "FREE()")))
+    u.until_true(function() return devnull(o.pid) == before end, "the spares back on /dev/null")
+    code, out = u.ctl_cli(o, "eval", "return orch.fd.spares()")
+    assert.are.equal(0, code)
+    assert.are.equal("3\t3\n", out)
+    code, out = u.ctl_cli(o, "eval", "return LISTENER:address()")
+    assert.are.equal(0, code)
+    assert.are.equal(string.format("%q\n", o.dir .. "/l.sock"), out)
+    assert.are.equal(0, (u.ctl_cli(o, "eval", "LISTENER:close() LISTENER = nil TAKE()")))
+    code, out, err = u.ctl_cli(o, "eval", "return AT_EMFILE()")
+    assert.are.equal(0, code, err)
+    assert.matches('^"full listen secret info ' .. cgwhat .. ' require"\n$', out)
+    assert.are.equal(0, (u.ctl_cli(o, "eval", "FREE() LISTENER:close()")))
+    u.until_true(function() return devnull(o.pid) == before end, "the spares back again")
+  end)
+end)
+
+-- The fd holder hands its pipes back in datagrams (SCM_RIGHTS): at EMFILE
+-- the kernel drops those it cannot install, and a take-over must know.
+describe("dgram:recv{ fds = true } out of fds", function()
+  it("fails with EMFILE rather than give a datagram without some of its descriptors", function()
+    local d = h.tmpdir()
+    h.write(d .. "/s.lua", [[
+      local a, b = assert(orch.socketpair("dgram"))
+      local r1, w1 = assert(orch.pipe())
+      local r2, w2 = assert(orch.pipe())
+      assert(a:send("two", nil, { r1, r2 }))
+      assert(a:send("again", nil, { r1, r2 }))
+      local held = {}
+      while true do
+        local f = io.open("/dev/null")
+        if not f then break end
+        held[#held + 1] = f
+      end
+      -- Room for one of the two.
+      held[#held]:close()
+      held[#held] = nil
+      print(b:recv { fds = true })
+      for _, f in ipairs(held) do f:close() end
+      local data, _, _, fds = b:recv { fds = true }
+      print(data, #fds)
+    ]])
+    local out = h.sh("prlimit --nofile=64:64 " .. h.shquote(h.bin) .. " run " .. h.shquote(d .. "/s.lua") .. " 2>&1")
+    assert.are.equal("nil\trecv: too many open files: descriptors sent with the datagram were lost\tEMFILE\n"
+      .. "again\t2", out)
+  end)
+end)

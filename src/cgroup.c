@@ -48,18 +48,11 @@ const char *const orch__cg_limit_names[ORCH__CG_NLIMITS] = {
 /* openat of a cgroup file or directory. At EMFILE or ENFILE (the services
  * took every fd: log pipes, and starts that keep failing for want of fds)
  * one of the runtime's spare fds is lent to it (fdlimit.c; *lent is set
- * then, when lent is not NULL: such an fd is never held) and taken back at
- * the next open, once the caller closed this one: a stop must still list,
- * signal and watch the cgroups whose processes, once gone, free the fds. */
+ * then, when lent is not NULL: such an fd is never held) and taken back
+ * once the caller closed this one: a stop must still list, signal and
+ * watch the cgroups whose processes, once gone, free the fds. */
 int orch__cg_open_at(int dirfd, const char *name, int flags, int *lent) {
-  orch__fd_spare_settle();
-  if (lent) *lent = 0;
-  int fd = openat(dirfd, name, flags);
-  if (fd < 0 && (errno == EMFILE || errno == ENFILE) && orch__fd_spare_lend()) {
-    if (lent) *lent = 1;
-    fd = openat(dirfd, name, flags);
-  }
-  return fd;
+  return orch__fd_open_at(dirfd, name, flags, 0, lent);
 }
 
 /* Reads a file of any size into a malloc'ed, NUL-terminated string. With
@@ -130,6 +123,11 @@ int orch__cg_write_at(int dirfd, const char *name, const char *s) {
  * again (each component a kernfs revalidation and permission check; a
  * start and a stop of a service open a dozen cgroup files). */
 static int v2fd = -1;
+/* Its open failed for want of fds (EMFILE, ENFILE): tried again at the next
+ * lookup, with the spares taken back first (a held fd is never a spare). */
+static int v2fd_retry;
+
+static void v2fd_open(void);
 
 int orch__cg_write_path(const char *dir, const char *name, const char *s) {
   char p[PATH_MAX];
@@ -253,10 +251,17 @@ static int read_layout(void) {
   return layout.v2_mount[0] ? 1 : -ENOENT;
 }
 
+static void v2fd_open(void) {
+  orch__fd_spare_settle();
+  v2fd = open(layout.v2_mount, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  v2fd_retry = v2fd < 0 && (errno == EMFILE || errno == ENFILE);
+}
+
 /* path as (dirfd, relative path): relative to v2fd below the v2 mount,
  * else (AT_FDCWD, path). */
 const char *orch__cg_at_v2(const char *path, int *dfd) {
   *dfd = AT_FDCWD;
+  if (v2fd < 0 && v2fd_retry) v2fd_open();
   if (v2fd < 0) return path;
   size_t ml = strlen(layout.v2_mount);
   while (ml > 1 && layout.v2_mount[ml - 1] == '/') ml--;
@@ -270,7 +275,7 @@ const char *orch__cg_at_v2(const char *path, int *dfd) {
 const orch__cg_layout *orch__cg_layout_get(int *err) {
   if (layout_state == 0) {
     layout_state = read_layout();
-    if (layout_state > 0) v2fd = open(layout.v2_mount, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (layout_state > 0) v2fd_open();
   }
   if (layout_state < 0) {
     if (err) *err = layout_state;

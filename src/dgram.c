@@ -117,15 +117,25 @@ static int try_recv(lua_State *L, dcore *d, int want_fds) {
   struct sockaddr_un from;
   socklen_t fromlen = 0;
   struct ucred cr;
-  int have_cred, fds[MAX_PASS_FDS], nfds;
+  int have_cred, fds[MAX_PASS_FDS], nfds, ctrunc;
   ssize_t n = orch__dgram_recv(d->fd, p, size ? (size_t)size : 1, &from, &fromlen, &cr, &have_cred,
-                               want_fds ? fds : NULL, MAX_PASS_FDS, &nfds);
+                               want_fds ? fds : NULL, MAX_PASS_FDS, &nfds, &ctrunc);
   if (n < 0) {
     int e = (int)-n;
     luaL_pushresultsize(&b, 0);
     lua_pop(L, 1);
     if (e == EAGAIN || e == EWOULDBLOCK) return 0;
     return orch__fail(L, "recv", e);
+  }
+  if (want_fds && ctrunc && nfds < MAX_PASS_FDS) {
+    /* The kernel could not install every descriptor sent (orch is out of
+     * fds): the datagram is gone, and with it those it dropped. Not a
+     * datagram without them: the caller must know (a hand-over asks
+     * again once fds are free). */
+    for (int i = 0; i < nfds; i++) orch__close_fd(fds[i]);
+    luaL_pushresultsize(&b, 0);
+    lua_pop(L, 1);
+    return orch__failf(L, "EMFILE", "recv: too many open files: descriptors sent with the datagram were lost");
   }
   struct ucred *cred = have_cred ? &cr : NULL;
   luaL_pushresultsize(&b, (size_t)n > (size_t)size ? (size_t)size : (size_t)n);

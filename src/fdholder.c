@@ -467,7 +467,7 @@ static int receive(char **buf, size_t *cap) {
   socklen_t fromlen = 0;
   struct ucred cred;
   int have_cred, fds[MAX_PASS_FDS], nfds;
-  ssize_t n = orch__dgram_recv(sock, *buf, want, &from, &fromlen, &cred, &have_cred, fds, MAX_PASS_FDS, &nfds);
+  ssize_t n = orch__dgram_recv(sock, *buf, want, &from, &fromlen, &cred, &have_cred, fds, MAX_PASS_FDS, &nfds, NULL);
   if (n < 0) {
     if (n == -EAGAIN || n == -EWOULDBLOCK) return 0;
     say("recv: %s", reason((int)-n));

@@ -1,26 +1,45 @@
 /*
  * fdlimit.c: the process's fd limit: RLIMIT_NOFILE raised at start (and put
  * back in spawned children), and the spare fds a listener gives up at
- * EMFILE, or lends one at a time to the cgroup files of a stop. Process-wide state (the limit is); no Lua, nothing blocks.
+ * EMFILE, or lends one at a time to a call that must open a file there.
+ * Process-wide state (the limit is); no Lua, nothing blocks.
  */
 #include "runtime.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- fd limit */
 
-/* Spare fds, taken when the first runtime starts, given up so the control
- * socket can accept at EMFILE (src/listener.c). Process-wide: the fd limit is. */
+/* Spare fds, taken when the first runtime starts, and given up when orch
+ * is out of fds: all of them so the control socket can accept and serve a
+ * connection at EMFILE (src/listener.c), or one at a time (lent) to a call
+ * that must open a file there (a cgroup file of a stop, a module loaded on
+ * first use, the state record, a /proc file, the control socket itself).
+ * Process-wide: the fd limit is.
+ *
+ * The rule that keeps them whole: a slot without its fd is a spare out,
+ * and every settle takes back every spare out where an fd is free again
+ * (the runtime settles at each turn of its loop while one is out, and each
+ * borrower right after it closed what it opened). So a borrower that keeps
+ * its fd (the loop's inotify fd, the control socket's listening socket)
+ * keeps it outside the spares as soon as fds are free: the spare comes
+ * back under another number. The one exception: a connection accepted at
+ * EMFILE keeps every spare given up for it until it closes (conn_holds),
+ * so that serving it has fds to work with. */
 #define FD_RESERVE 3
 static int fd_reserve[FD_RESERVE] = { -1, -1, -1 };
+static int fd_filled;           /* the first fill was made: an empty slot is a spare out */
+static int conn_holds;          /* connections accepted at EMFILE still open */
 static struct rlimit nofile_orig;
 static int nofile_raised;
 
 void orch__fd_reserve_fill(void) {
+  fd_filled = 1;
   for (int i = 0; i < FD_RESERVE; i++)
     if (fd_reserve[i] < 0 && (fd_reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) return;
 }
@@ -30,32 +49,58 @@ void orch__fd_reserve_release(void) {
     if (fd_reserve[i] >= 0) { close(fd_reserve[i]); fd_reserve[i] = -1; }
 }
 
+void orch__fd_reserve_hold(int delta) {
+  conn_holds += delta;
+  if (conn_holds < 0) conn_holds = 0;
+  if (delta < 0) orch__fd_spare_settle();
+}
+
 int orch__fd_reserve_held(void) {
   int n = 0;
   for (int i = 0; i < FD_RESERVE; i++) n += fd_reserve[i] >= 0;
   return n;
 }
 
-/* Spares lent one at a time (orch__fd_spare_lend) and not taken back yet. */
-static int fd_lent;
+int orch__fd_spares(int *total) {
+  if (total) *total = FD_RESERVE;
+  return orch__fd_reserve_held();
+}
+
+int orch__fd_spares_out(void) {
+  return fd_filled && orch__fd_reserve_held() < FD_RESERVE;
+}
 
 int orch__fd_spare_lend(void) {
   for (int i = 0; i < FD_RESERVE; i++)
     if (fd_reserve[i] >= 0) {
       close(fd_reserve[i]);
       fd_reserve[i] = -1;
-      fd_lent++;
       return 1;
     }
   return 0;
 }
 
 void orch__fd_spare_settle(void) {
-  for (int i = 0; i < FD_RESERVE && fd_lent > 0; i++)
-    if (fd_reserve[i] < 0) {
-      if ((fd_reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) return;
-      fd_lent--;
-    }
+  if (fd_filled && !conn_holds) orch__fd_reserve_fill();
+}
+
+int orch__fd_open_at(int dirfd, const char *name, int flags, unsigned mode, int *lent) {
+  orch__fd_spare_settle();
+  if (lent) *lent = 0;
+  int fd;
+  do fd = openat(dirfd, name, flags, (mode_t)mode); while (fd < 0 && errno == EINTR);
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE) && orch__fd_spare_lend()) {
+    if (lent) *lent = 1;
+    do fd = openat(dirfd, name, flags, (mode_t)mode); while (fd < 0 && errno == EINTR);
+  }
+  return fd;
+}
+
+int orch__fd_socket_lent(int domain, int type) {
+  orch__fd_spare_settle();
+  int fd = socket(domain, type, 0);
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE) && orch__fd_spare_lend()) fd = socket(domain, type, 0);
+  return fd;
 }
 
 /* The cached soft limit and the second it was read in (CLOCK_MONOTONIC_COARSE,

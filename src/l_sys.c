@@ -194,6 +194,16 @@ static int read_close(lua_State *L, int fd) {
   return 1;
 }
 
+/* orch.fd.spares(): the runtime's spare fds held now, and how many there
+ * are (fdlimit.c): fewer only while orch is out of fds. */
+static int fd_spares(lua_State *L) {
+  orch__check_nargs(L, 0);
+  int total, held = orch__fd_spares(&total);
+  lua_pushinteger(L, held);
+  lua_pushinteger(L, total);
+  return 2;
+}
+
 /* orch.fd.read(fd): reads a descriptor orch handed out to its end and
  * closes it. */
 static int fd_read(lua_State *L) {
@@ -223,10 +233,14 @@ static int private_write(lua_State *L) {
   lua_pushfstring(L, "%s.tmp", path);
   const char *tmp = lua_tostring(L, -1);
   if (unlink(tmp) < 0 && errno != ENOENT) return orch__fail(L, "private.write", errno);
-  int fd;
-  do fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  while (fd < 0 && errno == EINTR);
-  if (fd < 0) return orch__fail(L, "private.write", errno);
+  /* At EMFILE with a spare fd (the record must be written whoever took
+   * every fd), taken back at once after the close. */
+  int fd = orch__fd_open_at(AT_FDCWD, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600, NULL);
+  if (fd < 0) {
+    int e = errno;
+    orch__fd_spare_settle();
+    return orch__fail(L, "private.write", e);
+  }
   size_t done = 0;
   while (done < len) {
     ssize_t n = write(fd, data + done, len - done);
@@ -234,15 +248,17 @@ static int private_write(lua_State *L) {
     if (n < 0) {
       int e = errno;
       close(fd);
+      orch__fd_spare_settle();
       unlink(tmp);
       return orch__fail(L, "private.write", e);
     }
     done += (size_t)n;
   }
-  if (close(fd) < 0 && errno != EINTR) {
-    int e = errno;
+  int cr = close(fd), ce = errno;
+  orch__fd_spare_settle();
+  if (cr < 0 && ce != EINTR) {
     unlink(tmp);
-    return orch__fail(L, "private.write", e);
+    return orch__fail(L, "private.write", ce);
   }
   if (rename(tmp, path) < 0) {
     int e = errno;
@@ -276,12 +292,12 @@ static int private_append(lua_State *L) {
   luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "path without zero bytes expected");
   luaL_argcheck(L, len <= 65536, 2, "more than 64 KiB");
   luaL_argcheck(L, lua_gettop(L) <= 2, 3, "no value expected");
-  int fd;
-  do fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600);
-  while (fd < 0 && errno == EINTR);
+  int fd = orch__fd_open_at(AT_FDCWD, path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
+                            0600, NULL);
   struct stat st;
   if (fd < 0) {
     int e = errno;
+    orch__fd_spare_settle();
     if (e == ELOOP) return orch__failf(L, "EPERM", "private.append: %s is a symbolic link (never followed)", path);
     if (e == ENXIO && lstat(path, &st) == 0)
       return orch__failf(L, "EPERM", "private.append: %s is %s (refused, never waited on)", path, file_kind(st.st_mode));
@@ -290,6 +306,7 @@ static int private_append(lua_State *L) {
   if (fstat(fd, &st) < 0) {
     int e = errno;
     close(fd);
+    orch__fd_spare_settle();
     return orch__fail(L, "private.append", e);
   }
   const char *why = !S_ISREG(st.st_mode) ? file_kind(st.st_mode)
@@ -298,6 +315,7 @@ static int private_append(lua_State *L) {
                   : st.st_nlink != 1 ? "a file with another link" : NULL;
   if (why) {
     close(fd);
+    orch__fd_spare_settle();
     return orch__failf(L, "EPERM", "private.append: %s is %s (refused)", path, why);
   }
   ssize_t n;
@@ -308,6 +326,7 @@ static int private_append(lua_State *L) {
    * where it began: only orch, holding its socket's lock, appends). */
   if (n > 0 && (size_t)n != len && ftruncate(fd, st.st_size) < 0) e = errno;
   close(fd);
+  orch__fd_spare_settle();
   if (e) return orch__fail(L, "private.append", e);
   lua_pushboolean(L, 1);
   return 1;
@@ -322,17 +341,21 @@ static int private_read(lua_State *L) {
   const char *path = luaL_checklstring(L, 1, &plen);
   luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "path without zero bytes expected");
   orch__check_nargs(L, 1);
-  int fd;
-  do fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  while (fd < 0 && errno == EINTR);
+  /* At EMFILE with a spare fd: a state record is read whoever took every
+   * fd (persist.recover must not take it for none), and the spare taken
+   * back once the file is closed. */
+  int fd = orch__fd_open_at(AT_FDCWD, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0, NULL);
   if (fd < 0) {
-    if (errno == ELOOP) return orch__failf(L, "EPERM", "private.read: %s is a symbolic link", path);
-    return orch__fail(L, "private.read", errno);
+    int e = errno;
+    orch__fd_spare_settle();
+    if (e == ELOOP) return orch__failf(L, "EPERM", "private.read: %s is a symbolic link", path);
+    return orch__fail(L, "private.read", e);
   }
   struct stat st;
   if (fstat(fd, &st) < 0) {
     int e = errno;
     close(fd);
+    orch__fd_spare_settle();
     return orch__fail(L, "private.read", e);
   }
   const char *why = !S_ISREG(st.st_mode) ? "is not a regular file"
@@ -341,10 +364,13 @@ static int private_read(lua_State *L) {
                   : st.st_size > MAX_STATE ? "is larger than 64 MiB" : NULL;
   if (why) {
     close(fd);
+    orch__fd_spare_settle();
     return orch__failf(L, "EPERM", "private.read: %s %s", path, why);
   }
   /* read_fd wants a regular file and closes it. */
-  return read_close(L, fd);
+  int n = read_close(L, fd);
+  orch__fd_spare_settle();
+  return n;
 }
 
 /* orch.read_config(path): the content of a configuration file a user named
@@ -601,7 +627,7 @@ int orch__open_sys(lua_State *L) {
   lua_setfield(L, -2, "private");
   static const luaL_Reg fd_fns[] = {
     {"memfd", fd_memfd}, {"read", fd_read}, {"inherit", fd_inherit}, {"stat", fd_stat},
-    {"close", fd_close}, {NULL, NULL}
+    {"close", fd_close}, {"spares", fd_spares}, {NULL, NULL}
   };
   luaL_newlib(L, fd_fns);
   lua_setfield(L, -2, "fd");

@@ -129,6 +129,7 @@ static int try_accept(lua_State *L, lcore *l) {
   if (!emfile) return 1;
   Stream *u = lua_touserdata(L, -1);
   u->s->refill = 1;
+  orch__fd_reserve_hold(1);
   lua_pushstring(L, emfile == EMFILE ? "EMFILE" : "ENFILE");
   return 2;
 }
@@ -182,16 +183,9 @@ static int listener_accept(lua_State *L) {
 /* 0, or -errno with the spare fds' help when the socket could not be made
  * because orch is out of descriptors. */
 static int make_socket(int domain) {
-  int fd = socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0 && (errno == EMFILE || errno == ENFILE) && orch__fd_reserve_held() > 0) {
-    /* Services took every fd before the socket was made: use a spare one,
-     * then take back what is left. */
-    orch__fd_reserve_release();
-    fd = socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int e = errno;
-    orch__fd_reserve_fill();
-    errno = e;
-  }
+  /* Services took every fd before the socket was made: a spare one is lent
+   * to it, taken back (under another number) once fds are free again. */
+  int fd = orch__fd_socket_lent(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
   return fd < 0 ? -errno : fd;
 }
 

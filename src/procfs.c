@@ -18,10 +18,36 @@
 #include <string.h>
 #include <unistd.h>
 
+/* In liborch (src/fdlimit.c), absent from liborch_heartbeat: at EMFILE a
+ * /proc file is read with one of the runtime's spare fds (a process of a
+ * killed orch's state record must not look gone for want of an fd), and
+ * the spare taken back after the close. */
+extern int orch__fd_open_at(int dirfd, const char *name, int flags, unsigned mode, int *lent)
+  __attribute__((weak));
+extern void orch__fd_spare_settle(void) __attribute__((weak));
+
+static ssize_t read_fd(int fd, char *buf, size_t cap);
+
 ssize_t orch__procfs_read(const char *path, char *buf, size_t cap) {
   int fd;
+  if (orch__fd_open_at && orch__fd_spare_settle) {
+    fd = orch__fd_open_at(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0, NULL);
+    if (fd < 0) {
+      int e = errno;
+      orch__fd_spare_settle();
+      return e == ENOENT ? -ESRCH : -e;
+    }
+    ssize_t n = read_fd(fd, buf, cap);
+    orch__fd_spare_settle();
+    return n;
+  }
   do fd = open(path, O_RDONLY | O_CLOEXEC); while (fd < 0 && errno == EINTR);
   if (fd < 0) return errno == ENOENT ? -ESRCH : -errno;
+  return read_fd(fd, buf, cap);
+}
+
+/* Reads fd to its end (at most cap - 1 bytes) and closes it. */
+static ssize_t read_fd(int fd, char *buf, size_t cap) {
   size_t n = 0;
   while (n + 1 < cap) {
     ssize_t r = read(fd, buf + n, cap - 1 - n);

@@ -94,6 +94,13 @@ static void walk_close(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+/* A spare fd lent at EMFILE comes back at the turn after fds were freed,
+ * whoever kept the fd it was lent to (fdlimit.c). */
+static void spares_cb(uv_check_t *h) {
+  (void)h;
+  if (orch__fd_spares_out()) orch__fd_spare_settle();
+}
+
 static void teardown(orch_runtime *rt) {
   if (rt->torn_down) return;
   orch__budget_forget(rt);
@@ -160,6 +167,9 @@ static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   uv_timer_init(rt->loop, &rt->purge);
   uv_unref((uv_handle_t *)&rt->purge);
   rt->purge.data = rt;
+  uv_check_init(rt->loop, &rt->spares);
+  uv_check_start(&rt->spares, spares_cb);
+  uv_unref((uv_handle_t *)&rt->spares);
   orch__wheel_init(rt);
   lua_pushlightuserdata(L, rt);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &orch__rt_key);
@@ -198,7 +208,7 @@ void orch__on_fork_child(orch_runtime *rt, orch__hook_fn fn, void *data) {
 static void fork_stop_handle(uv_handle_t *h, void *arg) {
   orch_runtime *rt = arg;
   if (h == (uv_handle_t *)&rt->idle || h == (uv_handle_t *)&rt->holder) return;
-  if (h == (uv_handle_t *)&rt->vprep) return;
+  if (h == (uv_handle_t *)&rt->vprep || h == (uv_handle_t *)&rt->spares) return;
   if (uv_is_closing(h)) return;
   switch (h->type) {
     case UV_TIMER: uv_timer_stop((uv_timer_t *)h); break;

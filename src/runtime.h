@@ -97,17 +97,34 @@ typedef void (*orch__hook_fn)(orch_runtime *rt, void *data);
 void orch__on_close(orch_runtime *rt, orch__hook_fn fn, void *data);
 void orch__on_fork_child(orch_runtime *rt, orch__hook_fn fn, void *data);
 
-/* Spare fds for a listener at EMFILE (src/listener.c): fill takes back
- * those that are free, release gives them all up, held counts them. */
+/* The runtime's spare fds (fdlimit.c): given up when orch is out of fds,
+ * taken back where fds are free again. fill takes back every spare out;
+ * release gives them all up (a listener accepting at EMFILE), and hold(+1)
+ * keeps them given up for the connection so accepted until its close
+ * (hold(-1), which settles); held counts those held. */
 void orch__fd_reserve_fill(void);
 void orch__fd_reserve_release(void);
+void orch__fd_reserve_hold(int delta);
 int orch__fd_reserve_held(void);
-/* One spare lent to a call that must open a file at EMFILE (cgroup.c: a
- * stop lists, pins and signals the processes whose end frees the fds):
- * lend gives one up (0: none left); settle takes back those lent, where
- * fds are free again (the borrower closed its own). */
+/* One spare lent to a call that must open a file at EMFILE (a stop's
+ * cgroup files and pidfds, a module loaded on first use, the state record,
+ * a /proc file): lend gives one up (0: none left); settle takes back every
+ * spare out where fds are free again (the borrower closed its own, or fds
+ * were freed since), unless a connection accepted at EMFILE holds them.
+ * The runtime settles at each turn of its loop while a spare is out
+ * (spares_out), so a borrower that keeps its fd keeps it outside the
+ * spares once fds are free. spares: how many are held (*total: of how
+ * many), for orch.fd.spares(). */
 int orch__fd_spare_lend(void);
 void orch__fd_spare_settle(void);
+int orch__fd_spares_out(void);
+int orch__fd_spares(int *total);
+/* openat(2) (EINTR retried) of a file a call opens and closes again, or
+ * socket(2) (type with its flags): at EMFILE or ENFILE with a spare lent
+ * (*lent set then, when lent is not NULL). The caller closes the fd and
+ * calls orch__fd_spare_settle() before anything else opens one. */
+int orch__fd_open_at(int dirfd, const char *name, int flags, unsigned mode, int *lent);
+int orch__fd_socket_lent(int domain, int type);
 /* True when fd, just made by a start that keeps it (a pipe's end), leaves
  * fewer than the headroom of free fds that starts must not take (32, or a
  * quarter of a smaller limit): the start then fails with EMFILE. */

@@ -132,6 +132,9 @@ struct orch_runtime {
   orch__theap vh;
   uint64_t vseq;
   uv_prepare_t vprep;
+  /* At each turn of the loop while a spare fd is out (fdlimit.c): takes
+   * back the spares where fds are free again. Unref'd. */
+  uv_check_t spares;
   int vprep_active;
   int vpoked;               /* a poll that does not block ran since... */
   uint64_t vmark;           /* ...this count of resumes */

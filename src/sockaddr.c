@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "runtime.h"
 #include "util.h"
 
 int orch__close_fd(int fd) {
@@ -68,12 +69,19 @@ static int remove_stale(const struct sockaddr_un *sa, socklen_t salen, int type)
   struct stat st;
   if (lstat(sa->sun_path, &st) < 0) return errno == ENOENT ? 0 : -errno;
   if (!S_ISSOCK(st.st_mode)) return -EEXIST;
-  int probe = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (probe < 0) return -errno;
+  /* At EMFILE with a spare fd (the control socket of an orch restarted
+   * after a kill -9 finds its predecessor's file), taken back at once. */
+  int probe = orch__fd_socket_lent(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (probe < 0) {
+    int e = errno;
+    orch__fd_spare_settle();
+    return -e;
+  }
   int r;
   do r = connect(probe, (const struct sockaddr *)sa, salen); while (r < 0 && errno == EINTR);
   int e = r < 0 ? errno : 0;
   orch__close_fd(probe);
+  orch__fd_spare_settle();
   if (r < 0 && e == ECONNREFUSED) {
     if (unlink(sa->sun_path) < 0 && errno != ENOENT) return -errno;
     return 0;
@@ -161,7 +169,7 @@ int orch__opt_port(lua_State *L, int idx) {
 }
 
 ssize_t orch__dgram_recv(int fd, void *buf, size_t len, struct sockaddr_un *from, socklen_t *fromlen,
-                         struct ucred *cred, int *have_cred, int *fds, int max, int *nfds) {
+                         struct ucred *cred, int *have_cred, int *fds, int max, int *nfds, int *ctrunc) {
   union {
     struct cmsghdr align;
     char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(ORCH_MAX_PASS_FDS * sizeof(int))];
@@ -184,6 +192,7 @@ ssize_t orch__dgram_recv(int fd, void *buf, size_t len, struct sockaddr_un *from
   do n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
   if (n < 0) return -errno;
   *fromlen = msg.msg_namelen;
+  if (ctrunc) *ctrunc = (msg.msg_flags & MSG_CTRUNC) != 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET) continue;
     if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof *cred)) {

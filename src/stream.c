@@ -81,7 +81,7 @@ static void core_close_cb(uv_handle_t *h) {
   orch__score_free(s);
   /* The fd just closed refills the spare fds given up at EMFILE (before a
    * crash-looping service takes it). */
-  if (refill) orch__fd_reserve_fill();
+  if (refill) orch__fd_reserve_hold(-1);
 }
 
 int orch__score_init_handle(score *s) {
@@ -147,7 +147,7 @@ static void core_close(orch__hobj *o) {
     orch__close_fd(s->fd);
     s->fd = -1;
     orch__score_free(s);
-    if (refill) orch__fd_reserve_fill();
+    if (refill) orch__fd_reserve_hold(-1);
   }
 }
 

@@ -132,10 +132,11 @@ void orch__sun_unlink(char **path, dev_t dev, ino_t ino, pid_t owner);
  * into buf, the sender's address into from and fromlen, its credentials into
  * *cred (*have_cred 1, when SO_PASSCRED passed them) and its descriptors
  * (close-on-exec from the start) into fds, up to max (*nfds of them); any
- * past max are closed (all when fds is NULL). Returns the bytes received,
- * or -errno (-EAGAIN when none waits). */
+ * past max are closed (all when fds is NULL); *ctrunc (when not NULL) says
+ * the kernel cut them short (MSG_CTRUNC: more than fit, or orch out of
+ * fds). Returns the bytes received, or -errno (-EAGAIN when none waits). */
 ssize_t orch__dgram_recv(int fd, void *buf, size_t len, struct sockaddr_un *from, socklen_t *fromlen,
-                         struct ucred *cred, int *have_cred, int *fds, int max, int *nfds);
+                         struct ucred *cred, int *have_cred, int *fds, int max, int *nfds, int *ctrunc);
 /* [-0,+1] A peer's or sender's credentials as { pid, uid, gid }. */
 void orch__push_ucred(lua_State *L, const struct ucred *cr);
 /* Whether option table idx has key k (not nil). */

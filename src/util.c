@@ -3,6 +3,7 @@
  * helpers shared by every binding. Nothing here blocks or keeps state.
  */
 #include "util.h"
+#include "runtime.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -322,13 +323,18 @@ int orch__fail_open(lua_State *L, const char *op, const char *path, int err) {
 }
 
 ssize_t orch__read_small(int dirfd, const char *name, char *buf, size_t size) {
-  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -errno;
+  /* Opened and closed here: at EMFILE with a spare fd, taken back after. */
+  int fd = orch__fd_open_at(dirfd, name, O_RDONLY | O_CLOEXEC, 0, NULL);
+  if (fd < 0) {
+    int e = errno;
+    orch__fd_spare_settle();
+    return -e;
+  }
   size_t n = 0;
   while (n + 1 < size) {
     ssize_t k = read(fd, buf + n, size - 1 - n);
     if (k < 0 && errno == EINTR) continue;
-    if (k < 0) { int e = errno; close(fd); return -e; }
+    if (k < 0) { int e = errno; close(fd); orch__fd_spare_settle(); return -e; }
     n += (size_t)k;
     /* A seq file returns everything up to the buffer's size, less only at
      * its end: a short read into a small buffer is the end (one read, not
@@ -336,6 +342,7 @@ ssize_t orch__read_small(int dirfd, const char *name, char *buf, size_t size) {
     if (k == 0 || (n + 1 < size && size <= 2048)) break;
   }
   close(fd);
+  orch__fd_spare_settle();
   buf[n] = 0;
   return (ssize_t)n;
 }

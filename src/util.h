@@ -98,7 +98,8 @@ void orch__check_nonul(lua_State *L, int idx, const char *s, size_t len, const c
 /* Reads a whole small file (name relative to dirfd, or a path with
  * AT_FDCWD) into buf, NUL-terminated, retrying EINTR; returns its length or
  * -errno. For seq files (/proc, cgroupfs): with a buffer of at most 2 KiB a
- * short read is taken as the end, so a small file takes one read. */
+ * short read is taken as the end, so a small file takes one read. At
+ * EMFILE with one of the runtime's spare fds (fdlimit.c), taken back after. */
 ssize_t orch__read_small(int dirfd, const char *name, char *buf, size_t size);
 
 int orch__open_path(const char *path, int flags, unsigned mode);

@@ -139,11 +139,13 @@ end
 
 --- The processes in `orch run`'s own tree of S's control socket (what a
 -- previous orch of the socket left there), without making it; {} without
--- one (no cgroups, a parent given by sup.configure{ cgroup = ... }).
+-- one (no cgroups, a parent given by sup.configure{ cgroup = ... }); nil,
+-- err, "EMFILE" when it cannot be looked at for want of fds.
 function M.tree_pids(S)
   if S.cgroup_parent ~= nil or not S.main then return {} end
-  local top = orch.cgroup.open(default_path(S), TRUSTED)
-  if not top then return {} end
+  local top, err, code = orch.cgroup.open(default_path(S), TRUSTED)
+  -- Out of fds (spare ones too): nil, err, code: not known to be empty.
+  if not top then return (code == "EMFILE" or code == "ENFILE") and nil or {}, err, code end
   local pids = top:populated() and top:procs() or {}
   top:close()
   return pids
@@ -158,7 +160,13 @@ end
 -- parent given by sup.configure{ cgroup = ... } may hold others' cgroups.
 function M.sweep_strays(S)
   if S.cgroup_parent ~= nil or not S.main then return end
-  local base = M.base(S)
+  local base, _, code = M.base(S)
+  -- Out of fds: the sweep waits for them (what is left unswept would run
+  -- on unsupervised beside the services started next).
+  while not base and (code == "EMFILE" or code == "ENFILE") and orch.current() do
+    require("orch.supervisor.persist").wait_fds(S, 16, "the sweep of the previous orch's cgroup tree")
+    base, _, code = M.base(S)
+  end
   if not base then return end
   local top = base:path():gsub("/$", "")
   local mine = {}

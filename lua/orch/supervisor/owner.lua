@@ -122,7 +122,7 @@ function owner.check(S, P)
   if prev and not owner.same(prev, me) then
     local live, seen = recorded(P)
     local strays = 0
-    for _, pid in ipairs(require("orch.supervisor.cgroup").tree_pids(S)) do
+    for _, pid in ipairs(require("orch.supervisor.cgroup").tree_pids(S) or {}) do
       if not seen[pid] then strays = strays + 1 end
     end
     if strays > 0 then

@@ -290,8 +290,8 @@ end
 local function client(P)
   if not P.dgram then
     local name = string.format("@orch-fdholder-client-%d-%d", orch.getpid(), math.random(1, 0x7fffffff))
-    local d, err = orch.dgram{ unix = name, passcred = true }
-    if not d then return nil, err end
+    local d, err, code = orch.dgram{ unix = name, passcred = true }
+    if not d then return nil, err, code end
     P.dgram = d
   end
   return P.dgram
@@ -315,34 +315,36 @@ end
 -- h: the holder the record names ({ pid, start }), or {} for whichever
 -- holder is bound at the path: h's pid and start are then the answer's.
 local function hello(P, h)
-  local d, err = client(P)
-  if not d then return nil, err end
+  local d, err, code = client(P)
+  if not d then return nil, err, code end
   local start = own_start()
-  if not start then return nil, "cannot read orch's own start time" end
+  if not start then return nil, "cannot read orch's own start time", "EMFILE" end
   local deadline = orch.now() + HOLDER_WAIT
   -- A holder that has just started may not have bound its socket yet.
   while true do
-    local ok, serr, code = d:send(ctl().encode{ op = "hello", pid = orch.getpid(), start = start }, P.holder_path)
+    local ok, serr, scode = d:send(ctl().encode{ op = "hello", pid = orch.getpid(), start = start }, P.holder_path)
     if ok then break end
-    if (code ~= "ENOENT" and code ~= "ECONNREFUSED" and code ~= "EAGAIN") or orch.now() > deadline
-       or not (h.pid and holder_alive(h) or not h.pid and code == "EAGAIN") then
-      return nil, serr
+    if (scode ~= "ENOENT" and scode ~= "ECONNREFUSED" and scode ~= "EAGAIN") or orch.now() > deadline
+       or not (h.pid and holder_alive(h) or not h.pid and scode == "EAGAIN") then
+      return nil, serr, scode
     end
     orch.sleep(RETRY)
   end
   local got, total = {}, nil
   local n = 0
-  local function fail(why)
+  local function fail(why, fcode)
     for _, e in pairs(got) do e.stream:close() end
     d:set_timeout(nil)
-    return nil, why
+    return nil, why, fcode
   end
   d:set_timeout(HOLDER_WAIT)
   while total == nil or n < total do
     if orch.now() > deadline then return fail("no answer within " .. HOLDER_WAIT .. " s") end
     local data, from, cred, fds = d:recv{ fds = true }
     if not data then
-      return fail(cred == "ETIMEDOUT" and "no answer within " .. HOLDER_WAIT .. " s" or from)
+      -- EMFILE: the pipes it sent could not all be received (orch is out
+      -- of fds); the holder still has them: asked again once fds are free.
+      return fail(cred == "ETIMEDOUT" and "no answer within " .. HOLDER_WAIT .. " s" or from, cred)
     end
     if not h.pid and cred and cred.uid == orch.geteuid() and cred.pid ~= orch.getpid() then
       -- The holder bound at the path (in a directory only our uid may
@@ -787,6 +789,75 @@ local function same_process(pid, start)
 end
 persist.same_process = same_process
 
+-- Out of fds: a take-over cannot go on (the record and /proc are read
+-- with the runtime's spare fds, but the fd holder's pipes are kept).
+local function short_of_fds(code) return code == "EMFILE" or code == "ENFILE" end
+
+-- Whether `need` fds can be opened now.
+local function fds_free(need)
+  local got, ok = {}, true
+  for i = 1, need do
+    local f = io.open("/dev/null")
+    if not f then
+      ok = false
+      break
+    end
+    got[i] = f
+  end
+  for _, f in ipairs(got) do f:close() end
+  return ok
+end
+
+-- Fds a take-over wants free before it begins: the fd holder's answer, a
+-- cgroup or two, /proc and the record.
+local TAKEOVER_FDS = 16
+
+--- Waits (task only) until `need` fds are free, and one pause at least
+-- (what called it failed for want of fds), saying once what waits: a
+-- supervisor never starts a service beside the unsupervised processes of
+-- a killed orch because it could not read what that orch left (the policy
+-- or the services took every fd before sup.run). Meanwhile nothing starts;
+-- control requests wait for sup.run (bounded) and then answer. false
+-- outside a task (nothing can wait there).
+function persist.wait_fds(S, need, what)
+  if not orch.current() then return false end
+  local said = false
+  local pause = 0.05
+  repeat
+    if not said and not fds_free(need) then
+      S:log("out of file descriptors: " .. what .. " waits until some are free; nothing starts meanwhile")
+      said = true
+    end
+    orch.sleep(pause)
+    pause = math.min(pause * 2, 1)
+  until fds_free(need)
+  if said then S:log("file descriptors free again: " .. what .. " goes on") end
+  return true
+end
+
+--- Whether a killed orch may have left something here to take over (P:
+-- persist's state): a record or a journal, or processes in the socket's
+-- cgroup tree. Unknown (no fd to look with) counts as yes.
+function persist.leftover(S, P)
+  for _, path in ipairs { P.state_path, P.journal_path } do
+    local text, _, code = orch.private.read(path)
+    if text or short_of_fds(code) then return true end
+  end
+  local pids, _, code = require("orch.supervisor.cgroup").tree_pids(S)
+  return short_of_fds(code) or (pids ~= nil and #pids > 0)
+end
+
+-- same_process for a take-over: a process that cannot be looked up for
+-- want of fds is not gone (it would be started again beside itself).
+local function still_there(S, pid, start)
+  while math.type(pid) == "integer" and pid > 1 and orch.current() do
+    local info, _, code = orch.proc.info(pid)
+    if info or not short_of_fds(code) then break end
+    persist.wait_fds(S, TAKEOVER_FDS, "looking up pid " .. pid .. " of the state record")
+  end
+  return same_process(pid, start)
+end
+
 --- In sup.run, before any service starts (task only): turns on persistence
 -- for this run and takes over what a killed orch of the same control socket
 -- left running. Fills S.inherited (see handoff.lua) unless `orch ctl
@@ -816,6 +887,12 @@ function persist.recover(S)
   -- Whose state this is: another script's (the same default socket name)
   -- is never adopted or killed silently (owner.lua).
   P.owner_path = sock .. ".owner"
+  -- What a killed orch left (its record, journal or cgroup tree) is taken
+  -- over with fds free; out of them (even of the spare ones), unknown is
+  -- the same as something left.
+  if not fds_free(TAKEOVER_FDS) and persist.leftover(S, P) then
+    persist.wait_fds(S, TAKEOVER_FDS, "taking over what the previous orch of " .. sock .. " left")
+  end
   local verdict, refusal = require("orch.supervisor.owner").check(S, P)
   if not verdict then
     P.closed = true
@@ -826,8 +903,13 @@ function persist.recover(S)
     P.jstale = nil
     return
   end
-  local text, err, code = orch.private.read(state_path)
-  local jtext, jerr, jcode = orch.private.read(journal_path)
+  local text, err, code, jtext, jerr, jcode
+  while true do
+    text, err, code = orch.private.read(state_path)
+    jtext, jerr, jcode = orch.private.read(journal_path)
+    if not (short_of_fds(code) or short_of_fds(jcode)) or not orch.current() then break end
+    persist.wait_fds(S, TAKEOVER_FDS, "reading the state record " .. state_path)
+  end
   if not text and code ~= "ENOENT" then
     S:log("state record ignored: " .. tostring(err))
     return
@@ -889,7 +971,13 @@ function persist.recover(S)
       S:log("fd holder (pid " .. h.pid .. "): sup.run was not called from a task: its pipes cannot be fetched")
     end
   else
-    local got, herr = hello(P, h)
+    local got, herr, hcode = hello(P, h)
+    -- Out of fds for the pipes (or to ask): never a reason to kill the
+    -- holder and lose them. Asked again once fds are free.
+    while not got and short_of_fds(hcode) do
+      persist.wait_fds(S, TAKEOVER_FDS, "taking the log pipes from the fd holder")
+      got, herr, hcode = hello(P, h)
+    end
     if got then
       P.holder = h
       for name, e in pairs(got) do P.held[name] = e.pid end
@@ -925,7 +1013,7 @@ function persist.recover(S)
           exit_code = math.tointeger(e.exit_code), exit_signal = e.exit_signal, backoff_left = left,
         }
         n = n + 1
-      elseif not same_process(e.pid, e.pid_start) then
+      elseif not still_there(S, e.pid, e.pid_start) then
         -- Ended meanwhile, or its pid now names an unrelated process: not
         -- ours to adopt or to signal. It ended while no orch watched: that
         -- counts as a restart, as an exit during `orch ctl reexec` does.
