@@ -273,6 +273,9 @@ describe("one orchestrator per control socket", function()
       local code, _, err = h.cli({ "run", "--socket", sock, script, dir })
       assert.are.equal(75, code, err)
       assert.matches("control socket " .. sock .. ": already held by pid " .. p.pid, err, 1, true)
+      -- What the holder runs: its command line, with the script.
+      assert.matches("already held by pid " .. p.pid .. " (running " .. h.bin .. " run --socket " .. sock .. " "
+        .. script .. " " .. dir .. "; lock file " .. sock .. ".lock): another orchestrator runs", err, 1, true)
       -- The same through $ORCH_SOCKET, and through the default path when
       -- the script loads the supervisor.
       code, _, err = h.cli({ "run", script, dir }, nil, { ORCH_SOCKET = sock })
@@ -280,6 +283,31 @@ describe("one orchestrator per control socket", function()
       assert.are.equal(1, count(h.slurp(dir .. "/starts"), "\n"))
       local st = assert(io.open(sock .. ".lock")):close() and h.sh("stat -c %a " .. h.shquote(sock .. ".lock"))
       assert.are.equal("600", st)
+      assert(p:kill("TERM"))
+      assert.are.equal(0, p:wait())
+    end)
+  end)
+
+  it("the holder's command line is shown escaped: control characters, bytes that are not UTF-8", function()
+    local keep = reaper(finally)
+    local dir = h.tmpdir()
+    local script = dir .. "/policy.lua"
+    h.write(script, POLICY)
+    local sock = dir .. "/ctl.sock"
+    -- Arguments the script ignores, meant for the terminal of whoever
+    -- reads the second orch's message.
+    local evil = "\27[2J\27]0;owned\7\nfake line\r\t\255\194\155x\\"
+    h.run(function()
+      local p = keep(start(dir, { "--socket", sock, script, dir, evil, "" }))
+      eventually(function() return ctl_ok(sock) and h.slurp(dir .. "/starts") ~= "" end, "the first orch")
+      local code, _, err = h.cli({ "run", "--socket", sock, script, dir })
+      assert.are.equal(75, code, err)
+      local shown = "\\27[2J\\27]0;owned\\7\\nfake line\\13\\t\\255\\194\\155x\\\\"
+      assert.matches("already held by pid " .. p.pid .. " (running " .. h.bin .. " run --socket " .. sock .. " "
+        .. script .. " " .. dir .. " " .. shown .. " ; lock file ", err, 1, true)
+      -- One line, nothing raw of the argument in it.
+      assert.are.equal(1, count(err, "\n"), err)
+      assert.is_nil(err:find("[\0-\8\11-\31\127\128-\255]"), err)
       assert(p:kill("TERM"))
       assert.are.equal(0, p:wait())
     end)

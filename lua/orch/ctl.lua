@@ -875,6 +875,34 @@ end
 --- Locks held by this process: socket path -> { lock = orch.Lock }.
 ctl.locks = {}
 
+--- What process `pid` runs, for a message only (never acted on): its
+-- command line, arguments joined by spaces, when it is a process of our
+-- uid (another user's is not ours to show), at most 200 bytes, every
+-- control character escaped (\n, \27, ...: a command line is whatever
+-- that process wrote into its memory, escape sequences for the terminal
+-- included), like bytes that are not UTF-8. nil when it cannot tell.
+function ctl.describe_pid(pid)
+  local info = math.type(pid) == "integer" and orch.proc.info(pid)
+  if not info or info.uid ~= orch.geteuid() or type(info.cmdline) ~= "table" or #info.cmdline == 0 then
+    return nil
+  end
+  local text = table.concat(info.cmdline, " ")
+  local cut = #text > 200
+  if cut then text = text:sub(1, 200) end
+  local function esc(c)
+    return c == "\n" and "\\n" or c == "\t" and "\\t" or c == "\\" and "\\\\" or string.format("\\%d", c:byte())
+  end
+  -- C0 controls, DEL and backslash; then, in UTF-8, C1 controls (U+0080
+  -- to U+009F); in anything else every byte past ASCII.
+  text = text:gsub("[%c\127\\]", esc)
+  if utf8.len(text) then
+    text = text:gsub("\194([\128-\159])", function(c) return string.format("\\u{%x}", c:byte()) end)
+  else
+    text = text:gsub("[\128-\255]", function(c) return string.format("\\%d", c:byte()) end)
+  end
+  return text .. (cut and "..." or "")
+end
+
 --- Takes the lock of the control socket `path` (an flock on `path.lock`,
 -- mode 0600), held until the process ends and across `orch ctl reexec`.
 -- Returns true (also when this process holds it already), or nil, message,
@@ -891,7 +919,14 @@ function ctl.claim(path)
   else
     lock, err, code = orch.flock(path .. ".lock")
   end
-  if not lock then return nil, "control socket " .. path .. ": " .. tostring(err), code end
+  if not lock then
+    -- Who holds it, for the person reading the message: the pid in the
+    -- lock file and what that process runs (its script).
+    local pid, file = tostring(err):match("^already held by pid (%d+) %(lock file (.*)%)$")
+    local what = pid and ctl.describe_pid(math.tointeger(tonumber(pid)))
+    if what then err = string.format("already held by pid %s (running %s; lock file %s)", pid, what, file) end
+    return nil, "control socket " .. path .. ": " .. tostring(err), code
+  end
   ctl.locks[path] = { lock = lock }
   return true
 end
