@@ -125,3 +125,62 @@ describe("memory of every orch process", function()
     end
   end)
 end)
+
+-- Out of memory for real. The release build's Lua allocator (src/lalloc.c:
+-- pages from mmap, large blocks from malloc) runs under an address-space
+-- limit (prlimit --as) where both fail. The ASan build sends every Lua
+-- block to malloc and cannot run under such a limit (its shadow memory):
+-- there ASan's soft RSS limit makes malloc return NULL instead. Either
+-- way: the task gets Lua's memory error, orch goes on and exits cleanly.
+describe("out of memory", function()
+  it("a task that allocates until it fails gets 'not enough memory'; orch answers and exits cleanly", function()
+    local u = require "spec.ctl_util"
+    local d = h.tmpdir()
+    local sock, script = d .. "/ctl.sock", d .. "/oom.lua"
+    h.write(script, string.format([[
+      local SOCK, DIR = %q, %q
+      require("orch.ctl").serve { socket = SOCK }
+      orch.task(function() orch.sleep(1e6) end)
+      orch.signal.on("TERM", function() orch.exit(0) end)
+      local hog = orch.task(function()
+        local t = {}
+        for i = 1, 1e10 do t[i] = { i, tostring(i) } end
+      end)
+      orch.task(function()
+        local ok, err = pcall(hog.join, hog)
+        hog = nil
+        collectgarbage()
+        local f = assert(io.open(DIR .. "/result", "w"))
+        f:write(tostring(ok), " ", tostring(err))
+        f:close()
+      end)
+    ]], sock, d))
+    local cmd = { h.bin, "run", script, stderr = d .. "/err" }
+    if h.sanitized then
+      cmd.env = { ASAN_OPTIONS = (os.getenv("ASAN_OPTIONS") or "") .. ":allocator_may_return_null=1:soft_rss_limit_mb=300" }
+      for k, v in pairs { LD_PRELOAD = os.getenv("LD_PRELOAD"), UBSAN_OPTIONS = os.getenv("UBSAN_OPTIONS"),
+                          PATH = os.getenv("PATH"), LUA_PATH = os.getenv("LUA_PATH"), LUA_CPATH = os.getenv("LUA_CPATH") } do
+        cmd.env[k] = v
+      end
+    else
+      table.insert(cmd, 1, "--as=200000000")
+      table.insert(cmd, 1, "prlimit")
+    end
+    h.run(function()
+      local p = assert(h.orch.spawn(cmd))
+      local ok, err = pcall(function()
+        h.eventually(function() return h.slurp(d .. "/result") ~= "" end, "the task to run out of memory", 120)
+        assert.are.equal("false not enough memory", h.slurp(d .. "/result"))
+        -- orch goes on: it answers, and its Lua state works.
+        local code, out, cerr = h.cli({ "ctl", "--socket", sock, "eval", "local t = {} for i = 1, 1000 do t[i] = { i } end return #t" })
+        assert.are.equal(0, code, cerr)
+        assert.are.equal("1000\n", out)
+      end)
+      assert(p:kill("TERM"))
+      local code, sig = p:wait()
+      if not ok then error(tostring(err) .. "\n" .. h.slurp(d .. "/err"), 0) end
+      assert.are.equal(0, code, tostring(sig) .. " " .. h.slurp(d .. "/err"))
+      u.sanitizer_clean(h.slurp(d .. "/err"), "orch run")
+    end, 180)
+  end)
+end)

@@ -102,7 +102,18 @@ typedef struct chunk {
 } chunk;
 #define HEADER_PAGES ((sizeof(chunk) + PAGE - 1) / PAGE)
 
+/* Lua assumes that a shrink never fails. A large block (malloc's) shrunk
+ * to a small size moves to a page of its class; when no page can be had
+ * (mmap failed: out of memory) it stays where it is, a malloc block of a
+ * small size, and is noted here until it is freed or moved: a block's
+ * size no longer says whose it is. At most KEPT of them; past that a shrink
+ * fails as any allocation would (Lua raises its memory error where it
+ * can). Looked at only while one is noted. */
+#define KEPT 64
+
 struct orch_lalloc {
+  void *kept[KEPT];                 /* malloc blocks of small sizes */
+  size_t nkept;
   page *room[NCLASSES];             /* per class: its pages with room */
   page *hot[MAX_SPAN + 1], *cold[MAX_SPAN + 1];   /* empty pages by span: resident / given back */
   size_t nhot;                      /* pages in the hot lists */
@@ -318,10 +329,24 @@ void orch__lalloc_on_surplus(orch_lalloc *a, void (*fn)(void *), void *ud) {
   a->surplus_ud = ud;
 }
 
+/* Whether p is a kept malloc block (see KEPT); with drop, forgets it. */
+static int kept(orch_lalloc *a, const void *p, int drop) {
+  for (size_t i = 0; i < a->nkept; i++)
+    if (a->kept[i] == p) {
+      if (drop) a->kept[i] = a->kept[--a->nkept];
+      return 1;
+    }
+  return 0;
+}
+
 void *orch__lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   orch_lalloc *a = ud;
   if (!ptr) osize = 0;              /* then osize was the kind of object made */
   size_t oc = class_of(osize), nc = class_of(nsize);
+  /* A kept block is malloc's whatever its size; it stops being kept when
+   * it is freed or moves (it stays kept where it stays put). */
+  int was_kept = oc && a->nkept && kept(a, ptr, 1);
+  if (was_kept) oc = 0;
   if (nsize == 0) {
     if (oc) small_free(a, ptr);
     else free(ptr);
@@ -329,11 +354,28 @@ void *orch__lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   }
   if (!ptr) return nc ? small_alloc(a, nc) : malloc(nsize);
   if (oc && oc == nc) return ptr;
-  if (!oc && !nc) return realloc(ptr, nsize);
+  if (!oc && !nc) {
+    void *rp = realloc(ptr, nsize);
+    if (!rp && was_kept) a->kept[a->nkept++] = ptr;   /* still there, still small */
+    return rp;
+  }
   void *np = nc ? small_alloc(a, nc) : malloc(nsize);
-  /* A small block that cannot move to a smaller class stays where it is
-   * (its page knows its real size): Lua expects a shrink to succeed. */
-  if (!np) return oc && nsize < osize ? ptr : NULL;
+  if (!np) {
+    /* Out of memory. Lua expects a shrink to succeed: a small block that
+     * cannot move to a smaller class stays where it is (its page knows its
+     * real size), and so does a malloc block (kept, while there is room to
+     * note it). */
+    if (nsize >= osize) {
+      if (was_kept) a->kept[a->nkept++] = ptr;
+      return NULL;
+    }
+    if (oc) return ptr;
+    if (a->nkept < KEPT) {
+      a->kept[a->nkept++] = ptr;
+      return ptr;
+    }
+    return NULL;
+  }
   memcpy(np, ptr, osize < nsize ? osize : nsize);
   if (oc) small_free(a, ptr);
   else free(ptr);

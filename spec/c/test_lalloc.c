@@ -10,7 +10,10 @@
  * live block filled with its own pattern, checked before each free or
  * resize and all together after each trim; then a real Lua state on it runs
  * tables, strings, closures and coroutines through full and incremental
- * collections. Exits 0 when every check passed.
+ * collections. Out of memory (oom_run: its mmap and malloc failing for real
+ * under RLIMIT_AS; budget_run: a budget on top of it) an allocation returns
+ * NULL, a shrink still succeeds, Lua raises its memory error and the state
+ * goes on. Exits 0 when every check passed.
  */
 #include "../../src/lalloc.h"
 
@@ -20,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static int failed;
 
@@ -165,9 +169,128 @@ static void lua_run(void) {
   lua_close(H);
 }
 
+/* A script that allocates small objects until Lua says it is out of
+ * memory, then (the garbage gone) works again: "not enough memory 1000". */
+static const char *oom_script =
+  "local ok, err = pcall(function()\n"
+  "  local t = {}\n"
+  "  for i = 1, 1e9 do t[i] = { i, tostring(i) } end\n"
+  "end)\n"
+  "collectgarbage()\n"
+  "local t = {}\n"
+  "for i = 1, 1000 do t[i] = { i } end\n"
+  "return tostring(ok) .. ' ' .. tostring(err) .. ' ' .. #t\n";
+
+static void check_oom_script(lua_State *L, const char *what) {
+  int r = luaL_dostring(L, oom_script);
+  const char *res = lua_tostring(L, -1);
+  if (r != LUA_OK || !res || strcmp(res, "false not enough memory 1000") != 0)
+    printf("#   %s: %s\n", what, res ? res : "(no result)");
+  CHECK(r == LUA_OK && res && strcmp(res, "false not enough memory 1000") == 0);
+  lua_settop(L, 0);
+}
+
+/* Both builds: orch's allocator under a budget (what it is asked for past
+ * the budget fails, shrinks never). The sanitizer build sends every block
+ * to malloc: this is what it can check there. */
+typedef struct { orch_lalloc *a; size_t used, budget; } budget;
+
+static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  budget *b = ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize > old && b->used - old + nsize > b->budget) return NULL;
+  void *np = orch__lalloc(b->a, ptr, osize, nsize);
+  if (np || nsize == 0) b->used = b->used - old + nsize;
+  return np;
+}
+
+static void budget_run(void) {
+  budget b = { orch__lalloc_new(), 0, 16u << 20 };
+  CHECK(b.a != NULL);
+  if (!b.a) return;
+  lua_State *L = lua_newstate(budget_alloc, &b);
+  CHECK(L != NULL);
+  if (L) {
+    luaL_openlibs(L);
+    check_oom_script(L, "budget");
+    lua_close(L);
+  }
+  orch__lalloc_free(b.a);
+}
+
+/* The address space the process uses now (VmSize). */
+static size_t vm_size(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long pages = 0;
+  if (f) {
+    if (fscanf(f, "%lu", &pages) != 1) pages = 0;
+    fclose(f);
+  }
+  return (size_t)pages * 4096;
+}
+
+/* Release build: the allocator's mmap fails for real, under an RLIMIT_AS
+ * just above what the process maps. Not in the sanitizer build, which
+ * needs terabytes of address space for its shadow memory and sends every
+ * block to malloc anyway (budget_run is what it checks). */
+static void oom_run(void) {
+#if defined(__SANITIZE_ADDRESS__)
+  printf("# oom_run: release build only (ASan: no lalloc pages, no RLIMIT_AS)\n");
+#else
+  enum { MAXB = 1 << 20 };
+  void **blocks = calloc(MAXB, sizeof *blocks);
+  orch_lalloc *a = orch__lalloc_new();
+  lua_State *L = orch__lalloc_newstate();
+  CHECK(blocks && a && L);
+  if (!blocks || !a || !L) return;
+  luaL_openlibs(L);
+  /* A malloc block (past the small sizes) to shrink once memory is out. */
+  char *big = orch__lalloc(a, NULL, 0, 1000);
+  CHECK(big != NULL);
+  memset(big, 'b', 1000);
+  struct rlimit old;
+  CHECK(getrlimit(RLIMIT_AS, &old) == 0);
+  struct rlimit lim = { vm_size() + (8u << 20), old.rlim_max };
+  CHECK(setrlimit(RLIMIT_AS, &lim) == 0);
+  /* Small blocks until the allocator has no page left: NULL, no crash. */
+  size_t n = 0;
+  while (n < MAXB && (blocks[n] = orch__lalloc(a, NULL, 0, 64))) memset(blocks[n++], 'x', 64);
+  CHECK(n > 0 && n < MAXB);
+  /* No page for its class: a shrink of the malloc block still succeeds
+   * (it stays where it is), keeps its bytes, and goes through a later
+   * grow, shrink and free by its small size. */
+  char *s = orch__lalloc(a, big, 1000, 100);
+  CHECK(s == big);
+  CHECK(s && s[0] == 'b' && s[99] == 'b');
+  char *s2 = orch__lalloc(a, s, 100, 50);
+  CHECK(s2 == s);
+  /* Room again: blocks come once some are freed. */
+  for (size_t i = 0; i < n; i += 2) orch__lalloc(a, blocks[i], 64, 0), blocks[i] = NULL;
+  void *again = orch__lalloc(a, NULL, 0, 64);
+  CHECK(again != NULL);
+  if (again) orch__lalloc(a, again, 64, 0);
+  if (s2) {
+    char *s3 = orch__lalloc(a, s2, 50, 64);      /* moves to a page of its class */
+    CHECK(s3 != NULL && s3 != s2 && s3[0] == 'b' && s3[49] == 'b');
+    if (s3) orch__lalloc(a, s3, 64, 0);
+  }
+  for (size_t i = 0; i < n; i++) if (blocks[i]) orch__lalloc(a, blocks[i], 64, 0);
+  orch__lalloc_trim(a);
+  /* A Lua state on the allocator, out of memory: its memory error, then
+   * it goes on. */
+  check_oom_script(L, "RLIMIT_AS");
+  CHECK(setrlimit(RLIMIT_AS, &old) == 0);
+  orch__lalloc_close(L);
+  orch__lalloc_free(a);
+  free(blocks);
+#endif
+}
+
 int main(void) {
   model_run();
   lua_run();
+  budget_run();
+  oom_run();
   if (failed) {
     printf("test_lalloc: %d checks failed\n", failed);
     return 1;
