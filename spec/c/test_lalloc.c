@@ -218,17 +218,6 @@ static void budget_run(void) {
   orch__lalloc_free(b.a);
 }
 
-/* The address space the process uses now (VmSize). */
-static size_t vm_size(void) {
-  FILE *f = fopen("/proc/self/statm", "r");
-  unsigned long pages = 0;
-  if (f) {
-    if (fscanf(f, "%lu", &pages) != 1) pages = 0;
-    fclose(f);
-  }
-  return (size_t)pages * 4096;
-}
-
 /* Release build: the allocator's mmap fails for real, under an RLIMIT_AS
  * just above what the process maps. Not in the sanitizer build, which
  * needs terabytes of address space for its shadow memory and sends every
@@ -250,7 +239,14 @@ static void oom_run(void) {
   memset(big, 'b', 1000);
   struct rlimit old;
   CHECK(getrlimit(RLIMIT_AS, &old) == 0);
-  struct rlimit lim = { vm_size() + (8u << 20), old.rlim_max };
+  /* The address space the process uses now (VmSize). */
+  unsigned long vm_pages = 0;
+  FILE *statm = fopen("/proc/self/statm", "r");
+  if (statm) {
+    if (fscanf(statm, "%lu", &vm_pages) != 1) vm_pages = 0;
+    fclose(statm);
+  }
+  struct rlimit lim = { (rlim_t)vm_pages * 4096 + (8u << 20), old.rlim_max };
   CHECK(setrlimit(RLIMIT_AS, &lim) == 0);
   /* Small blocks until the allocator has no page left: NULL, no crash. */
   size_t n = 0;
