@@ -103,20 +103,34 @@ void orch__all_remove(orch__task *t) {
 /* [-0,+1] Pushes "message\nstack traceback:..." for the failed coroutine co,
  * whose error object is on top of co's stack (left there). Nothing is called
  * in co itself: a coroutine in error state may only be inspected. */
+static int traceback_p(lua_State *L) {
+  lua_State *co = lua_touserdata(L, 1);
+  if (lua_type(L, 2) != LUA_TSTRING) {
+    if (lua_type(L, 2) == LUA_TNUMBER || luaL_getmetafield(L, 2, "__tostring") != LUA_TNIL) {
+      if (lua_type(L, 2) != LUA_TNUMBER) lua_pop(L, 1);
+      luaL_tolstring(L, 2, NULL);
+    } else {
+      lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 2));
+    }
+    lua_replace(L, 2);
+  }
+  luaL_traceback(L, co, lua_tostring(L, 2), 0);
+  return 1;
+}
+
 static void push_traceback(lua_State *L, lua_State *co) {
+  /* In protected mode: the task may have failed for want of memory, and
+   * the text needs some (an error here, unprotected, was Lua's panic and
+   * an abort of orch). Then its text is the error's own ("not enough
+   * memory"), which Lua keeps made. */
+  lua_pushcfunction(L, traceback_p);
+  lua_pushlightuserdata(L, co);
   lua_pushvalue(co, -1);
   lua_xmove(co, L, 1);
-  if (lua_type(L, -1) != LUA_TSTRING) {
-    if (lua_type(L, -1) == LUA_TNUMBER || luaL_getmetafield(L, -1, "__tostring") != LUA_TNIL) {
-      if (lua_type(L, -1) != LUA_TNUMBER) lua_pop(L, 1);
-      luaL_tolstring(L, -1, NULL);
-    } else {
-      lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, -1));
-    }
-    lua_remove(L, -2);
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK && lua_type(L, -1) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "not enough memory");
   }
-  luaL_traceback(L, co, lua_tostring(L, -1), 0);
-  lua_remove(L, -2);
 }
 
 /* ---------------------------------------------------------------- collector */
