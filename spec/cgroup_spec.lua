@@ -864,6 +864,49 @@ describe("orch.cgroup", function()
       end
     end)
 
+    it("enables a threaded controller (pids) only where no process is: its cgroup never becomes a threaded root", function()
+      -- The kernel lets pids, cpu and cpuset be enabled in a cgroup that
+      -- holds processes, and makes it a threaded root then: its child
+      -- cgroups turn "domain invalid" (no process joins them). So orch
+      -- moves into its leaf for them too, and refuses where another
+      -- process stays.
+      local info = assert(orch.cgroup.info())
+      local v2 = info.controllers.pids == "v2"
+      local T = assert(orch.cgroup.create(h.cgroup_name(), { controllers = v2 and { "pids" } or {} }))
+      local tpath = T:path()
+      defer(function()
+        h.remove_cgroup_tree(tpath)
+        T:close()
+      end)
+      local script = h.shquote(h.bin) .. " " .. h.shquote([[
+        local cg, err, ename = orch.cgroup.create("child", { controllers = { "pids" } })
+        print(orch.cgroup.of())
+        print(cg and cg:path() or (err .. " " .. ename))
+        print(io.open(orch.cgroup.info().mount .. orch.cgroup.self() .. "/cgroup.type"):read("l"))
+        if cg then assert(cg:remove()) end
+      ]])
+      local into = "echo $$ > " .. h.shquote(T:dir() .. "/cgroup.procs")
+      -- orch alone in T.
+      local out, ok = h.sh("sh -c " .. h.shquote(into .. ' && exec "$0" -e "$1"') .. " " .. script .. " 2>&1")
+      assert.is_true(ok, out)
+      local of, child, ttype = out:match("^([^\n]*)\n([^\n]*)\n([^\n]*)$")
+      assert.is_string(ttype, out)
+      if v2 then
+        assert.are.equal(tpath .. "/supervisor", of)
+        assert.are.equal(tpath .. "/child", child)
+        assert.are.equal("domain", ttype)
+      end
+      -- The shell that started orch stays in T: refused, T unchanged.
+      out, ok = h.sh("sh -c " .. h.shquote(into .. ' && "$0" -e "$1"; echo "exit $?"') .. " " .. script .. " 2>&1")
+      assert.is_true(ok, out)
+      if v2 then
+        assert.are.equal(tpath .. "/supervisor", out:match("^([^\n]*)"))
+        assert.truthy(out:find("\ncgroup.create: child: pids: enabling it in " .. tpath .. "/cgroup.subtree_control (a process is "
+          .. "inside that cgroup, and there the kernel would make it a threaded root, whose child cgroups take no "
+          .. "process) EBUSY\ndomain\nexit 0", 1, true), out)
+      end
+    end)
+
     it("another user cannot create, join, limit or kill a cgroup (EACCES)", function()
       local cg = fresh({ controllers = { "pids" } })
       local name = "/orch-test/nobody-" .. orch.getpid()

@@ -500,6 +500,30 @@ static int into_leaf(const char *dir) {
   return 0;
 }
 
+/* Whether the kernel lets controller `name` be enabled in a cgroup that
+ * holds processes: the threaded ones orch knows (cgroup-v2.rst, "Threads";
+ * perf_event is one too). But that
+ * makes the cgroup a threaded root ("domain threaded"), and every domain
+ * cgroup below it "domain invalid": no process can join them, no
+ * controller be enabled in them (EOPNOTSUPP). So orch enables them only
+ * where no process is, as the domain ones (the root aside, which the
+ * kernel exempts: it has no cgroup.type). */
+static int threaded_ctl(const char *name) {
+  return strcmp(name, "cpu") == 0 || strcmp(name, "cpuset") == 0 || strcmp(name, "pids") == 0;
+}
+
+/* 1 when the v2 directory dir holds a process itself (its children's
+ * aside) and is not the root; 0; or -errno. */
+static int holds_process(const char *dir) {
+  char b[16];
+  ssize_t k = orch__cg_read_path(dir, "cgroup.type", b, sizeof b);
+  if (k == -ENOENT) return 0;
+  if (k < 0) return (int)k;
+  k = orch__cg_read_path(dir, "cgroup.procs", b, sizeof b);
+  if (k < 0) return (int)k;
+  return k > 0;
+}
+
 /* Enables the controllers of `want` (a mask) for the children of the v2
  * directory dir where its subtree_control lacks them, moving orch out of
  * the way first when dir is its own cgroup (into_leaf). *got is then what
@@ -526,7 +550,15 @@ static int enable_at(const char *dir, unsigned want, unsigned *got) {
       return -ENOTSUP;
     }
     snprintf(cmd, sizeof cmd, "+%s", name);
-    int r = orch__cg_write_path(dir, "cgroup.subtree_control", cmd);
+    int r;
+    if (threaded_ctl(name) && (r = holds_process(dir)) != 0 && (r < 0 || into_leaf(dir) < 0 ||
+                                                                 (r = holds_process(dir)) != 0)) {
+      if (r < 0) { why("%s: reading %s/cgroup.procs", name, dir); return r; }
+      why("%s: enabling it in %s/cgroup.subtree_control (a process is inside that cgroup, and there the "
+          "kernel would make it a threaded root, whose child cgroups take no process)", name, dir);
+      return -EBUSY;
+    }
+    r = orch__cg_write_path(dir, "cgroup.subtree_control", cmd);
     if (r == -EBUSY && into_leaf(dir) == 0) r = orch__cg_write_path(dir, "cgroup.subtree_control", cmd);
     if (r == -EBUSY) {
       why("%s: enabling it in %s/cgroup.subtree_control (a process is inside that cgroup, and the kernel "
