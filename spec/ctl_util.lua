@@ -18,8 +18,9 @@ end
 --- Starts `orch run` on the policy source in the background (the policy
 -- sees `SOCK`, its control socket, and `DIR`, its temp dir); returns
 -- o = { dir, sock, pid, path } once the socket answers. `args`: options
--- for `orch run` before the file (a list).
-function u.start(src, env, args)
+-- for `orch run` before the file (a list). `cgroup_dir`: the v2 directory
+-- of a cgroup orch starts in (else the spec's own).
+function u.start(src, env, args, cgroup_dir)
   local d = h.tmpdir()
   local o = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua" }
   h.write(o.path, string.format("local SOCK, DIR = %q, %q\n", o.sock, d) .. src)
@@ -33,8 +34,10 @@ function u.start(src, env, args)
     if a:match("^%-%-socket") or a == "--no-socket" then chose = true end
   end
   if not chose then table.insert(opts, 1, "--socket " .. h.shquote(o.sock)) end
-  o.pid = tonumber((h.sh(string.format("cd %s && { env %s %s run %s %s >%s/out 2>%s/err & echo $!; }",
-    h.shquote(d), table.concat(envs, " "), h.shquote(h.bin), table.concat(opts, " "), h.shquote(o.path),
+  local into = cgroup_dir and ("sh -c " .. h.shquote('echo $$ >"$0" && exec "$@"') .. " "
+    .. h.shquote(cgroup_dir .. "/cgroup.procs") .. " ") or ""
+  o.pid = tonumber((h.sh(string.format("cd %s && { %senv %s %s run %s %s >%s/out 2>%s/err & echo $!; }",
+    h.shquote(d), into, table.concat(envs, " "), h.shquote(h.bin), table.concat(opts, " "), h.shquote(o.path),
     h.shquote(d), h.shquote(d)))))
   for _ = 1, 400 do
     if h.cli({ "ctl", "--socket", o.sock, "ping" }) == 0 then return o end

@@ -157,6 +157,52 @@ end)
     assert.are.same({}, u.leftovers(token))
   end)
 
+  it("runs a service without limits where the kernel refuses the controllers its status reads (a shell beside orch)", function()
+    -- orch started by a shell that stays in orch's cgroup T (a unit whose
+    -- ExecStart is a wrapper script): on a pure v2 host, enabling memory
+    -- and pids (what the status reads) for T's children is refused even
+    -- once orch moved into its leaf (EBUSY: the shell is still in T). The
+    -- service runs in a cgroup without them. (On a host whose memory and
+    -- pids are v1, nothing is enabled in v2 for it.)
+    local info = assert(orch.cgroup.info())
+    local offer = {}
+    for _, c in ipairs{ "memory", "pids" } do if info.controllers[c] == "v2" then offer[#offer + 1] = c end end
+    local v2 = #offer > 0
+    -- T is offered them, as a delegated unit is.
+    local T = assert(orch.cgroup.create(h.cgroup_name(), { controllers = offer }))
+    local tpath = T:path()
+    local script = h.script([[
+local sup = require "orch.supervisor"
+sup.configure{ cgroup = "svc", exit_when_idle = false }
+sup.service{ name = "a", cmd = { "sleep", "600" } }
+sup.run()
+orch.task(function()
+  local st = sup.status("a")[1]
+  while st.state ~= "running" and not st.reason do
+    orch.sleep(0.01)
+    st = sup.status("a")[1]
+  end
+  print(st.state .. " in " .. tostring(st.cgroup) .. ": " .. tostring(st.reason))
+  sup.shutdown(0)
+end)
+]])
+    -- (timeout: a hang guard, the run ends at once once the service runs.)
+    local out, ok = h.sh("sh -c " .. h.shquote("echo $$ > " .. h.shquote(T:dir() .. "/cgroup.procs")
+      .. " && timeout -s KILL 300 " .. h.shquote(h.bin) .. " run --no-socket " .. h.shquote(script)
+      .. "; echo \"exit $?\"") .. " 2>&1")
+    local procs = h.slurp(T:dir() .. "/cgroup.procs")
+    T:remove({ recursive = true })
+    T:close()
+    assert.is_true(ok, out)
+    assert.is_truthy(out:find("running in " .. tpath .. "/svc/a.", 1, true), out)
+    assert.matches("exit 0$", out)
+    assert.are.equal("", procs)
+    if v2 then
+      assert.matches("cgroups: the status shows no memory or tasks of the services (", out, 1, true)
+      assert.matches("a process is inside that cgroup", out, 1, true)
+    end
+  end)
+
   it("a restart waits until the old run's cgroup is empty: an escapee gets the stop sequence first", function()
     with_cgroups(function(s, logs, dir)
       -- The first run leaves a double-forked setsid grandchild that notes
@@ -626,7 +672,9 @@ exec sleep 600
       local st = running(s, "plain")
       assert.is_nil(st.cgroup)
       assert.matches("turned off", st.cgroup_off)
-      assert.are.equal(orch.cgroup.self(), orch.cgroup.of(st.pid))
+      -- (orch's own cgroup: below the one relative paths start from once
+      -- orch moved into its leaf to enable a controller, on a pure v2 host.)
+      assert.are.equal(orch.cgroup.of(), orch.cgroup.of(st.pid))
       -- orch ctl status says so under its table.
       local lines = require("orch.cmd.ctl").format_status(s.status())
       assert.matches("^cgroups off: turned off", lines[#lines])
@@ -667,14 +715,21 @@ sup.run()
 
   it("orch ctl stop leaves no process of a service with a setsid escapee, and freeze/thaw work", function()
     local token = "cgctl" .. orch.getpid() .. "_" .. os.time()
+    -- orch starts alone in a cgroup of its own, offered what v2 has of
+    -- pids and memory (as a delegated unit is): in the spec's own, beside
+    -- the spec's process, a pure v2 host would refuse it the pids limit.
+    local info = assert(orch.cgroup.info())
+    local offer = {}
+    for _, c in ipairs{ "memory", "pids" } do if info.controllers[c] == "v2" then offer[#offer + 1] = c end end
+    local T = assert(orch.cgroup.create(h.cgroup_name(), { controllers = offer }))
     local o = cu.start(string.format([[
 local sup = require "orch.supervisor"
-sup.configure{ log = false, cgroup = %q, env = { ORCH_SPEC_RUN = %q } }
+sup.configure{ log = false, cgroup = "svc", env = { ORCH_SPEC_RUN = %q } }
 sup.service{ name = "esc", cmd = { "sh", "-c", "setsid sh -c 'trap \"\" TERM; sleep 600 & wait' & wait" },
              stop = { timeout = 0.5 }, limits = { pids_max = 100 } }
 sup.run()
 assert(require("orch.ctl").serve{ socket = SOCK })
-]], h.cgroup_name(), token))
+]], token), nil, nil, T:dir())
     local ok, err = pcall(function()
       cu.until_true(function() return #u.leftovers(token) == 3 end, "three processes")
       local code, out = cu.ctl_cli(o, "freeze", "esc")
@@ -697,6 +752,8 @@ assert(require("orch.ctl").serve{ socket = SOCK })
     end)
     cu.stop(o)
     for _, pid in ipairs(u.leftovers(token)) do orch.kill(pid, "KILL") end
+    h.remove_cgroup_tree(T:path())
+    T:close()
     if not ok then error(err, 0) end
   end)
 end)

@@ -377,10 +377,13 @@ end
 -- reads them): one per definition cost thousands of services 180 bytes each.
 local copts_shared = {}
 
-local function create_options(S, cfg)
+-- (bare: without what only the status reads, for a cgroup where the kernel
+-- refuses to enable it.)
+local function create_options(S, cfg, bare)
   local where = M.controllers(S) or {}
-  local memory = where.memory == "v2" or (where.memory and cfg.limits and cfg.limits.rss) and true or false
-  local pids = where.pids == "v2"
+  local rss = where.memory and cfg.limits and cfg.limits.rss and true or false
+  local memory = (where.memory == "v2" and not bare) or rss
+  local pids = where.pids == "v2" and not bare
   local key = (memory and 1 or 0) + (pids and 2 or 0)
   local o = copts_shared[key]
   if not o then
@@ -491,6 +494,22 @@ function M.prepare(inst, run, opts)
     S.cgroup_seq = S.cgroup_seq + 1
     local name = inst.name:gsub(":", "@") .. "." .. S.cgroup_seq
     cg, err, ename = orch.cgroup.create(base:path() .. "/" .. name, copts)
+    -- The controllers only the status reads (memory, pids) show figures:
+    -- where the kernel refuses to enable them (EBUSY: a process other than
+    -- orch in orch's own cgroup, such as the shell that started it), the
+    -- run goes on in a cgroup without them, said once. Its limits still
+    -- need theirs (cg:set below).
+    if not cg and ename == "EBUSY" then
+      local bare = create_options(S, inst.cfg, true)
+      if bare ~= copts then
+        if not S.cgroup_status_refused then
+          S.cgroup_status_refused = true
+          S:log(string.format("cgroups: the status shows no memory or tasks of the services (%s)", err))
+        end
+        copts = bare
+        cg, err, ename = orch.cgroup.create(base:path() .. "/" .. name, copts)
+      end
+    end
   until cg or ename ~= "EEXIST"
   if not cg then return nil, err end
   if limits then
