@@ -3,8 +3,10 @@
 
 ORCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ORCH_DEPS=(cmake gcc make pkg-config lua5.4 liblua5.4-dev libuv1-dev libjansson-dev lua-busted lua-cjson libedit-dev libhttp-parser-dev procps scdoc lua-argparse)
-# What only the test suite needs (spec/package_spec.lua builds the .deb).
-ORCH_TEST_DEPS=(debhelper dpkg-dev lintian curl python3-prometheus-client prometheus iproute2 tmux)
+# What only the test suite needs (spec/package_spec.lua builds the .deb;
+# scripts/purev2 runs the cgroup specs on a pure v2 kernel in a VM).
+ORCH_TEST_DEPS=(debhelper dpkg-dev lintian curl python3-prometheus-client prometheus iproute2 tmux
+  qemu-system-x86 busybox-static)
 
 # Installs the Debian packages orch needs that are missing (as root, with apt-get).
 ensure_deps() {
