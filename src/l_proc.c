@@ -695,7 +695,7 @@ static int proc_reaper(lua_State *L) {
   orch__check_nargs(L, 0);
   orch__reaper_stats s;
   orch__proc_reaper_stats(orch__rt(L), &s);
-  lua_createtable(L, 0, 8);
+  lua_createtable(L, 0, 13);
   lua_pushstring(L, s.mode); lua_setfield(L, -2, "mode");
   lua_pushinteger(L, (lua_Integer)s.children); lua_setfield(L, -2, "children");
   lua_pushinteger(L, (lua_Integer)s.pidfds); lua_setfield(L, -2, "pidfds");
@@ -705,6 +705,10 @@ static int proc_reaper(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)s.late_walks); lua_setfield(L, -2, "late_walks");
   lua_pushinteger(L, (lua_Integer)s.pidfd_exits); lua_setfield(L, -2, "pidfd_exits");
   lua_pushinteger(L, (lua_Integer)s.walk_exits); lua_setfield(L, -2, "walk_exits");
+  lua_pushinteger(L, (lua_Integer)s.connector_exits); lua_setfield(L, -2, "connector_exits");
+  lua_pushinteger(L, (lua_Integer)s.events); lua_setfield(L, -2, "events");
+  lua_pushinteger(L, (lua_Integer)s.overflows); lua_setfield(L, -2, "overflows");
+  lua_pushinteger(L, (lua_Integer)s.late_ms); lua_setfield(L, -2, "late_ms");
   return 1;
 }
 

@@ -81,11 +81,16 @@ void orch__proc_reap(orch_runtime *rt);
 /* What the reaper did (orch.proc.reaper): children registered, those with
  * a pidfd, those with a wait in the io_uring ring, walks made (wait4(-1)
  * until it returned 0), late walks (a second after a SIGCHLD that needed
- * none), exits reaped through a pidfd, through the ring and
- * by a walk; how it watches exits ("ring", "pidfd" or "walk"). */
+ * none), exits reaped through a pidfd, through the ring, by pid after the
+ * proc connector's event (or the SIGCHLD's record) and by a walk; the
+ * connector's datagrams read and its overflows (events lost); the late
+ * walk's delay (it grows with the number of children); how it
+ * watches exits ("connector", "ring", "pidfd" or "walk"). */
 typedef struct {
   size_t children, pidfds, waits;
   unsigned long long walks, late_walks, pidfd_exits, walk_exits, ring_exits;
+  unsigned long long connector_exits, events, overflows;
+  unsigned long long late_ms;          /* the late walk's delay now */
   const char *mode;
 } orch__reaper_stats;
 void orch__proc_reaper_stats(orch_runtime *rt, orch__reaper_stats *s);

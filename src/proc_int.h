@@ -9,6 +9,7 @@
 #define ORCH_PROC_INT_H
 
 #include "proc.h"
+#include "exitconn.h"
 #include "waitring.h"
 
 #define ORCH__OWED 4096
@@ -35,7 +36,22 @@ typedef struct {
   uv_poll_t ringpoll;
   int hasring;                /* ringpoll was made */
   size_t nwait;               /* registered children with a wait in the ring */
-  int mode;                   /* ORCH_REAPER: 0 every way, 1 no ring, 2 the walk only */
+  /* Exits through the proc connector (exitconn.c): one socket hears of
+   * the exit of each child, watched by connpoll and drained at each
+   * SIGCHLD; the pids it names, and those that SIGCHLD records name, wait
+   * in gone until reaped by pid. Preferred to the ring where the kernel
+   * lets orch subscribe (no pending wait a child). */
+  orch__exitconn *conn;       /* NULL when not used */
+  uv_poll_t connpoll;
+  int hasconn;                /* connpoll was made */
+  pid_t *gone;                /* pids said to have ended, not reaped yet */
+  pid_t reaped[ORCH__OWED];   /* pids reaped whose event may still come (by
+                               * pid % ORCH__OWED, 0: empty) */
+  size_t ngone, gone_cap;
+  int conn_lost;              /* events were lost: a walk is due */
+  unsigned long long conn_exits, overflows;
+  int mode;                   /* ORCH_REAPER: 0 every way, 1 no ring (nor
+                               * connector), 2 the walk only, 3 no connector */
   /* Whether a SIGCHLD needs the walk (see explained()). */
   unsigned long tail;         /* the next record of the SIGCHLD ring to read */
   unsigned long ncb, nrec;    /* SIGCHLDs delivered, their records read */

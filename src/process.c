@@ -11,8 +11,10 @@
  * when a signal needs it) and dispatches
  * each status (an exit, a stop or a continue) to the
  * orch__child registered for that pid in a hash table; a registered child's
- * exit usually comes first, and without the walk, through its wait in an
- * io_uring ring (waitring.c) or its pidfd (an epoll set); unknown pids are
+ * exit usually comes first, and without the walk, through the proc
+ * connector's event (exitconn.c: one socket for all children, then a wait
+ * by pid), its wait in an io_uring ring (waitring.c) or its pidfd (an epoll
+ * set); unknown pids are
  * adopted orphans, handed to the one orphan callback (l_proc.c's). A
  * registered child holds the loop (orch__hold). The children themselves
  * (orch__child) belong to their callers. Group waits (waitpid(-pgid) over
@@ -100,12 +102,13 @@ void orch__proc_table_add(proc_state *st, orch__child *c) {
   st->buckets[k] = c;
   st->count++;
   orch__hold(st->rt, 1);
-  /* Its exit through the ring (no walk); without a wait (the ring is not
-   * used, or refused it), through its pidfd or the walk. */
+  /* Its exit through the proc connector's event or the ring (no walk);
+   * without either (not used, or the ring refused it), through its pidfd
+   * or the walk. */
   c->ring_wait = 0;
+  c->sig_seen = 0;
   if (st->ring && st->nwait < RING_WAITS_MAX && orch__waitring_add(st->ring, c->pid, ring_tag(c)) == 0) {
     c->ring_wait = 1;
-    c->sig_seen = 0;
     st->nwait++;
   }
 }
@@ -154,9 +157,9 @@ static void pidfds_drop(proc_state *st) {
 }
 
 /* Whether a spawn asks the kernel for its child's pidfd (not when the
- * ring waits for its exit). */
+ * connector or the ring tells of its exit). */
 int orch__proc_pidfd_wanted(proc_state *st) {
-  if (st->epfd < 0 || st->ring) return 0;
+  if (st->epfd < 0 || st->ring || st->conn) return 0;
   if (st->pidfds_off) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rl.rlim_cur == RLIM_INFINITY || st->count < rl.rlim_cur / 8))
@@ -342,8 +345,8 @@ unsigned long long orch__proc_boot_ns(void) {
  * Each SIGCHLD's siginfo (who, and why: an exit, a stop, a continue) is
  * recorded by a wrapper around libuv's handler in a ring, which the
  * SIGCHLD callback reads: a signal whose record names a child reaped (or
- * about to be) through its ring wait or pidfd is explained, and makes no
- * walk. Anything
+ * about to be) through its ring wait or pidfd, or by pid with the
+ * connector, is explained, and makes no walk. Anything
  * else walks: a stop or continue, an unknown pid (an adopted orphan, a
  * child forked outside the table), a SIGCHLD sent by kill, a signal without
  * its record (the ring overflowed, the wrapper was not in place).
@@ -353,14 +356,29 @@ unsigned long long orch__proc_boot_ns(void) {
  * exit's signal is seen only by a walk, so the walk is made at every
  * SIGCHLD whenever such an event may come: once orch has been a subreaper
  * (or is pid 1: orphans), while a registered child has neither a ring wait
- * nor a pidfd, once a
+ * nor a pidfd (and the connector is not used), once a
  * child has stopped or continued, and with more than one runtime in the
- * process. The first stop of a child that the kernel merges into the
- * pending signal of another child's exit would be seen only at the next
- * walk, which may never come: so a SIGCHLD explained without a walk arms
- * the late walk, LATE_MS later (at most one a LATE_MS, and none while no
- * SIGCHLD comes: an idle orch never wakes for it). */
+ * process. (The connector hears of every child's exit whatever the kernel
+ * merged, but of no stop, and of an orphan's exit only if it was adopted
+ * before it ended; its lost events make one walk.) The first stop of a
+ * child that the kernel merges into the pending signal of another child's
+ * exit would be seen only at the next walk, which may never come: so a
+ * SIGCHLD explained without a walk arms the late walk, late_ms() later (at
+ * most one a late_ms(), and none while no SIGCHLD comes: an idle orch never
+ * wakes for it). */
 #define LATE_MS 1000
+#define LATE_MS_MAX 10000
+
+/* The late walk's delay: LATE_MS up to 1,000 children, LATE_MS more for
+ * each 1,000 more (at most LATE_MS_MAX), so that what it costs a second (a
+ * walk looks at every child) stays about a walk over 1,000 children's,
+ * whatever the fleet: at 10,000 children a walk a second would cost each
+ * restart's second more than the restart itself. */
+static uint64_t late_ms(const proc_state *st) {
+  uint64_t k = st->count / 1000;
+  uint64_t ms = LATE_MS * (k ? k : 1);
+  return ms < LATE_MS_MAX ? ms : LATE_MS_MAX;
+}
 #define RING 1024
 static struct {
   _Atomic unsigned long seq;  /* index + 1 once pid and code are written */
@@ -409,6 +427,23 @@ static int owed_take(proc_state *st, pid_t pid) {
   return 1;
 }
 
+/* At most this many pids wait to be reaped by pid (the events of a stop of
+ * all come together); past it, the walk takes them. */
+#define GONE_MAX (1 << 17)
+
+/* pid ended (the connector said so, or its SIGCHLD's record): reaped by
+ * pid at the next gone_reap. */
+static void gone_add(proc_state *st, pid_t pid) {
+  if (st->ngone == st->gone_cap) {
+    size_t n = st->gone_cap ? st->gone_cap * 2 : 64;
+    pid_t *g = n <= GONE_MAX ? realloc(st->gone, n * sizeof *g) : NULL;
+    if (!g) { st->conn_lost = 1; return; }   /* the walk finds it */
+    st->gone = g;
+    st->gone_cap = n;
+  }
+  st->gone[st->ngone++] = pid;
+}
+
 /* Whether the SIGCHLDs delivered so far are all explained by pidfd exits,
  * and no event can hide behind them (then no walk is needed). Reads the
  * ring's new records. */
@@ -430,6 +465,9 @@ static int explained(proc_state *st) {
     if (code == CLD_EXITED || code == CLD_KILLED || code == CLD_DUMPED) {
       orch__child *c = orch__child_find(st->rt, pid);
       if (c && (c->pidfd >= 0 || c->ring_wait)) { c->sig_seen = 1; continue; }   /* its pidfd or wait follows */
+      /* With the connector, reaped by pid after the records (its event, if
+       * not read yet, then finds it gone). */
+      if (c && st->conn) { c->sig_seen = 1; gone_add(st, pid); continue; }
       if (!c && owed_take(st, pid)) continue;
     } else if (code == CLD_STOPPED || code == CLD_CONTINUED || code == CLD_TRAPPED) {
       st->stops = 1;
@@ -442,13 +480,19 @@ static int explained(proc_state *st) {
     int v = 0;
     if (getpid() == 1 || (prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0) == 0 && v)) st->orphans = 1;
   }
-  if (st->orphans || st->stops || st->count > st->npidfd + st->nwait || nstates > 1) ok = 0;
+  /* With the connector every child's exit has its event, unless some were
+   * lost. */
+  if (st->conn_lost) ok = 0;
+  if (st->orphans || st->stops || nstates > 1) ok = 0;
+  if (!st->conn && st->count > st->npidfd + st->nwait) ok = 0;
   return ok;
 }
 
 /* An exit the reaper collected: to the child registered for pid, or to the
  * orphan callback. */
 static void dispatch_exit(proc_state *st, pid_t pid, int status, const struct rusage *ru) {
+  /* With the connector, its event may still come (or be read again). */
+  if (st->conn) st->reaped[(unsigned)pid % ORCH__OWED] = pid;
   orch__child *c = table_take(st, pid, NULL);
   if (c) {
     pid_t pgid = c->pgid;
@@ -470,6 +514,9 @@ static void reap(proc_state *st) {
   /* A started spawn's child is registered once it has exec'd: before any
    * status is taken, so that none of them is taken for an orphan's. */
   orch__spawner_settle(st);
+  /* The exits whose events were lost are zombies now (the event follows
+   * exit_notify), so this walk finds them. */
+  st->conn_lost = 0;
   for (;;) {
     int status;
     struct rusage ru;
@@ -554,6 +601,83 @@ static void on_ring(uv_poll_t *h, int status, int events) {
   ring_reap(h->data);
 }
 
+/* The pids said to have ended, each reaped by pid (wait4(pid), which the
+ * kernel answers without looking at the other children). One not
+ * waitable yet stays (an older kernel sends the event before the child is
+ * a zombie; a group leader waits for its other threads); one that is no
+ * child (reaped already, by its record or a walk) goes. A pid nobody
+ * registered may be a started spawn's child: the spawns settle first, as
+ * before a walk; then it is an adopted orphan's, as the walk would find. */
+static void gone_reap(proc_state *st) {
+  size_t j = 0;
+  for (size_t i = 0; i < st->ngone; i++) {
+    pid_t pid = st->gone[i];
+    orch__child *c = orch__child_find(st->rt, pid);
+    /* Reaped already (by its record, or a walk): its event came after. */
+    if (!c && st->reaped[(unsigned)pid % ORCH__OWED] == pid) {
+      st->reaped[(unsigned)pid % ORCH__OWED] = 0;
+      continue;
+    }
+    if (!c && st->jobs) {
+      orch__spawner_settle(st);
+      c = orch__child_find(st->rt, pid);
+    }
+    int status;
+    struct rusage ru;
+    pid_t r;
+    do r = wait4(pid, &status, WNOHANG, &ru); while (r < 0 && errno == EINTR);
+    if (r == pid) {
+      st->conn_exits++;
+      /* Its SIGCHLD's record, if not read yet, is explained. */
+      if (!c || !c->sig_seen) owed_add(st, pid);
+      dispatch_exit(st, pid, status, &ru);
+    } else if (r == 0) {
+      st->gone[j++] = pid;
+    }
+  }
+  st->ngone = j;
+}
+
+/* The connector's new events: their pids to gone; an overflow (events
+ * lost) makes the next walk due. */
+static void conn_drain(proc_state *st) {
+  if (!st->conn) return;
+  pid_t pid;
+  int r;
+  while ((r = orch__exitconn_next(st->conn, &pid)) != 0) {
+    if (r > 0) {
+      gone_add(st, pid);
+    } else {
+      st->overflows++;
+      st->conn_lost = 1;
+    }
+  }
+}
+
+static void on_walk(uv_check_t *h);
+
+/* The connector's socket is readable, or in error: libuv stops the handle
+ * on an error, which an overflow is (the read clears it), so it is started
+ * again; an error that no overflow explains leaves the connector out, and
+ * the walk takes its place. */
+static void on_conn(uv_poll_t *h, int status, int events) {
+  proc_state *st = h->data;
+  unsigned long long over = st->overflows;
+  conn_drain(st);
+  gone_reap(st);
+  if (status < 0 && st->conn) {
+    if (st->overflows != over) {
+      uv_poll_start(&st->connpoll, UV_READABLE, on_conn);
+    } else {
+      uv_poll_stop(&st->connpoll);
+      orch__exitconn_close(st->conn);
+      st->conn = NULL;
+      st->conn_lost = 1;
+    }
+  }
+  if (st->conn_lost) uv_check_start(&st->walker, on_walk);
+}
+
 static void walk(proc_state *st) {
   st->walks++;
   reap(st);
@@ -578,9 +702,12 @@ static void on_sigchld(uv_signal_t *h, int sig) {
   proc_state *st = h->data;
   ring_reap(st);
   pidfd_reap(st);
+  conn_drain(st);
   st->ncb++;
-  if (!explained(st)) uv_check_start(&st->walker, on_walk);
-  else if (!uv_is_active((uv_handle_t *)&st->late)) uv_timer_start(&st->late, on_late, LATE_MS, 0);
+  int ok = explained(st);
+  gone_reap(st);
+  if (!ok) uv_check_start(&st->walker, on_walk);
+  else if (!uv_is_active((uv_handle_t *)&st->late)) uv_timer_start(&st->late, on_late, late_ms(st), 0);
 }
 
 void orch__proc_reap(orch_runtime *rt) {
@@ -588,6 +715,8 @@ void orch__proc_reap(orch_runtime *rt) {
   if (!st) return;
   ring_reap(st);
   pidfd_reap(st);
+  conn_drain(st);
+  gone_reap(st);
   walk(st);
 }
 
@@ -604,7 +733,11 @@ void orch__proc_reaper_stats(orch_runtime *rt, orch__reaper_stats *s) {
   s->pidfd_exits = st->pidfd_exits;
   s->walk_exits = st->walk_exits;
   s->ring_exits = st->ring_exits;
-  s->mode = st->ring ? "ring" : st->epfd >= 0 ? "pidfd" : "walk";
+  s->connector_exits = st->conn_exits;
+  s->overflows = st->overflows;
+  s->late_ms = late_ms(st);
+  s->events = st->conn ? orch__exitconn_events(st->conn) : 0;
+  s->mode = st->conn ? "connector" : st->ring ? "ring" : st->epfd >= 0 ? "pidfd" : "walk";
 }
 
 void orch__proc_on_orphan(orch_runtime *rt, orch__orphan_fn fn, void *data) {
@@ -701,6 +834,7 @@ static void state_free(uv_handle_t *h) {
   if (--st->nopen > 0) return;
   nstates--;
   kept_clear(st);
+  free(st->gone);
   free(st->buckets);
   free(st);
 }
@@ -708,16 +842,19 @@ static void state_free(uv_handle_t *h) {
 /* Closes the handles (then state_free frees st), the epoll set and the
  * ring (its waits are cancelled). */
 static void state_close(proc_state *st) {
-  st->nopen = 3 + st->haspoll + st->hasring;
+  st->nopen = 3 + st->haspoll + st->hasring + st->hasconn;
   uv_close((uv_handle_t *)&st->sigchld, state_free);
   uv_close((uv_handle_t *)&st->walker, state_free);
   uv_close((uv_handle_t *)&st->late, state_free);
   if (st->haspoll) uv_close((uv_handle_t *)&st->pidpoll, state_free);
   if (st->hasring) uv_close((uv_handle_t *)&st->ringpoll, state_free);
+  if (st->hasconn) uv_close((uv_handle_t *)&st->connpoll, state_free);
   if (st->epfd >= 0) close(st->epfd);
   st->epfd = -1;
   orch__waitring_close(st->ring);
   st->ring = NULL;
+  orch__exitconn_close(st->conn);
+  st->conn = NULL;
 }
 
 /* The Lua state may already be closed here: no Lua. */
@@ -789,6 +926,16 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
     if (orch__waitring_fork(&st->ring) == 0) uv_poll_start(&st->ringpoll, UV_READABLE, on_ring);
     else uv_poll_stop(&st->ringpoll);
   }
+  /* So is the connector's socket (its filter names the parent); the exits
+   * it told of are the parent's children's. Without one of its own, the
+   * child's children are reaped by the walk. */
+  st->ngone = 0;
+  st->conn_lost = 0;
+  memset(st->reaped, 0, sizeof st->reaped);
+  if (st->conn) {
+    if (orch__exitconn_fork(&st->conn) == 0) uv_poll_start(&st->connpoll, UV_READABLE, on_conn);
+    else uv_poll_stop(&st->connpoll);
+  }
 }
 
 int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
@@ -811,12 +958,28 @@ int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
   uv_timer_init(loop, &st->late);
   st->late.data = st;
   uv_unref((uv_handle_t *)&st->late);
-  /* ORCH_REAPER=pidfd leaves the ring out, =walk pidfds too (to measure
-   * and test each way on a kernel that has them all). */
+  /* ORCH_REAPER=ring leaves the connector out, =pidfd the ring too, =walk
+   * pidfds too (to measure and test each way on a kernel that has them
+   * all); ORCH_REAPER_RCVBUF sets the connector's receive buffer (bytes:
+   * a test's overflow). */
   const char *mode = getenv("ORCH_REAPER");
-  st->mode = mode && !strcmp(mode, "walk") ? 2 : mode && !strcmp(mode, "pidfd") ? 1 : 0;
-  /* Exits through the ring where the kernel has it (no fd a child). */
-  if (st->mode == 0 && orch__waitring_open(&st->ring) == 0) {
+  st->mode = !mode ? 0 : !strcmp(mode, "walk") ? 2 : !strcmp(mode, "pidfd") ? 1 : !strcmp(mode, "ring") ? 3 : 0;
+  /* Exits through the proc connector where the kernel lets orch subscribe
+   * (one socket, no wait a child). */
+  const char *rcv = getenv("ORCH_REAPER_RCVBUF");
+  if (st->mode == 0 && orch__exitconn_open(&st->conn, rcv ? atoi(rcv) : 0) == 0) {
+    if (uv_poll_init(loop, &st->connpoll, orch__exitconn_fd(st->conn)) == 0) {
+      st->hasconn = 1;
+      st->connpoll.data = st;
+      uv_poll_start(&st->connpoll, UV_READABLE, on_conn);
+      uv_unref((uv_handle_t *)&st->connpoll);
+    } else {
+      orch__exitconn_close(st->conn);
+      st->conn = NULL;
+    }
+  }
+  /* Else through the ring where the kernel has it (no fd a child). */
+  if (!st->conn && (st->mode == 0 || st->mode == 3) && orch__waitring_open(&st->ring) == 0) {
     if (uv_poll_init(loop, &st->ringpoll, orch__waitring_fd(st->ring)) == 0) {
       st->hasring = 1;
       st->ringpoll.data = st;

@@ -15,9 +15,13 @@
  *                             prints its pid, sleeps SEC, exits CODE;
  *                             the caller's child exits 0 at once
  *   prog_proc sleep SEC       sleep SEC seconds, exit 0
+ *   prog_proc leader CODE     the main thread (the thread group's leader)
+ *                             ends at once; a second thread reads stdin
+ *                             until EOF, then the process exits CODE
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +53,12 @@ static int status_line(const char *key, char *out, size_t size) {
   }
   fclose(f);
   return -1;
+}
+
+static void *read_to_eof(void *arg) {
+  char b[256];
+  while (read(0, b, sizeof b) > 0) {}
+  exit(atoi(arg));
 }
 
 int main(int argc, char **argv) {
@@ -133,6 +143,11 @@ int main(int argc, char **argv) {
     fclose(stdout);
     nap(atof(argv[2]));
     _exit(atoi(argv[3]));
+  }
+  if (strcmp(cmd, "leader") == 0 && argc > 2) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, read_to_eof, argv[2]) != 0) return 105;
+    pthread_exit(NULL);
   }
   if (strcmp(cmd, "sleep") == 0 && argc > 2) {
     nap(atof(argv[2]));
