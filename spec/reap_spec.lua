@@ -81,6 +81,72 @@ describe("reaping", function()
     return out
   end
 
+  -- A script's lines that wait until children ps[1..n] are all zombies.
+  local function until_zombies(n)
+    return string.format([[
+      for i = 1, %d do
+        repeat
+          local f = io.open("/proc/" .. ps[i].pid .. "/stat")
+          local st = f and f:read("a"):match("^%%d+ %%b() (%%a)")
+          if f then f:close() end
+        until st == "Z"
+      end]], n)
+  end
+
+  -- An orch.fork child spawns 20 children and kills them, its parent 5:
+  -- what each reaped, counted by the reaper's field exits (mode: ORCH_REAPER).
+  local function fork_reaps(exits, mode)
+    local script = h.script(string.format([[
+      local prog, exits = %q, %q
+      local mine = {}
+      for i = 1, 5 do mine[i] = assert(orch.spawn { prog, "sleep", "100" }) end
+      local f = assert(orch.fork(function()
+        local r0 = orch.proc.reaper()
+        local ps = {}
+        for i = 1, 20 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
+        for i = 1, 20 do ps[i]:kill("KILL") end
+        local n = 0
+        for i = 1, 20 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
+        local r = orch.proc.reaper()
+        io.stdout:write(string.format("child %%s %%d %%d %%d %%d\n", r.mode, n, r[exits] - r0[exits], r.walks - r0.walks, r.waits))
+        io.stdout:flush()
+        orch.exit(0)
+      end))
+      assert(f:wait() == 0)
+      local r0 = orch.proc.reaper()
+      for i = 1, 5 do mine[i]:kill("KILL") end
+      local n = 0
+      for i = 1, 5 do if select(2, mine[i]:wait()) == "KILL" then n = n + 1 end end
+      local r = orch.proc.reaper()
+      print("parent", r.mode, n, r[exits] - r0[exits], r.waits)
+    ]], prog, exits))
+    local code, out, err = h.cli({ "run", script }, nil, { ORCH_REAPER = mode })
+    assert.are.equal(0, code, err)
+    return out
+  end
+
+  -- 300 children under an fd limit of 200, killed: how they were watched
+  -- and reaped (exits: the reaper's field; mode: ORCH_REAPER).
+  local function low_fd_reaps(exits, mode)
+    local dir = h.tmpdir()
+    local script = h.script(string.format([[
+      local orch = require "orch"
+      local exits = %q
+      local r0 = orch.proc.reaper()
+      local ps = {}
+      for i = 1, 300 do ps[i] = assert(orch.spawn { %q, "sleep", "100" }) end
+      local r = orch.proc.reaper()
+      print("running", r.mode, r.waits, r.pidfds)
+      for _, p in ipairs(ps) do p:kill("KILL") end
+      local n = 0
+      for _, p in ipairs(ps) do if select(2, p:wait()) == "KILL" then n = n + 1 end end
+      r = orch.proc.reaper()
+      print("reported", n, r[exits] - r0[exits], r.walks - r0.walks)
+    ]], exits, prog))
+    return h.sh(string.format("cd %s && %s prlimit --nofile=200:200 %s run %s 2>&1", h.shquote(dir),
+      mode and "ORCH_REAPER=" .. mode or "", h.shquote(h.bin), h.shquote(script)))
+  end
+
   it("reaps spawned children by pid after the proc connector's events, without a walk, a wait or an fd each; a stop makes one and is reported", function()
     local out = no_walk(nil)
     if not CONNECTOR then
@@ -208,20 +274,14 @@ describe("reaping", function()
       -- 1,500 completions for a queue of 1,024, the rest kept by the
       -- kernel until asked for.
       for i = 1, 1500 do assert(ps[i]:kill("KILL")) end
-      for i = 1, 1500 do
-        repeat
-          local f = io.open("/proc/" .. ps[i].pid .. "/stat")
-          local st = f and f:read("a"):match("^%%d+ %%b() (%%a)")
-          if f then f:close() end
-        until st == "Z"
-      end
+%s
       local n = 0
       for i = 1, 1500 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
       local r = orch.proc.reaper()
       -- (One walk may come: the SIGCHLD records' ring holds 1,024; it
       -- finds nothing left.)
       print(n, r.ring_exits - r0.ring_exits, r.walk_exits - r0.walk_exits, r.waits)
-    ]], prog))
+    ]], prog, until_zombies(1500)))
     local code, out, err = h.cli({ "run", script }, nil, { ORCH_REAPER = "ring" })
     assert.are.equal(0, code, err)
     assert.are.equal("1500\n1500\t1500\t0\t0\n", out)
@@ -230,33 +290,7 @@ describe("reaping", function()
 
   it("an orch.fork child reaps its own children through a ring of its own, and leaves the parent's waits alone (ORCH_REAPER=ring)", function()
     if not RING then return end
-    local script = h.script(string.format([[
-      local prog = %q
-      local mine = {}
-      for i = 1, 5 do mine[i] = assert(orch.spawn { prog, "sleep", "100" }) end
-      local f = assert(orch.fork(function()
-        local r0 = orch.proc.reaper()
-        local ps = {}
-        for i = 1, 20 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
-        for i = 1, 20 do ps[i]:kill("KILL") end
-        local n = 0
-        for i = 1, 20 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
-        local r = orch.proc.reaper()
-        io.stdout:write(string.format("child %%s %%d %%d %%d %%d\n", r.mode, n, r.ring_exits - r0.ring_exits, r.walks - r0.walks, r.waits))
-        io.stdout:flush()
-        orch.exit(0)
-      end))
-      assert(f:wait() == 0)
-      local r0 = orch.proc.reaper()
-      for i = 1, 5 do mine[i]:kill("KILL") end
-      local n = 0
-      for i = 1, 5 do if select(2, mine[i]:wait()) == "KILL" then n = n + 1 end end
-      local r = orch.proc.reaper()
-      print("parent", r.mode, n, r.ring_exits - r0.ring_exits, r.waits)
-    ]], prog))
-    local code, out, err = h.cli({ "run", script }, nil, { ORCH_REAPER = "ring" })
-    assert.are.equal(0, code, err)
-    assert.are.equal("child ring 20 20 0 0\nparent\tring\t5\t5\t0\n", out)
+    assert.are.equal("child ring 20 20 0 0\nparent\tring\t5\t5\t0\n", fork_reaps("ring_exits", "ring"))
   end)
 
   it("through the proc connector: 2,100 children, past the ring's cap, each reaped by pid after its event, with no walk, no wait and no fd", function()
@@ -296,18 +330,12 @@ describe("reaping", function()
       for i = 1, 300 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
       -- Killed, and all ended, while nothing reads the socket (no yield).
       for i = 1, 300 do assert(ps[i]:kill("KILL")) end
-      for i = 1, 300 do
-        repeat
-          local f = io.open("/proc/" .. ps[i].pid .. "/stat")
-          local st = f and f:read("a"):match("^%%d+ %%b() (%%a)")
-          if f then f:close() end
-        until st == "Z"
-      end
+%s
       local n = 0
       for i = 1, 300 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
       local r = orch.proc.reaper()
       print(r.mode, n, r.overflows - r0.overflows > 0, r.walks - r0.walks > 0, r.children)
-    ]], prog))
+    ]], prog, until_zombies(300)))
     local code, out, err = h.cli({ "run", script }, nil, { ORCH_REAPER_RCVBUF = "1" })
     assert.are.equal(0, code, err)
     assert.are.equal("connector\t300\ttrue\ttrue\t0\n", out)
@@ -365,54 +393,12 @@ describe("reaping", function()
 
   it("an orch.fork child reaps its own children through a connector socket of its own, and leaves the parent's children alone", function()
     if not CONNECTOR then return end
-    local script = h.script(string.format([[
-      local prog = %q
-      local mine = {}
-      for i = 1, 5 do mine[i] = assert(orch.spawn { prog, "sleep", "100" }) end
-      local f = assert(orch.fork(function()
-        local r0 = orch.proc.reaper()
-        local ps = {}
-        for i = 1, 20 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
-        for i = 1, 20 do ps[i]:kill("KILL") end
-        local n = 0
-        for i = 1, 20 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
-        local r = orch.proc.reaper()
-        io.stdout:write(string.format("child %%s %%d %%d %%d %%d\n", r.mode, n,
-          r.connector_exits - r0.connector_exits, r.walks - r0.walks, r.children))
-        io.stdout:flush()
-        orch.exit(0)
-      end))
-      assert(f:wait() == 0)
-      local r0 = orch.proc.reaper()
-      for i = 1, 5 do mine[i]:kill("KILL") end
-      local n = 0
-      for i = 1, 5 do if select(2, mine[i]:wait()) == "KILL" then n = n + 1 end end
-      local r = orch.proc.reaper()
-      print("parent", r.mode, n, r.connector_exits - r0.connector_exits, r.walks - r0.walks)
-    ]], prog))
-    local code, out, err = h.cli { "run", script }
-    assert.are.equal(0, code, err)
-    assert.are.equal("child connector 20 20 0 0\nparent\tconnector\t5\t5\t0\n", out)
+    assert.are.equal("child connector 20 20 0 0\nparent\tconnector\t5\t5\t0\n", fork_reaps("connector_exits"))
   end)
 
   it("at a low fd limit, through the proc connector: 300 children, no fd each, no walk, all reaped", function()
     if not CONNECTOR then return end
-    local dir = h.tmpdir()
-    local script = h.script(string.format([[
-      local orch = require "orch"
-      local r0 = orch.proc.reaper()
-      local ps = {}
-      for i = 1, 300 do ps[i] = assert(orch.spawn { %q, "sleep", "100" }) end
-      local r = orch.proc.reaper()
-      print("running", r.mode, r.waits, r.pidfds)
-      for _, p in ipairs(ps) do p:kill("KILL") end
-      local n = 0
-      for _, p in ipairs(ps) do if select(2, p:wait()) == "KILL" then n = n + 1 end end
-      r = orch.proc.reaper()
-      print("reported", n, r.connector_exits - r0.connector_exits + r.walk_exits - r0.walk_exits, r.walks - r0.walks)
-    ]], prog))
-    local out = h.sh(string.format("cd %s && prlimit --nofile=200:200 %s run %s 2>&1",
-      h.shquote(dir), h.shquote(h.bin), h.shquote(script)))
+    local out = low_fd_reaps("connector_exits")
     assert.matches("running\tconnector\t0\t0\n", out, 1, true)
     assert.matches("reported\t300\t300\t0", out, 1, true)
   end)
@@ -466,23 +452,8 @@ describe("reaping", function()
 
   it("at a low fd limit, through the ring (ORCH_REAPER=ring): 300 children, no fd each, no walk, all reaped", function()
     if not RING then return end
-    local dir = h.tmpdir()
-    local script = h.script(string.format([[
-      local orch = require "orch"
-      local r0 = orch.proc.reaper()
-      local ps = {}
-      for i = 1, 300 do ps[i] = assert(orch.spawn { %q, "sleep", "100" }) end
-      local r = orch.proc.reaper()
-      print("running", r.waits, r.pidfds)
-      for _, p in ipairs(ps) do p:kill("KILL") end
-      local n = 0
-      for _, p in ipairs(ps) do if select(2, p:wait()) == "KILL" then n = n + 1 end end
-      r = orch.proc.reaper()
-      print("reported", n, r.ring_exits - r0.ring_exits, r.walks - r0.walks)
-    ]], prog))
-    local out = h.sh(string.format("cd %s && ORCH_REAPER=ring prlimit --nofile=200:200 %s run %s 2>&1",
-      h.shquote(dir), h.shquote(h.bin), h.shquote(script)))
-    assert.matches("running\t300\t0\n", out, 1, true)
+    local out = low_fd_reaps("ring_exits", "ring")
+    assert.matches("running\tring\t300\t0\n", out, 1, true)
     assert.matches("reported\t300\t300\t0", out, 1, true)
   end)
 

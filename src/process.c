@@ -938,6 +938,16 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
   }
 }
 
+/* A poll handle (unref'd: it does not keep the loop alive) calling cb when
+ * fd is readable. 1, or 0 when libuv refused the fd. */
+static int watch(proc_state *st, uv_loop_t *loop, uv_poll_t *h, int fd, uv_poll_cb cb) {
+  if (uv_poll_init(loop, h, fd) != 0) return 0;
+  h->data = st;
+  uv_poll_start(h, UV_READABLE, cb);
+  uv_unref((uv_handle_t *)h);
+  return 1;
+}
+
 int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
   void **slot = orch__slot(rt, ORCH__SLOT_PROC);
   if (*slot) return 0;
@@ -968,24 +978,16 @@ int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
    * (one socket, no wait a child). */
   const char *rcv = getenv("ORCH_REAPER_RCVBUF");
   if (st->mode == 0 && orch__exitconn_open(&st->conn, rcv ? atoi(rcv) : 0) == 0) {
-    if (uv_poll_init(loop, &st->connpoll, orch__exitconn_fd(st->conn)) == 0) {
-      st->hasconn = 1;
-      st->connpoll.data = st;
-      uv_poll_start(&st->connpoll, UV_READABLE, on_conn);
-      uv_unref((uv_handle_t *)&st->connpoll);
-    } else {
+    st->hasconn = watch(st, loop, &st->connpoll, orch__exitconn_fd(st->conn), on_conn);
+    if (!st->hasconn) {
       orch__exitconn_close(st->conn);
       st->conn = NULL;
     }
   }
   /* Else through the ring where the kernel has it (no fd a child). */
   if (!st->conn && (st->mode == 0 || st->mode == 3) && orch__waitring_open(&st->ring) == 0) {
-    if (uv_poll_init(loop, &st->ringpoll, orch__waitring_fd(st->ring)) == 0) {
-      st->hasring = 1;
-      st->ringpoll.data = st;
-      uv_poll_start(&st->ringpoll, UV_READABLE, on_ring);
-      uv_unref((uv_handle_t *)&st->ringpoll);
-    } else {
+    st->hasring = watch(st, loop, &st->ringpoll, orch__waitring_fd(st->ring), on_ring);
+    if (!st->hasring) {
       orch__waitring_close(st->ring);
       st->ring = NULL;
     }
@@ -993,11 +995,8 @@ int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
   /* Without an epoll set (or a poll handle on it) every exit goes to the
    * walk, as before pidfds. */
   st->epfd = st->mode == 2 ? -1 : epoll_create1(EPOLL_CLOEXEC);
-  if (st->epfd >= 0 && uv_poll_init(loop, &st->pidpoll, st->epfd) == 0) {
+  if (st->epfd >= 0 && watch(st, loop, &st->pidpoll, st->epfd, on_pidfd)) {
     st->haspoll = 1;
-    st->pidpoll.data = st;
-    uv_poll_start(&st->pidpoll, UV_READABLE, on_pidfd);
-    uv_unref((uv_handle_t *)&st->pidpoll);
   } else if (st->epfd >= 0) {
     close(st->epfd);
     st->epfd = -1;
