@@ -981,6 +981,125 @@ orch.task(function() orch.sleep(1e6) end)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  -- a and b write lines as in POLICY; b starts only when asked (and a too
+  -- without AUTO_A). START_B_AND_DIE, through `orch ctl eval`, starts b and
+  -- kills its orch in the same resume of one task: no sync of the record
+  -- or the holder has run since b's spawn.
+  local function late_policy(auto_a)
+    return string.format("local AUTO_A = %s\n", tostring(auto_a)) .. [[
+local sup = require "orch.supervisor"
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end }
+local LOOP = 'i=0; while :; do i=$((i+1)); echo "$$ line $i"; echo $i > "$0.count"; sleep 0.02; done'
+for _, n in ipairs { "a", "b" } do
+  sup.service{ name = n, log = { dir = DIR }, backoff = 0.1, autostart = n == "a" and AUTO_A,
+    cmd = { "sh", "-c", (NOPIPE and 'trap "" PIPE; ' or "") .. LOOP, DIR .. "/" .. n } }
+end
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]]
+  end
+  local START_B_AND_DIE = 'require("orch.supervisor").start("b") os.execute("kill -KILL " .. orch.getpid())'
+
+  -- Kills orch right after it started b; b's one process.
+  local function start_b_and_die(t, pid1)
+    ctl(t, "eval", START_B_AND_DIE)
+    until_true(function() return gone(pid1) end, "orch to die")
+    local b = procs_with(t.dir .. "/b")
+    assert.are.equal(1, #b, "b's processes")
+    return b[1]
+  end
+
+  it("a service started just before the kill (no sync yet) keeps its log pipe and is adopted", function()
+    -- Its pipe goes to the holder at its spawn, not at the next sync
+    -- (5 ms to 0.5 s later): b writes on while no orch reads (it would die
+    -- of SIGPIPE otherwise), and the next orch adopts it with its pipe.
+    local t = new_test(false, late_policy(true))
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local a1 = until_true(function()
+        local s = status(t)
+        return s.a.state == "running" and s.a.pid
+      end, "a running")
+      local holder = until_true(function() return holder_of(t) end, "the holder")
+      until_true(function() return holds_pipes(holder, { a1 }) end, "the holder to hold a's pipe")
+      local b1 = start_b_and_die(t, pid1)
+      until_true(function() return holds_pipes(holder, { a1, b1 }) end, "the holder to hold b's pipe")
+      local at_kill = count_of(t, "b")
+      until_true(function() return count_of(t, "b") >= at_kill + 10 end, "b to write on")
+      local pid2 = run(t)
+      local s2 = until_true(function()
+        local s = status(t)
+        return s.a.state == "running" and s.b.state == "running" and s
+      end, "a and b running")
+      assert.are.equal(a1, s2.a.pid)
+      assert.are.equal(b1, s2.b.pid)
+      assert.are.equal(0, s2.b.restarts)
+      assert.are.same({ b1 }, procs_with(t.dir .. "/b"))
+      local err2 = slurp(t.runs[2].err)
+      assert.is_nil(err2:find("log pipe", 1, true), err2)
+      -- Its lines reach its log again.
+      local goal = count_of(t, "b") + 5
+      until_true(function()
+        local l = lines_of(t, "b", b1)
+        return (l[#l] or 0) >= goal
+      end, "b's lines in its log")
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
+  it("a pipe that reached no holder before the kill: restarted once, and the log says why truthfully", function()
+    -- NOPIPE: b outlives the loss of its pipe's reader. First with no
+    -- holder at all (b is the first service; the holder starts at the
+    -- first sync), then with a holder that could not take b's pipe (it is
+    -- stopped and its queue is full: the pipe waits for the next sync).
+    for _, case in ipairs { "none", "unsent" } do
+      local t = new_test(true, late_policy(case == "unsent"))
+      local holder
+      local ok, err = pcall(function()
+        local pid1 = run(t)
+        if case == "unsent" then
+          local a1 = until_true(function()
+            local s = status(t)
+            return s.a.state == "running" and s.a.pid
+          end, "a running")
+          holder = until_true(function() return holder_of(t) end, "the holder")
+          until_true(function() return holds_pipes(holder, { a1 }) end, "the holder to hold a's pipe")
+          os.execute("kill -STOP " .. holder)
+          -- Datagrams of another process fill its queue (it reads them
+          -- once continued, and ignores them).
+          h.run(function()
+            local d = assert(h.orch.dgram{ unix = string.format("@orch-spec-kill9-fill-%d-%d", h.orch.getpid(),
+              math.random(1, 1e9)) })
+            for _ = 1, 1000 do
+              if not d:send("{}", t.sock .. ".holder") then break end
+            end
+            d:close()
+          end)
+        end
+        local b1 = start_b_and_die(t, pid1)
+        if holder then os.execute("kill -CONT " .. holder) end
+        local pid2 = run(t)
+        local s2 = until_true(function()
+          local s = status(t)
+          return s.b.state == "running" and s.b.pid ~= b1 and s
+        end, "a new b")
+        assert.is_false(alive(b1), "b's old process survived")
+        assert.are.same({ s2.b.pid }, procs_with(t.dir .. "/b"))
+        local err2 = slurp(t.runs[2].err)
+        local why = case == "none" and "b: its log pipe had not reached an fd holder (none was running yet): restarting"
+          or "b: its log pipe had not reached the fd holder yet (orch was killed first): restarting"
+        assert.truthy(err2:find(why, 1, true), err2)
+        assert.is_nil(err2:find("lost", 1, true), err2)
+        shutdown(t, pid2)
+      end)
+      if holder then os.execute("kill -CONT " .. holder .. " 2>/dev/null") end
+      cleanup(t)
+      if not ok then error(case .. ": " .. tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+    end
+  end)
+
   it("a holder that does not answer is killed and replaced; what it held is restarted, once", function()
     local t = new_test(true)
     local ok, err = pcall(function()

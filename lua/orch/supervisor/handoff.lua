@@ -240,6 +240,14 @@ local function watch_adopted(inst, run, pid, start)
   end), Run.cancel_task)
 end
 
+-- Why a killed orch's process has no log pipe (persist.recover's
+-- lost_log): it never reached the holder, or the holder is gone.
+local LOST = {
+  unsent = "its log pipe had not reached the fd holder yet (orch was killed first)",
+  none = "its log pipe had not reached an fd holder (none was running yet)",
+  gone = "its log pipe was lost (the fd holder is gone)",
+}
+
 --- Makes inst take over the process of a hand-over entry. After `orch ctl
 -- reexec` it is still orch's child, and its exit comes as an orphan's;
 -- after a killed orch (e.killed, see persist.lua) it is init's, watched
@@ -286,8 +294,7 @@ function handoff.adopt(inst, e)
   end
   local def = S.services[inst.service].def
   local changed = e.killed and e.def ~= handoff.digest(def) or not e.killed and e.def ~= canon(def)
-  local why = changed and "definition changed"
-    or e.lost_log and "its log pipe was lost (the fd holder is gone)"
+  local why = changed and "definition changed" or e.lost_log and LOST[e.lost_log]
   if why then
     inst:log("%s: restarting", why)
     run.user_stop = true

@@ -406,6 +406,32 @@ local function spawn_holder(S, P)
   return h
 end
 
+-- The pipes of new processes go to the holder at their spawn (not at the
+-- next sync, which comes 5 ms later at the least and up to MAX_SPACING
+-- after: a kill -9 of orch in between lost those pipes). list: { name, r
+-- (rec_of), stream } each; one datagram per PART of them (a large start
+-- sends each batch of launches in one). Only to a holder that is bound
+-- already; what cannot go now (no holder yet, its queue full) goes at the
+-- next sync, which the spawn has scheduled anyway. The text is made by hand
+-- (jstr), as the record's: this is on the restart path.
+local function hand_over(P, list)
+  local d = P.holder and not P.holder_failed and not P.closed and client(P)
+  if not d then return end
+  local i = 1
+  while i <= #list do
+    local last = math.min(i + PART - 1, #list)
+    local parts, fds = {}, {}
+    for j = i, last do
+      local x = list[j]
+      parts[#parts + 1] = string.format('{"name":%s,"pid":%d,"start":%d}', jstr(x[1]), x[2][PID], x[2][START])
+      fds[#fds + 1] = x[3]
+    end
+    if not d:send('{"op":"put","entries":[' .. table.concat(parts, ",") .. ']}', P.holder_path, fds) then return end
+    for j = i, last do P.held[list[j][1]] = list[j][2][PID] end
+    i = last + 1
+  end
+end
+
 -- Ends the holder: "bye", and TERM to its process (a holder that has not
 -- bound its socket yet never reads the bye, and as orch's child it would
 -- keep orch's loop alive).
@@ -713,15 +739,25 @@ function persist.spawned(S, inst, run)
     P.timer:stop()
     P.timer = nil
   end
+  -- Its log pipe (captured right after this: the process's stdout).
+  local s = run.log_stream or (run.proc and run.proc.stdout)
+  local put = s and P.holder and { inst.name, rec_of(run, pid), s } or nil
   if P.holds and P.hold_task == orch.current() then
-    -- A large start's own launches: a batch's lines go in one write before
-    -- it yields (persist.flush), within the loop turn that spawned them.
+    -- A large start's own launches: a batch's lines go in one write, and
+    -- its pipes in one datagram, before it yields (persist.flush), within
+    -- the loop turn that spawned them.
     local buf = P.jbuf or {}
     P.jbuf = buf
     buf[#buf + 1] = line
+    if put then
+      local pbuf = P.pbuf or {}
+      P.pbuf = pbuf
+      pbuf[#pbuf + 1] = put
+    end
     if #buf >= 64 then persist.flush(S) end
   else
     append_journal(S, P, line)
+    if put then hand_over(P, { put }) end
   end
   persist.touch(S, inst)
 end
@@ -734,6 +770,9 @@ function persist.flush(S)
   if not buf then return end
   P.jbuf = nil
   if not P.closed then append_journal(S, P, table.concat(buf)) end
+  local pbuf = P.pbuf
+  P.pbuf = nil
+  if pbuf then hand_over(P, pbuf) end
 end
 
 -- The journal's lines (newer than the record) replace, add or remove
@@ -966,6 +1005,7 @@ function persist.recover(S)
     h = {}
   end
   local pipes = {}
+  local named, answered = type(rec.holder) == "table", false
   if not orch.current() then
     if h.pid then
       S:log("fd holder (pid " .. h.pid .. "): sup.run was not called from a task: its pipes cannot be fetched")
@@ -981,7 +1021,7 @@ function persist.recover(S)
     if got then
       P.holder = h
       for name, e in pairs(got) do P.held[name] = e.pid end
-      pipes = got
+      pipes, answered = got, true
     elseif h.pid then
       -- A holder we cannot talk to (stopped, wedged) only keeps its name
       -- from a new one; the pipes it holds are lost to us anyway.
@@ -1036,7 +1076,12 @@ function persist.recover(S)
             x.log_stream = p.stream
           else
             if p then p.stream:close() end
-            x.lost_log = true
+            -- Why, truthfully: a holder answered without this pipe (orch
+            -- was killed before it went: the moments between a spawn and
+            -- its datagram, or before a holder had bound its socket), or
+            -- none answered (the one the record names is gone, or there
+            -- was none yet).
+            x.lost_log = answered and "unsent" or named and "gone" or "none"
           end
         end
         inherited[e.name] = x
