@@ -1139,6 +1139,86 @@ orch.task(function() orch.sleep(1e6) end)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  it("a process at SOCKET.holder that never answers: not waited for unless it is an fd holder of orch's, which is killed", function()
+    -- The record names a holder that is gone; what answers at its path is
+    -- (fake) another program of orch's uid that never replies, or (silent)
+    -- the killed orch's own holder, stopped. The one is left alone at once,
+    -- the other waited for and killed; either way the services whose pipes
+    -- are lost are restarted, once.
+    for _, case in ipairs { "fake", "silent" } do
+      local t = new_test(true)
+      local ok, err = pcall(function()
+        local pid1 = run(t)
+        local s1 = all_running(t)
+        local holder = until_true(function() return holder_of(t) end, "the holder")
+        t.extra[#t.extra + 1] = holder
+        until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
+          "the holder to hold the three log pipes")
+        local silent
+        if case == "fake" then
+          kill9(pid1)
+          kill9(holder)
+          until_true(function() return gone(pid1) and not alive(holder) end, "orch and the holder to die")
+          os.remove(t.sock .. ".holder")
+          h.write(t.dir .. "/fake.lua", string.format([[
+local d = assert(orch.dgram{ unix = %q })
+io.stderr:write("bound\n")
+orch.sleep(1e6)
+]], t.sock .. ".holder"))
+          silent = math.tointeger(tonumber((h.sh(string.format("{ %s run --no-socket %s >/dev/null 2>%s & echo $!; }",
+            h.shquote(h.bin), h.shquote(t.dir .. "/fake.lua"), h.shquote(t.dir .. "/fake.err"))))))
+          t.extra[#t.extra + 1] = silent
+          until_true(function() return slurp(t.dir .. "/fake.err"):find("bound", 1, true) end, "the fake holder")
+        else
+          silent = holder
+          os.execute("kill -STOP " .. holder)
+          kill9(pid1)
+          until_true(function() return gone(pid1) end, "orch to die")
+        end
+        -- The record names a holder that is gone.
+        local r = record(t)
+        r.holder = { pid = 999999999, start = 1 }
+        h.write(t.state, cjson.encode(r))
+        os.execute("chmod 600 " .. h.shquote(t.state))
+        local pid2 = run(t)
+        local s2 = until_true(function()
+          local s = status(t)
+          for _, n in ipairs(NAMES) do
+            if s[n].state ~= "running" or s[n].pid == s1[n].pid then return false end
+          end
+          return s
+        end, "fresh services")
+        for _, n in ipairs(NAMES) do
+          assert.is_false(alive(s1[n].pid))
+          assert.are.same({ s2[n].pid }, procs_with(t.dir .. "/" .. n))
+          assert.are.equal(0, s2[n].restarts, n)
+        end
+        local err2 = slurp(t.runs[2].err)
+        if case == "fake" then
+          assert.truthy(err2:find("fd holder: " .. t.sock .. ".holder is bound by pid " .. silent
+            .. " (uid " .. h.orch.geteuid() .. ": ", 1, true), err2)
+          assert.truthy(err2:find("not by an fd holder of orch's", 1, true), err2)
+          assert.is_nil(err2:find("no answer", 1, true), err2)
+          assert.is_true(alive(silent), "the other program was signalled")
+        else
+          assert.truthy(err2:find("fd holder (pid " .. silent .. "): no answer within 5 s: killing it", 1, true), err2)
+          until_true(function() return not alive(silent) end, "the silent holder to be killed")
+          -- A new holder holds the new pipes.
+          local holder2 = until_true(function()
+            local hp = holder_of(t)
+            return hp and hp ~= silent and hp ~= 999999999 and hp
+          end, "a new holder")
+          until_true(function() return holds_pipes(holder2, { s2.a.pid, s2.b.pid, s2.c.pid }) end,
+            "the new holder to hold the new pipes")
+        end
+        assert.truthy(err2:find("its log pipe was lost (the fd holder is gone): restarting", 1, true), err2)
+        shutdown(t, pid2)
+      end)
+      cleanup(t)
+      if not ok then error(case .. ": " .. tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+    end
+  end)
+
   it("after the kill, a service no longer defined is stopped and a changed one restarted", function()
     local t = new_test()
     local ok, err = pcall(function()

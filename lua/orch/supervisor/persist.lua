@@ -311,14 +311,29 @@ local function own_start()
 end
 
 -- Asks the holder at P.holder_path for what it holds (we are its orch from
--- now on). Task only. Returns name -> { pid, start, stream }, or nil, why.
--- h: the holder the record names ({ pid, start }), or {} for whichever
--- holder is bound at the path: h's pid and start are then the answer's.
+-- now on). Task only. Returns name -> { pid, start, stream }, or nil, why,
+-- and "ENOTHOLDER" when what is bound at the path is no fd holder of
+-- orch's. h: the holder the record names ({ pid, start }), or {} for
+-- whichever holder is bound at the path: h's pid and start are then those
+-- of the process bound there when it is an fd holder orch started for this
+-- socket (bound.lua; persist.recover kills it when it does not answer), or
+-- else the answer's.
 local function hello(P, h)
   local d, err, code = client(P)
   if not d then return nil, err, code end
   local start = own_start()
   if not start then return nil, "cannot read orch's own start time", "EMFILE" end
+  if not h.pid then
+    -- Anything else bound there (another program of orch's uid: the
+    -- directory is private) never answers: no wait for it.
+    local bound = require "orch.supervisor.bound"
+    local info = bound.process(P.holder_path)
+    if info and not bound.is_holder(info, P.holder_path) then
+      return nil, string.format("%s is bound by pid %d (uid %d: %s), not by an fd holder of orch's",
+        P.holder_path, info.pid, info.uid, table.concat(info.cmdline or {}, " ")), "ENOTHOLDER"
+    end
+    if info then h.pid, h.start = info.pid, info.start_time end
+  end
   local deadline = orch.now() + HOLDER_WAIT
   -- A holder that has just started may not have bound its socket yet.
   while true do
@@ -1022,6 +1037,10 @@ function persist.recover(S)
       P.holder = h
       for name, e in pairs(got) do P.held[name] = e.pid end
       pipes, answered = got, true
+    elseif hcode == "ENOTHOLDER" then
+      -- Not ours to signal: its pipes (none) are lost, and no holder of
+      -- ours can bind the path while it holds it.
+      S:log("fd holder: " .. herr)
     elseif h.pid then
       -- A holder we cannot talk to (stopped, wedged) only keeps its name
       -- from a new one; the pipes it holds are lost to us anyway.
