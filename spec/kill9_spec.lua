@@ -1000,7 +1000,19 @@ orch.task(function() orch.sleep(1e6) end)
   end
   local START_B_AND_DIE = 'require("orch.supervisor").start("b") os.execute("kill -KILL " .. orch.getpid())'
 
-  -- Kills orch right after it started b; b's one process.
+  -- a running, and its pipe with the holder: a's pid and the holder's.
+  local function a_held(t)
+    local a1 = until_true(function()
+      local s = status(t)
+      return s.a.state == "running" and s.a.pid
+    end, "a running")
+    local holder = until_true(function() return holder_of(t) end, "the holder")
+    until_true(function() return holds_pipes(holder, { a1 }) end, "the holder to hold a's pipe")
+    return a1, holder
+  end
+
+  -- Kills orch right after it started b; b's one process (none when b
+  -- died of SIGPIPE: no holder held its pipe).
   local function start_b_and_die(t, pid1)
     ctl(t, "eval", START_B_AND_DIE)
     until_true(function() return gone(pid1) end, "orch to die")
@@ -1016,12 +1028,7 @@ orch.task(function() orch.sleep(1e6) end)
     local t = new_test(false, late_policy(true))
     local ok, err = pcall(function()
       local pid1 = run(t)
-      local a1 = until_true(function()
-        local s = status(t)
-        return s.a.state == "running" and s.a.pid
-      end, "a running")
-      local holder = until_true(function() return holder_of(t) end, "the holder")
-      until_true(function() return holds_pipes(holder, { a1 }) end, "the holder to hold a's pipe")
+      local a1, holder = a_held(t)
       local b1 = start_b_and_die(t, pid1)
       until_true(function() return holds_pipes(holder, { a1, b1 }) end, "the holder to hold b's pipe")
       local at_kill = count_of(t, "b")
@@ -1060,12 +1067,8 @@ orch.task(function() orch.sleep(1e6) end)
       local ok, err = pcall(function()
         local pid1 = run(t)
         if case == "unsent" then
-          local a1 = until_true(function()
-            local s = status(t)
-            return s.a.state == "running" and s.a.pid
-          end, "a running")
-          holder = until_true(function() return holder_of(t) end, "the holder")
-          until_true(function() return holds_pipes(holder, { a1 }) end, "the holder to hold a's pipe")
+          local _
+          _, holder = a_held(t)
           os.execute("kill -STOP " .. holder)
           -- Datagrams of another process fill its queue (it reads them
           -- once continued, and ignores them).

@@ -45,10 +45,11 @@ local WHOLE = 16384       -- bytes: a record this small is rewritten whole at ea
 local SPACING = 10        -- a sync waits this many times the last one's duration
 local MAX_SPACING = 0.5   -- seconds, at most
 -- After a spawn, the sync waits this long (seconds): the new process is in
--- the journal already, and the record's rewrite and the holder's datagram
--- (which wakes the fd holder) would otherwise take the CPU from the exec of
--- the process just spawned. On two cores that added about 0.2 ms to a
--- restart's latency (doc/benchmarks.md, issue 15).
+-- the journal already and its log pipe with the holder (hand_over, at the
+-- spawn: a kill -9 in the wait lost it before), and the record's rewrite
+-- would otherwise take the CPU from the exec of the process just spawned.
+-- On two cores the rewrite and the holder's datagram together added about
+-- 0.2 ms to a restart's latency (doc/benchmarks.md, issue 15).
 local SPAWN_SETTLE = 0.005
 
 local function ctl() return require "orch.ctl" end
