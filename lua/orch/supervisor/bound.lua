@@ -61,14 +61,15 @@ function bound.process(path)
   return nil
 end
 
---- Whether info (bound.process's) is an fd holder orch started for path:
--- of orch's effective uid, running orch's own file as `orch fdholder
--- PATH ...` (spawn_holder's command line), and bound at path (it was
--- found so).
+--- Whether info (bound.process's) is an fd holder started for path: of
+-- orch's effective uid, with spawn_holder's command line `ORCH fdholder
+-- PATH ...`, and bound at path (it was found so). ORCH, the file it runs,
+-- may be another than this orch's (an orch installed elsewhere since):
+-- such a holder answers the same hello.
 function bound.is_holder(info, path)
   local c = info and info.cmdline
-  return type(c) == "table" and info.uid == orch.geteuid() and c[1] == orch.exepath()
-    and c[2] == "fdholder" and c[3] == path and info.state ~= "Z"
+  return type(c) == "table" and info.uid == orch.geteuid() and c[2] == "fdholder" and c[3] == path
+    and info.state ~= "Z"
 end
 
 return bound
