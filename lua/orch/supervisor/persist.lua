@@ -127,12 +127,16 @@ local function rec_of(run, pid)
   return r
 end
 
-local function log_stream(run)
-  local s = run.log_stream
+-- s when it is an open stream (a pipe at its EOF is closed), else nil.
+local function open_stream(s)
   if not s then return nil end
   local ok, fd = pcall(s.fd, s)
   if ok and math.type(fd) == "integer" and fd >= 0 then return s end
   return nil
+end
+
+local function log_stream(run)
+  return open_stream(run.log_stream)
 end
 
 -- JSON text of a string, a number or nil (the record is written often:
@@ -755,8 +759,10 @@ function persist.spawned(S, inst, run)
     P.timer:stop()
     P.timer = nil
   end
-  -- Its log pipe (captured right after this: the process's stdout).
-  local s = run.log_stream or (run.proc and run.proc.stdout)
+  -- Its log pipe (captured right after this: the process's stdout), while
+  -- open: a daemon's main process (Instance:set_main) comes after its
+  -- launcher's pipe may have reached its EOF and been closed.
+  local s = open_stream(run.log_stream or (run.proc and run.proc.stdout))
   local put = s and P.holder and { inst.name, rec_of(run, pid), s } or nil
   if P.holds and P.hold_task == orch.current() then
     -- A large start's own launches: a batch's lines go in one write, and
