@@ -104,6 +104,18 @@ static int mcast_op(int fd, enum proc_cn_mcast_op op, uint32_t ack) {
   return n < 0 ? -errno : 0;
 }
 
+/* The connector's header and event of the message b (n bytes, at least up
+ * to the event's data), copied out: the event starts 36 bytes in (after the
+ * netlink and connector headers), not on the 8 bytes its u64 needs. */
+static const struct proc_event *event_copy(const unsigned char *b, size_t n, struct cn_msg *cn,
+                                           struct proc_event *ev) {
+  size_t len = n - EV < sizeof *ev ? n - EV : sizeof *ev;
+  memcpy(cn, b + NLMSG_LENGTH(0), sizeof *cn);
+  memset(ev, 0, sizeof *ev);
+  memcpy(ev, b + EV, len);
+  return ev;
+}
+
 /* The kernel's answer to our subscription (ack number ack + 1): 0 when it
  * took it, its error, or -EPERM when none came (the kernel ignores a
  * subscription from outside the initial user and pid namespaces). */
@@ -114,8 +126,10 @@ static int mcast_ack(int fd, uint32_t ack) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return errno == EAGAIN ? -EPERM : -errno;
     if ((size_t)n < EV + offsetof(struct proc_event, event_data) + sizeof(__u32)) continue;
-    const struct cn_msg *cn = (const void *)(b + NLMSG_LENGTH(0));
-    const struct proc_event *ev = (const void *)cn->data;
+    struct cn_msg cnb;
+    struct proc_event evb;
+    const struct cn_msg *cn = &cnb;
+    const struct proc_event *ev = event_copy(b, (size_t)n, &cnb, &evb);
     if (cn->id.idx != CN_IDX_PROC || ev->what != PROC_EVENT_NONE || cn->ack != ack + 1) continue;
     return ev->event_data.ack.err ? -(int)ev->event_data.ack.err : 0;
   }
@@ -190,9 +204,10 @@ static int exit_of(const orch__exitconn *x, int i, pid_t *pid) {
   const struct msghdr *h = &x->hdr[i].msg_hdr;
   if (x->hdr[i].msg_len < EXIT_LEN || (h->msg_flags & MSG_TRUNC)) return 0;
   if (h->msg_namelen < sizeof(struct sockaddr_nl) || x->from[i].nl_pid != 0) return 0;
-  const unsigned char *b = x->buf[i];
-  const struct cn_msg *cn = (const void *)(b + NLMSG_LENGTH(0));
-  const struct proc_event *ev = (const void *)cn->data;
+  struct cn_msg cnb;
+  struct proc_event evb;
+  const struct cn_msg *cn = &cnb;
+  const struct proc_event *ev = event_copy(x->buf[i], x->hdr[i].msg_len, &cnb, &evb);
   if (cn->id.idx != CN_IDX_PROC || cn->id.val != CN_VAL_PROC || ev->what != PROC_EVENT_EXIT) return 0;
   if (ev->event_data.exit.process_pid != ev->event_data.exit.process_tgid ||
       ev->event_data.exit.parent_tgid != x->owner)
