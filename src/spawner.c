@@ -422,32 +422,77 @@ static int files_works = 1;         /* 0 once the child's copy was refused */
 /* The slots, made at the first spawn (long-lived fds of the runtime, like
  * its cached /dev/null), when there is room below SLOTS_MAX; 0 when there
  * are none. */
-static int slots_ready(proc_state *st) {
-  if (st->nslots) return st->nslots > 0;
+/* n fds on /dev/null (orch's cached one), each below SLOTS_MAX, into out:
+ * 1; 0 when there is no room that low (none kept); -1 without /dev/null. */
+static int slots_make(proc_state *st, int *out, int n) {
   if (st->devnull < 0) st->devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (st->devnull < 0) return 0;
-  int n = 0;
-  for (; n < NSLOTS; n++) {
+  if (st->devnull < 0) return -1;
+  int k = 0;
+  for (; k < n; k++) {
     int fd = fcntl(st->devnull, F_DUPFD_CLOEXEC, 3);
     if (fd < 0 || fd >= SLOTS_MAX) {
       if (fd >= 0) close(fd);
       break;
     }
-    st->slots[n] = fd;
+    out[k] = fd;
   }
-  if (n < NSLOTS) {                 /* no room low enough: never again */
-    while (n > 0) close(st->slots[--n]);
-    st->nslots = -1;
-    return 0;
-  }
-  st->nslots = n;
-  return 1;
+  if (k == n) return 1;
+  while (k > 0) close(out[--k]);
+  return 0;
 }
 
-static int moved_to(int *src, int n, int fd) {
+/* The first n slots let go of what they held (a pipe's end held there would
+ * keep its reader from seeing the end). */
+static void slots_clear(proc_state *st, const int *slots, int n) {
+  for (int k = 0; k < n; k++)
+    while (dup3(st->devnull, slots[k], O_CLOEXEC) < 0 && errno == EINTR) {}
+}
+
+static int slots_ready(proc_state *st) {
+  if (st->nslots) return st->nslots > 0;
+  int r = slots_make(st, st->slots, NSLOTS);
+  if (r < 0) return 0;
+  st->nslots = r ? NSLOTS : -1;     /* no room low enough: never again */
+  return r;
+}
+
+static int moved_to(const int *src, int n, int fd) {
   for (int k = 0; k < n; k++)
     if (src[k] == fd) return k;
   return -1;
+}
+
+/* Whether fd is one of orch's slots (a source given as one, its number
+ * guessed, would be overwritten). */
+static int is_slot(const proc_state *st, int fd) {
+  if (st->nslots > 0 && moved_to(st->slots, NSLOTS, fd) >= 0) return 1;
+  return st->njsets > 0 && moved_to(&st->jslots[0][0], (int)(sizeof st->jslots / sizeof(int)), fd) >= 0;
+}
+
+/* Moves the fds of the child's view (map: nmap fds, cg: ncg cgroup fds) from
+ * low on, but keep, into slots (nslots of them; *nmoved used, to be cleared
+ * by slots_clear). Returns files_below (one past the highest fd the child
+ * uses), or -1 when one could not be moved. */
+static int files_move(proc_state *st, orch__fdmap *map, int nmap, int *cg, int ncg,
+                      const int *slots, int nslots, int low, int keep, int *nmoved) {
+  int src[NSLOTS], n = 0, below = 3;
+  *nmoved = 0;
+  for (int i = 0; i < nmap + ncg; i++) {
+    int *f = i < nmap ? &map[i].source : &cg[i - nmap];
+    if (is_slot(st, *f)) return -1;
+    if (*f >= low && *f != keep) {
+      int k = moved_to(src, n, *f);
+      if (k < 0) {
+        if (n == nslots || dup3(*f, slots[n], O_CLOEXEC) < 0) return -1;
+        src[n] = *f;
+        k = n++;
+        *nmoved = n;
+      }
+      *f = slots[k];
+    }
+    if (*f >= below) below = *f + 1;
+  }
+  return below;
 }
 
 /* The child's view of req's fds, in map and cg (ncg cgroup fds): its
@@ -469,39 +514,17 @@ static int files_prepare(proc_state *st, const orch__spawn_req *req, orch__fdmap
     if (cg[i] >= FILES_LOW) high = 1;
   }
   if (!high || !slots_ready(st)) return maxfd + 1;
-  int src[NSLOTS];
-  int n = 0, ok = 1;
-  for (int i = 0; ok && i < req->nfds + req->ncgroup_fds; i++) {
-    int *f = i < req->nfds ? &map[i].source : &cg[i - req->nfds];
-    if (moved_to(st->slots, NSLOTS, *f) >= 0) ok = 0;   /* a slot given as a source */
-    if (!ok || *f < FILES_LOW) continue;
-    int k = moved_to(src, n, *f);
-    if (k < 0) {
-      if (n == NSLOTS || dup3(*f, st->slots[n], O_CLOEXEC) < 0) { ok = 0; continue; }
-      src[n] = *f;
-      k = n++;
-    }
-    *f = st->slots[k];
-  }
-  *nmoved = n;
-  if (!ok) {                          /* as they are: the copy goes up to maxfd */
-    for (int i = 0; i < req->nfds; i++) map[i] = req->fds[i];
-    for (int i = 0; i < req->ncgroup_fds; i++) cg[i] = req->cgroup_fds[i];
-    return maxfd + 1;
-  }
-  int below = 3;
-  for (int i = 0; i < req->nfds; i++)
-    if (map[i].source >= below) below = map[i].source + 1;
-  for (int i = 0; i < req->ncgroup_fds; i++)
-    if (cg[i] >= below) below = cg[i] + 1;
-  return below;
+  int below = files_move(st, map, req->nfds, cg, req->ncgroup_fds, st->slots, NSLOTS, FILES_LOW, -1, nmoved);
+  if (below >= 0) return below;
+  /* As they are: the copy goes up to maxfd. */
+  for (int i = 0; i < req->nfds; i++) map[i] = req->fds[i];
+  for (int i = 0; i < req->ncgroup_fds; i++) cg[i] = req->cgroup_fds[i];
+  return maxfd + 1;
 }
 
-/* The slots let go of what they held (a pipe held there would keep its
- * reader from seeing the end). */
+/* The slots let go of what they held. */
 static void files_restore(proc_state *st, int nmoved) {
-  for (int k = 0; k < nmoved; k++)
-    while (dup3(st->devnull, st->slots[k], O_CLOEXEC) < 0 && errno == EINTR) {}
+  slots_clear(st, st->slots, nmoved);
 }
 
 int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
@@ -616,50 +639,29 @@ again:
 
 #define JOB_SETS ((int)(sizeof ((proc_state *)0)->jslots / sizeof ((proc_state *)0)->jslots[0]))
 #define JOB_SLOTS ((int)(sizeof ((proc_state *)0)->jslots[0] / sizeof(int)))
+_Static_assert(sizeof ((proc_state *)0)->jslots[0] <= sizeof ((proc_state *)0)->slots, "a set fits files_move's sources");
 
 /* The sets, made at the first started spawn when there is room below
  * SLOTS_MAX; 0 when there are none. */
 static int jslots_ready(proc_state *st) {
   if (st->njsets) return st->njsets > 0;
-  if (st->devnull < 0) st->devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (st->devnull < 0) return 0;
-  int n = 0;
-  for (; n < JOB_SETS * JOB_SLOTS; n++) {
-    int fd = fcntl(st->devnull, F_DUPFD_CLOEXEC, 3);
-    if (fd < 0 || fd >= SLOTS_MAX) {
-      if (fd >= 0) close(fd);
-      break;
-    }
-    st->jslots[n / JOB_SLOTS][n % JOB_SLOTS] = fd;
-  }
-  if (n < JOB_SETS * JOB_SLOTS) {
-    while (n-- > 0) close(st->jslots[n / JOB_SLOTS][n % JOB_SLOTS]);
-    st->njsets = -1;
-    return 0;
-  }
-  st->njsets = JOB_SETS;
-  return 1;
+  int r = slots_make(st, &st->jslots[0][0], JOB_SETS * JOB_SLOTS);
+  if (r < 0) return 0;
+  st->njsets = r ? JOB_SETS : -1;
+  return r;
 }
 
-static int is_jslot(const proc_state *st, int fd) {
-  for (int s = 0; s < JOB_SETS; s++)
-    for (int k = 0; k < JOB_SLOTS; k++)
-      if (st->jslots[s][k] == fd) return 1;
-  return 0;
-}
-
-/* The set's slots let go of what they held (a pipe's end held there would
- * keep its reader from seeing the end). */
+/* The set's slots let go of what they held; the set is free again. */
 static void job_files_release(proc_state *st, orch__spawn_job *j) {
   if (j->slotset < 0) return;
-  for (int k = 0; k < j->nmoved; k++)
-    while (dup3(st->devnull, st->jslots[j->slotset][k], O_CLOEXEC) < 0 && errno == EINTR) {}
+  slots_clear(st, st->jslots[j->slotset], j->nmoved);
   st->jbusy &= ~(1u << j->slotset);
   j->slotset = -1;
   j->nmoved = 0;
 }
 
-/* The job's own view of req (j->freq) with its fds in a free set: returns
+/* The job's own view of req (j->freq) with its fds above 2 in a free set
+ * (the runtime's /dev/null, open as long as the table, as it is): returns
  * files_below, or 0 (the child copies the whole table; j->req is req). */
 static int job_files(proc_state *st, const orch__spawn_req *req, orch__spawn_job *j) {
   int nf = req->nfds, nc = req->ncgroup_fds;
@@ -667,30 +669,16 @@ static int job_files(proc_state *st, const orch__spawn_req *req, orch__spawn_job
   int s = 0;
   while (s < JOB_SETS && (st->jbusy & (1u << s))) s++;
   if (s == JOB_SETS) return 0;
-  int *slot = st->jslots[s], src[JOB_SLOTS], n = 0, below = 3;
-  j->slotset = s;                     /* released below on failure */
+  j->slotset = s;
   st->jbusy |= 1u << s;
-  for (int i = 0; i < nf + nc; i++) {
-    int f = i < nf ? req->fds[i].source : req->cgroup_fds[i - nf];
-    /* The runtime's /dev/null stays open as long as the table: as it is. */
-    if (f == st->devnull && f < SLOTS_MAX) {
-      if (f >= below) below = f + 1;
-    } else if (f > 2) {
-      int k = moved_to(src, n, f);
-      /* A slot given as a source (its number guessed) would be overwritten. */
-      if (k < 0 && (n == JOB_SLOTS || is_jslot(st, f) || dup3(f, slot[n], O_CLOEXEC) < 0)) {
-        j->nmoved = n;
-        job_files_release(st, j);
-        return 0;
-      }
-      if (k < 0) { src[n] = f; k = n++; }
-      f = slot[k];
-      if (f >= below) below = f + 1;
-    }
-    if (i < nf) { j->fmap[i].target = req->fds[i].target; j->fmap[i].source = f; }
-    else j->fcg[i - nf] = f;
+  for (int i = 0; i < nf; i++) j->fmap[i] = req->fds[i];
+  for (int i = 0; i < nc; i++) j->fcg[i] = req->cgroup_fds[i];
+  int keep = st->devnull < SLOTS_MAX ? st->devnull : -1;
+  int below = files_move(st, j->fmap, nf, j->fcg, nc, st->jslots[s], JOB_SLOTS, 3, keep, &j->nmoved);
+  if (below < 0) {
+    job_files_release(st, j);
+    return 0;
   }
-  j->nmoved = n;
   j->freq = *req;
   j->freq.fds = j->fmap;
   j->freq.cgroup_fds = j->fcg;
