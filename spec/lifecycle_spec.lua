@@ -313,6 +313,29 @@ describe("one orchestrator per control socket", function()
     end)
   end)
 
+  it("the holder is described only when it runs as orch's uid: another uid's command line is never read into the message", function()
+    local keep = reaper(finally)
+    local ctl = require "orch.ctl"
+    -- (sleep adds its arguments: a unique one that it takes.)
+    local marker = ("0.%d%d"):format(orch.getpid(), math.random(1, 1e9))
+    h.run(function()
+      -- The same program and argument, as orch's uid and as nobody (setpriv).
+      local mine = keep(assert(orch.spawn { "sleep", "1000", marker }))
+      local other = keep(assert(orch.spawn { "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+        "sleep", "1000", marker }))
+      eventually(function()
+        local info = orch.proc.info(other.pid)
+        return info and info.uid == 65534 and type(info.cmdline) == "table" and info.cmdline[1] == "sleep"
+      end, "the second uid's sleep")
+      assert.are.equal("sleep 1000 " .. marker, ctl.describe_pid(mine.pid))
+      assert.is_nil(ctl.describe_pid(other.pid))
+      assert(mine:kill("KILL"))
+      assert(other:kill("KILL"))
+      mine:wait()
+      other:wait()
+    end)
+  end)
+
   it("the default socket is locked when the script loads the supervisor", function()
     local keep = reaper(finally)
     local dir = h.tmpdir()
