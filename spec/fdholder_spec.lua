@@ -134,6 +134,8 @@ describe("orch fdholder", function()
       local p = holder(sock, fake.pid, start_of(fake.pid))
       local nobody = assert(orch.spawn{ "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", h.bin, "-e", [[
         local sock = ...
+        -- Told to go once the holder is bound (it took the stand-in's put).
+        io.read("l")
         local d = assert(orch.dgram{ unix = string.format("@orch-spec-fdholder-nobody-%d", orch.getpid()), passcred = true })
         local me = orch.getpid()
         assert(d:send(string.format('{"op":"hello","pid":%d,"start":%d}', me, orch.proc.info(me).start_time), sock))
@@ -150,6 +152,7 @@ describe("orch fdholder", function()
       local ok, err = pcall(function()
         fake.stdout:set_timeout(20)
         assert.are.equal("put", fake.stdout:read_line())
+        assert(nobody.stdin:write("start\n"))
         fake:kill("KILL")
         fake:wait()
         -- The stand-in is gone and the service lives: the pipe is held. Then
