@@ -3,7 +3,7 @@
 # orch in the configuration a user gets (scripts/bench.d/phases.lua: output
 # captured, defaults except backoff = 0, start_limit = false) beside the C
 # limit (minisup.c), alternating in one run, STOP_ROUNDS rounds (3); every
-# figure is the median over the rounds. Two C limits: _c (plain: posix_spawn,
+# figure is the median over the rounds (the start's: over its STOP_STARTS). Two C limits: _c (plain: posix_spawn,
 # kill, nothing else) and _ccg, the C limit with the same containment as
 # orch's (each service in its own cgroup: mkdir, clone3 CLONE_INTO_CGROUP,
 # rmdir once stopped; kept across a restart as orch keeps it, or a fresh
@@ -13,27 +13,36 @@
 #                                            (20 services, 20 kills a round)
 #   stop_term_100_<impl>   ms  SIGTERM to the supervisor -> all 100 exited
 #   stop_ctl_100_<impl>    ms  `orch ctl stop all` (C: SIGUSR1) -> all exited
-#   start_100_<impl>       ms  SIGUSR2 -> all 100 started again
+#   start_100_<impl>       ms  SIGUSR2 -> all 100 started again: one
+#                          supervisor of each kind running at once, STOP_STARTS
+#                          starts each (5 x STOP_ROUNDS), alternating one by
+#                          one, each after a stop (SIGUSR1)
 #   start_ctl_100_orch     ms  `orch ctl start all` -> all 100 started
-#   cpu_start_100_orch, cpu_stop_100_orch  ms  orch's own CPU time
-#                          (/proc/PID/schedstat) for a start of 100
-#                          (SIGUSR2) and a stop of 100 (SIGUSR1): unlike
-#                          wall times, hardly moved by the machine's load
+#   cpu_start_100_<impl>, cpu_stop_100_orch  ms  the supervisor's own CPU
+#                          time (/proc/PID/schedstat) for a start of 100
+#                          (SIGUSR2) and orch's for a stop of 100 (SIGUSR1):
+#                          unlike wall times, hardly moved by the load
 #   cpu_restart_orch       ms  orch's own CPU per restart (the 20 of the
 #                          restart latency run)
 #   ctl_ping_orch          ms  `orch ctl ping` alone, median of 20
 #   <name>_per_c_orch, <name>_per_ccg_orch   x   orch's median over each C
 #                                            limit's (the ratios)
 #   cpu_stop_ctl_100_orch  ms  orch's CPU for the `orch ctl stop all`
+# Then, as comments ("# ..."), the spread of every figure of 5 samples or
+# more (min, quartiles, max) and of the start's ratio: start by start (orch's
+# over the C limit's of the same alternation), and the ratio of the medians
+# of each half and each third of the starts (what a shorter run would say).
 # With STOP_PHASES=FILE orch's state changes are stamped into FILE (see
 # phases.lua). STOP_PARTS (default "restart stop start") picks the parts:
-# "stop" alone measures the two stops of 100 (and the ctl ping). Every
-# process started carries a token and is killed at the end.
+# "stop" alone measures the two stops of 100 (and the ctl ping), "start"
+# alone the alternating starts. Every process started carries a token and is
+# killed at the end.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 ROUNDS=${STOP_ROUNDS:-3}
+STARTS=${STOP_STARTS:-$((ROUNDS * 5))}
 . "$HERE/workdir.sh"
 bench_workdir /dev/shm/orch-bench-stop.XXXXXX
 export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
@@ -90,7 +99,7 @@ round() {                  # impl
     [ "$impl" = orch ] && put cpu_restart_orch "$(( ($(cpu_ns) - c0) / 20 / 1000 ))e-3"
     finish
   fi
-  part stop || part start || return 0
+  part stop || return 0
   launch "$impl" 100 || return
   sleep 0.5
   put "stop_term_100_$impl" "$("$P" stoptime "$SVC_SHM" 100 signal "$SUP" TERM)"
@@ -99,35 +108,13 @@ round() {                  # impl
   sleep 0.5
   if [ "$impl" != orch ]; then
     put "stop_ctl_100_$impl" "$("$P" stoptime "$SVC_SHM" 100 signal "$SUP" USR1)"
-    sleep 0.3
-    part start && put "start_100_$impl" "$("$P" starttime "$SVC_SHM" 100 signal "$SUP" USR2)"
   else
-    local c0
+    local c0 i t0 t1
     c0=$(cpu_ns)
     # shellcheck disable=SC2086
     put stop_ctl_100_orch "$("$P" stoptime "$SVC_SHM" 100 exec $CTL stop all)"
     put cpu_stop_ctl_100_orch "$(( ($(cpu_ns) - c0) / 1000 ))e-3"
     sleep 0.3
-    if ! part start; then
-      local i t0 t1
-      for i in $(seq 20); do
-        t0=$(date +%s%N); $CTL ping >/dev/null; t1=$(date +%s%N)
-        put ctl_ping_orch "$(( (t1 - t0) / 1000 ))e-3"
-      done
-      finish
-      return 0
-    fi
-    c0=$(cpu_ns)
-    put start_100_orch "$("$P" starttime "$SVC_SHM" 100 signal "$SUP" USR2)"
-    put cpu_start_100_orch "$(( ($(cpu_ns) - c0) / 1000 ))e-3"
-    sleep 0.3
-    c0=$(cpu_ns)
-    "$P" stoptime "$SVC_SHM" 100 signal "$SUP" USR1 >/dev/null
-    put cpu_stop_100_orch "$(( ($(cpu_ns) - c0) / 1000 ))e-3"
-    sleep 0.3
-    # shellcheck disable=SC2086
-    put start_ctl_100_orch "$("$P" starttime "$SVC_SHM" 100 exec $CTL start all)"
-    local i t0 t1
     for i in $(seq 20); do
       t0=$(date +%s%N); $CTL ping >/dev/null; t1=$(date +%s%N)
       put ctl_ping_orch "$(( (t1 - t0) / 1000 ))e-3"
@@ -136,8 +123,64 @@ round() {                  # impl
   finish
 }
 
+# The start of 100: one supervisor of each kind, all running at once (each
+# its own stamps file), and STARTS starts of each, alternating one by one
+# (the order rotated each time), each after a stop (SIGUSR1) and 0.3 s: the
+# implementations share the same minutes of the machine's load. Each
+# sample also goes to $W/starts ("I IMPL WALL CPU": the supervisor's CPU
+# for the start), from which the ratios' spread is printed.
+starts() {
+  local impl i k n sup c0 c1 s
+  declare -A SUPOF
+  for impl in $IMPLS; do
+    export SVC_SHM=$W/stamps.$impl
+    launch "$impl" 100 || return
+    SUPOF[$impl]=$SUP
+  done
+  sleep 0.5
+  # shellcheck disable=SC2206
+  local list=($IMPLS)
+  n=${#list[@]}
+  for i in $(seq "$STARTS"); do
+    for k in $(seq 0 $((n - 1))); do
+      impl=${list[$(( (i + k) % n ))]}
+      sup=${SUPOF[$impl]}
+      export SVC_SHM=$W/stamps.$impl
+      read -r c0 _ <"/proc/$sup/schedstat"
+      "$P" stoptime "$SVC_SHM" 100 signal "$sup" USR1 >/dev/null
+      read -r c1 _ <"/proc/$sup/schedstat"
+      [ "$impl" = orch ] && put cpu_stop_100_orch "$(( (c1 - c0) / 1000 ))e-3"
+      sleep 0.3
+      read -r c0 _ <"/proc/$sup/schedstat"
+      s=$("$P" starttime "$SVC_SHM" 100 signal "$sup" USR2)
+      read -r c1 _ <"/proc/$sup/schedstat"
+      put "start_100_$impl" "$s"
+      put "cpu_start_100_$impl" "$(( (c1 - c0) / 1000 ))e-3"
+      echo "$i $impl $s $(( (c1 - c0) / 1000 ))e-3" >>"$W/starts"
+      sleep 0.2
+    done
+  done
+  # `orch ctl start all`, a few times, after the alternation.
+  export SVC_SHM=$W/stamps.orch
+  SUP=${SUPOF[orch]}
+  for i in 1 2 3; do
+    "$P" stoptime "$SVC_SHM" 100 signal "$SUP" USR1 >/dev/null
+    sleep 0.3
+    # shellcheck disable=SC2086
+    put start_ctl_100_orch "$("$P" starttime "$SVC_SHM" 100 exec $CTL start all)"
+  done
+  for impl in $IMPLS; do kill -TERM "${SUPOF[$impl]}" 2>/dev/null; done
+  for impl in $IMPLS; do
+    for _ in $(seq 100); do kill -0 "${SUPOF[$impl]}" 2>/dev/null || break; sleep 0.05; done
+  done
+  SUP=${SUPOF[orch]}
+  finish
+  export SVC_SHM=$W/stamps
+}
+
 for _ in $(seq "$ROUNDS"); do for i in $IMPLS; do round "$i"; done; done
-lua5.4 - "$OUT" <<'LUA'
+part start && starts
+lua5.4 - "$OUT" "$W/starts" <<'LUA'
 local v, order, med = {}, {}, {}
 for line in io.lines(arg[1]) do
   local k, x = line:match("^(%S+) (%S+)$")
@@ -147,18 +190,79 @@ for line in io.lines(arg[1]) do
     table.insert(v[k], x)
   end
 end
+local function q(t, p)   -- t sorted; the p-quantile, interpolated
+  local h = (#t - 1) * p + 1
+  local lo = math.floor(h)
+  return lo >= #t and t[#t] or t[lo] + (h - lo) * (t[lo + 1] - t[lo])
+end
+local function sorted(t)
+  local c = table.move(t, 1, #t, 1, {})
+  table.sort(c)
+  return c
+end
 for _, k in ipairs(order) do
-  local t = v[k]
-  table.sort(t)
-  local m = #t % 2 == 1 and t[(#t + 1) // 2] or (t[#t // 2] + t[#t // 2 + 1]) / 2
-  med[k] = m
-  print(string.format("%s %.3f ms", k, m))
+  local t = sorted(v[k])
+  med[k] = q(t, 0.5)
+  print(string.format("%s %.3f ms", k, med[k]))
 end
 for _, k in ipairs(order) do
   local bench = k:match("^(.*)_orch$")
   for _, impl in ipairs({ "c", "ccg" }) do
     local base = bench and med[bench .. "_" .. impl]
     if base and base > 0 then print(string.format("%s_per_%s_orch %.2f x", bench, impl, med[k] / base)) end
+  end
+end
+-- The spread: every figure of 5 samples or more, and the start's ratios
+-- start by start (orch's over the C limit's of the same alternation) and by
+-- halves and thirds of the run (what shorter runs would have said).
+for _, k in ipairs(order) do
+  local t = sorted(v[k])
+  if #t >= 5 then
+    print(string.format("# %s n=%d min %.3f p25 %.3f median %.3f p75 %.3f max %.3f", k, #t,
+      t[1], q(t, 0.25), q(t, 0.5), q(t, 0.75), t[#t]))
+  end
+end
+local f = io.open(arg[2])
+if not f then return end
+local by, iters = {}, 0
+for line in f:lines() do
+  local i, impl, s = line:match("^(%d+) (%S+) (%S+)")
+  i, s = tonumber(i), tonumber(s)
+  if i and s then
+    by[impl] = by[impl] or {}
+    by[impl][i] = s
+    if i > iters then iters = i end
+  end
+end
+f:close()
+local function median_of(impl, a, b)
+  local t = {}
+  for i = a, b do t[#t + 1] = by[impl][i] end
+  return #t > 0 and q(sorted(t), 0.5) or nil
+end
+for _, base in ipairs({ "c", "ccg" }) do
+  if by.orch and by[base] then
+    local r = {}
+    for i = 1, iters do
+      if by.orch[i] and by[base][i] then r[#r + 1] = by.orch[i] / by[base][i] end
+    end
+    if #r > 0 then
+      r = sorted(r)
+      print(string.format("# start_100_per_%s_orch start by start: n=%d min %.2f p25 %.2f median %.2f p75 %.2f max %.2f",
+        base, #r, r[1], q(r, 0.25), q(r, 0.5), q(r, 0.75), r[#r]))
+    end
+    for _, parts in ipairs({ 2, 3 }) do
+      if iters >= 2 * parts then
+        local out = {}
+        for p = 1, parts do
+          local a, b = (p - 1) * iters // parts + 1, p * iters // parts
+          local o, c = median_of("orch", a, b), median_of(base, a, b)
+          out[#out + 1] = (o and c) and string.format("%.2f", o / c) or "-"
+        end
+        print(string.format("# start_100_per_%s_orch by %s of the run: %s", base,
+          parts == 2 and "halves" or "thirds", table.concat(out, " ")))
+      end
+    end
   end
 end
 LUA
