@@ -129,3 +129,34 @@ describe("orch.clock", function()
     assert.are.equal("real", orch.clock())
   end)
 end)
+
+describe("the real clock", function()
+  -- libuv's loop clock counts whole milliseconds, rounded down, read once a
+  -- turn: a wait counted from it ended up to a millisecond before its time
+  -- by orch.now() whenever the loop woke during it (here a ticker task wakes
+  -- it every millisecond). Each wait is held to orch.now(): never shorter
+  -- than asked (a lower bound load cannot break; 1 ns for the float).
+  it("ends no sleep, task timeout or orch.timer.after before its time by orch.now(), while the loop wakes meanwhile", function()
+    h.run(function()
+      local ticker = orch.task(function() while true do orch.sleep(0.0003) end end)
+      local short = {}
+      local function check(what, t0, t1, s)
+        if t1 - t0 < s - 1e-9 then short[#short + 1] = string.format("%s: %.6f s of %g", what, t1 - t0, s) end
+      end
+      local c, fired = orch.cond(), orch.cond()
+      for _ = 1, 40 do
+        local t0 = orch.now()
+        orch.sleep(0.003)
+        check("orch.sleep", t0, orch.now(), 0.003)
+        t0 = orch.now()
+        assert.are.same({ nil, "cond.wait: timed out", "ETIMEDOUT" }, { c:wait(0.003) })
+        check("cond:wait's timeout", t0, orch.now(), 0.003)
+        t0 = orch.now()
+        orch.timer.after(0.003, function() fired:signal(orch.now()) end)
+        check("orch.timer.after", t0, fired:wait(), 0.003)
+      end
+      ticker:cancel()
+      assert.are.same({}, short)
+    end)
+  end)
+end)

@@ -156,13 +156,32 @@ static void vclock_prepare(uv_prepare_t *h) {
   }
 }
 
-/* libuv counts a timer from the loop's clock, read once a turn: a task that
- * computed for a while (or runs in a fork child, whose loop clock is the
- * parent's at fork time) would have its wait cut short by that much. The
- * clock is read again first (one vDSO clock read). */
+/* The loop time (uv_now's milliseconds) at which a wait of ms from now is
+ * due, so that it never ends before ms have passed by orch.now().
+ *
+ * libuv counts a timer from the loop's clock: the monotonic clock (or its
+ * coarse version, which is never ahead of it) in whole milliseconds rounded
+ * down, and read once a turn. Counted from it, a wait ended up to a
+ * millisecond early by orch.now() whenever the loop woke during it (the
+ * last poll's timeout was counted from a rounded-down clock: a sleep of
+ * 20 ms with a 1 ms ticker beside it ended early in 118 of 300, at 19.14 ms
+ * at worst; proc_wait_group_spec's 0.1 s group-wait timeout was seen to
+ * end before orch.now() - t0 >= 0.1 under ASan), and by a whole turn's
+ * length after a task computed for a while (or in a fork child, whose loop
+ * clock is the parent's at fork time). So the due time is counted from the
+ * next whole millisecond of the monotonic clock, read now (one vDSO
+ * read): when the loop's clock reaches it, at least ms have passed. */
+static uint64_t due_ms(uv_loop_t *loop, uint64_t ms) {
+  /* A wait of 0 (a poll) is due at once, at the loop's next timers. */
+  if (ms == 0) return uv_now(loop);
+  uint64_t now = (orch__mono_ns() + 999999) / 1000000;
+  return ms > UINT64_MAX / 2 - now ? UINT64_MAX / 2 : now + ms;
+}
+
+/* (libuv's timer is due at its loop's time + the timeout, whenever that
+ * time was last read.) */
 int orch__timer_start(uv_timer_t *h, uv_timer_cb cb, uint64_t ms, uint64_t repeat) {
-  uv_update_time(h->loop);
-  return uv_timer_start(h, cb, ms, repeat);
+  return uv_timer_start(h, cb, due_ms(h->loop, ms) - uv_now(h->loop), repeat);
 }
 
 /* ---------------------------------------------------------------- wheel */
@@ -292,14 +311,14 @@ void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, uint64_t ms, orch__vt
     rt->wheel = calloc(ORCH__WHEEL_SLOTS, sizeof *rt->wheel);
     if (!rt->wheel) { fprintf(stderr, "orch: out of memory (timers)\n"); abort(); }
   }
-  uv_update_time(rt->loop);
+  /* The loop's time of this turn: the due time is read afresh (due_ms). */
   uint64_t now = uv_now(rt->loop);
   /* An idle wheel's cursor catches up with the clock at once. */
   if (!rt->wslotted && !rt->wlate.head && rt->wcur <= now) {
     rt->wcur = now;
     migrate(rt);
   }
-  t->h.due = ms > UINT64_MAX / 2 - now ? UINT64_MAX / 2 : now + ms;
+  t->h.due = due_ms(rt->loop, ms);
   t->h.seq = rt->wseq++;
   t->h.cb = cb;
   place(rt, t);
