@@ -621,7 +621,12 @@ describe("the spare fds", function()
     u.until_true(function() return devnull(o.pid) == before end, "the spares back on /dev/null")
     code, out = u.ctl_cli(o, "eval", "return orch.fd.spares()")
     assert.are.equal(0, code)
-    assert.are.equal("3\t3\n", out)
+    local turns = out:match("^3\t3\t(%d+)\n$")
+    assert.truthy(turns, out)
+    -- Whole: the runtime no longer looks for free fds at each turn.
+    code, out = u.ctl_cli(o, "eval", "for _ = 1, 20 do orch.sleep(0.001) end return orch.fd.spares()")
+    assert.are.equal(0, code)
+    assert.are.equal("3\t3\t" .. turns .. "\n", out)
     code, out = u.ctl_cli(o, "eval", "return LISTENER:address()")
     assert.are.equal(0, code)
     assert.are.equal(string.format("%q\n", o.dir .. "/l.sock"), out)
@@ -631,6 +636,44 @@ describe("the spare fds", function()
     assert.matches('^"full listen secret info ' .. cgwhat .. ' require"\n$', out)
     assert.are.equal(0, (u.ctl_cli(o, "eval", "FREE() LISTENER:close()")))
     u.until_true(function() return devnull(o.pid) == before end, "the spares back again")
+  end)
+end)
+
+-- The runtime looks for free fds to take its spares back at each turn of
+-- its loop only while one is out (a check handle started when one goes out,
+-- stopped once they are whole): an idle loop pays nothing for them.
+describe("the spare fds' watch", function()
+  it("runs no turn while the spares are whole, each turn while one is out, and stops once they are whole again", function()
+    local d = h.tmpdir()
+    h.write(d .. "/s.lua", string.format("local DIR = %q\n", d) .. TAKE_FREE .. [[
+      local function turns() return (select(3, orch.fd.spares())) end
+      local function idle() for _ = 1, 20 do orch.sleep(0.001) end end
+      local t = turns()
+      idle()
+      print("idle", turns() - t)
+      -- A borrower that gives its fd back (a /proc read at EMFILE).
+      assert(TAKE() > 0)
+      local info = orch.proc.info(orch.getpid())
+      print("borrowed", info and "info", (orch.fd.spares()))
+      orch.sleep(0.001)
+      t = turns()
+      idle()
+      print("after", turns() - t)
+      -- One that keeps it (a listening socket): out until fds are free.
+      local l = orch.listen { unix = DIR .. "/l.sock" }
+      print("kept", l and "listen", (orch.fd.spares()))
+      t = turns()
+      idle()
+      print("out", turns() - t >= 20)
+      FREE()
+      while orch.fd.spares() < 3 do orch.sleep(0.001) end
+      t = turns()
+      idle()
+      print("whole", turns() - t)
+      l:close()
+    ]])
+    local out = h.sh("timeout 120 prlimit --nofile=128:128 " .. h.shquote(h.bin) .. " run " .. h.shquote(d .. "/s.lua") .. " 2>&1")
+    assert.are.equal("idle\t0\nborrowed\tinfo\t3\nafter\t0\nkept\tlisten\t2\nout\ttrue\nwhole\t0", out)
   end)
 end)
 

@@ -25,7 +25,9 @@
  * The rule that keeps them whole: a slot without its fd is a spare out,
  * and every settle takes back every spare out where an fd is free again
  * (the runtime settles at each turn of its loop while one is out, and each
- * borrower right after it closed what it opened). So a borrower that keeps
+ * borrower right after it closed what it opened). The runtime looks only
+ * while one is out: whatever leaves a spare out wakes it (watch_spares),
+ * and it stops looking once they are whole, so an idle loop pays nothing. So a borrower that keeps
  * its fd (the loop's inotify fd, the control socket's listening socket)
  * keeps it outside the spares as soon as fds are free: the spare comes
  * back under another number. The one exception: a connection accepted at
@@ -38,15 +40,28 @@ static int conn_holds;          /* connections accepted at EMFILE still open */
 static struct rlimit nofile_orig;
 static int nofile_raised;
 
+/* After anything that may leave a spare out: while one is out that a
+ * settle may take back, the runtimes settle at each turn of their loops
+ * (the waker runtime.c gave), until the spares are whole. */
+static void (*spares_waker)(void);
+
+void orch__fd_spares_on_out(void (*wake)(void)) { spares_waker = wake; }
+
+static void watch_spares(void) {
+  if (spares_waker && orch__fd_spares_out()) spares_waker();
+}
+
 void orch__fd_reserve_fill(void) {
   fd_filled = 1;
   for (int i = 0; i < FD_RESERVE; i++)
-    if (fd_reserve[i] < 0 && (fd_reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) return;
+    if (fd_reserve[i] < 0 && (fd_reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) break;
+  watch_spares();
 }
 
 void orch__fd_reserve_release(void) {
   for (int i = 0; i < FD_RESERVE; i++)
     if (fd_reserve[i] >= 0) { close(fd_reserve[i]); fd_reserve[i] = -1; }
+  watch_spares();
 }
 
 void orch__fd_reserve_hold(int delta) {
@@ -67,7 +82,7 @@ int orch__fd_spares(int *total) {
 }
 
 int orch__fd_spares_out(void) {
-  return fd_filled && orch__fd_reserve_held() < FD_RESERVE;
+  return fd_filled && !conn_holds && orch__fd_reserve_held() < FD_RESERVE;
 }
 
 int orch__fd_spare_lend(void) {
@@ -75,6 +90,7 @@ int orch__fd_spare_lend(void) {
     if (fd_reserve[i] >= 0) {
       close(fd_reserve[i]);
       fd_reserve[i] = -1;
+      watch_spares();
       return 1;
     }
   return 0;

@@ -195,13 +195,15 @@ static int read_close(lua_State *L, int fd) {
 }
 
 /* orch.fd.spares(): the runtime's spare fds held now, and how many there
- * are (fdlimit.c): fewer only while orch is out of fds. */
+ * are (fdlimit.c): fewer only while orch is out of fds; and the turns of
+ * the loop at which the runtime looked for free fds to take them back. */
 static int fd_spares(lua_State *L) {
   orch__check_nargs(L, 0);
   int total, held = orch__fd_spares(&total);
   lua_pushinteger(L, held);
   lua_pushinteger(L, total);
-  return 2;
+  lua_pushinteger(L, (lua_Integer)orch__fd_spare_turns(orch__rt(L)));
+  return 3;
 }
 
 /* orch.fd.read(fd): reads a descriptor orch handed out to its end and

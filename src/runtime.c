@@ -95,14 +95,35 @@ static void walk_close(uv_handle_t *h, void *arg) {
 }
 
 /* A spare fd lent at EMFILE comes back at the turn after fds were freed,
- * whoever kept the fd it was lent to (fdlimit.c). */
+ * whoever kept the fd it was lent to (fdlimit.c). The check runs only
+ * while a spare is out: the spares are the process's, so whatever leaves
+ * one out starts the check of every runtime (any of their loops may be the
+ * one that runs next), and each stops its own once they are whole. */
+static orch_runtime *spare_watchers;   /* the process's runtimes, by spares_next */
+
 static void spares_cb(uv_check_t *h) {
-  (void)h;
-  if (orch__fd_spares_out()) orch__fd_spare_settle();
+  orch_runtime *rt = h->data;
+  rt->spare_turns++;
+  orch__fd_spare_settle();
+  if (!orch__fd_spares_out()) uv_check_stop(h);
+}
+
+static void spares_wake(void) {
+  for (orch_runtime *rt = spare_watchers; rt; rt = rt->spares_next)
+    uv_check_start(&rt->spares, spares_cb);
+}
+
+unsigned long long orch__fd_spare_turns(orch_runtime *rt) { return rt->spare_turns; }
+
+static void spares_forget(orch_runtime *rt) {
+  for (orch_runtime **p = &spare_watchers; *p; p = &(*p)->spares_next)
+    if (*p == rt) { *p = rt->spares_next; break; }
+  uv_check_stop(&rt->spares);
 }
 
 static void teardown(orch_runtime *rt) {
   if (rt->torn_down) return;
+  spares_forget(rt);
   orch__budget_forget(rt);
   for (int i = rt->nclose_hooks - 1; i >= 0; i--)
     rt->close_hooks[i].fn(rt, rt->close_hooks[i].data);
@@ -157,7 +178,6 @@ static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   rt->on_error = default_error;
   rt->main_ref = LUA_NOREF;
   rt->budget_ns = BUDGET_DEFAULT_NS;
-  orch__fd_reserve_fill();
   uv_idle_init(rt->loop, &rt->idle);
   rt->idle.data = rt;
   uv_async_init(rt->loop, &rt->holder, NULL);
@@ -168,8 +188,12 @@ static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   uv_unref((uv_handle_t *)&rt->purge);
   rt->purge.data = rt;
   uv_check_init(rt->loop, &rt->spares);
-  uv_check_start(&rt->spares, spares_cb);
   uv_unref((uv_handle_t *)&rt->spares);
+  rt->spares.data = rt;
+  rt->spares_next = spare_watchers;
+  spare_watchers = rt;
+  orch__fd_spares_on_out(spares_wake);
+  orch__fd_reserve_fill();   /* (its check starts if a spare is out) */
   orch__wheel_init(rt);
   lua_pushlightuserdata(L, rt);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &orch__rt_key);

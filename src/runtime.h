@@ -112,13 +112,20 @@ int orch__fd_reserve_held(void);
  * spare out where fds are free again (the borrower closed its own, or fds
  * were freed since), unless a connection accepted at EMFILE holds them.
  * The runtime settles at each turn of its loop while a spare is out
- * (spares_out), so a borrower that keeps its fd keeps it outside the
- * spares once fds are free. spares: how many are held (*total: of how
- * many), for orch.fd.spares(). */
+ * (spares_out: one is out that a settle may take back), so a borrower that
+ * keeps its fd keeps it outside the spares once fds are free: whatever
+ * leaves a spare out calls the waker given to orch__fd_spares_on_out()
+ * (runtime.c's starts every runtime's check); a check stops once
+ * spares_out is false.
+ * spares: how many are held (*total: of how many), for orch.fd.spares();
+ * spare_turns: the turns of rt's loop at which it settled (its third
+ * value). */
 int orch__fd_spare_lend(void);
 void orch__fd_spare_settle(void);
 int orch__fd_spares_out(void);
 int orch__fd_spares(int *total);
+void orch__fd_spares_on_out(void (*wake)(void));
+unsigned long long orch__fd_spare_turns(orch_runtime *rt);
 /* openat(2) (EINTR retried) of a file a call opens and closes again, or
  * socket(2) (type with its flags): at EMFILE or ENFILE with a spare lent
  * (*lent set then, when lent is not NULL). The caller closes the fd and

@@ -133,8 +133,11 @@ struct orch_runtime {
   uint64_t vseq;
   uv_prepare_t vprep;
   /* At each turn of the loop while a spare fd is out (fdlimit.c): takes
-   * back the spares where fds are free again. Unref'd. */
+   * back the spares where fds are free again. Unref'd; started when a
+   * spare goes out (runtime.c), stopped by itself once they are whole. */
   uv_check_t spares;
+  unsigned long long spare_turns;   /* the turns it ran (orch.fd.spares) */
+  orch_runtime *spares_next;        /* the process's runtimes (runtime.c) */
   int vprep_active;
   int vpoked;               /* a poll that does not block ran since... */
   uint64_t vmark;           /* ...this count of resumes */
