@@ -396,6 +396,51 @@ describe("reaping", function()
     assert.are.equal("child connector 20 20 0 0\nparent\tconnector\t5\t5\t0\n", fork_reaps("connector_exits"))
   end)
 
+  -- Whether orphans may be adopted (orch is pid 1 or has been a subreaper:
+  -- then every SIGCHLD walks) is read once, not at each SIGCHLD: set when
+  -- orch makes itself a subreaper, and read again in a fork child, which is
+  -- none. (A wait may end before its SIGCHLD is read: walks() waits for the
+  -- walk it made or the late walk one explained without a walk arms.)
+  it("a subreaper walks at each SIGCHLD; its orch.fork child, no subreaper, reaps its own children without a walk", function()
+    local script = h.script(string.format([[
+      local prog = %q
+      local function walks(r0)
+        local r
+        repeat
+          orch.sleep(0.05)
+          r = orch.proc.reaper()
+        until r.walks > r0.walks or r.late_walks > r0.late_walks
+        return r.walks - r0.walks
+      end
+      local function one()
+        local p = assert(orch.spawn { prog, "sleep", "100" })
+        local r0 = orch.proc.reaper()
+        assert(p:kill("KILL"))
+        p:wait()
+        return walks(r0)
+      end
+      print("before", one())
+      assert(orch.proc.subreaper(true))
+      print("subreaper", one() > 0)
+      local f = assert(orch.fork(function()
+        local c0 = orch.proc.reaper()
+        local ps = {}
+        for i = 1, 20 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
+        for i = 1, 20 do ps[i]:kill("KILL") end
+        local n = 0
+        for i = 1, 20 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
+        io.stdout:write(string.format("child %%s %%d %%d\n", tostring(orch.proc.subreaper()), n, walks(c0)))
+        io.stdout:flush()
+        orch.exit(0)
+      end))
+      assert(f:wait() == 0)
+      assert(orch.proc.subreaper(false))
+    ]], prog))
+    local code, out, err = h.cli({ "run", script })
+    assert.are.equal(0, code, err)
+    assert.are.equal("before\t0\nsubreaper\ttrue\nchild false 20 0\n", out)
+  end)
+
   it("at a low fd limit, through the proc connector: 300 children, no fd each, no walk, all reaped", function()
     if not CONNECTOR then return end
     local out = low_fd_reaps("connector_exits")

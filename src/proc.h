@@ -100,6 +100,13 @@ void orch__proc_reaper_stats(orch_runtime *rt, orch__reaper_stats *s);
 typedef void (*orch__orphan_fn)(orch_runtime *rt, pid_t pid, int status, void *data);
 void orch__proc_on_orphan(orch_runtime *rt, orch__orphan_fn fn, void *data);
 
+/* orch makes itself a child subreaper (on) or not, right before its
+ * prctl(2) PR_SET_CHILD_SUBREAPER (orch.proc.subreaper): once it has been
+ * one, every SIGCHLD walks, since an adopted orphan's exit may hide behind
+ * any of them. The reaper reads the attribute itself (and whether orch is
+ * pid 1) only at its first SIGCHLD and at the first after a fork. */
+void orch__proc_subreaper(int on);
+
 /* A cached /dev/null (O_RDWR, close-on-exec) for children's stdio, or
  * -errno. */
 int orch__proc_devnull(orch_runtime *rt);

@@ -59,8 +59,6 @@ typedef struct {
                                * whose SIGCHLD record may still come (by
                                * pid % ORCH__OWED, 0: empty) */
   int pidfds_off;             /* a child could not get a pidfd: none for any */
-  int orphans;                /* orch was a subreaper (or is pid 1): orphans
-                               * may be adopted at any time */
   int stops;                  /* a child stopped or continued once */
   unsigned long long walks, late_walks, pidfd_exits, walk_exits, ring_exits;  /* orch.proc.reaper */
   orch__child **buckets;

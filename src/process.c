@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -387,6 +388,26 @@ static struct {
 static _Atomic unsigned long ring_head;
 static void (*uv_chld)(int);  /* libuv's handler, which the wrapper calls */
 static int nstates;           /* runtimes with a process table */
+/* Orphans may be adopted at any time: orch is pid 1, or has been a
+ * subreaper. Process-wide, like both. -1: to be read (getpid, prctl) at the
+ * next SIGCHLD, not at each: it is so at first, and again in the child of
+ * any fork (a new pid, and not a subreaper after fork(2): an atfork
+ * handler); orch making itself a subreaper sets it (orch__proc_subreaper). */
+static int orphans = -1;
+static pthread_once_t orphans_once = PTHREAD_ONCE_INIT;
+
+static int orphans_now(void) {
+  int v = 0;
+  return getpid() == 1 || (prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0) == 0 && v);
+}
+
+static void orphans_forget(void) { orphans = -1; }
+static void orphans_atfork(void) { pthread_atfork(NULL, NULL, orphans_forget); }
+
+void orch__proc_subreaper(int on) {
+  if (orphans < 0) orphans = orphans_now();   /* what it was until now */
+  if (on) orphans = 1;
+}
 
 static void chld_info(int sig, siginfo_t *si, void *uc) {
   (void)uc;
@@ -476,14 +497,11 @@ static int explained(proc_state *st) {
   }
   /* A delivered SIGCHLD without its record: the walk covers it. */
   if (st->ncb > st->nrec) { st->nrec = st->ncb; ok = 0; }
-  if (!st->orphans) {
-    int v = 0;
-    if (getpid() == 1 || (prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0) == 0 && v)) st->orphans = 1;
-  }
   /* With the connector every child's exit has its event, unless some were
    * lost. */
   if (st->conn_lost) ok = 0;
-  if (st->orphans || st->stops || nstates > 1) ok = 0;
+  if (orphans < 0) orphans = orphans_now();
+  if (orphans || st->stops || nstates > 1) ok = 0;
   if (!st->conn && st->count > st->npidfd + st->nwait) ok = 0;
   return ok;
 }
@@ -904,11 +922,12 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
   uv_signal_start(&st->sigchld, on_sigchld, SIGCHLD);
   uv_unref((uv_handle_t *)&st->sigchld);
   chld_wrap();
-  /* Not a subreaper after fork(2); no child yet; the ring goes on. */
+  /* Not a subreaper after fork(2), nor pid 1 (unless a new pid
+   * namespace's); no child yet; the ring goes on. */
   st->tail = atomic_load(&ring_head);
   st->ncb = st->nrec = 0;
   memset(st->owed, 0, sizeof st->owed);
-  st->orphans = st->stops = 0;
+  st->stops = 0;
   if (st->epfd >= 0) {
     int fd = epoll_create1(EPOLL_CLOEXEC);
     if (fd < 0 || dup3(fd, st->epfd, O_CLOEXEC) < 0) {
@@ -1002,6 +1021,7 @@ int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
     st->epfd = -1;
   }
   nstates++;
+  pthread_once(&orphans_once, orphans_atfork);
   st->tail = atomic_load(&ring_head);
   int r = uv_signal_start(&st->sigchld, on_sigchld, SIGCHLD);
   if (r < 0) {

@@ -832,6 +832,7 @@ static int proc_subreaper(lua_State *L) {
     return 1;
   }
   luaL_checktype(L, 1, LUA_TBOOLEAN);
+  orch__proc_subreaper(lua_toboolean(L, 1));
   if (prctl(PR_SET_CHILD_SUBREAPER, (unsigned long)lua_toboolean(L, 1), 0, 0, 0) < 0)
     return orch__fail(L, "proc.subreaper", errno);
   lua_pushboolean(L, 1);
