@@ -2,7 +2,7 @@
 -- state exists) lives as long as the services whose log pipes it holds, so
 -- it loads nothing (issue 14: memory per service): not the command-line
 -- parser nor any command's module. Spoken to here as the supervisor speaks
--- to it (lua/orch/supervisor/persist.lua), by real processes: a stand-in
+-- to it (lua/orch/supervisor/holder.lua), by real processes: a stand-in
 -- orch that puts a pipe and dies of kill -9, a service that outlives it,
 -- and a second user (nobody, through setpriv) who must not be heard.
 local h = require "spec.helper"

@@ -180,6 +180,10 @@ describe("the Debian package", function()
                          "./usr/share/doc/orch/examples/orch.service" }) do
       assert.truthy(list:find(f, 1, true), f)
     end
+    -- Every Lua module of the tree, a file split off another too.
+    for f in h.sh("cd " .. h.shquote(h.root .. "/lua") .. " && find orch -name '*.lua'"):gmatch("[^\n]+") do
+      assert.truthy(list:find("./usr/share/lua/5.4/" .. f, 1, true), f)
+    end
     local dev = (h.sh("dpkg-deb -c " .. h.shquote(dir .. "/liborch-dev_0.1.0_amd64.deb")))
     for _, f in ipairs({ "./usr/include/orch.h", "./usr/include/orch_heartbeat.h", "orch.pc" }) do
       assert.truthy(dev:find(f, 1, true), f)

@@ -4,7 +4,7 @@
  * outlive a `kill -9` of orch (they would otherwise die of SIGPIPE at their
  * next write), and hands them to the next `orch run` of the same control
  * socket (like s6-fdholder or systemd's fd store). The supervisor starts it
- * (lua/orch/supervisor/persist.lua); see doc/supervisor.md, "If orch is
+ * (lua/orch/supervisor/holder.lua); see doc/supervisor.md, "If orch is
  * killed".
  *
  * It lives as long as the services do, so it is plain C entered from

@@ -2,7 +2,7 @@
 -- its services outlive a `kill -9` of orch (they would otherwise die of
 -- SIGPIPE at their next write), and hands them to the next `orch run` of
 -- the same control socket (like s6-fdholder or systemd's fd store). The
--- supervisor starts it (lua/orch/supervisor/persist.lua); nobody else has a
+-- supervisor starts it (lua/orch/supervisor/holder.lua); nobody else has a
 -- reason to. See doc/supervisor.md, "If orch is killed".
 --
 -- The holder itself is C (src/fdholder.c, with its protocol), entered from

@@ -1,5 +1,5 @@
 --- orch.supervisor.bound: which process is bound at a unix socket path,
--- for persist.lua's hello to the fd holder when the state record does not
+-- for holder.lua's hello to the fd holder when the state record does not
 -- name the process that answers at SOCKET.holder (the record's holder is
 -- gone, or it names none). The holder's socket is a datagram socket, for
 -- which the kernel keeps no peer credentials (SO_PEERCRED gives pid 0 and

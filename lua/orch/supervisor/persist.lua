@@ -21,7 +21,9 @@
 --    small process of its own session holding a duplicate of the read end of
 --    every log pipe, so that no service dies of SIGPIPE while no orch
 --    reads, and handing them to the next orch. It is started at the first
---    log pipe and told "bye" by a clean shutdown.
+--    log pipe and told "bye" by a clean shutdown. Its protocol (hello,
+--    put, drop, bye) is holder.lua's; what it holds is decided here
+--    (sync_holder).
 -- The next orch (persist.recover, in sup.run, before anything starts) reads
 -- the record, verifies each pid against its start time, asks the holder for
 -- the pipes, and lists what it found in S.inherited, the table `orch ctl
@@ -33,21 +35,21 @@
 -- record is a small local file, the holder is reached by non-blocking
 -- datagrams.
 local orch = require "orch"
+local holder = require "orch.supervisor.holder"
 
 local persist = {}
 local merge_journal   -- defined with the journal below
 local append_journal  -- idem
 
-local PART = 200          -- descriptors per datagram (the kernel allows 253)
-local HOLDER_WAIT = 5     -- seconds to wait for the holder's answer
 local RETRY = 0.05        -- seconds before a failed sync is tried again
 local WHOLE = 16384       -- bytes: a record this small is rewritten whole at each change
 local SPACING = 10        -- a sync waits this many times the last one's duration
 local MAX_SPACING = 0.5   -- seconds, at most
 -- After a spawn, the sync waits this long (seconds): the new process is in
--- the journal already and its log pipe with the holder (hand_over, at the
--- spawn: a kill -9 in the wait lost it before), and the record's rewrite
--- would otherwise take the CPU from the exec of the process just spawned.
+-- the journal already and its log pipe with the holder (holder.hand_over,
+-- at the spawn: a kill -9 in the wait lost it before), and the record's
+-- rewrite would otherwise take the CPU from the exec of the process just
+-- spawned.
 -- On two cores the rewrite and the holder's datagram together added about
 -- 0.2 ms to a restart's latency (doc/benchmarks.md, issue 15).
 local SPAWN_SETTLE = 0.005
@@ -142,9 +144,8 @@ end
 -- JSON text of a string, a number or nil (the record is written often:
 -- by hand, from fragments kept per run, rather than through cjson, which
 -- formats every number with sprintf: 5x the time for 100 services).
-local function jstr(v)
-  return '"' .. (v:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end)) .. '"'
-end
+local jstr = holder.jstr
+local own_start = holder.own_start
 local function jnum(v)
   if v == nil then return "null" end
   if math.type(v) == "integer" then return string.format("%d", v) end
@@ -285,185 +286,6 @@ end
 
 -- ---------------------------------------------------------------- the holder
 
-local function holder_alive(h)
-  local info = h and h.pid and orch.proc.info(h.pid)
-  return info ~= nil and info.state ~= "Z" and info.start_time == h.start
-end
-
--- Our end of the conversation with the holder: an abstract socket (no file
--- to clean up), with credentials so that the holder's answers are checked.
-local function client(P)
-  if not P.dgram then
-    local name = string.format("@orch-fdholder-client-%d-%d", orch.getpid(), math.random(1, 0x7fffffff))
-    local d, err, code = orch.dgram{ unix = name, passcred = true }
-    if not d then return nil, err, code end
-    P.dgram = d
-  end
-  return P.dgram
-end
-
--- orch's own start time (its identity beside its pid), read once per
--- process: at the fd limit /proc cannot be opened, and it never changes.
-local own = {}
-local function own_start()
-  local pid = orch.getpid()
-  if own.pid ~= pid then
-    local info = orch.proc.info(pid)
-    if not info then return nil end
-    own.pid, own.start = pid, info.start_time
-  end
-  return own.start
-end
-
--- Asks the holder at P.holder_path for what it holds (we are its orch from
--- now on). Task only. Returns name -> { pid, start, stream }, or nil, why,
--- and "ENOTHOLDER" when what is bound at the path is no fd holder of
--- orch's. h: the holder the record names ({ pid, start }), or {} for
--- whichever holder is bound at the path: h's pid and start are then those
--- of the process bound there when it is an fd holder orch started for this
--- socket (bound.lua; persist.recover kills it when it does not answer), or
--- else the answer's.
-local function hello(P, h)
-  local d, err, code = client(P)
-  if not d then return nil, err, code end
-  local start = own_start()
-  if not start then return nil, "cannot read orch's own start time", "EMFILE" end
-  if not h.pid then
-    -- Anything else bound there (another program of orch's uid: the
-    -- directory is private) never answers: no wait for it.
-    local bound = require "orch.supervisor.bound"
-    local info = bound.process(P.holder_path)
-    if info and not bound.is_holder(info, P.holder_path) then
-      return nil, string.format("%s is bound by pid %d (uid %d: %s), not by an fd holder of orch's",
-        P.holder_path, info.pid, info.uid, table.concat(info.cmdline or {}, " ")), "ENOTHOLDER"
-    end
-    if info then h.pid, h.start = info.pid, info.start_time end
-  end
-  local deadline = orch.now() + HOLDER_WAIT
-  -- A holder that has just started may not have bound its socket yet.
-  while true do
-    local ok, serr, scode = d:send(ctl().encode{ op = "hello", pid = orch.getpid(), start = start }, P.holder_path)
-    if ok then break end
-    if (scode ~= "ENOENT" and scode ~= "ECONNREFUSED" and scode ~= "EAGAIN") or orch.now() > deadline
-       or not (h.pid and holder_alive(h) or not h.pid and scode == "EAGAIN") then
-      return nil, serr, scode
-    end
-    orch.sleep(RETRY)
-  end
-  local got, total = {}, nil
-  local n = 0
-  local function fail(why, fcode)
-    for _, e in pairs(got) do e.stream:close() end
-    d:set_timeout(nil)
-    return nil, why, fcode
-  end
-  d:set_timeout(HOLDER_WAIT)
-  while total == nil or n < total do
-    if orch.now() > deadline then return fail("no answer within " .. HOLDER_WAIT .. " s") end
-    local data, from, cred, fds = d:recv{ fds = true }
-    if not data then
-      -- EMFILE: the pipes it sent could not all be received (orch is out
-      -- of fds); the holder still has them: asked again once fds are free.
-      return fail(cred == "ETIMEDOUT" and "no answer within " .. HOLDER_WAIT .. " s" or from, cred)
-    end
-    if not h.pid and cred and cred.uid == orch.geteuid() and cred.pid ~= orch.getpid() then
-      -- The holder bound at the path (in a directory only our uid may
-      -- write to) is the one that answers.
-      local info = orch.proc.info(cred.pid)
-      if info and info.state ~= "Z" then h.pid, h.start = cred.pid, info.start_time end
-    end
-    local m = cred and cred.pid == h.pid and cred.uid == orch.geteuid() and ctl().decode(data)
-    if type(m) == "table" and m.op == "busy" then
-      for _, s in pairs(fds) do if s then s:close() end end
-      return fail("the fd holder serves another orch (pid " .. tostring(m.pid) .. ")")
-    end
-    if type(m) == "table" and m.op == "held" and math.type(m.n) == "integer" and type(m.entries) == "table" then
-      total = m.n
-      for i, e in ipairs(m.entries) do
-        n = n + 1
-        local s = fds[i]
-        if s and type(e.name) == "string" then
-          got[e.name] = { pid = e.pid, start = e.start, stream = s }
-          fds[i] = nil
-        end
-      end
-    end
-    for _, s in pairs(fds) do if s then s:close() end end
-  end
-  d:set_timeout(nil)
-  return got
-end
-
-local function spawn_holder(S, P)
-  local exe = orch.exepath()
-  local start = own_start()
-  if not start then
-    S:log("cannot start the fd holder: cannot read orch's own start time")
-    return nil
-  end
-  local p, err = orch.spawn{ exe, "fdholder", P.holder_path, tostring(orch.getpid()), tostring(start),
-    setsid = true, stdin = "null", stdout = "null" }
-  if not p then
-    S:log("cannot start the fd holder: " .. tostring(err))
-    return nil
-  end
-  local info = orch.proc.info(p.pid)
-  local h = { pid = p.pid, start = info and info.start_time, proc = p }
-  p:on_exit(function(code, sig)
-    if P.holder ~= h then return end
-    P.holder, P.held = nil, {}
-    if P.closed then return end
-    -- Killed: a new holder takes the pipes again. Failed by itself (it
-    -- could not bind its socket): not again, or it would fail in a loop.
-    P.respawns = (P.respawns or 0) + 1
-    if code ~= nil or P.respawns > 5 then P.holder_failed = true end
-    S:log(string.format("the fd holder (pid %d) ended (%s)%s", p.pid,
-      code and ("exit code " .. code) or ("signal " .. tostring(sig)),
-      P.holder_failed and ": log pipes are not held any more" or ": a new one takes the log pipes"))
-    persist.touch(S)
-  end)
-  P.holder, P.held = h, {}
-  return h
-end
-
--- The pipes of new processes go to the holder at their spawn (not at the
--- next sync, which comes 5 ms later at the least and up to MAX_SPACING
--- after: a kill -9 of orch in between lost those pipes). list: { name, r
--- (rec_of), stream } each; one datagram per PART of them (a large start
--- sends each batch of launches in one). Only to a holder that is bound
--- already; what cannot go now (no holder yet, its queue full) goes at the
--- next sync, which the spawn has scheduled anyway. The text is made by hand
--- (jstr), as the record's: this is on the restart path.
-local function hand_over(P, list)
-  local d = P.holder and not P.holder_failed and not P.closed and client(P)
-  if not d then return end
-  local i = 1
-  while i <= #list do
-    local last = math.min(i + PART - 1, #list)
-    local parts, fds = {}, {}
-    for j = i, last do
-      local x = list[j]
-      parts[#parts + 1] = string.format('{"name":%s,"pid":%d,"start":%d}', jstr(x[1]), x[2][PID], x[2][START])
-      fds[#fds + 1] = x[3]
-    end
-    if not d:send('{"op":"put","entries":[' .. table.concat(parts, ",") .. ']}', P.holder_path, fds) then return end
-    for j = i, last do P.held[list[j][1]] = list[j][2][PID] end
-    i = last + 1
-  end
-end
-
--- Ends the holder: "bye", and TERM to its process (a holder that has not
--- bound its socket yet never reads the bye, and as orch's child it would
--- keep orch's loop alive).
-local function end_holder(P)
-  local h = P.holder
-  if not h then return end
-  P.holder, P.held = nil, {}
-  local d = client(P)
-  if d then d:send(ctl().encode{ op = "bye" }, P.holder_path) end
-  if h.proc and h.proc:running() then h.proc:kill("TERM") end
-end
-
 -- Brings the holder in line with the live log pipes (P.pipes) for the
 -- names in P.recheck: drop what ended, put what is new. Returns true, or
 -- nil when it must be tried again.
@@ -489,7 +311,7 @@ local function sync_holder(S, P)
       end
     end
     if not busy then
-      end_holder(P)
+      holder.stop(P)
       P.recheck = {}
       return true
     end
@@ -518,47 +340,22 @@ local function sync_holder(S, P)
       P.recheck = {}
       return true
     end
-    if not spawn_holder(S, P) then
+    if not holder.start(S, P, function() persist.touch(S) end) then
       P.holder_failed = true
       P.recheck = {}
       return true
     end
   end
-  local d, err = client(P)
-  if not d then
-    S:log("fd holder: " .. tostring(err))
-    return true
-  end
-  local function fail(e, code)
-    -- The holder binds its socket right after it starts: until then, and
-    -- while its queue is full, try again a little later.
-    if code == "ENOENT" or code == "ECONNREFUSED" or code == "EAGAIN" or code == "ENOBUFS" then return nil end
-    S:log("fd holder: " .. tostring(e))
-    return true
-  end
-  if #drops > 0 then
-    local ok, e, code = d:send(ctl().encode{ op = "drop", names = drops }, P.holder_path)
-    if not ok then return fail(e, code) end
-    for _, name in ipairs(drops) do P.held[name] = nil end
-  end
   table.sort(puts)
-  local i = 1
-  while i <= #puts do
-    local entries, fds = {}, {}
-    for j = i, math.min(i + PART - 1, #puts) do
-      local r = pipes[puts[j]]
-      entries[#entries + 1] = { name = puts[j], pid = r[PID], start = r[START] }
-      fds[#fds + 1] = r[STREAM]
-    end
-    local ok, e, code = d:send(ctl().encode{ op = "put", entries = entries }, P.holder_path, fds)
-    if not ok then return fail(e, code) end
-    for j = i, math.min(i + PART - 1, #puts) do P.held[puts[j]] = pipes[puts[j]][PID] end
-    i = i + PART
+  for i, name in ipairs(puts) do
+    local r = pipes[name]
+    puts[i] = { name, r[PID], r[START], r[STREAM] }
   end
+  local sent = holder.send(S, P, drops, puts)
   -- (After a failure the names stay in P.recheck: the next sync tries
   -- them again.)
-  P.recheck = {}
-  return true
+  if sent then P.recheck = {} end
+  return sent ~= nil
 end
 
 -- ---------------------------------------------------------------- sync
@@ -763,7 +560,7 @@ function persist.spawned(S, inst, run)
   -- open: a daemon's main process (Instance:set_main) comes after its
   -- launcher's pipe may have reached its EOF and been closed.
   local s = open_stream(run.log_stream or (run.proc and run.proc.stdout))
-  local put = s and P.holder and { inst.name, rec_of(run, pid), s } or nil
+  local put = s and P.holder and { inst.name, pid, start, s } or nil
   if P.holds and P.hold_task == orch.current() then
     -- A large start's own launches: a batch's lines go in one write, and
     -- its pipes in one datagram, before it yields (persist.flush), within
@@ -779,7 +576,7 @@ function persist.spawned(S, inst, run)
     if #buf >= 64 then persist.flush(S) end
   else
     append_journal(S, P, line)
-    if put then hand_over(P, { put }) end
+    if put then holder.hand_over(P, { put }) end
   end
   persist.touch(S, inst)
 end
@@ -794,7 +591,7 @@ function persist.flush(S)
   if not P.closed then append_journal(S, P, table.concat(buf)) end
   local pbuf = P.pbuf
   P.pbuf = nil
-  if pbuf then hand_over(P, pbuf) end
+  if pbuf then holder.hand_over(P, pbuf) end
 end
 
 -- The journal's lines (newer than the record) replace, add or remove
@@ -1019,7 +816,7 @@ function persist.recover(S)
   end
   -- The holder: ours from now on, with the pipes it kept.
   local h = type(rec.holder) == "table" and rec.holder or nil
-  if not (h and holder_alive(h)) then
+  if not (h and holder.alive(h)) then
     -- The holder the record names is gone (or none is named), but another
     -- may be bound at the holder's path: the one the killed orch started
     -- when the first ended, if the record naming it could not be written
@@ -1033,12 +830,12 @@ function persist.recover(S)
       S:log("fd holder (pid " .. h.pid .. "): sup.run was not called from a task: its pipes cannot be fetched")
     end
   else
-    local got, herr, hcode = hello(P, h)
+    local got, herr, hcode = holder.hello(P, h)
     -- Out of fds for the pipes (or to ask): never a reason to kill the
     -- holder and lose them. Asked again once fds are free.
     while not got and short_of_fds(hcode) do
       persist.wait_fds(S, TAKEOVER_FDS, "taking the log pipes from the fd holder")
-      got, herr, hcode = hello(P, h)
+      got, herr, hcode = holder.hello(P, h)
     end
     if got then
       P.holder = h
@@ -1052,8 +849,7 @@ function persist.recover(S)
       -- A holder we cannot talk to (stopped, wedged) only keeps its name
       -- from a new one; the pipes it holds are lost to us anyway.
       S:log("fd holder (pid " .. h.pid .. "): " .. tostring(herr) .. ": killing it")
-      orch.kill(h.pid, "KILL", h.start)
-      orch.proc.wait_exit(h.pid, h.start, HOLDER_WAIT)
+      holder.kill(h)
     end
   end
   -- The heartbeat tables the killed orch created are ours to remove.
@@ -1125,8 +921,7 @@ function persist.close(S)
   if not P or P.closed then return end
   P.closed = true
   if P.timer then P.timer:stop() P.timer = nil end
-  end_holder(P)
-  if P.dgram then P.dgram:close() P.dgram = nil end
+  holder.close(P)
   os.remove(P.state_path)
   os.remove(P.journal_path)
   if P.owner_path then os.remove(P.owner_path) end
