@@ -93,20 +93,29 @@ describe("reaping", function()
       end]], n)
   end
 
+  -- For a script: killed(n) spawns n children, kills them and returns how
+  -- many were reaped killed.
+  local KILLED = string.format([[
+      local function killed(n)
+        local ps = {}
+        for i = 1, n do ps[i] = assert(orch.spawn { %q, "sleep", "100" }) end
+        for i = 1, n do ps[i]:kill("KILL") end
+        local k = 0
+        for i = 1, n do if select(2, ps[i]:wait()) == "KILL" then k = k + 1 end end
+        return k
+      end
+  ]], prog)
+
   -- An orch.fork child spawns 20 children and kills them, its parent 5:
   -- what each reaped, counted by the reaper's field exits (mode: ORCH_REAPER).
   local function fork_reaps(exits, mode)
-    local script = h.script(string.format([[
+    local script = h.script(KILLED .. string.format([[
       local prog, exits = %q, %q
       local mine = {}
       for i = 1, 5 do mine[i] = assert(orch.spawn { prog, "sleep", "100" }) end
       local f = assert(orch.fork(function()
         local r0 = orch.proc.reaper()
-        local ps = {}
-        for i = 1, 20 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
-        for i = 1, 20 do ps[i]:kill("KILL") end
-        local n = 0
-        for i = 1, 20 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
+        local n = killed(20)
         local r = orch.proc.reaper()
         io.stdout:write(string.format("child %%s %%d %%d %%d %%d\n", r.mode, n, r[exits] - r0[exits], r.walks - r0.walks, r.waits))
         io.stdout:flush()
@@ -402,7 +411,7 @@ describe("reaping", function()
   -- none. (A wait may end before its SIGCHLD is read: walks() waits for the
   -- walk it made or the late walk one explained without a walk arms.)
   it("a subreaper walks at each SIGCHLD; its orch.fork child, no subreaper, reaps its own children without a walk", function()
-    local script = h.script(string.format([[
+    local script = h.script(KILLED .. string.format([[
       local prog = %q
       local function walks(r0)
         local r
@@ -424,11 +433,7 @@ describe("reaping", function()
       print("subreaper", one() > 0)
       local f = assert(orch.fork(function()
         local c0 = orch.proc.reaper()
-        local ps = {}
-        for i = 1, 20 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
-        for i = 1, 20 do ps[i]:kill("KILL") end
-        local n = 0
-        for i = 1, 20 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
+        local n = killed(20)
         io.stdout:write(string.format("child %%s %%d %%d\n", tostring(orch.proc.subreaper()), n, walks(c0)))
         io.stdout:flush()
         orch.exit(0)
