@@ -302,6 +302,13 @@ describe("reaping", function()
     assert.are.equal("child ring 20 20 0 0\nparent\tring\t5\t5\t0\n", fork_reaps("ring_exits", "ring"))
   end)
 
+  it("an orch.fork child reaps its own children through a pidfd epoll set of its own (the parent's fd number), and leaves the parent's children alone (ORCH_REAPER=pidfd)", function()
+    -- (How the parent's 5 are reaped varies: a SIGCHLD may walk while the
+    -- fork child, which has no pidfd, is registered.)
+    local out = fork_reaps("pidfd_exits", "pidfd")
+    assert.matches("^child pidfd 20 20 0 0\nparent\tpidfd\t5\t%d+\t0\n$", out)
+  end)
+
   it("through the proc connector: 2,100 children, past the ring's cap, each reaped by pid after its event, with no walk, no wait and no fd", function()
     if not CONNECTOR then return end
     local script = h.script(string.format([[

@@ -25,6 +25,7 @@
  * kernel acknowledges the subscription within the send).
  */
 #include "exitconn.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -237,23 +238,12 @@ int orch__exitconn_next(orch__exitconn *x, pid_t *pid) {
 int orch__exitconn_fork(orch__exitconn **xp) {
   orch__exitconn *old = *xp, *x = NULL;
   int e = orch__exitconn_open(&x, old->rcvbuf);
-  if (e == 0 && dup3(x->fd, old->fd, O_CLOEXEC) < 0) {
-    e = -errno;
-    orch__exitconn_close(x);
-  }
+  if (e == 0 && (e = orch__fd_renumber(&x->fd, &old->fd)) < 0) orch__exitconn_close(x);
+  if (e == 0) x->events = old->events;
   /* The inherited socket is the parent's subscription: closed without
    * unsubscribing it. */
   old->owner = 0;
-  if (e < 0) {
-    orch__exitconn_close(old);
-    *xp = NULL;
-    return e;
-  }
-  close(x->fd);
-  x->fd = old->fd;
-  old->fd = -1;
-  x->events = old->events;
   orch__exitconn_close(old);
-  *xp = x;
-  return 0;
+  *xp = e < 0 ? NULL : x;
+  return e;
 }

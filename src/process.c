@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "procfs.h"
+#include "util.h"
 
 /* ---------------------------------------------------------------- state */
 
@@ -922,23 +923,23 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
   uv_signal_start(&st->sigchld, on_sigchld, SIGCHLD);
   uv_unref((uv_handle_t *)&st->sigchld);
   chld_wrap();
-  /* Not a subreaper after fork(2), nor pid 1 (unless a new pid
-   * namespace's); no child yet; the ring goes on. */
+  /* No child yet (whether orphans may be adopted is read again at the
+   * first SIGCHLD: orphans_forget); the ring goes on. */
   st->tail = atomic_load(&ring_head);
   st->ncb = st->nrec = 0;
   memset(st->owed, 0, sizeof st->owed);
   st->stops = 0;
   if (st->epfd >= 0) {
-    int fd = epoll_create1(EPOLL_CLOEXEC);
-    if (fd < 0 || dup3(fd, st->epfd, O_CLOEXEC) < 0) {
+    int fd = epoll_create1(EPOLL_CLOEXEC), number = st->epfd;
+    if (fd >= 0 && orch__fd_renumber(&fd, &number) == 0) {
+      uv_poll_start(&st->pidpoll, UV_READABLE, on_pidfd);
+    } else {
       /* No set of its own: the child's children are reaped by the walk. */
+      if (fd >= 0) close(fd);
       uv_poll_stop(&st->pidpoll);
       close(st->epfd);
       st->epfd = -1;
-    } else {
-      uv_poll_start(&st->pidpoll, UV_READABLE, on_pidfd);
     }
-    if (fd >= 0) close(fd);
   }
   /* The ring is the parent's too (its waits): a new one takes its fd. */
   if (st->ring) {

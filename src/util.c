@@ -275,6 +275,14 @@ double orch__wall(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+int orch__fd_renumber(int *fresh, int *inherited) {
+  if (dup3(*fresh, *inherited, O_CLOEXEC) < 0) return -errno;
+  close(*fresh);
+  *fresh = *inherited;
+  *inherited = -1;
+  return 0;
+}
+
 int orch__cloexec(int fd) {
   int fl = fcntl(fd, F_GETFD);
   if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0) return -errno;

@@ -79,6 +79,12 @@ double orch__wall(void);
 /* Makes fd close-on-exec; returns 0 or -errno. */
 int orch__cloexec(int fd);
 
+/* In an orch.fork child, where the poll handles watch the parent's fds by
+ * number: *fresh (just made) takes the number of *inherited (close-on-exec;
+ * the parent's is closed), *fresh becomes that number and *inherited -1.
+ * Returns 0, or -errno with nothing changed. */
+int orch__fd_renumber(int *fresh, int *inherited);
+
 /* Strings that reach a syscall (paths, names, argv, environment) must not
  * hold a zero byte: C would cut them short. orch__checkpath raises
  * "bad argument #idx to 'fn' (string contains a zero byte)" (or the usual

@@ -19,6 +19,7 @@
  * completions that overflowed, without waiting).
  */
 #include "waitring.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -166,19 +167,8 @@ int orch__waitring_next(orch__waitring *r, unsigned long long *tag, int *res) {
 int orch__waitring_fork(orch__waitring **rp) {
   orch__waitring *old = *rp, *r = NULL;
   int e = orch__waitring_open(&r);
-  if (e == 0 && dup3(r->fd, old->fd, O_CLOEXEC) < 0) {
-    e = -errno;
-    orch__waitring_close(r);
-  }
-  if (e < 0) {
-    orch__waitring_close(old);
-    *rp = NULL;
-    return e;
-  }
-  close(r->fd);
-  r->fd = old->fd;
-  old->fd = -1;
+  if (e == 0 && (e = orch__fd_renumber(&r->fd, &old->fd)) < 0) orch__waitring_close(r);
   orch__waitring_close(old);
-  *rp = r;
-  return 0;
+  *rp = e < 0 ? NULL : r;
+  return e;
 }
