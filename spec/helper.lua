@@ -247,6 +247,23 @@ function h.eventually(pred, what, timeout)
   end
 end
 
+--- The lines of s (empty ones left out), as a list.
+function h.lines(s)
+  local t = {}
+  for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
+  return t
+end
+
+--- The virtual times (numbers) of the lines of an orch.sim world's trace
+-- that match pattern.
+function h.trace_times(W, pattern)
+  local out = {}
+  for _, line in ipairs(W.trace) do
+    if line:find(pattern) then out[#out + 1] = tonumber(line:match("^%s*([%d.]+)")) end
+  end
+  return out
+end
+
 --- Calls f(...), which must raise; returns its error. (Wrap a C function in
 -- a Lua closure: called straight from pcall, it has no name for its
 -- "bad argument" messages.)

@@ -8,11 +8,7 @@ local is_root = orch.proc.info(orch.getpid()).uid == 0
 
 local eventually = h.eventually
 
-local function lines_of(s)
-  local t = {}
-  for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
-  return t
-end
+local lines_of = h.lines
 
 -- Children still tracked by this process (zombies included, read from
 -- /proc: no helper process): none may be left after a test.

@@ -6,13 +6,7 @@ local orch = h.orch
 local sim = require "orch.sim"
 local sched = require "orch.scheduler"
 
-local function times(W, pattern)
-  local out = {}
-  for _, line in ipairs(W.trace) do
-    if line:find(pattern) then out[#out + 1] = tonumber(line:match("^%s*([%d.]+)")) end
-  end
-  return out
-end
+local times = h.trace_times
 
 local quiet = function() end
 

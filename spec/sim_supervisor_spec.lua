@@ -8,14 +8,7 @@ local h = require "spec.helper"
 local orch = h.orch
 local sim = require "orch.sim"
 
--- The virtual times (numbers) of the trace lines matching `pattern`.
-local function times(W, pattern)
-  local out = {}
-  for _, line in ipairs(W.trace) do
-    if line:find(pattern) then out[#out + 1] = tonumber(line:match("^%s*([%d.]+)")) end
-  end
-  return out
-end
+local times = h.trace_times
 
 -- The text after the kind of the trace lines matching `pattern`.
 local function lines(W, pattern)

@@ -8,13 +8,7 @@ local watchdog = require "orch.watchdog"
 
 local KEY = 0x5157
 
-local function times(W, pattern)
-  local out = {}
-  for _, line in ipairs(W.trace) do
-    if line:find(pattern) then out[#out + 1] = tonumber(line:match("^%s*([%d.]+)")) end
-  end
-  return out
-end
+local times = h.trace_times
 
 -- fn(world) with a watchdog on the world's table KEY; stopped after.
 local function with_watchdog(opts, fn, seed, faults)

@@ -6,11 +6,7 @@ local orch = h.orch
 
 local prog = h.progs .. "/prog_proc"
 
-local function lines_of(s)
-  local t = {}
-  for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
-  return t
-end
+local lines_of = h.lines
 
 -- Children still tracked by this process (zombies included): none may be
 -- left after a test.
