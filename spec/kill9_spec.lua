@@ -63,22 +63,8 @@ local function run(t, nowait)
   return pid
 end
 
-local function ctl(t, ...)
-  local code, out, err = h.cli({ "ctl", "--socket", t.sock, ... })
-  sanitizer_clean(err, "orch ctl")
-  return code, out, err
-end
-
-local function status(t)
-  local code, out, err = ctl(t, "--json", "status")
-  assert.is_true(code == 0 or code == 3, err)   -- 3: some are not running
-  local by = {}
-  for _, s in ipairs(cjson.decode(out).services) do
-    s.pid, s.restarts = math.tointeger(s.pid) or s.pid, math.tointeger(s.restarts) or s.restarts
-    by[s.name] = s
-  end
-  return by
-end
+-- `orch ctl --socket t.sock ...`, and its services by name.
+local ctl, status = u.ctl_cli, u.status
 
 local function all_running(t)
   return until_true(function()

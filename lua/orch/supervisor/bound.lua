@@ -62,7 +62,7 @@ function bound.process(path)
 end
 
 --- Whether info (bound.process's) is an fd holder started for path: of
--- orch's effective uid, with spawn_holder's command line `ORCH fdholder
+-- orch's effective uid, with holder.start's command line `ORCH fdholder
 -- PATH ...`, and bound at path (it was found so). ORCH, the file it runs,
 -- may be another than this orch's (an orch installed elsewhere since):
 -- such a holder answers the same hello.
