@@ -217,6 +217,15 @@ end
 -- The journal's line for an instance the record no longer names.
 local function gone_line(name) return '{"name":' .. jstr(name) .. ',"gone":true}' end
 
+-- name's entry is text now (nil: the record leaves it out): a line for the
+-- journal when that changed it.
+local function note(frags, lines, name, text)
+  if text ~= frags[name] then
+    frags[name] = text
+    lines[#lines + 1] = text or gone_line(name)
+  end
+end
+
 -- Whether the process the previous orch (or image) left for this instance
 -- is still to be adopted: until then the instance has no run here, but
 -- the record's entry and the holder's pipe of that process stand. A sync
@@ -249,10 +258,7 @@ local function collect(S, P)
       if not pending(S, name) then
         local text, r = entry(S, inst, now, wall)
         if pipes[name] ~= r then pipes[name] = r end
-        if text ~= frags[name] then
-          frags[name] = text
-          lines[#lines + 1] = text or gone_line(name)
-        end
+        note(frags, lines, name, text)
       end
     end
     -- The names of the instances a reload removed.
@@ -274,10 +280,7 @@ local function collect(S, P)
         local text, r = entry(S, inst, now, wall)
         pipes[name] = r
         recheck[name] = true
-        if text ~= frags[name] then
-          frags[name] = text
-          lines[#lines + 1] = text or gone_line(name)
-        end
+        note(frags, lines, name, text)
       end
     end
   end
