@@ -27,10 +27,10 @@
  * (the runtime settles at each turn of its loop while one is out, and each
  * borrower right after it closed what it opened). The runtime looks only
  * while one is out: whatever leaves a spare out wakes it (watch_spares),
- * and it stops looking once they are whole, so an idle loop pays nothing. So a borrower that keeps
- * its fd (the loop's inotify fd, the control socket's listening socket)
- * keeps it outside the spares as soon as fds are free: the spare comes
- * back under another number. The one exception: a connection accepted at
+ * and it stops looking once they are whole, so an idle loop pays nothing.
+ * So a borrower that keeps its fd (the loop's inotify fd, the control
+ * socket's listening socket) keeps it outside the spares as soon as fds
+ * are free: the spare comes back under another number. The one exception: a connection accepted at
  * EMFILE keeps every spare given up for it until it closes (conn_holds),
  * so that serving it has fds to work with. */
 #define FD_RESERVE 3
