@@ -493,7 +493,12 @@ describe("the control socket", function()
   it("names the default socket after the script, in a private directory", function()
     assert.are.equal(ctl.socket_dir() .. "/policy.sock", ctl.default_socket("/etc/orch/policy.lua"))
     assert.are.equal(ctl.socket_dir() .. "/my_app.sock", ctl.default_socket("my app.lua"))
-    if orch.geteuid() == 0 then assert.are.equal("/run/orch", ctl.socket_dir()) end
+    if orch.geteuid() == 0 then
+      assert.are.equal("/run/orch", ctl.socket_dir())
+    else
+      local x = os.getenv("XDG_RUNTIME_DIR")
+      assert.are.equal(x and x ~= "" and x .. "/orch" or "/tmp/orch-" .. orch.geteuid(), ctl.socket_dir())
+    end
     local d = h.tmpdir() .. "/priv"
     assert.is_true(orch.private.mkdir(d, true))
     assert.are.equal("700", h.sh("stat -c %a " .. h.shquote(d)))
