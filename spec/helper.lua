@@ -47,8 +47,15 @@ function h.run(fn, deadline, ...)
     guard:stop()
     if not res[1] then
       -- A failed test may leave children behind (its cleanup was skipped):
-      -- kill them so they do not hold the loop of the tests that follow.
+      -- kill them so they do not hold the loop of the tests that follow,
+      -- and reap them here, their exits taken, so that none of them is a
+      -- leftover or an exit a later test's orch.wait_any or wait_group is
+      -- told of (one failure made seven in proc_wait_group_spec).
       for _, pid in ipairs(h.children()) do orch.kill(pid, "KILL") end
+      pcall(function()
+        h.eventually(function() return #h.children() == 0 end, "the failed test's children reaped", 10)
+        while orch.wait_any(0) do end
+      end)
       error(res[2], 0)
     end
     return table.unpack(res, 2, res.n)
@@ -81,13 +88,22 @@ function h.tmpdir()
   return d
 end
 
+--- Seconds an orch that h.cli runs may take before it is taken for hung.
+-- A hang guard, not a timing assertion: far beyond what any call takes on a
+-- loaded machine under ASan.
+h.cli_timeout = 120
+
 --- Runs the orch binary with args (a table of strings), optional stdin and
 -- environment prefix (a table name=value). Returns exit code, stdout, stderr.
--- Blocking (io.popen): use it outside orch.run.
+-- Blocking (os.execute): use it outside orch.run. An orch still running
+-- after h.cli_timeout seconds is hung: coreutils timeout (whose process
+-- group it runs in) sends its group SIGTERM, SIGKILL 5 s later, and the
+-- test fails saying so, instead of blocking the suite until its timeout.
 function h.cli(args, stdin, env)
   local d = h.tmpdir()
   local parts = {}
   for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. shquote(v) end
+  parts[#parts + 1] = "timeout -k 5 " .. h.cli_timeout
   parts[#parts + 1] = shquote(h.bin)
   for _, a in ipairs(args) do parts[#parts + 1] = shquote(a) end
   local inpath = d .. "/stdin"
@@ -95,8 +111,15 @@ function h.cli(args, stdin, env)
   f:write(stdin or "")
   f:close()
   local cmd = table.concat(parts, " ") .. " <" .. inpath .. " >" .. d .. "/out 2>" .. d .. "/err"
+  local t0 = orch.now()
   local ok, how, code = os.execute(cmd)
   if how == "signal" then code = 128 + code end
+  -- (124: ended by the SIGTERM; 137: by the SIGKILL, as an orch killed
+  -- otherwise would: the time tells them apart.)
+  if (code == 124 or code == 137) and orch.now() - t0 >= h.cli_timeout then
+    error(string.format("h.cli: orch %s was still running after %d s (hung): its process group was killed; stderr:\n%s",
+      table.concat(args, " "), h.cli_timeout, slurp(d .. "/err")), 2)
+  end
   return code, slurp(d .. "/out"), slurp(d .. "/err")
 end
 
@@ -387,7 +410,19 @@ local fdlist
 do
   local ok, busted = pcall(require, "busted")
   if ok and type(busted) == "table" and busted.after_each then
-    local reported = {}    -- a killed child stays a zombie until orch reaps it
+    -- A killed child stays a zombie until orch reaps it: reported once.
+    -- By pid and start time: a later test's leftover that got the same pid
+    -- (pids wrap) is another process, reported too.
+    local reported = {}
+    local function identity(pid)
+      local rest = slurp("/proc/" .. pid .. "/stat"):match("^%d+ %b() (.*)$") or ""
+      local i, start = 0, ""
+      for field in rest:gmatch("%S+") do
+        i = i + 1
+        if i == 20 then start = field break end   -- field 22, starttime
+      end
+      return pid .. "@" .. start
+    end
     -- Open descriptors of this process before the test: a handle the test
     -- opened (a stream, a listener, a pipe, a file) and never closed is
     -- still there after it, and fails it. Collected garbage is closed first.
@@ -432,8 +467,9 @@ do
       table.sort(open)
       local kids = {}
       for _, pid in ipairs(h.children()) do
-        if not reported[pid] then
-          reported[pid] = true
+        local id = identity(pid)
+        if not reported[id] then
+          reported[id] = true
           local cmd = slurp("/proc/" .. pid .. "/cmdline"):gsub("%z", " ")
           kids[#kids + 1] = pid .. " (" .. cmd .. ")"
           h.orch.kill(pid, "KILL")
