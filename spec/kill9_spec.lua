@@ -148,6 +148,18 @@ local function holder_of(t)
   return r and r.holder and math.tointeger(r.holder.pid)
 end
 
+-- The holder, once it holds the log pipes of a, b and c (s: their status).
+-- Before a kill -9 whose next orch is to adopt them: the holder is started
+-- after the services, and one not bound yet when orch dies is killed by
+-- the next orch ("send: no such file or directory"), which restarts what
+-- it would have held.
+local function held(t, s)
+  local holder = until_true(function() return holder_of(t) end, "the holder")
+  until_true(function() return holds_pipes(holder, { s.a.pid, s.b.pid, s.c.pid }) end,
+    "the holder to hold the three log pipes")
+  return holder
+end
+
 -- The numbers of the lines process pid wrote into service n's log.
 local function lines_of(t, n, pid)
   local nums = {}
@@ -308,9 +320,7 @@ describe("orch killed with SIGKILL", function()
     local ok, err = pcall(function()
       local pid1 = run(t)
       local s1 = all_running(t)
-      local holder = until_true(function() return holder_of(t) end, "the holder")
-      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
-        "the holder to hold the three log pipes")
+      local holder = held(t, s1)
       kill9(pid1)
       until_true(function() return gone(pid1) end, "orch to die")
       -- As if orch had died right after spawning a: the record does not
@@ -637,9 +647,7 @@ orch.task(function() orch.sleep(1e6) end)
     local ok, err = pcall(function()
       local pid1 = run(t)
       local s1 = all_running(t)
-      local holder = until_true(function() return holder_of(t) end, "the holder")
-      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
-        "the holder to hold the three log pipes")
+      local holder = held(t, s1)
       kill9(pid1)
       until_true(function() return gone(pid1) end, "orch to die")
       -- The journal of the generation before the record's, as a kill right
@@ -940,9 +948,7 @@ orch.task(function() orch.sleep(1e6) end)
     local ok, err = pcall(function()
       local pid1 = run(t)
       local s1 = all_running(t)
-      local holder = until_true(function() return holder_of(t) end, "the holder")
-      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
-        "the holder to hold the three log pipes")
+      local holder = held(t, s1)
       kill9(pid1)
       kill9(holder)
       until_true(function() return gone(pid1) and not alive(holder) end, "orch and the holder to die")
@@ -1094,9 +1100,7 @@ orch.task(function() orch.sleep(1e6) end)
     local ok, err = pcall(function()
       local pid1 = run(t)
       local s1 = all_running(t)
-      local holder = until_true(function() return holder_of(t) end, "the holder")
-      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
-        "the holder to hold the three log pipes")
+      local holder = held(t, s1)
       os.execute("kill -STOP " .. holder)
       kill9(pid1)
       until_true(function() return gone(pid1) end, "orch to die")
@@ -1213,9 +1217,7 @@ orch.sleep(1e6)
     local ok, err = pcall(function()
       local pid1 = run(t)
       local s1 = all_running(t)
-      local holder = until_true(function() return holder_of(t) end, "the holder")
-      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
-        "the holder to hold the three log pipes")
+      local holder = held(t, s1)
       kill9(pid1)
       until_true(function() return gone(pid1) end, "orch to die")
       -- The next run's script: b is gone, c has a new variable.
@@ -1377,9 +1379,7 @@ sup.run()
     local ok, err = pcall(function()
       local pid1 = run(t)
       local s1 = all_running(t)
-      local holder = until_true(function() return holder_of(t) end, "the holder")
-      until_true(function() return holds_pipes(holder, { s1.a.pid, s1.b.pid, s1.c.pid }) end,
-        "the holder to hold the three log pipes")
+      local holder = held(t, s1)
       kill9(pid1)
       until_true(function() return gone(pid1) end, "orch to die")
       kill9(s1.a.pid)
@@ -1628,6 +1628,7 @@ orch.task(function() orch.sleep(1e6) end)
       t.extra[#t.extra + 1] = stray
       h.write(dir .. "/cgroup.procs", tostring(stray))
       assert.are.equal(base .. "/a.99", h.orch.cgroup.of(stray))
+      held(t, s1)
       kill9(pid1)
       until_true(function() return gone(pid1) end, "orch to die")
       local pid2 = run(t)
