@@ -267,6 +267,36 @@ exit 3
     end)
   end)
 
+  it("a restart's cpu is the new run's alone: the kept cgroup's total is read before the spawn at the exit", function()
+    with_cgroups(function(s, _, dir)
+      -- The first run burns CPU, then sleeps; the next ones only sleep.
+      h.write(dir .. "/b.sh", [=[
+if [ ! -e "$D/burnt" ]; then i=0; while [ $i -lt 300000 ]; do i=$((i + 1)); done; : > "$D/burnt"; fi
+exec sleep 600
+]=])
+      s.configure{ accounting_max_age = 0 }
+      s.service{ name = "b", env = { D = dir }, cmd = { "/bin/sh", dir .. "/b.sh" }, backoff = 0, start_limit = false }
+      s.start("b")
+      assert.is_true(u.until_true(function()
+        local f = io.open(dir .. "/burnt")
+        if f then f:close() end
+        return f ~= nil
+      end, 120), "burnt")
+      local first = running(s, "b")
+      assert.is_true(first.cpu > 0)
+      assert(orch.kill(first.pid, "KILL"))
+      assert.is_true(u.until_true(function()
+        local st = u.st(s, "b")
+        return st.state == "running" and st.pid ~= first.pid
+      end), "restarted")
+      local st = u.st(s, "b")
+      assert.are.equal(first.cgroup, st.cgroup)
+      -- Its share of the cgroup's total: not the first run's burn.
+      assert.is_number(st.cpu)
+      assert.is_true(st.cpu < first.cpu / 2, string.format("%g of %g", st.cpu, first.cpu))
+    end)
+  end)
+
   it("keeps an instance's cgroup across its restarts and removes it when the instance stops or ends", function()
     with_cgroups(function(s, _, dir, _, _, parent)
       -- Fails at once twice, then stays up.

@@ -412,6 +412,9 @@ local owner = setmetatable({}, { __mode = "k" })
 local empty = setmetatable({}, { __mode = "k" })
 local killed = setmetatable({}, { __mode = "k" })
 local base_of = setmetatable({}, { __mode = "k" })
+-- The CPU base of a kept cgroup read before a restart spawned into it at
+-- its exit (M.reuse), for M.prepare (false: it could not be read).
+local read_base = setmetatable({}, { __mode = "k" })
 
 -- The end of a run (its part "cgroup" closes): an empty cgroup stays the
 -- instance's for its next run; one still holding processes is retired.
@@ -466,8 +469,12 @@ function M.prepare(inst, run, opts)
       -- Its accounting goes on from the previous runs: this run's starts
       -- here (cpu.stat and the OOM kills count since the cgroup was made).
       -- A restart waits for this read: cpu.stat through its held fd, and
-      -- memory.events only where OOM kills are counted.
-      local cpu = kept:usage()
+      -- memory.events only where OOM kills are counted. A restart spawned
+      -- at the exit (M.reuse) read it before its spawn.
+      local early = read_base[kept]
+      read_base[kept] = nil
+      local cpu
+      if early ~= nil then cpu = early or nil else cpu = kept:usage() end
       local oom
       if memory_limited(inst) then
         local st = kept:stat()
@@ -577,8 +584,7 @@ end
 --- After the main process exited: does the run go on in its cgroup (a
 -- daemon that forked away and exited 0)?
 function M.goes_on(run, code)
-  local cg = run.cgroup
-  return cg ~= nil and code == 0 and not run.stopping and cg:populated()
+  return code == 0 and not run.stopping and M.populated(run)
 end
 
 --- Is anything left in the run's cgroup (after its main process ended)?
@@ -586,7 +592,7 @@ end
 -- keeps it without reading cgroup.events again.
 function M.populated(run)
   local cg = run.cgroup
-  if cg == nil then return false end
+  if cg == nil or empty[cg] then return false end
   local p = cg:populated()
   if not p then empty[cg] = true end
   return p
@@ -612,6 +618,23 @@ function M.left(inst, run)
     return false
   end
   return M.populated(run)
+end
+
+--- A restart spawned at the end of `run` (the instance's exit action,
+-- before the run's end is recorded) goes into the run's own cgroup when the
+-- run's end will keep it for the instance (its part's closer, park): seen
+-- empty after the main process ended (cgroup.left, just before), not
+-- emptied by cgroup.kill, and without OOM kills to read first (no memory
+-- limit). Its CPU base is read now, before anything of the new process
+-- runs in it (M.prepare takes it). True when it may.
+function M.reuse(inst, run)
+  local cg, S = run.cgroup, inst.sup
+  if not (cg and empty[cg] and S.cgroups and S.cgroups[cg]) or owner[cg] ~= inst or inst.cgroup_idle ~= nil
+     or killed[cg] or memory_limited(inst) then
+    return false
+  end
+  read_base[cg] = cg:usage() or false
+  return true
 end
 
 --- The main process ended, but processes are left in the run's cgroup (an

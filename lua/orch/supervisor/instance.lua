@@ -121,6 +121,10 @@ Instance.EVENTS = {
 local function IGNORE() end
 Instance.IGNORE = IGNORE
 
+-- An immediate restart spawned first by the exit's own action (below,
+-- after Instance:launch), and what the table's path does with it.
+local respawn_early, respawn_left
+
 --- Dispatches `event` to the action for the current state.
 function Instance:handle(event, ...)
   return Instance.on[self.state][event](self, ...)
@@ -292,14 +296,20 @@ end
 -- counters, the `exited` event and the on_exit hook, noted right after the
 -- spawn and before anything of the new run; the log lines; the sweep of the
 -- old process group): restart latency is what the users of a crashed
--- service wait for.
+-- service wait for. Where nothing of the restart runs code of the
+-- service's own or waits (respawn_early says when), its process is spawned
+-- first of all, before the run's end is recorded; the same path as any
+-- other restart then decides and takes it as its spawn (respawn_left: a
+-- spawn it did not take is killed).
 local function exit_decide(self, run, code, sig, reason)
   if run.user_stop or not self.want then return exit_stopped(self, run, code, sig, reason) end
   reason = reason or run.forced
+  local early = respawn_early(self, run, code, sig, reason)
   local contained = run.cgroup ~= nil
   local runtime = record_exit(self, run, code, sig, reason, true)
   if runtime >= self.cfg.backoff.reset_after then self.fails = nil end
   self:after_exit(code, sig, reason, runtime)
+  if early then respawn_left(self) end
   sweep(self, run, contained)
 end
 
@@ -480,8 +490,9 @@ end
 -- environment or the fds of each spawn. A restart then makes no table.
 -- They are kept from the first restart on: a service that has never
 -- restarted (most of a large fleet) holds no copy of its options (about
--- 0.6 KiB a service: issues 14 and 15, memory per service).
-local function spawn_options(self)
+-- 0.6 KiB a service: issues 14 and 15, memory per service). `restart`:
+-- the spawn is a restart not counted yet (respawn_early).
+local function spawn_options(self, restart)
   local cfg = self.cfg
   local kept = self.spawn_opts
   if kept and kept.cfg == cfg and kept.env == self.sup.env then
@@ -520,10 +531,64 @@ local function spawn_options(self)
     opts.stdout = "pipe"
     opts.stderr = l.stderr and "stdout" or "inherit"
   end
-  if self.restarts > 0 and not (cfg.env_file or cfg.ready or cfg.heartbeat) then
+  if (restart or self.restarts > 0) and not (cfg.env_file or cfg.ready or cfg.heartbeat) then
     self.spawn_opts = { cfg = cfg, env = self.sup.env, opts = opts }
   end
   return opts
+end
+
+-- The restart spawned by the exit's action before its bookkeeping: the
+-- instance, orch.spawn's results and the options it was given, taken by
+-- that instance's next Instance:spawn, which the same action reaches
+-- without a yield (nothing between runs code of the service's own).
+local early_inst, early_p, early_err, early_opts
+
+-- Spawns the restart of `self` at once, when the run's end restarts it
+-- without a delay and nothing of the restart can run code of the service's
+-- own (a restart function), prepare the spawn (an env file, a readiness or
+-- heartbeat preparation, a pidfile's check), wait (a dependency not ready,
+-- a drain of its cgroup) or read the cgroup first (a memory limit's OOM
+-- kills, a frozen cgroup): asked of the same state, with the same pure
+-- functions (policy.lua, graph.lua) after_exit and Instance:launch then
+-- use. Its cgroup is the run's own, emptied (read by cgroup.left just
+-- before), its CPU base read before the spawn (cgroup.reuse). True when it
+-- spawned (or tried to).
+function respawn_early(self, run, code, sig, reason)
+  local cfg, S = self.cfg, self.sup
+  if self.run ~= run or not run.proc or run.main_pid or self.frozen or pending or S.inherited ~= false
+     or type(cfg.restart) == "function" or cfg.backoff.initial > 0
+     or cfg.env_file or cfg.ready or cfg.heartbeat or cfg.pidfile
+     or (#cfg.depends_on > 0 and S:unready_dependency(self)) then
+    return false
+  end
+  if policy.decide(cfg, self, code, sig, reason) ~= "restart" then return false end
+  if cfg.start_limit and policy.limit_reached(cfg.start_limit, starts_of[self] or {}, orch.now()) then return false end
+  local cg = run.cgroup
+  if cg then
+    if not cgroup.reuse(self, run) then return false end
+  elseif not S.cgroup_off then
+    return false
+  end
+  local opts = spawn_options(self, true)
+  opts.cgroup = cg
+  early_inst, early_opts = self, opts
+  early_p, early_err = orch.spawn(opts)
+  -- The new process gets the CPU first (see Instance:spawn).
+  if early_p then orch.sched_yield() end
+  return true
+end
+
+-- After the exit's action: a spawn respawn_early made that the table's path
+-- did not take (it decided otherwise: never, while respawn_early asks what
+-- it asks) is killed, and said.
+function respawn_left(self)
+  if early_inst ~= self then return end
+  local p = early_p
+  early_inst, early_p, early_err, early_opts = nil, nil, nil, nil
+  if not p then return end
+  self:log("internal error: the restart spawned at the exit (pid %d) was not taken: killed", p.pid)
+  p:kill("KILL")
+  if p.stdout then p.stdout:close() end
 end
 
 --- The instance's log sink (made on first use; it outlives runs so that
@@ -546,7 +611,8 @@ function Instance:spawn()
   local cfg = self.cfg
   local run = Run.new()
   self.run = run
-  local opts = spawn_options(self)
+  local early = early_inst == self
+  local opts = early and early_opts or spawn_options(self)
   local ok, err = true, nil
   if cfg.env_file then
     -- Read at each start, as systemd does; the file's values win over env.
@@ -575,7 +641,13 @@ function Instance:spawn()
   end
   if ok and cfg.pidfile then adopt.check_stale(self) end
   local p
-  if ok and batching > 0 and restarting ~= self then
+  if ok and early then
+    -- Spawned already by the exit's action (respawn_early), which gave
+    -- the new process the CPU first.
+    p, err = early_p, early_err
+    early_inst, early_p, early_err, early_opts = nil, nil, nil, nil
+    return self:spawn_done(run, p, err)
+  elseif ok and batching > 0 and restarting ~= self then
     local req
     req, err = orch.spawn_begin(opts)
     if req then
