@@ -347,7 +347,8 @@ describe("orch.cgroup", function()
       h.check_raises {
         { function() cg:stat("t") end, "bad argument #1 to 'stat' (table expected, got string)" },
         { function() cg:stat({}, 1) end, "bad argument #2 to 'stat' (no value expected)" },
-        { function() cg:usage(1) end, "bad argument #1 to 'usage' (no value expected)" },
+        { function() cg:usage("cpu", 1) end, "bad argument #2 to 'usage' (no value expected)" },
+        { function() cg:usage("memory") end, "bad argument #1 to 'usage' (invalid option 'memory')" },
       }
     end)
 
@@ -721,6 +722,18 @@ describe("orch.cgroup", function()
       assert.are.equal("cgroup.usage: " .. gone:path() .. ": no such file or directory", msg)
       gone:close()
       assert.has_error(function() gone:usage() end, "attempt to use a closed orch.Cgroup")
+    end)
+
+    it("with \"cpu\" reads cpu.stat alone, through the one fd it holds", function()
+      local cg = fresh({ controllers = { "memory" } })
+      local n0 = fds()
+      local r = table.pack(cg:usage("cpu"))
+      assert.are.same({ 0, true, n = 2 }, r)
+      -- cpu.stat's fd only, not the memory figure's, and no other per read.
+      assert.are.equal(1, fds() - n0)
+      assert.are.equal(0, (cg:usage("cpu")))
+      assert.are.equal(1, fds() - n0)
+      assert.are.equal(0, (cg:usage()))
     end)
 
     it("reads cgroup.events through an fd it holds, and afresh once the cgroup was removed behind its back", function()

@@ -267,6 +267,35 @@ exit 3
     end)
   end)
 
+  it("keeps a new run's cpu.stat open from shortly after its start: its first restart reads it, opening nothing", function()
+    with_cgroups(function(s)
+      s.service{ name = "w", cmd = u.sh("exec sleep 600"), backoff = 0, start_limit = false }
+      s.start("w")
+      -- (No status read here: a status opens cpu.stat and keeps it.)
+      assert.is_true(s.wait("w", "running", 10))
+      local inst = s.instance("w")
+      local pid = inst.pid
+      local v2 = assert(h.sh("awk '{ for (i = 7; i <= NF; i++) if ($i == \"-\") { if ($(i + 1) == \"cgroup2\") "
+        .. "{ print $5; exit } break } }' /proc/self/mountinfo"))
+      local file = v2 .. assert(orch.cgroup.of(pid)) .. "/cpu.stat"
+      -- The fds of this process open on the run's cpu.stat.
+      local function open_on()
+        local n = 0
+        for line in h.sh("ls -l /proc/" .. orch.getpid() .. "/fd 2>/dev/null"):gmatch("[^\n]+") do
+          if line:sub(-#file - 4) == " -> " .. file then n = n + 1 end
+        end
+        return n
+      end
+      assert.is_true(u.until_true(function() return open_on() == 1 end, 10), "cpu.stat kept open")
+      local fds = orch.proc.fd_count(orch.getpid())
+      assert(orch.kill(pid, "KILL"))
+      assert.is_true(u.until_true(function() return inst.state == "running" and inst.pid ~= pid end), "restarted")
+      assert.are.equal(1, open_on())
+      assert.are.equal(fds, orch.proc.fd_count(orch.getpid()))
+      assert.are.equal(v2 .. u.st(s, "w").cgroup .. "/cpu.stat", file)
+    end)
+  end)
+
   it("a restart's cpu is the new run's alone: the kept cgroup's total is read before the spawn at the exit", function()
     with_cgroups(function(s, _, dir)
       -- The first run burns CPU, then sleeps; the next ones only sleep.

@@ -188,8 +188,9 @@ int orch__cg_stat(orch__cgroup *cg, orch__cg_stats *st);
 /* The two figures a metrics scrape wants, and nothing else: cpu.stat's
  * usage_usec (always v2) and the memory in use (v2 memory.current, or the
  * v1 mirror's memory.usage_in_bytes; -1 without memory accounting). Reads
- * through the held fds (see orch__cgroup). 0 or -errno (-ENODEV or
- * -ENOENT once the cgroup is removed). */
+ * through the held fds (see orch__cgroup). memory NULL: cpu.stat alone
+ * (one file, one held fd). 0 or -errno (-ENODEV or -ENOENT once the
+ * cgroup is removed). */
 int orch__cg_usage(orch__cgroup *cg, long long *usage_usec, long long *memory);
 
 /* Limits. value < 0 (ORCH__CG_UNLIMITED) is "max". cpu_max takes quota

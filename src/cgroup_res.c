@@ -39,7 +39,7 @@ int orch__cg_usage(orch__cgroup *cg, long long *usage_usec, long long *memory) {
   ssize_t r = orch__cg_read_held(&cg->acct[0], cg->fs[0], "cpu.stat", buf, sizeof buf);
   if (r < 0) return (int)r;
   *usage_usec = orch__cg_keyed(buf, "usage_usec");
-  *memory = memory_held(cg);
+  if (memory) *memory = memory_held(cg);
   return 0;
 }
 

@@ -762,12 +762,20 @@ static int cg_stat(lua_State *L) {
  * the lean read of a metrics scrape, no table. */
 static int cg_usage(lua_State *L) {
   ocg *o = check_cg(L, 1);
-  orch__check_nargs(L, 1);
+  orch__check_nargs(L, 2);
+  /* "cpu": cpu.stat alone (one file, one fd held), and whether its fd is
+   * kept (within the fd budget) for the next reads. */
+  static const char *const what[] = { "cpu", NULL };
+  int cpu_only = !lua_isnoneornil(L, 2) && luaL_checkoption(L, 2, NULL, what) == 0;
   long long usec, mem;
-  int r = orch__cg_usage(&o->cg, &usec, &mem);
+  int r = orch__cg_usage(&o->cg, &usec, cpu_only ? NULL : &mem);
   if (r < 0) return fail_path(L, "cgroup.usage", o->cg.path, -r);
   if (usec < 0) lua_pushnil(L);
   else lua_pushnumber(L, (double)usec / 1e6);
+  if (cpu_only) {
+    lua_pushboolean(L, o->cg.acct[0] >= 0);
+    return 2;
+  }
   if (mem < 0) lua_pushnil(L);
   else lua_pushinteger(L, (lua_Integer)mem);
   return 2;
