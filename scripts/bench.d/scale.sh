@@ -7,6 +7,13 @@
 #   start_cold_<N>_<impl>  ms   supervisor launched -> all N running
 #   stop_<N>_<impl>        ms   SIGUSR1 (sup.stop("all")) / a `d` written to
 #                               every supervise/control -> all N exited
+#   stop_settled_<N>_orch  ms   the same SIGUSR1 -> orch idle again (its
+#                               bookkeeping of the exits done: what
+#                               `orch ctl stop all` waits for);
+#                               cpu_stop_total_<N>_orch: orch's CPU in it
+#                               (cpu_stop_<N>_orch: until 0.2 s after the
+#                               last exit, which leaves out a part that
+#                               depends on how the CPUs were shared)
 #   start_<N>_<impl>       ms   SIGUSR2 (sup.start("all")) / `u` -> all N running
 #   status_<N>_<impl>      ms   the status of all N, median of 5 in a row:
 #                               `orch ctl status`, `sv status DIR...` (one
@@ -49,6 +56,7 @@
 # orch runs with its default Lua budget: sup.run() yields every 16
 # launches (before, one sup.start per service never yielded, and 1,000
 # services on a loaded machine ran past the 5 s budget: --lua-budget 0).
+# SCALE_TRACE=DIR: see mark() below (CPU samples, phases, perf of the stop).
 # SCALE_STEPS=restart: orch's fleet only starts, makes restart_one (with
 # SCALE_RESTARTS kills, 5 by default) and stops: the restart at 10,000
 # measured in a few minutes (issue 15, sixth session).
@@ -87,6 +95,31 @@ median() {                # K command...: median wall time of K runs, ms
   printf '%s\n' "${ts[@]}" | sort -g | sed -n "$(( (k + 1) / 2 ))p"
 }
 cold() { sleep 1.2; "$@"; }
+# After a stop: orch's CPU 0.2 s after the last exit (STOP_CPU_AT), and
+# the ms from T0 (date +%s%N) to orch's last 20 ms with CPU used (over 0.2
+# ms) before 0.5 s without (its bookkeeping of the exits goes on after the
+# last process exited; at most 120 s). Prints "ms cpu_at_0.2s".
+settled() {
+  local a b now quiet=0 last start at02=
+  start=$(date +%s%N); last=$start; a=$(cpu)
+  while [ "$quiet" -lt 25 ] && [ $(( ${EPOCHREALTIME/./} - start / 1000 )) -lt 120000000 ]; do
+    sleep 0.02; b=$(cpu); now=${EPOCHREALTIME/./}
+    [ -z "$at02" ] && [ $((now - start / 1000)) -ge 200000 ] && at02=$b
+    if [ $((b - a)) -gt 200000 ]; then last=$((now * 1000)); quiet=0; else quiet=$((quiet + 1)); fi
+    a=$b
+  done
+  echo "$(( (last - $1) / 1000 ))e-3 ${at02:-$b}"
+}
+# SCALE_TRACE=DIR: orch's CPU every 0.1 s (DIR/cpu_<N>: "seconds ns"), each
+# step's start (DIR/marks_<N>), orch's phases (phases.lua's file,
+# DIR/phases_<N>) and a perf record of orch over each stop of all
+# (DIR/stop_<N>.perf).
+TRACE=${SCALE_TRACE:-}
+mark() { [ -n "$TRACE" ] && echo "$(date +%s.%N) $1" >>"$TRACE/marks_$N_NOW"; return 0; }
+sampler() {              # pid file
+  local ns
+  while read -r ns _ <"/proc/$1/schedstat" 2>/dev/null; do echo "$(date +%s.%N) $ns"; sleep 0.1; done >"$2"
+}
 cpu() { read -r ns _ <"/proc/$SUP/schedstat" 2>/dev/null; echo "${ns:-0}"; }
 cpu_put() { awk -v a="$2" -v b="$(cpu)" 'BEGIN { printf "cpu_%s_orch %.3f ms\n", ARGV[1], (b - a) / 1e6 }' "$1"; }
 put() { printf '%s %.3f %s\n' "$1" "$2" "$3"; }
@@ -104,15 +137,29 @@ common() {               # impl n
   t=$(median 5 "${STATUS[@]}"); put "status_${n}_$impl" "$t" ms; per "status_${n}_$impl" "$t" "$n"
 }
 moves() {                # impl n: restart, stop all, start all
-  local impl=$1 n=$2 r t c0
+  local impl=$1 n=$2 r t c0 t0
   c0=$(cpu)
   r=$("$P" latency "$SVC_SHM" 10 10 50); put "restart_${n}_$impl" "${r% *}" ms
   [ "$impl" = orch ] && { sleep 0.2; cpu_put "restart_x10_$n" "$c0"; }
   c0=$(cpu)
+  mark stop
+  local perf=
+  if [ -n "$TRACE" ] && [ "$impl" = orch ]; then
+    perf record -g -p "$SUP" -o "$TRACE/stop_$n.perf" >/dev/null 2>&1 &
+    perf=$!; sleep 0.5
+  fi
+  t0=$(date +%s%N)
   # shellcheck disable=SC2086
   t=$("$P" stoptime "$SVC_SHM" "$n" $STOP); put "stop_${n}_$impl" "$t" ms; per "stop_${n}_$impl" "$t" "$n"
-  [ "$impl" = orch ] && { sleep 0.2; cpu_put "stop_$n" "$c0"; }
+  [ -n "$perf" ] && { kill -INT "$perf"; wait "$perf"; }
+  mark stopped
+  if [ "$impl" = orch ]; then
+    r=$(settled "$t0")
+    awk -v a="$c0" -v b="${r#* }" -v n="$n" 'BEGIN { printf "cpu_stop_%s_orch %.3f ms\n", n, (b - a) / 1e6 }'
+    put "stop_settled_${n}_orch" "${r% *}" ms; cpu_put "stop_total_$n" "$c0"
+  fi
   sleep 0.5
+  mark start
   c0=$(cpu)
   # shellcheck disable=SC2086
   t=$("$P" starttime "$SVC_SHM" "$n" $START); put "start_${n}_$impl" "$t" ms; per "start_${n}_$impl" "$t" "$n"
@@ -165,31 +212,39 @@ scale_orch() {
   local n=$1 t r c0
   rm -f "$W/ctl.sock" "$W/variant"
   local t0; t0=$(date +%s%N)
-  setsid "$BUILD/orch" run "$HERE/phases.lua" "$n" "$SVC" </dev/null >/dev/null 2>/dev/null &
+  N_NOW=$n
+  setsid "$BUILD/orch" run "$HERE/phases.lua" "$n" "$SVC" ${TRACE:+"$TRACE/phases_$n"} </dev/null >/dev/null 2>/dev/null &
   SUP=$!
+  [ -n "$TRACE" ] && { sampler "$SUP" "$TRACE/cpu_$n" & }
   if ! launched orch "$n" "$t0"; then finish KILL; return; fi
   cpu_put "start_cold_$n" 0
   if [ "$STEPS" = restart ]; then restart_one "$n"; finish TERM; return; fi
   for _ in $(seq 200); do [ -S "$W/ctl.sock" ] && break; sleep 0.05; done
   # shellcheck disable=SC2206
   STATUS=($CTL status)
+  mark common
   c0=$(cpu); common orch "$n"; cpu_put "status_x5_$n" "$c0"
+  mark status_cold
   c0=$(cpu)
   t=$(median 3 cold "${STATUS[@]}"); put "status_cold_${n}_orch" "$(awk -v t="$t" 'BEGIN { print t - 1200 }')" ms
   cpu_put "status_cold_x3_$n" "$c0"
+  mark status_json
   c0=$(cpu)
   # shellcheck disable=SC2086
   t=$(median 5 $CTL --json status); put "status_json_${n}_orch" "$t" ms; per "status_json_${n}_orch" "$t" "$n"
   cpu_put "status_json_x5_$n" "$c0"
   # One service changed (its environment), the others as they were.
   echo "$((n / 2)) 1" >"$W/variant"
+  mark reload
   c0=$(cpu); t0=$(date +%s%N)
   $CTL reload >"$W/reload.out" 2>&1
   t=$(ms_since "$t0"); put "reload_${n}_orch" "$t" ms; cpu_put "reload_$n" "$c0"
   put "reload_restarted_${n}_orch" "$(sed -n 's/^restarted: //p' "$W/reload.out" | wc -w)" services
   put "reload_kept_${n}_orch" "$(sed -n 's/^kept: //p' "$W/reload.out" | wc -w)" services
   grep -q "^restarted: svc$((n / 2))\$" "$W/reload.out" || echo "# scale.sh: reload did not restart svc$((n / 2)) alone: $(grep -v '^kept' "$W/reload.out" | head -3)" >&2
+  mark restart_one
   restart_one "$n"
+  mark moves
   STOP="signal $SUP USR1" START="signal $SUP USR2"
   moves orch "$n"
   finish TERM
