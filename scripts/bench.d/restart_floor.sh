@@ -12,6 +12,11 @@
 #   files  pid, and the child born sharing the fd table (CLONE_FILES) and
 #          copying fds 0-2 only: no fd table copy, no close-on-exec of
 #          thousands of fds in the child
+#   cgroup files, and each copy in a cgroup v2 of its own, kept across its
+#          restarts as orch keeps a service's (MINISUP_CGROUP: N sibling
+#          cgroups), born into it (clone3 CLONE_INTO_CGROUP)
+#   fresh  cgroup, and the copy's cgroup removed and made again between
+#          the reap and the spawn (MINISUP_CGROUP_FRESH=1)
 # Prints "restart_floor_<variant>_<N> <ms>" (latency, median) and
 # "cpu_restart_floor_<variant>_<N> <ms>" (minisup's CPU over the second
 # after each kill, /proc/PID/schedstat, median). Run 1,000 and more under
@@ -30,15 +35,27 @@ cc -O2 -o "$W/probe" "$HERE/supervisors_probe.c" && cc -O2 -o "$W/minisup" "$HER
 P=$W/probe
 cpu() { read -r ns _ <"/proc/$SUP/schedstat" 2>/dev/null; echo "${ns:-0}"; }
 
+# A new cgroup v2 directory for minisup's cgroups (below this shell's
+# own, where this process may make one), or nothing and 1.
+cgroup_dir() {
+  local mnt own
+  mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+  own=$(sed -n 's/^0:://p' /proc/self/cgroup)
+  [ -n "$mnt" ] || { echo "# restart_floor.sh: no cgroup v2 mounted" >&2; return 1; }
+  echo "$mnt${own%/}/orch-floor.$$"
+}
+
 one() {                  # variant n
-  local v=$1 n=$2 fds=0 reap="" files="" k c0 ts=() cs=() mid=$(( (RESTARTS + 1) / 2 ))
+  local v=$1 n=$2 fds=0 reap="" files="" cg="" fresh="" k c0 ts=() cs=() mid=$(( (RESTARTS + 1) / 2 ))
   case $v in
     fds) fds=$(awk -v p="$PER" -v n="$n" 'BEGIN { printf "%d", p * n }') ;;
     pid) fds=$(awk -v p="$PER" -v n="$n" 'BEGIN { printf "%d", p * n }'); reap=pid ;;
-    files) fds=$(awk -v p="$PER" -v n="$n" 'BEGIN { printf "%d", p * n }'); reap=pid; files=1 ;;
+    files|cgroup|fresh) fds=$(awk -v p="$PER" -v n="$n" 'BEGIN { printf "%d", p * n }'); reap=pid; files=1 ;;
   esac
+  case $v in cgroup|fresh) cg=$(cgroup_dir) || return ;; esac
+  [ "$v" = fresh ] && fresh=1
   "$P" init "$SVC_SHM"
-  MINISUP_FDS=$fds MINISUP_REAP=$reap MINISUP_FILES=$files setsid "$W/minisup" "$n" "$W/svc_stamp" </dev/null >/dev/null 2>&1 &
+  MINISUP_FDS=$fds MINISUP_REAP=$reap MINISUP_FILES=$files MINISUP_CGROUP=$cg MINISUP_CGROUP_FRESH=$fresh setsid "$W/minisup" "$n" "$W/svc_stamp" </dev/null >/dev/null 2>&1 &
   SUP=$!
   if ! "$P" wait-started "$SVC_SHM" "$n" 600; then
     echo "# restart_floor.sh: $v $n: not all started" >&2
