@@ -18,8 +18,14 @@
 # orch's minus C's. Needs perf and root (tracepoints). The sys_exit_wait4 /
 # sys_enter_clone3 tracepoints are filtered to the supervisor, so that the
 # tracing itself costs the two kinds alike.
+# SEG_SERVICES=K: each supervisor runs K services instead of 20 (the kills
+# go to the first 20; a fleet of 10,000 takes minutes to start); the
+# MINISUP_* variables of minisup.c pass through (at 10,000:
+# MINISUP_REAP=pid MINISUP_FILES=1, else its walk and fd table dominate).
+# SEG_KINDS="orch" measures orch alone (the columns of C read nan).
 set -u
 BUILD=$(cd "$1" && pwd); N=${2:-20}; ROUNDS=${3:-2}
+NS=${SEG_SERVICES:-20}; KINDS=${SEG_KINDS:-"c orch"}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/workdir.sh"
 bench_workdir /dev/shm/orch-bench-segments.XXXXXX
@@ -30,11 +36,11 @@ one() {                   # kind round
   local kind=$1 r=$2 sup f
   "$P" init "$SVC_SHM"
   rm -f "$W/ctl.sock"
-  if [ "$kind" = c ]; then setsid "$W/minisup" 20 "$W/svc" </dev/null >/dev/null 2>&1 &
-  else setsid "$BUILD/orch" run "$HERE/phases.lua" 20 "$W/svc" </dev/null >/dev/null 2>"$W/err" &
+  if [ "$kind" = c ]; then setsid "$W/minisup" "$NS" "$W/svc" </dev/null >/dev/null 2>&1 &
+  else setsid "$BUILD/orch" run "$HERE/phases.lua" "$NS" "$W/svc" </dev/null >/dev/null 2>"$W/err" &
   fi
   sup=$!
-  "$P" wait-started "$SVC_SHM" 20 120 || { echo "restart_segments.sh: $kind did not start" >&2; kill -TERM $sup; return 1; }
+  "$P" wait-started "$SVC_SHM" "$NS" $((120 + NS / 20)) || { echo "restart_segments.sh: $kind did not start" >&2; kill -TERM $sup; return 1; }
   sleep 0.5
   f=$W/$kind.$r
   perf record -q -k CLOCK_MONOTONIC -a -o "$f.data" \
@@ -48,7 +54,7 @@ one() {                   # kind round
   kill -KILL $sup 2>/dev/null; wait $sup 2>/dev/null
   bench_sweep
 }
-for r in $(seq "$ROUNDS"); do one c "$r"; one orch "$r"; done
+for r in $(seq "$ROUNDS"); do for k in $KINDS; do one "$k" "$r"; done; done
 lua5.4 - "$W" "$ROUNDS" <<'LUA'
 local W, rounds = arg[1], tonumber(arg[2])
 local points = { "exit", "sigchld", "oncpu", "reaped", "clone", "exec", "stamp" }
@@ -105,7 +111,13 @@ end
 local med = {}
 for _, kind in ipairs { "c", "orch" } do
   local rows = {}
-  for r = 1, rounds do for _, x in ipairs(rows_of(kind, r)) do rows[#rows + 1] = x end end
+  for r = 1, rounds do
+    local f = io.open(W .. "/" .. kind .. "." .. r .. ".samples")
+    if f then
+      f:close()
+      for _, x in ipairs(rows_of(kind, r)) do rows[#rows + 1] = x end
+    end
+  end
   med[kind] = { n = #rows }
   local prev = "kill"
   for _, p in ipairs(points) do
