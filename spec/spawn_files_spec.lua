@@ -98,6 +98,25 @@ describe("a spawned child's fd table", function()
       "after\t0 1 2 ", "" }, "\n"), out)
   end)
 
+  it("of a spawn after started spawns only (a supervisor's first restart after its start), in an orch holding 2,000 fds: a small table", function()
+    local script = holding([[
+      -- A start: started spawns only, while the low fds are free.
+      assert(assert(orch.spawn_begin { prog, "fds", stdout = "null" }):finish()):wait()
+      hold(2000)
+      -- The first spawn comes later, past every low fd: its child gets a
+      -- high pipe as fd 3 and copies a small table all the same.
+      local r, w = assert(orch.pipe())
+      local code, size = orch.run { prog, "fdsize", fds = { [3] = w } }
+      print("fdsize", code, tonumber(size) < 1024 and "small" or size)
+      w:close()
+      r:close()
+      for _, f in ipairs(held) do f:close() end
+    ]])
+    local code, out, err = h.cli { "run", script }
+    assert.are.equal(0, code, err)
+    assert.are.equal("fdsize\t0\tsmall\n", out)
+  end)
+
   it("of a small orch: unchanged (fds 0-2 and those given)", function()
     local script = h.script(string.format([[
       local r, w = assert(orch.pipe())

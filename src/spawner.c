@@ -448,11 +448,21 @@ static void slots_clear(proc_state *st, const int *slots, int n) {
     while (dup3(st->devnull, slots[k], O_CLOEXEC) < 0 && errno == EINTR) {}
 }
 
+static int jslots_ready(proc_state *st);
+
+/* The slots of the spawns (and the started spawns' sets with them: both
+ * are made at the first spawn of either kind, while low fds are free. A
+ * supervisor's start is all started spawns and its first restart a spawn:
+ * made at that restart, past the fleet's thousands of pipes, the slots
+ * found no room below SLOTS_MAX, and every restart's child copied orch's
+ * whole table, 13,000 fds at 10,000 services, and closed them at its exec:
+ * 3-20 ms of the restart's latency). */
 static int slots_ready(proc_state *st) {
   if (st->nslots) return st->nslots > 0;
   int r = slots_make(st, st->slots, NSLOTS);
   if (r < 0) return 0;
   st->nslots = r ? NSLOTS : -1;     /* no room low enough: never again */
+  jslots_ready(st);
   return r;
 }
 
@@ -645,6 +655,8 @@ _Static_assert(sizeof ((proc_state *)0)->jslots[0] <= sizeof ((proc_state *)0)->
  * SLOTS_MAX; 0 when there are none. */
 static int jslots_ready(proc_state *st) {
   if (st->njsets) return st->njsets > 0;
+  slots_ready(st);
+  if (st->njsets) return st->njsets > 0;   /* made there */
   int r = slots_make(st, &st->jslots[0][0], JOB_SETS * JOB_SLOTS);
   if (r < 0) return 0;
   st->njsets = r ? JOB_SETS : -1;
