@@ -46,6 +46,7 @@ one() {                   # kind round
   perf record -q -k CLOCK_MONOTONIC -a -o "$f.data" \
     -e sched:sched_process_exit,sched:sched_switch,sched:sched_process_exec,signal:signal_generate \
     -e syscalls:sys_exit_wait4 --filter "common_pid == $sup" -e syscalls:sys_enter_clone3 --filter "common_pid == $sup" \
+    -e sched:sched_process_fork --filter "parent_pid == $sup" \
     -- env PROBE_SAMPLES=1 "$P" latency "$SVC_SHM" 20 "$N" 50 >"$f.samples" 2>/dev/null
   perf script -i "$f.data" -F comm,pid,cpu,time,event,trace --ns >"$f.txt" 2>/dev/null
   echo "sup $sup" >>"$f.samples"
@@ -94,7 +95,10 @@ local function rows_of(kind, r)
         r.reaped = rel
       elseif r.reaped and not r.clone and a == "syscalls:sys_enter_clone3" then
         r.clone = rel
-      elseif r.clone and not r.exec and a == "sched:sched_process_exec" then
+      elseif r.clone and not r.child and a == "sched:sched_process_fork" then
+        r.child = tonumber(e.a:match("child_pid=(%d+)"))
+      elseif r.child and not r.exec and a == "sched:sched_process_exec" and e.pid == r.child then
+        -- The new process's own exec (not another of the machine's).
         r.exec = rel
       end
       i = i + 1
