@@ -448,23 +448,15 @@ static void slots_clear(proc_state *st, const int *slots, int n) {
     while (dup3(st->devnull, slots[k], O_CLOEXEC) < 0 && errno == EINTR) {}
 }
 
-static int jslots_ready(proc_state *st);
-
-/* The slots of the spawns (and the started spawns' sets with them: both
- * are made at the first spawn of either kind, while low fds are free. A
- * supervisor's start is all started spawns and its first restart a spawn:
- * made at that restart, past the fleet's thousands of pipes, the slots
- * found no room below SLOTS_MAX, and every restart's child copied orch's
- * whole table, 13,000 fds at 10,000 services, and closed them at its exec:
- * 3-20 ms of the restart's latency). */
 static int slots_ready(proc_state *st) {
   if (st->nslots) return st->nslots > 0;
   int r = slots_make(st, st->slots, NSLOTS);
   if (r < 0) return 0;
   st->nslots = r ? NSLOTS : -1;     /* no room low enough: never again */
-  jslots_ready(st);
   return r;
 }
+
+static int jslots_ready(proc_state *st);
 
 static int moved_to(const int *src, int n, int fd) {
   for (int k = 0; k < n; k++)
@@ -509,8 +501,14 @@ static int files_move(proc_state *st, orch__fdmap *map, int nmap, int *cg, int n
  * sources below FILES_LOW as they are, the others moved into the slots
  * (*nmoved of them, to be put back by files_restore). Returns files_below:
  * one past the highest fd the child uses. */
+static int set_take(proc_state *st, int nfds);
+static const int *set_slots(proc_state *st, int set);
+static void set_give(proc_state *st, int set, int nmoved);
+static void files_restore(proc_state *st, int nmoved, int set);
+#define JOB_SLOTS_N ((int)(sizeof ((proc_state *)0)->jslots[0] / sizeof(int)))
+
 static int files_prepare(proc_state *st, const orch__spawn_req *req, orch__fdmap *map,
-                         int *cg, int *nmoved) {
+                         int *cg, int *nmoved, int *set) {
   int maxfd = 2, high = 0;
   *nmoved = 0;
   for (int i = 0; i < req->nfds; i++) {
@@ -523,18 +521,35 @@ static int files_prepare(proc_state *st, const orch__spawn_req *req, orch__fdmap
     if (cg[i] > maxfd) maxfd = cg[i];
     if (cg[i] >= FILES_LOW) high = 1;
   }
-  if (!high || !slots_ready(st)) return maxfd + 1;
-  int below = files_move(st, map, req->nfds, cg, req->ncgroup_fds, st->slots, NSLOTS, FILES_LOW, -1, nmoved);
+  *set = -1;
+  if (!high) return maxfd + 1;
+  int below = -1;
+  if (slots_ready(st)) {
+    below = files_move(st, map, req->nfds, cg, req->ncgroup_fds, st->slots, NSLOTS, FILES_LOW, -1, nmoved);
+  } else if ((*set = set_take(st, req->nfds + req->ncgroup_fds)) >= 0) {
+    /* No slots of its own (they are made at the first spawn, and a
+     * supervisor's start is all started spawns: its first restart found no
+     * fd below SLOTS_MAX free past the fleet's pipes, and every restart's
+     * child copied orch's whole table, 13,000 fds at 10,000 services, and
+     * closed them at its exec): a free set of the started spawns', held
+     * for the time of the clone. */
+    below = files_move(st, map, req->nfds, cg, req->ncgroup_fds, set_slots(st, *set), JOB_SLOTS_N, FILES_LOW,
+                       -1, nmoved);
+  }
   if (below >= 0) return below;
   /* As they are: the copy goes up to maxfd. */
+  files_restore(st, *nmoved, *set);
+  *set = -1;
+  *nmoved = 0;
   for (int i = 0; i < req->nfds; i++) map[i] = req->fds[i];
   for (int i = 0; i < req->ncgroup_fds; i++) cg[i] = req->cgroup_fds[i];
   return maxfd + 1;
 }
 
-/* The slots let go of what they held. */
-static void files_restore(proc_state *st, int nmoved) {
-  slots_clear(st, st->slots, nmoved);
+/* The slots (set -1) or the borrowed set let go of what they held. */
+static void files_restore(proc_state *st, int nmoved, int set) {
+  if (set < 0) slots_clear(st, st->slots, nmoved);
+  else set_give(st, set, nmoved);
 }
 
 int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
@@ -549,10 +564,10 @@ int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
   orch__spawn_req creq = *req;
   orch__fdmap map[MAX_FDMAP];
   int cgmap[16];
-  int nmoved = 0, below = 0;
+  int nmoved = 0, below = 0, set = -1;
   if (files_works && req->ncgroup_fds <= (int)(sizeof cgmap / sizeof *cgmap)) {
     slots_ready(st);
-    below = files_prepare(st, req, map, cgmap, &nmoved);
+    below = files_prepare(st, req, map, cgmap, &nmoved, &set);
     creq.fds = map;
     creq.cgroup_fds = cgmap;
     req = &creq;
@@ -614,7 +629,7 @@ again:
     goto again;
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  files_restore(st, nmoved);
+  files_restore(st, nmoved, set);
   if (pid < 0) {
     *step = "clone";
     return -e;
@@ -655,8 +670,6 @@ _Static_assert(sizeof ((proc_state *)0)->jslots[0] <= sizeof ((proc_state *)0)->
  * SLOTS_MAX; 0 when there are none. */
 static int jslots_ready(proc_state *st) {
   if (st->njsets) return st->njsets > 0;
-  slots_ready(st);
-  if (st->njsets) return st->njsets > 0;   /* made there */
   int r = slots_make(st, &st->jslots[0][0], JOB_SETS * JOB_SLOTS);
   if (r < 0) return 0;
   st->njsets = r ? JOB_SETS : -1;
@@ -670,6 +683,24 @@ static void job_files_release(proc_state *st, orch__spawn_job *j) {
   st->jbusy &= ~(1u << j->slotset);
   j->slotset = -1;
   j->nmoved = 0;
+}
+
+/* A free set for a spawn of nfds fds (files_prepare, when the spawn has no
+ * slots of its own), taken: its index, or -1. */
+static int set_take(proc_state *st, int nfds) {
+  if (nfds > JOB_SLOTS || !jslots_ready(st)) return -1;
+  int s = 0;
+  while (s < JOB_SETS && (st->jbusy & (1u << s))) s++;
+  if (s == JOB_SETS) return -1;
+  st->jbusy |= 1u << s;
+  return s;
+}
+
+static const int *set_slots(proc_state *st, int set) { return st->jslots[set]; }
+
+static void set_give(proc_state *st, int set, int nmoved) {
+  slots_clear(st, st->jslots[set], nmoved);
+  st->jbusy &= ~(1u << set);
 }
 
 /* The job's own view of req (j->freq) with its fds above 2 in a free set
