@@ -35,10 +35,19 @@
  *   tree   one cgroup.kill in the parent of all (SIGKILL to everything at
  *          once), then the same waits and removals: the kernel's floor.
  *
+ * Each round runs every way twice, plain and with escapees; the order of
+ * the two alternates from round to round (plain first in odd rounds), so
+ * that neither kind always follows the other's teardown.
+ *
  * Prints, per way, best of ROUNDS rounds (3):
  *   cgstop_plain_c_WAY      ms  the stop of N plain services
  *   cgstop_escapee_c_WAY    ms  the same, each with an escapee
  *   cgstop_escapee_vs_plain_c_WAY   ratio
+ * and the wall time's median over the rounds with its spread:
+ *   cgstop_wall_c_WAY  plain MED [MIN-MAX] escapee MED [MIN-MAX] ms
+ *   cgstop_wall_ratio_c_WAY  MED [MIN-MAX]  each round's escapee / plain
+ *                           (the two stops of one round, run back to back)
+ *   cgstop_wall_ratio_of_medians_c_WAY  ratio
  *   cgstop_cpu_self_c_WAY   ms ms  the stopper's CPU in the stop (getrusage),
  *                           plain and escapee, least of the rounds
  *   cgstop_cpu_services_c_WAY  ms ms  the services' CPU from the signal to
@@ -47,6 +56,11 @@
  *                           plain and escapee, least of the rounds
  * and held's three under the names of the first version
  * (cgstop_plain_c, cgstop_escapee_c, cgstop_escapee_vs_plain_c).
+ *
+ * Environment: CGSTOP_WAYS=tree,held runs only the ways named;
+ * CGSTOP_WINDOWS=1 prints each stop's window in CLOCK_MONOTONIC ns
+ * (`cgstop_window WAY plain|escapee ROUND T0 T1 STOPPER_PID`), for a
+ * kernel trace to be cut by (scripts/bench.d/cgroup_stop_trace.sh).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -78,6 +92,12 @@ static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static long long now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 static void die(const char *what) {
@@ -205,6 +225,7 @@ static double cpu_self_ms(void) {
  * services' from the signal to their cgroup's end (cpu.stat: the signal's
  * delivery and each exit, charged to the cgroup of the process). */
 static double last_self_ms, last_svc_ms;
+static long long last_t0_ns, last_t1_ns;   /* the last round's window */
 
 static void write_kill(int dfd) {
   int fd = openat(dfd, "cgroup.kill", O_WRONLY | O_CLOEXEC);
@@ -271,6 +292,7 @@ static double round_once(int n, int escapee, int way) {
   }
   int reaped = 0, left = n;
   double c0 = cpu_self_ms();
+  last_t0_ns = now_ns();
   double t0 = now_ms();
   if (way == W_TREE) {
     write_kill(basefd);
@@ -334,6 +356,7 @@ static double round_once(int n, int escapee, int way) {
   }
   reap_some(n, s, &reaped, 1);
   double ms = now_ms() - t0;
+  last_t1_ns = now_ns();
   last_self_ms = cpu_self_ms() - c0;
   last_svc_ms = svc_us / 1e3;
   close(ep);
@@ -345,37 +368,99 @@ static double round_once(int n, int escapee, int way) {
   return ms;
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The median of v[0..n) (sorted here) and its spread. */
+static double median(double *v, int n, double *lo, double *hi) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  *lo = v[0];
+  *hi = v[n - 1];
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 int main(int argc, char **argv) {
   int n = argc > 1 ? atoi(argv[1]) : 100, rounds = argc > 2 ? atoi(argv[2]) : 3;
+  if (n < 1 || rounds < 1) { fprintf(stderr, "usage: cgroup_stop_c [N [ROUNDS]]\n"); return 2; }
+  const char *only = getenv("CGSTOP_WAYS");
+  int windows = getenv("CGSTOP_WINDOWS") != NULL;
+  int run[NWAYS];
+  for (int w = 0; w < NWAYS; w++) {
+    run[w] = 1;
+    if (only && *only) {
+      size_t k = strlen(way_names[w]);
+      const char *p = only;
+      run[w] = 0;
+      while ((p = strstr(p, way_names[w]))) {
+        if ((p == only || p[-1] == ',') && (p[k] == 0 || p[k] == ',')) run[w] = 1;
+        p += k;
+      }
+    }
+  }
   find_base();
   double plain[NWAYS], esc[NWAYS], cpu[NWAYS][2][2];
+  double *wall[NWAYS][2], *ratio[NWAYS];
   for (int w = 0; w < NWAYS; w++) {
     plain[w] = esc[w] = 1e300;
-    for (int e = 0; e < 2; e++) cpu[w][e][0] = cpu[w][e][1] = 1e300;
+    for (int e = 0; e < 2; e++) {
+      cpu[w][e][0] = cpu[w][e][1] = 1e300;
+      wall[w][e] = calloc((size_t)rounds, sizeof(double));
+    }
+    ratio[w] = calloc((size_t)rounds, sizeof(double));
+    if (!wall[w][0] || !wall[w][1] || !ratio[w]) die("calloc");
   }
   for (int r = 0; r < rounds; r++) {
     for (int w = 0; w < NWAYS; w++) {
-      for (int e = 0; e < 2; e++) {
+      if (!run[w]) continue;
+      for (int k = 0; k < 2; k++) {
+        int e = r % 2 ? !k : k;          /* plain first in odd rounds (1, 3, ...) */
         double t = round_once(n, e, w);
         double *best = e ? &esc[w] : &plain[w];
         if (t < *best) *best = t;
+        wall[w][e][r] = t;
         if (last_self_ms < cpu[w][e][0]) cpu[w][e][0] = last_self_ms;
         if (last_svc_ms < cpu[w][e][1]) cpu[w][e][1] = last_svc_ms;
+        if (windows)
+          printf("cgstop_window %s %s %d %lld %lld %d\n", way_names[w], e ? "escapee" : "plain", r + 1,
+                 last_t0_ns, last_t1_ns, (int)getpid());
       }
+      ratio[w][r] = wall[w][1][r] / wall[w][0][r];
     }
   }
   rmdir(base);
   for (int w = 0; w < NWAYS; w++) {
+    if (!run[w]) continue;
     printf("cgstop_plain_c_%s %.1f ms\n", way_names[w], plain[w]);
     printf("cgstop_escapee_c_%s %.1f ms\n", way_names[w], esc[w]);
     printf("cgstop_escapee_vs_plain_c_%s %.2f ratio\n", way_names[w], esc[w] / plain[w]);
   }
   for (int w = 0; w < NWAYS; w++) {
+    if (!run[w]) continue;
+    double plo, phi, elo, ehi, rlo, rhi;
+    double pm = median(wall[w][0], rounds, &plo, &phi), em = median(wall[w][1], rounds, &elo, &ehi);
+    double rm = median(ratio[w], rounds, &rlo, &rhi);
+    printf("cgstop_wall_c_%s plain %.1f [%.1f-%.1f] escapee %.1f [%.1f-%.1f] ms (median [min-max] of %d)\n",
+           way_names[w], pm, plo, phi, em, elo, ehi, rounds);
+    printf("cgstop_wall_ratio_c_%s %.2f [%.2f-%.2f] (each round's escapee / plain: median [min-max])\n",
+           way_names[w], rm, rlo, rhi);
+    printf("cgstop_wall_ratio_of_medians_c_%s %.2f ratio\n", way_names[w], em / pm);
+  }
+  for (int w = 0; w < NWAYS; w++) {
+    if (!run[w]) continue;
     printf("cgstop_cpu_self_c_%s %.1f %.1f ms (plain, escapee)\n", way_names[w], cpu[w][0][0], cpu[w][1][0]);
     printf("cgstop_cpu_services_c_%s %.1f %.1f ms (plain, escapee)\n", way_names[w], cpu[w][0][1], cpu[w][1][1]);
   }
-  printf("cgstop_plain_c %.1f ms\n", plain[W_HELD]);
-  printf("cgstop_escapee_c %.1f ms\n", esc[W_HELD]);
-  printf("cgstop_escapee_vs_plain_c %.2f ratio\n", esc[W_HELD] / plain[W_HELD]);
+  if (run[W_HELD]) {
+    printf("cgstop_plain_c %.1f ms\n", plain[W_HELD]);
+    printf("cgstop_escapee_c %.1f ms\n", esc[W_HELD]);
+    printf("cgstop_escapee_vs_plain_c %.2f ratio\n", esc[W_HELD] / plain[W_HELD]);
+  }
+  for (int w = 0; w < NWAYS; w++) {
+    free(wall[w][0]);
+    free(wall[w][1]);
+    free(ratio[w]);
+  }
   return 0;
 }
