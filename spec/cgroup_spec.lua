@@ -311,6 +311,66 @@ describe("orch.cgroup", function()
       end)
     end)
 
+    -- Where pidfd_open fails (ENOSYS: a seccomp filter, as before Linux 5.3
+    -- or in containers before Docker 20.10), a listed signal can pin only
+    -- orch's own unreaped children (whose pids cannot be reused until orch
+    -- reaps them): a script run by such an orch, a subreaper, signals an
+    -- escapee reparented to it and a process it spawned, never a listed
+    -- process it cannot pin (the spawned shell's child); once that one is
+    -- reparented to orch, the next listed signal reaches it.
+    it("signals orch's own children without a pidfd and never a process it cannot pin", function()
+      local src = ([[
+local orch = require "orch"
+local PROC = ...
+orch.proc.subreaper(true)
+local cg = assert(orch.cgroup.create(arg[1]))
+local function ppid(pid) local i = orch.proc.info(pid) return i and i.ppid end
+local function alive(pid) return orch.kill(pid, 0) and true or false end
+local d = assert(orch.spawn{ PROC, "daemon", "600", "0", cgroup = cg, stdout = "pipe" })
+local esc = tonumber(d.stdout:read_line())
+d:wait()
+d.stdout:close()
+while ppid(esc) ~= orch.getpid() do orch.sleep(0.01) end
+local sh = assert(orch.spawn{ "sh", "-c", "sleep 600 & echo $!; wait", cgroup = cg, stdout = "pipe" })
+local grand = tonumber(sh.stdout:read_line())
+sh.stdout:close()
+assert(ppid(grand) == sh.pid)
+local first = cg:kill("TERM")
+print("first", first)
+if first == 2 then
+  print("sh", sh:wait())
+  while alive(esc) do orch.sleep(0.01) end
+  print("grand alive", alive(grand))
+  while ppid(grand) ~= orch.getpid() do orch.sleep(0.01) end
+  print("second", cg:kill("TERM"))
+end
+-- Whatever was not signalled (a failure) goes too; nothing is left.
+cg:kill()
+assert(cg:wait_empty(20))
+sh:wait()
+while alive(grand) or alive(esc) do orch.sleep(0.01) end
+assert(cg:remove())
+print("done")
+]]):gsub("local PROC = %.%.%.", ("local PROC = %q"):format(PROC))
+      local script = h.script(src)
+      local cgname = h.cgroup_name()
+      local p
+      finally(function()
+        if p and p:running() then h.run(function() p:kill("KILL") p:wait() end) end
+        if p and p.stdout then p.stdout:close() end
+        h.remove_cgroup_tree(cgname)
+      end)
+      h.run(function()
+        p = assert(orch.spawn{ h.progs .. "/prog_nosys", "pidfd_open", h.bin, "run", script, cgname,
+                               stdout = "pipe" })
+        local out = {}
+        for l in function() return p.stdout:read_line() end do out[#out + 1] = l end
+        assert.are.same({ 0, nil }, { p:wait() })
+        -- The escapee and the shell, not the shell's child; then that one.
+        assert.are.same({ "first\t2", "sh\tnil\tTERM", "grand alive\ttrue", "second\t1", "done" }, out)
+      end)
+    end)
+
     it("refuses to signal or freeze the cgroup orch runs in", function()
       local own = assert(orch.cgroup.open(orch.cgroup.self()))
       -- Signal 0 only checks: nothing would be hurt if the guard failed.

@@ -3,13 +3,13 @@
 -- both when the kernel resets the handlers at the clone (clone3 with
 -- CLONE_CLEAR_SIGHAND, which keeps ignored signals ignored) and in the
 -- fallback where clone3 is missing (a seccomp filter that makes it fail with
--- ENOSYS, as older container runtimes do: prog_noclone3). Real processes: an
+-- ENOSYS, as older container runtimes do: prog_nosys clone3). Real processes: an
 -- `orch run` script spawns `sleep` children, and the spec reads their
 -- /proc/PID/status.
 local h = require "spec.helper"
 local orch = h.orch
 
-local NOCLONE3 = h.progs .. "/prog_noclone3"
+local NOCLONE3 = { h.progs .. "/prog_nosys", "clone3" }
 
 -- A signal's bit in a /proc/PID/status mask (hex).
 local function has(mask, sig)
@@ -92,6 +92,6 @@ describe("a spawned program's signals", function()
   end)
 
   it("are all at their default, nothing blocked, where clone3 fails with ENOSYS", function()
-    check({ NOCLONE3 })
+    check(NOCLONE3)
   end)
 end)

@@ -161,8 +161,10 @@ int orch__cg_holds_self(const orch__cgroup *cg);
 
 /* Signals every process in the cgroup and its descendants. SIGKILL writes
  * cgroup.kill when the kernel has it (unless ORCH__CG_KILL_LIST); every
- * other case lists the pids and signals each one (pinned with a pidfd and
- * checked to still be a member), repeated until a pass finds no new pid;
+ * other case lists the pids and signals each one (pinned with a pidfd, or
+ * where orch is a subreaper by being orch's unreaped child, and checked to
+ * still be a member; one it cannot pin is not signalled), repeated until
+ * a pass finds no new pid;
  * the nskip pids in skip (signalled by the caller already) are left out of
  * a listing's signals. Refuses (-EPERM) a cgroup that holds orch. At
  * EMFILE the pidfds borrow the spare fds, and a pass pins what it can (the

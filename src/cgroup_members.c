@@ -19,9 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -205,6 +207,26 @@ int orch__cg_holds_self(const orch__cgroup *cg) {
   return orch__cg_beneath(self, cg->path);
 }
 
+/* A pin of orch__cg_kill that is no pidfd: the pid is orch's child. */
+#define PIN_CHILD (-2)
+
+/* Is pid a child of orch's, not reaped (running, or ended and waiting for
+ * orch's wait4)? Its pid cannot be reused until orch reaps it. Asked only
+ * where orch adopts orphans (*adopts, read at the first call: a subreaper,
+ * or pid 1), so that a listed process can be its child without orch having
+ * spawned it; elsewhere the pidfd's pin costs no waitid more. */
+static int is_child(pid_t pid, pid_t self, int *adopts) {
+  if (*adopts < 0) {
+    int v = 0;
+    *adopts = self == 1 || (prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0) == 0 && v);
+  }
+  if (!*adopts) return 0;
+  siginfo_t si;
+  int r;
+  do r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT); while (r < 0 && errno == EINTR);
+  return r == 0;
+}
+
 static int listed(const pid_t *list, size_t n, pid_t pid) {
   for (size_t j = 0; j < n; j++)
     if (list[j] == pid) return 1;
@@ -232,11 +254,21 @@ int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_
   }
   /* Without cgroup.kill (before Linux 5.14), or for another signal: each
    * listed process once; a pass that finds new pids (forked meanwhile)
-   * signals those, until a pass finds none. A pid is pinned with a pidfd
-   * and signalled only if the cgroup still lists it after that: then the
-   * pidfd names a member (the listed process, or one that reused its pid
-   * inside the cgroup), never a stranger. A fork bomb outrunning 100
-   * passes is left to the caller's next call. */
+   * signals those, until a pass finds none. A pid is pinned and signalled
+   * only if the cgroup still lists it after that: then the pin names a
+   * member (the listed process, or one that reused its pid inside the
+   * cgroup), never a stranger. Where orch adopts orphans (a subreaper),
+   * a pid that is orch's own child, not reaped (an escapee reparented to
+   * orch: the usual double-forked daemon, or a process orch spawned), is
+   * pinned by that alone: its pid cannot name another process until orch
+   * reaps it, which no thread does meanwhile (every wait4 runs on the loop
+   * thread; the ring's waits leave the child unreaped), and
+   * waitid(WNOWAIT) asks that without an fd (a pidfd's open and close are
+   * most of a listed signal's cost). Any other pid is pinned with a pidfd;
+   * where pidfd_open fails (ENOSYS before Linux 5.3, or a container's
+   * seccomp profile) it is left unsignalled, never signalled by a pid that
+   * may have changed. Never pid 1 nor orch itself. A fork bomb outrunning
+   * 100 passes is left to the caller's next call. */
   /* A pass pins the listed pids it has not seen and lists again: that
    * listing confirms the pinned ones and is the next pass's (a pid in it
    * not seen yet was forked meanwhile), so the usual case, nothing
@@ -247,8 +279,8 @@ int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_
   pidvec done = { NULL, 0, 0 };
   for (size_t i = 0; i < nskip && r == 0; i++) r = pid_push(&done, skip[i]);
   if (r < 0) { if (fresh) close(dfd); free(done.p); return r; }
-  int count = 0;
-  pid_t *list = NULL;
+  int count = 0, adopts = -1;
+  pid_t self = getpid(), *list = NULL;
   size_t n = 0;
   r = procs_of(cg, dfd, 1, &list, &n);
   if (!fresh && orch__cg_let_go(cg, dfd, r)) {
@@ -264,10 +296,21 @@ int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_
     size_t n2 = 0;
     int *pfd = malloc((n ? n : 1) * sizeof *pfd);
     if (!pfd) { r = -ENOMEM; break; }
-    int fresh_pids = 0, pinned = 0, cut = 0;
+    int fresh_pids = 0, pinned = 0, children = 0, cut = 0;
     for (size_t i = 0; i < n; i++) {
       pfd[i] = -1;
       if (cut || listed(done.p, done.n, list[i])) continue;
+      if (list[i] <= 1 || list[i] == self) {
+        if (r == 0) r = pid_push(&done, list[i]);
+        continue;
+      }
+      if (is_child(list[i], self, &adopts)) {
+        pfd[i] = PIN_CHILD;
+        fresh_pids++;
+        children++;
+        if (r == 0) r = pid_push(&done, list[i]);
+        continue;
+      }
       pfd[i] = (int)syscall(SYS_pidfd_open, list[i], 0);
       if (pfd[i] < 0 && (errno == EMFILE || errno == ENFILE) &&
           (pinned || !orch__fd_spare_lend() || (pfd[i] = (int)syscall(SYS_pidfd_open, list[i], 0)) < 0)) {
@@ -279,7 +322,7 @@ int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_
       if (r == 0) r = pid_push(&done, list[i]);
     }
     for (size_t i = n; cut && pinned > 1 && i-- > 0; ) {
-      if (pfd[i] < 0) continue;
+      if (pfd[i] < 0) continue;            /* a child's pin holds no fd */
       close(pfd[i]);
       pfd[i] = -1;
       for (size_t k = done.n; k-- > 0; )
@@ -288,12 +331,13 @@ int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_
       pinned--;
       break;
     }
-    if (cut && !pinned && r == 0) r = -EMFILE;
+    if (cut && !pinned && !children && r == 0) r = -EMFILE;
     if (fresh_pids && r == 0 && (r = procs_of(cg, dfd, 1, &again, &n2)) == 0) {
-      for (size_t i = 0; i < n; i++)
-        if (pfd[i] >= 0 && listed(again, n2, list[i]) &&
-            syscall(SYS_pidfd_send_signal, pfd[i], sig, NULL, 0) == 0)
+      for (size_t i = 0; i < n; i++) {
+        if ((pfd[i] >= 0 || pfd[i] == PIN_CHILD) && listed(again, n2, list[i]) &&
+            (pfd[i] == PIN_CHILD ? kill(list[i], sig) : (int)syscall(SYS_pidfd_send_signal, pfd[i], sig, NULL, 0)) == 0)
           count++;
+      }
     }
     for (size_t i = 0; i < n; i++)
       if (pfd[i] >= 0) close(pfd[i]);

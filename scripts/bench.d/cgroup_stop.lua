@@ -14,6 +14,9 @@ local orch = require "orch"
 local N = tonumber(arg and arg[1]) or 100
 local ROUNDS = tonumber(arg and arg[2]) or 3
 
+-- ORCH_BENCH_SUBREAPER=1: orch a child subreaper (as for daemons with a
+-- pidfile), so that each escapee is reparented to orch and is its child.
+if os.getenv("ORCH_BENCH_SUBREAPER") == "1" then assert(orch.proc.subreaper(true)) end
 local function round(escapee)
   local sup = require("orch.supervisor").new()
   local parent = "orch-bench-stop-" .. orch.getpid()

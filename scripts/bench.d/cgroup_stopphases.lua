@@ -52,6 +52,9 @@ Run.wait_until = function(self, pred, timeout)
   acc["9 wait_until setup"] = (acc["9 wait_until setup"] or 0) + clock() - c0
   return ev:wait_for(function() return pred(self) end, timeout)
 end
+-- ORCH_BENCH_SUBREAPER=1: orch a child subreaper (as for daemons with a
+-- pidfile), so that each escapee is reparented to orch and is its child.
+if os.getenv("ORCH_BENCH_SUBREAPER") == "1" then assert(orch.proc.subreaper(true)) end
 local totals = {}
 for r = 1, ROUNDS do
   local sup = require("orch.supervisor").new()
