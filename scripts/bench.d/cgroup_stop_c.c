@@ -48,6 +48,13 @@
  *   cgstop_wall_ratio_c_WAY  MED [MIN-MAX]  each round's escapee / plain
  *                           (the two stops of one round, run back to back)
  *   cgstop_wall_ratio_of_medians_c_WAY  ratio
+ *   cgstop_work_c_WAY  the stop's work (the stopper's CPU and the
+ *                           services', below), medians, plain and escapee,
+ *                           their ratio, and half of each against its wall
+ *                           time: with two CPUs a stop lasts at least half
+ *                           its work, so at 100% both CPUs were busy with it
+ *                           and the ratio of the work is the wall ratio's
+ *                           floor for this way
  *   cgstop_cpu_self_c_WAY   ms ms  the stopper's CPU in the stop (getrusage),
  *                           plain and escapee, least of the rounds
  *   cgstop_cpu_services_c_WAY  ms ms  the services' CPU from the signal to
@@ -401,15 +408,17 @@ int main(int argc, char **argv) {
   }
   find_base();
   double plain[NWAYS], esc[NWAYS], cpu[NWAYS][2][2];
-  double *wall[NWAYS][2], *ratio[NWAYS];
+  double *wall[NWAYS][2], *ratio[NWAYS], *work[NWAYS][2];
   for (int w = 0; w < NWAYS; w++) {
     plain[w] = esc[w] = 1e300;
     for (int e = 0; e < 2; e++) {
       cpu[w][e][0] = cpu[w][e][1] = 1e300;
       wall[w][e] = calloc((size_t)rounds, sizeof(double));
+      work[w][e] = calloc((size_t)rounds, sizeof(double));
+      if (!wall[w][e] || !work[w][e]) die("calloc");
     }
     ratio[w] = calloc((size_t)rounds, sizeof(double));
-    if (!wall[w][0] || !wall[w][1] || !ratio[w]) die("calloc");
+    if (!ratio[w]) die("calloc");
   }
   for (int r = 0; r < rounds; r++) {
     for (int w = 0; w < NWAYS; w++) {
@@ -420,6 +429,7 @@ int main(int argc, char **argv) {
         double *best = e ? &esc[w] : &plain[w];
         if (t < *best) *best = t;
         wall[w][e][r] = t;
+        work[w][e][r] = last_self_ms + last_svc_ms;
         if (last_self_ms < cpu[w][e][0]) cpu[w][e][0] = last_self_ms;
         if (last_svc_ms < cpu[w][e][1]) cpu[w][e][1] = last_svc_ms;
         if (windows)
@@ -446,6 +456,9 @@ int main(int argc, char **argv) {
     printf("cgstop_wall_ratio_c_%s %.2f [%.2f-%.2f] (each round's escapee / plain: median [min-max])\n",
            way_names[w], rm, rlo, rhi);
     printf("cgstop_wall_ratio_of_medians_c_%s %.2f ratio\n", way_names[w], em / pm);
+    double wp = median(work[w][0], rounds, &plo, &phi), we = median(work[w][1], rounds, &elo, &ehi);
+    printf("cgstop_work_c_%s plain %.1f escapee %.1f ms, ratio %.2f; half the work against the wall: plain %.0f%% "
+           "escapee %.0f%% (medians)\n", way_names[w], wp, we, we / wp, 100 * wp / 2 / pm, 100 * we / 2 / em);
   }
   for (int w = 0; w < NWAYS; w++) {
     if (!run[w]) continue;
@@ -458,8 +471,10 @@ int main(int argc, char **argv) {
     printf("cgstop_escapee_vs_plain_c %.2f ratio\n", esc[W_HELD] / plain[W_HELD]);
   }
   for (int w = 0; w < NWAYS; w++) {
-    free(wall[w][0]);
-    free(wall[w][1]);
+    for (int e = 0; e < 2; e++) {
+      free(wall[w][e]);
+      free(work[w][e]);
+    }
     free(ratio[w]);
   }
   return 0;
