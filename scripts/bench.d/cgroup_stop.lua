@@ -81,3 +81,5 @@ print(("cgstop_wall_orch plain %.1f [%.1f-%.1f] escapee %.1f [%.1f-%.1f] ms (med
   pm, plo, phi, em, elo, ehi, ROUNDS))
 print(("cgstop_wall_ratio_orch %.2f [%.2f-%.2f] (each round's escapee / plain: median [min-max])"):format(rm, rlo, rhi))
 print(("cgstop_wall_ratio_of_medians_orch %.2f ratio"):format(em / pm))
+print(("cgstop_wall_extra_orch %.1f ms (the escapees' cost: escapee - plain, medians; the 1.5x target allows %.1f)"):format(
+  em - pm, pm / 2))

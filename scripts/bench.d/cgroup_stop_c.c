@@ -48,6 +48,9 @@
  *   cgstop_wall_ratio_c_WAY  MED [MIN-MAX]  each round's escapee / plain
  *                           (the two stops of one round, run back to back)
  *   cgstop_wall_ratio_of_medians_c_WAY  ratio
+ *   cgstop_wall_extra_c_WAY  ms  what the escapees add (escapee - plain,
+ *                           medians): for a stopper whose plain stop takes
+ *                           P ms, the 1.5x target leaves P / 2 for them
  *   cgstop_work_c_WAY  the stop's work (the stopper's CPU and the
  *                           services', below), medians, plain and escapee,
  *                           their ratio, and half of each against its wall
@@ -456,6 +459,7 @@ int main(int argc, char **argv) {
     printf("cgstop_wall_ratio_c_%s %.2f [%.2f-%.2f] (each round's escapee / plain: median [min-max])\n",
            way_names[w], rm, rlo, rhi);
     printf("cgstop_wall_ratio_of_medians_c_%s %.2f ratio\n", way_names[w], em / pm);
+    printf("cgstop_wall_extra_c_%s %.1f ms (the escapees' cost: escapee - plain, medians)\n", way_names[w], em - pm);
     double wp = median(work[w][0], rounds, &plo, &phi), we = median(work[w][1], rounds, &elo, &ehi);
     printf("cgstop_work_c_%s plain %.1f escapee %.1f ms, ratio %.2f; half the work against the wall: plain %.0f%% "
            "escapee %.0f%% (medians)\n", way_names[w], wp, we, we / wp, 100 * wp / 2 / pm, 100 * we / 2 / em);

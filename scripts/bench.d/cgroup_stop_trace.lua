@@ -159,19 +159,22 @@ for _, w in ipairs(ws) do
   per.exit_us = median(each)
   per.lastexit = lastexit
   per.busy = ran / (2 * wall / 1e3)
+  per.own = (per.stopper + per.services + per["pid 1"] + per.kthreads) / (2 * wall / 1e3)
   per.lockwait = w.lockwait / 1e3
   per.lockby = w.lockby
   table.insert(groups[key], per)
 end
 
 print(("# scheduler trace, %d services, medians over the rounds (ms unless said)"):format(N))
-print(("%-14s %6s %6s %8s %8s %6s %8s %6s %6s %7s %6s %8s %7s"):format("way kind", "wall", "busy",
+print("# busy: both CPUs' share not idle; own: their share the stop's work had (the stopper, the services,")
+print("# pid 1, kernel threads); other: anything else on the machine")
+print(("%-14s %6s %6s %5s %8s %8s %6s %8s %6s %6s %7s %6s %8s %7s"):format("way kind", "wall", "busy", "own",
   "stopper", "services", "pid1", "kthreads", "other", "idle", "exits", "us/ex", "lastexit", "lockwt"))
 for _, key in ipairs(order) do
   local g = groups[key]
   local function m(f) local t = {} for i, p in ipairs(g) do t[i] = p[f] end return median(t) end
-  print(("%-14s %6.1f %5.0f%% %8.1f %8.1f %6.1f %8.1f %6.1f %6.1f %7.0f %6.0f %8.1f %7.2f"):format(key,
-    m("wall"), 100 * m("busy"), m("stopper"), m("services"), m("pid 1"), m("kthreads"), m("other"),
+  print(("%-14s %6.1f %5.0f%% %4.0f%% %8.1f %8.1f %6.1f %8.1f %6.1f %6.1f %7.0f %6.0f %8.1f %7.2f"):format(key,
+    m("wall"), 100 * m("busy"), 100 * m("own"), m("stopper"), m("services"), m("pid 1"), m("kthreads"), m("other"),
     m("idle"), m("nexit"), m("exit_us"), m("lastexit"), m("lockwait")))
 end
 print("# time waiting on contended kernel locks, by the function that waited (µs a stop, mean)")
