@@ -26,6 +26,33 @@ describe("memory of every orch process", function()
     assert.is_true(tls_size(h.bin) < 4096)
   end)
 
+  -- Lua, libuv, jansson and http-parser are linked into the executable
+  -- (CMakeLists.txt, ORCH_EXE_STATIC): no process of the orch binary (orch,
+  -- its fd holder, `orch ctl`) maps them as shared libraries, each with its
+  -- relocated pages and its text resident around every page touched. The
+  -- executable exports Lua's API, so a C module a script requires
+  -- (lua-cjson) binds to that Lua, the only one in the process.
+  it("maps no shared Lua or libuv, and a C module a script requires binds to the Lua linked into orch", function()
+    local code, out, err = h.cli({ "-e", [[
+      local cjson = require "cjson"
+      local mapped = {}
+      for l in io.lines("/proc/self/maps") do
+        local path = l:match("%s(/%S+)$")
+        local base = path and path:match("([^/]+)$") or ""
+        if base:match("^liblua5%.4%.so") or base:match("^libuv%.so") or base:match("^libjansson%.so")
+          or base:match("^libhttp_parser%.so") then
+          mapped[base] = true
+        end
+      end
+      local names = {}
+      for k in pairs(mapped) do names[#names + 1] = k end
+      table.sort(names)
+      print(cjson.encode({ a = { 1, 2 } }), #names, table.concat(names, " "))
+    ]] })
+    assert.are.equal(0, code, err)
+    assert.are.equal('{"a":[1,2]}\t0\t\n', out)
+  end)
+
   it("reads a child's output in a fresh process (the read buffer made at the first read)", function()
     local code, out = h.cli({ "-e", [[print(orch.run{ "sh", "-c", "printf abc; printf def >&2" })]] })
     assert.are.equal(0, code)
