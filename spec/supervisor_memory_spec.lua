@@ -53,4 +53,37 @@ describe("supervisor memory per service", function()
       assert.are.same({ "up", "up" }, s.tail("one"))
     end)
   end)
+
+  -- Lua never shrinks a table's hash part when fields go back to nil: the
+  -- fields a sink holds while a batch of lines is written count as much as
+  -- those it keeps (9 at any moment, and it is a 16-slot table for good).
+  it("keeps a logged service's sink at 8 fields, while a batch of lines is written to its file too", function()
+    u.with(function(s, _, dir)
+      s.service { name = "one", cmd = { "sh", "-c", "echo up; echo more; exec sleep 60" }, log = { dir = dir } }
+      assert(s.start("one"))
+      local sink = s.instance("one"):log_sink()
+      local class = getmetatable(sink).__index
+      local close, most, seen = class.close, 0, ""
+      class.close = function(self, ...)
+        if self == sink then
+          local n, keys = nfields(self)
+          if n > most then most, seen = n, keys end
+        end
+        return close(self, ...)
+      end
+      local ok, err = pcall(function()
+        assert.is_true(u.until_true(function() return #s.tail("one") == 2 end))
+      end)
+      class.close = close
+      assert(ok, err)
+      assert.is_true(most > 0, "no batch was written")
+      assert.is_true(most <= 8, most .. " fields: " .. seen)
+      assert.are.same({ "up", "more" }, s.tail("one"))
+      local f = assert(io.open(dir .. "/one.log"))
+      assert.are.equal("up\nmore\n", f:read("a"))
+      f:close()
+      local n, keys = nfields(sink)
+      assert.is_true(n <= 7, n .. " fields: " .. keys)
+    end)
+  end)
 end)

@@ -26,9 +26,10 @@ local NOTICE_EVERY = 60
 
 local Sink = {}
 Sink.__index = Sink
--- Counters and the tail's position start at 0 here, in the class: a sink
--- stores them once they change (see log.sink).
-Sink.lines, Sink.dropped, Sink.rpos, Sink.rcount = 0, 0, 0, 0
+-- The counters (lines, dropped, the lines ever put in the tail's ring:
+-- ringn) start at 0 here, in the class: a sink stores them once they
+-- change (see log.sink).
+Sink.lines, Sink.dropped, Sink.ringn = 0, 0, 0
 
 --- A sink for one instance. cfg: the normalised `log` option; name: the
 -- instance name (file name stem); sup: the supervisor (sup.output(name,
@@ -39,11 +40,14 @@ Sink.lines, Sink.dropped, Sink.rpos, Sink.rcount = 0, 0, 0, 0
 -- The file is open only while a batch of lines is written (one chunk read
 -- from the pipe): an idle service holds no descriptor.
 function log.sink(cfg, name, sup, owner)
-  -- A table of up to 8 fields is half the size of one of 9 to 16, and
-  -- thousands of services hold a sink each: what a sink of a service that
-  -- writes lines to a file keeps between batches is cfg, name, sup, owner,
-  -- lines, rpos, rcount and ring (dropped once a line was dropped; the
-  -- file's size only while it is open; born only with max_age).
+  -- A table of up to 8 fields is half the size of one of 9 to 16 (whose
+  -- 16-slot hash part, 384 bytes, comes from malloc), and thousands of
+  -- services hold a sink each. Lua never shrinks a table's hash part when
+  -- fields go back to nil, so the fields of a batch count too: a sink of a
+  -- service that writes lines to a file holds cfg, name, sup, owner, lines,
+  -- ringn and ring, and during a batch out (the open file, its size and
+  -- the batch's lines in one table, dropped with the batch); dropped once a
+  -- line was dropped, born only with max_age.
   return setmetatable({ cfg = cfg, name = name, sup = sup, owner = owner }, Sink)
 end
 
@@ -76,43 +80,40 @@ function Sink:resumed()
   end
 end
 
+--- Opens the file for a batch: self.out = { f = file, size = its size
+-- when opened, bytes = of the lines collected, the lines 1..n }.
 function Sink:open()
-  if self.f then return true end
+  if self.out then return true end
   local f, err = orch.logfile.open(self:path(), { mode = self.cfg.mode, owner = self.owner })
   if not f then
     self.open_error = "cannot open " .. self:path() .. ": " .. tostring(err)
     return false
   end
   self.open_error = nil
-  self.f = f
-  self.size = f:size()
+  local size = f:size()
+  self.out = { f = f, size = size, bytes = 0 }
   -- When this file began (for max_age): an empty file now; a file found
   -- with lines in it, no later than now.
-  if self.cfg.max_age and (not self.born or self.size == 0) then self.born = orch.time() end
+  if self.cfg.max_age and (not self.born or size == 0) then self.born = orch.time() end
   return true
 end
 
---- Writes the lines collected so far to the open file.
-function Sink:write_pending()
-  local p = self.pending
-  if not p or #p == 0 then return end
-  self.pending, self.pending_bytes = nil, nil
-  local n, err, _, written = self.f:write_lines(p)
-  self.size = self.f:size()
-  if n then
-    self:resumed()
-  else
-    self:drop(#p - written, err)
-  end
-end
-
+--- Writes the batch's lines to its file and closes it (the size is read
+-- again at the next open).
 function Sink:close()
-  if self.f then
-    self:write_pending()
-    self.f:close()
-    -- The size is read again at the next open.
-    self.f, self.size = nil, nil
+  local out = self.out
+  if not out then return end
+  self.out = nil
+  local count = #out
+  if count > 0 then
+    local n, err, _, written = out.f:write_lines(out)
+    if n then
+      self:resumed()
+    else
+      self:drop(count - written, err)
+    end
   end
+  out.f:close()
 end
 
 --- Renames name.log -> name.log.1 -> ... -> name.log.<keep> (the oldest is
@@ -165,27 +166,27 @@ function Sink:line(text)
   end
   local cap = self.cfg.tail
   if cap > 0 then
-    local pos = self.rpos % cap + 1
+    local ringn = self.ringn
     local ring = self.ring
     if not ring then
       ring = {}
       self.ring = ring
     end
-    ring[pos] = #text > TAIL_LINE_MAX and text:sub(1, TAIL_LINE_MAX) or text
-    self.rpos = pos
-    if self.rcount < cap then self.rcount = self.rcount + 1 end
+    ring[ringn % cap + 1] = #text > TAIL_LINE_MAX and text:sub(1, TAIL_LINE_MAX) or text
+    self.ringn = ringn + 1
   end
   if self.cfg.timestamps then text = stamp() .. text end
   if not self.cfg.dir then
     if not pcall(self.sup.output, self.name, text) then self.dropped = self.dropped + 1 end
     return
   end
-  if not self.f and not self:open() then
+  if not self.out and not self:open() then
     self:drop(1, self.open_error)
     return
   end
+  local out = self.out
   local n = #text + 1
-  local size = self.size + (self.pending_bytes or 0)
+  local size = out.size + out.bytes
   -- Rotated by size, or by age (max_age: the file began that long ago).
   local age = self.cfg.max_age
   if size > 0 and (size + n > self.cfg.max_bytes or (age and orch.time() - (self.born or orch.time()) >= age)) then
@@ -193,14 +194,10 @@ function Sink:line(text)
       self:drop(1, self.open_error)
       return
     end
+    out = self.out
   end
-  local p = self.pending
-  if not p then
-    p = {}
-    self.pending = p
-  end
-  p[#p + 1] = text
-  self.pending_bytes = (self.pending_bytes or 0) + n
+  out[#out + 1] = text
+  out.bytes = out.bytes + n
 end
 
 --- End of a batch: the lines go to the file now, and the file is closed.
@@ -220,11 +217,12 @@ end
 
 --- The last n lines (all kept lines when n is nil), oldest first.
 function Sink:tail(n)
-  local cap, count = self.cfg.tail, self.rcount
+  local cap, ringn = self.cfg.tail, self.ringn
+  local count = ringn < cap and ringn or cap
   if not n or n > count then n = count end
   local out = {}
   for i = n - 1, 0, -1 do
-    out[#out + 1] = self.ring[(self.rpos - 1 - i) % cap + 1]
+    out[#out + 1] = self.ring[(ringn - 1 - i) % cap + 1]
   end
   return out
 end
