@@ -624,6 +624,33 @@ print("done")
         p:wait()
       end)
     end)
+
+    it("reads the v2 controllers of a cgroup made without any when first asked, not at its create", function()
+      -- A create with no v2 controller to enable reads nothing of its
+      -- parent: cg:controllers() is the cgroup's cgroup.controllers at the
+      -- first call, so a controller its parent enabled after the create is
+      -- listed (the parent's subtree_control at the create lacked it).
+      local info = assert(orch.cgroup.info())
+      local ctl
+      for name, where in pairs(info.controllers) do
+        if where == "v2" and (not ctl or name < ctl) then ctl = name end
+      end
+      assert.is_not_nil(ctl, "no controller in cgroup v2 for orch here")
+      local T = fresh({ controllers = { ctl } })
+      local cg = assert(orch.cgroup.create(T:path() .. "/later"))
+      defer(function() assert(cg:remove()) cg:close() end)
+      assert.are.equal("", h.cgroup_words(T:dir(), "cgroup.subtree_control"))
+      local f = assert(io.open(T:dir() .. "/cgroup.subtree_control", "w"))
+      assert(f:write("+" .. ctl))
+      assert(f:close())
+      assert.are.equal(ctl, h.cgroup_words(cg:dir(), "cgroup.controllers"))
+      assert.are.same({ [ctl] = "v2" }, cg:controllers())
+      -- Read once: the same after the parent turns it off again.
+      f = assert(io.open(T:dir() .. "/cgroup.subtree_control", "w"))
+      assert(f:write("-" .. ctl))
+      assert(f:close())
+      assert.are.same({ [ctl] = "v2" }, cg:controllers())
+    end)
   end)
 
   describe("orch.spawn{ cgroup = cg }", function()

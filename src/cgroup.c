@@ -732,8 +732,8 @@ static void unmake(const char *dir, int up) {
  * children. Walks the v2 directories from top down to dir (top is dir or
  * an ancestor of it): with mk, makes those missing (*made counts them; they
  * are the deepest); enables `want` in each (enable_at). *got is what dir
- * enables for its children. With nothing wanted only dir is read. On
- * failure what it made is removed again. */
+ * enables for its children. With nothing wanted only dir is read, and not
+ * even dir when got is NULL. On failure what it made is removed again. */
 static int walk_down(const char *top, const char *dir, int mk, unsigned want, unsigned *got, int *made) {
   char buf[PATH_MAX];
   size_t tl = strlen(top);
@@ -757,7 +757,7 @@ static int walk_down(const char *top, const char *dir, int mk, unsigned want, un
         break;
       }
     }
-    if ((want || last) && (r = enable_at(buf, want, got)) < 0) break;
+    if ((want || (last && got)) && (r = enable_at(buf, want, got)) < 0) break;
     *e = save;
     if (last) return 0;
     for (p = e; *p == '/'; p++) {}
@@ -802,6 +802,13 @@ static unsigned v2_controllers(const char *dir) {
 }
 
 /* ---------------------------------------------------------------- objects */
+
+unsigned orch__cg_v2ctl(orch__cgroup *cg) {
+  if (cg->v2ctl != ORCH__CG_V2CTL_UNREAD) return cg->v2ctl;
+  char buf[512];
+  if (!cg->fs[0] || orch__cg_read_path(cg->fs[0], "cgroup.controllers", buf, sizeof buf) < 0) return 0;
+  return cg->v2ctl = parse_controllers(buf);
+}
 
 void orch__cg_init(orch__cgroup *cg) {
   memset(cg, 0, sizeof *cg);
@@ -956,7 +963,12 @@ static int make_v2(orch__cgroup *cg, const char *path, unsigned want) {
   if (!parent) { free(top); return -ENOMEM; }
   *strrchr(parent, '/') = 0;
   int made = 0, dfd;
-  unsigned got = 0;
+  /* With no v2 controller to enable, the parent's subtree_control is not
+   * read: what the new cgroup has in v2 is read from its own
+   * cgroup.controllers when first asked (orch__cg_v2ctl), which a start of
+   * services without limits on a hybrid host never does (an openat, a read
+   * and a close less a create, about a sixth of it). */
+  unsigned got = 0, *gotp = v2 ? &got : NULL;
   const char *rel = orch__cg_at_v2(cg->fs[0], &dfd);
   /* Nothing is made, and no controller enabled, in a chain another user
    * could change. The parent usually exists: one mkdir, else the whole
@@ -965,10 +977,10 @@ static int make_v2(orch__cgroup *cg, const char *path, unsigned want) {
   if (r < 0) {
     /* refused (why_buf) */
   } else if (mkdirat(dfd, rel, 0755) == 0) {
-    r = walk_down(top, parent, 0, v2, &got, NULL);
+    r = walk_down(top, parent, 0, v2, gotp, NULL);
     if (r < 0) unmake(cg->fs[0], 0);
   } else if (errno == ENOENT) {
-    r = walk_down(top, parent, 1, v2, &got, &made);
+    r = walk_down(top, parent, 1, v2, gotp, &made);
     if (r == 0 && mkdirat(dfd, rel, 0755) < 0) {
       r = -errno;
       if (made) unmake(parent, made - 1);
@@ -979,7 +991,7 @@ static int make_v2(orch__cgroup *cg, const char *path, unsigned want) {
   free(parent);
   free(top);
   if (r < 0) return r;
-  cg->v2ctl = got;
+  cg->v2ctl = gotp ? got : ORCH__CG_V2CTL_UNREAD;
   for (int c = 0; c < ORCH__CG_NCTL; c++) {
     if (!(rest & (1u << c))) continue;
     /* A mirror costs a directory per hierarchy (a v1 memory cgroup is slow

@@ -99,13 +99,23 @@ const char *orch__cg_path_error(const char *path);
 typedef struct {
   char *path;                        /* v2 path, "/a/b"; NULL when closed */
   char *fs[1 + ORCH__CG_NCTL];       /* directories in the file system, or NULL */
-  unsigned v2ctl;                    /* controllers enabled in v2 for it (a mask) */
+  unsigned v2ctl;                    /* controllers enabled in v2 for it (a mask), or
+                                      * ORCH__CG_V2CTL_UNREAD: orch__cg_v2ctl reads them */
   int acct[2];                       /* held cpu.stat, memory figure fds, or -1 */
   int events;                        /* held cgroup.events fd, or -1 */
   int dir, procs;                    /* held v2 directory, its cgroup.procs, or -1 */
 } orch__cgroup;
 
+/* cg->v2ctl of a cgroup made without v2 controllers: its cgroup.controllers
+ * is read when first asked (orch__cg_v2ctl), not at its create. */
+#define ORCH__CG_V2CTL_UNREAD (~0u)
+
 void orch__cg_init(orch__cgroup *cg);
+/* The controllers enabled in v2 for the cgroup (a mask as for
+ * orch__cg_create), read from its cgroup.controllers at the first call
+ * for one made without v2 controllers (0 when that read fails, and read
+ * again at the next call). */
+unsigned orch__cg_v2ctl(orch__cgroup *cg);
 /* Makes the cgroup (and missing parents; EEXIST if it exists) with the
  * controllers of `want` (bits 1 << ORCH__CG_MEMORY..., and 1 <<
  * (ORCH__CG_V2ONLY + i)) and no other: those v2 offers orch here

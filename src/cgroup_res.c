@@ -20,8 +20,8 @@
 /* ---------------------------------------------------------------- stat */
 
 /* The memory figure's file: v2 memory.current, or the v1 mirror's. */
-static const char *memory_file(const orch__cgroup *cg, const char **dir) {
-  if (cg->v2ctl & (1u << ORCH__CG_MEMORY)) { *dir = cg->fs[0]; return "memory.current"; }
+static const char *memory_file(orch__cgroup *cg, const char **dir) {
+  if (orch__cg_v2ctl(cg) & (1u << ORCH__CG_MEMORY)) { *dir = cg->fs[0]; return "memory.current"; }
   if ((*dir = cg->fs[1 + ORCH__CG_MEMORY])) return "memory.usage_in_bytes";
   return NULL;
 }
@@ -63,7 +63,7 @@ int orch__cg_stat(orch__cgroup *cg, orch__cg_stats *st) {
     long long ns = orch__cg_keyed(buf, "throttled_time");
     st->throttled_usec = ns < 0 ? -1 : ns / 1000;
   }
-  if (cg->v2ctl & (1u << ORCH__CG_MEMORY)) {
+  if (orch__cg_v2ctl(cg) & (1u << ORCH__CG_MEMORY)) {
     st->memory_current = memory_held(cg);
     st->memory_peak = orch__cg_value_path(d, "memory.peak");
     st->memory_max = orch__cg_value_path(d, "memory.max");
@@ -78,7 +78,7 @@ int orch__cg_stat(orch__cgroup *cg, orch__cg_stats *st) {
     if (orch__cg_read_path(m, "memory.oom_control", buf, sizeof buf) > 0)
       st->oom_kill = orch__cg_keyed(buf, "oom_kill");
   }
-  if (cg->v2ctl & (1u << ORCH__CG_PIDS)) {
+  if (orch__cg_v2ctl(cg) & (1u << ORCH__CG_PIDS)) {
     st->pids_current = orch__cg_value_path(d, "pids.current");
     st->pids_max = orch__cg_value_path(d, "pids.max");
   } else if ((m = cg->fs[1 + ORCH__CG_PIDS])) {
@@ -125,13 +125,13 @@ int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
   int c = limit_ctl[limit];
   *where = v2file[limit];
   orch__cg_why_clear();
-  if (!(cg->v2ctl & (1u << c)) && !cg->fs[1 + c]) {
+  if (!(orch__cg_v2ctl(cg) & (1u << c)) && !cg->fs[1 + c]) {
     /* Offered to orch in v2: enabled down to the cgroup's parent now (the
      * v2 counterpart of a v1 mirror made at the first limit). */
     int r = orch__cg_enable_down(cg, c, where);
     if (r < 0) return r;
   }
-  if (cg->v2ctl & (1u << c)) {
+  if (orch__cg_v2ctl(cg) & (1u << c)) {
     switch (limit) {
       case ORCH__CG_CPU_MAX:
         if (value < 0) snprintf(buf, sizeof buf, "max %lld", arg);

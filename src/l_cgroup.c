@@ -552,15 +552,16 @@ static int cg_dir(lua_State *L) {
 
 static int cg_controllers(lua_State *L) {
   ocg *o = check_cg(L, 1);
+  unsigned v2ctl = orch__cg_v2ctl(&o->cg);
   lua_createtable(L, 0, ORCH__CG_NCTL);
   for (int c = 0; c < ORCH__CG_NCTL; c++) {
-    if (o->cg.v2ctl & (1u << c)) lua_pushliteral(L, "v2");
+    if (v2ctl & (1u << c)) lua_pushliteral(L, "v2");
     else if (o->cg.fs[1 + c]) lua_pushliteral(L, "v1");
     else continue;
     lua_setfield(L, -2, orch__cg_ctl_names[c]);
   }
   for (int c = 0; c < ORCH__CG_NV2ONLY; c++) {
-    if (!(o->cg.v2ctl & (1u << (ORCH__CG_V2ONLY + c)))) continue;
+    if (!(v2ctl & (1u << (ORCH__CG_V2ONLY + c)))) continue;
     lua_pushliteral(L, "v2");
     lua_setfield(L, -2, orch__cg_v2only_names[c]);
   }
