@@ -162,6 +162,40 @@ describe("sup.status_json and sup.status_table", function()
     end)
   end)
 
+  it("read no figures in the background while a stop of more than accounting_batch services runs", function()
+    u.with(function(s)
+      s.configure { accounting_batch = 1, accounting_max_age = 0 }
+      s.service { name = "a", cmd = u.sh("exec sleep 1000") }
+      -- These two ignore TERM: their stop lasts until the test kills them.
+      for _, n in ipairs { "c1", "c2" } do
+        s.service { name = n, cmd = u.sh("trap '' TERM; exec sleep 1000"), stop = { timeout = 30 } }
+      end
+      s.start("all")
+      for _, n in ipairs { "a", "c1", "c2" } do assert.is_true(s.wait(n, "running", 10)) end
+      local stop = orch.task(function() return s.stop({ "c1", "c2" }) end)
+      assert.is_true(s.wait("c1", "stopping", 10))
+      assert.is_true(s.wait("c2", "stopping", 10))
+      -- A status of the three queues their reads (none read yet; a status
+      -- of one would read it at once).
+      local first = s.status()
+      assert.are.equal("a", first[1].name)
+      assert.is_nil(first[1].rss)
+      -- Without the pause the task reads a at its first turn.
+      for _ = 1, 20 do orch.sleep(0) end
+      assert.is_nil(s.status()[1].rss)
+      assert.matches("RSS and CPU of 3 services: not read yet %(%-%); being read again", (s.status_table()))
+      -- The stop ends: the reads go on.
+      for _, n in ipairs { "c1", "c2" } do assert(orch.kill(u.st(s, n).pid, "KILL")) end
+      assert.is_true(stop:join())
+      local got = h.eventually(function()
+        local l = s.status()
+        return l[1].rss and l
+      end, "a's figures read once the stop ended")
+      assert.is_number(got[1].cpu)
+      assert.is_true(got[1].accounting_age >= 0)
+    end)
+  end)
+
   it("reject a bad accounting_batch", function()
     h.check_raises {
       { function() u.supmod.new().configure { accounting_batch = 0 } end, "option 'accounting_batch': integer >= 1 expected" },

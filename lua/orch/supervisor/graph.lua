@@ -4,6 +4,7 @@
 -- its dependencies or its dependents, and stops a set in dependency order.
 -- Functions of the supervisor state S (S.services, S.order, S.by_name).
 local orch = require "orch"
+local status = require "orch.supervisor.status"
 
 local graph = {}
 
@@ -186,6 +187,8 @@ end
 -- instance of a layer in parallel. None of them is restarted from the
 -- moment this is called. Task only.
 function graph.stop_ordered(S, insts)
+  -- A status's reads of the figures wait while a stop of many runs.
+  local _ <close> = status.paused_for(S, #insts)
   local remaining = {}
   for _, inst in ipairs(insts) do
     -- Nothing of the set restarts once the stop has begun, even a service

@@ -625,6 +625,7 @@ local function new(main)
     local hold = yield and #list > START_BATCH
     if hold then persist.hold(S, true) end
     local _ <close> = hold and collect_sooner() or nil
+    local _ <close> = yield and status.paused_for(S, #list) or nil
     -- Each spawn is finished at the next one (Instance.batch), and the last
     -- before each yield and at the end, even when a start raises.
     Instance.batch(true)
