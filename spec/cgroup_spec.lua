@@ -1027,10 +1027,12 @@ print("done")
         assert.are.equal(tpath .. "/child", child)
         assert.are.equal("domain", ttype)
       end
-      -- The shell that started orch stays in T: refused, T unchanged.
+      -- The shell that started orch stays in T: refused, T unchanged, and
+      -- orch did not move (a move could not make room: no leaf is left).
       tpath, out = start(true)
+      assert.is_nil(orch.cgroup.open(tpath .. "/supervisor"))
       if v2 then
-        assert.are.equal(tpath .. "/supervisor\ncgroup.create: child: pids: enabling it in " .. tpath
+        assert.are.equal(tpath .. "\ncgroup.create: child: pids: enabling it in " .. tpath
           .. "/cgroup.subtree_control (a process is inside that cgroup, and there the kernel would make it a "
           .. "threaded root, whose child cgroups take no process): device or resource busy EBUSY\ndomain\nexit 0", out)
       end

@@ -479,8 +479,23 @@ static void why(const char *fmt, const char *ctl, const char *dir) {
  * orch moves itself into a leaf below it, ORCH__CG_LEAF, and relative paths
  * go on starting from dir (orch__cg_home). Only orch moves (no other
  * process is orch's to move): if another process is there, enabling fails
- * with EBUSY. 0, or -errno. */
+ * with EBUSY, and orch does not move at all (a move that cannot make room
+ * would only leave a leaf behind and change orch's cgroup for nothing).
+ * 0, or -errno. */
 #define ORCH__CG_LEAF "supervisor"
+/* 1 when orch is the only process of the v2 directory dir (its
+ * cgroup.procs lists orch's pid alone: threads are not listed), 0 when
+ * another is there, or -errno. A buffer of 64 bytes holds orch's line and
+ * the start of any other. */
+static int alone_in(const char *dir) {
+  char b[64], own[24];
+  ssize_t k = orch__cg_read_path(dir, "cgroup.procs", b, sizeof b - 1);
+  if (k < 0) return (int)k;
+  b[k] = 0;
+  int n = snprintf(own, sizeof own, "%d\n", (int)getpid());
+  return (size_t)k == (size_t)n && memcmp(b, own, (size_t)n) == 0;
+}
+
 static int into_leaf(const char *dir) {
   if (home_cgroup) return -EBUSY;
   char self[PATH_MAX], leaf[PATH_MAX], pid[24];
@@ -491,6 +506,7 @@ static int into_leaf(const char *dir) {
   int mine = strcmp(fs, dir) == 0;
   free(fs);
   if (!mine) return -EBUSY;
+  if ((r = alone_in(dir)) <= 0) return r < 0 ? r : -EBUSY;
   if ((size_t)snprintf(leaf, sizeof leaf, "%s/%s", dir, ORCH__CG_LEAF) >= sizeof leaf) return -ENAMETOOLONG;
   if (mkdir(leaf, 0755) < 0 && errno != EEXIST) return -errno;
   snprintf(pid, sizeof pid, "%d", (int)getpid());
