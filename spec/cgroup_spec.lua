@@ -328,11 +328,19 @@ orch.proc.subreaper(true)
 local cg = assert(orch.cgroup.create(arg[1]))
 local function ppid(pid) local i = orch.proc.info(pid) return i and i.ppid end
 local function alive(pid) return orch.kill(pid, 0) and true or false end
+-- Waits for a condition, never past 60 s (a failure, not a hang).
+local function await(what, cond)
+  local deadline = orch.now() + 60
+  while not cond() do
+    if orch.now() > deadline then error("never happened: " .. what) end
+    orch.sleep(0.01)
+  end
+end
 local d = assert(orch.spawn{ PROC, "daemon", "600", "0", cgroup = cg, stdout = "pipe" })
 local esc = tonumber(d.stdout:read_line())
 d:wait()
 d.stdout:close()
-while ppid(esc) ~= orch.getpid() do orch.sleep(0.01) end
+await("the escapee reparented to orch", function() return ppid(esc) == orch.getpid() end)
 local sh = assert(orch.spawn{ "sh", "-c", "sleep 600 & echo $!; wait", cgroup = cg, stdout = "pipe" })
 local grand = tonumber(sh.stdout:read_line())
 sh.stdout:close()
@@ -341,16 +349,16 @@ local first = cg:kill("TERM")
 print("first", first)
 if first == 2 then
   print("sh", sh:wait())
-  while alive(esc) do orch.sleep(0.01) end
+  await("the escapee's end", function() return not alive(esc) end)
   print("grand alive", alive(grand))
-  while ppid(grand) ~= orch.getpid() do orch.sleep(0.01) end
+  await("the shell's child reparented to orch", function() return ppid(grand) == orch.getpid() end)
   print("second", cg:kill("TERM"))
 end
 -- Whatever was not signalled (a failure) goes too; nothing is left.
 cg:kill()
 assert(cg:wait_empty(20))
 sh:wait()
-while alive(grand) or alive(esc) do orch.sleep(0.01) end
+await("every process's end", function() return not (alive(grand) or alive(esc)) end)
 assert(cg:remove())
 print("done")
 ]]):gsub("local PROC = %.%.%.", ("local PROC = %q"):format(PROC))
