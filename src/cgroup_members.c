@@ -9,6 +9,7 @@
  */
 #include "cgroup.h"
 #include "cgroup_int.h"
+#include "proc.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -19,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -215,11 +215,8 @@ int orch__cg_holds_self(const orch__cgroup *cg) {
  * where orch adopts orphans (*adopts, read at the first call: a subreaper,
  * or pid 1), so that a listed process can be its child without orch having
  * spawned it; elsewhere the pidfd's pin costs no waitid more. */
-static int is_child(pid_t pid, pid_t self, int *adopts) {
-  if (*adopts < 0) {
-    int v = 0;
-    *adopts = self == 1 || (prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0) == 0 && v);
-  }
+static int is_child(pid_t pid, int *adopts) {
+  if (*adopts < 0) *adopts = orch__proc_adopts();
   if (!*adopts) return 0;
   siginfo_t si;
   int r;
@@ -304,7 +301,7 @@ int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_
         if (r == 0) r = pid_push(&done, list[i]);
         continue;
       }
-      if (is_child(list[i], self, &adopts)) {
+      if (is_child(list[i], &adopts)) {
         pfd[i] = PIN_CHILD;
         fresh_pids++;
         children++;

@@ -107,6 +107,10 @@ void orch__proc_on_orphan(orch_runtime *rt, orch__orphan_fn fn, void *data);
  * pid 1) only at its first SIGCHLD and at the first after a fork. */
 void orch__proc_subreaper(int on);
 
+/* Whether orphans may be adopted (orch is pid 1, or has been a subreaper):
+ * the reaper's own cached answer, read at most once between forks. */
+int orch__proc_adopts(void);
+
 /* A cached /dev/null (O_RDWR, close-on-exec) for children's stdio, or
  * -errno. */
 int orch__proc_devnull(orch_runtime *rt);

@@ -405,6 +405,12 @@ static int orphans_now(void) {
 static void orphans_forget(void) { orphans = -1; }
 static void orphans_atfork(void) { pthread_atfork(NULL, NULL, orphans_forget); }
 
+int orch__proc_adopts(void) {
+  pthread_once(&orphans_once, orphans_atfork);
+  if (orphans < 0) orphans = orphans_now();
+  return orphans;
+}
+
 void orch__proc_subreaper(int on) {
   if (orphans < 0) orphans = orphans_now();   /* what it was until now */
   if (on) orphans = 1;
