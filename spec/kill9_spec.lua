@@ -1644,6 +1644,131 @@ orch.task(function() orch.sleep(1e6) end)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  it("killed between a restart spawned at the exit and its bookkeeping: one a runs, started at most once, no orphan", function()
+    -- An immediate restart is spawned by the exit's own action
+    -- (instance.lua, respawn_early) before the run's end is recorded. The
+    -- first orch kills itself there, at one of two points: right after the
+    -- clone (its policy wraps orch.sched_yield, which respawn_early calls
+    -- right after the spawn: the traceback names it), where nothing names
+    -- the new process yet and the next orch's sweep of the socket's cgroup
+    -- tree kills it and starts a once; or in the bookkeeping (the exit's
+    -- event, which the run's end emits at the new run's spawn_done), where
+    -- the journal and the fd holder have it already: adopted with its log
+    -- pipe, also without cgroups, where nothing else would find it.
+    for _, case in ipairs { { "bookkeeping", true }, { "bookkeeping", false }, { "clone", true } } do
+      local at, cgroups = case[1], case[2]
+      local t = new_test(false, string.format("local AT, CGROUPS = %q, %s\n", at, tostring(cgroups)) .. [[
+local sup = require "orch.supervisor"
+local function die()
+  io.open(DIR .. "/killed", "w"):close()
+  os.execute("kill -KILL " .. orch.getpid())
+end
+local f = io.open(DIR .. "/killed")
+if f then f:close() end
+local early = false
+if not f then
+  local yield = orch.sched_yield
+  orch.sched_yield = function(...)
+    if debug.traceback():find("respawn_early", 1, true) then
+      early = true
+      if AT == "clone" then die() end
+    end
+    return yield(...)
+  end
+  sup.events(function(ev)
+    if early and AT == "bookkeeping" and ev.event == "exited" and ev.name == "a" then die() end
+  end)
+end
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end }
+if not CGROUPS then sup.configure{ cgroup = false } end
+-- a exits 1 once DIR/a.exit appears (removed first: its restart runs on).
+-- SIGPIPE ignored: a restart whose pipe only the killed orch read lives on.
+local LOOP = 'trap "" PIPE; i=0; while :; do i=$((i+1)); echo "$$ line $i"; echo $i > "$0.count"; '
+  .. 'if [ -e "$0.exit" ]; then rm -f "$0.exit"; exit 1; fi; sleep 0.02; done'
+for _, n in ipairs { "a", "b", "c" } do
+  sup.service{ name = n, log = { dir = DIR }, backoff = 0, cmd = { "sh", "-c", LOOP, DIR .. "/" .. n } }
+end
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]])
+      local tree = require("orch.supervisor.cgroup").socket_parent(t.sock)
+      local function tree_kids()
+        local cg = h.orch.cgroup.open(tree)
+        if not cg then return nil end
+        local kids = cg:children() or {}
+        cg:close()
+        table.sort(kids)
+        return kids
+      end
+      local ok, err = pcall(function()
+        local pid1 = run(t)
+        local s1 = all_running(t)
+        local holder = held(t, s1)
+        local where = h.orch.cgroup.of(s1.a.pid)
+        assert.are.equal(cgroups, where:find("/" .. tree .. "/", 1, true) ~= nil, where)
+        h.write(t.dir .. "/a.exit", "")
+        until_true(function() return gone(pid1) end, "the first orch to kill itself (" .. at .. ")")
+        -- The window: a's restart runs, and the first orch's log does not
+        -- name it; the record and journal do only after the clone.
+        local early = until_true(function()
+          local l = procs_with(t.dir .. "/a")
+          return #l == 1 and l[1] ~= s1.a.pid and l[1]
+        end, "a's restart spawned at its exit")
+        t.extra[#t.extra + 1] = early
+        assert.is_false(alive(s1.a.pid))
+        local log1 = slurp(t.runs[1].err)
+        assert.is_nil(log1:find("pid " .. early, 1, true), log1)
+        assert.are.equal(at == "clone" and s1.a.pid or early, recorded(t).a)
+        if at == "bookkeeping" then
+          assert.is_true(holds_pipes(holder, { early, s1.b.pid, s1.c.pid }))
+        end
+        -- Born in a's kept cgroup.
+        if cgroups then assert.are.equal(where, h.orch.cgroup.of(early)) end
+
+        local pid2 = run(t)
+        local s2 = all_running(t)
+        assert.are.equal(s1.b.pid, s2.b.pid)
+        assert.are.equal(s1.c.pid, s2.c.pid)
+        -- One process of a, the supervised one: the early one adopted, or
+        -- (after a kill right at the clone) killed and a started once.
+        until_true(function()
+          local l = procs_with(t.dir .. "/a")
+          return #l == 1 and l[1] == s2.a.pid
+        end, "a's only process to be the supervised one (the early restart: " .. early .. ")")
+        local log2 = slurp(t.runs[2].err)
+        local starts = 0
+        for _ in log2:gmatch("sup: a: started") do starts = starts + 1 end
+        assert.is_nil(log2:find("sup: [bc]: started"), log2)
+        if at == "bookkeeping" then
+          assert.are.equal(early, s2.a.pid)
+          assert.are.equal(0, starts, log2)
+          assert.are.equal(1, s2.a.restarts)
+          assert.is_nil(log2:find("log pipe", 1, true), log2)
+        else
+          assert.is_false(alive(early))
+          assert.are.equal(1, starts, log2)
+        end
+        -- No cgroup of the first orch's left but the runs' own.
+        if cgroups then
+          until_true(function()
+            local kids = tree_kids()
+            return kids and #kids == 3
+          end, "three cgroups in the tree, one per service")
+          for _, n in ipairs(NAMES) do
+            assert.truthy(h.orch.cgroup.of(s2[n].pid):find("/" .. tree .. "/" .. n .. ".", 1, true))
+          end
+        end
+        shutdown(t, pid2)
+        assert.are.same({}, procs_with(t.dir .. "/a"))
+        assert.is_false(alive(early))
+        until_true(function() return tree_kids() == nil end, "the tree to go")
+      end)
+      cleanup(t)
+      if not ok then error(at .. (cgroups and ", cgroups: " or ", no cgroups: ") .. tostring(err) .. "\n"
+        .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+    end
+  end)
+
   it("on a full disk: no half journal line; the next orch on the full disk adopts all; never a duplicate", function()
     -- The control socket, its record and journal on a tiny tmpfs filled to
     -- its last block. A fleet whose record is large (changes go to the

@@ -240,6 +240,14 @@ function Sup:spawned(inst, run)
   if self.persist then persist.spawned(self, inst, run) end
 end
 
+--- inst's restart spawned by its exit's action, before the exit's
+-- bookkeeping and before its run (p: its process, restarts: the count it
+-- makes), learnt by the record at once; p nil: that spawn was not taken.
+function Sup:spawned_early(inst, p, restarts)
+  if not self.persist then return end
+  if p then persist.spawned_early(self, inst, p, restarts) else persist.early_dropped(self, inst) end
+end
+
 --- Launches the instances that waited for a dependency.
 function Sup:kick()
   if self.nwaiting == 0 then return end

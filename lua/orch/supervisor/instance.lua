@@ -573,8 +573,13 @@ function respawn_early(self, run, code, sig, reason)
   opts.cgroup = cg
   early_inst, early_opts = self, opts
   early_p, early_err = orch.spawn(opts)
-  -- The new process gets the CPU first (see Instance:spawn).
-  if early_p then orch.sched_yield() end
+  if early_p then
+    -- The new process gets the CPU first (see Instance:spawn), then the
+    -- journal and the fd holder learn it, before the bookkeeping: a kill
+    -- -9 of orch meanwhile leaves no process the next orch does not know.
+    orch.sched_yield()
+    S:spawned_early(self, early_p, self.restarts + 1)
+  end
   return true
 end
 
@@ -587,6 +592,7 @@ function respawn_left(self)
   early_inst, early_p, early_err, early_opts = nil, nil, nil, nil
   if not p then return end
   self:log("internal error: the restart spawned at the exit (pid %d) was not taken: killed", p.pid)
+  self.sup:spawned_early(self, nil)
   p:kill("KILL")
   if p.stdout then p.stdout:close() end
 end

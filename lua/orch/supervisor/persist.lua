@@ -544,21 +544,71 @@ append_journal = function(S, P, text)
   return false
 end
 
---- inst's run has a new process (Sup:spawned).
-function persist.spawned(S, inst, run)
-  local P = S.persist
-  if not P or P.closed then return end
-  local pid = run.main_pid or run.pid
-  local start = pid and rec_of(run, pid)[START]
-  if not start then return end
-  local line = string.format("%s\t%d\t%d\t%s\t%s\t%s\t%s\n", jfield(inst.name), pid, start,
-    jnum(inst.restarts), def_digest(S.services[inst.service]), inst.want and "1" or "0", jnum(inst.start_time))
+-- The journal line of a new process (pid, start time start) of inst, and
+-- P.settle pushed past its spawn.
+local function spawn_line(S, P, inst, pid, start, restarts, start_time)
   P.settle = orch.now() + SPAWN_SETTLE
   if P.timer and not P.holds then
     -- A sync armed earlier in this turn waits for the new process too.
     P.timer:stop()
     P.timer = nil
   end
+  return string.format("%s\t%d\t%d\t%s\t%s\t%s\t%s\n", jfield(inst.name), pid, start,
+    jnum(restarts), def_digest(S.services[inst.service]), inst.want and "1" or "0", jnum(start_time))
+end
+
+-- The record of the restart respawn_early spawned (instance.lua), made
+-- at its spawn, per instance: its run does not exist yet.
+local early_recs = setmetatable({}, { __mode = "k" })
+
+--- inst's restart was spawned by its exit's action (process p), before
+-- that exit's bookkeeping (instance.lua, respawn_early): it goes to the
+-- journal and its pipe to the holder now, as persist.spawned does for any
+-- other spawn, so that a kill -9 of orch during that bookkeeping leaves no
+-- process that the next orch does not know (without cgroups nothing else
+-- finds it). restarts: the count the restart makes. The run made for it
+-- next (persist.spawned) takes this record and writes nothing again.
+function persist.spawned_early(S, inst, p, restarts)
+  local P = S.persist
+  if not P or P.closed then return end
+  local pid = p.pid
+  local start = orch.proc.start_time(pid)
+  if not start then return end
+  local r = { pid, start, false, false, false, false, false, false, false }
+  early_recs[inst] = r
+  append_journal(S, P, spawn_line(S, P, inst, pid, start, restarts, orch.time()))
+  local s = open_stream(p.stdout)
+  if s and P.holder then holder.hand_over(P, { { inst.name, pid, start, s } }) end
+end
+
+--- The restart spawned early was not taken (instance.lua, respawn_left):
+-- the journal's line for it is undone by the next sync's entry of inst.
+function persist.early_dropped(S, inst)
+  local P = S.persist
+  early_recs[inst] = nil
+  if not P or P.closed then return end
+  P.frags[inst.name] = false
+  persist.touch(S, inst)
+end
+
+--- inst's run has a new process (Sup:spawned).
+function persist.spawned(S, inst, run)
+  local P = S.persist
+  if not P or P.closed then return end
+  local pid = run.main_pid or run.pid
+  local e = early_recs[inst]
+  if e then
+    early_recs[inst] = nil
+    if pid == e[PID] then
+      -- Journaled and handed over at its spawn (persist.spawned_early).
+      recs[run] = e
+      persist.touch(S, inst)
+      return
+    end
+  end
+  local start = pid and rec_of(run, pid)[START]
+  if not start then return end
+  local line = spawn_line(S, P, inst, pid, start, inst.restarts, inst.start_time)
   -- Its log pipe (captured right after this: the process's stdout), while
   -- open: a daemon's main process (Instance:set_main) comes after its
   -- launcher's pipe may have reached its EOF and been closed.
