@@ -690,6 +690,30 @@ print("done")
       end)
     end)
 
+    it("opens the cgroup's directory at the first spawn and its cgroup.procs only at the first listing", function()
+      -- The first open of a new cgroup's file makes its kernfs node: a
+      -- start of many services pays it for each, and only the listing (a
+      -- stop's) reads cgroup.procs.
+      local cg = fresh()
+      local function held(name)
+        local n, want = 0, cg:path() .. "/" .. name
+        for target in h.sh("ls -l /proc/" .. orch.getpid() .. "/fd"):gmatch("%-> ([^\n]+)") do
+          if target:sub(-#want) == want then n = n + 1 end
+        end
+        return n
+      end
+      h.run(function()
+        local p = assert(orch.spawn{ "true", cgroup = cg })
+        assert.are.same({ 0, nil }, { p:wait() })
+        local req = assert(orch.spawn_begin{ "true", cgroup = cg })
+        p = assert(req:finish())
+        assert.are.same({ 0, nil }, { p:wait() })
+        assert.are.equal(0, held("cgroup.procs"))
+        assert.are.same({}, cg:procs())
+        assert.are.equal(1, held("cgroup.procs"))
+      end)
+    end)
+
     it("fails cleanly when the cgroup cannot be joined", function()
       local cg = fresh()
       local gone = assert(orch.cgroup.create(cg:path() .. "/gone"))

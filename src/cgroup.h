@@ -85,9 +85,10 @@ const char *orch__cg_path_error(const char *path);
  * scrape of hundreds of services then costs a pread per file instead of an
  * open, a read and a close (the path walk through cgroupfs is most of it:
  * 14-17 us against 1 us for cgroup.events), and so does the emptiness check
- * before each restart; and the v2 directory with its cgroup.procs, opened
- * at the first spawn into the cgroup (orch__cg_join_fds) or the first
- * listing: a stop's listing of each cgroup is then a pread and an fstat
+ * before each restart; and the v2 directory, opened at the first spawn
+ * into the cgroup (orch__cg_join_fds) or the first listing, with its
+ * cgroup.procs, opened at the first listing (not at a spawn: the first
+ * open of a new cgroup's file makes its kernfs node): a stop's listing of each cgroup is then a pread and an fstat
  * instead of six syscalls with a path walk, and cgroup.kill and
  * cgroup.freeze are opened below the held directory. The files' fds are
  * kept only while orch uses less than a quarter of its fd limit (fd number
