@@ -712,6 +712,39 @@ print("done")
         assert.are.same({}, cg:procs())
         assert.are.equal(1, held("cgroup.procs"))
       end)
+      -- orch.spawn_begin does not read cgroup.events before its clone (the
+      -- frozen check: its wait does it when the child is slow, below).
+      local fresh2 = assert(orch.cgroup.create(cg:path() .. "/b"))
+      defer(function() fresh2:remove() fresh2:close() end)
+      h.run(function()
+        local p = assert(assert(orch.spawn_begin{ "true", cgroup = fresh2 }):finish())
+        assert.are.same({ 0, nil }, { p:wait() })
+      end)
+      assert.are.equal(0, held("b/cgroup.events"))
+    end)
+
+    it("orch.spawn_begin into a frozen cgroup: the child born frozen is killed and req:finish() says EBUSY", function()
+      local cg = fresh()
+      assert(cg:freeze())
+      h.run(function()
+        assert(cg:wait("frozen", 20))
+        -- A cgroup made below the frozen one is frozen from its birth; orch
+        -- has never read its cgroup.events.
+        local leaf = assert(orch.cgroup.create(cg:path() .. "/leaf"))
+        defer(function() leaf:remove() leaf:close() end)
+        local req = assert(orch.spawn_begin{ "true", cgroup = leaf })
+        assert.are.same({ nil, "spawn: cgroup " .. leaf:path() .. " is frozen", "EBUSY" }, { req:finish() })
+        assert.is_false(leaf:populated())
+        -- The reaper settles a started spawn before it takes any status: a
+        -- frozen one does not hold it (another child's exit is seen).
+        req = assert(orch.spawn_begin{ "true", cgroup = leaf })
+        local other = assert(orch.spawn{ "true" })
+        assert.are.same({ 0, nil }, { other:wait() })
+        assert.are.same({ nil, "spawn: cgroup " .. leaf:path() .. " is frozen", "EBUSY" }, { req:finish() })
+        assert.is_false(leaf:populated())
+        assert.are.equal(0, h.zombies())
+      end)
+      assert(cg:thaw())
     end)
 
     it("fails cleanly when the cgroup cannot be joined", function()

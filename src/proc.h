@@ -199,6 +199,10 @@ struct orch__spawn_job {
   volatile unsigned long long born;   /* CLOCK_BOOTTIME, the child's first act */
   unsigned long long born0;       /* CLOCK_BOOTTIME before the clone */
   volatile int tid;               /* 1 until the child's exec or exit */
+  const char *frozen_dir;         /* the cgroup (its v2 directory) the child
+                                   * was born in unread: a wait for its exec
+                                   * reads its cgroup.events (see spawner.c) */
+  int frozen;                     /* killed there, frozen: the spawn fails */
   int pidfd;                      /* CLONE_PIDFD's, or -1 */
   int state;
   pid_t pid;

@@ -745,6 +745,7 @@ static int spawn_failure(lua_State *L, int err, const char *step, const fail_nam
     return orch__fail_errno(L, err, "spawn: exec %s", f->file);
   }
   if (strcmp(step, "chdir") == 0) return orch__fail_errno(L, err, "spawn: chdir %s", f->cwd);
+  if (strcmp(step, "frozen") == 0) return orch__failf(L, "EBUSY", "spawn: cgroup %s is frozen", f->cgroup);
   if (strcmp(step, "cgroup") == 0) return orch__fail_errno(L, err, "spawn: cgroup %s", f->cgroup);
   if (strcmp(step, "setuid") == 0) return orch__fail_errno(L, err, "spawn: setuid %d", (int)f->uid);
   if (strcmp(step, "setgid") == 0) return orch__fail_errno(L, err, "spawn: setgid %d", (int)f->gid);
@@ -774,6 +775,7 @@ typedef struct {
   const orch__spawn_object *obj;
   orch_runtime *rt;
   const char *step;
+  const char *cgdir;            /* the cgroup's v2 directory (in strs), or NULL */
   void *mem, *strs;
 } request_data;
 
@@ -855,16 +857,18 @@ static int request_tostring(lua_State *L) {
 /* A copy of the strings a started spawn's child reads (cwd, the search
  * path) and of its groups, in one malloc'ed block; NULL on ENOMEM. */
 static void *copy_strings(spawn_request *rq, const char *cwd, const char *path,
-                          const char *cgpath, creds *c) {
+                          const char *cgpath, const char *cgdir, creds *c) {
   size_t lc = cwd ? strlen(cwd) + 1 : 0, lp = path ? strlen(path) + 1 : 0;
   size_t lg = cgpath ? strlen(cgpath) + 1 : 0, ng = (size_t)c->ngroups * sizeof(gid_t);
-  char *m = malloc(ng + lc + lp + lg + 1);
+  size_t ld = cgdir ? strlen(cgdir) + 1 : 0;
+  char *m = malloc(ng + lc + lp + lg + ld + 1);
   if (!m) return NULL;
   char *o = m + ng;
   if (ng) { memcpy(m, c->groups, ng); c->groups = (gid_t *)m; }
   if (cwd) { memcpy(o, cwd, lc); rq->d->req.cwd = rq->d->names.cwd = o; o += lc; }
   if (path) { memcpy(o, path, lp); rq->d->req.search_path = o; o += lp; }
-  if (cgpath) { memcpy(o, cgpath, lg); rq->d->names.cgroup = o; }
+  if (cgpath) { memcpy(o, cgpath, lg); rq->d->names.cgroup = o; o += lg; }
+  if (cgdir) { memcpy(o, cgdir, ld); rq->d->cgdir = o; }
   return m;
 }
 
@@ -959,7 +963,7 @@ static int spawn_common(lua_State *L, const orch__spawn_object *obj, int start) 
     req.rlimits = rq->d->rl;
     if (a.has_affinity) { rq->d->affinity = a.affinity; req.affinity = &rq->d->affinity; }
     rq->d->names = names;
-    rq->d->strs = copy_strings(rq, a.cwd, search_path, names.cgroup, &c);
+    rq->d->strs = copy_strings(rq, a.cwd, search_path, names.cgroup, a.cgroup ? a.cgroup->fs[0] : NULL, &c);
     if (!rq->d->strs) { obj->spawned(L, ud, 0); return orch__fail(L, "spawn", ENOMEM); }
     req.groups = c.groups;
   }
@@ -967,9 +971,12 @@ static int spawn_common(lua_State *L, const orch__spawn_object *obj, int start) 
   obj->anchor(L, ud);
   const char *step = "cgroup";
   /* A child born frozen would never exec, and the vfork parent (orch)
-   * would wait for it until a thaw. */
-  int frozen = 0;
-  if (a.cgroup && orch__cg_frozen(a.cgroup, &frozen) == 0 && frozen) {
+   * would wait for it until a thaw. orch.spawn_begin reads the cgroup only
+   * if its child is slow to exec (spawner.c, job_wait): a start of many
+   * makes each service's cgroup just before, and the first read of its
+   * cgroup.events would open the file. */
+  int frozen = 0, unread = rq && a.cgroup && a.cgroup->fs[0];
+  if (a.cgroup && !unread && orch__cg_frozen(a.cgroup, &frozen) == 0 && frozen) {
     obj->spawned(L, ud, 0);
     return orch__failf(L, "EBUSY", "spawn: cgroup %s is frozen", a.cgroup->path);
   }
@@ -991,9 +998,17 @@ static int spawn_common(lua_State *L, const orch__spawn_object *obj, int start) 
     pid = -ENOSYS;
     if (rq) {
       pid = orch__spawn_start(rt, &req, &rq->d->job, child, &step);
-      if (pid > 0) rq->state = RQ_STARTED;
+      if (pid > 0) {
+        rq->state = RQ_STARTED;
+        if (unread) rq->d->job.frozen_dir = rq->d->cgdir;
+      }
     }
-    if (pid == -ENOSYS) pid = orch__spawn(rt, &req, child, &step);
+    if (pid == -ENOSYS && unread && orch__cg_frozen(a.cgroup, &frozen) == 0 && frozen) {
+      pid = -EBUSY;                    /* the vfork spawn below would wait */
+      step = "frozen";
+    } else if (pid == -ENOSYS) {
+      pid = orch__spawn(rt, &req, child, &step);
+    }
     /* The child has its own copies of the fds by now (no CLONE_FILES). */
     for (int i = 0; i < req.ncgroup_fds; i++) close(cgfds[i]);
     if (cgdir_owned) close(cgdir);

@@ -36,12 +36,14 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -751,10 +753,54 @@ static void job_stack_put(proc_state *st, char *stack) {
   else munmap(stack, JOB_STACK);
 }
 
-/* Waits until the child no longer uses orch's memory (its exec or exit). */
+/* How long a wait for the exec of a child born in a cgroup not read
+ * before its clone (job->frozen_dir) lasts before that cgroup's
+ * cgroup.events is read (and again each time as long). */
+#define JOB_FROZEN_WAIT_NS 10000000L
+
+/* Is the cgroup whose v2 directory is dir frozen? (cgroup.events says
+ * "frozen 1"; a cgroup born below a frozen one says so at once.) */
+static int dir_frozen(const char *dir) {
+  char p[PATH_MAX], buf[256];
+  if ((size_t)snprintf(p, sizeof p, "%s/cgroup.events", dir) >= sizeof p) return 0;
+  int fd = open(p, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t k;
+  do k = read(fd, buf, sizeof buf - 1); while (k < 0 && errno == EINTR);
+  close(fd);
+  if (k <= 0) return 0;
+  buf[k] = 0;
+  const char *f = strstr(buf, "frozen ");
+  return f && f[7] == '1';
+}
+
+/* Waits until the child no longer uses orch's memory (its exec or exit).
+ * orch.spawn_begin does not read a cgroup before the clone (the first read
+ * of a new cgroup's cgroup.events, an open that makes its kernfs node, was
+ * a tenth of orch's CPU for each service of a start of many): a child born
+ * frozen (below a frozen cgroup), or frozen on its way, would never exec.
+ * So a wait for such a child that lasts reads its cgroup.events, and a
+ * frozen child is killed: its spawn fails (EBUSY, "frozen"). */
 static void job_wait(orch__spawn_job *j) {
-  while (__atomic_load_n(&j->tid, __ATOMIC_ACQUIRE) != 0)
-    syscall(SYS_futex, &j->tid, FUTEX_WAIT, 1, NULL, NULL, 0);
+  while (__atomic_load_n(&j->tid, __ATOMIC_ACQUIRE) != 0) {
+    if (!j->frozen_dir) {
+      syscall(SYS_futex, &j->tid, FUTEX_WAIT, 1, NULL, NULL, 0);
+      continue;
+    }
+    struct timespec ts = { 0, JOB_FROZEN_WAIT_NS };
+    if (syscall(SYS_futex, &j->tid, FUTEX_WAIT, 1, &ts, NULL, 0) == 0 || errno != ETIMEDOUT) continue;
+    if (__atomic_load_n(&j->tid, __ATOMIC_ACQUIRE) != 0 && dir_frozen(j->frozen_dir)) {
+      /* Not exec'd, not reaped (a started spawn settles before any
+       * status is taken): the pid is still the child's. */
+      kill(j->pid, SIGKILL);
+      j->frozen_dir = NULL;
+      j->frozen = 1;
+    }
+  }
+  if (j->frozen) {
+    j->err = EBUSY;
+    j->step = "frozen";
+  }
 }
 
 /* The pending job's end: its child has exec'd (then registered, its status

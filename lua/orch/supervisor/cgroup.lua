@@ -453,9 +453,12 @@ end
 -- and restart paths: the first restart reads its CPU base before its spawn
 -- (M.reuse), through the kept fd (a pread) rather than with an open of
 -- cgroupfs's file (20-30 us of orch's CPU between the exit and the spawn).
--- So is its cgroup.procs (cg:procs, kept below the held directory), which
--- the stop's listing reads: the spawn no longer opens it (the first open
--- of a new cgroup's file, about 5 us of a start's CPU a service).
+-- So are its cgroup.procs (cg:procs, kept below the held directory), which
+-- the stop's listing reads, and its cgroup.events (cg:populated), which a
+-- restart's emptiness check and the stop read: a start of many no longer
+-- opens them at each spawn (the first open of a new cgroup's file, about
+-- 5 and 7 us of orch's CPU a service; orch.spawn_begin reads no
+-- cgroup.events before its clone).
 -- The cgroups still to be opened are S.cgroup_cold, the one timer
 -- S.cgroup_warm, the last start's time S.cgroup_cold_at.
 local WARM_AFTER, UNREF = 0.1, { ref = false }
@@ -471,6 +474,7 @@ local function warm(S)
   for _, cg in ipairs(list) do
     if S.cgroups and S.cgroups[cg] then
       cg:procs()
+      cg:populated()
       local _, kept = cg:usage("cpu")
       -- Over the fd budget: the next ones would not be kept either.
       if kept == false then break end
