@@ -222,6 +222,15 @@ extern const char *const orch__cg_limit_names[ORCH__CG_NLIMITS];   /* "memory_ma
 int orch__cg_set(orch__cgroup *cg, int limit, long long value, long long arg,
                  const char **where);
 
+/* Below this fd limit (RLIMIT_NOFILE's soft value), a spawn into a cgroup
+ * opens (and holds, within the budget) its cgroup.procs, and
+ * orch.spawn_begin reads its cgroup.events before the clone, as orch.spawn
+ * does: where fds are few, a stop at the limit must find them held. At
+ * or above it (orch raises its limit at start), neither is opened by a
+ * spawn: the first open of a new cgroup's file makes its kernfs node,
+ * about 12 us of orch's CPU a service in a start of many. */
+#define ORCH__CG_LAZY_NOFILE 4096
+
 /* For the spawner: opens, close-on-exec, the cgroup.procs files a child
  * must write "0" to before exec to enter the cgroup (the v1 mirrors'; and
  * the v2 one, last, when v2_too), and with dirfd the v2 directory (for

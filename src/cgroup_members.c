@@ -373,15 +373,20 @@ int orch__cg_join_fds(orch__cgroup *cg, int v2_too, int *fds, int max, int *dirf
   if (dirfd) {
     /* The held directory itself (the clone only reads it, and nothing runs
      * between the two calls that could close it), or above the fd budget a
-     * fresh one the caller closes (*dir_owned). Its cgroup.procs is not
-     * opened here: the first open of a file of a new cgroup makes its
-     * kernfs node (about 5 us of a start's 170 a service), and the first
-     * listing opens it below the held directory (the supervisor's does it
-     * once its start is over). */
+     * fresh one the caller closes (*dir_owned). Its cgroup.procs, held for
+     * the listing of a stop, is opened here only below
+     * ORCH__CG_LAZY_NOFILE: the first open of a file of a new cgroup makes
+     * its kernfs node (about 5 us of a start's 170 a service), and the
+     * first listing opens it below the held directory (the supervisor's
+     * does it once its start is over). */
     int fresh, dfd = orch__cg_held_dir(cg, &fresh);
     if (dfd < 0) return -errno;
     *dirfd = dfd;
     *dir_owned = fresh;
+    if (!fresh && cg->procs < 0 && orch__nofile_soft() < ORCH__CG_LAZY_NOFILE) {
+      int pf = orch__cg_held_procs(cg, dfd, &fresh);
+      if (pf >= 0 && fresh) close(pf);
+    }
   }
   char p[PATH_MAX];
   for (int c = 0; c < ORCH__CG_NCTL && n < max; c++) {

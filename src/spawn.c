@@ -974,8 +974,8 @@ static int spawn_common(lua_State *L, const orch__spawn_object *obj, int start) 
    * would wait for it until a thaw. orch.spawn_begin reads the cgroup only
    * if its child is slow to exec (spawner.c, job_wait): a start of many
    * makes each service's cgroup just before, and the first read of its
-   * cgroup.events would open the file. */
-  int frozen = 0, unread = rq && a.cgroup && a.cgroup->fs[0];
+   * cgroup.events would open the file (not below ORCH__CG_LAZY_NOFILE). */
+  int frozen = 0, unread = rq && a.cgroup && a.cgroup->fs[0] && orch__nofile_soft() >= ORCH__CG_LAZY_NOFILE;
   if (a.cgroup && !unread && orch__cg_frozen(a.cgroup, &frozen) == 0 && frozen) {
     obj->spawned(L, ud, 0);
     return orch__failf(L, "EBUSY", "spawn: cgroup %s is frozen", a.cgroup->path);
