@@ -1458,6 +1458,57 @@ sup.run()
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  it("no other user can send to the socket orch talks to its fd holder from", function()
+    -- A second user who finds that socket (/proc/net/unix lists every
+    -- bound name) could otherwise fill its queue while orch waits for the
+    -- holder's answer to its hello, which then finds no room: orch would
+    -- kill its holder and restart what it held. The directory opened as in
+    -- the test above: only the socket's own mode is left in the way.
+    local t = new_test()
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      held(t, s1)
+      os.execute("chmod 755 " .. h.shquote(t.dir))
+      local probe = h.script(string.format([[
+        local pid, sock = %d, %q
+        local f = assert(io.open("/proc/net/unix"))
+        local text = f:read("a")
+        f:close()
+        local found = {}
+        for line in text:gmatch("[^\n]+") do
+          local name = line:match(" (%%S+)$")
+          if name and (name:find("orch-fdholder-client-" .. pid .. "-", 1, true) or name:sub(1, #sock) == sock) then
+            found[#found + 1] = name
+          end
+        end
+        local d = orch.dgram()
+        for _, name in ipairs(found) do
+          if name ~= sock and name ~= sock .. ".holder" then
+            local sent, _, code = d:send('{"op":"held","n":1,"entries":[]}', name)
+            print(name, sent and "sent" or code)
+          end
+        end
+      ]], pid1, t.sock))
+      os.execute("chmod 755 " .. h.shquote(probe:match("^(.*)/")) .. " && chmod 644 " .. h.shquote(probe))
+      local out = h.sh("setpriv --reuid=65534 --regid=65534 --clear-groups " .. h.shquote(h.bin) .. " run " .. h.shquote(probe) .. " 2>&1")
+      -- orch's end of the conversation is found, and refuses nobody.
+      assert.are.equal(t.sock .. ".client\tEACCES", out)
+      assert.are.equal("srw-------", (h.sh("stat -c %A " .. h.shquote(t.sock .. ".client"))))
+      -- A kill -9 loses nothing; the next orch replaces the socket file.
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s2 = all_running(t)
+      for _, n in ipairs(NAMES) do assert.are.equal(s1[n].pid, s2[n].pid) end
+      shutdown(t, pid2)
+      -- A clean end removes it.
+      assert.are.equal("", (h.sh("ls " .. h.shquote(t.dir) .. " | grep -e client")))
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
   it("keeps no record and starts no holder beside a socket in a directory others may write to", function()
     local t = new_test()
     local ok, err = pcall(function()

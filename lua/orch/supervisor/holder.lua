@@ -5,8 +5,8 @@
 -- the next orch (doc/supervisor.md, "If orch is killed").
 --
 -- The protocol: datagrams of JSON on the unix socket SOCKET.holder (the
--- pipes ride along with SCM_RIGHTS), from orch's abstract client socket,
--- with credentials: hello (the next orch asks for what the holder holds:
+-- pipes ride along with SCM_RIGHTS), from orch's client socket
+-- SOCKET.client (0600, in the same private directory), with credentials: hello (the next orch asks for what the holder holds:
 -- "held" answers, or "busy" when another orch has it), put (pipes given, at
 -- a spawn or a sync), drop (pipes no longer held), bye (a clean end).
 --
@@ -38,12 +38,17 @@ function holder.alive(h)
   return info ~= nil and info.state ~= "Z" and info.start_time == h.start
 end
 
--- Our end of the conversation with the holder: an abstract socket (no file
--- to clean up), with credentials so that the holder's answers are checked.
+-- Our end of the conversation with the holder, with credentials so that
+-- the holder's answers are checked: SOCKET.client, 0600 in the directory
+-- persist.recover found private, so that no other user can send to it.
+-- (An abstract name, listed in /proc/net/unix, took anyone's datagrams: a
+-- flood of them during the hello can keep its queue full, the holder's
+-- answer then finds no room (it never waits: MSG_DONTWAIT), and orch kills
+-- its holder and restarts every service whose pipe it held.) As long a
+-- name as SOCKET.holder: it fits wherever that one does.
 local function client(P)
   if not P.dgram then
-    local name = string.format("@orch-fdholder-client-%d-%d", orch.getpid(), math.random(1, 0x7fffffff))
-    local d, err, code = orch.dgram{ unix = name, passcred = true }
+    local d, err, code = orch.dgram{ unix = P.socket .. ".client", passcred = true }
     if not d then return nil, err, code end
     P.dgram = d
   end
