@@ -1005,37 +1005,46 @@ print("done")
       }
     end)
 
-    it("moves orch into a leaf of its own cgroup to enable controllers below it (no internal processes)", function()
-      local info = assert(orch.cgroup.info())
-      local T = assert(orch.cgroup.create(h.cgroup_name()))
-      -- A service manager offers the controllers of a cgroup it delegates
-      -- (systemd's Delegate=yes): each ancestor of T enables what it has.
-      -- On this project's hybrid hosts v2 has one controller, hugetlb
-      -- (which orch enables when asked to), that the root may not have
-      -- enabled for its children: the test enables it, and disables what
-      -- it enabled afterwards where nothing else uses it by then.
+    -- A service manager offers the controllers of a cgroup it delegates
+    -- (systemd's Delegate=yes): each ancestor of T enables what it has.
+    -- On this project's hybrid hosts v2 has one controller, hugetlb
+    -- (which orch enables when asked to), that the root may not have
+    -- enabled for its children: this enables it, and the test's end
+    -- removes T and disables what was enabled where nothing else uses it
+    -- by then. Not the threaded ones (cpu, cpuset, pids, perf_event): in
+    -- an ancestor holding a process (the spec's own cgroup, on a pure v2
+    -- host) the kernel takes them and makes it a threaded root, whose
+    -- descendants then take no process (T neither).
+    local THREADED = { cpu = true, cpuset = true, pids = true, perf_event = true }
+    local function offer_all(T)
       local function write(d, what)
         local f = io.open(d .. "/cgroup.subtree_control", "w")
         if not f then return end
         f:write(what)
         f:close()
       end
-      local dir, enabled_here = info.mount, {}
+      local dir, enabled_here = orch.cgroup.info().mount, {}
       for comp in T:path():gmatch("[^/]+") do
         local enabled = " " .. h.slurp(dir .. "/cgroup.subtree_control"):gsub("%s+", " ") .. " "
         for c in h.slurp(dir .. "/cgroup.controllers"):gmatch("%S+") do
-          if not enabled:find(" " .. c .. " ", 1, true) then
+          if not THREADED[c] and not enabled:find(" " .. c .. " ", 1, true) then
             write(dir, "+" .. c)
             table.insert(enabled_here, 1, { dir, "-" .. c })
           end
         end
         dir = dir .. "/" .. comp
       end
+      local path = T:path()
       defer(function()
-        T:remove({ recursive = true })
+        h.remove_cgroup_tree(path)
         T:close()
         for _, e in ipairs(enabled_here) do write(e[1], e[2]) end
       end)
+    end
+
+    it("moves orch into a leaf of its own cgroup to enable controllers below it (no internal processes)", function()
+      local T = assert(orch.cgroup.create(h.cgroup_name()))
+      offer_all(T)
       -- T is offered every controller v2 has here; orch asks for hugetlb
       -- only, and must enable that one only.
       local hugetlb = (" " .. h.slurp(T:dir() .. "/cgroup.controllers"):gsub("%s+", " ") .. " "):find(" hugetlb ", 1, true)
@@ -1116,6 +1125,43 @@ print("done")
         assert.are.equal(tpath .. "\ncgroup.create: child: pids: enabling it in " .. tpath
           .. "/cgroup.subtree_control (a process is inside that cgroup, and there the kernel would make it a "
           .. "threaded root, whose child cgroups take no process): device or resource busy EBUSY\ndomain\nexit 0", out)
+      end
+    end)
+
+    it("joins a leaf it finds in its own cgroup only if no other user can change it", function()
+      -- orch alone in T, asked for a controller T does not enable yet,
+      -- moves into T/supervisor first. One that exists already, made by
+      -- root and given to user nobody, is refused: nobody could freeze
+      -- orch there, kill it (cgroup.kill) or limit it.
+      local info = assert(orch.cgroup.info())
+      local pids = info.controllers.pids == "v2"
+      local T = assert(orch.cgroup.create(h.cgroup_name(), { controllers = pids and { "pids" } or {} }))
+      offer_all(T)
+      local ctl = pids and "pids" or "hugetlb"
+      local offered = (" " .. h.slurp(T:dir() .. "/cgroup.controllers"):gsub("%s+", " ") .. " "):find(" " .. ctl .. " ", 1, true)
+      local leaf = T:dir() .. "/supervisor"
+      assert(os.execute("mkdir " .. h.shquote(leaf) .. " && chown -R 65534:65534 " .. h.shquote(leaf)))
+      local out, ok = h.sh("sh -c " .. h.shquote("echo $$ > " .. h.shquote(T:dir() .. "/cgroup.procs") .. ' && exec "$0" -e "$1"')
+        .. " " .. h.shquote(h.bin) .. " " .. h.shquote(string.format([[
+          local cg, err, ename = orch.cgroup.create("child", { controllers = { %q } })
+          print(orch.cgroup.of())
+          print(cg and cg:path() or (err .. " " .. ename))
+          if cg then assert(cg:remove()) end
+        ]], ctl)) .. " 2>&1")
+      assert.is_true(ok, out)
+      local of, child = out:match("^([^\n]*)\n([^\n]*)$")
+      assert.is_string(child, out)
+      -- orch stayed where it started.
+      assert.are.equal(T:path(), of)
+      assert.are.same({ "supervisor" }, T:children())
+      if offered then
+        assert.are.equal("cgroup.create: child: refused: " .. T:path() .. "/supervisor belongs to uid 65534, neither "
+          .. "orch's uid (0) nor root: that user could move processes out of the cgroups below it, or replace them "
+          .. "(see doc/security.md) EPERM", child)
+      else
+        -- Not in v2 here: refused before anything else.
+        assert.are.equal("cgroup.create: child: " .. ctl .. ": cgroup v2 does not offer it to " .. T:path()
+          .. " here (cgroup.controllers) ENOTSUP", child)
       end
     end)
 

@@ -496,6 +496,8 @@ static int alone_in(const char *dir) {
   return (size_t)k == (size_t)n && memcmp(b, own, (size_t)n) == 0;
 }
 
+static int trusted_level(const char *dir, int v2);
+
 static int into_leaf(const char *dir) {
   if (home_cgroup) return -EBUSY;
   char self[PATH_MAX], leaf[PATH_MAX], pid[24];
@@ -508,7 +510,14 @@ static int into_leaf(const char *dir) {
   if (!mine) return -EBUSY;
   if ((r = alone_in(dir)) <= 0) return r < 0 ? r : -EBUSY;
   if ((size_t)snprintf(leaf, sizeof leaf, "%s/%s", dir, ORCH__CG_LEAF) >= sizeof leaf) return -ENAMETOOLONG;
-  if (mkdir(leaf, 0755) < 0 && errno != EEXIST) return -errno;
+  /* A leaf found there (an earlier orch's, or one another made) is
+   * joined only when nobody but orch's uid or root can change it, as any
+   * cgroup orch builds on (trusted_level, why_buf saying why not): its
+   * owner could freeze orch, kill it (cgroup.kill), or limit it. */
+  if (mkdir(leaf, 0755) < 0) {
+    if (errno != EEXIST) return -errno;
+    if ((r = trusted_level(leaf, 1)) < 0) return r;
+  }
   snprintf(pid, sizeof pid, "%d", (int)getpid());
   if ((r = orch__cg_write_path(leaf, "cgroup.procs", pid)) < 0) return r;
   if (!(home_cgroup = strdup(self))) return -ENOMEM;
@@ -567,15 +576,21 @@ static int enable_at(const char *dir, unsigned want, unsigned *got) {
     }
     snprintf(cmd, sizeof cmd, "+%s", name);
     int r;
-    if (threaded_ctl(name) && (r = holds_process(dir)) != 0 && (r < 0 || into_leaf(dir) < 0 ||
+    int m = 0;
+    if (threaded_ctl(name) && (r = holds_process(dir)) != 0 && (r < 0 || (m = into_leaf(dir)) < 0 ||
                                                                  (r = holds_process(dir)) != 0)) {
       if (r < 0) { why("%s: reading %s/cgroup.procs", name, dir); return r; }
+      if (m == -EPERM || m == -EACCES) return m;          /* an untrusted leaf: why_buf says so */
       why("%s: enabling it in %s/cgroup.subtree_control (a process is inside that cgroup, and there the "
           "kernel would make it a threaded root, whose child cgroups take no process)", name, dir);
       return -EBUSY;
     }
     r = orch__cg_write_path(dir, "cgroup.subtree_control", cmd);
-    if (r == -EBUSY && into_leaf(dir) == 0) r = orch__cg_write_path(dir, "cgroup.subtree_control", cmd);
+    if (r == -EBUSY) {
+      m = into_leaf(dir);
+      if (m == -EPERM || m == -EACCES) return m;
+      if (m == 0) r = orch__cg_write_path(dir, "cgroup.subtree_control", cmd);
+    }
     if (r == -EBUSY) {
       why("%s: enabling it in %s/cgroup.subtree_control (a process is inside that cgroup, and the kernel "
           "enables a controller only for the children of a cgroup without processes)", name, dir);
