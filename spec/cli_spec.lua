@@ -142,6 +142,24 @@ describe("orch version and help", function()
     assert.matches("usage: orch", err, 1, true)
   end)
 
+  it("never takes a command from the current directory (./orch/cmd/NAME.lua), which another user may write", function()
+    -- A typo typed in /tmp, where another user put orch/cmd/<typo>.lua:
+    -- nothing of it runs. The same module through an absolute LUA_PATH
+    -- entry (a user's own command) still runs.
+    local d = h.tmpdir()
+    os.execute("mkdir -p " .. h.shquote(d .. "/orch/cmd"))
+    h.write(d .. "/orch/cmd/zzplanted.lua", string.format("io.open(%q, 'w'):close()\nreturn function() print('ran') end\n",
+      d .. "/ran"))
+    local said = h.sh("cd " .. h.shquote(d) .. " && " .. h.shquote(h.bin) .. " zzplanted 2>&1; echo \"exit $?\"")
+    assert.truthy(said:find("unknown command 'zzplanted'", 1, true), said)
+    assert.truthy(said:find("exit 2$"), said)
+    assert.is_nil(io.open(d .. "/ran"))
+    local code, out, err = h.cli({ "zzplanted" }, nil, { LUA_PATH = d .. "/?.lua;;" })
+    assert.are.equal(0, code, err)
+    assert.are.equal("ran\n", out)
+    os.remove(d .. "/ran")
+  end)
+
   it("unknown commands and options: a clear message, exit 2", function()
     local cases = {
       { { "frobnicate" }, "orch: unknown command 'frobnicate'" },

@@ -119,12 +119,29 @@ function M.release_parser(keep)
   package.loaded.argparse = nil
 end
 
+-- The entries of a package.path or package.cpath that are absolute paths:
+-- not the default's last ones, ./?.lua, ./?/init.lua and ./?.so.
+local function absolute_only(path)
+  local kept = {}
+  for entry in path:gmatch("[^;]+") do
+    if entry:sub(1, 1) == "/" then kept[#kept + 1] = entry end
+  end
+  return table.concat(kept, ";")
+end
+
 -- A command module outside the list (lua/orch/cmd/NAME.lua of the user's
 -- own), added to the parser when it is named. One without `args` gets its
--- words verbatim: main(argv) as a list of strings.
+-- words verbatim: main(argv) as a list of strings. Found in orch's Lua
+-- directories and through the absolute entries of package.path and
+-- package.cpath, never relative to the current directory: `orch NAME`
+-- typed in a directory another user may write to (/tmp), a typo
+-- included, ran whatever that user had put at ./orch/cmd/NAME.lua.
 local function add_extra(name)
   if not name:match("^[%l%d_]+$") then return nil end
+  local path, cpath = package.path, package.cpath
+  package.path, package.cpath = absolute_only(path), absolute_only(cpath)
   local ok, m = pcall(require, "orch.cmd." .. name)
+  package.path, package.cpath = path, cpath
   if not ok then
     if tostring(m):find("no orch module 'orch.cmd.", 1, true) or tostring(m):find("module 'orch.cmd." .. name .. "' not found", 1, true) then
       return nil
