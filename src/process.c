@@ -455,6 +455,20 @@ static int owed_take(proc_state *st, pid_t pid) {
   return 1;
 }
 
+/* Whether pid is still a child of orch's, ended or not (waitid with
+ * WNOWAIT takes nothing). An exit's record whose pid is not one any more,
+ * and whose slot in owed another pid took (pid % ORCH__OWED: children
+ * whose pids are 4,096 apart, as on a machine whose other processes fork a
+ * lot, reaped before their records were read), was reaped already, by pid:
+ * nothing is left for a walk to find. One that is (an adopted orphan, a
+ * spawn's child not registered yet) still walks. */
+static int still_child(pid_t pid) {
+  siginfo_t si;
+  int r;
+  do r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT); while (r < 0 && errno == EINTR);
+  return r == 0 || errno != ECHILD;
+}
+
 /* At most this many pids wait to be reaped by pid (the events of a stop of
  * all come together); past it, the walk takes them. */
 #define GONE_MAX (1 << 17)
@@ -497,6 +511,7 @@ static int explained(proc_state *st) {
        * not read yet, then finds it gone). */
       if (c && st->conn) { c->sig_seen = 1; gone_add(st, pid); continue; }
       if (!c && owed_take(st, pid)) continue;
+      if (!c && !still_child(pid)) continue;
     } else if (code == CLD_STOPPED || code == CLD_CONTINUED || code == CLD_TRAPPED) {
       st->stops = 1;
     }
