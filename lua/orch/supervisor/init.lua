@@ -236,8 +236,8 @@ end
 --- inst's run has a new process (spawned, or a daemon's main process):
 -- the state record learns it at once (persist.lua's journal), even when
 -- the instance's state does not change.
-function Sup:spawned(inst, run)
-  if self.persist then persist.spawned(self, inst, run) end
+function Sup:spawned(inst, run, start_time)
+  if self.persist then persist.spawned(self, inst, run, start_time) end
 end
 
 --- inst's restart spawned by its exit's action, before the exit's

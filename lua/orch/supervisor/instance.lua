@@ -677,6 +677,14 @@ end
 --- The end of a spawn: p the new process, or nil and the error.
 function Instance:spawn_done(run, p, err)
   local cfg = self.cfg
+  local start_time
+  if p and self.unnoted then
+    -- The state journal learns the new process before the previous run's
+    -- end is noted (the `exited` event's subscribers run then): a kill -9
+    -- of orch meanwhile leaves no process the next orch does not know.
+    run.proc, run.pid, start_time = p, p.pid, orch.time()
+    self.sup:spawned(self, run, start_time)
+  end
   -- The previous run's end, before anything of this one is seen.
   self:noted()
   if not p then
@@ -692,9 +700,13 @@ function Instance:spawn_done(run, p, err)
   if cfg.ready or cfg.pidfile then run.start_ticks = orch.proc.start_time(p.pid) end
   run.started = orch.now()
   self.pid = p.pid
-  self.start_time = orch.time()
   self.status_text = nil
-  self.sup:spawned(self, run)
+  if start_time then
+    self.start_time = start_time
+  else
+    self.start_time = orch.time()
+    self.sup:spawned(self, run)
+  end
   -- Every spawn is logged with its pid (a crash loop's only while its
   -- restarts are: see log.restart).
   local loop = self.loop_log

@@ -591,8 +591,9 @@ function persist.early_dropped(S, inst)
   persist.touch(S, inst)
 end
 
---- inst's run has a new process (Sup:spawned).
-function persist.spawned(S, inst, run)
+--- inst's run has a new process (Sup:spawned); start_time: its start
+-- time when inst.start_time is not set to it yet.
+function persist.spawned(S, inst, run, start_time)
   local P = S.persist
   if not P or P.closed then return end
   local pid = run.main_pid or run.pid
@@ -608,7 +609,7 @@ function persist.spawned(S, inst, run)
   end
   local start = pid and rec_of(run, pid)[START]
   if not start then return end
-  local line = spawn_line(S, P, inst, pid, start, inst.restarts, inst.start_time)
+  local line = spawn_line(S, P, inst, pid, start, inst.restarts, start_time or inst.start_time)
   -- Its log pipe (captured right after this: the process's stdout), while
   -- open: a daemon's main process (Instance:set_main) comes after its
   -- launcher's pipe may have reached its EOF and been closed.
