@@ -195,17 +195,29 @@ room() {                 # per n
 
 # One restart alone in the middle of the fleet: its latency, and what it
 # costs orch (the restart, and the state record's sync after it).
+# restart_one_<N>_orch and cpu_restart_one_<N>_orch are medians;
+# restart_one_p95_<N>_orch and cpu_restart_one_p95_<N>_orch the 95th
+# percentiles (nearest rank) of the SCALE_RESTARTS samples. Each kill comes
+# SCALE_RESTART_GAP seconds (1) after the last, and orch's CPU is read over
+# that gap.
+GAP=${SCALE_RESTART_GAP:-1}
+rank() {                 # p: the p-th percentile of stdin's numbers (nearest rank)
+  sort -g | awk -v p="$1" '{ v[NR] = $1 } END { k = int(p / 100 * NR + 0.999999); if (k < 1) k = 1; print v[k] }'
+}
 restart_one() {          # n
-  local k c0 ts=() cs=() mid=$(( (RESTARTS + 1) / 2 ))
+  local k c0 ts=() cs=()
   sleep 1
   for ((k = 0; k < RESTARTS; k++)); do
     c0=$(cpu)
     ts+=("$("$P" restart1 "$SVC_SHM" $(($1 / 2)))")
-    sleep 1
+    sleep "$GAP"
     cs+=("$(awk -v a="$c0" -v b="$(cpu)" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')")
   done
-  put "restart_one_${1}_orch" "$(printf '%s\n' "${ts[@]}" | sort -g | sed -n ${mid}p)" ms
-  put "cpu_restart_one_${1}_orch" "$(printf '%s\n' "${cs[@]}" | sort -g | sed -n ${mid}p)" ms
+  [ -n "$TRACE" ] && { printf '%s\n' "${ts[*]}" "${cs[*]}" >"$TRACE/restart_one_$1"; }
+  put "restart_one_${1}_orch" "$(printf '%s\n' "${ts[@]}" | rank 50)" ms
+  put "restart_one_p95_${1}_orch" "$(printf '%s\n' "${ts[@]}" | rank 95)" ms
+  put "cpu_restart_one_${1}_orch" "$(printf '%s\n' "${cs[@]}" | rank 50)" ms
+  put "cpu_restart_one_p95_${1}_orch" "$(printf '%s\n' "${cs[@]}" | rank 95)" ms
 }
 
 scale_orch() {
