@@ -296,6 +296,33 @@ exit 3
     end)
   end)
 
+  it("after a start of many services, reads the parent's cpu.stat before any service's (one fold of the kernel's pending figures)", function()
+    -- The reads of cpu.stat, in order: cg:usage wrapped in the class's
+    -- methods (every orch.Cgroup of this process) for this test.
+    local methods = assert(debug.getregistry()["orch.Cgroup"].__index)
+    local usage, reads = methods.usage, {}
+    methods.usage = function(cg, ...)
+      reads[#reads + 1] = cg:path()
+      return usage(cg, ...)
+    end
+    local ok, err = pcall(with_cgroups, function(s)
+      local names = {}
+      for i = 1, 20 do
+        names[i] = "m" .. i
+        s.service{ name = names[i], cmd = u.sh("exec sleep 600") }
+      end
+      s.start(names)
+      for _, n in ipairs(names) do assert.is_true(s.wait(n, "running", 30)) end
+      local base = s.instance("m1").run.cgroup:path():match("^(.*)/[^/]+$")
+      -- The services' cpu.stat are opened (and kept) shortly after the start.
+      assert.is_true(u.until_true(function() return #reads > 1 end, 10), "cpu.stat read after the start")
+      assert.are.equal(base, reads[1])
+      for i = 2, #reads do assert.are_not.equal(base, reads[i]) end
+    end)
+    methods.usage = usage
+    if not ok then error(err, 0) end
+  end)
+
   it("a restart's cpu is the new run's alone: the kept cgroup's total is read before the spawn at the exit", function()
     with_cgroups(function(s, _, dir)
       -- The first run burns CPU, then sleeps; the next ones only sleep.

@@ -23,10 +23,16 @@
 #                                  sentinel set through `orch ctl eval`)
 #   heap_restart_sizes_<N>     KiB orch's Lua heap after the rounds
 # and the largest size's figures over the smallest's (ratio_*).
+# RS_VICTIM=first10: the victim is svc<round mod 10> instead (the services
+# scale.sh's restart_<N> and restart_segments.sh kill); RS_VICTIM=spread:
+# another service each round, spread over the fleet (at sizes above
+# RS_ROUNDS each one's first restart since the start); RS_IDLE=0: no wait
+# for an idle orch before a kill.
 # RS_TRACE=DIR: each sample ("size latency_ms cpu_ms") in DIR/samples;
 # with RS_PERF=1 also a perf record (-g, every orch, no children) of the
 # rounds in DIR/rs.perf (perf report --sort pid,sym tells the orchs apart;
-# the sampling adds to orch's CPU figures).
+# the sampling adds to orch's CPU figures), with each orch's wait4
+# returns, pipe2 and clone3 entries and switches, CLOCK_MONOTONIC).
 # Needs 10,000 + ... processes; the 10,000 fleet takes 10-60 s to start.
 # Every process started here carries a token and is killed at the end.
 set -uo pipefail
@@ -37,6 +43,8 @@ SIZES=${RS_SIZES:-"1 100 1000 10000"}
 ROUNDS=${RS_ROUNDS:-31}
 GAP=${RS_GAP:-0.5}
 TRACE=${RS_TRACE:-}
+VICTIM=${RS_VICTIM:-middle}
+IDLE=${RS_IDLE:-1}
 . "$HERE/workdir.sh"
 bench_workdir /dev/shm/orch-bench-rsizes.XXXXXX
 ulimit -n 65536 2>/dev/null || true
@@ -76,18 +84,24 @@ read -r -a order <<<"$SIZES"
 for n in $SIZES; do idle "${SUP[$n]}"; "$P" restart1 "$W/stamps.$n" $((n / 2)) >/dev/null; done
 : >"$W/samples"
 perf=
-[ -n "$TRACE" ] && mkdir -p "$TRACE"
+[ -n "$TRACE" ] && { mkdir -p "$TRACE"; for n in $SIZES; do echo "$n ${SUP[$n]}"; done >"$TRACE/pids"; }
 if [ -n "$TRACE" ] && [ -n "${RS_PERF:-}" ]; then
   pids=$(IFS=,; echo "${SUP[*]}")
-  perf record -q -F 5000 -g --no-inherit -p "$pids" -o "$TRACE/rs.perf" >/dev/null 2>&1 &
+  perf record -q -k CLOCK_MONOTONIC -F 5000 -g --no-inherit -p "$pids" -o "$TRACE/rs.perf" -e cpu-clock \
+    -e syscalls:sys_exit_wait4 -e syscalls:sys_enter_pipe2 -e syscalls:sys_enter_clone3 -e sched:sched_switch >/dev/null 2>&1 &
   perf=$!; sleep 0.5
 fi
 for ((r = 0; r < ROUNDS; r++)); do
   for ((k = 0; k < ${#order[@]}; k++)); do
     n=${order[$(( (k + r) % ${#order[@]} ))]}
-    idle "${SUP[$n]}"
+    [ "$IDLE" = 1 ] && idle "${SUP[$n]}"
     c0=$(cpu "${SUP[$n]}")
-    t=$("$P" restart1 "$W/stamps.$n" $((n / 2)))
+    case $VICTIM in
+      first10) v=$((r % (n < 10 ? n : 10))) ;;
+      spread) v=$(( (r * n / ROUNDS + n / 2 + 1) % n )) ;;
+      *) v=$((n / 2)) ;;
+    esac
+    t=$("$P" restart1 "$W/stamps.$n" "$v")
     sleep "$GAP"
     echo "$n $t $(awk -v a="$c0" -v b="$(cpu "${SUP[$n]}")" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')" >>"$W/samples"
   done
