@@ -30,10 +30,12 @@
 #   restart_<N>_<impl>     ms   SIGKILL of one service -> its replacement
 #                               started (median of 10, services 0-9)
 #   restart_one_<N>_orch   ms   SIGKILL of the service in the middle
-#                               (svc<N/2>) alone -> running again, median of 5;
+#                               (svc<N/2>) alone, once orch is idle ->
+#                               running again, median of SCALE_RESTARTS (5);
 #                               cpu_restart_one_<N>_orch: orch's CPU over
 #                               the second after each kill (the restart and
-#                               its state record sync), median of 5
+#                               its state record sync), median; _p95_: the
+#                               95th percentiles (see restart_one below)
 #   pss_<N>_<impl>, pss_per_service_<N>_<impl>  KiB  the supervisor's
 #                               processes (runsv, s6-supervise included),
 #                               services excluded
@@ -118,7 +120,7 @@ TRACE=${SCALE_TRACE:-}
 mark() { [ -n "$TRACE" ] && echo "$(date +%s.%N) $1" >>"$TRACE/marks_$N_NOW"; return 0; }
 sampler() {              # pid file
   local ns
-  while read -r ns _ <"/proc/$1/schedstat" 2>/dev/null; do echo "$(date +%s.%N) $ns"; sleep 0.1; done >"$2"
+  while read -r ns _ 2>/dev/null <"/proc/$1/schedstat"; do echo "$(date +%s.%N) $ns"; sleep 0.1; done >"$2"
 }
 cpu() { read -r ns _ <"/proc/$SUP/schedstat" 2>/dev/null; echo "${ns:-0}"; }
 cpu_put() { awk -v a="$2" -v b="$(cpu)" 'BEGIN { printf "cpu_%s_orch %.3f ms\n", ARGV[1], (b - a) / 1e6 }' "$1"; }
@@ -199,25 +201,39 @@ room() {                 # per n
 # restart_one_p95_<N>_orch and cpu_restart_one_p95_<N>_orch the 95th
 # percentiles (nearest rank) of the SCALE_RESTARTS samples. Each kill comes
 # SCALE_RESTART_GAP seconds (1) after the last, and orch's CPU is read over
-# that gap.
+# that gap. Before each kill the script waits (30 s at most) until orch
+# used under 0.1 ms of CPU in 0.2 s: the background reads of the statuses
+# before (at most a tenth of orch's time, for 4-9 s at 10,000) are not
+# counted as the restart's. restart_one_waited_<N>_orch: the longest such
+# wait (s).
 GAP=${SCALE_RESTART_GAP:-1}
+quiet() {                # prints the seconds waited until orch is idle
+  local a b k
+  for ((k = 0; k < 150; k++)); do
+    a=$(cpu); sleep 0.2; b=$(cpu)
+    [ $((b - a)) -lt 100000 ] && break
+  done
+  awk -v k="$k" 'BEGIN { printf "%.1f", k * 0.2 }'
+}
 rank() {                 # p: the p-th percentile of stdin's numbers (nearest rank)
   sort -g | awk -v p="$1" '{ v[NR] = $1 } END { k = int(p / 100 * NR + 0.999999); if (k < 1) k = 1; print v[k] }'
 }
 restart_one() {          # n
-  local k c0 ts=() cs=()
+  local k c0 ts=() cs=() ws=()
   sleep 1
   for ((k = 0; k < RESTARTS; k++)); do
+    ws+=("$(quiet)")
     c0=$(cpu)
     ts+=("$("$P" restart1 "$SVC_SHM" $(($1 / 2)))")
     sleep "$GAP"
     cs+=("$(awk -v a="$c0" -v b="$(cpu)" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')")
   done
-  [ -n "$TRACE" ] && { printf '%s\n' "${ts[*]}" "${cs[*]}" >"$TRACE/restart_one_$1"; }
+  [ -n "$TRACE" ] && { printf '%s\n' "${ts[*]}" "${cs[*]}" "${ws[*]}" >"$TRACE/restart_one_$1"; }
   put "restart_one_${1}_orch" "$(printf '%s\n' "${ts[@]}" | rank 50)" ms
   put "restart_one_p95_${1}_orch" "$(printf '%s\n' "${ts[@]}" | rank 95)" ms
   put "cpu_restart_one_${1}_orch" "$(printf '%s\n' "${cs[@]}" | rank 50)" ms
   put "cpu_restart_one_p95_${1}_orch" "$(printf '%s\n' "${cs[@]}" | rank 95)" ms
+  put "restart_one_waited_${1}_orch" "$(printf '%s\n' "${ws[@]}" | rank 100)" s
 }
 
 scale_orch() {
