@@ -30,6 +30,23 @@ local function running(s, name)
   return u.st(s, name)
 end
 
+-- Runs fn(reads) with every orch.Cgroup's usage and stat (the reads of
+-- cpu.stat) recorded in reads as { method, path }, in order.
+local function recording_reads(fn)
+  local methods = assert(debug.getregistry()["orch.Cgroup"].__index)
+  local reads, saved = {}, {}
+  for _, m in ipairs { "usage", "stat" } do
+    saved[m] = methods[m]
+    methods[m] = function(cg, ...)
+      reads[#reads + 1] = { m, cg:path() }
+      return saved[m](cg, ...)
+    end
+  end
+  local ok, err = pcall(fn, reads)
+  for m, f in pairs(saved) do methods[m] = f end
+  if not ok then error(err, 0) end
+end
+
 describe("supervisor in cgroups", function()
   it("runs each instance in its own cgroup and accounts for all of its processes", function()
     with_cgroups(function(s, _, _, _, _, parent)
@@ -297,30 +314,51 @@ exit 3
   end)
 
   it("after a start of many services, reads the parent's cpu.stat before any service's (one fold of the kernel's pending figures)", function()
-    -- The reads of cpu.stat, in order: cg:usage wrapped in the class's
-    -- methods (every orch.Cgroup of this process) for this test.
-    local methods = assert(debug.getregistry()["orch.Cgroup"].__index)
-    local usage, reads = methods.usage, {}
-    methods.usage = function(cg, ...)
-      reads[#reads + 1] = cg:path()
-      return usage(cg, ...)
-    end
-    local ok, err = pcall(with_cgroups, function(s)
-      local names = {}
-      for i = 1, 20 do
-        names[i] = "m" .. i
-        s.service{ name = names[i], cmd = u.sh("exec sleep 600") }
-      end
-      s.start(names)
-      for _, n in ipairs(names) do assert.is_true(s.wait(n, "running", 30)) end
-      local base = s.instance("m1").run.cgroup:path():match("^(.*)/[^/]+$")
-      -- The services' cpu.stat are opened (and kept) shortly after the start.
-      assert.is_true(u.until_true(function() return #reads > 1 end, 10), "cpu.stat read after the start")
-      assert.are.equal(base, reads[1])
-      for i = 2, #reads do assert.are_not.equal(base, reads[i]) end
+    recording_reads(function(reads)
+      with_cgroups(function(s)
+        local names = {}
+        for i = 1, 20 do
+          names[i] = "m" .. i
+          s.service{ name = names[i], cmd = u.sh("exec sleep 600") }
+        end
+        s.start(names)
+        for _, n in ipairs(names) do assert.is_true(s.wait(n, "running", 30)) end
+        local base = s.instance("m1").run.cgroup:path():match("^(.*)/[^/]+$")
+        -- The services' cpu.stat are opened (and kept) shortly after the start.
+        assert.is_true(u.until_true(function() return #reads > 1 end, 10), "cpu.stat read after the start")
+        assert.are.same({ "usage", base }, reads[1])
+        for i = 2, #reads do assert.are_not.equal(base, reads[i][2]) end
+      end)
     end)
-    methods.usage = usage
-    if not ok then error(err, 0) end
+  end)
+
+  it("a status's background reads of many services begin with one read of the parent's cpu.stat", function()
+    recording_reads(function(reads)
+      with_cgroups(function(s)
+        s.configure{ accounting_batch = 1, accounting_max_age = 0 }
+        local names = {}
+        for i = 1, 20 do
+          names[i] = "r" .. i
+          s.service{ name = names[i], cmd = u.sh("exec sleep 600") }
+        end
+        s.start(names)
+        for _, n in ipairs(names) do assert.is_true(s.wait(n, "running", 30)) end
+        local base = s.instance("r1").run.cgroup:path():match("^(.*)/[^/]+$")
+        -- The reads after the start (the parent's, then each service's) done.
+        assert.is_true(u.until_true(function() return #reads >= 21 end, 10), "cpu.stat read after the start")
+        for i = #reads, 1, -1 do reads[i] = nil end
+        -- A status of 20 (more than accounting_batch) reads in the background.
+        s.status()
+        local function stats()
+          local n = 0
+          for _, r in ipairs(reads) do if r[1] == "stat" then n = n + 1 end end
+          return n
+        end
+        assert.is_true(u.until_true(function() return stats() == 20 end, 10), "the figures read")
+        assert.are.same({ "usage", base }, reads[1])
+        assert.are.equal(21, #reads)
+      end)
+    end)
   end)
 
   it("a restart's cpu is the new run's alone: the kept cgroup's total is read before the spawn at the exit", function()
