@@ -47,6 +47,19 @@ local function recording_reads(fn)
   if not ok then error(err, 0) end
 end
 
+-- Starts 20 sleeping services (more than the 16 whose start or status
+-- reads the parent's cpu.stat first); returns the parent cgroup's path.
+local function start_twenty(s)
+  local names = {}
+  for i = 1, 20 do
+    names[i] = "m" .. i
+    s.service{ name = names[i], cmd = u.sh("exec sleep 600") }
+  end
+  s.start(names)
+  for _, n in ipairs(names) do assert.is_true(s.wait(n, "running", 30)) end
+  return s.instance("m1").run.cgroup:path():match("^(.*)/[^/]+$")
+end
+
 describe("supervisor in cgroups", function()
   it("runs each instance in its own cgroup and accounts for all of its processes", function()
     with_cgroups(function(s, _, _, _, _, parent)
@@ -316,14 +329,7 @@ exit 3
   it("after a start of many services, reads the parent's cpu.stat before any service's (one fold of the kernel's pending figures)", function()
     recording_reads(function(reads)
       with_cgroups(function(s)
-        local names = {}
-        for i = 1, 20 do
-          names[i] = "m" .. i
-          s.service{ name = names[i], cmd = u.sh("exec sleep 600") }
-        end
-        s.start(names)
-        for _, n in ipairs(names) do assert.is_true(s.wait(n, "running", 30)) end
-        local base = s.instance("m1").run.cgroup:path():match("^(.*)/[^/]+$")
+        local base = start_twenty(s)
         -- The services' cpu.stat are opened (and kept) shortly after the start.
         assert.is_true(u.until_true(function() return #reads > 1 end, 10), "cpu.stat read after the start")
         assert.are.same({ "usage", base }, reads[1])
@@ -336,14 +342,7 @@ exit 3
     recording_reads(function(reads)
       with_cgroups(function(s)
         s.configure{ accounting_batch = 1, accounting_max_age = 0 }
-        local names = {}
-        for i = 1, 20 do
-          names[i] = "r" .. i
-          s.service{ name = names[i], cmd = u.sh("exec sleep 600") }
-        end
-        s.start(names)
-        for _, n in ipairs(names) do assert.is_true(s.wait(n, "running", 30)) end
-        local base = s.instance("r1").run.cgroup:path():match("^(.*)/[^/]+$")
+        local base = start_twenty(s)
         -- The reads after the start (the parent's, then each service's) done.
         assert.is_true(u.until_true(function() return #reads >= 21 end, 10), "cpu.stat read after the start")
         for i = #reads, 1, -1 do reads[i] = nil end
