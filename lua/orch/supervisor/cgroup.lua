@@ -461,8 +461,9 @@ end
 -- cgroup.events before its clone).
 -- The cgroups still to be opened are S.cgroup_cold, the one timer
 -- S.cgroup_warm, the last start's time S.cgroup_cold_at.
--- After a start of FLUSH_AT or more new cgroups, the parent's cpu.stat is
--- read first (M.flush).
+-- Once FLUSH_AT or more new cgroups were made since the parent's cpu.stat
+-- was last read (S.cgroup_unfolded), the warm-up reads it first (M.flush):
+-- counted across warm-ups, since a slow start can make several.
 local WARM_AFTER, UNREF, FLUSH_AT = 0.1, { ref = false }, 16
 
 local function warm(S)
@@ -473,7 +474,7 @@ local function warm(S)
   end
   local list = S.cgroup_cold
   S.cgroup_warm, S.cgroup_cold = nil, nil
-  if #list >= FLUSH_AT then M.flush(S) end
+  if (S.cgroup_unfolded or 0) >= FLUSH_AT then M.flush(S) end
   for _, cg in ipairs(list) do
     if S.cgroups and S.cgroups[cg] then
       cg:procs()
@@ -492,6 +493,7 @@ local function cold(S, cg)
     S.cgroup_cold = list
   end
   list[#list + 1] = cg
+  S.cgroup_unfolded = (S.cgroup_unfolded or 0) + 1
   S.cgroup_cold_at = orch.now()
   if not S.cgroup_warm then S.cgroup_warm = orch.timer.after(WARM_AFTER, function() warm(S) end, UNREF) end
 end
@@ -511,6 +513,7 @@ end
 -- held open like a service's, within the fd budget.
 function M.flush(S)
   local base = S.cgroup_base
+  S.cgroup_unfolded = nil
   if base then base:usage("cpu") end
 end
 
