@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# scripts/bench.d/stop_trace.sh BUILD [ROUNDS] [KINDS]: where the stop of 100
+# via SIGTERM (stop.sh's stop_term_100) spends its wall time, for orch
+# (phases.lua, the configuration a user gets) and the C limits (minisup.c,
+# plain and with a cgroup per service), from kernel tracepoints on every CPU
+# (perf record -a, CLOCK_MONOTONIC: the probe's clock). ROUNDS (3) rounds,
+# the kinds alternating (KINDS, default "c ccg orch"; ccg needs a writable
+# cgroup v2 directory; "base" is orch built in STOP_TRACE_BASE, another tree,
+# for an A/B pair). Per stop, ms after the probe's SIGTERM:
+#   first, last   the supervisor's first and 100th stop signal to a service
+#   exit50, exit  the 50th and the last service's exit (sched_process_exit)
+#   probe         the probe's figure (its last poll that saw one alive)
+#   done          the supervisor's own exit (its stop over, its cgroups gone)
+#   cpu_all       the supervisor's CPU from the SIGTERM to its exit
+# and, in the window from the SIGTERM to the last exit:
+#   sup_cpu       the supervisor's time on a CPU (sched_switch)
+#   svc_cpu       the services' time on a CPU (all 100: wake-up and exit)
+#   other_cpu     everything else's (the probe, the machine's other load)
+#   sup_sys       the supervisor's syscalls in the window, the most frequent
+# With STOP_TRACE_SCRIPT=stop_stamps.lua orch runs that copy of phases.lua
+# instead, and each orch row is followed by its Lua stamps: when each step
+# of the stop began (ms after the SIGTERM) and the CPU of the calls that
+# began before the last exit, by function.
+# Prints each stop's row, then each kind's medians. Needs perf and root.
+set -u
+BUILD=$(cd "$1" && pwd); ROUNDS=${2:-3}; KINDS=${3:-"c ccg orch"}
+BASE=${STOP_TRACE_BASE:+$(cd "$STOP_TRACE_BASE" && pwd)}
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/workdir.sh"
+bench_workdir /dev/shm/orch-bench-stoptrace.XXXXXX
+bench_progs || exit 1
+export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
+P=$W/probe
+V2=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' /proc/self/mountinfo)
+CCG=$V2$(sed -n 's/^0:://p' /proc/self/cgroup)
+CCG=${CCG%/}/orch-bench-minisup.$TOKEN
+one() {                   # kind round
+  local kind=$1 r=$2 sup f
+  "$P" init "$SVC_SHM"
+  rm -f "$W/ctl.sock"
+  case $kind in
+    c) setsid "$W/minisup" 100 "$W/svc" </dev/null >/dev/null 2>&1 & ;;
+    ccg) MINISUP_CGROUP=$CCG setsid "$W/minisup" 100 "$W/svc" </dev/null >/dev/null 2>&1 & ;;
+    *) local b=$BUILD
+       [ "$kind" = base ] && b=$BASE
+       STOP_STAMPS=$W/$kind.$r.stamps setsid "$b/orch" run "$HERE/${STOP_TRACE_SCRIPT:-phases.lua}" 100 "$W/svc" \
+         </dev/null >/dev/null 2>"$W/err" & ;;
+  esac
+  sup=$!
+  "$P" wait-started "$SVC_SHM" 100 120 || { echo "stop_trace.sh: $kind did not start" >&2; kill -TERM $sup; return 1; }
+  if [ "$kind" = orch ] || [ "$kind" = base ]; then for _ in $(seq 100); do [ -S "$W/ctl.sock" ] && break; sleep 0.05; done; fi
+  sleep 0.5
+  f=$W/$kind.$r
+  head -c 1600 "$SVC_SHM" >"$f.slots"      # the services' pids (svc_stamp.c's slots)
+  perf record -q -k CLOCK_MONOTONIC -a -o "$f.data" \
+    -e sched:sched_process_exit,sched:sched_switch,signal:signal_generate \
+    -e raw_syscalls:sys_enter --filter "common_pid == $sup" \
+    -- sh -c '"$1" stoptime "$2" 100 signal $3 TERM >"$4"
+             # Until the supervisor has exited (a zombie: it is our child).
+             for _ in $(seq 1000); do
+               read -r _ _ st _ <"/proc/$3/stat" 2>/dev/null || break
+               [ "$st" = Z ] && break
+               sleep 0.005
+             done' - "$P" "$SVC_SHM" $sup "$f.probe" 2>/dev/null
+  perf script -i "$f.data" -F comm,pid,tid,cpu,time,event,trace --ns >"$f.txt" 2>/dev/null
+  echo "$sup" >"$f.sup"
+  for _ in $(seq 100); do kill -0 $sup 2>/dev/null || break; sleep 0.05; done
+  kill -KILL $sup 2>/dev/null; wait $sup 2>/dev/null
+  bench_sweep
+  [ -d "$CCG" ] && rmdir "$CCG"/s* "$CCG" 2>/dev/null
+}
+for r in $(seq "$ROUNDS"); do for k in $KINDS; do one "$k" "$r"; done; done
+lua5.4 "$HERE/stop_trace.lua" "$W" "$ROUNDS" "$KINDS"
+[ -n "${STOP_TRACE_KEEP:-}" ] && mkdir -p "$STOP_TRACE_KEEP" && cp "$W"/*.txt "$W"/*.sup "$W"/*.probe "$W"/*.stamps "$STOP_TRACE_KEEP"/ 2>/dev/null
