@@ -225,6 +225,38 @@ describe("a stop signals first", function()
     end)
   end)
 
+  it("removes the cgroups of a stop of many once every run has ended, before it returns", function()
+    u.with(function(s, _, dir)
+      local parent = h.cgroup_name()
+      s.configure { cgroup = parent }
+      -- quick dies of the stop signal at once; slow keeps it blocked
+      -- until its gate opens.
+      s.service { name = "quick", cmd = { "sleep", "600" } }
+      service(s, "slow", dir, "gate")
+      s.start("all")
+      local slow = pid_in(dir .. "/slow")
+      local quick_cg, slow_cg = u.st(s, "quick").cgroup, u.st(s, "slow").cgroup
+      assert.truthy(quick_cg, "cgroups are on")
+      -- At quick's "stopped" event (slow still running): is its cgroup
+      -- still there? The rmdir waits for the stop's last exit.
+      local kept
+      local unsubscribe = s.events(function(ev)
+        if ev.event == "stopped" and ev.name == "quick" then kept = orch.cgroup.open(quick_cg) ~= nil end
+      end)
+      local t = orch.task(function() return s.stop("all") end)
+      h.eventually(function() return kept ~= nil end, "quick stopped")
+      unsubscribe()
+      assert.is_true(pending(slow), "slow has its signal, not yet taken")
+      assert.is_true(kept, "quick's cgroup is kept while slow is stopping")
+      io.open(dir .. "/gate", "w"):close()
+      assert.is_true(t:join())
+      assert.is_nil(orch.cgroup.open(quick_cg))
+      assert.is_nil(orch.cgroup.open(slow_cg))
+      s.close()
+      assert.is_nil(orch.cgroup.open(parent))
+    end)
+  end)
+
   it("still sends KILL after the stop timeout to a process that keeps the signal blocked", function()
     u.with(function(s, logs, dir)
       service(s, "deaf", dir, "never", { stop = { signal = SIG, timeout = 0.2 } })

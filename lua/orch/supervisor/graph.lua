@@ -5,6 +5,7 @@
 -- Functions of the supervisor state S (S.services, S.order, S.by_name).
 local orch = require "orch"
 local status = require "orch.supervisor.status"
+local cgroup = require "orch.supervisor.cgroup"
 
 local graph = {}
 
@@ -189,6 +190,9 @@ end
 function graph.stop_ordered(S, insts)
   -- A status's reads of the figures wait while a stop of many runs.
   local _ <close> = status.paused_for(S, #insts)
+  -- The cgroups of the runs it ends go at its end (removed before it
+  -- returns), not in the middle of the services' exits.
+  local _ <close> = cgroup.defer_removals(S, insts)
   local remaining = {}
   for _, inst in ipairs(insts) do
     -- Nothing of the set restarts once the stop has begun, even a service
