@@ -257,6 +257,56 @@ describe("a stop signals first", function()
     end)
   end)
 
+  it("on SIGTERM, signals every service of a one-layer stop before the shutdown's log line", function()
+    u.with(function(_, _, dir, _, token)
+      local N = 4
+      -- The script's log function reads, at the "received TERM" line, how
+      -- many of the services have the stop signal pending.
+      local script = h.script(string.format([[
+        local sup = require "orch.supervisor"
+        local DIR, COUNT, SIGNUM, N = %q, %q, %d, %d
+        local function pending(pid)
+          local f = io.open("/proc/" .. pid .. "/status")
+          local s = f and f:read("a") or ""
+          if f then f:close() end
+          local hex = s:match("ShdPnd:%%s*(%%x+)")
+          return hex ~= nil and ((tonumber(hex, 16) >> (SIGNUM - 1)) & 1) == 1
+        end
+        sup.configure { runtime_dir = DIR, log = function(msg)
+          if not msg:find("received TERM", 1, true) then return end
+          local n = 0
+          for i = 1, N do
+            local f = io.open(DIR .. "/p" .. i)
+            local pid = f and tonumber(f:read("l"))
+            if f then f:close() end
+            if pid and pending(pid) then n = n + 1 end
+          end
+          local f = assert(io.open(DIR .. "/at_line.tmp", "w"))
+          f:write(n, "\n")
+          f:close()
+          assert(os.rename(DIR .. "/at_line.tmp", DIR .. "/at_line"))
+        end }
+        for i = 1, N do
+          sup.service { name = "p" .. i, cmd = { COUNT, tostring(SIGNUM), DIR .. "/p" .. i, DIR .. "/gate" },
+                        stop = { signal = SIGNUM, timeout = 10 } }
+        end
+        sup.run()
+      ]], dir, COUNT, SIGNUM, N))
+      local p = assert(orch.spawn { h.bin, "run", script, stdout = "null", stderr = dir .. "/err",
+        env = { ORCH_SPEC_RUN = token, ORCH_SOCKET = dir .. "/ctl.sock" } })
+      for i = 1, N do pid_in(dir .. "/p" .. i) end
+      assert.is_true(p:kill("TERM"))
+      h.eventually(function() return count_in(dir .. "/at_line") ~= nil end, "the received TERM line")
+      io.open(dir .. "/gate", "w"):close()
+      local code = p:wait(30)
+      assert.are.equal(0, code, h.slurp(dir .. "/err"))
+      assert.are.equal(N, count_in(dir .. "/at_line"), "services signalled at the line")
+      for i = 1, N do
+        assert.are.equal(1, count_in(dir .. "/p" .. i .. ".count"), "p" .. i .. " got the stop signal once")
+      end
+    end)
+  end)
+
   it("still sends KILL after the stop timeout to a process that keeps the signal blocked", function()
     u.with(function(s, logs, dir)
       service(s, "deaf", dir, "never", { stop = { signal = SIG, timeout = 0.2 } })

@@ -277,7 +277,10 @@ int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_
   for (size_t i = 0; i < nskip && r == 0; i++) r = pid_push(&done, skip[i]);
   if (r < 0) { if (fresh) close(dfd); free(done.p); return r; }
   int count = 0, adopts = -1;
-  pid_t self = getpid(), *list = NULL;
+  /* orch's own pid, asked (getpid) only once a listed pid is not one the
+   * caller signalled: a stop's listing of a leaf usually finds only its
+   * main process, or nothing. */
+  pid_t self = 0, *list = NULL;
   size_t n = 0;
   r = procs_of(cg, dfd, 1, &list, &n);
   if (!fresh && orch__cg_let_go(cg, dfd, r)) {
@@ -297,6 +300,7 @@ int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_
     for (size_t i = 0; i < n; i++) {
       pfd[i] = -1;
       if (cut || listed(done.p, done.n, list[i])) continue;
+      if (!self) self = getpid();
       if (list[i] <= 1 || list[i] == self) {
         if (r == 0) r = pid_push(&done, list[i]);
         continue;

@@ -184,6 +184,83 @@ local function in_order(S, remaining, needed, pos)
   return layer
 end
 
+-- What a stop needs of the supervisor's definitions, kept with its list of
+-- every instance (Sup:all_instances, made again once a service is added or
+-- removed, which a reload does for every service it changes): each
+-- service's position in the definition order, and whether any service
+-- depends on another (flat: a stop is then one layer).
+local function shape(S)
+  local all = S:all_instances()
+  local sh = S.graph_shape
+  if sh and sh.all == all then return sh end
+  local pos, flat = {}, true
+  for i, name in ipairs(S.order) do
+    pos[name] = i
+    local deps = S.services[name].cfg.depends_on
+    if deps[1] ~= nil and not (deps[2] == nil and deps[1] == name) then flat = false end
+  end
+  sh = { all = all, pos = pos, flat = flat }
+  S.graph_shape = sh
+  return sh
+end
+
+-- Are the instances one layer already in the order the stops begin in (no
+-- service depends on another, and they come in definition order, as
+-- "all" resolves)? Then a stop takes them as they are, without building
+-- the layers: every service's tables walked three more times took a stop
+-- of 100 about 200 us of orch's CPU before its first signal.
+local function one_layer(S, insts)
+  local sh = shape(S)
+  if not sh.flat then return false end
+  local pos, last = sh.pos, 0
+  for _, inst in ipairs(insts) do
+    local p = pos[inst.service]
+    if not p or p < last then return false end
+    last = p
+  end
+  return true
+end
+
+-- Signal first: every main process of the layer gets its stop signal, one
+-- kill(2) each, then the rest of each one's cgroup (an escapee), before
+-- any instance's stop does its bookkeeping (its state, the waits) and
+-- before its task is even made: how soon the last process of a large stop
+-- gets its signal no longer grows with that work (see Instance:signal_first
+-- and Instance:signal_rest). An instance signalled already (a shutdown's
+-- early pass) is not signalled again.
+local function first_pass(insts)
+  local sent = 0
+  for _, i in ipairs(insts) do
+    if i:signal_first() then sent = sent + 1 end
+  end
+  for _, i in ipairs(insts) do i:signal_rest() end
+  -- The processes just signalled end on orch's CPU too: they go first,
+  -- orch's bookkeeping of their stops after (a stop's users wait for the
+  -- processes to be gone).
+  if sent > 1 then orch.sched_yield() end
+end
+
+-- The stops of one layer, in parallel, after its first pass; returns once
+-- every one has stopped (the next layer's stops begin then). The tasks
+-- are made in the same turn as the first pass, so they run in the next one
+-- before any exit the pass caused is handled (an exit's callback is queued
+-- when the reaper runs, in the loop's poll, behind them).
+local function stop_layer(insts)
+  first_pass(insts)
+  local tasks = {}
+  for i, inst in ipairs(insts) do tasks[i] = orch.task(inst.stop, inst) end
+  for _, t in ipairs(tasks) do t:join() end
+end
+
+--- A shutdown's first pass, at once (Sup:shutdown, in the TERM handler's
+-- callback): the first layer's stop signals go out before anything else
+-- of the shutdown (its log line, its task, the layers), where a stop is
+-- one layer in definition order (above); the stop that follows
+-- (graph.stop_ordered) then finds them signalled. Nothing otherwise.
+function graph.signal_early(S, insts)
+  if #insts > 1 and one_layer(S, insts) then first_pass(insts) end
+end
+
 --- Stops the instances, dependents before their dependencies, every
 -- instance of a layer in parallel. None of them is restarted from the
 -- moment this is called. Task only.
@@ -193,16 +270,19 @@ function graph.stop_ordered(S, insts)
   -- The cgroups of the runs it ends go at its end (removed before it
   -- returns), not in the middle of the services' exits.
   local _ <close> = cgroup.defer_removals(S, insts)
+  -- Nothing of the set restarts once the stop has begun, even a service
+  -- of a later layer that exits on its own meanwhile.
+  for _, inst in ipairs(insts) do inst.want = false end
+  if one_layer(S, insts) then
+    stop_layer(insts)
+    return
+  end
   local remaining = {}
   for _, inst in ipairs(insts) do
-    -- Nothing of the set restarts once the stop has begun, even a service
-    -- of a later layer that exits on its own meanwhile.
-    inst.want = false
     remaining[inst.service] = remaining[inst.service] or {}
     table.insert(remaining[inst.service], inst)
   end
-  local pos = {}
-  for i, name in ipairs(S.order) do pos[name] = i end
+  local pos = shape(S).pos
   while next(remaining) do
     -- This layer: the services no other remaining service depends on.
     local needed = {}
@@ -218,24 +298,7 @@ function graph.stop_ordered(S, insts)
       for _, inst in ipairs(remaining[name]) do layer_insts[#layer_insts + 1] = inst end
       remaining[name] = nil
     end
-    -- Signal first: every main process of the layer gets its stop signal,
-    -- one kill(2) each, then the rest of each one's cgroup (an escapee),
-    -- before any instance's stop does its bookkeeping (its state, the
-    -- waits) and before its task is even made: how soon the last process
-    -- of a large stop gets its signal no longer grows with that work (see
-    -- Instance:signal_first and Instance:signal_rest). The tasks are made
-    -- in this same turn, so they run in the next one before any exit this
-    -- pass caused is handled (an exit's callback is queued when the reaper
-    -- runs, in the loop's poll, behind them).
-    for _, i in ipairs(layer_insts) do i:signal_first() end
-    for _, i in ipairs(layer_insts) do i:signal_rest() end
-    -- The processes just signalled end on orch's CPU too: they go first,
-    -- orch's bookkeeping of their stops after (a stop's users wait for
-    -- the processes to be gone).
-    if #layer_insts > 1 then orch.sched_yield() end
-    local tasks = {}
-    for i, inst in ipairs(layer_insts) do tasks[i] = orch.task(inst.stop, inst) end
-    for _, t in ipairs(tasks) do t:join() end
+    stop_layer(layer_insts)
   end
 end
 

@@ -431,6 +431,8 @@ function Sup:shutdown(code)
       if inst.state == "fatal" and inst.want then self.fatal_at_exit = true end
       inst.want = false
     end
+    -- The first layer's stop signals before anything else of the shutdown.
+    graph.signal_early(self, all)
     self.shutdown_code = code
     self.shutdown_task = orch.task(function()
       self:stop_ordered(all)
@@ -908,8 +910,9 @@ local function new(main)
     local function on(name)
       count = count + 1
       if count == 1 and not S.shutdown_task then
-        S:log("received " .. name .. ": stopping every service (send it again to kill them)")
+        -- The stop signals first (Sup:shutdown's early pass), the line after.
         S:shutdown()
+        S:log("received " .. name .. ": stopping every service (send it again to kill them)")
       else
         S:log("received " .. name .. " again: killing every service")
         S:escalate()

@@ -882,16 +882,23 @@ end
 -- would escape), and the stop sends nothing more. Left to the stop itself:
 -- a run already stopping, one with a stop hook (which runs before any
 -- signal), a frozen one (thawed first), a daemon's adopted main process
--- (checked by its start time), and a shutdown's KILL.
+-- (checked by its start time), and a shutdown's KILL. A run signalled
+-- already (a shutdown's early pass, graph.signal_early) is left as it is.
+-- True when it sent the signal.
 function Instance:signal_first()
   local run = self.run
   if not (run and run.alive and run.proc and not run.proc_done and not run.stopping) then return end
+  if run.signalled ~= nil or run.signalled_group ~= nil then return end
   local st = self.cfg.stop
   if st.fn or self.frozen or self.sup.escalated or (run.main_pid and run.main_pid ~= run.pid) then return end
   if st.group and not run.cgroup then
-    if self:send(run, st.signal, true) then run.signalled_group = st.signal end
+    if self:send(run, st.signal, true) then
+      run.signalled_group = st.signal
+      return true
+    end
   elseif run.proc:kill(st.signal) then
     run.signalled = st.signal
+    return true
   end
 end
 
