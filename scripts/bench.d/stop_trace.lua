@@ -67,7 +67,9 @@ local function one(kind, r)
   local on, since = {}, {}
   local cpu = { sup = 0, svc = 0, other = 0 }
   local all = 0
+  local runs = {}           -- the supervisor's time on a CPU: {from, to}
   local function account_all(tid, a, b)
+    if tid == sup then runs[#runs + 1] = { a, b } end
     if tid ~= sup or not done then return end
     a, b = math.max(a, t0), math.min(b, done)
     if b > a then all = all + (b - a) end
@@ -94,6 +96,14 @@ local function one(kind, r)
   end
   for c, tid in pairs(on) do account(c, tid, since[c], tend) end
   local ms = function(x) return (x - t0) * 1e3 end
+  local function cpu_until(b)          -- the supervisor's CPU from t0 to b, ms
+    local sum = 0
+    for _, r in ipairs(runs) do
+      local x, y = math.max(r[1], t0), math.min(r[2], b)
+      if y > x then sum = sum + (y - x) end
+    end
+    return sum * 1e3
+  end
   local list = {}
   for n, c in pairs(sys) do list[#list + 1] = { n, c } end
   table.sort(list, function(a, b) return a[2] > b[2] end)
@@ -130,12 +140,13 @@ local function one(kind, r)
     st.at = table.concat(at, ", ")
     st.cpu = table.concat(used, ", ")
   end
-  return { st = st, first = ms(kills[1]), last = ms(kills[#kills]), nkill = #kills, exit50 = ms(exits[50] or tend),
+  return { st = st, cpu_first = cpu_until(kills[1]), cpu_last = cpu_until(kills[#kills]), first = ms(kills[1]), last = ms(kills[#kills]), nkill = #kills, exit50 = ms(exits[50] or tend),
            exit = ms(tend), probe = probe, done = done and ms(done) or 0 / 0, cpu_all = all * 1e3, sup_cpu = cpu.sup * 1e3, svc_cpu = cpu.svc * 1e3,
            other_cpu = cpu.other * 1e3, top = table.concat(top, ", ") }
 end
 
-local cols = { "first", "last", "exit50", "exit", "probe", "done", "sup_cpu", "cpu_all", "svc_cpu", "other_cpu" }
+local cols = { "first", "last", "exit50", "exit", "probe", "done", "cpu_first", "cpu_last", "sup_cpu", "cpu_all",
+               "svc_cpu", "other_cpu" }
 local function median(v)
   table.sort(v)
   if #v == 0 then return 0 / 0 end

@@ -13,6 +13,8 @@
 #   done          the supervisor's own exit (its stop over, its cgroups gone)
 #   cpu_all       the supervisor's CPU from the SIGTERM to its exit
 # and, in the window from the SIGTERM to the last exit:
+#   cpu_first, cpu_last  the supervisor's CPU until its first and its last
+#                 stop signal
 #   sup_cpu       the supervisor's time on a CPU (sched_switch)
 #   svc_cpu       the services' time on a CPU (all 100: wake-up and exit)
 #   other_cpu     everything else's (the probe, the machine's other load)
