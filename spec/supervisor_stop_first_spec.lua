@@ -307,6 +307,34 @@ describe("a stop signals first", function()
     end)
   end)
 
+  it("holds SIGCHLD only during its first pass: released after, a script's own hold kept", function()
+    u.with(function(s)
+      for i = 1, 3 do s.service { name = "q" .. i, cmd = { "sleep", "600" } } end
+      local function held()
+        for _, name in ipairs(orch.signal.sigprocmask()) do if name == "CHLD" then return true end end
+        return false
+      end
+      s.start("all")
+      assert.is_true(s.wait("all", "running", 20))
+      assert.is_true(s.stop("all"))
+      assert.is_false(held(), "released after the stop")
+      s.start("all")
+      assert.is_true(s.wait("all", "running", 20))
+      assert.is_true(orch.signal.sighold("CHLD"))
+      local ok, err = pcall(function()
+        -- The exits are still seen (the script's hold ends before the wait).
+        local t = orch.task(function() return s.stop("all") end)
+        orch.sleep(0.05)
+        assert.is_true(held(), "the script's hold kept by the stop's first pass")
+        orch.signal.sigrelse("CHLD")
+        assert.is_true(t:join())
+      end)
+      orch.signal.sigrelse("CHLD")
+      assert(ok, err)
+      assert.are.equal("stopped", u.st(s, "q1").state)
+    end)
+  end)
+
   it("still sends KILL after the stop timeout to a process that keeps the signal blocked", function()
     u.with(function(s, logs, dir)
       service(s, "deaf", dir, "never", { stop = { signal = SIG, timeout = 0.2 } })

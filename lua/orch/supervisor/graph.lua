@@ -228,16 +228,34 @@ end
 -- gets its signal no longer grows with that work (see Instance:signal_first
 -- and Instance:signal_rest). An instance signalled already (a shutdown's
 -- early pass) is not signalled again.
+-- SIGCHLD waits meanwhile (blocked, then released once: the reaper's
+-- signal, of which the kernel keeps one pending, as the C limit's
+-- sigwaitinfo loop does): each service that ends during the pass would
+-- otherwise interrupt it with libuv's handler (a signal frame, three
+-- syscalls), which made a kill of the pass cost about twice the kill.
+local held = { __close = function() orch.signal.sigrelse("CHLD") end }
+local function hold_chld()
+  for _, name in ipairs(orch.signal.sigprocmask("block", "CHLD")) do
+    if name == "CHLD" then return nil end     -- the script holds it: its own
+  end
+  return setmetatable({}, held)
+end
+
 local function first_pass(insts)
+  local _ <close> = #insts > 1 and hold_chld() or nil
   local sent = 0
   for _, i in ipairs(insts) do
     if i:signal_first() then sent = sent + 1 end
   end
   for _, i in ipairs(insts) do i:signal_rest() end
-  -- The processes just signalled end on orch's CPU too: they go first,
-  -- orch's bookkeeping of their stops after (a stop's users wait for the
-  -- processes to be gone).
-  if sent > 1 then orch.sched_yield() end
+  return sent
+end
+
+-- The first pass, then: the processes just signalled end on orch's CPU
+-- too: they go first, orch's bookkeeping of their stops after (a stop's
+-- users wait for the processes to be gone).
+local function signal_layer(insts)
+  if first_pass(insts) > 1 then orch.sched_yield() end
 end
 
 -- The stops of one layer, in parallel, after its first pass; returns once
@@ -246,7 +264,7 @@ end
 -- before any exit the pass caused is handled (an exit's callback is queued
 -- when the reaper runs, in the loop's poll, behind them).
 local function stop_layer(insts)
-  first_pass(insts)
+  signal_layer(insts)
   local tasks = {}
   for i, inst in ipairs(insts) do tasks[i] = orch.task(inst.stop, inst) end
   for _, t in ipairs(tasks) do t:join() end
@@ -258,7 +276,7 @@ end
 -- one layer in definition order (above); the stop that follows
 -- (graph.stop_ordered) then finds them signalled. Nothing otherwise.
 function graph.signal_early(S, insts)
-  if #insts > 1 and one_layer(S, insts) then first_pass(insts) end
+  if #insts > 1 and one_layer(S, insts) then signal_layer(insts) end
 end
 
 --- Stops the instances, dependents before their dependencies, every
