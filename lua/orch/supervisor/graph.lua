@@ -212,6 +212,7 @@ end
 local function one_layer(S, insts)
   local sh = shape(S)
   if not sh.flat then return false end
+  if insts == sh.all then return true end   -- in definition order, made so
   local pos, last = sh.pos, 0
   for _, inst in ipairs(insts) do
     local p = pos[inst.service]

@@ -427,12 +427,12 @@ end
 function Sup:shutdown(code)
   if not self.shutdown_task then
     local all = self:all_instances()
+    -- The first layer's stop signals before anything else of the shutdown.
+    graph.signal_early(self, all)
     for _, inst in ipairs(all) do
       if inst.state == "fatal" and inst.want then self.fatal_at_exit = true end
       inst.want = false
     end
-    -- The first layer's stop signals before anything else of the shutdown.
-    graph.signal_early(self, all)
     self.shutdown_code = code
     self.shutdown_task = orch.task(function()
       self:stop_ordered(all)
