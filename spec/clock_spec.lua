@@ -159,4 +159,32 @@ describe("the real clock", function()
       assert.are.same({}, short)
     end)
   end)
+  -- A task's wait is due at the first whole millisecond at or after its
+  -- end (its end rounded up once), not at the next whole millisecond plus
+  -- the wait rounded up (two roundings: up to 2 ms late, 1 on average).
+  -- Read without timing: two waits armed within one millisecond, at a
+  -- fraction f < 0.7 of it (checked by orch.now() before and after; tried
+  -- again otherwise), B of 1 ms first, then A of 0.2 ms. Rounded once, A is
+  -- due a millisecond before B and wakes first, however late the loop runs
+  -- (the wheel runs its milliseconds in order); rounded twice, both are due
+  -- in the same millisecond and wake in the order armed, B first.
+  it("makes a task's wait due at the first whole millisecond after its end, not a millisecond later", function()
+    h.run(function()
+      local order, ok
+      for _ = 1, 1000 do
+        order = {}
+        while (orch.now() * 1000) % 1 > 0.3 do end    -- near the start of a millisecond
+        local t0, t1
+        orch.task(function() t0 = orch.now() orch.sleep(0.001) order[#order + 1] = "B" end)
+        orch.task(function() orch.sleep(0.0002) order[#order + 1] = "A" end)
+        local last = orch.task(function() t1 = orch.now() end)
+        last:join()
+        while #order < 2 do orch.sleep(0.001) end
+        ok = math.floor(t0 * 1000) == math.floor(t1 * 1000) and (t1 * 1000) % 1 < 0.7
+        if ok then break end
+      end
+      assert.is_true(ok)
+      assert.are.same({ "A", "B" }, order)
+    end)
+  end)
 end)

@@ -178,6 +178,26 @@ static uint64_t due_ms(uv_loop_t *loop, uint64_t ms) {
   return ms > UINT64_MAX / 2 - now ? UINT64_MAX / 2 : now + ms;
 }
 
+/* The same for a task's wait of seconds: due at the first whole
+ * millisecond at or after now + seconds, its end rounded up once, where
+ * due_ms(ceil(seconds in ms)) rounds up both the clock and the wait (a
+ * wait then ended 0-2 ms after its time, 1 on average, now 0-1; the
+ * watchdog's detection latency, a wait until each deadline, grew by 1-2
+ * ms with the two, tenth session in doc/benchmarks.md). Never early: when
+ * the loop's clock (the monotonic clock rounded down) reaches the due
+ * millisecond, the monotonic clock is past now + seconds. Waits of a
+ * million seconds and more keep whole milliseconds (no nanosecond count
+ * to overflow). */
+static uint64_t due_after(uv_loop_t *loop, double seconds) {
+  if (!(seconds > 0)) return uv_now(loop);
+  if (seconds >= 1e6) {
+    double ms = ceil(seconds * 1000.0);
+    return due_ms(loop, ms > 9.0e15 ? (uint64_t)9.0e15 : (uint64_t)ms);
+  }
+  uint64_t end = orch__mono_ns() + (uint64_t)ceil(seconds * 1e9);
+  return end / 1000000 + (end % 1000000 != 0);
+}
+
 /* (libuv's timer is due at its loop's time + the timeout, whenever that
  * time was last read.) */
 int orch__timer_start(uv_timer_t *h, uv_timer_cb cb, uint64_t ms, uint64_t repeat) {
@@ -305,20 +325,20 @@ void orch__wtimer_stop(orch_runtime *rt, orch__wtimer *t) {
   if (!rt->wlate.head && !rt->wslotted && !rt->wfar.n) rearm(rt);
 }
 
-void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, uint64_t ms, orch__vtimer_cb cb) {
+void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, double seconds, orch__vtimer_cb cb) {
   orch__wtimer_stop(rt, t);
   if (!rt->wheel) {
     rt->wheel = calloc(ORCH__WHEEL_SLOTS, sizeof *rt->wheel);
     if (!rt->wheel) { fprintf(stderr, "orch: out of memory (timers)\n"); abort(); }
   }
-  /* The loop's time of this turn: the due time is read afresh (due_ms). */
+  /* The loop's time of this turn: the due time is read afresh (due_after). */
   uint64_t now = uv_now(rt->loop);
   /* An idle wheel's cursor catches up with the clock at once. */
   if (!rt->wslotted && !rt->wlate.head && rt->wcur <= now) {
     rt->wcur = now;
     migrate(rt);
   }
-  t->h.due = due_ms(rt->loop, ms);
+  t->h.due = due_after(rt->loop, seconds);
   t->h.seq = rt->wseq++;
   t->h.cb = cb;
   place(rt, t);

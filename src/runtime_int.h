@@ -188,7 +188,7 @@ int orch__wait_begin(orch__task *t, double timeout, const char *op,
                      orch__cancel_fn cancel, void *data);
 
 /* clock.c: the wheel of real-clock task waits. */
-void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, uint64_t ms, orch__vtimer_cb cb);
+void orch__wtimer_start(orch_runtime *rt, orch__wtimer *t, double seconds, orch__vtimer_cb cb);
 void orch__wtimer_stop(orch_runtime *rt, orch__wtimer *t);
 void orch__wheel_init(orch_runtime *rt);
 void orch__wheel_reset(orch_runtime *rt);

@@ -620,10 +620,8 @@ static int start_timer(orch__task *t, double seconds) {
     orch__vtimer_start(t->rt, &t->timer.v, seconds, vtimeout_cb);
     return 0;
   }
-  double ms = ceil(seconds * 1000.0);
-  if (ms > 9.0e15) ms = 9.0e15;
   t->timer.w.h.data = t;
-  orch__wtimer_start(t->rt, &t->timer.w, (uint64_t)ms, wtimeout_cb);
+  orch__wtimer_start(t->rt, &t->timer.w, seconds, wtimeout_cb);
   return 0;
 }
 
