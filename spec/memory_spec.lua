@@ -53,6 +53,48 @@ describe("memory of every orch process", function()
     assert.are.equal('{"a":[1,2]}\t0\t\n', out)
   end)
 
+  -- libm's text: ld.so runs its IFUNC resolvers as it loads it, and the
+  -- kernel maps a 64 KiB window of the page cache around each page a fault
+  -- touches, so the whole text was resident in every orch process; main()
+  -- unmaps it (src/main.c) and only the windows of what orch calls come back.
+  -- Lua's `^` is libm's pow (its code and tables, four windows): the
+  -- modules a supervisor loads write their constants without it, and the
+  -- backoff multiplies (lua/orch/supervisor/policy.lua). In pages: at most
+  -- two windows of the text (one in practice), and of the read-only
+  -- segments the first (the symbol tables) and the relocated page (without
+  -- these changes: 248 to 312 KiB of text, 236 KiB read-only).
+  it("holds only the windows of libm's text that orch calls, in a fresh process and in a supervisor that computed backoffs", function()
+    local code, out, err = h.cli({ "-e", [[
+      local function libm()
+        local rss, cur = {}, nil
+        for l in io.lines("/proc/self/smaps") do
+          local perm, path = l:match("^%x+%-%x+ (%S+) %x+ %S+ %d+%s*(%S*)")
+          if perm then cur = path:match("/libm%.so") and perm or nil
+          elseif cur then
+            local kb = l:match("^Rss:%s+(%d+)")
+            if kb then rss[cur] = (rss[cur] or 0) + tonumber(kb) end
+          end
+        end
+        return (rss["r-xp"] or 0) .. " " .. (rss["r--p"] or 0)
+      end
+      local fresh = libm()
+      require "orch.supervisor"
+      require "orch.supervisor.limits"
+      require "orch.scheduler"
+      local policy = require "orch.supervisor.policy"
+      local d = {}
+      for i = 1, 6 do d[i] = policy.backoff({ initial = 0.1, factor = 2, max = 3, jitter = 0 }, i) end
+      print(fresh, libm(), table.concat(d, " "))
+    ]] })
+    assert.are.equal(0, code, err)
+    local x0, r0, x1, r1, delays = out:match("^(%d+) (%d+)\t(%d+) (%d+)\t(.-)\n$")
+    assert.is_truthy(x0, out)
+    assert.are.equal("0.1 0.2 0.4 0.8 1.6 3", delays)
+    if not h.sanitized then
+      for _, kb in ipairs { x0, r0, x1, r1 } do assert.is_true(tonumber(kb) <= 128, out) end
+    end
+  end)
+
   it("reads a child's output in a fresh process (the read buffer made at the first read)", function()
     local code, out = h.cli({ "-e", [[print(orch.run{ "sh", "-c", "printf abc; printf def >&2" })]] })
     assert.are.equal(0, code)

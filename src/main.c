@@ -12,10 +12,15 @@
  * file, 75 another orchestrator holds the control socket's lock, or the code
  * given to orch.exit().
  */
+#include <elf.h>
+#include <link.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "fdholder.h"
 #include "orch.h"
@@ -66,7 +71,42 @@ static int run_file(orch_runtime *rt, const char *file, int argc, char **argv) {
   return finish(rt, r, 1);
 }
 
+/* libm's text is resident whole from the start of every orch process,
+ * though orch calls a few of its functions (Lua's floor, fmod, pow, frexp
+ * and math library): ld.so runs its IFUNC resolvers as it relocates it (21
+ * of them, spread over its text), and the kernel maps the page cache's
+ * pages in a 64 KiB window around each page a fault touches (fault-around),
+ * so every window of the text is mapped before main (issue 14, memory per
+ * service; doc/benchmarks.md, tenth session). Those resolvers never run
+ * again: the text is unmapped here (MADV_DONTNEED: the pages stay in the
+ * page cache, clean copies of the file) and the kernel maps back, a window
+ * at a time, only what orch calls from now on. Text with relocations of
+ * its own (DT_TEXTREL: written pages that the file could not give back)
+ * is left alone. */
+static int drop_libm_text(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  (void)arg;
+  const char *base = strrchr(info->dlpi_name, '/');
+  if (!base || strncmp(base + 1, "libm.so", 7) != 0) return 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_DYNAMIC) continue;
+    for (const ElfW(Dyn) *d = (const ElfW(Dyn) *)(info->dlpi_addr + ph->p_vaddr); d->d_tag != DT_NULL; d++)
+      if (d->d_tag == DT_TEXTREL || (d->d_tag == DT_FLAGS && (d->d_un.d_val & DF_TEXTREL))) return 1;
+  }
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || (ph->p_flags & PF_W)) continue;
+    uintptr_t lo = (info->dlpi_addr + ph->p_vaddr) & ~(page - 1);
+    uintptr_t hi = (info->dlpi_addr + ph->p_vaddr + ph->p_memsz + page - 1) & ~(page - 1);
+    madvise((void *)lo, hi - lo, MADV_DONTNEED);
+  }
+  return 1;
+}
+
 int main(int argc, char **argv) {
+  dl_iterate_phdr(drop_libm_text, NULL);
   /* A write to a closed pipe must fail with EPIPE, not kill the
    * orchestrator. Spawned children get the default disposition back. */
   signal(SIGPIPE, SIG_IGN);

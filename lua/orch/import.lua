@@ -130,7 +130,7 @@ end
 local function bytes(v)
   local num, unit = tostring(v):upper():match("^%s*(%d+)%s*([KMG]?)B?%s*$")
   if not num then return nil end
-  return math.tointeger(tonumber(num) * ({ [""] = 1, K = 1024, M = 1024 ^ 2, G = 1024 ^ 3 })[unit])
+  return math.tointeger(tonumber(num) * ({ [""] = 1, K = 1024, M = 1024.0 * 1024, G = 1024.0 * 1024 * 1024 })[unit])
 end
 
 local function dirname(p) return p:match("^(.*)/[^/]*$") or "." end

@@ -90,7 +90,7 @@ function pretty_value(v, depth, indent, seen, opts)
   if tv == "string" then return quote(v)
   elseif tv == "table" and not has_tostring(v) then return pretty_table(v, depth, indent, seen, opts)
   elseif tv == "number" and math.type(v) == "float" and v == math.floor(v) and v == v
-    and v > -2^53 and v < 2^53 then
+    and v > -0x1p53 and v < 0x1p53 then
     return string.format("%.1f", v)
   end
   local ok, s = pcall(tostring, v)

@@ -26,7 +26,7 @@ local job_options = {
   on_exit = "function", on_start = "function", name = "string", log = "function",
   max_runs = function(v)
     return (math.type(v) == "integer" and v >= 1) or (math.type(v) == "float" and v >= 1
-      and v < 2^53 and v == math.floor(v)), "integer >= 1"
+      and v < 0x1p53 and v == math.floor(v)), "integer >= 1"
   end,
 }
 
@@ -315,7 +315,7 @@ function M.next_cron(c, after)
   end
   if c.reboot then return nil end          -- @reboot: no time after the start
   if after == nil then after = orch.time() end
-  if type(after) ~= "number" or not (after > -2^52 and after < 2^52) then
+  if type(after) ~= "number" or not (after > -0x1p52 and after < 0x1p52) then
     error(("bad argument #2 to 'next_cron' (epoch seconds expected, got %s)"):format(
       type(after) == "number" and tostring(after) or type(after)), 2)
   end

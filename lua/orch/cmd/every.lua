@@ -63,7 +63,7 @@ local function parse(p)
     if p[k] then
       local v, a = tonumber(p[k]), "--" .. k:gsub("_", "-")
       if k == "max_runs" then
-        if not v or not (v >= 1 and v < 2^53) or v ~= math.floor(v) then return nil, a .. " needs an integer >= 1" end
+        if not v or not (v >= 1 and v < 0x1p53) or v ~= math.floor(v) then return nil, a .. " needs an integer >= 1" end
       elseif not v or not (v >= 0 and v < math.huge) then
         return nil, a .. " needs a number >= 0"
       end

@@ -806,9 +806,11 @@ function M.watch_empty(run, fn)
   end), Run.cancel_task)
 end
 
+-- (Multiplied, not 1024 ^ 2: Lua's `^` is libm's pow, kept out of memory.)
+local MIB, GIB = 1024.0 * 1024, 1024.0 * 1024 * 1024
 local function human(n)
-  if n >= 1024 ^ 3 and n % 1024 ^ 3 == 0 then return string.format("%dG", n // 1024 ^ 3) end
-  if n >= 1024 ^ 2 and n % 1024 ^ 2 == 0 then return string.format("%dM", n // 1024 ^ 2) end
+  if n >= GIB and n % GIB == 0 then return string.format("%dG", n // GIB) end
+  if n >= MIB and n % MIB == 0 then return string.format("%dM", n // MIB) end
   if n >= 1024 and n % 1024 == 0 then return string.format("%dK", n // 1024) end
   return tostring(n)
 end

@@ -11,9 +11,11 @@ local cgroup = require "orch.supervisor.cgroup"
 
 local limits = {}
 
+-- (Multiplied, not 1024 ^ 2: Lua's `^` is libm's pow, kept out of memory.)
+local MIB, GIB = 1024.0 * 1024, 1024.0 * 1024 * 1024
 local function human(n)
-  if n >= 1024 ^ 3 then return string.format("%.1fG", n / 1024 ^ 3) end
-  if n >= 1024 ^ 2 then return string.format("%.1fM", n / 1024 ^ 2) end
+  if n >= GIB then return string.format("%.1fG", n / GIB) end
+  if n >= MIB then return string.format("%.1fM", n / MIB) end
   if n >= 1024 then return string.format("%.1fK", n / 1024) end
   return tostring(n)
 end

@@ -40,10 +40,20 @@ end
 
 --- The next backoff delay for an instance that has failed `fails` times in
 -- a row (1 for the first failure): initial * factor^(fails-1), capped at max,
--- then spread by +-jitter. 0 when initial is 0.
+-- then spread by +-jitter. 0 when initial is 0. The power is multiplied out
+-- (up to the cap), not taken with `^`: Lua's `^` is libm's pow, whose code
+-- and tables (four 64 KiB windows of resident text that nothing else of a
+-- supervisor touches) would stay resident after the first restart with a
+-- backoff (issue 14, memory per service: doc/benchmarks.md, tenth session).
 function policy.backoff(b, fails)
   if b.initial <= 0 then return 0 end
-  local d = b.initial * b.factor ^ math.max(0, fails - 1)
+  local d = b.initial
+  if b.factor > 1 then
+    for _ = 2, fails do
+      if d >= b.max then break end
+      d = d * b.factor
+    end
+  end
   if d > b.max then d = b.max end
   if b.jitter > 0 then d = d * (1 + b.jitter * (2 * math.random() - 1)) end
   if d < 0 then d = 0 end

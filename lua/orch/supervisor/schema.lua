@@ -73,7 +73,7 @@ local function check_positive_seconds(v, path)
   return v
 end
 
-local units = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3, t = 1024 ^ 4 }
+local units = { [""] = 1, k = 1024, m = 1024.0 * 1024, g = 1024.0 * 1024 * 1024, t = 1024.0 * 1024 * 1024 * 1024 }
 
 --- Bytes from 4096, 10e6, "512M", "64k", "1G", "1.5GiB".
 local function check_size(v, path)
