@@ -54,6 +54,42 @@ describe("supervisor memory per service", function()
     end)
   end)
 
+  -- Most runs hold one part, their cgroup, closed by one function per
+  -- supervisor: they share one table of parts (80 bytes a service), which a
+  -- second part copies and dropping the part drops.
+  it("shares the table of parts between runs whose only part is the same, and copies it for a second part", function()
+    local Run = require "orch.supervisor.run"
+    local closed = {}
+    local function park(obj) closed[#closed + 1] = obj end
+    local function stop(obj) closed[#closed + 1] = obj end
+    local a, b, c = Run.new(), Run.new(), Run.new()
+    a:own("cgroup", "cg-a", park)
+    b:own("cgroup", "cg-b", park)
+    c:own("cgroup", "cg-c", stop)
+    assert.is_true(rawequal(a.parts, b.parts))
+    assert.is_false(rawequal(a.parts, c.parts))
+    local shared = a.parts
+    a:own("timer", "t-a", stop)
+    assert.is_false(rawequal(a.parts, shared))
+    assert.are.same({ cgroup = park }, b.parts)
+    assert.are.equal("cg-a", a.cgroup)
+    assert.are.equal("t-a", a.timer)
+    b:drop("cgroup")
+    assert.is_nil(b.cgroup)
+    assert.are.same({ "cg-b" }, closed)
+    assert.are.same({ cgroup = park }, shared)
+    assert.is_true(rawequal(shared, c.parts) == false)
+    a:release()
+    c:release()
+    table.sort(closed)
+    assert.are.same({ "cg-a", "cg-b", "cg-c", "t-a" }, closed)
+    assert.is_nil(a.cgroup)
+    assert.is_nil(c.cgroup)
+    local d = Run.new()
+    d:own("cgroup", "cg-d", park)
+    assert.is_true(rawequal(d.parts, shared))
+  end)
+
   -- Lua never shrinks a table's hash part when fields go back to nil: the
   -- fields a sink holds while a batch of lines is written count as much as
   -- those it keeps (9 at any moment, and it is a 16-slot table for good).
