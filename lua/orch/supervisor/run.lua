@@ -30,45 +30,18 @@ function Run.new(fields)
   return run
 end
 
--- A run whose only part is `key`, closed by `close`, shares its table of
--- parts ({ [key] = close }) with every other such run: most runs of a
--- supervisor hold one part, their cgroup, whose closer is one per
--- supervisor, and a table each was 80 bytes a service (issue 14, memory per
--- service). A shared table is never changed: a second part copies it, and
--- dropping its part drops the table.
-local single = setmetatable({}, { __mode = "k" })       -- close -> key -> shared table
-local shared = setmetatable({}, { __mode = "k" })       -- the shared tables
-
 --- Makes obj a part of the run under `key` (run[key] is obj until it is
 -- dropped); close(obj) frees it (default obj:close()). Returns obj. A part
 -- that ended by itself (a timer that fired) sets run[key] = nil.
 function Run:own(key, obj, close)
   self:drop(key)
   self[key] = obj
-  close = close or obj.close
   local parts = self.parts
   if not parts then
-    local by_key = single[close]
-    if not by_key then
-      by_key = {}
-      single[close] = by_key
-    end
-    parts = by_key[key]
-    if not parts then
-      parts = { [key] = close }
-      by_key[key] = parts
-      shared[parts] = true
-    end
-    self.parts = parts
-    return obj
-  end
-  if shared[parts] then
-    local copy = {}
-    for k, c in pairs(parts) do copy[k] = c end
-    parts = copy
+    parts = {}
     self.parts = parts
   end
-  parts[key] = close
+  parts[key] = close or obj.close
   return obj
 end
 
@@ -78,8 +51,7 @@ function Run:drop(key)
   local close = parts and parts[key]
   if not close then return end
   local obj = self[key]
-  if shared[parts] then self.parts = nil else parts[key] = nil end
-  self[key] = nil
+  parts[key], self[key] = nil, nil
   if obj ~= nil then close(obj) end
 end
 
