@@ -187,4 +187,50 @@ describe("the real clock", function()
       assert.are.same({ "A", "B" }, order)
     end)
   end)
+  -- orch.timer.after's wait is due as a task's is (the first whole
+  -- millisecond at or after its end), where it was rounded to the nearest
+  -- millisecond and counted from the next whole one: below 0.5 ms it fired
+  -- at once, 1.4 ms could fire after 1.0, and 1.6 ms was due at the second
+  -- whole millisecond after now + 1.6 ms. Without timing: no firing before
+  -- its time by orch.now() (a lower bound), and an order. A timer of 2 ms
+  -- is armed, then (in the same millisecond, at a fraction f < 0.35 of it:
+  -- checked, tried again otherwise) one of 1.6 ms. Due at the first whole
+  -- millisecond after its end, the second is due a millisecond before the
+  -- first and fires first, however late the loop runs (libuv runs its
+  -- timers in due order); rounded to 2 ms from the next whole millisecond,
+  -- both are due in the same millisecond and fire in the order armed.
+  it("fires orch.timer.after no earlier than its time by orch.now(), at fractions of a millisecond too", function()
+    h.run(function()
+      local short = {}
+      for _ = 1, 20 do
+        for _, s in ipairs { 0.0001, 0.0004, 0.0014, 0.0026 } do
+          local done = orch.cond()
+          local t0 = orch.now()
+          orch.timer.after(s, function() done:signal(orch.now()) end)
+          local t1 = done:wait()
+          if t1 - t0 < s - 1e-9 then short[#short + 1] = string.format("%.6f s of %g", t1 - t0, s) end
+        end
+      end
+      assert.are.same({}, short)
+    end)
+  end)
+
+  it("makes orch.timer.after due at the first whole millisecond after its end, not a millisecond later", function()
+    h.run(function()
+      local order, ok
+      for _ = 1, 1000 do
+        order = {}
+        while (orch.now() * 1000) % 1 > 0.2 do end    -- near the start of a millisecond
+        local t0 = orch.now()
+        orch.timer.after(0.002, function() order[#order + 1] = "2 ms" end)
+        orch.timer.after(0.0016, function() order[#order + 1] = "1.6 ms" end)
+        local t1 = orch.now()
+        while #order < 2 do orch.sleep(0.001) end
+        ok = math.floor(t0 * 1000) == math.floor(t1 * 1000) and (t1 * 1000) % 1 < 0.35
+        if ok then break end
+      end
+      assert.is_true(ok)
+      assert.are.same({ "1.6 ms", "2 ms" }, order)
+    end)
+  end)
 end)

@@ -204,6 +204,16 @@ int orch__timer_start(uv_timer_t *h, uv_timer_cb cb, uint64_t ms, uint64_t repea
   return uv_timer_start(h, cb, due_ms(h->loop, ms) - uv_now(h->loop), repeat);
 }
 
+/* The same with its first firing due as a task's wait is (due_after: the
+ * first whole millisecond at or after now + seconds). orch.timer.after
+ * went through orch__timer_start with its wait rounded to the nearest
+ * millisecond, counted from the next whole millisecond: rounded twice, it
+ * fired up to 0.5 ms before its time by orch.now() (at once below 0.5 ms),
+ * or a millisecond after the first whole one past its end. */
+int orch__timer_start_after(uv_timer_t *h, uv_timer_cb cb, double seconds, uint64_t repeat) {
+  return uv_timer_start(h, cb, due_after(h->loop, seconds) - uv_now(h->loop), repeat);
+}
+
 /* ---------------------------------------------------------------- wheel */
 
 /* The waits of tasks on the real clock (a sleep, a timeout) share one

@@ -121,7 +121,8 @@ static int timer_new(lua_State *L, int repeat) {
   /* The loop's clock counts milliseconds: 1 ms is the floor. */
   if (repeat && ms == 0) ms = 1;
   if (!t->has_h) orch__vtimer_start(rt, &t->vt, repeat ? (double)ms / 1000.0 : s, vfire);
-  else orch__timer_start(&t->h, fire, ms, repeat ? ms : 0);
+  else if (repeat) orch__timer_start(&t->h, fire, ms, ms);
+  else orch__timer_start_after(&t->h, fire, s, 0);
   return 1;
 }
 

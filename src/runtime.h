@@ -179,6 +179,8 @@ void orch__hold(orch_runtime *rt, int delta);
 double orch__now(orch_runtime *rt);     /* monotonic */
 /* uv_timer_start from the loop clock read now (not at the start of the turn). */
 int orch__timer_start(uv_timer_t *h, uv_timer_cb cb, uint64_t ms, uint64_t repeat);
+/* The same with the first firing due after seconds (not whole milliseconds). */
+int orch__timer_start_after(uv_timer_t *h, uv_timer_cb cb, double seconds, uint64_t repeat);
 double orch__time(orch_runtime *rt);    /* since the epoch */
 int orch__virtual(orch_runtime *rt);
 
