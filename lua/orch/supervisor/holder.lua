@@ -254,7 +254,8 @@ end
 
 --- Ends the holder: "bye", and TERM to its process (a holder that has not
 -- bound its socket yet never reads the bye, and as orch's child it would
--- keep orch's loop alive).
+-- keep orch's loop alive). It is kept in P.ending until persist's clean end
+-- has seen it gone (holder.close).
 function holder.stop(P)
   local h = P.holder
   if not h then return end
@@ -262,12 +263,33 @@ function holder.stop(P)
   local d = client(P)
   if d then d:send(ctl().encode{ op = "bye" }, P.holder_path) end
   if h.proc and h.proc:running() then h.proc:kill("TERM") end
+  local ending = {}
+  for _, e in ipairs(P.ending or {}) do
+    if holder.alive(e) then ending[#ending + 1] = e end
+  end
+  ending[#ending + 1] = h
+  P.ending = ending
 end
 
---- persist's clean end: the holder ends, and the client socket closes.
-function holder.close(P)
+--- persist's clean end: the holder ends, and the client socket closes. In
+-- a task, orch waits until every holder it told to end is gone (SIGKILL
+-- after WAIT seconds, logged), so that nothing of it is left when it exits
+-- (a service manager's unit, a test's check): the holder's exit used to
+-- follow orch's by a scheduler slice or more, and an adopted holder (not
+-- orch's child) whose bye was not read lived on.
+function holder.close(P, S)
   holder.stop(P)
   if P.dgram then P.dgram:close() P.dgram = nil end
+  local ending = P.ending or {}
+  P.ending = nil
+  if not orch.current() then return end
+  for _, h in ipairs(ending) do
+    if not orch.proc.wait_exit(h.pid, h.start, WAIT) then
+      S:log(string.format("the fd holder (pid %d) did not end within %d s of its bye: killed", h.pid, WAIT))
+      orch.kill(h.pid, "KILL", h.start)
+      orch.proc.wait_exit(h.pid, h.start, WAIT)
+    end
+  end
 end
 
 return holder

@@ -975,7 +975,7 @@ function persist.close(S)
   if not P or P.closed then return end
   P.closed = true
   if P.timer then P.timer:stop() P.timer = nil end
-  holder.close(P)
+  holder.close(P, S)
   os.remove(P.state_path)
   os.remove(P.journal_path)
   if P.owner_path then os.remove(P.owner_path) end
