@@ -57,7 +57,7 @@ for n in $SIZES; do
   awk -v a="$a" -v b="$b" -v k="$SCRAPES" -v n="$n" 'BEGIN { printf "metrics_cpu_%d_orch %.3f ms\n", n, (b - a) / 1e6 / k }'
   sort -g "$W/times" | awk -v n="$n" '{ t[NR] = $1 } END { printf "metrics_time_%d_orch %.3f ms\n", n, t[int((NR + 1) / 2)] * 1000 }'
   echo "metrics_bytes_${n}_orch $(wc -c <"$W/metrics.txt") B"
-  kill -TERM "$SUP"; wait "$SUP" 2>/dev/null
+  bench_stop "$SUP"
 done
 
 # Idle wakeups with the endpoint on and nobody scraping.
@@ -66,7 +66,7 @@ sleep 1
 cs() { awk '/^voluntary_ctxt_switches|^nonvoluntary_ctxt_switches/ { s += $2 } END { print s }' /proc/$SUP/status; }
 a=$(cs); sleep 5; b=$(cs)
 echo "http_idle_wakeups_orch $(( (b - a) / 5 )) per_s"
-kill -TERM "$SUP"; wait "$SUP" 2>/dev/null
+bench_stop "$SUP"
 
 # PSS added by the endpoint (after one request of each path).
 start off 10; off=$SUP
@@ -74,4 +74,4 @@ start on 10 --http 127.0.0.1:0; on=$SUP
 for p in metrics healthz readyz status; do $CURL -o /dev/null "http://127.0.0.1:$PORT/$p"; done
 sleep 0.5
 echo "http_pss_added_orch $(( $(pss $on) - $(pss $off) )) KiB"
-kill -TERM "$off" "$on"; wait "$off" "$on" 2>/dev/null
+kill -TERM "$off" "$on"; bench_stop "$off"; bench_stop "$on"

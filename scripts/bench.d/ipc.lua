@@ -2,15 +2,18 @@
 -- _orch. Both processes of the two-process benchmarks are orch (orch.fork).
 --   orch run scripts/bench.d/ipc.lua [scale]
 local scale = tonumber(arg[1]) or 1
+local on_stop = dofile((arg[0]:match("^(.*)/") or ".") .. "/lib.lua").on_stop
 
 local function fork(fn)
-  return assert(orch.fork(fn))
+  local child = assert(orch.fork(fn))
+  on_stop(function() child:kill("KILL") end)   -- before its object goes
+  return child
 end
 
 -- Message-queue round trips between two processes.
 do
   local n = math.floor(50000 * scale)
-  local q <close> = assert(orch.msg.private())
+  local q <close> = on_stop(assert(orch.msg.private()))
   local child = fork(function()
     for _ = 1, n do
       local _, data = assert(q:recv{ type = 1 })
@@ -34,7 +37,7 @@ end
 -- Semaphore hand-overs between two processes, then uncontended pairs.
 do
   local n = math.floor(50000 * scale)
-  local s <close> = assert(orch.sem.private{ n = 2, init = 0, undo = false })
+  local s <close> = on_stop(assert(orch.sem.private{ n = 2, init = 0, undo = false }))
   local child = fork(function()
     for _ = 1, n do
       assert(s:wait(0))
@@ -53,11 +56,12 @@ do
   print(("sem_pingpong_cpu_orch %.2f us"):format(cpu * 1e6 / n))
 
   local m = math.floor(1000000 * scale)
-  local u <close> = assert(orch.sem.private{ init = 0 })   -- SEM_UNDO, like the C side
+  local u <close> = on_stop(assert(orch.sem.private{ init = 0 }))   -- SEM_UNDO, like the C side
   t0 = orch.now()
-  for _ = 1, m do
+  for i = 1, m do
     u:post()
     u:wait()
+    if i & 0xffff == 0 then orch.sleep(0) end   -- a stop's handler runs (lib.on_stop)
   end
   dt = orch.now() - t0
   u:remove()

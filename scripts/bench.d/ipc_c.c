@@ -7,6 +7,8 @@
  *   sem_postwait_c    uncontended post + wait pairs per second (SEM_UNDO)
  *   shm_rw_c          typed 32-bit reads and writes per second on a segment
  * Usage: ipc_c [scale]   (scale multiplies the iteration counts, default 1)
+ * Stopped before its end (SIGINT, SIGTERM, SIGHUP), it removes the queue
+ * or semaphore set it measures and exits 128 + the signal's number.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,11 +39,21 @@ static double cpu(void) {
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The object being measured, removed by a stop (async-signal-safe calls). */
+static volatile sig_atomic_t live_q = -1, live_s = -1;
+
+static void on_stop(int sig) {
+  if (live_q >= 0) msgctl(live_q, IPC_RMID, NULL);
+  if (live_s >= 0) semctl(live_s, 0, IPC_RMID);
+  _exit(128 + sig);
+}
+
 struct msg { long type; char text[64]; };
 
 static void bench_msg(long n) {
   int q = msgget(IPC_PRIVATE, IPC_CREAT | 0600);
   if (q < 0) die("msgget");
+  live_q = q;
   struct msg m = { 1, "ping" };
   pid_t pid = fork();
   if (pid < 0) die("fork");
@@ -61,6 +74,7 @@ static void bench_msg(long n) {
   double dt = now() - t0;
   waitpid(pid, NULL, 0);
   msgctl(q, IPC_RMID, NULL);
+  live_q = -1;
   printf("msg_roundtrip_c %.0f rt/s\n", (double)n / dt);
   printf("msg_roundtrip_cpu_c %.2f us\n", (cpu() - c0) * 1e6 / (double)n);
 }
@@ -73,6 +87,7 @@ static void semop1(int id, unsigned short num, short op, short flg) {
 static void bench_sem(long n, long m) {
   int s = semget(IPC_PRIVATE, 2, IPC_CREAT | 0600);
   if (s < 0) die("semget");
+  live_s = s;
   pid_t pid = fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
@@ -100,6 +115,7 @@ static void bench_sem(long n, long m) {
   dt = now() - t0;
   printf("sem_postwait_c %.0f pairs/s\n", (double)m / dt);
   semctl(s, 0, IPC_RMID);
+  live_s = -1;
 }
 
 static void bench_shm(long n) {
@@ -122,6 +138,9 @@ static void bench_shm(long n) {
 }
 
 int main(int argc, char **argv) {
+  signal(SIGINT, on_stop);
+  signal(SIGTERM, on_stop);
+  signal(SIGHUP, on_stop);
   double scale = argc > 1 ? atof(argv[1]) : 1.0;
   if (scale <= 0) scale = 1.0;
   bench_msg((long)(50000 * scale));

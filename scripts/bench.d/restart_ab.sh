@@ -45,9 +45,7 @@ one() {                   # kind lua_dir round
     for _ in $(seq 100); do [ -s "$RESTART_STAMPS" ] && break; sleep 0.05; done
     awk -v k="$kind" '/^R /{ print k, ($4 - $3) / 1e3, $7 }' "$RESTART_STAMPS" >>"$W/before"
   fi
-  kill -TERM $sup
-  for _ in $(seq 100); do kill -0 $sup 2>/dev/null || break; sleep 0.05; done
-  kill -KILL $sup 2>/dev/null; wait $sup 2>/dev/null
+  bench_stop $sup
   bench_sweep
 }
 for r in $(seq "$ROUNDS"); do

@@ -71,9 +71,7 @@ one() {                  # variant n
     printf 'restart_floor_%s_%s %s ms\n' "$v" "$n" "$(printf '%s\n' "${ts[@]}" | sort -g | sed -n ${mid}p)"
     printf 'cpu_restart_floor_%s_%s %s ms\n' "$v" "$n" "$(printf '%s\n' "${cs[@]}" | sort -g | sed -n ${mid}p)"
   fi
-  kill -TERM "$SUP" 2>/dev/null
-  for _ in $(seq 200); do kill -0 "$SUP" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null
+  bench_stop "$SUP" 10
   for _ in $(seq 50); do bench_sweep; [ -z "$(bench_mine)" ] && break; sleep 0.2; done
 }
 

@@ -50,9 +50,7 @@ one() {                   # kind round
     -- env PROBE_SAMPLES=1 "$P" latency "$SVC_SHM" 20 "$N" 50 >"$f.samples" 2>/dev/null
   perf script -i "$f.data" -F comm,pid,cpu,time,event,trace --ns >"$f.txt" 2>/dev/null
   echo "sup $sup" >>"$f.samples"
-  kill -TERM $sup
-  for _ in $(seq 100); do kill -0 $sup 2>/dev/null || break; sleep 0.05; done
-  kill -KILL $sup 2>/dev/null; wait $sup 2>/dev/null
+  bench_stop $sup
   bench_sweep
 }
 for r in $(seq "$ROUNDS"); do for k in $KINDS; do one "$k" "$r"; done; done

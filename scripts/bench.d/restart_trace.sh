@@ -73,5 +73,4 @@ line("slowest 10%", part(math.floor(n * 0.9) + 1, n))
 if first then line("first restart", { first }) end
 for i = math.max(1, n - 4), n do line("slow", { rows[i] }) end
 LUA
-kill -TERM $SUP
-for _ in $(seq 100); do kill -0 $SUP 2>/dev/null || break; sleep 0.05; done
+bench_stop $SUP

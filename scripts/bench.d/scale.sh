@@ -175,9 +175,7 @@ launched() {             # impl n t0: waits until all N run; 1 if they do not
   local t; t=$(ms_since "$3"); put "start_cold_${2}_$1" "$t" ms; per "start_cold_${2}_$1" "$t" "$2"
 }
 finish() {               # HOW: a signal for $SUP, or cmd:COMMAND
-  if [ "${1#cmd:}" != "$1" ]; then eval "${1#cmd:}" >/dev/null 2>&1; else kill -"$1" "$SUP" 2>/dev/null; fi
-  for _ in $(seq 600); do kill -0 "$SUP" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null
+  bench_stop "$SUP" 30 "$1"
   # Every process of this fleet is gone before the next one starts.
   for _ in $(seq 50); do bench_sweep; [ -z "$(bench_mine)" ] && break; sleep 0.2; done
 }

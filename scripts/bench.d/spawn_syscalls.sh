@@ -15,9 +15,10 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=$(cd "${1:-$HERE/../../build}" && pwd)
 command -v strace >/dev/null || { echo "spawn_syscalls: strace is missing" >&2; exit 1; }
-W=$(mktemp -d /tmp/orch-bench-syscalls.XXXXXX)
-SUP= SVCS=
-trap 'kill -KILL $SUP $SVCS 2>/dev/null; rm -rf "$W"' EXIT
+# $W, and at the end the supervisor stopped (SIGTERM: its cgroup goes)
+# and whatever is left of it swept.
+. "$HERE/workdir.sh"
+bench_workdir /tmp/orch-bench-syscalls.XXXXXX
 
 # A spawn: the child's calls between the clone's return in the child and its
 # execve of /bin/true.
@@ -46,14 +47,12 @@ SUP=$!
 disown "$SUP"
 svc() { pgrep -x -P "$SUP" sleep; }
 for _ in $(seq 500); do old=$(svc) && [ -n "$old" ] && break; sleep 0.01; done
-SVCS=$old
 [ -n "${old:-}" ] || { echo "spawn_syscalls: the service did not start" >&2; exit 1; }
 strace -f -c -o "$W/restart.count" -p "$SUP" &
 ST=$!
 for _ in $(seq 500); do grep -q '^TracerPid:[[:space:]]*[1-9]' "/proc/$SUP/status" && break; sleep 0.01; done
 kill -KILL "$old"
 for _ in $(seq 1000); do new=$(svc) && [ -n "$new" ] && [ "$new" != "$old" ] && break; sleep 0.01; done
-SVCS="$old $new"
 for _ in $(seq 500); do [ "$(cat "/proc/$new/comm" 2>/dev/null)" = sleep ] && break; sleep 0.01; done
 kill -INT "$ST"
 wait "$ST"

@@ -50,8 +50,7 @@ for _ in $(seq "$ROUNDS"); do
       sleep 0.1
       echo "$b $s $(( (c1 - c0) / 1000 )) $(( $(kids_cpu $SUP) / 1000 ))" >>"$W/out"
     done
-    kill -TERM $SUP
-    for _ in $(seq 100); do kill -0 $SUP 2>/dev/null || break; sleep 0.05; done
+    bench_stop $SUP
     bench_sweep
     [ "${b%%:*}" = stamps ] && awk '/^handler/ { n = NR } { l[NR] = $0 } END { if (n) for (i = n; i <= NR; i++) if (l[i] !~ / \| |orch\.supervisor:/) print l[i] }' "$W/err"
     [ -d "$CCG" ] && rmdir "$CCG"/s* "$CCG" 2>/dev/null

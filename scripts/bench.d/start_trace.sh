@@ -40,5 +40,4 @@ perf script -i "$W/perf.data" -F pid,time,event 2>/dev/null | awk -v sup=$SUP '
   /sched_process_exec/ { if ($2 + 0 > lastexec) lastexec = $2 + 0 }
   END { printf "  %d clones; first clone -> last exec %.1f ms; inside clone3 %.1f ms; between clones %.1f ms\n",
                n, (lastexec - first) * 1000, inside * 1000, (last - first - inside) * 1000 }'
-kill -TERM $SUP
-for _ in $(seq 100); do kill -0 $SUP 2>/dev/null || break; sleep 0.05; done
+bench_stop $SUP

@@ -123,8 +123,6 @@ for n in $SIZES; do
   else
     echo "# status.sh: $n services did not all start within $TIMEOUT s" >&2
   fi
-  kill -TERM "$SUP" 2>/dev/null
-  for _ in $(seq 600); do kill -0 "$SUP" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null
+  bench_stop "$SUP" 30
   for _ in $(seq 50); do bench_sweep; [ -z "$(bench_mine)" ] && break; sleep 0.2; done
 done

@@ -75,9 +75,7 @@ launch() {                 # impl n
   if [ "$1" = orch ]; then for _ in $(seq 100); do [ -S "$W/ctl.sock" ] && break; sleep 0.05; done; fi
 }
 finish() {
-  kill -TERM "$SUP" 2>/dev/null
-  for _ in $(seq 100); do kill -0 "$SUP" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$SUP" 2>/dev/null; wait "$SUP" 2>/dev/null; bench_sweep; SUP=
+  bench_stop "$SUP"; bench_sweep; SUP=
   # What a killed minisup left of its cgroups.
   if [ -n "$CCG" ] && [ -d "$CCG" ]; then rmdir "$CCG"/s* "$CCG" 2>/dev/null; fi
 }

@@ -66,8 +66,7 @@ one() {                   # kind round
              done' - "$P" "$SVC_SHM" $sup "$f.probe" 2>/dev/null
   perf script -i "$f.data" -F comm,pid,tid,cpu,time,event,trace --ns >"$f.txt" 2>/dev/null
   echo "$sup" >"$f.sup"
-  for _ in $(seq 100); do kill -0 $sup 2>/dev/null || break; sleep 0.05; done
-  kill -KILL $sup 2>/dev/null; wait $sup 2>/dev/null
+  bench_stop $sup 5 0      # (the probe sent its TERM)
   bench_sweep
   [ -d "$CCG" ] && rmdir "$CCG"/s* "$CCG" 2>/dev/null
 }

@@ -66,10 +66,7 @@ launch() {
 # finish HOW: stops the current supervisor (HOW: signal name, or a command).
 finish() {
   local how=${1:-TERM} i
-  if [ "${how#cmd:}" != "$how" ]; then eval "${how#cmd:}" >/dev/null 2>&1; else kill -"$how" "$SUP" 2>/dev/null; fi
-  for i in $(seq 100); do kill -0 "$SUP" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$SUP" 2>/dev/null
-  wait "$SUP" 2>/dev/null
+  bench_stop "$SUP" 10 "$how"
   bench_sweep
   SUP=
 }

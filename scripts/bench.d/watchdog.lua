@@ -13,6 +13,7 @@
 --   orch run scripts/bench.d/watchdog.lua [--procs N] [--seconds S] [--stalls N]
 local hb = orch.heartbeat
 local watchdog = require "orch.watchdog"
+local on_stop = dofile((arg[0]:match("^(.*)/") or ".") .. "/lib.lua").on_stop
 
 local nprocs, seconds, nstalls = 1000, 10, 50
 do
@@ -34,7 +35,7 @@ local function private_table(slots)
   for n = 0, 63 do
     local key = 0x4f620000 + (orch.getpid() + n * 7919) % 0x10000
     local t = hb.open { key = key, create = true, exclusive = true, slots = slots }
-    if t then return t, key end
+    if t then return on_stop(t), key end
   end
   error("no free key for a heartbeat table")
 end
@@ -57,11 +58,16 @@ local function switches(pid)
          tonumber(s:match("\nnonvoluntary_ctxt_switches:%s*(%d+)"))
 end
 
+local function kill_all(procs)
+  for _, p in ipairs(procs) do if p:running() then p:kill("KILL") end end
+end
+
 -- ---------------------------------------------------------------- CPU
 
 do
   local t, key = private_table(nprocs + 24)
   local procs = {}
+  on_stop(function() kill_all(procs) end)
   local ok, err = pcall(function()
     for i = 1, nprocs do
       procs[i] = assert(orch.spawn { client, "-k", ("0x%x"):format(key), "-t", "5000", "-i", "1000",
@@ -90,7 +96,7 @@ do
     wd:kill("TERM")
     wd:wait()
   end)
-  for _, p in ipairs(procs) do if p:running() then p:kill("KILL") end end
+  kill_all(procs)
   for _, p in ipairs(procs) do p:wait() end
   t:remove()
   t:close()
@@ -102,6 +108,7 @@ end
 do
   local t, key = private_table(64)
   local lates, procs = {}, {}
+  on_stop(function() kill_all(procs) end)
   local w = assert(watchdog.start {
     table = t, grace = 1, log = false,
     on_event = function(ev)
@@ -123,7 +130,7 @@ do
     end
   end)
   w:stop()
-  for _, p in ipairs(procs) do if p:running() then p:kill("KILL") end end
+  kill_all(procs)
   for _, p in ipairs(procs) do p:wait() end
   t:remove()
   t:close()

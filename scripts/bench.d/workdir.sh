@@ -31,7 +31,68 @@ bench_sweep() {
   for pid in $pids; do kill -STOP "$pid" 2>/dev/null; done
   for pid in $pids; do kill -KILL "$pid" 2>/dev/null; done
 }
-bench_cleanup() { bench_sweep; sleep 0.2; bench_sweep; rm -rf "$W"; }
+# At the end (or a stop: INT, TERM), the orch processes first get the
+# SIGTERM a user would send (each stops its services, its fd holder and
+# removes its cgroups), for up to 10 s; then everything left is swept, and
+# the cgroups a killed orch left (bench_cgroups_rm).
+bench_cleanup() {
+  local pid orchs=()
+  for pid in $(bench_mine); do
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = orch ] && kill -TERM "$pid" 2>/dev/null && orchs+=("$pid")
+  done
+  for pid in "${orchs[@]}"; do bench_gone "$pid" 10; done
+  bench_sweep; sleep 0.2; bench_sweep
+  bench_cgroups_rm
+  rm -rf "$W"
+}
+# bench_gone PID SECONDS: waits until PID is gone (at most SECONDS, whole): a
+# zombie counts as gone (one that is not our child may wait long for its
+# reaper).
+bench_gone() {
+  local i st
+  for ((i = 0; i < $2 * 20; i++)); do
+    read -r _ _ st _ 2>/dev/null <"/proc/$1/stat" || return 0
+    [ "$st" = Z ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+# bench_stop PID [SECONDS] [SIGNAL]: stops a supervisor the benchmark
+# started (SIGNAL, default TERM; "cmd:COMMAND" runs COMMAND instead) and
+# waits up to SECONDS (5) for it; then SIGKILL, and what it left goes:
+# every process of the token, and the cgroups a killed orch leaves.
+bench_stop() {
+  local pid=$1 how=${3:-TERM}
+  if [ "${how#cmd:}" != "$how" ]; then eval "${how#cmd:}" >/dev/null 2>&1; else kill -"$how" "$pid" 2>/dev/null; fi
+  bench_gone "$pid" "${2:-5}"
+  kill -KILL "$pid" 2>/dev/null && { bench_sweep; bench_cgroups_rm; }
+  wait "$pid" 2>/dev/null
+  return 0
+}
+# An orch killed with SIGKILL leaves its cgroup tree, named after its
+# control socket (orch.s + the FNV-1a of its path, lua/orch/supervisor/
+# cgroup.lua) below its own cgroup: the trees of the sockets in $W, and
+# the cgroups named with the token, go once empty (bench_sweep first).
+bench_fnv1a() {
+  local LC_ALL=C s=$1 h=2166136261 i c
+  for ((i = 0; i < ${#s}; i++)); do
+    printf -v c '%d' "'${s:i:1}"
+    h=$(( ((h ^ (c & 255)) * 16777619) & 0xffffffff ))
+  done
+  printf '%08x' "$h"
+}
+bench_cgroups() {        # prints the cgroups of this benchmark
+  local s m args=(-name "*$TOKEN*")
+  while IFS= read -r s; do args+=(-o -name "orch.s$(bench_fnv1a "$s")"); done < <(find "$W" -type s 2>/dev/null)
+  awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) == "cgroup" || $(i+1) == "cgroup2") print $5; break } }' \
+    /proc/self/mountinfo | sort -u | while IFS= read -r m; do
+    find "$m" -maxdepth 6 -type d \( "${args[@]}" \) -prune 2>/dev/null
+  done
+}
+bench_cgroups_rm() {
+  local d
+  while IFS= read -r d; do find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; done < <(bench_cgroups)
+}
 # The programs of the start/stop benchmarks, built into $W: svc (svc_stamp,
 # static where the toolchain can), probe and minisup (the C limit).
 bench_progs() {

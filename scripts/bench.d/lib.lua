@@ -1,0 +1,34 @@
+-- scripts/bench.d/lib.lua: what the Lua benchmarks run by `orch run` share.
+--   local lib = dofile((arg[0]:match("^(.*)/") or ".") .. "/lib.lua")
+local orch = require "orch"
+local lib = {}
+
+-- lib.on_stop(x): what a benchmark removes when it is stopped before its
+-- end (SIGINT, SIGTERM or SIGHUP: Ctrl-C, scripts/bench's trap, a
+-- timeout): `orch run` dies of these signals running nothing, and a SysV
+-- object or a process the script made would outlive it. x is an object
+-- with :remove() (a queue, a semaphore set, a heartbeat table) or a
+-- function; returned as it is:
+--   local q <close> = lib.on_stop(assert(orch.msg.private()))
+-- On a stop every one is removed (called), the last given first, then orch
+-- exits with 128 + the signal's number. A handler runs when the loop does:
+-- a loop that never yields (no wait that blocks) yields now and then.
+local stops
+function lib.on_stop(x)
+  if not stops then
+    stops = {}
+    for name, num in pairs { HUP = 1, INT = 2, TERM = 15 } do
+      orch.signal.on(name, function()
+        for i = #stops, 1, -1 do
+          local y = stops[i]
+          if type(y) == "function" then pcall(y) else pcall(y.remove, y) end
+        end
+        orch.exit(128 + num)
+      end)
+    end
+  end
+  stops[#stops + 1] = x
+  return x
+end
+
+return lib
