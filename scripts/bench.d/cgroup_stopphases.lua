@@ -16,27 +16,15 @@ local escapee = arg and arg[2] == "esc"
 local ROUNDS = tonumber(arg and arg[3]) or 5
 local clock = os.clock
 local acc = {}
-local function wrap(tbl, name, key)
-  local f = tbl[name]
-  if not f then return end
-  tbl[name] = function(...)
-    local c0 = clock()
-    local a, b, c = f(...)
-    acc[key] = (acc[key] or 0) + (clock() - c0)
-    return a, b, c
-  end
-end
+local timed = dofile((arg[0]:match("^(.*)/") or ".") .. "/lib.lua").timer(function(key, _, cpu)
+  acc[key] = (acc[key] or 0) + cpu
+end)
+local function wrap(tbl, name, key) timed(tbl, name, key, true) end
 wrap(Instance, "signal_first", "1 signal_first")
 wrap(Instance, "signal_rest", "2 signal_rest")
 wrap(Instance, "send", "3 send (in stop)")
 wrap(Instance, "proc_exited", "5 proc_exited (exit handling)")
-local ss = Instance.set_state
-Instance.set_state = function(self, s)
-  local c0 = clock()
-  ss(self, s)
-  local k = "4 set_state " .. s
-  acc[k] = (acc[k] or 0) + (clock() - c0)
-end
+wrap(Instance, "set_state", function(_, s) return "4 set_state " .. s end)
 local cgm = require "orch.supervisor.cgroup"
 wrap(cgm, "left", "6 cgroup.left (rmdir)")
 wrap(cgm, "release", "7 cgroup.release")

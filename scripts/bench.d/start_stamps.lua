@@ -11,17 +11,13 @@ local persist = require "orch.supervisor.persist"
 local log = require "orch.supervisor.log"
 local clock = os.clock
 local T, N = {}, {}
+local timed = dofile((arg[0]:match("^(.*)/") or ".") .. "/lib.lua").timer(function(label, _, cpu)
+  T[label] = T[label] + cpu
+  N[label] = N[label] + 1
+end)
 local function wrap(tbl, name, label)
-  local f = tbl[name]
-  assert(f, label)
   T[label], N[label] = 0, 0
-  tbl[name] = function(...)
-    local t0 = clock()
-    local a, b, c, d = f(...)
-    T[label] = T[label] + (clock() - t0)
-    N[label] = N[label] + 1
-    return a, b, c, d
-  end
+  timed(tbl, name, label)
 end
 wrap(Instance, "start", "Instance:start")
 wrap(Instance, "launch", "Instance:launch")

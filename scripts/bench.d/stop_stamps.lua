@@ -18,28 +18,14 @@ local function stamp(label, t, c)
   nb = nb + 1
   buf[nb] = string.format("%.6f %.9f %s", t, c, label)
 end
-local function wrap(tbl, name, label)
-  local f = tbl[name]
-  assert(f, label)
-  tbl[name] = function(...)
-    local t0, c0 = now(), clock()
-    local a, b, c, d = f(...)
-    stamp(label, t0, clock() - c0)
-    return a, b, c, d
-  end
-end
+local wrap = dofile((arg[0]:match("^(.*)/") or ".") .. "/lib.lua").timer(stamp)
 wrap(Instance, "signal_first", "signal_first")
 wrap(Instance, "signal_rest", "signal_rest")
 wrap(Instance, "proc_exited", "proc_exited")
 wrap(cgroup, "left", "cgroup.left")
 wrap(orch, "sched_yield", "sched_yield")
 wrap(Instance, "log", "Instance:log")
-local ss = Instance.set_state
-Instance.set_state = function(self, s)
-  local t0, c0 = now(), clock()
-  ss(self, s)
-  stamp("set_state." .. s, t0, clock() - c0)
-end
+wrap(Instance, "set_state", function(_, s) return "set_state." .. s end)
 -- The stop task's own part: Instance:stop until its first wait (the task
 -- yields there), and the rest after its wake-up, stamped as one call each.
 local stop = Instance.stop
