@@ -7,6 +7,7 @@
 -- Functions of the supervisor state S and of an instance.
 local orch = require "orch"
 local Run = require "orch.supervisor.run"
+local schema = require "orch.supervisor.schema"
 
 local handoff = {}
 
@@ -87,6 +88,25 @@ function handoff.digest(def)
   return string.format("%016x", canon_fnv(-3750763034362895579, def, 0))   -- 0xcbf29ce484222325
 end
 
+--- handoff.digest of the definition a service's configuration cfg was
+-- checked from (schema.definition(cfg, given)), without making it: the
+-- digest is made for every service at its first start.
+function handoff.digest_of(cfg, given)
+  local value = schema.definition_value
+  local keys = {}
+  for k, c in next, cfg do
+    if value(given, k, c) ~= nil then keys[#keys + 1] = k end
+  end
+  table.sort(keys, key_order)
+  local h = fnv(-3750763034362895579, "{")
+  for i, k in ipairs(keys) do
+    if i > 1 then h = fnv(h, ";") end
+    h = fnv(canon_fnv(h, k, 1), "=")
+    h = canon_fnv(h, value(given, k, cfg[k]), 1)
+  end
+  return string.format("%016x", fnv(h, "}"))
+end
+
 --- What the supervisor hands over: every instance's counters and state,
 -- and for those with a live process its pid and log pipe. Returns a
 -- JSON-able state and the descriptors that must cross exec.
@@ -108,7 +128,7 @@ function handoff.export(S)
     if info then
       e.pid, e.pid_start, e.start_time = pid, info.start_time, inst.start_time
       e.uptime = now - (run.started or now)
-      e.def = canon(S.services[inst.service].def)
+      e.def = canon(S:definition(inst.service))
       -- A pipe that reached EOF is closed already: nothing to hand over.
       local fd = run.log_stream and not run.log_done and run.log_stream:fd()
       if math.type(fd) == "integer" and fd >= 0 then
@@ -292,8 +312,13 @@ function handoff.adopt(inst, e)
   else
     inst:mark_ready(run, nil)
   end
-  local def = S.services[inst.service].def
-  local changed = e.killed and e.def ~= handoff.digest(def) or not e.killed and e.def ~= canon(def)
+  local svc = S.services[inst.service]
+  local changed
+  if e.killed then
+    changed = e.def ~= handoff.digest_of(svc.cfg, svc.given)
+  else
+    changed = e.def ~= canon(S:definition(inst.service))
+  end
   local why = changed and "definition changed" or e.lost_log and LOST[e.lost_log]
   if why then
     inst:log("%s: restarting", why)

@@ -155,10 +155,10 @@ end
 
 -- ---------------------------------------------------------------- services
 
---- def: the supervisor's private copy of the definition (cfg shares its
--- tables where nothing needed converting).
-function Sup:add(cfg, def, pos)
-  local svc = { cfg = cfg, def = def, instances = {} }
+--- cfg, given: schema.check_copy's (the service keeps of its definition
+-- only what cfg does not hold as given: Sup:definition).
+function Sup:add(cfg, given, pos)
+  local svc = { cfg = cfg, given = given, instances = {} }
   for i = 1, cfg.numprocs do
     local name = cfg.numprocs > 1 and (cfg.name .. ":" .. i) or cfg.name
     local inst = Instance.new(self, cfg, i, name)
@@ -188,6 +188,12 @@ function Sup:remove(name)
       return i
     end
   end
+end
+
+--- The definition of service `name` as it was given (a new table).
+function Sup:definition(name)
+  local svc = self.services[name]
+  return schema.definition(svc.cfg, svc.given)
 end
 
 function Sup:cfgs()
@@ -596,7 +602,7 @@ local function new(main)
       local ok, defs = pcall(schema.expand, def)
       if not ok then error(defs, 2) end
       for _, d in ipairs(defs) do
-        local cok, cerr = pcall(schema.check, schema.copy(d), #S.order + 1)
+        local cok, cerr = pcall(schema.check_copy, d, #S.order + 1)
         if not cok then error(cerr, 2) end
         if S.services[d.name] then
           error(string.format("service '%s': already defined (sup.reload changes definitions)", d.name), 2)
@@ -606,15 +612,14 @@ local function new(main)
       for i, d in ipairs(defs) do names[i] = sup.service(d) end
       return names
     end
-    local copy = schema.copy(def)
-    local ok, cfg = pcall(schema.check, copy, #S.order + 1)
+    local ok, cfg, given = pcall(schema.check_copy, def, #S.order + 1)
     if not ok then error(cfg, 2) end
     if S.services[cfg.name] then
       error(string.format("service '%s': already defined (sup.reload changes definitions)", cfg.name), 2)
     end
     local cok, cerr = pcall(cgroup.check, S, cfg)
     if not cok then error(cerr, 2) end
-    S:add(cfg, copy)
+    S:add(cfg, given)
     return cfg.name
   end
 
@@ -818,7 +823,7 @@ local function new(main)
 
   function sup.services()
     local out = {}
-    for i, n in ipairs(S.order) do out[i] = schema.copy(S.services[n].def) end
+    for i, n in ipairs(S.order) do out[i] = S:definition(n) end
     return out
   end
 

@@ -100,12 +100,12 @@ end
 
 -- The digest of a service's definition, computed once per definition (a
 -- reload makes a new service table) and kept in it: a field of a table of
--- three (cfg, def, instances) costs nothing, an entry of a weak table about
+-- three (cfg, given, instances) costs nothing, an entry of a weak table about
 -- 40 bytes a service.
 local function def_digest(svc)
   local d = svc.digest
   if not d then
-    d = require("orch.supervisor.handoff").digest(svc.def)
+    d = require("orch.supervisor.handoff").digest_of(svc.cfg, svc.given)
     svc.digest = d
   end
   return d

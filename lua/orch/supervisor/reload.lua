@@ -12,7 +12,7 @@ local reload = {}
 
 --- sup.reload(defs) (task only). Raises (level 3) on an invalid definition.
 function reload.apply(S, defs)
-  local cfgs, by, copies = {}, {}, {}
+  local cfgs, by, givens = {}, {}, {}
   -- Templates stand for their instances.
   local expanded = {}
   for _, def in ipairs(defs) do
@@ -29,12 +29,11 @@ function reload.apply(S, defs)
   for i, def in ipairs(defs) do
     local old = type(def) == "table" and type(def.name) == "string" and S.services[def.name]
     local cfg
-    if old and schema.equal(old.def, def) then
+    if old and schema.same_definition(old.cfg, old.given, def) then
       same[i], cfg = true, old.cfg
     else
-      copies[i] = schema.copy(def)
       local ok
-      ok, cfg = pcall(schema.check, copies[i], i)
+      ok, cfg, givens[i] = pcall(schema.check_copy, def, i)
       if not ok then error(cfg, 3) end
     end
     local cok, cerr = pcall(require("orch.supervisor.cgroup").check, S, cfg)
@@ -64,7 +63,7 @@ function reload.apply(S, defs)
   for i, cfg in ipairs(cfgs) do
     local old = S.services[cfg.name]
     if not old then
-      S:add(cfg, copies[i])
+      S:add(cfg, givens[i])
       result.added[#result.added + 1] = cfg.name
     elseif same[i] then
       result.kept[#result.kept + 1] = cfg.name
@@ -75,7 +74,7 @@ function reload.apply(S, defs)
       end
       graph.stop_ordered(S, old.instances)
       local pos = S:remove(cfg.name)
-      local svc = S:add(cfg, copies[i], pos)
+      local svc = S:add(cfg, givens[i], pos)
       result.restarted[#result.restarted + 1] = cfg.name
       if active then
         for _, inst in ipairs(graph.with_dependencies(S, svc.instances)) do inst:start() end

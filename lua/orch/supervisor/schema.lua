@@ -221,6 +221,11 @@ local default_backoff = { initial = 0.1, factor = 2, max = 30, jitter = 0.1, res
 -- metatable (configurations are never written after check()).
 local function defaults_mt(t) return { __index = t } end
 
+-- The shared configurations that stand for a plain value of a definition
+-- (a constant backoff for its number of seconds, the log of `log = false`
+-- and of "null"): the value given, by configuration (schema.given).
+local given_of = setmetatable({}, { __mode = "k" })
+
 local backoff_mt = defaults_mt(default_backoff)
 local constant_backoffs = setmetatable({}, { __mode = "v" })
 
@@ -231,6 +236,7 @@ local function check_backoff(v, path)
     if not b then
       b = { initial = d, factor = 1, jitter = 0, max = d, reset_after = default_backoff.reset_after }
       constant_backoffs[d] = b
+      given_of[b] = d
     end
     return b
   end
@@ -396,6 +402,7 @@ local log_mt = defaults_mt { max_bytes = 10e6, keep = 5, timestamps = false, tai
                             mode = 416 --[[0640]] }
 local log_inherit = setmetatable({ inherit = true }, log_mt)
 local log_null = setmetatable({ null = true }, log_mt)
+given_of[log_inherit], given_of[log_null] = false, "null"
 local log_fields = {
   dir = check_string,
   max_bytes = check_size,
@@ -624,7 +631,130 @@ function schema.equal(a, b, depth)
     if not schema.equal(x, b[k], depth + 1) then return false end
   end
   for k in pairs(b) do
-    if a[k] == nil then return false end
+    if rawget(a, k) == nil then return false end
+  end
+  return true
+end
+
+-- ---------------------------------------------------------------- the definition as given
+
+-- A supervisor keeps a service's checked configuration and, beside it,
+-- only what the configuration does not hold as the definition gave it
+-- (schema.given): most values are kept as given (a name, a command of
+-- strings, an option table whose keys needed no converting), and the
+-- definition is made again from the two when it is asked for
+-- (sup.services, a reload's comparison, the state record's digest). A
+-- second full copy of every definition cost about 0.4 KiB a service
+-- (doc/benchmarks.md, "Memory per service, eleventh session").
+
+-- The keys check() adds to a configuration (never in a definition).
+local ADDED = { success = true }
+
+-- Whether two numbers are the same value of the same type (5 and 5.0, 0.0
+-- and -0.0 are not: check() makes 5 of 5.0 where an integer is asked).
+local function exact(a, b)
+  return a == b and string.format("%q", a) == string.format("%q", b)
+end
+
+-- Whether x, a value of a definition, is what its configuration c gives
+-- back (schema.definition): the same value, the value a shared
+-- configuration stands for, or a table of the same keys and such values.
+local function kept(x, c, depth)
+  local g = given_of[c]
+  if g ~= nil then
+    if type(g) == "number" then return type(x) == "number" and exact(x, g) end
+    return rawequal(x, g)
+  end
+  if type(x) == "number" then return type(c) == "number" and exact(x, c) end
+  if rawequal(x, c) then return true end
+  if type(x) ~= "table" or type(c) ~= "table" or depth > 20 then return false end
+  for k, v in next, x do
+    if not kept(v, rawget(c, k), depth + 1) then return false end
+  end
+  for k in next, c do
+    if rawget(x, k) == nil then return false end
+  end
+  return true
+end
+
+--- What configuration cfg (schema.check of def) does not hold as def
+-- gives it: nil when it holds all of it, else a table of those keys and
+-- their values (def's own: def is a private copy).
+function schema.given(def, cfg)
+  local out
+  for k, x in next, def do
+    if not kept(x, rawget(cfg, k), 0) then
+      out = out or {}
+      out[k] = x
+    end
+  end
+  return out
+end
+
+-- A definition's copy is checked, and its top table dropped at once: one
+-- table, cleared from one definition to the next, rather than one made and
+-- dropped a service (that garbage lay between the services' live objects
+-- and left holes in orch's pages once a start of hundreds was over).
+local spare_top, spare_seen = {}, {}
+
+local function check_copy(top, seen, def, n)
+  if type(def) ~= "table" then return schema.check(def, n) end
+  for k, x in pairs(def) do
+    if type(k) == "table" then k = schema.copy(k, seen) end
+    if type(x) == "table" then x = schema.copy(x, seen) end
+    top[k] = x
+  end
+  local cfg = schema.check(top, n)
+  return cfg, schema.given(top, cfg)
+end
+
+--- schema.check of a private copy of def (the n-th given), and
+-- schema.given of that copy: the configuration, and what the supervisor
+-- keeps beside it of the definition. Raises as schema.check does.
+function schema.check_copy(def, n)
+  local top, seen = spare_top or {}, spare_seen or {}
+  -- (A __pairs of def that declared a service would come back here.)
+  spare_top, spare_seen = nil, nil
+  local ok, cfg, given = pcall(check_copy, top, seen, def, n)
+  for k in next, top do top[k] = nil end
+  for k in next, seen do seen[k] = nil end
+  spare_top, spare_seen = top, seen
+  if not ok then error(cfg, 0) end
+  return cfg, given
+end
+
+-- The value of key k of the definition, from its configuration's value c
+-- (nil: a key check() adds).
+local function value(given, k, c)
+  if ADDED[k] then return nil end
+  local x = given and given[k]
+  if x == nil then
+    x = given_of[c]
+    if x == nil then x = c end
+  end
+  return x
+end
+schema.definition_value = value
+
+--- The definition (a new table, nothing shared with the configuration)
+-- that cfg was checked from, given what schema.given kept of it.
+function schema.definition(cfg, given)
+  local def, seen = {}, {}
+  for k, c in next, cfg do
+    def[k] = schema.copy(value(given, k, c), seen)
+  end
+  return def
+end
+
+--- schema.equal(schema.definition(cfg, given), def), without the copy (a
+-- reload compares every service's definition).
+function schema.same_definition(cfg, given, def)
+  if type(def) ~= "table" then return false end
+  for k, c in next, cfg do
+    if not ADDED[k] and not schema.equal(value(given, k, c), def[k], 1) then return false end
+  end
+  for k in pairs(def) do
+    if ADDED[k] or rawget(cfg, k) == nil then return false end
   end
   return true
 end
