@@ -493,6 +493,53 @@ describe("supervisor status and control", function()
     end, 90)
   end)
 
+  -- A real `orch run` (the fd holder is `orch fdholder`): the holder takes
+  -- no pipe at the spawns and refuses the sync that ends the start once,
+  -- as when it has not bound its socket yet; the pipes go at a retry.
+  it("after a large start, its collection waits for the fd holder to take every pipe", function()
+    local d = h.tmpdir()
+    local path = d .. "/policy.lua"
+    h.write(path, string.format("local DIR = %q\n", d) .. [=[
+local orch = require "orch"
+local sup = require "orch.supervisor"
+local holder = require "orch.supervisor.holder"
+local send, refused, collected = holder.send, 0, nil
+holder.hand_over = function() end
+holder.send = function(...)
+  if refused == 0 then
+    refused = 1
+    return nil
+  end
+  local ok = send(...)
+  -- Garbage of the send that took the pipes: only a collection of the
+  -- supervisor's own finalizes it (the automatic one is stopped).
+  if ok and collected == nil then
+    collected = false
+    setmetatable({}, { __gc = function() collected = true end })
+  end
+  return ok
+end
+collectgarbage("stop")
+sup.configure { log = false }
+for i = 1, 100 do sup.service { name = "q" .. i, cmd = { "sleep", "30" }, log = { dir = DIR } } end
+sup.run()
+local P = sup.instance("q1").sup.persist
+orch.task(function()
+  while true do
+    local n = 0
+    for _ in pairs(P.held) do n = n + 1 end
+    if n == 100 then break end
+    orch.sleep(0.01)
+  end
+  print(string.format("refused %d collected %s", refused, tostring(collected)))
+  orch.exit(0)
+end)
+]=])
+    local code, out, err = h.cli({ "run", "--socket", d .. "/ctl.sock", path })
+    assert.are.equal(0, code, err)
+    assert.are.equal("refused 1 collected true", (out:gsub("%s+$", "")))
+  end)
+
   it("sup.run starts its services in batches as well: the loop turns between them", function()
     u.with(function(s)
       for i = 1, 100 do s.service { name = "r" .. i, cmd = u.sh("exec sleep 30") } end
