@@ -427,7 +427,7 @@ int orch__open_core(lua_State *L) {
     {"task", core_task}, {"current", core_current}, {"sleep", core_sleep},
     {"now", core_now}, {"time", core_time}, {"exit", core_exit}, {"_exit_hook", core_exit_hook}, {"run", core_run},
     {"version", core_version}, {"cond", cond_new}, {"set_budget", core_set_budget},
-    {"clock", core_clock},
+    {"clock", core_clock}, {"_precompiled", orch__l_precompiled},
     {NULL, NULL}
   };
   luaL_newlib(L, fns);

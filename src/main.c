@@ -24,6 +24,13 @@
 
 #include "fdholder.h"
 #include "orch.h"
+#include "precompiled.h"
+
+#ifdef ORCH_PRECOMPILED
+/* build/precompiled.c: orch's start-up modules compiled with this
+ * executable's Lua (precompiled.h). */
+extern const orch__precompiled_set orch__precompiled_modules;
+#endif
 
 static const char *progname = "orch";
 
@@ -117,6 +124,9 @@ int main(int argc, char **argv) {
    * arguments) lives as long as the services do: plain C, no runtime. */
   if (argc == 5 && strcmp(argv[1], "fdholder") == 0 && argv[2][0] != '-')
     return orch__fdholder_main(argv[2], argv[3], argv[4]);
+#ifdef ORCH_PRECOMPILED
+  orch__use_precompiled(&orch__precompiled_modules);
+#endif
   orch_runtime *rt = orch_new();
   if (!rt) {
     fprintf(stderr, "%s: cannot create the runtime (out of memory?)\n", progname);

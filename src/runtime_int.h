@@ -205,6 +205,7 @@ uint64_t orch__task_cpu_ns(const orch__task *t);
 
 /* searcher.c: require "orch.x" from the orch Lua directories. */
 void orch__install_searcher(lua_State *L);
+int orch__l_precompiled(lua_State *L);   /* orch._precompiled (searcher.c) */
 
 /* runtime.c: runs the loop (an orch.fork child ends there). */
 int orch__run_loop(orch_runtime *rt);
