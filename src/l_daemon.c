@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "spawn.h"
+#include "stream.h"
 #include "util.h"
 
 extern char **environ;
@@ -342,24 +343,17 @@ static int proc_init_mode(lua_State *L) {
 /* ---------------------------------------------------------------- daemonize */
 
 /* What orch inherited from the process that started it: descriptors above
- * 2 without close-on-exec (orch opens every one of its own close-on-exec). */
+ * 2 without close-on-exec (orch opens every one of its own close-on-exec),
+ * from the process's one scan (stream.h). */
 static void record_inherited(daemon_state *st) {
-  DIR *d = opendir("/proc/self/fd");
-  if (!d) return;
-  struct dirent *e;
-  while ((e = readdir(d)) && st->ninherited < (int)(sizeof st->inherited / sizeof st->inherited[0])) {
-    char *end;
-    long fd = strtol(e->d_name, &end, 10);
-    if (*end || fd <= 2 || fd == dirfd(d)) continue;
-    int fl = fcntl((int)fd, F_GETFD);
-    struct stat sb;
-    if (fl < 0 || (fl & FD_CLOEXEC) || fstat((int)fd, &sb) < 0) continue;
-    st->inherited[st->ninherited].fd = (int)fd;
-    st->inherited[st->ninherited].dev = sb.st_dev;
-    st->inherited[st->ninherited].ino = sb.st_ino;
+  const orch__inherited_fd *list;
+  int n = orch__inherited_fds(&list);
+  for (int i = 0; i < n && st->ninherited < (int)(sizeof st->inherited / sizeof st->inherited[0]); i++) {
+    st->inherited[st->ninherited].fd = list[i].fd;
+    st->inherited[st->ninherited].dev = list[i].dev;
+    st->inherited[st->ninherited].ino = list[i].ino;
     st->ninherited++;
   }
-  closedir(d);
 }
 
 /* In the daemon: closes the inherited descriptors that are still the same

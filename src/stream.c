@@ -880,7 +880,7 @@ int orch__stream_fd(lua_State *L, int idx) {
  * signal lock pipe, every stream): turned into a second stream and closed,
  * one of those would break the loop or another object for good. Process-wide,
  * like the fd table. */
-typedef struct { int fd; dev_t dev; ino_t ino; } inherited_fd;
+typedef orch__inherited_fd inherited_fd;
 static inherited_fd *inherited_fds;   /* with the file each one was then */
 static int ninherited = -1;
 
@@ -906,6 +906,12 @@ static void note_inherited(void) {
     inherited_fds[ninherited++] = (inherited_fd){ (int)fd, st.st_dev, st.st_ino };
   }
   closedir(d);
+}
+
+int orch__inherited_fds(const orch__inherited_fd **list) {
+  note_inherited();
+  *list = inherited_fds;
+  return ninherited;
 }
 
 static pthread_mutex_t owned_lock = PTHREAD_MUTEX_INITIALIZER;

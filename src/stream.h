@@ -4,6 +4,8 @@
  */
 #ifndef ORCH_STREAM_H
 #define ORCH_STREAM_H
+#include <sys/types.h>
+
 #include <lua.h>
 
 #define ORCH_STREAM_READ  1
@@ -22,5 +24,14 @@ int orch__stream_push_pipe(lua_State *L, int fd, int flags);
 /* The fd behind the orch.Stream at idx (>= 0), or -1 if idx is not an open
  * orch.Stream. The fd still belongs to the stream. */
 int orch__stream_fd(lua_State *L, int idx);
+
+/* The descriptors this process image was given across exec: above 2, open
+ * and not close-on-exec when the first runtime opened its modules (before
+ * any Lua ran), each with the file it was then; less those orch.fdopen and
+ * orch.listen{ fd = n } took since. One scan of /proc/self/fd a process
+ * (stream.c), which proc.daemonize's list starts from too. Sets *list and
+ * returns the count. */
+typedef struct { int fd; dev_t dev; ino_t ino; } orch__inherited_fd;
+int orch__inherited_fds(const orch__inherited_fd **list);
 
 #endif
