@@ -167,6 +167,10 @@ int orch__cg_events(orch__cgroup *cg, int *populated, int *frozen);
  * read this cgroup less than 1 ms ago (once: the next call reads the file),
  * else read now. For the spawner's check right before a clone into it. */
 int orch__cg_frozen(orch__cgroup *cg, int *frozen);
+/* The same for the cgroup whose v2 directory is dir, without an object
+ * (a started spawn's wait for its child's exec, spawner.c): 1 frozen (a
+ * cgroup born below a frozen one says so at once), 0 not, or -errno. */
+int orch__cg_dir_frozen(const char *dir);
 /* Is orch itself inside the cgroup (or a descendant)? 1, 0 or -errno. */
 int orch__cg_holds_self(const orch__cgroup *cg);
 

@@ -186,6 +186,13 @@ int orch__cg_events(orch__cgroup *cg, int *populated, int *frozen) {
   return 0;
 }
 
+int orch__cg_dir_frozen(const char *dir) {
+  char buf[256];
+  ssize_t r = orch__cg_read_path(dir, "cgroup.events", buf, sizeof buf);
+  if (r < 0) return (int)r;
+  return orch__cg_keyed(buf, "frozen") > 0;
+}
+
 /* A read less than this old stands for one made now: a freeze that lands
  * after it could as well land between a read of our own and the clone. */
 #define EVENTS_FRESH_NS 1000000ull

@@ -28,6 +28,7 @@
  * No Lua here. What may block: nothing (the parent is suspended only until
  * the child has exec'd or failed).
  */
+#include "cgroup.h"
 #include "proc_int.h"
 
 #include <errno.h>
@@ -36,7 +37,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/futex.h>
@@ -758,22 +758,6 @@ static void job_stack_put(proc_state *st, char *stack) {
  * cgroup.events is read (and again each time as long). */
 #define JOB_FROZEN_WAIT_NS 10000000L
 
-/* Is the cgroup whose v2 directory is dir frozen? (cgroup.events says
- * "frozen 1"; a cgroup born below a frozen one says so at once.) */
-static int dir_frozen(const char *dir) {
-  char p[PATH_MAX], buf[256];
-  if ((size_t)snprintf(p, sizeof p, "%s/cgroup.events", dir) >= sizeof p) return 0;
-  int fd = open(p, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t k;
-  do k = read(fd, buf, sizeof buf - 1); while (k < 0 && errno == EINTR);
-  close(fd);
-  if (k <= 0) return 0;
-  buf[k] = 0;
-  const char *f = strstr(buf, "frozen ");
-  return f && f[7] == '1';
-}
-
 /* Waits until the child no longer uses orch's memory (its exec or exit).
  * orch.spawn_begin does not read a cgroup before the clone (the first read
  * of a new cgroup's cgroup.events, an open that makes its kernfs node, was
@@ -789,7 +773,7 @@ static void job_wait(orch__spawn_job *j) {
     }
     struct timespec ts = { 0, JOB_FROZEN_WAIT_NS };
     if (syscall(SYS_futex, &j->tid, FUTEX_WAIT, 1, &ts, NULL, 0) == 0 || errno != ETIMEDOUT) continue;
-    if (__atomic_load_n(&j->tid, __ATOMIC_ACQUIRE) != 0 && dir_frozen(j->frozen_dir)) {
+    if (__atomic_load_n(&j->tid, __ATOMIC_ACQUIRE) != 0 && orch__cg_dir_frozen(j->frozen_dir) > 0) {
       /* Not exec'd, not reaped (a started spawn settles before any
        * status is taken): the pid is still the child's. */
       kill(j->pid, SIGKILL);
