@@ -466,6 +466,7 @@ end
 -- was last read (S.cgroup_unfolded), the warm-up reads it first (M.flush):
 -- counted across warm-ups, since a slow start can make several.
 local WARM_AFTER, UNREF, FLUSH_AT = 0.1, { ref = false }, 16
+M.FLUSH_AT = FLUSH_AT
 
 local function warm(S)
   local late = S.cgroup_cold_at + WARM_AFTER - orch.now()

@@ -122,11 +122,16 @@ end
 -- A list of fixed size, not named fields: thousands of services hold one.
 local PID, START, WANT, RESTARTS, LOG, DEF, START_TIME, TEXT, STREAM = 1, 2, 3, 4, 5, 6, 7, 8, 9
 local recs = setmetatable({}, { __mode = "k" })
+-- A new record of pid (started at start): every slot from the start, so
+-- that the list keeps its exact size.
+local function new_rec(pid, start)
+  return { pid, start or false, false, false, false, false, false, false, false }
+end
+
 local function rec_of(run, pid)
   local r = recs[run]
   if not r or r[PID] ~= pid then
-    -- Every slot from the start: the list keeps its exact size.
-    r = { pid, orch.proc.start_time(pid) or false, false, false, false, false, false, false, false }
+    r = new_rec(pid, orch.proc.start_time(pid))
     recs[run] = r
   end
   return r
@@ -584,8 +589,7 @@ function persist.spawned_early(S, inst, p, restarts)
   local pid = p.pid
   local start = orch.proc.start_time(pid)
   if not start then return end
-  local r = { pid, start, false, false, false, false, false, false, false }
-  early_recs[inst] = r
+  early_recs[inst] = new_rec(pid, start)
   append_journal(S, P, spawn_line(S, P, inst, pid, start, restarts, orch.time()))
   local s = open_stream(p.stdout)
   if s and P.holder then holder.hand_over(P, { { inst.name, pid, start, s } }) end

@@ -54,8 +54,8 @@ local SLICE = 0.001
 -- After each slice the reads wait this many times as long as it took.
 local SPACING = 9
 -- A round of at least this many reads (two entries a read in the queue)
--- begins with cgroup.flush.
-local FLUSH_READS = 2 * 16
+-- begins with cgroup.flush: as many as make the warm-up fold them.
+local FLUSH_READS = 2 * cgroup.FLUSH_AT
 
 -- While a stop or start of many runs (M.pause), the reads wait.
 local function paused(S)
