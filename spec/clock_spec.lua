@@ -175,11 +175,12 @@ describe("the real clock", function()
         order = {}
         while (orch.now() * 1000) % 1 > 0.3 do end    -- near the start of a millisecond
         local t0, t1
-        orch.task(function() t0 = orch.now() orch.sleep(0.001) order[#order + 1] = "B" end)
-        orch.task(function() orch.sleep(0.0002) order[#order + 1] = "A" end)
+        local b = orch.task(function() t0 = orch.now() orch.sleep(0.001) order[#order + 1] = "B" end)
+        local a = orch.task(function() orch.sleep(0.0002) order[#order + 1] = "A" end)
         local last = orch.task(function() t1 = orch.now() end)
         last:join()
-        while #order < 2 do orch.sleep(0.001) end
+        a:join()
+        b:join()
         ok = math.floor(t0 * 1000) == math.floor(t1 * 1000) and (t1 * 1000) % 1 < 0.7
         if ok then break end
       end
