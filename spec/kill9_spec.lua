@@ -103,6 +103,13 @@ local function record(t)
   return text ~= "" and cjson.decode(text) or nil
 end
 
+-- Whether a journal's text names process pid of `name`: the line of its
+-- spawn (a restart journals only that) or a whole entry.
+local function journal_names(text, name, pid)
+  return text:find("\n" .. name .. "\t" .. pid .. "\t", 1, true) ~= nil
+    or text:find('{"name":"' .. name .. '","pid":' .. pid .. ",", 1, true) ~= nil
+end
+
 -- What the record and its journal name, as the next orch reads them:
 -- name -> pid (false: an entry without a process), and the record.
 local function recorded(t)
@@ -228,12 +235,13 @@ describe("orch killed with SIGKILL", function()
         return s.b.state == "running" and s.b.pid ~= s1.b.pid and s
       end, "b restarted")
       assert.are.equal(1, s1.b.restarts)
-      -- The record names the services and the holder.
+      -- The record (with its journal: b's restart) names the services and
+      -- the holder.
       local holder = until_true(function()
-        local r = record(t)
+        local by, r = recorded(t)
         if not (r and r.holder and #r.instances == 3) then return false end
-        for _, e in ipairs(r.instances) do
-          if s1[e.name].pid ~= e.pid then return false end
+        for name, pid in pairs(by) do
+          if s1[name].pid ~= pid then return false end
         end
         return math.tointeger(r.holder.pid)
       end, "the state record")
@@ -313,6 +321,90 @@ describe("orch killed with SIGKILL", function()
     end)
     cleanup(t)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
+  it("a restart at once costs the journal its new process's line and nothing else; the next orch adopts it", function()
+    -- backoff = 0: the restart is spawned by the exit's own action. Its
+    -- line is the journal's; the record is not rewritten (it was, whole,
+    -- 5 ms after each restart: a sync of its own) and no sync is on its way.
+    local t = new_test(false, (POLICY:gsub("backoff = 0%.1,", "backoff = 0, start_limit = false,")))
+    -- No sync is on its way (nor held back).
+    local function no_sync()
+      local code, out = ctl(t, "eval", "local P = require('orch.supervisor').instance('b').sup.persist\n"
+        .. "return P.timer == nil and not P.touched")
+      return code == 0 and out == "true\n"
+    end
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      local before = until_true(function()
+        if not no_sync() then return false end
+        local by, r = recorded(t)
+        if not (r and r.holder and #r.instances == 3) then return false end
+        for _, n in ipairs(NAMES) do
+          if by[n] ~= s1[n].pid then return false end
+        end
+        return r
+      end, "the record to name every service, and no sync on its way")
+      kill9(s1.b.pid)
+      local s2 = until_true(function()
+        local s = status(t)
+        return s.b.state == "running" and s.b.pid ~= s1.b.pid and s
+      end, "b restarted")
+      assert.are.equal(1, s2.b.restarts)
+      until_true(function() return (recorded(t) or {}).b == s2.b.pid end, "the record or its journal to name the new b")
+      assert.is_true(no_sync())
+      local r = record(t)
+      assert.are.equal(math.tointeger(before.gen), math.tointeger(r.gen))
+      for _, x in ipairs(r.instances) do assert.are.equal(s1[x.name].pid, math.tointeger(x.pid), x.name) end
+      assert.is_true(journal_names(slurp(t.sock .. ".journal"), "b", s2.b.pid))
+      -- The next orch reads the record and the journal: b is adopted, with
+      -- its count.
+      until_true(function() return holds_pipes(math.tointeger(r.holder.pid), { s2.b.pid }) end,
+        "the holder to hold b's new pipe")
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s3 = all_running(t)
+      for _, n in ipairs(NAMES) do
+        assert.are.equal(s2[n].pid, s3[n].pid, n)
+        assert.are.same({ s2[n].pid }, procs_with(t.dir .. "/" .. n))
+      end
+      assert.are.equal(1, s3.b.restarts)
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
+  it("a crash loop's journal of restarts is folded into the record once it holds 16 KiB", function()
+    -- b fails at once, again and again (no backoff, no start limit): each
+    -- restart journals a line and asks for no sync until the journal holds
+    -- 16 KiB (the bound of a small record's); the record is then rewritten
+    -- whole (once the restarts leave the sync its 5 ms after a spawn).
+    local policy = POLICY:gsub("backoff = 0%.1,", "backoff = 0, start_limit = false,")
+      :gsub("cmd = { \"sh\", \"%-c\", %(NOPIPE and 'trap \"\" PIPE; ' or \"\"%) %.%. LOOP,",
+            "cmd = { \"sh\", \"-c\", n == \"b\" and \"exit 3\" or LOOP,")
+    assert.truthy(policy:find('"exit 3"', 1, true))
+    local t = new_test(false, policy)
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local gen0 = until_true(function()
+        local r = record(t)
+        return r and math.tointeger(r.gen)
+      end, "a first record")
+      local journal = t.sock .. ".journal"
+      local grown = false
+      until_true(function()
+        grown = grown or #slurp(journal) > 8192
+        local r = record(t)
+        return grown and r and math.tointeger(r.gen) > gen0 and #slurp(journal) < 8192
+      end, "the record rewritten during b's restarts")
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"), 0) end
   end)
 
   it("a process the record does not name yet is found in the journal: no duplicate", function()
@@ -406,14 +498,14 @@ orch.task(function() orch.sleep(1e6) end)
       assert.are.equal(0, (ctl(t, "start", "s20")))
       local s2 = fleet{ s10 = "stopped" }
       assert.are.equal(3, s2.s75.restarts)
-      -- What changed is in the journal (a line with the new s75's entry,
-      -- s10 stopped, s20's new process), not in a rewritten record. s20's
-      -- stop is not asked for: a sync that comes after its start too
-      -- rightly writes only where s20 ended up.
+      -- What changed is in the journal (the new s75's line, s10 stopped,
+      -- s20's new process), not in a rewritten record. s20's stop is not
+      -- asked for: a sync that comes after its start too rightly writes
+      -- only where s20 ended up.
       until_true(function()
         local j = slurp(journal)
-        return j:find('"pid":' .. s2.s75.pid, 1, true) and j:find('{"name":"s10","state":"stopped"', 1, true)
-          and j:find('"pid":' .. s2.s20.pid, 1, true)
+        return journal_names(j, "s75", s2.s75.pid) and j:find('{"name":"s10","state":"stopped"', 1, true)
+          and journal_names(j, "s20", s2.s20.pid)
       end, "the journal to name the changes")
       local gen = math.tointeger(before.gen)
       assert.are.equal(gen, math.tointeger(record(t).gen))
@@ -445,7 +537,7 @@ orch.task(function() orch.sleep(1e6) end)
       t.extra[#t.extra + 1] = s4.s75.pid
       local holder2 = holder_of(t)
       until_true(function() return holds_pipes(holder2, { s4.s75.pid }) end, "the holder to hold the new pipe")
-      until_true(function() return slurp(journal):find('"pid":' .. s4.s75.pid, 1, true) or
+      until_true(function() return journal_names(slurp(journal), "s75", s4.s75.pid) or
         slurp(t.state):find('"pid":' .. s4.s75.pid, 1, true) end, "the record or journal to name the new s75")
       kill9(pid2)
       until_true(function() return gone(pid2) end, "orch to die")
@@ -618,7 +710,7 @@ orch.task(function() orch.sleep(1e6) end)
         end, "what was planted to go")
         -- The next change is journaled again.
         restart("s76")
-        until_true(function() return journal_text():find('"pid":' .. s.s76.pid, 1, true) end,
+        until_true(function() return journal_names(journal_text(), "s76", s.s76.pid) end,
           "the journal to name the new s76")
         local e = slurp(t.runs[1].err)
         local _, failed = e:gsub("cannot write the state journal", "")
@@ -924,11 +1016,9 @@ orch.task(function() orch.sleep(1e6) end)
         return s.b.state == "running" and s.b.pid ~= s2.b.pid and s
       end, "b restarted")
       until_true(function()
-        local r = record(t)
-        for _, e in ipairs(r and r.instances or {}) do
-          if e.name == "b" then return e.pid == s3.b.pid end
-        end
-      end, "the record to name the new b")
+        local by = recorded(t)
+        return by and by.b == s3.b.pid
+      end, "the record (or its journal) to name the new b")
       until_true(function() return holds_pipes(holder, { s3.b.pid }) end, "the holder to hold b's new pipe")
       kill9(pid1)
       until_true(function() return gone(pid1) end, "orch to die")

@@ -248,10 +248,11 @@ end
 
 --- inst's restart spawned by its exit's action, before the exit's
 -- bookkeeping and before its run (p: its process, restarts: the count it
--- makes), learnt by the record at once; p nil: that spawn was not taken.
-function Sup:spawned_early(inst, p, restarts)
+-- makes, start_time: its start time, orch.time()), learnt by the record at
+-- once; p nil: that spawn was not taken.
+function Sup:spawned_early(inst, p, restarts, start_time)
   if not self.persist then return end
-  if p then persist.spawned_early(self, inst, p, restarts) else persist.early_dropped(self, inst) end
+  if p then persist.spawned_early(self, inst, p, restarts, start_time) else persist.early_dropped(self, inst) end
 end
 
 --- Launches the instances that waited for a dependency.

@@ -542,6 +542,9 @@ end
 -- that instance's next Instance:spawn, which the same action reaches
 -- without a yield (nothing between runs code of the service's own).
 local early_inst, early_p, early_err, early_opts
+-- Its start time (orch.time() at its spawn), which the journal has too:
+-- the instance's start_time once spawn_done takes that process (early_of).
+local early_time, early_of
 
 -- Spawns the restart of `self` at once, when the run's end restarts it
 -- without a delay and nothing of the restart can run code of the service's
@@ -578,7 +581,8 @@ function respawn_early(self, run, code, sig, reason)
     -- journal and the fd holder learn it, before the bookkeeping: a kill
     -- -9 of orch meanwhile leaves no process the next orch does not know.
     orch.sched_yield()
-    S:spawned_early(self, early_p, self.restarts + 1)
+    early_time, early_of = orch.time(), early_p
+    S:spawned_early(self, early_p, self.restarts + 1, early_time)
   end
   return true
 end
@@ -589,7 +593,7 @@ end
 function respawn_left(self)
   if early_inst ~= self then return end
   local p = early_p
-  early_inst, early_p, early_err, early_opts = nil, nil, nil, nil
+  early_inst, early_p, early_err, early_opts, early_time, early_of = nil, nil, nil, nil, nil, nil
   if not p then return end
   self:log("internal error: the restart spawned at the exit (pid %d) was not taken: killed", p.pid)
   self.sup:spawned_early(self, nil)
@@ -682,9 +686,12 @@ function Instance:spawn_done(run, p, err)
     -- The state journal learns the new process before the previous run's
     -- end is noted (the `exited` event's subscribers run then): a kill -9
     -- of orch meanwhile leaves no process the next orch does not know.
-    run.proc, run.pid, start_time = p, p.pid, orch.time()
+    -- (A restart spawned by the exit's action was journaled at its spawn,
+    -- with its time.)
+    run.proc, run.pid, start_time = p, p.pid, early_of == p and early_time or orch.time()
     self.sup:spawned(self, run, start_time)
   end
+  early_time, early_of = nil, nil
   -- The previous run's end, before anything of this one is seen.
   self:noted()
   if not p then

@@ -16,7 +16,10 @@
 --    record is small (WHOLE) or the journal has grown as large as the
 --    record, rewrites the record whole from the entries kept per instance
 --    and removes the journal. The cost of a change is thus independent of
---    the number of services. Both go at a clean shutdown;
+--    the number of services. A restart whose new process's spawn line
+--    says all its entry says (covered) asks for no sync: the line stays
+--    the journal's until the journal holds as much as the record or WHOLE.
+--    Both go at a clean shutdown;
 --  * the fd holder (`orch fdholder`, src/fdholder.c: C, no Lua state), a
 --    small process of its own session holding a duplicate of the read end of
 --    every log pipe, so that no service dies of SIGPIPE while no orch
@@ -163,20 +166,22 @@ end
 -- The record's entry of a run (r: its rec_of), as JSON; remade only when
 -- one of its values changed (a sync of hundreds of services mostly
 -- concatenates).
+-- A second result, true: the entry says what the journal's line of the
+-- process's spawn says (r[TEXT] was true: see journaled), which the journal
+-- holds already.
 local function fragment(inst, run, r, def, has_log, now, wall)
   local want = inst.want and true or false
   local text = r[TEXT]
-  if text and r[WANT] == want and r[RESTARTS] == inst.restarts and r[LOG] == has_log
-     and r[DEF] == def and r[START_TIME] == inst.start_time then
-    return text
-  end
+  local same = text and r[WANT] == want and r[RESTARTS] == inst.restarts and r[LOG] == has_log
+     and r[DEF] == def and r[START_TIME] == inst.start_time
+  if same and text ~= true then return text end
   r[WANT], r[RESTARTS], r[LOG], r[DEF], r[START_TIME] = want, inst.restarts, has_log, def, inst.start_time
   local started_at = math.floor((wall - (now - (run.started or now))) * 1000) / 1000
   text = string.format('{"name":%s,"pid":%d,"pid_start":%d,"want":%s,"restarts":%s,"start_time":%s,'
     .. '"started_at":%s,"def":%s%s}', jstr(inst.name), r[PID], r[START], tostring(want), jnum(inst.restarts),
     jnum(inst.start_time), jnum(started_at), jstr(def), has_log and ',"log":true' or "")
   r[TEXT] = text
-  return text
+  return text, same
 end
 
 -- The record's entry of an instance without a process (backoff, fatal,
@@ -210,7 +215,8 @@ local function entry(S, inst, now, wall)
   if r and r[START] then
     local s = log_stream(run)
     r[STREAM] = s or false
-    return fragment(inst, run, r, def_digest(S.services[inst.service]), s ~= nil, now, wall), s and r or nil
+    local text, journaled = fragment(inst, run, r, def_digest(S.services[inst.service]), s ~= nil, now, wall)
+    return text, s and r or nil, journaled
   elseif not (run and run.alive) and (inst.state ~= "stopped" or inst.restarts > 0
          or inst.exit_code ~= nil or inst.exit_signal ~= nil) then
     -- Stopped after it ran (by hand: `orch ctl stop`) is named too, so that
@@ -226,11 +232,12 @@ end
 local function gone_line(name) return '{"name":' .. jstr(name) .. ',"gone":true}' end
 
 -- name's entry is text now (nil: the record leaves it out): a line for the
--- journal when that changed it.
-local function note(frags, lines, name, text)
+-- journal when that changed it, unless the journal says it already
+-- (journaled: the line of the process's spawn).
+local function note(frags, lines, name, text, journaled)
   if text ~= frags[name] then
     frags[name] = text
-    lines[#lines + 1] = text or gone_line(name)
+    if not journaled then lines[#lines + 1] = text or gone_line(name) end
   end
 end
 
@@ -264,9 +271,9 @@ local function collect(S, P)
     for _, inst in ipairs(all) do
       local name = inst.name
       if not pending(S, name) then
-        local text, r = entry(S, inst, now, wall)
+        local text, r, journaled = entry(S, inst, now, wall)
         if pipes[name] ~= r then pipes[name] = r end
-        note(frags, lines, name, text)
+        note(frags, lines, name, text, journaled)
       end
     end
     -- The names of the instances a reload removed.
@@ -285,10 +292,10 @@ local function collect(S, P)
     for inst in pairs(dirty) do
       local name = inst.name
       if S.by_name[name] == inst and not pending(S, name) then
-        local text, r = entry(S, inst, now, wall)
+        local text, r, journaled = entry(S, inst, now, wall)
         pipes[name] = r
         recheck[name] = true
-        note(frags, lines, name, text)
+        note(frags, lines, name, text, journaled)
       end
     end
   end
@@ -396,11 +403,16 @@ function persist.sync(S)
   -- The record is rewritten whole when its head changed, when it is small,
   -- or when the journal would grow past its size (so that the work of the
   -- rewrites stays in proportion to the changes); otherwise the changes
-  -- go to the journal.
+  -- go to the journal. The lines of spawns alone (a restart: its line went
+  -- to the journal at the spawn, nothing else changed) stay there until the
+  -- journal holds as much as the record, or WHOLE for a small one: a
+  -- restart then writes one line, not the record.
   local size = P.record_bytes
   local whole = head ~= P.written_head or not size
-  if not whole and (nbytes > 0 or P.jbytes > 0) then
+  if not whole and nbytes > 0 then
     whole = size <= WHOLE or P.jbytes + nbytes > size
+  elseif not whole and P.jbytes > 0 then
+    whole = P.jbytes > math.max(size, WHOLE)
   end
   if whole then
     local list, frags = {}, P.frags
@@ -482,10 +494,39 @@ local function schedule(S, P)
   end)
 end
 
+-- The journal's bound while it holds spawn lines alone (see persist.sync).
+local function journal_full(P)
+  return not P.record_bytes or P.jbytes > math.max(P.record_bytes, WHOLE)
+end
+
+-- inst's live process is in the journal (its spawn's line: journaled)
+-- with the values its entry has now, and its log pipe with the holder: a
+-- sync would write nothing of it. The stream is the one persist.spawned
+-- hands over (the capture takes it a moment later).
+local function covered(S, P, inst)
+  local run = inst.run
+  local pid = run and run.alive and (run.main_pid or run.pid)
+  local r = pid and recs[run]
+  if not (r and r[TEXT] == true and r[PID] == pid) or P.full or journal_full(P) then return false end
+  local s = open_stream(run.log_stream or (run.proc and run.proc.stdout))
+  return r[LOG] == (s ~= nil) and (s == nil or P.held[inst.name] == pid)
+    and r[WANT] == (inst.want and true or false) and r[RESTARTS] == inst.restarts
+    and r[START_TIME] == inst.start_time and r[DEF] == def_digest(S.services[inst.service])
+end
+
+--- inst changed (nil: something not of one instance). An instance whose
+-- entry the journal holds already (covered: a restart's new process, from
+-- its spawn to its running state) is only marked: the next sync, whenever
+-- something else brings it, makes its entry, and a restart costs no sync.
 function persist.touch(S, inst)
   local P = S.persist
   if not P or P.closed then return end
-  if inst then P.dirty[inst] = true else P.full = true end
+  if inst then
+    P.dirty[inst] = true
+    if covered(S, P, inst) then return end
+  else
+    P.full = true
+  end
   schedule(S, P)
 end
 
@@ -572,6 +613,16 @@ local function spawn_line(S, P, inst, pid, start, restarts, start_time)
     jnum(restarts), def_digest(S.services[inst.service]), inst.want and "1" or "0", jnum(start_time))
 end
 
+-- The journal holds the line of r's process's spawn (spawn_line's values):
+-- r takes them as its entry's, and TEXT true says that the entry the next
+-- sync makes of them (unless one changed meanwhile) is the journal's line,
+-- which needs no line again. A restart then costs the journal one line (at
+-- its spawn) and the record nothing until the journal is rewritten into it.
+local function journaled(S, inst, r, restarts, start_time, has_log)
+  r[WANT], r[RESTARTS], r[LOG] = inst.want and true or false, restarts, has_log
+  r[DEF], r[START_TIME], r[TEXT] = def_digest(S.services[inst.service]), start_time, true
+end
+
 -- The record of the restart respawn_early spawned (instance.lua), made
 -- at its spawn, per instance: its run does not exist yet.
 local early_recs = setmetatable({}, { __mode = "k" })
@@ -583,15 +634,18 @@ local early_recs = setmetatable({}, { __mode = "k" })
 -- process that the next orch does not know (without cgroups nothing else
 -- finds it). restarts: the count the restart makes. The run made for it
 -- next (persist.spawned) takes this record and writes nothing again.
-function persist.spawned_early(S, inst, p, restarts)
+function persist.spawned_early(S, inst, p, restarts, start_time)
   local P = S.persist
   if not P or P.closed then return end
   local pid = p.pid
   local start = orch.proc.start_time(pid)
   if not start then return end
-  early_recs[inst] = new_rec(pid, start)
-  append_journal(S, P, spawn_line(S, P, inst, pid, start, restarts, orch.time()))
+  local r = new_rec(pid, start)
+  early_recs[inst] = r
   local s = open_stream(p.stdout)
+  if append_journal(S, P, spawn_line(S, P, inst, pid, start, restarts, start_time)) then
+    journaled(S, inst, r, restarts, start_time, s ~= nil)
+  end
   if s and P.holder then holder.hand_over(P, { { inst.name, pid, start, s } }) end
 end
 
@@ -616,14 +670,25 @@ function persist.spawned(S, inst, run, start_time)
     early_recs[inst] = nil
     if pid == e[PID] then
       -- Journaled and handed over at its spawn (persist.spawned_early).
+      -- The run is not alive yet (covered cannot tell): only marked when
+      -- the journal has its line and the holder its pipe (the touch of
+      -- the state that follows at once decides on the sync).
       recs[run] = e
-      persist.touch(S, inst)
+      local s = open_stream(run.proc and run.proc.stdout)
+      if e[TEXT] == true and not P.full and not journal_full(P) and e[LOG] == (s ~= nil)
+         and (s == nil or P.held[inst.name] == pid) then
+        P.dirty[inst] = true
+      else
+        persist.touch(S, inst)
+      end
       return
     end
   end
-  local start = pid and rec_of(run, pid)[START]
+  local r = pid and rec_of(run, pid)
+  local start = r and r[START]
   if not start then return end
-  local line = spawn_line(S, P, inst, pid, start, inst.restarts, start_time or inst.start_time)
+  start_time = start_time or inst.start_time
+  local line = spawn_line(S, P, inst, pid, start, inst.restarts, start_time)
   -- Its log pipe (captured right after this: the process's stdout), while
   -- open: a daemon's main process (Instance:set_main) comes after its
   -- launcher's pipe may have reached its EOF and been closed.
@@ -643,7 +708,7 @@ function persist.spawned(S, inst, run, start_time)
     end
     if #buf >= 64 then persist.flush(S) end
   else
-    append_journal(S, P, line)
+    if append_journal(S, P, line) then journaled(S, inst, r, inst.restarts, start_time, s ~= nil) end
     if put then holder.hand_over(P, { put }) end
   end
   persist.touch(S, inst)
