@@ -6,7 +6,8 @@
 # binary BUILD/orch; "-" for the build's own), alternating within each
 # round, the order of the orch variants turned each round. Prints, for
 # each kind, the median and p95 of each round and of all rounds pooled,
-# orch's CPU a restart (/proc/PID/schedstat), and per round whether the
+# orch's CPU a restart (/proc/PID/schedstat; its median, and each round's),
+# and per round whether the
 # target of issue 15 (median within 1.1 x C + 0.2 ms) is met. Lua changes
 # only: for A/B of C code run it twice, once per build. AB_SAMPLES (20)
 # kills a round and kind. AB_STAMPS=1: orch runs restart_stamps.lua
@@ -77,8 +78,9 @@ for l in io.lines(sf) do
 end
 for l in io.lines(cf) do
   local k, ns = l:match("^(%S+) %d+ cpu (%d+)$")
-  cpu[k] = cpu[k] or {}
+  cpu[k] = cpu[k] or { rounds = {} }
   table.insert(cpu[k], tonumber(ns) / 1e6)
+  table.insert(cpu[k].rounds, string.format("%.3f", tonumber(ns) / 1e6))
 end
 local function q(t, p)
   if not t or #t == 0 then return 0 / 0 end
@@ -102,6 +104,7 @@ for _, k in ipairs(kinds) do
   print(string.format("%-6s pooled median %.3f p95 %.3f ms (n %d); cpu/restart median %.3f ms; rounds: %s%s", k,
     q(s[k] and s[k].all, 0.5), q(s[k] and s[k].all, 0.95), s[k] and #s[k].all or 0, q(cpu[k], 0.5),
     table.concat(meds, " "), #met > 0 and (" [" .. table.concat(met, " ") .. "]") or ""))
+  if cpu[k] then print(string.format("%-6s cpu/restart by round (ms): %s", k, table.concat(cpu[k].rounds, " "))) end
   if bt[k] then
     print(string.format("%-6s exit callback -> orch.spawn: %.1f us, orch's CPU %.1f us (median of %d)", k,
       q(bt[k], 0.5), q(bc[k], 0.5), #bt[k]))
@@ -109,4 +112,9 @@ for _, k in ipairs(kinds) do
 end
 local c = q(s.c and s.c.all, 0.5)
 print(string.format("target (pooled): 1.1 x C + 0.2 = %.3f ms", 1.1 * c + 0.2))
+local c95 = q(s.c and s.c.all, 0.95)
+for i = 2, #kinds do
+  local k = kinds[i]
+  print(string.format("%-6s p95 / C's p95 = %.2f (target 1.3)", k, q(s[k] and s[k].all, 0.95) / c95))
+end
 LUA
