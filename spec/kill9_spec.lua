@@ -176,7 +176,25 @@ local function lines_of(t, n, pid)
   return nums
 end
 
+-- Each service runs, once, the process it ran before (after: status now).
+local function kept_processes(t, before, after)
+  for _, n in ipairs(NAMES) do
+    assert.are.equal(before[n].pid, after[n].pid, n)
+    assert.are.same({ before[n].pid }, procs_with(t.dir .. "/" .. n))
+  end
+end
+
 local function kill9(pid) os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+
+-- Kills the process of service `name` (s: a status) and waits for its
+-- restart; returns the status then.
+local function restart_of(t, s, name)
+  kill9(s[name].pid)
+  return until_true(function()
+    local x = status(t)
+    return x[name].state == "running" and x[name].pid ~= s[name].pid and x
+  end, name .. " restarted")
+end
 -- A killed orch is gone once /proc no longer has it: its main thread may be
 -- a zombie while its other threads (libuv's threadpool) still exit, and the
 -- descriptors they share, the control socket's lock among them, are closed
@@ -229,11 +247,7 @@ describe("orch killed with SIGKILL", function()
       local pid1 = run(t)
       local s1 = all_running(t)
       -- b has restarted once: its count must survive.
-      kill9(s1.b.pid)
-      s1 = until_true(function()
-        local s = status(t)
-        return s.b.state == "running" and s.b.pid ~= s1.b.pid and s
-      end, "b restarted")
+      s1 = restart_of(t, s1, "b")
       assert.are.equal(1, s1.b.restarts)
       -- The record (with its journal: b's restart) names the services and
       -- the holder.
@@ -267,10 +281,7 @@ describe("orch killed with SIGKILL", function()
       -- The next run of the same socket adopts them.
       local pid2 = run(t)
       local s2 = all_running(t)
-      for _, n in ipairs(NAMES) do
-        assert.are.equal(s1[n].pid, s2[n].pid, n)
-        assert.are.same({ s1[n].pid }, procs_with(t.dir .. "/" .. n))
-      end
+      kept_processes(t, s1, s2)
       assert.are.equal(0, s2.a.restarts)
       assert.are.equal(1, s2.b.restarts)
       local code, out = ctl(t, "status")
@@ -346,11 +357,7 @@ describe("orch killed with SIGKILL", function()
         end
         return r
       end, "the record to name every service, and no sync on its way")
-      kill9(s1.b.pid)
-      local s2 = until_true(function()
-        local s = status(t)
-        return s.b.state == "running" and s.b.pid ~= s1.b.pid and s
-      end, "b restarted")
+      local s2 = restart_of(t, s1, "b")
       assert.are.equal(1, s2.b.restarts)
       until_true(function() return (recorded(t) or {}).b == s2.b.pid end, "the record or its journal to name the new b")
       assert.is_true(no_sync())
@@ -366,10 +373,7 @@ describe("orch killed with SIGKILL", function()
       until_true(function() return gone(pid1) end, "orch to die")
       local pid2 = run(t)
       local s3 = all_running(t)
-      for _, n in ipairs(NAMES) do
-        assert.are.equal(s2[n].pid, s3[n].pid, n)
-        assert.are.same({ s2[n].pid }, procs_with(t.dir .. "/" .. n))
-      end
+      kept_processes(t, s2, s3)
       assert.are.equal(1, s3.b.restarts)
       shutdown(t, pid2)
     end)
@@ -529,11 +533,7 @@ orch.task(function() orch.sleep(1e6) end)
         return r and math.tointeger(r.orch.pid) == pid2 and r.holder
           and holds_pipes(math.tointeger(r.holder.pid), { s3.s75.pid, s3.s20.pid, s3.s1.pid, s3["s" .. N].pid })
       end, "the new orch's record and holder")
-      kill9(s3.s75.pid)
-      local s4 = until_true(function()
-        local x = status(t)
-        return x.s75.state == "running" and x.s75.pid ~= s3.s75.pid and x
-      end, "s75 restarted")
+      local s4 = restart_of(t, s3, "s75")
       t.extra[#t.extra + 1] = s4.s75.pid
       local holder2 = holder_of(t)
       until_true(function() return holds_pipes(holder2, { s4.s75.pid }) end, "the holder to hold the new pipe")
