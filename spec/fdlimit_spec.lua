@@ -463,6 +463,70 @@ describe("cgroups at the fd limit", function()
     assert.are.same({}, cg:procs())
     cg:close()
   end)
+
+  -- At a limit of ORCH__CG_LAZY_NOFILE (4096) or more a start opens no
+  -- cgroup file but the directory: the warm-up does, 0.1 s later, and here
+  -- it finds no fd. The stop comes through the control socket, whose
+  -- connection accepted at EMFILE takes every spare fd, and the run's end
+  -- (its rmdir, refused while escapees live) lets the directory go: the
+  -- stop's listing, its cgroup.kill and its reads of cgroup.events must
+  -- have fds of their own (the kill reserve, src/fdlimit.c).
+  it("at nofile 4096, every fd taken before the warm-up and the spares given to ctl, ctl stop kills the escapees and returns", function()
+    local parent = h.cgroup_name()
+    local o = start("4096:4096", string.format([[
+      local sup = require "orch.supervisor"
+      sup.configure { log = false, cgroup = %q }
+      ]] .. TAKE_FREE .. [[
+      -- e1 handles TERM (and leaves a mark), e2 ignores it: both in
+      -- sessions of their own, reached only through the cgroup.
+      local e1 = "trap 'echo term > " .. DIR .. "/e1.term; exit 0' TERM; echo $$ > " .. DIR
+        .. "/e1.pid; while :; do sleep 0.1; done"
+      local e2 = "trap '' TERM; echo $$ > " .. DIR .. "/e2.pid; exec sleep 1000"
+      sup.service { name = "w", stop = { timeout = 1 },
+                    cmd = { "sh", "-c", 'setsid sh -c "$1" & setsid sh -c "$2" & exec sleep 1000', "w", e1, e2 } }
+      orch.task(function()
+        assert(sup.wait("w", "running"))
+        TAKE()
+        while not (os.rename(DIR .. "/e1.pid", DIR .. "/e1") and os.rename(DIR .. "/e2.pid", DIR .. "/e2")) do
+          orch.sleep(0.01)
+        end
+        os.rename(DIR .. "/e1", DIR .. "/e1.pid")
+        os.rename(DIR .. "/e2", DIR .. "/e2.pid")
+        assert(io.open("/dev/null") == nil)
+        os.rename(DIR .. "/e1.pid", DIR .. "/taken")
+        while sup.status("w")[1].state ~= "stopped" do orch.sleep(0.01) end
+        FREE()
+      end)
+      sup.run()
+    ]], parent))
+    finally(function()
+      u.stop(o)
+      h.remove_cgroup_tree(parent)
+    end)
+    local e1 = u.until_true(function() return tonumber(h.slurp(o.dir .. "/taken"):match("%d+")) end, "every fd taken")
+    local e2 = tonumber(h.slurp(o.dir .. "/e2.pid"):match("%d+"))
+    local main = u.status(o).w
+    assert.are.equal("running", main.state)
+    assert.is_true(h.alive(e1) and h.alive(e2) and h.alive(main.pid))
+    local code, _, err = u.ctl_cli(o, "stop", "w")
+    assert.are.equal(0, code, err)
+    assert.matches("out of file descriptors", err, 1, true)
+    -- The stop took: every process ended (e1 by its TERM, e2 at the stop
+    -- timeout's KILL), the cgroup is gone, the service stopped.
+    assert.is_false(h.alive(main.pid))
+    assert.is_false(h.alive(e1))
+    assert.is_false(h.alive(e2))
+    assert.are.equal("term\n", h.slurp(o.dir .. "/e1.term"))
+    local st = u.status(o).w
+    assert.are.equal("stopped", st.state)
+    assert.is_nil(st.reason, st.reason)
+    u.until_true(function() return h.orch.cgroup.open(main.cgroup) == nil end, main.cgroup .. " removed")
+    -- The fds back: the spares and the kill reserve are whole again.
+    u.until_true(function()
+      local c, out = u.ctl_cli(o, "eval", "return orch.fd.spares()")
+      return c == 0 and out:match("^3\t3\t") and true
+    end, "the spares whole")
+  end)
 end)
 
 -- A kill -9 of orch leaves its services running; the next `orch run` of the

@@ -116,7 +116,7 @@ static int procs_of(orch__cgroup *cg, int dfd, int recursive, pid_t **pids, size
   return 0;
 }
 
-int orch__cg_procs(orch__cgroup *cg, int recursive, pid_t **pids, size_t *n) {
+static int procs_now(orch__cgroup *cg, int recursive, pid_t **pids, size_t *n) {
   for (int again = 1;; again = 0) {
     int fresh, dfd = orch__cg_held_dir(cg, &fresh);
     if (dfd < 0) return -errno;
@@ -125,6 +125,15 @@ int orch__cg_procs(orch__cgroup *cg, int recursive, pid_t **pids, size_t *n) {
     else if (again && orch__cg_let_go(cg, dfd, r)) continue;
     return r;
   }
+}
+
+/* A stop lists, signals and watches its cgroups with the kill reserve's
+ * fds when the spares are out (fdlimit.c): what these open they close. */
+int orch__cg_procs(orch__cgroup *cg, int recursive, pid_t **pids, size_t *n) {
+  orch__fd_kill_path(1);
+  int r = procs_now(cg, recursive, pids, n);
+  orch__fd_kill_path(0);
+  return r;
 }
 
 int orch__cg_children(const orch__cgroup *cg, char **names, size_t *n) {
@@ -172,7 +181,14 @@ static unsigned long long mono_ns(void) {
 
 int orch__cg_events(orch__cgroup *cg, int *populated, int *frozen) {
   char buf[256];
-  ssize_t r = orch__cg_read_held(&cg->events, cg->fs[0], "cgroup.events", buf, sizeof buf);
+  ssize_t r;
+  if (cg->events >= 0) {
+    r = orch__cg_read_held(&cg->events, cg->fs[0], "cgroup.events", buf, sizeof buf);
+  } else {
+    orch__fd_kill_path(1);
+    r = orch__cg_read_held(&cg->events, cg->fs[0], "cgroup.events", buf, sizeof buf);
+    orch__fd_kill_path(0);
+  }
   if (r < 0) return (int)r;
   long long p = orch__cg_keyed(buf, "populated"), f = orch__cg_keyed(buf, "frozen");
   if (populated) *populated = p > 0;
@@ -237,7 +253,16 @@ static int listed(const pid_t *list, size_t n, pid_t pid) {
   return 0;
 }
 
+static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip);
+
 int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip) {
+  orch__fd_kill_path(1);
+  int r = kill_now(cg, sig, flags, skip, nskip);
+  orch__fd_kill_path(0);
+  return r;
+}
+
+static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip) {
   int r = orch__cg_holds_self(cg);
   if (r < 0) return r;
   if (r) return -EPERM;

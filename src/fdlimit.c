@@ -40,6 +40,33 @@ static int conn_holds;          /* connections accepted at EMFILE still open */
 static struct rlimit nofile_orig;
 static int nofile_raised;
 
+/* The kill reserve: fds, open on /dev/null like the spares, lent only to
+ * what a stop must do to its cgroups (orch__fd_kill_path: the listing and
+ * its pidfds, cgroup.kill, cgroup.events) once the spares are out, and
+ * never given up to a connection accepted at EMFILE. The spares alone did
+ * not do: a `ctl stop` at EMFILE came through a connection that took them
+ * all, and the fds its accept freed went to other opens (the stop's
+ * journal write, a wait's cgroup.events), so its cgroup.kill found none
+ * and its escapees outlived it. What the kill path opens it closes before
+ * it returns (a lent fd is never held), so its fds are free again at its
+ * end, and taken back then: nothing else can run in between (loop thread).
+ * Three: the cgroup's directory, and a pidfd and the listing that confirms
+ * it, or cgroup.kill. Filled before the spares. */
+#define FD_KILL 3
+static int fd_kill[FD_KILL] = { -1, -1, -1 };
+static int kill_path;           /* depth of orch__fd_kill_path(1) calls */
+
+static int held_of(const int *slots, int n) {
+  int k = 0;
+  for (int i = 0; i < n; i++) k += slots[i] >= 0;
+  return k;
+}
+
+static void fill_slots(int *slots, int n) {
+  for (int i = 0; i < n; i++)
+    if (slots[i] < 0 && (slots[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) break;
+}
+
 /* After anything that may leave a spare out: while one is out that a
  * settle may take back, the runtimes settle at each turn of their loops
  * (the waker runtime.c gave), until the spares are whole. */
@@ -53,8 +80,8 @@ static void watch_spares(void) {
 
 void orch__fd_reserve_fill(void) {
   fd_filled = 1;
-  for (int i = 0; i < FD_RESERVE; i++)
-    if (fd_reserve[i] < 0 && (fd_reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) break;
+  fill_slots(fd_kill, FD_KILL);
+  fill_slots(fd_reserve, FD_RESERVE);
   watch_spares();
 }
 
@@ -71,9 +98,11 @@ void orch__fd_reserve_hold(int delta) {
 }
 
 int orch__fd_reserve_held(void) {
-  int n = 0;
-  for (int i = 0; i < FD_RESERVE; i++) n += fd_reserve[i] >= 0;
-  return n;
+  return held_of(fd_reserve, FD_RESERVE);
+}
+
+int orch__fd_kill_held(void) {
+  return held_of(fd_kill, FD_KILL);
 }
 
 int orch__fd_spares(int *total) {
@@ -82,22 +111,40 @@ int orch__fd_spares(int *total) {
 }
 
 int orch__fd_spares_out(void) {
-  return fd_filled && !conn_holds && orch__fd_reserve_held() < FD_RESERVE;
+  return fd_filled && ((!conn_holds && orch__fd_reserve_held() < FD_RESERVE) || orch__fd_kill_held() < FD_KILL);
 }
 
-int orch__fd_spare_lend(void) {
-  for (int i = 0; i < FD_RESERVE; i++)
-    if (fd_reserve[i] >= 0) {
-      close(fd_reserve[i]);
-      fd_reserve[i] = -1;
+static int lend_from(int *slots, int n) {
+  for (int i = 0; i < n; i++)
+    if (slots[i] >= 0) {
+      close(slots[i]);
+      slots[i] = -1;
       watch_spares();
       return 1;
     }
   return 0;
 }
 
+int orch__fd_spare_lend(void) {
+  return lend_from(fd_reserve, FD_RESERVE) || (kill_path > 0 && lend_from(fd_kill, FD_KILL));
+}
+
 void orch__fd_spare_settle(void) {
-  if (fd_filled && !conn_holds) orch__fd_reserve_fill();
+  if (!fd_filled) return;
+  if (!conn_holds) {
+    orch__fd_reserve_fill();
+  } else if (orch__fd_kill_held() < FD_KILL) {
+    fill_slots(fd_kill, FD_KILL);
+    watch_spares();
+  }
+}
+
+void orch__fd_kill_path(int on) {
+  kill_path += on ? 1 : -1;
+  if (kill_path <= 0) {
+    kill_path = 0;
+    orch__fd_spare_settle();
+  }
 }
 
 int orch__fd_open_at(int dirfd, const char *name, int flags, unsigned mode, int *lent) {
@@ -156,13 +203,16 @@ int orch_raise_nofile(void) {
 
 /* Starts keep this many fds free (a quarter of a smaller limit) for what
  * must not fail at the limit: a stop's cgroup files and pidfds, the
- * control socket, a log rotation. */
+ * control socket, a log rotation. The kill reserve, held apart for the
+ * first of these, counts in it: at nofile 64 as many services start as
+ * before it was. */
 #define FD_HEADROOM 32
 
 int orch__fd_headroom_short(int fd) {
   rlim_t cur = orch__nofile_soft();
   if (cur == 0 || cur == RLIM_INFINITY) return 0;
   rlim_t keep = cur / 4 < FD_HEADROOM ? cur / 4 : FD_HEADROOM;
+  keep = keep > FD_KILL ? keep - FD_KILL : 0;
   /* Fds are allocated lowest first: every one below fd is in use. */
   return (rlim_t)fd + keep >= cur;
 }

@@ -122,6 +122,13 @@ int orch__fd_reserve_held(void);
  * value). */
 int orch__fd_spare_lend(void);
 void orch__fd_spare_settle(void);
+/* The kill reserve (fdlimit.c): between orch__fd_kill_path(1) and
+ * orch__fd_kill_path(0) (nested: counted), a lend that finds no spare left
+ * lends one of its fds; the outermost (0) takes them back. For a stop's
+ * cgroup work only (cgroup_members.c), which closes whatever it opened
+ * before it returns. kill_held: how many it holds (of 3). */
+void orch__fd_kill_path(int on);
+int orch__fd_kill_held(void);
 int orch__fd_spares_out(void);
 int orch__fd_spares(int *total);
 void orch__fd_spares_on_out(void (*wake)(void));

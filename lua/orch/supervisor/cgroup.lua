@@ -667,9 +667,12 @@ function M.signal(run, sig, except)
   local cg = run.cgroup
   if not cg then return false end
   if sig == "KILL" or sig == 9 then
-    if not cg:populated() then return false end
+    -- A read that failed (not a cgroup gone) is no empty cgroup; a
+    -- cgroup.kill that failed leaves the caller its own KILL.
+    local p, _, code = cg:populated()
+    if p == false or (p == nil and code == "ENOENT") then return false end
+    if not cg:kill() then return false end
     killed[cg] = true
-    cg:kill()
     return true
   end
   -- Another signal goes to each listed process: the count says whether
@@ -702,7 +705,9 @@ end
 function M.populated(run)
   local cg = run.cgroup
   if cg == nil or empty[cg] then return false end
-  local p = cg:populated()
+  local p, _, code = cg:populated()
+  -- Unknown (a read that failed) is not empty: the drain then waits.
+  if p == nil and code ~= "ENOENT" then return true end
   if not p then empty[cg] = true end
   return p
 end
