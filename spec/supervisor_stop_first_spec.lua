@@ -335,6 +335,81 @@ describe("a stop signals first", function()
     end)
   end)
 
+  -- The first pass runs no user code, but it may raise all the same: the
+  -- Lua time budget's count hook raises in whatever runs past the budget
+  -- (a pass over thousands of services), and so does a debug hook. Here a
+  -- call hook raises at the call of r2's signal_first, inside the pass
+  -- with SIGCHLD held: the stop (and the shutdown, whose early pass runs in
+  -- the caller of sup.shutdown) must go on without the pass, each service
+  -- signalled by its own stop; SIGCHLD is released, every exit reaped.
+  it("an error raised inside the first pass: SIGCHLD released, the stop and the shutdown still stop every service", function()
+    u.with(function(_, _, dir, _, token)
+      local script = h.script(string.format([[
+        local sup = require "orch.supervisor"
+        local DIR = %q
+        sup.configure { runtime_dir = DIR }
+        for i = 1, 3 do sup.service { name = "r" .. i, cmd = { "sleep", "600" } } end
+        local function raise_in_pass(name)
+          local co = coroutine.running()
+          debug.sethook(co, function()
+            local info = debug.getinfo(2, "n")
+            if info and info.name == "signal_first" then
+              local _, self = debug.getlocal(2, 1)
+              if type(self) == "table" and self.name == name then
+                debug.sethook(co)
+                error("raised in the pass", 0)
+              end
+            end
+          end, "c")
+        end
+        local function note(line)
+          local f = assert(io.open(DIR .. "/notes", "a"))
+          f:write(line, "\n")
+          f:close()
+        end
+        local function held()
+          for _, n in ipairs(orch.signal.sigprocmask()) do if n == "CHLD" then return "held" end end
+          return "released"
+        end
+        orch.task(function()
+          for i = 1, 3 do assert(sup.wait("r" .. i, "running")) end
+          raise_in_pass("r2")
+          local ok, res, err = pcall(sup.stop, "all")
+          debug.sethook()
+          note(string.format("stop %%s %%s %%s %%s", tostring(ok), tostring(res), tostring(err), held()))
+          for i = 1, 3 do note("r" .. i .. " " .. sup.status("r" .. i)[1].state) end
+          assert(sup.start("all"))
+          for i = 1, 3 do assert(sup.wait("r" .. i, "running")) end
+          for i = 1, 3 do note("pid " .. sup.status("r" .. i)[1].pid) end
+          raise_in_pass("r2")
+          ok, err = pcall(sup.shutdown, 0)
+          note(string.format("shutdown %%s %%s", tostring(ok), tostring(err)))
+        end)
+        sup.run()
+      ]], dir))
+      local p = assert(orch.spawn { h.bin, "run", script, stdout = "null", stderr = dir .. "/err",
+        env = { ORCH_SPEC_RUN = token, ORCH_SOCKET = dir .. "/ctl.sock" } })
+      -- (An orch whose shutdown failed runs on: killed here, its services
+      -- by u.with.)
+      local code = p:wait(30)
+      if code == nil then
+        p:kill("KILL")
+        p:wait(10)
+      end
+      local err = h.slurp(dir .. "/err")
+      assert.are.equal(0, code, err)
+      local notes = h.slurp(dir .. "/notes")
+      assert.matches("^stop true true nil released\nr1 stopped\nr2 stopped\nr3 stopped\n", notes)
+      -- (The shutdown ends orch before sup.shutdown returns: no note.)
+      assert.is_nil(notes:find("shutdown", 1, true), notes)
+      for pid in notes:gmatch("pid (%d+)") do assert.is_false(u.alive(tonumber(pid)), notes) end
+      -- Said, with what was raised.
+      local _, n = err:gsub("the stop's first signal pass failed %(each stop signals its own service%): raised in the pass", "")
+      assert.are.equal(2, n, err)
+      assert.matches("every service is stopped", err, 1, true)
+    end)
+  end)
+
   it("still sends KILL after the stop timeout to a process that keeps the signal blocked", function()
     u.with(function(s, logs, dir)
       service(s, "deaf", dir, "never", { stop = { signal = SIG, timeout = 0.2 } })

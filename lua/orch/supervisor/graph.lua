@@ -255,8 +255,18 @@ end
 -- The first pass, then: the processes just signalled end on orch's CPU
 -- too: they go first, orch's bookkeeping of their stops after (a stop's
 -- users wait for the processes to be gone).
+-- The pass runs no user code, but it can raise (the Lua time budget's
+-- count hook raises in whatever runs past the budget, a pass over
+-- thousands of services): it is an optimisation, so a raise ends it (SIGCHLD
+-- released by its <close>) and the stop goes on without it, each
+-- instance's stop sending what the pass did not (Instance:send).
 local function signal_layer(insts)
-  if first_pass(insts) > 1 then orch.sched_yield() end
+  local ok, sent = pcall(first_pass, insts)
+  if not ok then
+    insts[1].sup:log("the stop's first signal pass failed (each stop signals its own service): " .. tostring(sent))
+    return
+  end
+  if sent > 1 then orch.sched_yield() end
 end
 
 -- The stops of one layer, in parallel, after its first pass; returns once
