@@ -1416,6 +1416,116 @@ orch.task(function() orch.sleep(1e6) end)
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  -- A stop of many removes its runs' cgroups at its end (cgroup.lua,
+  -- M.defer_removals). Killed in the middle of one: four services ended
+  -- (their cgroups empty, not removed yet), four still stopping (each main
+  -- process waits for a gate once it had TERM, an escapee in a session of
+  -- its own beside it, which the stop's first TERM reached through the
+  -- cgroup and which ends at a second one). The next orch of the socket removes the four empty
+  -- cgroups, stops the four others as their services stop (the escapees,
+  -- which only the cgroup reaches, too), removes their cgroups once empty,
+  -- and starts nothing.
+  it("killed during a stop of many: the next orch stops what was stopping, escapees too, and removes every cgroup", function()
+    local t = new_test(false, [[
+local sup = require "orch.supervisor"
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end }
+for i = 1, 8 do
+  local slow = i > 4
+  -- (A stop signal sent again, by the next orch, is taken the same way.
+  -- The next orch closes the log pipe of a run it does not adopt: SIGPIPE
+  -- is ignored, so that the shell's "Terminated" lines do not end it.)
+  local body = slow and ("trap '' PIPE; trap 'stop=1' TERM; "
+    .. "setsid sh -c 'trap \"[ -e " .. DIR .. "/e" .. i .. ".term ] && exit 0; : > " .. DIR .. "/e" .. i .. ".term\" TERM; "
+    .. "echo $$ > " .. DIR .. "/e" .. i .. "; while :; do sleep 0.1; done' & "
+    .. "while [ -z \"$stop\" ] || [ ! -e " .. DIR .. "/gate ]; do sleep 0.05; done; exit 0")
+    or "while :; do sleep 0.1; done"
+  sup.service{ name = "s" .. i, stop = { timeout = 60 }, cmd = { "sh", "-c", body, DIR .. "/s" .. i } }
+end
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]])
+    local parent = require("orch.supervisor.cgroup").socket_parent(t.sock)
+    local escapees = {}
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = until_true(function()
+        local s = status(t)
+        for i = 1, 8 do if not s["s" .. i] or s["s" .. i].state ~= "running" then return false end end
+        return s
+      end, "every service running")
+      for i = 5, 8 do
+        escapees[i] = until_true(function() return math.tointeger(tonumber(slurp(t.dir .. "/e" .. i):match("%d+"))) end,
+          "escapee " .. i)
+      end
+      local paths = {}
+      for i = 1, 8 do paths[i] = s1["s" .. i].cgroup end
+      h.sh(string.format("{ %s ctl --socket %s stop all >/dev/null 2>&1 & }", h.shquote(h.bin), h.shquote(t.sock)))
+      -- s1-s4 stopped, their cgroups still there (empty); s5-s8 stopping,
+      -- and so in the record (not wanted).
+      until_true(function()
+        local s = status(t)
+        for i = 1, 4 do if s["s" .. i].state ~= "stopped" then return false end end
+        for i = 5, 8 do if s["s" .. i].state ~= "stopping" then return false end end
+        return true
+      end, "s1-s4 stopped, s5-s8 stopping")
+      until_true(function()
+        local r = record(t)
+        local want = {}
+        for _, e in ipairs(r and r.instances or {}) do want[e.name] = e.want end
+        for line in slurp(t.sock .. ".journal"):gmatch("[^\n]+") do
+          local jok, e = pcall(cjson.decode, line)
+          if jok and type(e) == "table" and e.name then want[e.name] = e.want end
+        end
+        for i = 5, 8 do if want["s" .. i] ~= false then return false end end
+        return true
+      end, "the record to say s5-s8 are not wanted")
+      for i = 5, 8 do
+        until_true(function() return io.open(t.dir .. "/e" .. i .. ".term") ~= nil end,
+          "escapee " .. i .. " to have its first TERM")
+      end
+      for i = 1, 4 do
+        local cg = h.orch.cgroup.open(paths[i])
+        assert.truthy(cg, paths[i] .. " removed before the stop's end")
+        assert.are.same({}, cg:procs())
+        cg:close()
+      end
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      local pid2 = run(t)
+      -- The empty ones go; the others' processes get TERM (the escapees
+      -- end), their main processes wait for the gate.
+      until_true(function()
+        for i = 1, 4 do if h.orch.cgroup.open(paths[i]) then return false end end
+        for i = 5, 8 do if alive(escapees[i]) then return false end end
+        return true
+      end, "the empty cgroups removed and the escapees ended")
+      for i = 5, 8 do assert.is_true(alive(s1["s" .. i].pid), "s" .. i .. " ended before the gate") end
+      h.write(t.dir .. "/gate", "")
+      until_true(function()
+        for i = 5, 8 do if alive(s1["s" .. i].pid) or h.orch.cgroup.open(paths[i]) then return false end end
+        return true
+      end, "s5-s8 ended, their cgroups removed")
+      -- Nothing started again, nothing left below the socket's tree.
+      local s = status(t)
+      for i = 1, 8 do
+        assert.are.equal("stopped", s["s" .. i].state)
+        assert.are.same({}, procs_with(t.dir .. "/s" .. i))
+      end
+      local top = assert(h.orch.cgroup.open(parent))
+      assert.are.same({}, top:children())
+      top:close()
+      local e = slurp(t.runs[2].err)
+      assert.truthy(e:find("s5: its stop was under way: stopping pid " .. s1.s5.pid, 1, true), e)
+      shutdown(t, pid2)
+    end)
+    for _, pid in pairs(escapees) do kill9(pid) end
+    for i = 1, 8 do
+      for _, pid in ipairs(procs_with(t.dir .. "/s" .. i)) do kill9(pid) end
+    end
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end)
+
   it("a service stopped by hand stays stopped after the kill; the others are adopted", function()
     local t = new_test()
     local ok, err = pcall(function()

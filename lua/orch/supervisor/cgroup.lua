@@ -152,6 +152,11 @@ function M.tree_pids(S)
   return pids
 end
 
+local wait_empty
+-- How a run left stopping is stopped when its service is no longer
+-- defined (the defaults of a service's `stop`).
+local DROP_STOP = { signal = "TERM", timeout = 10, kill_timeout = 5 }
+
 --- After a recovery or a hand-over, before the services start: what a
 -- previous orch of the same control socket left in its tree that no run
 -- took over (a process spawned in the moments before its SIGKILL, never
@@ -170,14 +175,39 @@ function M.sweep_strays(S)
   end
   if not base then return end
   local top = base:path():gsub("/$", "")
-  local mine = {}
+  local mine, dropped = {}, {}
   for cg in pairs(S.cgroups or {}) do mine[cg:path()] = true end
-  -- A recorded process not adopted (its service no longer defined, or
-  -- left stopping) is handoff.drop's, which stops it the service's way.
+  -- A recorded process not adopted yet is left alone (one waiting for a
+  -- dependency is adopted later). One that will not be (its service no
+  -- longer defined, or left stopping: the previous orch was killed in its
+  -- stop, whose cgroup removals a stop of many defers to its end) is
+  -- handoff.drop's, and its run's cgroup is stopped here the service's
+  -- way: every process in it (an escapee too) gets the stop signal, KILL
+  -- after the stop timeout, and the cgroup goes once empty.
   for _, e in pairs(S.inherited or {}) do
     local where = e.pid and orch.cgroup.of(e.pid)
     local name = where and where:sub(1, #top + 1) == top .. "/" and where:sub(#top + 2):match("^[^/]+")
-    if name then mine[top .. "/" .. name] = true end
+    if name then
+      mine[top .. "/" .. name] = true
+      if not e.want or not S.by_name[e.name] then dropped[top .. "/" .. name] = e end
+    end
+  end
+  for path, e in pairs(dropped) do
+    local cg = orch.cgroup.open(path)
+    if cg then
+      e.cgroup_stop = true
+      local inst = S.by_name[e.name]
+      local st = inst and inst.cfg.stop or DROP_STOP
+      orch.task(function()
+        cg:kill(st.signal)
+        if not wait_empty(cg, st.timeout) then
+          cg:kill()
+          wait_empty(cg, st.kill_timeout)
+        end
+        cg:remove({ recursive = true })
+        cg:close()
+      end)
+    end
   end
   for _, name in ipairs(base:children() or {}) do
     local path = top .. "/" .. name
@@ -330,7 +360,7 @@ end
 -- that cannot watch the cgroup (no fd, at orch's fd limit) is said once
 -- through say(reason) when given, and the cgroup is then read every 0.1 s
 -- until it empties, the time is up, or a wait can watch it again.
-local function wait_empty(cg, timeout, say)
+wait_empty = function(cg, timeout, say)
   local deadline = timeout and orch.now() + timeout
   local polling
   while true do

@@ -187,9 +187,14 @@ function handoff.drop(S)
     if e.log_stream then e.log_stream:close() end
     local info = e.pid and orch.proc.info(e.pid)
     if info and info.start_time == e.pid_start and info.state ~= "Z" then
-      S:log(string.format("%s: no longer defined: stopping pid %d", name, e.pid))
+      S:log(string.format("%s: %s: stopping pid %d", name,
+        S.by_name[name] and "its stop was under way" or "no longer defined", e.pid))
       S:track_orphans()
-      if info.pgid == e.pid then orch.killpg(e.pid, "TERM") else orch.kill(e.pid, "TERM", e.pid_start) end
+      -- In a cgroup of the previous orch's tree, its whole cgroup has its
+      -- stop already (cgroup.sweep_strays).
+      if not e.cgroup_stop then
+        if info.pgid == e.pid then orch.killpg(e.pid, "TERM") else orch.kill(e.pid, "TERM", e.pid_start) end
+      end
     end
   end
 end
