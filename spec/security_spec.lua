@@ -419,3 +419,42 @@ describe("the supervisor's own log", function()
     assert(ok, err)
   end)
 end)
+
+describe("a policy's own modules", function()
+  it("found beside the script whatever the current directory, never a module another user planted in the current directory or in a directory they may write to", function()
+    local name = "orch_spec_helpers_" .. orch.getpid()
+    -- pub: a directory like /tmp (sticky, anyone may create files in it),
+    -- where nobody plants NAME.lua; safe: root's own, the script beside
+    -- its module.
+    local top = h.tmpdir()
+    finally(function() os.execute("rm -rf " .. h.shquote(top)) end)
+    local pub, safe = top .. "/pub", top .. "/safe"
+    assert(os.execute("chmod 755 " .. h.shquote(top) .. " && mkdir -m 1777 " .. h.shquote(pub)
+      .. " && mkdir -m 755 " .. h.shquote(safe)))
+    h.run(function()
+      local code, _, err = run(as_nobody("sh", "-c", 'echo "return \\"planted\\"" > "$0"', pub .. "/" .. name .. ".lua"))
+      assert.are.equal(0, code, err)
+    end)
+    local show = string.format([[
+      local ok, m = pcall(require, %q)
+      print(ok and m or "not found")
+    ]], name)
+    h.write(safe .. "/" .. name .. ".lua", 'return "beside"')
+    h.write(safe .. "/policy.lua", show)
+    h.write(pub .. "/policy.lua", show)
+    local function orch_run(cwd, script)
+      return h.sh(string.format("cd %s && %s run %s 2>&1", h.shquote(cwd), h.shquote(h.bin), h.shquote(script)))
+    end
+    -- Root started in pub: the script's module, not the planted one.
+    assert.are.equal("beside", orch_run(pub, safe .. "/policy.lua"))
+    -- From anywhere: the same.
+    assert.are.equal("beside", orch_run("/", safe .. "/policy.lua"))
+    -- A script kept in pub itself: nothing is loaded from there, and orch
+    -- says why.
+    local out = orch_run(pub, "policy.lua")
+    assert.matches("not found$", out)
+    assert.matches("orch run: modules are not looked for beside the script: private.check_dir: " .. pub
+      .. " is writable by group or others", out, 1, true)
+    assert.is_nil(out:find("planted", 1, true), out)
+  end)
+end)

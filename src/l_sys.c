@@ -64,8 +64,8 @@ static int private_mkdir(lua_State *L) {
 }
 
 /* orch.private.check_dir(path): true if path is a directory (not a symbolic link)
- * owned by our uid that neither group nor others may write to, so that no
- * one else can create, replace or remove the files in it; otherwise nil,
+ * owned by our uid or root that neither group nor others may write to, so
+ * that no one else can create, replace or remove the files in it; otherwise nil,
  * message, code (EPERM when it is not private). */
 static int private_check_dir(lua_State *L) {
   const char *path = orch__checkpath(L, 1, NULL);
@@ -73,7 +73,7 @@ static int private_check_dir(lua_State *L) {
   struct stat st;
   if (lstat(path, &st) < 0) return orch__fail(L, "private.check_dir", errno);
   const char *why = !S_ISDIR(st.st_mode) ? "is not a directory"
-                  : st.st_uid != geteuid() ? "belongs to another user"
+                  : st.st_uid != geteuid() && st.st_uid != 0 ? "belongs to another user"
                   : (st.st_mode & 022) ? "is writable by group or others" : NULL;
   if (why) return orch__failf(L, "EPERM", "private.check_dir: %s %s", path, why);
   lua_pushboolean(L, 1);
@@ -361,7 +361,7 @@ static int private_read(lua_State *L) {
     return orch__fail(L, "private.read", e);
   }
   const char *why = !S_ISREG(st.st_mode) ? "is not a regular file"
-                  : st.st_uid != geteuid() ? "belongs to another user"
+                  : st.st_uid != geteuid() && st.st_uid != 0 ? "belongs to another user"
                   : (st.st_mode & 077) ? "is accessible to group or others"
                   : st.st_size > MAX_STATE ? "is larger than 64 MiB" : NULL;
   if (why) {

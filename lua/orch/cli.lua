@@ -87,6 +87,36 @@ function M.release_parser(keep)
   package.loaded["orch.cli.parse"] = nil
 end
 
+-- `orch run FILE`: the relative entries of package.path and package.cpath
+-- (the default's ./?.lua, ./?/init.lua and ./?.so, or a LUA_PATH's) are
+-- taken from the script's own directory, not the current one, and only
+-- while that directory is safe (orch's user's or root's, not writable by
+-- group or others: orch.private.check_dir). A root orch started in, or
+-- running a script from, a directory another user may write to (/tmp)
+-- loaded whatever that user had put there as a module the script
+-- requires. Returns the directory and nil, or nil and why it is refused.
+function M.script_paths(file)
+  local real = file ~= "-" and orch.realpath(file) or orch.realpath(".")
+  if not real then return nil end
+  local dir = file ~= "-" and (real:match("^(.*)/[^/]*$") or "") or real
+  if dir == "" then dir = "/" end
+  local ok, err = orch.private.check_dir(dir)
+  local function rebase(path)
+    local kept = {}
+    for entry in path:gmatch("[^;]+") do
+      if entry:sub(1, 1) == "/" then
+        kept[#kept + 1] = entry
+      elseif ok then
+        kept[#kept + 1] = (dir == "/" and "" or dir) .. "/" .. (entry:gsub("^%./", ""))
+      end
+    end
+    return table.concat(kept, ";")
+  end
+  package.path, package.cpath = rebase(package.path), rebase(package.cpath)
+  if not ok then return nil, err end
+  return dir
+end
+
 --- Every option the parser knows, as { {command, option}, ... } (ctl's
 -- subcommands as "ctl status"); the man page check reads this.
 function M.options() return parser_module().options() end
@@ -218,6 +248,10 @@ function M.prepare_run(o, file)
     return "exit 2"
   end
   if o.log_format then require("orch.log").configure{ format = o.log_format } end
+  local sdir, serr = M.script_paths(file)
+  if not sdir and serr then
+    io.stderr:write("orch run: modules are not looked for beside the script: ", tostring(serr), "\n")
+  end
   local socket = o.socket
   if o.no_socket then socket = "" end
   M.run_opts = { socket = socket, http = o.http }
