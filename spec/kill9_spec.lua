@@ -1594,6 +1594,61 @@ sup.run()
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"), 0) end
   end)
 
+  -- With no orch of the socket ever again, the cgroups of its tree would
+  -- stay: the holder, which outlives the killed orch and every service,
+  -- removes them (empty now) as it exits; not while a process holds the
+  -- control socket's lock (a new orch there sweeps the tree itself).
+  local function holder_sweep(locked)
+    local t = new_test(false, [[
+local sup = require "orch.supervisor"
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end }
+for _, n in ipairs { "a", "b", "c" } do
+  sup.service{ name = n, log = { dir = DIR }, cmd = { "sh", "-c", "echo up; exec sleep 1000", DIR .. "/" .. n } }
+end
+sup.run()
+]])
+    local parent = require("orch.supervisor.cgroup").socket_parent(t.sock)
+    local lock
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local s1 = all_running(t)
+      local holder = held(t, s1)
+      local tree = assert(h.orch.cgroup.open(parent))
+      assert.are.equal(3, #tree:children())
+      tree:close()
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      if locked then lock = assert(h.orch.flock(t.sock .. ".lock")) end
+      for _, n in ipairs(NAMES) do kill9(s1[n].pid) end
+      until_true(function() return not alive(holder) end, "the holder to exit")
+      if locked then
+        tree = assert(h.orch.cgroup.open(parent), "the tree removed under the lock")
+        assert.are.equal(3, #tree:children())
+        tree:close()
+        lock:close()
+        lock = nil
+      else
+        until_true(function() return h.orch.cgroup.open(parent) == nil end, "the tree removed")
+      end
+      -- The next orch of the socket starts afresh (and sweeps what is left).
+      local pid2 = run(t)
+      all_running(t)
+      shutdown(t, pid2)
+      assert.is_nil(h.orch.cgroup.open(parent))
+    end)
+    if lock then lock:close() end
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+  end
+
+  it("the holder that outlives its killed orch and every service removes the socket's emptied cgroup tree", function()
+    holder_sweep(false)
+  end)
+
+  it("but not while another process holds the control socket's lock", function()
+    holder_sweep(true)
+  end)
+
   it("neither adopts nor signals a pid of the record that now names another process", function()
     local t = new_test()
     local ok, err = pcall(function()

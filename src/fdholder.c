@@ -27,6 +27,10 @@
  * number is an integer). The holder exits on "bye", TERM or INT, or once
  * its orch is gone and no service it holds a pipe for is alive any more.
  * Exit codes: 0 nothing left to hold, 1 failure (the socket), 2 usage.
+ * When it ends so after its orch died, it removes the empty cgroups of
+ * orch's tree (given as CGROUP, with the control socket's LOCK), unless an
+ * orch holds the lock: nothing else would after a kill -9 of the last orch
+ * of a socket.
  *
  * Ownership: every held descriptor and every pidfd belongs to its entry
  * (one malloc each, name inline) until dropped; a datagram's parse lives
@@ -46,8 +50,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -61,12 +69,15 @@
 #define MAX_PASS_FDS ORCH_MAX_PASS_FDS
 
 static const char usage[] =
-  "usage: orch fdholder SOCKET ORCH_PID ORCH_START\n"
+  "usage: orch fdholder SOCKET ORCH_PID ORCH_START [CGROUP LOCK]\n"
   "\n"
   "Holds the log pipes of the supervisor ORCH_PID (started at ORCH_START, in\n"
   "clock ticks) on the datagram socket SOCKET, and hands them over to the next\n"
-  "orch of the same control socket after ORCH_PID died. Started by the\n"
-  "supervisor itself; see doc/supervisor.md, \"If orch is killed\".\n"
+  "orch of the same control socket after ORCH_PID died. With CGROUP (the\n"
+  "directory of orch's cgroup tree) and LOCK (its control socket's lock file):\n"
+  "when it exits after ORCH_PID died, nothing left to hold and no orch holding\n"
+  "LOCK, it removes the empty cgroups of that tree. Started by the supervisor\n"
+  "itself; see doc/supervisor.md, \"If orch is killed\".\n"
   "Exit codes: 0 nothing left to hold, 1 failure, 2 usage error.\n";
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -500,7 +511,46 @@ static int receive(char **buf, size_t *cap) {
   return 1;
 }
 
-int orch__fdholder_main(const char *path, const char *pid_arg, const char *start_arg) {
+/* ---------------------------------------------------------------- the tree */
+
+#define CGROUP2_MAGIC 0x63677270   /* CGROUP2_SUPER_MAGIC */
+
+/* The cgroup `name` below dfd and the empty cgroups below it, deepest
+ * first: rmdir fails (EBUSY) for one with a process in it or below it, which
+ * stays. Never follows a symbolic link (cgroupfs has none). */
+static void remove_empty(int dfd, const char *name, int depth) {
+  int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return;
+  DIR *d = depth < 32 ? fdopendir(fd) : NULL;
+  if (!d) {
+    close(fd);
+  } else {
+    struct dirent *e;
+    while ((e = readdir(d)))
+      if (e->d_type == DT_DIR && e->d_name[0] != '.') remove_empty(dirfd(d), e->d_name, depth + 1);
+    closedir(d);
+  }
+  unlinkat(dfd, name, AT_REMOVEDIR);
+}
+
+/* After its orch died and the last service it held a pipe for ended: the
+ * cgroups orch's tree still has, emptied, would stay forever if no orch of
+ * the socket ever runs again. Only while no orch holds the control
+ * socket's lock (a new one sweeps the tree itself), holding it meanwhile,
+ * and only in a cgroup v2 file system. */
+static void sweep_tree(const char *tree, const char *lock) {
+  if (!tree || !lock) return;
+  int lk = open(lock, O_RDWR | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+  if (lk < 0) return;
+  if (flock(lk, LOCK_EX | LOCK_NB) == 0) {
+    struct statfs fs;
+    if (statfs(tree, &fs) == 0 && fs.f_type == CGROUP2_MAGIC) remove_empty(AT_FDCWD, tree, 0);
+  }
+  close(lk);
+}
+
+int orch__fdholder_main(const char *path, const char *pid_arg, const char *start_arg,
+                        const char *tree, const char *lock) {
   long long orch_pid, orch_start;
   if (!*path || !str_integer(pid_arg, strlen(pid_arg), &orch_pid)
       || !str_integer(start_arg, strlen(start_arg), &orch_start) || orch_pid <= 0 || orch_pid > INT_MAX) {
@@ -550,7 +600,14 @@ int orch__fdholder_main(const char *path, const char *pid_arg, const char *start
   struct pollfd *pfd = NULL;
   entry **pent = NULL;
   size_t pcap = 0;
-  while (!finished && !(!serving && nheld == 0)) {
+  /* Its orch died, and nothing is left to hold: the end that sweeps the
+   * tree (not a bye, a signal or a failure). */
+  int orphaned = 0;
+  while (!finished) {
+    if (!serving && nheld == 0) {
+      orphaned = 1;
+      break;
+    }
     /* The socket, the signals, the orch and (without an orch) the services. */
     if (pcap < nheld + 3) {
       size_t n = (nheld + 3) * 2;
@@ -606,5 +663,6 @@ int orch__fdholder_main(const char *path, const char *pid_arg, const char *start
   close(sfd);
   close(sock);
   orch__sun_unlink(&own, dev, ino, me);
+  if (orphaned) sweep_tree(tree, lock);
   return 0;
 }

@@ -121,9 +121,10 @@ int main(int argc, char **argv) {
    * original back), so many services and connections fit. */
   orch_raise_nofile();
   /* The fd holder (started by the supervisor with exactly its three
-   * arguments) lives as long as the services do: plain C, no runtime. */
-  if (argc == 5 && strcmp(argv[1], "fdholder") == 0 && argv[2][0] != '-')
-    return orch__fdholder_main(argv[2], argv[3], argv[4]);
+   * arguments, or five) lives as long as the services do: plain C, no runtime. */
+  if ((argc == 5 || argc == 7) && strcmp(argv[1], "fdholder") == 0 && argv[2][0] != '-')
+    return orch__fdholder_main(argv[2], argv[3], argv[4], argc == 7 ? argv[5] : NULL,
+                               argc == 7 ? argv[6] : NULL);
 #ifdef ORCH_PRECOMPILED
   orch__use_precompiled(&orch__precompiled_modules);
 #endif

@@ -138,6 +138,15 @@ function M.sweep_stale(S, base)
   parent:close()
 end
 
+--- The directory of `orch run`'s own tree of S's control socket, once made
+-- (nil otherwise, or with a parent given by sup.configure{ cgroup = ... }):
+-- the fd holder removes its empty cgroups when it outlives a killed orch
+-- and every service (holder.lua, src/fdholder.c).
+function M.tree_dir(S)
+  if S.cgroup_parent ~= nil or not S.main or not S.cgroup_base then return nil end
+  return S.cgroup_base:dir()
+end
+
 --- The processes in `orch run`'s own tree of S's control socket (what a
 -- previous orch of the socket left there), without making it; {} without
 -- one (no cgroups, a parent given by sup.configure{ cgroup = ... }); nil,

@@ -166,8 +166,16 @@ function holder.start(S, P, on_end)
     S:log("cannot start the fd holder: cannot read orch's own start time")
     return nil
   end
-  local p, err = orch.spawn{ exe, "fdholder", P.holder_path, tostring(orch.getpid()), tostring(start),
-    setsid = true, stdin = "null", stdout = "null" }
+  -- With the cgroup tree of the socket and its lock: a holder that outlives
+  -- its orch (killed) and every service removes the tree's empty cgroups
+  -- when it ends, unless a new orch of the socket holds the lock.
+  local argv = { exe, "fdholder", P.holder_path, tostring(orch.getpid()), tostring(start),
+                 setsid = true, stdin = "null", stdout = "null" }
+  local tree = require("orch.supervisor.cgroup").tree_dir(S)
+  if tree then
+    argv[6], argv[7] = tree, P.socket .. ".lock"
+  end
+  local p, err = orch.spawn(argv)
   if not p then
     S:log("cannot start the fd holder: " .. tostring(err))
     return nil
