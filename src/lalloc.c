@@ -25,10 +25,18 @@
  * page. Pages given back one after the other go in runs of adjacent pages,
  * one system call a run (RUN_MAX pages at most wait for it). Pages come in
  * CHUNK-aligned chunks from mmap, so a block finds its page's record from
- * its address alone; chunks are unmapped when the state closes. Once the
- * state has POPULATE_FROM chunks, fresh pages are made resident
- * POPULATE_PAGES at a time (MADV_POPULATE_WRITE: one system call instead of
- * a page fault a page, for a burst of new objects such as 100,000 tasks).
+ * its address alone; chunks are unmapped when the state closes. They are
+ * mapped as many at a time as the state has (up to SPARE_MAX; address space
+ * only until used): a heap growing by 140 MiB makes about a dozen mappings
+ * instead of 140 (and two munmaps each for the alignment). Once the state
+ * has POPULATE_FROM chunks, fresh pages are made resident in batches
+ * (MADV_POPULATE_WRITE: one system call instead of a page fault a page, for
+ * a burst of new objects such as 100,000 tasks): POPULATE_PAGES, then twice
+ * as many each time up to a chunk, until the next purge (the kernel's cost
+ * a call is then spread over more pages); the pages the last batch made
+ * resident and the burst left unused go back at the next purge, which
+ * starts again from POPULATE_PAGES (the runtime purges a second after the
+ * batch first grew: a supervisor's heap keeps no MiB resident ahead).
  *
  * A state is used by one thread at a time (the loop thread): nothing here
  * locks. Sanitizer builds (ASan) send every block to malloc, so that an
@@ -76,7 +84,8 @@
 #define KEEP_EMPTY 32
 #define RUN_MAX 16
 #define POPULATE_FROM 4                 /* chunks (MiB) */
-#define POPULATE_PAGES 16
+#define POPULATE_PAGES 16               /* the first batch of a burst */
+#define POPULATE_MAX 256                /* the largest (a chunk) */
 
 typedef struct free_block { struct free_block *next; } free_block;
 
@@ -119,8 +128,11 @@ struct orch_lalloc {
   size_t nhot;                      /* pages in the hot lists */
   chunk *chunks;
   size_t nchunks;
+  char *spare;                      /* aligned chunks mapped ahead, not yet used */
+  size_t nspare;
   size_t fresh;                     /* next never-used page of the newest chunk */
   size_t populated;                 /* pages of the newest chunk made resident */
+  size_t batch;                     /* pages the next populate makes resident */
   int no_populate;                  /* the kernel has no MADV_POPULATE_WRITE */
   char *run;                        /* pages given back, their madvise to come */
   size_t run_pages;
@@ -148,6 +160,7 @@ void orch__lalloc_free(orch_lalloc *a) {
     munmap(c, CHUNK);
     c = next;
   }
+  if (a->nspare) munmap(a->spare, a->nspare * CHUNK);
   free(a);
 }
 
@@ -172,14 +185,35 @@ static void unlink_page(page **list, page *pg) {
   pg->prev = pg->next = NULL;
 }
 
-static chunk *new_chunk(orch_lalloc *a) {
-  /* Twice the size, then the unaligned ends unmapped: an aligned chunk. */
-  char *p = mmap(NULL, 2 * CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+/* Maps n aligned chunks: n + 1 chunks' worth, then the unaligned ends
+ * unmapped. NULL when the kernel has no room. */
+static char *map_chunks(size_t n) {
+  char *p = mmap(NULL, (n + 1) * CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return NULL;
   uintptr_t start = ((uintptr_t)p + CHUNK - 1) & ~(uintptr_t)(CHUNK - 1);
+  uintptr_t end = (uintptr_t)p + (n + 1) * CHUNK;
   if (start > (uintptr_t)p) munmap(p, start - (uintptr_t)p);
-  if ((uintptr_t)p + 2 * CHUNK > start + CHUNK) munmap((char *)start + CHUNK, (uintptr_t)p + 2 * CHUNK - start - CHUNK);
-  chunk *c = (chunk *)start;       /* mmap's pages are zero: every record empty */
+  if (end > start + n * CHUNK) munmap((char *)start + n * CHUNK, end - start - n * CHUNK);
+  return (char *)start;
+}
+
+/* A new chunk: from the ones mapped ahead, else from a new mapping of as
+ * many as the state has (1 to SPARE_MAX): a heap that grows by a hundred
+ * MiB makes a few mappings, not one (and two munmaps) a MiB. Chunks mapped
+ * ahead are address space only: no page of them is touched before use. */
+#define SPARE_MAX 16
+static chunk *new_chunk(orch_lalloc *a) {
+  if (!a->nspare) {
+    size_t n = a->nchunks < 1 ? 1 : a->nchunks > SPARE_MAX ? SPARE_MAX : a->nchunks;
+    char *p = map_chunks(n);
+    if (!p && n > 1) p = map_chunks(n = 1);
+    if (!p) return NULL;
+    a->spare = p;
+    a->nspare = n;
+  }
+  chunk *c = (chunk *)a->spare;    /* mmap's pages are zero: every record empty */
+  a->spare += CHUNK;
+  a->nspare--;
   c->next = a->chunks;
   a->chunks = c;
   a->nchunks++;
@@ -218,9 +252,17 @@ static page *fresh_pages(orch_lalloc *a, size_t k) {
   }
   chunk *c = a->chunks;
   if (a->fresh + k > a->populated && a->nchunks >= POPULATE_FROM && !a->no_populate) {
-    size_t n = PAGES - a->fresh < POPULATE_PAGES ? PAGES - a->fresh : POPULATE_PAGES;
+    if (a->batch < POPULATE_PAGES) a->batch = POPULATE_PAGES;
+    size_t n = PAGES - a->fresh < a->batch ? PAGES - a->fresh : a->batch;
     if (madvise((char *)c + a->fresh * PAGE, n * PAGE, MADV_POPULATE_WRITE) == 0) a->populated = a->fresh + n;
     else a->no_populate = 1;      /* an older kernel: pages fault in one by one */
+    /* A burst: the next batch is twice as large (fewer system calls a page),
+     * up to a chunk; what it made resident ahead and left unused goes back
+     * with the next purge, which starts over from the first batch size. */
+    if (a->surplus && a->batch < POPULATE_MAX) {
+      a->batch *= 2;
+      a->surplus(a->surplus_ud);
+    }
   }
   page *pg = &c->pages[a->fresh];
   for (size_t i = 1; i < k; i++) pg[i].off = (uint8_t)i;
@@ -303,6 +345,13 @@ static void small_free(orch_lalloc *a, void *p) {
  * lists' tails). */
 static size_t purge_to(orch_lalloc *a, size_t keep) {
   size_t n = 0;
+  /* The pages made resident ahead of a burst and not used: back too. */
+  if (a->chunks && a->populated > a->fresh) {
+    madvise((char *)a->chunks + a->fresh * PAGE, (a->populated - a->fresh) * PAGE, MADV_DONTNEED);
+    n += a->populated - a->fresh;
+    a->populated = a->fresh;
+  }
+  a->batch = POPULATE_PAGES;
   for (size_t k = MAX_SPAN; k >= 1 && a->nhot > keep; k--) {
     page *pg = a->hot[k];
     while (pg && pg->next) pg = pg->next;
@@ -323,6 +372,12 @@ static size_t purge_to(orch_lalloc *a, size_t keep) {
 size_t orch__lalloc_purge(orch_lalloc *a) { return purge_to(a, KEEP_EMPTY); }
 
 size_t orch__lalloc_trim(orch_lalloc *a) { return purge_to(a, 0); }
+
+size_t orch__lalloc_ahead(orch_lalloc *a, void **at) {
+  if (!a->chunks || a->populated <= a->fresh) return 0;
+  if (at) *at = (char *)a->chunks + a->fresh * PAGE;
+  return a->populated - a->fresh;
+}
 
 void orch__lalloc_on_surplus(orch_lalloc *a, void (*fn)(void *), void *ud) {
   a->surplus = fn;

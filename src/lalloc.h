@@ -29,6 +29,9 @@ size_t orch__lalloc_purge(orch_lalloc *a);  /* pages given back */
  * empties while more than the kept ones are empty; the caller then calls
  * orch__lalloc_purge outside of Lua. */
 void orch__lalloc_on_surplus(orch_lalloc *a, void (*fn)(void *), void *ud);
+/* The pages made resident ahead of use (a burst's last batch, given back
+ * at the next purge or trim), and where they start (for tests). */
+size_t orch__lalloc_ahead(orch_lalloc *a, void **at);
 
 /* A new state using the allocator, with lauxlib's panic and warning
  * functions (warnings off until "@on"); NULL without memory. */

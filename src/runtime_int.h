@@ -157,6 +157,7 @@ struct orch_runtime {
   /* The heap growth of a new task object and of a new coroutine, learnt
    * from their first GC_SAMPLES creations (task.c). */
   unsigned gc_size[2], gc_samples[2];
+  int fn_nups_ok;           /* a closure's upvalue count read from its header: checks passed; < 0: never (task.c) */
   int task_mt_ref;          /* registry ref to orch.Task's metatable; 0: not yet (task.c) */
   uv_timer_t purge;         /* gives back the Lua allocator's empty pages (runtime.c) */
 };

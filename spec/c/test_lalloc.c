@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 static int failed;
@@ -282,7 +283,64 @@ static void oom_run(void) {
 #endif
 }
 
+/* A burst of new blocks in a big state: fresh pages are made resident in
+ * batches that double (fewer system calls a page: 16 pages, then 32, ...
+ * up to a chunk), the caller is told (the runtime then purges a while
+ * after), and what the last batch made resident ahead and the burst left
+ * unused goes back at the purge. */
+static int surplus_calls;
+static void count_surplus(void *ud) { (void)ud; surplus_calls++; }
+
+static size_t resident(void *at, size_t pages) {
+  unsigned char vec[256];
+  if (pages > sizeof vec || mincore(at, pages * 4096, vec) != 0) return (size_t)-1;
+  size_t n = 0;
+  for (size_t i = 0; i < pages; i++) n += vec[i] & 1;
+  return n;
+}
+
+static void populate_run(void) {
+#if defined(__SANITIZE_ADDRESS__)
+  printf("# populate_run: release build only (ASan: no lalloc pages)\n");
+#else
+  enum { N = 150000, SIZE = 200 };     /* 30 MB: past the first 4 MiB chunks */
+  void **blocks = calloc(N, sizeof *blocks);
+  orch_lalloc *a = orch__lalloc_new();
+  CHECK(blocks && a);
+  if (!blocks || !a) return;
+  orch__lalloc_on_surplus(a, count_surplus, NULL);
+  size_t most = 0;
+  for (size_t i = 0; i < N; i++) {
+    blocks[i] = orch__lalloc(a, NULL, 0, SIZE);
+    CHECK(blocks[i] != NULL);
+    if (!blocks[i]) break;
+    memset(blocks[i], 'p', SIZE);
+    size_t ahead = orch__lalloc_ahead(a, NULL);
+    if (ahead > most) most = ahead;
+  }
+  CHECK(most > 128);                   /* a batch of 16 pages at a time: at most 16 */
+  CHECK(surplus_calls > 0);
+  void *at = NULL;
+  size_t ahead = orch__lalloc_ahead(a, &at);
+  if (ahead > 0) {
+    CHECK(resident(at, ahead) == ahead);
+    orch__lalloc_purge(a);
+    CHECK(orch__lalloc_ahead(a, NULL) == 0);
+    CHECK(resident(at, ahead) == 0);   /* back to the kernel */
+  }
+  /* Then the burst goes on from the first batch size. */
+  void *more = orch__lalloc(a, NULL, 0, SIZE);
+  CHECK(more != NULL);
+  CHECK(orch__lalloc_ahead(a, NULL) <= 16);
+  if (more) orch__lalloc(a, more, SIZE, 0);
+  for (size_t i = 0; i < N; i++) if (blocks[i]) orch__lalloc(a, blocks[i], SIZE, 0);
+  orch__lalloc_free(a);
+  free(blocks);
+#endif
+}
+
 int main(void) {
+  populate_run();
   model_run();
   lua_run();
   budget_run();
