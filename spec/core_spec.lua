@@ -430,6 +430,41 @@ describe("tasks", function()
     assert.is_true(r.burst <= 1, "collector cycles during the burst: " .. r.burst)
   end)
 
+  it("the end of a burst of sleeping tasks runs no collector cycle while the burst sleeps, and one after", function()
+    -- 20,000 sleeping tasks hold about 28 MB. Their bytes counting again
+    -- as they ended started a cycle with the first few: it marked every
+    -- task still asleep, re-traversed every coroutine in its atomic step and
+    -- swept, all in one step of 30-60 ms in the middle of the wake-ups,
+    -- freeing what had ended in between. Now they wait until nearly the
+    -- whole burst has ended, then drive one cycle in small steps, between
+    -- turns of the loop too (a burst followed by nothing else). The
+    -- wake-ups allocate nothing (a count); the cycle counter's sentinel is
+    -- made at each cycle's end only.
+    local n = 20000
+    local r = h.run(function()
+      collectgarbage()
+      local cycles = cycle_counter()
+      local done, at_last = 0, nil
+      for i = 1, n do
+        orch.task(function()
+          orch.sleep((i % 50) / 1000)
+          done = done + 1
+          if done == n - n // 50 then at_last = cycles.n end   -- 98% of the burst has ended
+        end)
+      end
+      orch.sleep(0)
+      local asleep = cycles.n
+      h.eventually(function() return done == n end, "every task woke", 60)
+      -- One wait, one turn of the loop: the cycle after the burst goes on
+      -- by itself meanwhile, in steps between turns.
+      orch.sleep(2)
+      return { asleep = asleep, at_last = at_last, after = cycles.n, done = done }
+    end, 90)
+    assert.are.equal(n, r.done)
+    assert.are.equal(r.asleep, r.at_last, "collector cycles ended while 2% of the burst or more slept")
+    assert.is_true(r.after > r.at_last, "no collector cycle after the burst")
+  end)
+
   it("the memory of ended tasks still counts: rounds of tasks keep the heap near what is live", function()
     -- 100 rounds of 2,000 tasks alive at once, each round ending before
     -- the next: a task's memory is counted when it ends, so the collector

@@ -187,6 +187,9 @@ static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   uv_timer_init(rt->loop, &rt->purge);
   uv_unref((uv_handle_t *)&rt->purge);
   rt->purge.data = rt;
+  uv_timer_init(rt->loop, &rt->gc_tick);
+  uv_unref((uv_handle_t *)&rt->gc_tick);
+  rt->gc_tick.data = rt;
   uv_check_init(rt->loop, &rt->spares);
   uv_unref((uv_handle_t *)&rt->spares);
   rt->spares.data = rt;

@@ -154,12 +154,16 @@ struct orch_runtime {
   uint64_t wseq;
   int ncopool;              /* finished coroutines kept for new tasks (task.c) */
   long gc_debt;             /* bytes of task memory owed to the collector's debt (task.c) */
+  long gc_live;             /* bytes the unfinished tasks hold from the collector (task.c) */
+  unsigned char gc_burst;   /* a burst of tasks is alive: the ended ones' bytes wait (task.c) */
+  unsigned char gc_drain;   /* a burst ended: its bytes drive one cycle in small steps (task.c) */
   /* The heap growth of a new task object and of a new coroutine, learnt
    * from their first GC_SAMPLES creations (task.c). */
   unsigned gc_size[2], gc_samples[2];
   int fn_nups_ok;           /* a closure's upvalue count read from its header: checks passed; < 0: never (task.c) */
   int task_mt_ref;          /* registry ref to orch.Task's metatable; 0: not yet (task.c) */
   uv_timer_t purge;         /* gives back the Lua allocator's empty pages (runtime.c) */
+  uv_timer_t gc_tick;       /* drains a burst's bytes while the loop has nothing else to do (task.c) */
 };
 
 /* The registry key of the runtime's light userdata (&orch__rt_key; the

@@ -156,17 +156,77 @@ static size_t heap_bytes(lua_State *L) {
   return (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
 }
 
+/* A burst of tasks. Once the unfinished tasks hold GC_BURST bytes or more
+ * (100,000 sleeping tasks hold 140 MB), the bytes of those that end wait
+ * until GC_DEAD_RATIO times what the live ones hold has ended. Put back as
+ * they ended, the first ended tasks' bytes started a cycle that marked all
+ * the others, still alive, and re-traversed all their coroutines in its
+ * atomic step; the bytes of the tasks ending meanwhile, a turn's worth at a
+ * time, then made the collector do the rest (the atomic step, the sweep)
+ * in one step: 33-67 ms of CPU at once, somewhere in the middle of the
+ * wake-ups, and most of the marking for nothing (eleventh session in
+ * doc/benchmarks.md). Once the burst has ended, the collector runs one
+ * cycle in its own steps (LUA_GCSTEP 0: Lua's step size), one a turn and
+ * one every DRAIN_TICK_MS meanwhile, on a timer that keeps no loop alive:
+ * that cycle frees the burst, marking little, and its end sets the pace
+ * again from what it found alive, so what the burst owed is dropped. A
+ * cycle already under way when the burst ended may end at the first step:
+ * then the next one is run too. Ended tasks' bytes owed while new tasks are
+ * made net out against theirs, as always: tasks made as fast as others end
+ * (or faster) owe nothing and other allocations count as always, so the
+ * heap stays within what the burst took. A new task stops the drain (the
+ * cycle goes on at the usual pace). Below GC_BURST (a supervisor's tasks)
+ * nothing changes. */
+#define GC_BURST (16L << 20)
+#define GC_DEAD_RATIO 64
+#define DRAIN_TICK_MS 10
+
+static void gc_flush(lua_State *L, orch_runtime *rt);
+
+static void gc_tick_cb(uv_timer_t *h) {
+  orch_runtime *rt = h->data;
+  if (rt->gc_drain && !rt->current) gc_flush(rt->L, rt);
+  if (!rt->gc_drain) uv_timer_stop(h);
+}
+
+/* One step of the cycle after a burst. */
+static void gc_drain_step(lua_State *L, orch_runtime *rt) {
+  int running = lua_gc(L, LUA_GCISRUNNING);
+  if (running < 0) return;              /* inside a finalizer: later */
+  if (running && !lua_gc(L, LUA_GCSTEP, 0)) {
+    rt->gc_drain = 2;                   /* a step that ended no cycle */
+    return;
+  }
+  if (!running || rt->gc_drain == 2) rt->gc_drain = 0;
+}
+
 /* Makes the debt changes owed, in whole KiB: a debt taken off from 8 KiB
  * on (every few dozen tasks rather than every few), one put back from 1
- * KiB on. */
+ * KiB on; a burst's, see above. */
 static void gc_flush(lua_State *L, orch_runtime *rt) {
+  if (rt->gc_burst && rt->gc_debt >= 1024 && rt->gc_debt >= GC_DEAD_RATIO * rt->gc_live) {
+    rt->gc_burst = 0;
+    rt->gc_drain = 1;
+    if (!rt->torn_down) uv_timer_start(&rt->gc_tick, gc_tick_cb, DRAIN_TICK_MS, DRAIN_TICK_MS);
+  }
+  if (rt->gc_drain) {
+    if (rt->gc_debt > 0) rt->gc_debt = 0;
+    gc_drain_step(L, rt);
+    return;
+  }
   if (rt->gc_debt > -8192 && rt->gc_debt < 1024) return;
+  if (rt->gc_debt > 0 && rt->gc_burst) return;
   int running = lua_gc(L, LUA_GCISRUNNING);
   if (running < 0) return;              /* inside a finalizer: later */
   long kb = rt->gc_debt / 1024;
   rt->gc_debt -= kb * 1024;
   /* Stopped, the collector keeps no debt (a restart sets it to 0). */
   if (running) lua_gc(L, LUA_GCSTEP, (int)kb);
+}
+
+/* A new task: a drain stops (the cycle goes on at the usual pace). */
+static void gc_drain_end(orch_runtime *rt) {
+  rt->gc_drain = 0;
 }
 
 /* What a task's new object (kind GC_OBJ) or new coroutine (GC_CO) adds to
@@ -192,14 +252,19 @@ static void gc_hold(lua_State *L, orch__task *t, int kind, size_t before, size_t
     if (b > limit) b = limit;
     if (b > rt->gc_size[kind]) rt->gc_size[kind] = (unsigned)b;
   }
+  gc_drain_end(rt);
   t->gc_held += rt->gc_size[kind];
+  rt->gc_live += (long)rt->gc_size[kind];
+  if (rt->gc_live >= GC_BURST) rt->gc_burst = 1;
   rt->gc_debt -= (long)rt->gc_size[kind];
   gc_flush(L, rt);
 }
 
 /* b more bytes of t count from its end (flushed with the next gc_hold). */
 static void gc_hold_bytes(orch__task *t, unsigned b) {
+  gc_drain_end(t->rt);
   t->gc_held += b;
+  t->rt->gc_live += (long)b;
   t->rt->gc_debt -= (long)b;
 }
 
@@ -237,12 +302,13 @@ static void gc_hold_fn(lua_State *L, orch__task *t, int idx) {
 /* The ended tasks' memory is counted: at the end of a turn of the ready
  * queue or of the wheel, where no task runs and nothing holds one. */
 void orch__gc_settle(orch_runtime *rt) {
-  if (rt->gc_debt >= 1024 && !rt->current) gc_flush(rt->L, rt);
+  if ((rt->gc_debt >= 1024 || rt->gc_drain) && !rt->current) gc_flush(rt->L, rt);
 }
 
 /* The task ended (or was abandoned): its memory counts from now. */
 void orch__task_gc_release(orch__task *t) {
   t->rt->gc_debt += (long)t->gc_held;
+  t->rt->gc_live -= (long)t->gc_held;
   t->gc_held = 0;
 }
 
