@@ -80,6 +80,7 @@ struct orch__task {
 #define MAX_HOOKS 16
 #define BUDGET_COUNT 1000           /* VM instructions between clock reads */
 #define BUDGET_DEFAULT_NS 5000000000ULL
+#define BUDGET_COARSE_NS 1000000000ULL
 typedef struct { orch__hook_fn fn; void *data; } hook;
 
 struct orch_runtime {
@@ -118,7 +119,14 @@ struct orch_runtime {
    * budget_cpu_start (<= the CPU clock at the resume's start) may count up
    * to that much CPU from before the resume (an error towards tripping
    * early). Wall time is an upper bound of CPU time: the CPU clock is read
-   * again only once the wall clock says the budget may be used up. */
+   * again only once the wall clock says the budget may be used up. With a
+   * budget of BUDGET_COARSE_NS or more, budget_start is read from the
+   * coarse monotonic clock (a tick, 4 ms at HZ 250, at most behind: the
+   * wall time is then overstated, which only makes the CPU clock read
+   * sooner, and the CPU mark is refreshed at most a tick late, up to 0.5%
+   * of such a budget towards tripping early): one resume of every task
+   * reads the fine clock otherwise, 20 ns of the 1 us a sleeping task's
+   * first resume costs. */
   volatile uint64_t budget_cpu_start;
   uint64_t cpu_mark, cpu_mark_wall;
   uint64_t task_cpu_mark;   /* the thread CPU clock at the running task's resume, when it has a CPU limit */

@@ -567,7 +567,7 @@ static void task_resume(orch__task *t, int nargs) {
   int armed = rt->budget_ns && !rt->budget_start;
   int counted = t->cpu_limit_ns != 0;
   if (armed) {
-    rt->budget_start = orch__mono_ns();
+    rt->budget_start = rt->budget_ns >= BUDGET_COARSE_NS ? orch__mono_coarse_ns() : orch__mono_ns();
     rt->budget_trip = 0;
     orch__budget_mark(rt);
     /* The alarm sets the hook once the budget may be exceeded. */

@@ -269,6 +269,14 @@ unsigned long long orch__mono_ns(void) {
   return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
 }
 
+/* The monotonic clock as of the last tick (HZ: 4 ms here), never ahead of
+ * orch__mono_ns: a vDSO read of a stored value, about 5 ns instead of 25. */
+unsigned long long orch__mono_coarse_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
 double orch__wall(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

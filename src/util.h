@@ -74,6 +74,7 @@ double orch__optseconds(lua_State *L, int idx, double def);
 
 /* Monotonic clock in nanoseconds (CLOCK_MONOTONIC), wall clock in seconds. */
 unsigned long long orch__mono_ns(void);
+unsigned long long orch__mono_coarse_ns(void);
 double orch__wall(void);
 
 /* Makes fd close-on-exec; returns 0 or -errno. */

@@ -288,6 +288,7 @@ static void oom_run(void) {
  * up to a chunk), the caller is told (the runtime then purges a while
  * after), and what the last batch made resident ahead and the burst left
  * unused goes back at the purge. */
+#if !defined(__SANITIZE_ADDRESS__)
 static int surplus_calls;
 static void count_surplus(void *ud) { (void)ud; surplus_calls++; }
 
@@ -298,6 +299,8 @@ static size_t resident(void *at, size_t pages) {
   for (size_t i = 0; i < pages; i++) n += vec[i] & 1;
   return n;
 }
+
+#endif
 
 static void populate_run(void) {
 #if defined(__SANITIZE_ADDRESS__)
