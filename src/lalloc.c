@@ -31,12 +31,13 @@
  * instead of 140 (and two munmaps each for the alignment). Once the state
  * has POPULATE_FROM chunks, fresh pages are made resident in batches
  * (MADV_POPULATE_WRITE: one system call instead of a page fault a page, for
- * a burst of new objects such as 100,000 tasks): POPULATE_PAGES, then twice
- * as many each time up to a chunk, until the next purge (the kernel's cost
- * a call is then spread over more pages); the pages the last batch made
- * resident and the burst left unused go back at the next purge, which
- * starts again from POPULATE_PAGES (the runtime purges a second after the
- * batch first grew: a supervisor's heap keeps no MiB resident ahead).
+ * a burst of new objects such as 100,000 tasks): POPULATE_PAGES, and from
+ * GROW_FROM chunks on twice as many each time up to a chunk, until the
+ * next purge (the kernel's cost a call is then spread over more pages);
+ * the pages the last batch made resident and the burst left unused go back
+ * at the next purge, which starts again from POPULATE_PAGES (the runtime
+ * purges a second after the batch first grew). A supervisor of 500
+ * services (a heap of a few MiB) keeps making 16 pages resident at a time.
  *
  * A state is used by one thread at a time (the loop thread): nothing here
  * locks. Sanitizer builds (ASan) send every block to malloc, so that an
@@ -86,6 +87,7 @@
 #define POPULATE_FROM 4                 /* chunks (MiB) */
 #define POPULATE_PAGES 16               /* the first batch of a burst */
 #define POPULATE_MAX 256                /* the largest (a chunk) */
+#define GROW_FROM 16                    /* chunks (MiB) from which batches grow */
 
 typedef struct free_block { struct free_block *next; } free_block;
 
@@ -259,7 +261,7 @@ static page *fresh_pages(orch_lalloc *a, size_t k) {
     /* A burst: the next batch is twice as large (fewer system calls a page),
      * up to a chunk; what it made resident ahead and left unused goes back
      * with the next purge, which starts over from the first batch size. */
-    if (a->surplus && a->batch < POPULATE_MAX) {
+    if (a->surplus && a->batch < POPULATE_MAX && a->nchunks >= GROW_FROM) {
       a->batch *= 2;
       a->surplus(a->surplus_ud);
     }
