@@ -189,15 +189,20 @@ static void gc_tick_cb(uv_timer_t *h) {
   if (!rt->gc_drain) uv_timer_stop(h);
 }
 
-/* One step of the cycle after a burst. */
+/* One step of the cycle after a burst. A collector in generational mode
+ * never reports a cycle's end to a step: the drain then ends after
+ * DRAIN_STEPS steps (so does one in a heap too large for them, whose cycle
+ * goes on at the usual pace). */
+#define DRAIN_STEPS 1000
+
 static void gc_drain_step(lua_State *L, orch_runtime *rt) {
   int running = lua_gc(L, LUA_GCISRUNNING);
   if (running < 0) return;              /* inside a finalizer: later */
-  if (running && !lua_gc(L, LUA_GCSTEP, 0)) {
+  if (running && !lua_gc(L, LUA_GCSTEP, 0) && ++rt->gc_drain_steps < DRAIN_STEPS) {
     rt->gc_drain = 2;                   /* a step that ended no cycle */
     return;
   }
-  if (!running || rt->gc_drain == 2) rt->gc_drain = 0;
+  if (!running || rt->gc_drain == 2 || rt->gc_drain_steps >= DRAIN_STEPS) rt->gc_drain = 0;
 }
 
 /* Makes the debt changes owed, in whole KiB: a debt taken off from 8 KiB
@@ -207,6 +212,7 @@ static void gc_flush(lua_State *L, orch_runtime *rt) {
   if (rt->gc_burst && rt->gc_debt >= 1024 && rt->gc_debt >= GC_DEAD_RATIO * rt->gc_live) {
     rt->gc_burst = 0;
     rt->gc_drain = 1;
+    rt->gc_drain_steps = 0;
     if (!rt->torn_down) uv_timer_start(&rt->gc_tick, gc_tick_cb, DRAIN_TICK_MS, DRAIN_TICK_MS);
   }
   if (rt->gc_drain) {
