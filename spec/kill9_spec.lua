@@ -1431,13 +1431,12 @@ local sup = require "orch.supervisor"
 sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end }
 for i = 1, 8 do
   local slow = i > 4
-  -- (A stop signal sent again, by the next orch, is taken the same way.
-  -- The next orch closes the log pipe of a run it does not adopt: SIGPIPE
-  -- is ignored, so that the shell's "Terminated" lines do not end it.)
-  local body = slow and ("trap '' PIPE; trap 'stop=1' TERM; "
+  -- (A stop signal sent again, by the next orch, is taken the same way;
+  -- its last line goes to the log the next orch reads.)
+  local body = slow and ("trap 'stop=1' TERM; "
     .. "setsid sh -c 'trap \"[ -e " .. DIR .. "/e" .. i .. ".term ] && exit 0; : > " .. DIR .. "/e" .. i .. ".term\" TERM; "
     .. "echo $$ > " .. DIR .. "/e" .. i .. "; while :; do sleep 0.1; done' & "
-    .. "while [ -z \"$stop\" ] || [ ! -e " .. DIR .. "/gate ]; do sleep 0.05; done; exit 0")
+    .. "while [ -z \"$stop\" ] || [ ! -e " .. DIR .. "/gate ]; do sleep 0.05; done; echo graceful end; exit 0")
     or "while :; do sleep 0.1; done"
   sup.service{ name = "s" .. i, stop = { timeout = 60 }, cmd = { "sh", "-c", body, DIR .. "/s" .. i } }
 end
@@ -1516,6 +1515,7 @@ orch.task(function() orch.sleep(1e6) end)
       top:close()
       local e = slurp(t.runs[2].err)
       assert.truthy(e:find("s5: its stop was under way: stopping pid " .. s1.s5.pid, 1, true), e)
+      for i = 5, 8 do assert.truthy(e:find("s" .. i .. " | graceful end", 1, true), e) end
       shutdown(t, pid2)
     end)
     for _, pid in pairs(escapees) do kill9(pid) end

@@ -184,7 +184,15 @@ function handoff.drop(S)
   if not h then return end
   S.inherited = false
   for name, e in pairs(h) do
-    if e.log_stream then e.log_stream:close() end
+    -- The output of a run whose stop was under way goes on into its
+    -- service's log until its end: closed, the pipe would end the process
+    -- with SIGPIPE at its next write, in the middle of its stop.
+    local inst = e.log_stream and e.cgroup_stop and S.by_name[name]
+    if inst then
+      require("orch.supervisor.log").capture(inst:get_sink(), e.log_stream)
+    elseif e.log_stream then
+      e.log_stream:close()
+    end
     local info = e.pid and orch.proc.info(e.pid)
     if info and info.start_time == e.pid_start and info.state ~= "Z" then
       S:log(string.format("%s: %s: stopping pid %d", name,
