@@ -166,6 +166,7 @@ struct orch_runtime {
   unsigned char gc_burst;   /* a burst of tasks is alive: the ended ones' bytes wait (task.c) */
   unsigned char gc_drain;   /* a burst ended: its bytes drive one cycle in small steps (task.c) */
   unsigned gc_drain_steps;  /* steps of that cycle so far (task.c) */
+  uint64_t gc_drain_resumes; /* rt->resumes at the last tick of the drain (task.c) */
   /* The heap growth of a new task object and of a new coroutine, learnt
    * from their first GC_SAMPLES creations (task.c). */
   unsigned gc_size[2], gc_samples[2];

@@ -166,8 +166,8 @@ static size_t heap_bytes(lua_State *L) {
  * in one step: 33-67 ms of CPU at once, somewhere in the middle of the
  * wake-ups, and most of the marking for nothing (eleventh session in
  * doc/benchmarks.md). Once the burst has ended, the collector runs one
- * cycle in its own steps (LUA_GCSTEP 0: Lua's step size), one a turn and
- * one every DRAIN_TICK_MS meanwhile, on a timer that keeps no loop alive:
+ * cycle in its own steps (LUA_GCSTEP 0: Lua's step size), one every
+ * DRAIN_TICK_MS while the loop is not busy, on a timer that keeps no loop alive:
  * that cycle frees the burst, marking little, and its end sets the pace
  * again from what it found alive, so what the burst owed is dropped. A
  * cycle already under way when the burst ended may end at the first step:
@@ -183,9 +183,22 @@ static size_t heap_bytes(lua_State *L) {
 
 static void gc_flush(lua_State *L, orch_runtime *rt);
 
+static void gc_drain_step(lua_State *L, orch_runtime *rt);
+
+/* The drain's steps run on its timer only, and only when fewer than
+ * DRAIN_BUSY tasks were resumed since its last tick: the last tasks of a
+ * burst waking (a thousand a millisecond) are not held up by steps of the
+ * sweep (a step frees up to 50,000 objects: 3-5 ms), a loop with a task or
+ * two every tick drains as an idle one. */
+#define DRAIN_BUSY 100
+
 static void gc_tick_cb(uv_timer_t *h) {
   orch_runtime *rt = h->data;
-  if (rt->gc_drain && !rt->current) gc_flush(rt->L, rt);
+  if (rt->gc_drain && !rt->current && rt->resumes - rt->gc_drain_resumes < DRAIN_BUSY) {
+    if (rt->gc_debt > 0) rt->gc_debt = 0;
+    gc_drain_step(rt->L, rt);
+  }
+  rt->gc_drain_resumes = rt->resumes;
   if (!rt->gc_drain) uv_timer_stop(h);
 }
 
@@ -213,11 +226,11 @@ static void gc_flush(lua_State *L, orch_runtime *rt) {
     rt->gc_burst = 0;
     rt->gc_drain = 1;
     rt->gc_drain_steps = 0;
+    rt->gc_drain_resumes = rt->resumes;
     if (!rt->torn_down) uv_timer_start(&rt->gc_tick, gc_tick_cb, DRAIN_TICK_MS, DRAIN_TICK_MS);
   }
-  if (rt->gc_drain) {
+  if (rt->gc_drain) {                   /* its steps: gc_tick_cb */
     if (rt->gc_debt > 0) rt->gc_debt = 0;
-    gc_drain_step(L, rt);
     return;
   }
   if (rt->gc_debt > -8192 && rt->gc_debt < 1024) return;
