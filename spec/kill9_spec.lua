@@ -1336,12 +1336,15 @@ orch.sleep(1e6)
   end)
 
   it("an adopted service's heartbeat is watched again", function()
-    -- hb beats (every 0.3 s, timeout 2 s) while DIR/hb.beat exists (its
+    -- hb beats (every 0.3 s, timeout 10 s) while DIR/hb.beat exists (its
     -- first beat may come before orch handed it its slot: that one fails).
+    -- Each beat is a run of orch's own executable (`orch beat`): under ASan
+    -- on two loaded cores one took over 2 s, and a 2 s timeout restarted hb
+    -- before the test could see it held (the stress run of 2026-12-07).
     local t = new_test(false, [[
 local sup = require "orch.supervisor"
 sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end, heartbeat_key = HBKEY }
-sup.service{ name = "hb", heartbeat = { timeout = 2 }, backoff = 0.1, log = { dir = DIR },
+sup.service{ name = "hb", heartbeat = { timeout = 10 }, backoff = 0.1, log = { dir = DIR },
   cmd = { "sh", "-c", 'while :; do if [ -e "$0.beat" ]; then "$1" beat >/dev/null 2>&1; fi; sleep 0.3; done', DIR .. "/hb", ORCH } }
 sup.run()
 orch.task(function() orch.sleep(1e6) end)
