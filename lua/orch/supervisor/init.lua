@@ -32,7 +32,7 @@ local START_BATCH = 16
 -- the state record's sync waits as long after a spawn.
 local COMPACT_AFTER = 0.005
 -- The collector's pause during a large start (see collect_sooner).
-local START_PAUSE = 150
+local START_PAUSE = 130
 
 -- Exit statuses of a supervisor's shutdown (doc/cli.md, Exit statuses).
 local EXIT = { ok = 0, critical = 3, fatal = 4, killed = 5 }
