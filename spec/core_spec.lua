@@ -465,6 +465,31 @@ describe("tasks", function()
     assert.is_true(r.after > r.at_last, "no collector cycle after the burst")
   end)
 
+  it("a burst of tasks made after a full collection runs no collector cycle while it is made and starts", function()
+    -- The registry's array, which anchors the unfinished tasks, doubles as
+    -- a burst grows (128 KiB more at 8,192 tasks, 256 at 16,384): counted
+    -- as an allocation, that growth started a cycle in the middle of the
+    -- making, which marked every task made so far and freed nothing. A
+    -- fresh orch: its heap of a few hundred KiB, collected, leaves the
+    -- collector's next cycle that much allocation away. (The functions
+    -- share their upvalues: a loop variable's upvalue, one per task, is
+    -- the script's own allocation and counts.)
+    local path = h.script([[
+      collectgarbage()
+      local cycles = 0
+      local function sentinel() setmetatable({}, { __gc = function() cycles = cycles + 1; sentinel() end }) end
+      sentinel()
+      local n, done = 20000, 0
+      for _ = 1, n do orch.task(function() orch.sleep(math.random(0, 4) / 1000); done = done + 1 end) end
+      orch.sleep(0)
+      print(cycles)
+      orch.task(function() while done < n do orch.sleep(0.001) end print(done) end)
+    ]])
+    local code, out, err = h.cli({ "run", path })
+    assert.are.equal(0, code, err)
+    assert.are.equal("0\n20000\n", out)
+  end)
+
   it("the memory of ended tasks still counts: rounds of tasks keep the heap near what is live", function()
     -- 100 rounds of 2,000 tasks alive at once, each round ending before
     -- the next: a task's memory is counted when it ends, so the collector

@@ -172,6 +172,7 @@ struct orch_runtime {
   unsigned gc_size[2], gc_samples[2];
   int fn_nups_ok;           /* a closure's upvalue count read from its header: checks passed; < 0: never (task.c) */
   int task_mt_ref;          /* registry ref to orch.Task's metatable; 0: not yet (task.c) */
+  int ref_last;             /* the last task's registry ref (task.c, anchor_task) */
   uv_timer_t purge;         /* gives back the Lua allocator's empty pages (runtime.c) */
   uv_timer_t gc_tick;       /* drains a burst's bytes while the loop has nothing else to do (task.c) */
 };
