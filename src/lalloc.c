@@ -300,14 +300,9 @@ static page *take_page(orch_lalloc *a, size_t cls) {
 
 static int has_room(page *pg, size_t size) { return pg->free || pg->carved + size <= (size_t)PAGE * pg->span; }
 
-static void *small_alloc(orch_lalloc *a, size_t cls) {
+/* A block of class cls from pg, a page of the class with room. */
+static inline void *carve(orch_lalloc *a, page *pg, size_t cls) {
   size_t size = class_size(cls);
-  page *pg = a->room[cls];
-  if (!pg) {
-    pg = take_page(a, cls);
-    if (!pg) return NULL;
-    push(&a->room[cls], pg);
-  }
   void *p;
   if (pg->free) {
     p = pg->free;
@@ -319,6 +314,20 @@ static void *small_alloc(orch_lalloc *a, size_t cls) {
   pg->used++;
   if (!has_room(pg, size)) unlink_page(&a->room[cls], pg);
   return p;
+}
+
+/* The class has no page with room: one is taken (apart from the common
+ * case, which then needs no saved registers). */
+static __attribute__((noinline)) void *small_alloc_page(orch_lalloc *a, size_t cls) {
+  page *pg = take_page(a, cls);
+  if (!pg) return NULL;
+  push(&a->room[cls], pg);
+  return carve(a, pg, cls);
+}
+
+static inline void *small_alloc(orch_lalloc *a, size_t cls) {
+  page *pg = a->room[cls];
+  return pg ? carve(a, pg, cls) : small_alloc_page(a, cls);
 }
 
 static void small_free(orch_lalloc *a, void *p) {
@@ -396,10 +405,34 @@ static int kept(orch_lalloc *a, const void *p, int drop) {
   return 0;
 }
 
+static __attribute__((noinline)) void *lalloc_rest(orch_lalloc *a, void *ptr, size_t osize, size_t nsize);
+
+/* The common cases, a new small block from a page with room and a small
+ * block freed from a page that keeps others, need no saved register (a
+ * function apart from the rest); osize is the kind of object made when
+ * there is no ptr. */
 void *orch__lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   orch_lalloc *a = ud;
-  if (!ptr) osize = 0;              /* then osize was the kind of object made */
-  size_t oc = class_of(osize), nc = class_of(nsize);
+  if (!ptr) {
+    size_t nc = class_of(nsize);
+    if (nc && a->room[nc]) return carve(a, a->room[nc], nc);
+  } else if (!nsize && class_of(osize) && !a->nkept) {
+    page *pg = page_of(ptr);
+    if (pg->used > 1 && has_room(pg, class_size(pg->cls))) {
+      free_block *b = ptr;
+      b->next = pg->free;
+      pg->free = b;
+      pg->used--;
+      return NULL;
+    }
+  }
+  return lalloc_rest(a, ptr, osize, nsize);
+}
+
+static void *lalloc_rest(orch_lalloc *a, void *ptr, size_t osize, size_t nsize) {
+  size_t nc = class_of(nsize);
+  if (!ptr) return nc ? small_alloc(a, nc) : nsize ? malloc(nsize) : NULL;
+  size_t oc = class_of(osize);
   /* A kept block is malloc's whatever its size; it stops being kept when
    * it is freed or moves (it stays kept where it stays put). */
   int was_kept = oc && a->nkept && kept(a, ptr, 1);
@@ -409,7 +442,6 @@ void *orch__lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     else free(ptr);
     return NULL;
   }
-  if (!ptr) return nc ? small_alloc(a, nc) : malloc(nsize);
   if (oc && oc == nc) return ptr;
   if (!oc && !nc) {
     void *rp = realloc(ptr, nsize);
