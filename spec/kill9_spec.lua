@@ -94,6 +94,37 @@ local function procs_with(mark)
   return out
 end
 
+-- What a failed test of a large fleet says about itself, in about 50
+-- lines (the suite shows a failed file's last 60): each orch's log with
+-- its routine lines (a service started, stopped by TERM, restarted)
+-- counted instead of shown, the record's generation and the journal's.
+local function diagnosis(t)
+  local out = {}
+  for n, r in ipairs(t.runs) do
+    local kept, routine = {}, 0
+    for line in slurp(r.err):gmatch("[^\n]+") do
+      if line:find(": started, pid %d+$") or line:find(": stopped %(killed by TERM%)$")
+         or line:find(": restarted$") or line:find(": killed by KILL after") then
+        routine = routine + 1
+      else
+        kept[#kept + 1] = line:sub(1, 200)
+      end
+    end
+    out[#out + 1] = string.format("-- orch %d (pid %s): %d routine lines; the last %d others:", n,
+      tostring(r.pid), routine, math.min(#kept, 12))
+    for i = math.max(1, #kept - 11), #kept do out[#out + 1] = kept[i] end
+  end
+  local rec = slurp(t.state)
+  local j = slurp(t.sock .. ".journal")
+  local jl = {}
+  for line in j:gmatch("[^\n]+") do jl[#jl + 1] = line:sub(1, 120) end
+  out[#out + 1] = string.format("-- record: %d bytes, %s; journal: %d bytes, %d lines; its first and last 3:",
+    #rec, rec:match('^{"version":1,"gen":%d+') or "no gen", #j, #jl)
+  for i = 1, math.min(3, #jl) do out[#out + 1] = jl[i] end
+  for i = math.max(4, #jl - 2), #jl do out[#out + 1] = jl[i] end
+  return table.concat(out, "\n")
+end
+
 local function count_of(t, n)
   return math.tointeger(tonumber(slurp(t.dir .. "/" .. n .. ".count"):match("%d+"))) or 0
 end
@@ -549,8 +580,9 @@ orch.task(function() orch.sleep(1e6) end)
       assert.are.equal(4, s5.s75.restarts)
       shutdown(t, pid3)
     end)
+    local diag = not ok and diagnosis(t)
     cleanup(t)
-    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
+    if not ok then error(diag .. "\n" .. tostring(err), 0) end
   end)
 
   -- A fleet of N services (a record of more than 16 KiB: changes go to the
@@ -2193,13 +2225,13 @@ orch.task(function() orch.sleep(1e6) end)
       whole_lines(journal)
       shutdown(t, pid3)
     end)
+    local diag = not ok and diagnosis(t)
     if fillers > 0 then
       os.remove(mnt .. "/filler")
       os.remove(mnt .. "/fillerb")
     end
     cleanup(t)
     if not os.execute("umount " .. mnt) then os.execute("umount -l " .. mnt) end
-    if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1"):sub(-3000) .. slurp(t.dir .. "/err2"):sub(-3000) ..
-      slurp(t.dir .. "/err3"):sub(-3000), 0) end
+    if not ok then error(diag .. "\n" .. tostring(err), 0) end
   end)
 end)
