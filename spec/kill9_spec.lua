@@ -484,7 +484,7 @@ describe("orch killed with SIGKILL", function()
     local N = 150
     local t = new_test(false, string.format([[
 local sup = require "orch.supervisor"
-sup.configure{ log = false }
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end }
 for i = 1, %d do
   sup.service{ name = "s" .. i, cmd = { "sleep", "600" }, backoff = 0, start_limit = false }
 end
