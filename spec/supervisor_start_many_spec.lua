@@ -155,4 +155,56 @@ describe("the log lines of a start of many", function()
       assert.is_true(output > at, "w" .. i .. "'s output after its started line")
     end
   end)
+  it("a start of many whose task is cancelled at one of its yields leaves the state record written, as after any start", function()
+    -- A large start holds the record's rewrites until it is over; a start
+    -- cancelled at a yield (or raising) left that hold behind, and no
+    -- change reached SOCKET.state again: not even the first record.
+    local c = require "spec.ctl_util"
+    local h = require "spec.helper"
+    local cjson = require "cjson"
+    local o = c.start([[
+local sup = require "orch.supervisor"
+sup.configure{ log = false }
+for i = 1, 40 do
+  sup.service{ name = "s" .. i, cmd = { "sleep", "600" }, autostart = false, log = false }
+end
+sup.run()
+orch.task(function()
+  local t = orch.task(function() sup.start("all") end)
+  -- Cancelled once its first launches are made: it is then suspended at
+  -- one of its yields (40 services: it yields every 16 launches).
+  repeat orch.sleep(0) until sup.instance("s1").state ~= "stopped"
+  io.stderr:write("the start is ", t:status(), "\n")
+  t:cancel()
+  orch.sleep(1e6)
+end)
+]])
+    local ok, err = pcall(function()
+      c.until_true(function() return (h.slurp(o.dir .. "/err") or ""):find("the start is ", 1, true) end, "the cancel")
+      assert.matches("the start is ready\n", h.slurp(o.dir .. "/err"))
+      -- A stop by hand afterwards reaches the record.
+      assert.are.equal(0, (c.ctl_cli(o, "start", "s39")))
+      c.until_true(function() return c.status(o).s39.state == "running" end, "s39 running")
+      assert.are.equal(0, (c.ctl_cli(o, "stop", "s39")))
+      c.until_true(function()
+        local text = h.slurp(o.sock .. ".state") or ""
+        if text == "" then return false end
+        local r = cjson.decode(text)
+        local by = {}
+        for _, e in ipairs(r.instances) do by[e.name] = e end
+        local j = h.slurp(o.sock .. ".journal") or ""
+        if math.tointeger(tonumber(j:match("^#gen (%d+)\n"))) == math.tointeger(r.gen) then
+          for line in j:gmatch("[^\n]+") do
+            if line:sub(1, 1) == "{" then
+              local e = cjson.decode(line)
+              by[e.name] = e
+            end
+          end
+        end
+        return by.s39 and by.s39.state == "stopped"
+      end, "the record to name s39 stopped")
+    end)
+    c.stop(o)
+    assert(ok, err)
+  end)
 end)

@@ -638,8 +638,7 @@ local function new(main)
     -- Meanwhile the state record is not rewritten at each yield (each
     -- rewrite covers the whole fleet): every new process is in the journal
     -- at once, and the record follows once the start is over.
-    local hold = yield and #list > START_BATCH
-    if hold then persist.hold(S, true) end
+    local hold <close> = yield and #list > START_BATCH and persist.holding(S) or nil
     local _ <close> = hold and collect_sooner() or nil
     local _ <close> = yield and status.paused_for(S, #list) or nil
     -- Each spawn is finished at the next one (Instance.batch), and the last
@@ -653,10 +652,7 @@ local function new(main)
         persist.flush(S)   -- this batch's journal lines, in one write
         S:log_hold(false)  -- and its log lines
         orch.sleep(0)
-        if S.shutdown_task then
-          if hold then persist.hold(S, false) end
-          return nil, "start: the supervisor is shutting down", "ECANCELED"
-        end
+        if S.shutdown_task then return nil, "start: the supervisor is shutting down", "ECANCELED" end
         Instance.batch(true)
         S:log_hold(true)
       end
@@ -670,7 +666,7 @@ local function new(main)
     Instance.batch(false)
     S:log_hold(false)
     if hold then
-      persist.hold(S, false)
+      hold:release()
       S:compact()
     end
     return true

@@ -561,6 +561,28 @@ function persist.hold(S, on)
   end
 end
 
+-- A hold as a to-be-closed value (persist.holding): released by its
+-- release() or, whatever happens first, when it goes out of scope (a
+-- start that raises, or whose task is cancelled at one of its yields: a
+-- hold left behind kept every later change off the record for good).
+local Hold = {}
+Hold.__index = Hold
+function Hold:release()
+  local S = self.S
+  if S then
+    self.S = nil
+    persist.hold(S, false)
+  end
+end
+Hold.__close = Hold.release
+
+--- persist.hold(S, true), undone when the value returned is released or
+-- closed (local h <close> = persist.holding(S)).
+function persist.holding(S)
+  persist.hold(S, true)
+  return setmetatable({ S = S }, Hold)
+end
+
 -- ---------------------------------------------------------------- start, end
 
 -- ---------------------------------------------------------------- journal
