@@ -415,6 +415,64 @@ describe("orch killed with SIGKILL", function()
     if not ok then error(tostring(err) .. "\n" .. slurp(t.dir .. "/err1") .. slurp(t.dir .. "/err2"), 0) end
   end)
 
+  it("a change whose sync is on its way reaches the record although a spawn the journal covers follows at once", function()
+    -- x is in backoff (its entry says so); in one loop turn d is started,
+    -- x stopped by hand (a sync is armed for it, 5 ms after d's spawn) and
+    -- c started: c's spawn line, the journal's, covers c's entry, and the
+    -- sync on its way used to be stopped there and never armed again.
+    -- Nothing else changes after: x's stop never reached the record.
+    local t = new_test(false, [[
+local sup = require "orch.supervisor"
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end }
+sup.service{ name = "x", cmd = { "sh", "-c", "exit 3" }, backoff = 600, start_limit = false, log = false }
+sup.service{ name = "c", cmd = { "sleep", "600" }, autostart = false, log = false }
+sup.service{ name = "d", cmd = { "sleep", "600" }, autostart = false, log = false }
+sup.run()
+orch.task(function()
+  local function recorded_backoff()
+    local f = io.open(DIR .. "/ctl.sock.state")
+    local text = f and f:read("a") or ""
+    if f then f:close() end
+    return text:find('"name":"x","state":"backoff"', 1, true)
+  end
+  while not recorded_backoff() do orch.sleep(0.01) end
+  -- d's spawn defers a sync 5 ms (its settle): x's, armed next, is still
+  -- on its way when c spawns.
+  sup.start("d")
+  sup.stop("x")
+  sup.start("c")
+  io.stderr:write("stopped x, started c\n")
+  orch.sleep(1e6)
+end)
+]])
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      until_true(function() return slurp(t.runs[1].err):find("stopped x, started c", 1, true) end, "the stop and start")
+      local s = status(t)
+      assert.are.equal("stopped", s.x.state)
+      assert.are.equal("running", s.c.state)
+      t.extra[#t.extra + 1] = s.c.pid
+      t.extra[#t.extra + 1] = s.d.pid
+      until_true(function()
+        local r = record(t)
+        if not r then return false end
+        local x
+        for _, e in ipairs(r.instances) do if e.name == "x" then x = e end end
+        local j = slurp(t.sock .. ".journal")
+        if math.tointeger(tonumber(j:match("^#gen (%d+)\n"))) == math.tointeger(r.gen) then
+          for line in j:gmatch("[^\n]+") do
+            if line:find('^{"name":"x",') then x = cjson.decode(line) end
+          end
+        end
+        return x and x.state == "stopped" and x.want == false
+      end, "the record or its journal to name x stopped")
+      shutdown(t, pid1)
+    end)
+    local diag = not ok and diagnosis(t)
+    cleanup(t)
+    if not ok then error(diag .. "\n" .. tostring(err), 0) end
+  end)
+
   it("a crash loop's journal of restarts is folded into the record once it holds 16 KiB", function()
     -- b fails at once, again and again (no backoff, no start limit): each
     -- restart journals a line and asks for no sync until the journal holds

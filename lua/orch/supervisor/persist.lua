@@ -627,9 +627,14 @@ end
 local function spawn_line(S, P, inst, pid, start, restarts, start_time)
   P.settle = orch.now() + SPAWN_SETTLE
   if P.timer and not P.holds then
-    -- A sync armed earlier in this turn waits for the new process too.
+    -- A sync on its way waits for the new process too: armed again, past
+    -- the new settle. (Only stopped, it was left to the spawn's own touch
+    -- to arm again, which a restart whose journal line covers its entry
+    -- never does: the change it was for, a stop by hand, never reached the
+    -- record.)
     P.timer:stop()
     P.timer = nil
+    schedule(S, P)
   end
   return string.format("%s\t%d\t%d\t%s\t%s\t%s\t%s\n", jfield(inst.name), pid, start,
     jnum(restarts), def_digest(S.services[inst.service]), inst.want and "1" or "0", jnum(start_time))
