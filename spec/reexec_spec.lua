@@ -117,7 +117,7 @@ for i = 1, 6 do
   sup.service{ name = "c" .. i, backoff = 0, log = { dir = DIR },
     cmd = { "sh", "-c", "echo up; sleep 0.0" .. i .. "; exit 1" } }
 end
-sup.service{ name = "slow", backoff = { initial = 30, max = 30 }, cmd = { "sh", "-c", "exit 1" } }
+sup.service{ name = "slow", backoff = { initial = 3600, max = 3600 }, cmd = { "sh", "-c", "exit 1" } }
 sup.service{ name = "gone", cmd = { "sh", "-c", "exit 1" }, backoff = 0, start_limit = { burst = 1, interval = 600 } }
 sup.service{ name = "off", cmd = { "sleep", "1000" } }
 sup.run()
