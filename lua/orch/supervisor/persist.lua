@@ -388,6 +388,7 @@ function persist.sync(S)
     collectgarbage()
   end
   local t0 = orch.now()
+  P.since = nil
   local lines = collect(S, P)
   local again = not sync_holder(S, P)
   local created = {}
@@ -486,8 +487,13 @@ local function schedule(S, P)
     return
   end
   local now = orch.now()
+  P.since = P.since or now
   local wait = P.next_sync and P.next_sync - now or 0
-  if P.settle and P.settle - now > wait then wait = P.settle - now end
+  -- A spawn's settle defers the sync, but never past MAX_SPACING after the
+  -- oldest change it holds: restarts less than SPAWN_SETTLE apart (a crash
+  -- loop) pushed it back for as long as they went on.
+  local settle = P.settle and math.min(P.settle, P.since + MAX_SPACING)
+  if settle and settle - now > wait then wait = settle - now end
   P.timer = orch.timer.after(wait > 0 and wait or 0, function()
     P.timer = nil
     persist.sync(S)
@@ -628,10 +634,10 @@ local function spawn_line(S, P, inst, pid, start, restarts, start_time)
   P.settle = orch.now() + SPAWN_SETTLE
   if P.timer and not P.holds then
     -- A sync on its way waits for the new process too: armed again, past
-    -- the new settle. (Only stopped, it was left to the spawn's own touch
-    -- to arm again, which a restart whose journal line covers its entry
-    -- never does: the change it was for, a stop by hand, never reached the
-    -- record.)
+    -- the new settle, within schedule's bound. (Only stopped, it was left
+    -- to the spawn's own touch to arm again, which a restart whose journal
+    -- line covers its entry never does: the change it was for, a stop by
+    -- hand, never reached the record.)
     P.timer:stop()
     P.timer = nil
     schedule(S, P)
