@@ -1,0 +1,40 @@
+-- scripts/test itself: `scripts/test spec/x_spec.lua:PATTERN` runs the tests
+-- of x_spec.lua whose names match PATTERN (busted's --filter), whatever
+-- characters PATTERN holds. The real script runs, from a copy of scripts/
+-- in a directory of its own (its ORCH_ROOT: its leftover checks look
+-- there only, never at the suite around it), in the mode the pure v2 VM
+-- uses (ORCH_TEST_IN_VM=1: the given specs and the leftover checks; no
+-- install, build or ASan pass), on a spec file of its own.
+local h = require "spec.helper"
+
+local SPEC = [[
+describe("quoting", function()
+  it("it's one", function() end)
+  it('says "hi"', function() end)
+  it("a \\ backslash", function() end)
+  it("the rest", function() error("a filter runs only what it names") end)
+end)
+]]
+
+describe("scripts/test", function()
+  it("runs spec:PATTERN with an apostrophe, double quotes or a backslash in PATTERN", function()
+    local root = h.tmpdir()
+    os.execute("mkdir -p " .. h.shquote(root .. "/scripts") .. " " .. h.shquote(root .. "/spec"))
+    for _, f in ipairs { "test", "lib.sh" } do
+      assert(os.execute("cp -p " .. h.shquote(h.root .. "/scripts/" .. f) .. " " .. h.shquote(root .. "/scripts/")))
+    end
+    h.write(root .. "/spec/q_spec.lua", SPEC)
+    -- (LD_PRELOAD: the ASan pass's, for orch, not for bash and busted.)
+    local out = h.sh("cd " .. h.shquote(root) .. " && env -u LD_PRELOAD ORCH_TEST_IN_VM=1 timeout -k 5 300 scripts/test "
+      .. h.shquote("spec/q_spec.lua:it's") .. " " .. h.shquote('spec/q_spec.lua:says "hi"') .. " "
+      .. h.shquote("spec/q_spec.lua:a \\ backslash") .. " 2>&1")
+    assert.matches("^%d+ passed, 0 failed$", out:match("[^\n]*$"), nil, nil, out)
+    -- Each one test, the one its PATTERN names.
+    local n = 0
+    for ok, failed in out:gmatch("\n  spec/q_spec%.lua:[^\n]-%s+(%d+) ok%s+(%d+) failed") do
+      assert.are.same({ "1", "0" }, { ok, failed }, out)
+      n = n + 1
+    end
+    assert.are.equal(3, n, out)
+  end)
+end)
