@@ -98,4 +98,47 @@ describe("orch as PID 1", function()
     assert.is_true(err:find("every service is stopped", 1, true) < t, err)
     assert.are.same({}, leftovers(token))
   end)
+
+  -- `unshare --pid --fork` without --mount-proc: /proc is the parent
+  -- namespace's, where orch (PID 1 inside) is another number and the pids
+  -- name the host's processes. The drain at exit counts the namespace's
+  -- processes all the same (orch's children: every other one descends from
+  -- PID 1): the orphan left gets TERM, ends, and orch exits at once; it
+  -- counted the host's thousands before, waited the whole grace for them
+  -- and sent KILL to the namespace.
+  it("without --mount-proc: the drain at exit counts the namespace's processes, not the host's", function()
+    local dir = h.tmpdir()
+    local token = ("init_%d_%d"):format(orch.getpid(), math.random(1, 1e9))
+    local script = dir .. "/orphan.lua"
+    h.write(script, string.format([[
+      local dir = %q
+      orch.proc.init_mode{ grace = 1 }
+      -- An orphan (its parent shell ends at once) that ends on TERM.
+      local p = assert(orch.spawn{ "sh", "-c", "setsid sh -c 'trap \"exit 0\" TERM; : > " .. dir
+        .. "/up; while :; do sleep 0.05; done' &", env = { ORCH_SPEC_RUN = %q, PATH = os.getenv("PATH") } })
+      p:wait()
+      while not io.open(dir .. "/up") do orch.sleep(0.01) end
+      io.stderr:write("pid ", orch.getpid(), "\n")
+    ]], dir, token))
+    local code, out, err
+    h.run(function()
+      local u = assert(orch.spawn{ "unshare", "--pid", "--fork", h.bin, "run", script,
+        stdout = dir .. "/out", stderr = dir .. "/err" })
+      code = u:wait(60)
+      if code == nil then
+        u:kill("KILL")
+        u:wait()
+      end
+      out, err = h.slurp(dir .. "/out"), h.slurp(dir .. "/err")
+    end, 90)
+    for _, pid in ipairs(leftovers(token)) do orch.kill(pid, "KILL") end
+    assert.are.equal(0, code, err)
+    assert.matches("^pid 1\n", err)
+    -- One process left (the orphan shell; its sleep is its own child), and
+    -- it ends on TERM: no KILL.
+    assert.matches("init: 1 process left after the services stopped: sending SIGTERM", err, 1, true)
+    assert.is_nil(err:find("SIGKILL", 1, true), err)
+    assert.are.same({}, leftovers(token))
+    assert.are.equal("", out)
+  end)
 end)

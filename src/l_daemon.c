@@ -221,8 +221,53 @@ static void init_stop(daemon_state *st) {
   orch__proc_set_init_active(st->rt, 0);
 }
 
-/* The other processes of the pid namespace, i.e. everything but us. */
+/* Whether /proc is this pid namespace's own (mounted for it: `unshare
+ * --mount-proc`, a container runtime's): its "self" is the pid getpid()
+ * gives. Under `unshare --pid --fork` alone it is the parent namespace's,
+ * where the pids name other processes (the host's, which never end). */
+static int proc_is_ours(void) {
+  char buf[24];
+  ssize_t n = readlink("/proc/self", buf, sizeof buf - 1);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  return strtol(buf, NULL, 10) == (long)getpid();
+}
+
+/* orch's children: every other process of the namespace descends from its
+ * PID 1 (an orphan is reparented to it), so none is left once it has no
+ * child. Counted in /proc/self/task/TID/children, which names orch in any
+ * pid namespace's /proc (the count is the same in each); where that cannot
+ * be read (no /proc), 1 while a child is left (waitid). */
+static int count_children(void) {
+  DIR *d = opendir("/proc/self/task");
+  if (!d) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0) return 1;
+    return errno == ECHILD ? 0 : -1;
+  }
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    char path[300];
+    snprintf(path, sizeof path, "/proc/self/task/%s/children", e->d_name);
+    FILE *f = fopen(path, "re");
+    if (!f) continue;
+    long pid;
+    while (fscanf(f, "%ld", &pid) == 1) n++;
+    fclose(f);
+  }
+  closedir(d);
+  return n;
+}
+
+/* The other processes of the pid namespace, i.e. everything but us: from
+ * /proc where it is the namespace's (a process that entered the namespace
+ * from outside, not orch's descendant, is counted too), else orch's
+ * children. */
 static int count_others(void) {
+  if (!proc_is_ours()) return count_children();
   DIR *d = opendir("/proc");
   if (!d) return -1;
   int n = 0;
