@@ -307,6 +307,60 @@ describe("a stop signals first", function()
     end)
   end)
 
+  -- A service's stop timeout is its grace after the stop signal: where the
+  -- first pass sent the signal (a shutdown's, in the TERM handler, before
+  -- the bookkeeping of every stop of the layer), the timeout counts from
+  -- there, not from the service's own stop task. Here that bookkeeping is
+  -- made long on purpose: a sup.events subscriber holds the loop SPIN
+  -- seconds at the first "stopping" event (as the stops of thousands of
+  -- services take seconds). deaf ignores TERM; its timeout is TIMEOUT: its
+  -- KILL comes at the end of the SPIN (its grace is over by then), where it
+  -- came TIMEOUT later, SPIN + TIMEOUT after the signal. (Bounded by the
+  -- timer: without the change it can never come before SPIN + TIMEOUT.)
+  it("on SIGTERM, a service's stop timeout counts from the first pass's signal, not from its stop's bookkeeping", function()
+    u.with(function(_, _, dir, _, token)
+      local SPIN, TIMEOUT = 2, 3
+      local script = h.script(string.format([[
+        local sup = require "orch.supervisor"
+        local DIR, SPIN, TIMEOUT = %q, %d, %d
+        local function note(line)
+          local f = assert(io.open(DIR .. "/notes", "a"))
+          f:write(line, "\n")
+          f:close()
+        end
+        sup.configure { runtime_dir = DIR, log = function(msg)
+          if msg:find("received TERM", 1, true) then note(string.format("term %%.6f", orch.now())) end
+          if msg:find("deaf: still running", 1, true) then note(string.format("kill %%.6f", orch.now())) end
+        end }
+        sup.service { name = "deaf", cmd = { "sh", "-c", "trap '' TERM; : > " .. DIR .. "/up; while :; do sleep 0.05; done" },
+                      stop = { timeout = TIMEOUT } }
+        sup.service { name = "other", cmd = { "sleep", "600" } }
+        local spun = false
+        sup.events(function(ev)
+          if ev.event ~= "stopping" or spun then return end
+          spun = true
+          local t = orch.now()
+          while orch.now() - t < SPIN do end
+        end)
+        sup.run()
+      ]], dir, SPIN, TIMEOUT))
+      local p = assert(orch.spawn { h.bin, "run", script, stdout = "null", stderr = dir .. "/err",
+        env = { ORCH_SPEC_RUN = token, ORCH_SOCKET = dir .. "/ctl.sock" } })
+      h.eventually(function() return io.open(dir .. "/up") ~= nil end, "deaf to be up")
+      assert.is_true(p:kill("TERM"))
+      local code = p:wait(60)
+      assert.is_not_nil(code, h.slurp(dir .. "/err"))
+      local notes = h.slurp(dir .. "/notes") or ""
+      local term = tonumber(notes:match("term ([%d.]+)"))
+      local kill = tonumber(notes:match("kill ([%d.]+)"))
+      assert.is_truthy(term and kill, notes .. h.slurp(dir .. "/err"))
+      -- The KILL after the signal: SPIN and a little (the loop was held),
+      -- not SPIN + TIMEOUT.
+      assert.is_true(kill - term >= SPIN, notes)
+      assert.is_true(kill - term < SPIN + TIMEOUT, notes)
+    end)
+  end)
+
   it("holds SIGCHLD only during its first pass: released after, a script's own hold kept", function()
     u.with(function(s)
       for i = 1, 3 do s.service { name = "q" .. i, cmd = { "sleep", "600" } } end

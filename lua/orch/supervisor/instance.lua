@@ -900,11 +900,11 @@ function Instance:signal_first()
   if st.fn or self.frozen or self.sup.escalated or (run.main_pid and run.main_pid ~= run.pid) then return end
   if st.group and not run.cgroup then
     if self:send(run, st.signal, true) then
-      run.signalled_group = st.signal
+      run.signalled_group, run.signalled_at = st.signal, orch.now()
       return true
     end
   elseif run.proc:kill(st.signal) then
-    run.signalled = st.signal
+    run.signalled, run.signalled_at = st.signal, orch.now()
     return true
   end
 end
@@ -1001,6 +1001,12 @@ function Instance:stop_run(run)
   end
   if not run.alive then return end
   local sig = S.escalated and "KILL" or st.signal
+  -- The stop timeout counts from the signal: a stop of many sent it in its
+  -- first pass (signal_first), before the bookkeeping of every stop of the
+  -- layer (a shutdown's, before the shutdown's own), which took the grace
+  -- of the last ones further and further past the signal.
+  local sent_at = sig == st.signal and run.signalled_at or nil
+  run.signalled_at = nil
   -- Frozen processes would take the stop signal only once thawed.
   if self.frozen then self:freeze(false) end
   self:send(run, sig, st.group)
@@ -1008,7 +1014,8 @@ function Instance:stop_run(run)
   -- only once continued: CONT right after it, as systemd does.
   if sig ~= "KILL" and run.proc and run.proc:status() == "stopped" then self:send(run, "CONT", st.group) end
   if self:gone(run) then return end
-  if sig ~= "KILL" and not self:wait_run(run, st.timeout) then
+  local grace = sent_at and math.max(0, st.timeout - (orch.now() - sent_at)) or st.timeout
+  if sig ~= "KILL" and not self:wait_run(run, grace) then
     if not S.escalated then
       self:log("still running %gs after %s: sending KILL", st.timeout, sig)
     end
