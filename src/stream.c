@@ -59,7 +59,6 @@ score *orch__score_new(orch__hstate *st, int kind, int fd, int flags) {
   score *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   orch__hobj_link(st, &s->o, &orch__stream_class);
-  s->loop = st->loop;
   s->fd = fd;
   s->fdnum = fd;
   s->kind = kind;
@@ -85,7 +84,7 @@ static void core_close_cb(uv_handle_t *h) {
 }
 
 int orch__score_init_handle(score *s) {
-  int r = s->kind == K_TCP ? uv_tcp_init(s->loop, &s->u.tcp) : uv_pipe_init(s->loop, &s->u.pipe, 0);
+  int r = s->kind == K_TCP ? uv_tcp_init(s->o.st->loop, &s->u.tcp) : uv_pipe_init(s->o.st->loop, &s->u.pipe, 0);
   if (r < 0) {
     orch__score_free(s);
     return r;
@@ -178,7 +177,7 @@ static int core_describe(lua_State *L, orch__hobj *o, void *ud) {
 /* Makes the libuv handle for a stream created from an fd. */
 static int core_activate(score *s) {
   if (s->hstate) return s->open_err;
-  int r = s->kind == K_TCP ? uv_tcp_init(s->loop, &s->u.tcp) : uv_pipe_init(s->loop, &s->u.pipe, 0);
+  int r = s->kind == K_TCP ? uv_tcp_init(s->o.st->loop, &s->u.tcp) : uv_pipe_init(s->o.st->loop, &s->u.pipe, 0);
   if (r < 0) return r;
   s->u.h.data = s;
   s->hstate = 1;

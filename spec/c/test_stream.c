@@ -7,10 +7,12 @@
  */
 #include "orch.h"
 #include "../../src/stream.h"
+#include "../../src/stream_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,12 @@ int main(void) {
   CHECK(lua_gettop(L) == top + 1);
   CHECK(luaL_testudata(L, -1, "orch.Stream") != NULL);
   CHECK(orch__stream_fd(L, -1) == p[0]);
+  /* Its core takes 448 bytes of malloc's (issue 14: every logged service
+   * has one for its output pipe), not 512. */
+  {
+    Stream *u = luaL_testudata(L, -1, "orch.Stream");
+    CHECK(u && u->s && malloc_usable_size(u->s) <= 440);
+  }
   CHECK((fcntl(p[0], F_GETFD) & FD_CLOEXEC) != 0);
   /* Not yet used for I/O: still blocking, as a child would want it. */
   CHECK((fcntl(p[0], F_GETFL) & O_NONBLOCK) == 0);
