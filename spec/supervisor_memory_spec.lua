@@ -87,6 +87,49 @@ describe("supervisor memory per service", function()
     end)
   end)
 
+  -- Most runs have one part, their cgroup, whose closer is the same for
+  -- every run (Run.closer): it is noted in its field alone, without a table
+  -- of parts per run (80 bytes a service).
+  it("keeps no table of parts for a run whose parts have the closer every run's has", function()
+    local Run = require "orch.supervisor.run"
+    local key = "spec_part_" .. tostring({}):match("0x%x+")
+    local closed = {}
+    local function closer(obj) closed[#closed + 1] = obj end
+    Run.closer(key, closer)
+    local run = Run.new()
+    local a, b, c = {}, {}, { close = function(self) closed[#closed + 1] = self end }
+    assert.are.equal(a, run:own(key, a, closer))
+    assert.is_nil(run.parts)
+    assert.are.equal(a, run[key])
+    -- A second part under the key closes the first.
+    run:own(key, b, closer)
+    assert.are.same({ a }, closed)
+    assert.is_nil(run.parts)
+    -- A part of another closer is noted as before; release closes both.
+    run:own("spec_other", c)
+    assert.are.equal("table", type(run.parts))
+    run:release()
+    assert.are.equal(3, #closed)
+    assert.is_true((closed[2] == b and closed[3] == c) or (closed[2] == c and closed[3] == b))
+    assert.is_nil(run[key])
+    assert.is_nil(run.spec_other)
+    -- A dropped part is closed once; dropping again does nothing.
+    local run2 = Run.new()
+    run2:own(key, a, closer)
+    run2:drop(key)
+    run2:drop(key)
+    run2:release()
+    assert.are.equal(4, #closed)
+    -- A supervisor's running service: its cgroup (where orch makes one) is
+    -- such a part.
+    u.with(function(s, _, dir)
+      s.service { name = "one", cmd = { "sh", "-c", "echo up; exec sleep 60" }, log = { dir = dir } }
+      assert(s.start("one"))
+      local run = s.instance("one").run
+      assert.is_nil(run.parts, "a table of parts")
+    end)
+  end)
+
   -- A service keeps its checked configuration and, beside it, only what
   -- the configuration does not hold as the definition gave it (a second
   -- full copy of every definition was about 0.4 KiB a service at 500).

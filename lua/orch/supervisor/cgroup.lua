@@ -471,21 +471,19 @@ local function park(S, cg)
   end
 end
 
--- The run part's closer (run:own), one per supervisor rather than a
--- closure per run.
-local function parker(S)
-  local f = S.cgroup_park
-  if not f then
-    f = function(cg) park(S, cg) end
-    S.cgroup_park = f
-  end
-  return f
+-- The run part's closer (run:own), the same for every run (Run.closer: no
+-- table of parts for a run whose cgroup is its only part); the supervisor
+-- is its owner's.
+local function park_part(cg)
+  local inst = owner[cg]
+  if inst then park(inst.sup, cg) end
 end
+Run.closer("cgroup", park_part)
 
 local function own(inst, run, cg)
   owner[cg] = inst
   empty[cg] = nil
-  run:own("cgroup", cg, parker(inst.sup))
+  run:own("cgroup", cg, park_part)
 end
 
 -- A new run's cgroup has its cpu.stat opened (and kept, within the fd
