@@ -146,11 +146,20 @@ describe("supervisor memory per service", function()
                   backoff = 0, start_limit = false, restart = "always", success_codes = { 0, 2 },
                   stop = { signal = "TERM", timeout = 2 } }
       assert.is_nil(given("strings"))
-      -- A number in env, a command as a string, a size as a string, a
-      -- float made an integer: those values are kept as given.
+      -- A command as a string, a size as a string, a float made an
+      -- integer: those values are kept as given.
       s.service { name = "converted", cmd = "sleep 60", env = { A = 1, B = "b" }, log = { dir = dir, keep = 5.0,
                   max_bytes = "1M" }, backoff = { initial = 1, max = 2 } }
-      assert.are.same({ "cmd", "env", "log" }, kept_keys("converted"))
+      assert.are.same({ "cmd", "log" }, kept_keys("converted"))
+      -- The numbers of env are the configuration's own (written as
+      -- tostring writes them into the process's environment): no second
+      -- table of them beside it.
+      s.service { name = "numbers", cmd = { "sh", "-c", "echo \"$N $F $G $S\"; exec sleep 60" },
+                  env = { N = 8080, F = 2.5, G = 3.0, S = "s" }, log = { dir = dir } }
+      assert.is_nil(given("numbers"))
+      assert(s.start("numbers"))
+      assert.is_true(u.until_true(function() return #s.tail("numbers") == 1 end))
+      assert.are.same({ "8080 2.5 3.0 s" }, s.tail("numbers"))
     end)
   end)
 

@@ -175,21 +175,20 @@ local function check_rlimits(v, path)
   return out
 end
 
+-- The environment as given: a number stays a number (orch.spawn writes it
+-- as tostring does), so that a service of `env = { PORT = 8080 }` keeps
+-- one table, not a configuration of strings and its definition's numbers
+-- beside it (160 bytes a service; doc/benchmarks.md, twelfth session).
 local function check_env(v, path)
   if type(v) ~= "table" then want(path, "table", v) end
-  local out, same = {}, true
   for k, x in pairs(v) do
     if type(k) ~= "string" or k == "" or k:find("[=%z]") then fail(path, "invalid variable name " .. show(k)) end
-    if type(x) == "number" then
-      x = tostring(x)
-      same = false
-    elseif x ~= false and type(x) ~= "string" then
+    if x ~= false and type(x) ~= "string" and type(x) ~= "number" then
       want(path .. "." .. k, "string, number or false", x)
     end
     if type(x) == "string" and x:find("\0", 1, true) then fail(path .. "." .. k, "must not contain a zero byte") end
-    out[k] = x
   end
-  return same and v or out
+  return v
 end
 
 local function check_cmd(v, path)
