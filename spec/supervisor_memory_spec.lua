@@ -163,6 +163,34 @@ describe("supervisor memory per service", function()
     end)
   end)
 
+  -- Services of the same log options (a directory for all) share one
+  -- checked configuration of them (80 bytes a service).
+  it("keeps one configuration of the log options that services share", function()
+    u.with(function(s, _, dir)
+      local filter = function(line) return line end
+      s.service { name = "a", cmd = { "sleep", "60" }, log = { dir = dir } }
+      s.service { name = "b", cmd = { "sleep", "60" }, log = { dir = dir } }
+      s.service { name = "c", cmd = { "sleep", "60" }, log = { dir = dir, keep = 3 } }
+      s.service { name = "d", cmd = { "sleep", "60" }, log = { dir = dir, keep = 3.0 } }
+      s.service { name = "e", cmd = { "sleep", "60" }, log = { dir = dir, filter = filter } }
+      s.service { name = "f", cmd = { "sleep", "60" }, log = { dir = dir, filter = filter } }
+      local function l(name) return s.instance(name).cfg.log end
+      assert.is_true(rawequal(l("a"), l("b")))
+      assert.is_false(rawequal(l("a"), l("c")))
+      assert.is_true(rawequal(l("c"), l("d")))
+      assert.is_false(rawequal(l("e"), l("f")))
+      assert.are.equal(3, l("c").keep)
+      assert.are.equal(5, l("a").keep)
+      -- Each definition comes back as given.
+      local back = {}
+      for _, d in ipairs(s.services()) do back[d.name] = d end
+      assert.are.equal("float", math.type(back.d.log.keep))
+      assert.are.equal("integer", math.type(back.c.log.keep))
+      assert.is_nil(back.a.log.keep)
+      assert.are.equal(filter, back.f.log.filter)
+    end)
+  end)
+
   -- The exact value, of the same type (5 and 5.0, 0.0 and -0.0 differ).
   local function same(a, b, path)
     path = path or "def"

@@ -415,10 +415,31 @@ local log_fields = {
   mode = function(x, p) return check_number(x, p, 0, 511, true, "mode from 0 to 511 (octal 0777)") end,
 }
 
+-- The checked log options by what they hold (weak): services of the same
+-- log options (a directory for all, as is usual) share one configuration,
+-- not 80 bytes a service (configurations are never written after check()).
+-- Options with a filter function are each their own.
+local logs_by_text = setmetatable({}, { __mode = "v" })
+local log_keys = {}
+for k in pairs(log_fields) do log_keys[#log_keys + 1] = k end
+table.sort(log_keys)
+
 local function check_log(v, path)
   if v == false then return log_inherit end
   if v == "null" then return log_null end
-  return setmetatable(check_record(v, path, log_fields, "table, false or \"null\""), log_mt)
+  local t = check_record(v, path, log_fields, "table, false or \"null\"")
+  if t.filter then return setmetatable(t, log_mt) end
+  local text = ""
+  for _, k in ipairs(log_keys) do
+    local x = t[k]
+    if x ~= nil then text = text .. k .. "\0" .. string.format("%q", x) .. "\0" end
+  end
+  local shared = logs_by_text[text]
+  if not shared then
+    shared = setmetatable(t, log_mt)
+    logs_by_text[text] = shared
+  end
+  return shared
 end
 
 -- The scheduling options, as orch.spawn takes them (doc/proc.md).
