@@ -191,6 +191,29 @@ describe("supervisor memory per service", function()
     end)
   end)
 
+  -- A service's list of instances is the service's own table, not a list
+  -- of one beside it (72 bytes a service).
+  it("keeps a service's instances in the service's own table", function()
+    u.with(function(s)
+      s.service { name = "one", cmd = { "sleep", "60" } }
+      s.service { name = "two", numprocs = 2, cmd = { "sleep", "60" } }
+      local services = s.instance("one").sup.services
+      for name, n in pairs({ one = 1, two = 2 }) do
+        local svc = services[name]
+        assert.is_true(rawequal(svc, svc.instances), name)
+        assert.are.equal(n, #svc.instances)
+        local names = {}
+        for i, inst in ipairs(svc.instances) do names[i] = inst.name end
+        assert.are.same(n == 1 and { "one" } or { "two:1", "two:2" }, names)
+      end
+      assert(s.start("all"))
+      assert.are.equal(3, #s.instances())
+      assert(s.stop("two"))
+      assert.are.equal("stopped", s.instance("two:2").state)
+      assert.are.equal("running", s.instance("one").state)
+    end)
+  end)
+
   -- The exact value, of the same type (5 and 5.0, 0.0 and -0.0 differ).
   local function same(a, b, path)
     path = path or "def"

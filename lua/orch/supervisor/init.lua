@@ -158,7 +158,10 @@ end
 --- cfg, given: schema.check_copy's (the service keeps of its definition
 -- only what cfg does not hold as given: Sup:definition).
 function Sup:add(cfg, given, pos)
-  local svc = { cfg = cfg, given = given, instances = {} }
+  -- svc.instances, the list of its instances, is the service's own table
+  -- (its integer keys): no list of one a service (72 bytes; issue 14).
+  local svc = { cfg = cfg, given = given }
+  svc.instances = svc
   for i = 1, cfg.numprocs do
     local name = cfg.numprocs > 1 and (cfg.name .. ":" .. i) or cfg.name
     local inst = Instance.new(self, cfg, i, name)
