@@ -9,11 +9,17 @@
 # file but libc and ld.so once each (the union of their page frames over
 # the given processes, /proc/PID/pagemap: needs root), as if nothing else
 # mapped them; libc and ld.so, which every process maps, by their PSS of
-# the moment. Prints each part and "quiet_pss_total N KiB".
+# the moment. Prints each part and "quiet_pss_total N KiB". Also (not in
+# the total) "libc_ld_quiet K1= K2= K4=": libc's and ld.so's pages of the
+# given processes as a machine where K other processes map every page of
+# them counts them (a page mapped by n of the given processes: n/(n+K)); a
+# shell maps all of libc's text, and on a quiet machine a few do (the
+# twelfth session's "Memory per service").
 import sys, struct, re, collections
 SHARED = ('libc.so', 'ld-linux')
 pids = sys.argv[1:]
 union = collections.defaultdict(set)
+shared_n = collections.Counter()     # libc/ld.so page frame -> how many given processes map it
 other = collections.Counter()
 for pid in pids:
     maps = open(f'/proc/{pid}/smaps').read().split('\n')
@@ -30,9 +36,16 @@ for pid in pids:
             kb = int(line.split()[1])
             if inode == 0 or any(s in name for s in SHARED):
                 other[(pid, name if inode == 0 else name)] += kb
-                continue
+                if inode == 0:
+                    continue
             pm.seek(lo // 4096 * 8)
             data = pm.read((hi - lo) // 4096 * 8)
+            if any(s in name for s in SHARED):
+                for i in range(len(data) // 8):
+                    v = struct.unpack_from('<Q', data, i * 8)[0]
+                    if v >> 63 and (v >> 61) & 1:
+                        shared_n[v & ((1 << 55) - 1)] += 1
+                continue
             for i in range(len(data) // 8):
                 v = struct.unpack_from('<Q', data, i * 8)[0]
                 if v >> 63 and not (v >> 62) & 1:  # present, not swapped
@@ -48,4 +61,6 @@ for name, s in sorted(union.items(), key=lambda x: -len(x[1])):
 for (pid, name), kb in sorted(other.items(), key=lambda x: -x[1]):
     if kb: print(f'  {pid:>7} {name:58s} {kb:6d} KiB')
     tot += kb
+print('libc_ld_quiet ' + ' '.join(f'K{k}={round(sum(n / (n + k) for n in shared_n.values()) * 4)}' for k in (1, 2, 4))
+      + f' KiB (pages {len(shared_n) * 4} KiB)')
 print(f'quiet_pss_total {tot} KiB')
