@@ -45,10 +45,28 @@ local function one(kind, r)
     if e.name == "signal:signal_generate" then
       local sig, to = e.a:match("^sig=(%d+) .* pid=(%d+) ")
       sig, to = tonumber(sig), tonumber(to)
-      if sig == 15 and to == sup and not t0 then t0 = e.t
+      if (sig == 15 or sig == 10) and to == sup and not t0 then t0 = e.t
       elseif t0 and sig == 15 and e.pid == sup and mine[to] and not svc[to] then
         svc[to] = true
         kills[#kills + 1] = e.t
+      end
+    end
+  end
+  -- `orch ctl stop all` (STOP_TRACE_HOW=ctl): from the server's accept.
+  if not t0 then
+    for _, e in ipairs(ev) do
+      if e.name == "raw_syscalls:sys_enter" and e.pid == sup and e.a:match("^NR 288 ") then t0 = e.t break end
+    end
+    if t0 then
+      for _, e in ipairs(ev) do
+        if e.name == "signal:signal_generate" and e.t > t0 then
+          local sig, to = e.a:match("^sig=(%d+) .* pid=(%d+) ")
+          sig, to = tonumber(sig), tonumber(to)
+          if sig == 15 and e.pid == sup and mine[to] and not svc[to] then
+            svc[to] = true
+            kills[#kills + 1] = e.t
+          end
+        end
       end
     end
   end

@@ -23,6 +23,12 @@
 # instead, and each orch row is followed by its Lua stamps: when each step
 # of the stop began (ms after the SIGTERM) and the CPU of the calls that
 # began before the last exit, by function.
+# STOP_TRACE_HOW=ctl measures stop.sh's stop_ctl_100 instead: `orch ctl
+# stop all` (the C limits: SIGUSR1), every figure from orch's accept(2) of
+# the client's connection (cpu_first: the server's CPU until its first
+# stop signal; done and cpu_all: none, orch goes on). STOP_TRACE_EVENTS
+# adds tracepoints (e.g. sched:sched_wakeup) to the kept traces
+# (STOP_TRACE_KEEP=DIR copies them there).
 # Prints each stop's row, then each kind's medians. Needs perf and root.
 set -u
 BUILD=$(cd "$1" && pwd); ROUNDS=${2:-3}; KINDS=${3:-"c ccg orch"}
@@ -37,14 +43,13 @@ V2=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2"
 CCG=$V2$(sed -n 's/^0:://p' /proc/self/cgroup)
 CCG=${CCG%/}/orch-bench-minisup.$TOKEN
 one() {                   # kind round
-  local kind=$1 r=$2 sup f
+  local kind=$1 r=$2 sup f b=$BUILD
   "$P" init "$SVC_SHM"
   rm -f "$W/ctl.sock"
   case $kind in
     c) setsid "$W/minisup" 100 "$W/svc" </dev/null >/dev/null 2>&1 & ;;
     ccg) MINISUP_CGROUP=$CCG setsid "$W/minisup" 100 "$W/svc" </dev/null >/dev/null 2>&1 & ;;
-    *) local b=$BUILD
-       [ "$kind" = base ] && b=$BASE
+    *) [ "$kind" = base ] && b=$BASE
        STOP_STAMPS=$W/$kind.$r.stamps setsid "$b/orch" run "$HERE/${STOP_TRACE_SCRIPT:-phases.lua}" 100 "$W/svc" \
          </dev/null >/dev/null 2>"$W/err" & ;;
   esac
@@ -53,20 +58,26 @@ one() {                   # kind round
   if [ "$kind" = orch ] || [ "$kind" = base ]; then for _ in $(seq 100); do [ -S "$W/ctl.sock" ] && break; sleep 0.05; done; fi
   sleep 0.5
   f=$W/$kind.$r
+  # STOP_TRACE_HOW=ctl: `orch ctl stop all` (the C limits: SIGUSR1) instead of the SIGTERM.
+  local how=
+  if [ "${STOP_TRACE_HOW:-}" = ctl ]; then
+    case $kind in c|ccg) how="signal $sup USR1" ;; *) how="exec $b/orch ctl --socket $W/ctl.sock stop all" ;; esac
+  fi
   head -c 1600 "$SVC_SHM" >"$f.slots"      # the services' pids (svc_stamp.c's slots)
   perf record -q -k CLOCK_MONOTONIC -a -o "$f.data" \
-    -e sched:sched_process_exit,sched:sched_switch,signal:signal_generate \
+    -e sched:sched_process_exit,sched:sched_switch,signal:signal_generate${STOP_TRACE_EVENTS:+,$STOP_TRACE_EVENTS} \
     -e raw_syscalls:sys_enter --filter "common_pid == $sup" \
-    -- sh -c '"$1" stoptime "$2" 100 signal $3 TERM >"$4"
+    -- sh -c 'if [ -n "$5" ]; then "$1" stoptime "$2" 100 $5 >"$4"; exit; fi
+             "$1" stoptime "$2" 100 signal $3 TERM >"$4"
              # Until the supervisor has exited (a zombie: it is our child).
              for _ in $(seq 1000); do
                read -r _ _ st _ <"/proc/$3/stat" 2>/dev/null || break
                [ "$st" = Z ] && break
                sleep 0.005
-             done' - "$P" "$SVC_SHM" $sup "$f.probe" 2>/dev/null
+             done' - "$P" "$SVC_SHM" $sup "$f.probe" "$how" 2>/dev/null
   perf script -i "$f.data" -F comm,pid,tid,cpu,time,event,trace --ns >"$f.txt" 2>/dev/null
   echo "$sup" >"$f.sup"
-  bench_stop $sup 5 0      # (the probe sent its TERM)
+  bench_stop $sup 5 "$([ -n "$how" ] && echo TERM || echo 0)"   # (the probe sent its TERM, unless STOP_TRACE_HOW)
   bench_sweep
   [ -d "$CCG" ] && rmdir "$CCG"/s* "$CCG" 2>/dev/null
 }
