@@ -96,6 +96,7 @@ describe("a supervisor stays up", function()
       end, "bad fatal, web running")
       local r = request(dir, { cmd = "stop", name = "all" })
       assert.is_true(r.ok, r.error)
+      assert.are.same({}, r.also_stopped)     -- every instance is named
       -- Nothing runs, one service is fatal, one never started: orch answers.
       local st = states(dir)
       assert.are.equal("stopped", st.web.state)

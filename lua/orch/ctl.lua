@@ -447,9 +447,14 @@ handlers.restart = start_like("restart")
 function handlers.stop(srv, req, cs)
   local bad = check_name(req)
   if bad then return bad end
-  local before = states(srv)
+  -- A stop of all names every instance: no dependent is stopped "too", so
+  -- neither the states before (a table per instance, made before the
+  -- first stop signal) nor a status after are needed.
+  local all = req.name == "all"
+  local before = not all and states(srv)
   local _, err = with_progress(srv, req, cs, function() return sup_call(srv, "stop", req.name) end)
   if err then return err end
+  if all then return { ok = true, also_stopped = {} } end
   local sup = supervisor(srv)
   local named = {}
   for _, s in ipairs(sup.status(req.name) or {}) do named[s.name] = true end

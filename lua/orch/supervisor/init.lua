@@ -672,13 +672,23 @@ local function new(main)
       hold:release()
       S:compact()
     end
+    graph.prepare(S)
     return true
   end
 
   function sup.stop(target)
-    local insts, err = graph.resolve(S, target, "stop")
-    if not insts then return nil, err, "ENOENT" end
-    insts = graph.with_dependents(S, insts)
+    local insts, err
+    if target == "all" then
+      -- Every instance: the supervisor's own list, which is every
+      -- dependent already (resolve and with_dependents would build two
+      -- copies and two sets of it before the first stop signal: a fifth of
+      -- orch's CPU until then in a stop of 100 through the control socket).
+      insts = S:all_instances()
+    else
+      insts, err = graph.resolve(S, target, "stop")
+      if not insts then return nil, err, "ENOENT" end
+      insts = graph.with_dependents(S, insts)
+    end
     local function go()
       S:stop_ordered(insts)
       -- A process that survived KILL (stuck in the kernel, or not ours to
@@ -1068,7 +1078,7 @@ local function new(main)
         end
       end
     end
-    if #list > 0 then sup.start(list) end
+    if #list > 0 then sup.start(list) else graph.prepare(S) end
     handoff.drop(S)
     persist.touch(S)
     S:hold()
