@@ -455,6 +455,9 @@ local base_of = setmetatable({}, { __mode = "k" })
 -- The CPU base of a kept cgroup read before a restart spawned into it at
 -- its exit (M.reuse), for M.prepare (false: it could not be read).
 local read_base = setmetatable({}, { __mode = "k" })
+-- The list of the stop of many that removes the instance's cgroups at its
+-- end (M.defer_removals), by instance.
+local later_of = setmetatable({}, { __mode = "k" })
 
 -- The end of a run (its part "cgroup" closes): an empty cgroup stays the
 -- instance's for its next run; one still holding processes is retired.
@@ -564,7 +567,7 @@ function M.release(inst)
   inst.cgroup_idle = nil
   local S = inst.sup
   if cg and S.cgroups and S.cgroups[cg] then
-    local later = inst.cgroup_later
+    local later = later_of[inst]
     if later then later[#later + 1] = cg else retire(S, cg) end
   end
 end
@@ -572,7 +575,7 @@ end
 -- The end of a stop of many: the cgroups its runs left (empty) go now.
 local removals = { __close = function(d)
   for _, inst in ipairs(d.insts) do
-    if inst.cgroup_later == d.list then inst.cgroup_later = nil end
+    if later_of[inst] == d.list then later_of[inst] = nil end
   end
   local S = d.S
   for _, cg in ipairs(d.list) do
@@ -589,13 +592,15 @@ end }
 -- instead (M.left); an empty cgroup is kept until the stop's end, when the
 -- value returned (to-be-closed) is closed: every cgroup is still removed
 -- before the stop returns. An instance some other stop of many has marked
--- already stays that stop's.
+-- already stays that stop's. The mark is kept beside the instance
+-- (later_of), not in it: a ninth field would grow each instance's table to
+-- 16 slots, a reallocation each in the middle of the stop.
 function M.defer_removals(S, insts)
   if #insts < 2 or not S.cgroups then return nil end
   local list, mine = {}, {}
   for _, inst in ipairs(insts) do
-    if not inst.cgroup_later then
-      inst.cgroup_later = list
+    if not later_of[inst] then
+      later_of[inst] = list
       mine[#mine + 1] = inst
     end
   end
@@ -765,7 +770,7 @@ function M.left(inst, run)
   if cg == nil then return false end
   local S = inst.sup
   if run.user_stop and not inst.want and not inst.frozen and not memory_limited(inst)
-     and not inst.cgroup_later and S.cgroups and S.cgroups[cg] and cg:remove() then
+     and not later_of[inst] and S.cgroups and S.cgroups[cg] and cg:remove() then
     removed(S, cg)
     return false
   end
