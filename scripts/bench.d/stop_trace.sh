@@ -28,7 +28,8 @@
 # the client's connection (cpu_first: the server's CPU until its first
 # stop signal; done and cpu_all: none, orch goes on). STOP_TRACE_EVENTS
 # adds tracepoints (e.g. sched:sched_wakeup) to the kept traces
-# (STOP_TRACE_KEEP=DIR copies them there).
+# (STOP_TRACE_KEEP=DIR copies them there); STOP_TRACE_IDLE the seconds each
+# supervisor idles between its start and the stop (0.5).
 # Prints each stop's row, then each kind's medians. Needs perf and root.
 set -u
 BUILD=$(cd "$1" && pwd); ROUNDS=${2:-3}; KINDS=${3:-"c ccg orch"}
@@ -56,7 +57,7 @@ one() {                   # kind round
   sup=$!
   "$P" wait-started "$SVC_SHM" 100 120 || { echo "stop_trace.sh: $kind did not start" >&2; kill -TERM $sup; return 1; }
   if [ "$kind" = orch ] || [ "$kind" = base ]; then for _ in $(seq 100); do [ -S "$W/ctl.sock" ] && break; sleep 0.05; done; fi
-  sleep 0.5
+  sleep "${STOP_TRACE_IDLE:-0.5}"
   f=$W/$kind.$r
   # STOP_TRACE_HOW=ctl: `orch ctl stop all` (the C limits: SIGUSR1) instead of the SIGTERM.
   local how=
