@@ -81,6 +81,54 @@ describe("orch ctl, the client", function()
     assert.truthy(err:find("orch ctl loaded ctl/format", 1, true), err)
   end)
 
+  it("answers ping opening only the C modules it needs, without the Lua modules that complete the others", function()
+    -- orch.callback, orch.heartbeat and orch.proc raise when loaded: they
+    -- come with the rest of `orch` (orch.spawn, orch.signal, ...), which a
+    -- ping does not ask for.
+    local d = h.tmpdir()
+    os.execute("mkdir -p " .. h.shquote(d .. "/orch"))
+    for _, m in ipairs { "callback", "heartbeat", "proc" } do
+      h.write(d .. "/orch/" .. m .. ".lua", string.format("error(%q, 0)\n", "orch ctl loaded orch/" .. m .. ".lua"))
+    end
+    local env = { ORCH_LUA_DIR = d }
+    local code, out, err = h.cli({ "ctl", "--socket", o.sock, "ping" }, nil, env)
+    assert.are.equal(0, code, err)
+    assert.truthy(out:match("^orch %S+, pid " .. o.pid .. ", "), out)
+    assert.are.equal("", err)
+    -- (the test's own check: the rest of `orch` loads them)
+    code, out, err = h.cli({ "-e", "print(orch.spawn)" }, nil, env)
+    assert.are_not.equal(0, code)
+    assert.truthy(err:find("orch ctl loaded orch/", 1, true), err)
+    -- The ping as `orch ctl` runs it (orch.cli.plan, then dispatch as the
+    -- main task), in a process that says at its exit which orch.core
+    -- modules were opened.
+    local run = [[
+      local cli = require "orch.cli"
+      assert(cli.plan("ctl", "--socket", ..., "ping") == "command 1")
+      local exit = orch.exit
+      orch.exit = function(c)
+        local open = {}
+        for k in pairs(package.loaded) do
+          if k:match("^orch%.core%.") or k == "orch.callback" or k == "orch.heartbeat" or k == "orch.proc" then
+            open[#open + 1] = k
+          end
+        end
+        table.sort(open)
+        io.stdout:write("opened: ", table.concat(open, " "), "\n")
+        return exit(c)
+      end
+      cli.dispatch()
+    ]]
+    code, out, err = h.cli({ "-e", run, o.sock })
+    assert.are.equal(0, code, err)
+    assert.truthy(out:match("^orch %S+, pid " .. o.pid .. ", "), out)
+    assert.truthy(out:find("\nopened: orch.core.core orch.core.stream orch.core.sys\n", 1, true), out)
+    -- (the test's own check: a script that asks for more opens the rest)
+    code, out, err = h.cli({ "-e", run:gsub("cli%.dispatch%(%)", "local _ = orch.signal cli.dispatch()"), o.sock })
+    assert.are.equal(0, code, err)
+    assert.truthy(out:find("orch.core.proc", 1, true) and out:find("orch.proc", 1, true), out)
+  end)
+
   it("reads a plain line without argparse or the other commands' modules", function()
     -- argparse (found through LUA_PATH) and every command module but ctl's
     -- raise when loaded: ping, status and stop still work.

@@ -14,7 +14,10 @@ local function eval(code, env)
   return out
 end
 
+-- (orch.spawn: the rest of `orch` loads at its first key beyond the
+-- start-up modules', with orch.callback, orch.heartbeat and orch.proc.)
 local LIST = [[
+local _ = orch.spawn
 for _, m in ipairs { "orch.ctl.command", "orch.ctl.client", "orch.cmd.ctl" } do require(m) end
 print(table.concat(orch._precompiled(), " "))]]
 

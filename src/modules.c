@@ -2,9 +2,11 @@
  * modules.c: the table of C binding modules that make up orch.core.
  *
  * Each module is a function `int orch__open_<name>(lua_State *L)` that pushes
- * one table. luaopen_orch_core (runtime.c) returns { <name> = <table>, ... }
- * and registers each as package.loaded["orch.core.<name>"]; lua/orch/init.lua
- * merges the public ones into `orch` in this order. A new binding file adds
+ * one table. luaopen_orch_core (runtime.c) returns a table whose field <name>
+ * opens that module at its first read (also `require "orch.core.<name>"`,
+ * then package.loaded["orch.core.<name>"]); lua/orch/init.lua merges the
+ * public ones into `orch` in this order (core, stream and sys at once, the
+ * others at the first key `orch` lacks). A new binding file adds
  * one line here (model: luv's luv_functions[]).
  */
 #include "modules.h"

@@ -71,7 +71,8 @@ struct orch__child {
 };
 
 /* The runtime's process table and SIGCHLD watcher, made once (the first
- * binding module that needs them calls this). Returns 0 or a UV_ error. */
+ * binding module that needs them calls this, else the first orch__spawn or
+ * orch__child_add). Returns 0 or a UV_ error. */
 int orch__proc_open(orch_runtime *rt, uv_loop_t *loop);
 
 /* Collects the statuses already waiting (children that ended before the

@@ -88,6 +88,7 @@ typedef struct {
 
 /* process.c */
 proc_state *orch__proc_state(orch_runtime *rt);
+proc_state *orch__proc_need(orch_runtime *rt);   /* made if not yet (the first child) */
 void orch__proc_table_add(proc_state *st, orch__child *c);
 int orch__proc_pidfd_wanted(proc_state *st);     /* whether a spawn asks for a pidfd */
 void orch__proc_pidfd_watch(proc_state *st, orch__child *c, int pidfd);

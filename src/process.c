@@ -63,6 +63,15 @@ proc_state *orch__proc_state(orch_runtime *rt) {
   return *orch__slot(rt, ORCH__SLOT_PROC);
 }
 
+/* The state, made at the first child when no binding module made it yet
+ * (the modules open when first used: a C host's orch__spawn, or a spawn
+ * before orch.proc opened, finds none). NULL when it cannot be made. */
+proc_state *orch__proc_need(orch_runtime *rt) {
+  proc_state *st = orch__proc_state(rt);
+  if (!st && orch__proc_open(rt, orch_loop(rt)) == 0) st = orch__proc_state(rt);
+  return st;
+}
+
 static void table_grow(proc_state *st) {
   size_t n = (st->mask + 1) * 2;
   orch__child **b = calloc(n, sizeof *b);
@@ -206,7 +215,7 @@ void orch__child_add(orch_runtime *rt, orch__child *c) {
   c->start_ticks = 0;
   c->pidfd = -1;
   c->ring_wait = 0;
-  proc_state *st = orch__proc_state(rt);
+  proc_state *st = orch__proc_need(rt);
   if (st) orch__proc_table_add(st, c);
 }
 
@@ -781,14 +790,14 @@ void orch__proc_reaper_stats(orch_runtime *rt, orch__reaper_stats *s) {
 }
 
 void orch__proc_on_orphan(orch_runtime *rt, orch__orphan_fn fn, void *data) {
-  proc_state *st = orch__proc_state(rt);
+  proc_state *st = orch__proc_need(rt);
   if (!st) return;
   st->on_orphan = fn;
   st->orphan_data = data;
 }
 
 int orch__proc_devnull(orch_runtime *rt) {
-  proc_state *st = orch__proc_state(rt);
+  proc_state *st = orch__proc_need(rt);
   if (!st) return -ENOSYS;
   if (st->devnull < 0) {
     st->devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -853,7 +862,7 @@ int orch__proc_init_active(orch_runtime *rt) {
 }
 
 void orch__proc_set_init_active(orch_runtime *rt, int on) {
-  proc_state *st = orch__proc_state(rt);
+  proc_state *st = orch__proc_need(rt);
   if (st) st->init_on = on;
 }
 

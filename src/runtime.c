@@ -329,23 +329,65 @@ static void pin_library(void) {
     (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
 }
 
+/* The C modules open when first used, not all at once with the runtime: a
+ * command that needs few of them (`orch ctl ping`: core, stream, sys) does
+ * not pay for the others' opening (their classes, their state, the reaper's
+ * set-up, the scan of inherited fds, callback.lua), about a third of a ping's
+ * start-up (issue 15). A module opens once per state, with an empty stack,
+ * when `require "orch.core.<name>"` or the first read of orch.core's field
+ * <name> asks for it (lua/orch/init.lua opens the rest of `orch` at the
+ * first key it does not hold). */
+static int open_module(lua_State *L) {
+  const orch__module *m = lua_touserdata(L, lua_upvalueindex(1));
+  lua_settop(L, 0);
+  lua_pushcfunction(L, m->open);
+  lua_call(L, 0, 1);
+  return 1;
+}
+
+/* orch.core's __index: core[name] is package.loaded["orch.core.<name>"],
+ * its module opened first if needed; other keys are nil. */
+static int core_index(lua_State *L) {
+  const char *name = lua_tostring(L, 2);
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  for (const orch__module *m = orch__modules; m->name; m++) {
+    if (!m->open || strcmp(m->name, name) != 0) continue;
+    lua_pushfstring(L, "orch.core.%s", m->name);
+    const char *modname = lua_tostring(L, -1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, modname) == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_pushlightuserdata(L, (void *)m);
+      lua_pushcclosure(L, open_module, 1);
+      lua_call(L, 0, 1);
+      lua_pushvalue(L, -1);
+      lua_setfield(L, -3, modname);             /* loaded["orch.core.name"] = M */
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 1, m->name);                  /* core[name] = M */
+    return 1;
+  }
+  return 0;
+}
+
 int luaopen_orch_core(lua_State *L) {
   pin_library();
   orch_runtime *rt = runtime_attach(L, 0);
   if (!rt) return luaL_error(L, "orch: cannot create the runtime");
   lua_newtable(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const orch__module *m = orch__modules; m->name; m++) {
     if (!m->open) continue;
-    lua_pushcfunction(L, m->open);
-    lua_call(L, 0, 1);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, m->name);                 /* core[name] = M */
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     lua_pushfstring(L, "orch.core.%s", m->name);
-    lua_pushvalue(L, -3);
-    lua_settable(L, -3);                          /* loaded["orch.core.name"] = M */
-    lua_pop(L, 2);
+    lua_pushlightuserdata(L, (void *)m);
+    lua_pushcclosure(L, open_module, 1);
+    lua_settable(L, -3);                          /* preload["orch.core.name"] = opener */
   }
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, core_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
   return 1;
 }
 

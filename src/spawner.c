@@ -556,7 +556,7 @@ static void files_restore(proc_state *st, int nmoved, int set) {
 
 int orch__spawn(orch_runtime *rt, const orch__spawn_req *req, orch__child *c,
                 const char **step) {
-  proc_state *st = orch__proc_state(rt);
+  proc_state *st = orch__proc_need(rt);
   *step = "spawn";
   if (!st) return -ENOSYS;
   if (req->nfds < 0 || req->nfds > MAX_FDMAP) return -EINVAL;
@@ -833,7 +833,7 @@ void orch__spawner_settle(proc_state *st) {
 
 int orch__spawn_start(orch_runtime *rt, const orch__spawn_req *req, orch__spawn_job *job,
                       orch__child *c, const char **step) {
-  proc_state *st = orch__proc_state(rt);
+  proc_state *st = orch__proc_need(rt);
   *step = "spawn";
   job->state = JOB_NONE;
   if (!st) return -ENOSYS;

@@ -11,20 +11,71 @@ local orch = {}
 local public = { "core", "timer", "signal", "proc", "daemon", "stream", "shm", "mmap",
                  "sem", "msg", "ipc", "heartbeat", "logfile", "term", "cgroup", "httpparse", "sys" }
 
-for _, name in ipairs(public) do
+-- The modules every command needs are merged now (tasks, exit, connect,
+-- the checks of a socket's directory: what `orch ctl` uses); the rest, with
+-- the Lua modules that complete them, when `orch` is first asked for a key
+-- it does not hold, or iterated. Their C modules open then too (src/runtime.c):
+-- a ping does not pay for opening seventeen modules (start-up, issue 15).
+-- No key of an eager module is also a lazy one's (merge checks), so the
+-- result is the same as merging all in order.
+local eager = { core = true, stream = true, sys = true }
+local eager_keys = {}
+
+local function merge(name)
   local m = assert(core[name], "orch.core." .. name .. " is missing")
   for k, v in pairs(m) do
-    if type(v) == "table" and type(orch[k]) == "table" then
-      for k2, v2 in pairs(v) do orch[k][k2] = v2 end
+    if eager[name] then eager_keys[k] = true
+    elseif eager_keys[k] then error("orch.core." .. name .. ": orch." .. k .. " is merged at start already") end
+    local have = rawget(orch, k)
+    if type(v) == "table" and type(have) == "table" then
+      for k2, v2 in pairs(v) do have[k2] = v2 end
     elseif type(v) == "table" then
       local t = {}
       for k2, v2 in pairs(v) do t[k2] = v2 end
-      orch[k] = t
+      rawset(orch, k, t)
     else
-      orch[k] = v
+      rawset(orch, k, v)
     end
   end
 end
+
+for _, name in ipairs(public) do
+  if eager[name] then merge(name) end
+end
+
+-- The rest of `orch`, once: every other C module (the private ones too:
+-- everything orch.core has is then open, as it was when all opened at
+-- start), and the Lua modules that complete a C one (each returns its
+-- module).
+local function merge_rest()
+  for _, name in ipairs(public) do
+    if not eager[name] then merge(name) end
+  end
+  local _ = { core.callback, core.fmt }
+  rawset(orch, "heartbeat", require "orch.heartbeat")
+  rawset(orch, "capture", require("orch.proc").capture)
+  setmetatable(orch, nil)
+end
+
+local loading
+local function load_rest()
+  if loading then return end   -- (a module reading orch while it loads)
+  loading = true
+  local ok, err = pcall(merge_rest)
+  loading = nil
+  if not ok then error(err, 0) end
+end
+
+setmetatable(orch, {
+  __index = function(t, k)
+    load_rest()
+    return rawget(t, k)
+  end,
+  __pairs = function(t)
+    load_rest()
+    return next, t, nil
+  end,
+})
 
 -- orch.exit(code) while a supervisor runs (sup.run) stops its services
 -- first, as a shutdown does, and exits with `code` once they are stopped:
@@ -50,10 +101,6 @@ do
     set(next(hooks) ~= nil and dispatch or nil)
   end
 end
-
--- The Lua modules that complete a C one: each returns its module.
-orch.heartbeat = require "orch.heartbeat"
-orch.capture = require("orch.proc").capture
 
 -- orch.run(fn, ...) drives the loop from a host Lua; orch.run{...} (a table)
 -- spawns a command and captures its output (see orch.proc).
