@@ -22,6 +22,7 @@
 
 #include "lalloc.h"
 #include "modules.h"
+#include "stream.h"
 #include "util.h"
 
 const char orch__rt_key = 'r';
@@ -169,6 +170,9 @@ static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   orch_runtime *rt = lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (rt) return rt;
+  /* The fds this process was given across exec, before the loop's and the
+   * spares' are open (src/stream.c: the scan then looks at fewer). */
+  orch__fd_note_inherited();
   rt = calloc(1, sizeof *rt);
   if (!rt) return NULL;
   rt->loop = &rt->loop_storage;
@@ -371,9 +375,12 @@ static int core_index(lua_State *L) {
 }
 
 int luaopen_orch_core(lua_State *L) {
-  pin_library();
   orch_runtime *rt = runtime_attach(L, 0);
   if (!rt) return luaL_error(L, "orch: cannot create the runtime");
+  /* (A runtime orch_new made is the executable's or liborch's, which
+   * lua_close does not unload: dlopen would only open the executable's
+   * file to find it is loaded, at every start of orch.) */
+  if (!rt->own_state) pin_library();
   lua_newtable(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const orch__module *m = orch__modules; m->name; m++) {

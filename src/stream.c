@@ -874,8 +874,8 @@ int orch__stream_fd(lua_State *L, int idx) {
 /* ------------------------------------------------------------------ inherited fds */
 
 /* The fds this process image was given across exec (open, not close-on-exec
- * when the module opened, before any Lua ran). Every fd orch or libuv made
- * itself is close-on-exec (the loop's epoll fd, its wake-up pipes, libuv's
+ * when the first runtime was made, before any Lua ran). Every fd orch or
+ * libuv made itself is close-on-exec (the loop's epoll fd, its wake-up pipes, libuv's
  * signal lock pipe, every stream): turned into a second stream and closed,
  * one of those would break the loop or another object for good. Process-wide,
  * like the fd table. */
@@ -883,7 +883,7 @@ typedef orch__inherited_fd inherited_fd;
 static inherited_fd *inherited_fds;   /* with the file each one was then */
 static int ninherited = -1;
 
-static void note_inherited(void) {
+void orch__fd_note_inherited(void) {
   if (ninherited >= 0) return;
   ninherited = 0;
   DIR *d = opendir("/proc/self/fd");
@@ -908,7 +908,7 @@ static void note_inherited(void) {
 }
 
 int orch__inherited_fds(const orch__inherited_fd **list) {
-  note_inherited();
+  orch__fd_note_inherited();
   *list = inherited_fds;
   return ninherited;
 }
@@ -997,7 +997,7 @@ int orch__stream_pipe(lua_State *L) {
 /* ------------------------------------------------------------------ the class */
 
 void orch__stream_register(lua_State *L) {
-  note_inherited();
+  orch__fd_note_inherited();
   static const luaL_Reg methods[] = {
     {"read", stream_read}, {"read_line", stream_read_line}, {"read_all", stream_read_all},
     {"lines", stream_lines}, {"write", stream_write}, {"shutdown", stream_shutdown},

@@ -26,12 +26,15 @@ int orch__stream_push_pipe(lua_State *L, int fd, int flags);
 int orch__stream_fd(lua_State *L, int idx);
 
 /* The descriptors this process image was given across exec: above 2, open
- * and not close-on-exec when the first runtime opened its modules (before
+ * and not close-on-exec when the first runtime was made (before
  * any Lua ran), each with the file it was then; less those orch.fdopen and
  * orch.listen{ fd = n } took since. One scan of /proc/self/fd a process
  * (stream.c), which proc.daemonize's list starts from too. Sets *list and
  * returns the count. */
 typedef struct { int fd; dev_t dev; ino_t ino; } orch__inherited_fd;
 int orch__inherited_fds(const orch__inherited_fd **list);
+/* Notes them, once a process (the first runtime, before it opens its own
+ * fds: fewer to look at; later calls do nothing). */
+void orch__fd_note_inherited(void);
 
 #endif
