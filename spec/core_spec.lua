@@ -987,6 +987,32 @@ describe("the orch module", function()
     for k in pairs(_G) do assert.is_true(before[k], "module set global " .. tostring(k)) end
   end)
 
+  it("opens its other C modules at the first key it lacks, or at pairs; what a script set before stays", function()
+    -- (a fresh process: busted's own `orch` is complete already)
+    local code = [[
+      local function open()
+        local list = {}
+        for k in next, package.loaded do if k:match("^orch%.core%.") then list[#list + 1] = k:sub(11) end end
+        table.sort(list)
+        return table.concat(list, ",")
+      end
+      local at_start = open()
+      local mine = function() end
+      orch.spawn, orch.heartbeat = mine, "mine"
+      local sig = orch.signal
+      local after = open()
+      print(at_start, after:find("callback", 1, true) ~= nil, after:find("fmt", 1, true) ~= nil,
+            orch.spawn == mine, orch.heartbeat, type(sig.protect), type(orch.proc.init_mode),
+            type(orch.proc.list), type(orch.capture), getmetatable(orch) == nil)
+    ]]
+    local rc, out, err = h.cli({ "-e", code })
+    assert.are.equal(0, rc, err)
+    assert.are.equal("core,stream,sys\ttrue\ttrue\ttrue\tmine\tfunction\tfunction\tfunction\tfunction\ttrue\n", out)
+    rc, out, err = h.cli({ "-e", "local n = 0 for _ in pairs(orch) do n = n + 1 end print(n > 40, type(rawget(orch, 'spawn')))" })
+    assert.are.equal(0, rc, err)
+    assert.are.equal("true\tfunction\n", out)
+  end)
+
   it("has a version", function()
     assert.matches("^orch %d+%.%d+%.%d+, Lua 5%.4", orch.version())
     assert.are.equal("string", type(orch.VERSION))

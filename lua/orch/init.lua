@@ -21,13 +21,17 @@ local public = { "core", "timer", "signal", "proc", "daemon", "stream", "shm", "
 local eager = { core = true, stream = true, sys = true }
 local eager_keys = {}
 
-local function merge(name)
+-- kept: the keys a script set before the rest loaded (its own orch.spawn,
+-- say), which the rest does not replace, as when everything merged first.
+local function merge(name, kept)
   local m = assert(core[name], "orch.core." .. name .. " is missing")
   for k, v in pairs(m) do
     if eager[name] then eager_keys[k] = true
     elseif eager_keys[k] then error("orch.core." .. name .. ": orch." .. k .. " is merged at start already") end
     local have = rawget(orch, k)
-    if type(v) == "table" and type(have) == "table" then
+    if kept and kept[k] then
+      -- (left as the script set it)
+    elseif type(v) == "table" and type(have) == "table" then
       for k2, v2 in pairs(v) do have[k2] = v2 end
     elseif type(v) == "table" then
       local t = {}
@@ -48,12 +52,16 @@ end
 -- start), and the Lua modules that complete a C one (each returns its
 -- module).
 local function merge_rest()
+  local kept = {}
+  for k in next, orch do
+    if not eager_keys[k] then kept[k] = true end
+  end
   for _, name in ipairs(public) do
-    if not eager[name] then merge(name) end
+    if not eager[name] then merge(name, kept) end
   end
   local _ = { core.callback, core.fmt }
-  rawset(orch, "heartbeat", require "orch.heartbeat")
-  rawset(orch, "capture", require("orch.proc").capture)
+  if not kept.heartbeat then rawset(orch, "heartbeat", require "orch.heartbeat") end
+  if not kept.capture then rawset(orch, "capture", require("orch.proc").capture) end
   setmetatable(orch, nil)
 end
 
