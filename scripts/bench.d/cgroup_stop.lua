@@ -21,18 +21,10 @@ local ROUNDS = tonumber(arg and arg[2]) or 3
 -- ORCH_BENCH_SUBREAPER=1: orch a child subreaper (as for daemons with a
 -- pidfile), so that each escapee is reparented to orch and is its child.
 if os.getenv("ORCH_BENCH_SUBREAPER") == "1" then assert(orch.proc.subreaper(true)) end
+local lib = dofile((arg[0]:match("^(.*)/") or ".") .. "/lib.lua")
 local function round(escapee)
-  local sup = require("orch.supervisor").new()
-  local parent = "orch-bench-stop-" .. orch.getpid()
-  sup.configure { log = false, cgroup = parent }
-  local cmd = escapee and { "sh", "-c", "(setsid sleep 1000 &); exec sleep 1000" } or { "sleep", "1000" }
-  for i = 1, N do sup.service { name = "s" .. i, cmd = cmd, log = false } end
-  assert(sup.start("all"))
-  assert(sup.wait("all", "running", 60))
-  local base = assert(orch.cgroup.open(parent))
   -- Every service's processes are in place (with its escapee).
-  local want = escapee and 2 * N or N
-  while #base:procs() < want do orch.sleep(0.01) end
+  local sup, base = lib.stop_fleet(N, escapee, "orch-bench-stop-" .. orch.getpid())
   local c0, t0 = os.clock(), orch.now()
   assert(sup.stop("all"))
   local ms, cpu = (orch.now() - t0) * 1000, (os.clock() - c0) * 1000

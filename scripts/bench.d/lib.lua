@@ -57,4 +57,22 @@ function lib.timer(rec)
   end
 end
 
+-- lib.stop_fleet(N, escapee, parent): a supervisor with N services in
+-- cgroups below `parent` (`sleep 1000`, or with escapee each leaving a
+-- setsid double-forked escapee: the stop benchmarks of issue 14), started,
+-- running, and every one of their processes in place (escapees included).
+-- Returns the supervisor and the parent cgroup (orch.cgroup.open).
+function lib.stop_fleet(N, escapee, parent)
+  local sup = require("orch.supervisor").new()
+  sup.configure { log = false, cgroup = parent }
+  local cmd = escapee and { "sh", "-c", "(setsid sleep 1000 &); exec sleep 1000" } or { "sleep", "1000" }
+  for i = 1, N do sup.service { name = "s" .. i, cmd = cmd, log = false } end
+  assert(sup.start("all"))
+  assert(sup.wait("all", "running", 60))
+  local base = assert(orch.cgroup.open(parent))
+  local want = escapee and 2 * N or N
+  while #base:procs() < want do orch.sleep(0.01) end
+  return sup, base
+end
+
 return lib
