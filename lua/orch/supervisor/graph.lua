@@ -52,6 +52,10 @@ end
 -- ("web:2") or a list of those. Returns a list or nil, message. Called
 -- from a public function: a name that is no string raises at its caller.
 function graph.resolve(S, target, op)
+  -- Every instance: the supervisor's own list (Sup:all_instances, in
+  -- definition order; read only), not a copy with a set beside it: a stop
+  -- or a status of all of 10,000 built both before its first step.
+  if target == "all" then return S:all_instances() end
   local out, seen = {}, {}
   local function one(t)
     if t == "all" then
@@ -102,6 +106,8 @@ end
 
 --- The instances plus those of every active service that depends on them.
 function graph.with_dependents(S, insts)
+  -- Every instance already (resolve's "all"): nothing depends on more.
+  if insts == S:all_instances() then return insts end
   local names, direct = {}, {}
   for _, inst in ipairs(insts) do
     names[inst.service] = true

@@ -677,18 +677,11 @@ local function new(main)
   end
 
   function sup.stop(target)
-    local insts, err
-    if target == "all" then
-      -- Every instance: the supervisor's own list, which is every
-      -- dependent already (resolve and with_dependents would build two
-      -- copies and two sets of it before the first stop signal: a fifth of
-      -- orch's CPU until then in a stop of 100 through the control socket).
-      insts = S:all_instances()
-    else
-      insts, err = graph.resolve(S, target, "stop")
-      if not insts then return nil, err, "ENOENT" end
-      insts = graph.with_dependents(S, insts)
-    end
+    -- ("all": the supervisor's own list, every dependent already: no copy
+    -- before the first stop signal.)
+    local insts, err = graph.resolve(S, target, "stop")
+    if not insts then return nil, err, "ENOENT" end
+    insts = graph.with_dependents(S, insts)
     local function go()
       S:stop_ordered(insts)
       -- A process that survived KILL (stuck in the kernel, or not ours to
@@ -754,11 +747,7 @@ local function new(main)
   -- status replies): the JSON text of the list sup.status gives, or the
   -- lines of `orch ctl status` as one string; and how many are not running.
   local function rendered(render, target)
-    -- Every instance: the supervisor's own list, not a copy (resolve
-    -- builds one, with a set of 10,000 entries against doubles).
-    local insts, err
-    if target == nil or target == "all" then insts = S:all_instances()
-    else insts, err = graph.resolve(S, target, "status") end
+    local insts, err = graph.resolve(S, target or "all", "status")
     if not insts then return nil, err, "ENOENT" end
     return render(S, insts, status.defer(S, #insts))
   end
