@@ -475,15 +475,24 @@ describe("tasks", function()
     -- share their upvalues: a loop variable's upvalue, one per task, is
     -- the script's own allocation and counts.)
     local path = h.script([[
+      local all_done = orch.cond()
       collectgarbage()
       local cycles = 0
       local function sentinel() setmetatable({}, { __gc = function() cycles = cycles + 1; sentinel() end }) end
       sentinel()
       local n, done = 20000, 0
-      for _ = 1, n do orch.task(function() orch.sleep(math.random(0, 4) / 1000); done = done + 1 end) end
+      for _ = 1, n do
+        orch.task(function()
+          orch.sleep(math.random(0, 4) / 1000)
+          done = done + 1
+          if done == n then all_done:signal() end
+        end)
+      end
+      -- One turn: the tasks' first resumes (the subject: made and started).
       orch.sleep(0)
       print(cycles)
-      orch.task(function() while done < n do orch.sleep(0.001) end print(done) end)
+      if done < n then all_done:wait() end
+      print(done)
     ]])
     local code, out, err = h.cli({ "run", path })
     assert.are.equal(0, code, err)

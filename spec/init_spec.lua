@@ -114,10 +114,13 @@ describe("orch as PID 1", function()
       local dir = %q
       orch.proc.init_mode{ grace = 1 }
       -- An orphan (its parent shell ends at once) that ends on TERM.
-      local p = assert(orch.spawn{ "sh", "-c", "setsid sh -c 'trap \"exit 0\" TERM; : > " .. dir
-        .. "/up; while :; do sleep 0.05; done' &", env = { ORCH_SPEC_RUN = %q, PATH = os.getenv("PATH") } })
+      -- It says "up" on the pipe once its TERM trap is set.
+      local p = assert(orch.spawn{ "sh", "-c", "setsid sh -c 'trap \"exit 0\" TERM; echo up; "
+        .. "while :; do sleep 0.05; done' &", env = { ORCH_SPEC_RUN = %q, PATH = os.getenv("PATH") },
+        stdout = "pipe" })
       p:wait()
-      while not io.open(dir .. "/up") do orch.sleep(0.01) end
+      assert(p.stdout:read_line() == "up")
+      p.stdout:close()
       io.stderr:write("pid ", orch.getpid(), "\n")
     ]], dir, token))
     local code, out, err

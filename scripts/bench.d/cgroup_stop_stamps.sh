@@ -9,8 +9,10 @@
 set -u
 BUILD=$(cd "$1" && pwd); N=${2:-100}; ROUNDS=${3:-9}
 HERE=$(cd "$(dirname "$0")" && pwd)
-W=$(mktemp -d /dev/shm/orch-cgstop-stamps.XXXXXX) || exit 1
-trap 'rm -rf "$W"' EXIT
+# A private $W, and whatever the run leaves (an interrupted orch, its
+# services, its cgroups) swept at exit: workdir.sh, as every shell bench.
+. "$HERE/workdir.sh"
+bench_workdir /dev/shm/orch-bench-cgstop-stamps.XXXXXX
 STAMPS_PIDS="$W/pids" STAMPS_WINDOWS=1 perf record -q -k CLOCK_MONOTONIC -a -e sched:sched_process_exit \
   -o "$W/exit.data" -- "$BUILD/orch" run "$HERE/cgroup_stop_stamps.lua" "$N" "$ROUNDS" 2>"$W/windows" || exit 1
 perf script -i "$W/exit.data" -F time,trace --ns >"$W/exits" 2>/dev/null
