@@ -1278,6 +1278,14 @@ orch.task(function() orch.sleep(1e6) end)
     end
   end)
 
+  -- Sets the holder's soft fd limit to 3 (every fd it could get is taken);
+  -- returns the limit it had, to put back.
+  local function lower_fd_limit(holder)
+    local soft = slurp("/proc/" .. holder .. "/limits"):match("Max open files%s+(%d+)")
+    assert.is_true(os.execute("prlimit --pid " .. holder .. " --nofile=3:"))
+    return soft
+  end
+
   it("says on orch's stderr which log pipes its fd holder could not hold (its fd limit); the next orch restarts those", function()
     -- The holder at an fd limit below the descriptors it has: the next
     -- put's pipe is cut from the datagram (MSG_CTRUNC) and orch, whose send
@@ -1293,20 +1301,14 @@ orch.task(function() orch.sleep(1e6) end)
 ]])
     local ok, err = pcall(function()
       local pid1 = run(t)
-      local s = until_true(function()
-        local x = status(t)
-        return x.a and x.a.state == "running" and x
-      end, "a running")
-      t.extra[#t.extra + 1] = s.a.pid
-      local holder = until_true(function() return holder_of(t) end, "the holder")
-      until_true(function() return holds_pipes(holder, { s.a.pid }) end, "the holder to hold a's pipe")
+      local a1, holder = a_held(t)
+      t.extra[#t.extra + 1] = a1
       -- Its soft limit only, put back once it has refused d's pipe: after
       -- the kill it needs fds to watch its services.
-      local soft = slurp("/proc/" .. holder .. "/limits"):match("Max open files%s+(%d+)")
-      assert.is_true(os.execute("prlimit --pid " .. holder .. " --nofile=3:"))
+      local soft = lower_fd_limit(holder)
       local code, _, cerr = ctl(t, "start", "d")
       assert.are.equal(0, code, cerr)
-      s = status(t)
+      local s = status(t)
       t.extra[#t.extra + 1] = s.d.pid
       local line = until_true(function()
         return slurp(t.runs[1].err):match("orch fdholder: put: [^\n]*")
@@ -1323,7 +1325,7 @@ orch.task(function() orch.sleep(1e6) end)
         return x.a and x.d and x.a.state == "running" and x.d.state == "running" and x.d.pid ~= s.d.pid and x
       end, "a adopted, d restarted")
       t.extra[#t.extra + 1] = s2.d.pid
-      assert.are.equal(s.a.pid, s2.a.pid)
+      assert.are.equal(a1, s2.a.pid)
       assert.truthy(slurp(t.runs[2].err):find("d: its log pipe had not reached the fd holder", 1, true))
       shutdown(t, pid2)
     end)
@@ -1345,27 +1347,21 @@ orch.task(function() orch.sleep(1e6) end)
 ]])
     local ok, err = pcall(function()
       local pid1 = run(t)
-      local s = until_true(function()
-        local x = status(t)
-        return x.a and x.a.state == "running" and x
-      end, "a running")
-      local holder = until_true(function() return holder_of(t) end, "the holder")
-      until_true(function() return holds_pipes(holder, { s.a.pid }) end, "the holder to hold a's pipe")
-      local soft = slurp("/proc/" .. holder .. "/limits"):match("Max open files%s+(%d+)")
-      assert.is_true(os.execute("prlimit --pid " .. holder .. " --nofile=3:"))
+      local a1, holder = a_held(t)
+      local soft = lower_fd_limit(holder)
       kill9(pid1)
       until_true(function() return slurp(t.runs[1].err):find("orch fdholder: cannot watch 1 services", 1, true) end,
         "the holder to say it cannot watch a")
       assert.is_true(alive(holder), "the holder ended")
-      assert.is_true(holds_pipes(holder, { s.a.pid }))
+      assert.is_true(holds_pipes(holder, { a1 }))
       assert.is_true(os.execute("prlimit --pid " .. holder .. " --nofile=" .. soft .. ":"))
       local pid2 = run(t)
       local s2 = until_true(function()
         local x = status(t)
         return x.a and x.a.state == "running" and x
       end, "a running again")
-      assert.are.equal(s.a.pid, s2.a.pid)
-      assert.are.same({ s.a.pid }, procs_with(t.dir .. "/a"))
+      assert.are.equal(a1, s2.a.pid)
+      assert.are.same({ a1 }, procs_with(t.dir .. "/a"))
       assert.is_nil(slurp(t.runs[2].err):find("a: its log pipe", 1, true), slurp(t.runs[2].err))
       shutdown(t, pid2)
     end)
