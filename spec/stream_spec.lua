@@ -1141,6 +1141,48 @@ describe("stream:on_read", function()
     assert.are.equal("late\n", got)
   end)
 
+  -- A process writes `script`'s output to a pipe read with on_read and
+  -- exits; the task holds the loop until the process is a zombie, so that
+  -- the pipe's EOF and the exit are read in the same loop turn. Returns
+  -- the order in which the callbacks ran.
+  local function eof_and_exit(script)
+    return h.run(function()
+      local p = assert(orch.spawn { "sh", "-c", script, stdout = "pipe" })
+      local order, done = {}, orch.cond()
+      local function note(what)
+        order[#order + 1] = what
+        done:signal()
+      end
+      p.stdout:on_read(function(chunk)
+        if chunk then
+          if order[#order] ~= "chunk" then note("chunk") end
+        else
+          note("eof")
+        end
+      end)
+      p:on_exit(function() note("exit") end)
+      -- Not a sleep: the loop must not run before both events are there.
+      repeat
+        local f = io.open("/proc/" .. p.pid .. "/stat")
+        local st = f and f:read("a"):match("%) (%a)")
+        if f then f:close() end
+      until st == "Z" or st == nil
+      while #order < 3 do done:wait(10) end
+      p:wait()
+      return order
+    end)
+  end
+
+  it("hands an EOF after a newline to its callback after the other events read with it: the writer's exit first", function()
+    -- A service's log pipe ends as its process exits: the restart does not
+    -- wait for the pipe's callback (issue 15).
+    assert.are.same({ "chunk", "exit", "eof" }, eof_and_exit("echo line"))
+  end)
+
+  it("hands an EOF after a partial line to its callback at once: the line before anything the exit's callbacks write", function()
+    assert.are.same({ "chunk", "eof", "exit" }, eof_and_exit("printf partial"))
+  end)
+
   it("on_read(nil) stops the callbacks; the stream can be read again", function()
     local res = with_pipe(function(r, w)
       local calls = 0

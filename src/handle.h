@@ -60,6 +60,7 @@ typedef struct orch__hstate {
   uv_loop_t *loop;
   lua_State *L;                 /* the runtime's main thread */
   orch__hobj *all;              /* every live core */
+  struct orch__eofs *eofs;      /* stream.c's EOFs waiting for the check phase */
 } orch__hstate;
 
 typedef struct orch__hclass {

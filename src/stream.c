@@ -135,8 +135,11 @@ static void core_wake_all(score *s) {
 
 static void cb_release(score *s);
 
+static void eofs_remove(score *s);
+
 static void core_close(orch__hobj *o) {
   score *s = (score *)o;
+  if (s->eof_later) eofs_remove(s);
   cb_release(s);
   core_wake_all(s);
   if (s->hstate) {
@@ -358,9 +361,11 @@ static void read_stop(score *s) {
 }
 
 static void cb_dispatch(score *s);
+static int eofs_add(score *s);
 
 static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   score *s = h->data;
+  if (nread > 0) s->partial = buf->base[nread - 1] != '\n';
   if (nread > 0 && first_read && buf->base == first_read) {
     if (ensure_space(s, (size_t)nread) < 0) {
       s->rerr = UV_ENOMEM;
@@ -378,6 +383,8 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
     else if (nread < 0) { s->rerr = (int)nread; read_stop(s); }
   }
   if (s->cb_on) {
+    if (s->eof_later) return;
+    if (!s->cb_busy && nread == UV_EOF && s->len == s->off && !s->partial && eofs_add(s) == 0) return;
     if (!s->cb_busy && (s->len > s->off || s->eof || s->rerr)) {
       cb_dispatch(s);
       /* A callback that returned at once (the runner ran it right here)
@@ -519,7 +526,7 @@ static const orch__callback_end cb_end = { cb_done };
 /* Delivers what is buffered (or EOF, or the read error) to the callback.
  * Reading is on here only when read_cb calls, which pauses it if the
  * callback waits. */
-static void cb_dispatch(score *s) {
+static void cb_dispatch_as(score *s, int now) {
   lua_State *L = s->o.st->L;
   size_t avail = s->len - s->off;
   int nargs = 1;
@@ -541,12 +548,108 @@ static void cb_dispatch(score *s) {
     lua_pushnil(L);
     s->cb_final = 1;
   }
-  orch__callback(L, nargs, &cb_end, 1);
+  orch__callback(L, nargs, &cb_end, now);
+}
+
+static void cb_dispatch(score *s) { cb_dispatch_as(s, 1); }
+
+/* ---- EOFs after the loop turn's other events
+ *
+ * A service's log pipe reaches EOF as its process exits, an instant before
+ * orch hears of the exit, and libuv hands out the pipe's event first: its
+ * callback (a task's resume, the sink, the pipe's close) ran before the
+ * exit's, on the way to a crashed service's restart (issue 15). An EOF
+ * right after a newline (or after no data), which writes no line, is
+ * instead held until the loop turn's check phase and handed to a callback
+ * task queued there, behind the callbacks of the events read in the same
+ * turn (the exit's among them). After a partial line it goes at once, so
+ * that the line comes before anything the exit's handling writes. One
+ * list and one check handle a runtime, in its hstate. */
+typedef struct orch__eofs {
+  uv_check_t check;
+  score **v;
+  int n, cap;
+} eofs;
+
+static void eofs_closed(uv_handle_t *h) {
+  eofs *q = h->data;
+  free(q->v);
+  free(q);
+}
+
+static void eofs_close_hook(orch_runtime *rt, void *data) {
+  orch__hstate *st = data;
+  (void)rt;
+  if (!st->eofs) return;
+  st->eofs->n = 0;
+  uv_close((uv_handle_t *)&st->eofs->check, eofs_closed);
+  st->eofs = NULL;
+}
+
+static void eofs_check_cb(uv_check_t *h) {
+  eofs *q = h->data;
+  /* Queued (not run): nothing runs Lua in this loop, and the callbacks
+   * queued by the turn's events go first. */
+  for (int i = 0; i < q->n; i++) {
+    score *s = q->v[i];
+    s->eof_later = 0;
+    if (s->cb_on && !s->cb_busy && !s->o.closing) cb_dispatch_as(s, 0);
+  }
+  q->n = 0;
+  uv_check_stop(h);
+}
+
+/* The forked child's loop stopped the check: its EOFs go on there. */
+static void eofs_fork_hook(orch_runtime *rt, void *data) {
+  orch__hstate *st = data;
+  (void)rt;
+  if (st->eofs && st->eofs->n > 0) uv_check_start(&st->eofs->check, eofs_check_cb);
+}
+
+/* Holds s's EOF for the check phase; 0, or -1 without memory (then it goes
+ * at once). */
+static int eofs_add(score *s) {
+  orch__hstate *st = s->o.st;
+  eofs *q = st->eofs;
+  if (!q) {
+    q = calloc(1, sizeof *q);
+    if (!q) return -1;
+    uv_check_init(st->loop, &q->check);
+    q->check.data = q;
+    st->eofs = q;
+    orch__on_close(st->rt, eofs_close_hook, st);
+    orch__on_fork_child(st->rt, eofs_fork_hook, st);
+  }
+  if (q->n == q->cap) {
+    int cap = q->cap ? 2 * q->cap : 8;
+    score **v = realloc(q->v, (size_t)cap * sizeof *v);
+    if (!v) return -1;
+    q->v = v;
+    q->cap = cap;
+  }
+  q->v[q->n++] = s;
+  s->eof_later = 1;
+  if (q->n == 1) uv_check_start(&q->check, eofs_check_cb);
+  return 0;
+}
+
+/* s closes: it leaves the list (its core is freed before the check could
+ * run when it never had a handle). */
+static void eofs_remove(score *s) {
+  eofs *q = s->o.st ? s->o.st->eofs : NULL;
+  s->eof_later = 0;
+  if (!q) return;
+  for (int i = 0; i < q->n; i++) {
+    if (q->v[i] == s) {
+      q->v[i] = q->v[--q->n];
+      break;
+    }
+  }
 }
 
 /* Goes on after a callback returned (or when on_read starts). */
 static int cb_continue(score *s) {
-  if (!s->cb_on || s->cb_busy || s->o.closing) return 0;
+  if (!s->cb_on || s->cb_busy || s->o.closing || s->eof_later) return 0;
   if (s->cb_final) {
     cb_release(s);
     return 0;

@@ -72,7 +72,9 @@ typedef struct score {
   unsigned char reading, eof, rmode;
   unsigned char shutting, shut_done;
   unsigned char cb_on, cb_busy, cb_final;
-  unsigned char refill;         /* accepted with the spare fds: take them back at close */
+  unsigned char refill : 1;     /* accepted with the spare fds: take them back at close */
+  unsigned char partial : 1;    /* the last byte read was not a newline (on_read's EOF) */
+  unsigned char eof_later : 1;  /* its EOF waits for the loop turn's check (eof_defer) */
   char *buf;                    /* buffered input: buf[off, len) */
   size_t off, len, cap, scanned;
   lua_State *reader;
