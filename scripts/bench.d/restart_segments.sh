@@ -54,8 +54,9 @@ one() {                   # kind round
   bench_sweep
 }
 for r in $(seq "$ROUNDS"); do for k in $KINDS; do one "$k" "$r"; done; done
-lua5.4 - "$W" "$ROUNDS" <<'LUA'
+lua5.4 - "$W" "$ROUNDS" "$HERE" <<'LUA'
 local W, rounds = arg[1], tonumber(arg[2])
+local find = dofile(arg[3] .. "/restart_segs.lua")
 local points = { "exit", "sigchld", "oncpu", "reaped", "clone", "exec", "stamp" }
 local function rows_of(kind, r)
   local f = W .. "/" .. kind .. "." .. r
@@ -75,33 +76,7 @@ local function rows_of(kind, r)
   for _, s in ipairs(S) do
     local k, stamp = s[1], s[2]
     while j <= #ev and ev[j].t < k - 1e-4 do j = j + 1 end
-    local r, victim = { stamp = (stamp - k) * 1e6 }, nil
-    local i = j
-    while i <= #ev and ev[i].t <= stamp do
-      local e, rel = ev[i], (ev[i].t - k) * 1e6
-      local a = e.name
-      if a == "signal:signal_generate" and not victim and e.a:find("sig=9 ", 1, true) then
-        victim = tonumber(e.a:match(" pid=(%d+)"))
-      elseif victim and a == "sched:sched_process_exit" and not r.exit and e.a:find("pid=" .. victim .. " ", 1, true) then
-        r.exit = rel
-      elseif r.exit and not r.sigchld and a == "signal:signal_generate" and e.a:find("sig=17 ", 1, true)
-             and e.a:find(" pid=" .. sup .. " ", 1, true) then
-        r.sigchld = rel
-      elseif r.exit and not r.oncpu and a == "sched:sched_switch" and e.a:find("next_pid=" .. sup .. " ", 1, true) then
-        r.oncpu = rel
-      elseif victim and not r.reaped and a == "syscalls:sys_exit_wait4" and tonumber(e.a:match("(0x%x+)$") or "") == victim then
-        r.reaped = rel
-      elseif r.reaped and not r.clone and a == "syscalls:sys_enter_clone3" then
-        r.clone = rel
-      elseif r.clone and not r.child and a == "sched:sched_process_fork" then
-        r.child = tonumber(e.a:match("child_pid=(%d+)"))
-      elseif r.child and not r.exec and a == "sched:sched_process_exec" and e.pid == r.child then
-        -- The new process's own exec (not another of the machine's).
-        r.exec = rel
-      end
-      i = i + 1
-    end
-    rows[#rows + 1] = r
+    rows[#rows + 1] = find(ev, j, k, stamp, sup, { stamp = (stamp - k) * 1e6 })
   end
   return rows
 end

@@ -6,6 +6,7 @@ local dir, rounds = arg[1], tonumber(arg[2])
 local kinds = {}
 for i = 3, #arg do kinds[#kinds + 1] = arg[i] end
 local SLOW = tonumber(os.getenv("TAIL_SLOW")) or 8
+local find = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/restart_segs.lua")
 
 -- The restarts of one round, each a window { k, st, lat, run = {pid=µs},
 -- wait = {pid=µs}, other = {comm=µs}, segments... }.
@@ -24,7 +25,7 @@ local function round_of(kind, r)
   local ev = {}
   for l in io.lines(f .. ".txt") do
     local comm, tid, cpu, t, name, rest = l:match("^%s*(.-)%s+%d+/(%d+)%s+%[(%d+)%]%s+([%d.]+):%s+(%S+):%s*(.*)$")
-    if t then ev[#ev + 1] = { comm = comm, tid = tonumber(tid), cpu = tonumber(cpu), t = tonumber(t), name = name, a = rest } end
+    if t then ev[#ev + 1] = { comm = comm, pid = tonumber(tid), cpu = tonumber(cpu), t = tonumber(t), name = name, a = rest } end
   end
   table.sort(ev, function(a, b) return a.t < b.t end)
   local W = {}
@@ -67,35 +68,13 @@ local function round_of(kind, r)
       if p and not rsince[p] then rsince[p] = e.t end
     end
   end
-  -- The segments, as restart_segments.sh finds them.
+  -- The segments (restart_segs.lua).
   local j = 1
   for n, s in ipairs(S) do
     local w = W[n]
     while j <= #ev and ev[j].t < s.k - 1e-4 do j = j + 1 end
-    local victim, child
-    local i = j
-    while i <= #ev and ev[i].t <= s.st do
-      local e, rel, a = ev[i], (ev[i].t - s.k) * 1e6, ev[i].name
-      if a == "signal:signal_generate" and not victim and e.a:find("sig=9 ", 1, true) then
-        victim = tonumber(e.a:match(" pid=(%d+)"))
-      elseif victim and a == "sched:sched_process_exit" and not w.exit and e.a:find("pid=" .. victim .. " ", 1, true) then
-        w.exit = rel
-      elseif w.exit and not w.sigchld and a == "signal:signal_generate" and e.a:find("sig=17 ", 1, true)
-             and e.a:find(" pid=" .. sup .. " ", 1, true) then
-        w.sigchld = rel
-      elseif w.exit and not w.oncpu and a == "sched:sched_switch" and e.a:find("next_pid=" .. sup .. " ", 1, true) then
-        w.oncpu = rel
-      elseif victim and not w.reaped and a == "syscalls:sys_exit_wait4" and tonumber(e.a:match("(0x%x+)$") or "") == victim then
-        w.reaped = rel
-      elseif w.reaped and not w.clone and a == "syscalls:sys_enter_clone3" then
-        w.clone = rel
-      elseif w.clone and not child and a == "sched:sched_process_fork" then
-        child = tonumber(e.a:match("child_pid=(%d+)"))
-      elseif child and not w.exec and a == "sched:sched_process_exec" and e.tid == child then
-        w.exec = rel
-      end
-      i = i + 1
-    end
+    find(ev, j, s.k, s.st, sup, w)
+    local victim, child = w.victim, w.child
     w.sup_run, w.sup_wait = w.run[sup] or 0, w.wait[sup] or 0
     w.new_run, w.new_wait = child and w.run[child] or 0, child and w.wait[child] or 0
     w.victim_run, w.victim_wait = victim and w.run[victim] or 0, victim and w.wait[victim] or 0
