@@ -300,10 +300,7 @@ int orch__after_fork_child(lua_State *L) {
       if (cancel) cancel(t->cancel_data);
       t->status = T_CANCELLED;
       orch__all_remove(t);
-      if (t->ref != LUA_NOREF) {
-        luaL_unref(rt->L, LUA_REGISTRYINDEX, t->ref);
-        t->ref = LUA_NOREF;
-      }
+      orch__task_unanchor(t);
       if (t->co && *extra(t->co) == t) *extra(t->co) = NULL;
       orch__task_gc_release(t);
     }

@@ -47,7 +47,7 @@ typedef struct { orch__wtimer *head, *tail; } orch__wlist;
 struct orch__task {
   lua_State *co;
   orch_runtime *rt;
-  int ref;                  /* registry ref to the userdata while unfinished */
+  int ref;                  /* its key in the anchors while unfinished (task.c) */
   unsigned char status;     /* T_* */
   unsigned char awaiting;   /* suspended inside orch__await */
   unsigned char sleeping;   /* the timer ends the wait with no values */
@@ -171,8 +171,9 @@ struct orch_runtime {
    * from their first GC_SAMPLES creations (task.c). */
   unsigned gc_size[2], gc_samples[2];
   int fn_nups_ok;           /* a closure's upvalue count read from its header: checks passed; < 0: never (task.c) */
-  int task_mt_ref;          /* registry ref to orch.Task's metatable; 0: not yet (task.c) */
-  int ref_last;             /* the last task's registry ref (task.c, anchor_task) */
+  lua_State *anchor_L;      /* the thread whose first slot is the tasks' anchors (task.c) */
+  int anchor_last;          /* the largest anchor key given so far (task.c) */
+  int anchor_free;          /* the first free anchor key; 0: none (task.c) */
   uv_timer_t purge;         /* gives back the Lua allocator's empty pages (runtime.c) */
   uv_timer_t gc_tick;       /* drains a burst's bytes while the loop has nothing else to do (task.c) */
 };
@@ -192,7 +193,8 @@ void orch__gc_settle(orch_runtime *rt);     /* counts ended tasks' memory */
 void orch__idle_cb(uv_idle_t *h);      /* drains the ready queue */
 
 /* task.c: a task's life. */
-int orch__push_task(lua_State *L, orch__task *t);    /* [-0,+1] its userdata; returns 1 */
+int orch__push_task(lua_State *L, orch__task *t);    /* [-0,+1] its userdata (nil once ended); returns 1 */
+void orch__task_unanchor(orch__task *t);              /* the collector may take it (ended, abandoned) */
 orch__task *orch__task_new(lua_State *L, int nargs);
 void orch__task_cancel(orch__task *t);
 void orch__join_begin(orch__task *self, orch__task *t);   /* self waits in t:join() */

@@ -9,8 +9,8 @@
  *
  * Ownership: a task's C struct is its orch.Task userdata (its timeout is a
  * wheel entry in the struct, clock.c: no handle outlives it); the userdata
- * is anchored in the registry from creation until the task finishes, so the
- * GC never collects a live task. When it finishes, everything that pointed
+ * is anchored (in a table of the runtime's own: "anchors" below) from
+ * creation until the task finishes, so the GC never collects a live task. When it finishes, everything that pointed
  * at it lets go (the ready queue, the list of unfinished tasks, the wheel,
  * its coroutine's extra space): the userdata needs no finalizer, and the
  * collector frees a finished task, its coroutine and function in one cycle.
@@ -333,11 +333,6 @@ void orch__task_gc_release(orch__task *t) {
 
 /* ---------------------------------------------------------------- tasks */
 
-int orch__push_task(lua_State *L, orch__task *t) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-  return 1;
-}
-
 void orch__task_stop_timer(orch__task *t) {
   if (t->vtimed) orch__vtimer_stop(t->rt, &t->timer.v);
   else orch__wtimer_stop(t->rt, &t->timer.w);
@@ -353,7 +348,7 @@ void orch__task_stop_timer(orch__task *t) {
  *   2, the coroutine's current call frame, the waiting call's (lua_getstack
  *      reads only the lua_State);
  *   3, the frame of the task's function that made the call, the stack
- *      around the waiting call's slot, and the registry slot that anchors
+ *      around the waiting call's slot, and the anchors' slot that holds
  *      the task, which its end clears;
  *   4, the task's function (a Lua closure), found from its frame's slot.
  * Lua 5.4's internals are read for addresses only, from lines brought in
@@ -391,8 +386,8 @@ void orch__task_prefetch(const orch__wtimer *w, int stage) {
       __builtin_prefetch(ar.i_ci);
       __builtin_prefetch((const char *)ar.i_ci + 63);
     }
-    const char *reg = lua_topointer(t->rt->L, LUA_REGISTRYINDEX);
-    if (reg && t->ref > 0) __builtin_prefetch(*(const char *const *)(reg + 16) + 16 * (size_t)(t->ref - 1));
+    const char *tab = t->rt->anchor_L ? lua_topointer(t->rt->anchor_L, 1) : NULL;
+    if (tab && t->ref > 0) __builtin_prefetch(*(const char *const *)(tab + 16) + 16 * (size_t)(t->ref - 1));
     return;
   }
   if (!lua_getstack(t->co, 1, &ar)) return;
@@ -457,15 +452,12 @@ static void wake_joiners(orch__task *owner) {
 
 /* The task ended (status already set): unanchor it and wake joiners. */
 static void task_finish(orch__task *t) {
-  orch_runtime *rt = t->rt;
-  lua_State *L = rt->L;
   orch__task_stop_timer(t);
   orch__queue_remove(t);
   orch__all_remove(t);
   join_end(t);
   wake_joiners(t);
-  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
-  t->ref = LUA_NOREF;
+  orch__task_unanchor(t);
   /* The coroutine may outlive the userdata (coroutine.running() kept
    * somewhere): it must not point at it. */
   if (t->co && *extra(t->co) == t) *extra(t->co) = NULL;
@@ -751,43 +743,99 @@ int orch__await(lua_State *L, double timeout, const char *op,
   return lua_yieldk(L, 0, (lua_KContext)t, orch__await_k);
 }
 
-/* [-0,+0] Sets orch.Task's metatable on the userdata on top: kept at an
- * integer key of the registry once known (its array part), rather than
- * found by its name (a string look-up) for every task. */
-static void set_task_mt(lua_State *L, orch_runtime *rt) {
-  if (rt->task_mt_ref > 0) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->task_mt_ref);
-  } else if (luaL_getmetatable(L, TASK_MT) == LUA_TTABLE) {
-    lua_pushvalue(L, -1);
-    rt->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+/* ---------------------------------------------------------------- anchors */
+
+/* An unfinished task's userdata is anchored (the collector keeps it while
+ * the task can still run) in a table of the runtime's own, at an integer
+ * key, t->ref; the keys of ended tasks form a free list through their
+ * slots (each holds the next free key; the head is rt->anchor_free), as
+ * luaL_ref's do. The table lives on a thread of the runtime's own (its
+ * stack's first slot; the thread is anchored in the registry and never
+ * runs), so that C reaches it without a look-up: an anchoring is a move
+ * onto that thread and a raw set (about 80 instructions), where luaL_ref
+ * on the registry also read the free list's head from the table, its
+ * length, and a second slot (about 300: a tenth of what orch.task costs
+ * a burst of sleeping tasks).
+ *
+ * The table's array doubles as a burst of tasks is anchored (2 MiB for
+ * 100,000, 16 bytes a slot): memory no cycle can free while they live,
+ * kept afterwards for the next tasks. Counted as an allocation, it started
+ * a collector cycle or two while a burst was being made, each marking
+ * every task made so far and freeing nothing (17,000 steps while 100,000
+ * tasks were made: a tenth of the making's CPU). So the growth is taken
+ * off the collector's debt for good, at once (before anything can step),
+ * and the next cycle's end counts it as live. The array grows only with a
+ * new key one past a power of two (every key below it is in use: a free
+ * one would have been taken first): the heap is measured then only. */
+static const char anchors_key = 0;
+
+/* The thread of the anchors (its first slot; its second: orch.Task's
+ * metatable once known), made with the first task. */
+static lua_State *anchors(lua_State *L, orch_runtime *rt) {
+  if (rt->anchor_L) return rt->anchor_L;
+  lua_State *A = lua_newthread(L);
+  lua_createtable(A, 0, 0);
+  lua_pushnil(A);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &anchors_key);
+  return rt->anchor_L = A;
+}
+
+/* [-0,+0] Sets orch.Task's metatable on the userdata on top: kept on the
+ * anchors' thread once known, rather than found by its name (a string
+ * look-up in the registry) for every task. */
+static void set_task_mt(lua_State *L, lua_State *A) {
+  if (lua_type(A, 2) != LUA_TTABLE) {
+    luaL_getmetatable(A, TASK_MT);
+    lua_replace(A, 2);
   }
+  lua_pushvalue(A, 2);
+  lua_xmove(A, L, 1);
   lua_setmetatable(L, -2);
 }
 
-/* [-1,+0] Anchors the task userdata on top in the registry (luaL_ref).
- * The registry's array grows by doubling as a burst of tasks is anchored
- * (2 MiB for 100,000, 16 bytes a slot): memory no cycle can free while
- * they live, kept afterwards for the next tasks (an ended task's slot goes
- * on the registry's free list). Counted as an allocation, it started a
- * collector cycle or two while a burst was being made, each marking every
- * task made so far and freeing nothing (17,000 steps while 100,000 tasks
- * were made: a tenth of the making's CPU). So the growth is taken off the
- * collector's debt for good, at once (before anything can step), and the
- * next cycle's end counts it as live. It comes with a new slot past the
- * array's power-of-two size and the hash part's free nodes: the heap is
- * measured (two calls into Lua) only when the next new slot is within
- * ANCHOR_WINDOW past a power of two. */
-#define ANCHOR_WINDOW 512
-
+/* [-1,+0] Anchors the task userdata on top; returns its key. */
 static int anchor_task(lua_State *L, orch_runtime *rt) {
-  unsigned next = (unsigned)rt->ref_last;     /* the next new slot, less one */
-  unsigned past = next & ~(1u << (31 - __builtin_clz(next | 1)));
-  if (past >= ANCHOR_WINDOW) return rt->ref_last = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_State *A = rt->anchor_L;
+  int ref = rt->anchor_free;
+  lua_xmove(L, A, 1);
+  if (ref > 0) {
+    lua_rawgeti(A, 1, ref);
+    rt->anchor_free = (int)lua_tointeger(A, -1);
+    lua_pop(A, 1);
+    lua_rawseti(A, 1, ref);
+    return ref;
+  }
+  ref = ++rt->anchor_last;
+  unsigned past = (unsigned)ref - 1;
+  if (past & (past - 1)) {
+    lua_rawseti(A, 1, ref);
+    return ref;
+  }
   int kb = lua_gc(L, LUA_GCCOUNT);
-  rt->ref_last = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_rawseti(A, 1, ref);
   int grown = lua_gc(L, LUA_GCCOUNT) - kb;
   if (grown > 0 && lua_gc(L, LUA_GCISRUNNING) > 0) lua_gc(L, LUA_GCSTEP, -grown);
-  return rt->ref_last;
+  return ref;
+}
+
+void orch__task_unanchor(orch__task *t) {
+  orch_runtime *rt = t->rt;
+  if (t->ref <= 0 || !rt->anchor_L) return;
+  lua_pushinteger(rt->anchor_L, rt->anchor_free);
+  lua_rawseti(rt->anchor_L, 1, t->ref);
+  rt->anchor_free = t->ref;
+  t->ref = LUA_NOREF;
+}
+
+int orch__push_task(lua_State *L, orch__task *t) {
+  lua_State *A = t->rt->anchor_L;
+  if (!A || t->ref <= 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_rawgeti(A, 1, t->ref);
+  lua_xmove(A, L, 1);
+  return 1;
 }
 
 /* Creates a task for the function at -(nargs+1); pops fn and args, pushes
@@ -797,11 +845,12 @@ orch__task *orch__task_new(lua_State *L, int nargs) {
    * registry look-up of orch__rt. */
   orch__task *cur = orch__current(L);
   orch_runtime *rt = cur ? cur->rt : orch__rt(L);
+  lua_State *A = anchors(L, rt);
   size_t before = gc_measure_begin(L, rt, GC_OBJ);
   /* The struct is the userdata (no timer handle outlives it). */
   orch__task *t = lua_newuserdatauv(L, sizeof *t, UVAL_NSLOTS);
   memset(t, 0, sizeof *t);
-  set_task_mt(L, rt);
+  set_task_mt(L, A);
   t->rt = rt;
   t->ref = LUA_NOREF;
   gc_hold_fn(L, t, -(nargs + 2));
