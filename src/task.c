@@ -649,6 +649,22 @@ void orch__wake_later(lua_State *co, int nargs) {
   if (t) orch__queue_push(t, nargs);
 }
 
+/* The task struct is its userdata's block after Lua 5.4's header (56
+ * bytes with one uservalue; the uservalue read at a task's first run is in
+ * it): 256 bytes, four lines, all read or written as the task runs. After
+ * a burst they are cold (100,000 new tasks are 140 MB: the first run of
+ * each read its struct from memory, a wait at each line), and the ready
+ * queue knows which task runs next: the one two places ahead is asked for
+ * (its place in the queue comes with the one before it, asked a task
+ * earlier). A wrong address (another Lua's header) makes the prefetch
+ * useless, never wrong. */
+#define UDATA_HEADER 56
+
+static void queue_prefetch(const orch__task *t) {
+  const char *ud = (const char *)t - UDATA_HEADER;
+  for (size_t i = 0; i < UDATA_HEADER + sizeof *t; i += 64) __builtin_prefetch(ud + i);
+}
+
 void orch__idle_cb(uv_idle_t *h) {
   orch_runtime *rt = h->data;
   /* Run the tasks queued so far; tasks they queue run next turn, so a task
@@ -656,6 +672,8 @@ void orch__idle_cb(uv_idle_t *h) {
   orch__task *last = rt->rq_tail;
   while (rt->rq_head && !rt->exiting) {
     orch__task *t = rt->rq_head;
+    orch__task *n1 = t->next, *n2 = n1 ? n1->next : NULL;
+    if (n2) queue_prefetch(n2);
     orch__queue_remove(t);
     task_resume(t, t->nargs);
     if (t == last) break;
