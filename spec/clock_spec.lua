@@ -159,6 +159,38 @@ describe("the real clock", function()
       assert.are.same({}, short)
     end)
   end)
+  -- Waits armed a few microseconds apart (a burst of tasks woken in one
+  -- millisecond, each waiting again at once, for fractions of a
+  -- millisecond): where the kernel makes the monotonic clock from the
+  -- processor's time stamp counter, the due millisecond of most is worked
+  -- out from the last read of the clock and the counter since (src/clock.c,
+  -- wait_due); with ORCH_WAIT_CLOCK=read (and elsewhere) every wait reads
+  -- the clock. In both, none may end before its time by orch.now().
+  it("ends no wait of a burst before its time by orch.now(), waits armed microseconds apart, with the waits' clock and without", function()
+    local path = h.script([[
+      local short, n, rounds, done = 0, 500, 40, 0
+      local all_done = orch.cond()
+      for i = 1, n do
+        orch.task(function()
+          for k = 1, rounds do
+            local s = ((i * 7 + k * 13) % 100 + 1) * 1e-5      -- 10 us to 1 ms
+            local t0 = orch.now()
+            orch.sleep(s)
+            if orch.now() - t0 < s - 1e-9 then short = short + 1 end
+          end
+          done = done + 1
+          if done == n then all_done:signal() end
+        end)
+      end
+      if done < n then all_done:wait() end
+      print(("%d early of %d"):format(short, n * rounds))
+    ]])
+    for _, env in ipairs { {}, { ORCH_WAIT_CLOCK = "read" } } do
+      local code, out, err = h.cli({ "run", path }, nil, env)
+      assert.are.equal(0, code, err)
+      assert.are.equal("0 early of 20000\n", out)
+    end
+  end)
   -- A task's wait is due at the first whole millisecond at or after its
   -- end (its end rounded up once), not at the next whole millisecond plus
   -- the wait rounded up (two roundings: up to 2 ms late, 1 on average).

@@ -160,6 +160,13 @@ struct orch_runtime {
   orch__wlist wlate;        /* waits due in a millisecond already run */
   orch__theap wfar;         /* waits beyond the slots */
   uint64_t wseq;
+  /* The waits' clock (clock.c, wait_due): the last read of the monotonic
+   * clock for a wait and the time stamp counter just before it, the
+   * counter's rate (ns a tick, twice over, in 32.32 fixed point; 0: not
+   * measured yet), the read the next measurement counts from and the
+   * last measurement, and its state (0: not looked at; -1: no usable counter; 1, 2: rates seen). */
+  uint64_t wc_ns, wc_tsc, wc_mult, wc_cal_ns, wc_cal_tsc, wc_cal_mult;
+  int wc_state;
   int ncopool;              /* finished coroutines kept for new tasks (task.c) */
   long gc_debt;             /* bytes of task memory owed to the collector's debt (task.c) */
   long gc_live;             /* bytes the unfinished tasks hold from the collector (task.c) */
