@@ -307,6 +307,57 @@ describe("a stop signals first", function()
     end)
   end)
 
+  -- A shutdown of one layer signals in its early pass (the TERM handler's)
+  -- and its stop makes no second pass: each instance's signal_first is
+  -- called once (twice when the shutdown's stop walked them all again,
+  -- finding each signalled already), and each service still gets the
+  -- signal once.
+  it("on SIGTERM, a one-layer shutdown makes one first pass, not a second in its stop", function()
+    u.with(function(_, _, dir, _, token)
+      local N = 4
+      local script = h.script(string.format([[
+        local sup = require "orch.supervisor"
+        local Instance = require "orch.supervisor.instance"
+        local DIR, COUNT, SIGNUM, N = %q, %q, %d, %d
+        local calls = 0
+        local signal_first = Instance.signal_first
+        function Instance.signal_first(self, ...)
+          calls = calls + 1
+          return signal_first(self, ...)
+        end
+        sup.configure { runtime_dir = DIR, log = function(msg)
+          if not msg:find("every service is stopped", 1, true) then return end
+          local f = assert(io.open(DIR .. "/calls.tmp", "w"))
+          f:write(calls, "\n")
+          f:close()
+          assert(os.rename(DIR .. "/calls.tmp", DIR .. "/calls"))
+        end }
+        for i = 1, N do
+          sup.service { name = "p" .. i, cmd = { COUNT, tostring(SIGNUM), DIR .. "/p" .. i, DIR .. "/gate" },
+                        stop = { signal = SIGNUM, timeout = 10 } }
+        end
+        sup.run()
+      ]], dir, COUNT, SIGNUM, N))
+      local p = assert(orch.spawn { h.bin, "run", script, stdout = "null", stderr = dir .. "/err",
+        env = { ORCH_SPEC_RUN = token, ORCH_SOCKET = dir .. "/ctl.sock" } })
+      local pids = {}
+      for i = 1, N do pids[i] = pid_in(dir .. "/p" .. i) end
+      assert.is_true(p:kill("TERM"))
+      -- Every service has the signal (pending: it blocks it), then the gate.
+      h.eventually(function()
+        for i = 1, N do if not pending(pids[i]) then return false end end
+        return true
+      end, "every service signalled")
+      io.open(dir .. "/gate", "w"):close()
+      local code = p:wait(30)
+      assert.are.equal(0, code, h.slurp(dir .. "/err"))
+      assert.are.equal(N, count_in(dir .. "/calls"), "signal_first calls in the shutdown")
+      for i = 1, N do
+        assert.are.equal(1, count_in(dir .. "/p" .. i .. ".count"), "p" .. i .. " got the stop signal once")
+      end
+    end)
+  end)
+
   -- A service's stop timeout is its grace after the stop signal: where the
   -- first pass sent the signal (a shutdown's, in the TERM handler, before
   -- the bookkeeping of every stop of the layer), the timeout counts from

@@ -311,23 +311,33 @@ end
 --- A shutdown's first pass, at once (Sup:shutdown, in the TERM handler's
 -- callback): the first layer's stop signals go out before anything else
 -- of the shutdown (its log line, its task, the layers), where a stop is
--- one layer in definition order (above); the stop that follows
--- (graph.stop_ordered) then finds them signalled. Nothing otherwise.
+-- one layer in definition order (above). True when it made the pass: the
+-- shutdown's stop (graph.stop_ordered with `signalled`) then makes none.
+-- Nothing otherwise.
 function graph.signal_early(S, insts)
-  if #insts > 1 and one_layer(S, insts) then signal_layer(insts) end
+  if #insts > 1 and one_layer(S, insts) then
+    signal_layer(insts)
+    return true
+  end
+  return false
 end
 
 --- Stops the instances, dependents before their dependencies, every
 -- instance of a layer in parallel. None of them is restarted from the
--- moment this is called. Task only.
-function graph.stop_ordered(S, insts)
+-- moment this is called. Task only. `signalled`: the caller made the
+-- first layer's pass already (graph.signal_early, a shutdown's).
+function graph.stop_ordered(S, insts, signalled)
   -- A stop of one layer sends its first pass before its bookkeeping below
   -- (a walk of every instance each), as a shutdown sends it before its
   -- own: the stop of 100 of `orch ctl stop all` began its signals 100-150
   -- us later without. Nothing of the exits they cause is handled before
-  -- the bookkeeping is done (that needs a turn of the loop).
+  -- the bookkeeping is done (that needs a turn of the loop). After a
+  -- shutdown's early pass there is no second one: it would find every run
+  -- signalled (or gone) and send nothing, at a cold walk of every instance
+  -- twice while the services end (a run that began after the early pass,
+  -- or one the pass left, is signalled by its own stop, Instance:send).
   local flat = one_layer(S, insts)
-  if flat then signal_layer(insts) end
+  if flat and not signalled then signal_layer(insts) end
   -- A status's reads of the figures wait while a stop of many runs.
   local _ <close> = status.paused_for(S, #insts)
   -- The cgroups of the runs it ends go at its end (removed before it

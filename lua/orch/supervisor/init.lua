@@ -214,7 +214,7 @@ function Sup:check_graph()
 end
 
 function Sup:unready_dependency(inst) return graph.unready_dependency(self, inst) end
-function Sup:stop_ordered(insts) return graph.stop_ordered(self, insts) end
+function Sup:stop_ordered(insts, signalled) return graph.stop_ordered(self, insts, signalled) end
 
 -- ---------------------------------------------------------------- events
 
@@ -437,15 +437,16 @@ end
 function Sup:shutdown(code)
   if not self.shutdown_task then
     local all = self:all_instances()
-    -- The first layer's stop signals before anything else of the shutdown.
-    graph.signal_early(self, all)
+    -- The first layer's stop signals before anything else of the shutdown
+    -- (its stop below then makes no second pass).
+    local signalled = graph.signal_early(self, all)
     for _, inst in ipairs(all) do
       if inst.state == "fatal" and inst.want then self.fatal_at_exit = true end
       inst.want = false
     end
     self.shutdown_code = code
     self.shutdown_task = orch.task(function()
-      self:stop_ordered(all)
+      self:stop_ordered(all, signalled)
       local status = self.shutdown_code or self:exit_status()
       self:log(status == 0 and "every service is stopped" or
         string.format("every service is stopped (exit status %d)", status))
