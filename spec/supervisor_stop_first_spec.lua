@@ -71,6 +71,63 @@ describe("a stop signals first", function()
     end)
   end)
 
+  -- A stop of every instance signals the supervisor's list of runs
+  -- (Instance.signal_listed) before its walk of the instances: the walk
+  -- sends nothing to a listed run (without the list, signal_first sent
+  -- every signal). The list follows the runs: a restarted service's new
+  -- run is in it, a frozen one is not (its stop thaws it, then signals
+  -- it), a service with a stop hook is not (the hook runs first).
+  it("a stop of all signals the supervisor's list of runs first: restarted, frozen and hooked services right, each once", function()
+    u.with(function(s, logs, dir)
+      local Instance = require "orch.supervisor.instance"
+      for i = 1, 3 do service(s, "p" .. i, dir, "gate", { backoff = 0 }) end
+      service(s, "fz", dir, "gate")
+      service(s, "hooked", dir, "gate", { stop = { signal = SIG, timeout = 10,
+        fn = function(svc) svc:log("hook ran") end } })
+      s.start("all")
+      assert.is_true(s.wait("all", "running", 20))
+      local old = pid_in(dir .. "/p2")
+      os.remove(dir .. "/p2")
+      assert.is_true(orch.kill(old, "KILL"))
+      local new = pid_in(dir .. "/p2")
+      assert.are_not.equal(old, new)
+      assert.is_true(s.wait("p2", "running", 20))
+      local fz = pid_in(dir .. "/fz")
+      assert(s.freeze("fz"))
+      local walked = 0
+      local signal_first = Instance.signal_first
+      Instance.signal_first = function(self, ...)
+        local sent = signal_first(self, ...)
+        if sent then walked = walked + 1 end
+        return sent
+      end
+      local seen
+      local unsubscribe = s.events(function(ev)
+        if ev.event == "stopping" and not seen then
+          seen = {}
+          for _, name in ipairs { "p1", "p2", "p3", "fz", "hooked" } do
+            seen[name] = pending(pid_in(dir .. "/" .. name))
+          end
+        end
+      end)
+      local t = orch.task(function() return s.stop("all") end)
+      local ok, err = pcall(h.eventually, function() return seen ~= nil end, "the first stopping event")
+      Instance.signal_first = signal_first
+      unsubscribe()
+      assert(ok, err)
+      io.open(dir .. "/gate", "w"):close()
+      assert.is_true(t:join())
+      assert.are.equal(0, walked, "signals sent by the walk")
+      assert.are.same({ p1 = true, p2 = true, p3 = true, fz = false, hooked = false }, seen)
+      assert.is_true(u.logged(logs, "hooked: hook ran") ~= nil)
+      for _, name in ipairs { "p1", "p2", "p3", "fz", "hooked" } do
+        assert.are.equal(1, count_in(dir .. "/" .. name .. ".count"), name .. " got the stop signal once")
+        assert.are.equal("stopped", u.st(s, name).state)
+      end
+      assert.is_false(u.alive(fz))
+    end)
+  end)
+
   it("without cgroups, signals every service's process group first, each process once", function()
     u.with(function(s, _, dir)
       s.configure { cgroup = false }

@@ -6,6 +6,7 @@
 local orch = require "orch"
 local status = require "orch.supervisor.status"
 local cgroup = require "orch.supervisor.cgroup"
+local Instance = require "orch.supervisor.instance"
 
 local graph = {}
 
@@ -270,7 +271,10 @@ end
 
 local function first_pass(insts)
   local _ <close> = #insts > 1 and hold_chld() or nil
-  local sent = 0
+  -- A stop of every instance: the supervisor's list of runs first (the
+  -- walk below then finds them signalled).
+  local S = insts[1] and insts[1].sup
+  local sent = S and insts == S:all_instances() and Instance.signal_listed(S) or 0
   for _, i in ipairs(insts) do
     if i:signal_first() then sent = sent + 1 end
   end

@@ -245,11 +245,50 @@ local function note_exit(self, run, code, sig, reason, runtime)
   self.sup:hook(self, "on_exit", code, sig)
 end
 
+-- The runs a stop of every instance may signal first without a walk of
+-- the instances (Instance.signal_listed): per supervisor, the runs orch
+-- spawned whose stop signal goes to the main process alone (no stop hook;
+-- a group stop only with a cgroup, whose rest signal_rest sends), each
+-- with that signal, in two arrays kept as runs start and end (run.pass_i:
+-- its place). A run leaves the list when it ends or is frozen; what may
+-- change meanwhile (stopping, signalled, a main process that is not the
+-- spawned one) is read from the run itself. The first pass of a stop of
+-- 100 read each instance, its run, its definition and stop table cold
+-- (about 4 us a kill beyond the kill itself); the list's runs are read
+-- alone, and the rest of the walk follows the last kill.
+local function pass_add(self, run)
+  local st = self.cfg.stop
+  if st.fn or (st.group and not run.cgroup) then return end
+  local S = self.sup
+  local list = S.pass_list
+  if not list then
+    list = { runs = {}, sigs = {}, n = 0 }
+    S.pass_list = list
+  end
+  local n = list.n + 1
+  list.runs[n], list.sigs[n], list.n = run, st.signal, n
+  run.pass_i = n
+end
+
+local function pass_drop(self, run)
+  local i = run.pass_i
+  if not i then return end
+  run.pass_i = nil
+  local list = self.sup.pass_list
+  local runs, sigs, n = list.runs, list.sigs, list.n
+  if i ~= n then
+    local last = runs[n]
+    runs[i], sigs[i], last.pass_i = last, sigs[n], i
+  end
+  runs[n], sigs[n], list.n = nil, nil, n - 1
+end
+
 -- The bookkeeping of every end of a run; returns its runtime. With
 -- `later`, note_exit waits for Instance:noted (exit_decide: an immediate
 -- restart spawns first).
 local function record_exit(self, run, code, sig, reason, later)
   run.alive = false
+  pass_drop(self, run)
   -- A kept cgroup must not stay frozen for the next run (a frozen
   -- process still dies of SIGKILL).
   if self.frozen then cgroup.freeze(run, false) end
@@ -702,6 +741,7 @@ function Instance:spawn_done(run, p, err)
     return self:after_exit(nil, nil, self.reason)
   end
   run.proc, run.pid, run.alive = p, p.pid, true
+  pass_add(self, run)
   self.stuck = nil
   -- The run's identity for adopt.lua's checks (a zombie still has it).
   if cfg.ready or cfg.pidfile then run.start_ticks = orch.proc.start_time(p.pid) end
@@ -909,6 +949,27 @@ function Instance:signal_first()
   end
 end
 
+--- The first pass over the supervisor's list of runs (pass_add above),
+-- before the walk of every instance (graph's first pass, for a stop of
+-- every instance): each listed run gets its stop signal as signal_first
+-- would send it, and is then left by signal_first. Returns how many it
+-- signalled.
+function Instance.signal_listed(S)
+  local list = S.pass_list
+  if not list or list.n == 0 or S.escalated then return 0 end
+  local runs, sigs, sent, now = list.runs, list.sigs, 0, orch.now
+  for i = 1, list.n do
+    local run = runs[i]
+    local main = run.main_pid
+    if not (run.proc_done or run.stopping or run.signalled ~= nil or run.signalled_group ~= nil
+            or (main and main ~= run.pid)) and run.proc:kill(sigs[i]) then
+      run.signalled, run.signalled_at = sigs[i], now()
+      sent = sent + 1
+    end
+  end
+  return sent
+end
+
 --- The second half of the first pass, once every main process of the
 -- layer has its signal: the rest of the run's cgroup (what the main
 -- process forked, a setsid escapee) gets it too, listed with the main
@@ -1078,6 +1139,9 @@ function Instance:freeze(on)
   local ok, err, ename = cgroup.freeze(run, on)
   if not ok then return nil, err, ename end
   self.frozen = on or nil
+  -- A frozen run is thawed by its stop first: the list's pass leaves it
+  -- (for good: after a thaw the walk signals it).
+  if on then pass_drop(self, run) end
   self.sup.changed:signal()
   self.sup:emit(self, on and "frozen" or "thawed", { pid = self.pid })
   return true
