@@ -249,11 +249,12 @@ end
 -- the instances (Instance.signal_listed): per supervisor, the runs orch
 -- spawned whose stop signal goes to their main process alone (no stop
 -- hook; a group stop only with a cgroup, whose rest signal_rest sends),
--- each with its process and that signal, in arrays kept as runs start and
--- end (run.pass_i: its place). A run leaves the list as soon as
--- signal_first would leave it: its process exited, its stop began, it was
--- signalled, frozen, or another process became its main one; the listed
--- pass then reads the arrays alone before its kills. The first pass of a
+-- each with its process and that signal (kept only when it is not TERM:
+-- most services' is), in arrays kept as runs start and end (run.pass_i:
+-- its place). A run leaves the list as soon as signal_first would leave
+-- it: its process exited, its stop began, it was signalled, frozen, or
+-- another process became its main one; the listed pass then reads the
+-- arrays alone before its kills. The first pass of a
 -- stop of 100 read each instance, its run, its definition and its stop
 -- table cold before each kill (about 4 us a kill beyond the kill itself).
 local function pass_add(self, run)
@@ -266,7 +267,8 @@ local function pass_add(self, run)
     S.pass_list = list
   end
   local n = list.n + 1
-  list.runs[n], list.procs[n], list.sigs[n], list.n = run, run.proc, st.signal, n
+  list.runs[n], list.procs[n], list.n = run, run.proc, n
+  if st.signal ~= "TERM" then list.sigs[n] = st.signal end
   run.pass_i = n
 end
 
@@ -964,13 +966,13 @@ function Instance.signal_listed(S)
   if not list or list.n == 0 or S.escalated then return 0 end
   local runs, procs, sigs, n = list.runs, list.procs, list.sigs, list.n
   local ok = {}
-  for i = 1, n do ok[i] = procs[i]:kill(sigs[i]) end
+  for i = 1, n do ok[i] = procs[i]:kill(sigs[i] or "TERM") end
   local t, sent = orch.now(), 0
   for i = 1, n do
     local run = runs[i]
     run.pass_i = nil
     if ok[i] then
-      run.signalled, run.signalled_at = sigs[i], t
+      run.signalled, run.signalled_at = sigs[i] or "TERM", t
       sent = sent + 1
     end
     runs[i], procs[i], sigs[i] = nil, nil, nil
