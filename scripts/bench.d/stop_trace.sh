@@ -29,7 +29,8 @@
 # stop signal; done and cpu_all: none, orch goes on). STOP_TRACE_EVENTS
 # adds tracepoints (e.g. sched:sched_wakeup) to the kept traces
 # (STOP_TRACE_KEEP=DIR copies them there); STOP_TRACE_IDLE the seconds each
-# supervisor idles between its start and the stop (0.5).
+# supervisor idles between its start and the stop (0.5). STOP_TRACE_LITE=1
+# records the exits and the signals alone (perf's own CPU stays small).
 # Prints each stop's row, then each kind's medians. Needs perf and root.
 set -u
 BUILD=$(cd "$1" && pwd); ROUNDS=${2:-3}; KINDS=${3:-"c ccg orch"}
@@ -65,9 +66,12 @@ one() {                   # kind round
     case $kind in c|ccg) how="signal $sup USR1" ;; *) how="exec $b/orch ctl --socket $W/ctl.sock stop all" ;; esac
   fi
   head -c 1600 "$SVC_SHM" >"$f.slots"      # the services' pids (svc_stamp.c's slots)
-  perf record -q -k CLOCK_MONOTONIC -a -o "$f.data" \
-    -e sched:sched_process_exit,sched:sched_switch,signal:signal_generate${STOP_TRACE_EVENTS:+,$STOP_TRACE_EVENTS} \
-    -e raw_syscalls:sys_enter --filter "common_pid == $sup" \
+  # STOP_TRACE_LITE=1: the exits and the signals alone (no sched_switch,
+  # no syscalls: perf's own CPU stays small; no CPU columns).
+  local ev=(-e sched:sched_process_exit,sched:sched_switch,signal:signal_generate${STOP_TRACE_EVENTS:+,$STOP_TRACE_EVENTS}
+            -e raw_syscalls:sys_enter --filter "common_pid == $sup")
+  [ -n "${STOP_TRACE_LITE:-}" ] && ev=(-e sched:sched_process_exit,signal:signal_generate${STOP_TRACE_EVENTS:+,$STOP_TRACE_EVENTS})
+  perf record -q -k CLOCK_MONOTONIC -a -o "$f.data" "${ev[@]}" \
     -- sh -c 'if [ -n "$5" ]; then "$1" stoptime "$2" 100 $5 >"$4"; exit; fi
              "$1" stoptime "$2" 100 signal $3 TERM >"$4"
              # Until the supervisor has exited (a zombie: it is our child).
