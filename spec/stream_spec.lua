@@ -694,6 +694,60 @@ describe("unix sockets", function()
     assert.are.same({ "client1", "client2", "client3", "client4", "client5" }, got)
   end)
 
+  -- The fds libuv's epoll set watches (each eventpoll fd's fdinfo lists
+  -- them as "tfd: N").
+  local function polled()
+    local set, pid = {}, my_pid()
+    for ep in h.sh("ls -l /proc/" .. pid .. "/fd"):gmatch(" (%d+) %-> anon_inode:%[eventpoll%]") do
+      for fd in h.slurp("/proc/" .. pid .. "/fdinfo/" .. ep):gmatch("tfd:%s*(%d+)") do set[tonumber(fd)] = true end
+    end
+    return set
+  end
+
+  -- `orch ctl`'s server (issue 15): a task that accepts again right away
+  -- waits on the same poll, which is not removed from the epoll set and
+  -- added back at every connection; the poll stops once no task waits.
+  it("keeps the listener polled while its task handles a connection it waited for, and no longer once no task waits", function()
+    local path = dir .. "/p.sock"
+    local res = h.run(function()
+      local l <close> = assert(orch.listen{ unix = path })
+      local lfd = l:fd()
+      local server = orch.task(function()
+        local s <close> = assert(l:accept())
+        return polled()[lfd] == true
+      end)
+      waiting(server)
+      local c <close> = assert(orch.connect{ unix = path })
+      local during = server:join()
+      return { during = during, after = polled()[lfd] == true }
+    end)
+    assert.are.same({ during = true, after = false }, res)
+  end)
+
+  it("reads a request the client sent before the accept without waiting for the loop", function()
+    local path = dir .. "/r.sock"
+    local res = h.run(function()
+      local l <close> = assert(orch.listen{ unix = path })
+      local sent = orch.cond()
+      local client = orch.task(function()
+        local c <close> = assert(orch.connect{ unix = path })
+        assert(c:write("ping\n"))
+        sent:signal()
+        return c:read_line() .. "\n"
+      end)
+      sent:wait()
+      local s <close> = assert(l:accept())
+      local line = s:read_line()
+      -- Read from the socket at once, not through the loop's poll.
+      local through_poll = polled()[s:fd()] == true
+      -- The next read waits as usual: the client's EOF once it has the reply.
+      assert(s:write("pong\n"))
+      local client_got = client:join()
+      return { line = line, through_poll = through_poll, client_got = client_got, eof = s:read_line() }
+    end)
+    assert.are.same({ line = "ping", through_poll = false, client_got = "pong\n" }, res)
+  end)
+
   it("a listener alone does not keep orch running", function()
     local v = h.run(function()
       orch.task(function()

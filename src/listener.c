@@ -126,8 +126,9 @@ static int try_accept(lua_State *L, lcore *l) {
   if (orch__stream_push_new(L, l->o.st, fd, l->kind, ORCH_STREAM_READ | ORCH_STREAM_WRITE,
                             "accept") != 1)
     return 3;
-  if (!emfile) return 1;
   Stream *u = lua_touserdata(L, -1);
+  u->s->unread = 1;
+  if (!emfile) return 1;
   u->s->refill = 1;
   orch__fd_reserve_hold(1);
   lua_pushstring(L, emfile == EMFILE ? "EMFILE" : "ENFILE");
@@ -141,6 +142,12 @@ static void poll_stop(lcore *l) {
   }
 }
 
+/* The task is woken with the poll still on: from a libuv callback it runs
+ * at once, and one that accepts again right away (a server's loop) waits
+ * on the same poll. The poll stops only if no task waits when the task
+ * yields (the listener is still watched only while a task waits in
+ * :accept()), instead of stopping and starting it at every connection (two
+ * epoll_ctl calls and a failed third, each `orch ctl` command). */
 static void poll_cb(uv_poll_t *h, int status, int events) {
   lcore *l = h->data;
   lua_State *co = l->co;
@@ -148,8 +155,9 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   int n = status < 0 ? orch__fail_uv(co, "accept", status) : try_accept(co, l);
   if (!n) return;
   l->co = NULL;
-  poll_stop(l);
   orch__wake(co, n);
+  /* (A listener the task closed is closing: its close stopped the poll.) */
+  if (!l->co && !l->o.closing) poll_stop(l);
 }
 
 static void accept_cancel(void *data) {

@@ -406,6 +406,38 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   if (!s->reader && !s->o.closing) read_stop(s);
 }
 
+/* An accepted connection's first read: a client writes its request right
+ * after its connect (`orch ctl`), so when the server's task first reads,
+ * the request is usually in the socket already. It is read at once, as
+ * read_cb would (s has no handle yet: the fd is still ours, and
+ * non-blocking), rather than after a turn of the loop (epoll_ctl,
+ * epoll_wait). 1 if the read changed s (data, EOF or an error), 0 when
+ * nothing was there: then the usual wait, for one read(2) more. */
+static int read_at_once(score *s) {
+  s->unread = 0;
+  if (s->hstate || s->fd < 0) return 0;
+  char *b = first_read_buffer();
+  if (!b) return 0;
+  ssize_t r;
+  do r = read(s->fd, b, READ_CHUNK); while (r < 0 && errno == EINTR);
+  if (r > 0) {
+    s->partial = b[r - 1] != '\n';
+    if (ensure_space(s, (size_t)r) < 0) {
+      s->rerr = UV_ENOMEM;
+    } else {
+      memcpy(s->buf + s->len, b, (size_t)r);
+      s->len += (size_t)r;
+    }
+  } else if (r == 0) {
+    s->eof = 1;
+  } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    return 0;
+  } else {
+    s->rerr = -errno;
+  }
+  return 1;
+}
+
 static void read_cancel(void *data) {
   score *s = data;
   s->reader = NULL;
@@ -422,6 +454,7 @@ static int start_read(lua_State *L, score *s, int mode, size_t max, const char *
     return orch__failf(L, "EBUSY", "%s: the stream is read by on_read", opname);
   int n = deliver(L, s, mode, max, opname);
   if (n) return n;
+  if (s->unread && read_at_once(s) && (n = deliver(L, s, mode, max, opname))) return n;
   int r = core_activate(s);
   if (r < 0) return orch__fail_uv(L, opname, r);
   if (!s->reading) {

@@ -75,6 +75,7 @@ typedef struct score {
   unsigned char refill : 1;     /* accepted with the spare fds: take them back at close */
   unsigned char partial : 1;    /* the last byte read was not a newline (on_read's EOF) */
   unsigned char eof_later : 1;  /* its EOF waits for the loop turn's check (eof_defer) */
+  unsigned char unread : 1;     /* accepted, never read: its first read tries the socket at once */
   char *buf;                    /* buffered input: buf[off, len) */
   size_t off, len, cap, scanned;
   lua_State *reader;
