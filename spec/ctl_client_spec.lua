@@ -129,6 +129,20 @@ describe("orch ctl, the client", function()
     assert.truthy(out:find("orch.core.proc", 1, true) and out:find("orch.proc", 1, true), out)
   end)
 
+  -- lua-cjson is looked for along package.cpath at once, not after each
+  -- template of package.path (issue 15: eight failed opens a start).
+  it("takes lua-cjson from package.cpath without probing package.path for it", function()
+    local d = h.tmpdir()
+    h.write(d .. "/cjson.lua", 'error("orch ctl looked for cjson along package.path", 0)\n')
+    local code, out, err = h.cli({ "ctl", "--socket", o.sock, "ping" }, nil, { LUA_PATH = d .. "/?.lua;;" })
+    assert.are.equal(0, code, err)
+    assert.truthy(out:match("^orch %S+, pid " .. o.pid .. ", "), out)
+    -- (the test's own check: require reads that path first)
+    code, _, err = h.cli({ "-e", "require 'cjson'" }, nil, { LUA_PATH = d .. "/?.lua;;" })
+    assert.are_not.equal(0, code)
+    assert.truthy(err:find("looked for cjson along package.path", 1, true), err)
+  end)
+
   it("reads a plain line without argparse or the other commands' modules", function()
     -- argparse (found through LUA_PATH) and every command module but ctl's
     -- raise when loaded: ping, status and stop still work.

@@ -7,7 +7,20 @@ local orch = require "orch"
 
 local ctl = {}
 
-local json = require("cjson").new()
+-- lua-cjson is a C module: looked for along package.cpath at once, not
+-- after every template of package.path (eight failed opens at each start
+-- of `orch ctl`, issue 15). A preloaded or loaded one, or one found only
+-- by another searcher, comes through require as before.
+local function cjson()
+  if package.loaded.cjson == nil and package.preload.cjson == nil then
+    local path = package.searchpath("cjson", package.cpath)
+    local open = path and package.loadlib(path, "luaopen_cjson")
+    if open then package.loaded.cjson = open("cjson", path) end
+  end
+  return require "cjson"
+end
+
+local json = cjson().new()
 json.encode_sparse_array(true)
 json.decode_max_depth(64)
 json.encode_max_depth(64)
