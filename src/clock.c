@@ -226,7 +226,8 @@ static uint64_t due_after(uv_loop_t *loop, double seconds) {
  * runs slower than the clock (it would make a wait early) is never taken,
  * one that runs faster only makes the upper bound looser. The counter is
  * used only where the kernel itself makes the monotonic clock from it
- * (the current clocksource is "tsc", read once, at the first wait): the
+ * (the current clocksource is "tsc", read once, when the rate is first
+ * known): the
  * kernel has then checked that the processors' counters agree, and a
  * virtual machine's pause stops the clock and the counter alike. Elsewhere
  * (kvm-clock, hpet, acpi_pm, a file that cannot be read, no invariant
@@ -283,13 +284,21 @@ static uint64_t wc_read(orch_runtime *rt) {
   uint64_t tsc = __rdtsc();
   uint64_t ns = orch__mono_ns();
   if (rt->wc_state == 0) {
-    rt->wc_state = wc_usable() ? 1 : -1;
+    rt->wc_state = 1;
     rt->wc_cal_ns = ns;
     rt->wc_cal_tsc = tsc;
   } else if (ns - rt->wc_cal_ns >= WC_CAL_NS) {
     uint64_t m = tsc > rt->wc_cal_tsc ? wc_rate(ns - rt->wc_cal_ns, tsc - rt->wc_cal_tsc) : 0;
     uint64_t last = rt->wc_state == 2 ? rt->wc_mult : rt->wc_cal_mult;
     if (m && last && m <= last + last / 8 && m + m / 8 >= last) {
+      /* Whether the counter may be used at all is asked only now (the
+       * CPUID and the clocksource's file: a VM exit and three system
+       * calls), once: a short-lived orch (`orch ctl ping`) never asks. */
+      if (!rt->wc_usable) rt->wc_usable = wc_usable() ? 1 : -1;
+      if (rt->wc_usable < 0) {
+        rt->wc_state = -1;
+        return ns;
+      }
       rt->wc_mult = m > last ? m : last;
       rt->wc_state = 2;
     } else {

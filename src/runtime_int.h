@@ -164,9 +164,11 @@ struct orch_runtime {
    * clock for a wait and the time stamp counter just before it, the
    * counter's rate (ns a tick, twice over, in 32.32 fixed point; 0: not
    * measured yet), the read the next measurement counts from and the
-   * last measurement, and its state (0: not looked at; -1: no usable counter; 1, 2: rates seen). */
+   * last measurement, and its state (0: no read yet; 1: measuring the
+   * rate; 2: in use; -1: every wait reads the clock). */
   uint64_t wc_ns, wc_tsc, wc_mult, wc_cal_ns, wc_cal_tsc, wc_cal_mult;
   int wc_state;
+  int wc_usable;            /* the counter may be used: 0 not asked yet, 1 yes, -1 no */
   int ncopool;              /* finished coroutines kept for new tasks (task.c) */
   long gc_debt;             /* bytes of task memory owed to the collector's debt (task.c) */
   long gc_live;             /* bytes the unfinished tasks hold from the collector (task.c) */
