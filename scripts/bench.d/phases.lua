@@ -49,6 +49,9 @@ end
 -- ORCH_BENCH_CGROUP=off: no cgroup per run (process groups only), to tell
 -- the cgroups' share of a figure from the rest.
 if os.getenv("ORCH_BENCH_CGROUP") == "off" then sup.configure { cgroup = false } end
+-- ORCH_BENCH_PERSIST=off: no state record, journal or fd holder (persist =
+-- false), to tell their share of a figure (restart_tail.sh's "nopersist").
+if os.getenv("ORCH_BENCH_PERSIST") == "off" then sup.configure { persist = false } end
 -- ORCH_BENCH_VARIANT=FILE: when FILE holds "K V", service svcK gets
 -- VARIANT=V in its environment (scale.sh writes it, then measures `orch ctl
 -- reload`, which must restart svcK alone).

@@ -15,7 +15,9 @@
 # per round the median and p95 (stop.sh's: the 19th of 20) with the p95
 # ratio of the medians over the rounds. Needs perf and root.
 # TAIL_KINDS ("c orch"); "base" is orch from TAIL_BASE (another build
-# directory: an A/B in one run). TAIL_KEEP=DIR keeps the traces.
+# directory: an A/B in one run), "nopersist" orch without its state record,
+# journal and fd holder (phases.lua's ORCH_BENCH_PERSIST=off). TAIL_KEEP=DIR
+# keeps the traces.
 set -u
 BUILD=$(cd "$1" && pwd); N=${2:-20}; ROUNDS=${3:-4}
 KINDS=${TAIL_KINDS:-"c orch"}
@@ -32,7 +34,9 @@ one() {                   # kind round
   "$P" init "$SVC_SHM"
   rm -f "$W/ctl.sock"
   if [ "$kind" = c ]; then setsid "$W/minisup" 20 "$W/svc" </dev/null >/dev/null 2>&1 &
-  else setsid "$orch" run "$HERE/phases.lua" 20 "$W/svc" </dev/null >/dev/null 2>"$W/err" &
+  else
+    ORCH_BENCH_PERSIST=$([ "$kind" = nopersist ] && echo off) \
+      setsid "$orch" run "$HERE/phases.lua" 20 "$W/svc" </dev/null >/dev/null 2>"$W/err" &
   fi
   sup=$!
   "$P" wait-started "$SVC_SHM" 20 120 || { echo "restart_tail.sh: $kind did not start" >&2; kill -TERM $sup; return 1; }
