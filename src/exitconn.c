@@ -221,6 +221,13 @@ int orch__exitconn_next(orch__exitconn *x, pid_t *pid) {
   for (;;) {
     while (x->i < x->n)
       if (exit_of(x, x->i++, pid)) return 1;
+    /* A read that did not fill the batch emptied the socket: the caller's
+     * last call asks nothing new (a recvmmsg less an exit; what comes
+     * later makes the fd readable again, and the next call reads). */
+    if (x->n > 0 && x->n < BATCH) {
+      x->i = x->n = 0;
+      return 0;
+    }
     for (int i = 0; i < BATCH; i++) {
       x->hdr[i].msg_hdr.msg_namelen = sizeof x->from[i];
       x->hdr[i].msg_hdr.msg_flags = 0;
