@@ -60,6 +60,61 @@ local function start_twenty(s)
   return s.instance("m1").run.cgroup:path():match("^(.*)/[^/]+$")
 end
 
+-- Services whose main process (sleep) leaves a double-forked setsid escapee
+-- that ignores TERM and ends on USR1: every stop of them drains. Defined
+-- as names (numprocs, depends_on per name in `defs`); returns once every
+-- escapee has set its traps (a file ready.PID each) and is alone with the
+-- main process in the run's cgroup (three processes: with its sleep).
+-- Returns the parent cgroup's path.
+local function escapees(s, dir, defs)
+  h.write(dir .. "/esc.sh", [=[
+trap '' TERM
+trap 'kill $p 2>/dev/null; exit 0' USR1
+sleep 600 & p=$!
+: > "$D/ready.$$"
+while :; do wait $p; done
+]=])
+  h.write(dir .. "/svc.sh", '( setsid sh "$D/esc.sh" & )\nexec sleep 600\n')
+  local names = {}
+  for _, d in ipairs(defs) do
+    names[#names + 1] = d.name
+    s.service{ name = d.name, numprocs = d.numprocs, depends_on = d.depends_on, env = { D = dir },
+               cmd = { "/bin/sh", dir .. "/svc.sh" }, stop = { timeout = 60 } }
+  end
+  assert(s.start("all"))
+  local n = #s.instances()
+  assert.is_true(u.until_true(function()
+    return tonumber((h.sh("ls " .. h.shquote(dir) .. " | grep -c '^ready'"))) == n
+  end), "the escapees' traps")
+  for _, inst in ipairs(s.instances()) do
+    assert.is_true(s.wait(inst.name, "running", 30))
+    local cg = inst.run.cgroup
+    assert.is_true(u.until_true(function() return #cg:procs() == 3 end), inst.name .. "'s escapee")
+  end
+  return s.instances()[1].run.cgroup:path():match("^(.*)/[^/]+$")
+end
+
+-- Runs fn() with every orch.Cgroup's wait_empty recorded (its cgroup's
+-- path, in order) and first, where release(path) says so, USR1 sent to
+-- every process of that cgroup (the escapees above end on it).
+local function recording_waits(release, fn)
+  local methods = assert(debug.getregistry()["orch.Cgroup"].__index)
+  local waits, saved = {}, methods.wait_empty
+  methods.wait_empty = function(cg, ...)
+    local path = cg:path()
+    waits[#waits + 1] = path
+    if release(path) then cg:kill("USR1") end
+    return saved(cg, ...)
+  end
+  local ok, err = pcall(fn, waits)
+  methods.wait_empty = saved
+  if not ok then error(err, 0) end
+end
+
+local function all_stopped(s)
+  for _, inst in ipairs(s.instances()) do assert.are.equal("stopped", u.st(s, inst.name).state, inst.name) end
+end
+
 describe("supervisor in cgroups", function()
   it("runs each instance in its own cgroup and accounts for all of its processes", function()
     with_cgroups(function(s, _, _, _, _, parent)
@@ -165,6 +220,71 @@ exec sleep 600
       for fd in fds:gmatch(" (%d+) %-> anon_inode:inotify") do
         assert.is_nil(h.slurp("/proc/self/fdinfo/" .. fd):find("inotify wd:", 1, true))
       end
+    end)
+  end)
+
+  it("a stop of all whose runs leave escapees waits once for the parent cgroup to empty, not once per run", function()
+    with_cgroups(function(s, logs, dir, _, token)
+      local base = escapees(s, dir, { { name = "e", numprocs = 3 } })
+      recording_waits(function() return true end, function(waits)
+        assert(s.stop("all"))
+        -- One wait, for the parent (where the escapees got USR1), and
+        -- none for a run's own cgroup.
+        assert.are.same({ base }, waits)
+      end)
+      all_stopped(s)
+      assert.is_nil(u.logged(logs, "sending KILL"), table.concat(logs, "\n"))
+      assert.are.same({}, u.leftovers(token))
+    end)
+  end)
+
+  it("a stop in layers waits for the parent only in the layer that holds every live run", function()
+    with_cgroups(function(s, _, dir, _, token)
+      local base = escapees(s, dir, { { name = "db", numprocs = 2 }, { name = "web", numprocs = 2, depends_on = { "db" } } })
+      local own = {}
+      for _, inst in ipairs(s.instances()) do own[inst.run.cgroup:path()] = inst.name end
+      recording_waits(function() return true end, function(waits)
+        assert(s.stop("all"))
+        -- web's layer (db still running): each run its own cgroup; db's,
+        -- the last: the parent, once.
+        assert.are.equal(3, #waits)
+        assert.are.equal(base, waits[3])
+        local first = { own[waits[1]], own[waits[2]] }
+        table.sort(first)
+        assert.are.same({ "web:1", "web:2" }, first)
+      end)
+      all_stopped(s)
+      assert.are.same({}, u.leftovers(token))
+    end)
+  end)
+
+  it("a stop of all whose parent holds another program's process: the runs wait together, then each for its own", function()
+    with_cgroups(function(s, logs, dir, _, token)
+      local base = escapees(s, dir, { { name = "e", numprocs = 2 } })
+      -- A stranger in the parent (a configured parent is shared): it keeps
+      -- the parent populated, and ignores USR1.
+      local other = assert(orch.cgroup.create(base .. "/stranger"))
+      local p = assert(orch.spawn{ "/bin/sh", "-c", "trap '' USR1; exec sleep 600", cgroup = other,
+                                   env = { ORCH_SPEC_RUN = token } })
+      local ok, err = pcall(function()
+        assert.is_true(u.until_true(function() return #other:procs() == 1 end))
+        recording_waits(function(path) return path ~= base end, function(waits)
+          assert(s.stop("all"))
+          -- The parent first (it never emptied), then each run's cgroup.
+          assert.are.equal(base, waits[1])
+          table.remove(waits, 1)
+          assert.are.equal(2, #waits)
+          for _, w in ipairs(waits) do assert.matches("/e@%d%.%d+$", w) end
+        end)
+        all_stopped(s)
+        assert.is_nil(u.logged(logs, "sending KILL"), table.concat(logs, "\n"))
+        assert.are.same({ p.pid }, u.leftovers(token))
+      end)
+      p:kill("KILL")
+      p:wait()
+      assert.is_true(u.until_true(function() return other:remove() end))
+      other:close()
+      if not ok then error(err, 0) end
     end)
   end)
 

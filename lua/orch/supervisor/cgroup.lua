@@ -806,7 +806,7 @@ end
 -- rest at once. done() is called once the cgroup is empty, or once nothing
 -- more can be done: a restart never spawns beside a process of the
 -- previous run.
-function M.drain(inst, run, done)
+local function drain_alone(inst, run, done)
   local cg, st = run.cgroup, inst.cfg.stop
   run:own("drain", orch.task(function()
     local function say(why) inst:log("cannot wait for its cgroup to empty (%s): reading it every 0.1s", why) end
@@ -842,6 +842,109 @@ function M.drain(inst, run, done)
     run:drop("drain")     -- this task: not cancelled, only forgotten
     done()
   end), Run.cancel_task)
+end
+
+-- How long the runs of a stop of many wait together (below) for the
+-- supervisor's parent cgroup to empty before each waits for its own: what
+-- keeps the parent populated then is not the stop's (a process of another
+-- program in a parent given by sup.configure{ cgroup = ... }, one that
+-- survived KILL) or ends late (an escapee that takes its time on the stop
+-- signal, a loaded machine).
+local TOGETHER_FOR = 0.25
+-- Completions a turn: each resume of the task stays short (the Lua time
+-- budget counts from a resume).
+local TOGETHER_TURN = 16
+
+-- A run waiting together is its part "drain" until it is done; the closer
+-- (the run ended otherwise: its stop's KILL left something behind) takes it
+-- off the list.
+local function apart(e) e.w.pending[e] = nil end
+
+local function together(S, w)
+  while next(w.pending) do
+    -- (No parent: the supervisor was closed meanwhile; each run then waits
+    -- for its own.)
+    local base = S.cgroup_base
+    local all = base ~= nil and wait_empty(base, TOGETHER_FOR)
+    local list = w.pending
+    w.pending = {}
+    local n = 0
+    for e in pairs(list) do
+      local run = e.run
+      if run.drain == e then
+        run:drop("drain")
+        if all or not M.populated(run) then
+          empty[run.cgroup] = true
+          -- One run's failure ends its own completion, not the others'
+          -- (the Lua time budget's error among them: the yield after it
+          -- starts the budget afresh).
+          local ok, err = pcall(e.done)
+          if not ok then
+            S:log("a stop's drain of " .. e.inst.name .. " failed: " .. tostring(err))
+            n = TOGETHER_TURN - 1
+          end
+        else
+          drain_alone(e.inst, run, e.done)
+        end
+        n = n + 1
+        if n >= TOGETHER_TURN then
+          n = 0
+          orch.sleep(0)
+        end
+      end
+    end
+  end
+  w.task = nil
+end
+
+--- After the main process ended, with processes left in the run's cgroup
+-- (see drain_alone). In a stop of many that ends every run of the
+-- supervisor (M.drain_together), a run stopping with its whole cgroup
+-- signalled does not wait for its own cgroup: the runs left waiting then
+-- share one wait for the parent cgroup to empty (one task, one watch of
+-- the parent's cgroup.events), and are done together once it is, or each
+-- waits for its own after TOGETHER_FOR. An escapee of each of 100 services
+-- made up to 60-90 waits a stop of all, each a task with a cgroup.events
+-- of its own opened, polled, read and closed (20-30 us of orch's CPU).
+function M.drain(inst, run, done)
+  local w = inst.sup.drain_wait
+  if not (w and run.stopping and inst.cfg.stop.group) then return drain_alone(inst, run, done) end
+  if inst.frozen then M.freeze(run, false) end
+  local e = { w = w, run = run, inst = inst, done = done }
+  w.pending[e] = true
+  run:own("drain", e, apart)
+  if not w.task then w.task = orch.task(together, inst.sup, w) end
+end
+
+-- The end of the stop that made it: no run waits together any more.
+local together_end = { __close = function(w)
+  if w.S.drain_wait == w then w.S.drain_wait = nil end
+end }
+
+--- A stop of many whose instances hold every live run of the supervisor
+-- (graph.stop_ordered: a stop of all, `all` when insts is the supervisor's
+-- whole list, or the last layer of one): until the value returned
+-- (to-be-closed) is closed, the drains of stopping runs wait together
+-- (M.drain). Nothing (nil) for one instance, without cgroups, or where a
+-- live run is not in insts: its processes would keep the parent populated
+-- (a layer's stop ends before the next layer's begins).
+function M.drain_together(S, insts, all)
+  if #insts < 2 or not S.cgroup_base or S.drain_wait then return nil end
+  if not all then
+    local n = 0
+    for _, inst in ipairs(insts) do
+      local run = inst.run
+      if run and run.alive then n = n + 1 end
+    end
+    for _, inst in ipairs(S:all_instances()) do
+      local run = inst.run
+      if run and run.alive then n = n - 1 end
+    end
+    if n < 0 then return nil end
+  end
+  local w = setmetatable({ S = S, pending = {} }, together_end)
+  S.drain_wait = w
+  return w
 end
 
 --- Waits (a run part) until the run's cgroup is empty, then calls fn().

@@ -305,8 +305,11 @@ end
 -- before any exit the pass caused is handled (an exit's callback is queued
 -- when the reaper runs, in the loop's poll, behind them). `signalled`:
 -- the caller made the first pass already.
-local function stop_layer(insts, signalled)
+local function stop_layer(S, insts, signalled)
   if not signalled then signal_layer(insts) end
+  -- What the runs leave in their cgroups (escapees) drains with one wait
+  -- for the parent cgroup, where the layer holds every live run.
+  local _ <close> = cgroup.drain_together(S, insts, insts == shape(S).all)
   local tasks = {}
   for i, inst in ipairs(insts) do tasks[i] = orch.task(inst.stop, inst) end
   for _, t in ipairs(tasks) do t:join() end
@@ -351,7 +354,7 @@ function graph.stop_ordered(S, insts, signalled)
   -- of a later layer that exits on its own meanwhile.
   for _, inst in ipairs(insts) do inst.want = false end
   if flat then
-    stop_layer(insts, true)
+    stop_layer(S, insts, true)
     return
   end
   local remaining = {}
@@ -375,7 +378,7 @@ function graph.stop_ordered(S, insts, signalled)
       for _, inst in ipairs(remaining[name]) do layer_insts[#layer_insts + 1] = inst end
       remaining[name] = nil
     end
-    stop_layer(layer_insts)
+    stop_layer(S, layer_insts)
   end
 end
 
