@@ -873,7 +873,8 @@ local function together(S, w)
       local run = e.run
       if run.drain == e then
         run:drop("drain")
-        if all or not M.populated(run) then
+        -- (A cgroup no longer the supervisor's was removed: sup.close.)
+        if all or not (S.cgroups and S.cgroups[run.cgroup]) or not M.populated(run) then
           empty[run.cgroup] = true
           -- One run's failure ends its own completion, not the others'
           -- (the Lua time budget's error among them: the yield after it
