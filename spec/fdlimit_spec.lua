@@ -744,6 +744,38 @@ describe("the spare fds' watch", function()
   end)
 end)
 
+-- The orch executable maps libm at the first call of one of its functions
+-- (src/libm.c): with every fd taken, a spare is lent to that dlopen, as to
+-- a module loaded on first use. (Under the sanitizers libasan maps libm at
+-- start.)
+describe("libm, mapped at its first use", function()
+  it("is mapped by a supervisor at its fd limit whose first float operation is //", function()
+    local d = h.tmpdir()
+    h.write(d .. "/s.lua", TAKE_FREE .. [[
+      local sup = require "orch.supervisor"
+      sup.service { name = "a", cmd = { "sleep", "1000" } }
+      local function libm()
+        for l in io.lines("/proc/self/maps") do if l:find("/libm%.so") then return true end end
+        return false
+      end
+      orch.task(function()
+        assert(sup.wait("a", "running"))
+        local before = libm()
+        assert(TAKE() > 0)
+        local x = tonumber("2.5")
+        local r = string.format("%s %s %.6f", x // 1, x % 2, math.sin(x))
+        FREE()
+        print(before, r, libm())
+        sup.shutdown(0)
+      end)
+      sup.run()
+    ]])
+    local out = h.sh(string.format("cd %s && timeout 120 prlimit --nofile=128:128 %s run --socket %s %s 2>err",
+      h.shquote(d), h.shquote(h.bin), h.shquote(d .. "/ctl.sock"), h.shquote(d .. "/s.lua")))
+    assert.are.equal(tostring(h.sanitized) .. "\t2.0 0.5 0.598472\ttrue", out, h.slurp(d .. "/err"))
+  end)
+end)
+
 -- The fd holder hands its pipes back in datagrams (SCM_RIGHTS): at EMFILE
 -- the kernel drops those it cannot install, and a take-over must know.
 describe("dgram:recv{ fds = true } out of fds", function()

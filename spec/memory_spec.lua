@@ -95,6 +95,62 @@ describe("memory of every orch process", function()
     end
   end)
 
+  -- libm is mapped at the first call of one of its functions (src/libm.c),
+  -- not by ld.so at every start (issue 15: about 65 us of every orch
+  -- process's start, `orch ctl` and the fd holder included, which seldom
+  -- call it). Under the sanitizers libasan maps it at start.
+  it("maps libm at the first call of a libm function, not at start", function()
+    local code, out, err = h.cli({ "-e", [[
+      local function libm()
+        for l in io.lines("/proc/self/maps") do if l:find("/libm%.so") then return true end end
+        return false
+      end
+      local before = libm()
+      local x = tonumber("2.5")    -- (a constant would be folded as the chunk compiles)
+      local r = { x // 1, x % 2, x ^ 2, string.format("%.6f %.6f", math.sin(x), math.log(x, 10)) }
+      print(before, libm(), r[1], r[2], r[3], r[4])
+    ]] })
+    assert.are.equal(0, code, err)
+    assert.are.equal(string.format("%s\ttrue\t2.0\t0.5\t6.25\t0.598472 0.397940\n", tostring(h.sanitized)), out)
+  end)
+
+  -- A C module built without naming libm (`cc -shared` alone, as luarocks
+  -- builds them) found any of libm's functions in the executable's scope
+  -- when ld.so mapped libm at start: a C library that fails to load is
+  -- loaded again with libm global (src/libm.c), by require and by
+  -- package.loadlib.
+  it("lets a C module call any libm function without naming libm as a dependency", function()
+    local d = h.tmpdir()
+    h.write(d .. "/m.c", [[
+      typedef struct lua_State lua_State;
+      double luaL_checknumber(lua_State *L, int arg);
+      void lua_pushnumber(lua_State *L, double n);
+      void lua_pushcclosure(lua_State *L, int (*fn)(lua_State *), int n);
+      double floor(double x);
+      long lround(double x);
+      float sqrtf(float x);
+      static int f(lua_State *L) {
+        double x = luaL_checknumber(L, 1);
+        lua_pushnumber(L, floor(x) + (double)lround(x) + (double)sqrtf(16.0f));
+        return 1;
+      }
+      int luaopen_orch_spec_libm(lua_State *L) { lua_pushcclosure(L, f, 0); return 1; }
+    ]])
+    local _, ok = h.sh(string.format("cd %s && cc -shared -fPIC -fno-builtin -o orch_spec_libm.so m.c 2>&1",
+      h.shquote(d)))
+    assert.is_true(ok, "cannot build the module")
+    assert.are.equal("", (h.sh("readelf -d " .. h.shquote(d .. "/orch_spec_libm.so") .. " | grep libm || true")))
+    local code, out, err = h.cli({ "-e", "package.cpath = ... .. '/?.so'; print(require('orch_spec_libm')(tonumber('2.7')))", d })
+    assert.are.equal(0, code, err)
+    assert.are.equal("9.0\n", out)
+    code, out, err = h.cli({ "-e", [[
+      local open = assert(package.loadlib(... .. "/orch_spec_libm.so", "luaopen_orch_spec_libm"))
+      print(open()(tonumber("3.2")))
+    ]], d })
+    assert.are.equal(0, code, err)
+    assert.are.equal("10.0\n", out)
+  end)
+
   it("reads a child's output in a fresh process (the read buffer made at the first read)", function()
     local code, out = h.cli({ "-e", [[print(orch.run{ "sh", "-c", "printf abc; printf def >&2" })]] })
     assert.are.equal(0, code)

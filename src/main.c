@@ -112,8 +112,15 @@ static int drop_libm_text(struct dl_phdr_info *info, size_t size, void *arg) {
   return 1;
 }
 
+/* Also when the executable maps libm on first use (src/libm.c). */
+void orch__drop_libm_text(void);
+void orch__libm_load(void);
+void orch__libm_wrap_loaders(lua_State *L);
+void orch__drop_libm_text(void) { dl_iterate_phdr(drop_libm_text, NULL); }
+
 int main(int argc, char **argv) {
-  dl_iterate_phdr(drop_libm_text, NULL);
+  /* (A libm already mapped: the shared Lua's, a sanitizer's.) */
+  orch__drop_libm_text();
   /* A write to a closed pipe must fail with EPIPE, not kill the
    * orchestrator. Spawned children get the default disposition back. */
   signal(SIGPIPE, SIG_IGN);
@@ -122,9 +129,16 @@ int main(int argc, char **argv) {
   orch_raise_nofile();
   /* The fd holder (started by the supervisor with exactly its three
    * arguments, or five) lives as long as the services do: plain C, no runtime. */
-  if ((argc == 5 || argc == 7) && strcmp(argv[1], "fdholder") == 0 && argv[2][0] != '-')
+  if ((argc == 5 || argc == 7) && strcmp(argv[1], "fdholder") == 0 && argv[2][0] != '-') {
+#ifdef ORCH_LAZY_LIBM
+    /* The holder reads numbers with floor: libm mapped before it holds
+     * its fds (src/libm.c maps it at a first call, and the holder has no
+     * spare fds to lend the dlopen at EMFILE). */
+    orch__libm_load();
+#endif
     return orch__fdholder_main(argv[2], argv[3], argv[4], argc == 7 ? argv[5] : NULL,
                                argc == 7 ? argv[6] : NULL);
+  }
 #ifdef ORCH_PRECOMPILED
   orch__use_precompiled(&orch__precompiled_modules);
 #endif
@@ -133,6 +147,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: cannot create the runtime (out of memory?)\n", progname);
     return 1;
   }
+#ifdef ORCH_LAZY_LIBM
+  /* A C module that calls libm without naming it finds it (src/libm.c). */
+  orch__libm_wrap_loaders(orch_lua(rt));
+#endif
   char *plan = NULL;
   if (orch_call(rt, "orch.cli", "plan", argc - 1, argv + 1, &plan) != ORCH_OK || !plan) {
     fprintf(stderr, "%s: %s\n", progname, orch_last_error(rt) ? orch_last_error(rt) : "no plan");
