@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <link.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,12 +27,34 @@
 
 static int dir_exists(const char *p) { return access(p, R_OK | X_OK) == 0; }
 
+/* dl_iterate_phdr's first object is the main program: 1 if addr is in it,
+ * then -1 (stop). */
+static int main_program_has(struct dl_phdr_info *info, size_t size, void *addr) {
+  (void)size;
+  uintptr_t a = (uintptr_t)addr;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type == PT_LOAD && a - (uintptr_t)(info->dlpi_addr + ph->p_vaddr) < ph->p_memsz) return 1;
+  }
+  return -1;
+}
+
 /* Where this code lives: the executable, or orch.so when loaded by a host
- * Lua. Empty string if unknown. */
+ * Lua. Empty string if unknown. Resolved (no symbolic link, no "."): the
+ * executable's from /proc/self/exe, one readlink where realpath makes one
+ * a component (every start of orch: issue 15). */
 static void self_path(char *out, size_t n) {
   Dl_info info;
   char tmp[PATH_MAX];
   out[0] = 0;
+  if (dl_iterate_phdr(main_program_has, (void *)&self_path) == 1) {
+    ssize_t r = readlink("/proc/self/exe", tmp, sizeof tmp - 1);
+    if (r > 0 && tmp[0] == '/') {
+      tmp[r] = 0;
+      snprintf(out, n, "%s", tmp);
+      return;
+    }
+  }
   if (dladdr((void *)&self_path, &info) && info.dli_fname && strchr(info.dli_fname, '/') &&
       realpath(info.dli_fname, tmp)) {
     snprintf(out, n, "%s", tmp);
@@ -41,8 +65,12 @@ static void self_path(char *out, size_t n) {
 }
 
 /* Is the code running from the build tree? Then the Lua half is taken from
- * the source tree, otherwise from the install location. */
+ * the source tree, otherwise from the install location. (where is
+ * resolved: a build directory it starts with is too, and needs no
+ * realpath.) */
 static int in_build_tree(const char *where) {
+  size_t l = strlen(ORCH_BUILD_DIR);
+  if (where[0] && strncmp(where, ORCH_BUILD_DIR, l) == 0 && where[l] == '/') return 1;
   char build[PATH_MAX];
   const char *b = realpath(ORCH_BUILD_DIR, build) ? build : ORCH_BUILD_DIR;
   size_t bl = strlen(b);
@@ -76,7 +104,10 @@ static void push_lua_dirs(lua_State *L) {
                        : ORCH_REL_LUA_FROM_BIN;
     char real[PATH_MAX];
     int w = snprintf(rel, sizeof rel, "%s/%s", where, suffix);
-    if (w > 0 && (size_t)w < sizeof rel && realpath(rel, real) && strcmp(real, ORCH_INSTALL_LUA_DIR) != 0 && dir_exists(real)) {
+    /* (Looked for first: in a build tree there is none, and realpath
+     * would read a link a component to find out.) */
+    if (w > 0 && (size_t)w < sizeof rel && dir_exists(rel) && realpath(rel, real) &&
+        strcmp(real, ORCH_INSTALL_LUA_DIR) != 0 && dir_exists(real)) {
       lua_pushstring(L, real);
       lua_rawseti(L, -2, ++n);
     }
