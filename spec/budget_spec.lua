@@ -264,8 +264,86 @@ describe("orch.set_budget", function()
       { function() orch.set_budget(0 / 0) end, "bad argument #1 to 'set_budget' (seconds >= 0 expected" },
       { function() orch.set_budget(math.huge) end, "bad argument #1 to 'set_budget' (seconds >= 0 expected" },
       { function() orch.set_budget("x") end, "bad argument #1 to 'set_budget' (number expected" },
-      { function() orch.set_budget() end, "bad argument #1 to 'set_budget' (number expected" },
+      { function() orch.set_budget(nil, 1) end, "bad argument #2 to 'set_budget' (no value expected)" },
     }
+  end)
+
+  it("with no argument returns the budget and leaves it", function()
+    with_budget(0.25, function()
+      assert.are.equal(0.25, orch.set_budget())
+      assert.are.equal(0.25, orch.set_budget())
+    end)
+  end)
+end)
+
+describe("task:set_budget", function()
+  -- 0.2 s of CPU without a yield (the budget counts CPU time).
+  local function spin(s)
+    local c0 = os.clock()
+    while os.clock() - c0 < s do end
+    return "done"
+  end
+
+  it("gives a task a budget of its own: none, smaller or larger than orch's", function()
+    with_budget(0.05, function()
+      h.run(function()
+        local free = orch.task(spin, 0.2)
+        assert.is_nil(free:set_budget(false))
+        assert.are.equal("done", free:join())
+        local long = orch.task(spin, 0.2)
+        long:set_budget(1e6)
+        assert.are.equal("done", long:join())
+        -- Its own, although orch's is larger.
+        orch.set_budget(5)
+        local short = orch.task(spin, 0.5)
+        short:set_budget(0.05)
+        assert.matches("ran for more than 0.05 s without yielding", h.error_of(short.join, short))
+        -- Back to orch's (nil), which the task follows as it changes.
+        local back = orch.task(spin, 0.2)
+        assert.is_nil(back:set_budget(0.05))
+        assert.are.equal(0.05, back:set_budget(nil))
+        assert.is_nil(back:set_budget())
+        assert.are.equal("done", back:join())
+        orch.set_budget(0.05)
+      end)
+    end)
+  end)
+
+  it("on the running task applies to the resume running now", function()
+    with_budget(0.05, function()
+      h.run(function()
+        local t = orch.task(function()
+          local old = orch.current():set_budget(0)
+          local r = spin(0.2)
+          orch.current():set_budget(old)
+          return r, old
+        end)
+        local r, old = t:join()
+        assert.are.equal("done", r)
+        assert.is_nil(old)
+        -- Made smaller while it runs: interrupted by the new one.
+        orch.set_budget(5)
+        local s = orch.task(function()
+          orch.current():set_budget(0.05)
+          return spin(0.5)
+        end)
+        assert.matches("ran for more than 0.05 s without yielding", h.error_of(s.join, s))
+      end)
+    end)
+  end)
+
+  it("rejects bad values", function()
+    h.run(function()
+      local t = orch.task(function() end)
+      h.check_raises {
+        { function() t:set_budget(-1) end, "bad argument #1 to 'set_budget' (seconds >= 0 expected" },
+        { function() t:set_budget(0 / 0) end, "bad argument #1 to 'set_budget' (seconds >= 0 expected" },
+        { function() t:set_budget(math.huge) end, "bad argument #1 to 'set_budget' (seconds >= 0 expected" },
+        { function() t:set_budget("x") end, "bad argument #1 to 'set_budget' (number expected" },
+        { function() t:set_budget(1, 2) end, "bad argument #2 to 'set_budget' (no value expected)" },
+      }
+      t:join()
+    end)
   end)
 end)
 
@@ -314,5 +392,80 @@ describe("orch run --lua-budget", function()
     code, out = h.cli({ "run", "--lua-budget", "0", path })
     assert.are.equal(0, code)
     assert.are.equal("done\n", out)
+  end)
+end)
+
+-- A stop must end whatever budget orch runs with (Sup.own_budget): with a
+-- budget of a few milliseconds and hundreds of services, the shutdown's
+-- task was interrupted in the removal of the services' cgroups (and the
+-- first signal pass, the cgroups' warm-up) and orch never exited. The
+-- policy starts its services with no budget, sets a tiny one, and says
+-- so; the test sends TERM. (Hundreds: the count hook looks at the clock
+-- every 1,000 VM instructions, which a pass over 60 services, a system
+-- call each, never reached.)
+describe("a supervisor's stop with a tiny Lua time budget", function()
+  local function run_policy(services, budget)
+    local d = h.tmpdir()
+    h.write(d .. "/policy.lua", string.format("local DIR, BUDGET = %q, %s\n", d, budget) .. services .. [[
+      sup.run()
+      local f = io.open(DIR .. "/pids.tmp", "w")
+      for _, st in ipairs(sup.status()) do f:write(st.pid or "", "\n") end
+      f:close()
+      os.rename(DIR .. "/pids.tmp", DIR .. "/pids")
+      f = io.open(DIR .. "/pid.tmp", "w")
+      f:write(orch.getpid(), "\n")
+      f:close()
+      os.rename(DIR .. "/pid.tmp", DIR .. "/pid")
+      orch.set_budget(BUDGET)
+    ]])
+    h.sh(string.format("cd %s && { sh -c '\"$0\" run --lua-budget 0 --socket ctl.sock policy.lua >out 2>err; echo $? >status' %s >/dev/null 2>&1 & }",
+      h.shquote(d), h.shquote(h.bin)))
+    local o = { dir = d }
+    o.pid = u.until_true(function() return tonumber((h.slurp(d .. "/pid") or ""):match("^(%d+)\n")) end, "orch's pid")
+    o.pids = {}
+    for line in h.slurp(d .. "/pids"):gmatch("[^\n]+") do o.pids[#o.pids + 1] = tonumber(line) end
+    return o
+  end
+  local function clean(o)
+    if h.alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
+    for _, p in ipairs(o.pids) do
+      if h.alive(p) then os.execute("kill -KILL " .. p) end
+    end
+    u.until_true(function() return h.slurp(o.dir .. "/status"):match("%d+") end, "the shell's end")
+  end
+  local function stopped(o)
+    os.execute("kill -TERM " .. o.pid)
+    local status = u.until_true(function() return h.slurp(o.dir .. "/status"):match("%d+") end, "orch to exit on SIGTERM")
+    local err = h.slurp(o.dir .. "/err")
+    u.sanitizer_clean(err, "orch run")
+    for _, p in ipairs(o.pids) do assert.is_false(h.alive(p), "service pid " .. p .. " survived the stop") end
+    return tonumber(status), err
+  end
+
+  it("ends, every service stopped", function()
+    local o = run_policy([[
+      local sup = require "orch.supervisor"
+      for i = 1, 200 do sup.service { name = "s" .. i, cmd = { "sleep", "1000" } } end
+    ]], "0.00001")
+    finally(function() clean(o) end)
+    assert.are.equal(200, #o.pids)
+    local status, err = stopped(o)
+    assert.are.equal(0, status, err)
+    assert.matches("every service is stopped", err, 1, true)
+  end)
+
+  it("ends in layers, with a KILL after a stop timeout", function()
+    local o = run_policy([[
+      local sup = require "orch.supervisor"
+      sup.service { name = "db", cmd = { "sh", "-c", "trap '' TERM; while :; do sleep 1; done" },
+                    stop = { timeout = 0.2 } }
+      for i = 1, 200 do sup.service { name = "w" .. i, cmd = { "sleep", "1000" }, depends_on = { "db" } } end
+    ]], "0.00001")
+    finally(function() clean(o) end)
+    assert.are.equal(201, #o.pids)
+    local status, err = stopped(o)
+    -- 5: the stop needed KILL (doc/cli.md).
+    assert.are.equal(5, status, err)
+    assert.matches("every service is stopped (exit status 5)", err, 1, true)
   end)
 end)

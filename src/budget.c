@@ -49,7 +49,7 @@
 /* ---------------------------------------------------------------- time budget */
 
 static uint64_t budget_grace(const orch_runtime *rt) {
-  uint64_t g = rt->budget_ns / 10;
+  uint64_t g = rt->budget_run_ns / 10;
   if (g < 10000000ULL) g = 10000000ULL;
   if (g > 1000000000ULL) g = 1000000000ULL;
   return g;
@@ -75,7 +75,7 @@ uint64_t orch__task_cpu_ns(const orch__task *t) {
 #define BUDGET_CPU_MARK_NS 1000000ULL
 static uint64_t budget_used(const orch_runtime *rt, uint64_t now) {
   uint64_t wall = now - rt->budget_start;
-  if (wall < rt->budget_ns) return wall;
+  if (wall < rt->budget_run_ns) return wall;
   uint64_t cpu = orch__thread_cpu_ns() - rt->budget_cpu_start;
   return cpu < wall ? cpu : wall;
 }
@@ -122,11 +122,11 @@ static void on_alarm(int sig, siginfo_t *si, void *uc) {
   int saved = errno;
   orch_runtime *rt = alarm_st.rt;
   alarm_st.armed = 0;
-  if (rt && rt->budget_ns && rt->budget_start) {
+  if (rt && rt->budget_run_ns && rt->budget_start) {
     uint64_t now = orch__mono_ns(), used = budget_used(rt, now);
-    if (used < rt->budget_ns) {
+    if (used < rt->budget_run_ns) {
       /* The rest of the budget is at least that much CPU time away. */
-      alarm_set(orch__thread_cpu_ns(), rt->budget_ns - used);
+      alarm_set(orch__thread_cpu_ns(), rt->budget_run_ns - used);
     } else if (rt->running_co) {
       lua_sethook(rt->running_co, orch__budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
     }
@@ -187,7 +187,7 @@ int orch__budget_begin(orch_runtime *rt) {
   /* The timer counts its own thread's CPU time only. */
   if (alarm_st.made && !pthread_equal(alarm_st.thread, pthread_self())) return 0;
   alarm_st.rt = rt;
-  uint64_t end = rt->budget_cpu_start + rt->budget_ns;
+  uint64_t end = rt->budget_cpu_start + rt->budget_run_ns;
   /* Armed for this resume's end or earlier (the handler then re-arms it for
    * the rest): nothing to do. Later (a budget made shorter since): sooner. */
   if (alarm_st.armed && alarm_st.due <= end) return 1;
@@ -196,8 +196,23 @@ int orch__budget_begin(orch_runtime *rt) {
     alarm_ok = 0;
     return 0;
   }
-  alarm_set(rt->budget_cpu_start, rt->budget_ns);
+  alarm_set(rt->budget_cpu_start, rt->budget_run_ns);
   return 1;
+}
+
+/* The running resume's budget changed (task:set_budget, orch.set_budget):
+ * the alarm looks again once the new one may be used up (one that fires
+ * sooner re-arms itself for the rest; 0: the hook removes itself). */
+static void budget_retime(orch_runtime *rt, uint64_t ns) {
+  rt->budget_run_ns = ns;
+  /* Interrupted already, but within the new budget: not any more. */
+  if (rt->budget_trip && ns > budget_used(rt, orch__mono_ns())) rt->budget_trip = 0;
+  if (ns && alarm_st.made && pthread_equal(alarm_st.thread, pthread_self())) {
+    uint64_t now = orch__thread_cpu_ns();
+    uint64_t end = rt->budget_cpu_start + ns;
+    alarm_st.rt = rt;
+    if (!alarm_st.armed || alarm_st.due > end) alarm_set(now, end > now ? end - now : 1);
+  }
 }
 
 /* ---------------------------------------------------------------- coroutines */
@@ -308,20 +323,20 @@ void orch__budget_hook(lua_State *L, lua_Debug *ar) {
   /* A hook the alarm left on a coroutine in an earlier resume goes, unless
    * this task's CPU limit needs it. */
   int limited = cur && cur->cpu_limit_ns;
-  if (!rt || !rt->budget_ns || !rt->budget_start) {
+  if (!rt || !rt->budget_run_ns || !rt->budget_start) {
     if (!limited && alarm_ok) lua_sethook(L, NULL, 0, 0);
     return;
   }
   uint64_t now = orch__mono_ns();
   if (!rt->budget_trip) {
     uint64_t used = budget_used(rt, now);
-    if (used < rt->budget_ns) {
+    if (used < rt->budget_run_ns) {
       if (!limited && alarm_ok) {
         lua_sethook(L, NULL, 0, 0);
         /* Waited on the run queue rather than ran: the alarm looks again
          * once the rest of the budget may be used up. */
-        if (alarm_st.made && (!alarm_st.armed || alarm_st.due > now + (rt->budget_ns - used)))
-          alarm_set(now, rt->budget_ns - used);
+        if (alarm_st.made && (!alarm_st.armed || alarm_st.due > now + (rt->budget_run_ns - used)))
+          alarm_set(now, rt->budget_run_ns - used);
       }
       return;
     }
@@ -349,7 +364,7 @@ void orch__budget_hook(lua_State *L, lua_Debug *ar) {
   }
   luaL_where(L, 0);
   lua_pushfstring(L, "orch: %s ran for more than %f s without yielding (Lua time budget)",
-                  what, (double)rt->budget_ns / 1e9);
+                  what, (double)rt->budget_run_ns / 1e9);
   lua_concat(L, 2);
   lua_error(L);
 }
@@ -358,6 +373,29 @@ void orch_set_budget(orch_runtime *rt, double seconds) {
   if (!(seconds > 0)) rt->budget_ns = 0;
   else if (seconds > 1e9) rt->budget_ns = (uint64_t)1e18;
   else rt->budget_ns = (uint64_t)(seconds * 1e9);
+  /* The running resume, if its task follows the runtime's, at once. */
+  if (rt->budget_start && (!rt->current || !rt->current->budget_us)) budget_retime(rt, rt->budget_ns);
+}
+
+/* The budget task t's resumes run with: its own (task:set_budget) or the
+ * runtime's; 0: none. */
+uint64_t orch__task_budget_ns(const orch__task *t) {
+  if (!t->budget_us) return t->rt->budget_ns;
+  if (t->budget_us == TASK_NO_BUDGET) return 0;
+  return (uint64_t)t->budget_us * 1000ULL;
+}
+
+/* task:set_budget: seconds > 0 its own, 0 none, < 0 the runtime's again.
+ * On the running task it applies to the resume running now, if that one is
+ * timed (a task with none gets its budget from its next resume). */
+void orch__task_set_budget(orch__task *t, double seconds) {
+  if (seconds < 0) t->budget_us = 0;
+  else if (seconds == 0) t->budget_us = TASK_NO_BUDGET;
+  else if (seconds * 1e6 >= (double)(TASK_NO_BUDGET - 1)) t->budget_us = TASK_NO_BUDGET - 1;
+  else if (seconds * 1e6 < 1) t->budget_us = 1;
+  else t->budget_us = (uint32_t)(seconds * 1e6);
+  orch_runtime *rt = t->rt;
+  if (rt->current == t && rt->budget_start) budget_retime(rt, orch__task_budget_ns(t));
 }
 
 double orch_get_budget(orch_runtime *rt) { return (double)rt->budget_ns / 1e9; }

@@ -19,10 +19,16 @@ static const char *const task_status_names[] = {
   "ready", "running", "waiting", "done", "failed", "cancelled"
 };
 
-/* orch.set_budget(seconds): 0 or false turns it off; returns the old one. */
+/* orch.set_budget([seconds]): 0 or false turns it off; returns the old
+ * one (none given: the budget, unchanged). */
 static int core_set_budget(lua_State *L) {
   orch_runtime *rt = orch__rt(L);
   double s = 0;
+  if (lua_isnoneornil(L, 1)) {
+    if (lua_gettop(L) > 1) luaL_argerror(L, 2, "no value expected");
+    lua_pushnumber(L, orch_get_budget(rt));
+    return 1;
+  }
   if (lua_type(L, 1) == LUA_TBOOLEAN && !lua_toboolean(L, 1)) s = 0;
   else {
     s = luaL_checknumber(L, 1);
@@ -63,6 +69,24 @@ static int task_set_cpu_limit(lua_State *L) {
     if (ns && !t->cpu_limit_ns) lua_sethook(t->co, orch__budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);
   }
   t->cpu_limit_ns = ns;
+  return 1;
+}
+
+/* task:set_budget(seconds): the task's own Lua time budget (0 or false:
+ * none; nil: the runtime's again). Returns the old one (nil: it followed
+ * the runtime's). */
+static int task_set_budget(lua_State *L) {
+  orch__task *t = check_task_ud(L, 1);
+  double s = -1;
+  if (lua_type(L, 2) == LUA_TBOOLEAN && !lua_toboolean(L, 2)) s = 0;
+  else if (!lua_isnoneornil(L, 2)) {
+    s = luaL_checknumber(L, 2);
+    luaL_argcheck(L, s >= 0 && s < HUGE_VAL, 2, "seconds >= 0 expected (0 or false: no budget, nil: orch's)");
+  }
+  if (lua_gettop(L) > 2) luaL_argerror(L, 3, "no value expected");
+  if (!t->budget_us) lua_pushnil(L);
+  else lua_pushnumber(L, (double)orch__task_budget_ns(t) / 1e9);
+  orch__task_set_budget(t, s);
   return 1;
 }
 
@@ -409,6 +433,7 @@ int orch__open_core(lua_State *L) {
   static const luaL_Reg task_methods[] = {
     {"join", task_join}, {"status", task_status}, {"cancel", task_cancel_m},
     {"traceback", task_traceback}, {"set_cpu_limit", task_set_cpu_limit},
+    {"set_budget", task_set_budget},
     {"cpu_time", task_cpu_time}, {NULL, NULL}
   };
   static const luaL_Reg task_meta[] = {

@@ -61,6 +61,7 @@ struct orch__task {
     int nres;               /* when done: results left on co's stack */
   };
   unsigned gc_held;         /* bytes of it the collector counts only at its end (task.c) */
+  uint32_t budget_us;       /* task:set_budget: 0 the runtime's, TASK_NO_BUDGET none, else its own (us) */
   orch__task *joining;      /* the task this one waits for in :join() */
   orch__task *joiners;      /* the tasks waiting in :join() for this one */
   orch__task *join_next;    /* the next in joining's joiners */
@@ -81,6 +82,7 @@ struct orch__task {
 #define BUDGET_COUNT 1000           /* VM instructions between clock reads */
 #define BUDGET_DEFAULT_NS 5000000000ULL
 #define BUDGET_COARSE_NS 1000000000ULL
+#define TASK_NO_BUDGET UINT32_MAX
 typedef struct { orch__hook_fn fn; void *data; } hook;
 
 struct orch_runtime {
@@ -109,6 +111,7 @@ struct orch_runtime {
   void *slots[ORCH__SLOT_MAX];
   int torn_down;
   uint64_t budget_ns;       /* 0: no budget */
+  uint64_t budget_run_ns;   /* the running resume's: its task's own (task:set_budget) or budget_ns */
   volatile uint64_t budget_start;  /* when the running callback was resumed; 0: none */
   lua_State *volatile running_co;  /* the coroutine running Lua now (a task's, or one it resumed) */
   uint64_t budget_trip;     /* when it was interrupted; 0: not yet */
@@ -224,6 +227,8 @@ void orch__wheel_free(orch_runtime *rt);
 /* budget.c: the count hook of the time budget and of CPU limits. */
 void orch__budget_hook(lua_State *L, lua_Debug *ar);
 int orch__budget_begin(orch_runtime *rt);
+uint64_t orch__task_budget_ns(const orch__task *t);
+void orch__task_set_budget(orch__task *t, double seconds);
 void orch__budget_mark(orch_runtime *rt);
 void orch__budget_forget(orch_runtime *rt);
 void orch__budget_init(lua_State *L, orch_runtime *rt);

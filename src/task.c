@@ -575,15 +575,17 @@ static void task_resume(orch__task *t, int nargs) {
   t->nargs = nargs;
   rt->resumes++;
   /* The outermost resume starts the clock; a nested one runs on its time. */
-  int armed = rt->budget_ns && !rt->budget_start;
+  uint64_t budget = t->budget_us ? orch__task_budget_ns(t) : rt->budget_ns;
+  int armed = budget && !rt->budget_start;
   int counted = t->cpu_limit_ns != 0;
   if (armed) {
-    rt->budget_start = rt->budget_ns >= BUDGET_COARSE_NS ? orch__mono_coarse_ns() : orch__mono_ns();
+    rt->budget_run_ns = budget;
+    rt->budget_start = budget >= BUDGET_COARSE_NS ? orch__mono_coarse_ns() : orch__mono_ns();
     rt->budget_trip = 0;
     orch__budget_mark(rt);
     /* The alarm sets the hook once the budget may be exceeded. */
     if (!orch__budget_begin(rt)) counted = 1;
-  } else if (rt->budget_ns && !orch__budget_begin(rt)) {
+  } else if (rt->budget_start && !orch__budget_begin(rt)) {
     counted = 1;
   }
   if (counted) lua_sethook(t->co, orch__budget_hook, LUA_MASKCOUNT, BUDGET_COUNT);

@@ -509,6 +509,8 @@ local WARM_AFTER, UNREF, FLUSH_AT = 0.1, { ref = false }, 16
 M.FLUSH_AT = FLUSH_AT
 
 local function warm(S)
+  -- One pass over a start's new cgroups: the supervisor's own budget.
+  local _ <close> = S.own_budget()
   local late = S.cgroup_cold_at + WARM_AFTER - orch.now()
   if late > 0 then
     S.cgroup_warm = orch.timer.after(late, function() warm(S) end, UNREF)

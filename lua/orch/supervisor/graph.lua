@@ -311,7 +311,8 @@ local function stop_layer(S, insts, signalled)
   -- for the parent cgroup, where the layer holds every live run.
   local _ <close> = cgroup.drain_together(S, insts, insts == shape(S).all)
   local tasks = {}
-  for i, inst in ipairs(insts) do tasks[i] = orch.task(inst.stop, inst) end
+  -- Each with the stop's own budget (Sup.own_budget).
+  for i, inst in ipairs(insts) do tasks[i] = S.own_budget(orch.task(inst.stop, inst)) end
   for _, t in ipairs(tasks) do t:join() end
 end
 
@@ -345,6 +346,8 @@ function graph.stop_ordered(S, insts, signalled)
   -- or one the pass left, is signalled by its own stop, Instance:send).
   local flat = one_layer(S, insts)
   if flat and not signalled then signal_layer(insts) end
+  -- The stop's own budget, whatever orch's (Sup.own_budget).
+  local _ <close> = S.own_budget()
   -- A status's reads of the figures wait while a stop of many runs.
   local _ <close> = status.paused_for(S, #insts)
   -- The cgroups of the runs it ends go at its end (removed before it

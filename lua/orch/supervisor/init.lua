@@ -39,6 +39,10 @@ local EXIT = { ok = 0, critical = 3, fatal = 4, killed = 5 }
 -- Seconds between the second TERM/INT (KILL to everything) and the exit,
 -- whatever a tracked process does meanwhile.
 local ESCALATE_GRACE = 0.5
+-- The Lua time budget of the supervisor's own work (a stop's tasks, a
+-- TERM handler's or orch.exit's shutdown pass, the cgroups' warm-up): at
+-- least this, whatever smaller budget orch runs with (Sup.own_budget).
+local OWN_BUDGET = 5
 
 local Sup = {}
 Sup.__index = Sup
@@ -342,6 +346,33 @@ function Sup:instance_fatal(inst)
   self:shutdown()
 end
 
+--- A stop must end whatever Lua time budget orch runs with
+-- (orch.set_budget, `orch run --lua-budget`): a budget of a few
+-- milliseconds interrupted a stop of hundreds of services in the middle
+-- (the removal of their cgroups, the first signal pass) and orch never
+-- exited. So the supervisor's own work (bounded code that yields, or is
+-- one pass over the services) runs with a budget of its own (task:set_budget):
+-- OWN_BUDGET, or orch's if larger, none if orch has none. User code it
+-- calls inline (a log function, an event subscriber) is bounded by that;
+-- hooks run in their own tasks, with orch's budget. Given a task: sets its
+-- budget, returns it. None: the running task's, until the value returned
+-- is closed.
+local restore_budget = { __close = function(r) r.task:set_budget(r.old) end }
+local function own_budget()
+  local b = orch.set_budget()
+  if b == 0 then return false end
+  return math.max(b, OWN_BUDGET)
+end
+function Sup.own_budget(task)
+  if task then
+    task:set_budget(own_budget())
+    return task
+  end
+  task = orch.current()
+  if not task then return nil end
+  return setmetatable({ task = task, old = task:set_budget(own_budget()) }, restore_budget)
+end
+
 --- A stop during the shutdown needed KILL (or could not end a process).
 function Sup:killed_during_shutdown()
   if self.shutdown_task then self.killed = true end
@@ -415,18 +446,28 @@ function Sup:all_instances()
 end
 
 -- The end of a shutdown: the tables this supervisor made go, then the exit
--- function (once).
-function Sup:finish(code)
-  if self.finished then return end
-  self.finished = true
-  if self.escalate_timer then self.escalate_timer:stop() self.escalate_timer = nil end
+-- function (once). A step that fails is logged and the next one runs: the
+-- exit function is called whatever happened before it.
+local function finish_tables(self)
   for k, t in pairs(self.tables) do
     if self.created_tables[k] then t:remove() end
   end
-  cgroup.close(self)       -- before persist.close: it names the tree after the socket
-  persist.close(self)
+end
+local function finish_step(self, what, fn, ...)
+  local ok, err = pcall(fn, ...)
+  if not ok then self:log(string.format("shutdown: %s failed: %s", what, tostring(err))) end
+end
+function Sup:finish(code)
+  if self.finished then return end
+  self.finished = true
+  local _ <close> = Sup.own_budget()
+  if self.escalate_timer then self.escalate_timer:stop() self.escalate_timer = nil end
+  finish_step(self, "removing the heartbeat tables", finish_tables, self)
+  -- cgroup.close before persist.close: it names the tree after the socket.
+  finish_step(self, "removing the cgroups", cgroup.close, self)
+  finish_step(self, "closing the state record", persist.close, self)
   self:release()
-  self:serve_http(nil, false)
+  finish_step(self, "closing the HTTP endpoint", self.serve_http, self, nil, false)
   orch._exit_hook(self, nil)
   self.exit(code)
 end
@@ -438,20 +479,31 @@ function Sup:shutdown(code)
   if not self.shutdown_task then
     local all = self:all_instances()
     -- The first layer's stop signals before anything else of the shutdown
-    -- (its stop below then makes no second pass).
+    -- (its stop below then makes no second pass; the budget's own call
+    -- after them: 0.1 us).
     local signalled = graph.signal_early(self, all)
+    local _ <close> = Sup.own_budget()
     for _, inst in ipairs(all) do
       if inst.state == "fatal" and inst.want then self.fatal_at_exit = true end
       inst.want = false
     end
     self.shutdown_code = code
-    self.shutdown_task = orch.task(function()
-      self:stop_ordered(all, signalled)
+    self.shutdown_task = Sup.own_budget(orch.task(function()
+      -- The last resort of a stop that failed (a bug, or user code it ran
+      -- inline past even the stop's budget): KILL to every service, and the
+      -- exit ESCALATE_GRACE later whatever is left. Not in the resume that
+      -- failed: past the budget, its every instruction raises.
+      local ok, err = pcall(self.stop_ordered, self, all, signalled)
+      if not ok then
+        orch.sleep(0)
+        self:log("the shutdown's stop failed: " .. tostring(err) .. ": killing every service")
+        return self:escalate()
+      end
       local status = self.shutdown_code or self:exit_status()
       self:log(status == 0 and "every service is stopped" or
         string.format("every service is stopped (exit status %d)", status))
       self:finish(status)
-    end)
+    end))
   end
   return self.shutdown_task
 end
@@ -464,12 +516,14 @@ function Sup:escalate()
   self.escalated = true
   self.killed = true
   if not self.shutdown_task then self:shutdown() end
+  local _ <close> = Sup.own_budget()
   for _, inst in ipairs(self:all_instances()) do
     local run = inst.run
-    if run and run.alive then inst:send(run, "KILL", true) end
+    if run and run.alive then pcall(inst.send, inst, run, "KILL", true) end
   end
   if self.escalate_timer or self.finished then return end
   self.escalate_timer = orch.timer.after(ESCALATE_GRACE, function()
+    local _ <close> = Sup.own_budget()
     self.escalate_timer = nil
     if self.finished then return end
     for _, inst in ipairs(self:all_instances()) do
