@@ -20,6 +20,7 @@
  */
 #include "cgroup.h"
 #include "cgroup_int.h"
+#include "procfs.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -295,7 +296,7 @@ int orch__cg_of(pid_t pid, int ctl, char *buf, size_t size) {
   char p[64], *text;
   int r;
   if (pid) {
-    snprintf(p, sizeof p, "/proc/%d/cgroup", (int)pid);
+    if ((r = orch__procfs_pid_path(pid, "cgroup", p, sizeof p)) < 0) return r;
     r = read_all_at(AT_FDCWD, p, &text);
   } else {
     if (!self_cgroup && (r = read_all_at(AT_FDCWD, "/proc/self/cgroup", &self_cgroup)) < 0) return r;

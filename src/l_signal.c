@@ -261,6 +261,9 @@ static int signal_kill(lua_State *L) {
   int r = orch__kill(pid, sig, 0, (unsigned long long)start);
   if (r < 0) {
     if (r == -ESRCH && start) return orch__failf(L, "ESRCH", "kill: pid %d is gone or was reused", (int)pid);
+    if (r == -EXDEV && start)
+      return orch__failf(L, "EXDEV", "kill: refusing to signal pid %d: its start time cannot be checked "
+                         "(/proc is another pid namespace's)", (int)pid);
     return orch__kill_fail(L, "kill", pid, 0, r);
   }
   lua_pushboolean(L, 1);

@@ -15,7 +15,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* In liborch (src/fdlimit.c), absent from liborch_heartbeat: at EMFILE a
@@ -114,13 +116,83 @@ int orch__procfs_parse_stat(const char *text, size_t len, orch__procfs_stat *st)
   return 0;
 }
 
+/* ---------------------------------------------------------------- another namespace's /proc */
+
+/* In a pid namespace without a /proc of its own (`unshare --pid --fork`
+ * without --mount-proc, a container that bind-mounts the host's), /proc
+ * shows another namespace's processes: /proc/4711 is not our pid 4711, and
+ * a start time read there is a stranger's. /proc/self still names the
+ * reader (the kernel resolves it), as the number it has in /proc's
+ * namespace: it differs from getpid() exactly then. Asked again after a
+ * fork (another pid, the same answer). */
+static pid_t foreign_for;
+static int foreign_is;
+
+int orch__procfs_foreign(void) {
+  pid_t me = getpid();
+  if (foreign_for == me) return foreign_is;
+  char link[32];
+  ssize_t n = readlink("/proc/self", link, sizeof link - 1);
+  int is = 0;
+  if (n > 0) {
+    link[n] = 0;
+    is = atoi(link) != (int)me;
+  }
+  foreign_is = is;
+  foreign_for = me;
+  return is;
+}
+
+/* The number /proc knows pid by: pid itself with a /proc of our own;
+ * otherwise "self" for orch, and for another process the Pid: line of a
+ * pidfd's fdinfo (the pidfd names our pid's process; the kernel writes its
+ * number in the namespace of the /proc it is read from). -EXDEV when /proc
+ * cannot show it (it is not in /proc's namespace, or no pidfd: then nothing
+ * read there could be checked to be pid's). */
+static int proc_name(pid_t pid, char *out, size_t cap) {
+  if (!orch__procfs_foreign()) {
+    snprintf(out, cap, "%d", (int)pid);
+    return 0;
+  }
+  if (pid == getpid()) {
+    snprintf(out, cap, "self");
+    return 0;
+  }
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) return errno == ESRCH ? -ESRCH : -EXDEV;
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+  ssize_t n = orch__procfs_read(path, buf, sizeof buf);
+  close(fd);
+  if (n < 0) return -EXDEV;
+  const char *p = strstr(buf, "\nPid:");
+  long v = p ? strtol(p + 5, NULL, 10) : 0;
+  /* 0: not in /proc's namespace; -1: it ended since the pidfd was made. */
+  if (v == -1) return -ESRCH;
+  if (v <= 0) return -EXDEV;
+  snprintf(out, cap, "%ld", v);
+  return 0;
+}
+
+int orch__procfs_pid_path(pid_t pid, const char *file, char *out, size_t cap) {
+  char name[24];
+  if (pid <= 0) return -ESRCH;
+  int r = proc_name(pid, name, sizeof name);
+  if (r < 0) return r;
+  int n = snprintf(out, cap, "/proc/%s/%s", name, file);
+  return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
 int orch__procfs_read_stat(pid_t pid, orch__procfs_stat *st) {
   char path[64], buf[2048];
-  if (pid <= 0) return -ESRCH;
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int r = orch__procfs_pid_path(pid, "stat", path, sizeof path);
+  if (r < 0) return r;
   ssize_t n = orch__procfs_read(path, buf, sizeof buf);
   if (n < 0) return (int)n;
-  return orch__procfs_parse_stat(buf, (size_t)n, st);
+  r = orch__procfs_parse_stat(buf, (size_t)n, st);
+  /* Its parent, group and session are numbers of /proc's namespace. */
+  if (r == 0 && orch__procfs_foreign()) st->ppid = st->pgid = st->sid = -1;
+  return r;
 }
 
 int orch__procfs_start_time(pid_t pid, unsigned long long *ticks) {
@@ -133,14 +205,15 @@ int orch__procfs_start_time(pid_t pid, unsigned long long *ticks) {
 int orch__procfs_ppid(pid_t pid, pid_t *ppid) {
   orch__procfs_stat st;
   int r = orch__procfs_read_stat(pid, &st);
+  if (r == 0 && st.ppid < 0) r = -EXDEV;
   if (r == 0) *ppid = (pid_t)st.ppid;
   return r;
 }
 
 int orch__procfs_uid(pid_t pid, uint32_t *uid) {
   char path[64], buf[4096];
-  if (pid <= 0) return -ESRCH;
-  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  int r = orch__procfs_pid_path(pid, "status", path, sizeof path);
+  if (r < 0) return r;
   ssize_t n = orch__procfs_read(path, buf, sizeof buf);
   if (n < 0) return (int)n;
   const char *u = strstr(buf, "\nUid:");

@@ -58,6 +58,18 @@ ORCH__HIDDEN int orch__procfs_ppid(pid_t pid, pid_t *ppid);
 /* The real uid of pid (the first number of /proc/PID/status's Uid: line). */
 ORCH__HIDDEN int orch__procfs_uid(pid_t pid, uint32_t *uid);
 
+/* 1 when /proc is another pid namespace's (/proc/self is not getpid()):
+ * the functions above then read pid's files through the number /proc knows
+ * it by (a pidfd's fdinfo), and fail with -EXDEV where /proc cannot show it
+ * or no pidfd can be made; parent, group and session read -1 (numbers of
+ * /proc's namespace) and orch__procfs_ppid fails with -EXDEV. */
+ORCH__HIDDEN int orch__procfs_foreign(void);
+
+/* The path of pid's /proc file `file` ("cgroup", "cmdline", "fd"): through
+ * the number /proc knows pid by (see orch__procfs_foreign). 0 or -errno
+ * (-EXDEV: /proc cannot show pid). */
+ORCH__HIDDEN int orch__procfs_pid_path(pid_t pid, const char *file, char *out, size_t cap);
+
 /* Reads a small file whole into buf (at most cap - 1 bytes, then a NUL).
  * Returns the length or -errno (-ESRCH for a /proc/PID file that is gone). */
 ORCH__HIDDEN ssize_t orch__procfs_read(const char *path, char *buf, size_t cap);

@@ -148,6 +148,9 @@ static int proc_children(lua_State *L) {
   pid_t pid = check_pid(L, 1);
   no_more_args(L, 1);
   char path[96];
+  /* The children files list numbers of /proc's namespace. */
+  if (orch__procfs_foreign())
+    return orch__failf(L, "EXDEV", "proc.children: /proc is another pid namespace's (it lists other numbers)");
   snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
   DIR *d = opendir(path);
   if (!d) return orch__fail(L, "proc.children", errno == ENOENT ? ESRCH : errno);
@@ -191,7 +194,8 @@ static int proc_fd_count(lua_State *L) {
   pid_t pid = check_pid(L, 1);
   no_more_args(L, 1);
   char path[64];
-  snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+  int pr = orch__procfs_pid_path(pid, "fd", path, sizeof path);
+  if (pr < 0) return orch__fail(L, "proc.fd_count", -pr);
   /* Linux 6.2 and later give orch's own count as the directory's size
    * without listing it (a listing costs a dentry per fd: about 1 ms at a
    * thousand fds, in every /metrics scrape). Earlier kernels say 0. Only
@@ -221,7 +225,8 @@ static int proc_sockets(lua_State *L) {
   pid_t pid = check_pid(L, 1);
   no_more_args(L, 1);
   char path[64];
-  snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+  int pr = orch__procfs_pid_path(pid, "fd", path, sizeof path);
+  if (pr < 0) return orch__fail(L, "proc.sockets", -pr);
   int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return orch__fail(L, "proc.sockets", errno == ENOENT ? ESRCH : errno);
   DIR *d = fdopendir(dfd);
@@ -379,7 +384,7 @@ static int diag_listeners(lua_State *L, int family, long port, lua_Integer *n) {
 static int same_netns(pid_t pid) {
   char path[64];
   struct stat a, b;
-  snprintf(path, sizeof path, "/proc/%d/ns/net", (int)pid);
+  if (orch__procfs_pid_path(pid, "ns/net", path, sizeof path) < 0) return 0;
   if (stat("/proc/self/ns/net", &a) < 0 || stat(path, &b) < 0) return 0;
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
@@ -399,7 +404,8 @@ static int proc_tcp_listeners(lua_State *L) {
   no_more_args(L, 2);
   if (pid) {
     char path[64];
-    snprintf(path, sizeof path, "/proc/%d", (int)pid);
+    int pr = orch__procfs_pid_path(pid, "", path, sizeof path);
+    if (pr < 0) return orch__fail(L, "proc.tcp_listeners", -pr);
     struct stat st;
     if (stat(path, &st) < 0) return orch__fail(L, "proc.tcp_listeners", errno == ENOENT ? ESRCH : errno);
   }
@@ -421,8 +427,10 @@ static int proc_tcp_listeners(lua_State *L) {
   };
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     char path[64];
-    if (pid) snprintf(path, sizeof path, "/proc/%d/net/%s", (int)pid, files[i].name);
-    else snprintf(path, sizeof path, "/proc/self/net/%s", files[i].name);
+    char file[16];
+    snprintf(file, sizeof file, "net/%s", files[i].name);
+    if (!pid) snprintf(path, sizeof path, "/proc/self/%s", file);
+    else if (orch__procfs_pid_path(pid, file, path, sizeof path) < 0) continue;
     int r = push_file(L, path);
     if (r < 0) {
       /* No IPv6 in this kernel: tcp6 is missing, tcp is enough. */
@@ -676,8 +684,7 @@ static int proc_info(lua_State *L) {
   }
   /* cmdline: NUL-separated arguments; empty for kernel threads and zombies. */
   lua_newtable(L);
-  snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = orch__procfs_pid_path(pid, "cmdline", path, sizeof path) < 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -776,6 +783,11 @@ static int proc_wait_exit(lua_State *L) {
   if (start) {
     unsigned long long t = 0;
     int r = orch__procfs_start_time(pid, &t);
+    if (r == -EXDEV) {
+      close(fd);
+      return orch__failf(L, "EXDEV", "proc.wait_exit: cannot check pid %d's start time (/proc is another pid namespace's)",
+                         (int)pid);
+    }
     if (r < 0 || t != (unsigned long long)start) {
       /* The pid names another process now (or none): the one asked for is
        * gone. */
@@ -839,6 +851,16 @@ static int proc_subreaper(lua_State *L) {
   return 1;
 }
 
+/* orch.proc.procfs(): "own" when /proc is this pid namespace's, "foreign"
+ * when it is another's (orch__procfs_foreign), "absent" without one. */
+static int proc_procfs(lua_State *L) {
+  no_more_args(L, 0);
+  if (orch__procfs_foreign()) lua_pushliteral(L, "foreign");
+  else if (access("/proc/self/stat", F_OK) == 0) lua_pushliteral(L, "own");
+  else lua_pushliteral(L, "absent");
+  return 1;
+}
+
 void orch__procscan_register(lua_State *L) {
   static const luaL_Reg fdhold_meta[] = { {"__gc", fdhold_gc}, {NULL, NULL} };
   orch__newclass(L, FDHOLD_MT, NULL, fdhold_meta);
@@ -849,7 +871,7 @@ void orch__procscan_register(lua_State *L) {
     {"is_child", proc_is_child}, {"user_ids", proc_user_ids}, {"can_access", proc_can_access},
     {"read_pidfile", proc_read_pidfile}, {"info", proc_info}, {"list", proc_list},
     {"start_time", orch__proc_start_time}, {"wait_exit", proc_wait_exit}, {"subreaper", proc_subreaper},
-    {"stat", proc_stat},
+    {"stat", proc_stat}, {"procfs", proc_procfs},
     {NULL, NULL}
   };
   luaL_setfuncs(L, fns, 0);

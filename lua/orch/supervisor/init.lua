@@ -1035,6 +1035,14 @@ local function new(main)
 
   run_body = function()
     sup.handle_signals()
+    -- A pid namespace without a /proc of its own: said once (and in every
+    -- status), since what orch reads there goes through pidfds and some of
+    -- it cannot be read at all.
+    if not S.procfs_note and orch.proc.procfs() == "foreign" then
+      S.procfs_note = "/proc is another pid namespace's (unshare --pid without --mount-proc?): "
+        .. "processes are looked up there through pidfds; a kill whose process cannot be checked is refused"
+      S:log(S.procfs_note)
+    end
     -- orch.exit(code) stops every service first (lua/orch/init.lua).
     if not S.finished then
       orch._exit_hook(S, function(code)

@@ -381,6 +381,7 @@ function M.table(S, insts, defer)
   end
   local out = rows:text()
   local notes = format.status_notes(#insts > 0 and S.cgroup_off or nil, where)
+  if S.procfs_note then notes[#notes + 1] = S.procfs_note end
   if stale > 0 then
     notes[#notes + 1] = string.format("RSS and CPU of %d service%s: %s; being read again",
       stale, stale == 1 and "" or "s",
