@@ -90,11 +90,11 @@ describe("a pid namespace without its own /proc", function()
       local init = assert(orch.spawn { "unshare", "--pid", "--fork", "sh", "-c",
         '"$0" run --socket "$1" "$2/policy.lua" >"$2/out1" 2>"$2/err1"; exec sleep 1000', h.bin, sock, dir,
         stdout = "null", stderr = "null" })
-      local second
+      local second, nsinit
       local ok, e = pcall(function()
         before = u.until_true(status, "the first orch's services")
         -- unshare's child is the namespace's PID 1, the shell; orch its child.
-        local nsinit = u.until_true(function() return h.children(init.pid)[1] end, "the namespace's PID 1")
+        nsinit = u.until_true(function() return h.children(init.pid)[1] end, "the namespace's PID 1")
         local first = u.until_true(function() return h.children(nsinit)[1] end, "the first orch")
         -- Not before the fd holder holds both log pipes (it starts after the
         -- services): one killed before it did is no case of adoption.
@@ -113,9 +113,14 @@ describe("a pid namespace without its own /proc", function()
         code = second:wait(60)
       end)
       if second and second:wait(0) == nil then second:kill("KILL") second:wait() end
-      -- The namespace (the services too) ends with its PID 1.
-      init:kill("KILL")
-      init:wait()
+      -- The namespace (the services too) ends with its PID 1 (unshare's
+      -- child: a KILL of unshare itself would leave it running).
+      nsinit = nsinit or h.children(init.pid)[1]
+      if nsinit then orch.kill(nsinit, "KILL") end
+      if not init:wait(30) then
+        init:kill("KILL")
+        init:wait()
+      end
       if not ok then error(e, 0) end
     end, 150)
     err = h.slurp(dir .. "/err2")
