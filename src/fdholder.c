@@ -67,6 +67,7 @@
 
 #define PART 200             /* descriptors per reply datagram (the kernel allows 253) */
 #define MAX_PASS_FDS ORCH_MAX_PASS_FDS
+#define TRIM_AT 4096         /* a datagram this large is followed by a malloc_trim */
 
 static const char usage[] =
   "usage: orch fdholder SOCKET ORCH_PID ORCH_START [CGROUP LOCK]\n"
@@ -489,7 +490,8 @@ static int receive(char **buf, size_t *cap) {
   if (have_cred && cred.uid == uid) {
     json_t *m = json_loadb(*buf, (size_t)n < want ? (size_t)n : want, 0, NULL);
     const json_t *op = json_object_get(m, "op");
-    if (jis_str(op, "hello")) on_hello(m, &cred, &from, fromlen);
+    int hello = jis_str(op, "hello");
+    if (hello) on_hello(m, &cred, &from, fromlen);
     else if (have_last && cred.pid == last_pid) {
       if (jis_str(op, "put")) on_put(m, fds, nfds);
       else if (jis_str(op, "drop")) on_drop(m);
@@ -502,8 +504,13 @@ static int receive(char **buf, size_t *cap) {
     json_decref(m);
     /* The parse's many small nodes (a put of 200 entries: about 60 KiB)
      * were freed between the entries kept: give the whole free pages back,
-     * or the heap stays at the size of the largest parse. */
-    malloc_trim(0);
+     * or the heap stays at the size of the largest parse; so too after a
+     * hello's reply (the JSON of up to 200 entries a part). Not after a
+     * small datagram (a restart's put of one pipe: under a KiB of nodes,
+     * reused by the next): its trim was three madvise calls and the page
+     * faults that made those pages again, a third of the holder's CPU in
+     * every restart, while the new process execs. */
+    if (hello || (size_t)n > TRIM_AT) malloc_trim(0);
   }
   /* Whatever came and was not taken is closed now. */
   for (int i = 0; i < nfds; i++)
