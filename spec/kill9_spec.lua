@@ -1278,6 +1278,97 @@ orch.task(function() orch.sleep(1e6) end)
     end
   end)
 
+  -- Sets the holder's soft fd limit to 3 (every fd it could get is taken);
+  -- returns the limit it had, to put back.
+  local function lower_fd_limit(holder)
+    local soft = slurp("/proc/" .. holder .. "/limits"):match("Max open files%s+(%d+)")
+    assert.is_true(os.execute("prlimit --pid " .. holder .. " --nofile=3:"))
+    return soft
+  end
+
+  it("says on orch's stderr which log pipes its fd holder could not hold (its fd limit); the next orch restarts those", function()
+    -- The holder at an fd limit below the descriptors it has: the next
+    -- put's pipe is cut from the datagram (MSG_CTRUNC) and orch, whose send
+    -- succeeded, believes it held. The holder says so, with the name; after
+    -- a kill -9 the next orch adopts a (held) and restarts d (not held).
+    local t = new_test(false, [[
+local sup = require "orch.supervisor"
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end }
+sup.service{ name = "a", cmd = { "sleep", "600" }, log = { dir = DIR } }
+sup.service{ name = "d", cmd = { "sleep", "600" }, log = { dir = DIR }, autostart = false }
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]])
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local a1, holder = a_held(t)
+      t.extra[#t.extra + 1] = a1
+      -- Its soft limit only, put back once it has refused d's pipe: after
+      -- the kill it needs fds to watch its services.
+      local soft = lower_fd_limit(holder)
+      local code, _, cerr = ctl(t, "start", "d")
+      assert.are.equal(0, code, cerr)
+      local s = status(t)
+      t.extra[#t.extra + 1] = s.d.pid
+      local line = until_true(function()
+        return slurp(t.runs[1].err):match("orch fdholder: put: [^\n]*")
+      end, "the holder to say what it could not hold")
+      assert.are.equal("orch fdholder: put: 1 of 1 pipes not held (their descriptors were cut from the "
+        .. "datagram: the holder's fd limit): d", line)
+      assert.is_false(holds_pipes(holder, { s.d.pid }))
+      assert.is_true(os.execute("prlimit --pid " .. holder .. " --nofile=" .. soft .. ":"))
+      kill9(pid1)
+      until_true(function() return gone(pid1) end, "orch to die")
+      local pid2 = run(t)
+      local s2 = until_true(function()
+        local x = status(t)
+        return x.a and x.d and x.a.state == "running" and x.d.state == "running" and x.d.pid ~= s.d.pid and x
+      end, "a adopted, d restarted")
+      t.extra[#t.extra + 1] = s2.d.pid
+      assert.are.equal(a1, s2.a.pid)
+      assert.truthy(slurp(t.runs[2].err):find("d: its log pipe had not reached the fd holder", 1, true))
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. diagnosis(t), 0) end
+  end)
+
+  it("a holder at its fd limit when its orch dies keeps the pipes it cannot watch; the next orch adopts them", function()
+    -- Without an orch the holder watches each service (a pidfd) to drop the
+    -- pipes of those gone; a watch it cannot open for want of fds is no end:
+    -- dropping the pipe would kill the live service at its next write.
+    local t = new_test(true, [[
+local sup = require "orch.supervisor"
+sup.configure{ log = function(m) io.stderr:write("sup: ", m, "\n") end }
+sup.service{ name = "a", cmd = { "sh", "-c", 'while :; do echo "$$ line"; sleep 0.02; done', DIR .. "/a" },
+  log = { dir = DIR } }
+sup.run()
+orch.task(function() orch.sleep(1e6) end)
+]])
+    local ok, err = pcall(function()
+      local pid1 = run(t)
+      local a1, holder = a_held(t)
+      local soft = lower_fd_limit(holder)
+      kill9(pid1)
+      until_true(function() return slurp(t.runs[1].err):find("orch fdholder: cannot watch 1 services", 1, true) end,
+        "the holder to say it cannot watch a")
+      assert.is_true(alive(holder), "the holder ended")
+      assert.is_true(holds_pipes(holder, { a1 }))
+      assert.is_true(os.execute("prlimit --pid " .. holder .. " --nofile=" .. soft .. ":"))
+      local pid2 = run(t)
+      local s2 = until_true(function()
+        local x = status(t)
+        return x.a and x.a.state == "running" and x
+      end, "a running again")
+      assert.are.equal(a1, s2.a.pid)
+      assert.are.same({ a1 }, procs_with(t.dir .. "/a"))
+      assert.is_nil(slurp(t.runs[2].err):find("a: its log pipe", 1, true), slurp(t.runs[2].err))
+      shutdown(t, pid2)
+    end)
+    cleanup(t)
+    if not ok then error(tostring(err) .. "\n" .. diagnosis(t), 0) end
+  end)
+
   it("a holder that does not answer is killed and replaced; what it held is restarted, once", function()
     local t = new_test(true)
     local ok, err = pcall(function()

@@ -249,16 +249,35 @@ static int hold(const char *name, size_t len, long long pid, long long start, in
 
 /* ---------------------------------------------------------------- processes */
 
+/* Whether err says "no fd or memory now" (the holder at its fd limit):
+ * a watch that failed so is tried again later, never taken for an end. */
+static int transient(int err) { return err == EMFILE || err == ENFILE || err == ENOMEM; }
+
+static int retry_watch;   /* a watch failed for want of fds: poll again in a while */
+
 /* A pidfd on the process pid started at start (0: any start), readable
  * once it exits; W_GONE when it is gone already (or cannot be watched,
- * which counts as gone), W_NEVER when pid or start cannot name a process. */
+ * which counts as gone), W_NEVER when pid or start cannot name a process,
+ * W_NONE when it could not be looked at for want of fds or memory (the
+ * holder's fd limit: dropping its pipe then would kill a live service
+ * with SIGPIPE; retry_watch is set). */
 static int watch_process(long long pid, long long start) {
   if (pid <= 0 || pid > INT_MAX || start < 0) return W_NEVER;
   int fd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
-  if (fd < 0) return W_GONE;
+  if (fd < 0) {
+    if (!transient(errno)) return W_GONE;
+    retry_watch = 1;
+    return W_NONE;
+  }
   if (start) {
     unsigned long long t = 0;
-    if (orch__procfs_start_time((pid_t)pid, &t) < 0 || t != (unsigned long long)start) {
+    int r = orch__procfs_start_time((pid_t)pid, &t);
+    if (r < 0 && transient(-r)) {
+      close(fd);
+      retry_watch = 1;
+      return W_NONE;
+    }
+    if (r < 0 || t != (unsigned long long)start) {
       close(fd);
       return W_GONE;
     }
@@ -317,12 +336,16 @@ static void serve_orch(long long pid, long long start) {
 
 /* Without an orch, a pipe is worth holding only while its service lives:
  * watch every held service, and drop the pipes of those gone. */
+static int said_unwatched;   /* the want of fds to watch with was said */
+
 static void watch_services(void) {
+  size_t unwatched = 0;
   for (size_t i = 0; i < nbuckets; i++) {
     entry **pe = &buckets[i];
     while (*pe) {
       entry *e = *pe;
       if (e->watch == W_NONE) e->watch = watch_process(e->pid, e->start);
+      if (e->watch == W_NONE) unwatched++;
       if (e->watch == W_GONE) {
         *pe = e->next;
         nheld--;
@@ -332,6 +355,10 @@ static void watch_services(void) {
       }
     }
   }
+  if (unwatched && !said_unwatched)
+    say("cannot watch %zu services for want of fds (the holder's fd limit): their pipes are kept, "
+        "tried again each second", unwatched);
+  said_unwatched = unwatched > 0;
 }
 
 static int by_name(const void *a, const void *b) {
@@ -433,22 +460,45 @@ static void on_hello(const json_t *m, const struct ucred *cred,
   reply_held(from, fromlen);
 }
 
-static void on_put(const json_t *m, int *fds, int nfds) {
+/* A put: each entry's pipe held under its name. A pipe that did not come
+ * (the receive was cut short: MSG_CTRUNC, the holder at its fd limit) or
+ * could not be kept (no memory) is not held, and orch believes it is (its
+ * send succeeded): said on stderr, orch's own, with the names, so that a
+ * service the next orch restarts instead of adopting after a kill -9 of
+ * this one ("its log pipe had not reached the fd holder") has its cause
+ * on record. */
+static void on_put(const json_t *m, int *fds, int nfds, int ctrunc) {
   const json_t *list = json_object_get(m, "entries"), *e;
-  size_t i;
+  size_t i, lost = 0, nomem = 0;
+  char names[256];
+  size_t used = 0;
+  names[0] = 0;
   if (!json_is_array(list)) return;
   json_array_foreach(list, i, e) {
-    if (i >= (size_t)nfds || fds[i] < 0 || !json_is_object(e)) continue;
+    if (!json_is_object(e)) continue;
     const json_t *name = json_object_get(e, "name");
     long long pid, start;
     if (!json_is_string(name) || !jint(json_object_get(e, "pid"), &pid)
         || !jint(json_object_get(e, "start"), &start)) continue;
-    if (hold(json_string_value(name), json_string_length(name), pid, start, fds[i]) < 0) {
-      say("put: %s", reason(ENOMEM));
+    int got = i < (size_t)nfds && fds[i] >= 0;
+    if (got && hold(json_string_value(name), json_string_length(name), pid, start, fds[i]) == 0) {
+      fds[i] = -1;
       continue;
     }
-    fds[i] = -1;
+    if (got) nomem++;
+    lost++;
+    if (used + 3 < sizeof names) {
+      int w = snprintf(names + used, sizeof names - used, "%s%.*s", used ? ", " : "",
+                       (int)json_string_length(name), json_string_value(name));
+      used = w < 0 ? sizeof names : used + (size_t)w;
+      if (used >= sizeof names) memcpy(names + sizeof names - 4, "...", 4);
+    }
   }
+  if (lost)
+    say("put: %zu of %zu pipes not held (%s): %s", lost, json_array_size(list),
+        nomem == lost ? reason(ENOMEM)
+        : ctrunc ? "their descriptors were cut from the datagram: the holder's fd limit"
+        : "fewer descriptors than entries came", names);
 }
 
 static void on_drop(const json_t *m) {
@@ -478,8 +528,8 @@ static int receive(char **buf, size_t *cap) {
   struct sockaddr_un from;
   socklen_t fromlen = 0;
   struct ucred cred;
-  int have_cred, fds[MAX_PASS_FDS], nfds;
-  ssize_t n = orch__dgram_recv(sock, *buf, want, &from, &fromlen, &cred, &have_cred, fds, MAX_PASS_FDS, &nfds, NULL);
+  int have_cred, fds[MAX_PASS_FDS], nfds, ctrunc = 0;
+  ssize_t n = orch__dgram_recv(sock, *buf, want, &from, &fromlen, &cred, &have_cred, fds, MAX_PASS_FDS, &nfds, &ctrunc);
   if (n < 0) {
     if (n == -EAGAIN || n == -EWOULDBLOCK) return 0;
     say("recv: %s", reason((int)-n));
@@ -493,7 +543,7 @@ static int receive(char **buf, size_t *cap) {
     int hello = jis_str(op, "hello");
     if (hello) on_hello(m, &cred, &from, fromlen);
     else if (have_last && cred.pid == last_pid) {
-      if (jis_str(op, "put")) on_put(m, fds, nfds);
+      if (jis_str(op, "put")) on_put(m, fds, nfds, ctrunc);
       else if (jis_str(op, "drop")) on_drop(m);
       else if (jis_str(op, "bye")) {
         serving = 0;
@@ -615,6 +665,7 @@ int orch__fdholder_main(const char *path, const char *pid_arg, const char *start
       orphaned = 1;
       break;
     }
+    if (serving && cur_watch == W_NONE) cur_watch = watch_process(cur_pid, cur_start);
     /* The socket, the signals, the orch and (without an orch) the services. */
     if (pcap < nheld + 3) {
       size_t n = (nheld + 3) * 2;
@@ -635,8 +686,10 @@ int orch__fdholder_main(const char *path, const char *pid_arg, const char *start
           pent[np] = e;
           pfd[np++] = (struct pollfd){ .fd = e->watch, .events = POLLIN };
         }
-    int k;
-    do k = poll(pfd, (nfds_t)np, serving && cur_watch == W_GONE ? 0 : -1); while (k < 0 && errno == EINTR);
+    /* A watch that failed for want of fds is tried again each second. */
+    int k, wait_ms = serving && cur_watch == W_GONE ? 0 : retry_watch ? 1000 : -1;
+    retry_watch = 0;
+    do k = poll(pfd, (nfds_t)np, wait_ms); while (k < 0 && errno == EINTR);
     if (k < 0) {
       say("poll: %s", reason(errno));
       break;
