@@ -587,7 +587,8 @@ describe("after a kill -9, a policy that takes every fd before sup.run", functio
       local ok, rec = pcall(cjson.decode, h.slurp(o.sock .. ".state"))
       return ok and type(rec) == "table" and type(rec.instances) == "table" and rec.instances[1]
         and math.tointeger(rec.instances[1].pid) == a.pid and type(rec.holder) == "table"
-    end, "the record to name a and the fd holder")
+        and h.holds_pipes(math.tointeger(rec.holder.pid), { a.pid })
+    end, "the record to name a and the fd holder, and the holder to hold a's log pipe")
     os.execute("kill -KILL " .. o.pid)
     u.until_true(function() return h.slurp("/proc/" .. o.pid .. "/stat") == "" end, "orch gone")
     o2 = start("128:128", policy, { ORCH_TEST_TAKE = "1" }, o)

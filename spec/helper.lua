@@ -318,6 +318,20 @@ function h.alive(pid)
   return stat ~= "" and not stat:match("^%d+ %b() Z")
 end
 
+--- Whether process `holder` (an fd holder) holds the pipe that is the
+-- stdout of each pid of pids (its log pipe).
+function h.holds_pipes(holder, pids)
+  local mine = {}
+  for fd in h.sh("ls /proc/" .. holder .. "/fd 2>/dev/null"):gmatch("%d+") do
+    mine[h.sh("readlink /proc/" .. holder .. "/fd/" .. fd .. " 2>/dev/null")] = true
+  end
+  for _, pid in ipairs(pids) do
+    local l = h.sh("readlink /proc/" .. pid .. "/fd/1 2>/dev/null")
+    if not l:match("^pipe:") or not mine[l] then return false end
+  end
+  return true
+end
+
 --- Processes whose environment holds ORCH_SPEC_RUN=token (the mark a spec
 -- gives every process it starts, grandchildren included).
 function h.leftovers(token)

@@ -165,21 +165,7 @@ local function recorded(t)
   return by, r
 end
 
--- Whether process `holder` holds the pipe that is the stdout of each pid.
-local function holds_pipes(holder, pids)
-  local mine = {}
-  local p = io.popen("ls /proc/" .. holder .. "/fd 2>/dev/null")
-  for fd in p:read("a"):gmatch("%d+") do
-    local l = h.sh("readlink /proc/" .. holder .. "/fd/" .. fd .. " 2>/dev/null")
-    mine[l] = true
-  end
-  p:close()
-  for _, pid in ipairs(pids) do
-    local l = h.sh("readlink /proc/" .. pid .. "/fd/1 2>/dev/null")
-    if not l:match("^pipe:") or not mine[l] then return false end
-  end
-  return true
-end
+local holds_pipes = h.holds_pipes
 
 local function holder_of(t)
   local r = record(t)
