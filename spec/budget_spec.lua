@@ -454,6 +454,25 @@ describe("a supervisor's stop with a tiny Lua time budget", function()
     assert.matches("every service is stopped", err, 1, true)
   end)
 
+  it("writes the state record all the same (the supervisor's syncs have its own budget)", function()
+    local o = run_policy([[
+      local sup = require "orch.supervisor"
+      for i = 1, 1000 do sup.service { name = "s" .. i, cmd = { "sleep", "1000" } } end
+    ]], "0.00001")
+    finally(function() clean(o) end)
+    assert.are.equal(1000, #o.pids)
+    -- Its first sync comes after sup.run, under the 10 us budget (the
+    -- record of 1,000 entries was never written).
+    u.until_true(function()
+      local rec = h.slurp(o.dir .. "/ctl.sock.state") or ""
+      local n = 0
+      for _ in rec:gmatch('"name":"s%d+"') do n = n + 1 end
+      return n == 1000
+    end, "the state record to name the 1000 services")
+    local status, err = stopped(o)
+    assert.are.equal(0, status, err)
+  end)
+
   it("ends in layers, with a KILL after a stop timeout", function()
     local o = run_policy([[
       local sup = require "orch.supervisor"
