@@ -41,6 +41,45 @@ describe("orch.run(fn)", function()
     assert.matches("the main task waits for something that can never happen", err, 1, true)
   end)
 
+  it("ends at once when its main task is cancelled, whatever else still runs", function()
+    -- A deadline's guard cancels the main task while another task sleeps
+    -- for a minute and a child runs: the run ends, the other task is
+    -- cancelled (its to-be-closed variable runs), and orch.run says why.
+    local closed, p = false, nil
+    local t0 = orch.now()
+    local ok, err = pcall(orch.run, function()
+      local main = orch.current()
+      orch.task(function()
+        local _ <close> = setmetatable({}, { __close = function() closed = true end })
+        orch.sleep(60)
+      end)
+      p = assert(orch.spawn{ "sleep", "60" })
+      orch.timer.after(0.05, function() main:cancel() end)
+      p:wait()
+    end)
+    assert.is_false(ok)
+    assert.matches("orch.run: the main task was cancelled", err, 1, true)
+    assert.is_true(closed)
+    assert.is_true(orch.now() - t0 < 50, "the run waited for the others")
+    assert.is_true(h.alive(p.pid))
+    orch.kill(p.pid, "KILL")
+    h.run(function() p:wait() end)
+  end)
+
+  it("ends a spec's run at its deadline (h.run), saying where the test waited", function()
+    local function waits_here() orch.sleep(60) end
+    h.on_deadline = function() return "the test's own state" end
+    local ok, err = pcall(h.run, function()
+      orch.task(function() orch.sleep(60) end)
+      waits_here()
+    end, 0.1)
+    h.on_deadline = nil
+    assert.is_false(ok)
+    assert.matches("did not end within its deadline of 0.1s", err, 1, true)
+    assert.matches("in upvalue 'waits_here'", err, 1, true)
+    assert.matches("the test's own state", err, 1, true)
+  end)
+
   it("rejects a non-function", function()
     assert.has_error(function() orch.run(42) end)
   end)

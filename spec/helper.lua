@@ -30,36 +30,57 @@ h.orch = require "orch"
 local orch = h.orch
 local luassert = require "luassert"
 
+-- A failed test may leave children behind (its cleanup was skipped): kill
+-- them so they do not hold the loop of the tests that follow, and reap them
+-- here, their exits taken, so that none of them is a leftover or an exit a
+-- later test's orch.wait_any or wait_group is told of (one failure made
+-- seven in proc_wait_group_spec). In a task.
+local function reap_children()
+  for _, pid in ipairs(h.children()) do orch.kill(pid, "KILL") end
+  pcall(function()
+    h.eventually(function() return #h.children() == 0 end, "the failed test's children reaped", 10)
+    while orch.wait_any(0) do end
+  end)
+end
+
 --- Runs fn(...) as the main task; fails the test if it takes longer than
 -- `deadline` seconds (default 30: machines are loaded, this is a hang guard,
--- not a timing assertion). Returns fn's results, raises its error.
+-- not a timing assertion). Returns fn's results, raises its error. At the
+-- deadline the run ends at once (orch.run ends with its cancelled main
+-- task, whatever else still runs: a supervisor's tasks and children kept the
+-- loop going until the suite's 600 s guard killed busted, its output lost)
+-- and the error says where the test waited, with what h.on_deadline() (a
+-- function a test helper may set) returns about the test's own state.
 function h.run(fn, deadline, ...)
   deadline = deadline or 30
   local args = table.pack(...)
-  return orch.run(function()
-    local main = orch.current()
-    local timed_out = false
+  local late
+  local res = table.pack(pcall(orch.run, function()
+    local main, co = orch.current(), coroutine.running()
     local guard = orch.timer.after(deadline, function()
-      timed_out = true
+      late = ("the test did not end within its deadline of %gs; it waited in: %s"):format(deadline,
+        debug.traceback(co))
+      if h.on_deadline then
+        local ok, more = pcall(h.on_deadline)
+        late = late .. "\n" .. tostring(more)
+        if not ok then late = late .. " (h.on_deadline failed)" end
+      end
       main:cancel()
     end)
-    local res = table.pack(pcall(fn, table.unpack(args, 1, args.n)))
+    local r = table.pack(pcall(fn, table.unpack(args, 1, args.n)))
     guard:stop()
-    if not res[1] then
-      -- A failed test may leave children behind (its cleanup was skipped):
-      -- kill them so they do not hold the loop of the tests that follow,
-      -- and reap them here, their exits taken, so that none of them is a
-      -- leftover or an exit a later test's orch.wait_any or wait_group is
-      -- told of (one failure made seven in proc_wait_group_spec).
-      for _, pid in ipairs(h.children()) do orch.kill(pid, "KILL") end
-      pcall(function()
-        h.eventually(function() return #h.children() == 0 end, "the failed test's children reaped", 10)
-        while orch.wait_any(0) do end
-      end)
-      error(res[2], 0)
+    if not r[1] then
+      reap_children()
+      error(r[2], 0)
     end
-    return table.unpack(res, 2, res.n)
-  end)
+    return table.unpack(r, 2, r.n)
+  end))
+  if late then
+    pcall(orch.run, reap_children)
+    error(late, 0)
+  end
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
 end
 
 local function slurp(path)

@@ -64,8 +64,22 @@ end
 --- Runs fn(sup, logs, dir, output, token) in the loop; afterwards stops every
 -- service and fails if any process of the test is still alive.
 function u.with(fn, deadline)
-  return h.run(function()
-    local s, logs, dir, output, token = u.new()
+  local token
+  local ok, err = pcall(h.run, function()
+    local s, logs, dir, output
+    s, logs, dir, output, token = u.new()
+    -- What a test that passed its deadline leaves to read: each instance's
+    -- state and the supervisor's log.
+    h.on_deadline = function()
+      local t = { "instances:" }
+      for _, inst in ipairs(s.instances()) do
+        local st = (s.status(inst.name) or {})[1] or {}
+        t[#t + 1] = ("  %s %s pid %s"):format(inst.name, tostring(st.state), tostring(st.pid))
+      end
+      t[#t + 1] = "log:"
+      for _, l in ipairs(logs) do t[#t + 1] = "  " .. l end
+      return table.concat(t, "\n")
+    end
     local ok, err = xpcall(fn, debug.traceback, s, logs, dir, output, token)
     s.close()
     -- Killed grandchildren are reaped by whoever adopted them: give them
@@ -80,6 +94,14 @@ function u.with(fn, deadline)
     if #left > 0 then error("processes left behind: " .. table.concat(left, " "), 0) end
     return true
   end, deadline or 60)
+  h.on_deadline = nil
+  if not ok then
+    -- (A run that passed its deadline ended without its cleanup: what the
+    -- test started is killed here.)
+    for _, pid in ipairs(token and u.leftovers(token) or {}) do orch.kill(pid, "KILL") end
+    error(err, 0)
+  end
+  return true
 end
 
 --- The status table of one instance.

@@ -399,7 +399,9 @@ static int core_run(lua_State *L) {
   rt->main_task = t;
   orch__queue_push(t, nargs);
   rt->exiting = 0;
+  rt->host_run = 1;
   orch__run_loop(rt);
+  rt->host_run = 0;
   rt->main_task = NULL;
   if (rt->exiting) {
     int code = rt->exit_code;
@@ -415,7 +417,9 @@ static int core_run(lua_State *L) {
     orch__cancel_leftovers(rt);
     return join_result(L, t, ud);
   }
+  int cancelled = t->status == T_CANCELLED;
   orch__cancel_leftovers(rt);
+  if (cancelled) return luaL_error(L, "orch.run: the main task was cancelled");
   return luaL_error(L, "orch.run: the main task waits for something that can never happen "
                        "(no task is runnable and no handle is active)");
 }

@@ -99,6 +99,7 @@ struct orch_runtime {
   orch__task *current;
   orch__task *main_task;
   int main_ref;             /* registry ref to the main task userdata */
+  int host_run;             /* inside orch.run(fn): the main task's cancel ends the run */
   int running;              /* inside uv_run */
   int exiting, exit_code;
   char *last_error;

@@ -931,6 +931,9 @@ void orch__task_cancel(orch__task *t) {
     lua_settop(t->co, 0);
   }
   task_finish(t);
+  /* orch.run(fn) ends when its main task is cancelled (a deadline's
+   * guard): the other tasks and handles no longer keep it waiting. */
+  if (t == t->rt->main_task && t->rt->host_run) uv_stop(t->rt->loop);
 }
 
 void orch__cancel_leftovers(orch_runtime *rt) {
