@@ -465,6 +465,41 @@ describe("reaping", function()
     end
   end)
 
+  it("through the proc connector: an exit's SIGCHLD does not wake the loop (the exit's event does, and reads the signal's record); a stop's still does, and so does every signal after it", function()
+    local script = h.script(string.format([[
+      local prog = %q
+      local r0 = orch.proc.reaper()
+      local ps = {}
+      for i = 1, 50 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
+      for i = 1, 50 do assert(ps[i]:kill("KILL")) end
+      for i = 1, 50 do assert(select(2, ps[i]:wait()) == "KILL") end
+      local r = orch.proc.reaper()
+      print(r.mode, r.signals - r0.signals, r.connector_exits - r0.connector_exits, r.walks - r0.walks)
+      local p = assert(orch.spawn { prog, "sleep", "100" })
+      local stopped
+      p:on_stop(function(sig) stopped = sig end)
+      assert(p:kill("STOP"))
+      for _ = 1, 3000 do if stopped then break end orch.sleep(0.01) end
+      local r2 = orch.proc.reaper()
+      print("stop", stopped, r2.signals > r.signals, r2.walks > r.walks)
+      assert(p:kill("KILL"))
+      local _, sig = p:wait()
+      -- Its signal's callback may come a loop turn after its event's.
+      for _ = 1, 3000 do if orch.proc.reaper().signals > r2.signals then break end orch.sleep(0.01) end
+      print("exit", sig, orch.proc.reaper().signals > r2.signals)
+    ]], prog))
+    local code, out, err = h.cli({ "run", script })
+    assert.are.equal(0, code, err)
+    if CONNECTOR then
+      assert.are.equal("connector\t0\t50\t0\nstop\tSTOP\ttrue\ttrue\nexit\tKILL\ttrue\n", out)
+    else
+      -- The ring (or pidfds): each exit's signal goes through libuv's handler.
+      local mode, n = out:match("^(%a+)\t(%d+)\t0\t0\nstop\tSTOP\ttrue\ttrue\nexit\tKILL\ttrue\n$")
+      assert.are.equal(FALLBACK, mode, out)
+      assert.is_true(tonumber(n) > 0, out)
+    end
+  end)
+
   it("through the proc connector: other processes' exits on the machine never reach orch (its socket filter drops them in the kernel)", function()
     local dir = h.tmpdir()
     local script = h.script(string.format([[

@@ -695,7 +695,7 @@ static int proc_reaper(lua_State *L) {
   orch__check_nargs(L, 0);
   orch__reaper_stats s;
   orch__proc_reaper_stats(orch__rt(L), &s);
-  lua_createtable(L, 0, 13);
+  lua_createtable(L, 0, 14);
   lua_pushstring(L, s.mode); lua_setfield(L, -2, "mode");
   lua_pushinteger(L, (lua_Integer)s.children); lua_setfield(L, -2, "children");
   lua_pushinteger(L, (lua_Integer)s.pidfds); lua_setfield(L, -2, "pidfds");
@@ -709,6 +709,7 @@ static int proc_reaper(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)s.events); lua_setfield(L, -2, "events");
   lua_pushinteger(L, (lua_Integer)s.overflows); lua_setfield(L, -2, "overflows");
   lua_pushinteger(L, (lua_Integer)s.late_ms); lua_setfield(L, -2, "late_ms");
+  lua_pushinteger(L, (lua_Integer)s.signals); lua_setfield(L, -2, "signals");
   return 1;
 }
 

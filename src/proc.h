@@ -86,11 +86,14 @@ void orch__proc_reap(orch_runtime *rt);
  * proc connector's event (or the SIGCHLD's record) and by a walk; the
  * connector's datagrams read and its overflows (events lost); the late
  * walk's delay (it grows with the number of children); how it
- * watches exits ("connector", "ring", "pidfd" or "walk"). */
+ * watches exits ("connector", "ring", "pidfd" or "walk"); the SIGCHLDs
+ * that woke the loop (with the connector, an exit's does not: its event
+ * does). */
 typedef struct {
   size_t children, pidfds, waits;
   unsigned long long walks, late_walks, pidfd_exits, walk_exits, ring_exits;
   unsigned long long connector_exits, events, overflows;
+  unsigned long long signals;          /* SIGCHLDs that woke the loop */
   unsigned long long late_ms;          /* the late walk's delay now */
   const char *mode;
 } orch__reaper_stats;

@@ -61,6 +61,7 @@ typedef struct {
   int pidfds_off;             /* a child could not get a pidfd: none for any */
   int stops;                  /* a child stopped or continued once */
   unsigned long long walks, late_walks, pidfd_exits, walk_exits, ring_exits;  /* orch.proc.reaper */
+  unsigned long long signals; /* SIGCHLDs through libuv's handler (on_sigchld) */
   orch__child **buckets;
   size_t mask;                /* nbuckets - 1 */
   size_t count;

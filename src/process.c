@@ -394,10 +394,22 @@ static uint64_t late_ms(const proc_state *st) {
 static struct {
   _Atomic unsigned long seq;  /* index + 1 once pid and code are written */
   int pid, code;
+  int quiet;                  /* libuv's handler was not called for it */
 } ring[RING];
 static _Atomic unsigned long ring_head;
 static void (*uv_chld)(int);  /* libuv's handler, which the wrapper calls */
 static int nstates;           /* runtimes with a process table */
+/* Whether an exit's SIGCHLD may leave libuv's handler out (quiet_set):
+ * the connector's event for that exit, which the kernel sends right after
+ * the signal, wakes the loop, and its callback reads the signal's record.
+ * libuv's handler costs the exit three system calls before anything else
+ * runs (a read and a write of its lock pipe, a write to the loop's signal
+ * pipe) and the loop three more after (the pipe's read, then the reaper's
+ * second look at the connector and the pidfds), all on the way from a
+ * service's exit to its restart. Set by the loop thread, for that thread:
+ * a signal another thread (a libuv worker) takes goes through libuv. */
+static _Atomic int quiet;
+static pthread_t quiet_thread;
 /* Orphans may be adopted at any time: orch is pid 1, or has been a
  * subreaper. Process-wide, like both. -1: to be read (getpid, prctl) at the
  * next SIGCHLD, not at each: it is so at first, and again in the child of
@@ -425,13 +437,19 @@ void orch__proc_subreaper(int on) {
   if (on) orphans = 1;
 }
 
+/* (pthread_self reads the thread pointer: safe in a handler with glibc.) */
 static void chld_info(int sig, siginfo_t *si, void *uc) {
   (void)uc;
+  int code = si->si_code;
+  int q = (code == CLD_EXITED || code == CLD_KILLED || code == CLD_DUMPED) &&
+          atomic_load_explicit(&quiet, memory_order_acquire) && orphans == 0 &&
+          pthread_equal(pthread_self(), quiet_thread);
   unsigned long i = atomic_fetch_add_explicit(&ring_head, 1, memory_order_relaxed);
   ring[i % RING].pid = si->si_pid;
-  ring[i % RING].code = si->si_code;
+  ring[i % RING].code = code;
+  ring[i % RING].quiet = q;
   atomic_store_explicit(&ring[i % RING].seq, i + 1, memory_order_release);
-  uv_chld(sig);
+  if (!q) uv_chld(sig);
 }
 
 /* Puts chld_info in front of the handler libuv installed for SIGCHLD (call
@@ -513,6 +531,7 @@ static int explained(proc_state *st) {
     pid_t pid = ring[i].pid;
     int code = ring[i].code;
     st->nrec++;
+    if (ring[i].quiet) st->ncb++;               /* delivered, without a callback */
     if (code == CLD_EXITED || code == CLD_KILLED || code == CLD_DUMPED) {
       orch__child *c = orch__child_find(st->rt, pid);
       if (c && (c->pidfd >= 0 || c->ring_wait)) { c->sig_seen = 1; continue; }   /* its pidfd or wait follows */
@@ -535,6 +554,21 @@ static int explained(proc_state *st) {
   if (orphans || st->stops || nstates > 1) ok = 0;
   if (!st->conn && st->count > st->npidfd + st->nwait) ok = 0;
   return ok;
+}
+
+/* Whether the next exits' SIGCHLDs may leave libuv's handler out: only
+ * where the connector's event follows each of them (subscribed, nothing
+ * lost; no orphan can be adopted, whose exit as a zombie reparented to
+ * orch has no event of orch's; one runtime), and where no signal is
+ * needed for anything else: no walk due (no child stopped or continued
+ * once) and no pid waiting to be waitable (a group leader whose last
+ * thread has not ended yet: its signal comes after its event). */
+static void quiet_set(proc_state *st) {
+  if (orphans < 0 && st->conn) orphans = orphans_now();
+  int q = st->conn && st->hasconn && !st->conn_lost && !st->stops && nstates == 1 &&
+          st->ngone == 0 && orphans == 0;
+  if (q) quiet_thread = pthread_self();
+  atomic_store_explicit(&quiet, q, memory_order_release);
 }
 
 /* An exit the reaper collected: to the child registered for pid, or to the
@@ -588,7 +622,7 @@ static void reap(proc_state *st) {
  * event is checked against the table first: the on_exit of an earlier one
  * may have reaped, forgotten or replaced that child. */
 static void pidfd_reap(proc_state *st) {
-  if (st->epfd < 0) return;
+  if (st->epfd < 0 || st->npidfd == 0) return;
   struct epoll_event ev[64];
   int n;
   do {
@@ -704,6 +738,7 @@ static void conn_drain(proc_state *st) {
 }
 
 static void on_walk(uv_check_t *h);
+static void on_late(uv_timer_t *h);
 
 /* The connector's socket is readable, or in error: libuv stops the handle
  * on an error, which an overflow is (the read clears it), so it is started
@@ -713,6 +748,10 @@ static void on_conn(uv_poll_t *h, int status, int events) {
   proc_state *st = h->data;
   unsigned long long over = st->overflows;
   conn_drain(st);
+  /* The records of the SIGCHLDs that did not wake the loop (quiet: these
+   * are their exits' events), read as on_sigchld reads them. */
+  int fresh = atomic_load_explicit(&ring_head, memory_order_acquire) != st->tail;
+  int ok = !fresh || explained(st);
   gone_reap(st);
   if (status < 0 && st->conn) {
     if (st->overflows != over) {
@@ -724,7 +763,9 @@ static void on_conn(uv_poll_t *h, int status, int events) {
       st->conn_lost = 1;
     }
   }
-  if (st->conn_lost) uv_check_start(&st->walker, on_walk);
+  if (st->conn_lost || !ok) uv_check_start(&st->walker, on_walk);
+  else if (fresh && !uv_is_active((uv_handle_t *)&st->late)) uv_timer_start(&st->late, on_late, late_ms(st), 0);
+  quiet_set(st);
 }
 
 static void walk(proc_state *st) {
@@ -735,12 +776,14 @@ static void walk(proc_state *st) {
 static void on_walk(uv_check_t *h) {
   uv_check_stop(h);
   walk(h->data);
+  quiet_set(h->data);
 }
 
 static void on_late(uv_timer_t *h) {
   proc_state *st = h->data;
   st->late_walks++;
   reap(st);
+  quiet_set(st);
 }
 
 /* SIGCHLD: the children that ended with a pidfd are reaped at once (a
@@ -753,10 +796,12 @@ static void on_sigchld(uv_signal_t *h, int sig) {
   pidfd_reap(st);
   conn_drain(st);
   st->ncb++;
+  st->signals++;
   int ok = explained(st);
   gone_reap(st);
   if (!ok) uv_check_start(&st->walker, on_walk);
   else if (!uv_is_active((uv_handle_t *)&st->late)) uv_timer_start(&st->late, on_late, late_ms(st), 0);
+  quiet_set(st);
 }
 
 void orch__proc_reap(orch_runtime *rt) {
@@ -779,6 +824,7 @@ void orch__proc_reaper_stats(orch_runtime *rt, orch__reaper_stats *s) {
   s->waits = st->nwait;
   s->walks = st->walks;
   s->late_walks = st->late_walks;
+  s->signals = st->signals;
   s->pidfd_exits = st->pidfd_exits;
   s->walk_exits = st->walk_exits;
   s->ring_exits = st->ring_exits;
@@ -919,12 +965,16 @@ static void proc_close_hook(orch_runtime *rt, void *data) {
     for (orch__child *c = st->buckets[i]; c; c = c->next)
       if (c->pidfd >= 0) { close(c->pidfd); c->pidfd = -1; }
   uv_signal_stop(&st->sigchld);
+  atomic_store(&quiet, 0);
   state_close(st);
 }
 
 /* In a fork child: every child in the table belongs to the parent. */
 static void proc_fork_hook(orch_runtime *rt, void *data) {
   proc_state *st = data;
+  /* The parent's connector until the child has one (read again at its
+   * first SIGCHLD). */
+  atomic_store(&quiet, 0);
   for (size_t i = 0; i <= st->mask; i++) {
     orch__child *c = st->buckets[i];
     while (c) {
@@ -1062,6 +1112,7 @@ int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
   chld_wrap();
   uv_unref((uv_handle_t *)&st->sigchld);
   *slot = st;
+  quiet_set(st);
   orch__on_close(rt, proc_close_hook, st);
   orch__on_fork_child(rt, proc_fork_hook, st);
   return 0;
