@@ -9,7 +9,8 @@
 # orch's CPU a restart (/proc/PID/schedstat; its median, and each round's),
 # and per round whether the
 # target of issue 15 (median within 1.1 x C + 0.2 ms) is met. Lua changes
-# only: for A/B of C code run it twice, once per build. AB_SAMPLES (20)
+# only, or NAME=@BUILD2 for orch of another build directory (BUILD2/orch
+# with that tree's own Lua): an A/B of C code in one run. AB_SAMPLES (20)
 # kills a round and kind. AB_STAMPS=1: orch runs restart_stamps.lua
 # (phases.lua stamped) and the medians of the time and of orch's CPU from
 # the exit's callback to orch.spawn's call (before, µs) are printed too.
@@ -32,6 +33,7 @@ one() {                   # kind lua_dir round
   rm -f "$W/ctl.sock"
   if [ "$kind" = c ]; then setsid "$W/minisup" 20 "$W/svc" </dev/null >/dev/null 2>&1 &
   elif [ "$dir" = - ]; then setsid "$BUILD/orch" run "$script" 20 "$W/svc" </dev/null >/dev/null 2>"$W/err" &
+  elif [ "${dir#@}" != "$dir" ]; then setsid "${dir#@}/orch" run "$script" 20 "$W/svc" </dev/null >/dev/null 2>"$W/err" &
   else ORCH_LUA_DIR=$dir setsid "$BUILD/orch" run "$script" 20 "$W/svc" </dev/null >/dev/null 2>"$W/err" &
   fi
   sup=$!
@@ -116,5 +118,15 @@ local c95 = q(s.c and s.c.all, 0.95)
 for i = 2, #kinds do
   local k = kinds[i]
   print(string.format("%-6s p95 / C's p95 = %.2f (target 1.3)", k, q(s[k] and s[k].all, 0.95) / c95))
+end
+-- Two orch kinds: in how many rounds the second's CPU a restart was lower.
+local a, b = cpu[kinds[2]], cpu[kinds[3]]
+if a and b and #kinds == 3 then
+  local lower = 0
+  for r = 1, math.min(#a.rounds, #b.rounds) do
+    if tonumber(b.rounds[r]) < tonumber(a.rounds[r]) then lower = lower + 1 end
+  end
+  print(string.format("%s's cpu/restart lower than %s's in %d of %d rounds", kinds[3], kinds[2], lower,
+    math.min(#a.rounds, #b.rounds)))
 end
 LUA
