@@ -76,7 +76,13 @@ function h.run(fn, deadline, ...)
     return table.unpack(r, 2, r.n)
   end))
   if late then
-    pcall(orch.run, reap_children)
+    -- (Its own main task's cancel ends this run too: what the test left
+    -- open, a service's log pipe held by a process that is not orch's
+    -- child, would keep it waiting as it kept the loop before.)
+    pcall(orch.run, function()
+      reap_children()
+      orch.current():cancel()
+    end)
     error(late, 0)
   end
   if not res[1] then error(res[2], 0) end
