@@ -258,6 +258,46 @@ exec sleep 600
     end)
   end)
 
+  -- The drains' tasks (the one that waits for the parent and completes the
+  -- runs, and each run's own wait) run with the supervisor's own budget, as
+  -- the stop does (Sup.own_budget): under orch's, a completion (the run's
+  -- end: its bookkeeping, its log line) could be interrupted, and that
+  -- run's stop then waited for its whole stop timeout and sent KILL to a
+  -- cgroup already empty (600 services with an escapee each under
+  -- `orch run` with a budget of 10 us: exit status 5 after 15 s, "a stop's
+  -- drain of s121 failed: ... (Lua time budget)").
+  it("drains the escapees of a stop with the supervisor's own Lua time budget, not orch's", function()
+    with_cgroups(function(s, logs, dir, _, token)
+      local base = escapees(s, dir, { { name = "e", numprocs = 2 }, { name = "d", numprocs = 1, depends_on = { "e" } } })
+      local old = orch.set_budget(0.5)
+      local budgets = {}
+      local ok, err = pcall(recording_waits, function() return true end, function(waits)
+        local methods = debug.getregistry()["orch.Cgroup"].__index
+        local recorded = methods.wait_empty
+        methods.wait_empty = function(cg, ...)
+          local t = orch.current()
+          local b = t:set_budget(nil)
+          t:set_budget(b)
+          budgets[#budgets + 1] = b or "orch's"
+          return recorded(cg, ...)
+        end
+        local ok, err = pcall(s.stop, "all")
+        methods.wait_empty = recorded
+        assert(ok, err)
+        -- d's layer: its run's own cgroup; e's, the last: the parent.
+        assert.are.same(2, #waits)
+        assert.are.equal(base, waits[2])
+      end)
+      orch.set_budget(old)
+      assert(ok, err)
+      -- 5 s, the supervisor's own (Sup.own_budget), for each.
+      assert.are.same({ 5, 5 }, budgets)
+      all_stopped(s)
+      assert.is_nil(u.logged(logs, "sending KILL"), table.concat(logs, "\n"))
+      assert.are.same({}, u.leftovers(token))
+    end)
+  end)
+
   it("a stop of all whose parent holds another program's process: the runs wait together, then each for its own", function()
     with_cgroups(function(s, logs, dir, _, token)
       local base = escapees(s, dir, { { name = "e", numprocs = 2 } })

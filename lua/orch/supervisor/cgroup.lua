@@ -810,7 +810,8 @@ end
 -- previous run.
 local function drain_alone(inst, run, done)
   local cg, st = run.cgroup, inst.cfg.stop
-  run:own("drain", orch.task(function()
+  -- (With the supervisor's own budget, as the stop: done() ends the run.)
+  run:own("drain", inst.sup.own_budget(orch.task(function()
     local function say(why) inst:log("cannot wait for its cgroup to empty (%s): reading it every 0.1s", why) end
     -- Frozen processes would take the stop signal only once thawed: a
     -- frozen service's main process killed from outside left its others
@@ -843,7 +844,7 @@ local function drain_alone(inst, run, done)
     end
     run:drop("drain")     -- this task: not cancelled, only forgotten
     done()
-  end), Run.cancel_task)
+  end)), Run.cancel_task)
 end
 
 -- How long the runs of a stop of many wait together (below) for the
@@ -916,7 +917,8 @@ function M.drain(inst, run, done)
   local e = { w = w, run = run, inst = inst, done = done }
   w.pending[e] = true
   run:own("drain", e, apart)
-  if not w.task then w.task = orch.task(together, inst.sup, w) end
+  -- (Its completions end runs: the supervisor's own budget, as the stop's.)
+  if not w.task then w.task = inst.sup.own_budget(orch.task(together, inst.sup, w)) end
 end
 
 -- The end of the stop that made it: no run waits together any more.
