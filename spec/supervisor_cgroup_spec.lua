@@ -65,7 +65,9 @@ end
 -- as names (numprocs, depends_on per name in `defs`); returns once every
 -- escapee has set its traps (a file ready.PID each) and is alone with the
 -- main process in the run's cgroup (three processes: with its sleep).
--- Returns the parent cgroup's path.
+-- Returns the parent cgroup's path. (Their stop timeout is a hang guard:
+-- an escapee no wait released gets KILL after it, and the test fails with
+-- what it recorded well within its own deadline, 60 s, rather than hang.)
 local function escapees(s, dir, defs)
   h.write(dir .. "/esc.sh", [=[
 trap '' TERM
@@ -79,7 +81,7 @@ while :; do wait $p; done
   for _, d in ipairs(defs) do
     names[#names + 1] = d.name
     s.service{ name = d.name, numprocs = d.numprocs, depends_on = d.depends_on, env = { D = dir },
-               cmd = { "/bin/sh", dir .. "/svc.sh" }, stop = { timeout = 60 } }
+               cmd = { "/bin/sh", dir .. "/svc.sh" }, stop = { timeout = 30 } }
   end
   assert(s.start("all"))
   local n = #s.instances()
@@ -239,7 +241,7 @@ exec sleep 600
   end)
 
   it("a stop in layers waits for the parent only in the layer that holds every live run", function()
-    with_cgroups(function(s, _, dir, _, token)
+    with_cgroups(function(s, logs, dir, _, token)
       local base = escapees(s, dir, { { name = "db", numprocs = 2 }, { name = "web", numprocs = 2, depends_on = { "db" } } })
       local own = {}
       for _, inst in ipairs(s.instances()) do own[inst.run.cgroup:path()] = inst.name end
@@ -247,8 +249,9 @@ exec sleep 600
         assert(s.stop("all"))
         -- web's layer (db still running): each run its own cgroup; db's,
         -- the last: the parent, once.
-        assert.are.equal(3, #waits)
-        assert.are.equal(base, waits[3])
+        local said = table.concat(waits, "\n") .. "\n" .. table.concat(logs, "\n")
+        assert.are.equal(3, #waits, said)
+        assert.are.equal(base, waits[3], said)
         local first = { own[waits[1]], own[waits[2]] }
         table.sort(first)
         assert.are.same({ "web:1", "web:2" }, first)
