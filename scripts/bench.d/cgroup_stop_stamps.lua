@@ -16,8 +16,8 @@
 -- and "e PID" lines) and each round's "round KIND T0" (CLOCK_MONOTONIC s)
 -- are written there, for a kernel trace of the exits (perf -k
 -- CLOCK_MONOTONIC). With STAMPS_WINDOWS=1 each stop's "window KIND T0 T1
--- TR" goes to stderr (CLOCK_MONOTONIC s; TR: the last "stopped", where the
--- removals begin), with STAMPS_EACH=1 each stop's drains,
+-- TR PID" goes to stderr (CLOCK_MONOTONIC s; TR: the last "stopped", where the
+-- removals begin; PID: orch's), with STAMPS_EACH=1 each stop's drains,
 -- orch's CPU in all and from the first pass's end to the last "stopped",
 -- and its wall time. Usage: orch run cgroup_stop_stamps.lua [N [ROUNDS]]
 local orch = require "orch"
@@ -85,8 +85,8 @@ local function round(escapee)
       s.drains or 0, s.total[2] * 1e3, (s.stopped_last[2] - s.signal_rest[2]) * 1e3, s.total[1] * 1e3))
   end
   if os.getenv("STAMPS_WINDOWS") then
-    io.stderr:write(("window %s %.6f %.6f %.6f\n"):format(escapee and "escapee" or "plain", s.t0, s.t0 + s.total[1],
-      s.t0 + (s.stopped_last or s.total)[1]))
+    io.stderr:write(("window %s %.6f %.6f %.6f %d\n"):format(escapee and "escapee" or "plain", s.t0, s.t0 + s.total[1],
+      s.t0 + (s.stopped_last or s.total)[1], orch.getpid()))
   end
   st = nil
   assert(#base:procs() == 0, "processes left")
