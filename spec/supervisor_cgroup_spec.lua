@@ -256,6 +256,9 @@ exec sleep 600
         table.sort(first)
         assert.are.same({ "web:1", "web:2" }, first)
       end)
+      -- Every run ended on its wait (a lost one is killed at the stop
+      -- timeout, then "left behind" 5 s later).
+      assert.is_nil(u.logged(logs, "sending KILL"), table.concat(logs, "\n"))
       all_stopped(s)
       assert.are.same({}, u.leftovers(token))
     end)
