@@ -61,20 +61,24 @@ local function start_twenty(s)
 end
 
 -- Services whose main process (sleep) leaves a double-forked setsid escapee
--- that ignores TERM and ends on USR1: every stop of them drains. Defined
--- as names (numprocs, depends_on per name in `defs`); returns once every
--- escapee has set its traps (a file ready.PID each) and is alone with the
--- main process in the run's cgroup (three processes: with its sleep).
--- Returns the parent cgroup's path. (Their stop timeout is a hang guard:
--- an escapee no wait released gets KILL after it, and the test fails with
--- what it recorded well within its own deadline, 60 s, rather than hang.)
+-- (a shell and its sleep) that ignores TERM and ends on USR1: every stop of
+-- them drains. Defined as names (numprocs, depends_on per name in `defs`);
+-- returns once every escapee has set its traps (a file ready.PID each) and
+-- is alone with the main process in the run's cgroup, both sleeps exec'd
+-- (three processes, two of them named sleep: a USR1 that reached the
+-- escapee's child between its fork and its exec was taken by the shell's
+-- copied trap and lost, and the sleep, TERM ignored, was left to the stop's
+-- KILL). The shell ends with its sleep, however that ends (KILL from its
+-- trap). Returns the parent cgroup's path. (Their stop timeout is a hang
+-- guard: an escapee no wait released gets KILL after it, and the test
+-- fails with what it recorded well within its own deadline, 60 s.)
 local function escapees(s, dir, defs)
   h.write(dir .. "/esc.sh", [=[
 trap '' TERM
-trap 'kill $p 2>/dev/null; exit 0' USR1
+trap 'kill -KILL $p 2>/dev/null; exit 0' USR1
 sleep 600 & p=$!
 : > "$D/ready.$$"
-while :; do wait $p; done
+while kill -0 $p 2>/dev/null; do wait $p; done
 ]=])
   h.write(dir .. "/svc.sh", '( setsid sh "$D/esc.sh" & )\nexec sleep 600\n')
   local names = {}
@@ -88,24 +92,42 @@ while :; do wait $p; done
   assert.is_true(u.until_true(function()
     return tonumber((h.sh("ls " .. h.shquote(dir) .. " | grep -c '^ready'"))) == n
   end), "the escapees' traps")
+  local function sleeps(pids)
+    local k = 0
+    for _, pid in ipairs(pids) do
+      if h.slurp("/proc/" .. pid .. "/comm") == "sleep\n" then k = k + 1 end
+    end
+    return k
+  end
   for _, inst in ipairs(s.instances()) do
     assert.is_true(s.wait(inst.name, "running", 30))
     local cg = inst.run.cgroup
-    assert.is_true(u.until_true(function() return #cg:procs() == 3 end), inst.name .. "'s escapee")
+    assert.is_true(u.until_true(function()
+      local pids = cg:procs()
+      return #pids == 3 and sleeps(pids) == 2
+    end), inst.name .. "'s escapee")
   end
   return s.instances()[1].run.cgroup:path():match("^(.*)/[^/]+$")
 end
 
 -- Runs fn() with every orch.Cgroup's wait_empty recorded (its cgroup's
 -- path, in order) and first, where release(path) says so, USR1 sent to
--- every process of that cgroup (the escapees above end on it).
+-- every process of that cgroup (the escapees above end on it) and the
+-- cgroup waited for until empty (what else it holds ends on the stop's
+-- signal): the wait then finds it empty, so that what a test counts does
+-- not depend on how soon a loaded machine runs the escapees' exits (a wait
+-- together for the parent gives up after 0.25 s).
 local function recording_waits(release, fn)
   local methods = assert(debug.getregistry()["orch.Cgroup"].__index)
   local waits, saved = {}, methods.wait_empty
   methods.wait_empty = function(cg, ...)
     local path = cg:path()
     waits[#waits + 1] = path
-    if release(path) then cg:kill("USR1") end
+    if release(path) then
+      cg:kill("USR1")
+      -- (No assert: this runs in the supervisor's task, whose wait follows.)
+      u.until_true(function() return cg:populated() ~= true end, 30)
+    end
     return saved(cg, ...)
   end
   local ok, err = pcall(fn, waits)
