@@ -500,6 +500,60 @@ describe("reaping", function()
     end
   end)
 
+  it("through the proc connector: an exit only on_exit handlers hear of is taken first, its zombie released after the loop turn's tasks; one orch signalled, or one a task waits for, is reaped at once", function()
+    local script = h.script(string.format([[
+      local prog = %q
+      local function state(pid)
+        local f = io.open("/proc/" .. pid .. "/stat")
+        if not f then return "gone" end
+        local st = f:read("a"):match("^%%d+ %%b() (%%a)")
+        f:close()
+        return st
+      end
+      local function kill_from_outside(pid)
+        assert(orch.spawn { "kill", "-KILL", tostring(pid) }):wait()
+      end
+      local orphans = 0
+      local watch = orch.proc.on_orphan_exit(function() orphans = orphans + 1 end)
+      -- Only a handler: a zombie while it runs (a restart it spawned is
+      -- cloned first), gone a loop turn later.
+      local p = assert(orch.spawn { prog, "sleep", "100" })
+      local seen, after, new
+      p:on_exit(function()
+        seen = state(p.pid)
+        new = assert(orch.spawn { prog, "sleep", "100" })
+        orch.sleep(0)
+        after = state(p.pid)
+      end)
+      kill_from_outside(p.pid)
+      for _ = 1, 3000 do if after then break end orch.sleep(0.01) end
+      print("handler", seen, after, state(new.pid) ~= "gone" and state(new.pid) ~= "Z")
+      -- Signalled by orch: reaped at once.
+      local q = assert(orch.spawn { prog, "sleep", "100" })
+      local qseen
+      q:on_exit(function() qseen = state(q.pid) end)
+      assert(q:kill("KILL"))
+      for _ = 1, 3000 do if qseen then break end orch.sleep(0.01) end
+      print("signalled", qseen)
+      -- A task waits for it: reaped before the task goes on.
+      local w = assert(orch.spawn { prog, "sleep", "100" })
+      w:on_exit(function() end)
+      kill_from_outside(w.pid)
+      w:wait()
+      print("waited", state(w.pid))
+      assert(new:kill("KILL"))
+      new:wait()
+      watch:stop()
+      print("orphans", orphans)
+    ]], prog))
+    local code, out, err = h.cli({ "run", script })
+    assert.are.equal(0, code, err)
+    -- The ring and pidfds reap at once.
+    local first = CONNECTOR and "handler\tZ\tgone\ttrue\n" or "handler\tgone\tgone\ttrue\n"
+    assert.are.equal(first .. "signalled\tgone\nwaited\tgone\norphans\t0\n", out)
+    assert.are.equal(0, h.zombies())
+  end)
+
   it("through the proc connector: other processes' exits on the machine never reach orch (its socket filter drops them in the kernel)", function()
     local dir = h.tmpdir()
     local script = h.script(string.format([[

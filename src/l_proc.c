@@ -369,6 +369,7 @@ static int process_wait(lua_State *L) {
     return orch__failf(L, "ECHILD", "wait: process %d is not a child of this process", (int)p->child.pid);
   waiter *w = malloc(sizeof *w);
   if (!w) return luaL_error(L, "wait: out of memory");
+  p->child.defer_release = 0;        /* a waiter runs at once at the exit */
   w->co = L;
   w->next = p->waiters;
   w->pprev = &p->waiters;
@@ -412,6 +413,8 @@ static int process_on_exit(lua_State *L) {
     orch__callback(L, 2, NULL, 0);
   } else if (p->state == P_RUNNING) {
     append_handler(L, UVAL_ONEXIT);
+    /* Handlers run as queued tasks: its zombie may wait for them. */
+    if (!p->waiters) p->child.defer_release = 1;
   } else {
     return orch__failf(L, "ECHILD", "on_exit: process %d is not a child of this process", (int)p->child.pid);
   }
@@ -462,6 +465,7 @@ static int process_kill(lua_State *L) {
   int flags = (group ? ORCH__KILL_GROUP : 0) | ORCH__KILL_CHILD;
   int r = orch__kill(p->child.pid, sig, flags, 0);
   if (r < 0) return orch__kill_fail(L, "kill", p->child.pid, flags, r);
+  if (sig) orch__proc_signalled(p->rt, p->child.pid);
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -266,6 +266,7 @@ static int signal_kill(lua_State *L) {
                          "(/proc is another pid namespace's)", (int)pid);
     return orch__kill_fail(L, "kill", pid, 0, r);
   }
+  if (sig) orch__proc_signalled(orch__rt(L), pid);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -277,6 +278,7 @@ static int signal_killpg(lua_State *L) {
   if (given_pid(L) <= 0) return refuse_nonpositive(L, "killpg", given_pid(L));
   int r = orch__kill(pgid, sig, ORCH__KILL_GROUP, 0);
   if (r < 0) return orch__kill_fail(L, "killpg", pgid, ORCH__KILL_GROUP, r);
+  if (sig) orch__proc_signalled(orch__rt(L), pgid);     /* its leader, when a child */
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -68,6 +68,16 @@ struct orch__child {
   int sig_seen;                   /* private: its exit's SIGCHLD was read */
   int ring_wait;                  /* private: a wait for its exit is in the
                                    * reaper's io_uring ring */
+  /* Set by the owner when nothing runs at once with the exit's status
+   * (its callbacks are queued tasks): then, with the connector, the exit
+   * is taken without reaping the child (waitid's WNOWAIT), and its zombie
+   * released after the loop turn's callbacks, so that a restart's clone3
+   * in them does not wait for the kernel's release (release_task: 10-35
+   * us, the most of it dropping the pid's /proc entries). Not for a child
+   * orch signalled (orch__proc_signalled): a stop's exits each take one
+   * system call, as before. */
+  int defer_release;
+  int signalled;                  /* private: see orch__proc_signalled */
 };
 
 /* The runtime's process table and SIGCHLD watcher, made once (the first
@@ -288,6 +298,11 @@ void orch__proc_group_cancel(orch__group_wait *w);
 /* c's exit was reported after all (p:wait() after the exit): it is no
  * longer kept for a group wait. */
 void orch__proc_exit_seen(orch_runtime *rt, orch__child *c);
+
+/* orch sent pid a signal (p:kill, orch.kill, orch.killpg of the group it
+ * leads): its exit, when it is a registered child's, is reaped at once
+ * (no defer_release: a stop's exits are not restarts). */
+void orch__proc_signalled(orch_runtime *rt, pid_t pid);
 
 /* Sends sig to pid, or to the process group pid with ORCH__KILL_GROUP.
  * Refuses pid <= 1, orch itself (its pid or one of its threads' ids) and

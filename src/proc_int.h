@@ -24,6 +24,11 @@ typedef struct {
   int epfd;                   /* -1 when pidfds are not used */
   uv_poll_t pidpoll;
   uv_check_t walker;
+  /* Exits taken without reaping (defer_release): their zombies, released
+   * by releaser (a prepare handle: after the loop turn's tasks). */
+  uv_prepare_t releaser;
+  pid_t *late_pids;
+  size_t nlate, late_cap;
   uv_timer_t late;            /* the late walk (see on_sigchld) */
   int haspoll;                /* pidpoll was made */
   int nopen;                  /* handles not closed yet (at the end) */

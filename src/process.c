@@ -593,10 +593,13 @@ static void dispatch_exit(proc_state *st, pid_t pid, int status, const struct ru
  * Stops and continues are reported too (WUNTRACED, WCONTINUED): the child
  * stays in the table and its on_stop hears of them; an adopted orphan's are
  * not exits and go nowhere. */
+static void release_late(proc_state *st);
+
 static void reap(proc_state *st) {
   /* A started spawn's child is registered once it has exec'd: before any
    * status is taken, so that none of them is taken for an orphan's. */
   orch__spawner_settle(st);
+  release_late(st);
   /* The exits whose events were lost are zombies now (the event follows
    * exit_notify), so this walk finds them. */
   st->conn_lost = 0;
@@ -684,6 +687,72 @@ static void on_ring(uv_poll_t *h, int status, int events) {
   ring_reap(h->data);
 }
 
+/* pid's exit (status and rusage as wait4 gives them) without reaping it
+ * (waitid's WNOWAIT): pid, 0 while it has not ended (or cannot be waited
+ * for yet), -1 when it is no child. The kernel's release of a zombie
+ * (release_task: its pid's /proc entries dropped, 10-35 us) then comes
+ * after the exit's callback, whose restart's clone3 need not wait for it;
+ * the pid cannot be taken by another process meanwhile. */
+static pid_t exit_peek(pid_t pid, int *status, struct rusage *ru) {
+  siginfo_t si;
+  long r;
+  si.si_pid = 0;
+  do r = syscall(SYS_waitid, P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT, ru);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) return -1;
+  if (si.si_pid != pid) return 0;
+  switch (si.si_code) {
+    case CLD_EXITED: *status = (si.si_status & 0xff) << 8; break;
+    case CLD_KILLED: *status = si.si_status & 0x7f; break;
+    case CLD_DUMPED: *status = (si.si_status & 0x7f) | 0x80; break;
+    default: return 0;
+  }
+  return pid;
+}
+
+/* Reaps pid, whose exit was taken already (a zombie of orch's). */
+static void release(pid_t pid) {
+  pid_t r;
+  int status;
+  do r = wait4(pid, &status, WNOHANG, NULL); while (r < 0 && errno == EINTR);
+}
+
+/* The zombies whose exits were taken, released (after the loop turn's
+ * tasks; before a walk, which would take them for orphans). */
+static void release_late(proc_state *st) {
+  for (size_t i = 0; i < st->nlate; i++) release(st->late_pids[i]);
+  st->nlate = 0;
+}
+
+static void on_release(uv_prepare_t *h) {
+  uv_prepare_stop(h);
+  release_late(h->data);
+}
+
+static void late_add(proc_state *st, pid_t pid) {
+  if (st->nlate == st->late_cap) {
+    size_t n = st->late_cap ? st->late_cap * 2 : 16;
+    pid_t *g = realloc(st->late_pids, n * sizeof *g);
+    if (!g) { release(pid); return; }
+    st->late_pids = g;
+    st->late_cap = n;
+  }
+  st->late_pids[st->nlate++] = pid;
+  uv_prepare_start(&st->releaser, on_release);
+}
+
+static int late_has(const proc_state *st, pid_t pid) {
+  for (size_t i = 0; i < st->nlate; i++)
+    if (st->late_pids[i] == pid) return 1;
+  return 0;
+}
+
+void orch__proc_signalled(orch_runtime *rt, pid_t pid) {
+  proc_state *st = orch__proc_state(rt);
+  orch__child *c = st ? orch__child_find(rt, pid) : NULL;
+  if (c) c->signalled = 1;
+}
+
 /* The pids said to have ended, each reaped by pid (wait4(pid), which the
  * kernel answers without looking at the other children). One not
  * waitable yet stays (an older kernel sends the event before the child is
@@ -705,15 +774,20 @@ static void gone_reap(proc_state *st) {
       orch__spawner_settle(st);
       c = orch__child_find(st->rt, pid);
     }
+    /* Taken already, its zombie not released yet. */
+    if (!c && late_has(st, pid)) continue;
     int status;
     struct rusage ru;
     pid_t r;
-    do r = wait4(pid, &status, WNOHANG, &ru); while (r < 0 && errno == EINTR);
+    int peek = c && c->defer_release && !c->signalled;
+    if (peek) r = exit_peek(pid, &status, &ru);
+    else do r = wait4(pid, &status, WNOHANG, &ru); while (r < 0 && errno == EINTR);
     if (r == pid) {
       st->conn_exits++;
       /* Its SIGCHLD's record, if not read yet, is explained. */
       if (!c || !c->sig_seen) owed_add(st, pid);
       dispatch_exit(st, pid, status, &ru);
+      if (peek) late_add(st, pid);
     } else if (r == 0) {
       st->gone[j++] = pid;
     }
@@ -930,6 +1004,7 @@ static void state_free(uv_handle_t *h) {
   nstates--;
   kept_clear(st);
   free(st->gone);
+  free(st->late_pids);
   free(st->buckets);
   free(st);
 }
@@ -937,7 +1012,9 @@ static void state_free(uv_handle_t *h) {
 /* Closes the handles (then state_free frees st), the epoll set and the
  * ring (its waits are cancelled). */
 static void state_close(proc_state *st) {
-  st->nopen = 3 + st->haspoll + st->hasring + st->hasconn;
+  st->nopen = 4 + st->haspoll + st->hasring + st->hasconn;
+  release_late(st);
+  uv_close((uv_handle_t *)&st->releaser, state_free);
   uv_close((uv_handle_t *)&st->sigchld, state_free);
   uv_close((uv_handle_t *)&st->walker, state_free);
   uv_close((uv_handle_t *)&st->late, state_free);
@@ -991,6 +1068,8 @@ static void proc_fork_hook(orch_runtime *rt, void *data) {
   st->npidfd = 0;
   st->nwait = 0;
   st->init_on = 0;
+  st->nlate = 0;                            /* the parent's zombies */
+  uv_prepare_stop(&st->releaser);
   /* Started spawns are the parent's (their jobs settle as failed here,
    * before anything in the child can wait for them). */
   orch__spawner_fork(st);
@@ -1065,6 +1144,9 @@ int orch__proc_open(orch_runtime *rt, uv_loop_t *loop) {
   uv_check_init(loop, &st->walker);
   st->walker.data = st;
   uv_unref((uv_handle_t *)&st->walker);
+  uv_prepare_init(loop, &st->releaser);
+  st->releaser.data = st;
+  uv_unref((uv_handle_t *)&st->releaser);
   uv_timer_init(loop, &st->late);
   st->late.data = st;
   uv_unref((uv_handle_t *)&st->late);
