@@ -10,7 +10,7 @@
 #   exit     the victim's sched_process_exit (its teardown begins)
 #   sigchld  the SIGCHLD to the supervisor (the end of the teardown)
 #   oncpu    the supervisor's first switch-in after the exit began
-#   reaped   its wait4 returning the victim's pid
+#   reaped   its wait4 returning the victim's pid (or orch's waitid taking it first)
 #   clone    its clone3 (the new process) entered
 #   exec     the new process's exec done (sched_process_exec)
 #   stamp    the new process's own start stamp (the latency)
@@ -45,7 +45,7 @@ one() {                   # kind round
   f=$W/$kind.$r
   perf record -q -k CLOCK_MONOTONIC -a -o "$f.data" \
     -e sched:sched_process_exit,sched:sched_switch,sched:sched_process_exec,signal:signal_generate \
-    -e syscalls:sys_exit_wait4 --filter "common_pid == $sup" -e syscalls:sys_enter_clone3 --filter "common_pid == $sup" \
+    -e syscalls:sys_exit_wait4 --filter "common_pid == $sup" -e syscalls:sys_exit_waitid --filter "common_pid == $sup" -e syscalls:sys_enter_clone3 --filter "common_pid == $sup" \
     -e sched:sched_process_fork --filter "parent_pid == $sup" \
     -- env PROBE_SAMPLES=1 "$P" latency "$SVC_SHM" 20 "$N" 50 >"$f.samples" 2>/dev/null
   perf script -i "$f.data" -F comm,pid,cpu,time,event,trace --ns >"$f.txt" 2>/dev/null

@@ -2,7 +2,8 @@
 -- trace, for restart_segments.sh and restart_tail.lua (µs after the probe's
 -- SIGKILL): the victim's exit (sched_process_exit), the SIGCHLD to the
 -- supervisor, the supervisor's first switch-in after the exit began
--- (oncpu), its wait4 returning the victim (reaped), its clone3 (clone) and
+-- (oncpu), its wait4 returning the victim or, first, orch's waitid that
+-- takes the exit without reaping it (reaped), its clone3 (clone) and
 -- the new process's own exec (exec; its pid from sched_process_fork).
 --   local find = dofile(".../restart_segs.lua")
 --   find(ev, j, k, stamp, sup, r) fills r (also r.victim, r.child) from
@@ -24,6 +25,8 @@ return function(ev, j, k, stamp, sup, r)
     elseif r.exit and not r.oncpu and a == "sched:sched_switch" and e.a:find("next_pid=" .. sup .. " ", 1, true) then
       r.oncpu = rel
     elseif r.victim and not r.reaped and a == "syscalls:sys_exit_wait4" and tonumber(e.a:match("(0x%x+)$") or "") == r.victim then
+      r.reaped = rel
+    elseif r.exit and not r.reaped and a == "syscalls:sys_exit_waitid" and e.pid == sup then
       r.reaped = rel
     elseif r.reaped and not r.clone and a == "syscalls:sys_enter_clone3" then
       r.clone = rel

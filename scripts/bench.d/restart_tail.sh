@@ -44,7 +44,7 @@ one() {                   # kind round
   f=$D/$kind.$r
   perf record -q -k CLOCK_MONOTONIC -a -o "$f.data" \
     -e sched:sched_process_exit,sched:sched_switch,sched:sched_wakeup,sched:sched_wakeup_new,sched:sched_process_exec,signal:signal_generate \
-    -e syscalls:sys_exit_wait4 --filter "common_pid == $sup" -e syscalls:sys_enter_clone3 --filter "common_pid == $sup" \
+    -e syscalls:sys_exit_wait4 --filter "common_pid == $sup" -e syscalls:sys_exit_waitid --filter "common_pid == $sup" -e syscalls:sys_enter_clone3 --filter "common_pid == $sup" \
     -e sched:sched_process_fork --filter "parent_pid == $sup" \
     -- env PROBE_SAMPLES=1 "$P" latency "$SVC_SHM" 20 "$N" 50 >"$f.samples" 2>/dev/null
   perf script -i "$f.data" -F comm,pid,tid,cpu,time,event,trace --ns >"$f.txt" 2>/dev/null
