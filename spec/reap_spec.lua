@@ -554,6 +554,31 @@ describe("reaping", function()
     assert.are.equal(0, h.zombies())
   end)
 
+  it("through the proc connector: 500 children only on_exit handlers hear of, killed at once from outside: every exit seen, every zombie released", function()
+    local script = h.script(string.format([[
+      local prog = %q
+      local n, ps, seen = 500, {}, 0
+      ps[1] = assert(orch.spawn { prog, "sleep", "100", pgroup = true })
+      for i = 2, n do ps[i] = assert(orch.spawn { prog, "sleep", "100", pgroup = ps[1].pid }) end
+      for i = 1, n do ps[i]:on_exit(function(_, sig) if sig == "KILL" then seen = seen + 1 end end) end
+      assert(orch.spawn { "kill", "-KILL", "--", "-" .. ps[1].pid }):wait()
+      for _ = 1, 6000 do if seen == n then break end orch.sleep(0.01) end
+      orch.sleep(0)
+      local f = io.open("/proc/self/task/" .. orch.getpid() .. "/children")
+      local zombies = 0
+      for pid in f:read("a"):gmatch("%%d+") do
+        local st = io.open("/proc/" .. pid .. "/stat")
+        if st and st:read("a"):match("^%%d+ %%b() Z") then zombies = zombies + 1 end
+        if st then st:close() end
+      end
+      f:close()
+      print(seen, orch.proc.reaper().children, zombies)
+    ]], prog))
+    local code, out, err = h.cli({ "run", script })
+    assert.are.equal(0, code, err)
+    assert.are.equal("500\t0\t0\n", out)
+  end)
+
   it("through the proc connector: other processes' exits on the machine never reach orch (its socket filter drops them in the kernel)", function()
     local dir = h.tmpdir()
     local script = h.script(string.format([[
