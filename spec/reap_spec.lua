@@ -554,6 +554,22 @@ describe("reaping", function()
     assert.are.equal(0, h.zombies())
   end)
 
+  it("an exec from an on_exit handler takes no zombie along: an exit taken and not released yet is reaped before it", function()
+    local script = h.script(string.format([[
+      local prog = %q
+      local p = assert(orch.spawn { prog, "sleep", "100" })
+      p:on_exit(function()
+        local proc = "/proc/" .. p.pid
+        orch.exec("sh", { "-c", "if [ -e " .. proc .. " ]; then echo left $(cut -d' ' -f3 " .. proc .. "/stat); else echo released; fi" })
+      end)
+      assert(orch.spawn { "kill", "-KILL", tostring(p.pid) }):wait()
+      orch.sleep(30)
+    ]], prog))
+    local code, out, err = h.cli({ "run", script })
+    assert.are.equal(0, code, err)
+    assert.are.equal("released\n", out)
+  end)
+
   it("through the proc connector: 500 children only on_exit handlers hear of, killed at once from outside: every exit seen, every zombie released", function()
     local script = h.script(string.format([[
       local prog = %q

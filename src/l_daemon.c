@@ -179,6 +179,9 @@ static int proc_exec(lua_State *L) {
   sigfillset(&all);
   sigemptyset(&none);
   fflush(NULL);
+  /* Exits taken but not released yet: reaped now (the new program would
+   * inherit them as zombies it never made). */
+  orch__proc_release(orch__rt(L));
   pthread_sigmask(SIG_BLOCK, &all, &old);
   for (int s = 1; s < NSIG; s++)
     have[s] = s != SIGKILL && s != SIGSTOP && orch__raw_sigaction(s, &orch__ksa_default, &saved[s]) == 0;

@@ -304,6 +304,11 @@ void orch__proc_exit_seen(orch_runtime *rt, orch__child *c);
  * (no defer_release: a stop's exits are not restarts). */
 void orch__proc_signalled(orch_runtime *rt, pid_t pid);
 
+/* Reaps now the zombies whose exits were taken and whose release waits
+ * for the loop turn's end (defer_release): before an exec, whose new
+ * program would find them as children it knows nothing of. */
+void orch__proc_release(orch_runtime *rt);
+
 /* Sends sig to pid, or to the process group pid with ORCH__KILL_GROUP.
  * Refuses pid <= 1, orch itself (its pid or one of its threads' ids) and
  * orch's own process group (returns

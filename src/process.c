@@ -747,6 +747,11 @@ static int late_has(const proc_state *st, pid_t pid) {
   return 0;
 }
 
+void orch__proc_release(orch_runtime *rt) {
+  proc_state *st = orch__proc_state(rt);
+  if (st) release_late(st);
+}
+
 void orch__proc_signalled(orch_runtime *rt, pid_t pid) {
   proc_state *st = orch__proc_state(rt);
   orch__child *c = st ? orch__child_find(rt, pid) : NULL;
