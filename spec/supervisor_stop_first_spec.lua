@@ -259,6 +259,48 @@ describe("a stop signals first", function()
     end)
   end)
 
+  it("signals an escapee in a cgroup below a service's own in the first pass too (the listing of each leaf alone only where no cgroup is below)", function()
+    u.with(function(s, _, dir)
+      local parent = h.cgroup_name()
+      s.configure { cgroup = parent }
+      local N = 3
+      for i = 1, N do
+        service(s, "n" .. i, dir, "gate",
+          { cmd = { COUNT, tostring(SIGNUM), dir .. "/n" .. i, dir .. "/gate", "escapee" } })
+      end
+      s.start("all")
+      local escs, paths = {}, {}
+      for i = 1, N do
+        escs[i] = pid_in(dir .. "/n" .. i .. ".esc")
+        paths[i] = u.st(s, "n" .. i).cgroup
+        h.eventually(function() return orch.cgroup.of(escs[i]) == paths[i] end, "escapee " .. i .. " in place")
+      end
+      -- n2's escapee moves into a cgroup below n2's own.
+      local sub = assert(orch.cgroup.create(paths[2] .. "/sub"))
+      assert(sub:add(escs[2]))
+      assert.are.equal(paths[2] .. "/sub", orch.cgroup.of(escs[2]))
+      local seen
+      local unsubscribe = s.events(function(ev)
+        if ev.event == "stopping" and not seen then
+          seen = {}
+          for i = 1, N do seen[i] = pending(escs[i]) end
+        end
+      end)
+      local t = orch.task(function() return s.stop("all") end)
+      h.eventually(function() return seen ~= nil end, "the first stopping event")
+      unsubscribe()
+      io.open(dir .. "/gate", "w"):close()
+      assert.is_true(t:join())
+      assert.are.same({ true, true, true }, seen)
+      for i = 1, N do
+        assert.are.equal(1, count_in(dir .. "/n" .. i .. ".esc.count"), "n" .. i .. "'s escapee got it once")
+        h.eventually(function() return not u.alive(escs[i]) end, "escapee " .. i .. " gone")
+      end
+      sub:remove()
+      s.close()
+    end)
+  end)
+
   it("returns once an escapee that ignores the stop signal is killed, with the cgroup removed", function()
     u.with(function(s, logs, dir)
       local parent = h.cgroup_name()

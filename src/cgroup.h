@@ -187,10 +187,15 @@ int orch__cg_holds_self(const orch__cgroup *cg);
  * the number of processes signalled (0 for cgroup.kill: the kernel does
  * not say). */
 #define ORCH__CG_KILL_LIST 1
+/* The caller knows the cgroup has no cgroup below it: its own listing
+ * alone (no fstat of its directory to ask). */
+#define ORCH__CG_KILL_LEAF 2
 int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip);
 /* cgroup.freeze: 1 freezes, 0 thaws. The state is reached asynchronously
  * (cgroup.events "frozen"). Refuses (-EPERM) a cgroup that holds orch. */
 int orch__cg_freeze(orch__cgroup *cg, int on);
+/* cgroup.stat's nr_descendants (the live cgroups below it), or -errno. */
+long long orch__cg_descendants(orch__cgroup *cg);
 
 /* Accounting; -1 when unknown. Limits: ORCH__CG_UNLIMITED for "max". */
 #define ORCH__CG_UNLIMITED (-2)

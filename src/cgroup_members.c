@@ -314,10 +314,11 @@ static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, siz
    * main process, or nothing. */
   pid_t self = 0, *list = NULL;
   size_t n = 0;
-  r = procs_of(cg, dfd, 1, &list, &n);
+  int below = !(flags & ORCH__CG_KILL_LEAF);
+  r = procs_of(cg, dfd, below, &list, &n);
   if (!fresh && orch__cg_let_go(cg, dfd, r)) {
     if ((dfd = orch__cg_held_dir(cg, &fresh)) < 0) { free(done.p); return -errno; }
-    r = procs_of(cg, dfd, 1, &list, &n);
+    r = procs_of(cg, dfd, below, &list, &n);
   }
   /* Out of fds (EMFILE: the services took them all), a pass pins what it
    * can (one pid at least, with a spare fd), gives the last one pinned back
@@ -365,7 +366,7 @@ static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, siz
       break;
     }
     if (cut && !pinned && !children && r == 0) r = -EMFILE;
-    if (fresh_pids && r == 0 && (r = procs_of(cg, dfd, 1, &again, &n2)) == 0) {
+    if (fresh_pids && r == 0 && (r = procs_of(cg, dfd, below, &again, &n2)) == 0) {
       for (size_t i = 0; i < n; i++) {
         if ((pfd[i] >= 0 || pfd[i] == PIN_CHILD) && listed(again, n2, list[i]) &&
             (pfd[i] == PIN_CHILD ? kill(list[i], sig) : (int)syscall(SYS_pidfd_send_signal, pfd[i], sig, NULL, 0)) == 0)
@@ -386,6 +387,15 @@ static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, siz
   if (fresh) close(dfd);
   free(done.p);
   return r < 0 ? r : count;
+}
+
+long long orch__cg_descendants(orch__cgroup *cg) {
+  char buf[512];
+  ssize_t r = orch__cg_read_path(cg->fs[0], "cgroup.stat", buf, sizeof buf - 1);
+  if (r < 0) return (long long)r;
+  buf[r] = 0;
+  long long d = orch__cg_keyed(buf, "nr_descendants");
+  return d < 0 ? -ENODATA : d;
 }
 
 int orch__cg_freeze(orch__cgroup *cg, int on) {

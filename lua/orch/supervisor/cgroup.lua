@@ -730,6 +730,14 @@ function M.signal(run, sig, except)
   return n ~= nil and n > 0
 end
 
+--- M.signal(run, sig, pid) of many runs at once (a first pass's rest,
+-- Instance.signal_rests): cgs[i] the runs' cgroups, pids[i] their main
+-- processes, sig no KILL. The supervisor's cgroup tells whether any
+-- cgroup is below theirs (orch.cgroup._kill_rest).
+function M.signal_rests(S, cgs, pids, sig)
+  return orch.cgroup._kill_rest(S.cgroup_base or false, cgs, pids, sig)
+end
+
 --- Is pid a member of the run's cgroup (or of a cgroup below it)?
 function M.member(run, pid)
   local where = orch.cgroup.of(pid)

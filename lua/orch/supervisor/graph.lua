@@ -278,7 +278,7 @@ local function first_pass(insts)
   for _, i in ipairs(insts) do
     if i:signal_first() then sent = sent + 1 end
   end
-  for _, i in ipairs(insts) do i:signal_rest() end
+  if S then Instance.signal_rests(S, insts) end
   return sent
 end
 

@@ -996,6 +996,36 @@ function Instance:signal_rest()
   run.signalled_group = sig
 end
 
+--- signal_rest of every instance of a first pass (graph's), in one call
+-- for those whose signal is the same and not KILL (cgroup.signal_rests:
+-- the listing of each cgroup without a Lua call and an options table
+-- each, and without asking each cgroup whether one is below it when none
+-- is); the others one by one.
+function Instance.signal_rests(S, insts)
+  local cgs, pids, runs, n, sig0 = nil, nil, nil, 0, nil
+  for _, inst in ipairs(insts) do
+    local run = inst.run
+    local sig = run and run.signalled
+    if sig ~= nil and run.cgroup and inst.cfg.stop.group then
+      if sig0 == nil and sig ~= "KILL" and sig ~= 9 then
+        sig0, cgs, pids, runs = sig, {}, {}, {}
+      end
+      if sig == sig0 then
+        n = n + 1
+        cgs[n], pids[n], runs[n] = run.cgroup, run.pid, run
+      else
+        inst:signal_rest()
+      end
+    end
+  end
+  if n == 0 then return end
+  cgroup.signal_rests(S, cgs, pids, sig0)
+  for i = 1, n do
+    local run = runs[i]
+    run.signalled, run.signalled_group = nil, sig0
+  end
+end
+
 --- Sends sig to the run's main process, or to its process group.
 function Instance:send(run, sig, group)
   if not run.alive then return nil, "not running", "ESRCH" end
