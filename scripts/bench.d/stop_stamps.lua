@@ -46,10 +46,10 @@ log.capture = function(sink, stream, done, run)
   end, run)
 end
 local so = graph.stop_ordered
-graph.stop_ordered = function(S, insts)
+graph.stop_ordered = function(S, insts, signalled)
   local t0, c0 = now(), clock()
   stamp("stop_ordered.begin", t0, 0)
-  local a, b = so(S, insts)
+  local a, b = so(S, insts, signalled)
   stamp("stop_ordered.end", now(), clock() - c0)
   local path = os.getenv("STOP_STAMPS")
   if path then

@@ -40,12 +40,12 @@ local function one(kind, r)
     if pid > 0 then mine[pid] = true end
   end
   -- The probe's SIGTERM, the supervisor's stop signals, the services' exits.
-  local t0, svc, kills, exits = nil, {}, {}, {}
+  local t0, svc, kills, exits, prober = nil, {}, {}, {}, nil
   for _, e in ipairs(ev) do
     if e.name == "signal:signal_generate" then
       local sig, to = e.a:match("^sig=(%d+) .* pid=(%d+) ")
       sig, to = tonumber(sig), tonumber(to)
-      if (sig == 15 or sig == 10) and to == sup and not t0 then t0 = e.t
+      if (sig == 15 or sig == 10) and to == sup and not t0 then t0, prober = e.t, e.pid
       elseif t0 and sig == 15 and e.pid == sup and mine[to] and not svc[to] then
         svc[to] = true
         kills[#kills + 1] = e.t
@@ -92,7 +92,7 @@ local function one(kind, r)
     a, b = math.max(a, t0), math.min(b, done)
     if b > a then all = all + (b - a) end
   end
-  local sys = {}
+  local sys, yield = {}, nil
   local function account(c, tid, a, b)
     a, b = math.max(a, t0), math.min(b, tend)
     if b <= a or tid == 0 then return end
@@ -106,13 +106,35 @@ local function one(kind, r)
       account(e.cpu, prev, since[e.cpu] or t0, e.t)
       account_all(prev, since[e.cpu] or t0, e.t)
       on[e.cpu], since[e.cpu] = nxt, e.t
-    elseif e.name == "raw_syscalls:sys_enter" and e.pid == sup and e.t >= t0 and e.t <= tend then
+    elseif e.name == "raw_syscalls:sys_enter" and e.pid == sup and e.t >= t0 then
       local nr = tonumber(e.a:match("NR (%d+)"))
-      local n = NR[nr] or ("nr" .. nr)
-      sys[n] = (sys[n] or 0) + 1
+      if nr == 24 and not yield then yield = e.t end
+      if e.t <= tend then
+        local n = NR[nr] or ("nr" .. nr)
+        sys[n] = (sys[n] or 0) + 1
+      end
     end
   end
   for c, tid in pairs(on) do account(c, tid, since[c], tend) end
+  -- With sched_wakeup traced (STOP_TRACE_EVENTS=sched:sched_wakeup): the
+  -- probe's waits for a CPU (its wake-up to its switch-in) from the SIGTERM
+  -- to its figure, where the supervisor held the CPU it was woken onto.
+  local pwait, running, woke = 0 / 0, {}, nil
+  local pend = t0 + probe / 1e3
+  for _, e in ipairs(ev) do
+    if e.name == "sched:sched_switch" then
+      local nxt = tonumber(e.a:match("next_pid=(%d+)"))
+      running[e.cpu] = nxt
+      if nxt == prober and woke then
+        if e.t <= pend then pwait = pwait + (e.t - woke) end
+        woke = nil
+      end
+    elseif e.name == "sched:sched_wakeup" and prober and e.t >= t0 and e.t <= pend then
+      if pwait ~= pwait then pwait = 0 end
+      local pid, target = e.a:match("pid=(%d+) .*target_cpu=(%d+)")
+      if tonumber(pid) == prober and running[tonumber(target)] == sup then woke = e.t end
+    end
+  end
   local ms = function(x) return (x - t0) * 1e3 end
   local function cpu_until(b)          -- the supervisor's CPU from t0 to b, ms
     local sum = 0
@@ -158,14 +180,16 @@ local function one(kind, r)
     st.at = table.concat(at, ", ")
     st.cpu = table.concat(used, ", ")
   end
-  return { st = st, cpu_first = cpu_until(kills[1]), cpu_last = cpu_until(kills[#kills]), first = ms(kills[1]), last = ms(kills[#kills]), nkill = #kills, exit50 = ms(exits[50] or tend),
+  return { st = st, cpu_first = cpu_until(kills[1]), cpu_last = cpu_until(kills[#kills]),
+           cpu_pass = yield and cpu_until(yield) or 0 / 0, first = ms(kills[1]), last = ms(kills[#kills]), nkill = #kills, exit50 = ms(exits[50] or tend),
            exit = ms(tend), probe = probe, done = done and ms(done) or 0 / 0, cpu_all = all * 1e3, sup_cpu = cpu.sup * 1e3, svc_cpu = cpu.svc * 1e3,
-           other_cpu = cpu.other * 1e3, top = table.concat(top, ", ") }
+           other_cpu = cpu.other * 1e3, pwait = pwait * 1e3, top = table.concat(top, ", ") }
 end
 
-local cols = { "first", "last", "exit50", "exit", "probe", "done", "cpu_first", "cpu_last", "sup_cpu", "cpu_all",
-               "svc_cpu", "other_cpu" }
+local cols = { "first", "last", "exit50", "exit", "probe", "done", "cpu_first", "cpu_last", "cpu_pass", "sup_cpu",
+               "cpu_all", "svc_cpu", "other_cpu", "pwait" }
 local function median(v)
+  for i = #v, 1, -1 do if v[i] ~= v[i] then table.remove(v, i) end end
   table.sort(v)
   if #v == 0 then return 0 / 0 end
   return #v % 2 == 1 and v[(#v + 1) // 2] or (v[#v // 2] + v[#v // 2 + 1]) / 2

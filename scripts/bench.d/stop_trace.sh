@@ -15,10 +15,18 @@
 # and, in the window from the SIGTERM to the last exit:
 #   cpu_first, cpu_last  the supervisor's CPU until its first and its last
 #                 stop signal
+#   cpu_pass      orch's CPU until the end of its first pass (its first
+#                 sched_yield: the kills, the walk, the cgroups' listing)
 #   sup_cpu       the supervisor's time on a CPU (sched_switch)
 #   svc_cpu       the services' time on a CPU (all 100: wake-up and exit)
 #   other_cpu     everything else's (the probe, the machine's other load)
 #   sup_sys       the supervisor's syscalls in the window, the most frequent
+#   pwait         with STOP_TRACE_EVENTS=sched:sched_wakeup: the probe's
+#                 waits for a CPU, from its wake-up to its switch-in, where
+#                 the supervisor held the CPU it was woken onto (SIGTERM to
+#                 the probe's figure): a supervisor busy after the last exit
+#                 keeps its CPU to the end of its slice and the tick after
+#                 it, and a probe woken there waits, the other CPU idle or not
 # With STOP_TRACE_SCRIPT=stop_stamps.lua orch runs that copy of phases.lua
 # instead, and each orch row is followed by its Lua stamps: when each step
 # of the stop began (ms after the SIGTERM) and the CPU of the calls that
