@@ -275,11 +275,7 @@ local function first_pass(insts)
   -- walk below then finds them signalled).
   local S = insts[1] and insts[1].sup
   local sent = S and insts == S:all_instances() and Instance.signal_listed(S) or 0
-  for _, i in ipairs(insts) do
-    if i:signal_first() then sent = sent + 1 end
-  end
-  if S then Instance.signal_rests(S, insts) end
-  return sent
+  return S and sent + Instance.signal_pass(S, insts) or sent
 end
 
 -- The first pass, then: the processes just signalled end on orch's CPU

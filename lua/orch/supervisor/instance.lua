@@ -996,14 +996,17 @@ function Instance:signal_rest()
   run.signalled_group = sig
 end
 
---- signal_rest of every instance of a first pass (graph's), in one call
--- for those whose signal is the same and not KILL (cgroup.signal_rests:
--- the listing of each cgroup without a Lua call and an options table
--- each, and without asking each cgroup whether one is below it when none
--- is); the others one by one.
-function Instance.signal_rests(S, insts)
-  local cgs, pids, runs, n, sig0 = nil, nil, nil, 0, nil
+--- The walk of a first pass (graph's), after the listed runs' kills:
+-- signal_first of each instance, then signal_rest of each, those whose
+-- signal is the same and not KILL in one call (cgroup.signal_rests: the
+-- listing of each cgroup without a Lua call and an options table each,
+-- and without asking each cgroup whether one is below it when none is),
+-- the others one by one. One walk of the instances for both. Returns how
+-- many signal_first signalled.
+function Instance.signal_pass(S, insts)
+  local cgs, pids, runs, n, sig0, sent, others = nil, nil, nil, 0, nil, 0, nil
   for _, inst in ipairs(insts) do
+    if inst:signal_first() then sent = sent + 1 end
     local run = inst.run
     local sig = run and run.signalled
     if sig ~= nil and run.cgroup and inst.cfg.stop.group then
@@ -1014,16 +1017,23 @@ function Instance.signal_rests(S, insts)
         n = n + 1
         cgs[n], pids[n], runs[n] = run.cgroup, run.pid, run
       else
-        inst:signal_rest()
+        others = others or {}
+        others[#others + 1] = inst
       end
     end
   end
-  if n == 0 then return end
-  cgroup.signal_rests(S, cgs, pids, sig0)
-  for i = 1, n do
-    local run = runs[i]
-    run.signalled, run.signalled_group = nil, sig0
+  -- Every main process has its signal now: the rest of each cgroup.
+  if n > 0 then
+    cgroup.signal_rests(S, cgs, pids, sig0)
+    for i = 1, n do
+      local run = runs[i]
+      run.signalled, run.signalled_group = nil, sig0
+    end
   end
+  if others then
+    for _, inst in ipairs(others) do inst:signal_rest() end
+  end
+  return sent
 end
 
 --- Sends sig to the run's main process, or to its process group.
