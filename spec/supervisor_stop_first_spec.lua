@@ -40,6 +40,42 @@ local function service(s, name, dir, gate, more)
   s.service(def)
 end
 
+-- N services NAME1..NAMEN, each leaving an escapee in its cgroup, started
+-- under a cgroup of the test's own; their main pids, escapees' pids and
+-- cgroup paths once every escapee is in place, and that cgroup's name.
+local function escapees(s, dir, name, N)
+  local parent = h.cgroup_name()
+  s.configure { cgroup = parent }
+  for i = 1, N do
+    service(s, name .. i, dir, "gate",
+      { cmd = { COUNT, tostring(SIGNUM), dir .. "/" .. name .. i, dir .. "/gate", "escapee" } })
+  end
+  s.start("all")
+  local mains, escs, paths = {}, {}, {}
+  for i = 1, N do
+    mains[i], escs[i] = pid_in(dir .. "/" .. name .. i), pid_in(dir .. "/" .. name .. i .. ".esc")
+    paths[i] = u.st(s, name .. i).cgroup
+    assert.truthy(paths[i], "cgroups are on")
+    h.eventually(function() return orch.cgroup.of(escs[i]) == paths[i] end, "escapee " .. i .. " in place")
+  end
+  return mains, escs, paths, parent
+end
+
+-- s.stop("all") with the gate opened once the first "stopping" event has
+-- come; returns what look() said at that event.
+local function stop_all_seeing(s, dir, look)
+  local seen
+  local unsubscribe = s.events(function(ev)
+    if ev.event == "stopping" and seen == nil then seen = look() end
+  end)
+  local t = orch.task(function() return s.stop("all") end)
+  h.eventually(function() return seen ~= nil end, "the first stopping event")
+  unsubscribe()
+  io.open(dir .. "/gate", "w"):close()
+  assert.is_true(t:join())
+  return seen
+end
+
 describe("a stop signals first", function()
   it("signals every main process of a layer before the first stop's bookkeeping, each once", function()
     u.with(function(s, _, dir)
@@ -218,21 +254,8 @@ describe("a stop signals first", function()
 
   it("signals every escapee of a layer in the first pass too, each once, and leaves nothing", function()
     u.with(function(s, _, dir)
-      local parent = h.cgroup_name()
-      s.configure { cgroup = parent }
       local N = 4
-      for i = 1, N do
-        service(s, "e" .. i, dir, "gate",
-          { cmd = { COUNT, tostring(SIGNUM), dir .. "/e" .. i, dir .. "/gate", "escapee" } })
-      end
-      s.start("all")
-      local mains, escs, paths = {}, {}, {}
-      for i = 1, N do
-        mains[i], escs[i] = pid_in(dir .. "/e" .. i), pid_in(dir .. "/e" .. i .. ".esc")
-        paths[i] = u.st(s, "e" .. i).cgroup
-        assert.truthy(paths[i], "cgroups are on")
-        h.eventually(function() return orch.cgroup.of(escs[i]) == paths[i] end, "escapee " .. i .. " in place")
-      end
+      local mains, escs, paths, parent = escapees(s, dir, "e", N)
       -- At the first "stopping" event, how many escapees have the signal.
       local seen
       local unsubscribe = s.events(function(ev)
@@ -261,36 +284,17 @@ describe("a stop signals first", function()
 
   it("signals an escapee in a cgroup below a service's own in the first pass too (the listing of each leaf alone only where no cgroup is below)", function()
     u.with(function(s, _, dir)
-      local parent = h.cgroup_name()
-      s.configure { cgroup = parent }
       local N = 3
-      for i = 1, N do
-        service(s, "n" .. i, dir, "gate",
-          { cmd = { COUNT, tostring(SIGNUM), dir .. "/n" .. i, dir .. "/gate", "escapee" } })
-      end
-      s.start("all")
-      local escs, paths = {}, {}
-      for i = 1, N do
-        escs[i] = pid_in(dir .. "/n" .. i .. ".esc")
-        paths[i] = u.st(s, "n" .. i).cgroup
-        h.eventually(function() return orch.cgroup.of(escs[i]) == paths[i] end, "escapee " .. i .. " in place")
-      end
+      local _, escs, paths = escapees(s, dir, "n", N)
       -- n2's escapee moves into a cgroup below n2's own.
       local sub = assert(orch.cgroup.create(paths[2] .. "/sub"))
       assert(sub:add(escs[2]))
       assert.are.equal(paths[2] .. "/sub", orch.cgroup.of(escs[2]))
-      local seen
-      local unsubscribe = s.events(function(ev)
-        if ev.event == "stopping" and not seen then
-          seen = {}
-          for i = 1, N do seen[i] = pending(escs[i]) end
-        end
+      local seen = stop_all_seeing(s, dir, function()
+        local at = {}
+        for i = 1, N do at[i] = pending(escs[i]) end
+        return at
       end)
-      local t = orch.task(function() return s.stop("all") end)
-      h.eventually(function() return seen ~= nil end, "the first stopping event")
-      unsubscribe()
-      io.open(dir .. "/gate", "w"):close()
-      assert.is_true(t:join())
       assert.are.same({ true, true, true }, seen)
       for i = 1, N do
         assert.are.equal(1, count_in(dir .. "/n" .. i .. ".esc.count"), "n" .. i .. "'s escapee got it once")

@@ -21,6 +21,7 @@ end
 local wrap = dofile((arg[0]:match("^(.*)/") or ".") .. "/lib.lua").timer(stamp)
 wrap(Instance, "signal_first", "signal_first")
 wrap(Instance, "signal_rest", "signal_rest")
+wrap(Instance, "signal_pass", "signal_pass")
 wrap(Instance, "proc_exited", "proc_exited")
 wrap(cgroup, "left", "cgroup.left")
 wrap(orch, "sched_yield", "sched_yield")

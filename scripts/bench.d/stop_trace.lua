@@ -168,7 +168,7 @@ local function one(kind, r)
     end
     sf:close()
     local at = {}
-    for _, k in ipairs { "term.begin", "stop_ordered.begin", "signal_first", "signal_rest", "sched_yield", "orch.task",
+    for _, k in ipairs { "term.begin", "stop_ordered.begin", "signal_first", "signal_pass", "signal_rest", "sched_yield", "orch.task",
                          "stop.begin", "set_state.stopping", "proc_exited", "set_state.stopped" } do
       if first[k] then at[#at + 1] = string.format("%s %.3f-%.3f", k, ms(first[k]), ms(last[k])) end
     end
