@@ -363,6 +363,10 @@ static int process_wait(lua_State *L) {
   orch__check_task(L, "wait");
   if (p->state == P_EXITED) {
     orch__proc_exit_seen(p->rt, &p->child);   /* no group wait reports it now */
+    /* Its exit may have been taken for on_exit handlers alone, the zombie
+     * kept to the loop turn's end: reaped now, as for a waiter there at
+     * the exit. */
+    orch__proc_release_pid(p->rt, p->child.pid);
     return push_status(L, p->status);
   }
   if (p->state != P_RUNNING)

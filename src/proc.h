@@ -308,6 +308,9 @@ void orch__proc_signalled(orch_runtime *rt, pid_t pid);
  * for the loop turn's end (defer_release): before an exec, whose new
  * program would find them as children it knows nothing of. */
 void orch__proc_release(orch_runtime *rt);
+/* The same for one pid (p:wait() of an exit taken already: the process is
+ * reaped when the wait returns). */
+void orch__proc_release_pid(orch_runtime *rt, pid_t pid);
 
 /* Sends sig to pid, or to the process group pid with ORCH__KILL_GROUP.
  * Refuses pid <= 1, orch itself (its pid or one of its threads' ids) and

@@ -752,6 +752,17 @@ void orch__proc_release(orch_runtime *rt) {
   if (st) release_late(st);
 }
 
+void orch__proc_release_pid(orch_runtime *rt, pid_t pid) {
+  proc_state *st = orch__proc_state(rt);
+  if (!st) return;
+  for (size_t i = 0; i < st->nlate; i++) {
+    if (st->late_pids[i] != pid) continue;
+    st->late_pids[i] = st->late_pids[--st->nlate];
+    release(pid);
+    return;
+  }
+}
+
 void orch__proc_signalled(orch_runtime *rt, pid_t pid) {
   proc_state *st = orch__proc_state(rt);
   orch__child *c = st ? orch__child_find(rt, pid) : NULL;
