@@ -220,6 +220,37 @@ local default_backoff = { initial = 0.1, factor = 2, max = 30, jitter = 0.1, res
 -- metatable (configurations are never written after check()).
 local function defaults_mt(t) return { __index = t } end
 
+-- The tables that several services' configurations hold (the defaults'
+-- option tables, a constant backoff, the log options services share) are
+-- read-only: each is an empty table whose metatable reads the checked
+-- table (a table __index, as fast as the defaults' own), so that a hook
+-- writing `svc.cfg.log.dir` or `svc.cfg.stop.timeout` raises instead of
+-- changing every service that shares the table. A service's own tables
+-- (its top table, a command or stop table given to it alone) are not
+-- wrapped: a wrapper each would cost every service its bytes, and a write
+-- there concerns no other service. The supervisor's own passes over a
+-- configuration's keys (the definition given back, its digest) read the
+-- checked table (schema.raw).
+local function read_only_write(_, k)
+  error(string.format("attempt to change a configuration that services share (key %s): configurations are read-only",
+    show(k)), 2)
+end
+local function read_only_pairs(p) return next, getmetatable(p).__index, nil end
+local function read_only_len(p) return #getmetatable(p).__index end
+
+local function read_only(t)
+  return setmetatable({}, { __index = t, __newindex = read_only_write, __pairs = read_only_pairs,
+                            __len = read_only_len })
+end
+
+--- The checked table behind a read-only one (v itself for any other value).
+function schema.raw(v)
+  local mt = type(v) == "table" and getmetatable(v)
+  if mt and rawget(mt, "__newindex") == read_only_write then return mt.__index end
+  return v
+end
+local raw = schema.raw
+
 -- The shared configurations that stand for a plain value of a definition
 -- (a constant backoff for its number of seconds, the log of `log = false`
 -- and of "null"): the value given, by configuration (schema.given).
@@ -233,7 +264,7 @@ local function check_backoff(v, path)
     local d = check_seconds(v, path)
     local b = constant_backoffs[d]
     if not b then
-      b = { initial = d, factor = 1, jitter = 0, max = d, reset_after = default_backoff.reset_after }
+      b = read_only { initial = d, factor = 1, jitter = 0, max = d, reset_after = default_backoff.reset_after }
       constant_backoffs[d] = b
       given_of[b] = d
     end
@@ -399,8 +430,8 @@ end
 
 local log_mt = defaults_mt { max_bytes = 10e6, keep = 5, timestamps = false, tail = 100, max_line = 8192, stderr = true,
                             mode = 416 --[[0640]] }
-local log_inherit = setmetatable({ inherit = true }, log_mt)
-local log_null = setmetatable({ null = true }, log_mt)
+local log_inherit = read_only(setmetatable({ inherit = true }, log_mt))
+local log_null = read_only(setmetatable({ null = true }, log_mt))
 given_of[log_inherit], given_of[log_null] = false, "null"
 local log_fields = {
   dir = check_string,
@@ -436,7 +467,7 @@ local function check_log(v, path)
   end
   local shared = logs_by_text[text]
   if not shared then
-    shared = setmetatable(t, log_mt)
+    shared = read_only(setmetatable(t, log_mt))
     logs_by_text[text] = shared
   end
   return shared
@@ -523,10 +554,10 @@ schema.keys = fields
 -- ever writes into a configuration or a default after check().
 local defaults = {
   numprocs = 1, autostart = true, restart = "always",
-  success_codes = { 0 }, success = { [0] = true },
-  backoff = check_backoff({}, "backoff"), start_limit = check_start_limit({}, "start_limit"),
-  critical = false, start_timeout = 60, depends_on = {},
-  stop = check_stop({}, "stop"), log = check_log({}, "log"), setsid = false,
+  success_codes = read_only { 0 }, success = read_only { [0] = true },
+  backoff = read_only(check_backoff({}, "backoff")), start_limit = read_only(check_start_limit({}, "start_limit")),
+  critical = false, start_timeout = 60, depends_on = read_only {},
+  stop = read_only(check_stop({}, "stop")), log = check_log({}, "log"), setsid = false,
 }
 local config_mt = defaults_mt(defaults)
 
@@ -687,6 +718,7 @@ local function kept(x, c, depth)
   end
   if type(x) == "number" then return type(c) == "number" and exact(x, c) end
   if rawequal(x, c) then return true end
+  c = raw(c)
   if type(x) ~= "table" or type(c) ~= "table" or depth > 20 then return false end
   for k, v in next, x do
     if not kept(v, rawget(c, k), depth + 1) then return false end
@@ -750,7 +782,7 @@ local function value(given, k, c)
   local x = given and given[k]
   if x == nil then
     x = given_of[c]
-    if x == nil then x = c end
+    if x == nil then x = raw(c) end
   end
   return x
 end

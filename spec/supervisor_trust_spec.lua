@@ -1,0 +1,77 @@
+-- What one service's code (its hooks, its restart or stop function) and a
+-- runaway Lua time budget can do to the others and to the supervisor.
+local u = require "spec.supervisor_util"
+local orch = u.orch
+
+describe("supervisor trust", function()
+  it("keeps the configuration tables services share read-only: a hook's write changes no other service", function()
+    u.with(function(s, logs, dir)
+      local other = u.h.tmpdir()
+      local tried = {}
+      local function try(what, fn)
+        local ok, err = pcall(fn)
+        tried[#tried + 1] = { what = what, ok = ok, err = tostring(err) }
+      end
+      -- a and b give the same log options (one shared configuration) and
+      -- no stop, backoff, depends_on or success_codes (the defaults').
+      s.service { name = "a", cmd = { "sh", "-c", "echo a; exec sleep 60" }, log = { dir = dir },
+        on_start = function(svc)
+          try("log.dir", function() svc.cfg.log.dir = other end)
+          try("stop.timeout", function() svc.cfg.stop.timeout = 0 end)
+          try("depends_on", function() table.insert(svc.cfg.depends_on, "nosuch") end)
+          try("backoff.initial", function() svc.cfg.backoff.initial = 99 end)
+          try("success", function() svc.cfg.success[1] = true end)
+          try("success_codes", function() svc.cfg.success_codes[2] = 1 end)
+          try("start_limit.burst", function() svc.cfg.start_limit.burst = 1 end)
+          -- Without a pcall: the hook fails, and says why.
+          svc.cfg.log.keep = 0
+        end }
+      s.service { name = "b", cmd = { "sh", "-c", "echo b; exec sleep 60" }, log = { dir = dir } }
+      s.service { name = "c", cmd = { "sh", "-c", "exec sleep 60" }, log = false, backoff = 2,
+        on_start = function(svc)
+          try("inherit", function() svc.cfg.log.inherit = nil end)
+          try("constant backoff", function() svc.cfg.backoff.max = 0 end)
+        end }
+      s.service { name = "d", cmd = { "sh", "-c", "exec sleep 60" }, log = false, backoff = 2 }
+      assert(s.start("a"))
+      assert(s.start("c"))
+      assert.is_true(u.until_true(function() return #tried == 9 and u.logged(logs, "a: on_start hook failed") end))
+      for _, t in ipairs(tried) do
+        assert.is_false(t.ok, t.what .. " was written")
+        assert.matches("attempt to change a configuration that services share %(key .-%): configurations are read%-only", t.err, 1, false)
+      end
+      assert.truthy(logs[u.logged(logs, "a: on_start hook failed")]:find("key \"keep\"", 1, true))
+      -- b and d start with the configuration they were given.
+      assert(s.start("b"))
+      assert(s.start("d"))
+      assert.is_true(u.until_true(function()
+        local f = io.open(dir .. "/b.log")
+        local text = f and f:read("a")
+        if f then f:close() end
+        return text == "b\n"
+      end))
+      assert.is_nil(io.open(other .. "/b.log"))
+      local b, d = s.instance("b").cfg, s.instance("d").cfg
+      assert.are.equal(dir, b.log.dir)
+      assert.are.equal(5, b.log.keep)
+      assert.are.equal(10, b.stop.timeout)
+      assert.are.equal(0, #b.depends_on)
+      assert.are.equal(0.1, b.backoff.initial)
+      assert.is_nil(b.success[1])
+      assert.are.same({ 0 }, { table.unpack(b.success_codes) })
+      assert.are.equal(5, b.start_limit.burst)
+      assert.is_true(d.log.inherit)
+      assert.are.equal(2, d.backoff.max)
+      -- Read as before: pairs, #, ipairs, and the definitions given back.
+      local keys = {}
+      for k in pairs(b.log) do keys[#keys + 1] = k end
+      assert.are.same({ "dir" }, keys)
+      for _, def in ipairs(s.services()) do
+        if def.name == "b" then assert.are.same({ dir = dir }, def.log) end
+        if def.name == "d" then assert.are.equal(2, def.backoff) end
+      end
+      assert.are.equal(1, #s.instance("a").cfg.success_codes)
+      for _, c in ipairs(s.instance("a").cfg.success_codes) do assert.are.equal(0, c) end
+    end)
+  end)
+end)
