@@ -488,3 +488,91 @@ describe("a supervisor's stop with a tiny Lua time budget", function()
     assert.matches("every service is stopped (exit status 5)", err, 1, true)
   end)
 end)
+
+describe("a supervisor's start with a tiny Lua time budget", function()
+  -- sup.run, sup.start, sup.restart and sup.reload run with the
+  -- supervisor's own budget (Sup.own_budget), as its stops do: under a
+  -- budget of 10 us the start of 1,000 services was interrupted half way
+  -- (some started, the others never) and sup.run raised; a restart or a
+  -- reload of many so.
+  -- run_policy(body, n): orch runs `n` services sleep 1000 (marked with a
+  -- token), then body under a budget of 10 us, then writes DIR/after.
+  local function run_policy(body, n)
+    local d = h.tmpdir()
+    local token = string.format("budgetstart_%d_%d_%d", orch.getpid(), os.time(), n)
+    h.write(d .. "/policy.lua", string.format("local DIR, TOKEN, N = %q, %q, %d\n", d, token, n) .. [[
+      local sup = require "orch.supervisor"
+      sup.configure { env = { ORCH_SPEC_RUN = TOKEN } }
+      local function defs(arg)
+        local t = {}
+        for i = 1, N do t[i] = { name = "s" .. i, cmd = { "sleep", arg } } end
+        return t
+      end
+      for _, def in ipairs(defs("1000")) do sup.service(def) end
+      local f = io.open(DIR .. "/pid.tmp", "w")
+      f:write(orch.getpid(), "\n")
+      f:close()
+      os.rename(DIR .. "/pid.tmp", DIR .. "/pid")
+      orch.set_budget(0.00001)
+    ]] .. body .. [[
+      orch.set_budget(false)
+      f = io.open(DIR .. "/after.tmp", "w")
+      f:write(tostring(r), "\n")
+      f:close()
+      os.rename(DIR .. "/after.tmp", DIR .. "/after")
+    ]])
+    h.sh(string.format("cd %s && { sh -c '\"$0\" run --lua-budget 0 --socket ctl.sock policy.lua >out 2>err; echo $? >status' %s >/dev/null 2>&1 & }",
+      h.shquote(d), h.shquote(h.bin)))
+    local pid = u.until_true(function() return tonumber((h.slurp(d .. "/pid") or ""):match("^(%d+)\n")) end, "orch's pid")
+    finally(function()
+      if h.alive(pid) then os.execute("kill -KILL " .. pid) end
+      u.until_true(function() return h.slurp(d .. "/status"):match("%d+") end, "the shell's end")
+      for _, p in ipairs(h.leftovers(token)) do os.execute("kill -KILL " .. p) end
+    end)
+    -- orch ends (exit 1: the body raised) or its main chunk goes on.
+    u.until_true(function() return h.slurp(d .. "/after") ~= "" or h.slurp(d .. "/status"):match("%d+") end,
+      "the main chunk to go on, or orch to end")
+    local err = h.slurp(d .. "/err")
+    assert.are.equal("", h.slurp(d .. "/status"), err)
+    assert.is_nil(err:find("without yielding", 1, true), err)
+    return d, pid, token
+  end
+  local function stopped(d, pid, token)
+    os.execute("kill -TERM " .. pid)
+    local status = u.until_true(function() return h.slurp(d .. "/status"):match("%d+") end, "orch to exit on SIGTERM")
+    local err = h.slurp(d .. "/err")
+    u.sanitizer_clean(err, "orch run")
+    assert.are.equal("0", status, err)
+    assert.are.same({}, h.leftovers(token))
+  end
+
+  it("starts every service (sup.run)", function()
+    local d, pid, token = run_policy("local r = sup.run()\n", 1000)
+    assert.are.equal("true\n", h.slurp(d .. "/after"))
+    assert.are.equal(1000, #h.leftovers(token))
+    stopped(d, pid, token)
+  end)
+
+  it("restarts and reloads every service (sup.restart, sup.reload)", function()
+    local d, pid, token = run_policy([[
+      orch.set_budget(false)
+      sup.run()
+      local first = {}
+      for _, inst in ipairs(sup.instances()) do first[inst.name] = inst.pid end
+      orch.set_budget(0.00001)
+      local r = sup.restart("all")
+      orch.set_budget(false)
+      local again = 0
+      for _, inst in ipairs(sup.instances()) do
+        if inst.pid and inst.pid ~= first[inst.name] then again = again + 1 end
+      end
+      orch.set_budget(0.00001)
+      local res = sup.reload(defs("2000"))
+      orch.set_budget(false)
+      r = tostring(r) .. " " .. again .. " " .. #res.restarted
+    ]], 300)
+    assert.are.equal("true 300 300\n", h.slurp(d .. "/after"))
+    assert.are.equal(300, #h.leftovers(token))
+    stopped(d, pid, token)
+  end)
+end)

@@ -689,9 +689,12 @@ local function new(main)
     if not insts then return nil, rerr, "ENOENT" end
     if S.shutdown_task then return nil, "start: the supervisor is shutting down", "ECANCELED" end
     -- A large start yields every START_BATCH launches (in a task): the loop
-    -- keeps serving exits, ctl and signals, and no single resume runs into
-    -- the Lua time budget however many services there are.
+    -- keeps serving exits, ctl and signals. It runs with the supervisor's
+    -- own budget (Sup.own_budget), as a stop does: under a budget of a few
+    -- microseconds a start of hundreds was interrupted half way, some
+    -- services started and the others never.
     local yield = in_task()
+    local _ <close> = yield and S.own_budget() or nil
     local list = graph.with_dependencies(S, insts)
     -- Meanwhile the state record is not rewritten at each yield (each
     -- rewrite covers the whole fleet): every new process is in the journal
@@ -756,6 +759,8 @@ local function new(main)
     local insts, err = graph.resolve(S, target, "restart")
     if not insts then return nil, err, "ENOENT" end
     local function go()
+      -- (The supervisor's own budget, as sup.start's.)
+      local _ <close> = S.own_budget()
       local all = graph.with_dependents(S, insts)
       local again = {}
       for _, inst in ipairs(all) do
@@ -923,6 +928,9 @@ local function new(main)
   function sup.reload(defs)
     if type(defs) ~= "table" then error("bad argument #1 to 'reload' (list of service definitions expected)", 2) end
     if not in_task() then error("reload: must be called from a task", 2) end
+    -- The checks, stops and starts of every service given: the
+    -- supervisor's own budget (Sup.own_budget), as sup.start's.
+    local _ <close> = S.own_budget()
     local result = reload.apply(S, defs)
     for _, n in ipairs(result.added) do
       if S.services[n].cfg.autostart then sup.start(n) end
@@ -1023,6 +1031,10 @@ local function new(main)
   end
 
   function sup.run()
+    -- The graph's check, what a previous orch left (the state record, a
+    -- hand-over) and the start of every service: the supervisor's own
+    -- budget (Sup.own_budget), as sup.start's.
+    local _ <close> = S.own_budget()
     local ok, err = pcall(S.check_graph, S)
     if not ok then error(err, 2) end
     settling = orch.current() or nil
