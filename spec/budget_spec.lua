@@ -575,4 +575,25 @@ describe("a supervisor's start with a tiny Lua time budget", function()
     assert.are.equal(300, #h.leftovers(token))
     stopped(d, pid, token)
   end)
+
+  it("gives the status of every service, and reads its figures (sup.status, sup.status_json, sup.status_table)", function()
+    local d, pid, token = run_policy([[
+      orch.set_budget(false)
+      sup.run()
+      orch.set_budget(0.00001)
+      orch.sleep(0)   -- (a resume timed with it)
+      local a = sup.status()
+      local b, nb = sup.status_json()
+      local c, nc = sup.status_table()
+      -- The figures' reads the status queued run in a task of their own.
+      repeat orch.sleep(0.01) until not sup.instance("s1").sup.acct_task
+      orch.set_budget(false)
+      local running = 0
+      for _, st in ipairs(a) do if st.state == "running" then running = running + 1 end end
+      r = running .. " " .. type(b) .. " " .. tostring(nb) .. " " .. select(2, c:gsub("running", "")) .. " " .. tostring(nc)
+    ]], 1000)
+    assert.are.equal("1000 string 0 1000 0\n", h.slurp(d .. "/after"))
+    assert.is_nil(h.slurp(d .. "/err"):find("reading the figures failed", 1, true))
+    stopped(d, pid, token)
+  end)
 end)

@@ -794,6 +794,9 @@ local function new(main)
   end
 
   function sup.status(target)
+    -- A status of every service is the supervisor's own work: its own
+    -- budget (Sup.own_budget), as a start's or a stop's.
+    local _ <close> = S.own_budget()
     local insts, err = graph.resolve(S, target or "all", "status")
     if not insts then return nil, err, "ENOENT" end
     local out = {}
@@ -807,6 +810,7 @@ local function new(main)
   -- status replies): the JSON text of the list sup.status gives, or the
   -- lines of `orch ctl status` as one string; and how many are not running.
   local function rendered(render, target)
+    local _ <close> = S.own_budget()
     local insts, err = graph.resolve(S, target or "all", "status")
     if not insts then return nil, err, "ENOENT" end
     return render(S, insts, status.defer(S, #insts))
