@@ -75,3 +75,74 @@ describe("supervisor trust", function()
     end)
   end)
 end)
+
+describe("the state record after a change of many", function()
+  local h = u.h
+  local cu = require "spec.ctl_util"
+  local cjson = require "cjson"
+
+  -- `orch run --socket DIR/ctl.sock DIR/policy.lua` in the background: its pid.
+  local function run(d, n)
+    local pid = math.tointeger(tonumber((h.sh(string.format(
+      "cd %s && { %s run --socket %s policy.lua >out%d 2>err%d & echo $!; }",
+      h.shquote(d), h.shquote(h.bin), h.shquote(d .. "/ctl.sock"), n, n)))))
+    cu.until_true(function()
+      if not h.alive(pid) then error("orch run ended early:\n" .. h.slurp(d .. "/err" .. n), 0) end
+      return h.cli({ "ctl", "--socket", d .. "/ctl.sock", "ping" }) == 0
+    end, "orch to answer")
+    return pid
+  end
+
+  -- 250 services of 200-byte names: the lines of their changes (a stop of
+  -- all) are about 70 KiB, more than one append to the journal takes
+  -- (orch.private.append: 64 KiB), while the record is larger still.
+  it("holds a stop of every service when its lines are more than one journal write: after a kill -9 none restarts", function()
+    local d = h.tmpdir()
+    local token = string.format("trustrec_%d_%d", orch.getpid(), os.time())
+    h.write(d .. "/policy.lua", string.format("local TOKEN = %q\n", token) .. [[
+      local sup = require "orch.supervisor"
+      sup.configure { env = { ORCH_SPEC_RUN = TOKEN }, log = false }
+      for i = 1, 250 do sup.service { name = string.rep("n", 200) .. i, cmd = { "sleep", "1000" }, log = "null" } end
+      sup.run()
+      orch.task(function() orch.sleep(1e6) end)
+    ]])
+    local o = { sock = d .. "/ctl.sock", dir = d }
+    local pids = {}
+    finally(function()
+      for _, p in ipairs(pids) do if h.alive(p) then os.execute("kill -KILL " .. p) end end
+      for _, p in ipairs(h.leftovers(token)) do os.execute("kill -KILL " .. p) end
+    end)
+    pids[1] = run(d, 1)
+    cu.until_true(function() return #h.leftovers(token) == 250 end, "250 services to run")
+    local code, _, err = cu.ctl_cli(o, "stop", "all")
+    assert.are.equal(0, code, err)
+    -- The stop reaches the record (written whole: more than one journal
+    -- write), not an error of orch's own.
+    cu.until_true(function()
+      local e = h.slurp(d .. "/err1")
+      if e:find("more than 64 KiB", 1, true) then error("the sync failed:\n" .. e, 0) end
+      local ok, rec = pcall(cjson.decode, h.slurp(o.sock .. ".state"))
+      if not ok or type(rec) ~= "table" then return false end
+      local n = 0
+      for _, x in ipairs(rec.instances or {}) do
+        if x.state == "stopped" and x.want == false then n = n + 1 end
+      end
+      return n == 250
+    end, "the record to name the 250 services stopped")
+    os.execute("kill -KILL " .. pids[1])
+    cu.until_true(function() return not h.alive(pids[1]) end, "orch to die")
+    pids[2] = run(d, 2)
+    local st = cu.status(o)
+    local n = 0
+    for _, s in pairs(st) do
+      assert.are.equal("stopped", s.state, s.name)
+      n = n + 1
+    end
+    assert.are.equal(250, n)
+    assert.are.same({}, h.leftovers(token))
+    code, _, err = cu.ctl_cli(o, "shutdown")
+    assert.are.equal(0, code, err)
+    cu.until_true(function() return not h.alive(pids[2]) end, "orch to exit")
+    cu.sanitizer_clean(h.slurp(d .. "/err1") .. h.slurp(d .. "/err2"), "orch run")
+  end)
+end)

@@ -46,6 +46,9 @@ local append_journal  -- idem
 
 local RETRY = 0.05        -- seconds before a failed sync is tried again
 local WHOLE = 16384       -- bytes: a record this small is rewritten whole at each change
+-- The most one append to the journal takes (orch.private.append's bound,
+-- less its generation line): more changes than that are a whole record.
+local JOURNAL_WRITE = 65536 - 64
 local SPACING = 10        -- a sync waits this many times the last one's duration
 local MAX_SPACING = 0.5   -- seconds, at most
 -- After a spawn, the sync waits this long (seconds): the new process is in
@@ -411,7 +414,9 @@ function persist.sync(S)
   local size = P.record_bytes
   local whole = head ~= P.written_head or not size
   if not whole and nbytes > 0 then
-    whole = size <= WHOLE or P.jbytes + nbytes > size
+    -- (Changes of more than one append takes, a restart of hundreds: the
+    -- append raised, and the sync's changes never reached the file.)
+    whole = size <= WHOLE or P.jbytes + nbytes > size or nbytes > JOURNAL_WRITE
   elseif not whole and P.jbytes > 0 then
     whole = P.jbytes > math.max(size, WHOLE)
   end
