@@ -146,3 +146,37 @@ describe("the state record after a change of many", function()
     cu.sanitizer_clean(h.slurp(d .. "/err1") .. h.slurp(d .. "/err2"), "orch run")
   end)
 end)
+
+describe("a run's cgroup", function()
+  local h = u.h
+  it("is made for a service whose name the kernel takes for no cgroup (cgroup.*, more than 255 bytes)", function()
+    u.with(function(s)
+      local parent = h.cgroup_name()
+      s.configure { cgroup = parent }
+      local long = string.rep("l", 300)
+      local ok, err = pcall(function()
+        s.service { name = "cgroup.procs", cmd = { "sleep", "600" } }
+        s.service { name = long, cmd = { "sleep", "600" }, numprocs = 2 }
+        -- (Raised 'each component of a cgroup path must be a plain name'.)
+        assert(s.start("all"))
+        assert.is_true(u.until_true(function()
+          for _, st in ipairs(s.status()) do if st.state ~= "running" then return false end end
+          return true
+        end), "every service to run")
+        local names = {}
+        for _, inst in ipairs(s.instances()) do
+          assert(inst.run.cgroup, inst.name .. " has no cgroup")
+          names[#names + 1] = inst.run.cgroup:path():match("[^/]+$")
+        end
+        assert.matches("^_cgroup%.procs%.%d+$", names[1])
+        assert.matches("^" .. string.rep("l", 200) .. "%.%d+$", names[2])
+        assert.matches("^" .. string.rep("l", 200) .. "%.%d+$", names[3])
+        assert.are_not.equal(names[2], names[3])
+        assert(s.stop("all"))
+      end)
+      s.close()
+      assert.is_nil(u.orch.cgroup.open(parent))
+      if not ok then error(err, 0) end
+    end)
+  end)
+end)

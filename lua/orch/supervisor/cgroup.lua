@@ -505,6 +505,19 @@ end
 -- Once FLUSH_AT or more new cgroups were made since the parent's cpu.stat
 -- was last read (S.cgroup_unfolded), the warm-up reads it first (M.flush):
 -- counted across warm-ups, since a slow start can make several.
+-- A run's cgroup is named after its instance (":" made "@") and the run's
+-- number. A service's name may be one the kernel takes for none of its
+-- cgroups' (orch.cgroup.create raised, and the start of every service
+-- with it): one beginning "cgroup." (its interface files' prefix) gets a
+-- "_" before it, and one longer than 200 bytes is cut there (a name of the
+-- file system is 255 at most; the run's number keeps it unique).
+local function cgroup_name(name)
+  name = name:gsub(":", "@")
+  if #name > 200 then name = name:sub(1, 200) end
+  if name:sub(1, 7) == "cgroup." then name = "_" .. name end
+  return name
+end
+
 local WARM_AFTER, UNREF, FLUSH_AT = 0.1, { ref = false }, 16
 M.FLUSH_AT = FLUSH_AT
 
@@ -651,7 +664,7 @@ function M.prepare(inst, run, opts)
   local cg, err, ename
   repeat
     S.cgroup_seq = S.cgroup_seq + 1
-    local name = inst.name:gsub(":", "@") .. "." .. S.cgroup_seq
+    local name = cgroup_name(inst.name) .. "." .. S.cgroup_seq
     cg, err, ename = orch.cgroup.create(base:path() .. "/" .. name, copts)
     -- The controllers only the status reads (memory, pids) show figures:
     -- where the kernel refuses to enable them (EBUSY: a process other than
