@@ -339,10 +339,14 @@ exec sleep 600
         recording_waits(function(path) return path ~= base end, function(waits)
           assert(s.stop("all"))
           -- The parent first (it never emptied), then each run's cgroup.
+          -- (A run whose main process ended after the first wait for the
+          -- parent began waits for it once more: the pure v2 VM beside
+          -- stress-ng, stop 33's CI.)
           assert.are.equal(base, waits[1])
-          table.remove(waits, 1)
-          assert.are.equal(2, #waits)
-          for _, w in ipairs(waits) do assert.matches("/e@%d%.%d+$", w) end
+          local own = {}
+          for _, w in ipairs(waits) do if w ~= base then own[#own + 1] = w end end
+          assert.are.equal(2, #own, table.concat(waits, "\n"))
+          for _, w in ipairs(own) do assert.matches("/e@%d%.%d+$", w) end
         end)
         all_stopped(s)
         assert.is_nil(u.logged(logs, "sending KILL"), table.concat(logs, "\n"))
