@@ -839,6 +839,13 @@ describe("reaping", function()
             if info and info.cmdline[2] == "fdholder" then return pid end
           end
         end, "the fd holder", 60)
+        -- Stopped only once it is set up (TERM blocked for its
+        -- signalfd): stopped earlier, its bye and its end are another test.
+        eventually(function()
+          local st = h.slurp("/proc/" .. holder .. "/status")
+          local blk = st and st:match("SigBlk:%s*(%x+)")
+          return blk and (tonumber(blk, 16) >> 14) & 1 == 1
+        end, "the fd holder's TERM blocked", 60)
         assert(orch.kill(holder, "STOP"))
         assert.is_true(p:kill("TERM"))
         assert.are.same({ 0, nil }, { p:wait() })

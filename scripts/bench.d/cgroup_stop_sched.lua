@@ -130,14 +130,8 @@ for l in io.lines(SCHED) do
   end
 end
 
-local function median(t)
-  if #t == 0 then return 0 / 0 end
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  local n = #s
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
-end
+local stats = dofile((arg[0]:match("^(.*)/") or ".") .. "/stats.lua")
+local median = stats.median
 
 local rows = { plain = {}, escapee = {} }
 for _, w in ipairs(ws) do

@@ -101,12 +101,7 @@ for r = 1, ROUNDS do
   for _, kind in ipairs(kinds) do table.insert(rows[kind], round(kind == "escapee")) end
 end
 if pidf then pidf:close() end
-local function median(t)
-  table.sort(t)
-  local n = #t
-  if n == 0 then return 0 / 0 end
-  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
-end
+local median = dofile((arg[0]:match("^(.*)/") or ".") .. "/stats.lua").median
 local keys = { "signal_first", "signal_rest", "exit_first", "exit_last", "drain_last", "stopped_last", "total" }
 print(("%-14s %22s %22s"):format("phase (median)", "plain: ms / cpu ms", "escapee: ms / cpu ms"))
 for _, k in ipairs(keys) do

@@ -31,14 +31,8 @@ local function is_kthread(comm)
   return false
 end
 
-local function median(t)
-  if #t == 0 then return 0 end
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  local n = #s
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
-end
+local stats = dofile((arg[0]:match("^(.*)/") or ".") .. "/stats.lua")
+local function median(t) return stats.median(t, 0) end
 
 local function spread(t)
   local lo, hi = math.huge, -math.huge

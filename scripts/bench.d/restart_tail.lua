@@ -91,12 +91,7 @@ local function q(v, p)
   if #v == 0 then return 0 / 0 end
   return v[math.floor(p * (#v - 1) + 0.5) + 1]
 end
-local function median(v)
-  table.sort(v)
-  local n = #v
-  if n == 0 then return 0 / 0 end
-  return n % 2 == 1 and v[(n + 1) // 2] or (v[n // 2] + v[n // 2 + 1]) / 2
-end
+local median = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/stats.lua").median
 local cols = { "lat", "exit", "sigchld", "oncpu", "reaped", "clone", "exec", "sup_run", "sup_wait", "new_run", "new_wait",
                "victim_run", "victim_wait", "holder_run", "others_run" }
 local per_round = {}

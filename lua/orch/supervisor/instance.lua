@@ -981,6 +981,15 @@ function Instance.signal_listed(S)
   return sent
 end
 
+-- The run whose cgroup's rest the first pass still has to signal, and
+-- the signal: signal_first signalled its main process, the run has a
+-- cgroup and the service stops its group.
+local function rest_due(inst)
+  local run = inst.run
+  local sig = run and run.signalled
+  if sig ~= nil and run.cgroup and inst.cfg.stop.group then return run, sig end
+end
+
 --- The second half of the first pass, once every main process of the
 -- layer has its signal: the rest of the run's cgroup (what the main
 -- process forked, a setsid escapee) gets it too, listed with the main
@@ -988,9 +997,8 @@ end
 -- rather than after each instance's bookkeeping. The stop that follows
 -- (Instance:send) then sends nothing more.
 function Instance:signal_rest()
-  local run = self.run
-  local sig = run and run.signalled
-  if sig == nil or not run.cgroup or not self.cfg.stop.group then return end
+  local run, sig = rest_due(self)
+  if not run then return end
   run.signalled = nil
   cgroup.signal(run, sig, run.pid)
   run.signalled_group = sig
@@ -1007,9 +1015,8 @@ function Instance.signal_pass(S, insts)
   local cgs, pids, runs, n, sig0, sent, others = nil, nil, nil, 0, nil, 0, nil
   for _, inst in ipairs(insts) do
     if inst:signal_first() then sent = sent + 1 end
-    local run = inst.run
-    local sig = run and run.signalled
-    if sig ~= nil and run.cgroup and inst.cfg.stop.group then
+    local run, sig = rest_due(inst)
+    if run then
       if sig0 == nil and sig ~= "KILL" and sig ~= 9 then
         sig0, cgs, pids, runs = sig, {}, {}, {}
       end
