@@ -263,10 +263,13 @@ function M.prepare_run(o, file)
   if not ok then io.stderr:write("orch: signal table: ", tostring(err), "\n") end
   -- One orchestrator per control socket: the lock is taken before the
   -- script runs when a socket is asked for, or when it loads the supervisor.
-  local cok, held = pcall(M.claim, file, socket, o.take_over)
+  local cok, held, hcode = pcall(M.claim, file, socket, o.take_over)
   if not cok then
     io.stderr:write("orch: control socket lock: ", tostring(held), "\n")
     return "exit 1"
+  elseif held and hcode == "ENAMETOOLONG" then
+    io.stderr:write("orch: ", held, " (nothing was started)\n")
+    return "exit 2"
   elseif held then
     io.stderr:write("orch: ", held, ": another orchestrator runs (nothing was started)\n")
     return "exit 75"
@@ -341,11 +344,12 @@ end
 
 --- One orchestrator per control socket: takes the lock for `file`'s socket
 -- (socket: a path, "" for --no-socket, nil for the default rules). Returns
--- nil, or the message saying who holds it.
+-- nil, or the message saying who holds it (or why the path cannot be a
+-- control socket) and its code.
 function M.claim(file, socket, take_over)
   if socket == "" then socket = false end
-  local ok, msg = require("orch.ctl").claim_for_run(socket, file, take_over)
-  if not ok then return msg end
+  local ok, msg, code = require("orch.ctl").claim_for_run(socket, file, take_over)
+  if not ok then return msg, code end
 end
 
 --- The message of a lock refused when the script loaded the supervisor, or nil.

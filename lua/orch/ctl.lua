@@ -936,12 +936,21 @@ function ctl.claim(path)
   return true
 end
 
+--- The longest control socket path `orch run` takes, in bytes: a unix
+-- socket's path holds at most 107 (sockaddr_un's sun_path), and the
+-- supervisor's fd holder binds PATH.holder (and its client PATH.client)
+-- beside it, 7 bytes more. A longer path was taken and the fd holder then
+-- failed ("dgram: file name too long"): the services' log pipes were not
+-- held, and a kill -9 of orch killed them with SIGPIPE (doc/cli.md).
+ctl.MAX_RUN_SOCKET = 100
+
 --- For `orch run` (before the script runs): socket is the --socket PATH,
 -- or nil (the default rules), or false (--no-socket). With a socket asked
 -- for ($ORCH_SOCKET too) the lock is taken now; by default it is taken when
 -- the script loads orch.supervisor, i.e. before it can start any service.
--- Returns true, or nil, message when another orch holds the lock (the
--- message is also kept in ctl.refused for `orch run`'s exit status).
+-- Returns true, or nil, message, code: "EAGAIN" when another orch holds
+-- the lock (the message is also kept in ctl.refused for `orch run`'s exit
+-- status), "ENAMETOOLONG" for a path longer than ctl.MAX_RUN_SOCKET.
 -- ctl.locks[path] then also holds `script` (ctl.script_identity(script))
 -- and `take_over` (`orch run --take-over`).
 function ctl.claim_for_run(socket, script, take_over)
@@ -954,6 +963,11 @@ function ctl.claim_for_run(socket, script, take_over)
   -- known now, before the script can change the working directory.
   local who = type(script) == "string" and script ~= "" and ctl.script_identity(script) or nil
   local function claim(p, default)
+    if #p > ctl.MAX_RUN_SOCKET then
+      return nil, string.format("control socket %s: path too long (%d bytes, at most %d: a unix socket's path "
+        .. "holds 107, and the fd holder's, SOCKET.holder, is 7 longer); give a shorter --socket or $ORCH_SOCKET",
+        p, #p, ctl.MAX_RUN_SOCKET), "ENAMETOOLONG"
+    end
     local ok, err, code = socket_dir_for(p, default)
     if not ok and default and (code == "EPERM" or code == "ENOTDIR") then
       -- The default directory is someone else's (doc/security.md#the-runtime-directory):
@@ -965,17 +979,18 @@ function ctl.claim_for_run(socket, script, take_over)
     if ok then
       ctl.locks[p].script, ctl.locks[p].take_over = who, take_over == true
     end
-    return ok, err
+    return ok, err, code
   end
   if path then return claim(path, socket == nil and not (env and env ~= "")) end
   if package.loaded["orch.supervisor"] then return claim(ctl.default_socket(script), true) end
   package.preload["orch.supervisor"] = function(name)
     package.preload[name] = nil
-    local ok, err = claim(ctl.default_socket(script), true)
+    local ok, err, code = claim(ctl.default_socket(script), true)
     if not ok and not ctl.refused then
       -- Running on without a control socket would go unnoticed (no ctl, no
       -- stop, no reload): stop loudly before any service starts.
-      io.stderr:write("orch: control socket: ", tostring(err), " (nothing was started)\n")
+      io.stderr:write("orch: ", code == "ENAMETOOLONG" and "" or "control socket: ", tostring(err),
+        " (nothing was started)\n")
       orch.exit(1)
     end
     if not ok then error(err, 0) end

@@ -609,6 +609,11 @@ local function new(main)
         if v ~= false and (type(v) ~= "string" or v == "") then
           error("bad argument #1 to 'configure' (option 'persist': socket path or false expected)", 2)
         end
+        -- Its fd holder binds v .. ".holder": it must fit a unix socket's path.
+        local max = require("orch.ctl").MAX_RUN_SOCKET
+        if v and #v > max then
+          error(string.format("bad argument #1 to 'configure' (option 'persist': socket path too long (%d bytes, at most %d))", #v, max), 2)
+        end
         S.persist_socket = v
       elseif k == "exit" then
         if type(v) ~= "function" then error("bad argument #1 to 'configure' (option 'exit': function expected)", 2) end
