@@ -454,6 +454,22 @@ describe("a supervisor's stop with a tiny Lua time budget", function()
     assert.matches("every service is stopped", err, 1, true)
   end)
 
+  it("sends its first signal pass whole (the shutdown's own budget from the first signal on)", function()
+    -- The pass over 1,000 services ran under orch's budget of 10 us: cut a
+    -- few services in ("the stop's first signal pass failed"), the others
+    -- signalled a turn later by their own stops.
+    local o = run_policy([[
+      local sup = require "orch.supervisor"
+      for i = 1, 1000 do sup.service { name = "s" .. i, cmd = { "sleep", "1000" } } end
+    ]], "0.00001")
+    finally(function() clean(o) end)
+    assert.are.equal(1000, #o.pids)
+    local status, err = stopped(o)
+    assert.are.equal(0, status, err)
+    assert.is_nil(err:find("first signal pass failed", 1, true), err)
+    assert.is_nil(err:find("without yielding", 1, true), err)
+  end)
+
   it("writes the state record all the same (the supervisor's syncs have its own budget)", function()
     local o = run_policy([[
       local sup = require "orch.supervisor"
@@ -545,6 +561,21 @@ describe("a supervisor's start with a tiny Lua time budget", function()
     assert.are.equal("0", status, err)
     assert.are.same({}, h.leftovers(token))
   end
+
+  it("stops every service with one whole first pass (sup.stop)", function()
+    -- (orch.sleep(0): a resume of its own under the 10 us budget. The
+    -- stop's first pass ran under it, and was cut a few services in.)
+    local d, pid, token = run_policy([[
+      orch.set_budget(false)
+      sup.run()
+      orch.set_budget(0.00001)
+      orch.sleep(0)
+      local r = sup.stop("all")
+    ]], 1000)
+    assert.are.equal("true\n", h.slurp(d .. "/after"))
+    assert.are.same({}, h.leftovers(token))
+    stopped(d, pid, token)
+  end)
 
   it("starts every service (sup.run)", function()
     local d, pid, token = run_policy("local r = sup.run()\n", 1000)
