@@ -49,21 +49,37 @@ end
 
 local pretty_value
 
+-- What a table shows: its own entries, or, when its metatable has a
+-- __pairs (a proxy, such as the supervisor's read-only configuration
+-- tables, empty themselves), what pairs gives (read raw, they showed as
+-- {}); its own entries again when that __pairs fails.
+local function entries(t)
+  local mt = getmetatable(t)
+  if type(mt) ~= "table" or rawget(mt, "__pairs") == nil then return t end
+  local ok, copy = pcall(function()
+    local c = {}
+    for k, v in pairs(t) do c[k] = v end
+    return c
+  end)
+  return ok and copy or t
+end
+
 local function pretty_table(t, depth, indent, seen, opts)
   if seen[t] then return "<cycle " .. tostring(t) .. ">" end
-  if depth >= opts.depth then return next(t) == nil and "{}" or "{...}" end
+  local src = entries(t)
+  if depth >= opts.depth then return next(src) == nil and "{}" or "{...}" end
   seen[t] = true
   local parts = {}
-  local n = rawlen(t)
+  local n = rawlen(src)
   local count = 0
   local more = 0
   for i = 1, n do
     count = count + 1
     if count > opts.items then more = more + 1
-    else parts[#parts + 1] = pretty_value(rawget(t, i), depth + 1, indent .. "  ", seen, opts) end
+    else parts[#parts + 1] = pretty_value(rawget(src, i), depth + 1, indent .. "  ", seen, opts) end
   end
   local keys = {}
-  for k in next, t do
+  for k in next, src do
     if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
   end
   table.sort(keys, key_less)
@@ -73,7 +89,7 @@ local function pretty_table(t, depth, indent, seen, opts)
     else
       local ks = is_identifier(k) and k or
         ("[" .. pretty_value(k, depth + 1, indent .. "  ", seen, opts) .. "]")
-      parts[#parts + 1] = ks .. " = " .. pretty_value(rawget(t, k), depth + 1, indent .. "  ", seen, opts)
+      parts[#parts + 1] = ks .. " = " .. pretty_value(rawget(src, k), depth + 1, indent .. "  ", seen, opts)
     end
   end
   if more > 0 then parts[#parts + 1] = "... (" .. more .. " more)" end

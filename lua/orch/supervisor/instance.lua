@@ -1214,6 +1214,13 @@ function Instance:wait_exit(timeout)
   return self:wait_run(run, timeout)
 end
 
+--- svc:config(): a plain copy of the service's configuration (self.cfg
+-- with its defaults filled in, no read-only or shared table in it), for
+-- next, rawget, # and cjson.encode, which see a shared table as empty.
+function Instance:config()
+  return require("orch.supervisor.schema").config_copy(self.cfg)
+end
+
 --- svc:status([defer]): the instance's status table (sup.status). The
 -- figures (rss, cpu, the cgroup's) are read again when older than the
 -- supervisor's accounting_max_age; with `defer` (a status of many

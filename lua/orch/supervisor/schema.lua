@@ -788,6 +788,39 @@ local function value(given, k, c)
 end
 schema.definition_value = value
 
+--- A plain copy of v (a configuration or a value in one) for code that
+-- reads tables raw (next, rawget, rawlen, cjson.encode), to which a
+-- read-only table is empty and a default behind a metatable absent:
+-- tables copied deep, each read-only one as the table it reads, the
+-- defaults along a table's __index chain of tables filled in, no
+-- metatable kept; other values (functions too) as they are.
+function schema.plain(v, seen)
+  if type(v) ~= "table" then return v end
+  seen = seen or {}
+  if seen[v] then return seen[v] end
+  local t = {}
+  seen[v] = t
+  local layer, depth = raw(v), 0
+  while layer and depth < 16 do
+    for k, x in next, layer do
+      k = schema.plain(k, seen)
+      if rawget(t, k) == nil then t[k] = schema.plain(x, seen) end
+    end
+    local mt = getmetatable(layer)
+    local index = type(mt) == "table" and rawget(mt, "__index")
+    layer, depth = type(index) == "table" and raw(index) or nil, depth + 1
+  end
+  return t
+end
+
+--- svc:config(): the service's configuration as plain tables
+-- (schema.plain), without what the supervisor added to it.
+function schema.config_copy(cfg)
+  local t = schema.plain(cfg)
+  for k in pairs(ADDED) do t[k] = nil end
+  return t
+end
+
 --- The definition (a new table, nothing shared with the configuration)
 -- that cfg was checked from, given what schema.given kept of it.
 function schema.definition(cfg, given)
