@@ -403,6 +403,20 @@ end)
 -- so; the test sends TERM. (Hundreds: the count hook looks at the clock
 -- every 1,000 VM instructions, which a pass over 60 services, a system
 -- call each, never reached.)
+-- The supervisor's policies below: `orch run --lua-budget 0 --socket
+-- ctl.sock policy.lua` in d (its output in d/out and d/err, its exit status
+-- in d/status, the policy's pid in d/pid). launch(d) starts it and returns
+-- the pid once the policy wrote it; exit_status(d, what) waits for the
+-- status (a string of digits).
+local function launch(d)
+  h.sh(string.format("cd %s && { sh -c '\"$0\" run --lua-budget 0 --socket ctl.sock policy.lua >out 2>err; echo $? >status' %s >/dev/null 2>&1 & }",
+    h.shquote(d), h.shquote(h.bin)))
+  return u.until_true(function() return tonumber((h.slurp(d .. "/pid") or ""):match("^(%d+)\n")) end, "orch's pid")
+end
+local function exit_status(d, what)
+  return u.until_true(function() return h.slurp(d .. "/status"):match("%d+") end, what)
+end
+
 describe("a supervisor's stop with a tiny Lua time budget", function()
   local function run_policy(services, budget)
     local d = h.tmpdir()
@@ -418,10 +432,8 @@ describe("a supervisor's stop with a tiny Lua time budget", function()
       os.rename(DIR .. "/pid.tmp", DIR .. "/pid")
       orch.set_budget(BUDGET)
     ]])
-    h.sh(string.format("cd %s && { sh -c '\"$0\" run --lua-budget 0 --socket ctl.sock policy.lua >out 2>err; echo $? >status' %s >/dev/null 2>&1 & }",
-      h.shquote(d), h.shquote(h.bin)))
     local o = { dir = d }
-    o.pid = u.until_true(function() return tonumber((h.slurp(d .. "/pid") or ""):match("^(%d+)\n")) end, "orch's pid")
+    o.pid = launch(d)
     o.pids = {}
     for line in h.slurp(d .. "/pids"):gmatch("[^\n]+") do o.pids[#o.pids + 1] = tonumber(line) end
     return o
@@ -431,24 +443,31 @@ describe("a supervisor's stop with a tiny Lua time budget", function()
     for _, p in ipairs(o.pids) do
       if h.alive(p) then os.execute("kill -KILL " .. p) end
     end
-    u.until_true(function() return h.slurp(o.dir .. "/status"):match("%d+") end, "the shell's end")
+    exit_status(o.dir, "the shell's end")
   end
   local function stopped(o)
     os.execute("kill -TERM " .. o.pid)
-    local status = u.until_true(function() return h.slurp(o.dir .. "/status"):match("%d+") end, "orch to exit on SIGTERM")
+    local status = exit_status(o.dir, "orch to exit on SIGTERM")
     local err = h.slurp(o.dir .. "/err")
     u.sanitizer_clean(err, "orch run")
     for _, p in ipairs(o.pids) do assert.is_false(h.alive(p), "service pid " .. p .. " survived the stop") end
     return tonumber(status), err
   end
 
-  it("ends, every service stopped", function()
-    local o = run_policy([[
+  -- run_policy of n services s1..sN (`sleep 1000`), every one running,
+  -- under a budget of 10 us; all of it ended after the test.
+  local function sleepers(n)
+    local o = run_policy(string.format([[
       local sup = require "orch.supervisor"
-      for i = 1, 200 do sup.service { name = "s" .. i, cmd = { "sleep", "1000" } } end
-    ]], "0.00001")
+      for i = 1, %d do sup.service { name = "s" .. i, cmd = { "sleep", "1000" } } end
+    ]], n), "0.00001")
     finally(function() clean(o) end)
-    assert.are.equal(200, #o.pids)
+    assert.are.equal(n, #o.pids)
+    return o
+  end
+
+  it("ends, every service stopped", function()
+    local o = sleepers(200)
     local status, err = stopped(o)
     assert.are.equal(0, status, err)
     assert.matches("every service is stopped", err, 1, true)
@@ -458,12 +477,7 @@ describe("a supervisor's stop with a tiny Lua time budget", function()
     -- The pass over 1,000 services ran under orch's budget of 10 us: cut a
     -- few services in ("the stop's first signal pass failed"), the others
     -- signalled a turn later by their own stops.
-    local o = run_policy([[
-      local sup = require "orch.supervisor"
-      for i = 1, 1000 do sup.service { name = "s" .. i, cmd = { "sleep", "1000" } } end
-    ]], "0.00001")
-    finally(function() clean(o) end)
-    assert.are.equal(1000, #o.pids)
+    local o = sleepers(1000)
     local status, err = stopped(o)
     assert.are.equal(0, status, err)
     assert.is_nil(err:find("first signal pass failed", 1, true), err)
@@ -471,12 +485,7 @@ describe("a supervisor's stop with a tiny Lua time budget", function()
   end)
 
   it("writes the state record all the same (the supervisor's syncs have its own budget)", function()
-    local o = run_policy([[
-      local sup = require "orch.supervisor"
-      for i = 1, 1000 do sup.service { name = "s" .. i, cmd = { "sleep", "1000" } } end
-    ]], "0.00001")
-    finally(function() clean(o) end)
-    assert.are.equal(1000, #o.pids)
+    local o = sleepers(1000)
     -- Its first sync comes after sup.run, under the 10 us budget (the
     -- record of 1,000 entries was never written).
     u.until_true(function()
@@ -537,12 +546,10 @@ describe("a supervisor's start with a tiny Lua time budget", function()
       f:close()
       os.rename(DIR .. "/after.tmp", DIR .. "/after")
     ]])
-    h.sh(string.format("cd %s && { sh -c '\"$0\" run --lua-budget 0 --socket ctl.sock policy.lua >out 2>err; echo $? >status' %s >/dev/null 2>&1 & }",
-      h.shquote(d), h.shquote(h.bin)))
-    local pid = u.until_true(function() return tonumber((h.slurp(d .. "/pid") or ""):match("^(%d+)\n")) end, "orch's pid")
+    local pid = launch(d)
     finally(function()
       if h.alive(pid) then os.execute("kill -KILL " .. pid) end
-      u.until_true(function() return h.slurp(d .. "/status"):match("%d+") end, "the shell's end")
+      exit_status(d, "the shell's end")
       for _, p in ipairs(h.leftovers(token)) do os.execute("kill -KILL " .. p) end
     end)
     -- orch ends (exit 1: the body raised) or its main chunk goes on.
@@ -555,7 +562,7 @@ describe("a supervisor's start with a tiny Lua time budget", function()
   end
   local function stopped(d, pid, token)
     os.execute("kill -TERM " .. pid)
-    local status = u.until_true(function() return h.slurp(d .. "/status"):match("%d+") end, "orch to exit on SIGTERM")
+    local status = exit_status(d, "orch to exit on SIGTERM")
     local err = h.slurp(d .. "/err")
     u.sanitizer_clean(err, "orch run")
     assert.are.equal("0", status, err)

@@ -56,11 +56,19 @@ after_each(function()
   assert.are.same({}, h.children())
 end)
 
+-- `orch run` of a script (its text; env: what the environment adds):
+-- asserts that it exits 0, and returns its output.
+local function run_ok(text, env)
+  local code, out, err = h.cli({ "run", h.script(text) }, nil, env)
+  assert.are.equal(0, code, err)
+  return out
+end
+
 describe("reaping", function()
   -- In an orch of its own: this process has been a subreaper and had other
   -- children (either can make a SIGCHLD walk).
   local function no_walk(mode)
-    local script = h.script(string.format([[
+    local out = run_ok(string.format([[
       local prog = %q
       local r0 = orch.proc.reaper()
       local ps = {}
@@ -81,9 +89,7 @@ describe("reaping", function()
       print("stop", stopped, (p:status()), orch.proc.reaper().walks > r.walks)
       assert(p:kill("KILL"))
       print("end", select(2, p:wait()), orch.proc.reaper().children, orch.proc.reaper().pidfds, orch.proc.reaper().waits)
-    ]], prog))
-    local code, out, err = h.cli({ "run", script }, nil, { ORCH_REAPER = mode })
-    assert.are.equal(0, code, err)
+    ]], prog), { ORCH_REAPER = mode })
     return out
   end
 
@@ -115,7 +121,7 @@ describe("reaping", function()
   -- An orch.fork child spawns 20 children and kills them, its parent 5:
   -- what each reaped, counted by the reaper's field exits (mode: ORCH_REAPER).
   local function fork_reaps(exits, mode)
-    local script = h.script(KILLED .. string.format([[
+    local out = run_ok(KILLED .. string.format([[
       local prog, exits = %q, %q
       local mine = {}
       for i = 1, 5 do mine[i] = assert(orch.spawn { prog, "sleep", "100" }) end
@@ -134,9 +140,7 @@ describe("reaping", function()
       for i = 1, 5 do if select(2, mine[i]:wait()) == "KILL" then n = n + 1 end end
       local r = orch.proc.reaper()
       print("parent", r.mode, n, r[exits] - r0[exits], r.waits)
-    ]], prog, exits))
-    local code, out, err = h.cli({ "run", script }, nil, { ORCH_REAPER = mode })
-    assert.are.equal(0, code, err)
+    ]], prog, exits), { ORCH_REAPER = mode })
     return out
   end
 
@@ -220,7 +224,7 @@ describe("reaping", function()
   end)
 
   it("arms one late walk after a SIGCHLD explained without a walk (a stop the kernel merged into an exit's signal is found by it)", function()
-    local script = h.script(string.format([[
+    local out = run_ok(string.format([[
       local prog = %q
       local r0 = orch.proc.reaper()
       local ps = {}
@@ -234,8 +238,6 @@ describe("reaping", function()
       local r = orch.proc.reaper()
       print(r.mode, r.walks - r0.walks, r.late_walks - r0.late_walks > 0, r.late_ms)
     ]], prog))
-    local code, out, err = h.cli({ "run", script })
-    assert.are.equal(0, code, err)
     local mode = out:match("^(%a+)\t")
     assert.truthy(mode == "connector" or mode == "ring" or mode == "pidfd", out)
     -- No walk at the signals themselves; the late walk came after them.
@@ -243,7 +245,7 @@ describe("reaping", function()
   end)
 
   it("keeps at most 2,048 waits in the ring (each pending wait costs every child's exit a look); the children past them are reaped all the same (ORCH_REAPER=ring)", function()
-    local script = h.script(string.format([[
+    local out = run_ok(string.format([[
       local prog = %q
       local ps = {}
       for i = 1, 2100 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
@@ -252,9 +254,7 @@ describe("reaping", function()
       local n = 0
       for i = 1, 2100 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
       print(r.mode, r.waits, n, orch.proc.reaper().children)
-    ]], prog))
-    local code, out, err = h.cli({ "run", script }, nil, { ORCH_REAPER = "ring" })
-    assert.are.equal(0, code, err)
+    ]], prog), { ORCH_REAPER = "ring" })
     if RING then
       assert.are.equal("ring\t2048\t2100\t0\n", out)
     else
@@ -299,7 +299,7 @@ describe("reaping", function()
   end)
 
   it("reaps 1,500 children that end at once through the ring, past what its completion queue holds, with no walk and no zombie (ORCH_REAPER=ring)", function()
-    local script = h.script(string.format([[
+    local out = run_ok(string.format([[
       local prog = %q
       local r0 = orch.proc.reaper()
       local ps = {}
@@ -316,9 +316,7 @@ describe("reaping", function()
       -- (One walk may come: the SIGCHLD records' ring holds 1,024; it
       -- finds nothing left.)
       print(n, r.ring_exits - r0.ring_exits, r.walk_exits - r0.walk_exits, r.waits, r.pidfd_exits - r0.pidfd_exits)
-    ]], prog, until_zombies(1500)))
-    local code, out, err = h.cli({ "run", script }, nil, { ORCH_REAPER = "ring" })
-    assert.are.equal(0, code, err)
+    ]], prog, until_zombies(1500)), { ORCH_REAPER = "ring" })
     if RING then
       assert.are.equal("ring\t1500\n1500\t1500\t0\t0\t0\n", out)
     else
@@ -376,7 +374,7 @@ describe("reaping", function()
   end)
 
   it("through the proc connector: 2,100 children, past the ring's cap, each reaped by pid after its event, with no walk, no wait and no fd", function()
-    local script = h.script(string.format([[
+    local out = run_ok(string.format([[
       local prog = %q
       local ps = {}
       for i = 1, 2100 do ps[i] = assert(orch.spawn { prog, "sleep", "100" }) end
@@ -401,8 +399,6 @@ describe("reaping", function()
       -- The late walk waits a second more for each 1,000 children.
       print(r0.late_ms, r.late_ms)
     ]], prog))
-    local code, out, err = h.cli { "run", script }
-    assert.are.equal(0, code, err)
     if CONNECTOR then
       assert.are.equal("connector\t0\t0\t2100\t2100\t0\ttrue\t0\t0\n2000\t1000\n", out)
     else
@@ -413,7 +409,7 @@ describe("reaping", function()
   end)
 
   it("through the proc connector with events lost (a receive buffer of a few events: ENOBUFS): 300 children that end at once are all reaped, by the walk the overflow calls for", function()
-    local script = h.script(string.format([[
+    local out = run_ok(string.format([[
       local prog = %q
       local r0 = orch.proc.reaper()
       local ps = {}
@@ -425,9 +421,7 @@ describe("reaping", function()
       for i = 1, 300 do if select(2, ps[i]:wait()) == "KILL" then n = n + 1 end end
       local r = orch.proc.reaper()
       print(r.mode, n, r.overflows - r0.overflows > 0, r.walks - r0.walks > 0, r.children)
-    ]], prog, until_zombies(300)))
-    local code, out, err = h.cli({ "run", script }, nil, { ORCH_REAPER_RCVBUF = "1" })
-    assert.are.equal(0, code, err)
+    ]], prog, until_zombies(300)), { ORCH_REAPER_RCVBUF = "1" })
     if CONNECTOR then
       assert.are.equal("connector\t300\ttrue\ttrue\t0\n", out)
     else
@@ -438,7 +432,7 @@ describe("reaping", function()
   end)
 
   it("through the proc connector: a child whose leader thread ended first is reaped when its last thread ends (its event came before it could be waited for)", function()
-    local script = h.script(string.format([[
+    local out = run_ok(string.format([[
       local prog = %q
       local r0 = orch.proc.reaper()
       local p = assert(orch.spawn { prog, "leader", "7", stdin = "pipe" })
@@ -455,8 +449,6 @@ describe("reaping", function()
       local r = orch.proc.reaper()
       print("ended", code, r.connector_exits - r0.connector_exits, r.walks - r0.walks, r.children)
     ]], h.progs .. "/prog_proc"))
-    local code, out, err = h.cli { "run", script }
-    assert.are.equal(0, code, err)
     if CONNECTOR then
       assert.are.equal("leader\t1\trunning\t1\nended\t7\t1\t0\t0\n", out)
     else
@@ -466,7 +458,7 @@ describe("reaping", function()
   end)
 
   it("through the proc connector: an exit's SIGCHLD does not wake the loop (the exit's event does, and reads the signal's record); a stop's still does, and so does every signal after it", function()
-    local script = h.script(string.format([[
+    local out = run_ok(string.format([[
       local prog = %q
       local r0 = orch.proc.reaper()
       local ps = {}
@@ -488,8 +480,6 @@ describe("reaping", function()
       for _ = 1, 3000 do if orch.proc.reaper().signals > r2.signals then break end orch.sleep(0.01) end
       print("exit", sig, orch.proc.reaper().signals > r2.signals)
     ]], prog))
-    local code, out, err = h.cli({ "run", script })
-    assert.are.equal(0, code, err)
     if CONNECTOR then
       assert.are.equal("connector\t0\t50\t0\nstop\tSTOP\ttrue\ttrue\nexit\tKILL\ttrue\n", out)
     else
@@ -501,7 +491,7 @@ describe("reaping", function()
   end)
 
   it("through the proc connector: an exit only on_exit handlers hear of is taken first, its zombie released after the loop turn's tasks; one orch signalled, or one a task waits for, is reaped at once", function()
-    local script = h.script(string.format([[
+    local out = run_ok(string.format([[
       local prog = %q
       local function state(pid)
         local f = io.open("/proc/" .. pid .. "/stat")
@@ -558,8 +548,6 @@ describe("reaping", function()
       watch:stop()
       print("orphans", orphans)
     ]], prog))
-    local code, out, err = h.cli({ "run", script })
-    assert.are.equal(0, code, err)
     -- The ring and pidfds reap at once.
     local first = CONNECTOR and "handler\tZ\tgone\ttrue\n" or "handler\tgone\tgone\ttrue\n"
     local w2 = CONNECTOR and "Z" or "gone"
@@ -568,7 +556,7 @@ describe("reaping", function()
   end)
 
   it("an exec from an on_exit handler takes no zombie along: an exit taken and not released yet is reaped before it", function()
-    local script = h.script(string.format([[
+    local out = run_ok(string.format([[
       local prog = %q
       local p = assert(orch.spawn { prog, "sleep", "100" })
       p:on_exit(function()
@@ -578,13 +566,11 @@ describe("reaping", function()
       assert(orch.spawn { "kill", "-KILL", tostring(p.pid) }):wait()
       orch.sleep(30)
     ]], prog))
-    local code, out, err = h.cli({ "run", script })
-    assert.are.equal(0, code, err)
     assert.are.equal("released\n", out)
   end)
 
   it("through the proc connector: 500 children only on_exit handlers hear of, killed at once from outside: every exit seen, every zombie released", function()
-    local script = h.script(string.format([[
+    local out = run_ok(string.format([[
       local prog = %q
       local n, ps, seen = 500, {}, 0
       ps[1] = assert(orch.spawn { prog, "sleep", "100", pgroup = true })
@@ -603,8 +589,6 @@ describe("reaping", function()
       f:close()
       print(seen, orch.proc.reaper().children, zombies)
     ]], prog))
-    local code, out, err = h.cli({ "run", script })
-    assert.are.equal(0, code, err)
     assert.are.equal("500\t0\t0\n", out)
   end)
 
@@ -646,7 +630,7 @@ describe("reaping", function()
   -- none. (A wait may end before its SIGCHLD is read: walks() waits for the
   -- walk it made or the late walk one explained without a walk arms.)
   it("a subreaper walks at each SIGCHLD; its orch.fork child, no subreaper, reaps its own children without a walk", function()
-    local script = h.script(KILLED .. string.format([[
+    local out = run_ok(KILLED .. string.format([[
       local prog = %q
       local function walks(r0)
         local r
@@ -676,8 +660,6 @@ describe("reaping", function()
       assert(f:wait() == 0)
       assert(orch.proc.subreaper(false))
     ]], prog))
-    local code, out, err = h.cli({ "run", script })
-    assert.are.equal(0, code, err)
     assert.are.equal("before\t0\nsubreaper\ttrue\nchild false 20 0\n", out)
   end)
 

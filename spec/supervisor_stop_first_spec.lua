@@ -61,6 +61,22 @@ local function escapees(s, dir, name, N)
   return mains, escs, paths, parent
 end
 
+-- N services NAME1..NAMEN behind the gate, started; their main pids.
+local function gated(s, dir, name, N)
+  for i = 1, N do service(s, name .. i, dir, "gate") end
+  s.start("all")
+  local pids = {}
+  for i = 1, N do pids[i] = pid_in(dir .. "/" .. name .. i) end
+  return pids
+end
+
+-- How many of pids have the stop signal pending.
+local function count_pending(pids)
+  local n = 0
+  for _, pid in ipairs(pids) do if pending(pid) then n = n + 1 end end
+  return n
+end
+
 -- s.stop("all") with the gate opened once the first "stopping" event has
 -- come; returns what look() said at that event.
 local function stop_all_seeing(s, dir, look)
@@ -80,24 +96,10 @@ describe("a stop signals first", function()
   it("signals every main process of a layer before the first stop's bookkeeping, each once", function()
     u.with(function(s, _, dir)
       local N = 6
-      for i = 1, N do service(s, "p" .. i, dir, "gate") end
-      s.start("all")
-      local pids = {}
-      for i = 1, N do pids[i] = pid_in(dir .. "/p" .. i) end
+      local pids = gated(s, dir, "p", N)
       -- At the first "stopping" event (the first instance's bookkeeping),
       -- how many of the main processes have the stop signal already.
-      local seen
-      local unsubscribe = s.events(function(ev)
-        if ev.event == "stopping" and not seen then
-          seen = 0
-          for i = 1, N do if pending(pids[i]) then seen = seen + 1 end end
-        end
-      end)
-      local t = orch.task(function() return s.stop("all") end)
-      h.eventually(function() return seen ~= nil end, "the first stopping event")
-      unsubscribe()
-      io.open(dir .. "/gate", "w"):close()
-      assert.is_true(t:join())
+      local seen = stop_all_seeing(s, dir, function() return count_pending(pids) end)
       assert.are.equal(N, seen)
       for i = 1, N do
         assert.are.equal(1, count_in(dir .. "/p" .. i .. ".count"), "p" .. i .. " got the stop signal once")
@@ -168,22 +170,8 @@ describe("a stop signals first", function()
     u.with(function(s, _, dir)
       s.configure { cgroup = false }
       local N = 4
-      for i = 1, N do service(s, "g" .. i, dir, "gate") end
-      s.start("all")
-      local pids = {}
-      for i = 1, N do pids[i] = pid_in(dir .. "/g" .. i) end
-      local seen
-      local unsubscribe = s.events(function(ev)
-        if ev.event == "stopping" and not seen then
-          seen = 0
-          for i = 1, N do if pending(pids[i]) then seen = seen + 1 end end
-        end
-      end)
-      local t = orch.task(function() return s.stop("all") end)
-      h.eventually(function() return seen ~= nil end, "the first stopping event")
-      unsubscribe()
-      io.open(dir .. "/gate", "w"):close()
-      assert.is_true(t:join())
+      local pids = gated(s, dir, "g", N)
+      local seen = stop_all_seeing(s, dir, function() return count_pending(pids) end)
       assert.are.equal(N, seen)
       for i = 1, N do
         assert.are.equal(1, count_in(dir .. "/g" .. i .. ".count"), "g" .. i .. " got the stop signal once")
@@ -257,18 +245,7 @@ describe("a stop signals first", function()
       local N = 4
       local mains, escs, paths, parent = escapees(s, dir, "e", N)
       -- At the first "stopping" event, how many escapees have the signal.
-      local seen
-      local unsubscribe = s.events(function(ev)
-        if ev.event == "stopping" and not seen then
-          seen = 0
-          for i = 1, N do if pending(escs[i]) then seen = seen + 1 end end
-        end
-      end)
-      local t = orch.task(function() return s.stop("all") end)
-      h.eventually(function() return seen ~= nil end, "the first stopping event")
-      unsubscribe()
-      io.open(dir .. "/gate", "w"):close()
-      assert.is_true(t:join())
+      local seen = stop_all_seeing(s, dir, function() return count_pending(escs) end)
       assert.are.equal(N, seen)
       for i = 1, N do
         assert.are.equal(1, count_in(dir .. "/e" .. i .. ".count"), "e" .. i .. " got the stop signal once")
