@@ -749,6 +749,9 @@ local function new(main)
     if not insts then return nil, err, "ENOENT" end
     insts = graph.with_dependents(S, insts)
     local function go()
+      -- The supervisor's own budget for the whole of it (as sup.restart's):
+      -- the look at every instance after the stop ran under orch's again.
+      local _ <close> = S.own_budget()
       S:stop_ordered(insts)
       -- A process that survived KILL (stuck in the kernel, or not ours to
       -- kill) was left behind: the stop ended, but not cleanly.
