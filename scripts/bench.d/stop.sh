@@ -28,7 +28,8 @@
 #   <name>_per_c_orch, <name>_per_ccg_orch   x   orch's median over each C
 #                                            limit's (the ratios)
 #   cpu_stop_ctl_100_orch  ms  orch's CPU for the `orch ctl stop all`
-# Then, as comments ("# ..."), the spread of every figure of 5 samples or
+# Then, as comments ("# ..."), each round's figure of the stops (with fewer
+# than 5 rounds), the spread of every figure of 5 samples or
 # more (min, quartiles, max) and of the start's ratio: start by start (orch's
 # over the C limit's of the same alternation), and the ratio of the medians
 # of each half and each third of the starts (what a shorter run would say).
@@ -218,6 +219,11 @@ for _, k in ipairs(order) do
   if #t >= 5 then
     print(string.format("# %s n=%d min %.3f p25 %.3f median %.3f p75 %.3f max %.3f", k, #t,
       t[1], q(t, 0.25), q(t, 0.5), q(t, 0.75), t[#t]))
+  elseif #t > 1 and k:match("^stop_") then
+    -- Fewer: each round's, in order (the stops' figures).
+    local r = {}
+    for i, x in ipairs(v[k]) do r[i] = string.format("%.3f", x) end
+    print(string.format("# %s rounds %s", k, table.concat(r, " ")))
   end
 end
 local f = io.open(arg[2])

@@ -119,18 +119,21 @@ local function one(kind, r)
   -- With sched_wakeup traced (STOP_TRACE_EVENTS=sched:sched_wakeup): the
   -- probe's waits for a CPU (its wake-up to its switch-in) from the SIGTERM
   -- to its figure, where the supervisor held the CPU it was woken onto.
-  local pwait, running, woke = 0 / 0, {}, nil
+  local pwait, pwait_x, running, woke = 0 / 0, 0 / 0, {}, nil
   local pend = t0 + probe / 1e3
   for _, e in ipairs(ev) do
     if e.name == "sched:sched_switch" then
       local nxt = tonumber(e.a:match("next_pid=(%d+)"))
       running[e.cpu] = nxt
       if nxt == prober and woke then
-        if e.t <= pend then pwait = pwait + (e.t - woke) end
+        if e.t <= pend then
+          pwait = pwait + (e.t - woke)
+          if woke >= tend then pwait_x = pwait_x + (e.t - woke) end
+        end
         woke = nil
       end
     elseif e.name == "sched:sched_wakeup" and prober and e.t >= t0 and e.t <= pend then
-      if pwait ~= pwait then pwait = 0 end
+      if pwait ~= pwait then pwait, pwait_x = 0, 0 end
       local pid, target = e.a:match("pid=(%d+) .*target_cpu=(%d+)")
       if tonumber(pid) == prober and running[tonumber(target)] == sup then woke = e.t end
     end
@@ -183,11 +186,11 @@ local function one(kind, r)
   return { st = st, cpu_first = cpu_until(kills[1]), cpu_last = cpu_until(kills[#kills]),
            cpu_pass = yield and cpu_until(yield) or 0 / 0, first = ms(kills[1]), last = ms(kills[#kills]), nkill = #kills, exit50 = ms(exits[50] or tend),
            exit = ms(tend), probe = probe, done = done and ms(done) or 0 / 0, cpu_all = all * 1e3, sup_cpu = cpu.sup * 1e3, svc_cpu = cpu.svc * 1e3,
-           other_cpu = cpu.other * 1e3, pwait = pwait * 1e3, top = table.concat(top, ", ") }
+           other_cpu = cpu.other * 1e3, pwait = pwait * 1e3, pwait_x = pwait_x * 1e3, gap = probe - ms(tend), top = table.concat(top, ", ") }
 end
 
 local cols = { "first", "last", "exit50", "exit", "probe", "done", "cpu_first", "cpu_last", "cpu_pass", "sup_cpu",
-               "cpu_all", "svc_cpu", "other_cpu", "pwait" }
+               "cpu_all", "svc_cpu", "other_cpu", "pwait", "pwait_x", "gap" }
 local function median(v)
   for i = #v, 1, -1 do if v[i] ~= v[i] then table.remove(v, i) end end
   table.sort(v)

@@ -6,7 +6,9 @@
 # (perf record -a, CLOCK_MONOTONIC: the probe's clock). ROUNDS (3) rounds,
 # the kinds alternating (KINDS, default "c ccg orch"; ccg needs a writable
 # cgroup v2 directory; "base" is orch built in STOP_TRACE_BASE, another tree,
-# for an A/B pair). Per stop, ms after the probe's SIGTERM:
+# for an A/B pair, or BUILD's own; STOP_TRACE_ORCH_ENV and STOP_TRACE_BASE_ENV,
+# "VAR=VALUE ..." each, are set for orch's and base's runs: an A/B pair of
+# settings on one binary). Per stop, ms after the probe's SIGTERM:
 #   first, last   the supervisor's first and 100th stop signal to a service
 #   exit50, exit  the 50th and the last service's exit (sched_process_exit)
 #   probe         the probe's figure (its last poll that saw one alive)
@@ -27,6 +29,8 @@
 #                 the probe's figure): a supervisor busy after the last exit
 #                 keeps its CPU to the end of its slice and the tick after
 #                 it, and a probe woken there waits, the other CPU idle or not
+#   pwait_x       the part of pwait whose waits began after the last exit
+#   gap           probe - exit: the probe's figure after the last exit
 # With STOP_TRACE_SCRIPT=stop_stamps.lua orch runs that copy of phases.lua
 # instead, and each orch row is followed by its Lua stamps: when each step
 # of the stop began (ms after the SIGTERM) and the CPU of the calls that
@@ -59,8 +63,10 @@ one() {                   # kind round
   case $kind in
     c) setsid "$W/minisup" 100 "$W/svc" </dev/null >/dev/null 2>&1 & ;;
     ccg) MINISUP_CGROUP=$CCG setsid "$W/minisup" 100 "$W/svc" </dev/null >/dev/null 2>&1 & ;;
-    *) [ "$kind" = base ] && b=$BASE
-       STOP_STAMPS=$W/$kind.$r.stamps setsid "$b/orch" run "$HERE/${STOP_TRACE_SCRIPT:-phases.lua}" 100 "$W/svc" \
+    *) local e=${STOP_TRACE_ORCH_ENV:-}
+       [ "$kind" = base ] && b=${BASE:-$BUILD} e=${STOP_TRACE_BASE_ENV:-}
+       # shellcheck disable=SC2086
+       STOP_STAMPS=$W/$kind.$r.stamps setsid env $e "$b/orch" run "$HERE/${STOP_TRACE_SCRIPT:-phases.lua}" 100 "$W/svc" \
          </dev/null >/dev/null 2>"$W/err" & ;;
   esac
   sup=$!

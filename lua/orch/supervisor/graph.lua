@@ -326,6 +326,25 @@ function graph.signal_early(S, insts)
   return false
 end
 
+-- A shutdown's stop, from its first pass to orch's exit, runs orch's loop
+-- thread with the shortest scheduler slice (0.1 ms: orch.proc._slice,
+-- Linux 6.12+). After the services' exits orch works on for 10-20 ms of
+-- CPU (each exit's end, the cgroups' removal, its own end), and with the
+-- default slice a task woken on its CPU meanwhile (whoever waits for the
+-- services to exit, on a loaded or small machine) waited for the end of
+-- that slice and the tick after it: 2-8 ms in the stops of 100 traced
+-- (doc/benchmarks.md, "The stop of 100, fourteenth session"). With 0.1 ms
+-- it runs within 0.1 ms of its wake-up; orch's work is the same. Not
+-- restored: orch ends with the shutdown. A spawn meanwhile (a stop hook's)
+-- gets the default slice (SCHED_FLAG_RESET_ON_FORK). Where the kernel
+-- refuses, nothing changes.
+local SHUTDOWN_SLICE_US = 100
+local function shutdown_slice(S)
+  if not S.shutdown_task or S.slice_short then return end
+  S.slice_short = true
+  orch.proc._slice(SHUTDOWN_SLICE_US)
+end
+
 --- Stops the instances, dependents before their dependencies, every
 -- instance of a layer in parallel. None of them is restarted from the
 -- moment this is called. Task only. `signalled`: the caller made the
@@ -345,6 +364,7 @@ function graph.stop_ordered(S, insts, signalled)
   local _ <close> = S.own_budget()
   local flat = one_layer(S, insts)
   if flat and not signalled then signal_layer(insts) end
+  shutdown_slice(S)
   -- A status's reads of the figures wait while a stop of many runs.
   local _ <close> = status.paused_for(S, #insts)
   -- The cgroups of the runs it ends go at its end (removed before it
