@@ -296,6 +296,61 @@ describe("a full log disk", function()
 end)
 
 describe("the runtime directory", function()
+  it("a control socket given by path in a directory another user owns or can write to is refused, starting nothing", function()
+    local dir = h.tmpdir()
+    os.execute("chmod 755 " .. h.shquote(dir))
+    local marker = ("%d.%d"):format(orch.getpid(), os.time())
+    local script = dir .. "/policy.lua"
+    h.write(script, ([[
+      local sup = require "orch.supervisor"
+      sup.service { name = "svc", cmd = { "sleep", "1000.%s" } }
+      print("ran")
+    ]]):format(marker))
+    local theirs, open, sticky = dir .. "/theirs", dir .. "/open", dir .. "/sticky"
+    local ok, e = pcall(h.run, function()
+      assert(os.execute("mkdir -m 700 " .. h.shquote(theirs) .. " && chown 65534 " .. h.shquote(theirs)))
+      local code
+      assert(os.execute("mkdir -m 777 " .. h.shquote(open) .. " && chmod 777 " .. h.shquote(open)
+        .. " && mkdir -m 1777 " .. h.shquote(sticky) .. " && chmod 1777 " .. h.shquote(sticky)))
+      local function orch_run(how, path)
+        local cmd = { "env", "-u", "ORCH_SOCKET", h.bin, "run", script }
+        if how == "env" then cmd = { "env", "ORCH_SOCKET=" .. path, h.bin, "run", script }
+        else table.insert(cmd, 6, "--socket") table.insert(cmd, 7, path) end
+        return run(cmd)
+      end
+      for _, how in ipairs { "--socket", "env" } do
+        -- A directory of another user: they may rename or remove what is in it.
+        local stdout, stderr
+        code, stdout, stderr = orch_run(how, theirs .. "/ctl.sock")
+        assert.are.equal(1, code)
+        assert.are.equal("", stdout)
+        assert.matches("orch: control socket: refused " .. theirs .. "/ctl.sock: ", stderr, 1, true)
+        assert.matches("the directory " .. theirs .. " belongs to uid 65534", stderr, 1, true)
+        assert.matches("another user could replace the socket", stderr, 1, true)
+        assert.matches("(nothing was started)", stderr, 1, true)
+        -- Not taken for another orchestrator's lock (exit 75).
+        assert.is_nil(stderr:find("another orchestrator", 1, true))
+        -- root's directory that every user may write to (not sticky).
+        code, stdout, stderr = orch_run(how, open .. "/ctl.sock")
+        assert.are.equal(1, code)
+        assert.are.equal("", stdout)
+        assert.matches("the directory " .. open .. " is writable by every user", stderr, 1, true)
+        -- Nothing was made in either.
+        assert.is_nil(io.open(theirs .. "/ctl.sock.lock"))
+        assert.is_nil(io.open(open .. "/ctl.sock.lock"))
+        -- A sticky one (as /tmp): no other user may remove or rename orch's files there.
+        code, stdout, stderr = orch_run(how, sticky .. "/ctl-" .. how:gsub("%W", "") .. ".sock")
+        assert.are.equal(0, code, stderr)
+        assert.are.equal("ran\n", stdout)
+      end
+    end, 60)
+    for _, pid in ipairs(orch.proc.list()) do
+      if h.slurp("/proc/" .. pid .. "/cmdline") == "sleep\0" .. "1000." .. marker .. "\0" then orch.kill(pid, "KILL") end
+    end
+    os.execute("rm -rf " .. h.shquote(theirs) .. " " .. h.shquote(open) .. " " .. h.shquote(sticky))
+    assert(ok, e)
+  end)
+
   it("a /tmp/orch-<uid> another user created first is refused: orch run stops loudly, starting nothing", function()
     -- orch runs as an unusual uid (no XDG_RUNTIME_DIR: the /tmp fallback),
     -- nobody prepares the directory for it.

@@ -450,6 +450,41 @@ static int lf_tostring(lua_State *L) {
   return 1;
 }
 
+/* logfile.check_dir(dir): true when dir is reached from "/" the way a log's
+ * directory is (every component owned by root or orch's uid, none writable
+ * by others unless sticky, the last one not by its group unless sticky; a
+ * symbolic link followed only when root or orch's uid owns it), so that no
+ * other user can replace or remove what orch makes in it (a control
+ * socket given by path); otherwise nil, message, code (EPERM: refused). */
+static int logfile_check_dir(lua_State *L) {
+  size_t plen;
+  const char *path = orch__checkpath(L, 1, &plen);
+  orch__check_nargs(L, 1);
+  if (plen == 0) luaL_argerror(L, 1, "path must not be empty");
+  if (plen >= PATH_MAX) return orch__fail_errno(L, ENAMETOOLONG, "logfile.check_dir: %s", path);
+  char dir[PATH_MAX * 2];
+  if (path[0] == '/') memcpy(dir, path, plen + 1);
+  else {
+    if (!getcwd(dir, PATH_MAX)) return orch__fail(L, "logfile.check_dir: getcwd", errno);
+    size_t cl = strlen(dir);
+    dir[cl++] = '/';
+    memcpy(dir + cl, path, plen + 1);
+  }
+  trust t = { geteuid(), 0, 0 };
+  char why[PATH_MAX + 160] = "";
+  int shared = 0;
+  int dfd = walk(dir, &t, &shared, why, sizeof why);
+  if (dfd < 0) {
+    if (dfd == -EPERM || dfd == -EINVAL)
+      return orch__failf(L, orch__errname(-dfd), "logfile.check_dir: %s: refused: %s", path, why);
+    if (*why) return orch__fail_errno(L, -dfd, "logfile.check_dir: %s: %s", path, why);
+    return orch__fail_errno(L, -dfd, "logfile.check_dir: %s", path);
+  }
+  close(dfd);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 int orch__open_logfile(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"write_lines", lf_write_lines}, {"size", lf_size}, {"fd", lf_fd}, {"close", lf_close},
@@ -464,6 +499,8 @@ int orch__open_logfile(lua_State *L) {
   lua_newtable(L);
   lua_pushcfunction(L, logfile_open);
   lua_setfield(L, -2, "open");
+  lua_pushcfunction(L, logfile_check_dir);
+  lua_setfield(L, -2, "check_dir");
   lua_setfield(L, -2, "logfile");
   return 1;
 }

@@ -969,9 +969,20 @@ function ctl.claim_for_run(socket, script, take_over)
         p, #p, ctl.MAX_RUN_SOCKET), "ENAMETOOLONG"
     end
     local ok, err, code = socket_dir_for(p, default)
-    if not ok and default and (code == "EPERM" or code == "ENOTDIR") then
-      -- The default directory is someone else's (doc/security.md#the-runtime-directory):
-      -- not a lock held by another orchestrator.
+    if ok and not default then
+      -- A path given (--socket, $ORCH_SOCKET): its directory as a log's
+      -- (doc/security.md#the-runtime-directory): in one another user can
+      -- write to (not sticky) or owns, they could replace the socket and
+      -- take the requests (eval code included) and the fd holder's pipes.
+      ok, err, code = orch.logfile.check_dir(dirname(p))
+      if not ok then
+        err = ("refused %s: %s; another user could replace the socket (give a path in a directory "
+          .. "only root or this user can write to; see doc/security.md)"):format(p, tostring(err))
+      end
+    end
+    if not ok and code ~= nil then
+      -- The directory is someone else's or cannot be made: not a lock held
+      -- by another orchestrator.
       return nil, err, code
     end
     if ok then ok, err = ctl.claim(p) end
