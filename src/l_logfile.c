@@ -167,6 +167,33 @@ static int walk(const char *dir, const trust *t, int *shared, char *why, size_t 
   }
 }
 
+/* The absolute directory of path's first len bytes into dir (PATH_MAX * 2
+ * bytes): a relative path starts at the current directory. 0 or -errno. */
+static int absolute(char *dir, const char *path, size_t len) {
+  size_t cl = 0;
+  if (path[0] != '/') {
+    if (!getcwd(dir, PATH_MAX)) return -errno;
+    cl = strlen(dir);
+    dir[cl++] = '/';
+  }
+  memcpy(dir + cl, path, len);
+  dir[cl + len] = '\0';
+  return 0;
+}
+
+/* The walk of dir for op (path: as given, for the messages): the
+ * directory's fd, or -1 with nil, message, code pushed (3 values). */
+static int walk_or_fail(lua_State *L, const char *op, const char *path, const char *dir, const trust *t,
+                        int *shared) {
+  char why[PATH_MAX + 160] = "";
+  int dfd = walk(dir, t, shared, why, sizeof why);
+  if (dfd >= 0) return dfd;
+  if (dfd == -EPERM || dfd == -EINVAL) orch__failf(L, orch__errname(-dfd), "%s: %s: refused: %s", op, path, why);
+  else if (*why) orch__fail_errno(L, -dfd, "%s: %s: %s", op, path, why);
+  else orch__fail_errno(L, -dfd, "%s: %s", op, path);
+  return -1;
+}
+
 /* Opens `name` in the checked directory dfd. Returns the fd (and its size)
  * or -errno with `why` set for the refusals. */
 static int open_in(int dfd, const char *name, int mode, const trust *t,
@@ -286,17 +313,8 @@ static int logfile_open(lua_State *L) {
   const char *name = slash ? slash + 1 : path;
   if (!*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
     return orch__failf(L, "EISDIR", "logfile.open: %s: a file name expected", path);
-  size_t dlen = slash ? (size_t)(slash - path) : 0;
-  if (path[0] == '/') {
-    memcpy(dir, path, dlen);
-    dir[dlen] = '\0';
-  } else {
-    if (!getcwd(dir, PATH_MAX)) return orch__fail(L, "logfile.open: getcwd", errno);
-    size_t cl = strlen(dir);
-    dir[cl++] = '/';
-    memcpy(dir + cl, path, dlen);
-    dir[cl + dlen] = '\0';
-  }
+  int r = absolute(dir, path, slash ? (size_t)(slash - path) : 0);
+  if (r < 0) return orch__fail(L, "logfile.open: getcwd", -r);
 
   lfile *f = lua_newuserdatauv(L, sizeof *f, 0);
   f->fd = -1;
@@ -304,18 +322,12 @@ static int logfile_open(lua_State *L) {
   f->size = 0;
   luaL_setmetatable(L, LOGFILE_MT);
 
-  char why[PATH_MAX + 160] = "";
   int shared = 0;
-  int dfd = walk(dir, &t, &shared, why, sizeof why);
-  if (dfd < 0) {
-    if (dfd == -EPERM || dfd == -EINVAL)
-      return orch__failf(L, orch__errname(-dfd), "logfile.open: %s: refused: %s", path, why);
-    if (*why) return orch__fail_errno(L, -dfd, "logfile.open: %s: %s", path, why);
-    return orch__fail_errno(L, -dfd, "logfile.open: %s", path);
-  }
+  int dfd = walk_or_fail(L, "logfile.open", path, dir, &t, &shared);
+  if (dfd < 0) return 3;
   long long size = 0;
   int torn = 0;
-  why[0] = '\0';
+  char why[PATH_MAX + 160] = "";
   int fd = open_in(dfd, name, (int)mode, &t, shared, &size, &torn, why, sizeof why);
   close(dfd);
   if (fd < 0) {
@@ -463,23 +475,12 @@ static int logfile_check_dir(lua_State *L) {
   if (plen == 0) luaL_argerror(L, 1, "path must not be empty");
   if (plen >= PATH_MAX) return orch__fail_errno(L, ENAMETOOLONG, "logfile.check_dir: %s", path);
   char dir[PATH_MAX * 2];
-  if (path[0] == '/') memcpy(dir, path, plen + 1);
-  else {
-    if (!getcwd(dir, PATH_MAX)) return orch__fail(L, "logfile.check_dir: getcwd", errno);
-    size_t cl = strlen(dir);
-    dir[cl++] = '/';
-    memcpy(dir + cl, path, plen + 1);
-  }
+  int r = absolute(dir, path, plen);
+  if (r < 0) return orch__fail(L, "logfile.check_dir: getcwd", -r);
   trust t = { geteuid(), 0, 0 };
-  char why[PATH_MAX + 160] = "";
   int shared = 0;
-  int dfd = walk(dir, &t, &shared, why, sizeof why);
-  if (dfd < 0) {
-    if (dfd == -EPERM || dfd == -EINVAL)
-      return orch__failf(L, orch__errname(-dfd), "logfile.check_dir: %s: refused: %s", path, why);
-    if (*why) return orch__fail_errno(L, -dfd, "logfile.check_dir: %s: %s", path, why);
-    return orch__fail_errno(L, -dfd, "logfile.check_dir: %s", path);
-  }
+  int dfd = walk_or_fail(L, "logfile.check_dir", path, dir, &t, &shared);
+  if (dfd < 0) return 3;
   close(dfd);
   lua_pushboolean(L, 1);
   return 1;
