@@ -375,6 +375,15 @@ function h.leftovers(token)
   return out
 end
 
+--- The end of a test that ran an orch (p) over processes marked with
+-- token: p and every leftover killed; then the test's error, if any
+-- (ok, err from its pcall), raised with orch's stderr file errfile.
+function h.end_run(p, token, ok, err, errfile)
+  if p:running() then p:kill("KILL") p:wait() end
+  for _, pid in ipairs(h.leftovers(token)) do h.orch.kill(pid, "KILL") end
+  if not ok then error(tostring(err) .. "\n" .. tostring(h.slurp(errfile)), 0) end
+end
+
 --- Sleeps outside the loop (between CLI calls).
 function h.pause(s) os.execute("sleep " .. s) end
 

@@ -835,9 +835,7 @@ describe("reaping", function()
         assert.truthy(h.slurp(dir .. "/err"):find("the fd holder (pid " .. holder .. ") did not end within 5 s of its bye: killed", 1, true))
         assert.are.same({}, h.leftovers(token))
       end)
-      if p:running() then p:kill("KILL") p:wait() end
-      for _, pid in ipairs(h.leftovers(token)) do orch.kill(pid, "KILL") end
-      if not ok then error(tostring(err) .. "\n" .. tostring(h.slurp(dir .. "/err")), 0) end
+      h.end_run(p, token, ok, err, dir .. "/err")
     end, 90)
   end)
 end)

@@ -296,7 +296,9 @@ describe("a full log disk", function()
 end)
 
 describe("the runtime directory", function()
-  it("a control socket given by path in a directory another user owns or can write to is refused, starting nothing", function()
+  -- A policy in a directory of its own (readable by every uid) with one
+  -- service, `sleep 1000.<marker>`, then `last`: script, marker, dir.
+  local function policy(last)
     local dir = h.tmpdir()
     os.execute("chmod 755 " .. h.shquote(dir))
     local marker = ("%d.%d"):format(orch.getpid(), os.time())
@@ -304,14 +306,33 @@ describe("the runtime directory", function()
     h.write(script, ([[
       local sup = require "orch.supervisor"
       sup.service { name = "svc", cmd = { "sleep", "1000.%s" } }
-      print("ran")
-    ]]):format(marker))
-    local theirs, open, sticky = dir .. "/theirs", dir .. "/open", dir .. "/sticky"
+      %s
+    ]]):format(marker, last))
+    return script, marker, dir
+  end
+  -- The processes of that service (not pgrep: procps under the sanitizer
+  -- preload can hang), killed.
+  local function kill_marked(marker)
+    local left = {}
+    for _, pid in ipairs(orch.proc.list()) do
+      if h.slurp("/proc/" .. pid .. "/cmdline") == "sleep\0" .. "1000." .. marker .. "\0" then
+        left[#left + 1] = pid
+        orch.kill(pid, "KILL")
+      end
+    end
+    return left
+  end
+
+  it("a control socket given by path in a directory another user owns or can write to is refused, starting nothing", function()
+    local script, marker, dir = policy('print("ran")')
+    local theirs, open, sticky, link = dir .. "/theirs", dir .. "/open", dir .. "/sticky", dir .. "/link"
     local ok, e = pcall(h.run, function()
       assert(os.execute("mkdir -m 700 " .. h.shquote(theirs) .. " && chown 65534 " .. h.shquote(theirs)))
       local code
       assert(os.execute("mkdir -m 777 " .. h.shquote(open) .. " && chmod 777 " .. h.shquote(open)
-        .. " && mkdir -m 1777 " .. h.shquote(sticky) .. " && chmod 1777 " .. h.shquote(sticky)))
+        .. " && mkdir -m 1777 " .. h.shquote(sticky) .. " && chmod 1777 " .. h.shquote(sticky)
+        -- Another user's symbolic link to root's own sticky directory.
+        .. " && ln -s " .. h.shquote(sticky) .. " " .. h.shquote(link) .. " && chown -h 65534 " .. h.shquote(link)))
       local function orch_run(how, path)
         local cmd = { "env", "-u", "ORCH_SOCKET", h.bin, "run", script }
         if how == "env" then cmd = { "env", "ORCH_SOCKET=" .. path, h.bin, "run", script }
@@ -338,16 +359,19 @@ describe("the runtime directory", function()
         -- Nothing was made in either.
         assert.is_nil(io.open(theirs .. "/ctl.sock.lock"))
         assert.is_nil(io.open(open .. "/ctl.sock.lock"))
+        -- A path through another user's symbolic link is not followed.
+        code, stdout, stderr = orch_run(how, link .. "/ctl.sock")
+        assert.are.equal(1, code)
+        assert.matches("orch: control socket: private.mkdir: " .. link .. " is not a directory", stderr, 1, true)
+        assert.is_nil(io.open(sticky .. "/ctl.sock.lock"))
         -- A sticky one (as /tmp): no other user may remove or rename orch's files there.
         code, stdout, stderr = orch_run(how, sticky .. "/ctl-" .. how:gsub("%W", "") .. ".sock")
         assert.are.equal(0, code, stderr)
         assert.are.equal("ran\n", stdout)
       end
     end, 60)
-    for _, pid in ipairs(orch.proc.list()) do
-      if h.slurp("/proc/" .. pid .. "/cmdline") == "sleep\0" .. "1000." .. marker .. "\0" then orch.kill(pid, "KILL") end
-    end
-    os.execute("rm -rf " .. h.shquote(theirs) .. " " .. h.shquote(open) .. " " .. h.shquote(sticky))
+    kill_marked(marker)
+    os.execute("rm -rf " .. h.shquote(theirs) .. " " .. h.shquote(open) .. " " .. h.shquote(sticky) .. " " .. h.shquote(link))
     assert(ok, e)
   end)
 
@@ -356,15 +380,7 @@ describe("the runtime directory", function()
     -- nobody prepares the directory for it.
     local uid = 60000 + orch.getpid() % 5000
     local rdir = "/tmp/orch-" .. uid
-    local dir = h.tmpdir()
-    os.execute("chmod 755 " .. h.shquote(dir))
-    local marker = ("%d.%d"):format(orch.getpid(), os.time())
-    local script = dir .. "/policy.lua"
-    h.write(script, ([[
-      local sup = require "orch.supervisor"
-      sup.service { name = "svc", cmd = { "sleep", "1000.%s" } }
-      sup.run()
-    ]]):format(marker))
+    local script, marker = policy("sup.run()")
     os.execute("rm -rf " .. rdir)
     local ok, e = pcall(h.run, function()
       local code, _, err = run(as_nobody("mkdir", "-m", "777", rdir))
@@ -372,14 +388,7 @@ describe("the runtime directory", function()
       local stderr
       code, _, stderr = run { "setpriv", "--reuid=" .. uid, "--regid=" .. uid, "--clear-groups",
         "env", "-u", "XDG_RUNTIME_DIR", "-u", "ORCH_SOCKET", "HOME=/", h.bin, "run", script }
-      -- (Not pgrep: procps under the sanitizer preload can hang.)
-      local left = {}
-      for _, pid in ipairs(orch.proc.list()) do
-        if h.slurp("/proc/" .. pid .. "/cmdline") == "sleep\0" .. "1000." .. marker .. "\0" then
-          left[#left + 1] = pid
-          orch.kill(pid, "KILL")
-        end
-      end
+      local left = kill_marked(marker)
       assert.are.equal(1, code)
       assert.matches("orch: control socket: refused the runtime directory " .. rdir ..
         ": private.mkdir: " .. rdir .. " belongs to uid 65534, not to us", stderr, 1, true)

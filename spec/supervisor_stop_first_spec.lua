@@ -14,7 +14,7 @@ local SIG = "RTMIN+3"
 local SIGNUM = orch.signal.number(SIG)
 
 -- Whether pid has signal SIGNUM pending (sent to the process, blocked).
-local function pending(pid)
+local function signal_pending(pid)
   local s = h.slurp("/proc/" .. pid .. "/status")
   local hex = s and s:match("ShdPnd:%s*(%x+)")
   return hex ~= nil and ((tonumber(hex, 16) >> (SIGNUM - 1)) & 1) == 1
@@ -73,7 +73,7 @@ end
 -- How many of pids have the stop signal pending.
 local function count_pending(pids)
   local n = 0
-  for _, pid in ipairs(pids) do if pending(pid) then n = n + 1 end end
+  for _, pid in ipairs(pids) do if signal_pending(pid) then n = n + 1 end end
   return n
 end
 
@@ -144,7 +144,7 @@ describe("a stop signals first", function()
         if ev.event == "stopping" and not seen then
           seen = {}
           for _, name in ipairs { "p1", "p2", "p3", "fz", "hooked" } do
-            seen[name] = pending(pid_in(dir .. "/" .. name))
+            seen[name] = signal_pending(pid_in(dir .. "/" .. name))
           end
         end
       end)
@@ -191,15 +191,15 @@ describe("a stop signals first", function()
       local unsubscribe = s.events(function(ev)
         if ev.event == "stopping" or ev.event == "stopped" then order[#order + 1] = ev.event .. " " .. ev.name end
         if ev.event == "stopping" and not at_first then
-          at_first = { web = pending(web), api = pending(api), db = pending(db) }
+          at_first = { web = signal_pending(web), api = signal_pending(api), db = signal_pending(db) }
         end
-        if ev.event == "stopping" and ev.name == "db" then at_db = pending(db) end
+        if ev.event == "stopping" and ev.name == "db" then at_db = signal_pending(db) end
       end)
       local t = orch.task(function() return s.stop("all") end)
       h.eventually(function() return at_first ~= nil end, "the first stopping event")
       -- web and api are signalled; db waits for them (their gate is shut).
       assert.are.same({ web = true, api = true, db = false }, at_first)
-      assert.is_false(pending(db))
+      assert.is_false(signal_pending(db))
       io.open(dir .. "/gate_web", "w"):close()
       h.eventually(function() return at_db ~= nil end, "db stopping")
       assert.is_true(at_db)
@@ -227,7 +227,7 @@ describe("a stop signals first", function()
       assert.truthy(path, "cgroups are on")
       assert.are.equal(path, orch.cgroup.of(esc))
       local t = orch.task(function() return s.stop("e") end)
-      h.eventually(function() return pending(main) and pending(esc) end, "both signalled")
+      h.eventually(function() return signal_pending(main) and signal_pending(esc) end, "both signalled")
       io.open(dir .. "/gate", "w"):close()
       assert.is_true(t:join())
       assert.are.equal(1, count_in(dir .. "/e.count"))
@@ -269,7 +269,7 @@ describe("a stop signals first", function()
       assert.are.equal(paths[2] .. "/sub", orch.cgroup.of(escs[2]))
       local seen = stop_all_seeing(s, dir, function()
         local at = {}
-        for i = 1, N do at[i] = pending(escs[i]) end
+        for i = 1, N do at[i] = signal_pending(escs[i]) end
         return at
       end)
       assert.are.same({ true, true, true }, seen)
@@ -326,7 +326,7 @@ describe("a stop signals first", function()
       local t = orch.task(function() return s.stop("all") end)
       h.eventually(function() return kept ~= nil end, "quick stopped")
       unsubscribe()
-      assert.is_true(pending(slow), "slow has its signal, not yet taken")
+      assert.is_true(signal_pending(slow), "slow has its signal, not yet taken")
       assert.is_true(kept, "quick's cgroup is kept while slow is stopping")
       io.open(dir .. "/gate", "w"):close()
       assert.is_true(t:join())
@@ -356,7 +356,7 @@ describe("a stop signals first", function()
           calls = calls + 1
           return signal_first(self, ...)
         end
-        local function pending(pid)
+        local function signal_pending(pid)
           local f = io.open("/proc/" .. pid .. "/status")
           local s = f and f:read("a") or ""
           if f then f:close() end
@@ -375,7 +375,7 @@ describe("a stop signals first", function()
             local f = io.open(DIR .. "/p" .. i)
             local pid = f and tonumber(f:read("l"))
             if f then f:close() end
-            if pid and pending(pid) then n = n + 1 end
+            if pid and signal_pending(pid) then n = n + 1 end
           end
           local f = assert(io.open(DIR .. "/at_line.tmp", "w"))
           f:write(n, "\n")
@@ -568,7 +568,7 @@ describe("a stop signals first", function()
       s.start("all")
       local deaf, ok = pid_in(dir .. "/deaf"), pid_in(dir .. "/ok")
       local t = orch.task(function() return s.stop("all") end)
-      h.eventually(function() return pending(ok) end, "ok signalled")
+      h.eventually(function() return signal_pending(ok) end, "ok signalled")
       io.open(dir .. "/gate", "w"):close()
       assert.is_true(t:join())
       assert.are.equal("KILL", u.st(s, "deaf").exit_signal)
