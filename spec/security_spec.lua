@@ -364,6 +364,18 @@ describe("the runtime directory", function()
         assert.are.equal(1, code)
         assert.matches("orch: control socket: private.mkdir: " .. link .. " is not a directory", stderr, 1, true)
         assert.is_nil(io.open(sticky .. "/ctl.sock.lock"))
+        -- Another user's FIFO where the lock file goes (a sticky directory
+        -- lets them make it): refused at once, not taken for another
+        -- orchestrator's lock (exit 75), and no hang on the open.
+        local fifo = sticky .. "/fifo-" .. how:gsub("%W", "") .. ".sock"
+        code, _, stderr = run(as_nobody("mkfifo", fifo .. ".lock"))
+        assert(code == 0, stderr)
+        code, stdout, stderr = orch_run(how, fifo)
+        assert.are.equal(1, code)
+        assert.are.equal("", stdout)
+        assert.matches("orch: control socket " .. fifo .. ": lock " .. fifo .. ".lock: ", stderr, 1, true)
+        assert.matches("(nothing was started)", stderr, 1, true)
+        assert.is_nil(stderr:find("another orchestrator", 1, true))
         -- A sticky one (as /tmp): no other user may remove or rename orch's files there.
         code, stdout, stderr = orch_run(how, sticky .. "/ctl-" .. how:gsub("%W", "") .. ".sock")
         assert.are.equal(0, code, stderr)

@@ -270,9 +270,9 @@ function M.prepare_run(o, file)
   elseif held and hcode == "ENAMETOOLONG" then
     io.stderr:write("orch: ", held, " (nothing was started)\n")
     return "exit 2"
-  elseif held and hcode ~= nil then
+  elseif held and hcode ~= nil and hcode ~= "EAGAIN" then
     -- (The directory refused or not made: no other orchestrator.)
-    io.stderr:write("orch: control socket: ", held, " (nothing was started)\n")
+    io.stderr:write("orch: ", held:match("^control socket ") and "" or "control socket: ", held, " (nothing was started)\n")
     return "exit 1"
   elseif held then
     io.stderr:write("orch: ", held, ": another orchestrator runs (nothing was started)\n")

@@ -985,7 +985,10 @@ function ctl.claim_for_run(socket, script, take_over)
       -- by another orchestrator.
       return nil, err, code
     end
-    if ok then ok, err = ctl.claim(p) end
+    if ok then ok, err, code = ctl.claim(p) end
+    -- Only a lock another process holds is another orchestrator (EAGAIN);
+    -- a lock file that cannot be one (a FIFO planted there, ...) is not.
+    if not ok and code ~= "EAGAIN" then return nil, err, code end
     if not ok then ctl.refused = err end
     if ok then
       ctl.locks[p].script, ctl.locks[p].take_over = who, take_over == true
@@ -1000,7 +1003,8 @@ function ctl.claim_for_run(socket, script, take_over)
     if not ok and not ctl.refused then
       -- Running on without a control socket would go unnoticed (no ctl, no
       -- stop, no reload): stop loudly before any service starts.
-      io.stderr:write("orch: ", code == "ENAMETOOLONG" and "" or "control socket: ", tostring(err),
+      io.stderr:write("orch: ", (code == "ENAMETOOLONG" or tostring(err):match("^control socket ")) and ""
+        or "control socket: ", tostring(err),
         " (nothing was started)\n")
       orch.exit(1)
     end
