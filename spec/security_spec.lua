@@ -457,6 +457,68 @@ describe("the runtime directory, client side", function()
   end)
 end)
 
+describe("the control socket, client side", function()
+  it("orch ctl, attach and top refuse a server another user runs at a socket given by path, unless --trust-uid names that user", function()
+    -- root's directory every user may write to: nobody listens there.
+    local dir = h.tmpdir()
+    os.execute("chmod 755 " .. h.shquote(dir) .. " && mkdir -m 777 " .. h.shquote(dir .. "/pub")
+      .. " && chmod 777 " .. h.shquote(dir .. "/pub"))
+    local sock, got, trap = dir .. "/pub/ctl.sock", dir .. "/pub/got", dir .. "/trap.lua"
+    -- nobody's fake orchestrator: records every line a client sends it
+    -- (before it replies), and replies with escape sequences.
+    h.write(trap, ([[
+      local l = assert(orch.listen { unix = %q, mode = 438 })
+      print("listening")
+      io.stdout:flush()
+      while true do
+        local c = l:accept()
+        local line = c:read_line()
+        if line then
+          local f = io.open(%q, "a") f:write(line, "\n") f:close()
+          c:write('{"ok":true,"version":"\\u001b]0;pwned\\u0007","pid":1,"output":"\\u001b[2J","result":"1"}\n')
+        end
+        c:close()
+      end
+    ]]):format(sock, got))
+    h.run(function()
+      local cmd = as_nobody(h.bin, "run", trap)
+      cmd.stdout = "pipe"
+      local attacker = assert(orch.spawn(cmd))
+      local ok, perr = pcall(function()
+        assert.are.equal("listening", attacker.stdout:read_line())
+        local refusal = "refused: " .. sock .. " is served by uid 65534 (pid " .. attacker.pid
+          .. "), neither yours (uid 0) nor root: that user would receive your requests (eval code included)"
+        for _, c in ipairs {
+          { h.bin, "ctl", "--socket", sock, "eval", "return 'secret'" },
+          { "env", "ORCH_SOCKET=" .. sock, h.bin, "ctl", "ping" },
+          { h.bin, "attach", "--socket", sock },
+          { h.bin, "top", "--once", "--socket", sock },
+        } do
+          local code, stdout, stderr = run(c)
+          assert.are.equal(3, code, stderr)
+          assert.are.equal("", stdout)
+          assert.matches(refusal, stderr, 1, true)
+          assert.matches("give --trust-uid 65534 if you mean to talk to it", stderr, 1, true)
+        end
+        -- Nothing reached it.
+        assert.is_nil(io.open(got))
+        -- Named, it is talked to.
+        local code, _, stderr = run { h.bin, "ctl", "--socket", sock, "--trust-uid", "65534", "eval", "return 'meant'" }
+        assert.are.equal(0, code, stderr)
+        local req = require("orch.ctl.client").decode(h.slurp(got))
+        assert.are.same({ cmd = "eval", code = "return 'meant'" }, req)
+        code, _, stderr = run { h.bin, "ctl", "--socket", sock, "--trust-uid", "6x", "ping" }
+        assert.are.equal(2, code)
+        assert.matches("--trust-uid needs a uid (a number), got '6x'", stderr, 1, true)
+      end)
+      attacker:kill("KILL")
+      attacker:wait()
+      assert(ok, perr)
+    end, 60)
+    os.execute("rm -rf " .. h.shquote(dir))
+  end)
+end)
+
 describe("the supervisor's own log", function()
   it("never spans lines: a hook's traceback is folded into its record", function()
     u.with(function(s, logs)

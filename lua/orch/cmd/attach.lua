@@ -5,7 +5,7 @@ local M = {}
 M.summary = "a prompt inside a running orchestrator"
 
 M.usage = [=[
-usage: orch attach [--socket PATH]
+usage: orch attach [--socket PATH] [--trust-uid UID]
 
 A Lua prompt whose lines are evaluated inside the running orchestrator's
 Lua state, as tasks: its globals, its supervisor (require "orch.supervisor")
@@ -15,6 +15,7 @@ cancels the line being typed or the evaluation in progress; Ctrl-D
 detaches (the orchestrator keeps running).
 
   --socket PATH   the control socket (default as for `orch ctl`)
+  --trust-uid UID talk to an orchestrator running as UID (as for `orch ctl`)
 
 Exit status: 0 detached, 1 when standard input is not a terminal and a
 line failed, 2 usage error, 3 cannot connect (or the connection was lost).
@@ -22,14 +23,14 @@ line failed, 2 usage error, 3 cannot connect (or the connection was lost).
 
 --- An evaluator for orch.repl.loop that sends each chunk to the control
 -- socket at `path`. Returns eval, close.
-function M.remote_eval(path, on_lost)
+function M.remote_eval(path, on_lost, trust_uid)
   local ctl = require "orch.ctl"
   local repl = require "orch.repl"
   local client
   local function eval(code)
     if not client then
       local err
-      client, err = ctl.connect(path)
+      client, err = ctl.connect(path, nil, trust_uid)
       if not client then
         on_lost(err)
         return "error", "cannot connect to " .. path .. ": " .. tostring(err)
@@ -67,6 +68,7 @@ end
 
 function M.args(c)
   c:option("--socket"):argname("PATH")
+  c:option("--trust-uid"):argname("UID")
 end
 
 function M.main(o)
@@ -78,12 +80,17 @@ function M.main(o)
     io.stderr:write("orch attach: --socket needs a path (see 'orch help attach')\n")
     return orch.exit(2)
   end
+  local trust, terr = require("orch.ctl.command").trust_uid(o.trust_uid)
+  if terr then
+    io.stderr:write("orch attach: ", terr, " (see 'orch help attach')\n")
+    return orch.exit(2)
+  end
   local path, perr, pcode = cli.find_socket(o.socket)
   if not path then
     io.stderr:write("orch attach: ", perr, "\n")
     return orch.exit(pcode)
   end
-  local probe, err = ctl.connect(path)
+  local probe, err = ctl.connect(path, nil, trust)
   if not probe then
     io.stderr:write("orch attach: cannot connect to ", path, ": ", tostring(err):gsub("^connect: ", ""), "\n")
     return orch.exit(3)
@@ -91,7 +98,7 @@ function M.main(o)
   local hello = probe:request{ cmd = "ping" } or {}
   probe:close()
   local lost = false
-  local eval, close = M.remote_eval(path, function() lost = true end)
+  local eval, close = M.remote_eval(path, function() lost = true end, trust)
   local failures = repl.loop{
     eval = eval,
     banner = string.format("attached to %s (pid %s) at %s  (Ctrl-D detaches)",

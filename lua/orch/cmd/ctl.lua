@@ -11,7 +11,7 @@ local M = {}
 M.summary = "control a running orchestrator (status, start, stop, ...)"
 
 M.usage = [=[
-usage: orch ctl [--socket PATH] [--json] [--timeout SECONDS] COMMAND [ARGS...]
+usage: orch ctl [--socket PATH] [--json] [--timeout SECONDS] [--trust-uid UID] COMMAND [ARGS...]
 
 Commands:
   status [NAME...]        services as a table (name, state, pid, uptime,
@@ -62,6 +62,9 @@ Options:
                   socket in $XDG_RUNTIME_DIR/orch/, or /run/orch/ for root)
   --json          print the raw JSON replies
   --timeout S     give up waiting for a reply after S seconds (default: none)
+  --trust-uid UID talk to an orchestrator running as UID (by default one
+                  that runs as neither you nor root is refused: it would
+                  get your requests and you would believe its replies)
 
 Options go before or after the command and its arguments; -- ends them.
 
@@ -83,6 +86,7 @@ function M.args(c, help_flag)
   c:option("--socket"):argname("PATH")
   c:flag("--json")
   c:option("--timeout"):argname("SECONDS")
+  c:option("--trust-uid"):argname("UID")
   for _, d in ipairs(SUBCOMMANDS) do
     local sc = c:command(d[1]):add_help(false)
     sc._orch_name, sc._orch_module = "ctl", M

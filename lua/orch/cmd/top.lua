@@ -18,7 +18,7 @@ local M = {}
 M.summary = "live view of a running orchestrator's services (CPU, memory, logs)"
 
 M.usage = [=[
-usage: orch top [--socket PATH] [--interval SECONDS] [--once]
+usage: orch top [--socket PATH] [--trust-uid UID] [--interval SECONDS] [--once]
 
 A live view of a running orchestrator: one row per service (state, pid,
 CPU %, memory, restarts, uptime, reason), CPU and memory sparklines, and
@@ -31,6 +31,7 @@ Keys:
 
 Options:
   --socket PATH     the control socket (as for orch ctl)
+  --trust-uid UID   talk to an orchestrator running as UID (as for orch ctl)
   --interval S      seconds between refreshes (default 1)
   --once            print one plain frame (no escapes, no keys) and exit
 
@@ -208,6 +209,7 @@ end
 
 function M.args(c)
   c:option("--socket"):argname("PATH")
+  c:option("--trust-uid"):argname("UID")
   c:option("--interval"):argname("SECONDS")
   c:flag("--once")
 end
@@ -216,6 +218,9 @@ end
 local function parse(p)
   local opts = { interval = 1, once = p.once, socket = p.socket }
   if opts.socket == "" then return nil, "--socket needs a path" end
+  local terr
+  opts.trust_uid, terr = require("orch.ctl.command").trust_uid(p.trust_uid)
+  if terr then return nil, terr end
   if p.interval then
     local v = tonumber(p.interval)
     if not v or v < 0.1 or v > 3600 then return nil, "--interval needs seconds from 0.1 to 3600" end
@@ -238,7 +243,7 @@ function M.main(o)
     io.stderr:write("orch top: ", perr, "\n")
     return pcode or EXIT_CONNECT
   end
-  local client, cerr = ctl.connect(path, 5)
+  local client, cerr = ctl.connect(path, 5, opts.trust_uid)
   if not client then
     io.stderr:write("orch top: cannot connect to ", path, ": ", tostring(cerr), "\n")
     return EXIT_CONNECT
@@ -294,7 +299,7 @@ function M.main(o)
     model.msg = verb .. " " .. name .. " ..."
     dirty:signal()
     orch.task(function()
-      local c = ctl.connect(path, 5)
+      local c = ctl.connect(path, 5, opts.trust_uid)
       local reply = c and c:request({ cmd = verb, name = name })
       if c then c:close() end
       model.msg = (reply and reply.ok) and (verb .. " " .. name .. ": done")

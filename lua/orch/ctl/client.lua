@@ -174,9 +174,23 @@ local Client = {}
 Client.__index = Client
 
 --- Connects to a control socket. Returns a client or nil, message, code.
-function ctl.connect(path, timeout)
+-- The process listening there must run as the caller's (effective) uid or
+-- root (SO_PEERCRED: its uid when it called listen), or as trust_uid (the
+-- caller means another user's orchestrator): any other user's server would
+-- receive the requests (eval code included) and have its replies believed
+-- and printed (doc/security.md#the-control-socket-client-side).
+function ctl.connect(path, timeout, trust_uid)
   local conn, err, code = orch.connect{ unix = path, timeout = timeout or 10 }
   if not conn then return nil, err, code end
+  local cred, cerr, ccode = conn:peer_cred()
+  local me = orch.geteuid()
+  if not cred or (cred.uid ~= me and cred.uid ~= 0 and cred.uid ~= trust_uid) then
+    conn:close()
+    if not cred then return nil, "connect: who serves " .. path .. " is unknown: " .. tostring(cerr), ccode end
+    return nil, ("connect: refused: %s is served by uid %d (pid %d), neither yours (uid %d) nor root: that user "
+      .. "would receive your requests (eval code included) and you would believe its replies "
+      .. "(give --trust-uid %d if you mean to talk to it)"):format(path, cred.uid, cred.pid, me, cred.uid), "EPERM"
+  end
   return setmetatable({ conn = conn, path = path, next_id = 0 }, Client)
 end
 

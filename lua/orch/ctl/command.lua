@@ -56,6 +56,17 @@ function M.find_socket(explicit)
   return dir .. "/" .. names[1]
 end
 
+--- --trust-uid UID (orch ctl, attach, top): the uid, or nil, or nil,
+-- message for a value that is none.
+function M.trust_uid(v)
+  if v == nil then return nil end
+  local n = math.tointeger(tonumber(v))
+  if not n or n < 0 or n > 0xfffffffe or not tostring(v):match("^%d+$") then
+    return nil, "--trust-uid needs a uid (a number), got '" .. tostring(v) .. "'"
+  end
+  return n
+end
+
 --- Declares the options and subcommands (orch.cli builds the parser).
 local SUBCOMMANDS = {
   { "status", "names", "*" }, { "is-active", "names", "+" }, { "health" },
@@ -248,6 +259,8 @@ function M.main(o)
     if not t or t <= 0 or t ~= t then return finish(usage_error("--timeout needs a positive number of seconds")) end
     opts.timeout = t
   end
+  local trust, terr = M.trust_uid(o.trust_uid)
+  if terr then return finish(usage_error("%s", terr)) end
   local cmd = o.ctl_command
   if not cmd then return finish(usage_error("a command is needed")) end
   local reqs, rerr = requests(cmd, o)
@@ -257,7 +270,7 @@ function M.main(o)
     errorf("%s", perr)
     return finish(pcode)
   end
-  local client, cerr = ctl.connect(path)
+  local client, cerr = ctl.connect(path, nil, trust)
   if not client then
     errorf("cannot connect to %s: %s", path, tostring(cerr):gsub("^connect: ", ""))
     return finish(EXIT_CONNECT)
