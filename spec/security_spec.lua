@@ -326,13 +326,16 @@ describe("the runtime directory", function()
   it("a control socket given by path in a directory another user owns or can write to is refused, starting nothing", function()
     local script, marker, dir = policy('print("ran")')
     local theirs, open, sticky, link = dir .. "/theirs", dir .. "/open", dir .. "/sticky", dir .. "/link"
+    local rootlink = dir .. "/rootlink"
     local ok, e = pcall(h.run, function()
       assert(os.execute("mkdir -m 700 " .. h.shquote(theirs) .. " && chown 65534 " .. h.shquote(theirs)))
       local code
       assert(os.execute("mkdir -m 777 " .. h.shquote(open) .. " && chmod 777 " .. h.shquote(open)
         .. " && mkdir -m 1777 " .. h.shquote(sticky) .. " && chmod 1777 " .. h.shquote(sticky)
         -- Another user's symbolic link to root's own sticky directory.
-        .. " && ln -s " .. h.shquote(sticky) .. " " .. h.shquote(link) .. " && chown -h 65534 " .. h.shquote(link)))
+        .. " && ln -s " .. h.shquote(sticky) .. " " .. h.shquote(link) .. " && chown -h 65534 " .. h.shquote(link)
+        -- root's own link (as /var/run -> /run).
+        .. " && ln -s " .. h.shquote(sticky) .. " " .. h.shquote(rootlink)))
       local function orch_run(how, path)
         local cmd = { "env", "-u", "ORCH_SOCKET", h.bin, "run", script }
         if how == "env" then cmd = { "env", "ORCH_SOCKET=" .. path, h.bin, "run", script }
@@ -356,14 +359,33 @@ describe("the runtime directory", function()
         assert.are.equal(1, code)
         assert.are.equal("", stdout)
         assert.matches("the directory " .. open .. " is writable by every user", stderr, 1, true)
+        -- A directory to make in theirs: not made.
+        code, stdout, stderr = orch_run(how, theirs .. "/new/ctl.sock")
+        assert.are.equal(1, code)
+        assert.matches("the directory " .. theirs .. " belongs to uid 65534", stderr, 1, true)
         -- Nothing was made in either.
         assert.is_nil(io.open(theirs .. "/ctl.sock.lock"))
+        assert.is_nil(io.open(theirs .. "/new"))
         assert.is_nil(io.open(open .. "/ctl.sock.lock"))
-        -- A path through another user's symbolic link is not followed.
-        code, stdout, stderr = orch_run(how, link .. "/ctl.sock")
-        assert.are.equal(1, code)
-        assert.matches("orch: control socket: private.mkdir: " .. link .. " is not a directory", stderr, 1, true)
+        -- A path through another user's symbolic link is not followed, and
+        -- the refusal says why; nothing is made through it.
+        for _, sock in ipairs { link .. "/ctl.sock", link .. "/new/ctl.sock" } do
+          code, stdout, stderr = orch_run(how, sock)
+          assert.are.equal(1, code)
+          assert.matches("orch: control socket: refused " .. sock .. ": ", stderr, 1, true)
+          assert.matches("the symbolic link " .. link .. " belongs to uid 65534: not followed", stderr, 1, true)
+        end
         assert.is_nil(io.open(sticky .. "/ctl.sock.lock"))
+        assert.is_nil(io.open(sticky .. "/new"))
+        -- Through root's own link (as /var/run/x.sock), and in a directory
+        -- made in it: used.
+        for _, sock in ipairs { rootlink .. "/ctl-r" .. how:gsub("%W", "") .. ".sock",
+                                rootlink .. "/made-" .. how:gsub("%W", "") .. "/ctl.sock" } do
+          code, stdout, stderr = orch_run(how, sock)
+          assert.are.equal(0, code, stderr)
+          assert.are.equal("ran\n", stdout)
+        end
+        assert.are.equal("700", h.sh("stat -c %a " .. h.shquote(sticky .. "/made-" .. how:gsub("%W", ""))))
         -- Another user's FIFO where the lock file goes (a sticky directory
         -- lets them make it): refused at once, not taken for another
         -- orchestrator's lock (exit 75), and no hang on the open.
@@ -383,7 +405,8 @@ describe("the runtime directory", function()
       end
     end, 60)
     kill_marked(marker)
-    os.execute("rm -rf " .. h.shquote(theirs) .. " " .. h.shquote(open) .. " " .. h.shquote(sticky) .. " " .. h.shquote(link))
+    os.execute("rm -rf " .. h.shquote(theirs) .. " " .. h.shquote(open) .. " " .. h.shquote(sticky) .. " " .. h.shquote(link)
+      .. " " .. h.shquote(rootlink))
     assert(ok, e)
   end)
 

@@ -182,7 +182,18 @@ describe("orch.private", function()
     assert.are.same({ nil, "private.mkdir: " .. d .. " belongs to uid 65534, not to us", "EPERM" },
                     { orch.private.mkdir(d, true) })
     h.write(dir .. "/file", "x")
-    assert.are.equal("ENOTDIR", select(3, orch.private.mkdir(dir .. "/file")))
+    assert.are.same({ nil, "private.mkdir: " .. dir .. "/file is a regular file, not a directory", "ENOTDIR" },
+                    { orch.private.mkdir(dir .. "/file") })
+    -- Another user's symbolic link to a directory: says so, never followed.
+    os.execute("ln -s " .. h.shquote(dir) .. " " .. h.shquote(dir .. "/link") .. " && chown -h 65534 "
+      .. h.shquote(dir .. "/link") .. " && mkfifo " .. h.shquote(dir .. "/fifo"))
+    for _, strict in ipairs { false, true } do
+      assert.are.same({ nil, "private.mkdir: " .. dir .. "/link is a symbolic link owned by uid 65534, not a "
+                        .. "directory: refused (never followed)", "ENOTDIR" },
+                      { orch.private.mkdir(dir .. "/link", strict) })
+      assert.are.same({ nil, "private.mkdir: " .. dir .. "/fifo is a FIFO, not a directory", "ENOTDIR" },
+                      { orch.private.mkdir(dir .. "/fifo", strict) })
+    end
   end)
 
   it("check_dir accepts only a directory nobody else can change", function()
@@ -195,7 +206,7 @@ describe("orch.private", function()
     os.execute("chmod 755 " .. h.shquote(d) .. " && chown 65534 " .. h.shquote(d))
     assert.are.equal("EPERM", select(3, orch.private.check_dir(d)))
     h.write(dir .. "/f", "x")
-    assert.are.same({ nil, "private.check_dir: " .. dir .. "/f is not a directory", "EPERM" },
+    assert.are.same({ nil, "private.check_dir: " .. dir .. "/f is a regular file, not a directory", "EPERM" },
                     { orch.private.check_dir(dir .. "/f") })
   end)
 end)

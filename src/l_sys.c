@@ -42,6 +42,22 @@
 
 /* ------------------------------------------------------------ helpers */
 
+/* What a non-directory found where a directory was expected is: "is a
+ * symbolic link owned by uid N, refused (never followed)", "is a FIFO", ... */
+static const char *not_dir(const struct stat *st, char *buf, size_t len) {
+  switch (st->st_mode & S_IFMT) {
+  case S_IFLNK:
+    snprintf(buf, len, "is a symbolic link owned by uid %d, not a directory: refused (never followed)",
+             (int)st->st_uid);
+    return buf;
+  case S_IFREG: return "is a regular file, not a directory";
+  case S_IFIFO: return "is a FIFO, not a directory";
+  case S_IFSOCK: return "is a socket, not a directory";
+  case S_IFCHR: case S_IFBLK: return "is a device, not a directory";
+  default: return "is not a directory";
+  }
+}
+
 /* orch.private.mkdir(path [, strict]): creates path (mode 0700) if missing. With
  * strict, an existing directory must be ours (or root's, when we are root)
  * and is narrowed to 0700; it must not be a symbolic link. */
@@ -52,8 +68,9 @@ static int private_mkdir(lua_State *L) {
   if (mkdir(path, 0700) < 0 && errno != EEXIST) return orch__fail(L, "mkdir", errno);
   struct stat st;
   if (lstat(path, &st) < 0) return orch__fail(L, "stat", errno);
+  char buf[96];
   if (!S_ISDIR(st.st_mode))
-    return orch__failf(L, "ENOTDIR", "private.mkdir: %s is not a directory", path);
+    return orch__failf(L, "ENOTDIR", "private.mkdir: %s %s", path, not_dir(&st, buf, sizeof buf));
   if (strict) {
     if (st.st_uid != geteuid())
       return orch__failf(L, "EPERM", "private.mkdir: %s belongs to uid %d, not to us", path, (int)st.st_uid);
@@ -72,7 +89,8 @@ static int private_check_dir(lua_State *L) {
   orch__check_nargs(L, 1);
   struct stat st;
   if (lstat(path, &st) < 0) return orch__fail(L, "private.check_dir", errno);
-  const char *why = !S_ISDIR(st.st_mode) ? "is not a directory"
+  char buf[96];
+  const char *why = !S_ISDIR(st.st_mode) ? not_dir(&st, buf, sizeof buf)
                   : st.st_uid != geteuid() && st.st_uid != 0 ? "belongs to another user"
                   : (st.st_mode & 022) ? "is writable by group or others" : NULL;
   if (why) return orch__failf(L, "EPERM", "private.check_dir: %s %s", path, why);
