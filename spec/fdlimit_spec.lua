@@ -810,3 +810,54 @@ describe("dgram:recv{ fds = true } out of fds", function()
       .. "again\t2", out)
   end)
 end)
+
+-- orch started with almost no fds (a careless `ulimit -n`): each start
+-- ends with its reason, never with a signal (libuv aborts the process when
+-- its first loop cannot make its pipes), never blames a missing package or
+-- the memory, and never runs the script beside a --socket directory it
+-- could not check.
+describe("orch run at a tiny fd limit", function()
+  it("says why at each limit from 4 up, never dies of a signal, and refuses a --socket directory it could not check", function()
+    local d = h.tmpdir()
+    local orch = h.orch
+    h.write(d .. "/s.lua", 'print("ran")')
+    local seen = {}
+    h.run(function()
+      for n = 4, 64 do
+        os.execute("rm -rf " .. h.shquote(d .. "/sub"))
+        local p = assert(orch.spawn { "prlimit", "--nofile=" .. n .. ":" .. n, h.bin, "run", "--socket",
+          d .. "/sub/ctl.sock", d .. "/s.lua", stdout = "pipe", stderr = "pipe" })
+        local out
+        local t = orch.task(function() out = p.stdout:read_all() end)
+        local err = p.stderr:read_all()
+        t:join()
+        local code, sig = p:wait()
+        local what = ("ulimit -n %d: exit %s, signal %s, stdout %q, stderr %q"):format(n, code, sig, out, err)
+        assert(sig == nil, what)
+        if code == 0 then
+          assert.are.equal("ran\n", out, what)
+          seen.ran = n
+          break
+        end
+        assert(code == 1 and out == "" and err:match("^orch: "), what)
+        assert(not err:find("not installed", 1, true), what)
+        assert(not err:find("out of memory", 1, true), what)
+        assert(not err:find("another user could replace", 1, true), what)
+        if err:find("not found:", 1, true) then
+          assert(err:find("(no file could be opened: Too many open files; the limit of open files, ulimit -n, is "
+            .. n .. ")", 1, true), what)
+        end
+        if err:find("cannot create the runtime: Too many open files (the limit of open files, ulimit -n, is "
+          .. n .. ")", 1, true) then seen.runtime = n end
+        if err:find("cannot use the directory of " .. d .. "/sub/ctl.sock: logfile.check_dir: ", 1, true) then
+          assert(err:find("too many open files (nothing was started)", 1, true), what)
+          seen.check_dir = n
+        end
+      end
+    end, 120)
+    os.execute("rm -rf " .. h.shquote(d))
+    assert.is_number(seen.runtime)
+    assert.is_number(seen.check_dir)
+    assert.is_number(seen.ran)
+  end)
+end)

@@ -13,6 +13,7 @@
  * given to orch.exit().
  */
 #include <elf.h>
+#include <errno.h>
 #include <link.h>
 #include <signal.h>
 #include <stdint.h>
@@ -25,6 +26,7 @@
 #include "fdholder.h"
 #include "orch.h"
 #include "precompiled.h"
+#include "runtime.h"
 
 #ifdef ORCH_PRECOMPILED
 /* build/precompiled.c: orch's start-up modules compiled with this
@@ -144,7 +146,12 @@ int main(int argc, char **argv) {
 #endif
   orch_runtime *rt = orch_new();
   if (!rt) {
-    fprintf(stderr, "%s: cannot create the runtime (out of memory?)\n", progname);
+    int err = errno;
+    if (err == EMFILE)
+      fprintf(stderr, "%s: cannot create the runtime: %s (the limit of open files, ulimit -n, is %llu)\n", progname,
+              strerror(err), (unsigned long long)orch__nofile_soft());
+    else
+      fprintf(stderr, "%s: cannot create the runtime: %s\n", progname, strerror(err ? err : ENOMEM));
     return 1;
   }
 #ifdef ORCH_LAZY_LIBM

@@ -13,6 +13,8 @@
 #include "runtime_int.h"
 
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,10 +175,23 @@ static orch_runtime *runtime_attach(lua_State *L, int own_state) {
   /* The fds this process was given across exec, before the loop's and the
    * spares' are open (src/stream.c: the scan then looks at fewer). */
   orch__fd_note_inherited();
+  /* libuv aborts the process when its first loop cannot make the pipe of
+   * its signal handling (uv__signal_global_init, after the epoll fd): at
+   * the fd limit (ulimit -n 4 or 5), fail here with errno EMFILE instead
+   * of a SIGABRT. Three fds free, or none is taken. */
+  int probe[3];
+  if (pipe2(probe, O_CLOEXEC) < 0) return NULL;
+  probe[2] = fcntl(probe[0], F_DUPFD_CLOEXEC, 0);
+  int perr = errno;
+  close(probe[0]);
+  close(probe[1]);
+  if (probe[2] < 0) { errno = perr; return NULL; }
+  close(probe[2]);
   rt = calloc(1, sizeof *rt);
   if (!rt) return NULL;
   rt->loop = &rt->loop_storage;
-  if (uv_loop_init(rt->loop) != 0) { free(rt); return NULL; }
+  int r = uv_loop_init(rt->loop);
+  if (r != 0) { free(rt); errno = -r; return NULL; }
   rt->L = L;
   rt->own_state = own_state;
   rt->on_error = default_error;
@@ -419,7 +434,12 @@ orch_runtime *orch_new(void) {
   if (!L) return NULL;
   luaL_openlibs(L);
   orch_runtime *rt = runtime_attach(L, 1);
-  if (!rt) { orch__lalloc_close(L); return NULL; }
+  if (!rt) {
+    int err = errno;
+    orch__lalloc_close(L);
+    errno = err;
+    return NULL;
+  }
   orch__lalloc_on_surplus(orch__lalloc_of(L), lalloc_surplus, rt);
   lua_pushcfunction(L, open_orch_global);
   if (lua_pcall(L, 0, 0, 0) != LUA_OK) {

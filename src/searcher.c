@@ -254,7 +254,18 @@ static int orch_searcher(lua_State *L) {
     return 1;
   }
   if (strcmp(name, "orch") != 0 && strncmp(name, "orch.", 5) != 0) {
-    lua_pushnil(L);
+    /* At the fd limit every searcher's open fails, and each says "no
+     * file": say why once (a module is not missing, fds are). */
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      close(fd);
+      lua_pushnil(L);
+    } else if (errno == EMFILE || errno == ENFILE) {
+      lua_pushfstring(L, "(no file could be opened: %s; the limit of open files, ulimit -n, is %I)",
+                      strerror(errno), (lua_Integer)orch__nofile_soft());
+    } else {
+      lua_pushnil(L);
+    }
     return 1;
   }
   lua_pushvalue(L, lua_upvalueindex(1));

@@ -26,7 +26,11 @@ end
 -- A parser of `orch` with the commands `names` (a list).
 local function build_parser(names)
   local ok, argparse = pcall(require, "argparse")
-  if not ok then error("lua-argparse is not installed (apt-get install lua-argparse): " .. tostring(argparse), 0) end
+  if not ok then
+    -- (Out of file descriptors, it is not missing: the searchers say so.)
+    if tostring(argparse):find("no file could be opened", 1, true) then error(tostring(argparse), 0) end
+    error("lua-argparse is not installed (apt-get install lua-argparse): " .. tostring(argparse), 0)
+  end
   local p = argparse("orch"):add_help(false):command_target("command"):require_command(false)
   p._orch_name = nil
   help_flag(p)
