@@ -229,7 +229,8 @@ describe("orch ctl's status table", function()
       "NAME" .. string.rep(" ", #long - 4) .. "  STATE           PID  UPTIME      RESTARTS  RSS   CPU    REASON           STATUS",
       "a" .. pad .. "  running         12   1:02:05     2         2.0K  1.50s  -                -",
       long .. "  fatal (exit 3)  -    -           0         -     -      start limit hit  -",
-      "c" .. pad .. "  running         7    1d 1:01:01  0         100B  0.00s  -                half\0way",
+      -- (A service's text has its control characters shown as "?".)
+      "c" .. pad .. "  running         7    1d 1:01:01  0         100B  0.00s  -                half?way",
     }, lines)
     -- Short cells (one format a line), and a zero byte in a padded cell
     -- (that line padded by hand): the same layout.
@@ -258,8 +259,8 @@ describe("format.status_table", function()
       if ended and (r.exit_code ~= nil or r.exit_signal ~= nil) then
         cell = st .. (r.exit_signal and (" (signal " .. tostring(r.exit_signal) .. ")") or (" (exit " .. tostring(r.exit_code) .. ")"))
       end
-      local why = st ~= "running" and type(r.reason) == "string" and r.reason:gsub("%s+", " ")
-      local text = type(r.status_text) == "string" and r.status_text ~= "" and r.status_text:gsub("%s+", " ")
+      local why = st ~= "running" and type(r.reason) == "string" and format.cell(r.reason)
+      local text = type(r.status_text) == "string" and r.status_text ~= "" and format.cell(r.status_text)
       t:row(r.name, cell, r.pid, r.uptime, r.restarts, r.rss, r.cpu, r.oom_kills, why, text)
     end
     return t:text()

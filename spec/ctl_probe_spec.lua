@@ -197,3 +197,37 @@ describe("orch ctl as a probe", function()
     assert.matches("waiting for slow %(pid " .. spid .. "%) to exit, %d s of 2.5\n", err)
   end)
 end)
+
+-- What a service sends (its user may be anyone's) reaches the terminal of
+-- whoever runs `orch ctl status`, root's: its control characters must not.
+describe("a service's STATUS= text", function()
+  it("is shown by orch ctl status with its control characters as ?, never as escape sequences", function()
+    local sent = "\27]0;pwned\7\27[2Jok\194\155x\127"
+    local o = u.start([[
+local sup = require "orch.supervisor"
+sup.service{ name = "evil", ready = { notify = true },
+             cmd = { ]] .. string.format("%q", P .. "/prog_sup_notify") .. [[, "-r", "10", "-s", ]]
+               .. string.format("%q", sent) .. [[ } }
+sup.run()
+]])
+    local ok, e = pcall(function()
+      u.until_true(function() local s = u.status(o) return s.evil.state == "running" and s.evil.status_text end,
+        "evil running with its status text")
+      -- The table the supervisor makes (every service) and the one the
+      -- client makes (a service named).
+      for _, args in ipairs { { "status" }, { "status", "evil" } } do
+        local code, out, err = u.ctl_cli(o, table.unpack(args))
+        assert.are.equal(0, code, err)
+        assert.is_nil((out:gsub("\n", "")):find("[%c\127]"), out)
+        assert.is_nil(out:find("\194\155", 1, true), out)
+        assert.matches("?]0;pwned??[2Jok?x?", out, 1, true)
+      end
+      -- --json gives the text as it came (JSON escapes it).
+      local code, out = u.ctl_cli(o, "status", "evil", "--json")
+      assert.are.equal(0, code)
+      assert.are.equal(sent, cjson.decode(out).services[1].status_text)
+    end)
+    u.stop(o)
+    assert(ok, e)
+  end)
+end)

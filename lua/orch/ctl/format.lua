@@ -69,6 +69,18 @@ end
 
 local duration, bytes = M.duration, M.bytes
 
+--- A text cell of the table (a service's STATUS= text, a reason): its
+-- white space folded to one space, and every other control character
+-- (ESC, BEL, DEL; C1 controls as UTF-8) shown as "?": the text a service
+-- sends reaches the terminal of whoever runs `orch ctl status` (root), where
+-- an escape sequence would retitle, clear or rewrite the screen.
+function M.cell(s)
+  s = s:gsub("%s+", " ")
+  if s:find("[%c\194]") then s = s:gsub("[%c]", "?"):gsub("\194[\128-\159]", "?") end
+  return s
+end
+local cell = M.cell
+
 --- The lines said once after the table: why services have no cgroups
 -- (cgroup_off, a string), and where the limits of services with cgroup
 -- limits are held (where = { v2 = set, v1 = set } of controller names).
@@ -127,13 +139,13 @@ function M.status_lines(n, row, cgroup_off, where)
       ooms[r] = "-"
     end
     if type(why) == "string" and st ~= "running" then
-      reasons[r] = why:gsub("%s+", " ")
+      reasons[r] = cell(why)
       any_reason = true
     else
       reasons[r] = "-"
     end
     if type(text) == "string" and text ~= "" then
-      texts[r] = text:gsub("%s+", " ")
+      texts[r] = cell(text)
       any_text = true
     else
       texts[r] = "-"

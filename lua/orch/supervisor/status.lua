@@ -358,10 +358,10 @@ function M.table(S, insts, defer)
         cell = state .. (sig and (" (signal " .. tostring(sig) .. ")") or (" (exit " .. tostring(code) .. ")"))
       end
       why = inst.reason
-      why = type(why) == "string" and why:gsub("%s+", " ")
+      why = type(why) == "string" and format.cell(why)
     end
     text = inst.status_text
-    text = type(text) == "string" and text ~= "" and text:gsub("%s+", " ")
+    text = type(text) == "string" and text ~= "" and format.cell(text)
     local rss, cpu, oom, ctls
     local read = a and a[1] > -huge
     if a then
