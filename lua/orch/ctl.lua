@@ -551,8 +551,9 @@ function handlers.signal(srv, req)
   local bad = check_name(req)
   if bad then return bad end
   local sig = req.signal
-  if type(sig) ~= "string" and math.type(sig) ~= "integer" then
-    return fail("'signal' needs a signal name or number")
+  if (type(sig) ~= "string" and math.type(sig) ~= "integer") or not orch.signal.number(sig) then
+    return fail("'signal' needs a signal name or number, got " .. (type(sig) == "string" and ("'" .. sig .. "'")
+      or tostring(sig)))
   end
   local _, err = sup_call(srv, "signal", req.name, sig)
   if err then return err end
