@@ -70,7 +70,9 @@ local function width(s) return utf8.len(s) or #s end
 
 -- s cut or padded to exactly w columns.
 local function fit(s, w, right)
-  s = tostring(s):gsub("[%c]", " ")
+  -- Control characters (C1 ones too, as UTF-8: U+009B is a CSI to some
+  -- terminals) are spaces: a service's output reaches the screen.
+  s = tostring(s):gsub("[%c]", " "):gsub("\194[\128-\159]", " ")
   local n = width(s)
   if n > w then
     local cut = utf8.offset(s, w + 1)
