@@ -12,6 +12,8 @@
 #   restart_latency_{median,p95}_<impl>  ms  SIGKILL -> replacement started
 #                                            (20 services, 20 kills a round)
 #   stop_term_100_<impl>   ms  SIGTERM to the supervisor -> all 100 exited
+#                          (STOP_TERMS of them a round, default 1: with 3,
+#                          the median is over 3 x STOP_ROUNDS stops)
 #   stop_ctl_100_<impl>    ms  `orch ctl stop all` (C: SIGUSR1) -> all exited
 #   start_100_<impl>       ms  SIGUSR2 -> all 100 started again: one
 #                          supervisor of each kind running at once, STOP_STARTS
@@ -44,6 +46,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 ROUNDS=${STOP_ROUNDS:-3}
 STARTS=${STOP_STARTS:-$((ROUNDS * 5))}
+TERMS=${STOP_TERMS:-1}     # stops via SIGTERM a round (each after its own start)
 . "$HERE/workdir.sh"
 bench_workdir /dev/shm/orch-bench-stop.XXXXXX
 export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
@@ -99,10 +102,13 @@ round() {                  # impl
     finish
   fi
   part stop || return 0
-  launch "$impl" 100 || return
-  sleep 0.5
-  put "stop_term_100_$impl" "$("$P" stoptime "$SVC_SHM" 100 signal "$SUP" TERM)"
-  finish
+  local k
+  for k in $(seq "$TERMS"); do
+    launch "$impl" 100 || return
+    sleep 0.5
+    put "stop_term_100_$impl" "$("$P" stoptime "$SVC_SHM" 100 signal "$SUP" TERM)"
+    finish
+  done
   launch "$impl" 100 || return
   sleep 0.5
   if [ "$impl" != orch ]; then

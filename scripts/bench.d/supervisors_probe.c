@@ -13,7 +13,9 @@
  *   restart1 FILE I                      SIGKILL to slot I's process -> its
  *                                        replacement started: prints ms
  *   starttime FILE N TRIGGER...          ms until all N started again
- *   stoptime FILE N TRIGGER...           ms until all N exited
+ *   stoptime FILE N TRIGGER...           ms until all N exited; with
+ *                                        $SVC_EXIT_SHM also the ms until the
+ *                                        last service took its SIGTERM
  *   pss ROOT [EXCLUDE,...]               KiB of PSS of ROOT and descendants
  *                                        (comm names in EXCLUDE left out):
  *                                        prints "kib nprocs"
@@ -57,6 +59,20 @@ static slot *map_file(const char *path, int create) {
   close(fd);
   if (s == MAP_FAILED) { perror("mmap"); exit(1); }
   return s;
+}
+
+/* $SVC_EXIT_SHM (svc_stamp.c): each service's CLOCK_MONOTONIC time of its
+ * SIGTERM, u64 by slot; cleared here. NULL without it. */
+static uint64_t *map_exits(void) {
+  const char *path = getenv("SVC_EXIT_SHM");
+  if (!path) return NULL;
+  int fd = open(path, O_RDWR | O_CLOEXEC | O_CREAT, 0644);
+  if (fd < 0 || ftruncate(fd, SLOTS * sizeof(uint64_t)) < 0) { perror(path); exit(1); }
+  uint64_t *e = mmap(NULL, SLOTS * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (e == MAP_FAILED) { perror("mmap"); exit(1); }
+  memset(e, 0, SLOTS * sizeof(uint64_t));
+  return e;
 }
 
 /* Reads /proc/PID/FILE into buf (NUL-terminated); returns the length, or
@@ -302,6 +318,7 @@ int main(int argc, char **argv) {
     int n = atoi(argv[3]);
     pid_t *pids = calloc((size_t)n, sizeof *pids);
     for (int i = 0; i < n; i++) pids[i] = pid_of(s, i);
+    uint64_t *exits = map_exits();
     uint64_t t0 = now_ns();
     pid_t child = trigger(argv + 4);
     uint64_t deadline = t0 + 60000000000ull, end = 0;
@@ -317,7 +334,13 @@ int main(int argc, char **argv) {
     }
     if (child > 0) waitpid(child, NULL, 0);
     if (left) { printf("nan\n"); return 1; }
-    printf("%.3f\n", (end - t0) / 1e6);
+    printf("%.3f", (end - t0) / 1e6);
+    if (exits) {            /* SVC_EXIT_SHM: the last TERM taken, ms after t0 */
+      uint64_t last = 0;
+      for (int i = 0; i < n; i++) if (exits[i] > last) last = exits[i];
+      if (last >= t0) printf(" %.3f", (last - t0) / 1e6); else printf(" nan");
+    }
+    printf("\n");
     return 0;
   }
   if (!strcmp(cmd, "pss")) {

@@ -10,6 +10,9 @@
  * working directory (runsv and s6-supervise run ./run in the service
  * directory ".../svc<INDEX>"). File: $SVC_SHM (default
  * /dev/shm/orch-bench-stamps). Slot layout: u64 start_ns, i32 pid, i32 count.
+ * With $SVC_EXIT_SHM (a file of u64 by slot) a SIGTERM is caught: its
+ * CLOCK_MONOTONIC time goes into slot INDEX there, then _exit(0) (the probe's
+ * stoptime tells the services' last exit from the moment it saw it).
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -36,6 +39,16 @@ static long index_from_cwd(void) {
   return getcwd(buf, sizeof buf) ? trailing_number(buf) : -1;
 }
 
+static uint64_t *exits;
+static long exit_idx;
+static void on_term(int sig) {
+  (void)sig;
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  __atomic_store_n(&exits[exit_idx], (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec, __ATOMIC_RELAXED);
+  _exit(0);
+}
+
 int main(int argc, char **argv) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -54,6 +67,13 @@ int main(int argc, char **argv) {
   __atomic_fetch_add(&s[idx].count, 1, __ATOMIC_RELAXED);
   __atomic_store_n(&s[idx].start_ns, now, __ATOMIC_RELEASE);
   signal(SIGPIPE, SIG_IGN);
+  const char *ep = getenv("SVC_EXIT_SHM");
+  int efd = ep ? open(ep, O_RDWR | O_CLOEXEC) : -1;
+  if (efd >= 0) {
+    void *m = mmap(NULL, SLOTS * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, efd, 0);
+    close(efd);
+    if (m != MAP_FAILED) { exits = m; exit_idx = idx; signal(SIGTERM, on_term); }
+  }
   static const char line[] = "svc_stamp started\n";
   ssize_t w = write(1, line, sizeof line - 1);
   (void)w;
