@@ -326,9 +326,12 @@ function graph.signal_early(S, insts)
   return false
 end
 
--- A shutdown's stop, from its first pass to orch's exit, runs orch's loop
--- thread with the shortest scheduler slice (0.1 ms: orch.proc._slice,
--- Linux 6.12+). After the services' exits orch works on for 10-20 ms of
+-- A shutdown's stop, from its task's first run (the loop turn after the
+-- first pass: exits already reported are handled before it) to orch's
+-- exit, runs orch's loop thread with the shortest scheduler slice (0.1 ms:
+-- orch.proc._slice, Linux 6.12+). Set in the TERM handler itself, right
+-- after the pass, it made no difference to the stop of 100 (40 stops each,
+-- doc/benchmarks.md, "The stop of 100, sixteenth session"). After the services' exits orch works on for 10-20 ms of
 -- CPU (each exit's end, the cgroups' removal, its own end), and with the
 -- default slice a task woken on its CPU meanwhile (whoever waits for the
 -- services to exit, on a loaded or small machine) waited for the end of
