@@ -135,6 +135,12 @@ sup.run()
         local l = {} for k in pairs(c) do l[#l + 1] = k end return l end)(), " "))
       c = complete({ "orch", "ctl", "stop", "w" }, { ORCH_SOCKET = o.sock })
       assert.are.same({ web = true, worker = true }, c)
+      -- --trust-uid takes a value (not the subcommand), passed on to the
+      -- status that lists the names; offered among a subcommand's options.
+      c = complete({ "orch", "ctl", "--trust-uid", "0", "--socket", o.sock, "stop", "w" })
+      assert.are.same({ web = true, worker = true }, c)
+      c = complete({ "orch", "ctl", "stop", "--t" }, { ORCH_SOCKET = o.sock })
+      assert.are.same({ ["--timeout"] = true, ["--trust-uid"] = true }, c)
     end)
     u.stop(o)
     assert(ok, err)

@@ -7,10 +7,11 @@ _orch_options() {  # the --options one command's help mentions
   orch help "$1" 2>/dev/null | grep -o -- '--[a-z][a-z-]*' | sort -u
 }
 
-_orch_services() {
-  local sock=()
-  [ -n "$1" ] && sock=(--socket "$1")
-  orch ctl "${sock[@]}" --timeout 1 status 2>/dev/null | awk 'NR > 1 && $1 != "" { print $1 }'
+_orch_services() {  # [SOCKET] [TRUST_UID]
+  local opts=()
+  [ -n "$1" ] && opts=(--socket "$1")
+  [ -n "${2:-}" ] && opts+=(--trust-uid "$2")
+  orch ctl "${opts[@]}" --timeout 1 status 2>/dev/null | awk 'NR > 1 && $1 != "" { print $1 }'
 }
 
 _orch() {
@@ -43,10 +44,11 @@ _orch() {
     help)
       COMPREPLY=($(compgen -W "$commands" -- "$cur")) ;;
     ctl)
-      local sub="" socket="" j
+      local sub="" socket="" trust="" j
       for ((j = i + 1; j < cword; j++)); do
         case ${words[j]} in
           --socket) socket=${words[j+1]}; ((j++)) ;;
+          --trust-uid) trust=${words[j+1]}; ((j++)) ;;
           --timeout) ((j++)) ;;
           -*) ;;
           *) sub=${words[j]}; break ;;
@@ -69,9 +71,9 @@ _orch() {
             else
               local extra=""
               case $sub in start|stop|restart|freeze|thaw) extra=all ;; esac
-              [[ $cur == -* ]] && extra="$extra --help --json --socket --timeout"
+              [[ $cur == -* ]] && extra="$extra --help --json --socket --timeout --trust-uid"
               case $sub in start|restart) [[ $cur == -* ]] && extra="$extra --wait" ;; esac
-              COMPREPLY=($(compgen -W "$(_orch_services "$socket") $extra" -- "$cur"))
+              COMPREPLY=($(compgen -W "$(_orch_services "$socket" "$trust") $extra" -- "$cur"))
             fi ;;
         esac
       fi ;;
