@@ -260,6 +260,33 @@ describe("orch ctl against orch run", function()
   end)
 end)
 
+describe("orch ctl tail of a service's escape sequences", function()
+  -- The service prints ESC [2J, C1 CSI (U+009B) 31m, BEL, C1 NEL (U+0085)
+  -- and a TAB in one line.
+  local ESC_POLICY = policy([[
+sup.service{ name = "esc", cmd = { "printf", "a\27[2Jb\194\15531mc\7d\194\133e\tf\n" } }
+]])
+  it("shows them as '?' on a terminal and as sent on a pipe", function()
+    with_orch(ESC_POLICY, function(o)
+      local raw = until_true(function()
+        local _, l = ctl_cli(o, "tail", "esc", "-n", "5")
+        return l:find("f\n", 1, true) and l
+      end, "the line in the tail")
+      assert.truthy(raw:find("a\27[2Jb\194\15531mc\7d\194\133e\tf\n", 1, true), raw)
+      local d = h.tmpdir()
+      write(d .. "/script", "\n")
+      local cmd = string.format("%s -t 30 -- %s ctl --socket %s tail esc -n 5 <%s/script >%s/out 2>%s/err",
+        h.shquote(h.progs .. "/prog_pty"), h.shquote(h.bin), h.shquote(o.sock), d, d, d)
+      local _, _, code = os.execute(cmd)
+      local out = h.slurp(d .. "/out")
+      assert.are.equal(0, code, h.slurp(d .. "/err") .. out)
+      assert.truthy(out:find("a?[2Jb?31mc?d?e\tf", 1, true), out)
+      assert.is_nil(out:find("[\27\7]"), out)
+      assert.is_nil(out:find("\194[\128-\159]"), out)
+    end)
+  end)
+end)
+
 describe("the control socket", function()
   it("cannot be reached by another uid, and SO_PEERCRED refuses it when it can", function()
     with_orch(POLICY, function(o)

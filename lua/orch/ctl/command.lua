@@ -227,7 +227,7 @@ local function print_reply(cmd, req, reply)
   elseif cmd == "signal" then
     out:write(req.name, ": sent ", tostring(req.signal), "\n")
   elseif cmd == "tail" then
-    for _, l in ipairs(reply.lines or {}) do out:write(l, "\n") end
+    for _, l in ipairs(reply.lines or {}) do out:write(M.output_line(l), "\n") end
   elseif cmd == "events" then
     for _, ev in ipairs(reply.events or {}) do out:write(view().format_event(ev), "\n") end
   elseif cmd == "eval" then
@@ -246,6 +246,21 @@ local function print_reply(cmd, req, reply)
     out:write("re-executing\n")
   end
   out:flush()
+end
+
+--- A line of a service's output as `orch ctl tail` prints it: on a
+-- terminal its control characters but TAB (ESC, BEL, CR, DEL; the C1
+-- controls as UTF-8) are shown as "?", as `orch ctl status` shows a STATUS=
+-- text (orch.ctl.format.cell): a service's output reaches the terminal of
+-- whoever tails it (root), where an escape sequence would retitle, clear
+-- or rewrite the screen. On a pipe or a file (and with --json) the line is
+-- printed as the service wrote it.
+local tty_out
+function M.output_line(l)
+  if not l:find("[%c\194]") then return l end
+  if tty_out == nil then tty_out = require("orch").term.isatty(1) end
+  if not tty_out then return l end
+  return (l:gsub("[%z\1-\8\10-\31\127]", "?"):gsub("\194[\128-\159]", "?"))
 end
 
 function M.main(o)
@@ -352,7 +367,7 @@ function M.main(o)
         local msg, mline = client:receive()
         if not msg then break end
         if opts.json then io.stdout:write(mline, "\n")
-        elseif msg.line then io.stdout:write(msg.line, "\n")
+        elseif msg.line then io.stdout:write(M.output_line(msg.line), "\n")
         elseif msg.event then io.stdout:write(view().format_event(msg.event), "\n")
         elseif msg.ok == false then errorf("%s", tostring(msg.error)) status = EXIT_FAIL end
         io.stdout:flush()
