@@ -20,9 +20,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 bench_workdir /dev/shm/orch-bench-startcpu.XXXXXX
 bench_progs || exit 1
 export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
-V2=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' /proc/self/mountinfo)
-CCG=${V2:-/nonexistent}$(sed -n 's/^0:://p' /proc/self/cgroup)
-CCG=${CCG%/}/orch-bench-minisup.$TOKEN
+CCG=$(bench_ccg)
+CCG=${CCG:-/nonexistent/orch-bench-minisup.$TOKEN}   # ccg then fails loudly
 kids_cpu() {             # the CPU (ns) of the supervisor's children so far
   local t=0 p ns
   for p in $(cat /proc/"$1"/task/*/children); do read -r ns _ <"/proc/$p/schedstat" && t=$((t + ns)); done
@@ -53,7 +52,7 @@ for _ in $(seq "$ROUNDS"); do
     bench_stop $SUP
     bench_sweep
     [ "${b%%:*}" = stamps ] && awk '/^handler/ { n = NR } { l[NR] = $0 } END { if (n) for (i = n; i <= NR; i++) if (l[i] !~ / \| |orch\.supervisor:/) print l[i] }' "$W/err"
-    [ -d "$CCG" ] && rmdir "$CCG"/s* "$CCG" 2>/dev/null
+    bench_ccg_rm "$CCG"
   done
 done
 lua5.4 - "$W/out" <<'LUA'

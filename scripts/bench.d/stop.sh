@@ -55,13 +55,7 @@ cc -O2 -o "$W/minisup" "$HERE/minisup.c" && cc -O2 -o "$W/probe" "$HERE/supervis
 P=$W/probe SVC=$W/svc_stamp SUP= OUT=$W/values
 # The C limit with containment: a cgroup beside where orch makes its own
 # (below this shell's v2 cgroup), if this user may make one there.
-V2=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' /proc/self/mountinfo)
-CCG=
-if [ -n "$V2" ]; then
-  CCG=$V2$(sed -n 's/^0:://p' /proc/self/cgroup)
-  CCG=${CCG%/}/orch-bench-minisup.$TOKEN
-  if mkdir "$CCG" 2>/dev/null; then rmdir "$CCG"; else CCG=; fi
-fi
+CCG=$(bench_ccg)
 IMPLS="c${CCG:+ ccg} orch"
 CTL="$BUILD/orch ctl --socket $W/ctl.sock"
 
@@ -81,7 +75,7 @@ launch() {                 # impl n
 finish() {
   bench_stop "$SUP"; bench_sweep; SUP=
   # What a killed minisup left of its cgroups.
-  if [ -n "$CCG" ] && [ -d "$CCG" ]; then rmdir "$CCG"/s* "$CCG" 2>/dev/null; fi
+  bench_ccg_rm "$CCG"
 }
 put() { echo "$1 $2" >>"$OUT"; }
 cpu_ns() { read -r ns _ <"/proc/$SUP/schedstat"; echo "$ns"; }   # orch's CPU so far

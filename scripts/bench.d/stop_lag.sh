@@ -26,18 +26,13 @@ bench_progs || exit 1
 export SVC_SHM=$W/stamps SVC_EXIT_SHM=$W/exits ORCH_SOCKET=$W/ctl.sock
 P=$W/probe
 truncate -s $((16384 * 8)) "$SVC_EXIT_SHM"    # before the first service opens it
-V2=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' /proc/self/mountinfo)
-CCG=
-if [ -n "$V2" ]; then
-  CCG=$V2$(sed -n 's/^0:://p' /proc/self/cgroup)
-  CCG=${CCG%/}/orch-bench-minisup.$TOKEN
-fi
+CCG=$(bench_ccg)
 for r in $(seq "$ROUNDS"); do
   for k in "${KINDS[@]}"; do
     "$P" init "$SVC_SHM"; rm -f "$W/ctl.sock"
     case $k in
       c) setsid "$W/minisup" 100 "$W/svc" </dev/null >/dev/null 2>&1 & ;;
-      ccg) [ -n "$CCG" ] || { echo "stop_lag.sh: no cgroup v2 for ccg" >&2; exit 1; }
+      ccg) [ -n "$CCG" ] || { echo "stop_lag.sh: no writable cgroup v2 for ccg" >&2; exit 1; }
            MINISUP_CGROUP=$CCG setsid "$W/minisup" 100 "$W/svc" </dev/null >/dev/null 2>&1 & ;;
       orch*) env_=(); IFS=: read -r _ _ vars <<<"$k"
              IFS=, read -ra env_ <<<"$vars"
@@ -52,7 +47,7 @@ for r in $(seq "$ROUNDS"); do
     read -r t le < <("$P" stoptime "$SVC_SHM" 100 signal "$SUP" TERM)
     echo "$r $k $t $le $(awk -v a="$t" -v b="$le" 'BEGIN { printf "%.3f", a - b }')" | tee -a "$W/rows"
     bench_stop "$SUP"; bench_sweep
-    [ -n "$CCG" ] && [ -d "$CCG" ] && rmdir "$CCG"/s* "$CCG" 2>/dev/null
+    bench_ccg_rm "$CCG"
   done
 done
 lua5.4 - "$W/rows" <<'LUA'

@@ -53,9 +53,8 @@ bench_workdir /dev/shm/orch-bench-stoptrace.XXXXXX
 bench_progs || exit 1
 export SVC_SHM=$W/stamps ORCH_SOCKET=$W/ctl.sock
 P=$W/probe
-V2=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' /proc/self/mountinfo)
-CCG=$V2$(sed -n 's/^0:://p' /proc/self/cgroup)
-CCG=${CCG%/}/orch-bench-minisup.$TOKEN
+CCG=$(bench_ccg)
+CCG=${CCG:-/nonexistent/orch-bench-minisup.$TOKEN}   # ccg then fails loudly
 one() {                   # kind round
   local kind=$1 r=$2 sup f b=$BUILD
   "$P" init "$SVC_SHM"
@@ -98,7 +97,7 @@ one() {                   # kind round
   echo "$sup" >"$f.sup"
   bench_stop $sup 5 "$([ -n "$how" ] && echo TERM || echo 0)"   # (the probe sent its TERM, unless STOP_TRACE_HOW)
   bench_sweep
-  [ -d "$CCG" ] && rmdir "$CCG"/s* "$CCG" 2>/dev/null
+  bench_ccg_rm "$CCG"
 }
 for r in $(seq "$ROUNDS"); do for k in $KINDS; do one "$k" "$r"; done; done
 lua5.4 "$HERE/stop_trace.lua" "$W" "$ROUNDS" "$KINDS"

@@ -93,6 +93,24 @@ bench_cgroups_rm() {
   local d
   while IFS= read -r d; do find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; done < <(bench_cgroups)
 }
+# The C limit's cgroup (minisup.c's MINISUP_CGROUP, the "ccg" kind of the
+# stop/start benchmarks): a directory beside where orch makes its own,
+# below this shell's cgroup v2, named with the token. Prints nothing where
+# there is no cgroup v2 or this user may not make one there.
+bench_ccg() {
+  local v2 d
+  v2=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' /proc/self/mountinfo)
+  [ -n "$v2" ] || return 0
+  d=$v2$(sed -n 's/^0:://p' /proc/self/cgroup)
+  d=${d%/}/orch-bench-minisup.$TOKEN
+  if mkdir "$d" 2>/dev/null; then rmdir "$d"; echo "$d"; fi
+}
+# bench_ccg_rm DIR: what a stopped (or killed) minisup left of DIR, its
+# services' cgroups s<i> and DIR itself, once empty.
+bench_ccg_rm() {
+  [ -n "${1:-}" ] && [ -d "$1" ] && rmdir "$1"/s* "$1" 2>/dev/null
+  return 0
+}
 # The programs of the start/stop benchmarks, built into $W: svc (svc_stamp,
 # static where the toolchain can), probe and minisup (the C limit).
 bench_progs() {
