@@ -1092,23 +1092,66 @@ int orch__cg_trusted(const orch__cgroup *cg) {
   return r < 0 ? r : 0;
 }
 
-/* rmdir of dir's empty descendants, deepest first. */
+/* rmdir of a cgroup directory (relative to the v2 mount's fd below it):
+ * 0 also when it is gone already. */
+static int rmdir_cg(const char *dir) {
+  int at;
+  const char *rel = orch__cg_at_v2(dir, &at);
+  return unlinkat(at, rel, AT_REMOVEDIR) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+static int remove_tree(const char *dir);
+
+/* rmdir of dir's empty descendants, deepest first. A level's names are
+ * read and its directory closed before going down: one fd at a time, lent
+ * from the spares at EMFILE (a shutdown with every fd taken left orch's
+ * empty tree behind: its opendir failed, and the removal gave up before
+ * the rmdirs, which need none). */
 static int remove_below(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d) return errno == ENOENT ? 0 : -errno;
+  int at;
+  const char *rel = orch__cg_at_v2(dir, &at);
+  int fd = orch__cg_open_at(at, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC, NULL);
+  if (fd < 0) return errno == ENOENT ? 0 : -errno;
+  DIR *d = fdopendir(fd);
+  if (!d) {
+    int e = errno;
+    close(fd);
+    orch__fd_spare_settle();
+    return -e;
+  }
+  char **names = NULL;
+  size_t n = 0, cap = 0;
   int r = 0;
   struct dirent *e;
   while ((e = readdir(d))) {
     if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
-    char *sub;
-    if (asprintf(&sub, "%s/%s", dir, e->d_name) < 0) { r = -ENOMEM; break; }
-    int k = remove_below(sub);
-    if (k == 0 && rmdir(sub) < 0 && errno != ENOENT) k = -errno;
-    free(sub);
-    if (k < 0 && r == 0) r = k;
+    if (n == cap) {
+      char **nn = realloc(names, (cap = cap ? cap * 2 : 8) * sizeof *names);
+      if (!nn) { r = -ENOMEM; break; }
+      names = nn;
+    }
+    if (asprintf(&names[n], "%s/%s", dir, e->d_name) < 0) { r = -ENOMEM; break; }
+    n++;
   }
   closedir(d);
+  orch__fd_spare_settle();
+  for (size_t i = 0; i < n; i++) {
+    int k = r == 0 ? remove_tree(names[i]) : 0;
+    if (k < 0) r = k;
+    free(names[i]);
+  }
+  free(names);
   return r;
+}
+
+/* rmdir of dir and of its empty descendants: the rmdir first (an empty
+ * leaf, the usual case, opens nothing); a cgroup with children fails with
+ * EBUSY, and its descendants go first. */
+static int remove_tree(const char *dir) {
+  int r = rmdir_cg(dir);
+  if (r != -EBUSY && r != -ENOTEMPTY) return r;
+  if ((r = remove_below(dir)) < 0) return r;
+  return rmdir_cg(dir);
 }
 
 int orch__cg_remove(orch__cgroup *cg, int recursive) {
@@ -1116,14 +1159,8 @@ int orch__cg_remove(orch__cgroup *cg, int recursive) {
   /* An open file would keep the removed cgroup's memory (a dying cgroup)
    * until closed. */
   drop_held(cg);
-  if (recursive) {
-    int r = remove_below(cg->fs[0]);
-    if (r < 0) return r;
-  }
-  int dfd;
-  const char *rel = orch__cg_at_v2(cg->fs[0], &dfd);
-  if (unlinkat(dfd, rel, AT_REMOVEDIR) < 0 && errno != ENOENT) return -errno;
-  int r = 0;
+  int r = recursive ? remove_tree(cg->fs[0]) : rmdir_cg(cg->fs[0]);
+  if (r < 0) return r;
   /* Mirrors this object did not make may exist: a descendant's mirror
    * (made by its first limit) makes its parents in each v1 hierarchy, and
    * they stay once the descendant is removed. Looked for only in a
@@ -1138,8 +1175,8 @@ int orch__cg_remove(orch__cgroup *cg, int recursive) {
     const char *m = cg->fs[1 + c];
     if (!m) continue;
     /* Two controllers may share one v1 hierarchy (cpu,cpuacct). */
-    if (recursive) remove_below(m);
-    if (rmdir(m) < 0 && errno != ENOENT && r == 0) r = -errno;
+    int k = recursive ? remove_tree(m) : rmdir_cg(m);
+    if (k < 0 && r == 0) r = k;
   }
   return r;
 }

@@ -1,0 +1,88 @@
+-- orch's shutdown under exhausted resources: every fd taken, a full disk
+-- under its runtime files, a pids limit reached. Whatever is short, a
+-- SIGTERM stops the services and orch removes what it made (its cgroups,
+-- its control socket, its state record), or says what it left and where;
+-- and no stop hangs.
+local h = require "spec.helper"
+local u = require "spec.ctl_util"
+
+-- Starts `prlimit --nofile=LIMITS orch run --socket S policy` in the
+-- background; returns o (as u.start does) once the socket answers.
+local function start(limits, src)
+  local d = h.tmpdir()
+  local o = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua" }
+  h.write(o.path, string.format("local SOCK, DIR = %q, %q\n", o.sock, d) .. src)
+  o.pid = tonumber((h.sh(string.format("cd %s && { prlimit --nofile=%s %s run --socket %s %s >>out 2>>err & echo $!; }",
+    h.shquote(d), limits, h.shquote(h.bin), h.shquote(o.sock), h.shquote(o.path)))))
+  u.until_true(function()
+    assert(h.alive(o.pid), "orch died: " .. h.slurp(d .. "/err"):sub(-2000))
+    return h.cli({ "ctl", "--socket", o.sock, "ping" }) == 0
+  end, "the control socket")
+  return o
+end
+
+local function gone(pid)
+  return h.slurp("/proc/" .. pid .. "/stat") == ""
+end
+
+-- For a policy: TAKE() takes every fd orch has left (kept in HELD).
+local TAKE = [[
+HELD = {}
+function TAKE()
+  while true do
+    local f = io.open("/dev/null")
+    if not f then break end
+    HELD[#HELD + 1] = f
+  end
+  return #HELD
+end
+]]
+
+describe("SIGTERM with every fd taken", function()
+  -- orch's own tree (orch.s<hash of the socket>, beside orch in its
+  -- cgroup) was left behind: its removal listed the directory first (an
+  -- fd), and gave up at EMFILE before the rmdir, which needs none.
+  it("stops the services and removes orch's cgroups, its socket and its state record", function()
+    local o = start("128:128", [[
+      local sup = require "orch.supervisor"
+      sup.service { name = "a", cmd = { "sleep", "1000" } }
+      sup.service { name = "b", cmd = { "sleep", "1000" } }
+    ]] .. TAKE .. [[
+      -- What the stop frees (log pipes, the runs' cgroup fds) is taken
+      -- again the moment the supervisor removes its cgroups.
+      local cgroup = require "orch.supervisor.cgroup"
+      local close = cgroup.close
+      cgroup.close = function(S)
+        TAKE()
+        return close(S)
+      end
+      orch.task(function()
+        sup.wait("a", "running")
+        sup.wait("b", "running")
+        io.stdout:write("held ", TAKE(), "\n") io.stdout:flush()
+      end)
+      sup.run()
+    ]])
+    local parent = require("orch.supervisor.cgroup").socket_parent(o.sock)
+    local pids = {}
+    finally(function()
+      if h.alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
+      for _, pid in ipairs(pids) do os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+      h.remove_cgroup_tree(parent)
+    end)
+    u.until_true(function() return h.slurp(o.dir .. "/out"):find("held %d+") end, "the policy to take every fd")
+    for _, name in ipairs({ "a", "b" }) do
+      local pid = u.status(o)[name].pid
+      pids[#pids + 1] = pid
+    end
+    assert.truthy(h.orch.cgroup.open(parent), parent .. " made")
+    os.execute("kill -TERM " .. o.pid)
+    u.until_true(function() return gone(o.pid) end, "orch to exit")
+    local err = h.slurp(o.dir .. "/err")
+    assert.matches("every service is stopped", err, 1, true)
+    for _, pid in ipairs(pids) do assert.is_false(h.alive(pid), "service pid " .. pid .. " left running") end
+    assert.is_nil(h.orch.cgroup.open(parent), parent .. " left behind:\n" .. err)
+    assert.is_nil(io.open(o.sock), "control socket left")
+    assert.is_nil(io.open(o.sock .. ".state"), "state record left")
+  end)
+end)
