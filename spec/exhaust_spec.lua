@@ -86,3 +86,38 @@ describe("SIGTERM with every fd taken", function()
     assert.is_nil(io.open(o.sock .. ".state"), "state record left")
   end)
 end)
+
+describe("orch's cgroup tree that cannot go at shutdown", function()
+  -- A process that is not a service's, put into orch's tree from outside,
+  -- is not orch's to kill (the next orch of the socket kills it when it
+  -- sweeps the tree): the tree stays, and orch says where and why. It used
+  -- to leave it without a word.
+  it("is named in the log with what holds it", function()
+    local o = start("1024:1024", [[
+      local sup = require "orch.supervisor"
+      sup.service { name = "a", cmd = { "sleep", "1000" } }
+      sup.run()
+    ]])
+    local parent = require("orch.supervisor.cgroup").socket_parent(o.sock)
+    local foreign
+    finally(function()
+      if h.alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
+      if foreign then os.execute("kill -KILL " .. foreign .. " 2>/dev/null") end
+      h.remove_cgroup_tree(parent)
+    end)
+    u.until_true(function() return u.status(o).a.state == "running" end, "a running")
+    local top = assert(h.orch.cgroup.open(parent))
+    local dir = top:dir()
+    top:close()
+    local cg = assert(h.orch.cgroup.create(parent .. "/foreign"))
+    foreign = tonumber((h.sh("sleep 1000 >/dev/null 2>&1 & echo $!")))
+    assert(cg:add(foreign))
+    cg:close()
+    os.execute("kill -TERM " .. o.pid)
+    u.until_true(function() return gone(o.pid) end, "orch to exit")
+    local err = h.slurp(o.dir .. "/err")
+    assert.matches("every service is stopped", err, 1, true)
+    assert.matches("cgroup " .. dir:gsub("%p", "%%%0") .. " left behind: [^\n]*; processes inside: " .. foreign .. "\n", err)
+    assert.is_true(h.alive(foreign))
+  end)
+end)

@@ -236,6 +236,20 @@ function M.sweep_strays(S)
   end
 end
 
+-- The supervisor's parent cgroup goes, with the empty cgroups left below
+-- it; what cannot go (a process inside that is not a run's: put there from
+-- outside, or one that outlived KILL) is said, with where it is and what
+-- holds it.
+local function remove_base(S, base)
+  local ok, err = base:remove({ recursive = true })
+  if not ok then
+    local pids = base:procs() or {}
+    S:log(string.format("cgroup %s left behind: %s%s", base:dir(), tostring(err),
+      #pids > 0 and ("; processes inside: " .. table.concat(pids, " ")) or ""))
+  end
+  base:close()
+end
+
 -- A run's cgroup is removed: forgotten, and the parent of a closed
 -- supervisor goes with the last one.
 local function removed(S, cg)
@@ -244,8 +258,7 @@ local function removed(S, cg)
   local parent = S.cgroup_closing
   if parent and next(S.cgroups) == nil then
     S.cgroup_closing = nil
-    parent:remove({ recursive = true })
-    parent:close()
+    remove_base(S, parent)
   end
 end
 
@@ -1118,8 +1131,7 @@ function M.close(S)
     end
   end
   if next(S.cgroups) == nil then
-    base:remove({ recursive = true })
-    base:close()
+    remove_base(S, base)
   else
     -- Processes still dying (no task to wait in): the last retire task
     -- removes the parent.
