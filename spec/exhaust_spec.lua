@@ -49,12 +49,15 @@ describe("SIGTERM with every fd taken", function()
       sup.service { name = "b", cmd = { "sleep", "1000" } }
     ]] .. TAKE .. [[
       -- What the stop frees (log pipes, the runs' cgroup fds) is taken
-      -- again the moment the supervisor removes its cgroups.
-      local cgroup = require "orch.supervisor.cgroup"
-      local close = cgroup.close
-      cgroup.close = function(S)
-        TAKE()
-        return close(S)
+      -- again the moment the supervisor removes its cgroups, and when it
+      -- closes its state record (and ends the fd holder).
+      for _, m in ipairs({ "orch.supervisor.cgroup", "orch.supervisor.persist" }) do
+        local mod = require(m)
+        local close = mod.close
+        mod.close = function(S)
+          TAKE()
+          return close(S)
+        end
       end
       orch.task(function()
         sup.wait("a", "running")
@@ -84,6 +87,9 @@ describe("SIGTERM with every fd taken", function()
     assert.is_nil(h.orch.cgroup.open(parent), parent .. " left behind:\n" .. err)
     assert.is_nil(io.open(o.sock), "control socket left")
     assert.is_nil(io.open(o.sock .. ".state"), "state record left")
+    -- The fd holder ended of its bye: waited for without an fd to watch it
+    -- with, it was said stuck and killed.
+    assert.is_nil(err:find("fd holder %(pid %d+%)[^\n]*killed"), err)
   end)
 end)
 

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -156,6 +157,13 @@ int orch__fd_open_at(int dirfd, const char *name, int flags, unsigned mode, int 
     if (lent) *lent = 1;
     do fd = openat(dirfd, name, flags, (mode_t)mode); while (fd < 0 && errno == EINTR);
   }
+  return fd;
+}
+
+int orch__fd_pidfd_lent(pid_t pid) {
+  orch__fd_spare_settle();
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE) && orch__fd_spare_lend()) fd = (int)syscall(SYS_pidfd_open, pid, 0);
   return fd;
 }
 

@@ -961,8 +961,12 @@ int orch__kill(pid_t pid, int sig, int flags, unsigned long long start) {
   }
   if (start) {
     /* A pidfd pins the process: checked and signalled as one identity. */
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0 && errno != ENOSYS) return -errno;
+    int fd = orch__fd_pidfd_lent(pid);
+    if (fd < 0 && errno != ENOSYS) {
+      int e = errno;
+      orch__fd_spare_settle();
+      return -e;
+    }
     unsigned long long t = 0;
     int r = orch__procfs_start_time(pid, &t);
     if (r == 0 && t != start) r = -ESRCH;
@@ -972,6 +976,7 @@ int orch__kill(pid_t pid, int sig, int flags, unsigned long long start) {
       else r = kill(pid, sig) < 0 ? -errno : 0;
     }
     if (fd >= 0) close(fd);
+    orch__fd_spare_settle();
     return r;
   }
   int r = group ? killpg(pid, sig) : kill(pid, sig);

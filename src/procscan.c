@@ -775,10 +775,14 @@ static int proc_wait_exit(lua_State *L) {
   double timeout = orch__optseconds(L, 3, -1);
   orch__check_nargs(L, 3);
   orch__check_task(L, "proc.wait_exit");
-  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  /* (At EMFILE with a spare: kept for the watch, outside the spares once
+   * fds are free again.) */
+  int fd = orch__fd_pidfd_lent(pid);
   if (fd < 0) {
-    if (errno == ESRCH) { lua_pushboolean(L, 1); return 1; }
-    return orch__fail(L, "proc.wait_exit", errno);
+    int e = errno;
+    orch__fd_spare_settle();
+    if (e == ESRCH) { lua_pushboolean(L, 1); return 1; }
+    return orch__fail(L, "proc.wait_exit", e);
   }
   if (start) {
     unsigned long long t = 0;
@@ -787,6 +791,12 @@ static int proc_wait_exit(lua_State *L) {
       close(fd);
       return orch__failf(L, "EXDEV", "proc.wait_exit: cannot check pid %d's start time (/proc is another pid namespace's)",
                          (int)pid);
+    }
+    /* No fd to read its start time with is not a process gone. */
+    if (r == -EMFILE || r == -ENFILE || r == -ENOMEM) {
+      close(fd);
+      orch__fd_spare_settle();
+      return orch__fail(L, "proc.wait_exit", -r);
     }
     if (r < 0 || t != (unsigned long long)start) {
       /* The pid names another process now (or none): the one asked for is

@@ -139,6 +139,10 @@ unsigned long long orch__fd_spare_turns(orch_runtime *rt);
  * calls orch__fd_spare_settle() before anything else opens one. */
 int orch__fd_open_at(int dirfd, const char *name, int flags, unsigned mode, int *lent);
 int orch__fd_socket_lent(int domain, int type);
+/* pidfd_open(2) of pid, the same way (a stop's signal with a start time,
+ * a wait for a process's exit: at EMFILE they failed, and a shutdown took
+ * the fd holder that had ended of its bye for one stuck, and killed it). */
+int orch__fd_pidfd_lent(pid_t pid);
 /* True when fd, just made by a start that keeps it (a pipe's end), leaves
  * fewer than the headroom of free fds that starts must not take (32, or a
  * quarter of a smaller limit): the start then fails with EMFILE. */

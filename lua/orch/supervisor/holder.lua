@@ -292,8 +292,13 @@ function holder.close(P, S)
   P.ending = nil
   if not orch.current() then return end
   for _, h in ipairs(ending) do
-    if not orch.proc.wait_exit(h.pid, h.start, WAIT) then
-      S:log(string.format("the fd holder (pid %d) did not end within %d s of its bye: killed", h.pid, WAIT))
+    local ok, err, code = orch.proc.wait_exit(h.pid, h.start, WAIT)
+    if not ok then
+      -- (A wait that could not be made, out of fds even with a spare, is
+      -- not a holder that did not end.)
+      S:log(code == "ETIMEDOUT"
+        and string.format("the fd holder (pid %d) did not end within %d s of its bye: killed", h.pid, WAIT)
+        or string.format("the fd holder (pid %d): cannot wait for its end (%s): killed", h.pid, tostring(err)))
       orch.kill(h.pid, "KILL", h.start)
       orch.proc.wait_exit(h.pid, h.start, WAIT)
     end
