@@ -127,3 +127,55 @@ describe("orch's cgroup tree that cannot go at shutdown", function()
     assert.is_true(h.alive(foreign))
   end)
 end)
+
+-- At a pids limit (pids.max of orch's cgroup reached: a runaway service,
+-- a container's limit), no process and no thread can be made. libuv
+-- aborts the process when it cannot make the threads of its pool, which
+-- orch starts at its first use (a host name to resolve, mmap:sync, the
+-- terminal's file reads): a stop hook that resolved a host name there
+-- killed orch, and left its services running unsupervised.
+describe("a pids limit reached", function()
+  it("a host name resolved (a stop hook's too) fails with EAGAIN, the stop ends, orch exits and removes its tree", function()
+    local o = start("1024:1024", [[
+      local sup = require "orch.supervisor"
+      sup.service { name = "a", cmd = { "sleep", "1000" },
+        stop = { timeout = 5, fn = function(svc)
+          local p, err = orch.spawn { "true" }
+          io.stderr:write("hook spawn: ", tostring(err), "\n")
+          local s, cerr = orch.connect { host = "localhost.localdomain.", port = 1 }
+          io.stderr:write("hook connect: ", tostring(cerr), "\n")
+        end } }
+      sup.run()
+    ]])
+    local parent = require("orch.supervisor.cgroup").socket_parent(o.sock)
+    local cg = assert(h.orch.cgroup.create(h.cgroup_name(), { controllers = { "pids" } }))
+    local pid
+    finally(function()
+      if h.alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
+      if pid then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+      h.remove_cgroup_tree(parent)
+      cg:set { pids_max = "max" }
+      h.run(function() cg:wait_empty(10) end)
+      cg:remove()
+      cg:close()
+    end)
+    pid = u.until_true(function() return u.status(o).a.pid end, "a running")
+    -- orch alone (one thread) in a cgroup that holds one task at most.
+    assert(cg:set { pids_max = 1 })
+    assert(cg:add(o.pid))
+    assert.are.equal(1, cg:stat().pids_current)
+    local code, out, err = u.ctl_cli(o, "eval",
+      "local s, e, c = orch.connect { host = 'localhost.localdomain.', port = 1 } return tostring(e) .. ' ' .. tostring(c)")
+    assert.are.equal(0, code, err)
+    assert.matches("cannot start the threads that resolve host names: [^\n]* EAGAIN", out)
+    assert.is_true(h.alive(o.pid))
+    os.execute("kill -TERM " .. o.pid)
+    u.until_true(function() return gone(o.pid) end, "orch to exit")
+    local log = h.slurp(o.dir .. "/err")
+    assert.matches("hook spawn: spawn: [^\n]*resource temporarily unavailable", log)
+    assert.matches("hook connect: connect: [^\n]*cannot start the threads", log)
+    assert.matches("every service is stopped", log, 1, true)
+    assert.is_false(h.alive(pid))
+    assert.is_nil(h.orch.cgroup.open(parent), parent .. " left behind:\n" .. log)
+  end)
+end)

@@ -289,8 +289,13 @@ static int connect_tcp(lua_State *L, orch__hstate *st, const char *host, int por
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     o->gai.data = o;
-    orch__threadpool_start();
-    int r = uv_getaddrinfo(st->loop, &o->gai, gai_cb, host, NULL, &hints);
+    int r = orch__threadpool_start();
+    if (r < 0) {
+      o->refs = 1;
+      op_unref(o);
+      return orch__fail_errno(L, -r, "connect: %s: cannot start the threads that resolve host names", host);
+    }
+    r = uv_getaddrinfo(st->loop, &o->gai, gai_cb, host, NULL, &hints);
     if (r < 0) {
       o->refs = 1;
       op_unref(o);

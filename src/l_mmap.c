@@ -182,8 +182,12 @@ static int mapping_sync(lua_State *L) {
   s->r = &m->r;
   s->L = orch__mainthread(orch__rt(L));
   s->co = L;
-  orch__threadpool_start();
-  int r = uv_queue_work(orch__loop(L), &s->req, sync_work, sync_done);
+  int r = orch__threadpool_start();
+  if (r < 0) {
+    free(s);
+    return orch__fail_errno(L, -r, "mmap.sync: cannot start the thread pool");
+  }
+  r = uv_queue_work(orch__loop(L), &s->req, sync_work, sync_done);
   if (r < 0) {
     free(s);
     return orch__fail_uv(L, "mmap.sync", r);

@@ -291,34 +291,81 @@ static const int faults[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, 
 
 static void threadpool_noop(uv_work_t *req) { (void)req; }
 
+/* How many threads libuv's pool starts (its own rule: UV_THREADPOOL_SIZE,
+ * default 4, at least 1, at most 1024). */
+static int pool_size(void) {
+  const char *v = getenv("UV_THREADPOOL_SIZE");
+  if (!v) return 4;
+  int n = atoi(v);
+  return n < 1 ? 1 : n > 1024 ? 1024 : n;
+}
+
+static pthread_mutex_t probe_gate = PTHREAD_MUTEX_INITIALIZER;
+
+static void *probe_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&probe_gate);
+  pthread_mutex_unlock(&probe_gate);
+  return NULL;
+}
+
+/* Can the pool's threads be made now? libuv aborts the process when it
+ * cannot make one (a pids limit reached: pids.max, RLIMIT_NPROC,
+ * threads-max), and a host name resolved in a stop hook at a service's
+ * pids limit killed orch with its services left running unsupervised. So
+ * as many threads as the pool will have are made first, alive together,
+ * then ended: 0, or -errno (EAGAIN) and nothing is started. What another
+ * process of the same cgroup takes in the moment between their end and
+ * the pool's start is not covered. */
+static int probe_threads(void) {
+  int n = pool_size(), made = 0, err = 0;
+  pthread_t *t = malloc(sizeof *t * (size_t)n);
+  if (!t) return -ENOMEM;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_mutex_lock(&probe_gate);
+  for (; made < n; made++)
+    if ((err = pthread_create(&t[made], &attr, probe_main, NULL)) != 0) break;
+  pthread_mutex_unlock(&probe_gate);
+  for (int i = 0; i < made; i++) pthread_join(t[i], NULL);
+  pthread_attr_destroy(&attr);
+  free(t);
+  return -err;
+}
+
 /* Starts libuv's threadpool (global, sized once) with every asynchronous
  * signal blocked, so its threads never take a signal the loop thread
  * blocks. Done on a private loop: the runtime's loop gets no request. */
-static void threadpool_mask(void) {
+static int threadpool_mask(void) {
   sigset_t all, old;
   sigfillset(&all);
   for (int i = 0; faults[i]; i++) sigdelset(&all, faults[i]);
   /* SETMASK, not BLOCK: in a fork child this runs with every signal
    * blocked, and the faults must stay deliverable in the new threads. */
   pthread_sigmask(SIG_SETMASK, &all, &old);
+  int r = probe_threads();
   uv_loop_t loop;
-  if (uv_loop_init(&loop) == 0) {
+  if (r == 0 && uv_loop_init(&loop) == 0) {
     uv_work_t req;
     if (uv_queue_work(&loop, &req, threadpool_noop, NULL) == 0) uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return r;
 }
 
 static pid_t masked_pid;   /* the process whose threadpool was started masked */
 
 /* Lazily, at the first use of the pool in this process (a fork child's
  * libuv starts a pool of its own): an orch that never uses the pool never
- * starts its threads. */
-void orch__threadpool_start(void) {
-  if (masked_pid == getpid()) return;
-  masked_pid = getpid();
-  threadpool_mask();
+ * starts its threads. Where they cannot be made, nothing is started, the
+ * caller fails with the error, and the next use tries again. */
+int orch__threadpool_start(void) {
+  if (masked_pid == getpid()) return 0;
+  int r = threadpool_mask();
+  if (r == 0) masked_pid = getpid();
+  return r;
 }
 
 /* The signal on top of the stack (a name or number), which a mask may

@@ -436,8 +436,9 @@ static void file_read_start(term_state *st) {
   if (!req) { st->read_err = ENOMEM; return; }
   req->data = st;
   uv_buf_t b = uv_buf_init(st->req_buf, READ_CHUNK);
-  orch__threadpool_start();
-  int r = uv_fs_read(st->loop, req, 0, &b, 1, -1, file_read_cb);
+  int r = orch__threadpool_start();
+  if (r < 0) { free(req); st->read_err = -r; return; }
+  r = uv_fs_read(st->loop, req, 0, &b, 1, -1, file_read_cb);
   if (r < 0) { free(req); st->read_err = -r; return; }
   st->req = req;
   st->handles++;

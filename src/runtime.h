@@ -167,8 +167,9 @@ const struct rlimit *orch__nofile_orig(void);
  * uv_queue_work, uv_fs_* with a callback or uv_getaddrinfo. The first call
  * in a process starts the pool with every asynchronous signal blocked, so
  * its threads never take a signal the loop thread blocks; later calls cost
- * a getpid(). */
-void orch__threadpool_start(void);
+ * a getpid(). -errno (EAGAIN: a pids limit) when its threads cannot be
+ * made: the caller fails with it (libuv would abort the process). */
+int orch__threadpool_start(void);
 
 /* The signal of the Lua time budget's timer (src/budget.c): orch's own,
  * refused by orch.signal like ORCH__IPC_WAKE_SIGNAL (src/ipc.h). */
