@@ -179,3 +179,43 @@ describe("a pids limit reached", function()
     assert.is_nil(h.orch.cgroup.open(parent), parent .. " left behind:\n" .. log)
   end)
 end)
+
+describe("SIGTERM with every fd taken, a service logging to a file", function()
+  -- Its log file is opened for each batch of lines: at EMFILE the open
+  -- failed, and the lines a service writes as it stops (its last words,
+  -- what one needs to read after a shutdown) were dropped.
+  it("the lines it writes as it stops reach its log file", function()
+    local o = start("128:128", TAKE .. [[
+      local sup = require "orch.supervisor"
+      assert(os.execute("mkdir -m 700 " .. DIR .. "/logs"))
+      sup.service { name = "f", cmd = { "sh", "-c", "trap 'echo bye; exit 0' TERM; echo hello; while :; do sleep 0.05; done" },
+        log = { dir = DIR .. "/logs" },
+        -- Its stop takes every fd first: nothing the stop frees is there
+        -- when f's last line comes.
+        stop = { timeout = 10, fn = function(svc)
+          io.stdout:write("held ", TAKE(), "\n") io.stdout:flush()
+          svc:signal("TERM")
+          svc:wait_exit(10)
+        end } }
+      sup.run()
+    ]])
+    local parent = require("orch.supervisor.cgroup").socket_parent(o.sock)
+    local pid
+    finally(function()
+      if h.alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
+      if pid then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+      h.remove_cgroup_tree(parent)
+    end)
+    local logf = o.dir .. "/logs/f.log"
+    u.until_true(function() return h.slurp(logf) == "hello\n" end, "f's first line in its file")
+    pid = u.status(o).f.pid
+    os.execute("kill -TERM " .. o.pid)
+    u.until_true(function() return gone(o.pid) end, "orch to exit")
+    local err = h.slurp(o.dir .. "/err")
+    assert.matches("held %d+", h.slurp(o.dir .. "/out"))
+    assert.matches("f: stopped", err, 1, true)
+    assert.are.equal("hello\nbye\n", h.slurp(logf), err)
+    assert.is_false(h.alive(pid))
+    assert.is_nil(h.orch.cgroup.open(parent), parent .. " left behind:\n" .. err)
+  end)
+end)

@@ -19,6 +19,12 @@
  * __close share :close()). Writes are write(2)/writev(2) with no buffer in
  * between, so a failed write is seen at once and counted per line.
  *
+ * At orch's fd limit (EMFILE, ENFILE) an open's walk and its file use the
+ * runtime's spare fds (src/fdlimit.c), at most two at a time, taken back
+ * once closed: a service's last lines, written as it stops while the
+ * services hold every fd, were dropped for want of one. (Not check_dir's:
+ * at orch's start it says the limit was too low.)
+ *
  * Blocking: the path walk is a few fstatat/openat calls on local metadata;
  * the open never waits on a FIFO; writes go to a regular file (the page
  * cache). The owner option's user name is looked up with getpwnam_r.
@@ -34,6 +40,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "runtime.h"
 #include "util.h"
 
 #define LOGFILE_MT "orch.LogFile"
@@ -51,7 +58,15 @@ typedef struct {
   uid_t me;
   uid_t owner;       /* trusted for the last directory and the file */
   int has_owner;
+  int lend;          /* the walk may use a spare fd at EMFILE (an open) */
 } trust;
+
+/* openat of a directory of the walk: with a spare fd at EMFILE for an
+ * open (logfile.check_dir, at orch's start, says the limit instead). */
+static int walk_open(const trust *t, int dirfd, const char *name, int flags) {
+  if (t->lend) return orch__fd_open_at(dirfd, name, flags, 0, NULL);
+  return openat(dirfd, name, flags);
+}
 
 /* ---- The walk ---------------------------------------------------------- */
 
@@ -69,7 +84,7 @@ static int walk(const char *dir, const trust *t, int *shared, char *why, size_t 
   if (strlen(dir) >= sizeof rest) return -ENAMETOOLONG;
   strcpy(rest, dir);
   strcpy(done, "");
-  int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  int fd = walk_open(t, AT_FDCWD, "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return -errno;
   *shared = 0;
   char *p = rest;
@@ -120,7 +135,7 @@ static int walk(const char *dir, const trust *t, int *shared, char *why, size_t 
       p = rest;
       if (target[0] == '/') {
         close(fd);
-        fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        fd = walk_open(t, AT_FDCWD, "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0) return -errno;
         strcpy(done, "");
       }
@@ -131,7 +146,7 @@ static int walk(const char *dir, const trust *t, int *shared, char *why, size_t 
       snprintf(why, whylen, "%s/%s", done, comp);
       return -ENOTDIR;
     }
-    int nfd = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int nfd = walk_open(t, fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     int err = errno;
     close(fd);
     if (nfd < 0) {
@@ -202,10 +217,10 @@ static int open_in(int dfd, const char *name, int mode, const trust *t,
    * disk, a crash) left a line unfinished. */
   const int fl = O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
   int fd, created = 1;
-  do fd = openat(dfd, name, fl | O_CREAT | O_EXCL, mode); while (fd < 0 && errno == EINTR);
+  fd = orch__fd_open_at(dfd, name, fl | O_CREAT | O_EXCL, (unsigned)mode, NULL);
   if (fd < 0 && errno == EEXIST) {
     created = 0;
-    do fd = openat(dfd, name, fl); while (fd < 0 && errno == EINTR);
+    fd = orch__fd_open_at(dfd, name, fl, 0, NULL);
   }
   if (fd < 0) {
     int err = errno;
@@ -293,7 +308,7 @@ static int opt_owner(lua_State *L, int idx, uid_t *uid) {
 static int logfile_open(lua_State *L) {
   size_t plen;
   const char *path = orch__checkpath(L, 1, &plen);
-  trust t = { geteuid(), 0, 0 };
+  trust t = { geteuid(), 0, 0, 1 };
   lua_Integer mode = 0640;
   if (!lua_isnoneornil(L, 2)) {
     orch__check_options(L, 2, open_options);
@@ -324,12 +339,16 @@ static int logfile_open(lua_State *L) {
 
   int shared = 0;
   int dfd = walk_or_fail(L, "logfile.open", path, dir, &t, &shared);
-  if (dfd < 0) return 3;
+  if (dfd < 0) {
+    orch__fd_spare_settle();
+    return 3;
+  }
   long long size = 0;
   int torn = 0;
   char why[PATH_MAX + 160] = "";
   int fd = open_in(dfd, name, (int)mode, &t, shared, &size, &torn, why, sizeof why);
   close(dfd);
+  orch__fd_spare_settle();
   if (fd < 0) {
     if (*why) return orch__failf(L, orch__errname(-fd), "logfile.open: %s: refused: %s", path, why);
     return orch__fail_errno(L, -fd, "logfile.open: %s", path);
@@ -451,6 +470,7 @@ static int lf_close(lua_State *L) {
   if (f->fd >= 0) {
     close(f->fd);
     f->fd = -1;
+    orch__fd_spare_settle();
   }
   return 0;
 }
@@ -477,7 +497,7 @@ static int logfile_check_dir(lua_State *L) {
   char dir[PATH_MAX * 2];
   int r = absolute(dir, path, plen);
   if (r < 0) return orch__fail(L, "logfile.check_dir: getcwd", -r);
-  trust t = { geteuid(), 0, 0 };
+  trust t = { geteuid(), 0, 0, 0 };
   int shared = 0;
   int dfd = walk_or_fail(L, "logfile.check_dir", path, dir, &t, &shared);
   if (dfd < 0) return 3;
