@@ -894,6 +894,29 @@ describe("orch.proc relations and sockets", function()
     end)
   end)
 
+  -- A process of one thread has its main thread's children file read
+  -- alone (/proc/PID/task's link count says how many threads); the others
+  -- every thread's: children forked by a second thread, by one whose
+  -- leader has ended, and more than a read's buffer holds.
+  it("children finds the children a second thread forked, with or without its leader, and 500 of them", function()
+    h.run(function()
+      for _, case in ipairs { { "main", 3 }, { "thread", 3 }, { "leaderless", 3 }, { "main", 500 } } do
+        local who, n = case[1], case[2]
+        local p = assert(orch.spawn { prog, "forks", tostring(n), who, pgroup = true, stdout = "pipe" })
+        assert.are.equal("ready", p.stdout:read_line())
+        local kids = assert(orch.proc.children(p.pid))
+        table.sort(kids)
+        assert.are.equal(n, #kids, who .. " " .. n)
+        for _, pid in ipairs(kids) do
+          assert.are.equal(p.pid, orch.proc.info(pid).ppid, who .. ": " .. pid .. " is a child")
+        end
+        p:kill("KILL", { group = true })
+        p:wait()
+        p.stdout:close()
+      end
+    end)
+  end)
+
   it("tcp_listeners and sockets find who listens on a port, IPv4 and IPv6", function()
     h.run(function()
       local l4 = assert(orch.listen { host = "127.0.0.1", port = 0 })

@@ -18,6 +18,12 @@
  *   prog_proc leader CODE     the main thread (the thread group's leader)
  *                             ends at once; a second thread reads stdin
  *                             until EOF, then the process exits CODE
+ *   prog_proc forks N WHO     forks N children that pause until killed,
+ *                             then prints "ready" and pauses; WHO forks
+ *                             them: main (the main thread), thread (a
+ *                             second thread, the main one paused) or
+ *                             leaderless (a second thread, the main one
+ *                             ended: a zombie leader)
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -59,6 +65,25 @@ static void *read_to_eof(void *arg) {
   char b[256];
   while (read(0, b, sizeof b) > 0) {}
   exit(atoi(arg));
+}
+
+static int forks_n;
+
+static void fork_children(void) {
+  for (int i = 0; i < forks_n; i++) {
+    pid_t p = fork();
+    if (p < 0) _exit(107);
+    if (p == 0) for (;;) pause();
+  }
+  printf("ready\n");
+  fflush(stdout);
+}
+
+static void *forker(void *arg) {
+  (void)arg;
+  fork_children();
+  for (;;) pause();
+  return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -148,6 +173,17 @@ int main(int argc, char **argv) {
     pthread_t t;
     if (pthread_create(&t, NULL, read_to_eof, argv[2]) != 0) return 105;
     pthread_exit(NULL);
+  }
+  if (strcmp(cmd, "forks") == 0 && argc > 3) {
+    forks_n = atoi(argv[2]);
+    if (strcmp(argv[3], "main") == 0) {
+      fork_children();
+      for (;;) pause();
+    }
+    pthread_t t;
+    if (pthread_create(&t, NULL, forker, NULL) != 0) return 106;
+    if (strcmp(argv[3], "leaderless") == 0) pthread_exit(NULL);
+    for (;;) pause();
   }
   if (strcmp(cmd, "sleep") == 0 && argc > 2) {
     nap(atof(argv[2]));
