@@ -180,6 +180,52 @@ describe("a stop signals first", function()
     end)
   end)
 
+  -- The supervisor's list holds the runs without a cgroup too: a stop of
+  -- all signals each one's process group and what its main process forked
+  -- into a session of its own from the list, without the walk of every
+  -- instance (whose signal_first would send them).
+  it("without cgroups, a stop of all signals from the list: each process group and a setsid child, each once", function()
+    u.with(function(s, _, dir)
+      local Instance = require "orch.supervisor.instance"
+      s.configure { cgroup = false }
+      local N = 3
+      for i = 1, N do
+        local name = "n" .. i
+        service(s, name, dir, "gate", { cmd = { "sh", "-c",
+          string.format("setsid %s %d %s/%s.esc %s/gate & exec %s %d %s/%s %s/gate",
+            COUNT, SIGNUM, dir, name, dir, COUNT, SIGNUM, dir, name, dir) } })
+      end
+      s.start("all")
+      local pids = {}
+      for i = 1, N do
+        pids[#pids + 1] = pid_in(dir .. "/n" .. i)
+        pids[#pids + 1] = pid_in(dir .. "/n" .. i .. ".esc")
+      end
+      for i = 1, N do
+        local esc = orch.proc.info(pids[2 * i])
+        assert.are.equal(pids[2 * i - 1], esc.ppid, "the setsid child is the main process's")
+        assert.are.equal(pids[2 * i], esc.sid, "in a session of its own")
+      end
+      local walked = 0
+      local signal_first = Instance.signal_first
+      Instance.signal_first = function(self, ...)
+        local sent = signal_first(self, ...)
+        if sent then walked = walked + 1 end
+        return sent
+      end
+      local ok, seen = pcall(stop_all_seeing, s, dir, function() return count_pending(pids) end)
+      Instance.signal_first = signal_first
+      assert(ok, seen)
+      assert.are.equal(0, walked, "signals sent by the walk")
+      assert.are.equal(2 * N, seen)
+      for i = 1, N do
+        assert.are.equal(1, count_in(dir .. "/n" .. i .. ".count"), "n" .. i .. " got the stop signal once")
+        assert.are.equal(1, count_in(dir .. "/n" .. i .. ".esc.count"), "n" .. i .. "'s setsid child got it once")
+      end
+      for _, pid in ipairs(pids) do h.eventually(function() return not u.alive(pid) end, "pid " .. pid .. " gone") end
+    end)
+  end)
+
   it("still stops dependents first: a dependency gets no signal until they are gone", function()
     u.with(function(s, _, dir)
       service(s, "db", dir, "gate_db")

@@ -247,10 +247,12 @@ end
 
 -- The runs a stop of every instance may signal first without a walk of
 -- the instances (Instance.signal_listed): per supervisor, the runs orch
--- spawned whose stop signal goes to their main process alone (no stop
--- hook; a group stop only with a cgroup, whose rest signal_rest sends),
--- each with its process and that signal (kept only when it is not TERM:
--- most services' is), in arrays kept as runs start and end (run.pass_i:
+-- spawned with no stop hook, each with its process and its stop signal
+-- (kept only when it is not TERM: most services' is) and, for a group
+-- stop without a cgroup, `true` in groups (its signal goes to its process
+-- group and its descendants: group_signal; with a cgroup the main process
+-- alone, signal_rest sends the cgroup's rest), in arrays kept as runs
+-- start and end (run.pass_i:
 -- its place). A run leaves the list as soon as signal_first would leave
 -- it: its process exited, its stop began, it was signalled, frozen, or
 -- another process became its main one; the listed pass then reads the
@@ -259,16 +261,17 @@ end
 -- table cold before each kill (about 4 us a kill beyond the kill itself).
 local function pass_add(self, run)
   local st = self.cfg.stop
-  if st.fn or (st.group and not run.cgroup) then return end
+  if st.fn then return end
   local S = self.sup
   local list = S.pass_list
   if not list then
-    list = { runs = {}, procs = {}, sigs = {}, n = 0 }
+    list = { runs = {}, procs = {}, sigs = {}, groups = {}, n = 0 }
     S.pass_list = list
   end
   local n = list.n + 1
   list.runs[n], list.procs[n], list.n = run, run.proc, n
   if st.signal ~= "TERM" then list.sigs[n] = st.signal end
+  if st.group and not run.cgroup then list.groups[n] = true end
   run.pass_i = n
 end
 
@@ -277,12 +280,37 @@ local function pass_drop(self, run)
   if not i then return end
   run.pass_i = nil
   local list = self.sup.pass_list
-  local runs, procs, sigs, n = list.runs, list.procs, list.sigs, list.n
+  local runs, procs, sigs, groups, n = list.runs, list.procs, list.sigs, list.groups, list.n
   if i ~= n then
     local last = runs[n]
-    runs[i], procs[i], sigs[i], last.pass_i = last, procs[n], sigs[n], i
+    runs[i], procs[i], sigs[i], groups[i], last.pass_i = last, procs[n], sigs[n], groups[n], i
   end
-  runs[n], procs[n], sigs[n], list.n = nil, nil, nil, n - 1
+  runs[n], procs[n], sigs[n], groups[n], list.n = nil, nil, nil, nil, n - 1
+end
+
+local GROUP = { group = true }
+
+-- The stop signal of a group stop without a cgroup, to the run's own
+-- process (run.proc) and its process group, and to what /proc shows
+-- descending from it (a child that left the group with setsid). The
+-- descendants are listed before any signal: once the main process has
+-- died its children are reparented (to orch, a subreaper) and a setsid
+-- one would escape. A leaf service costs one read of its children file.
+local function signal_descendants(run, sig)
+  for _, pid in ipairs(adopt.processes(run)) do
+    if pid ~= run.pid and pid ~= run.main_pid then orch.kill(pid, sig) end
+  end
+end
+
+local function group_kill(run, proc, sig)
+  local ok, err, ename = proc:kill(sig, GROUP)
+  if not ok and ename == "ESRCH" then ok, err, ename = orch.killpg(run.pid, sig) end
+  return ok, err, ename
+end
+
+local function group_signal(run, proc, sig)
+  signal_descendants(run, sig)
+  return group_kill(run, proc, sig)
 end
 
 -- The bookkeeping of every end of a run; returns its runtime. With
@@ -964,18 +992,28 @@ end
 function Instance.signal_listed(S)
   local list = S.pass_list
   if not list or list.n == 0 or S.escalated then return 0 end
-  local runs, procs, sigs, n = list.runs, list.procs, list.sigs, list.n
+  local runs, procs, sigs, groups, n = list.runs, list.procs, list.sigs, list.groups, list.n
   local ok = {}
-  for i = 1, n do ok[i] = procs[i]:kill(sigs[i] or "TERM") end
+  for i = 1, n do
+    if groups[i] then
+      ok[i] = group_signal(runs[i], procs[i], sigs[i] or "TERM")
+    else
+      ok[i] = procs[i]:kill(sigs[i] or "TERM")
+    end
+  end
   local t, sent = orch.now(), 0
   for i = 1, n do
     local run = runs[i]
     run.pass_i = nil
     if ok[i] then
-      run.signalled, run.signalled_at = sigs[i] or "TERM", t
+      if groups[i] then
+        run.signalled_group, run.signalled_at = sigs[i] or "TERM", t
+      else
+        run.signalled, run.signalled_at = sigs[i] or "TERM", t
+      end
       sent = sent + 1
     end
-    runs[i], procs[i], sigs[i] = nil, nil, nil
+    runs[i], procs[i], sigs[i], groups[i] = nil, nil, nil, nil
   end
   list.n = 0
   return sent
@@ -1057,13 +1095,9 @@ function Instance:send(run, sig, group)
   if first then run.signalled = nil end
   -- The group of a contained service is its cgroup: every process in it.
   if group and cgroup.signal(run, sig, first and run.pid or nil) then return true end
-  if group and not run.cgroup then
-    -- Without a cgroup: what /proc shows descending from the run (a child
-    -- that left the group with setsid) gets the signal too.
-    for _, pid in ipairs(adopt.processes(run)) do
-      if pid ~= run.pid and pid ~= run.main_pid then orch.kill(pid, sig) end
-    end
-  end
+  -- Without a cgroup: what /proc shows descending from the run (a child
+  -- that left the group with setsid) gets the signal too.
+  if group and not run.cgroup then signal_descendants(run, sig) end
   if first then return true end
   local ok, err, ename
   if run.main_pid and (run.main_pid ~= run.pid or not run.proc) then
@@ -1077,8 +1111,7 @@ function Instance:send(run, sig, group)
     return ok, err, ename
   end
   if group then
-    ok, err, ename = run.proc:kill(sig, { group = true })
-    if not ok and ename == "ESRCH" then ok, err, ename = orch.killpg(run.pid, sig) end
+    ok, err, ename = group_kill(run, run.proc, sig)
   else
     ok, err, ename = run.proc:kill(sig)
   end
