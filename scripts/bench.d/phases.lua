@@ -55,6 +55,10 @@ if os.getenv("ORCH_BENCH_PERSIST") == "off" then sup.configure { persist = false
 -- ORCH_BENCH_VARIANT=FILE: when FILE holds "K V", service svcK gets
 -- VARIANT=V in its environment (scale.sh writes it, then measures `orch ctl
 -- reload`, which must restart svcK alone).
+-- ORCH_BENCH_LOG=off: no capture of the services' output (log = false:
+-- they write to orch's own stderr), to tell the log pipes' share.
+local log = nil
+if os.getenv("ORCH_BENCH_LOG") == "off" then log = false end
 local vk, vv
 local vf = os.getenv("ORCH_BENCH_VARIANT")
 local f = vf and io.open(vf)
@@ -65,7 +69,7 @@ if f then
 end
 for i = 0, n - 1 do
   sup.service { name = "svc" .. i, cmd = { prog }, env = { SVC_INDEX = i, VARIANT = i == vk and vv or nil },
-                backoff = 0, start_limit = false }
+                backoff = 0, start_limit = false, log = log }
 end
 -- `orch ctl reload` runs this script again to collect the services: the
 -- handlers and the timer are made once.
