@@ -8,12 +8,16 @@ local u = require "spec.ctl_util"
 
 -- Starts `prlimit --nofile=LIMITS orch run --socket S policy` in the
 -- background; returns o (as u.start does) once the socket answers.
-local function start(limits, src)
-  local d = h.tmpdir()
+-- (env: more environment variables, a table; again: an o whose directory
+-- and socket to use again.)
+local function start(limits, src, env, again)
+  local d = again and again.dir or h.tmpdir()
   local o = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua" }
   h.write(o.path, string.format("local SOCK, DIR = %q, %q\n", o.sock, d) .. src)
-  o.pid = tonumber((h.sh(string.format("cd %s && { prlimit --nofile=%s %s run --socket %s %s >>out 2>>err & echo $!; }",
-    h.shquote(d), limits, h.shquote(h.bin), h.shquote(o.sock), h.shquote(o.path)))))
+  local envs = {}
+  for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. h.shquote(v) end
+  o.pid = tonumber((h.sh(string.format("cd %s && { env %s prlimit --nofile=%s %s run --socket %s %s >>out 2>>err & echo $!; }",
+    h.shquote(d), table.concat(envs, " "), limits, h.shquote(h.bin), h.shquote(o.sock), h.shquote(o.path)))))
   u.until_true(function()
     assert(h.alive(o.pid), "orch died: " .. h.slurp(d .. "/err"):sub(-2000))
     return h.cli({ "ctl", "--socket", o.sock, "ping" }) == 0
@@ -93,22 +97,23 @@ describe("SIGTERM with every fd taken", function()
   end)
 end)
 
-describe("orch's cgroup tree that cannot go at shutdown", function()
-  -- A process that is not a service's, put into orch's tree from outside,
-  -- is not orch's to kill (the next orch of the socket kills it when it
-  -- sweeps the tree): the tree stays, and orch says where and why. It used
-  -- to leave it without a word.
-  it("is named in the log with what holds it", function()
+describe("orch's cgroup tree at shutdown", function()
+  -- What is in orch's tree but no service's run (here a process put there
+  -- from outside) is stopped: the next orch's sweep would kill it anyway.
+  -- A tree that still cannot go (a directory below it pinned by a mount)
+  -- is named in the log: it was left without a word.
+  it("what no run holds is stopped, and a tree that cannot go is named in the log", function()
     local o = start("1024:1024", [[
       local sup = require "orch.supervisor"
       sup.service { name = "a", cmd = { "sleep", "1000" } }
       sup.run()
     ]])
     local parent = require("orch.supervisor.cgroup").socket_parent(o.sock)
-    local foreign
+    local foreign, pinned
     finally(function()
       if h.alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
       if foreign then os.execute("kill -KILL " .. foreign .. " 2>/dev/null") end
+      if pinned then os.execute("umount " .. h.shquote(pinned)) end
       h.remove_cgroup_tree(parent)
     end)
     u.until_true(function() return u.status(o).a.state == "running" end, "a running")
@@ -119,12 +124,61 @@ describe("orch's cgroup tree that cannot go at shutdown", function()
     foreign = tonumber((h.sh("sleep 1000 >/dev/null 2>&1 & echo $!")))
     assert(cg:add(foreign))
     cg:close()
+    local pin = assert(h.orch.cgroup.create(parent .. "/pin"))
+    assert(os.execute("mount --bind " .. h.shquote(h.tmpdir()) .. " " .. h.shquote(pin:dir())))
+    pinned = pin:dir()
+    pin:close()
     os.execute("kill -TERM " .. o.pid)
     u.until_true(function() return gone(o.pid) end, "orch to exit")
     local err = h.slurp(o.dir .. "/err")
     assert.matches("every service is stopped", err, 1, true)
-    assert.matches("cgroup " .. dir:gsub("%p", "%%%0") .. " left behind: [^\n]*; processes inside: " .. foreign .. "\n", err)
-    assert.is_true(h.alive(foreign))
+    local q = dir:gsub("%p", "%%%0")
+    assert.matches("stopping what is left in orch's cgroup tree " .. q .. " %(no service's run%): " .. foreign .. "\n", err)
+    assert.is_false(h.alive(foreign))
+    assert.matches("cgroup " .. q .. " left behind: [^\n]*busy\n", err)
+  end)
+
+  -- A TERM while the take-over of what a killed orch left waits for fds
+  -- (the policy took every fd before sup.run) ended orch at once: "every
+  -- service is stopped", and the killed orch's service ran on in the tree,
+  -- unsupervised.
+  it("a TERM while the take-over waits for fds stops what the killed orch left", function()
+    local policy = [[
+      local sup = require "orch.supervisor"
+      sup.service { name = "a", cmd = { "sh", "-c", "while :; do sleep 1; done", DIR .. "/a" },
+                    backoff = 0.2, start_limit = false }
+    ]] .. TAKE .. [[
+      if os.getenv("ORCH_TEST_TAKE") then TAKE() end
+      sup.run()
+    ]]
+    local o = start("128:128", policy)
+    local o2, a
+    local parent = require("orch.supervisor.cgroup").socket_parent(o.sock)
+    finally(function()
+      for _, x in ipairs({ o, o2 }) do
+        if x and h.alive(x.pid) then os.execute("kill -KILL " .. x.pid) end
+      end
+      if a then os.execute("kill -KILL " .. a .. " 2>/dev/null") end
+      for line in h.sh("ps -eo pid=,args="):gmatch("[^\n]+") do
+        local pid = line:match("^%s*(%d+)%s+%S+ fdholder " .. o.sock:gsub("%p", "%%%0"))
+        if pid then os.execute("kill -KILL " .. pid) end
+      end
+      h.remove_cgroup_tree(parent)
+    end)
+    a = u.until_true(function() return u.status(o).a.pid end, "a running")
+    os.execute("kill -KILL " .. o.pid)
+    u.until_true(function() return gone(o.pid) end, "orch to die")
+    o2 = start("128:128", policy, { ORCH_TEST_TAKE = "1" }, o)
+    u.until_true(function()
+      return h.slurp(o.dir .. "/err"):find("out of file descriptors: taking over what the previous orch of "
+        .. o.sock .. " left waits until some are free", 1, true)
+    end, "the take-over to wait for fds")
+    os.execute("kill -TERM " .. o2.pid)
+    u.until_true(function() return gone(o2.pid) end, "orch to exit")
+    local err = h.slurp(o.dir .. "/err")
+    assert.is_false(h.alive(a), "the killed orch's service runs on:\n" .. err)
+    assert.matches("stopping what is left in orch's cgroup tree [^\n]*: " .. a, err)
+    assert.is_nil(h.orch.cgroup.open(parent), parent .. " left behind:\n" .. err)
   end)
 end)
 

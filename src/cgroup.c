@@ -1159,7 +1159,12 @@ int orch__cg_remove(orch__cgroup *cg, int recursive) {
   /* An open file would keep the removed cgroup's memory (a dying cgroup)
    * until closed. */
   drop_held(cg);
+  /* A listing of the tree is a stop's work on its cgroups: with the kill
+   * reserve's fds when the spares are out (a shutdown whose connections
+   * or waits took them), closed before it returns. */
+  orch__fd_kill_path(1);
   int r = recursive ? remove_tree(cg->fs[0]) : rmdir_cg(cg->fs[0]);
+  orch__fd_kill_path(0);
   if (r < 0) return r;
   /* Mirrors this object did not make may exist: a descendant's mirror
    * (made by its first limit) makes its parents in each v1 hierarchy, and

@@ -1102,8 +1102,9 @@ end
 
 --- The end of the supervisor (sup.close, the end of a shutdown): every
 -- cgroup it made is emptied (cgroup.kill) and removed, the parent last. In
--- a task it waits (up to 5 s each) for the killed processes to be gone;
--- else what is still dying keeps its (empty, then) directory.
+-- a task it waits (up to 5 s each) for the killed processes to be gone,
+-- and stops what else is in orch's own tree; else what is still dying
+-- keeps its (empty, then) directory.
 function M.close(S)
   if S.cgroup_guard then S.cgroup_guard.path = nil end
   if S.cgroup_warm then S.cgroup_warm:stop() end
@@ -1121,6 +1122,39 @@ function M.close(S)
     if cg:populated() then
       cg:kill()
       if waits then cg:wait_empty(5) end
+    end
+  end
+  -- What is still in orch's own tree (named after its control socket, or
+  -- orch.<pid>; not a parent given by sup.configure{ cgroup }) once every
+  -- run's cgroup was emptied is no run's: what a previous orch of the
+  -- socket left that this one had not taken over yet (a shutdown while the
+  -- take-over waited for fds ended orch and left it running, unsupervised),
+  -- or a process put there from outside. The next orch's sweep would kill
+  -- it; the shutdown stops it, as a dropped service: TERM, then KILL.
+  if waits and S.main and S.cgroup_parent == nil and base:populated() then
+    -- (A run's process that outlived KILL, waited for above, is not one.)
+    local known = {}
+    for cg in pairs(S.cgroups or {}) do
+      for _, pid in ipairs(cg:procs() or {}) do known[pid] = true end
+    end
+    local listed, pids = base:procs(), {}
+    for _, pid in ipairs(listed or {}) do
+      if not known[pid] then pids[#pids + 1] = pid end
+    end
+    if #pids > 0 or not listed then
+      S:log(string.format("stopping what is left in orch's cgroup tree %s (no service's run): %s", base:dir(),
+        #pids > 0 and table.concat(pids, " ") or "(not listed)"))
+      local function say(why) S:log("cannot wait for orch's cgroup tree to empty (" .. why .. "): reading it every 0.1s") end
+      -- (A TERM that reached nothing, its listing and pidfds short of fds
+      -- even with the kill reserve, is no reason to wait: KILL at once, one
+      -- write to cgroup.kill; so with a run's process stuck in the tree.)
+      local n, kerr = nil, nil
+      if not next(known) then n, kerr = base:kill(DROP_STOP.signal) end
+      if kerr then S:log("orch's cgroup tree: " .. DROP_STOP.signal .. " not sent (" .. tostring(kerr) .. "): sending KILL") end
+      if not (n and n > 0 and wait_empty(base, DROP_STOP.timeout, say)) then
+        base:kill()
+        wait_empty(base, next(known) and 0.5 or DROP_STOP.kill_timeout, say)
+      end
     end
   end
   S.cgroups = S.cgroups or {}
