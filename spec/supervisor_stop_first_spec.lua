@@ -92,6 +92,19 @@ local function stop_all_seeing(s, dir, look)
   return seen
 end
 
+-- Counts the signals the walk of every instance sends (Instance.signal_first)
+-- until restore() is called: returns walked() and restore().
+local function count_walk()
+  local Instance = require "orch.supervisor.instance"
+  local walked, signal_first = 0, Instance.signal_first
+  Instance.signal_first = function(self, ...)
+    local sent = signal_first(self, ...)
+    if sent then walked = walked + 1 end
+    return sent
+  end
+  return function() return walked end, function() Instance.signal_first = signal_first end
+end
+
 describe("a stop signals first", function()
   it("signals every main process of a layer before the first stop's bookkeeping, each once", function()
     u.with(function(s, _, dir)
@@ -117,7 +130,6 @@ describe("a stop signals first", function()
   -- it), a service with a stop hook is not (the hook runs first).
   it("a stop of all signals the supervisor's list of runs first: restarted, frozen and hooked services right, each once", function()
     u.with(function(s, logs, dir)
-      local Instance = require "orch.supervisor.instance"
       for i = 1, 3 do service(s, "p" .. i, dir, "gate", { backoff = 0 }) end
       service(s, "fz", dir, "gate")
       service(s, "hooked", dir, "gate", { stop = { signal = SIG, timeout = 10,
@@ -132,13 +144,7 @@ describe("a stop signals first", function()
       assert.is_true(s.wait("p2", "running", 20))
       local fz = pid_in(dir .. "/fz")
       assert(s.freeze("fz"))
-      local walked = 0
-      local signal_first = Instance.signal_first
-      Instance.signal_first = function(self, ...)
-        local sent = signal_first(self, ...)
-        if sent then walked = walked + 1 end
-        return sent
-      end
+      local walked, restore = count_walk()
       local seen
       local unsubscribe = s.events(function(ev)
         if ev.event == "stopping" and not seen then
@@ -150,12 +156,12 @@ describe("a stop signals first", function()
       end)
       local t = orch.task(function() return s.stop("all") end)
       local ok, err = pcall(h.eventually, function() return seen ~= nil end, "the first stopping event")
-      Instance.signal_first = signal_first
+      restore()
       unsubscribe()
       assert(ok, err)
       io.open(dir .. "/gate", "w"):close()
       assert.is_true(t:join())
-      assert.are.equal(0, walked, "signals sent by the walk")
+      assert.are.equal(0, walked(), "signals sent by the walk")
       assert.are.same({ p1 = true, p2 = true, p3 = true, fz = false, hooked = false }, seen)
       assert.is_true(u.logged(logs, "hooked: hook ran") ~= nil)
       for _, name in ipairs { "p1", "p2", "p3", "fz", "hooked" } do
@@ -186,7 +192,6 @@ describe("a stop signals first", function()
   -- instance (whose signal_first would send them).
   it("without cgroups, a stop of all signals from the list: each process group and a setsid child, each once", function()
     u.with(function(s, _, dir)
-      local Instance = require "orch.supervisor.instance"
       s.configure { cgroup = false }
       local N = 3
       for i = 1, N do
@@ -206,17 +211,11 @@ describe("a stop signals first", function()
         assert.are.equal(pids[2 * i - 1], esc.ppid, "the setsid child is the main process's")
         assert.are.equal(pids[2 * i], esc.sid, "in a session of its own")
       end
-      local walked = 0
-      local signal_first = Instance.signal_first
-      Instance.signal_first = function(self, ...)
-        local sent = signal_first(self, ...)
-        if sent then walked = walked + 1 end
-        return sent
-      end
+      local walked, restore = count_walk()
       local ok, seen = pcall(stop_all_seeing, s, dir, function() return count_pending(pids) end)
-      Instance.signal_first = signal_first
+      restore()
       assert(ok, seen)
-      assert.are.equal(0, walked, "signals sent by the walk")
+      assert.are.equal(0, walked(), "signals sent by the walk")
       assert.are.equal(2 * N, seen)
       for i = 1, N do
         assert.are.equal(1, count_in(dir .. "/n" .. i .. ".count"), "n" .. i .. " got the stop signal once")
