@@ -116,6 +116,38 @@ describe("orch.cgroup", function()
       assert.is_true(cg:remove({ recursive = true }))
       assert.is_nil(io.open(leaf .. "/cgroup.procs"))
     end)
+
+    -- The process sits in the first child the directory lists (the order
+    -- the removal reads them in): the siblings after it go all the same.
+    it("a recursive removal removes every empty descendant, also those listed after a populated one", function()
+      local cg = fresh()
+      local kids = {}
+      for i = 1, 8 do kids[i] = assert(orch.cgroup.create(cg:path() .. "/s" .. i)) end
+      local ls = assert(io.popen("ls -f " .. cg:dir()))
+      local first
+      for name in ls:lines() do
+        if not first and name:match("^s%d$") then first = name end
+      end
+      ls:close()
+      h.run(function()
+        local p = assert(orch.spawn{ "sleep", "60" })
+        local busy = assert(orch.cgroup.open(cg:path() .. "/" .. first))
+        assert(busy:add(p.pid))
+        local _, _, code = cg:remove({ recursive = true })
+        assert.are.equal("EBUSY", code)
+        for i = 1, 8 do
+          local f = io.open(kids[i]:dir() .. "/cgroup.procs")
+          if f then f:close() end
+          assert.are.equal("s" .. i == first, f ~= nil, "s" .. i .. " (the populated one: " .. first .. ")")
+        end
+        assert.are.equal(1, busy:kill("TERM"))
+        p:wait()
+        assert(busy:wait_empty(20))
+        busy:close()
+      end)
+      for i = 1, 8 do kids[i]:close() end
+      assert.is_true(cg:remove({ recursive = true }))
+    end)
   end)
 
   describe("membership and events", function()

@@ -1135,9 +1135,11 @@ static int remove_below(const char *dir) {
   }
   closedir(d);
   orch__fd_spare_settle();
+  /* Every sibling is tried: one a process keeps (EBUSY) leaves the
+   * others' removal to be done. */
   for (size_t i = 0; i < n; i++) {
-    int k = r == 0 ? remove_tree(names[i]) : 0;
-    if (k < 0) r = k;
+    int k = remove_tree(names[i]);
+    if (k < 0 && r == 0) r = k;
     free(names[i]);
   }
   free(names);
