@@ -198,6 +198,11 @@ describe("orch.kill and orch.killpg", function()
     assert.are.same({ nil, "kill: refusing to signal pid 0 (orch's own process group)", "EPERM" }, { orch.kill(0, "TERM") })
     assert.are.same({ nil, "kill: refusing to signal pid -1 (every process orch may signal)", "EPERM" }, { orch.kill(-1, "KILL") })
     assert.are.same({ nil, "kill: refusing to signal pid -812 (process group 812: use orch.killpg)", "EPERM" }, { orch.kill(-812, "KILL") })
+    -- (The negation of math.mininteger overflows: UBSan stopped orch there.)
+    assert.are.same({ nil, "kill: refusing to signal pid " .. math.mininteger .. " (not a process id)", "EPERM" },
+      { orch.kill(math.mininteger) })
+    assert.are.same({ nil, "killpg: refusing to signal process group " .. math.mininteger, "EPERM" },
+      { orch.killpg(math.mininteger) })
     assert.are.same({ nil, "killpg: refusing to signal process group 0 (orch's own process group)", "EPERM" }, { orch.killpg(0, "TERM") })
     assert.are.same({ nil, "killpg: refusing to signal process group -1 (every process orch may signal)", "EPERM" }, { orch.killpg(-1, "TERM") })
     assert.are.same({ nil, "kill: refusing to signal orch itself", "EPERM" }, { orch.kill(me, "TERM") })

@@ -37,6 +37,7 @@
  * Nothing here blocks.
  */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,6 +237,10 @@ static int refuse_nonpositive(lua_State *L, const char *op, lua_Integer pid) {
   if (pid == -1)
     return orch__failf(L, "EPERM", "%s: refusing to signal %s -1 (every process orch may signal)", op,
                        strcmp(op, "kill") == 0 ? "pid" : "process group");
+  /* (-pid names a process group only within pid_t's range: the negation
+   * of math.mininteger would overflow.) */
+  if (strcmp(op, "kill") == 0 && pid < -(lua_Integer)INT_MAX)
+    return orch__failf(L, "EPERM", "kill: refusing to signal pid %I (not a process id)", pid);
   if (strcmp(op, "kill") == 0)
     return orch__failf(L, "EPERM", "kill: refusing to signal pid %I (process group %I: use orch.killpg)",
                        pid, -pid);
