@@ -900,10 +900,17 @@ print("done")
         end, "CPU time")
         -- The same fds, read again: the kernel's figure of now.
         h.eventually(function() return cg:usage() > c1 end, "more CPU time")
-        local c2, m2 = cg:usage()
+        local c2 = cg:usage()
         assert.is_true(cg:stat().cpu >= c2)
-        -- (No memory accounting at the first read: none at this one.)
-        if mem then assert.is_true(m2 > 0, "memory " .. tostring(m2)) else assert.is_nil(m2) end
+        -- (No memory accounting at the first read: none at this one.) The
+        -- charge of the exec'd shell's pages may come a moment after its
+        -- first CPU time (a stressed run of the pure v2 VM read 0 once).
+        if mem then
+          h.eventually(function() local _, m = cg:usage() return m > 0 end, "memory charged")
+        else
+          local _, m = cg:usage()
+          assert.is_nil(m)
+        end
         p:kill()
         p:wait()
         drain(p)
