@@ -37,4 +37,42 @@ describe("scripts/test", function()
     end
     assert.are.equal(3, n, out)
   end)
+
+  -- A run killed before its end left its empty cgroups (orch-test.run<PID>x<TIME>,
+  -- the 17:11 runs of 2026-12-07 in the pids hierarchy): the next run in the
+  -- same place removes those of a shell that is gone, and no other.
+  it("removes the empty cgroups a killed run left, not those of a live one", function()
+    local mount
+    for line in io.lines("/proc/self/mountinfo") do
+      local mp, fstype = line:match("^%S+ %S+ %S+ %S+ (%S+) .- %- (%S+)")
+      if fstype == "cgroup2" then mount = mp break end
+    end
+    assert.truthy(mount, "a cgroup v2 mount")
+    local home = mount .. h.slurp("/proc/self/cgroup"):match("0::([^\n]*)")
+    home = home:gsub("/$", "")
+    -- A pid that is gone (reaped), and a live one (busted's own).
+    local dead = math.tointeger(tonumber((h.sh("sh -c 'echo $$'"))))
+    local stale = home .. "/orch-test.run" .. dead .. "x1"
+    local live = home .. "/orch-test.run" .. h.orch.getpid() .. "x1"
+    if not os.execute("mkdir " .. h.shquote(stale) .. " " .. h.shquote(stale .. "/inner") .. " " .. h.shquote(live)
+        .. " 2>/dev/null") then
+      error("cannot make cgroups in " .. home .. " (the spec runs as root in its own cgroup)")
+    end
+    finally(function()
+      os.execute("rmdir " .. h.shquote(stale .. "/inner") .. " " .. h.shquote(stale) .. " " .. h.shquote(live) .. " 2>/dev/null")
+    end)
+    local root = h.tmpdir()
+    os.execute("mkdir -p " .. h.shquote(root .. "/scripts") .. " " .. h.shquote(root .. "/spec"))
+    for _, f in ipairs { "test", "lib.sh" } do
+      assert(os.execute("cp -p " .. h.shquote(h.root .. "/scripts/" .. f) .. " " .. h.shquote(root .. "/scripts/")))
+    end
+    h.write(root .. "/spec/q_spec.lua", SPEC)
+    local out = h.sh("cd " .. h.shquote(root) .. " && env -u LD_PRELOAD ORCH_TEST_IN_VM=1 timeout -k 5 300 scripts/test "
+      .. h.shquote("spec/q_spec.lua:it's") .. " 2>&1")
+    assert.matches("^%d+ passed, 0 failed$", out:match("[^\n]*$"), nil, nil, out)
+    assert.is_nil(io.open(stale .. "/cgroup.procs"), "the killed run's cgroup is left")
+    local f = io.open(live .. "/cgroup.procs")
+    assert.truthy(f, "the live run's cgroup went")
+    f:close()
+  end)
 end)
