@@ -105,4 +105,41 @@ function u.stop(o)
   u.sanitizer_clean(h.slurp(o.dir .. "/err"), "orch run")
 end
 
+-- Starts `prlimit --nofile=LIMITS orch run --socket S policy` in the
+-- background (env: more environment variables, a table; again: an o
+-- whose directory and socket to use again); returns o (as u.start does)
+-- once the socket answers. (fdlimit_spec, exhaust_spec.)
+function u.start_nofile(limits, src, env, again)
+  local d = again and again.dir or h.tmpdir()
+  local o = { dir = d, sock = d .. "/ctl.sock", path = d .. "/policy.lua" }
+  h.write(o.path, string.format("local SOCK, DIR = %q, %q\n", o.sock, d) .. src)
+  local envs = {}
+  for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. h.shquote(v) end
+  o.pid = tonumber((h.sh(string.format("cd %s && { env %s prlimit --nofile=%s %s run --socket %s %s >>out 2>>err & echo $!; }",
+    h.shquote(d), table.concat(envs, " "), limits, h.shquote(h.bin), h.shquote(o.sock), h.shquote(o.path)))))
+  u.until_true(function()
+    assert(h.alive(o.pid), "orch died: " .. h.slurp(d .. "/err"):sub(-2000))
+    return h.cli({ "ctl", "--socket", o.sock, "ping" }) == 0
+  end, "the control socket")
+  return o
+end
+
+-- For a policy: TAKE() takes every fd orch has left (kept in HELD) and
+-- returns how many, FREE() gives them back.
+u.TAKE_FREE = [[
+HELD = {}
+function TAKE()
+  while true do
+    local f = io.open("/dev/null")
+    if not f then break end
+    HELD[#HELD + 1] = f
+  end
+  return #HELD
+end
+function FREE()
+  for _, f in ipairs(HELD) do f:close() end
+  HELD = {}
+end
+]]
+
 return u

@@ -16,18 +16,25 @@ describe("quoting", function()
 end)
 ]]
 
+-- scripts/test (a copy, in a directory of its own, on SPEC) with these
+-- arguments, in the VM's mode; what it printed.
+local function run_copy(...)
+  local root = h.tmpdir()
+  os.execute("mkdir -p " .. h.shquote(root .. "/scripts") .. " " .. h.shquote(root .. "/spec"))
+  for _, f in ipairs { "test", "lib.sh" } do
+    assert(os.execute("cp -p " .. h.shquote(h.root .. "/scripts/" .. f) .. " " .. h.shquote(root .. "/scripts/")))
+  end
+  h.write(root .. "/spec/q_spec.lua", SPEC)
+  local args = {}
+  for i, a in ipairs { ... } do args[i] = h.shquote(a) end
+  -- (LD_PRELOAD: the ASan pass's, for orch, not for bash and busted.)
+  return (h.sh("cd " .. h.shquote(root) .. " && env -u LD_PRELOAD ORCH_TEST_IN_VM=1 timeout -k 5 300 scripts/test "
+    .. table.concat(args, " ") .. " 2>&1"))
+end
+
 describe("scripts/test", function()
   it("runs spec:PATTERN with an apostrophe, double quotes or a backslash in PATTERN", function()
-    local root = h.tmpdir()
-    os.execute("mkdir -p " .. h.shquote(root .. "/scripts") .. " " .. h.shquote(root .. "/spec"))
-    for _, f in ipairs { "test", "lib.sh" } do
-      assert(os.execute("cp -p " .. h.shquote(h.root .. "/scripts/" .. f) .. " " .. h.shquote(root .. "/scripts/")))
-    end
-    h.write(root .. "/spec/q_spec.lua", SPEC)
-    -- (LD_PRELOAD: the ASan pass's, for orch, not for bash and busted.)
-    local out = h.sh("cd " .. h.shquote(root) .. " && env -u LD_PRELOAD ORCH_TEST_IN_VM=1 timeout -k 5 300 scripts/test "
-      .. h.shquote("spec/q_spec.lua:it's") .. " " .. h.shquote('spec/q_spec.lua:says "hi"') .. " "
-      .. h.shquote("spec/q_spec.lua:a \\ backslash") .. " 2>&1")
+    local out = run_copy("spec/q_spec.lua:it's", 'spec/q_spec.lua:says "hi"', "spec/q_spec.lua:a \\ backslash")
     assert.matches("^%d+ passed, 0 failed$", out:match("[^\n]*$"), nil, nil, out)
     -- Each one test, the one its PATTERN names.
     local n = 0
@@ -61,14 +68,7 @@ describe("scripts/test", function()
     finally(function()
       os.execute("rmdir " .. h.shquote(stale .. "/inner") .. " " .. h.shquote(stale) .. " " .. h.shquote(live) .. " 2>/dev/null")
     end)
-    local root = h.tmpdir()
-    os.execute("mkdir -p " .. h.shquote(root .. "/scripts") .. " " .. h.shquote(root .. "/spec"))
-    for _, f in ipairs { "test", "lib.sh" } do
-      assert(os.execute("cp -p " .. h.shquote(h.root .. "/scripts/" .. f) .. " " .. h.shquote(root .. "/scripts/")))
-    end
-    h.write(root .. "/spec/q_spec.lua", SPEC)
-    local out = h.sh("cd " .. h.shquote(root) .. " && env -u LD_PRELOAD ORCH_TEST_IN_VM=1 timeout -k 5 300 scripts/test "
-      .. h.shquote("spec/q_spec.lua:it's") .. " 2>&1")
+    local out = run_copy("spec/q_spec.lua:it's")
     assert.matches("^%d+ passed, 0 failed$", out:match("[^\n]*$"), nil, nil, out)
     assert.is_nil(io.open(stale .. "/cgroup.procs"), "the killed run's cgroup is left")
     local f = io.open(live .. "/cgroup.procs")
