@@ -104,19 +104,7 @@ describe("a policy that takes every fd before sup.run", function()
         -- Its starts fail until the fds are back, however long the test
         -- takes on a loaded machine: no start limit.
         sup.service { name = "a", cmd = { "sleep", "1000" }, backoff = 0.2, start_limit = false }
-        HELD = {}
-        function TAKE()
-          while true do
-            local f = io.open("/dev/null")
-            if not f then break end
-            HELD[#HELD + 1] = f
-          end
-          return #HELD
-        end
-        function FREE()
-          for _, f in ipairs(HELD) do f:close() end
-          HELD = {}
-        end
+      ]] .. TAKE_FREE .. [[
         TAKE()
         sup.run()
       ]], { NOTIFY_SOCKET = npath, WATCHDOG_USEC = "200000" })
