@@ -491,6 +491,66 @@ describe("the control socket", function()
     end)
   end)
 
+  it("a script's ctl.serve refuses a socket in a directory another user owns, may write or links to, making nothing there", function()
+    -- nobody (a second uid) prepares the places in a sticky directory of
+    -- root's (as /tmp): its own directories (one sticky and 1777, as a
+    -- shared /tmp-like one of its own) and its symbolic link to a private
+    -- directory of root's; root adds one every user may write to. A root
+    -- script that served there would let nobody replace the socket (and
+    -- take the requests, eval code included) or remove it.
+    local base = h.tmpdir()
+    local nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups "
+    assert(os.execute("chmod 1777 " .. h.shquote(base) .. " && mkdir -m 700 " .. h.shquote(base .. "/mine")
+      .. " && mkdir -m 777 " .. h.shquote(base .. "/open") .. " && chmod 777 " .. h.shquote(base .. "/open")
+      .. " && " .. nobody .. "sh -c " .. h.shquote('mkdir -m 755 "$0/theirs" && mkdir -m 1777 "$0/shared" '
+        .. '&& chmod 1777 "$0/shared" && ln -s "$0/mine" "$0/link"') .. " " .. h.shquote(base)))
+    assert.are.equal("nobody nobody nobody", h.sh("stat -c %U " .. h.shquote(base .. "/theirs") .. " "
+      .. h.shquote(base .. "/shared") .. " " .. h.shquote(base .. "/link") .. " | tr '\\n' ' ' | sed 's/ $//'"))
+    local script = h.script(string.format([[
+local ctl = require "orch.ctl"
+local base = %q
+local function try(path, opts)
+  local srv, err, code = ctl.serve(opts or { socket = path })
+  if srv then print(path .. ": served") srv:close() else print(path .. ": " .. tostring(code) .. ": " .. err) end
+end
+for _, p in ipairs { "theirs/ctl.sock", "theirs/new/ctl.sock", "shared/ctl.sock", "open/ctl.sock",
+                     "link/ctl.sock", "link/new/ctl.sock", "mine/ok.sock", "mine/made/ok.sock" } do
+  try(base .. "/" .. p)
+end
+-- $ORCH_SOCKET names the socket of a serve without one.
+try("env", {})
+]], base))
+    local code, out, err = h.cli({ "run", "--no-socket", script }, nil, { ORCH_SOCKET = base .. "/theirs/env.sock" })
+    assert.are.equal(0, code, err)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    local function refused(i, p, why)
+      local want = string.format("%s/%s: EPERM: refused %s/%s: logfile.check_dir: ", base, p, base, p)
+      assert.are.equal(want, lines[i]:sub(1, #want))
+      assert.truthy(lines[i]:find(why, 1, true), lines[i])
+      assert.truthy(lines[i]:find("; another user could replace the socket (give a path in a directory only root "
+        .. "or this user can write to; see doc/security.md)", 1, true), lines[i])
+    end
+    local theirs = "the directory " .. base .. "/theirs belongs to uid 65534, neither orch's user (uid 0) nor root"
+    refused(1, "theirs/ctl.sock", theirs)
+    refused(2, "theirs/new/ctl.sock", theirs)
+    refused(3, "shared/ctl.sock", "the directory " .. base .. "/shared belongs to uid 65534")
+    refused(4, "open/ctl.sock", "the directory " .. base .. "/open is writable by every user")
+    refused(5, "link/ctl.sock", "the symbolic link " .. base .. "/link belongs to uid 65534: not followed")
+    refused(6, "link/new/ctl.sock", "the symbolic link " .. base .. "/link belongs to uid 65534: not followed")
+    assert.are.equal(base .. "/mine/ok.sock: served", lines[7])
+    assert.are.equal(base .. "/mine/made/ok.sock: served", lines[8])
+    local want = "env: EPERM: refused " .. base .. "/theirs/env.sock: logfile.check_dir: "
+    assert.are.equal(want, lines[9]:sub(1, #want))
+    assert.are.equal(9, #lines, out)
+    -- Nothing was made where nobody could touch it: no socket, lock file or
+    -- directory of root's in theirs, shared, open or through the link.
+    assert.are.equal("", h.sh("find " .. h.shquote(base .. "/theirs") .. " " .. h.shquote(base .. "/shared") .. " "
+      .. h.shquote(base .. "/open") .. " -mindepth 1"))
+    assert.are.equal("made\nok.sock.lock", h.sh("ls -A " .. h.shquote(base .. "/mine")))
+    os.execute("rm -rf " .. h.shquote(base) .. "/*")
+  end)
+
   it("rejects bad serve options and bad listener arguments", function()
     local bad = {
       { { frob = 1 }, "unknown option 'frob'" },

@@ -281,7 +281,9 @@ describe("a supervisor's stop", function()
       -- of another process that never reaps it. alien: its pidfile names a
       -- root process, which orch refuses to adopt.
       local alien = spawn { "sleep", "300", env = { ORCH_SPEC_RUN = token } }
-      os.execute("chmod 777 " .. dir)
+      -- Sticky, as /tmp: orch (nobody) serves its control socket there,
+      -- and a directory every user may write to without it is refused.
+      os.execute("chmod 1777 " .. dir)
       local script = policy(dir, string.format([[
         local sup = require "orch.supervisor"
         sup.configure { runtime_dir = DIR }

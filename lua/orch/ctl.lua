@@ -870,23 +870,35 @@ local function accept_loop(srv)
 end
 
 -- The directory of a socket: the default one is ours alone (0700, owned by
--- us); one given to `orch run` (--socket, $ORCH_SOCKET: checked) is
--- checked as a log's directory is (orch.logfile.check_dir: symbolic links
--- of root or ours are followed, /var/run too) and, when missing, made
--- (0700) in a parent so checked: never through another user's link or in
--- their directory. (One a script gives ctl.serve itself must exist or is
--- made, as before.)
-local function socket_dir_for(path, default, checked)
+-- us); one given by path (`orch run --socket`, $ORCH_SOCKET, a script's
+-- ctl.serve{socket = PATH}) is checked as a log's directory is
+-- (orch.logfile.check_dir: symbolic links of root or ours are followed,
+-- /var/run too) and, when missing, made (0700) in a parent so checked:
+-- never through another user's link or in their directory, where they
+-- could replace the socket and take the requests (eval code included) and
+-- the fd holder's pipes (doc/security.md#the-runtime-directory).
+local function socket_dir_for(path, default)
   if default and not os.getenv("ORCH_SOCKET") then return ctl.ensure_socket_dir() end
   local dir = dirname(path)
-  if not checked then return orch.private.mkdir(dir, false) end
   local ok, err, code = orch.logfile.check_dir(dir)
-  if ok or code ~= "ENOENT" then return ok, err, code end
-  local pok, perr, pcode = orch.logfile.check_dir(dirname(dir))
-  if not pok then return nil, perr, pcode end
-  ok, err, code = orch.private.mkdir(dir, false)
-  if not ok then return nil, err, code end
-  return orch.logfile.check_dir(dir)
+  if not ok and code == "ENOENT" then
+    ok, err, code = orch.logfile.check_dir(dirname(dir))
+    if ok then
+      ok, err, code = orch.private.mkdir(dir, false)
+      if ok then ok, err, code = orch.logfile.check_dir(dir) end
+    end
+  end
+  if ok then return true end
+  if code == "EPERM" then
+    err = ("refused %s: %s; another user could replace the socket (give a path in a directory "
+      .. "only root or this user can write to; see doc/security.md)"):format(path, tostring(err))
+  else
+    -- Not a refusal: missing, not a directory, or the check could not be
+    -- made (out of file descriptors, ...); nothing is made in an unchecked
+    -- directory.
+    err = ("cannot use the directory of %s: %s"):format(path, tostring(err))
+  end
+  return nil, err, code
 end
 
 ---------------------------------------------------------------- the lock
@@ -982,22 +994,7 @@ function ctl.claim_for_run(socket, script, take_over)
         .. "holds 107, and the fd holder's, SOCKET.holder, is 7 longer); give a shorter --socket or $ORCH_SOCKET",
         p, #p, ctl.MAX_RUN_SOCKET), "ENAMETOOLONG"
     end
-    local ok, err, code = socket_dir_for(p, default, true)
-    if not ok and not default then
-      -- A path given (--socket, $ORCH_SOCKET): its directory as a log's
-      -- (doc/security.md#the-runtime-directory): in one another user can
-      -- write to (not sticky) or owns, they could replace the socket and
-      -- take the requests (eval code included) and the fd holder's pipes.
-      if code == "EPERM" then
-        err = ("refused %s: %s; another user could replace the socket (give a path in a directory "
-          .. "only root or this user can write to; see doc/security.md)"):format(p, tostring(err))
-      else
-        -- Not a refusal: missing, not a directory, or the check could not
-        -- be made (out of file descriptors, ...); nothing is made in an
-        -- unchecked directory.
-        err = ("cannot use the directory of %s: %s"):format(p, tostring(err))
-      end
-    end
+    local ok, err, code = socket_dir_for(p, default)
     if not ok and code ~= nil then
       -- The directory is someone else's or cannot be made: not a lock held
       -- by another orchestrator.
