@@ -640,3 +640,73 @@ describe("systemd notification", function()
     end)
   end)
 end)
+
+describe("orch ctl stop and the stop request's wait", function()
+  -- hold ignores TERM (its sleeps too: an ignored signal stays ignored
+  -- across exec) until the test creates DIR/release; its stop timeout is
+  -- long enough that no KILL comes meanwhile.
+  local HOLD = [[
+local sup = require "orch.supervisor"
+sup.configure{ log = false }
+sup.service{ name = "hold", stop = { timeout = 120 },
+  cmd = { "sh", "-c", "trap '' TERM; echo up > " .. DIR .. "/up; while [ ! -e " .. DIR .. "/release ]; do sleep 0.05; done" } }
+sup.service{ name = "b", cmd = { "sleep", "1000" } }
+sup.run()
+]]
+
+  it("waits for the exit by default, returns at once with --no-block, gives up after --wait=SECONDS", function()
+    with_orch(HOLD, function(o)
+      local pid = until_true(function()
+        local s = status(o).hold
+        return s and s.state == "running" and h.slurp(o.dir .. "/up") ~= "" and s.pid
+      end, "hold running")
+      -- --no-block: the stop is under way, the process still there.
+      local code, out, err = ctl_cli(o, "stop", "hold", "--no-block")
+      assert.are.equal(0, code, err)
+      assert.are.equal("hold: stopping (pid " .. pid .. ")\n", out)
+      assert.is_true(alive(pid))
+      assert.are.equal("stopping", status(o).hold.state)
+      -- --wait=SECONDS: gives up, naming what is still stopping; the stop goes on.
+      code, out, err = ctl_cli(o, "stop", "hold", "--wait=0.2")
+      assert.are.equal(1, code, err)
+      assert.are.equal("", out)
+      assert.are.equal("orch ctl: hold (pid " .. pid .. "): still stopping after 0.2 s (the stop goes on)\n", err)
+      assert.is_true(alive(pid))
+      -- The protocol: wait false, a number, or a bad value.
+      h.run(function()
+        local c = assert(ctl.connect(o.sock))
+        local r = assert(c:request{ cmd = "stop", name = "hold", wait = false })
+        assert.is_true(r.ok, r.error)
+        assert.are.same({ { name = "hold", pid = pid } }, { { name = r.stopping[1].name, pid = math.tointeger(r.stopping[1].pid) } })
+        r = assert(c:request{ cmd = "stop", name = "hold", wait = 0 })
+        assert.are.equal("ETIMEDOUT", r.code, r.error)
+        r = assert(c:request{ cmd = "stop", name = "hold", wait = "soon" })
+        assert.are.equal("EINVAL", r.code, r.error)
+        assert.are.equal("'wait' must be a number of seconds >= 0, true or false", r.error)
+        c:close()
+      end)
+      assert.is_true(alive(pid))
+      -- Without either: waits until the process has exited (as systemctl
+      -- stop does), however long that takes.
+      h.sh(string.format("{ %s ctl --socket %s stop hold >%s/stop.out 2>&1; echo $? >%s/stop.rc; } >/dev/null 2>&1 &",
+        h.shquote(h.bin), h.shquote(o.sock), h.shquote(o.dir), h.shquote(o.dir)))
+      -- (Its request has reached orch when a progress line was printed.)
+      until_true(function() return h.slurp(o.dir .. "/stop.out"):find("waiting for hold", 1, true) end, "the stop's progress")
+      assert.are.equal("", h.slurp(o.dir .. "/stop.rc"), "orch ctl stop returned before hold exited")
+      assert.is_true(alive(pid))
+      h.write(o.dir .. "/release", "")
+      until_true(function() return h.slurp(o.dir .. "/stop.rc") ~= "" end, "orch ctl stop's end")
+      assert.are.equal("0\n", h.slurp(o.dir .. "/stop.rc"))
+      assert.matches("hold: stopped\n$", h.slurp(o.dir .. "/stop.out"))
+      assert.is_false(alive(pid))
+      assert.are.equal("stopped", status(o).hold.state)
+      -- --no-block of what is stopped already: stopped.
+      code, out = ctl_cli(o, "stop", "hold", "--no-block")
+      assert.are.equal(0, code)
+      assert.are.equal("hold: stopped\n", out)
+      code, _, err = ctl_cli(o, "stop", "hold", "--no-block", "--wait=1")
+      assert.are.equal(2, code)
+      assert.truthy(err:find("--no-block and --wait cannot go together", 1, true), err)
+    end)
+  end)
+end)

@@ -332,25 +332,38 @@ local function stop_timeouts(srv)
   return t
 end
 
+-- with_progress's first value when `limit` passed before fn ended.
+local TIMED_OUT = {}
+
 -- Runs fn (a stop or restart) in a task; while it runs, a client that asked
 -- for progress gets a line { progress = "..." } every second about the
--- instances still stopping.
-local function with_progress(srv, req, cs, fn)
+-- instances still stopping. Returns what fn returns; with `limit`
+-- (seconds), TIMED_OUT once that much time passed first (fn's task goes
+-- on). A limit of 0 lets fn's task run first, up to its first wait.
+local function with_progress(srv, req, cs, fn, limit)
   local done, result = orch.cond(), nil
   local t = orch.task(function()
     result = table.pack(fn())
     done:signal()
   end)
-  if not req.progress then
+  if not req.progress and not limit then
     t:join()
     return table.unpack(result, 1, result.n)
   end
   -- The timeouts are looked up at the first progress line (every
   -- definition as a table): the stop task has not run yet here.
   local since, timeouts = orch.now(), nil
+  local deadline = limit and since + limit
+  if limit == 0 then orch.sleep(0) end
   while not result do
-    done:wait(1)
-    if not result then
+    local step = req.progress and 1 or nil
+    if deadline then
+      local left = deadline - orch.now()
+      if left <= 0 then return TIMED_OUT end
+      if not step or left < step then step = left end
+    end
+    local ok = done:wait(step)
+    if not result and not ok and req.progress and (not deadline or orch.now() < deadline) then
       timeouts = timeouts or stop_timeouts(srv)
       for _, line in ipairs(stop_progress(srv, since, timeouts)) do
         cs.conn:write(ctl.encode({ progress = line }) .. "\n")
@@ -443,16 +456,61 @@ end
 handlers.start = start_like("start")
 handlers.restart = start_like("restart")
 
+-- The instances a stop that has not ended is still at: those stopping, and
+-- those of the target not stopped yet ({ name, pid }, by name).
+local function still_stopping(srv, target)
+  local named = {}
+  if target ~= "all" then
+    local sup = supervisor(srv)
+    local ok, list = pcall(sup.status, target)
+    if ok and type(list) == "table" then
+      if list.name ~= nil then list = { list } end
+      for _, s in ipairs(list) do named[s.name] = true end
+    end
+  end
+  local out = {}
+  for name, s in pairs(states(srv)) do
+    if not INACTIVE[s.state] and (target == "all" or s.state == "stopping" or named[name]) then
+      out[#out + 1] = { name = name, pid = s.pid }
+    end
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
 -- stop: also names the dependents it stopped; progress lines on request.
+-- It replies once every process has exited; with `"wait": SECONDS`, at
+-- most that late (then ETIMEDOUT with what is still stopping: the stop
+-- goes on); with `"wait": false` as soon as the stop is under way.
 function handlers.stop(srv, req, cs)
   local bad = check_name(req)
   if bad then return bad end
+  local limit
+  if req.wait == false then limit = 0
+  elseif req.wait ~= nil and req.wait ~= true then
+    if type(req.wait) ~= "number" or not (req.wait >= 0 and req.wait < math.huge) then
+      return fail("'wait' must be a number of seconds >= 0, true or false")
+    end
+    limit = req.wait
+  end
   -- A stop of all names every instance: no dependent is stopped "too", so
   -- neither the states before (a table per instance, made before the
   -- first stop signal) nor a status after are needed.
   local all = req.name == "all"
   local before = not all and states(srv)
-  local _, err = with_progress(srv, req, cs, function() return sup_call(srv, "stop", req.name) end)
+  local r, err = with_progress(srv, req, cs, function() return sup_call(srv, "stop", req.name) end, limit)
+  if r == TIMED_OUT then
+    local list = still_stopping(srv, req.name)
+    if req.wait == false then return { ok = true, stopping = list } end
+    local names = {}
+    for i, s in ipairs(list) do
+      names[i] = s.name .. (s.pid and (" (pid " .. tostring(math.tointeger(s.pid) or s.pid) .. ")") or "")
+    end
+    local f = fail(string.format("%s: still stopping after %g s (the stop goes on)",
+      #names > 0 and table.concat(names, ", ") or req.name, limit), "ETIMEDOUT")
+    f.stopping = list
+    return f
+  end
   if err then return err end
   if all then return { ok = true, also_stopped = {} } end
   local sup = supervisor(srv)

@@ -30,7 +30,11 @@ Commands:
     --wait[=SECONDS]      wait until each is ready (default 60 s); exit 1
                           with the reason when one fails or is not ready
   stop NAME|all ...       stop services and what depends on them (named);
-                          says every second what it still waits for
+                          waits until their processes have exited and says
+                          every second what it still waits for
+    --no-block            return once the stop is under way
+    --wait=SECONDS        wait at most SECONDS; exit 1 naming what is
+                          still stopping (the stop goes on)
   restart NAME|all ...    restart services; lists what restarted
     --wait[=SECONDS]      as start --wait
   signal NAME SIG         send a signal (TERM, HUP, 9, ...) to a service
@@ -96,10 +100,11 @@ function M.args(c, help_flag)
     elseif d[2] then
       sc:argument(d[2] == "names" and "NAME" or d[2]:upper()):target(d[2]):args(d[3])
     end
-    if d[1] == "start" or d[1] == "restart" then
+    if d[1] == "start" or d[1] == "restart" or d[1] == "stop" then
       -- --wait or --wait=SECONDS (orch.cli takes the value out first).
       sc:flag("--wait")
     end
+    if d[1] == "stop" then sc:flag("--no-block") end
     if d[1] == "is-active" then sc:flag("-q --quiet") end
     if d[1] == "tail" or d[1] == "events" then
       sc:option("-n --lines"):argname("N")

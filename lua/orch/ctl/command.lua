@@ -168,6 +168,12 @@ local function requests(cmd, o)
         end
       end
     end
+    -- stop: waits for the processes' exits unless --no-block (as systemctl
+    -- stop); --wait=SECONDS bounds that wait.
+    if o.no_block then
+      if o.wait then return nil, "--no-block and --wait cannot go together" end
+      wait = false
+    end
     local list = {}
     for i, n in ipairs(o.names) do list[i] = { cmd = cmd, name = n, wait = wait } end
     return list
@@ -215,6 +221,12 @@ local function print_reply(cmd, req, reply)
     if cmd == "restart" and type(reply.restarted) == "table" then
       out:write("restarted: ", #reply.restarted > 0 and table.concat(reply.restarted, " ") or "(none)", "\n")
     end
+  elseif cmd == "stop" and type(reply.stopping) == "table" then
+    -- --no-block: the stop is under way.
+    for _, i in ipairs(reply.stopping) do
+      out:write(i.name, ": stopping", i.pid and (" (pid " .. tostring(math.tointeger(i.pid) or i.pid) .. ")") or "", "\n")
+    end
+    if #reply.stopping == 0 then out:write(req.name, ": stopped\n") end
   elseif cmd == "stop" then
     out:write(req.name, ": stopped\n")
     for _, a in ipairs(reply.also_stopped or {}) do
@@ -347,7 +359,8 @@ function M.main(o)
     elseif not reply.ok then
       if not opts.json then
         if cmd == "eval" and reply.output and reply.output ~= "" then io.stdout:write(reply.output, "\n") end
-        local named = (cmd == "start" or cmd == "restart") and reply.instances
+        local named = ((cmd == "start" or cmd == "restart") and reply.instances)
+          or (cmd == "stop" and reply.stopping)
         errorf("%s%s", (req.name and not named) and (req.name .. ": ") or "", tostring(reply.error))
         if cmd == "restart" and type(reply.restarted) == "table" and #reply.restarted > 0 then
           io.stdout:write("restarted: ", table.concat(reply.restarted, " "), "\n")
