@@ -710,3 +710,49 @@ sup.run()
     end)
   end)
 end)
+
+describe("a big eval reply", function()
+  it("is formatted only as far as the reply shows it, and a slow reader of it holds no other client", function()
+    with_orch(POLICY, function(o)
+      h.run(function()
+        local a = assert(ctl.connect(o.sock))
+        -- A spy on string.gsub (the REPL's quoting runs it over a string
+        -- result) records the longest string it is given; a 20 MB result.
+        local r = assert(a:request{ cmd = "eval", code = [[
+          local gsub = string.gsub
+          SPY = { gsub = gsub, longest = 0 }
+          string.gsub = function(s, ...)
+            if type(s) == "string" and #s > SPY.longest then SPY.longest = #s end
+            return gsub(s, ...)
+          end
+          BIG = string.rep("x", 20 * 1024 * 1024)
+        ]] })
+        assert.is_true(r.ok, r.error)
+        r = assert(a:request{ cmd = "eval", code = "return BIG" })
+        local spied = assert(a:request{ cmd = "eval", code = "string.gsub = SPY.gsub return SPY.longest" })
+        assert.is_true(r.ok, r.error)
+        assert.are.equal('"' .. string.rep("x", ctl.MAX_OUTPUT - 1) .. "... (truncated)", r.result)
+        -- Quoting all 20 MB held the loop (every client, the supervisor)
+        -- for 0.5 s, 5 s with control bytes (then the Lua time budget
+        -- ended it with an error).
+        assert.is_true(math.tointeger(tonumber(spied.result)) <= ctl.MAX_OUTPUT, spied.result)
+        -- A client that reads its big reply slowly (control bytes: 1.5 MB
+        -- of JSON, more than the socket holds) holds no other: once it has
+        -- the reply's first KiB and reads no more, a ping on another
+        -- connection is answered; the big reply then comes whole.
+        assert(a.conn:write(ctl.encode{ cmd = "eval", code = "return string.rep('\\1', 4 * 1024 * 1024)" } .. "\n"))
+        a.conn:set_timeout(30)
+        local head = assert(a.conn:read(1024))
+        local b = assert(ctl.connect(o.sock))
+        local p = assert(b:request({ cmd = "ping" }, 30))
+        assert.is_true(p.ok)
+        b:close()
+        local rest = assert(a.conn:read_line(4 * 1024 * 1024))
+        r = cjson.decode(head .. rest)
+        assert.is_true(r.ok, r.error)
+        assert.are.equal(('"' .. string.rep("\\1", ctl.MAX_OUTPUT)):sub(1, ctl.MAX_OUTPUT) .. "... (truncated)", r.result)
+        a:close()
+      end)
+    end)
+  end)
+end)
