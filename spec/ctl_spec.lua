@@ -756,3 +756,52 @@ describe("a big eval reply", function()
     end)
   end)
 end)
+
+describe("the control socket out of file descriptors", function()
+  local POLICY_TAKE = u.TAKE_FREE .. [[
+orch.task(function() io.stdout:write("held ", TAKE(), "\n") io.stdout:flush() orch.sleep(1000) end)
+]]
+
+  it("names the fd limit in its warning when no fd is left to read it with", function()
+    local o = u.start_nofile("32:32", POLICY_TAKE)
+    finally(function() u.stop(o) end)
+    until_true(function() return h.slurp(o.dir .. "/out"):find("held %d+") end, "the policy to take every fd")
+    -- Four connections wait in the backlog when orch next accepts (it is
+    -- stopped meanwhile): the first is accepted with the spare fds, the
+    -- next take the fds that freed or wait for fds to come back. Serving
+    -- the first then has no fd left: its warning must still name the limit.
+    local warnings = {}
+    h.run(function()
+      os.execute("kill -STOP " .. o.pid)
+      local conns = {}
+      local ok, err = pcall(function()
+        for i = 1, 4 do
+          conns[i] = assert(orch.connect{ unix = o.sock })
+          assert(conns[i]:write('{"cmd": "ping", "id": ' .. i .. '}\n'))
+        end
+      end)
+      os.execute("kill -CONT " .. o.pid)
+      assert(ok, err)
+      local tasks = {}
+      for i = 1, 4 do
+        tasks[i] = orch.task(function()
+          conns[i]:set_timeout(30)
+          local line = assert(conns[i]:read_line())
+          conns[i]:close()
+          local r = cjson.decode(line)
+          assert.is_true(r.ok, line)
+          assert.are.equal(i, r.id)
+          if r.warning then warnings[#warnings + 1] = r.warning end
+        end)
+      end
+      for i = 1, 4 do tasks[i]:join() end
+    end)
+    assert.is_true(#warnings >= 1)
+    for _, w in ipairs(warnings) do
+      assert.are.equal("orch is out of file descriptors (EMFILE, limit 32): services may fail to start", w)
+    end
+    local err = h.slurp(o.dir .. "/err")
+    assert.matches("orch.ctl: orch is out of file descriptors (EMFILE, limit 32)", err, 1, true)
+    assert.is_nil(err:find("limit ?", 1, true), err)
+  end)
+end)

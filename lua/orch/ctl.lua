@@ -860,12 +860,12 @@ function Server:follow(cs, name)
   cs.closed = true
 end
 
--- orch's soft limit of open files ("unlimited" or a number), for messages.
+-- orch's soft limit of open files ("unlimited" or a number), for messages:
+-- getrlimit(2), which needs no fd (this is said when there is none: a
+-- read of /proc/self/limits then failed, and the warning said "limit ?").
 local function nofile()
-  local f = io.open("/proc/self/limits")
-  local text = f and f:read("a") or ""
-  if f then f:close() end
-  return text:match("Max open files%s+(%S+)") or "?"
+  local ok, soft = pcall(orch.getrlimit, "nofile")
+  return ok and soft or "?"
 end
 
 local function handle(srv, conn, cred)
