@@ -1300,19 +1300,36 @@ local function current_environment()
   return env
 end
 
+-- The names of the errnos io.open reports most (Linux's numbers, the same
+-- on every architecture orch builds for).
+local ERRNO = { [1] = "EPERM", [2] = "ENOENT", [5] = "EIO", [12] = "ENOMEM", [13] = "EACCES",
+  [20] = "ENOTDIR", [21] = "EISDIR", [23] = "ENFILE", [24] = "EMFILE", [36] = "ENAMETOOLONG",
+  [40] = "ELOOP" }
+
+-- Opens `path` to see that it can be read: true, or nil, message, code,
+-- with why it cannot (io.open's error and errno: out of file descriptors
+-- is not a missing file).
+local function readable(what, path)
+  if type(path) ~= "string" then return nil, "reexec: no " .. what .. " to read", "ENOENT" end
+  local f, err, errno = io.open(path, "rb")
+  if f then f:close() return true end
+  local why = tostring(err)
+  if why:sub(1, #path + 2) == path .. ": " then why = why:sub(#path + 3) end
+  return nil, ("reexec: %s %s cannot be read: %s"):format(what, path, why), ERRNO[errno] or "EIO"
+end
+
 --- Checks that orch can be re-executed and collects the hand-over. Returns
 -- a plan for ctl.reexec, or nil, message, code.
 function ctl.prepare_reexec(srv)
   if type(orch.exec) ~= "function" then return nil, "reexec: orch.exec is not available", "ENOSYS" end
   local script = srv.script
-  local f = script and io.open(script, "r")
-  if not f then return nil, "reexec: the script " .. tostring(script) .. " cannot be read", "ENOENT" end
-  f:close()
-  local exe, err, code = orch.exepath()
+  local can, err, code = readable("the script", script)
+  if not can then return nil, err, code end
+  local exe
+  exe, err, code = orch.exepath()
   if not exe then return nil, err, code end
-  f = io.open(exe, "rb")
-  if not f then return nil, "reexec: " .. exe .. " cannot be read", "ENOENT" end
-  f:close()
+  can, err, code = readable("orch's executable", exe)
+  if not can then return nil, err, code end
   -- Children nobody hands over would be started twice by the new image and
   -- orphaned: refuse unless the supervisor knows how to hand over.
   local sup = supervisor(srv)
