@@ -12,6 +12,16 @@ local function gone(pid)
   return h.slurp("/proc/" .. pid .. "/stat") == ""
 end
 
+-- The killed orch's fd holder, found through /proc (not ps: under the
+-- ASan pass every child of busted gets libasan preloaded, and ps hung in
+-- it), or nil.
+local function holder_of(o)
+  for _, pid in ipairs(h.orch.proc.list()) do
+    local c = h.slurp("/proc/" .. pid .. "/cmdline")
+    if c:find("\0fdholder\0" .. o.sock .. ".holder\0", 1, true) then return pid end
+  end
+end
+
 -- For a policy: TAKE() takes every fd orch has left (kept in HELD).
 local TAKE = u.TAKE_FREE
 
@@ -116,9 +126,11 @@ describe("orch's cgroup tree at shutdown", function()
   -- service is stopped", and the killed orch's service ran on in the tree,
   -- unsupervised.
   it("a TERM while the take-over waits for fds stops what the killed orch left", function()
+    -- (a says in a file that a TERM ended it: a KILL at once, the
+    -- workaround of a cg:kill("TERM") that reached nothing, leaves it empty.)
     local policy = [[
       local sup = require "orch.supervisor"
-      sup.service { name = "a", cmd = { "sh", "-c", "while :; do sleep 1; done", DIR .. "/a" },
+      sup.service { name = "a", cmd = { "sh", "-c", "trap 'echo TERM >> " .. DIR .. "/a.term; exit 0' TERM; while :; do sleep 1; done" },
                     backoff = 0.2, start_limit = false }
     ]] .. TAKE .. [[
       if os.getenv("ORCH_TEST_TAKE") then TAKE() end
@@ -132,12 +144,9 @@ describe("orch's cgroup tree at shutdown", function()
         if x and h.alive(x.pid) then os.execute("kill -KILL " .. x.pid) end
       end
       if a then os.execute("kill -KILL " .. a .. " 2>/dev/null") end
-      -- The killed orch's fd holder. (Not through ps: under the ASan pass
-      -- every child of busted gets libasan preloaded, and ps hung in it.)
-      for _, pid in ipairs(h.orch.proc.list()) do
-        local c = h.slurp("/proc/" .. pid .. "/cmdline")
-        if c:find("\0fdholder\0" .. o.sock .. ".holder\0", 1, true) then os.execute("kill -KILL " .. pid) end
-      end
+      -- The killed orch's fd holder.
+      local fdh = holder_of(o)
+      if fdh then os.execute("kill -KILL " .. fdh) end
       h.remove_cgroup_tree(parent)
     end)
     a = u.until_true(function() return u.status(o).a.pid end, "a running")
@@ -153,7 +162,60 @@ describe("orch's cgroup tree at shutdown", function()
     local err = h.slurp(o.dir .. "/err")
     assert.is_false(h.alive(a), "the killed orch's service runs on:\n" .. err)
     assert.matches("stopping what is left in orch's cgroup tree [^\n]*: " .. a, err)
+    assert.is_nil(err:find("TERM not sent", 1, true), err)
+    assert.are.equal("TERM\n", h.slurp(o.dir .. "/a.term"), err)
     assert.is_nil(h.orch.cgroup.open(parent), parent .. " left behind:\n" .. err)
+  end)
+end)
+
+-- cg:kill with another signal than KILL lists the tree and pins each
+-- process with a pidfd, then lists again to confirm the pins. At EMFILE
+-- that second listing (an fd for the directory, one for each cgroup below
+-- and one for its cgroup.procs, on top of the pins) failed, or left out
+-- the cgroups it could not open as if removed: a tree of two listed
+-- processes got "too many open files" or 0, and no signal.
+describe("cg:kill with every fd taken", function()
+  it("signals every process of a tree and returns how many", function()
+    local name = h.cgroup_name()
+    local top = assert(h.orch.cgroup.create(name))
+    local x = assert(h.orch.cgroup.create(name .. "/x"))
+    local y = assert(h.orch.cgroup.create(name .. "/x/y"))
+    local o
+    finally(function()
+      if o and h.alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
+      h.remove_cgroup_tree(name)
+      for _, cg in ipairs({ top, x, y }) do cg:close() end
+    end)
+    -- orch kills the tree when the file go appears (os.remove needs no
+    -- fd), with every fd taken; what the TERM did not reach it KILLs.
+    o = start("128:128", TAKE .. [[
+      local top = assert(orch.cgroup.open(os.getenv("CG")))
+      orch.task(function()
+        while not os.remove(DIR .. "/go") do orch.sleep(0.02) end
+        local held = TAKE()
+        local n, err, code = top:kill("TERM")
+        FREE()
+        top:wait_empty(5)
+        if top:populated() then top:kill() end
+        local f = assert(io.open(DIR .. "/result", "w"))
+        f:write(string.format("held %d: %s %s %s\n", held, tostring(n), tostring(err), tostring(code)))
+        f:close()
+      end)
+    ]], { CG = name })
+    local how = {}
+    h.run(function()
+      -- busted's children, not orch's: orch pins them with pidfds.
+      local ps = {}
+      for i, cg in ipairs({ x, y, y }) do ps[i] = assert(h.orch.spawn { "sleep", "1000", cgroup = cg }) end
+      h.write(o.dir .. "/go", "")
+      for i, p in ipairs(ps) do how[i] = select(2, p:wait()) end
+    end)
+    local result = u.until_true(function()
+      local r = h.slurp(o.dir .. "/result")
+      return r:find("\n$") and r
+    end, "orch's result")
+    assert.matches("^held %d+: 3 nil nil\n$", result)
+    assert.are.same({ "TERM", "TERM", "TERM" }, how, result)
   end)
 end)
 

@@ -27,7 +27,7 @@
  *   orch__cg_add(&cg, pid);                   // or orch__spawn_req.cgroup
  *   int populated, frozen;
  *   orch__cg_events(&cg, &populated, &frozen);  // watch cg.fs[0]/cgroup.events
- *   orch__cg_kill(&cg, SIGKILL, 0, NULL, 0);  // cgroup.kill, or every pid
+ *   orch__cg_kill(&cg, SIGKILL, 0, NULL, 0, NULL);  // cgroup.kill, or every pid
  *   ... wait for populated 0 (poll cgroup.events for POLLPRI, l_cgroup.c) ...
  *   orch__cg_remove(&cg, 0);                  // rmdir v2 and the mirrors
  *   orch__cg_close(&cg);
@@ -183,14 +183,17 @@ int orch__cg_holds_self(const orch__cgroup *cg);
  * the nskip pids in skip (signalled by the caller already) are left out of
  * a listing's signals. Refuses (-EPERM) a cgroup that holds orch. At
  * EMFILE the pidfds borrow the spare fds, and a pass pins what it can (the
- * next takes the rest); -EMFILE when not one pid can be pinned. Returns
- * the number of processes signalled (0 for cgroup.kill: the kernel does
- * not say). */
+ * next takes the rest; the listing that confirms the pins opens one fd at
+ * a time, however deep the tree); -EMFILE when not one pid can be pinned
+ * and confirmed. Returns the number of processes signalled (0 for
+ * cgroup.kill: the kernel does not say), or -errno when a listed process
+ * could not be signalled (nor pinned: not by its number) or the listing
+ * failed; *signalled (may be NULL) is the number signalled either way. */
 #define ORCH__CG_KILL_LIST 1
 /* The caller knows the cgroup has no cgroup below it: its own listing
  * alone (no fstat of its directory to ask). */
 #define ORCH__CG_KILL_LEAF 2
-int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip);
+int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip, int *signalled);
 /* cgroup.freeze: 1 freezes, 0 thaws. The state is reached asynchronously
  * (cgroup.events "frozen"). Refuses (-EPERM) a cgroup that holds orch. */
 int orch__cg_freeze(orch__cgroup *cg, int on);

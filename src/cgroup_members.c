@@ -53,11 +53,7 @@ static int pid_push(pidvec *v, pid_t pid) {
   return 0;
 }
 
-static int collect(int dfd, int recursive, pidvec *v);
-
-/* The pids of a cgroup.procs text (freed here) into v; then, with
- * recursive, those of the cgroups below dfd. */
-static int collect_text(char *text, int dfd, int recursive, pidvec *v) {
+static int push_text(char *text, pidvec *v) {
   int r = 0;
   for (char *p = text; *p; ) {
     char *e;
@@ -68,36 +64,89 @@ static int collect_text(char *text, int dfd, int recursive, pidvec *v) {
     while (*p == '\n') p++;
   }
   free(text);
-  if (r < 0 || !recursive) return r;
+  return r;
+}
+
+/* The names of the directories in dir (below dfd) into a malloc'ed list
+ * of NUL-terminated names; its fd is closed before it returns. */
+static int subdirs(int dfd, const char *dir, char **names, size_t *len) {
+  int d2 = orch__cg_open_at(dfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, NULL);
+  if (d2 < 0) return -errno;
+  DIR *d = fdopendir(d2);
+  if (!d) { int e = errno; close(d2); orch__fd_spare_settle(); return -e; }
+  size_t cap = 0, n = 0;
+  char *buf = NULL;
+  int r = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
+    size_t k = strlen(e->d_name) + 1;
+    if (n + k > cap) {
+      char *nb = realloc(buf, cap * 2 + k + 64);
+      if (!nb) { r = -ENOMEM; break; }
+      buf = nb;
+      cap = cap * 2 + k + 64;
+    }
+    memcpy(buf + n, e->d_name, k);
+    n += k;
+  }
+  closedir(d);
+  orch__fd_spare_settle();
+  if (r < 0) { free(buf); return r; }
+  *names = buf;
+  *len = n;
+  return 0;
+}
+
+/* The pids of the cgroups below path (relative to dfd, its directory
+ * when plen is 0; path has room for PATH_MAX bytes) into v. One fd at a
+ * time: the cgroups' names are read first and their directory closed,
+ * and each cgroup.procs is opened by its path from dfd. A stop at EMFILE
+ * lists a tree while its pidfds hold what the spares lend: a directory,
+ * a cgroup below it and its cgroup.procs open at once took three fds
+ * where one was left, and the listing failed. A cgroup removed meanwhile
+ * (ENOENT, ENODEV) has nothing to list; any other failure is the
+ * listing's: a cgroup it could not open (EMFILE) was once left out as if
+ * removed, and its processes were never signalled. */
+static int collect_below(int dfd, char *path, size_t plen, pidvec *v) {
   /* cgroupfs (kernfs) counts a directory's subdirectories in its link
    * count (2 + subdirectories): a leaf, the common case, needs no listing
    * (a stop signals hundreds of leaves, each listed once per pass). */
   struct stat st;
-  if (fstat(dfd, &st) == 0 && st.st_nlink == 2) return 0;
-  /* A fresh open, not dup(): a dup would share (and exhaust) the offset. */
-  int d2 = orch__cg_open_at(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, NULL);
-  if (d2 < 0) return -errno;
-  DIR *d = fdopendir(d2);
-  if (!d) { r = -errno; close(d2); return r; }
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
-    int sub = orch__cg_open_at(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC, NULL);
-    if (sub < 0) continue;                  /* removed meanwhile */
-    r = collect(sub, 1, v);
-    close(sub);
-    if (r == -ENOENT) r = 0;
-    if (r < 0) break;
+  if ((plen ? fstatat(dfd, path, &st, 0) : fstat(dfd, &st)) < 0) return -errno;
+  if (st.st_nlink == 2) return 0;
+  char *names = NULL;
+  size_t len = 0;
+  int r = subdirs(dfd, plen ? path : ".", &names, &len);
+  if (r < 0) return r;
+  static const char procs[] = "/cgroup.procs";
+  for (size_t at = 0; r == 0 && at < len; at += strlen(names + at) + 1) {
+    const char *name = names + at;
+    size_t k = strlen(name), nl = plen + (plen > 0) + k;
+    if (nl + sizeof procs > PATH_MAX) { r = -ENAMETOOLONG; break; }
+    if (plen) path[plen] = '/';
+    memcpy(path + plen + (plen > 0), name, k);
+    memcpy(path + nl, procs, sizeof procs);
+    char *text;
+    r = orch__cg_read_records_at(dfd, path, &text, 16);
+    path[nl] = 0;
+    if (r == 0) r = push_text(text, v);
+    if (r == 0) r = collect_below(dfd, path, nl, v);
+    if (r == -ENOENT || r == -ENODEV) r = 0;      /* removed meanwhile */
+    path[plen] = 0;
   }
-  closedir(d);
+  free(names);
   return r;
 }
 
-static int collect(int dfd, int recursive, pidvec *v) {
-  char *text;
-  int r = orch__cg_read_records_at(dfd, "cgroup.procs", &text, 16);
-  if (r < 0) return r;
-  return collect_text(text, dfd, recursive, v);
+/* The pids of a cgroup.procs text (freed here) into v; then, with
+ * recursive, those of the cgroups below dfd. */
+static int collect_text(char *text, int dfd, int recursive, pidvec *v) {
+  int r = push_text(text, v);
+  if (r < 0 || !recursive) return r;
+  char path[PATH_MAX];
+  path[0] = 0;
+  return collect_below(dfd, path, 0, v);
 }
 
 /* The pids of the cgroup (dfd: its directory) through its held
@@ -253,16 +302,17 @@ static int listed(const pid_t *list, size_t n, pid_t pid) {
   return 0;
 }
 
-static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip);
+static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip, int *signalled);
 
-int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip) {
+int orch__cg_kill(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip, int *signalled) {
+  if (signalled) *signalled = 0;
   orch__fd_kill_path(1);
-  int r = kill_now(cg, sig, flags, skip, nskip);
+  int r = kill_now(cg, sig, flags, skip, nskip, signalled);
   orch__fd_kill_path(0);
   return r;
 }
 
-static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip) {
+static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, size_t nskip, int *signalled) {
   int r = orch__cg_holds_self(cg);
   if (r < 0) return r;
   if (r) return -EPERM;
@@ -296,7 +346,8 @@ static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, siz
    * most of a listed signal's cost). Any other pid is pinned with a pidfd;
    * where pidfd_open fails (ENOSYS before Linux 5.3, or a container's
    * seccomp profile) it is left unsignalled, never signalled by a pid that
-   * may have changed. Never pid 1 nor orch itself. A fork bomb outrunning
+   * may have changed, and the call fails with that error once the others
+   * are signalled. Never pid 1 nor orch itself. A fork bomb outrunning
    * 100 passes is left to the caller's next call. */
   /* A pass pins the listed pids it has not seen and lists again: that
    * listing confirms the pinned ones and is the next pass's (a pid in it
@@ -321,9 +372,15 @@ static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, siz
     r = procs_of(cg, dfd, below, &list, &n);
   }
   /* Out of fds (EMFILE: the services took them all), a pass pins what it
-   * can (one pid at least, with a spare fd), gives the last one pinned back
-   * for the listing that confirms the others, signals those and leaves the
-   * rest to the next pass. Such a pass does not count. */
+   * can (one pid at least, with a spare fd) and leaves the rest to the
+   * next pass. The listing that confirms the pins needs an fd of its own
+   * (one at a time, however deep the tree: collect_below): while it fails
+   * at EMFILE, the last pin is given back to the next pass, so that one
+   * pinned process at least is confirmed and signalled. Such a pass does
+   * not count. A listed process that cannot be pinned (pidfd_open refused
+   * for another reason than its end) or signalled is missed: an error
+   * once the passes are over, with *signalled telling how many were. */
+  int miss = 0;                         /* the first missed one's errno */
   for (int pass = 0; r == 0 && pass < 100; ) {
     pid_t *again = NULL;
     size_t n2 = 0;
@@ -345,32 +402,45 @@ static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, siz
         if (r == 0) r = pid_push(&done, list[i]);
         continue;
       }
-      pfd[i] = (int)syscall(SYS_pidfd_open, list[i], 0);
-      if (pfd[i] < 0 && (errno == EMFILE || errno == ENFILE) &&
-          (pinned || !orch__fd_spare_lend() || (pfd[i] = (int)syscall(SYS_pidfd_open, list[i], 0)) < 0)) {
+      int fd = (int)syscall(SYS_pidfd_open, list[i], 0), e = fd < 0 ? errno : 0;
+      if ((e == EMFILE || e == ENFILE) && !pinned && orch__fd_spare_lend()) {
+        fd = (int)syscall(SYS_pidfd_open, list[i], 0);
+        e = fd < 0 ? errno : 0;
+      }
+      if (e == EMFILE || e == ENFILE) {
         cut = 1;
         continue;
       }
+      pfd[i] = fd;
       fresh_pids++;
-      pinned += pfd[i] >= 0;
+      pinned += fd >= 0;
+      if (fd < 0 && e != ESRCH && !miss) miss = e;   /* never signalled by its number */
       if (r == 0) r = pid_push(&done, list[i]);
     }
-    for (size_t i = n; cut && pinned > 1 && i-- > 0; ) {
-      if (pfd[i] < 0) continue;            /* a child's pin holds no fd */
-      close(pfd[i]);
-      pfd[i] = -1;
-      for (size_t k = done.n; k-- > 0; )
-        if (done.p[k] == list[i]) { done.p[k] = done.p[--done.n]; break; }
-      fresh_pids--;
-      pinned--;
-      break;
-    }
     if (cut && !pinned && !children && r == 0) r = -EMFILE;
-    if (fresh_pids && r == 0 && (r = procs_of(cg, dfd, below, &again, &n2)) == 0) {
+    while (fresh_pids && r == 0) {
+      r = procs_of(cg, dfd, below, &again, &n2);
+      if ((r != -EMFILE && r != -ENFILE) || !(pinned > 1 || (pinned && children))) break;
+      for (size_t i = n; i-- > 0; ) {
+        if (pfd[i] < 0) continue;          /* a child's pin holds no fd */
+        close(pfd[i]);
+        pfd[i] = -1;
+        for (size_t k = done.n; k-- > 0; )
+          if (done.p[k] == list[i]) { done.p[k] = done.p[--done.n]; break; }
+        fresh_pids--;
+        pinned--;
+        cut = 1;
+        break;
+      }
+      r = 0;
+    }
+    if (fresh_pids && r == 0) {
       for (size_t i = 0; i < n; i++) {
-        if ((pfd[i] >= 0 || pfd[i] == PIN_CHILD) && listed(again, n2, list[i]) &&
-            (pfd[i] == PIN_CHILD ? kill(list[i], sig) : (int)syscall(SYS_pidfd_send_signal, pfd[i], sig, NULL, 0)) == 0)
+        if ((pfd[i] < 0 && pfd[i] != PIN_CHILD) || !listed(again, n2, list[i])) continue;
+        if ((pfd[i] == PIN_CHILD ? kill(list[i], sig) : (int)syscall(SYS_pidfd_send_signal, pfd[i], sig, NULL, 0)) == 0)
           count++;
+        else if (errno != ESRCH && !miss)
+          miss = errno;
       }
     }
     for (size_t i = 0; i < n; i++)
@@ -386,6 +456,8 @@ static int kill_now(orch__cgroup *cg, int sig, int flags, const pid_t *skip, siz
   free(list);
   if (fresh) close(dfd);
   free(done.p);
+  if (signalled) *signalled = count;
+  if (r == 0 && miss) r = -miss;
   return r < 0 ? r : count;
 }
 

@@ -673,9 +673,15 @@ static int cg_kill(lua_State *L) {
     if (orch__opt_boolean(L, 3, "list", 0)) flags |= ORCH__CG_KILL_LIST;
     nskip = kill_except(L, 3, skip);
   }
-  int r = orch__cg_kill(&o->cg, sig, flags, skip, nskip);
+  int sent, r = orch__cg_kill(&o->cg, sig, flags, skip, nskip, &sent);
   if (r == -EPERM)
     return orch__failf(L, "EPERM", "cgroup.kill: %s: refusing to signal the cgroup orch runs in", o->cg.path);
+  if (r < 0 && sent > 0) {
+    /* Some processes have the signal: how many is a 4th value. */
+    orch__fail_errno(L, -r, "cgroup.kill: %s: %d signalled, not every one", o->cg.path, sent);
+    lua_pushinteger(L, sent);
+    return 4;
+  }
   if (r < 0) return fail_path(L, "cgroup.kill", o->cg.path, -r);
   lua_pushinteger(L, r);
   return 1;
@@ -717,8 +723,9 @@ static int cgroup_kill_rest(lua_State *L) {
     lua_Integer pid = lua_tointeger(L, -1);
     if (o && o->cg.path && pid > 0 && pid <= INT32_MAX) {
       pid_t skip = (pid_t)pid;
-      int r = orch__cg_kill(&o->cg, sig, flags, &skip, 1);
-      if (r > 0) count += r;
+      int sent;
+      orch__cg_kill(&o->cg, sig, flags, &skip, 1, &sent);
+      count += sent;
     }
     lua_pop(L, 2);
   }

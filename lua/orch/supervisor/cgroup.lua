@@ -752,7 +752,11 @@ function M.signal(run, sig, except)
     opts = EXCEPT
     opts.except = except
   end
-  local n = cg:kill(sig, opts)
+  -- (A kill that reached some processes and failed to reach others says
+  -- how many it reached in its 4th value: the caller's own signal would
+  -- be a second one to those.)
+  local n, _, _, sent = cg:kill(sig, opts)
+  n = n or sent
   return n ~= nil and n > 0
 end
 
@@ -1145,12 +1149,17 @@ function M.close(S)
       S:log(string.format("stopping what is left in orch's cgroup tree %s (no service's run): %s", base:dir(),
         #pids > 0 and table.concat(pids, " ") or "(not listed)"))
       local function say(why) S:log("cannot wait for orch's cgroup tree to empty (" .. why .. "): reading it every 0.1s") end
-      -- (A TERM that reached nothing, its listing and pidfds short of fds
-      -- even with the kill reserve, is no reason to wait: KILL at once, one
-      -- write to cgroup.kill; so with a run's process stuck in the tree.)
-      local n, kerr = nil, nil
-      if not next(known) then n, kerr = base:kill(DROP_STOP.signal) end
-      if kerr then S:log("orch's cgroup tree: " .. DROP_STOP.signal .. " not sent (" .. tostring(kerr) .. "): sending KILL") end
+      -- (A TERM that reached nothing is no reason to wait: KILL at once,
+      -- one write to cgroup.kill; so with a run's process stuck in the
+      -- tree. One that reached some of it, not all (a process it could
+      -- not pin), is waited for as any, and KILL follows.)
+      local n, kerr, _, sent
+      if not next(known) then n, kerr, _, sent = base:kill(DROP_STOP.signal) end
+      if kerr then
+        S:log("orch's cgroup tree: " .. DROP_STOP.signal .. " not sent to every process (" .. tostring(kerr) .. "): "
+          .. ((sent or 0) > 0 and "KILL after " .. DROP_STOP.timeout .. " s" or "sending KILL"))
+      end
+      n = n or sent
       if not (n and n > 0 and wait_empty(base, DROP_STOP.timeout, say)) then
         base:kill()
         wait_empty(base, next(known) and 0.5 or DROP_STOP.kill_timeout, say)
