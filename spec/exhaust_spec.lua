@@ -168,6 +168,47 @@ describe("orch's cgroup tree at shutdown", function()
   end)
 end)
 
+describe("an adopted fd holder at shutdown", function()
+  -- A holder orch took over from a killed orch is not orch's child: it
+  -- ended only of its bye, and a bye that could not go (orch's end of the
+  -- conversation not opened for want of fds, the holder's socket file
+  -- removed) left it running until orch killed it 5 s later.
+  it("is TERMed when its bye cannot go, and ends of it at once", function()
+    local policy = [[
+      local sup = require "orch.supervisor"
+      sup.service { name = "a", cmd = { "sleep", "1000" } }
+      sup.run()
+    ]]
+    local o = start("1024:1024", policy)
+    local o2, a, fdh
+    local parent = require("orch.supervisor.cgroup").socket_parent(o.sock)
+    finally(function()
+      for _, x in ipairs({ o, o2 }) do
+        if x and h.alive(x.pid) then os.execute("kill -KILL " .. x.pid) end
+      end
+      if a then os.execute("kill -KILL " .. a .. " 2>/dev/null") end
+      if fdh and h.alive(fdh) then os.execute("kill -KILL " .. fdh) end
+      h.remove_cgroup_tree(parent)
+    end)
+    a = u.until_true(function() return u.status(o).a.pid end, "a running")
+    fdh = u.until_true(function()
+      local pid = holder_of(o)
+      return pid and h.holds_pipes(pid, { a }) and pid
+    end, "the fd holder to hold a's pipe")
+    os.execute("kill -KILL " .. o.pid)
+    u.until_true(function() return gone(o.pid) end, "orch to die")
+    o2 = start("1024:1024", policy, nil, o)
+    u.until_true(function() return h.slurp(o.dir .. "/err"):find("a: adopted pid " .. a, 1, true) end, "a adopted")
+    assert(os.remove(o.sock .. ".holder"))
+    os.execute("kill -TERM " .. o2.pid)
+    u.until_true(function() return gone(o2.pid) end, "orch to exit")
+    local err = h.slurp(o.dir .. "/err")
+    assert.matches("every service is stopped", err, 1, true)
+    assert.is_nil(err:find("fd holder %(pid %d+%)[^\n]*killed"), err)
+    assert.is_false(h.alive(fdh), err)
+  end)
+end)
+
 -- cg:kill with another signal than KILL lists the tree and pins each
 -- process with a pidfd, then lists again to confirm the pins. At EMFILE
 -- that second listing (an fd for the directory, one for each cgroup below

@@ -262,15 +262,24 @@ end
 
 --- Ends the holder: "bye", and TERM to its process (a holder that has not
 -- bound its socket yet never reads the bye, and as orch's child it would
--- keep orch's loop alive). It is kept in P.ending until persist's clean end
--- has seen it gone (holder.close).
+-- keep orch's loop alive). An adopted holder (a killed orch's, or ours
+-- before `orch ctl reexec`: not orch's child) is TERMed, by its pid and
+-- start time, when the bye cannot go: orch's end of the conversation
+-- cannot be opened (out of fds), or the holder's socket is gone (its file
+-- removed) or full. It used to get neither, and was killed 5 s later. It
+-- is kept in P.ending until persist's clean end has seen it gone
+-- (holder.close).
 function holder.stop(P)
   local h = P.holder
   if not h then return end
   P.holder, P.held = nil, {}
   local d = client(P)
-  if d then d:send(ctl().encode{ op = "bye" }, P.holder_path) end
-  if h.proc and h.proc:running() then h.proc:kill("TERM") end
+  local said = d and d:send(ctl().encode{ op = "bye" }, P.holder_path)
+  if h.proc then
+    if h.proc:running() then h.proc:kill("TERM") end
+  elseif not said and h.pid and h.start then
+    orch.kill(h.pid, "TERM", h.start)
+  end
   local ending = {}
   for _, e in ipairs(P.ending or {}) do
     if holder.alive(e) then ending[#ending + 1] = e end
