@@ -365,7 +365,11 @@ static pid_t masked_pid;   /* the process whose threadpool was started masked */
 /* Lazily, at the first use of the pool in this process (a fork child's
  * libuv starts a pool of its own): an orch that never uses the pool never
  * starts its threads. Where they cannot be made, nothing is started, the
- * caller fails with the error, and the next use tries again. */
+ * caller fails with the error, and the next use tries again. A supervisor
+ * starts it at sup.run (orch.signal._threadpool), while its threads can
+ * be made: the probe cannot hold what it probed until libuv makes its own
+ * threads, and a process of the same cgroup that took the last pids in
+ * between (a service's fork bomb) had libuv abort orch. */
 int orch__threadpool_start(void) {
   if (masked_pid == getpid()) return 0;
   int r = threadpool_mask();
@@ -489,6 +493,15 @@ static int signal_sighold(lua_State *L) { return hold_or_release(L, SIG_BLOCK, "
 static int signal_sigrelse(lua_State *L) { return hold_or_release(L, SIG_UNBLOCK, "signal.sigrelse"); }
 
 /* orch.signal.raise(sig): the signal to the loop thread, as raise(3). */
+/* orch.signal._threadpool() -> true, or nil, msg, "EAGAIN" (internal: the
+ * supervisor's start, see orch__threadpool_start). */
+static int signal_threadpool(lua_State *L) {
+  int r = orch__threadpool_start();
+  if (r < 0) return orch__fail_errno(L, -r, "threadpool: cannot start its threads");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int signal_raise(lua_State *L) {
   int sig = orch__checksignal(L, 1);
   orch__check_nargs(L, 1);
@@ -684,7 +697,7 @@ int orch__open_signal(lua_State *L) {
     {"name", signal_name}, {"number", signal_number}, {"protect", signal_protect},
     {"protected", signal_protected}, {"sigprocmask", signal_sigprocmask},
     {"sigpending", signal_sigpending}, {"sighold", signal_sighold}, {"sigrelse", signal_sigrelse},
-    {"raise", signal_raise}, {NULL, NULL}
+    {"raise", signal_raise}, {"_threadpool", signal_threadpool}, {NULL, NULL}
   };
   lua_newtable(L);
   luaL_newlib(L, sigfns);

@@ -1062,6 +1062,12 @@ local function new(main)
 
   run_body = function()
     sup.handle_signals()
+    -- libuv's thread pool now, while its threads can be made: libuv aborts
+    -- orch when it cannot make them, and a pids limit reached later (a
+    -- service's fork bomb in orch's cgroup) would kill the supervisor at
+    -- its first host name resolved. (At the limit already: each use probes
+    -- first, and fails with EAGAIN.)
+    orch.signal._threadpool()
     -- A pid namespace without a /proc of its own: said once (and in every
     -- status), since what orch reads there goes through pidfds and some of
     -- it cannot be read at all.
