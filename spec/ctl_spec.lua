@@ -4,6 +4,7 @@
 local h = require "spec.helper"
 local orch = h.orch
 local ctl = require "orch.ctl"
+local repl = require "orch.repl"
 local sd = require "orch.sdnotify"
 local cjson = require "cjson"
 
@@ -734,8 +735,9 @@ describe("a big eval reply", function()
         assert.are.equal('"' .. string.rep("x", ctl.MAX_OUTPUT - 1) .. "... (truncated)", r.result)
         -- Quoting all 20 MB held the loop (every client, the supervisor)
         -- for 0.5 s, 5 s with control bytes (then the Lua time budget
-        -- ended it with an error).
-        assert.is_true(math.tointeger(tonumber(spied.result)) <= ctl.MAX_OUTPUT, spied.result)
+        -- ended it with an error). (The formatter's limit runs a line's
+        -- width past MAX_OUTPUT: see repl.lua's state.)
+        assert.is_true(math.tointeger(tonumber(spied.result)) <= ctl.MAX_OUTPUT + repl.WIDTH + 1, spied.result)
         -- A client that reads its big reply slowly (control bytes: 1.5 MB
         -- of JSON, more than the socket holds) holds no other: once it has
         -- the reply's first KiB and reads no more, a ping on another
@@ -751,6 +753,45 @@ describe("a big eval reply", function()
         r = cjson.decode(head .. rest)
         assert.is_true(r.ok, r.error)
         assert.are.equal(('"' .. string.rep("\\1", ctl.MAX_OUTPUT)):sub(1, ctl.MAX_OUTPUT) .. "... (truncated)", r.result)
+        a:close()
+      end)
+    end)
+  end)
+
+  it("holding a big string in a table is formatted only as far as the reply shows it", function()
+    with_orch(POLICY, function(o)
+      h.run(function()
+        local a = assert(ctl.connect(o.sock))
+        -- The spy on string.gsub again, and values whose __tostring counts
+        -- its calls: a 20 MB string in a table, then 150 such values.
+        local r = assert(a:request{ cmd = "eval", code = [[
+          local gsub = string.gsub
+          SPY = { gsub = gsub, longest = 0, shown = 0 }
+          string.gsub = function(s, ...)
+            if type(s) == "string" and #s > SPY.longest then SPY.longest = #s end
+            return gsub(s, ...)
+          end
+          BIG = string.rep("x", 20 * 1024 * 1024)
+          local counted = setmetatable({}, { __tostring = function() SPY.shown = SPY.shown + 1 return "c" end })
+          T = { BIG }
+          for i = 2, 151 do T[i] = counted end
+        ]] })
+        assert.is_true(r.ok, r.error)
+        local nested = assert(a:request{ cmd = "eval", code = "return { a = { BIG } }" })
+        r = assert(a:request{ cmd = "eval", code = "return T" })
+        local spied = assert(a:request{ cmd = "eval", code = "string.gsub = SPY.gsub return SPY.longest, SPY.shown" })
+        assert.is_true(nested.ok, nested.error)
+        assert.is_true(r.ok, r.error)
+        -- What the whole text starts with (broken over lines: too wide).
+        assert.are.equal(('{\n  a = {\n    "' .. string.rep("x", ctl.MAX_OUTPUT)):sub(1, ctl.MAX_OUTPUT) .. "... (truncated)",
+          nested.result)
+        assert.are.equal(('{\n  "' .. string.rep("x", ctl.MAX_OUTPUT)):sub(1, ctl.MAX_OUTPUT) .. "... (truncated)", r.result)
+        -- Without the limit each eval quoted all 20 MB (1.2 s of orch's
+        -- loop) and T's 150 values were formatted too, past the cut; the
+        -- limit lets the quoting run a line's width past MAX_OUTPUT.
+        local longest, shown = spied.result:match("^(%d+)\t(%d+)$")
+        assert.is_true(math.tointeger(longest) <= ctl.MAX_OUTPUT + repl.WIDTH + 1, spied.result)
+        assert.are.equal("0", shown)
         a:close()
       end)
     end)

@@ -27,6 +27,33 @@ local function quote(s)
   return '"' .. s:gsub('[%c"\\]', ESCAPE) .. '"'
 end
 
+-- A limit on the text made (opts.limit): o.left counts down what may still
+-- be made, a lower bound of where each piece lands in the whole text (what
+-- it counts is all there; indentation is not counted). Once it is spent
+-- nothing more is made: a string is quoted only as far as the limit
+-- reaches (without its closing quote), a table walked no further. Before,
+-- `return {S}` with S 20 MB of byte 1 was quoted whole to show its first
+-- MiB, and held orch's loop (every ctl client, the supervisor) 1.2 s.
+-- What is made is the whole text's start (see M.pretty for why).
+
+-- s, or its first o.left bytes when it is longer.
+local function fit(o, s)
+  local left = o.left
+  if left == nil or #s <= left then return s end
+  return s:sub(1, left > 0 and left or 0)
+end
+
+-- Counts s as made; s.
+local function made(o, s)
+  if o.left then o.left = o.left - #s end
+  return s
+end
+
+-- True once nothing more may be made.
+local function spent(o)
+  return o.left ~= nil and o.left <= 0
+end
+
 local keywords = {}
 for w in ([[and break do else elseif end false for function goto if in local nil not or
            repeat return then true until while]]):gmatch("%a+") do keywords[w] = true end
@@ -67,10 +94,12 @@ local function entries(t)
 end
 
 local function pretty_table(t, depth, indent, seen, opts)
-  if seen[t] then return "<cycle " .. tostring(t) .. ">" end
+  if seen[t] then return made(opts, fit(opts, "<cycle " .. tostring(t) .. ">")) end
   local src = entries(t)
-  if depth >= opts.depth then return next(src) == nil and "{}" or "{...}" end
+  if depth >= opts.depth then return made(opts, fit(opts, next(src) == nil and "{}" or "{...}")) end
   seen[t] = true
+  -- "{ " or "{\n" before the first entry, ", " or ",\n" between two.
+  made(opts, "{ ")
   local parts = {}
   local n = rawlen(src)
   local count = 0
@@ -78,23 +107,32 @@ local function pretty_table(t, depth, indent, seen, opts)
   for i = 1, n do
     count = count + 1
     if count > opts.items then more = more + 1
-    else parts[#parts + 1] = pretty_value(rawget(src, i), depth + 1, indent .. "  ", seen, opts) end
+    elseif spent(opts) then break
+    else
+      if count > 1 then made(opts, ", ") end
+      parts[#parts + 1] = pretty_value(rawget(src, i), depth + 1, indent .. "  ", seen, opts)
+    end
   end
   local keys = {}
-  for k in next, src do
-    if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+  if not spent(opts) then
+    for k in next, src do
+      if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+    end
+    table.sort(keys, key_less)
   end
-  table.sort(keys, key_less)
   for _, k in ipairs(keys) do
     count = count + 1
     if count > opts.items then more = more + 1
+    elseif spent(opts) then break
     else
-      local ks = is_identifier(k) and k or
+      if count > 1 then made(opts, ", ") end
+      local ks = is_identifier(k) and made(opts, fit(opts, k)) or
         ("[" .. pretty_value(k, depth + 1, indent .. "  ", seen, opts) .. "]")
-      parts[#parts + 1] = ks .. " = " .. pretty_value(rawget(src, k), depth + 1, indent .. "  ", seen, opts)
+      if spent(opts) then parts[#parts + 1] = ks break end
+      parts[#parts + 1] = ks .. made(opts, " = ") .. pretty_value(rawget(src, k), depth + 1, indent .. "  ", seen, opts)
     end
   end
-  if more > 0 then parts[#parts + 1] = "... (" .. more .. " more)" end
+  if more > 0 and not spent(opts) then parts[#parts + 1] = made(opts, fit(opts, "... (" .. more .. " more)")) end
   seen[t] = nil
   if #parts == 0 then return "{}" end
   local flat = "{ " .. table.concat(parts, ", ") .. " }"
@@ -105,14 +143,17 @@ end
 
 function pretty_value(v, depth, indent, seen, opts)
   local tv = type(v)
-  if tv == "string" then return quote(v)
+  if tv == "string" then
+    local f = fit(opts, v)
+    local q = quote(f)
+    return made(opts, #f < #v and q:sub(1, -2) or q)
   elseif tv == "table" and not has_tostring(v) then return pretty_table(v, depth, indent, seen, opts)
   elseif tv == "number" and math.type(v) == "float" and v == math.floor(v) and v == v
     and v > -0x1p53 and v < 0x1p53 then
-    return string.format("%.1f", v)
+    return made(opts, string.format("%.1f", v))
   end
   local ok, s = pcall(tostring, v)
-  return ok and tostring(s) or ("<" .. tv .. ": __tostring failed>")
+  return made(opts, fit(opts, ok and tostring(s) or ("<" .. tv .. ": __tostring failed>")))
 end
 
 -- Raises "bad argument #n to 'fname' (<want> expected, got <type>)" unless
@@ -124,29 +165,50 @@ local function check_arg(fname, n, v, want)
     (want:gsub("|nil$", ""):gsub("|", " or ")), v == nil and "no value" or t), 3)
 end
 
-local pretty_opts = { depth = "count", items = "count", width = "count" }
+local pretty_opts = { depth = "count", items = "count", width = "count", limit = "count" }
 local function check_pretty_opts(fname, n, opts)
   require("orch.check").options(fname, n, opts, pretty_opts, 2)
 end
 
---- Formats any value for display: strings quoted, tables expanded up to
--- `depth` levels (deeper ones shown as {...}), at most `items` entries per
--- table, cycles marked.
-function M.pretty(v, opts)
-  check_pretty_opts("pretty", 2, opts)
+-- The formatting state of one call: its options and, with a limit, what
+-- may still be made. A table is laid out on one line when that line fits
+-- `width`, so one cut short may fit where the whole one did not; each one
+-- that does starts within `width` of where the cut is, so counting
+-- `limit + width` keeps every difference past the first `limit` bytes.
+local function state(opts)
   opts = opts or {}
   local o = { depth = opts.depth or M.MAX_DEPTH, items = opts.items or M.MAX_ITEMS,
               width = opts.width or M.WIDTH }
-  return pretty_value(v, 0, "", {}, o)
+  if opts.limit then
+    o.left = opts.limit < math.maxinteger - o.width - 1 and opts.limit + o.width + 1 or math.maxinteger
+  end
+  return o
+end
+
+--- Formats any value for display: strings quoted, tables expanded up to
+-- `depth` levels (deeper ones shown as {...}), at most `items` entries per
+-- table, cycles marked. With `limit`, formats only about `limit` bytes:
+-- the text's first `limit` bytes are the whole text's, and it is longer
+-- than `limit` when anything was left out.
+function M.pretty(v, opts)
+  check_pretty_opts("pretty", 2, opts)
+  return pretty_value(v, 0, "", {}, state(opts))
 end
 
 --- Formats a packed list of results (t.n values) separated by tabs; "" when
--- there are none.
+-- there are none. `limit` bounds all of it, as for pretty.
 function M.pretty_results(t, opts)
   check_arg("pretty_results", 1, t, "table")
   check_pretty_opts("pretty_results", 2, opts)
+  local o = state(opts)
   local out = {}
-  for i = 1, t.n or #t do out[i] = M.pretty(t[i], opts) end
+  for i = 1, t.n or #t do
+    if i > 1 then
+      if spent(o) then break end
+      made(o, "\t")
+    end
+    out[i] = pretty_value(t[i], 0, "", {}, o)
+  end
   return table.concat(out, "\t")
 end
 
