@@ -796,6 +796,30 @@ describe("a big eval reply", function()
       end)
     end)
   end)
+
+  it("of print output shows its first MAX_OUTPUT bytes, of a line longer than that too", function()
+    with_orch(POLICY, function(o)
+      h.run(function()
+        local a = assert(ctl.connect(o.sock))
+        local M = ctl.MAX_OUTPUT
+        local function output(code)
+          local r = assert(a:request{ cmd = "eval", code = code })
+          assert.is_true(r.ok, r.error)
+          return r.output
+        end
+        -- One line longer than MAX_OUTPUT showed nothing of it, only the
+        -- note; a line that went past MAX_OUTPUT after others, nothing of
+        -- it either.
+        assert.are.equal(string.rep("y", M) .. "\n... (output truncated)",
+          output(("print(string.rep('y', %d)) print('z')"):format(M + 10)))
+        assert.are.equal("a\n" .. string.rep("y", M - 2) .. "\n... (output truncated)",
+          output(("print('a') print(string.rep('y', %d)) print('z')"):format(M)))
+        -- Exactly MAX_OUTPUT bytes are all there is: no note.
+        assert.are.equal("a\n" .. string.rep("y", M - 2), output(("print('a') print(string.rep('y', %d))"):format(M - 2)))
+        a:close()
+      end)
+    end)
+  end)
 end)
 
 describe("the control socket out of file descriptors", function()

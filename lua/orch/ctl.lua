@@ -664,15 +664,27 @@ end
 -- eval: the code runs in a task of this Lua state, with print captured.
 function handlers.eval(srv, req, cs)
   if type(req.code) ~= "string" then return fail("'eval' needs 'code' (a string)") end
-  local out, size, running = {}, 0, true
+  -- The output is the printed lines joined by newlines, its first
+  -- MAX_OUTPUT bytes (size: how many it holds; cut: more were printed). A
+  -- line that goes past them is kept up to there: one line longer than
+  -- MAX_OUTPUT showed nothing but the note.
+  local out, size, cut, running = {}, 0, false, true
   local env = setmetatable({}, { __index = _G, __newindex = _G })
   rawset(env, "print", function(...)
     if not running then return print(...) end
     local t = {}
     for i = 1, select("#", ...) do t[i] = tostring((select(i, ...))) end
+    if cut then return end
     local s = table.concat(t, "\t")
-    size = size + #s + 1
-    if size <= ctl.MAX_OUTPUT then out[#out + 1] = s end
+    local sep = #out > 0 and 1 or 0
+    local room = ctl.MAX_OUTPUT - size - sep
+    if #s > room then
+      if room >= 0 then out[#out + 1] = s:sub(1, room) end
+      cut = true
+    else
+      out[#out + 1] = s
+      size = size + sep + #s
+    end
   end)
   if req.chunkname ~= nil and type(req.chunkname) ~= "string" then
     return fail("'eval': 'chunkname' must be a string")
@@ -700,7 +712,7 @@ function handlers.eval(srv, req, cs)
   running = false
   watcher:cancel()
   local output = table.concat(out, "\n")
-  if size > ctl.MAX_OUTPUT then output = output .. "\n... (output truncated)" end
+  if cut then output = output .. "\n... (output truncated)" end
   if t:status() == "cancelled" then
     return { ok = false, error = "interrupted", code = "ECANCELED", output = output }
   end
