@@ -48,7 +48,11 @@ describe("a shutdown's scheduler slice", function()
       local p = assert(orch.spawn { h.bin, "run", script, stdout = "null", stderr = dir .. "/err",
         env = { ORCH_SPEC_RUN = token, ORCH_SOCKET = dir .. "/ctl.sock" } })
       local ok, err = pcall(function()
-        eventually(function() return io.open(dir .. "/up") ~= nil end, "both services running", 60)
+        -- Running is not enough: each must have blocked its stop signal
+        -- (it writes its pid once it has), or the TERM may end it at once.
+        eventually(function()
+          return io.open(dir .. "/up") ~= nil and h.slurp(dir .. "/a") ~= nil and h.slurp(dir .. "/b") ~= nil
+        end, "both services running, their stop signal blocked", 60)
         local default = slice_of(p.pid)
         assert.are.equal(HAS_SLICE, default ~= nil)
         assert.are_not.equal(100000, default, "orch's slice before its shutdown")
