@@ -710,6 +710,73 @@ sup.run()
       assert.truthy(err:find("--no-block and --wait cannot go together", 1, true), err)
     end)
   end)
+
+  it("restart: waits for the exit by default, returns at once with --no-block, gives up after --wait=SECONDS", function()
+    -- hold as above, but each process (its pid added to DIR/up) until
+    -- DIR/release.<its pid>: the one a restart starts holds too. Every
+    -- one is released at the end, whether the test fails or not.
+    local src = HOLD:gsub('echo up > " %.%. DIR %.%. "/up; while %[ ! %-e " %.%. DIR %.%. "/release %]',
+      'echo $$ >> " .. DIR .. "/up; while [ ! -e " .. DIR .. "/release.$$ ]')
+    assert.are_not.equal(HOLD, src)
+    local function release_all(o)
+      for p in h.slurp(o.dir .. "/up"):gmatch("%d+") do h.write(o.dir .. "/release." .. p, "") end
+    end
+    with_orch(src, function(o)
+      local ok, err = pcall(function()
+        local pid = until_true(function()
+          local s = status(o).hold
+          return s and s.state == "running" and h.slurp(o.dir .. "/up") ~= "" and s.pid
+        end, "hold running")
+        -- --no-block: the restart is under way, the old process still there.
+        local code, out, err = ctl_cli(o, "restart", "hold", "--no-block")
+        assert.are.equal(0, code, err)
+        assert.are.equal("hold: restarting (pid " .. pid .. ")\n", out)
+        assert.is_true(alive(pid))
+        assert.are.equal("stopping", status(o).hold.state)
+        -- --wait=SECONDS: gives up, naming what is still stopping; the
+        -- restart goes on.
+        code, out, err = ctl_cli(o, "restart", "hold", "--wait=0.2")
+        assert.are.equal(1, code, err)
+        assert.are.equal("", out)
+        assert.are.equal("orch ctl: hold (pid " .. pid .. "): still stopping after 0.2 s (the restart goes on)\n", err)
+        assert.is_true(alive(pid))
+        -- The protocol: wait false, a number, or a bad value.
+        h.run(function()
+          local c = assert(ctl.connect(o.sock))
+          local r = assert(c:request{ cmd = "restart", name = "hold", wait = false })
+          assert.is_true(r.ok, r.error)
+          assert.are.same({ { name = "hold", pid = pid } }, { { name = r.restarting[1].name, pid = math.tointeger(r.restarting[1].pid) } })
+          r = assert(c:request{ cmd = "restart", name = "hold", wait = 0 })
+          assert.are.equal("ETIMEDOUT", r.code, r.error)
+          assert.are.equal(pid, math.tointeger(r.stopping[1].pid))
+          r = assert(c:request{ cmd = "restart", name = "hold", wait = "soon" })
+          assert.are.equal("EINVAL", r.code, r.error)
+          assert.are.equal("'wait' must be a number of seconds >= 0, true or false", r.error)
+          c:close()
+        end)
+        assert.is_true(alive(pid))
+        -- Without either: returns once the old process has exited and a new
+        -- one started, however long the stop takes.
+        h.sh(string.format("{ %s ctl --socket %s restart hold >%s/restart.out 2>&1; echo $? >%s/restart.rc; } >/dev/null 2>&1 &",
+          h.shquote(h.bin), h.shquote(o.sock), h.shquote(o.dir), h.shquote(o.dir)))
+        until_true(function() return h.slurp(o.dir .. "/restart.out"):find("waiting for hold", 1, true) end, "the restart's progress")
+        assert.are.equal("", h.slurp(o.dir .. "/restart.rc"), "orch ctl restart returned before hold exited")
+        assert.is_true(alive(pid))
+        h.write(o.dir .. "/release." .. pid, "")
+        until_true(function() return h.slurp(o.dir .. "/restart.rc") ~= "" end, "orch ctl restart's end")
+        assert.are.equal("0\n", h.slurp(o.dir .. "/restart.rc"))
+        local new = status(o).hold
+        assert.matches("hold: restarted %(%a+, pid " .. new.pid .. "%)\nrestarted: hold\n$", h.slurp(o.dir .. "/restart.out"))
+        assert.is_false(alive(pid))
+        assert.are_not.equal(pid, new.pid)
+        code, _, err = ctl_cli(o, "restart", "hold", "--no-block", "--wait=1")
+        assert.are.equal(2, code)
+        assert.truthy(err:find("--no-block and --wait cannot go together", 1, true), err)
+      end)
+      release_all(o)
+      if not ok then error(err, 0) end
+    end)
+  end)
 end)
 
 describe("a big eval reply", function()

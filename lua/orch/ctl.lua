@@ -390,6 +390,28 @@ local function depends_on_of(srv, service, set)
   end
 end
 
+-- The instances a stop that has not ended is still at: those stopping, and
+-- those of the target not stopped yet ({ name, pid }, by name).
+local function still_stopping(srv, target)
+  local named = {}
+  if target ~= "all" then
+    local sup = supervisor(srv)
+    local ok, list = pcall(sup.status, target)
+    if ok and type(list) == "table" then
+      if list.name ~= nil then list = { list } end
+      for _, s in ipairs(list) do named[s.name] = true end
+    end
+  end
+  local out = {}
+  for name, s in pairs(states(srv)) do
+    if not INACTIVE[s.state] and (target == "all" or s.state == "stopping" or named[name]) then
+      out[#out + 1] = { name = name, pid = s.pid }
+    end
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
 local function wait_seconds(req)
   if req.wait == nil or req.wait == false then return nil end
   if req.wait == true then return 60 end
@@ -397,18 +419,46 @@ local function wait_seconds(req)
   return req.wait
 end
 
+-- A stop (or a restart's) that `limit` ended first: an ETIMEDOUT failure
+-- naming what is still stopping, in `stopping`.
+local function still_stopping_failure(srv, req, verb, limit)
+  local list = still_stopping(srv, req.name)
+  local names = {}
+  for i, s in ipairs(list) do
+    names[i] = s.name .. (s.pid and (" (pid " .. tostring(math.tointeger(s.pid) or s.pid) .. ")") or "")
+  end
+  local f = fail(string.format("%s: still stopping after %g s (the %s goes on)",
+    #names > 0 and table.concat(names, ", ") or req.name, limit, verb), "ETIMEDOUT")
+  f.stopping = list
+  return f
+end
+
 -- start / restart: the instances of the target, after the operation; with
--- `wait` (seconds, or true for 60), once each is ready or has failed.
+-- `wait` (seconds, or true for 60), once each is ready or has failed. A
+-- restart replies once the old processes have exited and the new ones
+-- started; with `wait`, at most that late, its stop included (ETIMEDOUT
+-- naming what is still stopping, the restart going on); with
+-- `"wait": false`, as soon as it is under way (`restarting`: what it
+-- stops), as a stop does.
 local function start_like(verb)
   return function(srv, req, cs)
     local bad = check_name(req)
     if bad then return bad end
     local wait = wait_seconds(req)
-    if wait == false then return fail("'wait' must be a number of seconds >= 0 or true") end
+    if wait == false then return fail("'wait' must be a number of seconds >= 0, true or false") end
+    local waited = wait
     local before = states(srv)
     local r, err
     if verb == "restart" then
-      r, err = with_progress(srv, req, cs, function() return sup_call(srv, "restart", req.name) end)
+      local limit = req.wait == false and 0 or wait
+      local since = orch.now()
+      r, err = with_progress(srv, req, cs, function() return sup_call(srv, "restart", req.name) end, limit)
+      if r == TIMED_OUT then
+        if req.wait == false then return { ok = true, restarting = still_stopping(srv, req.name) } end
+        return still_stopping_failure(srv, req, "restart", limit)
+      end
+      -- What is left of `wait` for the new processes to be ready.
+      if wait then wait = math.max(0, wait - (orch.now() - since)) end
     else
       r, err = sup_call(srv, "start", req.name)
     end
@@ -423,7 +473,7 @@ local function start_like(verb)
     local after = states(srv)
     local instances, failed, restarted = {}, {}, {}
     for _, s in ipairs(list) do
-      local why = not_up(s, wait or 0)
+      local why = not_up(s, waited or 0)
       -- Without --wait only a failure already known counts (a spawn that
       -- failed: backoff or fatal with a reason).
       if why and not wait and not ((s.state == "backoff" or s.state == "fatal") and s.reason) then why = nil end
@@ -456,28 +506,6 @@ end
 handlers.start = start_like("start")
 handlers.restart = start_like("restart")
 
--- The instances a stop that has not ended is still at: those stopping, and
--- those of the target not stopped yet ({ name, pid }, by name).
-local function still_stopping(srv, target)
-  local named = {}
-  if target ~= "all" then
-    local sup = supervisor(srv)
-    local ok, list = pcall(sup.status, target)
-    if ok and type(list) == "table" then
-      if list.name ~= nil then list = { list } end
-      for _, s in ipairs(list) do named[s.name] = true end
-    end
-  end
-  local out = {}
-  for name, s in pairs(states(srv)) do
-    if not INACTIVE[s.state] and (target == "all" or s.state == "stopping" or named[name]) then
-      out[#out + 1] = { name = name, pid = s.pid }
-    end
-  end
-  table.sort(out, function(a, b) return a.name < b.name end)
-  return out
-end
-
 -- stop: also names the dependents it stopped; progress lines on request.
 -- It replies once every process has exited; with `"wait": SECONDS`, at
 -- most that late (then ETIMEDOUT with what is still stopping: the stop
@@ -500,16 +528,8 @@ function handlers.stop(srv, req, cs)
   local before = not all and states(srv)
   local r, err = with_progress(srv, req, cs, function() return sup_call(srv, "stop", req.name) end, limit)
   if r == TIMED_OUT then
-    local list = still_stopping(srv, req.name)
-    if req.wait == false then return { ok = true, stopping = list } end
-    local names = {}
-    for i, s in ipairs(list) do
-      names[i] = s.name .. (s.pid and (" (pid " .. tostring(math.tointeger(s.pid) or s.pid) .. ")") or "")
-    end
-    local f = fail(string.format("%s: still stopping after %g s (the stop goes on)",
-      #names > 0 and table.concat(names, ", ") or req.name, limit), "ETIMEDOUT")
-    f.stopping = list
-    return f
+    if req.wait == false then return { ok = true, stopping = still_stopping(srv, req.name) } end
+    return still_stopping_failure(srv, req, "stop", limit)
   end
   if err then return err end
   if all then return { ok = true, also_stopped = {} } end

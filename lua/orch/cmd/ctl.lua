@@ -35,8 +35,13 @@ Commands:
     --no-block            return once the stop is under way
     --wait=SECONDS        wait at most SECONDS; exit 1 naming what is
                           still stopping (the stop goes on)
-  restart NAME|all ...    restart services; lists what restarted
-    --wait[=SECONDS]      as start --wait
+  restart NAME|all ...    restart services: waits until the old processes
+                          have exited (saying so every second) and the new
+                          ones started; lists what restarted
+    --no-block            return once the restart is under way
+    --wait[=SECONDS]      as start --wait, the stop included: exit 1
+                          naming what is still stopping (the restart
+                          goes on) or not ready
   signal NAME SIG         send a signal (TERM, HUP, 9, ...) to a service
   freeze NAME|all ...     freeze every process of a service (its cgroup)
   thaw NAME|all ...       thaw a frozen service
@@ -104,7 +109,7 @@ function M.args(c, help_flag)
       -- --wait or --wait=SECONDS (orch.cli takes the value out first).
       sc:flag("--wait")
     end
-    if d[1] == "stop" then sc:flag("--no-block") end
+    if d[1] == "stop" or d[1] == "restart" then sc:flag("--no-block") end
     if d[1] == "is-active" then sc:flag("-q --quiet") end
     if d[1] == "tail" or d[1] == "events" then
       sc:option("-n --lines"):argname("N")

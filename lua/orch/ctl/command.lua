@@ -168,8 +168,8 @@ local function requests(cmd, o)
         end
       end
     end
-    -- stop: waits for the processes' exits unless --no-block (as systemctl
-    -- stop); --wait=SECONDS bounds that wait.
+    -- stop, restart: wait for the processes' exits unless --no-block (as
+    -- systemctl stop and restart); --wait=SECONDS bounds that wait.
     if o.no_block then
       if o.wait then return nil, "--no-block and --wait cannot go together" end
       wait = false
@@ -208,6 +208,12 @@ local function print_reply(cmd, req, reply)
   local out = io.stdout
   if cmd == "status" then
     for _, l in ipairs(view().format_status(reply.services or {})) do out:write(l, "\n") end
+  elseif cmd == "restart" and type(reply.restarting) == "table" then
+    -- --no-block: the restart is under way, stopping these.
+    for _, i in ipairs(reply.restarting) do
+      out:write(i.name, ": restarting", i.pid and (" (pid " .. tostring(math.tointeger(i.pid) or i.pid) .. ")") or "", "\n")
+    end
+    if #reply.restarting == 0 then out:write(req.name, ": restarting\n") end
   elseif cmd == "start" or cmd == "restart" then
     for _, i in ipairs(reply.instances or {}) do
       local pid = i.pid and (", pid " .. tostring(math.tointeger(i.pid) or i.pid)) or ""
@@ -360,7 +366,7 @@ function M.main(o)
       if not opts.json then
         if cmd == "eval" and reply.output and reply.output ~= "" then io.stdout:write(reply.output, "\n") end
         local named = ((cmd == "start" or cmd == "restart") and reply.instances)
-          or (cmd == "stop" and reply.stopping)
+          or ((cmd == "stop" or cmd == "restart") and reply.stopping)
         errorf("%s%s", (req.name and not named) and (req.name .. ": ") or "", tostring(reply.error))
         if cmd == "restart" and type(reply.restarted) == "table" and #reply.restarted > 0 then
           io.stdout:write("restarted: ", table.concat(reply.restarted, " "), "\n")
