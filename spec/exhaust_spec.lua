@@ -364,7 +364,13 @@ describe("SIGTERM with every fd taken, a service logging to a file", function()
     local o = start("128:128", TAKE .. [[
       local sup = require "orch.supervisor"
       assert(os.execute("mkdir -m 700 " .. DIR .. "/logs"))
-      sup.service { name = "f", cmd = { "sh", "-c", "trap 'echo bye; exit 0' TERM; echo hello; while :; do sleep 0.05; done" },
+      -- (f is an orch with a TERM handler, set before its first line, not
+      -- a shell's trap: dash, forking its next sleep as the TERM came,
+      -- could end of it without running its trap, as 8dd23fd found in the
+      -- take-over test.)
+      sup.service { name = "f", cmd = { orch.exepath(), "-e", "orch.signal.on('TERM', function() "
+        .. "io.stdout:write('bye\\n') io.stdout:flush() os.exit(0) end) "
+        .. "io.stdout:write('hello\\n') io.stdout:flush() orch.sleep(1e6)" },
         log = { dir = DIR .. "/logs" },
         -- Its stop takes every fd first: nothing the stop frees is there
         -- when f's last line comes.
