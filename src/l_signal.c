@@ -492,7 +492,6 @@ static int hold_or_release(lua_State *L, int how, const char *op) {
 static int signal_sighold(lua_State *L) { return hold_or_release(L, SIG_BLOCK, "signal.sighold"); }
 static int signal_sigrelse(lua_State *L) { return hold_or_release(L, SIG_UNBLOCK, "signal.sigrelse"); }
 
-/* orch.signal.raise(sig): the signal to the loop thread, as raise(3). */
 /* orch.signal._threadpool() -> true, or nil, msg, "EAGAIN" (internal: the
  * supervisor's start, see orch__threadpool_start). */
 static int signal_threadpool(lua_State *L) {
@@ -502,6 +501,7 @@ static int signal_threadpool(lua_State *L) {
   return 1;
 }
 
+/* orch.signal.raise(sig): the signal to the loop thread, as raise(3). */
 static int signal_raise(lua_State *L) {
   int sig = orch__checksignal(L, 1);
   orch__check_nargs(L, 1);
