@@ -16,12 +16,17 @@ M.WIDTH = 78
 
 -- What quote writes for each byte it escapes (a table: gsub looks it up in
 -- C, where a function cost a Lua call per byte: 1 MiB of control bytes
--- took 0.27 s); bytes from 128 up are kept as they are.
-local ESCAPE = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r", ['"'] = '\\"', ["\\"] = "\\\\" }
-for b = 0, 127 do
-  local c = string.char(b)
-  if c:match("%c") and not ESCAPE[c] then ESCAPE[c] = string.format("\\%d", b) end
-end
+-- took 0.27 s); bytes from 128 up are kept as they are. Written out, not
+-- made by a loop: this chunk runs where orch.repl is first required, under
+-- whatever Lua time budget is set there (a loop over 128 bytes ran past
+-- budget_spec's 10 us in a supervisor's start).
+local ESCAPE = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r", ['"'] = '\\"', ["\\"] = "\\\\",
+  ["\0"] = "\\0", ["\1"] = "\\1", ["\2"] = "\\2", ["\3"] = "\\3", ["\4"] = "\\4", ["\5"] = "\\5",
+  ["\6"] = "\\6", ["\7"] = "\\7", ["\8"] = "\\8", ["\11"] = "\\11", ["\12"] = "\\12",
+  ["\14"] = "\\14", ["\15"] = "\\15", ["\16"] = "\\16", ["\17"] = "\\17", ["\18"] = "\\18",
+  ["\19"] = "\\19", ["\20"] = "\\20", ["\21"] = "\\21", ["\22"] = "\\22", ["\23"] = "\\23",
+  ["\24"] = "\\24", ["\25"] = "\\25", ["\26"] = "\\26", ["\27"] = "\\27", ["\28"] = "\\28",
+  ["\29"] = "\\29", ["\30"] = "\\30", ["\31"] = "\\31", ["\127"] = "\\127" }
 
 local function quote(s)
   return '"' .. s:gsub('[%c"\\]', ESCAPE) .. '"'
