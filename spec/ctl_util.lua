@@ -142,4 +142,30 @@ function FREE()
 end
 ]]
 
+--- The state record of control socket sock and its journal, as the next
+-- orch reads them (persist.recover's merge): name -> entry, and the
+-- record. A spawn's line (tab-separated) is an entry { name, pid, state =
+-- "running" }. nil while there is no whole record to read (it is replaced
+-- atomically: a cut one is a record being made, not a state).
+function u.recorded(sock)
+  local ok, r = pcall(cjson.decode, h.slurp(sock .. ".state"))
+  if not ok or type(r) ~= "table" or type(r.instances) ~= "table" then return nil end
+  local by = {}
+  for _, e in ipairs(r.instances) do by[e.name] = e end
+  local j = h.slurp(sock .. ".journal")
+  if math.tointeger(tonumber(j:match("^#gen (%d+)\n"))) == math.tointeger(r.gen) then
+    for line in j:gmatch("[^\n]+") do
+      if line:sub(1, 1) == "{" then
+        -- (The last line may be cut by a write in progress: skipped.)
+        local okl, e = pcall(cjson.decode, line)
+        if okl and type(e) == "table" and type(e.name) == "string" then by[e.name] = not e.gone and e or nil end
+      elseif line:sub(1, 1) ~= "#" then
+        local name, pid = line:match("^([^\t]+)\t(%d+)\t")
+        if name then by[name] = { name = name, pid = math.tointeger(tonumber(pid)), state = "running" } end
+      end
+    end
+  end
+  return by, r
+end
+
 return u

@@ -144,24 +144,10 @@ end
 -- What the record and its journal name, as the next orch reads them:
 -- name -> pid (false: an entry without a process), and the record.
 local function recorded(t)
-  local r = record(t)
-  if not r then return nil end
+  local entries, r = u.recorded(t.sock)
+  if not entries then return nil end
   local by = {}
-  for _, e in ipairs(r.instances) do by[e.name] = math.tointeger(e.pid) or false end
-  local j = slurp(t.sock .. ".journal")
-  if math.tointeger(tonumber(j:match("^#gen (%d+)\n"))) == math.tointeger(r.gen) then
-    for line in j:gmatch("[^\n]+") do
-      if line:sub(1, 1) == "{" then
-        local ok, e = pcall(cjson.decode, line)
-        if ok and type(e) == "table" and type(e.name) == "string" then
-          if e.gone then by[e.name] = nil else by[e.name] = math.tointeger(e.pid) or false end
-        end
-      else
-        local name, pid = line:match("^([^\t]+)\t(%d+)\t")
-        if name then by[name] = math.tointeger(tonumber(pid)) end
-      end
-    end
-  end
+  for name, e in pairs(entries) do by[name] = math.tointeger(e.pid) or false end
   return by, r
 end
 

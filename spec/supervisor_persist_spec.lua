@@ -7,29 +7,9 @@
 -- "faster than one restart per 5 ms" (a spawn defers the sync 5 ms) holds
 -- in every run; the processes, the socket and the files are real.
 local h = require "spec.helper"
-local cjson = require "cjson"
 local u = require "spec.ctl_util"
 
--- name -> entry (a table) of the record and its journal, as the next orch
--- reads them; nil while there is no record.
-local function recorded(sock)
-  local text = h.slurp(sock .. ".state") or ""
-  if text == "" then return nil end
-  local ok, r = pcall(cjson.decode, text)
-  if not ok then return nil end        -- (replaced atomically: never half)
-  local by = {}
-  for _, e in ipairs(r.instances) do by[e.name] = e end
-  local j = h.slurp(sock .. ".journal") or ""
-  if math.tointeger(tonumber(j:match("^#gen (%d+)\n"))) == math.tointeger(r.gen) then
-    for line in j:gmatch("[^\n]+") do
-      if line:sub(1, 1) == "{" then
-        local okl, e = pcall(cjson.decode, line)
-        if okl and type(e) == "table" and type(e.name) == "string" then by[e.name] = not e.gone and e or nil end
-      end
-    end
-  end
-  return by
-end
+local recorded = u.recorded
 
 describe("the state record", function()
   it("reaches disk within a bounded time while a crash loop restarts faster than one restart per 5 ms", function()

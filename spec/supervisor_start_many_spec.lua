@@ -161,7 +161,6 @@ describe("the log lines of a start of many", function()
     -- change reached SOCKET.state again: not even the first record.
     local c = require "spec.ctl_util"
     local h = require "spec.helper"
-    local cjson = require "cjson"
     local o = c.start([[
 local sup = require "orch.supervisor"
 sup.configure{ log = false }
@@ -187,20 +186,7 @@ end)
       c.until_true(function() return c.status(o).s39.state == "running" end, "s39 running")
       assert.are.equal(0, (c.ctl_cli(o, "stop", "s39")))
       c.until_true(function()
-        local text = h.slurp(o.sock .. ".state") or ""
-        if text == "" then return false end
-        local r = cjson.decode(text)
-        local by = {}
-        for _, e in ipairs(r.instances) do by[e.name] = e end
-        local j = h.slurp(o.sock .. ".journal") or ""
-        if math.tointeger(tonumber(j:match("^#gen (%d+)\n"))) == math.tointeger(r.gen) then
-          for line in j:gmatch("[^\n]+") do
-            if line:sub(1, 1) == "{" then
-              local e = cjson.decode(line)
-              by[e.name] = e
-            end
-          end
-        end
+        local by = c.recorded(o.sock) or {}
         return by.s39 and by.s39.state == "stopped"
       end, "the record to name s39 stopped")
     end)

@@ -79,7 +79,6 @@ end)
 describe("the state record after a change of many", function()
   local h = u.h
   local cu = require "spec.ctl_util"
-  local cjson = require "cjson"
 
   -- `orch run --socket DIR/ctl.sock DIR/policy.lua` in the background: its pid.
   local function run(d, n)
@@ -91,29 +90,6 @@ describe("the state record after a change of many", function()
       return h.cli({ "ctl", "--socket", d .. "/ctl.sock", "ping" }) == 0
     end, "orch to answer")
     return pid
-  end
-
-  -- The entries on file by name: the record, and over it the journal's
-  -- lines when the journal continues that record (persist.recover's
-  -- merge). nil when the record cannot be read whole yet.
-  local function on_file(sock)
-    local ok, rec = pcall(cjson.decode, h.slurp(sock .. ".state"))
-    if not ok or type(rec) ~= "table" then return nil end
-    local by = {}
-    for _, x in ipairs(rec.instances or {}) do by[x.name] = x end
-    local j = h.slurp(sock .. ".journal")
-    if tonumber(j:match("^#gen (%d+)\n")) ~= rec.gen then return by end
-    for line in j:gmatch("[^\n]+") do
-      if line:sub(1, 1) == "{" then
-        local ok2, x = pcall(cjson.decode, line)
-        if ok2 and type(x) == "table" and type(x.name) == "string" then by[x.name] = not x.gone and x or nil end
-      elseif line:sub(1, 1) ~= "#" then
-        -- A spawn's line (tab-separated): a process running.
-        local name = line:match("^([^\t]+)\t")
-        if name then by[name] = { name = name, state = "running" } end
-      end
-    end
-    return by
   end
 
   -- 250 services of 200-byte names: the lines of their changes (a stop of
@@ -150,7 +126,7 @@ describe("the state record after a change of many", function()
     cu.until_true(function()
       local e = h.slurp(d .. "/err1")
       if e:find("more than 64 KiB", 1, true) then error("the sync failed:\n" .. e, 0) end
-      local by = on_file(o.sock)
+      local by = cu.recorded(o.sock)
       if not by then return false end
       local n = 0
       for _, x in pairs(by) do
