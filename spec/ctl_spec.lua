@@ -645,11 +645,13 @@ end)
 describe("orch ctl stop and the stop request's wait", function()
   -- hold ignores TERM (its sleeps too: an ignored signal stays ignored
   -- across exec) until the test creates DIR/release; its stop timeout is
-  -- long enough that no KILL comes meanwhile.
+  -- long enough that no KILL comes meanwhile. Released, it exits 0 and is
+  -- not restarted (restart = "never"): a process restarted after the
+  -- test's last release ignored the TERM of orch's shutdown for 120 s.
   local HOLD = [[
 local sup = require "orch.supervisor"
 sup.configure{ log = false }
-sup.service{ name = "hold", stop = { timeout = 120 },
+sup.service{ name = "hold", stop = { timeout = 120 }, restart = "never",
   cmd = { "sh", "-c", "trap '' TERM; echo up > " .. DIR .. "/up; while [ ! -e " .. DIR .. "/release ]; do sleep 0.05; done" } }
 sup.service{ name = "b", cmd = { "sleep", "1000" } }
 sup.run()

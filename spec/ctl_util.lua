@@ -89,7 +89,10 @@ function u.stop(o)
     local code, out = u.ctl_cli(o, "--json", "status")
     if code == 0 or code == 3 then
       for _, s in ipairs(cjson.decode(out).services) do
-        if type(s.pid) == "number" then pids[#pids + 1] = s.pid end
+        -- (An integer: cjson reads 8454 as 8454.0, and /proc/8454.0 is no
+        -- process: every survivor passed this check unseen.)
+        local pid = math.tointeger(s.pid)
+        if pid then pids[#pids + 1] = pid end
       end
     end
     os.execute("kill -TERM " .. o.pid)
