@@ -144,14 +144,18 @@ describe("a stop signals first", function()
       assert.is_true(s.wait("p2", "running", 20))
       local fz = pid_in(dir .. "/fz")
       assert(s.freeze("fz"))
+      -- Every pid file read before the stop (each is written once the
+      -- stop signal is blocked): the event's callback cannot wait for one
+      -- (hooked's, not written yet on a loaded machine, made it raise
+      -- there, and seen lacked hooked).
+      local pids = {}
+      for _, name in ipairs { "p1", "p2", "p3", "fz", "hooked" } do pids[name] = pid_in(dir .. "/" .. name) end
       local walked, restore = count_walk()
       local seen
       local unsubscribe = s.events(function(ev)
         if ev.event == "stopping" and not seen then
           seen = {}
-          for _, name in ipairs { "p1", "p2", "p3", "fz", "hooked" } do
-            seen[name] = signal_pending(pid_in(dir .. "/" .. name))
-          end
+          for name, pid in pairs(pids) do seen[name] = signal_pending(pid) end
         end
       end)
       local t = orch.task(function() return s.stop("all") end)
