@@ -341,6 +341,8 @@ end
 
 --- Whether pid is a live (non-zombie) process.
 function h.alive(pid)
+  -- (A pid read by cjson is a float: 8454.0 names no /proc entry.)
+  pid = math.tointeger(pid) or pid
   local stat = slurp("/proc/" .. pid .. "/stat")
   return stat ~= "" and not stat:match("^%d+ %b() Z")
 end
