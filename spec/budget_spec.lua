@@ -437,14 +437,22 @@ describe("a supervisor's stop with a tiny Lua time budget", function()
     ]])
     local o = { dir = d }
     o.pid = launch(d)
-    o.pids = {}
-    for line in h.slurp(d .. "/pids"):gmatch("[^\n]+") do o.pids[#o.pids + 1] = tonumber(line) end
+    o.start = orch.proc.start_time(o.pid)
+    o.pids, o.starts = {}, {}
+    for line in h.slurp(d .. "/pids"):gmatch("[^\n]+") do
+      local p = tonumber(line)
+      o.pids[#o.pids + 1] = p
+      o.starts[p] = orch.proc.start_time(p)
+    end
     return o
   end
+  -- Kills what is left of orch and its services: by pid and start time.
+  -- (By pid alone, it killed whatever had the pid of a service stopped
+  -- long before: a spec file run beside this one lost processes so.)
   local function clean(o)
-    if h.alive(o.pid) then os.execute("kill -KILL " .. o.pid) end
+    if o.start then orch.kill(o.pid, "KILL", o.start) end
     for _, p in ipairs(o.pids) do
-      if h.alive(p) then os.execute("kill -KILL " .. p) end
+      if o.starts[p] then orch.kill(p, "KILL", o.starts[p]) end
     end
     exit_status(o.dir, "the shell's end")
   end
@@ -552,8 +560,9 @@ describe("a supervisor's start with a tiny Lua time budget", function()
       os.rename(DIR .. "/after.tmp", DIR .. "/after")
     ]])
     local pid = launch(d)
+    local start = orch.proc.start_time(pid)
     finally(function()
-      if h.alive(pid) then os.execute("kill -KILL " .. pid) end
+      if start then orch.kill(pid, "KILL", start) end
       exit_status(d, "the shell's end")
       for _, p in ipairs(h.leftovers(token)) do os.execute("kill -KILL " .. p) end
     end)
