@@ -178,6 +178,43 @@ describe("orch.repl.pretty", function()
     assert.are.equal("{ 1, {...} }", repl.pretty({ 1, { 2 } }, { depth = 1 }))
   end)
 
+  it("looks at a bounded number of a big table's keys", function()
+    -- Keys whose __tostring counts its calls: sorting them calls it for
+    -- every comparison. All 20,000 were sorted before (some 600,000
+    -- calls); now at most 4 x items (40) are looked at and the first 10
+    -- sorted: at most 45 comparisons (90 calls) and one call each shown.
+    local calls = 0
+    local mt = { __tostring = function() calls = calls + 1 return "K" end }
+    local t = {}
+    for i = 1, 20000 do t[setmetatable({}, mt)] = i end
+    local s = repl.pretty(t, { items = 10 })
+    assert.is_true(calls <= 100, calls)
+    assert.truthy(s:find("... (at least 30 more)", 1, true), s)
+    -- A proxy's pairs is followed only that far: 41 steps, not 100,001.
+    local steps = 0
+    local proxy = setmetatable({}, { __pairs = function()
+      return function(_, k)
+        steps = steps + 1
+        k = (k or 0) + 1
+        if k <= 100000 then return k, k end
+      end, nil, nil
+    end })
+    s = repl.pretty(proxy, { items = 10 })
+    assert.is_true(steps <= 41, steps)
+    assert.are.equal("{ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ... (at least 30 more) }", s)
+    -- The array part is shown up to items, the rest counted, not walked.
+    local a = {}
+    for i = 1, 1000 do a[i] = i end
+    assert.are.equal("{ 1, 2, 3, ... (at least 997 more) }", repl.pretty(a, { items = 3 }))
+    -- A table within the walk shows as before: its smallest keys, sorted,
+    -- and the exact count of the rest.
+    local w = {}
+    for i = 1, 300 do w[("k%03d"):format(i)] = i end
+    s = repl.pretty(w)
+    assert.truthy(s:find("{\n  k001 = 1,\n", 1, true), s)
+    assert.truthy(s:find("k200 = 200,\n  ... (100 more)\n}", 1, true), s)
+  end)
+
   it("breaks long tables over lines", function()
     local t = {}
     for i = 1, 30 do t["key" .. i] = i end

@@ -76,6 +76,31 @@ local function key_less(a, b)
   return tostring(a) < tostring(b)
 end
 
+-- Sorts keys in key_less's order: numbers, strings, booleans, then the
+-- rest by type name and tostring. Numbers and strings are sorted apart,
+-- by table.sort's own `<` (in C), key_less only for the rest.
+local function sort_keys(keys)
+  local nums, strs, f, t, rest = {}, {}, false, false, {}
+  for i = 1, #keys do
+    local k = keys[i]
+    local tk = type(k)
+    if tk == "number" then nums[#nums + 1] = k
+    elseif tk == "string" then strs[#strs + 1] = k
+    elseif k == false then f = true
+    elseif k == true then t = true
+    else rest[#rest + 1] = k end
+  end
+  table.sort(nums)
+  table.sort(strs)
+  table.sort(rest, key_less)
+  local i = 0
+  for j = 1, #nums do i = i + 1 keys[i] = nums[j] end
+  for j = 1, #strs do i = i + 1 keys[i] = strs[j] end
+  if f then i = i + 1 keys[i] = false end
+  if t then i = i + 1 keys[i] = true end
+  for j = 1, #rest do i = i + 1 keys[i] = rest[j] end
+end
+
 local function has_tostring(v)
   local mt = getmetatable(v)
   return type(mt) == "table" and rawget(mt, "__tostring") ~= nil
@@ -86,58 +111,94 @@ local pretty_value
 -- What a table shows: its own entries, or, when its metatable has a
 -- __pairs (a proxy, such as the supervisor's read-only configuration
 -- tables, empty themselves), what pairs gives (read raw, they showed as
--- {}); its own entries again when that __pairs fails.
-local function entries(t)
+-- {}); its own entries again when that __pairs fails. Of a proxy, at most
+-- `max` entries are copied: the second result is false when it has more
+-- (nil for a table read raw).
+local function entries(t, max)
   local mt = getmetatable(t)
   if type(mt) ~= "table" or rawget(mt, "__pairs") == nil then return t end
-  local ok, copy = pcall(function()
-    local c = {}
-    for k, v in pairs(t) do c[k] = v end
-    return c
+  local ok, copy, whole = pcall(function()
+    local c, count = {}, 0
+    for k, v in pairs(t) do
+      if count >= max then return c, false end
+      count = count + 1
+      c[k] = v
+    end
+    return c, true
   end)
-  return ok and copy or t
+  if ok then return copy, whole end
+  return t
 end
 
+-- A table is shown as its array part (1 to its length) and then its other
+-- keys, sorted, at most opts.items entries in all. Finding the smallest
+-- keys of a table means looking at every one: sorting the million keys of
+-- a table took 3.4 s and held orch's loop (`orch ctl eval 'return T'`:
+-- every other client, the supervisor). So at most opts.walk keys are
+-- looked at (next's order; 4 x items). A table that has no more shows as
+-- before: every key sorted, the count of the rest exact. A bigger one
+-- shows the first of its other keys that next gives (as many as there is
+-- room for), sorted, and "... (at least N more)": N counts the array part
+-- and the keys looked at, not the rest. The array part is never walked
+-- past what is shown. So a table costs in proportion to what it shows.
 local function pretty_table(t, depth, indent, seen, opts)
   if seen[t] then return made(opts, fit(opts, "<cycle " .. tostring(t) .. ">")) end
-  local src = entries(t)
-  if depth >= opts.depth then return made(opts, fit(opts, next(src) == nil and "{}" or "{...}")) end
+  if depth >= opts.depth then
+    return made(opts, fit(opts, next((entries(t, 1))) == nil and "{}" or "{...}"))
+  end
+  local src, whole = entries(t, opts.walk)
   seen[t] = true
   -- "{ " or "{\n" before the first entry, ", " or ",\n" between two.
   made(opts, "{ ")
   local parts = {}
   local n = rawlen(src)
+  local items = opts.items
   local count = 0
-  local more = 0
-  for i = 1, n do
+  for i = 1, n < items and n or items do
+    if spent(opts) then break end
     count = count + 1
-    if count > opts.items then more = more + 1
-    elseif spent(opts) then break
-    else
-      if count > 1 then made(opts, ", ") end
-      parts[#parts + 1] = pretty_value(rawget(src, i), depth + 1, indent .. "  ", seen, opts)
-    end
+    if count > 1 then made(opts, ", ") end
+    parts[#parts + 1] = pretty_value(rawget(src, i), depth + 1, indent .. "  ", seen, opts)
   end
-  local keys = {}
+  local shown_array = count
+  -- The other keys: every one when the walk ends within opts.walk steps,
+  -- else only the first ones that fit (the others just counted).
+  local keys, others, complete = {}, 0, whole ~= false
   if not spent(opts) then
-    for k in next, src do
-      if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+    local room, k, steps, walk = items - count, nil, 0, opts.walk
+    while true do
+      k = next(src, k)
+      if k == nil then break end
+      if steps >= walk then complete = false break end
+      steps = steps + 1
+      if not (math.type(k) == "integer" and k >= 1 and k <= n) then
+        others = others + 1
+        keys[#keys + 1] = k
+      end
     end
-    table.sort(keys, key_less)
+    if not complete then
+      -- Only the first `room` of them are shown.
+      for i = #keys, room + 1, -1 do keys[i] = nil end
+    end
+    if room > 0 then sort_keys(keys) end
   end
   for _, k in ipairs(keys) do
+    if count >= items or spent(opts) then break end
     count = count + 1
-    if count > opts.items then more = more + 1
-    elseif spent(opts) then break
-    else
-      if count > 1 then made(opts, ", ") end
-      local ks = is_identifier(k) and made(opts, fit(opts, k)) or
-        ("[" .. pretty_value(k, depth + 1, indent .. "  ", seen, opts) .. "]")
-      if spent(opts) then parts[#parts + 1] = ks break end
-      parts[#parts + 1] = ks .. made(opts, " = ") .. pretty_value(rawget(src, k), depth + 1, indent .. "  ", seen, opts)
+    if count > 1 then made(opts, ", ") end
+    local ks = is_identifier(k) and made(opts, fit(opts, k)) or
+      ("[" .. pretty_value(k, depth + 1, indent .. "  ", seen, opts) .. "]")
+    if spent(opts) then parts[#parts + 1] = ks break end
+    parts[#parts + 1] = ks .. made(opts, " = ") .. pretty_value(rawget(src, k), depth + 1, indent .. "  ", seen, opts)
+  end
+  if not spent(opts) then
+    local more = (n - shown_array) + (others - (count - shown_array))
+    if not complete then
+      parts[#parts + 1] = made(opts, fit(opts, "... (at least " .. more .. " more)"))
+    elseif more > 0 then
+      parts[#parts + 1] = made(opts, fit(opts, "... (" .. more .. " more)"))
     end
   end
-  if more > 0 and not spent(opts) then parts[#parts + 1] = made(opts, fit(opts, "... (" .. more .. " more)")) end
   seen[t] = nil
   if #parts == 0 then return "{}" end
   local flat = "{ " .. table.concat(parts, ", ") .. " }"
@@ -184,6 +245,8 @@ local function state(opts)
   opts = opts or {}
   local o = { depth = opts.depth or M.MAX_DEPTH, items = opts.items or M.MAX_ITEMS,
               width = opts.width or M.WIDTH }
+  -- How many keys of a table are looked at (see pretty_table).
+  o.walk = o.items < math.maxinteger // 4 and math.max(4 * o.items, 1) or math.maxinteger
   if opts.limit then
     o.left = opts.limit < math.maxinteger - o.width - 1 and opts.limit + o.width + 1 or math.maxinteger
   end
