@@ -446,6 +446,19 @@ describe("the control socket", function()
       assert.are.equal("ENOENT", r.code, r.error)   -- the number was accepted; no service 'x' 
       c:close()
       srv:close()
+      -- io.open's errno is named (orch.errname): not a directory, a loop.
+      assert(io.open(d .. "/file", "w")):close()
+      assert(os.execute("ln -s loop " .. h.shquote(d .. "/loop")))
+      for name, code in pairs { ["file/x.lua"] = "ENOTDIR", loop = "ELOOP" } do
+        srv = assert(ctl.serve{ socket = d .. "/s.sock", script = d .. "/" .. name,
+                                supervisor = require("orch.supervisor").new() })
+        c = assert(ctl.connect(srv.path))
+        r = assert(c:request{ cmd = "reexec" })
+        assert.are.equal(code, r.code, r.error)
+        assert.truthy(r.error:find("cannot be read: ", 1, true), r.error)
+        c:close()
+        srv:close()
+      end
     end)
     local ok, err = pcall(ctl.on_reexec, "", print)
     assert.is_false(ok)

@@ -50,6 +50,38 @@ describe("who and what", function()
   end)
 end)
 
+describe("orch.errname", function()
+  it("names errnos as the bindings do, nil for none, raises for a non-integer", function()
+    assert.are.equal("EPERM", orch.errname(1))
+    assert.are.equal("ENOENT", orch.errname(2))
+    assert.are.equal("EACCES", orch.errname(13))
+    assert.are.equal("EMFILE", orch.errname(24))
+    assert.are.equal("ELOOP", orch.errname(40))
+    assert.are.equal("ENOENT", orch.errname(2.0))
+    -- io.open's errno, and the name a binding returns for the same failure.
+    local _, _, errno = io.open("/nonexistent/x")
+    assert.are.equal(select(3, orch.realpath("/nonexistent/x")), orch.errname(errno))
+    for _, n in ipairs { 0, -1, -2, 100000, math.mininteger, math.maxinteger, 1 << 32 | 2 } do
+      assert.is_nil(orch.errname(n), n)
+    end
+    local bad = {
+      { { 1.5 }, "bad argument #1 to 'errname' (number has no integer representation)" },
+      { { "2" }, "bad argument #1 to 'errname' (number expected, got string)" },
+      { { nil }, "bad argument #1 to 'errname' (number expected, got nil)" },
+      { { 0 / 0 }, "bad argument #1 to 'errname' (number has no integer representation)" },
+      { { 2, 3 }, "bad argument #2 to 'errname'" },
+    }
+    local ok, err = pcall(function() return orch.errname() end)
+    assert.is_false(ok)
+    assert.truthy(err:find("bad argument #1 to 'errname' (number expected, got no value)", 1, true), err)
+    for _, c in ipairs(bad) do
+      ok, err = pcall(function(...) return orch.errname(...) end, table.unpack(c[1], 1, #c[1] == 2 and 2 or 1))
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(c[2], 1, true), err)
+    end
+  end)
+end)
+
 describe("orch.read_config", function()
   it("reads a file no other user could have written, and never waits on a FIFO", function()
     local dir = h.tmpdir()

@@ -2,7 +2,7 @@
  * l_sys.c: the small system calls a supervisor needs around its control
  * socket, as public API (merged into `orch`): who we are (getuid,
  * geteuid), which file we run (exepath) and the real path of a file
- * (realpath); files and directories only we
+ * (realpath), the name of an errno (errname); files and directories only we
  * may use (orch.private: an atomic 0600 record, an append-only journal, a
  * read that trusts only our own private file, a private directory); a
  * configuration file read only if no other user could have written it
@@ -461,6 +461,21 @@ static int sys_exepath(lua_State *L) {
   return 1;
 }
 
+/* orch.errname(n): the name of errno n ("ENOENT"), the one every binding
+ * returns third (orch__errname, strerrorname_np(3)), for an errno Lua got
+ * elsewhere (io.open's third result); nil when n names none. A value that
+ * is not an integer raises (a numeric string too: "2" is not an errno). */
+static int sys_errname(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TNUMBER) return luaL_typeerror(L, 1, "number");
+  lua_Integer n = luaL_checkinteger(L, 1);
+  orch__check_nargs(L, 1);
+  /* (0 is no errno: strerrorname_np names it "0".) */
+  const char *name = n > 0 && n <= INT_MAX ? strerrorname_np((int)n) : NULL;
+  if (name) lua_pushstring(L, name);
+  else lua_pushnil(L);
+  return 1;
+}
+
 /* orch.realpath(path): the absolute path of path with every symbolic link,
  * `.` and `..` resolved (realpath(3)); the file must exist. `orch run` names
  * the script a control socket's state belongs to with it. */
@@ -634,7 +649,7 @@ int orch__open_sys(lua_State *L) {
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {
     {"getuid", sys_getuid}, {"geteuid", sys_geteuid}, {"exepath", sys_exepath},
-    {"realpath", sys_realpath},
+    {"realpath", sys_realpath}, {"errname", sys_errname},
     {"sockets", sys_sockets}, {"flock", sys_flock}, {"read_config", sys_read_config},
     {"malloc_trim", sys_malloc_trim}, {"sched_yield", sys_sched_yield}, {NULL, NULL}
   };

@@ -1328,22 +1328,17 @@ local function current_environment()
   return env
 end
 
--- The names of the errnos io.open reports most (Linux's numbers, the same
--- on every architecture orch builds for).
-local ERRNO = { [1] = "EPERM", [2] = "ENOENT", [5] = "EIO", [12] = "ENOMEM", [13] = "EACCES",
-  [20] = "ENOTDIR", [21] = "EISDIR", [23] = "ENFILE", [24] = "EMFILE", [36] = "ENAMETOOLONG",
-  [40] = "ELOOP" }
-
 -- Opens `path` to see that it can be read: true, or nil, message, code,
--- with why it cannot (io.open's error and errno: out of file descriptors
--- is not a missing file).
+-- with why it cannot (io.open's error, and its errno named by orch.errname:
+-- out of file descriptors is not a missing file).
 local function readable(what, path)
   if type(path) ~= "string" then return nil, "reexec: no " .. what .. " to read", "ENOENT" end
   local f, err, errno = io.open(path, "rb")
   if f then f:close() return true end
   local why = tostring(err)
   if why:sub(1, #path + 2) == path .. ": " then why = why:sub(#path + 3) end
-  return nil, ("reexec: %s %s cannot be read: %s"):format(what, path, why), ERRNO[errno] or "EIO"
+  return nil, ("reexec: %s %s cannot be read: %s"):format(what, path, why),
+    math.type(errno) == "integer" and orch.errname(errno) or "EIO"
 end
 
 --- Checks that orch can be re-executed and collects the hand-over. Returns
