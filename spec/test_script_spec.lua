@@ -16,21 +16,38 @@ describe("quoting", function()
 end)
 ]]
 
--- scripts/test (a copy, in a directory of its own, on SPEC) with these
--- arguments, in the VM's mode; what it printed.
-local function run_copy(...)
+-- scripts/test (a copy, in a directory of its own, on the spec files FILES,
+-- name = text, with the variables ENV, "NAME=VALUE ...") with these
+-- arguments, in the VM's mode; what it printed, and its directory.
+local function copy_run(env, files, ...)
   local root = h.tmpdir()
   os.execute("mkdir -p " .. h.shquote(root .. "/scripts") .. " " .. h.shquote(root .. "/spec"))
   for _, f in ipairs { "test", "lib.sh" } do
     assert(os.execute("cp -p " .. h.shquote(h.root .. "/scripts/" .. f) .. " " .. h.shquote(root .. "/scripts/")))
   end
-  h.write(root .. "/spec/q_spec.lua", SPEC)
+  for name, text in pairs(files) do h.write(root .. "/spec/" .. name, text) end
   local args = {}
   for i, a in ipairs { ... } do args[i] = h.shquote(a) end
   -- (LD_PRELOAD: the ASan pass's, for orch, not for bash and busted.)
-  return (h.sh("cd " .. h.shquote(root) .. " && env -u LD_PRELOAD ORCH_TEST_IN_VM=1 timeout -k 5 300 scripts/test "
-    .. table.concat(args, " ") .. " 2>&1"))
+  return (h.sh("cd " .. h.shquote(root) .. " && env -u LD_PRELOAD ORCH_TEST_IN_VM=1 " .. env
+    .. " timeout -k 5 300 scripts/test " .. table.concat(args, " ") .. " 2>&1")), root
 end
+local function run_copy(...) return (copy_run("", { ["q_spec.lua"] = SPEC }, ...)) end
+
+-- A spec file that hangs in its second test: busted blocks opening a FIFO
+-- nobody opens for writing, its child cat reads a pipe busted holds (it
+-- ends when busted does).
+local HANG = [[
+describe("hang", function()
+  it("passes", function() end)
+  it("waits on a fifo", function()
+    local child = io.popen("exec cat >/dev/null", "w")
+    local f = io.open(os.getenv("HANG_FIFO"), "r")
+    child:close()
+    f:close()
+  end)
+end)
+]]
 
 describe("scripts/test", function()
   it("runs spec:PATTERN with an apostrophe, double quotes or a backslash in PATTERN", function()
@@ -74,5 +91,31 @@ describe("scripts/test", function()
     local f = io.open(live .. "/cgroup.procs")
     assert.truthy(f, "the live run's cgroup went")
     f:close()
+  end)
+
+  -- The VM's hang (session 18): a spec file's timeout equal to the VM's
+  -- own, which killed the VM first, and nothing said where it waited. Past
+  -- its timeout a spec file fails, and the run says which test it was in and
+  -- what still ran of it (pid, parent, state, wchan, elapsed, args) before
+  -- it was killed; the run goes on to its end.
+  it("fails a spec file past ORCH_TEST_SPEC_TIMEOUT, with the test it hangs in and what still runs of it", function()
+    local dir = h.tmpdir()
+    local fifo = dir .. "/fifo"
+    assert(os.execute("mkfifo " .. h.shquote(fifo)))
+    local out = copy_run("ORCH_TEST_SPEC_TIMEOUT=3 HANG_FIFO=" .. h.shquote(fifo),
+      { ["hang_spec.lua"] = HANG, ["q_spec.lua"] = SPEC }, "spec/hang_spec.lua", "spec/q_spec.lua:it's")
+    assert.matches("^%d+ passed, 1 failed$", out:match("[^\n]*$"), nil, nil, out)
+    assert.matches("\nFAILED: spec/hang_spec.lua %(release%)\n", out, nil, nil, out)
+    assert.matches("\n  spec/q_spec.lua:it's%s+1 ok%s+0 failed", out, nil, nil, out)
+    assert.matches("scripts/test: spec/hang_spec.lua timed out after 3 s, in its test 2:\nspec/hang_spec.lua:3: hang waits on a fifo\n",
+      out, nil, nil, out)
+    local busted = assert(out:match("still running %(busted is (%d+);"), out)
+    -- busted and its child, each asleep in the kernel (a wchan).
+    local b = out:match("\n%s*" .. busted .. " +%d+ S (%S+) +%d+s lua5.4 /usr/bin/busted [^\n]*spec/hang_spec.lua\n")
+    local c = out:match("\n%s*%d+ +" .. busted .. " S (%S+) +%d+s cat\n")
+    assert.truthy(b, out)
+    assert.truthy(c, out)
+    assert.are_not.equal("-", b, out)
+    assert.are_not.equal("-", c, out)
   end)
 end)
