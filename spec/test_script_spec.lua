@@ -95,27 +95,34 @@ describe("scripts/test", function()
 
   -- The VM's hang (session 18): a spec file's timeout equal to the VM's
   -- own, which killed the VM first, and nothing said where it waited. Past
-  -- its timeout a spec file fails, and the run says which test it was in and
+  -- its timeout (on the whole file, or, as in the VM, on its log's last
+  -- change) a spec file fails, and the run says which test it was in and
   -- what still ran of it (pid, parent, state, wchan, elapsed, args) before
   -- it was killed; the run goes on to its end.
-  it("fails a spec file past ORCH_TEST_SPEC_TIMEOUT, with the test it hangs in and what still runs of it", function()
-    local dir = h.tmpdir()
-    local fifo = dir .. "/fifo"
-    assert(os.execute("mkfifo " .. h.shquote(fifo)))
-    local out = copy_run("ORCH_TEST_SPEC_TIMEOUT=3 HANG_FIFO=" .. h.shquote(fifo),
-      { ["hang_spec.lua"] = HANG, ["q_spec.lua"] = SPEC }, "spec/hang_spec.lua", "spec/q_spec.lua:it's")
-    assert.matches("^%d+ passed, 1 failed$", out:match("[^\n]*$"), nil, nil, out)
-    assert.matches("\nFAILED: spec/hang_spec.lua %(release%)\n", out, nil, nil, out)
-    assert.matches("\n  spec/q_spec.lua:it's%s+1 ok%s+0 failed", out, nil, nil, out)
-    assert.matches("scripts/test: spec/hang_spec.lua timed out after 3 s, in its test 2:\nspec/hang_spec.lua:3: hang waits on a fifo\n",
-      out, nil, nil, out)
-    local busted = assert(out:match("still running %(busted is (%d+);"), out)
-    -- busted and its child, each asleep in the kernel (a wchan).
-    local b = out:match("\n%s*" .. busted .. " +%d+ S (%S+) +%d+s lua5.4 /usr/bin/busted [^\n]*spec/hang_spec.lua\n")
-    local c = out:match("\n%s*%d+ +" .. busted .. " S (%S+) +%d+s cat\n")
-    assert.truthy(b, out)
-    assert.truthy(c, out)
-    assert.are_not.equal("-", b, out)
-    assert.are_not.equal("-", c, out)
-  end)
+  for _, t in ipairs {
+    { what = "ORCH_TEST_SPEC_TIMEOUT", env = "ORCH_TEST_SPEC_TIMEOUT=3", why = "after 3 s" },
+    { what = "ORCH_TEST_SPEC_IDLE", env = "ORCH_TEST_SPEC_TIMEOUT=300 ORCH_TEST_SPEC_IDLE=3",
+      why = "after 3 s without a change to its log" },
+  } do
+    it("fails a spec file past " .. t.what .. ", with the test it hangs in and what still runs of it", function()
+      local dir = h.tmpdir()
+      local fifo = dir .. "/fifo"
+      assert(os.execute("mkfifo " .. h.shquote(fifo)))
+      local out = copy_run(t.env .. " HANG_FIFO=" .. h.shquote(fifo),
+        { ["hang_spec.lua"] = HANG, ["q_spec.lua"] = SPEC }, "spec/hang_spec.lua", "spec/q_spec.lua:it's")
+      assert.matches("^%d+ passed, 1 failed$", out:match("[^\n]*$"), nil, nil, out)
+      assert.matches("\nFAILED: spec/hang_spec.lua %(release%)\n", out, nil, nil, out)
+      assert.matches("\n  spec/q_spec.lua:it's%s+1 ok%s+0 failed", out, nil, nil, out)
+      assert.is_truthy(out:find("scripts/test: spec/hang_spec.lua timed out " .. t.why
+        .. ", in its test 2:\nspec/hang_spec.lua:3: hang waits on a fifo\n", 1, true), out)
+      local busted = assert(out:match("still running %(busted is (%d+);"), out)
+      -- busted and its child, each asleep in the kernel (a wchan).
+      local b = out:match("\n%s*" .. busted .. " +%d+ S (%S+) +%d+s lua5.4 /usr/bin/busted [^\n]*spec/hang_spec.lua\n")
+      local c = out:match("\n%s*%d+ +" .. busted .. " S (%S+) +%d+s cat\n")
+      assert.truthy(b, out)
+      assert.truthy(c, out)
+      assert.are_not.equal("-", b, out)
+      assert.are_not.equal("-", c, out)
+    end)
+  end
 end)
