@@ -28,8 +28,11 @@ local function copy_run(env, files, ...)
   for name, text in pairs(files) do h.write(root .. "/spec/" .. name, text) end
   local args = {}
   for i, a in ipairs { ... } do args[i] = h.shquote(a) end
-  -- (LD_PRELOAD: the ASan pass's, for orch, not for bash and busted.)
-  return (h.sh("cd " .. h.shquote(root) .. " && env -u LD_PRELOAD ORCH_TEST_IN_VM=1 " .. env
+  -- (LD_PRELOAD: the ASan pass's, for orch, not for bash and busted.
+  -- ORCH_TEST_IPCNS: the suite's, whose IPC namespace the copy would share:
+  -- its leftover check then saw another spec file's SysV object, made
+  -- while the copy ran.)
+  return (h.sh("cd " .. h.shquote(root) .. " && env -u LD_PRELOAD -u ORCH_TEST_IPCNS ORCH_TEST_IN_VM=1 " .. env
     .. " timeout -k 5 300 scripts/test " .. table.concat(args, " ") .. " 2>&1")), root
 end
 local function run_copy(...) return (copy_run("", { ["q_spec.lua"] = SPEC }, ...)) end
