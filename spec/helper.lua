@@ -28,6 +28,14 @@ end
 package.cpath = h.build .. "/lua/?.so;" .. package.cpath
 h.orch = require "orch"
 local orch = h.orch
+
+--- How much longer than on this machine's own CPUs the hang guards of
+-- the waits are (h.eventually, h.run's deadline, supervisor_util's
+-- until_true): 5 in the pure-v2 VM (ORCH_TEST_IN_VM; TCG beside stress-ng
+-- --cpu 2 ran supervisor_cgroup_spec 10-40x slower, and 10 s and 20 s
+-- guards ran out), ORCH_TEST_TIME_SCALE where set. A guard, not a wait:
+-- a passing test waits as long as its condition takes.
+h.time_scale = tonumber(os.getenv("ORCH_TEST_TIME_SCALE") or "") or (os.getenv("ORCH_TEST_IN_VM") and 5 or 1)
 local luassert = require "luassert"
 
 -- A failed test may leave children behind (its cleanup was skipped): kill
@@ -52,7 +60,7 @@ end
 -- and the error says where the test waited, with what h.on_deadline() (a
 -- function a test helper may set) returns about the test's own state.
 function h.run(fn, deadline, ...)
-  deadline = deadline or 30
+  deadline = (deadline or 30) * h.time_scale
   local args = table.pack(...)
   local late
   local res = table.pack(pcall(orch.run, function()
@@ -289,7 +297,7 @@ end
 -- 10 ms, and returns that value; raises "never happened: <what>" after
 -- `timeout` seconds (default 30). A hang guard, not a timing assertion.
 function h.eventually(pred, what, timeout)
-  local deadline = orch.now() + (timeout or 30)
+  local deadline = orch.now() + (timeout or 30) * h.time_scale
   while true do
     local v = pred()
     if v then return v end

@@ -53,7 +53,7 @@ end
 
 --- Polls pred (in a task) every 20 ms until true or timeout; for tests only.
 function u.until_true(pred, timeout)
-  local deadline = orch.now() + (timeout or 10)
+  local deadline = orch.now() + (timeout or 10) * u.h.time_scale
   while orch.now() < deadline do
     if pred() then return true end
     orch.sleep(0.02)
